@@ -1,0 +1,591 @@
+//! Configuration: the TOML file of the contract, parsed and validated once.
+//!
+//! Every legal parameter lives here with its statutory value as the default.
+//! Validation names the offending key and value; a configuration that loads is
+//! internally consistent (ids unique, regions real, caller IDs parseable).
+
+use std::collections::HashSet;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::model::Purpose;
+use crate::number::{self, Region};
+
+/// The configuration built into the binary: serves the demo data in `data/`.
+pub const BUILT_IN: &str = include_str!("../data/dialgate.toml");
+
+/// Name of the configuration file looked for in the working directory.
+pub const DEFAULT_FILE: &str = "dialgate.toml";
+
+/// A configuration error, naming the key and the value that is wrong.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {cause}")]
+    Read {
+        path: PathBuf,
+        cause: std::io::Error,
+    },
+    #[error("invalid config {origin}: {message}")]
+    Syntax { origin: String, message: String },
+    #[error("invalid config {origin}: {key} = {value:?}: {problem}")]
+    Invalid {
+        origin: String,
+        key: String,
+        value: String,
+        problem: String,
+    },
+}
+
+/// Kind of a registry: what its file lists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RegistryKind {
+    /// The file lists numbers CLEARED for one controller (IT RPO, FR Bloctel).
+    Allowlist,
+    /// The file lists REGISTERED numbers (US DNC, UK TPS).
+    Blocklist,
+}
+
+impl fmt::Display for RegistryKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            RegistryKind::Allowlist => "allowlist",
+            RegistryKind::Blocklist => "blocklist",
+        })
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    server: RawServer,
+    #[serde(default)]
+    log: LogConfig,
+    #[serde(default, rename = "registry")]
+    registries: Vec<RawRegistry>,
+    #[serde(default, rename = "campaign")]
+    campaigns: Vec<RawCampaign>,
+    #[serde(default, rename = "api_key")]
+    api_keys: Vec<toml::Value>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawServer {
+    #[serde(default = "default_grpc_addr")]
+    grpc_addr: String,
+    #[serde(default = "default_http_addr")]
+    http_addr: String,
+    #[serde(default = "default_data_dir")]
+    data_dir: PathBuf,
+    #[serde(default = "default_reload_interval_ms")]
+    registry_reload_interval_ms: u64,
+    #[serde(default = "default_shutdown_grace_ms")]
+    shutdown_grace_ms: u64,
+    tls: Option<toml::Value>,
+}
+
+impl Default for RawServer {
+    fn default() -> Self {
+        RawServer {
+            grpc_addr: default_grpc_addr(),
+            http_addr: default_http_addr(),
+            data_dir: default_data_dir(),
+            registry_reload_interval_ms: default_reload_interval_ms(),
+            shutdown_grace_ms: default_shutdown_grace_ms(),
+            tls: None,
+        }
+    }
+}
+
+fn default_grpc_addr() -> String {
+    "127.0.0.1:50051".into()
+}
+fn default_http_addr() -> String {
+    "127.0.0.1:8080".into()
+}
+fn default_data_dir() -> PathBuf {
+    PathBuf::from("data")
+}
+fn default_reload_interval_ms() -> u64 {
+    1000
+}
+fn default_shutdown_grace_ms() -> u64 {
+    10_000
+}
+
+/// Settings of the durable decision log.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    /// Decisions waiting for the writer before CheckCall answers UNAVAILABLE.
+    #[serde(default = "default_queue_capacity")]
+    pub queue_capacity: usize,
+    /// Most decisions committed in one transaction (group commit).
+    #[serde(default = "default_max_batch")]
+    pub max_batch: usize,
+    /// How long a request_id is remembered as an idempotency key.
+    #[serde(default = "default_idempotency_hours")]
+    pub idempotency_window_hours: u64,
+    /// How long CheckCall waits for the log before answering UNAVAILABLE.
+    #[serde(default = "default_log_timeout_ms")]
+    pub write_timeout_ms: u64,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            queue_capacity: default_queue_capacity(),
+            max_batch: default_max_batch(),
+            idempotency_window_hours: default_idempotency_hours(),
+            write_timeout_ms: default_log_timeout_ms(),
+        }
+    }
+}
+
+fn default_queue_capacity() -> usize {
+    65_536
+}
+fn default_max_batch() -> usize {
+    1024
+}
+fn default_idempotency_hours() -> u64 {
+    24
+}
+fn default_log_timeout_ms() -> u64 {
+    2_000
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRegistry {
+    id: String,
+    kind: RegistryKind,
+    country: String,
+    valid_days: Option<u32>,
+    seed_file: Option<PathBuf>,
+    seed_controller: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCampaign {
+    id: String,
+    controller: String,
+    purpose: String,
+    default_region: String,
+    destinations: Vec<String>,
+    #[serde(default)]
+    consent_required: bool,
+    #[serde(default)]
+    caller_ids: Vec<String>,
+    calling_hours: Option<toml::Value>,
+    attempt_limit: Option<toml::Value>,
+}
+
+/// The whole validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where the configuration came from (file path or "built-in").
+    pub origin: String,
+    pub server: ServerConfig,
+    pub log: LogConfig,
+    pub registries: Vec<RegistryConfig>,
+    pub campaigns: Vec<CampaignConfig>,
+}
+
+/// Listening addresses and storage location.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub grpc_addr: String,
+    pub http_addr: String,
+    /// Directory of the SQLite databases and registry snapshots.
+    pub data_dir: PathBuf,
+    /// How often a running server looks for new registry snapshots.
+    pub registry_reload_interval_ms: u64,
+    /// Longest wait for in-flight calls on shutdown.
+    pub shutdown_grace_ms: u64,
+}
+
+/// One configured registry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegistryConfig {
+    pub id: String,
+    pub kind: RegistryKind,
+    /// The region whose numbers this registry applies to.
+    pub country: Region,
+    /// A result older than this many days is stale (fail closed).
+    pub valid_days: u32,
+    /// Demo only: a `lines` file imported (checked today) when no snapshot exists.
+    pub seed_file: Option<PathBuf>,
+    /// Demo only: the controller an allow-list seed is cleared for.
+    pub seed_controller: Option<String>,
+}
+
+/// One configured campaign.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CampaignConfig {
+    pub id: String,
+    /// The data controller (brand) the calls are made for.
+    pub controller: String,
+    pub purpose: Purpose,
+    /// Region for numbers written without a country code.
+    pub default_region: Region,
+    /// Regions this campaign may call.
+    pub destinations: Vec<Region>,
+    /// Opt-in only: a valid consent for this purpose is required.
+    pub consent_required: bool,
+    /// Callable numbers this campaign may present, E.164.
+    pub caller_ids: Vec<String>,
+}
+
+/// Statutory validity of a registry result, in days, by country.
+pub fn statutory_valid_days(country: Region) -> Option<u32> {
+    match country.as_str() {
+        "IT" => Some(15),
+        "GB" => Some(28),
+        "FR" => Some(30),
+        "US" => Some(31),
+        _ => None,
+    }
+}
+
+impl Config {
+    /// Loads the configuration: `path` if given, else `./dialgate.toml` if it
+    /// exists, else the built-in demo configuration.
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        match path {
+            Some(path) => Self::from_file(path),
+            None if Path::new(DEFAULT_FILE).exists() => Self::from_file(Path::new(DEFAULT_FILE)),
+            None => Self::parse(BUILT_IN, "built-in", Path::new(".")),
+        }
+    }
+
+    /// Reads and validates a configuration file; relative paths in it are
+    /// resolved against the file's directory.
+    pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|cause| ConfigError::Read {
+            path: path.to_path_buf(),
+            cause,
+        })?;
+        let base = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        Self::parse(&text, &path.display().to_string(), base)
+    }
+
+    /// Parses and validates configuration text.
+    pub fn parse(text: &str, origin: &str, base_dir: &Path) -> Result<Config, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|err| ConfigError::Syntax {
+            origin: origin.to_string(),
+            message: err.to_string().trim().replace('\n', " "),
+        })?;
+        Validator { origin }.validate(raw, base_dir)
+    }
+
+    /// The campaign with this id.
+    pub fn campaign(&self, id: &str) -> Option<&CampaignConfig> {
+        self.campaigns.iter().find(|c| c.id == id)
+    }
+
+    /// The registry with this id.
+    pub fn registry(&self, id: &str) -> Option<&RegistryConfig> {
+        self.registries.iter().find(|r| r.id == id)
+    }
+}
+
+struct Validator<'a> {
+    origin: &'a str,
+}
+
+impl Validator<'_> {
+    fn invalid(
+        &self,
+        key: impl Into<String>,
+        value: impl fmt::Display,
+        problem: &str,
+    ) -> ConfigError {
+        ConfigError::Invalid {
+            origin: self.origin.to_string(),
+            key: key.into(),
+            value: value.to_string(),
+            problem: problem.to_string(),
+        }
+    }
+
+    fn region(&self, key: &str, value: &str) -> Result<Region, ConfigError> {
+        Region::parse(value).ok_or_else(|| {
+            self.invalid(
+                key,
+                value,
+                "not an ISO 3166 region code known to the numbering plan",
+            )
+        })
+    }
+
+    fn validate(&self, raw: RawConfig, base_dir: &Path) -> Result<Config, ConfigError> {
+        if raw.server.tls.is_some() {
+            return Err(self.invalid(
+                "server.tls",
+                "<table>",
+                "TLS is not supported by this version; refusing to serve in plaintext what was configured as TLS",
+            ));
+        }
+        if !raw.api_keys.is_empty() {
+            return Err(self.invalid(
+                "api_key",
+                "<table>",
+                "API keys are not supported by this version; refusing to serve without the configured authentication",
+            ));
+        }
+        let server = ServerConfig {
+            grpc_addr: raw.server.grpc_addr,
+            http_addr: raw.server.http_addr,
+            data_dir: base_dir.join(raw.server.data_dir),
+            registry_reload_interval_ms: raw.server.registry_reload_interval_ms.max(50),
+            shutdown_grace_ms: raw.server.shutdown_grace_ms,
+        };
+        if raw.log.queue_capacity == 0 {
+            return Err(self.invalid("log.queue_capacity", 0, "must be at least 1"));
+        }
+        if raw.log.max_batch == 0 {
+            return Err(self.invalid("log.max_batch", 0, "must be at least 1"));
+        }
+
+        let mut registries = Vec::new();
+        let mut ids = HashSet::new();
+        for (i, r) in raw.registries.into_iter().enumerate() {
+            let key = |field: &str| format!("registry[{i}].{field}");
+            if !valid_id(&r.id) {
+                return Err(self.invalid(
+                    key("id"),
+                    &r.id,
+                    "must be 1-64 characters of a-z, 0-9, '-' or '_'",
+                ));
+            }
+            if !ids.insert(r.id.clone()) {
+                return Err(self.invalid(key("id"), &r.id, "duplicate registry id"));
+            }
+            let country = self.region(&key("country"), &r.country)?;
+            let valid_days = match r.valid_days.or_else(|| statutory_valid_days(country)) {
+                Some(0) => return Err(self.invalid(key("valid_days"), 0, "must be at least 1")),
+                Some(days) => days,
+                None => {
+                    return Err(self.invalid(
+                        key("valid_days"),
+                        "<missing>",
+                        "no statutory default for this country: set valid_days",
+                    ));
+                }
+            };
+            if r.seed_controller.is_some() && r.kind == RegistryKind::Blocklist {
+                return Err(self.invalid(
+                    key("seed_controller"),
+                    r.seed_controller.unwrap_or_default(),
+                    "only allow-list registries have a controller",
+                ));
+            }
+            if r.seed_file.is_some()
+                && r.kind == RegistryKind::Allowlist
+                && r.seed_controller.is_none()
+            {
+                return Err(self.invalid(
+                    key("seed_controller"),
+                    "<missing>",
+                    "an allow-list seed needs the controller it is cleared for",
+                ));
+            }
+            registries.push(RegistryConfig {
+                id: r.id,
+                kind: r.kind,
+                country,
+                valid_days,
+                seed_file: r.seed_file.map(|p| base_dir.join(p)),
+                seed_controller: r.seed_controller,
+            });
+        }
+
+        let mut campaigns = Vec::new();
+        let mut campaign_ids = HashSet::new();
+        for (i, c) in raw.campaigns.into_iter().enumerate() {
+            let key = |field: &str| format!("campaign[{i}].{field}");
+            if c.id.trim().is_empty() || c.id.len() > 128 {
+                return Err(self.invalid(key("id"), &c.id, "must be 1-128 characters"));
+            }
+            if !campaign_ids.insert(c.id.clone()) {
+                return Err(self.invalid(key("id"), &c.id, "duplicate campaign id"));
+            }
+            if c.controller.trim().is_empty() {
+                return Err(self.invalid(key("controller"), &c.controller, "must not be empty"));
+            }
+            if c.calling_hours.is_some() {
+                return Err(self.invalid(key("calling_hours"), "<table>", "calling hours are not enforced by this version; refusing a campaign whose hours would be ignored"));
+            }
+            if c.attempt_limit.is_some() {
+                return Err(self.invalid(key("attempt_limit"), "<table>", "attempt limits are not enforced by this version; refusing a campaign whose limit would be ignored"));
+            }
+            let purpose = Purpose::from_config(&c.purpose).ok_or_else(|| {
+                self.invalid(
+                    key("purpose"),
+                    &c.purpose,
+                    "must be marketing, market_research or statistical",
+                )
+            })?;
+            let default_region = self.region(&key("default_region"), &c.default_region)?;
+            if c.destinations.is_empty() {
+                return Err(self.invalid(
+                    key("destinations"),
+                    "[]",
+                    "a campaign must be allowed to call at least one region",
+                ));
+            }
+            let destinations = c
+                .destinations
+                .iter()
+                .map(|d| self.region(&key("destinations"), d))
+                .collect::<Result<Vec<_>, _>>()?;
+            let caller_ids = c
+                .caller_ids
+                .iter()
+                .map(|cli| {
+                    number::normalize(cli, default_region)
+                        .map(|n| n.e164)
+                        .map_err(|err| self.invalid(key("caller_ids"), cli, &err.to_string()))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            campaigns.push(CampaignConfig {
+                id: c.id,
+                controller: c.controller,
+                purpose,
+                default_region,
+                destinations,
+                consent_required: c.consent_required,
+                caller_ids,
+            });
+        }
+
+        Ok(Config {
+            origin: self.origin.to_string(),
+            server,
+            log: raw.log,
+            registries,
+            campaigns,
+        })
+    }
+}
+
+/// Registry ids become file names: keep them to a safe alphabet.
+pub fn valid_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 64
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, "test.toml", Path::new("/tmp"))
+    }
+
+    #[test]
+    fn test_built_in_config_is_valid() {
+        let config = Config::parse(BUILT_IN, "built-in", Path::new(".")).unwrap();
+        assert!(!config.campaigns.is_empty());
+        assert!(!config.registries.is_empty());
+    }
+
+    #[test]
+    fn test_statutory_valid_days_is_the_default() {
+        let config =
+            parse("[[registry]]\nid = \"it-rpo\"\nkind = \"allowlist\"\ncountry = \"IT\"\n")
+                .unwrap();
+        assert_eq!(config.registries[0].valid_days, 15);
+        let config =
+            parse("[[registry]]\nid = \"uk\"\nkind = \"blocklist\"\ncountry = \"GB\"\n").unwrap();
+        assert_eq!(config.registries[0].valid_days, 28);
+    }
+
+    #[test]
+    fn test_errors_name_key_and_value() {
+        let cases = [
+            (
+                "[[registry]]\nid = \"x\"\nkind = \"allowlist\"\ncountry = \"ZZ\"\n",
+                "registry[0].country",
+                "ZZ",
+            ),
+            (
+                "[[registry]]\nid = \"x\"\nkind = \"blocklist\"\ncountry = \"DE\"\n",
+                "registry[0].valid_days",
+                "<missing>",
+            ),
+            (
+                "[[registry]]\nid = \"X Y\"\nkind = \"blocklist\"\ncountry = \"US\"\n",
+                "registry[0].id",
+                "X Y",
+            ),
+            (
+                "[[campaign]]\nid = \"c\"\ncontroller = \"a\"\npurpose = \"spam\"\ndefault_region = \"IT\"\ndestinations = [\"IT\"]\n",
+                "campaign[0].purpose",
+                "spam",
+            ),
+            (
+                "[[campaign]]\nid = \"c\"\ncontroller = \"a\"\npurpose = \"marketing\"\ndefault_region = \"IT\"\ndestinations = [\"IT\"]\ncaller_ids = [\"12\"]\n",
+                "campaign[0].caller_ids",
+                "12",
+            ),
+            (
+                "[[campaign]]\nid = \"c\"\ncontroller = \"\"\npurpose = \"marketing\"\ndefault_region = \"IT\"\ndestinations = [\"IT\"]\n",
+                "campaign[0].controller",
+                "",
+            ),
+        ];
+        for (text, key, value) in cases {
+            let message = parse(text).unwrap_err().to_string();
+            assert!(message.contains(key), "{message} should name {key}");
+            assert!(
+                message.contains(&format!("{value:?}")),
+                "{message} should name {value:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn test_unknown_keys_are_refused() {
+        let message = parse("[server]\ngrpc_adr = \"x\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(message.contains("grpc_adr"), "{message}");
+    }
+
+    #[test]
+    fn test_unsupported_features_fail_closed() {
+        let message = parse("[server.tls]\ncert_file = \"a\"\nkey_file = \"b\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(message.contains("server.tls"), "{message}");
+        let message = parse("[[api_key]]\nname = \"a\"\nsha256 = \"00\"\nroles = [\"dialer\"]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(message.contains("api_key"), "{message}");
+    }
+
+    #[test]
+    fn test_caller_ids_are_normalized() {
+        let config = parse(
+            "[[campaign]]\nid = \"c\"\ncontroller = \"a\"\npurpose = \"marketing\"\ndefault_region = \"IT\"\ndestinations = [\"IT\"]\ncaller_ids = [\"02 1234 5678\"]\n",
+        )
+        .unwrap();
+        assert_eq!(
+            config.campaigns[0].caller_ids,
+            vec!["+390212345678".to_string()]
+        );
+    }
+}

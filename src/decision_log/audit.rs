@@ -1,0 +1,244 @@
+//! `dialgate audit export` and `dialgate audit verify`: read the decision log
+//! (read-only, alongside a running server), oldest first, in constant memory.
+
+use std::io::Write;
+use std::path::Path;
+
+use jiff::Timestamp;
+use rusqlite::{Connection, OpenFlags};
+use serde::Serialize;
+
+use super::chain::{self, GENESIS};
+use super::writer::{ROW_COLUMNS, read_row, record_from_row};
+use super::{DecisionRecord, micros};
+use crate::model::Reason;
+
+/// Why an audit command failed.
+#[derive(Debug, thiserror::Error)]
+pub enum AuditError {
+    #[error("cannot open decision log {path}: {cause}")]
+    Open {
+        path: String,
+        cause: rusqlite::Error,
+    },
+    #[error("cannot read decision log: {0}")]
+    Read(#[from] rusqlite::Error),
+    #[error("cannot write output: {0}")]
+    Write(#[from] std::io::Error),
+}
+
+/// Output format of `audit export`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExportFormat {
+    Jsonl,
+    Csv,
+}
+
+/// Which decisions to export.
+#[derive(Debug, Clone, Default)]
+pub struct ExportFilter {
+    /// Matches the normalised (E.164) or the as-sent number.
+    pub number: Option<String>,
+    pub since: Option<Timestamp>,
+    pub until: Option<Timestamp>,
+}
+
+#[derive(Serialize)]
+struct ExportedDecision<'a> {
+    seq: i64,
+    decision_id: &'a str,
+    decided_at: Timestamp,
+    request_id: &'a str,
+    campaign_id: &'a str,
+    controller: &'a str,
+    called_number: &'a str,
+    normalized_number: &'a str,
+    caller_id: &'a str,
+    verdict: &'a str,
+    reasons: &'a [Reason],
+    next_allowed_at: Option<Timestamp>,
+    data_versions: &'a [String],
+    latency_us: u64,
+    hash: &'a str,
+}
+
+const CSV_HEADER: &str = "seq,decision_id,decided_at,request_id,campaign_id,controller,called_number,normalized_number,caller_id,verdict,reasons,next_allowed_at,data_versions,latency_us,hash";
+
+fn open_read_only(path: &Path) -> Result<Connection, AuditError> {
+    Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(|cause| AuditError::Open {
+        path: path.display().to_string(),
+        cause,
+    })
+}
+
+/// Writes the matching decisions to `out`, oldest first; returns how many.
+///
+/// # Errors
+/// [`AuditError`] when the log cannot be read or the output written.
+pub fn export(
+    db: &Path,
+    filter: &ExportFilter,
+    format: ExportFormat,
+    out: &mut impl Write,
+) -> Result<u64, AuditError> {
+    let conn = open_read_only(db)?;
+    let mut statement = conn.prepare(&format!(
+        "SELECT {ROW_COLUMNS} FROM decisions
+         WHERE (?1 IS NULL OR normalized_number = ?1 OR called_number = ?1)
+           AND (?2 IS NULL OR decided_at_us >= ?2)
+           AND (?3 IS NULL OR decided_at_us < ?3)
+         ORDER BY seq"
+    ))?;
+    let mut rows = statement.query(rusqlite::params![
+        filter.number,
+        filter.since.map(micros),
+        filter.until.map(micros)
+    ])?;
+    if format == ExportFormat::Csv {
+        writeln!(out, "{CSV_HEADER}")?;
+    }
+    let mut count = 0;
+    while let Some(row) = rows.next()? {
+        let (stored, hash) = read_row(row)?;
+        let record: DecisionRecord = record_from_row(&stored);
+        let exported = ExportedDecision {
+            seq: stored.seq,
+            decision_id: &record.decision_id,
+            decided_at: record.decided_at,
+            request_id: &record.request_id,
+            campaign_id: &record.campaign_id,
+            controller: &record.controller,
+            called_number: &record.called_number,
+            normalized_number: &record.normalized_number,
+            caller_id: &record.caller_id,
+            verdict: record.verdict.as_str(),
+            reasons: &record.reasons,
+            next_allowed_at: record.next_allowed_at,
+            data_versions: &record.data_versions,
+            latency_us: record.latency_us,
+            hash: &hash,
+        };
+        match format {
+            ExportFormat::Jsonl => {
+                serde_json::to_writer(&mut *out, &exported).map_err(std::io::Error::other)?;
+                writeln!(out)?;
+            }
+            ExportFormat::Csv => write_csv_row(out, &exported)?,
+        }
+        count += 1;
+    }
+    out.flush()?;
+    Ok(count)
+}
+
+fn write_csv_row(out: &mut impl Write, d: &ExportedDecision<'_>) -> std::io::Result<()> {
+    let reasons = d
+        .reasons
+        .iter()
+        .map(|r| format!("{}: {}", r.code, r.detail))
+        .collect::<Vec<_>>()
+        .join("; ");
+    let fields = [
+        d.seq.to_string(),
+        d.decision_id.to_string(),
+        d.decided_at.to_string(),
+        d.request_id.to_string(),
+        d.campaign_id.to_string(),
+        d.controller.to_string(),
+        d.called_number.to_string(),
+        d.normalized_number.to_string(),
+        d.caller_id.to_string(),
+        d.verdict.to_string(),
+        reasons,
+        d.next_allowed_at.map(|t| t.to_string()).unwrap_or_default(),
+        d.data_versions.join(" "),
+        d.latency_us.to_string(),
+        d.hash.to_string(),
+    ];
+    let line = fields
+        .iter()
+        .map(|f| csv_field(f))
+        .collect::<Vec<_>>()
+        .join(",");
+    writeln!(out, "{line}")
+}
+
+fn csv_field(value: &str) -> String {
+    // Quote anything with a separator, quote or line break; neutralise
+    // spreadsheet formulas in values that came from callers.
+    let value = if value.starts_with(['=', '-', '@']) {
+        format!("'{value}")
+    } else {
+        value.to_string()
+    };
+    if value.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", value.replace('"', "\"\""))
+    } else {
+        value
+    }
+}
+
+/// Outcome of `audit verify`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verification {
+    /// Every row is present and unaltered.
+    Intact {
+        decisions: u64,
+        head_seq: i64,
+        head_hash: String,
+    },
+    /// The first problem found.
+    Broken {
+        seq: i64,
+        decision_id: String,
+        problem: String,
+    },
+}
+
+/// Recomputes the hash chain over the whole log.
+///
+/// # Errors
+/// [`AuditError`] when the log cannot be read.
+pub fn verify(db: &Path) -> Result<Verification, AuditError> {
+    let conn = open_read_only(db)?;
+    let mut statement =
+        conn.prepare(&format!("SELECT {ROW_COLUMNS} FROM decisions ORDER BY seq"))?;
+    let mut rows = statement.query([])?;
+    let mut expected_seq = 1i64;
+    let mut expected_prev = GENESIS.to_string();
+    let mut count = 0u64;
+    while let Some(row) = rows.next()? {
+        let (stored, hash) = read_row(row)?;
+        let broken = |problem: String| Verification::Broken {
+            seq: stored.seq,
+            decision_id: stored.decision_id.clone(),
+            problem,
+        };
+        if stored.seq != expected_seq {
+            return Ok(broken(format!(
+                "decision(s) missing: expected seq {expected_seq}, found {}",
+                stored.seq
+            )));
+        }
+        if stored.prev_hash != expected_prev {
+            return Ok(broken("chain broken: prev_hash does not match the previous decision (inserted or removed row)".into()));
+        }
+        if chain::row_hash(&stored) != hash {
+            return Ok(broken(
+                "content altered: hash does not match the row".into(),
+            ));
+        }
+        expected_seq += 1;
+        expected_prev = hash;
+        count += 1;
+    }
+    Ok(Verification::Intact {
+        decisions: count,
+        head_seq: expected_seq - 1,
+        head_hash: expected_prev,
+    })
+}

@@ -1,0 +1,85 @@
+//! The durable decision log: every CheckCall decision is committed to SQLite
+//! (WAL, fsync per group commit) before the dialer gets its answer.
+//!
+//! - [`writer`]: the dedicated writer thread with group commit.
+//! - [`chain`]: the hash chain that makes tampering evident.
+//! - [`audit`]: export and verification (`dialgate audit ...`).
+
+pub mod audit;
+pub mod chain;
+pub mod writer;
+
+use std::path::{Path, PathBuf};
+
+use jiff::Timestamp;
+use rusqlite::Connection;
+use serde::{Deserialize, Serialize};
+
+use crate::model::{Reason, Verdict};
+pub use writer::{DecisionLog, LogError};
+
+/// The decision log database under `data_dir`.
+pub fn database_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("decisions.db")
+}
+
+/// One decision, as logged.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DecisionRecord {
+    pub decision_id: String,
+    pub decided_at: Timestamp,
+    pub request_id: String,
+    pub campaign_id: String,
+    pub controller: String,
+    /// The number as the dialer sent it.
+    pub called_number: String,
+    /// E.164, empty when it could not be parsed.
+    pub normalized_number: String,
+    pub caller_id: String,
+    pub verdict: Verdict,
+    pub reasons: Vec<Reason>,
+    pub next_allowed_at: Option<Timestamp>,
+    /// `registry@version` of every registry snapshot the decision rested on.
+    pub data_versions: Vec<String>,
+    pub latency_us: u64,
+}
+
+/// Opens the log database, creating the schema if needed.
+pub(crate) fn open_connection(path: &Path) -> rusqlite::Result<Connection> {
+    if let Some(dir) = path.parent() {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.execute_batch(
+        "CREATE TABLE IF NOT EXISTS decisions (
+            seq INTEGER PRIMARY KEY,
+            decision_id TEXT NOT NULL,
+            decided_at_us INTEGER NOT NULL,
+            request_id TEXT NOT NULL,
+            campaign_id TEXT NOT NULL,
+            controller TEXT NOT NULL,
+            called_number TEXT NOT NULL,
+            normalized_number TEXT NOT NULL,
+            caller_id TEXT NOT NULL,
+            verdict TEXT NOT NULL,
+            reasons TEXT NOT NULL,
+            next_allowed_at_us INTEGER,
+            data_versions TEXT NOT NULL,
+            latency_us INTEGER NOT NULL,
+            prev_hash TEXT NOT NULL,
+            hash TEXT NOT NULL
+        ) STRICT;",
+    )?;
+    Ok(conn)
+}
+
+pub(crate) fn micros(t: Timestamp) -> i64 {
+    t.as_microsecond()
+}
+
+pub(crate) fn from_micros(us: i64) -> Timestamp {
+    Timestamp::from_microsecond(us).unwrap_or(Timestamp::UNIX_EPOCH)
+}

@@ -1,0 +1,348 @@
+//! The log writer: one thread owns the SQLite connection and commits queued
+//! decisions in groups (one transaction and one fsync per group). Callers
+//! wait for their group's commit; a full queue or a failed commit answers
+//! with an error at once, so the gateway fails closed instead of piling up.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use jiff::Timestamp;
+use rusqlite::{Connection, OptionalExtension, params};
+use tokio::sync::oneshot;
+
+use super::chain::{self, StoredRow};
+use super::{DecisionRecord, from_micros, micros, open_connection};
+use crate::config::LogConfig;
+use crate::model::{Reason, Verdict};
+
+/// Why a decision could not be logged (the dialer must not dial).
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum LogError {
+    #[error("decision log backlog full")]
+    Backlog,
+    #[error("decision log write failed: {0}")]
+    Write(String),
+    #[error("decision log did not confirm the write in time")]
+    Timeout,
+    #[error("decision log is closed")]
+    Closed,
+}
+
+enum Job {
+    Append(Box<DecisionRecord>, oneshot::Sender<Result<i64, LogError>>),
+    Stop,
+}
+
+/// Counters of the writer, for `/status`.
+#[derive(Debug, Default)]
+pub struct LogCounters {
+    pub backlog: AtomicUsize,
+    pub written: AtomicU64,
+    pub batches: AtomicU64,
+    pub failed_batches: AtomicU64,
+    pub last_batch_size: AtomicUsize,
+    pub last_error: Mutex<Option<String>>,
+}
+
+/// Handle to the durable decision log.
+#[derive(Debug)]
+pub struct DecisionLog {
+    sender: SyncSender<Job>,
+    counters: Arc<LogCounters>,
+    write_timeout: Duration,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+struct ChainHead {
+    seq: i64,
+    hash: String,
+}
+
+impl DecisionLog {
+    /// Opens the log at `path` and starts its writer thread. Also returns the
+    /// decisions made since `recent_since` that carry a request id, so the
+    /// gateway can answer repeats after a restart.
+    ///
+    /// # Errors
+    /// When the database cannot be opened or read.
+    pub fn open(
+        path: &Path,
+        config: &LogConfig,
+        recent_since: Timestamp,
+    ) -> rusqlite::Result<(DecisionLog, Vec<DecisionRecord>)> {
+        let conn = open_connection(path)?;
+        let head = conn
+            .query_row(
+                "SELECT seq, hash FROM decisions ORDER BY seq DESC LIMIT 1",
+                [],
+                |row| {
+                    Ok(ChainHead {
+                        seq: row.get(0)?,
+                        hash: row.get(1)?,
+                    })
+                },
+            )
+            .optional()?
+            .unwrap_or(ChainHead {
+                seq: 0,
+                hash: chain::GENESIS.to_string(),
+            });
+        let recent = recent_with_request_id(&conn, recent_since)?;
+        let (sender, receiver) = mpsc::sync_channel(config.queue_capacity);
+        let counters = Arc::new(LogCounters::default());
+        let thread_counters = Arc::clone(&counters);
+        let max_batch = config.max_batch;
+        let thread = std::thread::Builder::new()
+            .name("decision-log".into())
+            .spawn(move || write_loop(conn, receiver, head, max_batch, &thread_counters))
+            .map_err(|err| rusqlite::Error::ToSqlConversionFailure(Box::new(err)))?;
+        Ok((
+            DecisionLog {
+                sender,
+                counters,
+                write_timeout: Duration::from_millis(config.write_timeout_ms),
+                thread: Mutex::new(Some(thread)),
+            },
+            recent,
+        ))
+    }
+
+    /// Logs a decision durably; returns its sequence number once committed.
+    ///
+    /// # Errors
+    /// [`LogError`] when the decision is not known to be durable.
+    pub async fn append(&self, record: DecisionRecord) -> Result<i64, LogError> {
+        let (ack, done) = oneshot::channel();
+        self.counters.backlog.fetch_add(1, Ordering::Relaxed);
+        if let Err(err) = self.sender.try_send(Job::Append(Box::new(record), ack)) {
+            self.counters.backlog.fetch_sub(1, Ordering::Relaxed);
+            return Err(match err {
+                TrySendError::Full(_) => LogError::Backlog,
+                TrySendError::Disconnected(_) => LogError::Closed,
+            });
+        }
+        match tokio::time::timeout(self.write_timeout, done).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(LogError::Closed),
+            Err(_) => Err(LogError::Timeout),
+        }
+    }
+
+    /// The writer's counters.
+    pub fn counters(&self) -> &LogCounters {
+        &self.counters
+    }
+
+    /// Commits everything queued, then stops the writer thread.
+    pub fn close(&self) {
+        let _ = self.sender.send(Job::Stop);
+        if let Some(thread) = self.thread.lock().expect("log thread lock").take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn write_loop(
+    mut conn: Connection,
+    receiver: Receiver<Job>,
+    mut head: ChainHead,
+    max_batch: usize,
+    counters: &LogCounters,
+) {
+    let mut batch = Vec::with_capacity(max_batch);
+    loop {
+        let mut stop = false;
+        match receiver.recv() {
+            Ok(Job::Append(record, ack)) => batch.push((record, ack)),
+            Ok(Job::Stop) | Err(_) => stop = true,
+        }
+        while !stop && batch.len() < max_batch {
+            match receiver.try_recv() {
+                Ok(Job::Append(record, ack)) => batch.push((record, ack)),
+                Ok(Job::Stop) => stop = true,
+                Err(_) => break,
+            }
+        }
+        if !batch.is_empty() {
+            let size = batch.len();
+            match commit(&mut conn, &head, &batch) {
+                Ok(new_head) => {
+                    let first_seq = head.seq + 1;
+                    head = new_head;
+                    counters.written.fetch_add(size as u64, Ordering::Relaxed);
+                    counters.batches.fetch_add(1, Ordering::Relaxed);
+                    counters.last_batch_size.store(size, Ordering::Relaxed);
+                    for (i, (_, ack)) in batch.drain(..).enumerate() {
+                        let _ = ack.send(Ok(first_seq + i as i64));
+                    }
+                }
+                Err(err) => {
+                    let message = err.to_string();
+                    tracing::error!(error = %message, decisions = size, "decision log commit failed");
+                    counters.failed_batches.fetch_add(1, Ordering::Relaxed);
+                    *counters.last_error.lock().expect("log error lock") = Some(message.clone());
+                    for (_, ack) in batch.drain(..) {
+                        let _ = ack.send(Err(LogError::Write(message.clone())));
+                    }
+                }
+            }
+            counters.backlog.fetch_sub(size, Ordering::Relaxed);
+        }
+        if stop {
+            break;
+        }
+    }
+    if let Err(err) = conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);") {
+        tracing::warn!(error = %err, "decision log checkpoint on close failed");
+    }
+}
+
+type Pending = (Box<DecisionRecord>, oneshot::Sender<Result<i64, LogError>>);
+
+fn commit(
+    conn: &mut Connection,
+    head: &ChainHead,
+    batch: &[Pending],
+) -> rusqlite::Result<ChainHead> {
+    let tx = conn.transaction()?;
+    let mut seq = head.seq;
+    let mut prev_hash = head.hash.clone();
+    {
+        let mut insert = tx.prepare_cached(
+            "INSERT INTO decisions (seq, decision_id, decided_at_us, request_id, campaign_id, controller,
+                called_number, normalized_number, caller_id, verdict, reasons, next_allowed_at_us,
+                data_versions, latency_us, prev_hash, hash)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
+        )?;
+        for (record, _) in batch {
+            seq += 1;
+            let row = stored_row(seq, record, prev_hash);
+            let hash = chain::row_hash(&row);
+            insert.execute(params![
+                row.seq,
+                row.decision_id,
+                row.decided_at_us,
+                row.request_id,
+                row.campaign_id,
+                row.controller,
+                row.called_number,
+                row.normalized_number,
+                row.caller_id,
+                row.verdict,
+                row.reasons,
+                row.next_allowed_at_us,
+                row.data_versions,
+                row.latency_us,
+                row.prev_hash,
+                hash,
+            ])?;
+            prev_hash = hash;
+        }
+    }
+    tx.commit()?;
+    Ok(ChainHead {
+        seq,
+        hash: prev_hash,
+    })
+}
+
+fn stored_row(seq: i64, record: &DecisionRecord, prev_hash: String) -> StoredRow {
+    StoredRow {
+        seq,
+        decision_id: record.decision_id.clone(),
+        decided_at_us: micros(record.decided_at),
+        request_id: record.request_id.clone(),
+        campaign_id: record.campaign_id.clone(),
+        controller: record.controller.clone(),
+        called_number: record.called_number.clone(),
+        normalized_number: record.normalized_number.clone(),
+        caller_id: record.caller_id.clone(),
+        verdict: record.verdict.as_str().to_string(),
+        reasons: serde_json::to_string(&record.reasons).expect("reasons serialise"),
+        next_allowed_at_us: record.next_allowed_at.map(micros),
+        data_versions: serde_json::to_string(&record.data_versions).expect("versions serialise"),
+        latency_us: record.latency_us as i64,
+        prev_hash,
+    }
+}
+
+/// Rebuilds a record from its stored row.
+pub(crate) fn record_from_row(row: &StoredRow) -> DecisionRecord {
+    DecisionRecord {
+        decision_id: row.decision_id.clone(),
+        decided_at: from_micros(row.decided_at_us),
+        request_id: row.request_id.clone(),
+        campaign_id: row.campaign_id.clone(),
+        controller: row.controller.clone(),
+        called_number: row.called_number.clone(),
+        normalized_number: row.normalized_number.clone(),
+        caller_id: row.caller_id.clone(),
+        verdict: if row.verdict == "ALLOW" {
+            Verdict::Allow
+        } else {
+            Verdict::Deny
+        },
+        reasons: serde_json::from_str::<Vec<Reason>>(&row.reasons).unwrap_or_default(),
+        next_allowed_at: row.next_allowed_at_us.map(from_micros),
+        data_versions: serde_json::from_str(&row.data_versions).unwrap_or_default(),
+        latency_us: row.latency_us.max(0) as u64,
+    }
+}
+
+/// The columns of a stored row, in table order, for `SELECT`.
+pub(crate) const ROW_COLUMNS: &str = "seq, decision_id, decided_at_us, request_id, campaign_id, controller, \
+    called_number, normalized_number, caller_id, verdict, reasons, next_allowed_at_us, data_versions, \
+    latency_us, prev_hash, hash";
+
+/// Reads a row selected with [`ROW_COLUMNS`]; returns it and its stored hash.
+pub(crate) fn read_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<(StoredRow, String)> {
+    Ok((
+        StoredRow {
+            seq: row.get(0)?,
+            decision_id: row.get(1)?,
+            decided_at_us: row.get(2)?,
+            request_id: row.get(3)?,
+            campaign_id: row.get(4)?,
+            controller: row.get(5)?,
+            called_number: row.get(6)?,
+            normalized_number: row.get(7)?,
+            caller_id: row.get(8)?,
+            verdict: row.get(9)?,
+            reasons: row.get(10)?,
+            next_allowed_at_us: row.get(11)?,
+            data_versions: row.get(12)?,
+            latency_us: row.get(13)?,
+            prev_hash: row.get(14)?,
+        },
+        row.get(15)?,
+    ))
+}
+
+fn recent_with_request_id(
+    conn: &Connection,
+    since: Timestamp,
+) -> rusqlite::Result<Vec<DecisionRecord>> {
+    // Newest first along the primary key, stopping at the window's start: no
+    // index on time is needed and start-up reads only the window.
+    let mut statement = conn.prepare(&format!(
+        "SELECT {ROW_COLUMNS} FROM decisions ORDER BY seq DESC"
+    ))?;
+    let mut rows = statement.query([])?;
+    let since_us = micros(since);
+    let mut recent = Vec::new();
+    while let Some(row) = rows.next()? {
+        let (row, _) = read_row(row)?;
+        if row.decided_at_us < since_us {
+            break;
+        }
+        if !row.request_id.is_empty() {
+            recent.push(record_from_row(&row));
+        }
+    }
+    recent.reverse();
+    Ok(recent)
+}

@@ -1,0 +1,245 @@
+//! The decision service: gathers the data a call rests on, runs the rules,
+//! logs the decision durably and only then answers. Transport-agnostic: the
+//! gRPC adapter converts types and calls in here.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use dashmap::DashMap;
+use jiff::Timestamp;
+use tokio::sync::OnceCell;
+
+use crate::config::{CampaignConfig, Config};
+use crate::contacts::ContactStore;
+use crate::decision_log::{DecisionLog, DecisionRecord, LogError};
+use crate::model::{Reason, Verdict};
+use crate::number::{self, Normalized, NumberError};
+use crate::registry::RegistrySet;
+use crate::rules::{self, CallInput, DecisionData, Evaluation, RegistryData};
+use crate::stats::Stats;
+
+/// A CheckCall request in domain terms.
+#[derive(Debug, Clone, Default)]
+pub struct CallCheck {
+    pub called_number: String,
+    pub caller_id: String,
+    pub campaign_id: String,
+    pub request_id: String,
+}
+
+/// The answer to a logged decision.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckOutcome {
+    pub decision_id: String,
+    pub verdict: Verdict,
+    pub reasons: Vec<Reason>,
+    pub normalized_number: String,
+    pub next_allowed_at: Option<Timestamp>,
+}
+
+/// The answer to a screened number (not a dial decision, not logged).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScreenOutcome {
+    pub verdict: Verdict,
+    pub reasons: Vec<Reason>,
+    pub normalized_number: String,
+    pub next_allowed_at: Option<Timestamp>,
+}
+
+/// The decision service.
+#[derive(Debug)]
+pub struct Gateway {
+    campaigns: HashMap<String, CampaignConfig>,
+    registries: Arc<RegistrySet>,
+    contacts: Arc<ContactStore>,
+    log: Arc<DecisionLog>,
+    stats: Arc<Stats>,
+    /// Answers by request id, for idempotent repeats.
+    answered: DashMap<String, Arc<OnceCell<CheckOutcome>>>,
+}
+
+impl Gateway {
+    /// Builds the service; `recent` are logged decisions still inside the
+    /// idempotency window (their repeats get the original answer).
+    pub fn new(
+        config: &Config,
+        registries: Arc<RegistrySet>,
+        contacts: Arc<ContactStore>,
+        log: Arc<DecisionLog>,
+        stats: Arc<Stats>,
+        recent: Vec<DecisionRecord>,
+    ) -> Gateway {
+        let answered = DashMap::new();
+        for record in recent {
+            let outcome = CheckOutcome {
+                decision_id: record.decision_id,
+                verdict: record.verdict,
+                reasons: record.reasons,
+                normalized_number: record.normalized_number,
+                next_allowed_at: record.next_allowed_at,
+            };
+            answered.insert(
+                record.request_id,
+                Arc::new(OnceCell::new_with(Some(outcome))),
+            );
+        }
+        Gateway {
+            campaigns: config
+                .campaigns
+                .iter()
+                .map(|c| (c.id.clone(), c.clone()))
+                .collect(),
+            registries,
+            contacts,
+            log,
+            stats,
+            answered,
+        }
+    }
+
+    /// Decides a call now, logs it durably, then returns it. A repeated
+    /// `request_id` returns the original decision without logging again.
+    ///
+    /// # Errors
+    /// [`LogError`] when the decision could not be made durable: the dialer must not dial.
+    pub async fn check_call(&self, request: CallCheck) -> Result<CheckOutcome, LogError> {
+        let started = Instant::now();
+        if request.request_id.is_empty() {
+            return self.decide_and_log(&request, started).await;
+        }
+        let cell = self
+            .answered
+            .entry(request.request_id.clone())
+            .or_default()
+            .clone();
+        cell.get_or_try_init(|| self.decide_and_log(&request, started))
+            .await
+            .cloned()
+    }
+
+    async fn decide_and_log(
+        &self,
+        request: &CallCheck,
+        started: Instant,
+    ) -> Result<CheckOutcome, LogError> {
+        let now = Timestamp::now();
+        let campaign = self.campaigns.get(&request.campaign_id);
+        let called = normalize_called(&request.called_number, campaign);
+        let evaluation = self.evaluate(
+            &request.campaign_id,
+            campaign,
+            &called,
+            Some(&request.caller_id),
+            now,
+        );
+        let decision_id = uuid::Uuid::now_v7().to_string();
+        let normalized_number = called.as_ref().map(|n| n.e164.clone()).unwrap_or_default();
+        let latency_us = started.elapsed().as_micros() as u64;
+        let record = DecisionRecord {
+            decision_id: decision_id.clone(),
+            decided_at: now,
+            request_id: request.request_id.clone(),
+            campaign_id: request.campaign_id.clone(),
+            controller: campaign.map(|c| c.controller.clone()).unwrap_or_default(),
+            called_number: request.called_number.clone(),
+            normalized_number: normalized_number.clone(),
+            caller_id: request.caller_id.clone(),
+            verdict: evaluation.verdict,
+            reasons: evaluation.reasons.clone(),
+            next_allowed_at: evaluation.next_allowed_at,
+            data_versions: evaluation.data_versions,
+            latency_us,
+        };
+        if let Err(err) = self.log.append(record).await {
+            self.stats.unavailable.fetch_add(1, Ordering::Relaxed);
+            tracing::error!(error = %err, campaign = %request.campaign_id, "decision not logged: answering unavailable");
+            return Err(err);
+        }
+        let total_us = started.elapsed().as_micros() as u64;
+        self.stats
+            .record_decision(evaluation.verdict, &evaluation.reasons, total_us);
+        tracing::debug!(
+            decision = %decision_id,
+            campaign = %request.campaign_id,
+            number = %number::mask(&normalized_number),
+            verdict = evaluation.verdict.as_str(),
+            "decided"
+        );
+        Ok(CheckOutcome {
+            decision_id,
+            verdict: evaluation.verdict,
+            reasons: evaluation.reasons,
+            normalized_number,
+            next_allowed_at: evaluation.next_allowed_at,
+        })
+    }
+
+    /// Screens a number for list planning, as of `at` (default: now).
+    pub fn screen(
+        &self,
+        called_number: &str,
+        campaign_id: &str,
+        at: Option<Timestamp>,
+    ) -> ScreenOutcome {
+        let now = at.unwrap_or_else(Timestamp::now);
+        let campaign = self.campaigns.get(campaign_id);
+        let called = normalize_called(called_number, campaign);
+        let evaluation = self.evaluate(campaign_id, campaign, &called, None, now);
+        self.stats.screened.fetch_add(1, Ordering::Relaxed);
+        ScreenOutcome {
+            verdict: evaluation.verdict,
+            reasons: evaluation.reasons,
+            normalized_number: called.map(|n| n.e164).unwrap_or_default(),
+            next_allowed_at: evaluation.next_allowed_at,
+        }
+    }
+
+    fn evaluate(
+        &self,
+        campaign_id: &str,
+        campaign: Option<&CampaignConfig>,
+        called: &Result<Normalized, NumberError>,
+        caller_id: Option<&str>,
+        now: Timestamp,
+    ) -> Evaluation {
+        let (contacts, registries) = match called {
+            Ok(n) => (
+                self.contacts.index().view(n.key),
+                self.registries
+                    .for_region(n.region)
+                    .map(|entry| RegistryData {
+                        config: &entry.config,
+                        snapshot: entry.snapshot(),
+                    })
+                    .collect(),
+            ),
+            Err(_) => (Default::default(), Vec::new()),
+        };
+        let input = CallInput {
+            campaign_id,
+            campaign,
+            called,
+            caller_id,
+        };
+        rules::evaluate(
+            &input,
+            &DecisionData {
+                contacts: &contacts,
+                registries: &registries,
+            },
+            now,
+        )
+    }
+}
+
+fn normalize_called(
+    input: &str,
+    campaign: Option<&CampaignConfig>,
+) -> Result<Normalized, NumberError> {
+    match campaign {
+        Some(c) => number::normalize(input, c.default_region),
+        None => number::normalize_international(input),
+    }
+}

@@ -1,0 +1,84 @@
+//! `dialgate.v1.ComplianceGateway`.
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use futures_util::{Stream, StreamExt};
+use tonic::{Request, Response, Status, Streaming};
+
+use super::log_error_status;
+use crate::gateway::{CallCheck, Gateway};
+use crate::proto::compliance_gateway_server::ComplianceGateway;
+use crate::proto::{
+    self, CheckCallRequest, CheckCallResponse, ScreenNumbersRequest, ScreenNumbersResponse,
+};
+
+/// The gRPC face of [`Gateway`].
+#[derive(Debug, Clone)]
+pub struct ComplianceGatewayService {
+    gateway: Arc<Gateway>,
+}
+
+impl ComplianceGatewayService {
+    pub fn new(gateway: Arc<Gateway>) -> Self {
+        ComplianceGatewayService { gateway }
+    }
+}
+
+type ScreenStream =
+    Pin<Box<dyn Stream<Item = Result<ScreenNumbersResponse, Status>> + Send + 'static>>;
+
+#[tonic::async_trait]
+impl ComplianceGateway for ComplianceGatewayService {
+    async fn check_call(
+        &self,
+        request: Request<CheckCallRequest>,
+    ) -> Result<Response<CheckCallResponse>, Status> {
+        let request = request.into_inner();
+        let outcome = self
+            .gateway
+            .check_call(CallCheck {
+                called_number: request.called_number,
+                caller_id: request.caller_id,
+                campaign_id: request.campaign_id,
+                request_id: request.request_id,
+            })
+            .await
+            .map_err(log_error_status)?;
+        Ok(Response::new(CheckCallResponse {
+            verdict: proto::Verdict::from(outcome.verdict) as i32,
+            reasons: outcome.reasons.iter().map(proto::Reason::from).collect(),
+            decision_id: outcome.decision_id,
+            normalized_number: outcome.normalized_number,
+            next_allowed_at: outcome.next_allowed_at.map(proto::timestamp_to_proto),
+        }))
+    }
+
+    type ScreenNumbersStream = ScreenStream;
+
+    async fn screen_numbers(
+        &self,
+        request: Request<Streaming<ScreenNumbersRequest>>,
+    ) -> Result<Response<Self::ScreenNumbersStream>, Status> {
+        let gateway = Arc::clone(&self.gateway);
+        let answers = request.into_inner().map(move |item| {
+            let item = item?;
+            let at = proto::timestamp_from_proto(item.at.as_ref());
+            if item.at.is_some() && at.is_none() {
+                return Err(Status::invalid_argument(format!(
+                    "ref {:?}: at is out of range",
+                    item.r#ref
+                )));
+            }
+            let outcome = gateway.screen(&item.called_number, &item.campaign_id, at);
+            Ok(ScreenNumbersResponse {
+                r#ref: item.r#ref,
+                verdict: proto::Verdict::from(outcome.verdict) as i32,
+                reasons: outcome.reasons.iter().map(proto::Reason::from).collect(),
+                normalized_number: outcome.normalized_number,
+                next_allowed_at: outcome.next_allowed_at.map(proto::timestamp_to_proto),
+            })
+        });
+        Ok(Response::new(Box::pin(answers)))
+    }
+}

@@ -1,0 +1,32 @@
+//! Thin gRPC adapters: convert wire types, call the domain services, map
+//! errors to status codes once.
+
+mod compliance;
+mod contact_records;
+
+pub use compliance::ComplianceGatewayService;
+pub use contact_records::ContactRecordsService;
+
+use crate::decision_log::LogError;
+use crate::records::RecordsError;
+
+/// Maps a log failure: the decision is not durable, the dialer must not dial.
+pub(crate) fn log_error_status(err: LogError) -> tonic::Status {
+    match err {
+        LogError::Backlog => {
+            tonic::Status::resource_exhausted(format!("{err}: do not dial, retry later"))
+        }
+        _ => tonic::Status::unavailable(format!("{err}: do not dial")),
+    }
+}
+
+/// Maps a contact-records failure.
+pub(crate) fn records_error_status(err: RecordsError) -> tonic::Status {
+    match err {
+        RecordsError::InvalidArgument { .. } => tonic::Status::invalid_argument(err.to_string()),
+        RecordsError::Store(_) => {
+            tracing::error!(error = %err, "contact store failure");
+            tonic::Status::unavailable(err.to_string())
+        }
+    }
+}

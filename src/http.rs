@@ -1,0 +1,179 @@
+//! The HTTP status endpoint: `/status` (JSON), `/` (supervisor page),
+//! `/metrics` (Prometheus text), `/livez`, `/readyz`. Read-only views of the
+//! shared state; nothing here decides anything.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{Html, IntoResponse, Json, Response};
+use axum::routing::get;
+use jiff::Timestamp;
+use serde::Serialize;
+
+use crate::server::Shared;
+use crate::stats::{DecisionCounts, LatencySummary};
+
+/// The supervisor page: self-contained, no external assets.
+const PAGE: &str = include_str!("supervisor.html");
+
+/// Builds the HTTP router.
+pub fn router(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route("/", get(page))
+        .route("/status", get(status))
+        .route("/metrics", get(metrics))
+        .route("/livez", get(livez))
+        .route("/readyz", get(readyz))
+        .with_state(shared)
+}
+
+#[derive(Serialize)]
+struct LogStatus {
+    backlog: usize,
+    written: u64,
+    batches: u64,
+    failed_batches: u64,
+    last_batch_size: usize,
+    last_error: Option<String>,
+}
+
+#[derive(Serialize)]
+struct StatusBody {
+    version: &'static str,
+    now: Timestamp,
+    ready: bool,
+    uptime_seconds: u64,
+    registries: Vec<crate::registry::RegistryStatus>,
+    decisions: DecisionCounts,
+    latency: LatencySummary,
+    log: LogStatus,
+}
+
+fn status_body(shared: &Shared) -> StatusBody {
+    let counters = shared.log.counters();
+    StatusBody {
+        version: env!("CARGO_PKG_VERSION"),
+        now: Timestamp::now(),
+        ready: shared.is_ready(),
+        uptime_seconds: shared.started.elapsed().as_secs(),
+        registries: shared.registries.status(Timestamp::now()),
+        decisions: shared.stats.counts(),
+        latency: shared.stats.latency_summary(),
+        log: LogStatus {
+            backlog: counters.backlog.load(Ordering::Relaxed),
+            written: counters.written.load(Ordering::Relaxed),
+            batches: counters.batches.load(Ordering::Relaxed),
+            failed_batches: counters.failed_batches.load(Ordering::Relaxed),
+            last_batch_size: counters.last_batch_size.load(Ordering::Relaxed),
+            last_error: counters.last_error.lock().expect("log error lock").clone(),
+        },
+    }
+}
+
+async fn status(State(shared): State<Arc<Shared>>) -> Json<StatusBody> {
+    Json(status_body(&shared))
+}
+
+async fn page() -> Html<&'static str> {
+    Html(PAGE)
+}
+
+async fn livez() -> &'static str {
+    "alive\n"
+}
+
+async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
+    if shared.is_ready() {
+        (StatusCode::OK, "ready\n").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n").into_response()
+    }
+}
+
+async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
+    let body = status_body(&shared);
+    let mut out = String::new();
+    let mut line = |name: &str, labels: &str, value: String| {
+        out.push_str(name);
+        if !labels.is_empty() {
+            out.push('{');
+            out.push_str(labels);
+            out.push('}');
+        }
+        out.push(' ');
+        out.push_str(&value);
+        out.push('\n');
+    };
+    line(
+        "dialgate_decisions_total",
+        "verdict=\"allow\"",
+        body.decisions.allow.to_string(),
+    );
+    line(
+        "dialgate_decisions_total",
+        "verdict=\"deny\"",
+        body.decisions.deny.to_string(),
+    );
+    line(
+        "dialgate_unavailable_total",
+        "",
+        body.decisions.unavailable.to_string(),
+    );
+    line(
+        "dialgate_screened_total",
+        "",
+        body.decisions.screened.to_string(),
+    );
+    for (reason, count) in &body.decisions.by_reason {
+        line(
+            "dialgate_decision_reasons_total",
+            &format!("reason=\"{reason}\""),
+            count.to_string(),
+        );
+    }
+    for (q, v) in [
+        ("0.5", body.latency.p50_us),
+        ("0.9", body.latency.p90_us),
+        ("0.99", body.latency.p99_us),
+        ("0.999", body.latency.p999_us),
+    ] {
+        line(
+            "dialgate_decision_latency_seconds",
+            &format!("quantile=\"{q}\""),
+            format!("{}", v as f64 / 1e6),
+        );
+    }
+    for r in &body.registries {
+        let labels = format!("registry=\"{}\"", r.id);
+        line("dialgate_registry_numbers", &labels, r.numbers.to_string());
+        line(
+            "dialgate_registry_loaded",
+            &labels,
+            u8::from(r.loaded).to_string(),
+        );
+        line(
+            "dialgate_registry_stale",
+            &labels,
+            u8::from(r.stale).to_string(),
+        );
+        if let Some(v) = r.version {
+            line("dialgate_registry_version", &labels, v.to_string());
+        }
+    }
+    line("dialgate_log_backlog", "", body.log.backlog.to_string());
+    line(
+        "dialgate_log_written_total",
+        "",
+        body.log.written.to_string(),
+    );
+    line(
+        "dialgate_log_failed_batches_total",
+        "",
+        body.log.failed_batches.to_string(),
+    );
+    line("dialgate_ready", "", u8::from(body.ready).to_string());
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
+}

@@ -1,0 +1,30 @@
+//! dialgate: an outbound-call compliance gateway.
+//!
+//! # Layout
+//!
+//! - [`config`]: the TOML configuration, validated once.
+//! - [`number`]: phone-number normalisation to E.164 and lookup keys.
+//! - [`model`]: verdicts, reason codes, purposes.
+//! - [`rules`]: the compliance rules, pure functions of request, data and `now`.
+//! - [`registry`]: registry snapshots, files, imports, hot swap.
+//! - [`contacts`]: consents and opt-outs (SQLite + in-memory index).
+//! - [`decision_log`]: the durable, hash-chained decision log; export and verify.
+//! - [`gateway`], [`records`]: the domain services the adapters call.
+//! - [`grpc`], [`http`]: thin adapters; [`proto`]: generated wire types.
+//! - [`server`]: wiring, health, reflection, graceful shutdown; [`cli`]: the commands.
+
+pub mod cli;
+pub mod config;
+pub mod contacts;
+pub mod decision_log;
+pub mod gateway;
+pub mod grpc;
+pub mod http;
+pub mod model;
+pub mod number;
+pub mod proto;
+pub mod records;
+pub mod registry;
+pub mod rules;
+pub mod server;
+pub mod stats;

@@ -1,0 +1,153 @@
+//! Domain vocabulary shared by rules, storage and adapters: verdicts, reason
+//! codes and purposes. The wire enums in `proto` map one to one onto these.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// Outcome of a decision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum Verdict {
+    Allow,
+    Deny,
+}
+
+impl Verdict {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Allow => "ALLOW",
+            Verdict::Deny => "DENY",
+        }
+    }
+}
+
+/// Why a decision was taken; the names are those of the contract.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ReasonCode {
+    InvalidNumber,
+    UnknownCampaign,
+    DestinationNotAllowed,
+    RegistryListed,
+    RegistryNotCovered,
+    RegistryStale,
+    RegistryUnavailable,
+    Suppressed,
+    NoConsent,
+    CallerIdMissing,
+    CallerIdNotAllowed,
+    OutsideCallingHours,
+    AttemptLimit,
+    Consent,
+    Relationship,
+    RegistryClear,
+}
+
+impl ReasonCode {
+    /// Every code, in wire order.
+    pub const ALL: [ReasonCode; 16] = [
+        ReasonCode::InvalidNumber,
+        ReasonCode::UnknownCampaign,
+        ReasonCode::DestinationNotAllowed,
+        ReasonCode::RegistryListed,
+        ReasonCode::RegistryNotCovered,
+        ReasonCode::RegistryStale,
+        ReasonCode::RegistryUnavailable,
+        ReasonCode::Suppressed,
+        ReasonCode::NoConsent,
+        ReasonCode::CallerIdMissing,
+        ReasonCode::CallerIdNotAllowed,
+        ReasonCode::OutsideCallingHours,
+        ReasonCode::AttemptLimit,
+        ReasonCode::Consent,
+        ReasonCode::Relationship,
+        ReasonCode::RegistryClear,
+    ];
+
+    /// The contract's name of the code (without the `REASON_CODE_` prefix).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReasonCode::InvalidNumber => "INVALID_NUMBER",
+            ReasonCode::UnknownCampaign => "UNKNOWN_CAMPAIGN",
+            ReasonCode::DestinationNotAllowed => "DESTINATION_NOT_ALLOWED",
+            ReasonCode::RegistryListed => "REGISTRY_LISTED",
+            ReasonCode::RegistryNotCovered => "REGISTRY_NOT_COVERED",
+            ReasonCode::RegistryStale => "REGISTRY_STALE",
+            ReasonCode::RegistryUnavailable => "REGISTRY_UNAVAILABLE",
+            ReasonCode::Suppressed => "SUPPRESSED",
+            ReasonCode::NoConsent => "NO_CONSENT",
+            ReasonCode::CallerIdMissing => "CALLER_ID_MISSING",
+            ReasonCode::CallerIdNotAllowed => "CALLER_ID_NOT_ALLOWED",
+            ReasonCode::OutsideCallingHours => "OUTSIDE_CALLING_HOURS",
+            ReasonCode::AttemptLimit => "ATTEMPT_LIMIT",
+            ReasonCode::Consent => "CONSENT",
+            ReasonCode::Relationship => "RELATIONSHIP",
+            ReasonCode::RegistryClear => "REGISTRY_CLEAR",
+        }
+    }
+
+    /// Index into `ALL`, for counters.
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    /// True for the codes that make a decision a DENY.
+    pub fn is_deny(self) -> bool {
+        !matches!(
+            self,
+            ReasonCode::Consent | ReasonCode::Relationship | ReasonCode::RegistryClear
+        )
+    }
+}
+
+impl fmt::Display for ReasonCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One reason of a decision, with a human-readable detail.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reason {
+    pub code: ReasonCode,
+    pub detail: String,
+}
+
+impl Reason {
+    pub fn new(code: ReasonCode, detail: impl Into<String>) -> Reason {
+        Reason {
+            code,
+            detail: detail.into(),
+        }
+    }
+}
+
+/// Purpose of a campaign or a consent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Purpose {
+    Marketing,
+    MarketResearch,
+    Statistical,
+}
+
+impl Purpose {
+    /// Parses the configuration spelling (`marketing`, `market_research`, `statistical`).
+    pub fn from_config(text: &str) -> Option<Purpose> {
+        match text {
+            "marketing" => Some(Purpose::Marketing),
+            "market_research" => Some(Purpose::MarketResearch),
+            "statistical" => Some(Purpose::Statistical),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Purpose::Marketing => "marketing",
+            Purpose::MarketResearch => "market_research",
+            Purpose::Statistical => "statistical",
+        }
+    }
+}

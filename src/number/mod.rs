@@ -1,0 +1,341 @@
+//! Phone-number normalisation: any common notation to canonical E.164, with
+//! libphonenumber's metadata (the `phonenumber` crate). Lookups everywhere use
+//! the canonical form only, through [`NumberKey`].
+
+use std::fmt;
+use std::str::FromStr;
+
+mod plan;
+
+use phonenumber::Type;
+use phonenumber::country::Id;
+use phonenumber::metadata::DATABASE;
+
+/// An ISO 3166 region known to the numbering plan (`IT`, `US`, `GB`, ...).
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Region(Id);
+
+impl Region {
+    /// Parses an upper- or lower-case region code; `UK` is accepted for `GB`.
+    pub fn parse(code: &str) -> Option<Region> {
+        let upper = code.trim().to_ascii_uppercase();
+        let upper = if upper == "UK" {
+            "GB".to_string()
+        } else {
+            upper
+        };
+        let id = Id::from_str(&upper).ok()?;
+        DATABASE.by_id(id.as_ref())?;
+        Some(Region(id))
+    }
+
+    pub fn as_str(&self) -> &str {
+        self.0.as_ref()
+    }
+
+    /// The country calling code of the region (`39` for IT).
+    pub fn calling_code(&self) -> u16 {
+        DATABASE
+            .by_id(self.0.as_ref())
+            .map(|meta| meta.country_code())
+            .unwrap_or(0)
+    }
+}
+
+impl fmt::Debug for Region {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl fmt::Display for Region {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A number in canonical form.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Normalized {
+    /// `+` and up to 15 digits.
+    pub e164: String,
+    /// The region the number belongs to.
+    pub region: Region,
+    /// The key registries and contact records are indexed by.
+    pub key: NumberKey,
+}
+
+/// Why a number was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NumberError {
+    #[error("empty number")]
+    Empty,
+    #[error("unexpected character {0:?}")]
+    BadCharacter(char),
+    #[error("cannot be parsed as a phone number")]
+    Unparseable,
+    #[error("not a valid number in the numbering plan")]
+    Invalid,
+    #[error("a {0} number is not callable for telemarketing")]
+    NotCallable(&'static str),
+}
+
+/// Exact 64-bit key of an E.164 number: the digit count in the top bits and
+/// the digits' value below, so `+3902...` and `+39002...` never collide.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct NumberKey(pub u64);
+
+impl NumberKey {
+    const VALUE_BITS: u32 = 50;
+
+    /// Builds the key of E.164 digits (without `+`); `None` if not 1-15 digits.
+    pub fn from_digits(digits: &str) -> Option<NumberKey> {
+        if digits.is_empty() || digits.len() > 15 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        let value: u64 = digits.parse().ok()?;
+        Some(NumberKey(
+            ((digits.len() as u64) << Self::VALUE_BITS) | value,
+        ))
+    }
+
+    /// Builds the key of an E.164 string (`+` followed by digits).
+    pub fn from_e164(e164: &str) -> Option<NumberKey> {
+        Self::from_digits(e164.strip_prefix('+')?)
+    }
+
+    /// The E.164 string of the key.
+    pub fn to_e164(self) -> String {
+        let len = (self.0 >> Self::VALUE_BITS) as usize;
+        let value = self.0 & ((1u64 << Self::VALUE_BITS) - 1);
+        format!("+{value:0len$}")
+    }
+}
+
+/// Normalises a number written in any common notation; `default_region`
+/// applies to numbers written without a country code.
+///
+/// Accepted: `+39 333 123 4567`, `0039 333 1234567`, `(+39) 333-1234567`,
+/// national `02 8765 4321` (Italian landlines keep their 0), `011 ...` from
+/// NANP regions. A bare `39...` is never taken as a country code: national
+/// numbers only lose the region's trunk prefix (`0` in GB/FR/DE, `1` in the
+/// US). Toll-free, premium-rate, shared-cost, voicemail and carrier-service
+/// numbers are refused: they are not consumer lines.
+///
+/// # Errors
+/// [`NumberError`] says why the number cannot be used.
+pub fn normalize(input: &str, default_region: Region) -> Result<Normalized, NumberError> {
+    normalize_checked(input, Some(default_region), true)
+}
+
+/// Like [`normalize`], but accepts every valid number type: for registry files
+/// and contact records, which may list numbers no campaign will call.
+///
+/// # Errors
+/// [`NumberError`] says why the number cannot be parsed.
+pub fn normalize_any(input: &str, default_region: Region) -> Result<Normalized, NumberError> {
+    normalize_checked(input, Some(default_region), false)
+}
+
+/// Normalises a number that must carry its country code (`+...` or `00...`):
+/// for requests with no region to fall back on.
+///
+/// # Errors
+/// [`NumberError`] says why the number cannot be used.
+pub fn normalize_international(input: &str) -> Result<Normalized, NumberError> {
+    normalize_checked(input, None, true)
+}
+
+fn normalize_checked(
+    input: &str,
+    default_region: Option<Region>,
+    callable_only: bool,
+) -> Result<Normalized, NumberError> {
+    let digits = international_digits(input, default_region)?;
+    if digits.len() > 15 {
+        return Err(NumberError::Unparseable);
+    }
+    let (code, national) = plan::split_country_code(&digits).ok_or(NumberError::Unparseable)?;
+    if national.is_empty() {
+        return Err(NumberError::Unparseable);
+    }
+    let (region_id, kind) = plan::classify(code, national).ok_or(NumberError::Invalid)?;
+    if callable_only && let Some(name) = non_callable_type(kind) {
+        return Err(NumberError::NotCallable(name));
+    }
+    let region = Region::parse(region_id).ok_or(NumberError::Invalid)?;
+    let key = NumberKey::from_digits(&digits).ok_or(NumberError::Invalid)?;
+    Ok(Normalized {
+        e164: format!("+{digits}"),
+        region,
+        key,
+    })
+}
+
+/// The E.164 digits (no `+`) of a number in any accepted notation.
+fn international_digits(
+    input: &str,
+    default_region: Option<Region>,
+) -> Result<String, NumberError> {
+    let trimmed = input.trim();
+    if trimmed.is_empty() {
+        return Err(NumberError::Empty);
+    }
+    let mut digits = String::with_capacity(trimmed.len());
+    let mut plus = false;
+    for c in trimmed.chars() {
+        match c {
+            '0'..='9' => digits.push(c),
+            ' ' | '-' | '.' | '/' | '\u{a0}' => {}
+            // A `+` only as the first significant character, possibly inside "(+39)".
+            '+' if digits.is_empty() && !plus => plus = true,
+            '(' | ')' => {}
+            other => return Err(NumberError::BadCharacter(other)),
+        }
+    }
+    if !(3..=17).contains(&digits.len()) {
+        return Err(NumberError::Unparseable);
+    }
+    if plus {
+        return Ok(digits);
+    }
+    if let Some(rest) = digits.strip_prefix("00") {
+        return Ok(rest.to_string());
+    }
+    let Some(region) = default_region else {
+        return Err(NumberError::Unparseable);
+    };
+    let code = region.calling_code();
+    if code == 1
+        && let Some(rest) = digits.strip_prefix("011")
+    {
+        return Ok(rest.to_string());
+    }
+    let national = match plan::metadata(region.as_str()).and_then(|m| m.national_prefix()) {
+        Some(trunk) if !trunk.is_empty() => digits.strip_prefix(trunk).unwrap_or(&digits),
+        _ => &digits,
+    };
+    Ok(format!("{code}{national}"))
+}
+
+fn non_callable_type(kind: Type) -> Option<&'static str> {
+    match kind {
+        Type::TollFree => Some("toll-free"),
+        Type::PremiumRate => Some("premium-rate"),
+        Type::SharedCost => Some("shared-cost"),
+        Type::Voicemail => Some("voicemail-access"),
+        _ => None,
+    }
+}
+
+/// Masks a number for service output (`+39333****567`): personal data stays in
+/// the store and the audit log, never in tracing.
+pub fn mask(number: &str) -> String {
+    let chars: Vec<char> = number.chars().collect();
+    if chars.len() <= 6 {
+        return "*".repeat(chars.len());
+    }
+    let keep_head = (chars.len() - 3).min(6).min(chars.len() / 2);
+    let head: String = chars[..keep_head].iter().collect();
+    let tail: String = chars[chars.len() - 3..].iter().collect();
+    format!("{head}{}{tail}", "*".repeat(chars.len() - keep_head - 3))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn region(code: &str) -> Region {
+        Region::parse(code).unwrap()
+    }
+
+    #[test]
+    fn test_common_notations_normalise_to_e164() {
+        let cases = [
+            ("+39 333 123 4567", "IT", "+393331234567"),
+            ("0039 333 1234567", "IT", "+393331234567"),
+            ("(+39) 333-1234567", "IT", "+393331234567"),
+            ("333.123.4567", "IT", "+393331234567"),
+            ("3931234567", "IT", "+393931234567"),
+            ("02 8765 4321", "IT", "+390287654321"),
+            ("+39 02 8765 4321", "US", "+390287654321"),
+            ("(212) 555-0123", "US", "+12125550123"),
+            ("+1 212 555 0123", "IT", "+12125550123"),
+            ("020 7946 0018", "GB", "+442079460018"),
+            ("07400 123456", "GB", "+447400123456"),
+            ("06 12 34 56 78", "FR", "+33612345678"),
+        ];
+        for (input, default_region, expected) in cases {
+            let normalized = normalize(input, region(default_region))
+                .unwrap_or_else(|err| panic!("{input} ({default_region}): {err}"));
+            assert_eq!(normalized.e164, expected, "{input} ({default_region})");
+            assert_eq!(NumberKey::from_e164(expected), Some(normalized.key));
+        }
+    }
+
+    #[test]
+    fn test_region_of_number_comes_from_the_number() {
+        assert_eq!(
+            normalize("+12125550123", region("IT")).unwrap().region,
+            region("US")
+        );
+        assert_eq!(
+            normalize("+14165550123", region("US")).unwrap().region,
+            region("CA")
+        );
+        assert_eq!(
+            normalize("3331234567", region("IT")).unwrap().region,
+            region("IT")
+        );
+    }
+
+    #[test]
+    fn test_invalid_numbers_are_refused() {
+        let cases = [
+            ("", NumberError::Empty),
+            ("   ", NumberError::Empty),
+            ("+39 333 abc", NumberError::BadCharacter('a')),
+            ("12", NumberError::Unparseable),
+            ("+39 1", NumberError::Invalid),
+            ("+1 212 555 01234567890", NumberError::Unparseable),
+            ("+39 333", NumberError::Invalid),
+            ("999", NumberError::Invalid),
+            ("+1 800 555 0123", NumberError::NotCallable("toll-free")),
+            ("+39 899 123456", NumberError::NotCallable("premium-rate")),
+            ("+44 800 123 4567", NumberError::NotCallable("toll-free")),
+        ];
+        for (input, expected) in cases {
+            let result = normalize(input, region("IT"));
+            assert_eq!(
+                result.as_ref().err(),
+                Some(&expected),
+                "{input}: {result:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn test_keys_of_different_lengths_never_collide() {
+        let a = NumberKey::from_digits("3902").unwrap();
+        let b = NumberKey::from_digits("39002").unwrap();
+        assert_ne!(a, b);
+        assert_eq!(a.to_e164(), "+3902");
+        assert_eq!(b.to_e164(), "+39002");
+        assert_eq!(NumberKey::from_digits("1234567890123456"), None);
+        assert_eq!(NumberKey::from_digits(""), None);
+    }
+
+    #[test]
+    fn test_mask_hides_the_middle() {
+        assert_eq!(mask("+393331234567"), "+39333****567");
+        assert_eq!(mask("+12125550123"), "+12125***123");
+        assert_eq!(mask("12345"), "*****");
+    }
+
+    #[test]
+    fn test_region_parse() {
+        assert_eq!(region("uk"), region("GB"));
+        assert!(Region::parse("ZZ").is_none());
+        assert_eq!(region("IT").calling_code(), 39);
+    }
+}

@@ -1,0 +1,286 @@
+//! Snapshot files: versioned, checksummed, written atomically.
+//!
+//! Layout: `DGSNAP` magic and a format byte pair, a little-endian u64 header
+//! length, the JSON header, each batch's roaring serialisation (u64 length
+//! first), and a CRC-32 of everything before it. A file that fails any check
+//! is refused as a whole: a registry is never served from partial data.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use jiff::Timestamp;
+use jiff::civil::Date;
+use roaring::RoaringTreemap;
+use serde::{Deserialize, Serialize};
+
+use super::snapshot::{Batch, Snapshot, SnapshotSource};
+use crate::config::RegistryKind;
+
+const MAGIC: &[u8; 8] = b"DGSNAP\x00\x01";
+
+/// Why a snapshot file cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotFileError {
+    #[error("cannot read snapshot {path}: {cause}")]
+    Io { path: PathBuf, cause: io::Error },
+    #[error("snapshot {path} is corrupt: {problem}")]
+    Corrupt { path: PathBuf, problem: String },
+}
+
+#[derive(Serialize, Deserialize)]
+struct Header {
+    registry_id: String,
+    kind: RegistryKind,
+    country: String,
+    version: u64,
+    created_at: Timestamp,
+    source: SnapshotSource,
+    coverage: Option<Vec<String>>,
+    batches: Vec<BatchHeader>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct BatchHeader {
+    controller: String,
+    checked_at: Date,
+    numbers: u64,
+}
+
+/// The snapshot file of a registry in `dir`.
+pub fn snapshot_path(dir: &Path, registry_id: &str) -> PathBuf {
+    dir.join(format!("{registry_id}.snap"))
+}
+
+/// Encodes a snapshot to bytes.
+pub fn encode(snapshot: &Snapshot) -> Vec<u8> {
+    let header = Header {
+        registry_id: snapshot.registry_id.clone(),
+        kind: snapshot.kind,
+        country: snapshot.country.clone(),
+        version: snapshot.version,
+        created_at: snapshot.created_at,
+        source: snapshot.source.clone(),
+        coverage: snapshot.coverage.clone(),
+        batches: snapshot
+            .batches
+            .iter()
+            .flat_map(|(controller, batches)| {
+                batches.iter().map(move |b| BatchHeader {
+                    controller: controller.clone(),
+                    checked_at: b.checked_at,
+                    numbers: b.numbers.len(),
+                })
+            })
+            .collect(),
+    };
+    let header = serde_json::to_vec(&header).expect("snapshot header serialises");
+    let mut out = Vec::with_capacity(64 + header.len());
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&(header.len() as u64).to_le_bytes());
+    out.extend_from_slice(&header);
+    for batch in snapshot.batches.values().flatten() {
+        out.extend_from_slice(&(batch.numbers.serialized_size() as u64).to_le_bytes());
+        batch
+            .numbers
+            .serialize_into(&mut out)
+            .expect("writing to a Vec cannot fail");
+    }
+    let crc = crc32fast::hash(&out);
+    out.extend_from_slice(&crc.to_le_bytes());
+    out
+}
+
+/// Decodes and verifies a snapshot.
+pub fn decode(bytes: &[u8], path: &Path) -> Result<Snapshot, SnapshotFileError> {
+    let corrupt = |problem: &str| SnapshotFileError::Corrupt {
+        path: path.to_path_buf(),
+        problem: problem.to_string(),
+    };
+    if bytes.len() < MAGIC.len() + 12 || &bytes[..MAGIC.len()] != MAGIC {
+        return Err(corrupt(
+            "not a dialgate snapshot (bad magic or format version)",
+        ));
+    }
+    let (body, crc) = bytes.split_at(bytes.len() - 4);
+    let stored_crc = u32::from_le_bytes(crc.try_into().expect("4 bytes"));
+    if crc32fast::hash(body) != stored_crc {
+        return Err(corrupt("checksum mismatch"));
+    }
+    let mut cursor = &body[MAGIC.len()..];
+    let header_len =
+        take_u64(&mut cursor).ok_or_else(|| corrupt("truncated header length"))? as usize;
+    if header_len > cursor.len() {
+        return Err(corrupt("truncated header"));
+    }
+    let header: Header = serde_json::from_slice(&cursor[..header_len])
+        .map_err(|err| corrupt(&format!("bad header: {err}")))?;
+    cursor = &cursor[header_len..];
+    let mut batches: BTreeMap<String, Vec<Batch>> = BTreeMap::new();
+    for batch in &header.batches {
+        let len = take_u64(&mut cursor).ok_or_else(|| corrupt("truncated batch length"))? as usize;
+        if len > cursor.len() {
+            return Err(corrupt("truncated batch"));
+        }
+        let numbers = RoaringTreemap::deserialize_from(&cursor[..len])
+            .map_err(|err| corrupt(&format!("bad batch: {err}")))?;
+        if numbers.len() != batch.numbers {
+            return Err(corrupt("batch size does not match its header"));
+        }
+        cursor = &cursor[len..];
+        batches
+            .entry(batch.controller.clone())
+            .or_default()
+            .push(Batch {
+                checked_at: batch.checked_at,
+                numbers,
+            });
+    }
+    if !cursor.is_empty() {
+        return Err(corrupt("trailing bytes after the last batch"));
+    }
+    Ok(Snapshot {
+        registry_id: header.registry_id,
+        kind: header.kind,
+        country: header.country,
+        version: header.version,
+        created_at: header.created_at,
+        source: header.source,
+        coverage: header.coverage,
+        batches,
+    })
+}
+
+fn take_u64(cursor: &mut &[u8]) -> Option<u64> {
+    if cursor.len() < 8 {
+        return None;
+    }
+    let (head, rest) = cursor.split_at(8);
+    *cursor = rest;
+    Some(u64::from_le_bytes(head.try_into().ok()?))
+}
+
+/// Reads the snapshot of a registry; `Ok(None)` if it has none yet.
+pub fn read(dir: &Path, registry_id: &str) -> Result<Option<Snapshot>, SnapshotFileError> {
+    let path = snapshot_path(dir, registry_id);
+    let bytes = match fs::read(&path) {
+        Ok(bytes) => bytes,
+        Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(cause) => return Err(SnapshotFileError::Io { path, cause }),
+    };
+    let snapshot = decode(&bytes, &path)?;
+    if snapshot.registry_id != registry_id {
+        return Err(SnapshotFileError::Corrupt {
+            path,
+            problem: format!("holds registry {:?}", snapshot.registry_id),
+        });
+    }
+    Ok(Some(snapshot))
+}
+
+/// Writes a snapshot atomically: temporary file, fsync, rename, fsync of the
+/// directory. A crash at any point leaves the previous snapshot in place.
+pub fn write(dir: &Path, snapshot: &Snapshot) -> io::Result<PathBuf> {
+    fs::create_dir_all(dir)?;
+    let path = snapshot_path(dir, &snapshot.registry_id);
+    let tmp = dir.join(format!(
+        "{}.snap.tmp-{}",
+        snapshot.registry_id,
+        std::process::id()
+    ));
+    let bytes = encode(snapshot);
+    {
+        let mut file = File::create(&tmp)?;
+        file.write_all(&bytes)?;
+        file.sync_all()?;
+    }
+    fs::rename(&tmp, &path)?;
+    File::open(dir)?.sync_all()?;
+    Ok(path)
+}
+
+/// An exclusive lock on a registry's snapshot, held during read-modify-write
+/// so that two imports of one registry never lose each other's changes.
+#[derive(Debug)]
+pub struct RegistryLock {
+    _file: File,
+}
+
+/// Takes the registry's import lock, waiting for another import to finish.
+pub fn lock(dir: &Path, registry_id: &str) -> io::Result<RegistryLock> {
+    fs::create_dir_all(dir)?;
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dir.join(format!("{registry_id}.lock")))?;
+    file.lock()?;
+    Ok(RegistryLock { _file: file })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::number::NumberKey;
+
+    fn sample() -> Snapshot {
+        let mut batches = BTreeMap::new();
+        batches.insert(
+            "acme".to_string(),
+            vec![Batch {
+                checked_at: "2026-11-01".parse().unwrap(),
+                numbers: [NumberKey::from_e164("+393331234567").unwrap().0]
+                    .into_iter()
+                    .collect(),
+            }],
+        );
+        Snapshot {
+            registry_id: "it-rpo".into(),
+            kind: RegistryKind::Allowlist,
+            country: "IT".into(),
+            version: 7,
+            created_at: Timestamp::UNIX_EPOCH,
+            source: SnapshotSource {
+                file: "f".into(),
+                format: "lines".into(),
+                mode: "add".into(),
+            },
+            coverage: None,
+            batches,
+        }
+    }
+
+    #[test]
+    fn test_round_trip() {
+        let snapshot = sample();
+        let decoded = decode(&encode(&snapshot), Path::new("x")).unwrap();
+        assert_eq!(decoded, snapshot);
+    }
+
+    #[test]
+    fn test_any_flipped_byte_is_refused() {
+        let bytes = encode(&sample());
+        for i in 0..bytes.len() {
+            let mut damaged = bytes.clone();
+            damaged[i] ^= 0x40;
+            assert!(decode(&damaged, Path::new("x")).is_err(), "byte {i}");
+        }
+        assert!(decode(&bytes[..bytes.len() - 1], Path::new("x")).is_err());
+        assert!(decode(b"", Path::new("x")).is_err());
+    }
+
+    #[test]
+    fn test_write_then_read() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(read(dir.path(), "it-rpo").unwrap().is_none());
+        write(dir.path(), &sample()).unwrap();
+        assert_eq!(read(dir.path(), "it-rpo").unwrap(), Some(sample()));
+        let leftovers: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|n| n.contains(".tmp"))
+            .collect();
+        assert!(leftovers.is_empty(), "{leftovers:?}");
+    }
+}

@@ -1,0 +1,248 @@
+//! National opposition / do-not-call registries.
+//!
+//! - [`snapshot`]: the immutable, compact, exact data of one edition.
+//! - [`file`]: snapshot files (checksummed, atomic writes).
+//! - [`import`]: registry files to snapshots (`dialgate registry import`).
+//! - [`RegistrySet`]: what a running server serves; snapshots are swapped
+//!   atomically, and a check keeps the `Arc` of the edition it started with.
+
+pub mod file;
+pub mod import;
+pub mod snapshot;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use arc_swap::ArcSwapOption;
+use jiff::civil::Date;
+use jiff::{Timestamp, ToSpan};
+use serde::Serialize;
+
+use crate::config::{RegistryConfig, RegistryKind};
+use crate::number::Region;
+pub use snapshot::Snapshot;
+
+/// The snapshots directory under `data_dir`.
+pub fn snapshots_dir(data_dir: &Path) -> PathBuf {
+    data_dir.join("registries")
+}
+
+/// The first instant a result checked on `checked_at` is stale.
+pub fn stale_from(checked_at: Date, valid_days: u32) -> Timestamp {
+    checked_at
+        .saturating_add((valid_days as i64).days())
+        .to_zoned(jiff::tz::TimeZone::UTC)
+        .map(|z| z.timestamp())
+        .unwrap_or(Timestamp::MIN)
+}
+
+/// One configured registry and the snapshot it serves.
+#[derive(Debug)]
+pub struct RegistryEntry {
+    pub config: RegistryConfig,
+    current: ArcSwapOption<Snapshot>,
+    file_state: Mutex<FileState>,
+}
+
+#[derive(Debug, Default, Clone)]
+struct FileState {
+    seen: Option<(u64, SystemTime)>,
+    error: Option<String>,
+    file_size: u64,
+}
+
+impl RegistryEntry {
+    /// The snapshot being served, if any.
+    pub fn snapshot(&self) -> Option<Arc<Snapshot>> {
+        self.current.load_full()
+    }
+
+    /// The last load error, if the file on disk could not be used.
+    pub fn load_error(&self) -> Option<String> {
+        self.file_state
+            .lock()
+            .expect("registry state lock")
+            .error
+            .clone()
+    }
+}
+
+/// Every configured registry, with hot-swappable snapshots.
+#[derive(Debug)]
+pub struct RegistrySet {
+    dir: PathBuf,
+    entries: Vec<RegistryEntry>,
+}
+
+/// Status of one registry, for `/status` and `registry list`.
+#[derive(Debug, Clone, Serialize)]
+pub struct RegistryStatus {
+    pub id: String,
+    pub kind: RegistryKind,
+    pub country: String,
+    pub valid_days: u32,
+    pub loaded: bool,
+    pub version: Option<u64>,
+    pub numbers: u64,
+    pub controllers: Vec<String>,
+    pub coverage: Vec<String>,
+    /// Oldest check date of the data held.
+    pub checked_at: Option<Date>,
+    /// Newest check date of the data held.
+    pub newest_checked_at: Option<Date>,
+    /// When the oldest data becomes stale.
+    pub valid_until: Option<Timestamp>,
+    pub days_left: Option<i64>,
+    /// True when any data held is stale (for allow-lists: some clearances have expired).
+    pub stale: bool,
+    /// True within 3 days of `valid_until`.
+    pub expiring: bool,
+    pub file_size: u64,
+    pub created_at: Option<Timestamp>,
+    pub error: Option<String>,
+}
+
+impl RegistrySet {
+    /// Loads every configured registry's snapshot from `dir`. A registry
+    /// whose file is missing or corrupt is served as unavailable (fail closed).
+    pub fn open(configs: &[RegistryConfig], dir: &Path) -> RegistrySet {
+        let set = RegistrySet {
+            dir: dir.to_path_buf(),
+            entries: configs
+                .iter()
+                .map(|config| RegistryEntry {
+                    config: config.clone(),
+                    current: ArcSwapOption::empty(),
+                    file_state: Mutex::new(FileState::default()),
+                })
+                .collect(),
+        };
+        set.reload_changed();
+        set
+    }
+
+    /// Every registry.
+    pub fn entries(&self) -> &[RegistryEntry] {
+        &self.entries
+    }
+
+    /// The registries that apply to numbers of `region`.
+    pub fn for_region(&self, region: Region) -> impl Iterator<Item = &RegistryEntry> {
+        self.entries
+            .iter()
+            .filter(move |e| e.config.country == region)
+    }
+
+    /// Reloads every snapshot whose file changed; returns the ids swapped in.
+    /// A file that cannot be loaded keeps the previous snapshot serving (its
+    /// data stays subject to the freshness rules) and records the error.
+    pub fn reload_changed(&self) -> Vec<String> {
+        let mut swapped = Vec::new();
+        for entry in &self.entries {
+            let path = file::snapshot_path(&self.dir, &entry.config.id);
+            let seen = std::fs::metadata(&path)
+                .ok()
+                .map(|m| (m.len(), m.modified().unwrap_or(SystemTime::UNIX_EPOCH)));
+            {
+                let state = entry.file_state.lock().expect("registry state lock");
+                if state.seen == seen && (seen.is_some() || entry.current.load().is_none()) {
+                    continue;
+                }
+            }
+            let result = file::read(&self.dir, &entry.config.id);
+            let mut state = entry.file_state.lock().expect("registry state lock");
+            state.seen = seen;
+            match result {
+                Ok(Some(snapshot)) => {
+                    if snapshot.kind != entry.config.kind
+                        || snapshot.country != entry.config.country.as_str()
+                    {
+                        let message = format!(
+                            "snapshot is a {} of {}, config says {} of {}",
+                            snapshot.kind,
+                            snapshot.country,
+                            entry.config.kind,
+                            entry.config.country
+                        );
+                        tracing::error!(registry = %entry.config.id, error = %message, "registry snapshot refused");
+                        state.error = Some(message);
+                        continue;
+                    }
+                    tracing::info!(
+                        registry = %entry.config.id,
+                        version = snapshot.version,
+                        numbers = snapshot.len(),
+                        "registry snapshot loaded"
+                    );
+                    state.error = None;
+                    state.file_size = seen.map_or(0, |s| s.0);
+                    entry.current.store(Some(Arc::new(snapshot)));
+                    swapped.push(entry.config.id.clone());
+                }
+                Ok(None) => {
+                    if entry.current.load().is_some() {
+                        tracing::error!(registry = %entry.config.id, "registry snapshot file disappeared; keeping the loaded edition");
+                        state.error = Some("snapshot file missing".into());
+                    }
+                }
+                Err(err) => {
+                    tracing::error!(registry = %entry.config.id, error = %err, "registry snapshot refused");
+                    state.error = Some(err.to_string());
+                }
+            }
+        }
+        swapped
+    }
+
+    /// Status of every registry as of `now`.
+    pub fn status(&self, now: Timestamp) -> Vec<RegistryStatus> {
+        self.entries.iter().map(|e| entry_status(e, now)).collect()
+    }
+}
+
+fn entry_status(entry: &RegistryEntry, now: Timestamp) -> RegistryStatus {
+    let snapshot = entry.snapshot();
+    let state = entry
+        .file_state
+        .lock()
+        .expect("registry state lock")
+        .clone();
+    let checked_at = snapshot.as_ref().and_then(|s| s.oldest_check());
+    let valid_until = checked_at.map(|d| stale_from(d, entry.config.valid_days));
+    let days_left = valid_until.map(|v| (v.as_second() - now.as_second()).div_euclid(86_400));
+    RegistryStatus {
+        id: entry.config.id.clone(),
+        kind: entry.config.kind,
+        country: entry.config.country.to_string(),
+        valid_days: entry.config.valid_days,
+        loaded: snapshot.is_some(),
+        version: snapshot.as_ref().map(|s| s.version),
+        numbers: snapshot.as_ref().map_or(0, |s| s.len()),
+        controllers: snapshot
+            .as_ref()
+            .map(|s| {
+                s.batches
+                    .keys()
+                    .filter(|k| !k.is_empty())
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default(),
+        coverage: snapshot
+            .as_ref()
+            .and_then(|s| s.coverage.clone())
+            .map(|c| c.into_iter().map(|p| format!("+{p}")).collect())
+            .unwrap_or_else(|| vec![format!("all {}", entry.config.country)]),
+        checked_at,
+        newest_checked_at: snapshot.as_ref().and_then(|s| s.newest_check()),
+        valid_until,
+        days_left,
+        stale: valid_until.is_none_or(|v| now >= v),
+        expiring: valid_until
+            .is_some_and(|v| now < v && v.as_second() - now.as_second() <= 3 * 86_400),
+        file_size: state.file_size,
+        created_at: snapshot.as_ref().map(|s| s.created_at),
+        error: state.error,
+    }
+}

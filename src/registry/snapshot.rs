@@ -1,0 +1,430 @@
+//! An immutable registry snapshot: compact exact sets of number keys
+//! (roaring bitmaps), each with the date its data was checked.
+//!
+//! A block-list snapshot has one batch (the listed numbers) and optional
+//! coverage prefixes. An allow-list snapshot has, per controller, disjoint
+//! batches of cleared numbers, newest check date first; each number's
+//! clearance is dated by the batch it is in.
+
+use std::collections::BTreeMap;
+
+use jiff::Timestamp;
+use jiff::civil::Date;
+use roaring::RoaringTreemap;
+use serde::{Deserialize, Serialize};
+
+use crate::config::RegistryKind;
+use crate::number::NumberKey;
+
+/// Numbers checked on one date (and, for allow-lists, cleared for one controller).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Batch {
+    pub checked_at: Date,
+    pub numbers: RoaringTreemap,
+}
+
+/// What the snapshot was made from, kept for `registry list` and the audit trail.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotSource {
+    pub file: String,
+    pub format: String,
+    pub mode: String,
+}
+
+/// One immutable edition of a registry.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Snapshot {
+    pub registry_id: String,
+    pub kind: RegistryKind,
+    pub country: String,
+    /// Increases by one with every import.
+    pub version: u64,
+    pub created_at: Timestamp,
+    pub source: SnapshotSource,
+    /// Block-lists: E.164 prefixes (digits, no `+`) the data covers; `None` = the whole country.
+    pub coverage: Option<Vec<String>>,
+    /// Batches by controller (`""` for block-lists), newest check date first.
+    pub batches: BTreeMap<String, Vec<Batch>>,
+}
+
+/// How an import changes the previous snapshot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ImportMode {
+    /// The file is the whole list (for an allow-list: the controller's whole list).
+    Replace,
+    /// The file's numbers are added; for allow-lists the newer check date wins.
+    Add,
+    /// The file's numbers are removed.
+    Remove,
+}
+
+impl ImportMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ImportMode::Replace => "replace",
+            ImportMode::Add => "add",
+            ImportMode::Remove => "remove",
+        }
+    }
+}
+
+/// The parsed content of one import, ready to apply.
+#[derive(Debug, Clone)]
+pub struct ImportSet {
+    pub mode: ImportMode,
+    /// Allow-lists: the controller the numbers are cleared for; block-lists: empty.
+    pub controller: String,
+    pub checked_at: Date,
+    pub numbers: RoaringTreemap,
+    pub coverage: Option<Vec<String>>,
+    pub source: SnapshotSource,
+}
+
+/// Why an import cannot be applied.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ApplyError {
+    #[error("an allow-list import needs --controller")]
+    ControllerRequired,
+    #[error("a block-list has no controller: drop --controller")]
+    ControllerNotAllowed,
+    #[error("--covers applies to block-lists only")]
+    CoverageNotAllowed,
+    #[error("registry {0} has no snapshot yet: the first import must use --mode replace")]
+    NothingToChange(String),
+}
+
+/// Result of a block-list lookup.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BlockLookup {
+    NotCovered,
+    Listed,
+    NotListed,
+}
+
+impl Snapshot {
+    /// Total numbers held, over every batch.
+    pub fn len(&self) -> u64 {
+        self.batches
+            .values()
+            .flatten()
+            .map(|b| b.numbers.len())
+            .sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The oldest check date of any batch: the date the whole snapshot is as fresh as.
+    pub fn oldest_check(&self) -> Option<Date> {
+        self.batches.values().flatten().map(|b| b.checked_at).min()
+    }
+
+    /// The newest check date of any batch.
+    pub fn newest_check(&self) -> Option<Date> {
+        self.batches.values().flatten().map(|b| b.checked_at).max()
+    }
+
+    /// Block-lists: whether the number (its E.164 digits and key) is covered and listed.
+    pub fn block_lookup(&self, e164_digits: &str, key: NumberKey) -> BlockLookup {
+        if let Some(prefixes) = &self.coverage
+            && !prefixes.iter().any(|p| e164_digits.starts_with(p.as_str()))
+        {
+            return BlockLookup::NotCovered;
+        }
+        let listed = self
+            .batches
+            .values()
+            .flatten()
+            .any(|b| b.numbers.contains(key.0));
+        if listed {
+            BlockLookup::Listed
+        } else {
+            BlockLookup::NotListed
+        }
+    }
+
+    /// Block-lists: the date the list was checked.
+    pub fn block_checked_at(&self) -> Option<Date> {
+        self.oldest_check()
+    }
+
+    /// Allow-lists: the date the number was last cleared for `controller`.
+    pub fn clearance(&self, controller: &str, key: NumberKey) -> Option<Date> {
+        self.batches
+            .get(controller)?
+            .iter()
+            .find(|b| b.numbers.contains(key.0))
+            .map(|b| b.checked_at)
+    }
+
+    /// Builds the next snapshot from `previous` (if any) and an import.
+    ///
+    /// # Errors
+    /// [`ApplyError`] when the import does not fit the registry's kind.
+    pub fn apply(
+        previous: Option<&Snapshot>,
+        registry_id: &str,
+        kind: RegistryKind,
+        country: &str,
+        import: ImportSet,
+        now: Timestamp,
+    ) -> Result<Snapshot, ApplyError> {
+        match kind {
+            RegistryKind::Allowlist if import.controller.is_empty() => {
+                return Err(ApplyError::ControllerRequired);
+            }
+            RegistryKind::Allowlist if import.coverage.is_some() => {
+                return Err(ApplyError::CoverageNotAllowed);
+            }
+            RegistryKind::Blocklist if !import.controller.is_empty() => {
+                return Err(ApplyError::ControllerNotAllowed);
+            }
+            _ => {}
+        }
+        if kind == RegistryKind::Blocklist
+            && previous.is_none()
+            && import.mode != ImportMode::Replace
+        {
+            return Err(ApplyError::NothingToChange(registry_id.to_string()));
+        }
+        let mut batches = previous.map(|p| p.batches.clone()).unwrap_or_default();
+        let coverage = match (&import.coverage, previous) {
+            (Some(c), _) => Some(c.clone()),
+            (None, Some(p)) if import.mode != ImportMode::Replace => p.coverage.clone(),
+            (None, _) => None,
+        };
+        let controller_batches = batches.entry(import.controller.clone()).or_default();
+        match (kind, import.mode) {
+            (_, ImportMode::Replace) => {
+                *controller_batches = vec![Batch {
+                    checked_at: import.checked_at,
+                    numbers: import.numbers,
+                }];
+            }
+            (RegistryKind::Blocklist, mode) => {
+                let batch = controller_batches
+                    .first_mut()
+                    .expect("a block-list snapshot always has its batch");
+                if mode == ImportMode::Add {
+                    batch.numbers |= &import.numbers;
+                } else {
+                    batch.numbers -= &import.numbers;
+                }
+                batch.checked_at = batch.checked_at.max(import.checked_at);
+            }
+            (RegistryKind::Allowlist, ImportMode::Add) => {
+                add_cleared(controller_batches, import.checked_at, import.numbers);
+            }
+            (RegistryKind::Allowlist, ImportMode::Remove) => {
+                for batch in controller_batches.iter_mut() {
+                    batch.numbers -= &import.numbers;
+                }
+            }
+        }
+        controller_batches.retain(|b| kind == RegistryKind::Blocklist || !b.numbers.is_empty());
+        batches.retain(|_, v| !v.is_empty());
+        Ok(Snapshot {
+            registry_id: registry_id.to_string(),
+            kind,
+            country: country.to_string(),
+            version: previous.map_or(1, |p| p.version + 1),
+            created_at: now,
+            source: import.source,
+            coverage,
+            batches,
+        })
+    }
+}
+
+/// Adds numbers cleared on `date`, keeping batches disjoint: a number's
+/// newest clearance wins.
+fn add_cleared(batches: &mut Vec<Batch>, date: Date, mut numbers: RoaringTreemap) {
+    for batch in batches.iter() {
+        if batch.checked_at > date {
+            numbers -= &batch.numbers;
+        }
+    }
+    for batch in batches.iter_mut() {
+        if batch.checked_at < date {
+            batch.numbers -= &numbers;
+        }
+    }
+    match batches.iter_mut().find(|b| b.checked_at == date) {
+        Some(batch) => batch.numbers |= numbers,
+        None => batches.push(Batch {
+            checked_at: date,
+            numbers,
+        }),
+    }
+    batches.sort_by_key(|b| std::cmp::Reverse(b.checked_at));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(e164: &str) -> NumberKey {
+        NumberKey::from_e164(e164).unwrap()
+    }
+
+    fn import(mode: ImportMode, controller: &str, date: &str, numbers: &[&str]) -> ImportSet {
+        ImportSet {
+            mode,
+            controller: controller.to_string(),
+            checked_at: date.parse().unwrap(),
+            numbers: numbers.iter().map(|n| key(n).0).collect(),
+            coverage: None,
+            source: SnapshotSource {
+                file: "test".into(),
+                format: "lines".into(),
+                mode: mode.as_str().into(),
+            },
+        }
+    }
+
+    fn apply(previous: Option<&Snapshot>, kind: RegistryKind, set: ImportSet) -> Snapshot {
+        Snapshot::apply(previous, "r", kind, "IT", set, Timestamp::UNIX_EPOCH).unwrap()
+    }
+
+    #[test]
+    fn test_allowlist_add_keeps_newest_clearance() {
+        let a = "+393331234567";
+        let b = "+393331234568";
+        let s1 = apply(
+            None,
+            RegistryKind::Allowlist,
+            import(ImportMode::Add, "acme", "2026-11-01", &[a, b]),
+        );
+        let s2 = apply(
+            Some(&s1),
+            RegistryKind::Allowlist,
+            import(ImportMode::Add, "acme", "2026-11-10", &[a]),
+        );
+        assert_eq!(
+            s2.clearance("acme", key(a)),
+            Some("2026-11-10".parse().unwrap())
+        );
+        assert_eq!(
+            s2.clearance("acme", key(b)),
+            Some("2026-11-01".parse().unwrap())
+        );
+        // An older import does not overwrite a newer clearance.
+        let s3 = apply(
+            Some(&s2),
+            RegistryKind::Allowlist,
+            import(ImportMode::Add, "acme", "2026-10-01", &[a]),
+        );
+        assert_eq!(
+            s3.clearance("acme", key(a)),
+            Some("2026-11-10".parse().unwrap())
+        );
+        assert_eq!(s3.len(), 2);
+        assert_eq!(s3.version, 3);
+        // Clearances are per controller.
+        assert_eq!(s3.clearance("other", key(a)), None);
+    }
+
+    #[test]
+    fn test_allowlist_replace_and_remove_are_per_controller() {
+        let a = "+393331234567";
+        let b = "+393331234568";
+        let s1 = apply(
+            None,
+            RegistryKind::Allowlist,
+            import(ImportMode::Replace, "acme", "2026-11-01", &[a, b]),
+        );
+        let s2 = apply(
+            Some(&s1),
+            RegistryKind::Allowlist,
+            import(ImportMode::Replace, "beta", "2026-11-02", &[a]),
+        );
+        let s3 = apply(
+            Some(&s2),
+            RegistryKind::Allowlist,
+            import(ImportMode::Replace, "acme", "2026-11-03", &[b]),
+        );
+        assert_eq!(s3.clearance("acme", key(a)), None);
+        assert!(s3.clearance("acme", key(b)).is_some());
+        assert!(s3.clearance("beta", key(a)).is_some());
+        let s4 = apply(
+            Some(&s3),
+            RegistryKind::Allowlist,
+            import(ImportMode::Remove, "beta", "2026-11-04", &[a]),
+        );
+        assert_eq!(s4.clearance("beta", key(a)), None);
+        assert!(!s4.batches.contains_key("beta"));
+    }
+
+    #[test]
+    fn test_blocklist_modes_and_coverage() {
+        let a = "+12125550123";
+        let b = "+12125550124";
+        let s1 = apply(
+            None,
+            RegistryKind::Blocklist,
+            import(ImportMode::Replace, "", "2026-11-01", &[a]),
+        );
+        assert_eq!(s1.block_lookup("12125550123", key(a)), BlockLookup::Listed);
+        assert_eq!(
+            s1.block_lookup("12125550124", key(b)),
+            BlockLookup::NotListed
+        );
+        let s2 = apply(
+            Some(&s1),
+            RegistryKind::Blocklist,
+            import(ImportMode::Add, "", "2026-11-05", &[b]),
+        );
+        assert_eq!(s2.block_lookup("12125550124", key(b)), BlockLookup::Listed);
+        assert_eq!(s2.block_checked_at(), Some("2026-11-05".parse().unwrap()));
+        let s3 = apply(
+            Some(&s2),
+            RegistryKind::Blocklist,
+            import(ImportMode::Remove, "", "2026-11-06", &[a]),
+        );
+        assert_eq!(
+            s3.block_lookup("12125550123", key(a)),
+            BlockLookup::NotListed
+        );
+        let mut covered = import(ImportMode::Replace, "", "2026-11-07", &[a]);
+        covered.coverage = Some(vec!["1212".into()]);
+        let s4 = apply(Some(&s3), RegistryKind::Blocklist, covered);
+        assert_eq!(
+            s4.block_lookup("16465550123", key("+16465550123")),
+            BlockLookup::NotCovered
+        );
+        assert_eq!(s4.block_lookup("12125550123", key(a)), BlockLookup::Listed);
+    }
+
+    #[test]
+    fn test_kind_mismatches_are_refused() {
+        let err = Snapshot::apply(
+            None,
+            "r",
+            RegistryKind::Allowlist,
+            "IT",
+            import(ImportMode::Add, "", "2026-11-01", &[]),
+            Timestamp::UNIX_EPOCH,
+        );
+        assert_eq!(err.unwrap_err(), ApplyError::ControllerRequired);
+        let err = Snapshot::apply(
+            None,
+            "r",
+            RegistryKind::Blocklist,
+            "US",
+            import(ImportMode::Add, "", "2026-11-01", &[]),
+            Timestamp::UNIX_EPOCH,
+        );
+        assert_eq!(err.unwrap_err(), ApplyError::NothingToChange("r".into()));
+        let err = Snapshot::apply(
+            None,
+            "r",
+            RegistryKind::Blocklist,
+            "US",
+            import(ImportMode::Replace, "x", "2026-11-01", &[]),
+            Timestamp::UNIX_EPOCH,
+        );
+        assert_eq!(err.unwrap_err(), ApplyError::ControllerNotAllowed);
+    }
+}

@@ -1,0 +1,149 @@
+//! The compliance rules: pure functions of the request, the data it rests on
+//! and `now`. No I/O, no clock, no globals: every rule is unit-testable with
+//! plain values, and the gateway gathers the data before calling [`evaluate`].
+//!
+//! A DENY lists every deny reason that applies; an ALLOW lists its bases.
+
+mod caller_id;
+mod contact_basis;
+mod registry_check;
+
+use std::sync::Arc;
+
+use jiff::Timestamp;
+
+use crate::config::{CampaignConfig, RegistryConfig};
+use crate::contacts::ContactView;
+use crate::model::{Reason, ReasonCode, Verdict};
+use crate::number::{Normalized, NumberError};
+use crate::registry::Snapshot;
+pub use caller_id::check_caller_id;
+pub use contact_basis::{suppression, valid_consent};
+pub use registry_check::check_registry;
+
+/// The call being decided.
+#[derive(Debug, Clone, Copy)]
+pub struct CallInput<'a> {
+    pub campaign_id: &'a str,
+    /// `None` when the campaign is not configured.
+    pub campaign: Option<&'a CampaignConfig>,
+    /// The called number, normalised with the campaign's default region.
+    pub called: &'a Result<Normalized, NumberError>,
+    /// The presented caller ID; `None` when screening a list (no call is placed).
+    pub caller_id: Option<&'a str>,
+}
+
+/// A registry that applies to the called number, with the edition in service.
+#[derive(Debug, Clone)]
+pub struct RegistryData<'a> {
+    pub config: &'a RegistryConfig,
+    pub snapshot: Option<Arc<Snapshot>>,
+}
+
+/// The data a decision rests on.
+#[derive(Debug, Clone, Copy)]
+pub struct DecisionData<'a> {
+    pub contacts: &'a ContactView,
+    /// The registries of the called number's region.
+    pub registries: &'a [RegistryData<'a>],
+}
+
+/// The outcome of the rules.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Evaluation {
+    pub verdict: Verdict,
+    pub reasons: Vec<Reason>,
+    pub next_allowed_at: Option<Timestamp>,
+    /// `registry@version` of every registry consulted (`@none` when it had no data).
+    pub data_versions: Vec<String>,
+}
+
+/// Decides a call at `now`.
+pub fn evaluate(input: &CallInput<'_>, data: &DecisionData<'_>, now: Timestamp) -> Evaluation {
+    let mut denies = Vec::new();
+    let mut bases = Vec::new();
+    let mut data_versions = Vec::new();
+
+    if input.campaign.is_none() {
+        denies.push(Reason::new(
+            ReasonCode::UnknownCampaign,
+            format!("campaign {:?} is not configured", input.campaign_id),
+        ));
+    }
+    if let Err(err) = input.called {
+        denies.push(Reason::new(ReasonCode::InvalidNumber, err.to_string()));
+    }
+    if let (Some(campaign), Some(caller_id)) = (input.campaign, input.caller_id)
+        && let Some(reason) = check_caller_id(caller_id, campaign)
+    {
+        denies.push(reason);
+    }
+
+    if let (Some(campaign), Ok(called)) = (input.campaign, input.called) {
+        if !campaign.destinations.contains(&called.region) {
+            denies.push(Reason::new(
+                ReasonCode::DestinationNotAllowed,
+                format!("{} is not among the campaign's destinations", called.region),
+            ));
+        }
+        if let Some(reason) = suppression(data.contacts, &campaign.controller) {
+            denies.push(reason);
+        }
+        let consent = valid_consent(data.contacts, &campaign.controller, campaign.purpose, now);
+        match consent {
+            Some(consent) => bases.push(Reason::new(
+                ReasonCode::Consent,
+                format!(
+                    "consent {} for {}",
+                    consent.consent_id,
+                    campaign.purpose.as_str()
+                ),
+            )),
+            None if campaign.consent_required => denies.push(Reason::new(
+                ReasonCode::NoConsent,
+                format!(
+                    "no valid {} consent for controller {}",
+                    campaign.purpose.as_str(),
+                    campaign.controller
+                ),
+            )),
+            None => {}
+        }
+        if data.registries.is_empty() && !campaign.consent_required {
+            bases.push(Reason::new(
+                ReasonCode::RegistryClear,
+                format!(
+                    "no registry is configured for {}: no registry check applies",
+                    called.region
+                ),
+            ));
+        }
+        for registry in data.registries {
+            let outcome = check_registry(registry, called, &campaign.controller, now);
+            data_versions.push(outcome.version);
+            match outcome.result {
+                Ok(clear) => bases.push(clear),
+                Err(reasons) => denies.extend(reasons),
+            }
+        }
+    }
+
+    if denies.is_empty() && !bases.is_empty() {
+        Evaluation {
+            verdict: Verdict::Allow,
+            reasons: bases,
+            next_allowed_at: None,
+            data_versions,
+        }
+    } else {
+        Evaluation {
+            verdict: Verdict::Deny,
+            reasons: denies,
+            next_allowed_at: None,
+            data_versions,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,518 @@
+//! Table-driven tests of [`evaluate`]: every reason code from plain values.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use jiff::Timestamp;
+use roaring::RoaringTreemap;
+
+use super::*;
+use crate::config::RegistryKind;
+use crate::contacts::{Consent, Suppression};
+use crate::model::Purpose;
+use crate::number::{self, Region};
+use crate::registry::snapshot::{Batch, SnapshotSource};
+
+const NOW: &str = "2026-11-23T10:00:00Z";
+
+fn now() -> Timestamp {
+    NOW.parse().unwrap()
+}
+
+fn region(code: &str) -> Region {
+    Region::parse(code).unwrap()
+}
+
+fn campaign(id: &str, default_region: &str, consent_required: bool) -> CampaignConfig {
+    CampaignConfig {
+        id: id.into(),
+        controller: "acme".into(),
+        purpose: Purpose::Marketing,
+        default_region: region(default_region),
+        destinations: vec![region(default_region)],
+        consent_required,
+        caller_ids: vec![match default_region {
+            "IT" => "+390212345678".into(),
+            "US" => "+12125550100".into(),
+            _ => "+4930123456".into(),
+        }],
+    }
+}
+
+fn registry_config(id: &str, kind: RegistryKind, country: &str, valid_days: u32) -> RegistryConfig {
+    RegistryConfig {
+        id: id.into(),
+        kind,
+        country: region(country),
+        valid_days,
+        seed_file: None,
+        seed_controller: None,
+    }
+}
+
+fn snapshot(
+    id: &str,
+    kind: RegistryKind,
+    controller: &str,
+    checked_at: &str,
+    numbers: &[&str],
+) -> Arc<Snapshot> {
+    let set: RoaringTreemap = numbers
+        .iter()
+        .map(|n| number::NumberKey::from_e164(n).unwrap().0)
+        .collect();
+    let mut batches = BTreeMap::new();
+    batches.insert(
+        controller.to_string(),
+        vec![Batch {
+            checked_at: checked_at.parse().unwrap(),
+            numbers: set,
+        }],
+    );
+    Arc::new(Snapshot {
+        registry_id: id.into(),
+        kind,
+        country: "XX".into(),
+        version: 4,
+        created_at: Timestamp::UNIX_EPOCH,
+        source: SnapshotSource {
+            file: "t".into(),
+            format: "lines".into(),
+            mode: "replace".into(),
+        },
+        coverage: None,
+        batches,
+    })
+}
+
+fn consent(purpose: Purpose, granted: &str, revoked: Option<&str>) -> Consent {
+    Consent {
+        consent_id: "c1".into(),
+        controller: "acme".into(),
+        number: "+393331234567".into(),
+        purpose,
+        granted_at: granted.parse().unwrap(),
+        revoked_at: revoked.map(|r| r.parse().unwrap()),
+        source: "web".into(),
+        evidence_ref: "ev".into(),
+        recorded_at: granted.parse().unwrap(),
+    }
+}
+
+fn opt_out(controller: &str) -> Suppression {
+    Suppression {
+        suppression_id: "s1".into(),
+        controller: controller.into(),
+        number: "+393331234567".into(),
+        reason: "asked".into(),
+        source: "call".into(),
+        created_at: "2026-11-01T00:00:00Z".parse().unwrap(),
+    }
+}
+
+struct Case<'a> {
+    name: &'a str,
+    campaign: Option<CampaignConfig>,
+    number: &'a str,
+    caller_id: Option<&'a str>,
+    registry: Option<(RegistryConfig, Option<Arc<Snapshot>>)>,
+    contacts: ContactView,
+    expect: Verdict,
+    codes: &'a [ReasonCode],
+}
+
+fn run(case: &Case<'_>) -> Evaluation {
+    let called = match &case.campaign {
+        Some(c) => number::normalize(case.number, c.default_region),
+        None => number::normalize_international(case.number),
+    };
+    let registries: Vec<RegistryData<'_>> = case
+        .registry
+        .iter()
+        .map(|(config, snapshot)| RegistryData {
+            config,
+            snapshot: snapshot.clone(),
+        })
+        .collect();
+    evaluate(
+        &CallInput {
+            campaign_id: "x",
+            campaign: case.campaign.as_ref(),
+            called: &called,
+            caller_id: case.caller_id,
+        },
+        &DecisionData {
+            contacts: &case.contacts,
+            registries: &registries,
+        },
+        now(),
+    )
+}
+
+fn rpo(checked_at: &str, numbers: &[&str]) -> Option<(RegistryConfig, Option<Arc<Snapshot>>)> {
+    Some((
+        registry_config("it-rpo", RegistryKind::Allowlist, "IT", 15),
+        Some(snapshot(
+            "it-rpo",
+            RegistryKind::Allowlist,
+            "acme",
+            checked_at,
+            numbers,
+        )),
+    ))
+}
+
+fn dnc(checked_at: &str, numbers: &[&str]) -> Option<(RegistryConfig, Option<Arc<Snapshot>>)> {
+    Some((
+        registry_config("us-dnc", RegistryKind::Blocklist, "US", 31),
+        Some(snapshot(
+            "us-dnc",
+            RegistryKind::Blocklist,
+            "",
+            checked_at,
+            numbers,
+        )),
+    ))
+}
+
+#[test]
+fn test_every_reason_code_table() {
+    use ReasonCode::*;
+    use Verdict::*;
+    let it = || Some(campaign("it", "IT", false));
+    let us = || Some(campaign("us", "US", false));
+    let de_opt_in = || Some(campaign("de", "DE", true));
+    let mobile = "333 123 4567";
+    let cli_it = Some("+390212345678");
+    let cases = [
+        Case {
+            name: "rpo clear",
+            campaign: it(),
+            number: mobile,
+            caller_id: cli_it,
+            registry: rpo("2026-11-20", &["+393331234567"]),
+            contacts: ContactView::default(),
+            expect: Allow,
+            codes: &[RegistryClear],
+        },
+        Case {
+            name: "rpo clearance on its last valid day",
+            campaign: it(),
+            number: mobile,
+            caller_id: cli_it,
+            registry: rpo("2026-11-09", &["+393331234567"]),
+            contacts: ContactView::default(),
+            expect: Allow,
+            codes: &[RegistryClear],
+        },
+        Case {
+            name: "rpo clearance 15 days old is stale",
+            campaign: it(),
+            number: mobile,
+            caller_id: cli_it,
+            registry: rpo("2026-11-08", &["+393331234567"]),
+            contacts: ContactView::default(),
+            expect: Deny,
+            codes: &[RegistryStale],
+        },
+        Case {
+            name: "never cleared",
+            campaign: it(),
+            number: mobile,
+            caller_id: cli_it,
+            registry: rpo("2026-11-20", &["+393331234568"]),
+            contacts: ContactView::default(),
+            expect: Deny,
+            codes: &[RegistryNotCovered],
+        },
+        Case {
+            name: "registry without snapshot",
+            campaign: it(),
+            number: mobile,
+            caller_id: cli_it,
+            registry: Some((
+                registry_config("it-rpo", RegistryKind::Allowlist, "IT", 15),
+                None,
+            )),
+            contacts: ContactView::default(),
+            expect: Deny,
+            codes: &[RegistryUnavailable],
+        },
+        Case {
+            name: "dnc listed",
+            campaign: us(),
+            number: "212 555 0199",
+            caller_id: Some("+12125550100"),
+            registry: dnc("2026-11-20", &["+12125550199"]),
+            contacts: ContactView::default(),
+            expect: Deny,
+            codes: &[RegistryListed],
+        },
+        Case {
+            name: "dnc clear",
+            campaign: us(),
+            number: "212 555 0198",
+            caller_id: Some("+12125550100"),
+            registry: dnc("2026-11-20", &["+12125550199"]),
+            contacts: ContactView::default(),
+            expect: Allow,
+            codes: &[RegistryClear],
+        },
+        Case {
+            name: "dnc stale and listed",
+            campaign: us(),
+            number: "212 555 0199",
+            caller_id: Some("+12125550100"),
+            registry: dnc("2026-10-01", &["+12125550199"]),
+            contacts: ContactView::default(),
+            expect: Deny,
+            codes: &[RegistryStale, RegistryListed],
+        },
+        Case {
+            name: "invalid number",
+            campaign: it(),
+            number: "12",
+            caller_id: cli_it,
+            registry: rpo("2026-11-20", &[]),
+            contacts: ContactView::default(),
+            expect: Deny,
+            codes: &[InvalidNumber],
+        },
+        Case {
+            name: "unknown campaign",
+            campaign: None,
+            number: "+393331234567",
+            caller_id: cli_it,
+            registry: None,
+            contacts: ContactView::default(),
+            expect: Deny,
+            codes: &[UnknownCampaign],
+        },
+        Case {
+            name: "unknown campaign and invalid number",
+            campaign: None,
+            number: "333",
+            caller_id: cli_it,
+            registry: None,
+            contacts: ContactView::default(),
+            expect: Deny,
+            codes: &[UnknownCampaign, InvalidNumber],
+        },
+        Case {
+            name: "destination not allowed",
+            campaign: it(),
+            number: "+12125550198",
+            caller_id: cli_it,
+            registry: None,
+            contacts: ContactView::default(),
+            expect: Deny,
+            codes: &[DestinationNotAllowed],
+        },
+        Case {
+            name: "caller id missing",
+            campaign: it(),
+            number: mobile,
+            caller_id: Some(""),
+            registry: rpo("2026-11-20", &["+393331234567"]),
+            contacts: ContactView::default(),
+            expect: Deny,
+            codes: &[CallerIdMissing],
+        },
+        Case {
+            name: "caller id not declared",
+            campaign: it(),
+            number: mobile,
+            caller_id: Some("+390299999999"),
+            registry: rpo("2026-11-20", &["+393331234567"]),
+            contacts: ContactView::default(),
+            expect: Deny,
+            codes: &[CallerIdNotAllowed],
+        },
+        Case {
+            name: "suppressed for controller",
+            campaign: it(),
+            number: mobile,
+            caller_id: cli_it,
+            registry: rpo("2026-11-20", &["+393331234567"]),
+            contacts: ContactView {
+                consents: vec![],
+                suppressions: vec![opt_out("acme")],
+            },
+            expect: Deny,
+            codes: &[Suppressed],
+        },
+        Case {
+            name: "suppressed globally",
+            campaign: it(),
+            number: mobile,
+            caller_id: cli_it,
+            registry: rpo("2026-11-20", &["+393331234567"]),
+            contacts: ContactView {
+                consents: vec![],
+                suppressions: vec![opt_out("")],
+            },
+            expect: Deny,
+            codes: &[Suppressed],
+        },
+        Case {
+            name: "other controller's opt-out does not apply",
+            campaign: it(),
+            number: mobile,
+            caller_id: cli_it,
+            registry: rpo("2026-11-20", &["+393331234567"]),
+            contacts: ContactView {
+                consents: vec![],
+                suppressions: vec![opt_out("beta")],
+            },
+            expect: Allow,
+            codes: &[RegistryClear],
+        },
+        Case {
+            name: "opt-in without consent",
+            campaign: de_opt_in(),
+            number: "+4915112345678",
+            caller_id: Some("+4930123456"),
+            registry: None,
+            contacts: ContactView::default(),
+            expect: Deny,
+            codes: &[NoConsent],
+        },
+        Case {
+            name: "opt-in with consent",
+            campaign: de_opt_in(),
+            number: "+4915112345678",
+            caller_id: Some("+4930123456"),
+            registry: None,
+            contacts: ContactView {
+                consents: vec![consent(Purpose::Marketing, "2026-01-01T00:00:00Z", None)],
+                suppressions: vec![],
+            },
+            expect: Allow,
+            codes: &[Consent],
+        },
+        Case {
+            name: "consent for another purpose",
+            campaign: de_opt_in(),
+            number: "+4915112345678",
+            caller_id: Some("+4930123456"),
+            registry: None,
+            contacts: ContactView {
+                consents: vec![consent(
+                    Purpose::MarketResearch,
+                    "2026-01-01T00:00:00Z",
+                    None,
+                )],
+                suppressions: vec![],
+            },
+            expect: Deny,
+            codes: &[NoConsent],
+        },
+        Case {
+            name: "revoked consent",
+            campaign: de_opt_in(),
+            number: "+4915112345678",
+            caller_id: Some("+4930123456"),
+            registry: None,
+            contacts: ContactView {
+                consents: vec![consent(
+                    Purpose::Marketing,
+                    "2026-01-01T00:00:00Z",
+                    Some("2026-11-23T09:59:59Z"),
+                )],
+                suppressions: vec![],
+            },
+            expect: Deny,
+            codes: &[NoConsent],
+        },
+        Case {
+            name: "opt-out beats consent",
+            campaign: de_opt_in(),
+            number: "+4915112345678",
+            caller_id: Some("+4930123456"),
+            registry: None,
+            contacts: ContactView {
+                consents: vec![consent(Purpose::Marketing, "2026-01-01T00:00:00Z", None)],
+                suppressions: vec![opt_out("")],
+            },
+            expect: Deny,
+            codes: &[Suppressed],
+        },
+        Case {
+            name: "consent does not override the RPO",
+            campaign: it(),
+            number: mobile,
+            caller_id: cli_it,
+            registry: rpo("2026-11-20", &[]),
+            contacts: ContactView {
+                consents: vec![consent(Purpose::Marketing, "2026-01-01T00:00:00Z", None)],
+                suppressions: vec![],
+            },
+            expect: Deny,
+            codes: &[RegistryNotCovered],
+        },
+        Case {
+            name: "every deny reason at once",
+            campaign: it(),
+            number: mobile,
+            caller_id: Some("anonymous"),
+            registry: rpo("2026-11-01", &["+393331234567"]),
+            contacts: ContactView {
+                consents: vec![],
+                suppressions: vec![opt_out("")],
+            },
+            expect: Deny,
+            codes: &[CallerIdMissing, Suppressed, RegistryStale],
+        },
+        Case {
+            name: "no registry for the country, opt-out campaign",
+            campaign: it(),
+            number: mobile,
+            caller_id: cli_it,
+            registry: None,
+            contacts: ContactView::default(),
+            expect: Allow,
+            codes: &[RegistryClear],
+        },
+    ];
+    for case in &cases {
+        let evaluation = run(case);
+        let codes: Vec<ReasonCode> = evaluation.reasons.iter().map(|r| r.code).collect();
+        assert_eq!(
+            evaluation.verdict, case.expect,
+            "{}: {:?}",
+            case.name, evaluation.reasons
+        );
+        assert_eq!(codes, case.codes, "{}: {:?}", case.name, evaluation.reasons);
+    }
+}
+
+#[test]
+fn test_deny_reasons_are_deny_codes_and_allow_reasons_are_bases() {
+    let evaluation = run(&Case {
+        name: "x",
+        campaign: Some(campaign("it", "IT", false)),
+        number: "333 123 4567",
+        caller_id: Some(""),
+        registry: rpo("2026-11-20", &[]),
+        contacts: ContactView::default(),
+        expect: Verdict::Deny,
+        codes: &[],
+    });
+    assert!(evaluation.reasons.iter().all(|r| r.code.is_deny()));
+    assert_eq!(evaluation.data_versions, vec!["it-rpo@4".to_string()]);
+}
+
+#[test]
+fn test_screening_without_caller_id_skips_the_cli_rule() {
+    let evaluation = run(&Case {
+        name: "screen",
+        campaign: Some(campaign("it", "IT", false)),
+        number: "333 123 4567",
+        caller_id: None,
+        registry: rpo("2026-11-20", &["+393331234567"]),
+        contacts: ContactView::default(),
+        expect: Verdict::Allow,
+        codes: &[],
+    });
+    assert_eq!(evaluation.verdict, Verdict::Allow);
+}

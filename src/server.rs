@@ -1,0 +1,244 @@
+//! `dialgate serve`: opens the stores, loads the registries, and runs the gRPC
+//! API and the HTTP status endpoint until the shutdown signal; then stops
+//! accepting, lets in-flight calls finish, and flushes the decision log.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use jiff::Timestamp;
+use jiff::ToSpan;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tonic::transport::server::TcpIncoming;
+use tonic_health::ServingStatus;
+
+use crate::config::Config;
+use crate::contacts::ContactStore;
+use crate::decision_log::{self, DecisionLog};
+use crate::gateway::Gateway;
+use crate::grpc::{ComplianceGatewayService, ContactRecordsService};
+use crate::proto::compliance_gateway_server::ComplianceGatewayServer;
+use crate::proto::contact_records_server::ContactRecordsServer;
+use crate::records::Records;
+use crate::registry::{self, RegistrySet, import};
+use crate::stats::Stats;
+
+/// State shared by the adapters and background tasks.
+#[derive(Debug)]
+pub struct Shared {
+    pub registries: Arc<RegistrySet>,
+    pub log: Arc<DecisionLog>,
+    pub stats: Arc<Stats>,
+    pub started: Instant,
+    ready: AtomicBool,
+}
+
+impl Shared {
+    /// Ready to decide: started, not shutting down, and the log is committing.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Relaxed)
+    }
+}
+
+/// Runs the server until `shutdown` completes.
+///
+/// # Errors
+/// When a store cannot be opened or an address cannot be bound.
+pub async fn serve(
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let data_dir = config.server.data_dir.clone();
+    std::fs::create_dir_all(&data_dir)
+        .with_context(|| format!("cannot create data_dir {}", data_dir.display()))?;
+    let snapshots = registry::snapshots_dir(&data_dir);
+    seed_registries(&config, &snapshots)?;
+
+    let registries = Arc::new(RegistrySet::open(&config.registries, &snapshots));
+    let contacts = Arc::new(ContactStore::open(&data_dir).context("cannot open contact store")?);
+    let window = (config.log.idempotency_window_hours as i64).hours();
+    let recent_since = Timestamp::now()
+        .checked_sub(window)
+        .unwrap_or(Timestamp::UNIX_EPOCH);
+    let (log, recent) = DecisionLog::open(
+        &decision_log::database_path(&data_dir),
+        &config.log,
+        recent_since,
+    )
+    .context("cannot open decision log")?;
+    let log = Arc::new(log);
+    let stats = Arc::new(Stats::default());
+    let gateway = Arc::new(Gateway::new(
+        &config,
+        Arc::clone(&registries),
+        Arc::clone(&contacts),
+        Arc::clone(&log),
+        Arc::clone(&stats),
+        recent,
+    ));
+    let shared = Arc::new(Shared {
+        registries: Arc::clone(&registries),
+        log: Arc::clone(&log),
+        stats,
+        started: Instant::now(),
+        ready: AtomicBool::new(false),
+    });
+
+    let grpc_listener = TcpListener::bind(&config.server.grpc_addr)
+        .await
+        .with_context(|| format!("cannot bind grpc_addr {}", config.server.grpc_addr))?;
+    let http_listener = TcpListener::bind(&config.server.http_addr)
+        .await
+        .with_context(|| format!("cannot bind http_addr {}", config.server.http_addr))?;
+    let grpc_addr = grpc_listener.local_addr()?;
+    let http_addr = http_listener.local_addr()?;
+
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health
+        .set_service_status("", ServingStatus::NotServing)
+        .await;
+    health
+        .set_not_serving::<ComplianceGatewayServer<ComplianceGatewayService>>()
+        .await;
+    health
+        .set_not_serving::<ContactRecordsServer<ContactRecordsService>>()
+        .await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .context("cannot build reflection service")?;
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    });
+
+    let grpc = tonic::transport::Server::builder()
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(ComplianceGatewayServer::new(ComplianceGatewayService::new(
+            gateway,
+        )))
+        .add_service(ContactRecordsServer::new(ContactRecordsService::new(
+            Records::new(contacts),
+        )))
+        .serve_with_incoming_shutdown(
+            TcpIncoming::from(grpc_listener).with_nodelay(Some(true)),
+            stopped(stop_rx.clone()),
+        );
+    let grpc_task = tokio::spawn(grpc);
+    let http = axum::serve(http_listener, crate::http::router(Arc::clone(&shared)))
+        .with_graceful_shutdown(stopped(stop_rx.clone()));
+    let http_task = tokio::spawn(async move { http.await });
+    let reload_task = tokio::spawn(reload_registries(
+        Arc::clone(&registries),
+        Duration::from_millis(config.server.registry_reload_interval_ms),
+        stop_rx.clone(),
+    ));
+
+    health.set_service_status("", ServingStatus::Serving).await;
+    health
+        .set_serving::<ComplianceGatewayServer<ComplianceGatewayService>>()
+        .await;
+    health
+        .set_serving::<ContactRecordsServer<ContactRecordsService>>()
+        .await;
+    shared.ready.store(true, Ordering::Relaxed);
+    announce(grpc_addr, http_addr);
+
+    stopped(stop_rx).await;
+    tracing::info!("shutting down: draining in-flight calls");
+    shared.ready.store(false, Ordering::Relaxed);
+    health
+        .set_service_status("", ServingStatus::NotServing)
+        .await;
+    let grace = Duration::from_millis(config.server.shutdown_grace_ms);
+    let drained = tokio::time::timeout(grace, async {
+        let _ = grpc_task.await;
+        let _ = http_task.await;
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!(
+            grace_ms = config.server.shutdown_grace_ms,
+            "grace period over: closing with calls in flight"
+        );
+    }
+    reload_task.abort();
+    let log_to_close = Arc::clone(&log);
+    tokio::task::spawn_blocking(move || log_to_close.close())
+        .await
+        .context("decision log close failed")?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Tells a watcher (tests, supervisors) where the server listens, on stdout.
+fn announce(grpc_addr: std::net::SocketAddr, http_addr: std::net::SocketAddr) {
+    use std::io::Write;
+    tracing::info!(%grpc_addr, %http_addr, "listening");
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(
+        out,
+        "{{\"event\":\"listening\",\"grpc\":\"{grpc_addr}\",\"http\":\"{http_addr}\"}}"
+    );
+    let _ = out.flush();
+}
+
+async fn stopped(mut stop: watch::Receiver<bool>) {
+    let _ = stop.wait_for(|stopped| *stopped).await;
+}
+
+async fn reload_registries(
+    registries: Arc<RegistrySet>,
+    every: Duration,
+    stop: watch::Receiver<bool>,
+) {
+    let mut ticker = tokio::time::interval(every);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        if *stop.borrow() {
+            return;
+        }
+        let registries = Arc::clone(&registries);
+        let _ = tokio::task::spawn_blocking(move || registries.reload_changed()).await;
+    }
+}
+
+/// Demo only: imports a registry's `seed_file` (checked today) when the
+/// registry has no snapshot yet, so the built-in configuration serves out of
+/// the box. Production configurations leave `seed_file` unset.
+fn seed_registries(config: &Config, snapshots: &std::path::Path) -> anyhow::Result<()> {
+    for registry in &config.registries {
+        let Some(seed) = &registry.seed_file else {
+            continue;
+        };
+        if registry::file::snapshot_path(snapshots, &registry.id).exists() {
+            continue;
+        }
+        let now = Timestamp::now();
+        let summary = import::run(
+            registry,
+            snapshots,
+            &import::ImportRequest {
+                file: seed.clone(),
+                format: import::Format::Lines,
+                mode: registry::snapshot::ImportMode::Replace,
+                checked_at: now.to_zoned(jiff::tz::TimeZone::UTC).date(),
+                controller: registry.seed_controller.clone(),
+                covers: None,
+                dry_run: false,
+            },
+            now,
+        )
+        .with_context(|| format!("cannot import demo seed of registry {}", registry.id))?;
+        tracing::warn!(registry = %registry.id, %summary, "demo seed imported as checked today: not for production");
+    }
+    Ok(())
+}
