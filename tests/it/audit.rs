@@ -1,0 +1,186 @@
+//! `dialgate audit export` and `audit verify` against a real log.
+
+use crate::support::*;
+
+const IT_CLI: &str = "+390212345678";
+
+async fn make_decisions(ws: &Workspace, n: usize) -> Vec<String> {
+    let server = ws.start();
+    let mut gateway = server.gateway().await;
+    let mut ids = Vec::new();
+    for i in 0..n {
+        let number = if i % 2 == 0 {
+            "+39 333 123 4567"
+        } else {
+            "+39 333 000 0000"
+        };
+        let mut request = call(number, IT_CLI, "it-sales");
+        request.request_id = format!("r{i}");
+        ids.push(
+            gateway
+                .check_call(request)
+                .await
+                .unwrap()
+                .into_inner()
+                .decision_id,
+        );
+    }
+    let (status, _) = server.terminate();
+    assert!(status.success());
+    ids
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn test_export_jsonl_and_csv() {
+    let ws = Workspace::new(&standard_config(""));
+    ws.import("it-rpo", &["+39 333 123 4567"], &["--controller", "acme"]);
+    let ids = make_decisions(&ws, 6).await;
+
+    let all = export_jsonl(&ws, &[]);
+    assert_eq!(all.len(), 6);
+    let exported: Vec<&str> = all
+        .iter()
+        .map(|d| d["decision_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        exported,
+        ids.iter().map(String::as_str).collect::<Vec<_>>(),
+        "oldest first, every answered decision"
+    );
+    let first = &all[0];
+    for field in [
+        "decision_id",
+        "verdict",
+        "reasons",
+        "normalized_number",
+        "campaign_id",
+        "request_id",
+        "decided_at",
+        "called_number",
+        "caller_id",
+        "controller",
+        "data_versions",
+        "hash",
+    ] {
+        assert!(first.get(field).is_some(), "missing {field}: {first}");
+    }
+    assert_eq!(first["verdict"], "ALLOW");
+    assert_eq!(first["reasons"][0]["code"], "REGISTRY_CLEAR");
+    assert_eq!(first["normalized_number"], "+393331234567");
+    assert_eq!(first["called_number"], "+39 333 123 4567");
+    assert_eq!(first["controller"], "acme");
+    assert_eq!(first["data_versions"][0], "it-rpo@1");
+
+    let denied = export_jsonl(&ws, &["--number", "+393330000000"]);
+    assert_eq!(denied.len(), 3);
+    assert!(denied.iter().all(|d| d["verdict"] == "DENY"));
+
+    let future = export_jsonl(&ws, &["--since", "2999-01-01"]);
+    assert!(future.is_empty());
+    let past = export_jsonl(
+        &ws,
+        &["--until", "2999-01-01T00:00:00Z", "--since", "2000-01-01"],
+    );
+    assert_eq!(past.len(), 6);
+
+    let csv = ws.cli_ok(&["audit", "export", "--format", "csv"]);
+    let mut lines = csv.lines();
+    let header = lines.next().unwrap();
+    assert!(
+        header.starts_with("seq,decision_id,decided_at,request_id,campaign_id"),
+        "{header}"
+    );
+    assert_eq!(lines.count(), 6);
+
+    let bad = ws.cli(&["audit", "export", "--since", "yesterday"]);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("--since \"yesterday\""));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn test_verify_detects_altered_and_missing_decisions() {
+    let ws = Workspace::new(&standard_config(""));
+    ws.import("it-rpo", &["+39 333 123 4567"], &["--controller", "acme"]);
+    make_decisions(&ws, 5).await;
+    let ok = ws.cli_ok(&["audit", "verify"]);
+    assert!(ok.starts_with("ok: 5 decisions"), "{ok}");
+
+    let db = ws.data_dir().join("decisions.db");
+    let backup = std::fs::read(&db).unwrap();
+    {
+        let conn = rusqlite::Connection::open(&db).unwrap();
+        conn.execute("UPDATE decisions SET verdict = 'ALLOW' WHERE seq = 2", [])
+            .unwrap();
+    }
+    let out = ws.cli(&["audit", "verify"]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("seq 2") && stderr.contains("altered"),
+        "{stderr}"
+    );
+
+    std::fs::write(&db, &backup).unwrap();
+    let _ = std::fs::remove_file(ws.data_dir().join("decisions.db-wal"));
+    let _ = std::fs::remove_file(ws.data_dir().join("decisions.db-shm"));
+    assert!(ws.cli(&["audit", "verify"]).status.success());
+    {
+        let conn = rusqlite::Connection::open(&db).unwrap();
+        conn.execute("DELETE FROM decisions WHERE seq = 3", [])
+            .unwrap();
+    }
+    let out = ws.cli(&["audit", "verify"]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("missing") && stderr.contains("expected seq 3"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn test_decisions_survive_kill_9() {
+    let ws = Workspace::new(&standard_config(""));
+    ws.import("it-rpo", &["+39 333 123 4567"], &["--controller", "acme"]);
+    let server = ws.start();
+    let channel = server.channel().await;
+    let mut tasks = Vec::new();
+    for t in 0..8 {
+        let mut client = dialgate::proto::compliance_gateway_client::ComplianceGatewayClient::new(
+            channel.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            let mut received = Vec::new();
+            for i in 0..200 {
+                let mut request = call("+39 333 123 4567", IT_CLI, "it-sales");
+                request.request_id = format!("t{t}-{i}");
+                match client.check_call(request).await {
+                    Ok(response) => received.push(response.into_inner().decision_id),
+                    Err(_) => break,
+                }
+            }
+            received
+        }));
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+    server.kill9();
+    let mut received = Vec::new();
+    for task in tasks {
+        received.extend(task.await.unwrap());
+    }
+    assert!(
+        !received.is_empty(),
+        "some decisions were answered before the kill"
+    );
+    let logged: std::collections::HashSet<String> = export_jsonl(&ws, &[])
+        .iter()
+        .map(|d| d["decision_id"].as_str().unwrap().to_string())
+        .collect();
+    let lost: Vec<&String> = received.iter().filter(|id| !logged.contains(*id)).collect();
+    assert!(
+        lost.is_empty(),
+        "{} answered decisions missing from the log after kill -9",
+        lost.len()
+    );
+    assert!(ws.cli(&["audit", "verify"]).status.success());
+}

@@ -1,0 +1,397 @@
+//! CheckCall and ScreenNumbers over real gRPC: every implemented reason code.
+
+use dialgate::proto::{
+    Purpose, ReasonCode as R, RecordConsentRequest, ScreenNumbersRequest, Verdict,
+};
+use tokio_stream::StreamExt;
+
+use crate::support::*;
+
+const IT_CLI: &str = "+390212345678";
+
+fn workspace_with_registries() -> Workspace {
+    let ws = Workspace::new(&standard_config(""));
+    ws.import(
+        "it-rpo",
+        &["+39 333 123 4567", "02 8765 4321"],
+        &["--controller", "acme"],
+    );
+    ws.import(
+        "it-rpo",
+        &["+39 333 765 4321"],
+        &[
+            "--controller",
+            "acme",
+            "--mode",
+            "add",
+            "--checked-at",
+            &days_ago(15),
+        ],
+    );
+    ws.import("us-dnc", &["(212) 555-0199"], &["--covers", "+1212,+1646"]);
+    ws
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn test_every_reason_code_over_grpc() {
+    let ws = workspace_with_registries();
+    let server = ws.start();
+    let mut gateway = server.gateway().await;
+    let mut records = server.records().await;
+
+    records
+        .record_consent(RecordConsentRequest {
+            controller: "acme".into(),
+            number: "+49 151 23456789".into(),
+            purpose: Purpose::Marketing as i32,
+            granted_at: Some(dialgate::proto::timestamp_to_proto(jiff::Timestamp::now())),
+            source: "web form v3".into(),
+            evidence_ref: "double-opt-in:abc".into(),
+            default_region: String::new(),
+        })
+        .await
+        .expect("record consent");
+    records
+        .add_suppression(dialgate::proto::AddSuppressionRequest {
+            controller: String::new(),
+            number: "02 8765 4321".into(),
+            reason: "asked on the phone".into(),
+            source: "agent 7".into(),
+            default_region: "IT".into(),
+        })
+        .await
+        .expect("add suppression");
+
+    type Case<'a> = (&'a str, (&'a str, &'a str, &'a str), Verdict, Vec<R>);
+    let cases: Vec<Case<'_>> = vec![
+        (
+            "rpo cleared",
+            ("+39 333 123 4567", IT_CLI, "it-sales"),
+            Verdict::Allow,
+            vec![R::RegistryClear],
+        ),
+        (
+            "national notation",
+            ("333 1234567", IT_CLI, "it-sales"),
+            Verdict::Allow,
+            vec![R::RegistryClear],
+        ),
+        (
+            "other controller",
+            ("+39 333 123 4567", IT_CLI, "it-beta"),
+            Verdict::Deny,
+            vec![R::RegistryNotCovered],
+        ),
+        (
+            "never cleared",
+            ("+39 333 000 0000", IT_CLI, "it-sales"),
+            Verdict::Deny,
+            vec![R::RegistryNotCovered],
+        ),
+        (
+            "clearance 15 days old",
+            ("+39 333 765 4321", IT_CLI, "it-sales"),
+            Verdict::Deny,
+            vec![R::RegistryStale],
+        ),
+        (
+            "suppressed",
+            ("02 8765 4321", IT_CLI, "it-sales"),
+            Verdict::Deny,
+            vec![R::Suppressed],
+        ),
+        (
+            "invalid number",
+            ("12345", IT_CLI, "it-sales"),
+            Verdict::Deny,
+            vec![R::InvalidNumber],
+        ),
+        (
+            "premium rate",
+            ("+39 899 123456", IT_CLI, "it-sales"),
+            Verdict::Deny,
+            vec![R::InvalidNumber],
+        ),
+        (
+            "unknown campaign",
+            ("+39 333 123 4567", IT_CLI, "nope"),
+            Verdict::Deny,
+            vec![R::UnknownCampaign],
+        ),
+        (
+            "destination",
+            ("+1 212 555 0123", IT_CLI, "it-sales"),
+            Verdict::Deny,
+            vec![R::DestinationNotAllowed],
+        ),
+        (
+            "caller id missing",
+            ("+39 333 123 4567", "anonymous", "it-sales"),
+            Verdict::Deny,
+            vec![R::CallerIdMissing],
+        ),
+        (
+            "caller id empty",
+            ("+39 333 123 4567", "", "it-sales"),
+            Verdict::Deny,
+            vec![R::CallerIdMissing],
+        ),
+        (
+            "caller id not declared",
+            ("+39 333 123 4567", "+390299999999", "it-sales"),
+            Verdict::Deny,
+            vec![R::CallerIdNotAllowed],
+        ),
+        (
+            "0844 for marketing",
+            ("+39 333 123 4567", "0844 123456", "it-sales"),
+            Verdict::Allow,
+            vec![R::RegistryClear],
+        ),
+        (
+            "0844 for a survey",
+            ("+39 333 123 4567", "0844 123456", "it-survey"),
+            Verdict::Deny,
+            vec![R::CallerIdNotAllowed],
+        ),
+        (
+            "0843 for a survey",
+            ("+39 333 123 4567", "0843 123456", "it-survey"),
+            Verdict::Allow,
+            vec![R::RegistryClear],
+        ),
+        (
+            "dnc listed",
+            ("212-555-0199", "+12125550100", "us-sales"),
+            Verdict::Deny,
+            vec![R::RegistryListed],
+        ),
+        (
+            "dnc clear",
+            ("212-555-0198", "+12125550100", "us-sales"),
+            Verdict::Allow,
+            vec![R::RegistryClear],
+        ),
+        (
+            "dnc area not covered",
+            ("(415) 555-0123", "+12125550100", "us-sales"),
+            Verdict::Deny,
+            vec![R::RegistryNotCovered],
+        ),
+        (
+            "registry without snapshot",
+            ("020 7946 0018", "+442079460000", "uk-sales"),
+            Verdict::Deny,
+            vec![R::RegistryUnavailable],
+        ),
+        (
+            "opt-in without consent",
+            ("+49 151 11111111", "+4930123456", "de-optin"),
+            Verdict::Deny,
+            vec![R::NoConsent],
+        ),
+        (
+            "opt-in with consent",
+            ("+49 151 23456789", "+4930123456", "de-optin"),
+            Verdict::Allow,
+            vec![R::Consent],
+        ),
+        (
+            "several reasons",
+            ("02 8765 4321", "private", "it-beta"),
+            Verdict::Deny,
+            vec![R::CallerIdMissing, R::Suppressed, R::RegistryNotCovered],
+        ),
+    ];
+    for (name, (number, cli, campaign), expected_verdict, expected_codes) in cases {
+        let response = gateway
+            .check_call(call(number, cli, campaign))
+            .await
+            .expect(name)
+            .into_inner();
+        assert_eq!(
+            verdict(&response),
+            expected_verdict,
+            "{name}: {:?}",
+            response.reasons
+        );
+        assert_eq!(
+            codes(&response),
+            expected_codes,
+            "{name}: {:?}",
+            response.reasons
+        );
+        assert!(!response.decision_id.is_empty(), "{name}");
+    }
+
+    let response = gateway
+        .check_call(call("02 8765 4321", IT_CLI, "it-sales"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        response.normalized_number, "+390287654321",
+        "Italian landlines keep their 0"
+    );
+    let response = gateway
+        .check_call(call("0039 333 1234567", IT_CLI, "it-sales"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(response.normalized_number, "+393331234567");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn test_request_id_is_an_idempotency_key_across_restarts() {
+    let ws = workspace_with_registries();
+    let server = ws.start();
+    let mut gateway = server.gateway().await;
+    let mut request = call("+39 333 123 4567", IT_CLI, "it-sales");
+    request.request_id = "dialer-7:attempt-1".into();
+    let first = gateway
+        .check_call(request.clone())
+        .await
+        .unwrap()
+        .into_inner();
+    let second = gateway
+        .check_call(request.clone())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(first, second);
+    let (status, _) = server.terminate();
+    assert!(status.success());
+
+    let server = ws.start();
+    let mut gateway = server.gateway().await;
+    let third = gateway
+        .check_call(request.clone())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        first, third,
+        "a repeat after a restart returns the original decision"
+    );
+    let other = gateway
+        .check_call(dialgate::proto::CheckCallRequest {
+            request_id: "dialer-7:attempt-2".into(),
+            ..request
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_ne!(other.decision_id, first.decision_id);
+    drop(server);
+
+    let logged = export_jsonl(&ws, &[]);
+    let ids: Vec<&str> = logged
+        .iter()
+        .map(|d| d["request_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        ids,
+        vec!["dialer-7:attempt-1", "dialer-7:attempt-2"],
+        "each request logged once"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn test_concurrent_repeats_of_one_request_are_logged_once() {
+    let ws = workspace_with_registries();
+    let server = ws.start();
+    let channel = server.channel().await;
+    let mut tasks = Vec::new();
+    for _ in 0..16 {
+        let mut client = dialgate::proto::compliance_gateway_client::ComplianceGatewayClient::new(
+            channel.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            let mut request = call("+39 333 123 4567", IT_CLI, "it-sales");
+            request.request_id = "same".into();
+            client
+                .check_call(request)
+                .await
+                .unwrap()
+                .into_inner()
+                .decision_id
+        }));
+    }
+    let mut ids = Vec::new();
+    for task in tasks {
+        ids.push(task.await.unwrap());
+    }
+    ids.dedup();
+    assert_eq!(ids.len(), 1, "{ids:?}");
+    drop(server);
+    assert_eq!(export_jsonl(&ws, &[]).len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn test_screen_numbers_streams_answers_with_refs() {
+    let ws = workspace_with_registries();
+    let server = ws.start();
+    let mut gateway = server.gateway().await;
+    let in_20_days = jiff::Timestamp::now()
+        .checked_add(jiff::SignedDuration::from_hours(24 * 20))
+        .unwrap();
+    let requests = vec![
+        ScreenNumbersRequest {
+            called_number: "+39 333 123 4567".into(),
+            campaign_id: "it-sales".into(),
+            at: None,
+            r#ref: "a".into(),
+        },
+        ScreenNumbersRequest {
+            called_number: "+39 333 000 0000".into(),
+            campaign_id: "it-sales".into(),
+            at: None,
+            r#ref: "b".into(),
+        },
+        ScreenNumbersRequest {
+            called_number: "bogus".into(),
+            campaign_id: "it-sales".into(),
+            at: None,
+            r#ref: "c".into(),
+        },
+        ScreenNumbersRequest {
+            called_number: "+39 333 123 4567".into(),
+            campaign_id: "it-sales".into(),
+            at: Some(dialgate::proto::timestamp_to_proto(in_20_days)),
+            r#ref: "d".into(),
+        },
+    ];
+    let mut answers = gateway
+        .screen_numbers(tokio_stream::iter(requests))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut got = Vec::new();
+    while let Some(answer) = answers.next().await {
+        let answer = answer.unwrap();
+        let codes: Vec<R> = answer
+            .reasons
+            .iter()
+            .map(|r| R::try_from(r.code).unwrap())
+            .collect();
+        got.push((
+            answer.r#ref,
+            Verdict::try_from(answer.verdict).unwrap(),
+            codes,
+        ));
+    }
+    assert_eq!(
+        got,
+        vec![
+            ("a".into(), Verdict::Allow, vec![R::RegistryClear]),
+            ("b".into(), Verdict::Deny, vec![R::RegistryNotCovered]),
+            ("c".into(), Verdict::Deny, vec![R::InvalidNumber]),
+            ("d".into(), Verdict::Deny, vec![R::RegistryStale]),
+        ]
+    );
+    drop(server);
+    assert!(
+        export_jsonl(&ws, &[]).is_empty(),
+        "screening is not a dial decision: nothing logged"
+    );
+}

@@ -1,0 +1,187 @@
+//! Start-up, health, status endpoints, configuration errors and shutdown.
+
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+
+use crate::support::*;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn test_health_status_and_pages() {
+    let ws = Workspace::new(&standard_config(""));
+    ws.import("it-rpo", &["+39 333 123 4567"], &["--controller", "acme"]);
+    let server = ws.start();
+
+    let mut health = HealthClient::new(server.channel().await);
+    for service in [
+        "",
+        "dialgate.v1.ComplianceGateway",
+        "dialgate.v1.ContactRecords",
+    ] {
+        let status = health
+            .check(HealthCheckRequest {
+                service: service.into(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .status;
+        assert_eq!(status, ServingStatus::Serving as i32, "{service:?}");
+    }
+
+    let mut gateway = server.gateway().await;
+    gateway
+        .check_call(call("+39 333 123 4567", "+390212345678", "it-sales"))
+        .await
+        .unwrap();
+    gateway
+        .check_call(call("+39 333 000 0000", "+390212345678", "it-sales"))
+        .await
+        .unwrap();
+
+    let (code, body) = server.get("/status");
+    assert_eq!(code, 200);
+    let status: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(status["decisions"]["total"], 2);
+    assert_eq!(status["decisions"]["allow"], 1);
+    assert_eq!(status["decisions"]["deny"], 1);
+    assert_eq!(status["decisions"]["by_reason"]["REGISTRY_NOT_COVERED"], 1);
+    assert!(status["latency"]["p99_us"].as_u64().unwrap() > 0);
+    assert_eq!(status["log"]["written"], 2);
+    let rpo = status["registries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["id"] == "it-rpo")
+        .unwrap();
+    for field in [
+        "id",
+        "kind",
+        "numbers",
+        "checked_at",
+        "valid_until",
+        "stale",
+    ] {
+        assert!(rpo.get(field).is_some(), "{field}");
+    }
+    assert_eq!(rpo["numbers"], 1);
+    assert_eq!(rpo["stale"], false);
+
+    assert_eq!(server.get("/livez").0, 200);
+    assert_eq!(server.get("/readyz").0, 200);
+    let (code, page) = server.get("/");
+    assert_eq!(code, 200);
+    assert!(page.contains("<title>dialgate supervisor</title>"));
+    assert!(
+        !page.contains("http://") && !page.contains("https://"),
+        "no external assets"
+    );
+    let (code, metrics) = server.get("/metrics");
+    assert_eq!(code, 200);
+    assert!(
+        metrics.contains("dialgate_decisions_total{verdict=\"allow\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("dialgate_registry_numbers{registry=\"it-rpo\"} 1"),
+        "{metrics}"
+    );
+
+    let (_, log) = server.terminate();
+    assert!(
+        log.iter().any(|l| l.contains("+39333****567")),
+        "decisions are traced, masked"
+    );
+    assert!(
+        !log.iter()
+            .any(|l| l.contains("3331234567") || l.contains("3330000000")),
+        "{}",
+        log.join("\n")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn test_sigterm_drains_and_exits_cleanly() {
+    let ws = Workspace::new(&standard_config(""));
+    ws.import("it-rpo", &["+39 333 123 4567"], &["--controller", "acme"]);
+    let server = ws.start();
+    let channel = server.channel().await;
+    let mut tasks = Vec::new();
+    for t in 0..4 {
+        let mut client = dialgate::proto::compliance_gateway_client::ComplianceGatewayClient::new(
+            channel.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            let mut received = Vec::new();
+            for i in 0..100 {
+                let mut request = call("+39 333 123 4567", "+390212345678", "it-sales");
+                request.request_id = format!("t{t}-{i}");
+                match client.check_call(request).await {
+                    Ok(r) => received.push(r.into_inner().decision_id),
+                    Err(_) => break,
+                }
+            }
+            received
+        }));
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    let (status, log) = server.terminate();
+    assert!(
+        status.success(),
+        "exit status {status:?}: {}",
+        log.join("\n")
+    );
+    let mut received = Vec::new();
+    for task in tasks {
+        received.extend(task.await.unwrap());
+    }
+    let logged: std::collections::HashSet<String> = export_jsonl(&ws, &[])
+        .iter()
+        .map(|d| d["decision_id"].as_str().unwrap().to_string())
+        .collect();
+    assert!(
+        received.iter().all(|id| logged.contains(id)),
+        "every answered decision is logged"
+    );
+    assert!(ws.cli(&["audit", "verify"]).status.success());
+}
+
+#[test]
+fn test_config_errors_are_one_line_and_name_the_key() {
+    let ws = Workspace::new(&standard_config(
+        "[[campaign]]\nid = \"x\"\ncontroller = \"a\"\npurpose = \"marketing\"\ndefault_region = \"Italy\"\ndestinations = [\"IT\"]\n",
+    ));
+    let out = ws.cli(&["registry", "list"]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("default_region") && stderr.contains("\"Italy\""),
+        "{stderr}"
+    );
+
+    let missing = std::process::Command::new(BIN)
+        .args(["--config", "/nonexistent/dialgate.toml", "registry", "list"])
+        .output()
+        .unwrap();
+    assert!(!missing.status.success());
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("/nonexistent/dialgate.toml"));
+}
+
+#[test]
+fn test_tracing_output_masks_numbers() {
+    let ws = Workspace::new(&standard_config(""));
+    let out = ws.cli(&[
+        "registry",
+        "import",
+        "--registry",
+        "it-rpo",
+        "--controller",
+        "acme",
+        "--file",
+        path_str(&ws.file("n.txt", "+39 333 987 6543\n")),
+    ]);
+    assert!(out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("3339876543"), "{stderr}");
+}

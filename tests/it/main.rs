@@ -1,0 +1,8 @@
+//! Integration tests: the real binary, real gRPC and HTTP on 127.0.0.1:0.
+
+mod audit;
+mod check_call;
+mod lifecycle;
+mod records;
+mod registry;
+mod support;

@@ -1,0 +1,223 @@
+//! ContactRecords over real gRPC: validation, effect on the next check, persistence.
+
+use dialgate::proto::{
+    AddSuppressionRequest, Purpose, ReasonCode as R, RecordConsentRequest, RevokeConsentRequest,
+    Verdict,
+};
+use tonic::Code;
+
+use crate::support::*;
+
+const DE_CLI: &str = "+4930123456";
+
+fn consent(number: &str) -> RecordConsentRequest {
+    RecordConsentRequest {
+        controller: "acme".into(),
+        number: number.into(),
+        purpose: Purpose::Marketing as i32,
+        granted_at: Some(dialgate::proto::timestamp_to_proto(jiff::Timestamp::now())),
+        source: "web form v3".into(),
+        evidence_ref: "doi:123".into(),
+        default_region: "DE".into(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn test_bad_requests_name_the_field_and_store_nothing() {
+    let ws = Workspace::new(&standard_config(""));
+    let server = ws.start();
+    let mut records = server.records().await;
+    let future = jiff::Timestamp::now()
+        .checked_add(jiff::SignedDuration::from_hours(2))
+        .unwrap();
+    let cases: Vec<(RecordConsentRequest, &str)> = vec![
+        (
+            RecordConsentRequest {
+                controller: " ".into(),
+                ..consent("0151 23456789")
+            },
+            "controller",
+        ),
+        (
+            RecordConsentRequest {
+                number: "12".into(),
+                ..consent("")
+            },
+            "number",
+        ),
+        (
+            RecordConsentRequest {
+                number: "0151 23456789".into(),
+                default_region: String::new(),
+                ..consent("")
+            },
+            "number",
+        ),
+        (
+            RecordConsentRequest {
+                default_region: "XX".into(),
+                ..consent("0151 23456789")
+            },
+            "default_region",
+        ),
+        (
+            RecordConsentRequest {
+                purpose: Purpose::Unspecified as i32,
+                ..consent("0151 23456789")
+            },
+            "purpose",
+        ),
+        (
+            RecordConsentRequest {
+                purpose: 99,
+                ..consent("0151 23456789")
+            },
+            "purpose",
+        ),
+        (
+            RecordConsentRequest {
+                granted_at: None,
+                ..consent("0151 23456789")
+            },
+            "granted_at",
+        ),
+        (
+            RecordConsentRequest {
+                granted_at: Some(dialgate::proto::timestamp_to_proto(future)),
+                ..consent("0151 23456789")
+            },
+            "granted_at",
+        ),
+        (
+            RecordConsentRequest {
+                source: String::new(),
+                ..consent("0151 23456789")
+            },
+            "source",
+        ),
+    ];
+    for (request, field) in cases {
+        let status = records.record_consent(request).await.unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument, "{field}: {status:?}");
+        assert!(
+            status.message().starts_with(field),
+            "{field}: {}",
+            status.message()
+        );
+    }
+    let status = records
+        .add_suppression(AddSuppressionRequest {
+            number: "abc".into(),
+            default_region: "IT".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert!(
+        status.message().starts_with("number"),
+        "{}",
+        status.message()
+    );
+
+    let mut gateway = server.gateway().await;
+    let response = gateway
+        .check_call(call("+49 151 23456789", DE_CLI, "de-optin"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        codes(&response),
+        vec![R::NoConsent],
+        "no bad request stored a consent"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn test_consent_revocation_and_opt_out_take_effect_at_once_and_persist() {
+    let ws = Workspace::new(&standard_config(""));
+    let server = ws.start();
+    let mut records = server.records().await;
+    let mut gateway = server.gateway().await;
+    let number = "+49 151 23456789";
+
+    let id = records
+        .record_consent(consent("0151 23456789"))
+        .await
+        .unwrap()
+        .into_inner()
+        .consent_id;
+    assert!(!id.is_empty());
+    let allowed = gateway
+        .check_call(call(number, DE_CLI, "de-optin"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(verdict(&allowed), Verdict::Allow);
+    assert_eq!(codes(&allowed), vec![R::Consent]);
+    assert!(allowed.reasons[0].detail.contains(&id));
+
+    let revoked = records
+        .revoke_consent(RevokeConsentRequest {
+            controller: "acme".into(),
+            number: number.into(),
+            purpose: Purpose::Unspecified as i32,
+            revoked_at: None,
+            default_region: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .revoked;
+    assert_eq!(revoked, 1);
+    let denied = gateway
+        .check_call(call(number, DE_CLI, "de-optin"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        codes(&denied),
+        vec![R::NoConsent],
+        "withdrawal is effective for the very next check"
+    );
+
+    records
+        .record_consent(consent("0151 23456789"))
+        .await
+        .unwrap();
+    records
+        .add_suppression(AddSuppressionRequest {
+            controller: "acme".into(),
+            number: number.into(),
+            reason: "objected".into(),
+            source: "call".into(),
+            default_region: String::new(),
+        })
+        .await
+        .unwrap();
+    let suppressed = gateway
+        .check_call(call(number, DE_CLI, "de-optin"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        codes(&suppressed),
+        vec![R::Suppressed],
+        "an opt-out beats a consent"
+    );
+
+    let (status, _) = server.terminate();
+    assert!(status.success());
+    let server = ws.start();
+    let mut gateway = server.gateway().await;
+    let after_restart = gateway
+        .check_call(call(number, DE_CLI, "de-optin"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        codes(&after_restart),
+        vec![R::Suppressed],
+        "records persist across restarts"
+    );
+}

@@ -1,0 +1,320 @@
+//! `dialgate registry import` / `list` and hot swap in a running server.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use dialgate::proto::{ReasonCode as R, Verdict};
+
+use crate::support::*;
+
+const IT_CLI: &str = "+390212345678";
+
+fn list_json(ws: &Workspace) -> Vec<serde_json::Value> {
+    serde_json::from_str(&ws.cli_ok(&["registry", "list", "--json"])).unwrap()
+}
+
+fn registry<'a>(list: &'a [serde_json::Value], id: &str) -> &'a serde_json::Value {
+    list.iter().find(|r| r["id"] == id).unwrap()
+}
+
+#[test]
+fn test_import_summary_and_list() {
+    let ws = Workspace::new(&standard_config(""));
+    let out = ws.import(
+        "it-rpo",
+        &[
+            "+39 333 123 4567",
+            "0039 333 1234567",
+            "# comment",
+            "",
+            "02 8765 4321",
+        ],
+        &["--controller", "acme"],
+    );
+    assert!(
+        out.contains("5 lines, 2 distinct numbers, 1 duplicates"),
+        "{out}"
+    );
+    assert!(out.contains("version 1"), "{out}");
+    let list = list_json(&ws);
+    let rpo = registry(&list, "it-rpo");
+    assert_eq!(rpo["numbers"], 2);
+    assert_eq!(rpo["version"], 1);
+    assert_eq!(rpo["stale"], false);
+    assert_eq!(rpo["kind"], "allowlist");
+    assert_eq!(rpo["days_left"], 14);
+    let tps = registry(&list, "uk-tps");
+    assert_eq!(tps["loaded"], false);
+    assert_eq!(tps["stale"], true);
+
+    let old = ws.import(
+        "us-dnc",
+        &["212 555 0199"],
+        &["--checked-at", &days_ago(31)],
+    );
+    assert!(old.contains("version 1"), "{old}");
+    let list = list_json(&ws);
+    assert_eq!(registry(&list, "us-dnc")["stale"], true);
+    let table = ws.cli_ok(&["registry", "list"]);
+    assert!(
+        table.contains("us-dnc") && table.contains("STALE"),
+        "{table}"
+    );
+    assert!(table.contains("UNAVAILABLE"), "{table}");
+}
+
+#[test]
+fn test_bad_lines_fail_the_import_and_change_nothing() {
+    let ws = Workspace::new(&standard_config(""));
+    ws.import("it-rpo", &["+39 333 123 4567"], &["--controller", "acme"]);
+    let bad = ws.file(
+        "bad.txt",
+        "+39 333 123 4568\nnot-a-number\n+1 212 555 0123\n\n12\n",
+    );
+    let out = ws.cli(&[
+        "registry",
+        "import",
+        "--registry",
+        "it-rpo",
+        "--controller",
+        "acme",
+        "--file",
+        path_str(&bad),
+    ]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.lines().count(), 1, "one-line error: {stderr}");
+    assert!(stderr.contains("3 bad line(s)"), "{stderr}");
+    assert!(
+        stderr.contains("line 2:") && stderr.contains("line 3:") && stderr.contains("line 5:"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("not IT"), "{stderr}");
+    let list = list_json(&ws);
+    assert_eq!(registry(&list, "it-rpo")["version"], 1);
+    assert_eq!(registry(&list, "it-rpo")["numbers"], 1);
+}
+
+#[test]
+fn test_import_argument_errors_are_named() {
+    let ws = Workspace::new(&standard_config(""));
+    let file = ws.file("n.txt", "+39 333 123 4567\n");
+    let us_file = ws.file("us.txt", "212 555 0199\n");
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (vec!["--registry", "nope"], "--registry \"nope\""),
+        (vec!["--registry", "it-rpo"], "--controller"),
+        (
+            vec![
+                "--registry",
+                "it-rpo",
+                "--controller",
+                "acme",
+                "--format",
+                "xml",
+            ],
+            "--format \"xml\"",
+        ),
+        (
+            vec![
+                "--registry",
+                "it-rpo",
+                "--controller",
+                "acme",
+                "--checked-at",
+                "2999-01-01",
+            ],
+            "in the future",
+        ),
+        (vec!["--registry", "us-dnc", "--covers", "1212"], "--covers"),
+        (
+            vec!["--registry", "us-dnc", "--mode", "add"],
+            "--mode replace",
+        ),
+        (
+            vec!["--registry", "us-dnc", "--controller", "acme"],
+            "controller",
+        ),
+    ];
+    for (args, expected) in cases {
+        let input = if args.contains(&"us-dnc") {
+            &us_file
+        } else {
+            &file
+        };
+        let mut full = vec!["registry", "import", "--file", path_str(input)];
+        full.extend(args.iter());
+        let out = ws.cli(&full);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} should fail");
+        assert!(stderr.contains(expected), "{args:?}: {stderr}");
+    }
+    let out = ws.cli(&[
+        "registry",
+        "import",
+        "--registry",
+        "it-rpo",
+        "--controller",
+        "acme",
+        "--file",
+        path_str(&file),
+        "--dry-run",
+    ]);
+    assert!(out.status.success());
+    assert_eq!(
+        registry(&list_json(&ws), "it-rpo")["loaded"],
+        false,
+        "dry run writes nothing"
+    );
+}
+
+#[test]
+fn test_corrupt_snapshot_is_refused_and_reported() {
+    let ws = Workspace::new(&standard_config(""));
+    ws.import("us-dnc", &["212 555 0199"], &[]);
+    let path = ws.data_dir().join("registries").join("us-dnc.snap");
+    let mut bytes = std::fs::read(&path).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xff;
+    std::fs::write(&path, bytes).unwrap();
+    let list = list_json(&ws);
+    let dnc = registry(&list, "us-dnc");
+    assert_eq!(dnc["loaded"], false);
+    assert!(dnc["error"].as_str().unwrap().contains("checksum"), "{dnc}");
+    let out = ws.cli(&[
+        "registry",
+        "import",
+        "--registry",
+        "us-dnc",
+        "--mode",
+        "add",
+        "--file",
+        path_str(&ws.file("a.txt", "212 555 0198\n")),
+    ]);
+    assert!(
+        !out.status.success(),
+        "an import never builds on a corrupt snapshot"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn test_corrupt_snapshot_at_start_fails_closed() {
+    let ws = Workspace::new(&standard_config(""));
+    ws.import("us-dnc", &["212 555 0199"], &[]);
+    let path = ws.data_dir().join("registries").join("us-dnc.snap");
+    std::fs::write(&path, b"DGSNAP\x00\x01garbage").unwrap();
+    let server = ws.start();
+    let mut gateway = server.gateway().await;
+    let response = gateway
+        .check_call(call("212 555 0198", "+12125550100", "us-sales"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(verdict(&response), Verdict::Deny);
+    assert_eq!(codes(&response), vec![R::RegistryUnavailable]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn test_hot_swap_under_load_without_a_failed_check() {
+    let ws = Workspace::new(&standard_config(""));
+    ws.import("it-rpo", &["+39 333 123 4567"], &["--controller", "acme"]);
+    let server = ws.start();
+    let channel = server.channel().await;
+
+    // Load: checks of a number that stays cleared in every edition.
+    let stop = Arc::new(AtomicBool::new(false));
+    let checks = Arc::new(AtomicU64::new(0));
+    let mut workers = Vec::new();
+    for _ in 0..4 {
+        let mut client = dialgate::proto::compliance_gateway_client::ComplianceGatewayClient::new(
+            channel.clone(),
+        );
+        let stop = Arc::clone(&stop);
+        let checks = Arc::clone(&checks);
+        workers.push(tokio::spawn(async move {
+            let mut wrong = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                match client
+                    .check_call(call("+39 333 123 4567", IT_CLI, "it-sales"))
+                    .await
+                {
+                    Ok(r) if verdict(r.get_ref()) == Verdict::Allow => {}
+                    other => wrong.push(format!("{other:?}")),
+                }
+                checks.fetch_add(1, Ordering::Relaxed);
+            }
+            wrong
+        }));
+    }
+
+    let mut gateway = server.gateway().await;
+    let before = gateway
+        .check_call(call("+39 333 222 3333", IT_CLI, "it-sales"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(codes(&before), vec![R::RegistryNotCovered]);
+    for edition in 0..3 {
+        ws.import(
+            "it-rpo",
+            &["+39 333 222 3333"],
+            &["--controller", "acme", "--mode", "add"],
+        );
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let now = gateway
+                .check_call(call("+39 333 222 3333", IT_CLI, "it-sales"))
+                .await
+                .unwrap()
+                .into_inner();
+            if verdict(&now) == Verdict::Allow {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "edition {edition} not served within 5 s"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        ws.import(
+            "it-rpo",
+            &["+39 333 222 3333"],
+            &["--controller", "acme", "--mode", "remove"],
+        );
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let now = gateway
+                .check_call(call("+39 333 222 3333", IT_CLI, "it-sales"))
+                .await
+                .unwrap()
+                .into_inner();
+            if verdict(&now) == Verdict::Deny {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "removal {edition} not served within 5 s"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    for worker in workers {
+        let wrong = worker.await.unwrap();
+        assert!(
+            wrong.is_empty(),
+            "{} failed or wrong checks during swaps: {:?}",
+            wrong.len(),
+            &wrong[..wrong.len().min(3)]
+        );
+    }
+    assert!(checks.load(Ordering::Relaxed) > 0);
+
+    drop(server);
+    let versions: Vec<String> = export_jsonl(&ws, &["--number", "+393332223333"])
+        .iter()
+        .map(|d| d["data_versions"][0].as_str().unwrap().to_string())
+        .collect();
+    assert!(versions.iter().any(|v| v == "it-rpo@1"), "{versions:?}");
+    assert!(versions.iter().any(|v| v == "it-rpo@7"), "{versions:?}");
+}
