@@ -85,6 +85,8 @@ struct RawServer {
     registry_reload_interval_ms: u64,
     #[serde(default = "default_shutdown_grace_ms")]
     shutdown_grace_ms: u64,
+    #[serde(default)]
+    worker_threads: usize,
     tls: Option<toml::Value>,
 }
 
@@ -96,6 +98,7 @@ impl Default for RawServer {
             data_dir: default_data_dir(),
             registry_reload_interval_ms: default_reload_interval_ms(),
             shutdown_grace_ms: default_shutdown_grace_ms(),
+            worker_threads: 0,
             tls: None,
         }
     }
@@ -127,12 +130,41 @@ pub struct LogConfig {
     /// Most decisions committed in one transaction (group commit).
     #[serde(default = "default_max_batch")]
     pub max_batch: usize,
-    /// How long a request_id is remembered as an idempotency key.
-    #[serde(default = "default_idempotency_hours")]
-    pub idempotency_window_hours: u64,
+    /// Under concurrent load, how long (µs) a commit may wait for more
+    /// decisions to share its fsync; a lone caller never waits.
+    #[serde(default = "default_linger_us")]
+    pub group_commit_linger_us: u64,
+    /// How long a request_id is at least remembered as an idempotency key.
+    #[serde(default = "default_idempotency_seconds")]
+    pub idempotency_window_seconds: u64,
+    /// Most request ids remembered per generation (memory bound; two generations).
+    #[serde(default = "default_idempotency_entries")]
+    pub idempotency_max_entries: usize,
     /// How long CheckCall waits for the log before answering UNAVAILABLE.
     #[serde(default = "default_log_timeout_ms")]
     pub write_timeout_ms: u64,
+    /// `full`: fsync at every group commit (survives power loss);
+    /// `normal`: fsync at checkpoints only (survives process crashes, not power loss).
+    #[serde(default)]
+    pub synchronous: Synchronous,
+}
+
+/// SQLite durability level of the decision log.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Synchronous {
+    #[default]
+    Full,
+    Normal,
+}
+
+impl Synchronous {
+    pub fn pragma(self) -> &'static str {
+        match self {
+            Synchronous::Full => "FULL",
+            Synchronous::Normal => "NORMAL",
+        }
+    }
 }
 
 impl Default for LogConfig {
@@ -140,8 +172,11 @@ impl Default for LogConfig {
         LogConfig {
             queue_capacity: default_queue_capacity(),
             max_batch: default_max_batch(),
-            idempotency_window_hours: default_idempotency_hours(),
+            group_commit_linger_us: default_linger_us(),
+            idempotency_window_seconds: default_idempotency_seconds(),
+            idempotency_max_entries: default_idempotency_entries(),
             write_timeout_ms: default_log_timeout_ms(),
+            synchronous: Synchronous::Full,
         }
     }
 }
@@ -152,8 +187,14 @@ fn default_queue_capacity() -> usize {
 fn default_max_batch() -> usize {
     1024
 }
-fn default_idempotency_hours() -> u64 {
-    24
+fn default_linger_us() -> u64 {
+    300
+}
+fn default_idempotency_seconds() -> u64 {
+    3600
+}
+fn default_idempotency_entries() -> usize {
+    1_000_000
 }
 fn default_log_timeout_ms() -> u64 {
     2_000
@@ -208,6 +249,8 @@ pub struct ServerConfig {
     pub registry_reload_interval_ms: u64,
     /// Longest wait for in-flight calls on shutdown.
     pub shutdown_grace_ms: u64,
+    /// Async worker threads; 0 = one per core.
+    pub worker_threads: usize,
 }
 
 /// One configured registry.
@@ -348,6 +391,7 @@ impl Validator<'_> {
             data_dir: base_dir.join(raw.server.data_dir),
             registry_reload_interval_ms: raw.server.registry_reload_interval_ms.max(50),
             shutdown_grace_ms: raw.server.shutdown_grace_ms,
+            worker_threads: raw.server.worker_threads,
         };
         if raw.log.queue_capacity == 0 {
             return Err(self.invalid("log.queue_capacity", 0, "must be at least 1"));

@@ -7,13 +7,12 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-use dashmap::DashMap;
 use jiff::Timestamp;
-use tokio::sync::OnceCell;
 
 use crate::config::{CampaignConfig, Config};
 use crate::contacts::ContactStore;
 use crate::decision_log::{DecisionLog, DecisionRecord, LogError};
+use crate::idempotency::AnswerCache;
 use crate::model::{Reason, Verdict};
 use crate::number::{self, Normalized, NumberError};
 use crate::registry::RegistrySet;
@@ -57,7 +56,7 @@ pub struct Gateway {
     log: Arc<DecisionLog>,
     stats: Arc<Stats>,
     /// Answers by request id, for idempotent repeats.
-    answered: DashMap<String, Arc<OnceCell<CheckOutcome>>>,
+    answered: AnswerCache,
 }
 
 impl Gateway {
@@ -71,7 +70,10 @@ impl Gateway {
         stats: Arc<Stats>,
         recent: Vec<DecisionRecord>,
     ) -> Gateway {
-        let answered = DashMap::new();
+        let answered = AnswerCache::new(
+            std::time::Duration::from_secs(config.log.idempotency_window_seconds),
+            config.log.idempotency_max_entries,
+        );
         for record in recent {
             let outcome = CheckOutcome {
                 decision_id: record.decision_id,
@@ -80,10 +82,7 @@ impl Gateway {
                 normalized_number: record.normalized_number,
                 next_allowed_at: record.next_allowed_at,
             };
-            answered.insert(
-                record.request_id,
-                Arc::new(OnceCell::new_with(Some(outcome))),
-            );
+            answered.insert(record.request_id, outcome);
         }
         Gateway {
             campaigns: config
@@ -109,11 +108,7 @@ impl Gateway {
         if request.request_id.is_empty() {
             return self.decide_and_log(&request, started).await;
         }
-        let cell = self
-            .answered
-            .entry(request.request_id.clone())
-            .or_default()
-            .clone();
+        let cell = self.answered.cell(&request.request_id);
         cell.get_or_try_init(|| self.decide_and_log(&request, started))
             .await
             .cloned()

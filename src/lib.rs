@@ -20,6 +20,7 @@ pub mod decision_log;
 pub mod gateway;
 pub mod grpc;
 pub mod http;
+pub mod idempotency;
 pub mod model;
 pub mod number;
 pub mod proto;

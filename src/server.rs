@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use jiff::Timestamp;
-use jiff::ToSpan;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tonic::transport::server::TcpIncoming;
@@ -59,7 +58,7 @@ pub async fn serve(
 
     let registries = Arc::new(RegistrySet::open(&config.registries, &snapshots));
     let contacts = Arc::new(ContactStore::open(&data_dir).context("cannot open contact store")?);
-    let window = (config.log.idempotency_window_hours as i64).hours();
+    let window = jiff::SignedDuration::from_secs(config.log.idempotency_window_seconds as i64);
     let recent_since = Timestamp::now()
         .checked_sub(window)
         .unwrap_or(Timestamp::UNIX_EPOCH);

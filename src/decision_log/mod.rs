@@ -15,6 +15,7 @@ use jiff::Timestamp;
 use rusqlite::Connection;
 use serde::{Deserialize, Serialize};
 
+use crate::config::Synchronous;
 use crate::model::{Reason, Verdict};
 pub use writer::{DecisionLog, LogError};
 
@@ -45,14 +46,17 @@ pub struct DecisionRecord {
 }
 
 /// Opens the log database, creating the schema if needed.
-pub(crate) fn open_connection(path: &Path) -> rusqlite::Result<Connection> {
+pub(crate) fn open_connection(
+    path: &Path,
+    synchronous: Synchronous,
+) -> rusqlite::Result<Connection> {
     if let Some(dir) = path.parent() {
         let _ = std::fs::create_dir_all(dir);
     }
     let conn = Connection::open(path)?;
     conn.busy_timeout(std::time::Duration::from_secs(5))?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
-    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.pragma_update(None, "synchronous", synchronous.pragma())?;
     conn.execute_batch(
         "CREATE TABLE IF NOT EXISTS decisions (
             seq INTEGER PRIMARY KEY,

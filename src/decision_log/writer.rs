@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
 use rusqlite::{Connection, OptionalExtension, params};
@@ -74,7 +74,7 @@ impl DecisionLog {
         config: &LogConfig,
         recent_since: Timestamp,
     ) -> rusqlite::Result<(DecisionLog, Vec<DecisionRecord>)> {
-        let conn = open_connection(path)?;
+        let conn = open_connection(path, config.synchronous)?;
         let head = conn
             .query_row(
                 "SELECT seq, hash FROM decisions ORDER BY seq DESC LIMIT 1",
@@ -95,10 +95,13 @@ impl DecisionLog {
         let (sender, receiver) = mpsc::sync_channel(config.queue_capacity);
         let counters = Arc::new(LogCounters::default());
         let thread_counters = Arc::clone(&counters);
-        let max_batch = config.max_batch;
+        let grouping = Grouping {
+            max_batch: config.max_batch,
+            linger: Duration::from_micros(config.group_commit_linger_us),
+        };
         let thread = std::thread::Builder::new()
             .name("decision-log".into())
-            .spawn(move || write_loop(conn, receiver, head, max_batch, &thread_counters))
+            .spawn(move || write_loop(conn, receiver, head, grouping, &thread_counters))
             .map_err(|err| rusqlite::Error::ToSqlConversionFailure(Box::new(err)))?;
         Ok((
             DecisionLog {
@@ -146,27 +149,51 @@ impl DecisionLog {
     }
 }
 
+/// How the writer groups decisions into one commit.
+#[derive(Debug, Clone, Copy)]
+struct Grouping {
+    max_batch: usize,
+    /// Longest wait for more decisions after the first one of a batch.
+    linger: Duration,
+}
+
 fn write_loop(
     mut conn: Connection,
     receiver: Receiver<Job>,
     mut head: ChainHead,
-    max_batch: usize,
+    grouping: Grouping,
     counters: &LogCounters,
 ) {
-    let mut batch = Vec::with_capacity(max_batch);
+    let mut batch = Vec::with_capacity(grouping.max_batch);
+    // Group commit adapts to the load: when the last commit carried several
+    // decisions, concurrent callers are waiting, so wait (briefly) for as many
+    // again before paying for the next fsync. A lone caller never waits.
+    let mut expected = 1usize;
     loop {
         let mut stop = false;
         match receiver.recv() {
             Ok(Job::Append(record, ack)) => batch.push((record, ack)),
             Ok(Job::Stop) | Err(_) => stop = true,
         }
-        while !stop && batch.len() < max_batch {
-            match receiver.try_recv() {
+        let deadline = Instant::now() + grouping.linger;
+        while !stop && batch.len() < grouping.max_batch {
+            let next = if batch.len() < expected {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    receiver.try_recv().map_err(|_| ())
+                } else {
+                    receiver.recv_timeout(left).map_err(|_| ())
+                }
+            } else {
+                receiver.try_recv().map_err(|_| ())
+            };
+            match next {
                 Ok(Job::Append(record, ack)) => batch.push((record, ack)),
                 Ok(Job::Stop) => stop = true,
-                Err(_) => break,
+                Err(()) => break,
             }
         }
+        expected = batch.len().max(1);
         if !batch.is_empty() {
             let size = batch.len();
             match commit(&mut conn, &head, &batch) {

@@ -1,0 +1,120 @@
+//! Answers by request id, so a repeated CheckCall returns the original
+//! decision and is logged once. Memory is bounded: entries live in two
+//! generations; the older one is dropped when the newer one is `window` old
+//! or holds `max_entries`. A repeat within `window` of the original (and
+//! within `max_entries` newer requests) is always recognised.
+
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use dashmap::DashMap;
+use tokio::sync::OnceCell;
+
+use crate::gateway::CheckOutcome;
+
+type Generation = Arc<DashMap<String, Arc<OnceCell<CheckOutcome>>>>;
+
+/// Bounded cache of answers by request id.
+#[derive(Debug)]
+pub struct AnswerCache {
+    /// `[current, previous]`.
+    generations: RwLock<[Generation; 2]>,
+    current_since: Mutex<Instant>,
+    window: Duration,
+    max_entries: usize,
+}
+
+impl AnswerCache {
+    pub fn new(window: Duration, max_entries: usize) -> AnswerCache {
+        AnswerCache {
+            generations: RwLock::new([Generation::default(), Generation::default()]),
+            current_since: Mutex::new(Instant::now()),
+            window,
+            max_entries: max_entries.max(1),
+        }
+    }
+
+    /// Seeds an answer (decisions logged before a restart).
+    pub fn insert(&self, request_id: String, outcome: CheckOutcome) {
+        let generations = self.generations.read().expect("answer cache lock");
+        generations[0].insert(request_id, Arc::new(OnceCell::new_with(Some(outcome))));
+    }
+
+    /// The cell holding (or about to hold) the answer to `request_id`.
+    pub fn cell(&self, request_id: &str) -> Arc<OnceCell<CheckOutcome>> {
+        self.rotate_if_due();
+        let generations = self.generations.read().expect("answer cache lock");
+        if let Some(cell) = generations[1].get(request_id) {
+            return Arc::clone(&cell);
+        }
+        Arc::clone(&generations[0].entry(request_id.to_string()).or_default())
+    }
+
+    /// Entries held, over both generations.
+    pub fn len(&self) -> usize {
+        let generations = self.generations.read().expect("answer cache lock");
+        generations[0].len() + generations[1].len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn rotate_if_due(&self) {
+        let due = {
+            let since = self.current_since.lock().expect("answer cache clock");
+            since.elapsed() >= self.window
+                || self.generations.read().expect("answer cache lock")[0].len() >= self.max_entries
+        };
+        if !due {
+            return;
+        }
+        let mut since = self.current_since.lock().expect("answer cache clock");
+        let mut generations = self.generations.write().expect("answer cache lock");
+        if since.elapsed() < self.window && generations[0].len() < self.max_entries {
+            return; // another caller rotated first
+        }
+        generations[1] = std::mem::take(&mut generations[0]);
+        *since = Instant::now();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Verdict;
+
+    fn outcome(id: &str) -> CheckOutcome {
+        CheckOutcome {
+            decision_id: id.into(),
+            verdict: Verdict::Deny,
+            reasons: vec![],
+            normalized_number: String::new(),
+            next_allowed_at: None,
+        }
+    }
+
+    #[test]
+    fn test_repeats_survive_one_rotation_then_expire() {
+        let cache = AnswerCache::new(Duration::from_secs(3600), 2);
+        cache.insert("a".into(), outcome("1"));
+        assert_eq!(cache.cell("a").get().unwrap().decision_id, "1");
+        cache.cell("b");
+        // "c" finds the current generation full: rotation keeps a and b in the previous one.
+        cache.cell("c");
+        assert_eq!(cache.cell("a").get().unwrap().decision_id, "1");
+        cache.cell("d");
+        cache.cell("e");
+        assert!(
+            cache.cell("a").get().is_none(),
+            "dropped after two rotations"
+        );
+        assert!(cache.len() <= 4);
+    }
+
+    #[test]
+    fn test_same_id_gives_same_cell() {
+        let cache = AnswerCache::new(Duration::from_secs(3600), 100);
+        assert!(Arc::ptr_eq(&cache.cell("x"), &cache.cell("x")));
+    }
+}
