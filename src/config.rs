@@ -4,12 +4,13 @@
 //! Validation names the offending key and value; a configuration that loads is
 //! internally consistent (ids unique, regions real, caller IDs parseable).
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::calling::{self, AttemptLimit, DaySpans, DestinationRules, Span, WeeklyHours};
 use crate::model::Purpose;
 use crate::number::{self, Region};
 
@@ -70,6 +71,48 @@ struct RawConfig {
     campaigns: Vec<RawCampaign>,
     #[serde(default, rename = "api_key")]
     api_keys: Vec<toml::Value>,
+    #[serde(default)]
+    destination: BTreeMap<String, RawDestination>,
+}
+
+/// `[campaign.calling_hours]` and `[destination.XX.calling_hours]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWeeklyHours {
+    mon: Option<Vec<String>>,
+    tue: Option<Vec<String>>,
+    wed: Option<Vec<String>>,
+    thu: Option<Vec<String>>,
+    fri: Option<Vec<String>>,
+    sat: Option<Vec<String>>,
+    sun: Option<Vec<String>>,
+    holidays: Option<Vec<String>>,
+    pre_holidays: Option<Vec<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAttemptLimit {
+    max_attempts: u32,
+    window_days: Option<u32>,
+    window_hours: Option<u32>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDestination {
+    calling_hours: Option<RawWeeklyHours>,
+    #[serde(default)]
+    extra_holidays: Vec<String>,
+    attempt_limit: Option<RawAttemptLimit>,
+    #[serde(default)]
+    state: BTreeMap<String, RawStateRules>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStateRules {
+    calling_hours: RawWeeklyHours,
 }
 
 #[derive(Debug, Deserialize)]
@@ -223,8 +266,8 @@ struct RawCampaign {
     consent_required: bool,
     #[serde(default)]
     caller_ids: Vec<String>,
-    calling_hours: Option<toml::Value>,
-    attempt_limit: Option<toml::Value>,
+    calling_hours: Option<RawWeeklyHours>,
+    attempt_limit: Option<RawAttemptLimit>,
 }
 
 /// The whole validated configuration.
@@ -236,6 +279,8 @@ pub struct Config {
     pub log: LogConfig,
     pub registries: Vec<RegistryConfig>,
     pub campaigns: Vec<CampaignConfig>,
+    /// Calling rules by destination region: statutory defaults merged with `[destination.XX]`.
+    pub destinations: HashMap<Region, DestinationRules>,
 }
 
 /// Listening addresses and storage location.
@@ -283,6 +328,10 @@ pub struct CampaignConfig {
     pub consent_required: bool,
     /// Callable numbers this campaign may present, E.164.
     pub caller_ids: Vec<String>,
+    /// The campaign's own hours; they can only narrow the destination's window.
+    pub calling_hours: Option<WeeklyHours>,
+    /// The campaign's attempt cap; replaces the destination's default.
+    pub attempt_limit: Option<AttemptLimit>,
 }
 
 /// Statutory validity of a registry result, in days, by country.
@@ -338,6 +387,32 @@ impl Config {
     /// The registry with this id.
     pub fn registry(&self, id: &str) -> Option<&RegistryConfig> {
         self.registries.iter().find(|r| r.id == id)
+    }
+
+    /// The calling rules of a destination region (none when it has no rules).
+    pub fn destination(&self, region: Region) -> &DestinationRules {
+        static NONE: std::sync::OnceLock<DestinationRules> = std::sync::OnceLock::new();
+        self.destinations
+            .get(&region)
+            .unwrap_or_else(|| NONE.get_or_init(DestinationRules::default))
+    }
+
+    /// The attempt cap of a campaign calling into `region`, if any.
+    pub fn attempt_limit(&self, campaign: &CampaignConfig, region: Region) -> Option<AttemptLimit> {
+        campaign
+            .attempt_limit
+            .or(self.destination(region).attempt_limit)
+    }
+
+    /// The longest attempt-cap window configured anywhere (how far back the
+    /// log is read at start-up to rebuild the counters).
+    pub fn longest_attempt_window(&self) -> Option<jiff::SignedDuration> {
+        self.campaigns
+            .iter()
+            .filter_map(|c| c.attempt_limit)
+            .chain(self.destinations.values().filter_map(|d| d.attempt_limit))
+            .map(|l| l.window)
+            .max()
     }
 }
 
@@ -466,12 +541,16 @@ impl Validator<'_> {
             if c.controller.trim().is_empty() {
                 return Err(self.invalid(key("controller"), &c.controller, "must not be empty"));
             }
-            if c.calling_hours.is_some() {
-                return Err(self.invalid(key("calling_hours"), "<table>", "calling hours are not enforced by this version; refusing a campaign whose hours would be ignored"));
-            }
-            if c.attempt_limit.is_some() {
-                return Err(self.invalid(key("attempt_limit"), "<table>", "attempt limits are not enforced by this version; refusing a campaign whose limit would be ignored"));
-            }
+            let calling_hours = c
+                .calling_hours
+                .as_ref()
+                .map(|h| self.weekly_hours(&key("calling_hours"), h))
+                .transpose()?;
+            let attempt_limit = c
+                .attempt_limit
+                .as_ref()
+                .map(|l| self.attempt_limit(&key("attempt_limit"), l))
+                .transpose()?;
             let purpose = Purpose::from_config(&c.purpose).ok_or_else(|| {
                 self.invalid(
                     key("purpose"),
@@ -509,7 +588,19 @@ impl Validator<'_> {
                 destinations,
                 consent_required: c.consent_required,
                 caller_ids,
+                calling_hours,
+                attempt_limit,
             });
+        }
+
+        let mut destinations: HashMap<Region, DestinationRules> = ["IT", "FR", "ES", "US", "GB"]
+            .iter()
+            .filter_map(|code| Some((Region::parse(code)?, calling::statutory(code))))
+            .collect();
+        for (code, raw) in &raw.destination {
+            let region = self.region(&format!("destination.{code}"), code)?;
+            let rules = destinations.entry(region).or_default();
+            self.apply_destination(&format!("destination.{code}"), raw, rules)?;
         }
 
         Ok(Config {
@@ -518,7 +609,102 @@ impl Validator<'_> {
             log: raw.log,
             registries,
             campaigns,
+            destinations,
         })
+    }
+}
+
+impl Validator<'_> {
+    fn spans(&self, key: &str, values: &[String]) -> Result<DaySpans, ConfigError> {
+        values
+            .iter()
+            .map(|v| {
+                Span::parse(v).ok_or_else(|| {
+                    self.invalid(key, v, "expected HH:MM-HH:MM with start before end")
+                })
+            })
+            .collect()
+    }
+
+    fn weekly_hours(&self, key: &str, raw: &RawWeeklyHours) -> Result<WeeklyHours, ConfigError> {
+        let days = [
+            &raw.mon, &raw.tue, &raw.wed, &raw.thu, &raw.fri, &raw.sat, &raw.sun,
+        ];
+        let mut hours = WeeklyHours::default();
+        for (i, day) in days.iter().enumerate() {
+            if let Some(values) = day {
+                hours.days[i] =
+                    Some(self.spans(&format!("{key}.{}", calling::WEEKDAY_KEYS[i]), values)?);
+            }
+        }
+        if let Some(values) = &raw.holidays {
+            hours.holidays = Some(self.spans(&format!("{key}.holidays"), values)?);
+        }
+        if let Some(values) = &raw.pre_holidays {
+            hours.pre_holidays = Some(self.spans(&format!("{key}.pre_holidays"), values)?);
+        }
+        Ok(hours)
+    }
+
+    fn attempt_limit(&self, key: &str, raw: &RawAttemptLimit) -> Result<AttemptLimit, ConfigError> {
+        if raw.max_attempts == 0 {
+            return Err(self.invalid(format!("{key}.max_attempts"), 0, "must be at least 1"));
+        }
+        let hours = match (raw.window_days, raw.window_hours) {
+            (Some(days), None) if days > 0 => i64::from(days) * 24,
+            (None, Some(hours)) if hours > 0 => i64::from(hours),
+            _ => {
+                return Err(self.invalid(
+                    format!("{key}.window_days"),
+                    format!("{:?}/{:?}", raw.window_days, raw.window_hours),
+                    "set exactly one of window_days or window_hours, at least 1",
+                ));
+            }
+        };
+        Ok(AttemptLimit {
+            max_attempts: raw.max_attempts,
+            window: jiff::SignedDuration::from_hours(hours),
+        })
+    }
+
+    fn apply_destination(
+        &self,
+        key: &str,
+        raw: &RawDestination,
+        rules: &mut DestinationRules,
+    ) -> Result<(), ConfigError> {
+        if let Some(hours) = &raw.calling_hours {
+            let configured = self.weekly_hours(&format!("{key}.calling_hours"), hours)?;
+            rules.hours = Some(match &rules.hours {
+                Some(statutory) => statutory.overridden_by(&configured),
+                None => configured,
+            });
+        }
+        for (i, day) in raw.extra_holidays.iter().enumerate() {
+            let date: jiff::civil::Date = day.parse().map_err(|_| {
+                self.invalid(
+                    format!("{key}.extra_holidays[{i}]"),
+                    day,
+                    "expected YYYY-MM-DD",
+                )
+            })?;
+            rules.extra_holidays.push(date);
+        }
+        if let Some(limit) = &raw.attempt_limit {
+            rules.attempt_limit = Some(self.attempt_limit(&format!("{key}.attempt_limit"), limit)?);
+        }
+        for (state, state_rules) in &raw.state {
+            let hours = self.weekly_hours(
+                &format!("{key}.state.{state}.calling_hours"),
+                &state_rules.calling_hours,
+            )?;
+            let merged = match rules.states.get(state) {
+                Some(existing) => existing.overridden_by(&hours),
+                None => hours,
+            };
+            rules.states.insert(state.clone(), merged);
+        }
+        Ok(())
     }
 }
 
@@ -619,6 +805,76 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(message.contains("api_key"), "{message}");
+    }
+
+    #[test]
+    fn test_calling_hours_and_limits() {
+        let config = parse(
+            "[[campaign]]\nid = \"c\"\ncontroller = \"a\"\npurpose = \"marketing\"\ndefault_region = \"FR\"\ndestinations = [\"FR\"]\n\
+             [campaign.calling_hours]\nmon = [\"10:00-12:00\", \"15:00-18:00\"]\nsun = []\n\
+             [campaign.attempt_limit]\nmax_attempts = 3\nwindow_hours = 24\n\
+             [destination.IT]\nextra_holidays = [\"2026-06-29\"]\n[destination.IT.calling_hours]\nsat = []\n\
+             [destination.US.state.TX.calling_hours]\nsun = [\"12:00-21:00\"]\n",
+        )
+        .unwrap();
+        let campaign = &config.campaigns[0];
+        let hours = campaign.calling_hours.as_ref().unwrap();
+        assert_eq!(hours.days[0].as_ref().unwrap().len(), 2);
+        assert_eq!(hours.days[6], Some(vec![]));
+        assert_eq!(hours.days[1], None);
+        let fr = Region::parse("FR").unwrap();
+        assert_eq!(config.attempt_limit(campaign, fr).unwrap().max_attempts, 3);
+        let it = config.destination(Region::parse("IT").unwrap());
+        assert_eq!(it.extra_holidays.len(), 1);
+        let it_hours = it.hours.as_ref().unwrap();
+        assert_eq!(it_hours.days[5], Some(vec![]), "configured Saturday");
+        assert_eq!(
+            it_hours.days[0],
+            Some(vec![Span::parse("09:00-20:00").unwrap()]),
+            "statutory Monday kept"
+        );
+        let us = config.destination(Region::parse("US").unwrap());
+        assert!(us.states.contains_key("TX") && us.states.contains_key("FL"));
+        assert_eq!(
+            config.destination(fr).attempt_limit.unwrap().max_attempts,
+            4,
+            "statutory default"
+        );
+        assert!(
+            config
+                .destination(Region::parse("JP").unwrap())
+                .hours
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn test_bad_hours_are_named() {
+        let message = parse(
+            "[[campaign]]\nid = \"c\"\ncontroller = \"a\"\npurpose = \"marketing\"\ndefault_region = \"IT\"\ndestinations = [\"IT\"]\n[campaign.calling_hours]\ntue = [\"20:00-09:00\"]\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            message.contains("campaign[0].calling_hours.tue") && message.contains("20:00-09:00"),
+            "{message}"
+        );
+        let message = parse("[destination.IT]\nextra_holidays = [\"29/06\"]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            message.contains("destination.IT.extra_holidays[0]"),
+            "{message}"
+        );
+        let message = parse(
+            "[[campaign]]\nid = \"c\"\ncontroller = \"a\"\npurpose = \"marketing\"\ndefault_region = \"IT\"\ndestinations = [\"IT\"]\n[campaign.attempt_limit]\nmax_attempts = 2\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            message.contains("campaign[0].attempt_limit.window_days"),
+            "{message}"
+        );
     }
 
     #[test]

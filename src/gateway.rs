@@ -9,6 +9,9 @@ use std::time::Instant;
 
 use jiff::Timestamp;
 
+use crate::attempts::AttemptLedger;
+use crate::calling::DestinationRules;
+use crate::calling::zones::{self, Whereabouts};
 use crate::config::{CampaignConfig, Config};
 use crate::contacts::ContactStore;
 use crate::decision_log::{DecisionLog, DecisionRecord, LogError};
@@ -47,9 +50,24 @@ pub struct ScreenOutcome {
     pub next_allowed_at: Option<Timestamp>,
 }
 
+static NO_RULES: std::sync::LazyLock<DestinationRules> =
+    std::sync::LazyLock::new(DestinationRules::default);
+
+/// The shared state a [`Gateway`] decides on.
+#[derive(Debug)]
+pub struct GatewayParts {
+    pub registries: Arc<RegistrySet>,
+    pub contacts: Arc<ContactStore>,
+    pub log: Arc<DecisionLog>,
+    pub stats: Arc<Stats>,
+    pub attempts: Arc<AttemptLedger>,
+}
+
 /// The decision service.
 #[derive(Debug)]
 pub struct Gateway {
+    config: Arc<Config>,
+    attempts: Arc<AttemptLedger>,
     campaigns: HashMap<String, CampaignConfig>,
     registries: Arc<RegistrySet>,
     contacts: Arc<ContactStore>,
@@ -62,14 +80,7 @@ pub struct Gateway {
 impl Gateway {
     /// Builds the service; `recent` are logged decisions still inside the
     /// idempotency window (their repeats get the original answer).
-    pub fn new(
-        config: &Config,
-        registries: Arc<RegistrySet>,
-        contacts: Arc<ContactStore>,
-        log: Arc<DecisionLog>,
-        stats: Arc<Stats>,
-        recent: Vec<DecisionRecord>,
-    ) -> Gateway {
+    pub fn new(config: Arc<Config>, parts: GatewayParts, recent: Vec<DecisionRecord>) -> Gateway {
         let answered = AnswerCache::new(
             std::time::Duration::from_secs(config.log.idempotency_window_seconds),
             config.log.idempotency_max_entries,
@@ -90,10 +101,12 @@ impl Gateway {
                 .iter()
                 .map(|c| (c.id.clone(), c.clone()))
                 .collect(),
-            registries,
-            contacts,
-            log,
-            stats,
+            config,
+            attempts: parts.attempts,
+            registries: parts.registries,
+            contacts: parts.contacts,
+            log: parts.log,
+            stats: parts.stats,
             answered,
         }
     }
@@ -122,13 +135,35 @@ impl Gateway {
         let now = Timestamp::now();
         let campaign = self.campaigns.get(&request.campaign_id);
         let called = normalize_called(&request.called_number, campaign);
-        let evaluation = self.evaluate(
+        let mut evaluation = self.evaluate(
             &request.campaign_id,
             campaign,
             &called,
             Some(&request.caller_id),
             now,
         );
+        // An ALLOW under an attempt cap takes its slot atomically; if a
+        // concurrent check took the last one, decide again (now a DENY).
+        let mut reserved = None;
+        if evaluation.verdict == Verdict::Allow
+            && let (Some(campaign), Ok(number)) = (campaign, &called)
+            && let Some(limit) = self.config.attempt_limit(campaign, number.region)
+        {
+            if self
+                .attempts
+                .try_record(&campaign.controller, number.key, limit, now)
+            {
+                reserved = Some((campaign.controller.as_str(), number.key));
+            } else {
+                evaluation = self.evaluate(
+                    &request.campaign_id,
+                    Some(campaign),
+                    &called,
+                    Some(&request.caller_id),
+                    now,
+                );
+            }
+        }
         let decision_id = uuid::Uuid::now_v7().to_string();
         let normalized_number = called.as_ref().map(|n| n.e164.clone()).unwrap_or_default();
         let latency_us = started.elapsed().as_micros() as u64;
@@ -148,6 +183,9 @@ impl Gateway {
             latency_us,
         };
         if let Err(err) = self.log.append(record).await {
+            if let Some((controller, key)) = reserved {
+                self.attempts.forget(controller, key, now);
+            }
             self.stats.unavailable.fetch_add(1, Ordering::Relaxed);
             tracing::error!(error = %err, campaign = %request.campaign_id, "decision not logged: answering unavailable");
             return Err(err);
@@ -199,7 +237,7 @@ impl Gateway {
         caller_id: Option<&str>,
         now: Timestamp,
     ) -> Evaluation {
-        let (contacts, registries) = match called {
+        let (contacts, registries, whereabouts, attempts) = match called {
             Ok(n) => (
                 self.contacts.index().view(n.key),
                 self.registries
@@ -209,8 +247,21 @@ impl Gateway {
                         snapshot: entry.snapshot(),
                     })
                     .collect(),
+                zones::locate(n.region.as_str(), &n.e164[1..]),
+                campaign
+                    .map(|c| self.attempts.recent(&c.controller, n.key))
+                    .unwrap_or_default(),
             ),
-            Err(_) => (Default::default(), Vec::new()),
+            Err(_) => (
+                Default::default(),
+                Vec::new(),
+                Whereabouts::default(),
+                Vec::new(),
+            ),
+        };
+        let destination = match called {
+            Ok(n) => self.config.destination(n.region),
+            Err(_) => &NO_RULES,
         };
         let input = CallInput {
             campaign_id,
@@ -223,6 +274,9 @@ impl Gateway {
             &DecisionData {
                 contacts: &contacts,
                 registries: &registries,
+                destination,
+                whereabouts: &whereabouts,
+                attempts: &attempts,
             },
             now,
         )

@@ -13,6 +13,7 @@ use axum::routing::get;
 use jiff::Timestamp;
 use serde::Serialize;
 
+use crate::calling::{self, WindowCheck, zones};
 use crate::server::Shared;
 use crate::stats::{DecisionCounts, LatencySummary};
 
@@ -41,12 +42,23 @@ struct LogStatus {
 }
 
 #[derive(Serialize)]
+struct CampaignWindow {
+    campaign: String,
+    destination: String,
+    /// `open`, `closed`, `unrestricted` or `unknown_zone` (in every zone of the destination).
+    state: &'static str,
+    closes_at: Option<Timestamp>,
+    next_open: Option<Timestamp>,
+}
+
+#[derive(Serialize)]
 struct StatusBody {
     version: &'static str,
     now: Timestamp,
     ready: bool,
     uptime_seconds: u64,
     registries: Vec<crate::registry::RegistryStatus>,
+    campaigns: Vec<CampaignWindow>,
     decisions: DecisionCounts,
     latency: LatencySummary,
     log: LogStatus,
@@ -60,6 +72,7 @@ fn status_body(shared: &Shared) -> StatusBody {
         ready: shared.is_ready(),
         uptime_seconds: shared.started.elapsed().as_secs(),
         registries: shared.registries.status(Timestamp::now()),
+        campaigns: campaign_windows(shared, Timestamp::now()),
         decisions: shared.stats.counts(),
         latency: shared.stats.latency_summary(),
         log: LogStatus {
@@ -71,6 +84,40 @@ fn status_body(shared: &Shared) -> StatusBody {
             last_error: counters.last_error.lock().expect("log error lock").clone(),
         },
     }
+}
+
+/// Whether each campaign may call each destination now, anywhere in it.
+fn campaign_windows(shared: &Shared, now: Timestamp) -> Vec<CampaignWindow> {
+    let mut out = Vec::new();
+    for campaign in &shared.config.campaigns {
+        for region in &campaign.destinations {
+            let whereabouts = zones::locate(region.as_str(), "");
+            let check = calling::check(
+                &calling::WindowInput {
+                    region: region.as_str(),
+                    zones: &whereabouts.zones,
+                    state: None,
+                    destination: shared.config.destination(*region),
+                    campaign: campaign.calling_hours.as_ref(),
+                },
+                now,
+            );
+            let (state, closes_at, next_open) = match check {
+                WindowCheck::Unrestricted => ("unrestricted", None, None),
+                WindowCheck::Inside { closes_at } => ("open", Some(closes_at), None),
+                WindowCheck::Outside { next_open } => ("closed", None, next_open),
+                WindowCheck::UnknownZone => ("unknown_zone", None, None),
+            };
+            out.push(CampaignWindow {
+                campaign: campaign.id.clone(),
+                destination: region.to_string(),
+                state,
+                closes_at,
+                next_open,
+            });
+        }
+    }
+    out
 }
 
 async fn status(State(shared): State<Arc<Shared>>) -> Json<StatusBody> {

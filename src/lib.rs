@@ -13,6 +13,8 @@
 //! - [`grpc`], [`http`]: thin adapters; [`proto`]: generated wire types.
 //! - [`server`]: wiring, health, reflection, graceful shutdown; [`cli`]: the commands.
 
+pub mod attempts;
+pub mod calling;
 pub mod cli;
 pub mod config;
 pub mod contacts;

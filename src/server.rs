@@ -14,11 +14,13 @@ use tokio::sync::watch;
 use tonic::transport::server::TcpIncoming;
 use tonic_health::ServingStatus;
 
+use crate::attempts::AttemptLedger;
 use crate::config::Config;
 use crate::contacts::ContactStore;
 use crate::decision_log::{self, DecisionLog};
-use crate::gateway::Gateway;
+use crate::gateway::{Gateway, GatewayParts};
 use crate::grpc::{ComplianceGatewayService, ContactRecordsService};
+use crate::number::NumberKey;
 use crate::proto::compliance_gateway_server::ComplianceGatewayServer;
 use crate::proto::contact_records_server::ContactRecordsServer;
 use crate::records::Records;
@@ -28,6 +30,7 @@ use crate::stats::Stats;
 /// State shared by the adapters and background tasks.
 #[derive(Debug)]
 pub struct Shared {
+    pub config: Arc<Config>,
     pub registries: Arc<RegistrySet>,
     pub log: Arc<DecisionLog>,
     pub stats: Arc<Stats>,
@@ -62,23 +65,40 @@ pub async fn serve(
     let recent_since = Timestamp::now()
         .checked_sub(window)
         .unwrap_or(Timestamp::UNIX_EPOCH);
-    let (log, recent) = DecisionLog::open(
+    let attempts_since = config
+        .longest_attempt_window()
+        .and_then(|window| Timestamp::now().checked_sub(window).ok());
+    let (log, startup) = DecisionLog::open(
         &decision_log::database_path(&data_dir),
         &config.log,
-        recent_since,
+        decision_log::StartupScan {
+            idempotency_since: recent_since,
+            attempts_since,
+        },
     )
     .context("cannot open decision log")?;
     let log = Arc::new(log);
     let stats = Arc::new(Stats::default());
+    let config = Arc::new(config);
+    let attempts = Arc::new(AttemptLedger::default());
+    for (controller, number, at) in &startup.allowed {
+        if let Some(key) = NumberKey::from_e164(number) {
+            attempts.record(controller, key, *at);
+        }
+    }
     let gateway = Arc::new(Gateway::new(
-        &config,
-        Arc::clone(&registries),
-        Arc::clone(&contacts),
-        Arc::clone(&log),
-        Arc::clone(&stats),
-        recent,
+        Arc::clone(&config),
+        GatewayParts {
+            registries: Arc::clone(&registries),
+            contacts: Arc::clone(&contacts),
+            log: Arc::clone(&log),
+            stats: Arc::clone(&stats),
+            attempts: Arc::clone(&attempts),
+        },
+        startup.recent,
     ));
     let shared = Arc::new(Shared {
+        config: Arc::clone(&config),
         registries: Arc::clone(&registries),
         log: Arc::clone(&log),
         stats,
@@ -134,6 +154,16 @@ pub async fn serve(
     let http = axum::serve(http_listener, crate::http::router(Arc::clone(&shared)))
         .with_graceful_shutdown(stopped(stop_rx.clone()));
     let http_task = tokio::spawn(async move { http.await });
+    let prune_task = config.longest_attempt_window().map(|window| {
+        let attempts = Arc::clone(&attempts);
+        tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(Duration::from_secs(600));
+            loop {
+                ticker.tick().await;
+                attempts.prune(window, Timestamp::now());
+            }
+        })
+    });
     let reload_task = tokio::spawn(reload_registries(
         Arc::clone(&registries),
         Duration::from_millis(config.server.registry_reload_interval_ms),
@@ -169,6 +199,9 @@ pub async fn serve(
         );
     }
     reload_task.abort();
+    if let Some(task) = prune_task {
+        task.abort();
+    }
     let log_to_close = Arc::clone(&log);
     tokio::task::spawn_blocking(move || log_to_close.close())
         .await

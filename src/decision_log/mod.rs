@@ -19,6 +19,24 @@ use crate::config::Synchronous;
 use crate::model::{Reason, Verdict};
 pub use writer::{DecisionLog, LogError};
 
+/// What the server reads back from the log at start-up.
+#[derive(Debug, Clone, Copy)]
+pub struct StartupScan {
+    /// Decisions with a request id from here on answer repeats.
+    pub idempotency_since: Timestamp,
+    /// ALLOW decisions from here on count against attempt caps.
+    pub attempts_since: Option<Timestamp>,
+}
+
+/// The decisions read back at start-up.
+#[derive(Debug, Default)]
+pub struct StartupState {
+    /// Decisions with a request id inside the idempotency window, oldest first.
+    pub recent: Vec<DecisionRecord>,
+    /// `(controller, E.164 number, decided_at)` of ALLOW decisions inside the attempt window.
+    pub allowed: Vec<(String, String, Timestamp)>,
+}
+
 /// The decision log database under `data_dir`.
 pub fn database_path(data_dir: &Path) -> PathBuf {
     data_dir.join("decisions.db")

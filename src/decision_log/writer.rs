@@ -10,12 +10,11 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use jiff::Timestamp;
 use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::oneshot;
 
 use super::chain::{self, StoredRow};
-use super::{DecisionRecord, from_micros, micros, open_connection};
+use super::{DecisionRecord, StartupScan, StartupState, from_micros, micros, open_connection};
 use crate::config::LogConfig;
 use crate::model::{Reason, Verdict};
 
@@ -72,8 +71,8 @@ impl DecisionLog {
     pub fn open(
         path: &Path,
         config: &LogConfig,
-        recent_since: Timestamp,
-    ) -> rusqlite::Result<(DecisionLog, Vec<DecisionRecord>)> {
+        scan: StartupScan,
+    ) -> rusqlite::Result<(DecisionLog, StartupState)> {
         let conn = open_connection(path, config.synchronous)?;
         let head = conn
             .query_row(
@@ -91,7 +90,7 @@ impl DecisionLog {
                 seq: 0,
                 hash: chain::GENESIS.to_string(),
             });
-        let recent = recent_with_request_id(&conn, recent_since)?;
+        let recent = read_startup_state(&conn, scan)?;
         let (sender, receiver) = mpsc::sync_channel(config.queue_capacity);
         let counters = Arc::new(LogCounters::default());
         let thread_counters = Arc::clone(&counters);
@@ -349,27 +348,36 @@ pub(crate) fn read_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<(StoredRow, 
     ))
 }
 
-fn recent_with_request_id(
-    conn: &Connection,
-    since: Timestamp,
-) -> rusqlite::Result<Vec<DecisionRecord>> {
-    // Newest first along the primary key, stopping at the window's start: no
-    // index on time is needed and start-up reads only the window.
+fn read_startup_state(conn: &Connection, scan: StartupScan) -> rusqlite::Result<StartupState> {
+    // Newest first along the primary key, stopping at the oldest instant
+    // needed: no index on time is needed and start-up reads only the window.
+    let oldest = scan
+        .attempts_since
+        .map_or(scan.idempotency_since, |a| a.min(scan.idempotency_since));
+    let oldest_us = micros(oldest);
+    let idempotency_us = micros(scan.idempotency_since);
+    let attempts_us = scan.attempts_since.map(micros);
     let mut statement = conn.prepare(&format!(
         "SELECT {ROW_COLUMNS} FROM decisions ORDER BY seq DESC"
     ))?;
     let mut rows = statement.query([])?;
-    let since_us = micros(since);
-    let mut recent = Vec::new();
+    let mut state = StartupState::default();
     while let Some(row) = rows.next()? {
         let (row, _) = read_row(row)?;
-        if row.decided_at_us < since_us {
+        if row.decided_at_us < oldest_us {
             break;
         }
-        if !row.request_id.is_empty() {
-            recent.push(record_from_row(&row));
+        if row.decided_at_us >= idempotency_us && !row.request_id.is_empty() {
+            state.recent.push(record_from_row(&row));
+        }
+        if attempts_us.is_some_and(|since| row.decided_at_us >= since) && row.verdict == "ALLOW" {
+            state.allowed.push((
+                row.controller.clone(),
+                row.normalized_number.clone(),
+                from_micros(row.decided_at_us),
+            ));
         }
     }
-    recent.reverse();
-    Ok(recent)
+    state.recent.reverse();
+    Ok(state)
 }

@@ -119,6 +119,8 @@ mod tests {
             destinations: vec![Region::parse("IT").unwrap()],
             consent_required: false,
             caller_ids: vec!["+390212345678".into()],
+            calling_hours: None,
+            attempt_limit: None,
         }
     }
 

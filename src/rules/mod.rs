@@ -7,11 +7,14 @@
 mod caller_id;
 mod contact_basis;
 mod registry_check;
+mod timing;
 
 use std::sync::Arc;
 
 use jiff::Timestamp;
 
+use crate::calling::zones::Whereabouts;
+use crate::calling::{DestinationRules, WindowInput};
 use crate::config::{CampaignConfig, RegistryConfig};
 use crate::contacts::ContactView;
 use crate::model::{Reason, ReasonCode, Verdict};
@@ -20,6 +23,7 @@ use crate::registry::Snapshot;
 pub use caller_id::check_caller_id;
 pub use contact_basis::{suppression, valid_consent};
 pub use registry_check::check_registry;
+pub use timing::{TimedDeny, check_attempt_limit, check_calling_window};
 
 /// The call being decided.
 #[derive(Debug, Clone, Copy)]
@@ -46,6 +50,12 @@ pub struct DecisionData<'a> {
     pub contacts: &'a ContactView,
     /// The registries of the called number's region.
     pub registries: &'a [RegistryData<'a>],
+    /// The calling rules of the called number's region.
+    pub destination: &'a DestinationRules,
+    /// Where the called number is (time zones, state).
+    pub whereabouts: &'a Whereabouts,
+    /// Earlier ALLOW decisions for this number and the campaign's controller.
+    pub attempts: &'a [Timestamp],
 }
 
 /// The outcome of the rules.
@@ -63,6 +73,7 @@ pub fn evaluate(input: &CallInput<'_>, data: &DecisionData<'_>, now: Timestamp) 
     let mut denies = Vec::new();
     let mut bases = Vec::new();
     let mut data_versions = Vec::new();
+    let mut timed: Vec<TimedDeny> = Vec::new();
 
     if input.campaign.is_none() {
         denies.push(Reason::new(
@@ -86,6 +97,17 @@ pub fn evaluate(input: &CallInput<'_>, data: &DecisionData<'_>, now: Timestamp) 
                 format!("{} is not among the campaign's destinations", called.region),
             ));
         }
+        let window = WindowInput {
+            region: called.region.as_str(),
+            zones: &data.whereabouts.zones,
+            state: data.whereabouts.state,
+            destination: data.destination,
+            campaign: campaign.calling_hours.as_ref(),
+        };
+        timed.extend(check_calling_window(&window, now));
+        let attempt_limit = campaign.attempt_limit.or(data.destination.attempt_limit);
+        timed.extend(check_attempt_limit(attempt_limit, data.attempts, now));
+        denies.extend(timed.iter().map(|t| t.reason.clone()));
         if let Some(reason) = suppression(data.contacts, &campaign.controller) {
             denies.push(reason);
         }
@@ -136,13 +158,58 @@ pub fn evaluate(input: &CallInput<'_>, data: &DecisionData<'_>, now: Timestamp) 
             data_versions,
         }
     } else {
+        // Waiting helps only when every deny reason is about time.
+        let next_allowed_at = match (input.campaign, input.called) {
+            (Some(campaign), Ok(called)) if !timed.is_empty() && timed.len() == denies.len() => {
+                next_permitted(campaign, called, data, &timed)
+            }
+            _ => None,
+        };
         Evaluation {
             verdict: Verdict::Deny,
             reasons: denies,
-            next_allowed_at: None,
+            next_allowed_at,
             data_versions,
         }
     }
+}
+
+/// The first instant at which every time-based denial has lifted: the cap
+/// frees a slot and the window is open.
+fn next_permitted(
+    campaign: &CampaignConfig,
+    called: &Normalized,
+    data: &DecisionData<'_>,
+    timed: &[TimedDeny],
+) -> Option<Timestamp> {
+    let mut candidate = timed
+        .iter()
+        .map(|t| t.lifts_at)
+        .collect::<Option<Vec<_>>>()?
+        .into_iter()
+        .max()?;
+    let window = WindowInput {
+        region: called.region.as_str(),
+        zones: &data.whereabouts.zones,
+        state: data.whereabouts.state,
+        destination: data.destination,
+        campaign: campaign.calling_hours.as_ref(),
+    };
+    let attempt_limit = campaign.attempt_limit.or(data.destination.attempt_limit);
+    // Each step moves forward to where one of the two rules next allows; a
+    // few rounds settle it (the window opens daily, the cap frees monotonically).
+    for _ in 0..8 {
+        let window_lift = check_calling_window(&window, candidate).map(|t| t.lifts_at);
+        let cap_lift =
+            check_attempt_limit(attempt_limit, data.attempts, candidate).map(|t| t.lifts_at);
+        match (window_lift, cap_lift) {
+            (None, None) => return Some(candidate),
+            (Some(None), _) | (_, Some(None)) => return None,
+            (Some(Some(a)), Some(Some(b))) => candidate = a.max(b),
+            (Some(Some(a)), None) | (None, Some(Some(a))) => candidate = a,
+        }
+    }
+    None
 }
 
 #[cfg(test)]

@@ -7,13 +7,15 @@ use jiff::Timestamp;
 use roaring::RoaringTreemap;
 
 use super::*;
+use crate::calling::zones;
 use crate::config::RegistryKind;
 use crate::contacts::{Consent, Suppression};
 use crate::model::Purpose;
 use crate::number::{self, Region};
 use crate::registry::snapshot::{Batch, SnapshotSource};
 
-const NOW: &str = "2026-11-23T10:00:00Z";
+/// Monday: 16:00 in Rome and Berlin, 10:00 in New York: inside every statutory window.
+const NOW: &str = "2026-11-23T15:00:00Z";
 
 fn now() -> Timestamp {
     NOW.parse().unwrap()
@@ -36,6 +38,8 @@ fn campaign(id: &str, default_region: &str, consent_required: bool) -> CampaignC
             "US" => "+12125550100".into(),
             _ => "+4930123456".into(),
         }],
+        calling_hours: None,
+        attempt_limit: None,
     }
 }
 
@@ -122,6 +126,10 @@ struct Case<'a> {
 }
 
 fn run(case: &Case<'_>) -> Evaluation {
+    run_at(case, now(), &[])
+}
+
+fn run_at(case: &Case<'_>, at: Timestamp, attempts: &[Timestamp]) -> Evaluation {
     let called = match &case.campaign {
         Some(c) => number::normalize(case.number, c.default_region),
         None => number::normalize_international(case.number),
@@ -134,6 +142,13 @@ fn run(case: &Case<'_>) -> Evaluation {
             snapshot: snapshot.clone(),
         })
         .collect();
+    let (destination, whereabouts) = match &called {
+        Ok(n) => (
+            crate::calling::statutory(n.region.as_str()),
+            zones::locate(n.region.as_str(), &n.e164[1..]),
+        ),
+        Err(_) => Default::default(),
+    };
     evaluate(
         &CallInput {
             campaign_id: "x",
@@ -144,8 +159,11 @@ fn run(case: &Case<'_>) -> Evaluation {
         &DecisionData {
             contacts: &case.contacts,
             registries: &registries,
+            destination: &destination,
+            whereabouts: &whereabouts,
+            attempts,
         },
-        now(),
+        at,
     )
 }
 
@@ -515,4 +533,93 @@ fn test_screening_without_caller_id_skips_the_cli_rule() {
         codes: &[],
     });
     assert_eq!(evaluation.verdict, Verdict::Allow);
+}
+
+#[test]
+fn test_time_rules_and_next_allowed_at() {
+    use ReasonCode::*;
+    let case = Case {
+        name: "time",
+        campaign: Some(campaign("it", "IT", false)),
+        number: "333 123 4567",
+        caller_id: Some("+390212345678"),
+        registry: rpo("2026-11-20", &["+393331234567"]),
+        contacts: ContactView::default(),
+        expect: Verdict::Deny,
+        codes: &[],
+    };
+    // Sunday evening in Rome: outside; waiting helps until Monday 09:00.
+    let sunday: Timestamp = "2026-11-22T19:00:00Z".parse().unwrap();
+    let evaluation = run_at(&case, sunday, &[]);
+    assert_eq!(evaluation.verdict, Verdict::Deny);
+    assert_eq!(
+        evaluation
+            .reasons
+            .iter()
+            .map(|r| r.code)
+            .collect::<Vec<_>>(),
+        vec![OutsideCallingHours]
+    );
+    assert_eq!(
+        evaluation.next_allowed_at,
+        Some("2026-11-23T08:00:00Z".parse().unwrap())
+    );
+
+    // A stale registry as well: waiting does not help, no next_allowed_at.
+    let stale = Case {
+        registry: rpo("2026-11-01", &["+393331234567"]),
+        ..case
+    };
+    let evaluation = run_at(&stale, sunday, &[]);
+    assert_eq!(
+        evaluation
+            .reasons
+            .iter()
+            .map(|r| r.code)
+            .collect::<Vec<_>>(),
+        vec![OutsideCallingHours, RegistryStale]
+    );
+    assert_eq!(evaluation.next_allowed_at, None);
+
+    // France: 4 calls in 30 days; the cap lifts 30 days after the first
+    // (Monday 7 December, 20:30 in Paris), and then the window must be open
+    // too: Tuesday 8 December 10:00 in Paris.
+    let fr = Case {
+        name: "fr",
+        campaign: Some(CampaignConfig {
+            destinations: vec![region("FR")],
+            default_region: region("FR"),
+            ..campaign("fr", "DE", false)
+        }),
+        number: "06 12 34 56 78",
+        caller_id: Some("+4930123456"),
+        registry: None,
+        contacts: ContactView::default(),
+        expect: Verdict::Deny,
+        codes: &[],
+    };
+    let first: Timestamp = "2026-11-07T19:30:00Z".parse().unwrap();
+    let attempts: Vec<Timestamp> = (0..4)
+        .map(|d| first + jiff::SignedDuration::from_hours(24 * d))
+        .collect();
+    let evaluation = run_at(&fr, now(), &attempts);
+    assert_eq!(
+        evaluation
+            .reasons
+            .iter()
+            .map(|r| r.code)
+            .collect::<Vec<_>>(),
+        vec![AttemptLimit]
+    );
+    assert_eq!(
+        evaluation.next_allowed_at,
+        Some("2026-12-08T09:00:00Z".parse().unwrap())
+    );
+    let evaluation = run_at(&fr, now(), &attempts[..3]);
+    assert_eq!(
+        evaluation.verdict,
+        Verdict::Allow,
+        "{:?}",
+        evaluation.reasons
+    );
 }

@@ -6,3 +6,4 @@ mod lifecycle;
 mod records;
 mod registry;
 mod support;
+mod timing;

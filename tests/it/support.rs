@@ -88,10 +88,54 @@ default_region = "DE"
 destinations = ["DE"]
 consent_required = true
 caller_ids = ["+4930123456"]
+{ALWAYS_OPEN}
 {extra}
 "#
     )
 }
+
+/// Calling windows open around the clock, so that tests of other rules do
+/// not depend on when they run (the statutory windows are tested on their own).
+pub const ALWAYS_OPEN: &str = r#"
+[destination.IT.calling_hours]
+mon = ["00:00-24:00"]
+tue = ["00:00-24:00"]
+wed = ["00:00-24:00"]
+thu = ["00:00-24:00"]
+fri = ["00:00-24:00"]
+sat = ["00:00-24:00"]
+sun = ["00:00-24:00"]
+holidays = ["00:00-24:00"]
+pre_holidays = ["00:00-24:00"]
+
+[destination.US.calling_hours]
+mon = ["00:00-24:00"]
+tue = ["00:00-24:00"]
+wed = ["00:00-24:00"]
+thu = ["00:00-24:00"]
+fri = ["00:00-24:00"]
+sat = ["00:00-24:00"]
+sun = ["00:00-24:00"]
+holidays = ["00:00-24:00"]
+
+[destination.US.state.FL.calling_hours]
+mon = ["00:00-24:00"]
+tue = ["00:00-24:00"]
+wed = ["00:00-24:00"]
+thu = ["00:00-24:00"]
+fri = ["00:00-24:00"]
+sat = ["00:00-24:00"]
+sun = ["00:00-24:00"]
+
+[destination.GB.calling_hours]
+mon = ["00:00-24:00"]
+tue = ["00:00-24:00"]
+wed = ["00:00-24:00"]
+thu = ["00:00-24:00"]
+fri = ["00:00-24:00"]
+sat = ["00:00-24:00"]
+sun = ["00:00-24:00"]
+"#;
 
 /// A directory with a config file, for CLI runs and servers.
 pub struct Workspace {

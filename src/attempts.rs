@@ -1,0 +1,114 @@
+//! Per number and controller, the ALLOW decisions inside the attempt-cap
+//! window: kept in memory (no SQL on the decision path), rebuilt from the
+//! decision log at start-up, pruned as they age out.
+
+use dashmap::DashMap;
+use jiff::{SignedDuration, Timestamp};
+
+use crate::calling::AttemptLimit;
+use crate::number::NumberKey;
+
+/// Recent attempts by (controller, number).
+#[derive(Debug, Default)]
+pub struct AttemptLedger {
+    attempts: DashMap<(String, NumberKey), Vec<Timestamp>>,
+}
+
+impl AttemptLedger {
+    /// The attempts recorded for the controller and number.
+    pub fn recent(&self, controller: &str, key: NumberKey) -> Vec<Timestamp> {
+        self.attempts
+            .get(&(controller.to_string(), key))
+            .map(|v| v.clone())
+            .unwrap_or_default()
+    }
+
+    /// Records an attempt (start-up rebuild from the log).
+    pub fn record(&self, controller: &str, key: NumberKey, at: Timestamp) {
+        self.attempts
+            .entry((controller.to_string(), key))
+            .or_default()
+            .push(at);
+    }
+
+    /// Records an attempt at `now` only if the cap still allows it, atomically
+    /// for this controller and number (two concurrent checks cannot both take
+    /// the last slot).
+    pub fn try_record(
+        &self,
+        controller: &str,
+        key: NumberKey,
+        limit: AttemptLimit,
+        now: Timestamp,
+    ) -> bool {
+        let mut entry = self
+            .attempts
+            .entry((controller.to_string(), key))
+            .or_default();
+        let since = now - limit.window;
+        entry.retain(|t| *t > since);
+        if entry.len() >= limit.max_attempts as usize {
+            return false;
+        }
+        entry.push(now);
+        true
+    }
+
+    /// Takes back an attempt whose decision could not be logged.
+    pub fn forget(&self, controller: &str, key: NumberKey, at: Timestamp) {
+        if let Some(mut entry) = self.attempts.get_mut(&(controller.to_string(), key))
+            && let Some(i) = entry.iter().position(|t| *t == at)
+        {
+            entry.swap_remove(i);
+        }
+    }
+
+    /// Drops attempts older than `window` before `now`.
+    pub fn prune(&self, window: SignedDuration, now: Timestamp) {
+        let since = now - window;
+        self.attempts.retain(|_, v| {
+            v.retain(|t| *t > since);
+            !v.is_empty()
+        });
+    }
+
+    /// Numbers with attempts held.
+    pub fn len(&self) -> usize {
+        self.attempts.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.attempts.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_try_record_respects_the_cap_and_the_window() {
+        let ledger = AttemptLedger::default();
+        let key = NumberKey::from_e164("+33612345678").unwrap();
+        let limit = AttemptLimit {
+            max_attempts: 2,
+            window: SignedDuration::from_hours(24),
+        };
+        let t0: Timestamp = "2026-11-23T10:00:00Z".parse().unwrap();
+        assert!(ledger.try_record("acme", key, limit, t0));
+        assert!(ledger.try_record("acme", key, limit, t0 + SignedDuration::from_hours(1)));
+        assert!(!ledger.try_record("acme", key, limit, t0 + SignedDuration::from_hours(2)));
+        assert!(ledger.try_record("beta", key, limit, t0), "per controller");
+        assert!(
+            ledger.try_record("acme", key, limit, t0 + SignedDuration::from_hours(24)),
+            "the first left the window"
+        );
+        ledger.forget("acme", key, t0 + SignedDuration::from_hours(24));
+        assert_eq!(ledger.recent("acme", key).len(), 1);
+        ledger.prune(
+            SignedDuration::from_hours(1),
+            t0 + SignedDuration::from_hours(48),
+        );
+        assert!(ledger.is_empty());
+    }
+}

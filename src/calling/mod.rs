@@ -1,0 +1,352 @@
+//! Calling windows in the called person's local time, public holidays and
+//! attempt caps. Everything here is a pure function of the rules, the
+//! number's whereabouts and `now`.
+//!
+//! A window is the intersection of layers: the destination's statutory week
+//! (configurable per destination), a state overlay (US), and the campaign's
+//! own hours, which can only narrow it. A number that may be in several time
+//! zones must be inside the window in all of them.
+
+pub mod holidays;
+pub mod zones;
+
+use std::collections::BTreeMap;
+
+use jiff::civil::Date;
+use jiff::tz::TimeZone;
+use jiff::{SignedDuration, Timestamp, ToSpan};
+
+/// Local minutes `[start, end)` of a day; `end` may be 1440 (midnight).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Span {
+    pub start: u16,
+    pub end: u16,
+}
+
+impl Span {
+    /// Parses `HH:MM-HH:MM` (`24:00` allowed as an end).
+    pub fn parse(text: &str) -> Option<Span> {
+        let (start, end) = text.trim().split_once('-')?;
+        let minutes = |t: &str| -> Option<u16> {
+            let (h, m) = t.trim().split_once(':')?;
+            let (h, m): (u16, u16) = (h.parse().ok()?, m.parse().ok()?);
+            (m < 60 && (h < 24 || (h == 24 && m == 0))).then_some(h * 60 + m)
+        };
+        let span = Span {
+            start: minutes(start)?,
+            end: minutes(end)?,
+        };
+        (span.start < span.end).then_some(span)
+    }
+
+    const fn hours(start: u16, end: u16) -> Span {
+        Span {
+            start: start * 60,
+            end: end * 60,
+        }
+    }
+}
+
+/// Permitted spans of one day; empty = no calls that day.
+pub type DaySpans = Vec<Span>;
+
+/// A weekly calling window. `None` leaves that day to the other layers.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WeeklyHours {
+    /// Monday to Sunday.
+    pub days: [Option<DaySpans>; 7],
+    /// On public holidays (instead of the weekday).
+    pub holidays: Option<DaySpans>,
+    /// On the day before a public holiday (narrows the weekday).
+    pub pre_holidays: Option<DaySpans>,
+}
+
+impl WeeklyHours {
+    /// The same spans every day of the week.
+    fn every_day(spans: &[Span]) -> WeeklyHours {
+        WeeklyHours {
+            days: std::array::from_fn(|_| Some(spans.to_vec())),
+            ..Default::default()
+        }
+    }
+
+    /// Replaces the days `other` sets.
+    pub fn overridden_by(&self, other: &WeeklyHours) -> WeeklyHours {
+        WeeklyHours {
+            days: std::array::from_fn(|i| other.days[i].clone().or_else(|| self.days[i].clone())),
+            holidays: other.holidays.clone().or_else(|| self.holidays.clone()),
+            pre_holidays: other
+                .pre_holidays
+                .clone()
+                .or_else(|| self.pre_holidays.clone()),
+        }
+    }
+
+    /// The spans this layer permits on `day`; `None` when it does not constrain it.
+    fn spans_on(&self, day: Date, is_holiday: bool, is_pre_holiday: bool) -> Option<DaySpans> {
+        if is_holiday && let Some(spans) = &self.holidays {
+            return Some(spans.clone());
+        }
+        let weekday = self.days[day.weekday().to_monday_zero_offset() as usize].clone();
+        match (&self.pre_holidays, is_pre_holiday) {
+            (Some(pre), true) => Some(match weekday {
+                Some(w) => intersect_spans(&w, pre),
+                None => pre.clone(),
+            }),
+            _ => weekday,
+        }
+    }
+}
+
+/// A cap on ALLOW decisions per number and controller in a rolling window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AttemptLimit {
+    pub max_attempts: u32,
+    pub window: SignedDuration,
+}
+
+/// The calling rules of one destination region.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DestinationRules {
+    /// The statutory week; `None` = no statutory window.
+    pub hours: Option<WeeklyHours>,
+    /// Regional or extra public holidays.
+    pub extra_holidays: Vec<Date>,
+    pub attempt_limit: Option<AttemptLimit>,
+    /// Overlays by state (US), narrowing `hours`.
+    pub states: BTreeMap<String, WeeklyHours>,
+}
+
+/// The statutory defaults (sources in the compliance rules reference).
+pub fn statutory(region: &str) -> DestinationRules {
+    let weekdays = |spans: &[Span]| -> [Option<DaySpans>; 7] {
+        std::array::from_fn(|i| Some(if i < 5 { spans.to_vec() } else { Vec::new() }))
+    };
+    match region {
+        // Garante code of conduct 2024: Mon-Fri 09-20, Saturdays and days
+        // before a holiday 10-19, no calls on Sundays and holidays.
+        "IT" => {
+            let mut days = weekdays(&[Span::hours(9, 20)]);
+            days[5] = Some(vec![Span::hours(10, 19)]);
+            DestinationRules {
+                hours: Some(WeeklyHours {
+                    days,
+                    holidays: Some(Vec::new()),
+                    pre_holidays: Some(vec![Span::hours(10, 19)]),
+                }),
+                ..Default::default()
+            }
+        }
+        // Décret 2022-1313: Mon-Fri 10-13 and 14-20, no weekends or holidays;
+        // at most 4 calls in 30 days.
+        "FR" => DestinationRules {
+            hours: Some(WeeklyHours {
+                days: weekdays(&[Span::hours(10, 13), Span::hours(14, 20)]),
+                holidays: Some(Vec::new()),
+                pre_holidays: None,
+            }),
+            attempt_limit: Some(AttemptLimit {
+                max_attempts: 4,
+                window: SignedDuration::from_hours(30 * 24),
+            }),
+            ..Default::default()
+        },
+        // Ley 11/2022: weekdays 09-21, no weekends or holidays.
+        "ES" => DestinationRules {
+            hours: Some(WeeklyHours {
+                days: weekdays(&[Span::hours(9, 21)]),
+                holidays: Some(Vec::new()),
+                pre_holidays: None,
+            }),
+            ..Default::default()
+        },
+        // TCPA 47 CFR 64.1200(c)(1): 08-21 local; Florida (FTSA 2021) 08-20.
+        "US" => DestinationRules {
+            hours: Some(WeeklyHours::every_day(&[Span::hours(8, 21)])),
+            states: BTreeMap::from([(
+                "FL".to_string(),
+                WeeklyHours::every_day(&[Span::hours(8, 20)]),
+            )]),
+            ..Default::default()
+        },
+        // No statutory window: a configurable default.
+        "GB" => DestinationRules {
+            hours: Some(WeeklyHours::every_day(&[Span::hours(9, 21)])),
+            ..Default::default()
+        },
+        _ => DestinationRules::default(),
+    }
+}
+
+/// Where and under which rules a call would ring.
+#[derive(Debug, Clone, Copy)]
+pub struct WindowInput<'a> {
+    pub region: &'a str,
+    pub zones: &'a [&'a str],
+    /// The state, when known (US).
+    pub state: Option<&'a str>,
+    pub destination: &'a DestinationRules,
+    /// The campaign's own hours, narrowing the destination's.
+    pub campaign: Option<&'a WeeklyHours>,
+}
+
+/// Outcome of the calling-window rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WindowCheck {
+    /// No window applies to this destination and campaign.
+    Unrestricted,
+    /// Inside the window, which closes at this instant.
+    Inside { closes_at: Timestamp },
+    /// Outside; the next permitted instant within the search horizon, if any.
+    Outside { next_open: Option<Timestamp> },
+    /// A window applies but the local time of the number is unknown.
+    UnknownZone,
+}
+
+/// How far ahead `next_open` is searched.
+const HORIZON_DAYS: i64 = 21;
+
+/// Checks whether `now` is inside the calling window.
+pub fn check(input: &WindowInput<'_>, now: Timestamp) -> WindowCheck {
+    let layers = layers(input);
+    if layers.is_empty() {
+        return WindowCheck::Unrestricted;
+    }
+    if input.zones.is_empty() {
+        return WindowCheck::UnknownZone;
+    }
+    let zones: Option<Vec<TimeZone>> = input.zones.iter().map(|z| TimeZone::get(z).ok()).collect();
+    let Some(zones) = zones else {
+        return WindowCheck::UnknownZone;
+    };
+    for horizon in [1, HORIZON_DAYS] {
+        let intervals = allowed_intervals(input, &layers, &zones, now, horizon);
+        if let Some(&(_, end)) = intervals
+            .iter()
+            .find(|(start, end)| *start <= now && now < *end)
+        {
+            return WindowCheck::Inside { closes_at: end };
+        }
+        if let Some(&(start, _)) = intervals.iter().find(|(start, _)| *start > now) {
+            return WindowCheck::Outside {
+                next_open: Some(start),
+            };
+        }
+    }
+    WindowCheck::Outside { next_open: None }
+}
+
+fn layers<'a>(input: &WindowInput<'a>) -> Vec<&'a WeeklyHours> {
+    let mut layers: Vec<&WeeklyHours> = Vec::new();
+    if let Some(hours) = &input.destination.hours {
+        layers.push(hours);
+    }
+    match input.state {
+        Some(state) => layers.extend(input.destination.states.get(state)),
+        // Unknown state: every state's overlay may apply.
+        None => layers.extend(input.destination.states.values()),
+    }
+    layers.extend(input.campaign);
+    layers
+}
+
+type Interval = (Timestamp, Timestamp);
+
+/// UTC intervals permitted in every zone, over local days around `now`.
+fn allowed_intervals(
+    input: &WindowInput<'_>,
+    layers: &[&WeeklyHours],
+    zones: &[TimeZone],
+    now: Timestamp,
+    horizon_days: i64,
+) -> Vec<Interval> {
+    let mut result: Option<Vec<Interval>> = None;
+    for tz in zones {
+        let today = now.to_zoned(tz.clone()).date();
+        let mut intervals = Vec::new();
+        for offset in -1..=horizon_days {
+            let Ok(day) = today.checked_add(offset.days()) else {
+                continue;
+            };
+            for span in day_spans(input, layers, day) {
+                if let (Some(start), Some(end)) = (
+                    local_instant(tz, day, span.start),
+                    local_instant(tz, day, span.end),
+                ) {
+                    intervals.push((start, end));
+                }
+            }
+        }
+        result = Some(match result {
+            None => intervals,
+            Some(previous) => intersect_intervals(&previous, &intervals),
+        });
+    }
+    result.unwrap_or_default()
+}
+
+fn day_spans(input: &WindowInput<'_>, layers: &[&WeeklyHours], day: Date) -> DaySpans {
+    let is_holiday = holidays::is_holiday(input.region, day, &input.destination.extra_holidays);
+    let is_pre_holiday = day.tomorrow().is_ok_and(|next| {
+        holidays::is_holiday(input.region, next, &input.destination.extra_holidays)
+    });
+    let mut spans = vec![Span {
+        start: 0,
+        end: 1440,
+    }];
+    for layer in layers {
+        if let Some(layer_spans) = layer.spans_on(day, is_holiday, is_pre_holiday) {
+            spans = intersect_spans(&spans, &layer_spans);
+        }
+    }
+    spans
+}
+
+fn local_instant(tz: &TimeZone, day: Date, minutes: u16) -> Option<Timestamp> {
+    let (day, minutes) = if minutes >= 1440 {
+        (day.tomorrow().ok()?, 0)
+    } else {
+        (day, minutes)
+    };
+    let time = jiff::civil::time((minutes / 60) as i8, (minutes % 60) as i8, 0, 0);
+    day.to_datetime(time)
+        .to_zoned(tz.clone())
+        .ok()
+        .map(|z| z.timestamp())
+}
+
+fn intersect_spans(a: &[Span], b: &[Span]) -> DaySpans {
+    let mut out = Vec::new();
+    for x in a {
+        for y in b {
+            let start = x.start.max(y.start);
+            let end = x.end.min(y.end);
+            if start < end {
+                out.push(Span { start, end });
+            }
+        }
+    }
+    out.sort_by_key(|s| s.start);
+    out
+}
+
+fn intersect_intervals(a: &[Interval], b: &[Interval]) -> Vec<Interval> {
+    let mut out = Vec::new();
+    for x in a {
+        for y in b {
+            let start = x.0.max(y.0);
+            let end = x.1.min(y.1);
+            if start < end {
+                out.push((start, end));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// The configuration keys of the weekdays, Monday first.
+pub const WEEKDAY_KEYS: [&str; 7] = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,270 @@
+//! Table-driven tests of calling windows across their edges, all with `now` passed in.
+
+use super::*;
+
+fn at(text: &str) -> Timestamp {
+    text.parse().unwrap()
+}
+
+fn check_at(
+    region: &str,
+    zones: &[&str],
+    state: Option<&str>,
+    campaign: Option<&WeeklyHours>,
+    now: &str,
+) -> WindowCheck {
+    let destination = statutory(region);
+    check(
+        &WindowInput {
+            region,
+            zones,
+            state,
+            destination: &destination,
+            campaign,
+        },
+        at(now),
+    )
+}
+
+fn outside_until(next: &str) -> WindowCheck {
+    WindowCheck::Outside {
+        next_open: Some(at(next)),
+    }
+}
+
+fn inside_until(closes: &str) -> WindowCheck {
+    WindowCheck::Inside {
+        closes_at: at(closes),
+    }
+}
+
+const ROME: &[&str] = &["Europe/Rome"];
+
+#[test]
+fn test_italy_table() {
+    // Instants are local times in Rome written with their offset (+01:00 in winter, +02:00 in summer).
+    let cases = [
+        (
+            "Monday 08:59",
+            "2026-11-23T08:59:00+01:00",
+            outside_until("2026-11-23T09:00:00+01:00"),
+        ),
+        (
+            "Monday 09:00",
+            "2026-11-23T09:00:00+01:00",
+            inside_until("2026-11-23T20:00:00+01:00"),
+        ),
+        (
+            "Monday 19:59",
+            "2026-11-23T19:59:00+01:00",
+            inside_until("2026-11-23T20:00:00+01:00"),
+        ),
+        (
+            "Monday 20:00",
+            "2026-11-23T20:00:00+01:00",
+            outside_until("2026-11-24T09:00:00+01:00"),
+        ),
+        (
+            "Saturday 09:30",
+            "2026-11-28T09:30:00+01:00",
+            outside_until("2026-11-28T10:00:00+01:00"),
+        ),
+        (
+            "Saturday 18:59",
+            "2026-11-28T18:59:00+01:00",
+            inside_until("2026-11-28T19:00:00+01:00"),
+        ),
+        (
+            "Saturday 19:00 to Monday",
+            "2026-11-28T19:00:00+01:00",
+            outside_until("2026-11-30T09:00:00+01:00"),
+        ),
+        (
+            "Sunday noon",
+            "2026-11-29T12:00:00+01:00",
+            outside_until("2026-11-30T09:00:00+01:00"),
+        ),
+        (
+            "Monday 7 Dec, pre-holiday 09:30",
+            "2026-12-07T09:30:00+01:00",
+            outside_until("2026-12-07T10:00:00+01:00"),
+        ),
+        (
+            "pre-holiday 19:00 to after the holiday",
+            "2026-12-07T19:00:00+01:00",
+            outside_until("2026-12-09T09:00:00+01:00"),
+        ),
+        (
+            "8 Dec holiday",
+            "2026-12-08T12:00:00+01:00",
+            outside_until("2026-12-09T09:00:00+01:00"),
+        ),
+        (
+            "Saturday 5 Dec evening to the pre-holiday Monday",
+            "2026-12-05T20:00:00+01:00",
+            outside_until("2026-12-07T10:00:00+01:00"),
+        ),
+        (
+            "Easter Monday 2026",
+            "2026-04-06T12:00:00+02:00",
+            outside_until("2026-04-07T09:00:00+02:00"),
+        ),
+        (
+            "Easter Monday 2025",
+            "2025-04-21T12:00:00+02:00",
+            outside_until("2025-04-22T09:00:00+02:00"),
+        ),
+        (
+            "Easter Monday 2027",
+            "2027-03-29T12:00:00+02:00",
+            outside_until("2027-03-30T09:00:00+02:00"),
+        ),
+        (
+            "Christmas to 28 Dec",
+            "2026-12-24T19:30:00+01:00",
+            outside_until("2026-12-28T09:00:00+01:00"),
+        ),
+        // Europe switches to summer time on Sunday 29 March 2026: Monday 30th 09:00 is +02:00.
+        (
+            "across the DST switch",
+            "2026-03-28T19:00:00+01:00",
+            outside_until("2026-03-30T09:00:00+02:00"),
+        ),
+        (
+            "day after the DST switch",
+            "2026-03-30T19:30:00+02:00",
+            inside_until("2026-03-30T20:00:00+02:00"),
+        ),
+    ];
+    for (name, now, expected) in cases {
+        assert_eq!(check_at("IT", ROME, None, None, now), expected, "{name}");
+    }
+}
+
+#[test]
+fn test_france_lunch_gap_weekends_and_holidays() {
+    let paris: &[&str] = &["Europe/Paris"];
+    let cases = [
+        (
+            "12:59",
+            "2026-11-23T12:59:00+01:00",
+            inside_until("2026-11-23T13:00:00+01:00"),
+        ),
+        (
+            "13:00 lunch",
+            "2026-11-23T13:00:00+01:00",
+            outside_until("2026-11-23T14:00:00+01:00"),
+        ),
+        (
+            "14:00",
+            "2026-11-23T14:00:00+01:00",
+            inside_until("2026-11-23T20:00:00+01:00"),
+        ),
+        (
+            "Friday 20:00 to Monday",
+            "2026-11-27T20:00:00+01:00",
+            outside_until("2026-11-30T10:00:00+01:00"),
+        ),
+        (
+            "11 November",
+            "2026-11-11T11:00:00+01:00",
+            outside_until("2026-11-12T10:00:00+01:00"),
+        ),
+    ];
+    for (name, now, expected) in cases {
+        assert_eq!(check_at("FR", paris, None, None, now), expected, "{name}");
+    }
+}
+
+#[test]
+fn test_us_zones_dst_and_state_overlay() {
+    let ny: &[&str] = &["America/New_York"];
+    // US DST starts Sunday 8 March 2026 at 02:00 local.
+    assert_eq!(
+        check_at("US", ny, Some("NY"), None, "2026-03-08T07:59:00-04:00"),
+        outside_until("2026-03-08T08:00:00-04:00")
+    );
+    assert_eq!(
+        check_at("US", ny, Some("NY"), None, "2026-03-07T20:59:00-05:00"),
+        inside_until("2026-03-07T21:00:00-05:00")
+    );
+    // Florida closes at 20:00.
+    assert_eq!(
+        check_at("US", ny, Some("FL"), None, "2026-11-23T20:30:00-05:00"),
+        outside_until("2026-11-24T08:00:00-05:00")
+    );
+    // Unknown area code: every zone and every state overlay; 08:00 in Honolulu is 13:00 in New York.
+    let all = zones::locate("US", "16845550123").zones;
+    assert_eq!(
+        check_at("US", &all, None, None, "2026-11-23T12:00:00-05:00"),
+        outside_until("2026-11-23T13:00:00-05:00")
+    );
+    // ... and 20:00 (Florida) in New York closes the window.
+    assert_eq!(
+        check_at("US", &all, None, None, "2026-11-23T13:00:00-05:00"),
+        inside_until("2026-11-23T20:00:00-05:00")
+    );
+}
+
+#[test]
+fn test_campaign_hours_only_narrow_and_unknown_zone_fails_closed() {
+    let mut evenings = WeeklyHours::default();
+    evenings.days[0] = Some(vec![Span::parse("18:00-22:00").unwrap()]);
+    assert_eq!(
+        check_at(
+            "IT",
+            ROME,
+            None,
+            Some(&evenings),
+            "2026-11-23T17:00:00+01:00"
+        ),
+        outside_until("2026-11-23T18:00:00+01:00")
+    );
+    assert_eq!(
+        check_at(
+            "IT",
+            ROME,
+            None,
+            Some(&evenings),
+            "2026-11-23T19:00:00+01:00"
+        ),
+        inside_until("2026-11-23T20:00:00+01:00"),
+        "the statutory 20:00 still closes"
+    );
+    assert_eq!(
+        check_at("JP", &[], None, None, "2026-11-23T12:00:00Z"),
+        WindowCheck::Unrestricted
+    );
+    assert_eq!(
+        check_at("JP", &[], None, Some(&evenings), "2026-11-23T12:00:00Z"),
+        WindowCheck::UnknownZone
+    );
+}
+
+#[test]
+fn test_span_parse() {
+    assert_eq!(
+        Span::parse("09:00-20:00"),
+        Some(Span {
+            start: 540,
+            end: 1200
+        })
+    );
+    assert_eq!(
+        Span::parse("00:00-24:00"),
+        Some(Span {
+            start: 0,
+            end: 1440
+        })
+    );
+    for bad in [
+        "20:00-09:00",
+        "9-20",
+        "09:00-24:01",
+        "25:00-26:00",
+        "09:60-10:00",
+        "",
+    ] {
+        assert_eq!(Span::parse(bad), None, "{bad}");
+    }
+}
