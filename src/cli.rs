@@ -9,7 +9,9 @@ use jiff::Timestamp;
 use jiff::civil::Date;
 
 use crate::config::Config;
+use crate::contacts::ContactStore;
 use crate::decision_log::{self, audit};
+use crate::records::Records;
 use crate::registry::snapshot::ImportMode;
 use crate::registry::{self, RegistrySet, import};
 
@@ -34,6 +36,45 @@ pub enum Command {
     /// The decision log
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Bulk consents from a CRM
+    #[command(subcommand)]
+    Consent(ConsentCommand),
+    /// Bulk opt-outs
+    #[command(subcommand)]
+    Suppression(SuppressionCommand),
+    /// The change trail of contact records
+    #[command(subcommand)]
+    Trail(TrailCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConsentCommand {
+    /// Import consents from a CSV file (header row; see README for the columns)
+    Import {
+        #[arg(long)]
+        file: PathBuf,
+        /// Validate only; store nothing
+        #[arg(long)]
+        dry_run: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SuppressionCommand {
+    /// Import opt-outs from a CSV file (header row; see README for the columns)
+    Import {
+        #[arg(long)]
+        file: PathBuf,
+        /// Validate only; store nothing
+        #[arg(long)]
+        dry_run: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TrailCommand {
+    /// Write every change to contact records as JSON lines, oldest first
+    Export,
 }
 
 #[derive(Debug, Subcommand)]
@@ -126,7 +167,61 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             format,
         }) => audit_export(&config, number, since, until, format),
         Command::Audit(AuditCommand::Verify) => audit_verify(&config),
+        Command::Consent(ConsentCommand::Import { file, dry_run }) => {
+            contact_import(&config, &file, dry_run, true)
+        }
+        Command::Suppression(SuppressionCommand::Import { file, dry_run }) => {
+            contact_import(&config, &file, dry_run, false)
+        }
+        Command::Trail(TrailCommand::Export) => trail_export(&config),
     }
+}
+
+/// Who runs a CLI command, for the change trail.
+fn cli_actor() -> String {
+    format!(
+        "cli:{}",
+        std::env::var("USER").unwrap_or_else(|_| "unknown".into())
+    )
+}
+
+fn contact_import(
+    config: &Config,
+    file: &std::path::Path,
+    dry_run: bool,
+    consents: bool,
+) -> anyhow::Result<()> {
+    let store = std::sync::Arc::new(ContactStore::open(&config.server.data_dir)?);
+    let now = Timestamp::now();
+    let summary = if consents {
+        crate::contact_import::import_consents(&store, file, &cli_actor(), now, dry_run)?
+    } else {
+        let records = Records::new(store, decision_log::database_path(&config.server.data_dir));
+        crate::contact_import::import_suppressions(&records, file, &cli_actor(), now, dry_run)?
+    };
+    println!(
+        "{}{} lines valid; {} stored, {} already present",
+        if summary.dry_run {
+            "dry run, nothing stored: "
+        } else {
+            ""
+        },
+        summary.lines,
+        summary.stored,
+        summary.already_present
+    );
+    Ok(())
+}
+
+fn trail_export(config: &Config) -> anyhow::Result<()> {
+    let store = ContactStore::open(&config.server.data_dir)?;
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    for event in store.trail()? {
+        serde_json::to_writer(&mut out, &event)?;
+        writeln!(out)?;
+    }
+    out.flush()?;
+    Ok(())
 }
 
 fn serve(config: Config) -> anyhow::Result<()> {

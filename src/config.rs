@@ -252,6 +252,18 @@ struct RawRegistry {
     valid_days: Option<u32>,
     seed_file: Option<PathBuf>,
     seed_controller: Option<String>,
+    exemptions: Option<RawExemptions>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawExemptions {
+    customer_months: Option<u32>,
+    customer_days: Option<u32>,
+    inquiry_months: Option<u32>,
+    inquiry_days: Option<u32>,
+    consent: Option<bool>,
+    consent_after_registration: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -311,6 +323,70 @@ pub struct RegistryConfig {
     pub seed_file: Option<PathBuf>,
     /// Demo only: the controller an allow-list seed is cleared for.
     pub seed_controller: Option<String>,
+    /// What lifts this registry's DENY for a controller.
+    pub exemptions: Exemptions,
+}
+
+/// A period after an event: calendar months or days.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Period {
+    Months(u32),
+    Days(u32),
+}
+
+impl Period {
+    /// The instant `self` after `from`.
+    pub fn after(self, from: jiff::Timestamp) -> jiff::Timestamp {
+        let span = match self {
+            Period::Months(m) => jiff::Span::new().months(i64::from(m)),
+            Period::Days(d) => jiff::Span::new().days(i64::from(d)),
+        };
+        from.to_zoned(jiff::tz::TimeZone::UTC)
+            .checked_add(span)
+            .map(|z| z.timestamp())
+            .unwrap_or(jiff::Timestamp::MAX)
+    }
+}
+
+/// Exemptions from a registry (statutory defaults by country).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Exemptions {
+    /// Customers: ongoing, or this long after the last purchase, delivery or
+    /// payment (`ended_at`); `None` = no customer exemption.
+    pub customer: Option<Period>,
+    /// Inquiries: this long after the inquiry; `None` = no inquiry exemption.
+    pub inquiry: Option<Period>,
+    /// A consent to this controller for the purpose lifts the registry.
+    pub consent: bool,
+    /// Italy policy (off by default): a consent counts over an RPO DENY only
+    /// if given after the number was first seen not cleared for the controller.
+    pub consent_after_registration: bool,
+}
+
+/// Statutory exemptions by country (compliance rules US-EBR, US-DNC-NAT,
+/// IT-RPO-SURVIVE, UK-TPS, FR Bloctel).
+pub fn statutory_exemptions(country: Region) -> Exemptions {
+    match country.as_str() {
+        "US" => Exemptions {
+            customer: Some(Period::Months(18)),
+            inquiry: Some(Period::Months(3)),
+            consent: true,
+            consent_after_registration: false,
+        },
+        "IT" => Exemptions {
+            customer: Some(Period::Days(30)),
+            ..Default::default()
+        },
+        "GB" => Exemptions {
+            consent: true,
+            ..Default::default()
+        },
+        "FR" => Exemptions {
+            customer: Some(Period::Days(0)),
+            ..Default::default()
+        },
+        _ => Exemptions::default(),
+    }
 }
 
 /// One configured campaign.
@@ -518,7 +594,40 @@ impl Validator<'_> {
                     "an allow-list seed needs the controller it is cleared for",
                 ));
             }
+            let mut exemptions = statutory_exemptions(country);
+            if let Some(raw) = &r.exemptions {
+                let period =
+                    |field: &str, months: Option<u32>, days: Option<u32>| match (months, days) {
+                        (Some(m), None) => Ok(Some(Some(Period::Months(m)))),
+                        (None, Some(d)) => Ok(Some(Some(Period::Days(d)))),
+                        (None, None) => Ok(None),
+                        (Some(_), Some(_)) => Err(self.invalid(
+                            key(&format!("exemptions.{field}_months")),
+                            "both",
+                            "set months or days, not both",
+                        )),
+                    };
+                if let Some(customer) = period("customer", raw.customer_months, raw.customer_days)?
+                {
+                    exemptions.customer = customer;
+                }
+                if let Some(inquiry) = period("inquiry", raw.inquiry_months, raw.inquiry_days)? {
+                    exemptions.inquiry = inquiry;
+                }
+                exemptions.consent = raw.consent.unwrap_or(exemptions.consent);
+                exemptions.consent_after_registration = raw
+                    .consent_after_registration
+                    .unwrap_or(exemptions.consent_after_registration);
+                if exemptions.consent_after_registration && r.kind != RegistryKind::Allowlist {
+                    return Err(self.invalid(
+                        key("exemptions.consent_after_registration"),
+                        true,
+                        "applies to allow-list registries only",
+                    ));
+                }
+            }
             registries.push(RegistryConfig {
+                exemptions,
                 id: r.id,
                 kind: r.kind,
                 country,

@@ -190,6 +190,8 @@ impl Gateway {
             tracing::error!(error = %err, campaign = %request.campaign_id, "decision not logged: answering unavailable");
             return Err(err);
         }
+        self.observe_not_cleared(campaign, &called, &evaluation.not_cleared, now)
+            .await;
         let total_us = started.elapsed().as_micros() as u64;
         self.stats
             .record_decision(evaluation.verdict, &evaluation.reasons, total_us);
@@ -207,6 +209,44 @@ impl Gateway {
             normalized_number,
             next_allowed_at: evaluation.next_allowed_at,
         })
+    }
+
+    /// Keeps, for registries whose policy lets a later consent count, the
+    /// first time a number was seen not cleared for a controller.
+    async fn observe_not_cleared(
+        &self,
+        campaign: Option<&CampaignConfig>,
+        called: &Result<Normalized, NumberError>,
+        not_cleared: &[String],
+        now: Timestamp,
+    ) {
+        let (Some(campaign), Ok(number)) = (campaign, called) else {
+            return;
+        };
+        let registries: Vec<String> = not_cleared
+            .iter()
+            .filter(|id| {
+                self.registries
+                    .entries()
+                    .iter()
+                    .any(|e| &e.config.id == *id && e.config.exemptions.consent_after_registration)
+            })
+            .cloned()
+            .collect();
+        if registries.is_empty() {
+            return;
+        }
+        let contacts = Arc::clone(&self.contacts);
+        let controller = campaign.controller.clone();
+        let key = number.key;
+        let _ = tokio::task::spawn_blocking(move || {
+            for registry in registries {
+                if let Err(err) = contacts.observe_not_cleared(&registry, &controller, key, now) {
+                    tracing::warn!(error = %err, "registry observation not stored");
+                }
+            }
+        })
+        .await;
     }
 
     /// Screens a number for list planning, as of `at` (default: now).
@@ -237,9 +277,9 @@ impl Gateway {
         caller_id: Option<&str>,
         now: Timestamp,
     ) -> Evaluation {
-        let (contacts, registries, whereabouts, attempts) = match called {
+        let (contacts, registries, whereabouts, first_not_cleared, attempts) = match called {
             Ok(n) => (
-                self.contacts.index().view(n.key),
+                self.contacts.index().view(n.key, &n.e164),
                 self.registries
                     .for_region(n.region)
                     .map(|entry| RegistryData {
@@ -248,6 +288,19 @@ impl Gateway {
                     })
                     .collect(),
                 zones::locate(n.region.as_str(), &n.e164[1..]),
+                match campaign {
+                    Some(c) => self
+                        .registries
+                        .for_region(n.region)
+                        .filter(|e| e.config.exemptions.consent_after_registration)
+                        .filter_map(|e| {
+                            self.contacts
+                                .first_not_cleared(&e.config.id, &c.controller, n.key)
+                                .map(|at| (e.config.id.clone(), at))
+                        })
+                        .collect(),
+                    None => Vec::new(),
+                },
                 campaign
                     .map(|c| self.attempts.recent(&c.controller, n.key))
                     .unwrap_or_default(),
@@ -256,6 +309,7 @@ impl Gateway {
                 Default::default(),
                 Vec::new(),
                 Whereabouts::default(),
+                Vec::new(),
                 Vec::new(),
             ),
         };
@@ -277,6 +331,7 @@ impl Gateway {
                 destination,
                 whereabouts: &whereabouts,
                 attempts: &attempts,
+                first_not_cleared: &first_not_cleared,
             },
             now,
         )

@@ -17,6 +17,7 @@ pub mod attempts;
 pub mod calling;
 pub mod cli;
 pub mod config;
+pub mod contact_import;
 pub mod contacts;
 pub mod decision_log;
 pub mod gateway;

@@ -1,11 +1,18 @@
-//! The contact-records service: validates CRM requests and stores consents
-//! and opt-outs. A bad request changes nothing and names the bad field.
+//! The contact-records service: validates CRM requests and stores consents,
+//! relationships and opt-outs; serves data-subject access and erasure. A bad
+//! request changes nothing and names the bad field. Every change is in the
+//! change trail with its actor.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use jiff::Timestamp;
+use serde::Serialize;
 
-use crate::contacts::{Consent, ContactStore, StoreError, Suppression};
+use crate::contacts::{
+    ChangeEvent, Consent, ContactStore, Relationship, RelationshipKind, StoreError, Suppression,
+};
+use crate::decision_log::audit::{self, AuditError, ExportFilter, ExportFormat};
 use crate::model::Purpose;
 use crate::number::{self, Normalized, Region};
 
@@ -19,6 +26,8 @@ pub enum RecordsError {
     },
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Audit(#[from] AuditError),
 }
 
 fn invalid(field: &'static str, problem: impl Into<String>) -> RecordsError {
@@ -35,9 +44,14 @@ pub struct NewConsent {
     pub number: String,
     pub purpose: Option<Purpose>,
     pub granted_at: Option<Timestamp>,
+    pub expires_at: Option<Timestamp>,
     pub source: String,
+    pub method: String,
+    pub notice_version: String,
     pub evidence_ref: String,
     pub default_region: String,
+    /// Makes re-runs of a bulk import idempotent; generated when empty.
+    pub consent_id: String,
 }
 
 /// A revocation to record.
@@ -56,24 +70,65 @@ pub struct Revocation {
 pub struct NewSuppression {
     /// Empty = every controller.
     pub controller: String,
+    /// Empty = every campaign (of the controller).
+    pub campaign_id: String,
     pub number: String,
     pub reason: String,
     pub source: String,
+    pub expires_at: Option<Timestamp>,
     pub default_region: String,
+    /// Makes re-runs of a bulk import idempotent; generated when empty.
+    pub suppression_id: String,
+}
+
+/// A relationship to record.
+#[derive(Debug, Clone, Default)]
+pub struct NewRelationship {
+    pub controller: String,
+    pub number: String,
+    pub kind: Option<RelationshipKind>,
+    pub started_at: Option<Timestamp>,
+    pub ended_at: Option<Timestamp>,
+    pub default_region: String,
+}
+
+/// Which subject a data-subject request is about.
+#[derive(Debug, Clone, Default)]
+pub struct SubjectRequest {
+    /// Empty = every controller.
+    pub controller: String,
+    pub number: String,
+    pub default_region: String,
+}
+
+#[derive(Serialize)]
+struct SubjectExport<'a> {
+    number: &'a str,
+    controller: &'a str,
+    exported_at: Timestamp,
+    consents: &'a [Consent],
+    relationships: &'a [Relationship],
+    suppressions: &'a [Suppression],
+    decisions: Vec<serde_json::Value>,
+    trail: &'a [ChangeEvent],
 }
 
 /// The contact-records service.
 #[derive(Debug, Clone)]
 pub struct Records {
     store: Arc<ContactStore>,
+    decisions_db: PathBuf,
 }
 
 /// How far ahead of the server clock a client timestamp may be (clock skew).
 const CLOCK_SKEW_SECONDS: i64 = 60;
 
 impl Records {
-    pub fn new(store: Arc<ContactStore>) -> Records {
-        Records { store }
+    pub fn new(store: Arc<ContactStore>, decisions_db: PathBuf) -> Records {
+        Records {
+            store,
+            decisions_db,
+        }
     }
 
     /// Records a consent; returns its id.
@@ -83,37 +138,16 @@ impl Records {
     pub fn record_consent(
         &self,
         request: NewConsent,
+        actor: &str,
         now: Timestamp,
     ) -> Result<String, RecordsError> {
-        let controller = required("controller", &request.controller)?;
-        let number = parse_number(&request.number, &request.default_region)?;
-        let purpose = request
-            .purpose
-            .ok_or_else(|| invalid("purpose", "must be specified"))?;
-        let granted_at = request
-            .granted_at
-            .ok_or_else(|| invalid("granted_at", "must be set"))?;
-        not_in_future("granted_at", granted_at, now)?;
-        if request.source.trim().is_empty() {
-            return Err(invalid(
-                "source",
-                "must say where the consent was collected",
-            ));
-        }
-        let consent = Consent {
-            consent_id: uuid::Uuid::now_v7().to_string(),
-            controller,
-            number: number.e164.clone(),
-            purpose,
-            granted_at,
-            revoked_at: None,
-            source: request.source,
-            evidence_ref: request.evidence_ref,
-            recorded_at: now,
-        };
+        let consent = validate_consent(request, now)?;
+        let key = number::NumberKey::from_e164(&consent.number)
+            .ok_or_else(|| invalid("number", "not E.164"))?;
         let id = consent.consent_id.clone();
-        self.store.record_consent(number.key, consent)?;
-        tracing::info!(consent = %id, number = %number::mask(&number.e164), "consent recorded");
+        let masked = number::mask(&consent.number);
+        self.store.record_consent(key, consent, actor)?;
+        tracing::info!(consent = %id, number = %masked, "consent recorded");
         Ok(id)
     }
 
@@ -121,14 +155,24 @@ impl Records {
     ///
     /// # Errors
     /// [`RecordsError::InvalidArgument`] naming the field; nothing is changed.
-    pub fn revoke_consent(&self, request: Revocation, now: Timestamp) -> Result<u32, RecordsError> {
+    pub fn revoke_consent(
+        &self,
+        request: Revocation,
+        actor: &str,
+        now: Timestamp,
+    ) -> Result<u32, RecordsError> {
         let controller = required("controller", &request.controller)?;
         let number = parse_number(&request.number, &request.default_region)?;
         let revoked_at = request.revoked_at.unwrap_or(now);
         not_in_future("revoked_at", revoked_at, now)?;
-        let revoked =
-            self.store
-                .revoke_consents(number.key, &controller, request.purpose, revoked_at)?;
+        let revoked = self.store.revoke_consents(
+            number.key,
+            &number.e164,
+            &controller,
+            request.purpose,
+            revoked_at,
+            actor,
+        )?;
         tracing::info!(revoked, number = %number::mask(&number.e164), "consents revoked");
         Ok(revoked)
     }
@@ -140,22 +184,231 @@ impl Records {
     pub fn add_suppression(
         &self,
         request: NewSuppression,
+        actor: &str,
         now: Timestamp,
     ) -> Result<String, RecordsError> {
+        self.add_suppression_once(request, actor, now)
+            .map(|(id, _)| id)
+    }
+
+    /// Like [`Records::add_suppression`]; also says whether it was new
+    /// (false: an opt-out with the same id was already stored).
+    ///
+    /// # Errors
+    /// [`RecordsError::InvalidArgument`] naming the field; nothing is stored.
+    pub fn add_suppression_once(
+        &self,
+        request: NewSuppression,
+        actor: &str,
+        now: Timestamp,
+    ) -> Result<(String, bool), RecordsError> {
         let number = parse_number(&request.number, &request.default_region)?;
+        if !request.campaign_id.trim().is_empty() && request.controller.trim().is_empty() {
+            return Err(invalid(
+                "controller",
+                "a campaign-scoped opt-out needs the campaign's controller",
+            ));
+        }
+        if let Some(expires_at) = request.expires_at
+            && expires_at <= now
+        {
+            return Err(invalid(
+                "expires_at",
+                format!("{expires_at} is not in the future"),
+            ));
+        }
         let suppression = Suppression {
-            suppression_id: uuid::Uuid::now_v7().to_string(),
+            suppression_id: if request.suppression_id.is_empty() {
+                uuid::Uuid::now_v7().to_string()
+            } else {
+                request.suppression_id
+            },
             controller: request.controller.trim().to_string(),
+            campaign_id: request.campaign_id.trim().to_string(),
             number: number.e164.clone(),
             reason: request.reason,
             source: request.source,
+            added_by: actor.to_string(),
             created_at: now,
+            expires_at: request.expires_at,
         };
         let id = suppression.suppression_id.clone();
-        self.store.add_suppression(number.key, suppression)?;
+        let inserted = self.store.add_suppression(number.key, suppression)?;
         tracing::info!(suppression = %id, number = %number::mask(&number.e164), "opt-out recorded");
+        Ok((id, inserted))
+    }
+
+    /// Records a customer relationship or inquiry; returns its id.
+    ///
+    /// # Errors
+    /// [`RecordsError::InvalidArgument`] naming the field; nothing is stored.
+    pub fn record_relationship(
+        &self,
+        request: NewRelationship,
+        actor: &str,
+        now: Timestamp,
+    ) -> Result<String, RecordsError> {
+        let controller = required("controller", &request.controller)?;
+        let number = parse_number(&request.number, &request.default_region)?;
+        let kind = request
+            .kind
+            .ok_or_else(|| invalid("kind", "must be specified"))?;
+        let started_at = request
+            .started_at
+            .ok_or_else(|| invalid("started_at", "must be set"))?;
+        not_in_future("started_at", started_at, now)?;
+        if let Some(ended_at) = request.ended_at {
+            if ended_at < started_at {
+                return Err(invalid(
+                    "ended_at",
+                    format!("{ended_at} is before started_at {started_at}"),
+                ));
+            }
+            not_in_future("ended_at", ended_at, now)?;
+        }
+        let relationship = Relationship {
+            relationship_id: uuid::Uuid::now_v7().to_string(),
+            controller,
+            number: number.e164.clone(),
+            kind,
+            started_at,
+            ended_at: request.ended_at,
+            recorded_at: now,
+        };
+        let id = relationship.relationship_id.clone();
+        self.store
+            .record_relationship(number.key, relationship, actor)?;
+        tracing::info!(relationship = %id, number = %number::mask(&number.e164), "relationship recorded");
         Ok(id)
     }
+
+    /// Erases what is held about a number, keeping it suppressed; returns how many records were erased.
+    ///
+    /// # Errors
+    /// [`RecordsError::InvalidArgument`] naming the field; nothing is changed.
+    pub fn erase_subject(
+        &self,
+        request: SubjectRequest,
+        actor: &str,
+        now: Timestamp,
+    ) -> Result<u32, RecordsError> {
+        let number = parse_number(&request.number, &request.default_region)?;
+        let erased = self.store.erase(
+            number.key,
+            &number.e164,
+            request.controller.trim(),
+            actor,
+            now,
+        )?;
+        tracing::info!(erased, number = %number::mask(&number.e164), "subject erased, kept suppressed");
+        Ok(erased)
+    }
+
+    /// Everything held about a number, as JSON.
+    ///
+    /// # Errors
+    /// [`RecordsError::InvalidArgument`] naming the field.
+    pub fn export_subject(
+        &self,
+        request: SubjectRequest,
+        actor: &str,
+        now: Timestamp,
+    ) -> Result<String, RecordsError> {
+        let number = parse_number(&request.number, &request.default_region)?;
+        let controller = request.controller.trim();
+        let records = self
+            .store
+            .subject_records(number.key, &number.e164, controller)?;
+        let decisions = self.decisions_of(&number.e164, controller)?;
+        let export = SubjectExport {
+            number: &number.e164,
+            controller,
+            exported_at: now,
+            consents: &records.consents,
+            relationships: &records.relationships,
+            suppressions: &records.suppressions,
+            decisions,
+            trail: &records.trail,
+        };
+        let json =
+            serde_json::to_string_pretty(&export).map_err(|e| invalid("number", e.to_string()))?;
+        self.store
+            .note_export(&number.e164, controller, actor, now)?;
+        Ok(json)
+    }
+
+    fn decisions_of(
+        &self,
+        e164: &str,
+        controller: &str,
+    ) -> Result<Vec<serde_json::Value>, RecordsError> {
+        if !self.decisions_db.exists() {
+            return Ok(Vec::new());
+        }
+        let mut out = Vec::new();
+        audit::export(
+            &self.decisions_db,
+            &ExportFilter {
+                number: Some(e164.to_string()),
+                ..Default::default()
+            },
+            ExportFormat::Jsonl,
+            &mut out,
+        )?;
+        Ok(String::from_utf8_lossy(&out)
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|d| controller.is_empty() || d["controller"] == controller)
+            .collect())
+    }
+}
+
+/// Validates a consent request into the record to store.
+///
+/// # Errors
+/// [`RecordsError::InvalidArgument`] naming the field.
+pub fn validate_consent(request: NewConsent, now: Timestamp) -> Result<Consent, RecordsError> {
+    let controller = required("controller", &request.controller)?;
+    let number = parse_number(&request.number, &request.default_region)?;
+    let purpose = request
+        .purpose
+        .ok_or_else(|| invalid("purpose", "must be specified"))?;
+    let granted_at = request
+        .granted_at
+        .ok_or_else(|| invalid("granted_at", "must be set"))?;
+    not_in_future("granted_at", granted_at, now)?;
+    if request.source.trim().is_empty() {
+        return Err(invalid(
+            "source",
+            "must say where the consent was collected",
+        ));
+    }
+    if let Some(expires_at) = request.expires_at
+        && expires_at <= granted_at
+    {
+        return Err(invalid(
+            "expires_at",
+            format!("{expires_at} is not after granted_at {granted_at}"),
+        ));
+    }
+    Ok(Consent {
+        consent_id: if request.consent_id.trim().is_empty() {
+            uuid::Uuid::now_v7().to_string()
+        } else {
+            request.consent_id.trim().to_string()
+        },
+        controller,
+        number: number.e164,
+        purpose,
+        granted_at,
+        revoked_at: None,
+        expires_at: request.expires_at,
+        source: request.source,
+        method: request.method,
+        notice_version: request.notice_version,
+        evidence_ref: request.evidence_ref,
+        recorded_at: now,
+    })
 }
 
 fn required(field: &'static str, value: &str) -> Result<String, RecordsError> {
@@ -173,9 +426,13 @@ fn not_in_future(field: &'static str, at: Timestamp, now: Timestamp) -> Result<(
     Ok(())
 }
 
-fn parse_number(input: &str, default_region: &str) -> Result<Normalized, RecordsError> {
+/// Parses a number of a request: E.164, or national with `default_region`.
+///
+/// # Errors
+/// [`RecordsError::InvalidArgument`] on `number` or `default_region`.
+pub fn parse_number(input: &str, default_region: &str) -> Result<Normalized, RecordsError> {
     let result = if default_region.trim().is_empty() {
-        if !input.trim_start().starts_with('+') {
+        if !input.trim_start().starts_with('+') && !input.trim_start().starts_with("00") {
             return Err(invalid(
                 "number",
                 format!("{input:?} has no country code and no default_region was given"),

@@ -61,6 +61,7 @@ pub async fn serve(
 
     let registries = Arc::new(RegistrySet::open(&config.registries, &snapshots));
     let contacts = Arc::new(ContactStore::open(&data_dir).context("cannot open contact store")?);
+    let contacts_for_refresh = Arc::clone(&contacts);
     let window = jiff::SignedDuration::from_secs(config.log.idempotency_window_seconds as i64);
     let recent_since = Timestamp::now()
         .checked_sub(window)
@@ -144,7 +145,7 @@ pub async fn serve(
             gateway,
         )))
         .add_service(ContactRecordsServer::new(ContactRecordsService::new(
-            Records::new(contacts),
+            Records::new(contacts, decision_log::database_path(&data_dir)),
         )))
         .serve_with_incoming_shutdown(
             TcpIncoming::from(grpc_listener).with_nodelay(Some(true)),
@@ -164,8 +165,9 @@ pub async fn serve(
             }
         })
     });
-    let reload_task = tokio::spawn(reload_registries(
+    let reload_task = tokio::spawn(reload_data(
         Arc::clone(&registries),
+        Arc::clone(&contacts_for_refresh),
         Duration::from_millis(config.server.registry_reload_interval_ms),
         stop_rx.clone(),
     ));
@@ -226,8 +228,10 @@ async fn stopped(mut stop: watch::Receiver<bool>) {
     let _ = stop.wait_for(|stopped| *stopped).await;
 }
 
-async fn reload_registries(
+/// Picks up new registry snapshots and contact records other processes wrote.
+async fn reload_data(
     registries: Arc<RegistrySet>,
+    contacts: Arc<ContactStore>,
     every: Duration,
     stop: watch::Receiver<bool>,
 ) {
@@ -239,7 +243,16 @@ async fn reload_registries(
             return;
         }
         let registries = Arc::clone(&registries);
-        let _ = tokio::task::spawn_blocking(move || registries.reload_changed()).await;
+        let contacts = Arc::clone(&contacts);
+        let _ = tokio::task::spawn_blocking(move || {
+            registries.reload_changed();
+            match contacts.refresh() {
+                Ok(0) => {}
+                Ok(loaded) => tracing::info!(loaded, "contact records loaded from bulk imports"),
+                Err(err) => tracing::error!(error = %err, "contact records refresh failed"),
+            }
+        })
+        .await;
     }
 }
 

@@ -148,8 +148,29 @@ pub fn national(country: &str, year: i16) -> Vec<Date> {
 }
 
 /// Whether `day` is a public holiday of `country` (or one of `extra`).
+/// Calendars are computed once per country and year and cached per thread.
 pub fn is_holiday(country: &str, day: Date, extra: &[Date]) -> bool {
-    extra.contains(&day) || national(country, day.year()).contains(&day)
+    thread_local! {
+        static CALENDARS: std::cell::RefCell<std::collections::HashMap<(String, i16), Vec<Date>>> =
+            std::cell::RefCell::new(std::collections::HashMap::new());
+    }
+    if extra.contains(&day) {
+        return true;
+    }
+    CALENDARS.with(|calendars| {
+        let mut calendars = calendars.borrow_mut();
+        if let Some(days) = calendars
+            .iter()
+            .find(|((c, y), _)| c == country && *y == day.year())
+            .map(|(_, d)| d)
+        {
+            return days.contains(&day);
+        }
+        let days = national(country, day.year());
+        let holiday = days.contains(&day);
+        calendars.insert((country.to_string(), day.year()), days);
+        holiday
+    })
 }
 
 #[cfg(test)]

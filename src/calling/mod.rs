@@ -215,25 +215,54 @@ pub fn check(input: &WindowInput<'_>, now: Timestamp) -> WindowCheck {
     if input.zones.is_empty() {
         return WindowCheck::UnknownZone;
     }
-    let zones: Option<Vec<TimeZone>> = input.zones.iter().map(|z| TimeZone::get(z).ok()).collect();
+    let zones: Option<Vec<TimeZone>> = input.zones.iter().map(|z| time_zone(z)).collect();
     let Some(zones) = zones else {
         return WindowCheck::UnknownZone;
     };
-    for horizon in [1, HORIZON_DAYS] {
-        let intervals = allowed_intervals(input, &layers, &zones, now, horizon);
-        if let Some(&(_, end)) = intervals
-            .iter()
-            .find(|(start, end)| *start <= now && now < *end)
-        {
-            return WindowCheck::Inside { closes_at: end };
-        }
-        if let Some(&(start, _)) = intervals.iter().find(|(start, _)| *start > now) {
-            return WindowCheck::Outside {
-                next_open: Some(start),
-            };
+    // Fast path (the usual case): inside today's window in every zone.
+    let mut closes_at: Option<Timestamp> = None;
+    for tz in &zones {
+        let local = now.to_zoned(tz.clone());
+        let minute = (local.hour() as u16) * 60 + local.minute() as u16;
+        let span = day_spans(input, &layers, local.date())
+            .into_iter()
+            .find(|s| s.start <= minute && minute < s.end);
+        match span.and_then(|s| local_instant(tz, local.date(), s.end)) {
+            Some(end) => closes_at = Some(closes_at.map_or(end, |c| c.min(end))),
+            None => {
+                closes_at = None;
+                break;
+            }
         }
     }
-    WindowCheck::Outside { next_open: None }
+    if let Some(closes_at) = closes_at {
+        return WindowCheck::Inside { closes_at };
+    }
+    let intervals = allowed_intervals(input, &layers, &zones, now, HORIZON_DAYS);
+    if let Some(&(_, end)) = intervals
+        .iter()
+        .find(|(start, end)| *start <= now && now < *end)
+    {
+        return WindowCheck::Inside { closes_at: end };
+    }
+    WindowCheck::Outside {
+        next_open: intervals
+            .iter()
+            .find(|(start, _)| *start > now)
+            .map(|&(start, _)| start),
+    }
+}
+
+/// Time zones by name, looked up once.
+fn time_zone(name: &str) -> Option<TimeZone> {
+    static ZONES: std::sync::LazyLock<dashmap::DashMap<String, Option<TimeZone>>> =
+        std::sync::LazyLock::new(dashmap::DashMap::new);
+    if let Some(tz) = ZONES.get(name) {
+        return tz.clone();
+    }
+    let tz = TimeZone::get(name).ok();
+    ZONES.insert(name.to_string(), tz.clone());
+    tz
 }
 
 fn layers<'a>(input: &WindowInput<'a>) -> Vec<&'a WeeklyHours> {

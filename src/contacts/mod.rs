@@ -1,17 +1,23 @@
-//! Contact records: consents and opt-outs (suppressions), stored durably in
-//! SQLite and indexed in memory by number so the decision path never touches
-//! the database. A record is durable before it takes effect, and takes effect
-//! for the very next check.
+//! Contact records: consents, customer relationships and opt-outs
+//! (suppressions), stored durably in SQLite and indexed in memory by number
+//! so the decision path never touches the database. A record is durable
+//! before it takes effect, and takes effect for the very next check.
+//!
+//! Erasure (GDPR art. 17) deletes consents and relationships but keeps the
+//! number suppressed: the opt-out then survives under a salted hash of the
+//! number only, so the person is not called again and the raw number is not
+//! kept where it need not be.
 
 mod store;
 
 use dashmap::DashMap;
 use jiff::Timestamp;
 use serde::Serialize;
+use sha2::{Digest, Sha256};
 
 use crate::model::Purpose;
 use crate::number::NumberKey;
-pub use store::{ContactStore, StoreError};
+pub use store::{ChangeEvent, ContactStore, StoreError, SubjectRecords, database_path};
 
 /// A consent to be called by one controller for one purpose.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -22,7 +28,10 @@ pub struct Consent {
     pub purpose: Purpose,
     pub granted_at: Timestamp,
     pub revoked_at: Option<Timestamp>,
+    pub expires_at: Option<Timestamp>,
     pub source: String,
+    pub method: String,
+    pub notice_version: String,
     pub evidence_ref: String,
     pub recorded_at: Timestamp,
 }
@@ -30,25 +39,66 @@ pub struct Consent {
 impl Consent {
     /// Whether the consent is in force at `at`.
     pub fn valid_at(&self, at: Timestamp) -> bool {
-        self.granted_at <= at && self.revoked_at.is_none_or(|r| at < r)
+        self.granted_at <= at
+            && self.revoked_at.is_none_or(|r| at < r)
+            && self.expires_at.is_none_or(|e| at < e)
     }
 }
 
-/// An opt-out: the number must not be called by `controller` (empty = anyone).
+/// Kind of a customer relationship.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RelationshipKind {
+    /// A contract or purchase; `ended_at` is the last purchase, delivery or payment.
+    Customer,
+    /// An inquiry or application by the person.
+    Inquiry,
+}
+
+impl RelationshipKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RelationshipKind::Customer => "customer",
+            RelationshipKind::Inquiry => "inquiry",
+        }
+    }
+}
+
+/// A relationship between a controller and the holder of a number.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Relationship {
+    pub relationship_id: String,
+    pub controller: String,
+    pub number: String,
+    pub kind: RelationshipKind,
+    pub started_at: Timestamp,
+    /// `None` = ongoing.
+    pub ended_at: Option<Timestamp>,
+    pub recorded_at: Timestamp,
+}
+
+/// An opt-out: the number must not be called by `controller` (empty = anyone),
+/// optionally only for one campaign, optionally until `expires_at`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Suppression {
     pub suppression_id: String,
     pub controller: String,
+    pub campaign_id: String,
+    /// Empty once the subject has been erased (kept by salted hash only).
     pub number: String,
     pub reason: String,
     pub source: String,
+    pub added_by: String,
     pub created_at: Timestamp,
+    pub expires_at: Option<Timestamp>,
 }
 
 impl Suppression {
-    /// Whether the opt-out binds `controller`.
-    pub fn applies_to(&self, controller: &str) -> bool {
-        self.controller.is_empty() || self.controller == controller
+    /// Whether the opt-out binds this controller and campaign at `at`.
+    pub fn applies_to(&self, controller: &str, campaign_id: &str, at: Timestamp) -> bool {
+        (self.controller.is_empty() || self.controller == controller)
+            && (self.campaign_id.is_empty() || self.campaign_id == campaign_id)
+            && self.expires_at.is_none_or(|e| at < e)
     }
 }
 
@@ -56,30 +106,67 @@ impl Suppression {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ContactView {
     pub consents: Vec<Consent>,
+    pub relationships: Vec<Relationship>,
     pub suppressions: Vec<Suppression>,
 }
 
+/// A salted hash of an E.164 number, for records that must not keep it.
+pub type SubjectHash = [u8; 32];
+
 /// In-memory index of the contact records, by number.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct ContactIndex {
+    salt: [u8; 32],
     consents: DashMap<NumberKey, Vec<Consent>>,
+    relationships: DashMap<NumberKey, Vec<Relationship>>,
     suppressions: DashMap<NumberKey, Vec<Suppression>>,
+    /// Opt-outs of erased subjects, by salted hash of the number.
+    erased: DashMap<SubjectHash, Vec<Suppression>>,
 }
 
 impl ContactIndex {
+    fn new(salt: [u8; 32]) -> ContactIndex {
+        ContactIndex {
+            salt,
+            consents: DashMap::new(),
+            relationships: DashMap::new(),
+            suppressions: DashMap::new(),
+            erased: DashMap::new(),
+        }
+    }
+
+    /// The salted hash of an E.164 number.
+    pub fn subject_hash(&self, e164: &str) -> SubjectHash {
+        let mut hasher = Sha256::new();
+        hasher.update(self.salt);
+        hasher.update(e164.as_bytes());
+        hasher.finalize().into()
+    }
+
     /// Everything held about a number (usually nothing: no allocation then).
-    pub fn view(&self, key: NumberKey) -> ContactView {
+    pub fn view(&self, key: NumberKey, e164: &str) -> ContactView {
+        let mut suppressions = self
+            .suppressions
+            .get(&key)
+            .map(|v| v.clone())
+            .unwrap_or_default();
+        if !self.erased.is_empty()
+            && let Some(hashed) = self.erased.get(&self.subject_hash(e164))
+        {
+            suppressions.extend(hashed.iter().cloned());
+        }
         ContactView {
             consents: self
                 .consents
                 .get(&key)
                 .map(|v| v.clone())
                 .unwrap_or_default(),
-            suppressions: self
-                .suppressions
+            relationships: self
+                .relationships
                 .get(&key)
                 .map(|v| v.clone())
                 .unwrap_or_default(),
+            suppressions,
         }
     }
 
@@ -87,8 +174,19 @@ impl ContactIndex {
         self.consents.entry(key).or_default().push(consent);
     }
 
+    pub(crate) fn put_relationship(&self, key: NumberKey, relationship: Relationship) {
+        self.relationships
+            .entry(key)
+            .or_default()
+            .push(relationship);
+    }
+
     pub(crate) fn put_suppression(&self, key: NumberKey, suppression: Suppression) {
         self.suppressions.entry(key).or_default().push(suppression);
+    }
+
+    pub(crate) fn put_erased(&self, hash: SubjectHash, suppression: Suppression) {
+        self.erased.entry(hash).or_default().push(suppression);
     }
 
     pub(crate) fn revoke(
@@ -110,8 +208,34 @@ impl ContactIndex {
         }
     }
 
-    /// Number of numbers with consents and with suppressions.
-    pub fn sizes(&self) -> (usize, usize) {
-        (self.consents.len(), self.suppressions.len())
+    /// Forgets consents and relationships of `controller` (empty = all) and
+    /// moves the matching opt-outs to the hash-only index.
+    pub(crate) fn erase(&self, key: NumberKey, hash: SubjectHash, controller: &str) {
+        let in_scope = |c: &str| controller.is_empty() || c == controller;
+        if let Some(mut consents) = self.consents.get_mut(&key) {
+            consents.retain(|c| !in_scope(&c.controller));
+        }
+        if let Some(mut relationships) = self.relationships.get_mut(&key) {
+            relationships.retain(|r| !in_scope(&r.controller));
+        }
+        if let Some(mut suppressions) = self.suppressions.get_mut(&key) {
+            let (moved, kept): (Vec<_>, Vec<_>) = suppressions
+                .drain(..)
+                .partition(|s| in_scope(&s.controller));
+            *suppressions = kept;
+            for mut suppression in moved {
+                suppression.number.clear();
+                self.put_erased(hash, suppression);
+            }
+        }
+    }
+
+    /// Numbers with consents, relationships and opt-outs held.
+    pub fn sizes(&self) -> (usize, usize, usize) {
+        (
+            self.consents.len(),
+            self.relationships.len(),
+            self.suppressions.len() + self.erased.len(),
+        )
     }
 }

@@ -1,13 +1,15 @@
-//! SQLite persistence of contact records, with the in-memory index kept in
-//! step: every change is committed first, then applied to the index.
+//! SQLite persistence of contact records and of their change trail, with
+//! the in-memory index kept in step: every change and its trail event are
+//! committed in one transaction first, then applied to the index.
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use jiff::Timestamp;
-use rusqlite::{Connection, params};
+use rusqlite::{Connection, OptionalExtension, Transaction, params};
+use serde::Serialize;
 
-use super::{Consent, ContactIndex, Suppression};
+use super::{Consent, ContactIndex, Relationship, RelationshipKind, SubjectHash, Suppression};
 use crate::model::Purpose;
 use crate::number::NumberKey;
 
@@ -21,6 +23,27 @@ pub struct StoreError(#[from] rusqlite::Error);
 pub struct ContactStore {
     conn: Mutex<Connection>,
     index: ContactIndex,
+    /// First time a number was seen not cleared, by (registry, controller, number).
+    observations: dashmap::DashMap<(String, String, NumberKey), Timestamp>,
+    /// Highest rowid loaded per table, to pick up rows other processes
+    /// (bulk imports) added.
+    watermarks: Mutex<[i64; 3]>,
+}
+
+/// One entry of the change trail.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ChangeEvent {
+    pub seq: i64,
+    pub at: Timestamp,
+    /// Who made the change: `grpc:<peer>` or `cli:<user>`.
+    pub actor: String,
+    /// `consent.recorded`, `consent.revoked`, `suppression.added`,
+    /// `relationship.recorded`, `subject.erased`, `subject.exported`.
+    pub action: String,
+    /// Hex salted hash of the number: the trail never holds raw numbers.
+    pub subject: String,
+    pub before: serde_json::Value,
+    pub after: serde_json::Value,
 }
 
 /// The contact database under `data_dir`.
@@ -28,12 +51,155 @@ pub fn database_path(data_dir: &Path) -> PathBuf {
     data_dir.join("contacts.db")
 }
 
-fn purpose_from_str(text: &str) -> Purpose {
+fn ts(us: i64) -> Timestamp {
+    crate::decision_log::from_micros(us)
+}
+
+fn us(t: Timestamp) -> i64 {
+    t.as_microsecond()
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value BLOB NOT NULL) STRICT;
+CREATE TABLE IF NOT EXISTS consents (
+    consent_id TEXT PRIMARY KEY,
+    controller TEXT NOT NULL,
+    number TEXT NOT NULL,
+    number_key INTEGER NOT NULL,
+    purpose TEXT NOT NULL,
+    granted_at_us INTEGER NOT NULL,
+    revoked_at_us INTEGER,
+    expires_at_us INTEGER,
+    source TEXT NOT NULL,
+    method TEXT NOT NULL,
+    notice_version TEXT NOT NULL,
+    evidence_ref TEXT NOT NULL,
+    recorded_at_us INTEGER NOT NULL
+) STRICT;
+CREATE INDEX IF NOT EXISTS consents_by_number ON consents (number_key);
+CREATE TABLE IF NOT EXISTS relationships (
+    relationship_id TEXT PRIMARY KEY,
+    controller TEXT NOT NULL,
+    number TEXT NOT NULL,
+    number_key INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    started_at_us INTEGER NOT NULL,
+    ended_at_us INTEGER,
+    recorded_at_us INTEGER NOT NULL
+) STRICT;
+CREATE INDEX IF NOT EXISTS relationships_by_number ON relationships (number_key);
+CREATE TABLE IF NOT EXISTS suppressions (
+    suppression_id TEXT PRIMARY KEY,
+    controller TEXT NOT NULL,
+    campaign_id TEXT NOT NULL,
+    number TEXT NOT NULL,
+    number_key INTEGER,
+    number_hash BLOB,
+    reason TEXT NOT NULL,
+    source TEXT NOT NULL,
+    added_by TEXT NOT NULL,
+    created_at_us INTEGER NOT NULL,
+    expires_at_us INTEGER
+) STRICT;
+CREATE INDEX IF NOT EXISTS suppressions_by_number ON suppressions (number_key);
+CREATE TABLE IF NOT EXISTS events (
+    seq INTEGER PRIMARY KEY,
+    at_us INTEGER NOT NULL,
+    actor TEXT NOT NULL,
+    action TEXT NOT NULL,
+    subject TEXT NOT NULL,
+    before TEXT NOT NULL,
+    after TEXT NOT NULL
+) STRICT;
+CREATE INDEX IF NOT EXISTS events_by_subject ON events (subject);
+CREATE TABLE IF NOT EXISTS observations (
+    registry_id TEXT NOT NULL,
+    controller TEXT NOT NULL,
+    number_key INTEGER NOT NULL,
+    first_not_cleared_us INTEGER NOT NULL,
+    PRIMARY KEY (registry_id, controller, number_key)
+) STRICT;
+";
+
+fn purpose(text: &str) -> Purpose {
     Purpose::from_config(text).unwrap_or(Purpose::Marketing)
 }
 
-fn ts(us: i64) -> Timestamp {
-    crate::decision_log::from_micros(us)
+fn read_consent(row: &rusqlite::Row<'_>) -> rusqlite::Result<(NumberKey, Consent)> {
+    Ok((
+        NumberKey(row.get::<_, i64>(3)? as u64),
+        Consent {
+            consent_id: row.get(0)?,
+            controller: row.get(1)?,
+            number: row.get(2)?,
+            purpose: purpose(&row.get::<_, String>(4)?),
+            granted_at: ts(row.get(5)?),
+            revoked_at: row.get::<_, Option<i64>>(6)?.map(ts),
+            expires_at: row.get::<_, Option<i64>>(7)?.map(ts),
+            source: row.get(8)?,
+            method: row.get(9)?,
+            notice_version: row.get(10)?,
+            evidence_ref: row.get(11)?,
+            recorded_at: ts(row.get(12)?),
+        },
+    ))
+}
+
+const CONSENT_COLUMNS: &str = "consent_id, controller, number, number_key, purpose, granted_at_us, revoked_at_us, \
+    expires_at_us, source, method, notice_version, evidence_ref, recorded_at_us";
+
+fn read_relationship(row: &rusqlite::Row<'_>) -> rusqlite::Result<(NumberKey, Relationship)> {
+    Ok((
+        NumberKey(row.get::<_, i64>(3)? as u64),
+        Relationship {
+            relationship_id: row.get(0)?,
+            controller: row.get(1)?,
+            number: row.get(2)?,
+            kind: if row.get::<_, String>(4)? == "inquiry" {
+                RelationshipKind::Inquiry
+            } else {
+                RelationshipKind::Customer
+            },
+            started_at: ts(row.get(5)?),
+            ended_at: row.get::<_, Option<i64>>(6)?.map(ts),
+            recorded_at: ts(row.get(7)?),
+        },
+    ))
+}
+
+const RELATIONSHIP_COLUMNS: &str = "relationship_id, controller, number, number_key, kind, started_at_us, ended_at_us, recorded_at_us";
+
+/// A suppression row: by number key, or (erased subjects) by hash only.
+type SuppressionRow = (Option<NumberKey>, Option<Vec<u8>>, Suppression);
+
+fn read_suppression(row: &rusqlite::Row<'_>) -> rusqlite::Result<SuppressionRow> {
+    Ok((
+        row.get::<_, Option<i64>>(4)?.map(|k| NumberKey(k as u64)),
+        row.get(5)?,
+        Suppression {
+            suppression_id: row.get(0)?,
+            controller: row.get(1)?,
+            campaign_id: row.get(2)?,
+            number: row.get(3)?,
+            reason: row.get(6)?,
+            source: row.get(7)?,
+            added_by: row.get(8)?,
+            created_at: ts(row.get(9)?),
+            expires_at: row.get::<_, Option<i64>>(10)?.map(ts),
+        },
+    ))
+}
+
+const SUPPRESSION_COLUMNS: &str = "suppression_id, controller, campaign_id, number, number_key, number_hash, reason, \
+    source, added_by, created_at_us, expires_at_us";
+
+/// Everything the store holds about one number, for ExportSubject.
+#[derive(Debug, Default, Serialize)]
+pub struct SubjectRecords {
+    pub consents: Vec<Consent>,
+    pub relationships: Vec<Relationship>,
+    pub suppressions: Vec<Suppression>,
+    pub trail: Vec<ChangeEvent>,
 }
 
 impl ContactStore {
@@ -47,81 +213,91 @@ impl ContactStore {
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
-        conn.execute_batch(
-            "CREATE TABLE IF NOT EXISTS consents (
-                consent_id TEXT PRIMARY KEY,
-                controller TEXT NOT NULL,
-                number TEXT NOT NULL,
-                number_key INTEGER NOT NULL,
-                purpose TEXT NOT NULL,
-                granted_at_us INTEGER NOT NULL,
-                revoked_at_us INTEGER,
-                source TEXT NOT NULL,
-                evidence_ref TEXT NOT NULL,
-                recorded_at_us INTEGER NOT NULL
-            ) STRICT;
-            CREATE INDEX IF NOT EXISTS consents_by_number ON consents (number_key);
-            CREATE TABLE IF NOT EXISTS suppressions (
-                suppression_id TEXT PRIMARY KEY,
-                controller TEXT NOT NULL,
-                number TEXT NOT NULL,
-                number_key INTEGER NOT NULL,
-                reason TEXT NOT NULL,
-                source TEXT NOT NULL,
-                created_at_us INTEGER NOT NULL
-            ) STRICT;
-            CREATE INDEX IF NOT EXISTS suppressions_by_number ON suppressions (number_key);",
-        )?;
-        let index = ContactIndex::default();
+        conn.execute_batch(SCHEMA)?;
+        let salt: Option<Vec<u8>> = conn
+            .query_row(
+                "SELECT value FROM meta WHERE key = 'subject_salt'",
+                [],
+                |r| r.get(0),
+            )
+            .optional()?;
+        let salt: [u8; 32] = match salt.and_then(|s| s.try_into().ok()) {
+            Some(salt) => salt,
+            None => {
+                let salt = random_salt();
+                conn.execute(
+                    "INSERT OR REPLACE INTO meta (key, value) VALUES ('subject_salt', ?1)",
+                    [salt.to_vec()],
+                )?;
+                salt
+            }
+        };
+        let index = ContactIndex::new(salt);
         {
-            let mut statement = conn.prepare(
-                "SELECT consent_id, controller, number, number_key, purpose, granted_at_us, revoked_at_us,
-                        source, evidence_ref, recorded_at_us FROM consents",
-            )?;
-            let rows = statement.query_map([], |row| {
-                Ok((
-                    NumberKey(row.get::<_, i64>(3)? as u64),
-                    Consent {
-                        consent_id: row.get(0)?,
-                        controller: row.get(1)?,
-                        number: row.get(2)?,
-                        purpose: purpose_from_str(&row.get::<_, String>(4)?),
-                        granted_at: ts(row.get(5)?),
-                        revoked_at: row.get::<_, Option<i64>>(6)?.map(ts),
-                        source: row.get(7)?,
-                        evidence_ref: row.get(8)?,
-                        recorded_at: ts(row.get(9)?),
-                    },
-                ))
-            })?;
-            for row in rows {
+            let mut statement = conn.prepare(&format!("SELECT {CONSENT_COLUMNS} FROM consents"))?;
+            for row in statement.query_map([], read_consent)? {
                 let (key, consent) = row?;
                 index.put_consent(key, consent);
             }
-            let mut statement = conn.prepare(
-                "SELECT suppression_id, controller, number, number_key, reason, source, created_at_us FROM suppressions",
-            )?;
+            let mut statement =
+                conn.prepare(&format!("SELECT {RELATIONSHIP_COLUMNS} FROM relationships"))?;
+            for row in statement.query_map([], read_relationship)? {
+                let (key, relationship) = row?;
+                index.put_relationship(key, relationship);
+            }
+            let mut statement =
+                conn.prepare(&format!("SELECT {SUPPRESSION_COLUMNS} FROM suppressions"))?;
+            for row in statement.query_map([], read_suppression)? {
+                match row? {
+                    (Some(key), _, suppression) => index.put_suppression(key, suppression),
+                    (None, Some(hash), suppression) => {
+                        if let Ok(hash) = SubjectHash::try_from(hash.as_slice()) {
+                            index.put_erased(hash, suppression);
+                        }
+                    }
+                    (None, None, _) => {}
+                }
+            }
+        }
+        let observations = dashmap::DashMap::new();
+        {
+            let mut statement =
+                conn.prepare("SELECT registry_id, controller, number_key, first_not_cleared_us FROM observations")?;
             let rows = statement.query_map([], |row| {
                 Ok((
-                    NumberKey(row.get::<_, i64>(3)? as u64),
-                    Suppression {
-                        suppression_id: row.get(0)?,
-                        controller: row.get(1)?,
-                        number: row.get(2)?,
-                        reason: row.get(4)?,
-                        source: row.get(5)?,
-                        created_at: ts(row.get(6)?),
-                    },
+                    (
+                        row.get::<_, String>(0)?,
+                        row.get::<_, String>(1)?,
+                        NumberKey(row.get::<_, i64>(2)? as u64),
+                    ),
+                    ts(row.get(3)?),
                 ))
             })?;
             for row in rows {
-                let (key, suppression) = row?;
-                index.put_suppression(key, suppression);
+                let (key, at) = row?;
+                observations.insert(key, at);
             }
         }
+        let watermarks = [
+            conn.query_row("SELECT COALESCE(MAX(rowid), 0) FROM consents", [], |r| {
+                r.get(0)
+            })?,
+            conn.query_row(
+                "SELECT COALESCE(MAX(rowid), 0) FROM relationships",
+                [],
+                |r| r.get(0),
+            )?,
+            conn.query_row(
+                "SELECT COALESCE(MAX(rowid), 0) FROM suppressions",
+                [],
+                |r| r.get(0),
+            )?,
+        ];
         Ok(ContactStore {
             conn: Mutex::new(conn),
             index,
+            observations,
+            watermarks: Mutex::new(watermarks),
         })
     }
 
@@ -130,30 +306,74 @@ impl ContactStore {
         &self.index
     }
 
-    /// Stores a consent, then makes it effective.
+    fn write<T>(
+        &self,
+        change: impl FnOnce(&Transaction<'_>) -> rusqlite::Result<T>,
+    ) -> Result<T, StoreError> {
+        let mut conn = self.conn.lock().expect("contact db lock");
+        let tx = conn.transaction()?;
+        let result = change(&tx)?;
+        tx.commit()?;
+        Ok(result)
+    }
+
+    fn event(
+        tx: &Transaction<'_>,
+        at: Timestamp,
+        actor: &str,
+        action: &str,
+        subject: &SubjectHash,
+        before: serde_json::Value,
+        after: serde_json::Value,
+    ) -> rusqlite::Result<()> {
+        tx.execute(
+            "INSERT INTO events (at_us, actor, action, subject, before, after) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![us(at), actor, action, hex::encode(subject), before.to_string(), after.to_string()],
+        )?;
+        Ok(())
+    }
+
+    /// Stores a consent (idempotent on its id), then makes it effective; returns false if it was already stored.
     ///
     /// # Errors
     /// [`StoreError`]; nothing is changed then.
-    pub fn record_consent(&self, key: NumberKey, consent: Consent) -> Result<(), StoreError> {
-        self.conn.lock().expect("contact db lock").execute(
-            "INSERT INTO consents (consent_id, controller, number, number_key, purpose, granted_at_us,
-                revoked_at_us, source, evidence_ref, recorded_at_us)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-            params![
-                consent.consent_id,
-                consent.controller,
-                consent.number,
-                key.0 as i64,
-                consent.purpose.as_str(),
-                consent.granted_at.as_microsecond(),
-                consent.revoked_at.map(|t| t.as_microsecond()),
-                consent.source,
-                consent.evidence_ref,
-                consent.recorded_at.as_microsecond(),
-            ],
-        )?;
-        self.index.put_consent(key, consent);
-        Ok(())
+    pub fn record_consent(
+        &self,
+        key: NumberKey,
+        consent: Consent,
+        actor: &str,
+    ) -> Result<bool, StoreError> {
+        let subject = self.index.subject_hash(&consent.number);
+        let inserted = self.write(|tx| {
+            let inserted = tx.execute(
+                &format!("INSERT OR IGNORE INTO consents ({CONSENT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"),
+                params![
+                    consent.consent_id,
+                    consent.controller,
+                    consent.number,
+                    key.0 as i64,
+                    consent.purpose.as_str(),
+                    us(consent.granted_at),
+                    consent.revoked_at.map(us),
+                    consent.expires_at.map(us),
+                    consent.source,
+                    consent.method,
+                    consent.notice_version,
+                    consent.evidence_ref,
+                    us(consent.recorded_at),
+                ],
+            )? == 1;
+            if inserted {
+                let mut after = serde_json::to_value(&consent).unwrap_or_default();
+                after.as_object_mut().map(|o| o.remove("number"));
+                Self::event(tx, consent.recorded_at, actor, "consent.recorded", &subject, serde_json::Value::Null, after)?;
+            }
+            Ok(inserted)
+        })?;
+        if inserted {
+            self.index.put_consent(key, consent);
+        }
+        Ok(inserted)
     }
 
     /// Ends the controller's consents for the number (one purpose, or all
@@ -164,21 +384,31 @@ impl ContactStore {
     pub fn revoke_consents(
         &self,
         key: NumberKey,
+        e164: &str,
         controller: &str,
         purpose: Option<Purpose>,
         at: Timestamp,
+        actor: &str,
     ) -> Result<u32, StoreError> {
-        let changed = self.conn.lock().expect("contact db lock").execute(
-            "UPDATE consents SET revoked_at_us = ?1
-             WHERE number_key = ?2 AND controller = ?3 AND (?4 IS NULL OR purpose = ?4)
-               AND (revoked_at_us IS NULL OR revoked_at_us > ?1)",
-            params![
-                at.as_microsecond(),
-                key.0 as i64,
-                controller,
-                purpose.map(Purpose::as_str)
-            ],
-        )?;
+        let subject = self.index.subject_hash(e164);
+        let changed = self.write(|tx| {
+            let changed = tx.execute(
+                "UPDATE consents SET revoked_at_us = ?1
+                 WHERE number_key = ?2 AND controller = ?3 AND (?4 IS NULL OR purpose = ?4)
+                   AND (revoked_at_us IS NULL OR revoked_at_us > ?1)",
+                params![us(at), key.0 as i64, controller, purpose.map(Purpose::as_str)],
+            )?;
+            Self::event(
+                tx,
+                Timestamp::now(),
+                actor,
+                "consent.revoked",
+                &subject,
+                serde_json::Value::Null,
+                serde_json::json!({"controller": controller, "purpose": purpose.map(Purpose::as_str), "revoked_at": at, "consents_ended": changed}),
+            )?;
+            Ok(changed)
+        })?;
         self.index.revoke(key, controller, purpose, at);
         Ok(changed as u32)
     }
@@ -191,21 +421,333 @@ impl ContactStore {
         &self,
         key: NumberKey,
         suppression: Suppression,
+    ) -> Result<bool, StoreError> {
+        let subject = self.index.subject_hash(&suppression.number);
+        let inserted = self.write(|tx| {
+            let inserted = tx.execute(
+                &format!("INSERT OR IGNORE INTO suppressions ({SUPPRESSION_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, NULL, ?6, ?7, ?8, ?9, ?10)"),
+                params![
+                    suppression.suppression_id,
+                    suppression.controller,
+                    suppression.campaign_id,
+                    suppression.number,
+                    key.0 as i64,
+                    suppression.reason,
+                    suppression.source,
+                    suppression.added_by,
+                    us(suppression.created_at),
+                    suppression.expires_at.map(us),
+                ],
+            )? == 1;
+            if inserted {
+                let mut after = serde_json::to_value(&suppression).unwrap_or_default();
+                after.as_object_mut().map(|o| o.remove("number"));
+                Self::event(tx, suppression.created_at, &suppression.added_by, "suppression.added", &subject, serde_json::Value::Null, after)?;
+            }
+            Ok(inserted)
+        })?;
+        if inserted {
+            self.index.put_suppression(key, suppression);
+        }
+        Ok(inserted)
+    }
+
+    /// Stores a relationship, then makes it effective.
+    ///
+    /// # Errors
+    /// [`StoreError`]; nothing is changed then.
+    pub fn record_relationship(
+        &self,
+        key: NumberKey,
+        relationship: Relationship,
+        actor: &str,
     ) -> Result<(), StoreError> {
-        self.conn.lock().expect("contact db lock").execute(
-            "INSERT INTO suppressions (suppression_id, controller, number, number_key, reason, source, created_at_us)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            params![
-                suppression.suppression_id,
-                suppression.controller,
-                suppression.number,
-                key.0 as i64,
-                suppression.reason,
-                suppression.source,
-                suppression.created_at.as_microsecond(),
-            ],
-        )?;
-        self.index.put_suppression(key, suppression);
+        let subject = self.index.subject_hash(&relationship.number);
+        self.write(|tx| {
+            tx.execute(
+                &format!("INSERT INTO relationships ({RELATIONSHIP_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"),
+                params![
+                    relationship.relationship_id,
+                    relationship.controller,
+                    relationship.number,
+                    key.0 as i64,
+                    relationship.kind.as_str(),
+                    us(relationship.started_at),
+                    relationship.ended_at.map(us),
+                    us(relationship.recorded_at),
+                ],
+            )?;
+            let mut after = serde_json::to_value(&relationship).unwrap_or_default();
+            after.as_object_mut().map(|o| o.remove("number"));
+            Self::event(tx, relationship.recorded_at, actor, "relationship.recorded", &subject, serde_json::Value::Null, after)
+        })?;
+        self.index.put_relationship(key, relationship);
         Ok(())
     }
+
+    /// Erases a subject for `controller` (empty = every controller): deletes
+    /// consents, relationships and registry observations, keeps every opt-out
+    /// by salted hash only, and adds one (so the number stays suppressed).
+    /// Returns how many records were erased.
+    ///
+    /// # Errors
+    /// [`StoreError`]; nothing is changed then.
+    pub fn erase(
+        &self,
+        key: NumberKey,
+        e164: &str,
+        controller: &str,
+        actor: &str,
+        now: Timestamp,
+    ) -> Result<u32, StoreError> {
+        let subject = self.index.subject_hash(e164);
+        let keep = Suppression {
+            suppression_id: uuid::Uuid::now_v7().to_string(),
+            controller: controller.to_string(),
+            campaign_id: String::new(),
+            number: String::new(),
+            reason: "erasure request (GDPR art. 17): keep suppressed".into(),
+            source: "EraseSubject".into(),
+            added_by: actor.to_string(),
+            created_at: now,
+            expires_at: None,
+        };
+        let erased = self.write(|tx| {
+            let scope = |table: &str| format!("DELETE FROM {table} WHERE number_key = ?1 AND (?2 = '' OR controller = ?2)");
+            let consents = tx.execute(&scope("consents"), params![key.0 as i64, controller])?;
+            let relationships = tx.execute(&scope("relationships"), params![key.0 as i64, controller])?;
+            tx.execute(&scope("observations"), params![key.0 as i64, controller])?;
+            let converted = tx.execute(
+                "UPDATE suppressions SET number = '', number_key = NULL, number_hash = ?3
+                 WHERE number_key = ?1 AND (?2 = '' OR controller = ?2)",
+                params![key.0 as i64, controller, subject.to_vec()],
+            )?;
+            tx.execute(
+                &format!("INSERT INTO suppressions ({SUPPRESSION_COLUMNS}) VALUES (?1, ?2, '', '', NULL, ?3, ?4, ?5, ?6, ?7, NULL)"),
+                params![keep.suppression_id, keep.controller, subject.to_vec(), keep.reason, keep.source, keep.added_by, us(now)],
+            )?;
+            let erased = (consents + relationships) as u32;
+            Self::event(
+                tx,
+                now,
+                actor,
+                "subject.erased",
+                &subject,
+                serde_json::json!({"consents": consents, "relationships": relationships, "suppressions_hashed": converted}),
+                serde_json::json!({"controller": controller, "suppression_id": keep.suppression_id}),
+            )?;
+            Ok(erased)
+        })?;
+        self.index.erase(key, subject, controller);
+        self.index.put_erased(subject, keep);
+        Ok(erased)
+    }
+
+    /// Everything held about a number for `controller` (empty = every controller).
+    ///
+    /// # Errors
+    /// [`StoreError`] when the store cannot be read.
+    pub fn subject_records(
+        &self,
+        key: NumberKey,
+        e164: &str,
+        controller: &str,
+    ) -> Result<SubjectRecords, StoreError> {
+        let subject = self.index.subject_hash(e164);
+        let conn = self.conn.lock().expect("contact db lock");
+        let in_scope = |c: &str| controller.is_empty() || c == controller;
+        let mut records = SubjectRecords::default();
+        let mut statement = conn.prepare(&format!(
+            "SELECT {CONSENT_COLUMNS} FROM consents WHERE number_key = ?1"
+        ))?;
+        for row in statement.query_map([key.0 as i64], read_consent)? {
+            let (_, consent) = row?;
+            if in_scope(&consent.controller) {
+                records.consents.push(consent);
+            }
+        }
+        let mut statement = conn.prepare(&format!(
+            "SELECT {RELATIONSHIP_COLUMNS} FROM relationships WHERE number_key = ?1"
+        ))?;
+        for row in statement.query_map([key.0 as i64], read_relationship)? {
+            let (_, relationship) = row?;
+            if in_scope(&relationship.controller) {
+                records.relationships.push(relationship);
+            }
+        }
+        let mut statement = conn.prepare(&format!(
+            "SELECT {SUPPRESSION_COLUMNS} FROM suppressions WHERE number_key = ?1 OR number_hash = ?2"
+        ))?;
+        for row in statement.query_map(params![key.0 as i64, subject.to_vec()], read_suppression)? {
+            let (_, _, suppression) = row?;
+            if in_scope(&suppression.controller) || suppression.controller.is_empty() {
+                records.suppressions.push(suppression);
+            }
+        }
+        records.trail = read_events(&conn, Some(&hex::encode(subject)))?;
+        Ok(records)
+    }
+
+    /// Records that an export was served.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the event cannot be stored.
+    pub fn note_export(
+        &self,
+        e164: &str,
+        controller: &str,
+        actor: &str,
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
+        let subject = self.index.subject_hash(e164);
+        self.write(|tx| {
+            Self::event(
+                tx,
+                now,
+                actor,
+                "subject.exported",
+                &subject,
+                serde_json::Value::Null,
+                serde_json::json!({"controller": controller}),
+            )
+        })
+    }
+
+    /// Loads records that another process (a bulk import) added since the
+    /// last call; returns how many. Records this process wrote are already
+    /// indexed and are skipped by id.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the store cannot be read.
+    pub fn refresh(&self) -> Result<usize, StoreError> {
+        let conn = self.conn.lock().expect("contact db lock");
+        let mut watermarks = self.watermarks.lock().expect("watermark lock");
+        let mut loaded = 0;
+        let mut statement = conn.prepare(&format!(
+            "SELECT {CONSENT_COLUMNS}, rowid FROM consents WHERE rowid > ?1 ORDER BY rowid"
+        ))?;
+        let mut rows = statement.query([watermarks[0]])?;
+        while let Some(row) = rows.next()? {
+            let (key, consent) = read_consent(row)?;
+            watermarks[0] = row.get(13)?;
+            if !self
+                .index
+                .view(key, &consent.number)
+                .consents
+                .iter()
+                .any(|c| c.consent_id == consent.consent_id)
+            {
+                self.index.put_consent(key, consent);
+                loaded += 1;
+            }
+        }
+        let mut statement =
+            conn.prepare(&format!("SELECT {RELATIONSHIP_COLUMNS}, rowid FROM relationships WHERE rowid > ?1 ORDER BY rowid"))?;
+        let mut rows = statement.query([watermarks[1]])?;
+        while let Some(row) = rows.next()? {
+            let (key, relationship) = read_relationship(row)?;
+            watermarks[1] = row.get(8)?;
+            if !self
+                .index
+                .view(key, &relationship.number)
+                .relationships
+                .iter()
+                .any(|r| r.relationship_id == relationship.relationship_id)
+            {
+                self.index.put_relationship(key, relationship);
+                loaded += 1;
+            }
+        }
+        let mut statement = conn.prepare(&format!(
+            "SELECT {SUPPRESSION_COLUMNS}, rowid FROM suppressions WHERE rowid > ?1 ORDER BY rowid"
+        ))?;
+        let mut rows = statement.query([watermarks[2]])?;
+        while let Some(row) = rows.next()? {
+            let (key, _, suppression) = read_suppression(row)?;
+            watermarks[2] = row.get(11)?;
+            if let Some(key) = key
+                && !self
+                    .index
+                    .view(key, &suppression.number)
+                    .suppressions
+                    .iter()
+                    .any(|s| s.suppression_id == suppression.suppression_id)
+            {
+                self.index.put_suppression(key, suppression);
+                loaded += 1;
+            }
+        }
+        Ok(loaded)
+    }
+
+    /// When the number was first seen not cleared in `registry_id` for `controller`.
+    pub fn first_not_cleared(
+        &self,
+        registry_id: &str,
+        controller: &str,
+        key: NumberKey,
+    ) -> Option<Timestamp> {
+        self.observations
+            .get(&(registry_id.to_string(), controller.to_string(), key))
+            .map(|at| *at)
+    }
+
+    /// Notes that the number was seen not cleared (kept: the first time only).
+    /// A lost note only ever makes a later consent count less (fail closed).
+    ///
+    /// # Errors
+    /// [`StoreError`] when it cannot be stored.
+    pub fn observe_not_cleared(
+        &self,
+        registry_id: &str,
+        controller: &str,
+        key: NumberKey,
+        at: Timestamp,
+    ) -> Result<(), StoreError> {
+        let entry = (registry_id.to_string(), controller.to_string(), key);
+        if self.observations.contains_key(&entry) {
+            return Ok(());
+        }
+        self.conn.lock().expect("contact db lock").execute(
+            "INSERT OR IGNORE INTO observations (registry_id, controller, number_key, first_not_cleared_us) VALUES (?1, ?2, ?3, ?4)",
+            params![registry_id, controller, key.0 as i64, us(at)],
+        )?;
+        self.observations.entry(entry).or_insert(at);
+        Ok(())
+    }
+
+    /// The whole change trail, oldest first.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the store cannot be read.
+    pub fn trail(&self) -> Result<Vec<ChangeEvent>, StoreError> {
+        let conn = self.conn.lock().expect("contact db lock");
+        Ok(read_events(&conn, None)?)
+    }
+}
+
+fn read_events(conn: &Connection, subject: Option<&str>) -> rusqlite::Result<Vec<ChangeEvent>> {
+    let mut statement = conn.prepare(
+        "SELECT seq, at_us, actor, action, subject, before, after FROM events WHERE ?1 IS NULL OR subject = ?1 ORDER BY seq",
+    )?;
+    let rows = statement.query_map([subject], |row| {
+        Ok(ChangeEvent {
+            seq: row.get(0)?,
+            at: ts(row.get(1)?),
+            actor: row.get(2)?,
+            action: row.get(3)?,
+            subject: row.get(4)?,
+            before: serde_json::from_str(&row.get::<_, String>(5)?).unwrap_or_default(),
+            after: serde_json::from_str(&row.get::<_, String>(6)?).unwrap_or_default(),
+        })
+    })?;
+    rows.collect()
+}
+
+/// 32 random bytes (two v4 UUIDs, 244 random bits), made once per store.
+fn random_salt() -> [u8; 32] {
+    let mut salt = [0u8; 32];
+    salt[..16].copy_from_slice(uuid::Uuid::new_v4().as_bytes());
+    salt[16..].copy_from_slice(uuid::Uuid::new_v4().as_bytes());
+    salt
 }

@@ -4,9 +4,12 @@ use jiff::Timestamp;
 use tonic::{Request, Response, Status};
 
 use super::records_error_status;
+use crate::contacts::RelationshipKind as Kind;
 use crate::proto::contact_records_server::ContactRecords;
 use crate::proto::{self, *};
-use crate::records::{NewConsent, NewSuppression, Records, Revocation};
+use crate::records::{
+    NewConsent, NewRelationship, NewSuppression, Records, RecordsError, Revocation, SubjectRequest,
+};
 
 /// The gRPC face of [`Records`].
 #[derive(Debug, Clone)]
@@ -27,13 +30,46 @@ fn purpose_field(value: i32) -> Result<Option<crate::model::Purpose>, Status> {
         .map_err(|_| Status::invalid_argument(format!("purpose: unknown value {value}")))
 }
 
+fn kind_field(value: i32) -> Result<Option<Kind>, Status> {
+    match RelationshipKind::try_from(value) {
+        Ok(RelationshipKind::Unspecified) => Ok(None),
+        Ok(RelationshipKind::Customer) => Ok(Some(Kind::Customer)),
+        Ok(RelationshipKind::Inquiry) => Ok(Some(Kind::Inquiry)),
+        Err(_) => Err(Status::invalid_argument(format!(
+            "kind: unknown value {value}"
+        ))),
+    }
+}
+
+/// Reads an optional timestamp field, refusing out-of-range values.
+fn time_field(
+    field: &str,
+    value: Option<&prost_types::Timestamp>,
+) -> Result<Option<Timestamp>, Status> {
+    match value {
+        None => Ok(None),
+        Some(ts) => proto::timestamp_from_proto(Some(ts))
+            .map(Some)
+            .ok_or_else(|| Status::invalid_argument(format!("{field}: out of range"))),
+    }
+}
+
+/// Who is asking, for the change trail.
+fn actor<T>(request: &Request<T>) -> String {
+    match request.remote_addr() {
+        Some(addr) => format!("grpc:{addr}"),
+        None => "grpc".to_string(),
+    }
+}
+
 /// Runs blocking store work off the async workers.
 async fn blocking<T: Send + 'static>(
-    work: impl FnOnce() -> Result<T, Status> + Send + 'static,
+    work: impl FnOnce() -> Result<T, RecordsError> + Send + 'static,
 ) -> Result<T, Status> {
     tokio::task::spawn_blocking(work)
         .await
         .map_err(|err| Status::internal(format!("contact records task failed: {err}")))?
+        .map_err(records_error_status)
 }
 
 #[tonic::async_trait]
@@ -42,23 +78,24 @@ impl ContactRecords for ContactRecordsService {
         &self,
         request: Request<RecordConsentRequest>,
     ) -> Result<Response<RecordConsentResponse>, Status> {
+        let actor = actor(&request);
         let r = request.into_inner();
         let new = NewConsent {
             controller: r.controller,
             number: r.number,
             purpose: purpose_field(r.purpose)?,
-            granted_at: proto::timestamp_from_proto(r.granted_at.as_ref()),
+            granted_at: time_field("granted_at", r.granted_at.as_ref())?,
+            expires_at: time_field("expires_at", r.expires_at.as_ref())?,
             source: r.source,
+            method: r.method,
+            notice_version: r.notice_version,
             evidence_ref: r.evidence_ref,
             default_region: r.default_region,
+            consent_id: String::new(),
         };
         let records = self.records.clone();
-        let consent_id = blocking(move || {
-            records
-                .record_consent(new, Timestamp::now())
-                .map_err(records_error_status)
-        })
-        .await?;
+        let consent_id =
+            blocking(move || records.record_consent(new, &actor, Timestamp::now())).await?;
         Ok(Response::new(RecordConsentResponse { consent_id }))
     }
 
@@ -66,21 +103,18 @@ impl ContactRecords for ContactRecordsService {
         &self,
         request: Request<RevokeConsentRequest>,
     ) -> Result<Response<RevokeConsentResponse>, Status> {
+        let actor = actor(&request);
         let r = request.into_inner();
         let revocation = Revocation {
             controller: r.controller,
             number: r.number,
             purpose: purpose_field(r.purpose)?,
-            revoked_at: proto::timestamp_from_proto(r.revoked_at.as_ref()),
+            revoked_at: time_field("revoked_at", r.revoked_at.as_ref())?,
             default_region: r.default_region,
         };
         let records = self.records.clone();
-        let revoked = blocking(move || {
-            records
-                .revoke_consent(revocation, Timestamp::now())
-                .map_err(records_error_status)
-        })
-        .await?;
+        let revoked =
+            blocking(move || records.revoke_consent(revocation, &actor, Timestamp::now())).await?;
         Ok(Response::new(RevokeConsentResponse { revoked }))
     }
 
@@ -88,48 +122,77 @@ impl ContactRecords for ContactRecordsService {
         &self,
         request: Request<AddSuppressionRequest>,
     ) -> Result<Response<AddSuppressionResponse>, Status> {
+        let actor = actor(&request);
         let r = request.into_inner();
         let new = NewSuppression {
             controller: r.controller,
+            campaign_id: r.campaign_id,
             number: r.number,
             reason: r.reason,
             source: r.source,
+            expires_at: time_field("expires_at", r.expires_at.as_ref())?,
             default_region: r.default_region,
+            suppression_id: String::new(),
         };
         let records = self.records.clone();
-        let suppression_id = blocking(move || {
-            records
-                .add_suppression(new, Timestamp::now())
-                .map_err(records_error_status)
-        })
-        .await?;
+        let suppression_id =
+            blocking(move || records.add_suppression(new, &actor, Timestamp::now())).await?;
         Ok(Response::new(AddSuppressionResponse { suppression_id }))
     }
 
     async fn record_relationship(
         &self,
-        _request: Request<RecordRelationshipRequest>,
+        request: Request<RecordRelationshipRequest>,
     ) -> Result<Response<RecordRelationshipResponse>, Status> {
-        Err(Status::unimplemented(
-            "RecordRelationship is not implemented in this version (relationship exemptions are not applied)",
-        ))
+        let actor = actor(&request);
+        let r = request.into_inner();
+        let new = NewRelationship {
+            controller: r.controller,
+            number: r.number,
+            kind: kind_field(r.kind)?,
+            started_at: time_field("started_at", r.started_at.as_ref())?,
+            ended_at: time_field("ended_at", r.ended_at.as_ref())?,
+            default_region: r.default_region,
+        };
+        let records = self.records.clone();
+        let relationship_id =
+            blocking(move || records.record_relationship(new, &actor, Timestamp::now())).await?;
+        Ok(Response::new(RecordRelationshipResponse {
+            relationship_id,
+        }))
     }
 
     async fn erase_subject(
         &self,
-        _request: Request<EraseSubjectRequest>,
+        request: Request<EraseSubjectRequest>,
     ) -> Result<Response<EraseSubjectResponse>, Status> {
-        Err(Status::unimplemented(
-            "EraseSubject is not implemented in this version",
-        ))
+        let actor = actor(&request);
+        let r = request.into_inner();
+        let subject = SubjectRequest {
+            controller: r.controller,
+            number: r.number,
+            default_region: r.default_region,
+        };
+        let records = self.records.clone();
+        let erased_records =
+            blocking(move || records.erase_subject(subject, &actor, Timestamp::now())).await?;
+        Ok(Response::new(EraseSubjectResponse { erased_records }))
     }
 
     async fn export_subject(
         &self,
-        _request: Request<ExportSubjectRequest>,
+        request: Request<ExportSubjectRequest>,
     ) -> Result<Response<ExportSubjectResponse>, Status> {
-        Err(Status::unimplemented(
-            "ExportSubject is not implemented in this version",
-        ))
+        let actor = actor(&request);
+        let r = request.into_inner();
+        let subject = SubjectRequest {
+            controller: r.controller,
+            number: r.number,
+            default_region: r.default_region,
+        };
+        let records = self.records.clone();
+        let json =
+            blocking(move || records.export_subject(subject, &actor, Timestamp::now())).await?;
+        Ok(Response::new(ExportSubjectResponse { json }))
     }
 }

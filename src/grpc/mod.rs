@@ -24,7 +24,7 @@ pub(crate) fn log_error_status(err: LogError) -> tonic::Status {
 pub(crate) fn records_error_status(err: RecordsError) -> tonic::Status {
     match err {
         RecordsError::InvalidArgument { .. } => tonic::Status::invalid_argument(err.to_string()),
-        RecordsError::Store(_) => {
+        RecordsError::Store(_) | RecordsError::Audit(_) => {
             tracing::error!(error = %err, "contact store failure");
             tonic::Status::unavailable(err.to_string())
         }

@@ -1,20 +1,27 @@
-//! Rules on the contact records of the called number: opt-outs and consents.
+//! Rules on the contact records of the called number: opt-outs, consents,
+//! and the exemptions (relationship, consent) that lift a registry DENY.
 
 use jiff::Timestamp;
 
-use crate::contacts::{Consent, ContactView};
+use crate::config::Exemptions;
+use crate::contacts::{Consent, ContactView, Relationship, RelationshipKind};
 use crate::model::{Purpose, Reason, ReasonCode};
 
-/// `SUPPRESSED` when an opt-out binds the controller (or every controller).
-pub fn suppression(view: &ContactView, controller: &str) -> Option<Reason> {
+/// `SUPPRESSED` when an opt-out binds the controller and campaign at `now`.
+pub fn suppression(
+    view: &ContactView,
+    controller: &str,
+    campaign_id: &str,
+    now: Timestamp,
+) -> Option<Reason> {
     view.suppressions
         .iter()
-        .find(|s| s.applies_to(controller))
+        .find(|s| s.applies_to(controller, campaign_id, now))
         .map(|s| {
-            let scope = if s.controller.is_empty() {
-                "every controller"
-            } else {
-                s.controller.as_str()
+            let scope = match (s.controller.is_empty(), s.campaign_id.is_empty()) {
+                (true, _) => "every controller".to_string(),
+                (false, true) => s.controller.clone(),
+                (false, false) => format!("{} campaign {}", s.controller, s.campaign_id),
             };
             Reason::new(
                 ReasonCode::Suppressed,
@@ -37,4 +44,76 @@ pub fn valid_consent<'a>(
         .iter()
         .filter(|c| c.controller == controller && c.purpose == purpose && c.valid_at(now))
         .max_by_key(|c| c.granted_at)
+}
+
+/// The relationship of this controller that exempts the number at `now`, if any.
+pub fn exempting_relationship<'a>(
+    view: &'a ContactView,
+    exemptions: &Exemptions,
+    controller: &str,
+    now: Timestamp,
+) -> Option<(&'a Relationship, Option<Timestamp>)> {
+    view.relationships
+        .iter()
+        .filter(|r| r.controller == controller && r.started_at <= now)
+        .find_map(|r| {
+            let until = match r.kind {
+                RelationshipKind::Customer => match r.ended_at {
+                    None => return exemptions.customer.map(|_| (r, None)),
+                    Some(ended) => exemptions.customer?.after(ended),
+                },
+                RelationshipKind::Inquiry => exemptions.inquiry?.after(r.started_at),
+            };
+            (now <= until).then_some((r, Some(until)))
+        })
+}
+
+/// The basis that lifts a registry DENY for `registry_id`, if any:
+/// a relationship, a consent the registry's country honours, or (policy) a
+/// consent given after the number was first seen not cleared.
+pub fn registry_exemption(
+    view: &ContactView,
+    exemptions: &Exemptions,
+    registry_id: &str,
+    controller: &str,
+    purpose: Purpose,
+    first_not_cleared: Option<Timestamp>,
+    now: Timestamp,
+) -> Option<Reason> {
+    if let Some((relationship, until)) = exempting_relationship(view, exemptions, controller, now) {
+        let span = match until {
+            None => "ongoing".to_string(),
+            Some(until) => format!("exempt until {until}"),
+        };
+        return Some(Reason::new(
+            ReasonCode::Relationship,
+            format!(
+                "{} relationship {} ({span}) exempts from registry {registry_id}",
+                relationship.kind.as_str(),
+                relationship.relationship_id
+            ),
+        ));
+    }
+    let consent = valid_consent(view, controller, purpose, now)?;
+    if exemptions.consent {
+        return Some(Reason::new(
+            ReasonCode::Consent,
+            format!(
+                "consent {} exempts from registry {registry_id}",
+                consent.consent_id
+            ),
+        ));
+    }
+    match first_not_cleared {
+        Some(seen) if exemptions.consent_after_registration && consent.granted_at > seen => {
+            Some(Reason::new(
+                ReasonCode::Consent,
+                format!(
+                    "consent {} granted {} after the number was first seen not cleared in registry {registry_id} at {seen}",
+                    consent.consent_id, consent.granted_at
+                ),
+            ))
+        }
+        _ => None,
+    }
 }

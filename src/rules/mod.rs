@@ -21,7 +21,7 @@ use crate::model::{Reason, ReasonCode, Verdict};
 use crate::number::{Normalized, NumberError};
 use crate::registry::Snapshot;
 pub use caller_id::check_caller_id;
-pub use contact_basis::{suppression, valid_consent};
+pub use contact_basis::{exempting_relationship, registry_exemption, suppression, valid_consent};
 pub use registry_check::check_registry;
 pub use timing::{TimedDeny, check_attempt_limit, check_calling_window};
 
@@ -56,6 +56,8 @@ pub struct DecisionData<'a> {
     pub whereabouts: &'a Whereabouts,
     /// Earlier ALLOW decisions for this number and the campaign's controller.
     pub attempts: &'a [Timestamp],
+    /// By allow-list registry: when the number was first seen not cleared for the controller.
+    pub first_not_cleared: &'a [(String, Timestamp)],
 }
 
 /// The outcome of the rules.
@@ -66,6 +68,8 @@ pub struct Evaluation {
     pub next_allowed_at: Option<Timestamp>,
     /// `registry@version` of every registry consulted (`@none` when it had no data).
     pub data_versions: Vec<String>,
+    /// Allow-list registries that did not clear the number for the controller.
+    pub not_cleared: Vec<String>,
 }
 
 /// Decides a call at `now`.
@@ -74,6 +78,7 @@ pub fn evaluate(input: &CallInput<'_>, data: &DecisionData<'_>, now: Timestamp) 
     let mut bases = Vec::new();
     let mut data_versions = Vec::new();
     let mut timed: Vec<TimedDeny> = Vec::new();
+    let mut not_cleared = Vec::new();
 
     if input.campaign.is_none() {
         denies.push(Reason::new(
@@ -108,7 +113,7 @@ pub fn evaluate(input: &CallInput<'_>, data: &DecisionData<'_>, now: Timestamp) 
         let attempt_limit = campaign.attempt_limit.or(data.destination.attempt_limit);
         timed.extend(check_attempt_limit(attempt_limit, data.attempts, now));
         denies.extend(timed.iter().map(|t| t.reason.clone()));
-        if let Some(reason) = suppression(data.contacts, &campaign.controller) {
+        if let Some(reason) = suppression(data.contacts, &campaign.controller, &campaign.id, now) {
             denies.push(reason);
         }
         let consent = valid_consent(data.contacts, &campaign.controller, campaign.purpose, now);
@@ -143,9 +148,39 @@ pub fn evaluate(input: &CallInput<'_>, data: &DecisionData<'_>, now: Timestamp) 
         for registry in data.registries {
             let outcome = check_registry(registry, called, &campaign.controller, now);
             data_versions.push(outcome.version);
-            match outcome.result {
-                Ok(clear) => bases.push(clear),
-                Err(reasons) => denies.extend(reasons),
+            let reasons = match outcome.result {
+                Ok(clear) => {
+                    bases.push(clear);
+                    continue;
+                }
+                Err(reasons) => reasons,
+            };
+            if registry.config.kind == crate::config::RegistryKind::Allowlist
+                && reasons.iter().any(|r| {
+                    matches!(
+                        r.code,
+                        ReasonCode::RegistryNotCovered | ReasonCode::RegistryListed
+                    )
+                })
+            {
+                not_cleared.push(registry.config.id.clone());
+            }
+            let first_not_cleared = data
+                .first_not_cleared
+                .iter()
+                .find(|(id, _)| *id == registry.config.id)
+                .map(|(_, at)| *at);
+            match registry_exemption(
+                data.contacts,
+                &registry.config.exemptions,
+                &registry.config.id,
+                &campaign.controller,
+                campaign.purpose,
+                first_not_cleared,
+                now,
+            ) {
+                Some(basis) => bases.push(basis),
+                None => denies.extend(reasons),
             }
         }
     }
@@ -156,6 +191,7 @@ pub fn evaluate(input: &CallInput<'_>, data: &DecisionData<'_>, now: Timestamp) 
             reasons: bases,
             next_allowed_at: None,
             data_versions,
+            not_cleared,
         }
     } else {
         // Waiting helps only when every deny reason is about time.
@@ -170,6 +206,7 @@ pub fn evaluate(input: &CallInput<'_>, data: &DecisionData<'_>, now: Timestamp) 
             reasons: denies,
             next_allowed_at,
             data_versions,
+            not_cleared,
         }
     }
 }

@@ -51,6 +51,7 @@ fn registry_config(id: &str, kind: RegistryKind, country: &str, valid_days: u32)
         valid_days,
         seed_file: None,
         seed_controller: None,
+        exemptions: crate::config::statutory_exemptions(region(country)),
     }
 }
 
@@ -97,7 +98,10 @@ fn consent(purpose: Purpose, granted: &str, revoked: Option<&str>) -> Consent {
         purpose,
         granted_at: granted.parse().unwrap(),
         revoked_at: revoked.map(|r| r.parse().unwrap()),
+        expires_at: None,
         source: "web".into(),
+        method: "double_opt_in".into(),
+        notice_version: "v1".into(),
         evidence_ref: "ev".into(),
         recorded_at: granted.parse().unwrap(),
     }
@@ -107,10 +111,13 @@ fn opt_out(controller: &str) -> Suppression {
     Suppression {
         suppression_id: "s1".into(),
         controller: controller.into(),
+        campaign_id: String::new(),
         number: "+393331234567".into(),
         reason: "asked".into(),
         source: "call".into(),
+        added_by: "test".into(),
         created_at: "2026-11-01T00:00:00Z".parse().unwrap(),
+        expires_at: None,
     }
 }
 
@@ -162,6 +169,7 @@ fn run_at(case: &Case<'_>, at: Timestamp, attempts: &[Timestamp]) -> Evaluation 
             destination: &destination,
             whereabouts: &whereabouts,
             attempts,
+            first_not_cleared: &[],
         },
         at,
     )
@@ -353,6 +361,7 @@ fn test_every_reason_code_table() {
             caller_id: cli_it,
             registry: rpo("2026-11-20", &["+393331234567"]),
             contacts: ContactView {
+                relationships: vec![],
                 consents: vec![],
                 suppressions: vec![opt_out("acme")],
             },
@@ -366,6 +375,7 @@ fn test_every_reason_code_table() {
             caller_id: cli_it,
             registry: rpo("2026-11-20", &["+393331234567"]),
             contacts: ContactView {
+                relationships: vec![],
                 consents: vec![],
                 suppressions: vec![opt_out("")],
             },
@@ -379,6 +389,7 @@ fn test_every_reason_code_table() {
             caller_id: cli_it,
             registry: rpo("2026-11-20", &["+393331234567"]),
             contacts: ContactView {
+                relationships: vec![],
                 consents: vec![],
                 suppressions: vec![opt_out("beta")],
             },
@@ -402,6 +413,7 @@ fn test_every_reason_code_table() {
             caller_id: Some("+4930123456"),
             registry: None,
             contacts: ContactView {
+                relationships: vec![],
                 consents: vec![consent(Purpose::Marketing, "2026-01-01T00:00:00Z", None)],
                 suppressions: vec![],
             },
@@ -415,6 +427,7 @@ fn test_every_reason_code_table() {
             caller_id: Some("+4930123456"),
             registry: None,
             contacts: ContactView {
+                relationships: vec![],
                 consents: vec![consent(
                     Purpose::MarketResearch,
                     "2026-01-01T00:00:00Z",
@@ -432,6 +445,7 @@ fn test_every_reason_code_table() {
             caller_id: Some("+4930123456"),
             registry: None,
             contacts: ContactView {
+                relationships: vec![],
                 consents: vec![consent(
                     Purpose::Marketing,
                     "2026-01-01T00:00:00Z",
@@ -449,6 +463,7 @@ fn test_every_reason_code_table() {
             caller_id: Some("+4930123456"),
             registry: None,
             contacts: ContactView {
+                relationships: vec![],
                 consents: vec![consent(Purpose::Marketing, "2026-01-01T00:00:00Z", None)],
                 suppressions: vec![opt_out("")],
             },
@@ -462,6 +477,7 @@ fn test_every_reason_code_table() {
             caller_id: cli_it,
             registry: rpo("2026-11-20", &[]),
             contacts: ContactView {
+                relationships: vec![],
                 consents: vec![consent(Purpose::Marketing, "2026-01-01T00:00:00Z", None)],
                 suppressions: vec![],
             },
@@ -475,6 +491,7 @@ fn test_every_reason_code_table() {
             caller_id: Some("anonymous"),
             registry: rpo("2026-11-01", &["+393331234567"]),
             contacts: ContactView {
+                relationships: vec![],
                 consents: vec![],
                 suppressions: vec![opt_out("")],
             },
@@ -622,4 +639,326 @@ fn test_time_rules_and_next_allowed_at() {
         "{:?}",
         evaluation.reasons
     );
+}
+
+fn relationship(
+    kind: crate::contacts::RelationshipKind,
+    started: &str,
+    ended: Option<&str>,
+) -> crate::contacts::Relationship {
+    crate::contacts::Relationship {
+        relationship_id: "r1".into(),
+        controller: "acme".into(),
+        number: "+12125550199".into(),
+        kind,
+        started_at: started.parse().unwrap(),
+        ended_at: ended.map(|e| e.parse().unwrap()),
+        recorded_at: started.parse().unwrap(),
+    }
+}
+
+#[test]
+fn test_exemption_windows_at_their_edges() {
+    use crate::contacts::RelationshipKind::*;
+    use ReasonCode::*;
+    // Evaluated at noon UTC (07:00 in New York is outside the window, so use 15:00 UTC days).
+    let us_dnc_listed = || dnc("2026-11-20", &["+12125550199", "+393331234567"]);
+    let cases: Vec<(
+        &str,
+        &str,
+        crate::contacts::Relationship,
+        &str,
+        Verdict,
+        ReasonCode,
+    )> = vec![
+        (
+            "US customer, day before 18 months",
+            "us",
+            relationship(
+                Customer,
+                "2024-01-01T00:00:00Z",
+                Some("2025-05-23T15:00:00Z"),
+            ),
+            "2026-11-22T15:00:00Z",
+            Verdict::Allow,
+            Relationship,
+        ),
+        (
+            "US customer, day after 18 months",
+            "us",
+            relationship(
+                Customer,
+                "2024-01-01T00:00:00Z",
+                Some("2025-05-23T15:00:00Z"),
+            ),
+            "2026-11-24T15:00:00Z",
+            Verdict::Deny,
+            RegistryListed,
+        ),
+        (
+            "US customer ongoing",
+            "us",
+            relationship(Customer, "2020-01-01T00:00:00Z", None),
+            "2026-11-23T15:00:00Z",
+            Verdict::Allow,
+            Relationship,
+        ),
+        (
+            "US inquiry within 3 months",
+            "us",
+            relationship(Inquiry, "2026-08-24T15:00:00Z", None),
+            "2026-11-23T15:00:00Z",
+            Verdict::Allow,
+            Relationship,
+        ),
+        (
+            "US inquiry after 3 months",
+            "us",
+            relationship(Inquiry, "2026-08-22T15:00:00Z", None),
+            "2026-11-23T15:00:00Z",
+            Verdict::Deny,
+            RegistryListed,
+        ),
+        (
+            "IT contract ended 30 days ago",
+            "it",
+            relationship(
+                Customer,
+                "2020-01-01T00:00:00Z",
+                Some("2026-10-24T15:00:00Z"),
+            ),
+            "2026-11-23T15:00:00Z",
+            Verdict::Allow,
+            Relationship,
+        ),
+        (
+            "IT contract ended 31 days ago",
+            "it",
+            relationship(
+                Customer,
+                "2020-01-01T00:00:00Z",
+                Some("2026-10-23T15:00:00Z"),
+            ),
+            "2026-11-23T15:00:00Z",
+            Verdict::Deny,
+            RegistryNotCovered,
+        ),
+        (
+            "IT inquiry is no exemption",
+            "it",
+            relationship(Inquiry, "2026-11-20T15:00:00Z", None),
+            "2026-11-23T15:00:00Z",
+            Verdict::Deny,
+            RegistryNotCovered,
+        ),
+    ];
+    for (name, which, rel, at, verdict, code) in cases {
+        let (campaign_config, number, cli, registry) = if which == "us" {
+            (
+                campaign("us", "US", false),
+                "212 555 0199",
+                "+12125550100",
+                us_dnc_listed(),
+            )
+        } else {
+            (
+                campaign("it", "IT", false),
+                "333 123 4567",
+                "+390212345678",
+                rpo("2026-11-20", &[]),
+            )
+        };
+        let mut rel = rel;
+        rel.number = if which == "us" {
+            "+12125550199".into()
+        } else {
+            "+393331234567".into()
+        };
+        let case = Case {
+            name,
+            campaign: Some(campaign_config),
+            number,
+            caller_id: Some(cli),
+            registry,
+            contacts: ContactView {
+                relationships: vec![rel],
+                ..Default::default()
+            },
+            expect: verdict,
+            codes: &[],
+        };
+        let evaluation = run_at(&case, at.parse().unwrap(), &[]);
+        assert_eq!(
+            evaluation.verdict, verdict,
+            "{name}: {:?}",
+            evaluation.reasons
+        );
+        assert_eq!(
+            evaluation.reasons[0].code, code,
+            "{name}: {:?}",
+            evaluation.reasons
+        );
+    }
+}
+
+#[test]
+fn test_relationship_is_per_controller_and_opt_out_beats_it() {
+    use ReasonCode::*;
+    let mut rel = relationship(
+        crate::contacts::RelationshipKind::Customer,
+        "2020-01-01T00:00:00Z",
+        None,
+    );
+    rel.number = "+393331234567".into();
+    let other_controller = crate::contacts::Relationship {
+        controller: "beta".into(),
+        ..rel.clone()
+    };
+    let case = |contacts: ContactView| Case {
+        name: "x",
+        campaign: Some(campaign("it", "IT", false)),
+        number: "333 123 4567",
+        caller_id: Some("+390212345678"),
+        registry: rpo("2026-11-20", &[]),
+        contacts,
+        expect: Verdict::Deny,
+        codes: &[],
+    };
+    let evaluation = run(&case(ContactView {
+        relationships: vec![other_controller],
+        ..Default::default()
+    }));
+    assert_eq!(
+        evaluation
+            .reasons
+            .iter()
+            .map(|r| r.code)
+            .collect::<Vec<_>>(),
+        vec![RegistryNotCovered]
+    );
+    let evaluation = run(&case(ContactView {
+        relationships: vec![rel.clone()],
+        suppressions: vec![opt_out("acme")],
+        ..Default::default()
+    }));
+    assert_eq!(
+        evaluation
+            .reasons
+            .iter()
+            .map(|r| r.code)
+            .collect::<Vec<_>>(),
+        vec![Suppressed]
+    );
+    let evaluation = run(&case(ContactView {
+        relationships: vec![rel],
+        ..Default::default()
+    }));
+    assert_eq!(evaluation.verdict, Verdict::Allow);
+    assert_eq!(
+        evaluation
+            .reasons
+            .iter()
+            .map(|r| r.code)
+            .collect::<Vec<_>>(),
+        vec![Relationship]
+    );
+}
+
+#[test]
+fn test_consent_exemptions_by_country_and_italian_policy() {
+    use ReasonCode::*;
+    let consent_us = crate::contacts::Consent {
+        number: "+12125550199".into(),
+        ..consent(Purpose::Marketing, "2026-01-01T00:00:00Z", None)
+    };
+    // US: a consent to this seller lifts the DNC.
+    let us = Case {
+        name: "us",
+        campaign: Some(campaign("us", "US", false)),
+        number: "212 555 0199",
+        caller_id: Some("+12125550100"),
+        registry: dnc("2026-11-20", &["+12125550199"]),
+        contacts: ContactView {
+            consents: vec![consent_us],
+            ..Default::default()
+        },
+        expect: Verdict::Allow,
+        codes: &[],
+    };
+    let evaluation = run(&us);
+    assert_eq!(
+        evaluation.verdict,
+        Verdict::Allow,
+        "{:?}",
+        evaluation.reasons
+    );
+    assert!(evaluation.reasons.iter().any(|r| r.code == Consent));
+
+    // Italy: not by default; with the policy, only if given after the number was seen not cleared.
+    let consent_it = consent(Purpose::Marketing, "2026-11-10T00:00:00Z", None);
+    let mut registry = registry_config("it-rpo", RegistryKind::Allowlist, "IT", 15);
+    let snapshot = snapshot("it-rpo", RegistryKind::Allowlist, "acme", "2026-11-20", &[]);
+    let campaign_it = campaign("it", "IT", false);
+    let called = number::normalize("333 123 4567", region("IT"));
+    let destination = crate::calling::statutory("IT");
+    let whereabouts = zones::locate("IT", "393331234567");
+    let contacts = ContactView {
+        consents: vec![consent_it],
+        ..Default::default()
+    };
+    let decide = |registry: &RegistryConfig, seen: &[(String, Timestamp)]| {
+        let registries = vec![RegistryData {
+            config: registry,
+            snapshot: Some(snapshot.clone()),
+        }];
+        evaluate(
+            &CallInput {
+                campaign_id: "it",
+                campaign: Some(&campaign_it),
+                called: &called,
+                caller_id: Some("+390212345678"),
+            },
+            &DecisionData {
+                contacts: &contacts,
+                registries: &registries,
+                destination: &destination,
+                whereabouts: &whereabouts,
+                attempts: &[],
+                first_not_cleared: seen,
+            },
+            now(),
+        )
+    };
+    let seen_before = [(
+        "it-rpo".to_string(),
+        "2026-11-01T00:00:00Z".parse().unwrap(),
+    )];
+    let seen_after = [(
+        "it-rpo".to_string(),
+        "2026-11-15T00:00:00Z".parse().unwrap(),
+    )];
+    assert_eq!(
+        decide(&registry, &seen_before).verdict,
+        Verdict::Deny,
+        "policy off by default"
+    );
+    registry.exemptions.consent_after_registration = true;
+    let allowed = decide(&registry, &seen_before);
+    assert_eq!(allowed.verdict, Verdict::Allow);
+    assert!(
+        allowed
+            .reasons
+            .iter()
+            .any(|r| r.code == Consent && r.detail.contains("first seen not cleared")),
+        "{:?}",
+        allowed.reasons
+    );
+    assert_eq!(
+        decide(&registry, &seen_after).verdict,
+        Verdict::Deny,
+        "consent older than the observation"
+    );
+    let denied = decide(&registry, &[]);
+    assert_eq!(denied.verdict, Verdict::Deny, "no evidence, no exemption");
+    assert_eq!(denied.not_cleared, vec!["it-rpo".to_string()]);
 }

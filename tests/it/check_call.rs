@@ -48,6 +48,7 @@ async fn test_every_reason_code_over_grpc() {
             source: "web form v3".into(),
             evidence_ref: "double-opt-in:abc".into(),
             default_region: String::new(),
+            ..Default::default()
         })
         .await
         .expect("record consent");
@@ -58,6 +59,7 @@ async fn test_every_reason_code_over_grpc() {
             reason: "asked on the phone".into(),
             source: "agent 7".into(),
             default_region: "IT".into(),
+            ..Default::default()
         })
         .await
         .expect("add suppression");

@@ -5,5 +5,6 @@ mod check_call;
 mod lifecycle;
 mod records;
 mod registry;
+mod subjects;
 mod support;
 mod timing;

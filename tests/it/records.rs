@@ -19,6 +19,7 @@ fn consent(number: &str) -> RecordConsentRequest {
         source: "web form v3".into(),
         evidence_ref: "doi:123".into(),
         default_region: "DE".into(),
+        ..Default::default()
     }
 }
 
@@ -192,6 +193,7 @@ async fn test_consent_revocation_and_opt_out_take_effect_at_once_and_persist() {
             reason: "objected".into(),
             source: "call".into(),
             default_region: String::new(),
+            ..Default::default()
         })
         .await
         .unwrap();

@@ -1,0 +1,437 @@
+//! Relationships, data-subject rights, bulk imports and the change trail.
+
+use dialgate::proto::{
+    AddSuppressionRequest, EraseSubjectRequest, ExportSubjectRequest, Purpose, ReasonCode as R,
+    RecordConsentRequest, RecordRelationshipRequest, RelationshipKind, Verdict,
+};
+use tonic::Code;
+
+use crate::support::*;
+
+const IT_CLI: &str = "+390212345678";
+
+fn ts(t: jiff::Timestamp) -> Option<prost_types::Timestamp> {
+    Some(dialgate::proto::timestamp_to_proto(t))
+}
+
+fn days_before_now(days: i64) -> jiff::Timestamp {
+    jiff::Timestamp::now() - jiff::SignedDuration::from_hours(24 * days)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn test_relationship_exemption_scoped_to_its_controller() {
+    let ws = Workspace::new(&standard_config(""));
+    ws.import("it-rpo", &["+39 333 999 0000"], &["--controller", "acme"]);
+    ws.import("us-dnc", &["212 555 0199"], &[]);
+    let server = ws.start();
+    let mut records = server.records().await;
+    let mut gateway = server.gateway().await;
+
+    // Not cleared in the RPO, but a customer whose contract ended 10 days ago.
+    let id = records
+        .record_relationship(RecordRelationshipRequest {
+            controller: "acme".into(),
+            number: "333 123 4567".into(),
+            kind: RelationshipKind::Customer as i32,
+            started_at: ts(days_before_now(400)),
+            ended_at: ts(days_before_now(10)),
+            default_region: "IT".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .relationship_id;
+    let acme = gateway
+        .check_call(call("+39 333 123 4567", IT_CLI, "it-sales"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(verdict(&acme), Verdict::Allow, "{:?}", acme.reasons);
+    assert_eq!(codes(&acme), vec![R::Relationship]);
+    assert!(acme.reasons[0].detail.contains(&id));
+    let beta = gateway
+        .check_call(call("+39 333 123 4567", IT_CLI, "it-beta"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        codes(&beta),
+        vec![R::RegistryNotCovered],
+        "the exemption is for that controller only"
+    );
+
+    // US: an inquiry 10 days ago exempts from the DNC.
+    records
+        .record_relationship(RecordRelationshipRequest {
+            controller: "acme".into(),
+            number: "+1 212 555 0199".into(),
+            kind: RelationshipKind::Inquiry as i32,
+            started_at: ts(days_before_now(10)),
+            ended_at: None,
+            default_region: String::new(),
+        })
+        .await
+        .unwrap();
+    let us = gateway
+        .check_call(call("212 555 0199", "+12125550100", "us-sales"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(codes(&us), vec![R::Relationship]);
+
+    // An opt-out beats it.
+    records
+        .add_suppression(AddSuppressionRequest {
+            controller: "acme".into(),
+            number: "+39 333 123 4567".into(),
+            reason: "asked".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let after = gateway
+        .check_call(call("+39 333 123 4567", IT_CLI, "it-sales"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(codes(&after), vec![R::Suppressed]);
+
+    // Bad requests name the field.
+    let bad = [
+        (
+            RecordRelationshipRequest {
+                controller: "".into(),
+                number: "+393331234567".into(),
+                kind: 1,
+                started_at: ts(days_before_now(1)),
+                ended_at: None,
+                default_region: String::new(),
+            },
+            "controller",
+        ),
+        (
+            RecordRelationshipRequest {
+                controller: "a".into(),
+                number: "+393331234567".into(),
+                kind: 0,
+                started_at: ts(days_before_now(1)),
+                ended_at: None,
+                default_region: String::new(),
+            },
+            "kind",
+        ),
+        (
+            RecordRelationshipRequest {
+                controller: "a".into(),
+                number: "+393331234567".into(),
+                kind: 1,
+                started_at: None,
+                ended_at: None,
+                default_region: String::new(),
+            },
+            "started_at",
+        ),
+        (
+            RecordRelationshipRequest {
+                controller: "a".into(),
+                number: "+393331234567".into(),
+                kind: 1,
+                started_at: ts(days_before_now(1)),
+                ended_at: ts(days_before_now(2)),
+                default_region: String::new(),
+            },
+            "ended_at",
+        ),
+    ];
+    for (request, field) in bad {
+        let status = records.record_relationship(request).await.unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument);
+        assert!(
+            status.message().starts_with(field),
+            "{field}: {}",
+            status.message()
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn test_campaign_scoped_and_expiring_opt_outs() {
+    let ws = Workspace::new(&standard_config(""));
+    ws.import("it-rpo", &["+39 333 123 4567"], &["--controller", "acme"]);
+    let server = ws.start();
+    let mut records = server.records().await;
+    let mut gateway = server.gateway().await;
+    records
+        .add_suppression(AddSuppressionRequest {
+            controller: "acme".into(),
+            campaign_id: "it-sales".into(),
+            number: "+39 333 123 4567".into(),
+            reason: "not interested in this offer".into(),
+            expires_at: ts(jiff::Timestamp::now() + jiff::SignedDuration::from_hours(24)),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let sales = gateway
+        .check_call(call("+39 333 123 4567", IT_CLI, "it-sales"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(codes(&sales), vec![R::Suppressed]);
+    let survey = gateway
+        .check_call(call("+39 333 123 4567", "0843 123456", "it-survey"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        verdict(&survey),
+        Verdict::Allow,
+        "another campaign of the controller: {:?}",
+        survey.reasons
+    );
+    let status = records
+        .add_suppression(AddSuppressionRequest {
+            campaign_id: "it-sales".into(),
+            number: "+39 333 123 4567".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert!(
+        status.message().starts_with("controller"),
+        "{}",
+        status.message()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn test_export_then_erase_keeps_the_number_suppressed() {
+    let ws = Workspace::new(&standard_config(""));
+    ws.import("it-rpo", &["+39 333 123 4567"], &["--controller", "acme"]);
+    let server = ws.start();
+    let mut records = server.records().await;
+    let mut gateway = server.gateway().await;
+    records
+        .record_consent(RecordConsentRequest {
+            controller: "acme".into(),
+            number: "+39 333 123 4567".into(),
+            purpose: Purpose::Marketing as i32,
+            granted_at: ts(days_before_now(3)),
+            source: "landing page".into(),
+            evidence_ref: "doi:42".into(),
+            method: "double_opt_in".into(),
+            notice_version: "privacy-v7".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    records
+        .record_relationship(RecordRelationshipRequest {
+            controller: "acme".into(),
+            number: "+39 333 123 4567".into(),
+            kind: RelationshipKind::Customer as i32,
+            started_at: ts(days_before_now(100)),
+            ended_at: None,
+            default_region: String::new(),
+        })
+        .await
+        .unwrap();
+    gateway
+        .check_call(call("+39 333 123 4567", IT_CLI, "it-sales"))
+        .await
+        .unwrap();
+
+    let export = |records: &mut dialgate::proto::contact_records_client::ContactRecordsClient<
+        tonic::transport::Channel,
+    >| {
+        let mut records = records.clone();
+        async move {
+            let json = records
+                .export_subject(ExportSubjectRequest {
+                    controller: String::new(),
+                    number: "333 1234567".into(),
+                    default_region: "IT".into(),
+                })
+                .await
+                .unwrap()
+                .into_inner()
+                .json;
+            serde_json::from_str::<serde_json::Value>(&json).unwrap()
+        }
+    };
+    let before = export(&mut records).await;
+    assert_eq!(before["number"], "+393331234567");
+    assert_eq!(before["consents"][0]["evidence_ref"], "doi:42");
+    assert_eq!(before["consents"][0]["method"], "double_opt_in");
+    assert_eq!(before["consents"][0]["notice_version"], "privacy-v7");
+    assert_eq!(before["relationships"][0]["kind"], "customer");
+    assert_eq!(before["decisions"].as_array().unwrap().len(), 1);
+    assert!(before["trail"].as_array().unwrap().len() >= 2);
+
+    let erased = records
+        .erase_subject(EraseSubjectRequest {
+            controller: String::new(),
+            number: "+39 333 123 4567".into(),
+            default_region: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .erased_records;
+    assert_eq!(erased, 2, "one consent and one relationship");
+    let after = gateway
+        .check_call(call("+39 333 123 4567", IT_CLI, "it-sales"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        codes(&after),
+        vec![R::Suppressed],
+        "erased but still suppressed"
+    );
+
+    let exported = export(&mut records).await;
+    assert!(exported["consents"].as_array().unwrap().is_empty());
+    assert!(exported["relationships"].as_array().unwrap().is_empty());
+    let kept = &exported["suppressions"][0];
+    assert_eq!(
+        kept["number"], "",
+        "the opt-out is kept by salted hash only"
+    );
+    assert!(kept["reason"].as_str().unwrap().contains("erasure"));
+
+    let (status, _) = server.terminate();
+    assert!(status.success());
+    let server = ws.start();
+    let mut gateway = server.gateway().await;
+    let restarted = gateway
+        .check_call(call("+39 333 123 4567", IT_CLI, "it-sales"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        codes(&restarted),
+        vec![R::Suppressed],
+        "suppression survives restart by hash"
+    );
+    drop(server);
+
+    let db = rusqlite::Connection::open(ws.data_dir().join("contacts.db")).unwrap();
+    let raw: i64 = db
+        .query_row("SELECT (SELECT COUNT(*) FROM consents) + (SELECT COUNT(*) FROM relationships) + (SELECT COUNT(*) FROM suppressions WHERE number != '')", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(raw, 0, "no raw number kept in the contact store");
+
+    let trail: Vec<serde_json::Value> = ws
+        .cli_ok(&["trail", "export"])
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let actions: Vec<&str> = trail
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        actions,
+        vec![
+            "consent.recorded",
+            "relationship.recorded",
+            "subject.exported",
+            "subject.erased",
+            "subject.exported"
+        ]
+    );
+    assert!(
+        trail
+            .iter()
+            .all(|e| e["actor"].as_str().unwrap().starts_with("grpc:"))
+    );
+    let text = ws.cli_ok(&["trail", "export"]);
+    assert!(
+        !text.contains("3331234567"),
+        "the trail holds no raw numbers"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn test_bulk_csv_imports_are_validated_idempotent_and_served() {
+    let ws = Workspace::new(&standard_config(""));
+    let server = ws.start();
+    let mut gateway = server.gateway().await;
+
+    let bad = ws.file(
+        "bad.csv",
+        "controller,number,purpose,granted_at,source\nacme,+49 151 23456789,marketing,2026-01-01,web\n,+49 151 1,marketing,2026-01-01,web\nacme,+49 151 23456780,spam,2026-01-01,web\nacme,+49 151 23456781,marketing,2999-01-01,web\n",
+    );
+    let out = ws.cli(&["consent", "import", "--file", path_str(&bad)]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("3 bad line(s)"), "{stderr}");
+    assert!(
+        stderr.contains("line 3: controller")
+            && stderr.contains("line 4: purpose")
+            && stderr.contains("line 5: granted_at"),
+        "{stderr}"
+    );
+    let unknown = ws.file(
+        "unknown.csv",
+        "controller,number,purpose,granted_at,source,colour\n",
+    );
+    let out = ws.cli(&["consent", "import", "--file", path_str(&unknown)]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown column \"colour\""));
+
+    let good = ws.file(
+        "good.csv",
+        "controller,number,purpose,granted_at,source,method,evidence_ref\nacme,+49 151 23456789,marketing,2026-01-01T10:00:00Z,web,double_opt_in,doi:1\nacme,0151 23456788,marketing,2026-02-01,shop,signed_form,form:9\n",
+    );
+    let bad_region = ws.cli(&["consent", "import", "--file", path_str(&good)]);
+    assert!(
+        !bad_region.status.success(),
+        "a national number needs default_region"
+    );
+    let good = ws.file(
+        "good.csv",
+        "controller,number,purpose,granted_at,source,method,evidence_ref,default_region\nacme,+49 151 23456789,marketing,2026-01-01T10:00:00Z,web,double_opt_in,doi:1,DE\nacme,0151 23456788,marketing,2026-02-01,shop,signed_form,form:9,DE\n",
+    );
+    let first = ws.cli_ok(&["consent", "import", "--file", path_str(&good)]);
+    assert!(
+        first.contains("2 lines valid; 2 stored, 0 already present"),
+        "{first}"
+    );
+    let again = ws.cli_ok(&["consent", "import", "--file", path_str(&good)]);
+    assert!(again.contains("0 stored, 2 already present"), "{again}");
+
+    let opt_outs = ws.file(
+        "optouts.csv",
+        "number,controller,reason,default_region\n0151 23456788,acme,complained,DE\n",
+    );
+    let stored = ws.cli_ok(&["suppression", "import", "--file", path_str(&opt_outs)]);
+    assert!(stored.contains("1 stored"), "{stored}");
+
+    // The running server picks both imports up.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let a = gateway
+            .check_call(call("+49 151 23456789", "+4930123456", "de-optin"))
+            .await
+            .unwrap()
+            .into_inner();
+        let b = gateway
+            .check_call(call("+49 151 23456788", "+4930123456", "de-optin"))
+            .await
+            .unwrap()
+            .into_inner();
+        if codes(&a) == vec![R::Consent] && codes(&b) == vec![R::Suppressed] {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "imports not served within 5 s: {:?} {:?}",
+            a.reasons,
+            b.reasons
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let trail = ws.cli_ok(&["trail", "export"]);
+    assert!(trail.contains("\"actor\":\"cli:"), "{trail}");
+}
