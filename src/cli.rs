@@ -80,7 +80,7 @@ pub enum TrailCommand {
 #[derive(Debug, Subcommand)]
 pub enum RegistryCommand {
     /// Load a registry file into a new snapshot (a running server picks it up within seconds)
-    Import(ImportArgs),
+    Import(Box<ImportArgs>),
     /// Registries with version, size, checked-at, valid-until and staleness
     List {
         /// Print JSON instead of a table
@@ -97,9 +97,48 @@ pub struct ImportArgs {
     /// File to import
     #[arg(long)]
     file: PathBuf,
-    /// File format
-    #[arg(long, default_value = "lines")]
+    /// File format: auto, lines, ftc, tps, delimited, fixed (gzip and zip are detected)
+    #[arg(long, default_value = "auto")]
     format: String,
+    /// delimited: the field separator (one character; `\t` for tab)
+    #[arg(long, default_value = ",")]
+    delimiter: String,
+    /// delimited: column (1-based) holding the whole number
+    #[arg(long)]
+    phone_column: Option<usize>,
+    /// delimited: column of the area code (with --number-column)
+    #[arg(long)]
+    area_column: Option<usize>,
+    /// delimited: column of the rest of the number
+    #[arg(long)]
+    number_column: Option<usize>,
+    /// delimited change lists: column saying whether a line adds or deletes
+    #[arg(long)]
+    action_column: Option<usize>,
+    /// delimited change lists: values of the action column that add
+    #[arg(long, value_delimiter = ',', default_value = "A,ADD,+")]
+    add_values: Vec<String>,
+    /// delimited change lists: values of the action column that delete
+    #[arg(long, value_delimiter = ',', default_value = "D,DEL,DELETE,-")]
+    remove_values: Vec<String>,
+    /// delimited: header lines to skip
+    #[arg(long, default_value_t = 0)]
+    skip_lines: usize,
+    /// fixed: START:LENGTH (1-based) of the whole number
+    #[arg(long)]
+    phone_field: Option<String>,
+    /// fixed: START:LENGTH of the area code (with --number-field)
+    #[arg(long)]
+    area_field: Option<String>,
+    /// fixed: START:LENGTH of the rest of the number
+    #[arg(long)]
+    number_field: Option<String>,
+    /// Bad lines tolerated (they are written to --rejects-file); default 0: any bad line fails the import
+    #[arg(long, default_value_t = 0)]
+    max_rejects: u64,
+    /// Where tolerated bad lines are written [default: FILE.rejects]
+    #[arg(long)]
+    rejects_file: Option<PathBuf>,
     /// replace: the file is the whole list (allow-lists: the controller's whole list); add; remove
     #[arg(long, value_enum, default_value_t = ModeArg::Replace)]
     mode: ModeArg,
@@ -253,16 +292,20 @@ async fn shutdown_signal() {
     }
 }
 
-fn registry_import(config: &Config, args: ImportArgs) -> anyhow::Result<()> {
+fn registry_import(config: &Config, args: Box<ImportArgs>) -> anyhow::Result<()> {
     let registry = config.registry(&args.registry).with_context(|| {
         format!(
             "--registry {:?}: not configured in {}",
             args.registry, config.origin
         )
     })?;
-    let format = import::Format::parse(&args.format)
-        .with_context(|| format!("--format {:?}: supported formats: lines", args.format))?;
+    let format = import_format(&args)?;
     let now = Timestamp::now();
+    let rejects_file = (args.max_rejects > 0).then(|| {
+        args.rejects_file
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(format!("{}.rejects", args.file.display())))
+    });
     let request = import::ImportRequest {
         file: args.file,
         format,
@@ -277,11 +320,80 @@ fn registry_import(config: &Config, args: ImportArgs) -> anyhow::Result<()> {
         controller: args.controller,
         covers: args.covers,
         dry_run: args.dry_run,
+        max_rejects: args.max_rejects,
+        rejects_file,
+        progress: true,
     };
     let snapshots = registry::snapshots_dir(&config.server.data_dir);
     let summary = import::run(registry, &snapshots, &request, now)?;
     println!("{summary}");
     Ok(())
+}
+
+/// The `--format` and template flags of an import.
+fn import_format(args: &ImportArgs) -> anyhow::Result<Option<import::Format>> {
+    let field = |flag: &str, value: &Option<String>| -> anyhow::Result<Option<(usize, usize)>> {
+        value
+            .as_ref()
+            .map(|v| {
+                let (start, len) = v
+                    .split_once(':')
+                    .and_then(|(s, l)| Some((s.parse::<usize>().ok()?, l.parse::<usize>().ok()?)))
+                    .filter(|(s, l)| *s >= 1 && *l >= 1)
+                    .with_context(|| format!("{flag} {v:?}: expected START:LENGTH, 1-based"))?;
+                Ok((start, len))
+            })
+            .transpose()
+    };
+    let column = |flag: &str, value: Option<usize>| -> anyhow::Result<Option<usize>> {
+        match value {
+            Some(0) => bail!("{flag} 0: columns are numbered from 1"),
+            other => Ok(other),
+        }
+    };
+    Ok(match args.format.as_str() {
+        "auto" => None,
+        "lines" => Some(import::Format::Lines),
+        "ftc" => Some(import::Format::Ftc),
+        "tps" => Some(import::Format::Tps),
+        "delimited" => {
+            let delimiter = match args.delimiter.as_str() {
+                "\\t" | "tab" => b'\t',
+                d if d.len() == 1 => d.as_bytes()[0],
+                d => bail!("--delimiter {d:?}: one character expected"),
+            };
+            let template = import::DelimitedTemplate {
+                delimiter,
+                phone: column("--phone-column", args.phone_column)?,
+                area: column("--area-column", args.area_column)?,
+                number: column("--number-column", args.number_column)?,
+                action: column("--action-column", args.action_column)?,
+                add_values: args.add_values.clone(),
+                remove_values: args.remove_values.clone(),
+                skip_lines: args.skip_lines,
+            };
+            if template.phone.is_none() && (template.area.is_none() || template.number.is_none()) {
+                bail!(
+                    "--format delimited needs --phone-column, or --area-column and --number-column"
+                );
+            }
+            Some(import::Format::Delimited(template))
+        }
+        "fixed" => {
+            let template = import::FixedTemplate {
+                phone: field("--phone-field", &args.phone_field)?,
+                area: field("--area-field", &args.area_field)?,
+                number: field("--number-field", &args.number_field)?,
+            };
+            if template.phone.is_none() && (template.area.is_none() || template.number.is_none()) {
+                bail!("--format fixed needs --phone-field, or --area-field and --number-field");
+            }
+            Some(import::Format::Fixed(template))
+        }
+        other => {
+            bail!("--format {other:?}: supported formats: auto, lines, ftc, tps, delimited, fixed")
+        }
+    })
 }
 
 fn registry_list(config: &Config, json: bool) -> anyhow::Result<()> {

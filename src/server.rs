@@ -273,12 +273,15 @@ fn seed_registries(config: &Config, snapshots: &std::path::Path) -> anyhow::Resu
             snapshots,
             &import::ImportRequest {
                 file: seed.clone(),
-                format: import::Format::Lines,
+                format: Some(import::Format::Lines),
                 mode: registry::snapshot::ImportMode::Replace,
                 checked_at: now.to_zoned(jiff::tz::TimeZone::UTC).date(),
                 controller: registry.seed_controller.clone(),
                 covers: None,
                 dry_run: false,
+                max_rejects: 0,
+                rejects_file: None,
+                progress: false,
             },
             now,
         )

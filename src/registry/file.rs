@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
 use jiff::Timestamp;
@@ -92,43 +92,75 @@ pub fn encode(snapshot: &Snapshot) -> Vec<u8> {
     out
 }
 
-/// Decodes and verifies a snapshot.
+/// A reader that checksums what passes through it.
+struct CrcReader<R> {
+    inner: R,
+    hasher: crc32fast::Hasher,
+}
+
+impl<R: Read> Read for CrcReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
+}
+
+/// Decodes and verifies a snapshot held in memory.
 pub fn decode(bytes: &[u8], path: &Path) -> Result<Snapshot, SnapshotFileError> {
+    read_from(bytes, path)
+}
+
+/// Decodes and verifies a snapshot as it streams in: the file is never held
+/// whole in memory, so loading a new edition next to the one in service
+/// costs one snapshot, not two. Nothing is returned unless the checksum over
+/// the whole file matches.
+pub fn read_from(reader: impl Read, path: &Path) -> Result<Snapshot, SnapshotFileError> {
     let corrupt = |problem: &str| SnapshotFileError::Corrupt {
         path: path.to_path_buf(),
         problem: problem.to_string(),
     };
-    if bytes.len() < MAGIC.len() + 12 || &bytes[..MAGIC.len()] != MAGIC {
+    let truncated = |what: &'static str| move |_: io::Error| corrupt(&format!("truncated {what}"));
+    let mut reader = CrcReader {
+        inner: reader,
+        hasher: crc32fast::Hasher::new(),
+    };
+    let mut magic = [0u8; 8];
+    reader.read_exact(&mut magic).map_err(truncated("magic"))?;
+    if &magic != MAGIC {
         return Err(corrupt(
             "not a dialgate snapshot (bad magic or format version)",
         ));
     }
-    let (body, crc) = bytes.split_at(bytes.len() - 4);
-    let stored_crc = u32::from_le_bytes(crc.try_into().expect("4 bytes"));
-    if crc32fast::hash(body) != stored_crc {
-        return Err(corrupt("checksum mismatch"));
+    let mut len = [0u8; 8];
+    reader
+        .read_exact(&mut len)
+        .map_err(truncated("header length"))?;
+    let header_len = u64::from_le_bytes(len);
+    if header_len > 64 << 20 {
+        return Err(corrupt("implausible header length"));
     }
-    let mut cursor = &body[MAGIC.len()..];
-    let header_len =
-        take_u64(&mut cursor).ok_or_else(|| corrupt("truncated header length"))? as usize;
-    if header_len > cursor.len() {
-        return Err(corrupt("truncated header"));
-    }
-    let header: Header = serde_json::from_slice(&cursor[..header_len])
-        .map_err(|err| corrupt(&format!("bad header: {err}")))?;
-    cursor = &cursor[header_len..];
+    let mut header = vec![0u8; header_len as usize];
+    reader
+        .read_exact(&mut header)
+        .map_err(truncated("header"))?;
+    let header: Header =
+        serde_json::from_slice(&header).map_err(|err| corrupt(&format!("bad header: {err}")))?;
     let mut batches: BTreeMap<String, Vec<Batch>> = BTreeMap::new();
     for batch in &header.batches {
-        let len = take_u64(&mut cursor).ok_or_else(|| corrupt("truncated batch length"))? as usize;
-        if len > cursor.len() {
-            return Err(corrupt("truncated batch"));
-        }
-        let numbers = RoaringTreemap::deserialize_from(&cursor[..len])
+        reader
+            .read_exact(&mut len)
+            .map_err(truncated("batch length"))?;
+        let batch_len = u64::from_le_bytes(len);
+        let mut limited = (&mut reader).take(batch_len);
+        let numbers = RoaringTreemap::deserialize_from(&mut limited)
             .map_err(|err| corrupt(&format!("bad batch: {err}")))?;
+        if limited.limit() != 0 {
+            return Err(corrupt("batch shorter than its length"));
+        }
         if numbers.len() != batch.numbers {
             return Err(corrupt("batch size does not match its header"));
         }
-        cursor = &cursor[len..];
         batches
             .entry(batch.controller.clone())
             .or_default()
@@ -137,8 +169,18 @@ pub fn decode(bytes: &[u8], path: &Path) -> Result<Snapshot, SnapshotFileError> 
                 numbers,
             });
     }
-    if !cursor.is_empty() {
-        return Err(corrupt("trailing bytes after the last batch"));
+    let computed = reader.hasher.clone().finalize();
+    let mut stored = [0u8; 4];
+    reader
+        .inner
+        .read_exact(&mut stored)
+        .map_err(truncated("checksum"))?;
+    if u32::from_le_bytes(stored) != computed {
+        return Err(corrupt("checksum mismatch"));
+    }
+    let mut rest = [0u8; 1];
+    if reader.inner.read(&mut rest).map_err(truncated("end"))? != 0 {
+        return Err(corrupt("trailing bytes after the checksum"));
     }
     Ok(Snapshot {
         registry_id: header.registry_id,
@@ -152,24 +194,15 @@ pub fn decode(bytes: &[u8], path: &Path) -> Result<Snapshot, SnapshotFileError> 
     })
 }
 
-fn take_u64(cursor: &mut &[u8]) -> Option<u64> {
-    if cursor.len() < 8 {
-        return None;
-    }
-    let (head, rest) = cursor.split_at(8);
-    *cursor = rest;
-    Some(u64::from_le_bytes(head.try_into().ok()?))
-}
-
 /// Reads the snapshot of a registry; `Ok(None)` if it has none yet.
 pub fn read(dir: &Path, registry_id: &str) -> Result<Option<Snapshot>, SnapshotFileError> {
     let path = snapshot_path(dir, registry_id);
-    let bytes = match fs::read(&path) {
-        Ok(bytes) => bytes,
+    let file = match File::open(&path) {
+        Ok(file) => file,
         Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(cause) => return Err(SnapshotFileError::Io { path, cause }),
     };
-    let snapshot = decode(&bytes, &path)?;
+    let snapshot = read_from(io::BufReader::with_capacity(1 << 20, file), &path)?;
     if snapshot.registry_id != registry_id {
         return Err(SnapshotFileError::Corrupt {
             path,

@@ -1,59 +1,47 @@
-//! `dialgate registry import`: parses a registry file, applies it to the
-//! registry's current snapshot and writes the next snapshot atomically.
-//!
-//! A file with a bad line changes nothing: the import fails naming each bad
-//! line (the first 20) and how many there were.
+//! `dialgate registry import`: streams a registry file (plain, gzip or zip),
+//! parses it in the chosen format, sorts the keys on every core, applies them
+//! to the registry's current snapshot and writes the next snapshot
+//! atomically. Bad lines fail the import and change nothing, naming the
+//! first 20 and how many there were, unless `--max-rejects` tolerates them
+//! (they are then written to a rejects file).
 
 use std::fmt;
 use std::fs::File;
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader, IsTerminal, Read, Seek, Write};
 use std::path::{Path, PathBuf};
 
 use jiff::Timestamp;
 use jiff::civil::Date;
+use rayon::slice::ParallelSliceMut;
 use roaring::RoaringTreemap;
 
 use super::file::{self, SnapshotFileError};
+pub use super::formats::{DelimitedTemplate, FixedTemplate, Format};
+use super::formats::{LineItem, LineParser};
 use super::snapshot::{ApplyError, ImportMode, ImportSet, Snapshot, SnapshotSource};
 use crate::config::RegistryConfig;
-use crate::number::{self, Region};
+use crate::number::Region;
 
 /// How many bad lines an error message lists.
 const LISTED_REJECTS: usize = 20;
-
-/// File formats understood by the importer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Format {
-    /// One number per line, any common notation; `#` starts a comment line.
-    Lines,
-}
-
-impl Format {
-    pub fn parse(name: &str) -> Option<Format> {
-        match name {
-            "lines" => Some(Format::Lines),
-            _ => None,
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Format::Lines => "lines",
-        }
-    }
-}
 
 /// One import, as asked for on the command line.
 #[derive(Debug, Clone)]
 pub struct ImportRequest {
     pub file: PathBuf,
-    pub format: Format,
+    /// `None` = detect from the first line.
+    pub format: Option<Format>,
     pub mode: ImportMode,
     pub checked_at: Date,
     pub controller: Option<String>,
     /// Coverage prefixes in E.164 (`+1212`).
     pub covers: Option<Vec<String>>,
     pub dry_run: bool,
+    /// Bad lines tolerated (written to `rejects_file`).
+    pub max_rejects: u64,
+    pub rejects_file: Option<PathBuf>,
+    /// Show a progress bar (when stderr is a terminal).
+    pub progress: bool,
 }
 
 /// A rejected input line.
@@ -67,10 +55,7 @@ pub struct Reject {
 #[derive(Debug, thiserror::Error)]
 pub enum ImportError {
     #[error("cannot read {path}: {cause}")]
-    Read {
-        path: PathBuf,
-        cause: std::io::Error,
-    },
+    Read { path: PathBuf, cause: String },
     #[error("{}", RejectList(.0, *.1))]
     BadLines(Vec<Reject>, u64),
     #[error("--checked-at {0} is in the future")]
@@ -101,35 +86,43 @@ impl fmt::Display for RejectList<'_> {
 }
 
 /// What an import did.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ImportSummary {
     pub registry_id: String,
+    pub format: &'static str,
     pub lines: u64,
     pub numbers: u64,
+    pub removals: u64,
     pub duplicates: u64,
+    pub rejected: u64,
     pub numbers_before: u64,
     pub numbers_after: u64,
     pub version: u64,
     pub dry_run: bool,
+    pub seconds: f64,
 }
 
 impl fmt::Display for ImportSummary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "{}registry {}: {} lines, {} distinct numbers, {} duplicates; {} -> {} numbers, version {}",
+            "{}registry {} ({}): {} lines, {} distinct numbers, {} removals, {} duplicates, {} rejected; {} -> {} numbers, version {}, {:.2} s",
             if self.dry_run {
                 "dry run, nothing written: "
             } else {
                 ""
             },
             self.registry_id,
+            self.format,
             self.lines,
             self.numbers,
+            self.removals,
             self.duplicates,
+            self.rejected,
             self.numbers_before,
             self.numbers_after,
-            self.version
+            self.version,
+            self.seconds
         )
     }
 }
@@ -139,76 +132,88 @@ impl fmt::Display for ImportSummary {
 pub struct ParsedNumbers {
     pub lines: u64,
     pub numbers: RoaringTreemap,
+    pub removals: RoaringTreemap,
     pub duplicates: u64,
+    pub rejects: Vec<Reject>,
+    pub reject_count: u64,
 }
 
-/// Parses a `lines` file: one number per line in any common notation, with
-/// `region` as the default; every number must belong to `region`.
+/// Parses a registry file in `format` (or detected) for `region`.
+///
+/// Keeps every reject when `keep_all_rejects`, else the first 20.
 ///
 /// # Errors
-/// The bad lines (the first 20) and their count.
-pub fn parse_lines(reader: impl Read, region: Region) -> Result<ParsedNumbers, (Vec<Reject>, u64)> {
-    let mut parsed = ParsedNumbers::default();
-    let mut keys = Vec::new();
-    let mut rejects = Vec::new();
-    let mut reject_count = 0u64;
+/// A read error.
+pub fn parse(
+    reader: impl Read,
+    format: Option<Format>,
+    region: Region,
+    keep_all_rejects: bool,
+) -> std::io::Result<(Format, ParsedNumbers)> {
     let mut reader = BufReader::with_capacity(1 << 20, reader);
-    let mut buf = Vec::with_capacity(64);
+    let format = match format {
+        Some(format) => format,
+        None => {
+            let head = reader.fill_buf()?;
+            let text = String::from_utf8_lossy(&head[..head.len().min(4096)]).to_string();
+            let first = text
+                .lines()
+                .find(|l| !l.trim().is_empty() && !l.starts_with('#'))
+                .unwrap_or("");
+            Format::detect(first, region)
+        }
+    };
+    let mut parser = LineParser::new(format.clone(), region);
+    let mut parsed = ParsedNumbers::default();
+    let mut adds: Vec<u64> = Vec::new();
+    let mut removes: Vec<u64> = Vec::new();
+    let mut buf = Vec::with_capacity(128);
     loop {
         buf.clear();
-        match reader.read_until(b'\n', &mut buf) {
-            Ok(0) => break,
-            Ok(_) => {}
-            Err(err) => {
-                reject_count += 1;
-                rejects.push(Reject {
-                    line: parsed.lines + 1,
-                    problem: format!("read error: {err}"),
-                });
-                break;
-            }
+        if reader.read_until(b'\n', &mut buf)? == 0 {
+            break;
         }
         parsed.lines += 1;
-        let problem = match std::str::from_utf8(&buf) {
-            Err(_) => Some("not valid UTF-8".to_string()),
-            Ok(text) => {
-                let text = text.trim();
-                if text.is_empty() || text.starts_with('#') {
-                    None
-                } else {
-                    match number::normalize_any(text, region) {
-                        Ok(n) if n.region != region => Some(format!(
-                            "{text:?} is a number of {}, not {region}",
-                            n.region
-                        )),
-                        Ok(n) => {
-                            keys.push(n.key.0);
-                            None
-                        }
-                        Err(err) => Some(format!("{text:?}: {err}")),
-                    }
-                }
-            }
+        if buf.last() == Some(&b'\n') {
+            buf.pop();
+        }
+        let result = match std::str::from_utf8(&buf) {
+            Err(_) => Err("not valid UTF-8".to_string()),
+            Ok(text) => parser.parse(text, parsed.lines),
         };
-        if let Some(problem) = problem {
-            reject_count += 1;
-            if rejects.len() < LISTED_REJECTS {
-                rejects.push(Reject {
-                    line: parsed.lines,
-                    problem,
-                });
+        match result {
+            Ok(LineItem::Skip) => {}
+            Ok(LineItem::Add(key)) => adds.push(key.0),
+            Ok(LineItem::Remove(key)) => removes.push(key.0),
+            Err(problem) => {
+                parsed.reject_count += 1;
+                if keep_all_rejects || parsed.rejects.len() < LISTED_REJECTS {
+                    parsed.rejects.push(Reject {
+                        line: parsed.lines,
+                        problem,
+                    });
+                }
             }
         }
     }
-    if reject_count > 0 {
-        return Err((rejects, reject_count));
-    }
-    keys.sort_unstable();
+    let (numbers, duplicates) = sorted_set(adds);
+    let (removals, removal_duplicates) = sorted_set(removes);
+    parsed.numbers = numbers;
+    parsed.removals = removals;
+    parsed.duplicates = duplicates + removal_duplicates;
+    Ok((format, parsed))
+}
+
+/// Sorts on every core, deduplicates, and builds the compact set.
+fn sorted_set(mut keys: Vec<u64>) -> (RoaringTreemap, u64) {
+    keys.par_sort_unstable();
     let before = keys.len() as u64;
     keys.dedup();
-    parsed.duplicates = before - keys.len() as u64;
-    parsed.numbers = RoaringTreemap::from_sorted_iter(keys).expect("keys are sorted");
-    Ok(parsed)
+    let duplicates = before - keys.len() as u64;
+    (
+        RoaringTreemap::from_sorted_iter(keys).expect("keys are sorted"),
+        duplicates,
+    )
 }
 
 /// Parses `--covers` prefixes (`+1212,+1646`) into E.164 digit prefixes.
@@ -250,6 +255,45 @@ pub fn parse_coverage(
         .collect()
 }
 
+/// Opens the input, decompressing gzip or the first file of a zip, and
+/// hands a reader to `consume`.
+fn with_input<T>(
+    path: &Path,
+    progress: Option<&indicatif::ProgressBar>,
+    consume: impl FnOnce(&mut dyn Read) -> std::io::Result<T>,
+) -> Result<T, ImportError> {
+    let read_error = |cause: String| ImportError::Read {
+        path: path.to_path_buf(),
+        cause,
+    };
+    let mut file = File::open(path).map_err(|e| read_error(e.to_string()))?;
+    let mut magic = [0u8; 4];
+    let n = file
+        .read(&mut magic)
+        .map_err(|e| read_error(e.to_string()))?;
+    file.rewind().map_err(|e| read_error(e.to_string()))?;
+    let result = if n >= 2 && magic[..2] == [0x1f, 0x8b] {
+        let raw: Box<dyn Read> = match progress {
+            Some(pb) => Box::new(pb.wrap_read(file)),
+            None => Box::new(file),
+        };
+        consume(&mut flate2::read::MultiGzDecoder::new(raw))
+    } else if n == 4 && magic == *b"PK\x03\x04" {
+        let mut archive =
+            zip::ZipArchive::new(file).map_err(|e| read_error(format!("zip: {e}")))?;
+        let mut entry = archive
+            .by_index(0)
+            .map_err(|e| read_error(format!("zip: {e}")))?;
+        consume(&mut entry)
+    } else {
+        match progress {
+            Some(pb) => consume(&mut pb.wrap_read(file)),
+            None => consume(&mut file),
+        }
+    };
+    result.map_err(|e| read_error(e.to_string()))
+}
+
 /// Runs an import against the snapshots in `dir`.
 ///
 /// # Errors
@@ -260,6 +304,7 @@ pub fn run(
     request: &ImportRequest,
     now: Timestamp,
 ) -> Result<ImportSummary, ImportError> {
+    let started = std::time::Instant::now();
     let today = now.to_zoned(jiff::tz::TimeZone::UTC).date();
     if request.checked_at > today {
         return Err(ImportError::CheckedAtInFuture(request.checked_at));
@@ -269,18 +314,46 @@ pub fn run(
         .as_ref()
         .map(|c| parse_coverage(c, registry))
         .transpose()?;
-    let input = File::open(&request.file).map_err(|cause| ImportError::Read {
-        path: request.file.clone(),
-        cause,
+    let progress = (request.progress && std::io::stderr().is_terminal()).then(|| {
+        let size = std::fs::metadata(&request.file)
+            .map(|m| m.len())
+            .unwrap_or(0);
+        let pb = indicatif::ProgressBar::new(size);
+        pb.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{msg} [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        pb.set_message(format!("parsing {}", registry.id));
+        pb
+    });
+    let keep_all = request.max_rejects > 0;
+    let (format, parsed) = with_input(&request.file, progress.as_ref(), |reader| {
+        parse(reader, request.format.clone(), registry.country, keep_all)
     })?;
-    let parsed = match request.format {
-        Format::Lines => parse_lines(input, registry.country),
+    if let Some(pb) = &progress {
+        pb.finish_and_clear();
     }
-    .map_err(|(rejects, count)| ImportError::BadLines(rejects, count))?;
+    if parsed.reject_count > request.max_rejects {
+        let mut rejects = parsed.rejects;
+        rejects.truncate(LISTED_REJECTS);
+        return Err(ImportError::BadLines(rejects, parsed.reject_count));
+    }
+    if parsed.reject_count > 0
+        && let Some(path) = &request.rejects_file
+    {
+        let mut out = std::io::BufWriter::new(File::create(path).map_err(ImportError::Write)?);
+        for reject in &parsed.rejects {
+            writeln!(out, "{}\t{}", reject.line, reject.problem).map_err(ImportError::Write)?;
+        }
+        out.flush().map_err(ImportError::Write)?;
+    }
 
     let _lock = file::lock(dir, &registry.id).map_err(ImportError::Write)?;
     let previous = file::read(dir, &registry.id)?;
     let numbers = parsed.numbers.len();
+    let removals = parsed.removals.len();
     let next = Snapshot::apply(
         previous.as_ref(),
         &registry.id,
@@ -291,10 +364,11 @@ pub fn run(
             controller: request.controller.clone().unwrap_or_default(),
             checked_at: request.checked_at,
             numbers: parsed.numbers,
+            removals: parsed.removals,
             coverage,
             source: SnapshotSource {
                 file: request.file.display().to_string(),
-                format: request.format.as_str().to_string(),
+                format: format.name().to_string(),
                 mode: request.mode.as_str().to_string(),
             },
         },
@@ -305,13 +379,17 @@ pub fn run(
     }
     Ok(ImportSummary {
         registry_id: registry.id.clone(),
+        format: format.name(),
         lines: parsed.lines,
         numbers,
+        removals,
         duplicates: parsed.duplicates,
+        rejected: parsed.reject_count,
         numbers_before: previous.as_ref().map_or(0, Snapshot::len),
         numbers_after: next.len(),
         version: next.version,
         dry_run: request.dry_run,
+        seconds: started.elapsed().as_secs_f64(),
     })
 }
 
@@ -324,11 +402,17 @@ mod tests {
         Region::parse("IT").unwrap()
     }
 
+    fn parse_lines(text: &str) -> ParsedNumbers {
+        parse(text.as_bytes(), Some(Format::Lines), it(), false)
+            .unwrap()
+            .1
+    }
+
     #[test]
     fn test_lines_accepts_common_notations_and_comments() {
         let text =
             "# RPO result\n+39 333 123 4567\n0039 333 1234567\n\n02 8765 4321\r\n333-1234568\n";
-        let parsed = parse_lines(text.as_bytes(), it()).unwrap();
+        let parsed = parse_lines(text);
         assert_eq!(parsed.lines, 6);
         assert_eq!(parsed.numbers.len(), 3);
         assert_eq!(parsed.duplicates, 1);
@@ -341,27 +425,48 @@ mod tests {
 
     #[test]
     fn test_lines_names_every_bad_line() {
-        let text = "+39 333 123 4567\nhello\n+1 212 555 0123\n12\n";
-        let (rejects, count) = parse_lines(text.as_bytes(), it()).unwrap_err();
-        assert_eq!(count, 3);
+        let parsed = parse_lines("+39 333 123 4567\nhello\n+1 212 555 0123\n12\n");
+        assert_eq!(parsed.reject_count, 3);
         assert_eq!(
-            rejects.iter().map(|r| r.line).collect::<Vec<_>>(),
+            parsed.rejects.iter().map(|r| r.line).collect::<Vec<_>>(),
             vec![2, 3, 4]
         );
-        assert!(rejects[0].problem.contains("hello"), "{:?}", rejects[0]);
-        assert!(rejects[1].problem.contains("not IT"), "{:?}", rejects[1]);
+        assert!(
+            parsed.rejects[0].problem.contains("hello"),
+            "{:?}",
+            parsed.rejects[0]
+        );
+        assert!(
+            parsed.rejects[1].problem.contains("not IT"),
+            "{:?}",
+            parsed.rejects[1]
+        );
     }
 
     #[test]
     fn test_reject_list_is_capped() {
-        let text = "x\n".repeat(25);
-        let err = ImportError::BadLines(parse_lines(text.as_bytes(), it()).unwrap_err().0, 25);
-        let message = err.to_string();
+        let parsed = parse_lines(&"x\n".repeat(25));
+        let message = ImportError::BadLines(parsed.rejects, parsed.reject_count).to_string();
         assert!(message.starts_with("25 bad line(s)"), "{message}");
         assert!(
             message.contains("line 20:") && !message.contains("line 21:"),
             "{message}"
         );
         assert!(message.ends_with("and 5 more"), "{message}");
+    }
+
+    #[test]
+    fn test_detects_ftc_and_builds_the_exact_set() {
+        let us = Region::parse("US").unwrap();
+        let (format, parsed) = parse(
+            "212,5550199\n646,5550142\n212,5550199\n".as_bytes(),
+            None,
+            us,
+            false,
+        )
+        .unwrap();
+        assert_eq!(format, Format::Ftc);
+        assert_eq!(parsed.numbers.len(), 2);
+        assert_eq!(parsed.duplicates, 1);
     }
 }

@@ -2,11 +2,13 @@
 //!
 //! - [`snapshot`]: the immutable, compact, exact data of one edition.
 //! - [`file`]: snapshot files (checksummed, atomic writes).
+//! - [`formats`]: registry file formats (lines, FTC, TPS, templates).
 //! - [`import`]: registry files to snapshots (`dialgate registry import`).
 //! - [`RegistrySet`]: what a running server serves; snapshots are swapped
 //!   atomically, and a check keeps the `Arc` of the edition it started with.
 
 pub mod file;
+pub mod formats;
 pub mod import;
 pub mod snapshot;
 

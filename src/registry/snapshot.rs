@@ -77,6 +77,8 @@ pub struct ImportSet {
     pub controller: String,
     pub checked_at: Date,
     pub numbers: RoaringTreemap,
+    /// Numbers a change list deletes (applied after `numbers`).
+    pub removals: RoaringTreemap,
     pub coverage: Option<Vec<String>>,
     pub source: SnapshotSource,
 }
@@ -223,6 +225,11 @@ impl Snapshot {
                 }
             }
         }
+        if !import.removals.is_empty() {
+            for batch in controller_batches.iter_mut() {
+                batch.numbers -= &import.removals;
+            }
+        }
         controller_batches.retain(|b| kind == RegistryKind::Blocklist || !b.numbers.is_empty());
         batches.retain(|_, v| !v.is_empty());
         Ok(Snapshot {
@@ -275,6 +282,7 @@ mod tests {
             controller: controller.to_string(),
             checked_at: date.parse().unwrap(),
             numbers: numbers.iter().map(|n| key(n).0).collect(),
+            removals: RoaringTreemap::new(),
             coverage: None,
             source: SnapshotSource {
                 file: "test".into(),

@@ -33,7 +33,7 @@ fn test_import_summary_and_list() {
         &["--controller", "acme"],
     );
     assert!(
-        out.contains("5 lines, 2 distinct numbers, 1 duplicates"),
+        out.contains("5 lines, 2 distinct numbers, 0 removals, 1 duplicates, 0 rejected"),
         "{out}"
     );
     assert!(out.contains("version 1"), "{out}");
@@ -180,7 +180,10 @@ fn test_corrupt_snapshot_is_refused_and_reported() {
     let list = list_json(&ws);
     let dnc = registry(&list, "us-dnc");
     assert_eq!(dnc["loaded"], false);
-    assert!(dnc["error"].as_str().unwrap().contains("checksum"), "{dnc}");
+    assert!(
+        dnc["error"].as_str().unwrap().contains("is corrupt"),
+        "{dnc}"
+    );
     let out = ws.cli(&[
         "registry",
         "import",
@@ -317,4 +320,197 @@ async fn test_hot_swap_under_load_without_a_failed_check() {
         .collect();
     assert!(versions.iter().any(|v| v == "it-rpo@1"), "{versions:?}");
     assert!(versions.iter().any(|v| v == "it-rpo@7"), "{versions:?}");
+}
+
+#[test]
+fn test_real_formats_gzip_zip_and_change_lists() {
+    use std::io::Write;
+    let ws = Workspace::new(&standard_config(""));
+    // FTC full list, gzip-compressed, detected.
+    let gz_path = ws.dir.path().join("ftc.txt.gz");
+    {
+        let mut gz = flate2::write::GzEncoder::new(
+            std::fs::File::create(&gz_path).unwrap(),
+            flate2::Compression::fast(),
+        );
+        gz.write_all(b"212,5550199\n212,5550198\n646,5550142\n")
+            .unwrap();
+        gz.finish().unwrap();
+    }
+    let out = ws.cli_ok(&[
+        "registry",
+        "import",
+        "--registry",
+        "us-dnc",
+        "--file",
+        path_str(&gz_path),
+    ]);
+    assert!(
+        out.contains("(ftc)") && out.contains("3 distinct numbers"),
+        "{out}"
+    );
+
+    // A change list with a configurable layout: area, number, action.
+    let changes = ws.file(
+        "changes.csv",
+        "npa,number,action\n212,5550199,D\n415,5550100,A\n",
+    );
+    let out = ws.cli_ok(&[
+        "registry",
+        "import",
+        "--registry",
+        "us-dnc",
+        "--mode",
+        "add",
+        "--format",
+        "delimited",
+        "--skip-lines",
+        "1",
+        "--area-column",
+        "1",
+        "--number-column",
+        "2",
+        "--action-column",
+        "3",
+        "--file",
+        path_str(&changes),
+    ]);
+    assert!(
+        out.contains("1 distinct numbers, 1 removals") && out.contains("3 -> 3 numbers"),
+        "{out}"
+    );
+
+    // UK TPS, both fixed-width variants, CRLF, inside a zip.
+    let zip_path = ws.dir.path().join("tps.zip");
+    {
+        let mut zip = zip::ZipWriter::new(std::fs::File::create(&zip_path).unwrap());
+        zip.start_file("tps.txt", zip::write::SimpleFileOptions::default())
+            .unwrap();
+        zip.write_all(b"02079460999 \r\n01865123456 \r\n07400123999 \r\n")
+            .unwrap();
+        zip.finish().unwrap();
+    }
+    let out = ws.cli_ok(&[
+        "registry",
+        "import",
+        "--registry",
+        "uk-tps",
+        "--format",
+        "tps",
+        "--file",
+        path_str(&zip_path),
+    ]);
+    assert!(out.contains("3 distinct numbers"), "{out}");
+
+    // A fixed-width template.
+    let fixed = ws.file("fixed.txt", "X2125550177Y\n");
+    let out = ws.cli_ok(&[
+        "registry",
+        "import",
+        "--registry",
+        "us-dnc",
+        "--mode",
+        "add",
+        "--format",
+        "fixed",
+        "--phone-field",
+        "2:10",
+        "--file",
+        path_str(&fixed),
+    ]);
+    assert!(out.contains("1 distinct numbers"), "{out}");
+
+    // Tolerated rejects go to a rejects file.
+    let mixed = ws.file("mixed.txt", "212,5550166\nbogus\n212,5550165\n");
+    let rejects = ws.dir.path().join("mixed.rejects");
+    let out = ws.cli_ok(&[
+        "registry",
+        "import",
+        "--registry",
+        "us-dnc",
+        "--mode",
+        "add",
+        "--format",
+        "ftc",
+        "--max-rejects",
+        "1",
+        "--rejects-file",
+        path_str(&rejects),
+        "--file",
+        path_str(&mixed),
+    ]);
+    assert!(out.contains("1 rejected"), "{out}");
+    let written = std::fs::read_to_string(&rejects).unwrap();
+    assert!(
+        written.starts_with("2\t") && written.contains("bogus"),
+        "{written}"
+    );
+    let out = ws.cli(&[
+        "registry",
+        "import",
+        "--registry",
+        "us-dnc",
+        "--mode",
+        "add",
+        "--format",
+        "ftc",
+        "--file",
+        path_str(&mixed),
+    ]);
+    assert!(
+        !out.status.success(),
+        "without --max-rejects one bad line fails the import"
+    );
+}
+
+#[test]
+fn test_killed_import_leaves_the_previous_snapshot_serving() {
+    let ws = Workspace::new(&standard_config(""));
+    ws.import("us-dnc", &["212 555 0199"], &[]);
+    // A large file so that the import is still running when it is killed.
+    let mut text = String::with_capacity(40 << 20);
+    for i in 0..3_000_000u64 {
+        text.push_str(&format!("212,{:07}\n", 2_000_000 + i));
+    }
+    let big = ws.file("big.txt", &text);
+    for delay_ms in [50u64, 400, 900] {
+        let mut child = std::process::Command::new(BIN)
+            .arg("--config")
+            .arg(ws.config_path())
+            .args([
+                "registry",
+                "import",
+                "--registry",
+                "us-dnc",
+                "--format",
+                "ftc",
+                "--file",
+                path_str(&big),
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(delay_ms));
+        let _ = child.kill();
+        let status = child.wait().unwrap();
+        let list = list_json(&ws);
+        let dnc = registry(&list, "us-dnc");
+        assert_eq!(
+            dnc["error"],
+            serde_json::Value::Null,
+            "after a kill at {delay_ms} ms: {dnc}"
+        );
+        assert_eq!(dnc["loaded"], true);
+        if status.success() {
+            // The import finished before the kill: the new edition is complete.
+            assert_eq!(dnc["numbers"], 3_000_001);
+            break;
+        }
+        assert_eq!(
+            dnc["version"], 1,
+            "killed at {delay_ms} ms: the previous edition serves"
+        );
+        assert_eq!(dnc["numbers"], 1);
+    }
 }

@@ -1,0 +1,455 @@
+//! Registry file formats: each line becomes a number to add, a number to
+//! remove, or nothing. Numbers are turned into exact lookup keys; NANP numbers
+//! (US DNC) take a fast path without regular expressions.
+
+use std::collections::HashMap;
+
+use crate::number::{self, NumberKey, Region};
+
+/// A column layout for delimited files (1-based column numbers).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DelimitedTemplate {
+    pub delimiter: u8,
+    /// The whole number in one column...
+    pub phone: Option<usize>,
+    /// ... or an area code and the rest in two.
+    pub area: Option<usize>,
+    pub number: Option<usize>,
+    /// Change lists: a column saying whether the line adds or removes.
+    pub action: Option<usize>,
+    pub add_values: Vec<String>,
+    pub remove_values: Vec<String>,
+    /// Lines to skip at the top (headers).
+    pub skip_lines: usize,
+}
+
+/// A fixed-width layout (1-based start, length).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FixedTemplate {
+    pub phone: Option<(usize, usize)>,
+    pub area: Option<(usize, usize)>,
+    pub number: Option<(usize, usize)>,
+}
+
+/// A registry file format.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Format {
+    /// One number per line, any common notation; `#` comments.
+    Lines,
+    /// US FTC full list: `NPA,NXXXXXX` or a bare 10-digit number per line.
+    Ftc,
+    /// UK TPS/CTPS fixed width: a 5-character dialling code and a
+    /// 7-character remainder, or the whole national number padded to 12.
+    Tps,
+    Delimited(DelimitedTemplate),
+    Fixed(FixedTemplate),
+}
+
+impl Format {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Format::Lines => "lines",
+            Format::Ftc => "ftc",
+            Format::Tps => "tps",
+            Format::Delimited(_) => "delimited",
+            Format::Fixed(_) => "fixed",
+        }
+    }
+
+    /// Guesses the format from the first significant line, where unambiguous.
+    pub fn detect(first_line: &str, region: Region) -> Format {
+        let line = first_line.trim_end_matches(['\r', '\n']);
+        let bytes = line.as_bytes();
+        let is_ftc = (bytes.len() == 11
+            && bytes[3] == b','
+            && bytes
+                .iter()
+                .enumerate()
+                .all(|(i, b)| i == 3 || b.is_ascii_digit()))
+            || (bytes.len() == 10
+                && bytes.iter().all(u8::is_ascii_digit)
+                && region.calling_code() == 1);
+        if is_ftc && region.calling_code() == 1 {
+            return Format::Ftc;
+        }
+        if region.as_str() == "GB"
+            && line.len() >= 12
+            && line.starts_with('0')
+            && line[..12].bytes().all(|b| b.is_ascii_digit() || b == b' ')
+            && line[12..].trim().is_empty()
+        {
+            return Format::Tps;
+        }
+        Format::Lines
+    }
+}
+
+/// What one line means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LineItem {
+    Skip,
+    Add(NumberKey),
+    Remove(NumberKey),
+}
+
+/// Turns lines of one format into keys of numbers of one region.
+#[derive(Debug)]
+pub struct LineParser {
+    format: Format,
+    region: Region,
+    /// NANP area codes already classified: do they belong to `region`?
+    npa_region: HashMap<u16, Result<(), String>>,
+}
+
+impl LineParser {
+    pub fn new(format: Format, region: Region) -> LineParser {
+        LineParser {
+            format,
+            region,
+            npa_region: HashMap::new(),
+        }
+    }
+
+    /// Parses one line (without its line break).
+    ///
+    /// # Errors
+    /// A description of what is wrong with the line.
+    pub fn parse(&mut self, line: &str, line_number: u64) -> Result<LineItem, String> {
+        let line = line.trim_end_matches('\r');
+        match self.format.clone() {
+            Format::Lines => {
+                let text = line.trim();
+                if text.is_empty() || text.starts_with('#') {
+                    return Ok(LineItem::Skip);
+                }
+                self.any_notation(text).map(LineItem::Add)
+            }
+            Format::Ftc => {
+                let text = line.trim();
+                if text.is_empty() {
+                    return Ok(LineItem::Skip);
+                }
+                let digits: String = match text.split_once(',') {
+                    Some((npa, rest)) if npa.len() == 3 && rest.trim().len() == 7 => {
+                        format!("{npa}{}", rest.trim())
+                    }
+                    Some(_) => return Err(format!("{text:?}: expected NPA,NXXXXXX")),
+                    None => text.to_string(),
+                };
+                self.nanp(&digits).map(LineItem::Add)
+            }
+            Format::Tps => {
+                if line.trim().is_empty() {
+                    return Ok(LineItem::Skip);
+                }
+                let head = line.get(..12.min(line.len())).unwrap_or(line);
+                if head.len() < 12 && line.trim().len() < 10 {
+                    return Err(format!(
+                        "{line:?}: shorter than the 12-character number field"
+                    ));
+                }
+                if let Some(bad) = head.chars().find(|c| !c.is_ascii_digit() && *c != ' ') {
+                    return Err(format!("{line:?}: unexpected {bad:?} in the number field"));
+                }
+                let national: String = head.chars().filter(char::is_ascii_digit).collect();
+                self.national(&national).map(LineItem::Add)
+            }
+            Format::Delimited(template) => {
+                if line_number <= template.skip_lines as u64 || line.trim().is_empty() {
+                    return Ok(LineItem::Skip);
+                }
+                let fields: Vec<&str> = line
+                    .split(template.delimiter as char)
+                    .map(str::trim)
+                    .collect();
+                let column = |n: usize| -> Result<&str, String> {
+                    fields.get(n - 1).copied().ok_or_else(|| {
+                        format!("{line:?}: no column {n} ({} columns)", fields.len())
+                    })
+                };
+                let key = match (template.phone, template.area, template.number) {
+                    (Some(phone), _, _) => self.any_notation(column(phone)?)?,
+                    (None, Some(area), Some(number)) => {
+                        self.national(&format!("{}{}", column(area)?, column(number)?))?
+                    }
+                    _ => {
+                        return Err(
+                            "template needs a phone column or area and number columns".into()
+                        );
+                    }
+                };
+                match template.action {
+                    None => Ok(LineItem::Add(key)),
+                    Some(action) => {
+                        let value = column(action)?;
+                        if template
+                            .add_values
+                            .iter()
+                            .any(|v| v.eq_ignore_ascii_case(value))
+                        {
+                            Ok(LineItem::Add(key))
+                        } else if template
+                            .remove_values
+                            .iter()
+                            .any(|v| v.eq_ignore_ascii_case(value))
+                        {
+                            Ok(LineItem::Remove(key))
+                        } else {
+                            Err(format!(
+                                "{line:?}: action {value:?} is neither an addition nor a deletion"
+                            ))
+                        }
+                    }
+                }
+            }
+            Format::Fixed(template) => {
+                if line.trim().is_empty() {
+                    return Ok(LineItem::Skip);
+                }
+                let slice = |(start, len): (usize, usize)| -> Result<&str, String> {
+                    line.get(start - 1..(start - 1 + len).min(line.len()))
+                        .filter(|s| !s.is_empty())
+                        .map(str::trim)
+                        .ok_or_else(|| {
+                            format!(
+                                "{line:?}: too short for columns {start}..{}",
+                                start + len - 1
+                            )
+                        })
+                };
+                let key = match (template.phone, template.area, template.number) {
+                    (Some(phone), _, _) => self.any_notation(slice(phone)?)?,
+                    (None, Some(area), Some(number)) => {
+                        self.national(&format!("{}{}", slice(area)?, slice(number)?))?
+                    }
+                    _ => {
+                        return Err("template needs a phone field or area and number fields".into());
+                    }
+                };
+                Ok(LineItem::Add(key))
+            }
+        }
+    }
+
+    /// Any common notation, with the registry's region as default.
+    fn any_notation(&mut self, text: &str) -> Result<NumberKey, String> {
+        if self.region.calling_code() == 1 {
+            let digits: String = text.chars().filter(char::is_ascii_digit).collect();
+            let plain = text
+                .chars()
+                .all(|c| c.is_ascii_digit() || matches!(c, ' ' | '-' | '.' | '(' | ')'));
+            if plain && digits.len() == 10 {
+                return self.nanp(&digits);
+            }
+        }
+        let normalized =
+            number::normalize_any(text, self.region).map_err(|err| format!("{text:?}: {err}"))?;
+        if normalized.region != self.region {
+            return Err(format!(
+                "{text:?} is a number of {}, not {}",
+                normalized.region, self.region
+            ));
+        }
+        Ok(normalized.key)
+    }
+
+    /// A national number in digits (trunk prefix allowed).
+    fn national(&mut self, digits: &str) -> Result<NumberKey, String> {
+        if self.region.calling_code() == 1 && digits.len() == 10 {
+            return self.nanp(digits);
+        }
+        self.any_notation(digits)
+    }
+
+    /// Fast path for 10-digit NANP numbers: shape checked per number, the
+    /// area code's region checked once.
+    fn nanp(&mut self, digits: &str) -> Result<NumberKey, String> {
+        let bytes = digits.as_bytes();
+        if bytes.len() != 10 || !bytes.iter().all(u8::is_ascii_digit) {
+            return Err(format!("{digits:?}: expected 10 digits"));
+        }
+        if bytes[0] < b'2' || bytes[3] < b'2' {
+            return Err(format!(
+                "{digits:?}: area code and exchange cannot start with 0 or 1"
+            ));
+        }
+        let npa = (bytes[0] - b'0') as u16 * 100
+            + (bytes[1] - b'0') as u16 * 10
+            + (bytes[2] - b'0') as u16;
+        let region = self.region;
+        let verdict = self.npa_region.entry(npa).or_insert_with(|| {
+            match number::normalize_any(&format!("+1{digits}"), region) {
+                Ok(n) if n.region == region => Ok(()),
+                Ok(n) => Err(format!("area code {npa} is in {}, not {region}", n.region)),
+                Err(err) => Err(format!("area code {npa}: {err}")),
+            }
+        });
+        if let Err(problem) = verdict {
+            let problem = format!("{digits:?}: {problem}");
+            // A first number with an invalid exchange must not condemn its area code.
+            self.npa_region.remove(&npa);
+            return Err(problem);
+        }
+        NumberKey::from_digits(&format!("1{digits}"))
+            .ok_or_else(|| format!("{digits:?}: not a number"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(e164: &str) -> NumberKey {
+        NumberKey::from_e164(e164).unwrap()
+    }
+
+    fn parse(format: Format, region: &str, line: &str) -> Result<LineItem, String> {
+        LineParser::new(format, Region::parse(region).unwrap()).parse(line, 2)
+    }
+
+    #[test]
+    fn test_formats_table() {
+        let change_list = Format::Delimited(DelimitedTemplate {
+            delimiter: b',',
+            area: Some(1),
+            number: Some(2),
+            action: Some(3),
+            add_values: vec!["A".into()],
+            remove_values: vec!["D".into()],
+            ..Default::default()
+        });
+        let phone_column = Format::Delimited(DelimitedTemplate {
+            delimiter: b';',
+            phone: Some(2),
+            ..Default::default()
+        });
+        let fixed = Format::Fixed(FixedTemplate {
+            area: Some((1, 3)),
+            number: Some((4, 7)),
+            ..Default::default()
+        });
+        let cases = [
+            (
+                Format::Ftc,
+                "US",
+                "212,5550199",
+                Ok(LineItem::Add(key("+12125550199"))),
+            ),
+            (
+                Format::Ftc,
+                "US",
+                "2125550199\r",
+                Ok(LineItem::Add(key("+12125550199"))),
+            ),
+            (Format::Ftc, "US", "", Ok(LineItem::Skip)),
+            (
+                Format::Tps,
+                "GB",
+                "02079460018 \r",
+                Ok(LineItem::Add(key("+442079460018"))),
+            ),
+            (Format::Tps, "GB", "020794600180", Err(String::new())),
+            (
+                Format::Tps,
+                "GB",
+                "01865123456 ",
+                Ok(LineItem::Add(key("+441865123456"))),
+            ),
+            (Format::Tps, "GB", "020  7946001", Err(String::new())),
+            (
+                change_list.clone(),
+                "US",
+                "212,5550199,A",
+                Ok(LineItem::Add(key("+12125550199"))),
+            ),
+            (
+                change_list.clone(),
+                "US",
+                "212,5550199,D",
+                Ok(LineItem::Remove(key("+12125550199"))),
+            ),
+            (
+                phone_column,
+                "IT",
+                "x;+39 333 123 4567;y",
+                Ok(LineItem::Add(key("+393331234567"))),
+            ),
+            (
+                fixed,
+                "US",
+                "2125550199",
+                Ok(LineItem::Add(key("+12125550199"))),
+            ),
+            (
+                Format::Lines,
+                "US",
+                "(212) 555-0199",
+                Ok(LineItem::Add(key("+12125550199"))),
+            ),
+            (Format::Lines, "IT", "# comment", Ok(LineItem::Skip)),
+        ];
+        for (format, region, line, expected) in cases {
+            let got = parse(format.clone(), region, line);
+            match expected {
+                Ok(item) => assert_eq!(got, Ok(item), "{format:?} {line:?}"),
+                Err(_) => assert!(
+                    got.is_err(),
+                    "{format:?} {line:?} should be refused: {got:?}"
+                ),
+            }
+        }
+    }
+
+    #[test]
+    fn test_tps_variants() {
+        // Variant 1: 5-character dialling code + 7-character remainder.
+        assert_eq!(
+            parse(Format::Tps, "GB", "02079460018 "),
+            Ok(LineItem::Add(key("+442079460018")))
+        );
+        assert_eq!(
+            parse(Format::Tps, "GB", "01865123456 "),
+            Ok(LineItem::Add(key("+441865123456")))
+        );
+        assert_eq!(
+            parse(Format::Tps, "GB", "0207 9460018"),
+            Ok(LineItem::Add(key("+442079460018")))
+        );
+        // Variant 2: the whole national number padded to 12.
+        assert_eq!(
+            parse(Format::Tps, "GB", "07400123456 "),
+            Ok(LineItem::Add(key("+447400123456")))
+        );
+        assert_eq!(
+            parse(Format::Tps, "GB", "07400123456 20261120"),
+            Ok(LineItem::Add(key("+447400123456")))
+        );
+    }
+
+    #[test]
+    fn test_malformed_lines_are_named() {
+        let cases = [
+            (Format::Ftc, "US", "212,555019", "NPA,NXXXXXX"),
+            (Format::Ftc, "US", "0125550199", "cannot start with 0 or 1"),
+            (Format::Ftc, "US", "4165550199", "not US"),
+            (Format::Ftc, "US", "21a5550199", "10 digits"),
+            (Format::Tps, "GB", "0207x460018 ", "unexpected 'x'"),
+            (Format::Tps, "GB", "0207", "shorter"),
+        ];
+        for (format, region, line, expected) in cases {
+            let err = parse(format.clone(), region, line).unwrap_err();
+            assert!(err.contains(expected), "{format:?} {line:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn test_detect() {
+        let us = Region::parse("US").unwrap();
+        let gb = Region::parse("GB").unwrap();
+        assert_eq!(Format::detect("212,5550199", us), Format::Ftc);
+        assert_eq!(Format::detect("2125550199", us), Format::Ftc);
+        assert_eq!(Format::detect("+1 212 555 0199", us), Format::Lines);
+        assert_eq!(Format::detect("02079460018 ", gb), Format::Tps);
+        assert_eq!(Format::detect("+44 20 7946 0018", gb), Format::Lines);
+    }
+}
