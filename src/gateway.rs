@@ -301,9 +301,12 @@ impl Gateway {
                         .collect(),
                     None => Vec::new(),
                 },
-                campaign
-                    .map(|c| self.attempts.recent(&c.controller, n.key))
-                    .unwrap_or_default(),
+                match campaign {
+                    Some(c) if self.config.attempt_limit(c, n.region).is_some() => {
+                        self.attempts.recent(&c.controller, n.key)
+                    }
+                    _ => Vec::new(),
+                },
             ),
             Err(_) => (
                 Default::default(),

@@ -238,19 +238,22 @@ pub fn check(input: &WindowInput<'_>, now: Timestamp) -> WindowCheck {
     if let Some(closes_at) = closes_at {
         return WindowCheck::Inside { closes_at };
     }
-    let intervals = allowed_intervals(input, &layers, &zones, now, HORIZON_DAYS);
-    if let Some(&(_, end)) = intervals
-        .iter()
-        .find(|(start, end)| *start <= now && now < *end)
-    {
-        return WindowCheck::Inside { closes_at: end };
-    }
-    WindowCheck::Outside {
-        next_open: intervals
+    // Outside (or at a day boundary): look ahead, a few days first.
+    for horizon in [2, 7, HORIZON_DAYS] {
+        let intervals = allowed_intervals(input, &layers, &zones, now, horizon);
+        if let Some(&(_, end)) = intervals
             .iter()
-            .find(|(start, _)| *start > now)
-            .map(|&(start, _)| start),
+            .find(|(start, end)| *start <= now && now < *end)
+        {
+            return WindowCheck::Inside { closes_at: end };
+        }
+        if let Some(&(start, _)) = intervals.iter().find(|(start, _)| *start > now) {
+            return WindowCheck::Outside {
+                next_open: Some(start),
+            };
+        }
     }
+    WindowCheck::Outside { next_open: None }
 }
 
 /// Time zones by name, looked up once.

@@ -2,8 +2,6 @@
 //! remove, or nothing. Numbers are turned into exact lookup keys; NANP numbers
 //! (US DNC) take a fast path without regular expressions.
 
-use std::collections::HashMap;
-
 use crate::number::{self, NumberKey, Region};
 
 /// A column layout for delimited files (1-based column numbers).
@@ -96,17 +94,25 @@ pub enum LineItem {
 #[derive(Debug)]
 pub struct LineParser {
     format: Format,
+    numbers: NumberParser,
+}
+
+/// Keys from numbers of one region, with a per-area-code cache for NANP.
+#[derive(Debug)]
+struct NumberParser {
     region: Region,
-    /// NANP area codes already classified: do they belong to `region`?
-    npa_region: HashMap<u16, Result<(), String>>,
+    /// NANP area codes already known to belong to `region`.
+    npa_ok: Vec<bool>,
 }
 
 impl LineParser {
     pub fn new(format: Format, region: Region) -> LineParser {
         LineParser {
             format,
-            region,
-            npa_region: HashMap::new(),
+            numbers: NumberParser {
+                region,
+                npa_ok: vec![false; 1000],
+            },
         }
     }
 
@@ -116,27 +122,21 @@ impl LineParser {
     /// A description of what is wrong with the line.
     pub fn parse(&mut self, line: &str, line_number: u64) -> Result<LineItem, String> {
         let line = line.trim_end_matches('\r');
-        match self.format.clone() {
+        let numbers = &mut self.numbers;
+        match &self.format {
             Format::Lines => {
                 let text = line.trim();
                 if text.is_empty() || text.starts_with('#') {
                     return Ok(LineItem::Skip);
                 }
-                self.any_notation(text).map(LineItem::Add)
+                numbers.any_notation(text).map(LineItem::Add)
             }
             Format::Ftc => {
                 let text = line.trim();
                 if text.is_empty() {
                     return Ok(LineItem::Skip);
                 }
-                let digits: String = match text.split_once(',') {
-                    Some((npa, rest)) if npa.len() == 3 && rest.trim().len() == 7 => {
-                        format!("{npa}{}", rest.trim())
-                    }
-                    Some(_) => return Err(format!("{text:?}: expected NPA,NXXXXXX")),
-                    None => text.to_string(),
-                };
-                self.nanp(&digits).map(LineItem::Add)
+                numbers.ftc(text).map(LineItem::Add)
             }
             Format::Tps => {
                 if line.trim().is_empty() {
@@ -152,7 +152,7 @@ impl LineParser {
                     return Err(format!("{line:?}: unexpected {bad:?} in the number field"));
                 }
                 let national: String = head.chars().filter(char::is_ascii_digit).collect();
-                self.national(&national).map(LineItem::Add)
+                numbers.national(&national).map(LineItem::Add)
             }
             Format::Delimited(template) => {
                 if line_number <= template.skip_lines as u64 || line.trim().is_empty() {
@@ -168,9 +168,9 @@ impl LineParser {
                     })
                 };
                 let key = match (template.phone, template.area, template.number) {
-                    (Some(phone), _, _) => self.any_notation(column(phone)?)?,
+                    (Some(phone), _, _) => numbers.any_notation(column(phone)?)?,
                     (None, Some(area), Some(number)) => {
-                        self.national(&format!("{}{}", column(area)?, column(number)?))?
+                        numbers.national(&format!("{}{}", column(area)?, column(number)?))?
                     }
                     _ => {
                         return Err(
@@ -218,9 +218,9 @@ impl LineParser {
                         })
                 };
                 let key = match (template.phone, template.area, template.number) {
-                    (Some(phone), _, _) => self.any_notation(slice(phone)?)?,
+                    (Some(phone), _, _) => numbers.any_notation(slice(phone)?)?,
                     (None, Some(area), Some(number)) => {
-                        self.national(&format!("{}{}", slice(area)?, slice(number)?))?
+                        numbers.national(&format!("{}{}", slice(area)?, slice(number)?))?
                     }
                     _ => {
                         return Err("template needs a phone field or area and number fields".into());
@@ -230,16 +230,18 @@ impl LineParser {
             }
         }
     }
+}
 
+impl NumberParser {
     /// Any common notation, with the registry's region as default.
     fn any_notation(&mut self, text: &str) -> Result<NumberKey, String> {
         if self.region.calling_code() == 1 {
-            let digits: String = text.chars().filter(char::is_ascii_digit).collect();
             let plain = text
                 .chars()
                 .all(|c| c.is_ascii_digit() || matches!(c, ' ' | '-' | '.' | '(' | ')'));
+            let digits: String = text.chars().filter(char::is_ascii_digit).collect();
             if plain && digits.len() == 10 {
-                return self.nanp(&digits);
+                return self.nanp(digits.as_bytes());
             }
         }
         let normalized =
@@ -256,42 +258,61 @@ impl LineParser {
     /// A national number in digits (trunk prefix allowed).
     fn national(&mut self, digits: &str) -> Result<NumberKey, String> {
         if self.region.calling_code() == 1 && digits.len() == 10 {
-            return self.nanp(digits);
+            return self.nanp(digits.as_bytes());
         }
         self.any_notation(digits)
     }
 
-    /// Fast path for 10-digit NANP numbers: shape checked per number, the
-    /// area code's region checked once.
-    fn nanp(&mut self, digits: &str) -> Result<NumberKey, String> {
-        let bytes = digits.as_bytes();
-        if bytes.len() != 10 || !bytes.iter().all(u8::is_ascii_digit) {
-            return Err(format!("{digits:?}: expected 10 digits"));
+    /// `NPA,NXXXXXX` or 10 digits, without allocating.
+    fn ftc(&mut self, text: &str) -> Result<NumberKey, String> {
+        let bytes = text.as_bytes();
+        let mut digits = [0u8; 10];
+        match bytes.len() {
+            11 if bytes[3] == b',' => {
+                digits[..3].copy_from_slice(&bytes[..3]);
+                digits[3..].copy_from_slice(&bytes[4..]);
+            }
+            _ if bytes.contains(&b',') => return Err(format!("{text:?}: expected NPA,NXXXXXX")),
+            10 => digits.copy_from_slice(bytes),
+            _ => return Err(format!("{text:?}: expected 10 digits")),
         }
-        if bytes[0] < b'2' || bytes[3] < b'2' {
+        self.nanp(&digits)
+    }
+
+    /// Fast path for 10-digit NANP numbers: shape checked per number, the
+    /// area code's region checked once (with the full numbering plan).
+    fn nanp(&mut self, digits: &[u8]) -> Result<NumberKey, String> {
+        let shown = || String::from_utf8_lossy(digits).to_string();
+        if digits.len() != 10 || !digits.iter().all(u8::is_ascii_digit) {
+            return Err(format!("{:?}: expected 10 digits", shown()));
+        }
+        if digits[0] < b'2' || digits[3] < b'2' {
             return Err(format!(
-                "{digits:?}: area code and exchange cannot start with 0 or 1"
+                "{:?}: area code and exchange cannot start with 0 or 1",
+                shown()
             ));
         }
-        let npa = (bytes[0] - b'0') as u16 * 100
-            + (bytes[1] - b'0') as u16 * 10
-            + (bytes[2] - b'0') as u16;
-        let region = self.region;
-        let verdict = self.npa_region.entry(npa).or_insert_with(|| {
-            match number::normalize_any(&format!("+1{digits}"), region) {
-                Ok(n) if n.region == region => Ok(()),
-                Ok(n) => Err(format!("area code {npa} is in {}, not {region}", n.region)),
-                Err(err) => Err(format!("area code {npa}: {err}")),
+        let value = digits
+            .iter()
+            .fold(0u64, |acc, d| acc * 10 + u64::from(d - b'0'));
+        let npa = (value / 10_000_000) as usize;
+        if !self.npa_ok[npa] {
+            let region = self.region;
+            match number::normalize_any(&format!("+1{value}"), region) {
+                Ok(n) if n.region == region => self.npa_ok[npa] = true,
+                Ok(n) => {
+                    return Err(format!(
+                        "{:?}: area code {npa} is in {}, not {region}",
+                        shown(),
+                        n.region
+                    ));
+                }
+                // An invalid exchange must not condemn its whole area code: only this line fails.
+                Err(err) => return Err(format!("{:?}: {err}", shown())),
             }
-        });
-        if let Err(problem) = verdict {
-            let problem = format!("{digits:?}: {problem}");
-            // A first number with an invalid exchange must not condemn its area code.
-            self.npa_region.remove(&npa);
-            return Err(problem);
         }
-        NumberKey::from_digits(&format!("1{digits}"))
-            .ok_or_else(|| format!("{digits:?}: not a number"))
+        // E.164 `1` + 10 digits: 11 digits.
+        Ok(NumberKey((11u64 << 50) | (10_000_000_000 + value)))
     }
 }
 

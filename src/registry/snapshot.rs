@@ -406,6 +406,61 @@ mod tests {
     }
 
     #[test]
+    fn test_exact_against_a_reference_set_on_random_samples() {
+        // Deterministic pseudo-random numbers of several lengths, clustered.
+        let mut state = 0x1234_5678_9abc_def1u64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let mut reference = std::collections::HashSet::new();
+        let mut set = ImportSet {
+            mode: ImportMode::Replace,
+            controller: String::new(),
+            checked_at: "2026-11-01".parse().unwrap(),
+            numbers: RoaringTreemap::new(),
+            removals: RoaringTreemap::new(),
+            coverage: None,
+            source: SnapshotSource {
+                file: "t".into(),
+                format: "lines".into(),
+                mode: "replace".into(),
+            },
+        };
+        let digits_of = |n: u64, len: usize| format!("{:0len$}", n % 10u64.pow(len as u32));
+        for _ in 0..200_000 {
+            let len = [10, 11, 12][(next() % 3) as usize];
+            let digits = format!("3{}", digits_of(next() % 5_000_000, len - 1));
+            let key = NumberKey::from_digits(&digits).unwrap();
+            reference.insert(key);
+            set.numbers.insert(key.0);
+        }
+        let snapshot = Snapshot::apply(
+            None,
+            "r",
+            RegistryKind::Blocklist,
+            "IT",
+            set,
+            Timestamp::UNIX_EPOCH,
+        )
+        .unwrap();
+        for _ in 0..500_000 {
+            let len = [10, 11, 12][(next() % 3) as usize];
+            let digits = format!("3{}", digits_of(next() % 5_000_000, len - 1));
+            let key = NumberKey::from_digits(&digits).unwrap();
+            let expected = if reference.contains(&key) {
+                BlockLookup::Listed
+            } else {
+                BlockLookup::NotListed
+            };
+            assert_eq!(snapshot.block_lookup(&digits, key), expected, "{digits}");
+        }
+        assert_eq!(snapshot.len(), reference.len() as u64);
+    }
+
+    #[test]
     fn test_kind_mismatches_are_refused() {
         let err = Snapshot::apply(
             None,
