@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::auth::{ApiKey, Role};
 use crate::calling::{self, AttemptLimit, DaySpans, DestinationRules, Span, WeeklyHours};
 use crate::model::Purpose;
 use crate::number::{self, Region};
@@ -70,9 +71,17 @@ struct RawConfig {
     #[serde(default, rename = "campaign")]
     campaigns: Vec<RawCampaign>,
     #[serde(default, rename = "api_key")]
-    api_keys: Vec<toml::Value>,
+    api_keys: Vec<RawApiKey>,
     #[serde(default)]
     destination: BTreeMap<String, RawDestination>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawApiKey {
+    name: String,
+    sha256: String,
+    roles: Vec<String>,
 }
 
 /// `[campaign.calling_hours]` and `[destination.XX.calling_hours]`.
@@ -293,6 +302,8 @@ pub struct Config {
     pub campaigns: Vec<CampaignConfig>,
     /// Calling rules by destination region: statutory defaults merged with `[destination.XX]`.
     pub destinations: HashMap<Region, DestinationRules>,
+    /// API keys; none = no authentication.
+    pub api_keys: Vec<ApiKey>,
 }
 
 /// Listening addresses and storage location.
@@ -529,12 +540,39 @@ impl Validator<'_> {
                 "TLS is not supported by this version; refusing to serve in plaintext what was configured as TLS",
             ));
         }
-        if !raw.api_keys.is_empty() {
-            return Err(self.invalid(
-                "api_key",
-                "<table>",
-                "API keys are not supported by this version; refusing to serve without the configured authentication",
-            ));
+        let mut api_keys: Vec<ApiKey> = Vec::new();
+        for (i, k) in raw.api_keys.iter().enumerate() {
+            let key = |field: &str| format!("api_key[{i}].{field}");
+            if k.name.trim().is_empty() || api_keys.iter().any(|a| a.name == k.name) {
+                return Err(self.invalid(key("name"), &k.name, "must be non-empty and unique"));
+            }
+            let sha256: [u8; 32] = hex::decode(k.sha256.trim())
+                .ok()
+                .and_then(|b| b.try_into().ok())
+                .ok_or_else(|| {
+                    self.invalid(
+                        key("sha256"),
+                        &k.sha256,
+                        "expected 64 hex digits (the SHA-256 of the key)",
+                    )
+                })?;
+            let roles = k
+                .roles
+                .iter()
+                .map(|r| {
+                    Role::parse(r).ok_or_else(|| {
+                        self.invalid(key("roles"), r, "expected dialer, crm, supervisor or admin")
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            if roles.is_empty() {
+                return Err(self.invalid(key("roles"), "[]", "a key needs at least one role"));
+            }
+            api_keys.push(ApiKey {
+                name: k.name.clone(),
+                sha256,
+                roles,
+            });
         }
         let server = ServerConfig {
             grpc_addr: raw.server.grpc_addr,
@@ -719,6 +757,7 @@ impl Validator<'_> {
             registries,
             campaigns,
             destinations,
+            api_keys,
         })
     }
 }
@@ -910,10 +949,29 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(message.contains("server.tls"), "{message}");
+    }
+
+    #[test]
+    fn test_api_keys() {
         let message = parse("[[api_key]]\nname = \"a\"\nsha256 = \"00\"\nroles = [\"dialer\"]\n")
             .unwrap_err()
             .to_string();
-        assert!(message.contains("api_key"), "{message}");
+        assert!(message.contains("api_key[0].sha256"), "{message}");
+        let digest = "ab".repeat(32);
+        let message = parse(&format!(
+            "[[api_key]]\nname = \"a\"\nsha256 = \"{digest}\"\nroles = [\"boss\"]\n"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            message.contains("api_key[0].roles") && message.contains("boss"),
+            "{message}"
+        );
+        let config = parse(&format!(
+            "[[api_key]]\nname = \"a\"\nsha256 = \"{digest}\"\nroles = [\"dialer\", \"crm\"]\n"
+        ))
+        .unwrap();
+        assert_eq!(config.api_keys[0].roles, vec![Role::Dialer, Role::Crm]);
     }
 
     #[test]

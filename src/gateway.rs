@@ -29,6 +29,8 @@ pub struct CallCheck {
     pub caller_id: String,
     pub campaign_id: String,
     pub request_id: String,
+    /// Name of the API key the dialer used (empty without authentication).
+    pub api_key: String,
 }
 
 /// The answer to a logged decision.
@@ -181,6 +183,7 @@ impl Gateway {
             next_allowed_at: evaluation.next_allowed_at,
             data_versions: evaluation.data_versions,
             latency_us,
+            api_key: request.api_key.clone(),
         };
         if let Err(err) = self.log.append(record).await {
             if let Some((controller, key)) = reserved {

@@ -13,6 +13,7 @@ use axum::routing::get;
 use jiff::Timestamp;
 use serde::Serialize;
 
+use crate::auth::{ApiKeys, AuthError, Role};
 use crate::calling::{self, WindowCheck, zones};
 use crate::server::Shared;
 use crate::stats::{DecisionCounts, LatencySummary};
@@ -20,15 +21,47 @@ use crate::stats::{DecisionCounts, LatencySummary};
 /// The supervisor page: self-contained, no external assets.
 const PAGE: &str = include_str!("supervisor.html");
 
-/// Builds the HTTP router.
-pub fn router(shared: Arc<Shared>) -> Router {
-    Router::new()
+/// Builds the HTTP router: probes are open, everything else needs a
+/// supervisor (or admin) key once keys are configured.
+pub fn router(shared: Arc<Shared>, keys: Arc<ApiKeys>) -> Router {
+    let supervised = Router::new()
         .route("/", get(page))
         .route("/status", get(status))
         .route("/metrics", get(metrics))
+        .layer(axum::middleware::from_fn_with_state(
+            keys,
+            require_supervisor,
+        ));
+    Router::new()
         .route("/livez", get(livez))
         .route("/readyz", get(readyz))
+        .merge(supervised)
         .with_state(shared)
+}
+
+async fn require_supervisor(
+    State(keys): State<Arc<ApiKeys>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let header = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    match keys.check(header, Some(Role::Supervisor)) {
+        Ok(_) => next.run(request).await,
+        Err(AuthError::Unauthenticated) => (
+            StatusCode::UNAUTHORIZED,
+            [(header::WWW_AUTHENTICATE, "Bearer")],
+            "missing or unknown API key\n",
+        )
+            .into_response(),
+        Err(AuthError::Forbidden) => (
+            StatusCode::FORBIDDEN,
+            "this API key lacks the supervisor role\n",
+        )
+            .into_response(),
+    }
 }
 
 #[derive(Serialize)]

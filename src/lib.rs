@@ -14,6 +14,7 @@
 //! - [`server`]: wiring, health, reflection, graceful shutdown; [`cli`]: the commands.
 
 pub mod attempts;
+pub mod auth;
 pub mod calling;
 pub mod cli;
 pub mod config;

@@ -138,7 +138,14 @@ pub async fn serve(
         let _ = stop_tx.send(true);
     });
 
+    let api_keys = Arc::new(crate::auth::ApiKeys::new(config.api_keys.clone()));
+    if api_keys.enabled() {
+        tracing::info!(keys = config.api_keys.len(), "API keys required");
+    }
     let grpc = tonic::transport::Server::builder()
+        .layer(crate::auth::GrpcAuthLayer {
+            keys: Arc::clone(&api_keys),
+        })
         .add_service(health_service)
         .add_service(reflection)
         .add_service(ComplianceGatewayServer::new(ComplianceGatewayService::new(
@@ -152,8 +159,11 @@ pub async fn serve(
             stopped(stop_rx.clone()),
         );
     let grpc_task = tokio::spawn(grpc);
-    let http = axum::serve(http_listener, crate::http::router(Arc::clone(&shared)))
-        .with_graceful_shutdown(stopped(stop_rx.clone()));
+    let http = axum::serve(
+        http_listener,
+        crate::http::router(Arc::clone(&shared), api_keys),
+    )
+    .with_graceful_shutdown(stopped(stop_rx.clone()));
     let http_task = tokio::spawn(async move { http.await });
     let prune_task = config.longest_attempt_window().map(|window| {
         let attempts = Arc::clone(&attempts);

@@ -59,10 +59,11 @@ struct ExportedDecision<'a> {
     next_allowed_at: Option<Timestamp>,
     data_versions: &'a [String],
     latency_us: u64,
+    api_key: &'a str,
     hash: &'a str,
 }
 
-const CSV_HEADER: &str = "seq,decision_id,decided_at,request_id,campaign_id,controller,called_number,normalized_number,caller_id,verdict,reasons,next_allowed_at,data_versions,latency_us,hash";
+const CSV_HEADER: &str = "seq,decision_id,decided_at,request_id,campaign_id,controller,called_number,normalized_number,caller_id,verdict,reasons,next_allowed_at,data_versions,latency_us,api_key,hash";
 
 fn open_read_only(path: &Path) -> Result<Connection, AuditError> {
     Connection::open_with_flags(
@@ -120,6 +121,7 @@ pub fn export(
             next_allowed_at: record.next_allowed_at,
             data_versions: &record.data_versions,
             latency_us: record.latency_us,
+            api_key: &record.api_key,
             hash: &hash,
         };
         match format {
@@ -157,6 +159,7 @@ fn write_csv_row(out: &mut impl Write, d: &ExportedDecision<'_>) -> std::io::Res
         d.next_allowed_at.map(|t| t.to_string()).unwrap_or_default(),
         d.data_versions.join(" "),
         d.latency_us.to_string(),
+        d.api_key.to_string(),
         d.hash.to_string(),
     ];
     let line = fields

@@ -27,6 +27,8 @@ pub struct StoredRow {
     /// JSON array of `registry@version` strings the decision rested on.
     pub data_versions: String,
     pub latency_us: i64,
+    /// Name of the API key the dialer used (empty without authentication).
+    pub api_key: String,
     pub prev_hash: String,
 }
 
@@ -56,6 +58,7 @@ mod tests {
             next_allowed_at_us: None,
             data_versions: "[]".into(),
             latency_us: 1,
+            api_key: String::new(),
             prev_hash: GENESIS.into(),
         }
     }

@@ -61,6 +61,8 @@ pub struct DecisionRecord {
     /// `registry@version` of every registry snapshot the decision rested on.
     pub data_versions: Vec<String>,
     pub latency_us: u64,
+    /// Name of the API key the dialer used (empty without authentication).
+    pub api_key: String,
 }
 
 /// Opens the log database, creating the schema if needed.
@@ -91,6 +93,7 @@ pub(crate) fn open_connection(
             next_allowed_at_us INTEGER,
             data_versions TEXT NOT NULL,
             latency_us INTEGER NOT NULL,
+            api_key TEXT NOT NULL,
             prev_hash TEXT NOT NULL,
             hash TEXT NOT NULL
         ) STRICT;",

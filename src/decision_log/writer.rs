@@ -241,8 +241,8 @@ fn commit(
         let mut insert = tx.prepare_cached(
             "INSERT INTO decisions (seq, decision_id, decided_at_us, request_id, campaign_id, controller,
                 called_number, normalized_number, caller_id, verdict, reasons, next_allowed_at_us,
-                data_versions, latency_us, prev_hash, hash)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
+                data_versions, latency_us, api_key, prev_hash, hash)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
         )?;
         for (record, _) in batch {
             seq += 1;
@@ -263,6 +263,7 @@ fn commit(
                 row.next_allowed_at_us,
                 row.data_versions,
                 row.latency_us,
+                row.api_key,
                 row.prev_hash,
                 hash,
             ])?;
@@ -292,6 +293,7 @@ fn stored_row(seq: i64, record: &DecisionRecord, prev_hash: String) -> StoredRow
         next_allowed_at_us: record.next_allowed_at.map(micros),
         data_versions: serde_json::to_string(&record.data_versions).expect("versions serialise"),
         latency_us: record.latency_us as i64,
+        api_key: record.api_key.clone(),
         prev_hash,
     }
 }
@@ -316,13 +318,14 @@ pub(crate) fn record_from_row(row: &StoredRow) -> DecisionRecord {
         next_allowed_at: row.next_allowed_at_us.map(from_micros),
         data_versions: serde_json::from_str(&row.data_versions).unwrap_or_default(),
         latency_us: row.latency_us.max(0) as u64,
+        api_key: row.api_key.clone(),
     }
 }
 
 /// The columns of a stored row, in table order, for `SELECT`.
 pub(crate) const ROW_COLUMNS: &str = "seq, decision_id, decided_at_us, request_id, campaign_id, controller, \
     called_number, normalized_number, caller_id, verdict, reasons, next_allowed_at_us, data_versions, \
-    latency_us, prev_hash, hash";
+    latency_us, api_key, prev_hash, hash";
 
 /// Reads a row selected with [`ROW_COLUMNS`]; returns it and its stored hash.
 pub(crate) fn read_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<(StoredRow, String)> {
@@ -342,9 +345,10 @@ pub(crate) fn read_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<(StoredRow, 
             next_allowed_at_us: row.get(11)?,
             data_versions: row.get(12)?,
             latency_us: row.get(13)?,
-            prev_hash: row.get(14)?,
+            api_key: row.get(14)?,
+            prev_hash: row.get(15)?,
         },
-        row.get(15)?,
+        row.get(16)?,
     ))
 }
 

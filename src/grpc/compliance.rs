@@ -34,6 +34,11 @@ impl ComplianceGateway for ComplianceGatewayService {
         &self,
         request: Request<CheckCallRequest>,
     ) -> Result<Response<CheckCallResponse>, Status> {
+        let api_key = request
+            .extensions()
+            .get::<crate::auth::Caller>()
+            .map(|c| c.0.clone())
+            .unwrap_or_default();
         let request = request.into_inner();
         let outcome = self
             .gateway
@@ -42,6 +47,7 @@ impl ComplianceGateway for ComplianceGatewayService {
                 caller_id: request.caller_id,
                 campaign_id: request.campaign_id,
                 request_id: request.request_id,
+                api_key,
             })
             .await
             .map_err(log_error_status)?;

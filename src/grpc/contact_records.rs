@@ -56,6 +56,9 @@ fn time_field(
 
 /// Who is asking, for the change trail.
 fn actor<T>(request: &Request<T>) -> String {
+    if let Some(caller) = request.extensions().get::<crate::auth::Caller>() {
+        return format!("api:{}", caller.0);
+    }
     match request.remote_addr() {
         Some(addr) => format!("grpc:{addr}"),
         None => "grpc".to_string(),

@@ -1,6 +1,7 @@
 //! Integration tests: the real binary, real gRPC and HTTP on 127.0.0.1:0.
 
 mod audit;
+mod auth;
 mod check_call;
 mod lifecycle;
 mod records;

@@ -1,0 +1,257 @@
+//! API keys with roles. Once any key is configured, every gRPC call and HTTP
+//! request needs `authorization: Bearer <key>`; the server keeps only the
+//! SHA-256 of each key and compares in constant time. Liveness, readiness and
+//! gRPC health stay open for probes.
+
+use sha2::{Digest, Sha256};
+
+/// What a key may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// ComplianceGateway (CheckCall, ScreenNumbers).
+    Dialer,
+    /// ContactRecords.
+    Crm,
+    /// HTTP status, metrics and page.
+    Supervisor,
+    /// Everything.
+    Admin,
+}
+
+impl Role {
+    pub fn parse(text: &str) -> Option<Role> {
+        match text {
+            "dialer" => Some(Role::Dialer),
+            "crm" => Some(Role::Crm),
+            "supervisor" => Some(Role::Supervisor),
+            "admin" => Some(Role::Admin),
+            _ => None,
+        }
+    }
+}
+
+/// One configured key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiKey {
+    pub name: String,
+    pub sha256: [u8; 32],
+    pub roles: Vec<Role>,
+}
+
+/// Why a request was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthError {
+    /// No key, or a key that is not configured: UNAUTHENTICATED / 401.
+    Unauthenticated,
+    /// A valid key without the role: PERMISSION_DENIED / 403.
+    Forbidden,
+}
+
+/// The name of the key a request was authenticated with, passed to handlers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller(pub String);
+
+/// The configured keys.
+#[derive(Debug, Clone, Default)]
+pub struct ApiKeys {
+    keys: Vec<ApiKey>,
+}
+
+impl ApiKeys {
+    pub fn new(keys: Vec<ApiKey>) -> ApiKeys {
+        ApiKeys { keys }
+    }
+
+    /// True when requests must carry a key.
+    pub fn enabled(&self) -> bool {
+        !self.keys.is_empty()
+    }
+
+    /// Checks an `authorization` header value for `role`; returns the key's name.
+    ///
+    /// # Errors
+    /// [`AuthError`] saying whether the caller is unknown or lacks the role.
+    pub fn check(
+        &self,
+        authorization: Option<&str>,
+        role: Option<Role>,
+    ) -> Result<Option<String>, AuthError> {
+        if !self.enabled() {
+            return Ok(None);
+        }
+        let presented = authorization
+            .and_then(|value| value.strip_prefix("Bearer "))
+            .map(str::trim)
+            .filter(|key| !key.is_empty())
+            .ok_or(AuthError::Unauthenticated)?;
+        let digest: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
+        // Compare against every key, without an early exit, so timing does not
+        // reveal which key (or how much of one) matched.
+        let mut found: Option<&ApiKey> = None;
+        for key in &self.keys {
+            let difference = key
+                .sha256
+                .iter()
+                .zip(digest.iter())
+                .fold(0u8, |acc, (a, b)| acc | (a ^ b));
+            if difference == 0 {
+                found = Some(key);
+            }
+        }
+        let key = found.ok_or(AuthError::Unauthenticated)?;
+        match role {
+            Some(role) if !key.roles.iter().any(|r| *r == role || *r == Role::Admin) => {
+                Err(AuthError::Forbidden)
+            }
+            _ => Ok(Some(key.name.clone())),
+        }
+    }
+}
+
+/// The role a gRPC method needs; `None` = any valid key; health is open.
+pub fn grpc_role(path: &str) -> Option<Option<Role>> {
+    if path.starts_with("/grpc.health.v1.Health/") {
+        None
+    } else if path.starts_with("/dialgate.v1.ComplianceGateway/") {
+        Some(Some(Role::Dialer))
+    } else if path.starts_with("/dialgate.v1.ContactRecords/") {
+        Some(Some(Role::Crm))
+    } else {
+        Some(None)
+    }
+}
+
+/// The gRPC server layer enforcing [`ApiKeys`].
+#[derive(Debug, Clone)]
+pub struct GrpcAuthLayer {
+    pub keys: std::sync::Arc<ApiKeys>,
+}
+
+impl<S> tower::Layer<S> for GrpcAuthLayer {
+    type Service = GrpcAuth<S>;
+
+    fn layer(&self, inner: S) -> GrpcAuth<S> {
+        GrpcAuth {
+            inner,
+            keys: std::sync::Arc::clone(&self.keys),
+        }
+    }
+}
+
+/// See [`GrpcAuthLayer`].
+#[derive(Debug, Clone)]
+pub struct GrpcAuth<S> {
+    inner: S,
+    keys: std::sync::Arc<ApiKeys>,
+}
+
+impl<S, B> tower::Service<http::Request<B>> for GrpcAuth<S>
+where
+    S: tower::Service<http::Request<B>, Response = http::Response<tonic::body::Body>>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    B: Send + 'static,
+{
+    type Response = http::Response<tonic::body::Body>;
+    type Error = S::Error;
+    type Future = std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<Self::Response, Self::Error>> + Send>,
+    >;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
+        let decision = match grpc_role(request.uri().path()) {
+            None => Ok(None),
+            Some(role) => {
+                let header = request
+                    .headers()
+                    .get(http::header::AUTHORIZATION)
+                    .and_then(|v| v.to_str().ok());
+                self.keys.check(header, role)
+            }
+        };
+        match decision {
+            Ok(name) => {
+                if let Some(name) = name {
+                    request.extensions_mut().insert(Caller(name));
+                }
+                let clone = self.inner.clone();
+                let mut inner = std::mem::replace(&mut self.inner, clone);
+                Box::pin(async move { inner.call(request).await })
+            }
+            Err(error) => {
+                let status = match error {
+                    AuthError::Unauthenticated => {
+                        tonic::Status::unauthenticated("missing or unknown API key")
+                    }
+                    AuthError::Forbidden => tonic::Status::permission_denied(
+                        "this API key lacks the role for this service",
+                    ),
+                };
+                Box::pin(async move { Ok(status.into_http()) })
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keys() -> ApiKeys {
+        ApiKeys::new(vec![
+            ApiKey {
+                name: "floor-1".into(),
+                sha256: Sha256::digest(b"dialer-secret").into(),
+                roles: vec![Role::Dialer],
+            },
+            ApiKey {
+                name: "ops".into(),
+                sha256: Sha256::digest(b"admin-secret").into(),
+                roles: vec![Role::Admin],
+            },
+        ])
+    }
+
+    #[test]
+    fn test_auth_matrix() {
+        let keys = keys();
+        assert_eq!(
+            keys.check(None, Some(Role::Dialer)),
+            Err(AuthError::Unauthenticated)
+        );
+        assert_eq!(
+            keys.check(Some("Bearer nope"), Some(Role::Dialer)),
+            Err(AuthError::Unauthenticated)
+        );
+        assert_eq!(
+            keys.check(Some("dialer-secret"), Some(Role::Dialer)),
+            Err(AuthError::Unauthenticated)
+        );
+        assert_eq!(
+            keys.check(Some("Bearer dialer-secret"), Some(Role::Crm)),
+            Err(AuthError::Forbidden)
+        );
+        assert_eq!(
+            keys.check(Some("Bearer dialer-secret"), Some(Role::Dialer)),
+            Ok(Some("floor-1".into()))
+        );
+        assert_eq!(
+            keys.check(Some("Bearer admin-secret"), Some(Role::Crm)),
+            Ok(Some("ops".into()))
+        );
+        assert_eq!(
+            keys.check(Some("Bearer dialer-secret"), None),
+            Ok(Some("floor-1".into()))
+        );
+        assert_eq!(ApiKeys::default().check(None, Some(Role::Admin)), Ok(None));
+    }
+}
