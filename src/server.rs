@@ -41,7 +41,7 @@ pub struct Shared {
 impl Shared {
     /// Ready to decide: started, not shutting down, and the log is committing.
     pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Relaxed)
+        self.ready.load(Ordering::Relaxed) && !self.log.counters().failing.load(Ordering::Relaxed)
     }
 }
 

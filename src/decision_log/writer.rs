@@ -45,6 +45,8 @@ pub struct LogCounters {
     pub failed_batches: AtomicU64,
     pub last_batch_size: AtomicUsize,
     pub last_error: Mutex<Option<String>>,
+    /// False after a failed commit, true again after a successful one.
+    pub failing: std::sync::atomic::AtomicBool,
 }
 
 /// Handle to the durable decision log.
@@ -202,6 +204,7 @@ fn write_loop(
                     counters.written.fetch_add(size as u64, Ordering::Relaxed);
                     counters.batches.fetch_add(1, Ordering::Relaxed);
                     counters.last_batch_size.store(size, Ordering::Relaxed);
+                    counters.failing.store(false, Ordering::Relaxed);
                     for (i, (_, ack)) in batch.drain(..).enumerate() {
                         let _ = ack.send(Ok(first_seq + i as i64));
                     }
@@ -210,6 +213,7 @@ fn write_loop(
                     let message = err.to_string();
                     tracing::error!(error = %message, decisions = size, "decision log commit failed");
                     counters.failed_batches.fetch_add(1, Ordering::Relaxed);
+                    counters.failing.store(true, Ordering::Relaxed);
                     *counters.last_error.lock().expect("log error lock") = Some(message.clone());
                     for (_, ack) in batch.drain(..) {
                         let _ = ack.send(Err(LogError::Write(message.clone())));

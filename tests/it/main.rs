@@ -3,6 +3,7 @@
 mod audit;
 mod auth;
 mod check_call;
+mod faults;
 mod lifecycle;
 mod records;
 mod registry;

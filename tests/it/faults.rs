@@ -1,0 +1,79 @@
+//! Fault behaviour: when the decision log cannot commit, CheckCall answers
+//! UNAVAILABLE (or RESOURCE_EXHAUSTED when the queue is full) instead of a
+//! decision, and recovers by itself when the fault clears.
+
+use std::time::{Duration, Instant};
+
+use dialgate::proto::compliance_gateway_client::ComplianceGatewayClient;
+use tonic::Code;
+
+use crate::support::*;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn test_locked_log_fails_closed_and_recovers() {
+    let config = standard_config("").replace(
+        "shutdown_grace_ms = 5000",
+        "shutdown_grace_ms = 5000\n\n[log]\nwrite_timeout_ms = 300\nqueue_capacity = 4",
+    );
+    let ws = Workspace::new(&config);
+    ws.import("it-rpo", &["+39 333 123 4567"], &["--controller", "acme"]);
+    let server = ws.start();
+    let channel = server.channel().await;
+    let mut gateway = ComplianceGatewayClient::new(channel.clone());
+    let check = || call("+39 333 123 4567", "+390212345678", "it-sales");
+    gateway.check_call(check()).await.expect("healthy at first");
+
+    // Another process takes the database's write lock and holds it.
+    let blocker = rusqlite::Connection::open(ws.data_dir().join("decisions.db")).unwrap();
+    blocker.execute_batch("BEGIN EXCLUSIVE").unwrap();
+
+    let status = gateway.check_call(check()).await.unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert!(
+        status.message().contains("do not dial"),
+        "{}",
+        status.message()
+    );
+
+    // While the writer is stuck, the bounded queue fills: the excess is refused at once.
+    let mut tasks = Vec::new();
+    for _ in 0..12 {
+        let mut client = ComplianceGatewayClient::new(channel.clone());
+        tasks.push(tokio::spawn(async move {
+            client
+                .check_call(check())
+                .await
+                .map(|_| ())
+                .map_err(|s| s.code())
+        }));
+    }
+    let mut codes_seen = Vec::new();
+    for task in tasks {
+        codes_seen.push(task.await.unwrap());
+    }
+    assert!(
+        codes_seen.iter().all(|c| c.is_err()),
+        "no decision without the log: {codes_seen:?}"
+    );
+    assert!(
+        codes_seen.contains(&Err(Code::ResourceExhausted)),
+        "{codes_seen:?}"
+    );
+
+    blocker.execute_batch("ROLLBACK").unwrap();
+    drop(blocker);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        match gateway.check_call(check()).await {
+            Ok(_) => break,
+            Err(status) => assert!(Instant::now() < deadline, "not recovered: {status:?}"),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (status, _) = server.terminate();
+    assert!(status.success());
+    assert!(
+        ws.cli(&["audit", "verify"]).status.success(),
+        "the chain is intact after the fault"
+    );
+}
