@@ -181,6 +181,8 @@ pub enum AuditCommand {
     },
     /// Check the decision log is complete and unaltered; exit 0 only if so
     Verify,
+    /// Print the log's current head (seq, hash, time; signed with the checkpoint key) for external anchoring
+    Checkpoint,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -206,6 +208,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             format,
         }) => audit_export(&config, number, since, until, format),
         Command::Audit(AuditCommand::Verify) => audit_verify(&config),
+        Command::Audit(AuditCommand::Checkpoint) => audit_checkpoint(&config),
         Command::Consent(ConsentCommand::Import { file, dry_run }) => {
             contact_import(&config, &file, dry_run, true)
         }
@@ -470,16 +473,47 @@ fn audit_export(
     Ok(())
 }
 
+fn checkpoint_key(config: &Config) -> anyhow::Result<Option<ed25519_dalek::SigningKey>> {
+    config
+        .log
+        .checkpoint_key_file
+        .as_deref()
+        .map(decision_log::checkpoint::load_key)
+        .transpose()
+        .map_err(anyhow::Error::msg)
+}
+
+fn audit_checkpoint(config: &Config) -> anyhow::Result<()> {
+    let db = decision_log::database_path(&config.server.data_dir);
+    let (seq, hash) = audit::head(&db)?;
+    let key = checkpoint_key(config)?;
+    let checkpoint =
+        decision_log::checkpoint::Checkpoint::new(seq, &hash, Timestamp::now(), key.as_ref());
+    println!("{}", serde_json::to_string(&checkpoint)?);
+    Ok(())
+}
+
 fn audit_verify(config: &Config) -> anyhow::Result<()> {
     let db = decision_log::database_path(&config.server.data_dir);
-    match audit::verify(&db)? {
+    let checkpoints = decision_log::checkpoint::read_all(
+        &decision_log::checkpoint::checkpoints_path(&config.server.data_dir),
+    )
+    .map_err(anyhow::Error::msg)?;
+    let key = checkpoint_key(config)?.map(|k| k.verifying_key());
+    match audit::verify(&db, &checkpoints, key.as_ref())? {
         audit::Verification::Intact {
             decisions,
             head_seq,
             head_hash,
         } => {
             println!(
-                "ok: {decisions} decisions, chain intact, head seq {head_seq} hash {head_hash}"
+                "ok: {decisions} decisions, chain intact, {} checkpoint(s) {}, head seq {head_seq} hash {head_hash}",
+                checkpoints.len(),
+                if key.is_some() {
+                    "signed and matching"
+                } else {
+                    "matching (unsigned: no checkpoint key configured)"
+                }
             );
             Ok(())
         }

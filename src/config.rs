@@ -199,6 +199,16 @@ pub struct LogConfig {
     /// `normal`: fsync at checkpoints only (survives process crashes, not power loss).
     #[serde(default)]
     pub synchronous: Synchronous,
+    /// How often the log's head is checkpointed (also at every shutdown).
+    #[serde(default = "default_checkpoint_interval")]
+    pub checkpoint_interval_seconds: u64,
+    /// Ed25519 seed (64 hex digits) that signs checkpoints; unsigned without it.
+    #[serde(default)]
+    pub checkpoint_key_file: Option<PathBuf>,
+}
+
+fn default_checkpoint_interval() -> u64 {
+    60
 }
 
 /// SQLite durability level of the decision log.
@@ -229,6 +239,8 @@ impl Default for LogConfig {
             idempotency_max_entries: default_idempotency_entries(),
             write_timeout_ms: default_log_timeout_ms(),
             synchronous: Synchronous::Full,
+            checkpoint_interval_seconds: default_checkpoint_interval(),
+            checkpoint_key_file: None,
         }
     }
 }
@@ -588,6 +600,14 @@ impl Validator<'_> {
         if raw.log.max_batch == 0 {
             return Err(self.invalid("log.max_batch", 0, "must be at least 1"));
         }
+        let mut log = raw.log;
+        if let Some(key_file) = &log.checkpoint_key_file {
+            let key_file = base_dir.join(key_file);
+            crate::decision_log::checkpoint::load_key(&key_file).map_err(|problem| {
+                self.invalid("log.checkpoint_key_file", key_file.display(), &problem)
+            })?;
+            log.checkpoint_key_file = Some(key_file);
+        }
 
         let mut registries = Vec::new();
         let mut ids = HashSet::new();
@@ -753,7 +773,7 @@ impl Validator<'_> {
         Ok(Config {
             origin: self.origin.to_string(),
             server,
-            log: raw.log,
+            log,
             registries,
             campaigns,
             destinations,

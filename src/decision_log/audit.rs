@@ -5,13 +5,15 @@ use std::io::Write;
 use std::path::Path;
 
 use jiff::Timestamp;
-use rusqlite::{Connection, OpenFlags};
+use rusqlite::{Connection, OpenFlags, OptionalExtension};
 use serde::Serialize;
 
 use super::chain::{self, GENESIS};
+use super::checkpoint::Checkpoint;
 use super::writer::{ROW_COLUMNS, read_row, record_from_row};
 use super::{DecisionRecord, micros};
 use crate::model::Reason;
+use ed25519_dalek::VerifyingKey;
 
 /// Why an audit command failed.
 #[derive(Debug, thiserror::Error)]
@@ -185,6 +187,22 @@ fn csv_field(value: &str) -> String {
     }
 }
 
+/// The head of the log: the last row's seq and hash (`(0, GENESIS)` when empty).
+///
+/// # Errors
+/// [`AuditError`] when the log cannot be read.
+pub fn head(db: &Path) -> Result<(i64, String), AuditError> {
+    let conn = open_read_only(db)?;
+    let head = conn
+        .query_row(
+            "SELECT seq, hash FROM decisions ORDER BY seq DESC LIMIT 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?;
+    Ok(head.unwrap_or((0, GENESIS.to_string())))
+}
+
 /// Outcome of `audit verify`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verification {
@@ -202,11 +220,30 @@ pub enum Verification {
     },
 }
 
-/// Recomputes the hash chain over the whole log.
+/// Recomputes the hash chain over the whole log and checks it against the
+/// checkpoints: each must name a row that is still there with the same hash
+/// (a truncated tail fails), and with `key` each must carry its signature.
 ///
 /// # Errors
 /// [`AuditError`] when the log cannot be read.
-pub fn verify(db: &Path) -> Result<Verification, AuditError> {
+pub fn verify(
+    db: &Path,
+    checkpoints: &[Checkpoint],
+    key: Option<&VerifyingKey>,
+) -> Result<Verification, AuditError> {
+    if let Some(key) = key
+        && let Some(bad) = checkpoints.iter().find(|c| !c.signed_by(key))
+    {
+        return Ok(Verification::Broken {
+            seq: bad.seq,
+            decision_id: String::new(),
+            problem: "checkpoint signature invalid for the configured key".into(),
+        });
+    }
+    let expected: std::collections::HashMap<i64, &str> = checkpoints
+        .iter()
+        .map(|c| (c.seq, c.hash.as_str()))
+        .collect();
     let conn = open_read_only(db)?;
     let mut statement =
         conn.prepare(&format!("SELECT {ROW_COLUMNS} FROM decisions ORDER BY seq"))?;
@@ -235,13 +272,32 @@ pub fn verify(db: &Path) -> Result<Verification, AuditError> {
                 "content altered: hash does not match the row".into(),
             ));
         }
+        if let Some(checkpointed) = expected.get(&stored.seq)
+            && *checkpointed != hash
+        {
+            return Ok(broken(
+                "rewritten: the row does not match its checkpoint".into(),
+            ));
+        }
         expected_seq += 1;
         expected_prev = hash;
         count += 1;
     }
+    let head_seq = expected_seq - 1;
+    if let Some(latest) = checkpoints.iter().map(|c| c.seq).max()
+        && latest > head_seq
+    {
+        return Ok(Verification::Broken {
+            seq: head_seq + 1,
+            decision_id: String::new(),
+            problem: format!(
+                "truncated: a checkpoint covers seq {latest} but the log ends at seq {head_seq}"
+            ),
+        });
+    }
     Ok(Verification::Intact {
         decisions: count,
-        head_seq: expected_seq - 1,
+        head_seq,
         head_hash: expected_prev,
     })
 }

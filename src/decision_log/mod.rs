@@ -7,6 +7,7 @@
 
 pub mod audit;
 pub mod chain;
+pub mod checkpoint;
 pub mod writer;
 
 use std::path::{Path, PathBuf};

@@ -96,13 +96,35 @@ impl DecisionLog {
         let (sender, receiver) = mpsc::sync_channel(config.queue_capacity);
         let counters = Arc::new(LogCounters::default());
         let thread_counters = Arc::clone(&counters);
+        let key = config
+            .checkpoint_key_file
+            .as_deref()
+            .map(super::checkpoint::load_key)
+            .transpose()
+            .map_err(|problem| rusqlite::Error::ToSqlConversionFailure(problem.into()))?;
+        let checkpointer = Checkpointer {
+            path: super::checkpoint::checkpoints_path(path.parent().unwrap_or(Path::new("."))),
+            key,
+            interval: Duration::from_secs(config.checkpoint_interval_seconds.max(1)),
+            last_written: Instant::now(),
+            last_seq: head.seq,
+        };
         let grouping = Grouping {
             max_batch: config.max_batch,
             linger: Duration::from_micros(config.group_commit_linger_us),
         };
         let thread = std::thread::Builder::new()
             .name("decision-log".into())
-            .spawn(move || write_loop(conn, receiver, head, grouping, &thread_counters))
+            .spawn(move || {
+                write_loop(
+                    conn,
+                    receiver,
+                    head,
+                    grouping,
+                    checkpointer,
+                    &thread_counters,
+                )
+            })
             .map_err(|err| rusqlite::Error::ToSqlConversionFailure(Box::new(err)))?;
         Ok((
             DecisionLog {
@@ -150,6 +172,36 @@ impl DecisionLog {
     }
 }
 
+/// Writes checkpoints of the head at an interval and at the end.
+struct Checkpointer {
+    path: std::path::PathBuf,
+    key: Option<ed25519_dalek::SigningKey>,
+    interval: Duration,
+    last_written: Instant,
+    last_seq: i64,
+}
+
+impl Checkpointer {
+    fn write(&mut self, head: &ChainHead, force: bool) {
+        if head.seq == self.last_seq || (!force && self.last_written.elapsed() < self.interval) {
+            return;
+        }
+        let checkpoint = super::checkpoint::Checkpoint::new(
+            head.seq,
+            &head.hash,
+            jiff::Timestamp::now(),
+            self.key.as_ref(),
+        );
+        match super::checkpoint::append(&self.path, &checkpoint) {
+            Ok(()) => {
+                self.last_seq = head.seq;
+                self.last_written = Instant::now();
+            }
+            Err(err) => tracing::error!(error = %err, "decision log checkpoint not written"),
+        }
+    }
+}
+
 /// How the writer groups decisions into one commit.
 #[derive(Debug, Clone, Copy)]
 struct Grouping {
@@ -163,6 +215,7 @@ fn write_loop(
     receiver: Receiver<Job>,
     mut head: ChainHead,
     grouping: Grouping,
+    mut checkpointer: Checkpointer,
     counters: &LogCounters,
 ) {
     let mut batch = Vec::with_capacity(grouping.max_batch);
@@ -221,11 +274,13 @@ fn write_loop(
                 }
             }
             counters.backlog.fetch_sub(size, Ordering::Relaxed);
+            checkpointer.write(&head, false);
         }
         if stop {
             break;
         }
     }
+    checkpointer.write(&head, true);
     if let Err(err) = conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);") {
         tracing::warn!(error = %err, "decision log checkpoint on close failed");
     }

@@ -184,3 +184,50 @@ async fn test_decisions_survive_kill_9() {
     );
     assert!(ws.cli(&["audit", "verify"]).status.success());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn test_signed_checkpoints_make_a_truncated_tail_evident() {
+    let key_hex = "11".repeat(32);
+    let config = standard_config("").replace(
+        "shutdown_grace_ms = 5000",
+        "shutdown_grace_ms = 5000\n\n[log]\ncheckpoint_key_file = \"checkpoint.key\"",
+    );
+    let ws = Workspace::new(&config);
+    ws.file("checkpoint.key", &key_hex);
+    ws.import("it-rpo", &["+39 333 123 4567"], &["--controller", "acme"]);
+    make_decisions(&ws, 5).await;
+
+    let ok = ws.cli_ok(&["audit", "verify"]);
+    assert!(ok.contains("1 checkpoint(s) signed and matching"), "{ok}");
+    let anchor: serde_json::Value =
+        serde_json::from_str(ws.cli_ok(&["audit", "checkpoint"]).trim()).unwrap();
+    assert_eq!(anchor["seq"], 5);
+    assert_eq!(anchor["signature"].as_str().unwrap().len(), 128);
+
+    // Cutting the tail keeps the chain itself consistent, but not the checkpoint.
+    {
+        let conn = rusqlite::Connection::open(ws.data_dir().join("decisions.db")).unwrap();
+        conn.execute("DELETE FROM decisions WHERE seq > 3", [])
+            .unwrap();
+    }
+    let out = ws.cli(&["audit", "verify"]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("truncated") && stderr.contains("seq 5"),
+        "{stderr}"
+    );
+
+    // A forged checkpoint (wrong key) is refused too.
+    let path = ws.data_dir().join("checkpoints.jsonl");
+    let text = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace("\"seq\":5", "\"seq\":3");
+    std::fs::write(&path, text).unwrap();
+    let out = ws.cli(&["audit", "verify"]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("signature invalid"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
