@@ -45,6 +45,12 @@ pub enum Command {
     /// The change trail of contact records
     #[command(subcommand)]
     Trail(TrailCommand),
+    /// Copy the stores (decision log, contact records, checkpoints, registry snapshots) to a directory, consistently, while the server runs
+    Backup {
+        /// Target directory (created; must not hold a previous backup)
+        #[arg(long)]
+        to: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -197,6 +203,7 @@ pub enum FormatArg {
 /// Any failure, as a one-line message for stderr.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     let config = Config::load(cli.config.as_deref())?;
+    init_tracing(config.server.log_format);
     match cli.command {
         Command::Serve => serve(config),
         Command::Registry(RegistryCommand::Import(args)) => registry_import(&config, args),
@@ -216,6 +223,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             contact_import(&config, &file, dry_run, false)
         }
         Command::Trail(TrailCommand::Export) => trail_export(&config),
+        Command::Backup { to } => backup(&config, &to),
     }
 }
 
@@ -255,6 +263,55 @@ fn contact_import(
     Ok(())
 }
 
+/// Online backup: SQLite's backup API copies each database page by page
+/// into a consistent copy while the server keeps writing; snapshots and
+/// checkpoints are copied as files (snapshots are replaced atomically, so a
+/// copy is always a whole edition).
+fn backup(config: &Config, to: &std::path::Path) -> anyhow::Result<()> {
+    let data_dir = &config.server.data_dir;
+    std::fs::create_dir_all(to).with_context(|| format!("cannot create {}", to.display()))?;
+    for name in ["decisions.db", "contacts.db"] {
+        let source = data_dir.join(name);
+        if !source.exists() {
+            continue;
+        }
+        let target = to.join(name);
+        if target.exists() {
+            bail!(
+                "{} already exists: back up into a new directory",
+                target.display()
+            );
+        }
+        let from = rusqlite::Connection::open_with_flags(
+            &source,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+        )
+        .with_context(|| format!("cannot open {}", source.display()))?;
+        let mut into = rusqlite::Connection::open(&target)
+            .with_context(|| format!("cannot create {}", target.display()))?;
+        rusqlite::backup::Backup::new(&from, &mut into)?
+            .run_to_completion(1024, std::time::Duration::from_millis(5), None)
+            .with_context(|| format!("backup of {} failed", source.display()))?;
+        println!("{} -> {}", source.display(), target.display());
+    }
+    let checkpoints = decision_log::checkpoint::checkpoints_path(data_dir);
+    if checkpoints.exists() {
+        std::fs::copy(&checkpoints, to.join("checkpoints.jsonl"))?;
+    }
+    let snapshots = registry::snapshots_dir(data_dir);
+    if snapshots.exists() {
+        let target = registry::snapshots_dir(to);
+        std::fs::create_dir_all(&target)?;
+        for entry in std::fs::read_dir(&snapshots)? {
+            let path = entry?.path();
+            if path.extension().is_some_and(|e| e == "snap") {
+                std::fs::copy(&path, target.join(path.file_name().expect("a file name")))?;
+            }
+        }
+    }
+    Ok(())
+}
+
 fn trail_export(config: &Config) -> anyhow::Result<()> {
     let store = ContactStore::open(&config.server.data_dir)?;
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
@@ -264,6 +321,26 @@ fn trail_export(config: &Config) -> anyhow::Result<()> {
     }
     out.flush()?;
     Ok(())
+}
+
+/// Service output on stderr: `DIALGATE_LOG` filters (default `info`),
+/// `[server] log_format` (or `DIALGATE_LOG_FORMAT`) picks pretty or JSON.
+fn init_tracing(format: crate::config::LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("DIALGATE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let json = match std::env::var("DIALGATE_LOG_FORMAT").as_deref() {
+        Ok("json") => true,
+        Ok("pretty") => false,
+        _ => format == crate::config::LogFormat::Json,
+    };
+    let builder = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(filter);
+    let _ = if json {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
 }
 
 fn serve(config: Config) -> anyhow::Result<()> {

@@ -139,6 +139,8 @@ struct RawServer {
     shutdown_grace_ms: u64,
     #[serde(default)]
     worker_threads: usize,
+    #[serde(default)]
+    log_format: LogFormat,
     tls: Option<toml::Value>,
 }
 
@@ -151,6 +153,7 @@ impl Default for RawServer {
             registry_reload_interval_ms: default_reload_interval_ms(),
             shutdown_grace_ms: default_shutdown_grace_ms(),
             worker_threads: 0,
+            log_format: LogFormat::Pretty,
             tls: None,
         }
     }
@@ -331,6 +334,17 @@ pub struct ServerConfig {
     pub shutdown_grace_ms: u64,
     /// Async worker threads; 0 = one per core.
     pub worker_threads: usize,
+    /// Service output: human-readable or JSON lines (phone numbers masked either way).
+    pub log_format: LogFormat,
+}
+
+/// Format of the service's own output (tracing).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Pretty,
+    Json,
 }
 
 /// One configured registry.
@@ -593,6 +607,7 @@ impl Validator<'_> {
             registry_reload_interval_ms: raw.server.registry_reload_interval_ms.max(50),
             shutdown_grace_ms: raw.server.shutdown_grace_ms,
             worker_threads: raw.server.worker_threads,
+            log_format: raw.server.log_format,
         };
         if raw.log.queue_capacity == 0 {
             return Err(self.invalid("log.queue_capacity", 0, "must be at least 1"));

@@ -231,3 +231,36 @@ async fn test_signed_checkpoints_make_a_truncated_tail_evident() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn test_online_backup_is_a_verifiable_copy() {
+    let ws = Workspace::new(&standard_config(""));
+    ws.import("it-rpo", &["+39 333 123 4567"], &["--controller", "acme"]);
+    let server = ws.start();
+    let mut gateway = server.gateway().await;
+    for _ in 0..3 {
+        gateway
+            .check_call(call("+39 333 123 4567", IT_CLI, "it-sales"))
+            .await
+            .unwrap();
+    }
+    // While the server runs.
+    let target = ws.dir.path().join("backup");
+    let out = ws.cli_ok(&["backup", "--to", path_str(&target)]);
+    assert!(out.contains("decisions.db"), "{out}");
+    drop(server);
+    let copy = Workspace::new(&standard_config("").replace(
+        "data_dir = \"data\"",
+        &format!("data_dir = {:?}", path_str(&target)),
+    ));
+    let verified = copy.cli_ok(&["audit", "verify"]);
+    assert!(verified.starts_with("ok: 3 decisions"), "{verified}");
+    let list = copy.cli_ok(&["registry", "list", "--json"]);
+    assert!(list.contains("\"version\": 1"), "{list}");
+    assert!(
+        !ws.cli(&["backup", "--to", path_str(&target)])
+            .status
+            .success(),
+        "never overwrites a backup"
+    );
+}

@@ -185,3 +185,33 @@ fn test_tracing_output_masks_numbers() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!stderr.contains("3339876543"), "{stderr}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn test_json_logs_are_structured_and_masked() {
+    let config = standard_config("").replace(
+        "data_dir = \"data\"",
+        "data_dir = \"data\"\nlog_format = \"json\"",
+    );
+    let ws = Workspace::new(&config);
+    ws.import("it-rpo", &["+39 333 123 4567"], &["--controller", "acme"]);
+    let server = ws.start();
+    let mut gateway = server.gateway().await;
+    gateway
+        .check_call(call("+39 333 123 4567", "+390212345678", "it-sales"))
+        .await
+        .unwrap();
+    let (status, log) = server.terminate();
+    assert!(status.success());
+    assert!(!log.is_empty());
+    for line in &log {
+        let event: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON: {line}: {e}"));
+        assert!(event.get("level").is_some(), "{line}");
+        assert!(!line.contains("3331234567"), "unmasked number: {line}");
+    }
+    assert!(
+        log.iter().any(|l| l.contains("+39333****567")),
+        "{}",
+        log.join("\n")
+    );
+}
