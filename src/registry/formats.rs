@@ -73,8 +73,10 @@ impl Format {
         if region.as_str() == "GB"
             && line.len() >= 12
             && line.starts_with('0')
-            && line[..12].bytes().all(|b| b.is_ascii_digit() || b == b' ')
-            && line[12..].trim().is_empty()
+            && line.as_bytes()[..12]
+                .iter()
+                .all(|b| b.is_ascii_digit() || *b == b' ')
+            && line.get(12..).is_some_and(|rest| rest.trim().is_empty())
         {
             return Format::Tps;
         }
@@ -472,5 +474,10 @@ mod tests {
         assert_eq!(Format::detect("+1 212 555 0199", us), Format::Lines);
         assert_eq!(Format::detect("02079460018 ", gb), Format::Tps);
         assert_eq!(Format::detect("+44 20 7946 0018", gb), Format::Lines);
+        assert_eq!(
+            Format::detect("0€€€€€€€€€€€€", gb),
+            Format::Lines,
+            "no panic on multi-byte text"
+        );
     }
 }

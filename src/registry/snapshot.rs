@@ -206,9 +206,14 @@ impl Snapshot {
                 }];
             }
             (RegistryKind::Blocklist, mode) => {
-                let batch = controller_batches
-                    .first_mut()
-                    .expect("a block-list snapshot always has its batch");
+                if controller_batches.is_empty() {
+                    // Only a damaged previous edition lacks its batch: start from empty.
+                    controller_batches.push(Batch {
+                        checked_at: import.checked_at,
+                        numbers: RoaringTreemap::new(),
+                    });
+                }
+                let batch = &mut controller_batches[0];
                 if mode == ImportMode::Add {
                     batch.numbers |= &import.numbers;
                 } else {
