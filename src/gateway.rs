@@ -190,14 +190,19 @@ impl Gateway {
                 self.attempts.forget(controller, key, now);
             }
             self.stats.unavailable.fetch_add(1, Ordering::Relaxed);
+            self.stats.metrics.unavailable.inc();
             tracing::error!(error = %err, campaign = %request.campaign_id, "decision not logged: answering unavailable");
             return Err(err);
         }
         self.observe_not_cleared(campaign, &called, &evaluation.not_cleared, now)
             .await;
         let total_us = started.elapsed().as_micros() as u64;
-        self.stats
-            .record_decision(evaluation.verdict, &evaluation.reasons, total_us);
+        self.stats.record_decision(
+            evaluation.verdict,
+            &evaluation.reasons,
+            &request.campaign_id,
+            total_us,
+        );
         tracing::debug!(
             decision = %decision_id,
             campaign = %request.campaign_id,
@@ -264,6 +269,7 @@ impl Gateway {
         let called = normalize_called(called_number, campaign);
         let evaluation = self.evaluate(campaign_id, campaign, &called, None, now);
         self.stats.screened.fetch_add(1, Ordering::Relaxed);
+        self.stats.metrics.screened.inc();
         ScreenOutcome {
             verdict: evaluation.verdict,
             reasons: evaluation.reasons,

@@ -174,86 +174,69 @@ async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
 }
 
 async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
-    let body = status_body(&shared);
-    let mut out = String::new();
-    let mut line = |name: &str, labels: &str, value: String| {
-        out.push_str(name);
-        if !labels.is_empty() {
-            out.push('{');
-            out.push_str(labels);
-            out.push('}');
+    let now = Timestamp::now();
+    let metrics = &shared.stats.metrics;
+    for r in shared.registries.status(now) {
+        let labels = [r.id.as_str()];
+        metrics
+            .registry_numbers
+            .with_label_values(&labels)
+            .set(r.numbers as f64);
+        metrics
+            .registry_stale
+            .with_label_values(&labels)
+            .set(f64::from(u8::from(r.stale)));
+        if let Some(version) = r.version {
+            metrics
+                .registry_version
+                .with_label_values(&labels)
+                .set(version as f64);
         }
-        out.push(' ');
-        out.push_str(&value);
-        out.push('\n');
-    };
-    line(
-        "dialgate_decisions_total",
-        "verdict=\"allow\"",
-        body.decisions.allow.to_string(),
-    );
-    line(
-        "dialgate_decisions_total",
-        "verdict=\"deny\"",
-        body.decisions.deny.to_string(),
-    );
-    line(
-        "dialgate_unavailable_total",
-        "",
-        body.decisions.unavailable.to_string(),
-    );
-    line(
-        "dialgate_screened_total",
-        "",
-        body.decisions.screened.to_string(),
-    );
-    for (reason, count) in &body.decisions.by_reason {
-        line(
-            "dialgate_decision_reasons_total",
-            &format!("reason=\"{reason}\""),
-            count.to_string(),
-        );
-    }
-    for (q, v) in [
-        ("0.5", body.latency.p50_us),
-        ("0.9", body.latency.p90_us),
-        ("0.99", body.latency.p99_us),
-        ("0.999", body.latency.p999_us),
-    ] {
-        line(
-            "dialgate_decision_latency_seconds",
-            &format!("quantile=\"{q}\""),
-            format!("{}", v as f64 / 1e6),
-        );
-    }
-    for r in &body.registries {
-        let labels = format!("registry=\"{}\"", r.id);
-        line("dialgate_registry_numbers", &labels, r.numbers.to_string());
-        line(
-            "dialgate_registry_loaded",
-            &labels,
-            u8::from(r.loaded).to_string(),
-        );
-        line(
-            "dialgate_registry_stale",
-            &labels,
-            u8::from(r.stale).to_string(),
-        );
-        if let Some(v) = r.version {
-            line("dialgate_registry_version", &labels, v.to_string());
+        if let Some(checked_at) = r
+            .checked_at
+            .and_then(|d| d.to_zoned(jiff::tz::TimeZone::UTC).ok())
+        {
+            let age = now.as_second() - checked_at.timestamp().as_second();
+            metrics
+                .registry_age_seconds
+                .with_label_values(&labels)
+                .set(age as f64);
+        }
+        if let Some(seconds) = r.import_seconds {
+            metrics
+                .registry_import_seconds
+                .with_label_values(&labels)
+                .set(seconds);
         }
     }
-    line("dialgate_log_backlog", "", body.log.backlog.to_string());
-    line(
-        "dialgate_log_written_total",
-        "",
-        body.log.written.to_string(),
-    );
-    line(
-        "dialgate_log_failed_batches_total",
-        "",
-        body.log.failed_batches.to_string(),
-    );
-    line("dialgate_ready", "", u8::from(body.ready).to_string());
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
+    let counters = shared.log.counters();
+    let written = counters.written.load(Ordering::Relaxed);
+    let batches = counters.batches.load(Ordering::Relaxed);
+    metrics
+        .log_backlog
+        .set(counters.backlog.load(Ordering::Relaxed) as f64);
+    metrics.log_written.set(written as f64);
+    metrics
+        .log_failed_batches
+        .set(counters.failed_batches.load(Ordering::Relaxed) as f64);
+    metrics.log_batch_size_avg.set(if batches == 0 {
+        0.0
+    } else {
+        written as f64 / batches as f64
+    });
+    metrics
+        .log_last_batch_size
+        .set(counters.last_batch_size.load(Ordering::Relaxed) as f64);
+    metrics.ready.set(f64::from(u8::from(shared.is_ready())));
+    let mut body = String::new();
+    if let Err(err) =
+        prometheus::TextEncoder::new().encode_utf8(&metrics.registry.gather(), &mut body)
+    {
+        return (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("cannot encode metrics: {err}\n"),
+        )
+            .into_response();
+    }
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
 }

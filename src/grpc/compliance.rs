@@ -71,7 +71,8 @@ impl ComplianceGateway for ComplianceGatewayService {
             let item = item?;
             let at = proto::timestamp_from_proto(item.at.as_ref());
             // Screening plans calls: years 2000-2199 are plenty, and keep the calendars in range.
-            let plausible = at.is_some_and(|t| (946_684_800..7_258_118_400).contains(&t.as_second()));
+            let plausible =
+                at.is_some_and(|t| (946_684_800..7_258_118_400).contains(&t.as_second()));
             if item.at.is_some() && !plausible {
                 return Err(Status::invalid_argument(format!(
                     "ref {:?}: at must be between 2000 and 2199",

@@ -278,6 +278,7 @@ mod tests {
                 file: "f".into(),
                 format: "lines".into(),
                 mode: "add".into(),
+                import_seconds: 0.0,
             },
             coverage: None,
             batches,

@@ -370,6 +370,7 @@ pub fn run(
                 file: request.file.display().to_string(),
                 format: format.name().to_string(),
                 mode: request.mode.as_str().to_string(),
+                import_seconds: started.elapsed().as_secs_f64(),
             },
         },
         now,

@@ -102,6 +102,8 @@ pub struct RegistryStatus {
     pub expiring: bool,
     pub file_size: u64,
     pub created_at: Option<Timestamp>,
+    /// How long the import that made the snapshot took.
+    pub import_seconds: Option<f64>,
     pub error: Option<String>,
 }
 
@@ -245,6 +247,7 @@ fn entry_status(entry: &RegistryEntry, now: Timestamp) -> RegistryStatus {
             .is_some_and(|v| now < v && v.as_second() - now.as_second() <= 3 * 86_400),
         file_size: state.file_size,
         created_at: snapshot.as_ref().map(|s| s.created_at),
+        import_seconds: snapshot.as_ref().map(|s| s.source.import_seconds),
         error: state.error,
     }
 }

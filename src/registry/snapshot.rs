@@ -24,11 +24,14 @@ pub struct Batch {
 }
 
 /// What the snapshot was made from, kept for `registry list` and the audit trail.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SnapshotSource {
     pub file: String,
     pub format: String,
     pub mode: String,
+    /// How long the import that made the snapshot took.
+    #[serde(default)]
+    pub import_seconds: f64,
 }
 
 /// One immutable edition of a registry.
@@ -293,6 +296,7 @@ mod tests {
                 file: "test".into(),
                 format: "lines".into(),
                 mode: mode.as_str().into(),
+                import_seconds: 0.0,
             },
         }
     }
@@ -432,6 +436,7 @@ mod tests {
                 file: "t".into(),
                 format: "lines".into(),
                 mode: "replace".into(),
+                import_seconds: 0.0,
             },
         };
         let digits_of = |n: u64, len: usize| format!("{:0len$}", n % 10u64.pow(len as u32));

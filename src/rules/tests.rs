@@ -84,6 +84,7 @@ fn snapshot(
             file: "t".into(),
             format: "lines".into(),
             mode: "replace".into(),
+            import_seconds: 0.0,
         },
         coverage: None,
         batches,

@@ -78,14 +78,20 @@ async fn test_health_status_and_pages() {
     );
     let (code, metrics) = server.get("/metrics");
     assert_eq!(code, 200);
-    assert!(
-        metrics.contains("dialgate_decisions_total{verdict=\"allow\"} 1"),
-        "{metrics}"
-    );
-    assert!(
-        metrics.contains("dialgate_registry_numbers{registry=\"it-rpo\"} 1"),
-        "{metrics}"
-    );
+    for expected in [
+        "dialgate_decisions_total{campaign=\"it-sales\",reason=\"REGISTRY_CLEAR\",verdict=\"allow\"} 1",
+        "dialgate_decisions_total{campaign=\"it-sales\",reason=\"REGISTRY_NOT_COVERED\",verdict=\"deny\"} 1",
+        "dialgate_decision_latency_seconds_count 2",
+        "dialgate_registry_numbers{registry=\"it-rpo\"} 1",
+        "dialgate_registry_import_seconds{registry=\"it-rpo\"}",
+        "dialgate_log_written_total 2",
+        "dialgate_ready 1",
+    ] {
+        assert!(
+            metrics.contains(expected),
+            "{expected} missing in {metrics}"
+        );
+    }
 
     let (_, log) = server.terminate();
     assert!(
