@@ -93,6 +93,8 @@ struct StatusBody {
     registries: Vec<crate::registry::RegistryStatus>,
     campaigns: Vec<CampaignWindow>,
     decisions: DecisionCounts,
+    /// The latest denials, newest first, numbers masked.
+    recent_denials: Vec<crate::stats::RecentDenial>,
     latency: LatencySummary,
     log: LogStatus,
 }
@@ -107,6 +109,7 @@ fn status_body(shared: &Shared) -> StatusBody {
         registries: shared.registries.status(Timestamp::now()),
         campaigns: campaign_windows(shared, Timestamp::now()),
         decisions: shared.stats.counts(),
+        recent_denials: shared.stats.recent_denials(),
         latency: shared.stats.latency_summary(),
         log: LogStatus {
             backlog: counters.backlog.load(Ordering::Relaxed),

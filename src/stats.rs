@@ -206,9 +206,22 @@ impl Default for Metrics {
     }
 }
 
+/// A recent denial, for the supervisor page (number masked).
+#[derive(Debug, Clone, Serialize)]
+pub struct RecentDenial {
+    pub at: jiff::Timestamp,
+    pub campaign: String,
+    pub number: String,
+    pub reasons: Vec<&'static str>,
+}
+
+/// How many recent denials are kept.
+const RECENT_DENIALS: usize = 20;
+
 /// Decision counters.
 #[derive(Debug, Default)]
 pub struct Stats {
+    recent_denials: std::sync::Mutex<std::collections::VecDeque<RecentDenial>>,
     pub total: AtomicU64,
     pub allow: AtomicU64,
     pub deny: AtomicU64,
@@ -270,6 +283,31 @@ impl Stats {
             self.by_reason[reason.code.index()].fetch_add(1, Ordering::Relaxed);
         }
         self.latency.record(latency_us);
+    }
+
+    /// Remembers a denial (the number is masked here).
+    pub fn record_denial(&self, campaign: &str, number: &str, reasons: &[Reason]) {
+        let mut recent = self.recent_denials.lock().expect("recent denials lock");
+        if recent.len() == RECENT_DENIALS {
+            recent.pop_front();
+        }
+        recent.push_back(RecentDenial {
+            at: jiff::Timestamp::now(),
+            campaign: campaign.to_string(),
+            number: crate::number::mask(number),
+            reasons: reasons.iter().map(|r| r.code.as_str()).collect(),
+        });
+    }
+
+    /// The latest denials, newest first.
+    pub fn recent_denials(&self) -> Vec<RecentDenial> {
+        self.recent_denials
+            .lock()
+            .expect("recent denials lock")
+            .iter()
+            .rev()
+            .cloned()
+            .collect()
     }
 
     pub fn counts(&self) -> DecisionCounts {

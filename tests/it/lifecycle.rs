@@ -66,6 +66,9 @@ async fn test_health_status_and_pages() {
     }
     assert_eq!(rpo["numbers"], 1);
     assert_eq!(rpo["stale"], false);
+    let denial = &status["recent_denials"][0];
+    assert_eq!(denial["number"], "+39333****000", "masked on the page");
+    assert_eq!(denial["reasons"][0], "REGISTRY_NOT_COVERED");
 
     assert_eq!(server.get("/livez").0, 200);
     assert_eq!(server.get("/readyz").0, 200);
@@ -220,4 +223,40 @@ async fn test_json_logs_are_structured_and_masked() {
         "{}",
         log.join("\n")
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn test_reflection_lists_every_served_service() {
+    use tokio_stream::StreamExt;
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+    use tonic_reflection::pb::v1::ServerReflectionRequest;
+
+    let ws = Workspace::new(&standard_config(""));
+    let server = ws.start();
+    let mut client = ServerReflectionClient::new(server.channel().await);
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut answers = client
+        .server_reflection_info(tokio_stream::iter(vec![request]))
+        .await
+        .unwrap()
+        .into_inner();
+    let answer = answers.next().await.unwrap().unwrap();
+    let Some(MessageResponse::ListServicesResponse(list)) = answer.message_response else {
+        panic!("unexpected answer {answer:?}");
+    };
+    let mut names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    names.sort();
+    for expected in [
+        "dialgate.v1.ComplianceGateway",
+        "dialgate.v1.ContactRecords",
+        "grpc.health.v1.Health",
+        "grpc.reflection.v1.ServerReflection",
+    ] {
+        assert!(names.iter().any(|n| n == expected), "{expected} not in {names:?}");
+    }
 }
