@@ -204,8 +204,13 @@ impl Gateway {
             total_us,
         );
         if evaluation.verdict == Verdict::Deny {
-            let shown = if normalized_number.is_empty() { &request.called_number } else { &normalized_number };
-            self.stats.record_denial(&request.campaign_id, shown, &evaluation.reasons);
+            let shown = if normalized_number.is_empty() {
+                &request.called_number
+            } else {
+                &normalized_number
+            };
+            self.stats
+                .record_denial(&request.campaign_id, shown, &evaluation.reasons);
         }
         tracing::debug!(
             decision = %decision_id,

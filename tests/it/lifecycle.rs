@@ -228,10 +228,10 @@ async fn test_json_logs_are_structured_and_masked() {
 #[tokio::test(flavor = "multi_thread")]
 async fn test_reflection_lists_every_served_service() {
     use tokio_stream::StreamExt;
+    use tonic_reflection::pb::v1::ServerReflectionRequest;
     use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
     use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
     use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
-    use tonic_reflection::pb::v1::ServerReflectionRequest;
 
     let ws = Workspace::new(&standard_config(""));
     let server = ws.start();
@@ -257,6 +257,9 @@ async fn test_reflection_lists_every_served_service() {
         "grpc.health.v1.Health",
         "grpc.reflection.v1.ServerReflection",
     ] {
-        assert!(names.iter().any(|n| n == expected), "{expected} not in {names:?}");
+        assert!(
+            names.iter().any(|n| n == expected),
+            "{expected} not in {names:?}"
+        );
     }
 }

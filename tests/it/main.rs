@@ -2,6 +2,7 @@
 
 mod audit;
 mod auth;
+mod browser;
 mod check_call;
 mod faults;
 mod lifecycle;
