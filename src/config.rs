@@ -78,6 +78,14 @@ struct RawConfig {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+struct RawTls {
+    cert_file: PathBuf,
+    key_file: PathBuf,
+    client_ca_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct RawApiKey {
     name: String,
     sha256: String,
@@ -141,7 +149,7 @@ struct RawServer {
     worker_threads: usize,
     #[serde(default)]
     log_format: LogFormat,
-    tls: Option<toml::Value>,
+    tls: Option<RawTls>,
 }
 
 impl Default for RawServer {
@@ -336,6 +344,8 @@ pub struct ServerConfig {
     pub worker_threads: usize,
     /// Service output: human-readable or JSON lines (phone numbers masked either way).
     pub log_format: LogFormat,
+    /// TLS on both listeners; `None` = plaintext.
+    pub tls: Option<crate::tls::TlsSettings>,
 }
 
 /// Format of the service's own output (tracing).
@@ -559,12 +569,15 @@ impl Validator<'_> {
     }
 
     fn validate(&self, raw: RawConfig, base_dir: &Path) -> Result<Config, ConfigError> {
-        if raw.server.tls.is_some() {
-            return Err(self.invalid(
-                "server.tls",
-                "<table>",
-                "TLS is not supported by this version; refusing to serve in plaintext what was configured as TLS",
-            ));
+        let tls = raw.server.tls.as_ref().map(|t| crate::tls::TlsSettings {
+            cert_file: base_dir.join(&t.cert_file),
+            key_file: base_dir.join(&t.key_file),
+            client_ca_file: t.client_ca_file.as_ref().map(|f| base_dir.join(f)),
+        });
+        if let Some(settings) = &tls {
+            crate::tls::acceptors(settings).map_err(|problem| {
+                self.invalid("server.tls", settings.cert_file.display(), &problem)
+            })?;
         }
         let mut api_keys: Vec<ApiKey> = Vec::new();
         for (i, k) in raw.api_keys.iter().enumerate() {
@@ -608,6 +621,7 @@ impl Validator<'_> {
             shutdown_grace_ms: raw.server.shutdown_grace_ms,
             worker_threads: raw.server.worker_threads,
             log_format: raw.server.log_format,
+            tls,
         };
         if raw.log.queue_capacity == 0 {
             return Err(self.invalid("log.queue_capacity", 0, "must be at least 1"));
@@ -979,11 +993,14 @@ mod tests {
     }
 
     #[test]
-    fn test_unsupported_features_fail_closed() {
+    fn test_bad_tls_files_are_named() {
         let message = parse("[server.tls]\ncert_file = \"a\"\nkey_file = \"b\"\n")
             .unwrap_err()
             .to_string();
-        assert!(message.contains("server.tls"), "{message}");
+        assert!(
+            message.contains("server.tls") && message.contains("cannot read certificate"),
+            "{message}"
+        );
     }
 
     #[test]

@@ -33,3 +33,4 @@ pub mod registry;
 pub mod rules;
 pub mod server;
 pub mod stats;
+pub mod tls;

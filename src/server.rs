@@ -11,6 +11,7 @@ use anyhow::Context;
 use jiff::Timestamp;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tokio_stream::StreamExt;
 use tonic::transport::server::TcpIncoming;
 use tonic_health::ServingStatus;
 
@@ -142,7 +143,7 @@ pub async fn serve(
     if api_keys.enabled() {
         tracing::info!(keys = config.api_keys.len(), "API keys required");
     }
-    let grpc = tonic::transport::Server::builder()
+    let router = tonic::transport::Server::builder()
         .layer(crate::auth::GrpcAuthLayer {
             keys: Arc::clone(&api_keys),
         })
@@ -153,18 +154,54 @@ pub async fn serve(
         )))
         .add_service(ContactRecordsServer::new(ContactRecordsService::new(
             Records::new(contacts, decision_log::database_path(&data_dir)),
-        )))
-        .serve_with_incoming_shutdown(
-            TcpIncoming::from(grpc_listener).with_nodelay(Some(true)),
-            stopped(stop_rx.clone()),
-        );
-    let grpc_task = tokio::spawn(grpc);
-    let http = axum::serve(
-        http_listener,
-        crate::http::router(Arc::clone(&shared), api_keys),
-    )
-    .with_graceful_shutdown(stopped(stop_rx.clone()));
-    let http_task = tokio::spawn(async move { http.await });
+        )));
+    let http_router = crate::http::router(Arc::clone(&shared), api_keys);
+    let tls = config
+        .server
+        .tls
+        .as_ref()
+        .map(crate::tls::acceptors)
+        .transpose()
+        .map_err(anyhow::Error::msg)?;
+    let (grpc_task, http_task) = match &tls {
+        None => {
+            let grpc = router.serve_with_incoming_shutdown(
+                TcpIncoming::from(grpc_listener).with_nodelay(Some(true)),
+                stopped(stop_rx.clone()),
+            );
+            let http = axum::serve(http_listener, http_router)
+                .with_graceful_shutdown(stopped(stop_rx.clone()));
+            (
+                tokio::spawn(async move { grpc.await.map_err(anyhow::Error::from) }),
+                tokio::spawn(async move { http.await.map_err(anyhow::Error::from) }),
+            )
+        }
+        Some(acceptors) => {
+            tracing::info!(
+                mutual = config
+                    .server
+                    .tls
+                    .as_ref()
+                    .is_some_and(|t| t.client_ca_file.is_some()),
+                "TLS on"
+            );
+            let connections = crate::tls::accept_loop(grpc_listener, acceptors.grpc.clone());
+            let incoming = tokio_stream::wrappers::ReceiverStream::new(connections)
+                .map(Ok::<_, std::io::Error>);
+            let grpc = router.serve_with_incoming_shutdown(incoming, stopped(stop_rx.clone()));
+            let listener = crate::tls::TlsListener {
+                connections: crate::tls::accept_loop(http_listener, acceptors.http.clone()),
+                local: http_addr,
+            };
+            let http =
+                axum::serve(listener, http_router).with_graceful_shutdown(stopped(stop_rx.clone()));
+            tokio::spawn(reload_certificate_on_sighup(Arc::clone(&acceptors.cert)));
+            (
+                tokio::spawn(async move { grpc.await.map_err(anyhow::Error::from) }),
+                tokio::spawn(async move { http.await.map_err(anyhow::Error::from) }),
+            )
+        }
+    };
     let prune_task = config.longest_attempt_window().map(|window| {
         let attempts = Arc::clone(&attempts);
         tokio::spawn(async move {
@@ -220,6 +257,23 @@ pub async fn serve(
         .context("decision log close failed")?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Reloads the TLS certificate on SIGHUP; open connections keep theirs.
+async fn reload_certificate_on_sighup(cert: Arc<crate::tls::ReloadableCert>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut hangups) = signal(SignalKind::hangup()) else {
+        tracing::error!("cannot listen for SIGHUP: certificate reload disabled");
+        return;
+    };
+    while hangups.recv().await.is_some() {
+        match cert.reload() {
+            Ok(()) => tracing::info!("TLS certificate reloaded"),
+            Err(err) => {
+                tracing::error!(error = %err, "TLS certificate reload failed; keeping the current one")
+            }
+        }
+    }
 }
 
 /// Tells a watcher (tests, supervisors) where the server listens, on stdout.

@@ -11,3 +11,4 @@ mod registry;
 mod subjects;
 mod support;
 mod timing;
+mod tls;

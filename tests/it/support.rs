@@ -268,6 +268,10 @@ impl TestServer {
         }
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
     pub async fn gateway(&self) -> ComplianceGatewayClient<Channel> {
         ComplianceGatewayClient::connect(self.grpc.clone())
             .await
