@@ -182,6 +182,9 @@ pub enum AuditCommand {
         /// Up to this instant or date, exclusive
         #[arg(long)]
         until: Option<String>,
+        /// Only decisions of this campaign
+        #[arg(long)]
+        campaign: Option<String>,
         #[arg(long, value_enum, default_value_t = FormatArg::Jsonl)]
         format: FormatArg,
     },
@@ -189,6 +192,12 @@ pub enum AuditCommand {
     Verify,
     /// Print the log's current head (seq, hash, time; signed with the checkpoint key) for external anchoring
     Checkpoint,
+    /// Remove decisions older than the retention period, keeping the chain verifiable
+    Purge {
+        /// Remove decisions made before this instant or date [default: now - log.retention_days]; never inside the retention period
+        #[arg(long)]
+        before: Option<String>,
+    },
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -212,10 +221,12 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             number,
             since,
             until,
+            campaign,
             format,
-        }) => audit_export(&config, number, since, until, format),
+        }) => audit_export(&config, number, since, until, campaign, format),
         Command::Audit(AuditCommand::Verify) => audit_verify(&config),
         Command::Audit(AuditCommand::Checkpoint) => audit_checkpoint(&config),
+        Command::Audit(AuditCommand::Purge { before }) => audit_purge(&config, before),
         Command::Consent(ConsentCommand::Import { file, dry_run }) => {
             contact_import(&config, &file, dry_run, true)
         }
@@ -533,10 +544,12 @@ fn audit_export(
     number: Option<String>,
     since: Option<String>,
     until: Option<String>,
+    campaign: Option<String>,
     format: FormatArg,
 ) -> anyhow::Result<()> {
     let filter = audit::ExportFilter {
         number,
+        campaign,
         since: since.map(|s| parse_instant("--since", &s)).transpose()?,
         until: until.map(|s| parse_instant("--until", &s)).transpose()?,
     };
@@ -558,6 +571,44 @@ fn checkpoint_key(config: &Config) -> anyhow::Result<Option<ed25519_dalek::Signi
         .map(decision_log::checkpoint::load_key)
         .transpose()
         .map_err(anyhow::Error::msg)
+}
+
+fn audit_purge(config: &Config, before: Option<String>) -> anyhow::Result<()> {
+    let now = Timestamp::now();
+    let retention = jiff::SignedDuration::from_hours(i64::from(config.log.retention_days) * 24);
+    let oldest_allowed = now - retention;
+    let before = match before {
+        Some(text) => parse_instant("--before", &text)?,
+        None => oldest_allowed,
+    };
+    if before > oldest_allowed {
+        bail!(
+            "--before {before}: inside the retention period (log.retention_days = {}): decisions younger than {oldest_allowed} are kept",
+            config.log.retention_days
+        );
+    }
+    let db = decision_log::database_path(&config.server.data_dir);
+    let summary = audit::purge(&db, before)?;
+    if let Some((seq, hash)) = &summary.through {
+        // Attest the cut, so that verify can tell a purge from a truncation.
+        let checkpoint = decision_log::checkpoint::Checkpoint::new(
+            *seq,
+            hash,
+            now,
+            checkpoint_key(config)?.as_ref(),
+        );
+        decision_log::checkpoint::append(
+            &decision_log::checkpoint::checkpoints_path(&config.server.data_dir),
+            &checkpoint,
+        )?;
+        println!(
+            "purged {} decisions made before {before}; the chain now starts after seq {seq}",
+            summary.removed
+        );
+    } else {
+        println!("nothing to purge before {before}");
+    }
+    Ok(())
 }
 
 fn audit_checkpoint(config: &Config) -> anyhow::Result<()> {

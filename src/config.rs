@@ -216,6 +216,14 @@ pub struct LogConfig {
     /// Ed25519 seed (64 hex digits) that signs checkpoints; unsigned without it.
     #[serde(default)]
     pub checkpoint_key_file: Option<PathBuf>,
+    /// Decisions are kept at least this long; `audit purge` refuses younger ones.
+    #[serde(default = "default_retention_days")]
+    pub retention_days: u32,
+}
+
+/// US TSR record keeping: 5 years.
+fn default_retention_days() -> u32 {
+    1826
 }
 
 fn default_checkpoint_interval() -> u64 {
@@ -252,6 +260,7 @@ impl Default for LogConfig {
             synchronous: Synchronous::Full,
             checkpoint_interval_seconds: default_checkpoint_interval(),
             checkpoint_key_file: None,
+            retention_days: default_retention_days(),
         }
     }
 }

@@ -41,6 +41,7 @@ pub enum ExportFormat {
 pub struct ExportFilter {
     /// Matches the normalised (E.164) or the as-sent number.
     pub number: Option<String>,
+    pub campaign: Option<String>,
     pub since: Option<Timestamp>,
     pub until: Option<Timestamp>,
 }
@@ -94,12 +95,14 @@ pub fn export(
          WHERE (?1 IS NULL OR normalized_number = ?1 OR called_number = ?1)
            AND (?2 IS NULL OR decided_at_us >= ?2)
            AND (?3 IS NULL OR decided_at_us < ?3)
+           AND (?4 IS NULL OR campaign_id = ?4)
          ORDER BY seq"
     ))?;
     let mut rows = statement.query(rusqlite::params![
         filter.number,
         filter.since.map(micros),
-        filter.until.map(micros)
+        filter.until.map(micros),
+        filter.campaign
     ])?;
     if format == ExportFormat::Csv {
         writeln!(out, "{CSV_HEADER}")?;
@@ -187,6 +190,96 @@ fn csv_field(value: &str) -> String {
     }
 }
 
+/// Where a purge cut the log: the seq and hash of the last row removed.
+fn purge_anchor(conn: &Connection) -> Result<Option<(i64, String)>, AuditError> {
+    let has_meta: bool = conn
+        .query_row(
+            "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'log_meta'",
+            [],
+            |r| r.get::<_, i64>(0),
+        )
+        .map(|n| n > 0)?;
+    if !has_meta {
+        return Ok(None);
+    }
+    let value: Option<String> = conn
+        .query_row(
+            "SELECT value FROM log_meta WHERE key = 'purged_through'",
+            [],
+            |r| r.get(0),
+        )
+        .optional()?;
+    Ok(value.and_then(|v| {
+        let (seq, hash) = v.split_once(':')?;
+        Some((seq.parse().ok()?, hash.to_string()))
+    }))
+}
+
+/// What a purge removed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PurgeSummary {
+    pub removed: u64,
+    /// The last removed row (the chain's new anchor), if any.
+    pub through: Option<(i64, String)>,
+}
+
+/// Removes the decisions made before `before`, oldest first, in batches (the
+/// server keeps logging meanwhile), and records the last removed row as the
+/// anchor the chain now starts from.
+///
+/// # Errors
+/// [`AuditError`] when the log cannot be read or written.
+pub fn purge(db: &Path, before: Timestamp) -> Result<PurgeSummary, AuditError> {
+    let mut conn = Connection::open(db).map_err(|cause| AuditError::Open {
+        path: db.display().to_string(),
+        cause,
+    })?;
+    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    let cut: Option<(i64, String)> = {
+        // Decisions are appended in time order: the cut is a prefix of seq.
+        let mut statement =
+            conn.prepare("SELECT seq, hash, decided_at_us FROM decisions ORDER BY seq")?;
+        let mut rows = statement.query([])?;
+        let mut last = None;
+        while let Some(row) = rows.next()? {
+            if row.get::<_, i64>(2)? >= micros(before) {
+                break;
+            }
+            last = Some((row.get(0)?, row.get(1)?));
+        }
+        last
+    };
+    let Some((through_seq, through_hash)) = cut else {
+        return Ok(PurgeSummary {
+            removed: 0,
+            through: None,
+        });
+    };
+    let mut removed = 0u64;
+    loop {
+        let tx = conn.transaction()?;
+        let first: Option<i64> =
+            tx.query_row("SELECT MIN(seq) FROM decisions", [], |r| r.get(0))?;
+        let Some(first) = first.filter(|f| *f <= through_seq) else {
+            tx.commit()?;
+            break;
+        };
+        let upto = (first + 10_000 - 1).min(through_seq);
+        removed += tx.execute("DELETE FROM decisions WHERE seq <= ?1", [upto])? as u64;
+        if upto == through_seq {
+            tx.execute(
+                "INSERT OR REPLACE INTO log_meta (key, value) VALUES ('purged_through', ?1)",
+                [format!("{through_seq}:{through_hash}")],
+            )?;
+        }
+        tx.commit()?;
+    }
+    Ok(PurgeSummary {
+        removed,
+        through: Some((through_seq, through_hash)),
+    })
+}
+
 /// The head of the log: the last row's seq and hash (`(0, GENESIS)` when empty).
 ///
 /// # Errors
@@ -245,11 +338,22 @@ pub fn verify(
         .map(|c| (c.seq, c.hash.as_str()))
         .collect();
     let conn = open_read_only(db)?;
+    // After a purge the chain continues from the last purged row.
+    let (anchor_seq, anchor_hash) = purge_anchor(&conn)?.unwrap_or((0, GENESIS.to_string()));
+    if let Some(cut) = checkpoints.iter().find(|c| c.seq == anchor_seq)
+        && cut.hash != anchor_hash
+    {
+        return Ok(Verification::Broken {
+            seq: anchor_seq,
+            decision_id: String::new(),
+            problem: "purge anchor does not match its checkpoint".into(),
+        });
+    }
     let mut statement =
         conn.prepare(&format!("SELECT {ROW_COLUMNS} FROM decisions ORDER BY seq"))?;
     let mut rows = statement.query([])?;
-    let mut expected_seq = 1i64;
-    let mut expected_prev = GENESIS.to_string();
+    let mut expected_seq = anchor_seq + 1;
+    let mut expected_prev = anchor_hash;
     let mut count = 0u64;
     while let Some(row) = rows.next()? {
         let (stored, hash) = read_row(row)?;

@@ -97,7 +97,8 @@ pub(crate) fn open_connection(
             api_key TEXT NOT NULL,
             prev_hash TEXT NOT NULL,
             hash TEXT NOT NULL
-        ) STRICT;",
+        ) STRICT;
+        CREATE TABLE IF NOT EXISTS log_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) STRICT;",
     )?;
     Ok(conn)
 }

@@ -264,3 +264,63 @@ async fn test_online_backup_is_a_verifiable_copy() {
         "never overwrites a backup"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn test_purge_keeps_the_chain_verifiable_and_respects_retention() {
+    let ws = Workspace::new(&standard_config(""));
+    ws.import("it-rpo", &["+39 333 123 4567"], &["--controller", "acme"]);
+    let refused = ws.cli(&["audit", "purge", "--before", "2026-01-01"]);
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("inside the retention period"));
+
+    let server = ws.start();
+    let mut gateway = server.gateway().await;
+    gateway
+        .check_call(call("+39 333 123 4567", IT_CLI, "it-sales"))
+        .await
+        .unwrap();
+    gateway
+        .check_call(call("+39 333 123 4567", IT_CLI, "it-sales"))
+        .await
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    let cut = jiff::Timestamp::now().to_string();
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    gateway
+        .check_call(call("+39 333 123 4567", IT_CLI, "us-sales"))
+        .await
+        .unwrap();
+    gateway
+        .check_call(call("+39 333 123 4567", IT_CLI, "it-sales"))
+        .await
+        .unwrap();
+    let (status, _) = server.terminate();
+    assert!(status.success());
+
+    let short = Workspace::new(&standard_config("").replace(
+        "shutdown_grace_ms = 5000",
+        "shutdown_grace_ms = 5000\n\n[log]\nretention_days = 0",
+    ));
+    let short_config = short.config_path();
+    let config_text = std::fs::read_to_string(&short_config).unwrap().replace(
+        "data_dir = \"data\"",
+        &format!("data_dir = {:?}", path_str(&ws.data_dir())),
+    );
+    std::fs::write(&short_config, config_text).unwrap();
+    let out = short.cli_ok(&["audit", "purge", "--before", &cut]);
+    assert!(out.starts_with("purged 2 decisions"), "{out}");
+    let verified = short.cli_ok(&["audit", "verify"]);
+    assert!(verified.starts_with("ok: 2 decisions"), "{verified}");
+    assert_eq!(export_jsonl(&short, &[]).len(), 2);
+    assert_eq!(
+        export_jsonl(&short, &["--campaign", "us-sales"]).len(),
+        1,
+        "export by campaign"
+    );
+
+    // Removing the anchor makes the purge look like what it would then be: missing rows.
+    let conn = rusqlite::Connection::open(ws.data_dir().join("decisions.db")).unwrap();
+    conn.execute("DELETE FROM log_meta", []).unwrap();
+    drop(conn);
+    assert!(!short.cli(&["audit", "verify"]).status.success());
+}
