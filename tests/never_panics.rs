@@ -69,3 +69,50 @@ proptest! {
         let _ = Config::parse(&text, "fuzz", std::path::Path::new("."));
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(1000))]
+
+    /// The CheckCall decision path on arbitrary numbers, caller IDs and campaign ids.
+    #[test]
+    fn decision_path_never_panics(number in ".{0,30}", caller_id in ".{0,30}", campaign_id in prop::sample::select(vec!["it", "nope", ""])) {
+        use dialgate::calling::zones;
+        use dialgate::config::CampaignConfig;
+        use dialgate::model::Purpose;
+        use dialgate::rules::{evaluate, CallInput, DecisionData};
+        let it = Region::parse("IT").unwrap();
+        let campaign = CampaignConfig {
+            id: "it".into(),
+            controller: "acme".into(),
+            purpose: Purpose::Marketing,
+            default_region: it,
+            destinations: vec![it],
+            consent_required: false,
+            caller_ids: vec!["+390212345678".into()],
+            calling_hours: None,
+            attempt_limit: None,
+        };
+        let campaign = (campaign_id == "it").then_some(&campaign);
+        let called = match campaign {
+            Some(c) => number::normalize(&number, c.default_region),
+            None => number::normalize_international(&number),
+        };
+        let (destination, whereabouts) = match &called {
+            Ok(n) => (dialgate::calling::statutory(n.region.as_str()), zones::locate(n.region.as_str(), &n.e164[1..])),
+            Err(_) => Default::default(),
+        };
+        let evaluation = evaluate(
+            &CallInput { campaign_id, campaign, called: &called, caller_id: Some(&caller_id) },
+            &DecisionData {
+                contacts: &Default::default(),
+                registries: &[],
+                destination: &destination,
+                whereabouts: &whereabouts,
+                attempts: &[],
+                first_not_cleared: &[],
+            },
+            jiff::Timestamp::now(),
+        );
+        prop_assert!(!evaluation.reasons.is_empty(), "every decision names a reason");
+    }
+}

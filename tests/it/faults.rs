@@ -77,3 +77,92 @@ async fn test_locked_log_fails_closed_and_recovers() {
         "the chain is intact after the fault"
     );
 }
+
+/// Unmounts the small file system when the test ends, however it ends.
+struct Mount(std::path::PathBuf);
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn test_full_disk_fails_closed_and_recovers() {
+    let root = tempfile::tempdir().unwrap();
+    let mount_point = root.path().join("small");
+    std::fs::create_dir_all(&mount_point).unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=4m", "tmpfs"])
+        .arg(&mount_point)
+        .status()
+        .is_ok_and(|s| s.success());
+    if !mounted {
+        assert!(
+            std::env::var_os("DIALGATE_REQUIRE_FAULTS").is_none(),
+            "cannot mount a tmpfs, but fault tests are required"
+        );
+        eprintln!("skipped: cannot mount a small tmpfs here (needs root)");
+        return;
+    }
+    let _mount = Mount(mount_point.clone());
+    let config = standard_config("")
+        .replace(
+            "data_dir = \"data\"",
+            &format!("data_dir = {:?}", path_str(&mount_point)),
+        )
+        .replace(
+            "shutdown_grace_ms = 5000",
+            "shutdown_grace_ms = 5000\n\n[log]\nwrite_timeout_ms = 1000",
+        );
+    let ws = Workspace::new(&config);
+    ws.import("it-rpo", &["+39 333 123 4567"], &["--controller", "acme"]);
+    let server = ws.start();
+    let channel = server.channel().await;
+    let mut gateway = ComplianceGatewayClient::new(channel);
+    let check = || call("+39 333 123 4567", "+390212345678", "it-sales");
+    gateway.check_call(check()).await.expect("healthy at first");
+
+    // Fill the file system.
+    let filler = mount_point.join("filler");
+    {
+        use std::io::Write;
+        let mut file = std::fs::File::create(&filler).unwrap();
+        let block = vec![0u8; 64 * 1024];
+        while file.write_all(&block).is_ok() {}
+        let _ = file.sync_all();
+    }
+    let mut refused = 0;
+    for _ in 0..20 {
+        match gateway.check_call(check()).await {
+            Ok(_) => {}
+            Err(status) => {
+                assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+                refused += 1;
+            }
+        }
+    }
+    assert!(
+        refused > 0,
+        "with a full disk, decisions must stop being answered"
+    );
+
+    std::fs::remove_file(&filler).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        match gateway.check_call(check()).await {
+            Ok(_) => break,
+            Err(status) => assert!(Instant::now() < deadline, "not recovered: {status:?}"),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (status, _) = server.terminate();
+    assert!(status.success());
+    assert!(
+        ws.cli(&["audit", "verify"]).status.success(),
+        "the chain is intact after the fault"
+    );
+}
