@@ -530,13 +530,9 @@ fn registry_list(config: &Config, json: bool) -> anyhow::Result<()> {
 }
 
 fn parse_instant(flag: &str, text: &str) -> anyhow::Result<Timestamp> {
-    if let Ok(ts) = text.parse::<Timestamp>() {
-        return Ok(ts);
-    }
-    let date: Date = text.parse().with_context(|| {
+    crate::model::parse_instant(text).with_context(|| {
         format!("{flag} {text:?}: expected RFC 3339 (2026-11-23T10:00:00Z) or YYYY-MM-DD")
-    })?;
-    Ok(date.to_zoned(jiff::tz::TimeZone::UTC)?.timestamp())
+    })
 }
 
 fn audit_export(

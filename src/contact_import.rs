@@ -107,13 +107,8 @@ fn instant(field: &'static str, text: &str) -> Result<Option<Timestamp>, Records
     if text.is_empty() {
         return Ok(None);
     }
-    if let Ok(t) = text.parse::<Timestamp>() {
-        return Ok(Some(t));
-    }
-    text.parse::<jiff::civil::Date>()
-        .ok()
-        .and_then(|d| d.to_zoned(jiff::tz::TimeZone::UTC).ok())
-        .map(|z| Some(z.timestamp()))
+    crate::model::parse_instant(text)
+        .map(Some)
         .ok_or_else(|| RecordsError::InvalidArgument {
             field,
             problem: format!("{text:?} is not RFC 3339 or YYYY-MM-DD"),

@@ -151,3 +151,13 @@ impl Purpose {
         }
     }
 }
+
+/// Parses an instant written as RFC 3339 (`2026-11-23T10:00:00Z`) or as a
+/// date (`2026-11-23`, midnight UTC), as the commands and CSV files accept.
+pub fn parse_instant(text: &str) -> Option<jiff::Timestamp> {
+    if let Ok(instant) = text.parse::<jiff::Timestamp>() {
+        return Some(instant);
+    }
+    let date: jiff::civil::Date = text.parse().ok()?;
+    Some(date.to_zoned(jiff::tz::TimeZone::UTC).ok()?.timestamp())
+}
