@@ -229,13 +229,4 @@ impl ContactIndex {
             }
         }
     }
-
-    /// Numbers with consents, relationships and opt-outs held.
-    pub fn sizes(&self) -> (usize, usize, usize) {
-        (
-            self.consents.len(),
-            self.relationships.len(),
-            self.suppressions.len() + self.erased.len(),
-        )
-    }
 }

@@ -59,15 +59,6 @@ impl RegistryEntry {
     pub fn snapshot(&self) -> Option<Arc<Snapshot>> {
         self.current.load_full()
     }
-
-    /// The last load error, if the file on disk could not be used.
-    pub fn load_error(&self) -> Option<String> {
-        self.file_state
-            .lock()
-            .expect("registry state lock")
-            .error
-            .clone()
-    }
 }
 
 /// Every configured registry, with hot-swappable snapshots.

@@ -150,11 +150,6 @@ impl Snapshot {
         }
     }
 
-    /// Block-lists: the date the list was checked.
-    pub fn block_checked_at(&self) -> Option<Date> {
-        self.oldest_check()
-    }
-
     /// Allow-lists: the date the number was last cleared for `controller`.
     pub fn clearance(&self, controller: &str, key: NumberKey) -> Option<Date> {
         self.batches
@@ -394,7 +389,7 @@ mod tests {
             import(ImportMode::Add, "", "2026-11-05", &[b]),
         );
         assert_eq!(s2.block_lookup("12125550124", key(b)), BlockLookup::Listed);
-        assert_eq!(s2.block_checked_at(), Some("2026-11-05".parse().unwrap()));
+        assert_eq!(s2.oldest_check(), Some("2026-11-05".parse().unwrap()));
         let s3 = apply(
             Some(&s2),
             RegistryKind::Blocklist,

@@ -54,7 +54,7 @@ pub fn check_registry(
     let result = match registry.config.kind {
         RegistryKind::Blocklist => {
             let digits = &called.e164[1..];
-            let checked_at = snapshot.block_checked_at();
+            let checked_at = snapshot.oldest_check();
             match snapshot.block_lookup(digits, called.key) {
                 BlockLookup::NotCovered => Err(vec![Reason::new(
                     ReasonCode::RegistryNotCovered,

@@ -9,6 +9,21 @@ use tonic::Code;
 
 use crate::support::*;
 
+/// Retries a CheckCall until it is answered again (the fault has cleared), for at most 15 s.
+async fn wait_until_answered(gateway: &mut ComplianceGatewayClient<tonic::transport::Channel>) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        match gateway
+            .check_call(call("+39 333 123 4567", "+390212345678", "it-sales"))
+            .await
+        {
+            Ok(_) => return,
+            Err(status) => assert!(Instant::now() < deadline, "not recovered: {status:?}"),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn test_locked_log_fails_closed_and_recovers() {
     let config = standard_config("").replace(
@@ -62,14 +77,7 @@ async fn test_locked_log_fails_closed_and_recovers() {
 
     blocker.execute_batch("ROLLBACK").unwrap();
     drop(blocker);
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        match gateway.check_call(check()).await {
-            Ok(_) => break,
-            Err(status) => assert!(Instant::now() < deadline, "not recovered: {status:?}"),
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_until_answered(&mut gateway).await;
     let (status, _) = server.terminate();
     assert!(status.success());
     assert!(
@@ -151,14 +159,7 @@ async fn test_full_disk_fails_closed_and_recovers() {
     );
 
     std::fs::remove_file(&filler).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        match gateway.check_call(check()).await {
-            Ok(_) => break,
-            Err(status) => assert!(Instant::now() < deadline, "not recovered: {status:?}"),
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_until_answered(&mut gateway).await;
     let (status, _) = server.terminate();
     assert!(status.success());
     assert!(

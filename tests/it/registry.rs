@@ -217,6 +217,29 @@ async fn test_corrupt_snapshot_at_start_fails_closed() {
     assert_eq!(codes(&response), vec![R::RegistryUnavailable]);
 }
 
+/// Checks +39 333 222 3333 until the expected verdict, for at most 5 s.
+async fn wait_for_verdict(
+    gateway: &mut dialgate::proto::compliance_gateway_client::ComplianceGatewayClient<
+        tonic::transport::Channel,
+    >,
+    expected: Verdict,
+    what: &str,
+) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let now = gateway
+            .check_call(call("+39 333 222 3333", IT_CLI, "it-sales"))
+            .await
+            .unwrap()
+            .into_inner();
+        if verdict(&now) == expected {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{what} not served within 5 s");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn test_hot_swap_under_load_without_a_failed_check() {
     let ws = Workspace::new(&standard_config(""));
@@ -263,43 +286,13 @@ async fn test_hot_swap_under_load_without_a_failed_check() {
             &["+39 333 222 3333"],
             &["--controller", "acme", "--mode", "add"],
         );
-        let deadline = Instant::now() + Duration::from_secs(5);
-        loop {
-            let now = gateway
-                .check_call(call("+39 333 222 3333", IT_CLI, "it-sales"))
-                .await
-                .unwrap()
-                .into_inner();
-            if verdict(&now) == Verdict::Allow {
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "edition {edition} not served within 5 s"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        wait_for_verdict(&mut gateway, Verdict::Allow, &format!("edition {edition}")).await;
         ws.import(
             "it-rpo",
             &["+39 333 222 3333"],
             &["--controller", "acme", "--mode", "remove"],
         );
-        let deadline = Instant::now() + Duration::from_secs(5);
-        loop {
-            let now = gateway
-                .check_call(call("+39 333 222 3333", IT_CLI, "it-sales"))
-                .await
-                .unwrap()
-                .into_inner();
-            if verdict(&now) == Verdict::Deny {
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "removal {edition} not served within 5 s"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        wait_for_verdict(&mut gateway, Verdict::Deny, &format!("removal {edition}")).await;
     }
     stop.store(true, Ordering::Relaxed);
     for worker in workers {
