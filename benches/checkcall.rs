@@ -4,7 +4,8 @@
 //! Run: `cargo bench --bench checkcall` (env: `BENCH_SECONDS` per point,
 //! default 5; `BENCH_SERVER_THREADS`, default 1; `BENCH_CLIENT_THREADS`,
 //! default 1; `BENCH_SYNCHRONOUS`, default full; `BENCH_LINGER_US`, default
-//! 300). Both servers run as separate processes, as in production.
+//! 300; `BENCH_CONCURRENCY`, default 1,16,64; `BENCH_SCREEN=0` skips
+//! ScreenNumbers). Both servers run as separate processes, as in production.
 
 use std::io::{BufRead, BufReader};
 use std::pin::Pin;
@@ -134,7 +135,7 @@ impl Drop for ServerProcess {
 fn spawn(mut command: Command) -> ServerProcess {
     let mut child = command
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(Stdio::inherit())
         .spawn()
         .expect("spawn server");
     let mut line = String::new();
@@ -280,6 +281,12 @@ fn main() {
     let client_threads = env_or("BENCH_CLIENT_THREADS", 1) as usize;
     let synchronous = std::env::var("BENCH_SYNCHRONOUS").unwrap_or_else(|_| "full".into());
     let linger = env_or("BENCH_LINGER_US", 300);
+    let concurrencies: Vec<usize> = std::env::var("BENCH_CONCURRENCY")
+        .unwrap_or_else(|_| "1,16,64".into())
+        .split(',')
+        .filter_map(|c| c.trim().parse().ok())
+        .collect();
+    let screen = env_or("BENCH_SCREEN", 1) != 0;
 
     let dir = tempfile::tempdir().unwrap();
     let config = format!(
@@ -369,7 +376,7 @@ caller_ids = ["+390212345678"]
         "server", "conc", "req/s", "p50 µs", "p99 µs", "p999 µs", "errors", "ratio", "cpu µs/req"
     );
     runtime.block_on(async {
-        for concurrency in [1usize, 16, 64] {
+        for concurrency in concurrencies.iter().copied() {
             let echo_point = unary(&echo, concurrency, seconds, "echo").await;
             let gateway_point =
                 unary(&gateway, concurrency, seconds, &format!("gw{concurrency}")).await;
@@ -387,6 +394,9 @@ caller_ids = ["+390212345678"]
                     point.cpu_us_per_request
                 );
             }
+        }
+        if !screen {
+            return;
         }
         println!("ScreenNumbers, 4 pipelined streams on one connection");
         let echo_rate = screen_pipelined(&echo.grpc, 4, seconds).await;

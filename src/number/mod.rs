@@ -151,71 +151,66 @@ fn normalize_checked(
     default_region: Option<Region>,
     callable_only: bool,
 ) -> Result<Normalized, NumberError> {
-    let digits = international_digits(input, default_region)?;
+    let e164 = international_e164(input, default_region)?;
+    let digits = &e164[1..];
     if digits.len() > 15 {
         return Err(NumberError::Unparseable);
     }
-    let (code, national) = plan::split_country_code(&digits).ok_or(NumberError::Unparseable)?;
+    let (code, national) = plan::split_country_code(digits).ok_or(NumberError::Unparseable)?;
     if national.is_empty() {
         return Err(NumberError::Unparseable);
     }
-    let (region_id, kind) = plan::classify(code, national).ok_or(NumberError::Invalid)?;
+    let (region, kind) = plan::classify(code, national).ok_or(NumberError::Invalid)?;
     if callable_only && let Some(name) = non_callable_type(kind) {
         return Err(NumberError::NotCallable(name));
     }
-    let region = Region::parse(region_id).ok_or(NumberError::Invalid)?;
-    let key = NumberKey::from_digits(&digits).ok_or(NumberError::Invalid)?;
-    Ok(Normalized {
-        e164: format!("+{digits}"),
-        region,
-        key,
-    })
+    let key = NumberKey::from_digits(digits).ok_or(NumberError::Invalid)?;
+    Ok(Normalized { e164, region, key })
 }
 
-/// The E.164 digits (no `+`) of a number in any accepted notation.
-fn international_digits(
-    input: &str,
-    default_region: Option<Region>,
-) -> Result<String, NumberError> {
+/// The E.164 form (`+` and digits, not yet validated) of a number in any
+/// accepted notation.
+fn international_e164(input: &str, default_region: Option<Region>) -> Result<String, NumberError> {
     let trimmed = input.trim();
     if trimmed.is_empty() {
         return Err(NumberError::Empty);
     }
-    let mut digits = String::with_capacity(trimmed.len());
+    let mut digits = String::with_capacity(trimmed.len() + 4);
+    digits.push('+');
     let mut plus = false;
     for c in trimmed.chars() {
         match c {
             '0'..='9' => digits.push(c),
             ' ' | '-' | '.' | '/' | '\u{a0}' => {}
             // A `+` only as the first significant character, possibly inside "(+39)".
-            '+' if digits.is_empty() && !plus => plus = true,
+            '+' if digits.len() == 1 && !plus => plus = true,
             '(' | ')' => {}
             other => return Err(NumberError::BadCharacter(other)),
         }
     }
-    if !(3..=17).contains(&digits.len()) {
+    if !(3..=17).contains(&(digits.len() - 1)) {
         return Err(NumberError::Unparseable);
     }
     if plus {
         return Ok(digits);
     }
-    if let Some(rest) = digits.strip_prefix("00") {
-        return Ok(rest.to_string());
+    if digits.starts_with("+00") {
+        digits.replace_range(1..3, "");
+        return Ok(digits);
     }
     let Some(region) = default_region else {
         return Err(NumberError::Unparseable);
     };
     let code = region.calling_code();
-    if code == 1
-        && let Some(rest) = digits.strip_prefix("011")
-    {
-        return Ok(rest.to_string());
+    if code == 1 && digits.starts_with("+011") {
+        digits.replace_range(1..4, "");
+        return Ok(digits);
     }
     let national = match plan::metadata(region.as_str()).and_then(|m| m.national_prefix()) {
-        Some(trunk) if !trunk.is_empty() => digits.strip_prefix(trunk).unwrap_or(&digits),
-        _ => &digits,
+        Some(trunk) if !trunk.is_empty() => digits[1..].strip_prefix(trunk).unwrap_or(&digits[1..]),
+        _ => &digits[1..],
     };
-    Ok(format!("{code}{national}"))
+    Ok(format!("+{code}{national}"))
 }
 
 fn non_callable_type(kind: Type) -> Option<&'static str> {

@@ -2,6 +2,10 @@
 //! crate's database), with exact full-match patterns compiled once per
 //! region on first use and shared lock-free afterwards.
 //!
+//! The patterns are compiled to fully built DFAs (ASCII only): a match is a
+//! walk over at most 15 digits with no cache and no lock, which `regex`'s
+//! shared cache pool could not offer to a thread that did not create it.
+//!
 //! Why not the crate's own parser and validator: its regex cache takes a
 //! global mutex on every match, its type and region lookups drop the Italian
 //! leading zero (so every Italian landline comes out of region "unknown"),
@@ -14,7 +18,11 @@ use std::sync::OnceLock;
 
 use phonenumber::Type;
 use phonenumber::metadata::{DATABASE, Descriptor, Metadata};
-use regex::Regex;
+use regex_automata::dfa::{Automaton, StartKind, dense};
+use regex_automata::util::syntax;
+use regex_automata::{Anchored, Input};
+
+use super::Region;
 
 /// The kinds of number the gateway distinguishes, in libphonenumber's order of precedence.
 const TYPES: [Type; 10] = [
@@ -30,26 +38,53 @@ const TYPES: [Type; 10] = [
     Type::Mobile,
 ];
 
+/// An anchored pattern over ASCII digits, as a fully built DFA.
+struct Matcher(dense::DFA<Vec<u32>>);
+
+impl Matcher {
+    /// Compiles `source`, to be matched from the start of the input (and to
+    /// its end when the pattern ends with `$`).
+    fn compile(source: &str) -> Result<Matcher, String> {
+        dense::Builder::new()
+            .syntax(syntax::Config::new().unicode(false).utf8(false))
+            .configure(dense::Config::new().start_kind(StartKind::Anchored))
+            .build(source)
+            .map(Matcher)
+            .map_err(|err| format!("pattern {source:?}: {err}"))
+    }
+
+    fn is_match(&self, input: &str) -> bool {
+        // A search over a fully built DFA only fails on "quit" bytes, which
+        // this configuration has none of; a failure would count as no match.
+        matches!(
+            self.0
+                .try_search_fwd(&Input::new(input).anchored(Anchored::Yes)),
+            Ok(Some(_))
+        )
+    }
+}
+
 struct Pattern {
     lengths: Vec<u16>,
-    regex: Regex,
+    matcher: Matcher,
 }
 
 impl Pattern {
-    fn compile(descriptor: &Descriptor) -> Option<Pattern> {
+    /// `Ok(None)` when the metadata has no pattern for the descriptor.
+    fn compile(descriptor: &Descriptor) -> Result<Option<Pattern>, String> {
         let source = compact(descriptor.national_number().as_str());
         if source.is_empty() || source == "NA" {
-            return None;
+            return Ok(None);
         }
-        Some(Pattern {
+        Ok(Some(Pattern {
             lengths: descriptor.possible_length().to_vec(),
-            regex: Regex::new(&format!("^(?:{source})$")).ok()?,
-        })
+            matcher: Matcher::compile(&format!("(?:{source})$"))?,
+        }))
     }
 
     fn matches(&self, national: &str) -> bool {
         (self.lengths.is_empty() || self.lengths.contains(&(national.len() as u16)))
-            && self.regex.is_match(national)
+            && self.matcher.is_match(national)
     }
 }
 
@@ -60,25 +95,35 @@ fn compact(source: &str) -> String {
 
 /// One region's compiled patterns.
 struct RegionPlan {
-    id: &'static str,
-    leading_digits: Option<Regex>,
+    region: Option<Region>,
+    leading_digits: Option<Matcher>,
     general: Option<Pattern>,
     types: Vec<(Type, Pattern)>,
 }
 
 impl RegionPlan {
-    fn compile(meta: &'static Metadata) -> RegionPlan {
-        RegionPlan {
-            id: meta.id(),
-            leading_digits: meta
-                .leading_digits()
-                .and_then(|ld| Regex::new(&format!("^(?:{})", compact(ld.as_str()))).ok()),
-            general: Pattern::compile(meta.descriptors().general()),
-            types: TYPES
-                .iter()
-                .filter_map(|t| Some((*t, Pattern::compile(meta.descriptors().get(*t)?)?)))
-                .collect(),
+    /// Compiles a region's patterns. A pattern that does not compile makes
+    /// the whole region unusable (its numbers are refused as invalid) rather
+    /// than silently dropping, say, its premium-rate ranges.
+    fn compile(meta: &'static Metadata) -> Result<RegionPlan, String> {
+        let leading_digits = meta
+            .leading_digits()
+            .map(|ld| Matcher::compile(&format!("(?:{})", compact(ld.as_str()))))
+            .transpose()?;
+        let mut types = Vec::new();
+        for kind in TYPES {
+            if let Some(descriptor) = meta.descriptors().get(kind)
+                && let Some(pattern) = Pattern::compile(descriptor)?
+            {
+                types.push((kind, pattern));
+            }
         }
+        Ok(RegionPlan {
+            region: Region::parse(meta.id()),
+            leading_digits,
+            general: Pattern::compile(meta.descriptors().general())?,
+            types,
+        })
     }
 
     fn number_type(&self, national: &str) -> Type {
@@ -107,57 +152,87 @@ impl RegionPlan {
     }
 }
 
+/// Country calling codes have at most three digits.
+const CODES: usize = 1000;
+
 struct Plan {
-    /// Regions by country calling code, the main region first.
-    by_code: HashMap<u16, Vec<&'static Metadata>>,
-    compiled: HashMap<&'static str, OnceLock<RegionPlan>>,
+    /// Regions by country calling code (the index), the main region first.
+    by_code: Vec<Vec<&'static Metadata>>,
+    compiled: HashMap<&'static str, OnceLock<Result<RegionPlan, String>>>,
 }
 
 fn plan() -> &'static Plan {
     static PLAN: OnceLock<Plan> = OnceLock::new();
     PLAN.get_or_init(|| {
-        let mut by_code: HashMap<u16, Vec<&'static Metadata>> = HashMap::new();
+        let mut by_code: Vec<Vec<&'static Metadata>> = vec![Vec::new(); CODES];
         let mut compiled = HashMap::new();
         for meta in DATABASE.iter() {
-            by_code.entry(meta.country_code()).or_default().push(meta);
+            if let Some(regions) = by_code.get_mut(usize::from(meta.country_code())) {
+                regions.push(meta);
+            }
             compiled.insert(meta.id(), OnceLock::new());
         }
-        for regions in by_code.values_mut() {
+        for regions in &mut by_code {
             regions.sort_by_key(|m| (!m.is_main_country_for_code(), m.id()));
         }
         Plan { by_code, compiled }
     })
 }
 
+/// The compiled plan of a region; `None` (every number of it is invalid)
+/// when one of its patterns does not compile, which is logged once.
 fn region_plan(meta: &'static Metadata) -> Option<&'static RegionPlan> {
+    let compiled = plan().compiled.get(meta.id())?.get_or_init(|| {
+        let compiled = RegionPlan::compile(meta);
+        if let Err(err) = &compiled {
+            tracing::error!(region = meta.id(), error = %err, "numbering plan unusable: its numbers are refused");
+        }
+        compiled
+    });
+    compiled.as_ref().ok()
+}
+
+fn regions_of(code: u16) -> &'static [&'static Metadata] {
     plan()
-        .compiled
-        .get(meta.id())
-        .map(|cell| cell.get_or_init(|| RegionPlan::compile(meta)))
+        .by_code
+        .get(usize::from(code))
+        .map_or(&[], Vec::as_slice)
 }
 
 /// Splits E.164 digits into country code and national significant number.
 pub fn split_country_code(digits: &str) -> Option<(u16, &str)> {
-    (1..=3.min(digits.len())).find_map(|len| {
-        let code: u16 = digits[..len].parse().ok()?;
-        plan()
-            .by_code
-            .contains_key(&code)
-            .then(|| (code, &digits[len..]))
-    })
+    let bytes = digits.as_bytes();
+    let mut code = 0u16;
+    for len in 1..=3.min(bytes.len()) {
+        let digit = bytes[len - 1];
+        if !digit.is_ascii_digit() {
+            return None;
+        }
+        code = code * 10 + u16::from(digit - b'0');
+        if !regions_of(code).is_empty() {
+            return Some((code, &digits[len..]));
+        }
+    }
+    None
 }
 
 /// The region a national number of `code` belongs to, and its type;
 /// `None` when no region of the code recognises it.
-pub fn classify(code: u16, national: &str) -> Option<(&'static str, Type)> {
-    let regions = plan().by_code.get(&code)?;
+pub fn classify(code: u16, national: &str) -> Option<(Region, Type)> {
+    let regions = regions_of(code);
+    let typed = |plan: &RegionPlan| {
+        let kind = plan.number_type(national);
+        if kind == Type::Unknown {
+            return None;
+        }
+        Some((plan.region?, kind))
+    };
     for meta in regions {
         let region = region_plan(meta)?;
         if let Some(leading) = &region.leading_digits
             && leading.is_match(national)
         {
-            let kind = region.number_type(national);
-            return (kind != Type::Unknown).then_some((region.id, kind));
+            return typed(region);
         }
     }
     regions.iter().find_map(|meta| {
@@ -166,12 +241,83 @@ pub fn classify(code: u16, national: &str) -> Option<(&'static str, Type)> {
             // A shared code's region with leading digits was tried above.
             return None;
         }
-        let kind = region.number_type(national);
-        (kind != Type::Unknown).then_some((region.id, kind))
+        typed(region)
     })
 }
 
 /// The metadata of a region id.
 pub fn metadata(region: &str) -> Option<&'static Metadata> {
     DATABASE.by_id(region)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_every_region_of_the_metadata_compiles() {
+        let failures: Vec<String> = DATABASE
+            .iter()
+            .filter_map(|meta| RegionPlan::compile(meta).err())
+            .collect();
+        assert!(failures.is_empty(), "{failures:?}");
+    }
+
+    /// The DFAs agree with the `regex` crate on the real patterns.
+    #[test]
+    fn test_matchers_agree_with_regex_on_the_metadata() {
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for id in ["IT", "US", "GB", "FR", "DE", "ES", "CA", "VA", "SM"] {
+            let meta = DATABASE.by_id(id).unwrap();
+            let mut descriptors = vec![meta.descriptors().general()];
+            descriptors.extend(TYPES.iter().filter_map(|t| meta.descriptors().get(*t)));
+            for descriptor in descriptors {
+                let source = compact(descriptor.national_number().as_str());
+                if source.is_empty() || source == "NA" {
+                    continue;
+                }
+                let regex = regex::Regex::new(&format!("^(?:{source})$")).unwrap();
+                let matcher = Matcher::compile(&format!("(?:{source})$")).unwrap();
+                if let Some(example) = descriptor.example() {
+                    assert!(
+                        regex.is_match(example) && matcher.is_match(example),
+                        "{id} {example}"
+                    );
+                }
+                for _ in 0..3000 {
+                    let len = 4 + (next() % 9) as usize;
+                    // Bias towards the pattern's own first digits, so matches occur.
+                    let mut candidate: String = (0..len)
+                        .map(|_| char::from(b'0' + (next() % 10) as u8))
+                        .collect();
+                    if next() % 2 == 0 {
+                        candidate.replace_range(0..1, &((next() % 4) + 2).to_string());
+                    }
+                    let expected = regex.is_match(&candidate);
+                    assert_eq!(
+                        matcher.is_match(&candidate),
+                        expected,
+                        "{id} {source} {candidate}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn test_matchers_are_anchored_at_both_ends_when_asked() {
+        let full = Matcher::compile("(?:3\\d{2})$").unwrap();
+        assert!(full.is_match("312"));
+        assert!(!full.is_match("3123"));
+        assert!(!full.is_match("0312"));
+        let prefix = Matcher::compile("(?:3[01])").unwrap();
+        assert!(prefix.is_match("301234"));
+        assert!(!prefix.is_match("0301"));
+    }
 }
