@@ -2,16 +2,15 @@
 //! window: kept in memory (no SQL on the decision path), rebuilt from the
 //! decision log at start-up, pruned as they age out.
 
-use dashmap::DashMap;
 use jiff::{SignedDuration, Timestamp};
 
 use crate::calling::AttemptLimit;
-use crate::number::NumberKey;
+use crate::number::{ByNumber, NumberKey};
 
 /// Recent attempts by number, each with its controller.
 #[derive(Debug, Default)]
 pub struct AttemptLedger {
-    attempts: DashMap<NumberKey, Vec<(String, Timestamp)>>,
+    attempts: ByNumber<Vec<(String, Timestamp)>>,
 }
 
 impl AttemptLedger {

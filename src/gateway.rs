@@ -10,8 +10,8 @@ use std::time::Instant;
 use jiff::Timestamp;
 
 use crate::attempts::AttemptLedger;
-use crate::calling::DestinationRules;
 use crate::calling::zones::{self, Whereabouts};
+use crate::calling::{DestinationRules, WindowMemo};
 use crate::config::{CampaignConfig, Config};
 use crate::contacts::ContactStore;
 use crate::decision_log::{DecisionLog, DecisionRecord, LogError};
@@ -77,6 +77,8 @@ pub struct Gateway {
     stats: Arc<Stats>,
     /// Answers by request id, for idempotent repeats.
     answered: AnswerCache,
+    /// Calling windows already worked out (keys point into `config`).
+    window_memo: WindowMemo,
 }
 
 impl Gateway {
@@ -110,6 +112,7 @@ impl Gateway {
             log: parts.log,
             stats: parts.stats,
             answered,
+            window_memo: WindowMemo::default(),
         }
     }
 
@@ -353,6 +356,7 @@ impl Gateway {
                 whereabouts: &whereabouts,
                 attempts: &attempts,
                 first_not_cleared: &first_not_cleared,
+                window_memo: Some(&self.window_memo),
             },
             now,
         )

@@ -8,7 +8,10 @@
 //! zones must be inside the window in all of them.
 
 pub mod holidays;
+mod memo;
 pub mod zones;
+
+pub use memo::WindowMemo;
 
 use std::collections::BTreeMap;
 
@@ -258,8 +261,8 @@ pub fn check(input: &WindowInput<'_>, now: Timestamp) -> WindowCheck {
 
 /// Time zones by name, looked up once.
 fn time_zone(name: &str) -> Option<TimeZone> {
-    static ZONES: std::sync::LazyLock<dashmap::DashMap<String, Option<TimeZone>>> =
-        std::sync::LazyLock::new(dashmap::DashMap::new);
+    type Zones = dashmap::DashMap<String, Option<TimeZone>, foldhash::fast::RandomState>;
+    static ZONES: std::sync::LazyLock<Zones> = std::sync::LazyLock::new(Zones::default);
     if let Some(tz) = ZONES.get(name) {
         return tz.clone();
     }

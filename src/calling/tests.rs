@@ -268,3 +268,42 @@ fn test_span_parse() {
         assert_eq!(Span::parse(bad), None, "{bad}");
     }
 }
+
+/// The memo gives the same answer as the rule at every minute of a week
+/// that crosses window edges, a holiday and a DST change, in one zone and
+/// in several, asked forwards and then backwards.
+#[test]
+fn test_memo_answers_as_the_rule_does() {
+    let mut evenings = WeeklyHours::default();
+    evenings.days[0] = Some(vec![Span::parse("18:00-22:00").unwrap()]);
+    let italy = statutory("IT");
+    let us = statutory("US");
+    let us_zones: &[&str] = &["America/New_York", "America/Chicago"];
+    let inputs = [
+        ("IT", ROME, None, &italy, None),
+        ("IT", ROME, None, &italy, Some(&evenings)),
+        ("US", us_zones, Some("FL"), &us, None),
+        ("US", &[][..], None, &us, None),
+    ];
+    for (region, zones, state, destination, campaign) in inputs {
+        let input = WindowInput {
+            region,
+            zones,
+            state,
+            destination,
+            campaign,
+        };
+        let memo = WindowMemo::default();
+        // 2026-10-24 to 2026-11-03: the end of summer time and All Saints' Day.
+        let start = at("2026-10-24T00:00:00Z");
+        let minutes: Vec<i64> = (0..11 * 24 * 60).step_by(7).collect();
+        for minute in minutes.iter().chain(minutes.iter().rev()) {
+            let now = start + jiff::SignedDuration::from_mins(*minute);
+            assert_eq!(
+                memo.check(&input, now),
+                check(&input, now),
+                "{region} {zones:?} at {now}"
+            );
+        }
+    }
+}

@@ -10,13 +10,15 @@
 
 mod store;
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use dashmap::DashMap;
 use jiff::Timestamp;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::model::Purpose;
-use crate::number::NumberKey;
+use crate::number::{ByNumber, NumberKey};
 pub use store::{ChangeEvent, ContactStore, StoreError, SubjectRecords, database_path};
 
 /// A consent to be called by one controller for one purpose.
@@ -117,21 +119,25 @@ pub type SubjectHash = [u8; 32];
 #[derive(Debug)]
 pub struct ContactIndex {
     salt: [u8; 32],
-    consents: DashMap<NumberKey, Vec<Consent>>,
-    relationships: DashMap<NumberKey, Vec<Relationship>>,
-    suppressions: DashMap<NumberKey, Vec<Suppression>>,
+    consents: ByNumber<Vec<Consent>>,
+    relationships: ByNumber<Vec<Relationship>>,
+    suppressions: ByNumber<Vec<Suppression>>,
     /// Opt-outs of erased subjects, by salted hash of the number.
     erased: DashMap<SubjectHash, Vec<Suppression>>,
+    /// Whether `erased` holds anything: then (only) each check pays for the
+    /// salted hash of its number.
+    any_erased: AtomicBool,
 }
 
 impl ContactIndex {
     fn new(salt: [u8; 32]) -> ContactIndex {
         ContactIndex {
             salt,
-            consents: DashMap::new(),
-            relationships: DashMap::new(),
-            suppressions: DashMap::new(),
+            consents: ByNumber::default(),
+            relationships: ByNumber::default(),
+            suppressions: ByNumber::default(),
             erased: DashMap::new(),
+            any_erased: AtomicBool::new(false),
         }
     }
 
@@ -150,7 +156,7 @@ impl ContactIndex {
             .get(&key)
             .map(|v| v.clone())
             .unwrap_or_default();
-        if !self.erased.is_empty()
+        if self.any_erased.load(Ordering::Acquire)
             && let Some(hashed) = self.erased.get(&self.subject_hash(e164))
         {
             suppressions.extend(hashed.iter().cloned());
@@ -187,6 +193,7 @@ impl ContactIndex {
 
     pub(crate) fn put_erased(&self, hash: SubjectHash, suppression: Suppression) {
         self.erased.entry(hash).or_default().push(suppression);
+        self.any_erased.store(true, Ordering::Release);
     }
 
     pub(crate) fn revoke(

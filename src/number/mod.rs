@@ -112,6 +112,10 @@ impl NumberKey {
     }
 }
 
+/// A concurrent map by number. The hasher is seeded at random per process:
+/// fast on the decision path, and still not predictable from outside.
+pub type ByNumber<V> = dashmap::DashMap<NumberKey, V, foldhash::fast::RandomState>;
+
 /// Normalises a number written in any common notation; `default_region`
 /// applies to numbers written without a country code.
 ///

@@ -13,7 +13,6 @@
 //! (`393...` mobiles). Those are exactly the mistakes this product exists
 //! to prevent; the metadata itself is what we want.
 
-use std::collections::HashMap;
 use std::sync::OnceLock;
 
 use phonenumber::Type;
@@ -155,34 +154,41 @@ impl RegionPlan {
 /// Country calling codes have at most three digits.
 const CODES: usize = 1000;
 
+/// A region's metadata and its patterns, compiled on first use.
+struct PlannedRegion {
+    meta: &'static Metadata,
+    compiled: OnceLock<Result<RegionPlan, String>>,
+}
+
 struct Plan {
     /// Regions by country calling code (the index), the main region first.
-    by_code: Vec<Vec<&'static Metadata>>,
-    compiled: HashMap<&'static str, OnceLock<Result<RegionPlan, String>>>,
+    by_code: Vec<Vec<PlannedRegion>>,
 }
 
 fn plan() -> &'static Plan {
     static PLAN: OnceLock<Plan> = OnceLock::new();
     PLAN.get_or_init(|| {
-        let mut by_code: Vec<Vec<&'static Metadata>> = vec![Vec::new(); CODES];
-        let mut compiled = HashMap::new();
+        let mut by_code: Vec<Vec<PlannedRegion>> = (0..CODES).map(|_| Vec::new()).collect();
         for meta in DATABASE.iter() {
             if let Some(regions) = by_code.get_mut(usize::from(meta.country_code())) {
-                regions.push(meta);
+                regions.push(PlannedRegion {
+                    meta,
+                    compiled: OnceLock::new(),
+                });
             }
-            compiled.insert(meta.id(), OnceLock::new());
         }
         for regions in &mut by_code {
-            regions.sort_by_key(|m| (!m.is_main_country_for_code(), m.id()));
+            regions.sort_by_key(|r| (!r.meta.is_main_country_for_code(), r.meta.id()));
         }
-        Plan { by_code, compiled }
+        Plan { by_code }
     })
 }
 
 /// The compiled plan of a region; `None` (every number of it is invalid)
 /// when one of its patterns does not compile, which is logged once.
-fn region_plan(meta: &'static Metadata) -> Option<&'static RegionPlan> {
-    let compiled = plan().compiled.get(meta.id())?.get_or_init(|| {
+fn region_plan(planned: &'static PlannedRegion) -> Option<&'static RegionPlan> {
+    let meta = planned.meta;
+    let compiled = planned.compiled.get_or_init(|| {
         let compiled = RegionPlan::compile(meta);
         if let Err(err) = &compiled {
             tracing::error!(region = meta.id(), error = %err, "numbering plan unusable: its numbers are refused");
@@ -192,7 +198,7 @@ fn region_plan(meta: &'static Metadata) -> Option<&'static RegionPlan> {
     compiled.as_ref().ok()
 }
 
-fn regions_of(code: u16) -> &'static [&'static Metadata] {
+fn regions_of(code: u16) -> &'static [PlannedRegion] {
     plan()
         .by_code
         .get(usize::from(code))

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use jiff::Timestamp;
 
 use crate::calling::zones::Whereabouts;
-use crate::calling::{DestinationRules, WindowInput};
+use crate::calling::{DestinationRules, WindowInput, WindowMemo};
 use crate::config::{CampaignConfig, RegistryConfig};
 use crate::contacts::ContactView;
 use crate::model::{Reason, ReasonCode, Verdict};
@@ -58,6 +58,8 @@ pub struct DecisionData<'a> {
     pub attempts: &'a [Timestamp],
     /// By allow-list registry: when the number was first seen not cleared for the controller.
     pub first_not_cleared: &'a [(String, Timestamp)],
+    /// Memoised calling-window answers (an optimisation: same answers without).
+    pub window_memo: Option<&'a WindowMemo>,
 }
 
 /// The outcome of the rules.
@@ -109,7 +111,7 @@ pub fn evaluate(input: &CallInput<'_>, data: &DecisionData<'_>, now: Timestamp) 
             destination: data.destination,
             campaign: campaign.calling_hours.as_ref(),
         };
-        timed.extend(check_calling_window(&window, now));
+        timed.extend(check_calling_window(&window, now, data.window_memo));
         let attempt_limit = campaign.attempt_limit.or(data.destination.attempt_limit);
         timed.extend(check_attempt_limit(attempt_limit, data.attempts, now));
         denies.extend(timed.iter().map(|t| t.reason.clone()));
@@ -236,7 +238,8 @@ fn next_permitted(
     // Each step moves forward to where one of the two rules next allows; a
     // few rounds settle it (the window opens daily, the cap frees monotonically).
     for _ in 0..8 {
-        let window_lift = check_calling_window(&window, candidate).map(|t| t.lifts_at);
+        let window_lift =
+            check_calling_window(&window, candidate, data.window_memo).map(|t| t.lifts_at);
         let cap_lift =
             check_attempt_limit(attempt_limit, data.attempts, candidate).map(|t| t.lifts_at);
         match (window_lift, cap_lift) {

@@ -171,6 +171,7 @@ fn run_at(case: &Case<'_>, at: Timestamp, attempts: &[Timestamp]) -> Evaluation 
             whereabouts: &whereabouts,
             attempts,
             first_not_cleared: &[],
+            window_memo: None,
         },
         at,
     )
@@ -926,6 +927,7 @@ fn test_consent_exemptions_by_country_and_italian_policy() {
                 whereabouts: &whereabouts,
                 attempts: &[],
                 first_not_cleared: seen,
+                window_memo: None,
             },
             now(),
         )

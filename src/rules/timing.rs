@@ -3,7 +3,7 @@
 
 use jiff::Timestamp;
 
-use crate::calling::{self, AttemptLimit, WindowCheck, WindowInput};
+use crate::calling::{self, AttemptLimit, WindowCheck, WindowInput, WindowMemo};
 use crate::model::{Reason, ReasonCode};
 
 /// A time-based denial and the instant it lifts, when known.
@@ -13,9 +13,18 @@ pub struct TimedDeny {
     pub lifts_at: Option<Timestamp>,
 }
 
-/// `OUTSIDE_CALLING_HOURS` when `now` is outside the window.
-pub fn check_calling_window(input: &WindowInput<'_>, now: Timestamp) -> Option<TimedDeny> {
-    match calling::check(input, now) {
+/// `OUTSIDE_CALLING_HOURS` when `now` is outside the window; `memo`, when
+/// given, answers repeated questions (with the same answer).
+pub fn check_calling_window(
+    input: &WindowInput<'_>,
+    now: Timestamp,
+    memo: Option<&WindowMemo>,
+) -> Option<TimedDeny> {
+    let check = match memo {
+        Some(memo) => memo.check(input, now),
+        None => calling::check(input, now),
+    };
+    match check {
         WindowCheck::Unrestricted | WindowCheck::Inside { .. } => None,
         WindowCheck::Outside { next_open } => Some(TimedDeny {
             reason: Reason::new(

@@ -1,0 +1,102 @@
+//! A memo of calling-window answers, for the decision path: the window of a
+//! destination, campaign and set of zones changes only at its edges, so an
+//! answer found at `t0` holds for every instant up to the edge it names.
+//! Without it each check converts `now` into every zone and rebuilds the
+//! day's spans (holidays included), the largest cost of bulk screening.
+
+use dashmap::DashMap;
+use jiff::Timestamp;
+
+use super::{WindowCheck, WindowInput, check};
+
+/// Zones of one number that the memo keys on; more are not memoised.
+const MAX_ZONES: usize = 4;
+
+/// Identifies a window input by the addresses of its parts. Sound only for
+/// inputs whose parts outlive the memo: the gateway owns both the memo and
+/// the configuration the rules come from, and zone, state and region names
+/// are static strings. Addresses are compared, never dereferenced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct Key {
+    destination: usize,
+    campaign: usize,
+    region: (usize, usize),
+    state: (usize, usize),
+    zones: [(usize, usize); MAX_ZONES],
+}
+
+fn address(text: &str) -> (usize, usize) {
+    (text.as_ptr() as usize, text.len())
+}
+
+impl Key {
+    fn of(input: &WindowInput<'_>) -> Option<Key> {
+        if input.zones.len() > MAX_ZONES {
+            return None;
+        }
+        let mut zones = [(0, 0); MAX_ZONES];
+        for (slot, zone) in zones.iter_mut().zip(input.zones) {
+            *slot = address(zone);
+        }
+        Some(Key {
+            destination: std::ptr::from_ref(input.destination) as usize,
+            campaign: input.campaign.map_or(0, |c| std::ptr::from_ref(c) as usize),
+            region: address(input.region),
+            state: input.state.map_or((0, 0), address),
+            zones,
+        })
+    }
+}
+
+/// An answer and the instants it holds for: `[from, until)`.
+#[derive(Debug, Clone, Copy)]
+struct Answer {
+    from: Timestamp,
+    until: Timestamp,
+    check: WindowCheck,
+}
+
+/// Calling-window answers by input; see the module docs.
+#[derive(Debug, Default)]
+pub struct WindowMemo {
+    answers: DashMap<Key, Answer, foldhash::fast::RandomState>,
+}
+
+impl WindowMemo {
+    /// The same answer as [`check`]`(input, now)`, memoised.
+    ///
+    /// The parts of `input` must outlive the memo (see [`Key`]).
+    pub fn check(&self, input: &WindowInput<'_>, now: Timestamp) -> WindowCheck {
+        let Some(key) = Key::of(input) else {
+            return check(input, now);
+        };
+        if let Some(answer) = self.answers.get(&key)
+            && answer.from <= now
+            && now < answer.until
+        {
+            return answer.check;
+        }
+        let answer = check(input, now);
+        let until = match answer {
+            // Inside until the window closes; outside until it next opens.
+            WindowCheck::Inside { closes_at } => Some(closes_at),
+            WindowCheck::Outside {
+                next_open: Some(next_open),
+            } => Some(next_open),
+            // "Nowhere in the horizon" depends on where the horizon starts.
+            WindowCheck::Outside { next_open: None } => None,
+            WindowCheck::Unrestricted | WindowCheck::UnknownZone => Some(Timestamp::MAX),
+        };
+        if let Some(until) = until {
+            self.answers.insert(
+                key,
+                Answer {
+                    from: now,
+                    until,
+                    check: answer,
+                },
+            );
+        }
+        answer
+    }
+}
