@@ -110,6 +110,7 @@ proptest! {
                 whereabouts: &whereabouts,
                 attempts: &[],
                 first_not_cleared: &[],
+                window_memo: None,
             },
             jiff::Timestamp::now(),
         );
