@@ -17,9 +17,9 @@ use std::sync::OnceLock;
 
 use phonenumber::Type;
 use phonenumber::metadata::{DATABASE, Descriptor, Metadata};
-use regex_automata::dfa::{Automaton, StartKind, dense};
+use regex_automata::dfa::{Automaton, OverlappingState, StartKind, dense};
 use regex_automata::util::syntax;
-use regex_automata::{Anchored, Input};
+use regex_automata::{Anchored, Input, MatchKind};
 
 use super::Region;
 
@@ -92,12 +92,54 @@ fn compact(source: &str) -> String {
     source.chars().filter(|c| !c.is_whitespace()).collect()
 }
 
+/// All type patterns of a region in one DFA: a single pass over the digits
+/// says which types match (anchored at both ends).
+struct TypeMatcher(dense::DFA<Vec<u32>>);
+
+impl TypeMatcher {
+    fn compile(sources: &[String]) -> Result<TypeMatcher, String> {
+        dense::Builder::new()
+            .syntax(syntax::Config::new().unicode(false).utf8(false))
+            .configure(
+                dense::Config::new()
+                    .start_kind(StartKind::Anchored)
+                    .match_kind(MatchKind::All),
+            )
+            .build_many(sources)
+            .map(TypeMatcher)
+            .map_err(|err| format!("type patterns {sources:?}: {err}"))
+    }
+
+    /// Bit `i` set when pattern `i` matches the whole input.
+    fn matching(&self, input: &str) -> u32 {
+        let search = Input::new(input).anchored(Anchored::Yes);
+        let mut state = OverlappingState::start();
+        let mut matched = 0u32;
+        loop {
+            if self
+                .0
+                .try_search_overlapping_fwd(&search, &mut state)
+                .is_err()
+            {
+                return 0;
+            }
+            match state.get_match() {
+                Some(found) => matched |= 1 << found.pattern().as_usize(),
+                None => return matched,
+            }
+        }
+    }
+}
+
 /// One region's compiled patterns.
 struct RegionPlan {
     region: Option<Region>,
     leading_digits: Option<Matcher>,
     general: Option<Pattern>,
-    types: Vec<(Type, Pattern)>,
+    /// The region's types with their possible lengths, in [`TYPES`] order;
+    /// type `i` is pattern `i` of `type_matcher`.
+    types: Vec<(Type, Vec<u16>)>,
+    type_matcher: Option<TypeMatcher>,
 }
 
 impl RegionPlan {
@@ -110,18 +152,28 @@ impl RegionPlan {
             .map(|ld| Matcher::compile(&format!("(?:{})", compact(ld.as_str()))))
             .transpose()?;
         let mut types = Vec::new();
+        let mut sources = Vec::new();
         for kind in TYPES {
-            if let Some(descriptor) = meta.descriptors().get(kind)
-                && let Some(pattern) = Pattern::compile(descriptor)?
-            {
-                types.push((kind, pattern));
+            if let Some(descriptor) = meta.descriptors().get(kind) {
+                let source = compact(descriptor.national_number().as_str());
+                if source.is_empty() || source == "NA" {
+                    continue;
+                }
+                types.push((kind, descriptor.possible_length().to_vec()));
+                sources.push(format!("(?:{source})$"));
             }
         }
+        let type_matcher = if sources.is_empty() {
+            None
+        } else {
+            Some(TypeMatcher::compile(&sources)?)
+        };
         Ok(RegionPlan {
             region: Region::parse(meta.id()),
             leading_digits,
             general: Pattern::compile(meta.descriptors().general())?,
             types,
+            type_matcher,
         })
     }
 
@@ -129,17 +181,26 @@ impl RegionPlan {
         if !self.general.as_ref().is_some_and(|g| g.matches(national)) {
             return Type::Unknown;
         }
-        let fixed = self
+        let Some(matcher) = &self.type_matcher else {
+            return Type::Unknown;
+        };
+        let bits = matcher.matching(national);
+        let length = national.len() as u16;
+        let matched = self
             .types
             .iter()
-            .any(|(t, p)| *t == Type::FixedLine && p.matches(national));
-        let mobile = self
-            .types
-            .iter()
-            .any(|(t, p)| *t == Type::Mobile && p.matches(national));
-        for (kind, pattern) in &self.types {
-            if !matches!(kind, Type::FixedLine | Type::Mobile) && pattern.matches(national) {
-                return *kind;
+            .enumerate()
+            .filter(|(i, (_, lengths))| {
+                bits & (1 << i) != 0 && (lengths.is_empty() || lengths.contains(&length))
+            })
+            .map(|(_, (kind, _))| *kind);
+        let (mut fixed, mut mobile) = (false, false);
+        for kind in matched {
+            match kind {
+                Type::FixedLine => fixed = true,
+                Type::Mobile => mobile = true,
+                // The first special type, in order of precedence, wins.
+                special => return special,
             }
         }
         match (fixed, mobile) {
@@ -312,6 +373,80 @@ mod tests {
                         "{id} {source} {candidate}"
                     );
                 }
+            }
+        }
+    }
+
+    /// The one-pass type matcher classifies as pattern-by-pattern matching
+    /// with the `regex` crate does (libphonenumber's order of precedence).
+    #[test]
+    fn test_number_types_agree_with_pattern_by_pattern_regex() {
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for id in ["IT", "US", "GB", "FR", "DE", "ES", "CA", "AU", "SM"] {
+            let meta = DATABASE.by_id(id).unwrap();
+            let plan = RegionPlan::compile(meta).unwrap();
+            let reference: Vec<(Type, Vec<u16>, regex::Regex)> = TYPES
+                .iter()
+                .filter_map(|t| {
+                    let descriptor = meta.descriptors().get(*t)?;
+                    let source = compact(descriptor.national_number().as_str());
+                    (!source.is_empty() && source != "NA").then(|| {
+                        let regex = regex::Regex::new(&format!("^(?:{source})$")).unwrap();
+                        (*t, descriptor.possible_length().to_vec(), regex)
+                    })
+                })
+                .collect();
+            let expected_type = |national: &str| {
+                let hits: Vec<Type> = reference
+                    .iter()
+                    .filter(|(_, lengths, regex)| {
+                        (lengths.is_empty() || lengths.contains(&(national.len() as u16)))
+                            && regex.is_match(national)
+                    })
+                    .map(|(t, _, _)| *t)
+                    .collect();
+                let special = hits
+                    .iter()
+                    .find(|t| !matches!(t, Type::FixedLine | Type::Mobile));
+                match special {
+                    Some(t) => *t,
+                    None => match (
+                        hits.contains(&Type::FixedLine),
+                        hits.contains(&Type::Mobile),
+                    ) {
+                        (true, true) => Type::FixedLineOrMobile,
+                        (true, false) => Type::FixedLine,
+                        (false, true) => Type::Mobile,
+                        (false, false) => Type::Unknown,
+                    },
+                }
+            };
+            let general = plan.general.as_ref().unwrap();
+            let mut examples: Vec<String> = TYPES
+                .iter()
+                .filter_map(|t| meta.descriptors().get(*t)?.example().map(String::from))
+                .collect();
+            for _ in 0..20_000 {
+                let len = 6 + (next() % 7) as usize;
+                examples.push(
+                    (0..len)
+                        .map(|_| char::from(b'0' + (next() % 10) as u8))
+                        .collect(),
+                );
+            }
+            for national in &examples {
+                let expected = if general.matches(national) {
+                    expected_type(national)
+                } else {
+                    Type::Unknown
+                };
+                assert_eq!(plan.number_type(national), expected, "{id} {national}");
             }
         }
     }
