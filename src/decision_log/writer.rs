@@ -219,6 +219,7 @@ fn write_loop(
     counters: &LogCounters,
 ) {
     let mut batch = Vec::with_capacity(grouping.max_batch);
+    let mut acks = Vec::with_capacity(grouping.max_batch);
     // Group commit adapts to the load: when the last commit carried several
     // decisions, concurrent callers are waiting, so wait (briefly) for as many
     // again before paying for the next fsync. A lone caller never waits.
@@ -250,7 +251,10 @@ fn write_loop(
         expected = batch.len().max(1);
         if !batch.is_empty() {
             let size = batch.len();
-            match commit(&mut conn, &head, &batch) {
+            let committed = commit(&mut conn, &head, &mut batch, &mut acks);
+            // Records the commit did not reach still hold their acknowledgement.
+            acks.extend(batch.drain(..).map(|(_, ack)| ack));
+            match committed {
                 Ok(new_head) => {
                     let first_seq = head.seq + 1;
                     head = new_head;
@@ -258,7 +262,7 @@ fn write_loop(
                     counters.batches.fetch_add(1, Ordering::Relaxed);
                     counters.last_batch_size.store(size, Ordering::Relaxed);
                     counters.failing.store(false, Ordering::Relaxed);
-                    for (i, (_, ack)) in batch.drain(..).enumerate() {
+                    for (i, ack) in acks.drain(..).enumerate() {
                         let _ = ack.send(Ok(first_seq + i as i64));
                     }
                 }
@@ -268,7 +272,7 @@ fn write_loop(
                     counters.failed_batches.fetch_add(1, Ordering::Relaxed);
                     counters.failing.store(true, Ordering::Relaxed);
                     *counters.last_error.lock().expect("log error lock") = Some(message.clone());
-                    for (_, ack) in batch.drain(..) {
+                    for ack in acks.drain(..) {
                         let _ = ack.send(Err(LogError::Write(message.clone())));
                     }
                 }
@@ -288,71 +292,95 @@ fn write_loop(
 
 type Pending = (Box<DecisionRecord>, oneshot::Sender<Result<i64, LogError>>);
 
+/// Commits the batch's records in one transaction, in order, chained from
+/// `head`; the records are consumed, their acknowledgements kept in `acks`.
 fn commit(
     conn: &mut Connection,
     head: &ChainHead,
-    batch: &[Pending],
+    batch: &mut Vec<Pending>,
+    acks: &mut Vec<oneshot::Sender<Result<i64, LogError>>>,
 ) -> rusqlite::Result<ChainHead> {
-    let tx = conn.transaction()?;
+    // BEGIN and COMMIT as cached statements: `Connection::transaction` would
+    // parse them again for every group.
+    conn.prepare_cached("BEGIN")?.execute([])?;
+    let inserted = insert_rows(conn, head, batch, acks)
+        .and_then(|new_head| conn.prepare_cached("COMMIT")?.execute([]).map(|_| new_head));
+    if inserted.is_err() {
+        // Nothing of the group is kept: the chain head stays where it was.
+        let _ = conn.execute_batch("ROLLBACK");
+    }
+    inserted
+}
+
+fn insert_rows(
+    conn: &Connection,
+    head: &ChainHead,
+    batch: &mut Vec<Pending>,
+    acks: &mut Vec<oneshot::Sender<Result<i64, LogError>>>,
+) -> rusqlite::Result<ChainHead> {
     let mut seq = head.seq;
     let mut prev_hash = head.hash.clone();
-    {
-        let mut insert = tx.prepare_cached(
-            "INSERT INTO decisions (seq, decision_id, decided_at_us, request_id, campaign_id, controller,
-                called_number, normalized_number, caller_id, verdict, reasons, next_allowed_at_us,
-                data_versions, latency_us, api_key, prev_hash, hash)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
-        )?;
-        for (record, _) in batch {
-            seq += 1;
-            let row = stored_row(seq, record, prev_hash);
-            let hash = chain::row_hash(&row);
-            insert.execute(params![
-                row.seq,
-                row.decision_id,
-                row.decided_at_us,
-                row.request_id,
-                row.campaign_id,
-                row.controller,
-                row.called_number,
-                row.normalized_number,
-                row.caller_id,
-                row.verdict,
-                row.reasons,
-                row.next_allowed_at_us,
-                row.data_versions,
-                row.latency_us,
-                row.api_key,
-                row.prev_hash,
-                hash,
-            ])?;
-            prev_hash = hash;
+    let mut insert = conn.prepare_cached(
+        "INSERT INTO decisions (seq, decision_id, decided_at_us, request_id, campaign_id, controller,
+            called_number, normalized_number, caller_id, verdict, reasons, next_allowed_at_us,
+            data_versions, latency_us, api_key, prev_hash, hash)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
+    )?;
+    let mut pending = batch.drain(..);
+    while let Some((record, ack)) = pending.next() {
+        acks.push(ack);
+        seq += 1;
+        let row = stored_row(seq, *record, prev_hash);
+        let hash = chain::row_hash(&row);
+        let inserted = insert.execute(params![
+            row.seq,
+            row.decision_id,
+            row.decided_at_us,
+            row.request_id,
+            row.campaign_id,
+            row.controller,
+            row.called_number,
+            row.normalized_number,
+            row.caller_id,
+            row.verdict,
+            row.reasons,
+            row.next_allowed_at_us,
+            row.data_versions,
+            row.latency_us,
+            row.api_key,
+            row.prev_hash,
+            hash,
+        ]);
+        if let Err(err) = inserted {
+            // Every caller of the group hears of the failure.
+            acks.extend(pending.map(|(_, ack)| ack));
+            return Err(err);
         }
+        prev_hash = hash;
     }
-    tx.commit()?;
     Ok(ChainHead {
         seq,
         hash: prev_hash,
     })
 }
 
-fn stored_row(seq: i64, record: &DecisionRecord, prev_hash: String) -> StoredRow {
+fn stored_row(seq: i64, record: DecisionRecord, prev_hash: String) -> StoredRow {
     StoredRow {
         seq,
-        decision_id: record.decision_id.clone(),
         decided_at_us: micros(record.decided_at),
-        request_id: record.request_id.clone(),
-        campaign_id: record.campaign_id.clone(),
-        controller: record.controller.clone(),
-        called_number: record.called_number.clone(),
-        normalized_number: record.normalized_number.clone(),
-        caller_id: record.caller_id.clone(),
         verdict: record.verdict.as_str().to_string(),
         reasons: serde_json::to_string(&record.reasons).expect("reasons serialise"),
         next_allowed_at_us: record.next_allowed_at.map(micros),
         data_versions: serde_json::to_string(&record.data_versions).expect("versions serialise"),
         latency_us: record.latency_us as i64,
-        api_key: record.api_key.clone(),
+        decision_id: record.decision_id,
+        request_id: record.request_id,
+        campaign_id: record.campaign_id,
+        controller: record.controller,
+        called_number: record.called_number,
+        normalized_number: record.normalized_number,
+        caller_id: record.caller_id,
+        api_key: record.api_key,
         prev_hash,
     }
 }
