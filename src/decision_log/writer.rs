@@ -221,8 +221,11 @@ fn write_loop(
     let mut batch = Vec::with_capacity(grouping.max_batch);
     let mut acks = Vec::with_capacity(grouping.max_batch);
     // Group commit adapts to the load: when the last commit carried several
-    // decisions, concurrent callers are waiting, so wait (briefly) for as many
-    // again before paying for the next fsync. A lone caller never waits.
+    // decisions, concurrent callers are waiting, so wait (briefly, at most the
+    // linger) for half as many again before paying for the next fsync. Half:
+    // waiting for all of them would hold the writer idle until the callers
+    // just answered come back (measured: 0.25x echo at concurrency 16 against
+    // 0.27x, and 0.42x against 0.40x at 64). A lone caller never waits.
     let mut expected = 1usize;
     loop {
         let mut stop = false;
@@ -248,7 +251,7 @@ fn write_loop(
                 Err(()) => break,
             }
         }
-        expected = batch.len().max(1);
+        expected = (batch.len() / 2).max(1);
         if !batch.is_empty() {
             let size = batch.len();
             let committed = commit(&mut conn, &head, &mut batch, &mut acks);
