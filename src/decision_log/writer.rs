@@ -224,8 +224,7 @@ fn write_loop(
     // decisions, concurrent callers are waiting, so wait (briefly, at most the
     // linger) for half as many again before paying for the next fsync. Half:
     // waiting for all of them would hold the writer idle until the callers
-    // just answered come back (measured: 0.25x echo at concurrency 16 against
-    // 0.27x, and 0.42x against 0.40x at 64). A lone caller never waits.
+    // just answered come back. A lone caller never waits.
     let mut expected = 1usize;
     loop {
         let mut stop = false;
