@@ -70,7 +70,7 @@ pub struct GatewayParts {
 pub struct Gateway {
     config: Arc<Config>,
     attempts: Arc<AttemptLedger>,
-    campaigns: HashMap<String, CampaignConfig>,
+    campaigns: HashMap<String, CampaignConfig, foldhash::fast::RandomState>,
     registries: Arc<RegistrySet>,
     contacts: Arc<ContactStore>,
     log: Arc<DecisionLog>,

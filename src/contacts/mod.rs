@@ -119,9 +119,8 @@ pub type SubjectHash = [u8; 32];
 #[derive(Debug)]
 pub struct ContactIndex {
     salt: [u8; 32],
-    consents: ByNumber<Vec<Consent>>,
-    relationships: ByNumber<Vec<Relationship>>,
-    suppressions: ByNumber<Vec<Suppression>>,
+    /// Consents, relationships and opt-outs by number: one lookup per check.
+    records: ByNumber<ContactView>,
     /// Opt-outs of erased subjects, by salted hash of the number.
     erased: DashMap<SubjectHash, Vec<Suppression>>,
     /// Whether `erased` holds anything: then (only) each check pays for the
@@ -133,9 +132,7 @@ impl ContactIndex {
     fn new(salt: [u8; 32]) -> ContactIndex {
         ContactIndex {
             salt,
-            consents: ByNumber::default(),
-            relationships: ByNumber::default(),
-            suppressions: ByNumber::default(),
+            records: ByNumber::default(),
             erased: DashMap::new(),
             any_erased: AtomicBool::new(false),
         }
@@ -151,44 +148,37 @@ impl ContactIndex {
 
     /// Everything held about a number (usually nothing: no allocation then).
     pub fn view(&self, key: NumberKey, e164: &str) -> ContactView {
-        let mut suppressions = self
-            .suppressions
+        let mut view = self
+            .records
             .get(&key)
             .map(|v| v.clone())
             .unwrap_or_default();
         if self.any_erased.load(Ordering::Acquire)
             && let Some(hashed) = self.erased.get(&self.subject_hash(e164))
         {
-            suppressions.extend(hashed.iter().cloned());
+            view.suppressions.extend(hashed.iter().cloned());
         }
-        ContactView {
-            consents: self
-                .consents
-                .get(&key)
-                .map(|v| v.clone())
-                .unwrap_or_default(),
-            relationships: self
-                .relationships
-                .get(&key)
-                .map(|v| v.clone())
-                .unwrap_or_default(),
-            suppressions,
-        }
+        view
     }
 
     pub(crate) fn put_consent(&self, key: NumberKey, consent: Consent) {
-        self.consents.entry(key).or_default().push(consent);
+        self.records.entry(key).or_default().consents.push(consent);
     }
 
     pub(crate) fn put_relationship(&self, key: NumberKey, relationship: Relationship) {
-        self.relationships
+        self.records
             .entry(key)
             .or_default()
+            .relationships
             .push(relationship);
     }
 
     pub(crate) fn put_suppression(&self, key: NumberKey, suppression: Suppression) {
-        self.suppressions.entry(key).or_default().push(suppression);
+        self.records
+            .entry(key)
+            .or_default()
+            .suppressions
+            .push(suppression);
     }
 
     pub(crate) fn put_erased(&self, hash: SubjectHash, suppression: Suppression) {
@@ -203,8 +193,8 @@ impl ContactIndex {
         purpose: Option<Purpose>,
         at: Timestamp,
     ) {
-        if let Some(mut consents) = self.consents.get_mut(&key) {
-            for consent in consents.iter_mut() {
+        if let Some(mut records) = self.records.get_mut(&key) {
+            for consent in records.consents.iter_mut() {
                 if consent.controller == controller
                     && purpose.is_none_or(|p| p == consent.purpose)
                     && consent.revoked_at.is_none_or(|r| r > at)
@@ -219,17 +209,14 @@ impl ContactIndex {
     /// moves the matching opt-outs to the hash-only index.
     pub(crate) fn erase(&self, key: NumberKey, hash: SubjectHash, controller: &str) {
         let in_scope = |c: &str| controller.is_empty() || c == controller;
-        if let Some(mut consents) = self.consents.get_mut(&key) {
-            consents.retain(|c| !in_scope(&c.controller));
-        }
-        if let Some(mut relationships) = self.relationships.get_mut(&key) {
-            relationships.retain(|r| !in_scope(&r.controller));
-        }
-        if let Some(mut suppressions) = self.suppressions.get_mut(&key) {
-            let (moved, kept): (Vec<_>, Vec<_>) = suppressions
+        if let Some(mut records) = self.records.get_mut(&key) {
+            records.consents.retain(|c| !in_scope(&c.controller));
+            records.relationships.retain(|r| !in_scope(&r.controller));
+            let (moved, kept): (Vec<_>, Vec<_>) = records
+                .suppressions
                 .drain(..)
                 .partition(|s| in_scope(&s.controller));
-            *suppressions = kept;
+            records.suppressions = kept;
             for mut suppression in moved {
                 suppression.number.clear();
                 self.put_erased(hash, suppression);
