@@ -19,7 +19,10 @@ fuzz_target!(|data: &[u8]| {
     let called_number = fields.next().unwrap_or_default();
     let caller_id = fields.next().unwrap_or_default();
     let campaign_id = fields.next().unwrap_or_default();
-    let seconds: i64 = fields.next().and_then(|s| s.trim().parse().ok()).unwrap_or(1_795_000_000);
+    let seconds: i64 = fields
+        .next()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(1_795_000_000);
     let Ok(now) = jiff::Timestamp::from_second(seconds.rem_euclid(7_000_000_000)) else {
         return;
     };
@@ -68,6 +71,9 @@ fuzz_target!(|data: &[u8]| {
             },
             now,
         );
-        assert!(!evaluation.reasons.is_empty(), "every decision names a reason");
+        assert!(
+            !evaluation.reasons.is_empty(),
+            "every decision names a reason"
+        );
     }
 });
