@@ -4,8 +4,8 @@
 //! Run: `cargo bench --bench checkcall` (env: `BENCH_SECONDS` per point,
 //! default 5; `BENCH_SERVER_THREADS`, default 1; `BENCH_CLIENT_THREADS`,
 //! default 1; `BENCH_SYNCHRONOUS`, default full; `BENCH_LINGER_US`, default
-//! 300; `BENCH_CONCURRENCY`, default 1,16,64; `BENCH_SCREEN=0` skips
-//! ScreenNumbers). Both servers run as separate processes, as in production.
+//! 300; `BENCH_CONCURRENCY`, default 1,16,64, empty for none;
+//! `BENCH_SCREEN=0` skips ScreenNumbers). Both servers run as separate processes, as in production.
 
 use std::io::{BufRead, BufReader};
 use std::pin::Pin;
@@ -135,7 +135,7 @@ impl Drop for ServerProcess {
 fn spawn(mut command: Command) -> ServerProcess {
     let mut child = command
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
+        .stderr(Stdio::null())
         .spawn()
         .expect("spawn server");
     let mut line = String::new();
@@ -281,10 +281,16 @@ fn main() {
     let client_threads = env_or("BENCH_CLIENT_THREADS", 1) as usize;
     let synchronous = std::env::var("BENCH_SYNCHRONOUS").unwrap_or_else(|_| "full".into());
     let linger = env_or("BENCH_LINGER_US", 300);
+    // An empty value runs no CheckCall point (ScreenNumbers only).
     let concurrencies: Vec<usize> = std::env::var("BENCH_CONCURRENCY")
         .unwrap_or_else(|_| "1,16,64".into())
         .split(',')
-        .filter_map(|c| c.trim().parse().ok())
+        .map(str::trim)
+        .filter(|c| !c.is_empty())
+        .map(|c| {
+            c.parse()
+                .unwrap_or_else(|_| panic!("BENCH_CONCURRENCY: {c:?} is not a number"))
+        })
         .collect();
     let screen = env_or("BENCH_SCREEN", 1) != 0;
 

@@ -269,9 +269,9 @@ fn test_span_parse() {
     }
 }
 
-/// The memo gives the same answer as the rule at every minute of a week
-/// that crosses window edges, a holiday and a DST change, in one zone and
-/// in several, asked forwards and then backwards.
+/// The memo gives the same answer as the rule at every minute of 11 days
+/// that cross window edges, a holiday and a DST change, in one zone and in
+/// several, asked forwards and then backwards.
 #[test]
 fn test_memo_answers_as_the_rule_does() {
     let mut evenings = WeeklyHours::default();
@@ -296,7 +296,7 @@ fn test_memo_answers_as_the_rule_does() {
         let memo = WindowMemo::default();
         // 2026-10-24 to 2026-11-03: the end of summer time and All Saints' Day.
         let start = at("2026-10-24T00:00:00Z");
-        let minutes: Vec<i64> = (0..11 * 24 * 60).step_by(7).collect();
+        let minutes: Vec<i64> = (0..11 * 24 * 60).collect();
         for minute in minutes.iter().chain(minutes.iter().rev()) {
             let now = start + jiff::SignedDuration::from_mins(*minute);
             assert_eq!(
