@@ -191,6 +191,7 @@ pub fn read_from(reader: impl Read, path: &Path) -> Result<Snapshot, SnapshotFil
         source: header.source,
         coverage: header.coverage,
         batches,
+        texts: Default::default(),
     })
 }
 
@@ -282,6 +283,7 @@ mod tests {
             },
             coverage: None,
             batches,
+            texts: Default::default(),
         }
     }
 

@@ -11,6 +11,7 @@ pub mod file;
 pub mod formats;
 pub mod import;
 pub mod snapshot;
+pub mod texts;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};

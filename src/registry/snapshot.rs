@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::RegistryKind;
 use crate::number::NumberKey;
+use crate::registry::texts::TextsMemo;
 
 /// Numbers checked on one date (and, for allow-lists, cleared for one controller).
 #[derive(Debug, Clone, PartialEq)]
@@ -48,6 +49,8 @@ pub struct Snapshot {
     pub coverage: Option<Vec<String>>,
     /// Batches by controller (`""` for block-lists), newest check date first.
     pub batches: BTreeMap<String, Vec<Batch>>,
+    /// What checks against this snapshot report, formatted on first use.
+    pub texts: TextsMemo,
 }
 
 /// How an import changes the previous snapshot.
@@ -244,6 +247,7 @@ impl Snapshot {
             source: import.source,
             coverage,
             batches,
+            texts: TextsMemo::default(),
         })
     }
 }

@@ -11,6 +11,7 @@ use crate::model::{Reason, ReasonCode};
 use crate::number::Normalized;
 use crate::registry::snapshot::BlockLookup;
 use crate::registry::stale_from;
+use crate::registry::texts::stale_text;
 
 /// What one registry says about a number.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,58 +39,40 @@ pub fn check_registry(
             version: format!("{id}@none"),
         };
     };
-    let version = format!("{id}@{}", snapshot.version);
     let valid_days = registry.config.valid_days;
-    let stale = |checked_at: jiff::civil::Date| {
-        let until = stale_from(checked_at, valid_days);
-        (now >= until).then(|| {
-            Reason::new(
-                ReasonCode::RegistryStale,
-                format!(
-                    "registry {id} data checked {checked_at} expired at {until} ({valid_days} days)"
-                ),
-            )
-        })
-    };
+    let texts = snapshot.texts(id, valid_days);
+    let version = texts.version_label.clone();
     let result = match registry.config.kind {
-        RegistryKind::Blocklist => {
-            let digits = &called.e164[1..];
-            let checked_at = snapshot.oldest_check();
-            match snapshot.block_lookup(digits, called.key) {
-                BlockLookup::NotCovered => Err(vec![Reason::new(
-                    ReasonCode::RegistryNotCovered,
-                    format!(
-                        "registry {id} v{} does not cover this number's area",
-                        snapshot.version
-                    ),
-                )]),
-                lookup => {
-                    let mut denies: Vec<Reason> = checked_at.and_then(stale).into_iter().collect();
-                    if checked_at.is_none() {
-                        denies.push(Reason::new(
-                            ReasonCode::RegistryUnavailable,
-                            format!("registry {id} has no dated data"),
-                        ));
+        RegistryKind::Blocklist => match snapshot.block_lookup(&called.e164[1..], called.key) {
+            BlockLookup::NotCovered => Err(vec![Reason::new(
+                ReasonCode::RegistryNotCovered,
+                texts.not_covered.clone(),
+            )]),
+            lookup => {
+                let mut denies = Vec::new();
+                match &texts.stale {
+                    None => denies.push(Reason::new(
+                        ReasonCode::RegistryUnavailable,
+                        texts.undated.clone(),
+                    )),
+                    Some((until, text)) if now >= *until => {
+                        denies.push(Reason::new(ReasonCode::RegistryStale, text.clone()));
                     }
-                    if lookup == BlockLookup::Listed {
-                        denies.push(Reason::new(
-                            ReasonCode::RegistryListed,
-                            format!("listed in registry {id} v{}", snapshot.version),
-                        ));
-                    }
-                    match (denies.is_empty(), checked_at) {
-                        (true, Some(date)) => Ok(Reason::new(
-                            ReasonCode::RegistryClear,
-                            format!(
-                                "not listed in registry {id} v{} checked {date}",
-                                snapshot.version
-                            ),
-                        )),
-                        _ => Err(denies),
-                    }
+                    Some(_) => {}
+                }
+                if lookup == BlockLookup::Listed {
+                    denies.push(Reason::new(
+                        ReasonCode::RegistryListed,
+                        texts.listed.clone(),
+                    ));
+                }
+                if denies.is_empty() {
+                    Ok(Reason::new(ReasonCode::RegistryClear, texts.clear.clone()))
+                } else {
+                    Err(denies)
                 }
             }
-        }
+        },
         RegistryKind::Allowlist => match snapshot.clearance(controller, called.key) {
             None => Err(vec![Reason::new(
                 ReasonCode::RegistryNotCovered,
@@ -98,16 +81,20 @@ pub fn check_registry(
                     snapshot.version
                 ),
             )]),
-            Some(checked_at) => match stale(checked_at) {
-                Some(reason) => Err(vec![reason]),
-                None => Ok(Reason::new(
-                    ReasonCode::RegistryClear,
-                    format!(
-                        "cleared for {controller} in registry {id} v{} on {checked_at}",
-                        snapshot.version
-                    ),
-                )),
-            },
+            Some(checked_at) if now >= stale_from(checked_at, valid_days) => {
+                let until = stale_from(checked_at, valid_days);
+                Err(vec![Reason::new(
+                    ReasonCode::RegistryStale,
+                    stale_text(id, checked_at, until, valid_days),
+                )])
+            }
+            Some(checked_at) => Ok(Reason::new(
+                ReasonCode::RegistryClear,
+                format!(
+                    "cleared for {controller} in registry {id} v{} on {checked_at}",
+                    snapshot.version
+                ),
+            )),
         },
     };
     RegistryOutcome { result, version }

@@ -88,6 +88,7 @@ fn snapshot(
         },
         coverage: None,
         batches,
+        texts: Default::default(),
     })
 }
 

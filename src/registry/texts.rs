@@ -1,0 +1,169 @@
+//! What checks against a snapshot report. The texts are the same for every
+//! number checked against one snapshot, and formatting them (the dates above
+//! all) cost more than the set lookup itself, so each snapshot formats them
+//! once, on first use, and every check clones the one that applies.
+
+use std::sync::OnceLock;
+
+use jiff::Timestamp;
+use jiff::civil::Date;
+
+use super::snapshot::Snapshot;
+use super::stale_from;
+
+/// The texts of checks against one snapshot, for one registry configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotTexts {
+    registry_id: String,
+    valid_days: u32,
+    /// `registry@version`, the data version a decision rests on.
+    pub version_label: String,
+    /// Block-lists: the date the whole snapshot is as fresh as.
+    pub checked_at: Option<Date>,
+    /// Block-lists: the first instant the data is stale, and what to say then.
+    pub stale: Option<(Timestamp, String)>,
+    /// Block-lists: the number is not listed (only with dated data).
+    pub clear: String,
+    /// Block-lists: the number is listed.
+    pub listed: String,
+    /// Block-lists: the number is outside the data's coverage.
+    pub not_covered: String,
+    /// Block-lists: the data carries no check date.
+    pub undated: String,
+}
+
+impl SnapshotTexts {
+    fn new(snapshot: &Snapshot, id: &str, valid_days: u32) -> SnapshotTexts {
+        let version = snapshot.version;
+        let checked_at = snapshot.oldest_check();
+        SnapshotTexts {
+            registry_id: id.to_string(),
+            valid_days,
+            version_label: format!("{id}@{version}"),
+            checked_at,
+            stale: checked_at.map(|checked_at| {
+                let until = stale_from(checked_at, valid_days);
+                (until, stale_text(id, checked_at, until, valid_days))
+            }),
+            clear: checked_at
+                .map(|date| format!("not listed in registry {id} v{version} checked {date}"))
+                .unwrap_or_default(),
+            listed: format!("listed in registry {id} v{version}"),
+            not_covered: format!("registry {id} v{version} does not cover this number's area"),
+            undated: format!("registry {id} has no dated data"),
+        }
+    }
+
+    fn is_for(&self, id: &str, valid_days: u32) -> bool {
+        self.registry_id == id && self.valid_days == valid_days
+    }
+}
+
+/// What to say of data checked on `checked_at` that is stale from `until`.
+pub fn stale_text(id: &str, checked_at: Date, until: Timestamp, valid_days: u32) -> String {
+    format!("registry {id} data checked {checked_at} expired at {until} ({valid_days} days)")
+}
+
+/// The texts a snapshot formatted on first use. Not part of the snapshot's
+/// identity: two snapshots compare equal whether or not either has them yet.
+#[derive(Debug, Default, Clone)]
+pub struct TextsMemo(OnceLock<SnapshotTexts>);
+
+impl PartialEq for TextsMemo {
+    fn eq(&self, _: &TextsMemo) -> bool {
+        true
+    }
+}
+
+impl Snapshot {
+    /// The texts of checks against this snapshot for registry `id` with data
+    /// valid `valid_days`: formatted once, then borrowed.
+    pub fn texts(&self, id: &str, valid_days: u32) -> std::borrow::Cow<'_, SnapshotTexts> {
+        let cached = self
+            .texts
+            .0
+            .get_or_init(|| SnapshotTexts::new(self, id, valid_days));
+        if cached.is_for(id, valid_days) {
+            std::borrow::Cow::Borrowed(cached)
+        } else {
+            std::borrow::Cow::Owned(SnapshotTexts::new(self, id, valid_days))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::config::RegistryKind;
+    use crate::registry::snapshot::{Batch, SnapshotSource};
+
+    fn snapshot(checked_at: Option<&str>) -> Snapshot {
+        let mut batches = BTreeMap::new();
+        if let Some(date) = checked_at {
+            batches.insert(
+                String::new(),
+                vec![Batch {
+                    checked_at: date.parse().unwrap(),
+                    numbers: Default::default(),
+                }],
+            );
+        }
+        Snapshot {
+            registry_id: "it-rpo".into(),
+            kind: RegistryKind::Blocklist,
+            country: "IT".into(),
+            version: 3,
+            created_at: Timestamp::UNIX_EPOCH,
+            source: SnapshotSource {
+                file: "f".into(),
+                format: "lines".into(),
+                mode: "replace".into(),
+                import_seconds: 0.0,
+            },
+            coverage: None,
+            batches,
+            texts: TextsMemo::default(),
+        }
+    }
+
+    #[test]
+    fn test_texts_are_formatted_for_the_asking_configuration() {
+        let snap = snapshot(Some("2026-11-01"));
+        let texts = snap.texts("it-rpo", 15);
+        assert_eq!(texts.version_label, "it-rpo@3");
+        assert_eq!(
+            texts.clear,
+            "not listed in registry it-rpo v3 checked 2026-11-01"
+        );
+        let (until, stale) = texts.stale.clone().unwrap();
+        assert_eq!(until, "2026-11-16T00:00:00Z".parse::<Timestamp>().unwrap());
+        assert!(stale.contains("(15 days)"), "{stale}");
+        // Another configuration gets its own texts, not the cached ones.
+        let other = snap.texts("it-rpo", 30);
+        assert!(other.stale.as_ref().unwrap().1.contains("(30 days)"));
+        assert!(matches!(other, std::borrow::Cow::Owned(_)));
+        assert!(matches!(
+            snap.texts("it-rpo", 15),
+            std::borrow::Cow::Borrowed(_)
+        ));
+    }
+
+    #[test]
+    fn test_undated_snapshot_has_no_clear_or_stale_text() {
+        let snap = snapshot(None);
+        let texts = snap.texts("it-rpo", 15);
+        assert_eq!(texts.checked_at, None);
+        assert_eq!(texts.stale, None);
+        assert_eq!(texts.undated, "registry it-rpo has no dated data");
+    }
+
+    #[test]
+    fn test_memo_does_not_change_equality() {
+        let a = snapshot(Some("2026-11-01"));
+        let b = a.clone();
+        let _ = a.texts("it-rpo", 15);
+        assert_eq!(a, b);
+    }
+}
