@@ -155,11 +155,18 @@ impl Snapshot {
 
     /// Allow-lists: the date the number was last cleared for `controller`.
     pub fn clearance(&self, controller: &str, key: NumberKey) -> Option<Date> {
+        self.clearance_batch(controller, key).map(|(_, date)| date)
+    }
+
+    /// Allow-lists: the batch of `controller`'s (its index) that clears the
+    /// number, and its date.
+    pub fn clearance_batch(&self, controller: &str, key: NumberKey) -> Option<(usize, Date)> {
         self.batches
             .get(controller)?
             .iter()
-            .find(|b| b.numbers.contains(key.0))
-            .map(|b| b.checked_at)
+            .enumerate()
+            .find(|(_, b)| b.numbers.contains(key.0))
+            .map(|(i, b)| (i, b.checked_at))
     }
 
     /// Builds the next snapshot from `previous` (if any) and an import.

@@ -3,6 +3,7 @@
 //! all) cost more than the set lookup itself, so each snapshot formats them
 //! once, on first use, and every check clones the one that applies.
 
+use std::collections::BTreeMap;
 use std::sync::OnceLock;
 
 use jiff::Timestamp;
@@ -10,6 +11,7 @@ use jiff::civil::Date;
 
 use super::snapshot::Snapshot;
 use super::stale_from;
+use crate::config::RegistryKind;
 
 /// The texts of checks against one snapshot, for one registry configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,6 +32,26 @@ pub struct SnapshotTexts {
     pub not_covered: String,
     /// Block-lists: the data carries no check date.
     pub undated: String,
+    /// Allow-lists: per controller, the texts of each of its batches, in
+    /// the snapshot's batch order.
+    pub cleared: BTreeMap<String, ControllerTexts>,
+}
+
+/// Allow-lists: what checks for one controller report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ControllerTexts {
+    /// The number is in none of the controller's batches.
+    pub never_cleared: String,
+    /// Per batch: the number was cleared on its date, and when that is stale.
+    pub batches: Vec<BatchTexts>,
+}
+
+/// Allow-lists: the texts of one batch of cleared numbers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BatchTexts {
+    pub clear: String,
+    pub stale_from: Timestamp,
+    pub stale: String,
 }
 
 impl SnapshotTexts {
@@ -51,12 +73,42 @@ impl SnapshotTexts {
             listed: format!("listed in registry {id} v{version}"),
             not_covered: format!("registry {id} v{version} does not cover this number's area"),
             undated: format!("registry {id} has no dated data"),
+            cleared: snapshot
+                .batches
+                .iter()
+                .filter(|_| snapshot.kind == RegistryKind::Allowlist)
+                .map(|(controller, batches)| {
+                    let texts = ControllerTexts {
+                        never_cleared: never_cleared_text(id, version, controller),
+                        batches: batches
+                            .iter()
+                            .map(|batch| {
+                                let date = batch.checked_at;
+                                let until = stale_from(date, valid_days);
+                                BatchTexts {
+                                    clear: format!(
+                                        "cleared for {controller} in registry {id} v{version} on {date}"
+                                    ),
+                                    stale_from: until,
+                                    stale: stale_text(id, date, until, valid_days),
+                                }
+                            })
+                            .collect(),
+                    };
+                    (controller.clone(), texts)
+                })
+                .collect(),
         }
     }
 
     fn is_for(&self, id: &str, valid_days: u32) -> bool {
         self.registry_id == id && self.valid_days == valid_days
     }
+}
+
+/// Allow-lists: what to say when `controller` never cleared the number.
+pub fn never_cleared_text(id: &str, version: u64, controller: &str) -> String {
+    format!("never cleared for controller {controller} in registry {id} v{version}")
 }
 
 /// What to say of data checked on `checked_at` that is stale from `until`.
@@ -93,10 +145,7 @@ impl Snapshot {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
-
     use super::*;
-    use crate::config::RegistryKind;
     use crate::registry::snapshot::{Batch, SnapshotSource};
 
     fn snapshot(checked_at: Option<&str>) -> Snapshot {
@@ -157,6 +206,35 @@ mod tests {
         assert_eq!(texts.checked_at, None);
         assert_eq!(texts.stale, None);
         assert_eq!(texts.undated, "registry it-rpo has no dated data");
+    }
+
+    #[test]
+    fn test_allowlist_texts_follow_the_batches() {
+        let mut snap = snapshot(None);
+        snap.kind = RegistryKind::Allowlist;
+        let batch = |date: &str| Batch {
+            checked_at: date.parse().unwrap(),
+            numbers: Default::default(),
+        };
+        snap.batches.insert(
+            "acme".into(),
+            vec![batch("2026-11-10"), batch("2026-11-01")],
+        );
+        let texts = snap.texts("it-rpo", 15);
+        let acme = &texts.cleared["acme"];
+        assert_eq!(
+            acme.never_cleared,
+            "never cleared for controller acme in registry it-rpo v3"
+        );
+        assert_eq!(acme.batches.len(), 2);
+        assert_eq!(
+            acme.batches[1].clear,
+            "cleared for acme in registry it-rpo v3 on 2026-11-01"
+        );
+        assert_eq!(
+            acme.batches[0].stale_from,
+            "2026-11-25T00:00:00Z".parse::<Timestamp>().unwrap()
+        );
     }
 
     #[test]

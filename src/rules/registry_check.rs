@@ -10,8 +10,7 @@ use crate::config::RegistryKind;
 use crate::model::{Reason, ReasonCode};
 use crate::number::Normalized;
 use crate::registry::snapshot::BlockLookup;
-use crate::registry::stale_from;
-use crate::registry::texts::stale_text;
+use crate::registry::texts::never_cleared_text;
 
 /// What one registry says about a number.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -73,29 +72,33 @@ pub fn check_registry(
                 }
             }
         },
-        RegistryKind::Allowlist => match snapshot.clearance(controller, called.key) {
-            None => Err(vec![Reason::new(
-                ReasonCode::RegistryNotCovered,
-                format!(
-                    "never cleared for controller {controller} in registry {id} v{}",
-                    snapshot.version
-                ),
-            )]),
-            Some(checked_at) if now >= stale_from(checked_at, valid_days) => {
-                let until = stale_from(checked_at, valid_days);
-                Err(vec![Reason::new(
-                    ReasonCode::RegistryStale,
-                    stale_text(id, checked_at, until, valid_days),
-                )])
+        RegistryKind::Allowlist => {
+            let texts = texts.cleared.get(controller);
+            match snapshot.clearance_batch(controller, called.key) {
+                None => Err(vec![Reason::new(
+                    ReasonCode::RegistryNotCovered,
+                    texts.map_or_else(
+                        || never_cleared_text(id, snapshot.version, controller),
+                        |t| t.never_cleared.clone(),
+                    ),
+                )]),
+                Some((batch, _)) => match texts.and_then(|t| t.batches.get(batch)) {
+                    Some(batch) if now >= batch.stale_from => Err(vec![Reason::new(
+                        ReasonCode::RegistryStale,
+                        batch.stale.clone(),
+                    )]),
+                    Some(batch) => Ok(Reason::new(ReasonCode::RegistryClear, batch.clear.clone())),
+                    // The texts cover every batch of the snapshot they were made from.
+                    None => Err(vec![Reason::new(
+                        ReasonCode::RegistryUnavailable,
+                        format!(
+                            "registry {id} v{} has no texts for this batch",
+                            snapshot.version
+                        ),
+                    )]),
+                },
             }
-            Some(checked_at) => Ok(Reason::new(
-                ReasonCode::RegistryClear,
-                format!(
-                    "cleared for {controller} in registry {id} v{} on {checked_at}",
-                    snapshot.version
-                ),
-            )),
-        },
+        }
     };
     RegistryOutcome { result, version }
 }
