@@ -2,6 +2,7 @@
 //! logs the decision durably and only then answers. Transport-agnostic: the
 //! gRPC adapter converts types and calls in here.
 
+use smallvec::SmallVec;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -298,7 +299,14 @@ impl Gateway {
         caller_id: Option<&str>,
         now: Timestamp,
     ) -> Evaluation {
-        let (contacts, registries, whereabouts, first_not_cleared, attempts) = match called {
+        // Two registries cover a region at most in practice: no allocation per check.
+        let (contacts, registries, whereabouts, first_not_cleared, attempts): (
+            _,
+            SmallVec<[RegistryData<'_>; 2]>,
+            _,
+            _,
+            _,
+        ) = match called {
             Ok(n) => (
                 self.contacts.index().view(n.key, &n.e164),
                 self.registries
@@ -331,7 +339,7 @@ impl Gateway {
             ),
             Err(_) => (
                 Default::default(),
-                Vec::new(),
+                SmallVec::new(),
                 Whereabouts::default(),
                 Vec::new(),
                 Vec::new(),

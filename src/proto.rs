@@ -41,6 +41,15 @@ impl From<crate::model::Verdict> for Verdict {
     }
 }
 
+impl From<crate::model::Reason> for Reason {
+    fn from(reason: crate::model::Reason) -> Self {
+        Reason {
+            code: ReasonCode::from(reason.code) as i32,
+            detail: reason.detail,
+        }
+    }
+}
+
 impl From<&crate::model::Reason> for Reason {
     fn from(reason: &crate::model::Reason) -> Self {
         Reason {

@@ -53,7 +53,11 @@ impl ComplianceGateway for ComplianceGatewayService {
             .map_err(log_error_status)?;
         Ok(Response::new(CheckCallResponse {
             verdict: proto::Verdict::from(outcome.verdict) as i32,
-            reasons: outcome.reasons.iter().map(proto::Reason::from).collect(),
+            reasons: outcome
+                .reasons
+                .into_iter()
+                .map(proto::Reason::from)
+                .collect(),
             decision_id: outcome.decision_id,
             normalized_number: outcome.normalized_number,
             next_allowed_at: outcome.next_allowed_at.map(proto::timestamp_to_proto),
@@ -83,7 +87,11 @@ impl ComplianceGateway for ComplianceGatewayService {
             Ok(ScreenNumbersResponse {
                 r#ref: item.r#ref,
                 verdict: proto::Verdict::from(outcome.verdict) as i32,
-                reasons: outcome.reasons.iter().map(proto::Reason::from).collect(),
+                reasons: outcome
+                    .reasons
+                    .into_iter()
+                    .map(proto::Reason::from)
+                    .collect(),
                 normalized_number: outcome.normalized_number,
                 next_allowed_at: outcome.next_allowed_at.map(proto::timestamp_to_proto),
             })
