@@ -3,6 +3,13 @@
 //! answer found at `t0` holds for every instant up to the edge it names.
 //! Without it each check converts `now` into every zone and rebuilds the
 //! day's spans (holidays included), the largest cost of bulk screening.
+//!
+//! Each thread also keeps the last answer it used: a list screened for one
+//! campaign asks the same question number after number, and comparing the
+//! key is cheaper than hashing it and locking a shard of the map.
+
+use std::cell::Cell;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use dashmap::DashMap;
 use jiff::Timestamp;
@@ -57,9 +64,26 @@ struct Answer {
 }
 
 /// Calling-window answers by input; see the module docs.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct WindowMemo {
+    /// Tells this memo's answers from another's in the per-thread cache.
+    id: u64,
     answers: DashMap<Key, Answer, foldhash::fast::RandomState>,
+}
+
+impl Default for WindowMemo {
+    fn default() -> WindowMemo {
+        static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+        WindowMemo {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            answers: DashMap::default(),
+        }
+    }
+}
+
+thread_local! {
+    /// The last answer this thread used: `(memo id, key, answer)`.
+    static LAST: Cell<Option<(u64, Key, Answer)>> = const { Cell::new(None) };
 }
 
 impl WindowMemo {
@@ -70,10 +94,18 @@ impl WindowMemo {
         let Some(key) = Key::of(input) else {
             return check(input, now);
         };
-        if let Some(answer) = self.answers.get(&key)
-            && answer.from <= now
-            && now < answer.until
+        let holds = |answer: &Answer| answer.from <= now && now < answer.until;
+        if let Some((id, last_key, answer)) = LAST.get()
+            && id == self.id
+            && last_key == key
+            && holds(&answer)
         {
+            return answer.check;
+        }
+        if let Some(answer) = self.answers.get(&key).map(|a| *a)
+            && holds(&answer)
+        {
+            LAST.set(Some((self.id, key, answer)));
             return answer.check;
         }
         let answer = check(input, now);
@@ -88,14 +120,13 @@ impl WindowMemo {
             WindowCheck::Unrestricted | WindowCheck::UnknownZone => Some(Timestamp::MAX),
         };
         if let Some(until) = until {
-            self.answers.insert(
-                key,
-                Answer {
-                    from: now,
-                    until,
-                    check: answer,
-                },
-            );
+            let memoised = Answer {
+                from: now,
+                until,
+                check: answer,
+            };
+            self.answers.insert(key, memoised);
+            LAST.set(Some((self.id, key, memoised)));
         }
         answer
     }
