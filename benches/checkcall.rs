@@ -4,7 +4,7 @@
 //! Run: `cargo bench --bench checkcall` (env: `BENCH_SECONDS` per point,
 //! default 5; `BENCH_SERVER_THREADS`, default 1; `BENCH_CLIENT_THREADS`,
 //! default 1; `BENCH_SYNCHRONOUS`, default full; `BENCH_LINGER_US`, default
-//! 300; `BENCH_CONCURRENCY`, default 1,16,64, empty for none;
+//! 300; `BENCH_WAL_BACKFILL_MS`, default 20; `BENCH_CONCURRENCY`, default 1,16,64, empty for none;
 //! `BENCH_SCREEN=0` skips ScreenNumbers). Both servers run as separate processes, as in production.
 
 use std::io::{BufRead, BufReader};
@@ -281,6 +281,7 @@ fn main() {
     let client_threads = env_or("BENCH_CLIENT_THREADS", 1) as usize;
     let synchronous = std::env::var("BENCH_SYNCHRONOUS").unwrap_or_else(|_| "full".into());
     let linger = env_or("BENCH_LINGER_US", 300);
+    let backfill = env_or("BENCH_WAL_BACKFILL_MS", 20);
     // An empty value runs no CheckCall point (ScreenNumbers only).
     let concurrencies: Vec<usize> = std::env::var("BENCH_CONCURRENCY")
         .unwrap_or_else(|_| "1,16,64".into())
@@ -305,6 +306,7 @@ worker_threads = {server_threads}
 [log]
 synchronous = "{synchronous}"
 group_commit_linger_us = {linger}
+wal_backfill_ms = {backfill}
 
 # Open around the clock, so that the figures do not depend on the time of day.
 [destination.IT.calling_hours]

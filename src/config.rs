@@ -197,6 +197,10 @@ pub struct LogConfig {
     /// decisions to share its fsync; a lone caller never waits.
     #[serde(default = "default_linger_us")]
     pub group_commit_linger_us: u64,
+    /// How often (ms) a background thread copies the log's WAL into the
+    /// database, so commits rarely stall on a checkpoint; 0 = off.
+    #[serde(default = "default_wal_backfill_ms")]
+    pub wal_backfill_ms: u64,
     /// How long a request_id is at least remembered as an idempotency key.
     #[serde(default = "default_idempotency_seconds")]
     pub idempotency_window_seconds: u64,
@@ -254,6 +258,7 @@ impl Default for LogConfig {
             queue_capacity: default_queue_capacity(),
             max_batch: default_max_batch(),
             group_commit_linger_us: default_linger_us(),
+            wal_backfill_ms: default_wal_backfill_ms(),
             idempotency_window_seconds: default_idempotency_seconds(),
             idempotency_max_entries: default_idempotency_entries(),
             write_timeout_ms: default_log_timeout_ms(),
@@ -270,6 +275,9 @@ fn default_queue_capacity() -> usize {
 }
 fn default_max_batch() -> usize {
     1024
+}
+fn default_wal_backfill_ms() -> u64 {
+    20
 }
 fn default_linger_us() -> u64 {
     300

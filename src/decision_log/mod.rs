@@ -4,10 +4,12 @@
 //! - [`writer`]: the dedicated writer thread with group commit.
 //! - [`chain`]: the hash chain that makes tampering evident.
 //! - [`audit`]: export and verification (`dialgate audit ...`).
+//! - [`wal_backfill`]: copies the WAL into the database off the writer thread.
 
 pub mod audit;
 pub mod chain;
 pub mod checkpoint;
+pub mod wal_backfill;
 pub mod writer;
 
 use std::path::{Path, PathBuf};

@@ -14,6 +14,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::oneshot;
 
 use super::chain::{self, StoredRow};
+use super::wal_backfill::WalBackfill;
 use super::{DecisionRecord, StartupScan, StartupState, from_micros, micros, open_connection};
 use crate::config::LogConfig;
 use crate::model::{Reason, Verdict};
@@ -56,6 +57,7 @@ pub struct DecisionLog {
     counters: Arc<LogCounters>,
     write_timeout: Duration,
     thread: Mutex<Option<JoinHandle<()>>>,
+    backfill: Mutex<Option<WalBackfill>>,
 }
 
 struct ChainHead {
@@ -93,6 +95,15 @@ impl DecisionLog {
                 hash: chain::GENESIS.to_string(),
             });
         let recent = read_startup_state(&conn, scan)?;
+        // An optimisation only: without it the writer still checkpoints.
+        let backfill = match config.wal_backfill_ms {
+            0 => None,
+            ms => WalBackfill::start(path, config.synchronous, Duration::from_millis(ms))
+                .inspect_err(|err| {
+                    tracing::warn!(error = %err, "decision log WAL backfill not started");
+                })
+                .ok(),
+        };
         let (sender, receiver) = mpsc::sync_channel(config.queue_capacity);
         let counters = Arc::new(LogCounters::default());
         let thread_counters = Arc::clone(&counters);
@@ -132,6 +143,7 @@ impl DecisionLog {
                 counters,
                 write_timeout: Duration::from_millis(config.write_timeout_ms),
                 thread: Mutex::new(Some(thread)),
+                backfill: Mutex::new(backfill),
             },
             recent,
         ))
@@ -165,6 +177,8 @@ impl DecisionLog {
 
     /// Commits everything queued, then stops the writer thread.
     pub fn close(&self) {
+        // The writer's last checkpoint then runs alone.
+        drop(self.backfill.lock().expect("log backfill lock").take());
         let _ = self.sender.send(Job::Stop);
         if let Some(thread) = self.thread.lock().expect("log thread lock").take() {
             let _ = thread.join();
