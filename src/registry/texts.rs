@@ -11,7 +11,6 @@ use jiff::civil::Date;
 
 use super::snapshot::Snapshot;
 use super::stale_from;
-use crate::config::RegistryKind;
 
 /// The texts of checks against one snapshot, for one registry configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,7 +32,7 @@ pub struct SnapshotTexts {
     /// Block-lists: the data carries no check date.
     pub undated: String,
     /// Allow-lists: per controller, the texts of each of its batches, in
-    /// the snapshot's batch order.
+    /// the snapshot's batch order (a block-list's one batch has controller "").
     pub cleared: BTreeMap<String, ControllerTexts>,
 }
 
@@ -76,7 +75,6 @@ impl SnapshotTexts {
             cleared: snapshot
                 .batches
                 .iter()
-                .filter(|_| snapshot.kind == RegistryKind::Allowlist)
                 .map(|(controller, batches)| {
                     let texts = ControllerTexts {
                         never_cleared: never_cleared_text(id, version, controller),
@@ -146,6 +144,7 @@ impl Snapshot {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::RegistryKind;
     use crate::registry::snapshot::{Batch, SnapshotSource};
 
     fn snapshot(checked_at: Option<&str>) -> Snapshot {
