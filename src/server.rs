@@ -81,6 +81,11 @@ pub async fn serve(
     .context("cannot open decision log")?;
     let log = Arc::new(log);
     let stats = Arc::new(Stats::default());
+    stats
+        .metrics
+        .registry
+        .register(Box::new(log.counters().commit_seconds.clone()))
+        .context("cannot register the log's metrics")?;
     let config = Arc::new(config);
     let attempts = Arc::new(AttemptLedger::default());
     for (controller, number, at) in &startup.allowed {

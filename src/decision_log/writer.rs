@@ -37,8 +37,8 @@ enum Job {
     Stop,
 }
 
-/// Counters of the writer, for `/status`.
-#[derive(Debug, Default)]
+/// Counters of the writer, for `/status` and `/metrics`.
+#[derive(Debug)]
 pub struct LogCounters {
     pub backlog: AtomicUsize,
     pub written: AtomicU64,
@@ -48,6 +48,35 @@ pub struct LogCounters {
     pub last_error: Mutex<Option<String>>,
     /// False after a failed commit, true again after a successful one.
     pub failing: std::sync::atomic::AtomicBool,
+    /// How long each group commit took (inserts, commit and fsync): the
+    /// part of every CheckCall's latency the disk decides.
+    pub commit_seconds: prometheus::Histogram,
+}
+
+impl Default for LogCounters {
+    fn default() -> LogCounters {
+        let commit_seconds = prometheus::Histogram::with_opts(
+            prometheus::HistogramOpts::new(
+                "dialgate_log_commit_seconds",
+                "Duration of each decision-log group commit, fsync included",
+            )
+            .buckets(vec![
+                0.0001, 0.00015, 0.0002, 0.0003, 0.0005, 0.00075, 0.001, 0.002, 0.005, 0.01, 0.05,
+                0.25, 1.0,
+            ]),
+        )
+        .expect("valid metric");
+        LogCounters {
+            backlog: AtomicUsize::default(),
+            written: AtomicU64::default(),
+            batches: AtomicU64::default(),
+            failed_batches: AtomicU64::default(),
+            last_batch_size: AtomicUsize::default(),
+            last_error: Mutex::default(),
+            failing: std::sync::atomic::AtomicBool::default(),
+            commit_seconds,
+        }
+    }
 }
 
 /// Handle to the durable decision log.
@@ -269,7 +298,11 @@ fn write_loop(
         if !batch.is_empty() {
             let size = batch.len();
             let t0 = Instant::now();
+            let started = Instant::now();
             let committed = commit(&mut conn, &head, &mut batch, &mut acks);
+            counters
+                .commit_seconds
+                .observe(started.elapsed().as_secs_f64());
             hack_times.push(t0.elapsed().as_micros() as u64);
             // Records the commit did not reach still hold their acknowledgement.
             acks.extend(batch.drain(..).map(|(_, ack)| ack));

@@ -95,6 +95,13 @@ async fn test_health_status_and_pages() {
             "{expected} missing in {metrics}"
         );
     }
+    // Each of the two decisions was committed, alone or with the other.
+    let commits: u64 = metrics
+        .lines()
+        .find_map(|line| line.strip_prefix("dialgate_log_commit_seconds_count "))
+        .and_then(|count| count.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no commit histogram in {metrics}"));
+    assert!((1..=2).contains(&commits), "{commits} commits");
 
     let (_, log) = server.terminate();
     assert!(
