@@ -16,7 +16,7 @@
 use std::sync::OnceLock;
 
 use phonenumber::Type;
-use phonenumber::metadata::{DATABASE, Descriptor, Metadata};
+use phonenumber::metadata::{DATABASE, Metadata};
 use regex_automata::dfa::{Automaton, OverlappingState, StartKind, dense};
 use regex_automata::util::syntax;
 use regex_automata::{Anchored, Input, MatchKind};
@@ -60,30 +60,6 @@ impl Matcher {
                 .try_search_fwd(&Input::new(input).anchored(Anchored::Yes)),
             Ok(Some(_))
         )
-    }
-}
-
-struct Pattern {
-    lengths: Vec<u16>,
-    matcher: Matcher,
-}
-
-impl Pattern {
-    /// `Ok(None)` when the metadata has no pattern for the descriptor.
-    fn compile(descriptor: &Descriptor) -> Result<Option<Pattern>, String> {
-        let source = compact(descriptor.national_number().as_str());
-        if source.is_empty() || source == "NA" {
-            return Ok(None);
-        }
-        Ok(Some(Pattern {
-            lengths: descriptor.possible_length().to_vec(),
-            matcher: Matcher::compile(&format!("(?:{source})$"))?,
-        }))
-    }
-
-    fn matches(&self, national: &str) -> bool {
-        (self.lengths.is_empty() || self.lengths.contains(&(national.len() as u16)))
-            && self.matcher.is_match(national)
     }
 }
 
@@ -135,11 +111,19 @@ impl TypeMatcher {
 struct RegionPlan {
     region: Option<Region>,
     leading_digits: Option<Matcher>,
-    general: Option<Pattern>,
+    /// The region's general pattern: no number outside it is valid.
+    general: Option<GeneralPattern>,
     /// The region's types with their possible lengths, in [`TYPES`] order;
     /// type `i` is pattern `i` of `type_matcher`.
     types: Vec<(Type, Vec<u16>)>,
+    /// The type patterns, then the general one: one pass answers both.
     type_matcher: Option<TypeMatcher>,
+}
+
+/// Where the general pattern sits in the type matcher, and its lengths.
+struct GeneralPattern {
+    bit: u32,
+    lengths: Vec<u16>,
 }
 
 impl RegionPlan {
@@ -163,6 +147,15 @@ impl RegionPlan {
                 sources.push(format!("(?:{source})$"));
             }
         }
+        let descriptor = meta.descriptors().general();
+        let source = compact(descriptor.national_number().as_str());
+        let general = (!source.is_empty() && source != "NA").then(|| {
+            sources.push(format!("(?:{source})$"));
+            GeneralPattern {
+                bit: 1 << (sources.len() - 1),
+                lengths: descriptor.possible_length().to_vec(),
+            }
+        });
         let type_matcher = if sources.is_empty() {
             None
         } else {
@@ -171,21 +164,24 @@ impl RegionPlan {
         Ok(RegionPlan {
             region: Region::parse(meta.id()),
             leading_digits,
-            general: Pattern::compile(meta.descriptors().general())?,
+            general,
             types,
             type_matcher,
         })
     }
 
     fn number_type(&self, national: &str) -> Type {
-        if !self.general.as_ref().is_some_and(|g| g.matches(national)) {
-            return Type::Unknown;
-        }
-        let Some(matcher) = &self.type_matcher else {
+        let (Some(general), Some(matcher)) = (&self.general, &self.type_matcher) else {
             return Type::Unknown;
         };
-        let bits = matcher.matching(national);
         let length = national.len() as u16;
+        if !(general.lengths.is_empty() || general.lengths.contains(&length)) {
+            return Type::Unknown;
+        }
+        let bits = matcher.matching(national);
+        if bits & general.bit == 0 {
+            return Type::Unknown;
+        }
         let matched = self
             .types
             .iter()
@@ -427,7 +423,16 @@ mod tests {
                     },
                 }
             };
-            let general = plan.general.as_ref().unwrap();
+            let general = {
+                let descriptor = meta.descriptors().general();
+                let source = compact(descriptor.national_number().as_str());
+                let regex = regex::Regex::new(&format!("^(?:{source})$")).unwrap();
+                let lengths = descriptor.possible_length().to_vec();
+                move |national: &str| {
+                    (lengths.is_empty() || lengths.contains(&(national.len() as u16)))
+                        && regex.is_match(national)
+                }
+            };
             let mut examples: Vec<String> = TYPES
                 .iter()
                 .filter_map(|t| meta.descriptors().get(*t)?.example().map(String::from))
@@ -441,7 +446,7 @@ mod tests {
                 );
             }
             for national in &examples {
-                let expected = if general.matches(national) {
+                let expected = if general(national) {
                     expected_type(national)
                 } else {
                     Type::Unknown
