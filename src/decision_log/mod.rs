@@ -80,12 +80,6 @@ pub(crate) fn open_connection(
     conn.busy_timeout(std::time::Duration::from_secs(5))?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", synchronous.pragma())?;
-    if let Ok(v) = std::env::var("HACK_WAL_AUTOCHECKPOINT") {
-        conn.pragma_update(None, "wal_autocheckpoint", v.parse::<i64>().unwrap())?;
-    }
-    if let Ok(v) = std::env::var("HACK_PAGE_SIZE") {
-        conn.pragma_update(None, "page_size", v.parse::<i64>().unwrap())?;
-    }
     conn.execute_batch(
         "CREATE TABLE IF NOT EXISTS decisions (
             seq INTEGER PRIMARY KEY,

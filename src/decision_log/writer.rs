@@ -269,7 +269,6 @@ fn write_loop(
     // waiting for all of them would hold the writer idle until the callers
     // just answered come back. A lone caller never waits.
     let mut expected = 1usize;
-    let mut hack_times: Vec<u64> = Vec::new();
     loop {
         let mut stop = false;
         match receiver.recv() {
@@ -297,13 +296,11 @@ fn write_loop(
         expected = (batch.len() / 2).max(1);
         if !batch.is_empty() {
             let size = batch.len();
-            let t0 = Instant::now();
             let started = Instant::now();
             let committed = commit(&mut conn, &head, &mut batch, &mut acks);
             counters
                 .commit_seconds
                 .observe(started.elapsed().as_secs_f64());
-            hack_times.push(t0.elapsed().as_micros() as u64);
             // Records the commit did not reach still hold their acknowledgement.
             acks.extend(batch.drain(..).map(|(_, ack)| ack));
             match committed {
@@ -335,22 +332,6 @@ fn write_loop(
         if stop {
             break;
         }
-    }
-    hack_times.sort();
-    if !hack_times.is_empty() {
-        let n = hack_times.len();
-        let _ = std::fs::write(
-            "/tmp/commit_times",
-            format!(
-                "n {} p50 {} p90 {} p99 {} p999 {} max {}\n",
-                n,
-                hack_times[n / 2],
-                hack_times[n * 9 / 10],
-                hack_times[n * 99 / 100],
-                hack_times[n * 999 / 1000],
-                hack_times[n - 1]
-            ),
-        );
     }
     checkpointer.write(&head, true);
     if let Err(err) = conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);") {
