@@ -71,6 +71,8 @@ struct LogStatus {
     batches: u64,
     failed_batches: u64,
     last_batch_size: usize,
+    /// Group commit durations (fsync included), µs.
+    commit: LatencySummary,
     last_error: Option<String>,
 }
 
@@ -117,6 +119,7 @@ fn status_body(shared: &Shared) -> StatusBody {
             batches: counters.batches.load(Ordering::Relaxed),
             failed_batches: counters.failed_batches.load(Ordering::Relaxed),
             last_batch_size: counters.last_batch_size.load(Ordering::Relaxed),
+            commit: LatencySummary::of(&counters.commit_us),
             last_error: counters.last_error.lock().expect("log error lock").clone(),
         },
     }

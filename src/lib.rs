@@ -23,6 +23,7 @@ pub mod contacts;
 pub mod decision_log;
 pub mod gateway;
 pub mod grpc;
+pub mod histogram;
 pub mod http;
 pub mod idempotency;
 pub mod model;

@@ -17,6 +17,7 @@ use super::chain::{self, StoredRow};
 use super::wal_backfill::WalBackfill;
 use super::{DecisionRecord, StartupScan, StartupState, from_micros, micros, open_connection};
 use crate::config::LogConfig;
+use crate::histogram::LatencyHistogram;
 use crate::model::{Reason, Verdict};
 
 /// Why a decision could not be logged (the dialer must not dial).
@@ -49,8 +50,10 @@ pub struct LogCounters {
     /// False after a failed commit, true again after a successful one.
     pub failing: std::sync::atomic::AtomicBool,
     /// How long each group commit took (inserts, commit and fsync): the
-    /// part of every CheckCall's latency the disk decides.
+    /// part of every CheckCall's latency the disk decides. Prometheus'
+    /// histogram for `/metrics`, the log-linear one for `/status` quantiles.
     pub commit_seconds: prometheus::Histogram,
+    pub commit_us: LatencyHistogram,
 }
 
 impl Default for LogCounters {
@@ -75,6 +78,7 @@ impl Default for LogCounters {
             last_error: Mutex::default(),
             failing: std::sync::atomic::AtomicBool::default(),
             commit_seconds,
+            commit_us: LatencyHistogram::default(),
         }
     }
 }
@@ -298,9 +302,9 @@ fn write_loop(
             let size = batch.len();
             let started = Instant::now();
             let committed = commit(&mut conn, &head, &mut batch, &mut acks);
-            counters
-                .commit_seconds
-                .observe(started.elapsed().as_secs_f64());
+            let took = started.elapsed();
+            counters.commit_seconds.observe(took.as_secs_f64());
+            counters.commit_us.record(took.as_micros() as u64);
             // Records the commit did not reach still hold their acknowledgement.
             acks.extend(batch.drain(..).map(|(_, ack)| ack));
             match committed {
