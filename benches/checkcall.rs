@@ -433,8 +433,15 @@ caller_ids = ["+390212345678"]
             let written = status["log"]["written"].as_f64().unwrap_or(0.0);
             let batches = status["log"]["batches"].as_f64().unwrap_or(1.0);
             println!(
-                "decision log: {written} decisions in {batches} commits ({:.1} per commit)",
-                written / batches.max(1.0)
+                "decision log: {written} decisions in {batches} commits ({:.1} per commit); \
+                 commit p50/p99/p999 {}/{}/{} µs; server-side CheckCall p50/p99 {}/{} µs \
+                 (whole run, all concurrencies)",
+                written / batches.max(1.0),
+                status["log"]["commit"]["p50_us"],
+                status["log"]["commit"]["p99_us"],
+                status["log"]["commit"]["p999_us"],
+                status["latency"]["p50_us"],
+                status["latency"]["p99_us"],
             );
         }
     }
