@@ -134,7 +134,7 @@ fn campaign_windows(shared: &Shared, now: Timestamp) -> Vec<CampaignWindow> {
             let check = calling::check(
                 &calling::WindowInput {
                     region: region.as_str(),
-                    zones: &whereabouts.zones,
+                    zones: whereabouts.zones,
                     state: None,
                     destination: shared.config.destination(*region),
                     campaign: campaign.calling_hours.as_ref(),

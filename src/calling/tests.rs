@@ -196,12 +196,12 @@ fn test_us_zones_dst_and_state_overlay() {
     // Unknown area code: every zone and every state overlay; 08:00 in Honolulu is 13:00 in New York.
     let all = zones::locate("US", "16845550123").zones;
     assert_eq!(
-        check_at("US", &all, None, None, "2026-11-23T12:00:00-05:00"),
+        check_at("US", all, None, None, "2026-11-23T12:00:00-05:00"),
         outside_until("2026-11-23T13:00:00-05:00")
     );
     // ... and 20:00 (Florida) in New York closes the window.
     assert_eq!(
-        check_at("US", &all, None, None, "2026-11-23T13:00:00-05:00"),
+        check_at("US", all, None, None, "2026-11-23T13:00:00-05:00"),
         inside_until("2026-11-23T20:00:00-05:00")
     );
 }

@@ -174,7 +174,7 @@ const NANP: &[(&[u16], &str, &[&str])] = &[
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Whereabouts {
     /// Candidate IANA zones (at least one), or empty when unknown.
-    pub zones: Vec<&'static str>,
+    pub zones: &'static [&'static str],
     /// The state, when the region has state rules and the area code is known.
     pub state: Option<&'static str>,
 }
@@ -186,7 +186,7 @@ pub fn locate(region: &str, digits: &str) -> Whereabouts {
         && let Some((_, state, zones)) = NANP.iter().find(|(npas, _, _)| npas.contains(&npa))
     {
         return Whereabouts {
-            zones: zones.to_vec(),
+            zones,
             state: Some(state),
         };
     }
@@ -194,7 +194,7 @@ pub fn locate(region: &str, digits: &str) -> Whereabouts {
         zones: REGION_ZONES
             .iter()
             .find(|(r, _)| *r == region)
-            .map(|(_, zones)| zones.to_vec())
+            .map(|(_, zones)| *zones)
             .unwrap_or_default(),
         state: None,
     }
@@ -206,11 +206,11 @@ mod tests {
 
     #[test]
     fn test_locate() {
-        assert_eq!(locate("IT", "393331234567").zones, vec!["Europe/Rome"]);
+        assert_eq!(locate("IT", "393331234567").zones, ["Europe/Rome"]);
         let nyc = locate("US", "12125550123");
         assert_eq!(
             (nyc.zones, nyc.state),
-            (vec!["America/New_York"], Some("NY"))
+            (&["America/New_York"][..], Some("NY"))
         );
         let panhandle = locate("US", "18505550123");
         assert_eq!(panhandle.zones.len(), 2);

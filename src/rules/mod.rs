@@ -106,7 +106,7 @@ pub fn evaluate(input: &CallInput<'_>, data: &DecisionData<'_>, now: Timestamp) 
         }
         let window = WindowInput {
             region: called.region.as_str(),
-            zones: &data.whereabouts.zones,
+            zones: data.whereabouts.zones,
             state: data.whereabouts.state,
             destination: data.destination,
             campaign: campaign.calling_hours.as_ref(),
@@ -229,7 +229,7 @@ fn next_permitted(
         .max()?;
     let window = WindowInput {
         region: called.region.as_str(),
-        zones: &data.whereabouts.zones,
+        zones: data.whereabouts.zones,
         state: data.whereabouts.state,
         destination: data.destination,
         campaign: campaign.calling_hours.as_ref(),
