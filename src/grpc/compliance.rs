@@ -71,6 +71,8 @@ impl ComplianceGateway for ComplianceGatewayService {
         request: Request<Streaming<ScreenNumbersRequest>>,
     ) -> Result<Response<Self::ScreenNumbersStream>, Status> {
         let gateway = Arc::clone(&self.gateway);
+        // Counted as answered; the rest of the batch when the stream ends.
+        let mut tally = gateway.screened_tally();
         let answers = request.into_inner().map(move |item| {
             let item = item?;
             let at = proto::timestamp_from_proto(item.at.as_ref());
@@ -84,6 +86,7 @@ impl ComplianceGateway for ComplianceGatewayService {
                 )));
             }
             let outcome = gateway.screen(&item.called_number, &item.campaign_id, at);
+            tally.add();
             Ok(ScreenNumbersResponse {
                 r#ref: item.r#ref,
                 verdict: proto::Verdict::from(outcome.verdict) as i32,

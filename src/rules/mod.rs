@@ -9,8 +9,6 @@ mod contact_basis;
 mod registry_check;
 mod timing;
 
-use std::sync::Arc;
-
 use jiff::Timestamp;
 
 use crate::calling::zones::Whereabouts;
@@ -41,7 +39,7 @@ pub struct CallInput<'a> {
 #[derive(Debug, Clone)]
 pub struct RegistryData<'a> {
     pub config: &'a RegistryConfig,
-    pub snapshot: Option<Arc<Snapshot>>,
+    pub snapshot: Option<&'a Snapshot>,
 }
 
 /// The data a decision rests on.

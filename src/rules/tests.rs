@@ -148,7 +148,7 @@ fn run_at(case: &Case<'_>, at: Timestamp, attempts: &[Timestamp]) -> Evaluation 
         .iter()
         .map(|(config, snapshot)| RegistryData {
             config,
-            snapshot: snapshot.clone(),
+            snapshot: snapshot.as_deref(),
         })
         .collect();
     let (destination, whereabouts) = match &called {
@@ -912,7 +912,7 @@ fn test_consent_exemptions_by_country_and_italian_policy() {
     let decide = |registry: &RegistryConfig, seen: &[(String, Timestamp)]| {
         let registries = vec![RegistryData {
             config: registry,
-            snapshot: Some(snapshot.clone()),
+            snapshot: Some(&snapshot),
         }];
         evaluate(
             &CallInput {
