@@ -8,6 +8,7 @@
 //! number only, so the person is not called again and the raw number is not
 //! kept where it need not be.
 
+mod presence;
 mod store;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -19,6 +20,7 @@ use sha2::{Digest, Sha256};
 
 use crate::model::Purpose;
 use crate::number::{ByNumber, NumberKey};
+use presence::Presence;
 pub use store::{ChangeEvent, ContactStore, StoreError, SubjectRecords, database_path};
 
 /// A consent to be called by one controller for one purpose.
@@ -121,6 +123,8 @@ pub struct ContactIndex {
     salt: [u8; 32],
     /// Consents, relationships and opt-outs by number: one lookup per check.
     records: ByNumber<ContactView>,
+    /// The numbers `records` may hold: most checks end here, lock-free.
+    present: Presence,
     /// Opt-outs of erased subjects, by salted hash of the number.
     erased: DashMap<SubjectHash, Vec<Suppression>>,
     /// Whether `erased` holds anything: then (only) each check pays for the
@@ -133,6 +137,7 @@ impl ContactIndex {
         ContactIndex {
             salt,
             records: ByNumber::default(),
+            present: Presence::default(),
             erased: DashMap::new(),
             any_erased: AtomicBool::new(false),
         }
@@ -148,11 +153,14 @@ impl ContactIndex {
 
     /// Everything held about a number (usually nothing: no allocation then).
     pub fn view(&self, key: NumberKey, e164: &str) -> ContactView {
-        let mut view = self
-            .records
-            .get(&key)
-            .map(|v| v.clone())
-            .unwrap_or_default();
+        let mut view = if self.present.may_contain(key) {
+            self.records
+                .get(&key)
+                .map(|v| v.clone())
+                .unwrap_or_default()
+        } else {
+            ContactView::default()
+        };
         if self.any_erased.load(Ordering::Acquire)
             && let Some(hashed) = self.erased.get(&self.subject_hash(e164))
         {
@@ -162,10 +170,12 @@ impl ContactIndex {
     }
 
     pub(crate) fn put_consent(&self, key: NumberKey, consent: Consent) {
+        self.present.insert(key);
         self.records.entry(key).or_default().consents.push(consent);
     }
 
     pub(crate) fn put_relationship(&self, key: NumberKey, relationship: Relationship) {
+        self.present.insert(key);
         self.records
             .entry(key)
             .or_default()
@@ -174,6 +184,7 @@ impl ContactIndex {
     }
 
     pub(crate) fn put_suppression(&self, key: NumberKey, suppression: Suppression) {
+        self.present.insert(key);
         self.records
             .entry(key)
             .or_default()
