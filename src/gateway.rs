@@ -278,15 +278,16 @@ impl Gateway {
         }
     }
 
-    /// Screens a number for list planning, as of `at` (default: now). The
-    /// caller counts it with a [`ScreenedTally`].
+    /// Screens a number for list planning, as of `at` (default: now, from
+    /// the coarse clock: see [`crate::clock`]). The caller counts it with a
+    /// [`ScreenedTally`].
     pub fn screen(
         &self,
         called_number: &str,
         campaign_id: &str,
         at: Option<Timestamp>,
     ) -> ScreenOutcome {
-        let now = at.unwrap_or_else(Timestamp::now);
+        let now = at.unwrap_or_else(crate::clock::coarse_now);
         let campaign = self.campaigns.get(campaign_id);
         let called = normalize_called(called_number, campaign);
         let evaluation = self.evaluate(campaign_id, campaign, &called, None, now);

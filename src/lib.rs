@@ -17,6 +17,7 @@ pub mod attempts;
 pub mod auth;
 pub mod calling;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod contact_import;
 pub mod contacts;
