@@ -181,10 +181,9 @@ fn percentile(sorted: &[u64], q: f64) -> u64 {
     sorted[((sorted.len() as f64 * q).ceil() as usize).clamp(1, sorted.len()) - 1]
 }
 
-async fn unary(server: &ServerProcess, concurrency: usize, seconds: u64, tag: &str) -> Point {
-    let grpc = &server.grpc;
-    let connections = concurrency.clamp(1, 4);
-    let mut channels = Vec::new();
+/// `connections` separate HTTP/2 connections to `grpc`.
+async fn connect(grpc: &str, connections: usize) -> Vec<Channel> {
+    let mut channels = Vec::with_capacity(connections);
     for _ in 0..connections {
         channels.push(
             Channel::from_shared(grpc.to_string())
@@ -194,6 +193,13 @@ async fn unary(server: &ServerProcess, concurrency: usize, seconds: u64, tag: &s
                 .unwrap(),
         );
     }
+    channels
+}
+
+async fn unary(server: &ServerProcess, concurrency: usize, seconds: u64, tag: &str) -> Point {
+    let grpc = &server.grpc;
+    let connections = concurrency.clamp(1, 4);
+    let channels = connect(grpc, connections).await;
     let deadline = Instant::now() + Duration::from_secs(seconds);
     let started = Instant::now();
     let cpu_before = server.cpu_us();
@@ -244,16 +250,7 @@ async fn unary(server: &ServerProcess, concurrency: usize, seconds: u64, tag: &s
 }
 
 async fn screen_pipelined(grpc: &str, streams: usize, connections: usize, seconds: u64) -> f64 {
-    let mut channels = Vec::new();
-    for _ in 0..connections.max(1) {
-        channels.push(
-            Channel::from_shared(grpc.to_string())
-                .unwrap()
-                .connect()
-                .await
-                .unwrap(),
-        );
-    }
+    let channels = connect(grpc, connections.max(1)).await;
     let deadline = Instant::now() + Duration::from_secs(seconds);
     let started = Instant::now();
     let mut tasks = Vec::new();

@@ -50,15 +50,6 @@ impl From<crate::model::Reason> for Reason {
     }
 }
 
-impl From<&crate::model::Reason> for Reason {
-    fn from(reason: &crate::model::Reason) -> Self {
-        Reason {
-            code: ReasonCode::from(reason.code) as i32,
-            detail: reason.detail.clone(),
-        }
-    }
-}
-
 impl Purpose {
     /// The domain purpose; `None` for `PURPOSE_UNSPECIFIED`.
     pub fn to_domain(self) -> Option<crate::model::Purpose> {

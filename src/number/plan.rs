@@ -326,16 +326,20 @@ mod tests {
         assert!(failures.is_empty(), "{failures:?}");
     }
 
-    /// The DFAs agree with the `regex` crate on the real patterns.
-    #[test]
-    fn test_matchers_agree_with_regex_on_the_metadata() {
-        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
-        let mut next = move || {
+    /// A small deterministic random number generator for test inputs.
+    fn xorshift(mut seed: u64) -> impl FnMut() -> u64 {
+        move || {
             seed ^= seed << 13;
             seed ^= seed >> 7;
             seed ^= seed << 17;
             seed
-        };
+        }
+    }
+
+    /// The DFAs agree with the `regex` crate on the real patterns.
+    #[test]
+    fn test_matchers_agree_with_regex_on_the_metadata() {
+        let mut next = xorshift(0x9e37_79b9_7f4a_7c15);
         for id in ["IT", "US", "GB", "FR", "DE", "ES", "CA", "VA", "SM"] {
             let meta = DATABASE.by_id(id).unwrap();
             let mut descriptors = vec![meta.descriptors().general()];
@@ -359,7 +363,7 @@ mod tests {
                     let mut candidate: String = (0..len)
                         .map(|_| char::from(b'0' + (next() % 10) as u8))
                         .collect();
-                    if next() % 2 == 0 {
+                    if next().is_multiple_of(2) {
                         candidate.replace_range(0..1, &((next() % 4) + 2).to_string());
                     }
                     let expected = regex.is_match(&candidate);
@@ -377,13 +381,7 @@ mod tests {
     /// with the `regex` crate does (libphonenumber's order of precedence).
     #[test]
     fn test_number_types_agree_with_pattern_by_pattern_regex() {
-        let mut seed = 0x2545_f491_4f6c_dd1du64;
-        let mut next = move || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed
-        };
+        let mut next = xorshift(0x2545_f491_4f6c_dd1d);
         for id in ["IT", "US", "GB", "FR", "DE", "ES", "CA", "AU", "SM"] {
             let meta = DATABASE.by_id(id).unwrap();
             let plan = RegionPlan::compile(meta).unwrap();

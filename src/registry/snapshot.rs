@@ -153,11 +153,6 @@ impl Snapshot {
         }
     }
 
-    /// Allow-lists: the date the number was last cleared for `controller`.
-    pub fn clearance(&self, controller: &str, key: NumberKey) -> Option<Date> {
-        self.clearance_batch(controller, key).map(|(_, date)| date)
-    }
-
     /// Allow-lists: the batch of `controller`'s (its index) that clears the
     /// number, and its date.
     pub fn clearance_batch(&self, controller: &str, key: NumberKey) -> Option<(usize, Date)> {
@@ -286,6 +281,13 @@ fn add_cleared(batches: &mut Vec<Batch>, date: Date, mut numbers: RoaringTreemap
 mod tests {
     use super::*;
 
+    /// The date the number was last cleared for `controller`.
+    fn clearance(snapshot: &Snapshot, controller: &str, key: NumberKey) -> Option<Date> {
+        snapshot
+            .clearance_batch(controller, key)
+            .map(|(_, date)| date)
+    }
+
     fn key(e164: &str) -> NumberKey {
         NumberKey::from_e164(e164).unwrap()
     }
@@ -326,11 +328,11 @@ mod tests {
             import(ImportMode::Add, "acme", "2026-11-10", &[a]),
         );
         assert_eq!(
-            s2.clearance("acme", key(a)),
+            clearance(&s2, "acme", key(a)),
             Some("2026-11-10".parse().unwrap())
         );
         assert_eq!(
-            s2.clearance("acme", key(b)),
+            clearance(&s2, "acme", key(b)),
             Some("2026-11-01".parse().unwrap())
         );
         // An older import does not overwrite a newer clearance.
@@ -340,13 +342,13 @@ mod tests {
             import(ImportMode::Add, "acme", "2026-10-01", &[a]),
         );
         assert_eq!(
-            s3.clearance("acme", key(a)),
+            clearance(&s3, "acme", key(a)),
             Some("2026-11-10".parse().unwrap())
         );
         assert_eq!(s3.len(), 2);
         assert_eq!(s3.version, 3);
         // Clearances are per controller.
-        assert_eq!(s3.clearance("other", key(a)), None);
+        assert_eq!(clearance(&s3, "other", key(a)), None);
     }
 
     #[test]
@@ -368,15 +370,15 @@ mod tests {
             RegistryKind::Allowlist,
             import(ImportMode::Replace, "acme", "2026-11-03", &[b]),
         );
-        assert_eq!(s3.clearance("acme", key(a)), None);
-        assert!(s3.clearance("acme", key(b)).is_some());
-        assert!(s3.clearance("beta", key(a)).is_some());
+        assert_eq!(clearance(&s3, "acme", key(a)), None);
+        assert!(clearance(&s3, "acme", key(b)).is_some());
+        assert!(clearance(&s3, "beta", key(a)).is_some());
         let s4 = apply(
             Some(&s3),
             RegistryKind::Allowlist,
             import(ImportMode::Remove, "beta", "2026-11-04", &[a]),
         );
-        assert_eq!(s4.clearance("beta", key(a)), None);
+        assert_eq!(clearance(&s4, "beta", key(a)), None);
         assert!(!s4.batches.contains_key("beta"));
     }
 

@@ -19,9 +19,8 @@ pub struct SnapshotTexts {
     valid_days: u32,
     /// `registry@version`, the data version a decision rests on.
     pub version_label: String,
-    /// Block-lists: the date the whole snapshot is as fresh as.
-    pub checked_at: Option<Date>,
-    /// Block-lists: the first instant the data is stale, and what to say then.
+    /// Block-lists: the first instant the data is stale, and what to say
+    /// then; `None` when the snapshot carries no check date.
     pub stale: Option<(Timestamp, String)>,
     /// Block-lists: the number is not listed (only with dated data).
     pub clear: String,
@@ -61,7 +60,6 @@ impl SnapshotTexts {
             registry_id: id.to_string(),
             valid_days,
             version_label: format!("{id}@{version}"),
-            checked_at,
             stale: checked_at.map(|checked_at| {
                 let until = stale_from(checked_at, valid_days);
                 (until, stale_text(id, checked_at, until, valid_days))
@@ -202,7 +200,6 @@ mod tests {
     fn test_undated_snapshot_has_no_clear_or_stale_text() {
         let snap = snapshot(None);
         let texts = snap.texts("it-rpo", 15);
-        assert_eq!(texts.checked_at, None);
         assert_eq!(texts.stale, None);
         assert_eq!(texts.undated, "registry it-rpo has no dated data");
     }
