@@ -6,9 +6,15 @@
 //! default 1; `BENCH_SYNCHRONOUS`, default full; `BENCH_LINGER_US`, default
 //! 300; `BENCH_WAL_BACKFILL_MS`, default 20; `BENCH_SCREEN_CONNECTIONS`
 //! (the 4 ScreenNumbers streams spread over them), default 1; `BENCH_CONCURRENCY`, default 1,16,64, empty for none;
-//! `BENCH_SCREEN=0` skips ScreenNumbers). Both servers run as separate processes, as in production.
+//! `BENCH_SCREEN=0` skips ScreenNumbers; `BENCH_DURABLE_ECHO_LANES`, default
+//! 1, 0 skips the durable echo). The servers run as separate processes, as in production.
+//!
+//! The durable echo (`echo+fsync`, see `common/durable_echo.rs`) is the echo
+//! plus a group-committed `pwrite` + `fdatasync` of each request before its
+//! answer: the ceiling for any server that logs durably before answering.
 
 use std::io::{BufRead, BufReader};
+use std::path::Path;
 use std::pin::Pin;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -21,6 +27,9 @@ use dialgate::proto::{
 use futures_util::{Stream, StreamExt};
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status, Streaming};
+
+#[path = "common/durable_echo.rs"]
+mod durable_echo;
 
 const NUMBERS: usize = 1000;
 
@@ -286,6 +295,14 @@ fn main() {
         run_echo_server(args[2].parse().unwrap());
         return;
     }
+    if args.get(1).map(String::as_str) == Some("--durable-echo-server") {
+        durable_echo::run(
+            args[2].parse().unwrap(),
+            Path::new(&args[3]),
+            args[4].parse().unwrap(),
+        );
+        return;
+    }
     let seconds = env_or("BENCH_SECONDS", 5);
     let server_threads = env_or("BENCH_SERVER_THREADS", 1) as usize;
     let client_threads = env_or("BENCH_CLIENT_THREADS", 1) as usize;
@@ -305,6 +322,7 @@ fn main() {
         })
         .collect();
     let screen = env_or("BENCH_SCREEN", 1) != 0;
+    let durable_lanes = env_or("BENCH_DURABLE_ECHO_LANES", 1) as usize;
 
     let dir = tempfile::tempdir().unwrap();
     let config = format!(
@@ -374,6 +392,16 @@ caller_ids = ["+390212345678"]
         .arg("--echo-server")
         .arg(server_threads.to_string());
     let echo = spawn(echo_command);
+    // Next to the log, so that both pay the same disk.
+    let durable_dir = dir.path().join("data");
+    std::fs::create_dir_all(&durable_dir).unwrap();
+    let mut durable_echo_command = Command::new(std::env::current_exe().unwrap());
+    durable_echo_command
+        .arg("--durable-echo-server")
+        .arg(server_threads.to_string())
+        .arg(&durable_dir)
+        .arg(durable_lanes.to_string());
+    let durable_echo = (durable_lanes > 0).then(|| spawn(durable_echo_command));
     let mut gateway_command = Command::new(bin);
     gateway_command
         .arg("--config")
@@ -397,9 +425,18 @@ caller_ids = ["+390212345678"]
     runtime.block_on(async {
         for concurrency in concurrencies.iter().copied() {
             let echo_point = unary(&echo, concurrency, seconds, "echo").await;
+            let durable_point = match &durable_echo {
+                Some(server) => Some(unary(server, concurrency, seconds, "durable").await),
+                None => None,
+            };
             let gateway_point =
                 unary(&gateway, concurrency, seconds, &format!("gw{concurrency}")).await;
-            for (name, point) in [("echo", &echo_point), ("dialgate", &gateway_point)] {
+            let rows = [
+                ("echo", Some(&echo_point)),
+                ("echo+fsync", durable_point.as_ref()),
+                ("dialgate", Some(&gateway_point)),
+            ];
+            for (name, point) in rows.into_iter().filter_map(|(n, p)| Some((n, p?))) {
                 println!(
                     "{:<12} {:>5} {:>12.0} {:>8} {:>8} {:>8} {:>7} {:>7.2} {:>10.1}",
                     name,
@@ -457,5 +494,6 @@ caller_ids = ["+390212345678"]
         }
     }
     drop(gateway);
+    drop(durable_echo);
     drop(echo);
 }
