@@ -74,8 +74,17 @@ impl AnswerCache {
         if since.elapsed() < self.window && generations[0].len() < self.max_entries {
             return; // another caller rotated first
         }
-        generations[1] = std::mem::take(&mut generations[0]);
+        let current = std::mem::take(&mut generations[0]);
+        let expired = std::mem::replace(&mut generations[1], current);
         *since = Instant::now();
+        drop(generations);
+        drop(since);
+        // Freeing up to `max_entries` answers takes tens of milliseconds: on
+        // a thread of its own, not while every caller waits for the lock or
+        // on the async worker that happened to rotate.
+        let _ = std::thread::Builder::new()
+            .name("answer-cache-free".into())
+            .spawn(move || drop(expired));
     }
 }
 
