@@ -272,3 +272,21 @@ async fn test_reflection_lists_every_served_service() {
         );
     }
 }
+
+/// The server turns transparent huge pages off for itself: huge-page faults
+/// as the heap grows stalled every call in flight (see README, Performance).
+#[cfg(target_os = "linux")]
+#[test]
+fn test_server_runs_without_transparent_huge_pages() {
+    let ws = Workspace::new(&standard_config(""));
+    let server = ws.start();
+    let status = std::fs::read_to_string(format!("/proc/{}/status", server.pid())).unwrap();
+    let thp = status
+        .lines()
+        .find_map(|line| line.strip_prefix("THP_enabled:"))
+        .map(str::trim);
+    // Kernels before 5.0 do not report it; there is nothing to check then.
+    if let Some(thp) = thp {
+        assert_eq!(thp, "0", "THP_enabled in /proc/{}/status", server.pid());
+    }
+}
