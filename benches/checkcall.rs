@@ -392,8 +392,8 @@ caller_ids = ["+390212345678"]
         .arg("--echo-server")
         .arg(server_threads.to_string());
     let echo = spawn(echo_command);
-    // Next to the log, so that both pay the same disk.
-    let durable_dir = dir.path().join("data");
+    // On the log's filesystem, so that both pay the same disk.
+    let durable_dir = dir.path().join("durable-echo");
     std::fs::create_dir_all(&durable_dir).unwrap();
     let mut durable_echo_command = Command::new(std::env::current_exe().unwrap());
     durable_echo_command

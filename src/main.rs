@@ -11,11 +11,11 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 fn main() -> std::process::ExitCode {
     // mimalloc asks for transparent huge pages on its arenas, so each time the
     // heap grows into a fresh 2 MiB region (the idempotency cache grows with
-    // every request id), the thread that touches it stops while the kernel
-    // zeroes, and sometimes compacts, a whole huge page: stalls of several
-    // milliseconds for every call in flight (CheckCall p999 7 ms instead of
-    // 2.5 ms at concurrency 16, measured with `cargo bench --bench checkcall`).
-    // Off for this process only; failure just keeps the system's setting.
+    // every request id), the thread that touches it waits while the kernel
+    // zeroes a whole huge page, and every call in flight waits with it
+    // (CheckCall p999 at concurrency 16: 6.6-7.6 ms with them, 2.2-5.0 ms
+    // without, measured with `cargo bench --bench checkcall`). Off for this
+    // process only; a failure just keeps the system's setting.
     #[cfg(target_os = "linux")]
     let _ = rustix::thread::disable_transparent_huge_pages(true);
     let cli = dialgate::cli::Cli::parse();
