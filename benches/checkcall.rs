@@ -11,7 +11,7 @@
 //!
 //! The durable echo (`echo+fsync`, see `common/durable_echo.rs`) is the echo
 //! plus a group-committed `pwrite` + `fdatasync` of each request before its
-//! answer: the ceiling for any server that logs durably before answering.
+//! answer: the ceiling for a server built like dialgate.
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -20,7 +20,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use dialgate::proto::compliance_gateway_client::ComplianceGatewayClient;
-use dialgate::proto::compliance_gateway_server::{ComplianceGateway, ComplianceGatewayServer};
+use dialgate::proto::compliance_gateway_server::ComplianceGateway;
 use dialgate::proto::{
     CheckCallRequest, CheckCallResponse, ScreenNumbersRequest, ScreenNumbersResponse, Verdict,
 };
@@ -30,6 +30,8 @@ use tonic::{Request, Response, Status, Streaming};
 
 #[path = "common/durable_echo.rs"]
 mod durable_echo;
+#[path = "common/loopback.rs"]
+mod loopback;
 
 const NUMBERS: usize = 1000;
 
@@ -92,28 +94,6 @@ impl ComplianceGateway for Echo {
         });
         Ok(Response::new(Box::pin(out)))
     }
-}
-
-fn run_echo_server(threads: usize) {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(threads)
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(async {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        println!(
-            "{{\"event\":\"listening\",\"grpc\":\"{}\"}}",
-            listener.local_addr().unwrap()
-        );
-        tonic::transport::Server::builder()
-            .add_service(ComplianceGatewayServer::new(Echo))
-            .serve_with_incoming(
-                tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
-            )
-            .await
-            .unwrap();
-    });
 }
 
 // ---------- orchestration ----------
@@ -292,7 +272,7 @@ async fn screen_pipelined(grpc: &str, streams: usize, connections: usize, second
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.get(1).map(String::as_str) == Some("--echo-server") {
-        run_echo_server(args[2].parse().unwrap());
+        loopback::serve(args[2].parse().unwrap(), Echo);
         return;
     }
     if args.get(1).map(String::as_str) == Some("--durable-echo-server") {

@@ -2,9 +2,9 @@
 //! each answer durably before sending it. Every CheckCall request is queued
 //! to a writer thread that appends the queued requests to a preallocated file
 //! with one `pwrite` and one `fdatasync`, then acknowledges them (group
-//! commit, no linger, no SQLite, no hashing, no decision). Its throughput is
-//! an upper bound for any server on this machine that does not answer before
-//! its record is on disk.
+//! commit, no linger, no SQLite, no hashing, no decision). Its throughput
+//! bounds what a server built like dialgate (one log writer, group commit,
+//! fsync before the answer) can reach on the machine it runs on.
 //!
 //! With `lanes` > 1 the requests are spread round-robin over that many
 //! writer threads, each with its own file, so fsyncs overlap.
@@ -16,7 +16,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 
-use dialgate::proto::compliance_gateway_server::{ComplianceGateway, ComplianceGatewayServer};
+use dialgate::proto::compliance_gateway_server::ComplianceGateway;
 use dialgate::proto::{
     CheckCallRequest, CheckCallResponse, ScreenNumbersRequest, ScreenNumbersResponse, Verdict,
 };
@@ -140,23 +140,5 @@ pub fn run(threads: usize, dir: &Path, lanes: usize) {
         lanes,
         next: AtomicUsize::new(0),
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(threads)
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(async {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        println!(
-            "{{\"event\":\"listening\",\"grpc\":\"{}\"}}",
-            listener.local_addr().unwrap()
-        );
-        tonic::transport::Server::builder()
-            .add_service(ComplianceGatewayServer::new(service))
-            .serve_with_incoming(
-                tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
-            )
-            .await
-            .unwrap();
-    });
+    crate::loopback::serve(threads, service);
 }
