@@ -35,24 +35,26 @@ impl AttemptLedger {
             .push((controller.to_string(), at));
     }
 
-    /// Records an attempt at `now` only if the cap still allows it, atomically
-    /// for this controller and number (two concurrent checks cannot both take
-    /// the last slot).
+    /// Records an attempt at `now` only if every cap still allows it,
+    /// atomically for this controller and number (two concurrent checks
+    /// cannot both take the last slot).
     pub fn try_record(
         &self,
         controller: &str,
         key: NumberKey,
-        limit: AttemptLimit,
+        limits: &[AttemptLimit],
         now: Timestamp,
     ) -> bool {
         let mut entry = self.attempts.entry(key).or_default();
-        let since = now - limit.window;
-        let counted = entry
-            .iter()
-            .filter(|(c, t)| c == controller && *t > since)
-            .count();
-        if counted >= limit.max_attempts as usize {
-            return false;
+        for limit in limits {
+            let since = now - limit.window;
+            let counted = entry
+                .iter()
+                .filter(|(c, t)| c == controller && *t > since)
+                .count();
+            if counted >= limit.max_attempts as usize {
+                return false;
+            }
         }
         entry.push((controller.to_string(), now));
         true
@@ -94,17 +96,17 @@ mod tests {
     fn test_try_record_respects_the_cap_and_the_window() {
         let ledger = AttemptLedger::default();
         let key = NumberKey::from_e164("+33612345678").unwrap();
-        let limit = AttemptLimit {
+        let limit = [AttemptLimit {
             max_attempts: 2,
             window: SignedDuration::from_hours(24),
-        };
+        }];
         let t0: Timestamp = "2026-11-23T10:00:00Z".parse().unwrap();
-        assert!(ledger.try_record("acme", key, limit, t0));
-        assert!(ledger.try_record("acme", key, limit, t0 + SignedDuration::from_hours(1)));
-        assert!(!ledger.try_record("acme", key, limit, t0 + SignedDuration::from_hours(2)));
-        assert!(ledger.try_record("beta", key, limit, t0), "per controller");
+        assert!(ledger.try_record("acme", key, &limit, t0));
+        assert!(ledger.try_record("acme", key, &limit, t0 + SignedDuration::from_hours(1)));
+        assert!(!ledger.try_record("acme", key, &limit, t0 + SignedDuration::from_hours(2)));
+        assert!(ledger.try_record("beta", key, &limit, t0), "per controller");
         assert!(
-            ledger.try_record("acme", key, limit, t0 + SignedDuration::from_hours(24)),
+            ledger.try_record("acme", key, &limit, t0 + SignedDuration::from_hours(24)),
             "the first left the window"
         );
         ledger.forget("acme", key, t0 + SignedDuration::from_hours(24));
@@ -118,5 +120,33 @@ mod tests {
             t0 + SignedDuration::from_hours(48),
         );
         assert!(ledger.is_empty());
+    }
+
+    /// A campaign cap adds to the statute's, it does not replace it:
+    /// 3 in 24 h and 4 in 30 days both hold.
+    #[test]
+    fn test_every_cap_holds() {
+        let ledger = AttemptLedger::default();
+        let key = NumberKey::from_e164("+33612345678").unwrap();
+        let limits = [
+            AttemptLimit {
+                max_attempts: 4,
+                window: SignedDuration::from_hours(30 * 24),
+            },
+            AttemptLimit {
+                max_attempts: 3,
+                window: SignedDuration::from_hours(24),
+            },
+        ];
+        let t0: Timestamp = "2026-11-02T10:00:00Z".parse().unwrap();
+        let day = |d: i64| t0 + SignedDuration::from_hours(24 * d);
+        assert!(ledger.try_record("acme", key, &limits, day(0)));
+        assert!(ledger.try_record("acme", key, &limits, day(1)));
+        assert!(ledger.try_record("acme", key, &limits, day(2)));
+        assert!(ledger.try_record("acme", key, &limits, day(3)));
+        assert!(
+            !ledger.try_record("acme", key, &limits, day(4)),
+            "the fifth in 30 days is refused although the daily cap allows it"
+        );
     }
 }

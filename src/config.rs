@@ -1,18 +1,22 @@
 //! Configuration: the TOML file of the contract, parsed and validated once.
 //!
-//! Every legal parameter lives here with its statutory value as the default.
-//! Validation names the offending key and value; a configuration that loads is
-//! internally consistent (ids unique, regions real, caller IDs parseable).
+//! The law itself lives in [`crate::statutes`]; this file holds what the
+//! operator configures: registries, campaigns, and `[destination.XX]`
+//! overrides of a statute. Validation names the offending key and value;
+//! every number is bounded; a configuration that loads is internally
+//! consistent (ids unique, regions real, caller IDs parseable, no registry
+//! trusted longer than its statute allows).
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
 use crate::auth::{ApiKey, Role};
-use crate::calling::{self, AttemptLimit, DaySpans, DestinationRules, Span, WeeklyHours};
+use crate::calling::{self, AttemptLimit, DaySpans, Span, WeeklyHours};
 use crate::model::Purpose;
+use crate::statutes::{self, ConsentRegime, Period};
 use crate::number::{self, Region};
 
 /// The configuration built into the binary: serves the demo data in `data/`.
@@ -40,24 +44,7 @@ pub enum ConfigError {
     },
 }
 
-/// Kind of a registry: what its file lists.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum RegistryKind {
-    /// The file lists numbers CLEARED for one controller (IT RPO, FR Bloctel).
-    Allowlist,
-    /// The file lists REGISTERED numbers (US DNC, UK TPS).
-    Blocklist,
-}
-
-impl fmt::Display for RegistryKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            RegistryKind::Allowlist => "allowlist",
-            RegistryKind::Blocklist => "blocklist",
-        })
-    }
-}
+pub use crate::model::RegistryKind;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -118,6 +105,15 @@ struct RawAttemptLimit {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawDestination {
+    /// First day the override applies (YYYY-MM-DD); absent: always.
+    from: Option<String>,
+    /// Why: the law the override follows (shown by `policy show`).
+    source: Option<String>,
+    /// `opt_in` or `opt_out`.
+    consent: Option<String>,
+    /// `allowlist`, `blocklist` or `none`: the registry the law requires.
+    registry: Option<String>,
+    registry_valid_days: Option<u32>,
     calling_hours: Option<RawWeeklyHours>,
     #[serde(default)]
     extra_holidays: Vec<String>,
@@ -340,8 +336,8 @@ pub struct Config {
     pub log: LogConfig,
     pub registries: Vec<RegistryConfig>,
     pub campaigns: Vec<CampaignConfig>,
-    /// Calling rules by destination region: statutory defaults merged with `[destination.XX]`.
-    pub destinations: HashMap<Region, DestinationRules>,
+    /// `[destination.XX]` overrides of the statutes, by region code.
+    pub destination_overrides: Vec<DestinationOverride>,
     /// API keys; none = no authentication.
     pub api_keys: Vec<ApiKey>,
 }
@@ -387,71 +383,107 @@ pub struct RegistryConfig {
     pub seed_file: Option<PathBuf>,
     /// Demo only: the controller an allow-list seed is cleared for.
     pub seed_controller: Option<String>,
-    /// What lifts this registry's DENY for a controller.
-    pub exemptions: Exemptions,
+    /// `[registry.exemptions]` as configured: they can only narrow the
+    /// statute's exemptions (see [`ExemptionSettings::narrow`]).
+    pub exemption_settings: ExemptionSettings,
 }
 
-/// A period after an event: calendar months or days.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Period {
-    Months(u32),
-    Days(u32),
-}
-
-impl Period {
-    /// The instant `self` after `from`.
-    pub fn after(self, from: jiff::Timestamp) -> jiff::Timestamp {
-        let span = match self {
-            Period::Months(m) => jiff::Span::new().months(i64::from(m)),
-            Period::Days(d) => jiff::Span::new().days(i64::from(d)),
-        };
-        from.to_zoned(jiff::tz::TimeZone::UTC)
-            .checked_add(span)
-            .map(|z| z.timestamp())
-            .unwrap_or(jiff::Timestamp::MAX)
-    }
-}
-
-/// Exemptions from a registry (statutory defaults by country).
+/// Exemption settings of a registry; `None` leaves the statute's value.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Exemptions {
-    /// Customers: ongoing, or this long after the last purchase, delivery or
-    /// payment (`ended_at`); `None` = no customer exemption.
-    pub customer: Option<Period>,
-    /// Inquiries: this long after the inquiry; `None` = no inquiry exemption.
-    pub inquiry: Option<Period>,
-    /// A consent to this controller for the purpose lifts the registry.
-    pub consent: bool,
-    /// Italy policy (off by default): a consent counts over an RPO DENY only
-    /// if given after the number was first seen not cleared for the controller.
+pub struct ExemptionSettings {
+    pub customer: Option<Option<Period>>,
+    pub inquiry: Option<Option<Period>>,
+    pub consent: Option<bool>,
     pub consent_after_registration: bool,
 }
 
-/// Statutory exemptions by country (compliance rules US-EBR, US-DNC-NAT,
-/// IT-RPO-SURVIVE, UK-TPS, FR Bloctel).
-pub fn statutory_exemptions(country: Region) -> Exemptions {
-    match country.as_str() {
-        "US" => Exemptions {
-            customer: Some(Period::Months(18)),
-            inquiry: Some(Period::Months(3)),
-            consent: true,
-            consent_after_registration: false,
-        },
-        "IT" => Exemptions {
-            customer: Some(Period::Days(30)),
-            ..Default::default()
-        },
-        "GB" => Exemptions {
-            consent: true,
-            ..Default::default()
-        },
-        "FR" => Exemptions {
-            customer: Some(Period::Days(0)),
-            ..Default::default()
-        },
-        _ => Exemptions::default(),
+impl ExemptionSettings {
+    /// The exemptions of a registry whose statute grants `statutory`: each
+    /// setting can only narrow the statute's (a shorter period, no consent).
+    pub fn narrow(&self, statutory: Exemptions) -> Exemptions {
+        let configured = Exemptions {
+            customer: self.customer.unwrap_or(statutory.customer),
+            inquiry: self.inquiry.unwrap_or(statutory.inquiry),
+            consent: self.consent.unwrap_or(statutory.consent),
+            consent_after_registration: self.consent_after_registration,
+        };
+        statutory.narrowed_by(configured)
+    }
+
+    /// The exemptions of a registry no statute requires (the operator's own
+    /// stricter check): as configured, none by default.
+    pub fn as_configured(&self) -> Exemptions {
+        Exemptions {
+            customer: self.customer.flatten(),
+            inquiry: self.inquiry.flatten(),
+            consent: self.consent.unwrap_or(false),
+            consent_after_registration: self.consent_after_registration,
+        }
     }
 }
+
+/// A `[destination.XX]` override: replaces the statute's rules of the kinds
+/// it sets, from `from` on. Reported at start-up, on `/status` and by
+/// `policy show`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DestinationOverride {
+    pub region: Region,
+    pub from: Option<jiff::civil::Date>,
+    /// The operator's note of the law it follows.
+    pub source: String,
+    pub consent: Option<ConsentRegime>,
+    /// `Some(None)`: no registry required.
+    pub registry: Option<Option<RegistryKind>>,
+    pub registry_valid_days: Option<u32>,
+    /// Days set here replace the statute's; unset days keep them.
+    pub calling_hours: Option<WeeklyHours>,
+    pub extra_holidays: Vec<jiff::civil::Date>,
+    /// Replaces the statute's national caps.
+    pub attempt_limit: Option<AttemptLimit>,
+    /// State overlays (US); days set replace the statute's state hours.
+    pub states: BTreeMap<String, WeeklyHours>,
+}
+
+impl DestinationOverride {
+    /// `key = value` lines of what it sets, for reports.
+    pub fn settings(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        let key = |k: &str| format!("destination.{}.{k}", self.region);
+        if let Some(consent) = self.consent {
+            out.push(format!("{} = {consent:?}", key("consent")));
+        }
+        if let Some(registry) = self.registry {
+            out.push(format!(
+                "{} = {}",
+                key("registry"),
+                registry.map_or("none".to_string(), |k| k.to_string())
+            ));
+        }
+        if let Some(days) = self.registry_valid_days {
+            out.push(format!("{} = {days}", key("registry_valid_days")));
+        }
+        if self.calling_hours.is_some() {
+            out.push(key("calling_hours"));
+        }
+        if !self.extra_holidays.is_empty() {
+            out.push(format!("{} = {} days", key("extra_holidays"), self.extra_holidays.len()));
+        }
+        if let Some(limit) = self.attempt_limit {
+            out.push(format!(
+                "{} = {} in {} h",
+                key("attempt_limit"),
+                limit.max_attempts,
+                limit.window.as_hours()
+            ));
+        }
+        for state in self.states.keys() {
+            out.push(key(&format!("state.{state}.calling_hours")));
+        }
+        out
+    }
+}
+
+pub use crate::statutes::Exemptions;
 
 /// One configured campaign.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -470,19 +502,20 @@ pub struct CampaignConfig {
     pub caller_ids: Vec<String>,
     /// The campaign's own hours; they can only narrow the destination's window.
     pub calling_hours: Option<WeeklyHours>,
-    /// The campaign's attempt cap; replaces the destination's default.
+    /// The campaign's attempt cap; applies on top of the statute's caps.
     pub attempt_limit: Option<AttemptLimit>,
 }
 
-/// Statutory validity of a registry result, in days, by country.
-pub fn statutory_valid_days(country: Region) -> Option<u32> {
-    match country.as_str() {
-        "IT" => Some(15),
-        "GB" => Some(28),
-        "FR" => Some(30),
-        "US" => Some(31),
-        _ => None,
-    }
+/// The longest validity, in days, that the statute of `country` gives a
+/// registry of `kind` at any time; `None` when the statute requires none.
+pub fn statutory_valid_days(country: Region, kind: RegistryKind) -> Option<u32> {
+    statutes::statute(country.as_str())?
+        .registry
+        .iter()
+        .filter_map(|rule| rule.value)
+        .filter(|requirement| requirement.kind == kind)
+        .map(|requirement| requirement.valid_days)
+        .max()
 }
 
 impl Config {
@@ -519,6 +552,17 @@ impl Config {
         Validator { origin }.validate(raw, base_dir)
     }
 
+    /// A configuration of these campaigns and registries, every other
+    /// setting at its default: for tests, benches and fuzz targets that
+    /// decide calls without a file.
+    pub fn with(campaigns: Vec<CampaignConfig>, registries: Vec<RegistryConfig>) -> Config {
+        let mut config =
+            Self::parse("", "in-code", Path::new(".")).expect("the empty configuration is valid");
+        config.campaigns = campaigns;
+        config.registries = registries;
+        config
+    }
+
     /// The campaign with this id.
     pub fn campaign(&self, id: &str) -> Option<&CampaignConfig> {
         self.campaigns.iter().find(|c| c.id == id)
@@ -529,30 +573,9 @@ impl Config {
         self.registries.iter().find(|r| r.id == id)
     }
 
-    /// The calling rules of a destination region (none when it has no rules).
-    pub fn destination(&self, region: Region) -> &DestinationRules {
-        static NONE: std::sync::OnceLock<DestinationRules> = std::sync::OnceLock::new();
-        self.destinations
-            .get(&region)
-            .unwrap_or_else(|| NONE.get_or_init(DestinationRules::default))
-    }
-
-    /// The attempt cap of a campaign calling into `region`, if any.
-    pub fn attempt_limit(&self, campaign: &CampaignConfig, region: Region) -> Option<AttemptLimit> {
-        campaign
-            .attempt_limit
-            .or(self.destination(region).attempt_limit)
-    }
-
-    /// The longest attempt-cap window configured anywhere (how far back the
-    /// log is read at start-up to rebuild the counters).
-    pub fn longest_attempt_window(&self) -> Option<jiff::SignedDuration> {
-        self.campaigns
-            .iter()
-            .filter_map(|c| c.attempt_limit)
-            .chain(self.destinations.values().filter_map(|d| d.attempt_limit))
-            .map(|l| l.window)
-            .max()
+    /// The override of a destination's statute, if configured.
+    pub fn destination_override(&self, region: Region) -> Option<&DestinationOverride> {
+        self.destination_overrides.iter().find(|o| o.region == region)
     }
 }
 
@@ -634,26 +657,42 @@ impl Validator<'_> {
             grpc_addr: raw.server.grpc_addr,
             http_addr: raw.server.http_addr,
             data_dir: base_dir.join(raw.server.data_dir),
-            registry_reload_interval_ms: raw.server.registry_reload_interval_ms.max(50),
-            shutdown_grace_ms: raw.server.shutdown_grace_ms,
-            worker_threads: raw.server.worker_threads,
+            registry_reload_interval_ms: self.bounded(
+                "server.registry_reload_interval_ms",
+                raw.server.registry_reload_interval_ms,
+                50,
+                3_600_000,
+            )?,
+            shutdown_grace_ms: self.bounded(
+                "server.shutdown_grace_ms",
+                raw.server.shutdown_grace_ms,
+                0,
+                600_000,
+            )?,
+            worker_threads: self.bounded(
+                "server.worker_threads",
+                raw.server.worker_threads as u64,
+                0,
+                1024,
+            )? as usize,
             log_format: raw.server.log_format,
             tls,
         };
-        if raw.log.queue_capacity == 0 {
-            return Err(self.invalid("log.queue_capacity", 0, "must be at least 1"));
+        let log = self.log(raw.log, base_dir)?;
+
+        let mut destination_overrides = Vec::new();
+        for (code, raw) in &raw.destination {
+            let key = format!("destination.{code}");
+            let region = self.region(&key, code)?;
+            if destination_overrides
+                .iter()
+                .any(|o: &DestinationOverride| o.region == region)
+            {
+                return Err(self.invalid(key, code, "the same region is configured twice"));
+            }
+            destination_overrides.push(self.destination_override(&key, region, raw)?);
         }
-        if raw.log.max_batch == 0 {
-            return Err(self.invalid("log.max_batch", 0, "must be at least 1"));
-        }
-        let mut log = raw.log;
-        if let Some(key_file) = &log.checkpoint_key_file {
-            let key_file = base_dir.join(key_file);
-            crate::decision_log::checkpoint::load_key(&key_file).map_err(|problem| {
-                self.invalid("log.checkpoint_key_file", key_file.display(), &problem)
-            })?;
-            log.checkpoint_key_file = Some(key_file);
-        }
+        destination_overrides.sort_by(|a, b| a.region.as_str().cmp(b.region.as_str()));
 
         let mut registries = Vec::new();
         let mut ids = HashSet::new();
@@ -670,14 +709,40 @@ impl Validator<'_> {
                 return Err(self.invalid(key("id"), &r.id, "duplicate registry id"));
             }
             let country = self.region(&key("country"), &r.country)?;
-            let valid_days = match r.valid_days.or_else(|| statutory_valid_days(country)) {
-                Some(0) => return Err(self.invalid(key("valid_days"), 0, "must be at least 1")),
-                Some(days) => days,
-                None => {
+            let overridden_days = destination_overrides
+                .iter()
+                .find(|o| o.region == country)
+                .and_then(|o| o.registry_valid_days);
+            let statutory = statutory_valid_days(country, r.kind);
+            let ceiling = overridden_days.or(statutory);
+            let valid_days = match (r.valid_days, ceiling) {
+                (Some(days), _) if !(1..=MAX_VALID_DAYS).contains(&days) => {
+                    return Err(self.invalid(
+                        key("valid_days"),
+                        days,
+                        &format!("must be 1-{MAX_VALID_DAYS}"),
+                    ));
+                }
+                (Some(days), Some(ceiling)) if days > ceiling => {
+                    return Err(self.invalid(
+                        key("valid_days"),
+                        days,
+                        &format!(
+                            "longer than the {ceiling} days {} allows a {} result to be relied on; \
+                             a registry result can only be trusted for less (an override \
+                             [destination.{country}] registry_valid_days changes the law's value)",
+                            if overridden_days.is_some() { "the override" } else { "the statute" },
+                            r.kind
+                        ),
+                    ));
+                }
+                (Some(days), _) => days,
+                (None, Some(ceiling)) => ceiling,
+                (None, None) => {
                     return Err(self.invalid(
                         key("valid_days"),
                         "<missing>",
-                        "no statutory default for this country: set valid_days",
+                        "no statutory default for this country and kind: set valid_days",
                     ));
                 }
             };
@@ -698,40 +763,12 @@ impl Validator<'_> {
                     "an allow-list seed needs the controller it is cleared for",
                 ));
             }
-            let mut exemptions = statutory_exemptions(country);
-            if let Some(raw) = &r.exemptions {
-                let period =
-                    |field: &str, months: Option<u32>, days: Option<u32>| match (months, days) {
-                        (Some(m), None) => Ok(Some(Some(Period::Months(m)))),
-                        (None, Some(d)) => Ok(Some(Some(Period::Days(d)))),
-                        (None, None) => Ok(None),
-                        (Some(_), Some(_)) => Err(self.invalid(
-                            key(&format!("exemptions.{field}_months")),
-                            "both",
-                            "set months or days, not both",
-                        )),
-                    };
-                if let Some(customer) = period("customer", raw.customer_months, raw.customer_days)?
-                {
-                    exemptions.customer = customer;
-                }
-                if let Some(inquiry) = period("inquiry", raw.inquiry_months, raw.inquiry_days)? {
-                    exemptions.inquiry = inquiry;
-                }
-                exemptions.consent = raw.consent.unwrap_or(exemptions.consent);
-                exemptions.consent_after_registration = raw
-                    .consent_after_registration
-                    .unwrap_or(exemptions.consent_after_registration);
-                if exemptions.consent_after_registration && r.kind != RegistryKind::Allowlist {
-                    return Err(self.invalid(
-                        key("exemptions.consent_after_registration"),
-                        true,
-                        "applies to allow-list registries only",
-                    ));
-                }
-            }
+            let exemption_settings = match &r.exemptions {
+                None => ExemptionSettings::default(),
+                Some(raw) => self.exemption_settings(&key("exemptions"), raw, r.kind)?,
+            };
             registries.push(RegistryConfig {
-                exemptions,
+                exemption_settings,
                 id: r.id,
                 kind: r.kind,
                 country,
@@ -745,14 +782,27 @@ impl Validator<'_> {
         let mut campaign_ids = HashSet::new();
         for (i, c) in raw.campaigns.into_iter().enumerate() {
             let key = |field: &str| format!("campaign[{i}].{field}");
-            if c.id.trim().is_empty() || c.id.len() > 128 {
-                return Err(self.invalid(key("id"), &c.id, "must be 1-128 characters"));
+            if !valid_campaign_id(&c.id) {
+                return Err(self.invalid(
+                    key("id"),
+                    &c.id,
+                    &format!(
+                        "must be 1-{MAX_ID_LENGTH} characters of letters, digits, '-', '_', '.' or ':'"
+                    ),
+                ));
             }
             if !campaign_ids.insert(c.id.clone()) {
                 return Err(self.invalid(key("id"), &c.id, "duplicate campaign id"));
             }
-            if c.controller.trim().is_empty() {
-                return Err(self.invalid(key("controller"), &c.controller, "must not be empty"));
+            if c.controller.trim().is_empty()
+                || c.controller.len() > MAX_ID_LENGTH
+                || c.controller.chars().any(char::is_control)
+            {
+                return Err(self.invalid(
+                    key("controller"),
+                    &c.controller,
+                    &format!("must be 1-{MAX_ID_LENGTH} characters, no control characters"),
+                ));
             }
             let calling_hours = c
                 .calling_hours
@@ -779,16 +829,20 @@ impl Validator<'_> {
                     "a campaign must be allowed to call at least one region",
                 ));
             }
-            let destinations = c
-                .destinations
-                .iter()
-                .map(|d| self.region(&key("destinations"), d))
-                .collect::<Result<Vec<_>, _>>()?;
+            let mut destinations = Vec::new();
+            for d in &c.destinations {
+                let region = self.region(&key("destinations"), d)?;
+                if !destinations.contains(&region) {
+                    destinations.push(region);
+                }
+            }
+            // Any valid number type: which types a destination's law lets a
+            // call present is the statute's business, decided per call.
             let caller_ids = c
                 .caller_ids
                 .iter()
                 .map(|cli| {
-                    number::normalize(cli, default_region)
+                    number::normalize_any(cli, default_region)
                         .map(|n| n.e164)
                         .map_err(|err| self.invalid(key("caller_ids"), cli, &err.to_string()))
                 })
@@ -806,26 +860,31 @@ impl Validator<'_> {
             });
         }
 
-        let mut destinations: HashMap<Region, DestinationRules> = ["IT", "FR", "ES", "US", "GB"]
-            .iter()
-            .filter_map(|code| Some((Region::parse(code)?, calling::statutory(code))))
-            .collect();
-        for (code, raw) in &raw.destination {
-            let region = self.region(&format!("destination.{code}"), code)?;
-            let rules = destinations.entry(region).or_default();
-            self.apply_destination(&format!("destination.{code}"), raw, rules)?;
-        }
-
         Ok(Config {
             origin: self.origin.to_string(),
             server,
             log,
             registries,
             campaigns,
-            destinations,
+            destination_overrides,
             api_keys,
         })
     }
+}
+
+/// Longest a registry result may be configured valid (ten years).
+pub const MAX_VALID_DAYS: u32 = 3650;
+
+/// Longest campaign id, controller or registry-related id accepted.
+pub const MAX_ID_LENGTH: usize = 128;
+
+/// Campaign ids reach metrics labels, logs and reason details: a safe alphabet.
+pub fn valid_campaign_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= MAX_ID_LENGTH
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':'))
 }
 
 impl Validator<'_> {
@@ -861,17 +920,21 @@ impl Validator<'_> {
     }
 
     fn attempt_limit(&self, key: &str, raw: &RawAttemptLimit) -> Result<AttemptLimit, ConfigError> {
-        if raw.max_attempts == 0 {
-            return Err(self.invalid(format!("{key}.max_attempts"), 0, "must be at least 1"));
+        if !(1..=10_000).contains(&raw.max_attempts) {
+            return Err(self.invalid(
+                format!("{key}.max_attempts"),
+                raw.max_attempts,
+                "must be 1-10000",
+            ));
         }
         let hours = match (raw.window_days, raw.window_hours) {
-            (Some(days), None) if days > 0 => i64::from(days) * 24,
-            (None, Some(hours)) if hours > 0 => i64::from(hours),
+            (Some(days), None) if (1..=366).contains(&days) => i64::from(days) * 24,
+            (None, Some(hours)) if (1..=366 * 24).contains(&hours) => i64::from(hours),
             _ => {
                 return Err(self.invalid(
                     format!("{key}.window_days"),
                     format!("{:?}/{:?}", raw.window_days, raw.window_hours),
-                    "set exactly one of window_days or window_hours, at least 1",
+                    "set exactly one of window_days (1-366) or window_hours (1-8784)",
                 ));
             }
         };
@@ -881,19 +944,191 @@ impl Validator<'_> {
         })
     }
 
-    fn apply_destination(
+    /// A number checked against its range, named when outside it.
+    fn bounded(&self, key: &str, value: u64, min: u64, max: u64) -> Result<u64, ConfigError> {
+        if (min..=max).contains(&value) {
+            Ok(value)
+        } else {
+            Err(self.invalid(key, value, &format!("must be {min}-{max}")))
+        }
+    }
+
+    fn log(&self, mut log: LogConfig, base_dir: &Path) -> Result<LogConfig, ConfigError> {
+        log.queue_capacity =
+            self.bounded("log.queue_capacity", log.queue_capacity as u64, 1, 16_777_216)? as usize;
+        log.max_batch = self.bounded("log.max_batch", log.max_batch as u64, 1, 65_536)? as usize;
+        self.bounded("log.group_commit_linger_us", log.group_commit_linger_us, 0, 100_000)?;
+        self.bounded("log.wal_backfill_ms", log.wal_backfill_ms, 0, 3_600_000)?;
+        self.bounded(
+            "log.idempotency_window_seconds",
+            log.idempotency_window_seconds,
+            1,
+            7 * 86_400,
+        )?;
+        log.idempotency_max_entries = self.bounded(
+            "log.idempotency_max_entries",
+            log.idempotency_max_entries as u64,
+            1,
+            100_000_000,
+        )? as usize;
+        self.bounded("log.write_timeout_ms", log.write_timeout_ms, 1, 600_000)?;
+        self.bounded(
+            "log.checkpoint_interval_seconds",
+            log.checkpoint_interval_seconds,
+            1,
+            86_400,
+        )?;
+        self.bounded("log.retention_days", u64::from(log.retention_days), 1, 36_500)?;
+        if let Some(key_file) = &log.checkpoint_key_file {
+            let key_file = base_dir.join(key_file);
+            crate::decision_log::checkpoint::load_key(&key_file).map_err(|problem| {
+                self.invalid("log.checkpoint_key_file", key_file.display(), &problem)
+            })?;
+            log.checkpoint_key_file = Some(key_file);
+        }
+        Ok(log)
+    }
+
+    fn period(
         &self,
         key: &str,
-        raw: &RawDestination,
-        rules: &mut DestinationRules,
-    ) -> Result<(), ConfigError> {
-        if let Some(hours) = &raw.calling_hours {
-            let configured = self.weekly_hours(&format!("{key}.calling_hours"), hours)?;
-            rules.hours = Some(match &rules.hours {
-                Some(statutory) => statutory.overridden_by(&configured),
-                None => configured,
-            });
+        months: Option<u32>,
+        days: Option<u32>,
+    ) -> Result<Option<Option<Period>>, ConfigError> {
+        match (months, days) {
+            (Some(m), None) if m <= 120 => Ok(Some(Some(Period::Months(m)))),
+            (None, Some(d)) if d <= 3660 => Ok(Some(Some(Period::Days(d)))),
+            (None, None) => Ok(None),
+            (Some(m), None) => Err(self.invalid(format!("{key}_months"), m, "must be 0-120")),
+            (None, Some(d)) => Err(self.invalid(format!("{key}_days"), d, "must be 0-3660")),
+            (Some(_), Some(_)) => Err(self.invalid(
+                format!("{key}_months"),
+                "both",
+                "set months or days, not both",
+            )),
         }
+    }
+
+    fn exemption_settings(
+        &self,
+        key: &str,
+        raw: &RawExemptions,
+        kind: RegistryKind,
+    ) -> Result<ExemptionSettings, ConfigError> {
+        let settings = ExemptionSettings {
+            customer: self.period(
+                &format!("{key}.customer"),
+                raw.customer_months,
+                raw.customer_days,
+            )?,
+            inquiry: self.period(&format!("{key}.inquiry"), raw.inquiry_months, raw.inquiry_days)?,
+            consent: raw.consent,
+            consent_after_registration: raw.consent_after_registration.unwrap_or(false),
+        };
+        if settings.consent_after_registration && kind != RegistryKind::Allowlist {
+            return Err(self.invalid(
+                format!("{key}.consent_after_registration"),
+                true,
+                "applies to allow-list registries only",
+            ));
+        }
+        Ok(settings)
+    }
+
+    fn destination_override(
+        &self,
+        key: &str,
+        region: Region,
+        raw: &RawDestination,
+    ) -> Result<DestinationOverride, ConfigError> {
+        let from = raw
+            .from
+            .as_ref()
+            .map(|day| {
+                day.parse::<jiff::civil::Date>()
+                    .map_err(|_| self.invalid(format!("{key}.from"), day, "expected YYYY-MM-DD"))
+            })
+            .transpose()?;
+        let consent = raw
+            .consent
+            .as_deref()
+            .map(|c| match c {
+                "opt_in" => Ok(ConsentRegime::OptIn),
+                "opt_out" => Ok(ConsentRegime::OptOut),
+                other => Err(self.invalid(format!("{key}.consent"), other, "expected opt_in or opt_out")),
+            })
+            .transpose()?;
+        let registry = raw
+            .registry
+            .as_deref()
+            .map(|r| match r {
+                "allowlist" => Ok(Some(RegistryKind::Allowlist)),
+                "blocklist" => Ok(Some(RegistryKind::Blocklist)),
+                "none" => Ok(None),
+                other => Err(self.invalid(
+                    format!("{key}.registry"),
+                    other,
+                    "expected allowlist, blocklist or none",
+                )),
+            })
+            .transpose()?;
+        if let Some(days) = raw.registry_valid_days {
+            self.bounded(
+                &format!("{key}.registry_valid_days"),
+                u64::from(days),
+                1,
+                u64::from(MAX_VALID_DAYS),
+            )?;
+        }
+        let source = raw.source.clone().unwrap_or_default();
+        if source.len() > 1024 || source.chars().any(char::is_control) {
+            return Err(self.invalid(
+                format!("{key}.source"),
+                &source,
+                "at most 1024 characters, no control characters",
+            ));
+        }
+        // Fail closed by construction: a destination that is opt-out must
+        // name the registry its opt-outs are in, or nothing could ever deny.
+        let statute_opt_out = statutes::statute(region.as_str()).is_some_and(|s| {
+            s.consent
+                .iter()
+                .any(|rule| rule.value.regime == ConsentRegime::OptOut)
+        });
+        let opt_out = consent == Some(ConsentRegime::OptOut)
+            || (consent.is_none() && statute_opt_out);
+        if opt_out && registry == Some(None) {
+            return Err(self.invalid(
+                format!("{key}.registry"),
+                "none",
+                "an opt-out destination needs a registry of its opt-outs; with none, set consent = \"opt_in\"",
+            ));
+        }
+        let statute_has_registry = statutes::statute(region.as_str())
+            .is_some_and(|s| s.registry.iter().any(|rule| rule.value.is_some()));
+        if consent == Some(ConsentRegime::OptOut) && registry.is_none() && !statute_has_registry {
+            return Err(self.invalid(
+                format!("{key}.registry"),
+                "<missing>",
+                "an opt-out destination needs a registry of its opt-outs: set registry = \"blocklist\" or \"allowlist\"",
+            ));
+        }
+        if matches!(registry, Some(Some(_)))
+            && raw.registry_valid_days.is_none()
+            && !statute_has_registry
+        {
+            return Err(self.invalid(
+                format!("{key}.registry_valid_days"),
+                "<missing>",
+                "the statute has no registry validity to inherit: set registry_valid_days",
+            ));
+        }
+        let calling_hours = raw
+            .calling_hours
+            .as_ref()
+            .map(|hours| self.weekly_hours(&format!("{key}.calling_hours"), hours))
+            .transpose()?;
+        let mut extra_holidays = Vec::new();
         for (i, day) in raw.extra_holidays.iter().enumerate() {
             let date: jiff::civil::Date = day.parse().map_err(|_| {
                 self.invalid(
@@ -902,23 +1137,40 @@ impl Validator<'_> {
                     "expected YYYY-MM-DD",
                 )
             })?;
-            rules.extra_holidays.push(date);
+            extra_holidays.push(date);
         }
-        if let Some(limit) = &raw.attempt_limit {
-            rules.attempt_limit = Some(self.attempt_limit(&format!("{key}.attempt_limit"), limit)?);
-        }
+        let attempt_limit = raw
+            .attempt_limit
+            .as_ref()
+            .map(|limit| self.attempt_limit(&format!("{key}.attempt_limit"), limit))
+            .transpose()?;
+        let mut states = BTreeMap::new();
         for (state, state_rules) in &raw.state {
+            if region.as_str() != "US" || !crate::calling::zones::us_state_codes().any(|c| c == state) {
+                return Err(self.invalid(
+                    format!("{key}.state.{state}"),
+                    state,
+                    "states are US state codes (FL, TX, ...) under [destination.US]",
+                ));
+            }
             let hours = self.weekly_hours(
                 &format!("{key}.state.{state}.calling_hours"),
                 &state_rules.calling_hours,
             )?;
-            let merged = match rules.states.get(state) {
-                Some(existing) => existing.overridden_by(&hours),
-                None => hours,
-            };
-            rules.states.insert(state.clone(), merged);
+            states.insert(state.clone(), hours);
         }
-        Ok(())
+        Ok(DestinationOverride {
+            region,
+            from,
+            source,
+            consent,
+            registry,
+            registry_valid_days: raw.registry_valid_days,
+            calling_hours,
+            extra_holidays,
+            attempt_limit,
+            states,
+        })
     }
 }
 

@@ -12,13 +12,14 @@ use smallvec::SmallVec;
 
 use crate::attempts::AttemptLedger;
 use crate::calling::zones::{self, Whereabouts};
-use crate::calling::{DestinationRules, WindowMemo};
+use crate::calling::{AttemptLimit, WindowMemo};
 use crate::config::{CampaignConfig, Config};
 use crate::contacts::ContactStore;
 use crate::decision_log::{DecisionLog, DecisionRecord, LogError};
 use crate::idempotency::AnswerCache;
 use crate::model::{Reason, Verdict};
 use crate::number::{self, Normalized, NumberError};
+use crate::policy::Policies;
 use crate::registry::RegistrySet;
 use crate::rules::{self, CallInput, DecisionData, Evaluation, RegistryData};
 use crate::stats::Stats;
@@ -53,12 +54,11 @@ pub struct ScreenOutcome {
     pub next_allowed_at: Option<Timestamp>,
 }
 
-static NO_RULES: std::sync::LazyLock<DestinationRules> =
-    std::sync::LazyLock::new(DestinationRules::default);
-
 /// The shared state a [`Gateway`] decides on.
 #[derive(Debug)]
 pub struct GatewayParts {
+    /// The configuration's campaigns compiled against the statutes.
+    pub policies: Arc<Policies>,
     pub registries: Arc<RegistrySet>,
     pub contacts: Arc<ContactStore>,
     pub log: Arc<DecisionLog>,
@@ -69,7 +69,7 @@ pub struct GatewayParts {
 /// The decision service.
 #[derive(Debug)]
 pub struct Gateway {
-    config: Arc<Config>,
+    policies: Arc<Policies>,
     attempts: Arc<AttemptLedger>,
     campaigns: HashMap<String, CampaignConfig, foldhash::fast::RandomState>,
     registries: Arc<RegistrySet>,
@@ -78,7 +78,7 @@ pub struct Gateway {
     stats: Arc<Stats>,
     /// Answers by request id, for idempotent repeats.
     answered: AnswerCache,
-    /// Calling windows already worked out (keys point into `config`).
+    /// Calling windows already worked out (keyed by `policies`' era ids).
     window_memo: WindowMemo,
 }
 
@@ -106,7 +106,7 @@ impl Gateway {
                 .iter()
                 .map(|c| (c.id.clone(), c.clone()))
                 .collect(),
-            config,
+            policies: parts.policies,
             attempts: parts.attempts,
             registries: parts.registries,
             contacts: parts.contacts,
@@ -141,33 +141,44 @@ impl Gateway {
         let now = Timestamp::now();
         let campaign = self.campaigns.get(&request.campaign_id);
         let called = normalize_called(&request.called_number, campaign);
-        let mut evaluation = self.evaluate(
+        let (mut evaluation, limits) = self.evaluate(
             &request.campaign_id,
             campaign,
             &called,
             Some(&request.caller_id),
             now,
         );
-        // An ALLOW under an attempt cap takes its slot atomically; if a
+        // An ALLOW under attempt caps takes its slot atomically; if a
         // concurrent check took the last one, decide again (now a DENY).
         let mut reserved = None;
         if evaluation.verdict == Verdict::Allow
             && let (Some(campaign), Ok(number)) = (campaign, &called)
-            && let Some(limit) = self.config.attempt_limit(campaign, number.region)
+            && !limits.is_empty()
         {
             if self
                 .attempts
-                .try_record(&campaign.controller, number.key, limit, now)
+                .try_record(&campaign.controller, number.key, &limits, now)
             {
                 reserved = Some((campaign.controller.as_str(), number.key));
             } else {
-                evaluation = self.evaluate(
-                    &request.campaign_id,
-                    Some(campaign),
-                    &called,
-                    Some(&request.caller_id),
-                    now,
-                );
+                evaluation = self
+                    .evaluate(
+                        &request.campaign_id,
+                        Some(campaign),
+                        &called,
+                        Some(&request.caller_id),
+                        now,
+                    )
+                    .0;
+                if evaluation.verdict == Verdict::Allow {
+                    // The ledger refused what the rules allowed: never answer
+                    // ALLOW without the slot.
+                    evaluation.verdict = Verdict::Deny;
+                    evaluation.reasons = vec![Reason::new(
+                        crate::model::ReasonCode::AttemptLimit,
+                        "the attempt cap was reached by a concurrent call",
+                    )];
+                }
             }
         }
         let decision_id = uuid::Uuid::now_v7().to_string();
@@ -244,14 +255,12 @@ impl Gateway {
         let (Some(campaign), Ok(number)) = (campaign, called) else {
             return;
         };
+        let Some(era) = self.policies.era(&campaign.id, number.region, now) else {
+            return;
+        };
         let registries: Vec<String> = not_cleared
             .iter()
-            .filter(|id| {
-                self.registries
-                    .entries()
-                    .iter()
-                    .any(|e| &e.config.id == *id && e.config.exemptions.consent_after_registration)
-            })
+            .filter(|id| era.exemptions(id).consent_after_registration)
             .cloned()
             .collect();
         if registries.is_empty() {
@@ -290,7 +299,7 @@ impl Gateway {
         let now = at.unwrap_or_else(crate::clock::coarse_now);
         let campaign = self.campaigns.get(campaign_id);
         let called = normalize_called(called_number, campaign);
-        let evaluation = self.evaluate(campaign_id, campaign, &called, None, now);
+        let (evaluation, _) = self.evaluate(campaign_id, campaign, &called, None, now);
         ScreenOutcome {
             verdict: evaluation.verdict,
             reasons: evaluation.reasons,
@@ -299,6 +308,8 @@ impl Gateway {
         }
     }
 
+    /// Gathers the data of one decision, runs the rules, and returns the
+    /// caps an ALLOW must reserve a slot under.
     fn evaluate(
         &self,
         campaign_id: &str,
@@ -306,7 +317,7 @@ impl Gateway {
         called: &Result<Normalized, NumberError>,
         caller_id: Option<&str>,
         now: Timestamp,
-    ) -> Evaluation {
+    ) -> (Evaluation, SmallVec<[AttemptLimit; 2]>) {
         // Two registries cover a region at most in practice: no allocation
         // per check; the snapshots are borrowed for the check, not counted.
         let snapshots: SmallVec<[_; 2]> = match called {
@@ -324,40 +335,43 @@ impl Gateway {
                 snapshot: snapshot.as_deref(),
             })
             .collect();
-        let (contacts, whereabouts, first_not_cleared, attempts) = match called {
-            Ok(n) => (
-                self.contacts.index().view(n.key, &n.e164),
-                zones::locate(n.region.as_str(), &n.e164[1..]),
-                match campaign {
-                    Some(c) => self
-                        .registries
-                        .for_region(n.region)
-                        .filter(|e| e.config.exemptions.consent_after_registration)
-                        .filter_map(|e| {
+        let era = match (campaign, called) {
+            (Some(c), Ok(n)) => self.policies.era(&c.id, n.region, now),
+            _ => None,
+        };
+        let (contacts, whereabouts, first_not_cleared, attempts, limits) = match (called, era) {
+            (Ok(n), Some(era)) => {
+                let whereabouts = zones::locate(n.region.as_str(), &n.e164[1..]);
+                let limits: SmallVec<[AttemptLimit; 2]> =
+                    era.caps_in(whereabouts.state).collect();
+                let controller = campaign.map_or("", |c| c.controller.as_str());
+                (
+                    self.contacts.index().view(n.key, &n.e164),
+                    whereabouts,
+                    era.registries
+                        .iter()
+                        .filter(|r| r.exemptions.consent_after_registration)
+                        .filter_map(|r| {
                             self.contacts
-                                .first_not_cleared(&e.config.id, &c.controller, n.key)
-                                .map(|at| (e.config.id.clone(), at))
+                                .first_not_cleared(&r.id, controller, n.key)
+                                .map(|at| (r.id.clone(), at))
                         })
                         .collect(),
-                    None => Vec::new(),
-                },
-                match campaign {
-                    Some(c) if self.config.attempt_limit(c, n.region).is_some() => {
-                        self.attempts.recent(&c.controller, n.key)
-                    }
-                    _ => Vec::new(),
-                },
-            ),
-            Err(_) => (
+                    if limits.is_empty() {
+                        Vec::new()
+                    } else {
+                        self.attempts.recent(controller, n.key)
+                    },
+                    limits,
+                )
+            }
+            _ => (
                 Default::default(),
                 Whereabouts::default(),
                 Vec::new(),
                 Vec::new(),
+                SmallVec::new(),
             ),
-        };
-        let destination = match called {
-            Ok(n) => self.config.destination(n.region),
-            Err(_) => &NO_RULES,
         };
         let input = CallInput {
             campaign_id,
@@ -365,19 +379,20 @@ impl Gateway {
             called,
             caller_id,
         };
-        rules::evaluate(
+        let evaluation = rules::evaluate(
             &input,
             &DecisionData {
                 contacts: &contacts,
                 registries: &registries,
-                destination,
+                era,
                 whereabouts: &whereabouts,
                 attempts: &attempts,
                 first_not_cleared: &first_not_cleared,
                 window_memo: Some(&self.window_memo),
             },
             now,
-        )
+        );
+        (evaluation, limits)
     }
 }
 

@@ -80,7 +80,8 @@ struct LogStatus {
 struct CampaignWindow {
     campaign: String,
     destination: String,
-    /// `open`, `closed`, `unrestricted` or `unknown_zone` (in every zone of the destination).
+    /// `open`, `closed`, `unrestricted` or `unknown_zone`, in the
+    /// destination's main zone (US: New York; a number's own zones decide its calls).
     state: &'static str,
     closes_at: Option<Timestamp>,
     next_open: Option<Timestamp>,
@@ -94,6 +95,13 @@ struct StatusBody {
     uptime_seconds: u64,
     registries: Vec<crate::registry::RegistryStatus>,
     campaigns: Vec<CampaignWindow>,
+    /// The compiled policy's version (logged with every decision).
+    policy_version: String,
+    /// Campaign destinations whose every call is denied (a registry the law
+    /// requires is not configured), now.
+    blocked: Vec<crate::policy::Blocked>,
+    /// `[destination.XX]` overrides of the built-in statutes.
+    overrides: Vec<crate::policy::OverrideReport>,
     decisions: DecisionCounts,
     /// The latest denials, newest first, numbers masked.
     recent_denials: Vec<crate::stats::RecentDenial>,
@@ -110,6 +118,14 @@ fn status_body(shared: &Shared) -> StatusBody {
         uptime_seconds: shared.started.elapsed().as_secs(),
         registries: shared.registries.status(Timestamp::now()),
         campaigns: campaign_windows(shared, Timestamp::now()),
+        policy_version: shared.policies.version.clone(),
+        blocked: shared
+            .policies
+            .blocked_at(Timestamp::now(), &shared.config)
+            .into_iter()
+            .cloned()
+            .collect(),
+        overrides: shared.policies.overrides.clone(),
         decisions: shared.stats.counts(),
         recent_denials: shared.stats.recent_denials(),
         latency: shared.stats.latency_summary(),
@@ -130,14 +146,24 @@ fn campaign_windows(shared: &Shared, now: Timestamp) -> Vec<CampaignWindow> {
     let mut out = Vec::new();
     for campaign in &shared.config.campaigns {
         for region in &campaign.destinations {
-            let whereabouts = zones::locate(region.as_str(), "");
+            let Some(era) = shared.policies.era(&campaign.id, *region, now) else {
+                continue;
+            };
+            // The destination's main zone (the statute's), else every zone
+            // of its calling code.
+            let zones: &'static [&'static str] = match crate::statutes::statute(region.as_str()) {
+                Some(statute) => std::slice::from_ref(&statute.zone),
+                None => zones::region_zones(region.calling_code()).zones,
+            };
             let check = calling::check(
                 &calling::WindowInput {
                     region: region.as_str(),
-                    zones: whereabouts.zones,
+                    zones,
+                    zones_id: 0,
                     state: None,
-                    destination: shared.config.destination(*region),
-                    campaign: campaign.calling_hours.as_ref(),
+                    destination: &era.window,
+                    campaign: era.campaign_hours.as_ref(),
+                    memo_key: 0,
                 },
                 now,
             );

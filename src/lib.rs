@@ -3,6 +3,9 @@
 //! # Layout
 //!
 //! - [`config`]: the TOML configuration, validated once.
+//! - [`statutes`]: the law as dated, sourced data, per destination.
+//! - [`policy`]: statutes, overrides and campaigns compiled into the
+//!   effective rules per campaign, destination and period.
 //! - [`number`]: phone-number normalisation to E.164 and lookup keys.
 //! - [`model`]: verdicts, reason codes, purposes.
 //! - [`rules`]: the compliance rules, pure functions of request, data and `now`.
@@ -29,10 +32,12 @@ pub mod http;
 pub mod idempotency;
 pub mod model;
 pub mod number;
+pub mod policy;
 pub mod proto;
 pub mod records;
 pub mod registry;
 pub mod rules;
+pub mod statutes;
 pub mod server;
 pub mod stats;
 pub mod tls;

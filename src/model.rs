@@ -5,6 +5,25 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+/// Kind of a registry: what its file lists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RegistryKind {
+    /// The file lists numbers CLEARED for one controller (IT RPO, FR Bloctel).
+    Allowlist,
+    /// The file lists REGISTERED numbers (US DNC, UK TPS).
+    Blocklist,
+}
+
+impl fmt::Display for RegistryKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            RegistryKind::Allowlist => "allowlist",
+            RegistryKind::Blocklist => "blocklist",
+        })
+    }
+}
+
 /// Outcome of a decision.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "UPPERCASE")]

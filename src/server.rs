@@ -22,6 +22,7 @@ use crate::decision_log::{self, DecisionLog};
 use crate::gateway::{Gateway, GatewayParts};
 use crate::grpc::{ComplianceGatewayService, ContactRecordsService};
 use crate::number::NumberKey;
+use crate::policy::Policies;
 use crate::proto::compliance_gateway_server::ComplianceGatewayServer;
 use crate::proto::contact_records_server::ContactRecordsServer;
 use crate::records::Records;
@@ -32,6 +33,8 @@ use crate::stats::Stats;
 #[derive(Debug)]
 pub struct Shared {
     pub config: Arc<Config>,
+    /// The compiled policy the gateway decides with.
+    pub policies: Arc<Policies>,
     pub registries: Arc<RegistrySet>,
     pub log: Arc<DecisionLog>,
     pub stats: Arc<Stats>,
@@ -43,6 +46,32 @@ impl Shared {
     /// Ready to decide: started, not shutting down, and the log is committing.
     pub fn is_ready(&self) -> bool {
         self.ready.load(Ordering::Relaxed) && !self.log.counters().failing.load(Ordering::Relaxed)
+    }
+}
+
+/// Start-up report of what the compiled policy means for the operator:
+/// blocked campaign destinations are errors, overrides of the law warnings.
+fn report_policies(policies: &Policies, config: &Config) {
+    tracing::info!(version = %policies.version, "policy compiled");
+    for blocked in policies.blocked_at(Timestamp::now(), config) {
+        tracing::error!(
+            campaign = %blocked.campaign,
+            destination = %blocked.destination,
+            reason = %blocked.reason,
+            "every call of this campaign to this destination will be denied REGISTRY_UNAVAILABLE"
+        );
+    }
+    for o in &policies.overrides {
+        tracing::warn!(
+            destination = %o.destination,
+            from = ?o.from,
+            settings = %o.settings.join(", "),
+            source = %o.source,
+            "the statute of this destination is overridden by the configuration"
+        );
+    }
+    for warning in &policies.warnings {
+        tracing::warn!("{warning}");
     }
 }
 
@@ -60,6 +89,8 @@ pub async fn serve(
     let snapshots = registry::snapshots_dir(&data_dir);
     seed_registries(&config, &snapshots)?;
 
+    let policies = Arc::new(Policies::compile(&config));
+    report_policies(&policies, &config);
     let registries = Arc::new(RegistrySet::open(&config.registries, &snapshots));
     let contacts = Arc::new(ContactStore::open(&data_dir).context("cannot open contact store")?);
     let contacts_for_refresh = Arc::clone(&contacts);
@@ -67,8 +98,8 @@ pub async fn serve(
     let recent_since = Timestamp::now()
         .checked_sub(window)
         .unwrap_or(Timestamp::UNIX_EPOCH);
-    let attempts_since = config
-        .longest_attempt_window()
+    let attempts_since = policies
+        .longest_cap_window()
         .and_then(|window| Timestamp::now().checked_sub(window).ok());
     let (log, startup) = DecisionLog::open(
         &decision_log::database_path(&data_dir),
@@ -96,6 +127,7 @@ pub async fn serve(
     let gateway = Arc::new(Gateway::new(
         Arc::clone(&config),
         GatewayParts {
+            policies: Arc::clone(&policies),
             registries: Arc::clone(&registries),
             contacts: Arc::clone(&contacts),
             log: Arc::clone(&log),
@@ -106,6 +138,7 @@ pub async fn serve(
     ));
     let shared = Arc::new(Shared {
         config: Arc::clone(&config),
+        policies: Arc::clone(&policies),
         registries: Arc::clone(&registries),
         log: Arc::clone(&log),
         stats,
@@ -207,7 +240,7 @@ pub async fn serve(
             )
         }
     };
-    let prune_task = config.longest_attempt_window().map(|window| {
+    let prune_task = policies.longest_cap_window().map(|window| {
         let attempts = Arc::clone(&attempts);
         tokio::spawn(async move {
             let mut ticker = tokio::time::interval(Duration::from_secs(600));

@@ -4,6 +4,10 @@
 //! Without it each check converts `now` into every zone and rebuilds the
 //! day's spans (holidays included), the largest cost of bulk screening.
 //!
+//! Keys are stable ids ([`crate::policy::Era::id`], the zone set's id, the
+//! state code), never memory addresses; a memo belongs to one compiled
+//! policy (the gateway that owns both is rebuilt together).
+//!
 //! Each thread also keeps the last answer it used: a list screened for one
 //! campaign asks the same question number after number, and comparing the
 //! key is cheaper than hashing it and locking a shard of the map.
@@ -16,41 +20,29 @@ use jiff::Timestamp;
 
 use super::{WindowCheck, WindowInput, check};
 
-/// Zones of one number that the memo keys on; more are not memoised.
-const MAX_ZONES: usize = 4;
-
-/// Identifies a window input by the addresses of its parts. Sound only for
-/// inputs whose parts outlive the memo: the gateway owns both the memo and
-/// the configuration the rules come from, and zone, state and region names
-/// are static strings. Addresses are compared, never dereferenced.
+/// Identifies a window input by stable ids: the policy era (destination
+/// rules and campaign hours), the set of zones and the state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 struct Key {
-    destination: usize,
-    campaign: usize,
-    region: (usize, usize),
-    state: (usize, usize),
-    zones: [(usize, usize); MAX_ZONES],
-}
-
-fn address(text: &str) -> (usize, usize) {
-    (text.as_ptr() as usize, text.len())
+    era: u32,
+    zones: u32,
+    state: [u8; 2],
 }
 
 impl Key {
     fn of(input: &WindowInput<'_>) -> Option<Key> {
-        if input.zones.len() > MAX_ZONES {
+        if input.memo_key == 0 {
             return None;
         }
-        let mut zones = [(0, 0); MAX_ZONES];
-        for (slot, zone) in zones.iter_mut().zip(input.zones) {
-            *slot = address(zone);
-        }
+        let state = match input.state.map(str::as_bytes) {
+            None => [0, 0],
+            Some(&[a, b]) => [a, b],
+            Some(_) => return None,
+        };
         Some(Key {
-            destination: std::ptr::from_ref(input.destination) as usize,
-            campaign: input.campaign.map_or(0, |c| std::ptr::from_ref(c) as usize),
-            region: address(input.region),
-            state: input.state.map_or((0, 0), address),
-            zones,
+            era: input.memo_key,
+            zones: input.zones_id,
+            state,
         })
     }
 }
@@ -88,8 +80,6 @@ thread_local! {
 
 impl WindowMemo {
     /// The same answer as [`check`]`(input, now)`, memoised.
-    ///
-    /// The parts of `input` must outlive the memo (see [`Key`]).
     pub fn check(&self, input: &WindowInput<'_>, now: Timestamp) -> WindowCheck {
         let Some(key) = Key::of(input) else {
             return check(input, now);

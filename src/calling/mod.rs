@@ -7,13 +7,14 @@
 //! own hours, which can only narrow it. A number that may be in several time
 //! zones must be inside the window in all of them.
 
-pub mod holidays;
 mod memo;
 pub mod zones;
 
 pub use memo::WindowMemo;
 
 use std::collections::BTreeMap;
+
+use crate::statutes::holidays;
 
 use jiff::civil::Date;
 use jiff::tz::TimeZone;
@@ -42,7 +43,8 @@ impl Span {
         (span.start < span.end).then_some(span)
     }
 
-    const fn hours(start: u16, end: u16) -> Span {
+    /// Whole hours `[start, end)`.
+    pub const fn hours(start: u16, end: u16) -> Span {
         Span {
             start: start * 60,
             end: end * 60,
@@ -65,8 +67,16 @@ pub struct WeeklyHours {
 }
 
 impl WeeklyHours {
+    /// The same spans Monday to Friday; no calls on weekends.
+    pub fn weekdays(spans: &[Span]) -> WeeklyHours {
+        WeeklyHours {
+            days: std::array::from_fn(|i| Some(if i < 5 { spans.to_vec() } else { Vec::new() })),
+            ..Default::default()
+        }
+    }
+
     /// The same spans every day of the week.
-    fn every_day(spans: &[Span]) -> WeeklyHours {
+    pub fn every_day(spans: &[Span]) -> WeeklyHours {
         WeeklyHours {
             days: std::array::from_fn(|_| Some(spans.to_vec())),
             ..Default::default()
@@ -108,77 +118,16 @@ pub struct AttemptLimit {
     pub window: SignedDuration,
 }
 
-/// The calling rules of one destination region.
+/// The calling-window rules of one destination, as compiled by
+/// [`crate::policy`] for one period of the law.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DestinationRules {
-    /// The statutory week; `None` = no statutory window.
+    /// The statutory week (or its override); `None` = no statutory window.
     pub hours: Option<WeeklyHours>,
-    /// Regional or extra public holidays.
+    /// Regional or extra public holidays (the statute's own are in [`holidays`]).
     pub extra_holidays: Vec<Date>,
-    pub attempt_limit: Option<AttemptLimit>,
     /// Overlays by state (US), narrowing `hours`.
     pub states: BTreeMap<String, WeeklyHours>,
-}
-
-/// The statutory defaults (sources in the compliance rules reference).
-pub fn statutory(region: &str) -> DestinationRules {
-    let weekdays = |spans: &[Span]| -> [Option<DaySpans>; 7] {
-        std::array::from_fn(|i| Some(if i < 5 { spans.to_vec() } else { Vec::new() }))
-    };
-    match region {
-        // Garante code of conduct 2024: Mon-Fri 09-20, Saturdays and days
-        // before a holiday 10-19, no calls on Sundays and holidays.
-        "IT" => {
-            let mut days = weekdays(&[Span::hours(9, 20)]);
-            days[5] = Some(vec![Span::hours(10, 19)]);
-            DestinationRules {
-                hours: Some(WeeklyHours {
-                    days,
-                    holidays: Some(Vec::new()),
-                    pre_holidays: Some(vec![Span::hours(10, 19)]),
-                }),
-                ..Default::default()
-            }
-        }
-        // Décret 2022-1313: Mon-Fri 10-13 and 14-20, no weekends or holidays;
-        // at most 4 calls in 30 days.
-        "FR" => DestinationRules {
-            hours: Some(WeeklyHours {
-                days: weekdays(&[Span::hours(10, 13), Span::hours(14, 20)]),
-                holidays: Some(Vec::new()),
-                pre_holidays: None,
-            }),
-            attempt_limit: Some(AttemptLimit {
-                max_attempts: 4,
-                window: SignedDuration::from_hours(30 * 24),
-            }),
-            ..Default::default()
-        },
-        // Ley 11/2022: weekdays 09-21, no weekends or holidays.
-        "ES" => DestinationRules {
-            hours: Some(WeeklyHours {
-                days: weekdays(&[Span::hours(9, 21)]),
-                holidays: Some(Vec::new()),
-                pre_holidays: None,
-            }),
-            ..Default::default()
-        },
-        // TCPA 47 CFR 64.1200(c)(1): 08-21 local; Florida (FTSA 2021) 08-20.
-        "US" => DestinationRules {
-            hours: Some(WeeklyHours::every_day(&[Span::hours(8, 21)])),
-            states: BTreeMap::from([(
-                "FL".to_string(),
-                WeeklyHours::every_day(&[Span::hours(8, 20)]),
-            )]),
-            ..Default::default()
-        },
-        // No statutory window: a configurable default.
-        "GB" => DestinationRules {
-            hours: Some(WeeklyHours::every_day(&[Span::hours(9, 21)])),
-            ..Default::default()
-        },
-        _ => DestinationRules::default(),
-    }
 }
 
 /// Where and under which rules a call would ring.
@@ -186,11 +135,16 @@ pub fn statutory(region: &str) -> DestinationRules {
 pub struct WindowInput<'a> {
     pub region: &'a str,
     pub zones: &'a [&'a str],
+    /// Stable id of `zones` ([`zones::Whereabouts::zones_id`]).
+    pub zones_id: u32,
     /// The state, when known (US).
     pub state: Option<&'a str>,
     pub destination: &'a DestinationRules,
     /// The campaign's own hours, narrowing the destination's.
     pub campaign: Option<&'a WeeklyHours>,
+    /// Stable id of `destination` and `campaign` together (the policy era's
+    /// id), for memoised answers; 0 = do not memoise.
+    pub memo_key: u32,
 }
 
 /// Outcome of the calling-window rule.

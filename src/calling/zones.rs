@@ -1,203 +1,173 @@
-//! Where a called number is, in time: its candidate time zones (and, for
-//! NANP numbers, its state). A number that may be in several zones gets all
-//! of them, and the calling window is their intersection (the strictest).
+//! Where a called number is, in time: its candidate time zones from
+//! libphonenumber's prefix-to-zone data (`data/libphonenumber/timezones.txt`,
+//! the upstream `resources/timezones/map_data.txt`), and for NANP numbers
+//! the state, from libphonenumber's area-code geocoding
+//! (`data/libphonenumber/geocoding-en-1-npa.txt`). A number that may be in
+//! several zones gets all of them, and the calling window is their
+//! intersection (the strictest). Numbers the data does not place have no
+//! known local time: a calling window for them fails closed.
 
-/// IANA zones by region; the first is the main one. Regions missing here
-/// have no known local time: a calling window for them fails closed.
-const REGION_ZONES: &[(&str, &[&str])] = &[
-    ("IT", &["Europe/Rome"]),
-    ("SM", &["Europe/San_Marino"]),
-    ("VA", &["Europe/Vatican"]),
-    ("FR", &["Europe/Paris"]),
-    ("ES", &["Europe/Madrid", "Atlantic/Canary"]),
-    (
-        "PT",
-        &["Europe/Lisbon", "Atlantic/Madeira", "Atlantic/Azores"],
-    ),
-    ("GB", &["Europe/London"]),
-    ("IE", &["Europe/Dublin"]),
-    ("DE", &["Europe/Berlin"]),
-    ("AT", &["Europe/Vienna"]),
-    ("CH", &["Europe/Zurich"]),
-    ("BE", &["Europe/Brussels"]),
-    ("NL", &["Europe/Amsterdam"]),
-    ("LU", &["Europe/Luxembourg"]),
-    ("PL", &["Europe/Warsaw"]),
-    ("RO", &["Europe/Bucharest"]),
-    ("GR", &["Europe/Athens"]),
-    ("SE", &["Europe/Stockholm"]),
-    ("DK", &["Europe/Copenhagen"]),
-    ("NO", &["Europe/Oslo"]),
-    ("FI", &["Europe/Helsinki"]),
-    ("CZ", &["Europe/Prague"]),
-    ("SK", &["Europe/Bratislava"]),
-    ("HU", &["Europe/Budapest"]),
-    ("SI", &["Europe/Ljubljana"]),
-    ("HR", &["Europe/Zagreb"]),
-    ("MT", &["Europe/Malta"]),
-    (
-        "US",
-        &[
-            "America/New_York",
-            "America/Chicago",
-            "America/Denver",
-            "America/Phoenix",
-            "America/Los_Angeles",
-            "America/Anchorage",
-            "America/Adak",
-            "Pacific/Honolulu",
-        ],
-    ),
-    (
-        "CA",
-        &[
-            "America/St_Johns",
-            "America/Halifax",
-            "America/Toronto",
-            "America/Winnipeg",
-            "America/Regina",
-            "America/Edmonton",
-            "America/Vancouver",
-        ],
-    ),
-];
+use std::collections::HashMap;
+use std::sync::LazyLock;
 
-const ET: &[&str] = &["America/New_York"];
-const CT: &[&str] = &["America/Chicago"];
-const MT: &[&str] = &["America/Denver"];
-const AZ: &[&str] = &["America/Phoenix"];
-const PT: &[&str] = &["America/Los_Angeles"];
+const TIMEZONES: &str = include_str!("../../data/libphonenumber/timezones.txt");
+const NANP_AREAS: &str = include_str!("../../data/libphonenumber/geocoding-en-1-npa.txt");
 
-/// US area codes whose state and zone(s) are known; any other area code is
-/// treated as possibly anywhere in the US (all zones, every state overlay).
-/// Area codes that straddle a zone line list both zones.
-const NANP: &[(&[u16], &str, &[&str])] = &[
-    (
-        &[
-            212, 315, 332, 347, 516, 518, 585, 607, 631, 646, 680, 716, 718, 838, 845, 914, 917,
-            929, 934,
-        ],
-        "NY",
-        ET,
-    ),
-    (
-        &[201, 551, 609, 640, 732, 848, 856, 862, 908, 973],
-        "NJ",
-        ET,
-    ),
-    (
-        &[
-            215, 223, 267, 272, 412, 445, 484, 570, 610, 717, 724, 814, 878,
-        ],
-        "PA",
-        ET,
-    ),
-    (&[339, 351, 413, 508, 617, 774, 781, 857, 978], "MA", ET),
-    (&[203, 475, 860, 959], "CT", ET),
-    (&[229, 404, 470, 478, 678, 706, 762, 770, 912], "GA", ET),
-    (&[202], "DC", ET),
-    (&[276, 434, 540, 571, 703, 757, 804, 826, 948], "VA", ET),
-    (&[240, 301, 410, 443, 667], "MD", ET),
-    (&[252, 336, 704, 743, 828, 910, 919, 980, 984], "NC", ET),
-    (&[803, 839, 843, 854, 864], "SC", ET),
-    (
-        &[
-            216, 220, 234, 326, 330, 380, 419, 440, 513, 567, 614, 740, 937,
-        ],
-        "OH",
-        ET,
-    ),
-    (
-        &[231, 248, 269, 313, 517, 586, 616, 734, 810, 947, 989],
-        "MI",
-        ET,
-    ),
-    (
-        &[
-            239, 305, 321, 352, 386, 407, 561, 656, 689, 727, 754, 772, 786, 813, 863, 904, 941,
-            954,
-        ],
-        "FL",
-        ET,
-    ),
-    (&[448, 850], "FL", &["America/New_York", "America/Chicago"]),
-    (
-        &[
-            217, 224, 309, 312, 331, 447, 464, 618, 630, 708, 773, 779, 815, 847, 872,
-        ],
-        "IL",
-        CT,
-    ),
-    (
-        &[
-            210, 214, 254, 281, 325, 346, 361, 409, 430, 469, 512, 682, 713, 726, 737, 806, 817,
-            830, 832, 903, 936, 940, 945, 956, 972, 979,
-        ],
-        "TX",
-        CT,
-    ),
-    (&[915], "TX", MT),
-    (&[218, 320, 507, 612, 651, 763, 952], "MN", CT),
-    (&[262, 414, 534, 608, 715, 920], "WI", CT),
-    (&[314, 417, 573, 636, 660, 816], "MO", CT),
-    (&[225, 318, 337, 504, 985], "LA", CT),
-    (&[205, 251, 256, 334, 659, 938], "AL", CT),
-    (&[319, 515, 563, 641, 712], "IA", CT),
-    (&[405, 539, 580, 918], "OK", CT),
-    (&[479, 501, 870], "AR", CT),
-    (&[228, 601, 662, 769], "MS", CT),
-    (&[303, 719, 720, 970, 983], "CO", MT),
-    (&[385, 435, 801], "UT", MT),
-    (&[505, 575], "NM", MT),
-    (&[406], "MT", MT),
-    (&[307], "WY", MT),
-    (&[480, 520, 602, 623], "AZ", AZ),
-    (&[928], "AZ", &["America/Phoenix", "America/Denver"]),
-    (
-        &[
-            209, 213, 279, 310, 323, 341, 350, 408, 415, 424, 442, 510, 530, 559, 562, 619, 626,
-            628, 650, 657, 661, 669, 707, 714, 747, 760, 805, 818, 820, 831, 840, 858, 909, 916,
-            925, 949, 951,
-        ],
-        "CA",
-        PT,
-    ),
-    (&[206, 253, 360, 425, 509, 564], "WA", PT),
-    (&[702, 725, 775], "NV", PT),
-    (&[458, 503, 971], "OR", PT),
-    (&[541], "OR", &["America/Los_Angeles", "America/Denver"]),
-    (&[907], "AK", &["America/Anchorage", "America/Adak"]),
-    (&[808], "HI", &["Pacific/Honolulu"]),
+/// US states (and DC) by the names the geocoding data uses.
+const STATE_NAMES: &[(&str, &str)] = &[
+    ("Alabama", "AL"),
+    ("Alaska", "AK"),
+    ("Arizona", "AZ"),
+    ("Arkansas", "AR"),
+    ("California", "CA"),
+    ("Colorado", "CO"),
+    ("Connecticut", "CT"),
+    ("Delaware", "DE"),
+    ("Washington D.C.", "DC"),
+    ("Florida", "FL"),
+    ("Georgia", "GA"),
+    ("Hawaii", "HI"),
+    ("Idaho", "ID"),
+    ("Illinois", "IL"),
+    ("Indiana", "IN"),
+    ("Iowa", "IA"),
+    ("Kansas", "KS"),
+    ("Kentucky", "KY"),
+    ("Louisiana", "LA"),
+    ("Maine", "ME"),
+    ("Maryland", "MD"),
+    ("Massachusetts", "MA"),
+    ("Michigan", "MI"),
+    ("Minnesota", "MN"),
+    ("Mississippi", "MS"),
+    ("Missouri", "MO"),
+    ("Montana", "MT"),
+    ("Nebraska", "NE"),
+    ("Nevada", "NV"),
+    ("New Hampshire", "NH"),
+    ("New Jersey", "NJ"),
+    ("New Mexico", "NM"),
+    ("New York", "NY"),
+    ("North Carolina", "NC"),
+    ("North Dakota", "ND"),
+    ("Ohio", "OH"),
+    ("Oklahoma", "OK"),
+    ("Oregon", "OR"),
+    ("Pennsylvania", "PA"),
+    ("Rhode Island", "RI"),
+    ("South Carolina", "SC"),
+    ("South Dakota", "SD"),
+    ("Tennessee", "TN"),
+    ("Texas", "TX"),
+    ("Utah", "UT"),
+    ("Vermont", "VT"),
+    ("Virginia", "VA"),
+    ("Washington State", "WA"),
+    ("West Virginia", "WV"),
+    ("Wisconsin", "WI"),
+    ("Wyoming", "WY"),
 ];
 
 /// Where a number is.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Whereabouts {
     /// Candidate IANA zones (at least one), or empty when unknown.
     pub zones: &'static [&'static str],
-    /// The state, when the region has state rules and the area code is known.
+    /// Stable id of `zones` (0 = unknown), for memo keys.
+    pub zones_id: u32,
+    /// The state, when the region has states and the area code is placed.
     pub state: Option<&'static str>,
 }
 
+struct ZoneData {
+    /// Prefix digits (as a [`prefix_key`]) to an index into `zone_sets`.
+    by_prefix: HashMap<u64, u32, foldhash::fast::FixedState>,
+    longest_prefix: usize,
+    /// Distinct zone lists; index 0 is the empty (unknown) list.
+    zone_sets: Vec<Vec<&'static str>>,
+    /// NANP area code to state code.
+    states: HashMap<u16, &'static str, foldhash::fast::FixedState>,
+}
+
+fn prefix_key(digits: &str) -> Option<u64> {
+    Some(((digits.len() as u64) << 56) | digits.parse::<u64>().ok()?)
+}
+
+static DATA: LazyLock<ZoneData> = LazyLock::new(|| {
+    let mut data = ZoneData {
+        by_prefix: HashMap::default(),
+        longest_prefix: 0,
+        zone_sets: vec![Vec::new()],
+        states: HashMap::default(),
+    };
+    for line in TIMEZONES.lines() {
+        let Some((prefix, zones)) = line.split_once('|') else {
+            continue;
+        };
+        let Some(key) = prefix_key(prefix) else {
+            continue;
+        };
+        let zones: Vec<&'static str> = zones.split('&').filter(|z| !z.is_empty()).collect();
+        let id = match data.zone_sets.iter().position(|z| *z == zones) {
+            Some(id) => id,
+            None => {
+                data.zone_sets.push(zones);
+                data.zone_sets.len() - 1
+            }
+        };
+        data.by_prefix.insert(key, id as u32);
+        data.longest_prefix = data.longest_prefix.max(prefix.len());
+    }
+    for line in NANP_AREAS.lines() {
+        let Some((prefix, place)) = line.split_once('|') else {
+            continue;
+        };
+        let Some(npa) = prefix.strip_prefix('1').and_then(|p| p.parse::<u16>().ok()) else {
+            continue;
+        };
+        let state = match place.rsplit_once(", ") {
+            Some((_, code)) => STATE_NAMES.iter().map(|(_, c)| *c).find(|c| *c == code),
+            None => STATE_NAMES.iter().find(|(name, _)| *name == place).map(|(_, c)| *c),
+        };
+        if let Some(state) = state {
+            data.states.insert(npa, state);
+        }
+    }
+    data
+});
+
 /// The candidate zones of a number of `region` with E.164 `digits` (no `+`).
 pub fn locate(region: &str, digits: &str) -> Whereabouts {
-    if region == "US"
-        && let Some(npa) = digits.get(1..4).and_then(|d| d.parse::<u16>().ok())
-        && let Some((_, state, zones)) = NANP.iter().find(|(npas, _, _)| npas.contains(&npa))
-    {
-        return Whereabouts {
-            zones,
-            state: Some(state),
-        };
+    let data = &*DATA;
+    let mut zones_id = 0;
+    for len in (1..=digits.len().min(data.longest_prefix)).rev() {
+        if let Some(id) = prefix_key(&digits[..len]).and_then(|k| data.by_prefix.get(&k)) {
+            zones_id = *id;
+            break;
+        }
     }
+    let state = match region {
+        "US" => digits
+            .get(1..4)
+            .and_then(|d| d.parse::<u16>().ok())
+            .and_then(|npa| data.states.get(&npa).copied()),
+        _ => None,
+    };
     Whereabouts {
-        zones: REGION_ZONES
-            .iter()
-            .find(|(r, _)| *r == region)
-            .map(|(_, zones)| *zones)
-            .unwrap_or_default(),
-        state: None,
+        zones: &data.zone_sets[zones_id as usize],
+        zones_id,
+        state,
     }
+}
+
+/// The zones of a whole region (no number known), for the status page.
+pub fn region_zones(calling_code: u16) -> Whereabouts {
+    locate("", &calling_code.to_string())
+}
+
+/// The US state codes the geocoding data can name.
+pub fn us_state_codes() -> impl Iterator<Item = &'static str> {
+    STATE_NAMES.iter().map(|(_, code)| *code)
 }
 
 #[cfg(test)]
@@ -206,38 +176,38 @@ mod tests {
 
     #[test]
     fn test_locate() {
-        assert_eq!(locate("IT", "393331234567").zones, ["Europe/Rome"]);
+        assert_eq!(locate("IT", "393331234567").zones, ["Europe/Rome", "Europe/Vatican"]);
         let nyc = locate("US", "12125550123");
-        assert_eq!(
-            (nyc.zones, nyc.state),
-            (&["America/New_York"][..], Some("NY"))
-        );
+        assert_eq!((nyc.zones, nyc.state), (&["America/New_York"][..], Some("NY")));
+        let miami = locate("US", "13055550123");
+        assert_eq!(miami.state, Some("FL"));
         let panhandle = locate("US", "18505550123");
-        assert_eq!(panhandle.zones.len(), 2);
+        assert!(panhandle.zones.contains(&"America/Chicago"), "{:?}", panhandle.zones);
         assert_eq!(panhandle.state, Some("FL"));
-        let unknown = locate("US", "16845550123");
-        assert_eq!(unknown.zones.len(), 8, "unknown area code: every US zone");
-        assert_eq!(unknown.state, None);
-        assert!(locate("JP", "81312345678").zones.is_empty());
-        for (_, zones) in REGION_ZONES {
-            for zone in *zones {
+        assert_eq!(locate("US", "12065550123").state, Some("WA"), "Washington State");
+        assert!(locate("JP", "").zones.is_empty(), "no digits, no zone");
+        assert_ne!(locate("FR", "33612345678").zones_id, 0);
+        for zones in &DATA.zone_sets {
+            for zone in zones {
                 jiff::tz::TimeZone::get(zone).unwrap_or_else(|e| panic!("{zone}: {e}"));
-            }
-        }
-        for (npas, _, zones) in NANP {
-            for zone in *zones {
-                jiff::tz::TimeZone::get(zone).unwrap_or_else(|e| panic!("{npas:?} {zone}: {e}"));
             }
         }
     }
 
+    /// Issue 13: area code 775 includes West Wendover, Nevada, on Mountain
+    /// time; the hand-kept table placed all of 775 on Pacific time.
     #[test]
-    fn test_no_area_code_listed_twice() {
-        let mut seen = std::collections::HashSet::new();
-        for (npas, _, _) in NANP {
-            for npa in *npas {
-                assert!(seen.insert(*npa), "{npa} listed twice");
-            }
-        }
+    fn test_775_west_wendover_is_on_mountain_time() {
+        let wendover = locate("US", "17756640123");
+        assert_eq!(wendover.zones, ["America/Denver"]);
+        assert_eq!(wendover.state, Some("NV"));
+        let reno = locate("US", "17753220123");
+        assert_eq!(reno.zones, ["America/Los_Angeles"]);
+        let unplaced = locate("US", "17759990123");
+        assert!(
+            unplaced.zones.contains(&"America/Boise") && unplaced.zones.contains(&"America/Los_Angeles"),
+            "an exchange not placed gets both zones: {:?}",
+            unplaced.zones
+        );
     }
 }

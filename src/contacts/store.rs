@@ -51,6 +51,48 @@ pub fn database_path(data_dir: &Path) -> PathBuf {
     data_dir.join("contacts.db")
 }
 
+/// A value read back from the store that the code does not know: the row is
+/// corrupt or written by a newer version. An error, never a default: a
+/// default could become the basis of an ALLOW.
+#[derive(Debug, thiserror::Error)]
+#[error("column {column} holds {value:?}: {problem}")]
+struct UnknownValue {
+    column: &'static str,
+    value: String,
+    problem: &'static str,
+}
+
+fn unknown(column: &'static str, value: impl ToString, problem: &'static str) -> rusqlite::Error {
+    rusqlite::Error::FromSqlConversionFailure(
+        0,
+        rusqlite::types::Type::Text,
+        Box::new(UnknownValue {
+            column,
+            value: value.to_string(),
+            problem,
+        }),
+    )
+}
+
+/// An instant read back: out of range is an error, not the epoch.
+fn ts_column(row: &rusqlite::Row<'_>, index: usize, column: &'static str) -> rusqlite::Result<Timestamp> {
+    let us: i64 = row.get(index)?;
+    Timestamp::from_microsecond(us).map_err(|_| unknown(column, us, "not an instant"))
+}
+
+fn optional_ts_column(
+    row: &rusqlite::Row<'_>,
+    index: usize,
+    column: &'static str,
+) -> rusqlite::Result<Option<Timestamp>> {
+    match row.get::<_, Option<i64>>(index)? {
+        None => Ok(None),
+        Some(us) => Timestamp::from_microsecond(us)
+            .map(Some)
+            .map_err(|_| unknown(column, us, "not an instant")),
+    }
+}
+
 fn ts(us: i64) -> Timestamp {
     crate::decision_log::from_micros(us)
 }
@@ -121,8 +163,16 @@ CREATE TABLE IF NOT EXISTS observations (
 ) STRICT;
 ";
 
-fn purpose(text: &str) -> Purpose {
-    Purpose::from_config(text).unwrap_or(Purpose::Marketing)
+fn purpose(text: &str) -> rusqlite::Result<Purpose> {
+    Purpose::from_config(text).ok_or_else(|| unknown("purpose", text, "not a known purpose"))
+}
+
+fn relationship_kind(text: &str) -> rusqlite::Result<RelationshipKind> {
+    match text {
+        "customer" => Ok(RelationshipKind::Customer),
+        "inquiry" => Ok(RelationshipKind::Inquiry),
+        other => Err(unknown("kind", other, "not a known relationship kind")),
+    }
 }
 
 fn read_consent(row: &rusqlite::Row<'_>) -> rusqlite::Result<(NumberKey, Consent)> {
@@ -132,15 +182,15 @@ fn read_consent(row: &rusqlite::Row<'_>) -> rusqlite::Result<(NumberKey, Consent
             consent_id: row.get(0)?,
             controller: row.get(1)?,
             number: row.get(2)?,
-            purpose: purpose(&row.get::<_, String>(4)?),
-            granted_at: ts(row.get(5)?),
-            revoked_at: row.get::<_, Option<i64>>(6)?.map(ts),
-            expires_at: row.get::<_, Option<i64>>(7)?.map(ts),
+            purpose: purpose(&row.get::<_, String>(4)?)?,
+            granted_at: ts_column(row, 5, "granted_at_us")?,
+            revoked_at: optional_ts_column(row, 6, "revoked_at_us")?,
+            expires_at: optional_ts_column(row, 7, "expires_at_us")?,
             source: row.get(8)?,
             method: row.get(9)?,
             notice_version: row.get(10)?,
             evidence_ref: row.get(11)?,
-            recorded_at: ts(row.get(12)?),
+            recorded_at: ts_column(row, 12, "recorded_at_us")?,
         },
     ))
 }
@@ -155,14 +205,10 @@ fn read_relationship(row: &rusqlite::Row<'_>) -> rusqlite::Result<(NumberKey, Re
             relationship_id: row.get(0)?,
             controller: row.get(1)?,
             number: row.get(2)?,
-            kind: if row.get::<_, String>(4)? == "inquiry" {
-                RelationshipKind::Inquiry
-            } else {
-                RelationshipKind::Customer
-            },
-            started_at: ts(row.get(5)?),
-            ended_at: row.get::<_, Option<i64>>(6)?.map(ts),
-            recorded_at: ts(row.get(7)?),
+            kind: relationship_kind(&row.get::<_, String>(4)?)?,
+            started_at: ts_column(row, 5, "started_at_us")?,
+            ended_at: optional_ts_column(row, 6, "ended_at_us")?,
+            recorded_at: ts_column(row, 7, "recorded_at_us")?,
         },
     ))
 }
@@ -184,8 +230,8 @@ fn read_suppression(row: &rusqlite::Row<'_>) -> rusqlite::Result<SuppressionRow>
             reason: row.get(6)?,
             source: row.get(7)?,
             added_by: row.get(8)?,
-            created_at: ts(row.get(9)?),
-            expires_at: row.get::<_, Option<i64>>(10)?.map(ts),
+            created_at: ts_column(row, 9, "created_at_us")?,
+            expires_at: optional_ts_column(row, 10, "expires_at_us")?,
         },
     ))
 }
@@ -270,7 +316,7 @@ impl ContactStore {
                         row.get::<_, String>(1)?,
                         NumberKey(row.get::<_, i64>(2)? as u64),
                     ),
-                    ts(row.get(3)?),
+                    ts_column(row, 3, "first_not_cleared_us")?,
                 ))
             })?;
             for row in rows {
@@ -750,4 +796,74 @@ fn random_salt() -> [u8; 32] {
     salt[..16].copy_from_slice(uuid::Uuid::new_v4().as_bytes());
     salt[16..].copy_from_slice(uuid::Uuid::new_v4().as_bytes());
     salt
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn consent(number: &str) -> Consent {
+        let at: Timestamp = "2026-01-05T10:00:00Z".parse().unwrap();
+        Consent {
+            consent_id: "c-1".into(),
+            controller: "acme".into(),
+            number: number.into(),
+            purpose: Purpose::Statistical,
+            granted_at: at,
+            revoked_at: None,
+            expires_at: None,
+            source: "web".into(),
+            method: "checkbox".into(),
+            notice_version: "v1".into(),
+            evidence_ref: "e-1".into(),
+            recorded_at: at,
+        }
+    }
+
+    /// A row the code does not understand must stop the store from opening
+    /// (fail closed), naming the column and value; it used to become a
+    /// marketing consent or a customer relationship.
+    #[test]
+    fn test_unknown_values_read_back_are_errors_not_defaults() {
+        let corruptions = [
+            "UPDATE consents SET purpose = 'telepathy'",
+            "UPDATE consents SET granted_at_us = 9223372036854775807",
+            "UPDATE relationships SET kind = 'friend'",
+        ];
+        for corruption in corruptions {
+            let dir = tempfile::tempdir().unwrap();
+            let number = "+390212345678";
+            let key = NumberKey::from_e164(number).unwrap();
+            {
+                let store = ContactStore::open(dir.path()).unwrap();
+                store.record_consent(key, consent(number), "test").unwrap();
+                let at: Timestamp = "2026-01-05T10:00:00Z".parse().unwrap();
+                store
+                    .record_relationship(
+                        key,
+                        Relationship {
+                            relationship_id: "r-1".into(),
+                            controller: "acme".into(),
+                            number: number.into(),
+                            kind: RelationshipKind::Inquiry,
+                            started_at: at,
+                            ended_at: None,
+                            recorded_at: at,
+                        },
+                        "test",
+                    )
+                    .unwrap();
+            }
+            let conn = Connection::open(database_path(dir.path())).unwrap();
+            conn.execute_batch(corruption).unwrap();
+            drop(conn);
+            let message = ContactStore::open(dir.path()).unwrap_err().to_string();
+            assert!(
+                message.contains("telepathy")
+                    || message.contains("9223372036854775807")
+                    || message.contains("friend"),
+                "{corruption}: {message}"
+            );
+        }
+    }
 }

@@ -1,12 +1,16 @@
 //! Caller-ID (CLI) rule: a call must present an identifiable number that the
-//! campaign declared, or (Italy) a number in the prefix reserved for its
-//! purpose: 0844 for marketing and market research, 0843 for statistical
-//! surveys (AGCOM 156/18/CIR). Those prefixes are not in libphonenumber's
-//! metadata, so they are recognised here by prefix and length.
+//! campaign declared and that the destination's law lets a call present
+//! (Spain: no mobile numbers since 7 June 2025; France: none since 2023;
+//! Italy: geographic and mobile only), or a number in a prefix the
+//! destination reserves for the campaign's purpose (Italy: 0844 marketing and
+//! market research, 0843 statistical surveys). Reserved prefixes are not in
+//! libphonenumber's metadata, so they are recognised by prefix and length.
 
 use crate::config::CampaignConfig;
-use crate::model::{Purpose, Reason, ReasonCode};
+use crate::model::{Reason, ReasonCode};
 use crate::number;
+use crate::policy::Era;
+use crate::statutes::ReservedPrefix;
 
 /// Values dialers send when the caller ID is hidden.
 const WITHHELD: [&str; 7] = [
@@ -19,8 +23,9 @@ const WITHHELD: [&str; 7] = [
     "blocked",
 ];
 
-/// Checks the presented caller ID; `None` when it is allowed.
-pub fn check_caller_id(raw: &str, campaign: &CampaignConfig) -> Option<Reason> {
+/// Checks the presented caller ID under the era's law (`None`: the campaign
+/// may not call there; only the declared numbers count); `None` when allowed.
+pub fn check_caller_id(raw: &str, campaign: &CampaignConfig, era: Option<&Era>) -> Option<Reason> {
     let trimmed = raw.trim();
     if trimmed.is_empty() {
         return Some(Reason::new(
@@ -34,53 +39,79 @@ pub fn check_caller_id(raw: &str, campaign: &CampaignConfig) -> Option<Reason> {
             format!("caller ID withheld ({trimmed:?})"),
         ));
     }
-    if let Some(prefix) = italian_reserved_prefix(trimmed, campaign.default_region.as_str() == "IT")
+    if let Some(era) = era
+        && let Some(prefix) = reserved_prefix(
+            trimmed,
+            era.caller_id.value.reserved_prefixes,
+            era.region.calling_code(),
+            campaign.default_region == era.region,
+        )
     {
-        let allowed = match prefix {
-            "0844" => matches!(
-                campaign.purpose,
-                Purpose::Marketing | Purpose::MarketResearch
-            ),
-            _ => campaign.purpose == Purpose::Statistical,
-        };
-        return (!allowed).then(|| {
+        return (!prefix.purposes.contains(&campaign.purpose)).then(|| {
             Reason::new(
                 ReasonCode::CallerIdNotAllowed,
                 format!(
-                    "prefix {prefix} is reserved for {}, the campaign's purpose is {}",
-                    if prefix == "0844" {
-                        "marketing and market research"
-                    } else {
-                        "statistical surveys"
-                    },
-                    campaign.purpose.as_str()
+                    "prefix {} is reserved for {}, the campaign's purpose is {} ({})",
+                    prefix.prefix,
+                    prefix
+                        .purposes
+                        .iter()
+                        .map(|p| p.as_str())
+                        .collect::<Vec<_>>()
+                        .join(" and "),
+                    campaign.purpose.as_str(),
+                    era.caller_id.origin.describe()
                 ),
             )
         });
     }
-    match number::normalize_any(trimmed, campaign.default_region) {
-        Err(err) => Some(Reason::new(
-            ReasonCode::CallerIdMissing,
-            format!("caller ID cannot be used: {err}"),
-        )),
-        Ok(cli) if campaign.caller_ids.contains(&cli.e164) => None,
-        Ok(cli) => Some(Reason::new(
+    let cli = match number::normalize_any(trimmed, campaign.default_region) {
+        Err(err) => {
+            return Some(Reason::new(
+                ReasonCode::CallerIdMissing,
+                format!("caller ID cannot be used: {err}"),
+            ));
+        }
+        Ok(cli) => cli,
+    };
+    let declared = campaign.caller_ids.contains(&cli.e164);
+    if !declared {
+        return Some(Reason::new(
             ReasonCode::CallerIdNotAllowed,
             format!(
                 "{} is not a declared caller ID of campaign {}",
                 cli.e164, campaign.id
             ),
+        ));
+    }
+    match era.and_then(|era| era.caller_ids.iter().find(|c| c.e164 == cli.e164).map(|c| (era, c))) {
+        Some((era, declared)) if !declared.permitted => Some(Reason::new(
+            ReasonCode::CallerIdNotAllowed,
+            format!(
+                "{} is a {} number: the law of {} does not let a call present it ({})",
+                cli.e164,
+                declared.kind.as_str(),
+                era.region,
+                era.caller_id.origin.describe()
+            ),
         )),
+        _ => None,
     }
 }
 
-/// `Some("0843" | "0844")` when the caller ID is an Italian number in a
-/// reserved prefix: `+39 0844...`, `0039 0844...`, or national `0844...`
-/// when the campaign's region is Italy. 6 to 12 national digits.
-fn italian_reserved_prefix(cli: &str, national_is_italian: bool) -> Option<&'static str> {
-    if !cli
-        .chars()
-        .all(|c| c.is_ascii_digit() || matches!(c, '+' | ' ' | '-' | '.' | '(' | ')' | '/'))
+/// The reserved prefix a caller ID is in: `+CC prefix...`, `00CC prefix...`,
+/// or national `prefix...` when the campaign's region is the destination.
+/// 6 to 12 national digits.
+fn reserved_prefix(
+    cli: &str,
+    prefixes: &'static [ReservedPrefix],
+    calling_code: u16,
+    national_is_local: bool,
+) -> Option<&'static ReservedPrefix> {
+    if prefixes.is_empty()
+        || !cli
+            .chars()
+            .all(|c| c.is_ascii_digit() || matches!(c, '+' | ' ' | '-' | '.' | '(' | ')' | '/'))
     {
         return None;
     }
@@ -88,11 +119,13 @@ fn italian_reserved_prefix(cli: &str, national_is_italian: bool) -> Option<&'sta
         .chars()
         .filter(|c| c.is_ascii_digit() || *c == '+')
         .collect();
-    let national = if let Some(rest) = compact.strip_prefix("+39") {
+    let plus = format!("+{calling_code}");
+    let zeros = format!("00{calling_code}");
+    let national = if let Some(rest) = compact.strip_prefix(&plus) {
         rest
-    } else if let Some(rest) = compact.strip_prefix("0039") {
+    } else if let Some(rest) = compact.strip_prefix(&zeros) {
         rest
-    } else if national_is_italian && compact.starts_with('0') && !compact.starts_with("00") {
+    } else if national_is_local && compact.starts_with('0') && !compact.starts_with("00") {
         compact.as_str()
     } else {
         return None;
@@ -100,32 +133,40 @@ fn italian_reserved_prefix(cli: &str, national_is_italian: bool) -> Option<&'sta
     if !(6..=12).contains(&national.len()) || national.contains('+') {
         return None;
     }
-    ["0843", "0844"]
-        .into_iter()
-        .find(|p| national.starts_with(p))
+    prefixes.iter().find(|p| national.starts_with(p.prefix))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Config;
+    use crate::model::Purpose;
     use crate::number::Region;
+    use crate::policy::Policies;
 
-    fn campaign(purpose: Purpose) -> CampaignConfig {
+    fn campaign(purpose: Purpose, region: &str, caller_ids: &[&str]) -> CampaignConfig {
         CampaignConfig {
             id: "c".into(),
             controller: "acme".into(),
             purpose,
-            default_region: Region::parse("IT").unwrap(),
-            destinations: vec![Region::parse("IT").unwrap()],
+            default_region: Region::parse(region).unwrap(),
+            destinations: vec![Region::parse(region).unwrap()],
             consent_required: false,
-            caller_ids: vec!["+390212345678".into()],
+            caller_ids: caller_ids.iter().map(|c| c.to_string()).collect(),
             calling_hours: None,
             attempt_limit: None,
         }
     }
 
+    fn check(raw: &str, campaign: &CampaignConfig, at: &str) -> Option<Reason> {
+        let policies = Policies::compile(&Config::with(vec![campaign.clone()], Vec::new()));
+        let era = policies.era(&campaign.id, campaign.default_region, at.parse().unwrap());
+        check_caller_id(raw, campaign, era)
+    }
+
     fn code(raw: &str, purpose: Purpose) -> Option<ReasonCode> {
-        check_caller_id(raw, &campaign(purpose)).map(|r| r.code)
+        check(raw, &campaign(purpose, "IT", &["+390212345678"]), "2026-11-23T10:00:00Z")
+            .map(|r| r.code)
     }
 
     #[test]
@@ -159,14 +200,35 @@ mod tests {
     }
 
     #[test]
-    fn test_national_0844_needs_an_italian_campaign() {
-        let mut c = campaign(Purpose::Marketing);
-        c.default_region = Region::parse("FR").unwrap();
-        assert_eq!(italian_reserved_prefix("0844123456", false), None);
-        assert_eq!(
-            italian_reserved_prefix("+39 0844 123456", false),
-            Some("0844")
+    fn test_reserved_prefixes_belong_to_the_destination() {
+        let french = campaign(Purpose::Marketing, "FR", &["+33162000000"]);
+        let at = "2026-11-23T10:00:00Z";
+        assert!(check("0844123456", &french, at).is_some(), "national 0844 is not French");
+        assert!(
+            check("+39 0844 123456", &french, at).is_some(),
+            "an Italian reserved prefix is no basis for calls to France"
         );
-        assert!(check_caller_id("0844123456", &c).is_some());
+    }
+
+    /// Issue 13: Orden TDF/149/2025 forbids mobile caller IDs for commercial
+    /// calls to Spain from 7 June 2025, and 800/900 numbers may be used.
+    #[test]
+    fn test_spanish_mobile_caller_id_refused_from_7_june_2025() {
+        let spanish = campaign(Purpose::Marketing, "ES", &["+34612345678", "+34900123456"]);
+        let before = "2025-06-06T10:00:00Z";
+        let after = "2025-06-07T10:00:00Z";
+        assert_eq!(check("+34612345678", &spanish, before), None, "mobile allowed before");
+        let refused = check("+34612345678", &spanish, after).expect("mobile refused after");
+        assert_eq!(refused.code, ReasonCode::CallerIdNotAllowed);
+        assert!(refused.detail.contains("TDF/149/2025"), "{}", refused.detail);
+        assert_eq!(check("+34900123456", &spanish, after), None, "900 numbers may be used");
+    }
+
+    /// IT-CLI-4: only geographic and mobile numbers as voice CLI in Italy.
+    #[test]
+    fn test_italian_toll_free_caller_id_refused() {
+        let italian = campaign(Purpose::Marketing, "IT", &["+39800123456"]);
+        let refused = check("+39800123456", &italian, "2026-11-23T10:00:00Z").unwrap();
+        assert_eq!(refused.code, ReasonCode::CallerIdNotAllowed);
     }
 }

@@ -11,13 +11,16 @@ mod timing;
 
 use jiff::Timestamp;
 
+use crate::calling::WindowInput;
+use crate::calling::WindowMemo;
 use crate::calling::zones::Whereabouts;
-use crate::calling::{DestinationRules, WindowInput, WindowMemo};
 use crate::config::{CampaignConfig, RegistryConfig};
 use crate::contacts::ContactView;
-use crate::model::{Reason, ReasonCode, Verdict};
+use crate::model::{Reason, ReasonCode, RegistryKind, Verdict};
 use crate::number::{Normalized, NumberError};
+use crate::policy::Era;
 use crate::registry::Snapshot;
+use crate::statutes::Exemptions;
 pub use caller_id::check_caller_id;
 pub use contact_basis::{exempting_relationship, registry_exemption, suppression, valid_consent};
 pub use registry_check::check_registry;
@@ -48,8 +51,9 @@ pub struct DecisionData<'a> {
     pub contacts: &'a ContactView,
     /// The registries of the called number's region.
     pub registries: &'a [RegistryData<'a>],
-    /// The calling rules of the called number's region.
-    pub destination: &'a DestinationRules,
+    /// The rules in force for the campaign and the number's region at the
+    /// call's instant; `None` when the campaign may not call that region.
+    pub era: Option<&'a Era>,
     /// Where the called number is (time zones, state).
     pub whereabouts: &'a Whereabouts,
     /// Earlier ALLOW decisions for this number and the campaign's controller.
@@ -66,10 +70,24 @@ pub struct Evaluation {
     pub verdict: Verdict,
     pub reasons: Vec<Reason>,
     pub next_allowed_at: Option<Timestamp>,
-    /// `registry@version` of every registry consulted (`@none` when it had no data).
+    /// `policy@version` of the rules applied, and `registry@version` of every
+    /// registry consulted (`@none` when it had no data).
     pub data_versions: Vec<String>,
     /// Allow-list registries that did not clear the number for the controller.
     pub not_cleared: Vec<String>,
+}
+
+/// The calling window of a call under an era.
+fn window_input<'a>(era: &'a Era, data: &DecisionData<'a>) -> WindowInput<'a> {
+    WindowInput {
+        region: era.region.as_str(),
+        zones: data.whereabouts.zones,
+        zones_id: data.whereabouts.zones_id,
+        state: data.whereabouts.state,
+        destination: &era.window,
+        campaign: era.campaign_hours.as_ref(),
+        memo_key: era.id,
+    }
 }
 
 /// Decides a call at `now`.
@@ -90,162 +108,216 @@ pub fn evaluate(input: &CallInput<'_>, data: &DecisionData<'_>, now: Timestamp) 
         denies.push(Reason::new(ReasonCode::InvalidNumber, err.to_string()));
     }
     if let (Some(campaign), Some(caller_id)) = (input.campaign, input.caller_id)
-        && let Some(reason) = check_caller_id(caller_id, campaign)
+        && let Some(reason) = check_caller_id(caller_id, campaign, data.era)
     {
         denies.push(reason);
     }
 
     if let (Some(campaign), Ok(called)) = (input.campaign, input.called) {
-        if !campaign.destinations.contains(&called.region) {
-            denies.push(Reason::new(
+        match data.era {
+            None => denies.push(Reason::new(
                 ReasonCode::DestinationNotAllowed,
                 format!("{} is not among the campaign's destinations", called.region),
-            ));
-        }
-        let window = WindowInput {
-            region: called.region.as_str(),
-            zones: data.whereabouts.zones,
-            state: data.whereabouts.state,
-            destination: data.destination,
-            campaign: campaign.calling_hours.as_ref(),
-        };
-        timed.extend(check_calling_window(&window, now, data.window_memo));
-        let attempt_limit = campaign.attempt_limit.or(data.destination.attempt_limit);
-        timed.extend(check_attempt_limit(attempt_limit, data.attempts, now));
-        denies.extend(timed.iter().map(|t| t.reason.clone()));
-        if let Some(reason) = suppression(data.contacts, &campaign.controller, &campaign.id, now) {
-            denies.push(reason);
-        }
-        let consent = valid_consent(data.contacts, &campaign.controller, campaign.purpose, now);
-        match consent {
-            Some(consent) => bases.push(Reason::new(
-                ReasonCode::Consent,
-                format!(
-                    "consent {} for {}",
-                    consent.consent_id,
-                    campaign.purpose.as_str()
-                ),
             )),
-            None if campaign.consent_required => denies.push(Reason::new(
-                ReasonCode::NoConsent,
-                format!(
-                    "no valid {} consent for controller {}",
-                    campaign.purpose.as_str(),
-                    campaign.controller
-                ),
-            )),
-            None => {}
-        }
-        if data.registries.is_empty() && !campaign.consent_required {
-            bases.push(Reason::new(
-                ReasonCode::RegistryClear,
-                format!(
-                    "no registry is configured for {}: no registry check applies",
-                    called.region
-                ),
-            ));
-        }
-        for registry in data.registries {
-            let outcome = check_registry(registry, called, &campaign.controller, now);
-            data_versions.push(outcome.version);
-            let reasons = match outcome.result {
-                Ok(clear) => {
-                    bases.push(clear);
-                    continue;
-                }
-                Err(reasons) => reasons,
-            };
-            if registry.config.kind == crate::config::RegistryKind::Allowlist
-                && reasons.iter().any(|r| {
-                    matches!(
-                        r.code,
-                        ReasonCode::RegistryNotCovered | ReasonCode::RegistryListed
-                    )
-                })
-            {
-                not_cleared.push(registry.config.id.clone());
-            }
-            let first_not_cleared = data
-                .first_not_cleared
-                .iter()
-                .find(|(id, _)| *id == registry.config.id)
-                .map(|(_, at)| *at);
-            match registry_exemption(
-                data.contacts,
-                &registry.config.exemptions,
-                &registry.config.id,
-                &campaign.controller,
-                campaign.purpose,
-                first_not_cleared,
-                now,
-            ) {
-                Some(basis) => bases.push(basis),
-                None => denies.extend(reasons),
+            Some(era) => {
+                data_versions.push(era.label.clone());
+                decide_under(era, campaign, called, data, now, &mut Outcome {
+                    denies: &mut denies,
+                    bases: &mut bases,
+                    data_versions: &mut data_versions,
+                    timed: &mut timed,
+                    not_cleared: &mut not_cleared,
+                });
             }
         }
     }
 
     if denies.is_empty() && !bases.is_empty() {
-        Evaluation {
+        return Evaluation {
             verdict: Verdict::Allow,
             reasons: bases,
             next_allowed_at: None,
             data_versions,
             not_cleared,
-        }
-    } else {
-        // Waiting helps only when every deny reason is about time.
-        let next_allowed_at = match (input.campaign, input.called) {
-            (Some(campaign), Ok(called)) if !timed.is_empty() && timed.len() == denies.len() => {
-                next_permitted(campaign, called, data, &timed)
-            }
-            _ => None,
         };
-        Evaluation {
-            verdict: Verdict::Deny,
-            reasons: denies,
-            next_allowed_at,
-            data_versions,
-            not_cleared,
+    }
+    if denies.is_empty() {
+        // No rule denied and none gave a basis: no lawful basis is a DENY.
+        denies.push(Reason::new(
+            ReasonCode::NoConsent,
+            "no lawful basis for this call: no consent, relationship or registry clearance applies",
+        ));
+    }
+    // Waiting helps only when every deny reason is about time.
+    let next_allowed_at = match (data.era, input.called) {
+        (Some(era), Ok(_)) if !timed.is_empty() && timed.len() == denies.len() => {
+            next_permitted(era, data, &timed)
+        }
+        _ => None,
+    };
+    Evaluation {
+        verdict: Verdict::Deny,
+        reasons: denies,
+        next_allowed_at,
+        data_versions,
+        not_cleared,
+    }
+}
+
+/// Where the rules of an era put their findings.
+struct Outcome<'o> {
+    denies: &'o mut Vec<Reason>,
+    bases: &'o mut Vec<Reason>,
+    data_versions: &'o mut Vec<String>,
+    timed: &'o mut Vec<TimedDeny>,
+    not_cleared: &'o mut Vec<String>,
+}
+
+/// The rules of an era: window, caps, opt-outs, consent, registries.
+fn decide_under(
+    era: &Era,
+    campaign: &CampaignConfig,
+    called: &Normalized,
+    data: &DecisionData<'_>,
+    now: Timestamp,
+    out: &mut Outcome<'_>,
+) {
+    let window = window_input(era, data);
+    out.timed
+        .extend(check_calling_window(&window, now, data.window_memo));
+    for limit in era.caps_in(data.whereabouts.state) {
+        out.timed
+            .extend(check_attempt_limit(Some(limit), data.attempts, now));
+    }
+    out.denies.extend(out.timed.iter().map(|t| t.reason.clone()));
+    if let Some(reason) = suppression(data.contacts, &campaign.controller, &campaign.id, now) {
+        out.denies.push(reason);
+    }
+
+    let consent = valid_consent(data.contacts, &campaign.controller, campaign.purpose, now);
+    match consent {
+        Some(consent) => out.bases.push(Reason::new(
+            ReasonCode::Consent,
+            format!(
+                "consent {} for {}",
+                consent.consent_id,
+                campaign.purpose.as_str()
+            ),
+        )),
+        None if era.opt_in() => {
+            let standing_in = era.consent.value.customer_exemption.and_then(|period| {
+                let exemptions = Exemptions {
+                    customer: Some(period),
+                    ..Exemptions::default()
+                };
+                exempting_relationship(data.contacts, &exemptions, &campaign.controller, now)
+            });
+            match standing_in {
+                Some((relationship, _)) if !era.campaign_requires_consent => {
+                    out.bases.push(Reason::new(
+                        ReasonCode::Relationship,
+                        format!(
+                            "customer relationship {} stands in for consent in {} ({})",
+                            relationship.relationship_id,
+                            called.region,
+                            era.consent.origin.describe()
+                        ),
+                    ));
+                }
+                _ => out.denies.push(Reason::new(
+                    ReasonCode::NoConsent,
+                    format!(
+                        "{} is opt-in ({}): no valid {} consent for controller {}",
+                        called.region,
+                        era.consent.origin.describe(),
+                        campaign.purpose.as_str(),
+                        campaign.controller
+                    ),
+                )),
+            }
+        }
+        None if era.campaign_requires_consent => out.denies.push(Reason::new(
+            ReasonCode::NoConsent,
+            format!(
+                "campaign {} requires consent: no valid {} consent for controller {}",
+                campaign.id,
+                campaign.purpose.as_str(),
+                campaign.controller
+            ),
+        )),
+        None => {}
+    }
+
+    if let Some(reason) = &era.blocked {
+        out.denies
+            .push(Reason::new(ReasonCode::RegistryUnavailable, reason.clone()));
+    }
+    for registry in data.registries {
+        let outcome = check_registry(registry, called, &campaign.controller, now);
+        out.data_versions.push(outcome.version);
+        let reasons = match outcome.result {
+            Ok(clear) => {
+                out.bases.push(clear);
+                continue;
+            }
+            Err(reasons) => reasons,
+        };
+        if registry.config.kind == RegistryKind::Allowlist
+            && reasons.iter().any(|r| {
+                matches!(
+                    r.code,
+                    ReasonCode::RegistryNotCovered | ReasonCode::RegistryListed
+                )
+            })
+        {
+            out.not_cleared.push(registry.config.id.clone());
+        }
+        let first_not_cleared = data
+            .first_not_cleared
+            .iter()
+            .find(|(id, _)| *id == registry.config.id)
+            .map(|(_, at)| *at);
+        match registry_exemption(
+            data.contacts,
+            &era.exemptions(&registry.config.id),
+            &registry.config.id,
+            &campaign.controller,
+            campaign.purpose,
+            first_not_cleared,
+            now,
+        ) {
+            Some(basis) => out.bases.push(basis),
+            None => out.denies.extend(reasons),
         }
     }
 }
 
 /// The first instant at which every time-based denial has lifted: the cap
 /// frees a slot and the window is open.
-fn next_permitted(
-    campaign: &CampaignConfig,
-    called: &Normalized,
-    data: &DecisionData<'_>,
-    timed: &[TimedDeny],
-) -> Option<Timestamp> {
+fn next_permitted(era: &Era, data: &DecisionData<'_>, timed: &[TimedDeny]) -> Option<Timestamp> {
     let mut candidate = timed
         .iter()
         .map(|t| t.lifts_at)
         .collect::<Option<Vec<_>>>()?
         .into_iter()
         .max()?;
-    let window = WindowInput {
-        region: called.region.as_str(),
-        zones: data.whereabouts.zones,
-        state: data.whereabouts.state,
-        destination: data.destination,
-        campaign: campaign.calling_hours.as_ref(),
-    };
-    let attempt_limit = campaign.attempt_limit.or(data.destination.attempt_limit);
-    // Each step moves forward to where one of the two rules next allows; a
-    // few rounds settle it (the window opens daily, the cap frees monotonically).
+    let window = window_input(era, data);
+    // Each step moves forward to where one of the rules next allows; a few
+    // rounds settle it (the window opens daily, the caps free monotonically).
     for _ in 0..8 {
-        let window_lift =
-            check_calling_window(&window, candidate, data.window_memo).map(|t| t.lifts_at);
-        let cap_lift =
-            check_attempt_limit(attempt_limit, data.attempts, candidate).map(|t| t.lifts_at);
-        match (window_lift, cap_lift) {
-            (None, None) => return Some(candidate),
-            (Some(None), _) | (_, Some(None)) => return None,
-            (Some(Some(a)), Some(Some(b))) => candidate = a.max(b),
-            (Some(Some(a)), None) | (None, Some(Some(a))) => candidate = a,
+        let mut lifts: Vec<Option<Timestamp>> =
+            check_calling_window(&window, candidate, data.window_memo)
+                .map(|t| t.lifts_at)
+                .into_iter()
+                .collect();
+        for limit in era.caps_in(data.whereabouts.state) {
+            lifts.extend(check_attempt_limit(Some(limit), data.attempts, candidate).map(|t| t.lifts_at));
         }
+        if lifts.is_empty() {
+            return Some(candidate);
+        }
+        let next = lifts.into_iter().collect::<Option<Vec<_>>>()?.into_iter().max()?;
+        candidate = next;
     }
     None
 }

@@ -1,0 +1,322 @@
+//! `dialgate policy show`: the effective rules of a campaign and
+//! destination at an instant, each with its value, where it comes from and
+//! the dates it holds. A compliance officer reads here what dialgate enforces.
+
+use jiff::Timestamp;
+use jiff::civil::Date;
+use serde::Serialize;
+
+use super::{Era, Origin, Policies};
+use crate::calling::{DaySpans, WEEKDAY_KEYS, WeeklyHours};
+use crate::config::Config;
+use crate::number::Region;
+use crate::statutes::{self, ConsentRegime};
+
+/// One effective rule.
+#[derive(Debug, Clone, Serialize)]
+pub struct RuleLine {
+    pub rule: String,
+    pub value: String,
+    pub origin: Origin,
+}
+
+/// The effective rules of one campaign and destination at one instant.
+#[derive(Debug, Clone, Serialize)]
+pub struct DestinationReport {
+    pub destination: String,
+    /// The era's bounds: the rules below hold from..until (days of the destination).
+    pub from: Option<Date>,
+    pub until: Option<Date>,
+    pub blocked: Option<String>,
+    pub rules: Vec<RuleLine>,
+    /// Public holidays of the year of `at` (statute and `extra_holidays`).
+    pub holidays: Vec<Date>,
+}
+
+/// What `policy show` prints.
+#[derive(Debug, Clone, Serialize)]
+pub struct PolicyReport {
+    pub campaign: String,
+    pub controller: String,
+    pub purpose: String,
+    pub at: Timestamp,
+    pub policy_version: String,
+    pub destinations: Vec<DestinationReport>,
+}
+
+fn spans(spans: &DaySpans) -> String {
+    if spans.is_empty() {
+        return "closed".into();
+    }
+    spans
+        .iter()
+        .map(|s| format!("{:02}:{:02}-{:02}:{:02}", s.start / 60, s.start % 60, s.end / 60, s.end % 60))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn week(hours: &WeeklyHours) -> String {
+    let mut parts: Vec<String> = WEEKDAY_KEYS
+        .iter()
+        .zip(&hours.days)
+        .filter_map(|(day, s)| s.as_ref().map(|s| format!("{day} {}", spans(s))))
+        .collect();
+    if let Some(h) = &hours.holidays {
+        parts.push(format!("holidays {}", spans(h)));
+    }
+    if let Some(h) = &hours.pre_holidays {
+        parts.push(format!("pre-holidays {}", spans(h)));
+    }
+    parts.join("; ")
+}
+
+fn lines(era: &Era, campaign: &crate::config::CampaignConfig) -> Vec<RuleLine> {
+    let mut out = Vec::new();
+    let consent = &era.consent.value;
+    out.push(RuleLine {
+        rule: "consent".into(),
+        value: match (consent.regime, consent.customer_exemption) {
+            (ConsentRegime::OptOut, _) => "opt-out: allowed unless registered or opted out".into(),
+            (ConsentRegime::OptIn, None) => "opt-in: prior consent required".into(),
+            (ConsentRegime::OptIn, Some(p)) => format!(
+                "opt-in: prior consent required, or a customer relationship (ongoing or ended at most {p} earlier)"
+            ),
+        },
+        origin: era.consent.origin.clone(),
+    });
+    if era.campaign_requires_consent {
+        out.push(RuleLine {
+            rule: "consent".into(),
+            value: format!("a valid {} consent is required", campaign.purpose.as_str()),
+            origin: Origin::Campaign {
+                key: format!("campaign {}: consent_required", campaign.id),
+            },
+        });
+    }
+    out.push(RuleLine {
+        rule: "registry".into(),
+        value: match era.registry.value {
+            None => "none required".into(),
+            Some(r) => {
+                let mut exempt = Vec::new();
+                if let Some(p) = r.exemptions.customer {
+                    exempt.push(format!("customers (ongoing or ended at most {p} earlier)"));
+                }
+                if let Some(p) = r.exemptions.inquiry {
+                    exempt.push(format!("inquiries (for {p})"));
+                }
+                if r.exemptions.consent {
+                    exempt.push("a consent to this controller".into());
+                }
+                format!(
+                    "{} ({}) required, a result valid {} days; exempt: {}",
+                    r.name,
+                    r.kind,
+                    r.valid_days,
+                    if exempt.is_empty() { "none".into() } else { exempt.join(", ") }
+                )
+            }
+        },
+        origin: era.registry.origin.clone(),
+    });
+    for registry in &era.registries {
+        out.push(RuleLine {
+            rule: format!("registry {}", registry.id),
+            value: "configured: applied to every call to this destination".into(),
+            origin: Origin::Default {
+                note: "every configured registry of the destination's country is consulted",
+            },
+        });
+    }
+    match (&era.window.hours, &era.window_origin) {
+        (Some(hours), Some(origin)) => out.push(RuleLine {
+            rule: "calling window".into(),
+            value: format!("{} (called person's local time)", week(hours)),
+            origin: origin.clone(),
+        }),
+        _ => out.push(RuleLine {
+            rule: "calling window".into(),
+            value: "none".into(),
+            origin: Origin::Default {
+                note: "no statutory window",
+            },
+        }),
+    }
+    for (state, hours) in &era.window.states {
+        out.push(RuleLine {
+            rule: format!("calling window {state}"),
+            value: week(hours),
+            origin: era.state_origins.get(state).cloned().unwrap_or(Origin::Default {
+                note: "state",
+            }),
+        });
+    }
+    if let Some(hours) = &era.campaign_hours {
+        out.push(RuleLine {
+            rule: "calling window".into(),
+            value: format!("narrowed to {}", week(hours)),
+            origin: Origin::Campaign {
+                key: format!("campaign {}: calling_hours", campaign.id),
+            },
+        });
+    }
+    if era.caps.is_empty() {
+        out.push(RuleLine {
+            rule: "attempt cap".into(),
+            value: "none".into(),
+            origin: Origin::Default {
+                note: "no statutory cap",
+            },
+        });
+    }
+    for cap in &era.caps {
+        out.push(RuleLine {
+            rule: match cap.state {
+                Some(state) => format!("attempt cap {state}"),
+                None => "attempt cap".into(),
+            },
+            value: format!(
+                "at most {} ALLOWs per number and controller in {} hours",
+                cap.limit.max_attempts,
+                cap.limit.window.as_hours()
+            ),
+            origin: cap.origin.clone(),
+        });
+    }
+    let rules = &era.caller_id.value;
+    let mut cli = vec!["presented, not withheld".to_string()];
+    for prefix in rules.reserved_prefixes {
+        cli.push(format!(
+            "prefix {} reserved for {}",
+            prefix.prefix,
+            prefix.purposes.iter().map(|p| p.as_str()).collect::<Vec<_>>().join(", ")
+        ));
+    }
+    if let Some(types) = rules.permitted_types {
+        cli.push(format!(
+            "only {} numbers",
+            types.iter().map(|t| t.as_str()).collect::<Vec<_>>().join(", ")
+        ));
+    }
+    for kind in rules.forbidden_types {
+        cli.push(format!("no {} numbers", kind.as_str()));
+    }
+    out.push(RuleLine {
+        rule: "caller ID".into(),
+        value: cli.join("; "),
+        origin: era.caller_id.origin.clone(),
+    });
+    for declared in &era.caller_ids {
+        out.push(RuleLine {
+            rule: "caller ID".into(),
+            value: format!(
+                "{} ({}): {}",
+                declared.e164,
+                declared.kind.as_str(),
+                if declared.permitted { "may be presented" } else { "REFUSED by this law" }
+            ),
+            origin: Origin::Campaign {
+                key: format!("campaign {}: caller_ids", campaign.id),
+            },
+        });
+    }
+    out
+}
+
+/// The report of `campaign_id` at `at`, for one destination or all of the campaign's.
+///
+/// # Errors
+/// A message naming the unknown campaign or the destination the campaign may not call.
+pub fn report(
+    policies: &Policies,
+    config: &Config,
+    campaign_id: &str,
+    destination: Option<Region>,
+    at: Timestamp,
+) -> Result<PolicyReport, String> {
+    let campaign = config
+        .campaign(campaign_id)
+        .ok_or_else(|| format!("campaign {campaign_id:?} is not configured"))?;
+    let regions: Vec<Region> = match destination {
+        Some(region) if campaign.destinations.contains(&region) => vec![region],
+        Some(region) => {
+            return Err(format!(
+                "campaign {campaign_id} may not call {region} (destinations: {})",
+                campaign
+                    .destinations
+                    .iter()
+                    .map(|r| r.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+        None => campaign.destinations.clone(),
+    };
+    let mut destinations = Vec::new();
+    for region in regions {
+        let era = policies
+            .era(campaign_id, region, at)
+            .ok_or_else(|| format!("no policy compiled for {campaign_id} and {region}"))?;
+        let zone = statutes::statute(region.as_str()).map_or("UTC", |s| s.zone);
+        let year = at
+            .to_zoned(jiff::tz::TimeZone::get(zone).unwrap_or(jiff::tz::TimeZone::UTC))
+            .year();
+        let mut holidays = statutes::statute(region.as_str())
+            .map(|s| statutes::holidays::dates(&s.holidays, year))
+            .unwrap_or_default();
+        holidays.extend(era.window.extra_holidays.iter().filter(|d| d.year() == year));
+        holidays.sort();
+        holidays.dedup();
+        destinations.push(DestinationReport {
+            destination: region.to_string(),
+            from: era.from_day,
+            until: era.until_day,
+            blocked: era.blocked.clone(),
+            rules: lines(era, campaign),
+            holidays,
+        });
+    }
+    Ok(PolicyReport {
+        campaign: campaign.id.clone(),
+        controller: campaign.controller.clone(),
+        purpose: campaign.purpose.as_str().into(),
+        at,
+        policy_version: policies.version.clone(),
+        destinations,
+    })
+}
+
+impl std::fmt::Display for PolicyReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(
+            f,
+            "campaign {} (controller {}, purpose {}) at {}, policy {}",
+            self.campaign, self.controller, self.purpose, self.at, self.policy_version
+        )?;
+        for d in &self.destinations {
+            let bound = |day: Option<Date>, open: &str| day.map_or(open.to_string(), |d| d.to_string());
+            writeln!(
+                f,
+                "\n{}: rules in force from {} until {}",
+                d.destination,
+                bound(d.from, "(always)"),
+                bound(d.until, "(further notice)")
+            )?;
+            if let Some(reason) = &d.blocked {
+                writeln!(f, "  BLOCKED: every call is denied REGISTRY_UNAVAILABLE: {reason}")?;
+            }
+            for line in &d.rules {
+                writeln!(f, "  {:<16} {}", line.rule, line.value)?;
+                writeln!(f, "  {:<16}   <- {}", "", line.origin.describe())?;
+            }
+            let days: Vec<String> = d.holidays.iter().map(|d| d.to_string()).collect();
+            writeln!(
+                f,
+                "  {:<16} {}",
+                "holidays",
+                if days.is_empty() { "none".into() } else { days.join(" ") }
+            )?;
+        }
+        Ok(())
+    }
+}

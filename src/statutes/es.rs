@@ -1,0 +1,55 @@
+//! Spain (compliance rules §5).
+
+use jiff::civil::date;
+
+use super::{CallerIdRules, CliType, ConsentRegime, ConsentRule, Holiday, Period, Rule, Statute};
+use crate::calling::{Span, WeeklyHours};
+
+pub(super) fn statute() -> Statute {
+    let mut s = Statute::new("ES", "Europe/Madrid");
+    s.registry = vec![Rule::always(
+        None,
+        "ES-ROBINSON: Lista Robinson is consulted only for people who did not consent; under \
+         opt-in it is optional (configure it as a block-list to apply it)",
+    )];
+    s.consent = vec![Rule::since(
+        date(2023, 6, 29),
+        ConsentRule {
+            regime: ConsentRegime::OptIn,
+            customer_exemption: Some(Period::Months(12)),
+        },
+        "ES-CONSENT: Ley 11/2022 General de Telecomunicaciones art. 66.1.b (from 29 Jun 2023): \
+         prior consent, or a customer relationship ended at most 1 year earlier (secondary \
+         sources)",
+    )];
+    s.hours = vec![Rule::always(
+        WeeklyHours {
+            holidays: Some(Vec::new()),
+            ..WeeklyHours::weekdays(&[Span::hours(9, 21)])
+        },
+        "ES-HOURS: TRLGDCU art. 96.2: no commercial calls before 09:00 or after 21:00, nor on \
+         weekends or public holidays",
+    )];
+    s.holidays = vec![
+        Holiday::fixed("Año Nuevo", 1, 1),
+        Holiday::fixed("Epifanía", 1, 6),
+        Holiday::easter("Viernes Santo", -2),
+        Holiday::fixed("Fiesta del Trabajo", 5, 1),
+        Holiday::fixed("Asunción", 8, 15),
+        Holiday::fixed("Fiesta Nacional", 10, 12),
+        Holiday::fixed("Todos los Santos", 11, 1),
+        Holiday::fixed("Día de la Constitución", 12, 6),
+        Holiday::fixed("Inmaculada Concepción", 12, 8),
+        Holiday::fixed("Navidad", 12, 25),
+    ];
+    s.caller_id = vec![Rule::since(
+        date(2025, 6, 7),
+        CallerIdRules {
+            forbidden_types: &[CliType::Mobile],
+            ..CallerIdRules::default()
+        },
+        "ES-CLI-2025: Orden TDF/149/2025, from 7 Jun 2025: no mobile numbers as caller ID of \
+         commercial calls (800/900 and geographic numbers may be used)",
+    )];
+    s
+}

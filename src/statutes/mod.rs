@@ -1,0 +1,381 @@
+//! The law as dated data: per destination, each rule with the dates it is in
+//! force and its legal source. Nothing here decides a call: [`crate::policy`]
+//! compiles these statutes, the configuration's `[destination.XX]`
+//! overrides and each campaign's settings into the effective rules the
+//! decision path reads.
+//!
+//! One file per country. A destination without a statute here is opt-in
+//! (consent required) and has no calling window, caps or registry.
+//!
+//! Dates are days of the destination's civil calendar (`from` inclusive,
+//! `until` exclusive); [`crate::policy`] turns them into instants at
+//! midnight in the destination's main time zone.
+
+pub mod holidays;
+
+mod de;
+mod es;
+mod fr;
+mod gb;
+mod it;
+mod pl;
+mod ro;
+mod us;
+
+use std::sync::LazyLock;
+
+use jiff::civil::Date;
+
+use crate::calling::{AttemptLimit, WeeklyHours};
+use crate::model::{Purpose, RegistryKind};
+pub use holidays::{Holiday, HolidayDate};
+
+/// A rule of a statute, in force over `[from, until)`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rule<T> {
+    pub value: T,
+    /// First day in force; `None`: since before any date the product handles.
+    pub from: Option<Date>,
+    /// First day no longer in force; `None`: until further notice.
+    pub until: Option<Date>,
+    /// The legal source (instrument and article), with its verification status.
+    pub source: &'static str,
+}
+
+impl<T> Rule<T> {
+    /// A rule in force without a known start or end.
+    pub fn always(value: T, source: &'static str) -> Rule<T> {
+        Rule {
+            value,
+            from: None,
+            until: None,
+            source,
+        }
+    }
+
+    /// A rule in force from `from`.
+    pub fn since(from: Date, value: T, source: &'static str) -> Rule<T> {
+        Rule {
+            value,
+            from: Some(from),
+            until: None,
+            source,
+        }
+    }
+
+    /// A rule in force until the day before `until`.
+    pub fn until(until: Date, value: T, source: &'static str) -> Rule<T> {
+        Rule {
+            value,
+            from: None,
+            until: Some(until),
+            source,
+        }
+    }
+
+    /// Whether the rule is in force on `day`.
+    pub fn in_force_on(&self, day: Date) -> bool {
+        self.from.is_none_or(|f| f <= day) && self.until.is_none_or(|u| day < u)
+    }
+}
+
+/// The rule of `rules` in force on `day` (the last listed wins an overlap).
+pub fn in_force<T>(rules: &[Rule<T>], day: Date) -> Option<&Rule<T>> {
+    rules.iter().rev().find(|r| r.in_force_on(day))
+}
+
+/// A period after an event: calendar months or days.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Period {
+    Months(u32),
+    Days(u32),
+}
+
+impl Period {
+    /// The instant `self` after `from`.
+    pub fn after(self, from: jiff::Timestamp) -> jiff::Timestamp {
+        let span = match self {
+            Period::Months(m) => jiff::Span::new().months(i64::from(m)),
+            Period::Days(d) => jiff::Span::new().days(i64::from(d)),
+        };
+        from.to_zoned(jiff::tz::TimeZone::UTC)
+            .checked_add(span)
+            .map(|z| z.timestamp())
+            .unwrap_or(jiff::Timestamp::MAX)
+    }
+
+    /// Roughly how long, in days (to compare periods: a month counts 31).
+    pub fn approx_days(self) -> u64 {
+        match self {
+            Period::Months(m) => u64::from(m) * 31,
+            Period::Days(d) => u64::from(d),
+        }
+    }
+
+    /// The shorter of two optional periods; `None` (no exemption) is shortest.
+    pub fn shorter(a: Option<Period>, b: Option<Period>) -> Option<Period> {
+        match (a, b) {
+            (Some(a), Some(b)) => Some(if a.approx_days() <= b.approx_days() { a } else { b }),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for Period {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Period::Months(m) => write!(f, "{m} months"),
+            Period::Days(d) => write!(f, "{d} days"),
+        }
+    }
+}
+
+/// What lifts a registry's DENY for a controller.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Exemptions {
+    /// Customers: ongoing, or this long after the last purchase, delivery or
+    /// payment (`ended_at`); `None` = no customer exemption.
+    pub customer: Option<Period>,
+    /// Inquiries: this long after the inquiry; `None` = no inquiry exemption.
+    pub inquiry: Option<Period>,
+    /// A consent to this controller for the purpose lifts the registry.
+    pub consent: bool,
+    /// Italy policy (off by default): a consent counts over an RPO DENY only
+    /// if given after the number was first seen not cleared for the controller.
+    pub consent_after_registration: bool,
+}
+
+impl Exemptions {
+    /// The exemptions both allow (a configuration can only narrow the law's).
+    pub fn narrowed_by(self, other: Exemptions) -> Exemptions {
+        Exemptions {
+            customer: Period::shorter(self.customer, other.customer),
+            inquiry: Period::shorter(self.inquiry, other.inquiry),
+            consent: self.consent && other.consent,
+            consent_after_registration: other.consent_after_registration,
+        }
+    }
+}
+
+/// A national registry the statute requires to be consulted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RegistryRequirement {
+    /// Short name (`RPO`, `DNC`, `TPS`, `Bloctel`).
+    pub name: &'static str,
+    pub kind: RegistryKind,
+    /// How long one consultation may be relied on.
+    pub valid_days: u32,
+    /// What lifts the registry's DENY.
+    pub exemptions: Exemptions,
+}
+
+/// Whether calls need the person's consent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConsentRegime {
+    /// Allowed unless the person opted out (through the national registry).
+    OptOut,
+    /// Allowed only with a prior, provable consent.
+    OptIn,
+}
+
+/// The consent rule of a destination.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConsentRule {
+    pub regime: ConsentRegime,
+    /// Opt-in: a customer relationship that stands in for consent, ongoing
+    /// or this long after it ended; `None` = none does.
+    pub customer_exemption: Option<Period>,
+}
+
+impl ConsentRule {
+    pub const OPT_OUT: ConsentRule = ConsentRule {
+        regime: ConsentRegime::OptOut,
+        customer_exemption: None,
+    };
+    pub const OPT_IN: ConsentRule = ConsentRule {
+        regime: ConsentRegime::OptIn,
+        customer_exemption: None,
+    };
+}
+
+/// Kinds of number a caller ID can be (libphonenumber's types).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CliType {
+    FixedLine,
+    Mobile,
+    FixedLineOrMobile,
+    TollFree,
+    PremiumRate,
+    SharedCost,
+    Voip,
+    PersonalNumber,
+    Pager,
+    Uan,
+    Voicemail,
+    Unknown,
+}
+
+impl CliType {
+    pub fn of(kind: phonenumber::Type) -> CliType {
+        use phonenumber::Type;
+        match kind {
+            Type::FixedLine => CliType::FixedLine,
+            Type::Mobile => CliType::Mobile,
+            Type::FixedLineOrMobile => CliType::FixedLineOrMobile,
+            Type::TollFree => CliType::TollFree,
+            Type::PremiumRate => CliType::PremiumRate,
+            Type::SharedCost => CliType::SharedCost,
+            Type::Voip => CliType::Voip,
+            Type::PersonalNumber => CliType::PersonalNumber,
+            Type::Pager => CliType::Pager,
+            Type::Uan => CliType::Uan,
+            Type::Voicemail => CliType::Voicemail,
+            _ => CliType::Unknown,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CliType::FixedLine => "fixed-line",
+            CliType::Mobile => "mobile",
+            CliType::FixedLineOrMobile => "fixed-line or mobile",
+            CliType::TollFree => "toll-free",
+            CliType::PremiumRate => "premium-rate",
+            CliType::SharedCost => "shared-cost",
+            CliType::Voip => "VoIP",
+            CliType::PersonalNumber => "personal",
+            CliType::Pager => "pager",
+            CliType::Uan => "UAN",
+            CliType::Voicemail => "voicemail",
+            CliType::Unknown => "unknown-type",
+        }
+    }
+}
+
+/// A national prefix reserved for calls of some purposes (IT 0843/0844).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReservedPrefix {
+    /// National significant digits, trunk `0` included as dialled (`0844`).
+    pub prefix: &'static str,
+    pub purposes: &'static [Purpose],
+}
+
+/// Caller-ID rules. A withheld or unparseable caller ID is refused
+/// everywhere; these add what a destination's law says on top.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CallerIdRules {
+    /// Prefixes reserved by purpose; a caller ID in one of them is allowed
+    /// for those purposes without being declared, refused for the others.
+    pub reserved_prefixes: &'static [ReservedPrefix],
+    /// The only number types that may be presented; `None`: any type.
+    pub permitted_types: Option<&'static [CliType]>,
+    /// Number types that may not be presented.
+    pub forbidden_types: &'static [CliType],
+}
+
+impl CallerIdRules {
+    /// Whether a declared caller ID of `kind` may be presented.
+    pub fn permits(&self, kind: CliType) -> bool {
+        self.permitted_types.is_none_or(|p| p.contains(&kind)) && !self.forbidden_types.contains(&kind)
+    }
+}
+
+/// Rules of one state (US) on top of the national ones.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StateStatute {
+    /// USPS code (`FL`).
+    pub code: &'static str,
+    pub hours: Vec<Rule<WeeklyHours>>,
+    pub attempt_caps: Vec<Rule<AttemptLimit>>,
+}
+
+/// The statute of one destination.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Statute {
+    /// ISO 3166 region code.
+    pub region: &'static str,
+    /// The zone whose midnight starts and ends each dated rule.
+    pub zone: &'static str,
+    /// The national registry to consult; `None` in force = no registry duty.
+    pub registry: Vec<Rule<Option<RegistryRequirement>>>,
+    pub consent: Vec<Rule<ConsentRule>>,
+    /// The statutory calling window; none in force = no window.
+    pub hours: Vec<Rule<WeeklyHours>>,
+    /// Public holidays (for the window), each with the years it exists.
+    pub holidays: Vec<Holiday>,
+    /// Caps on calls to one number by one controller; all in force apply.
+    pub attempt_caps: Vec<Rule<AttemptLimit>>,
+    pub caller_id: Vec<Rule<CallerIdRules>>,
+    pub states: Vec<StateStatute>,
+}
+
+impl Statute {
+    fn new(region: &'static str, zone: &'static str) -> Statute {
+        Statute {
+            region,
+            zone,
+            registry: Vec::new(),
+            consent: Vec::new(),
+            hours: Vec::new(),
+            holidays: Vec::new(),
+            attempt_caps: Vec::new(),
+            caller_id: Vec::new(),
+            states: Vec::new(),
+        }
+    }
+
+    /// Every day on which one of the statute's rules starts or ends.
+    pub fn boundaries(&self) -> Vec<Date> {
+        fn edges<T>(rules: &[Rule<T>], out: &mut Vec<Date>) {
+            for rule in rules {
+                out.extend(rule.from);
+                out.extend(rule.until);
+            }
+        }
+        let mut out = Vec::new();
+        edges(&self.registry, &mut out);
+        edges(&self.consent, &mut out);
+        edges(&self.hours, &mut out);
+        edges(&self.attempt_caps, &mut out);
+        edges(&self.caller_id, &mut out);
+        for state in &self.states {
+            edges(&state.hours, &mut out);
+            edges(&state.attempt_caps, &mut out);
+        }
+        out.sort();
+        out.dedup();
+        out
+    }
+}
+
+static STATUTES: LazyLock<Vec<Statute>> = LazyLock::new(|| {
+    vec![
+        it::statute(),
+        fr::statute(),
+        es::statute(),
+        de::statute(),
+        gb::statute(),
+        us::statute(),
+        pl::statute(),
+        ro::statute(),
+    ]
+});
+
+/// The statute of a destination, if the product carries one.
+pub fn statute(region: &str) -> Option<&'static Statute> {
+    STATUTES.iter().find(|s| s.region == region)
+}
+
+/// Every statute the product carries.
+pub fn all() -> &'static [Statute] {
+    &STATUTES
+}
+
+/// What applies to a destination without a statute in the product.
+pub const NO_STATUTE: &str = "no statute for this destination in dialgate: opt-in (consent required), no window, no cap";
+
+#[cfg(test)]
+mod tests;
