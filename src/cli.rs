@@ -11,6 +11,7 @@ use jiff::civil::Date;
 use crate::config::Config;
 use crate::contacts::ContactStore;
 use crate::decision_log::{self, audit};
+use crate::policy::Policies;
 use crate::records::Records;
 use crate::registry::snapshot::ImportMode;
 use crate::registry::{self, RegistrySet, import};
@@ -45,12 +46,43 @@ pub enum Command {
     /// The change trail of contact records
     #[command(subcommand)]
     Trail(TrailCommand),
+    /// The effective rules (statutes, overrides, campaign settings)
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+    /// Check the configuration without starting anything
+    #[command(subcommand)]
+    Config(ConfigCommand),
     /// Copy the stores (decision log, contact records, checkpoints, registry snapshots) to a directory, consistently, while the server runs
     Backup {
         /// Target directory (created; must not hold a previous backup)
         #[arg(long)]
         to: PathBuf,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// Print the rules a campaign is held to: each with its value, its source and the dates it holds
+    Show {
+        /// Campaign id
+        #[arg(long)]
+        campaign: String,
+        /// One destination region (e.g. FR) [default: every destination of the campaign]
+        #[arg(long)]
+        destination: Option<String>,
+        /// The instant (RFC 3339) or day (YYYY-MM-DD, midnight UTC) [default: now]
+        #[arg(long)]
+        at: Option<String>,
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Validate the configuration and its compiled policy; exit non-zero naming every blocked campaign destination
+    Check,
 }
 
 #[derive(Debug, Subcommand)]
@@ -235,7 +267,116 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Trail(TrailCommand::Export) => trail_export(&config),
         Command::Backup { to } => backup(&config, &to),
+        Command::Policy(PolicyCommand::Show {
+            campaign,
+            destination,
+            at,
+            json,
+        }) => policy_show(
+            &config,
+            &campaign,
+            destination.as_deref(),
+            at.as_deref(),
+            json,
+        ),
+        Command::Config(ConfigCommand::Check) => config_check(&config),
     }
+}
+
+fn policy_show(
+    config: &Config,
+    campaign: &str,
+    destination: Option<&str>,
+    at: Option<&str>,
+    json: bool,
+) -> anyhow::Result<()> {
+    let at = match at {
+        Some(text) => crate::model::parse_instant(text)
+            .with_context(|| format!("--at {text:?}: expected RFC 3339 or YYYY-MM-DD"))?,
+        None => Timestamp::now(),
+    };
+    let destination = destination
+        .map(|d| {
+            crate::number::Region::parse(d)
+                .with_context(|| format!("--destination {d:?}: not a region code"))
+        })
+        .transpose()?;
+    let policies = Policies::compile(config);
+    let report = crate::policy::report(&policies, config, campaign, destination, at)
+        .map_err(anyhow::Error::msg)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{report}");
+    }
+    Ok(())
+}
+
+/// Validates the configuration (loading it already did) and its policy:
+/// a campaign destination whose every call would be denied fails the check.
+fn config_check(config: &Config) -> anyhow::Result<()> {
+    let policies = Policies::compile(config);
+    let now = Timestamp::now();
+    println!(
+        "config {}: {} campaigns, {} registries, policy {}",
+        config.origin,
+        config.campaigns.len(),
+        config.registries.len(),
+        policies.version
+    );
+    for o in &policies.overrides {
+        println!(
+            "override: destination {}{}: {}{}",
+            o.destination,
+            o.from.map(|f| format!(" from {f}")).unwrap_or_default(),
+            o.settings.join(", "),
+            if o.source.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", o.source)
+            }
+        );
+    }
+    for warning in &policies.warnings {
+        println!("warning: {warning}");
+    }
+    let blocked = policies.blocked_at(now, config);
+    for b in &blocked {
+        println!(
+            "blocked: campaign {} destination {}: {}",
+            b.campaign, b.destination, b.reason
+        );
+    }
+    let later: Vec<_> = policies
+        .blocked
+        .iter()
+        .filter(|b| {
+            b.from
+                .is_some_and(|from| from > now.to_zoned(jiff::tz::TimeZone::UTC).date())
+        })
+        .collect();
+    for b in &later {
+        println!(
+            "blocked from {}: campaign {} destination {}: {}",
+            b.from.map(|f| f.to_string()).unwrap_or_default(),
+            b.campaign,
+            b.destination,
+            b.reason
+        );
+    }
+    let names: Vec<String> = blocked
+        .iter()
+        .chain(later.iter())
+        .map(|b| format!("{} -> {}", b.campaign, b.destination))
+        .collect();
+    if !names.is_empty() {
+        bail!(
+            "every call would be denied REGISTRY_UNAVAILABLE for: {} (configure the registry the law requires)",
+            names.join(", ")
+        );
+    }
+    println!("ok");
+    Ok(())
 }
 
 /// Who runs a CLI command, for the change trail.

@@ -16,8 +16,8 @@ use serde::Deserialize;
 use crate::auth::{ApiKey, Role};
 use crate::calling::{self, AttemptLimit, DaySpans, Span, WeeklyHours};
 use crate::model::Purpose;
-use crate::statutes::{self, ConsentRegime, Period};
 use crate::number::{self, Region};
+use crate::statutes::{self, ConsentRegime, Period};
 
 /// The configuration built into the binary: serves the demo data in `data/`.
 pub const BUILT_IN: &str = include_str!("../data/dialgate.toml");
@@ -466,7 +466,11 @@ impl DestinationOverride {
             out.push(key("calling_hours"));
         }
         if !self.extra_holidays.is_empty() {
-            out.push(format!("{} = {} days", key("extra_holidays"), self.extra_holidays.len()));
+            out.push(format!(
+                "{} = {} days",
+                key("extra_holidays"),
+                self.extra_holidays.len()
+            ));
         }
         if let Some(limit) = self.attempt_limit {
             out.push(format!(
@@ -575,7 +579,9 @@ impl Config {
 
     /// The override of a destination's statute, if configured.
     pub fn destination_override(&self, region: Region) -> Option<&DestinationOverride> {
-        self.destination_overrides.iter().find(|o| o.region == region)
+        self.destination_overrides
+            .iter()
+            .find(|o| o.region == region)
     }
 }
 
@@ -715,16 +721,17 @@ impl Validator<'_> {
                 .and_then(|o| o.registry_valid_days);
             let statutory = statutory_valid_days(country, r.kind);
             let ceiling = overridden_days.or(statutory);
-            let valid_days = match (r.valid_days, ceiling) {
-                (Some(days), _) if !(1..=MAX_VALID_DAYS).contains(&days) => {
-                    return Err(self.invalid(
-                        key("valid_days"),
-                        days,
-                        &format!("must be 1-{MAX_VALID_DAYS}"),
-                    ));
-                }
-                (Some(days), Some(ceiling)) if days > ceiling => {
-                    return Err(self.invalid(
+            let valid_days =
+                match (r.valid_days, ceiling) {
+                    (Some(days), _) if !(1..=MAX_VALID_DAYS).contains(&days) => {
+                        return Err(self.invalid(
+                            key("valid_days"),
+                            days,
+                            &format!("must be 1-{MAX_VALID_DAYS}"),
+                        ));
+                    }
+                    (Some(days), Some(ceiling)) if days > ceiling => {
+                        return Err(self.invalid(
                         key("valid_days"),
                         days,
                         &format!(
@@ -735,17 +742,17 @@ impl Validator<'_> {
                             r.kind
                         ),
                     ));
-                }
-                (Some(days), _) => days,
-                (None, Some(ceiling)) => ceiling,
-                (None, None) => {
-                    return Err(self.invalid(
-                        key("valid_days"),
-                        "<missing>",
-                        "no statutory default for this country and kind: set valid_days",
-                    ));
-                }
-            };
+                    }
+                    (Some(days), _) => days,
+                    (None, Some(ceiling)) => ceiling,
+                    (None, None) => {
+                        return Err(self.invalid(
+                            key("valid_days"),
+                            "<missing>",
+                            "no statutory default for this country and kind: set valid_days",
+                        ));
+                    }
+                };
             if r.seed_controller.is_some() && r.kind == RegistryKind::Blocklist {
                 return Err(self.invalid(
                     key("seed_controller"),
@@ -954,10 +961,19 @@ impl Validator<'_> {
     }
 
     fn log(&self, mut log: LogConfig, base_dir: &Path) -> Result<LogConfig, ConfigError> {
-        log.queue_capacity =
-            self.bounded("log.queue_capacity", log.queue_capacity as u64, 1, 16_777_216)? as usize;
+        log.queue_capacity = self.bounded(
+            "log.queue_capacity",
+            log.queue_capacity as u64,
+            1,
+            16_777_216,
+        )? as usize;
         log.max_batch = self.bounded("log.max_batch", log.max_batch as u64, 1, 65_536)? as usize;
-        self.bounded("log.group_commit_linger_us", log.group_commit_linger_us, 0, 100_000)?;
+        self.bounded(
+            "log.group_commit_linger_us",
+            log.group_commit_linger_us,
+            0,
+            100_000,
+        )?;
         self.bounded("log.wal_backfill_ms", log.wal_backfill_ms, 0, 3_600_000)?;
         self.bounded(
             "log.idempotency_window_seconds",
@@ -978,7 +994,12 @@ impl Validator<'_> {
             1,
             86_400,
         )?;
-        self.bounded("log.retention_days", u64::from(log.retention_days), 1, 36_500)?;
+        self.bounded(
+            "log.retention_days",
+            u64::from(log.retention_days),
+            1,
+            36_500,
+        )?;
         if let Some(key_file) = &log.checkpoint_key_file {
             let key_file = base_dir.join(key_file);
             crate::decision_log::checkpoint::load_key(&key_file).map_err(|problem| {
@@ -1021,7 +1042,11 @@ impl Validator<'_> {
                 raw.customer_months,
                 raw.customer_days,
             )?,
-            inquiry: self.period(&format!("{key}.inquiry"), raw.inquiry_months, raw.inquiry_days)?,
+            inquiry: self.period(
+                &format!("{key}.inquiry"),
+                raw.inquiry_months,
+                raw.inquiry_days,
+            )?,
             consent: raw.consent,
             consent_after_registration: raw.consent_after_registration.unwrap_or(false),
         };
@@ -1055,7 +1080,11 @@ impl Validator<'_> {
             .map(|c| match c {
                 "opt_in" => Ok(ConsentRegime::OptIn),
                 "opt_out" => Ok(ConsentRegime::OptOut),
-                other => Err(self.invalid(format!("{key}.consent"), other, "expected opt_in or opt_out")),
+                other => Err(self.invalid(
+                    format!("{key}.consent"),
+                    other,
+                    "expected opt_in or opt_out",
+                )),
             })
             .transpose()?;
         let registry = raw
@@ -1095,8 +1124,8 @@ impl Validator<'_> {
                 .iter()
                 .any(|rule| rule.value.regime == ConsentRegime::OptOut)
         });
-        let opt_out = consent == Some(ConsentRegime::OptOut)
-            || (consent.is_none() && statute_opt_out);
+        let opt_out =
+            consent == Some(ConsentRegime::OptOut) || (consent.is_none() && statute_opt_out);
         if opt_out && registry == Some(None) {
             return Err(self.invalid(
                 format!("{key}.registry"),
@@ -1146,7 +1175,9 @@ impl Validator<'_> {
             .transpose()?;
         let mut states = BTreeMap::new();
         for (state, state_rules) in &raw.state {
-            if region.as_str() != "US" || !crate::calling::zones::us_state_codes().any(|c| c == state) {
+            if region.as_str() != "US"
+                || !crate::calling::zones::us_state_codes().any(|c| c == state)
+            {
                 return Err(self.invalid(
                     format!("{key}.state.{state}"),
                     state,
@@ -1311,29 +1342,27 @@ mod tests {
         assert_eq!(hours.days[6], Some(vec![]));
         assert_eq!(hours.days[1], None);
         let fr = Region::parse("FR").unwrap();
-        assert_eq!(config.attempt_limit(campaign, fr).unwrap().max_attempts, 3);
-        let it = config.destination(Region::parse("IT").unwrap());
+        let policies = crate::policy::Policies::compile(&config);
+        let at: jiff::Timestamp = "2026-11-23T10:00:00Z".parse().unwrap();
+        let era = policies.era("c", fr, at).unwrap();
+        let caps: Vec<u32> = era.caps_in(None).map(|c| c.max_attempts).collect();
+        assert_eq!(
+            caps,
+            vec![4, 3],
+            "the statute's 4 in 30 days and the campaign's 3 in 24 h"
+        );
+        let it = config
+            .destination_override(Region::parse("IT").unwrap())
+            .unwrap();
         assert_eq!(it.extra_holidays.len(), 1);
-        let it_hours = it.hours.as_ref().unwrap();
+        let it_hours = it.calling_hours.as_ref().unwrap();
         assert_eq!(it_hours.days[5], Some(vec![]), "configured Saturday");
-        assert_eq!(
-            it_hours.days[0],
-            Some(vec![Span::parse("09:00-20:00").unwrap()]),
-            "statutory Monday kept"
-        );
-        let us = config.destination(Region::parse("US").unwrap());
-        assert!(us.states.contains_key("TX") && us.states.contains_key("FL"));
-        assert_eq!(
-            config.destination(fr).attempt_limit.unwrap().max_attempts,
-            4,
-            "statutory default"
-        );
-        assert!(
-            config
-                .destination(Region::parse("JP").unwrap())
-                .hours
-                .is_none()
-        );
+        assert_eq!(it_hours.days[0], None, "Monday left to the statute");
+        let us = config
+            .destination_override(Region::parse("US").unwrap())
+            .unwrap();
+        assert!(us.states.contains_key("TX"));
+        assert_eq!(policies.overrides.len(), 2, "IT and US are reported");
     }
 
     #[test]

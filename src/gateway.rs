@@ -342,8 +342,7 @@ impl Gateway {
         let (contacts, whereabouts, first_not_cleared, attempts, limits) = match (called, era) {
             (Ok(n), Some(era)) => {
                 let whereabouts = zones::locate(n.region.as_str(), &n.e164[1..]);
-                let limits: SmallVec<[AttemptLimit; 2]> =
-                    era.caps_in(whereabouts.state).collect();
+                let limits: SmallVec<[AttemptLimit; 2]> = era.caps_in(whereabouts.state).collect();
                 let controller = campaign.map_or("", |c| c.controller.as_str());
                 (
                     self.contacts.index().view(n.key, &n.e164),

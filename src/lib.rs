@@ -37,7 +37,7 @@ pub mod proto;
 pub mod records;
 pub mod registry;
 pub mod rules;
-pub mod statutes;
 pub mod server;
 pub mod stats;
+pub mod statutes;
 pub mod tls;

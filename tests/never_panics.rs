@@ -97,22 +97,24 @@ proptest! {
             Some(c) => number::normalize(&number, c.default_region),
             None => number::normalize_international(&number),
         };
-        let (destination, whereabouts) = match &called {
-            Ok(n) => (dialgate::calling::statutory(n.region.as_str()), zones::locate(n.region.as_str(), &n.e164[1..])),
-            Err(_) => Default::default(),
+        let policies = dialgate::policy::Policies::compile(&dialgate::config::Config::with(campaign.into_iter().cloned().collect(), Vec::new()));
+        let now = jiff::Timestamp::now();
+        let (era, whereabouts) = match (&called, campaign) {
+            (Ok(n), Some(c)) => (policies.era(&c.id, n.region, now), zones::locate(n.region.as_str(), &n.e164[1..])),
+            _ => (None, Default::default()),
         };
         let evaluation = evaluate(
             &CallInput { campaign_id, campaign, called: &called, caller_id: Some(&caller_id) },
             &DecisionData {
                 contacts: &Default::default(),
                 registries: &[],
-                destination: &destination,
+                era,
                 whereabouts: &whereabouts,
                 attempts: &[],
                 first_not_cleared: &[],
                 window_memo: None,
             },
-            jiff::Timestamp::now(),
+            now,
         );
         prop_assert!(!evaluation.reasons.is_empty(), "every decision names a reason");
     }

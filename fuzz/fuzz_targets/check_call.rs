@@ -3,8 +3,9 @@
 //! every decision names at least one reason.
 #![no_main]
 
-use dialgate::calling::{WindowMemo, statutory, zones};
-use dialgate::config::CampaignConfig;
+use dialgate::calling::{WindowMemo, zones};
+use dialgate::config::{CampaignConfig, Config};
+use dialgate::policy::Policies;
 use dialgate::model::Purpose;
 use dialgate::number::{self, Region};
 use dialgate::rules::{CallInput, DecisionData, evaluate};
@@ -44,12 +45,13 @@ fuzz_target!(|data: &[u8]| {
         Some(c) => number::normalize(called_number, c.default_region),
         None => number::normalize_international(called_number),
     };
-    let (destination, whereabouts) = match &called {
-        Ok(n) => (
-            statutory(n.region.as_str()),
+    let policies = Policies::compile(&Config::with(campaign.into_iter().cloned().collect(), Vec::new()));
+    let (era, whereabouts) = match (&called, campaign) {
+        (Ok(n), Some(c)) => (
+            policies.era(&c.id, n.region, now),
             zones::locate(n.region.as_str(), &n.e164[1..]),
         ),
-        Err(_) => Default::default(),
+        _ => (None, Default::default()),
     };
     let memo = WindowMemo::default();
     for window_memo in [None, Some(&memo)] {
@@ -63,7 +65,7 @@ fuzz_target!(|data: &[u8]| {
             &DecisionData {
                 contacts: &Default::default(),
                 registries: &[],
-                destination: &destination,
+                era,
                 whereabouts: &whereabouts,
                 attempts: &[],
                 first_not_cleared: &[],

@@ -2,6 +2,29 @@
 
 use super::*;
 
+/// The statute's window rules in force in November 2026.
+fn statutory(region: &str) -> DestinationRules {
+    let statute = crate::statutes::statute(region);
+    let day = jiff::civil::date(2026, 11, 1);
+    DestinationRules {
+        hours: statute
+            .and_then(|s| crate::statutes::in_force(&s.hours, day))
+            .map(|r| r.value.clone()),
+        extra_holidays: Vec::new(),
+        states: statute
+            .map(|s| {
+                s.states
+                    .iter()
+                    .filter_map(|st| {
+                        crate::statutes::in_force(&st.hours, day)
+                            .map(|r| (st.code.to_string(), r.value.clone()))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default(),
+    }
+}
+
 fn at(text: &str) -> Timestamp {
     text.parse().unwrap()
 }
@@ -18,9 +41,11 @@ fn check_at(
         &WindowInput {
             region,
             zones,
+            zones_id: 0,
             state,
             destination: &destination,
             campaign,
+            memo_key: 0,
         },
         at(now),
     )
@@ -194,14 +219,24 @@ fn test_us_zones_dst_and_state_overlay() {
         outside_until("2026-11-24T08:00:00-05:00")
     );
     // Unknown area code: every zone and every state overlay; 08:00 in Honolulu is 13:00 in New York.
-    let all = zones::locate("US", "16845550123").zones;
+    let all: &[&str] = &[
+        "America/New_York",
+        "America/Chicago",
+        "America/Denver",
+        "America/Phoenix",
+        "America/Los_Angeles",
+        "America/Anchorage",
+        "America/Adak",
+        "Pacific/Honolulu",
+    ];
+    // Texas opens at 09:00, which is 14:00 in New York when it is 09:00 in Honolulu.
     assert_eq!(
         check_at("US", all, None, None, "2026-11-23T12:00:00-05:00"),
-        outside_until("2026-11-23T13:00:00-05:00")
+        outside_until("2026-11-23T14:00:00-05:00")
     );
-    // ... and 20:00 (Florida) in New York closes the window.
+    // ... and 20:00 (Florida, Oklahoma, Maryland, Washington) in New York closes the window.
     assert_eq!(
-        check_at("US", all, None, None, "2026-11-23T13:00:00-05:00"),
+        check_at("US", all, None, None, "2026-11-23T14:00:00-05:00"),
         inside_until("2026-11-23T20:00:00-05:00")
     );
 }
@@ -285,13 +320,15 @@ fn test_memo_answers_as_the_rule_does() {
         ("US", us_zones, Some("FL"), &us, None),
         ("US", &[][..], None, &us, None),
     ];
-    for (region, zones, state, destination, campaign) in inputs {
+    for (i, (region, zones, state, destination, campaign)) in inputs.into_iter().enumerate() {
         let input = WindowInput {
             region,
             zones,
+            zones_id: i as u32 + 1,
             state,
             destination,
             campaign,
+            memo_key: i as u32 + 1,
         };
         let memo = WindowMemo::default();
         // 2026-10-24 to 2026-11-03: the end of summer time and All Saints' Day.

@@ -127,7 +127,10 @@ static DATA: LazyLock<ZoneData> = LazyLock::new(|| {
         };
         let state = match place.rsplit_once(", ") {
             Some((_, code)) => STATE_NAMES.iter().map(|(_, c)| *c).find(|c| *c == code),
-            None => STATE_NAMES.iter().find(|(name, _)| *name == place).map(|(_, c)| *c),
+            None => STATE_NAMES
+                .iter()
+                .find(|(name, _)| *name == place)
+                .map(|(_, c)| *c),
         };
         if let Some(state) = state {
             data.states.insert(npa, state);
@@ -176,15 +179,25 @@ mod tests {
 
     #[test]
     fn test_locate() {
-        assert_eq!(locate("IT", "393331234567").zones, ["Europe/Rome", "Europe/Vatican"]);
+        assert_eq!(
+            locate("IT", "393331234567").zones,
+            ["Europe/Rome", "Europe/Vatican"]
+        );
         let nyc = locate("US", "12125550123");
-        assert_eq!((nyc.zones, nyc.state), (&["America/New_York"][..], Some("NY")));
+        assert_eq!(
+            (nyc.zones, nyc.state),
+            (&["America/New_York"][..], Some("NY"))
+        );
         let miami = locate("US", "13055550123");
         assert_eq!(miami.state, Some("FL"));
-        let panhandle = locate("US", "18505550123");
-        assert!(panhandle.zones.contains(&"America/Chicago"), "{:?}", panhandle.zones);
-        assert_eq!(panhandle.state, Some("FL"));
-        assert_eq!(locate("US", "12065550123").state, Some("WA"), "Washington State");
+        let pensacola = locate("US", "18502000123");
+        assert_eq!(pensacola.zones, ["America/Chicago"], "western panhandle");
+        assert_eq!(pensacola.state, Some("FL"));
+        assert_eq!(
+            locate("US", "12065550123").state,
+            Some("WA"),
+            "Washington State"
+        );
         assert!(locate("JP", "").zones.is_empty(), "no digits, no zone");
         assert_ne!(locate("FR", "33612345678").zones_id, 0);
         for zones in &DATA.zone_sets {
@@ -205,7 +218,8 @@ mod tests {
         assert_eq!(reno.zones, ["America/Los_Angeles"]);
         let unplaced = locate("US", "17759990123");
         assert!(
-            unplaced.zones.contains(&"America/Boise") && unplaced.zones.contains(&"America/Los_Angeles"),
+            unplaced.zones.contains(&"America/Boise")
+                && unplaced.zones.contains(&"America/Los_Angeles"),
             "an exchange not placed gets both zones: {:?}",
             unplaced.zones
         );

@@ -75,7 +75,11 @@ fn unknown(column: &'static str, value: impl ToString, problem: &'static str) ->
 }
 
 /// An instant read back: out of range is an error, not the epoch.
-fn ts_column(row: &rusqlite::Row<'_>, index: usize, column: &'static str) -> rusqlite::Result<Timestamp> {
+fn ts_column(
+    row: &rusqlite::Row<'_>,
+    index: usize,
+    column: &'static str,
+) -> rusqlite::Result<Timestamp> {
     let us: i64 = row.get(index)?;
     Timestamp::from_microsecond(us).map_err(|_| unknown(column, us, "not an instant"))
 }

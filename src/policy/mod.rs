@@ -135,7 +135,10 @@ impl Era {
     }
 
     /// The caps that bind a number in `state`.
-    pub fn caps_in<'a>(&'a self, state: Option<&'a str>) -> impl Iterator<Item = AttemptLimit> + 'a {
+    pub fn caps_in<'a>(
+        &'a self,
+        state: Option<&'a str>,
+    ) -> impl Iterator<Item = AttemptLimit> + 'a {
         self.caps
             .iter()
             .filter(move |cap| cap.applies_in(state))
@@ -562,7 +565,9 @@ fn era_on(
         blocked,
         window: DestinationRules {
             hours,
-            extra_holidays: overriding.map(|o| o.extra_holidays.clone()).unwrap_or_default(),
+            extra_holidays: overriding
+                .map(|o| o.extra_holidays.clone())
+                .unwrap_or_default(),
             states,
         },
         window_origin,

@@ -50,7 +50,15 @@ fn spans(spans: &DaySpans) -> String {
     }
     spans
         .iter()
-        .map(|s| format!("{:02}:{:02}-{:02}:{:02}", s.start / 60, s.start % 60, s.end / 60, s.end % 60))
+        .map(|s| {
+            format!(
+                "{:02}:{:02}-{:02}:{:02}",
+                s.start / 60,
+                s.start % 60,
+                s.end / 60,
+                s.end % 60
+            )
+        })
         .collect::<Vec<_>>()
         .join(", ")
 }
@@ -113,7 +121,11 @@ fn lines(era: &Era, campaign: &crate::config::CampaignConfig) -> Vec<RuleLine> {
                     r.name,
                     r.kind,
                     r.valid_days,
-                    if exempt.is_empty() { "none".into() } else { exempt.join(", ") }
+                    if exempt.is_empty() {
+                        "none".into()
+                    } else {
+                        exempt.join(", ")
+                    }
                 )
             }
         },
@@ -146,9 +158,11 @@ fn lines(era: &Era, campaign: &crate::config::CampaignConfig) -> Vec<RuleLine> {
         out.push(RuleLine {
             rule: format!("calling window {state}"),
             value: week(hours),
-            origin: era.state_origins.get(state).cloned().unwrap_or(Origin::Default {
-                note: "state",
-            }),
+            origin: era
+                .state_origins
+                .get(state)
+                .cloned()
+                .unwrap_or(Origin::Default { note: "state" }),
         });
     }
     if let Some(hours) = &era.campaign_hours {
@@ -189,13 +203,22 @@ fn lines(era: &Era, campaign: &crate::config::CampaignConfig) -> Vec<RuleLine> {
         cli.push(format!(
             "prefix {} reserved for {}",
             prefix.prefix,
-            prefix.purposes.iter().map(|p| p.as_str()).collect::<Vec<_>>().join(", ")
+            prefix
+                .purposes
+                .iter()
+                .map(|p| p.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
         ));
     }
     if let Some(types) = rules.permitted_types {
         cli.push(format!(
             "only {} numbers",
-            types.iter().map(|t| t.as_str()).collect::<Vec<_>>().join(", ")
+            types
+                .iter()
+                .map(|t| t.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
         ));
     }
     for kind in rules.forbidden_types {
@@ -213,7 +236,11 @@ fn lines(era: &Era, campaign: &crate::config::CampaignConfig) -> Vec<RuleLine> {
                 "{} ({}): {}",
                 declared.e164,
                 declared.kind.as_str(),
-                if declared.permitted { "may be presented" } else { "REFUSED by this law" }
+                if declared.permitted {
+                    "may be presented"
+                } else {
+                    "REFUSED by this law"
+                }
             ),
             origin: Origin::Campaign {
                 key: format!("campaign {}: caller_ids", campaign.id),
@@ -264,7 +291,12 @@ pub fn report(
         let mut holidays = statutes::statute(region.as_str())
             .map(|s| statutes::holidays::dates(&s.holidays, year))
             .unwrap_or_default();
-        holidays.extend(era.window.extra_holidays.iter().filter(|d| d.year() == year));
+        holidays.extend(
+            era.window
+                .extra_holidays
+                .iter()
+                .filter(|d| d.year() == year),
+        );
         holidays.sort();
         holidays.dedup();
         destinations.push(DestinationReport {
@@ -294,7 +326,8 @@ impl std::fmt::Display for PolicyReport {
             self.campaign, self.controller, self.purpose, self.at, self.policy_version
         )?;
         for d in &self.destinations {
-            let bound = |day: Option<Date>, open: &str| day.map_or(open.to_string(), |d| d.to_string());
+            let bound =
+                |day: Option<Date>, open: &str| day.map_or(open.to_string(), |d| d.to_string());
             writeln!(
                 f,
                 "\n{}: rules in force from {} until {}",
@@ -303,7 +336,10 @@ impl std::fmt::Display for PolicyReport {
                 bound(d.until, "(further notice)")
             )?;
             if let Some(reason) = &d.blocked {
-                writeln!(f, "  BLOCKED: every call is denied REGISTRY_UNAVAILABLE: {reason}")?;
+                writeln!(
+                    f,
+                    "  BLOCKED: every call is denied REGISTRY_UNAVAILABLE: {reason}"
+                )?;
             }
             for line in &d.rules {
                 writeln!(f, "  {:<16} {}", line.rule, line.value)?;
@@ -314,7 +350,11 @@ impl std::fmt::Display for PolicyReport {
                 f,
                 "  {:<16} {}",
                 "holidays",
-                if days.is_empty() { "none".into() } else { days.join(" ") }
+                if days.is_empty() {
+                    "none".into()
+                } else {
+                    days.join(" ")
+                }
             )?;
         }
         Ok(())

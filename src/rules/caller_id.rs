@@ -84,7 +84,12 @@ pub fn check_caller_id(raw: &str, campaign: &CampaignConfig, era: Option<&Era>) 
             ),
         ));
     }
-    match era.and_then(|era| era.caller_ids.iter().find(|c| c.e164 == cli.e164).map(|c| (era, c))) {
+    match era.and_then(|era| {
+        era.caller_ids
+            .iter()
+            .find(|c| c.e164 == cli.e164)
+            .map(|c| (era, c))
+    }) {
         Some((era, declared)) if !declared.permitted => Some(Reason::new(
             ReasonCode::CallerIdNotAllowed,
             format!(
@@ -165,8 +170,12 @@ mod tests {
     }
 
     fn code(raw: &str, purpose: Purpose) -> Option<ReasonCode> {
-        check(raw, &campaign(purpose, "IT", &["+390212345678"]), "2026-11-23T10:00:00Z")
-            .map(|r| r.code)
+        check(
+            raw,
+            &campaign(purpose, "IT", &["+390212345678"]),
+            "2026-11-23T10:00:00Z",
+        )
+        .map(|r| r.code)
     }
 
     #[test]
@@ -203,7 +212,10 @@ mod tests {
     fn test_reserved_prefixes_belong_to_the_destination() {
         let french = campaign(Purpose::Marketing, "FR", &["+33162000000"]);
         let at = "2026-11-23T10:00:00Z";
-        assert!(check("0844123456", &french, at).is_some(), "national 0844 is not French");
+        assert!(
+            check("0844123456", &french, at).is_some(),
+            "national 0844 is not French"
+        );
         assert!(
             check("+39 0844 123456", &french, at).is_some(),
             "an Italian reserved prefix is no basis for calls to France"
@@ -217,11 +229,23 @@ mod tests {
         let spanish = campaign(Purpose::Marketing, "ES", &["+34612345678", "+34900123456"]);
         let before = "2025-06-06T10:00:00Z";
         let after = "2025-06-07T10:00:00Z";
-        assert_eq!(check("+34612345678", &spanish, before), None, "mobile allowed before");
+        assert_eq!(
+            check("+34612345678", &spanish, before),
+            None,
+            "mobile allowed before"
+        );
         let refused = check("+34612345678", &spanish, after).expect("mobile refused after");
         assert_eq!(refused.code, ReasonCode::CallerIdNotAllowed);
-        assert!(refused.detail.contains("TDF/149/2025"), "{}", refused.detail);
-        assert_eq!(check("+34900123456", &spanish, after), None, "900 numbers may be used");
+        assert!(
+            refused.detail.contains("TDF/149/2025"),
+            "{}",
+            refused.detail
+        );
+        assert_eq!(
+            check("+34900123456", &spanish, after),
+            None,
+            "900 numbers may be used"
+        );
     }
 
     /// IT-CLI-4: only geographic and mobile numbers as voice CLI in Italy.

@@ -121,13 +121,20 @@ pub fn evaluate(input: &CallInput<'_>, data: &DecisionData<'_>, now: Timestamp) 
             )),
             Some(era) => {
                 data_versions.push(era.label.clone());
-                decide_under(era, campaign, called, data, now, &mut Outcome {
-                    denies: &mut denies,
-                    bases: &mut bases,
-                    data_versions: &mut data_versions,
-                    timed: &mut timed,
-                    not_cleared: &mut not_cleared,
-                });
+                decide_under(
+                    era,
+                    campaign,
+                    called,
+                    data,
+                    now,
+                    &mut Outcome {
+                        denies: &mut denies,
+                        bases: &mut bases,
+                        data_versions: &mut data_versions,
+                        timed: &mut timed,
+                        not_cleared: &mut not_cleared,
+                    },
+                );
             }
         }
     }
@@ -189,7 +196,8 @@ fn decide_under(
         out.timed
             .extend(check_attempt_limit(Some(limit), data.attempts, now));
     }
-    out.denies.extend(out.timed.iter().map(|t| t.reason.clone()));
+    out.denies
+        .extend(out.timed.iter().map(|t| t.reason.clone()));
     if let Some(reason) = suppression(data.contacts, &campaign.controller, &campaign.id, now) {
         out.denies.push(reason);
     }
@@ -311,12 +319,18 @@ fn next_permitted(era: &Era, data: &DecisionData<'_>, timed: &[TimedDeny]) -> Op
                 .into_iter()
                 .collect();
         for limit in era.caps_in(data.whereabouts.state) {
-            lifts.extend(check_attempt_limit(Some(limit), data.attempts, candidate).map(|t| t.lifts_at));
+            lifts.extend(
+                check_attempt_limit(Some(limit), data.attempts, candidate).map(|t| t.lifts_at),
+            );
         }
         if lifts.is_empty() {
             return Some(candidate);
         }
-        let next = lifts.into_iter().collect::<Option<Vec<_>>>()?.into_iter().max()?;
+        let next = lifts
+            .into_iter()
+            .collect::<Option<Vec<_>>>()?
+            .into_iter()
+            .max()?;
         candidate = next;
     }
     None

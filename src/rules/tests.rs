@@ -51,7 +51,7 @@ fn registry_config(id: &str, kind: RegistryKind, country: &str, valid_days: u32)
         valid_days,
         seed_file: None,
         seed_controller: None,
-        exemptions: crate::config::statutory_exemptions(region(country)),
+        exemption_settings: Default::default(),
     }
 }
 
@@ -151,12 +151,20 @@ fn run_at(case: &Case<'_>, at: Timestamp, attempts: &[Timestamp]) -> Evaluation 
             snapshot: snapshot.as_deref(),
         })
         .collect();
-    let (destination, whereabouts) = match &called {
-        Ok(n) => (
-            crate::calling::statutory(n.region.as_str()),
-            zones::locate(n.region.as_str(), &n.e164[1..]),
-        ),
+    let whereabouts = match &called {
+        Ok(n) => zones::locate(n.region.as_str(), &n.e164[1..]),
         Err(_) => Default::default(),
+    };
+    let policies = crate::policy::Policies::compile(&crate::config::Config::with(
+        case.campaign.iter().cloned().collect(),
+        case.registry
+            .iter()
+            .map(|(config, _)| config.clone())
+            .collect(),
+    ));
+    let era = match (&case.campaign, &called) {
+        (Some(c), Ok(n)) => policies.era(&c.id, n.region, at),
+        _ => None,
     };
     evaluate(
         &CallInput {
@@ -168,7 +176,7 @@ fn run_at(case: &Case<'_>, at: Timestamp, attempts: &[Timestamp]) -> Evaluation 
         &DecisionData {
             contacts: &case.contacts,
             registries: &registries,
-            destination: &destination,
+            era,
             whereabouts: &whereabouts,
             attempts,
             first_not_cleared: &[],
@@ -501,6 +509,9 @@ fn test_every_reason_code_table() {
             expect: Deny,
             codes: &[CallerIdMissing, Suppressed, RegistryStale],
         },
+        // Issue 13: this used to be ALLOW REGISTRY_CLEAR ("no registry is
+        // configured"): leaving it-rpo out of the config allowed every
+        // Italian number. The statute requires the RPO: fail closed.
         Case {
             name: "no registry for the country, opt-out campaign",
             campaign: it(),
@@ -508,8 +519,8 @@ fn test_every_reason_code_table() {
             caller_id: cli_it,
             registry: None,
             contacts: ContactView::default(),
-            expect: Allow,
-            codes: &[RegistryClear],
+            expect: Deny,
+            codes: &[RegistryUnavailable],
         },
     ];
     for case in &cases {
@@ -537,7 +548,14 @@ fn test_deny_reasons_are_deny_codes_and_allow_reasons_are_bases() {
         codes: &[],
     });
     assert!(evaluation.reasons.iter().all(|r| r.code.is_deny()));
-    assert_eq!(evaluation.data_versions, vec!["it-rpo@4".to_string()]);
+    assert_eq!(
+        evaluation.data_versions.len(),
+        2,
+        "{:?}",
+        evaluation.data_versions
+    );
+    assert!(evaluation.data_versions[0].starts_with("policy@"));
+    assert_eq!(evaluation.data_versions[1], "it-rpo@4");
 }
 
 #[test]
@@ -614,7 +632,11 @@ fn test_time_rules_and_next_allowed_at() {
         number: "06 12 34 56 78",
         caller_id: Some("+4930123456"),
         registry: None,
-        contacts: ContactView::default(),
+        // France is opt-in since 11 August 2026: a consent is the basis.
+        contacts: ContactView {
+            consents: vec![consent(Purpose::Marketing, "2026-01-01T00:00:00Z", None)],
+            ..Default::default()
+        },
         expect: Verdict::Deny,
         codes: &[],
     };
@@ -903,13 +925,17 @@ fn test_consent_exemptions_by_country_and_italian_policy() {
     let snapshot = snapshot("it-rpo", RegistryKind::Allowlist, "acme", "2026-11-20", &[]);
     let campaign_it = campaign("it", "IT", false);
     let called = number::normalize("333 123 4567", region("IT"));
-    let destination = crate::calling::statutory("IT");
     let whereabouts = zones::locate("IT", "393331234567");
     let contacts = ContactView {
         consents: vec![consent_it],
         ..Default::default()
     };
     let decide = |registry: &RegistryConfig, seen: &[(String, Timestamp)]| {
+        let policies = crate::policy::Policies::compile(&crate::config::Config::with(
+            vec![campaign_it.clone()],
+            vec![registry.clone()],
+        ));
+        let era = policies.era(&campaign_it.id, region("IT"), now());
         let registries = vec![RegistryData {
             config: registry,
             snapshot: Some(&snapshot),
@@ -924,7 +950,7 @@ fn test_consent_exemptions_by_country_and_italian_policy() {
             &DecisionData {
                 contacts: &contacts,
                 registries: &registries,
-                destination: &destination,
+                era,
                 whereabouts: &whereabouts,
                 attempts: &[],
                 first_not_cleared: seen,
@@ -946,7 +972,7 @@ fn test_consent_exemptions_by_country_and_italian_policy() {
         Verdict::Deny,
         "policy off by default"
     );
-    registry.exemptions.consent_after_registration = true;
+    registry.exemption_settings.consent_after_registration = true;
     let allowed = decide(&registry, &seen_before);
     assert_eq!(allowed.verdict, Verdict::Allow);
     assert!(

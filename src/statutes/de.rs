@@ -4,7 +4,10 @@ use super::{ConsentRule, Holiday, Rule, Statute};
 
 pub(super) fn statute() -> Statute {
     let mut s = Statute::new("DE", "Europe/Berlin");
-    s.registry = vec![Rule::always(None, "DE: no national do-not-call registry (consent regime)")];
+    s.registry = vec![Rule::always(
+        None,
+        "DE: no national do-not-call registry (consent regime)",
+    )];
     s.consent = vec![Rule::always(
         ConsentRule::OPT_IN,
         "DE-CONSENT: UWG §7(2) Nr. 1: advertising calls to consumers need prior express consent",

@@ -3,7 +3,9 @@
 use jiff::civil::Weekday;
 
 use super::holidays::WeekendShift;
-use super::{CallerIdRules, CliType, ConsentRule, Exemptions, Holiday, RegistryRequirement, Rule, Statute};
+use super::{
+    CallerIdRules, CliType, ConsentRule, Exemptions, Holiday, RegistryRequirement, Rule, Statute,
+};
 use crate::calling::{Span, WeeklyHours};
 use crate::model::RegistryKind;
 
@@ -23,7 +25,10 @@ pub(super) fn statute() -> Statute {
          TPS/CTPS numbers unless the person told this caller they do not object; screen every \
          28 days",
     )];
-    s.consent = vec![Rule::always(ConsentRule::OPT_OUT, "UK-TPS: PECR reg. 21 (opt-out through the TPS)")];
+    s.consent = vec![Rule::always(
+        ConsentRule::OPT_OUT,
+        "UK-TPS: PECR reg. 21 (opt-out through the TPS)",
+    )];
     s.hours = vec![Rule::always(
         WeeklyHours::every_day(&[Span::hours(9, 21)]),
         "UK-HOURS: no statutory window found (UNVERIFIED); dialgate's default 09-21, narrow or \

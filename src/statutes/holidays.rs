@@ -253,33 +253,73 @@ mod tests {
     #[test]
     fn test_holiday_table() {
         let cases = [
-            ("IT", date(2026, 4, 6), true, "Easter Monday, L. 260/1949 art. 2"),
+            (
+                "IT",
+                date(2026, 4, 6),
+                true,
+                "Easter Monday, L. 260/1949 art. 2",
+            ),
             ("IT", date(2025, 4, 21), true, "Easter Monday"),
             ("IT", date(2027, 3, 29), true, "Easter Monday"),
             ("IT", date(2026, 12, 8), true, "Immacolata"),
             ("IT", date(2026, 12, 7), false, "the day before"),
             ("IT", date(2026, 6, 2), true, "Festa della Repubblica"),
-            ("IT", date(2025, 10, 4), false, "San Francesco: not before 2026"),
+            (
+                "IT",
+                date(2025, 10, 4),
+                false,
+                "San Francesco: not before 2026",
+            ),
             ("IT", date(2026, 10, 4), true, "San Francesco, L. 151/2025"),
             ("IT", date(2027, 10, 4), true, "San Francesco, L. 151/2025"),
             ("FR", date(2026, 5, 14), true, "Ascension, C. trav. L3133-1"),
             ("FR", date(2026, 5, 25), true, "Whit Monday"),
             ("FR", date(2026, 7, 14), true, "Fete nationale"),
             ("ES", date(2026, 4, 3), true, "Good Friday"),
-            ("ES", date(2026, 4, 6), false, "Easter Monday is regional in Spain"),
+            (
+                "ES",
+                date(2026, 4, 6),
+                false,
+                "Easter Monday is regional in Spain",
+            ),
             ("GB", date(2026, 5, 25), true, "spring bank holiday"),
             ("GB", date(2026, 8, 31), true, "summer bank holiday"),
-            ("GB", date(2026, 12, 28), true, "Boxing Day substitute (26th is a Saturday)"),
-            ("GB", date(2027, 12, 27), true, "Christmas on Saturday -> Monday 27th"),
-            ("GB", date(2027, 12, 28), true, "Boxing Day on Sunday -> Tuesday 28th"),
+            (
+                "GB",
+                date(2026, 12, 28),
+                true,
+                "Boxing Day substitute (26th is a Saturday)",
+            ),
+            (
+                "GB",
+                date(2027, 12, 27),
+                true,
+                "Christmas on Saturday -> Monday 27th",
+            ),
+            (
+                "GB",
+                date(2027, 12, 28),
+                true,
+                "Boxing Day on Sunday -> Tuesday 28th",
+            ),
             ("US", date(2026, 11, 26), true, "Thanksgiving"),
-            ("US", date(2026, 7, 3), true, "Independence Day observed (4th is a Saturday)"),
+            (
+                "US",
+                date(2026, 7, 3),
+                true,
+                "Independence Day observed (4th is a Saturday)",
+            ),
             ("US", date(2026, 1, 19), true, "MLK day"),
             ("US", date(2026, 5, 25), true, "Memorial Day"),
             ("DE", date(2026, 10, 3), true, "Tag der Deutschen Einheit"),
             ("PL", date(2026, 5, 3), true, "Constitution Day"),
             ("PL", date(2026, 6, 4), true, "Corpus Christi"),
-            ("PL", date(2024, 12, 24), false, "Christmas Eve: not before 2025"),
+            (
+                "PL",
+                date(2024, 12, 24),
+                false,
+                "Christmas Eve: not before 2025",
+            ),
             ("PL", date(2025, 12, 24), true, "Christmas Eve from 2025"),
             ("RO", date(2026, 4, 10), true, "Orthodox Good Friday"),
             ("RO", date(2026, 4, 13), true, "Orthodox Easter Monday"),
@@ -287,7 +327,11 @@ mod tests {
             ("JP", date(2026, 1, 1), false, "no statute, no calendar"),
         ];
         for (region, day, expected, what) in cases {
-            assert_eq!(is_holiday(region, day, &[]), expected, "{region} {day} {what}");
+            assert_eq!(
+                is_holiday(region, day, &[]),
+                expected,
+                "{region} {day} {what}"
+            );
         }
         assert!(
             is_holiday("IT", date(2026, 6, 29), &[date(2026, 6, 29)]),

@@ -69,7 +69,11 @@ pub(super) fn statute() -> Statute {
                     purposes: &[Purpose::Marketing, Purpose::MarketResearch],
                 },
             ],
-            permitted_types: Some(&[CliType::FixedLine, CliType::Mobile, CliType::FixedLineOrMobile]),
+            permitted_types: Some(&[
+                CliType::FixedLine,
+                CliType::Mobile,
+                CliType::FixedLineOrMobile,
+            ]),
             forbidden_types: &[],
         },
         "IT-CLI-1..4: L. 5/2018 art. 2 and DPR 26/2022 art. 9 (CLI presented); AGCOM 156/18/CIR \

@@ -116,7 +116,11 @@ impl Period {
     /// The shorter of two optional periods; `None` (no exemption) is shortest.
     pub fn shorter(a: Option<Period>, b: Option<Period>) -> Option<Period> {
         match (a, b) {
-            (Some(a), Some(b)) => Some(if a.approx_days() <= b.approx_days() { a } else { b }),
+            (Some(a), Some(b)) => Some(if a.approx_days() <= b.approx_days() {
+                a
+            } else {
+                b
+            }),
             _ => None,
         }
     }
@@ -279,7 +283,8 @@ pub struct CallerIdRules {
 impl CallerIdRules {
     /// Whether a declared caller ID of `kind` may be presented.
     pub fn permits(&self, kind: CliType) -> bool {
-        self.permitted_types.is_none_or(|p| p.contains(&kind)) && !self.forbidden_types.contains(&kind)
+        self.permitted_types.is_none_or(|p| p.contains(&kind))
+            && !self.forbidden_types.contains(&kind)
     }
 }
 
@@ -375,7 +380,8 @@ pub fn all() -> &'static [Statute] {
 }
 
 /// What applies to a destination without a statute in the product.
-pub const NO_STATUTE: &str = "no statute for this destination in dialgate: opt-in (consent required), no window, no cap";
+pub const NO_STATUTE: &str =
+    "no statute for this destination in dialgate: opt-in (consent required), no window, no cap";
 
 #[cfg(test)]
 mod tests;

@@ -6,7 +6,10 @@ use super::{ConsentRule, Holiday, Rule, Statute};
 
 pub(super) fn statute() -> Statute {
     let mut s = Statute::new("PL", "Europe/Warsaw");
-    s.registry = vec![Rule::always(None, "PL-DNC: no national do-not-call registry found (UNVERIFIED)")];
+    s.registry = vec![Rule::always(
+        None,
+        "PL-DNC: no national do-not-call registry found (UNVERIFIED)",
+    )];
     s.consent = vec![
         Rule::until(
             date(2024, 11, 10),

@@ -4,7 +4,10 @@ use super::{ConsentRule, Holiday, Rule, Statute};
 
 pub(super) fn statute() -> Statute {
     let mut s = Statute::new("RO", "Europe/Bucharest");
-    s.registry = vec![Rule::always(None, "RO: no national do-not-call registry found (UNVERIFIED)")];
+    s.registry = vec![Rule::always(
+        None,
+        "RO: no national do-not-call registry found (UNVERIFIED)",
+    )];
     s.consent = vec![Rule::always(
         ConsentRule::OPT_IN,
         "RO-AUTO: Law 506/2004 art. 12 (prior express consent for automated calls); RO-LIVE: no \

@@ -5,7 +5,9 @@ use jiff::SignedDuration;
 use jiff::civil::{Weekday, date};
 
 use super::holidays::WeekendShift;
-use super::{ConsentRule, Exemptions, Holiday, Period, RegistryRequirement, Rule, StateStatute, Statute};
+use super::{
+    ConsentRule, Exemptions, Holiday, Period, RegistryRequirement, Rule, StateStatute, Statute,
+};
 use crate::calling::{AttemptLimit, Span, WeeklyHours};
 use crate::model::RegistryKind;
 
@@ -34,7 +36,10 @@ pub(super) fn statute() -> Statute {
          most 31 days old), 47 CFR 64.1200(c)(2), (f)(5): established business relationship 18 \
          months after the last transaction, 3 months after an inquiry; signed written agreement",
     )];
-    s.consent = vec![Rule::always(ConsentRule::OPT_OUT, "US-DNC-NAT: TSR and TCPA (opt-out through the National DNC Registry)")];
+    s.consent = vec![Rule::always(
+        ConsentRule::OPT_OUT,
+        "US-DNC-NAT: TSR and TCPA (opt-out through the National DNC Registry)",
+    )];
     s.hours = vec![Rule::always(
         WeeklyHours::every_day(&[Span::hours(8, 21)]),
         "US-HOURS: TSR 16 CFR 310.4(c), TCPA 47 CFR 64.1200(c)(1): 08:00-21:00 at the called \
@@ -99,7 +104,11 @@ pub(super) fn statute() -> Statute {
             hours: vec![Rule::always(
                 WeeklyHours {
                     days: std::array::from_fn(|i| {
-                        Some(vec![if i == 6 { Span::hours(12, 21) } else { Span::hours(9, 21) }])
+                        Some(vec![if i == 6 {
+                            Span::hours(12, 21)
+                        } else {
+                            Span::hours(9, 21)
+                        }])
                     }),
                     ..WeeklyHours::default()
                 },
