@@ -340,35 +340,24 @@ fn config_check(config: &Config) -> anyhow::Result<()> {
     for warning in &policies.warnings {
         println!("warning: {warning}");
     }
-    let blocked = policies.blocked_at(now, config);
+    let blocked = policies.blocked_from(now);
     for b in &blocked {
         println!(
-            "blocked: campaign {} destination {}: {}",
-            b.campaign, b.destination, b.reason
-        );
-    }
-    let later: Vec<_> = policies
-        .blocked
-        .iter()
-        .filter(|b| {
+            "blocked{}: campaign {} destination {}: {}",
             b.from
-                .is_some_and(|from| from > now.to_zoned(jiff::tz::TimeZone::UTC).date())
-        })
-        .collect();
-    for b in &later {
-        println!(
-            "blocked from {}: campaign {} destination {}: {}",
-            b.from.map(|f| f.to_string()).unwrap_or_default(),
+                .filter(|from| *from > now.to_zoned(jiff::tz::TimeZone::UTC).date())
+                .map(|f| format!(" from {f}"))
+                .unwrap_or_default(),
             b.campaign,
             b.destination,
             b.reason
         );
     }
-    let names: Vec<String> = blocked
+    let mut names: Vec<String> = blocked
         .iter()
-        .chain(later.iter())
         .map(|b| format!("{} -> {}", b.campaign, b.destination))
         .collect();
+    names.dedup();
     if !names.is_empty() {
         bail!(
             "every call would be denied REGISTRY_UNAVAILABLE for: {} (configure the registry the law requires)",

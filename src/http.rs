@@ -121,7 +121,7 @@ fn status_body(shared: &Shared) -> StatusBody {
         policy_version: shared.policies.version.clone(),
         blocked: shared
             .policies
-            .blocked_at(Timestamp::now(), &shared.config)
+            .blocked_at(Timestamp::now())
             .into_iter()
             .cloned()
             .collect(),

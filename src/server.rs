@@ -53,7 +53,7 @@ impl Shared {
 /// blocked campaign destinations are errors, overrides of the law warnings.
 fn report_policies(policies: &Policies, config: &Config) {
     tracing::info!(version = %policies.version, "policy compiled");
-    for blocked in policies.blocked_at(Timestamp::now(), config) {
+    for blocked in policies.blocked_at(Timestamp::now()) {
         tracing::error!(
             campaign = %blocked.campaign,
             destination = %blocked.destination,

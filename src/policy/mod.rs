@@ -85,6 +85,10 @@ impl Cap {
 pub struct EraRegistry {
     pub id: String,
     pub exemptions: Exemptions,
+    /// Consulted in this era. A registry the statute required in another
+    /// era but not in this one (FR Bloctel after 10 August 2026) is not;
+    /// one no statute ever required (the operator's own) always is.
+    pub consulted: bool,
 }
 
 /// A declared caller ID and whether this era's law lets it be presented.
@@ -145,6 +149,13 @@ impl Era {
             .map(|cap| cap.limit)
     }
 
+    /// Whether a configured registry is consulted in this era.
+    pub fn consults(&self, registry_id: &str) -> bool {
+        self.registries
+            .iter()
+            .any(|r| r.id == registry_id && r.consulted)
+    }
+
     /// The exemptions of a configured registry in this era.
     pub fn exemptions(&self, registry_id: &str) -> Exemptions {
         self.registries
@@ -181,6 +192,10 @@ pub struct Blocked {
     /// The era's bounds (`None`: open-ended).
     pub from: Option<Date>,
     pub until: Option<Date>,
+    #[serde(skip)]
+    from_instant: Timestamp,
+    #[serde(skip)]
+    until_instant: Timestamp,
 }
 
 /// An override of a statute, as reported.
@@ -225,6 +240,8 @@ impl Policies {
                             reason: reason.clone(),
                             from: era.from_day,
                             until: era.until_day,
+                            from_instant: era.from,
+                            until_instant: era.until,
                         });
                     }
                 }
@@ -286,15 +303,18 @@ impl Policies {
     }
 
     /// Campaign × destination pairs blocked at `at`.
-    pub fn blocked_at(&self, at: Timestamp, config: &Config) -> Vec<&Blocked> {
+    pub fn blocked_at(&self, at: Timestamp) -> Vec<&Blocked> {
         self.blocked
             .iter()
-            .filter(|b| {
-                Region::parse(&b.destination)
-                    .and_then(|region| self.era(&b.campaign, region, at))
-                    .is_some_and(|era| era.blocked.is_some())
-                    && config.campaign(&b.campaign).is_some()
-            })
+            .filter(|b| b.from_instant <= at && at < b.until_instant)
+            .collect()
+    }
+
+    /// Campaign × destination pairs blocked at `at` or later.
+    pub fn blocked_from(&self, at: Timestamp) -> Vec<&Blocked> {
+        self.blocked
+            .iter()
+            .filter(|b| at < b.until_instant)
             .collect()
     }
 }
@@ -429,10 +449,19 @@ fn era_on(
         .iter()
         .filter(|r| r.country == region)
         .collect();
+    let ever_required = |kind| {
+        statute.is_some_and(|s| {
+            s.registry
+                .iter()
+                .any(|rule| rule.value.is_some_and(|v| v.kind == kind))
+        })
+    };
     let registries = of_region
         .iter()
         .map(|r| EraRegistry {
             id: r.id.clone(),
+            consulted: registry.value.is_some_and(|req| req.kind == r.kind)
+                || !ever_required(r.kind),
             exemptions: match registry.value {
                 Some(required) if required.kind == r.kind => {
                     r.exemption_settings.narrow(required.exemptions)
@@ -597,7 +626,7 @@ fn warnings(config: &Config) -> Vec<String> {
             .any(|r| r.value.is_some_and(|v| v.kind == registry.kind));
         if required_ever && !required_now {
             out.push(format!(
-                "registry {}: the law of {} no longer requires it; it is still applied to every call (remove it when its data ends)",
+                "registry {}: the law of {} no longer requires it; it is not consulted for calls after its end",
                 registry.id, registry.country
             ));
         }

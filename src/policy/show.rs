@@ -134,9 +134,13 @@ fn lines(era: &Era, campaign: &crate::config::CampaignConfig) -> Vec<RuleLine> {
     for registry in &era.registries {
         out.push(RuleLine {
             rule: format!("registry {}", registry.id),
-            value: "configured: applied to every call to this destination".into(),
+            value: if registry.consulted {
+                "configured: consulted for every call to this destination".into()
+            } else {
+                "configured, NOT consulted: the law no longer requires it".into()
+            },
             origin: Origin::Default {
-                note: "every configured registry of the destination's country is consulted",
+                note: "configured registries of the destination's country are consulted, unless the statute ended them",
             },
         });
     }

@@ -1,1 +1,562 @@
+//! The compiled policy: dated switches, stricter-only campaigns, overrides
+//! reported, blocked destinations; each decided through the real rules.
 
+use jiff::Timestamp;
+
+use super::*;
+use crate::calling::zones;
+use crate::contacts::{Consent, ContactView, Relationship, RelationshipKind};
+use crate::model::{Purpose, ReasonCode, Verdict};
+use crate::number;
+use crate::rules::{CallInput, DecisionData, RegistryData, evaluate};
+
+fn region(code: &str) -> Region {
+    Region::parse(code).unwrap()
+}
+
+fn campaign(id: &str, destination: &str, caller_id: &str) -> CampaignConfig {
+    CampaignConfig {
+        id: id.into(),
+        controller: "acme".into(),
+        purpose: Purpose::Marketing,
+        default_region: region(destination),
+        destinations: vec![region(destination)],
+        consent_required: false,
+        caller_ids: vec![caller_id.into()],
+        calling_hours: None,
+        attempt_limit: None,
+    }
+}
+
+fn config(text: &str) -> Config {
+    Config::parse(text, "test.toml", std::path::Path::new("/tmp")).unwrap()
+}
+
+fn consent(number: &str) -> Consent {
+    Consent {
+        consent_id: "c1".into(),
+        controller: "acme".into(),
+        number: number.into(),
+        purpose: Purpose::Marketing,
+        granted_at: "2026-01-01T00:00:00Z".parse().unwrap(),
+        revoked_at: None,
+        expires_at: None,
+        source: "web".into(),
+        method: "double_opt_in".into(),
+        notice_version: "v1".into(),
+        evidence_ref: "ev".into(),
+        recorded_at: "2026-01-01T00:00:00Z".parse().unwrap(),
+    }
+}
+
+/// Decides a call of `campaign` under `config`'s compiled policy, with no
+/// registry data loaded and `attempts` earlier ALLOWs.
+fn decide(
+    config: &Config,
+    campaign_id: &str,
+    number: &str,
+    caller_id: &str,
+    contacts: &ContactView,
+    attempts: &[Timestamp],
+    at: &str,
+) -> crate::rules::Evaluation {
+    let at: Timestamp = at.parse().unwrap();
+    let policies = Policies::compile(config);
+    let campaign = config.campaign(campaign_id).unwrap();
+    let called = number::normalize(number, campaign.default_region);
+    let n = called.as_ref().unwrap();
+    let whereabouts = zones::locate(n.region.as_str(), &n.e164[1..]);
+    let registries: Vec<RegistryData<'_>> = config
+        .registries
+        .iter()
+        .filter(|r| r.country == n.region)
+        .map(|config| RegistryData {
+            config,
+            snapshot: None,
+        })
+        .collect();
+    evaluate(
+        &CallInput {
+            campaign_id,
+            campaign: Some(campaign),
+            called: &called,
+            caller_id: Some(caller_id),
+        },
+        &DecisionData {
+            contacts,
+            registries: &registries,
+            era: policies.era(campaign_id, n.region, at),
+            whereabouts: &whereabouts,
+            attempts,
+            first_not_cleared: &[],
+            window_memo: None,
+        },
+        at,
+    )
+}
+
+fn codes(evaluation: &crate::rules::Evaluation) -> Vec<ReasonCode> {
+    evaluation.reasons.iter().map(|r| r.code).collect()
+}
+
+const FR_CAMPAIGN: &str = r#"
+[[registry]]
+id = "fr-bloctel"
+kind = "allowlist"
+country = "FR"
+
+[[campaign]]
+id = "fr"
+controller = "acme"
+purpose = "marketing"
+default_region = "FR"
+destinations = ["FR"]
+caller_ids = ["+33162000000"]
+"#;
+
+/// Issue 13: France is opt-in from 11 August 2026 (loi n° 2025-594 art. 13
+/// III). The same cold call, without consent, on 10 and on 11 August 2026
+/// (Monday and Tuesday, 11:00 in Paris).
+#[test]
+fn test_the_french_switch_to_opt_in() {
+    let config = config(FR_CAMPAIGN);
+    let nobody = ContactView::default();
+    let before = decide(
+        &config,
+        "fr",
+        "06 12 34 56 78",
+        "+33162000000",
+        &nobody,
+        &[],
+        "2026-08-10T09:00:00Z",
+    );
+    assert_eq!(
+        codes(&before),
+        vec![ReasonCode::RegistryUnavailable],
+        "before: Bloctel decides (no snapshot loaded here), consent is not asked: {:?}",
+        before.reasons
+    );
+    let after = decide(
+        &config,
+        "fr",
+        "06 12 34 56 78",
+        "+33162000000",
+        &nobody,
+        &[],
+        "2026-08-11T09:00:00Z",
+    );
+    assert_eq!(after.verdict, Verdict::Deny);
+    assert!(
+        codes(&after).contains(&ReasonCode::NoConsent),
+        "{:?}",
+        after.reasons
+    );
+    assert!(
+        after.reasons.iter().any(|r| r.detail.contains("2025-594")),
+        "the detail names the law: {:?}",
+        after.reasons
+    );
+    // With a consent, the call rests on it; Bloctel, still configured, is
+    // no longer consulted (the law ended it).
+    let with_consent = ContactView {
+        consents: vec![consent("+33612345678")],
+        ..Default::default()
+    };
+    let consented = decide(
+        &config,
+        "fr",
+        "06 12 34 56 78",
+        "+33162000000",
+        &with_consent,
+        &[],
+        "2026-08-11T09:00:00Z",
+    );
+    assert_eq!(consented.verdict, Verdict::Allow, "{:?}", consented.reasons);
+    assert_eq!(codes(&consented), vec![ReasonCode::Consent]);
+    // An ongoing contract stands in for consent; an ended one does not.
+    let customer = |ended: Option<&str>| ContactView {
+        relationships: vec![Relationship {
+            relationship_id: "r1".into(),
+            controller: "acme".into(),
+            number: "+33612345678".into(),
+            kind: RelationshipKind::Customer,
+            started_at: "2025-01-01T00:00:00Z".parse().unwrap(),
+            ended_at: ended.map(|e| e.parse().unwrap()),
+            recorded_at: "2025-01-01T00:00:00Z".parse().unwrap(),
+        }],
+        ..Default::default()
+    };
+    let ongoing = decide(
+        &config,
+        "fr",
+        "06 12 34 56 78",
+        "+33162000000",
+        &customer(None),
+        &[],
+        "2026-08-11T09:00:00Z",
+    );
+    assert!(
+        codes(&ongoing).contains(&ReasonCode::Relationship),
+        "{:?}",
+        ongoing.reasons
+    );
+    let ended = decide(
+        &config,
+        "fr",
+        "06 12 34 56 78",
+        "+33162000000",
+        &customer(Some("2026-08-01T00:00:00Z")),
+        &[],
+        "2026-08-11T09:00:00Z",
+    );
+    assert!(
+        codes(&ended).contains(&ReasonCode::NoConsent),
+        "{:?}",
+        ended.reasons
+    );
+}
+
+/// Issue 13: a campaign's cap used to replace France's 4 calls in 30 days
+/// (3 a day would allow up to 90 a month); now both hold.
+#[test]
+fn test_campaign_cap_narrows_the_statutory_cap() {
+    let config = config(&format!(
+        "{FR_CAMPAIGN}[campaign.attempt_limit]\nmax_attempts = 3\nwindow_hours = 24\n"
+    ));
+    let with_consent = ContactView {
+        consents: vec![consent("+33612345678")],
+        ..Default::default()
+    };
+    let at = "2026-11-23T10:00:00Z";
+    let t: Timestamp = at.parse().unwrap();
+    // Four calls on four earlier days: the daily cap allows a fifth, the law does not.
+    let attempts: Vec<Timestamp> = (1..=4)
+        .map(|d| t - jiff::SignedDuration::from_hours(24 * d + 1))
+        .collect();
+    let evaluation = decide(
+        &config,
+        "fr",
+        "06 12 34 56 78",
+        "+33162000000",
+        &with_consent,
+        &attempts,
+        at,
+    );
+    assert_eq!(
+        codes(&evaluation),
+        vec![ReasonCode::AttemptLimit],
+        "{:?}",
+        evaluation.reasons
+    );
+    let era = Policies::compile(&config)
+        .era("fr", region("FR"), t)
+        .unwrap()
+        .clone();
+    assert_eq!(era.caps.len(), 2);
+    assert!(matches!(era.caps[0].origin, Origin::Statute { .. }));
+    assert!(matches!(era.caps[1].origin, Origin::Campaign { .. }));
+}
+
+/// Campaign settings only tighten: `consent_required = false` does not make
+/// Germany opt-out, campaign hours cannot open what the statute closes.
+#[test]
+fn test_campaign_settings_cannot_loosen() {
+    let config = config(
+        r#"
+[[campaign]]
+id = "de"
+controller = "acme"
+purpose = "marketing"
+default_region = "DE"
+destinations = ["DE"]
+consent_required = false
+caller_ids = ["+4930123456"]
+
+[[campaign]]
+id = "it"
+controller = "acme"
+purpose = "marketing"
+default_region = "IT"
+destinations = ["IT"]
+caller_ids = ["+390212345678"]
+[campaign.calling_hours]
+sun = ["00:00-24:00"]
+"#,
+    );
+    let nobody = ContactView::default();
+    let de = decide(
+        &config,
+        "de",
+        "030 1234567",
+        "+4930123456",
+        &nobody,
+        &[],
+        "2026-11-23T10:00:00Z",
+    );
+    assert_eq!(codes(&de), vec![ReasonCode::NoConsent], "{:?}", de.reasons);
+    // Sunday 29 November 2026, noon in Rome.
+    let it = decide(
+        &config,
+        "it",
+        "333 123 4567",
+        "+390212345678",
+        &nobody,
+        &[],
+        "2026-11-29T11:00:00Z",
+    );
+    assert!(
+        codes(&it).contains(&ReasonCode::OutsideCallingHours),
+        "{:?}",
+        it.reasons
+    );
+}
+
+/// Issue 13: without a configured RPO every Italian number was ALLOW
+/// REGISTRY_CLEAR; now the destination is blocked and reported.
+#[test]
+fn test_missing_required_registry_blocks_and_is_reported() {
+    let config = config(
+        r#"
+[[campaign]]
+id = "it"
+controller = "acme"
+purpose = "marketing"
+default_region = "IT"
+destinations = ["IT"]
+caller_ids = ["+390212345678"]
+"#,
+    );
+    let policies = Policies::compile(&config);
+    let now: Timestamp = "2026-11-23T10:00:00Z".parse().unwrap();
+    let blocked = policies.blocked_at(now);
+    assert_eq!(blocked.len(), 1);
+    assert_eq!(
+        (
+            blocked[0].campaign.as_str(),
+            blocked[0].destination.as_str()
+        ),
+        ("it", "IT")
+    );
+    let evaluation = decide(
+        &config,
+        "it",
+        "333 123 4567",
+        "+390212345678",
+        &ContactView::default(),
+        &[],
+        "2026-11-23T10:00:00Z",
+    );
+    assert_eq!(codes(&evaluation), vec![ReasonCode::RegistryUnavailable]);
+    assert!(evaluation.reasons[0].detail.contains("RPO"));
+}
+
+/// An override replaces the statute from its date, and is reported.
+#[test]
+fn test_override_replaces_the_statute_from_its_date() {
+    let config = config(
+        r#"
+[destination.DE]
+from = "2027-01-01"
+consent = "opt_out"
+registry = "blocklist"
+registry_valid_days = 20
+source = "hypothetical Robinson law"
+
+[[registry]]
+id = "de-robinson"
+kind = "blocklist"
+country = "DE"
+valid_days = 20
+
+[[campaign]]
+id = "de"
+controller = "acme"
+purpose = "marketing"
+default_region = "DE"
+destinations = ["DE"]
+caller_ids = ["+4930123456"]
+"#,
+    );
+    let policies = Policies::compile(&config);
+    assert_eq!(policies.overrides.len(), 1);
+    assert_eq!(policies.overrides[0].destination, "DE");
+    let before = policies
+        .era("de", region("DE"), "2026-12-31T12:00:00Z".parse().unwrap())
+        .unwrap();
+    assert!(before.opt_in());
+    assert!(matches!(before.consent.origin, Origin::Statute { .. }));
+    let after = policies
+        .era("de", region("DE"), "2027-01-01T12:00:00Z".parse().unwrap())
+        .unwrap();
+    assert!(!after.opt_in());
+    assert_eq!(after.registry.value.map(|r| r.valid_days), Some(20));
+    assert!(matches!(after.consent.origin, Origin::Override { .. }));
+}
+
+#[test]
+fn test_opt_out_override_without_a_registry_is_refused() {
+    let error = Config::parse(
+        "[destination.DE]\nconsent = \"opt_out\"\n",
+        "test.toml",
+        std::path::Path::new("/tmp"),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(error.contains("destination.DE.registry"), "{error}");
+    let error = Config::parse(
+        "[destination.IT]\nregistry = \"none\"\n",
+        "test.toml",
+        std::path::Path::new("/tmp"),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        error.contains("opt-out destination needs a registry"),
+        "{error}"
+    );
+}
+
+/// Issue 13: 4 October is an Italian holiday again from 2026 (L. 151/2025);
+/// Monday 4 October 2027 is closed and Saturday 3 October 2026 is a pre-holiday.
+#[test]
+fn test_italian_4_october() {
+    let config = config(
+        r#"
+[[registry]]
+id = "it-rpo"
+kind = "allowlist"
+country = "IT"
+
+[[campaign]]
+id = "it"
+controller = "acme"
+purpose = "marketing"
+default_region = "IT"
+destinations = ["IT"]
+caller_ids = ["+390212345678"]
+"#,
+    );
+    let nobody = ContactView::default();
+    let call = |at| {
+        decide(
+            &config,
+            "it",
+            "333 123 4567",
+            "+390212345678",
+            &nobody,
+            &[],
+            at,
+        )
+    };
+    // Monday 4 October 2027, 11:00 in Rome.
+    assert!(codes(&call("2027-10-04T09:00:00Z")).contains(&ReasonCode::OutsideCallingHours));
+    // Friday 3 October 2025 was a plain Friday: 19:30 in Rome was open.
+    assert!(!codes(&call("2025-10-03T17:30:00Z")).contains(&ReasonCode::OutsideCallingHours));
+    // Friday 3 October 2031 is a pre-holiday: closes at 19:00.
+    assert!(codes(&call("2031-10-03T17:30:00Z")).contains(&ReasonCode::OutsideCallingHours));
+}
+
+/// Issue 13: Florida allows at most 3 calls in 24 hours (Fla. Stat.
+/// 501.616(6)); a number placed in Florida gets the cap, New York's does not.
+#[test]
+fn test_florida_cap() {
+    let config = config(
+        r#"
+[[registry]]
+id = "us-dnc"
+kind = "blocklist"
+country = "US"
+
+[[campaign]]
+id = "us"
+controller = "acme"
+purpose = "marketing"
+default_region = "US"
+destinations = ["US"]
+caller_ids = ["+12125550100"]
+"#,
+    );
+    let at = "2026-11-23T17:00:00Z";
+    let t: Timestamp = at.parse().unwrap();
+    let attempts: Vec<Timestamp> = (1..=3)
+        .map(|h| t - jiff::SignedDuration::from_hours(h))
+        .collect();
+    let nobody = ContactView::default();
+    let miami = decide(
+        &config,
+        "us",
+        "305 555 0123",
+        "+12125550100",
+        &nobody,
+        &attempts,
+        at,
+    );
+    assert!(
+        codes(&miami).contains(&ReasonCode::AttemptLimit),
+        "{:?}",
+        miami.reasons
+    );
+    let new_york = decide(
+        &config,
+        "us",
+        "212 555 0123",
+        "+12125550100",
+        &nobody,
+        &attempts,
+        at,
+    );
+    assert!(
+        !codes(&new_york).contains(&ReasonCode::AttemptLimit),
+        "{:?}",
+        new_york.reasons
+    );
+}
+
+#[test]
+fn test_policy_version_changes_with_the_configuration() {
+    let a = Policies::compile(&config(FR_CAMPAIGN));
+    let b = Policies::compile(&config(FR_CAMPAIGN));
+    assert_eq!(a.version, b.version, "deterministic");
+    let c = Policies::compile(&config(&format!(
+        "{FR_CAMPAIGN}[campaign.attempt_limit]\nmax_attempts = 3\nwindow_hours = 24\n"
+    )));
+    assert_ne!(a.version, c.version);
+}
+
+#[test]
+fn test_no_statute_is_opt_in() {
+    let config = Config::with(vec![campaign("jp", "JP", "+81312345678")], Vec::new());
+    let era = Policies::compile(&config)
+        .era("jp", region("JP"), Timestamp::now())
+        .unwrap()
+        .clone();
+    assert!(era.opt_in());
+    assert!(era.blocked.is_none());
+    assert!(matches!(era.consent.origin, Origin::Default { .. }));
+}
+
+/// Every demo campaign passes `policy show` and none is blocked.
+#[test]
+fn test_demo_campaigns_show_and_are_not_blocked() {
+    let config = Config::parse(
+        crate::config::BUILT_IN,
+        "built-in",
+        std::path::Path::new("."),
+    )
+    .unwrap();
+    let policies = Policies::compile(&config);
+    let now = Timestamp::now();
+    assert!(
+        policies.blocked_from(now).is_empty(),
+        "{:?}",
+        policies.blocked
+    );
+    for campaign in &config.campaigns {
+        let report = report(&policies, &config, &campaign.id, None, now).unwrap();
+        let text = report.to_string();
+        assert!(
+            text.contains("consent") && text.contains("<- statute"),
+            "{text}"
+        );
+    }
+}

@@ -261,6 +261,9 @@ fn decide_under(
             .push(Reason::new(ReasonCode::RegistryUnavailable, reason.clone()));
     }
     for registry in data.registries {
+        if !era.consults(&registry.config.id) {
+            continue;
+        }
         let outcome = check_registry(registry, called, &campaign.controller, now);
         out.data_versions.push(outcome.version);
         let reasons = match outcome.result {

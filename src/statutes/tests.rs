@@ -1,1 +1,309 @@
+//! The statute suite: every rule of every destination, on both sides of each
+//! date it starts or ends, with its legal source in the case name.
 
+use jiff::civil::{Date, date};
+
+use super::*;
+
+fn day_before(d: Date) -> Date {
+    d.yesterday().unwrap()
+}
+
+fn consent_on(region: &str, day: Date) -> ConsentRegime {
+    in_force(&statute(region).unwrap().consent, day)
+        .unwrap()
+        .value
+        .regime
+}
+
+fn registry_on(region: &str, day: Date) -> Option<RegistryRequirement> {
+    in_force(&statute(region).unwrap().registry, day).and_then(|r| r.value)
+}
+
+#[test]
+fn test_consent_regimes_and_registries_table() {
+    use ConsentRegime::*;
+    let cases: &[(&str, &str, Date, ConsentRegime, Option<(&str, u32)>)] = &[
+        (
+            "IT opt-out through the RPO, 15 days (DPR 26/2022 art. 8 c.2)",
+            "IT",
+            date(2026, 11, 25),
+            OptOut,
+            Some(("RPO", 15)),
+        ),
+        (
+            "US opt-out through the DNC, 31 days (16 CFR 310.4(b)(3)(iv))",
+            "US",
+            date(2026, 11, 25),
+            OptOut,
+            Some(("DNC", 31)),
+        ),
+        (
+            "GB opt-out through the TPS, 28 days (PECR reg. 21)",
+            "GB",
+            date(2026, 11, 25),
+            OptOut,
+            Some(("TPS", 28)),
+        ),
+        (
+            "FR Bloctel on 10 Aug 2026 (C. consom. L.223-1 before loi 2025-594)",
+            "FR",
+            date(2026, 8, 10),
+            OptOut,
+            Some(("Bloctel", 30)),
+        ),
+        (
+            "FR opt-in from 11 Aug 2026 (loi 2025-594 art. 13 III)",
+            "FR",
+            date(2026, 8, 11),
+            OptIn,
+            None,
+        ),
+        (
+            "ES opt-in from 29 Jun 2023 (Ley 11/2022 art. 66.1.b)",
+            "ES",
+            date(2023, 6, 29),
+            OptIn,
+            None,
+        ),
+        (
+            "DE opt-in (UWG §7(2) Nr. 1)",
+            "DE",
+            date(2026, 11, 25),
+            OptIn,
+            None,
+        ),
+        (
+            "PL opt-in before PKE (PT art. 172)",
+            "PL",
+            date(2024, 11, 9),
+            OptIn,
+            None,
+        ),
+        (
+            "PL opt-in from 10 Nov 2024 (PKE art. 398)",
+            "PL",
+            date(2024, 11, 10),
+            OptIn,
+            None,
+        ),
+        (
+            "RO treated as opt-in (Law 506/2004 art. 12; live calls UNVERIFIED)",
+            "RO",
+            date(2026, 11, 25),
+            OptIn,
+            None,
+        ),
+    ];
+    for (name, region, day, regime, registry) in cases {
+        assert_eq!(consent_on(region, *day), *regime, "{name}");
+        let found = registry_on(region, *day).map(|r| (r.name, r.valid_days));
+        assert_eq!(found, *registry, "{name}");
+    }
+}
+
+/// Fail closed by construction: a destination that is opt-out on a day
+/// names the registry its opt-outs are in, or nothing could deny a call.
+#[test]
+fn test_every_opt_out_day_has_a_registry() {
+    for statute in all() {
+        let mut days = statute.boundaries();
+        days.push(date(2000, 1, 1));
+        days.push(date(2099, 1, 1));
+        for day in days.iter().flat_map(|d| [*d, day_before(*d)]) {
+            if in_force(&statute.consent, day)
+                .is_some_and(|r| r.value.regime == ConsentRegime::OptOut)
+            {
+                assert!(
+                    in_force(&statute.registry, day).is_some_and(|r| r.value.is_some()),
+                    "{} is opt-out on {day} without a registry",
+                    statute.region
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn test_every_rule_has_a_source_and_sane_dates() {
+    for statute in all() {
+        fn check<T>(region: &str, what: &str, rules: &[Rule<T>]) {
+            for rule in rules {
+                assert!(rule.source.len() > 10, "{region} {what}: no source");
+                if let (Some(from), Some(until)) = (rule.from, rule.until) {
+                    assert!(from < until, "{region} {what}: {from} >= {until}");
+                }
+            }
+        }
+        check(statute.region, "registry", &statute.registry);
+        check(statute.region, "consent", &statute.consent);
+        check(statute.region, "hours", &statute.hours);
+        check(statute.region, "caps", &statute.attempt_caps);
+        check(statute.region, "caller id", &statute.caller_id);
+        for state in &statute.states {
+            check(state.code, "hours", &state.hours);
+            check(state.code, "caps", &state.attempt_caps);
+        }
+        assert!(
+            jiff::tz::TimeZone::get(statute.zone).is_ok(),
+            "{}",
+            statute.zone
+        );
+    }
+    for region in ["IT", "FR", "ES", "DE", "GB", "US", "PL", "RO"] {
+        assert!(statute(region).is_some(), "{region} has a statute");
+    }
+}
+
+#[test]
+fn test_hours_caps_and_caller_id_dates_table() {
+    let s = |region| statute(region).unwrap();
+    // (name with source, rules in force on the day before, on the day)
+    let hours = [
+        (
+            "IT-HOURS, Garante code of conduct operative 28 Sep 2024",
+            "IT",
+            date(2024, 9, 28),
+        ),
+        (
+            "FR-HOURS, C. consom. D.223-9 from 1 Mar 2023",
+            "FR",
+            date(2023, 3, 1),
+        ),
+    ];
+    for (name, region, from) in hours {
+        assert!(
+            in_force(&s(region).hours, day_before(from)).is_none(),
+            "{name}: not before"
+        );
+        assert!(in_force(&s(region).hours, from).is_some(), "{name}: from");
+    }
+    let fr_cap = |day| {
+        in_force(&s("FR").attempt_caps, day)
+            .map(|r| (r.value.max_attempts, r.value.window.as_hours()))
+    };
+    assert_eq!(
+        fr_cap(date(2023, 2, 28)),
+        None,
+        "FR-FREQ, D.223-9 al. 3: not before 1 Mar 2023"
+    );
+    assert_eq!(
+        fr_cap(date(2023, 3, 1)),
+        Some((4, 720)),
+        "FR-FREQ: 4 in 30 days"
+    );
+    let florida = s("US").states.iter().find(|st| st.code == "FL").unwrap();
+    let fl_cap = |day| {
+        in_force(&florida.attempt_caps, day)
+            .map(|r| (r.value.max_attempts, r.value.window.as_hours()))
+    };
+    assert_eq!(
+        fl_cap(date(2021, 6, 30)),
+        None,
+        "Fla. Stat. 501.616(6): not before 1 Jul 2021"
+    );
+    assert_eq!(
+        fl_cap(date(2021, 7, 1)),
+        Some((3, 24)),
+        "Fla. Stat. 501.616(6): 3 in 24 h"
+    );
+    let fl_hours = in_force(&florida.hours, date(2026, 11, 25)).unwrap();
+    assert_eq!(
+        fl_hours.value.days[0],
+        Some(vec![crate::calling::Span::hours(8, 20)])
+    );
+    let es_cli = |day| in_force(&s("ES").caller_id, day).map(|r| r.value.permits(CliType::Mobile));
+    assert_eq!(
+        es_cli(date(2025, 6, 6)),
+        None,
+        "Orden TDF/149/2025: mobile CLI allowed before 7 Jun 2025"
+    );
+    assert_eq!(
+        es_cli(date(2025, 6, 7)),
+        Some(false),
+        "Orden TDF/149/2025: refused from 7 Jun 2025"
+    );
+    let es_toll_free = in_force(&s("ES").caller_id, date(2025, 6, 7)).unwrap();
+    assert!(
+        es_toll_free.value.permits(CliType::TollFree),
+        "800/900 numbers may be presented"
+    );
+    let it_cli = in_force(&s("IT").caller_id, date(2026, 11, 25)).unwrap();
+    assert!(
+        !it_cli.value.permits(CliType::TollFree),
+        "IT-CLI-4: geographic and mobile only"
+    );
+    assert!(it_cli.value.permits(CliType::Mobile));
+    let gb_cli = in_force(&s("GB").caller_id, date(2026, 11, 25)).unwrap();
+    assert!(!gb_cli.value.permits(CliType::PremiumRate), "Ofcom GC C6");
+}
+
+#[test]
+fn test_exemptions_table() {
+    let it = registry_on("IT", date(2026, 11, 25)).unwrap().exemptions;
+    assert_eq!(
+        it.customer,
+        Some(Period::Days(30)),
+        "IT-RPO-SURVIVE (b): 30 days after the contract"
+    );
+    assert!(
+        !it.consent,
+        "IT-RPO-EFFECT: registration revokes earlier consents"
+    );
+    let us = registry_on("US", date(2026, 11, 25)).unwrap().exemptions;
+    assert_eq!(us.customer, Some(Period::Months(18)), "US-EBR: 18 months");
+    assert_eq!(
+        us.inquiry,
+        Some(Period::Months(3)),
+        "US-EBR: 3 months after an inquiry"
+    );
+    assert!(us.consent, "US-DNC-NAT: signed written agreement");
+    let gb = registry_on("GB", date(2026, 11, 25)).unwrap().exemptions;
+    assert!(
+        gb.consent && gb.customer.is_none(),
+        "UK-TPS: the person told this caller"
+    );
+    let fr = in_force(&statute("FR").unwrap().consent, date(2026, 8, 11))
+        .unwrap()
+        .value;
+    assert_eq!(
+        fr.customer_exemption,
+        Some(Period::Days(0)),
+        "FR-OPTIN: an ongoing contract only"
+    );
+    let es = in_force(&statute("ES").unwrap().consent, date(2026, 1, 1))
+        .unwrap()
+        .value;
+    assert_eq!(
+        es.customer_exemption,
+        Some(Period::Months(12)),
+        "ES-CONSENT: 1 year after the relationship"
+    );
+    let de = in_force(&statute("DE").unwrap().consent, date(2026, 1, 1))
+        .unwrap()
+        .value;
+    assert_eq!(
+        de.customer_exemption, None,
+        "DE-CONSENT: prior express consent only"
+    );
+}
+
+#[test]
+fn test_narrowing_exemptions_never_widens() {
+    let statutory = Exemptions {
+        customer: Some(Period::Days(30)),
+        inquiry: None,
+        consent: false,
+        consent_after_registration: false,
+    };
+    let wider = Exemptions {
+        customer: Some(Period::Months(24)),
+        inquiry: Some(Period::Months(3)),
+        consent: true,
+        consent_after_registration: false,
+    };
+    let narrowed = statutory.narrowed_by(wider);
+    assert_eq!(narrowed.customer, Some(Period::Days(30)));
+    assert_eq!(narrowed.inquiry, None);
+    assert!(!narrowed.consent);
+}
