@@ -186,12 +186,17 @@ pub struct ImportArgs {
     /// Allow-lists: the controller the numbers are cleared for
     #[arg(long)]
     controller: Option<String>,
-    /// Block-lists: E.164 prefixes the data covers, e.g. +1212,+1646 [default: the whole country]
+    /// Block-lists: E.164 prefixes the data covers, e.g. +1212,+1646, or +1 for a full national list (required with --mode replace)
     #[arg(long, value_delimiter = ',')]
     covers: Option<Vec<String>>,
     /// Validate only; write nothing
     #[arg(long)]
     dry_run: bool,
+    /// Allow-lists: a file of the numbers the registry answered as OPPOSED
+    /// for --controller on --checked-at (one per line). Only such answers
+    /// date a registration for the `consent_after_registration` policy.
+    #[arg(long)]
+    opposed: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -527,6 +532,7 @@ fn registry_import(config: &Config, args: Box<ImportArgs>) -> anyhow::Result<()>
             .clone()
             .unwrap_or_else(|| PathBuf::from(format!("{}.rejects", args.file.display())))
     });
+    let opposed = args.opposed.clone();
     let request = import::ImportRequest {
         file: args.file,
         format,
@@ -546,9 +552,60 @@ fn registry_import(config: &Config, args: Box<ImportArgs>) -> anyhow::Result<()>
         progress: true,
     };
     let snapshots = registry::snapshots_dir(&config.server.data_dir);
+    if let Some(opposed) = &opposed {
+        // Validated before the import, so a bad file leaves everything unchanged.
+        let numbers = read_opposed(registry, request.controller.as_deref(), opposed)?;
+        let summary = import::run(registry, &snapshots, &request, now)?;
+        println!("{summary}");
+        if !request.dry_run {
+            let at = request
+                .checked_at
+                .to_zoned(jiff::tz::TimeZone::UTC)
+                .map(|z| z.timestamp())
+                .context("--checked-at out of range")?;
+            let store = ContactStore::open(&config.server.data_dir)?;
+            let controller = request.controller.as_deref().unwrap_or_default();
+            for key in &numbers {
+                store.observe_not_cleared(&registry.id, controller, *key, at)?;
+            }
+            println!(
+                "{} numbers recorded as opposed for {controller} on {} (a restarted server uses them)",
+                numbers.len(),
+                request.checked_at
+            );
+        }
+        return Ok(());
+    }
     let summary = import::run(registry, &snapshots, &request, now)?;
     println!("{summary}");
     Ok(())
+}
+
+/// The numbers of an `--opposed` file, every line checked first.
+fn read_opposed(
+    registry: &crate::config::RegistryConfig,
+    controller: Option<&str>,
+    path: &std::path::Path,
+) -> anyhow::Result<Vec<crate::number::NumberKey>> {
+    use std::io::BufRead;
+    if registry.kind != crate::model::RegistryKind::Allowlist || controller.is_none() {
+        bail!("--opposed applies to allow-list imports with --controller");
+    }
+    let file =
+        std::fs::File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let mut numbers = Vec::new();
+    for (i, line) in std::io::BufReader::new(file).lines().enumerate() {
+        let line = line.with_context(|| format!("{}: line {}", path.display(), i + 1))?;
+        let text = line.trim();
+        if text.is_empty() || text.starts_with('#') {
+            continue;
+        }
+        let excerpt: String = text.chars().take(40).collect();
+        let normalized = crate::number::normalize_any(text, registry.country)
+            .with_context(|| format!("{}: line {}: {excerpt:?}", path.display(), i + 1))?;
+        numbers.push(normalized.key);
+    }
+    Ok(numbers)
 }
 
 /// The `--format` and template flags of an import.

@@ -997,7 +997,7 @@ impl Validator<'_> {
         self.bounded(
             "log.retention_days",
             u64::from(log.retention_days),
-            1,
+            0,
             36_500,
         )?;
         if let Some(key_file) = &log.checkpoint_key_file {

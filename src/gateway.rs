@@ -209,8 +209,6 @@ impl Gateway {
             tracing::error!(error = %err, campaign = %request.campaign_id, "decision not logged: answering unavailable");
             return Err(err);
         }
-        self.observe_not_cleared(campaign, &called, &evaluation.not_cleared, now)
-            .await;
         let total_us = started.elapsed().as_micros() as u64;
         self.stats.record_decision(
             evaluation.verdict,
@@ -241,42 +239,6 @@ impl Gateway {
             normalized_number,
             next_allowed_at: evaluation.next_allowed_at,
         })
-    }
-
-    /// Keeps, for registries whose policy lets a later consent count, the
-    /// first time a number was seen not cleared for a controller.
-    async fn observe_not_cleared(
-        &self,
-        campaign: Option<&CampaignConfig>,
-        called: &Result<Normalized, NumberError>,
-        not_cleared: &[String],
-        now: Timestamp,
-    ) {
-        let (Some(campaign), Ok(number)) = (campaign, called) else {
-            return;
-        };
-        let Some(era) = self.policies.era(&campaign.id, number.region, now) else {
-            return;
-        };
-        let registries: Vec<String> = not_cleared
-            .iter()
-            .filter(|id| era.exemptions(id).consent_after_registration)
-            .cloned()
-            .collect();
-        if registries.is_empty() {
-            return;
-        }
-        let contacts = Arc::clone(&self.contacts);
-        let controller = campaign.controller.clone();
-        let key = number.key;
-        let _ = tokio::task::spawn_blocking(move || {
-            for registry in registries {
-                if let Err(err) = contacts.observe_not_cleared(&registry, &controller, key, now) {
-                    tracing::warn!(error = %err, "registry observation not stored");
-                }
-            }
-        })
-        .await;
     }
 
     /// A tally of screened numbers for the status counters; see [`ScreenedTally`].

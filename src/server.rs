@@ -51,7 +51,7 @@ impl Shared {
 
 /// Start-up report of what the compiled policy means for the operator:
 /// blocked campaign destinations are errors, overrides of the law warnings.
-fn report_policies(policies: &Policies, config: &Config) {
+fn report_policies(policies: &Policies) {
     tracing::info!(version = %policies.version, "policy compiled");
     for blocked in policies.blocked_at(Timestamp::now()) {
         tracing::error!(
@@ -90,7 +90,7 @@ pub async fn serve(
     seed_registries(&config, &snapshots)?;
 
     let policies = Arc::new(Policies::compile(&config));
-    report_policies(&policies, &config);
+    report_policies(&policies);
     let registries = Arc::new(RegistrySet::open(&config.registries, &snapshots));
     let contacts = Arc::new(ContactStore::open(&data_dir).context("cannot open contact store")?);
     let contacts_for_refresh = Arc::clone(&contacts);
@@ -379,7 +379,9 @@ fn seed_registries(config: &Config, snapshots: &std::path::Path) -> anyhow::Resu
                 mode: registry::snapshot::ImportMode::Replace,
                 checked_at: now.to_zoned(jiff::tz::TimeZone::UTC).date(),
                 controller: registry.seed_controller.clone(),
-                covers: None,
+                // A demo block-list seed stands for the whole national list.
+                covers: (registry.kind == crate::model::RegistryKind::Blocklist)
+                    .then(|| vec![format!("+{}", registry.country.calling_code())]),
                 dry_run: false,
                 max_rejects: 0,
                 rejects_file: None,

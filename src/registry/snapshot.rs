@@ -100,6 +100,10 @@ pub enum ApplyError {
     CoverageNotAllowed,
     #[error("registry {0} has no snapshot yet: the first import must use --mode replace")]
     NothingToChange(String),
+    #[error(
+        "a block-list replace must state what the data covers: --covers +1 for a full national list, or the prefixes subscribed (e.g. --covers +1212,+1646)"
+    )]
+    CoverageRequired,
 }
 
 /// Result of a block-list lookup.
@@ -187,6 +191,14 @@ impl Snapshot {
                 return Err(ApplyError::ControllerNotAllowed);
             }
             _ => {}
+        }
+        // Numbers outside what the data covers must read NOT_COVERED, never
+        // clear: a replace says what it covers, it does not default to all.
+        if kind == RegistryKind::Blocklist
+            && import.mode == ImportMode::Replace
+            && import.coverage.is_none()
+        {
+            return Err(ApplyError::CoverageRequired);
         }
         if kind == RegistryKind::Blocklist
             && previous.is_none()
@@ -309,8 +321,32 @@ mod tests {
         }
     }
 
-    fn apply(previous: Option<&Snapshot>, kind: RegistryKind, set: ImportSet) -> Snapshot {
+    fn apply(previous: Option<&Snapshot>, kind: RegistryKind, mut set: ImportSet) -> Snapshot {
+        if kind == RegistryKind::Blocklist
+            && set.mode == ImportMode::Replace
+            && set.coverage.is_none()
+        {
+            set.coverage = Some(vec!["1".into(), "39".into()]);
+        }
         Snapshot::apply(previous, "r", kind, "IT", set, Timestamp::UNIX_EPOCH).unwrap()
+    }
+
+    /// Issue 13: a block-list replace without --covers used to cover the
+    /// whole country, so area codes never subscribed read as clear.
+    #[test]
+    fn test_blocklist_replace_must_state_its_coverage() {
+        let set = import(ImportMode::Replace, "", "2026-11-01", &["+393331234567"]);
+        let error = Snapshot::apply(
+            None,
+            "r",
+            RegistryKind::Blocklist,
+            "IT",
+            set,
+            Timestamp::UNIX_EPOCH,
+        )
+        .unwrap_err();
+        assert!(matches!(error, ApplyError::CoverageRequired), "{error}");
+        assert!(error.to_string().contains("--covers +1"));
     }
 
     #[test]
@@ -439,7 +475,7 @@ mod tests {
             checked_at: "2026-11-01".parse().unwrap(),
             numbers: RoaringTreemap::new(),
             removals: RoaringTreemap::new(),
-            coverage: None,
+            coverage: Some(vec!["3".into()]),
             source: SnapshotSource {
                 file: "t".into(),
                 format: "lines".into(),

@@ -16,7 +16,7 @@ use crate::calling::WindowMemo;
 use crate::calling::zones::Whereabouts;
 use crate::config::{CampaignConfig, RegistryConfig};
 use crate::contacts::ContactView;
-use crate::model::{Reason, ReasonCode, RegistryKind, Verdict};
+use crate::model::{Reason, ReasonCode, Verdict};
 use crate::number::{Normalized, NumberError};
 use crate::policy::Era;
 use crate::registry::Snapshot;
@@ -73,8 +73,6 @@ pub struct Evaluation {
     /// `policy@version` of the rules applied, and `registry@version` of every
     /// registry consulted (`@none` when it had no data).
     pub data_versions: Vec<String>,
-    /// Allow-list registries that did not clear the number for the controller.
-    pub not_cleared: Vec<String>,
 }
 
 /// The calling window of a call under an era.
@@ -96,7 +94,6 @@ pub fn evaluate(input: &CallInput<'_>, data: &DecisionData<'_>, now: Timestamp) 
     let mut bases = Vec::new();
     let mut data_versions = Vec::new();
     let mut timed: Vec<TimedDeny> = Vec::new();
-    let mut not_cleared = Vec::new();
 
     if input.campaign.is_none() {
         denies.push(Reason::new(
@@ -132,7 +129,6 @@ pub fn evaluate(input: &CallInput<'_>, data: &DecisionData<'_>, now: Timestamp) 
                         bases: &mut bases,
                         data_versions: &mut data_versions,
                         timed: &mut timed,
-                        not_cleared: &mut not_cleared,
                     },
                 );
             }
@@ -145,7 +141,6 @@ pub fn evaluate(input: &CallInput<'_>, data: &DecisionData<'_>, now: Timestamp) 
             reasons: bases,
             next_allowed_at: None,
             data_versions,
-            not_cleared,
         };
     }
     if denies.is_empty() {
@@ -167,7 +162,6 @@ pub fn evaluate(input: &CallInput<'_>, data: &DecisionData<'_>, now: Timestamp) 
         reasons: denies,
         next_allowed_at,
         data_versions,
-        not_cleared,
     }
 }
 
@@ -177,7 +171,6 @@ struct Outcome<'o> {
     bases: &'o mut Vec<Reason>,
     data_versions: &'o mut Vec<String>,
     timed: &'o mut Vec<TimedDeny>,
-    not_cleared: &'o mut Vec<String>,
 }
 
 /// The rules of an era: window, caps, opt-outs, consent, registries.
@@ -273,16 +266,6 @@ fn decide_under(
             }
             Err(reasons) => reasons,
         };
-        if registry.config.kind == RegistryKind::Allowlist
-            && reasons.iter().any(|r| {
-                matches!(
-                    r.code,
-                    ReasonCode::RegistryNotCovered | ReasonCode::RegistryListed
-                )
-            })
-        {
-            out.not_cleared.push(registry.config.id.clone());
-        }
         let first_not_cleared = data
             .first_not_cleared
             .iter()

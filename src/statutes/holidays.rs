@@ -193,9 +193,10 @@ pub fn dates(holidays: &[Holiday], year: i16) -> Vec<Date> {
 /// Whether `day` is a public holiday of `region` (or one of `extra`).
 /// Calendars are computed once per region and year and cached per thread.
 pub fn is_holiday(region: &str, day: Date, extra: &[Date]) -> bool {
+    /// Holidays by region and year.
+    type Calendars = Vec<((String, i16), Vec<Date>)>;
     thread_local! {
-        static CALENDARS: std::cell::RefCell<Vec<((String, i16), Vec<Date>)>> =
-            const { std::cell::RefCell::new(Vec::new()) };
+        static CALENDARS: std::cell::RefCell<Calendars> = const { std::cell::RefCell::new(Vec::new()) };
     }
     if extra.contains(&day) {
         return true;

@@ -23,7 +23,15 @@ fn registry_on(region: &str, day: Date) -> Option<RegistryRequirement> {
 #[test]
 fn test_consent_regimes_and_registries_table() {
     use ConsentRegime::*;
-    let cases: &[(&str, &str, Date, ConsentRegime, Option<(&str, u32)>)] = &[
+    /// Name with source, region, day, regime, registry name and validity.
+    type Case<'a> = (
+        &'a str,
+        &'a str,
+        Date,
+        ConsentRegime,
+        Option<(&'a str, u32)>,
+    );
+    let cases: &[Case<'_>] = &[
         (
             "IT opt-out through the RPO, 15 days (DPR 26/2022 art. 8 c.2)",
             "IT",

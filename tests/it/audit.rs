@@ -69,7 +69,14 @@ async fn test_export_jsonl_and_csv() {
     assert_eq!(first["normalized_number"], "+393331234567");
     assert_eq!(first["called_number"], "+39 333 123 4567");
     assert_eq!(first["controller"], "acme");
-    assert_eq!(first["data_versions"][0], "it-rpo@1");
+    assert!(
+        first["data_versions"][0]
+            .as_str()
+            .unwrap()
+            .starts_with("policy@"),
+        "the policy version is logged: {first}"
+    );
+    assert_eq!(first["data_versions"][1], "it-rpo@1");
 
     let denied = export_jsonl(&ws, &["--number", "+393330000000"]);
     assert_eq!(denied.len(), 3);

@@ -127,6 +127,8 @@ fn test_import_argument_errors_are_named() {
             "in the future",
         ),
         (vec!["--registry", "us-dnc", "--covers", "1212"], "--covers"),
+        // Issue 13: coverage is stated, never assumed to be the whole country.
+        (vec!["--registry", "us-dnc"], "--covers +1"),
         (
             vec!["--registry", "us-dnc", "--mode", "add"],
             "--mode replace",
@@ -309,7 +311,8 @@ async fn test_hot_swap_under_load_without_a_failed_check() {
     drop(server);
     let versions: Vec<String> = export_jsonl(&ws, &["--number", "+393332223333"])
         .iter()
-        .map(|d| d["data_versions"][0].as_str().unwrap().to_string())
+        .flat_map(|d| d["data_versions"].as_array().unwrap().clone())
+        .map(|v| v.as_str().unwrap().to_string())
         .collect();
     assert!(versions.iter().any(|v| v == "it-rpo@1"), "{versions:?}");
     assert!(versions.iter().any(|v| v == "it-rpo@7"), "{versions:?}");
@@ -335,6 +338,8 @@ fn test_real_formats_gzip_zip_and_change_lists() {
         "import",
         "--registry",
         "us-dnc",
+        "--covers",
+        "+1",
         "--file",
         path_str(&gz_path),
     ]);
@@ -388,6 +393,8 @@ fn test_real_formats_gzip_zip_and_change_lists() {
         "import",
         "--registry",
         "uk-tps",
+        "--covers",
+        "+44",
         "--format",
         "tps",
         "--file",
@@ -475,6 +482,8 @@ fn test_killed_import_leaves_the_previous_snapshot_serving() {
                 "import",
                 "--registry",
                 "us-dnc",
+                "--covers",
+                "+1",
                 "--format",
                 "ftc",
                 "--file",

@@ -200,6 +200,16 @@ impl Workspace {
             &path,
         ];
         args.extend_from_slice(extra);
+        // Block-list replaces must state their coverage: the whole country
+        // unless the test says otherwise.
+        let replace = !extra.contains(&"--mode") || extra.contains(&"replace");
+        if replace && !extra.contains(&"--covers") {
+            match registry {
+                "us-dnc" => args.extend_from_slice(&["--covers", "+1"]),
+                "uk-tps" => args.extend_from_slice(&["--covers", "+44"]),
+                _ => {}
+            }
+        }
         self.cli_ok(&args)
     }
 

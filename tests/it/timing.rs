@@ -46,8 +46,39 @@ caller_ids = ["+4930123456"]
 [campaign.attempt_limit]
 max_attempts = 2
 window_hours = 24
+
+# These tests are about time: Italy and the US are made opt-in (stricter
+# than their statutes, which require a registry) so that consents alone
+# are the basis and no registry data has to be fresh at the instants tested.
+[destination.IT]
+consent = "opt_in"
+registry = "none"
+source = "test: opt-in instead of the RPO"
+
+[destination.US]
+consent = "opt_in"
+registry = "none"
+source = "test: opt-in instead of the DNC"
 "#
     .to_string()
+}
+
+/// A workspace with the timing campaigns and a consent for every number the
+/// tests call (France, Germany and the overridden Italy and US are opt-in).
+fn timing_workspace() -> Workspace {
+    let ws = Workspace::new(&timing_config());
+    let consents = ws.file(
+        "consents.csv",
+        "controller,number,purpose,granted_at,source\n\
+         acme,+33612345678,marketing,2026-01-01,test\n\
+         acme,+393331234567,marketing,2026-01-01,test\n\
+         acme,+12125550123,marketing,2026-01-01,test\n\
+         acme,+12135550123,marketing,2026-01-01,test\n\
+         acme,+4915123456789,marketing,2026-01-01,test\n\
+         acme,+4915199999999,marketing,2026-01-01,test\n",
+    );
+    ws.cli_ok(&["consent", "import", "--file", path_str(&consents)]);
+    ws
 }
 
 async fn screen(
@@ -83,7 +114,7 @@ async fn screen(
 
 #[tokio::test(flavor = "multi_thread")]
 async fn test_statutory_windows_in_the_called_persons_local_time() {
-    let ws = Workspace::new(&timing_config());
+    let ws = timing_workspace();
     let server = ws.start();
     let cases = [
         // France: Mon-Fri 10-13 and 14-20, Paris time.
@@ -155,7 +186,7 @@ async fn test_statutory_windows_in_the_called_persons_local_time() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn test_check_call_outside_hours_is_denied_and_logged() {
-    let ws = Workspace::new(&timing_config());
+    let ws = timing_workspace();
     let server = ws.start();
     let mut gateway = server.gateway().await;
     let response = gateway
@@ -198,7 +229,7 @@ async fn test_check_call_outside_hours_is_denied_and_logged() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn test_attempt_cap_counts_allows_once_and_survives_restart() {
-    let ws = Workspace::new(&timing_config());
+    let ws = timing_workspace();
     let server = ws.start();
     let mut gateway = server.gateway().await;
     let number = "+49 151 23456789";
