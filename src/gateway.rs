@@ -35,6 +35,80 @@ pub struct CallCheck {
     pub api_key: String,
 }
 
+/// Longest accepted `called_number` and `caller_id` (characters).
+pub const MAX_NUMBER_FIELD: usize = 64;
+/// Longest accepted `campaign_id`.
+pub const MAX_CAMPAIGN_ID: usize = crate::config::MAX_ID_LENGTH;
+/// Longest accepted `request_id` (a SIP Call-ID fits).
+pub const MAX_REQUEST_ID: usize = 256;
+
+/// Why a CheckCall got no decision.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckError {
+    /// A field is malformed; nothing was decided or logged.
+    #[error("{field}: {problem}")]
+    InvalidArgument {
+        field: &'static str,
+        problem: String,
+    },
+    /// The `request_id` answered another request (other fields or another
+    /// API key): the original answer is not this request's.
+    #[error(
+        "request_id {request_id:?} was already used {problem}; use a new request_id for a new call"
+    )]
+    RequestIdReused {
+        request_id: String,
+        problem: &'static str,
+    },
+    /// The decision could not be made durable: the dialer must not dial.
+    #[error(transparent)]
+    Log(#[from] LogError),
+}
+
+/// Checks a field's length, naming it when too long.
+pub fn bounded(field: &'static str, value: &str, max: usize) -> Result<(), CheckError> {
+    let chars = value.chars().count();
+    if chars > max {
+        return Err(CheckError::InvalidArgument {
+            field,
+            problem: format!("{chars} characters, at most {max} accepted"),
+        });
+    }
+    Ok(())
+}
+
+/// What a request id is bound to: the request's fields and the caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct RequestFingerprint {
+    digest: [u8; 16],
+    api_key: String,
+}
+
+impl RequestFingerprint {
+    fn of(called_number: &str, caller_id: &str, campaign_id: &str, api_key: &str) -> Self {
+        use sha2::{Digest, Sha256};
+        let mut hasher = Sha256::new();
+        for field in [called_number, caller_id, campaign_id] {
+            hasher.update((field.len() as u64).to_le_bytes());
+            hasher.update(field.as_bytes());
+        }
+        let digest = hasher.finalize();
+        let mut short = [0u8; 16];
+        short.copy_from_slice(&digest[..16]);
+        RequestFingerprint {
+            digest: short,
+            api_key: api_key.to_string(),
+        }
+    }
+}
+
+/// An answer remembered by request id, with what it answered.
+#[derive(Debug, Clone)]
+struct Answered {
+    fingerprint: RequestFingerprint,
+    outcome: CheckOutcome,
+}
+
 /// The answer to a logged decision.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CheckOutcome {
@@ -77,7 +151,7 @@ pub struct Gateway {
     log: Arc<DecisionLog>,
     stats: Arc<Stats>,
     /// Answers by request id, for idempotent repeats.
-    answered: AnswerCache,
+    answered: AnswerCache<Answered>,
     /// Calling windows already worked out (keyed by `policies`' era ids).
     window_memo: WindowMemo,
 }
@@ -91,6 +165,12 @@ impl Gateway {
             config.log.idempotency_max_entries,
         );
         for record in recent {
+            let fingerprint = RequestFingerprint::of(
+                &record.called_number,
+                &record.caller_id,
+                &record.campaign_id,
+                &record.api_key,
+            );
             let outcome = CheckOutcome {
                 decision_id: record.decision_id,
                 verdict: record.verdict,
@@ -98,7 +178,13 @@ impl Gateway {
                 normalized_number: record.normalized_number,
                 next_allowed_at: record.next_allowed_at,
             };
-            answered.insert(record.request_id, outcome);
+            answered.insert(
+                record.request_id,
+                Answered {
+                    fingerprint,
+                    outcome,
+                },
+            );
         }
         Gateway {
             campaigns: config
@@ -118,19 +204,58 @@ impl Gateway {
     }
 
     /// Decides a call now, logs it durably, then returns it. A repeated
-    /// `request_id` returns the original decision without logging again.
+    /// `request_id` returns the original decision without logging again,
+    /// if it repeats the same request from the same API key.
     ///
     /// # Errors
-    /// [`LogError`] when the decision could not be made durable: the dialer must not dial.
-    pub async fn check_call(&self, request: CallCheck) -> Result<CheckOutcome, LogError> {
+    /// [`CheckError::Log`] when the decision could not be made durable: the
+    /// dialer must not dial; [`CheckError::InvalidArgument`] for a field
+    /// over its length; [`CheckError::RequestIdReused`] for a request id
+    /// that answered another request.
+    pub async fn check_call(&self, request: CallCheck) -> Result<CheckOutcome, CheckError> {
         let started = Instant::now();
+        bounded("called_number", &request.called_number, MAX_NUMBER_FIELD)?;
+        bounded("caller_id", &request.caller_id, MAX_NUMBER_FIELD)?;
+        bounded("campaign_id", &request.campaign_id, MAX_CAMPAIGN_ID)?;
+        bounded("request_id", &request.request_id, MAX_REQUEST_ID)?;
         if request.request_id.is_empty() {
-            return self.decide_and_log(&request, started).await;
+            return Ok(self.decide_and_log(&request, started).await?);
         }
+        let fingerprint = RequestFingerprint::of(
+            &request.called_number,
+            &request.caller_id,
+            &request.campaign_id,
+            &request.api_key,
+        );
         let cell = self.answered.cell(&request.request_id);
-        cell.get_or_try_init(|| self.decide_and_log(&request, started))
-            .await
-            .cloned()
+        let answered = cell
+            .get_or_try_init(|| async {
+                let outcome = self.decide_and_log(&request, started).await?;
+                Ok::<_, LogError>(Answered {
+                    fingerprint: fingerprint.clone(),
+                    outcome,
+                })
+            })
+            .await?;
+        if answered.fingerprint == fingerprint {
+            return Ok(answered.outcome.clone());
+        }
+        let problem = if answered.fingerprint.api_key != fingerprint.api_key {
+            "by another API key"
+        } else {
+            "for a different call (number, caller ID or campaign)"
+        };
+        tracing::warn!(
+            request_id = %request.request_id,
+            api_key = %request.api_key,
+            campaign = %crate::stats::campaign_label(self.campaigns.get(&request.campaign_id)),
+            number = %number::mask(&request.called_number),
+            "request_id reused {problem}: refused"
+        );
+        Err(CheckError::RequestIdReused {
+            request_id: request.request_id.clone(),
+            problem,
+        })
     }
 
     async fn decide_and_log(
@@ -210,20 +335,17 @@ impl Gateway {
             return Err(err);
         }
         let total_us = started.elapsed().as_micros() as u64;
-        self.stats.record_decision(
-            evaluation.verdict,
-            &evaluation.reasons,
-            &request.campaign_id,
-            total_us,
-        );
+        // Metric labels and the status page name configured campaigns only.
+        let label = crate::stats::campaign_label(campaign);
+        self.stats
+            .record_decision(evaluation.verdict, &evaluation.reasons, label, total_us);
         if evaluation.verdict == Verdict::Deny {
             let shown = if normalized_number.is_empty() {
                 &request.called_number
             } else {
                 &normalized_number
             };
-            self.stats
-                .record_denial(&request.campaign_id, shown, &evaluation.reasons);
+            self.stats.record_denial(label, shown, &evaluation.reasons);
         }
         tracing::debug!(
             decision = %decision_id,

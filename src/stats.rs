@@ -199,6 +199,13 @@ impl LatencySummary {
     }
 }
 
+/// The label a decision is counted under: the configured campaign's id, or
+/// `(unknown)` for any id not configured (client strings never become
+/// metric series).
+pub fn campaign_label(campaign: Option<&crate::config::CampaignConfig>) -> &str {
+    campaign.map_or("(unknown)", |c| c.id.as_str())
+}
+
 impl Stats {
     /// Counts one logged decision.
     pub fn record_decision(

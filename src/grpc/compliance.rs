@@ -6,7 +6,7 @@ use std::sync::Arc;
 use futures_util::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
-use super::log_error_status;
+use super::check_error_status;
 use crate::gateway::{CallCheck, Gateway};
 use crate::proto::compliance_gateway_server::ComplianceGateway;
 use crate::proto::{
@@ -50,7 +50,7 @@ impl ComplianceGateway for ComplianceGatewayService {
                 api_key,
             })
             .await
-            .map_err(log_error_status)?;
+            .map_err(check_error_status)?;
         Ok(Response::new(CheckCallResponse {
             verdict: proto::Verdict::from(outcome.verdict) as i32,
             reasons: outcome
@@ -84,6 +84,22 @@ impl ComplianceGateway for ComplianceGatewayService {
                     "ref {:?}: at must be between 2000 and 2199",
                     item.r#ref
                 )));
+            }
+            for (field, value, max) in [
+                (
+                    "called_number",
+                    &item.called_number,
+                    crate::gateway::MAX_NUMBER_FIELD,
+                ),
+                (
+                    "campaign_id",
+                    &item.campaign_id,
+                    crate::gateway::MAX_CAMPAIGN_ID,
+                ),
+                ("ref", &item.r#ref, crate::gateway::MAX_REQUEST_ID),
+            ] {
+                crate::gateway::bounded(field, value, max)
+                    .map_err(|err| Status::invalid_argument(err.to_string()))?;
             }
             let outcome = gateway.screen(&item.called_number, &item.campaign_id, at);
             tally.add();

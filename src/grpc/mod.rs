@@ -10,6 +10,16 @@ pub use contact_records::ContactRecordsService;
 use crate::decision_log::LogError;
 use crate::records::RecordsError;
 
+/// Maps a CheckCall failure: no decision the dialer may act on.
+pub(crate) fn check_error_status(err: crate::gateway::CheckError) -> tonic::Status {
+    use crate::gateway::CheckError;
+    match err {
+        CheckError::InvalidArgument { .. } => tonic::Status::invalid_argument(err.to_string()),
+        CheckError::RequestIdReused { .. } => tonic::Status::already_exists(err.to_string()),
+        CheckError::Log(err) => log_error_status(err),
+    }
+}
+
 /// Maps a log failure: the decision is not durable, the dialer must not dial.
 pub(crate) fn log_error_status(err: LogError) -> tonic::Status {
     match err {

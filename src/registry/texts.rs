@@ -22,6 +22,9 @@ pub struct SnapshotTexts {
     /// Block-lists: the first instant the data is stale, and what to say
     /// then; `None` when the snapshot carries no check date.
     pub stale: Option<(Timestamp, String)>,
+    /// Block-lists: the first instant the data says anything about (the
+    /// newest check's day), and what to say before it.
+    pub checked_from: Option<(Timestamp, String)>,
     /// Block-lists: the number is not listed (only with dated data).
     pub clear: String,
     /// Block-lists: the number is listed.
@@ -48,6 +51,9 @@ pub struct ControllerTexts {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BatchTexts {
     pub clear: String,
+    /// The start of the batch's check day: a clearance says nothing earlier.
+    pub checked_from: Timestamp,
+    pub not_yet: String,
     pub stale_from: Timestamp,
     pub stale: String,
 }
@@ -63,6 +69,9 @@ impl SnapshotTexts {
             stale: checked_at.map(|checked_at| {
                 let until = stale_from(checked_at, valid_days);
                 (until, stale_text(id, checked_at, until, valid_days))
+            }),
+            checked_from: snapshot.newest_check().map(|date| {
+                (checked_from(date), not_yet_text(id, date))
             }),
             clear: checked_at
                 .map(|date| format!("not listed in registry {id} v{version} checked {date}"))
@@ -85,6 +94,8 @@ impl SnapshotTexts {
                                     clear: format!(
                                         "cleared for {controller} in registry {id} v{version} on {date}"
                                     ),
+                                    checked_from: checked_from(date),
+                                    not_yet: not_yet_text(id, date),
                                     stale_from: until,
                                     stale: stale_text(id, date, until, valid_days),
                                 }
@@ -105,6 +116,20 @@ impl SnapshotTexts {
 /// Allow-lists: what to say when `controller` never cleared the number.
 pub fn never_cleared_text(id: &str, version: u64, controller: &str) -> String {
     format!("never cleared for controller {controller} in registry {id} v{version}")
+}
+
+/// The first instant data checked on `date` speaks for (midnight UTC).
+fn checked_from(date: Date) -> Timestamp {
+    date.to_zoned(jiff::tz::TimeZone::UTC)
+        .map(|z| z.timestamp())
+        .unwrap_or(Timestamp::MAX)
+}
+
+/// What to say of data checked after the instant decided (screening `at`).
+pub fn not_yet_text(id: &str, checked_at: Date) -> String {
+    format!(
+        "registry {id} data was checked {checked_at}: it says nothing about an earlier instant"
+    )
 }
 
 /// What to say of data checked on `checked_at` that is stale from `until`.

@@ -49,6 +49,11 @@ pub fn check_registry(
             )]),
             lookup => {
                 let mut denies = Vec::new();
+                if let Some((from, text)) = &texts.checked_from
+                    && now < *from
+                {
+                    denies.push(Reason::new(ReasonCode::RegistryNotCovered, text.clone()));
+                }
                 match &texts.stale {
                     None => denies.push(Reason::new(
                         ReasonCode::RegistryUnavailable,
@@ -83,6 +88,10 @@ pub fn check_registry(
                     ),
                 )]),
                 Some((batch, _)) => match texts.and_then(|t| t.batches.get(batch)) {
+                    Some(batch) if now < batch.checked_from => Err(vec![Reason::new(
+                        ReasonCode::RegistryNotCovered,
+                        batch.not_yet.clone(),
+                    )]),
                     Some(batch) if now >= batch.stale_from => Err(vec![Reason::new(
                         ReasonCode::RegistryStale,
                         batch.stale.clone(),

@@ -991,3 +991,48 @@ fn test_consent_exemptions_by_country_and_italian_policy() {
     let denied = decide(&registry, &[]);
     assert_eq!(denied.verdict, Verdict::Deny, "no evidence, no exemption");
 }
+
+/// Issue 14: screening `at` an instant before the registry data was checked
+/// answered ALLOW on data that says nothing about that instant.
+#[test]
+fn test_registry_data_checked_after_the_instant_decided_says_nothing() {
+    use ReasonCode::*;
+    let year_before: Timestamp = "2025-11-24T15:00:00Z".parse().unwrap();
+    let day_after_check: Timestamp = "2026-11-21T15:00:00Z".parse().unwrap();
+    let it = Case {
+        name: "rpo",
+        campaign: Some(campaign("it", "IT", false)),
+        number: "333 123 4567",
+        caller_id: Some("+390212345678"),
+        registry: rpo("2026-11-20", &["+393331234567"]),
+        contacts: ContactView::default(),
+        expect: Verdict::Deny,
+        codes: &[],
+    };
+    let before = run_at(&it, year_before, &[]);
+    assert_eq!(before.verdict, Verdict::Deny);
+    assert_eq!(
+        before.reasons.iter().map(|r| r.code).collect::<Vec<_>>(),
+        vec![RegistryNotCovered],
+        "{:?}",
+        before.reasons
+    );
+    assert_eq!(run_at(&it, day_after_check, &[]).verdict, Verdict::Allow);
+    let us = Case {
+        name: "dnc",
+        campaign: Some(campaign("us", "US", false)),
+        number: "212 555 0123",
+        caller_id: Some("+12125550100"),
+        registry: dnc("2026-11-20", &["+12125550199"]),
+        contacts: ContactView::default(),
+        expect: Verdict::Deny,
+        codes: &[],
+    };
+    let before = run_at(&us, year_before, &[]);
+    assert!(
+        before.reasons.iter().any(|r| r.code == RegistryNotCovered),
+        "{:?}",
+        before.reasons
+    );
+    assert_eq!(run_at(&us, day_after_check, &[]).verdict, Verdict::Allow);
+}

@@ -142,3 +142,132 @@ async fn test_auth_matrix_grpc_and_http() {
     let trail = ws.cli_ok(&["trail", "export"]);
     assert!(trail.contains("\"actor\":\"api:crm-1\""), "{trail}");
 }
+
+/// Issue 14: a request id answers one request of one API key. Reused with
+/// another number, another campaign, an anonymous caller ID or another
+/// key, it used to return the original ALLOW (and the other key got the
+/// first key's full number); now it is refused and the original stands.
+#[tokio::test(flavor = "multi_thread")]
+async fn test_request_id_is_bound_to_the_request_and_the_key() {
+    let keys = format!(
+        "{}{}",
+        key_entry("floor-1", "secret-one", "\"dialer\""),
+        key_entry("floor-2", "secret-two", "\"dialer\"")
+    );
+    let ws = Workspace::new(&standard_config(&keys));
+    ws.import("it-rpo", &["+39 333 123 4567"], &["--controller", "acme"]);
+    ws.import("us-dnc", &["212 555 0199"], &[]);
+    let server = ws.start();
+    let mut gateway = ComplianceGatewayClient::new(server.channel().await);
+    let mut original = call("+39 333 123 4567", "+390212345678", "it-sales");
+    original.request_id = "r-1".into();
+    let first = gateway
+        .check_call(with_key(original.clone(), Some("secret-one")))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(verdict(&first), Verdict::Allow, "{:?}", first.reasons);
+    let repeat = gateway
+        .check_call(with_key(original.clone(), Some("secret-one")))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(repeat, first, "a true repeat gets the original answer");
+    let reuses = [
+        (
+            "never-cleared number",
+            call("+39 333 999 9999", "+390212345678", "it-sales"),
+        ),
+        ("garbage number", call("hello", "+390212345678", "it-sales")),
+        (
+            "DNC-listed number",
+            call("+1 212 555 0199", "+12125550100", "us-sales"),
+        ),
+        (
+            "another campaign",
+            call("+39 333 123 4567", "+390212345678", "it-beta"),
+        ),
+        (
+            "anonymous caller ID",
+            call("+39 333 123 4567", "anonymous", "it-sales"),
+        ),
+    ];
+    for (what, mut reuse) in reuses {
+        reuse.request_id = "r-1".into();
+        let status = gateway
+            .check_call(with_key(reuse, Some("secret-one")))
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::AlreadyExists, "{what}: {status:?}");
+        assert!(
+            status.message().contains("r-1"),
+            "{what}: {}",
+            status.message()
+        );
+    }
+    let stolen = gateway
+        .check_call(with_key(original, Some("secret-two")))
+        .await
+        .unwrap_err();
+    assert_eq!(stolen.code(), Code::AlreadyExists);
+    assert!(
+        stolen.message().contains("another API key"),
+        "{}",
+        stolen.message()
+    );
+    assert!(
+        !stolen.message().contains("+393331234567"),
+        "no number leaks"
+    );
+    drop(server);
+    let logged = export_jsonl(&ws, &[]);
+    assert_eq!(logged.len(), 1, "only the original is logged: {logged:?}");
+}
+
+/// Issue 14: megabyte fields were accepted, logged and echoed; now each is
+/// bounded and named.
+#[tokio::test(flavor = "multi_thread")]
+async fn test_check_call_fields_are_bounded() {
+    let ws = Workspace::new(&standard_config(""));
+    let server = ws.start();
+    let mut gateway = server.gateway().await;
+    let long = "9".repeat(65);
+    let cases = [
+        ("called_number", call(&long, "+390212345678", "it-sales")),
+        ("caller_id", call("+39 333 123 4567", &long, "it-sales")),
+        (
+            "campaign_id",
+            call("+39 333 123 4567", "+390212345678", &"c".repeat(129)),
+        ),
+    ];
+    for (field, request) in cases {
+        let status = gateway.check_call(request).await.unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument, "{field}");
+        assert!(status.message().starts_with(field), "{}", status.message());
+        assert!(status.message().len() < 200, "no echo of the value");
+    }
+    let mut long_id = call("+39 333 123 4567", "+390212345678", "it-sales");
+    long_id.request_id = "x".repeat(257);
+    let status = gateway.check_call(long_id).await.unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    // Unknown campaigns are counted under one label, never their own series.
+    for i in 0..20 {
+        let _ = gateway
+            .check_call(call(
+                "+39 333 123 4567",
+                "+390212345678",
+                &format!("nope-{i}"),
+            ))
+            .await
+            .unwrap();
+    }
+    let (_, metrics) = server.get("/metrics");
+    assert!(!metrics.contains("nope-"), "client strings are not labels");
+    assert!(metrics.contains("(unknown)"));
+    drop(server);
+    assert_eq!(
+        export_jsonl(&ws, &[]).len(),
+        20,
+        "refused requests are not decisions"
+    );
+}
