@@ -6,7 +6,8 @@
 //! Erasure (GDPR art. 17) deletes consents and relationships but keeps the
 //! number suppressed: the opt-out then survives under a salted hash of the
 //! number only, so the person is not called again and the raw number is not
-//! kept where it need not be.
+//! kept where it need not be. What is kept, and why, is
+//! [`KEPT_AFTER_ERASURE`], returned with every erasure.
 
 mod presence;
 mod store;
@@ -22,6 +23,15 @@ use crate::model::Purpose;
 use crate::number::{ByNumber, NumberKey};
 use presence::Presence;
 pub use store::{ChangeEvent, ContactStore, StoreError, SubjectRecords, database_path};
+
+/// What an erasure keeps, each with its legal ground and how long; every
+/// other record of the subject (consents, relationships, registry
+/// observations, the evidence in the change trail) is deleted.
+pub const KEPT_AFTER_ERASURE: [&str; 3] = [
+    "opt-out: a suppression under a salted hash of the number (no raw number), used only      to avoid calling it again; ground: GDPR art. 17(3)(b) and 21(3) (the objection must be      honoured), ICO and CAP 10.10 suppression guidance; kept without expiry",
+    "decision log: every CheckCall decision about the number, with the number, as the      record of each dial decision; ground: GDPR art. 17(3)(b) and (e), US TSR 16 CFR      310.5 (5 years), DE UWG §7a; kept for log.retention_days (default 1826 days), then      removed by audit purge",
+    "change trail: the time, actor and kind of each change to the subject's records, with      their contents (evidence, sources, dates) removed; ground: GDPR art. 5(2)      accountability; kept as long as the trail",
+];
 
 /// A consent to be called by one controller for one purpose.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

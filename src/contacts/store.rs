@@ -567,6 +567,17 @@ impl ContactStore {
             let consents = tx.execute(&scope("consents"), params![key.0 as i64, controller])?;
             let relationships = tx.execute(&scope("relationships"), params![key.0 as i64, controller])?;
             tx.execute(&scope("observations"), params![key.0 as i64, controller])?;
+            // The trail keeps that changes happened, not what they held: the
+            // evidence of an erased subject's consents goes with them.
+            let redacted = serde_json::json!({"redacted": format!("subject erased {now}")}).to_string();
+            tx.execute(
+                "UPDATE events SET before = CASE WHEN before = 'null' THEN before ELSE ?3 END, after = ?3
+                 WHERE subject = ?1
+                   AND action IN ('consent.recorded', 'consent.revoked', 'relationship.recorded')
+                   AND (?2 = '' OR json_extract(after, '$.controller') = ?2
+                        OR json_extract(before, '$.controller') = ?2)",
+                params![hex::encode(subject), controller, redacted],
+            )?;
             let converted = tx.execute(
                 "UPDATE suppressions SET number = '', number_key = NULL, number_hash = ?3
                  WHERE number_key = ?1 AND (?2 = '' OR controller = ?2)",
@@ -869,5 +880,37 @@ mod tests {
                 "{corruption}: {message}"
             );
         }
+    }
+
+    /// Issue 13: after an erasure the change trail kept the consent's
+    /// evidence (source, method, evidence reference) under the subject's hash.
+    #[test]
+    fn test_erasure_removes_the_consent_evidence_from_the_trail() {
+        let dir = tempfile::tempdir().unwrap();
+        let number = "+390212345678";
+        let key = NumberKey::from_e164(number).unwrap();
+        let store = ContactStore::open(dir.path()).unwrap();
+        let mut evidence = consent(number);
+        evidence.evidence_ref = "recording-4711".into();
+        store.record_consent(key, evidence, "test").unwrap();
+        let mut other = consent("+390212345679");
+        other.consent_id = "c-2".into();
+        other.evidence_ref = "recording-other".into();
+        store
+            .record_consent(
+                NumberKey::from_e164("+390212345679").unwrap(),
+                other,
+                "test",
+            )
+            .unwrap();
+        let now: Timestamp = "2026-11-25T10:00:00Z".parse().unwrap();
+        assert_eq!(store.erase(key, number, "", "test", now).unwrap(), 1);
+        let trail = serde_json::to_string(&store.trail().unwrap()).unwrap();
+        assert!(!trail.contains("recording-4711"), "{trail}");
+        assert!(
+            trail.contains("recording-other"),
+            "other subjects untouched"
+        );
+        assert!(trail.contains("consent.recorded") && trail.contains("subject.erased"));
     }
 }

@@ -179,7 +179,13 @@ impl ContactRecords for ContactRecordsService {
         let records = self.records.clone();
         let erased_records =
             blocking(move || records.erase_subject(subject, &actor, Timestamp::now())).await?;
-        Ok(Response::new(EraseSubjectResponse { erased_records }))
+        Ok(Response::new(EraseSubjectResponse {
+            erased_records,
+            kept: crate::contacts::KEPT_AFTER_ERASURE
+                .iter()
+                .map(|k| k.to_string())
+                .collect(),
+        }))
     }
 
     async fn export_subject(

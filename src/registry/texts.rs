@@ -127,9 +127,7 @@ fn checked_from(date: Date) -> Timestamp {
 
 /// What to say of data checked after the instant decided (screening `at`).
 pub fn not_yet_text(id: &str, checked_at: Date) -> String {
-    format!(
-        "registry {id} data was checked {checked_at}: it says nothing about an earlier instant"
-    )
+    format!("registry {id} data was checked {checked_at}: it says nothing about an earlier instant")
 }
 
 /// What to say of data checked on `checked_at` that is stale from `until`.

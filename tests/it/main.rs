@@ -8,6 +8,7 @@ mod faults;
 mod lifecycle;
 mod records;
 mod registry;
+mod statutes;
 mod subjects;
 mod support;
 mod timing;

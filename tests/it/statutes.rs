@@ -1,0 +1,251 @@
+//! The law as dated data, over the real binary: the French switch screened
+//! on both sides of its date, fail-closed destinations reported by
+//! `config check`, `/status` and `policy show`, and the Italian
+//! consent-after-registration policy dated only by registry answers.
+
+use dialgate::proto::{
+    Purpose, ReasonCode as R, RecordConsentRequest, ScreenNumbersRequest, Verdict,
+};
+use tokio_stream::StreamExt;
+
+use crate::support::*;
+
+const BASE: &str = r#"
+[server]
+grpc_addr = "127.0.0.1:0"
+http_addr = "127.0.0.1:0"
+data_dir = "data"
+registry_reload_interval_ms = 100
+"#;
+
+async fn screen(server: &TestServer, campaign: &str, number: &str, at: &str) -> (Verdict, Vec<R>) {
+    let mut gateway = server.gateway().await;
+    let request = ScreenNumbersRequest {
+        called_number: number.into(),
+        campaign_id: campaign.into(),
+        at: Some(dialgate::proto::timestamp_to_proto(at.parse().unwrap())),
+        r#ref: "x".into(),
+    };
+    let answer = gateway
+        .screen_numbers(tokio_stream::iter(vec![request]))
+        .await
+        .unwrap()
+        .into_inner()
+        .next()
+        .await
+        .unwrap()
+        .unwrap();
+    (
+        Verdict::try_from(answer.verdict).unwrap(),
+        answer
+            .reasons
+            .iter()
+            .map(|r| R::try_from(r.code).unwrap())
+            .collect(),
+    )
+}
+
+/// Issue 13: the same cold call to France, screened for Monday 10 and
+/// Tuesday 11 August 2026 at 11:00 in Paris: Bloctel-cleared the day
+/// before the opt-in law, refused without consent from its first day.
+#[tokio::test(flavor = "multi_thread")]
+async fn test_the_french_switch_over_grpc() {
+    let ws = Workspace::new(&format!(
+        r#"{BASE}
+[[registry]]
+id = "fr-bloctel"
+kind = "allowlist"
+country = "FR"
+
+[[campaign]]
+id = "fr"
+controller = "acme"
+purpose = "marketing"
+default_region = "FR"
+destinations = ["FR"]
+caller_ids = ["+33162000000"]
+"#
+    ));
+    ws.import(
+        "fr-bloctel",
+        &["06 12 34 56 78"],
+        &["--controller", "acme", "--checked-at", "2026-08-01"],
+    );
+    let server = ws.start();
+    let before = screen(&server, "fr", "06 12 34 56 78", "2026-08-10T09:00:00Z").await;
+    assert_eq!(before, (Verdict::Allow, vec![R::RegistryClear]));
+    let after = screen(&server, "fr", "06 12 34 56 78", "2026-08-11T09:00:00Z").await;
+    assert_eq!(after, (Verdict::Deny, vec![R::NoConsent]));
+    // CheckCall decides now (after the switch): a cold call is refused.
+    let mut gateway = server.gateway().await;
+    let now = gateway
+        .check_call(call("06 12 34 56 78", "+33162000000", "fr"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(verdict(&now), Verdict::Deny);
+    assert!(codes(&now).contains(&R::NoConsent), "{:?}", now.reasons);
+}
+
+const ITALY_WITHOUT_RPO: &str = r#"
+[[campaign]]
+id = "it-sales"
+controller = "acme"
+purpose = "marketing"
+default_region = "IT"
+destinations = ["IT", "DE"]
+caller_ids = ["+390212345678"]
+
+[destination.DE.calling_hours]
+sun = []
+"#;
+
+/// Issue 13: a destination whose law requires a registry that is not
+/// configured is denied, logged at start-up, listed under `blocked`, and
+/// fails `config check`; overrides are reported.
+#[tokio::test(flavor = "multi_thread")]
+async fn test_blocked_destination_is_reported_everywhere() {
+    let ws = Workspace::new(&format!("{BASE}{ITALY_WITHOUT_RPO}"));
+    let check = ws.cli(&["config", "check"]);
+    assert!(!check.status.success(), "config check must fail");
+    let stderr = String::from_utf8_lossy(&check.stderr);
+    assert!(stderr.contains("it-sales -> IT"), "{stderr}");
+    let stdout = String::from_utf8_lossy(&check.stdout);
+    assert!(stdout.contains("override: destination DE"), "{stdout}");
+
+    let server = ws.start();
+    let (_, body) = server.get("/status");
+    let status: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(status["blocked"][0]["campaign"], "it-sales");
+    assert_eq!(status["blocked"][0]["destination"], "IT");
+    assert_eq!(status["overrides"][0]["destination"], "DE");
+    assert!(status["policy_version"].as_str().unwrap().len() >= 8);
+    let mut gateway = server.gateway().await;
+    let response = gateway
+        .check_call(call("+39 333 123 4567", "+390212345678", "it-sales"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(codes(&response), vec![R::RegistryUnavailable]);
+    let (status, stderr) = server.terminate();
+    assert!(status.success());
+    let stderr = stderr.join("\n");
+    assert!(
+        stderr.contains("REGISTRY_UNAVAILABLE") && stderr.contains("it-sales"),
+        "start-up names the blocked campaign: {stderr}"
+    );
+
+    let shown = ws.cli_ok(&[
+        "policy",
+        "show",
+        "--campaign",
+        "it-sales",
+        "--destination",
+        "IT",
+    ]);
+    assert!(
+        shown.contains("BLOCKED") && shown.contains("RPO"),
+        "{shown}"
+    );
+    let json: serde_json::Value = serde_json::from_str(&ws.cli_ok(&[
+        "policy",
+        "show",
+        "--campaign",
+        "it-sales",
+        "--json",
+        "--at",
+        "2026-08-11",
+    ]))
+    .unwrap();
+    assert_eq!(json["destinations"].as_array().unwrap().len(), 2);
+    let unknown = ws.cli(&["policy", "show", "--campaign", "nope"]);
+    assert!(!unknown.status.success());
+}
+
+/// Issue 13: with `consent_after_registration`, the first DENY of a number
+/// never sent to the RPO used to date its registration, so any consent
+/// recorded afterwards lifted the RPO. Only the registry's own answers
+/// (`registry import --opposed`) date a registration now.
+#[tokio::test(flavor = "multi_thread")]
+async fn test_consent_after_registration_is_dated_by_the_registry_only() {
+    let ws = Workspace::new(&format!(
+        r#"{BASE}
+[[registry]]
+id = "it-rpo"
+kind = "allowlist"
+country = "IT"
+[registry.exemptions]
+consent_after_registration = true
+
+[[campaign]]
+id = "it-sales"
+controller = "acme"
+purpose = "marketing"
+default_region = "IT"
+destinations = ["IT"]
+caller_ids = ["+390212345678"]
+{ALWAYS_OPEN}
+"#
+    ));
+    ws.import("it-rpo", &["+39 333 000 0001"], &["--controller", "acme"]);
+    let server = ws.start();
+    let mut gateway = server.gateway().await;
+    let number = "+39 333 123 4567";
+    let first = gateway
+        .check_call(call(number, "+390212345678", "it-sales"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(codes(&first), vec![R::RegistryNotCovered]);
+    let mut records = server.records().await;
+    records
+        .record_consent(RecordConsentRequest {
+            controller: "acme".into(),
+            number: number.into(),
+            purpose: Purpose::Marketing as i32,
+            granted_at: Some(dialgate::proto::timestamp_to_proto(jiff::Timestamp::now())),
+            source: "landing page".into(),
+            evidence_ref: "doi:1".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let second = gateway
+        .check_call(call(number, "+390212345678", "it-sales"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        verdict(&second),
+        Verdict::Deny,
+        "a DENY is no registration date: {:?}",
+        second.reasons
+    );
+    drop(server);
+
+    // The registry answered the number as opposed today (midnight UTC): the
+    // consent recorded after that counts.
+    let opposed = ws.file("opposed.txt", "+39 333 123 4567\n");
+    let out = ws.import(
+        "it-rpo",
+        &["+39 333 000 0001"],
+        &["--controller", "acme", "--opposed", path_str(&opposed)],
+    );
+    assert!(out.contains("1 numbers recorded as opposed"), "{out}");
+    let server = ws.start();
+    let mut gateway = server.gateway().await;
+    let third = gateway
+        .check_call(call(number, "+390212345678", "it-sales"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(verdict(&third), Verdict::Allow, "{:?}", third.reasons);
+    assert!(
+        third
+            .reasons
+            .iter()
+            .any(|r| r.detail.contains("first seen not cleared")),
+        "{:?}",
+        third.reasons
+    );
+}
