@@ -1,6 +1,6 @@
 //! Germany (compliance rules §6): opt-in, no national registry.
 
-use super::{ConsentRule, Holiday, Rule, Statute};
+use super::{CallerIdRules, ConsentRule, Holiday, Rule, Statute};
 
 pub(super) fn statute() -> Statute {
     let mut s = Statute::new("DE", "Europe/Berlin");
@@ -11,6 +11,11 @@ pub(super) fn statute() -> Statute {
     s.consent = vec![Rule::always(
         ConsentRule::OPT_IN,
         "DE-CONSENT: UWG §7(2) Nr. 1: advertising calls to consumers need prior express consent",
+    )];
+    s.caller_id = vec![Rule::always(
+        CallerIdRules::default(),
+        "DE-CLI: suppressing the caller number on advertising calls is forbidden (§102(2) TKG \
+         2009; its place in the TKG 2021 UNVERIFIED)",
     )];
     s.holidays = vec![
         Holiday::fixed("Neujahr", 1, 1),
