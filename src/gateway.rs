@@ -11,17 +11,17 @@ use jiff::Timestamp;
 use smallvec::SmallVec;
 
 use crate::attempts::AttemptLedger;
-use crate::calling::zones::{self, Whereabouts};
 use crate::calling::{AttemptLimit, WindowMemo};
 use crate::config::{CampaignConfig, Config};
 use crate::contacts::ContactStore;
+use crate::decision::{DecisionSources, decide, normalize_called};
 use crate::decision_log::{DecisionLog, DecisionRecord, LogError};
 use crate::idempotency::AnswerCache;
 use crate::model::{Reason, Verdict};
 use crate::number::{self, Normalized, NumberError};
 use crate::policy::Policies;
 use crate::registry::RegistrySet;
-use crate::rules::{self, CallInput, DecisionData, Evaluation, RegistryData};
+use crate::rules::{CallInput, Evaluation};
 use crate::stats::Stats;
 
 /// A CheckCall request in domain terms.
@@ -392,8 +392,17 @@ impl Gateway {
         }
     }
 
-    /// Gathers the data of one decision, runs the rules, and returns the
-    /// caps an ALLOW must reserve a slot under.
+    /// The sources a decision reads, borrowed for one call.
+    fn sources(&self) -> DecisionSources<'_> {
+        DecisionSources {
+            policies: &self.policies,
+            registries: &self.registries,
+            contacts: &self.contacts,
+            attempts: &self.attempts,
+            window_memo: Some(&self.window_memo),
+        }
+    }
+
     fn evaluate(
         &self,
         campaign_id: &str,
@@ -402,80 +411,17 @@ impl Gateway {
         caller_id: Option<&str>,
         now: Timestamp,
     ) -> (Evaluation, SmallVec<[AttemptLimit; 2]>) {
-        // Two registries cover a region at most in practice: no allocation
-        // per check; the snapshots are borrowed for the check, not counted.
-        let snapshots: SmallVec<[_; 2]> = match called {
-            Ok(n) => self
-                .registries
-                .for_region(n.region)
-                .map(|entry| (&entry.config, entry.snapshot_guard()))
-                .collect(),
-            Err(_) => SmallVec::new(),
-        };
-        let registries: SmallVec<[RegistryData<'_>; 2]> = snapshots
-            .iter()
-            .map(|(config, snapshot)| RegistryData {
-                config,
-                snapshot: snapshot.as_deref(),
-            })
-            .collect();
-        let era = match (campaign, called) {
-            (Some(c), Ok(n)) => self.policies.era(&c.id, n.region, now),
-            _ => None,
-        };
-        let (contacts, whereabouts, first_not_cleared, attempts, limits) = match (called, era) {
-            (Ok(n), Some(era)) => {
-                let whereabouts = zones::locate(n.region.as_str(), &n.e164[1..]);
-                let limits: SmallVec<[AttemptLimit; 2]> = era.caps_in(whereabouts.state).collect();
-                let controller = campaign.map_or("", |c| c.controller.as_str());
-                (
-                    self.contacts.index().view(n.key, &n.e164),
-                    whereabouts,
-                    era.registries
-                        .iter()
-                        .filter(|r| r.exemptions.consent_after_registration)
-                        .filter_map(|r| {
-                            self.contacts
-                                .first_not_cleared(&r.id, controller, n.key)
-                                .map(|at| (r.id.clone(), at))
-                        })
-                        .collect(),
-                    if limits.is_empty() {
-                        Vec::new()
-                    } else {
-                        self.attempts.recent(controller, n.key)
-                    },
-                    limits,
-                )
-            }
-            _ => (
-                Default::default(),
-                Whereabouts::default(),
-                Vec::new(),
-                Vec::new(),
-                SmallVec::new(),
-            ),
-        };
-        let input = CallInput {
-            campaign_id,
-            campaign,
-            called,
-            caller_id,
-        };
-        let evaluation = rules::evaluate(
-            &input,
-            &DecisionData {
-                contacts: &contacts,
-                registries: &registries,
-                era,
-                whereabouts: &whereabouts,
-                attempts: &attempts,
-                first_not_cleared: &first_not_cleared,
-                window_memo: Some(&self.window_memo),
+        let decided = decide(
+            &self.sources(),
+            &CallInput {
+                campaign_id,
+                campaign,
+                called,
+                caller_id,
             },
             now,
         );
-        (evaluation, limits)
+        (decided.evaluation, decided.caps)
     }
 }
 
@@ -515,16 +461,6 @@ impl ScreenedTally {
 impl Drop for ScreenedTally {
     fn drop(&mut self) {
         self.flush();
-    }
-}
-
-fn normalize_called(
-    input: &str,
-    campaign: Option<&CampaignConfig>,
-) -> Result<Normalized, NumberError> {
-    match campaign {
-        Some(c) => number::normalize(input, c.default_region),
-        None => number::normalize_international(input),
     }
 }
 

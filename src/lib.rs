@@ -24,6 +24,7 @@ pub mod clock;
 pub mod config;
 pub mod contact_import;
 pub mod contacts;
+pub mod decision;
 pub mod decision_log;
 pub mod gateway;
 pub mod grpc;

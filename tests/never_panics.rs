@@ -6,6 +6,22 @@ use dialgate::number::{self, Region};
 use dialgate::registry::formats::{DelimitedTemplate, FixedTemplate, Format, LineParser};
 use proptest::prelude::*;
 
+/// One decider for every case: an Italian campaign with the RPO configured
+/// (no data loaded), stores in a temporary directory kept for the run.
+static DECIDER: std::sync::LazyLock<dialgate::decision::StandaloneDecider> =
+    std::sync::LazyLock::new(|| {
+        let config = Config::parse(
+            "[[registry]]\nid = \"it-rpo\"\nkind = \"allowlist\"\ncountry = \"IT\"\n\
+             [[campaign]]\nid = \"it\"\ncontroller = \"acme\"\npurpose = \"marketing\"\n\
+             default_region = \"IT\"\ndestinations = [\"IT\"]\ncaller_ids = [\"+390212345678\"]\n",
+            "property test",
+            std::path::Path::new("."),
+        )
+        .unwrap();
+        let dir = Box::leak(Box::new(tempfile::tempdir().unwrap()));
+        dialgate::decision::StandaloneDecider::open(config, dir.path()).unwrap()
+    });
+
 fn formats() -> Vec<Format> {
     vec![
         Format::Lines,
@@ -73,49 +89,14 @@ proptest! {
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(1000))]
 
-    /// The CheckCall decision path on arbitrary numbers, caller IDs and campaign ids.
+    /// The CheckCall decision path on arbitrary numbers, caller IDs and
+    /// campaign ids, through the same gather step and rules as the server.
     #[test]
     fn decision_path_never_panics(number in ".{0,30}", caller_id in ".{0,30}", campaign_id in prop::sample::select(vec!["it", "nope", ""])) {
-        use dialgate::calling::zones;
-        use dialgate::config::CampaignConfig;
-        use dialgate::model::Purpose;
-        use dialgate::rules::{evaluate, CallInput, DecisionData};
-        let it = Region::parse("IT").unwrap();
-        let campaign = CampaignConfig {
-            id: "it".into(),
-            controller: "acme".into(),
-            purpose: Purpose::Marketing,
-            default_region: it,
-            destinations: vec![it],
-            consent_required: false,
-            caller_ids: vec!["+390212345678".into()],
-            calling_hours: None,
-            attempt_limit: None,
-        };
-        let campaign = (campaign_id == "it").then_some(&campaign);
-        let called = match campaign {
-            Some(c) => number::normalize(&number, c.default_region),
-            None => number::normalize_international(&number),
-        };
-        let policies = dialgate::policy::Policies::compile(&dialgate::config::Config::with(campaign.into_iter().cloned().collect(), Vec::new()));
         let now = jiff::Timestamp::now();
-        let (era, whereabouts) = match (&called, campaign) {
-            (Ok(n), Some(c)) => (policies.era(&c.id, n.region, now), zones::locate(n.region.as_str(), &n.e164[1..])),
-            _ => (None, Default::default()),
-        };
-        let evaluation = evaluate(
-            &CallInput { campaign_id, campaign, called: &called, caller_id: Some(&caller_id) },
-            &DecisionData {
-                contacts: &Default::default(),
-                registries: &[],
-                era,
-                whereabouts: &whereabouts,
-                attempts: &[],
-                first_not_cleared: &[],
-                window_memo: None,
-            },
-            now,
-        );
-        prop_assert!(!evaluation.reasons.is_empty(), "every decision names a reason");
+        for memoise in [false, true] {
+            let evaluation = DECIDER.decide(campaign_id, &number, Some(&caller_id), now, memoise);
+            prop_assert!(!evaluation.reasons.is_empty(), "every decision names a reason");
+        }
     }
 }

@@ -3,13 +3,25 @@
 //! every decision names at least one reason.
 #![no_main]
 
-use dialgate::calling::{WindowMemo, zones};
-use dialgate::config::{CampaignConfig, Config};
-use dialgate::policy::Policies;
-use dialgate::model::Purpose;
-use dialgate::number::{self, Region};
-use dialgate::rules::{CallInput, DecisionData, evaluate};
+use dialgate::config::Config;
+use dialgate::decision::StandaloneDecider;
 use libfuzzer_sys::fuzz_target;
+
+/// An Italian and US campaign (the RPO and DNC configured, no data loaded),
+/// stores in a directory of its own under the system's temporary directory.
+static DECIDER: std::sync::LazyLock<StandaloneDecider> = std::sync::LazyLock::new(|| {
+    let config = Config::parse(
+        "[[registry]]\nid = \"it-rpo\"\nkind = \"allowlist\"\ncountry = \"IT\"\n\
+         [[registry]]\nid = \"us-dnc\"\nkind = \"blocklist\"\ncountry = \"US\"\n\
+         [[campaign]]\nid = \"it\"\ncontroller = \"acme\"\npurpose = \"marketing\"\n\
+         default_region = \"IT\"\ndestinations = [\"IT\", \"US\"]\ncaller_ids = [\"+390212345678\"]\n",
+        "fuzz",
+        std::path::Path::new("."),
+    )
+    .expect("fuzz config");
+    let dir = std::env::temp_dir().join(format!("dialgate-fuzz-{}", std::process::id()));
+    StandaloneDecider::open(config, &dir).expect("fuzz stores")
+});
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {
@@ -27,52 +39,8 @@ fuzz_target!(|data: &[u8]| {
     let Ok(now) = jiff::Timestamp::from_second(seconds.rem_euclid(7_000_000_000)) else {
         return;
     };
-    let it = Region::parse("IT").expect("known region");
-    let us = Region::parse("US").expect("known region");
-    let campaign = CampaignConfig {
-        id: "it".into(),
-        controller: "acme".into(),
-        purpose: Purpose::Marketing,
-        default_region: it,
-        destinations: vec![it, us],
-        consent_required: false,
-        caller_ids: vec!["+390212345678".into()],
-        calling_hours: None,
-        attempt_limit: None,
-    };
-    let campaign = (campaign_id == "it").then_some(&campaign);
-    let called = match campaign {
-        Some(c) => number::normalize(called_number, c.default_region),
-        None => number::normalize_international(called_number),
-    };
-    let policies = Policies::compile(&Config::with(campaign.into_iter().cloned().collect(), Vec::new()));
-    let (era, whereabouts) = match (&called, campaign) {
-        (Ok(n), Some(c)) => (
-            policies.era(&c.id, n.region, now),
-            zones::locate(n.region.as_str(), &n.e164[1..]),
-        ),
-        _ => (None, Default::default()),
-    };
-    let memo = WindowMemo::default();
-    for window_memo in [None, Some(&memo)] {
-        let evaluation = evaluate(
-            &CallInput {
-                campaign_id,
-                campaign,
-                called: &called,
-                caller_id: Some(caller_id),
-            },
-            &DecisionData {
-                contacts: &Default::default(),
-                registries: &[],
-                era,
-                whereabouts: &whereabouts,
-                attempts: &[],
-                first_not_cleared: &[],
-                window_memo,
-            },
-            now,
-        );
+    for memoise in [false, true] {
+        let evaluation = DECIDER.decide(campaign_id, called_number, Some(caller_id), now, memoise);
         assert!(
             !evaluation.reasons.is_empty(),
             "every decision names a reason"

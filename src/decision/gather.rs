@@ -1,0 +1,119 @@
+//! The gather step: everything one decision reads, borrowed for the call.
+
+use jiff::Timestamp;
+use smallvec::SmallVec;
+
+use crate::attempts::AttemptLedger;
+use crate::calling::zones::{self, Whereabouts};
+use crate::calling::{AttemptLimit, WindowMemo};
+use crate::config::CampaignConfig;
+use crate::contacts::ContactStore;
+use crate::number::{self, Normalized, NumberError};
+use crate::policy::Policies;
+use crate::registry::RegistrySet;
+use crate::rules::{self, CallInput, DecisionData, Evaluation, RegistryData};
+
+/// What a decision reads from.
+#[derive(Debug, Clone, Copy)]
+pub struct DecisionSources<'a> {
+    pub policies: &'a Policies,
+    pub registries: &'a RegistrySet,
+    pub contacts: &'a ContactStore,
+    pub attempts: &'a AttemptLedger,
+    /// Memoised calling-window answers (same answers without).
+    pub window_memo: Option<&'a WindowMemo>,
+}
+
+/// The rules' answer and the caps an ALLOW must reserve a slot under.
+#[derive(Debug, Clone)]
+pub struct Decided {
+    pub evaluation: Evaluation,
+    pub caps: SmallVec<[AttemptLimit; 2]>,
+}
+
+/// Gathers the data of `call` at `now` and runs the rules.
+pub fn decide(sources: &DecisionSources<'_>, call: &CallInput<'_>, now: Timestamp) -> Decided {
+    let called = call.called;
+    // Two registries cover a region at most in practice: no allocation
+    // per check; the snapshots are borrowed for the check, not counted.
+    let snapshots: SmallVec<[_; 2]> = match called {
+        Ok(n) => sources
+            .registries
+            .for_region(n.region)
+            .map(|entry| (&entry.config, entry.snapshot_guard()))
+            .collect(),
+        Err(_) => SmallVec::new(),
+    };
+    let registries: SmallVec<[RegistryData<'_>; 2]> = snapshots
+        .iter()
+        .map(|(config, snapshot)| RegistryData {
+            config,
+            snapshot: snapshot.as_deref(),
+        })
+        .collect();
+    let era = match (call.campaign, called) {
+        (Some(c), Ok(n)) => sources.policies.era(&c.id, n.region, now),
+        _ => None,
+    };
+    let (contacts, whereabouts, first_not_cleared, attempts, caps) = match (called, era) {
+        (Ok(n), Some(era)) => {
+            let whereabouts = zones::locate(n.region.as_str(), &n.e164[1..]);
+            let caps: SmallVec<[AttemptLimit; 2]> = era.caps_in(whereabouts.state).collect();
+            let controller = call.campaign.map_or("", |c| c.controller.as_str());
+            (
+                sources.contacts.index().view(n.key, &n.e164),
+                whereabouts,
+                era.registries
+                    .iter()
+                    .filter(|r| r.exemptions.consent_after_registration)
+                    .filter_map(|r| {
+                        sources
+                            .contacts
+                            .first_not_cleared(&r.id, controller, n.key)
+                            .map(|at| (r.id.clone(), at))
+                    })
+                    .collect(),
+                if caps.is_empty() {
+                    Vec::new()
+                } else {
+                    sources.attempts.recent(controller, n.key)
+                },
+                caps,
+            )
+        }
+        _ => (
+            Default::default(),
+            Whereabouts::default(),
+            Vec::new(),
+            Vec::new(),
+            SmallVec::new(),
+        ),
+    };
+    let evaluation = rules::evaluate(
+        call,
+        &DecisionData {
+            contacts: &contacts,
+            registries: &registries,
+            era,
+            whereabouts: &whereabouts,
+            attempts: &attempts,
+            first_not_cleared: &first_not_cleared,
+            window_memo: sources.window_memo,
+        },
+        now,
+    );
+    Decided { evaluation, caps }
+}
+
+/// The called number in canonical form: national numbers take the
+/// campaign's default region; without a campaign only international ones
+/// parse.
+pub fn normalize_called(
+    input: &str,
+    campaign: Option<&CampaignConfig>,
+) -> Result<Normalized, NumberError> {
+    match campaign {
+        Some(c) => number::normalize(input, c.default_region),
+        None => number::normalize_international(input),
+    }
+}
