@@ -160,6 +160,12 @@ pub struct ImportArgs {
     /// Validate only; write nothing
     #[arg(long)]
     dry_run: bool,
+    /// Accept an import that holds no numbers, or shrinks the list (an allow-list: the controller's list) by more than --max-shrink-percent
+    #[arg(long)]
+    allow_shrink: bool,
+    /// The largest shrink accepted without --allow-shrink, in percent
+    #[arg(long, default_value_t = import::DEFAULT_MAX_SHRINK_PERCENT, value_parser = clap::value_parser!(u8).range(0..=100))]
+    max_shrink_percent: u8,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -414,6 +420,8 @@ fn registry_import(config: &Config, args: Box<ImportArgs>) -> anyhow::Result<()>
         max_rejects: args.max_rejects,
         rejects_file,
         progress: true,
+        allow_shrink: args.allow_shrink,
+        max_shrink_percent: args.max_shrink_percent,
     };
     let snapshots = registry::snapshots_dir(&config.server.data_dir);
     let summary = import::run(registry, &snapshots, &request, now)?;

@@ -29,6 +29,7 @@ pub mod http;
 pub mod idempotency;
 pub mod model;
 pub mod number;
+pub mod private;
 pub mod proto;
 pub mod records;
 pub mod registry;

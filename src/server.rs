@@ -55,9 +55,18 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let data_dir = config.server.data_dir.clone();
-    std::fs::create_dir_all(&data_dir)
+    crate::private::create_dir_all(&data_dir)
         .with_context(|| format!("cannot create data_dir {}", data_dir.display()))?;
+    crate::private::tighten_data_dir(&data_dir);
+    if let Some(key_file) = &config.log.checkpoint_key_file
+        && let Some(warning) = crate::private::exposed_secret(key_file)
+    {
+        tracing::warn!(key_file = %key_file.display(), "checkpoint key: {warning}");
+    }
     let snapshots = registry::snapshots_dir(&data_dir);
+    for path in registry::file::remove_all_temporaries(&snapshots) {
+        tracing::warn!(path = %path.display(), "removed a leftover temporary snapshot file");
+    }
     seed_registries(&config, &snapshots)?;
 
     let registries = Arc::new(RegistrySet::open(&config.registries, &snapshots));
@@ -351,6 +360,8 @@ fn seed_registries(config: &Config, snapshots: &std::path::Path) -> anyhow::Resu
                 max_rejects: 0,
                 rejects_file: None,
                 progress: false,
+                allow_shrink: false,
+                max_shrink_percent: import::DEFAULT_MAX_SHRINK_PERCENT,
             },
             now,
         )
