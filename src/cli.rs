@@ -263,7 +263,8 @@ fn contact_import(
     let summary = if consents {
         crate::contact_import::import_consents(&store, file, &cli_actor(), now, dry_run)?
     } else {
-        let records = Records::new(store, decision_log::database_path(&config.server.data_dir));
+        let records = Records::new(store, decision_log::database_path(&config.server.data_dir))
+            .with_campaigns(config.campaigns.iter().map(|c| c.id.clone()));
         crate::contact_import::import_suppressions(&records, file, &cli_actor(), now, dry_run)?
     };
     println!(
@@ -286,7 +287,8 @@ fn contact_import(
 /// copy is always a whole edition).
 fn backup(config: &Config, to: &std::path::Path) -> anyhow::Result<()> {
     let data_dir = &config.server.data_dir;
-    std::fs::create_dir_all(to).with_context(|| format!("cannot create {}", to.display()))?;
+    crate::private::create_dir_all(to)
+        .with_context(|| format!("cannot create {}", to.display()))?;
     for name in ["decisions.db", "contacts.db"] {
         let source = data_dir.join(name);
         if !source.exists() {
@@ -304,6 +306,8 @@ fn backup(config: &Config, to: &std::path::Path) -> anyhow::Result<()> {
             rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
         )
         .with_context(|| format!("cannot open {}", source.display()))?;
+        crate::private::touch(&target)
+            .with_context(|| format!("cannot create {}", target.display()))?;
         let mut into = rusqlite::Connection::open(&target)
             .with_context(|| format!("cannot create {}", target.display()))?;
         rusqlite::backup::Backup::new(&from, &mut into)?
@@ -314,15 +318,18 @@ fn backup(config: &Config, to: &std::path::Path) -> anyhow::Result<()> {
     let checkpoints = decision_log::checkpoint::checkpoints_path(data_dir);
     if checkpoints.exists() {
         std::fs::copy(&checkpoints, to.join("checkpoints.jsonl"))?;
+        crate::private::tighten(&to.join("checkpoints.jsonl"))?;
     }
     let snapshots = registry::snapshots_dir(data_dir);
     if snapshots.exists() {
         let target = registry::snapshots_dir(to);
-        std::fs::create_dir_all(&target)?;
+        crate::private::create_dir_all(&target)?;
         for entry in std::fs::read_dir(&snapshots)? {
             let path = entry?.path();
             if path.extension().is_some_and(|e| e == "snap") {
-                std::fs::copy(&path, target.join(path.file_name().expect("a file name")))?;
+                let copy = target.join(path.file_name().expect("a file name"));
+                std::fs::copy(&path, &copy)?;
+                crate::private::tighten(&copy)?;
             }
         }
     }

@@ -167,7 +167,8 @@ pub async fn serve(
             gateway,
         )))
         .add_service(ContactRecordsServer::new(ContactRecordsService::new(
-            Records::new(contacts, decision_log::database_path(&data_dir)),
+            Records::new(contacts, decision_log::database_path(&data_dir))
+                .with_campaigns(config.campaigns.iter().map(|c| c.id.clone())),
         )));
     let http_router = crate::http::router(Arc::clone(&shared), api_keys);
     let tls = config

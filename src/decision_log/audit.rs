@@ -175,10 +175,32 @@ fn write_csv_row(out: &mut impl Write, d: &ExportedDecision<'_>) -> std::io::Res
     writeln!(out, "{line}")
 }
 
-fn csv_field(value: &str) -> String {
-    // Quote anything with a separator, quote or line break; neutralise
-    // spreadsheet formulas in values that came from callers.
-    let value = if value.starts_with(['=', '-', '@']) {
+/// Whether a spreadsheet could read `value` as a formula: it starts with
+/// `=`, `+`, `-`, `@`, a tab or a carriage return, also after leading
+/// whitespace. A plain signed integer (`+393331234567`, `-5`) is data.
+pub fn formula_risk(value: &str) -> bool {
+    let trimmed = value.trim_start_matches([' ', '\u{a0}', '\t', '\r', '\n']);
+    if value.starts_with(['\t', '\r']) {
+        return true;
+    }
+    let Some(first) = trimmed.chars().next() else {
+        return false;
+    };
+    if !matches!(first, '=' | '+' | '-' | '@') {
+        return false;
+    }
+    let rest = &trimmed[1..];
+    let plain_number = trimmed.len() == value.len()
+        && matches!(first, '+' | '-')
+        && !rest.is_empty()
+        && rest.bytes().all(|b| b.is_ascii_digit());
+    !plain_number
+}
+
+/// One CSV cell: formulas neutralised (see [`formula_risk`]) with a leading
+/// `'`, then quoted if it holds a separator, quote or line break.
+pub fn csv_field(value: &str) -> String {
+    let value = if formula_risk(value) {
         format!("'{value}")
     } else {
         value.to_string()
@@ -404,4 +426,35 @@ pub fn verify(
         head_seq,
         head_hash: expected_prev,
     })
+}
+
+#[cfg(test)]
+mod csv_tests {
+    use super::*;
+
+    #[test]
+    fn test_formula_cells_are_neutralised() {
+        for bad in [
+            "=1+1",
+            "+1+cmd|' /C calc'!A0",
+            "-2+3",
+            "@SUM(A1)",
+            "\t=1",
+            "\r=1",
+            "  =1",
+            " +1",
+            "\u{a0}@x",
+            "+",
+            "-",
+        ] {
+            assert!(
+                csv_field(bad).trim_start_matches('"').starts_with('\''),
+                "{bad:?}"
+            );
+        }
+        for good in ["+393331234567", "-5", "42", "hello", "", "a=b"] {
+            assert_eq!(csv_field(good), good, "{good:?}");
+        }
+        assert_eq!(csv_field("=a,b"), "\"'=a,b\"");
+    }
 }

@@ -5,7 +5,6 @@
 //! checkpoints also make a truncated tail evident, and a signed checkpoint
 //! anchored elsewhere (`dialgate audit checkpoint`) proves the head itself.
 
-use std::fs::OpenOptions;
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
 
@@ -93,7 +92,7 @@ pub fn load_key(path: &Path) -> Result<SigningKey, String> {
 /// # Errors
 /// When the file cannot be written.
 pub fn append(path: &Path, checkpoint: &Checkpoint) -> std::io::Result<()> {
-    let mut file = OpenOptions::new().create(true).append(true).open(path)?;
+    let mut file = crate::private::append_file(path)?;
     let line = serde_json::to_string(checkpoint).map_err(std::io::Error::other)?;
     writeln!(file, "{line}")?;
     file.sync_all()

@@ -489,7 +489,8 @@ pub fn run(
     if parsed.reject_count > 0
         && let Some(path) = &request.rejects_file
     {
-        let mut out = std::io::BufWriter::new(File::create(path).map_err(ImportError::Write)?);
+        let mut out =
+            std::io::BufWriter::new(crate::private::create_file(path).map_err(ImportError::Write)?);
         for reject in &parsed.rejects {
             writeln!(out, "{}\t{}", reject.line, reject.problem).map_err(ImportError::Write)?;
         }

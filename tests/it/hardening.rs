@@ -224,3 +224,358 @@ fn test_snapshot_temporaries_are_removed_at_import_and_server_start() {
     assert!(!other.exists(), "server start removes temporaries");
     server.terminate();
 }
+
+fn mode(path: &std::path::Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .permissions()
+        .mode()
+        & 0o777
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn test_stores_snapshots_and_backups_are_owner_only() {
+    let config = standard_config("").replace(
+        "shutdown_grace_ms = 5000",
+        "shutdown_grace_ms = 5000\n\n[log]\ncheckpoint_key_file = \"checkpoint.key\"",
+    );
+    let ws = Workspace::new(&config);
+    let key = ws.file("checkpoint.key", &"11".repeat(32));
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    }
+    ws.import("it-rpo", &["+39 333 123 4567"], &["--controller", "acme"]);
+    let server = ws.start();
+    let mut gateway = server.gateway().await;
+    gateway
+        .check_call(call("+39 333 123 4567", "+390212345678", "it-sales"))
+        .await
+        .unwrap();
+    let data = ws.data_dir();
+    let mut paths = vec![
+        data.clone(),
+        data.join("decisions.db"),
+        data.join("contacts.db"),
+        data.join("registries"),
+        data.join("registries/it-rpo.snap"),
+    ];
+    for wal in ["decisions.db-wal", "decisions.db-shm", "contacts.db-wal"] {
+        // Checked while the server runs: SQLite removes them at close.
+        if data.join(wal).exists() {
+            assert_eq!(mode(&data.join(wal)) & 0o077, 0, "{wal}");
+        }
+    }
+    let target = ws.dir.path().join("backup");
+    ws.cli_ok(&["backup", "--to", path_str(&target)]);
+    let (_, log) = server.terminate();
+    assert!(
+        log.iter()
+            .any(|l| l.contains("checkpoint.key") && l.contains("readable by group or others")),
+        "{log:?}"
+    );
+    paths.push(data.join("checkpoints.jsonl"));
+    paths.extend([
+        target.clone(),
+        target.join("decisions.db"),
+        target.join("registries/it-rpo.snap"),
+    ]);
+    if target.join("checkpoints.jsonl").exists() {
+        paths.push(target.join("checkpoints.jsonl"));
+    }
+    for path in &paths {
+        assert_eq!(
+            mode(path) & 0o077,
+            0,
+            "{} is {:o}",
+            path.display(),
+            mode(path)
+        );
+    }
+}
+
+#[test]
+fn test_existing_world_readable_stores_are_tightened_at_start() {
+    use std::os::unix::fs::PermissionsExt;
+    let ws = Workspace::new(&standard_config(""));
+    ws.import("it-rpo", &["+39 333 123 4567"], &["--controller", "acme"]);
+    let data = ws.data_dir();
+    let snap = data.join("registries/it-rpo.snap");
+    std::fs::set_permissions(&snap, std::fs::Permissions::from_mode(0o644)).unwrap();
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let server = ws.start();
+    assert_eq!(mode(&snap), 0o600);
+    assert_eq!(mode(&data), 0o700);
+    server.terminate();
+}
+
+#[test]
+fn test_duplicate_csv_headers_are_refused_naming_them() {
+    let ws = Workspace::new(&standard_config(""));
+    let file = ws.file(
+        "optouts.csv",
+        "number,controller,number,default_region\n0151 23456788,acme,0151 23456789,DE\n",
+    );
+    let out = ws.cli(&["suppression", "import", "--file", path_str(&file)]);
+    let err = stderr(&out);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("\"number\" appears twice") && err.contains("columns 1 and 3"),
+        "{err}"
+    );
+    let consents = ws.file(
+        "consents.csv",
+        "controller,number,purpose,granted_at,source,source\nacme,+49 151 23456789,marketing,2026-01-01,web,shop\n",
+    );
+    let out = ws.cli(&["consent", "import", "--file", path_str(&consents)]);
+    assert!(
+        stderr(&out).contains("\"source\" appears twice"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn test_csv_export_neutralises_formulas() {
+    let ws = Workspace::new(&standard_config(""));
+    ws.import("it-rpo", &["+39 333 123 4567"], &["--controller", "acme"]);
+    let server = ws.start();
+    let mut gateway = server.gateway().await;
+    for request_id in [
+        "+1+cmd|' /C calc'!A0",
+        "\t=1+1",
+        " =HYPERLINK(\"x\")",
+        "@SUM(1)",
+    ] {
+        let mut request = call("+39 333 123 4567", "+390212345678", "it-sales");
+        request.request_id = request_id.into();
+        gateway.check_call(request).await.unwrap();
+    }
+    drop(server);
+    let out = ws.cli_ok(&["audit", "export", "--format", "csv"]);
+    for needle in ["'+1+cmd", "'\t=1+1", "' =HYPERLINK", "'@SUM(1)"] {
+        assert!(out.contains(needle), "{needle:?} not neutralised in {out}");
+    }
+    assert!(
+        out.contains(",+393331234567,"),
+        "E.164 numbers stay as they are: {out}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn test_contact_records_fields_are_bounded_and_checked() {
+    use dialgate::proto::{
+        AddSuppressionRequest, EraseSubjectRequest, Purpose, RecordConsentRequest,
+        RecordRelationshipRequest, RelationshipKind,
+    };
+    let ws = Workspace::new(&standard_config(""));
+    let server = ws.start();
+    let mut records = server.records().await;
+    let suppression = |controller: &str, campaign: &str| AddSuppressionRequest {
+        controller: controller.into(),
+        campaign_id: campaign.into(),
+        number: "+39 333 123 4567".into(),
+        reason: "asked".into(),
+        ..Default::default()
+    };
+    let long = "a".repeat(1 << 20);
+    let cases = [
+        (suppression("acme", "../../etc"), "campaign_id"),
+        (suppression(&long, ""), "controller"),
+        (suppression("ac\0me", ""), "controller"),
+        (suppression("acme", &long), "campaign_id"),
+        (
+            AddSuppressionRequest {
+                reason: "x\0y".into(),
+                ..suppression("acme", "it-sales")
+            },
+            "reason",
+        ),
+        (
+            AddSuppressionRequest {
+                number: long.clone(),
+                ..suppression("acme", "")
+            },
+            "number",
+        ),
+    ];
+    for (request, field) in cases {
+        let status = records.add_suppression(request).await.unwrap_err();
+        assert_eq!(status.code(), tonic::Code::InvalidArgument, "{field}");
+        assert!(
+            status.message().starts_with(field),
+            "{field}: {}",
+            &status.message()[..status.message().len().min(200)]
+        );
+        assert!(
+            status.message().len() < 300,
+            "{field}: message of {} bytes",
+            status.message().len()
+        );
+    }
+    records
+        .add_suppression(suppression("acme", "it-sales"))
+        .await
+        .expect("a configured campaign is fine");
+
+    let consent = |granted_at: prost_types::Timestamp| RecordConsentRequest {
+        controller: "acme".into(),
+        number: "+49 151 23456789".into(),
+        purpose: Purpose::Marketing as i32,
+        granted_at: Some(granted_at),
+        source: "web".into(),
+        ..Default::default()
+    };
+    let now = jiff::Timestamp::now().as_second();
+    for (ts, why) in [
+        (
+            prost_types::Timestamp {
+                seconds: now - 10,
+                nanos: -5,
+            },
+            "negative nanos",
+        ),
+        (
+            prost_types::Timestamp {
+                seconds: -62_135_596_800,
+                nanos: 0,
+            },
+            "year 1",
+        ),
+        (
+            prost_types::Timestamp {
+                seconds: -1,
+                nanos: 0,
+            },
+            "1969",
+        ),
+        (
+            prost_types::Timestamp {
+                seconds: now + 2 * 86_400,
+                nanos: 0,
+            },
+            "future",
+        ),
+    ] {
+        let status = records.record_consent(consent(ts)).await.unwrap_err();
+        assert_eq!(status.code(), tonic::Code::InvalidArgument, "{why}");
+        assert!(
+            status.message().starts_with("granted_at"),
+            "{why}: {}",
+            status.message()
+        );
+    }
+    let status = records
+        .record_relationship(RecordRelationshipRequest {
+            controller: "acme".into(),
+            number: "+49 151 23456789".into(),
+            kind: RelationshipKind::Customer as i32,
+            started_at: Some(prost_types::Timestamp {
+                seconds: -62_135_596_800,
+                nanos: 0,
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert!(
+        status.message().starts_with("started_at"),
+        "{}",
+        status.message()
+    );
+    let status = records
+        .erase_subject(EraseSubjectRequest {
+            controller: "x".repeat(129),
+            number: "+49 151 23456789".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert!(
+        status.message().starts_with("controller"),
+        "{}",
+        status.message()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn test_undecodable_grpc_messages_are_invalid_argument() {
+    let ws = Workspace::new(&standard_config(""));
+    let server = ws.start();
+    let channel = server.channel().await;
+    // CheckCallRequest.called_number (field 1, string) with invalid UTF-8,
+    // and field 1 with the varint wire type instead of length-delimited.
+    let bodies: [(&str, Vec<u8>); 3] = [
+        ("invalid utf-8", vec![0x0a, 0x02, 0xff, 0xfe]),
+        ("wrong wire type", vec![0x08, 0x01]),
+        ("truncated", vec![0x0a, 0x05, b'a']),
+    ];
+    for (why, body) in bodies {
+        for path in [
+            "/dialgate.v1.ComplianceGateway/CheckCall",
+            "/dialgate.v1.ContactRecords/AddSuppression",
+        ] {
+            let mut grpc = tonic::client::Grpc::new(channel.clone());
+            grpc.ready().await.unwrap();
+            let status = grpc
+                .unary::<Vec<u8>, Vec<u8>, _>(
+                    tonic::Request::new(body.clone()),
+                    http::uri::PathAndQuery::from_static(path),
+                    RawCodec,
+                )
+                .await
+                .unwrap_err();
+            assert_eq!(
+                status.code(),
+                tonic::Code::InvalidArgument,
+                "{why} on {path}: {status:?}"
+            );
+        }
+    }
+}
+
+/// Sends and receives raw bytes, to put malformed messages on the wire.
+#[derive(Debug, Clone, Copy, Default)]
+struct RawCodec;
+
+impl tonic::codec::Codec for RawCodec {
+    type Encode = Vec<u8>;
+    type Decode = Vec<u8>;
+    type Encoder = RawCodec;
+    type Decoder = RawCodec;
+    fn encoder(&mut self) -> RawCodec {
+        RawCodec
+    }
+    fn decoder(&mut self) -> RawCodec {
+        RawCodec
+    }
+}
+
+impl tonic::codec::Encoder for RawCodec {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+    fn encode(
+        &mut self,
+        item: Vec<u8>,
+        dst: &mut tonic::codec::EncodeBuf<'_>,
+    ) -> Result<(), tonic::Status> {
+        use prost::bytes::BufMut;
+        dst.put_slice(&item);
+        Ok(())
+    }
+}
+
+impl tonic::codec::Decoder for RawCodec {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+    fn decode(
+        &mut self,
+        src: &mut tonic::codec::DecodeBuf<'_>,
+    ) -> Result<Option<Vec<u8>>, tonic::Status> {
+        use prost::bytes::Buf;
+        let mut out = vec![0; src.remaining()];
+        src.copy_to_slice(&mut out);
+        Ok(Some(out))
+    }
+}
