@@ -195,7 +195,11 @@ pub enum AuditCommand {
         format: FormatArg,
     },
     /// Check the decision log is complete and unaltered; exit 0 only if so
-    Verify,
+    Verify {
+        /// A checkpoint kept elsewhere (saved output of `audit checkpoint`) the log must still contain
+        #[arg(long)]
+        anchor: Option<PathBuf>,
+    },
     /// Print the log's current head (seq, hash, time; signed with the checkpoint key) for external anchoring
     Checkpoint,
     /// Remove decisions older than the retention period, keeping the chain verifiable
@@ -230,7 +234,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             campaign,
             format,
         }) => audit_export(&config, number, since, until, campaign, format),
-        Command::Audit(AuditCommand::Verify) => audit_verify(&config),
+        Command::Audit(AuditCommand::Verify { anchor }) => audit_verify(&config, anchor),
         Command::Audit(AuditCommand::Checkpoint) => audit_checkpoint(&config),
         Command::Audit(AuditCommand::Purge { before }) => audit_purge(&config, before),
         Command::Consent(ConsentCommand::Import { file, dry_run }) => {
@@ -632,26 +636,43 @@ fn audit_checkpoint(config: &Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn audit_verify(config: &Config) -> anyhow::Result<()> {
+fn audit_verify(config: &Config, anchor: Option<PathBuf>) -> anyhow::Result<()> {
     let db = decision_log::database_path(&config.server.data_dir);
     let checkpoints = decision_log::checkpoint::read_all(
         &decision_log::checkpoint::checkpoints_path(&config.server.data_dir),
     )
     .map_err(anyhow::Error::msg)?;
     let key = checkpoint_key(config)?.map(|k| k.verifying_key());
-    match audit::verify(&db, &checkpoints, key.as_ref())? {
+    let mut anchors = Vec::new();
+    let kept = decision_log::checkpoint::head_path(&config.server.data_dir);
+    for path in std::iter::once(&kept).chain(anchor.as_ref()) {
+        match decision_log::checkpoint::read_one(path).map_err(anyhow::Error::msg)? {
+            Some(checkpoint) => anchors.push(checkpoint),
+            None if Some(path) == anchor.as_ref() => {
+                bail!("--anchor {}: no such file", path.display())
+            }
+            None => {}
+        }
+    }
+    match audit::verify(&db, &checkpoints, &anchors, key.as_ref())? {
         audit::Verification::Intact {
             decisions,
             head_seq,
             head_hash,
+            unsigned_before_key,
         } => {
             println!(
-                "ok: {decisions} decisions, chain intact, {} checkpoint(s) {}, head seq {head_seq} hash {head_hash}",
+                "ok: {decisions} decisions, chain intact, {} checkpoint(s) {}{}, head seq {head_seq} hash {head_hash}",
                 checkpoints.len(),
                 if key.is_some() {
                     "signed and matching"
                 } else {
                     "matching (unsigned: no checkpoint key configured)"
+                },
+                if unsigned_before_key > 0 {
+                    format!(" ({unsigned_before_key} of them unsigned (before the key))")
+                } else {
+                    String::new()
                 }
             );
             Ok(())

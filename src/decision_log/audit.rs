@@ -68,15 +68,69 @@ struct ExportedDecision<'a> {
 
 const CSV_HEADER: &str = "seq,decision_id,decided_at,request_id,campaign_id,controller,called_number,normalized_number,caller_id,verdict,reasons,next_allowed_at,data_versions,latency_us,api_key,hash";
 
+/// Opens the log read-only. In a directory this process cannot write (a
+/// mounted backup), SQLite cannot create the WAL index beside the database:
+/// the database is then opened as immutable (nothing writes it meanwhile).
 fn open_read_only(path: &Path) -> Result<Connection, AuditError> {
-    Connection::open_with_flags(
-        path,
-        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )
-    .map_err(|cause| AuditError::Open {
+    let open_error = |cause| AuditError::Open {
         path: path.display().to_string(),
         cause,
-    })
+    };
+    if !path.exists() {
+        return Err(open_error(rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CANTOPEN),
+            Some("no such file".into()),
+        )));
+    }
+    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let normal = Connection::open_with_flags(path, flags).and_then(|conn| {
+        conn.query_row("SELECT COUNT(*) FROM sqlite_master", [], |_| Ok(()))?;
+        Ok(conn)
+    });
+    match normal {
+        Ok(conn) => Ok(conn),
+        Err(err) => {
+            let dir = match path.parent() {
+                Some(d) if !d.as_os_str().is_empty() => d,
+                _ => Path::new("."),
+            };
+            if dir_writable(dir) {
+                return Err(open_error(err));
+            }
+            let uri = format!("file:{}?immutable=1", uri_path(path));
+            Connection::open_with_flags(uri, flags | OpenFlags::SQLITE_OPEN_URI).map_err(open_error)
+        }
+    }
+}
+
+/// Whether this process may create files in `dir`.
+fn dir_writable(dir: &Path) -> bool {
+    let probe = dir.join(format!(".dialgate-probe-{}", std::process::id()));
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&probe)
+    {
+        Ok(_) => {
+            let _ = std::fs::remove_file(&probe);
+            true
+        }
+        Err(_) => false,
+    }
+}
+
+/// A path in a `file:` URI: `?`, `#` and `%` escaped.
+fn uri_path(path: &Path) -> String {
+    let mut out = String::new();
+    for c in path.to_string_lossy().chars() {
+        match c {
+            '?' => out.push_str("%3f"),
+            '#' => out.push_str("%23"),
+            '%' => out.push_str("%25"),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 /// Writes the matching decisions to `out`, oldest first; returns how many.
@@ -326,6 +380,8 @@ pub enum Verification {
         decisions: u64,
         head_seq: i64,
         head_hash: String,
+        /// With a key: checkpoints written before it was configured.
+        unsigned_before_key: usize,
     },
     /// The first problem found.
     Broken {
@@ -344,21 +400,63 @@ pub enum Verification {
 pub fn verify(
     db: &Path,
     checkpoints: &[Checkpoint],
+    anchors: &[Checkpoint],
     key: Option<&VerifyingKey>,
 ) -> Result<Verification, AuditError> {
-    if let Some(key) = key
-        && let Some(bad) = checkpoints.iter().find(|c| !c.signed_by(key))
-    {
-        return Ok(Verification::Broken {
-            seq: bad.seq,
-            decision_id: String::new(),
-            problem: "checkpoint signature invalid for the configured key".into(),
-        });
+    let mut unsigned_before_key = 0;
+    if let Some(key) = key {
+        // In file order: checkpoints written before the key was configured
+        // are unsigned, and come before every signed one.
+        let mut seen_signed = false;
+        for checkpoint in checkpoints {
+            let problem = match &checkpoint.signature {
+                None if seen_signed => {
+                    "unsigned checkpoint after signed ones: not from before the key was configured"
+                }
+                None => {
+                    unsigned_before_key += 1;
+                    continue;
+                }
+                Some(_) if !checkpoint.signed_by(key) => {
+                    "checkpoint signature invalid for the configured key"
+                }
+                Some(_) => {
+                    seen_signed = true;
+                    continue;
+                }
+            };
+            return Ok(Verification::Broken {
+                seq: checkpoint.seq,
+                decision_id: String::new(),
+                problem: problem.into(),
+            });
+        }
+        // The kept head and external anchors: a signature present must hold.
+        if let Some(bad) = anchors
+            .iter()
+            .find(|a| a.signature.is_some() && !a.signed_by(key))
+        {
+            return Ok(Verification::Broken {
+                seq: bad.seq,
+                decision_id: String::new(),
+                problem: "anchor or kept head: signature invalid for the configured key".into(),
+            });
+        }
     }
-    let expected: std::collections::HashMap<i64, &str> = checkpoints
-        .iter()
-        .map(|c| (c.seq, c.hash.as_str()))
-        .collect();
+    let checkpoints: Vec<Checkpoint> = checkpoints.iter().chain(anchors).cloned().collect();
+    let checkpoints = checkpoints.as_slice();
+    let mut expected: std::collections::HashMap<i64, &str> = std::collections::HashMap::new();
+    for c in checkpoints {
+        if let Some(other) = expected.insert(c.seq, c.hash.as_str())
+            && other != c.hash
+        {
+            return Ok(Verification::Broken {
+                seq: c.seq,
+                decision_id: String::new(),
+                problem: "two checkpoints of this seq disagree on its hash".into(),
+            });
+        }
+    }
     let conn = open_read_only(db)?;
     // After a purge the chain continues from the last purged row.
     let (anchor_seq, anchor_hash) = purge_anchor(&conn)?.unwrap_or((0, GENESIS.to_string()));
@@ -425,6 +523,7 @@ pub fn verify(
         decisions: count,
         head_seq,
         head_hash: expected_prev,
+        unsigned_before_key,
     })
 }
 

@@ -579,3 +579,201 @@ impl tonic::codec::Decoder for RawCodec {
         Ok(Some(out))
     }
 }
+
+const KEYED: &str = "shutdown_grace_ms = 5000\n\n[log]\ncheckpoint_key_file = \"checkpoint.key\"";
+
+async fn decide(ws: &Workspace, n: usize) {
+    let server = ws.start();
+    let mut gateway = server.gateway().await;
+    for _ in 0..n {
+        gateway
+            .check_call(call("+39 333 123 4567", "+390212345678", "it-sales"))
+            .await
+            .unwrap();
+    }
+    let (status, _) = server.terminate();
+    assert!(status.success());
+}
+
+fn checkpoints(ws: &Workspace) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(ws.data_dir().join("checkpoints.jsonl"))
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn test_start_up_checkpoints_the_inherited_head() {
+    let ws = Workspace::new(&standard_config(""));
+    ws.import("it-rpo", &["+39 333 123 4567"], &["--controller", "acme"]);
+    decide(&ws, 3).await;
+    // Lose the checkpoints (say, an old deployment that had none).
+    std::fs::remove_file(ws.data_dir().join("checkpoints.jsonl")).unwrap();
+    // A restart with no new decisions checkpoints the head it inherits.
+    let server = ws.start();
+    let seen = checkpoints(&ws);
+    assert_eq!(
+        seen.last().map(|c| c["seq"].clone()),
+        Some(3.into()),
+        "{seen:?}"
+    );
+    server.terminate();
+    assert_eq!(
+        checkpoints(&ws).len(),
+        1,
+        "no duplicate checkpoint of the same head"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn test_verify_fails_when_rows_and_checkpoints_are_deleted_but_the_signed_head_remains() {
+    let ws = Workspace::new(&standard_config("").replace("shutdown_grace_ms = 5000", KEYED));
+    ws.file("checkpoint.key", &"11".repeat(32));
+    ws.import("it-rpo", &["+39 333 123 4567"], &["--controller", "acme"]);
+    decide(&ws, 4).await;
+    let head: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(ws.data_dir().join("head.json")).unwrap())
+            .unwrap();
+    assert_eq!(head["seq"], 4);
+    assert_eq!(head["signature"].as_str().unwrap().len(), 128);
+    assert!(ws.cli(&["audit", "verify"]).status.success());
+    {
+        let conn = rusqlite::Connection::open(ws.data_dir().join("decisions.db")).unwrap();
+        conn.execute("DELETE FROM decisions", []).unwrap();
+    }
+    std::fs::remove_file(ws.data_dir().join("checkpoints.jsonl")).unwrap();
+    let out = ws.cli(&["audit", "verify"]);
+    let err = stderr(&out);
+    assert!(!out.status.success(), "verify passed on an emptied log");
+    assert!(err.contains("truncated") && err.contains("seq 4"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn test_an_external_anchor_makes_truncation_after_the_last_checkpoint_evident() {
+    let ws = Workspace::new(&standard_config(""));
+    ws.import("it-rpo", &["+39 333 123 4567"], &["--controller", "acme"]);
+    decide(&ws, 3).await;
+    let anchor = ws.cli_ok(&["audit", "checkpoint"]);
+    let anchor = ws.file("anchor.json", &anchor);
+    assert!(
+        ws.cli(&["audit", "verify", "--anchor", path_str(&anchor)])
+            .status
+            .success()
+    );
+    {
+        let conn = rusqlite::Connection::open(ws.data_dir().join("decisions.db")).unwrap();
+        conn.execute("DELETE FROM decisions WHERE seq = 3", [])
+            .unwrap();
+    }
+    // Also rewrite the local checkpoints so they no longer show the tail.
+    let path = ws.data_dir().join("checkpoints.jsonl");
+    std::fs::write(&path, "").unwrap();
+    assert!(
+        ws.cli(&["audit", "verify"]).status.success(),
+        "undetectable without an anchor"
+    );
+    let out = ws.cli(&["audit", "verify", "--anchor", path_str(&anchor)]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("truncated"), "{}", stderr(&out));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn test_unsigned_checkpoints_from_before_the_key_are_not_bad_signatures() {
+    let ws = Workspace::new(&standard_config(""));
+    ws.import("it-rpo", &["+39 333 123 4567"], &["--controller", "acme"]);
+    decide(&ws, 2).await;
+    assert!(checkpoints(&ws).iter().all(|c| c["signature"].is_null()));
+    // The key is added to the existing deployment.
+    std::fs::write(
+        ws.config_path(),
+        standard_config("").replace("shutdown_grace_ms = 5000", KEYED),
+    )
+    .unwrap();
+    ws.file("checkpoint.key", &"11".repeat(32));
+    decide(&ws, 2).await;
+    let out = ws.cli(&["audit", "verify"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let ok = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(ok.contains("unsigned (before the key)"), "{ok}");
+    // An unsigned checkpoint after signed ones is not from before the key.
+    let path = ws.data_dir().join("checkpoints.jsonl");
+    let mut text = std::fs::read_to_string(&path).unwrap();
+    let first = text.lines().next().unwrap().to_string();
+    text.push_str(&first);
+    text.push('\n');
+    std::fs::write(&path, &text).unwrap();
+    let out = ws.cli(&["audit", "verify"]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("unsigned checkpoint after signed"),
+        "{}",
+        stderr(&out)
+    );
+    // A bad signature is named as such.
+    let forged = std::fs::read_to_string(&path)
+        .unwrap()
+        .lines()
+        .filter(|l| l.contains("signature"))
+        .map(|l| l.replace("\"seq\":4", "\"seq\":3"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    std::fs::write(&path, forged + "\n").unwrap();
+    let out = ws.cli(&["audit", "verify"]);
+    assert!(
+        stderr(&out).contains("signature invalid"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn test_verify_and_export_read_a_read_only_data_dir() {
+    use std::os::unix::fs::PermissionsExt;
+    let ws = Workspace::new(&standard_config(""));
+    ws.import("it-rpo", &["+39 333 123 4567"], &["--controller", "acme"]);
+    decide(&ws, 2).await;
+    // A mounted backup: readable by the auditor, writable by nobody. Run as
+    // an unprivileged user (root would write anyway).
+    let readable = |path: &std::path::Path, mode: u32| {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap()
+    };
+    readable(ws.dir.path(), 0o755);
+    readable(&ws.config_path(), 0o644);
+    readable(&ws.data_dir(), 0o555);
+    for entry in std::fs::read_dir(ws.data_dir()).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_file() {
+            readable(&path, 0o444);
+        }
+    }
+    let as_reader = |args: &[&str]| {
+        let mut command = if unsafe_is_root() {
+            let mut c = std::process::Command::new("setpriv");
+            c.args(["--reuid=65534", "--regid=65534", "--clear-groups", BIN]);
+            c
+        } else {
+            std::process::Command::new(BIN)
+        };
+        command
+            .arg("--config")
+            .arg(ws.config_path())
+            .args(args)
+            .env("DIALGATE_LOG", "warn")
+            .output()
+            .unwrap()
+    };
+    let out = as_reader(&["audit", "verify"]);
+    assert!(out.status.success(), "verify: {}", stderr(&out));
+    let out = as_reader(&["audit", "export", "--format", "csv"]);
+    assert!(out.status.success(), "export: {}", stderr(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 3);
+    readable(&ws.data_dir(), 0o700);
+}
+
+fn unsafe_is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
+}
