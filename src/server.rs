@@ -178,6 +178,15 @@ pub async fn serve(
         .map(crate::tls::acceptors)
         .transpose()
         .map_err(anyhow::Error::msg)?;
+    // SIGHUP's default action would kill the server: it is always handled
+    // (registered here, before the server announces itself).
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(hangups) => {
+            let cert = tls.as_ref().map(|a| Arc::clone(&a.cert));
+            tokio::spawn(on_sighup(hangups, cert));
+        }
+        Err(err) => tracing::error!(error = %err, "cannot listen for SIGHUP"),
+    }
     let (grpc_task, http_task) = match &tls {
         None => {
             let grpc = router.serve_with_incoming_shutdown(
@@ -210,7 +219,6 @@ pub async fn serve(
             };
             let http =
                 axum::serve(listener, http_router).with_graceful_shutdown(stopped(stop_rx.clone()));
-            tokio::spawn(reload_certificate_on_sighup(Arc::clone(&acceptors.cert)));
             (
                 tokio::spawn(async move { grpc.await.map_err(anyhow::Error::from) }),
                 tokio::spawn(async move { http.await.map_err(anyhow::Error::from) }),
@@ -274,14 +282,21 @@ pub async fn serve(
     Ok(())
 }
 
-/// Reloads the TLS certificate on SIGHUP; open connections keep theirs.
-async fn reload_certificate_on_sighup(cert: Arc<crate::tls::ReloadableCert>) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let Ok(mut hangups) = signal(SignalKind::hangup()) else {
-        tracing::error!("cannot listen for SIGHUP: certificate reload disabled");
-        return;
-    };
+/// On SIGHUP: reloads the TLS certificate when TLS is on (open connections
+/// keep theirs); registry snapshots and contact records reload on their own.
+/// The configuration is not reloaded: that takes a restart.
+async fn on_sighup(
+    mut hangups: tokio::signal::unix::Signal,
+    cert: Option<Arc<crate::tls::ReloadableCert>>,
+) {
     while hangups.recv().await.is_some() {
+        let Some(cert) = &cert else {
+            tracing::info!(
+                "SIGHUP received: nothing to reload without TLS (registries and contact records reload on their own; configuration changes need a restart)"
+            );
+            continue;
+        };
+        tracing::info!("SIGHUP received: reloading the TLS certificate");
         match cert.reload() {
             Ok(()) => tracing::info!("TLS certificate reloaded"),
             Err(err) => {

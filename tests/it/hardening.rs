@@ -777,3 +777,25 @@ fn unsafe_is_root() -> bool {
         .lines()
         .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn test_sighup_without_tls_is_handled_not_fatal() {
+    let ws = Workspace::new(&standard_config(""));
+    ws.import("it-rpo", &["+39 333 123 4567"], &["--controller", "acme"]);
+    let server = ws.start();
+    let status = std::process::Command::new("kill")
+        .args(["-HUP", &server.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let mut gateway = server.gateway().await;
+    for _ in 0..3 {
+        gateway
+            .check_call(call("+39 333 123 4567", "+390212345678", "it-sales"))
+            .await
+            .expect("the server survives SIGHUP");
+    }
+    let (status, log) = server.terminate();
+    assert!(status.success(), "{status:?}");
+    assert!(log.iter().any(|l| l.contains("SIGHUP")), "{log:?}");
+}
