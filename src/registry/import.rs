@@ -257,7 +257,12 @@ pub fn parse(
                 Some(general) if Format::detect(text, region) != format => {
                     general.parse(text, parsed.lines)
                 }
-                _ => parser.parse(text, parsed.lines),
+                // A line of the fast format's shape that it refuses still
+                // gets the general parser's word.
+                Some(general) => parser
+                    .parse(text, parsed.lines)
+                    .or_else(|problem| general.parse(text, parsed.lines).map_err(|_| problem)),
+                None => parser.parse(text, parsed.lines),
             },
         };
         match result {
