@@ -14,6 +14,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)
+        // Undecodable requests are the client's fault: INVALID_ARGUMENT.
+        .codec_path("crate::grpc::codec::ClientFaultCodec")
         .compile_fds(descriptors)?;
     Ok(())
 }

@@ -197,6 +197,12 @@ pub struct ImportArgs {
     /// date a registration for the `consent_after_registration` policy.
     #[arg(long)]
     opposed: Option<PathBuf>,
+    /// Accept an import that holds no numbers, or shrinks the list (an allow-list: the controller's list) by more than --max-shrink-percent
+    #[arg(long)]
+    allow_shrink: bool,
+    /// The largest shrink accepted without --allow-shrink, in percent
+    #[arg(long, default_value_t = import::DEFAULT_MAX_SHRINK_PERCENT, value_parser = clap::value_parser!(u8).range(0..=100))]
+    max_shrink_percent: u8,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -226,7 +232,11 @@ pub enum AuditCommand {
         format: FormatArg,
     },
     /// Check the decision log is complete and unaltered; exit 0 only if so
-    Verify,
+    Verify {
+        /// A checkpoint kept elsewhere (saved output of `audit checkpoint`) the log must still contain
+        #[arg(long)]
+        anchor: Option<PathBuf>,
+    },
     /// Print the log's current head (seq, hash, time; signed with the checkpoint key) for external anchoring
     Checkpoint,
     /// Remove decisions older than the retention period, keeping the chain verifiable
@@ -261,7 +271,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             campaign,
             format,
         }) => audit_export(&config, number, since, until, campaign, format),
-        Command::Audit(AuditCommand::Verify) => audit_verify(&config),
+        Command::Audit(AuditCommand::Verify { anchor }) => audit_verify(&config, anchor),
         Command::Audit(AuditCommand::Checkpoint) => audit_checkpoint(&config),
         Command::Audit(AuditCommand::Purge { before }) => audit_purge(&config, before),
         Command::Consent(ConsentCommand::Import { file, dry_run }) => {
@@ -392,7 +402,8 @@ fn contact_import(
     let summary = if consents {
         crate::contact_import::import_consents(&store, file, &cli_actor(), now, dry_run)?
     } else {
-        let records = Records::new(store, decision_log::database_path(&config.server.data_dir));
+        let records = Records::new(store, decision_log::database_path(&config.server.data_dir))
+            .with_campaigns(config.campaigns.iter().map(|c| c.id.clone()));
         crate::contact_import::import_suppressions(&records, file, &cli_actor(), now, dry_run)?
     };
     println!(
@@ -415,7 +426,8 @@ fn contact_import(
 /// copy is always a whole edition).
 fn backup(config: &Config, to: &std::path::Path) -> anyhow::Result<()> {
     let data_dir = &config.server.data_dir;
-    std::fs::create_dir_all(to).with_context(|| format!("cannot create {}", to.display()))?;
+    crate::private::create_dir_all(to)
+        .with_context(|| format!("cannot create {}", to.display()))?;
     for name in ["decisions.db", "contacts.db"] {
         let source = data_dir.join(name);
         if !source.exists() {
@@ -433,6 +445,8 @@ fn backup(config: &Config, to: &std::path::Path) -> anyhow::Result<()> {
             rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
         )
         .with_context(|| format!("cannot open {}", source.display()))?;
+        crate::private::touch(&target)
+            .with_context(|| format!("cannot create {}", target.display()))?;
         let mut into = rusqlite::Connection::open(&target)
             .with_context(|| format!("cannot create {}", target.display()))?;
         rusqlite::backup::Backup::new(&from, &mut into)?
@@ -443,15 +457,18 @@ fn backup(config: &Config, to: &std::path::Path) -> anyhow::Result<()> {
     let checkpoints = decision_log::checkpoint::checkpoints_path(data_dir);
     if checkpoints.exists() {
         std::fs::copy(&checkpoints, to.join("checkpoints.jsonl"))?;
+        crate::private::tighten(&to.join("checkpoints.jsonl"))?;
     }
     let snapshots = registry::snapshots_dir(data_dir);
     if snapshots.exists() {
         let target = registry::snapshots_dir(to);
-        std::fs::create_dir_all(&target)?;
+        crate::private::create_dir_all(&target)?;
         for entry in std::fs::read_dir(&snapshots)? {
             let path = entry?.path();
             if path.extension().is_some_and(|e| e == "snap") {
-                std::fs::copy(&path, target.join(path.file_name().expect("a file name")))?;
+                let copy = target.join(path.file_name().expect("a file name"));
+                std::fs::copy(&path, &copy)?;
+                crate::private::tighten(&copy)?;
             }
         }
     }
@@ -550,6 +567,8 @@ fn registry_import(config: &Config, args: Box<ImportArgs>) -> anyhow::Result<()>
         max_rejects: args.max_rejects,
         rejects_file,
         progress: true,
+        allow_shrink: args.allow_shrink,
+        max_shrink_percent: args.max_shrink_percent,
     };
     let snapshots = registry::snapshots_dir(&config.server.data_dir);
     if let Some(opposed) = &opposed {
@@ -804,26 +823,43 @@ fn audit_checkpoint(config: &Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn audit_verify(config: &Config) -> anyhow::Result<()> {
+fn audit_verify(config: &Config, anchor: Option<PathBuf>) -> anyhow::Result<()> {
     let db = decision_log::database_path(&config.server.data_dir);
     let checkpoints = decision_log::checkpoint::read_all(
         &decision_log::checkpoint::checkpoints_path(&config.server.data_dir),
     )
     .map_err(anyhow::Error::msg)?;
     let key = checkpoint_key(config)?.map(|k| k.verifying_key());
-    match audit::verify(&db, &checkpoints, key.as_ref())? {
+    let mut anchors = Vec::new();
+    let kept = decision_log::checkpoint::head_path(&config.server.data_dir);
+    for path in std::iter::once(&kept).chain(anchor.as_ref()) {
+        match decision_log::checkpoint::read_one(path).map_err(anyhow::Error::msg)? {
+            Some(checkpoint) => anchors.push(checkpoint),
+            None if Some(path) == anchor.as_ref() => {
+                bail!("--anchor {}: no such file", path.display())
+            }
+            None => {}
+        }
+    }
+    match audit::verify(&db, &checkpoints, &anchors, key.as_ref())? {
         audit::Verification::Intact {
             decisions,
             head_seq,
             head_hash,
+            unsigned_before_key,
         } => {
             println!(
-                "ok: {decisions} decisions, chain intact, {} checkpoint(s) {}, head seq {head_seq} hash {head_hash}",
+                "ok: {decisions} decisions, chain intact, {} checkpoint(s) {}{}, head seq {head_seq} hash {head_hash}",
                 checkpoints.len(),
                 if key.is_some() {
                     "signed and matching"
                 } else {
                     "matching (unsigned: no checkpoint key configured)"
+                },
+                if unsigned_before_key > 0 {
+                    format!(" ({unsigned_before_key} of them unsigned (before the key))")
+                } else {
+                    String::new()
                 }
             );
             Ok(())

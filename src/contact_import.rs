@@ -28,6 +28,13 @@ pub enum ContactImportError {
         column: String,
         known: String,
     },
+    #[error("{path}: column {column:?} appears twice (columns {first} and {again}): refusing to guess which one counts", path = path.display())]
+    DuplicateColumn {
+        path: PathBuf,
+        column: String,
+        first: usize,
+        again: usize,
+    },
     #[error("{path}: missing column {0:?}", path = .1.display())]
     MissingColumn(&'static str, PathBuf),
     #[error("{count} bad line(s), nothing imported: {}", .errors.join("; "))]
@@ -78,7 +85,14 @@ impl Table {
                     known: known.join(", "),
                 });
             }
-            columns.insert(name.to_string(), i);
+            if let Some(first) = columns.insert(name.to_string(), i) {
+                return Err(ContactImportError::DuplicateColumn {
+                    path: path.to_path_buf(),
+                    column: name.to_string(),
+                    first: first + 1,
+                    again: i + 1,
+                });
+            }
         }
         if let Some(missing) = required.iter().find(|c| !columns.contains_key(**c)) {
             return Err(ContactImportError::MissingColumn(

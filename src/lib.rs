@@ -34,6 +34,7 @@ pub mod idempotency;
 pub mod model;
 pub mod number;
 pub mod policy;
+pub mod private;
 pub mod proto;
 pub mod records;
 pub mod registry;

@@ -3,6 +3,7 @@
 //! request changes nothing and names the bad field. Every change is in the
 //! change trail with its actor.
 
+use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -118,6 +119,62 @@ struct SubjectExport<'a> {
 pub struct Records {
     store: Arc<ContactStore>,
     decisions_db: PathBuf,
+    /// Configured campaign ids; `None` = not checked (library use only).
+    campaigns: Option<Arc<HashSet<String>>>,
+}
+
+/// The longest number text accepted, in bytes.
+pub const MAX_NUMBER_BYTES: usize = 64;
+/// The longest controller or campaign id accepted, in characters.
+pub const MAX_ID_CHARS: usize = 128;
+/// The longest free-text field accepted (source, reason, evidence...), in characters.
+pub const MAX_TEXT_CHARS: usize = 1024;
+/// How far in the future an expiry may lie, in days (about 100 years).
+const MAX_EXPIRY_DAYS: i64 = 36_600;
+
+/// Refuses an identifier (controller, campaign) that is too long or holds
+/// control characters.
+fn check_id(field: &'static str, value: &str) -> Result<(), RecordsError> {
+    check_text_limit(field, value, MAX_ID_CHARS)
+}
+
+/// Refuses free text that is too long or holds NUL or other control
+/// characters (tab excepted).
+fn check_text(field: &'static str, value: &str) -> Result<(), RecordsError> {
+    check_text_limit(field, value, MAX_TEXT_CHARS)
+}
+
+fn check_text_limit(field: &'static str, value: &str, max: usize) -> Result<(), RecordsError> {
+    if value.chars().nth(max).is_some() {
+        return Err(invalid(
+            field,
+            format!("longer than {max} characters ({} bytes)", value.len()),
+        ));
+    }
+    if let Some(c) = value.chars().find(|c| c.is_control() && *c != '\t') {
+        return Err(invalid(field, format!("holds the control character {c:?}")));
+    }
+    Ok(())
+}
+
+/// Refuses an instant before 1970 (no record of ours predates it).
+fn check_not_before_1970(field: &'static str, at: Timestamp) -> Result<(), RecordsError> {
+    if at < Timestamp::UNIX_EPOCH {
+        return Err(invalid(field, format!("{at} is before 1970")));
+    }
+    Ok(())
+}
+
+/// Refuses an expiry before 1970 or implausibly far ahead.
+fn check_expiry(field: &'static str, at: Timestamp, now: Timestamp) -> Result<(), RecordsError> {
+    check_not_before_1970(field, at)?;
+    if at.as_second() > now.as_second() + MAX_EXPIRY_DAYS * 86_400 {
+        return Err(invalid(
+            field,
+            format!("{at} is more than {MAX_EXPIRY_DAYS} days ahead"),
+        ));
+    }
+    Ok(())
 }
 
 /// How far ahead of the server clock a client timestamp may be (clock skew).
@@ -128,7 +185,14 @@ impl Records {
         Records {
             store,
             decisions_db,
+            campaigns: None,
         }
+    }
+
+    /// Checks a suppression's `campaign_id` against these configured campaigns.
+    pub fn with_campaigns(mut self, ids: impl IntoIterator<Item = String>) -> Records {
+        self.campaigns = Some(Arc::new(ids.into_iter().collect()));
+        self
     }
 
     /// Records a consent; returns its id.
@@ -164,6 +228,7 @@ impl Records {
         let controller = required("controller", &request.controller)?;
         let number = parse_number(&request.number, &request.default_region)?;
         let revoked_at = request.revoked_at.unwrap_or(now);
+        check_not_before_1970("revoked_at", revoked_at)?;
         not_in_future("revoked_at", revoked_at, now)?;
         let revoked = self.store.revoke_consents(
             number.key,
@@ -202,20 +267,35 @@ impl Records {
         actor: &str,
         now: Timestamp,
     ) -> Result<(String, bool), RecordsError> {
+        check_id("controller", request.controller.trim())?;
+        check_id("campaign_id", request.campaign_id.trim())?;
+        check_text("reason", &request.reason)?;
+        check_text("source", &request.source)?;
         let number = parse_number(&request.number, &request.default_region)?;
+        let campaign_id = request.campaign_id.trim();
+        if let Some(campaigns) = &self.campaigns
+            && !campaign_id.is_empty()
+            && !campaigns.contains(campaign_id)
+        {
+            return Err(invalid(
+                "campaign_id",
+                format!("{campaign_id:?} is not a configured campaign"),
+            ));
+        }
         if !request.campaign_id.trim().is_empty() && request.controller.trim().is_empty() {
             return Err(invalid(
                 "controller",
                 "a campaign-scoped opt-out needs the campaign's controller",
             ));
         }
-        if let Some(expires_at) = request.expires_at
-            && expires_at <= now
-        {
-            return Err(invalid(
-                "expires_at",
-                format!("{expires_at} is not in the future"),
-            ));
+        if let Some(expires_at) = request.expires_at {
+            check_expiry("expires_at", expires_at, now)?;
+            if expires_at <= now {
+                return Err(invalid(
+                    "expires_at",
+                    format!("{expires_at} is not in the future"),
+                ));
+            }
         }
         let suppression = Suppression {
             suppression_id: if request.suppression_id.is_empty() {
@@ -256,6 +336,7 @@ impl Records {
         let started_at = request
             .started_at
             .ok_or_else(|| invalid("started_at", "must be set"))?;
+        check_not_before_1970("started_at", started_at)?;
         not_in_future("started_at", started_at, now)?;
         if let Some(ended_at) = request.ended_at {
             if ended_at < started_at {
@@ -292,6 +373,7 @@ impl Records {
         actor: &str,
         now: Timestamp,
     ) -> Result<u32, RecordsError> {
+        check_id("controller", request.controller.trim())?;
         let number = parse_number(&request.number, &request.default_region)?;
         let erased = self.store.erase(
             number.key,
@@ -314,6 +396,7 @@ impl Records {
         actor: &str,
         now: Timestamp,
     ) -> Result<String, RecordsError> {
+        check_id("controller", request.controller.trim())?;
         let number = parse_number(&request.number, &request.default_region)?;
         let controller = request.controller.trim();
         let records = self
@@ -376,12 +459,25 @@ pub fn validate_consent(request: NewConsent, now: Timestamp) -> Result<Consent, 
     let granted_at = request
         .granted_at
         .ok_or_else(|| invalid("granted_at", "must be set"))?;
+    check_not_before_1970("granted_at", granted_at)?;
     not_in_future("granted_at", granted_at, now)?;
+    for (field, value) in [
+        ("source", &request.source),
+        ("method", &request.method),
+        ("notice_version", &request.notice_version),
+        ("evidence_ref", &request.evidence_ref),
+    ] {
+        check_text(field, value)?;
+    }
+    check_id("consent_id", request.consent_id.trim())?;
     if request.source.trim().is_empty() {
         return Err(invalid(
             "source",
             "must say where the consent was collected",
         ));
+    }
+    if let Some(expires_at) = request.expires_at {
+        check_expiry("expires_at", expires_at, now)?;
     }
     if let Some(expires_at) = request.expires_at
         && expires_at <= granted_at
@@ -416,6 +512,7 @@ fn required(field: &'static str, value: &str) -> Result<String, RecordsError> {
     if value.is_empty() {
         return Err(invalid(field, "must not be empty"));
     }
+    check_id(field, value)?;
     Ok(value.to_string())
 }
 
@@ -431,6 +528,21 @@ fn not_in_future(field: &'static str, at: Timestamp, now: Timestamp) -> Result<(
 /// # Errors
 /// [`RecordsError::InvalidArgument`] on `number` or `default_region`.
 pub fn parse_number(input: &str, default_region: &str) -> Result<Normalized, RecordsError> {
+    if input.len() > MAX_NUMBER_BYTES {
+        return Err(invalid(
+            "number",
+            format!(
+                "longer than {MAX_NUMBER_BYTES} bytes ({} bytes)",
+                input.len()
+            ),
+        ));
+    }
+    if default_region.len() > 8 {
+        return Err(invalid(
+            "default_region",
+            format!("longer than 8 bytes ({} bytes)", default_region.len()),
+        ));
+    }
     let result = if default_region.trim().is_empty() {
         if !input.trim_start().starts_with('+') && !input.trim_start().starts_with("00") {
             return Err(invalid(

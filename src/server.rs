@@ -84,9 +84,18 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let data_dir = config.server.data_dir.clone();
-    std::fs::create_dir_all(&data_dir)
+    crate::private::create_dir_all(&data_dir)
         .with_context(|| format!("cannot create data_dir {}", data_dir.display()))?;
+    crate::private::tighten_data_dir(&data_dir);
+    if let Some(key_file) = &config.log.checkpoint_key_file
+        && let Some(warning) = crate::private::exposed_secret(key_file)
+    {
+        tracing::warn!(key_file = %key_file.display(), "checkpoint key: {warning}");
+    }
     let snapshots = registry::snapshots_dir(&data_dir);
+    for path in registry::file::remove_all_temporaries(&snapshots) {
+        tracing::warn!(path = %path.display(), "removed a leftover temporary snapshot file");
+    }
     seed_registries(&config, &snapshots)?;
 
     let policies = Arc::new(Policies::compile(&config));
@@ -191,7 +200,8 @@ pub async fn serve(
             gateway,
         )))
         .add_service(ContactRecordsServer::new(ContactRecordsService::new(
-            Records::new(contacts, decision_log::database_path(&data_dir)),
+            Records::new(contacts, decision_log::database_path(&data_dir))
+                .with_campaigns(config.campaigns.iter().map(|c| c.id.clone())),
         )));
     let http_router = crate::http::router(Arc::clone(&shared), api_keys);
     let tls = config
@@ -201,6 +211,15 @@ pub async fn serve(
         .map(crate::tls::acceptors)
         .transpose()
         .map_err(anyhow::Error::msg)?;
+    // SIGHUP's default action would kill the server: it is always handled
+    // (registered here, before the server announces itself).
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(hangups) => {
+            let cert = tls.as_ref().map(|a| Arc::clone(&a.cert));
+            tokio::spawn(on_sighup(hangups, cert));
+        }
+        Err(err) => tracing::error!(error = %err, "cannot listen for SIGHUP"),
+    }
     let (grpc_task, http_task) = match &tls {
         None => {
             let grpc = router.serve_with_incoming_shutdown(
@@ -233,7 +252,6 @@ pub async fn serve(
             };
             let http =
                 axum::serve(listener, http_router).with_graceful_shutdown(stopped(stop_rx.clone()));
-            tokio::spawn(reload_certificate_on_sighup(Arc::clone(&acceptors.cert)));
             (
                 tokio::spawn(async move { grpc.await.map_err(anyhow::Error::from) }),
                 tokio::spawn(async move { http.await.map_err(anyhow::Error::from) }),
@@ -297,14 +315,21 @@ pub async fn serve(
     Ok(())
 }
 
-/// Reloads the TLS certificate on SIGHUP; open connections keep theirs.
-async fn reload_certificate_on_sighup(cert: Arc<crate::tls::ReloadableCert>) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let Ok(mut hangups) = signal(SignalKind::hangup()) else {
-        tracing::error!("cannot listen for SIGHUP: certificate reload disabled");
-        return;
-    };
+/// On SIGHUP: reloads the TLS certificate when TLS is on (open connections
+/// keep theirs); registry snapshots and contact records reload on their own.
+/// The configuration is not reloaded: that takes a restart.
+async fn on_sighup(
+    mut hangups: tokio::signal::unix::Signal,
+    cert: Option<Arc<crate::tls::ReloadableCert>>,
+) {
     while hangups.recv().await.is_some() {
+        let Some(cert) = &cert else {
+            tracing::info!(
+                "SIGHUP received: nothing to reload without TLS (registries and contact records reload on their own; configuration changes need a restart)"
+            );
+            continue;
+        };
+        tracing::info!("SIGHUP received: reloading the TLS certificate");
         match cert.reload() {
             Ok(()) => tracing::info!("TLS certificate reloaded"),
             Err(err) => {
@@ -386,6 +411,8 @@ fn seed_registries(config: &Config, snapshots: &std::path::Path) -> anyhow::Resu
                 max_rejects: 0,
                 rejects_file: None,
                 progress: false,
+                allow_shrink: false,
+                max_shrink_percent: import::DEFAULT_MAX_SHRINK_PERCENT,
             },
             now,
         )

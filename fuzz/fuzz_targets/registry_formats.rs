@@ -1,8 +1,11 @@
-//! Every registry line format (and format detection) on arbitrary lines.
+//! Every registry line format (and format detection) on arbitrary lines, and
+//! whole files: bounded line length and error excerpts, and `auto` never
+//! refusing a file `lines` accepts.
 #![no_main]
 
 use dialgate::number::Region;
 use dialgate::registry::formats::{DelimitedTemplate, FixedTemplate, Format, LineParser};
+use dialgate::registry::import;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -34,6 +37,23 @@ fuzz_target!(|data: &[u8]| {
                 let _ = LineParser::new(format, region).parse(line, 2);
             }
             let _ = Format::detect(line, region);
+        }
+        let lines = import::parse(data, Some(Format::Lines), region, false);
+        let auto = import::parse(data, None, region, false);
+        match (&lines, &auto) {
+            (Ok((_, lines)), Ok((_, auto))) => {
+                if lines.reject_count == 0 {
+                    assert_eq!(auto.reject_count, 0, "auto refused what lines accepts");
+                }
+                for reject in lines.rejects.iter().chain(&auto.rejects) {
+                    assert!(reject.problem.len() < 1024, "problem not bounded");
+                }
+            }
+            (Err(a), Err(b)) => {
+                // Only an overlong line fails a whole parse; the message is short.
+                assert!(a.to_string().len() < 512 && b.to_string().len() < 512);
+            }
+            _ => panic!("lines and auto disagree on an overlong line"),
         }
     }
 });

@@ -258,7 +258,9 @@ impl ContactStore {
     /// # Errors
     /// [`StoreError`] when the database cannot be opened or read.
     pub fn open(data_dir: &Path) -> Result<ContactStore, StoreError> {
-        let _ = std::fs::create_dir_all(data_dir);
+        let _ = crate::private::create_dir_all(data_dir);
+        // Owner-only; SQLite gives the -wal and -shm files the same mode.
+        let _ = crate::private::touch(&database_path(data_dir));
         let conn = Connection::open(database_path(data_dir))?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;

@@ -68,15 +68,69 @@ struct ExportedDecision<'a> {
 
 const CSV_HEADER: &str = "seq,decision_id,decided_at,request_id,campaign_id,controller,called_number,normalized_number,caller_id,verdict,reasons,next_allowed_at,data_versions,latency_us,api_key,hash";
 
+/// Opens the log read-only. In a directory this process cannot write (a
+/// mounted backup), SQLite cannot create the WAL index beside the database:
+/// the database is then opened as immutable (nothing writes it meanwhile).
 fn open_read_only(path: &Path) -> Result<Connection, AuditError> {
-    Connection::open_with_flags(
-        path,
-        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )
-    .map_err(|cause| AuditError::Open {
+    let open_error = |cause| AuditError::Open {
         path: path.display().to_string(),
         cause,
-    })
+    };
+    if !path.exists() {
+        return Err(open_error(rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CANTOPEN),
+            Some("no such file".into()),
+        )));
+    }
+    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let normal = Connection::open_with_flags(path, flags).and_then(|conn| {
+        conn.query_row("SELECT COUNT(*) FROM sqlite_master", [], |_| Ok(()))?;
+        Ok(conn)
+    });
+    match normal {
+        Ok(conn) => Ok(conn),
+        Err(err) => {
+            let dir = match path.parent() {
+                Some(d) if !d.as_os_str().is_empty() => d,
+                _ => Path::new("."),
+            };
+            if dir_writable(dir) {
+                return Err(open_error(err));
+            }
+            let uri = format!("file:{}?immutable=1", uri_path(path));
+            Connection::open_with_flags(uri, flags | OpenFlags::SQLITE_OPEN_URI).map_err(open_error)
+        }
+    }
+}
+
+/// Whether this process may create files in `dir`.
+fn dir_writable(dir: &Path) -> bool {
+    let probe = dir.join(format!(".dialgate-probe-{}", std::process::id()));
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&probe)
+    {
+        Ok(_) => {
+            let _ = std::fs::remove_file(&probe);
+            true
+        }
+        Err(_) => false,
+    }
+}
+
+/// A path in a `file:` URI: `?`, `#` and `%` escaped.
+fn uri_path(path: &Path) -> String {
+    let mut out = String::new();
+    for c in path.to_string_lossy().chars() {
+        match c {
+            '?' => out.push_str("%3f"),
+            '#' => out.push_str("%23"),
+            '%' => out.push_str("%25"),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 /// Writes the matching decisions to `out`, oldest first; returns how many.
@@ -175,10 +229,32 @@ fn write_csv_row(out: &mut impl Write, d: &ExportedDecision<'_>) -> std::io::Res
     writeln!(out, "{line}")
 }
 
-fn csv_field(value: &str) -> String {
-    // Quote anything with a separator, quote or line break; neutralise
-    // spreadsheet formulas in values that came from callers.
-    let value = if value.starts_with(['=', '-', '@']) {
+/// Whether a spreadsheet could read `value` as a formula: it starts with
+/// `=`, `+`, `-`, `@`, a tab or a carriage return, also after leading
+/// whitespace. A plain signed integer (`+393331234567`, `-5`) is data.
+pub fn formula_risk(value: &str) -> bool {
+    let trimmed = value.trim_start_matches([' ', '\u{a0}', '\t', '\r', '\n']);
+    if value.starts_with(['\t', '\r']) {
+        return true;
+    }
+    let Some(first) = trimmed.chars().next() else {
+        return false;
+    };
+    if !matches!(first, '=' | '+' | '-' | '@') {
+        return false;
+    }
+    let rest = &trimmed[1..];
+    let plain_number = trimmed.len() == value.len()
+        && matches!(first, '+' | '-')
+        && !rest.is_empty()
+        && rest.bytes().all(|b| b.is_ascii_digit());
+    !plain_number
+}
+
+/// One CSV cell: formulas neutralised (see [`formula_risk`]) with a leading
+/// `'`, then quoted if it holds a separator, quote or line break.
+pub fn csv_field(value: &str) -> String {
+    let value = if formula_risk(value) {
         format!("'{value}")
     } else {
         value.to_string()
@@ -304,6 +380,8 @@ pub enum Verification {
         decisions: u64,
         head_seq: i64,
         head_hash: String,
+        /// With a key: checkpoints written before it was configured.
+        unsigned_before_key: usize,
     },
     /// The first problem found.
     Broken {
@@ -322,21 +400,63 @@ pub enum Verification {
 pub fn verify(
     db: &Path,
     checkpoints: &[Checkpoint],
+    anchors: &[Checkpoint],
     key: Option<&VerifyingKey>,
 ) -> Result<Verification, AuditError> {
-    if let Some(key) = key
-        && let Some(bad) = checkpoints.iter().find(|c| !c.signed_by(key))
-    {
-        return Ok(Verification::Broken {
-            seq: bad.seq,
-            decision_id: String::new(),
-            problem: "checkpoint signature invalid for the configured key".into(),
-        });
+    let mut unsigned_before_key = 0;
+    if let Some(key) = key {
+        // In file order: checkpoints written before the key was configured
+        // are unsigned, and come before every signed one.
+        let mut seen_signed = false;
+        for checkpoint in checkpoints {
+            let problem = match &checkpoint.signature {
+                None if seen_signed => {
+                    "unsigned checkpoint after signed ones: not from before the key was configured"
+                }
+                None => {
+                    unsigned_before_key += 1;
+                    continue;
+                }
+                Some(_) if !checkpoint.signed_by(key) => {
+                    "checkpoint signature invalid for the configured key"
+                }
+                Some(_) => {
+                    seen_signed = true;
+                    continue;
+                }
+            };
+            return Ok(Verification::Broken {
+                seq: checkpoint.seq,
+                decision_id: String::new(),
+                problem: problem.into(),
+            });
+        }
+        // The kept head and external anchors: a signature present must hold.
+        if let Some(bad) = anchors
+            .iter()
+            .find(|a| a.signature.is_some() && !a.signed_by(key))
+        {
+            return Ok(Verification::Broken {
+                seq: bad.seq,
+                decision_id: String::new(),
+                problem: "anchor or kept head: signature invalid for the configured key".into(),
+            });
+        }
     }
-    let expected: std::collections::HashMap<i64, &str> = checkpoints
-        .iter()
-        .map(|c| (c.seq, c.hash.as_str()))
-        .collect();
+    let checkpoints: Vec<Checkpoint> = checkpoints.iter().chain(anchors).cloned().collect();
+    let checkpoints = checkpoints.as_slice();
+    let mut expected: std::collections::HashMap<i64, &str> = std::collections::HashMap::new();
+    for c in checkpoints {
+        if let Some(other) = expected.insert(c.seq, c.hash.as_str())
+            && other != c.hash
+        {
+            return Ok(Verification::Broken {
+                seq: c.seq,
+                decision_id: String::new(),
+                problem: "two checkpoints of this seq disagree on its hash".into(),
+            });
+        }
+    }
     let conn = open_read_only(db)?;
     // After a purge the chain continues from the last purged row.
     let (anchor_seq, anchor_hash) = purge_anchor(&conn)?.unwrap_or((0, GENESIS.to_string()));
@@ -403,5 +523,37 @@ pub fn verify(
         decisions: count,
         head_seq,
         head_hash: expected_prev,
+        unsigned_before_key,
     })
+}
+
+#[cfg(test)]
+mod csv_tests {
+    use super::*;
+
+    #[test]
+    fn test_formula_cells_are_neutralised() {
+        for bad in [
+            "=1+1",
+            "+1+cmd|' /C calc'!A0",
+            "-2+3",
+            "@SUM(A1)",
+            "\t=1",
+            "\r=1",
+            "  =1",
+            " +1",
+            "\u{a0}@x",
+            "+",
+            "-",
+        ] {
+            assert!(
+                csv_field(bad).trim_start_matches('"').starts_with('\''),
+                "{bad:?}"
+            );
+        }
+        for good in ["+393331234567", "-5", "42", "hello", "", "a=b"] {
+            assert_eq!(csv_field(good), good, "{good:?}");
+        }
+        assert_eq!(csv_field("=a,b"), "\"'=a,b\"");
+    }
 }

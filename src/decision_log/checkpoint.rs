@@ -5,7 +5,6 @@
 //! checkpoints also make a truncated tail evident, and a signed checkpoint
 //! anchored elsewhere (`dialgate audit checkpoint`) proves the head itself.
 
-use std::fs::OpenOptions;
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
 
@@ -16,6 +15,48 @@ use serde::{Deserialize, Serialize};
 /// The checkpoints file beside the log.
 pub fn checkpoints_path(data_dir: &Path) -> PathBuf {
     data_dir.join("checkpoints.jsonl")
+}
+
+/// The copy of the latest signed checkpoint kept outside the database and
+/// the checkpoints file (written when a checkpoint key is configured).
+pub fn head_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("head.json")
+}
+
+/// Replaces the kept head atomically (temporary file, fsync, rename).
+///
+/// # Errors
+/// When the file cannot be written.
+pub fn write_head(path: &Path, checkpoint: &Checkpoint) -> std::io::Result<()> {
+    let tmp = path.with_extension(format!("json.tmp-{}", std::process::id()));
+    let result = (|| {
+        let mut file = crate::private::create_file(&tmp)?;
+        let json = serde_json::to_string(checkpoint).map_err(std::io::Error::other)?;
+        writeln!(file, "{json}")?;
+        file.sync_all()?;
+        drop(file);
+        std::fs::rename(&tmp, path)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// Reads a single checkpoint (the kept head, or an anchor saved from
+/// `dialgate audit checkpoint`); `Ok(None)` when the file does not exist.
+///
+/// # Errors
+/// A message naming the file and the problem.
+pub fn read_one(path: &Path) -> Result<Option<Checkpoint>, String> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
+    };
+    serde_json::from_str(text.trim())
+        .map(Some)
+        .map_err(|e| format!("{}: not a checkpoint: {e}", path.display()))
 }
 
 /// One checkpoint.
@@ -93,7 +134,7 @@ pub fn load_key(path: &Path) -> Result<SigningKey, String> {
 /// # Errors
 /// When the file cannot be written.
 pub fn append(path: &Path, checkpoint: &Checkpoint) -> std::io::Result<()> {
-    let mut file = OpenOptions::new().create(true).append(true).open(path)?;
+    let mut file = crate::private::append_file(path)?;
     let line = serde_json::to_string(checkpoint).map_err(std::io::Error::other)?;
     writeln!(file, "{line}")?;
     file.sync_all()

@@ -74,8 +74,10 @@ pub(crate) fn open_connection(
     synchronous: Synchronous,
 ) -> rusqlite::Result<Connection> {
     if let Some(dir) = path.parent() {
-        let _ = std::fs::create_dir_all(dir);
+        let _ = crate::private::create_dir_all(dir);
     }
+    // Owner-only; SQLite gives the -wal and -shm files the same mode.
+    let _ = crate::private::touch(path);
     let conn = Connection::open(path)?;
     conn.busy_timeout(std::time::Duration::from_secs(5))?;
     conn.pragma_update(None, "journal_mode", "WAL")?;

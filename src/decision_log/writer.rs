@@ -146,13 +146,29 @@ impl DecisionLog {
             .map(super::checkpoint::load_key)
             .transpose()
             .map_err(|problem| rusqlite::Error::ToSqlConversionFailure(problem.into()))?;
-        let checkpointer = Checkpointer {
-            path: super::checkpoint::checkpoints_path(path.parent().unwrap_or(Path::new("."))),
+        let dir = path.parent().unwrap_or(Path::new("."));
+        let checkpoints_path = super::checkpoint::checkpoints_path(dir);
+        // The last checkpoint written: a start-up checkpoints the head it
+        // inherits unless that is already done (and signed, with a key).
+        let last = super::checkpoint::read_all(&checkpoints_path)
+            .ok()
+            .and_then(|all| all.last().cloned());
+        let inherited_done = last
+            .as_ref()
+            .is_some_and(|c| c.seq == head.seq && (key.is_none() || c.signature.is_some()));
+        let mut checkpointer = Checkpointer {
+            path: checkpoints_path,
+            head_path: super::checkpoint::head_path(dir),
             key,
             interval: Duration::from_secs(config.checkpoint_interval_seconds.max(1)),
             last_written: Instant::now(),
-            last_seq: head.seq,
+            last_seq: if inherited_done || head.seq == 0 {
+                head.seq
+            } else {
+                -1
+            },
         };
+        checkpointer.write(&head, true);
         let grouping = Grouping {
             max_batch: config.max_batch,
             linger: Duration::from_micros(config.group_commit_linger_us),
@@ -222,6 +238,8 @@ impl DecisionLog {
 /// Writes checkpoints of the head at an interval and at the end.
 struct Checkpointer {
     path: std::path::PathBuf,
+    /// With a key: the latest signed checkpoint, kept apart from the others.
+    head_path: std::path::PathBuf,
     key: Option<ed25519_dalek::SigningKey>,
     interval: Duration,
     last_written: Instant,
@@ -243,6 +261,11 @@ impl Checkpointer {
             Ok(()) => {
                 self.last_seq = head.seq;
                 self.last_written = Instant::now();
+                if self.key.is_some()
+                    && let Err(err) = super::checkpoint::write_head(&self.head_path, &checkpoint)
+                {
+                    tracing::error!(error = %err, "decision log head copy not written");
+                }
             }
             Err(err) => tracing::error!(error = %err, "decision log checkpoint not written"),
         }

@@ -48,6 +48,13 @@ fn time_field(
 ) -> Result<Option<Timestamp>, Status> {
     match value {
         None => Ok(None),
+        Some(ts) if !(0..1_000_000_000).contains(&ts.nanos) => Err(Status::invalid_argument(
+            format!("{field}: nanos {} outside 0..=999999999", ts.nanos),
+        )),
+        Some(ts) if ts.seconds < 0 => Err(Status::invalid_argument(format!(
+            "{field}: {} seconds is before 1970",
+            ts.seconds
+        ))),
         Some(ts) => proto::timestamp_from_proto(Some(ts))
             .map(Some)
             .ok_or_else(|| Status::invalid_argument(format!("{field}: out of range"))),

@@ -1,6 +1,7 @@
 //! Thin gRPC adapters: convert wire types, call the domain services, map
 //! errors to status codes once.
 
+pub mod codec;
 mod compliance;
 mod contact_records;
 

@@ -216,7 +216,7 @@ pub fn read(dir: &Path, registry_id: &str) -> Result<Option<Snapshot>, SnapshotF
 /// Writes a snapshot atomically: temporary file, fsync, rename, fsync of the
 /// directory. A crash at any point leaves the previous snapshot in place.
 pub fn write(dir: &Path, snapshot: &Snapshot) -> io::Result<PathBuf> {
-    fs::create_dir_all(dir)?;
+    crate::private::create_dir_all(dir)?;
     let path = snapshot_path(dir, &snapshot.registry_id);
     let tmp = dir.join(format!(
         "{}.snap.tmp-{}",
@@ -224,14 +224,80 @@ pub fn write(dir: &Path, snapshot: &Snapshot) -> io::Result<PathBuf> {
         std::process::id()
     ));
     let bytes = encode(snapshot);
-    {
-        let mut file = File::create(&tmp)?;
+    let written = (|| {
+        let mut file = crate::private::create_file(&tmp)?;
         file.write_all(&bytes)?;
         file.sync_all()?;
+        drop(file);
+        fs::rename(&tmp, &path)
+    })();
+    if let Err(err) = written {
+        // A full disk or a failed rename must not leave the partial file behind.
+        let _ = fs::remove_file(&tmp);
+        return Err(err);
     }
-    fs::rename(&tmp, &path)?;
     File::open(dir)?.sync_all()?;
     Ok(path)
+}
+
+/// The registry id of a temporary snapshot file name (`ID.snap.tmp-PID`).
+fn temporary_of(name: &str) -> Option<&str> {
+    let (id, pid) = name.rsplit_once(".snap.tmp-")?;
+    (!id.is_empty() && !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit())).then_some(id)
+}
+
+/// Removes the temporary snapshot files of `registry_id` in `dir`; the
+/// caller holds the registry's lock, so none of them is being written.
+/// Returns what it removed.
+pub fn remove_temporaries(dir: &Path, registry_id: &str) -> Vec<PathBuf> {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut removed = Vec::new();
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        if name.to_str().and_then(temporary_of) == Some(registry_id) {
+            let path = entry.path();
+            if fs::remove_file(&path).is_ok() {
+                removed.push(path);
+            }
+        }
+    }
+    removed
+}
+
+/// Removes every leftover temporary snapshot file in `dir` whose registry is
+/// not being imported right now (its lock is free). For server start.
+pub fn remove_all_temporaries(dir: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut ids: Vec<String> = entries
+        .flatten()
+        .filter_map(|e| {
+            e.file_name()
+                .to_str()
+                .and_then(temporary_of)
+                .map(String::from)
+        })
+        .collect();
+    ids.sort();
+    ids.dedup();
+    let mut removed = Vec::new();
+    for id in ids {
+        let Ok(file) = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(dir.join(format!("{id}.lock")))
+        else {
+            continue;
+        };
+        if file.try_lock().is_ok() {
+            removed.extend(remove_temporaries(dir, &id));
+        }
+    }
+    removed
 }
 
 /// An exclusive lock on a registry's snapshot, held during read-modify-write
@@ -243,7 +309,7 @@ pub struct RegistryLock {
 
 /// Takes the registry's import lock, waiting for another import to finish.
 pub fn lock(dir: &Path, registry_id: &str) -> io::Result<RegistryLock> {
-    fs::create_dir_all(dir)?;
+    crate::private::create_dir_all(dir)?;
     let file = OpenOptions::new()
         .create(true)
         .truncate(false)
@@ -304,6 +370,41 @@ mod tests {
         }
         assert!(decode(&bytes[..bytes.len() - 1], Path::new("x")).is_err());
         assert!(decode(b"", Path::new("x")).is_err());
+    }
+
+    #[test]
+    fn test_failed_write_leaves_no_temporary() {
+        let dir = tempfile::tempdir().unwrap();
+        // A directory where the snapshot goes: the rename fails.
+        fs::create_dir(snapshot_path(dir.path(), "it-rpo")).unwrap();
+        fs::write(dir.path().join("it-rpo.snap").join("x"), b"x").unwrap();
+        assert!(write(dir.path(), &sample()).is_err());
+        let leftovers: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|n| n.contains(".tmp"))
+            .collect();
+        assert!(leftovers.is_empty(), "{leftovers:?}");
+    }
+
+    #[test]
+    fn test_temporaries_are_recognised_and_removed() {
+        assert_eq!(temporary_of("us-dnc.snap.tmp-123"), Some("us-dnc"));
+        assert_eq!(temporary_of("us-dnc.snap"), None);
+        assert_eq!(temporary_of("us-dnc.snap.tmp-12x"), None);
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("a.snap.tmp-1"), b"x").unwrap();
+        fs::write(dir.path().join("b.snap.tmp-2"), b"x").unwrap();
+        fs::write(dir.path().join("b.snap"), b"x").unwrap();
+        assert_eq!(remove_temporaries(dir.path(), "a").len(), 1);
+        let held = lock(dir.path(), "b").unwrap();
+        assert!(
+            remove_all_temporaries(dir.path()).is_empty(),
+            "b is being imported"
+        );
+        drop(held);
+        assert_eq!(remove_all_temporaries(dir.path()).len(), 1);
+        assert!(dir.path().join("b.snap").exists());
     }
 
     #[test]

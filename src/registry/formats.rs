@@ -84,6 +84,27 @@ impl Format {
     }
 }
 
+/// The longest excerpt of an input line quoted in an error.
+pub const EXCERPT_CHARS: usize = 48;
+
+/// A line (or part of one) quoted in an error: debug-escaped, at most
+/// [`EXCERPT_CHARS`] characters, with the full length when cut.
+pub struct Quoted<'a>(&'a str);
+
+/// Quotes `text` for an error message (see [`Quoted`]).
+pub fn quoted(text: &str) -> Quoted<'_> {
+    Quoted(text)
+}
+
+impl std::fmt::Display for Quoted<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0.char_indices().nth(EXCERPT_CHARS) {
+            None => write!(f, "{:?}", self.0),
+            Some((cut, _)) => write!(f, "{:?}... ({} bytes)", &self.0[..cut], self.0.len()),
+        }
+    }
+}
+
 /// What one line means.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LineItem {
@@ -147,11 +168,15 @@ impl LineParser {
                 let head = line.get(..12.min(line.len())).unwrap_or(line);
                 if head.len() < 12 && line.trim().len() < 10 {
                     return Err(format!(
-                        "{line:?}: shorter than the 12-character number field"
+                        "{}: shorter than the 12-character number field",
+                        quoted(line)
                     ));
                 }
                 if let Some(bad) = head.chars().find(|c| !c.is_ascii_digit() && *c != ' ') {
-                    return Err(format!("{line:?}: unexpected {bad:?} in the number field"));
+                    return Err(format!(
+                        "{}: unexpected {bad:?} in the number field",
+                        quoted(line)
+                    ));
                 }
                 let national: String = head.chars().filter(char::is_ascii_digit).collect();
                 numbers.national(&national).map(LineItem::Add)
@@ -166,7 +191,7 @@ impl LineParser {
                     .collect();
                 let column = |n: usize| -> Result<&str, String> {
                     fields.get(n - 1).copied().ok_or_else(|| {
-                        format!("{line:?}: no column {n} ({} columns)", fields.len())
+                        format!("{}: no column {n} ({} columns)", quoted(line), fields.len())
                     })
                 };
                 let key = match (template.phone, template.area, template.number) {
@@ -198,7 +223,9 @@ impl LineParser {
                             Ok(LineItem::Remove(key))
                         } else {
                             Err(format!(
-                                "{line:?}: action {value:?} is neither an addition nor a deletion"
+                                "{}: action {} is neither an addition nor a deletion",
+                                quoted(line),
+                                quoted(value)
                             ))
                         }
                     }
@@ -214,7 +241,8 @@ impl LineParser {
                         .map(str::trim)
                         .ok_or_else(|| {
                             format!(
-                                "{line:?}: too short for columns {start}..{}",
+                                "{}: too short for columns {start}..{}",
+                                quoted(line),
                                 start + len - 1
                             )
                         })
@@ -246,12 +274,14 @@ impl NumberParser {
                 return self.nanp(digits.as_bytes());
             }
         }
-        let normalized =
-            number::normalize_any(text, self.region).map_err(|err| format!("{text:?}: {err}"))?;
+        let normalized = number::normalize_any(text, self.region)
+            .map_err(|err| format!("{}: {err}", quoted(text)))?;
         if normalized.region != self.region {
             return Err(format!(
-                "{text:?} is a number of {}, not {}",
-                normalized.region, self.region
+                "{} is a number of {}, not {}",
+                quoted(text),
+                normalized.region,
+                self.region
             ));
         }
         Ok(normalized.key)
@@ -274,9 +304,11 @@ impl NumberParser {
                 digits[..3].copy_from_slice(&bytes[..3]);
                 digits[3..].copy_from_slice(&bytes[4..]);
             }
-            _ if bytes.contains(&b',') => return Err(format!("{text:?}: expected NPA,NXXXXXX")),
+            _ if bytes.contains(&b',') => {
+                return Err(format!("{}: expected NPA,NXXXXXX", quoted(text)));
+            }
             10 => digits.copy_from_slice(bytes),
-            _ => return Err(format!("{text:?}: expected 10 digits")),
+            _ => return Err(format!("{}: expected 10 digits", quoted(text))),
         }
         self.nanp(&digits)
     }
@@ -284,13 +316,13 @@ impl NumberParser {
     /// Fast path for 10-digit NANP numbers: shape checked per number, the
     /// area code's region checked once (with the full numbering plan).
     fn nanp(&mut self, digits: &[u8]) -> Result<NumberKey, String> {
-        let shown = || String::from_utf8_lossy(digits).to_string();
+        let shown = || quoted(&String::from_utf8_lossy(digits)).to_string();
         if digits.len() != 10 || !digits.iter().all(u8::is_ascii_digit) {
-            return Err(format!("{:?}: expected 10 digits", shown()));
+            return Err(format!("{}: expected 10 digits", shown()));
         }
         if digits[0] < b'2' || digits[3] < b'2' {
             return Err(format!(
-                "{:?}: area code and exchange cannot start with 0 or 1",
+                "{}: area code and exchange cannot start with 0 or 1",
                 shown()
             ));
         }
@@ -304,13 +336,13 @@ impl NumberParser {
                 Ok(n) if n.region == region => self.npa_ok[npa] = true,
                 Ok(n) => {
                     return Err(format!(
-                        "{:?}: area code {npa} is in {}, not {region}",
+                        "{}: area code {npa} is in {}, not {region}",
                         shown(),
                         n.region
                     ));
                 }
                 // An invalid exchange must not condemn its whole area code: only this line fails.
-                Err(err) => return Err(format!("{:?}: {err}", shown())),
+                Err(err) => return Err(format!("{}: {err}", shown())),
             }
         }
         // E.164 `1` + 10 digits: 11 digits.

@@ -25,6 +25,17 @@ use crate::number::Region;
 /// How many bad lines an error message lists.
 const LISTED_REJECTS: usize = 20;
 
+/// The longest line an import accepts, in bytes (without the line break).
+/// A longer line fails the import at once: it is never held whole in memory.
+pub const MAX_LINE_BYTES: usize = 4096;
+
+/// The longest problem text kept for one rejected line.
+const MAX_PROBLEM_CHARS: usize = 200;
+
+/// A `replace` may shrink a registry (an allow-list: one controller's list)
+/// by at most this share unless the operator allows it (`--allow-shrink`).
+pub const DEFAULT_MAX_SHRINK_PERCENT: u8 = 10;
+
 /// One import, as asked for on the command line.
 #[derive(Debug, Clone)]
 pub struct ImportRequest {
@@ -42,6 +53,11 @@ pub struct ImportRequest {
     pub rejects_file: Option<PathBuf>,
     /// Show a progress bar (when stderr is a terminal).
     pub progress: bool,
+    /// Accept a result that is empty or shrinks the list by more than
+    /// `max_shrink_percent`.
+    pub allow_shrink: bool,
+    /// The largest shrink accepted without `allow_shrink`, in percent (0..=100).
+    pub max_shrink_percent: u8,
 }
 
 /// A rejected input line.
@@ -68,6 +84,49 @@ pub enum ImportError {
     Snapshot(#[from] SnapshotFileError),
     #[error("cannot write snapshot: {0}")]
     Write(std::io::Error),
+    #[error(
+        "{file} holds no numbers ({lines} lines): refusing an empty import of registry {registry}{}; pass --allow-shrink if this is intended",
+        for_controller(.controller)
+    )]
+    Empty {
+        registry: String,
+        controller: String,
+        file: String,
+        lines: u64,
+    },
+    #[error(
+        "refusing to shrink registry {registry}{} from {before} -> {after} numbers (more than {max_percent} %); pass --allow-shrink if this is intended, or raise --max-shrink-percent",
+        for_controller(.controller)
+    )]
+    Shrink {
+        registry: String,
+        controller: String,
+        before: u64,
+        after: u64,
+        max_percent: u8,
+    },
+}
+
+fn for_controller(controller: &str) -> String {
+    if controller.is_empty() {
+        String::new()
+    } else {
+        format!(" for controller {controller:?}")
+    }
+}
+
+/// Whether going from `before` to `after` numbers shrinks by more than
+/// `max_percent` percent (exact integer arithmetic; an empty result always does
+/// when there was anything before).
+pub fn shrinks_too_much(before: u64, after: u64, max_percent: u8) -> bool {
+    if after >= before {
+        return false;
+    }
+    if after == 0 {
+        return true;
+    }
+    let lost = u128::from(before - after) * 100;
+    lost > u128::from(before) * u128::from(max_percent.min(100))
 }
 
 struct RejectList<'a>(&'a [Reject], u64);
@@ -151,6 +210,7 @@ pub fn parse(
     keep_all_rejects: bool,
 ) -> std::io::Result<(Format, ParsedNumbers)> {
     let mut reader = BufReader::with_capacity(1 << 20, reader);
+    let detected = format.is_none();
     let format = match format {
         Some(format) => format,
         None => {
@@ -164,22 +224,46 @@ pub fn parse(
         }
     };
     let mut parser = LineParser::new(format.clone(), region);
+    // Detected formats take their fast path only on lines of their own
+    // shape; any other line goes to the general parser, so that detection
+    // never refuses a file `lines` accepts.
+    let mut general =
+        (detected && format != Format::Lines).then(|| LineParser::new(Format::Lines, region));
     let mut parsed = ParsedNumbers::default();
     let mut adds: Vec<u64> = Vec::new();
     let mut removes: Vec<u64> = Vec::new();
     let mut buf = Vec::with_capacity(128);
     loop {
         buf.clear();
-        if reader.read_until(b'\n', &mut buf)? == 0 {
+        // At most one byte more than the limit is ever read into `buf`.
+        let n = (&mut reader)
+            .take(MAX_LINE_BYTES as u64 + 1)
+            .read_until(b'\n', &mut buf)?;
+        if n == 0 {
             break;
         }
         parsed.lines += 1;
         if buf.last() == Some(&b'\n') {
             buf.pop();
+        } else if buf.len() > MAX_LINE_BYTES {
+            return Err(line_too_long(parsed.lines, &buf));
         }
         let result = match std::str::from_utf8(&buf) {
-            Err(_) => Err("not valid UTF-8".to_string()),
-            Ok(text) => parser.parse(text, parsed.lines),
+            Err(_) => Err(format!(
+                "not valid UTF-8: {}",
+                super::formats::quoted(&String::from_utf8_lossy(&buf))
+            )),
+            Ok(text) => match general.as_mut() {
+                Some(general) if Format::detect(text, region) != format => {
+                    general.parse(text, parsed.lines)
+                }
+                // A line of the fast format's shape that it refuses still
+                // gets the general parser's word.
+                Some(general) => parser
+                    .parse(text, parsed.lines)
+                    .or_else(|problem| general.parse(text, parsed.lines).map_err(|_| problem)),
+                None => parser.parse(text, parsed.lines),
+            },
         };
         match result {
             Ok(LineItem::Skip) => {}
@@ -190,7 +274,7 @@ pub fn parse(
                 if keep_all_rejects || parsed.rejects.len() < LISTED_REJECTS {
                     parsed.rejects.push(Reject {
                         line: parsed.lines,
-                        problem,
+                        problem: shorten(problem),
                     });
                 }
             }
@@ -202,6 +286,27 @@ pub fn parse(
     parsed.removals = removals;
     parsed.duplicates = duplicates + removal_duplicates;
     Ok((format, parsed))
+}
+
+/// The error for a line longer than [`MAX_LINE_BYTES`]: names the line and
+/// quotes its first characters only.
+fn line_too_long(line: u64, head: &[u8]) -> std::io::Error {
+    let head = String::from_utf8_lossy(&head[..head.len().min(64)]);
+    std::io::Error::new(
+        std::io::ErrorKind::InvalidData,
+        format!(
+            "line {line}: longer than {MAX_LINE_BYTES} bytes (starts {})",
+            super::formats::quoted(&head)
+        ),
+    )
+}
+
+/// Caps a problem text at [`MAX_PROBLEM_CHARS`] characters.
+fn shorten(problem: String) -> String {
+    match problem.char_indices().nth(MAX_PROBLEM_CHARS) {
+        None => problem,
+        Some((cut, _)) => format!("{}...", &problem[..cut]),
+    }
 }
 
 /// Sorts on every core, deduplicates, and builds the compact set.
@@ -294,6 +399,52 @@ fn with_input<T>(
     result.map_err(|e| read_error(e.to_string()))
 }
 
+/// Refuses, unless `allow_shrink`, a file without any numbers (in any mode)
+/// and a `replace` that shrinks the list (an allow-list: the controller's
+/// list) by more than the threshold or empties it.
+fn check_shrink(
+    registry: &RegistryConfig,
+    request: &ImportRequest,
+    previous: Option<&Snapshot>,
+    next: &Snapshot,
+    file_numbers: u64,
+    lines: u64,
+) -> Result<(), ImportError> {
+    if request.allow_shrink {
+        return Ok(());
+    }
+    let controller = request.controller.clone().unwrap_or_default();
+    let count = |s: &Snapshot| -> u64 {
+        s.batches
+            .get(&controller)
+            .map_or(0, |b| b.iter().map(|b| b.numbers.len()).sum())
+    };
+    let before = previous.map_or(0, count);
+    let after = count(next);
+    // `add` and `remove` change only the numbers the file names; `replace`
+    // drops every number the file lacks, so a short or wrong file shrinks it.
+    if request.mode == ImportMode::Replace
+        && shrinks_too_much(before, after, request.max_shrink_percent)
+    {
+        return Err(ImportError::Shrink {
+            registry: registry.id.clone(),
+            controller,
+            before,
+            after,
+            max_percent: request.max_shrink_percent,
+        });
+    }
+    if file_numbers == 0 {
+        return Err(ImportError::Empty {
+            registry: registry.id.clone(),
+            controller,
+            file: request.file.display().to_string(),
+            lines,
+        });
+    }
+    Ok(())
+}
+
 /// Runs an import against the snapshots in `dir`.
 ///
 /// # Errors
@@ -343,7 +494,8 @@ pub fn run(
     if parsed.reject_count > 0
         && let Some(path) = &request.rejects_file
     {
-        let mut out = std::io::BufWriter::new(File::create(path).map_err(ImportError::Write)?);
+        let mut out =
+            std::io::BufWriter::new(crate::private::create_file(path).map_err(ImportError::Write)?);
         for reject in &parsed.rejects {
             writeln!(out, "{}\t{}", reject.line, reject.problem).map_err(ImportError::Write)?;
         }
@@ -351,6 +503,11 @@ pub fn run(
     }
 
     let _lock = file::lock(dir, &registry.id).map_err(ImportError::Write)?;
+    // Under the lock: temporaries of this registry are leftovers of a
+    // failed or killed import.
+    for path in file::remove_temporaries(dir, &registry.id) {
+        tracing::warn!(path = %path.display(), "removed a leftover temporary snapshot file");
+    }
     let previous = file::read(dir, &registry.id)?;
     let numbers = parsed.numbers.len();
     let removals = parsed.removals.len();
@@ -374,6 +531,14 @@ pub fn run(
             },
         },
         now,
+    )?;
+    check_shrink(
+        registry,
+        request,
+        previous.as_ref(),
+        &next,
+        numbers + removals,
+        parsed.lines,
     )?;
     if !request.dry_run {
         file::write(dir, &next).map_err(ImportError::Write)?;
@@ -454,6 +619,54 @@ mod tests {
             "{message}"
         );
         assert!(message.ends_with("and 5 more"), "{message}");
+    }
+
+    #[test]
+    fn test_shrink_threshold() {
+        assert!(!shrinks_too_much(0, 0, 10));
+        assert!(!shrinks_too_much(10, 9, 10));
+        assert!(shrinks_too_much(10, 8, 10));
+        assert!(shrinks_too_much(10, 0, 100), "empty is never a mere shrink");
+        assert!(!shrinks_too_much(10, 1, 100));
+        assert!(shrinks_too_much(1000, 999, 0));
+        assert!(!shrinks_too_much(u64::MAX, u64::MAX - 1, 1));
+        assert!(!shrinks_too_much(5, 50, 0));
+    }
+
+    #[test]
+    fn test_overlong_line_is_an_error_with_an_excerpt() {
+        let text = format!("+39 333 123 4567\n{}\n", "9".repeat(MAX_LINE_BYTES + 1));
+        let err = parse(text.as_bytes(), Some(Format::Lines), it(), false).unwrap_err();
+        let message = err.to_string();
+        assert!(
+            message.starts_with("line 2: longer than 4096 bytes"),
+            "{message}"
+        );
+        assert!(message.len() < 200, "{message}");
+        // Exactly the limit is fine (it is just a bad number).
+        let text = format!("{}\n", "9".repeat(MAX_LINE_BYTES));
+        let parsed = parse_lines(&text);
+        assert_eq!(parsed.reject_count, 1);
+        assert!(
+            parsed.rejects[0].problem.len() < 300,
+            "{:?}",
+            parsed.rejects[0]
+        );
+    }
+
+    #[test]
+    fn test_auto_falls_back_to_lines_per_line() {
+        let us = Region::parse("US").unwrap();
+        let (format, parsed) = parse(
+            "2127361234\n(212) 736-1235\n# note\n212,7361237\n".as_bytes(),
+            None,
+            us,
+            false,
+        )
+        .unwrap();
+        assert_eq!(format, Format::Ftc);
+        assert_eq!(parsed.reject_count, 0, "{:?}", parsed.rejects);
+        assert_eq!(parsed.numbers.len(), 3);
     }
 
     #[test]

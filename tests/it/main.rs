@@ -5,6 +5,7 @@ mod auth;
 mod browser;
 mod check_call;
 mod faults;
+mod hardening;
 mod lifecycle;
 mod records;
 mod registry;

@@ -1,0 +1,67 @@
+//! The protobuf codec of dialgate's services: prost's, except that a
+//! message that cannot be decoded (invalid UTF-8, a wrong wire type, a
+//! truncated field) is the client's fault and answers `INVALID_ARGUMENT`,
+//! not `INTERNAL` (tonic-prost's mapping). `INTERNAL` stays for our faults.
+
+use std::marker::PhantomData;
+
+use prost::Message;
+use tonic::Status;
+use tonic::codec::{BufferSettings, Codec, DecodeBuf, Decoder};
+use tonic_prost::{ProstCodec, ProstDecoder, ProstEncoder};
+
+/// Generated code names this codec (see `build.rs`).
+#[derive(Debug, Clone, Copy)]
+pub struct ClientFaultCodec<T, U> {
+    _pd: PhantomData<(T, U)>,
+}
+
+impl<T, U> Default for ClientFaultCodec<T, U> {
+    fn default() -> Self {
+        ClientFaultCodec { _pd: PhantomData }
+    }
+}
+
+impl<T, U> Codec for ClientFaultCodec<T, U>
+where
+    T: Message + Send + 'static,
+    U: Message + Default + Send + 'static,
+{
+    type Encode = T;
+    type Decode = U;
+    type Encoder = ProstEncoder<T>;
+    type Decoder = ClientFaultDecoder<U>;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        ProstCodec::<T, U>::default().encoder()
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        ClientFaultDecoder(ProstCodec::<T, U>::default().decoder())
+    }
+}
+
+/// Prost's decoder with decode errors mapped to `INVALID_ARGUMENT`.
+#[derive(Debug)]
+pub struct ClientFaultDecoder<U>(ProstDecoder<U>);
+
+impl<U: Message + Default> Decoder for ClientFaultDecoder<U> {
+    type Item = U;
+    type Error = Status;
+
+    fn decode(&mut self, buf: &mut DecodeBuf<'_>) -> Result<Option<U>, Status> {
+        self.0.decode(buf).map_err(decode_status)
+    }
+
+    fn buffer_settings(&self) -> BufferSettings {
+        self.0.buffer_settings()
+    }
+}
+
+/// The status of a message that does not decode.
+pub fn decode_status(status: Status) -> Status {
+    Status::invalid_argument(format!(
+        "malformed message: {}",
+        crate::registry::formats::quoted(status.message())
+    ))
+}

@@ -1,0 +1,149 @@
+//! Files at rest hold every number and consent: created owner-only (files
+//! 0600, directories 0700; a stricter umask still applies), and existing
+//! ones tightened at start.
+
+use std::fs::{self, DirBuilder, File, OpenOptions};
+use std::io;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::Path;
+
+/// Mode of files dialgate creates.
+pub const FILE_MODE: u32 = 0o600;
+/// Mode of directories dialgate creates.
+pub const DIR_MODE: u32 = 0o700;
+
+/// Creates (or truncates) a file, owner-only.
+pub fn create_file(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(FILE_MODE)
+        .open(path)
+}
+
+/// Opens a file for appending, creating it owner-only.
+pub fn append_file(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(FILE_MODE)
+        .open(path)
+}
+
+/// Creates a file owner-only if it does not exist yet (leaving its content),
+/// so that SQLite, which gives its `-wal` and `-shm` files the database
+/// file's mode, creates them owner-only too.
+pub fn touch(path: &Path) -> io::Result<()> {
+    OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(FILE_MODE)
+        .open(path)
+        .map(drop)
+}
+
+/// Creates a directory and its missing parents, owner-only.
+pub fn create_dir_all(path: &Path) -> io::Result<()> {
+    DirBuilder::new()
+        .recursive(true)
+        .mode(DIR_MODE)
+        .create(path)
+}
+
+/// Removes group and other permissions from `path` if it exists; returns
+/// whether it changed anything.
+pub fn tighten(path: &Path) -> io::Result<bool> {
+    let metadata = match fs::symlink_metadata(path) {
+        Ok(m) => m,
+        Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(false),
+        Err(err) => return Err(err),
+    };
+    if metadata.file_type().is_symlink() {
+        return Ok(false);
+    }
+    let mode = metadata.permissions().mode();
+    if mode & 0o077 == 0 {
+        return Ok(false);
+    }
+    fs::set_permissions(path, fs::Permissions::from_mode(mode & !0o077))?;
+    Ok(true)
+}
+
+/// Tightens the data directory and the stores in it (see [`tighten`]),
+/// logging a warning per path it changed.
+pub fn tighten_data_dir(data_dir: &Path) {
+    let mut paths = vec![data_dir.to_path_buf()];
+    for name in [
+        "decisions.db",
+        "decisions.db-wal",
+        "decisions.db-shm",
+        "contacts.db",
+        "contacts.db-wal",
+        "contacts.db-shm",
+        "checkpoints.jsonl",
+        "head.json",
+        "registries",
+    ] {
+        paths.push(data_dir.join(name));
+    }
+    if let Ok(entries) = fs::read_dir(data_dir.join("registries")) {
+        paths.extend(entries.flatten().map(|e| e.path()));
+    }
+    for path in paths {
+        match tighten(&path) {
+            Ok(true) => tracing::warn!(
+                path = %path.display(),
+                "was readable by group or others: made owner-only"
+            ),
+            Ok(false) => {}
+            Err(err) => tracing::warn!(
+                path = %path.display(),
+                error = %err,
+                "cannot make owner-only"
+            ),
+        }
+    }
+}
+
+/// A warning if a secret (key) file can be read by group or others.
+pub fn exposed_secret(path: &Path) -> Option<String> {
+    let mode = fs::metadata(path).ok()?.permissions().mode();
+    (mode & 0o077 != 0).then(|| {
+        format!(
+            "{} is readable by group or others (mode {:o}): make it owner-only (chmod 600)",
+            path.display(),
+            mode & 0o777
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_created_owner_only_and_tightened() {
+        let dir = tempfile::tempdir().unwrap();
+        let sub = dir.path().join("a/b");
+        create_dir_all(&sub).unwrap();
+        assert_eq!(
+            fs::metadata(&sub).unwrap().permissions().mode() & 0o777,
+            0o700 & fs::metadata(&sub).unwrap().permissions().mode()
+        );
+        assert_eq!(fs::metadata(&sub).unwrap().permissions().mode() & 0o077, 0);
+        let file = sub.join("f");
+        create_file(&file).unwrap();
+        assert_eq!(fs::metadata(&file).unwrap().permissions().mode() & 0o077, 0);
+        fs::set_permissions(&file, fs::Permissions::from_mode(0o644)).unwrap();
+        assert!(exposed_secret(&file).is_some());
+        assert!(tighten(&file).unwrap());
+        assert_eq!(
+            fs::metadata(&file).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        assert!(!tighten(&file).unwrap());
+        assert!(exposed_secret(&file).is_none());
+    }
+}

@@ -1,0 +1,810 @@
+//! Issue 14: careless and hostile input never produces an ALLOW.
+
+use std::io::Write;
+
+use crate::support::*;
+
+fn list_json(ws: &Workspace) -> Vec<serde_json::Value> {
+    serde_json::from_str(&ws.cli_ok(&["registry", "list", "--json"])).unwrap()
+}
+
+fn numbers_of(ws: &Workspace, id: &str) -> serde_json::Value {
+    list_json(ws).into_iter().find(|r| r["id"] == id).unwrap()["numbers"].clone()
+}
+
+fn import_file(
+    ws: &Workspace,
+    registry: &str,
+    path: &std::path::Path,
+    extra: &[&str],
+) -> std::process::Output {
+    let mut args = vec![
+        "registry",
+        "import",
+        "--registry",
+        registry,
+        "--file",
+        path_str(path),
+    ];
+    args.extend_from_slice(extra);
+    // Block-list replaces state their coverage (the whole country here).
+    let replace = !extra.contains(&"--mode") || extra.contains(&"replace");
+    if replace {
+        match registry {
+            "us-dnc" => args.extend_from_slice(&["--covers", "+1"]),
+            "uk-tps" => args.extend_from_slice(&["--covers", "+44"]),
+            _ => {}
+        }
+    }
+    ws.cli(&args)
+}
+
+fn stderr(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).to_string()
+}
+
+fn ten_dnc_numbers() -> Vec<String> {
+    (0..10).map(|i| format!("212 555 01{i:02}")).collect()
+}
+
+#[test]
+fn test_replace_that_empties_or_shrinks_a_blocklist_is_refused() {
+    let ws = Workspace::new(&standard_config(""));
+    let numbers = ten_dnc_numbers();
+    let refs: Vec<&str> = numbers.iter().map(String::as_str).collect();
+    ws.import("us-dnc", &refs, &[]);
+    assert_eq!(numbers_of(&ws, "us-dnc"), 10);
+
+    // Empty file, empty .gz, comment-only file, a newline bomb (gzip).
+    let empty = ws.file("empty.txt", "");
+    let comments = ws.file("comments.txt", "# nothing here\n#\n");
+    let empty_gz = ws.dir.path().join("empty.gz");
+    flate2::write::GzEncoder::new(
+        std::fs::File::create(&empty_gz).unwrap(),
+        flate2::Compression::fast(),
+    )
+    .finish()
+    .unwrap();
+    let bomb = ws.dir.path().join("bomb.gz");
+    {
+        let mut gz = flate2::write::GzEncoder::new(
+            std::fs::File::create(&bomb).unwrap(),
+            flate2::Compression::best(),
+        );
+        let newlines = vec![b'\n'; 1 << 20];
+        for _ in 0..8 {
+            gz.write_all(&newlines).unwrap();
+        }
+        gz.finish().unwrap();
+    }
+    for path in [&empty, &comments, &empty_gz, &bomb] {
+        for extra in [&[][..], &["--dry-run"][..], &["--format", "lines"][..]] {
+            let out = import_file(&ws, "us-dnc", path, extra);
+            let err = stderr(&out);
+            assert!(!out.status.success(), "{path:?} {extra:?} must be refused");
+            assert!(
+                err.contains("10 -> 0") && err.contains("--allow-shrink"),
+                "{path:?}: {err}"
+            );
+        }
+    }
+    // Shrinking by 20 % (more than the default 10 %) is refused, naming the sizes.
+    let eight = ws.file("eight.txt", &(numbers[..8].join("\n") + "\n"));
+    let out = import_file(&ws, "us-dnc", &eight, &[]);
+    let err = stderr(&out);
+    assert!(!out.status.success());
+    assert!(err.contains("10 -> 8") && err.contains("10 %"), "{err}");
+    assert_eq!(numbers_of(&ws, "us-dnc"), 10, "nothing changed");
+    // A higher threshold lets it through; so does --allow-shrink.
+    let ok = import_file(&ws, "us-dnc", &eight, &["--max-shrink-percent", "20"]);
+    assert!(ok.status.success(), "{}", stderr(&ok));
+    assert_eq!(numbers_of(&ws, "us-dnc"), 8);
+    let nine = ws.file("nine.txt", &(numbers[..9].join("\n") + "\n"));
+    assert!(
+        import_file(&ws, "us-dnc", &nine, &[]).status.success(),
+        "growth is fine"
+    );
+    let ok = import_file(&ws, "us-dnc", &empty, &["--allow-shrink"]);
+    assert!(ok.status.success(), "{}", stderr(&ok));
+    assert_eq!(numbers_of(&ws, "us-dnc"), 0);
+    // Out-of-range thresholds are refused by the argument parser.
+    let out = import_file(&ws, "us-dnc", &nine, &["--max-shrink-percent", "101"]);
+    assert!(!out.status.success());
+}
+
+#[test]
+fn test_empty_first_import_and_empty_add_are_not_silent_successes() {
+    let ws = Workspace::new(&standard_config(""));
+    let empty = ws.file("empty.txt", "\n\n");
+    let out = import_file(&ws, "us-dnc", &empty, &[]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("no numbers"), "{}", stderr(&out));
+    ws.import("us-dnc", &["212 555 0199"], &[]);
+    // An empty add would only refresh the check date of old data.
+    let out = import_file(&ws, "us-dnc", &empty, &["--mode", "add"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("no numbers"), "{}", stderr(&out));
+}
+
+#[test]
+fn test_allowlist_shrink_is_compared_per_controller() {
+    let ws = Workspace::new(&standard_config(""));
+    let acme: Vec<String> = (0..10).map(|i| format!("+39 333 123 45{i:02}")).collect();
+    let refs: Vec<&str> = acme.iter().map(String::as_str).collect();
+    ws.import("it-rpo", &refs, &["--controller", "acme"]);
+    // beta's first list is small: no shrink for beta, acme untouched.
+    ws.import("it-rpo", &["+39 333 999 0001"], &["--controller", "beta"]);
+    assert_eq!(numbers_of(&ws, "it-rpo"), 11);
+    // acme's list replaced by one number: a 90 % shrink of acme's list.
+    let one = ws.file("one.txt", "+39 333 123 4500\n");
+    let out = import_file(&ws, "it-rpo", &one, &["--controller", "acme"]);
+    let err = stderr(&out);
+    assert!(!out.status.success());
+    assert!(err.contains("acme") && err.contains("10 -> 1"), "{err}");
+    // beta going from 1 to 1 is fine even though the registry has 11.
+    let beta = ws.file("beta.txt", "+39 333 999 0002\n");
+    let out = import_file(&ws, "it-rpo", &beta, &["--controller", "beta"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+}
+
+#[test]
+fn test_overlong_lines_fail_fast_naming_the_line_with_a_short_excerpt() {
+    let ws = Workspace::new(&standard_config(""));
+    // A 100 MB line: refused, the error names line 2 and quotes little of it.
+    let path = ws.dir.path().join("long.txt");
+    {
+        let mut f = std::io::BufWriter::new(std::fs::File::create(&path).unwrap());
+        f.write_all(b"212 555 0199\n").unwrap();
+        let chunk = vec![b'7'; 1 << 20];
+        for _ in 0..100 {
+            f.write_all(&chunk).unwrap();
+        }
+        f.write_all(b"\n212 555 0198\n").unwrap();
+    }
+    for format in ["lines", "ftc", "auto"] {
+        let out = import_file(&ws, "us-dnc", &path, &["--format", format]);
+        let err = stderr(&out);
+        assert!(!out.status.success(), "{format}");
+        assert!(
+            err.contains("line 2") && err.contains("4096"),
+            "{format}: {}",
+            &err[..err.len().min(500)]
+        );
+        assert!(err.len() < 1000, "{format}: error of {} bytes", err.len());
+    }
+    // A 2 GB sparse file (one line of NUL bytes) fails after reading a few KiB.
+    let sparse = ws.dir.path().join("sparse.txt");
+    std::fs::File::create(&sparse)
+        .unwrap()
+        .set_len(2 << 30)
+        .unwrap();
+    let out = import_file(&ws, "us-dnc", &sparse, &[]);
+    let err = stderr(&out);
+    assert!(!out.status.success());
+    assert!(err.contains("line 1") && err.len() < 1000, "{err}");
+}
+
+#[test]
+fn test_bad_line_errors_quote_only_an_excerpt() {
+    let ws = Workspace::new(&standard_config(""));
+    let long_bad = format!("212 555 0199\n{}\n", "x".repeat(4000));
+    let path = ws.file("bad.txt", &long_bad);
+    let out = import_file(&ws, "us-dnc", &path, &["--format", "lines"]);
+    let err = stderr(&out);
+    assert!(!out.status.success());
+    assert!(err.contains("line 2"), "{err}");
+    assert!(err.len() < 600, "error of {} bytes: {err}", err.len());
+}
+
+#[test]
+fn test_auto_format_never_refuses_what_lines_accepts() {
+    let ws = Workspace::new(&standard_config(""));
+    let text = "2127361234\n(212) 736-1235\n# a comment\n+1 212 736 1236\n212,7361237\n";
+    let path = ws.file("mixed.txt", text);
+    let out = import_file(&ws, "us-dnc", &path, &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(numbers_of(&ws, "us-dnc"), 4);
+    // A GB list whose first line looks like TPS and whose later lines are
+    // ordinary notations, one of them 13 characters with spaces.
+    let gb = ws.file("gb.txt", "02079460018 \n020 7946 0019\n+44 20 7946 0020\n");
+    let out = import_file(&ws, "uk-tps", &gb, &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let lines = import_file(&ws, "uk-tps", &gb, &["--format", "lines", "--dry-run"]);
+    assert!(lines.status.success(), "{}", stderr(&lines));
+    assert_eq!(numbers_of(&ws, "uk-tps"), 3);
+}
+
+#[test]
+fn test_snapshot_temporaries_are_removed_at_import_and_server_start() {
+    let ws = Workspace::new(&standard_config(""));
+    ws.import("us-dnc", &["212 555 0199"], &[]);
+    let snapshots = ws.data_dir().join("registries");
+    assert!(snapshots.join("us-dnc.snap").exists(), "layout changed?");
+    let stale = snapshots.join("us-dnc.snap.tmp-4000001");
+    std::fs::write(&stale, b"partial").unwrap();
+    ws.import("us-dnc", &["212 555 0199", "212 555 0198"], &[]);
+    assert!(
+        !stale.exists(),
+        "import start removes its registry's temporaries"
+    );
+    let other = snapshots.join("it-rpo.snap.tmp-4000002");
+    std::fs::write(&other, b"partial").unwrap();
+    let server = ws.start();
+    assert!(!other.exists(), "server start removes temporaries");
+    server.terminate();
+}
+
+fn mode(path: &std::path::Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .permissions()
+        .mode()
+        & 0o777
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn test_stores_snapshots_and_backups_are_owner_only() {
+    let config = standard_config("").replace(
+        "shutdown_grace_ms = 5000",
+        "shutdown_grace_ms = 5000\n\n[log]\ncheckpoint_key_file = \"checkpoint.key\"",
+    );
+    let ws = Workspace::new(&config);
+    let key = ws.file("checkpoint.key", &"11".repeat(32));
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    }
+    ws.import("it-rpo", &["+39 333 123 4567"], &["--controller", "acme"]);
+    let server = ws.start();
+    let mut gateway = server.gateway().await;
+    gateway
+        .check_call(call("+39 333 123 4567", "+390212345678", "it-sales"))
+        .await
+        .unwrap();
+    let data = ws.data_dir();
+    let mut paths = vec![
+        data.clone(),
+        data.join("decisions.db"),
+        data.join("contacts.db"),
+        data.join("registries"),
+        data.join("registries/it-rpo.snap"),
+    ];
+    for wal in ["decisions.db-wal", "decisions.db-shm", "contacts.db-wal"] {
+        // Checked while the server runs: SQLite removes them at close.
+        if data.join(wal).exists() {
+            assert_eq!(mode(&data.join(wal)) & 0o077, 0, "{wal}");
+        }
+    }
+    let target = ws.dir.path().join("backup");
+    ws.cli_ok(&["backup", "--to", path_str(&target)]);
+    let (_, log) = server.terminate();
+    assert!(
+        log.iter()
+            .any(|l| l.contains("checkpoint.key") && l.contains("readable by group or others")),
+        "{log:?}"
+    );
+    paths.push(data.join("checkpoints.jsonl"));
+    paths.extend([
+        target.clone(),
+        target.join("decisions.db"),
+        target.join("registries/it-rpo.snap"),
+    ]);
+    if target.join("checkpoints.jsonl").exists() {
+        paths.push(target.join("checkpoints.jsonl"));
+    }
+    for path in &paths {
+        assert_eq!(
+            mode(path) & 0o077,
+            0,
+            "{} is {:o}",
+            path.display(),
+            mode(path)
+        );
+    }
+}
+
+#[test]
+fn test_existing_world_readable_stores_are_tightened_at_start() {
+    use std::os::unix::fs::PermissionsExt;
+    let ws = Workspace::new(&standard_config(""));
+    ws.import("it-rpo", &["+39 333 123 4567"], &["--controller", "acme"]);
+    let data = ws.data_dir();
+    let snap = data.join("registries/it-rpo.snap");
+    std::fs::set_permissions(&snap, std::fs::Permissions::from_mode(0o644)).unwrap();
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let server = ws.start();
+    assert_eq!(mode(&snap), 0o600);
+    assert_eq!(mode(&data), 0o700);
+    server.terminate();
+}
+
+#[test]
+fn test_duplicate_csv_headers_are_refused_naming_them() {
+    let ws = Workspace::new(&standard_config(""));
+    let file = ws.file(
+        "optouts.csv",
+        "number,controller,number,default_region\n0151 23456788,acme,0151 23456789,DE\n",
+    );
+    let out = ws.cli(&["suppression", "import", "--file", path_str(&file)]);
+    let err = stderr(&out);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("\"number\" appears twice") && err.contains("columns 1 and 3"),
+        "{err}"
+    );
+    let consents = ws.file(
+        "consents.csv",
+        "controller,number,purpose,granted_at,source,source\nacme,+49 151 23456789,marketing,2026-01-01,web,shop\n",
+    );
+    let out = ws.cli(&["consent", "import", "--file", path_str(&consents)]);
+    assert!(
+        stderr(&out).contains("\"source\" appears twice"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn test_csv_export_neutralises_formulas() {
+    let ws = Workspace::new(&standard_config(""));
+    ws.import("it-rpo", &["+39 333 123 4567"], &["--controller", "acme"]);
+    let server = ws.start();
+    let mut gateway = server.gateway().await;
+    for request_id in [
+        "+1+cmd|' /C calc'!A0",
+        "\t=1+1",
+        " =HYPERLINK(\"x\")",
+        "@SUM(1)",
+    ] {
+        let mut request = call("+39 333 123 4567", "+390212345678", "it-sales");
+        request.request_id = request_id.into();
+        gateway.check_call(request).await.unwrap();
+    }
+    drop(server);
+    let out = ws.cli_ok(&["audit", "export", "--format", "csv"]);
+    for needle in ["'+1+cmd", "'\t=1+1", "' =HYPERLINK", "'@SUM(1)"] {
+        assert!(out.contains(needle), "{needle:?} not neutralised in {out}");
+    }
+    assert!(
+        out.contains(",+393331234567,"),
+        "E.164 numbers stay as they are: {out}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn test_contact_records_fields_are_bounded_and_checked() {
+    use dialgate::proto::{
+        AddSuppressionRequest, EraseSubjectRequest, Purpose, RecordConsentRequest,
+        RecordRelationshipRequest, RelationshipKind,
+    };
+    let ws = Workspace::new(&standard_config(""));
+    let server = ws.start();
+    let mut records = server.records().await;
+    let suppression = |controller: &str, campaign: &str| AddSuppressionRequest {
+        controller: controller.into(),
+        campaign_id: campaign.into(),
+        number: "+39 333 123 4567".into(),
+        reason: "asked".into(),
+        ..Default::default()
+    };
+    let long = "a".repeat(1 << 20);
+    let cases = [
+        (suppression("acme", "../../etc"), "campaign_id"),
+        (suppression(&long, ""), "controller"),
+        (suppression("ac\0me", ""), "controller"),
+        (suppression("acme", &long), "campaign_id"),
+        (
+            AddSuppressionRequest {
+                reason: "x\0y".into(),
+                ..suppression("acme", "it-sales")
+            },
+            "reason",
+        ),
+        (
+            AddSuppressionRequest {
+                number: long.clone(),
+                ..suppression("acme", "")
+            },
+            "number",
+        ),
+    ];
+    for (request, field) in cases {
+        let status = records.add_suppression(request).await.unwrap_err();
+        assert_eq!(status.code(), tonic::Code::InvalidArgument, "{field}");
+        assert!(
+            status.message().starts_with(field),
+            "{field}: {}",
+            &status.message()[..status.message().len().min(200)]
+        );
+        assert!(
+            status.message().len() < 300,
+            "{field}: message of {} bytes",
+            status.message().len()
+        );
+    }
+    records
+        .add_suppression(suppression("acme", "it-sales"))
+        .await
+        .expect("a configured campaign is fine");
+
+    let consent = |granted_at: prost_types::Timestamp| RecordConsentRequest {
+        controller: "acme".into(),
+        number: "+49 151 23456789".into(),
+        purpose: Purpose::Marketing as i32,
+        granted_at: Some(granted_at),
+        source: "web".into(),
+        ..Default::default()
+    };
+    let now = jiff::Timestamp::now().as_second();
+    for (ts, why) in [
+        (
+            prost_types::Timestamp {
+                seconds: now - 10,
+                nanos: -5,
+            },
+            "negative nanos",
+        ),
+        (
+            prost_types::Timestamp {
+                seconds: -62_135_596_800,
+                nanos: 0,
+            },
+            "year 1",
+        ),
+        (
+            prost_types::Timestamp {
+                seconds: -1,
+                nanos: 0,
+            },
+            "1969",
+        ),
+        (
+            prost_types::Timestamp {
+                seconds: now + 2 * 86_400,
+                nanos: 0,
+            },
+            "future",
+        ),
+    ] {
+        let status = records.record_consent(consent(ts)).await.unwrap_err();
+        assert_eq!(status.code(), tonic::Code::InvalidArgument, "{why}");
+        assert!(
+            status.message().starts_with("granted_at"),
+            "{why}: {}",
+            status.message()
+        );
+    }
+    let status = records
+        .record_relationship(RecordRelationshipRequest {
+            controller: "acme".into(),
+            number: "+49 151 23456789".into(),
+            kind: RelationshipKind::Customer as i32,
+            started_at: Some(prost_types::Timestamp {
+                seconds: -62_135_596_800,
+                nanos: 0,
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert!(
+        status.message().starts_with("started_at"),
+        "{}",
+        status.message()
+    );
+    let status = records
+        .erase_subject(EraseSubjectRequest {
+            controller: "x".repeat(129),
+            number: "+49 151 23456789".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert!(
+        status.message().starts_with("controller"),
+        "{}",
+        status.message()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn test_undecodable_grpc_messages_are_invalid_argument() {
+    let ws = Workspace::new(&standard_config(""));
+    let server = ws.start();
+    let channel = server.channel().await;
+    // CheckCallRequest.called_number (field 1, string) with invalid UTF-8,
+    // and field 1 with the varint wire type instead of length-delimited.
+    let bodies: [(&str, Vec<u8>); 3] = [
+        ("invalid utf-8", vec![0x0a, 0x02, 0xff, 0xfe]),
+        ("wrong wire type", vec![0x08, 0x01]),
+        ("truncated", vec![0x0a, 0x05, b'a']),
+    ];
+    for (why, body) in bodies {
+        for path in [
+            "/dialgate.v1.ComplianceGateway/CheckCall",
+            "/dialgate.v1.ContactRecords/AddSuppression",
+        ] {
+            let mut grpc = tonic::client::Grpc::new(channel.clone());
+            grpc.ready().await.unwrap();
+            let status = grpc
+                .unary::<Vec<u8>, Vec<u8>, _>(
+                    tonic::Request::new(body.clone()),
+                    http::uri::PathAndQuery::from_static(path),
+                    RawCodec,
+                )
+                .await
+                .unwrap_err();
+            assert_eq!(
+                status.code(),
+                tonic::Code::InvalidArgument,
+                "{why} on {path}: {status:?}"
+            );
+        }
+    }
+}
+
+/// Sends and receives raw bytes, to put malformed messages on the wire.
+#[derive(Debug, Clone, Copy, Default)]
+struct RawCodec;
+
+impl tonic::codec::Codec for RawCodec {
+    type Encode = Vec<u8>;
+    type Decode = Vec<u8>;
+    type Encoder = RawCodec;
+    type Decoder = RawCodec;
+    fn encoder(&mut self) -> RawCodec {
+        RawCodec
+    }
+    fn decoder(&mut self) -> RawCodec {
+        RawCodec
+    }
+}
+
+impl tonic::codec::Encoder for RawCodec {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+    fn encode(
+        &mut self,
+        item: Vec<u8>,
+        dst: &mut tonic::codec::EncodeBuf<'_>,
+    ) -> Result<(), tonic::Status> {
+        use prost::bytes::BufMut;
+        dst.put_slice(&item);
+        Ok(())
+    }
+}
+
+impl tonic::codec::Decoder for RawCodec {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+    fn decode(
+        &mut self,
+        src: &mut tonic::codec::DecodeBuf<'_>,
+    ) -> Result<Option<Vec<u8>>, tonic::Status> {
+        use prost::bytes::Buf;
+        let mut out = vec![0; src.remaining()];
+        src.copy_to_slice(&mut out);
+        Ok(Some(out))
+    }
+}
+
+const KEYED: &str = "shutdown_grace_ms = 5000\n\n[log]\ncheckpoint_key_file = \"checkpoint.key\"";
+
+async fn decide(ws: &Workspace, n: usize) {
+    let server = ws.start();
+    let mut gateway = server.gateway().await;
+    for _ in 0..n {
+        gateway
+            .check_call(call("+39 333 123 4567", "+390212345678", "it-sales"))
+            .await
+            .unwrap();
+    }
+    let (status, _) = server.terminate();
+    assert!(status.success());
+}
+
+fn checkpoints(ws: &Workspace) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(ws.data_dir().join("checkpoints.jsonl"))
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn test_start_up_checkpoints_the_inherited_head() {
+    let ws = Workspace::new(&standard_config(""));
+    ws.import("it-rpo", &["+39 333 123 4567"], &["--controller", "acme"]);
+    decide(&ws, 3).await;
+    // Lose the checkpoints (say, an old deployment that had none).
+    std::fs::remove_file(ws.data_dir().join("checkpoints.jsonl")).unwrap();
+    // A restart with no new decisions checkpoints the head it inherits.
+    let server = ws.start();
+    let seen = checkpoints(&ws);
+    assert_eq!(
+        seen.last().map(|c| c["seq"].clone()),
+        Some(3.into()),
+        "{seen:?}"
+    );
+    server.terminate();
+    assert_eq!(
+        checkpoints(&ws).len(),
+        1,
+        "no duplicate checkpoint of the same head"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn test_verify_fails_when_rows_and_checkpoints_are_deleted_but_the_signed_head_remains() {
+    let ws = Workspace::new(&standard_config("").replace("shutdown_grace_ms = 5000", KEYED));
+    ws.file("checkpoint.key", &"11".repeat(32));
+    ws.import("it-rpo", &["+39 333 123 4567"], &["--controller", "acme"]);
+    decide(&ws, 4).await;
+    let head: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(ws.data_dir().join("head.json")).unwrap())
+            .unwrap();
+    assert_eq!(head["seq"], 4);
+    assert_eq!(head["signature"].as_str().unwrap().len(), 128);
+    assert!(ws.cli(&["audit", "verify"]).status.success());
+    {
+        let conn = rusqlite::Connection::open(ws.data_dir().join("decisions.db")).unwrap();
+        conn.execute("DELETE FROM decisions", []).unwrap();
+    }
+    std::fs::remove_file(ws.data_dir().join("checkpoints.jsonl")).unwrap();
+    let out = ws.cli(&["audit", "verify"]);
+    let err = stderr(&out);
+    assert!(!out.status.success(), "verify passed on an emptied log");
+    assert!(err.contains("truncated") && err.contains("seq 4"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn test_an_external_anchor_makes_truncation_after_the_last_checkpoint_evident() {
+    let ws = Workspace::new(&standard_config(""));
+    ws.import("it-rpo", &["+39 333 123 4567"], &["--controller", "acme"]);
+    decide(&ws, 3).await;
+    let anchor = ws.cli_ok(&["audit", "checkpoint"]);
+    let anchor = ws.file("anchor.json", &anchor);
+    assert!(
+        ws.cli(&["audit", "verify", "--anchor", path_str(&anchor)])
+            .status
+            .success()
+    );
+    {
+        let conn = rusqlite::Connection::open(ws.data_dir().join("decisions.db")).unwrap();
+        conn.execute("DELETE FROM decisions WHERE seq = 3", [])
+            .unwrap();
+    }
+    // Also rewrite the local checkpoints so they no longer show the tail.
+    let path = ws.data_dir().join("checkpoints.jsonl");
+    std::fs::write(&path, "").unwrap();
+    assert!(
+        ws.cli(&["audit", "verify"]).status.success(),
+        "undetectable without an anchor"
+    );
+    let out = ws.cli(&["audit", "verify", "--anchor", path_str(&anchor)]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("truncated"), "{}", stderr(&out));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn test_unsigned_checkpoints_from_before_the_key_are_not_bad_signatures() {
+    let ws = Workspace::new(&standard_config(""));
+    ws.import("it-rpo", &["+39 333 123 4567"], &["--controller", "acme"]);
+    decide(&ws, 2).await;
+    assert!(checkpoints(&ws).iter().all(|c| c["signature"].is_null()));
+    // The key is added to the existing deployment.
+    std::fs::write(
+        ws.config_path(),
+        standard_config("").replace("shutdown_grace_ms = 5000", KEYED),
+    )
+    .unwrap();
+    ws.file("checkpoint.key", &"11".repeat(32));
+    decide(&ws, 2).await;
+    let out = ws.cli(&["audit", "verify"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let ok = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(ok.contains("unsigned (before the key)"), "{ok}");
+    // An unsigned checkpoint after signed ones is not from before the key.
+    let path = ws.data_dir().join("checkpoints.jsonl");
+    let mut text = std::fs::read_to_string(&path).unwrap();
+    let first = text.lines().next().unwrap().to_string();
+    text.push_str(&first);
+    text.push('\n');
+    std::fs::write(&path, &text).unwrap();
+    let out = ws.cli(&["audit", "verify"]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("unsigned checkpoint after signed"),
+        "{}",
+        stderr(&out)
+    );
+    // A bad signature is named as such.
+    let forged = std::fs::read_to_string(&path)
+        .unwrap()
+        .lines()
+        .filter(|l| l.contains("signature"))
+        .map(|l| l.replace("\"seq\":4", "\"seq\":3"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    std::fs::write(&path, forged + "\n").unwrap();
+    let out = ws.cli(&["audit", "verify"]);
+    assert!(
+        stderr(&out).contains("signature invalid"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn test_verify_and_export_read_a_read_only_data_dir() {
+    use std::os::unix::fs::PermissionsExt;
+    let ws = Workspace::new(&standard_config(""));
+    ws.import("it-rpo", &["+39 333 123 4567"], &["--controller", "acme"]);
+    decide(&ws, 2).await;
+    // A mounted backup: readable by the auditor, writable by nobody. Run as
+    // an unprivileged user (root would write anyway).
+    let readable = |path: &std::path::Path, mode: u32| {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap()
+    };
+    readable(ws.dir.path(), 0o755);
+    readable(&ws.config_path(), 0o644);
+    readable(&ws.data_dir(), 0o555);
+    for entry in std::fs::read_dir(ws.data_dir()).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_file() {
+            readable(&path, 0o444);
+        }
+    }
+    let as_reader = |args: &[&str]| {
+        let mut command = if unsafe_is_root() {
+            let mut c = std::process::Command::new("setpriv");
+            c.args(["--reuid=65534", "--regid=65534", "--clear-groups", BIN]);
+            c
+        } else {
+            std::process::Command::new(BIN)
+        };
+        command
+            .arg("--config")
+            .arg(ws.config_path())
+            .args(args)
+            .env("DIALGATE_LOG", "warn")
+            .output()
+            .unwrap()
+    };
+    let out = as_reader(&["audit", "verify"]);
+    assert!(out.status.success(), "verify: {}", stderr(&out));
+    let out = as_reader(&["audit", "export", "--format", "csv"]);
+    assert!(out.status.success(), "export: {}", stderr(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 3);
+    readable(&ws.data_dir(), 0o700);
+}
+
+fn unsafe_is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn test_sighup_without_tls_is_handled_not_fatal() {
+    let ws = Workspace::new(&standard_config(""));
+    ws.import("it-rpo", &["+39 333 123 4567"], &["--controller", "acme"]);
+    let server = ws.start();
+    let status = std::process::Command::new("kill")
+        .args(["-HUP", &server.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let mut gateway = server.gateway().await;
+    for _ in 0..3 {
+        gateway
+            .check_call(call("+39 333 123 4567", "+390212345678", "it-sales"))
+            .await
+            .expect("the server survives SIGHUP");
+    }
+    let (status, log) = server.terminate();
+    assert!(status.success(), "{status:?}");
+    assert!(log.iter().any(|l| l.contains("SIGHUP")), "{log:?}");
+}
