@@ -179,114 +179,7 @@ fn default_shutdown_grace_ms() -> u64 {
     10_000
 }
 
-/// Settings of the durable decision log.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct LogConfig {
-    /// Decisions waiting for the writer before CheckCall answers UNAVAILABLE.
-    #[serde(default = "default_queue_capacity")]
-    pub queue_capacity: usize,
-    /// Most decisions committed in one transaction (group commit).
-    #[serde(default = "default_max_batch")]
-    pub max_batch: usize,
-    /// Under concurrent load, how long (µs) a commit may wait for more
-    /// decisions to share its fsync; a lone caller never waits.
-    #[serde(default = "default_linger_us")]
-    pub group_commit_linger_us: u64,
-    /// How often (ms) a background thread copies the log's WAL into the
-    /// database, so commits rarely stall on a checkpoint; 0 = off.
-    #[serde(default = "default_wal_backfill_ms")]
-    pub wal_backfill_ms: u64,
-    /// How long a request_id is at least remembered as an idempotency key.
-    #[serde(default = "default_idempotency_seconds")]
-    pub idempotency_window_seconds: u64,
-    /// Most request ids remembered per generation (memory bound; two generations).
-    #[serde(default = "default_idempotency_entries")]
-    pub idempotency_max_entries: usize,
-    /// How long CheckCall waits for the log before answering UNAVAILABLE.
-    #[serde(default = "default_log_timeout_ms")]
-    pub write_timeout_ms: u64,
-    /// `full`: fsync at every group commit (survives power loss);
-    /// `normal`: fsync at checkpoints only (survives process crashes, not power loss).
-    #[serde(default)]
-    pub synchronous: Synchronous,
-    /// How often the log's head is checkpointed (also at every shutdown).
-    #[serde(default = "default_checkpoint_interval")]
-    pub checkpoint_interval_seconds: u64,
-    /// Ed25519 seed (64 hex digits) that signs checkpoints; unsigned without it.
-    #[serde(default)]
-    pub checkpoint_key_file: Option<PathBuf>,
-    /// Decisions are kept at least this long; `audit purge` refuses younger ones.
-    #[serde(default = "default_retention_days")]
-    pub retention_days: u32,
-}
-
-/// US TSR record keeping: 5 years.
-fn default_retention_days() -> u32 {
-    1826
-}
-
-fn default_checkpoint_interval() -> u64 {
-    60
-}
-
-/// SQLite durability level of the decision log.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Synchronous {
-    #[default]
-    Full,
-    Normal,
-}
-
-impl Synchronous {
-    pub fn pragma(self) -> &'static str {
-        match self {
-            Synchronous::Full => "FULL",
-            Synchronous::Normal => "NORMAL",
-        }
-    }
-}
-
-impl Default for LogConfig {
-    fn default() -> Self {
-        LogConfig {
-            queue_capacity: default_queue_capacity(),
-            max_batch: default_max_batch(),
-            group_commit_linger_us: default_linger_us(),
-            wal_backfill_ms: default_wal_backfill_ms(),
-            idempotency_window_seconds: default_idempotency_seconds(),
-            idempotency_max_entries: default_idempotency_entries(),
-            write_timeout_ms: default_log_timeout_ms(),
-            synchronous: Synchronous::Full,
-            checkpoint_interval_seconds: default_checkpoint_interval(),
-            checkpoint_key_file: None,
-            retention_days: default_retention_days(),
-        }
-    }
-}
-
-fn default_queue_capacity() -> usize {
-    65_536
-}
-fn default_max_batch() -> usize {
-    1024
-}
-fn default_wal_backfill_ms() -> u64 {
-    20
-}
-fn default_linger_us() -> u64 {
-    300
-}
-fn default_idempotency_seconds() -> u64 {
-    3600
-}
-fn default_idempotency_entries() -> usize {
-    1_000_000
-}
-fn default_log_timeout_ms() -> u64 {
-    2_000
-}
+pub use crate::decision_log::{LogConfig, Synchronous};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -1392,6 +1285,55 @@ mod tests {
             message.contains("campaign[0].attempt_limit.window_days"),
             "{message}"
         );
+    }
+
+    /// Issue 13: Spanish 800/900 numbers may be presented (Orden
+    /// TDF/149/2025); the configuration refused every toll-free caller ID.
+    #[test]
+    fn test_toll_free_caller_ids_are_accepted_for_the_law_to_judge() {
+        let config = parse(
+            "[[campaign]]\nid = \"c\"\ncontroller = \"a\"\npurpose = \"marketing\"\ndefault_region = \"ES\"\ndestinations = [\"ES\"]\ncaller_ids = [\"900 123 456\", \"800 123 456\"]\n",
+        )
+        .unwrap();
+        assert_eq!(
+            config.campaigns[0].caller_ids,
+            vec!["+34900123456".to_string(), "+34800123456".to_string()]
+        );
+    }
+
+    /// Issue 14: numbers out of range used to load and then panic.
+    #[test]
+    fn test_numbers_are_bounded_at_load() {
+        for (text, key) in [
+            (
+                "[[registry]]\nid = \"r\"\nkind = \"blocklist\"\ncountry = \"US\"\nvalid_days = 1000000000\n",
+                "registry[0].valid_days",
+            ),
+            (
+                "[[registry]]\nid = \"r\"\nkind = \"allowlist\"\ncountry = \"IT\"\nvalid_days = 16\n",
+                "registry[0].valid_days",
+            ),
+            ("[log]\nqueue_capacity = 0\n", "log.queue_capacity"),
+            (
+                "[log]\nidempotency_window_seconds = 999999999\n",
+                "log.idempotency_window_seconds",
+            ),
+            (
+                "[server]\nshutdown_grace_ms = 99999999999\n",
+                "server.shutdown_grace_ms",
+            ),
+            (
+                "[[registry]]\nid = \"r\"\nkind = \"allowlist\"\ncountry = \"IT\"\n[registry.exemptions]\ncustomer_months = 100000\n",
+                "registry[0].exemptions.customer_months",
+            ),
+            (
+                "[destination.FR.attempt_limit]\nmax_attempts = 4\nwindow_days = 100000\n",
+                "destination.FR.attempt_limit.window_days",
+            ),
+        ] {
+            let message = parse(text).unwrap_err().to_string();
+            assert!(message.contains(key), "{text}: {message}");
+        }
     }
 
     #[test]

@@ -9,6 +9,7 @@
 pub mod audit;
 pub mod chain;
 pub mod checkpoint;
+mod settings;
 pub mod wal_backfill;
 pub mod writer;
 
@@ -18,8 +19,8 @@ use jiff::Timestamp;
 use rusqlite::Connection;
 use serde::{Deserialize, Serialize};
 
-use crate::config::Synchronous;
 use crate::model::{Reason, Verdict};
+pub use settings::{LogConfig, Synchronous};
 pub use writer::{DecisionLog, LogError};
 
 /// What the server reads back from the log at start-up.

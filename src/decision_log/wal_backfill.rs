@@ -15,7 +15,7 @@ use std::sync::mpsc::{self, RecvTimeoutError, Sender};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use crate::config::Synchronous;
+use super::Synchronous;
 
 /// The running backfill thread; stops when dropped.
 #[derive(Debug)]

@@ -13,10 +13,10 @@ use std::time::{Duration, Instant};
 use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::oneshot;
 
+use super::LogConfig;
 use super::chain::{self, StoredRow};
 use super::wal_backfill::WalBackfill;
 use super::{DecisionRecord, StartupScan, StartupState, from_micros, micros, open_connection};
-use crate::config::LogConfig;
 use crate::histogram::LatencyHistogram;
 use crate::model::{Reason, Verdict};
 

@@ -16,7 +16,7 @@ use roaring::RoaringTreemap;
 use serde::{Deserialize, Serialize};
 
 use super::snapshot::{Batch, Snapshot, SnapshotSource};
-use crate::config::RegistryKind;
+use crate::model::RegistryKind;
 
 const MAGIC: &[u8; 8] = b"DGSNAP\x00\x01";
 

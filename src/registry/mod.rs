@@ -22,7 +22,8 @@ use jiff::civil::Date;
 use jiff::{Timestamp, ToSpan};
 use serde::Serialize;
 
-use crate::config::{RegistryConfig, RegistryKind};
+use crate::config::RegistryConfig;
+use crate::model::RegistryKind;
 use crate::number::Region;
 pub use snapshot::Snapshot;
 

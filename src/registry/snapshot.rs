@@ -13,9 +13,9 @@ use jiff::civil::Date;
 use roaring::RoaringTreemap;
 use serde::{Deserialize, Serialize};
 
-use crate::config::RegistryKind;
+use crate::model::RegistryKind;
 use crate::number::NumberKey;
-use crate::registry::texts::TextsMemo;
+use crate::registry::texts::{SnapshotTexts, TextSource, TextsMemo};
 
 /// Numbers checked on one date (and, for allow-lists, cleared for one controller).
 #[derive(Debug, Clone, PartialEq)]
@@ -287,6 +287,38 @@ fn add_cleared(batches: &mut Vec<Batch>, date: Date, mut numbers: RoaringTreemap
         }),
     }
     batches.sort_by_key(|b| std::cmp::Reverse(b.checked_at));
+}
+
+impl Snapshot {
+    /// The texts of checks against this snapshot for registry `id` with data
+    /// valid `valid_days`: formatted once, then borrowed.
+    pub fn texts(&self, id: &str, valid_days: u32) -> std::borrow::Cow<'_, SnapshotTexts> {
+        let make = || {
+            let batches: BTreeMap<String, Vec<jiff::civil::Date>> = self
+                .batches
+                .iter()
+                .map(|(controller, batches)| {
+                    (
+                        controller.clone(),
+                        batches.iter().map(|b| b.checked_at).collect(),
+                    )
+                })
+                .collect();
+            let source = TextSource {
+                version: self.version,
+                oldest_check: self.oldest_check(),
+                newest_check: self.newest_check(),
+                batches: &batches,
+            };
+            SnapshotTexts::new(source, id, valid_days)
+        };
+        let cached = self.texts.0.get_or_init(make);
+        if cached.is_for(id, valid_days) {
+            std::borrow::Cow::Borrowed(cached)
+        } else {
+            std::borrow::Cow::Owned(make())
+        }
+    }
 }
 
 #[cfg(test)]

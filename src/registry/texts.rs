@@ -9,7 +9,6 @@ use std::sync::OnceLock;
 use jiff::Timestamp;
 use jiff::civil::Date;
 
-use super::snapshot::Snapshot;
 use super::stale_from;
 
 /// The texts of checks against one snapshot, for one registry configuration.
@@ -58,10 +57,21 @@ pub struct BatchTexts {
     pub stale: String,
 }
 
+/// What the texts of one snapshot are made from: its version, check dates,
+/// and the check date of every batch by controller (in batch order).
+#[derive(Debug, Clone, Copy)]
+pub struct TextSource<'a> {
+    pub version: u64,
+    pub oldest_check: Option<Date>,
+    pub newest_check: Option<Date>,
+    pub batches: &'a BTreeMap<String, Vec<Date>>,
+}
+
 impl SnapshotTexts {
-    fn new(snapshot: &Snapshot, id: &str, valid_days: u32) -> SnapshotTexts {
-        let version = snapshot.version;
-        let checked_at = snapshot.oldest_check();
+    /// The texts of `source` for registry `id` with data valid `valid_days`.
+    pub fn new(source: TextSource<'_>, id: &str, valid_days: u32) -> SnapshotTexts {
+        let version = source.version;
+        let checked_at = source.oldest_check;
         SnapshotTexts {
             registry_id: id.to_string(),
             valid_days,
@@ -70,7 +80,7 @@ impl SnapshotTexts {
                 let until = stale_from(checked_at, valid_days);
                 (until, stale_text(id, checked_at, until, valid_days))
             }),
-            checked_from: snapshot.newest_check().map(|date| {
+            checked_from: source.newest_check.map(|date| {
                 (checked_from(date), not_yet_text(id, date))
             }),
             clear: checked_at
@@ -79,16 +89,15 @@ impl SnapshotTexts {
             listed: format!("listed in registry {id} v{version}"),
             not_covered: format!("registry {id} v{version} does not cover this number's area"),
             undated: format!("registry {id} has no dated data"),
-            cleared: snapshot
+            cleared: source
                 .batches
                 .iter()
-                .map(|(controller, batches)| {
+                .map(|(controller, dates)| {
                     let texts = ControllerTexts {
                         never_cleared: never_cleared_text(id, version, controller),
-                        batches: batches
+                        batches: dates
                             .iter()
-                            .map(|batch| {
-                                let date = batch.checked_at;
+                            .map(|&date| {
                                 let until = stale_from(date, valid_days);
                                 BatchTexts {
                                     clear: format!(
@@ -108,7 +117,8 @@ impl SnapshotTexts {
         }
     }
 
-    fn is_for(&self, id: &str, valid_days: u32) -> bool {
+    /// Whether these texts were made for registry `id` and `valid_days`.
+    pub fn is_for(&self, id: &str, valid_days: u32) -> bool {
         self.registry_id == id && self.valid_days == valid_days
     }
 }
@@ -138,7 +148,7 @@ pub fn stale_text(id: &str, checked_at: Date, until: Timestamp, valid_days: u32)
 /// The texts a snapshot formatted on first use. Not part of the snapshot's
 /// identity: two snapshots compare equal whether or not either has them yet.
 #[derive(Debug, Default, Clone)]
-pub struct TextsMemo(OnceLock<SnapshotTexts>);
+pub struct TextsMemo(pub OnceLock<SnapshotTexts>);
 
 impl PartialEq for TextsMemo {
     fn eq(&self, _: &TextsMemo) -> bool {
@@ -146,27 +156,11 @@ impl PartialEq for TextsMemo {
     }
 }
 
-impl Snapshot {
-    /// The texts of checks against this snapshot for registry `id` with data
-    /// valid `valid_days`: formatted once, then borrowed.
-    pub fn texts(&self, id: &str, valid_days: u32) -> std::borrow::Cow<'_, SnapshotTexts> {
-        let cached = self
-            .texts
-            .0
-            .get_or_init(|| SnapshotTexts::new(self, id, valid_days));
-        if cached.is_for(id, valid_days) {
-            std::borrow::Cow::Borrowed(cached)
-        } else {
-            std::borrow::Cow::Owned(SnapshotTexts::new(self, id, valid_days))
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::RegistryKind;
-    use crate::registry::snapshot::{Batch, SnapshotSource};
+    use crate::model::RegistryKind;
+    use crate::registry::snapshot::{Batch, Snapshot, SnapshotSource};
 
     fn snapshot(checked_at: Option<&str>) -> Snapshot {
         let mut batches = BTreeMap::new();

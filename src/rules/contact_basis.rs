@@ -3,9 +3,9 @@
 
 use jiff::Timestamp;
 
-use crate::config::Exemptions;
 use crate::contacts::{Consent, ContactView, Relationship, RelationshipKind};
 use crate::model::{Purpose, Reason, ReasonCode};
+use crate::statutes::Exemptions;
 
 /// `SUPPRESSED` when an opt-out binds the controller and campaign at `now`.
 pub fn suppression(

@@ -6,7 +6,7 @@
 use jiff::Timestamp;
 
 use super::RegistryData;
-use crate::config::RegistryKind;
+use crate::model::RegistryKind;
 use crate::model::{Reason, ReasonCode};
 use crate::number::Normalized;
 use crate::registry::snapshot::BlockLookup;

@@ -8,9 +8,9 @@ use roaring::RoaringTreemap;
 
 use super::*;
 use crate::calling::zones;
-use crate::config::RegistryKind;
 use crate::contacts::{Consent, Suppression};
 use crate::model::Purpose;
+use crate::model::RegistryKind;
 use crate::number::{self, Region};
 use crate::registry::snapshot::{Batch, SnapshotSource};
 
