@@ -665,7 +665,7 @@ impl Validator<'_> {
             }
             let exemption_settings = match &r.exemptions {
                 None => ExemptionSettings::default(),
-                Some(raw) => self.exemption_settings(&key("exemptions"), raw, r.kind)?,
+                Some(raw) => self.exemption_settings(&key("exemptions"), raw, r.kind, country)?,
             };
             registries.push(RegistryConfig {
                 exemption_settings,
@@ -928,6 +928,7 @@ impl Validator<'_> {
         key: &str,
         raw: &RawExemptions,
         kind: RegistryKind,
+        country: Region,
     ) -> Result<ExemptionSettings, ConfigError> {
         let settings = ExemptionSettings {
             customer: self.period(
@@ -943,11 +944,15 @@ impl Validator<'_> {
             consent: raw.consent,
             consent_after_registration: raw.consent_after_registration.unwrap_or(false),
         };
-        if settings.consent_after_registration && kind != RegistryKind::Allowlist {
+        // Italy's policy (compliance rules IT-RPO-SURVIVE (a)): the RPO
+        // revokes earlier consents, later ones survive. Nowhere else.
+        if settings.consent_after_registration
+            && (kind != RegistryKind::Allowlist || country.as_str() != "IT")
+        {
             return Err(self.invalid(
                 format!("{key}.consent_after_registration"),
                 true,
-                "applies to allow-list registries only",
+                "applies to the Italian RPO (an allow-list of IT) only",
             ));
         }
         Ok(settings)

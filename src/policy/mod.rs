@@ -405,6 +405,7 @@ fn era_on(
             value: ConsentRule {
                 regime,
                 customer_exemption: None,
+                consent_max_age: None,
             },
             origin: override_origin("consent"),
         },

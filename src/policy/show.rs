@@ -92,6 +92,15 @@ fn lines(era: &Era, campaign: &crate::config::CampaignConfig) -> Vec<RuleLine> {
         },
         origin: era.consent.origin.clone(),
     });
+    if let Some(age) = consent.consent_max_age {
+        out.push(RuleLine {
+            rule: "consent".into(),
+            value: format!(
+                "a consent counts for {age} after it was given (then it must be renewed)"
+            ),
+            origin: era.consent.origin.clone(),
+        });
+    }
     if era.campaign_requires_consent {
         out.push(RuleLine {
             rule: "consent".into(),

@@ -512,6 +512,55 @@ caller_ids = ["+12125550100"]
     );
 }
 
+/// Ley 10/2025: a Spanish consent must be renewed every 2 years; from the
+/// end of the adaptation period (28 Dec 2026) an older one no longer counts.
+#[test]
+fn test_spanish_consent_renewal() {
+    let config = config(
+        r#"
+[[campaign]]
+id = "es"
+controller = "acme"
+purpose = "marketing"
+default_region = "ES"
+destinations = ["ES"]
+caller_ids = ["+34900123456"]
+"#,
+    );
+    let mut old = consent("+34612345678");
+    old.granted_at = "2024-06-01T00:00:00Z".parse().unwrap();
+    let contacts = ContactView {
+        consents: vec![old],
+        ..Default::default()
+    };
+    // Wednesday 23 Dec 2026 and Monday 28 Dec 2026, 11:00 in Madrid.
+    let before = decide(
+        &config,
+        "es",
+        "612 34 56 78",
+        "+34900123456",
+        &contacts,
+        &[],
+        "2026-12-23T10:00:00Z",
+    );
+    assert_eq!(before.verdict, Verdict::Allow, "{:?}", before.reasons);
+    let after = decide(
+        &config,
+        "es",
+        "612 34 56 78",
+        "+34900123456",
+        &contacts,
+        &[],
+        "2026-12-28T10:00:00Z",
+    );
+    assert_eq!(
+        codes(&after),
+        vec![ReasonCode::NoConsent],
+        "{:?}",
+        after.reasons
+    );
+}
+
 #[test]
 fn test_policy_version_changes_with_the_configuration() {
     let a = Policies::compile(&config(FR_CAMPAIGN));

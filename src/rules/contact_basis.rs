@@ -5,7 +5,7 @@ use jiff::Timestamp;
 
 use crate::contacts::{Consent, ContactView, Relationship, RelationshipKind};
 use crate::model::{Purpose, Reason, ReasonCode};
-use crate::statutes::Exemptions;
+use crate::statutes::{Exemptions, Period};
 
 /// `SUPPRESSED` when an opt-out binds the controller and campaign at `now`.
 pub fn suppression(
@@ -33,16 +33,19 @@ pub fn suppression(
         })
 }
 
-/// The consent in force at `now` for this controller and purpose, if any.
+/// The consent in force at `now` for this controller and purpose, if any;
+/// with `max_age`, only one granted at most that long ago (the law's renewal).
 pub fn valid_consent<'a>(
     view: &'a ContactView,
     controller: &str,
     purpose: Purpose,
+    max_age: Option<Period>,
     now: Timestamp,
 ) -> Option<&'a Consent> {
     view.consents
         .iter()
         .filter(|c| c.controller == controller && c.purpose == purpose && c.valid_at(now))
+        .filter(|c| max_age.is_none_or(|age| now < age.after(c.granted_at)))
         .max_by_key(|c| c.granted_at)
 }
 
@@ -77,6 +80,7 @@ pub fn registry_exemption(
     registry_id: &str,
     controller: &str,
     purpose: Purpose,
+    consent_max_age: Option<Period>,
     first_not_cleared: Option<Timestamp>,
     now: Timestamp,
 ) -> Option<Reason> {
@@ -94,7 +98,7 @@ pub fn registry_exemption(
             ),
         ));
     }
-    let consent = valid_consent(view, controller, purpose, now)?;
+    let consent = valid_consent(view, controller, purpose, consent_max_age, now)?;
     if exemptions.consent {
         return Some(Reason::new(
             ReasonCode::Consent,

@@ -195,7 +195,14 @@ fn decide_under(
         out.denies.push(reason);
     }
 
-    let consent = valid_consent(data.contacts, &campaign.controller, campaign.purpose, now);
+    let max_age = era.consent.value.consent_max_age;
+    let consent = valid_consent(
+        data.contacts,
+        &campaign.controller,
+        campaign.purpose,
+        max_age,
+        now,
+    );
     match consent {
         Some(consent) => out.bases.push(Reason::new(
             ReasonCode::Consent,
@@ -277,6 +284,7 @@ fn decide_under(
             &registry.config.id,
             &campaign.controller,
             campaign.purpose,
+            max_age,
             first_not_cleared,
             now,
         ) {

@@ -5,6 +5,9 @@ use jiff::civil::date;
 use super::{CallerIdRules, CliType, ConsentRegime, ConsentRule, Holiday, Period, Rule, Statute};
 use crate::calling::{Span, WeeklyHours};
 
+/// Ley 10/2025: in force 28 Dec 2025 with 12 months to adapt.
+const RENEWAL_FROM: jiff::civil::Date = date(2026, 12, 28);
+
 pub(super) fn statute() -> Statute {
     let mut s = Statute::new("ES", "Europe/Madrid");
     s.registry = vec![Rule::always(
@@ -12,16 +15,31 @@ pub(super) fn statute() -> Statute {
         "ES-ROBINSON: Lista Robinson is consulted only for people who did not consent; under \
          opt-in it is optional (configure it as a block-list to apply it)",
     )];
-    s.consent = vec![Rule::since(
-        date(2023, 6, 29),
-        ConsentRule {
-            regime: ConsentRegime::OptIn,
-            customer_exemption: Some(Period::Months(12)),
+    let opt_in = ConsentRule {
+        regime: ConsentRegime::OptIn,
+        customer_exemption: Some(Period::Months(12)),
+        consent_max_age: None,
+    };
+    s.consent = vec![
+        Rule {
+            value: opt_in,
+            from: Some(date(2023, 6, 29)),
+            until: Some(RENEWAL_FROM),
+            source: "ES-CONSENT: Ley 11/2022 General de Telecomunicaciones art. 66.1.b (from 29 \
+                     Jun 2023): prior consent, or a customer relationship ended at most 1 year \
+                     earlier (secondary sources)",
         },
-        "ES-CONSENT: Ley 11/2022 General de Telecomunicaciones art. 66.1.b (from 29 Jun 2023): \
-         prior consent, or a customer relationship ended at most 1 year earlier (secondary \
-         sources)",
-    )];
+        Rule::since(
+            RENEWAL_FROM,
+            ConsentRule {
+                consent_max_age: Some(Period::Months(24)),
+                ..opt_in
+            },
+            "ES-CONSENT and ES-SAC: Ley 11/2022 art. 66.1.b; Ley 10/2025 (BOE 27 Dec 2025, in \
+             force the next day, 12 months to adapt): a consent to commercial calls must be \
+             renewed every 2 years (secondary sources; the adaptation end is dialgate's reading)",
+        ),
+    ];
     s.hours = vec![Rule::always(
         WeeklyHours {
             holidays: Some(Vec::new()),

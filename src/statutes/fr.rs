@@ -49,6 +49,7 @@ pub(super) fn statute() -> Statute {
             ConsentRule {
                 regime: ConsentRegime::OptIn,
                 customer_exemption: Some(contract),
+                consent_max_age: None,
             },
             "FR-OPTIN: loi n° 2025-594 of 30 Jun 2025 art. 13 III, C. consom. L.223-1 amended: \
              no telephone prospecting without prior consent, except within an ongoing contract",

@@ -191,16 +191,20 @@ pub struct ConsentRule {
     /// Opt-in: a customer relationship that stands in for consent, ongoing
     /// or this long after it ended; `None` = none does.
     pub customer_exemption: Option<Period>,
+    /// A consent older than this no longer counts (it must be renewed).
+    pub consent_max_age: Option<Period>,
 }
 
 impl ConsentRule {
     pub const OPT_OUT: ConsentRule = ConsentRule {
         regime: ConsentRegime::OptOut,
         customer_exemption: None,
+        consent_max_age: None,
     };
     pub const OPT_IN: ConsentRule = ConsentRule {
         regime: ConsentRegime::OptIn,
         customer_exemption: None,
+        consent_max_age: None,
     };
 }
 
