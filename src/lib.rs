@@ -30,6 +30,7 @@ pub mod gateway;
 pub mod grpc;
 pub mod histogram;
 pub mod http;
+pub mod http_decision;
 pub mod idempotency;
 pub mod model;
 pub mod number;

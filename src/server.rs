@@ -197,13 +197,14 @@ pub async fn serve(
         .add_service(health_service)
         .add_service(reflection)
         .add_service(ComplianceGatewayServer::new(ComplianceGatewayService::new(
-            gateway,
+            Arc::clone(&gateway),
         )))
         .add_service(ContactRecordsServer::new(ContactRecordsService::new(
             Records::new(contacts, decision_log::database_path(&data_dir))
                 .with_campaigns(config.campaigns.iter().map(|c| c.id.clone())),
         )));
-    let http_router = crate::http::router(Arc::clone(&shared), api_keys);
+    let http_router = crate::http::router(Arc::clone(&shared), Arc::clone(&api_keys))
+        .merge(crate::http_decision::router(gateway, api_keys));
     let tls = config
         .server
         .tls

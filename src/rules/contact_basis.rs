@@ -71,6 +71,15 @@ pub fn exempting_relationship<'a>(
         })
 }
 
+/// Who asks for a call and what a consent must be.
+#[derive(Debug, Clone, Copy)]
+pub struct Asking<'a> {
+    pub controller: &'a str,
+    pub purpose: Purpose,
+    /// A consent older than this no longer counts.
+    pub consent_max_age: Option<Period>,
+}
+
 /// The basis that lifts a registry DENY for `registry_id`, if any:
 /// a relationship, a consent the registry's country honours, or (policy) a
 /// consent given after the number was first seen not cleared.
@@ -78,12 +87,12 @@ pub fn registry_exemption(
     view: &ContactView,
     exemptions: &Exemptions,
     registry_id: &str,
-    controller: &str,
-    purpose: Purpose,
-    consent_max_age: Option<Period>,
+    asking: &Asking<'_>,
     first_not_cleared: Option<Timestamp>,
     now: Timestamp,
 ) -> Option<Reason> {
+    let (controller, purpose, consent_max_age) =
+        (asking.controller, asking.purpose, asking.consent_max_age);
     if let Some((relationship, until)) = exempting_relationship(view, exemptions, controller, now) {
         let span = match until {
             None => "ongoing".to_string(),

@@ -22,7 +22,9 @@ use crate::policy::Era;
 use crate::registry::Snapshot;
 use crate::statutes::Exemptions;
 pub use caller_id::check_caller_id;
-pub use contact_basis::{exempting_relationship, registry_exemption, suppression, valid_consent};
+pub use contact_basis::{
+    Asking, exempting_relationship, registry_exemption, suppression, valid_consent,
+};
 pub use registry_check::check_registry;
 pub use timing::{TimedDeny, check_attempt_limit, check_calling_window};
 
@@ -282,9 +284,11 @@ fn decide_under(
             data.contacts,
             &era.exemptions(&registry.config.id),
             &registry.config.id,
-            &campaign.controller,
-            campaign.purpose,
-            max_age,
+            &Asking {
+                controller: &campaign.controller,
+                purpose: campaign.purpose,
+                consent_max_age: max_age,
+            },
             first_not_cleared,
             now,
         ) {

@@ -6,6 +6,7 @@ mod browser;
 mod check_call;
 mod faults;
 mod hardening;
+mod http_api;
 mod lifecycle;
 mod records;
 mod registry;

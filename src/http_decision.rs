@@ -1,0 +1,366 @@
+//! The HTTP decision API (contract section 6) for dialers, SIP proxies and
+//! PBXs without gRPC: `POST /v1/check` (JSON, whatever the Content-Type
+//! says) and `GET /v1/check?...`, answered by the same
+//! [`Gateway::check_call`] as gRPC `CheckCall` (the same rules, durable log,
+//! idempotency and API keys); `POST /v1/screen` screens newline-delimited
+//! JSON, streamed in and out in constant memory.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use futures_util::StreamExt;
+use serde::{Deserialize, Serialize};
+
+use crate::auth::{ApiKeys, AuthError, Role};
+use crate::decision_log::LogError;
+use crate::gateway::{CallCheck, CheckError, CheckOutcome, Gateway};
+
+/// Largest `/v1/check` body accepted.
+const MAX_BODY: usize = 16 * 1024;
+/// Longest `/v1/screen` line accepted.
+const MAX_SCREEN_LINE: usize = 4096;
+
+#[derive(Clone)]
+struct DecisionState {
+    gateway: Arc<Gateway>,
+    keys: Arc<ApiKeys>,
+}
+
+/// The decision routes; every request needs the `dialer` role once keys are configured.
+pub fn router(gateway: Arc<Gateway>, keys: Arc<ApiKeys>) -> Router {
+    Router::new()
+        .route("/v1/check", post(check_post).get(check_get))
+        .route("/v1/screen", post(screen))
+        .with_state(DecisionState { gateway, keys })
+}
+
+/// A CheckCall in JSON: every field a string; a missing one is empty.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct CheckRequest {
+    called_number: String,
+    caller_id: String,
+    campaign_id: String,
+    request_id: String,
+}
+
+#[derive(Debug, Serialize)]
+struct ReasonBody {
+    code: &'static str,
+    detail: String,
+}
+
+/// The answer: a flat `verdict` and first `reason` for a dialplan to branch on.
+#[derive(Debug, Serialize)]
+struct CheckResponse {
+    verdict: &'static str,
+    reason: &'static str,
+    reasons: Vec<ReasonBody>,
+    decision_id: String,
+    normalized_number: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    next_allowed_at: Option<jiff::Timestamp>,
+}
+
+fn json_line(status: StatusCode, body: &impl Serialize) -> Response {
+    let text = serde_json::to_string(body).unwrap_or_else(|_| "{}".into());
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        text + "\n",
+    )
+        .into_response()
+}
+
+fn error(status: StatusCode, message: impl std::fmt::Display) -> Response {
+    json_line(status, &serde_json::json!({ "error": message.to_string() }))
+}
+
+/// The API key's name (empty without keys configured).
+fn authorize(keys: &ApiKeys, headers: &HeaderMap) -> Result<String, AuthError> {
+    let header = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    keys.check(header, Some(Role::Dialer))
+        .map(Option::unwrap_or_default)
+}
+
+/// 401 for no or an unknown key, 403 for a key without the dialer role.
+fn refusal(err: AuthError) -> Response {
+    match err {
+        AuthError::Unauthenticated => (
+            StatusCode::UNAUTHORIZED,
+            [
+                (header::WWW_AUTHENTICATE, "Bearer"),
+                (header::CONTENT_TYPE, "application/json"),
+            ],
+            "{\"error\":\"missing or unknown API key\"}\n",
+        )
+            .into_response(),
+        AuthError::Forbidden => error(StatusCode::FORBIDDEN, "this API key lacks the dialer role"),
+    }
+}
+
+fn answer(outcome: CheckOutcome) -> Response {
+    json_line(
+        StatusCode::OK,
+        &CheckResponse {
+            verdict: outcome.verdict.as_str(),
+            reason: outcome.reasons.first().map_or("", |r| r.code.as_str()),
+            reasons: outcome
+                .reasons
+                .into_iter()
+                .map(|r| ReasonBody {
+                    code: r.code.as_str(),
+                    detail: r.detail,
+                })
+                .collect(),
+            decision_id: outcome.decision_id,
+            normalized_number: outcome.normalized_number,
+            next_allowed_at: outcome.next_allowed_at,
+        },
+    )
+}
+
+/// Maps a failed check: 400 for a bad field, 409 for a reused request id,
+/// 503 when the decision could not be logged (the caller must not dial).
+fn failure(err: CheckError) -> Response {
+    match err {
+        CheckError::InvalidArgument { .. } => error(StatusCode::BAD_REQUEST, err),
+        CheckError::RequestIdReused { .. } => error(StatusCode::CONFLICT, err),
+        CheckError::Log(LogError::Backlog) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("{err}: do not dial, retry later"),
+        ),
+        CheckError::Log(_) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("{err}: do not dial"),
+        ),
+    }
+}
+
+async fn decide(state: &DecisionState, api_key: String, request: CheckRequest) -> Response {
+    let check = CallCheck {
+        called_number: request.called_number,
+        caller_id: request.caller_id,
+        campaign_id: request.campaign_id,
+        request_id: request.request_id,
+        api_key,
+    };
+    match state.gateway.check_call(check).await {
+        Ok(outcome) => answer(outcome),
+        Err(err) => failure(err),
+    }
+}
+
+/// serde_json's message with the field it concerns, e.g. `unknown field
+/// "calling_number"` or `invalid type: integer, expected a string at line 1
+/// column 20` (the field is named by the parser where it can).
+fn parse_error(err: serde_json::Error) -> Response {
+    error(StatusCode::BAD_REQUEST, format!("invalid JSON body: {err}"))
+}
+
+async fn check_post(
+    State(state): State<DecisionState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let api_key = match authorize(&state.keys, &headers) {
+        Ok(key) => key,
+        Err(err) => return refusal(err),
+    };
+    if body.len() > MAX_BODY {
+        return error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("body of {} bytes, at most {MAX_BODY}", body.len()),
+        );
+    }
+    // Parsed as JSON whatever the Content-Type says: PBX dialplan functions
+    // often send application/x-www-form-urlencoded.
+    match serde_json::from_slice::<CheckRequest>(&body) {
+        Ok(request) => decide(&state, api_key, request).await,
+        Err(err) => parse_error(err),
+    }
+}
+
+async fn check_get(
+    State(state): State<DecisionState>,
+    headers: HeaderMap,
+    Query(params): Query<HashMap<String, String>>,
+) -> Response {
+    let api_key = match authorize(&state.keys, &headers) {
+        Ok(key) => key,
+        Err(err) => return refusal(err),
+    };
+    let mut request = CheckRequest::default();
+    for (name, value) in params {
+        let slot = match name.as_str() {
+            "called_number" => &mut request.called_number,
+            "caller_id" => &mut request.caller_id,
+            "campaign_id" => &mut request.campaign_id,
+            "request_id" => &mut request.request_id,
+            other => {
+                let shown: String = other.chars().take(40).collect();
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    format!("unknown parameter {shown:?}"),
+                );
+            }
+        };
+        *slot = value;
+    }
+    decide(&state, api_key, request).await
+}
+
+/// One `/v1/screen` line: `{"called_number", "campaign_id", "at"?, "ref"?}`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct ScreenRequest {
+    called_number: String,
+    campaign_id: String,
+    at: Option<jiff::Timestamp>,
+    #[serde(rename = "ref")]
+    reference: String,
+}
+
+#[derive(Debug, Serialize)]
+struct ScreenResponse {
+    #[serde(rename = "ref")]
+    reference: String,
+    verdict: &'static str,
+    reason: &'static str,
+    reasons: Vec<ReasonBody>,
+    normalized_number: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    next_allowed_at: Option<jiff::Timestamp>,
+}
+
+/// Screens one line; a bad line answers `{"line": N, "error": ...}` and the
+/// stream goes on.
+fn screen_line(
+    gateway: &Gateway,
+    tally: &mut crate::gateway::ScreenedTally,
+    number: u64,
+    line: &[u8],
+) -> String {
+    let fail = |message: String| {
+        serde_json::json!({ "line": number, "error": message }).to_string() + "\n"
+    };
+    let request: ScreenRequest = match serde_json::from_slice(line) {
+        Ok(request) => request,
+        Err(err) => return fail(format!("invalid JSON: {err}")),
+    };
+    for (field, value, max) in [
+        (
+            "called_number",
+            &request.called_number,
+            crate::gateway::MAX_NUMBER_FIELD,
+        ),
+        (
+            "campaign_id",
+            &request.campaign_id,
+            crate::gateway::MAX_CAMPAIGN_ID,
+        ),
+        ("ref", &request.reference, crate::gateway::MAX_REQUEST_ID),
+    ] {
+        if let Err(err) = crate::gateway::bounded(field, value, max) {
+            return fail(err.to_string());
+        }
+    }
+    if let Some(at) = request.at
+        && !(946_684_800..7_258_118_400).contains(&at.as_second())
+    {
+        return fail("at: must be between 2000 and 2199".into());
+    }
+    let outcome = gateway.screen(&request.called_number, &request.campaign_id, request.at);
+    tally.add();
+    serde_json::to_string(&ScreenResponse {
+        reference: request.reference,
+        verdict: outcome.verdict.as_str(),
+        reason: outcome.reasons.first().map_or("", |r| r.code.as_str()),
+        reasons: outcome
+            .reasons
+            .into_iter()
+            .map(|r| ReasonBody {
+                code: r.code.as_str(),
+                detail: r.detail,
+            })
+            .collect(),
+        normalized_number: outcome.normalized_number,
+        next_allowed_at: outcome.next_allowed_at,
+    })
+    .unwrap_or_default()
+        + "\n"
+}
+
+async fn screen(State(state): State<DecisionState>, headers: HeaderMap, body: Body) -> Response {
+    if let Err(err) = authorize(&state.keys, &headers) {
+        return refusal(err);
+    }
+    let gateway = Arc::clone(&state.gateway);
+    // A few answers in flight: a slow reader slows the screening, memory stays flat.
+    let (sender, receiver) = tokio::sync::mpsc::channel::<String>(16);
+    tokio::spawn(async move {
+        let mut tally = gateway.screened_tally();
+        let mut input = body.into_data_stream();
+        let mut pending: Vec<u8> = Vec::new();
+        let mut line_number = 0u64;
+        let mut too_long = false;
+        let too_long_line = |n: u64| {
+            serde_json::json!({"line": n, "error": format!("longer than {MAX_SCREEN_LINE} bytes")})
+                .to_string()
+                + "\n"
+        };
+        while let Some(Ok(chunk)) = input.next().await {
+            let mut rest: &[u8] = &chunk;
+            while let Some(end) = rest.iter().position(|b| *b == b'\n') {
+                let head = &rest[..end];
+                rest = &rest[end + 1..];
+                line_number += 1;
+                let answer = if too_long || pending.len() + head.len() > MAX_SCREEN_LINE {
+                    Some(too_long_line(line_number))
+                } else {
+                    pending.extend_from_slice(head);
+                    (!pending.iter().all(u8::is_ascii_whitespace))
+                        .then(|| screen_line(&gateway, &mut tally, line_number, &pending))
+                };
+                pending.clear();
+                too_long = false;
+                if let Some(answer) = answer
+                    && sender.send(answer).await.is_err()
+                {
+                    return;
+                }
+            }
+            if too_long || pending.len() + rest.len() > MAX_SCREEN_LINE {
+                too_long = true;
+                pending.clear();
+            } else {
+                pending.extend_from_slice(rest);
+            }
+        }
+        let last = if too_long {
+            Some(too_long_line(line_number + 1))
+        } else {
+            (!pending.iter().all(u8::is_ascii_whitespace))
+                .then(|| screen_line(&gateway, &mut tally, line_number + 1, &pending))
+        };
+        if let Some(answer) = last {
+            let _ = sender.send(answer).await;
+        }
+    });
+    let output = tokio_stream::wrappers::ReceiverStream::new(receiver)
+        .map(Ok::<_, std::convert::Infallible>);
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/x-ndjson")],
+        Body::from_stream(output),
+    )
+        .into_response()
+}

@@ -1,0 +1,225 @@
+//! The HTTP decision API (contract section 6) over real HTTP/1.1: the same
+//! decision and log as gRPC CheckCall, flat JSON for dialplans, 400 naming
+//! the field, 401/403 by role, 503 when the decision cannot be logged, and
+//! newline-delimited screening.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+
+use sha2::{Digest, Sha256};
+
+use crate::support::*;
+
+/// Sends a raw HTTP/1.1 request; returns the status and the body.
+fn request(addr: &str, method: &str, path: &str, headers: &[&str], body: &str) -> (u16, String) {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n");
+    for h in headers {
+        head.push_str(h);
+        head.push_str("\r\n");
+    }
+    head.push_str(&format!("Content-Length: {}\r\n\r\n", body.len()));
+    stream.write_all(head.as_bytes()).unwrap();
+    stream.write_all(body.as_bytes()).unwrap();
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).unwrap();
+    let text = String::from_utf8_lossy(&response).to_string();
+    let status = text.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    // Chunked bodies (the screening stream): join the chunks.
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        let mut out = String::new();
+        let mut rest = body;
+        while let Some((size, after)) = rest.split_once("\r\n") {
+            let size = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+            if size == 0 {
+                break;
+            }
+            out.push_str(&after[..size]);
+            rest = &after[size + 2..];
+        }
+        out
+    } else {
+        body.to_string()
+    };
+    (status, body)
+}
+
+fn json(body: &str) -> serde_json::Value {
+    serde_json::from_str(body.trim()).unwrap_or_else(|e| panic!("{e}: {body}"))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn test_check_over_http_is_the_grpc_decision() {
+    let ws = Workspace::new(&standard_config(""));
+    ws.import("it-rpo", &["+39 333 123 4567"], &["--controller", "acme"]);
+    let server = ws.start();
+    // A PBX's CURL() sends JSON labelled as a form: parsed as JSON anyway.
+    let (status, body) = request(
+        &server.http,
+        "POST",
+        "/v1/check",
+        &["Content-Type: application/x-www-form-urlencoded"],
+        r#"{"called_number":"+39 333 123 4567","caller_id":"+390212345678","campaign_id":"it-sales","request_id":"pbx-1"}"#,
+    );
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body.ends_with("}\n") && body.lines().count() == 1,
+        "one line: {body:?}"
+    );
+    let allowed = json(&body);
+    assert_eq!(allowed["verdict"], "ALLOW");
+    assert_eq!(allowed["reason"], "REGISTRY_CLEAR");
+    assert_eq!(allowed["normalized_number"], "+393331234567");
+    // The same request id over GET is a repeat: the original decision.
+    let (status, body) = request(
+        &server.http,
+        "GET",
+        "/v1/check?called_number=%2B39%20333%20123%204567&caller_id=%2B390212345678&campaign_id=it-sales&request_id=pbx-1",
+        &[],
+        "",
+    );
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(json(&body)["decision_id"], allowed["decision_id"]);
+    // ... and over gRPC.
+    let mut gateway = server.gateway().await;
+    let mut repeat = call("+39 333 123 4567", "+390212345678", "it-sales");
+    repeat.request_id = "pbx-1".into();
+    let grpc = gateway.check_call(repeat).await.unwrap().into_inner();
+    assert_eq!(grpc.decision_id, allowed["decision_id"].as_str().unwrap());
+    // A missing campaign is a decision, not a 400.
+    let (status, body) = request(
+        &server.http,
+        "GET",
+        "/v1/check?called_number=%2B393331234567",
+        &[],
+        "",
+    );
+    assert_eq!(status, 200);
+    let denied = json(&body);
+    assert_eq!(denied["verdict"], "DENY");
+    assert_eq!(denied["reason"], "UNKNOWN_CAMPAIGN");
+    // Bad input names the field.
+    for (method, path, body, expected) in [
+        ("POST", "/v1/check", "{not json", "invalid JSON"),
+        (
+            "POST",
+            "/v1/check",
+            r#"{"calling_number":"1"}"#,
+            "calling_number",
+        ),
+        (
+            "POST",
+            "/v1/check",
+            r#"{"called_number":39}"#,
+            "invalid type",
+        ),
+        ("GET", "/v1/check?number=1", "", "\"number\""),
+    ] {
+        let (status, answer) = request(&server.http, method, path, &[], body);
+        assert_eq!(status, 400, "{body}: {answer}");
+        let error = json(&answer)["error"].as_str().unwrap().to_string();
+        assert!(error.contains(expected), "{body}: {error}");
+    }
+    let long = format!(r#"{{"called_number":"{}"}}"#, "9".repeat(100));
+    let (status, answer) = request(&server.http, "POST", "/v1/check", &[], &long);
+    assert_eq!(status, 400);
+    assert!(answer.contains("called_number"), "{answer}");
+    drop(server);
+    let logged = export_jsonl(&ws, &[]);
+    assert_eq!(logged.len(), 2, "the repeat is logged once: {logged:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn test_http_check_keys_and_roles() {
+    let entry = |name: &str, secret: &str, roles: &str| {
+        format!(
+            "[[api_key]]\nname = \"{name}\"\nsha256 = \"{}\"\nroles = [{roles}]\n",
+            hex::encode(Sha256::digest(secret.as_bytes()))
+        )
+    };
+    let keys = entry("dialer", "d-secret", "\"dialer\"") + &entry("crm", "c-secret", "\"crm\"");
+    let ws = Workspace::new(&standard_config(&keys));
+    let server = ws.start();
+    let body =
+        r#"{"called_number":"+393331234567","caller_id":"+390212345678","campaign_id":"it-sales"}"#;
+    let cases = [
+        (None, 401),
+        (Some("Authorization: Bearer wrong"), 401),
+        (Some("Authorization: Bearer c-secret"), 403),
+        (Some("Authorization: Bearer d-secret"), 200),
+    ];
+    for (header, expected) in cases {
+        let headers: Vec<&str> = header.into_iter().collect();
+        let (status, answer) = request(&server.http, "POST", "/v1/check", &headers, body);
+        assert_eq!(status, expected, "{header:?}: {answer}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn test_http_check_answers_503_when_the_log_cannot_commit() {
+    let config = standard_config("").replace(
+        "shutdown_grace_ms = 5000",
+        "shutdown_grace_ms = 5000\n\n[log]\nwrite_timeout_ms = 300",
+    );
+    let ws = Workspace::new(&config);
+    let server = ws.start();
+    let blocker = rusqlite::Connection::open(ws.data_dir().join("decisions.db")).unwrap();
+    blocker.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    let (status, body) = request(
+        &server.http,
+        "POST",
+        "/v1/check",
+        &[],
+        r#"{"called_number":"+393331234567","caller_id":"+390212345678","campaign_id":"it-sales"}"#,
+    );
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        json(&body)["error"]
+            .as_str()
+            .unwrap()
+            .contains("do not dial")
+    );
+    blocker.execute_batch("ROLLBACK").unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn test_screen_over_http_streams_ndjson() {
+    let ws = Workspace::new(&standard_config(""));
+    ws.import("it-rpo", &["+39 333 123 4567"], &["--controller", "acme"]);
+    let server = ws.start();
+    let lines = [
+        r#"{"called_number":"+39 333 123 4567","campaign_id":"it-sales","ref":"a"}"#,
+        "",
+        r#"{"called_number":"+39 333 000 0000","campaign_id":"it-sales","ref":"b"}"#,
+        "not json",
+        r#"{"called_number":"1","campaign_id":"it-sales","ref":"c","at":"1999-01-01T00:00:00Z"}"#,
+    ];
+    let mut body = lines.join("\n");
+    body.push('\n');
+    body.push_str(&"x".repeat(5000));
+    let (status, answer) = request(&server.http, "POST", "/v1/screen", &[], &body);
+    assert_eq!(status, 200, "{answer}");
+    let answers: Vec<serde_json::Value> = answer.lines().map(json).collect();
+    assert_eq!(answers.len(), 5, "{answer}");
+    assert_eq!(
+        (answers[0]["ref"].as_str(), answers[0]["verdict"].as_str()),
+        (Some("a"), Some("ALLOW"))
+    );
+    assert_eq!(answers[1]["verdict"], "DENY");
+    assert_eq!(answers[2]["line"], 4);
+    assert!(answers[3]["error"].as_str().unwrap().contains("at"));
+    assert!(
+        answers[4]["error"]
+            .as_str()
+            .unwrap()
+            .contains("longer than"),
+        "{}",
+        answers[4]
+    );
+    drop(server);
+    assert!(export_jsonl(&ws, &[]).is_empty(), "screening is not logged");
+}
