@@ -174,11 +174,18 @@ pub async fn serve(
     health
         .set_not_serving::<ContactRecordsServer<ContactRecordsService>>()
         .await;
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    let reflection_builder = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let reflection = reflection_builder()
         .build_v1()
         .context("cannot build reflection service")?;
+    // v1alpha too: Python's grpcio-reflection and older grpcurl speak only it.
+    let reflection_v1alpha = reflection_builder()
+        .build_v1alpha()
+        .context("cannot build reflection service (v1alpha)")?;
 
     let (stop_tx, stop_rx) = watch::channel(false);
     tokio::spawn(async move {
@@ -196,6 +203,7 @@ pub async fn serve(
         })
         .add_service(health_service)
         .add_service(reflection)
+        .add_service(reflection_v1alpha)
         .add_service(ComplianceGatewayServer::new(ComplianceGatewayService::new(
             Arc::clone(&gateway),
         )))
