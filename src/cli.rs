@@ -192,6 +192,11 @@ pub struct ImportArgs {
     /// Validate only; write nothing
     #[arg(long)]
     dry_run: bool,
+    /// Block-list change lists (--mode add): the check date of the full list
+    /// (or last change list) this one continues; only then does the data's
+    /// check date move forward to --checked-at
+    #[arg(long)]
+    changes_since: Option<Date>,
     /// Allow-lists: a file of the numbers the registry answered as OPPOSED
     /// for --controller on --checked-at (one per line). Only such answers
     /// date a registration for the `consent_after_registration` policy.
@@ -551,6 +556,7 @@ fn registry_import(config: &Config, args: Box<ImportArgs>) -> anyhow::Result<()>
     });
     let opposed = args.opposed.clone();
     let request = import::ImportRequest {
+        changes_since: args.changes_since,
         file: args.file,
         format,
         mode: match args.mode {

@@ -408,6 +408,7 @@ fn seed_registries(config: &Config, snapshots: &std::path::Path) -> anyhow::Resu
             registry,
             snapshots,
             &import::ImportRequest {
+                changes_since: None,
                 file: seed.clone(),
                 format: Some(import::Format::Lines),
                 mode: registry::snapshot::ImportMode::Replace,

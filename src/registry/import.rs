@@ -58,6 +58,8 @@ pub struct ImportRequest {
     pub allow_shrink: bool,
     /// The largest shrink accepted without `allow_shrink`, in percent (0..=100).
     pub max_shrink_percent: u8,
+    /// Block-list change lists: the check date of the list they continue.
+    pub changes_since: Option<Date>,
 }
 
 /// A rejected input line.
@@ -523,6 +525,7 @@ pub fn run(
             numbers: parsed.numbers,
             removals: parsed.removals,
             coverage,
+            continues: request.changes_since,
             source: SnapshotSource {
                 file: request.file.display().to_string(),
                 format: format.name().to_string(),

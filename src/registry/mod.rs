@@ -237,7 +237,10 @@ fn entry_status(entry: &RegistryEntry, now: Timestamp) -> RegistryStatus {
             .as_ref()
             .and_then(|s| s.coverage.clone())
             .map(|c| c.into_iter().map(|p| format!("+{p}")).collect())
-            .unwrap_or_else(|| vec![format!("all {}", entry.config.country)]),
+            .unwrap_or_else(|| match entry.config.kind {
+                RegistryKind::Blocklist => vec!["none stated: re-import with --covers".into()],
+                RegistryKind::Allowlist => Vec::new(),
+            }),
         checked_at,
         newest_checked_at: snapshot.as_ref().and_then(|s| s.newest_check()),
         valid_until,

@@ -86,6 +86,10 @@ pub struct ImportSet {
     /// Numbers a change list deletes (applied after `numbers`).
     pub removals: RoaringTreemap,
     pub coverage: Option<Vec<String>>,
+    /// Block-list change lists: the check date of the list they continue
+    /// (`--changes-since`). Only a change list that continues the data held
+    /// moves its check date forward.
+    pub continues: Option<Date>,
     pub source: SnapshotSource,
 }
 
@@ -98,6 +102,10 @@ pub enum ApplyError {
     ControllerNotAllowed,
     #[error("--covers applies to block-lists only")]
     CoverageNotAllowed,
+    #[error(
+        "--covers applies to --mode replace only: a change list keeps the coverage of the full list it changes"
+    )]
+    CoverageOnlyWithReplace,
     #[error("registry {0} has no snapshot yet: the first import must use --mode replace")]
     NothingToChange(String),
     #[error(
@@ -140,9 +148,12 @@ impl Snapshot {
 
     /// Block-lists: whether the number (its E.164 digits and key) is covered and listed.
     pub fn block_lookup(&self, e164_digits: &str, key: NumberKey) -> BlockLookup {
-        if let Some(prefixes) = &self.coverage
-            && !prefixes.iter().any(|p| e164_digits.starts_with(p.as_str()))
-        {
+        // No stated coverage (an edition written before `--covers` was
+        // required) covers nothing: the operator must say what was bought.
+        let Some(prefixes) = &self.coverage else {
+            return BlockLookup::NotCovered;
+        };
+        if !prefixes.iter().any(|p| e164_digits.starts_with(p.as_str())) {
             return BlockLookup::NotCovered;
         }
         let listed = self
@@ -200,6 +211,9 @@ impl Snapshot {
         {
             return Err(ApplyError::CoverageRequired);
         }
+        if import.mode != ImportMode::Replace && import.coverage.is_some() {
+            return Err(ApplyError::CoverageOnlyWithReplace);
+        }
         if kind == RegistryKind::Blocklist
             && previous.is_none()
             && import.mode != ImportMode::Replace
@@ -234,7 +248,13 @@ impl Snapshot {
                 } else {
                     batch.numbers -= &import.numbers;
                 }
-                batch.checked_at = batch.checked_at.max(import.checked_at);
+                // The data is as fresh as the full list it came from: a
+                // change list moves that date forward only when it says it
+                // continues it (a lone add or remove says nothing of the
+                // rest of the list).
+                if mode == ImportMode::Add && import.continues == Some(batch.checked_at) {
+                    batch.checked_at = batch.checked_at.max(import.checked_at);
+                }
             }
             (RegistryKind::Allowlist, ImportMode::Add) => {
                 add_cleared(controller_batches, import.checked_at, import.numbers);
@@ -309,6 +329,7 @@ impl Snapshot {
                 oldest_check: self.oldest_check(),
                 newest_check: self.newest_check(),
                 batches: &batches,
+                coverage_stated: self.coverage.is_some(),
             };
             SnapshotTexts::new(source, id, valid_days)
         };
@@ -344,6 +365,7 @@ mod tests {
             numbers: numbers.iter().map(|n| key(n).0).collect(),
             removals: RoaringTreemap::new(),
             coverage: None,
+            continues: None,
             source: SnapshotSource {
                 file: "test".into(),
                 format: "lines".into(),
@@ -450,6 +472,19 @@ mod tests {
         assert!(!s4.batches.contains_key("beta"));
     }
 
+    /// An edition without stated coverage (written before `--covers` was
+    /// required) used to cover the whole country; it covers nothing now.
+    #[test]
+    fn test_blocklist_without_stated_coverage_covers_nothing() {
+        let set = import(ImportMode::Replace, "", "2026-11-01", &["+12125550123"]);
+        let mut snapshot = apply(None, RegistryKind::Blocklist, set);
+        snapshot.coverage = None;
+        assert_eq!(
+            snapshot.block_lookup("12125550199", key("+12125550199")),
+            BlockLookup::NotCovered
+        );
+    }
+
     #[test]
     fn test_blocklist_modes_and_coverage() {
         let a = "+12125550123";
@@ -464,12 +499,18 @@ mod tests {
             s1.block_lookup("12125550124", key(b)),
             BlockLookup::NotListed
         );
+        // Issue 14 review: a lone add or remove used to make the whole list
+        // as fresh as itself; only a change list that continues the list does.
         let s2 = apply(
             Some(&s1),
             RegistryKind::Blocklist,
             import(ImportMode::Add, "", "2026-11-05", &[b]),
         );
         assert_eq!(s2.block_lookup("12125550124", key(b)), BlockLookup::Listed);
+        assert_eq!(s2.oldest_check(), Some("2026-11-01".parse().unwrap()));
+        let mut continuing = import(ImportMode::Add, "", "2026-11-05", &[b]);
+        continuing.continues = Some("2026-11-01".parse().unwrap());
+        let s2 = apply(Some(&s1), RegistryKind::Blocklist, continuing);
         assert_eq!(s2.oldest_check(), Some("2026-11-05".parse().unwrap()));
         let s3 = apply(
             Some(&s2),
@@ -480,6 +521,24 @@ mod tests {
             s3.block_lookup("12125550123", key(a)),
             BlockLookup::NotListed
         );
+        assert_eq!(
+            s3.oldest_check(),
+            Some("2026-11-05".parse().unwrap()),
+            "a remove moves nothing"
+        );
+        // A change list cannot widen the coverage.
+        let mut widening = import(ImportMode::Add, "", "2026-11-06", &[b]);
+        widening.coverage = Some(vec!["1".into()]);
+        let error = Snapshot::apply(
+            Some(&s3),
+            "r",
+            RegistryKind::Blocklist,
+            "US",
+            widening,
+            Timestamp::UNIX_EPOCH,
+        )
+        .unwrap_err();
+        assert_eq!(error, ApplyError::CoverageOnlyWithReplace);
         let mut covered = import(ImportMode::Replace, "", "2026-11-07", &[a]);
         covered.coverage = Some(vec!["1212".into()]);
         let s4 = apply(Some(&s3), RegistryKind::Blocklist, covered);
@@ -508,6 +567,7 @@ mod tests {
             numbers: RoaringTreemap::new(),
             removals: RoaringTreemap::new(),
             coverage: Some(vec!["3".into()]),
+            continues: None,
             source: SnapshotSource {
                 file: "t".into(),
                 format: "lines".into(),

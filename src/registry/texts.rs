@@ -65,6 +65,8 @@ pub struct TextSource<'a> {
     pub oldest_check: Option<Date>,
     pub newest_check: Option<Date>,
     pub batches: &'a BTreeMap<String, Vec<Date>>,
+    /// Block-lists: whether the snapshot states its coverage.
+    pub coverage_stated: bool,
 }
 
 impl SnapshotTexts {
@@ -87,7 +89,13 @@ impl SnapshotTexts {
                 .map(|date| format!("not listed in registry {id} v{version} checked {date}"))
                 .unwrap_or_default(),
             listed: format!("listed in registry {id} v{version}"),
-            not_covered: format!("registry {id} v{version} does not cover this number's area"),
+            not_covered: if source.coverage_stated {
+                format!("registry {id} v{version} does not cover this number's area")
+            } else {
+                format!(
+                    "registry {id} v{version} states no coverage: re-import the full list with --covers"
+                )
+            },
             undated: format!("registry {id} has no dated data"),
             cleared: source
                 .batches
