@@ -590,11 +590,9 @@ fn registry_import(config: &Config, args: Box<ImportArgs>) -> anyhow::Result<()>
                 .context("--checked-at out of range")?;
             let store = ContactStore::open(&config.server.data_dir)?;
             let controller = request.controller.as_deref().unwrap_or_default();
-            for key in &numbers {
-                store.observe_not_cleared(&registry.id, controller, *key, at)?;
-            }
+            store.record_opposed(&registry.id, controller, &numbers, at)?;
             println!(
-                "{} numbers recorded as opposed for {controller} on {} (a restarted server uses them)",
+                "{} numbers recorded as opposed for {controller} on {} (a running server applies them within registry_reload_interval_ms)",
                 numbers.len(),
                 request.checked_at
             );

@@ -613,39 +613,45 @@ impl Validator<'_> {
                 .find(|o| o.region == country)
                 .and_then(|o| o.registry_valid_days);
             let statutory = statutory_valid_days(country, r.kind);
-            let ceiling = overridden_days.or(statutory);
-            let valid_days =
-                match (r.valid_days, ceiling) {
-                    (Some(days), _) if !(1..=MAX_VALID_DAYS).contains(&days) => {
-                        return Err(self.invalid(
-                            key("valid_days"),
-                            days,
-                            &format!("must be 1-{MAX_VALID_DAYS}"),
-                        ));
-                    }
-                    (Some(days), Some(ceiling)) if days > ceiling => {
-                        return Err(self.invalid(
+            // The ceiling is the longest validity the law gives in any
+            // period (statute or override); each decision also caps it by
+            // the validity in force then (`policy::EraRegistry::valid_days`).
+            let ceiling = match (statutory, overridden_days) {
+                (Some(a), Some(b)) => Some(a.max(b)),
+                (a, b) => a.or(b),
+            };
+            let valid_days = match (r.valid_days, ceiling) {
+                (Some(days), _) if !(1..=MAX_VALID_DAYS).contains(&days) => {
+                    return Err(self.invalid(
+                        key("valid_days"),
+                        days,
+                        &format!("must be 1-{MAX_VALID_DAYS}"),
+                    ));
+                }
+                (Some(days), Some(ceiling)) if days > ceiling => {
+                    return Err(self.invalid(
                         key("valid_days"),
                         days,
                         &format!(
-                            "longer than the {ceiling} days {} allows a {} result to be relied on; \
-                             a registry result can only be trusted for less (an override \
+                            "longer than the {ceiling} days the law allows a {} result to be relied \
+                             on; a registry result can only be trusted for less (an override \
                              [destination.{country}] registry_valid_days changes the law's value)",
-                            if overridden_days.is_some() { "the override" } else { "the statute" },
                             r.kind
                         ),
                     ));
-                    }
-                    (Some(days), _) => days,
-                    (None, Some(ceiling)) => ceiling,
-                    (None, None) => {
-                        return Err(self.invalid(
-                            key("valid_days"),
-                            "<missing>",
-                            "no statutory default for this country and kind: set valid_days",
-                        ));
-                    }
-                };
+                }
+                (Some(days), _) => days,
+                (None, _) if statutory.is_some() || overridden_days.is_some() => {
+                    statutory.or(overridden_days).unwrap_or(1)
+                }
+                (None, _) => {
+                    return Err(self.invalid(
+                        key("valid_days"),
+                        "<missing>",
+                        "no statutory default for this country and kind: set valid_days",
+                    ));
+                }
+            };
             if r.seed_controller.is_some() && r.kind == RegistryKind::Blocklist {
                 return Err(self.invalid(
                     key("seed_controller"),

@@ -28,6 +28,8 @@ pub struct ContactStore {
     /// Highest rowid loaded per table, to pick up rows other processes
     /// (bulk imports) added.
     watermarks: Mutex<[i64; 3]>,
+    /// `meta.observations_version` of the registry answers loaded.
+    observations_version: Mutex<i64>,
 }
 
 /// One entry of the change trail.
@@ -107,6 +109,7 @@ fn us(t: Timestamp) -> i64 {
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value BLOB NOT NULL) STRICT;
+CREATE TABLE IF NOT EXISTS counters (key TEXT PRIMARY KEY, value INTEGER NOT NULL) STRICT;
 CREATE TABLE IF NOT EXISTS consents (
     consent_id TEXT PRIMARY KEY,
     controller TEXT NOT NULL,
@@ -330,6 +333,14 @@ impl ContactStore {
                 observations.insert(key, at);
             }
         }
+        let observations_version: i64 = conn
+            .query_row(
+                "SELECT value FROM counters WHERE key = 'observations_version'",
+                [],
+                |r| r.get(0),
+            )
+            .optional()?
+            .unwrap_or(0);
         let watermarks = [
             conn.query_row("SELECT COALESCE(MAX(rowid), 0) FROM consents", [], |r| {
                 r.get(0)
@@ -350,6 +361,7 @@ impl ContactStore {
             index,
             observations,
             watermarks: Mutex::new(watermarks),
+            observations_version: Mutex::new(observations_version),
         })
     }
 
@@ -602,6 +614,8 @@ impl ContactStore {
             Ok(erased)
         })?;
         self.index.erase(key, subject, controller);
+        self.observations
+            .retain(|(_, c, k), _| *k != key || !(controller.is_empty() || c == controller));
         self.index.put_erased(subject, keep);
         Ok(erased)
     }
@@ -740,42 +754,99 @@ impl ContactStore {
                 loaded += 1;
             }
         }
+        self.refresh_observations(&conn)?;
         Ok(loaded)
     }
 
-    /// When the number was first seen not cleared in `registry_id` for `controller`.
-    pub fn first_not_cleared(
+    /// Whether any registry answer "opposed" is held (a fast path: most
+    /// deployments have none, and a lookup builds its key).
+    pub fn has_opposed(&self) -> bool {
+        !self.observations.is_empty()
+    }
+
+    /// The latest day `registry_id` answered the number as opposed for `controller`.
+    pub fn opposed_at(
         &self,
         registry_id: &str,
         controller: &str,
         key: NumberKey,
     ) -> Option<Timestamp> {
+        if self.observations.is_empty() {
+            return None;
+        }
         self.observations
             .get(&(registry_id.to_string(), controller.to_string(), key))
             .map(|at| *at)
     }
 
-    /// Notes that the number was seen not cleared (kept: the first time only).
-    /// A lost note only ever makes a later consent count less (fail closed).
+    /// Records the registry's answer that `keys` are opposed for
+    /// `controller` on `at` (the latest answer per number is kept), in one
+    /// transaction; a running server picks it up at its next refresh.
     ///
     /// # Errors
-    /// [`StoreError`] when it cannot be stored.
-    pub fn observe_not_cleared(
+    /// [`StoreError`] when it cannot be stored; nothing is then.
+    pub fn record_opposed(
         &self,
         registry_id: &str,
         controller: &str,
-        key: NumberKey,
+        keys: &[NumberKey],
         at: Timestamp,
     ) -> Result<(), StoreError> {
-        let entry = (registry_id.to_string(), controller.to_string(), key);
-        if self.observations.contains_key(&entry) {
+        self.write(|tx| {
+            let mut statement = tx.prepare(
+                "INSERT INTO observations (registry_id, controller, number_key, first_not_cleared_us) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (registry_id, controller, number_key)
+                 DO UPDATE SET first_not_cleared_us = max(first_not_cleared_us, excluded.first_not_cleared_us)",
+            )?;
+            for key in keys {
+                statement.execute(params![registry_id, controller, key.0 as i64, us(at)])?;
+            }
+            tx.execute(
+                "INSERT INTO counters (key, value) VALUES ('observations_version', 1)
+                 ON CONFLICT (key) DO UPDATE SET value = value + 1",
+                [],
+            )?;
+            Ok(())
+        })?;
+        for key in keys {
+            let mut entry = self
+                .observations
+                .entry((registry_id.to_string(), controller.to_string(), *key))
+                .or_insert(at);
+            *entry = (*entry).max(at);
+        }
+        Ok(())
+    }
+
+    /// Reloads the registry answers when another process recorded some.
+    fn refresh_observations(&self, conn: &Connection) -> Result<(), StoreError> {
+        let version: i64 = conn
+            .query_row(
+                "SELECT value FROM counters WHERE key = 'observations_version'",
+                [],
+                |r| r.get(0),
+            )
+            .optional()?
+            .unwrap_or(0);
+        let mut seen = self.observations_version.lock().expect("observations lock");
+        if *seen == version {
             return Ok(());
         }
-        self.conn.lock().expect("contact db lock").execute(
-            "INSERT OR IGNORE INTO observations (registry_id, controller, number_key, first_not_cleared_us) VALUES (?1, ?2, ?3, ?4)",
-            params![registry_id, controller, key.0 as i64, us(at)],
+        let mut statement = conn.prepare(
+            "SELECT registry_id, controller, number_key, first_not_cleared_us FROM observations",
         )?;
-        self.observations.entry(entry).or_insert(at);
+        let mut rows = statement.query([])?;
+        while let Some(row) = rows.next()? {
+            let key = (
+                row.get::<_, String>(0)?,
+                row.get::<_, String>(1)?,
+                NumberKey(row.get::<_, i64>(2)? as u64),
+            );
+            let at = ts_column(row, 3, "first_not_cleared_us")?;
+            let mut entry = self.observations.entry(key).or_insert(at);
+            *entry = (*entry).max(at);
+        }
+        *seen = version;
         Ok(())
     }
 

@@ -44,35 +44,36 @@ pub fn decide(sources: &DecisionSources<'_>, call: &CallInput<'_>, now: Timestam
             .collect(),
         Err(_) => SmallVec::new(),
     };
+    let era = match (call.campaign, called) {
+        (Some(c), Ok(n)) => sources.policies.era(&c.id, n.region, now),
+        _ => None,
+    };
+    let controller = call.campaign.map_or("", |c| c.controller.as_str());
     let registries: SmallVec<[RegistryData<'_>; 2]> = snapshots
         .iter()
         .map(|(config, snapshot)| RegistryData {
             config,
             snapshot: snapshot.as_deref(),
+            valid_days: era
+                .and_then(|era| era.registry(&config.id))
+                .map_or(config.valid_days, |r| r.valid_days),
+            opposed_at: match (called, config.kind) {
+                (Ok(n), crate::model::RegistryKind::Allowlist)
+                    if sources.contacts.has_opposed() =>
+                {
+                    sources.contacts.opposed_at(&config.id, controller, n.key)
+                }
+                _ => None,
+            },
         })
         .collect();
-    let era = match (call.campaign, called) {
-        (Some(c), Ok(n)) => sources.policies.era(&c.id, n.region, now),
-        _ => None,
-    };
-    let (contacts, whereabouts, first_not_cleared, attempts, caps) = match (called, era) {
+    let (contacts, whereabouts, attempts, caps) = match (called, era) {
         (Ok(n), Some(era)) => {
             let whereabouts = zones::locate(n.region.as_str(), &n.e164[1..]);
             let caps: SmallVec<[AttemptLimit; 2]> = era.caps_in(whereabouts.state).collect();
-            let controller = call.campaign.map_or("", |c| c.controller.as_str());
             (
                 sources.contacts.index().view(n.key, &n.e164),
                 whereabouts,
-                era.registries
-                    .iter()
-                    .filter(|r| r.exemptions.consent_after_registration)
-                    .filter_map(|r| {
-                        sources
-                            .contacts
-                            .first_not_cleared(&r.id, controller, n.key)
-                            .map(|at| (r.id.clone(), at))
-                    })
-                    .collect(),
                 if caps.is_empty() {
                     Vec::new()
                 } else {
@@ -85,7 +86,6 @@ pub fn decide(sources: &DecisionSources<'_>, call: &CallInput<'_>, now: Timestam
             Default::default(),
             Whereabouts::default(),
             Vec::new(),
-            Vec::new(),
             SmallVec::new(),
         ),
     };
@@ -97,7 +97,6 @@ pub fn decide(sources: &DecisionSources<'_>, call: &CallInput<'_>, now: Timestam
             era,
             whereabouts: &whereabouts,
             attempts: &attempts,
-            first_not_cleared: &first_not_cleared,
             window_memo: sources.window_memo,
         },
         now,

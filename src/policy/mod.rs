@@ -89,6 +89,9 @@ pub struct EraRegistry {
     /// era but not in this one (FR Bloctel after 10 August 2026) is not;
     /// one no statute ever required (the operator's own) always is.
     pub consulted: bool,
+    /// How long one result may be relied on in this era: the configured
+    /// `valid_days`, capped by the law's validity in force.
+    pub valid_days: u32,
 }
 
 /// A declared caller ID and whether this era's law lets it be presented.
@@ -147,6 +150,11 @@ impl Era {
             .iter()
             .filter(move |cap| cap.applies_in(state))
             .map(|cap| cap.limit)
+    }
+
+    /// The configured registry of this era with this id.
+    pub fn registry(&self, registry_id: &str) -> Option<&EraRegistry> {
+        self.registries.iter().find(|r| r.id == registry_id)
     }
 
     /// Whether a configured registry is consulted in this era.
@@ -463,6 +471,10 @@ fn era_on(
             id: r.id.clone(),
             consulted: registry.value.is_some_and(|req| req.kind == r.kind)
                 || !ever_required(r.kind),
+            valid_days: match registry.value {
+                Some(required) if required.kind == r.kind => r.valid_days.min(required.valid_days),
+                _ => r.valid_days,
+            },
             exemptions: match registry.value {
                 Some(required) if required.kind == r.kind => {
                     r.exemption_settings.narrow(required.exemptions)

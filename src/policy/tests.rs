@@ -73,6 +73,8 @@ fn decide(
         .map(|config| RegistryData {
             config,
             snapshot: None,
+            valid_days: config.valid_days,
+            opposed_at: None,
         })
         .collect();
     evaluate(
@@ -88,7 +90,6 @@ fn decide(
             era: policies.era(campaign_id, n.region, at),
             whereabouts: &whereabouts,
             attempts,
-            first_not_cleared: &[],
             window_memo: None,
         },
         at,
@@ -608,4 +609,66 @@ fn test_demo_campaigns_show_and_are_not_blocked() {
             "{text}"
         );
     }
+}
+
+/// Review finding: an override's `registry_valid_days` applied before its
+/// `from` date (the registry's validity came from the override at load).
+#[test]
+fn test_override_validity_only_from_its_date() {
+    let config = config(
+        r#"
+[destination.IT]
+from = "2030-01-01"
+registry_valid_days = 60
+
+[[registry]]
+id = "it-rpo"
+kind = "allowlist"
+country = "IT"
+
+[[campaign]]
+id = "it"
+controller = "acme"
+purpose = "marketing"
+default_region = "IT"
+destinations = ["IT"]
+caller_ids = ["+390212345678"]
+"#,
+    );
+    assert_eq!(
+        config.registries[0].valid_days, 15,
+        "the statute's, not the future override's"
+    );
+    let policies = Policies::compile(&config);
+    let now = policies
+        .era("it", region("IT"), "2026-11-25T10:00:00Z".parse().unwrap())
+        .unwrap();
+    assert_eq!(now.registry("it-rpo").unwrap().valid_days, 15);
+    let later = policies
+        .era("it", region("IT"), "2030-06-01T10:00:00Z".parse().unwrap())
+        .unwrap();
+    assert_eq!(
+        later.registry("it-rpo").unwrap().valid_days,
+        15,
+        "capped by the configured value"
+    );
+    let longer = Config::parse(
+        "[destination.IT]\nfrom = \"2030-01-01\"\nregistry_valid_days = 60\n[[registry]]\nid = \"it-rpo\"\nkind = \"allowlist\"\ncountry = \"IT\"\nvalid_days = 60\n[[campaign]]\nid = \"it\"\ncontroller = \"acme\"\npurpose = \"marketing\"\ndefault_region = \"IT\"\ndestinations = [\"IT\"]\n",
+        "t",
+        std::path::Path::new("/tmp"),
+    )
+    .unwrap();
+    let policies = Policies::compile(&longer);
+    let now = policies
+        .era("it", region("IT"), "2026-11-25T10:00:00Z".parse().unwrap())
+        .unwrap();
+    assert_eq!(
+        now.registry("it-rpo").unwrap().valid_days,
+        15,
+        "the statute's 15 days until 2030"
+    );
+    let later = policies
+        .era("it", region("IT"), "2030-06-01T10:00:00Z".parse().unwrap())
+        .unwrap();
+    assert_eq!(later.registry("it-rpo").unwrap().valid_days, 60);
 }

@@ -82,13 +82,14 @@ pub struct Asking<'a> {
 
 /// The basis that lifts a registry DENY for `registry_id`, if any:
 /// a relationship, a consent the registry's country honours, or (policy) a
-/// consent given after the number was first seen not cleared.
+/// consent given after the registry's latest answer that the number is
+/// opposed (IT-RPO-SURVIVE (a); a renewal voids consents before it).
 pub fn registry_exemption(
     view: &ContactView,
     exemptions: &Exemptions,
     registry_id: &str,
     asking: &Asking<'_>,
-    first_not_cleared: Option<Timestamp>,
+    opposed_at: Option<Timestamp>,
     now: Timestamp,
 ) -> Option<Reason> {
     let (controller, purpose, consent_max_age) =
@@ -117,12 +118,12 @@ pub fn registry_exemption(
             ),
         ));
     }
-    match first_not_cleared {
+    match opposed_at {
         Some(seen) if exemptions.consent_after_registration && consent.granted_at > seen => {
             Some(Reason::new(
                 ReasonCode::Consent,
                 format!(
-                    "consent {} granted {} after the number was first seen not cleared in registry {registry_id} at {seen}",
+                    "consent {} granted {} after registry {registry_id} answered the number as opposed on {seen}",
                     consent.consent_id, consent.granted_at
                 ),
             ))

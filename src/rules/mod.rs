@@ -45,6 +45,12 @@ pub struct CallInput<'a> {
 pub struct RegistryData<'a> {
     pub config: &'a RegistryConfig,
     pub snapshot: Option<&'a Snapshot>,
+    /// How long one result may be relied on now: the configured value,
+    /// capped by the law in force ([`crate::policy::EraRegistry::valid_days`]).
+    pub valid_days: u32,
+    /// Allow-lists: the latest day the registry answered the number as
+    /// opposed for the controller (`registry import --opposed`).
+    pub opposed_at: Option<Timestamp>,
 }
 
 /// The data a decision rests on.
@@ -60,8 +66,6 @@ pub struct DecisionData<'a> {
     pub whereabouts: &'a Whereabouts,
     /// Earlier ALLOW decisions for this number and the campaign's controller.
     pub attempts: &'a [Timestamp],
-    /// By allow-list registry: when the number was first seen not cleared for the controller.
-    pub first_not_cleared: &'a [(String, Timestamp)],
     /// Memoised calling-window answers (an optimisation: same answers without).
     pub window_memo: Option<&'a WindowMemo>,
 }
@@ -275,11 +279,6 @@ fn decide_under(
             }
             Err(reasons) => reasons,
         };
-        let first_not_cleared = data
-            .first_not_cleared
-            .iter()
-            .find(|(id, _)| *id == registry.config.id)
-            .map(|(_, at)| *at);
         match registry_exemption(
             data.contacts,
             &era.exemptions(&registry.config.id),
@@ -289,7 +288,7 @@ fn decide_under(
                 purpose: campaign.purpose,
                 consent_max_age: max_age,
             },
-            first_not_cleared,
+            registry.opposed_at,
             now,
         ) {
             Some(basis) => out.bases.push(basis),

@@ -38,7 +38,7 @@ pub fn check_registry(
             version: format!("{id}@none"),
         };
     };
-    let valid_days = registry.config.valid_days;
+    let valid_days = registry.valid_days;
     let texts = snapshot.texts(id, valid_days);
     let version = texts.version_label.clone();
     let result = match registry.config.kind {
@@ -96,6 +96,25 @@ pub fn check_registry(
                         ReasonCode::RegistryStale,
                         batch.stale.clone(),
                     )]),
+                    // The registry's later answer that the number is opposed
+                    // outweighs an earlier clearance (IT-RPO: the latest
+                    // result for the controller counts).
+                    Some(batch)
+                        if registry
+                            .opposed_at
+                            .is_some_and(|opposed| opposed >= batch.checked_from) =>
+                    {
+                        Err(vec![Reason::new(
+                            ReasonCode::RegistryListed,
+                            format!(
+                                "registry {id} answered the number as opposed for {controller} on {}, after its clearance",
+                                registry
+                                    .opposed_at
+                                    .map(|t| t.to_string())
+                                    .unwrap_or_default()
+                            ),
+                        )])
+                    }
                     Some(batch) => Ok(Reason::new(ReasonCode::RegistryClear, batch.clear.clone())),
                     // The texts cover every batch of the snapshot they were made from.
                     None => Err(vec![Reason::new(

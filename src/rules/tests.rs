@@ -151,6 +151,8 @@ fn run_at(case: &Case<'_>, at: Timestamp, attempts: &[Timestamp]) -> Evaluation 
         .map(|(config, snapshot)| RegistryData {
             config,
             snapshot: snapshot.as_deref(),
+            valid_days: config.valid_days,
+            opposed_at: None,
         })
         .collect();
     let whereabouts = match &called {
@@ -181,7 +183,6 @@ fn run_at(case: &Case<'_>, at: Timestamp, attempts: &[Timestamp]) -> Evaluation 
             era,
             whereabouts: &whereabouts,
             attempts,
-            first_not_cleared: &[],
             window_memo: None,
         },
         at,
@@ -933,6 +934,7 @@ fn test_consent_exemptions_by_country_and_italian_policy() {
         ..Default::default()
     };
     let decide = |registry: &RegistryConfig, seen: &[(String, Timestamp)]| {
+        let opposed_at = seen.first().map(|(_, at)| *at);
         let policies = crate::policy::Policies::compile(&crate::config::Config::with(
             vec![campaign_it.clone()],
             vec![registry.clone()],
@@ -941,6 +943,8 @@ fn test_consent_exemptions_by_country_and_italian_policy() {
         let registries = vec![RegistryData {
             config: registry,
             snapshot: Some(&snapshot),
+            valid_days: registry.valid_days,
+            opposed_at,
         }];
         evaluate(
             &CallInput {
@@ -955,7 +959,6 @@ fn test_consent_exemptions_by_country_and_italian_policy() {
                 era,
                 whereabouts: &whereabouts,
                 attempts: &[],
-                first_not_cleared: seen,
                 window_memo: None,
             },
             now(),
@@ -981,7 +984,7 @@ fn test_consent_exemptions_by_country_and_italian_policy() {
         allowed
             .reasons
             .iter()
-            .any(|r| r.code == Consent && r.detail.contains("first seen not cleared")),
+            .any(|r| r.code == Consent && r.detail.contains("answered the number as opposed")),
         "{:?}",
         allowed.reasons
     );
@@ -1037,4 +1040,64 @@ fn test_registry_data_checked_after_the_instant_decided_says_nothing() {
         before.reasons
     );
     assert_eq!(run_at(&us, day_after_check, &[]).verdict, Verdict::Allow);
+}
+
+/// Review finding: the RPO's later answer "opposed" did not cancel an older
+/// clearance kept by `--mode add`; the latest answer for the controller counts.
+#[test]
+fn test_a_later_opposed_answer_outweighs_an_older_clearance() {
+    use ReasonCode::*;
+    let at: Timestamp = "2026-11-24T10:00:00Z".parse().unwrap();
+    let campaign_it = campaign("it", "IT", false);
+    let registry = registry_config("it-rpo", RegistryKind::Allowlist, "IT", 15);
+    let snapshot = snapshot(
+        "it-rpo",
+        RegistryKind::Allowlist,
+        "acme",
+        "2026-11-16",
+        &["+393331234567"],
+    );
+    let called = number::normalize("333 123 4567", region("IT"));
+    let whereabouts = zones::locate("IT", "393331234567");
+    let policies = crate::policy::Policies::compile(&crate::config::Config::with(
+        vec![campaign_it.clone()],
+        vec![registry.clone()],
+    ));
+    let era = policies.era("it", region("IT"), at);
+    let decide = |opposed_at: Option<&str>| {
+        let registries = vec![RegistryData {
+            config: &registry,
+            snapshot: Some(&snapshot),
+            valid_days: 15,
+            opposed_at: opposed_at.map(|t| t.parse().unwrap()),
+        }];
+        evaluate(
+            &CallInput {
+                campaign_id: "it",
+                campaign: Some(&campaign_it),
+                called: &called,
+                caller_id: Some("+390212345678"),
+            },
+            &DecisionData {
+                contacts: &ContactView::default(),
+                registries: &registries,
+                era,
+                whereabouts: &whereabouts,
+                attempts: &[],
+                window_memo: None,
+            },
+            at,
+        )
+    };
+    assert_eq!(decide(None).verdict, Verdict::Allow);
+    assert_eq!(
+        decide(Some("2026-11-10T00:00:00Z")).verdict,
+        Verdict::Allow,
+        "opposed before the clearance"
+    );
+    let denied = decide(Some("2026-11-23T00:00:00Z"));
+    assert_eq!(
+        denied.reasons.iter().map(|r| r.code).collect::<Vec<_>>(),
+        vec![RegistryListed]
+    );
 }

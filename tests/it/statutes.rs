@@ -244,8 +244,85 @@ caller_ids = ["+390212345678"]
         third
             .reasons
             .iter()
-            .any(|r| r.detail.contains("first seen not cleared")),
+            .any(|r| r.detail.contains("answered the number as opposed")),
         "{:?}",
         third.reasons
     );
+}
+
+/// Review finding: a newer RPO answer "opposed", imported with `--mode add`
+/// while an older clearance is still held, was ignored: the old clearance
+/// allowed the call. A running server applies the answer without restart.
+#[tokio::test(flavor = "multi_thread")]
+async fn test_a_later_opposed_answer_reaches_a_running_server() {
+    let ws = Workspace::new(&format!(
+        r#"{BASE}
+[[registry]]
+id = "it-rpo"
+kind = "allowlist"
+country = "IT"
+
+[[campaign]]
+id = "it-sales"
+controller = "acme"
+purpose = "marketing"
+default_region = "IT"
+destinations = ["IT"]
+caller_ids = ["+390212345678"]
+{ALWAYS_OPEN}
+"#
+    ));
+    let yesterday = (jiff::Timestamp::now() - jiff::SignedDuration::from_hours(24))
+        .to_zoned(jiff::tz::TimeZone::UTC)
+        .date()
+        .to_string();
+    ws.import(
+        "it-rpo",
+        &["+39 333 123 4567", "+39 333 123 4568"],
+        &["--controller", "acme", "--checked-at", &yesterday],
+    );
+    let server = ws.start();
+    let mut gateway = server.gateway().await;
+    let number = "+39 333 123 4567";
+    let before = gateway
+        .check_call(call(number, "+390212345678", "it-sales"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(verdict(&before), Verdict::Allow);
+    let opposed = ws.file("opposed-today.txt", "+39 333 123 4567\n");
+    ws.import(
+        "it-rpo",
+        &["+39 333 123 4568"],
+        &[
+            "--controller",
+            "acme",
+            "--mode",
+            "add",
+            "--opposed",
+            path_str(&opposed),
+        ],
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let response = gateway
+            .check_call(call(number, "+390212345678", "it-sales"))
+            .await
+            .unwrap()
+            .into_inner();
+        if verdict(&response) == Verdict::Deny {
+            assert_eq!(
+                codes(&response),
+                vec![R::RegistryListed],
+                "{:?}",
+                response.reasons
+            );
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the opposed answer was not applied"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
 }
