@@ -217,11 +217,16 @@ fn international_e164(input: &str, default_region: Option<Region>) -> Result<Str
     Ok(format!("+{code}{national}"))
 }
 
-/// The numbering-plan type of an E.164 number (`+` and digits), if valid.
-pub fn number_type(e164: &str) -> Option<Type> {
+/// The region and numbering-plan type of an E.164 number (`+` and digits), if valid.
+pub fn classify_e164(e164: &str) -> Option<(Region, Type)> {
     let digits = e164.strip_prefix('+')?;
     let (code, national) = plan::split_country_code(digits)?;
-    plan::classify(code, national).map(|(_, kind)| kind)
+    plan::classify(code, national)
+}
+
+/// The numbering-plan type of an E.164 number (`+` and digits), if valid.
+pub fn number_type(e164: &str) -> Option<Type> {
+    classify_e164(e164).map(|(_, kind)| kind)
 }
 
 fn non_callable_type(kind: Type) -> Option<&'static str> {

@@ -98,6 +98,8 @@ pub struct EraRegistry {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeclaredCli {
     pub e164: String,
+    /// The number's own region (`None` when the numbering plan does not know it).
+    pub region: Option<String>,
     pub kind: CliType,
     pub permitted: bool,
 }
@@ -583,11 +585,14 @@ fn era_on(
         .caller_ids
         .iter()
         .map(|e164| {
-            let kind = crate::number::number_type(e164).map_or(CliType::Unknown, CliType::of);
+            let (cli_region, kind) = declared_cli(e164);
             DeclaredCli {
                 e164: e164.clone(),
                 kind,
-                permitted: caller_id.value.permits(kind),
+                permitted: caller_id
+                    .value
+                    .permits(kind, cli_region.as_deref(), region.as_str()),
+                region: cli_region,
             }
         })
         .collect();
@@ -618,6 +623,14 @@ fn era_on(
         caps,
         caller_id,
         caller_ids,
+    }
+}
+
+/// The region and type of a declared caller ID.
+fn declared_cli(e164: &str) -> (Option<String>, CliType) {
+    match crate::number::classify_e164(e164) {
+        Some((region, kind)) => (Some(region.to_string()), CliType::of(kind)),
+        None => (None, CliType::Unknown),
     }
 }
 
@@ -653,8 +666,11 @@ fn warnings(config: &Config) -> Vec<String> {
                 continue;
             };
             for cli in &campaign.caller_ids {
-                let kind = crate::number::number_type(cli).map_or(CliType::Unknown, CliType::of);
-                if !rule.value.permits(kind) {
+                let (cli_region, kind) = declared_cli(cli);
+                if !rule
+                    .value
+                    .permits(kind, cli_region.as_deref(), region.as_str())
+                {
                     out.push(format!(
                         "campaign {}: caller ID {} is a {} number, which the law of {region} does not let a call present ({})",
                         campaign.id,

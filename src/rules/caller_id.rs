@@ -93,8 +93,13 @@ pub fn check_caller_id(raw: &str, campaign: &CampaignConfig, era: Option<&Era>) 
         Some((era, declared)) if !declared.permitted => Some(Reason::new(
             ReasonCode::CallerIdNotAllowed,
             format!(
-                "{} is a {} number: the law of {} does not let a call present it ({})",
+                "{} is a {}{} number: the law of {} does not let a call present it ({})",
                 cli.e164,
+                declared
+                    .region
+                    .as_deref()
+                    .map(|r| format!("{r} "))
+                    .unwrap_or_default(),
                 declared.kind.as_str(),
                 era.region,
                 era.caller_id.origin.describe()
@@ -246,6 +251,15 @@ mod tests {
             None,
             "900 numbers may be used"
         );
+    }
+
+    /// Review finding: a foreign caller ID passed on calls to Italy.
+    #[test]
+    fn test_foreign_caller_id_refused_for_italy() {
+        let italian = campaign(Purpose::Marketing, "IT", &["+442071234567"]);
+        let refused = check("+442071234567", &italian, "2026-11-23T10:00:00Z").unwrap();
+        assert_eq!(refused.code, ReasonCode::CallerIdNotAllowed);
+        assert!(refused.detail.contains("GB"), "{}", refused.detail);
     }
 
     /// IT-CLI-4: only geographic and mobile numbers as voice CLI in Italy.

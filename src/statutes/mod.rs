@@ -84,45 +84,68 @@ pub fn in_force<T>(rules: &[Rule<T>], day: Date) -> Option<&Rule<T>> {
     rules.iter().rev().find(|r| r.in_force_on(day))
 }
 
-/// A period after an event: calendar months or days.
+/// A period after an event: calendar months or days, or the earlier end of
+/// both (a period in days narrowing one in months).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Period {
     Months(u32),
     Days(u32),
+    /// Whichever of the two ends first.
+    Earlier {
+        months: u32,
+        days: u32,
+    },
 }
 
 impl Period {
     /// The instant `self` after `from`.
     pub fn after(self, from: jiff::Timestamp) -> jiff::Timestamp {
-        let span = match self {
-            Period::Months(m) => jiff::Span::new().months(i64::from(m)),
-            Period::Days(d) => jiff::Span::new().days(i64::from(d)),
+        let add = |span: jiff::Span| {
+            from.to_zoned(jiff::tz::TimeZone::UTC)
+                .checked_add(span)
+                .map(|z| z.timestamp())
+                .unwrap_or(jiff::Timestamp::MAX)
         };
-        from.to_zoned(jiff::tz::TimeZone::UTC)
-            .checked_add(span)
-            .map(|z| z.timestamp())
-            .unwrap_or(jiff::Timestamp::MAX)
-    }
-
-    /// Roughly how long, in days (to compare periods: a month counts 31).
-    pub fn approx_days(self) -> u64 {
         match self {
-            Period::Months(m) => u64::from(m) * 31,
-            Period::Days(d) => u64::from(d),
+            Period::Months(m) => add(jiff::Span::new().months(i64::from(m))),
+            Period::Days(d) => add(jiff::Span::new().days(i64::from(d))),
+            Period::Earlier { months, days } => Period::Months(months)
+                .after(from)
+                .min(Period::Days(days).after(from)),
         }
     }
 
-    /// The shorter of two optional periods; `None` (no exemption) is shortest.
-    pub fn shorter(a: Option<Period>, b: Option<Period>) -> Option<Period> {
-        match (a, b) {
-            (Some(a), Some(b)) => Some(if a.approx_days() <= b.approx_days() {
-                a
-            } else {
-                b
-            }),
-            _ => None,
+    fn parts(self) -> (Option<u32>, Option<u32>) {
+        match self {
+            Period::Months(m) => (Some(m), None),
+            Period::Days(d) => (None, Some(d)),
+            Period::Earlier { months, days } => (Some(months), Some(days)),
         }
+    }
+
+    /// The shorter of two optional periods, from any event: `None` (no
+    /// exemption) is shortest; months and days are kept both and the
+    /// earlier end applies (a month is not a fixed number of days).
+    pub fn shorter(a: Option<Period>, b: Option<Period>) -> Option<Period> {
+        let (a, b) = (a?.parts(), b?.parts());
+        let min = |x: Option<u32>, y: Option<u32>| match (x, y) {
+            (Some(x), Some(y)) => Some(x.min(y)),
+            (x, y) => x.or(y),
+        };
+        Some(match (min(a.0, b.0), min(a.1, b.1)) {
+            // A month has 28 to 31 days: keep both only when that decides nothing.
+            (Some(months), Some(days)) if u64::from(days) <= 28 * u64::from(months) => {
+                Period::Days(days)
+            }
+            (Some(months), Some(days)) if u64::from(days) >= 31 * u64::from(months) => {
+                Period::Months(months)
+            }
+            (Some(months), Some(days)) => Period::Earlier { months, days },
+            (Some(months), None) => Period::Months(months),
+            (None, Some(days)) => Period::Days(days),
+            (None, None) => Period::Days(0),
+        })
     }
 }
 
@@ -131,6 +154,9 @@ impl std::fmt::Display for Period {
         match self {
             Period::Months(m) => write!(f, "{m} months"),
             Period::Days(d) => write!(f, "{d} days"),
+            Period::Earlier { months, days } => {
+                write!(f, "{months} months or {days} days, whichever ends first")
+            }
         }
     }
 }
@@ -282,13 +308,17 @@ pub struct CallerIdRules {
     pub permitted_types: Option<&'static [CliType]>,
     /// Number types that may not be presented.
     pub forbidden_types: &'static [CliType],
+    /// Only numbers of the destination's own country may be presented.
+    pub domestic_only: bool,
 }
 
 impl CallerIdRules {
-    /// Whether a declared caller ID of `kind` may be presented.
-    pub fn permits(&self, kind: CliType) -> bool {
+    /// Whether a declared caller ID of `kind` and region `cli_region` may be
+    /// presented on calls to `destination`.
+    pub fn permits(&self, kind: CliType, cli_region: Option<&str>, destination: &str) -> bool {
         self.permitted_types.is_none_or(|p| p.contains(&kind))
             && !self.forbidden_types.contains(&kind)
+            && (!self.domestic_only || cli_region == Some(destination))
     }
 }
 

@@ -220,7 +220,10 @@ fn test_hours_caps_and_caller_id_dates_table() {
         fl_hours.value.days[0],
         Some(vec![crate::calling::Span::hours(8, 20)])
     );
-    let es_cli = |day| in_force(&s("ES").caller_id, day).map(|r| r.value.permits(CliType::Mobile));
+    let es_cli = |day| {
+        in_force(&s("ES").caller_id, day)
+            .map(|r| r.value.permits(CliType::Mobile, Some("ES"), "ES"))
+    };
     assert_eq!(
         es_cli(date(2025, 6, 6)),
         None,
@@ -233,17 +236,26 @@ fn test_hours_caps_and_caller_id_dates_table() {
     );
     let es_toll_free = in_force(&s("ES").caller_id, date(2025, 6, 7)).unwrap();
     assert!(
-        es_toll_free.value.permits(CliType::TollFree),
+        es_toll_free
+            .value
+            .permits(CliType::TollFree, Some("ES"), "ES"),
         "800/900 numbers may be presented"
     );
     let it_cli = in_force(&s("IT").caller_id, date(2026, 11, 25)).unwrap();
     assert!(
-        !it_cli.value.permits(CliType::TollFree),
+        !it_cli.value.permits(CliType::TollFree, Some("IT"), "IT"),
         "IT-CLI-4: geographic and mobile only"
     );
-    assert!(it_cli.value.permits(CliType::Mobile));
+    assert!(it_cli.value.permits(CliType::Mobile, Some("IT"), "IT"));
+    assert!(
+        !it_cli.value.permits(CliType::FixedLine, Some("GB"), "IT"),
+        "IT-CLI-4: Italian numbers only"
+    );
     let gb_cli = in_force(&s("GB").caller_id, date(2026, 11, 25)).unwrap();
-    assert!(!gb_cli.value.permits(CliType::PremiumRate), "Ofcom GC C6");
+    assert!(
+        !gb_cli.value.permits(CliType::PremiumRate, Some("GB"), "GB"),
+        "Ofcom GC C6"
+    );
 }
 
 #[test]
@@ -314,4 +326,21 @@ fn test_narrowing_exemptions_never_widens() {
     assert_eq!(narrowed.customer, Some(Period::Days(30)));
     assert_eq!(narrowed.inquiry, None);
     assert!(!narrowed.consent);
+}
+
+/// Review finding: "narrowing" 3 months with 92 days compared 92 with 3 x 31
+/// and widened the exemption past the statute's 3 calendar months.
+#[test]
+fn test_narrowing_across_units_takes_the_earlier_end() {
+    let narrowed = Period::shorter(Some(Period::Months(3)), Some(Period::Days(92))).unwrap();
+    let inquiry: jiff::Timestamp = "2026-02-01T00:00:00Z".parse().unwrap();
+    assert_eq!(
+        narrowed.after(inquiry),
+        Period::Months(3).after(inquiry),
+        "3 months from 1 Feb (89 days) end before 92 days"
+    );
+    let customer: jiff::Timestamp = "2026-01-31T00:00:00Z".parse().unwrap();
+    let narrowed = Period::shorter(Some(Period::Months(18)), Some(Period::Days(550))).unwrap();
+    assert!(narrowed.after(customer) <= Period::Months(18).after(customer));
+    assert!(narrowed.after(customer) <= Period::Days(550).after(customer));
 }
