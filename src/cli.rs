@@ -408,7 +408,12 @@ fn contact_import(
         crate::contact_import::import_consents(&store, file, &cli_actor(), now, dry_run)?
     } else {
         let records = Records::new(store, decision_log::database_path(&config.server.data_dir))
-            .with_campaigns(config.campaigns.iter().map(|c| c.id.clone()));
+            .with_campaigns(
+                config
+                    .campaigns
+                    .iter()
+                    .map(|c| (c.id.clone(), c.controller.clone())),
+            );
         crate::contact_import::import_suppressions(&records, file, &cli_actor(), now, dry_run)?
     };
     println!(

@@ -888,6 +888,12 @@ impl Validator<'_> {
         )? as usize;
         self.bounded("log.write_timeout_ms", log.write_timeout_ms, 1, 600_000)?;
         self.bounded(
+            "log.allow_replay_seconds",
+            log.allow_replay_seconds,
+            0,
+            3600,
+        )?;
+        self.bounded(
             "log.checkpoint_interval_seconds",
             log.checkpoint_interval_seconds,
             1,

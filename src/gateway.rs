@@ -60,6 +60,16 @@ pub enum CheckError {
         request_id: String,
         problem: &'static str,
     },
+    /// A repeat of an ALLOW too old to dial on: the window, opt-outs and
+    /// caps may have changed since.
+    #[error(
+        "request_id {request_id:?} was answered ALLOW at {decided_at}, more than {seconds} s ago: too old to dial on; use a new request_id for a new decision"
+    )]
+    AllowExpired {
+        request_id: String,
+        decided_at: Timestamp,
+        seconds: u64,
+    },
     /// The decision could not be made durable: the dialer must not dial.
     #[error(transparent)]
     Log(#[from] LogError),
@@ -102,11 +112,12 @@ impl RequestFingerprint {
     }
 }
 
-/// An answer remembered by request id, with what it answered.
+/// An answer remembered by request id, with what it answered and when.
 #[derive(Debug, Clone)]
 struct Answered {
     fingerprint: RequestFingerprint,
     outcome: CheckOutcome,
+    decided_at: Timestamp,
 }
 
 /// The answer to a logged decision.
@@ -152,6 +163,10 @@ pub struct Gateway {
     stats: Arc<Stats>,
     /// Answers by request id, for idempotent repeats.
     answered: AnswerCache<Answered>,
+    /// How long a repeated ALLOW may still be answered (seconds).
+    allow_replay_seconds: u64,
+    /// Some cap exists: every ALLOW is counted in the ledger.
+    counts_attempts: bool,
     /// Calling windows already worked out (keyed by `policies`' era ids).
     window_memo: WindowMemo,
 }
@@ -183,6 +198,7 @@ impl Gateway {
                 Answered {
                     fingerprint,
                     outcome,
+                    decided_at: record.decided_at,
                 },
             );
         }
@@ -192,6 +208,7 @@ impl Gateway {
                 .iter()
                 .map(|c| (c.id.clone(), c.clone()))
                 .collect(),
+            counts_attempts: parts.policies.longest_cap_window().is_some(),
             policies: parts.policies,
             attempts: parts.attempts,
             registries: parts.registries,
@@ -199,6 +216,7 @@ impl Gateway {
             log: parts.log,
             stats: parts.stats,
             answered,
+            allow_replay_seconds: config.log.allow_replay_seconds,
             window_memo: WindowMemo::default(),
         }
     }
@@ -234,10 +252,21 @@ impl Gateway {
                 Ok::<_, LogError>(Answered {
                     fingerprint: fingerprint.clone(),
                     outcome,
+                    decided_at: Timestamp::now(),
                 })
             })
             .await?;
         if answered.fingerprint == fingerprint {
+            let age = Timestamp::now().duration_since(answered.decided_at);
+            if answered.outcome.verdict == Verdict::Allow
+                && age > jiff::SignedDuration::from_secs(self.allow_replay_seconds as i64)
+            {
+                return Err(CheckError::AllowExpired {
+                    request_id: request.request_id.clone(),
+                    decided_at: answered.decided_at,
+                    seconds: self.allow_replay_seconds,
+                });
+            }
             return Ok(answered.outcome.clone());
         }
         let problem = if answered.fingerprint.api_key != fingerprint.api_key {
@@ -276,9 +305,12 @@ impl Gateway {
         // An ALLOW under attempt caps takes its slot atomically; if a
         // concurrent check took the last one, decide again (now a DENY).
         let mut reserved = None;
+        // Every ALLOW counts once any cap exists anywhere: a campaign
+        // without a cap still uses up its controller's attempts under
+        // another campaign's cap.
         if evaluation.verdict == Verdict::Allow
             && let (Some(campaign), Ok(number)) = (campaign, &called)
-            && !limits.is_empty()
+            && (!limits.is_empty() || self.counts_attempts)
         {
             if self
                 .attempts

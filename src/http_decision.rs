@@ -133,7 +133,9 @@ fn answer(outcome: CheckOutcome) -> Response {
 fn failure(err: CheckError) -> Response {
     match err {
         CheckError::InvalidArgument { .. } => error(StatusCode::BAD_REQUEST, err),
-        CheckError::RequestIdReused { .. } => error(StatusCode::CONFLICT, err),
+        CheckError::RequestIdReused { .. } | CheckError::AllowExpired { .. } => {
+            error(StatusCode::CONFLICT, err)
+        }
         CheckError::Log(LogError::Backlog) => error(
             StatusCode::SERVICE_UNAVAILABLE,
             format!("{err}: do not dial, retry later"),

@@ -3,7 +3,7 @@
 //! request changes nothing and names the bad field. Every change is in the
 //! change trail with its actor.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -120,7 +120,8 @@ pub struct Records {
     store: Arc<ContactStore>,
     decisions_db: PathBuf,
     /// Configured campaign ids; `None` = not checked (library use only).
-    campaigns: Option<Arc<HashSet<String>>>,
+    /// Configured campaigns and their controllers (`None`: not checked).
+    campaigns: Option<Arc<HashMap<String, String>>>,
 }
 
 /// The longest number text accepted, in bytes.
@@ -189,10 +190,37 @@ impl Records {
         }
     }
 
-    /// Checks a suppression's `campaign_id` against these configured campaigns.
-    pub fn with_campaigns(mut self, ids: impl IntoIterator<Item = String>) -> Records {
-        self.campaigns = Some(Arc::new(ids.into_iter().collect()));
+    /// Checks campaign ids and controllers against these configured
+    /// campaigns (`(id, controller)`): an opt-out, revocation or erasure
+    /// naming a controller or campaign that is not configured would bind
+    /// nothing, so it is refused.
+    pub fn with_campaigns(
+        mut self,
+        campaigns: impl IntoIterator<Item = (String, String)>,
+    ) -> Records {
+        self.campaigns = Some(Arc::new(campaigns.into_iter().collect()));
         self
+    }
+
+    /// Refuses a non-empty controller that no configured campaign calls for.
+    fn known_controller(&self, controller: &str) -> Result<(), RecordsError> {
+        match &self.campaigns {
+            Some(campaigns)
+                if !controller.is_empty() && !campaigns.values().any(|c| c == controller) =>
+            {
+                let mut known: Vec<&str> = campaigns.values().map(String::as_str).collect();
+                known.sort_unstable();
+                known.dedup();
+                Err(invalid(
+                    "controller",
+                    format!(
+                        "{controller:?} is not the controller of any configured campaign (configured: {}); it would bind nothing",
+                        known.join(", ")
+                    ),
+                ))
+            }
+            _ => Ok(()),
+        }
     }
 
     /// Records a consent; returns its id.
@@ -226,6 +254,7 @@ impl Records {
         now: Timestamp,
     ) -> Result<u32, RecordsError> {
         let controller = required("controller", &request.controller)?;
+        self.known_controller(&controller)?;
         let number = parse_number(&request.number, &request.default_region)?;
         let revoked_at = request.revoked_at.unwrap_or(now);
         check_not_before_1970("revoked_at", revoked_at)?;
@@ -273,14 +302,31 @@ impl Records {
         check_text("source", &request.source)?;
         let number = parse_number(&request.number, &request.default_region)?;
         let campaign_id = request.campaign_id.trim();
+        self.known_controller(request.controller.trim())?;
         if let Some(campaigns) = &self.campaigns
             && !campaign_id.is_empty()
-            && !campaigns.contains(campaign_id)
         {
-            return Err(invalid(
-                "campaign_id",
-                format!("{campaign_id:?} is not a configured campaign"),
-            ));
+            match campaigns.get(campaign_id) {
+                None => {
+                    return Err(invalid(
+                        "campaign_id",
+                        format!("{campaign_id:?} is not a configured campaign"),
+                    ));
+                }
+                Some(owner)
+                    if owner != request.controller.trim()
+                        && !request.controller.trim().is_empty() =>
+                {
+                    return Err(invalid(
+                        "campaign_id",
+                        format!(
+                            "{campaign_id:?} calls for controller {owner:?}, not {:?}: the opt-out would bind nothing",
+                            request.controller.trim()
+                        ),
+                    ));
+                }
+                Some(_) => {}
+            }
         }
         if !request.campaign_id.trim().is_empty() && request.controller.trim().is_empty() {
             return Err(invalid(
@@ -374,6 +420,7 @@ impl Records {
         now: Timestamp,
     ) -> Result<u32, RecordsError> {
         check_id("controller", request.controller.trim())?;
+        self.known_controller(request.controller.trim())?;
         let number = parse_number(&request.number, &request.default_region)?;
         let erased = self.store.erase(
             number.key,

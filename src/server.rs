@@ -208,8 +208,12 @@ pub async fn serve(
             Arc::clone(&gateway),
         )))
         .add_service(ContactRecordsServer::new(ContactRecordsService::new(
-            Records::new(contacts, decision_log::database_path(&data_dir))
-                .with_campaigns(config.campaigns.iter().map(|c| c.id.clone())),
+            Records::new(contacts, decision_log::database_path(&data_dir)).with_campaigns(
+                config
+                    .campaigns
+                    .iter()
+                    .map(|c| (c.id.clone(), c.controller.clone())),
+            ),
         )));
     let http_router = crate::http::router(Arc::clone(&shared), Arc::clone(&api_keys))
         .merge(crate::http_decision::router(gateway, api_keys));

@@ -24,6 +24,11 @@ pub struct LogConfig {
     /// database, so commits rarely stall on a checkpoint; 0 = off.
     #[serde(default = "default_wal_backfill_ms")]
     pub wal_backfill_ms: u64,
+    /// How long a repeated request_id may still get its original ALLOW: a
+    /// dial decision is not reusable later (the window, opt-outs and caps
+    /// may have changed); a DENY repeats for the whole idempotency window.
+    #[serde(default = "default_allow_replay_seconds")]
+    pub allow_replay_seconds: u64,
     /// How long a request_id is at least remembered as an idempotency key.
     #[serde(default = "default_idempotency_seconds")]
     pub idempotency_window_seconds: u64,
@@ -83,6 +88,7 @@ impl Default for LogConfig {
             group_commit_linger_us: default_linger_us(),
             wal_backfill_ms: default_wal_backfill_ms(),
             idempotency_window_seconds: default_idempotency_seconds(),
+            allow_replay_seconds: default_allow_replay_seconds(),
             idempotency_max_entries: default_idempotency_entries(),
             write_timeout_ms: default_log_timeout_ms(),
             synchronous: Synchronous::Full,
@@ -91,6 +97,10 @@ impl Default for LogConfig {
             retention_days: default_retention_days(),
         }
     }
+}
+
+fn default_allow_replay_seconds() -> u64 {
+    120
 }
 
 fn default_queue_capacity() -> usize {

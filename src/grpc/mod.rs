@@ -16,7 +16,9 @@ pub(crate) fn check_error_status(err: crate::gateway::CheckError) -> tonic::Stat
     use crate::gateway::CheckError;
     match err {
         CheckError::InvalidArgument { .. } => tonic::Status::invalid_argument(err.to_string()),
-        CheckError::RequestIdReused { .. } => tonic::Status::already_exists(err.to_string()),
+        CheckError::RequestIdReused { .. } | CheckError::AllowExpired { .. } => {
+            tonic::Status::already_exists(err.to_string())
+        }
         CheckError::Log(err) => log_error_status(err),
     }
 }

@@ -271,3 +271,40 @@ async fn test_check_call_fields_are_bounded() {
         "refused requests are not decisions"
     );
 }
+
+/// Review finding: a repeated request id got its ALLOW back for the whole
+/// idempotency window (an hour), whatever changed since. A repeat of an
+/// ALLOW is answered only within `log.allow_replay_seconds`.
+#[tokio::test(flavor = "multi_thread")]
+async fn test_an_old_allow_is_not_replayed() {
+    let config = standard_config("").replace(
+        "shutdown_grace_ms = 5000",
+        "shutdown_grace_ms = 5000\n\n[log]\nallow_replay_seconds = 1",
+    );
+    let ws = Workspace::new(&config);
+    ws.import("it-rpo", &["+39 333 123 4567"], &["--controller", "acme"]);
+    let server = ws.start();
+    let mut gateway = server.gateway().await;
+    let mut request = call("+39 333 123 4567", "+390212345678", "it-sales");
+    request.request_id = "retry-me".into();
+    let first = gateway
+        .check_call(request.clone())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(verdict(&first), Verdict::Allow);
+    let soon = gateway
+        .check_call(request.clone())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(soon, first, "a prompt retry gets the original");
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    let late = gateway.check_call(request).await.unwrap_err();
+    assert_eq!(late.code(), Code::AlreadyExists);
+    assert!(
+        late.message().contains("too old to dial on"),
+        "{}",
+        late.message()
+    );
+}

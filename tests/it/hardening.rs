@@ -808,3 +808,70 @@ async fn test_sighup_without_tls_is_handled_not_fatal() {
     assert!(status.success(), "{status:?}");
     assert!(log.iter().any(|l| l.contains("SIGHUP")), "{log:?}");
 }
+
+/// Review finding: an opt-out, revocation or erasure for a controller no
+/// campaign calls for ("ACME" for "acme") was accepted and bound nothing:
+/// the next call was allowed. Now it is refused naming the controller.
+#[tokio::test(flavor = "multi_thread")]
+async fn test_restrictions_for_unknown_controllers_are_refused() {
+    use dialgate::proto::{AddSuppressionRequest, EraseSubjectRequest, RevokeConsentRequest};
+    let ws = Workspace::new(&standard_config(""));
+    let server = ws.start();
+    let mut records = server.records().await;
+    let status = records
+        .add_suppression(AddSuppressionRequest {
+            controller: "ACME".into(),
+            number: "+39 333 123 4567".into(),
+            reason: "asked".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+    assert!(
+        status.message().starts_with("controller") && status.message().contains("acme"),
+        "{}",
+        status.message()
+    );
+    let status = records
+        .add_suppression(AddSuppressionRequest {
+            controller: "beta".into(),
+            campaign_id: "it-sales".into(),
+            number: "+39 333 123 4567".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert!(
+        status.message().starts_with("campaign_id"),
+        "{}",
+        status.message()
+    );
+    let status = records
+        .erase_subject(EraseSubjectRequest {
+            controller: "Acme".into(),
+            number: "+39 333 123 4567".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+    let status = records
+        .revoke_consent(RevokeConsentRequest {
+            controller: "acme ".repeat(2),
+            number: "+39 333 123 4567".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+    // Every controller (empty) and the configured ones are fine.
+    records
+        .add_suppression(AddSuppressionRequest {
+            controller: String::new(),
+            number: "+39 333 123 4567".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+}

@@ -47,6 +47,14 @@ caller_ids = ["+4930123456"]
 max_attempts = 2
 window_hours = 24
 
+[[campaign]]
+id = "de-uncapped"
+controller = "acme"
+purpose = "marketing"
+default_region = "DE"
+destinations = ["DE"]
+caller_ids = ["+4930123456"]
+
 # These tests are about time: Italy and the US are made opt-in (stricter
 # than their statutes, which require a registry) so that consents alone
 # are the basis and no registry data has to be fresh at the instants tested.
@@ -75,7 +83,8 @@ fn timing_workspace() -> Workspace {
          acme,+12125550123,marketing,2026-01-01,test\n\
          acme,+12135550123,marketing,2026-01-01,test\n\
          acme,+4915123456789,marketing,2026-01-01,test\n\
-         acme,+4915199999999,marketing,2026-01-01,test\n",
+         acme,+4915199999999,marketing,2026-01-01,test\n\
+         acme,+4915155555555,marketing,2026-01-01,test\n",
     );
     ws.cli_ok(&["consent", "import", "--file", path_str(&consents)]);
     ws
@@ -286,4 +295,29 @@ async fn test_attempt_cap_counts_allows_once_and_survives_restart() {
         vec![R::AttemptLimit],
         "counters are rebuilt from the log"
     );
+}
+
+/// Review finding: a campaign without a cap did not count its ALLOWs, so a
+/// capped campaign of the same controller called the number again until a
+/// restart rebuilt the counts. Caps count across the controller's campaigns.
+#[tokio::test(flavor = "multi_thread")]
+async fn test_uncapped_campaigns_count_against_a_capped_one() {
+    let ws = timing_workspace();
+    let server = ws.start();
+    let mut gateway = server.gateway().await;
+    let number = "+49 151 55555555";
+    for _ in 0..2 {
+        let open = gateway
+            .check_call(call(number, "+4930123456", "de-uncapped"))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(verdict(&open), Verdict::Allow, "{:?}", open.reasons);
+    }
+    let capped = gateway
+        .check_call(call(number, "+4930123456", "de-capped"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(codes(&capped), vec![R::AttemptLimit]);
 }
