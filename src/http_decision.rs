@@ -107,20 +107,28 @@ fn refusal(err: AuthError) -> Response {
     }
 }
 
+/// The first reason's code: what a dialplan branches on.
+fn first_code(reasons: &[crate::model::Reason]) -> &'static str {
+    reasons.first().map_or("", |r| r.code.as_str())
+}
+
+fn reason_bodies(reasons: Vec<crate::model::Reason>) -> Vec<ReasonBody> {
+    reasons
+        .into_iter()
+        .map(|r| ReasonBody {
+            code: r.code.as_str(),
+            detail: r.detail,
+        })
+        .collect()
+}
+
 fn answer(outcome: CheckOutcome) -> Response {
     json_line(
         StatusCode::OK,
         &CheckResponse {
             verdict: outcome.verdict.as_str(),
-            reason: outcome.reasons.first().map_or("", |r| r.code.as_str()),
-            reasons: outcome
-                .reasons
-                .into_iter()
-                .map(|r| ReasonBody {
-                    code: r.code.as_str(),
-                    detail: r.detail,
-                })
-                .collect(),
+            reason: first_code(&outcome.reasons),
+            reasons: reason_bodies(outcome.reasons),
             decision_id: outcome.decision_id,
             normalized_number: outcome.normalized_number,
             next_allowed_at: outcome.next_allowed_at,
@@ -285,15 +293,8 @@ fn screen_line(
     serde_json::to_string(&ScreenResponse {
         reference: request.reference,
         verdict: outcome.verdict.as_str(),
-        reason: outcome.reasons.first().map_or("", |r| r.code.as_str()),
-        reasons: outcome
-            .reasons
-            .into_iter()
-            .map(|r| ReasonBody {
-                code: r.code.as_str(),
-                detail: r.detail,
-            })
-            .collect(),
+        reason: first_code(&outcome.reasons),
+        reasons: reason_bodies(outcome.reasons),
         normalized_number: outcome.normalized_number,
         next_allowed_at: outcome.next_allowed_at,
     })
