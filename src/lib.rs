@@ -31,6 +31,7 @@ pub mod grpc;
 pub mod histogram;
 pub mod http;
 pub mod idempotency;
+pub mod listen;
 pub mod model;
 pub mod number;
 pub mod policy;

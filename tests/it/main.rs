@@ -7,6 +7,7 @@ mod check_call;
 mod faults;
 mod hardening;
 mod lifecycle;
+mod limits;
 mod records;
 mod registry;
 mod statutes;
