@@ -145,6 +145,12 @@ struct RawServer {
     worker_threads: usize,
     #[serde(default)]
     log_format: LogFormat,
+    #[serde(default = "default_max_connections")]
+    max_connections: u64,
+    #[serde(default = "default_idle_timeout_ms")]
+    idle_timeout_ms: u64,
+    #[serde(default = "default_header_timeout_ms")]
+    header_timeout_ms: u64,
     tls: Option<RawTls>,
 }
 
@@ -158,6 +164,9 @@ impl Default for RawServer {
             shutdown_grace_ms: default_shutdown_grace_ms(),
             worker_threads: 0,
             log_format: LogFormat::Pretty,
+            max_connections: default_max_connections(),
+            idle_timeout_ms: default_idle_timeout_ms(),
+            header_timeout_ms: default_header_timeout_ms(),
             tls: None,
         }
     }
@@ -176,6 +185,15 @@ fn default_reload_interval_ms() -> u64 {
     1000
 }
 fn default_shutdown_grace_ms() -> u64 {
+    10_000
+}
+fn default_max_connections() -> u64 {
+    1024
+}
+fn default_idle_timeout_ms() -> u64 {
+    120_000
+}
+fn default_header_timeout_ms() -> u64 {
     10_000
 }
 
@@ -250,6 +268,14 @@ pub struct ServerConfig {
     pub worker_threads: usize,
     /// Service output: human-readable or JSON lines (phone numbers masked either way).
     pub log_format: LogFormat,
+    /// Open connections per listener (TLS handshakes included); more are
+    /// closed at once.
+    pub max_connections: usize,
+    /// A connection with no request in flight for this long is closed.
+    pub idle_timeout_ms: u64,
+    /// A connection must finish its TLS handshake and send its first
+    /// request's headers this soon after the accept, else it is closed.
+    pub header_timeout_ms: u64,
     /// TLS on both listeners; `None` = plaintext.
     pub tls: Option<crate::tls::TlsSettings>,
 }
@@ -575,6 +601,24 @@ impl Validator<'_> {
                 1024,
             )? as usize,
             log_format: raw.server.log_format,
+            max_connections: self.bounded(
+                "server.max_connections",
+                raw.server.max_connections,
+                1,
+                1_000_000,
+            )? as usize,
+            idle_timeout_ms: self.bounded(
+                "server.idle_timeout_ms",
+                raw.server.idle_timeout_ms,
+                100,
+                86_400_000,
+            )?,
+            header_timeout_ms: self.bounded(
+                "server.header_timeout_ms",
+                raw.server.header_timeout_ms,
+                100,
+                600_000,
+            )?,
             tls,
         };
         let log = self.log(raw.log, base_dir)?;

@@ -32,6 +32,7 @@ pub mod histogram;
 pub mod http;
 pub mod http_decision;
 pub mod idempotency;
+pub mod listen;
 pub mod model;
 pub mod number;
 pub mod policy;

@@ -12,7 +12,6 @@ use jiff::Timestamp;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_stream::StreamExt;
-use tonic::transport::server::TcpIncoming;
 use tonic_health::ServingStatus;
 
 use crate::attempts::AttemptLedger;
@@ -198,6 +197,9 @@ pub async fn serve(
         tracing::info!(keys = config.api_keys.len(), "API keys required");
     }
     let router = tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(crate::listen::HTTP2_KEEPALIVE_INTERVAL))
+        .http2_keepalive_timeout(Some(crate::listen::HTTP2_KEEPALIVE_TIMEOUT))
+        .layer(crate::listen::TrackLayer)
         .layer(crate::auth::GrpcAuthLayer {
             keys: Arc::clone(&api_keys),
         })
@@ -233,44 +235,42 @@ pub async fn serve(
         }
         Err(err) => tracing::error!(error = %err, "cannot listen for SIGHUP"),
     }
-    let (grpc_task, http_task) = match &tls {
-        None => {
-            let grpc = router.serve_with_incoming_shutdown(
-                TcpIncoming::from(grpc_listener).with_nodelay(Some(true)),
-                stopped(stop_rx.clone()),
-            );
-            let http = axum::serve(http_listener, http_router)
-                .with_graceful_shutdown(stopped(stop_rx.clone()));
-            (
-                tokio::spawn(async move { grpc.await.map_err(anyhow::Error::from) }),
-                tokio::spawn(async move { http.await.map_err(anyhow::Error::from) }),
-            )
-        }
-        Some(acceptors) => {
-            tracing::info!(
-                mutual = config
-                    .server
-                    .tls
-                    .as_ref()
-                    .is_some_and(|t| t.client_ca_file.is_some()),
-                "TLS on"
-            );
-            let connections = crate::tls::accept_loop(grpc_listener, acceptors.grpc.clone());
-            let incoming = tokio_stream::wrappers::ReceiverStream::new(connections)
-                .map(Ok::<_, std::io::Error>);
-            let grpc = router.serve_with_incoming_shutdown(incoming, stopped(stop_rx.clone()));
-            let listener = crate::tls::TlsListener {
-                connections: crate::tls::accept_loop(http_listener, acceptors.http.clone()),
-                local: http_addr,
-            };
-            let http =
-                axum::serve(listener, http_router).with_graceful_shutdown(stopped(stop_rx.clone()));
-            (
-                tokio::spawn(async move { grpc.await.map_err(anyhow::Error::from) }),
-                tokio::spawn(async move { http.await.map_err(anyhow::Error::from) }),
-            )
-        }
+    if let Some(tls) = &config.server.tls {
+        tracing::info!(mutual = tls.client_ca_file.is_some(), "TLS on");
+    }
+    let limits = crate::listen::Limits {
+        max_connections: crate::listen::fit_to_descriptor_limit(config.server.max_connections, 2),
+        idle_timeout: Duration::from_millis(config.server.idle_timeout_ms),
+        header_timeout: Duration::from_millis(config.server.header_timeout_ms),
     };
+    tracing::info!(
+        max_connections = limits.max_connections,
+        idle_timeout_ms = config.server.idle_timeout_ms,
+        header_timeout_ms = config.server.header_timeout_ms,
+        "connection limits (per listener)"
+    );
+    let grpc_connections = crate::listen::accept_loop(
+        "grpc",
+        grpc_listener,
+        tls.as_ref().map(|a| a.grpc.clone()),
+        limits,
+    );
+    let incoming =
+        tokio_stream::wrappers::ReceiverStream::new(grpc_connections).map(Ok::<_, std::io::Error>);
+    let grpc = router.serve_with_incoming_shutdown(incoming, stopped(stop_rx.clone()));
+    let listener = crate::listen::Listener {
+        connections: crate::listen::accept_loop(
+            "http",
+            http_listener,
+            tls.as_ref().map(|a| a.http.clone()),
+            limits,
+        ),
+        local: http_addr,
+    };
+    let http = axum::serve(listener, crate::listen::TrackedRouter(http_router))
+        .with_graceful_shutdown(stopped(stop_rx.clone()));
+    let grpc_task = tokio::spawn(async move { grpc.await.map_err(anyhow::Error::from) });
+    let http_task = tokio::spawn(async move { http.await.map_err(anyhow::Error::from) });
     let prune_task = policies.longest_cap_window().map(|window| {
         let attempts = Arc::clone(&attempts);
         tokio::spawn(async move {

@@ -1,15 +1,11 @@
 //! TLS for the gRPC and HTTP listeners (rustls), optional mutual TLS, and
 //! certificate reload on SIGHUP without dropping connections: the
 //! certificate is resolved per handshake from a swappable slot, so open
-//! connections keep theirs and new ones get the new one.
+//! connections keep theirs and new ones get the new one. Handshakes happen in
+//! [`crate::listen::accept_loop`], within the listener's limits.
 
-use std::io;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
-use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use rustls::crypto::ring::default_provider;
@@ -18,11 +14,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
 use rustls::{RootCertStore, ServerConfig};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
 use tokio_rustls::TlsAcceptor;
-use tokio_rustls::server::TlsStream;
 
 /// `[server.tls]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -150,131 +142,5 @@ pub fn acceptors(settings: &TlsSettings) -> Result<TlsAcceptors, String> {
 impl std::fmt::Debug for TlsAcceptors {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TlsAcceptors").finish_non_exhaustive()
-    }
-}
-
-/// A TLS connection accepted by [`accept_loop`].
-#[derive(Debug)]
-pub struct TlsConnection {
-    stream: TlsStream<TcpStream>,
-    remote: SocketAddr,
-    local: SocketAddr,
-}
-
-/// Accepts TCP connections and completes TLS handshakes concurrently (a slow
-/// or failed handshake never blocks the others); yields finished connections.
-pub fn accept_loop(listener: TcpListener, acceptor: TlsAcceptor) -> mpsc::Receiver<TlsConnection> {
-    let (sender, receiver) = mpsc::channel(256);
-    tokio::spawn(async move {
-        loop {
-            let (tcp, remote) = match listener.accept().await {
-                Ok(accepted) => accepted,
-                Err(err) => {
-                    tracing::warn!(error = %err, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            };
-            let _ = tcp.set_nodelay(true);
-            let local = tcp.local_addr().unwrap_or(remote);
-            if sender.is_closed() {
-                return;
-            }
-            let acceptor = acceptor.clone();
-            let sender = sender.clone();
-            tokio::spawn(async move {
-                match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
-                    Ok(Ok(stream)) => {
-                        let _ = sender
-                            .send(TlsConnection {
-                                stream,
-                                remote,
-                                local,
-                            })
-                            .await;
-                    }
-                    Ok(Err(err)) => tracing::info!(%remote, error = %err, "TLS handshake refused"),
-                    Err(_) => tracing::info!(%remote, "TLS handshake timed out"),
-                }
-            });
-        }
-    });
-    receiver
-}
-
-impl AsyncRead for TlsConnection {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for TlsConnection {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write(cx, buf)
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_shutdown(cx)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.stream.is_write_vectored()
-    }
-}
-
-impl tonic::transport::server::Connected for TlsConnection {
-    type ConnectInfo = tonic::transport::server::TcpConnectInfo;
-
-    fn connect_info(&self) -> Self::ConnectInfo {
-        tonic::transport::server::TcpConnectInfo {
-            local_addr: Some(self.local),
-            remote_addr: Some(self.remote),
-        }
-    }
-}
-
-/// An axum listener over [`accept_loop`].
-#[derive(Debug)]
-pub struct TlsListener {
-    pub connections: mpsc::Receiver<TlsConnection>,
-    pub local: SocketAddr,
-}
-
-impl axum::serve::Listener for TlsListener {
-    type Io = TlsConnection;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        match self.connections.recv().await {
-            Some(connection) => {
-                let remote = connection.remote;
-                (connection, remote)
-            }
-            None => std::future::pending().await,
-        }
-    }
-
-    fn local_addr(&self) -> io::Result<Self::Addr> {
-        Ok(self.local)
     }
 }

@@ -8,6 +8,7 @@ mod faults;
 mod hardening;
 mod http_api;
 mod lifecycle;
+mod limits;
 mod records;
 mod registry;
 mod statutes;

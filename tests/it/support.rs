@@ -214,7 +214,13 @@ impl Workspace {
     }
 
     pub fn start(&self) -> TestServer {
-        TestServer::start(self)
+        TestServer::start(self, None)
+    }
+
+    /// Starts the server with at most `open_files` descriptors (`ulimit -n`,
+    /// soft and hard, so the server cannot raise it).
+    pub fn start_with_open_files(&self, open_files: u32) -> TestServer {
+        TestServer::start(self, Some(open_files))
     }
 }
 
@@ -237,8 +243,16 @@ pub struct TestServer {
 }
 
 impl TestServer {
-    fn start(workspace: &Workspace) -> TestServer {
-        let mut child = Command::new(BIN)
+    fn start(workspace: &Workspace, open_files: Option<u32>) -> TestServer {
+        let mut command = match open_files {
+            None => Command::new(BIN),
+            Some(n) => {
+                let mut sh = Command::new("sh");
+                sh.args(["-c", &format!("ulimit -n {n} && exec \"$0\" \"$@\""), BIN]);
+                sh
+            }
+        };
+        let mut child = command
             .arg("--config")
             .arg(workspace.config_path())
             .arg("serve")

@@ -124,6 +124,11 @@ async fn https_get(
 }
 
 fn tls_workspace(pki: &Pki, mutual: bool) -> Workspace {
+    tls_workspace_with(pki, mutual, "")
+}
+
+/// [`tls_workspace`] with `settings` added to `[server]`.
+fn tls_workspace_with(pki: &Pki, mutual: bool, settings: &str) -> Workspace {
     let client_ca = if mutual {
         "client_ca_file = \"ca.pem\"\n"
     } else {
@@ -131,7 +136,7 @@ fn tls_workspace(pki: &Pki, mutual: bool) -> Workspace {
     };
     let config = standard_config("").replace(
         "shutdown_grace_ms = 5000",
-        &format!("shutdown_grace_ms = 5000\n\n[server.tls]\ncert_file = \"server.pem\"\nkey_file = \"server.key\"\n{client_ca}"),
+        &format!("shutdown_grace_ms = 5000\n{settings}\n\n[server.tls]\ncert_file = \"server.pem\"\nkey_file = \"server.key\"\n{client_ca}"),
     );
     let dir = tempfile::tempdir().unwrap();
     let (cert, key) = pki.issue(&["localhost", "127.0.0.1"]);
@@ -270,6 +275,66 @@ async fn test_mutual_tls_requires_a_client_certificate() {
         &server.http,
         "/livez",
         client_config(&pki, Some(&identity), b"http/1.1"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(code, 200);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn test_slow_or_silent_tls_handshakes_and_silent_tls_connections_are_closed() {
+    let pki = Pki::new();
+    let ws = tls_workspace_with(
+        &pki,
+        false,
+        "header_timeout_ms = 500\nidle_timeout_ms = 60000",
+    );
+    let server = ws.start();
+    let grpc = server.grpc.trim_start_matches("http://").to_string();
+    // Well below the handshake timeout dialgate had before (10 s).
+    let bound = std::time::Duration::from_secs(8);
+    for (addr, alpn) in [(&grpc, &b"h2"[..]), (&server.http, &b"http/1.1"[..])] {
+        // A handshake that never completes: nothing, or half a ClientHello.
+        let mut silent = std::net::TcpStream::connect(addr).unwrap();
+        let mut partial = std::net::TcpStream::connect(addr).unwrap();
+        partial
+            .write_all(&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc])
+            .unwrap();
+        assert!(
+            crate::limits::closed_within(&mut silent, bound),
+            "silent TLS handshake kept open on {addr}"
+        );
+        assert!(
+            crate::limits::closed_within(&mut partial, bound),
+            "half a ClientHello kept open on {addr}"
+        );
+
+        // A finished handshake, then no request.
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let mut tls = tokio_rustls::TlsConnector::from(client_config(&pki, None, alpn))
+            .connect(ServerName::try_from("localhost").unwrap(), tcp)
+            .await
+            .unwrap();
+        let closed = tokio::time::timeout(bound, async {
+            use tokio::io::AsyncReadExt;
+            let mut buf = [0u8; 1024];
+            loop {
+                match tls.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => continue,
+                }
+            }
+        })
+        .await;
+        assert!(
+            closed.is_ok(),
+            "TLS connection without a request kept open on {addr}"
+        );
+    }
+    let (code, _) = https_get(
+        &server.http,
+        "/readyz",
+        client_config(&pki, None, b"http/1.1"),
     )
     .await
     .unwrap();
