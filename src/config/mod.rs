@@ -1,0 +1,348 @@
+//! Configuration: the TOML file of the contract, parsed and validated once.
+//!
+//! The law itself lives in [`crate::statutes`]; this file holds what the
+//! operator configures: registries, campaigns, and `[destination.XX]`
+//! overrides of a statute. Validation names the offending key and value;
+//! every number is bounded; a configuration that loads is internally
+//! consistent (ids unique, regions real, caller IDs parseable, no registry
+//! trusted longer than its statute allows).
+
+use std::collections::BTreeMap;
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+mod raw;
+mod validate;
+
+use raw::RawConfig;
+use validate::Validator;
+
+use crate::auth::ApiKey;
+use crate::calling::{AttemptLimit, WeeklyHours};
+use crate::model::Purpose;
+use crate::number::Region;
+use crate::statutes::{self, ConsentRegime, Period};
+
+/// The configuration built into the binary: serves the demo data in `data/`.
+pub const BUILT_IN: &str = include_str!("../../data/dialgate.toml");
+
+/// Name of the configuration file looked for in the working directory.
+pub const DEFAULT_FILE: &str = "dialgate.toml";
+
+/// A configuration error, naming the key and the value that is wrong.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {cause}")]
+    Read {
+        path: PathBuf,
+        cause: std::io::Error,
+    },
+    #[error("invalid config {origin}: {message}")]
+    Syntax { origin: String, message: String },
+    #[error("invalid config {origin}: {key} = {value:?}: {problem}")]
+    Invalid {
+        origin: String,
+        key: String,
+        value: String,
+        problem: String,
+    },
+}
+
+pub use crate::model::RegistryKind;
+
+pub use crate::decision_log::{LogConfig, Synchronous};
+
+/// The whole validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where the configuration came from (file path or "built-in").
+    pub origin: String,
+    pub server: ServerConfig,
+    pub log: LogConfig,
+    pub registries: Vec<RegistryConfig>,
+    pub campaigns: Vec<CampaignConfig>,
+    /// `[destination.XX]` overrides of the statutes, by region code.
+    pub destination_overrides: Vec<DestinationOverride>,
+    /// API keys; none = no authentication.
+    pub api_keys: Vec<ApiKey>,
+}
+
+/// Listening addresses and storage location.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub grpc_addr: String,
+    pub http_addr: String,
+    /// Directory of the SQLite databases and registry snapshots.
+    pub data_dir: PathBuf,
+    /// How often a running server looks for new registry snapshots.
+    pub registry_reload_interval_ms: u64,
+    /// Longest wait for in-flight calls on shutdown.
+    pub shutdown_grace_ms: u64,
+    /// Async worker threads; 0 = one per core.
+    pub worker_threads: usize,
+    /// Service output: human-readable or JSON lines (phone numbers masked either way).
+    pub log_format: LogFormat,
+    /// Open connections per listener (TLS handshakes included); more are
+    /// closed at once.
+    pub max_connections: usize,
+    /// A connection with no request in flight for this long is closed.
+    pub idle_timeout_ms: u64,
+    /// A connection must finish its TLS handshake and send its first
+    /// request's headers this soon after the accept, else it is closed.
+    pub header_timeout_ms: u64,
+    /// TLS on both listeners; `None` = plaintext.
+    pub tls: Option<crate::tls::TlsSettings>,
+}
+
+/// Format of the service's own output (tracing).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Pretty,
+    Json,
+}
+
+/// One configured registry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegistryConfig {
+    pub id: String,
+    pub kind: RegistryKind,
+    /// The region whose numbers this registry applies to.
+    pub country: Region,
+    /// A result older than this many days is stale (fail closed).
+    pub valid_days: u32,
+    /// Demo only: a `lines` file imported (checked today) when no snapshot exists.
+    pub seed_file: Option<PathBuf>,
+    /// Demo only: the controller an allow-list seed is cleared for.
+    pub seed_controller: Option<String>,
+    /// `[registry.exemptions]` as configured: they can only narrow the
+    /// statute's exemptions (see [`ExemptionSettings::narrow`]).
+    pub exemption_settings: ExemptionSettings,
+}
+
+/// Exemption settings of a registry; `None` leaves the statute's value.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ExemptionSettings {
+    pub customer: Option<Option<Period>>,
+    pub inquiry: Option<Option<Period>>,
+    pub consent: Option<bool>,
+    pub consent_after_registration: bool,
+}
+
+impl ExemptionSettings {
+    /// The exemptions of a registry whose statute grants `statutory`: each
+    /// setting can only narrow the statute's (a shorter period, no consent).
+    pub fn narrow(&self, statutory: Exemptions) -> Exemptions {
+        let configured = Exemptions {
+            customer: self.customer.unwrap_or(statutory.customer),
+            inquiry: self.inquiry.unwrap_or(statutory.inquiry),
+            consent: self.consent.unwrap_or(statutory.consent),
+            consent_after_registration: self.consent_after_registration,
+        };
+        statutory.narrowed_by(configured)
+    }
+
+    /// The exemptions of a registry no statute requires (the operator's own
+    /// stricter check): as configured, none by default.
+    pub fn as_configured(&self) -> Exemptions {
+        Exemptions {
+            customer: self.customer.flatten(),
+            inquiry: self.inquiry.flatten(),
+            consent: self.consent.unwrap_or(false),
+            consent_after_registration: self.consent_after_registration,
+        }
+    }
+}
+
+/// A `[destination.XX]` override: replaces the statute's rules of the kinds
+/// it sets, from `from` on. Reported at start-up, on `/status` and by
+/// `policy show`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DestinationOverride {
+    pub region: Region,
+    pub from: Option<jiff::civil::Date>,
+    /// The operator's note of the law it follows.
+    pub source: String,
+    pub consent: Option<ConsentRegime>,
+    /// `Some(None)`: no registry required.
+    pub registry: Option<Option<RegistryKind>>,
+    pub registry_valid_days: Option<u32>,
+    /// Days set here replace the statute's; unset days keep them.
+    pub calling_hours: Option<WeeklyHours>,
+    pub extra_holidays: Vec<jiff::civil::Date>,
+    /// Replaces the statute's national caps.
+    pub attempt_limit: Option<AttemptLimit>,
+    /// State overlays (US); days set replace the statute's state hours.
+    pub states: BTreeMap<String, WeeklyHours>,
+}
+
+impl DestinationOverride {
+    /// `key = value` lines of what it sets, for reports.
+    pub fn settings(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        let key = |k: &str| format!("destination.{}.{k}", self.region);
+        if let Some(consent) = self.consent {
+            out.push(format!("{} = {consent:?}", key("consent")));
+        }
+        if let Some(registry) = self.registry {
+            out.push(format!(
+                "{} = {}",
+                key("registry"),
+                registry.map_or("none".to_string(), |k| k.to_string())
+            ));
+        }
+        if let Some(days) = self.registry_valid_days {
+            out.push(format!("{} = {days}", key("registry_valid_days")));
+        }
+        if self.calling_hours.is_some() {
+            out.push(key("calling_hours"));
+        }
+        if !self.extra_holidays.is_empty() {
+            out.push(format!(
+                "{} = {} days",
+                key("extra_holidays"),
+                self.extra_holidays.len()
+            ));
+        }
+        if let Some(limit) = self.attempt_limit {
+            out.push(format!(
+                "{} = {} in {} h",
+                key("attempt_limit"),
+                limit.max_attempts,
+                limit.window.as_hours()
+            ));
+        }
+        for state in self.states.keys() {
+            out.push(key(&format!("state.{state}.calling_hours")));
+        }
+        out
+    }
+}
+
+pub use crate::statutes::Exemptions;
+
+/// One configured campaign.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CampaignConfig {
+    pub id: String,
+    /// The data controller (brand) the calls are made for.
+    pub controller: String,
+    pub purpose: Purpose,
+    /// Region for numbers written without a country code.
+    pub default_region: Region,
+    /// Regions this campaign may call.
+    pub destinations: Vec<Region>,
+    /// Opt-in only: a valid consent for this purpose is required.
+    pub consent_required: bool,
+    /// Callable numbers this campaign may present, E.164.
+    pub caller_ids: Vec<String>,
+    /// The campaign's own hours; they can only narrow the destination's window.
+    pub calling_hours: Option<WeeklyHours>,
+    /// The campaign's attempt cap; applies on top of the statute's caps.
+    pub attempt_limit: Option<AttemptLimit>,
+}
+
+/// The longest validity, in days, that the statute of `country` gives a
+/// registry of `kind` at any time; `None` when the statute requires none.
+pub fn statutory_valid_days(country: Region, kind: RegistryKind) -> Option<u32> {
+    statutes::statute(country.as_str())?
+        .registry
+        .iter()
+        .filter_map(|rule| rule.value)
+        .filter(|requirement| requirement.kind == kind)
+        .map(|requirement| requirement.valid_days)
+        .max()
+}
+
+impl Config {
+    /// Loads the configuration: `path` if given, else `./dialgate.toml` if it
+    /// exists, else the built-in demo configuration.
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        match path {
+            Some(path) => Self::from_file(path),
+            None if Path::new(DEFAULT_FILE).exists() => Self::from_file(Path::new(DEFAULT_FILE)),
+            None => Self::parse(BUILT_IN, "built-in", Path::new(".")),
+        }
+    }
+
+    /// Reads and validates a configuration file; relative paths in it are
+    /// resolved against the file's directory.
+    pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|cause| ConfigError::Read {
+            path: path.to_path_buf(),
+            cause,
+        })?;
+        let base = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        Self::parse(&text, &path.display().to_string(), base)
+    }
+
+    /// Parses and validates configuration text.
+    pub fn parse(text: &str, origin: &str, base_dir: &Path) -> Result<Config, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|err| ConfigError::Syntax {
+            origin: origin.to_string(),
+            message: err.to_string().trim().replace('\n', " "),
+        })?;
+        Validator { origin }.validate(raw, base_dir)
+    }
+
+    /// A configuration of these campaigns and registries, every other
+    /// setting at its default: for tests, benches and fuzz targets that
+    /// decide calls without a file.
+    pub fn with(campaigns: Vec<CampaignConfig>, registries: Vec<RegistryConfig>) -> Config {
+        let mut config =
+            Self::parse("", "in-code", Path::new(".")).expect("the empty configuration is valid");
+        config.campaigns = campaigns;
+        config.registries = registries;
+        config
+    }
+
+    /// The campaign with this id.
+    pub fn campaign(&self, id: &str) -> Option<&CampaignConfig> {
+        self.campaigns.iter().find(|c| c.id == id)
+    }
+
+    /// The registry with this id.
+    pub fn registry(&self, id: &str) -> Option<&RegistryConfig> {
+        self.registries.iter().find(|r| r.id == id)
+    }
+
+    /// The override of a destination's statute, if configured.
+    pub fn destination_override(&self, region: Region) -> Option<&DestinationOverride> {
+        self.destination_overrides
+            .iter()
+            .find(|o| o.region == region)
+    }
+}
+
+/// Longest a registry result may be configured valid (ten years).
+pub const MAX_VALID_DAYS: u32 = 3650;
+
+/// Longest campaign id, controller or registry-related id accepted.
+pub const MAX_ID_LENGTH: usize = 128;
+
+/// Campaign ids reach metrics labels, logs and reason details: a safe alphabet.
+pub fn valid_campaign_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= MAX_ID_LENGTH
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':'))
+}
+
+/// Registry ids become file names: keep them to a safe alphabet.
+pub fn valid_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 64
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,239 @@
+//! Configuration parsing and validation: keys and values named in errors.
+use super::*;
+use crate::auth::Role;
+
+fn parse(text: &str) -> Result<Config, ConfigError> {
+    Config::parse(text, "test.toml", Path::new("/tmp"))
+}
+
+#[test]
+fn test_built_in_config_is_valid() {
+    let config = Config::parse(BUILT_IN, "built-in", Path::new(".")).unwrap();
+    assert!(!config.campaigns.is_empty());
+    assert!(!config.registries.is_empty());
+}
+
+#[test]
+fn test_statutory_valid_days_is_the_default() {
+    let config =
+        parse("[[registry]]\nid = \"it-rpo\"\nkind = \"allowlist\"\ncountry = \"IT\"\n").unwrap();
+    assert_eq!(config.registries[0].valid_days, 15);
+    let config =
+        parse("[[registry]]\nid = \"uk\"\nkind = \"blocklist\"\ncountry = \"GB\"\n").unwrap();
+    assert_eq!(config.registries[0].valid_days, 28);
+}
+
+#[test]
+fn test_errors_name_key_and_value() {
+    let cases = [
+        (
+            "[[registry]]\nid = \"x\"\nkind = \"allowlist\"\ncountry = \"ZZ\"\n",
+            "registry[0].country",
+            "ZZ",
+        ),
+        (
+            "[[registry]]\nid = \"x\"\nkind = \"blocklist\"\ncountry = \"DE\"\n",
+            "registry[0].valid_days",
+            "<missing>",
+        ),
+        (
+            "[[registry]]\nid = \"X Y\"\nkind = \"blocklist\"\ncountry = \"US\"\n",
+            "registry[0].id",
+            "X Y",
+        ),
+        (
+            "[[campaign]]\nid = \"c\"\ncontroller = \"a\"\npurpose = \"spam\"\ndefault_region = \"IT\"\ndestinations = [\"IT\"]\n",
+            "campaign[0].purpose",
+            "spam",
+        ),
+        (
+            "[[campaign]]\nid = \"c\"\ncontroller = \"a\"\npurpose = \"marketing\"\ndefault_region = \"IT\"\ndestinations = [\"IT\"]\ncaller_ids = [\"12\"]\n",
+            "campaign[0].caller_ids",
+            "12",
+        ),
+        (
+            "[[campaign]]\nid = \"c\"\ncontroller = \"\"\npurpose = \"marketing\"\ndefault_region = \"IT\"\ndestinations = [\"IT\"]\n",
+            "campaign[0].controller",
+            "",
+        ),
+    ];
+    for (text, key, value) in cases {
+        let message = parse(text).unwrap_err().to_string();
+        assert!(message.contains(key), "{message} should name {key}");
+        assert!(
+            message.contains(&format!("{value:?}")),
+            "{message} should name {value:?}"
+        );
+    }
+}
+
+#[test]
+fn test_unknown_keys_are_refused() {
+    let message = parse("[server]\ngrpc_adr = \"x\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(message.contains("grpc_adr"), "{message}");
+}
+
+#[test]
+fn test_bad_tls_files_are_named() {
+    let message = parse("[server.tls]\ncert_file = \"a\"\nkey_file = \"b\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        message.contains("server.tls") && message.contains("cannot read certificate"),
+        "{message}"
+    );
+}
+
+#[test]
+fn test_api_keys() {
+    let message = parse("[[api_key]]\nname = \"a\"\nsha256 = \"00\"\nroles = [\"dialer\"]\n")
+        .unwrap_err()
+        .to_string();
+    assert!(message.contains("api_key[0].sha256"), "{message}");
+    let digest = "ab".repeat(32);
+    let message = parse(&format!(
+        "[[api_key]]\nname = \"a\"\nsha256 = \"{digest}\"\nroles = [\"boss\"]\n"
+    ))
+    .unwrap_err()
+    .to_string();
+    assert!(
+        message.contains("api_key[0].roles") && message.contains("boss"),
+        "{message}"
+    );
+    let config = parse(&format!(
+        "[[api_key]]\nname = \"a\"\nsha256 = \"{digest}\"\nroles = [\"dialer\", \"crm\"]\n"
+    ))
+    .unwrap();
+    assert_eq!(config.api_keys[0].roles, vec![Role::Dialer, Role::Crm]);
+}
+
+#[test]
+fn test_calling_hours_and_limits() {
+    let config = parse(
+        "[[campaign]]\nid = \"c\"\ncontroller = \"a\"\npurpose = \"marketing\"\ndefault_region = \"FR\"\ndestinations = [\"FR\"]\n\
+         [campaign.calling_hours]\nmon = [\"10:00-12:00\", \"15:00-18:00\"]\nsun = []\n\
+         [campaign.attempt_limit]\nmax_attempts = 3\nwindow_hours = 24\n\
+         [destination.IT]\nextra_holidays = [\"2026-06-29\"]\n[destination.IT.calling_hours]\nsat = []\n\
+         [destination.US.state.TX.calling_hours]\nsun = [\"12:00-21:00\"]\n",
+    )
+    .unwrap();
+    let campaign = &config.campaigns[0];
+    let hours = campaign.calling_hours.as_ref().unwrap();
+    assert_eq!(hours.days[0].as_ref().unwrap().len(), 2);
+    assert_eq!(hours.days[6], Some(vec![]));
+    assert_eq!(hours.days[1], None);
+    let fr = Region::parse("FR").unwrap();
+    let policies = crate::policy::Policies::compile(&config);
+    let at: jiff::Timestamp = "2026-11-23T10:00:00Z".parse().unwrap();
+    let era = policies.era("c", fr, at).unwrap();
+    let caps: Vec<u32> = era.caps_in(None).map(|c| c.max_attempts).collect();
+    assert_eq!(
+        caps,
+        vec![4, 3],
+        "the statute's 4 in 30 days and the campaign's 3 in 24 h"
+    );
+    let it = config
+        .destination_override(Region::parse("IT").unwrap())
+        .unwrap();
+    assert_eq!(it.extra_holidays.len(), 1);
+    let it_hours = it.calling_hours.as_ref().unwrap();
+    assert_eq!(it_hours.days[5], Some(vec![]), "configured Saturday");
+    assert_eq!(it_hours.days[0], None, "Monday left to the statute");
+    let us = config
+        .destination_override(Region::parse("US").unwrap())
+        .unwrap();
+    assert!(us.states.contains_key("TX"));
+    assert_eq!(policies.overrides.len(), 2, "IT and US are reported");
+}
+
+#[test]
+fn test_bad_hours_are_named() {
+    let message = parse(
+        "[[campaign]]\nid = \"c\"\ncontroller = \"a\"\npurpose = \"marketing\"\ndefault_region = \"IT\"\ndestinations = [\"IT\"]\n[campaign.calling_hours]\ntue = [\"20:00-09:00\"]\n",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        message.contains("campaign[0].calling_hours.tue") && message.contains("20:00-09:00"),
+        "{message}"
+    );
+    let message = parse("[destination.IT]\nextra_holidays = [\"29/06\"]\n")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        message.contains("destination.IT.extra_holidays[0]"),
+        "{message}"
+    );
+    let message = parse(
+        "[[campaign]]\nid = \"c\"\ncontroller = \"a\"\npurpose = \"marketing\"\ndefault_region = \"IT\"\ndestinations = [\"IT\"]\n[campaign.attempt_limit]\nmax_attempts = 2\n",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        message.contains("campaign[0].attempt_limit.window_days"),
+        "{message}"
+    );
+}
+
+/// Issue 13: Spanish 800/900 numbers may be presented (Orden
+/// TDF/149/2025); the configuration refused every toll-free caller ID.
+#[test]
+fn test_toll_free_caller_ids_are_accepted_for_the_law_to_judge() {
+    let config = parse(
+        "[[campaign]]\nid = \"c\"\ncontroller = \"a\"\npurpose = \"marketing\"\ndefault_region = \"ES\"\ndestinations = [\"ES\"]\ncaller_ids = [\"900 123 456\", \"800 123 456\"]\n",
+    )
+    .unwrap();
+    assert_eq!(
+        config.campaigns[0].caller_ids,
+        vec!["+34900123456".to_string(), "+34800123456".to_string()]
+    );
+}
+
+/// Issue 14: numbers out of range used to load and then panic.
+#[test]
+fn test_numbers_are_bounded_at_load() {
+    for (text, key) in [
+        (
+            "[[registry]]\nid = \"r\"\nkind = \"blocklist\"\ncountry = \"US\"\nvalid_days = 1000000000\n",
+            "registry[0].valid_days",
+        ),
+        (
+            "[[registry]]\nid = \"r\"\nkind = \"allowlist\"\ncountry = \"IT\"\nvalid_days = 16\n",
+            "registry[0].valid_days",
+        ),
+        ("[log]\nqueue_capacity = 0\n", "log.queue_capacity"),
+        (
+            "[log]\nidempotency_window_seconds = 999999999\n",
+            "log.idempotency_window_seconds",
+        ),
+        (
+            "[server]\nshutdown_grace_ms = 99999999999\n",
+            "server.shutdown_grace_ms",
+        ),
+        (
+            "[[registry]]\nid = \"r\"\nkind = \"allowlist\"\ncountry = \"IT\"\n[registry.exemptions]\ncustomer_months = 100000\n",
+            "registry[0].exemptions.customer_months",
+        ),
+        (
+            "[destination.FR.attempt_limit]\nmax_attempts = 4\nwindow_days = 100000\n",
+            "destination.FR.attempt_limit.window_days",
+        ),
+    ] {
+        let message = parse(text).unwrap_err().to_string();
+        assert!(message.contains(key), "{text}: {message}");
+    }
+}
+
+#[test]
+fn test_caller_ids_are_normalized() {
+    let config = parse(
+        "[[campaign]]\nid = \"c\"\ncontroller = \"a\"\npurpose = \"marketing\"\ndefault_region = \"IT\"\ndestinations = [\"IT\"]\ncaller_ids = [\"02 1234 5678\"]\n",
+    )
+    .unwrap();
+    assert_eq!(
+        config.campaigns[0].caller_ids,
+        vec!["+390212345678".to_string()]
+    );
+}

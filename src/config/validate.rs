@@ -1,0 +1,655 @@
+//! Validation: the raw TOML types into a [`Config`], every value checked
+//! (ranges, ids, regions, caller IDs, registry validity against the
+//! statutes, overrides that fail closed), each error naming its key and value.
+
+use std::collections::{BTreeMap, HashSet};
+use std::fmt;
+use std::path::Path;
+
+use super::raw::*;
+use super::*;
+use crate::auth::{ApiKey, Role};
+use crate::calling::{self, AttemptLimit, DaySpans, Span, WeeklyHours};
+use crate::model::Purpose;
+use crate::number::{self, Region};
+use crate::statutes::{self, ConsentRegime, Period};
+
+pub(super) struct Validator<'a> {
+    pub(super) origin: &'a str,
+}
+
+impl Validator<'_> {
+    fn invalid(
+        &self,
+        key: impl Into<String>,
+        value: impl fmt::Display,
+        problem: &str,
+    ) -> ConfigError {
+        ConfigError::Invalid {
+            origin: self.origin.to_string(),
+            key: key.into(),
+            value: value.to_string(),
+            problem: problem.to_string(),
+        }
+    }
+
+    fn region(&self, key: &str, value: &str) -> Result<Region, ConfigError> {
+        Region::parse(value).ok_or_else(|| {
+            self.invalid(
+                key,
+                value,
+                "not an ISO 3166 region code known to the numbering plan",
+            )
+        })
+    }
+
+    pub(super) fn validate(&self, raw: RawConfig, base_dir: &Path) -> Result<Config, ConfigError> {
+        let tls = raw.server.tls.as_ref().map(|t| crate::tls::TlsSettings {
+            cert_file: base_dir.join(&t.cert_file),
+            key_file: base_dir.join(&t.key_file),
+            client_ca_file: t.client_ca_file.as_ref().map(|f| base_dir.join(f)),
+        });
+        if let Some(settings) = &tls {
+            crate::tls::acceptors(settings).map_err(|problem| {
+                self.invalid("server.tls", settings.cert_file.display(), &problem)
+            })?;
+        }
+        let mut api_keys: Vec<ApiKey> = Vec::new();
+        for (i, k) in raw.api_keys.iter().enumerate() {
+            let key = |field: &str| format!("api_key[{i}].{field}");
+            if k.name.trim().is_empty() || api_keys.iter().any(|a| a.name == k.name) {
+                return Err(self.invalid(key("name"), &k.name, "must be non-empty and unique"));
+            }
+            let sha256: [u8; 32] = hex::decode(k.sha256.trim())
+                .ok()
+                .and_then(|b| b.try_into().ok())
+                .ok_or_else(|| {
+                    self.invalid(
+                        key("sha256"),
+                        &k.sha256,
+                        "expected 64 hex digits (the SHA-256 of the key)",
+                    )
+                })?;
+            let roles = k
+                .roles
+                .iter()
+                .map(|r| {
+                    Role::parse(r).ok_or_else(|| {
+                        self.invalid(key("roles"), r, "expected dialer, crm, supervisor or admin")
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            if roles.is_empty() {
+                return Err(self.invalid(key("roles"), "[]", "a key needs at least one role"));
+            }
+            api_keys.push(ApiKey {
+                name: k.name.clone(),
+                sha256,
+                roles,
+            });
+        }
+        let server = ServerConfig {
+            grpc_addr: raw.server.grpc_addr,
+            http_addr: raw.server.http_addr,
+            data_dir: base_dir.join(raw.server.data_dir),
+            registry_reload_interval_ms: self.bounded(
+                "server.registry_reload_interval_ms",
+                raw.server.registry_reload_interval_ms,
+                50,
+                3_600_000,
+            )?,
+            shutdown_grace_ms: self.bounded(
+                "server.shutdown_grace_ms",
+                raw.server.shutdown_grace_ms,
+                0,
+                600_000,
+            )?,
+            worker_threads: self.bounded(
+                "server.worker_threads",
+                raw.server.worker_threads as u64,
+                0,
+                1024,
+            )? as usize,
+            log_format: raw.server.log_format,
+            max_connections: self.bounded(
+                "server.max_connections",
+                raw.server.max_connections,
+                1,
+                1_000_000,
+            )? as usize,
+            idle_timeout_ms: self.bounded(
+                "server.idle_timeout_ms",
+                raw.server.idle_timeout_ms,
+                100,
+                86_400_000,
+            )?,
+            header_timeout_ms: self.bounded(
+                "server.header_timeout_ms",
+                raw.server.header_timeout_ms,
+                100,
+                600_000,
+            )?,
+            tls,
+        };
+        let log = self.log(raw.log, base_dir)?;
+
+        let mut destination_overrides = Vec::new();
+        for (code, raw) in &raw.destination {
+            let key = format!("destination.{code}");
+            let region = self.region(&key, code)?;
+            if destination_overrides
+                .iter()
+                .any(|o: &DestinationOverride| o.region == region)
+            {
+                return Err(self.invalid(key, code, "the same region is configured twice"));
+            }
+            destination_overrides.push(self.destination_override(&key, region, raw)?);
+        }
+        destination_overrides.sort_by(|a, b| a.region.as_str().cmp(b.region.as_str()));
+
+        let mut registries = Vec::new();
+        let mut ids = HashSet::new();
+        for (i, r) in raw.registries.into_iter().enumerate() {
+            let key = |field: &str| format!("registry[{i}].{field}");
+            if !valid_id(&r.id) {
+                return Err(self.invalid(
+                    key("id"),
+                    &r.id,
+                    "must be 1-64 characters of a-z, 0-9, '-' or '_'",
+                ));
+            }
+            if !ids.insert(r.id.clone()) {
+                return Err(self.invalid(key("id"), &r.id, "duplicate registry id"));
+            }
+            let country = self.region(&key("country"), &r.country)?;
+            let overridden_days = destination_overrides
+                .iter()
+                .find(|o| o.region == country)
+                .and_then(|o| o.registry_valid_days);
+            let statutory = statutory_valid_days(country, r.kind);
+            // The ceiling is the longest validity the law gives in any
+            // period (statute or override); each decision also caps it by
+            // the validity in force then (`policy::EraRegistry::valid_days`).
+            let ceiling = match (statutory, overridden_days) {
+                (Some(a), Some(b)) => Some(a.max(b)),
+                (a, b) => a.or(b),
+            };
+            let valid_days = match (r.valid_days, ceiling) {
+                (Some(days), _) if !(1..=MAX_VALID_DAYS).contains(&days) => {
+                    return Err(self.invalid(
+                        key("valid_days"),
+                        days,
+                        &format!("must be 1-{MAX_VALID_DAYS}"),
+                    ));
+                }
+                (Some(days), Some(ceiling)) if days > ceiling => {
+                    return Err(self.invalid(
+                        key("valid_days"),
+                        days,
+                        &format!(
+                            "longer than the {ceiling} days the law allows a {} result to be relied \
+                             on; a registry result can only be trusted for less (an override \
+                             [destination.{country}] registry_valid_days changes the law's value)",
+                            r.kind
+                        ),
+                    ));
+                }
+                (Some(days), _) => days,
+                (None, _) if statutory.is_some() || overridden_days.is_some() => {
+                    statutory.or(overridden_days).unwrap_or(1)
+                }
+                (None, _) => {
+                    return Err(self.invalid(
+                        key("valid_days"),
+                        "<missing>",
+                        "no statutory default for this country and kind: set valid_days",
+                    ));
+                }
+            };
+            if r.seed_controller.is_some() && r.kind == RegistryKind::Blocklist {
+                return Err(self.invalid(
+                    key("seed_controller"),
+                    r.seed_controller.unwrap_or_default(),
+                    "only allow-list registries have a controller",
+                ));
+            }
+            if r.seed_file.is_some()
+                && r.kind == RegistryKind::Allowlist
+                && r.seed_controller.is_none()
+            {
+                return Err(self.invalid(
+                    key("seed_controller"),
+                    "<missing>",
+                    "an allow-list seed needs the controller it is cleared for",
+                ));
+            }
+            let exemption_settings = match &r.exemptions {
+                None => ExemptionSettings::default(),
+                Some(raw) => self.exemption_settings(&key("exemptions"), raw, r.kind, country)?,
+            };
+            registries.push(RegistryConfig {
+                exemption_settings,
+                id: r.id,
+                kind: r.kind,
+                country,
+                valid_days,
+                seed_file: r.seed_file.map(|p| base_dir.join(p)),
+                seed_controller: r.seed_controller,
+            });
+        }
+
+        let mut campaigns = Vec::new();
+        let mut campaign_ids = HashSet::new();
+        for (i, c) in raw.campaigns.into_iter().enumerate() {
+            let key = |field: &str| format!("campaign[{i}].{field}");
+            if !valid_campaign_id(&c.id) {
+                return Err(self.invalid(
+                    key("id"),
+                    &c.id,
+                    &format!(
+                        "must be 1-{MAX_ID_LENGTH} characters of letters, digits, '-', '_', '.' or ':'"
+                    ),
+                ));
+            }
+            if !campaign_ids.insert(c.id.clone()) {
+                return Err(self.invalid(key("id"), &c.id, "duplicate campaign id"));
+            }
+            if c.controller.trim().is_empty()
+                || c.controller.len() > MAX_ID_LENGTH
+                || c.controller.chars().any(char::is_control)
+            {
+                return Err(self.invalid(
+                    key("controller"),
+                    &c.controller,
+                    &format!("must be 1-{MAX_ID_LENGTH} characters, no control characters"),
+                ));
+            }
+            let calling_hours = c
+                .calling_hours
+                .as_ref()
+                .map(|h| self.weekly_hours(&key("calling_hours"), h))
+                .transpose()?;
+            let attempt_limit = c
+                .attempt_limit
+                .as_ref()
+                .map(|l| self.attempt_limit(&key("attempt_limit"), l))
+                .transpose()?;
+            let purpose = Purpose::from_config(&c.purpose).ok_or_else(|| {
+                self.invalid(
+                    key("purpose"),
+                    &c.purpose,
+                    "must be marketing, market_research or statistical",
+                )
+            })?;
+            let default_region = self.region(&key("default_region"), &c.default_region)?;
+            if c.destinations.is_empty() {
+                return Err(self.invalid(
+                    key("destinations"),
+                    "[]",
+                    "a campaign must be allowed to call at least one region",
+                ));
+            }
+            let mut destinations = Vec::new();
+            for d in &c.destinations {
+                let region = self.region(&key("destinations"), d)?;
+                if !destinations.contains(&region) {
+                    destinations.push(region);
+                }
+            }
+            // Any valid number type: which types a destination's law lets a
+            // call present is the statute's business, decided per call.
+            let caller_ids = c
+                .caller_ids
+                .iter()
+                .map(|cli| {
+                    number::normalize_any(cli, default_region)
+                        .map(|n| n.e164)
+                        .map_err(|err| self.invalid(key("caller_ids"), cli, &err.to_string()))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            campaigns.push(CampaignConfig {
+                id: c.id,
+                controller: c.controller,
+                purpose,
+                default_region,
+                destinations,
+                consent_required: c.consent_required,
+                caller_ids,
+                calling_hours,
+                attempt_limit,
+            });
+        }
+
+        Ok(Config {
+            origin: self.origin.to_string(),
+            server,
+            log,
+            registries,
+            campaigns,
+            destination_overrides,
+            api_keys,
+        })
+    }
+}
+
+impl Validator<'_> {
+    fn spans(&self, key: &str, values: &[String]) -> Result<DaySpans, ConfigError> {
+        values
+            .iter()
+            .map(|v| {
+                Span::parse(v).ok_or_else(|| {
+                    self.invalid(key, v, "expected HH:MM-HH:MM with start before end")
+                })
+            })
+            .collect()
+    }
+
+    fn weekly_hours(&self, key: &str, raw: &RawWeeklyHours) -> Result<WeeklyHours, ConfigError> {
+        let days = [
+            &raw.mon, &raw.tue, &raw.wed, &raw.thu, &raw.fri, &raw.sat, &raw.sun,
+        ];
+        let mut hours = WeeklyHours::default();
+        for (i, day) in days.iter().enumerate() {
+            if let Some(values) = day {
+                hours.days[i] =
+                    Some(self.spans(&format!("{key}.{}", calling::WEEKDAY_KEYS[i]), values)?);
+            }
+        }
+        if let Some(values) = &raw.holidays {
+            hours.holidays = Some(self.spans(&format!("{key}.holidays"), values)?);
+        }
+        if let Some(values) = &raw.pre_holidays {
+            hours.pre_holidays = Some(self.spans(&format!("{key}.pre_holidays"), values)?);
+        }
+        Ok(hours)
+    }
+
+    fn attempt_limit(&self, key: &str, raw: &RawAttemptLimit) -> Result<AttemptLimit, ConfigError> {
+        if !(1..=10_000).contains(&raw.max_attempts) {
+            return Err(self.invalid(
+                format!("{key}.max_attempts"),
+                raw.max_attempts,
+                "must be 1-10000",
+            ));
+        }
+        let hours = match (raw.window_days, raw.window_hours) {
+            (Some(days), None) if (1..=366).contains(&days) => i64::from(days) * 24,
+            (None, Some(hours)) if (1..=366 * 24).contains(&hours) => i64::from(hours),
+            _ => {
+                return Err(self.invalid(
+                    format!("{key}.window_days"),
+                    format!("{:?}/{:?}", raw.window_days, raw.window_hours),
+                    "set exactly one of window_days (1-366) or window_hours (1-8784)",
+                ));
+            }
+        };
+        Ok(AttemptLimit {
+            max_attempts: raw.max_attempts,
+            window: jiff::SignedDuration::from_hours(hours),
+        })
+    }
+
+    /// A number checked against its range, named when outside it.
+    fn bounded(&self, key: &str, value: u64, min: u64, max: u64) -> Result<u64, ConfigError> {
+        if (min..=max).contains(&value) {
+            Ok(value)
+        } else {
+            Err(self.invalid(key, value, &format!("must be {min}-{max}")))
+        }
+    }
+
+    fn log(&self, mut log: LogConfig, base_dir: &Path) -> Result<LogConfig, ConfigError> {
+        log.queue_capacity = self.bounded(
+            "log.queue_capacity",
+            log.queue_capacity as u64,
+            1,
+            16_777_216,
+        )? as usize;
+        log.max_batch = self.bounded("log.max_batch", log.max_batch as u64, 1, 65_536)? as usize;
+        self.bounded(
+            "log.group_commit_linger_us",
+            log.group_commit_linger_us,
+            0,
+            100_000,
+        )?;
+        self.bounded("log.wal_backfill_ms", log.wal_backfill_ms, 0, 3_600_000)?;
+        self.bounded(
+            "log.idempotency_window_seconds",
+            log.idempotency_window_seconds,
+            1,
+            7 * 86_400,
+        )?;
+        log.idempotency_max_entries = self.bounded(
+            "log.idempotency_max_entries",
+            log.idempotency_max_entries as u64,
+            1,
+            100_000_000,
+        )? as usize;
+        self.bounded("log.write_timeout_ms", log.write_timeout_ms, 1, 600_000)?;
+        self.bounded(
+            "log.allow_replay_seconds",
+            log.allow_replay_seconds,
+            0,
+            3600,
+        )?;
+        self.bounded(
+            "log.checkpoint_interval_seconds",
+            log.checkpoint_interval_seconds,
+            1,
+            86_400,
+        )?;
+        self.bounded(
+            "log.retention_days",
+            u64::from(log.retention_days),
+            0,
+            36_500,
+        )?;
+        if let Some(key_file) = &log.checkpoint_key_file {
+            let key_file = base_dir.join(key_file);
+            crate::decision_log::checkpoint::load_key(&key_file).map_err(|problem| {
+                self.invalid("log.checkpoint_key_file", key_file.display(), &problem)
+            })?;
+            log.checkpoint_key_file = Some(key_file);
+        }
+        Ok(log)
+    }
+
+    fn period(
+        &self,
+        key: &str,
+        months: Option<u32>,
+        days: Option<u32>,
+    ) -> Result<Option<Option<Period>>, ConfigError> {
+        match (months, days) {
+            (Some(m), None) if m <= 120 => Ok(Some(Some(Period::Months(m)))),
+            (None, Some(d)) if d <= 3660 => Ok(Some(Some(Period::Days(d)))),
+            (None, None) => Ok(None),
+            (Some(m), None) => Err(self.invalid(format!("{key}_months"), m, "must be 0-120")),
+            (None, Some(d)) => Err(self.invalid(format!("{key}_days"), d, "must be 0-3660")),
+            (Some(_), Some(_)) => Err(self.invalid(
+                format!("{key}_months"),
+                "both",
+                "set months or days, not both",
+            )),
+        }
+    }
+
+    fn exemption_settings(
+        &self,
+        key: &str,
+        raw: &RawExemptions,
+        kind: RegistryKind,
+        country: Region,
+    ) -> Result<ExemptionSettings, ConfigError> {
+        let settings = ExemptionSettings {
+            customer: self.period(
+                &format!("{key}.customer"),
+                raw.customer_months,
+                raw.customer_days,
+            )?,
+            inquiry: self.period(
+                &format!("{key}.inquiry"),
+                raw.inquiry_months,
+                raw.inquiry_days,
+            )?,
+            consent: raw.consent,
+            consent_after_registration: raw.consent_after_registration.unwrap_or(false),
+        };
+        // Italy's policy (compliance rules IT-RPO-SURVIVE (a)): the RPO
+        // revokes earlier consents, later ones survive. Nowhere else.
+        if settings.consent_after_registration
+            && (kind != RegistryKind::Allowlist || country.as_str() != "IT")
+        {
+            return Err(self.invalid(
+                format!("{key}.consent_after_registration"),
+                true,
+                "applies to the Italian RPO (an allow-list of IT) only",
+            ));
+        }
+        Ok(settings)
+    }
+
+    fn destination_override(
+        &self,
+        key: &str,
+        region: Region,
+        raw: &RawDestination,
+    ) -> Result<DestinationOverride, ConfigError> {
+        let from = raw
+            .from
+            .as_ref()
+            .map(|day| {
+                day.parse::<jiff::civil::Date>()
+                    .map_err(|_| self.invalid(format!("{key}.from"), day, "expected YYYY-MM-DD"))
+            })
+            .transpose()?;
+        let consent = raw
+            .consent
+            .as_deref()
+            .map(|c| match c {
+                "opt_in" => Ok(ConsentRegime::OptIn),
+                "opt_out" => Ok(ConsentRegime::OptOut),
+                other => Err(self.invalid(
+                    format!("{key}.consent"),
+                    other,
+                    "expected opt_in or opt_out",
+                )),
+            })
+            .transpose()?;
+        let registry = raw
+            .registry
+            .as_deref()
+            .map(|r| match r {
+                "allowlist" => Ok(Some(RegistryKind::Allowlist)),
+                "blocklist" => Ok(Some(RegistryKind::Blocklist)),
+                "none" => Ok(None),
+                other => Err(self.invalid(
+                    format!("{key}.registry"),
+                    other,
+                    "expected allowlist, blocklist or none",
+                )),
+            })
+            .transpose()?;
+        if let Some(days) = raw.registry_valid_days {
+            self.bounded(
+                &format!("{key}.registry_valid_days"),
+                u64::from(days),
+                1,
+                u64::from(MAX_VALID_DAYS),
+            )?;
+        }
+        let source = raw.source.clone().unwrap_or_default();
+        if source.len() > 1024 || source.chars().any(char::is_control) {
+            return Err(self.invalid(
+                format!("{key}.source"),
+                &source,
+                "at most 1024 characters, no control characters",
+            ));
+        }
+        // Fail closed by construction: a destination that is opt-out must
+        // name the registry its opt-outs are in, or nothing could ever deny.
+        let statute_opt_out = statutes::statute(region.as_str()).is_some_and(|s| {
+            s.consent
+                .iter()
+                .any(|rule| rule.value.regime == ConsentRegime::OptOut)
+        });
+        let opt_out =
+            consent == Some(ConsentRegime::OptOut) || (consent.is_none() && statute_opt_out);
+        if opt_out && registry == Some(None) {
+            return Err(self.invalid(
+                format!("{key}.registry"),
+                "none",
+                "an opt-out destination needs a registry of its opt-outs; with none, set consent = \"opt_in\"",
+            ));
+        }
+        let statute_has_registry = statutes::statute(region.as_str())
+            .is_some_and(|s| s.registry.iter().any(|rule| rule.value.is_some()));
+        if consent == Some(ConsentRegime::OptOut) && registry.is_none() && !statute_has_registry {
+            return Err(self.invalid(
+                format!("{key}.registry"),
+                "<missing>",
+                "an opt-out destination needs a registry of its opt-outs: set registry = \"blocklist\" or \"allowlist\"",
+            ));
+        }
+        if matches!(registry, Some(Some(_)))
+            && raw.registry_valid_days.is_none()
+            && !statute_has_registry
+        {
+            return Err(self.invalid(
+                format!("{key}.registry_valid_days"),
+                "<missing>",
+                "the statute has no registry validity to inherit: set registry_valid_days",
+            ));
+        }
+        let calling_hours = raw
+            .calling_hours
+            .as_ref()
+            .map(|hours| self.weekly_hours(&format!("{key}.calling_hours"), hours))
+            .transpose()?;
+        let mut extra_holidays = Vec::new();
+        for (i, day) in raw.extra_holidays.iter().enumerate() {
+            let date: jiff::civil::Date = day.parse().map_err(|_| {
+                self.invalid(
+                    format!("{key}.extra_holidays[{i}]"),
+                    day,
+                    "expected YYYY-MM-DD",
+                )
+            })?;
+            extra_holidays.push(date);
+        }
+        let attempt_limit = raw
+            .attempt_limit
+            .as_ref()
+            .map(|limit| self.attempt_limit(&format!("{key}.attempt_limit"), limit))
+            .transpose()?;
+        let mut states = BTreeMap::new();
+        for (state, state_rules) in &raw.state {
+            if region.as_str() != "US"
+                || !crate::calling::zones::us_state_codes().any(|c| c == state)
+            {
+                return Err(self.invalid(
+                    format!("{key}.state.{state}"),
+                    state,
+                    "states are US state codes (FL, TX, ...) under [destination.US]",
+                ));
+            }
+            let hours = self.weekly_hours(
+                &format!("{key}.state.{state}.calling_hours"),
+                &state_rules.calling_hours,
+            )?;
+            states.insert(state.clone(), hours);
+        }
+        Ok(DestinationOverride {
+            region,
+            from,
+            source,
+            consent,
+            registry,
+            registry_valid_days: raw.registry_valid_days,
+            calling_hours,
+            extra_holidays,
+            attempt_limit,
+            states,
+        })
+    }
+}
