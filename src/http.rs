@@ -15,7 +15,7 @@ use serde::Serialize;
 
 use crate::auth::{ApiKeys, AuthError, Role};
 use crate::calling::{self, WindowCheck, zones};
-use crate::server::Shared;
+use crate::shared::Shared;
 use crate::stats::{DecisionCounts, LatencySummary};
 
 /// The supervisor page: self-contained, no external assets.

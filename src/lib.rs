@@ -42,6 +42,7 @@ pub mod records;
 pub mod registry;
 pub mod rules;
 pub mod server;
+pub mod shared;
 pub mod stats;
 pub mod statutes;
 pub mod tls;

@@ -26,27 +26,8 @@ use crate::proto::compliance_gateway_server::ComplianceGatewayServer;
 use crate::proto::contact_records_server::ContactRecordsServer;
 use crate::records::Records;
 use crate::registry::{self, RegistrySet, import};
+pub use crate::shared::Shared;
 use crate::stats::Stats;
-
-/// State shared by the adapters and background tasks.
-#[derive(Debug)]
-pub struct Shared {
-    pub config: Arc<Config>,
-    /// The compiled policy the gateway decides with.
-    pub policies: Arc<Policies>,
-    pub registries: Arc<RegistrySet>,
-    pub log: Arc<DecisionLog>,
-    pub stats: Arc<Stats>,
-    pub started: Instant,
-    ready: AtomicBool,
-}
-
-impl Shared {
-    /// Ready to decide: started, not shutting down, and the log is committing.
-    pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Relaxed) && !self.log.counters().failing.load(Ordering::Relaxed)
-    }
-}
 
 /// Start-up report of what the compiled policy means for the operator:
 /// blocked campaign destinations are errors, overrides of the law warnings.

@@ -1,0 +1,33 @@
+//! The state the HTTP adapters and the background tasks share with the
+//! server: configuration, compiled policy, registries, log, counters.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use crate::config::Config;
+use crate::decision_log::DecisionLog;
+use crate::policy::Policies;
+use crate::registry::RegistrySet;
+use crate::stats::Stats;
+
+/// State shared by the adapters and background tasks.
+#[derive(Debug)]
+pub struct Shared {
+    pub config: Arc<Config>,
+    /// The compiled policy the gateway decides with.
+    pub policies: Arc<Policies>,
+    pub registries: Arc<RegistrySet>,
+    pub log: Arc<DecisionLog>,
+    pub stats: Arc<Stats>,
+    pub started: Instant,
+    /// Set once serving, cleared when draining.
+    pub(crate) ready: AtomicBool,
+}
+
+impl Shared {
+    /// Ready to decide: started, not shutting down, and the log is committing.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Relaxed) && !self.log.counters().failing.load(Ordering::Relaxed)
+    }
+}
