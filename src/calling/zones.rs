@@ -82,7 +82,9 @@ pub struct Whereabouts {
 struct ZoneData {
     /// Prefix digits (as a [`prefix_key`]) to an index into `zone_sets`.
     by_prefix: HashMap<u64, u32, foldhash::fast::FixedState>,
-    longest_prefix: usize,
+    /// The longest prefix starting with these 1-3 digits (a [`prefix_key`]):
+    /// an Italian number needs one lookup, not one per possible length.
+    longest_under: HashMap<u64, usize, foldhash::fast::FixedState>,
     /// Distinct zone lists; index 0 is the empty (unknown) list.
     zone_sets: Vec<Vec<&'static str>>,
     /// NANP area code to state code.
@@ -96,7 +98,7 @@ fn prefix_key(digits: &str) -> Option<u64> {
 static DATA: LazyLock<ZoneData> = LazyLock::new(|| {
     let mut data = ZoneData {
         by_prefix: HashMap::default(),
-        longest_prefix: 0,
+        longest_under: HashMap::default(),
         zone_sets: vec![Vec::new()],
         states: HashMap::default(),
     };
@@ -116,7 +118,12 @@ static DATA: LazyLock<ZoneData> = LazyLock::new(|| {
             }
         };
         data.by_prefix.insert(key, id as u32);
-        data.longest_prefix = data.longest_prefix.max(prefix.len());
+        for head in 1..=prefix.len().min(3) {
+            if let Some(head) = prefix_key(&prefix[..head]) {
+                let longest = data.longest_under.entry(head).or_insert(0);
+                *longest = (*longest).max(prefix.len());
+            }
+        }
     }
     for line in NANP_AREAS.lines() {
         let Some((prefix, place)) = line.split_once('|') else {
@@ -143,7 +150,13 @@ static DATA: LazyLock<ZoneData> = LazyLock::new(|| {
 pub fn locate(region: &str, digits: &str) -> Whereabouts {
     let data = &*DATA;
     let mut zones_id = 0;
-    for len in (1..=digits.len().min(data.longest_prefix)).rev() {
+    let longest = (1..=digits.len().min(3))
+        .rev()
+        .find_map(|head| {
+            prefix_key(&digits[..head]).and_then(|k| data.longest_under.get(&k).copied())
+        })
+        .unwrap_or(0);
+    for len in (1..=digits.len().min(longest)).rev() {
         if let Some(id) = prefix_key(&digits[..len]).and_then(|k| data.by_prefix.get(&k)) {
             zones_id = *id;
             break;

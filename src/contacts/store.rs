@@ -30,6 +30,9 @@ pub struct ContactStore {
     watermarks: Mutex<[i64; 3]>,
     /// `meta.observations_version` of the registry answers loaded.
     observations_version: Mutex<i64>,
+    /// Whether any registry answer is held: read on every check, so an
+    /// atomic rather than the map's length (which locks every shard).
+    any_opposed: std::sync::atomic::AtomicBool,
 }
 
 /// One entry of the change trail.
@@ -356,11 +359,13 @@ impl ContactStore {
                 |r| r.get(0),
             )?,
         ];
+        let any_opposed = std::sync::atomic::AtomicBool::new(!observations.is_empty());
         Ok(ContactStore {
             conn: Mutex::new(conn),
             index,
             observations,
             watermarks: Mutex::new(watermarks),
+            any_opposed,
             observations_version: Mutex::new(observations_version),
         })
     }
@@ -761,7 +766,7 @@ impl ContactStore {
     /// Whether any registry answer "opposed" is held (a fast path: most
     /// deployments have none, and a lookup builds its key).
     pub fn has_opposed(&self) -> bool {
-        !self.observations.is_empty()
+        self.any_opposed.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// The latest day `registry_id` answered the number as opposed for `controller`.
@@ -771,7 +776,7 @@ impl ContactStore {
         controller: &str,
         key: NumberKey,
     ) -> Option<Timestamp> {
-        if self.observations.is_empty() {
+        if !self.has_opposed() {
             return None;
         }
         self.observations
@@ -808,6 +813,10 @@ impl ContactStore {
             )?;
             Ok(())
         })?;
+        if !keys.is_empty() {
+            self.any_opposed
+                .store(true, std::sync::atomic::Ordering::Release);
+        }
         for key in keys {
             let mut entry = self
                 .observations
@@ -845,6 +854,8 @@ impl ContactStore {
             let at = ts_column(row, 3, "first_not_cleared_us")?;
             let mut entry = self.observations.entry(key).or_insert(at);
             *entry = (*entry).max(at);
+            self.any_opposed
+                .store(true, std::sync::atomic::Ordering::Release);
         }
         *seen = version;
         Ok(())
