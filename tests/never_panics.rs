@@ -6,6 +6,13 @@ use dialgate::number::{self, Region};
 use dialgate::registry::formats::{DelimitedTemplate, FixedTemplate, Format, LineParser};
 use proptest::prelude::*;
 
+/// A contact store for the CSV property test (dry runs store nothing).
+static STORE: std::sync::LazyLock<dialgate::contacts::ContactStore> =
+    std::sync::LazyLock::new(|| {
+        let dir = Box::leak(Box::new(tempfile::tempdir().unwrap()));
+        dialgate::contacts::ContactStore::open(dir.path()).unwrap()
+    });
+
 /// One decider for every case: an Italian campaign with the RPO configured
 /// (no data loaded), stores in a temporary directory kept for the run.
 static DECIDER: std::sync::LazyLock<dialgate::decision::StandaloneDecider> =
@@ -88,6 +95,25 @@ proptest! {
 
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(1000))]
+
+    /// Consent CSV files with arbitrary headers (duplicates, unknown and
+    /// missing columns) and rows: an error naming the problem, never a panic.
+    #[test]
+    fn consent_csv_never_panics(
+        header in prop::sample::subsequence(vec!["controller", "number", "purpose", "granted_at", "source", "number", "bogus", "expires_at"], 0..8),
+        rows in prop::collection::vec("[a-z0-9+ ,:\"-]{0,60}", 0..6),
+    ) {
+        let store = &*STORE;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("consents.csv");
+        let mut text = header.join(",");
+        for row in rows {
+            text.push('\n');
+            text.push_str(&row);
+        }
+        std::fs::write(&path, text).unwrap();
+        let _ = dialgate::contact_import::import_consents(store, &path, "property test", jiff::Timestamp::now(), true);
+    }
 
     /// The CheckCall decision path on arbitrary numbers, caller IDs and
     /// campaign ids, through the same gather step and rules as the server.
