@@ -11,6 +11,7 @@ mod lifecycle;
 mod limits;
 mod records;
 mod registry;
+mod sip;
 mod statutes;
 mod subjects;
 mod support;

@@ -1,0 +1,234 @@
+//! SIP-level enforcement end to end with real parts: Debian's Kamailio with
+//! `deploy/kamailio/kamailio.cfg` between a SIPp dialer and a SIPp carrier,
+//! asking the real dialgate before relaying each INVITE.
+
+use std::net::UdpSocket;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::support::*;
+
+/// Kamailio and SIPp, or a skip (a failure when `DIALGATE_REQUIRE_SIP` is set, as in CI).
+fn tools_present() -> bool {
+    let found = ["kamailio", "sipp"].iter().all(|tool| {
+        Command::new("sh")
+            .args(["-c", &format!("command -v {tool}")])
+            .stdout(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    });
+    if !found {
+        assert!(
+            std::env::var_os("DIALGATE_REQUIRE_SIP").is_none(),
+            "kamailio or sipp missing, but the SIP test is required"
+        );
+        eprintln!(
+            "skipped: kamailio or sipp not installed (apt-get install kamailio kamailio-utils-modules kamailio-json-modules sip-tester)"
+        );
+    }
+    found
+}
+
+fn free_udp_port() -> u16 {
+    UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn repo(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
+}
+
+/// A child process killed when dropped.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Waits until the proxy answers an OPTIONS (it is listening).
+fn wait_for_proxy(port: u16) {
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let local = socket.local_addr().unwrap().port();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut buffer = [0u8; 2048];
+    for attempt in 0.. {
+        let options = format!(
+            "OPTIONS sip:probe@127.0.0.1:{port} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:{local};branch=z9hG4bKprobe{attempt}\r\n\
+             From: <sip:probe@127.0.0.1>;tag=p{attempt}\r\nTo: <sip:probe@127.0.0.1>\r\nCall-ID: probe-{attempt}\r\n\
+             CSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+        );
+        socket
+            .send_to(options.as_bytes(), ("127.0.0.1", port))
+            .unwrap();
+        if let Ok(n) = socket.recv(&mut buffer)
+            && String::from_utf8_lossy(&buffer[..n]).starts_with("SIP/2.0 200")
+        {
+            return;
+        }
+        assert!(Instant::now() < deadline, "kamailio did not start");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// One call from the SIPp dialer through the proxy; returns the responses
+/// it received (status lines and Reason headers).
+fn dial(ws: &Workspace, proxy: u16, name: &str, number: &str, campaign: &str) -> Vec<String> {
+    let trace = ws.data_dir().join(format!("uac-{name}.msg"));
+    let status = Command::new("sipp")
+        .arg("-sf")
+        .arg(repo("tests/sip/uac.xml"))
+        .args(["-i", "127.0.0.1", "-p", &free_udp_port().to_string()])
+        .args([
+            "-s",
+            number,
+            "-key",
+            "cli",
+            "+390212345678",
+            "-key",
+            "campaign",
+            campaign,
+        ])
+        .args([
+            "-m",
+            "1",
+            "-timeout",
+            "15",
+            "-nostdin",
+            "-trace_msg",
+            "-message_file",
+        ])
+        .arg(&trace)
+        .arg(format!("127.0.0.1:{proxy}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success(), "sipp dialer {name} failed: {status}");
+    let text = std::fs::read_to_string(&trace).unwrap_or_default();
+    text.lines()
+        .filter(|l| l.starts_with("SIP/2.0 ") || l.starts_with("Reason:"))
+        .map(str::to_string)
+        .collect()
+}
+
+/// Issue 17: allowed calls reach the carrier and complete; denied calls get
+/// 603 with the reason and never reach it; with dialgate stopped every call
+/// gets 503; every INVITE the carrier saw has a logged ALLOW whose request
+/// id is its Call-ID.
+#[tokio::test(flavor = "multi_thread")]
+async fn test_kamailio_relays_only_logged_allows() {
+    if !tools_present() {
+        return;
+    }
+    let ws = Workspace::new(&standard_config(""));
+    ws.import("it-rpo", &["+39 333 123 4567"], &["--controller", "acme"]);
+    let server = ws.start();
+    let carrier_port = free_udp_port();
+    let proxy_port = free_udp_port();
+    let carrier_trace = ws.data_dir().join("carrier.msg");
+    let _carrier = Running(
+        Command::new("sipp")
+            .arg("-sf")
+            .arg(repo("tests/sip/uas.xml"))
+            .args(["-i", "127.0.0.1", "-p", &carrier_port.to_string()])
+            .args(["-nostdin", "-trace_msg", "-message_file"])
+            .arg(&carrier_trace)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let runtime = ws.data_dir().join("kamailio");
+    std::fs::create_dir_all(&runtime).unwrap();
+    let _proxy = Running(
+        Command::new("kamailio")
+            .args(["-DD", "-E", "-f"])
+            .arg(repo("deploy/kamailio/kamailio.cfg"))
+            .arg("-Y")
+            .arg(&runtime)
+            .arg("-P")
+            .arg(runtime.join("kamailio.pid"))
+            .arg("-A")
+            .arg(format!("DIALGATE_URL=\"http://{}\"", server.http))
+            .arg("-A")
+            .arg(format!("CARRIER=\"sip:127.0.0.1:{carrier_port}\""))
+            .arg("-A")
+            .arg(format!("LISTEN=udp:127.0.0.1:{proxy_port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_for_proxy(proxy_port);
+
+    let allowed = dial(&ws, proxy_port, "allow", "+393331234567", "it-sales");
+    assert!(
+        allowed.iter().any(|l| l.starts_with("SIP/2.0 200")),
+        "{allowed:?}"
+    );
+    let denied = dial(&ws, proxy_port, "deny", "+393330000000", "it-sales");
+    assert!(
+        denied.iter().any(|l| l.starts_with("SIP/2.0 603")),
+        "{denied:?}"
+    );
+    assert!(
+        denied
+            .iter()
+            .any(|l| l == "Reason: SIP;cause=603;text=\"REGISTRY_NOT_COVERED\""),
+        "{denied:?}"
+    );
+    let unknown = dial(
+        &ws,
+        proxy_port,
+        "unknown",
+        "+393331234567",
+        "no-such-campaign",
+    );
+    assert!(
+        unknown.iter().any(|l| l.contains("UNKNOWN_CAMPAIGN")),
+        "a missing campaign is a DENY: {unknown:?}"
+    );
+
+    let (status, _) = server.terminate();
+    assert!(status.success());
+    let unavailable = dial(&ws, proxy_port, "down", "+393331234567", "it-sales");
+    assert!(
+        unavailable.iter().any(|l| l.starts_with("SIP/2.0 503")),
+        "{unavailable:?}"
+    );
+    assert!(!unavailable.iter().any(|l| l.starts_with("SIP/2.0 200")));
+
+    let carrier = std::fs::read_to_string(&carrier_trace).unwrap();
+    let call_ids: Vec<&str> = carrier
+        .split("INVITE sip:")
+        .skip(1)
+        .filter_map(|invite| {
+            invite
+                .lines()
+                .find_map(|l| l.strip_prefix("Call-ID: "))
+                .map(str::trim)
+        })
+        .collect();
+    assert_eq!(
+        call_ids.len(),
+        1,
+        "only the allowed call reached the carrier: {call_ids:?}"
+    );
+    let logged = export_jsonl(&ws, &[]);
+    let allow = logged
+        .iter()
+        .find(|d| d["request_id"] == call_ids[0])
+        .unwrap_or_else(|| panic!("no logged decision for {}: {logged:?}", call_ids[0]));
+    assert_eq!(allow["verdict"], "ALLOW");
+    assert_eq!(logged.len(), 3, "allow, deny, unknown campaign: {logged:?}");
+}
