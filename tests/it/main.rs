@@ -4,6 +4,7 @@ mod audit;
 mod auth;
 mod browser;
 mod check_call;
+mod deploy;
 mod faults;
 mod hardening;
 mod http_api;
