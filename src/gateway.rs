@@ -229,7 +229,8 @@ impl Gateway {
     /// [`CheckError::Log`] when the decision could not be made durable: the
     /// dialer must not dial; [`CheckError::InvalidArgument`] for a field
     /// over its length; [`CheckError::RequestIdReused`] for a request id
-    /// that answered another request.
+    /// that answered another request; [`CheckError::AllowExpired`] for a
+    /// repeat of an ALLOW older than `log.allow_replay_seconds`.
     pub async fn check_call(&self, request: CallCheck) -> Result<CheckOutcome, CheckError> {
         let started = Instant::now();
         bounded("called_number", &request.called_number, MAX_NUMBER_FIELD)?;
