@@ -553,6 +553,28 @@ fn registry_import(config: &Config, args: Box<ImportArgs>) -> anyhow::Result<()>
         )
     })?;
     let format = import_format(&args)?;
+    // Clearances and opposed answers for a controller no campaign calls for
+    // would bind nothing (an "opposed" for "Acme" leaves "acme" cleared).
+    let controller = args
+        .controller
+        .as_deref()
+        .map(str::trim)
+        .map(str::to_string);
+    if let Some(controller) = &controller
+        && !config.campaigns.iter().any(|c| &c.controller == controller)
+    {
+        let mut known: Vec<&str> = config
+            .campaigns
+            .iter()
+            .map(|c| c.controller.as_str())
+            .collect();
+        known.sort_unstable();
+        known.dedup();
+        bail!(
+            "--controller {controller:?}: not the controller of any configured campaign (configured: {})",
+            known.join(", ")
+        );
+    }
     let now = Timestamp::now();
     let rejects_file = (args.max_rejects > 0).then(|| {
         args.rejects_file
@@ -572,7 +594,7 @@ fn registry_import(config: &Config, args: Box<ImportArgs>) -> anyhow::Result<()>
         checked_at: args
             .checked_at
             .unwrap_or_else(|| now.to_zoned(jiff::tz::TimeZone::UTC).date()),
-        controller: args.controller,
+        controller,
         covers: args.covers,
         dry_run: args.dry_run,
         max_rejects: args.max_rejects,

@@ -5,7 +5,6 @@
 //! idempotency and API keys); `POST /v1/screen` screens newline-delimited
 //! JSON, streamed in and out in constant memory.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::Router;
@@ -202,14 +201,25 @@ async fn check_post(
 async fn check_get(
     State(state): State<DecisionState>,
     headers: HeaderMap,
-    Query(params): Query<HashMap<String, String>>,
+    Query(params): Query<Vec<(String, String)>>,
 ) -> Response {
     let api_key = match authorize(&state.keys, &headers) {
         Ok(key) => key,
         Err(err) => return refusal(err),
     };
     let mut request = CheckRequest::default();
+    let mut seen: Vec<String> = Vec::new();
     for (name, value) in params {
+        // One value per field: a proxy reading the first of two could dial
+        // a number that was never decided.
+        if seen.contains(&name) {
+            let shown: String = name.chars().take(40).collect();
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("parameter {shown:?} given more than once"),
+            );
+        }
+        seen.push(name.clone());
         let slot = match name.as_str() {
             "called_number" => &mut request.called_number,
             "caller_id" => &mut request.caller_id,

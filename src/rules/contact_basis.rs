@@ -35,6 +35,10 @@ pub fn suppression(
 
 /// The consent in force at `now` for this controller and purpose, if any;
 /// with `max_age`, only one granted at most that long ago (the law's renewal).
+///
+/// A withdrawal ends every consent given before it: a consent recorded
+/// again later (a CRM's re-sync) but granted before the latest withdrawal
+/// of this controller and purpose does not count.
 pub fn valid_consent<'a>(
     view: &'a ContactView,
     controller: &str,
@@ -42,9 +46,19 @@ pub fn valid_consent<'a>(
     max_age: Option<Period>,
     now: Timestamp,
 ) -> Option<&'a Consent> {
+    let same = |c: &&Consent| c.controller == controller && c.purpose == purpose;
+    let withdrawn = view
+        .consents
+        .iter()
+        .filter(same)
+        .filter_map(|c| c.revoked_at)
+        .filter(|revoked| *revoked <= now)
+        .max();
     view.consents
         .iter()
-        .filter(|c| c.controller == controller && c.purpose == purpose && c.valid_at(now))
+        .filter(same)
+        .filter(|c| c.valid_at(now))
+        .filter(|c| withdrawn.is_none_or(|w| c.granted_at > w))
         .filter(|c| max_age.is_none_or(|age| now < age.after(c.granted_at)))
         .max_by_key(|c| c.granted_at)
 }
@@ -118,8 +132,13 @@ pub fn registry_exemption(
             ),
         ));
     }
+    // The answer is dated by its day: the registration may have come at
+    // any time of it, so only a consent from the next day on is "after".
     match opposed_at {
-        Some(seen) if exemptions.consent_after_registration && consent.granted_at > seen => {
+        Some(seen)
+            if exemptions.consent_after_registration
+                && consent.granted_at >= seen + jiff::SignedDuration::from_hours(24) =>
+        {
             Some(Reason::new(
                 ReasonCode::Consent,
                 format!(

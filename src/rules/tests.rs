@@ -993,6 +993,17 @@ fn test_consent_exemptions_by_country_and_italian_policy() {
         Verdict::Deny,
         "consent older than the observation"
     );
+    // Second review: the answer is dated by its day; a consent of that same
+    // day may predate the registration.
+    let seen_same_day = [(
+        "it-rpo".to_string(),
+        "2026-11-10T00:00:00Z".parse().unwrap(),
+    )];
+    assert_eq!(
+        decide(&registry, &seen_same_day).verdict,
+        Verdict::Deny,
+        "a consent of the answer's own day is not after it"
+    );
     let denied = decide(&registry, &[]);
     assert_eq!(denied.verdict, Verdict::Deny, "no evidence, no exemption");
 }
@@ -1099,5 +1110,35 @@ fn test_a_later_opposed_answer_outweighs_an_older_clearance() {
     assert_eq!(
         denied.reasons.iter().map(|r| r.code).collect::<Vec<_>>(),
         vec![RegistryListed]
+    );
+}
+
+/// Second review: a consent withdrawn and then recorded again (a CRM's
+/// nightly re-sync of the old consent) came back to life.
+#[test]
+fn test_a_withdrawal_ends_consents_given_before_it_even_if_recorded_again() {
+    let withdrawn = consent(
+        Purpose::Marketing,
+        "2026-10-01T00:00:00Z",
+        Some("2026-11-01T00:00:00Z"),
+    );
+    let mut resynced = consent(Purpose::Marketing, "2026-10-01T00:00:00Z", None);
+    resynced.consent_id = "c2".into();
+    let view = ContactView {
+        consents: vec![withdrawn.clone(), resynced],
+        ..Default::default()
+    };
+    assert!(valid_consent(&view, "acme", Purpose::Marketing, None, now()).is_none());
+    let mut renewed = consent(Purpose::Marketing, "2026-11-10T00:00:00Z", None);
+    renewed.consent_id = "c3".into();
+    let view = ContactView {
+        consents: vec![withdrawn, renewed],
+        ..Default::default()
+    };
+    assert_eq!(
+        valid_consent(&view, "acme", Purpose::Marketing, None, now())
+            .map(|c| c.consent_id.as_str()),
+        Some("c3"),
+        "a consent given after the withdrawal counts"
     );
 }

@@ -118,6 +118,12 @@ async fn test_check_over_http_is_the_grpc_decision() {
             "invalid type",
         ),
         ("GET", "/v1/check?number=1", "", "\"number\""),
+        (
+            "GET",
+            "/v1/check?called_number=%2B393330000000&called_number=%2B393331234567&campaign_id=it-sales",
+            "",
+            "more than once",
+        ),
     ] {
         let (status, answer) = request(&server.http, method, path, &[], body);
         assert_eq!(status, 400, "{body}: {answer}");

@@ -129,6 +129,12 @@ fn test_import_argument_errors_are_named() {
         (vec!["--registry", "us-dnc", "--covers", "1212"], "--covers"),
         // Issue 13: coverage is stated, never assumed to be the whole country.
         (vec!["--registry", "us-dnc"], "--covers +1"),
+        // Second review: clearances (and opposed answers) for a controller no
+        // campaign calls for would bind nothing.
+        (
+            vec!["--registry", "it-rpo", "--controller", "Acme"],
+            "not the controller of any configured campaign",
+        ),
         (
             vec!["--registry", "us-dnc", "--mode", "add"],
             "--mode replace",

@@ -223,13 +223,25 @@ caller_ids = ["+390212345678"]
     );
     drop(server);
 
-    // The registry answered the number as opposed today (midnight UTC): the
-    // consent recorded after that counts.
+    // The registry answered the number as opposed yesterday: the consent
+    // recorded today counts (one of the same day would not: the answer is
+    // dated by its day).
+    let yesterday = (jiff::Timestamp::now() - jiff::SignedDuration::from_hours(24))
+        .to_zoned(jiff::tz::TimeZone::UTC)
+        .date()
+        .to_string();
     let opposed = ws.file("opposed.txt", "+39 333 123 4567\n");
     let out = ws.import(
         "it-rpo",
         &["+39 333 000 0001"],
-        &["--controller", "acme", "--opposed", path_str(&opposed)],
+        &[
+            "--controller",
+            "acme",
+            "--opposed",
+            path_str(&opposed),
+            "--checked-at",
+            &yesterday,
+        ],
     );
     assert!(out.contains("1 numbers recorded as opposed"), "{out}");
     let server = ws.start();
