@@ -617,7 +617,11 @@ fn registry_import(config: &Config, args: Box<ImportArgs>) -> anyhow::Result<()>
                 .context("--checked-at out of range")?;
             let store = ContactStore::open(&config.server.data_dir)?;
             let controller = request.controller.as_deref().unwrap_or_default();
-            store.record_opposed(&registry.id, controller, &numbers, at)?;
+            store
+                .record_opposed(&registry.id, controller, &numbers, at)
+                .context(
+                    "the snapshot was imported but the opposed answers were not recorded: run the same import again",
+                )?;
             println!(
                 "{} numbers recorded as opposed for {controller} on {} (a running server applies them within registry_reload_interval_ms)",
                 numbers.len(),

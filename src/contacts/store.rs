@@ -585,6 +585,9 @@ impl ContactStore {
             let scope = |table: &str| format!("DELETE FROM {table} WHERE number_key = ?1 AND (?2 = '' OR controller = ?2)");
             let consents = tx.execute(&scope("consents"), params![key.0 as i64, controller])?;
             let relationships = tx.execute(&scope("relationships"), params![key.0 as i64, controller])?;
+            // The registry's opposed answers go with the subject: safe only
+            // because the erasure keeps a permanent opt-out of the same
+            // scope below, which denies every call anyway.
             tx.execute(&scope("observations"), params![key.0 as i64, controller])?;
             // The trail keeps that changes happened, not what they held: the
             // evidence of an erased subject's consents goes with them.
