@@ -85,6 +85,12 @@ async fn test_supervisor_page_renders_live_data_in_a_browser() {
     );
     assert!(!dom.contains("3330000000"), "no full number on the page");
     assert!(dom.contains(">ready<"), "{dom}");
+    // The law in force: the policy version and the statutes' overrides.
+    assert!(
+        dom.contains("destination.IT.calling_hours"),
+        "overrides shown: {dom}"
+    );
+    assert!(dom.contains("policy "), "{dom}");
 
     for _ in 0..2 {
         gateway
