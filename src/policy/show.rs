@@ -78,6 +78,25 @@ fn week(hours: &WeeklyHours) -> String {
     parts.join("; ")
 }
 
+/// What lifts a registry's DENY, in words.
+fn exemptions_text(exemptions: &crate::statutes::Exemptions) -> String {
+    let mut exempt = Vec::new();
+    if let Some(p) = exemptions.customer {
+        exempt.push(format!("customers (ongoing or ended at most {p} earlier)"));
+    }
+    if let Some(p) = exemptions.inquiry {
+        exempt.push(format!("inquiries (for {p})"));
+    }
+    if exemptions.consent {
+        exempt.push("a consent to this controller".into());
+    }
+    if exempt.is_empty() {
+        "none".into()
+    } else {
+        exempt.join(", ")
+    }
+}
+
 fn lines(era: &Era, campaign: &crate::config::CampaignConfig) -> Vec<RuleLine> {
     let mut out = Vec::new();
     let consent = &era.consent.value;
@@ -114,42 +133,37 @@ fn lines(era: &Era, campaign: &crate::config::CampaignConfig) -> Vec<RuleLine> {
         rule: "registry".into(),
         value: match era.registry.value {
             None => "none required".into(),
-            Some(r) => {
-                let mut exempt = Vec::new();
-                if let Some(p) = r.exemptions.customer {
-                    exempt.push(format!("customers (ongoing or ended at most {p} earlier)"));
-                }
-                if let Some(p) = r.exemptions.inquiry {
-                    exempt.push(format!("inquiries (for {p})"));
-                }
-                if r.exemptions.consent {
-                    exempt.push("a consent to this controller".into());
-                }
-                format!(
-                    "{} ({}) required, a result valid {} days; exempt: {}",
-                    r.name,
-                    r.kind,
-                    r.valid_days,
-                    if exempt.is_empty() {
-                        "none".into()
-                    } else {
-                        exempt.join(", ")
-                    }
-                )
-            }
+            Some(r) => format!(
+                "{} ({}) required, a result valid {} days; exempt: {}",
+                r.name,
+                r.kind,
+                r.valid_days,
+                exemptions_text(&r.exemptions)
+            ),
         },
         origin: era.registry.origin.clone(),
     });
     for registry in &era.registries {
         out.push(RuleLine {
             rule: format!("registry {}", registry.id),
+            // What is enforced: the configuration's exemptions (narrowed to
+            // the statute's) and validity (capped by the law in force).
             value: if registry.consulted {
-                "configured: consulted for every call to this destination".into()
+                format!(
+                    "configured: consulted for every call to this destination; a result relied on {} days; exempt: {}{}",
+                    registry.valid_days,
+                    exemptions_text(&registry.exemptions),
+                    if registry.exemptions.consent_after_registration {
+                        "; POLICY consent_after_registration: a consent given after the registry's opposed answer lifts it"
+                    } else {
+                        ""
+                    }
+                )
             } else {
                 "configured, NOT consulted: the law no longer requires it".into()
             },
             origin: Origin::Default {
-                note: "configured registries of the destination's country are consulted, unless the statute ended them",
+                note: "configured registries of the destination's country are consulted, unless the statute ended them; [registry.exemptions] only narrow the statute's",
             },
         });
     }

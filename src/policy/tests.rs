@@ -672,3 +672,44 @@ caller_ids = ["+390212345678"]
         .unwrap();
     assert_eq!(later.registry("it-rpo").unwrap().valid_days, 60);
 }
+
+/// `policy show` prints what a configured registry enforces: its validity
+/// in force, its exemptions, and a loosening policy switch, visibly.
+#[test]
+fn test_policy_show_names_registry_settings_in_force() {
+    let config = config(
+        r#"
+[[registry]]
+id = "it-rpo"
+kind = "allowlist"
+country = "IT"
+valid_days = 10
+[registry.exemptions]
+consent_after_registration = true
+
+[[campaign]]
+id = "it"
+controller = "acme"
+purpose = "marketing"
+default_region = "IT"
+destinations = ["IT"]
+caller_ids = ["+390212345678"]
+"#,
+    );
+    let policies = Policies::compile(&config);
+    let text = report(
+        &policies,
+        &config,
+        "it",
+        None,
+        "2026-11-25T10:00:00Z".parse().unwrap(),
+    )
+    .unwrap()
+    .to_string();
+    assert!(text.contains("a result relied on 10 days"), "{text}");
+    assert!(text.contains("POLICY consent_after_registration"), "{text}");
+    assert!(
+        text.contains("customers (ongoing or ended at most 30 days earlier)"),
+        "{text}"
+    );
+}
