@@ -168,6 +168,7 @@ CREATE TABLE IF NOT EXISTS observations (
     registry_id TEXT NOT NULL,
     controller TEXT NOT NULL,
     number_key INTEGER NOT NULL,
+    -- The LATEST day the registry answered opposed (the name is historical).
     first_not_cleared_us INTEGER NOT NULL,
     PRIMARY KEY (registry_id, controller, number_key)
 ) STRICT;
@@ -768,7 +769,7 @@ impl ContactStore {
 
     /// Whether any registry answer "opposed" is held (a fast path: most
     /// deployments have none, and a lookup builds its key).
-    pub fn has_opposed(&self) -> bool {
+    fn has_opposed(&self) -> bool {
         self.any_opposed.load(std::sync::atomic::Ordering::Acquire)
     }
 

@@ -57,10 +57,9 @@ pub fn decide(sources: &DecisionSources<'_>, call: &CallInput<'_>, now: Timestam
             valid_days: era
                 .and_then(|era| era.registry(&config.id))
                 .map_or(config.valid_days, |r| r.valid_days),
+            // `opposed_at` answers at once when no answer is held at all.
             opposed_at: match (called, config.kind) {
-                (Ok(n), crate::model::RegistryKind::Allowlist)
-                    if sources.contacts.has_opposed() =>
-                {
+                (Ok(n), crate::model::RegistryKind::Allowlist) => {
                     sources.contacts.opposed_at(&config.id, controller, n.key)
                 }
                 _ => None,
