@@ -402,7 +402,7 @@ fn contact_import(
     dry_run: bool,
     consents: bool,
 ) -> anyhow::Result<()> {
-    let store = std::sync::Arc::new(ContactStore::open(&config.server.data_dir)?);
+    let store = std::sync::Arc::new(ContactStore::open_unindexed(&config.server.data_dir)?);
     let now = Timestamp::now();
     let summary = if consents {
         crate::contact_import::import_consents(&store, file, &cli_actor(), now, dry_run)?
@@ -486,7 +486,7 @@ fn backup(config: &Config, to: &std::path::Path) -> anyhow::Result<()> {
 }
 
 fn trail_export(config: &Config) -> anyhow::Result<()> {
-    let store = ContactStore::open(&config.server.data_dir)?;
+    let store = ContactStore::open_unindexed(&config.server.data_dir)?;
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     for event in store.trail()? {
         serde_json::to_writer(&mut out, &event)?;
@@ -615,7 +615,7 @@ fn registry_import(config: &Config, args: Box<ImportArgs>) -> anyhow::Result<()>
                 .to_zoned(jiff::tz::TimeZone::UTC)
                 .map(|z| z.timestamp())
                 .context("--checked-at out of range")?;
-            let store = ContactStore::open(&config.server.data_dir)?;
+            let store = ContactStore::open_unindexed(&config.server.data_dir)?;
             let controller = request.controller.as_deref().unwrap_or_default();
             store
                 .record_opposed(&registry.id, controller, &numbers, at)

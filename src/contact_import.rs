@@ -1,16 +1,19 @@
 //! `dialgate consent import` and `dialgate suppression import`: bulk CSV
-//! files from CRMs. Every line is validated first; one bad line and nothing
-//! is stored (the error names each bad line and field). Records get ids
-//! derived from their content, so re-running an import stores nothing twice.
-//! A running server picks the records up within a second.
+//! files from CRMs, streamed. Every line is validated; the records go into
+//! one transaction that is committed only when no line was bad (the error
+//! names each bad line and field), so one bad line stores nothing. Records
+//! get ids derived from their content, so re-running an import stores
+//! nothing twice. The import is one event in the change trail; a running
+//! server picks the records up within a second.
 
-use std::collections::HashMap;
+use std::fs::File;
+use std::io::{IsTerminal, Read};
 use std::path::{Path, PathBuf};
 
 use jiff::Timestamp;
 use sha2::{Digest, Sha256};
 
-use crate::contacts::ContactStore;
+use crate::contacts::{BulkImport, ContactStore, StoreError};
 use crate::model::Purpose;
 use crate::number::NumberKey;
 use crate::records::{self, NewConsent, NewSuppression, Records, RecordsError};
@@ -43,6 +46,12 @@ pub enum ContactImportError {
     Store(#[from] RecordsError),
 }
 
+impl From<StoreError> for ContactImportError {
+    fn from(err: StoreError) -> Self {
+        ContactImportError::Store(RecordsError::from(err))
+    }
+}
+
 /// What an import did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ContactImportSummary {
@@ -52,40 +61,78 @@ pub struct ContactImportSummary {
     pub dry_run: bool,
 }
 
+/// A reader that hashes what it reads: the trail names the file's digest.
+struct Hashing<R> {
+    inner: R,
+    digest: Sha256,
+}
+
+impl<R: Read> Read for Hashing<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.digest.update(&buf[..n]);
+        Ok(n)
+    }
+}
+
+/// A CSV file being read: its columns by name, and its rows.
 struct Table {
-    columns: HashMap<String, usize>,
-    rows: Vec<(usize, csv::StringRecord)>,
+    path: PathBuf,
+    columns: Vec<Option<usize>>,
+    names: &'static [&'static str],
+    reader: csv::Reader<Hashing<Box<dyn Read>>>,
+    progress: Option<indicatif::ProgressBar>,
 }
 
 impl Table {
-    fn read(
+    fn open(
         path: &Path,
-        known: &[&str],
+        known: &'static [&'static str],
         required: &[&'static str],
     ) -> Result<Table, ContactImportError> {
         let read_error = |cause: String| ContactImportError::Read {
             path: path.to_path_buf(),
             cause,
         };
+        let file = File::open(path).map_err(|e| read_error(e.to_string()))?;
+        let progress = std::io::stderr().is_terminal().then(|| {
+            let size = file.metadata().map(|m| m.len()).unwrap_or(0);
+            let pb = indicatif::ProgressBar::new(size);
+            pb.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "{msg} [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+                )
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            );
+            pb.set_message(format!("importing {}", path.display()));
+            pb
+        });
+        let raw: Box<dyn Read> = match &progress {
+            Some(pb) => Box::new(pb.wrap_read(file)),
+            None => Box::new(file),
+        };
         let mut reader = csv::ReaderBuilder::new()
             .trim(csv::Trim::All)
             .flexible(false)
-            .from_path(path)
-            .map_err(|e| read_error(e.to_string()))?;
+            .buffer_capacity(1 << 20)
+            .from_reader(Hashing {
+                inner: raw,
+                digest: Sha256::new(),
+            });
         let headers = reader
             .headers()
             .map_err(|e| read_error(e.to_string()))?
             .clone();
-        let mut columns = HashMap::new();
+        let mut columns = vec![None; known.len()];
         for (i, name) in headers.iter().enumerate() {
-            if !known.contains(&name) {
+            let Some(k) = known.iter().position(|c| *c == name) else {
                 return Err(ContactImportError::UnknownColumn {
                     path: path.to_path_buf(),
                     column: name.to_string(),
                     known: known.join(", "),
                 });
-            }
-            if let Some(first) = columns.insert(name.to_string(), i) {
+            };
+            if let Some(first) = columns[k] {
                 return Err(ContactImportError::DuplicateColumn {
                     path: path.to_path_buf(),
                     column: name.to_string(),
@@ -93,27 +140,182 @@ impl Table {
                     again: i + 1,
                 });
             }
+            columns[k] = Some(i);
         }
-        if let Some(missing) = required.iter().find(|c| !columns.contains_key(**c)) {
+        if let Some(missing) = required.iter().find(|c| {
+            known
+                .iter()
+                .position(|k| k == *c)
+                .and_then(|k| columns[k])
+                .is_none()
+        }) {
             return Err(ContactImportError::MissingColumn(
                 missing,
                 path.to_path_buf(),
             ));
         }
-        let mut rows = Vec::new();
-        for (i, record) in reader.records().enumerate() {
-            let line = i + 2;
-            let record = record.map_err(|e| read_error(format!("line {line}: {e}")))?;
-            rows.push((line, record));
-        }
-        Ok(Table { columns, rows })
+        Ok(Table {
+            path: path.to_path_buf(),
+            columns,
+            names: known,
+            reader,
+            progress,
+        })
     }
 
-    fn get<'a>(&self, row: &'a csv::StringRecord, column: &str) -> &'a str {
-        self.columns
-            .get(column)
-            .and_then(|i| row.get(*i))
+    /// Validates every row with `validate`; while no row was bad, hands
+    /// each valid one to `store`. Returns the number of lines.
+    fn each<T>(
+        &mut self,
+        mut validate: impl FnMut(&Row<'_>) -> Result<T, RecordsError>,
+        mut store: impl FnMut(T) -> Result<(), StoreError>,
+    ) -> Result<usize, ContactImportError> {
+        let mut bad = BadLines::default();
+        let mut record = csv::StringRecord::new();
+        let mut lines = 0;
+        loop {
+            match self.reader.read_record(&mut record) {
+                Ok(false) => break,
+                Ok(true) => {}
+                Err(e) => {
+                    return Err(ContactImportError::Read {
+                        path: self.path.clone(),
+                        cause: format!("line {}: {e}", lines + 2),
+                    });
+                }
+            }
+            lines += 1;
+            let row = Row {
+                record: &record,
+                columns: &self.columns,
+                names: self.names,
+            };
+            match validate(&row) {
+                Ok(value) if bad.count == 0 => store(value)?,
+                Ok(_) => {}
+                Err(err) => bad.add(lines + 1, err),
+            }
+        }
+        if let Some(pb) = &self.progress {
+            pb.finish_and_clear();
+        }
+        bad.into_result()?;
+        Ok(lines)
+    }
+
+    /// What the trail says of the file.
+    fn describe(&self, lines: usize) -> serde_json::Value {
+        serde_json::json!({
+            "file": self.path.display().to_string(),
+            "sha256": hex::encode(self.reader.get_ref().digest.clone().finalize()),
+            "lines": lines,
+        })
+    }
+}
+
+/// One row, its fields by column name.
+struct Row<'a> {
+    record: &'a csv::StringRecord,
+    columns: &'a [Option<usize>],
+    names: &'static [&'static str],
+}
+
+impl Row<'_> {
+    fn get(&self, column: &str) -> &str {
+        self.names
+            .iter()
+            .position(|c| *c == column)
+            .and_then(|k| self.columns[k])
+            .and_then(|i| self.record.get(i))
             .unwrap_or("")
+    }
+}
+
+/// The bad lines of a file: the first ones listed, all counted.
+#[derive(Default)]
+struct BadLines {
+    errors: Vec<String>,
+    count: usize,
+}
+
+impl BadLines {
+    fn add(&mut self, line: usize, err: RecordsError) {
+        self.count += 1;
+        if self.errors.len() < LISTED_ERRORS {
+            self.errors.push(format!("line {line}: {err}"));
+        }
+    }
+
+    fn into_result(mut self) -> Result<(), ContactImportError> {
+        if self.count == 0 {
+            return Ok(());
+        }
+        if self.count > self.errors.len() {
+            self.errors
+                .push(format!("and {} more", self.count - self.errors.len()));
+        }
+        Err(ContactImportError::BadLines {
+            errors: self.errors,
+            count: self.count,
+        })
+    }
+}
+
+/// Streams `table` through `validate` into one bulk transaction of
+/// `store` (or nowhere on a dry run).
+/// Who imports what, when.
+struct Import<'a> {
+    action: &'a str,
+    actor: &'a str,
+    now: Timestamp,
+    dry_run: bool,
+}
+
+fn run<T>(
+    store: &ContactStore,
+    mut table: Table,
+    import: Import<'_>,
+    validate: impl FnMut(&Row<'_>) -> Result<T, RecordsError>,
+    mut add: impl FnMut(&mut BulkImport<'_>, T) -> Result<(), StoreError>,
+) -> Result<ContactImportSummary, ContactImportError> {
+    let Import {
+        action,
+        actor,
+        now,
+        dry_run,
+    } = import;
+    if dry_run {
+        let lines = table.each(validate, |_| Ok(()))?;
+        return Ok(ContactImportSummary {
+            lines,
+            stored: 0,
+            already_present: 0,
+            dry_run,
+        });
+    }
+    let mut failure = None;
+    let outcome = store.bulk_import(actor, action, now, |bulk| {
+        match table.each(validate, |value| add(bulk, value)) {
+            Ok(lines) => Ok(Some((lines, table.describe(lines)))),
+            Err(ContactImportError::Store(RecordsError::Store(err))) => Err(err),
+            Err(err) => {
+                failure = Some(err);
+                Ok(None)
+            }
+        }
+    })?;
+    match (outcome, failure) {
+        (Some((lines, counts)), _) => Ok(ContactImportSummary {
+            lines,
+            stored: counts.stored as usize,
+            already_present: counts.already_present as usize,
+            dry_run,
+        }),
+        (None, Some(err)) => Err(err),
+        (None, None) => Err(ContactImportError::Read {
+            path: PathBuf::new(),
+            cause: "import abandoned".into(),
+        }),
     }
 }
 
@@ -132,32 +334,6 @@ fn instant(field: &'static str, text: &str) -> Result<Option<Timestamp>, Records
 fn content_id(prefix: &str, parts: &[&str]) -> String {
     let digest = Sha256::digest(parts.join("\u{1f}").as_bytes());
     format!("{prefix}-{}", &hex::encode(digest)[..32])
-}
-
-fn collect<T>(
-    results: Vec<(usize, Result<T, RecordsError>)>,
-) -> Result<Vec<T>, ContactImportError> {
-    let mut errors = Vec::new();
-    let mut count = 0;
-    let mut ok = Vec::new();
-    for (line, result) in results {
-        match result {
-            Ok(value) => ok.push(value),
-            Err(err) => {
-                count += 1;
-                if errors.len() < LISTED_ERRORS {
-                    errors.push(format!("line {line}: {err}"));
-                }
-            }
-        }
-    }
-    if count > 0 {
-        if count > errors.len() {
-            errors.push(format!("and {} more", count - errors.len()));
-        }
-        return Err(ContactImportError::BadLines { errors, count });
-    }
-    Ok(ok)
 }
 
 /// Columns of a consents file.
@@ -186,81 +362,67 @@ pub fn import_consents(
     now: Timestamp,
     dry_run: bool,
 ) -> Result<ContactImportSummary, ContactImportError> {
-    let table = Table::read(
+    let table = Table::open(
         path,
         &CONSENT_COLUMNS,
         &["controller", "number", "purpose", "granted_at", "source"],
     )?;
-    let validated = table
-        .rows
-        .iter()
-        .map(|(line, row)| {
-            let get = |c: &str| table.get(row, c);
-            let result = (|| {
-                let purpose = match get("purpose") {
-                    "" => None,
-                    p => Some(Purpose::from_config(p).ok_or_else(|| {
-                        RecordsError::InvalidArgument {
-                            field: "purpose",
-                            problem: format!(
-                                "{p:?}: expected marketing, market_research or statistical"
-                            ),
-                        }
-                    })?),
-                };
-                let request = NewConsent {
-                    controller: get("controller").to_string(),
-                    number: get("number").to_string(),
-                    purpose,
-                    granted_at: instant("granted_at", get("granted_at"))?,
-                    expires_at: instant("expires_at", get("expires_at"))?,
-                    source: get("source").to_string(),
-                    method: get("method").to_string(),
-                    notice_version: get("notice_version").to_string(),
-                    evidence_ref: get("evidence_ref").to_string(),
-                    default_region: get("default_region").to_string(),
-                    consent_id: get("consent_id").to_string(),
-                };
-                let mut consent = records::validate_consent(request, now)?;
-                if get("consent_id").is_empty() {
-                    consent.consent_id = content_id(
-                        "csv",
-                        &[
-                            &consent.controller,
-                            &consent.number,
-                            consent.purpose.as_str(),
-                            &consent.granted_at.to_string(),
-                            &consent.source,
-                        ],
-                    );
-                }
-                Ok(consent)
-            })();
-            (*line, result)
-        })
-        .collect();
-    let consents = collect(validated)?;
-    let mut summary = ContactImportSummary {
-        lines: consents.len(),
-        stored: 0,
-        already_present: 0,
-        dry_run,
-    };
-    if dry_run {
-        return Ok(summary);
-    }
-    for consent in consents {
-        let key = NumberKey::from_e164(&consent.number).expect("validated E.164");
-        if store
-            .record_consent(key, consent, actor)
-            .map_err(RecordsError::from)?
-        {
-            summary.stored += 1;
-        } else {
-            summary.already_present += 1;
+    let validate = |row: &Row<'_>| {
+        let get = |c: &str| row.get(c);
+        let purpose = match get("purpose") {
+            "" => None,
+            p => Some(
+                Purpose::from_config(p).ok_or_else(|| RecordsError::InvalidArgument {
+                    field: "purpose",
+                    problem: format!("{p:?}: expected marketing, market_research or statistical"),
+                })?,
+            ),
+        };
+        let request = NewConsent {
+            controller: get("controller").to_string(),
+            number: get("number").to_string(),
+            purpose,
+            granted_at: instant("granted_at", get("granted_at"))?,
+            expires_at: instant("expires_at", get("expires_at"))?,
+            source: get("source").to_string(),
+            method: get("method").to_string(),
+            notice_version: get("notice_version").to_string(),
+            evidence_ref: get("evidence_ref").to_string(),
+            default_region: get("default_region").to_string(),
+            consent_id: get("consent_id").to_string(),
+        };
+        let mut consent = records::validate_consent(request, now)?;
+        if get("consent_id").is_empty() {
+            consent.consent_id = content_id(
+                "csv",
+                &[
+                    &consent.controller,
+                    &consent.number,
+                    consent.purpose.as_str(),
+                    &consent.granted_at.to_string(),
+                    &consent.source,
+                ],
+            );
         }
-    }
-    Ok(summary)
+        let key =
+            NumberKey::from_e164(&consent.number).ok_or_else(|| RecordsError::InvalidArgument {
+                field: "number",
+                problem: "not E.164".into(),
+            })?;
+        Ok((key, consent))
+    };
+    run(
+        store,
+        table,
+        Import {
+            action: "consents.imported",
+            actor,
+            now,
+            dry_run,
+        },
+        validate,
+        |bulk, (key, consent)| bulk.consent(key, &consent),
+    )
 }
 
 /// Columns of a suppressions file.
@@ -286,64 +448,50 @@ pub fn import_suppressions(
     now: Timestamp,
     dry_run: bool,
 ) -> Result<ContactImportSummary, ContactImportError> {
-    let table = Table::read(path, &SUPPRESSION_COLUMNS, &["number"])?;
-    let validated = table
-        .rows
-        .iter()
-        .map(|(line, row)| {
-            let get = |c: &str| table.get(row, c);
-            let result = (|| {
-                let number = records::parse_number(get("number"), get("default_region"))?;
-                let expires_at = instant("expires_at", get("expires_at"))?;
-                if !get("campaign_id").is_empty() && get("controller").is_empty() {
-                    return Err(RecordsError::InvalidArgument {
-                        field: "controller",
-                        problem: "a campaign-scoped opt-out needs the campaign's controller".into(),
-                    });
-                }
-                let id = match get("suppression_id") {
-                    "" => content_id(
-                        "csv",
-                        &[
-                            &number.e164,
-                            get("controller"),
-                            get("campaign_id"),
-                            get("reason"),
-                            get("source"),
-                            get("expires_at"),
-                        ],
-                    ),
-                    id => id.to_string(),
-                };
-                Ok(NewSuppression {
-                    controller: get("controller").to_string(),
-                    campaign_id: get("campaign_id").to_string(),
-                    number: number.e164,
-                    reason: get("reason").to_string(),
-                    source: get("source").to_string(),
-                    expires_at,
-                    default_region: String::new(),
-                    suppression_id: id,
-                })
-            })();
-            (*line, result)
-        })
-        .collect();
-    let suppressions = collect(validated)?;
-    let mut summary = ContactImportSummary {
-        lines: suppressions.len(),
-        stored: 0,
-        already_present: 0,
-        dry_run,
+    let table = Table::open(path, &SUPPRESSION_COLUMNS, &["number"])?;
+    let validate = |row: &Row<'_>| {
+        let get = |c: &str| row.get(c);
+        let number = records::parse_number(get("number"), get("default_region"))?;
+        let expires_at = instant("expires_at", get("expires_at"))?;
+        let id = match get("suppression_id") {
+            "" => content_id(
+                "csv",
+                &[
+                    &number.e164,
+                    get("controller"),
+                    get("campaign_id"),
+                    get("reason"),
+                    get("source"),
+                    get("expires_at"),
+                ],
+            ),
+            id => id.to_string(),
+        };
+        records.validate_suppression(
+            NewSuppression {
+                controller: get("controller").to_string(),
+                campaign_id: get("campaign_id").to_string(),
+                number: number.e164,
+                reason: get("reason").to_string(),
+                source: get("source").to_string(),
+                expires_at,
+                default_region: String::new(),
+                suppression_id: id,
+            },
+            actor,
+            now,
+        )
     };
-    if !dry_run {
-        for suppression in suppressions {
-            if records.add_suppression_once(suppression, actor, now)?.1 {
-                summary.stored += 1;
-            } else {
-                summary.already_present += 1;
-            }
-        }
-    }
-    Ok(summary)
+    run(
+        records.store(),
+        table,
+        Import {
+            action: "suppressions.imported",
+            actor,
+            now,
+            dry_run,
+        },
+        validate,
+        |bulk, (key, suppression)| bulk.suppression(key, &suppression),
+    )
 }

@@ -190,6 +190,11 @@ impl Records {
         }
     }
 
+    /// The store the records go to.
+    pub fn store(&self) -> &ContactStore {
+        &self.store
+    }
+
     /// Checks campaign ids and controllers against these configured
     /// campaigns (`(id, controller)`): an opt-out, revocation or erasure
     /// naming a controller or campaign that is not configured would bind
@@ -296,6 +301,25 @@ impl Records {
         actor: &str,
         now: Timestamp,
     ) -> Result<(String, bool), RecordsError> {
+        let (key, suppression) = self.validate_suppression(request, actor, now)?;
+        let id = suppression.suppression_id.clone();
+        let masked = number::mask(&suppression.number);
+        let inserted = self.store.add_suppression(key, suppression)?;
+        tracing::info!(suppression = %id, number = %masked, "opt-out recorded");
+        Ok((id, inserted))
+    }
+
+    /// The opt-out `request` asks for, checked against the configured
+    /// campaigns; nothing is stored.
+    ///
+    /// # Errors
+    /// [`RecordsError::InvalidArgument`] naming the field.
+    pub fn validate_suppression(
+        &self,
+        request: NewSuppression,
+        actor: &str,
+        now: Timestamp,
+    ) -> Result<(number::NumberKey, Suppression), RecordsError> {
         check_id("controller", request.controller.trim())?;
         check_id("campaign_id", request.campaign_id.trim())?;
         check_text("reason", &request.reason)?;
@@ -358,10 +382,7 @@ impl Records {
             created_at: now,
             expires_at: request.expires_at,
         };
-        let id = suppression.suppression_id.clone();
-        let inserted = self.store.add_suppression(number.key, suppression)?;
-        tracing::info!(suppression = %id, number = %number::mask(&number.e164), "opt-out recorded");
-        Ok((id, inserted))
+        Ok((number.key, suppression))
     }
 
     /// Records a customer relationship or inquiry; returns its id.

@@ -9,6 +9,7 @@
 //! kept where it need not be. What is kept, and why, is
 //! [`KEPT_AFTER_ERASURE`], returned with every erasure.
 
+mod compact;
 mod presence;
 mod store;
 
@@ -20,9 +21,12 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::model::Purpose;
-use crate::number::{ByNumber, NumberKey};
+use crate::number::NumberKey;
+use compact::{Change, CompactIndex, Instants, OPEN, Slot, SlotError, Table};
 use presence::Presence;
-pub use store::{ChangeEvent, ContactStore, StoreError, SubjectRecords, database_path};
+pub use store::{
+    BulkCounts, BulkImport, ChangeEvent, ContactStore, StoreError, SubjectRecords, database_path,
+};
 
 /// What an erasure keeps, each with its legal ground and how long; every
 /// other record of the subject (consents, relationships, registry
@@ -127,12 +131,12 @@ pub struct ContactView {
 /// A salted hash of an E.164 number, for records that must not keep it.
 pub type SubjectHash = [u8; 32];
 
-/// In-memory index of the contact records, by number.
+/// In-memory index of the contact records, by number: the compact index of
+/// what the rules read (see [`compact`]), behind a presence filter.
 #[derive(Debug)]
 pub struct ContactIndex {
     salt: [u8; 32],
-    /// Consents, relationships and opt-outs by number: one lookup per check.
-    records: ByNumber<ContactView>,
+    records: CompactIndex,
     /// The numbers `records` may hold: most checks end here, lock-free.
     present: Presence,
     /// Opt-outs of erased subjects, by salted hash of the number.
@@ -143,10 +147,10 @@ pub struct ContactIndex {
 }
 
 impl ContactIndex {
-    fn new(salt: [u8; 32]) -> ContactIndex {
+    fn new(salt: [u8; 32], records: CompactIndex) -> ContactIndex {
         ContactIndex {
             salt,
-            records: ByNumber::default(),
+            records,
             present: Presence::default(),
             erased: DashMap::new(),
             any_erased: AtomicBool::new(false),
@@ -161,49 +165,40 @@ impl ContactIndex {
         hasher.finalize().into()
     }
 
-    /// Everything held about a number (usually nothing: no allocation then).
-    pub fn view(&self, key: NumberKey, e164: &str) -> ContactView {
-        let mut view = if self.present.may_contain(key) {
-            self.records
-                .get(&key)
-                .map(|v| v.clone())
-                .unwrap_or_default()
+    /// The records of a number as slots (usually none: no allocation then).
+    pub(crate) fn slots(&self, key: NumberKey) -> Vec<Slot> {
+        if self.present.may_contain(key) {
+            self.records.slots(key)
         } else {
-            ContactView::default()
-        };
-        if self.any_erased.load(Ordering::Acquire)
-            && let Some(hashed) = self.erased.get(&self.subject_hash(e164))
-        {
-            view.suppressions.extend(hashed.iter().cloned());
+            Vec::new()
         }
-        view
     }
 
-    pub(crate) fn put_consent(&self, key: NumberKey, consent: Consent) {
-        self.present.insert(key);
-        self.records.entry(key).or_default().consents.push(consent);
+    /// The opt-outs kept by hash for an erased number.
+    pub(crate) fn erased_suppressions(&self, e164: &str) -> Vec<Suppression> {
+        if !self.any_erased.load(Ordering::Acquire) {
+            return Vec::new();
+        }
+        self.erased
+            .get(&self.subject_hash(e164))
+            .map(|s| s.clone())
+            .unwrap_or_default()
     }
 
-    pub(crate) fn put_relationship(&self, key: NumberKey, relationship: Relationship) {
-        self.present.insert(key);
-        self.records
-            .entry(key)
-            .or_default()
-            .relationships
-            .push(relationship);
+    /// Marks every number of `slots` present (before they become visible).
+    fn mark_present(&self, slots: &[Slot]) {
+        for slot in slots {
+            self.present.insert(slot.key());
+        }
     }
 
-    pub(crate) fn put_suppression(&self, key: NumberKey, suppression: Suppression) {
-        self.present.insert(key);
-        self.records
-            .entry(key)
-            .or_default()
-            .suppressions
-            .push(suppression);
+    pub(crate) fn add(&self, slot: Slot) {
+        self.present.insert(slot.key());
+        self.records.change(slot.key(), Change::Add(slot));
     }
 
-    pub(crate) fn put_erased(&self, hash: SubjectHash, suppression: Suppression) {
-        self.erased.entry(hash).or_default().push(suppression);
+    pub(crate) fn set_erased(&self, hash: SubjectHash, suppressions: Vec<Suppression>) {
+        self.erased.insert(hash, suppressions);
         self.any_erased.store(true, Ordering::Release);
     }
 
@@ -214,34 +209,177 @@ impl ContactIndex {
         purpose: Option<Purpose>,
         at: Timestamp,
     ) {
-        if let Some(mut records) = self.records.get_mut(&key) {
-            for consent in records.consents.iter_mut() {
-                if consent.controller == controller
-                    && purpose.is_none_or(|p| p == consent.purpose)
-                    && consent.revoked_at.is_none_or(|r| r > at)
-                {
-                    consent.revoked_at = Some(at);
-                }
-            }
+        // A controller never interned has no records to revoke.
+        if let Some(controller) = self.records.names.get(controller) {
+            self.records.change(
+                key,
+                Change::Revoke {
+                    controller,
+                    purpose: purpose.map(purpose_code),
+                    at: at.as_microsecond(),
+                },
+            );
         }
     }
 
-    /// Forgets consents and relationships of `controller` (empty = all) and
-    /// moves the matching opt-outs to the hash-only index.
-    pub(crate) fn erase(&self, key: NumberKey, hash: SubjectHash, controller: &str) {
-        let in_scope = |c: &str| controller.is_empty() || c == controller;
-        if let Some(mut records) = self.records.get_mut(&key) {
-            records.consents.retain(|c| !in_scope(&c.controller));
-            records.relationships.retain(|r| !in_scope(&r.controller));
-            let (moved, kept): (Vec<_>, Vec<_>) = records
-                .suppressions
-                .drain(..)
-                .partition(|s| in_scope(&s.controller));
-            records.suppressions = kept;
-            for mut suppression in moved {
-                suppression.number.clear();
-                self.put_erased(hash, suppression);
-            }
+    /// Forgets consents, relationships and keyed opt-outs of `controller`
+    /// (empty = all); the store keeps the opt-outs by hash.
+    pub(crate) fn erase(&self, key: NumberKey, controller: &str) {
+        let scope = if controller.is_empty() {
+            Some(None)
+        } else {
+            self.records.names.get(controller).map(Some)
+        };
+        if let Some(controller) = scope {
+            self.records.change(key, Change::Erase { controller });
         }
+    }
+
+    /// The slot of a consent stored at `row`.
+    pub(crate) fn consent_slot(
+        &self,
+        key: NumberKey,
+        row: i64,
+        consent: &Consent,
+    ) -> Result<Slot, SlotError> {
+        Slot::new(
+            key,
+            Table::Consent,
+            row,
+            purpose_code(consent.purpose),
+            self.records.names.intern(&consent.controller)?,
+            0,
+            Instants {
+                t0: consent.granted_at.as_microsecond(),
+                t1: consent.revoked_at.map_or(OPEN, |t| t.as_microsecond()),
+                t2: consent.expires_at.map_or(OPEN, |t| t.as_microsecond()),
+            },
+        )
+    }
+
+    /// The slot of a relationship stored at `row`.
+    pub(crate) fn relationship_slot(
+        &self,
+        key: NumberKey,
+        row: i64,
+        relationship: &Relationship,
+    ) -> Result<Slot, SlotError> {
+        Slot::new(
+            key,
+            Table::Relationship,
+            row,
+            match relationship.kind {
+                RelationshipKind::Customer => 0,
+                RelationshipKind::Inquiry => 1,
+            },
+            self.records.names.intern(&relationship.controller)?,
+            0,
+            Instants {
+                t0: relationship.started_at.as_microsecond(),
+                t1: relationship.ended_at.map_or(OPEN, |t| t.as_microsecond()),
+                t2: OPEN,
+            },
+        )
+    }
+
+    /// The slot of an opt-out stored at `row`.
+    pub(crate) fn suppression_slot(
+        &self,
+        key: NumberKey,
+        row: i64,
+        suppression: &Suppression,
+    ) -> Result<Slot, SlotError> {
+        Slot::new(
+            key,
+            Table::Suppression,
+            row,
+            0,
+            self.records.names.intern(&suppression.controller)?,
+            self.records.names.intern(&suppression.campaign_id)?,
+            Instants {
+                t0: suppression.created_at.as_microsecond(),
+                t1: suppression.expires_at.map_or(OPEN, |t| t.as_microsecond()),
+                t2: OPEN,
+            },
+        )
+    }
+
+    /// The record of a slot, as the rules read it: `id` from the store;
+    /// what the rules do not read (evidence, sources) is left empty.
+    pub(crate) fn record(&self, slot: &Slot, id: String, e164: &str) -> Record {
+        let at = |us: i64| (us != OPEN).then(|| crate::decision_log::from_micros(us));
+        let controller = self.records.names.name(slot.controller()).to_string();
+        let t0 = crate::decision_log::from_micros(slot.t0);
+        match slot.table() {
+            Table::Consent => Record::Consent(Consent {
+                consent_id: id,
+                controller,
+                number: e164.to_string(),
+                purpose: PURPOSES[usize::from(slot.detail()).min(PURPOSES.len() - 1)],
+                granted_at: t0,
+                revoked_at: at(slot.t1),
+                expires_at: at(slot.t2),
+                source: String::new(),
+                method: String::new(),
+                notice_version: String::new(),
+                evidence_ref: String::new(),
+                recorded_at: t0,
+            }),
+            Table::Relationship => Record::Relationship(Relationship {
+                relationship_id: id,
+                controller,
+                number: e164.to_string(),
+                kind: if slot.detail() == 0 {
+                    RelationshipKind::Customer
+                } else {
+                    RelationshipKind::Inquiry
+                },
+                started_at: t0,
+                ended_at: at(slot.t1),
+                recorded_at: t0,
+            }),
+            Table::Suppression => Record::Suppression(Suppression {
+                suppression_id: id,
+                controller,
+                campaign_id: self.records.names.name(slot.campaign()).to_string(),
+                number: e164.to_string(),
+                reason: String::new(),
+                source: String::new(),
+                added_by: String::new(),
+                created_at: t0,
+                expires_at: at(slot.t1),
+            }),
+        }
+    }
+
+    /// Merges pending changes into the base when they have grown.
+    fn compact_if_grown(&self) -> Result<(), SlotError> {
+        let (base, pending) = self.records.sizes();
+        if pending > (base / 16).max(65_536) {
+            self.records.compact()?;
+        }
+        Ok(())
+    }
+}
+
+/// One record of a number, read back from a slot.
+pub(crate) enum Record {
+    Consent(Consent),
+    Relationship(Relationship),
+    Suppression(Suppression),
+}
+
+/// Purposes by their code in a slot.
+const PURPOSES: [Purpose; 3] = [
+    Purpose::Marketing,
+    Purpose::MarketResearch,
+    Purpose::Statistical,
+];
+
+fn purpose_code(purpose: Purpose) -> u8 {
+    match purpose {
+        Purpose::Marketing => 0,
+        Purpose::MarketResearch => 1,
+        Purpose::Statistical => 2,
     }
 }

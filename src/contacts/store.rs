@@ -9,20 +9,35 @@ use jiff::Timestamp;
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use serde::Serialize;
 
-use super::{Consent, ContactIndex, Relationship, RelationshipKind, SubjectHash, Suppression};
+use super::compact::{CompactIndex, Slot, SlotError, Table};
+use super::{
+    Consent, ContactIndex, ContactView, Record, Relationship, RelationshipKind, SubjectHash,
+    Suppression,
+};
 use crate::model::Purpose;
 use crate::number::NumberKey;
 
 /// A storage failure (the change was not made).
 #[derive(Debug, thiserror::Error)]
-#[error("contact store: {0}")]
-pub struct StoreError(#[from] rusqlite::Error);
+pub enum StoreError {
+    #[error("contact store: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("contact store: {0}")]
+    Index(#[from] SlotError),
+    #[error("contact store unreadable: {0}")]
+    Unreadable(String),
+}
 
 /// Durable contact records plus their in-memory index.
 #[derive(Debug)]
 pub struct ContactStore {
+    path: PathBuf,
     conn: Mutex<Connection>,
+    /// Read-only connections for the records' ids (the index holds rows).
+    readers: Mutex<Vec<Connection>>,
     index: ContactIndex,
+    /// Whether the index was loaded (not for [`ContactStore::open_unindexed`]).
+    indexed: std::sync::atomic::AtomicBool,
     /// First time a number was seen not cleared, by (registry, controller, number).
     observations: dashmap::DashMap<(String, String, NumberKey), Timestamp>,
     /// Highest rowid loaded per table, to pick up rows other processes
@@ -33,6 +48,93 @@ pub struct ContactStore {
     /// Whether any registry answer is held: read on every check, so an
     /// atomic rather than the map's length (which locks every shard).
     any_opposed: std::sync::atomic::AtomicBool,
+}
+
+/// What a bulk import stored.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BulkCounts {
+    pub stored: u64,
+    /// Records with the same id already stored (re-runs store nothing twice).
+    pub already_present: u64,
+}
+
+/// The records of one bulk import, added in its transaction.
+pub struct BulkImport<'t> {
+    tx: &'t Transaction<'t>,
+    seq: i64,
+    counts: BulkCounts,
+}
+
+impl BulkImport<'_> {
+    /// Adds a consent (kept as it is when one with its id is stored).
+    ///
+    /// # Errors
+    /// [`StoreError`]; the import then stores nothing.
+    pub fn consent(&mut self, key: NumberKey, consent: &Consent) -> Result<(), StoreError> {
+        let mut statement = self.tx.prepare_cached(&format!(
+            "INSERT OR IGNORE INTO consents ({CONSENT_COLUMNS}, import_seq) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)"
+        ))?;
+        let inserted = statement.execute(params![
+            consent.consent_id,
+            consent.controller,
+            consent.number,
+            key.0 as i64,
+            consent.purpose.as_str(),
+            us(consent.granted_at),
+            consent.revoked_at.map(us),
+            consent.expires_at.map(us),
+            consent.source,
+            consent.method,
+            consent.notice_version,
+            consent.evidence_ref,
+            us(consent.recorded_at),
+            self.seq,
+        ])?;
+        self.count(inserted);
+        Ok(())
+    }
+
+    /// Adds an opt-out (kept as it is when one with its id is stored).
+    ///
+    /// # Errors
+    /// [`StoreError`]; the import then stores nothing.
+    pub fn suppression(
+        &mut self,
+        key: NumberKey,
+        suppression: &Suppression,
+    ) -> Result<(), StoreError> {
+        let mut statement = self.tx.prepare_cached(&format!(
+            "INSERT OR IGNORE INTO suppressions ({SUPPRESSION_COLUMNS}, import_seq) VALUES (?1, ?2, ?3, ?4, ?5, NULL, ?6, ?7, ?8, ?9, ?10, ?11)"
+        ))?;
+        let inserted = statement.execute(params![
+            suppression.suppression_id,
+            suppression.controller,
+            suppression.campaign_id,
+            suppression.number,
+            key.0 as i64,
+            suppression.reason,
+            suppression.source,
+            suppression.added_by,
+            us(suppression.created_at),
+            suppression.expires_at.map(us),
+            self.seq,
+        ])?;
+        self.count(inserted);
+        Ok(())
+    }
+
+    fn count(&mut self, inserted: usize) {
+        if inserted == 1 {
+            self.counts.stored += 1;
+        } else {
+            self.counts.already_present += 1;
+        }
+    }
+
+    /// Records added so far.
+    pub fn counts(&self) -> BulkCounts {
+        self.counts
+    }
 }
 
 /// One entry of the change trail.
@@ -102,6 +204,58 @@ fn optional_ts_column(
     }
 }
 
+/// An optional instant read back, as slots hold it ([`super::OPEN`] for none).
+fn optional_us(
+    row: &rusqlite::Row<'_>,
+    index: usize,
+    column: &'static str,
+) -> rusqlite::Result<i64> {
+    Ok(optional_ts_column(row, index, column)?.map_or(super::OPEN, |t| t.as_microsecond()))
+}
+
+/// A text column read back without copying it.
+fn text<'r>(row: &'r rusqlite::Row<'_>, index: usize) -> rusqlite::Result<&'r str> {
+    row.get_ref(index)?.as_str().map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(index, rusqlite::types::Type::Text, Box::new(e))
+    })
+}
+
+/// The last name interned while scanning: rows of one import share it.
+#[derive(Default)]
+struct NameCache {
+    last: Option<(String, u32)>,
+}
+
+impl NameCache {
+    fn id(&mut self, index: &ContactIndex, name: &str) -> Result<u32, SlotError> {
+        if let Some((last, id)) = &self.last
+            && last == name
+        {
+            return Ok(*id);
+        }
+        let id = index.records.names.intern(name)?;
+        self.last = Some((name.to_string(), id));
+        Ok(id)
+    }
+}
+
+/// The opt-outs kept by hash for an erased subject.
+fn hashed_suppressions(
+    conn: &Connection,
+    subject: &SubjectHash,
+) -> rusqlite::Result<Vec<Suppression>> {
+    let mut statement = conn.prepare_cached(&format!(
+        "SELECT {SUPPRESSION_COLUMNS} FROM suppressions WHERE number_hash = ?1 ORDER BY rowid"
+    ))?;
+    let rows = statement.query_map([subject.to_vec()], read_suppression)?;
+    rows.map(|row| row.map(|(_, _, suppression)| suppression))
+        .collect()
+}
+
+/// Rows read by one refresh above which they are merged into a new base
+/// at once, rather than held as pending changes.
+const MERGE_AT_ONCE: usize = 10_000;
+
 fn ts(us: i64) -> Timestamp {
     crate::decision_log::from_micros(us)
 }
@@ -126,7 +280,10 @@ CREATE TABLE IF NOT EXISTS consents (
     method TEXT NOT NULL,
     notice_version TEXT NOT NULL,
     evidence_ref TEXT NOT NULL,
-    recorded_at_us INTEGER NOT NULL
+    recorded_at_us INTEGER NOT NULL,
+    -- The trail event of the bulk import that stored the row (NULL: one
+    -- event of its own, under the subject).
+    import_seq INTEGER
 ) STRICT;
 CREATE INDEX IF NOT EXISTS consents_by_number ON consents (number_key);
 CREATE TABLE IF NOT EXISTS relationships (
@@ -151,7 +308,8 @@ CREATE TABLE IF NOT EXISTS suppressions (
     source TEXT NOT NULL,
     added_by TEXT NOT NULL,
     created_at_us INTEGER NOT NULL,
-    expires_at_us INTEGER
+    expires_at_us INTEGER,
+    import_seq INTEGER
 ) STRICT;
 CREATE INDEX IF NOT EXISTS suppressions_by_number ON suppressions (number_key);
 CREATE TABLE IF NOT EXISTS events (
@@ -265,14 +423,41 @@ impl ContactStore {
     /// # Errors
     /// [`StoreError`] when the database cannot be opened or read.
     pub fn open(data_dir: &Path) -> Result<ContactStore, StoreError> {
+        let store = ContactStore::open_unindexed(data_dir)?;
+        store.load()?;
+        Ok(store)
+    }
+
+    /// Opens the store without loading its index: for commands that only
+    /// write records (bulk imports) or read the trail, never for decisions
+    /// (every lookup finds nothing).
+    ///
+    /// # Errors
+    /// [`StoreError`] when the database cannot be opened.
+    pub fn open_unindexed(data_dir: &Path) -> Result<ContactStore, StoreError> {
         let _ = crate::private::create_dir_all(data_dir);
+        let path = database_path(data_dir);
         // Owner-only; SQLite gives the -wal and -shm files the same mode.
-        let _ = crate::private::touch(&database_path(data_dir));
-        let conn = Connection::open(database_path(data_dir))?;
+        let _ = crate::private::touch(&path);
+        let conn = Connection::open(&path)?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.execute_batch(SCHEMA)?;
+        for table in ["consents", "suppressions"] {
+            let has_import_seq: bool = conn.query_row(
+                &format!(
+                    "SELECT COUNT(*) FROM pragma_table_info('{table}') WHERE name = 'import_seq'"
+                ),
+                [],
+                |r| r.get(0),
+            )?;
+            if !has_import_seq {
+                conn.execute_batch(&format!(
+                    "ALTER TABLE {table} ADD COLUMN import_seq INTEGER"
+                ))?;
+            }
+        }
         let salt: Option<Vec<u8>> = conn
             .query_row(
                 "SELECT value FROM meta WHERE key = 'subject_salt'",
@@ -291,84 +476,128 @@ impl ContactStore {
                 salt
             }
         };
-        let index = ContactIndex::new(salt);
-        {
-            let mut statement = conn.prepare(&format!("SELECT {CONSENT_COLUMNS} FROM consents"))?;
-            for row in statement.query_map([], read_consent)? {
-                let (key, consent) = row?;
-                index.put_consent(key, consent);
-            }
-            let mut statement =
-                conn.prepare(&format!("SELECT {RELATIONSHIP_COLUMNS} FROM relationships"))?;
-            for row in statement.query_map([], read_relationship)? {
-                let (key, relationship) = row?;
-                index.put_relationship(key, relationship);
-            }
-            let mut statement =
-                conn.prepare(&format!("SELECT {SUPPRESSION_COLUMNS} FROM suppressions"))?;
-            for row in statement.query_map([], read_suppression)? {
-                match row? {
-                    (Some(key), _, suppression) => index.put_suppression(key, suppression),
-                    (None, Some(hash), suppression) => {
-                        if let Ok(hash) = SubjectHash::try_from(hash.as_slice()) {
-                            index.put_erased(hash, suppression);
-                        }
-                    }
-                    (None, None, _) => {}
-                }
-            }
-        }
-        let observations = dashmap::DashMap::new();
-        {
-            let mut statement =
-                conn.prepare("SELECT registry_id, controller, number_key, first_not_cleared_us FROM observations")?;
-            let rows = statement.query_map([], |row| {
-                Ok((
-                    (
-                        row.get::<_, String>(0)?,
-                        row.get::<_, String>(1)?,
-                        NumberKey(row.get::<_, i64>(2)? as u64),
-                    ),
-                    ts_column(row, 3, "first_not_cleared_us")?,
-                ))
-            })?;
-            for row in rows {
-                let (key, at) = row?;
-                observations.insert(key, at);
-            }
-        }
-        let observations_version: i64 = conn
-            .query_row(
-                "SELECT value FROM counters WHERE key = 'observations_version'",
-                [],
-                |r| r.get(0),
-            )
-            .optional()?
-            .unwrap_or(0);
-        let watermarks = [
-            conn.query_row("SELECT COALESCE(MAX(rowid), 0) FROM consents", [], |r| {
-                r.get(0)
-            })?,
-            conn.query_row(
-                "SELECT COALESCE(MAX(rowid), 0) FROM relationships",
-                [],
-                |r| r.get(0),
-            )?,
-            conn.query_row(
-                "SELECT COALESCE(MAX(rowid), 0) FROM suppressions",
-                [],
-                |r| r.get(0),
-            )?,
-        ];
-        let any_opposed = std::sync::atomic::AtomicBool::new(!observations.is_empty());
         Ok(ContactStore {
+            path,
             conn: Mutex::new(conn),
-            index,
-            observations,
-            watermarks: Mutex::new(watermarks),
-            any_opposed,
-            observations_version: Mutex::new(observations_version),
+            readers: Mutex::new(Vec::new()),
+            index: ContactIndex::new(salt, CompactIndex::default()),
+            indexed: std::sync::atomic::AtomicBool::new(false),
+            observations: dashmap::DashMap::new(),
+            watermarks: Mutex::new([0; 3]),
+            any_opposed: std::sync::atomic::AtomicBool::new(false),
+            observations_version: Mutex::new(-1),
         })
+    }
+
+    /// Loads every record into the index, and the registry answers.
+    fn load(&self) -> Result<(), StoreError> {
+        let conn = self.conn.lock().expect("contact db lock");
+        let mut watermarks = self.watermarks.lock().expect("watermark lock");
+        let added = self.scan(&conn, &mut watermarks)?;
+        self.index.mark_present(&added);
+        let mut compaction = self.index.records.begin_compaction();
+        compaction.freeze();
+        self.refresh_observations(&conn)?;
+        drop(watermarks);
+        drop(conn);
+        compaction.finish(added)?;
+        self.indexed
+            .store(true, std::sync::atomic::Ordering::Release);
+        Ok(())
+    }
+
+    /// The slots of the rows added since `watermarks` (which it advances),
+    /// checking every value read back; opt-outs kept by hash go straight
+    /// to the index.
+    fn scan(&self, conn: &Connection, watermarks: &mut [i64; 3]) -> Result<Vec<Slot>, StoreError> {
+        let mut slots = Vec::new();
+        let mut names = NameCache::default();
+        let mut statement = conn.prepare(
+            "SELECT rowid, number_key, controller, purpose, granted_at_us, revoked_at_us, expires_at_us
+             FROM consents WHERE rowid > ?1 ORDER BY rowid",
+        )?;
+        let mut rows = statement.query([watermarks[0]])?;
+        while let Some(row) = rows.next()? {
+            let rowid: i64 = row.get(0)?;
+            slots.push(Slot::new(
+                NumberKey(row.get::<_, i64>(1)? as u64),
+                Table::Consent,
+                rowid,
+                super::purpose_code(purpose(text(row, 3)?)?),
+                names.id(&self.index, text(row, 2)?)?,
+                0,
+                super::Instants {
+                    t0: ts_column(row, 4, "granted_at_us")?.as_microsecond(),
+                    t1: optional_us(row, 5, "revoked_at_us")?,
+                    t2: optional_us(row, 6, "expires_at_us")?,
+                },
+            )?);
+            watermarks[0] = rowid;
+        }
+        let mut statement = conn.prepare(
+            "SELECT rowid, number_key, controller, kind, started_at_us, ended_at_us
+             FROM relationships WHERE rowid > ?1 ORDER BY rowid",
+        )?;
+        let mut rows = statement.query([watermarks[1]])?;
+        while let Some(row) = rows.next()? {
+            let rowid: i64 = row.get(0)?;
+            let kind = match relationship_kind(text(row, 3)?)? {
+                RelationshipKind::Customer => 0,
+                RelationshipKind::Inquiry => 1,
+            };
+            slots.push(Slot::new(
+                NumberKey(row.get::<_, i64>(1)? as u64),
+                Table::Relationship,
+                rowid,
+                kind,
+                names.id(&self.index, text(row, 2)?)?,
+                0,
+                super::Instants {
+                    t0: ts_column(row, 4, "started_at_us")?.as_microsecond(),
+                    t1: optional_us(row, 5, "ended_at_us")?,
+                    t2: super::OPEN,
+                },
+            )?);
+            watermarks[1] = rowid;
+        }
+        let mut erased: Vec<Vec<u8>> = Vec::new();
+        let mut statement = conn.prepare(
+            "SELECT rowid, number_key, number_hash, controller, campaign_id, created_at_us, expires_at_us
+             FROM suppressions WHERE rowid > ?1 ORDER BY rowid",
+        )?;
+        let mut rows = statement.query([watermarks[2]])?;
+        while let Some(row) = rows.next()? {
+            let rowid: i64 = row.get(0)?;
+            watermarks[2] = rowid;
+            let Some(key) = row.get::<_, Option<i64>>(1)? else {
+                if let Some(hash) = row.get::<_, Option<Vec<u8>>>(2)? {
+                    erased.push(hash);
+                }
+                continue;
+            };
+            slots.push(Slot::new(
+                NumberKey(key as u64),
+                Table::Suppression,
+                rowid,
+                0,
+                names.id(&self.index, text(row, 3)?)?,
+                names.id(&self.index, text(row, 4)?)?,
+                super::Instants {
+                    t0: ts_column(row, 5, "created_at_us")?.as_microsecond(),
+                    t1: optional_us(row, 6, "expires_at_us")?,
+                    t2: super::OPEN,
+                },
+            )?);
+        }
+        erased.sort_unstable();
+        erased.dedup();
+        for hash in erased {
+            if let Ok(subject) = SubjectHash::try_from(hash.as_slice()) {
+                self.index
+                    .set_erased(subject, hashed_suppressions(conn, &subject)?);
+            }
+        }
+        Ok(slots)
     }
 
     /// The in-memory index the decision path reads.
@@ -376,14 +605,101 @@ impl ContactStore {
         &self.index
     }
 
+    /// Everything held about a number as the rules read it. The index
+    /// holds what decides; the records' ids come from the store (an id that
+    /// cannot be read is cited by its row, the verdict is the same).
+    pub fn view(&self, key: NumberKey, e164: &str) -> ContactView {
+        let slots = self.index.slots(key);
+        let mut view = ContactView::default();
+        if !slots.is_empty() {
+            let ids = self.record_ids(&slots);
+            for (slot, id) in slots.iter().zip(ids) {
+                let id = match id {
+                    Ok(Some(id)) => id,
+                    // A consent or relationship whose row is gone is being
+                    // erased: it grants nothing. An opt-out always counts.
+                    Ok(None) if slot.table() != Table::Suppression => continue,
+                    Ok(None) => format!("row {}", slot.row()),
+                    Err(err) => {
+                        tracing::warn!(error = %err, "contact record id unreadable");
+                        format!("row {} (id unreadable: {err})", slot.row())
+                    }
+                };
+                match self.index.record(slot, id, e164) {
+                    Record::Consent(c) => view.consents.push(c),
+                    Record::Relationship(r) => view.relationships.push(r),
+                    Record::Suppression(s) => view.suppressions.push(s),
+                }
+            }
+        }
+        view.suppressions
+            .extend(self.index.erased_suppressions(e164));
+        view
+    }
+
+    /// The ids of the slots' records, read from the store.
+    fn record_ids(&self, slots: &[Slot]) -> Vec<Result<Option<String>, StoreError>> {
+        let reader = {
+            let mut readers = self.readers.lock().expect("reader pool lock");
+            readers.pop()
+        };
+        let reader = match reader {
+            Some(reader) => Ok(reader),
+            None => Connection::open_with_flags(
+                &self.path,
+                rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY
+                    | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            )
+            .and_then(|c| {
+                c.busy_timeout(std::time::Duration::from_secs(1))
+                    .map(|()| c)
+            }),
+        };
+        let reader = match reader {
+            Ok(reader) => reader,
+            Err(err) => {
+                let message = err.to_string();
+                return slots
+                    .iter()
+                    .map(|_| Err(StoreError::Unreadable(message.clone())))
+                    .collect();
+            }
+        };
+        let ids = slots
+            .iter()
+            .map(|slot| {
+                let sql = match slot.table() {
+                    Table::Consent => "SELECT consent_id FROM consents WHERE rowid = ?1",
+                    Table::Relationship => {
+                        "SELECT relationship_id FROM relationships WHERE rowid = ?1"
+                    }
+                    Table::Suppression => {
+                        "SELECT suppression_id FROM suppressions WHERE rowid = ?1"
+                    }
+                };
+                Ok(reader
+                    .prepare_cached(sql)?
+                    .query_row([slot.row()], |r| r.get(0))
+                    .optional()?)
+            })
+            .collect();
+        self.readers.lock().expect("reader pool lock").push(reader);
+        ids
+    }
+
+    /// Runs `change` in one transaction; once committed, `apply` updates
+    /// the index, still under the lock, so the index sees the changes in
+    /// the order they were committed.
     fn write<T>(
         &self,
-        change: impl FnOnce(&Transaction<'_>) -> rusqlite::Result<T>,
+        change: impl FnOnce(&Transaction<'_>) -> Result<T, StoreError>,
+        apply: impl FnOnce(&T),
     ) -> Result<T, StoreError> {
         let mut conn = self.conn.lock().expect("contact db lock");
         let tx = conn.transaction()?;
         let result = change(&tx)?;
         tx.commit()?;
+        apply(&result);
         Ok(result)
     }
 
@@ -414,36 +730,42 @@ impl ContactStore {
         actor: &str,
     ) -> Result<bool, StoreError> {
         let subject = self.index.subject_hash(&consent.number);
-        let inserted = self.write(|tx| {
-            let inserted = tx.execute(
-                &format!("INSERT OR IGNORE INTO consents ({CONSENT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"),
-                params![
-                    consent.consent_id,
-                    consent.controller,
-                    consent.number,
-                    key.0 as i64,
-                    consent.purpose.as_str(),
-                    us(consent.granted_at),
-                    consent.revoked_at.map(us),
-                    consent.expires_at.map(us),
-                    consent.source,
-                    consent.method,
-                    consent.notice_version,
-                    consent.evidence_ref,
-                    us(consent.recorded_at),
-                ],
-            )? == 1;
-            if inserted {
+        let added = self.write(
+            |tx| {
+                let inserted = tx.execute(
+                    &format!("INSERT OR IGNORE INTO consents ({CONSENT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"),
+                    params![
+                        consent.consent_id,
+                        consent.controller,
+                        consent.number,
+                        key.0 as i64,
+                        consent.purpose.as_str(),
+                        us(consent.granted_at),
+                        consent.revoked_at.map(us),
+                        consent.expires_at.map(us),
+                        consent.source,
+                        consent.method,
+                        consent.notice_version,
+                        consent.evidence_ref,
+                        us(consent.recorded_at),
+                    ],
+                )? == 1;
+                if !inserted {
+                    return Ok(None);
+                }
+                let slot = self.index.consent_slot(key, tx.last_insert_rowid(), &consent)?;
                 let mut after = serde_json::to_value(&consent).unwrap_or_default();
                 after.as_object_mut().map(|o| o.remove("number"));
                 Self::event(tx, consent.recorded_at, actor, "consent.recorded", &subject, serde_json::Value::Null, after)?;
-            }
-            Ok(inserted)
-        })?;
-        if inserted {
-            self.index.put_consent(key, consent);
-        }
-        Ok(inserted)
+                Ok(Some(slot))
+            },
+            |slot| {
+                if let Some(slot) = slot {
+                    self.index.add(*slot);
+                }
+            },
+        )?;
+        Ok(added.is_some())
     }
 
     /// Ends the controller's consents for the number (one purpose, or all
@@ -462,7 +784,7 @@ impl ContactStore {
     ) -> Result<u32, StoreError> {
         let subject = self.index.subject_hash(e164);
         let changed = self.write(|tx| {
-            let changed = tx.execute(
+            let changed: usize = tx.execute(
                 "UPDATE consents SET revoked_at_us = ?1
                  WHERE number_key = ?2 AND controller = ?3 AND (?4 IS NULL OR purpose = ?4)
                    AND (revoked_at_us IS NULL OR revoked_at_us > ?1)",
@@ -478,8 +800,7 @@ impl ContactStore {
                 serde_json::json!({"controller": controller, "purpose": purpose.map(Purpose::as_str), "revoked_at": at, "consents_ended": changed}),
             )?;
             Ok(changed)
-        })?;
-        self.index.revoke(key, controller, purpose, at);
+        }, |_| self.index.revoke(key, controller, purpose, at))?;
         Ok(changed as u32)
     }
 
@@ -493,33 +814,41 @@ impl ContactStore {
         suppression: Suppression,
     ) -> Result<bool, StoreError> {
         let subject = self.index.subject_hash(&suppression.number);
-        let inserted = self.write(|tx| {
-            let inserted = tx.execute(
-                &format!("INSERT OR IGNORE INTO suppressions ({SUPPRESSION_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, NULL, ?6, ?7, ?8, ?9, ?10)"),
-                params![
-                    suppression.suppression_id,
-                    suppression.controller,
-                    suppression.campaign_id,
-                    suppression.number,
-                    key.0 as i64,
-                    suppression.reason,
-                    suppression.source,
-                    suppression.added_by,
-                    us(suppression.created_at),
-                    suppression.expires_at.map(us),
-                ],
-            )? == 1;
-            if inserted {
+        let added = self.write(
+            |tx| {
+                let inserted = tx.execute(
+                    &format!("INSERT OR IGNORE INTO suppressions ({SUPPRESSION_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, NULL, ?6, ?7, ?8, ?9, ?10)"),
+                    params![
+                        suppression.suppression_id,
+                        suppression.controller,
+                        suppression.campaign_id,
+                        suppression.number,
+                        key.0 as i64,
+                        suppression.reason,
+                        suppression.source,
+                        suppression.added_by,
+                        us(suppression.created_at),
+                        suppression.expires_at.map(us),
+                    ],
+                )? == 1;
+                if !inserted {
+                    return Ok(None);
+                }
+                let slot = self
+                    .index
+                    .suppression_slot(key, tx.last_insert_rowid(), &suppression)?;
                 let mut after = serde_json::to_value(&suppression).unwrap_or_default();
                 after.as_object_mut().map(|o| o.remove("number"));
                 Self::event(tx, suppression.created_at, &suppression.added_by, "suppression.added", &subject, serde_json::Value::Null, after)?;
-            }
-            Ok(inserted)
-        })?;
-        if inserted {
-            self.index.put_suppression(key, suppression);
-        }
-        Ok(inserted)
+                Ok(Some(slot))
+            },
+            |slot| {
+                if let Some(slot) = slot {
+                    self.index.add(*slot);
+                }
+            },
+        )?;
+        Ok(added.is_some())
     }
 
     /// Stores a relationship, then makes it effective.
@@ -547,11 +876,14 @@ impl ContactStore {
                     us(relationship.recorded_at),
                 ],
             )?;
+            let slot = self
+                .index
+                .relationship_slot(key, tx.last_insert_rowid(), &relationship)?;
             let mut after = serde_json::to_value(&relationship).unwrap_or_default();
             after.as_object_mut().map(|o| o.remove("number"));
-            Self::event(tx, relationship.recorded_at, actor, "relationship.recorded", &subject, serde_json::Value::Null, after)
-        })?;
-        self.index.put_relationship(key, relationship);
+            Self::event(tx, relationship.recorded_at, actor, "relationship.recorded", &subject, serde_json::Value::Null, after)?;
+            Ok(slot)
+        }, |slot| self.index.add(*slot))?;
         Ok(())
     }
 
@@ -620,13 +952,15 @@ impl ContactStore {
                 serde_json::json!({"consents": consents, "relationships": relationships, "suppressions_hashed": converted}),
                 serde_json::json!({"controller": controller, "suppression_id": keep.suppression_id}),
             )?;
-            Ok(erased)
+            Ok((erased, hashed_suppressions(tx, &subject)?))
+        }, |(_, hashed)| {
+            // The hashed opt-outs first: the number is never unsuppressed.
+            self.index.set_erased(subject, hashed.clone());
+            self.index.erase(key, controller);
+            self.observations
+                .retain(|(_, c, k), _| *k != key || !(controller.is_empty() || c == controller));
         })?;
-        self.index.erase(key, subject, controller);
-        self.observations
-            .retain(|(_, c, k), _| *k != key || !(controller.is_empty() || c == controller));
-        self.index.put_erased(subject, keep);
-        Ok(erased)
+        Ok(erased.0)
     }
 
     /// Everything held about a number for `controller` (empty = every controller).
@@ -686,84 +1020,50 @@ impl ContactStore {
         now: Timestamp,
     ) -> Result<(), StoreError> {
         let subject = self.index.subject_hash(e164);
-        self.write(|tx| {
-            Self::event(
-                tx,
-                now,
-                actor,
-                "subject.exported",
-                &subject,
-                serde_json::Value::Null,
-                serde_json::json!({"controller": controller}),
-            )
-        })
+        self.write(
+            |tx| {
+                Ok(Self::event(
+                    tx,
+                    now,
+                    actor,
+                    "subject.exported",
+                    &subject,
+                    serde_json::Value::Null,
+                    serde_json::json!({"controller": controller}),
+                )?)
+            },
+            |()| {},
+        )
     }
 
     /// Loads records that another process (a bulk import) added since the
-    /// last call; returns how many. Records this process wrote are already
-    /// indexed and are skipped by id.
+    /// last call; returns how many rows it read. Many rows are merged into
+    /// a new base off the decision path; a few become pending changes.
     ///
     /// # Errors
     /// [`StoreError`] when the store cannot be read.
     pub fn refresh(&self) -> Result<usize, StoreError> {
         let conn = self.conn.lock().expect("contact db lock");
         let mut watermarks = self.watermarks.lock().expect("watermark lock");
-        let mut loaded = 0;
-        let mut statement = conn.prepare(&format!(
-            "SELECT {CONSENT_COLUMNS}, rowid FROM consents WHERE rowid > ?1 ORDER BY rowid"
-        ))?;
-        let mut rows = statement.query([watermarks[0]])?;
-        while let Some(row) = rows.next()? {
-            let (key, consent) = read_consent(row)?;
-            watermarks[0] = row.get(13)?;
-            if !self
-                .index
-                .view(key, &consent.number)
-                .consents
-                .iter()
-                .any(|c| c.consent_id == consent.consent_id)
-            {
-                self.index.put_consent(key, consent);
-                loaded += 1;
-            }
-        }
-        let mut statement =
-            conn.prepare(&format!("SELECT {RELATIONSHIP_COLUMNS}, rowid FROM relationships WHERE rowid > ?1 ORDER BY rowid"))?;
-        let mut rows = statement.query([watermarks[1]])?;
-        while let Some(row) = rows.next()? {
-            let (key, relationship) = read_relationship(row)?;
-            watermarks[1] = row.get(8)?;
-            if !self
-                .index
-                .view(key, &relationship.number)
-                .relationships
-                .iter()
-                .any(|r| r.relationship_id == relationship.relationship_id)
-            {
-                self.index.put_relationship(key, relationship);
-                loaded += 1;
-            }
-        }
-        let mut statement = conn.prepare(&format!(
-            "SELECT {SUPPRESSION_COLUMNS}, rowid FROM suppressions WHERE rowid > ?1 ORDER BY rowid"
-        ))?;
-        let mut rows = statement.query([watermarks[2]])?;
-        while let Some(row) = rows.next()? {
-            let (key, _, suppression) = read_suppression(row)?;
-            watermarks[2] = row.get(11)?;
-            if let Some(key) = key
-                && !self
-                    .index
-                    .view(key, &suppression.number)
-                    .suppressions
-                    .iter()
-                    .any(|s| s.suppression_id == suppression.suppression_id)
-            {
-                self.index.put_suppression(key, suppression);
-                loaded += 1;
-            }
-        }
+        let added = self.scan(&conn, &mut watermarks)?;
         self.refresh_observations(&conn)?;
+        let loaded = added.len();
+        drop(watermarks);
+        if loaded > MERGE_AT_ONCE {
+            self.index.mark_present(&added);
+            let mut compaction = self.index.records.begin_compaction();
+            // Under the store's lock: every change before is frozen, every
+            // change after stays pending, so `added` sits between them.
+            compaction.freeze();
+            drop(conn);
+            compaction.finish(added)?;
+        } else {
+            for slot in added {
+                self.index.add(slot);
+            }
+            drop(conn);
+            self.index.compact_if_grown()?;
+        }
         Ok(loaded)
     }
 
@@ -816,7 +1116,7 @@ impl ContactStore {
                 [],
             )?;
             Ok(())
-        })?;
+        }, |()| {})?;
         if !keys.is_empty() {
             self.any_opposed
                 .store(true, std::sync::atomic::Ordering::Release);
@@ -863,6 +1163,61 @@ impl ContactStore {
         }
         *seen = version;
         Ok(())
+    }
+
+    /// A bulk import in one transaction: `fill` adds records through the
+    /// [`BulkImport`]; when it returns `Some`, the records and one trail
+    /// event (`action`, with `fill`'s details and the counts) are committed
+    /// together; when it returns `None` or fails, nothing is stored. The
+    /// rows carry the event's sequence number: the trail of a subject's
+    /// imported record is that event. An indexed store loads the records
+    /// at once; a running server at its next refresh.
+    ///
+    /// # Errors
+    /// [`StoreError`]; nothing is stored then.
+    pub fn bulk_import<R>(
+        &self,
+        actor: &str,
+        action: &str,
+        now: Timestamp,
+        fill: impl FnOnce(&mut BulkImport<'_>) -> Result<Option<(R, serde_json::Value)>, StoreError>,
+    ) -> Result<Option<(R, BulkCounts)>, StoreError> {
+        let outcome = {
+            let mut conn = self.conn.lock().expect("contact db lock");
+            // A large page cache: the indexes take random inserts.
+            conn.pragma_update(None, "cache_size", -262_144)?;
+            let tx = conn.transaction()?;
+            tx.execute(
+                "INSERT INTO events (at_us, actor, action, subject, before, after) VALUES (?1, ?2, ?3, '', 'null', '{}')",
+                params![us(now), actor, action],
+            )?;
+            let seq = tx.last_insert_rowid();
+            let mut import = BulkImport {
+                tx: &tx,
+                seq,
+                counts: BulkCounts::default(),
+            };
+            match fill(&mut import)? {
+                None => None,
+                Some((result, mut details)) => {
+                    let counts = import.counts;
+                    if let Some(object) = details.as_object_mut() {
+                        object.insert("stored".into(), counts.stored.into());
+                        object.insert("already_present".into(), counts.already_present.into());
+                    }
+                    tx.execute(
+                        "UPDATE events SET after = ?2 WHERE seq = ?1",
+                        params![seq, details.to_string()],
+                    )?;
+                    tx.commit()?;
+                    Some((result, counts))
+                }
+            }
+        };
+        if outcome.is_some() && self.indexed.load(std::sync::atomic::Ordering::Acquire) {
+            self.refresh()?;
+        }
+        Ok(outcome)
     }
 
     /// The whole change trail, oldest first.

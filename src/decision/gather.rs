@@ -71,7 +71,7 @@ pub fn decide(sources: &DecisionSources<'_>, call: &CallInput<'_>, now: Timestam
             let whereabouts = zones::locate(n.region.as_str(), &n.e164[1..]);
             let caps: SmallVec<[AttemptLimit; 2]> = era.caps_in(whereabouts.state).collect();
             (
-                sources.contacts.index().view(n.key, &n.e164),
+                sources.contacts.view(n.key, &n.e164),
                 whereabouts,
                 if caps.is_empty() {
                     Vec::new()

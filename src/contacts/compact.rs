@@ -1,0 +1,581 @@
+//! The compact in-memory contact index: per record only what the rules
+//! read (kind, controller, campaign, purpose, three instants) in a 44-byte
+//! slot, with the record's row in the store for everything else (its id,
+//! evidence, sources), read from the store on demand.
+//!
+//! Three layers, read together for every lookup:
+//! - the **base**: every slot in one array, grouped by a hash of the number
+//!   with a directory of bucket offsets (no per-number allocation);
+//! - the **frozen** changes: the changes being merged into a new base;
+//! - the **active** changes: every change since, by number.
+//!
+//! A change (a record added, consents revoked, a subject erased) is pushed
+//! to the active layer and is visible to the next lookup. Compaction
+//! freezes the active layer, merges it into a new base off the decision
+//! path, and swaps the new base in: lookups never wait for it.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+
+use arc_swap::ArcSwap;
+use dashmap::DashMap;
+
+use crate::number::NumberKey;
+
+/// "No instant": an open end (not revoked, no expiry, ongoing).
+pub(crate) const OPEN: i64 = i64::MAX;
+
+/// The table a slot's record lives in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Table {
+    Consent = 0,
+    Relationship = 1,
+    Suppression = 2,
+}
+
+impl Table {
+    fn from_bits(bits: u32) -> Table {
+        match bits & 3 {
+            0 => Table::Consent,
+            1 => Table::Relationship,
+            _ => Table::Suppression,
+        }
+    }
+}
+
+/// The most interned strings (controllers and campaigns): a controller id
+/// takes 24 bits of a slot.
+const MAX_INTERNED: u32 = 1 << 24;
+
+/// One contact record as the rules read it.
+///
+/// - consent: `t0` granted, `t1` revoked, `t2` expires, `detail` purpose;
+/// - relationship: `t0` started, `t1` ended, `detail` kind;
+/// - opt-out: `t0` created, `t1` expires, `campaign`.
+///
+/// Instants are microseconds since the epoch, [`OPEN`] for none.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(C, packed(4))]
+pub(crate) struct Slot {
+    key: u64,
+    pub t0: i64,
+    pub t1: i64,
+    pub t2: i64,
+    /// The record's rowid in its table.
+    row: u32,
+    /// Table (2 bits) | detail (6 bits) | controller (24 bits).
+    meta: u32,
+    /// Interned campaign id (0: every campaign).
+    campaign: u32,
+}
+
+/// Instants as slots hold them.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Instants {
+    pub t0: i64,
+    pub t1: i64,
+    pub t2: i64,
+}
+
+impl Slot {
+    pub(crate) fn new(
+        key: NumberKey,
+        table: Table,
+        row: i64,
+        detail: u8,
+        controller: u32,
+        campaign: u32,
+        at: Instants,
+    ) -> Result<Slot, SlotError> {
+        let row = u32::try_from(row).map_err(|_| SlotError::RowOutOfRange(row))?;
+        debug_assert!(controller < MAX_INTERNED && detail < 64);
+        Ok(Slot {
+            key: key.0,
+            t0: at.t0,
+            t1: at.t1,
+            t2: at.t2,
+            row,
+            meta: (table as u32) | (u32::from(detail & 63) << 2) | (controller << 8),
+            campaign,
+        })
+    }
+
+    pub(crate) fn key(&self) -> NumberKey {
+        NumberKey(self.key)
+    }
+
+    pub(crate) fn table(&self) -> Table {
+        Table::from_bits(self.meta)
+    }
+
+    pub(crate) fn row(&self) -> i64 {
+        i64::from(self.row)
+    }
+
+    pub(crate) fn detail(&self) -> u8 {
+        ((self.meta >> 2) & 63) as u8
+    }
+
+    pub(crate) fn controller(&self) -> u32 {
+        self.meta >> 8
+    }
+
+    pub(crate) fn campaign(&self) -> u32 {
+        self.campaign
+    }
+
+    /// The same record: the same row of the same table.
+    fn same_record(&self, other: &Slot) -> bool {
+        self.key == other.key && self.table() == other.table() && self.row == other.row
+    }
+}
+
+/// Why a record cannot be indexed.
+#[derive(Debug, thiserror::Error)]
+pub enum SlotError {
+    #[error("rowid {0} is beyond the index's range (2^32 rows per table)")]
+    RowOutOfRange(i64),
+    #[error("more than {MAX_INTERNED} distinct controllers and campaigns")]
+    TooManyNames,
+    #[error("more than 2^32 contact records")]
+    TooManyRecords,
+}
+
+/// Names by id and ids by name.
+type NameTable = (HashMap<Arc<str>, u32>, Vec<Arc<str>>);
+
+/// Controllers and campaign ids as small integers; 0 is the empty string.
+#[derive(Debug)]
+pub(crate) struct Interner {
+    inner: RwLock<NameTable>,
+}
+
+impl Default for Interner {
+    fn default() -> Interner {
+        let empty: Arc<str> = Arc::from("");
+        Interner {
+            inner: RwLock::new((HashMap::from([(Arc::clone(&empty), 0)]), vec![empty])),
+        }
+    }
+}
+
+impl Interner {
+    pub(crate) fn intern(&self, name: &str) -> Result<u32, SlotError> {
+        if let Some(id) = self.get(name) {
+            return Ok(id);
+        }
+        let mut inner = self.inner.write().expect("interner lock");
+        if let Some(id) = inner.0.get(name) {
+            return Ok(*id);
+        }
+        let id = u32::try_from(inner.1.len())
+            .ok()
+            .filter(|id| *id < MAX_INTERNED)
+            .ok_or(SlotError::TooManyNames)?;
+        let name: Arc<str> = Arc::from(name);
+        inner.0.insert(Arc::clone(&name), id);
+        inner.1.push(name);
+        Ok(id)
+    }
+
+    /// The id of a name already interned.
+    pub(crate) fn get(&self, name: &str) -> Option<u32> {
+        self.inner
+            .read()
+            .expect("interner lock")
+            .0
+            .get(name)
+            .copied()
+    }
+
+    pub(crate) fn name(&self, id: u32) -> Arc<str> {
+        let inner = self.inner.read().expect("interner lock");
+        inner
+            .1
+            .get(id as usize)
+            .cloned()
+            .unwrap_or_else(|| Arc::clone(&inner.1[0]))
+    }
+}
+
+/// Every slot, grouped by bucket (top bits of a hash of the number).
+#[derive(Debug, Default)]
+struct Base {
+    slots: Box<[Slot]>,
+    /// `directory[b]..directory[b + 1]`: the slots of bucket `b`.
+    directory: Box<[u32]>,
+    bits: u32,
+}
+
+fn mix(key: u64) -> u64 {
+    // The splitmix64 finaliser: nearby numbers land far apart.
+    let mut h = key;
+    h = (h ^ (h >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    h = (h ^ (h >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    h ^ (h >> 31)
+}
+
+impl Base {
+    fn bucket(&self, key: u64) -> usize {
+        (mix(key) >> (64 - self.bits)) as usize
+    }
+
+    /// Groups `slots` by bucket with a counting sort (linear time), then by
+    /// number within each bucket.
+    fn build(slots: Vec<Slot>) -> Result<Base, SlotError> {
+        let count = u32::try_from(slots.len()).map_err(|_| SlotError::TooManyRecords)?;
+        // About four slots per bucket.
+        let bits = (u64::from(count / 4).max(16).ilog2()).clamp(4, 30);
+        let mut base = Base {
+            slots: Box::default(),
+            directory: Box::default(),
+            bits,
+        };
+        let buckets = 1usize << bits;
+        let mut directory = vec![0u32; buckets + 1];
+        for slot in &slots {
+            directory[base.bucket(slot.key) + 1] += 1;
+        }
+        for b in 0..buckets {
+            directory[b + 1] += directory[b];
+        }
+        let mut next: Vec<u32> = directory[..buckets].to_vec();
+        let mut sorted: Vec<Slot> = Vec::with_capacity(slots.len());
+        // Every position is written exactly once below.
+        let spare = sorted.spare_capacity_mut();
+        for slot in slots {
+            let b = base.bucket(slot.key);
+            spare[next[b] as usize].write(slot);
+            next[b] += 1;
+        }
+        // SAFETY: the counting sort wrote each of the `count` positions once.
+        unsafe { sorted.set_len(count as usize) };
+        for b in 0..buckets {
+            let range = directory[b] as usize..directory[b + 1] as usize;
+            if range.len() > 1 {
+                sorted[range].sort_unstable_by_key(|s| (s.key, s.table(), s.row));
+            }
+        }
+        base.slots = sorted.into_boxed_slice();
+        base.directory = directory.into_boxed_slice();
+        Ok(base)
+    }
+
+    fn get(&self, key: NumberKey) -> &[Slot] {
+        if self.slots.is_empty() {
+            return &[];
+        }
+        let b = self.bucket(key.0);
+        let bucket = &self.slots[self.directory[b] as usize..self.directory[b + 1] as usize];
+        let start = bucket.partition_point(|s| s.key < key.0);
+        let end = start + bucket[start..].partition_point(|s| s.key == key.0);
+        &bucket[start..end]
+    }
+}
+
+/// A change to the records of one number.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Change {
+    Add(Slot),
+    /// Ends the controller's consents (one purpose or all) at `at`.
+    Revoke {
+        controller: u32,
+        purpose: Option<u8>,
+        at: i64,
+    },
+    /// Forgets every record of the controller (`None`: of every controller).
+    Erase {
+        controller: Option<u32>,
+    },
+}
+
+impl Change {
+    fn apply(&self, slots: &mut Vec<Slot>) {
+        match *self {
+            Change::Add(slot) => match slots.iter_mut().find(|s| s.same_record(&slot)) {
+                Some(held) => *held = merge(*held, slot),
+                None => slots.push(slot),
+            },
+            Change::Revoke {
+                controller,
+                purpose,
+                at,
+            } => {
+                for slot in slots.iter_mut().filter(|s| {
+                    s.table() == Table::Consent
+                        && s.controller() == controller
+                        && purpose.is_none_or(|p| p == s.detail())
+                }) {
+                    if slot.t1 > at {
+                        slot.t1 = at;
+                    }
+                }
+            }
+            Change::Erase { controller } => {
+                slots.retain(|s| controller.is_some_and(|c| c != s.controller()));
+            }
+        }
+    }
+}
+
+/// Two copies of one record (one from the store, one from a change): the
+/// earlier end of each wins, so a merge can only end a basis sooner.
+fn merge(a: Slot, b: Slot) -> Slot {
+    Slot {
+        t1: a.t1.min(b.t1),
+        t2: a.t2.min(b.t2),
+        ..a
+    }
+}
+
+type Changes = DashMap<NumberKey, Vec<Change>, foldhash::fast::RandomState>;
+
+#[derive(Debug, Default)]
+struct Layers {
+    base: Arc<Base>,
+    frozen: Arc<Changes>,
+    active: Arc<Changes>,
+}
+
+/// The compact index: see the module documentation.
+#[derive(Debug, Default)]
+pub(crate) struct CompactIndex {
+    pub(crate) names: Interner,
+    layers: ArcSwap<Layers>,
+    /// Held (shared) while pushing a change, (exclusive) while freezing.
+    gate: RwLock<()>,
+    /// One compaction at a time.
+    compacting: Mutex<()>,
+}
+
+impl CompactIndex {
+    /// An index of `slots` (any order, duplicates merged).
+    #[cfg(test)]
+    pub(crate) fn with_slots(slots: Vec<Slot>) -> Result<CompactIndex, SlotError> {
+        let index = CompactIndex::default();
+        index.layers.store(Arc::new(Layers {
+            base: Arc::new(Base::build(dedup(slots))?),
+            ..Layers::default()
+        }));
+        Ok(index)
+    }
+
+    /// The records of a number, with every change applied.
+    pub(crate) fn slots(&self, key: NumberKey) -> Vec<Slot> {
+        let layers = self.layers.load();
+        let mut slots = layers.base.get(key).to_vec();
+        for layer in [&layers.frozen, &layers.active] {
+            if let Some(changes) = layer.get(&key) {
+                for change in changes.iter() {
+                    change.apply(&mut slots);
+                }
+            }
+        }
+        slots
+    }
+
+    /// Makes a change visible to every lookup that starts after it returns.
+    pub(crate) fn change(&self, key: NumberKey, change: Change) {
+        let _gate = self.gate.read().expect("index gate");
+        self.layers
+            .load()
+            .active
+            .entry(key)
+            .or_default()
+            .push(change);
+    }
+
+    /// Records in the base, numbers with pending changes.
+    pub(crate) fn sizes(&self) -> (usize, usize) {
+        let layers = self.layers.load();
+        (
+            layers.base.slots.len(),
+            layers.frozen.len() + layers.active.len(),
+        )
+    }
+
+    /// Starts a compaction (one at a time): see [`Compaction`].
+    pub(crate) fn begin_compaction(&self) -> Compaction<'_> {
+        Compaction {
+            index: self,
+            _one: self.compacting.lock().expect("compaction lock"),
+            frozen: None,
+        }
+    }
+
+    /// Merges the pending changes into a new base.
+    pub(crate) fn compact(&self) -> Result<(), SlotError> {
+        let mut compaction = self.begin_compaction();
+        compaction.freeze();
+        compaction.finish(Vec::new())
+    }
+}
+
+/// A compaction: [`Compaction::freeze`] ends the changes it merges (the
+/// caller freezes at the instant its `added` records were read, so that
+/// they are newer than every frozen change and older than every later
+/// one), [`Compaction::finish`] merges and swaps the new base in. Lookups
+/// go on meanwhile; changes made meanwhile stay pending.
+pub(crate) struct Compaction<'a> {
+    index: &'a CompactIndex,
+    _one: std::sync::MutexGuard<'a, ()>,
+    frozen: Option<Arc<Changes>>,
+}
+
+impl Compaction<'_> {
+    pub(crate) fn freeze(&mut self) {
+        let _gate = self.index.gate.write().expect("index gate");
+        let current = self.index.layers.load_full();
+        let frozen = Arc::clone(&current.active);
+        self.index.layers.store(Arc::new(Layers {
+            base: Arc::clone(&current.base),
+            frozen: Arc::clone(&frozen),
+            active: Arc::new(Changes::default()),
+        }));
+        self.frozen = Some(frozen);
+    }
+
+    /// Builds the base of the old one, the frozen changes and `added`.
+    pub(crate) fn finish(self, added: Vec<Slot>) -> Result<(), SlotError> {
+        let frozen = self.frozen.clone().unwrap_or_default();
+        let base = Arc::clone(&self.index.layers.load().base);
+        let mut slots: Vec<Slot> = Vec::with_capacity(base.slots.len() + added.len());
+        slots.extend(
+            base.slots
+                .iter()
+                .filter(|s| !frozen.contains_key(&s.key()))
+                .copied(),
+        );
+        for entry in frozen.iter() {
+            let mut merged = base.get(*entry.key()).to_vec();
+            for change in entry.value() {
+                change.apply(&mut merged);
+            }
+            slots.extend(merged);
+        }
+        slots.extend(added);
+        let new_base = Arc::new(Base::build(dedup(slots))?);
+        self.index.layers.rcu(|current| Layers {
+            base: Arc::clone(&new_base),
+            frozen: Arc::new(Changes::default()),
+            active: Arc::clone(&current.active),
+        });
+        Ok(())
+    }
+}
+
+/// Merges copies of the same record (see [`merge`]).
+fn dedup(mut slots: Vec<Slot>) -> Vec<Slot> {
+    slots.sort_unstable_by_key(|s| (s.key, s.table(), s.row));
+    slots.dedup_by(|later, kept| {
+        if later.same_record(kept) {
+            *kept = merge(*kept, *later);
+            true
+        } else {
+            false
+        }
+    });
+    slots
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(i: u64) -> NumberKey {
+        NumberKey::from_e164(&format!("+39333{i:07}")).unwrap()
+    }
+
+    fn consent(i: u64, row: i64, controller: u32) -> Slot {
+        Slot::new(
+            key(i),
+            Table::Consent,
+            row,
+            0,
+            controller,
+            0,
+            Instants {
+                t0: 100,
+                t1: OPEN,
+                t2: OPEN,
+            },
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn test_slots_are_44_bytes() {
+        assert_eq!(std::mem::size_of::<Slot>(), 44);
+    }
+
+    #[test]
+    fn test_every_record_is_found_under_its_number_only() {
+        let slots: Vec<Slot> = (0..10_000)
+            .flat_map(|i| [consent(i, i as i64 * 2, 1), consent(i, i as i64 * 2 + 1, 2)])
+            .collect();
+        let index = CompactIndex::with_slots(slots).unwrap();
+        for i in (0..10_000).step_by(97) {
+            let found = index.slots(key(i));
+            assert_eq!(found.len(), 2, "{i}");
+            assert!(found.iter().all(|s| s.key() == key(i)));
+        }
+        assert!(index.slots(key(20_000)).is_empty());
+    }
+
+    #[test]
+    fn test_changes_apply_before_and_after_compaction() {
+        let index = CompactIndex::with_slots(vec![consent(1, 1, 1), consent(2, 2, 1)]).unwrap();
+        index.change(
+            key(1),
+            Change::Revoke {
+                controller: 1,
+                purpose: None,
+                at: 150,
+            },
+        );
+        index.change(key(2), Change::Erase { controller: None });
+        index.change(key(3), Change::Add(consent(3, 3, 1)));
+        let check = |index: &CompactIndex| {
+            assert_eq!({ index.slots(key(1))[0].t1 }, 150);
+            assert!(index.slots(key(2)).is_empty());
+            assert_eq!(index.slots(key(3)).len(), 1);
+        };
+        check(&index);
+        let mut compaction = index.begin_compaction();
+        compaction.freeze();
+        compaction.finish(vec![consent(4, 4, 1)]).unwrap();
+        check(&index);
+        assert_eq!(index.slots(key(4)).len(), 1);
+        assert_eq!(index.sizes(), (3, 0));
+    }
+
+    /// A record loaded twice (written here, then read back by a refresh)
+    /// keeps the earlier end: a revocation is never undone by a reload.
+    #[test]
+    fn test_duplicate_records_keep_the_earliest_end() {
+        let mut revoked = consent(1, 1, 1);
+        revoked.t1 = 120;
+        let index = CompactIndex::with_slots(vec![revoked]).unwrap();
+        index.change(key(1), Change::Add(consent(1, 1, 1)));
+        assert_eq!({ index.slots(key(1))[0].t1 }, 120);
+        let mut compaction = index.begin_compaction();
+        compaction.freeze();
+        compaction.finish(vec![consent(1, 1, 1)]).unwrap();
+        let slots = index.slots(key(1));
+        assert_eq!((slots.len(), { slots[0].t1 }), (1, 120));
+    }
+
+    #[test]
+    fn test_erasure_of_one_controller_keeps_the_others() {
+        let index = CompactIndex::with_slots(vec![consent(1, 1, 1), consent(1, 2, 2)]).unwrap();
+        index.change(
+            key(1),
+            Change::Erase {
+                controller: Some(1),
+            },
+        );
+        let slots = index.slots(key(1));
+        assert_eq!(slots.len(), 1);
+        assert_eq!(slots[0].controller(), 2);
+    }
+}
