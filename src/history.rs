@@ -100,14 +100,6 @@ impl<T: Bucket> Ring<T> {
         let slot = self.slot(period);
         (slot.period.load(Ordering::Acquire) == period).then_some(&slot.data)
     }
-
-    pub fn len(&self) -> usize {
-        self.slots.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.slots.is_empty()
-    }
 }
 
 impl<T> std::fmt::Debug for Ring<T> {
@@ -342,7 +334,8 @@ mod tests {
     fn test_minutes_split_by_verdict_and_count_deny_reasons_only() {
         let history = DecisionHistory::default();
         let commits = LatencyHistory::default();
-        let t = 1_800_000_000 - 1_800_000_000 % 60;
+        // A minute's start.
+        let t = 30_000_000 * 60;
         history.record(t, Verdict::Allow, &[reason(ReasonCode::RegistryClear)], 100);
         history.record(
             t + 61,
