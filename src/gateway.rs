@@ -4,7 +4,6 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use jiff::Timestamp;
@@ -362,8 +361,7 @@ impl Gateway {
             if let Some((controller, key)) = reserved {
                 self.attempts.forget(controller, key, now);
             }
-            self.stats.unavailable.fetch_add(1, Ordering::Relaxed);
-            self.stats.metrics.unavailable.inc();
+            self.stats.record_unavailable();
             tracing::error!(error = %err, campaign = %request.campaign_id, "decision not logged: answering unavailable");
             return Err(err);
         }
@@ -482,10 +480,7 @@ impl ScreenedTally {
 
     fn flush(&mut self) {
         if self.pending > 0 {
-            self.stats
-                .screened
-                .fetch_add(self.pending, Ordering::Relaxed);
-            self.stats.metrics.screened.inc_by(self.pending);
+            self.stats.record_screened(self.pending);
             self.pending = 0;
         }
     }
@@ -511,9 +506,9 @@ mod tests {
         for _ in 0..300 {
             tally.add();
         }
-        assert_eq!(stats.screened.load(Ordering::Relaxed), 256);
+        assert_eq!(stats.metrics.screened.get(), 256);
         drop(tally);
-        assert_eq!(stats.screened.load(Ordering::Relaxed), 300);
         assert_eq!(stats.metrics.screened.get(), 300);
+        assert_eq!(stats.counts().screened, 300);
     }
 }

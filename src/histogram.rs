@@ -46,6 +46,13 @@ impl LatencyHistogram {
         self.buckets[bucket_of(micros)].fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Empties the histogram (a history bucket being reused).
+    pub fn reset(&self) {
+        for bucket in &self.buckets {
+            bucket.store(0, Ordering::Relaxed);
+        }
+    }
+
     /// The value at quantile `q` (0..=1), as its bucket's ceiling; 0 when empty.
     pub fn quantile(&self, q: f64) -> u64 {
         let counts: Vec<u64> = self

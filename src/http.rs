@@ -15,6 +15,7 @@ use serde::Serialize;
 
 use crate::auth::{ApiKeys, AuthError, Role};
 use crate::calling::{self, WindowCheck, zones};
+use crate::history::HistoryView;
 use crate::shared::Shared;
 use crate::stats::{DecisionCounts, LatencySummary};
 
@@ -107,10 +108,13 @@ struct StatusBody {
     recent_denials: Vec<crate::stats::RecentDenial>,
     latency: LatencySummary,
     log: LogStatus,
+    /// The last hour per minute, oldest first, for the page's charts.
+    history: HistoryView,
 }
 
 fn status_body(shared: &Shared) -> StatusBody {
     let counters = shared.log.counters();
+    let now_seconds = crate::history::now_seconds();
     StatusBody {
         version: env!("CARGO_PKG_VERSION"),
         now: Timestamp::now(),
@@ -126,18 +130,19 @@ fn status_body(shared: &Shared) -> StatusBody {
             .cloned()
             .collect(),
         overrides: shared.policies.overrides.clone(),
-        decisions: shared.stats.counts(),
+        decisions: shared.stats.counts_at(now_seconds),
         recent_denials: shared.stats.recent_denials(),
         latency: shared.stats.latency_summary(),
         log: LogStatus {
-            backlog: counters.backlog.load(Ordering::Relaxed),
-            written: counters.written.load(Ordering::Relaxed),
-            batches: counters.batches.load(Ordering::Relaxed),
-            failed_batches: counters.failed_batches.load(Ordering::Relaxed),
+            backlog: counters.backlog.get().max(0) as usize,
+            written: counters.written.get(),
+            batches: counters.batches(),
+            failed_batches: counters.failed_batches.get(),
             last_batch_size: counters.last_batch_size.load(Ordering::Relaxed),
             commit: LatencySummary::of(&counters.commit_us),
             last_error: counters.last_error.lock().expect("log error lock").clone(),
         },
+        history: HistoryView::of(&shared.stats.history, &counters.commit_history, now_seconds),
     }
 }
 
@@ -241,29 +246,12 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
                 .set(seconds);
         }
     }
-    let counters = shared.log.counters();
-    let written = counters.written.load(Ordering::Relaxed);
-    let batches = counters.batches.load(Ordering::Relaxed);
-    metrics
-        .log_backlog
-        .set(counters.backlog.load(Ordering::Relaxed) as f64);
-    metrics.log_written.set(written as f64);
-    metrics
-        .log_failed_batches
-        .set(counters.failed_batches.load(Ordering::Relaxed) as f64);
-    metrics.log_batch_size_avg.set(if batches == 0 {
-        0.0
-    } else {
-        written as f64 / batches as f64
-    });
-    metrics
-        .log_last_batch_size
-        .set(counters.last_batch_size.load(Ordering::Relaxed) as f64);
     metrics.ready.set(f64::from(u8::from(shared.is_ready())));
+    let mut families = metrics.registry.gather();
+    families.extend(shared.log.counters().registry.gather());
+    families.sort_by(|a, b| a.name().cmp(b.name()));
     let mut body = String::new();
-    if let Err(err) =
-        prometheus::TextEncoder::new().encode_utf8(&metrics.registry.gather(), &mut body)
-    {
+    if let Err(err) = prometheus::TextEncoder::new().encode_utf8(&families, &mut body) {
         return (
             StatusCode::INTERNAL_SERVER_ERROR,
             format!("cannot encode metrics: {err}\n"),

@@ -29,6 +29,7 @@ pub mod decision_log;
 pub mod gateway;
 pub mod grpc;
 pub mod histogram;
+pub mod history;
 pub mod http;
 pub mod http_decision;
 pub mod idempotency;

@@ -4,7 +4,7 @@
 //! with an error at once, so the gateway fails closed instead of piling up.
 
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -18,6 +18,7 @@ use super::chain::{self, StoredRow};
 use super::wal_backfill::WalBackfill;
 use super::{DecisionRecord, StartupScan, StartupState, from_micros, micros, open_connection};
 use crate::histogram::LatencyHistogram;
+use crate::history::LatencyHistory;
 use crate::model::{Reason, Verdict};
 
 /// Why a decision could not be logged (the dialer must not dial).
@@ -38,28 +39,47 @@ enum Job {
     Stop,
 }
 
-/// Counters of the writer, for `/status` and `/metrics`.
+/// Counters of the writer, for `/status` and `/metrics`: the Prometheus
+/// metrics are their one source (`registry` holds them, except
+/// `commit_seconds`, which the server registers with the decision metrics).
 #[derive(Debug)]
 pub struct LogCounters {
-    pub backlog: AtomicUsize,
-    pub written: AtomicU64,
-    pub batches: AtomicU64,
-    pub failed_batches: AtomicU64,
+    /// `dialgate_log_backlog`, `dialgate_log_written_total`,
+    /// `dialgate_log_failed_batches_total`, `dialgate_log_batch_size`.
+    pub registry: prometheus::Registry,
+    /// Decisions queued for the writer and not yet answered.
+    pub backlog: prometheus::IntGauge,
+    /// Decisions committed since start.
+    pub written: prometheus::IntCounter,
+    /// Group commits that failed since start.
+    pub failed_batches: prometheus::IntCounter,
+    /// Decisions per successful group commit (its count: the commits).
+    pub batch_size: prometheus::Histogram,
     pub last_batch_size: AtomicUsize,
     pub last_error: Mutex<Option<String>>,
     /// False after a failed commit, true again after a successful one.
     pub failing: std::sync::atomic::AtomicBool,
     /// How long each group commit took (inserts, commit and fsync): the
     /// part of every CheckCall's latency the disk decides. Prometheus'
-    /// histogram for `/metrics`, the log-linear one for `/status` quantiles.
+    /// histogram for `/metrics`, the log-linear one for `/status` quantiles,
+    /// and per minute for the page's charts.
     pub commit_seconds: prometheus::Histogram,
     pub commit_us: LatencyHistogram,
+    pub commit_history: LatencyHistory,
+}
+
+impl LogCounters {
+    /// Group commits that succeeded since start.
+    pub fn batches(&self) -> u64 {
+        self.batch_size.get_sample_count()
+    }
 }
 
 impl Default for LogCounters {
     fn default() -> LogCounters {
-        let commit_seconds = prometheus::Histogram::with_opts(
-            prometheus::HistogramOpts::new(
+        use prometheus::{Histogram, HistogramOpts, IntCounter, IntGauge};
+        let commit_seconds = Histogram::with_opts(
+            HistogramOpts::new(
                 "dialgate_log_commit_seconds",
                 "Duration of each decision-log group commit, fsync included",
             )
@@ -69,17 +89,53 @@ impl Default for LogCounters {
             ]),
         )
         .expect("valid metric");
-        LogCounters {
-            backlog: AtomicUsize::default(),
-            written: AtomicU64::default(),
-            batches: AtomicU64::default(),
-            failed_batches: AtomicU64::default(),
+        let counters = LogCounters {
+            registry: prometheus::Registry::new(),
+            backlog: IntGauge::new(
+                "dialgate_log_backlog",
+                "Decisions waiting for the log writer",
+            )
+            .expect("valid metric"),
+            written: IntCounter::new(
+                "dialgate_log_written_total",
+                "Decisions committed to the log since start",
+            )
+            .expect("valid metric"),
+            failed_batches: IntCounter::new(
+                "dialgate_log_failed_batches_total",
+                "Group commits that failed since start",
+            )
+            .expect("valid metric"),
+            batch_size: Histogram::with_opts(
+                HistogramOpts::new(
+                    "dialgate_log_batch_size",
+                    "Decisions per successful group commit",
+                )
+                .buckets(vec![
+                    1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0,
+                ]),
+            )
+            .expect("valid metric"),
             last_batch_size: AtomicUsize::default(),
             last_error: Mutex::default(),
             failing: std::sync::atomic::AtomicBool::default(),
             commit_seconds,
             commit_us: LatencyHistogram::default(),
+            commit_history: LatencyHistory::default(),
+        };
+        let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
+            Box::new(counters.backlog.clone()),
+            Box::new(counters.written.clone()),
+            Box::new(counters.failed_batches.clone()),
+            Box::new(counters.batch_size.clone()),
+        ];
+        for collector in collectors {
+            counters
+                .registry
+                .register(collector)
+                .expect("metric names are unique");
         }
+        counters
     }
 }
 
@@ -204,9 +260,9 @@ impl DecisionLog {
     /// [`LogError`] when the decision is not known to be durable.
     pub async fn append(&self, record: DecisionRecord) -> Result<i64, LogError> {
         let (ack, done) = oneshot::channel();
-        self.counters.backlog.fetch_add(1, Ordering::Relaxed);
+        self.counters.backlog.inc();
         if let Err(err) = self.sender.try_send(Job::Append(Box::new(record), ack)) {
-            self.counters.backlog.fetch_sub(1, Ordering::Relaxed);
+            self.counters.backlog.dec();
             return Err(match err {
                 TrySendError::Full(_) => LogError::Backlog,
                 TrySendError::Disconnected(_) => LogError::Closed,
@@ -328,14 +384,17 @@ fn write_loop(
             let took = started.elapsed();
             counters.commit_seconds.observe(took.as_secs_f64());
             counters.commit_us.record(took.as_micros() as u64);
+            counters
+                .commit_history
+                .record(crate::history::now_seconds(), took.as_micros() as u64);
             // Records the commit did not reach still hold their acknowledgement.
             acks.extend(batch.drain(..).map(|(_, ack)| ack));
             match committed {
                 Ok(new_head) => {
                     let first_seq = head.seq + 1;
                     head = new_head;
-                    counters.written.fetch_add(size as u64, Ordering::Relaxed);
-                    counters.batches.fetch_add(1, Ordering::Relaxed);
+                    counters.written.inc_by(size as u64);
+                    counters.batch_size.observe(size as f64);
                     counters.last_batch_size.store(size, Ordering::Relaxed);
                     counters.failing.store(false, Ordering::Relaxed);
                     for (i, ack) in acks.drain(..).enumerate() {
@@ -345,7 +404,7 @@ fn write_loop(
                 Err(err) => {
                     let message = err.to_string();
                     tracing::error!(error = %message, decisions = size, "decision log commit failed");
-                    counters.failed_batches.fetch_add(1, Ordering::Relaxed);
+                    counters.failed_batches.inc();
                     counters.failing.store(true, Ordering::Relaxed);
                     *counters.last_error.lock().expect("log error lock") = Some(message.clone());
                     for ack in acks.drain(..) {
@@ -353,7 +412,7 @@ fn write_loop(
                     }
                 }
             }
-            counters.backlog.fetch_sub(size, Ordering::Relaxed);
+            counters.backlog.sub(size as i64);
             checkpointer.write(&head, false);
         }
         if stop {

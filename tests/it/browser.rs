@@ -91,6 +91,12 @@ async fn test_supervisor_page_renders_live_data_in_a_browser() {
         "overrides shown: {dom}"
     );
     assert!(dom.contains("policy "), "{dom}");
+    // Right after the decision, not only from the second poll on.
+    assert!(
+        dom.contains("<b>1</b>decisions/min"),
+        "decisions/min: {dom}"
+    );
+    assert_charts_match_status(&dom, &server);
 
     for _ in 0..2 {
         gateway
@@ -102,5 +108,89 @@ async fn test_supervisor_page_renders_live_data_in_a_browser() {
     assert!(
         dom.contains("<b>3</b>decisions"),
         "the page shows new decisions: {dom}"
+    );
+    assert!(
+        dom.contains("<b>3</b>decisions/min"),
+        "decisions/min: {dom}"
+    );
+    // The two allows rest on REGISTRY_CLEAR: not a deny reason.
+    let reasons = element(&dom, "id=\"reasons\"", "</table>");
+    assert!(
+        reasons.contains("<td>REGISTRY_NOT_COVERED</td><td>1</td>"),
+        "deny reasons: {reasons}"
+    );
+    assert!(
+        !reasons.contains("REGISTRY_CLEAR"),
+        "an allow basis among the deny reasons: {reasons}"
+    );
+    assert_charts_match_status(&dom, &server);
+}
+
+/// The part of `dom` from `start` to the next `end`.
+fn element<'a>(dom: &'a str, start: &str, end: &str) -> &'a str {
+    let from = dom
+        .find(start)
+        .unwrap_or_else(|| panic!("no {start} in {dom}"));
+    let rest = &dom[from..];
+    &rest[..rest.find(end).map_or(rest.len(), |to| to + end.len())]
+}
+
+/// The inline SVG charts are drawn, and their numbers are those of `/status`.
+fn assert_charts_match_status(dom: &str, server: &TestServer) {
+    let (code, body) = server.get("/status");
+    assert_eq!(code, 200);
+    let status: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let minutes = status["history"]["minutes"].as_array().unwrap();
+    assert_eq!(minutes.len(), 60, "an hour of minutes");
+    let sum = |key: &str| -> u64 { minutes.iter().map(|m| m[key].as_u64().unwrap()).sum() };
+    let hour = sum("allow") + sum("deny") + sum("unavailable");
+    assert_eq!(hour, status["decisions"]["total"].as_u64().unwrap());
+    let denied: u64 = minutes
+        .iter()
+        .flat_map(|m| m["deny_by_reason"].as_object().unwrap().values())
+        .map(|n| n.as_u64().unwrap())
+        .sum();
+    assert_eq!(
+        status["decisions"]["last_minute"], status["decisions"]["total"],
+        "every decision of the test is within the last minute"
+    );
+
+    let verdicts = element(dom, "<svg id=\"chart-verdicts\"", "</svg>");
+    assert!(verdicts.contains("<rect"), "bars drawn: {verdicts}");
+    assert!(
+        dom.contains(&format!("({hour} in the last hour)")),
+        "the verdicts chart counts {hour} decisions: {dom}"
+    );
+    let reasons = element(dom, "<svg id=\"chart-reasons\"", "</svg>");
+    assert!(reasons.contains("REGISTRY_NOT_COVERED"), "{reasons}");
+    assert!(!reasons.contains("REGISTRY_CLEAR"), "{reasons}");
+    assert!(
+        dom.contains(&format!("({denied} deny reasons in the last hour)")),
+        "{dom}"
+    );
+    let latency = element(dom, "<svg id=\"chart-latency\"", "</svg>");
+    assert!(latency.contains("<circle"), "latency points: {latency}");
+    let registries = element(dom, "<svg id=\"chart-registries\"", "</svg>");
+    assert!(
+        registries.contains("data-registry=\"it-rpo\"")
+            && registries.contains("<text x=\"")
+            && registries.contains("STALE"),
+        "days left against validity, us-dnc stale: {registries}"
+    );
+    let rpo_days = status["registries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["id"] == "it-rpo")
+        .map(|r| {
+            (
+                r["days_left"].as_i64().unwrap(),
+                r["valid_days"].as_u64().unwrap(),
+            )
+        })
+        .unwrap();
+    assert!(
+        registries.contains(&format!("{} / {} days left", rpo_days.0, rpo_days.1)),
+        "{rpo_days:?} in {registries}"
     );
 }

@@ -46,6 +46,19 @@ async fn test_health_status_and_pages() {
     assert_eq!(status["decisions"]["allow"], 1);
     assert_eq!(status["decisions"]["deny"], 1);
     assert_eq!(status["decisions"]["by_reason"]["REGISTRY_NOT_COVERED"], 1);
+    assert_eq!(status["decisions"]["by_reason"]["REGISTRY_CLEAR"], 1);
+    // The deny reasons are those of denials only.
+    assert_eq!(
+        status["decisions"]["deny_by_reason"],
+        serde_json::json!({"REGISTRY_NOT_COVERED": 1})
+    );
+    assert_eq!(
+        status["decisions"]["allow_by_reason"],
+        serde_json::json!({"REGISTRY_CLEAR": 1})
+    );
+    // Right after two decisions, the last minute has two.
+    assert_eq!(status["decisions"]["last_minute"], 2);
+    assert_eq!(status["history"]["minutes"].as_array().unwrap().len(), 60);
     assert!(status["latency"]["p99_us"].as_u64().unwrap() > 0);
     assert_eq!(status["log"]["written"], 2);
     // Every commit fsyncs: none takes no time at all.
@@ -84,8 +97,16 @@ async fn test_health_status_and_pages() {
     let (code, metrics) = server.get("/metrics");
     assert_eq!(code, 200);
     for expected in [
-        "dialgate_decisions_total{campaign=\"it-sales\",reason=\"REGISTRY_CLEAR\",verdict=\"allow\"} 1",
-        "dialgate_decisions_total{campaign=\"it-sales\",reason=\"REGISTRY_NOT_COVERED\",verdict=\"deny\"} 1",
+        "dialgate_decisions_total{campaign=\"it-sales\",verdict=\"allow\"} 1",
+        "dialgate_decisions_total{campaign=\"it-sales\",verdict=\"deny\"} 1",
+        "dialgate_decision_reasons_total{campaign=\"it-sales\",reason=\"REGISTRY_CLEAR\",verdict=\"allow\"} 1",
+        "dialgate_decision_reasons_total{campaign=\"it-sales\",reason=\"REGISTRY_NOT_COVERED\",verdict=\"deny\"} 1",
+        "# TYPE dialgate_log_written_total counter",
+        "# TYPE dialgate_log_failed_batches_total counter",
+        "dialgate_log_failed_batches_total 0",
+        "# TYPE dialgate_log_batch_size histogram",
+        "dialgate_log_batch_size_sum 2",
+        "dialgate_log_backlog 0",
         "dialgate_decision_latency_seconds_count 2",
         "dialgate_registry_numbers{registry=\"it-rpo\"} 1",
         "dialgate_registry_import_seconds{registry=\"it-rpo\"}",
@@ -97,6 +118,14 @@ async fn test_health_status_and_pages() {
             "{expected} missing in {metrics}"
         );
     }
+    // Prometheus names: `_total` only for counters, every counter `_total`,
+    // no averages.
+    for line in metrics.lines().filter(|l| l.starts_with("# TYPE ")) {
+        let mut words = line.split_whitespace().skip(2);
+        let (name, kind) = (words.next().unwrap(), words.next().unwrap());
+        assert_eq!(name.ends_with("_total"), kind == "counter", "{line}");
+        assert!(!name.contains("_avg"), "{line}");
+    }
     // Each of the two decisions was committed, alone or with the other.
     let commits: u64 = metrics
         .lines()
@@ -104,6 +133,10 @@ async fn test_health_status_and_pages() {
         .and_then(|count| count.trim().parse().ok())
         .unwrap_or_else(|| panic!("no commit histogram in {metrics}"));
     assert!((1..=2).contains(&commits), "{commits} commits");
+    assert!(
+        metrics.contains(&format!("dialgate_log_batch_size_count {commits}")),
+        "one batch size per commit: {metrics}"
+    );
 
     let (_, log) = server.terminate();
     assert!(
