@@ -13,19 +13,15 @@
 //! plus a group-committed `pwrite` + `fdatasync` of each request before its
 //! answer: the ceiling for a server built like dialgate.
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::pin::Pin;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
 
-use dialgate::proto::compliance_gateway_client::ComplianceGatewayClient;
 use dialgate::proto::compliance_gateway_server::ComplianceGateway;
 use dialgate::proto::{
     CheckCallRequest, CheckCallResponse, ScreenNumbersRequest, ScreenNumbersResponse, Verdict,
 };
 use futures_util::{Stream, StreamExt};
-use tonic::transport::Channel;
 use tonic::{Request, Response, Status, Streaming};
 
 #[path = "common/durable_echo.rs"]
@@ -33,25 +29,10 @@ mod durable_echo;
 #[path = "common/loopback.rs"]
 mod loopback;
 
-const NUMBERS: usize = 1000;
+#[path = "common/load.rs"]
+mod load;
 
-fn env_or(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-/// The bench numbers, formatted once: the load generator shares the two
-/// cores with the server, so it should spend as little as it can per request.
-fn numbers() -> &'static [String] {
-    static NUMBERS_TEXT: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
-    NUMBERS_TEXT.get_or_init(|| (0..NUMBERS).map(number).collect())
-}
-
-fn number(i: usize) -> String {
-    format!("+39333{:07}", i % NUMBERS)
-}
+use load::*;
 
 // ---------- echo server (separate process) ----------
 
@@ -94,179 +75,6 @@ impl ComplianceGateway for Echo {
         });
         Ok(Response::new(Box::pin(out)))
     }
-}
-
-// ---------- orchestration ----------
-
-struct ServerProcess {
-    child: Child,
-    grpc: String,
-    http: Option<String>,
-}
-
-impl ServerProcess {
-    /// CPU time the server process used so far, in microseconds.
-    fn cpu_us(&self) -> u64 {
-        let stat =
-            std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
-        let after_name = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or("");
-        let fields: Vec<&str> = after_name.split_whitespace().collect();
-        // utime and stime are fields 14 and 15 of the whole line (11 and 12 here), in ticks of 10 ms.
-        let ticks: u64 = fields
-            .get(11..13)
-            .map_or(0, |f| f.iter().filter_map(|v| v.parse::<u64>().ok()).sum());
-        ticks * 10_000
-    }
-}
-
-impl Drop for ServerProcess {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(self.child.id().to_string())
-            .status();
-        let _ = self.child.wait();
-    }
-}
-
-fn spawn(mut command: Command) -> ServerProcess {
-    let mut child = command
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn server");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let event: serde_json::Value = serde_json::from_str(&line).expect("listening line");
-    ServerProcess {
-        child,
-        grpc: format!("http://{}", event["grpc"].as_str().unwrap()),
-        http: event["http"].as_str().map(String::from),
-    }
-}
-
-struct Point {
-    requests: u64,
-    seconds: f64,
-    p50: u64,
-    p99: u64,
-    p999: u64,
-    errors: u64,
-    cpu_us_per_request: f64,
-}
-
-impl Point {
-    fn rate(&self) -> f64 {
-        self.requests as f64 / self.seconds
-    }
-}
-
-fn percentile(sorted: &[u64], q: f64) -> u64 {
-    if sorted.is_empty() {
-        return 0;
-    }
-    sorted[((sorted.len() as f64 * q).ceil() as usize).clamp(1, sorted.len()) - 1]
-}
-
-/// `connections` separate HTTP/2 connections to `grpc`.
-async fn connect(grpc: &str, connections: usize) -> Vec<Channel> {
-    let mut channels = Vec::with_capacity(connections);
-    for _ in 0..connections {
-        channels.push(
-            Channel::from_shared(grpc.to_string())
-                .unwrap()
-                .connect()
-                .await
-                .unwrap(),
-        );
-    }
-    channels
-}
-
-async fn unary(server: &ServerProcess, concurrency: usize, seconds: u64, tag: &str) -> Point {
-    let grpc = &server.grpc;
-    let connections = concurrency.clamp(1, 4);
-    let channels = connect(grpc, connections).await;
-    let deadline = Instant::now() + Duration::from_secs(seconds);
-    let started = Instant::now();
-    let cpu_before = server.cpu_us();
-    let mut tasks = Vec::new();
-    for task in 0..concurrency {
-        let mut client = ComplianceGatewayClient::new(channels[task % connections].clone());
-        let tag = tag.to_string();
-        tasks.push(tokio::spawn(async move {
-            let mut latencies = Vec::with_capacity(1 << 16);
-            let mut errors = 0;
-            let mut i = task * 7919;
-            while Instant::now() < deadline {
-                let request = CheckCallRequest {
-                    called_number: numbers()[i % NUMBERS].clone(),
-                    caller_id: "+390212345678".into(),
-                    campaign_id: "bench-it".into(),
-                    request_id: format!("{tag}-{task}-{i}"),
-                };
-                let sent = Instant::now();
-                match client.check_call(request).await {
-                    Ok(_) => latencies.push(sent.elapsed().as_micros() as u64),
-                    Err(_) => errors += 1,
-                }
-                i += 1;
-            }
-            (latencies, errors)
-        }));
-    }
-    let mut all = Vec::new();
-    let mut errors = 0;
-    for task in tasks {
-        let (latencies, e) = task.await.unwrap();
-        all.extend(latencies);
-        errors += e;
-    }
-    let elapsed = started.elapsed().as_secs_f64();
-    let cpu = server.cpu_us() - cpu_before;
-    all.sort_unstable();
-    Point {
-        cpu_us_per_request: cpu as f64 / all.len().max(1) as f64,
-        requests: all.len() as u64,
-        seconds: elapsed,
-        p50: percentile(&all, 0.50),
-        p99: percentile(&all, 0.99),
-        p999: percentile(&all, 0.999),
-        errors,
-    }
-}
-
-async fn screen_pipelined(grpc: &str, streams: usize, connections: usize, seconds: u64) -> f64 {
-    let channels = connect(grpc, connections.max(1)).await;
-    let deadline = Instant::now() + Duration::from_secs(seconds);
-    let started = Instant::now();
-    let mut tasks = Vec::new();
-    for s in 0..streams {
-        let mut client = ComplianceGatewayClient::new(channels[s % channels.len()].clone());
-        tasks.push(tokio::spawn(async move {
-            let requests = futures_util::stream::iter(s * 1_000_000..)
-                .take_while(move |_| futures_util::future::ready(Instant::now() < deadline))
-                .map(|i| ScreenNumbersRequest {
-                    called_number: numbers()[i % NUMBERS].clone(),
-                    campaign_id: "bench-it".into(),
-                    at: None,
-                    r#ref: i.to_string(),
-                });
-            let mut answers = client.screen_numbers(requests).await.unwrap().into_inner();
-            let mut count = 0u64;
-            while let Some(Ok(_)) = answers.next().await {
-                count += 1;
-            }
-            count
-        }));
-    }
-    let mut total = 0;
-    for task in tasks {
-        total += task.await.unwrap();
-    }
-    total as f64 / started.elapsed().as_secs_f64()
 }
 
 fn main() {

@@ -1005,6 +1005,21 @@ impl ContactStore {
             }
         }
         records.trail = read_events(&conn, Some(&hex::encode(subject)))?;
+        // Records from a bulk import have that import's event as their trail.
+        let mut statement = conn.prepare(
+            "SELECT seq, at_us, actor, action, subject, before, after FROM events WHERE seq IN (
+                 SELECT import_seq FROM consents WHERE number_key = ?1 AND (?3 = '' OR controller = ?3)
+                 UNION SELECT import_seq FROM suppressions
+                     WHERE (number_key = ?1 OR number_hash = ?2) AND (?3 = '' OR controller = ?3 OR controller = ''))",
+        )?;
+        let imports = statement.query_map(
+            params![key.0 as i64, subject.to_vec(), controller],
+            event_row,
+        )?;
+        for event in imports {
+            records.trail.push(event?);
+        }
+        records.trail.sort_by_key(|e| e.seq);
         Ok(records)
     }
 
@@ -1234,18 +1249,20 @@ fn read_events(conn: &Connection, subject: Option<&str>) -> rusqlite::Result<Vec
     let mut statement = conn.prepare(
         "SELECT seq, at_us, actor, action, subject, before, after FROM events WHERE ?1 IS NULL OR subject = ?1 ORDER BY seq",
     )?;
-    let rows = statement.query_map([subject], |row| {
-        Ok(ChangeEvent {
-            seq: row.get(0)?,
-            at: ts(row.get(1)?),
-            actor: row.get(2)?,
-            action: row.get(3)?,
-            subject: row.get(4)?,
-            before: serde_json::from_str(&row.get::<_, String>(5)?).unwrap_or_default(),
-            after: serde_json::from_str(&row.get::<_, String>(6)?).unwrap_or_default(),
-        })
-    })?;
+    let rows = statement.query_map([subject], event_row)?;
     rows.collect()
+}
+
+fn event_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<ChangeEvent> {
+    Ok(ChangeEvent {
+        seq: row.get(0)?,
+        at: ts(row.get(1)?),
+        actor: row.get(2)?,
+        action: row.get(3)?,
+        subject: row.get(4)?,
+        before: serde_json::from_str(&row.get::<_, String>(5)?).unwrap_or_default(),
+        after: serde_json::from_str(&row.get::<_, String>(6)?).unwrap_or_default(),
+    })
 }
 
 /// 32 random bytes (two v4 UUIDs, 244 random bits), made once per store.
@@ -1323,6 +1340,112 @@ mod tests {
                 "{corruption}: {message}"
             );
         }
+    }
+
+    /// Issue 15: a bulk import from another process (the CLI) reaches a
+    /// running store through refresh, merged into a new base when large,
+    /// with a revocation made meanwhile kept, ids read back from the store,
+    /// and one trail event for the whole import.
+    #[test]
+    fn test_bulk_import_reaches_the_running_index_with_revocations_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let serving = ContactStore::open(dir.path()).unwrap();
+        let importer = ContactStore::open_unindexed(dir.path()).unwrap();
+        let at: Timestamp = "2026-01-05T10:00:00Z".parse().unwrap();
+        let number = |i: usize| format!("+39333{i:07}");
+        let rows = MERGE_AT_ONCE + 500;
+        let outcome = importer
+            .bulk_import("cli:test", "consents.imported", at, |bulk| {
+                for i in 0..rows {
+                    let mut c = consent(&number(i));
+                    c.consent_id = format!("c-{i}");
+                    bulk.consent(NumberKey::from_e164(&number(i)).unwrap(), &c)?;
+                    if i % 2 == 0 {
+                        let s = Suppression {
+                            suppression_id: format!("s-{i}"),
+                            controller: String::new(),
+                            campaign_id: String::new(),
+                            number: number(i),
+                            reason: "asked".into(),
+                            source: "crm".into(),
+                            added_by: "cli:test".into(),
+                            created_at: at,
+                            expires_at: None,
+                        };
+                        bulk.suppression(NumberKey::from_e164(&number(i)).unwrap(), &s)?;
+                    }
+                }
+                Ok(Some(((), serde_json::json!({"file": "x.csv"}))))
+            })
+            .unwrap()
+            .unwrap();
+        assert_eq!(outcome.1.stored as usize, rows + rows / 2);
+        let key = |i: usize| NumberKey::from_e164(&number(i)).unwrap();
+        assert!(serving.view(key(7), &number(7)).consents.is_empty());
+        // Revoked by the serving process before it has loaded the import.
+        let revoked_at: Timestamp = "2026-02-01T00:00:00Z".parse().unwrap();
+        serving
+            .revoke_consents(key(7), &number(7), "acme", None, revoked_at, "test")
+            .unwrap();
+        assert_eq!(serving.refresh().unwrap(), rows + rows / 2);
+        let view = serving.view(key(7), &number(7));
+        assert_eq!(view.consents.len(), 1);
+        assert_eq!(view.consents[0].consent_id, "c-7");
+        assert_eq!(view.consents[0].revoked_at, Some(revoked_at));
+        let view = serving.view(key(8), &number(8));
+        assert_eq!(view.suppressions.len(), 1);
+        assert_eq!(view.suppressions[0].suppression_id, "s-8");
+        assert_eq!(serving.refresh().unwrap(), 0, "nothing loaded twice");
+        assert_eq!(serving.view(key(8), &number(8)).consents.len(), 1);
+        // A record written by the serving process after the merge counts.
+        let mut later = consent(&number(8));
+        later.consent_id = "c-8-again".into();
+        serving.record_consent(key(8), later, "test").unwrap();
+        assert_eq!(serving.view(key(8), &number(8)).consents.len(), 2);
+        // One trail event for the import, shown in the subject's records.
+        let trail = serving.trail().unwrap();
+        assert_eq!(
+            trail
+                .iter()
+                .filter(|e| e.action == "consents.imported")
+                .count(),
+            1
+        );
+        let records = serving.subject_records(key(8), &number(8), "").unwrap();
+        assert!(
+            records
+                .trail
+                .iter()
+                .any(|e| e.action == "consents.imported")
+        );
+        // A fresh start reads the same.
+        drop(serving);
+        let reopened = ContactStore::open(dir.path()).unwrap();
+        let view = reopened.view(key(7), &number(7));
+        assert_eq!(view.consents[0].revoked_at, Some(revoked_at));
+        assert_eq!(reopened.view(key(8), &number(8)).suppressions.len(), 1);
+    }
+
+    /// A failed bulk import stores nothing, not even its trail event.
+    #[test]
+    fn test_abandoned_bulk_import_stores_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ContactStore::open(dir.path()).unwrap();
+        let number = "+390212345678";
+        let outcome = store
+            .bulk_import::<()>("cli:test", "consents.imported", Timestamp::now(), |bulk| {
+                bulk.consent(NumberKey::from_e164(number).unwrap(), &consent(number))?;
+                Ok(None)
+            })
+            .unwrap();
+        assert!(outcome.is_none());
+        assert!(store.trail().unwrap().is_empty());
+        assert!(
+            store
+                .view(NumberKey::from_e164(number).unwrap(), number)
+                .consents
+                .is_empty()
+        );
     }
 
     /// Issue 13: after an erasure the change trail kept the consent's

@@ -435,3 +435,36 @@ async fn test_bulk_csv_imports_are_validated_idempotent_and_served() {
     let trail = ws.cli_ok(&["trail", "export"]);
     assert!(trail.contains("\"actor\":\"cli:"), "{trail}");
 }
+
+/// Issue 15: `suppression import` logged one line per opt-out (500,000
+/// lines for 500,000 records); an import now says one summary line, and
+/// the trail holds one event for the whole file.
+#[test]
+fn test_bulk_imports_say_one_summary_line() {
+    let ws = Workspace::new(&standard_config(""));
+    let mut csv = String::from("number,controller,reason\n");
+    for i in 0..3_000 {
+        csv.push_str(&format!("+39 347 {i:07},acme,asked\n"));
+    }
+    let file = ws.file("optouts.csv", &csv);
+    let out = std::process::Command::new(BIN)
+        .arg("--config")
+        .arg(ws.config_path())
+        .args(["suppression", "import", "--file", path_str(&file)])
+        .env("DIALGATE_LOG", "info")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stdout.lines().count(), 1, "{stdout}");
+    assert!(stdout.contains("3000 lines valid; 3000 stored"), "{stdout}");
+    assert!(
+        stderr.lines().count() < 10,
+        "{} stderr lines",
+        stderr.lines().count()
+    );
+    let trail = ws.cli_ok(&["trail", "export"]);
+    assert_eq!(trail.lines().count(), 1, "{trail}");
+    assert!(trail.contains("suppressions.imported") && trail.contains("\"stored\":3000"));
+}
