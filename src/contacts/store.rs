@@ -3,7 +3,7 @@
 //! committed in one transaction first, then applied to the index.
 
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use jiff::Timestamp;
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
@@ -35,6 +35,9 @@ pub struct ContactStore {
     conn: Mutex<Connection>,
     /// Read-only connections for the records' ids (the index holds rows).
     readers: Mutex<Vec<Connection>>,
+    /// Ids read lately, by record (table, row and start instant: a row
+    /// number SQLite reuses after an erasure is another record).
+    ids: dashmap::DashMap<(u8, i64, i64), Arc<str>, foldhash::fast::RandomState>,
     index: ContactIndex,
     /// Whether the index was loaded (not for [`ContactStore::open_unindexed`]).
     indexed: std::sync::atomic::AtomicBool,
@@ -251,6 +254,9 @@ fn hashed_suppressions(
     rows.map(|row| row.map(|(_, _, suppression)| suppression))
         .collect()
 }
+
+/// Record ids kept in memory at most (the numbers checked again and again).
+const ID_CACHE: usize = 65_536;
 
 /// Rows read by one refresh above which they are merged into a new base
 /// at once, rather than held as pending changes.
@@ -480,6 +486,7 @@ impl ContactStore {
             path,
             conn: Mutex::new(conn),
             readers: Mutex::new(Vec::new()),
+            ids: dashmap::DashMap::default(),
             index: ContactIndex::new(salt, CompactIndex::default()),
             indexed: std::sync::atomic::AtomicBool::new(false),
             observations: dashmap::DashMap::new(),
@@ -637,8 +644,21 @@ impl ContactStore {
         view
     }
 
-    /// The ids of the slots' records, read from the store.
+    /// The ids of the slots' records: recently read ones from memory, the
+    /// others from the store.
     fn record_ids(&self, slots: &[Slot]) -> Vec<Result<Option<String>, StoreError>> {
+        let cache_key = |slot: &Slot| (slot.table() as u8, slot.row(), slot.t0);
+        let mut ids: Vec<Option<Result<Option<String>, StoreError>>> = slots
+            .iter()
+            .map(|slot| {
+                self.ids
+                    .get(&cache_key(slot))
+                    .map(|id| Ok(Some(id.to_string())))
+            })
+            .collect();
+        if ids.iter().all(Option::is_some) {
+            return ids.into_iter().flatten().collect();
+        }
         let reader = {
             let mut readers = self.readers.lock().expect("reader pool lock");
             readers.pop()
@@ -659,32 +679,39 @@ impl ContactStore {
             Ok(reader) => reader,
             Err(err) => {
                 let message = err.to_string();
-                return slots
-                    .iter()
-                    .map(|_| Err(StoreError::Unreadable(message.clone())))
+                return ids
+                    .into_iter()
+                    .map(|id| id.unwrap_or_else(|| Err(StoreError::Unreadable(message.clone()))))
                     .collect();
             }
         };
-        let ids = slots
-            .iter()
-            .map(|slot| {
-                let sql = match slot.table() {
-                    Table::Consent => "SELECT consent_id FROM consents WHERE rowid = ?1",
-                    Table::Relationship => {
-                        "SELECT relationship_id FROM relationships WHERE rowid = ?1"
-                    }
-                    Table::Suppression => {
-                        "SELECT suppression_id FROM suppressions WHERE rowid = ?1"
-                    }
-                };
-                Ok(reader
-                    .prepare_cached(sql)?
-                    .query_row([slot.row()], |r| r.get(0))
-                    .optional()?)
-            })
-            .collect();
+        if self.ids.len() >= ID_CACHE {
+            self.ids.clear();
+        }
+        for (slot, id) in slots.iter().zip(ids.iter_mut()) {
+            if id.is_some() {
+                continue;
+            }
+            let sql = match slot.table() {
+                Table::Consent => "SELECT consent_id FROM consents WHERE rowid = ?1",
+                Table::Relationship => "SELECT relationship_id FROM relationships WHERE rowid = ?1",
+                Table::Suppression => "SELECT suppression_id FROM suppressions WHERE rowid = ?1",
+            };
+            let read = reader
+                .prepare_cached(sql)
+                .and_then(|mut statement| {
+                    statement
+                        .query_row([slot.row()], |r| r.get::<_, String>(0))
+                        .optional()
+                })
+                .map_err(StoreError::from);
+            if let Ok(Some(text)) = &read {
+                self.ids.insert(cache_key(slot), Arc::from(text.as_str()));
+            }
+            *id = Some(read);
+        }
         self.readers.lock().expect("reader pool lock").push(reader);
-        ids
+        ids.into_iter().flatten().collect()
     }
 
     /// Runs `change` in one transaction; once committed, `apply` updates
@@ -957,6 +984,8 @@ impl ContactStore {
             // The hashed opt-outs first: the number is never unsuppressed.
             self.index.set_erased(subject, hashed.clone());
             self.index.erase(key, controller);
+            // Erased rows' numbers may be reused by SQLite.
+            self.ids.clear();
             self.observations
                 .retain(|(_, c, k), _| *k != key || !(controller.is_empty() || c == controller));
         })?;
