@@ -4,8 +4,10 @@
 //! real server starts on them. Measured: import rate, bytes per record on
 //! disk and resident (anonymous memory above the empty store's), start-up,
 //! CheckCall p50/p99 at concurrency 16, and ScreenNumbers (4 streams, one
-//! connection). The load is the same at every size: the bench numbers
-//! have consents (and so ids read from the store) at every size but 0.
+//! connection), each twice: on numbers without records (the same load and
+//! the same answers at every size: what the index costs) and on numbers
+//! that have consents at every size but 0 ("held": what records cost, the
+//! consent cited in each answer, its id read from the store or its cache).
 //!
 //! Run: `cargo bench --bench contacts` (env `BENCH_CONTACT_SIZES`, records,
 //! default `0,1000000,10000000`; `BENCH_SECONDS` per point, default 5).
@@ -32,11 +34,17 @@ impl Rng {
     }
 }
 
-/// Italian mobile numbers: the bench numbers first, then random ones
-/// (distinct from the bench numbers: another prefix).
+/// Numbers the load calls that have consents (at every size but 0).
+fn held_numbers() -> &'static [String] {
+    static HELD: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+    HELD.get_or_init(|| (0..NUMBERS).map(|i| format!("+39334{i:07}")).collect())
+}
+
+/// Italian mobile numbers: the held numbers first, then random ones
+/// (never the load's other numbers, `+39333...`: another prefix).
 fn crm_number(i: usize, rng: &mut Rng) -> String {
     if i < NUMBERS {
-        number(i)
+        held_numbers()[i].clone()
     } else {
         format!("+39347{:07}", rng.next() % 10_000_000)
     }
@@ -157,6 +165,8 @@ struct Row {
     start_s: f64,
     check: Point,
     screen: f64,
+    held_check: Point,
+    held_screen: f64,
 }
 
 fn main() {
@@ -184,7 +194,11 @@ fn main() {
         let cleared = dir.path().join("cleared.txt");
         std::fs::write(
             &cleared,
-            (0..NUMBERS).map(|i| number(i) + "\n").collect::<String>(),
+            numbers()
+                .iter()
+                .chain(held_numbers())
+                .map(|n| n.clone() + "\n")
+                .collect::<String>(),
         )
         .unwrap();
         dialgate(
@@ -231,8 +245,22 @@ fn main() {
         let rss = rss_anon(server.child.id());
         let check = runtime.block_on(unary(&server, 16, seconds, &format!("c{records}")));
         let screen = runtime.block_on(screen_pipelined(&server.grpc, 4, 1, seconds));
+        let held_check = runtime.block_on(unary_on(
+            &server,
+            16,
+            seconds,
+            &format!("h{records}"),
+            held_numbers,
+        ));
+        let held_screen = runtime.block_on(screen_pipelined_on(
+            &server.grpc,
+            4,
+            1,
+            seconds,
+            held_numbers,
+        ));
         println!(
-            "{records} records: import {:.0}/s, disk {:.0} B/record, RssAnon {} MB, start {start_s:.2} s, CheckCall c16 {:.0}/s p50 {} µs p99 {} µs ({} errors), ScreenNumbers {:.2} M/s",
+            "{records} records: import {:.0}/s, disk {:.0} B/record, RssAnon {} MB, start {start_s:.2} s, CheckCall c16 {:.0}/s p50 {} µs p99 {} µs ({} errors), ScreenNumbers {:.2} M/s; numbers with consents: CheckCall {:.0}/s p50 {} µs p99 {} µs ({} errors), ScreenNumbers {:.2} M/s",
             records as f64 / import_s.max(1e-9),
             disk as f64 / records.max(1) as f64,
             rss >> 20,
@@ -240,7 +268,12 @@ fn main() {
             check.p50,
             check.p99,
             check.errors,
-            screen / 1e6
+            screen / 1e6,
+            held_check.rate(),
+            held_check.p50,
+            held_check.p99,
+            held_check.errors,
+            held_screen / 1e6
         );
         rows.push(Row {
             records,
@@ -250,14 +283,16 @@ fn main() {
             start_s,
             check,
             screen,
+            held_check,
+            held_screen,
         });
         drop(server);
     }
     let empty = rows.iter().find(|r| r.records == 0).map(|r| r.rss);
     println!(
-        "\n| records | import (records/s) | disk (B/record) | resident above empty (B/record) | start-up (s) | CheckCall c16 (req/s) | p50 (µs) | p99 (µs) | ScreenNumbers (M/s) |"
+        "\n| records | import (records/s) | disk (B/record) | resident above empty (B/record) | start-up (s) | CheckCall c16 (req/s) | p50 (µs) | p99 (µs) | ScreenNumbers (M/s) | held: CheckCall (req/s) | held: p50 / p99 (µs) | held: ScreenNumbers (M/s) |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
     for row in &rows {
         let resident = match (empty, row.records) {
             (Some(empty), n) if n > 0 => {
@@ -274,13 +309,17 @@ fn main() {
             )
         };
         println!(
-            "| {} | {rate} | {disk} | {resident} | {:.2} | {:.0} | {} | {} | {:.2} |",
+            "| {} | {rate} | {disk} | {resident} | {:.2} | {:.0} | {} | {} | {:.2} | {:.0} | {} / {} | {:.2} |",
             row.records,
             row.start_s,
             row.check.rate(),
             row.check.p50,
             row.check.p99,
-            row.screen / 1e6
+            row.screen / 1e6,
+            row.held_check.rate(),
+            row.held_check.p50,
+            row.held_check.p99,
+            row.held_screen / 1e6
         );
     }
 }

@@ -80,7 +80,7 @@ struct Table {
     path: PathBuf,
     columns: Vec<Option<usize>>,
     names: &'static [&'static str],
-    reader: csv::Reader<Hashing<Box<dyn Read>>>,
+    reader: csv::Reader<Hashing<Box<dyn Read + Send>>>,
     progress: Option<indicatif::ProgressBar>,
 }
 
@@ -107,7 +107,7 @@ impl Table {
             pb.set_message(format!("importing {}", path.display()));
             pb
         });
-        let raw: Box<dyn Read> = match &progress {
+        let raw: Box<dyn Read + Send> = match &progress {
             Some(pb) => Box::new(pb.wrap_read(file)),
             None => Box::new(file),
         };
@@ -271,11 +271,14 @@ struct Import<'a> {
     dry_run: bool,
 }
 
-fn run<T>(
+/// Validated records handed from the reading thread to the storing one at once.
+const HANDOVER: usize = 4096;
+
+fn run<T: Send>(
     store: &ContactStore,
     mut table: Table,
     import: Import<'_>,
-    validate: impl FnMut(&Row<'_>) -> Result<T, RecordsError>,
+    validate: impl FnMut(&Row<'_>) -> Result<T, RecordsError> + Send,
     mut add: impl FnMut(&mut BulkImport<'_>, T) -> Result<(), StoreError>,
 ) -> Result<ContactImportSummary, ContactImportError> {
     let Import {
@@ -293,16 +296,48 @@ fn run<T>(
             dry_run,
         });
     }
+    // Two threads: this one stores (the transaction cannot move), the
+    // other reads and validates, handing over batches.
     let mut failure = None;
     let outcome = store.bulk_import(actor, action, now, |bulk| {
-        match table.each(validate, |value| add(bulk, value)) {
-            Ok(lines) => Ok(Some((lines, table.describe(lines)))),
-            Err(ContactImportError::Store(RecordsError::Store(err))) => Err(err),
-            Err(err) => {
-                failure = Some(err);
-                Ok(None)
+        std::thread::scope(|scope| {
+            let (batches, received) = std::sync::mpsc::sync_channel::<Vec<T>>(4);
+            let reader = scope.spawn(move || {
+                let mut batch = Vec::with_capacity(HANDOVER);
+                let lines = table.each(validate, |value| {
+                    batch.push(value);
+                    if batch.len() >= HANDOVER {
+                        batches
+                            .send(std::mem::replace(&mut batch, Vec::with_capacity(HANDOVER)))
+                            .map_err(|_| StoreError::Unreadable("the import stopped".into()))?;
+                    }
+                    Ok(())
+                })?;
+                batches
+                    .send(batch)
+                    .map_err(|_| StoreError::Unreadable("the import stopped".into()))?;
+                Ok::<_, ContactImportError>((lines, table.describe(lines)))
+            });
+            let stored = received
+                .iter()
+                .try_for_each(|batch| batch.into_iter().try_for_each(|value| add(bulk, value)));
+            drop(received);
+            let read = reader.join().unwrap_or_else(|_| {
+                Err(ContactImportError::Read {
+                    path: PathBuf::new(),
+                    cause: "the reading thread failed".into(),
+                })
+            });
+            stored?;
+            match read {
+                Ok((lines, details)) => Ok(Some((lines, details))),
+                Err(ContactImportError::Store(RecordsError::Store(err))) => Err(err),
+                Err(err) => {
+                    failure = Some(err);
+                    Ok(None)
+                }
             }
-        }
+        })
     })?;
     match (outcome, failure) {
         (Some((lines, counts)), _) => Ok(ContactImportSummary {
@@ -421,7 +456,7 @@ pub fn import_consents(
             dry_run,
         },
         validate,
-        |bulk, (key, consent)| bulk.consent(key, &consent),
+        |bulk, (key, consent)| bulk.consent(key, consent),
     )
 }
 
@@ -492,6 +527,6 @@ pub fn import_suppressions(
             dry_run,
         },
         validate,
-        |bulk, (key, suppression)| bulk.suppression(key, &suppression),
+        |bulk, (key, suppression)| bulk.suppression(key, suppression),
     )
 }

@@ -122,6 +122,17 @@ pub async fn connect(grpc: &str, connections: usize) -> Vec<Channel> {
 }
 
 pub async fn unary(server: &ServerProcess, concurrency: usize, seconds: u64, tag: &str) -> Point {
+    unary_on(server, concurrency, seconds, tag, numbers).await
+}
+
+/// CheckCall at `concurrency` for `seconds`, calling `called` in turn.
+pub async fn unary_on(
+    server: &ServerProcess,
+    concurrency: usize,
+    seconds: u64,
+    tag: &str,
+    called: fn() -> &'static [String],
+) -> Point {
     let grpc = &server.grpc;
     let connections = concurrency.clamp(1, 4);
     let channels = connect(grpc, connections).await;
@@ -138,7 +149,7 @@ pub async fn unary(server: &ServerProcess, concurrency: usize, seconds: u64, tag
             let mut i = task * 7919;
             while Instant::now() < deadline {
                 let request = CheckCallRequest {
-                    called_number: numbers()[i % NUMBERS].clone(),
+                    called_number: called()[i % called().len()].clone(),
                     caller_id: "+390212345678".into(),
                     campaign_id: "bench-it".into(),
                     request_id: format!("{tag}-{task}-{i}"),
@@ -175,17 +186,30 @@ pub async fn unary(server: &ServerProcess, concurrency: usize, seconds: u64, tag
 }
 
 pub async fn screen_pipelined(grpc: &str, streams: usize, connections: usize, seconds: u64) -> f64 {
+    screen_pipelined_on(grpc, streams, connections, seconds, numbers).await
+}
+
+/// ScreenNumbers rate (numbers/s) over `streams` streams, screening `called` in turn.
+pub async fn screen_pipelined_on(
+    grpc: &str,
+    streams: usize,
+    connections: usize,
+    seconds: u64,
+    called: fn() -> &'static [String],
+) -> f64 {
     let channels = connect(grpc, connections.max(1)).await;
     let deadline = Instant::now() + Duration::from_secs(seconds);
     let started = Instant::now();
     let mut tasks = Vec::new();
+    let numbers: std::sync::Arc<[String]> = called().into();
     for s in 0..streams {
         let mut client = ComplianceGatewayClient::new(channels[s % channels.len()].clone());
+        let set = std::sync::Arc::clone(&numbers);
         tasks.push(tokio::spawn(async move {
             let requests = futures_util::stream::iter(s * 1_000_000..)
                 .take_while(move |_| futures_util::future::ready(Instant::now() < deadline))
-                .map(|i| ScreenNumbersRequest {
-                    called_number: numbers()[i % NUMBERS].clone(),
+                .map(move |i| ScreenNumbersRequest {
+                    called_number: set[i % set.len()].clone(),
                     campaign_id: "bench-it".into(),
                     at: None,
                     r#ref: i.to_string(),

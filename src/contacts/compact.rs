@@ -250,12 +250,25 @@ impl Base {
         }
         // SAFETY: the counting sort wrote each of the `count` positions once.
         unsafe { sorted.set_len(count as usize) };
+        // Within each bucket: by number, copies of one record merged (see
+        // [`merge`]), the survivors moved down over the merged ones.
+        let mut kept = 0usize;
         for b in 0..buckets {
             let range = directory[b] as usize..directory[b + 1] as usize;
-            if range.len() > 1 {
-                sorted[range].sort_unstable_by_key(|s| (s.key, s.table(), s.row));
+            directory[b] = kept as u32;
+            sorted[range.clone()].sort_unstable_by_key(|s| (s.key, s.table(), s.row));
+            for i in range {
+                let slot = sorted[i];
+                if kept > directory[b] as usize && sorted[kept - 1].same_record(&slot) {
+                    sorted[kept - 1] = merge(sorted[kept - 1], slot);
+                } else {
+                    sorted[kept] = slot;
+                    kept += 1;
+                }
             }
         }
+        directory[buckets] = kept as u32;
+        sorted.truncate(kept);
         base.slots = sorted.into_boxed_slice();
         base.directory = directory.into_boxed_slice();
         Ok(base)
@@ -318,6 +331,15 @@ impl Change {
     }
 }
 
+/// Hands the memory a build freed back to the system: the binary's
+/// allocator (mimalloc) otherwise keeps it, and the resident size would
+/// count the build's peak (about twice the base) instead of the base.
+fn release_freed_memory() {
+    // SAFETY: mi_collect only walks the allocator's own free lists; with
+    // another global allocator it finds nothing to release.
+    unsafe { libmimalloc_sys::mi_collect(true) };
+}
+
 /// Two copies of one record (one from the store, one from a change): the
 /// earlier end of each wins, so a merge can only end a basis sooner.
 fn merge(a: Slot, b: Slot) -> Slot {
@@ -354,7 +376,7 @@ impl CompactIndex {
     pub(crate) fn with_slots(slots: Vec<Slot>) -> Result<CompactIndex, SlotError> {
         let index = CompactIndex::default();
         index.layers.store(Arc::new(Layers {
-            base: Arc::new(Base::build(dedup(slots))?),
+            base: Arc::new(Base::build(slots)?),
             ..Layers::default()
         }));
         Ok(index)
@@ -439,6 +461,10 @@ impl Compaction<'_> {
     pub(crate) fn finish(self, added: Vec<Slot>) -> Result<(), SlotError> {
         let frozen = self.frozen.clone().unwrap_or_default();
         let base = Arc::clone(&self.index.layers.load().base);
+        if base.slots.is_empty() && frozen.is_empty() {
+            // The first load: no copy of `added`.
+            return self.swap_in(Base::build(added)?);
+        }
         let mut slots: Vec<Slot> = Vec::with_capacity(base.slots.len() + added.len());
         slots.extend(
             base.slots
@@ -454,28 +480,20 @@ impl Compaction<'_> {
             slots.extend(merged);
         }
         slots.extend(added);
-        let new_base = Arc::new(Base::build(dedup(slots))?);
+        drop(base);
+        self.swap_in(Base::build(slots)?)
+    }
+
+    fn swap_in(self, base: Base) -> Result<(), SlotError> {
+        let base = Arc::new(base);
         self.index.layers.rcu(|current| Layers {
-            base: Arc::clone(&new_base),
+            base: Arc::clone(&base),
             frozen: Arc::new(Changes::default()),
             active: Arc::clone(&current.active),
         });
+        release_freed_memory();
         Ok(())
     }
-}
-
-/// Merges copies of the same record (see [`merge`]).
-fn dedup(mut slots: Vec<Slot>) -> Vec<Slot> {
-    slots.sort_unstable_by_key(|s| (s.key, s.table(), s.row));
-    slots.dedup_by(|later, kept| {
-        if later.same_record(kept) {
-            *kept = merge(*kept, *later);
-            true
-        } else {
-            false
-        }
-    });
-    slots
 }
 
 #[cfg(test)]

@@ -61,39 +61,37 @@ pub struct BulkCounts {
     pub already_present: u64,
 }
 
-/// The records of one bulk import, added in its transaction.
+/// The records of one bulk import, added in its transaction in batches
+/// sorted by number (the number index then takes its inserts in order).
 pub struct BulkImport<'t> {
     tx: &'t Transaction<'t>,
     seq: i64,
     counts: BulkCounts,
+    consents: Vec<(NumberKey, Consent)>,
+    suppressions: Vec<(NumberKey, Suppression)>,
 }
+
+/// Records a bulk import holds before inserting them.
+const BULK_BATCH: usize = 65_536;
+
+const INSERT_CONSENT: &str = "INSERT OR IGNORE INTO consents (consent_id, controller, number, number_key, purpose, \
+    granted_at_us, revoked_at_us, expires_at_us, source, method, notice_version, evidence_ref, recorded_at_us, import_seq) \
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)";
+
+const INSERT_SUPPRESSION: &str = "INSERT OR IGNORE INTO suppressions (suppression_id, controller, campaign_id, number, \
+    number_key, number_hash, reason, source, added_by, created_at_us, expires_at_us, import_seq) \
+    VALUES (?1, ?2, ?3, ?4, ?5, NULL, ?6, ?7, ?8, ?9, ?10, ?11)";
 
 impl BulkImport<'_> {
     /// Adds a consent (kept as it is when one with its id is stored).
     ///
     /// # Errors
     /// [`StoreError`]; the import then stores nothing.
-    pub fn consent(&mut self, key: NumberKey, consent: &Consent) -> Result<(), StoreError> {
-        let mut statement = self.tx.prepare_cached(&format!(
-            "INSERT OR IGNORE INTO consents ({CONSENT_COLUMNS}, import_seq) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)"
-        ))?;
-        let inserted = statement.execute(params![
-            consent.consent_id,
-            consent.controller,
-            consent.number,
-            key.0 as i64,
-            consent.purpose.as_str(),
-            us(consent.granted_at),
-            consent.revoked_at.map(us),
-            consent.expires_at.map(us),
-            consent.source,
-            consent.method,
-            consent.notice_version,
-            consent.evidence_ref,
-            us(consent.recorded_at),
-            self.seq,
-        ])?;
-        self.count(inserted);
+    pub fn consent(&mut self, key: NumberKey, consent: Consent) -> Result<(), StoreError> {
+        self.consents.push((key, consent));
+        if self.consents.len() >= BULK_BATCH {
+            self.flush()?;
+        }
         Ok(())
     }
 
@@ -104,39 +102,85 @@ impl BulkImport<'_> {
     pub fn suppression(
         &mut self,
         key: NumberKey,
-        suppression: &Suppression,
+        suppression: Suppression,
     ) -> Result<(), StoreError> {
-        let mut statement = self.tx.prepare_cached(&format!(
-            "INSERT OR IGNORE INTO suppressions ({SUPPRESSION_COLUMNS}, import_seq) VALUES (?1, ?2, ?3, ?4, ?5, NULL, ?6, ?7, ?8, ?9, ?10, ?11)"
-        ))?;
-        let inserted = statement.execute(params![
-            suppression.suppression_id,
-            suppression.controller,
-            suppression.campaign_id,
-            suppression.number,
-            key.0 as i64,
-            suppression.reason,
-            suppression.source,
-            suppression.added_by,
-            us(suppression.created_at),
-            suppression.expires_at.map(us),
-            self.seq,
-        ])?;
-        self.count(inserted);
+        self.suppressions.push((key, suppression));
+        if self.suppressions.len() >= BULK_BATCH {
+            self.flush()?;
+        }
         Ok(())
     }
 
+    /// Inserts the records held (a stable sort: of two records with one
+    /// id and number, the first in the file is kept).
+    fn flush(&mut self) -> Result<(), StoreError> {
+        let mut consents = std::mem::take(&mut self.consents);
+        let mut statement = self.tx.prepare_cached(INSERT_CONSENT)?;
+        for i in by_number(&consents) {
+            let (key, consent) = &consents[i];
+            let inserted = statement.execute(params![
+                consent.consent_id,
+                consent.controller,
+                consent.number,
+                key.0 as i64,
+                consent.purpose.as_str(),
+                us(consent.granted_at),
+                consent.revoked_at.map(us),
+                consent.expires_at.map(us),
+                consent.source,
+                consent.method,
+                consent.notice_version,
+                consent.evidence_ref,
+                us(consent.recorded_at),
+                self.seq,
+            ])?;
+            self.counts.count(inserted);
+        }
+        consents.clear();
+        self.consents = consents;
+        let mut suppressions = std::mem::take(&mut self.suppressions);
+        let mut statement = self.tx.prepare_cached(INSERT_SUPPRESSION)?;
+        for i in by_number(&suppressions) {
+            let (key, suppression) = &suppressions[i];
+            let inserted = statement.execute(params![
+                suppression.suppression_id,
+                suppression.controller,
+                suppression.campaign_id,
+                suppression.number,
+                key.0 as i64,
+                suppression.reason,
+                suppression.source,
+                suppression.added_by,
+                us(suppression.created_at),
+                suppression.expires_at.map(us),
+                self.seq,
+            ])?;
+            self.counts.count(inserted);
+        }
+        suppressions.clear();
+        self.suppressions = suppressions;
+        Ok(())
+    }
+}
+
+/// The positions of `records` in number order (the records stay put).
+fn by_number<T>(records: &[(NumberKey, T)]) -> Vec<usize> {
+    let mut order: Vec<(u64, usize)> = records
+        .iter()
+        .enumerate()
+        .map(|(i, (key, _))| (key.0, i))
+        .collect();
+    order.sort_unstable();
+    order.into_iter().map(|(_, i)| i).collect()
+}
+
+impl BulkCounts {
     fn count(&mut self, inserted: usize) {
         if inserted == 1 {
-            self.counts.stored += 1;
+            self.stored += 1;
         } else {
-            self.counts.already_present += 1;
+            self.already_present += 1;
         }
-    }
-
-    /// Records added so far.
-    pub fn counts(&self) -> BulkCounts {
-        self.counts
     }
 }
 
@@ -1240,10 +1284,13 @@ impl ContactStore {
                 tx: &tx,
                 seq,
                 counts: BulkCounts::default(),
+                consents: Vec::new(),
+                suppressions: Vec::new(),
             };
             match fill(&mut import)? {
                 None => None,
                 Some((result, mut details)) => {
+                    import.flush()?;
                     let counts = import.counts;
                     if let Some(object) = details.as_object_mut() {
                         object.insert("stored".into(), counts.stored.into());
@@ -1388,7 +1435,7 @@ mod tests {
                 for i in 0..rows {
                     let mut c = consent(&number(i));
                     c.consent_id = format!("c-{i}");
-                    bulk.consent(NumberKey::from_e164(&number(i)).unwrap(), &c)?;
+                    bulk.consent(NumberKey::from_e164(&number(i)).unwrap(), c)?;
                     if i % 2 == 0 {
                         let s = Suppression {
                             suppression_id: format!("s-{i}"),
@@ -1401,7 +1448,7 @@ mod tests {
                             created_at: at,
                             expires_at: None,
                         };
-                        bulk.suppression(NumberKey::from_e164(&number(i)).unwrap(), &s)?;
+                        bulk.suppression(NumberKey::from_e164(&number(i)).unwrap(), s)?;
                     }
                 }
                 Ok(Some(((), serde_json::json!({"file": "x.csv"}))))
@@ -1463,7 +1510,7 @@ mod tests {
         let number = "+390212345678";
         let outcome = store
             .bulk_import::<()>("cli:test", "consents.imported", Timestamp::now(), |bulk| {
-                bulk.consent(NumberKey::from_e164(number).unwrap(), &consent(number))?;
+                bulk.consent(NumberKey::from_e164(number).unwrap(), consent(number))?;
                 Ok(None)
             })
             .unwrap();
