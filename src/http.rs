@@ -50,17 +50,17 @@ async fn require_supervisor(
         .and_then(|v| v.to_str().ok());
     match keys.check(header, Some(Role::Supervisor)) {
         Ok(_) => next.run(request).await,
-        Err(AuthError::Unauthenticated) => (
-            StatusCode::UNAUTHORIZED,
-            [(header::WWW_AUTHENTICATE, "Bearer")],
-            "missing or unknown API key\n",
-        )
-            .into_response(),
-        Err(AuthError::Forbidden) => (
-            StatusCode::FORBIDDEN,
-            "this API key lacks the supervisor role\n",
-        )
-            .into_response(),
+        Err(err) => {
+            let (status, message) = crate::error::http_parts(&err);
+            let mut response = (status, message + "\n").into_response();
+            if err == AuthError::Unauthenticated {
+                response.headers_mut().insert(
+                    header::WWW_AUTHENTICATE,
+                    header::HeaderValue::from_static("Bearer"),
+                );
+            }
+            response
+        }
     }
 }
 

@@ -13,7 +13,8 @@
 //! - [`contacts`]: consents and opt-outs (SQLite + in-memory index).
 //! - [`decision_log`]: the durable, hash-chained decision log; export and verify.
 //! - [`gateway`], [`records`]: the domain services the adapters call.
-//! - [`grpc`], [`http`]: thin adapters; [`proto`]: generated wire types.
+//! - [`grpc`], [`http`]: thin adapters; [`proto`]: generated wire types;
+//!   [`error`]: the kinds of failure and their gRPC codes and HTTP statuses.
 //! - [`server`]: wiring, health, reflection, graceful shutdown; [`cli`]: the commands.
 
 pub mod attempts;
@@ -26,6 +27,7 @@ pub mod contact_import;
 pub mod contacts;
 pub mod decision;
 pub mod decision_log;
+pub mod error;
 pub mod gateway;
 pub mod grpc;
 pub mod histogram;

@@ -21,12 +21,13 @@ use crate::histogram::LatencyHistogram;
 use crate::model::{Reason, Verdict};
 
 /// Why a decision could not be logged (the dialer must not dial).
-#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum LogError {
     #[error("decision log backlog full")]
     Backlog,
+    /// Shared: one failed group commit answers every decision in the group.
     #[error("decision log write failed: {0}")]
-    Write(String),
+    Write(Arc<rusqlite::Error>),
     #[error("decision log did not confirm the write in time")]
     Timeout,
     #[error("decision log is closed")]
@@ -343,13 +344,13 @@ fn write_loop(
                     }
                 }
                 Err(err) => {
-                    let message = err.to_string();
-                    tracing::error!(error = %message, decisions = size, "decision log commit failed");
+                    tracing::error!(error = %err, decisions = size, "decision log commit failed");
                     counters.failed_batches.fetch_add(1, Ordering::Relaxed);
                     counters.failing.store(true, Ordering::Relaxed);
-                    *counters.last_error.lock().expect("log error lock") = Some(message.clone());
+                    *counters.last_error.lock().expect("log error lock") = Some(err.to_string());
+                    let err = Arc::new(err);
                     for ack in acks.drain(..) {
-                        let _ = ack.send(Err(LogError::Write(message.clone())));
+                        let _ = ack.send(Err(LogError::Write(Arc::clone(&err))));
                     }
                 }
             }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use futures_util::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
-use super::check_error_status;
+use crate::error::grpc_status;
 use crate::gateway::{CallCheck, Gateway};
 use crate::proto::compliance_gateway_server::ComplianceGateway;
 use crate::proto::{
@@ -50,7 +50,7 @@ impl ComplianceGateway for ComplianceGatewayService {
                 api_key,
             })
             .await
-            .map_err(check_error_status)?;
+            .map_err(|err| grpc_status(&err))?;
         Ok(Response::new(CheckCallResponse {
             verdict: proto::Verdict::from(outcome.verdict) as i32,
             reasons: outcome

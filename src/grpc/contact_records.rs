@@ -3,8 +3,8 @@
 use jiff::Timestamp;
 use tonic::{Request, Response, Status};
 
-use super::records_error_status;
 use crate::contacts::RelationshipKind as Kind;
+use crate::error::grpc_status;
 use crate::proto::contact_records_server::ContactRecords;
 use crate::proto::{self, *};
 use crate::records::{
@@ -78,8 +78,8 @@ async fn blocking<T: Send + 'static>(
 ) -> Result<T, Status> {
     tokio::task::spawn_blocking(work)
         .await
-        .map_err(|err| Status::internal(format!("contact records task failed: {err}")))?
-        .map_err(records_error_status)
+        .map_err(|err| grpc_status(&err))?
+        .map_err(|err| grpc_status(&err))
 }
 
 #[tonic::async_trait]
