@@ -51,7 +51,11 @@ impl Validator<'_> {
         });
         if let Some(settings) = &tls {
             crate::tls::acceptors(settings).map_err(|problem| {
-                self.invalid("server.tls", settings.cert_file.display(), &problem)
+                self.invalid(
+                    "server.tls",
+                    settings.cert_file.display(),
+                    &problem.to_string(),
+                )
             })?;
         }
         let mut api_keys: Vec<ApiKey> = Vec::new();
