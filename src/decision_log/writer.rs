@@ -34,6 +34,20 @@ pub enum LogError {
     Closed,
 }
 
+/// Why the decision log could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("decision log database: {0}")]
+    Database(#[from] rusqlite::Error),
+    #[error(transparent)]
+    CheckpointKey(#[from] super::checkpoint::CheckpointError),
+    #[error("cannot start the {thread} thread: {cause}")]
+    Thread {
+        thread: &'static str,
+        cause: std::io::Error,
+    },
+}
+
 enum Job {
     Append(Box<DecisionRecord>, oneshot::Sender<Result<i64, LogError>>),
     Stop,
@@ -105,12 +119,13 @@ impl DecisionLog {
     /// gateway can answer repeats after a restart.
     ///
     /// # Errors
-    /// When the database cannot be opened or read.
+    /// [`OpenError`] when the database cannot be opened or read, the
+    /// checkpoint key cannot be loaded, or the writer thread cannot start.
     pub fn open(
         path: &Path,
         config: &LogConfig,
         scan: StartupScan,
-    ) -> rusqlite::Result<(DecisionLog, StartupState)> {
+    ) -> Result<(DecisionLog, StartupState), OpenError> {
         let conn = open_connection(path, config.synchronous)?;
         let head = conn
             .query_row(
@@ -145,8 +160,7 @@ impl DecisionLog {
             .checkpoint_key_file
             .as_deref()
             .map(super::checkpoint::load_key)
-            .transpose()
-            .map_err(|problem| rusqlite::Error::ToSqlConversionFailure(problem.into()))?;
+            .transpose()?;
         let dir = path.parent().unwrap_or(Path::new("."));
         let checkpoints_path = super::checkpoint::checkpoints_path(dir);
         // The last checkpoint written: a start-up checkpoints the head it
@@ -186,7 +200,10 @@ impl DecisionLog {
                     &thread_counters,
                 )
             })
-            .map_err(|err| rusqlite::Error::ToSqlConversionFailure(Box::new(err)))?;
+            .map_err(|cause| OpenError::Thread {
+                thread: "decision-log",
+                cause,
+            })?;
         Ok((
             DecisionLog {
                 sender,
