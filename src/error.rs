@@ -103,15 +103,25 @@ pub trait HasKind: std::fmt::Display {
     fn client_message(&self) -> String {
         self.to_string()
     }
+
+    /// Whether mapping this error logs it. By default only internal
+    /// failures are: the client's own mistakes need no operator, and a
+    /// component that fails by itself (the decision log's writer) logs its
+    /// failure where it happens, not once per refused request.
+    fn logged_here(&self) -> bool {
+        self.kind() == ErrorKind::Internal
+    }
 }
 
-/// Logs what needs an operator: internal failures always, unavailability as
-/// a warning (it clears by itself, but an operator should see it recur).
+/// Logs what needs an operator, once per failed request: see
+/// [`HasKind::logged_here`].
 fn log(err: &(impl HasKind + ?Sized)) {
+    if !err.logged_here() {
+        return;
+    }
     match err.kind() {
         ErrorKind::Internal => tracing::error!(error = %err, "internal error"),
-        ErrorKind::Unavailable => tracing::warn!(error = %err, "unavailable"),
-        _ => {}
+        kind => tracing::warn!(error = %err, ?kind, "request failed"),
     }
 }
 
@@ -204,6 +214,11 @@ impl HasKind for StoreError {
             .and_then(|cause| cause.downcast_ref::<rusqlite::Error>())
             .map_or(ErrorKind::Internal, sqlite_kind)
     }
+
+    /// The store logs nothing itself: a busy or failing store is logged here.
+    fn logged_here(&self) -> bool {
+        true
+    }
 }
 
 impl HasKind for AuditError {
@@ -214,6 +229,10 @@ impl HasKind for AuditError {
             AuditError::Write(_) => ErrorKind::Internal,
         }
     }
+
+    fn logged_here(&self) -> bool {
+        true
+    }
 }
 
 impl HasKind for RecordsError {
@@ -223,6 +242,10 @@ impl HasKind for RecordsError {
             RecordsError::Store(err) => err.kind(),
             RecordsError::Audit(err) => err.kind(),
         }
+    }
+
+    fn logged_here(&self) -> bool {
+        !matches!(self, RecordsError::InvalidArgument { .. })
     }
 }
 

@@ -49,13 +49,10 @@ impl<V: Send + Sync + 'static> AnswerCache<V> {
     }
 
     /// Entries held, over both generations.
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    fn len(&self) -> usize {
         let generations = self.generations.read().expect("answer cache lock");
         generations[0].len() + generations[1].len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 
     fn rotate_if_due(&self) {

@@ -193,10 +193,6 @@ pub struct ConnInfo {
 }
 
 impl Connection {
-    pub fn remote(&self) -> SocketAddr {
-        self.remote
-    }
-
     pub fn activity(&self) -> &Arc<Activity> {
         &self.activity
     }

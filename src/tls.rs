@@ -2,7 +2,7 @@
 //! certificate reload on SIGHUP without dropping connections: the
 //! certificate is resolved per handshake from a swappable slot, so open
 //! connections keep theirs and new ones get the new one. Handshakes happen in
-//! [`crate::listen::accept_loop`], within the listener's limits.
+//! `crate::listen::accept_loop`, within the listener's limits.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
