@@ -257,6 +257,63 @@ async fn bind(setting: &str, addr: &str) -> anyhow::Result<TcpListener> {
         .with_context(|| format!("cannot bind {setting} {addr}"))
 }
 
+/// The TLS acceptors for gRPC and HTTP (both `None` without TLS), and the
+/// SIGHUP handler that reloads their certificate.
+fn tls_and_hangup(
+    config: &Config,
+) -> anyhow::Result<(
+    Option<tokio_rustls::TlsAcceptor>,
+    Option<tokio_rustls::TlsAcceptor>,
+)> {
+    let tls = config
+        .server
+        .tls
+        .as_ref()
+        .map(crate::tls::acceptors)
+        .transpose()?;
+    if let Some(settings) = &config.server.tls {
+        tracing::info!(mutual = settings.client_ca_file.is_some(), "TLS on");
+    }
+    // SIGHUP's default action would kill the server: it is always handled
+    // (registered here, before the server announces itself).
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(hangups) => {
+            let cert = tls.as_ref().map(|a| Arc::clone(&a.cert));
+            tokio::spawn(on_sighup(hangups, cert));
+        }
+        Err(err) => tracing::error!(error = %err, "cannot listen for SIGHUP"),
+    }
+    Ok(match tls {
+        Some(acceptors) => (Some(acceptors.grpc), Some(acceptors.http)),
+        None => (None, None),
+    })
+}
+
+/// The loops that run beside the listeners: registry and contact reloads,
+/// and pruning the attempt ledger when any cap is in force.
+fn spawn_background(
+    stores: &Stores,
+    stop: &watch::Receiver<bool>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let mut background = vec![tokio::spawn(reload_data(
+        Arc::clone(&stores.registries),
+        Arc::clone(&stores.contacts),
+        Duration::from_millis(stores.config.server.registry_reload_interval_ms),
+        stop.clone(),
+    ))];
+    if let Some(window) = stores.policies.longest_cap_window() {
+        let attempts = Arc::clone(&stores.attempts);
+        background.push(tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(Duration::from_secs(600));
+            loop {
+                ticker.tick().await;
+                attempts.prune(window, Timestamp::now());
+            }
+        }));
+    }
+    background
+}
+
 /// Binds both addresses, sets up TLS and SIGHUP, starts the accept loops
 /// and the background tasks, then reports SERVING and announces the
 /// addresses.
@@ -277,24 +334,7 @@ async fn listen(
         let _ = stop_tx.send(true);
     });
 
-    let tls = config
-        .server
-        .tls
-        .as_ref()
-        .map(crate::tls::acceptors)
-        .transpose()?;
-    if let Some(settings) = &config.server.tls {
-        tracing::info!(mutual = settings.client_ca_file.is_some(), "TLS on");
-    }
-    // SIGHUP's default action would kill the server: it is always handled
-    // (registered here, before the server announces itself).
-    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
-        Ok(hangups) => {
-            let cert = tls.as_ref().map(|a| Arc::clone(&a.cert));
-            tokio::spawn(on_sighup(hangups, cert));
-        }
-        Err(err) => tracing::error!(error = %err, "cannot listen for SIGHUP"),
-    }
+    let (grpc_tls, http_tls) = tls_and_hangup(config)?;
     let limits = crate::listen::Limits {
         max_connections: crate::listen::fit_to_descriptor_limit(config.server.max_connections, 2),
         idle_timeout: Duration::from_millis(config.server.idle_timeout_ms),
@@ -306,10 +346,6 @@ async fn listen(
         header_timeout_ms = config.server.header_timeout_ms,
         "connection limits (per listener)"
     );
-    let (grpc_tls, http_tls) = match tls {
-        Some(acceptors) => (Some(acceptors.grpc), Some(acceptors.http)),
-        None => (None, None),
-    };
 
     let grpc_connections = crate::listen::accept_loop("grpc", grpc_listener, grpc_tls, limits);
     let grpc = tonic::transport::Server::builder()
@@ -337,22 +373,7 @@ async fn listen(
     let grpc = tokio::spawn(async move { grpc.await.map_err(anyhow::Error::from) });
     let http = tokio::spawn(async move { http.await.map_err(anyhow::Error::from) });
 
-    let mut background = vec![tokio::spawn(reload_data(
-        Arc::clone(&stores.registries),
-        Arc::clone(&stores.contacts),
-        Duration::from_millis(config.server.registry_reload_interval_ms),
-        stop.clone(),
-    ))];
-    if let Some(window) = stores.policies.longest_cap_window() {
-        let attempts = Arc::clone(&stores.attempts);
-        background.push(tokio::spawn(async move {
-            let mut ticker = tokio::time::interval(Duration::from_secs(600));
-            loop {
-                ticker.tick().await;
-                attempts.prune(window, Timestamp::now());
-            }
-        }));
-    }
+    let background = spawn_background(stores, &stop);
 
     set_health(&services.health, ServingStatus::Serving).await;
     services.shared.ready.store(true, Ordering::Relaxed);
