@@ -4,10 +4,11 @@
 //! failure cannot drift apart.
 //!
 //! Store failures are split: what may clear by itself (a busy or locked
-//! database, an I/O error, a full disk) is [`ErrorKind::Unavailable`], so the
-//! client retries; anything else (a corrupt row, a schema this code does not
-//! know, a bug) is [`ErrorKind::Internal`] and logged, since a retry will not
-//! help and an operator has to look.
+//! database, an I/O error, a full disk, a database that cannot be opened)
+//! is [`ErrorKind::Unavailable`], so the client retries; anything else (a
+//! corrupt row, a schema this code does not know, a bug) is
+//! [`ErrorKind::Internal`] and logged, since a retry will not help and an
+//! operator has to look.
 
 use axum::http::StatusCode;
 
@@ -138,8 +139,10 @@ pub fn http_parts(err: &(impl HasKind + ?Sized)) -> (StatusCode, String) {
     (err.kind().http_status(), err.client_message())
 }
 
-/// The kind of an SQLite failure: busy, locked, I/O and full-disk failures
-/// may clear by themselves; anything else will not.
+/// The kind of an SQLite failure: busy, locked, I/O, full-disk and
+/// cannot-open failures (a database on a volume not mounted yet) may clear
+/// by themselves; anything else (corruption, a constraint, a schema or value
+/// this version does not know) will not.
 pub fn sqlite_kind(err: &rusqlite::Error) -> ErrorKind {
     use rusqlite::ffi::ErrorCode;
     match err.sqlite_error_code() {

@@ -13,7 +13,7 @@ use axum::routing::get;
 use jiff::Timestamp;
 use serde::Serialize;
 
-use crate::auth::{ApiKeys, AuthError, Role};
+use crate::auth::{ApiKeys, Role};
 use crate::calling::{self, WindowCheck, zones};
 use crate::shared::Shared;
 use crate::stats::{DecisionCounts, LatencySummary};
@@ -53,7 +53,7 @@ async fn require_supervisor(
         Err(err) => {
             let (status, message) = crate::error::http_parts(&err);
             let mut response = (status, message + "\n").into_response();
-            if err == AuthError::Unauthenticated {
+            if status == StatusCode::UNAUTHORIZED {
                 response.headers_mut().insert(
                     header::WWW_AUTHENTICATE,
                     header::HeaderValue::from_static("Bearer"),
