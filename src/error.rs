@@ -357,6 +357,27 @@ mod tests {
         rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(extended), None)
     }
 
+    /// A real lock held by another connection, not a constructed code: what
+    /// SQLite answers a writer that finds the database locked.
+    #[test]
+    fn test_a_locked_database_is_unavailable() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let holder = rusqlite::Connection::open(&path).unwrap();
+        holder
+            .execute_batch("CREATE TABLE t (x); BEGIN EXCLUSIVE;")
+            .unwrap();
+        let writer = rusqlite::Connection::open(&path).unwrap();
+        writer.busy_timeout(std::time::Duration::ZERO).unwrap();
+        let err = writer.execute("INSERT INTO t VALUES (1)", []).unwrap_err();
+        assert_eq!(sqlite_kind(&err), ErrorKind::Unavailable, "{err}");
+        holder.execute_batch("COMMIT").unwrap();
+        let err = writer
+            .execute("INSERT INTO missing VALUES (1)", [])
+            .unwrap_err();
+        assert_eq!(sqlite_kind(&err), ErrorKind::Internal, "{err}");
+    }
+
     #[test]
     fn test_store_failures_split_into_unavailable_and_internal() {
         use rusqlite::ffi::ErrorCode;
