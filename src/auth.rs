@@ -38,12 +38,15 @@ pub struct ApiKey {
     pub roles: Vec<Role>,
 }
 
-/// Why a request was refused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Why a request was refused (its gRPC code and HTTP status come from
+/// [`crate::error::HasKind`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum AuthError {
     /// No key, or a key that is not configured: UNAUTHENTICATED / 401.
+    #[error("missing or unknown API key")]
     Unauthenticated,
     /// A valid key without the role: PERMISSION_DENIED / 403.
+    #[error("this API key lacks the role for this service")]
     Forbidden,
 }
 
@@ -188,14 +191,7 @@ where
                 Box::pin(async move { inner.call(request).await })
             }
             Err(error) => {
-                let status = match error {
-                    AuthError::Unauthenticated => {
-                        tonic::Status::unauthenticated("missing or unknown API key")
-                    }
-                    AuthError::Forbidden => tonic::Status::permission_denied(
-                        "this API key lacks the role for this service",
-                    ),
-                };
+                let status = crate::error::grpc_status(&error);
                 Box::pin(async move { Ok(status.into_http()) })
             }
         }

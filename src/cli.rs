@@ -322,8 +322,7 @@ fn policy_show(
         })
         .transpose()?;
     let policies = Policies::compile(config);
-    let report = crate::policy::report(&policies, config, campaign, destination, at)
-        .map_err(anyhow::Error::msg)?;
+    let report = crate::policy::report(&policies, config, campaign, destination, at)?;
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
@@ -807,7 +806,7 @@ fn checkpoint_key(config: &Config) -> anyhow::Result<Option<ed25519_dalek::Signi
         .as_deref()
         .map(decision_log::checkpoint::load_key)
         .transpose()
-        .map_err(anyhow::Error::msg)
+        .map_err(anyhow::Error::from)
 }
 
 fn audit_purge(config: &Config, before: Option<String>) -> anyhow::Result<()> {
@@ -862,13 +861,12 @@ fn audit_verify(config: &Config, anchor: Option<PathBuf>) -> anyhow::Result<()> 
     let db = decision_log::database_path(&config.server.data_dir);
     let checkpoints = decision_log::checkpoint::read_all(
         &decision_log::checkpoint::checkpoints_path(&config.server.data_dir),
-    )
-    .map_err(anyhow::Error::msg)?;
+    )?;
     let key = checkpoint_key(config)?.map(|k| k.verifying_key());
     let mut anchors = Vec::new();
     let kept = decision_log::checkpoint::head_path(&config.server.data_dir);
     for path in std::iter::once(&kept).chain(anchor.as_ref()) {
-        match decision_log::checkpoint::read_one(path).map_err(anyhow::Error::msg)? {
+        match decision_log::checkpoint::read_one(path)? {
             Some(checkpoint) => anchors.push(checkpoint),
             None if Some(path) == anchor.as_ref() => {
                 bail!("--anchor {}: no such file", path.display())

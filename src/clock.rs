@@ -1,8 +1,8 @@
 //! Reading the wall clock. Decisions (CheckCall) read the precise clock.
 //! Bulk screening reads the coarse clock the kernel updates every tick (at
 //! most a few milliseconds behind, for a fraction of the cost of the precise
-//! one, which was ~5% of ScreenNumbers' CPU): screening plans calls, and
-//! calling windows turn on minutes.
+//! one, which is a visible share of a screened number's cost): screening
+//! plans calls, and calling windows turn on minutes.
 
 use jiff::Timestamp;
 

@@ -13,7 +13,7 @@ use axum::routing::get;
 use jiff::Timestamp;
 use serde::Serialize;
 
-use crate::auth::{ApiKeys, AuthError, Role};
+use crate::auth::{ApiKeys, Role};
 use crate::calling::{self, WindowCheck, zones};
 use crate::history::HistoryView;
 use crate::shared::Shared;
@@ -51,17 +51,17 @@ async fn require_supervisor(
         .and_then(|v| v.to_str().ok());
     match keys.check(header, Some(Role::Supervisor)) {
         Ok(_) => next.run(request).await,
-        Err(AuthError::Unauthenticated) => (
-            StatusCode::UNAUTHORIZED,
-            [(header::WWW_AUTHENTICATE, "Bearer")],
-            "missing or unknown API key\n",
-        )
-            .into_response(),
-        Err(AuthError::Forbidden) => (
-            StatusCode::FORBIDDEN,
-            "this API key lacks the supervisor role\n",
-        )
-            .into_response(),
+        Err(err) => {
+            let (status, message) = crate::error::http_parts(&err);
+            let mut response = (status, message + "\n").into_response();
+            if status == StatusCode::UNAUTHORIZED {
+                response.headers_mut().insert(
+                    header::WWW_AUTHENTICATE,
+                    header::HeaderValue::from_static("Bearer"),
+                );
+            }
+            response
+        }
     }
 }
 

@@ -17,8 +17,8 @@ use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 
 use crate::auth::{ApiKeys, AuthError, Role};
-use crate::decision_log::LogError;
-use crate::gateway::{CallCheck, CheckError, CheckOutcome, Gateway};
+use crate::error::{ErrorKind, HasKind};
+use crate::gateway::{CallCheck, CheckOutcome, Gateway};
 
 /// Largest `/v1/check` body accepted.
 const MAX_BODY: usize = 16 * 1024;
@@ -77,8 +77,48 @@ fn json_line(status: StatusCode, body: &impl Serialize) -> Response {
         .into_response()
 }
 
-fn error(status: StatusCode, message: impl std::fmt::Display) -> Response {
-    json_line(status, &serde_json::json!({ "error": message.to_string() }))
+/// A `/v1/check` request this adapter refuses before the gateway sees it.
+#[derive(Debug, thiserror::Error)]
+enum RequestError {
+    /// serde_json's message names the field where it can, e.g. `unknown
+    /// field "calling_number"` or `invalid type: integer, expected a string
+    /// at line 1 column 20`.
+    #[error("invalid JSON body: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error("body of {0} bytes, at most {MAX_BODY}")]
+    TooLarge(usize),
+    #[error("parameter {0:?} given more than once")]
+    RepeatedParameter(String),
+    #[error("unknown parameter {0:?}")]
+    UnknownParameter(String),
+}
+
+impl HasKind for RequestError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            RequestError::TooLarge(_) => ErrorKind::TooLarge,
+            _ => ErrorKind::InvalidArgument,
+        }
+    }
+}
+
+/// A parameter name as shown back: bounded, whatever was sent.
+fn shown(name: &str) -> String {
+    name.chars().take(40).collect()
+}
+
+/// Any failure as this API answers it: the kind's status with
+/// `{"error": ...}`, and the `Bearer` challenge with a 401.
+fn failure(err: &impl HasKind) -> Response {
+    let (status, message) = crate::error::http_parts(err);
+    let mut response = json_line(status, &serde_json::json!({ "error": message }));
+    if status == StatusCode::UNAUTHORIZED {
+        response.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            header::HeaderValue::from_static("Bearer"),
+        );
+    }
+    response
 }
 
 /// The API key's name (empty without keys configured).
@@ -88,22 +128,6 @@ fn authorize(keys: &ApiKeys, headers: &HeaderMap) -> Result<String, AuthError> {
         .and_then(|v| v.to_str().ok());
     keys.check(header, Some(Role::Dialer))
         .map(Option::unwrap_or_default)
-}
-
-/// 401 for no or an unknown key, 403 for a key without the dialer role.
-fn refusal(err: AuthError) -> Response {
-    match err {
-        AuthError::Unauthenticated => (
-            StatusCode::UNAUTHORIZED,
-            [
-                (header::WWW_AUTHENTICATE, "Bearer"),
-                (header::CONTENT_TYPE, "application/json"),
-            ],
-            "{\"error\":\"missing or unknown API key\"}\n",
-        )
-            .into_response(),
-        AuthError::Forbidden => error(StatusCode::FORBIDDEN, "this API key lacks the dialer role"),
-    }
 }
 
 /// The first reason's code: what a dialplan branches on.
@@ -135,25 +159,6 @@ fn answer(outcome: CheckOutcome) -> Response {
     )
 }
 
-/// Maps a failed check: 400 for a bad field, 409 for a reused request id,
-/// 503 when the decision could not be logged (the caller must not dial).
-fn failure(err: CheckError) -> Response {
-    match err {
-        CheckError::InvalidArgument { .. } => error(StatusCode::BAD_REQUEST, err),
-        CheckError::RequestIdReused { .. } | CheckError::AllowExpired { .. } => {
-            error(StatusCode::CONFLICT, err)
-        }
-        CheckError::Log(LogError::Backlog) => error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("{err}: do not dial, retry later"),
-        ),
-        CheckError::Log(_) => error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("{err}: do not dial"),
-        ),
-    }
-}
-
 async fn decide(state: &DecisionState, api_key: String, request: CheckRequest) -> Response {
     let check = CallCheck {
         called_number: request.called_number,
@@ -164,15 +169,8 @@ async fn decide(state: &DecisionState, api_key: String, request: CheckRequest) -
     };
     match state.gateway.check_call(check).await {
         Ok(outcome) => answer(outcome),
-        Err(err) => failure(err),
+        Err(err) => failure(&err),
     }
-}
-
-/// serde_json's message with the field it concerns, e.g. `unknown field
-/// "calling_number"` or `invalid type: integer, expected a string at line 1
-/// column 20` (the field is named by the parser where it can).
-fn parse_error(err: serde_json::Error) -> Response {
-    error(StatusCode::BAD_REQUEST, format!("invalid JSON body: {err}"))
 }
 
 async fn check_post(
@@ -182,19 +180,16 @@ async fn check_post(
 ) -> Response {
     let api_key = match authorize(&state.keys, &headers) {
         Ok(key) => key,
-        Err(err) => return refusal(err),
+        Err(err) => return failure(&err),
     };
     if body.len() > MAX_BODY {
-        return error(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!("body of {} bytes, at most {MAX_BODY}", body.len()),
-        );
+        return failure(&RequestError::TooLarge(body.len()));
     }
     // Parsed as JSON whatever the Content-Type says: PBX dialplan functions
     // often send application/x-www-form-urlencoded.
     match serde_json::from_slice::<CheckRequest>(&body) {
         Ok(request) => decide(&state, api_key, request).await,
-        Err(err) => parse_error(err),
+        Err(err) => failure(&RequestError::from(err)),
     }
 }
 
@@ -205,7 +200,7 @@ async fn check_get(
 ) -> Response {
     let api_key = match authorize(&state.keys, &headers) {
         Ok(key) => key,
-        Err(err) => return refusal(err),
+        Err(err) => return failure(&err),
     };
     let mut request = CheckRequest::default();
     let mut seen: Vec<String> = Vec::new();
@@ -213,11 +208,7 @@ async fn check_get(
         // One value per field: a proxy reading the first of two could dial
         // a number that was never decided.
         if seen.contains(&name) {
-            let shown: String = name.chars().take(40).collect();
-            return error(
-                StatusCode::BAD_REQUEST,
-                format!("parameter {shown:?} given more than once"),
-            );
+            return failure(&RequestError::RepeatedParameter(shown(&name)));
         }
         seen.push(name.clone());
         let slot = match name.as_str() {
@@ -225,13 +216,7 @@ async fn check_get(
             "caller_id" => &mut request.caller_id,
             "campaign_id" => &mut request.campaign_id,
             "request_id" => &mut request.request_id,
-            other => {
-                let shown: String = other.chars().take(40).collect();
-                return error(
-                    StatusCode::BAD_REQUEST,
-                    format!("unknown parameter {shown:?}"),
-                );
-            }
+            other => return failure(&RequestError::UnknownParameter(shown(other))),
         };
         *slot = value;
     }
@@ -314,7 +299,7 @@ fn screen_line(
 
 async fn screen(State(state): State<DecisionState>, headers: HeaderMap, body: Body) -> Response {
     if let Err(err) = authorize(&state.keys, &headers) {
-        return refusal(err);
+        return failure(&err);
     }
     let gateway = Arc::clone(&state.gateway);
     // A few answers in flight: a slow reader slows the screening, memory stays flat.

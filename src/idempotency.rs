@@ -49,13 +49,10 @@ impl<V: Send + Sync + 'static> AnswerCache<V> {
     }
 
     /// Entries held, over both generations.
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    fn len(&self) -> usize {
         let generations = self.generations.read().expect("answer cache lock");
         generations[0].len() + generations[1].len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 
     fn rotate_if_due(&self) {
@@ -77,8 +74,8 @@ impl<V: Send + Sync + 'static> AnswerCache<V> {
         *since = Instant::now();
         drop(generations);
         drop(since);
-        // Freeing up to `max_entries` answers takes long (~300 ms for a
-        // million, measured): on a thread of its own, not while every caller
+        // Freeing up to `max_entries` answers takes long (hundreds of
+        // milliseconds for a million): on a thread of its own, not while every caller
         // waits for the lock, nor on the async worker that happened to rotate.
         // Should the thread not start, the answers are freed here.
         let _ = std::thread::Builder::new()

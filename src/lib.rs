@@ -12,38 +12,46 @@
 //! - [`registry`]: registry snapshots, files, imports, hot swap.
 //! - [`contacts`]: consents and opt-outs (SQLite + in-memory index).
 //! - [`decision_log`]: the durable, hash-chained decision log; export and verify.
-//! - [`gateway`], [`records`]: the domain services the adapters call.
-//! - [`grpc`], [`http`]: thin adapters; [`proto`]: generated wire types.
-//! - [`server`]: wiring, health, reflection, graceful shutdown; [`cli`]: the commands.
+//! - `gateway`, [`records`]: the domain services the adapters call.
+//! - `grpc`, `http`, `http_decision`: thin adapters; [`proto`]: generated
+//!   wire types; [`error`]: the kinds of failure and their gRPC codes and
+//!   HTTP statuses.
+//! - `server`: wiring, health, reflection, graceful shutdown; [`cli`]: the commands.
+//!
+//! The modules in plain type are internal to the crate (the others are used
+//! by the binary, the integration tests, the benchmarks or the fuzz targets,
+//! or appear in what those use). A map of every file is in
+//! `docs/architecture.md`.
 
-pub mod attempts;
+pub(crate) mod attempts;
 pub mod auth;
 pub mod calling;
 pub mod cli;
-pub mod clock;
+pub(crate) mod clock;
 pub mod config;
 pub mod contact_import;
 pub mod contacts;
 pub mod decision;
 pub mod decision_log;
-pub mod gateway;
-pub mod grpc;
+pub mod error;
+pub(crate) mod gateway;
+pub(crate) mod grpc;
 pub mod histogram;
 pub mod history;
-pub mod http;
-pub mod http_decision;
-pub mod idempotency;
-pub mod listen;
+pub(crate) mod http;
+pub(crate) mod http_decision;
+pub(crate) mod idempotency;
+pub(crate) mod listen;
 pub mod model;
 pub mod number;
 pub mod policy;
-pub mod private;
+pub(crate) mod private;
 pub mod proto;
 pub mod records;
 pub mod registry;
 pub mod rules;
-pub mod server;
-pub mod shared;
+pub(crate) mod server;
+pub(crate) mod shared;
 pub mod stats;
 pub mod statutes;
 pub mod tls;

@@ -1,5 +1,6 @@
 //! Accepting connections on the gRPC and HTTP listeners, plaintext or TLS,
-//! within limits (issue 14, item 6):
+//! within limits, so that careless or hostile clients cannot exhaust the
+//! server's descriptors or memory:
 //!
 //! - a cap per listener (`server.max_connections`): a permit of a semaphore
 //!   is held by every accepted connection, from the accept (TLS handshake
@@ -192,10 +193,6 @@ pub struct ConnInfo {
 }
 
 impl Connection {
-    pub fn remote(&self) -> SocketAddr {
-        self.remote
-    }
-
     pub fn activity(&self) -> &Arc<Activity> {
         &self.activity
     }

@@ -2,9 +2,9 @@
 
 use clap::Parser;
 
-// glibc's malloc spent ~7% of the server's CPU on the decision path
-// (consolidating fastbins on every allocation over 1 KiB); mimalloc's
-// thread-local free lists avoid that.
+// glibc's malloc consolidates fastbins on allocations over 1 KiB, a
+// visible cost on the decision path; mimalloc's thread-local free lists
+// avoid it (docs/performance.md).
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -13,8 +13,7 @@ fn main() -> std::process::ExitCode {
     // heap grows into a fresh 2 MiB region (the idempotency cache grows with
     // every request id), the thread that touches it waits while the kernel
     // zeroes a whole huge page, and every call in flight waits with it
-    // (CheckCall p999 at concurrency 16: 6.6-7.6 ms with them, 2.2-5.0 ms
-    // without, measured with `cargo bench --bench checkcall`). Off for this
+    // (the tail latency this costs is in docs/performance.md). Off for this
     // process only; a failure just keeps the system's setting.
     #[cfg(target_os = "linux")]
     let _ = rustix::thread::disable_transparent_huge_pages(true);

@@ -13,6 +13,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_stream::StreamExt;
 use tonic_health::ServingStatus;
+use tonic_health::server::HealthReporter;
 
 use crate::attempts::AttemptLedger;
 use crate::config::Config;
@@ -55,7 +56,8 @@ fn report_policies(policies: &Policies) {
     }
 }
 
-/// Runs the server until `shutdown` completes.
+/// Runs the server until `shutdown` completes: opens the stores, builds the
+/// services, listens, and drains when told to stop.
 ///
 /// # Errors
 /// When a store cannot be opened or an address cannot be bound.
@@ -63,6 +65,30 @@ pub async fn serve(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    let mut stores = open_stores(config)?;
+    let services = build_services(&mut stores).await?;
+    let running = listen(&stores, services, shutdown).await?;
+    drain(&stores, running).await
+}
+
+/// What the services run on, opened before anything is served.
+struct Stores {
+    config: Arc<Config>,
+    policies: Arc<Policies>,
+    registries: Arc<RegistrySet>,
+    contacts: Arc<ContactStore>,
+    log: Arc<DecisionLog>,
+    stats: Arc<Stats>,
+    attempts: Arc<AttemptLedger>,
+    /// Logged decisions still inside the idempotency window (handed to the
+    /// gateway's idempotency cache, then empty).
+    recent: Vec<decision_log::DecisionRecord>,
+}
+
+/// Creates the data directory, seeds the demo registries, compiles the
+/// policy and opens the registries, the contact store and the decision log;
+/// the attempt ledger is rebuilt from the log.
+fn open_stores(config: Config) -> anyhow::Result<Stores> {
     let data_dir = config.server.data_dir.clone();
     crate::private::create_dir_all(&data_dir)
         .with_context(|| format!("cannot create data_dir {}", data_dir.display()))?;
@@ -82,78 +108,89 @@ pub async fn serve(
     report_policies(&policies);
     let registries = Arc::new(RegistrySet::open(&config.registries, &snapshots));
     let contacts = Arc::new(ContactStore::open(&data_dir).context("cannot open contact store")?);
-    let contacts_for_refresh = Arc::clone(&contacts);
     let window = jiff::SignedDuration::from_secs(config.log.idempotency_window_seconds as i64);
-    let recent_since = Timestamp::now()
-        .checked_sub(window)
-        .unwrap_or(Timestamp::UNIX_EPOCH);
-    let attempts_since = policies
-        .longest_cap_window()
-        .and_then(|window| Timestamp::now().checked_sub(window).ok());
-    let (log, startup) = DecisionLog::open(
-        &decision_log::database_path(&data_dir),
-        &config.log,
-        decision_log::StartupScan {
-            idempotency_since: recent_since,
-            attempts_since,
-        },
-    )
-    .context("cannot open decision log")?;
-    let log = Arc::new(log);
+    let now = Timestamp::now();
+    let scan = decision_log::StartupScan {
+        idempotency_since: now.checked_sub(window).unwrap_or(Timestamp::UNIX_EPOCH),
+        attempts_since: policies
+            .longest_cap_window()
+            .and_then(|window| now.checked_sub(window).ok()),
+    };
+    let (log, startup) =
+        DecisionLog::open(&decision_log::database_path(&data_dir), &config.log, scan)
+            .context("cannot open decision log")?;
     let stats = Arc::new(Stats::default());
     stats
         .metrics
         .registry
         .register(Box::new(log.counters().commit_seconds.clone()))
         .context("cannot register the log's metrics")?;
-    let config = Arc::new(config);
     let attempts = Arc::new(AttemptLedger::default());
     for (controller, number, at) in &startup.allowed {
         if let Some(key) = NumberKey::from_e164(number) {
             attempts.record(controller, key, *at);
         }
     }
+    Ok(Stores {
+        config: Arc::new(config),
+        policies,
+        registries,
+        contacts,
+        log: Arc::new(log),
+        stats,
+        attempts,
+        recent: startup.recent,
+    })
+}
+
+/// What is served, not yet listening: the gRPC routes, the HTTP router, and
+/// the health reporter (every service NOT_SERVING until [`listen`]).
+struct Services {
+    shared: Arc<Shared>,
+    api_keys: Arc<crate::auth::ApiKeys>,
+    grpc: tonic::service::Routes,
+    http: axum::Router,
+    health: HealthReporter,
+}
+
+/// Builds the gateway, the contact-records service, health, reflection and
+/// the HTTP routers over the stores.
+async fn build_services(stores: &mut Stores) -> anyhow::Result<Services> {
+    let config = &stores.config;
     let gateway = Arc::new(Gateway::new(
-        Arc::clone(&config),
+        Arc::clone(config),
         GatewayParts {
-            policies: Arc::clone(&policies),
-            registries: Arc::clone(&registries),
-            contacts: Arc::clone(&contacts),
-            log: Arc::clone(&log),
-            stats: Arc::clone(&stats),
-            attempts: Arc::clone(&attempts),
+            policies: Arc::clone(&stores.policies),
+            registries: Arc::clone(&stores.registries),
+            contacts: Arc::clone(&stores.contacts),
+            log: Arc::clone(&stores.log),
+            stats: Arc::clone(&stores.stats),
+            attempts: Arc::clone(&stores.attempts),
         },
-        startup.recent,
+        std::mem::take(&mut stores.recent),
     ));
     let shared = Arc::new(Shared {
-        config: Arc::clone(&config),
-        policies: Arc::clone(&policies),
-        registries: Arc::clone(&registries),
-        log: Arc::clone(&log),
-        stats,
+        config: Arc::clone(config),
+        policies: Arc::clone(&stores.policies),
+        registries: Arc::clone(&stores.registries),
+        log: Arc::clone(&stores.log),
+        stats: Arc::clone(&stores.stats),
         started: Instant::now(),
         ready: AtomicBool::new(false),
     });
-
-    let grpc_listener = TcpListener::bind(&config.server.grpc_addr)
-        .await
-        .with_context(|| format!("cannot bind grpc_addr {}", config.server.grpc_addr))?;
-    let http_listener = TcpListener::bind(&config.server.http_addr)
-        .await
-        .with_context(|| format!("cannot bind http_addr {}", config.server.http_addr))?;
-    let grpc_addr = grpc_listener.local_addr()?;
-    let http_addr = http_listener.local_addr()?;
+    let records = Records::new(
+        Arc::clone(&stores.contacts),
+        decision_log::database_path(&config.server.data_dir),
+    )
+    .with_campaigns(
+        config
+            .campaigns
+            .iter()
+            .map(|c| (c.id.clone(), c.controller.clone())),
+    );
 
     let (health, health_service) = tonic_health::server::health_reporter();
-    health
-        .set_service_status("", ServingStatus::NotServing)
-        .await;
-    health
-        .set_not_serving::<ComplianceGatewayServer<ComplianceGatewayService>>()
-        .await;
-    health
-        .set_not_serving::<ContactRecordsServer<ContactRecordsService>>()
-        .await;
+    set_health(&health, ServingStatus::NotServing).await;
     let reflection_builder = || {
         tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
@@ -166,47 +203,77 @@ pub async fn serve(
     let reflection_v1alpha = reflection_builder()
         .build_v1alpha()
         .context("cannot build reflection service (v1alpha)")?;
-
-    let (stop_tx, stop_rx) = watch::channel(false);
-    tokio::spawn(async move {
-        shutdown.await;
-        let _ = stop_tx.send(true);
-    });
-
-    let api_keys = Arc::new(crate::auth::ApiKeys::new(config.api_keys.clone()));
-    if api_keys.enabled() {
-        tracing::info!(keys = config.api_keys.len(), "API keys required");
-    }
-    let router = tonic::transport::Server::builder()
-        .http2_keepalive_interval(Some(crate::listen::HTTP2_KEEPALIVE_INTERVAL))
-        .http2_keepalive_timeout(Some(crate::listen::HTTP2_KEEPALIVE_TIMEOUT))
-        .layer(crate::listen::TrackLayer)
-        .layer(crate::auth::GrpcAuthLayer {
-            keys: Arc::clone(&api_keys),
-        })
-        .add_service(health_service)
+    let grpc = tonic::service::Routes::new(health_service)
         .add_service(reflection)
         .add_service(reflection_v1alpha)
         .add_service(ComplianceGatewayServer::new(ComplianceGatewayService::new(
             Arc::clone(&gateway),
         )))
         .add_service(ContactRecordsServer::new(ContactRecordsService::new(
-            Records::new(contacts, decision_log::database_path(&data_dir)).with_campaigns(
-                config
-                    .campaigns
-                    .iter()
-                    .map(|c| (c.id.clone(), c.controller.clone())),
-            ),
+            records,
         )));
-    let http_router = crate::http::router(Arc::clone(&shared), Arc::clone(&api_keys))
-        .merge(crate::http_decision::router(gateway, api_keys));
+
+    let api_keys = Arc::new(crate::auth::ApiKeys::new(config.api_keys.clone()));
+    if api_keys.enabled() {
+        tracing::info!(keys = config.api_keys.len(), "API keys required");
+    }
+    let http = crate::http::router(Arc::clone(&shared), Arc::clone(&api_keys))
+        .merge(crate::http_decision::router(gateway, Arc::clone(&api_keys)));
+    Ok(Services {
+        shared,
+        api_keys,
+        grpc,
+        http,
+        health,
+    })
+}
+
+/// Sets the overall health and that of each served API to `status`.
+async fn set_health(health: &HealthReporter, status: ServingStatus) {
+    use tonic::server::NamedService;
+    for service in [
+        "",
+        ComplianceGatewayServer::<ComplianceGatewayService>::NAME,
+        ContactRecordsServer::<ContactRecordsService>::NAME,
+    ] {
+        health.set_service_status(service, status).await;
+    }
+}
+
+/// A server accepting calls, until [`drain`].
+struct Running {
+    services: Services,
+    stop: watch::Receiver<bool>,
+    grpc: tokio::task::JoinHandle<anyhow::Result<()>>,
+    http: tokio::task::JoinHandle<anyhow::Result<()>>,
+    /// Reload and prune loops: aborted once the listeners have drained.
+    background: Vec<tokio::task::JoinHandle<()>>,
+}
+
+/// Binds one listener, naming its setting on failure.
+async fn bind(setting: &str, addr: &str) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot bind {setting} {addr}"))
+}
+
+/// The TLS acceptors for gRPC and HTTP (both `None` without TLS), and the
+/// SIGHUP handler that reloads their certificate.
+fn tls_and_hangup(
+    config: &Config,
+) -> anyhow::Result<(
+    Option<tokio_rustls::TlsAcceptor>,
+    Option<tokio_rustls::TlsAcceptor>,
+)> {
     let tls = config
         .server
         .tls
         .as_ref()
         .map(crate::tls::acceptors)
-        .transpose()
-        .map_err(anyhow::Error::msg)?;
+        .transpose()?;
+    if let Some(settings) = &config.server.tls {
+        tracing::info!(mutual = settings.client_ca_file.is_some(), "TLS on");
+    }
     // SIGHUP's default action would kill the server: it is always handled
     // (registered here, before the server announces itself).
     match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
@@ -216,9 +283,58 @@ pub async fn serve(
         }
         Err(err) => tracing::error!(error = %err, "cannot listen for SIGHUP"),
     }
-    if let Some(tls) = &config.server.tls {
-        tracing::info!(mutual = tls.client_ca_file.is_some(), "TLS on");
+    Ok(match tls {
+        Some(acceptors) => (Some(acceptors.grpc), Some(acceptors.http)),
+        None => (None, None),
+    })
+}
+
+/// The loops that run beside the listeners: registry and contact reloads,
+/// and pruning the attempt ledger when any cap is in force.
+fn spawn_background(
+    stores: &Stores,
+    stop: &watch::Receiver<bool>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let mut background = vec![tokio::spawn(reload_data(
+        Arc::clone(&stores.registries),
+        Arc::clone(&stores.contacts),
+        Duration::from_millis(stores.config.server.registry_reload_interval_ms),
+        stop.clone(),
+    ))];
+    if let Some(window) = stores.policies.longest_cap_window() {
+        let attempts = Arc::clone(&stores.attempts);
+        background.push(tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(Duration::from_secs(600));
+            loop {
+                ticker.tick().await;
+                attempts.prune(window, Timestamp::now());
+            }
+        }));
     }
+    background
+}
+
+/// Binds both addresses, sets up TLS and SIGHUP, starts the accept loops
+/// and the background tasks, then reports SERVING and announces the
+/// addresses.
+async fn listen(
+    stores: &Stores,
+    services: Services,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<Running> {
+    let config = &stores.config;
+    let grpc_listener = bind("grpc_addr", &config.server.grpc_addr).await?;
+    let http_listener = bind("http_addr", &config.server.http_addr).await?;
+    let grpc_addr = grpc_listener.local_addr()?;
+    let http_addr = http_listener.local_addr()?;
+
+    let (stop_tx, stop) = watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    });
+
+    let (grpc_tls, http_tls) = tls_and_hangup(config)?;
     let limits = crate::listen::Limits {
         max_connections: crate::listen::fit_to_descriptor_limit(config.server.max_connections, 2),
         idle_timeout: Duration::from_millis(config.server.idle_timeout_ms),
@@ -230,79 +346,74 @@ pub async fn serve(
         header_timeout_ms = config.server.header_timeout_ms,
         "connection limits (per listener)"
     );
-    let grpc_connections = crate::listen::accept_loop(
-        "grpc",
-        grpc_listener,
-        tls.as_ref().map(|a| a.grpc.clone()),
-        limits,
-    );
-    let incoming =
-        tokio_stream::wrappers::ReceiverStream::new(grpc_connections).map(Ok::<_, std::io::Error>);
-    let grpc = router.serve_with_incoming_shutdown(incoming, stopped(stop_rx.clone()));
-    let listener = crate::listen::Listener {
-        connections: crate::listen::accept_loop(
-            "http",
-            http_listener,
-            tls.as_ref().map(|a| a.http.clone()),
-            limits,
-        ),
+
+    let grpc_connections = crate::listen::accept_loop("grpc", grpc_listener, grpc_tls, limits);
+    let grpc = tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(crate::listen::HTTP2_KEEPALIVE_INTERVAL))
+        .http2_keepalive_timeout(Some(crate::listen::HTTP2_KEEPALIVE_TIMEOUT))
+        .layer(crate::listen::TrackLayer)
+        .layer(crate::auth::GrpcAuthLayer {
+            keys: Arc::clone(&services.api_keys),
+        })
+        .add_routes(services.grpc.clone())
+        .serve_with_incoming_shutdown(
+            tokio_stream::wrappers::ReceiverStream::new(grpc_connections)
+                .map(Ok::<_, std::io::Error>),
+            stopped(stop.clone()),
+        );
+    let http_listener = crate::listen::Listener {
+        connections: crate::listen::accept_loop("http", http_listener, http_tls, limits),
         local: http_addr,
     };
-    let http = axum::serve(listener, crate::listen::TrackedRouter(http_router))
-        .with_graceful_shutdown(stopped(stop_rx.clone()));
-    let grpc_task = tokio::spawn(async move { grpc.await.map_err(anyhow::Error::from) });
-    let http_task = tokio::spawn(async move { http.await.map_err(anyhow::Error::from) });
-    let prune_task = policies.longest_cap_window().map(|window| {
-        let attempts = Arc::clone(&attempts);
-        tokio::spawn(async move {
-            let mut ticker = tokio::time::interval(Duration::from_secs(600));
-            loop {
-                ticker.tick().await;
-                attempts.prune(window, Timestamp::now());
-            }
-        })
-    });
-    let reload_task = tokio::spawn(reload_data(
-        Arc::clone(&registries),
-        Arc::clone(&contacts_for_refresh),
-        Duration::from_millis(config.server.registry_reload_interval_ms),
-        stop_rx.clone(),
-    ));
+    let http = axum::serve(
+        http_listener,
+        crate::listen::TrackedRouter(services.http.clone()),
+    )
+    .with_graceful_shutdown(stopped(stop.clone()));
+    let grpc = tokio::spawn(async move { grpc.await.map_err(anyhow::Error::from) });
+    let http = tokio::spawn(async move { http.await.map_err(anyhow::Error::from) });
 
-    health.set_service_status("", ServingStatus::Serving).await;
-    health
-        .set_serving::<ComplianceGatewayServer<ComplianceGatewayService>>()
-        .await;
-    health
-        .set_serving::<ContactRecordsServer<ContactRecordsService>>()
-        .await;
-    shared.ready.store(true, Ordering::Relaxed);
+    let background = spawn_background(stores, &stop);
+
+    set_health(&services.health, ServingStatus::Serving).await;
+    services.shared.ready.store(true, Ordering::Relaxed);
     announce(grpc_addr, http_addr);
+    Ok(Running {
+        services,
+        stop,
+        grpc,
+        http,
+        background,
+    })
+}
 
-    stopped(stop_rx).await;
+/// Waits for the stop signal, reports NOT_SERVING, lets in-flight calls
+/// finish within the grace period, stops the background tasks and closes
+/// the decision log (its last group committed and checkpointed).
+async fn drain(stores: &Stores, running: Running) -> anyhow::Result<()> {
+    stopped(running.stop).await;
     tracing::info!("shutting down: draining in-flight calls");
-    shared.ready.store(false, Ordering::Relaxed);
-    health
-        .set_service_status("", ServingStatus::NotServing)
-        .await;
-    let grace = Duration::from_millis(config.server.shutdown_grace_ms);
-    let drained = tokio::time::timeout(grace, async {
-        let _ = grpc_task.await;
-        let _ = http_task.await;
+    running
+        .services
+        .shared
+        .ready
+        .store(false, Ordering::Relaxed);
+    set_health(&running.services.health, ServingStatus::NotServing).await;
+    let grace_ms = stores.config.server.shutdown_grace_ms;
+    let (grpc, http) = (running.grpc, running.http);
+    let drained = tokio::time::timeout(Duration::from_millis(grace_ms), async {
+        let _ = grpc.await;
+        let _ = http.await;
     })
     .await;
     if drained.is_err() {
-        tracing::warn!(
-            grace_ms = config.server.shutdown_grace_ms,
-            "grace period over: closing with calls in flight"
-        );
+        tracing::warn!(grace_ms, "grace period over: closing with calls in flight");
     }
-    reload_task.abort();
-    if let Some(task) = prune_task {
+    for task in running.background {
         task.abort();
     }
-    let log_to_close = Arc::clone(&log);
-    tokio::task::spawn_blocking(move || log_to_close.close())
+    let log = Arc::clone(&stores.log);
+    tokio::task::spawn_blocking(move || log.close())
         .await
         .context("decision log close failed")?;
     tracing::info!("stopped");

@@ -2,16 +2,16 @@
 //! certificate reload on SIGHUP without dropping connections: the
 //! certificate is resolved per handshake from a swappable slot, so open
 //! connections keep theirs and new ones get the new one. Handshakes happen in
-//! [`crate::listen::accept_loop`], within the listener's limits.
+//! `crate::listen::accept_loop`, within the listener's limits.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use rustls::crypto::ring::default_provider;
-use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::pem::{Error as PemError, PemObject};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
+use rustls::server::{ClientHello, ResolvesServerCert, VerifierBuilderError, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
 use rustls::{RootCertStore, ServerConfig};
 use tokio_rustls::TlsAcceptor;
@@ -38,60 +38,94 @@ impl ResolvesServerCert for ReloadableCert {
     }
 }
 
+/// Why the TLS settings cannot be used; each names the file concerned.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("cannot read certificate {}: {cause}", .path.display())]
+    ReadCertificate { path: PathBuf, cause: PemError },
+    #[error("no certificate in {}", .0.display())]
+    NoCertificate(PathBuf),
+    #[error("cannot read private key {}: {cause}", .path.display())]
+    ReadKey { path: PathBuf, cause: PemError },
+    #[error(
+        "certificate {} and key {} do not form a usable pair: {cause}",
+        .cert.display(),
+        .key.display()
+    )]
+    Pair {
+        cert: PathBuf,
+        key: PathBuf,
+        cause: rustls::Error,
+    },
+    #[error("cannot read client CA {}: {cause}", .path.display())]
+    ReadClientCa { path: PathBuf, cause: PemError },
+    #[error("bad client CA {}: {cause}", .path.display())]
+    ClientCaPem { path: PathBuf, cause: PemError },
+    #[error("bad client CA {}: {cause}", .path.display())]
+    BadClientCa { path: PathBuf, cause: rustls::Error },
+    #[error("no certificate in client CA {}", .0.display())]
+    NoClientCa(PathBuf),
+    #[error("client CA {}: {cause}", .path.display())]
+    ClientVerifier {
+        path: PathBuf,
+        cause: VerifierBuilderError,
+    },
+    #[error("{0}")]
+    Protocols(rustls::Error),
+}
+
 impl ReloadableCert {
     /// Loads the certificate and key files again; on error the current ones stay.
     ///
     /// # Errors
-    /// A message naming the file that could not be used.
-    pub fn reload(&self) -> Result<(), String> {
+    /// [`TlsError`] naming the file that could not be used.
+    pub fn reload(&self) -> Result<(), TlsError> {
         self.current
             .store(Arc::new(load_certified_key(&self.settings)?));
         Ok(())
     }
 }
 
-fn load_certified_key(settings: &TlsSettings) -> Result<CertifiedKey, String> {
+fn load_certified_key(settings: &TlsSettings) -> Result<CertifiedKey, TlsError> {
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&settings.cert_file)
         .and_then(|iter| iter.collect::<Result<_, _>>())
-        .map_err(|e| {
-            format!(
-                "cannot read certificate {}: {e}",
-                settings.cert_file.display()
-            )
+        .map_err(|cause| TlsError::ReadCertificate {
+            path: settings.cert_file.clone(),
+            cause,
         })?;
     if certs.is_empty() {
-        return Err(format!(
-            "no certificate in {}",
-            settings.cert_file.display()
-        ));
+        return Err(TlsError::NoCertificate(settings.cert_file.clone()));
     }
-    let key = PrivateKeyDer::from_pem_file(&settings.key_file).map_err(|e| {
-        format!(
-            "cannot read private key {}: {e}",
-            settings.key_file.display()
-        )
-    })?;
-    CertifiedKey::from_der(certs, key, &default_provider()).map_err(|e| {
-        format!(
-            "certificate {} and key {} do not form a usable pair: {e}",
-            settings.cert_file.display(),
-            settings.key_file.display()
-        )
+    let key =
+        PrivateKeyDer::from_pem_file(&settings.key_file).map_err(|cause| TlsError::ReadKey {
+            path: settings.key_file.clone(),
+            cause,
+        })?;
+    CertifiedKey::from_der(certs, key, &default_provider()).map_err(|cause| TlsError::Pair {
+        cert: settings.cert_file.clone(),
+        key: settings.key_file.clone(),
+        cause,
     })
 }
 
-fn client_roots(path: &Path) -> Result<RootCertStore, String> {
+fn client_roots(path: &Path) -> Result<RootCertStore, TlsError> {
+    let path_buf = || path.to_path_buf();
     let mut roots = RootCertStore::empty();
-    for cert in CertificateDer::pem_file_iter(path)
-        .map_err(|e| format!("cannot read client CA {}: {e}", path.display()))?
-    {
-        let cert = cert.map_err(|e| format!("bad client CA {}: {e}", path.display()))?;
-        roots
-            .add(cert)
-            .map_err(|e| format!("bad client CA {}: {e}", path.display()))?;
+    for cert in CertificateDer::pem_file_iter(path).map_err(|cause| TlsError::ReadClientCa {
+        path: path_buf(),
+        cause,
+    })? {
+        let cert = cert.map_err(|cause| TlsError::ClientCaPem {
+            path: path_buf(),
+            cause,
+        })?;
+        roots.add(cert).map_err(|cause| TlsError::BadClientCa {
+            path: path_buf(),
+            cause,
+        })?;
     }
     if roots.is_empty() {
-        return Err(format!("no certificate in client CA {}", path.display()));
+        return Err(TlsError::NoClientCa(path_buf()));
     }
     Ok(roots)
 }
@@ -108,21 +142,24 @@ pub struct TlsAcceptors {
 /// Builds the acceptors from the settings.
 ///
 /// # Errors
-/// A message naming the file or setting that could not be used.
-pub fn acceptors(settings: &TlsSettings) -> Result<TlsAcceptors, String> {
+/// [`TlsError`] naming the file or setting that could not be used.
+pub fn acceptors(settings: &TlsSettings) -> Result<TlsAcceptors, TlsError> {
     let cert = Arc::new(ReloadableCert {
         current: ArcSwap::from_pointee(load_certified_key(settings)?),
         settings: settings.clone(),
     });
-    let build = |alpn: &[&[u8]]| -> Result<Arc<ServerConfig>, String> {
+    let build = |alpn: &[&[u8]]| -> Result<Arc<ServerConfig>, TlsError> {
         let builder = ServerConfig::builder_with_provider(Arc::new(default_provider()))
             .with_safe_default_protocol_versions()
-            .map_err(|e| e.to_string())?;
+            .map_err(TlsError::Protocols)?;
         let builder = match &settings.client_ca_file {
             Some(ca) => {
                 let verifier = WebPkiClientVerifier::builder(Arc::new(client_roots(ca)?))
                     .build()
-                    .map_err(|e| format!("client CA {}: {e}", ca.display()))?;
+                    .map_err(|cause| TlsError::ClientVerifier {
+                        path: ca.clone(),
+                        cause,
+                    })?;
                 builder.with_client_cert_verifier(verifier)
             }
             None => builder.with_no_client_auth(),

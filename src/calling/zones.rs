@@ -220,8 +220,8 @@ mod tests {
         }
     }
 
-    /// Issue 13: area code 775 includes West Wendover, Nevada, on Mountain
-    /// time; the hand-kept table placed all of 775 on Pacific time.
+    /// Area code 775 includes West Wendover, Nevada, on Mountain time: a
+    /// zone per area code would put all of 775 on Pacific time.
     #[test]
     fn test_775_west_wendover_is_on_mountain_time() {
         let wendover = locate("US", "17756640123");

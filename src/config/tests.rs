@@ -177,8 +177,9 @@ fn test_bad_hours_are_named() {
     );
 }
 
-/// Issue 13: Spanish 800/900 numbers may be presented (Orden
-/// TDF/149/2025); the configuration refused every toll-free caller ID.
+/// Spanish 800/900 numbers may be presented (Orden TDF/149/2025): whether a
+/// toll-free caller ID is allowed is the destination's law to judge, not the
+/// configuration's.
 #[test]
 fn test_toll_free_caller_ids_are_accepted_for_the_law_to_judge() {
     let config = parse(
@@ -191,7 +192,8 @@ fn test_toll_free_caller_ids_are_accepted_for_the_law_to_judge() {
     );
 }
 
-/// Issue 14: numbers out of range used to load and then panic.
+/// Every number in the configuration has a range, checked at load and named
+/// on error: an out-of-range value must not load and panic later.
 #[test]
 fn test_numbers_are_bounded_at_load() {
     for (text, key) in [

@@ -51,7 +51,11 @@ impl Validator<'_> {
         });
         if let Some(settings) = &tls {
             crate::tls::acceptors(settings).map_err(|problem| {
-                self.invalid("server.tls", settings.cert_file.display(), &problem)
+                self.invalid(
+                    "server.tls",
+                    settings.cert_file.display(),
+                    &problem.to_string(),
+                )
             })?;
         }
         let mut api_keys: Vec<ApiKey> = Vec::new();
@@ -447,7 +451,11 @@ impl Validator<'_> {
         if let Some(key_file) = &log.checkpoint_key_file {
             let key_file = base_dir.join(key_file);
             crate::decision_log::checkpoint::load_key(&key_file).map_err(|problem| {
-                self.invalid("log.checkpoint_key_file", key_file.display(), &problem)
+                self.invalid(
+                    "log.checkpoint_key_file",
+                    key_file.display(),
+                    &problem.to_string(),
+                )
             })?;
             log.checkpoint_key_file = Some(key_file);
         }

@@ -63,6 +63,49 @@ mod tests {
         }
     }
 
+    /// A row with a distinct, realistic value in every column.
+    fn known_row() -> StoredRow {
+        StoredRow {
+            seq: 42,
+            decision_id: "01J9Z8Q4K7M2X5V3B6N1C0D8EF".into(),
+            decided_at_us: 1_767_225_600_123_456,
+            request_id: "call-7f3a@pbx.example".into(),
+            campaign_id: "acme-energy-it".into(),
+            controller: "acme".into(),
+            called_number: "333 123 4567".into(),
+            normalized_number: "+393331234567".into(),
+            caller_id: "+390212345678".into(),
+            verdict: "DENY".into(),
+            reasons: r#"[{"code":"OUTSIDE_CALLING_HOURS","detail":"21:05 local"}]"#.into(),
+            next_allowed_at_us: Some(1_767_256_200_000_000),
+            data_versions: r#"["it-rpo@7","policy@3f2a"]"#.into(),
+            latency_us: 187,
+            api_key: "dialer-floor-1".into(),
+            prev_hash: "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08".into(),
+        }
+    }
+
+    /// Known answer: every log already written was chained with this exact
+    /// serialisation (field names, order, encodings). Reordering, renaming
+    /// or re-encoding a field changes this value and would make every
+    /// existing log fail `audit verify`; such a change needs a new chain
+    /// version, not a new expected value here.
+    #[test]
+    fn test_row_hash_known_answer() {
+        assert_eq!(
+            row_hash(&known_row()),
+            "ddae32746332b2256c00cb3fc9a4f518a686819d7872a34e863471880e063579"
+        );
+        let mut genesis = known_row();
+        genesis.seq = 1;
+        genesis.next_allowed_at_us = None;
+        genesis.prev_hash = GENESIS.into();
+        assert_eq!(
+            row_hash(&genesis),
+            "aab492afcf8b2598c2d91b23489038575b32a554d5f04cd93a1f9223cd03ef9c"
+        );
+    }
+
     #[test]
     fn test_hash_changes_with_any_field() {
         let base = row_hash(&row());

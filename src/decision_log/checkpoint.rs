@@ -43,20 +43,59 @@ pub fn write_head(path: &Path, checkpoint: &Checkpoint) -> std::io::Result<()> {
     result
 }
 
+/// Why checkpoints or the checkpoint key could not be read; each names the
+/// file.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckpointError {
+    #[error("cannot read {}: {cause}", .path.display())]
+    Read {
+        path: PathBuf,
+        cause: std::io::Error,
+    },
+    #[error("{}: not a checkpoint: {cause}", .path.display())]
+    NotACheckpoint {
+        path: PathBuf,
+        cause: serde_json::Error,
+    },
+    #[error("{} line {line}: not a checkpoint: {cause}", .path.display())]
+    BadLine {
+        path: PathBuf,
+        line: usize,
+        cause: serde_json::Error,
+    },
+    #[error("cannot read checkpoint key {}: {cause}", .path.display())]
+    ReadKey {
+        path: PathBuf,
+        cause: std::io::Error,
+    },
+    #[error("checkpoint key {}: expected 64 hex digits (an Ed25519 seed)", .0.display())]
+    BadKey(PathBuf),
+}
+
+fn read_error(path: &Path) -> impl FnOnce(std::io::Error) -> CheckpointError + '_ {
+    move |cause| CheckpointError::Read {
+        path: path.to_path_buf(),
+        cause,
+    }
+}
+
 /// Reads a single checkpoint (the kept head, or an anchor saved from
 /// `dialgate audit checkpoint`); `Ok(None)` when the file does not exist.
 ///
 /// # Errors
-/// A message naming the file and the problem.
-pub fn read_one(path: &Path) -> Result<Option<Checkpoint>, String> {
+/// [`CheckpointError`] naming the file and the problem.
+pub fn read_one(path: &Path) -> Result<Option<Checkpoint>, CheckpointError> {
     let text = match std::fs::read_to_string(path) {
         Ok(text) => text,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
+        Err(e) => return Err(read_error(path)(e)),
     };
     serde_json::from_str(text.trim())
         .map(Some)
-        .map_err(|e| format!("{}: not a checkpoint: {e}", path.display()))
+        .map_err(|cause| CheckpointError::NotACheckpoint {
+            path: path.to_path_buf(),
+            cause,
+        })
 }
 
 /// One checkpoint.
@@ -113,19 +152,16 @@ impl Checkpoint {
 /// Loads an Ed25519 signing key: a file holding the 32-byte seed as 64 hex digits.
 ///
 /// # Errors
-/// A message naming the file and the problem.
-pub fn load_key(path: &Path) -> Result<SigningKey, String> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("cannot read checkpoint key {}: {e}", path.display()))?;
+/// [`CheckpointError`] naming the file and the problem.
+pub fn load_key(path: &Path) -> Result<SigningKey, CheckpointError> {
+    let text = std::fs::read_to_string(path).map_err(|cause| CheckpointError::ReadKey {
+        path: path.to_path_buf(),
+        cause,
+    })?;
     let seed: [u8; 32] = hex::decode(text.trim())
         .ok()
         .and_then(|b| b.try_into().ok())
-        .ok_or_else(|| {
-            format!(
-                "checkpoint key {}: expected 64 hex digits (an Ed25519 seed)",
-                path.display()
-            )
-        })?;
+        .ok_or_else(|| CheckpointError::BadKey(path.to_path_buf()))?;
     Ok(SigningKey::from_bytes(&seed))
 }
 
@@ -143,17 +179,17 @@ pub fn append(path: &Path, checkpoint: &Checkpoint) -> std::io::Result<()> {
 /// Every checkpoint written so far (none when the file does not exist).
 ///
 /// # Errors
-/// A message naming the bad line.
-pub fn read_all(path: &Path) -> Result<Vec<Checkpoint>, String> {
+/// [`CheckpointError`] naming the file or the bad line.
+pub fn read_all(path: &Path) -> Result<Vec<Checkpoint>, CheckpointError> {
     let file = match std::fs::File::open(path) {
         Ok(file) => file,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
+        Err(e) => return Err(read_error(path)(e)),
     };
     let lines: Vec<String> = std::io::BufReader::new(file)
         .lines()
         .collect::<Result<_, _>>()
-        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        .map_err(read_error(path))?;
     let last = lines.iter().rposition(|l| !l.trim().is_empty());
     let mut checkpoints = Vec::new();
     for (i, line) in lines.iter().enumerate() {
@@ -164,12 +200,12 @@ pub fn read_all(path: &Path) -> Result<Vec<Checkpoint>, String> {
             Ok(checkpoint) => checkpoints.push(checkpoint),
             // A crash while appending can leave a torn last line: it proves nothing, and hides nothing.
             Err(_) if Some(i) == last => {}
-            Err(e) => {
-                return Err(format!(
-                    "{} line {}: not a checkpoint: {e}",
-                    path.display(),
-                    i + 1
-                ));
+            Err(cause) => {
+                return Err(CheckpointError::BadLine {
+                    path: path.to_path_buf(),
+                    line: i + 1,
+                    cause,
+                });
             }
         }
     }

@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::model::{Reason, Verdict};
 pub use settings::{LogConfig, Synchronous};
-pub use writer::{DecisionLog, LogCounters, LogError};
+pub use writer::{DecisionLog, LogCounters, LogError, OpenError};
 
 /// What the server reads back from the log at start-up.
 #[derive(Debug, Clone, Copy)]

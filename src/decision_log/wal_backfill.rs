@@ -28,12 +28,13 @@ impl WalBackfill {
     /// Starts backfilling the log at `path` every `interval`.
     ///
     /// # Errors
-    /// When the thread's own connection cannot be opened.
+    /// When the thread's own connection cannot be opened or the thread
+    /// cannot start.
     pub fn start(
         path: &Path,
         synchronous: Synchronous,
         interval: Duration,
-    ) -> rusqlite::Result<WalBackfill> {
+    ) -> Result<WalBackfill, super::writer::OpenError> {
         let conn = super::open_connection(path, synchronous)?;
         let (stop, stopped) = mpsc::channel::<()>();
         let thread = std::thread::Builder::new()
@@ -60,7 +61,10 @@ impl WalBackfill {
                     }
                 }
             })
-            .map_err(|err| rusqlite::Error::ToSqlConversionFailure(Box::new(err)))?;
+            .map_err(|cause| super::writer::OpenError::Thread {
+                thread: "decision-log-backfill",
+                cause,
+            })?;
         Ok(WalBackfill {
             stop: Some(stop),
             thread: Some(thread),

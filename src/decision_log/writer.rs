@@ -22,16 +22,31 @@ use crate::history::LatencyHistory;
 use crate::model::{Reason, Verdict};
 
 /// Why a decision could not be logged (the dialer must not dial).
-#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum LogError {
     #[error("decision log backlog full")]
     Backlog,
+    /// Shared: one failed group commit answers every decision in the group.
     #[error("decision log write failed: {0}")]
-    Write(String),
+    Write(Arc<rusqlite::Error>),
     #[error("decision log did not confirm the write in time")]
     Timeout,
     #[error("decision log is closed")]
     Closed,
+}
+
+/// Why the decision log could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("decision log database: {0}")]
+    Database(#[from] rusqlite::Error),
+    #[error(transparent)]
+    CheckpointKey(#[from] super::checkpoint::CheckpointError),
+    #[error("cannot start the {thread} thread: {cause}")]
+    Thread {
+        thread: &'static str,
+        cause: std::io::Error,
+    },
 }
 
 enum Job {
@@ -160,12 +175,13 @@ impl DecisionLog {
     /// gateway can answer repeats after a restart.
     ///
     /// # Errors
-    /// When the database cannot be opened or read.
+    /// [`OpenError`] when the database cannot be opened or read, the
+    /// checkpoint key cannot be loaded, or the writer thread cannot start.
     pub fn open(
         path: &Path,
         config: &LogConfig,
         scan: StartupScan,
-    ) -> rusqlite::Result<(DecisionLog, StartupState)> {
+    ) -> Result<(DecisionLog, StartupState), OpenError> {
         let conn = open_connection(path, config.synchronous)?;
         let head = conn
             .query_row(
@@ -200,8 +216,7 @@ impl DecisionLog {
             .checkpoint_key_file
             .as_deref()
             .map(super::checkpoint::load_key)
-            .transpose()
-            .map_err(|problem| rusqlite::Error::ToSqlConversionFailure(problem.into()))?;
+            .transpose()?;
         let dir = path.parent().unwrap_or(Path::new("."));
         let checkpoints_path = super::checkpoint::checkpoints_path(dir);
         // The last checkpoint written: a start-up checkpoints the head it
@@ -241,7 +256,10 @@ impl DecisionLog {
                     &thread_counters,
                 )
             })
-            .map_err(|err| rusqlite::Error::ToSqlConversionFailure(Box::new(err)))?;
+            .map_err(|cause| OpenError::Thread {
+                thread: "decision-log",
+                cause,
+            })?;
         Ok((
             DecisionLog {
                 sender,
@@ -402,13 +420,13 @@ fn write_loop(
                     }
                 }
                 Err(err) => {
-                    let message = err.to_string();
-                    tracing::error!(error = %message, decisions = size, "decision log commit failed");
+                    tracing::error!(error = %err, decisions = size, "decision log commit failed");
                     counters.failed_batches.inc();
                     counters.failing.store(true, Ordering::Relaxed);
-                    *counters.last_error.lock().expect("log error lock") = Some(message.clone());
+                    *counters.last_error.lock().expect("log error lock") = Some(err.to_string());
+                    let err = Arc::new(err);
                     for ack in acks.drain(..) {
-                        let _ = ack.send(Err(LogError::Write(message.clone())));
+                        let _ = ack.send(Err(LogError::Write(Arc::clone(&err))));
                     }
                 }
             }

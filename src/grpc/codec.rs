@@ -58,10 +58,19 @@ impl<U: Message + Default> Decoder for ClientFaultDecoder<U> {
     }
 }
 
+/// A message that does not decode: the client's fault, not the server's.
+#[derive(Debug, thiserror::Error)]
+#[error("malformed message: {0}")]
+struct Malformed(String);
+
+impl crate::error::HasKind for Malformed {
+    fn kind(&self) -> crate::error::ErrorKind {
+        crate::error::ErrorKind::InvalidArgument
+    }
+}
+
 /// The status of a message that does not decode.
 pub fn decode_status(status: Status) -> Status {
-    Status::invalid_argument(format!(
-        "malformed message: {}",
-        crate::registry::formats::quoted(status.message())
-    ))
+    let shown = crate::registry::formats::quoted(status.message()).to_string();
+    crate::error::grpc_status(&Malformed(shown))
 }

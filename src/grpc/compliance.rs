@@ -6,7 +6,7 @@ use std::sync::Arc;
 use futures_util::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
-use super::check_error_status;
+use crate::error::grpc_status;
 use crate::gateway::{CallCheck, Gateway};
 use crate::proto::compliance_gateway_server::ComplianceGateway;
 use crate::proto::{
@@ -50,7 +50,7 @@ impl ComplianceGateway for ComplianceGatewayService {
                 api_key,
             })
             .await
-            .map_err(check_error_status)?;
+            .map_err(|err| grpc_status(&err))?;
         Ok(Response::new(CheckCallResponse {
             verdict: proto::Verdict::from(outcome.verdict) as i32,
             reasons: outcome
@@ -80,10 +80,11 @@ impl ComplianceGateway for ComplianceGatewayService {
             let plausible =
                 at.is_some_and(|t| (946_684_800..7_258_118_400).contains(&t.as_second()));
             if item.at.is_some() && !plausible {
-                return Err(Status::invalid_argument(format!(
-                    "ref {:?}: at must be between 2000 and 2199",
-                    item.r#ref
-                )));
+                return Err(super::FieldError::new(
+                    format!("ref {:?}", item.r#ref),
+                    "at must be between 2000 and 2199",
+                )
+                .into());
             }
             for (field, value, max) in [
                 (
@@ -98,8 +99,7 @@ impl ComplianceGateway for ComplianceGatewayService {
                 ),
                 ("ref", &item.r#ref, crate::gateway::MAX_REQUEST_ID),
             ] {
-                crate::gateway::bounded(field, value, max)
-                    .map_err(|err| Status::invalid_argument(err.to_string()))?;
+                crate::gateway::bounded(field, value, max).map_err(|err| grpc_status(&err))?;
             }
             let outcome = gateway.screen(&item.called_number, &item.campaign_id, at);
             tally.add();

@@ -3,8 +3,9 @@
 use jiff::Timestamp;
 use tonic::{Request, Response, Status};
 
-use super::records_error_status;
+use super::FieldError;
 use crate::contacts::RelationshipKind as Kind;
+use crate::error::grpc_status;
 use crate::proto::contact_records_server::ContactRecords;
 use crate::proto::{self, *};
 use crate::records::{
@@ -24,20 +25,18 @@ impl ContactRecordsService {
 }
 
 /// Reads an enum field, refusing values this server does not know.
-fn purpose_field(value: i32) -> Result<Option<crate::model::Purpose>, Status> {
+fn purpose_field(value: i32) -> Result<Option<crate::model::Purpose>, FieldError> {
     proto::Purpose::try_from(value)
         .map(proto::Purpose::to_domain)
-        .map_err(|_| Status::invalid_argument(format!("purpose: unknown value {value}")))
+        .map_err(|_| FieldError::new("purpose", format!("unknown value {value}")))
 }
 
-fn kind_field(value: i32) -> Result<Option<Kind>, Status> {
+fn kind_field(value: i32) -> Result<Option<Kind>, FieldError> {
     match RelationshipKind::try_from(value) {
         Ok(RelationshipKind::Unspecified) => Ok(None),
         Ok(RelationshipKind::Customer) => Ok(Some(Kind::Customer)),
         Ok(RelationshipKind::Inquiry) => Ok(Some(Kind::Inquiry)),
-        Err(_) => Err(Status::invalid_argument(format!(
-            "kind: unknown value {value}"
-        ))),
+        Err(_) => Err(FieldError::new("kind", format!("unknown value {value}"))),
     }
 }
 
@@ -45,19 +44,20 @@ fn kind_field(value: i32) -> Result<Option<Kind>, Status> {
 fn time_field(
     field: &str,
     value: Option<&prost_types::Timestamp>,
-) -> Result<Option<Timestamp>, Status> {
+) -> Result<Option<Timestamp>, FieldError> {
     match value {
         None => Ok(None),
-        Some(ts) if !(0..1_000_000_000).contains(&ts.nanos) => Err(Status::invalid_argument(
-            format!("{field}: nanos {} outside 0..=999999999", ts.nanos),
+        Some(ts) if !(0..1_000_000_000).contains(&ts.nanos) => Err(FieldError::new(
+            field,
+            format!("nanos {} outside 0..=999999999", ts.nanos),
         )),
-        Some(ts) if ts.seconds < 0 => Err(Status::invalid_argument(format!(
-            "{field}: {} seconds is before 1970",
-            ts.seconds
-        ))),
+        Some(ts) if ts.seconds < 0 => Err(FieldError::new(
+            field,
+            format!("{} seconds is before 1970", ts.seconds),
+        )),
         Some(ts) => proto::timestamp_from_proto(Some(ts))
             .map(Some)
-            .ok_or_else(|| Status::invalid_argument(format!("{field}: out of range"))),
+            .ok_or_else(|| FieldError::new(field, "out of range")),
     }
 }
 
@@ -78,8 +78,8 @@ async fn blocking<T: Send + 'static>(
 ) -> Result<T, Status> {
     tokio::task::spawn_blocking(work)
         .await
-        .map_err(|err| Status::internal(format!("contact records task failed: {err}")))?
-        .map_err(records_error_status)
+        .map_err(|err| grpc_status(&err))?
+        .map_err(|err| grpc_status(&err))
 }
 
 #[tonic::async_trait]

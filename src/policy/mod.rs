@@ -27,7 +27,7 @@ use crate::statutes::{
     self, CallerIdRules, CliType, ConsentRegime, ConsentRule, Exemptions, RegistryRequirement,
     Rule, Statute,
 };
-pub use show::{PolicyReport, report};
+pub use show::{PolicyReport, ReportError, report};
 
 /// Where an effective rule comes from.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

@@ -277,40 +277,62 @@ fn lines(era: &Era, campaign: &crate::config::CampaignConfig) -> Vec<RuleLine> {
     out
 }
 
+/// Why `policy show` has nothing to report.
+#[derive(Debug, thiserror::Error)]
+pub enum ReportError {
+    #[error("campaign {0:?} is not configured")]
+    UnknownCampaign(String),
+    #[error("campaign {campaign} may not call {region} (destinations: {destinations})")]
+    NotADestination {
+        campaign: String,
+        region: Region,
+        destinations: String,
+    },
+    /// A campaign destination without an era at `at`: a policy compiled
+    /// from another configuration.
+    #[error("no policy compiled for {campaign} and {region}")]
+    NotCompiled { campaign: String, region: Region },
+}
+
 /// The report of `campaign_id` at `at`, for one destination or all of the campaign's.
 ///
 /// # Errors
-/// A message naming the unknown campaign or the destination the campaign may not call.
+/// [`ReportError`] naming the unknown campaign or the destination the campaign may not call.
 pub fn report(
     policies: &Policies,
     config: &Config,
     campaign_id: &str,
     destination: Option<Region>,
     at: Timestamp,
-) -> Result<PolicyReport, String> {
+) -> Result<PolicyReport, ReportError> {
     let campaign = config
         .campaign(campaign_id)
-        .ok_or_else(|| format!("campaign {campaign_id:?} is not configured"))?;
+        .ok_or_else(|| ReportError::UnknownCampaign(campaign_id.to_string()))?;
     let regions: Vec<Region> = match destination {
         Some(region) if campaign.destinations.contains(&region) => vec![region],
         Some(region) => {
-            return Err(format!(
-                "campaign {campaign_id} may not call {region} (destinations: {})",
-                campaign
+            return Err(ReportError::NotADestination {
+                campaign: campaign_id.to_string(),
+                region,
+                destinations: campaign
                     .destinations
                     .iter()
                     .map(|r| r.to_string())
                     .collect::<Vec<_>>()
-                    .join(", ")
-            ));
+                    .join(", "),
+            });
         }
         None => campaign.destinations.clone(),
     };
     let mut destinations = Vec::new();
     for region in regions {
-        let era = policies
-            .era(campaign_id, region, at)
-            .ok_or_else(|| format!("no policy compiled for {campaign_id} and {region}"))?;
+        let era =
+            policies
+                .era(campaign_id, region, at)
+                .ok_or_else(|| ReportError::NotCompiled {
+                    campaign: campaign_id.to_string(),
+                    region,
+                })?;
         let zone = statutes::statute(region.as_str()).map_or("UTC", |s| s.zone);
         let year = at
             .to_zoned(jiff::tz::TimeZone::get(zone).unwrap_or(jiff::tz::TimeZone::UTC))

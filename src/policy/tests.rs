@@ -115,7 +115,7 @@ destinations = ["FR"]
 caller_ids = ["+33162000000"]
 "#;
 
-/// Issue 13: France is opt-in from 11 August 2026 (loi n° 2025-594 art. 13
+/// France is opt-in from 11 August 2026 (loi n° 2025-594 art. 13
 /// III). The same cold call, without consent, on 10 and on 11 August 2026
 /// (Monday and Tuesday, 11:00 in Paris).
 #[test]
@@ -217,8 +217,8 @@ fn test_the_french_switch_to_opt_in() {
     );
 }
 
-/// Issue 13: a campaign's cap used to replace France's 4 calls in 30 days
-/// (3 a day would allow up to 90 a month); now both hold.
+/// A campaign's cap is added to France's 4 calls in 30 days, never in its
+/// place: 3 a day alone would allow up to 90 a month.
 #[test]
 fn test_campaign_cap_narrows_the_statutory_cap() {
     let config = config(&format!(
@@ -312,8 +312,8 @@ sun = ["00:00-24:00"]
     );
 }
 
-/// Issue 13: without a configured RPO every Italian number was ALLOW
-/// REGISTRY_CLEAR; now the destination is blocked and reported.
+/// Without a configured RPO no Italian number may be ALLOW REGISTRY_CLEAR:
+/// the destination is blocked and reported.
 #[test]
 fn test_missing_required_registry_blocks_and_is_reported() {
     let config = config(
@@ -417,7 +417,7 @@ fn test_opt_out_override_without_a_registry_is_refused() {
     );
 }
 
-/// Issue 13: 4 October is an Italian holiday again from 2026 (L. 151/2025);
+/// 4 October is an Italian holiday again from 2026 (L. 151/2025);
 /// Monday 4 October 2027 is closed and Saturday 3 October 2026 is a pre-holiday.
 #[test]
 fn test_italian_4_october() {
@@ -457,7 +457,7 @@ caller_ids = ["+390212345678"]
     assert!(codes(&call("2031-10-03T17:30:00Z")).contains(&ReasonCode::OutsideCallingHours));
 }
 
-/// Issue 13: Florida allows at most 3 calls in 24 hours (Fla. Stat.
+/// Florida allows at most 3 calls in 24 hours (Fla. Stat.
 /// 501.616(6)); a number placed in Florida gets the cap, New York's does not.
 #[test]
 fn test_florida_cap() {
@@ -611,8 +611,8 @@ fn test_demo_campaigns_show_and_are_not_blocked() {
     }
 }
 
-/// Review finding: an override's `registry_valid_days` applied before its
-/// `from` date (the registry's validity came from the override at load).
+/// An override's `registry_valid_days` applies only from its `from` date:
+/// the registry's validity is the era's, not fixed at load.
 #[test]
 fn test_override_validity_only_from_its_date() {
     let config = config(

@@ -385,8 +385,8 @@ mod tests {
         Snapshot::apply(previous, "r", kind, "IT", set, Timestamp::UNIX_EPOCH).unwrap()
     }
 
-    /// Issue 13: a block-list replace without --covers used to cover the
-    /// whole country, so area codes never subscribed read as clear.
+    /// A block-list replace must state its coverage: assuming the whole
+    /// country would read area codes never subscribed as clear.
     #[test]
     fn test_blocklist_replace_must_state_its_coverage() {
         let set = import(ImportMode::Replace, "", "2026-11-01", &["+393331234567"]);
@@ -472,8 +472,8 @@ mod tests {
         assert!(!s4.batches.contains_key("beta"));
     }
 
-    /// An edition without stated coverage (written before `--covers` was
-    /// required) used to cover the whole country; it covers nothing now.
+    /// An edition without stated coverage (written by a version without
+    /// `--covers`) covers nothing: it cannot say which numbers it speaks for.
     #[test]
     fn test_blocklist_without_stated_coverage_covers_nothing() {
         let set = import(ImportMode::Replace, "", "2026-11-01", &["+12125550123"]);
@@ -499,8 +499,8 @@ mod tests {
             s1.block_lookup("12125550124", key(b)),
             BlockLookup::NotListed
         );
-        // Issue 14 review: a lone add or remove used to make the whole list
-        // as fresh as itself; only a change list that continues the list does.
+        // A lone add or remove does not make the whole list as fresh as
+        // itself; only a change list that continues the list does.
         let s2 = apply(
             Some(&s1),
             RegistryKind::Blocklist,

@@ -227,7 +227,7 @@ mod tests {
         );
     }
 
-    /// Issue 13: Orden TDF/149/2025 forbids mobile caller IDs for commercial
+    /// Orden TDF/149/2025 forbids mobile caller IDs for commercial
     /// calls to Spain from 7 June 2025, and 800/900 numbers may be used.
     #[test]
     fn test_spanish_mobile_caller_id_refused_from_7_june_2025() {
@@ -253,7 +253,8 @@ mod tests {
         );
     }
 
-    /// Review finding: a foreign caller ID passed on calls to Italy.
+    /// Italy accepts only Italian geographic or mobile caller IDs: a foreign
+    /// one is refused, naming its region.
     #[test]
     fn test_foreign_caller_id_refused_for_italy() {
         let italian = campaign(Purpose::Marketing, "IT", &["+442071234567"]);

@@ -512,9 +512,8 @@ fn test_every_reason_code_table() {
             expect: Deny,
             codes: &[CallerIdMissing, Suppressed, RegistryStale],
         },
-        // Issue 13: this used to be ALLOW REGISTRY_CLEAR ("no registry is
-        // configured"): leaving it-rpo out of the config allowed every
-        // Italian number. The statute requires the RPO: fail closed.
+        // The statute requires the RPO: leaving it-rpo out of the config
+        // must not read as "no registry applies". Fail closed.
         Case {
             name: "no registry for the country, opt-out campaign",
             campaign: it(),
@@ -993,8 +992,8 @@ fn test_consent_exemptions_by_country_and_italian_policy() {
         Verdict::Deny,
         "consent older than the observation"
     );
-    // Second review: the answer is dated by its day; a consent of that same
-    // day may predate the registration.
+    // The answer is dated by its day; a consent of that same day may
+    // predate the registration, so it does not count.
     let seen_same_day = [(
         "it-rpo".to_string(),
         "2026-11-10T00:00:00Z".parse().unwrap(),
@@ -1008,8 +1007,8 @@ fn test_consent_exemptions_by_country_and_italian_policy() {
     assert_eq!(denied.verdict, Verdict::Deny, "no evidence, no exemption");
 }
 
-/// Issue 14: screening `at` an instant before the registry data was checked
-/// answered ALLOW on data that says nothing about that instant.
+/// Screening `at` an instant before the registry data was checked: the data
+/// says nothing about that instant, so it cannot clear the number.
 #[test]
 fn test_registry_data_checked_after_the_instant_decided_says_nothing() {
     use ReasonCode::*;
@@ -1053,8 +1052,8 @@ fn test_registry_data_checked_after_the_instant_decided_says_nothing() {
     assert_eq!(run_at(&us, day_after_check, &[]).verdict, Verdict::Allow);
 }
 
-/// Review finding: the RPO's later answer "opposed" did not cancel an older
-/// clearance kept by `--mode add`; the latest answer for the controller counts.
+/// The RPO's later answer "opposed" cancels an older clearance kept by
+/// `--mode add`: the latest answer for the controller counts.
 #[test]
 fn test_a_later_opposed_answer_outweighs_an_older_clearance() {
     use ReasonCode::*;
@@ -1113,8 +1112,8 @@ fn test_a_later_opposed_answer_outweighs_an_older_clearance() {
     );
 }
 
-/// Second review: a consent withdrawn and then recorded again (a CRM's
-/// nightly re-sync of the old consent) came back to life.
+/// A consent withdrawn and then recorded again (a CRM's nightly re-sync of
+/// the old consent) must not come back to life.
 #[test]
 fn test_a_withdrawal_ends_consents_given_before_it_even_if_recorded_again() {
     let withdrawn = consent(

@@ -328,8 +328,9 @@ fn test_narrowing_exemptions_never_widens() {
     assert!(!narrowed.consent);
 }
 
-/// Review finding: "narrowing" 3 months with 92 days compared 92 with 3 x 31
-/// and widened the exemption past the statute's 3 calendar months.
+/// Narrowing 3 months with 92 days keeps both ends and applies the earlier:
+/// comparing 92 with 3 x 31 would widen the exemption past the statute's 3
+/// calendar months.
 #[test]
 fn test_narrowing_across_units_takes_the_earlier_end() {
     let narrowed = Period::shorter(Some(Period::Months(3)), Some(Period::Days(92))).unwrap();

@@ -143,10 +143,10 @@ async fn test_auth_matrix_grpc_and_http() {
     assert!(trail.contains("\"actor\":\"api:crm-1\""), "{trail}");
 }
 
-/// Issue 14: a request id answers one request of one API key. Reused with
-/// another number, another campaign, an anonymous caller ID or another
-/// key, it used to return the original ALLOW (and the other key got the
-/// first key's full number); now it is refused and the original stands.
+/// A request id answers one request of one API key. Reused with another
+/// number, another campaign, an anonymous caller ID or another key, it is
+/// refused and the original stands: answering it would hand out another
+/// call's ALLOW, and another key's full number.
 #[tokio::test(flavor = "multi_thread")]
 async fn test_request_id_is_bound_to_the_request_and_the_key() {
     let keys = format!(
@@ -224,8 +224,8 @@ async fn test_request_id_is_bound_to_the_request_and_the_key() {
     assert_eq!(logged.len(), 1, "only the original is logged: {logged:?}");
 }
 
-/// Issue 14: megabyte fields were accepted, logged and echoed; now each is
-/// bounded and named.
+/// Each field is bounded and named when too long: a megabyte field must not
+/// be logged and echoed.
 #[tokio::test(flavor = "multi_thread")]
 async fn test_check_call_fields_are_bounded() {
     let ws = Workspace::new(&standard_config(""));
@@ -272,9 +272,9 @@ async fn test_check_call_fields_are_bounded() {
     );
 }
 
-/// Review finding: a repeated request id got its ALLOW back for the whole
-/// idempotency window (an hour), whatever changed since. A repeat of an
-/// ALLOW is answered only within `log.allow_replay_seconds`.
+/// A repeat of an ALLOW is answered only within `log.allow_replay_seconds`,
+/// not for the whole idempotency window: the window, opt-outs and caps may
+/// have changed since.
 #[tokio::test(flavor = "multi_thread")]
 async fn test_an_old_allow_is_not_replayed() {
     let config = standard_config("").replace(

@@ -1,4 +1,4 @@
-//! Issue 14: careless and hostile input never produces an ALLOW.
+//! Careless and hostile input never produces an ALLOW.
 
 use std::io::Write;
 
@@ -809,9 +809,9 @@ async fn test_sighup_without_tls_is_handled_not_fatal() {
     assert!(log.iter().any(|l| l.contains("SIGHUP")), "{log:?}");
 }
 
-/// Review finding: an opt-out, revocation or erasure for a controller no
-/// campaign calls for ("ACME" for "acme") was accepted and bound nothing:
-/// the next call was allowed. Now it is refused naming the controller.
+/// An opt-out, revocation or erasure for a controller no campaign calls for
+/// ("ACME" for "acme") is refused naming the controller: accepted, it would
+/// bind nothing and the next call would be allowed.
 #[tokio::test(flavor = "multi_thread")]
 async fn test_restrictions_for_unknown_controllers_are_refused() {
     use dialgate::proto::{AddSuppressionRequest, EraseSubjectRequest, RevokeConsentRequest};

@@ -307,7 +307,7 @@ async fn test_reflection_lists_every_served_service() {
 }
 
 /// The server turns transparent huge pages off for itself: huge-page faults
-/// as the heap grows stalled every call in flight (see README, Performance).
+/// as the heap grows stall every call in flight (see docs/performance.md).
 #[cfg(target_os = "linux")]
 #[test]
 fn test_server_runs_without_transparent_huge_pages() {

@@ -1,4 +1,4 @@
-//! Issue 14, item 6: idle and silent connections are closed, and a cap per
+//! Idle and silent connections are closed, and a cap per
 //! listener keeps descriptors for the stores and the probes.
 
 use std::io::{Read, Write};

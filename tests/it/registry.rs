@@ -127,10 +127,10 @@ fn test_import_argument_errors_are_named() {
             "in the future",
         ),
         (vec!["--registry", "us-dnc", "--covers", "1212"], "--covers"),
-        // Issue 13: coverage is stated, never assumed to be the whole country.
+        // Coverage is stated, never assumed to be the whole country.
         (vec!["--registry", "us-dnc"], "--covers +1"),
-        // Second review: clearances (and opposed answers) for a controller no
-        // campaign calls for would bind nothing.
+        // Clearances (and opposed answers) for a controller no campaign
+        // calls for would bind nothing.
         (
             vec!["--registry", "it-rpo", "--controller", "Acme"],
             "not the controller of any configured campaign",

@@ -121,7 +121,7 @@ fn dial(ws: &Workspace, proxy: u16, name: &str, number: &str, campaign: &str) ->
         .collect()
 }
 
-/// Issue 17: allowed calls reach the carrier and complete; denied calls get
+/// Allowed calls reach the carrier and complete; denied calls get
 /// 603 with the reason and never reach it; with dialgate stopped every call
 /// gets 503; every INVITE the carrier saw has a logged ALLOW whose request
 /// id is its Call-ID.

@@ -45,7 +45,7 @@ async fn screen(server: &TestServer, campaign: &str, number: &str, at: &str) -> 
     )
 }
 
-/// Issue 13: the same cold call to France, screened for Monday 10 and
+/// The same cold call to France, screened for Monday 10 and
 /// Tuesday 11 August 2026 at 11:00 in Paris: Bloctel-cleared the day
 /// before the opt-in law, refused without consent from its first day.
 #[tokio::test(flavor = "multi_thread")]
@@ -100,7 +100,7 @@ caller_ids = ["+390212345678"]
 sun = []
 "#;
 
-/// Issue 13: a destination whose law requires a registry that is not
+/// A destination whose law requires a registry that is not
 /// configured is denied, logged at start-up, listed under `blocked`, and
 /// fails `config check`; overrides are reported.
 #[tokio::test(flavor = "multi_thread")]
@@ -162,10 +162,10 @@ async fn test_blocked_destination_is_reported_everywhere() {
     assert!(!unknown.status.success());
 }
 
-/// Issue 13: with `consent_after_registration`, the first DENY of a number
-/// never sent to the RPO used to date its registration, so any consent
-/// recorded afterwards lifted the RPO. Only the registry's own answers
-/// (`registry import --opposed`) date a registration now.
+/// With `consent_after_registration`, only the registry's own answers
+/// (`registry import --opposed`) date a registration: a DENY of a number
+/// never sent to the RPO is no evidence of one, so a consent recorded after
+/// it must not lift the RPO.
 #[tokio::test(flavor = "multi_thread")]
 async fn test_consent_after_registration_is_dated_by_the_registry_only() {
     let ws = Workspace::new(&format!(
@@ -262,9 +262,9 @@ caller_ids = ["+390212345678"]
     );
 }
 
-/// Review finding: a newer RPO answer "opposed", imported with `--mode add`
-/// while an older clearance is still held, was ignored: the old clearance
-/// allowed the call. A running server applies the answer without restart.
+/// A newer RPO answer "opposed", imported with `--mode add` while an older
+/// clearance is still held, outweighs the clearance; a running server
+/// applies the answer without restart.
 #[tokio::test(flavor = "multi_thread")]
 async fn test_a_later_opposed_answer_reaches_a_running_server() {
     let ws = Workspace::new(&format!(

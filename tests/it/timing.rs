@@ -297,9 +297,9 @@ async fn test_attempt_cap_counts_allows_once_and_survives_restart() {
     );
 }
 
-/// Review finding: a campaign without a cap did not count its ALLOWs, so a
-/// capped campaign of the same controller called the number again until a
-/// restart rebuilt the counts. Caps count across the controller's campaigns.
+/// Caps count across the controller's campaigns: the ALLOWs of a campaign
+/// without a cap count against a capped campaign of the same controller, at
+/// once and not only after a restart rebuilds the counts.
 #[tokio::test(flavor = "multi_thread")]
 async fn test_uncapped_campaigns_count_against_a_capped_one() {
     let ws = timing_workspace();
