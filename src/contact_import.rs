@@ -271,15 +271,17 @@ struct Import<'a> {
     dry_run: bool,
 }
 
-/// Validated records handed from the reading thread to the storing one at once.
-const HANDOVER: usize = 4096;
+/// Validated records handed from the reading thread to the storing one at
+/// once, sorted by number there: the storing thread then walks them in
+/// memory order (it is the slower of the two).
+const HANDOVER: usize = crate::contacts::BULK_BATCH;
 
 fn run<T: Send>(
     store: &ContactStore,
     mut table: Table,
     import: Import<'_>,
-    validate: impl FnMut(&Row<'_>) -> Result<T, RecordsError> + Send,
-    mut add: impl FnMut(&mut BulkImport<'_>, T) -> Result<(), StoreError>,
+    validate: impl FnMut(&Row<'_>) -> Result<(NumberKey, T), RecordsError> + Send,
+    mut add: impl FnMut(&mut BulkImport<'_>, NumberKey, T) -> Result<(), StoreError>,
 ) -> Result<ContactImportSummary, ContactImportError> {
     let Import {
         action,
@@ -301,26 +303,31 @@ fn run<T: Send>(
     let mut failure = None;
     let outcome = store.bulk_import(actor, action, now, |bulk| {
         std::thread::scope(|scope| {
-            let (batches, received) = std::sync::mpsc::sync_channel::<Vec<T>>(4);
+            let (batches, received) = std::sync::mpsc::sync_channel::<Vec<(NumberKey, T)>>(2);
             let reader = scope.spawn(move || {
                 let mut batch = Vec::with_capacity(HANDOVER);
                 let lines = table.each(validate, |value| {
                     batch.push(value);
                     if batch.len() >= HANDOVER {
+                        let mut full = std::mem::replace(&mut batch, Vec::with_capacity(HANDOVER));
+                        full.sort_by_key(|(key, _): &(NumberKey, T)| key.0);
                         batches
-                            .send(std::mem::replace(&mut batch, Vec::with_capacity(HANDOVER)))
+                            .send(full)
                             .map_err(|_| StoreError::Unreadable("the import stopped".into()))?;
                     }
                     Ok(())
                 })?;
+                batch.sort_by_key(|(key, _): &(NumberKey, T)| key.0);
                 batches
                     .send(batch)
                     .map_err(|_| StoreError::Unreadable("the import stopped".into()))?;
                 Ok::<_, ContactImportError>((lines, table.describe(lines)))
             });
-            let stored = received
-                .iter()
-                .try_for_each(|batch| batch.into_iter().try_for_each(|value| add(bulk, value)));
+            let stored = received.iter().try_for_each(|batch| {
+                batch
+                    .into_iter()
+                    .try_for_each(|(key, value)| add(bulk, key, value))
+            });
             drop(received);
             let read = reader.join().unwrap_or_else(|_| {
                 Err(ContactImportError::Read {
@@ -456,7 +463,7 @@ pub fn import_consents(
             dry_run,
         },
         validate,
-        |bulk, (key, consent)| bulk.consent(key, consent),
+        |bulk, key, consent| bulk.consent(key, consent),
     )
 }
 
@@ -527,6 +534,6 @@ pub fn import_suppressions(
             dry_run,
         },
         validate,
-        |bulk, (key, suppression)| bulk.suppression(key, suppression),
+        |bulk, key, suppression| bulk.suppression(key, suppression),
     )
 }

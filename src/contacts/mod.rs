@@ -25,7 +25,8 @@ use crate::number::NumberKey;
 use compact::{Change, CompactIndex, Instants, OPEN, Slot, SlotError, Table};
 use presence::Presence;
 pub use store::{
-    BulkCounts, BulkImport, ChangeEvent, ContactStore, StoreError, SubjectRecords, database_path,
+    BULK_BATCH, BulkCounts, BulkImport, ChangeEvent, ContactStore, StoreError, SubjectRecords,
+    database_path,
 };
 
 /// What an erasure keeps, each with its legal ground and how long; every

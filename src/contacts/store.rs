@@ -72,7 +72,7 @@ pub struct BulkImport<'t> {
 }
 
 /// Records a bulk import holds before inserting them.
-const BULK_BATCH: usize = 65_536;
+pub const BULK_BATCH: usize = 65_536;
 
 const INSERT_CONSENT: &str = "INSERT OR IGNORE INTO consents (consent_id, controller, number, number_key, purpose, \
     granted_at_us, revoked_at_us, expires_at_us, source, method, notice_version, evidence_ref, recorded_at_us, import_seq) \
@@ -298,6 +298,9 @@ fn hashed_suppressions(
     rows.map(|row| row.map(|(_, _, suppression)| suppression))
         .collect()
 }
+
+/// Consent rows above which a scan reads two halves on two threads.
+const PARALLEL_SCAN: i64 = 1_000_000;
 
 /// Record ids kept in memory at most (the numbers checked again and again).
 const ID_CACHE: usize = 65_536;
@@ -561,30 +564,35 @@ impl ContactStore {
     /// checking every value read back; opt-outs kept by hash go straight
     /// to the index.
     fn scan(&self, conn: &Connection, watermarks: &mut [i64; 3]) -> Result<Vec<Slot>, StoreError> {
-        let mut slots = Vec::new();
         let mut names = NameCache::default();
-        let mut statement = conn.prepare(
-            "SELECT rowid, number_key, controller, purpose, granted_at_us, revoked_at_us, expires_at_us
-             FROM consents WHERE rowid > ?1 ORDER BY rowid",
-        )?;
-        let mut rows = statement.query([watermarks[0]])?;
-        while let Some(row) = rows.next()? {
-            let rowid: i64 = row.get(0)?;
-            slots.push(Slot::new(
-                NumberKey(row.get::<_, i64>(1)? as u64),
-                Table::Consent,
-                rowid,
-                super::purpose_code(purpose(text(row, 3)?)?),
-                names.id(&self.index, text(row, 2)?)?,
-                0,
-                super::Instants {
-                    t0: ts_column(row, 4, "granted_at_us")?.as_microsecond(),
-                    t1: optional_us(row, 5, "revoked_at_us")?,
-                    t2: optional_us(row, 6, "expires_at_us")?,
-                },
-            )?);
-            watermarks[0] = rowid;
-        }
+        // Consents, the bulk of the records, in two halves on two threads
+        // when there are many; rows added meanwhile wait for the next scan.
+        let last: i64 =
+            conn.query_row("SELECT COALESCE(MAX(rowid), 0) FROM consents", [], |r| {
+                r.get(0)
+            })?;
+        let first = watermarks[0];
+        let mut slots = if last - first > PARALLEL_SCAN {
+            let middle = first + (last - first) / 2;
+            std::thread::scope(|scope| {
+                let upper = scope.spawn(|| {
+                    let reader = self.reader()?;
+                    let slots =
+                        self.scan_consents(&reader, &mut NameCache::default(), middle, last);
+                    self.readers.lock().expect("reader pool lock").push(reader);
+                    slots
+                });
+                let mut slots = self.scan_consents(conn, &mut names, first, middle)?;
+                let upper = upper.join().unwrap_or_else(|_| {
+                    Err(StoreError::Unreadable("the scanning thread failed".into()))
+                })?;
+                slots.extend(upper);
+                Ok::<_, StoreError>(slots)
+            })?
+        } else {
+            self.scan_consents(conn, &mut names, first, last)?
+        };
+        watermarks[0] = last;
         let mut statement = conn.prepare(
             "SELECT rowid, number_key, controller, kind, started_at_us, ended_at_us
              FROM relationships WHERE rowid > ?1 ORDER BY rowid",
@@ -651,6 +659,51 @@ impl ContactStore {
         Ok(slots)
     }
 
+    /// The slots of the consents with `after < rowid <= upto`.
+    fn scan_consents(
+        &self,
+        conn: &Connection,
+        names: &mut NameCache,
+        after: i64,
+        upto: i64,
+    ) -> Result<Vec<Slot>, StoreError> {
+        let mut slots = Vec::with_capacity(usize::try_from(upto - after).unwrap_or(0));
+        let mut statement = conn.prepare(
+            "SELECT rowid, number_key, controller, purpose, granted_at_us, revoked_at_us, expires_at_us
+             FROM consents WHERE rowid > ?1 AND rowid <= ?2 ORDER BY rowid",
+        )?;
+        let mut rows = statement.query([after, upto])?;
+        while let Some(row) = rows.next()? {
+            slots.push(Slot::new(
+                NumberKey(row.get::<_, i64>(1)? as u64),
+                Table::Consent,
+                row.get(0)?,
+                super::purpose_code(purpose(text(row, 3)?)?),
+                names.id(&self.index, text(row, 2)?)?,
+                0,
+                super::Instants {
+                    t0: ts_column(row, 4, "granted_at_us")?.as_microsecond(),
+                    t1: optional_us(row, 5, "revoked_at_us")?,
+                    t2: optional_us(row, 6, "expires_at_us")?,
+                },
+            )?);
+        }
+        Ok(slots)
+    }
+
+    /// A read-only connection from the pool (opened when the pool is empty).
+    fn reader(&self) -> Result<Connection, StoreError> {
+        if let Some(reader) = self.readers.lock().expect("reader pool lock").pop() {
+            return Ok(reader);
+        }
+        let reader = Connection::open_with_flags(
+            &self.path,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        reader.busy_timeout(std::time::Duration::from_secs(1))?;
+        Ok(reader)
+    }
+
     /// The in-memory index the decision path reads.
     pub fn index(&self) -> &ContactIndex {
         &self.index
@@ -703,22 +756,7 @@ impl ContactStore {
         if ids.iter().all(Option::is_some) {
             return ids.into_iter().flatten().collect();
         }
-        let reader = {
-            let mut readers = self.readers.lock().expect("reader pool lock");
-            readers.pop()
-        };
-        let reader = match reader {
-            Some(reader) => Ok(reader),
-            None => Connection::open_with_flags(
-                &self.path,
-                rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY
-                    | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
-            )
-            .and_then(|c| {
-                c.busy_timeout(std::time::Duration::from_secs(1))
-                    .map(|()| c)
-            }),
-        };
+        let reader = self.reader();
         let reader = match reader {
             Ok(reader) => reader,
             Err(err) => {
@@ -1023,8 +1061,19 @@ impl ContactStore {
                 serde_json::json!({"consents": consents, "relationships": relationships, "suppressions_hashed": converted}),
                 serde_json::json!({"controller": controller, "suppression_id": keep.suppression_id}),
             )?;
-            Ok((erased, hashed_suppressions(tx, &subject)?))
-        }, |(_, hashed)| {
+            // SQLite gives a new row the highest rowid + 1: once the highest
+            // rows are deleted, their numbers come back, below the scan's mark.
+            let highest = |table: &str| -> rusqlite::Result<i64> {
+                tx.query_row(&format!("SELECT COALESCE(MAX(rowid), 0) FROM {table}"), [], |r| r.get(0))
+            };
+            let highest = [highest("consents")?, highest("relationships")?];
+            Ok((erased, hashed_suppressions(tx, &subject)?, highest))
+        }, |(_, hashed, highest)| {
+            {
+                let mut watermarks = self.watermarks.lock().expect("watermark lock");
+                watermarks[0] = watermarks[0].min(highest[0]);
+                watermarks[1] = watermarks[1].min(highest[1]);
+            }
             // The hashed opt-outs first: the number is never unsuppressed.
             self.index.set_erased(subject, hashed.clone());
             self.index.erase(key, controller);
@@ -1500,6 +1549,53 @@ mod tests {
         let view = reopened.view(key(7), &number(7));
         assert_eq!(view.consents[0].revoked_at, Some(revoked_at));
         assert_eq!(reopened.view(key(8), &number(8)).suppressions.len(), 1);
+    }
+
+    /// SQLite reuses the rowid of a deleted highest row: after an erasure
+    /// of the newest consent, a consent another process imports gets that
+    /// rowid, and the scan mark must not skip it.
+    #[test]
+    fn test_a_reused_rowid_after_an_erasure_is_still_loaded() {
+        let dir = tempfile::tempdir().unwrap();
+        let serving = ContactStore::open(dir.path()).unwrap();
+        let first = "+390212345678";
+        let second = "+390212345679";
+        let key = |n: &str| NumberKey::from_e164(n).unwrap();
+        let now: Timestamp = "2026-11-25T10:00:00Z".parse().unwrap();
+        let importer = ContactStore::open_unindexed(dir.path()).unwrap();
+        importer
+            .bulk_import("cli:test", "consents.imported", now, |bulk| {
+                bulk.consent(key(first), consent(first))?;
+                Ok(Some(((), serde_json::json!({}))))
+            })
+            .unwrap();
+        assert_eq!(serving.refresh().unwrap(), 1);
+        serving.erase(key(first), first, "", "test", now).unwrap();
+        importer
+            .bulk_import("cli:test", "suppressions.imported", now, |bulk| {
+                let s = Suppression {
+                    suppression_id: "s-1".into(),
+                    controller: String::new(),
+                    campaign_id: String::new(),
+                    number: second.into(),
+                    reason: "asked".into(),
+                    source: "crm".into(),
+                    added_by: "cli:test".into(),
+                    created_at: now,
+                    expires_at: None,
+                };
+                let mut c = consent(second);
+                c.consent_id = "c-2".into();
+                bulk.consent(key(second), c)?;
+                bulk.suppression(key(second), s)?;
+                Ok(Some(((), serde_json::json!({}))))
+            })
+            .unwrap();
+        serving.refresh().unwrap();
+        let view = serving.view(key(second), second);
+        assert_eq!(view.consents.len(), 1, "the consent in the reused row");
+        assert_eq!(view.consents[0].consent_id, "c-2");
+        assert_eq!(view.suppressions.len(), 1);
     }
 
     /// A failed bulk import stores nothing, not even its trail event.
