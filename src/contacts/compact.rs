@@ -449,6 +449,15 @@ impl Compaction<'_> {
         let _gate = self.index.gate.write().expect("index gate");
         let current = self.index.layers.load_full();
         let frozen = Arc::clone(&current.active);
+        // A compaction that failed left its frozen changes in force: they
+        // come first.
+        for entry in current.frozen.iter() {
+            let mut changes = entry.value().clone();
+            if let Some(later) = frozen.get(entry.key()) {
+                changes.extend(later.iter().copied());
+            }
+            frozen.insert(*entry.key(), changes);
+        }
         self.index.layers.store(Arc::new(Layers {
             base: Arc::clone(&current.base),
             frozen: Arc::clone(&frozen),
@@ -581,6 +590,25 @@ mod tests {
         compaction.finish(vec![consent(1, 1, 1)]).unwrap();
         let slots = index.slots(key(1));
         assert_eq!((slots.len(), { slots[0].t1 }), (1, 120));
+    }
+
+    /// A compaction that failed after freezing left its frozen changes in
+    /// the layers; the next freeze dropped them (an erasure undone).
+    #[test]
+    fn test_a_failed_compaction_keeps_its_frozen_changes() {
+        let index = CompactIndex::with_slots(vec![consent(1, 1, 1), consent(2, 2, 1)]).unwrap();
+        index.change(key(1), Change::Erase { controller: None });
+        {
+            let mut failed = index.begin_compaction();
+            failed.freeze();
+            // Dropped without finishing, as when the build fails.
+        }
+        index.change(key(2), Change::Erase { controller: None });
+        assert!(index.slots(key(1)).is_empty());
+        index.compact().unwrap();
+        assert!(index.slots(key(1)).is_empty(), "the first erasure kept");
+        assert!(index.slots(key(2)).is_empty());
+        assert_eq!(index.sizes(), (0, 0));
     }
 
     #[test]

@@ -37,7 +37,10 @@ pub struct ContactStore {
     readers: Mutex<Vec<Connection>>,
     /// Ids read lately, by record (table, row and start instant: a row
     /// number SQLite reuses after an erasure is another record).
-    ids: dashmap::DashMap<(u8, i64, i64), Arc<str>, foldhash::fast::RandomState>,
+    ids: dashmap::DashMap<(u8, i64, i64, u64), Arc<str>, foldhash::fast::RandomState>,
+    /// Bumped by every erasure before it empties `ids`: an id read before
+    /// an erasure is not kept after it (its row number may come back).
+    ids_epoch: std::sync::atomic::AtomicU64,
     index: ContactIndex,
     /// Whether the index was loaded (not for [`ContactStore::open_unindexed`]).
     indexed: std::sync::atomic::AtomicBool,
@@ -534,6 +537,7 @@ impl ContactStore {
             conn: Mutex::new(conn),
             readers: Mutex::new(Vec::new()),
             ids: dashmap::DashMap::default(),
+            ids_epoch: std::sync::atomic::AtomicU64::new(0),
             index: ContactIndex::new(salt, CompactIndex::default()),
             indexed: std::sync::atomic::AtomicBool::new(false),
             observations: dashmap::DashMap::new(),
@@ -744,7 +748,8 @@ impl ContactStore {
     /// The ids of the slots' records: recently read ones from memory, the
     /// others from the store.
     fn record_ids(&self, slots: &[Slot]) -> Vec<Result<Option<String>, StoreError>> {
-        let cache_key = |slot: &Slot| (slot.table() as u8, slot.row(), slot.t0);
+        let cache_key = |slot: &Slot| (slot.table() as u8, slot.row(), slot.t0, slot.key().0);
+        let epoch = self.ids_epoch.load(std::sync::atomic::Ordering::Acquire);
         let mut ids: Vec<Option<Result<Option<String>, StoreError>>> = slots
             .iter()
             .map(|slot| {
@@ -787,7 +792,9 @@ impl ContactStore {
                         .optional()
                 })
                 .map_err(StoreError::from);
-            if let Ok(Some(text)) = &read {
+            if let Ok(Some(text)) = &read
+                && self.ids_epoch.load(std::sync::atomic::Ordering::Acquire) == epoch
+            {
                 self.ids.insert(cache_key(slot), Arc::from(text.as_str()));
             }
             *id = Some(read);
@@ -1078,6 +1085,8 @@ impl ContactStore {
             self.index.set_erased(subject, hashed.clone());
             self.index.erase(key, controller);
             // Erased rows' numbers may be reused by SQLite.
+            self.ids_epoch
+                .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
             self.ids.clear();
             self.observations
                 .retain(|(_, c, k), _| *k != key || !(controller.is_empty() || c == controller));
@@ -1182,25 +1191,42 @@ impl ContactStore {
     pub fn refresh(&self) -> Result<usize, StoreError> {
         let conn = self.conn.lock().expect("contact db lock");
         let mut watermarks = self.watermarks.lock().expect("watermark lock");
-        let added = self.scan(&conn, &mut watermarks)?;
-        self.refresh_observations(&conn)?;
+        // The marks move only once the rows are in the index: a failed
+        // scan is read again by the next refresh.
+        let mut next = *watermarks;
+        let added = self.scan(&conn, &mut next)?;
         let loaded = added.len();
-        drop(watermarks);
-        if loaded > MERGE_AT_ONCE {
+        let compaction = if loaded > MERGE_AT_ONCE {
             self.index.mark_present(&added);
             let mut compaction = self.index.records.begin_compaction();
             // Under the store's lock: every change before is frozen, every
             // change after stays pending, so `added` sits between them.
             compaction.freeze();
-            drop(conn);
-            compaction.finish(added)?;
+            Some((compaction, added))
         } else {
             for slot in added {
                 self.index.add(slot);
             }
-            drop(conn);
-            self.index.compact_if_grown()?;
+            None
+        };
+        *watermarks = next;
+        drop(watermarks);
+        let observed = self.refresh_observations(&conn);
+        drop(conn);
+        match compaction {
+            Some((compaction, added)) => {
+                if let Err(err) = compaction.finish(added.clone()) {
+                    // The frozen changes stay in force (the next freeze
+                    // keeps them); the rows become pending changes.
+                    for slot in added {
+                        self.index.add(slot);
+                    }
+                    return Err(err.into());
+                }
+            }
+            None => self.index.compact_if_grown()?,
         }
+        observed?;
         Ok(loaded)
     }
 
@@ -1354,8 +1380,12 @@ impl ContactStore {
                 }
             }
         };
-        if outcome.is_some() && self.indexed.load(std::sync::atomic::Ordering::Acquire) {
-            self.refresh()?;
+        if outcome.is_some()
+            && self.indexed.load(std::sync::atomic::Ordering::Acquire)
+            && let Err(err) = self.refresh()
+        {
+            // Stored: the next refresh loads the records.
+            tracing::warn!(error = %err, "imported records not loaded yet");
         }
         Ok(outcome)
     }
@@ -1596,6 +1626,49 @@ mod tests {
         assert_eq!(view.consents.len(), 1, "the consent in the reused row");
         assert_eq!(view.consents[0].consent_id, "c-2");
         assert_eq!(view.suppressions.len(), 1);
+    }
+
+    /// A refresh that failed after reading new rows moved its scan mark
+    /// past them: an imported opt-out was never loaded (until a restart).
+    #[test]
+    fn test_a_failed_refresh_loses_no_imported_opt_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let serving = ContactStore::open(dir.path()).unwrap();
+        let importer = ContactStore::open_unindexed(dir.path()).unwrap();
+        let number = "+390212345678";
+        let key = NumberKey::from_e164(number).unwrap();
+        let now: Timestamp = "2026-11-25T10:00:00Z".parse().unwrap();
+        importer
+            .bulk_import("cli:test", "suppressions.imported", now, |bulk| {
+                bulk.suppression(
+                    key,
+                    Suppression {
+                        suppression_id: "s-1".into(),
+                        controller: String::new(),
+                        campaign_id: String::new(),
+                        number: number.into(),
+                        reason: "asked".into(),
+                        source: "crm".into(),
+                        added_by: "cli:test".into(),
+                        created_at: now,
+                        expires_at: None,
+                    },
+                )?;
+                Ok(Some(((), serde_json::json!({}))))
+            })
+            .unwrap();
+        let conn = Connection::open(database_path(dir.path())).unwrap();
+        let bump = "INSERT INTO counters (key, value) VALUES ('observations_version', 1)
+                    ON CONFLICT (key) DO UPDATE SET value = value + 1";
+        conn.execute_batch(&format!(
+            "INSERT INTO observations VALUES ('r', 'acme', 1, 9223372036854775807); {bump};"
+        ))
+        .unwrap();
+        assert!(serving.refresh().is_err(), "the corrupt answer is an error");
+        conn.execute_batch(&format!("DELETE FROM observations; {bump};"))
+            .unwrap();
+        serving.refresh().unwrap();
+        assert_eq!(serving.view(key, number).suppressions.len(), 1);
     }
 
     /// A failed bulk import stores nothing, not even its trail event.
