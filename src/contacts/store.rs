@@ -62,13 +62,14 @@ pub struct BulkCounts {
     pub stored: u64,
     /// Records with the same id already stored (re-runs store nothing twice).
     pub already_present: u64,
+    /// Records staged (stored or already present once moved in).
+    pub staged: u64,
 }
 
-/// The records of one bulk import, added in its transaction in batches
-/// sorted by number (the number index then takes its inserts in order).
+/// The records of one bulk import, staged in batches sorted by number (the
+/// number index then takes them in order when they are moved in).
 pub struct BulkImport<'t> {
     tx: &'t Transaction<'t>,
-    seq: i64,
     counts: BulkCounts,
     consents: Vec<(NumberKey, Consent)>,
     suppressions: Vec<(NumberKey, Suppression)>,
@@ -77,13 +78,28 @@ pub struct BulkImport<'t> {
 /// Records a bulk import holds before inserting them.
 pub const BULK_BATCH: usize = 65_536;
 
-const INSERT_CONSENT: &str = "INSERT OR IGNORE INTO consents (consent_id, controller, number, number_key, purpose, \
-    granted_at_us, revoked_at_us, expires_at_us, source, method, notice_version, evidence_ref, recorded_at_us, import_seq) \
-    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)";
+/// The staged columns of each table, in the order of the statements below.
+const STAGED_CONSENT_COLUMNS: &str = "consent_id, controller, number, number_key, purpose, granted_at_us, \
+    revoked_at_us, expires_at_us, source, method, notice_version, evidence_ref, recorded_at_us";
+const STAGED_SUPPRESSION_COLUMNS: &str = "suppression_id, controller, campaign_id, number, number_key, reason, \
+    source, added_by, created_at_us, expires_at_us";
 
-const INSERT_SUPPRESSION: &str = "INSERT OR IGNORE INTO suppressions (suppression_id, controller, campaign_id, number, \
-    number_key, number_hash, reason, source, added_by, created_at_us, expires_at_us, import_seq) \
-    VALUES (?1, ?2, ?3, ?4, ?5, NULL, ?6, ?7, ?8, ?9, ?10, ?11)";
+const STAGING_SCHEMA: &str = "
+CREATE TABLE staging.consents (consent_id, controller, number, number_key, purpose, granted_at_us,
+    revoked_at_us, expires_at_us, source, method, notice_version, evidence_ref, recorded_at_us);
+CREATE TABLE staging.suppressions (suppression_id, controller, campaign_id, number, number_key, reason,
+    source, added_by, created_at_us, expires_at_us);
+";
+
+const INSERT_CONSENT: &str =
+    "INSERT INTO staging.consents VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)";
+
+const INSERT_SUPPRESSION: &str =
+    "INSERT INTO staging.suppressions VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)";
+
+/// Staged rows moved into the store per transaction: short enough that
+/// the server's own writes (opt-outs, erasures) wait only briefly.
+const MOVE_CHUNK: i64 = BULK_BATCH as i64;
 
 impl BulkImport<'_> {
     /// Adds a consent (kept as it is when one with its id is stored).
@@ -135,9 +151,8 @@ impl BulkImport<'_> {
                 consent.notice_version,
                 consent.evidence_ref,
                 us(consent.recorded_at),
-                self.seq,
             ])?;
-            self.counts.count(inserted);
+            self.counts.staged += inserted as u64;
         }
         consents.clear();
         self.consents = consents;
@@ -156,9 +171,8 @@ impl BulkImport<'_> {
                 suppression.added_by,
                 us(suppression.created_at),
                 suppression.expires_at.map(us),
-                self.seq,
             ])?;
-            self.counts.count(inserted);
+            self.counts.staged += inserted as u64;
         }
         suppressions.clear();
         self.suppressions = suppressions;
@@ -178,12 +192,9 @@ fn by_number<T>(records: &[(NumberKey, T)]) -> Vec<usize> {
 }
 
 impl BulkCounts {
-    fn count(&mut self, inserted: usize) {
-        if inserted == 1 {
-            self.stored += 1;
-        } else {
-            self.already_present += 1;
-        }
+    fn moved(&mut self, rows: i64, inserted: usize) {
+        self.stored += inserted as u64;
+        self.already_present += (rows as u64).saturating_sub(inserted as u64);
     }
 }
 
@@ -1328,16 +1339,21 @@ impl ContactStore {
         Ok(())
     }
 
-    /// A bulk import in one transaction: `fill` adds records through the
-    /// [`BulkImport`]; when it returns `Some`, the records and one trail
-    /// event (`action`, with `fill`'s details and the counts) are committed
-    /// together; when it returns `None` or fails, nothing is stored. The
-    /// rows carry the event's sequence number: the trail of a subject's
-    /// imported record is that event. An indexed store loads the records
-    /// at once; a running server at its next refresh.
+    /// A bulk import: `fill` adds records through the [`BulkImport`],
+    /// which stages them in a private file beside the store (one
+    /// transaction there, no lock on the store). When `fill` returns
+    /// `None` or fails, nothing is stored. When it returns `Some`, one trail
+    /// event (`action`, with `fill`'s details) is stored, then the records
+    /// are moved in by chunks of [`MOVE_CHUNK`] rows, each its own short
+    /// transaction, so the running server's writes go on meanwhile; the
+    /// event gets the counts at the end. A crash while moving leaves the
+    /// records moved so far, all valid (a re-run adds the rest). The rows
+    /// carry the event's sequence number: the trail of a subject's imported
+    /// record is that event. An indexed store loads the records at once; a
+    /// running server at its next refresh.
     ///
     /// # Errors
-    /// [`StoreError`]; nothing is stored then.
+    /// [`StoreError`]; if it comes while moving, the records moved so far stay.
     pub fn bulk_import<R>(
         &self,
         actor: &str,
@@ -1345,40 +1361,20 @@ impl ContactStore {
         now: Timestamp,
         fill: impl FnOnce(&mut BulkImport<'_>) -> Result<Option<(R, serde_json::Value)>, StoreError>,
     ) -> Result<Option<(R, BulkCounts)>, StoreError> {
+        let staging = self
+            .path
+            .with_file_name(format!("contacts-import-{}.db", std::process::id()));
         let outcome = {
             let mut conn = self.conn.lock().expect("contact db lock");
-            // A large page cache: the indexes take random inserts.
-            conn.pragma_update(None, "cache_size", -262_144)?;
-            let tx = conn.transaction()?;
-            tx.execute(
-                "INSERT INTO events (at_us, actor, action, subject, before, after) VALUES (?1, ?2, ?3, '', 'null', '{}')",
-                params![us(now), actor, action],
-            )?;
-            let seq = tx.last_insert_rowid();
-            let mut import = BulkImport {
-                tx: &tx,
-                seq,
-                counts: BulkCounts::default(),
-                consents: Vec::new(),
-                suppressions: Vec::new(),
-            };
-            match fill(&mut import)? {
-                None => None,
-                Some((result, mut details)) => {
-                    import.flush()?;
-                    let counts = import.counts;
-                    if let Some(object) = details.as_object_mut() {
-                        object.insert("stored".into(), counts.stored.into());
-                        object.insert("already_present".into(), counts.already_present.into());
-                    }
-                    tx.execute(
-                        "UPDATE events SET after = ?2 WHERE seq = ?1",
-                        params![seq, details.to_string()],
-                    )?;
-                    tx.commit()?;
-                    Some((result, counts))
-                }
-            }
+            let _ = std::fs::remove_file(&staging);
+            let _ = crate::private::touch(&staging);
+            conn.execute("ATTACH DATABASE ?1 AS staging", [staging.to_string_lossy()])?;
+            let outcome = Self::stage_and_move(&mut conn, actor, action, now, fill);
+            let detached = conn.execute_batch("DETACH DATABASE staging");
+            let _ = std::fs::remove_file(&staging);
+            let outcome = outcome?;
+            detached?;
+            outcome
         };
         if outcome.is_some()
             && self.indexed.load(std::sync::atomic::Ordering::Acquire)
@@ -1388,6 +1384,90 @@ impl ContactStore {
             tracing::warn!(error = %err, "imported records not loaded yet");
         }
         Ok(outcome)
+    }
+
+    fn stage_and_move<R>(
+        conn: &mut Connection,
+        actor: &str,
+        action: &str,
+        now: Timestamp,
+        fill: impl FnOnce(&mut BulkImport<'_>) -> Result<Option<(R, serde_json::Value)>, StoreError>,
+    ) -> Result<Option<(R, BulkCounts)>, StoreError> {
+        conn.execute_batch("PRAGMA staging.journal_mode = OFF; PRAGMA staging.synchronous = OFF;")?;
+        conn.execute_batch(STAGING_SCHEMA)?;
+        // A large page cache: the indexes take many inserts.
+        conn.pragma_update(None, "cache_size", -262_144)?;
+        let (result, mut details) = {
+            let tx = conn.transaction()?;
+            let mut import = BulkImport {
+                tx: &tx,
+                counts: BulkCounts::default(),
+                consents: Vec::new(),
+                suppressions: Vec::new(),
+            };
+            match fill(&mut import)? {
+                None => return Ok(None),
+                Some(filled) => {
+                    import.flush()?;
+                    tx.commit()?;
+                    filled
+                }
+            }
+        };
+        let seq = {
+            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            tx.execute(
+                "INSERT INTO events (at_us, actor, action, subject, before, after) VALUES (?1, ?2, ?3, '', 'null', ?4)",
+                params![us(now), actor, action, details.to_string()],
+            )?;
+            let seq = tx.last_insert_rowid();
+            tx.commit()?;
+            seq
+        };
+        let counts = Self::move_staged(conn, seq)?;
+        if let Some(object) = details.as_object_mut() {
+            object.insert("stored".into(), counts.stored.into());
+            object.insert("already_present".into(), counts.already_present.into());
+        }
+        conn.execute(
+            "UPDATE events SET after = ?2 WHERE seq = ?1",
+            params![seq, details.to_string()],
+        )?;
+        Ok(Some((result, counts)))
+    }
+
+    /// Moves the staged records into the store, a chunk per transaction.
+    fn move_staged(conn: &mut Connection, seq: i64) -> Result<BulkCounts, StoreError> {
+        let mut counts = BulkCounts::default();
+        for (table, columns) in [
+            ("consents", STAGED_CONSENT_COLUMNS),
+            ("suppressions", STAGED_SUPPRESSION_COLUMNS),
+        ] {
+            let staged: i64 = conn.query_row(
+                &format!("SELECT COALESCE(MAX(rowid), 0) FROM staging.{table}"),
+                [],
+                |r| r.get(0),
+            )?;
+            counts.staged += staged as u64;
+            let mut after = 0;
+            while after < staged {
+                let upto = (after + MOVE_CHUNK).min(staged);
+                let tx =
+                    conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+                let inserted = tx.execute(
+                    &format!(
+                        "INSERT OR IGNORE INTO main.{table} ({columns}, import_seq)
+                         SELECT {columns}, ?3 FROM staging.{table}
+                         WHERE rowid > ?1 AND rowid <= ?2 ORDER BY rowid"
+                    ),
+                    params![after, upto, seq],
+                )?;
+                tx.commit()?;
+                counts.moved(upto - after, inserted);
+                after = upto;
+            }
+        }
+        Ok(counts)
     }
 
     /// The whole change trail, oldest first.
@@ -1669,6 +1749,62 @@ mod tests {
             .unwrap();
         serving.refresh().unwrap();
         assert_eq!(serving.view(key, number).suppressions.len(), 1);
+    }
+
+    /// A bulk import held the store's write lock while it read its whole
+    /// file: the server's opt-outs failed (busy) meanwhile.
+    #[test]
+    fn test_opt_outs_are_stored_while_a_bulk_import_reads_its_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let serving = ContactStore::open(dir.path()).unwrap();
+        let importer = ContactStore::open_unindexed(dir.path()).unwrap();
+        let (started, wait) = std::sync::mpsc::channel();
+        let (release, released) = std::sync::mpsc::channel::<()>();
+        std::thread::scope(|scope| {
+            scope.spawn(move || {
+                importer
+                    .bulk_import("cli:test", "consents.imported", Timestamp::now(), |bulk| {
+                        let number = "+390212345670";
+                        bulk.consent(NumberKey::from_e164(number).unwrap(), consent(number))?;
+                        bulk.flush()?;
+                        started.send(()).unwrap();
+                        released.recv().unwrap();
+                        Ok(Some(((), serde_json::json!({}))))
+                    })
+                    .unwrap();
+            });
+            wait.recv().unwrap();
+            let number = "+390212345678";
+            let at = std::time::Instant::now();
+            let stored = serving.add_suppression(
+                NumberKey::from_e164(number).unwrap(),
+                Suppression {
+                    suppression_id: "s-1".into(),
+                    controller: String::new(),
+                    campaign_id: String::new(),
+                    number: number.into(),
+                    reason: "asked".into(),
+                    source: "phone".into(),
+                    added_by: "test".into(),
+                    created_at: Timestamp::now(),
+                    expires_at: None,
+                },
+            );
+            release.send(()).unwrap();
+            assert!(stored.is_ok(), "{stored:?}");
+            assert!(at.elapsed() < std::time::Duration::from_secs(4));
+        });
+        serving.refresh().unwrap();
+        assert_eq!(
+            serving
+                .view(
+                    NumberKey::from_e164("+390212345670").unwrap(),
+                    "+390212345670"
+                )
+                .consents
+                .len(),
+            1
+        );
     }
 
     /// A failed bulk import stores nothing, not even its trail event.
