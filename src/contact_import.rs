@@ -430,7 +430,9 @@ pub fn import_consents(
             p => Some(
                 Purpose::from_config(p).ok_or_else(|| RecordsError::InvalidArgument {
                     field: "purpose",
-                    problem: format!("{p:?}: expected marketing, market_research or statistical"),
+                    problem: format!(
+                        "{p:?}: expected marketing, market_research, statistical or profiling"
+                    ),
                 })?,
             ),
         };

@@ -149,15 +149,21 @@ pub enum Purpose {
     Marketing,
     MarketResearch,
     Statistical,
+    /// Profiling and segmentation: a consent purpose only (no campaign
+    /// calls for profiling); a campaign targeting a profiled segment needs
+    /// it besides its own purpose's consent.
+    Profiling,
 }
 
 impl Purpose {
-    /// Parses the configuration spelling (`marketing`, `market_research`, `statistical`).
+    /// Parses the configuration spelling (`marketing`, `market_research`,
+    /// `statistical`, `profiling`).
     pub fn from_config(text: &str) -> Option<Purpose> {
         match text {
             "marketing" => Some(Purpose::Marketing),
             "market_research" => Some(Purpose::MarketResearch),
             "statistical" => Some(Purpose::Statistical),
+            "profiling" => Some(Purpose::Profiling),
             _ => None,
         }
     }
@@ -167,6 +173,7 @@ impl Purpose {
             Purpose::Marketing => "marketing",
             Purpose::MarketResearch => "market_research",
             Purpose::Statistical => "statistical",
+            Purpose::Profiling => "profiling",
         }
     }
 }

@@ -58,6 +58,7 @@ impl Purpose {
             Purpose::Marketing => Some(crate::model::Purpose::Marketing),
             Purpose::MarketResearch => Some(crate::model::Purpose::MarketResearch),
             Purpose::Statistical => Some(crate::model::Purpose::Statistical),
+            Purpose::Profiling => Some(crate::model::Purpose::Profiling),
         }
     }
 }

@@ -237,6 +237,9 @@ pub struct CampaignConfig {
     pub destinations: Vec<Region>,
     /// Opt-in only: a valid consent for this purpose is required.
     pub consent_required: bool,
+    /// The campaign calls a segment built by profiling: a valid profiling
+    /// consent of the controller is required as well (GDPR art. 21-22).
+    pub profiled_segment: bool,
     /// Callable numbers this campaign may present, E.164.
     pub caller_ids: Vec<String>,
     /// The campaign's own hours; they can only narrow the destination's window.

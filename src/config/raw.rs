@@ -194,6 +194,8 @@ pub(super) struct RawCampaign {
     #[serde(default)]
     pub(super) consent_required: bool,
     #[serde(default)]
+    pub(super) profiled_segment: bool,
+    #[serde(default)]
     pub(super) caller_ids: Vec<String>,
     pub(super) calling_hours: Option<RawWeeklyHours>,
     pub(super) attempt_limit: Option<RawAttemptLimit>,

@@ -239,3 +239,22 @@ fn test_caller_ids_are_normalized() {
         vec!["+390212345678".to_string()]
     );
 }
+
+/// Profiling is a consent purpose, not a campaign's: a campaign says it
+/// targets a profiled segment with `profiled_segment`.
+#[test]
+fn test_profiling_is_a_consent_purpose_and_profiled_segment_a_campaign_setting() {
+    let campaign = |purpose: &str, extra: &str| {
+        format!(
+            "[[campaign]]\nid = \"c\"\ncontroller = \"acme\"\npurpose = \"{purpose}\"\ndefault_region = \"DE\"\ndestinations = [\"DE\"]\n{extra}"
+        )
+    };
+    let err = parse(&campaign("profiling", "")).unwrap_err().to_string();
+    assert!(
+        err.contains("campaign[0].purpose") && err.contains("profiled_segment"),
+        "{err}"
+    );
+    let config = parse(&campaign("marketing", "profiled_segment = true\n")).unwrap();
+    assert!(config.campaigns[0].profiled_segment);
+    assert!(!parse(&campaign("marketing", "")).unwrap().campaigns[0].profiled_segment);
+}

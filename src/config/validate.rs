@@ -278,13 +278,15 @@ impl Validator<'_> {
                 .as_ref()
                 .map(|l| self.attempt_limit(&key("attempt_limit"), l))
                 .transpose()?;
-            let purpose = Purpose::from_config(&c.purpose).ok_or_else(|| {
-                self.invalid(
-                    key("purpose"),
-                    &c.purpose,
-                    "must be marketing, market_research or statistical",
-                )
-            })?;
+            let purpose = Purpose::from_config(&c.purpose)
+                .filter(|p| *p != Purpose::Profiling)
+                .ok_or_else(|| {
+                    self.invalid(
+                        key("purpose"),
+                        &c.purpose,
+                        "must be marketing, market_research or statistical (profiling is a consent purpose: set profiled_segment = true on a campaign that targets a profiled segment)",
+                    )
+                })?;
             let default_region = self.region(&key("default_region"), &c.default_region)?;
             if c.destinations.is_empty() {
                 return Err(self.invalid(
@@ -318,6 +320,7 @@ impl Validator<'_> {
                 default_region,
                 destinations,
                 consent_required: c.consent_required,
+                profiled_segment: c.profiled_segment,
                 caller_ids,
                 calling_hours,
                 attempt_limit,

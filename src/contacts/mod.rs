@@ -371,10 +371,11 @@ pub(crate) enum Record {
 }
 
 /// Purposes by their code in a slot.
-const PURPOSES: [Purpose; 3] = [
+const PURPOSES: [Purpose; 4] = [
     Purpose::Marketing,
     Purpose::MarketResearch,
     Purpose::Statistical,
+    Purpose::Profiling,
 ];
 
 fn purpose_code(purpose: Purpose) -> u8 {
@@ -382,5 +383,6 @@ fn purpose_code(purpose: Purpose) -> u8 {
         Purpose::Marketing => 0,
         Purpose::MarketResearch => 1,
         Purpose::Statistical => 2,
+        Purpose::Profiling => 3,
     }
 }

@@ -97,9 +97,13 @@ const INSERT_CONSENT: &str =
 const INSERT_SUPPRESSION: &str =
     "INSERT INTO staging.suppressions VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)";
 
-/// Staged rows moved into the store per transaction: short enough that
-/// the server's own writes (opt-outs, erasures) wait only briefly.
+/// Staged rows moved into the store per transaction at first and at least;
+/// the chunk grows while a move takes under half of [`MOVE_TARGET`].
 const MOVE_CHUNK: i64 = BULK_BATCH as i64;
+const MOVE_CHUNK_MAX: i64 = 16 * MOVE_CHUNK;
+/// How long one move may hold the store's write lock, about: the server's
+/// own writes (opt-outs, erasures) wait that long at most.
+const MOVE_TARGET: std::time::Duration = std::time::Duration::from_millis(1000);
 
 impl BulkImport<'_> {
     /// Adds a consent (kept as it is when one with its id is stored).
@@ -1424,7 +1428,12 @@ impl ContactStore {
             tx.commit()?;
             seq
         };
-        let counts = Self::move_staged(conn, seq)?;
+        // One checkpoint at the end rather than one per move: the moves
+        // rewrite the same index pages.
+        conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+        let moved = Self::move_staged(conn, seq);
+        conn.pragma_update(None, "wal_autocheckpoint", 1000)?;
+        let counts = moved?;
         if let Some(object) = details.as_object_mut() {
             object.insert("stored".into(), counts.stored.into());
             object.insert("already_present".into(), counts.already_present.into());
@@ -1450,8 +1459,10 @@ impl ContactStore {
             )?;
             counts.staged += staged as u64;
             let mut after = 0;
+            let mut chunk = MOVE_CHUNK;
             while after < staged {
-                let upto = (after + MOVE_CHUNK).min(staged);
+                let upto = (after + chunk).min(staged);
+                let started = std::time::Instant::now();
                 let tx =
                     conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
                 let inserted = tx.execute(
@@ -1463,6 +1474,14 @@ impl ContactStore {
                     params![after, upto, seq],
                 )?;
                 tx.commit()?;
+                // Larger chunks rewrite fewer index pages; each holds the
+                // store's write lock for about a second at most.
+                let took = started.elapsed();
+                if took < MOVE_TARGET / 2 {
+                    chunk = (chunk * 2).min(MOVE_CHUNK_MAX);
+                } else if took > MOVE_TARGET {
+                    chunk = (chunk / 2).max(MOVE_CHUNK);
+                }
                 counts.moved(upto - after, inserted);
                 after = upto;
             }

@@ -129,6 +129,15 @@ fn lines(era: &Era, campaign: &crate::config::CampaignConfig) -> Vec<RuleLine> {
             },
         });
     }
+    if campaign.profiled_segment {
+        out.push(RuleLine {
+            rule: "consent".into(),
+            value: "a valid profiling consent is required as well (the campaign targets a profiled segment)".into(),
+            origin: Origin::Campaign {
+                key: format!("campaign {}: profiled_segment", campaign.id),
+            },
+        });
+    }
     out.push(RuleLine {
         rule: "registry".into(),
         value: match era.registry.value {

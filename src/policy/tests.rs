@@ -22,6 +22,7 @@ fn campaign(id: &str, destination: &str, caller_id: &str) -> CampaignConfig {
         default_region: region(destination),
         destinations: vec![region(destination)],
         consent_required: false,
+        profiled_segment: false,
         caller_ids: vec![caller_id.into()],
         calling_hours: None,
         attempt_limit: None,

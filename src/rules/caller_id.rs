@@ -162,6 +162,7 @@ mod tests {
             default_region: Region::parse(region).unwrap(),
             destinations: vec![Region::parse(region).unwrap()],
             consent_required: false,
+            profiled_segment: false,
             caller_ids: caller_ids.iter().map(|c| c.to_string()).collect(),
             calling_hours: None,
             attempt_limit: None,

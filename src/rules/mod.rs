@@ -16,7 +16,7 @@ use crate::calling::WindowMemo;
 use crate::calling::zones::Whereabouts;
 use crate::config::{CampaignConfig, RegistryConfig};
 use crate::contacts::ContactView;
-use crate::model::{Reason, ReasonCode, Verdict};
+use crate::model::{Purpose, Reason, ReasonCode, Verdict};
 use crate::number::{Normalized, NumberError};
 use crate::policy::Era;
 use crate::registry::Snapshot;
@@ -260,6 +260,24 @@ fn decide_under(
             ),
         )),
         None => {}
+    }
+    if campaign.profiled_segment
+        && valid_consent(
+            data.contacts,
+            &campaign.controller,
+            Purpose::Profiling,
+            max_age,
+            now,
+        )
+        .is_none()
+    {
+        out.denies.push(Reason::new(
+            ReasonCode::NoConsent,
+            format!(
+                "campaign {} targets a profiled segment: no valid profiling consent for controller {} (GDPR art. 21-22: segmentation only after explicit consent)",
+                campaign.id, campaign.controller
+            ),
+        ));
     }
 
     if let Some(reason) = &era.blocked {

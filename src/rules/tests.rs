@@ -33,6 +33,7 @@ fn campaign(id: &str, default_region: &str, consent_required: bool) -> CampaignC
         default_region: region(default_region),
         destinations: vec![region(default_region)],
         consent_required,
+        profiled_segment: false,
         caller_ids: vec![match default_region {
             "IT" => "+390212345678".into(),
             "US" => "+12125550100".into(),
@@ -1140,4 +1141,54 @@ fn test_a_withdrawal_ends_consents_given_before_it_even_if_recorded_again() {
         Some("c3"),
         "a consent given after the withdrawal counts"
     );
+}
+
+/// Issue 19: a campaign that calls a profiled segment needs a valid
+/// profiling consent of its controller besides its own basis; without
+/// one it is denied, whatever else allows the call.
+#[test]
+fn test_a_profiled_segment_needs_a_profiling_consent() {
+    let mut profiled = campaign("it", "IT", false);
+    profiled.profiled_segment = true;
+    let case = |campaign: CampaignConfig, contacts: ContactView| Case {
+        name: "profiled",
+        campaign: Some(campaign),
+        number: "333 123 4567",
+        caller_id: Some("+390212345678"),
+        registry: rpo("2026-11-20", &["+393331234567"]),
+        contacts,
+        expect: Verdict::Deny,
+        codes: &[],
+    };
+    let marketing_only = ContactView {
+        consents: vec![consent(Purpose::Marketing, "2026-10-01T00:00:00Z", None)],
+        ..Default::default()
+    };
+    let denied = run(&case(profiled.clone(), marketing_only.clone()));
+    assert_eq!(denied.verdict, Verdict::Deny);
+    assert!(
+        denied
+            .reasons
+            .iter()
+            .any(|r| r.code == ReasonCode::NoConsent && r.detail.contains("profiled segment")),
+        "{:?}",
+        denied.reasons
+    );
+    let allowed = run(&case(campaign("it", "IT", false), marketing_only.clone()));
+    assert_eq!(allowed.verdict, Verdict::Allow, "{:?}", allowed.reasons);
+    let mut with_profiling = marketing_only.clone();
+    let mut profiling = consent(Purpose::Profiling, "2026-10-02T00:00:00Z", None);
+    profiling.consent_id = "p1".into();
+    with_profiling.consents.push(profiling);
+    let allowed = run(&case(profiled.clone(), with_profiling));
+    assert_eq!(allowed.verdict, Verdict::Allow, "{:?}", allowed.reasons);
+    let mut withdrawn = marketing_only;
+    let mut profiling = consent(
+        Purpose::Profiling,
+        "2026-10-02T00:00:00Z",
+        Some("2026-11-01T00:00:00Z"),
+    );
+    profiling.consent_id = "p1".into();
+    withdrawn.consents.push(profiling);
+    assert_eq!(run(&case(profiled, withdrawn)).verdict, Verdict::Deny);
 }

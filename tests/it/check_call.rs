@@ -397,3 +397,59 @@ async fn test_screen_numbers_streams_answers_with_refs() {
         "screening is not a dial decision: nothing logged"
     );
 }
+
+/// Issue 19: a campaign calling a profiled segment needs a profiling
+/// consent, recorded over gRPC like any other; a marketing consent alone
+/// is denied with NO_CONSENT saying why.
+#[tokio::test(flavor = "multi_thread")]
+async fn test_a_profiled_segment_needs_a_profiling_consent_over_grpc() {
+    let ws = Workspace::new(&standard_config(
+        r#"
+[[campaign]]
+id = "de-profiled"
+controller = "acme"
+purpose = "marketing"
+default_region = "DE"
+destinations = ["DE"]
+profiled_segment = true
+caller_ids = ["+4930123456"]
+"#,
+    ));
+    let server = ws.start();
+    let mut gateway = server.gateway().await;
+    let mut records = server.records().await;
+    let consent = |purpose: Purpose| RecordConsentRequest {
+        controller: "acme".into(),
+        number: "+49 151 23456789".into(),
+        purpose: purpose as i32,
+        granted_at: Some(dialgate::proto::timestamp_to_proto(jiff::Timestamp::now())),
+        source: "web form v3".into(),
+        evidence_ref: "double-opt-in:abc".into(),
+        ..Default::default()
+    };
+    records
+        .record_consent(consent(Purpose::Marketing))
+        .await
+        .unwrap();
+    let denied = gateway
+        .check_call(call("+49 151 23456789", "+4930123456", "de-profiled"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(verdict(&denied), Verdict::Deny);
+    assert_eq!(codes(&denied), vec![R::NoConsent]);
+    assert!(
+        denied.reasons[0].detail.contains("profiled segment"),
+        "{denied:?}"
+    );
+    records
+        .record_consent(consent(Purpose::Profiling))
+        .await
+        .unwrap();
+    let allowed = gateway
+        .check_call(call("+49 151 23456789", "+4930123456", "de-profiled"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(verdict(&allowed), Verdict::Allow, "{allowed:?}");
+}
