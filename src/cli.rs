@@ -10,9 +10,9 @@ use jiff::civil::Date;
 
 use crate::config::Config;
 use crate::contacts::ContactStore;
+use crate::contacts::service::Records;
 use crate::decision_log::{self, audit};
 use crate::policy::Policies;
-use crate::records::Records;
 use crate::registry::snapshot::ImportMode;
 use crate::registry::{self, RegistrySet, import};
 
@@ -404,7 +404,7 @@ fn contact_import(
     let store = std::sync::Arc::new(ContactStore::open_unindexed(&config.server.data_dir)?);
     let now = Timestamp::now();
     let summary = if consents {
-        crate::contact_import::import_consents(&store, file, &cli_actor(), now, dry_run)?
+        crate::contacts::import::import_consents(&store, file, &cli_actor(), now, dry_run)?
     } else {
         let records = Records::new(store, decision_log::database_path(&config.server.data_dir))
             .with_campaigns(
@@ -413,7 +413,7 @@ fn contact_import(
                     .iter()
                     .map(|c| (c.id.clone(), c.controller.clone())),
             );
-        crate::contact_import::import_suppressions(&records, file, &cli_actor(), now, dry_run)?
+        crate::contacts::import::import_suppressions(&records, file, &cli_actor(), now, dry_run)?
     };
     println!(
         "{}{} lines valid; {} stored, {} already present",

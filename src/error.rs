@@ -14,11 +14,11 @@ use axum::http::StatusCode;
 
 use crate::auth::AuthError;
 use crate::contacts::StoreError;
+use crate::contacts::service::RecordsError;
 use crate::decision_log::LogError;
 use crate::decision_log::audit::AuditError;
 use crate::gateway::CheckError;
 use crate::number::NumberError;
-use crate::records::RecordsError;
 
 /// What kind of failure an error is, as far as a client is concerned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -214,7 +214,7 @@ impl HasKind for StoreError {
         match self {
             StoreError::Sqlite(cause) => sqlite_kind(cause),
             StoreError::Unreadable(_) => ErrorKind::Unavailable,
-            StoreError::Index(_) => ErrorKind::Internal,
+            StoreError::Index(_) | StoreError::Corrupt(_) => ErrorKind::Internal,
         }
     }
 

@@ -10,7 +10,9 @@
 //! [`KEPT_AFTER_ERASURE`], returned with every erasure.
 
 mod compact;
+pub mod import;
 mod presence;
+pub mod service;
 mod store;
 
 use std::sync::atomic::{AtomicBool, Ordering};

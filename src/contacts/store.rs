@@ -26,6 +26,9 @@ pub enum StoreError {
     Index(#[from] SlotError),
     #[error("contact store unreadable: {0}")]
     Unreadable(String),
+    /// A value read back that the code does not know.
+    #[error("contact store: {0}")]
+    Corrupt(#[from] UnknownValue),
 }
 
 /// Durable contact records plus their in-memory index.
@@ -101,6 +104,9 @@ const INSERT_SUPPRESSION: &str =
 /// the chunk grows while a move takes under half of [`MOVE_TARGET`].
 const MOVE_CHUNK: i64 = BULK_BATCH as i64;
 const MOVE_CHUNK_MAX: i64 = 16 * MOVE_CHUNK;
+/// Write-ahead log pages between checkpoints while moving (1 GiB of 4 KiB pages).
+const WAL_PAGES_WHILE_MOVING: i64 = 262_144;
+
 /// How long one move may hold the store's write lock, about: the server's
 /// own writes (opt-outs, erasures) wait that long at most.
 const MOVE_TARGET: std::time::Duration = std::time::Duration::from_millis(1000);
@@ -228,22 +234,18 @@ pub fn database_path(data_dir: &Path) -> PathBuf {
 /// default could become the basis of an ALLOW.
 #[derive(Debug, thiserror::Error)]
 #[error("column {column} holds {value:?}: {problem}")]
-struct UnknownValue {
+pub struct UnknownValue {
     column: &'static str,
     value: String,
     problem: &'static str,
 }
 
-fn unknown(column: &'static str, value: impl ToString, problem: &'static str) -> rusqlite::Error {
-    rusqlite::Error::FromSqlConversionFailure(
-        0,
-        rusqlite::types::Type::Text,
-        Box::new(UnknownValue {
-            column,
-            value: value.to_string(),
-            problem,
-        }),
-    )
+fn unknown(column: &'static str, value: impl ToString, problem: &'static str) -> StoreError {
+    StoreError::Corrupt(UnknownValue {
+        column,
+        value: value.to_string(),
+        problem,
+    })
 }
 
 /// An instant read back: out of range is an error, not the epoch.
@@ -251,7 +253,7 @@ fn ts_column(
     row: &rusqlite::Row<'_>,
     index: usize,
     column: &'static str,
-) -> rusqlite::Result<Timestamp> {
+) -> Result<Timestamp, StoreError> {
     let us: i64 = row.get(index)?;
     Timestamp::from_microsecond(us).map_err(|_| unknown(column, us, "not an instant"))
 }
@@ -260,7 +262,7 @@ fn optional_ts_column(
     row: &rusqlite::Row<'_>,
     index: usize,
     column: &'static str,
-) -> rusqlite::Result<Option<Timestamp>> {
+) -> Result<Option<Timestamp>, StoreError> {
     match row.get::<_, Option<i64>>(index)? {
         None => Ok(None),
         Some(us) => Timestamp::from_microsecond(us)
@@ -274,7 +276,7 @@ fn optional_us(
     row: &rusqlite::Row<'_>,
     index: usize,
     column: &'static str,
-) -> rusqlite::Result<i64> {
+) -> Result<i64, StoreError> {
     Ok(optional_ts_column(row, index, column)?.map_or(super::OPEN, |t| t.as_microsecond()))
 }
 
@@ -308,13 +310,16 @@ impl NameCache {
 fn hashed_suppressions(
     conn: &Connection,
     subject: &SubjectHash,
-) -> rusqlite::Result<Vec<Suppression>> {
+) -> Result<Vec<Suppression>, StoreError> {
     let mut statement = conn.prepare_cached(&format!(
         "SELECT {SUPPRESSION_COLUMNS} FROM suppressions WHERE number_hash = ?1 ORDER BY rowid"
     ))?;
-    let rows = statement.query_map([subject.to_vec()], read_suppression)?;
-    rows.map(|row| row.map(|(_, _, suppression)| suppression))
-        .collect()
+    let mut rows = statement.query([subject.to_vec()])?;
+    let mut suppressions = Vec::new();
+    while let Some(row) = rows.next()? {
+        suppressions.push(read_suppression(row)?.2);
+    }
+    Ok(suppressions)
 }
 
 /// Consent rows above which a scan reads two halves on two threads.
@@ -403,11 +408,11 @@ CREATE TABLE IF NOT EXISTS observations (
 ) STRICT;
 ";
 
-fn purpose(text: &str) -> rusqlite::Result<Purpose> {
+fn purpose(text: &str) -> Result<Purpose, StoreError> {
     Purpose::from_config(text).ok_or_else(|| unknown("purpose", text, "not a known purpose"))
 }
 
-fn relationship_kind(text: &str) -> rusqlite::Result<RelationshipKind> {
+fn relationship_kind(text: &str) -> Result<RelationshipKind, StoreError> {
     match text {
         "customer" => Ok(RelationshipKind::Customer),
         "inquiry" => Ok(RelationshipKind::Inquiry),
@@ -415,7 +420,7 @@ fn relationship_kind(text: &str) -> rusqlite::Result<RelationshipKind> {
     }
 }
 
-fn read_consent(row: &rusqlite::Row<'_>) -> rusqlite::Result<(NumberKey, Consent)> {
+fn read_consent(row: &rusqlite::Row<'_>) -> Result<(NumberKey, Consent), StoreError> {
     Ok((
         NumberKey(row.get::<_, i64>(3)? as u64),
         Consent {
@@ -438,7 +443,7 @@ fn read_consent(row: &rusqlite::Row<'_>) -> rusqlite::Result<(NumberKey, Consent
 const CONSENT_COLUMNS: &str = "consent_id, controller, number, number_key, purpose, granted_at_us, revoked_at_us, \
     expires_at_us, source, method, notice_version, evidence_ref, recorded_at_us";
 
-fn read_relationship(row: &rusqlite::Row<'_>) -> rusqlite::Result<(NumberKey, Relationship)> {
+fn read_relationship(row: &rusqlite::Row<'_>) -> Result<(NumberKey, Relationship), StoreError> {
     Ok((
         NumberKey(row.get::<_, i64>(3)? as u64),
         Relationship {
@@ -458,7 +463,7 @@ const RELATIONSHIP_COLUMNS: &str = "relationship_id, controller, number, number_
 /// A suppression row: by number key, or (erased subjects) by hash only.
 type SuppressionRow = (Option<NumberKey>, Option<Vec<u8>>, Suppression);
 
-fn read_suppression(row: &rusqlite::Row<'_>) -> rusqlite::Result<SuppressionRow> {
+fn read_suppression(row: &rusqlite::Row<'_>) -> Result<SuppressionRow, StoreError> {
     Ok((
         row.get::<_, Option<i64>>(4)?.map(|k| NumberKey(k as u64)),
         row.get(5)?,
@@ -1126,8 +1131,9 @@ impl ContactStore {
         let mut statement = conn.prepare(&format!(
             "SELECT {CONSENT_COLUMNS} FROM consents WHERE number_key = ?1"
         ))?;
-        for row in statement.query_map([key.0 as i64], read_consent)? {
-            let (_, consent) = row?;
+        let mut rows = statement.query([key.0 as i64])?;
+        while let Some(row) = rows.next()? {
+            let (_, consent) = read_consent(row)?;
             if in_scope(&consent.controller) {
                 records.consents.push(consent);
             }
@@ -1135,8 +1141,9 @@ impl ContactStore {
         let mut statement = conn.prepare(&format!(
             "SELECT {RELATIONSHIP_COLUMNS} FROM relationships WHERE number_key = ?1"
         ))?;
-        for row in statement.query_map([key.0 as i64], read_relationship)? {
-            let (_, relationship) = row?;
+        let mut rows = statement.query([key.0 as i64])?;
+        while let Some(row) = rows.next()? {
+            let (_, relationship) = read_relationship(row)?;
             if in_scope(&relationship.controller) {
                 records.relationships.push(relationship);
             }
@@ -1144,8 +1151,9 @@ impl ContactStore {
         let mut statement = conn.prepare(&format!(
             "SELECT {SUPPRESSION_COLUMNS} FROM suppressions WHERE number_key = ?1 OR number_hash = ?2"
         ))?;
-        for row in statement.query_map(params![key.0 as i64, subject.to_vec()], read_suppression)? {
-            let (_, _, suppression) = row?;
+        let mut rows = statement.query(params![key.0 as i64, subject.to_vec()])?;
+        while let Some(row) = rows.next()? {
+            let (_, _, suppression) = read_suppression(row)?;
             if in_scope(&suppression.controller) || suppression.controller.is_empty() {
                 records.suppressions.push(suppression);
             }
@@ -1428,9 +1436,10 @@ impl ContactStore {
             tx.commit()?;
             seq
         };
-        // One checkpoint at the end rather than one per move: the moves
-        // rewrite the same index pages.
-        conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+        // Fewer checkpoints than one per move (the moves rewrite the same
+        // index pages), with the write-ahead log still bounded (a disk of
+        // 44 GB filled with none at 50 M records).
+        conn.pragma_update(None, "wal_autocheckpoint", WAL_PAGES_WHILE_MOVING)?;
         let moved = Self::move_staged(conn, seq);
         conn.pragma_update(None, "wal_autocheckpoint", 1000)?;
         let counts = moved?;

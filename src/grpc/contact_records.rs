@@ -5,12 +5,12 @@ use tonic::{Request, Response, Status};
 
 use super::FieldError;
 use crate::contacts::RelationshipKind as Kind;
+use crate::contacts::service::{
+    NewConsent, NewRelationship, NewSuppression, Records, RecordsError, Revocation, SubjectRequest,
+};
 use crate::error::grpc_status;
 use crate::proto::contact_records_server::ContactRecords;
 use crate::proto::{self, *};
-use crate::records::{
-    NewConsent, NewRelationship, NewSuppression, Records, RecordsError, Revocation, SubjectRequest,
-};
 
 /// The gRPC face of [`Records`].
 #[derive(Debug, Clone)]

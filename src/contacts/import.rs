@@ -13,10 +13,12 @@ use std::path::{Path, PathBuf};
 use jiff::Timestamp;
 use sha2::{Digest, Sha256};
 
+use crate::contacts::service::{
+    self as records, NewConsent, NewSuppression, Records, RecordsError,
+};
 use crate::contacts::{BulkImport, ContactStore, StoreError};
 use crate::model::Purpose;
 use crate::number::NumberKey;
-use crate::records::{self, NewConsent, NewSuppression, Records, RecordsError};
 
 const LISTED_ERRORS: usize = 20;
 
