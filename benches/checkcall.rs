@@ -124,32 +124,7 @@ worker_threads = {server_threads}
 synchronous = "{synchronous}"
 group_commit_linger_us = {linger}
 wal_backfill_ms = {backfill}
-
-# Open around the clock, so that the figures do not depend on the time of day.
-[destination.IT.calling_hours]
-mon = ["00:00-24:00"]
-tue = ["00:00-24:00"]
-wed = ["00:00-24:00"]
-thu = ["00:00-24:00"]
-fri = ["00:00-24:00"]
-sat = ["00:00-24:00"]
-sun = ["00:00-24:00"]
-holidays = ["00:00-24:00"]
-pre_holidays = ["00:00-24:00"]
-
-[[registry]]
-id = "it-rpo"
-kind = "allowlist"
-country = "IT"
-
-[[campaign]]
-id = "bench-it"
-controller = "acme"
-purpose = "marketing"
-default_region = "IT"
-destinations = ["IT"]
-caller_ids = ["+390212345678"]
-"#
+{BENCH_RULES}"#
     );
     let config_path = dir.path().join("dialgate.toml");
     std::fs::write(&config_path, config).unwrap();

@@ -22,17 +22,10 @@ mod load;
 
 use load::*;
 
-/// xorshift64*: a tiny deterministic generator for the data set.
-struct Rng(u64);
+#[path = "common/rng.rs"]
+mod rng;
 
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-}
+use rng::Rng;
 
 /// Numbers the load calls that have consents (at every size but 0).
 fn held_numbers() -> &'static [String] {
@@ -91,36 +84,13 @@ fn write_files(dir: &Path, records: usize) -> (std::path::PathBuf, std::path::Pa
 }
 
 fn config(dir: &Path) -> std::path::PathBuf {
-    let config = r#"[server]
+    let config = format!(
+        r#"[server]
 grpc_addr = "127.0.0.1:0"
 http_addr = "127.0.0.1:0"
 data_dir = "data"
-
-# Open around the clock, so that the figures do not depend on the time of day.
-[destination.IT.calling_hours]
-mon = ["00:00-24:00"]
-tue = ["00:00-24:00"]
-wed = ["00:00-24:00"]
-thu = ["00:00-24:00"]
-fri = ["00:00-24:00"]
-sat = ["00:00-24:00"]
-sun = ["00:00-24:00"]
-holidays = ["00:00-24:00"]
-pre_holidays = ["00:00-24:00"]
-
-[[registry]]
-id = "it-rpo"
-kind = "allowlist"
-country = "IT"
-
-[[campaign]]
-id = "bench-it"
-controller = "acme"
-purpose = "marketing"
-default_region = "IT"
-destinations = ["IT"]
-caller_ids = ["+390212345678"]
-"#;
+{BENCH_RULES}"#
+    );
     let path = dir.join("dialgate.toml");
     std::fs::write(&path, config).unwrap();
     path

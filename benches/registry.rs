@@ -32,20 +32,10 @@ const NPAS: &[u16] = &[
     702, 775, 503, 971, 808,
 ];
 
-/// xorshift64*: a tiny deterministic generator for the data set.
-struct Rng(u64);
+#[path = "common/rng.rs"]
+mod rng;
 
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
+use rng::Rng;
 
 /// 10-digit NANP numbers as integers, clustered in blocks, shuffled.
 fn generate(count: usize, rng: &mut Rng) -> Vec<u64> {

@@ -12,6 +12,36 @@ use dialgate::proto::{CheckCallRequest, ScreenNumbersRequest};
 use futures_util::StreamExt;
 use tonic::transport::Channel;
 
+/// The rules every bench server runs: Italy open around the clock (the
+/// figures must not depend on the time of day), the RPO as an allow-list,
+/// one campaign. Appended to a `[server]` (and `[log]`) section.
+pub const BENCH_RULES: &str = r#"
+# Open around the clock, so that the figures do not depend on the time of day.
+[destination.IT.calling_hours]
+mon = ["00:00-24:00"]
+tue = ["00:00-24:00"]
+wed = ["00:00-24:00"]
+thu = ["00:00-24:00"]
+fri = ["00:00-24:00"]
+sat = ["00:00-24:00"]
+sun = ["00:00-24:00"]
+holidays = ["00:00-24:00"]
+pre_holidays = ["00:00-24:00"]
+
+[[registry]]
+id = "it-rpo"
+kind = "allowlist"
+country = "IT"
+
+[[campaign]]
+id = "bench-it"
+controller = "acme"
+purpose = "marketing"
+default_region = "IT"
+destinations = ["IT"]
+caller_ids = ["+390212345678"]
+"#;
+
 pub const NUMBERS: usize = 1000;
 
 pub fn env_or(name: &str, default: u64) -> u64 {

@@ -276,17 +276,9 @@ struct Import<'a> {
 /// The records in number order, file order among equals; each record is
 /// moved twice, not once per step of a sort (they are a few hundred bytes).
 fn by_number<T>(records: Vec<(NumberKey, T)>) -> Vec<(NumberKey, T)> {
-    let mut order: Vec<(u64, usize)> = records
-        .iter()
-        .enumerate()
-        .map(|(i, (key, _))| (key.0, i))
-        .collect();
-    order.sort_unstable();
+    let order = crate::contacts::by_number(&records);
     let mut taken: Vec<Option<(NumberKey, T)>> = records.into_iter().map(Some).collect();
-    order
-        .into_iter()
-        .filter_map(|(_, i)| taken[i].take())
-        .collect()
+    order.into_iter().filter_map(|i| taken[i].take()).collect()
 }
 
 /// Validated records handed from the reading thread to the storing one at

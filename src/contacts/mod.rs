@@ -26,6 +26,7 @@ use crate::model::Purpose;
 use crate::number::NumberKey;
 use compact::{Change, CompactIndex, Instants, OPEN, Slot, SlotError, Table};
 use presence::Presence;
+pub(crate) use store::by_number;
 pub use store::{
     BULK_BATCH, BulkCounts, BulkImport, ChangeEvent, ContactStore, StoreError, SubjectRecords,
     database_path,

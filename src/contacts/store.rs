@@ -147,22 +147,7 @@ impl BulkImport<'_> {
         let mut statement = self.tx.prepare_cached(INSERT_CONSENT)?;
         for i in by_number(&consents) {
             let (key, consent) = &consents[i];
-            let inserted = statement.execute(params![
-                consent.consent_id,
-                consent.controller,
-                consent.number,
-                key.0 as i64,
-                consent.purpose.as_str(),
-                us(consent.granted_at),
-                consent.revoked_at.map(us),
-                consent.expires_at.map(us),
-                consent.source,
-                consent.method,
-                consent.notice_version,
-                consent.evidence_ref,
-                us(consent.recorded_at),
-            ])?;
-            self.counts.staged += inserted as u64;
+            self.counts.staged += insert_consent(&mut statement, *key, consent)? as u64;
         }
         consents.clear();
         self.consents = consents;
@@ -170,19 +155,7 @@ impl BulkImport<'_> {
         let mut statement = self.tx.prepare_cached(INSERT_SUPPRESSION)?;
         for i in by_number(&suppressions) {
             let (key, suppression) = &suppressions[i];
-            let inserted = statement.execute(params![
-                suppression.suppression_id,
-                suppression.controller,
-                suppression.campaign_id,
-                suppression.number,
-                key.0 as i64,
-                suppression.reason,
-                suppression.source,
-                suppression.added_by,
-                us(suppression.created_at),
-                suppression.expires_at.map(us),
-            ])?;
-            self.counts.staged += inserted as u64;
+            self.counts.staged += insert_suppression(&mut statement, *key, suppression)? as u64;
         }
         suppressions.clear();
         self.suppressions = suppressions;
@@ -190,8 +163,54 @@ impl BulkImport<'_> {
     }
 }
 
-/// The positions of `records` in number order (the records stay put).
-fn by_number<T>(records: &[(NumberKey, T)]) -> Vec<usize> {
+/// Binds a consent's 13 columns (in [`CONSENT_COLUMNS`] order) and runs
+/// `statement`; returns the rows inserted.
+fn insert_consent(
+    statement: &mut rusqlite::Statement<'_>,
+    key: NumberKey,
+    consent: &Consent,
+) -> rusqlite::Result<usize> {
+    statement.execute(params![
+        consent.consent_id,
+        consent.controller,
+        consent.number,
+        key.0 as i64,
+        consent.purpose.as_str(),
+        us(consent.granted_at),
+        consent.revoked_at.map(us),
+        consent.expires_at.map(us),
+        consent.source,
+        consent.method,
+        consent.notice_version,
+        consent.evidence_ref,
+        us(consent.recorded_at),
+    ])
+}
+
+/// Binds an opt-out's 10 columns (those of [`SUPPRESSION_COLUMNS`] but the
+/// hash) and runs `statement`; returns the rows inserted.
+fn insert_suppression(
+    statement: &mut rusqlite::Statement<'_>,
+    key: NumberKey,
+    suppression: &Suppression,
+) -> rusqlite::Result<usize> {
+    statement.execute(params![
+        suppression.suppression_id,
+        suppression.controller,
+        suppression.campaign_id,
+        suppression.number,
+        key.0 as i64,
+        suppression.reason,
+        suppression.source,
+        suppression.added_by,
+        us(suppression.created_at),
+        suppression.expires_at.map(us),
+    ])
+}
+
+/// The positions of `records` in number order, file order among equals
+/// (the records stay put).
+pub(crate) fn by_number<T>(records: &[(NumberKey, T)]) -> Vec<usize> {
     let mut order: Vec<(u64, usize)> = records
         .iter()
         .enumerate()
@@ -868,23 +887,12 @@ impl ContactStore {
         let subject = self.index.subject_hash(&consent.number);
         let added = self.write(
             |tx| {
-                let inserted = tx.execute(
-                    &format!("INSERT OR IGNORE INTO consents ({CONSENT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"),
-                    params![
-                        consent.consent_id,
-                        consent.controller,
-                        consent.number,
-                        key.0 as i64,
-                        consent.purpose.as_str(),
-                        us(consent.granted_at),
-                        consent.revoked_at.map(us),
-                        consent.expires_at.map(us),
-                        consent.source,
-                        consent.method,
-                        consent.notice_version,
-                        consent.evidence_ref,
-                        us(consent.recorded_at),
-                    ],
+                let inserted = insert_consent(
+                    &mut tx.prepare(&format!(
+                        "INSERT OR IGNORE INTO consents ({CONSENT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"
+                    ))?,
+                    key,
+                    &consent,
                 )? == 1;
                 if !inserted {
                     return Ok(None);
@@ -952,20 +960,12 @@ impl ContactStore {
         let subject = self.index.subject_hash(&suppression.number);
         let added = self.write(
             |tx| {
-                let inserted = tx.execute(
-                    &format!("INSERT OR IGNORE INTO suppressions ({SUPPRESSION_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, NULL, ?6, ?7, ?8, ?9, ?10)"),
-                    params![
-                        suppression.suppression_id,
-                        suppression.controller,
-                        suppression.campaign_id,
-                        suppression.number,
-                        key.0 as i64,
-                        suppression.reason,
-                        suppression.source,
-                        suppression.added_by,
-                        us(suppression.created_at),
-                        suppression.expires_at.map(us),
-                    ],
+                let inserted = insert_suppression(
+                    &mut tx.prepare(&format!(
+                        "INSERT OR IGNORE INTO suppressions ({SUPPRESSION_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, NULL, ?6, ?7, ?8, ?9, ?10)"
+                    ))?,
+                    key,
+                    &suppression,
                 )? == 1;
                 if !inserted {
                     return Ok(None);
