@@ -6,7 +6,9 @@
 //! default 1; `BENCH_SYNCHRONOUS`, default full; `BENCH_LINGER_US`, default
 //! 300; `BENCH_WAL_BACKFILL_MS`, default 20; `BENCH_SCREEN_CONNECTIONS`
 //! (the 4 ScreenNumbers streams spread over them), default 1; `BENCH_CONCURRENCY`, default 1,16,64, empty for none;
-//! `BENCH_SCREEN=0` skips ScreenNumbers; `BENCH_DURABLE_ECHO_LANES`, default
+//! `BENCH_SCREEN=0` skips ScreenNumbers; `BENCH_HTTP=0` skips the HTTP
+//! decision API (`GET /v1/check`, HTTP/1.1 keep-alive, one connection per
+//! caller); `BENCH_DURABLE_ECHO_LANES`, default
 //! 1, 0 skips the durable echo). The servers run as separate processes, as in production.
 //!
 //! The durable echo (`echo+fsync`, see `common/durable_echo.rs`) is the echo
@@ -110,6 +112,7 @@ fn main() {
         })
         .collect();
     let screen = env_or("BENCH_SCREEN", 1) != 0;
+    let http = env_or("BENCH_HTTP", 1) != 0;
     let durable_lanes = env_or("BENCH_DURABLE_ECHO_LANES", 1) as usize;
 
     let dir = tempfile::tempdir().unwrap();
@@ -194,10 +197,17 @@ wal_backfill_ms = {backfill}
             };
             let gateway_point =
                 unary(&gateway, concurrency, seconds, &format!("gw{concurrency}")).await;
+            let http_point = match http {
+                true => Some(
+                    http_check(&gateway, concurrency, seconds, &format!("h{concurrency}")).await,
+                ),
+                false => None,
+            };
             let rows = [
                 ("echo", Some(&echo_point)),
                 ("echo+fsync", durable_point.as_ref()),
                 ("dialgate", Some(&gateway_point)),
+                ("dialgate/http", http_point.as_ref()),
             ];
             for (name, point) in rows.into_iter().filter_map(|(n, p)| Some((n, p?))) {
                 println!(

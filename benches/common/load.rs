@@ -258,3 +258,89 @@ pub async fn screen_pipelined_on(
     }
     total as f64 / started.elapsed().as_secs_f64()
 }
+
+/// `GET /v1/check` at `concurrency` over HTTP/1.1 keep-alive (one
+/// connection per caller), for `seconds`: the HTTP form of CheckCall.
+pub async fn http_check(
+    server: &ServerProcess,
+    concurrency: usize,
+    seconds: u64,
+    tag: &str,
+) -> Point {
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+    let address = server.http.clone().expect("the server's HTTP address");
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let started = Instant::now();
+    let cpu_before = server.cpu_us();
+    let mut tasks = Vec::new();
+    for task in 0..concurrency {
+        let address = address.clone();
+        let tag = tag.to_string();
+        tasks.push(tokio::spawn(async move {
+            let stream = tokio::net::TcpStream::connect(&address).await.unwrap();
+            stream.set_nodelay(true).unwrap();
+            let mut stream = BufReader::new(stream);
+            let mut latencies = Vec::with_capacity(1 << 16);
+            let mut errors = 0;
+            let mut i = task * 7919;
+            let mut line = String::new();
+            let mut body = Vec::new();
+            while Instant::now() < deadline {
+                let number = &numbers()[i % NUMBERS][1..];
+                let request = format!(
+                    "GET /v1/check?called_number=%2B{number}&caller_id=%2B390212345678&campaign_id=bench-it&request_id={tag}-{task}-{i} HTTP/1.1\r\nHost: bench\r\n\r\n"
+                );
+                let sent = Instant::now();
+                stream.get_mut().write_all(request.as_bytes()).await.unwrap();
+                let mut length = 0usize;
+                let mut ok = false;
+                loop {
+                    line.clear();
+                    if stream.read_line(&mut line).await.unwrap() == 0 {
+                        panic!("the server closed the connection");
+                    }
+                    let header = line.trim_end();
+                    if header.is_empty() {
+                        break;
+                    }
+                    if header.starts_with("HTTP/1.1 ") {
+                        ok = header.starts_with("HTTP/1.1 200");
+                    }
+                    if let Some((name, value)) = header.split_once(':')
+                        && name.eq_ignore_ascii_case("content-length")
+                    {
+                        length = value.trim().parse().unwrap();
+                    }
+                }
+                body.resize(length, 0);
+                stream.read_exact(&mut body).await.unwrap();
+                if ok {
+                    latencies.push(sent.elapsed().as_micros() as u64);
+                } else {
+                    errors += 1;
+                }
+                i += 1;
+            }
+            (latencies, errors)
+        }));
+    }
+    let mut all = Vec::new();
+    let mut errors = 0;
+    for task in tasks {
+        let (latencies, e) = task.await.unwrap();
+        all.extend(latencies);
+        errors += e;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let cpu = server.cpu_us() - cpu_before;
+    all.sort_unstable();
+    Point {
+        cpu_us_per_request: cpu as f64 / all.len().max(1) as f64,
+        requests: all.len() as u64,
+        seconds: elapsed,
+        p50: percentile(&all, 0.50),
+        p99: percentile(&all, 0.99),
+        p999: percentile(&all, 0.999),
+        errors,
+    }
+}

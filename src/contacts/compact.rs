@@ -341,12 +341,21 @@ fn release_freed_memory() {
 }
 
 /// Two copies of one record (one from the store, one from a change): the
-/// earlier end of each wins, so a merge can only end a basis sooner.
+/// copy that denies more wins, instant by instant. A consent or a
+/// relationship ends at the earlier of its ends (a basis only ends
+/// sooner); an opt-out expires at the later of its expiries (it only lasts
+/// longer).
 fn merge(a: Slot, b: Slot) -> Slot {
-    Slot {
-        t1: a.t1.min(b.t1),
-        t2: a.t2.min(b.t2),
-        ..a
+    match a.table() {
+        Table::Suppression => Slot {
+            t1: a.t1.max(b.t1),
+            ..a
+        },
+        Table::Consent | Table::Relationship => Slot {
+            t1: a.t1.min(b.t1),
+            t2: a.t2.min(b.t2),
+            ..a
+        },
     }
 }
 
@@ -427,9 +436,15 @@ impl CompactIndex {
 
     /// Merges the pending changes into a new base.
     pub(crate) fn compact(&self) -> Result<(), SlotError> {
+        self.compact_with(Vec::new())
+    }
+
+    /// Merges the pending changes, then `added`, into a new base: for an
+    /// index nobody else changes meanwhile (at load).
+    pub(crate) fn compact_with(&self, added: Vec<Slot>) -> Result<(), SlotError> {
         let mut compaction = self.begin_compaction();
         compaction.freeze();
-        compaction.finish(Vec::new())
+        compaction.finish(added)
     }
 }
 
@@ -609,6 +624,33 @@ mod tests {
         assert!(index.slots(key(1)).is_empty(), "the first erasure kept");
         assert!(index.slots(key(2)).is_empty());
         assert_eq!(index.sizes(), (0, 0));
+    }
+
+    /// Copies of one opt-out merge to the longer-lasting one: the rule
+    /// that shortens a consent must not shorten an opt-out.
+    #[test]
+    fn test_copies_of_an_opt_out_keep_the_later_expiry() {
+        let opt_out = |expires: i64| {
+            Slot::new(
+                key(1),
+                Table::Suppression,
+                1,
+                0,
+                0,
+                0,
+                Instants {
+                    t0: 100,
+                    t1: expires,
+                    t2: OPEN,
+                },
+            )
+            .unwrap()
+        };
+        let index = CompactIndex::with_slots(vec![opt_out(OPEN)]).unwrap();
+        index.change(key(1), Change::Add(opt_out(200)));
+        assert_eq!({ index.slots(key(1))[0].t1 }, OPEN);
+        index.compact().unwrap();
+        assert_eq!({ index.slots(key(1))[0].t1 }, OPEN);
     }
 
     #[test]

@@ -189,6 +189,13 @@ impl ContactIndex {
             .unwrap_or_default()
     }
 
+    /// Sizes the presence filter for `numbers` numbers, with every number of
+    /// `slots` present: only before the index is shared (at load).
+    fn size_presence(&mut self, numbers: usize, slots: &[Slot]) {
+        self.present = Presence::for_numbers(numbers);
+        self.mark_present(slots);
+    }
+
     /// Marks every number of `slots` present (before they become visible).
     fn mark_present(&self, slots: &[Slot]) {
         for slot in slots {

@@ -518,7 +518,7 @@ impl ContactStore {
     /// # Errors
     /// [`StoreError`] when the database cannot be opened or read.
     pub fn open(data_dir: &Path) -> Result<ContactStore, StoreError> {
-        let store = ContactStore::open_unindexed(data_dir)?;
+        let mut store = ContactStore::open_unindexed(data_dir)?;
         store.load()?;
         Ok(store)
     }
@@ -587,17 +587,19 @@ impl ContactStore {
     }
 
     /// Loads every record into the index, and the registry answers.
-    fn load(&self) -> Result<(), StoreError> {
-        let conn = self.conn.lock().expect("contact db lock");
-        let mut watermarks = self.watermarks.lock().expect("watermark lock");
-        let added = self.scan(&conn, &mut watermarks)?;
-        self.index.mark_present(&added);
-        let mut compaction = self.index.records.begin_compaction();
-        compaction.freeze();
-        self.refresh_observations(&conn)?;
-        drop(watermarks);
-        drop(conn);
-        compaction.finish(added)?;
+    fn load(&mut self) -> Result<(), StoreError> {
+        let mut watermarks = [0; 3];
+        let added = {
+            let conn = self.conn.lock().expect("contact db lock");
+            self.scan(&conn, &mut watermarks)?
+        };
+        // Not shared yet: the filter can be sized for what was loaded
+        // (twice, for imports to come).
+        self.index
+            .size_presence(added.len().saturating_mul(2), &added);
+        *self.watermarks.get_mut().expect("watermark lock") = watermarks;
+        self.index.records.compact_with(added)?;
+        self.refresh_observations(&self.conn.lock().expect("contact db lock"))?;
         self.indexed
             .store(true, std::sync::atomic::Ordering::Release);
         Ok(())
