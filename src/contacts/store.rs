@@ -341,6 +341,28 @@ fn hashed_suppressions(
     Ok(suppressions)
 }
 
+/// Removes the staging files of imports whose process is gone (killed
+/// mid-import: they hold the file's records, numbers included); returns
+/// them. A running import's file is left alone.
+pub fn remove_abandoned_staging(data_dir: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(data_dir) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|entry| {
+            let name = entry.file_name().into_string().ok()?;
+            let pid: u32 = name
+                .strip_prefix("contacts-import-")?
+                .strip_suffix(".db")?
+                .parse()
+                .ok()?;
+            let alive = Path::new(&format!("/proc/{pid}")).exists();
+            (!alive && std::fs::remove_file(entry.path()).is_ok()).then(|| entry.path())
+        })
+        .collect()
+}
+
 /// Consent rows above which a scan reads two halves on two threads.
 const PARALLEL_SCAN: i64 = 1_000_000;
 
@@ -518,6 +540,9 @@ impl ContactStore {
     /// # Errors
     /// [`StoreError`] when the database cannot be opened or read.
     pub fn open(data_dir: &Path) -> Result<ContactStore, StoreError> {
+        for path in remove_abandoned_staging(data_dir) {
+            tracing::warn!(path = %path.display(), "removed the staging file of an interrupted import");
+        }
         let mut store = ContactStore::open_unindexed(data_dir)?;
         store.load()?;
         Ok(store)
@@ -1835,6 +1860,23 @@ mod tests {
                 .len(),
             1
         );
+    }
+
+    /// An import killed while staging left its staging file (the file's
+    /// records, numbers included) in the data directory for good.
+    #[test]
+    fn test_an_interrupted_import_leaves_no_staging_file_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        // Process ids above the kernel's limit (2^22) are never in use.
+        let abandoned = dir.path().join("contacts-import-4194999.db");
+        let running = dir
+            .path()
+            .join(format!("contacts-import-{}.db", std::process::id()));
+        std::fs::write(&abandoned, b"records").unwrap();
+        std::fs::write(&running, b"records").unwrap();
+        ContactStore::open(dir.path()).unwrap();
+        assert!(!abandoned.exists());
+        assert!(running.exists(), "a running import's file stays");
     }
 
     /// A failed bulk import stores nothing, not even its trail event.
