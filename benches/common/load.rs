@@ -194,25 +194,7 @@ pub async fn unary_on(
             (latencies, errors)
         }));
     }
-    let mut all = Vec::new();
-    let mut errors = 0;
-    for task in tasks {
-        let (latencies, e) = task.await.unwrap();
-        all.extend(latencies);
-        errors += e;
-    }
-    let elapsed = started.elapsed().as_secs_f64();
-    let cpu = server.cpu_us() - cpu_before;
-    all.sort_unstable();
-    Point {
-        cpu_us_per_request: cpu as f64 / all.len().max(1) as f64,
-        requests: all.len() as u64,
-        seconds: elapsed,
-        p50: percentile(&all, 0.50),
-        p99: percentile(&all, 0.99),
-        p999: percentile(&all, 0.999),
-        errors,
-    }
+    point(server, tasks, started, cpu_before).await
 }
 
 pub async fn screen_pipelined(grpc: &str, streams: usize, connections: usize, seconds: u64) -> f64 {
@@ -324,6 +306,16 @@ pub async fn http_check(
             (latencies, errors)
         }));
     }
+    point(server, tasks, started, cpu_before).await
+}
+
+/// The point of a run: the callers' latencies and errors, the server's CPU.
+async fn point(
+    server: &ServerProcess,
+    tasks: Vec<tokio::task::JoinHandle<(Vec<u64>, u64)>>,
+    started: Instant,
+    cpu_before: u64,
+) -> Point {
     let mut all = Vec::new();
     let mut errors = 0;
     for task in tasks {
