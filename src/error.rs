@@ -215,6 +215,7 @@ impl HasKind for StoreError {
             StoreError::Sqlite(cause) => sqlite_kind(cause),
             StoreError::Unreadable(_) => ErrorKind::Unavailable,
             StoreError::Index(_) | StoreError::Corrupt(_) => ErrorKind::Internal,
+            StoreError::ReusedIds(_) => ErrorKind::InvalidArgument,
         }
     }
 

@@ -26,6 +26,9 @@ pub enum StoreError {
     Index(#[from] SlotError),
     #[error("contact store unreadable: {0}")]
     Unreadable(String),
+    /// Opt-out ids a bulk import reuses for another opt-out.
+    #[error("suppression_id reused for another opt-out, nothing imported: {0}")]
+    ReusedIds(String),
     /// A value read back that the code does not know.
     #[error("contact store: {0}")]
     Corrupt(#[from] UnknownValue),
@@ -1408,7 +1411,7 @@ impl ContactStore {
             let _ = std::fs::remove_file(&staging);
             let _ = crate::private::touch(&staging);
             conn.execute("ATTACH DATABASE ?1 AS staging", [staging.to_string_lossy()])?;
-            let outcome = Self::stage_and_move(&mut conn, actor, action, now, fill);
+            let outcome = self.stage_and_move(&mut conn, actor, action, now, fill);
             let detached = conn.execute_batch("DETACH DATABASE staging");
             let _ = std::fs::remove_file(&staging);
             let outcome = outcome?;
@@ -1426,6 +1429,7 @@ impl ContactStore {
     }
 
     fn stage_and_move<R>(
+        &self,
         conn: &mut Connection,
         actor: &str,
         action: &str,
@@ -1453,6 +1457,7 @@ impl ContactStore {
                 }
             }
         };
+        self.refuse_reused_suppression_ids(conn)?;
         let seq = {
             let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             tx.execute(
@@ -1479,6 +1484,51 @@ impl ContactStore {
             params![seq, details.to_string()],
         )?;
         Ok(Some((result, counts)))
+    }
+
+    /// Refuses staged opt-outs whose id is already another opt-out's (in
+    /// the file or in the store): `INSERT OR IGNORE` would keep only one,
+    /// and the other number would be called.
+    fn refuse_reused_suppression_ids(&self, conn: &Connection) -> Result<(), StoreError> {
+        let mut reused: Vec<String> = Vec::new();
+        let mut statement = conn.prepare(
+            "SELECT suppression_id FROM staging.suppressions GROUP BY suppression_id
+             HAVING COUNT(DISTINCT number_key) > 1 OR COUNT(DISTINCT controller) > 1
+                 OR COUNT(DISTINCT campaign_id) > 1 LIMIT 5",
+        )?;
+        let mut rows = statement.query([])?;
+        while let Some(row) = rows.next()? {
+            reused.push(format!("{} (twice in the file)", text(row, 0)?));
+        }
+        let mut statement = conn.prepare(
+            "SELECT s.suppression_id, s.number, s.number_key, s.controller, s.campaign_id,
+                    m.number_key, m.number_hash, m.controller, m.campaign_id
+             FROM staging.suppressions s JOIN main.suppressions m ON m.suppression_id = s.suppression_id",
+        )?;
+        let mut rows = statement.query([])?;
+        while let Some(row) = rows.next()? {
+            if reused.len() >= 5 {
+                break;
+            }
+            let same_number = match row.get::<_, Option<i64>>(5)? {
+                Some(stored) => stored == row.get::<_, i64>(2)?,
+                // Erased: kept by hash only.
+                None => {
+                    row.get::<_, Option<Vec<u8>>>(6)?.as_deref()
+                        == Some(self.index.subject_hash(text(row, 1)?).as_slice())
+                }
+            };
+            if !same_number || text(row, 3)? != text(row, 7)? || text(row, 4)? != text(row, 8)? {
+                reused.push(format!(
+                    "{} (already stored for another opt-out)",
+                    text(row, 0)?
+                ));
+            }
+        }
+        if reused.is_empty() {
+            return Ok(());
+        }
+        Err(StoreError::ReusedIds(reused.join(", ")))
     }
 
     /// Moves the staged records into the store, a chunk per transaction.
@@ -1877,6 +1927,60 @@ mod tests {
         ContactStore::open(dir.path()).unwrap();
         assert!(!abandoned.exists());
         assert!(running.exists(), "a running import's file stays");
+    }
+
+    /// An opt-out file that gave one suppression_id to two numbers stored
+    /// one of them and counted the other "already present": that number
+    /// stayed callable. Refused now, in the file and against the store.
+    #[test]
+    fn test_a_suppression_id_reused_for_another_number_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ContactStore::open(dir.path()).unwrap();
+        let now: Timestamp = "2026-11-25T10:00:00Z".parse().unwrap();
+        let opt_out = |number: &str| Suppression {
+            suppression_id: "crm-1".into(),
+            controller: String::new(),
+            campaign_id: String::new(),
+            number: number.into(),
+            reason: "asked".into(),
+            source: "crm".into(),
+            added_by: "cli:test".into(),
+            created_at: now,
+            expires_at: None,
+        };
+        let import = |numbers: &[&str]| {
+            store.bulk_import("cli:test", "suppressions.imported", now, |bulk| {
+                for number in numbers {
+                    bulk.suppression(NumberKey::from_e164(number).unwrap(), opt_out(number))?;
+                }
+                Ok(Some(((), serde_json::json!({}))))
+            })
+        };
+        let err = import(&["+390212345678", "+390212345679"]).unwrap_err();
+        assert!(
+            err.to_string().contains("crm-1 (twice in the file)"),
+            "{err}"
+        );
+        assert!(store.trail().unwrap().is_empty(), "nothing imported");
+        let (_, counts) = import(&["+390212345678"]).unwrap().unwrap();
+        assert_eq!(counts.stored, 1);
+        let err = import(&["+390212345679"]).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("already stored for another opt-out"),
+            "{err}"
+        );
+        let (_, counts) = import(&["+390212345678"]).unwrap().unwrap();
+        assert_eq!(
+            (counts.stored, counts.already_present),
+            (0, 1),
+            "a re-run is fine"
+        );
+        // Still fine once the subject is erased (the opt-out is then kept by hash).
+        let key = NumberKey::from_e164("+390212345678").unwrap();
+        store.erase(key, "+390212345678", "", "test", now).unwrap();
+        assert!(import(&["+390212345678"]).unwrap().is_some());
+        assert!(import(&["+390212345679"]).is_err());
     }
 
     /// A failed bulk import stores nothing, not even its trail event.
