@@ -581,24 +581,25 @@ impl ContactStore {
                 ))?;
             }
         }
-        let salt: Option<Vec<u8>> = conn
-            .query_row(
-                "SELECT value FROM meta WHERE key = 'subject_salt'",
-                [],
-                |r| r.get(0),
+        // The first process to store a salt wins; every process uses the
+        // stored one (two processes creating the store at once must not
+        // each keep their own, or opt-outs kept by hash are not found).
+        conn.execute(
+            "INSERT OR IGNORE INTO meta (key, value) VALUES ('subject_salt', ?1)",
+            [random_salt().to_vec()],
+        )?;
+        let stored: Vec<u8> = conn.query_row(
+            "SELECT value FROM meta WHERE key = 'subject_salt'",
+            [],
+            |r| r.get(0),
+        )?;
+        let salt: [u8; 32] = stored.as_slice().try_into().map_err(|_| {
+            unknown(
+                "meta.subject_salt",
+                format!("{} bytes", stored.len()),
+                "not a 32-byte salt",
             )
-            .optional()?;
-        let salt: [u8; 32] = match salt.and_then(|s| s.try_into().ok()) {
-            Some(salt) => salt,
-            None => {
-                let salt = random_salt();
-                conn.execute(
-                    "INSERT OR REPLACE INTO meta (key, value) VALUES ('subject_salt', ?1)",
-                    [salt.to_vec()],
-                )?;
-                salt
-            }
-        };
+        })?;
         Ok(ContactStore {
             path,
             conn: Mutex::new(conn),
@@ -1981,6 +1982,29 @@ mod tests {
         store.erase(key, "+390212345678", "", "test", now).unwrap();
         assert!(import(&["+390212345678"]).unwrap().is_some());
         assert!(import(&["+390212345679"]).is_err());
+    }
+
+    /// The subject salt was replaced when unreadable and written with
+    /// `INSERT OR REPLACE` by whoever opened a new store: two processes could
+    /// each keep their own, and a wrong-length salt was silently replaced
+    /// (erased subjects' opt-outs then no longer matched their numbers).
+    #[test]
+    fn test_one_subject_salt_per_store_and_a_bad_one_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = ContactStore::open_unindexed(dir.path()).unwrap();
+        let second = ContactStore::open_unindexed(dir.path()).unwrap();
+        assert_eq!(
+            first.index().subject_hash("+390212345678"),
+            second.index().subject_hash("+390212345678")
+        );
+        let conn = Connection::open(database_path(dir.path())).unwrap();
+        conn.execute(
+            "UPDATE meta SET value = x'00' WHERE key = 'subject_salt'",
+            [],
+        )
+        .unwrap();
+        let err = ContactStore::open(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("subject_salt"), "{err}");
     }
 
     /// A failed bulk import stores nothing, not even its trail event.
