@@ -317,16 +317,17 @@ impl ContactIndex {
 
     /// The record of a slot, as the rules read it: `id` from the store;
     /// what the rules do not read (evidence, sources) is left empty.
-    pub(crate) fn record(&self, slot: &Slot, id: String, e164: &str) -> Record {
+    pub(crate) fn record(&self, slot: &Slot, id: String, e164: &str) -> Option<Record> {
         let at = |us: i64| (us != OPEN).then(|| crate::decision_log::from_micros(us));
         let controller = self.records.names.name(slot.controller()).to_string();
         let t0 = crate::decision_log::from_micros(slot.t0);
-        match slot.table() {
+        Some(match slot.table() {
             Table::Consent => Record::Consent(Consent {
                 consent_id: id,
                 controller,
                 number: e164.to_string(),
-                purpose: PURPOSES[usize::from(slot.detail()).min(PURPOSES.len() - 1)],
+                // A code no purpose has grants nothing (never written).
+                purpose: *PURPOSES.get(usize::from(slot.detail()))?,
                 granted_at: t0,
                 revoked_at: at(slot.t1),
                 expires_at: at(slot.t2),
@@ -360,7 +361,7 @@ impl ContactIndex {
                 created_at: t0,
                 expires_at: at(slot.t1),
             }),
-        }
+        })
     }
 
     /// Merges pending changes into the base when they have grown.
@@ -394,5 +395,43 @@ fn purpose_code(purpose: Purpose) -> u8 {
         Purpose::MarketResearch => 1,
         Purpose::Statistical => 2,
         Purpose::Profiling => 3,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A slot whose purpose code no purpose has (never written, but a
+    /// clamp turned it into the last purpose, profiling) grants nothing.
+    #[test]
+    fn test_an_unknown_purpose_code_is_no_consent() {
+        let index = ContactIndex::new([0; 32], CompactIndex::default());
+        let key = NumberKey::from_e164("+390212345678").unwrap();
+        let slot = |code: u8| {
+            Slot::new(
+                key,
+                Table::Consent,
+                1,
+                code,
+                0,
+                0,
+                Instants {
+                    t0: 0,
+                    t1: OPEN,
+                    t2: OPEN,
+                },
+            )
+            .unwrap()
+        };
+        assert!(matches!(
+            index.record(&slot(3), "c".into(), "+390212345678"),
+            Some(Record::Consent(c)) if c.purpose == Purpose::Profiling
+        ));
+        assert!(
+            index
+                .record(&slot(9), "c".into(), "+390212345678")
+                .is_none()
+        );
     }
 }

@@ -68,15 +68,12 @@ pub struct BulkCounts {
     pub stored: u64,
     /// Records with the same id already stored (re-runs store nothing twice).
     pub already_present: u64,
-    /// Records staged (stored or already present once moved in).
-    pub staged: u64,
 }
 
 /// The records of one bulk import, staged in batches sorted by number (the
 /// number index then takes them in order when they are moved in).
 pub struct BulkImport<'t> {
     tx: &'t Transaction<'t>,
-    counts: BulkCounts,
     consents: Vec<(NumberKey, Consent)>,
     suppressions: Vec<(NumberKey, Suppression)>,
 }
@@ -150,7 +147,7 @@ impl BulkImport<'_> {
         let mut statement = self.tx.prepare_cached(INSERT_CONSENT)?;
         for i in by_number(&consents) {
             let (key, consent) = &consents[i];
-            self.counts.staged += insert_consent(&mut statement, *key, consent)? as u64;
+            insert_consent(&mut statement, *key, consent)?;
         }
         consents.clear();
         self.consents = consents;
@@ -158,7 +155,7 @@ impl BulkImport<'_> {
         let mut statement = self.tx.prepare_cached(INSERT_SUPPRESSION)?;
         for i in by_number(&suppressions) {
             let (key, suppression) = &suppressions[i];
-            self.counts.staged += insert_suppression(&mut statement, *key, suppression)? as u64;
+            insert_suppression(&mut statement, *key, suppression)?;
         }
         suppressions.clear();
         self.suppressions = suppressions;
@@ -804,9 +801,10 @@ impl ContactStore {
                     }
                 };
                 match self.index.record(slot, id, e164) {
-                    Record::Consent(c) => view.consents.push(c),
-                    Record::Relationship(r) => view.relationships.push(r),
-                    Record::Suppression(s) => view.suppressions.push(s),
+                    Some(Record::Consent(c)) => view.consents.push(c),
+                    Some(Record::Relationship(r)) => view.relationships.push(r),
+                    Some(Record::Suppression(s)) => view.suppressions.push(s),
+                    None => {}
                 }
             }
         }
@@ -1445,7 +1443,6 @@ impl ContactStore {
             let tx = conn.transaction()?;
             let mut import = BulkImport {
                 tx: &tx,
-                counts: BulkCounts::default(),
                 consents: Vec::new(),
                 suppressions: Vec::new(),
             };
@@ -1544,7 +1541,6 @@ impl ContactStore {
                 [],
                 |r| r.get(0),
             )?;
-            counts.staged += staged as u64;
             let mut after = 0;
             let mut chunk = MOVE_CHUNK;
             while after < staged {
