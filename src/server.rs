@@ -187,7 +187,8 @@ async fn build_services(stores: &mut Stores) -> anyhow::Result<Services> {
             .campaigns
             .iter()
             .map(|c| (c.id.clone(), c.controller.clone())),
-    );
+    )
+    .with_suppliers(&config.suppliers);
 
     let (health, health_service) = tonic_health::server::health_reporter();
     set_health(&health, ServingStatus::NotServing).await;

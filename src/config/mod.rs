@@ -67,6 +67,8 @@ pub struct Config {
     pub destination_overrides: Vec<DestinationOverride>,
     /// API keys; none = no authentication.
     pub api_keys: Vec<ApiKey>,
+    /// The list suppliers each controller has a contract with.
+    pub suppliers: Vec<SupplierContract>,
 }
 
 /// Listening addresses and storage location.
@@ -246,6 +248,43 @@ pub struct CampaignConfig {
     pub calling_hours: Option<WeeklyHours>,
     /// The campaign's attempt cap; applies on top of the statute's caps.
     pub attempt_limit: Option<AttemptLimit>,
+    /// The list suppliers its controller has declared (`[[supplier]]`):
+    /// a consent collected by any other supplier grants nothing.
+    pub suppliers: Vec<SupplierContract>,
+}
+
+/// A list supplier a controller has a contract with (`[[supplier]]`): the
+/// consents it collected for the controller during the contract count.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SupplierContract {
+    pub controller: String,
+    /// The name consents carry in their `supplier` field.
+    pub name: String,
+    /// Where the contract and its consent chain can be found (shown in
+    /// exports and decisions).
+    pub contract_ref: String,
+    /// First day of the contract (UTC); `None`: no start.
+    pub from: Option<jiff::civil::Date>,
+    /// Last day of the contract (UTC, inclusive); `None`: open-ended.
+    pub until: Option<jiff::civil::Date>,
+}
+
+impl SupplierContract {
+    /// Whether a consent given at `granted_at` falls within the contract.
+    pub fn covers(&self, granted_at: jiff::Timestamp) -> bool {
+        let day = granted_at.to_zoned(jiff::tz::TimeZone::UTC).date();
+        self.from.is_none_or(|from| from <= day) && self.until.is_none_or(|until| day <= until)
+    }
+
+    /// The contract's term, for messages.
+    pub fn term(&self) -> String {
+        match (self.from, self.until) {
+            (None, None) => "open-ended".into(),
+            (Some(from), None) => format!("from {from}"),
+            (None, Some(until)) => format!("until {until}"),
+            (Some(from), Some(until)) => format!("{from} to {until}"),
+        }
+    }
 }
 
 /// The longest validity, in days, that the statute of `country` gives a

@@ -24,6 +24,21 @@ pub(super) struct RawConfig {
     pub(super) api_keys: Vec<RawApiKey>,
     #[serde(default)]
     pub(super) destination: BTreeMap<String, RawDestination>,
+    #[serde(default, rename = "supplier")]
+    pub(super) suppliers: Vec<RawSupplier>,
+}
+
+/// `[[supplier]]`: a list supplier a controller has a contract with.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawSupplier {
+    pub(super) controller: String,
+    pub(super) name: String,
+    pub(super) contract_ref: String,
+    /// First day of the contract (YYYY-MM-DD, UTC); absent: no start.
+    pub(super) from: Option<String>,
+    /// Last day of the contract (YYYY-MM-DD, UTC, inclusive); absent: open.
+    pub(super) until: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

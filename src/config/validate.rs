@@ -324,7 +324,16 @@ impl Validator<'_> {
                 caller_ids,
                 calling_hours,
                 attempt_limit,
+                suppliers: Vec::new(),
             });
+        }
+        let suppliers = self.suppliers(&raw.suppliers, &campaigns)?;
+        for campaign in &mut campaigns {
+            campaign.suppliers = suppliers
+                .iter()
+                .filter(|s| s.controller == campaign.controller)
+                .cloned()
+                .collect();
         }
 
         Ok(Config {
@@ -335,7 +344,78 @@ impl Validator<'_> {
             campaigns,
             destination_overrides,
             api_keys,
+            suppliers,
         })
+    }
+
+    /// `[[supplier]]`: each names a controller some campaign calls for (a
+    /// typo would declare nothing), a supplier name consents can carry, a
+    /// contract reference, and a term whose start is not after its end.
+    fn suppliers(
+        &self,
+        raw: &[RawSupplier],
+        campaigns: &[CampaignConfig],
+    ) -> Result<Vec<SupplierContract>, ConfigError> {
+        let mut suppliers: Vec<SupplierContract> = Vec::new();
+        for (i, s) in raw.iter().enumerate() {
+            let key = |field: &str| format!("supplier[{i}].{field}");
+            if !campaigns.iter().any(|c| c.controller == s.controller) {
+                let mut known: Vec<&str> =
+                    campaigns.iter().map(|c| c.controller.as_str()).collect();
+                known.sort_unstable();
+                known.dedup();
+                return Err(self.invalid(
+                    key("controller"),
+                    &s.controller,
+                    &format!(
+                        "not the controller of any configured campaign (configured: {})",
+                        known.join(", ")
+                    ),
+                ));
+            }
+            if !valid_campaign_id(&s.name) || s.name == crate::contacts::OWN {
+                return Err(self.invalid(
+                    key("name"),
+                    &s.name,
+                    &format!(
+                        "must be 1-{MAX_ID_LENGTH} characters of letters, digits, '-', '_', '.' or ':', and not \"own\" (the controller's own consents need no declaration)"
+                    ),
+                ));
+            }
+            if s.contract_ref.trim().is_empty()
+                || s.contract_ref.chars().count() > 1024
+                || s.contract_ref.chars().any(char::is_control)
+            {
+                return Err(self.invalid(
+                    key("contract_ref"),
+                    &s.contract_ref,
+                    "must say where the contract is (1-1024 characters, no control characters)",
+                ));
+            }
+            let day = |field: &str, value: &Option<String>| {
+                value
+                    .as_ref()
+                    .map(|day| {
+                        day.parse::<jiff::civil::Date>()
+                            .map_err(|_| self.invalid(key(field), day, "expected YYYY-MM-DD"))
+                    })
+                    .transpose()
+            };
+            let (from, until) = (day("from", &s.from)?, day("until", &s.until)?);
+            if let (Some(from), Some(until)) = (from, until)
+                && until < from
+            {
+                return Err(self.invalid(key("until"), until, "is before from"));
+            }
+            suppliers.push(SupplierContract {
+                controller: s.controller.clone(),
+                name: s.name.clone(),
+                contract_ref: s.contract_ref.trim().to_string(),
+                from,
+                until,
+            });
+        }
+        Ok(suppliers)
     }
 }
 

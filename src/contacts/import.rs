@@ -387,12 +387,13 @@ fn content_id(prefix: &str, parts: &[&str]) -> String {
 }
 
 /// Columns of a consents file.
-pub const CONSENT_COLUMNS: [&str; 11] = [
+pub const CONSENT_COLUMNS: [&str; 12] = [
     "controller",
     "number",
     "purpose",
     "granted_at",
     "source",
+    "supplier",
     "method",
     "notice_version",
     "evidence_ref",
@@ -437,6 +438,7 @@ pub fn import_consents(
             granted_at: instant("granted_at", get("granted_at"))?,
             expires_at: instant("expires_at", get("expires_at"))?,
             source: get("source").to_string(),
+            supplier: get("supplier").to_string(),
             method: get("method").to_string(),
             notice_version: get("notice_version").to_string(),
             evidence_ref: get("evidence_ref").to_string(),
@@ -445,16 +447,19 @@ pub fn import_consents(
         };
         let mut consent = records::validate_consent(request, now)?;
         if get("consent_id").is_empty() {
-            consent.consent_id = content_id(
-                "csv",
-                &[
-                    &consent.controller,
-                    &consent.number,
-                    consent.purpose.as_str(),
-                    &consent.granted_at.to_string(),
-                    &consent.source,
-                ],
-            );
+            let mut parts = vec![
+                consent.controller.as_str(),
+                consent.number.as_str(),
+                consent.purpose.as_str(),
+            ];
+            let granted_at = consent.granted_at.to_string();
+            parts.extend([granted_at.as_str(), consent.source.as_str()]);
+            // The controller's own consents keep the ids they had before
+            // suppliers were recorded.
+            if !consent.supplier.is_empty() {
+                parts.push(consent.supplier.as_str());
+            }
+            consent.consent_id = content_id("csv", &parts);
         }
         let key =
             NumberKey::from_e164(&consent.number).ok_or_else(|| RecordsError::InvalidArgument {

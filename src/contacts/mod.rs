@@ -52,11 +52,25 @@ pub struct Consent {
     pub revoked_at: Option<Timestamp>,
     pub expires_at: Option<Timestamp>,
     pub source: String,
+    /// Who collected it: empty when the controller did itself ("own"),
+    /// else the supplier named in the controller's declared contracts
+    /// (`[[supplier]]`); a consent from a supplier not declared for the
+    /// controller, or given outside the contract's term, grants nothing.
+    #[serde(serialize_with = "supplier_or_own")]
+    pub supplier: String,
     pub method: String,
     pub notice_version: String,
     pub evidence_ref: String,
     pub recorded_at: Timestamp,
 }
+
+/// Serialises an empty supplier as `own`.
+fn supplier_or_own<S: serde::Serializer>(supplier: &str, to: S) -> Result<S::Ok, S::Error> {
+    to.serialize_str(if supplier.is_empty() { OWN } else { supplier })
+}
+
+/// The supplier name of a consent the controller collected itself.
+pub const OWN: &str = "own";
 
 impl Consent {
     /// Whether the consent is in force at `at`.
@@ -259,7 +273,8 @@ impl ContactIndex {
             row,
             purpose_code(consent.purpose),
             self.records.names.intern(&consent.controller)?,
-            0,
+            // A consent has no campaign: the field holds its supplier.
+            self.records.names.intern(&consent.supplier)?,
             Instants {
                 t0: consent.granted_at.as_microsecond(),
                 t1: consent.revoked_at.map_or(OPEN, |t| t.as_microsecond()),
@@ -332,6 +347,7 @@ impl ContactIndex {
                 revoked_at: at(slot.t1),
                 expires_at: at(slot.t2),
                 source: String::new(),
+                supplier: self.records.names.name(slot.campaign()).to_string(),
                 method: String::new(),
                 notice_version: String::new(),
                 evidence_ref: String::new(),

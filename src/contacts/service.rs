@@ -10,6 +10,7 @@ use std::sync::Arc;
 use jiff::Timestamp;
 use serde::Serialize;
 
+use crate::config::SupplierContract;
 use crate::contacts::{
     ChangeEvent, Consent, ContactStore, Relationship, RelationshipKind, StoreError, Suppression,
 };
@@ -47,6 +48,9 @@ pub struct NewConsent {
     pub granted_at: Option<Timestamp>,
     pub expires_at: Option<Timestamp>,
     pub source: String,
+    /// Who collected it: empty or `own` = the controller itself, else a
+    /// supplier (it counts only while declared for the controller).
+    pub supplier: String,
     pub method: String,
     pub notice_version: String,
     pub evidence_ref: String,
@@ -110,8 +114,24 @@ struct SubjectExport<'a> {
     consents: &'a [Consent],
     relationships: &'a [Relationship],
     suppressions: &'a [Suppression],
+    /// Where each record came from.
+    provenance: Vec<Provenance>,
     decisions: Vec<serde_json::Value>,
     trail: &'a [ChangeEvent],
+}
+
+/// Where one record came from, for an export.
+#[derive(Serialize)]
+struct Provenance {
+    record_id: String,
+    kind: &'static str,
+    /// `own` (the controller's CRM or staff), a supplier's name, or the
+    /// request that created the record.
+    collected_by: String,
+    /// The source the record was given with.
+    source: String,
+    /// For a supplier's consent: the declared contract, or why it counts for nothing.
+    contract: Option<String>,
 }
 
 /// The contact-records service.
@@ -122,6 +142,8 @@ pub struct Records {
     /// Configured campaign ids; `None` = not checked (library use only).
     /// Configured campaigns and their controllers (`None`: not checked).
     campaigns: Option<Arc<HashMap<String, String>>>,
+    /// The declared list suppliers, shown in exports.
+    suppliers: Arc<[SupplierContract]>,
 }
 
 /// The longest number text accepted, in bytes.
@@ -187,7 +209,14 @@ impl Records {
             store,
             decisions_db,
             campaigns: None,
+            suppliers: Arc::new([]),
         }
+    }
+
+    /// The declared list suppliers (`[[supplier]]`), for exports.
+    pub fn with_suppliers(mut self, suppliers: &[SupplierContract]) -> Records {
+        self.suppliers = suppliers.into();
+        self
     }
 
     /// The store the records go to.
@@ -478,6 +507,7 @@ impl Records {
             consents: &records.consents,
             relationships: &records.relationships,
             suppressions: &records.suppressions,
+            provenance: self.provenance(&records),
             decisions,
             trail: &records.trail,
         };
@@ -486,6 +516,44 @@ impl Records {
         self.store
             .note_export(&number.e164, controller, actor, now)?;
         Ok(json)
+    }
+
+    /// Where each record of an export came from.
+    fn provenance(&self, records: &crate::contacts::SubjectRecords) -> Vec<Provenance> {
+        let consents = records.consents.iter().map(|c| Provenance {
+            record_id: c.consent_id.clone(),
+            kind: "consent",
+            collected_by: if c.supplier.is_empty() {
+                crate::contacts::OWN.to_string()
+            } else {
+                c.supplier.clone()
+            },
+            source: c.source.clone(),
+            contract: match crate::rules::supplier_contract(c, &self.suppliers) {
+                Ok(None) => None,
+                Ok(Some(contract)) => Some(format!(
+                    "{} ({})",
+                    contract.contract_ref,
+                    contract.term()
+                )),
+                Err(why) => Some(format!("grants nothing: {why}")),
+            },
+        });
+        let relationships = records.relationships.iter().map(|r| Provenance {
+            record_id: r.relationship_id.clone(),
+            kind: "relationship",
+            collected_by: crate::contacts::OWN.to_string(),
+            source: format!("{} relationship recorded by the controller", r.kind.as_str()),
+            contract: None,
+        });
+        let suppressions = records.suppressions.iter().map(|s| Provenance {
+            record_id: s.suppression_id.clone(),
+            kind: "opt_out",
+            collected_by: s.added_by.clone(),
+            source: s.source.clone(),
+            contract: None,
+        });
+        consents.chain(relationships).chain(suppressions).collect()
     }
 
     fn decisions_of(
@@ -544,6 +612,7 @@ pub fn validate_consent(request: NewConsent, now: Timestamp) -> Result<Consent, 
             "must say where the consent was collected",
         ));
     }
+    let supplier = supplier_name(&request.supplier)?;
     if let Some(expires_at) = request.expires_at {
         check_expiry("expires_at", expires_at, now)?;
     }
@@ -568,11 +637,31 @@ pub fn validate_consent(request: NewConsent, now: Timestamp) -> Result<Consent, 
         revoked_at: None,
         expires_at: request.expires_at,
         source: request.source,
+        supplier,
         method: request.method,
         notice_version: request.notice_version,
         evidence_ref: request.evidence_ref,
         recorded_at: now,
     })
+}
+
+/// The supplier of a consent as stored: empty for the controller's own
+/// (`""` or `own`), else a name as `[[supplier]]` declares them.
+fn supplier_name(value: &str) -> Result<String, RecordsError> {
+    let value = value.trim();
+    if value.is_empty() || value == crate::contacts::OWN {
+        return Ok(String::new());
+    }
+    if !crate::config::valid_campaign_id(value) {
+        return Err(invalid(
+            "supplier",
+            format!(
+                "{value:?} is not a supplier name (1-{} letters, digits, '-', '_', '.' or ':'; empty or \"own\" for the controller's own consents)",
+                crate::config::MAX_ID_LENGTH
+            ),
+        ));
+    }
+    Ok(value.to_string())
 }
 
 fn required(field: &'static str, value: &str) -> Result<String, RecordsError> {

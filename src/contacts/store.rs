@@ -83,19 +83,19 @@ pub const BULK_BATCH: usize = 65_536;
 
 /// The staged columns of each table, in the order of the statements below.
 const STAGED_CONSENT_COLUMNS: &str = "consent_id, controller, number, number_key, purpose, granted_at_us, \
-    revoked_at_us, expires_at_us, source, method, notice_version, evidence_ref, recorded_at_us";
+    revoked_at_us, expires_at_us, source, method, notice_version, evidence_ref, recorded_at_us, supplier";
 const STAGED_SUPPRESSION_COLUMNS: &str = "suppression_id, controller, campaign_id, number, number_key, reason, \
     source, added_by, created_at_us, expires_at_us";
 
 const STAGING_SCHEMA: &str = "
 CREATE TABLE staging.consents (consent_id, controller, number, number_key, purpose, granted_at_us,
-    revoked_at_us, expires_at_us, source, method, notice_version, evidence_ref, recorded_at_us);
+    revoked_at_us, expires_at_us, source, method, notice_version, evidence_ref, recorded_at_us, supplier);
 CREATE TABLE staging.suppressions (suppression_id, controller, campaign_id, number, number_key, reason,
     source, added_by, created_at_us, expires_at_us);
 ";
 
 const INSERT_CONSENT: &str =
-    "INSERT INTO staging.consents VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)";
+    "INSERT INTO staging.consents VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)";
 
 const INSERT_SUPPRESSION: &str =
     "INSERT INTO staging.suppressions VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)";
@@ -163,7 +163,7 @@ impl BulkImport<'_> {
     }
 }
 
-/// Binds a consent's 13 columns (in [`CONSENT_COLUMNS`] order) and runs
+/// Binds a consent's 14 columns (in [`CONSENT_COLUMNS`] order) and runs
 /// `statement`; returns the rows inserted.
 fn insert_consent(
     statement: &mut rusqlite::Statement<'_>,
@@ -184,6 +184,7 @@ fn insert_consent(
         consent.notice_version,
         consent.evidence_ref,
         us(consent.recorded_at),
+        consent.supplier,
     ])
 }
 
@@ -400,7 +401,10 @@ CREATE TABLE IF NOT EXISTS consents (
     recorded_at_us INTEGER NOT NULL,
     -- The trail event of the bulk import that stored the row (NULL: one
     -- event of its own, under the subject).
-    import_seq INTEGER
+    import_seq INTEGER,
+    -- Who collected the consent: '' = the controller itself, else a
+    -- supplier that must be declared for the controller to count.
+    supplier TEXT NOT NULL DEFAULT ''
 ) STRICT;
 CREATE INDEX IF NOT EXISTS consents_by_number ON consents (number_key);
 CREATE TABLE IF NOT EXISTS relationships (
@@ -477,12 +481,13 @@ fn read_consent(row: &rusqlite::Row<'_>) -> Result<(NumberKey, Consent), StoreEr
             notice_version: row.get(10)?,
             evidence_ref: row.get(11)?,
             recorded_at: ts_column(row, 12, "recorded_at_us")?,
+            supplier: row.get(13)?,
         },
     ))
 }
 
 const CONSENT_COLUMNS: &str = "consent_id, controller, number, number_key, purpose, granted_at_us, revoked_at_us, \
-    expires_at_us, source, method, notice_version, evidence_ref, recorded_at_us";
+    expires_at_us, source, method, notice_version, evidence_ref, recorded_at_us, supplier";
 
 fn read_relationship(row: &rusqlite::Row<'_>) -> Result<(NumberKey, Relationship), StoreError> {
     Ok((
@@ -564,17 +569,23 @@ impl ContactStore {
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.execute_batch(SCHEMA)?;
-        for table in ["consents", "suppressions"] {
-            let has_import_seq: bool = conn.query_row(
+        // Columns added since the first release; a consent stored before
+        // provenance was recorded was the controller's own (its CRM's).
+        for (table, column, definition) in [
+            ("consents", "import_seq", "INTEGER"),
+            ("suppressions", "import_seq", "INTEGER"),
+            ("consents", "supplier", "TEXT NOT NULL DEFAULT ''"),
+        ] {
+            let present: bool = conn.query_row(
                 &format!(
-                    "SELECT COUNT(*) FROM pragma_table_info('{table}') WHERE name = 'import_seq'"
+                    "SELECT COUNT(*) FROM pragma_table_info('{table}') WHERE name = '{column}'"
                 ),
                 [],
                 |r| r.get(0),
             )?;
-            if !has_import_seq {
+            if !present {
                 conn.execute_batch(&format!(
-                    "ALTER TABLE {table} ADD COLUMN import_seq INTEGER"
+                    "ALTER TABLE {table} ADD COLUMN {column} {definition}"
                 ))?;
             }
         }
@@ -740,7 +751,7 @@ impl ContactStore {
     ) -> Result<Vec<Slot>, StoreError> {
         let mut slots = Vec::with_capacity(usize::try_from(upto - after).unwrap_or(0));
         let mut statement = conn.prepare(
-            "SELECT rowid, number_key, controller, purpose, granted_at_us, revoked_at_us, expires_at_us
+            "SELECT rowid, number_key, controller, purpose, granted_at_us, revoked_at_us, expires_at_us, supplier
              FROM consents WHERE rowid > ?1 AND rowid <= ?2 ORDER BY rowid",
         )?;
         let mut rows = statement.query([after, upto])?;
@@ -751,7 +762,7 @@ impl ContactStore {
                 row.get(0)?,
                 super::purpose_code(purpose(text(row, 3)?)?),
                 names.id(&self.index, text(row, 2)?)?,
-                0,
+                names.id(&self.index, text(row, 7)?)?,
                 super::Instants {
                     t0: ts_column(row, 4, "granted_at_us")?.as_microsecond(),
                     t1: optional_us(row, 5, "revoked_at_us")?,
@@ -918,7 +929,7 @@ impl ContactStore {
             |tx| {
                 let inserted = insert_consent(
                     &mut tx.prepare(&format!(
-                        "INSERT OR IGNORE INTO consents ({CONSENT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"
+                        "INSERT OR IGNORE INTO consents ({CONSENT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)"
                     ))?,
                     key,
                     &consent,
@@ -1625,6 +1636,7 @@ mod tests {
             revoked_at: None,
             expires_at: None,
             source: "web".into(),
+            supplier: String::new(),
             method: "checkbox".into(),
             notice_version: "v1".into(),
             evidence_ref: "e-1".into(),

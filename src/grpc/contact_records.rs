@@ -100,6 +100,7 @@ impl ContactRecords for ContactRecordsService {
             method: r.method,
             notice_version: r.notice_version,
             evidence_ref: r.evidence_ref,
+            supplier: r.supplier,
             default_region: r.default_region,
             consent_id: String::new(),
         };

@@ -139,6 +139,25 @@ fn lines(era: &Era, campaign: &crate::config::CampaignConfig) -> Vec<RuleLine> {
         });
     }
     out.push(RuleLine {
+        rule: "consent provenance".into(),
+        value: if campaign.suppliers.is_empty() {
+            "only consents the controller collected itself count (no supplier declared: a supplier's consent grants nothing)".into()
+        } else {
+            format!(
+                "consents the controller collected itself count, and those of its declared suppliers given within the contract: {}",
+                campaign
+                    .suppliers
+                    .iter()
+                    .map(|s| format!("{} ({}, {})", s.name, s.contract_ref, s.term()))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            )
+        },
+        origin: Origin::Campaign {
+            key: format!("[[supplier]] of controller {}", campaign.controller),
+        },
+    });
+    out.push(RuleLine {
         rule: "registry".into(),
         value: match era.registry.value {
             None => "none required".into(),

@@ -26,6 +26,7 @@ fn campaign(id: &str, destination: &str, caller_id: &str) -> CampaignConfig {
         caller_ids: vec![caller_id.into()],
         calling_hours: None,
         attempt_limit: None,
+        suppliers: Vec::new(),
     }
 }
 
@@ -43,6 +44,7 @@ fn consent(number: &str) -> Consent {
         revoked_at: None,
         expires_at: None,
         source: "web".into(),
+        supplier: String::new(),
         method: "double_opt_in".into(),
         notice_version: "v1".into(),
         evidence_ref: "ev".into(),

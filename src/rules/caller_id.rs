@@ -166,6 +166,7 @@ mod tests {
             caller_ids: caller_ids.iter().map(|c| c.to_string()).collect(),
             calling_hours: None,
             attempt_limit: None,
+            suppliers: Vec::new(),
         }
     }
 

@@ -3,6 +3,7 @@
 
 use jiff::Timestamp;
 
+use crate::config::SupplierContract;
 use crate::contacts::{Consent, ContactView, Relationship, RelationshipKind};
 use crate::model::{Purpose, Reason, ReasonCode};
 use crate::statutes::{Exemptions, Period};
@@ -38,15 +39,27 @@ pub fn suppression(
 ///
 /// A withdrawal ends every consent given before it: a consent recorded
 /// again later (a CRM's re-sync) but granted before the latest withdrawal
-/// of this controller and purpose does not count.
+/// of this controller and purpose does not count. A consent collected by
+/// a supplier counts only when the controller declared that supplier and
+/// the consent was given within the contract's term.
 pub fn valid_consent<'a>(
     view: &'a ContactView,
-    controller: &str,
-    purpose: Purpose,
-    max_age: Option<Period>,
+    asking: &Asking<'_>,
     now: Timestamp,
 ) -> Option<&'a Consent> {
-    let same = |c: &&Consent| c.controller == controller && c.purpose == purpose;
+    in_force(view, asking, now)
+        .filter(|c| supplier_contract(c, asking.suppliers).is_ok())
+        .max_by_key(|c| c.granted_at)
+}
+
+/// The consents of the controller and purpose in force at `now`, whoever
+/// collected them.
+fn in_force<'a, 'v>(
+    view: &'v ContactView,
+    asking: &'a Asking<'a>,
+    now: Timestamp,
+) -> impl Iterator<Item = &'v Consent> + use<'a, 'v> {
+    let same = move |c: &&Consent| c.controller == asking.controller && c.purpose == asking.purpose;
     let withdrawn = view
         .consents
         .iter()
@@ -57,10 +70,66 @@ pub fn valid_consent<'a>(
     view.consents
         .iter()
         .filter(same)
-        .filter(|c| c.valid_at(now))
-        .filter(|c| withdrawn.is_none_or(|w| c.granted_at > w))
-        .filter(|c| max_age.is_none_or(|age| now < age.after(c.granted_at)))
-        .max_by_key(|c| c.granted_at)
+        .filter(move |c| c.valid_at(now))
+        .filter(move |c| withdrawn.is_none_or(|w| c.granted_at > w))
+        .filter(move |c| {
+            asking
+                .consent_max_age
+                .is_none_or(|age| now < age.after(c.granted_at))
+        })
+}
+
+/// The declared contract a consent's supplier collected it under (`None`
+/// for the controller's own consent), or why it grants nothing.
+pub fn supplier_contract<'s>(
+    consent: &Consent,
+    suppliers: &'s [SupplierContract],
+) -> Result<Option<&'s SupplierContract>, String> {
+    if consent.supplier.is_empty() {
+        return Ok(None);
+    }
+    let named: Vec<&SupplierContract> = suppliers
+        .iter()
+        .filter(|s| s.controller == consent.controller && s.name == consent.supplier)
+        .collect();
+    if named.is_empty() {
+        return Err(format!(
+            "consent {} was collected by supplier {:?}, which is not a declared supplier of controller {} (no list without a contract and consent chain)",
+            consent.consent_id, consent.supplier, consent.controller
+        ));
+    }
+    named
+        .iter()
+        .find(|s| s.covers(consent.granted_at))
+        .map(|s| Some(*s))
+        .ok_or_else(|| {
+            format!(
+                "consent {} was collected by supplier {:?} on {}, outside its contract with controller {} ({})",
+                consent.consent_id,
+                consent.supplier,
+                consent.granted_at,
+                consent.controller,
+                named
+                    .iter()
+                    .map(|s| format!("{}: {}", s.contract_ref, s.term()))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            )
+        })
+}
+
+/// Why the consents that would otherwise be in force grant nothing (their
+/// suppliers are not declared), for a NO_CONSENT detail; `None` when no
+/// such consent exists.
+pub fn refused_supplier_consents(
+    view: &ContactView,
+    asking: &Asking<'_>,
+    now: Timestamp,
+) -> Option<String> {
+    let reasons: Vec<String> = in_force(view, asking, now)
+        .filter_map(|c| supplier_contract(c, asking.suppliers).err())
+        .collect();
+    (!reasons.is_empty()).then(|| reasons.join("; "))
 }
 
 /// The relationship of this controller that exempts the number at `now`, if any.
@@ -92,6 +161,9 @@ pub struct Asking<'a> {
     pub purpose: Purpose,
     /// A consent older than this no longer counts.
     pub consent_max_age: Option<Period>,
+    /// The suppliers the controller declared: other suppliers' consents
+    /// grant nothing.
+    pub suppliers: &'a [SupplierContract],
 }
 
 /// The basis that lifts a registry DENY for `registry_id`, if any:
@@ -106,8 +178,7 @@ pub fn registry_exemption(
     opposed_at: Option<Timestamp>,
     now: Timestamp,
 ) -> Option<Reason> {
-    let (controller, purpose, consent_max_age) =
-        (asking.controller, asking.purpose, asking.consent_max_age);
+    let controller = asking.controller;
     if let Some((relationship, until)) = exempting_relationship(view, exemptions, controller, now) {
         let span = match until {
             None => "ongoing".to_string(),
@@ -122,7 +193,7 @@ pub fn registry_exemption(
             ),
         ));
     }
-    let consent = valid_consent(view, controller, purpose, consent_max_age, now)?;
+    let consent = valid_consent(view, asking, now)?;
     if exemptions.consent {
         return Some(Reason::new(
             ReasonCode::Consent,

@@ -23,7 +23,8 @@ use crate::registry::Snapshot;
 use crate::statutes::Exemptions;
 pub use caller_id::check_caller_id;
 pub use contact_basis::{
-    Asking, exempting_relationship, registry_exemption, suppression, valid_consent,
+    Asking, exempting_relationship, refused_supplier_consents, registry_exemption, suppression,
+    supplier_contract, valid_consent,
 };
 pub use registry_check::check_registry;
 pub use timing::{TimedDeny, check_attempt_limit, check_calling_window};
@@ -201,14 +202,19 @@ fn decide_under(
         out.denies.push(reason);
     }
 
-    let max_age = era.consent.value.consent_max_age;
-    let consent = valid_consent(
-        data.contacts,
-        &campaign.controller,
-        campaign.purpose,
-        max_age,
-        now,
-    );
+    let asking = Asking {
+        controller: &campaign.controller,
+        purpose: campaign.purpose,
+        consent_max_age: era.consent.value.consent_max_age,
+        suppliers: &campaign.suppliers,
+    };
+    // Why consents of undeclared suppliers were set aside, for the details.
+    let set_aside = |asking: &Asking<'_>| {
+        refused_supplier_consents(data.contacts, asking, now)
+            .map(|why| format!("; {why}"))
+            .unwrap_or_default()
+    };
+    let consent = valid_consent(data.contacts, &asking, now);
     match consent {
         Some(consent) => out.bases.push(Reason::new(
             ReasonCode::Consent,
@@ -241,11 +247,12 @@ fn decide_under(
                 _ => out.denies.push(Reason::new(
                     ReasonCode::NoConsent,
                     format!(
-                        "{} is opt-in ({}): no valid {} consent for controller {}",
+                        "{} is opt-in ({}): no valid {} consent for controller {}{}",
                         called.region,
                         era.consent.origin.describe(),
                         campaign.purpose.as_str(),
-                        campaign.controller
+                        campaign.controller,
+                        set_aside(&asking)
                     ),
                 )),
             }
@@ -253,29 +260,27 @@ fn decide_under(
         None if era.campaign_requires_consent => out.denies.push(Reason::new(
             ReasonCode::NoConsent,
             format!(
-                "campaign {} requires consent: no valid {} consent for controller {}",
+                "campaign {} requires consent: no valid {} consent for controller {}{}",
                 campaign.id,
                 campaign.purpose.as_str(),
-                campaign.controller
+                campaign.controller,
+                set_aside(&asking)
             ),
         )),
         None => {}
     }
-    if campaign.profiled_segment
-        && valid_consent(
-            data.contacts,
-            &campaign.controller,
-            Purpose::Profiling,
-            max_age,
-            now,
-        )
-        .is_none()
-    {
+    let profiling = Asking {
+        purpose: Purpose::Profiling,
+        ..asking
+    };
+    if campaign.profiled_segment && valid_consent(data.contacts, &profiling, now).is_none() {
         out.denies.push(Reason::new(
             ReasonCode::NoConsent,
             format!(
-                "campaign {} targets a profiled segment: no valid profiling consent for controller {} (GDPR art. 21-22: segmentation only after explicit consent)",
-                campaign.id, campaign.controller
+                "campaign {} targets a profiled segment: no valid profiling consent for controller {} (GDPR art. 21-22: segmentation only after explicit consent){}",
+                campaign.id,
+                campaign.controller,
+                set_aside(&profiling)
             ),
         ));
     }
@@ -301,16 +306,21 @@ fn decide_under(
             data.contacts,
             &era.exemptions(&registry.config.id),
             &registry.config.id,
-            &Asking {
-                controller: &campaign.controller,
-                purpose: campaign.purpose,
-                consent_max_age: max_age,
-            },
+            &asking,
             registry.opposed_at,
             now,
         ) {
             Some(basis) => out.bases.push(basis),
-            None => out.denies.extend(reasons),
+            None => {
+                out.denies.extend(reasons);
+                // A consent that would have lifted the registry's DENY but
+                // came from an undeclared supplier: say so.
+                if let Some(why) = refused_supplier_consents(data.contacts, &asking, now)
+                    && !out.denies.iter().any(|r| r.code == ReasonCode::NoConsent)
+                {
+                    out.denies.push(Reason::new(ReasonCode::NoConsent, why));
+                }
+            }
         }
     }
 }

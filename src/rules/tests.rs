@@ -41,6 +41,7 @@ fn campaign(id: &str, default_region: &str, consent_required: bool) -> CampaignC
         }],
         calling_hours: None,
         attempt_limit: None,
+        suppliers: Vec::new(),
     }
 }
 
@@ -105,6 +106,7 @@ fn consent(purpose: Purpose, granted: &str, revoked: Option<&str>) -> Consent {
         revoked_at: revoked.map(|r| r.parse().unwrap()),
         expires_at: None,
         source: "web".into(),
+        supplier: String::new(),
         method: "double_opt_in".into(),
         notice_version: "v1".into(),
         evidence_ref: "ev".into(),
@@ -1128,7 +1130,7 @@ fn test_a_withdrawal_ends_consents_given_before_it_even_if_recorded_again() {
         consents: vec![withdrawn.clone(), resynced],
         ..Default::default()
     };
-    assert!(valid_consent(&view, "acme", Purpose::Marketing, None, now()).is_none());
+    assert!(valid_consent(&view, &marketing_for("acme"), now()).is_none());
     let mut renewed = consent(Purpose::Marketing, "2026-11-10T00:00:00Z", None);
     renewed.consent_id = "c3".into();
     let view = ContactView {
@@ -1136,7 +1138,7 @@ fn test_a_withdrawal_ends_consents_given_before_it_even_if_recorded_again() {
         ..Default::default()
     };
     assert_eq!(
-        valid_consent(&view, "acme", Purpose::Marketing, None, now())
+        valid_consent(&view, &marketing_for("acme"), now())
             .map(|c| c.consent_id.as_str()),
         Some("c3"),
         "a consent given after the withdrawal counts"
@@ -1191,4 +1193,97 @@ fn test_a_profiled_segment_needs_a_profiling_consent() {
     profiling.consent_id = "p1".into();
     withdrawn.consents.push(profiling);
     assert_eq!(run(&case(profiled, withdrawn)).verdict, Verdict::Deny);
+}
+
+fn marketing_for(controller: &str) -> Asking<'_> {
+    Asking {
+        controller,
+        purpose: Purpose::Marketing,
+        consent_max_age: None,
+        suppliers: &[],
+    }
+}
+
+/// Issue 19, provenance: a consent a supplier collected counts only when
+/// the controller declared that supplier and the consent was given within
+/// the contract; otherwise it grants nothing, and the denial says why.
+#[test]
+fn test_a_consent_from_an_undeclared_supplier_grants_nothing() {
+    let contract = |controller: &str, from: Option<&str>, until: Option<&str>| {
+        crate::config::SupplierContract {
+            controller: controller.into(),
+            name: "leadco".into(),
+            contract_ref: "contract 2026-14".into(),
+            from: from.map(|d| d.parse().unwrap()),
+            until: until.map(|d| d.parse().unwrap()),
+        }
+    };
+    let bought = {
+        let mut c = consent(Purpose::Marketing, "2026-10-01T00:00:00Z", None);
+        c.supplier = "leadco".into();
+        ContactView {
+            consents: vec![c],
+            ..Default::default()
+        }
+    };
+    let decide = |suppliers: Vec<crate::config::SupplierContract>, consent_required: bool| {
+        let mut campaign = campaign("us", "US", consent_required);
+        campaign.suppliers = suppliers;
+        run(&Case {
+            name: "supplier",
+            campaign: Some(campaign),
+            number: "212 555 0199",
+            caller_id: Some("+12125550100"),
+            // On the do-not-call list: only the consent can lift its DENY.
+            registry: dnc("2026-11-20", &["+12125550199"]),
+            contacts: bought.clone(),
+            expect: Verdict::Deny,
+            codes: &[],
+        })
+    };
+    let says = |evaluation: &Evaluation, text: &str| {
+        evaluation
+            .reasons
+            .iter()
+            .any(|r| r.code == ReasonCode::NoConsent && r.detail.contains(text))
+    };
+
+    let undeclared = decide(Vec::new(), false);
+    assert_eq!(undeclared.verdict, Verdict::Deny, "{:?}", undeclared.reasons);
+    assert!(
+        says(&undeclared, "\"leadco\", which is not a declared supplier of controller acme"),
+        "{:?}",
+        undeclared.reasons
+    );
+    let required = decide(Vec::new(), true);
+    assert!(
+        says(&required, "requires consent") && says(&required, "not a declared supplier"),
+        "{:?}",
+        required.reasons
+    );
+    let other_controller = decide(vec![contract("globex", None, None)], false);
+    assert_eq!(other_controller.verdict, Verdict::Deny);
+    let outside = decide(
+        vec![contract("acme", Some("2026-10-02"), Some("2027-10-01"))],
+        false,
+    );
+    assert_eq!(outside.verdict, Verdict::Deny);
+    assert!(
+        says(&outside, "outside its contract with controller acme (contract 2026-14: 2026-10-02 to 2027-10-01)"),
+        "{:?}",
+        outside.reasons
+    );
+    let declared = decide(
+        vec![contract("acme", Some("2026-10-01"), Some("2026-10-01"))],
+        false,
+    );
+    assert_eq!(declared.verdict, Verdict::Allow, "{:?}", declared.reasons);
+    // The controller's own consent needs no declaration.
+    let mut own = bought.consents[0].clone();
+    own.supplier = String::new();
+    let view = ContactView {
+        consents: vec![own],
+        ..Default::default()
+    };
+    assert!(valid_consent(&view, &marketing_for("acme"), now()).is_some());
 }
