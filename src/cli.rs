@@ -95,6 +95,14 @@ pub enum ConsentCommand {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Correct stored consents from a CSV file (GDPR art. 16; see README for the columns)
+    Rectify {
+        #[arg(long)]
+        file: PathBuf,
+        /// Check only; change nothing
+        #[arg(long)]
+        dry_run: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -282,6 +290,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Consent(ConsentCommand::Import { file, dry_run }) => {
             contact_import(&config, &file, dry_run, true)
         }
+        Command::Consent(ConsentCommand::Rectify { file, dry_run }) => {
+            consent_rectify(&config, &file, dry_run)
+        }
         Command::Suppression(SuppressionCommand::Import { file, dry_run }) => {
             contact_import(&config, &file, dry_run, false)
         }
@@ -406,13 +417,7 @@ fn contact_import(
     let summary = if consents {
         crate::contacts::import::import_consents(&store, file, &cli_actor(), now, dry_run)?
     } else {
-        let records = Records::new(store, decision_log::database_path(&config.server.data_dir))
-            .with_campaigns(
-                config
-                    .campaigns
-                    .iter()
-                    .map(|c| (c.id.clone(), c.controller.clone())),
-            );
+        let records = records_of(config, store);
         crate::contacts::import::import_suppressions(&records, file, &cli_actor(), now, dry_run)?
     };
     println!(
@@ -426,6 +431,36 @@ fn contact_import(
         summary.stored,
         summary.already_present
     );
+    Ok(())
+}
+
+/// The records service of a command: the configured campaigns and suppliers.
+fn records_of(config: &Config, store: std::sync::Arc<ContactStore>) -> Records {
+    Records::new(store, decision_log::database_path(&config.server.data_dir))
+        .with_campaigns(
+            config
+                .campaigns
+                .iter()
+                .map(|c| (c.id.clone(), c.controller.clone())),
+        )
+        .with_suppliers(&config.suppliers)
+}
+
+fn consent_rectify(config: &Config, file: &std::path::Path, dry_run: bool) -> anyhow::Result<()> {
+    let store = std::sync::Arc::new(ContactStore::open_unindexed(&config.server.data_dir)?);
+    let records = records_of(config, store);
+    let summary = crate::contacts::import::rectify_consents(
+        &records,
+        file,
+        &cli_actor(),
+        Timestamp::now(),
+        dry_run,
+    )?;
+    if summary.dry_run {
+        println!("dry run, nothing changed: {} lines valid", summary.lines);
+    } else {
+        println!("{} consents corrected", summary.stored);
+    }
     Ok(())
 }
 

@@ -216,6 +216,7 @@ impl HasKind for StoreError {
             StoreError::Unreadable(_) => ErrorKind::Unavailable,
             StoreError::Index(_) | StoreError::Corrupt(_) => ErrorKind::Internal,
             StoreError::ReusedIds(_) => ErrorKind::InvalidArgument,
+            StoreError::Changed(_) => ErrorKind::FailedPrecondition,
         }
     }
 
@@ -243,13 +244,17 @@ impl HasKind for RecordsError {
     fn kind(&self) -> ErrorKind {
         match self {
             RecordsError::InvalidArgument { .. } => ErrorKind::InvalidArgument,
+            RecordsError::NotFound { .. } => ErrorKind::NotFound,
             RecordsError::Store(err) => err.kind(),
             RecordsError::Audit(err) => err.kind(),
         }
     }
 
     fn logged_here(&self) -> bool {
-        !matches!(self, RecordsError::InvalidArgument { .. })
+        !matches!(
+            self,
+            RecordsError::InvalidArgument { .. } | RecordsError::NotFound { .. }
+        )
     }
 }
 

@@ -300,6 +300,12 @@ pub(crate) enum Change {
     Erase {
         controller: Option<u32>,
     },
+    /// Forgets one record (a rectification moves or rewrites it: the
+    /// corrected copy follows as an [`Change::Add`]).
+    Remove {
+        table: Table,
+        row: i64,
+    },
 }
 
 impl Change {
@@ -326,6 +332,9 @@ impl Change {
             }
             Change::Erase { controller } => {
                 slots.retain(|s| controller.is_some_and(|c| c != s.controller()));
+            }
+            Change::Remove { table, row } => {
+                slots.retain(|s| s.table() != table || s.row() != row);
             }
         }
     }

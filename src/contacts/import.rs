@@ -552,3 +552,126 @@ pub fn import_suppressions(
         |bulk, key, suppression| bulk.suppression(key, suppression),
     )
 }
+
+/// Columns of a consent corrections file (`dialgate consent rectify`):
+/// the three first are required, the others left empty keep their value.
+pub const CONSENT_CORRECTION_COLUMNS: [&str; 14] = [
+    "consent_id",
+    "controller",
+    "reason",
+    "number",
+    "default_region",
+    "purpose",
+    "granted_at",
+    "expires_at",
+    "clear_expires_at",
+    "source",
+    "supplier",
+    "method",
+    "notice_version",
+    "evidence_ref",
+];
+
+/// The most corrections one file may hold: they are applied in one
+/// transaction, each with its own trail event.
+pub const MAX_CORRECTIONS: usize = 100_000;
+
+/// Applies a consent corrections CSV (GDPR art. 16): every line is checked
+/// against the stored consent first; all are applied in one transaction,
+/// or none (the error names each bad line). A running server re-indexes
+/// the corrected consents within its reload interval.
+///
+/// # Errors
+/// [`ContactImportError`]; nothing is changed then.
+pub fn rectify_consents(
+    records: &Records,
+    path: &Path,
+    actor: &str,
+    now: Timestamp,
+    dry_run: bool,
+) -> Result<ContactImportSummary, ContactImportError> {
+    let mut table = Table::open(
+        path,
+        &CONSENT_CORRECTION_COLUMNS,
+        &["consent_id", "controller", "reason"],
+    )?;
+    let mut first_line: std::collections::HashMap<String, usize> = Default::default();
+    let mut line = 1;
+    let mut corrections = Vec::new();
+    let lines = table.each(
+        |row| {
+            line += 1;
+            let get = |c: &str| row.get(c);
+            if line - 1 > MAX_CORRECTIONS {
+                return Err(RecordsError::InvalidArgument {
+                    field: "consent_id",
+                    problem: format!(
+                        "more than {MAX_CORRECTIONS} corrections in one file: split it"
+                    ),
+                });
+            }
+            if let Some(first) = first_line.insert(get("consent_id").to_string(), line) {
+                return Err(RecordsError::InvalidArgument {
+                    field: "consent_id",
+                    problem: format!(
+                        "{:?} is corrected on line {first} already: one line per consent",
+                        get("consent_id")
+                    ),
+                });
+            }
+            let purpose = match get("purpose") {
+                "" => None,
+                p => Some(Purpose::from_config(p).ok_or_else(|| {
+                    RecordsError::InvalidArgument {
+                        field: "purpose",
+                        problem: format!(
+                            "{p:?}: expected marketing, market_research, statistical or profiling"
+                        ),
+                    }
+                })?),
+            };
+            let clear_expires_at = match get("clear_expires_at") {
+                "" | "false" => false,
+                "true" => true,
+                other => {
+                    return Err(RecordsError::InvalidArgument {
+                        field: "clear_expires_at",
+                        problem: format!("{other:?}: expected true, false or nothing"),
+                    });
+                }
+            };
+            records.consent_rectification(
+                records::ConsentCorrection {
+                    consent_id: get("consent_id").to_string(),
+                    controller: get("controller").to_string(),
+                    reason: get("reason").to_string(),
+                    number: get("number").to_string(),
+                    default_region: get("default_region").to_string(),
+                    purpose,
+                    granted_at: instant("granted_at", get("granted_at"))?,
+                    expires_at: instant("expires_at", get("expires_at"))?,
+                    clear_expires_at,
+                    source: get("source").to_string(),
+                    supplier: get("supplier").to_string(),
+                    method: get("method").to_string(),
+                    notice_version: get("notice_version").to_string(),
+                    evidence_ref: get("evidence_ref").to_string(),
+                },
+                now,
+            )
+        },
+        |correction| {
+            corrections.push(correction);
+            Ok(())
+        },
+    )?;
+    if !dry_run {
+        records.store().rectify(&corrections, actor, now)?;
+    }
+    Ok(ContactImportSummary {
+        lines,
+        stored: if dry_run { 0 } else { corrections.len() },
+        already_present: 0,
+        dry_run,
+    })
+}

@@ -28,8 +28,8 @@ use compact::{Change, CompactIndex, Instants, OPEN, Slot, SlotError, Table};
 use presence::Presence;
 pub(crate) use store::by_number;
 pub use store::{
-    BULK_BATCH, BulkCounts, BulkImport, ChangeEvent, ContactStore, StoreError, SubjectRecords,
-    database_path,
+    BULK_BATCH, BulkCounts, BulkImport, ChangeEvent, ContactStore, Rectification, StoreError,
+    Stored, SubjectRecords, database_path,
 };
 
 /// What an erasure keeps, each with its legal ground and how long; every
@@ -245,6 +245,12 @@ impl ContactIndex {
                 },
             );
         }
+    }
+
+    /// Forgets the record stored at `row` of `table` from the number `key`
+    /// (before a corrected copy of it is added).
+    pub(crate) fn remove(&self, key: NumberKey, table: Table, row: i64) {
+        self.records.change(key, Change::Remove { table, row });
     }
 
     /// Forgets consents, relationships and keyed opt-outs of `controller`

@@ -18,6 +18,10 @@ use crate::decision_log::audit::{self, AuditError, ExportFilter, ExportFormat};
 use crate::model::Purpose;
 use crate::number::{self, Normalized, Region};
 
+mod rectify;
+
+pub use rectify::{ConsentCorrection, Corrected, RelationshipCorrection};
+
 /// Why a contact-records request failed.
 #[derive(Debug, thiserror::Error)]
 pub enum RecordsError {
@@ -30,6 +34,12 @@ pub enum RecordsError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Audit(#[from] AuditError),
+    /// The record the request names is not stored.
+    #[error("{field}: {problem}")]
+    NotFound {
+        field: &'static str,
+        problem: String,
+    },
 }
 
 fn invalid(field: &'static str, problem: impl Into<String>) -> RecordsError {
@@ -424,38 +434,11 @@ impl Records {
         actor: &str,
         now: Timestamp,
     ) -> Result<String, RecordsError> {
-        let controller = required("controller", &request.controller)?;
-        let number = parse_number(&request.number, &request.default_region)?;
-        let kind = request
-            .kind
-            .ok_or_else(|| invalid("kind", "must be specified"))?;
-        let started_at = request
-            .started_at
-            .ok_or_else(|| invalid("started_at", "must be set"))?;
-        check_not_before_1970("started_at", started_at)?;
-        not_in_future("started_at", started_at, now)?;
-        if let Some(ended_at) = request.ended_at {
-            if ended_at < started_at {
-                return Err(invalid(
-                    "ended_at",
-                    format!("{ended_at} is before started_at {started_at}"),
-                ));
-            }
-            not_in_future("ended_at", ended_at, now)?;
-        }
-        let relationship = Relationship {
-            relationship_id: uuid::Uuid::now_v7().to_string(),
-            controller,
-            number: number.e164.clone(),
-            kind,
-            started_at,
-            ended_at: request.ended_at,
-            recorded_at: now,
-        };
+        let (key, relationship) = validate_relationship(request, now)?;
         let id = relationship.relationship_id.clone();
-        self.store
-            .record_relationship(number.key, relationship, actor)?;
-        tracing::info!(relationship = %id, number = %number::mask(&number.e164), "relationship recorded");
+        let masked = number::mask(&relationship.number);
+        self.store.record_relationship(key, relationship, actor)?;
+        tracing::info!(relationship = %id, number = %masked, "relationship recorded");
         Ok(id)
     }
 
@@ -531,11 +514,9 @@ impl Records {
             source: c.source.clone(),
             contract: match crate::rules::supplier_contract(c, &self.suppliers) {
                 Ok(None) => None,
-                Ok(Some(contract)) => Some(format!(
-                    "{} ({})",
-                    contract.contract_ref,
-                    contract.term()
-                )),
+                Ok(Some(contract)) => {
+                    Some(format!("{} ({})", contract.contract_ref, contract.term()))
+                }
                 Err(why) => Some(format!("grants nothing: {why}")),
             },
         });
@@ -543,7 +524,10 @@ impl Records {
             record_id: r.relationship_id.clone(),
             kind: "relationship",
             collected_by: crate::contacts::OWN.to_string(),
-            source: format!("{} relationship recorded by the controller", r.kind.as_str()),
+            source: format!(
+                "{} relationship recorded by the controller",
+                r.kind.as_str()
+            ),
             contract: None,
         });
         let suppressions = records.suppressions.iter().map(|s| Provenance {
@@ -662,6 +646,45 @@ fn supplier_name(value: &str) -> Result<String, RecordsError> {
         ));
     }
     Ok(value.to_string())
+}
+
+/// Validates a relationship request into the record to store.
+///
+/// # Errors
+/// [`RecordsError::InvalidArgument`] naming the field.
+fn validate_relationship(
+    request: NewRelationship,
+    now: Timestamp,
+) -> Result<(number::NumberKey, Relationship), RecordsError> {
+    let controller = required("controller", &request.controller)?;
+    let number = parse_number(&request.number, &request.default_region)?;
+    let kind = request
+        .kind
+        .ok_or_else(|| invalid("kind", "must be specified"))?;
+    let started_at = request
+        .started_at
+        .ok_or_else(|| invalid("started_at", "must be set"))?;
+    check_not_before_1970("started_at", started_at)?;
+    not_in_future("started_at", started_at, now)?;
+    if let Some(ended_at) = request.ended_at {
+        if ended_at < started_at {
+            return Err(invalid(
+                "ended_at",
+                format!("{ended_at} is before started_at {started_at}"),
+            ));
+        }
+        not_in_future("ended_at", ended_at, now)?;
+    }
+    let relationship = Relationship {
+        relationship_id: uuid::Uuid::now_v7().to_string(),
+        controller,
+        number: number.e164,
+        kind,
+        started_at,
+        ended_at: request.ended_at,
+        recorded_at: now,
+    };
+    Ok((number.key, relationship))
 }
 
 fn required(field: &'static str, value: &str) -> Result<String, RecordsError> {

@@ -9,6 +9,10 @@ use jiff::Timestamp;
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use serde::Serialize;
 
+mod rectify;
+
+pub use rectify::{Rectification, Stored};
+
 use super::compact::{CompactIndex, Slot, SlotError, Table};
 use super::{
     Consent, ContactIndex, ContactView, Record, Relationship, RelationshipKind, SubjectHash,
@@ -32,6 +36,10 @@ pub enum StoreError {
     /// A value read back that the code does not know.
     #[error("contact store: {0}")]
     Corrupt(#[from] UnknownValue),
+    /// A record changed between the read a correction was computed from
+    /// and the write.
+    #[error("record {0} changed since it was read: send the correction again")]
+    Changed(String),
 }
 
 /// Durable contact records plus their in-memory index.
@@ -55,6 +63,9 @@ pub struct ContactStore {
     /// Highest rowid loaded per table, to pick up rows other processes
     /// (bulk imports) added.
     watermarks: Mutex<[i64; 3]>,
+    /// Highest `corrections.seq` applied: rows rewritten in place (by a
+    /// rectification, here or in another process) since the load.
+    corrected: Mutex<i64>,
     /// `meta.observations_version` of the registry answers loaded.
     observations_version: Mutex<i64>,
     /// Whether any registry answer is held: read on every check, so an
@@ -94,8 +105,7 @@ CREATE TABLE staging.suppressions (suppression_id, controller, campaign_id, numb
     source, added_by, created_at_us, expires_at_us);
 ";
 
-const INSERT_CONSENT: &str =
-    "INSERT INTO staging.consents VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)";
+const INSERT_CONSENT: &str = "INSERT INTO staging.consents VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)";
 
 const INSERT_SUPPRESSION: &str =
     "INSERT INTO staging.suppressions VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)";
@@ -443,6 +453,14 @@ CREATE TABLE IF NOT EXISTS events (
     after TEXT NOT NULL
 ) STRICT;
 CREATE INDEX IF NOT EXISTS events_by_subject ON events (subject);
+-- Rows rewritten in place (rectifications), in commit order: a running
+-- server re-indexes each (the rowid scans see only new rows).
+CREATE TABLE IF NOT EXISTS corrections (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    tbl TEXT NOT NULL,
+    row INTEGER NOT NULL,
+    old_key INTEGER NOT NULL
+) STRICT;
 CREATE TABLE IF NOT EXISTS observations (
     registry_id TEXT NOT NULL,
     controller TEXT NOT NULL,
@@ -452,6 +470,15 @@ CREATE TABLE IF NOT EXISTS observations (
     PRIMARY KEY (registry_id, controller, number_key)
 ) STRICT;
 ";
+
+/// The latest correction stored (0: none).
+fn last_correction(conn: &Connection) -> Result<i64, StoreError> {
+    Ok(
+        conn.query_row("SELECT COALESCE(MAX(seq), 0) FROM corrections", [], |r| {
+            r.get(0)
+        })?,
+    )
+}
 
 fn purpose(text: &str) -> Result<Purpose, StoreError> {
     Purpose::from_config(text).ok_or_else(|| unknown("purpose", text, "not a known purpose"))
@@ -466,22 +493,27 @@ fn relationship_kind(text: &str) -> Result<RelationshipKind, StoreError> {
 }
 
 fn read_consent(row: &rusqlite::Row<'_>) -> Result<(NumberKey, Consent), StoreError> {
+    read_consent_at(row, 0)
+}
+
+/// A consent of [`CONSENT_COLUMNS`] starting at column `o`.
+fn read_consent_at(row: &rusqlite::Row<'_>, o: usize) -> Result<(NumberKey, Consent), StoreError> {
     Ok((
-        NumberKey(row.get::<_, i64>(3)? as u64),
+        NumberKey(row.get::<_, i64>(o + 3)? as u64),
         Consent {
-            consent_id: row.get(0)?,
-            controller: row.get(1)?,
-            number: row.get(2)?,
-            purpose: purpose(&row.get::<_, String>(4)?)?,
-            granted_at: ts_column(row, 5, "granted_at_us")?,
-            revoked_at: optional_ts_column(row, 6, "revoked_at_us")?,
-            expires_at: optional_ts_column(row, 7, "expires_at_us")?,
-            source: row.get(8)?,
-            method: row.get(9)?,
-            notice_version: row.get(10)?,
-            evidence_ref: row.get(11)?,
-            recorded_at: ts_column(row, 12, "recorded_at_us")?,
-            supplier: row.get(13)?,
+            consent_id: row.get(o)?,
+            controller: row.get(o + 1)?,
+            number: row.get(o + 2)?,
+            purpose: purpose(&row.get::<_, String>(o + 4)?)?,
+            granted_at: ts_column(row, o + 5, "granted_at_us")?,
+            revoked_at: optional_ts_column(row, o + 6, "revoked_at_us")?,
+            expires_at: optional_ts_column(row, o + 7, "expires_at_us")?,
+            source: row.get(o + 8)?,
+            method: row.get(o + 9)?,
+            notice_version: row.get(o + 10)?,
+            evidence_ref: row.get(o + 11)?,
+            recorded_at: ts_column(row, o + 12, "recorded_at_us")?,
+            supplier: row.get(o + 13)?,
         },
     ))
 }
@@ -490,16 +522,24 @@ const CONSENT_COLUMNS: &str = "consent_id, controller, number, number_key, purpo
     expires_at_us, source, method, notice_version, evidence_ref, recorded_at_us, supplier";
 
 fn read_relationship(row: &rusqlite::Row<'_>) -> Result<(NumberKey, Relationship), StoreError> {
+    read_relationship_at(row, 0)
+}
+
+/// A relationship of [`RELATIONSHIP_COLUMNS`] starting at column `o`.
+fn read_relationship_at(
+    row: &rusqlite::Row<'_>,
+    o: usize,
+) -> Result<(NumberKey, Relationship), StoreError> {
     Ok((
-        NumberKey(row.get::<_, i64>(3)? as u64),
+        NumberKey(row.get::<_, i64>(o + 3)? as u64),
         Relationship {
-            relationship_id: row.get(0)?,
-            controller: row.get(1)?,
-            number: row.get(2)?,
-            kind: relationship_kind(&row.get::<_, String>(4)?)?,
-            started_at: ts_column(row, 5, "started_at_us")?,
-            ended_at: optional_ts_column(row, 6, "ended_at_us")?,
-            recorded_at: ts_column(row, 7, "recorded_at_us")?,
+            relationship_id: row.get(o)?,
+            controller: row.get(o + 1)?,
+            number: row.get(o + 2)?,
+            kind: relationship_kind(&row.get::<_, String>(o + 4)?)?,
+            started_at: ts_column(row, o + 5, "started_at_us")?,
+            ended_at: optional_ts_column(row, o + 6, "ended_at_us")?,
+            recorded_at: ts_column(row, o + 7, "recorded_at_us")?,
         },
     ))
 }
@@ -618,6 +658,7 @@ impl ContactStore {
             indexed: std::sync::atomic::AtomicBool::new(false),
             observations: dashmap::DashMap::new(),
             watermarks: Mutex::new([0; 3]),
+            corrected: Mutex::new(0),
             any_opposed: std::sync::atomic::AtomicBool::new(false),
             observations_version: Mutex::new(-1),
         })
@@ -628,6 +669,9 @@ impl ContactStore {
         let mut watermarks = [0; 3];
         let added = {
             let conn = self.conn.lock().expect("contact db lock");
+            // Read before the rows: a correction made meanwhile is applied
+            // again by the next refresh (which converges on the row).
+            *self.corrected.get_mut().expect("corrections lock") = last_correction(&conn)?;
             self.scan(&conn, &mut watermarks)?
         };
         // Not shared yet: the filter can be sized for what was loaded
@@ -675,32 +719,13 @@ impl ContactStore {
             self.scan_consents(conn, &mut names, first, last)?
         };
         watermarks[0] = last;
-        let mut statement = conn.prepare(
-            "SELECT rowid, number_key, controller, kind, started_at_us, ended_at_us
-             FROM relationships WHERE rowid > ?1 ORDER BY rowid",
+        let last: i64 = conn.query_row(
+            "SELECT COALESCE(MAX(rowid), 0) FROM relationships",
+            [],
+            |r| r.get(0),
         )?;
-        let mut rows = statement.query([watermarks[1]])?;
-        while let Some(row) = rows.next()? {
-            let rowid: i64 = row.get(0)?;
-            let kind = match relationship_kind(text(row, 3)?)? {
-                RelationshipKind::Customer => 0,
-                RelationshipKind::Inquiry => 1,
-            };
-            slots.push(Slot::new(
-                NumberKey(row.get::<_, i64>(1)? as u64),
-                Table::Relationship,
-                rowid,
-                kind,
-                names.id(&self.index, text(row, 2)?)?,
-                0,
-                super::Instants {
-                    t0: ts_column(row, 4, "started_at_us")?.as_microsecond(),
-                    t1: optional_us(row, 5, "ended_at_us")?,
-                    t2: super::OPEN,
-                },
-            )?);
-            watermarks[1] = rowid;
-        }
+        slots.extend(self.scan_relationships(conn, &mut names, watermarks[1], last)?);
+        watermarks[1] = watermarks[1].max(last);
         let mut erased: Vec<Vec<u8>> = Vec::new();
         let mut statement = conn.prepare(
             "SELECT rowid, number_key, number_hash, controller, campaign_id, created_at_us, expires_at_us
@@ -771,6 +796,76 @@ impl ContactStore {
             )?);
         }
         Ok(slots)
+    }
+
+    /// The slots of the relationships in rows `after + 1..=upto`.
+    fn scan_relationships(
+        &self,
+        conn: &Connection,
+        names: &mut NameCache,
+        after: i64,
+        upto: i64,
+    ) -> Result<Vec<Slot>, StoreError> {
+        let mut slots = Vec::new();
+        let mut statement = conn.prepare(
+            "SELECT rowid, number_key, controller, kind, started_at_us, ended_at_us
+             FROM relationships WHERE rowid > ?1 AND rowid <= ?2 ORDER BY rowid",
+        )?;
+        let mut rows = statement.query([after, upto])?;
+        while let Some(row) = rows.next()? {
+            let kind = match relationship_kind(text(row, 3)?)? {
+                RelationshipKind::Customer => 0,
+                RelationshipKind::Inquiry => 1,
+            };
+            slots.push(Slot::new(
+                NumberKey(row.get::<_, i64>(1)? as u64),
+                Table::Relationship,
+                row.get(0)?,
+                kind,
+                names.id(&self.index, text(row, 2)?)?,
+                0,
+                super::Instants {
+                    t0: ts_column(row, 4, "started_at_us")?.as_microsecond(),
+                    t1: optional_us(row, 5, "ended_at_us")?,
+                    t2: super::OPEN,
+                },
+            )?);
+        }
+        Ok(slots)
+    }
+
+    /// Applies the rows rewritten in place since the last call (in this
+    /// process or another): each record leaves the number it was under
+    /// and is indexed again as it now stands (gone: not at all).
+    fn apply_corrections(&self, conn: &Connection) -> Result<(), StoreError> {
+        let mut applied = self.corrected.lock().expect("corrections lock");
+        let mut statement = conn.prepare(
+            "SELECT seq, tbl, row, old_key FROM corrections WHERE seq > ?1 ORDER BY seq",
+        )?;
+        let mut rows = statement.query([*applied])?;
+        let mut names = NameCache::default();
+        while let Some(row) = rows.next()? {
+            let (seq, rowid, old_key): (i64, i64, i64) = (row.get(0)?, row.get(2)?, row.get(3)?);
+            let (table, now) = match text(row, 1)? {
+                "consents" => (
+                    Table::Consent,
+                    self.scan_consents(conn, &mut names, rowid - 1, rowid)?,
+                ),
+                "relationships" => (
+                    Table::Relationship,
+                    self.scan_relationships(conn, &mut names, rowid - 1, rowid)?,
+                ),
+                other => {
+                    return Err(unknown("corrections.tbl", other, "not a corrected table"));
+                }
+            };
+            self.index.remove(NumberKey(old_key as u64), table, rowid);
+            for slot in now {
+                self.index.add(slot);
+            }
+            *applied = seq;
+        }
+        Ok(())
     }
 
     /// A read-only connection from the pool (opened when the pool is empty).
@@ -1104,7 +1199,8 @@ impl ContactStore {
             tx.execute(
                 "UPDATE events SET before = CASE WHEN before = 'null' THEN before ELSE ?3 END, after = ?3
                  WHERE subject = ?1
-                   AND action IN ('consent.recorded', 'consent.revoked', 'relationship.recorded')
+                   AND action IN ('consent.recorded', 'consent.revoked', 'relationship.recorded',
+                                  'consent.rectified', 'relationship.rectified')
                    AND (?2 = '' OR json_extract(after, '$.controller') = ?2
                         OR json_extract(before, '$.controller') = ?2)",
                 params![hex::encode(subject), controller, redacted],
@@ -1274,6 +1370,7 @@ impl ContactStore {
         };
         *watermarks = next;
         drop(watermarks);
+        let corrected = self.apply_corrections(&conn);
         let observed = self.refresh_observations(&conn);
         drop(conn);
         match compaction {
@@ -1289,6 +1386,7 @@ impl ContactStore {
             }
             None => self.index.compact_if_grown()?,
         }
+        corrected?;
         observed?;
         Ok(loaded)
     }

@@ -6,7 +6,8 @@ use tonic::{Request, Response, Status};
 use super::FieldError;
 use crate::contacts::RelationshipKind as Kind;
 use crate::contacts::service::{
-    NewConsent, NewRelationship, NewSuppression, Records, RecordsError, Revocation, SubjectRequest,
+    ConsentCorrection, Corrected, NewConsent, NewRelationship, NewSuppression, Records,
+    RecordsError, RelationshipCorrection, Revocation, SubjectRequest,
 };
 use crate::error::grpc_status;
 use crate::proto::contact_records_server::ContactRecords;
@@ -211,5 +212,64 @@ impl ContactRecords for ContactRecordsService {
         let json =
             blocking(move || records.export_subject(subject, &actor, Timestamp::now())).await?;
         Ok(Response::new(ExportSubjectResponse { json }))
+    }
+
+    async fn rectify_consent(
+        &self,
+        request: Request<RectifyConsentRequest>,
+    ) -> Result<Response<RectifyResponse>, Status> {
+        let actor = actor(&request);
+        let r = request.into_inner();
+        let correction = ConsentCorrection {
+            consent_id: r.consent_id,
+            controller: r.controller,
+            reason: r.reason,
+            number: r.number,
+            default_region: r.default_region,
+            purpose: purpose_field(r.purpose)?,
+            granted_at: time_field("granted_at", r.granted_at.as_ref())?,
+            expires_at: time_field("expires_at", r.expires_at.as_ref())?,
+            clear_expires_at: r.clear_expires_at,
+            source: r.source,
+            supplier: r.supplier,
+            method: r.method,
+            notice_version: r.notice_version,
+            evidence_ref: r.evidence_ref,
+        };
+        let records = self.records.clone();
+        let corrected =
+            blocking(move || records.rectify_consent(correction, &actor, Timestamp::now())).await?;
+        Ok(Response::new(rectified(corrected)))
+    }
+
+    async fn rectify_relationship(
+        &self,
+        request: Request<RectifyRelationshipRequest>,
+    ) -> Result<Response<RectifyResponse>, Status> {
+        let actor = actor(&request);
+        let r = request.into_inner();
+        let correction = RelationshipCorrection {
+            relationship_id: r.relationship_id,
+            controller: r.controller,
+            reason: r.reason,
+            number: r.number,
+            default_region: r.default_region,
+            kind: kind_field(r.kind)?,
+            started_at: time_field("started_at", r.started_at.as_ref())?,
+            ended_at: time_field("ended_at", r.ended_at.as_ref())?,
+            clear_ended_at: r.clear_ended_at,
+        };
+        let records = self.records.clone();
+        let corrected =
+            blocking(move || records.rectify_relationship(correction, &actor, Timestamp::now()))
+                .await?;
+        Ok(Response::new(rectified(corrected)))
+    }
+}
+
+fn rectified(corrected: Corrected) -> RectifyResponse {
+    RectifyResponse {
+        before: corrected.before,
+        after: corrected.after,
     }
 }

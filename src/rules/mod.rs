@@ -23,8 +23,8 @@ use crate::registry::Snapshot;
 use crate::statutes::Exemptions;
 pub use caller_id::check_caller_id;
 pub use contact_basis::{
-    Asking, exempting_relationship, refused_supplier_consents, registry_exemption, suppression,
-    supplier_contract, valid_consent,
+    Asking, exempting_relationship, refused_supplier_consents, registry_exemption,
+    supplier_contract, suppression, valid_consent,
 };
 pub use registry_check::check_registry;
 pub use timing::{TimedDeny, check_attempt_limit, check_calling_window};

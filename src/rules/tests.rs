@@ -1138,8 +1138,7 @@ fn test_a_withdrawal_ends_consents_given_before_it_even_if_recorded_again() {
         ..Default::default()
     };
     assert_eq!(
-        valid_consent(&view, &marketing_for("acme"), now())
-            .map(|c| c.consent_id.as_str()),
+        valid_consent(&view, &marketing_for("acme"), now()).map(|c| c.consent_id.as_str()),
         Some("c3"),
         "a consent given after the withdrawal counts"
     );
@@ -1249,9 +1248,17 @@ fn test_a_consent_from_an_undeclared_supplier_grants_nothing() {
     };
 
     let undeclared = decide(Vec::new(), false);
-    assert_eq!(undeclared.verdict, Verdict::Deny, "{:?}", undeclared.reasons);
+    assert_eq!(
+        undeclared.verdict,
+        Verdict::Deny,
+        "{:?}",
+        undeclared.reasons
+    );
     assert!(
-        says(&undeclared, "\"leadco\", which is not a declared supplier of controller acme"),
+        says(
+            &undeclared,
+            "\"leadco\", which is not a declared supplier of controller acme"
+        ),
         "{:?}",
         undeclared.reasons
     );
@@ -1269,7 +1276,10 @@ fn test_a_consent_from_an_undeclared_supplier_grants_nothing() {
     );
     assert_eq!(outside.verdict, Verdict::Deny);
     assert!(
-        says(&outside, "outside its contract with controller acme (contract 2026-14: 2026-10-02 to 2027-10-01)"),
+        says(
+            &outside,
+            "outside its contract with controller acme (contract 2026-14: 2026-10-02 to 2027-10-01)"
+        ),
         "{:?}",
         outside.reasons
     );

@@ -13,6 +13,7 @@ mod limits;
 mod provenance;
 mod python_client;
 mod records;
+mod rectification;
 mod registry;
 mod sip;
 mod statutes;

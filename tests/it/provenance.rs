@@ -41,11 +41,17 @@ async fn test_a_consent_from_an_undeclared_supplier_grants_nothing() {
     let ws = Workspace::new(&standard_config(LEADCO));
     let server = ws.start();
     let mut records = server.records().await;
-    let mut gateway = server.gateway().await;
+    let gateway = server.gateway().await;
     let (own, declared, undeclared) = ("+4915123456781", "+4915123456782", "+4915123456783");
     records.record_consent(consent(own, "")).await.unwrap();
-    records.record_consent(consent(declared, "leadco")).await.unwrap();
-    records.record_consent(consent(undeclared, "shadyco")).await.unwrap();
+    records
+        .record_consent(consent(declared, "leadco"))
+        .await
+        .unwrap();
+    records
+        .record_consent(consent(undeclared, "shadyco"))
+        .await
+        .unwrap();
     let bad = records
         .record_consent(consent(own, "lead co!"))
         .await

@@ -1,0 +1,294 @@
+//! Rectification requests (GDPR art. 16): which fields of a consent or a
+//! relationship to correct, checked like a new record, applied under the
+//! record's id with the before and after in the change trail.
+//!
+//! A correction never revives a withdrawal's consent: a withdrawn consent
+//! keeps its number and purpose (its withdrawal binds them) and its grant
+//! stays before the withdrawal.
+
+use jiff::Timestamp;
+
+use super::{
+    NewConsent, NewRelationship, Records, RecordsError, check_text, invalid, required,
+    validate_consent, validate_relationship,
+};
+use crate::contacts::{Consent, Rectification, RelationshipKind};
+use crate::model::Purpose;
+
+/// A correction of a consent: empty or unset fields stay as they are.
+#[derive(Debug, Clone, Default)]
+pub struct ConsentCorrection {
+    pub consent_id: String,
+    /// The consent's controller (a check: ids of other controllers are not found).
+    pub controller: String,
+    /// Why the record is corrected (kept in the trail).
+    pub reason: String,
+    pub number: String,
+    pub default_region: String,
+    pub purpose: Option<Purpose>,
+    pub granted_at: Option<Timestamp>,
+    pub expires_at: Option<Timestamp>,
+    /// Removes the expiry (the consent does not lapse by itself).
+    pub clear_expires_at: bool,
+    pub source: String,
+    /// `own` sets the controller's own; empty leaves the supplier as it is.
+    pub supplier: String,
+    pub method: String,
+    pub notice_version: String,
+    pub evidence_ref: String,
+}
+
+/// A correction of a relationship: empty or unset fields stay as they are.
+#[derive(Debug, Clone, Default)]
+pub struct RelationshipCorrection {
+    pub relationship_id: String,
+    pub controller: String,
+    pub reason: String,
+    pub number: String,
+    pub default_region: String,
+    pub kind: Option<RelationshipKind>,
+    pub started_at: Option<Timestamp>,
+    pub ended_at: Option<Timestamp>,
+    /// Makes the relationship ongoing again.
+    pub clear_ended_at: bool,
+}
+
+/// A corrected record before and after, as JSON (what the caller sees).
+#[derive(Debug, Clone)]
+pub struct Corrected {
+    pub before: String,
+    pub after: String,
+}
+
+impl Corrected {
+    fn of<T: serde::Serialize>(before: &T, after: &T) -> Corrected {
+        let json = |record: &T| serde_json::to_string(record).unwrap_or_default();
+        Corrected {
+            before: json(before),
+            after: json(after),
+        }
+    }
+}
+
+/// `new` when given, else `old`.
+fn or_kept(new: &str, old: &str) -> String {
+    if new.trim().is_empty() {
+        old.to_string()
+    } else {
+        new.to_string()
+    }
+}
+
+fn reason(text: &str) -> Result<String, RecordsError> {
+    check_text("reason", text)?;
+    if text.trim().is_empty() {
+        return Err(invalid("reason", "must say why the record is corrected"));
+    }
+    Ok(text.trim().to_string())
+}
+
+impl Records {
+    /// The correction `request` asks for, checked against the stored
+    /// consent; nothing is changed.
+    ///
+    /// # Errors
+    /// [`RecordsError::InvalidArgument`] naming the field, or
+    /// [`RecordsError::NotFound`] when the controller holds no such consent.
+    pub fn consent_rectification(
+        &self,
+        request: ConsentCorrection,
+        now: Timestamp,
+    ) -> Result<Rectification, RecordsError> {
+        let id = required("consent_id", &request.consent_id)?;
+        let controller = required("controller", &request.controller)?;
+        let reason = reason(&request.reason)?;
+        self.known_controller(&controller)?;
+        let before = self
+            .store
+            .consent_by_id(&id)?
+            .filter(|stored| stored.record.controller == controller)
+            .ok_or_else(|| RecordsError::NotFound {
+                field: "consent_id",
+                problem: format!("no consent {id:?} of controller {controller:?}"),
+            })?;
+        if request.clear_expires_at && request.expires_at.is_some() {
+            return Err(invalid("expires_at", "set it or clear it, not both"));
+        }
+        let old = &before.record;
+        let mut after = validate_consent(
+            NewConsent {
+                controller,
+                number: or_kept(&request.number, &old.number),
+                purpose: request.purpose.or(Some(old.purpose)),
+                granted_at: request.granted_at.or(Some(old.granted_at)),
+                expires_at: if request.clear_expires_at {
+                    None
+                } else {
+                    request.expires_at.or(old.expires_at)
+                },
+                source: or_kept(&request.source, &old.source),
+                supplier: or_kept(&request.supplier, &old.supplier),
+                method: or_kept(&request.method, &old.method),
+                notice_version: or_kept(&request.notice_version, &old.notice_version),
+                evidence_ref: or_kept(&request.evidence_ref, &old.evidence_ref),
+                default_region: request.default_region,
+                consent_id: id,
+            },
+            now,
+        )?;
+        after.revoked_at = old.revoked_at;
+        after.recorded_at = old.recorded_at;
+        if let Some(revoked_at) = old.revoked_at {
+            withdrawal_stands(old, &after, revoked_at)?;
+        }
+        if after == *old {
+            return Err(invalid("consent_id", "the correction changes nothing"));
+        }
+        let key = crate::number::NumberKey::from_e164(&after.number)
+            .ok_or_else(|| invalid("number", "not E.164"))?;
+        Ok(Rectification::Consent {
+            before: Box::new(before),
+            after: Box::new((key, after)),
+            reason,
+        })
+    }
+
+    /// Corrects a consent; returns it before and after, as JSON.
+    ///
+    /// # Errors
+    /// As [`Records::consent_rectification`], or [`RecordsError::Store`].
+    pub fn rectify_consent(
+        &self,
+        request: ConsentCorrection,
+        actor: &str,
+        now: Timestamp,
+    ) -> Result<Corrected, RecordsError> {
+        let correction = self.consent_rectification(request, now)?;
+        self.apply(correction, actor, now)
+    }
+
+    /// Stores one correction; returns the record before and after.
+    fn apply(
+        &self,
+        correction: Rectification,
+        actor: &str,
+        now: Timestamp,
+    ) -> Result<Corrected, RecordsError> {
+        self.store
+            .rectify(std::slice::from_ref(&correction), actor, now)?;
+        let corrected = match &correction {
+            Rectification::Consent { before, after, .. } => {
+                tracing::info!(consent = %before.record.consent_id, number = %crate::number::mask(&after.1.number), "consent rectified");
+                Corrected::of(&before.record, &after.1)
+            }
+            Rectification::Relationship { before, after, .. } => {
+                tracing::info!(relationship = %before.record.relationship_id, number = %crate::number::mask(&after.1.number), "relationship rectified");
+                Corrected::of(&before.record, &after.1)
+            }
+        };
+        Ok(corrected)
+    }
+
+    /// The correction `request` asks for, checked against the stored
+    /// relationship; nothing is changed.
+    ///
+    /// # Errors
+    /// [`RecordsError::InvalidArgument`] naming the field, or
+    /// [`RecordsError::NotFound`] when the controller holds no such relationship.
+    pub fn relationship_rectification(
+        &self,
+        request: RelationshipCorrection,
+        now: Timestamp,
+    ) -> Result<Rectification, RecordsError> {
+        let id = required("relationship_id", &request.relationship_id)?;
+        let controller = required("controller", &request.controller)?;
+        let reason = reason(&request.reason)?;
+        self.known_controller(&controller)?;
+        let before = self
+            .store
+            .relationship_by_id(&id)?
+            .filter(|stored| stored.record.controller == controller)
+            .ok_or_else(|| RecordsError::NotFound {
+                field: "relationship_id",
+                problem: format!("no relationship {id:?} of controller {controller:?}"),
+            })?;
+        if request.clear_ended_at && request.ended_at.is_some() {
+            return Err(invalid("ended_at", "set it or clear it, not both"));
+        }
+        let old = &before.record;
+        let (key, mut after) = validate_relationship(
+            NewRelationship {
+                controller,
+                number: or_kept(&request.number, &old.number),
+                kind: request.kind.or(Some(old.kind)),
+                started_at: request.started_at.or(Some(old.started_at)),
+                ended_at: if request.clear_ended_at {
+                    None
+                } else {
+                    request.ended_at.or(old.ended_at)
+                },
+                default_region: request.default_region,
+            },
+            now,
+        )?;
+        after.relationship_id = id;
+        after.recorded_at = old.recorded_at;
+        if after == *old {
+            return Err(invalid("relationship_id", "the correction changes nothing"));
+        }
+        Ok(Rectification::Relationship {
+            before: Box::new(before),
+            after: Box::new((key, after)),
+            reason,
+        })
+    }
+
+    /// Corrects a relationship; returns it before and after, as JSON.
+    ///
+    /// # Errors
+    /// As [`Records::relationship_rectification`], or [`RecordsError::Store`].
+    pub fn rectify_relationship(
+        &self,
+        request: RelationshipCorrection,
+        actor: &str,
+        now: Timestamp,
+    ) -> Result<Corrected, RecordsError> {
+        let correction = self.relationship_rectification(request, now)?;
+        self.apply(correction, actor, now)
+    }
+}
+
+/// A withdrawn consent keeps what its withdrawal binds: the number and
+/// the purpose, and a grant before the withdrawal (else the correction
+/// would turn a withdrawn consent into one given after its withdrawal).
+fn withdrawal_stands(
+    old: &Consent,
+    after: &Consent,
+    revoked_at: Timestamp,
+) -> Result<(), RecordsError> {
+    let binds = |field: &'static str| {
+        invalid(
+            field,
+            format!(
+                "consent {} was withdrawn on {revoked_at}: its withdrawal binds the {field} it was recorded for; record the withdrawal for the right one with RevokeConsent",
+                old.consent_id
+            ),
+        )
+    };
+    if after.number != old.number {
+        return Err(binds("number"));
+    }
+    if after.purpose != old.purpose {
+        return Err(binds("purpose"));
+    }
+    if after.granted_at >= revoked_at {
+        return Err(invalid(
+            "granted_at",
+            format!(
+                "{} is not before the consent's withdrawal on {revoked_at}",
+                after.granted_at
+            ),
+        ));
+    }
+    Ok(())
+}
