@@ -444,6 +444,7 @@ fn records_of(config: &Config, store: std::sync::Arc<ContactStore>) -> Records {
                 .map(|c| (c.id.clone(), c.controller.clone())),
         )
         .with_suppliers(&config.suppliers)
+        .with_subject_requests(config.subject_requests, config.log.retention_days)
 }
 
 fn consent_rectify(config: &Config, file: &std::path::Path, dry_run: bool) -> anyhow::Result<()> {

@@ -188,7 +188,8 @@ async fn build_services(stores: &mut Stores) -> anyhow::Result<Services> {
             .iter()
             .map(|c| (c.id.clone(), c.controller.clone())),
     )
-    .with_suppliers(&config.suppliers);
+    .with_suppliers(&config.suppliers)
+    .with_subject_requests(config.subject_requests, config.log.retention_days);
 
     let (health, health_service) = tonic_health::server::health_reporter();
     set_health(&health, ServingStatus::NotServing).await;

@@ -69,6 +69,35 @@ pub struct Config {
     pub api_keys: Vec<ApiKey>,
     /// The list suppliers each controller has a contract with.
     pub suppliers: Vec<SupplierContract>,
+    /// `[subject_requests]`: how data-subject requests are verified.
+    pub subject_requests: SubjectRequestsConfig,
+}
+
+/// `[subject_requests]`: what ExportSubject and EraseSubject require.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SubjectRequestsConfig {
+    /// Refuse an export or erasure that does not say who verified the
+    /// requester's identity, how and when. Off by default only because the
+    /// public interface defines these requests without it: turn it on.
+    #[serde(default)]
+    pub require_verification: bool,
+    /// A verification older than this many days does not count.
+    #[serde(default = "default_verification_max_age_days")]
+    pub verification_max_age_days: u32,
+}
+
+fn default_verification_max_age_days() -> u32 {
+    30
+}
+
+impl Default for SubjectRequestsConfig {
+    fn default() -> Self {
+        SubjectRequestsConfig {
+            require_verification: false,
+            verification_max_age_days: default_verification_max_age_days(),
+        }
+    }
 }
 
 /// Listening addresses and storage location.

@@ -26,6 +26,8 @@ pub(super) struct RawConfig {
     pub(super) destination: BTreeMap<String, RawDestination>,
     #[serde(default, rename = "supplier")]
     pub(super) suppliers: Vec<RawSupplier>,
+    #[serde(default)]
+    pub(super) subject_requests: super::SubjectRequestsConfig,
 }
 
 /// `[[supplier]]`: a list supplier a controller has a contract with.

@@ -328,6 +328,14 @@ impl Validator<'_> {
             });
         }
         let suppliers = self.suppliers(&raw.suppliers, &campaigns)?;
+        let subject_requests = raw.subject_requests;
+        if !(1..=365).contains(&subject_requests.verification_max_age_days) {
+            return Err(self.invalid(
+                "subject_requests.verification_max_age_days",
+                subject_requests.verification_max_age_days,
+                "must be 1-365 days",
+            ));
+        }
         for campaign in &mut campaigns {
             campaign.suppliers = suppliers
                 .iter()
@@ -345,6 +353,7 @@ impl Validator<'_> {
             destination_overrides,
             api_keys,
             suppliers,
+            subject_requests,
         })
     }
 

@@ -32,13 +32,46 @@ pub use store::{
     Stored, SubjectRecords, database_path,
 };
 
+/// Something an erasure keeps: what, on which legal ground, until when.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Kept {
+    /// Whether it is the decision log (kept for `log.retention_days`).
+    #[serde(skip)]
+    pub decision_log: bool,
+    pub what: &'static str,
+    pub ground: &'static str,
+    pub until: &'static str,
+}
+
+impl Kept {
+    /// One line, as EraseSubject returns it.
+    pub fn describe(&self) -> String {
+        format!("{}; ground: {}; {}", self.what, self.ground, self.until)
+    }
+}
+
 /// What an erasure keeps, each with its legal ground and how long; every
 /// other record of the subject (consents, relationships, registry
 /// observations, the evidence in the change trail) is deleted.
-pub const KEPT_AFTER_ERASURE: [&str; 3] = [
-    "opt-out: a suppression under a salted hash of the number (no raw number), used only      to avoid calling it again; ground: GDPR art. 17(3)(b) and 21(3) (the objection must be      honoured), ICO and CAP 10.10 suppression guidance; kept without expiry",
-    "decision log: every CheckCall decision about the number, with the number, as the      record of each dial decision; ground: GDPR art. 17(3)(b) and (e), US TSR 16 CFR      310.5 (5 years), DE UWG §7a; kept for log.retention_days (default 1826 days), then      removed by audit purge",
-    "change trail: the time, actor and kind of each change to the subject's records, with      their contents (evidence, sources, dates) removed; ground: GDPR art. 5(2)      accountability; kept as long as the trail",
+pub const KEPT_AFTER_ERASURE: [Kept; 3] = [
+    Kept {
+        decision_log: false,
+        what: "opt-out: a suppression under a salted hash of the number (no raw number), used only to avoid calling it again",
+        ground: "GDPR art. 17(3)(b) and 21(3) (the objection must be honoured), ICO and CAP 10.10 suppression guidance",
+        until: "kept without expiry",
+    },
+    Kept {
+        decision_log: true,
+        what: "decision log: every CheckCall decision about the number, with the number, as the record of each dial decision",
+        ground: "GDPR art. 17(3)(b) and (e), US TSR 16 CFR 310.5 (5 years), DE UWG §7a",
+        until: "kept for log.retention_days (default 1826 days) after each decision, then removed by audit purge",
+    },
+    Kept {
+        decision_log: false,
+        what: "change trail: the time, actor and kind of each change to the subject's records, with their contents (evidence, sources, dates) removed",
+        ground: "GDPR art. 5(2) accountability",
+        until: "kept as long as the trail",
+    },
 ];
 
 /// A consent to be called by one controller for one purpose.

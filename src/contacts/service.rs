@@ -10,7 +10,7 @@ use std::sync::Arc;
 use jiff::Timestamp;
 use serde::Serialize;
 
-use crate::config::SupplierContract;
+use crate::config::{SubjectRequestsConfig, SupplierContract};
 use crate::contacts::{
     ChangeEvent, Consent, ContactStore, Relationship, RelationshipKind, StoreError, Suppression,
 };
@@ -19,8 +19,10 @@ use crate::model::Purpose;
 use crate::number::{self, Normalized, Region};
 
 mod rectify;
+mod verify;
 
 pub use rectify::{ConsentCorrection, Corrected, RelationshipCorrection};
+pub use verify::Verification;
 
 /// Why a contact-records request failed.
 #[derive(Debug, thiserror::Error)]
@@ -114,6 +116,9 @@ pub struct SubjectRequest {
     pub controller: String,
     pub number: String,
     pub default_region: String,
+    /// Who verified the requester's identity (required when
+    /// `subject_requests.require_verification` is on).
+    pub verification: Option<Verification>,
 }
 
 #[derive(Serialize)]
@@ -121,6 +126,12 @@ struct SubjectExport<'a> {
     number: &'a str,
     controller: &'a str,
     exported_at: Timestamp,
+    /// Who verified the requester's identity (`null`: not given).
+    verification: &'a serde_json::Value,
+    /// How many of each kind of record are held.
+    held: Held,
+    /// What an erasure would keep, on which ground, until when.
+    kept_after_erasure: Vec<KeptFor>,
     consents: &'a [Consent],
     relationships: &'a [Relationship],
     suppressions: &'a [Suppression],
@@ -128,6 +139,25 @@ struct SubjectExport<'a> {
     provenance: Vec<Provenance>,
     decisions: Vec<serde_json::Value>,
     trail: &'a [ChangeEvent],
+}
+
+/// What an export holds, by kind.
+#[derive(Serialize)]
+struct Held {
+    consents: usize,
+    relationships: usize,
+    opt_outs: usize,
+    decisions: usize,
+    trail_events: usize,
+}
+
+/// Something an erasure keeps, for an export: with the date the subject's
+/// oldest decision goes, for the decision log.
+#[derive(Serialize)]
+struct KeptFor {
+    what: &'static str,
+    ground: &'static str,
+    until: String,
 }
 
 /// Where one record came from, for an export.
@@ -154,6 +184,10 @@ pub struct Records {
     campaigns: Option<Arc<HashMap<String, String>>>,
     /// The declared list suppliers, shown in exports.
     suppliers: Arc<[SupplierContract]>,
+    /// What data-subject requests must carry.
+    subject_requests: SubjectRequestsConfig,
+    /// How long decision rows are kept (`log.retention_days`), for exports.
+    log_retention_days: u32,
 }
 
 /// The longest number text accepted, in bytes.
@@ -220,7 +254,21 @@ impl Records {
             decisions_db,
             campaigns: None,
             suppliers: Arc::new([]),
+            subject_requests: SubjectRequestsConfig::default(),
+            log_retention_days: crate::decision_log::LogConfig::default().retention_days,
         }
+    }
+
+    /// What data-subject requests must carry, and how long decisions are
+    /// kept (`log.retention_days`, stated in exports).
+    pub fn with_subject_requests(
+        mut self,
+        subject_requests: SubjectRequestsConfig,
+        log_retention_days: u32,
+    ) -> Records {
+        self.subject_requests = subject_requests;
+        self.log_retention_days = log_retention_days;
+        self
     }
 
     /// The declared list suppliers (`[[supplier]]`), for exports.
@@ -455,12 +503,14 @@ impl Records {
         check_id("controller", request.controller.trim())?;
         self.known_controller(request.controller.trim())?;
         let number = parse_number(&request.number, &request.default_region)?;
+        let verification = self.verification(request.verification, now)?;
         let erased = self.store.erase(
             number.key,
             &number.e164,
             request.controller.trim(),
             actor,
             now,
+            &verification,
         )?;
         tracing::info!(erased, number = %number::mask(&number.e164), "subject erased, kept suppressed");
         Ok(erased)
@@ -479,14 +529,26 @@ impl Records {
         check_id("controller", request.controller.trim())?;
         let number = parse_number(&request.number, &request.default_region)?;
         let controller = request.controller.trim();
+        let verification = self.verification(request.verification, now)?;
         let records = self
             .store
             .subject_records(number.key, &number.e164, controller)?;
         let decisions = self.decisions_of(&number.e164, controller)?;
+        let held = Held {
+            consents: records.consents.len(),
+            relationships: records.relationships.len(),
+            opt_outs: records.suppressions.len(),
+            decisions: decisions.len(),
+            trail_events: records.trail.len(),
+        };
+        let kept_after_erasure = self.kept_after_erasure(&decisions);
         let export = SubjectExport {
             number: &number.e164,
             controller,
             exported_at: now,
+            verification: &verification,
+            held,
+            kept_after_erasure,
             consents: &records.consents,
             relationships: &records.relationships,
             suppressions: &records.suppressions,
@@ -497,8 +559,33 @@ impl Records {
         let json =
             serde_json::to_string_pretty(&export).map_err(|e| invalid("number", e.to_string()))?;
         self.store
-            .note_export(&number.e164, controller, actor, now)?;
+            .note_export(&number.e164, controller, actor, now, &verification)?;
         Ok(json)
+    }
+
+    /// What an erasure keeps and until when, the decision log's dates
+    /// counted from the subject's decisions.
+    fn kept_after_erasure(&self, decisions: &[serde_json::Value]) -> Vec<KeptFor> {
+        let days = self.log_retention_days;
+        let oldest = decisions
+            .iter()
+            .filter_map(|d| d["decided_at"].as_str()?.parse::<Timestamp>().ok())
+            .min();
+        crate::contacts::KEPT_AFTER_ERASURE
+            .iter()
+            .map(|kept| KeptFor {
+                what: kept.what,
+                ground: kept.ground,
+                until: match (kept.decision_log, oldest) {
+                    (true, Some(oldest)) => format!(
+                        "each decision for log.retention_days ({days} days): the oldest held ({oldest}) until {}",
+                        oldest + jiff::SignedDuration::from_hours(24 * i64::from(days))
+                    ),
+                    (true, None) => format!("each decision for log.retention_days ({days} days); none is held"),
+                    _ => kept.until.to_string(),
+                },
+            })
+            .collect()
     }
 
     /// Where each record of an export came from.

@@ -1172,6 +1172,7 @@ impl ContactStore {
         controller: &str,
         actor: &str,
         now: Timestamp,
+        verification: &serde_json::Value,
     ) -> Result<u32, StoreError> {
         let subject = self.index.subject_hash(e164);
         let keep = Suppression {
@@ -1222,7 +1223,7 @@ impl ContactStore {
                 "subject.erased",
                 &subject,
                 serde_json::json!({"consents": consents, "relationships": relationships, "suppressions_hashed": converted}),
-                serde_json::json!({"controller": controller, "suppression_id": keep.suppression_id}),
+                serde_json::json!({"controller": controller, "suppression_id": keep.suppression_id, "verification": verification}),
             )?;
             // SQLite gives a new row the highest rowid + 1: once the highest
             // rows are deleted, their numbers come back, below the scan's mark.
@@ -1323,6 +1324,7 @@ impl ContactStore {
         controller: &str,
         actor: &str,
         now: Timestamp,
+        verification: &serde_json::Value,
     ) -> Result<(), StoreError> {
         let subject = self.index.subject_hash(e164);
         self.write(
@@ -1334,7 +1336,7 @@ impl ContactStore {
                     "subject.exported",
                     &subject,
                     serde_json::Value::Null,
-                    serde_json::json!({"controller": controller}),
+                    serde_json::json!({"controller": controller, "verification": verification}),
                 )?)
             },
             |()| {},
@@ -1892,7 +1894,9 @@ mod tests {
             })
             .unwrap();
         assert_eq!(serving.refresh().unwrap(), 1);
-        serving.erase(key(first), first, "", "test", now).unwrap();
+        serving
+            .erase(key(first), first, "", "test", now, &serde_json::Value::Null)
+            .unwrap();
         importer
             .bulk_import("cli:test", "suppressions.imported", now, |bulk| {
                 let s = Suppression {
@@ -2085,7 +2089,16 @@ mod tests {
         );
         // Still fine once the subject is erased (the opt-out is then kept by hash).
         let key = NumberKey::from_e164("+390212345678").unwrap();
-        store.erase(key, "+390212345678", "", "test", now).unwrap();
+        store
+            .erase(
+                key,
+                "+390212345678",
+                "",
+                "test",
+                now,
+                &serde_json::Value::Null,
+            )
+            .unwrap();
         assert!(import(&["+390212345678"]).unwrap().is_some());
         assert!(import(&["+390212345679"]).is_err());
     }
@@ -2157,7 +2170,12 @@ mod tests {
             )
             .unwrap();
         let now: Timestamp = "2026-11-25T10:00:00Z".parse().unwrap();
-        assert_eq!(store.erase(key, number, "", "test", now).unwrap(), 1);
+        assert_eq!(
+            store
+                .erase(key, number, "", "test", now, &serde_json::Value::Null)
+                .unwrap(),
+            1
+        );
         let trail = serde_json::to_string(&store.trail().unwrap()).unwrap();
         assert!(!trail.contains("recording-4711"), "{trail}");
         assert!(

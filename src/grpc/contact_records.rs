@@ -62,6 +62,22 @@ fn time_field(
     }
 }
 
+/// Reads a request's verification of the requester's identity.
+fn verification_field(
+    value: Option<proto::Verification>,
+) -> Result<Option<crate::contacts::service::Verification>, FieldError> {
+    value
+        .map(|v| {
+            Ok(crate::contacts::service::Verification {
+                verified_by: v.verified_by,
+                method: v.method,
+                verified_at: time_field("verification.verified_at", v.verified_at.as_ref())?,
+                reference: v.reference,
+            })
+        })
+        .transpose()
+}
+
 /// Who is asking, for the change trail.
 fn actor<T>(request: &Request<T>) -> String {
     if let Some(caller) = request.extensions().get::<crate::auth::Caller>() {
@@ -184,6 +200,7 @@ impl ContactRecords for ContactRecordsService {
             controller: r.controller,
             number: r.number,
             default_region: r.default_region,
+            verification: verification_field(r.verification)?,
         };
         let records = self.records.clone();
         let erased_records =
@@ -192,7 +209,7 @@ impl ContactRecords for ContactRecordsService {
             erased_records,
             kept: crate::contacts::KEPT_AFTER_ERASURE
                 .iter()
-                .map(|k| k.to_string())
+                .map(crate::contacts::Kept::describe)
                 .collect(),
         }))
     }
@@ -207,6 +224,7 @@ impl ContactRecords for ContactRecordsService {
             controller: r.controller,
             number: r.number,
             default_region: r.default_region,
+            verification: verification_field(r.verification)?,
         };
         let records = self.records.clone();
         let json =

@@ -100,6 +100,7 @@ async fn test_a_consent_from_an_undeclared_supplier_grants_nothing() {
     // The export says where each consent came from and under which contract.
     let export = records
         .export_subject(ExportSubjectRequest {
+            verification: None,
             controller: "acme".into(),
             number: undeclared.into(),
             default_region: String::new(),
@@ -120,6 +121,7 @@ async fn test_a_consent_from_an_undeclared_supplier_grants_nothing() {
     );
     let export = records
         .export_subject(ExportSubjectRequest {
+            verification: None,
             controller: "acme".into(),
             number: declared.into(),
             default_region: String::new(),

@@ -138,6 +138,7 @@ async fn test_a_rectified_consent_moves_at_once_and_keeps_its_history() {
         async move {
             let json = records
                 .export_subject(ExportSubjectRequest {
+                    verification: None,
                     controller: "acme".into(),
                     number: number.into(),
                     default_region: String::new(),

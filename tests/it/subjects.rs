@@ -248,6 +248,7 @@ async fn test_export_then_erase_keeps_the_number_suppressed() {
         async move {
             let json = records
                 .export_subject(ExportSubjectRequest {
+                    verification: None,
                     controller: String::new(),
                     number: "333 1234567".into(),
                     default_region: "IT".into(),
@@ -270,6 +271,7 @@ async fn test_export_then_erase_keeps_the_number_suppressed() {
 
     let erased = records
         .erase_subject(EraseSubjectRequest {
+            verification: None,
             controller: String::new(),
             number: "+39 333 123 4567".into(),
             default_region: String::new(),
