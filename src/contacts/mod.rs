@@ -437,7 +437,7 @@ pub(crate) enum Record {
 }
 
 /// Purposes by their code in a slot.
-const PURPOSES: [Purpose; 4] = [
+pub(crate) const PURPOSES: [Purpose; 4] = [
     Purpose::Marketing,
     Purpose::MarketResearch,
     Purpose::Statistical,

@@ -471,6 +471,33 @@ CREATE TABLE IF NOT EXISTS observations (
 ) STRICT;
 ";
 
+/// The record of a withdrawal that found no stored consent of its purpose
+/// to end: a consent granted and withdrawn at the same instant, so that
+/// every consent of the purpose given before it grants nothing.
+fn withdrawal_marker(
+    controller: &str,
+    e164: &str,
+    purpose: Purpose,
+    at: Timestamp,
+    now: Timestamp,
+) -> Consent {
+    Consent {
+        consent_id: format!("withdrawal-{}", uuid::Uuid::now_v7()),
+        controller: controller.to_string(),
+        number: e164.to_string(),
+        purpose,
+        granted_at: at,
+        revoked_at: Some(at),
+        expires_at: None,
+        source: "withdrawal recorded while no consent of this purpose was stored".into(),
+        supplier: String::new(),
+        method: "withdrawal".into(),
+        notice_version: String::new(),
+        evidence_ref: String::new(),
+        recorded_at: now,
+    }
+}
+
 /// The latest correction stored (0: none).
 fn last_correction(conn: &Connection) -> Result<i64, StoreError> {
     Ok(
@@ -1062,24 +1089,56 @@ impl ContactStore {
         actor: &str,
     ) -> Result<u32, StoreError> {
         let subject = self.index.subject_hash(e164);
-        let changed = self.write(|tx| {
+        let now = Timestamp::now();
+        let (changed, _) = self.write(|tx| {
             let changed: usize = tx.execute(
                 "UPDATE consents SET revoked_at_us = ?1
                  WHERE number_key = ?2 AND controller = ?3 AND (?4 IS NULL OR purpose = ?4)
                    AND (revoked_at_us IS NULL OR revoked_at_us > ?1)",
                 params![us(at), key.0 as i64, controller, purpose.map(Purpose::as_str)],
             )?;
+            // A withdrawal also binds consents given before it that are
+            // recorded later (a CRM catching up, a correction moving one
+            // here): where no stored consent of a purpose carries it, a
+            // marker does (a consent granted and withdrawn at `at`, which
+            // grants nothing itself).
+            let mut markers = Vec::new();
+            for purpose in purpose.map_or(super::PURPOSES.to_vec(), |p| vec![p]) {
+                let latest: Option<i64> = tx.query_row(
+                    "SELECT MAX(revoked_at_us) FROM consents
+                     WHERE number_key = ?1 AND controller = ?2 AND purpose = ?3",
+                    params![key.0 as i64, controller, purpose.as_str()],
+                    |r| r.get(0),
+                )?;
+                if latest.is_some_and(|latest| latest >= us(at)) {
+                    continue;
+                }
+                let marker = withdrawal_marker(controller, e164, purpose, at, now);
+                insert_consent(
+                    &mut tx.prepare(&format!(
+                        "INSERT INTO consents ({CONSENT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)"
+                    ))?,
+                    key,
+                    &marker,
+                )?;
+                markers.push(self.index.consent_slot(key, tx.last_insert_rowid(), &marker)?);
+            }
             Self::event(
                 tx,
-                Timestamp::now(),
+                now,
                 actor,
                 "consent.revoked",
                 &subject,
                 serde_json::Value::Null,
-                serde_json::json!({"controller": controller, "purpose": purpose.map(Purpose::as_str), "revoked_at": at, "consents_ended": changed}),
+                serde_json::json!({"controller": controller, "purpose": purpose.map(Purpose::as_str), "revoked_at": at, "consents_ended": changed, "withdrawals_without_consent": markers.len()}),
             )?;
-            Ok(changed)
-        }, |_| self.index.revoke(key, controller, purpose, at))?;
+            Ok((changed, markers))
+        }, |(_, markers)| {
+            self.index.revoke(key, controller, purpose, at);
+            for marker in markers {
+                self.index.add(*marker);
+            }
+        })?;
         Ok(changed as u32)
     }
 

@@ -223,3 +223,66 @@ async fn test_consent_revocation_and_opt_out_take_effect_at_once_and_persist() {
         "records persist across restarts"
     );
 }
+
+/// A withdrawal recorded while no consent of its purpose was stored (the
+/// CRM's consent arrives later, or a correction moves one here) binds the
+/// consents given before it; before the fix it bound nothing and the late
+/// consent was called.
+#[tokio::test(flavor = "multi_thread")]
+async fn test_a_withdrawal_binds_consents_recorded_after_it() {
+    let ws = Workspace::new(&standard_config(""));
+    let server = ws.start();
+    let mut records = server.records().await;
+    let mut gateway = server.gateway().await;
+    let number = "+4915123457001";
+    let ended = records
+        .revoke_consent(RevokeConsentRequest {
+            controller: "acme".into(),
+            number: number.into(),
+            purpose: Purpose::Unspecified as i32,
+            revoked_at: None,
+            default_region: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .revoked;
+    assert_eq!(ended, 0, "no consent was stored to end");
+    let given_before = RecordConsentRequest {
+        granted_at: Some(dialgate::proto::timestamp_to_proto(
+            jiff::Timestamp::now() - jiff::SignedDuration::from_hours(72),
+        )),
+        ..consent(number)
+    };
+    records.record_consent(given_before).await.unwrap();
+    let denied = gateway
+        .check_call(call(number, DE_CLI, "de-optin"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        codes(&denied),
+        vec![R::NoConsent],
+        "a consent given before the withdrawal does not count"
+    );
+    // One given after the withdrawal does.
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    records.record_consent(consent(number)).await.unwrap();
+    let allowed = gateway
+        .check_call(call(number, DE_CLI, "de-optin"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(verdict(&allowed), Verdict::Allow);
+    // And after a restart (the marker is a stored record).
+    let (status, _) = server.terminate();
+    assert!(status.success());
+    let server = ws.start();
+    let mut gateway = server.gateway().await;
+    let allowed = gateway
+        .check_call(call(number, DE_CLI, "de-optin"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(verdict(&allowed), Verdict::Allow);
+}

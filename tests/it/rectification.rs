@@ -312,3 +312,79 @@ async fn test_a_rectified_relationship_ends_its_exemption() {
         .unwrap_err();
     assert!(err.message().starts_with("ended_at:"), "{}", err.message());
 }
+
+/// A correction cannot carry a consent past a withdrawal: not by moving
+/// it onto a number whose holder withdrew (even when no consent was stored
+/// there to end), nor by moving its grant from before a withdrawal to after
+/// it. Both were ALLOWs before the fix.
+#[tokio::test(flavor = "multi_thread")]
+async fn test_a_correction_does_not_undo_a_withdrawal() {
+    let ws = Workspace::new(&standard_config(""));
+    let server = ws.start();
+    let mut records = server.records().await;
+    let mut gateway = server.gateway().await;
+    let (typo, withdrew) = ("+4915123458001", "+4915123458002");
+    let record = |number: &str, days_ago: i64| RecordConsentRequest {
+        controller: "acme".into(),
+        number: number.into(),
+        purpose: Purpose::Marketing as i32,
+        granted_at: ts(days_before_now(days_ago)),
+        source: "web form".into(),
+        ..Default::default()
+    };
+    let revoke = |number: &str, days_ago: i64| RevokeConsentRequest {
+        controller: "acme".into(),
+        number: number.into(),
+        purpose: Purpose::Marketing as i32,
+        revoked_at: ts(days_before_now(days_ago)),
+        default_region: String::new(),
+    };
+    // The holder of `withdrew` withdrew two days ago; nothing was stored.
+    records.revoke_consent(revoke(withdrew, 2)).await.unwrap();
+    let id = records
+        .record_consent(record(typo, 3))
+        .await
+        .unwrap()
+        .into_inner()
+        .consent_id;
+    records
+        .rectify_consent(RectifyConsentRequest {
+            consent_id: id.clone(),
+            controller: "acme".into(),
+            reason: "typo".into(),
+            number: withdrew.into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let denied = gateway
+        .check_call(call(withdrew, DE_CLI, "de-optin"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(codes(&denied), vec![R::NoConsent], "the withdrawal binds it");
+
+    // Its grant cannot be moved past the withdrawal either.
+    let err = records
+        .rectify_consent(RectifyConsentRequest {
+            consent_id: id,
+            controller: "acme".into(),
+            reason: "date typo".into(),
+            granted_at: ts(days_before_now(1)),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(
+        err.message().starts_with("granted_at:") && err.message().contains("withdrawal"),
+        "{}",
+        err.message()
+    );
+    let still = gateway
+        .check_call(call(withdrew, DE_CLI, "de-optin"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(codes(&still), vec![R::NoConsent]);
+}

@@ -141,11 +141,29 @@ impl Records {
         if let Some(revoked_at) = old.revoked_at {
             withdrawal_stands(old, &after, revoked_at)?;
         }
+        not_after_recording("granted_at", after.granted_at, old.recorded_at)?;
+        let key = crate::number::NumberKey::from_e164(&after.number)
+            .ok_or_else(|| invalid("number", "not E.164"))?;
+        // A grant moved from before a withdrawal to after it would make a
+        // withdrawn consent count again.
+        if after.granted_at > old.granted_at
+            && let Some(withdrawal) = self
+                .store
+                .withdrawals(key, &after.controller, after.purpose)?
+                .into_iter()
+                .find(|w| old.granted_at <= *w && *w < after.granted_at)
+        {
+            return Err(invalid(
+                "granted_at",
+                format!(
+                    "moving it from {} to {} would carry consent {} past the withdrawal of {withdrawal}: a consent given after a withdrawal is a new consent, record it with its own evidence",
+                    old.granted_at, after.granted_at, old.consent_id
+                ),
+            ));
+        }
         if after == *old {
             return Err(invalid("consent_id", "the correction changes nothing"));
         }
-        let key = crate::number::NumberKey::from_e164(&after.number)
-            .ok_or_else(|| invalid("number", "not E.164"))?;
         Ok(Rectification::Consent {
             before: Box::new(before),
             after: Box::new((key, after)),
@@ -233,6 +251,7 @@ impl Records {
         )?;
         after.relationship_id = id;
         after.recorded_at = old.recorded_at;
+        not_after_recording("started_at", after.started_at, old.recorded_at)?;
         if after == *old {
             return Err(invalid("relationship_id", "the correction changes nothing"));
         }
@@ -256,6 +275,24 @@ impl Records {
         let correction = self.relationship_rectification(request, now)?;
         self.apply(correction, actor, now)
     }
+}
+
+/// A record cannot have begun after dialgate stored it: a later start is a
+/// new record, with its own evidence.
+fn not_after_recording(
+    field: &'static str,
+    at: Timestamp,
+    recorded_at: Timestamp,
+) -> Result<(), RecordsError> {
+    if at.as_second() > recorded_at.as_second() + super::CLOCK_SKEW_SECONDS {
+        return Err(invalid(
+            field,
+            format!(
+                "{at} is after the record was stored ({recorded_at}): a later one is a new record, record it with its own evidence"
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// A withdrawn consent keeps what its withdrawal binds: the number and

@@ -109,6 +109,36 @@ impl ContactStore {
         .transpose()
     }
 
+    /// The instants at which the controller's consents of `purpose` for
+    /// the number were withdrawn.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the store cannot be read.
+    pub fn withdrawals(
+        &self,
+        key: NumberKey,
+        controller: &str,
+        purpose: crate::model::Purpose,
+    ) -> Result<Vec<jiff::Timestamp>, StoreError> {
+        let conn = self.conn.lock().expect("contact db lock");
+        let mut statement = conn.prepare(
+            "SELECT DISTINCT revoked_at_us FROM consents
+             WHERE number_key = ?1 AND controller = ?2 AND purpose = ?3 AND revoked_at_us IS NOT NULL",
+        )?;
+        let instants = statement
+            .query_map(params![key.0 as i64, controller, purpose.as_str()], |r| {
+                r.get::<_, i64>(0)
+            })?
+            .collect::<rusqlite::Result<Vec<i64>>>()?;
+        instants
+            .into_iter()
+            .map(|us| {
+                jiff::Timestamp::from_microsecond(us)
+                    .map_err(|_| super::unknown("revoked_at_us", us, "not an instant"))
+            })
+            .collect()
+    }
+
     /// Applies `corrections` in one transaction, then to the index: all or
     /// none. A record that changed since it was read refuses the lot
     /// ([`StoreError::Changed`]): the corrections were computed from it.
