@@ -192,6 +192,7 @@ impl HasKind for CheckError {
                 ErrorKind::AlreadyExists
             }
             CheckError::Log(err) => err.kind(),
+            CheckError::ContactsBehind { .. } => ErrorKind::Unavailable,
         }
     }
 

@@ -72,6 +72,19 @@ pub enum CheckError {
     /// The decision could not be made durable: the dialer must not dial.
     #[error(transparent)]
     Log(#[from] LogError),
+    /// The contact records other processes stored (bulk opt-outs among
+    /// them) could not be loaded for too long: no decision is made.
+    #[error(
+        "contact records could not be reloaded for {seconds} s (opt-outs imported since may be missing): no decision; see the server log"
+    )]
+    ContactsBehind { seconds: u64 },
+}
+
+/// How long the contact records may fail to reload before decisions stop:
+/// ten reload intervals (a busy store, a large import moving in, fails a
+/// refresh or two), at least 2 s.
+pub fn contacts_behind_limit(reload_interval_ms: u64) -> std::time::Duration {
+    std::time::Duration::from_millis(reload_interval_ms.saturating_mul(10).max(2_000))
 }
 
 /// Checks a field's length, naming it when too long.
@@ -164,6 +177,9 @@ pub struct Gateway {
     answered: AnswerCache<Answered>,
     /// How long a repeated ALLOW may still be answered (seconds).
     allow_replay_seconds: u64,
+    /// How long the contact records may fail to reload before no decision
+    /// is made ([`contacts_behind_limit`]).
+    contacts_behind_limit: std::time::Duration,
     /// Some cap exists: every ALLOW is counted in the ledger.
     counts_attempts: bool,
     /// Calling windows already worked out (keyed by `policies`' era ids).
@@ -216,6 +232,7 @@ impl Gateway {
             stats: parts.stats,
             answered,
             allow_replay_seconds: config.log.allow_replay_seconds,
+            contacts_behind_limit: contacts_behind_limit(config.server.registry_reload_interval_ms),
             window_memo: WindowMemo::default(),
         }
     }
@@ -236,6 +253,7 @@ impl Gateway {
         bounded("caller_id", &request.caller_id, MAX_NUMBER_FIELD)?;
         bounded("campaign_id", &request.campaign_id, MAX_CAMPAIGN_ID)?;
         bounded("request_id", &request.request_id, MAX_REQUEST_ID)?;
+        self.contacts_in_sync()?;
         if request.request_id.is_empty() {
             return Ok(self.decide_and_log(&request, started).await?);
         }
@@ -405,21 +423,38 @@ impl Gateway {
     /// Screens a number for list planning, as of `at` (default: now, from
     /// the coarse clock: see [`crate::clock`]). The caller counts it with a
     /// [`ScreenedTally`].
+    ///
+    /// # Errors
+    /// [`CheckError::ContactsBehind`]: nothing is screened.
     pub fn screen(
         &self,
         called_number: &str,
         campaign_id: &str,
         at: Option<Timestamp>,
-    ) -> ScreenOutcome {
+    ) -> Result<ScreenOutcome, CheckError> {
+        self.contacts_in_sync()?;
         let now = at.unwrap_or_else(crate::clock::coarse_now);
         let campaign = self.campaigns.get(campaign_id);
         let called = normalize_called(called_number, campaign);
         let (evaluation, _) = self.evaluate(campaign_id, campaign, &called, None, now);
-        ScreenOutcome {
+        Ok(ScreenOutcome {
             verdict: evaluation.verdict,
             reasons: evaluation.reasons,
             normalized_number: called.map(|n| n.e164).unwrap_or_default(),
             next_allowed_at: evaluation.next_allowed_at,
+        })
+    }
+
+    /// Refuses to decide while the contact records have failed to reload
+    /// for longer than [`contacts_behind_limit`].
+    fn contacts_in_sync(&self) -> Result<(), CheckError> {
+        match self.contacts.failing_for() {
+            Some(behind) if behind > self.contacts_behind_limit => {
+                Err(CheckError::ContactsBehind {
+                    seconds: behind.as_secs(),
+                })
+            }
+            _ => Ok(()),
         }
     }
 

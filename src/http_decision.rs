@@ -283,7 +283,10 @@ fn screen_line(
     {
         return fail("at: must be between 2000 and 2199".into());
     }
-    let outcome = gateway.screen(&request.called_number, &request.campaign_id, request.at);
+    let outcome = match gateway.screen(&request.called_number, &request.campaign_id, request.at) {
+        Ok(outcome) => outcome,
+        Err(err) => return fail(err.to_string()),
+    };
     tally.add();
     serde_json::to_string(&ScreenResponse {
         reference: request.reference,

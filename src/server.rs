@@ -175,6 +175,7 @@ async fn build_services(stores: &mut Stores) -> anyhow::Result<Services> {
         registries: Arc::clone(&stores.registries),
         log: Arc::clone(&stores.log),
         stats: Arc::clone(&stores.stats),
+        contacts: Arc::clone(&stores.contacts),
         started: Instant::now(),
         ready: AtomicBool::new(false),
     });

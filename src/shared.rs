@@ -20,14 +20,24 @@ pub struct Shared {
     pub registries: Arc<RegistrySet>,
     pub log: Arc<DecisionLog>,
     pub stats: Arc<Stats>,
+    /// The contact records (ready only while they reload).
+    pub contacts: Arc<crate::contacts::ContactStore>,
     pub started: Instant,
     /// Set once serving, cleared when draining.
     pub(crate) ready: AtomicBool,
 }
 
 impl Shared {
-    /// Ready to decide: started, not shutting down, and the log is committing.
+    /// Ready to decide: started, not shutting down, the log is committing
+    /// and the contact records reload.
     pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Relaxed) && !self.log.counters().failing.load(Ordering::Relaxed)
+        let limit =
+            crate::gateway::contacts_behind_limit(self.config.server.registry_reload_interval_ms);
+        self.ready.load(Ordering::Relaxed)
+            && !self.log.counters().failing.load(Ordering::Relaxed)
+            && self
+                .contacts
+                .failing_for()
+                .is_none_or(|behind| behind <= limit)
     }
 }

@@ -574,7 +574,7 @@ pub const CONSENT_CORRECTION_COLUMNS: [&str; 14] = [
 
 /// The most corrections one file may hold: they are applied in one
 /// transaction, each with its own trail event.
-pub const MAX_CORRECTIONS: usize = 100_000;
+pub const MAX_CORRECTIONS: usize = 10_000;
 
 /// Applies a consent corrections CSV (GDPR art. 16): every line is checked
 /// against the stored consent first; all are applied in one transaction,

@@ -66,6 +66,8 @@ pub struct ContactStore {
     /// Highest `corrections.seq` applied: rows rewritten in place (by a
     /// rectification, here or in another process) since the load.
     corrected: Mutex<i64>,
+    /// Since when every refresh has failed (`None`: the last one worked).
+    failing_since: Mutex<Option<std::time::Instant>>,
     /// `meta.observations_version` of the registry answers loaded.
     observations_version: Mutex<i64>,
     /// Whether any registry answer is held: read on every check, so an
@@ -686,6 +688,7 @@ impl ContactStore {
             observations: dashmap::DashMap::new(),
             watermarks: Mutex::new([0; 3]),
             corrected: Mutex::new(0),
+            failing_since: Mutex::new(None),
             any_opposed: std::sync::atomic::AtomicBool::new(false),
             observations_version: Mutex::new(-1),
         })
@@ -1246,6 +1249,16 @@ impl ContactStore {
             expires_at: None,
         };
         let erased = self.write(|tx| {
+            // Corrections of the erased records, in the trail of other
+            // numbers (where a record was moved from or to), go too.
+            let ids = |table: &str, id: &str| -> rusqlite::Result<String> {
+                let ids: Vec<String> = tx
+                    .prepare(&format!("SELECT {id} FROM {table} WHERE number_key = ?1 AND (?2 = '' OR controller = ?2)"))?
+                    .query_map(params![key.0 as i64, controller], |r| r.get(0))?
+                    .collect::<rusqlite::Result<_>>()?;
+                Ok(serde_json::Value::from(ids).to_string())
+            };
+            let (consent_ids, relationship_ids) = (ids("consents", "consent_id")?, ids("relationships", "relationship_id")?);
             let scope = |table: &str| format!("DELETE FROM {table} WHERE number_key = ?1 AND (?2 = '' OR controller = ?2)");
             let consents = tx.execute(&scope("consents"), params![key.0 as i64, controller])?;
             let relationships = tx.execute(&scope("relationships"), params![key.0 as i64, controller])?;
@@ -1264,6 +1277,19 @@ impl ContactStore {
                    AND (?2 = '' OR json_extract(after, '$.controller') = ?2
                         OR json_extract(before, '$.controller') = ?2)",
                 params![hex::encode(subject), controller, redacted],
+            )?;
+            tx.execute(
+                "UPDATE events SET before = ?3, after = ?3
+                 WHERE action IN ('consent.rectified', 'relationship.rectified')
+                   AND (json_extract(before, '$.consent_id') IN (SELECT value FROM json_each(?1))
+                        OR json_extract(before, '$.relationship_id') IN (SELECT value FROM json_each(?2)))",
+                params![consent_ids, relationship_ids, redacted],
+            )?;
+            // The number a corrected record was under, where nothing needs it
+            // any more (the erasure ends whatever stood under it).
+            tx.execute(
+                "UPDATE corrections SET old_key = 0 WHERE old_key = ?1",
+                [key.0 as i64],
             )?;
             let converted = tx.execute(
                 "UPDATE suppressions SET number = '', number_key = NULL, number_hash = ?3
@@ -1409,6 +1435,26 @@ impl ContactStore {
     /// # Errors
     /// [`StoreError`] when the store cannot be read.
     pub fn refresh(&self) -> Result<usize, StoreError> {
+        let result = self.refresh_once();
+        let mut failing = self.failing_since.lock().expect("refresh state lock");
+        match (&result, *failing) {
+            (Ok(_), _) => *failing = None,
+            (Err(_), None) => *failing = Some(std::time::Instant::now()),
+            (Err(_), Some(_)) => {}
+        }
+        result
+    }
+
+    /// How long every refresh has failed: records other processes stored
+    /// meanwhile (opt-outs among them) are missing from the index.
+    pub fn failing_for(&self) -> Option<std::time::Duration> {
+        self.failing_since
+            .lock()
+            .expect("refresh state lock")
+            .map(|since| since.elapsed())
+    }
+
+    fn refresh_once(&self) -> Result<usize, StoreError> {
         let conn = self.conn.lock().expect("contact db lock");
         let mut watermarks = self.watermarks.lock().expect("watermark lock");
         // The marks move only once the rows are in the index: a failed
@@ -1431,7 +1477,6 @@ impl ContactStore {
         };
         *watermarks = next;
         drop(watermarks);
-        let corrected = self.apply_corrections(&conn);
         let observed = self.refresh_observations(&conn);
         drop(conn);
         match compaction {
@@ -1447,7 +1492,10 @@ impl ContactStore {
             }
             None => self.index.compact_if_grown()?,
         }
-        corrected?;
+        // After the rows read above are in the index (a compaction that
+        // failed puts them back as changes first): a correction then moves
+        // any copy of its record.
+        self.apply_corrections(&self.conn.lock().expect("contact db lock"))?;
         observed?;
         Ok(loaded)
     }

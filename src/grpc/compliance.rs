@@ -101,7 +101,9 @@ impl ComplianceGateway for ComplianceGatewayService {
             ] {
                 crate::gateway::bounded(field, value, max).map_err(|err| grpc_status(&err))?;
             }
-            let outcome = gateway.screen(&item.called_number, &item.campaign_id, at);
+            let outcome = gateway
+                .screen(&item.called_number, &item.campaign_id, at)
+                .map_err(|err| grpc_status(&err))?;
             tally.add();
             Ok(ScreenNumbersResponse {
                 r#ref: item.r#ref,

@@ -286,3 +286,88 @@ async fn test_a_withdrawal_binds_consents_recorded_after_it() {
         .into_inner();
     assert_eq!(verdict(&allowed), Verdict::Allow);
 }
+
+/// Contact records that cannot be reloaded for ten reload intervals (here
+/// a row another process stored that the server cannot read) stop the
+/// decisions: CheckCall and ScreenNumbers answer UNAVAILABLE and /readyz
+/// 503, until a reload works again. Before, the server went on deciding
+/// without the records other processes stored (bulk opt-outs among them).
+#[tokio::test(flavor = "multi_thread")]
+async fn test_contact_records_that_cannot_be_reloaded_stop_decisions() {
+    use tokio_stream::StreamExt;
+    let ws = Workspace::new(&standard_config(""));
+    let server = ws.start();
+    let mut gateway = server.gateway().await;
+    let number = "+4915123456999";
+    let decided = gateway
+        .check_call(call(number, DE_CLI, "de-optin"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(verdict(&decided), Verdict::Deny);
+    let db = rusqlite::Connection::open(ws.data_dir().join("contacts.db")).unwrap();
+    db.busy_timeout(std::time::Duration::from_secs(5)).unwrap();
+    db.execute(
+        "INSERT INTO consents (consent_id, controller, number, number_key, purpose, granted_at_us,
+             source, method, notice_version, evidence_ref, recorded_at_us)
+         VALUES ('bad', 'acme', '+4915123456998', 1, 'no-such-purpose', 0, 's', '', '', '', 0)",
+        [],
+    )
+    .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    let refused = loop {
+        match gateway.check_call(call(number, DE_CLI, "de-optin")).await {
+            Err(status) => break status,
+            Ok(_) => {
+                assert!(std::time::Instant::now() < deadline, "still deciding");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+        }
+    };
+    assert_eq!(refused.code(), Code::Unavailable);
+    assert!(
+        refused
+            .message()
+            .contains("contact records could not be reloaded"),
+        "{}",
+        refused.message()
+    );
+    assert_eq!(server.get("/readyz").0, 503);
+    let screened = gateway
+        .screen_numbers(tokio_stream::iter(vec![
+            dialgate::proto::ScreenNumbersRequest {
+                called_number: number.into(),
+                campaign_id: "de-optin".into(),
+                at: None,
+                r#ref: "1".into(),
+            },
+        ]))
+        .await;
+    let status = match screened {
+        Err(status) => status,
+        Ok(answers) => answers
+            .into_inner()
+            .next()
+            .await
+            .expect("an answer or an error")
+            .expect_err("no screening while the records are behind"),
+    };
+    assert_eq!(status.code(), Code::Unavailable);
+
+    // Repaired: decisions resume by themselves.
+    db.execute("DELETE FROM consents WHERE consent_id = 'bad'", [])
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    while gateway
+        .check_call(call(number, DE_CLI, "de-optin"))
+        .await
+        .is_err()
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "decisions did not resume"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(server.get("/readyz").0, 200);
+}

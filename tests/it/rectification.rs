@@ -158,8 +158,16 @@ async fn test_a_rectified_consent_moves_at_once_and_keeps_its_history() {
         .find(|e| e["action"] == "consent.rectified")
         .expect("a rectification event")
         .clone();
-    assert_eq!(event["before"]["number"], typo);
-    assert_eq!(event["after"]["number"], right);
+    // The trail holds no raw number: the change shows masked.
+    assert_eq!(
+        event["before"]["number"],
+        dialgate::number::mask(typo).as_str()
+    );
+    assert_eq!(
+        event["after"]["number"],
+        dialgate::number::mask(right).as_str()
+    );
+    assert!(!event.to_string().contains(typo) && !event.to_string().contains(right));
     assert_eq!(
         event["after"]["reason"],
         "number mistyped by the agent (ticket 4411)"
@@ -251,6 +259,38 @@ async fn test_a_rectified_consent_moves_at_once_and_keeps_its_history() {
             .into_inner();
         assert_eq!(codes(&denied), vec![R::NoConsent], "{number}");
     }
+
+    // Erasing the numbers the consent passed through leaves neither its
+    // contents in the corrections' trail nor their numbers anywhere.
+    let mut records = server.records().await;
+    for number in [typo, right, later] {
+        records
+            .erase_subject(dialgate::proto::EraseSubjectRequest {
+                controller: "acme".into(),
+                number: number.into(),
+                default_region: String::new(),
+                verification: None,
+            })
+            .await
+            .unwrap();
+    }
+    let trail = ws.cli_ok(&["trail", "export"]);
+    for line in trail.lines().filter(|l| l.contains(".rectified")) {
+        assert!(
+            line.contains("redacted") && !line.contains("web form") && !line.contains(&id),
+            "{line}"
+        );
+    }
+    drop(server);
+    let db = rusqlite::Connection::open(ws.data_dir().join("contacts.db")).unwrap();
+    let keyed: i64 = db
+        .query_row(
+            "SELECT COUNT(*) FROM corrections WHERE old_key != 0",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(keyed, 0, "no erased number's key left in corrections");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -362,7 +402,11 @@ async fn test_a_correction_does_not_undo_a_withdrawal() {
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(codes(&denied), vec![R::NoConsent], "the withdrawal binds it");
+    assert_eq!(
+        codes(&denied),
+        vec![R::NoConsent],
+        "the withdrawal binds it"
+    );
 
     // Its grant cannot be moved past the withdrawal either.
     let err = records

@@ -68,10 +68,17 @@ enum Current {
     Relationship(NumberKey, Relationship),
 }
 
-/// A record as the trail shows it: its fields, the number included (the
-/// number is what a rectification often corrects).
+/// A record as the trail shows it: its fields, the number masked (the
+/// trail holds no raw number; a corrected number shows as a change of its
+/// masked form).
 fn trail_json<T: serde::Serialize>(record: &T) -> serde_json::Value {
-    serde_json::to_value(record).unwrap_or_default()
+    let mut json = serde_json::to_value(record).unwrap_or_default();
+    if let Some(number) = json.get_mut("number")
+        && let Some(raw) = number.as_str()
+    {
+        *number = crate::number::mask(raw).into();
+    }
+    json
 }
 
 impl ContactStore {
