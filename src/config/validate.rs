@@ -382,7 +382,7 @@ impl Validator<'_> {
                     ),
                 ));
             }
-            if !valid_campaign_id(&s.name) || s.name == crate::contacts::OWN {
+            if !valid_campaign_id(&s.name) || s.name.eq_ignore_ascii_case(crate::contacts::OWN) {
                 return Err(self.invalid(
                     key("name"),
                     &s.name,

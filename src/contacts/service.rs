@@ -720,7 +720,7 @@ pub fn validate_consent(request: NewConsent, now: Timestamp) -> Result<Consent, 
 /// (`""` or `own`), else a name as `[[supplier]]` declares them.
 fn supplier_name(value: &str) -> Result<String, RecordsError> {
     let value = value.trim();
-    if value.is_empty() || value == crate::contacts::OWN {
+    if value.is_empty() || value.eq_ignore_ascii_case(crate::contacts::OWN) {
         return Ok(String::new());
     }
     if !crate::config::valid_campaign_id(value) {
