@@ -89,6 +89,11 @@ pub fn contacts_behind_limit(reload_interval_ms: u64) -> std::time::Duration {
 
 /// Checks a field's length, naming it when too long.
 pub fn bounded(field: &'static str, value: &str, max: usize) -> Result<(), CheckError> {
+    // No more bytes than the limit: no more characters either (the usual
+    // case, without counting them).
+    if value.len() <= max {
+        return Ok(());
+    }
     let chars = value.chars().count();
     if chars > max {
         return Err(CheckError::InvalidArgument {
