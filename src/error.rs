@@ -245,6 +245,8 @@ impl HasKind for RecordsError {
             RecordsError::InvalidArgument { .. } => ErrorKind::InvalidArgument,
             RecordsError::Store(err) => err.kind(),
             RecordsError::Audit(err) => err.kind(),
+            // The entry must be durable before the change: a disk to fix.
+            RecordsError::Ledger(_) => ErrorKind::Unavailable,
         }
     }
 

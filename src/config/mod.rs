@@ -67,6 +67,8 @@ pub struct Config {
     pub destination_overrides: Vec<DestinationOverride>,
     /// API keys; none = no authentication.
     pub api_keys: Vec<ApiKey>,
+    /// `[retention]`: storage ceilings, the scheduled purge, the erasure ledger.
+    pub retention: crate::retention::Retention,
 }
 
 /// Listening addresses and storage location.

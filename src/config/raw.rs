@@ -24,6 +24,8 @@ pub(super) struct RawConfig {
     pub(super) api_keys: Vec<RawApiKey>,
     #[serde(default)]
     pub(super) destination: BTreeMap<String, RawDestination>,
+    #[serde(default)]
+    pub(super) retention: crate::retention::RawRetention,
 }
 
 #[derive(Debug, Deserialize)]

@@ -327,6 +327,15 @@ impl Validator<'_> {
             });
         }
 
+        let controllers: Vec<&str> = campaigns.iter().map(|c| c.controller.as_str()).collect();
+        let retention = crate::retention::validate(
+            raw.retention,
+            &log,
+            &controllers,
+            base_dir,
+            &server.data_dir,
+        )
+        .map_err(|(key, value, problem)| self.invalid(key, value, &problem))?;
         Ok(Config {
             origin: self.origin.to_string(),
             server,
@@ -335,6 +344,7 @@ impl Validator<'_> {
             campaigns,
             destination_overrides,
             api_keys,
+            retention,
         })
     }
 }

@@ -300,6 +300,11 @@ pub(crate) enum Change {
     Erase {
         controller: Option<u32>,
     },
+    /// Forgets one record (deleted by a retention purge).
+    Forget {
+        table: Table,
+        row: u32,
+    },
 }
 
 impl Change {
@@ -326,6 +331,9 @@ impl Change {
             }
             Change::Erase { controller } => {
                 slots.retain(|s| controller.is_some_and(|c| c != s.controller()));
+            }
+            Change::Forget { table, row } => {
+                slots.retain(|s| !(s.table() == table && s.row == row));
             }
         }
     }

@@ -11,6 +11,7 @@
 
 mod compact;
 pub mod import;
+pub mod ledger;
 mod presence;
 pub mod service;
 mod store;
@@ -28,8 +29,8 @@ use compact::{Change, CompactIndex, Instants, OPEN, Slot, SlotError, Table};
 use presence::Presence;
 pub(crate) use store::by_number;
 pub use store::{
-    BULK_BATCH, BulkCounts, BulkImport, ChangeEvent, ContactStore, StoreError, SubjectRecords,
-    database_path,
+    BULK_BATCH, BulkCounts, BulkImport, Ceiling, ChangeEvent, ContactStore, PurgeCounts,
+    RecordCeilings, StoreError, SubjectRecords, database_path,
 };
 
 /// What an erasure keeps, each with its legal ground and how long; every

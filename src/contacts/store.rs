@@ -17,6 +17,9 @@ use super::{
 use crate::model::Purpose;
 use crate::number::NumberKey;
 
+mod purge;
+pub use purge::{Ceiling, PurgeCounts, RecordCeilings};
+
 /// A storage failure (the change was not made).
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

@@ -1,0 +1,673 @@
+//! Retention purges (storage limitation, GDPR art. 5(1)(e)) and the store
+//! side of `dialgate restore` (re-applying the erasure ledger).
+//!
+//! A purge deletes only records that can decide nothing any more, counted
+//! from when they ended: consents revoked or expired, relationships ended,
+//! opt-outs expired, each longer ago than its ceiling. Opt-outs in force and
+//! ongoing records are never touched. One exception keeps the withdrawal
+//! guard whole: the rules treat a consent's withdrawal as ending every
+//! consent of that controller and purpose given before it (a CRM re-sync of
+//! an old consent must not count again), so the latest withdrawn consent of
+//! each controller, number and purpose stays, as a row stripped of its
+//! evidence. Deleted rows leave the index at once (under the store's lock,
+//! after the commit), and their contents leave the change trail, like an
+//! erasure's; the trail gets one `retention.purged` event per run, with
+//! counts only.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use jiff::Timestamp;
+use rusqlite::{Transaction, params};
+use serde::Serialize;
+
+use super::super::compact::{Change, Table};
+use super::super::{SubjectHash, Suppression};
+use super::{ContactStore, SUPPRESSION_COLUMNS, StoreError, hashed_suppressions, us};
+use crate::number::NumberKey;
+
+/// The ceiling of one record type: days after a record ends until it is
+/// deleted, by default and per controller (`None`: kept).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Ceiling {
+    pub default_days: Option<u32>,
+    pub controllers: BTreeMap<String, u32>,
+}
+
+impl Ceiling {
+    /// The days that apply to `controller`'s records.
+    pub fn days(&self, controller: &str) -> Option<u32> {
+        self.controllers
+            .get(controller)
+            .copied()
+            .or(self.default_days)
+    }
+
+    /// Records of `controller` that ended before this instant are deleted.
+    pub fn cutoff(&self, controller: &str, now: Timestamp) -> Option<Timestamp> {
+        let days = self.days(controller)?;
+        now.checked_sub(jiff::SignedDuration::from_hours(i64::from(days) * 24))
+            .ok()
+    }
+}
+
+/// The ceilings of the contact records.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct RecordCeilings {
+    pub consents: Ceiling,
+    pub relationships: Ceiling,
+    /// Expired opt-outs only: an opt-out in force is never deleted.
+    pub opt_outs: Ceiling,
+}
+
+/// What a purge deleted (or, dry, would delete).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct PurgeCounts {
+    pub consents_deleted: u64,
+    /// Withdrawn consents past their ceiling kept (evidence deleted) because
+    /// they are the latest withdrawal of their controller, number and purpose.
+    pub withdrawals_kept: u64,
+    pub relationships_deleted: u64,
+    pub opt_outs_deleted: u64,
+}
+
+/// What a purge changed, for the index.
+#[derive(Default)]
+struct Purged {
+    counts: PurgeCounts,
+    forget: Vec<(NumberKey, Table, u32)>,
+    /// Erased subjects whose hashed opt-outs changed, with what remains.
+    hashed: Vec<(SubjectHash, Vec<Suppression>)>,
+    highest: [i64; 3],
+}
+
+const EVIDENCE_GONE: &str = "retention: evidence deleted, withdrawal kept";
+
+impl ContactStore {
+    /// Deletes the records past their ceiling at `now` (see the module
+    /// documentation); with `dry_run`, only counts them. Writes one trail
+    /// event (`retention.purged`, counts and `details`) unless dry.
+    ///
+    /// # Errors
+    /// [`StoreError`]; nothing is deleted then.
+    pub fn purge_retention(
+        &self,
+        ceilings: &RecordCeilings,
+        now: Timestamp,
+        dry_run: bool,
+        actor: &str,
+        details: serde_json::Value,
+    ) -> Result<PurgeCounts, StoreError> {
+        if dry_run {
+            let mut conn = self.conn.lock().expect("contact db lock");
+            let tx = conn.transaction()?;
+            let purged = self.purge_in(&tx, ceilings, now)?;
+            // Dropped: rolled back.
+            return Ok(purged.counts);
+        }
+        let purged = self.write(
+            |tx| {
+                let purged = self.purge_in(tx, ceilings, now)?;
+                let mut after = serde_json::to_value(purged.counts).unwrap_or_default();
+                if let (Some(object), serde_json::Value::Object(extra)) =
+                    (after.as_object_mut(), details)
+                {
+                    object.extend(extra);
+                }
+                tx.execute(
+                    "INSERT INTO events (at_us, actor, action, subject, before, after) VALUES (?1, ?2, 'retention.purged', '', 'null', ?3)",
+                    params![us(now), actor, after.to_string()],
+                )?;
+                Ok(purged)
+            },
+            |purged| {
+                {
+                    let mut watermarks = self.watermarks.lock().expect("watermark lock");
+                    for (mark, highest) in watermarks.iter_mut().zip(purged.highest) {
+                        *mark = (*mark).min(highest);
+                    }
+                }
+                for (key, table, row) in &purged.forget {
+                    self.index.records.change(
+                        *key,
+                        Change::Forget {
+                            table: *table,
+                            row: *row,
+                        },
+                    );
+                }
+                for (subject, kept) in &purged.hashed {
+                    self.index.set_erased(*subject, kept.clone());
+                }
+                // Deleted rows' numbers may be reused by SQLite.
+                self.ids_epoch
+                    .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+                self.ids.clear();
+            },
+        )?;
+        Ok(purged.counts)
+    }
+
+    fn purge_in(
+        &self,
+        tx: &Transaction<'_>,
+        ceilings: &RecordCeilings,
+        now: Timestamp,
+    ) -> Result<Purged, StoreError> {
+        let mut purged = Purged::default();
+        let redacted =
+            serde_json::json!({"redacted": format!("retention purge {now}")}).to_string();
+        let redact = |action: &str, subject: &str, field: &str, id: &str| {
+            tx.execute(
+                &format!(
+                    "UPDATE events SET before = CASE WHEN before = 'null' THEN before ELSE ?1 END, after = ?1
+                     WHERE subject = ?2 AND action = ?3 AND json_extract(after, '$.{field}') = ?4"
+                ),
+                params![redacted, subject, action, id],
+            )
+        };
+
+        // Consents: ended (revoked or expired) before their cutoff.
+        let mut candidates = Vec::new();
+        {
+            let mut statement = tx.prepare(
+                "SELECT rowid, number_key, controller, purpose, revoked_at_us, expires_at_us, consent_id, number
+                 FROM consents WHERE revoked_at_us IS NOT NULL OR expires_at_us IS NOT NULL",
+            )?;
+            let mut rows = statement.query([])?;
+            while let Some(row) = rows.next()? {
+                let controller: String = row.get(2)?;
+                let Some(cutoff) = ceilings.consents.cutoff(&controller, now) else {
+                    continue;
+                };
+                let revoked: Option<i64> = row.get(4)?;
+                let expires: Option<i64> = row.get(5)?;
+                let ended = match (revoked, expires) {
+                    (Some(r), Some(e)) => r.min(e),
+                    (Some(t), None) | (None, Some(t)) => t,
+                    (None, None) => continue,
+                };
+                if ended >= us(cutoff) {
+                    continue;
+                }
+                candidates.push((
+                    row.get::<_, i64>(0)?,
+                    NumberKey(row.get::<_, i64>(1)? as u64),
+                    controller,
+                    row.get::<_, String>(3)?,
+                    revoked,
+                    row.get::<_, String>(6)?,
+                    row.get::<_, String>(7)?,
+                ));
+            }
+        }
+        for (rowid, key, controller, purpose, revoked, consent_id, number) in candidates {
+            let subject = hex::encode(self.index.subject_hash(&number));
+            let latest_withdrawal = revoked.is_some()
+                && {
+                    let latest: i64 = tx.query_row(
+                    "SELECT rowid FROM consents
+                     WHERE number_key = ?1 AND controller = ?2 AND purpose = ?3 AND revoked_at_us IS NOT NULL
+                     ORDER BY revoked_at_us DESC, rowid DESC LIMIT 1",
+                    params![key.0 as i64, controller, purpose],
+                    |r| r.get(0),
+                )?;
+                    latest == rowid
+                };
+            if latest_withdrawal {
+                let stripped = tx.execute(
+                    "UPDATE consents SET source = ?2, method = '', notice_version = '', evidence_ref = ''
+                     WHERE rowid = ?1 AND source != ?2",
+                    params![rowid, EVIDENCE_GONE],
+                )?;
+                if stripped > 0 {
+                    purged.counts.withdrawals_kept += 1;
+                    redact("consent.recorded", &subject, "consent_id", &consent_id)?;
+                }
+                continue;
+            }
+            tx.execute("DELETE FROM consents WHERE rowid = ?1", [rowid])?;
+            redact("consent.recorded", &subject, "consent_id", &consent_id)?;
+            purged.counts.consents_deleted += 1;
+            purged.forget.push((key, Table::Consent, row32(rowid)));
+        }
+
+        // Relationships: ended before their cutoff (ongoing ones never).
+        let mut candidates = Vec::new();
+        {
+            let mut statement = tx.prepare(
+                "SELECT rowid, number_key, controller, ended_at_us, relationship_id, number
+                 FROM relationships WHERE ended_at_us IS NOT NULL",
+            )?;
+            let mut rows = statement.query([])?;
+            while let Some(row) = rows.next()? {
+                let controller: String = row.get(2)?;
+                let Some(cutoff) = ceilings.relationships.cutoff(&controller, now) else {
+                    continue;
+                };
+                if row.get::<_, i64>(3)? >= us(cutoff) {
+                    continue;
+                }
+                candidates.push((
+                    row.get::<_, i64>(0)?,
+                    NumberKey(row.get::<_, i64>(1)? as u64),
+                    row.get::<_, String>(4)?,
+                    row.get::<_, String>(5)?,
+                ));
+            }
+        }
+        for (rowid, key, id, number) in candidates {
+            tx.execute("DELETE FROM relationships WHERE rowid = ?1", [rowid])?;
+            let subject = hex::encode(self.index.subject_hash(&number));
+            redact("relationship.recorded", &subject, "relationship_id", &id)?;
+            purged.counts.relationships_deleted += 1;
+            purged.forget.push((key, Table::Relationship, row32(rowid)));
+        }
+
+        // Opt-outs: only expired ones, expired before their cutoff.
+        let mut candidates = Vec::new();
+        {
+            let mut statement = tx.prepare(
+                "SELECT rowid, number_key, number_hash, controller, expires_at_us, suppression_id, number
+                 FROM suppressions WHERE expires_at_us IS NOT NULL",
+            )?;
+            let mut rows = statement.query([])?;
+            while let Some(row) = rows.next()? {
+                let controller: String = row.get(3)?;
+                let Some(cutoff) = ceilings.opt_outs.cutoff(&controller, now) else {
+                    continue;
+                };
+                if row.get::<_, i64>(4)? >= us(cutoff) {
+                    continue;
+                }
+                candidates.push((
+                    row.get::<_, i64>(0)?,
+                    row.get::<_, Option<i64>>(1)?.map(|k| NumberKey(k as u64)),
+                    row.get::<_, Option<Vec<u8>>>(2)?,
+                    row.get::<_, String>(5)?,
+                    row.get::<_, String>(6)?,
+                ));
+            }
+        }
+        let mut hashed: HashSet<SubjectHash> = HashSet::new();
+        for (rowid, key, hash, id, number) in candidates {
+            tx.execute("DELETE FROM suppressions WHERE rowid = ?1", [rowid])?;
+            let subject = match (
+                &key,
+                hash.as_deref().and_then(|h| SubjectHash::try_from(h).ok()),
+            ) {
+                (_, Some(hash)) => {
+                    hashed.insert(hash);
+                    hash
+                }
+                _ => self.index.subject_hash(&number),
+            };
+            redact(
+                "suppression.added",
+                &hex::encode(subject),
+                "suppression_id",
+                &id,
+            )?;
+            purged.counts.opt_outs_deleted += 1;
+            if let Some(key) = key {
+                purged.forget.push((key, Table::Suppression, row32(rowid)));
+            }
+        }
+        for subject in hashed {
+            purged
+                .hashed
+                .push((subject, hashed_suppressions(tx, &subject)?));
+        }
+        let highest = |table: &str| -> rusqlite::Result<i64> {
+            tx.query_row(
+                &format!("SELECT COALESCE(MAX(rowid), 0) FROM {table}"),
+                [],
+                |r| r.get(0),
+            )
+        };
+        purged.highest = [
+            highest("consents")?,
+            highest("relationships")?,
+            highest("suppressions")?,
+        ];
+        Ok(purged)
+    }
+
+    /// The fingerprint of this store's subject salt (the erasure ledger's `salt`).
+    pub fn salt_fingerprint(&self) -> String {
+        super::super::ledger::salt_fingerprint(&self.index.salt)
+    }
+
+    /// Every number the store holds (consents, relationships, opt-outs by
+    /// number), by its salted hash: how a restore finds the numbers of
+    /// the erasure ledger's entries.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the store cannot be read.
+    pub fn numbers_by_hash(&self) -> Result<HashMap<SubjectHash, String>, StoreError> {
+        let conn = self.conn.lock().expect("contact db lock");
+        let mut statement = conn.prepare(
+            "SELECT number FROM consents UNION SELECT number FROM relationships
+             UNION SELECT number FROM suppressions WHERE number != ''",
+        )?;
+        let mut rows = statement.query([])?;
+        let mut numbers = HashMap::new();
+        while let Some(row) = rows.next()? {
+            let number: String = row.get(0)?;
+            numbers.insert(self.index.subject_hash(&number), number);
+        }
+        Ok(numbers)
+    }
+
+    /// Stores an opt-out under a subject's hash only (no number): it binds
+    /// every check of a number with that hash. Kept as it is when one with
+    /// its id is stored. Returns whether it was new.
+    ///
+    /// # Errors
+    /// [`StoreError`]; nothing is changed then.
+    pub fn suppress_by_hash(
+        &self,
+        subject: &SubjectHash,
+        suppression: &Suppression,
+        actor: &str,
+    ) -> Result<bool, StoreError> {
+        let added = self.write(
+            |tx| {
+                let inserted = insert_suppression_hashed(
+                    &mut tx.prepare(&format!(
+                        "INSERT OR IGNORE INTO suppressions ({SUPPRESSION_COLUMNS}) VALUES (?1, ?2, ?3, '', NULL, ?4, ?5, ?6, ?7, ?8, ?9)"
+                    ))?,
+                    subject,
+                    suppression,
+                )? == 1;
+                if inserted {
+                    let mut after = serde_json::to_value(suppression).unwrap_or_default();
+                    after.as_object_mut().map(|o| o.remove("number"));
+                    Self::event(tx, suppression.created_at, actor, "suppression.added", subject, serde_json::Value::Null, after)?;
+                }
+                Ok((inserted, hashed_suppressions(tx, subject)?))
+            },
+            |(_, kept)| self.index.set_erased(*subject, kept.clone()),
+        )?;
+        Ok(added.0)
+    }
+
+    /// Writes one trail event without a subject (`backup.restored`).
+    ///
+    /// # Errors
+    /// [`StoreError`] when it cannot be stored.
+    pub fn note(
+        &self,
+        action: &str,
+        actor: &str,
+        now: Timestamp,
+        details: serde_json::Value,
+    ) -> Result<(), StoreError> {
+        self.write(
+            |tx| {
+                tx.execute(
+                    "INSERT INTO events (at_us, actor, action, subject, before, after) VALUES (?1, ?2, ?3, '', 'null', ?4)",
+                    params![us(now), actor, action, details.to_string()],
+                )?;
+                Ok(())
+            },
+            |()| {},
+        )
+    }
+}
+
+/// Binds an opt-out kept by hash (9 columns: id, controller, campaign,
+/// hash, reason, source, added_by, created, expires) and runs `statement`.
+fn insert_suppression_hashed(
+    statement: &mut rusqlite::Statement<'_>,
+    subject: &SubjectHash,
+    suppression: &Suppression,
+) -> rusqlite::Result<usize> {
+    statement.execute(params![
+        suppression.suppression_id,
+        suppression.controller,
+        suppression.campaign_id,
+        subject.to_vec(),
+        suppression.reason,
+        suppression.source,
+        suppression.added_by,
+        us(suppression.created_at),
+        suppression.expires_at.map(us),
+    ])
+}
+
+fn row32(rowid: i64) -> u32 {
+    u32::try_from(rowid).unwrap_or(u32::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::contacts::{Consent, Relationship, RelationshipKind};
+    use crate::model::Purpose;
+    use crate::rules::valid_consent;
+
+    const NUMBER: &str = "+390212345678";
+
+    fn key() -> NumberKey {
+        NumberKey::from_e164(NUMBER).unwrap()
+    }
+
+    fn now() -> Timestamp {
+        "2026-11-25T10:00:00Z".parse().unwrap()
+    }
+
+    fn days_ago(days: i64) -> Timestamp {
+        now() - jiff::SignedDuration::from_hours(24 * days)
+    }
+
+    fn consent(id: &str, granted_days_ago: i64) -> Consent {
+        Consent {
+            consent_id: id.into(),
+            controller: "acme".into(),
+            number: NUMBER.into(),
+            purpose: Purpose::Marketing,
+            granted_at: days_ago(granted_days_ago),
+            revoked_at: None,
+            expires_at: None,
+            source: "web form".into(),
+            method: "checkbox".into(),
+            notice_version: "v1".into(),
+            evidence_ref: format!("recording-{id}"),
+            recorded_at: days_ago(granted_days_ago),
+        }
+    }
+
+    fn ceilings(days: u32) -> RecordCeilings {
+        let ceiling = Ceiling {
+            default_days: Some(days),
+            controllers: BTreeMap::new(),
+        };
+        RecordCeilings {
+            consents: ceiling.clone(),
+            relationships: ceiling.clone(),
+            opt_outs: ceiling,
+        }
+    }
+
+    /// The trap: the rules treat a withdrawal as ending every consent given
+    /// before it, also one a CRM records again later. A purge that deleted
+    /// every old withdrawn consent let such a re-synced consent ALLOW.
+    #[test]
+    fn test_a_purge_keeps_the_latest_withdrawal_so_a_resynced_consent_stays_ended() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ContactStore::open(dir.path()).unwrap();
+        store
+            .record_consent(key(), consent("c-old", 500), "t")
+            .unwrap();
+        store
+            .revoke_consents(key(), NUMBER, "acme", None, days_ago(300), "t")
+            .unwrap();
+        store
+            .record_consent(key(), consent("c-1", 400), "t")
+            .unwrap();
+        store
+            .revoke_consents(
+                key(),
+                NUMBER,
+                "acme",
+                Some(Purpose::Marketing),
+                days_ago(100),
+                "t",
+            )
+            .unwrap();
+        let counts = store
+            .purge_retention(&ceilings(30), now(), false, "t", serde_json::json!({}))
+            .unwrap();
+        assert_eq!(counts.consents_deleted, 1, "{counts:?}");
+        assert_eq!(counts.withdrawals_kept, 1, "{counts:?}");
+        // The CRM re-syncs the consent withdrawn 100 days ago.
+        store
+            .record_consent(key(), consent("c-1-again", 400), "t")
+            .unwrap();
+        let view = store.view(key(), NUMBER);
+        assert_eq!(
+            valid_consent(&view, "acme", Purpose::Marketing, None, now()).map(|c| &c.consent_id),
+            None,
+            "{view:?}"
+        );
+        // The same after a restart (the index rebuilt from the store).
+        drop(store);
+        let store = ContactStore::open(dir.path()).unwrap();
+        let view = store.view(key(), NUMBER);
+        assert!(valid_consent(&view, "acme", Purpose::Marketing, None, now()).is_none());
+        // The kept withdrawal has no evidence, in the store or the trail.
+        let records = store.subject_records(key(), NUMBER, "").unwrap();
+        let kept = records
+            .consents
+            .iter()
+            .find(|c| c.consent_id == "c-1")
+            .unwrap();
+        assert_eq!((kept.evidence_ref.as_str(), kept.method.as_str()), ("", ""));
+        let trail = serde_json::to_string(&store.trail().unwrap()).unwrap();
+        assert!(!trail.contains("recording-c-1\""), "{trail}");
+        assert!(!trail.contains("recording-c-old"), "{trail}");
+        assert!(trail.contains("recording-c-1-again"), "{trail}");
+        assert!(trail.contains("retention.purged"));
+        // A consent given after the withdrawal counts.
+        store
+            .record_consent(key(), consent("c-new", 10), "t")
+            .unwrap();
+        let view = store.view(key(), NUMBER);
+        assert_eq!(
+            valid_consent(&view, "acme", Purpose::Marketing, None, now())
+                .map(|c| c.consent_id.as_str()),
+            Some("c-new")
+        );
+    }
+
+    /// Nothing in force is deleted; records ended inside the ceiling stay;
+    /// a dry run changes nothing; deleted rows leave the index at once, and a
+    /// row number SQLite reuses does not merge with a deleted record.
+    #[test]
+    fn test_only_records_ended_past_the_ceiling_go_and_the_index_follows() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ContactStore::open(dir.path()).unwrap();
+        store
+            .record_consent(key(), consent("in-force", 900), "t")
+            .unwrap();
+        let mut expired = consent("expired", 900);
+        expired.controller = "beta".into();
+        expired.expires_at = Some(days_ago(60));
+        store.record_consent(key(), expired, "t").unwrap();
+        for (id, ended) in [
+            ("r-old", Some(60)),
+            ("r-recent", Some(10)),
+            ("r-ongoing", None),
+        ] {
+            store
+                .record_relationship(
+                    key(),
+                    Relationship {
+                        relationship_id: id.into(),
+                        controller: "acme".into(),
+                        number: NUMBER.into(),
+                        kind: RelationshipKind::Customer,
+                        started_at: days_ago(900),
+                        ended_at: ended.map(days_ago),
+                        recorded_at: days_ago(900),
+                    },
+                    "t",
+                )
+                .unwrap();
+        }
+        let opt_out = |id: &str, expires: Option<i64>| Suppression {
+            suppression_id: id.into(),
+            controller: "beta".into(),
+            campaign_id: String::new(),
+            number: NUMBER.into(),
+            reason: "asked".into(),
+            source: "phone".into(),
+            added_by: "t".into(),
+            created_at: days_ago(900),
+            expires_at: expires.map(days_ago),
+        };
+        store
+            .add_suppression(key(), opt_out("s-expired", Some(60)))
+            .unwrap();
+        store
+            .add_suppression(key(), opt_out("s-forever", None))
+            .unwrap();
+        let dry = store
+            .purge_retention(&ceilings(30), now(), true, "t", serde_json::json!({}))
+            .unwrap();
+        let expect = PurgeCounts {
+            consents_deleted: 1,
+            withdrawals_kept: 0,
+            relationships_deleted: 1,
+            opt_outs_deleted: 1,
+        };
+        assert_eq!(dry, expect);
+        assert_eq!(
+            store.view(key(), NUMBER).relationships.len(),
+            3,
+            "dry: nothing changed"
+        );
+        let done = store
+            .purge_retention(&ceilings(30), now(), false, "t", serde_json::json!({}))
+            .unwrap();
+        assert_eq!(done, expect);
+        let ids = |view: &crate::contacts::ContactView| {
+            let mut ids: Vec<String> = view
+                .consents
+                .iter()
+                .map(|c| c.consent_id.clone())
+                .chain(view.relationships.iter().map(|r| r.relationship_id.clone()))
+                .chain(view.suppressions.iter().map(|s| s.suppression_id.clone()))
+                .collect();
+            ids.sort();
+            ids
+        };
+        let kept = ["in-force", "r-ongoing", "r-recent", "s-forever"];
+        assert_eq!(ids(&store.view(key(), NUMBER)), kept);
+        assert_eq!(
+            store
+                .purge_retention(&ceilings(30), now(), false, "t", serde_json::json!({}))
+                .unwrap(),
+            PurgeCounts::default(),
+            "a second run finds nothing"
+        );
+        // The deleted opt-out was the highest row: a new opt-out of
+        // another controller takes its number and must keep its own scope.
+        let mut everyone = opt_out("s-everyone", None);
+        everyone.controller = String::new();
+        store.add_suppression(key(), everyone).unwrap();
+        let view = store.view(key(), NUMBER);
+        let s = view
+            .suppressions
+            .iter()
+            .find(|s| s.suppression_id == "s-everyone")
+            .unwrap();
+        assert!(s.applies_to("acme", "any", now()), "{s:?}");
+        drop(store);
+        let store = ContactStore::open(dir.path()).unwrap();
+        let mut after_restart = kept.to_vec();
+        after_restart.push("s-everyone");
+        after_restart.sort_unstable();
+        assert_eq!(ids(&store.view(key(), NUMBER)), after_restart);
+    }
+}
