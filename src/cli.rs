@@ -357,10 +357,22 @@ fn policy_show(
         .transpose()?;
     let policies = Policies::compile(config);
     let report = crate::policy::report(&policies, config, campaign, destination, at)?;
+    let retention = crate::retention::report(config, &report.controller, at);
     if json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        #[derive(serde::Serialize)]
+        struct WithRetention<'a> {
+            #[serde(flatten)]
+            report: &'a crate::policy::PolicyReport,
+            retention: &'a crate::retention::RetentionReport,
+        }
+        let both = WithRetention {
+            report: &report,
+            retention: &retention,
+        };
+        println!("{}", serde_json::to_string_pretty(&both)?);
     } else {
         print!("{report}");
+        print!("{retention}");
     }
     Ok(())
 }

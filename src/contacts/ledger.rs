@@ -134,7 +134,10 @@ impl Ledger {
             let _ = crate::private::create_dir_all(parent);
         }
         let file = crate::private::append_file(path).map_err(|cause| io(path, cause))?;
-        let _ = crate::private::tighten(path);
+        // Owner-only; a device or a pipe named here is left as it is.
+        if std::fs::symlink_metadata(path).is_ok_and(|m| m.is_file()) {
+            let _ = crate::private::tighten(path);
+        }
         Ok(Ledger {
             path: path.to_path_buf(),
             file: Mutex::new(file),

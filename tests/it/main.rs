@@ -13,6 +13,7 @@ mod limits;
 mod python_client;
 mod records;
 mod registry;
+mod retention;
 mod sip;
 mod statutes;
 mod subjects;
