@@ -452,13 +452,15 @@ fn contact_import(
     let summary = if consents {
         crate::contacts::import::import_consents(&store, file, &cli_actor(), now, dry_run)?
     } else {
+        let ledger = crate::contacts::ledger::Ledger::open(&config.retention.erasure_ledger)?;
         let records = Records::new(store, decision_log::database_path(&config.server.data_dir))
             .with_campaigns(
                 config
                     .campaigns
                     .iter()
                     .map(|c| (c.id.clone(), c.controller.clone())),
-            );
+            )
+            .with_ledger(std::sync::Arc::new(ledger));
         crate::contacts::import::import_suppressions(&records, file, &cli_actor(), now, dry_run)?
     };
     println!(

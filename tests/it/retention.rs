@@ -213,11 +213,12 @@ async fn test_restore_reapplies_erasures_opt_outs_and_withdrawals_made_after_the
     let opted_out = "+49 151 22222222";
     let withdrawn = "+49 151 33333333";
     let untouched = "+49 151 44444444";
+    let imported = "+49 151 55555555";
     let backup_dir = ws.dir.path().join("backup-1");
     {
         let server = ws.start();
         let mut records = server.records().await;
-        for number in [erased, opted_out, withdrawn, untouched] {
+        for number in [erased, opted_out, withdrawn, untouched, imported] {
             records
                 .record_consent(consent(number, 10, "recording"))
                 .await
@@ -263,14 +264,22 @@ async fn test_restore_reapplies_erasures_opt_outs_and_withdrawals_made_after_the
             })
             .await
             .unwrap();
-        for number in [erased, opted_out, withdrawn] {
+        // And a bulk opt-out import.
+        let file = ws.file("opt-outs.csv", "number,controller\n+4915155555555,acme\n");
+        ws.cli_ok(&["suppression", "import", "--file", path_str(&file)]);
+        std::thread::sleep(Duration::from_millis(500));
+        for number in [erased, opted_out, withdrawn, imported] {
             let denied = check(&server, number).await;
             assert_eq!(verdict(&denied), Verdict::Deny);
         }
         // The ledger holds hashes, never numbers, and is private.
         let ledger = ws.data_dir().join("erasure-ledger.jsonl");
         let text = std::fs::read_to_string(&ledger).unwrap();
-        assert_eq!(text.lines().count(), 3, "{text}");
+        assert_eq!(
+            text.lines().count(),
+            5,
+            "3 changes, the import's opt-out and its commit: {text}"
+        );
         assert!(!text.contains("151"), "{text}");
         let mode = std::os::unix::fs::PermissionsExt::mode(
             &std::fs::metadata(&ledger).unwrap().permissions(),
@@ -286,7 +295,7 @@ async fn test_restore_reapplies_erasures_opt_outs_and_withdrawals_made_after_the
     let out = ws.cli_ok(&["restore", "--from", path_str(&backup_dir)]);
     assert!(
         out.contains("1 erasures (1 records erased")
-            && out.contains("1 opt-outs added")
+            && out.contains("2 opt-outs added")
             && out.contains("1 withdrawals (1 consents ended")
             && out.contains("decision log kept")
             && out.contains("audit verify: ok"),
@@ -306,6 +315,8 @@ async fn test_restore_reapplies_erasures_opt_outs_and_withdrawals_made_after_the
     assert_eq!(codes(&after), vec![R::Suppressed], "{:?}", after.reasons);
     let after = check(&server, withdrawn).await;
     assert_eq!(codes(&after), vec![R::NoConsent], "{:?}", after.reasons);
+    let after = check(&server, imported).await;
+    assert_eq!(codes(&after), vec![R::Suppressed], "{:?}", after.reasons);
     let after = check(&server, untouched).await;
     assert_eq!(
         verdict(&after),
@@ -383,4 +394,61 @@ async fn test_start_up_reports_the_data_directory_at_rest() {
             log.join("\n")
         );
     }
+}
+
+/// An erasure, opt-out or withdrawal whose ledger entry cannot be written
+/// (here: a full disk) fails and changes nothing: a restore would
+/// otherwise undo it. The same for a bulk opt-out import.
+#[tokio::test(flavor = "multi_thread")]
+async fn test_a_change_the_ledger_cannot_record_fails_and_changes_nothing() {
+    let ws = Workspace::new(&standard_config(
+        "[retention]\nerasure_ledger = \"/dev/full\"\n",
+    ));
+    let number = "+49 151 23456789";
+    let server = ws.start();
+    let mut records = server.records().await;
+    records
+        .record_consent(consent(number, 10, "recording"))
+        .await
+        .unwrap();
+    let erase = records
+        .erase_subject(EraseSubjectRequest {
+            controller: String::new(),
+            number: number.into(),
+            default_region: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(erase.code(), tonic::Code::Unavailable, "{erase:?}");
+    assert!(erase.message().contains("erasure ledger"), "{erase:?}");
+    let opt_out = records
+        .add_suppression(AddSuppressionRequest {
+            controller: "acme".into(),
+            number: number.into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(opt_out.code(), tonic::Code::Unavailable);
+    let revoke = records
+        .revoke_consent(RevokeConsentRequest {
+            controller: "acme".into(),
+            number: number.into(),
+            purpose: Purpose::Unspecified as i32,
+            revoked_at: None,
+            default_region: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(revoke.code(), tonic::Code::Unavailable);
+    // Nothing changed: the consent still decides (the failure is visible
+    // to the CRM, which retries once the disk is fixed).
+    let still = check(&server, number).await;
+    assert_eq!(codes(&still), vec![R::Consent], "{:?}", still.reasons);
+    let file = ws.file("opt-outs.csv", "number,controller\n+4915199999999,acme\n");
+    let import = ws.cli(&["suppression", "import", "--file", path_str(&file)]);
+    assert!(!import.status.success());
+    let message = String::from_utf8_lossy(&import.stderr);
+    assert!(message.contains("erasure ledger"), "{message}");
+    server.terminate();
 }
