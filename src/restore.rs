@@ -323,7 +323,21 @@ pub fn restore(
                             )
                             .with_context(|| failed("withdrawal"))?;
                     }
-                    None => restored.revocations_unmatched += 1,
+                    None => {
+                        // The consent it ended is not in the backup (recorded
+                        // after it): kept by hash, it still ends a consent a
+                        // CRM records again.
+                        store
+                            .withdraw_by_hash(
+                                &subject,
+                                &entry.controller,
+                                entry.purpose,
+                                revoked_at,
+                                actor,
+                            )
+                            .with_context(|| failed("withdrawal"))?;
+                        restored.revocations_unmatched += 1;
+                    }
                 }
             }
             EntryKind::ImportCommitted => {}
@@ -344,7 +358,7 @@ pub fn restore(
         }),
     )?;
     restored.lines.push(format!(
-        "erasure ledger: {} entries since {since}: {} erasures ({} records erased, {} kept suppressed by hash only), {} opt-outs added, {} withdrawals ({} consents ended, {} matched no stored consent)",
+        "erasure ledger: {} entries since {since}: {} erasures ({} records erased, {} kept suppressed by hash only), {} opt-outs added, {} withdrawals ({} consents ended, {} kept by hash: their consents are not in the backup)",
         restored.entries,
         restored.erasures,
         restored.records_erased,

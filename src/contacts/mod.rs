@@ -36,10 +36,11 @@ pub use store::{
 /// What an erasure keeps, each with its legal ground and how long; every
 /// other record of the subject (consents, relationships, registry
 /// observations, the evidence in the change trail) is deleted.
-pub const KEPT_AFTER_ERASURE: [&str; 3] = [
+pub const KEPT_AFTER_ERASURE: [&str; 4] = [
     "opt-out: a suppression under a salted hash of the number (no raw number), used only      to avoid calling it again; ground: GDPR art. 17(3)(b) and 21(3) (the objection must be      honoured), ICO and CAP 10.10 suppression guidance; kept without expiry",
     "decision log: every CheckCall decision about the number, with the number, as the      record of each dial decision; ground: GDPR art. 17(3)(b) and (e), US TSR 16 CFR      310.5 (5 years), DE UWG §7a; kept for log.retention_days (default 1826 days), then      removed by audit purge",
     "change trail: the time, actor and kind of each change to the subject's records, with      their contents (evidence, sources, dates) removed; ground: GDPR art. 5(2)      accountability; kept as long as the trail",
+    "erasure ledger: the time of the erasure, its controller and the salted hash of the      number (no raw number), outside the backups, so that restoring a backup made before      the erasure cannot bring the records back; ground: GDPR art. 17(1) and 5(1)(e)      (the erasure must reach the copies); kept while a backup made before it may be restored      (dialgate does not prune the ledger)",
 ];
 
 /// A consent to be called by one controller for one purpose.

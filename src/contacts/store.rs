@@ -63,6 +63,8 @@ pub struct ContactStore {
     /// Whether any registry answer is held: read on every check, so an
     /// atomic rather than the map's length (which locks every shard).
     any_opposed: std::sync::atomic::AtomicBool,
+    /// Withdrawals known by hash only (re-applied by a restore).
+    withdrawals: purge::HashedWithdrawals,
 }
 
 /// What a bulk import stored.
@@ -612,6 +614,7 @@ impl ContactStore {
             watermarks: Mutex::new([0; 3]),
             any_opposed: std::sync::atomic::AtomicBool::new(false),
             observations_version: Mutex::new(-1),
+            withdrawals: purge::HashedWithdrawals::default(),
         })
     }
 
@@ -629,6 +632,7 @@ impl ContactStore {
         *self.watermarks.get_mut().expect("watermark lock") = watermarks;
         self.index.records.compact_with(added)?;
         self.refresh_observations(&self.conn.lock().expect("contact db lock"))?;
+        self.load_withdrawals()?;
         self.indexed
             .store(true, std::sync::atomic::Ordering::Release);
         Ok(())
@@ -813,6 +817,7 @@ impl ContactStore {
         }
         view.suppressions
             .extend(self.index.erased_suppressions(e164));
+        self.withdrawals.extend_view(&self.index, e164, &mut view);
         view
     }
 

@@ -214,6 +214,8 @@ async fn test_restore_reapplies_erasures_opt_outs_and_withdrawals_made_after_the
     let withdrawn = "+49 151 33333333";
     let untouched = "+49 151 44444444";
     let imported = "+49 151 55555555";
+    // Its consent is recorded after the backup, then withdrawn.
+    let late = "+49 151 66666666";
     let backup_dir = ws.dir.path().join("backup-1");
     {
         let server = ws.start();
@@ -234,7 +236,21 @@ async fn test_restore_reapplies_erasures_opt_outs_and_withdrawals_made_after_the
         .unwrap();
         assert!(manifest["started_at"].is_string(), "{manifest}");
         assert!(!backup_dir.join("erasure-ledger.jsonl").exists());
-        // After the backup: erasure, opt-out, withdrawal.
+        // After the backup: erasure, opt-out, withdrawals.
+        records
+            .record_consent(consent(late, 20, "recording-late"))
+            .await
+            .unwrap();
+        records
+            .revoke_consent(RevokeConsentRequest {
+                controller: "acme".into(),
+                number: late.into(),
+                purpose: Purpose::Marketing as i32,
+                revoked_at: None,
+                default_region: String::new(),
+            })
+            .await
+            .unwrap();
         let erasure = records
             .erase_subject(EraseSubjectRequest {
                 controller: String::new(),
@@ -277,8 +293,8 @@ async fn test_restore_reapplies_erasures_opt_outs_and_withdrawals_made_after_the
         let text = std::fs::read_to_string(&ledger).unwrap();
         assert_eq!(
             text.lines().count(),
-            5,
-            "3 changes, the import's opt-out and its commit: {text}"
+            6,
+            "4 changes, the import's opt-out and its commit: {text}"
         );
         assert!(!text.contains("151"), "{text}");
         let mode = std::os::unix::fs::PermissionsExt::mode(
@@ -296,7 +312,7 @@ async fn test_restore_reapplies_erasures_opt_outs_and_withdrawals_made_after_the
     assert!(
         out.contains("1 erasures (1 records erased")
             && out.contains("2 opt-outs added")
-            && out.contains("1 withdrawals (1 consents ended")
+            && out.contains("2 withdrawals (1 consents ended, 1 kept by hash")
             && out.contains("decision log kept")
             && out.contains("audit verify: ok"),
         "{out}"
@@ -317,6 +333,24 @@ async fn test_restore_reapplies_erasures_opt_outs_and_withdrawals_made_after_the
     assert_eq!(codes(&after), vec![R::NoConsent], "{:?}", after.reasons);
     let after = check(&server, imported).await;
     assert_eq!(codes(&after), vec![R::Suppressed], "{:?}", after.reasons);
+    // The CRM re-syncs the consent withdrawn after the backup: still withdrawn.
+    let mut records = server.records().await;
+    records
+        .record_consent(consent(late, 20, "recording-late"))
+        .await
+        .unwrap();
+    let after = check(&server, late).await;
+    assert_eq!(codes(&after), vec![R::NoConsent], "{:?}", after.reasons);
+    records
+        .record_consent(consent(late, 0, "recording-later"))
+        .await
+        .unwrap();
+    let after = check(&server, late).await;
+    assert_eq!(
+        verdict(&after),
+        Verdict::Allow,
+        "a consent after the withdrawal counts"
+    );
     let after = check(&server, untouched).await;
     assert_eq!(
         verdict(&after),

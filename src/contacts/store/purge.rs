@@ -21,8 +21,9 @@ use rusqlite::{Transaction, params};
 use serde::Serialize;
 
 use super::super::compact::{Change, Table};
-use super::super::{SubjectHash, Suppression};
+use super::super::{Consent, ContactIndex, ContactView, SubjectHash, Suppression};
 use super::{ContactStore, SUPPRESSION_COLUMNS, StoreError, hashed_suppressions, us};
+use crate::model::Purpose;
 use crate::number::NumberKey;
 
 /// The ceiling of one record type: days after a record ends until it is
@@ -411,6 +412,143 @@ impl ContactStore {
                 Ok(())
             },
             |()| {},
+        )
+    }
+}
+
+/// Withdrawals of consents known by the number's hash only: a restore
+/// re-applies a withdrawal whose consent the backup does not hold (it was
+/// recorded after the backup), so no number can be found for it. Each
+/// becomes, in every view of a number with that hash, a consent withdrawn at
+/// that instant: the rules then end every consent of that controller and
+/// purpose given before it, as they do for a stored withdrawal.
+#[derive(Debug, Default)]
+pub(crate) struct HashedWithdrawals {
+    by_subject: dashmap::DashMap<SubjectHash, Vec<(String, Option<Purpose>, Timestamp)>>,
+    /// Whether any is held: only then does a view pay for the hash.
+    any: std::sync::atomic::AtomicBool,
+}
+
+const PURPOSES: [Purpose; 4] = [
+    Purpose::Marketing,
+    Purpose::MarketResearch,
+    Purpose::Statistical,
+    Purpose::Profiling,
+];
+
+const WITHDRAWALS_SCHEMA: &str = "CREATE TABLE IF NOT EXISTS withdrawals_by_hash (
+    subject BLOB NOT NULL,
+    controller TEXT NOT NULL,
+    purpose TEXT,
+    revoked_at_us INTEGER NOT NULL
+) STRICT;";
+
+impl HashedWithdrawals {
+    fn insert(
+        &self,
+        subject: SubjectHash,
+        controller: String,
+        purpose: Option<Purpose>,
+        at: Timestamp,
+    ) {
+        self.by_subject
+            .entry(subject)
+            .or_default()
+            .push((controller, purpose, at));
+        self.any.store(true, std::sync::atomic::Ordering::Release);
+    }
+
+    /// Adds the withdrawals of `e164`'s hash to its view.
+    pub(crate) fn extend_view(&self, index: &ContactIndex, e164: &str, view: &mut ContactView) {
+        if !self.any.load(std::sync::atomic::Ordering::Acquire) {
+            return;
+        }
+        let Some(withdrawals) = self.by_subject.get(&index.subject_hash(e164)) else {
+            return;
+        };
+        for (controller, purpose, at) in withdrawals.iter() {
+            for purpose in PURPOSES
+                .into_iter()
+                .filter(|p| purpose.is_none_or(|q| q == *p))
+            {
+                view.consents.push(Consent {
+                    consent_id: "withdrawal re-applied from the erasure ledger".into(),
+                    controller: controller.clone(),
+                    number: e164.to_string(),
+                    purpose,
+                    granted_at: *at,
+                    revoked_at: Some(*at),
+                    expires_at: None,
+                    source: String::new(),
+                    method: String::new(),
+                    notice_version: String::new(),
+                    evidence_ref: String::new(),
+                    recorded_at: *at,
+                });
+            }
+        }
+    }
+}
+
+impl ContactStore {
+    /// Loads the withdrawals kept by hash (at open).
+    pub(super) fn load_withdrawals(&self) -> Result<(), StoreError> {
+        let conn = self.conn.lock().expect("contact db lock");
+        conn.execute_batch(WITHDRAWALS_SCHEMA)?;
+        let mut statement = conn.prepare(
+            "SELECT subject, controller, purpose, revoked_at_us FROM withdrawals_by_hash",
+        )?;
+        let mut rows = statement.query([])?;
+        while let Some(row) = rows.next()? {
+            let subject: Vec<u8> = row.get(0)?;
+            let subject = SubjectHash::try_from(subject.as_slice()).map_err(|_| {
+                StoreError::Unreadable("withdrawals_by_hash: a subject is not a hash".into())
+            })?;
+            let purpose = row
+                .get::<_, Option<String>>(2)?
+                .map(|p| super::purpose(&p))
+                .transpose()?;
+            let at = super::ts_column(row, 3, "revoked_at_us")?;
+            self.withdrawals.insert(subject, row.get(1)?, purpose, at);
+        }
+        Ok(())
+    }
+
+    /// Stores a withdrawal known by the number's hash only (see
+    /// [`HashedWithdrawals`]).
+    ///
+    /// # Errors
+    /// [`StoreError`]; nothing is stored then.
+    pub fn withdraw_by_hash(
+        &self,
+        subject: &SubjectHash,
+        controller: &str,
+        purpose: Option<Purpose>,
+        at: Timestamp,
+        actor: &str,
+    ) -> Result<(), StoreError> {
+        self.write(
+            |tx| {
+                tx.execute_batch(WITHDRAWALS_SCHEMA)?;
+                tx.execute(
+                    "INSERT INTO withdrawals_by_hash (subject, controller, purpose, revoked_at_us) VALUES (?1, ?2, ?3, ?4)",
+                    params![subject.to_vec(), controller, purpose.map(Purpose::as_str), us(at)],
+                )?;
+                Self::event(
+                    tx,
+                    Timestamp::now(),
+                    actor,
+                    "consent.revoked",
+                    subject,
+                    serde_json::Value::Null,
+                    serde_json::json!({"controller": controller, "purpose": purpose.map(Purpose::as_str), "revoked_at": at, "consents_ended": 0, "kept_by_hash": true}),
+                )?;
+                Ok(())
+            },
+            |()| {
+                self.withdrawals
+                    .insert(*subject, controller.to_string(), purpose, at);
+            },
         )
     }
 }
