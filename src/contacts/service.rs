@@ -315,6 +315,14 @@ impl Records {
             revoked_at,
             actor,
         )?;
+        self.store.guard_withdrawal(
+            number.key,
+            &number.e164,
+            &controller,
+            request.purpose,
+            revoked_at,
+            actor,
+        )?;
         tracing::info!(revoked, number = %number::mask(&number.e164), "consents revoked");
         Ok(revoked)
     }

@@ -486,3 +486,46 @@ async fn test_a_change_the_ledger_cannot_record_fails_and_changes_nothing() {
     assert!(message.contains("erasure ledger"), "{message}");
     server.terminate();
 }
+
+/// A withdrawal that reaches dialgate before the consent it ends (the CRM
+/// syncs the consent later, with its old `granted_at`) found no consent to
+/// end and left no trace: the consent then ALLOWed. It is kept now.
+#[tokio::test(flavor = "multi_thread")]
+async fn test_a_withdrawal_received_before_its_consent_still_ends_it() {
+    let ws = Workspace::new(&standard_config(""));
+    let server = ws.start();
+    let mut records = server.records().await;
+    let number = "+49 151 77777777";
+    let revoked = records
+        .revoke_consent(RevokeConsentRequest {
+            controller: "acme".into(),
+            number: number.into(),
+            purpose: Purpose::Unspecified as i32,
+            revoked_at: ts(days_before_now(1)),
+            default_region: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .revoked;
+    assert_eq!(revoked, 0, "no consent was stored");
+    records
+        .record_consent(consent(number, 10, "recording-synced-late"))
+        .await
+        .unwrap();
+    let denied = check(&server, number).await;
+    assert_eq!(codes(&denied), vec![R::NoConsent], "{:?}", denied.reasons);
+    // After a restart too.
+    server.terminate();
+    let server = ws.start();
+    let denied = check(&server, number).await;
+    assert_eq!(codes(&denied), vec![R::NoConsent], "{:?}", denied.reasons);
+    server
+        .records()
+        .await
+        .record_consent(consent(number, 0, "recording-new"))
+        .await
+        .unwrap();
+    let allowed = check(&server, number).await;
+    assert_eq!(verdict(&allowed), Verdict::Allow, "{:?}", allowed.reasons);
+}

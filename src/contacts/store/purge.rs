@@ -553,6 +553,59 @@ impl ContactStore {
     }
 }
 
+impl ContactStore {
+    /// After a withdrawal at `at`: for each purpose in its scope whose
+    /// consents of `controller` hold no withdrawal at or after `at` (none
+    /// was stored, or all were withdrawn earlier), stores a consent row
+    /// withdrawn at `at` (granted at `at`, no evidence), so that a consent
+    /// given before it and recorded later (a CRM re-sync arriving after the
+    /// withdrawal) does not count. Returns how many it stored.
+    ///
+    /// # Errors
+    /// [`StoreError`]; the withdrawal itself is already stored then.
+    pub fn guard_withdrawal(
+        &self,
+        key: NumberKey,
+        e164: &str,
+        controller: &str,
+        purpose: Option<Purpose>,
+        at: Timestamp,
+        actor: &str,
+    ) -> Result<u32, StoreError> {
+        let view = self.view(key, e164);
+        let mut stored = 0;
+        for purpose in PURPOSES
+            .into_iter()
+            .filter(|p| purpose.is_none_or(|q| q == *p))
+        {
+            let guarded = view.consents.iter().any(|c| {
+                c.controller == controller
+                    && c.purpose == purpose
+                    && c.revoked_at.is_some_and(|r| r >= at)
+            });
+            if guarded {
+                continue;
+            }
+            let marker = Consent {
+                consent_id: format!("withdrawal-{}", uuid::Uuid::now_v7()),
+                controller: controller.to_string(),
+                number: e164.to_string(),
+                purpose,
+                granted_at: at,
+                revoked_at: Some(at),
+                expires_at: None,
+                source: "withdrawal without a stored consent (RevokeConsent)".into(),
+                method: String::new(),
+                notice_version: String::new(),
+                evidence_ref: String::new(),
+                recorded_at: Timestamp::now(),
+            };
+            stored += u32::from(self.record_consent(key, marker, actor)?);
+        }
+        Ok(stored)
+    }
+}
+
 /// Binds an opt-out kept by hash (9 columns: id, controller, campaign,
 /// hash, reason, source, added_by, created, expires) and runs `statement`.
 fn insert_suppression_hashed(
