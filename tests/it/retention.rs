@@ -529,3 +529,63 @@ async fn test_a_withdrawal_received_before_its_consent_still_ends_it() {
     let allowed = check(&server, number).await;
     assert_eq!(verdict(&allowed), Verdict::Allow, "{:?}", allowed.reasons);
 }
+
+/// Disaster recovery: `data_dir` is lost, the ledger was kept on other
+/// storage. Restore copies the backup's decision log in (it verifies), and
+/// re-applies the erasure made after the backup.
+#[tokio::test(flavor = "multi_thread")]
+async fn test_restore_into_an_empty_data_dir_takes_the_backups_verified_log() {
+    let shared = tempfile::tempdir().unwrap();
+    let ledger = shared.path().join("ledger.jsonl");
+    let section = format!("[retention]\nerasure_ledger = \"{}\"\n", path_str(&ledger));
+    let ws = Workspace::new(&standard_config(&section));
+    let number = "+49 151 88888888";
+    let backup_dir = shared.path().join("backup");
+    {
+        let server = ws.start();
+        server
+            .records()
+            .await
+            .record_consent(consent(number, 10, "recording"))
+            .await
+            .unwrap();
+        assert_eq!(verdict(&check(&server, number).await), Verdict::Allow);
+        ws.cli_ok(&["backup", "--to", path_str(&backup_dir)]);
+        server
+            .records()
+            .await
+            .erase_subject(EraseSubjectRequest {
+                controller: "acme".into(),
+                number: number.into(),
+                default_region: String::new(),
+            })
+            .await
+            .unwrap();
+        server.terminate();
+    }
+    // Another machine: a fresh data_dir, the same ledger.
+    let fresh = Workspace::new(&standard_config(&section));
+    let out = fresh.cli_ok(&["restore", "--from", path_str(&backup_dir)]);
+    assert!(
+        out.contains("decision log restored from the backup")
+            && out.contains("1 erasures (1 records erased")
+            && out.contains("audit verify: ok (1 decisions)"),
+        "{out}"
+    );
+    assert!(fresh.cli_ok(&["audit", "verify"]).starts_with("ok"));
+    let server = fresh.start();
+    let after = check(&server, number).await;
+    assert_eq!(verdict(&after), Verdict::Deny, "{:?}", after.reasons);
+    assert!(
+        codes(&after).contains(&R::Suppressed),
+        "{:?}",
+        after.reasons
+    );
+    let decisions = export_jsonl(&fresh, &[]);
+    assert_eq!(decisions.len(), 2, "the backup's decision and the new one");
+    server.terminate();
+    // A second restore over a running-free directory keeps the now-newer log.
+    let again = fresh.cli_ok(&["restore", "--from", path_str(&backup_dir)]);
+    assert!(again.contains("decision log kept"), "{again}");
+    assert!(again.contains("before-restore-"), "{again}");
+}
