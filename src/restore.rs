@@ -53,7 +53,7 @@ impl ServeLock {
         match file.try_lock() {
             Ok(()) => Ok(ServeLock { _file: file }),
             Err(std::fs::TryLockError::WouldBlock) => bail!(
-                "data_dir {} is in use by a running `dialgate serve` (it holds {}): stop the server first (e.g. systemctl stop dialgate)",
+                "data_dir {} is in use by another dialgate process holding {} (a running `dialgate serve`, or a restore or retention purge): stop the server first (e.g. systemctl stop dialgate)",
                 data_dir.display(),
                 path.display()
             ),
@@ -242,7 +242,11 @@ pub fn restore(
     if store.salt_fingerprint() != salt {
         bail!("the restored contact store's subject salt is not the backup's");
     }
-    let numbers = store.numbers_by_hash()?;
+    let wanted: std::collections::HashSet<_> = entries
+        .iter()
+        .filter_map(ledger::Entry::subject_hash)
+        .collect();
+    let numbers = store.numbers_by_hash(&wanted)?;
     for (i, entry) in entries.iter().enumerate() {
         let failed = |what: &str| format!("ledger entry {} of {} ({what})", i + 1, entries.len());
         let Some(subject) = entry.subject_hash() else {

@@ -338,13 +338,17 @@ impl ContactStore {
         super::super::ledger::salt_fingerprint(&self.index.salt)
     }
 
-    /// Every number the store holds (consents, relationships, opt-outs by
-    /// number), by its salted hash: how a restore finds the numbers of
-    /// the erasure ledger's entries.
+    /// The numbers the store holds (consents, relationships, opt-outs by
+    /// number) whose salted hash is `wanted`, by hash: how a restore finds
+    /// the numbers of the erasure ledger's entries (every stored number is
+    /// hashed; only the matches are kept).
     ///
     /// # Errors
     /// [`StoreError`] when the store cannot be read.
-    pub fn numbers_by_hash(&self) -> Result<HashMap<SubjectHash, String>, StoreError> {
+    pub fn numbers_by_hash(
+        &self,
+        wanted: &HashSet<SubjectHash>,
+    ) -> Result<HashMap<SubjectHash, String>, StoreError> {
         let conn = self.conn.lock().expect("contact db lock");
         let mut statement = conn.prepare(
             "SELECT number FROM consents UNION SELECT number FROM relationships
@@ -353,8 +357,11 @@ impl ContactStore {
         let mut rows = statement.query([])?;
         let mut numbers = HashMap::new();
         while let Some(row) = rows.next()? {
-            let number: String = row.get(0)?;
-            numbers.insert(self.index.subject_hash(&number), number);
+            let number = super::text(row, 0)?;
+            let hash = self.index.subject_hash(number);
+            if wanted.contains(&hash) {
+                numbers.insert(hash, number.to_string());
+            }
         }
         Ok(numbers)
     }
@@ -581,7 +588,10 @@ impl ContactStore {
             let guarded = view.consents.iter().any(|c| {
                 c.controller == controller
                     && c.purpose == purpose
-                    && c.revoked_at.is_some_and(|r| r >= at)
+                    // Stored instants have microseconds: so has the index.
+                    && c
+                        .revoked_at
+                        .is_some_and(|r| r.as_microsecond() >= at.as_microsecond())
             });
             if guarded {
                 continue;
@@ -749,6 +759,34 @@ mod tests {
                 .map(|c| c.consent_id.as_str()),
             Some("c-new")
         );
+    }
+
+    /// A withdrawal that ended a stored consent needs no marker (also when
+    /// its instant has nanoseconds the store does not keep); one that ended
+    /// none gets a withdrawn row per purpose in its scope.
+    #[test]
+    fn test_a_withdrawal_is_guarded_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ContactStore::open(dir.path()).unwrap();
+        store
+            .record_consent(key(), consent("c-1", 400), "t")
+            .unwrap();
+        let at = days_ago(100) + jiff::SignedDuration::from_nanos(123);
+        store
+            .revoke_consents(key(), NUMBER, "acme", Some(Purpose::Marketing), at, "t")
+            .unwrap();
+        let guard = |purpose| {
+            store
+                .guard_withdrawal(key(), NUMBER, "acme", purpose, at, "t")
+                .unwrap()
+        };
+        assert_eq!(guard(Some(Purpose::Marketing)), 0);
+        assert_eq!(guard(None), 3, "the other three purposes");
+        assert_eq!(guard(None), 0, "already guarded");
+        let view = store.view(key(), NUMBER);
+        for purpose in PURPOSES {
+            assert!(valid_consent(&view, "acme", purpose, None, now()).is_none());
+        }
     }
 
     /// Nothing in force is deleted; records ended inside the ceiling stay;
