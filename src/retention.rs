@@ -104,7 +104,7 @@ pub type Invalid = (String, String, String);
 pub fn validate(
     raw: RawRetention,
     log: &LogConfig,
-    controllers: &[&str],
+    controllers: &[(&str, bool)],
     base_dir: &Path,
     data_dir: &Path,
 ) -> Result<Retention, Invalid> {
@@ -126,8 +126,8 @@ pub fn validate(
     retention.records.opt_outs.default_days = days("retention.opt_outs_days", raw.opt_outs_days)?;
     for (name, c) in raw.controller {
         let key = |field: &str| format!("retention.controller.{name}.{field}");
-        if !controllers.contains(&name.as_str()) {
-            let mut known: Vec<&str> = controllers.to_vec();
+        if !controllers.iter().any(|(c, _)| *c == name) {
+            let mut known: Vec<&str> = controllers.iter().map(|(c, _)| *c).collect();
             known.sort_unstable();
             known.dedup();
             return Err(invalid(
@@ -159,6 +159,36 @@ pub fn validate(
             if let Some(v) = days(&key(field), value)? {
                 ceiling.controllers.insert(name.clone(), v);
             }
+        }
+    }
+    // The law's floor for consents: the US TSR keeps records of express
+    // agreement 5 years (16 CFR 310.5(a)(5)); a ceiling counted from the end
+    // of at least that keeps them at least 5 years from their making.
+    let floor = crate::decision_log::US_TSR_RECORD_DAYS;
+    for (controller, calls_us) in controllers {
+        if !calls_us {
+            continue;
+        }
+        if let Some(days) = retention.records.consents.days(controller)
+            && days < floor
+        {
+            let key = if retention
+                .records
+                .consents
+                .controllers
+                .contains_key(*controller)
+            {
+                format!("retention.controller.{controller}.consents_days")
+            } else {
+                "retention.consents_days".to_string()
+            };
+            return Err(invalid(
+                &key,
+                &days,
+                &format!(
+                    "controller {controller} calls the US, where records of consent (express agreement) must be kept 5 years (US TSR 16 CFR 310.5(a)(5)): at least {floor}"
+                ),
+            ));
         }
     }
     retention.decisions_days = days("retention.decisions_days", raw.decisions_days)?;
@@ -597,7 +627,7 @@ mod tests {
         validate(
             raw,
             &LogConfig::default(),
-            &["acme", "beta"],
+            &[("acme", false), ("beta", false), ("usco", true)],
             Path::new("/etc/dialgate"),
             Path::new("/var/lib/dialgate"),
         )
@@ -606,7 +636,7 @@ mod tests {
     #[test]
     fn test_ceilings_are_bounded_and_named_on_error() {
         let ok = parse(
-            "consents_days = 730\nopt_outs_days = 30\n[controller.acme]\nconsents_days = 365\n",
+            "consents_days = 730\nopt_outs_days = 30\n[controller.acme]\nconsents_days = 365\n[controller.usco]\nconsents_days = 2000\n",
         )
         .unwrap();
         assert_eq!(ok.records.consents.days("acme"), Some(365));
@@ -643,6 +673,13 @@ mod tests {
             parse("decisions_days = 1826").unwrap().decisions_days,
             Some(1826)
         );
+        // A controller calling the US keeps consents 5 years at least.
+        let (key, _, problem) = parse("consents_days = 730").unwrap_err();
+        assert_eq!(key, "retention.consents_days");
+        assert!(problem.contains("usco calls the US"), "{problem}");
+        let (key, _, _) = parse("[controller.usco]\nconsents_days = 30").unwrap_err();
+        assert_eq!(key, "retention.controller.usco.consents_days");
+        assert!(parse("consents_days = 30\n[controller.usco]\nconsents_days = 1826").is_ok());
     }
 
     #[test]

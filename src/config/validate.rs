@@ -327,7 +327,13 @@ impl Validator<'_> {
             });
         }
 
-        let controllers: Vec<&str> = campaigns.iter().map(|c| c.controller.as_str()).collect();
+        let controllers: Vec<(&str, bool)> = campaigns
+            .iter()
+            .map(|c| {
+                let us = c.destinations.iter().any(|d| d.as_str() == "US");
+                (c.controller.as_str(), us)
+            })
+            .collect();
         let retention = crate::retention::validate(
             raw.retention,
             &log,
