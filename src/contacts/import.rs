@@ -292,7 +292,7 @@ fn run<T: Send>(
     import: Import<'_>,
     validate: impl FnMut(&Row<'_>) -> Result<(NumberKey, T), RecordsError> + Send,
     mut add: impl FnMut(&mut BulkImport<'_>, NumberKey, T) -> Result<(), StoreError>,
-    before_move: impl FnOnce() -> Result<(), StoreError>,
+    before_move: impl FnOnce(&mut BulkImport<'_>) -> Result<(), StoreError>,
 ) -> Result<ContactImportSummary, ContactImportError> {
     let Import {
         action,
@@ -347,7 +347,7 @@ fn run<T: Send>(
             stored?;
             match read {
                 Ok((lines, details)) => {
-                    before_move()?;
+                    before_move(bulk)?;
                     Ok(Some((lines, details)))
                 }
                 Err(ContactImportError::Store(RecordsError::Store(err))) => Err(err),
@@ -478,7 +478,7 @@ pub fn import_consents(
         },
         validate,
         |bulk, key, consent| bulk.consent(key, consent),
-        || Ok(()),
+        |_| Ok(()),
     )
 }
 
@@ -558,10 +558,11 @@ pub fn import_suppressions(
             }
             bulk.suppression(key, suppression)
         },
-        || {
+        |bulk| {
             // The opt-outs count in the ledger once this line is durable,
-            // before they are moved into the store.
+            // before they are moved into the store (and only if they will be).
             if let Some(ledger) = records.ledger() {
+                bulk.refuse_reused_ids(records.store())?;
                 let mut commit = crate::contacts::ledger::Entry::about(
                     crate::contacts::ledger::EntryKind::ImportCommitted,
                     &[0; 32],

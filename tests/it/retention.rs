@@ -611,3 +611,30 @@ async fn test_restore_into_an_empty_data_dir_takes_the_backups_verified_log() {
     assert!(again.contains("decision log kept"), "{again}");
     assert!(again.contains("before-restore-"), "{again}");
 }
+
+/// A bulk opt-out import that is refused (an id reused for another
+/// number) imports nothing, and commits nothing to the erasure ledger: a
+/// restore must not add opt-outs that were never made.
+#[test]
+fn test_a_refused_opt_out_import_commits_nothing_to_the_ledger() {
+    let ws = Workspace::new(&standard_config(""));
+    let first = ws.file(
+        "a.csv",
+        "number,controller,suppression_id\n+4915112345678,acme,crm-1\n",
+    );
+    ws.cli_ok(&["suppression", "import", "--file", path_str(&first)]);
+    let second = ws.file(
+        "b.csv",
+        "number,controller,suppression_id\n+4915187654321,acme,crm-1\n",
+    );
+    let refused = ws.cli(&["suppression", "import", "--file", path_str(&second)]);
+    assert!(!refused.status.success());
+    let message = String::from_utf8_lossy(&refused.stderr);
+    assert!(message.contains("crm-1"), "{message}");
+    let ledger = std::fs::read_to_string(ws.data_dir().join("erasure-ledger.jsonl")).unwrap();
+    let commits = ledger
+        .lines()
+        .filter(|l| l.contains("import_committed"))
+        .count();
+    assert_eq!(commits, 1, "only the first import: {ledger}");
+}

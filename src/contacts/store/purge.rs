@@ -616,6 +616,20 @@ impl ContactStore {
     }
 }
 
+impl super::BulkImport<'_> {
+    /// Refuses, before the records are moved in, opt-out ids the import
+    /// reuses for another opt-out (the check the move makes anyway): an
+    /// import about to be refused must not be committed to the erasure
+    /// ledger.
+    ///
+    /// # Errors
+    /// [`StoreError::ReusedIds`] naming them, or a storage failure.
+    pub fn refuse_reused_ids(&mut self, store: &ContactStore) -> Result<(), StoreError> {
+        self.flush()?;
+        store.refuse_reused_suppression_ids(self.tx)
+    }
+}
+
 /// Binds an opt-out kept by hash (9 columns: id, controller, campaign,
 /// hash, reason, source, added_by, created, expires) and runs `statement`.
 fn insert_suppression_hashed(
