@@ -69,6 +69,9 @@ pub enum Command {
         /// A backup directory made by `dialgate backup`
         #[arg(long)]
         from: PathBuf,
+        /// Restore although the erasure ledger is missing (erasures made after the backup then come back)
+        #[arg(long)]
+        without_ledger: bool,
     },
     /// Storage limitation: purge what is past its retention ceiling
     #[command(subcommand)]
@@ -317,7 +320,10 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             ..
         } => backup(&config, &to),
         Command::Backup { dry_run, .. } => backup_expire(&config, dry_run),
-        Command::Restore { from } => restore(&config, &from),
+        Command::Restore {
+            from,
+            without_ledger,
+        } => restore(&config, &from, without_ledger),
         Command::Retention(RetentionCommand::Purge { dry_run }) => {
             retention_purge(&config, dry_run)
         }
@@ -583,8 +589,9 @@ fn backup_expire(config: &Config, dry_run: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn restore(config: &Config, from: &std::path::Path) -> anyhow::Result<()> {
-    let restored = crate::restore::restore(config, from, &cli_actor(), Timestamp::now())?;
+fn restore(config: &Config, from: &std::path::Path, without_ledger: bool) -> anyhow::Result<()> {
+    let restored =
+        crate::restore::restore(config, from, without_ledger, &cli_actor(), Timestamp::now())?;
     for line in &restored.lines {
         println!("{line}");
     }

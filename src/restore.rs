@@ -119,6 +119,7 @@ fn backup_salt(contacts: &Path) -> anyhow::Result<String> {
 pub fn restore(
     config: &Config,
     from: &Path,
+    without_ledger: bool,
     actor: &str,
     now: Timestamp,
 ) -> anyhow::Result<Restored> {
@@ -133,6 +134,13 @@ pub fn restore(
         );
     }
     let salt = backup_salt(&backup_contacts)?;
+    let ledger_path = &config.retention.erasure_ledger;
+    if !ledger_path.exists() && !without_ledger {
+        bail!(
+            "the erasure ledger {} does not exist: without it, the erasures, opt-outs and withdrawals made after the backup would come back. Point retention.erasure_ledger at it; only if it is truly lost, pass --without-ledger (then re-apply them by hand: `trail export` of the lost store, if any, lists them). Nothing restored",
+            ledger_path.display()
+        );
+    }
     let since = manifest.started_at - MARGIN;
     let entries: Vec<ledger::Entry> = ledger::read(&config.retention.erasure_ledger)?
         .into_iter()

@@ -585,6 +585,26 @@ async fn test_restore_into_an_empty_data_dir_takes_the_backups_verified_log() {
             .unwrap();
         server.terminate();
     }
+    // Another machine without the ledger: refused, unless told.
+    let lost = Workspace::new(&standard_config(""));
+    let refused = lost.cli(&["restore", "--from", path_str(&backup_dir)]);
+    assert!(!refused.status.success());
+    let message = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        message.contains("erasure ledger") && message.contains("--without-ledger"),
+        "{message}"
+    );
+    assert!(
+        !lost.data_dir().join("contacts.db").exists(),
+        "nothing restored"
+    );
+    let forced = lost.cli_ok(&[
+        "restore",
+        "--from",
+        path_str(&backup_dir),
+        "--without-ledger",
+    ]);
+    assert!(forced.contains("0 entries"), "{forced}");
     // Another machine: a fresh data_dir, the same ledger.
     let fresh = Workspace::new(&standard_config(&section));
     let out = fresh.cli_ok(&["restore", "--from", path_str(&backup_dir)]);
