@@ -17,7 +17,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use jiff::Timestamp;
-use rusqlite::{Transaction, params};
+use rusqlite::{OptionalExtension, Transaction, params};
 use serde::Serialize;
 
 use super::super::compact::{Change, Table};
@@ -81,6 +81,126 @@ struct Purged {
     highest: [i64; 3],
 }
 
+/// A consent past its ceiling, as read.
+struct ConsentCandidate {
+    rowid: i64,
+    key: NumberKey,
+    controller: String,
+    purpose: String,
+    revoked: bool,
+    id: String,
+    number: String,
+    cutoff_us: i64,
+}
+
+/// A relationship or an opt-out past its ceiling, as read.
+struct RowCandidate {
+    rowid: i64,
+    key: Option<NumberKey>,
+    hash: Option<SubjectHash>,
+    id: String,
+    number: String,
+    cutoff_us: i64,
+}
+
+#[derive(Default)]
+struct Candidates {
+    consents: Vec<ConsentCandidate>,
+    relationships: Vec<(RowCandidate, NumberKey)>,
+    opt_outs: Vec<RowCandidate>,
+}
+
+/// Reads the records that ended before their cutoff.
+fn scan_candidates(
+    conn: &rusqlite::Connection,
+    ceilings: &RecordCeilings,
+    now: Timestamp,
+) -> Result<Candidates, StoreError> {
+    let mut found = Candidates::default();
+    let mut statement = conn.prepare(
+        "SELECT rowid, number_key, controller, purpose, revoked_at_us, expires_at_us, consent_id, number
+         FROM consents WHERE revoked_at_us IS NOT NULL OR expires_at_us IS NOT NULL",
+    )?;
+    let mut rows = statement.query([])?;
+    while let Some(row) = rows.next()? {
+        let controller: String = row.get(2)?;
+        let Some(cutoff) = ceilings.consents.cutoff(&controller, now) else {
+            continue;
+        };
+        let revoked: Option<i64> = row.get(4)?;
+        let expires: Option<i64> = row.get(5)?;
+        let ended = match (revoked, expires) {
+            (Some(r), Some(e)) => r.min(e),
+            (Some(t), None) | (None, Some(t)) => t,
+            (None, None) => continue,
+        };
+        if ended >= us(cutoff) {
+            continue;
+        }
+        found.consents.push(ConsentCandidate {
+            rowid: row.get(0)?,
+            key: NumberKey(row.get::<_, i64>(1)? as u64),
+            controller,
+            purpose: row.get(3)?,
+            revoked: revoked.is_some(),
+            id: row.get(6)?,
+            number: row.get(7)?,
+            cutoff_us: us(cutoff),
+        });
+    }
+    let mut statement = conn.prepare(
+        "SELECT rowid, number_key, controller, ended_at_us, relationship_id, number
+         FROM relationships WHERE ended_at_us IS NOT NULL",
+    )?;
+    let mut rows = statement.query([])?;
+    while let Some(row) = rows.next()? {
+        let controller: String = row.get(2)?;
+        let Some(cutoff) = ceilings.relationships.cutoff(&controller, now) else {
+            continue;
+        };
+        if row.get::<_, i64>(3)? >= us(cutoff) {
+            continue;
+        }
+        let key = NumberKey(row.get::<_, i64>(1)? as u64);
+        found.relationships.push((
+            RowCandidate {
+                rowid: row.get(0)?,
+                key: Some(key),
+                hash: None,
+                id: row.get(4)?,
+                number: row.get(5)?,
+                cutoff_us: us(cutoff),
+            },
+            key,
+        ));
+    }
+    let mut statement = conn.prepare(
+        "SELECT rowid, number_key, number_hash, controller, expires_at_us, suppression_id, number
+         FROM suppressions WHERE expires_at_us IS NOT NULL",
+    )?;
+    let mut rows = statement.query([])?;
+    while let Some(row) = rows.next()? {
+        let controller: String = row.get(3)?;
+        let Some(cutoff) = ceilings.opt_outs.cutoff(&controller, now) else {
+            continue;
+        };
+        if row.get::<_, i64>(4)? >= us(cutoff) {
+            continue;
+        }
+        found.opt_outs.push(RowCandidate {
+            rowid: row.get(0)?,
+            key: row.get::<_, Option<i64>>(1)?.map(|k| NumberKey(k as u64)),
+            hash: row
+                .get::<_, Option<Vec<u8>>>(2)?
+                .and_then(|h| SubjectHash::try_from(h.as_slice()).ok()),
+            id: row.get(5)?,
+            number: row.get(6)?,
+            cutoff_us: us(cutoff),
+        });
+    }
+    Ok(found)
+}
+
 const EVIDENCE_GONE: &str = "retention: evidence deleted, withdrawal kept";
 
 impl ContactStore {
@@ -98,16 +218,29 @@ impl ContactStore {
         actor: &str,
         details: serde_json::Value,
     ) -> Result<PurgeCounts, StoreError> {
+        let candidates = self.candidates(ceilings, now)?;
+        self.purge_candidates(&candidates, now, dry_run, actor, details)
+    }
+
+    /// Purges `candidates` (read earlier, without the lock).
+    fn purge_candidates(
+        &self,
+        candidates: &Candidates,
+        now: Timestamp,
+        dry_run: bool,
+        actor: &str,
+        details: serde_json::Value,
+    ) -> Result<PurgeCounts, StoreError> {
         if dry_run {
             let mut conn = self.conn.lock().expect("contact db lock");
             let tx = conn.transaction()?;
-            let purged = self.purge_in(&tx, ceilings, now)?;
+            let purged = self.purge_in(&tx, candidates, now)?;
             // Dropped: rolled back.
             return Ok(purged.counts);
         }
         let purged = self.write(
             |tx| {
-                let purged = self.purge_in(tx, ceilings, now)?;
+                let purged = self.purge_in(tx, candidates, now)?;
                 let mut after = serde_json::to_value(purged.counts).unwrap_or_default();
                 if let (Some(object), serde_json::Value::Object(extra)) =
                     (after.as_object_mut(), details)
@@ -148,10 +281,26 @@ impl ContactStore {
         Ok(purged.counts)
     }
 
+    /// The records past their ceiling, read through a read-only connection
+    /// (without the store's lock: the server's writes go on meanwhile).
+    fn candidates(
+        &self,
+        ceilings: &RecordCeilings,
+        now: Timestamp,
+    ) -> Result<Candidates, StoreError> {
+        let reader = self.reader()?;
+        let found = scan_candidates(&reader, ceilings, now);
+        self.readers.lock().expect("reader pool lock").push(reader);
+        found
+    }
+
+    /// Deletes the candidates that are still what they were when read (same
+    /// row, same id, still ended before their cutoff), keeping the latest
+    /// withdrawal of each number, controller and purpose without evidence.
     fn purge_in(
         &self,
         tx: &Transaction<'_>,
-        ceilings: &RecordCeilings,
+        candidates: &Candidates,
         now: Timestamp,
     ) -> Result<Purged, StoreError> {
         let mut purged = Purged::default();
@@ -167,150 +316,89 @@ impl ContactStore {
             )
         };
 
-        // Consents: ended (revoked or expired) before their cutoff.
-        let mut candidates = Vec::new();
-        {
-            let mut statement = tx.prepare(
-                "SELECT rowid, number_key, controller, purpose, revoked_at_us, expires_at_us, consent_id, number
-                 FROM consents WHERE revoked_at_us IS NOT NULL OR expires_at_us IS NOT NULL",
-            )?;
-            let mut rows = statement.query([])?;
-            while let Some(row) = rows.next()? {
-                let controller: String = row.get(2)?;
-                let Some(cutoff) = ceilings.consents.cutoff(&controller, now) else {
-                    continue;
-                };
-                let revoked: Option<i64> = row.get(4)?;
-                let expires: Option<i64> = row.get(5)?;
-                let ended = match (revoked, expires) {
-                    (Some(r), Some(e)) => r.min(e),
-                    (Some(t), None) | (None, Some(t)) => t,
-                    (None, None) => continue,
-                };
-                if ended >= us(cutoff) {
-                    continue;
-                }
-                candidates.push((
-                    row.get::<_, i64>(0)?,
-                    NumberKey(row.get::<_, i64>(1)? as u64),
-                    controller,
-                    row.get::<_, String>(3)?,
-                    revoked,
-                    row.get::<_, String>(6)?,
-                    row.get::<_, String>(7)?,
-                ));
-            }
-        }
-        for (rowid, key, controller, purpose, revoked, consent_id, number) in candidates {
-            let subject = hex::encode(self.index.subject_hash(&number));
-            let latest_withdrawal = revoked.is_some()
+        for c in &candidates.consents {
+            let subject = hex::encode(self.index.subject_hash(&c.number));
+            let latest_withdrawal = c.revoked
                 && {
-                    let latest: i64 = tx.query_row(
-                    "SELECT rowid FROM consents
-                     WHERE number_key = ?1 AND controller = ?2 AND purpose = ?3 AND revoked_at_us IS NOT NULL
-                     ORDER BY revoked_at_us DESC, rowid DESC LIMIT 1",
-                    params![key.0 as i64, controller, purpose],
-                    |r| r.get(0),
-                )?;
-                    latest == rowid
+                    let latest: Option<i64> = tx
+                    .query_row(
+                        "SELECT rowid FROM consents
+                         WHERE number_key = ?1 AND controller = ?2 AND purpose = ?3 AND revoked_at_us IS NOT NULL
+                         ORDER BY revoked_at_us DESC, rowid DESC LIMIT 1",
+                        params![c.key.0 as i64, c.controller, c.purpose],
+                        |r| r.get(0),
+                    )
+                    .optional()?;
+                    latest == Some(c.rowid)
                 };
             if latest_withdrawal {
                 let stripped = tx.execute(
-                    "UPDATE consents SET source = ?2, method = '', notice_version = '', evidence_ref = ''
-                     WHERE rowid = ?1 AND source != ?2",
-                    params![rowid, EVIDENCE_GONE],
+                    "UPDATE consents SET source = ?3, method = '', notice_version = '', evidence_ref = ''
+                     WHERE rowid = ?1 AND consent_id = ?2 AND source != ?3",
+                    params![c.rowid, c.id, EVIDENCE_GONE],
                 )?;
                 if stripped > 0 {
                     purged.counts.withdrawals_kept += 1;
-                    redact("consent.recorded", &subject, "consent_id", &consent_id)?;
+                    redact("consent.recorded", &subject, "consent_id", &c.id)?;
                 }
                 continue;
             }
-            tx.execute("DELETE FROM consents WHERE rowid = ?1", [rowid])?;
-            redact("consent.recorded", &subject, "consent_id", &consent_id)?;
+            let deleted = tx.execute(
+                "DELETE FROM consents WHERE rowid = ?1 AND consent_id = ?2
+                   AND min(coalesce(revoked_at_us, expires_at_us), coalesce(expires_at_us, revoked_at_us)) < ?3",
+                params![c.rowid, c.id, c.cutoff_us],
+            )?;
+            if deleted == 0 {
+                continue;
+            }
+            redact("consent.recorded", &subject, "consent_id", &c.id)?;
             purged.counts.consents_deleted += 1;
-            purged.forget.push((key, Table::Consent, row32(rowid)));
+            purged.forget.push((c.key, Table::Consent, row32(c.rowid)));
         }
 
-        // Relationships: ended before their cutoff (ongoing ones never).
-        let mut candidates = Vec::new();
-        {
-            let mut statement = tx.prepare(
-                "SELECT rowid, number_key, controller, ended_at_us, relationship_id, number
-                 FROM relationships WHERE ended_at_us IS NOT NULL",
+        for (r, key) in &candidates.relationships {
+            let deleted = tx.execute(
+                "DELETE FROM relationships WHERE rowid = ?1 AND relationship_id = ?2 AND ended_at_us < ?3",
+                params![r.rowid, r.id, r.cutoff_us],
             )?;
-            let mut rows = statement.query([])?;
-            while let Some(row) = rows.next()? {
-                let controller: String = row.get(2)?;
-                let Some(cutoff) = ceilings.relationships.cutoff(&controller, now) else {
-                    continue;
-                };
-                if row.get::<_, i64>(3)? >= us(cutoff) {
-                    continue;
-                }
-                candidates.push((
-                    row.get::<_, i64>(0)?,
-                    NumberKey(row.get::<_, i64>(1)? as u64),
-                    row.get::<_, String>(4)?,
-                    row.get::<_, String>(5)?,
-                ));
+            if deleted == 0 {
+                continue;
             }
-        }
-        for (rowid, key, id, number) in candidates {
-            tx.execute("DELETE FROM relationships WHERE rowid = ?1", [rowid])?;
-            let subject = hex::encode(self.index.subject_hash(&number));
-            redact("relationship.recorded", &subject, "relationship_id", &id)?;
+            let subject = hex::encode(self.index.subject_hash(&r.number));
+            redact("relationship.recorded", &subject, "relationship_id", &r.id)?;
             purged.counts.relationships_deleted += 1;
-            purged.forget.push((key, Table::Relationship, row32(rowid)));
+            purged
+                .forget
+                .push((*key, Table::Relationship, row32(r.rowid)));
         }
 
-        // Opt-outs: only expired ones, expired before their cutoff.
-        let mut candidates = Vec::new();
-        {
-            let mut statement = tx.prepare(
-                "SELECT rowid, number_key, number_hash, controller, expires_at_us, suppression_id, number
-                 FROM suppressions WHERE expires_at_us IS NOT NULL",
-            )?;
-            let mut rows = statement.query([])?;
-            while let Some(row) = rows.next()? {
-                let controller: String = row.get(3)?;
-                let Some(cutoff) = ceilings.opt_outs.cutoff(&controller, now) else {
-                    continue;
-                };
-                if row.get::<_, i64>(4)? >= us(cutoff) {
-                    continue;
-                }
-                candidates.push((
-                    row.get::<_, i64>(0)?,
-                    row.get::<_, Option<i64>>(1)?.map(|k| NumberKey(k as u64)),
-                    row.get::<_, Option<Vec<u8>>>(2)?,
-                    row.get::<_, String>(5)?,
-                    row.get::<_, String>(6)?,
-                ));
-            }
-        }
         let mut hashed: HashSet<SubjectHash> = HashSet::new();
-        for (rowid, key, hash, id, number) in candidates {
-            tx.execute("DELETE FROM suppressions WHERE rowid = ?1", [rowid])?;
-            let subject = match (
-                &key,
-                hash.as_deref().and_then(|h| SubjectHash::try_from(h).ok()),
-            ) {
-                (_, Some(hash)) => {
+        for o in &candidates.opt_outs {
+            let deleted = tx.execute(
+                "DELETE FROM suppressions WHERE rowid = ?1 AND suppression_id = ?2 AND expires_at_us < ?3",
+                params![o.rowid, o.id, o.cutoff_us],
+            )?;
+            if deleted == 0 {
+                continue;
+            }
+            let subject = match o.hash {
+                Some(hash) => {
                     hashed.insert(hash);
                     hash
                 }
-                _ => self.index.subject_hash(&number),
+                None => self.index.subject_hash(&o.number),
             };
             redact(
                 "suppression.added",
                 &hex::encode(subject),
                 "suppression_id",
-                &id,
+                &o.id,
             )?;
             purged.counts.opt_outs_deleted += 1;
-            if let Some(key) = key {
-                purged.forget.push((key, Table::Suppression, row32(rowid)));
+            if let Some(key) = o.key {
+                purged
+                    .forget
+                    .push((key, Table::Suppression, row32(o.rowid)));
             }
         }
         for subject in hashed {
@@ -772,6 +860,36 @@ mod tests {
             valid_consent(&view, "acme", Purpose::Marketing, None, now())
                 .map(|c| c.consent_id.as_str()),
             Some("c-new")
+        );
+    }
+
+    /// The candidates are read without the lock: a row deleted meanwhile
+    /// (an erasure) whose number SQLite gives to a new record must not take
+    /// the new record with it.
+    #[test]
+    fn test_a_row_reused_since_it_was_read_is_not_purged() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ContactStore::open(dir.path()).unwrap();
+        let mut old = consent("c-old", 900);
+        old.expires_at = Some(days_ago(400));
+        store.record_consent(key(), old, "t").unwrap();
+        let candidates = store.candidates(&ceilings(30), now()).unwrap();
+        assert_eq!(candidates.consents.len(), 1);
+        store.erase(key(), NUMBER, "", "t", now()).unwrap();
+        let other = "+390212345679";
+        let other_key = NumberKey::from_e164(other).unwrap();
+        let mut fresh = consent("c-fresh", 10);
+        fresh.number = other.into();
+        store.record_consent(other_key, fresh, "t").unwrap();
+        let counts = store
+            .purge_candidates(&candidates, now(), false, "t", serde_json::json!({}))
+            .unwrap();
+        assert_eq!(counts, PurgeCounts::default());
+        let view = store.view(other_key, other);
+        assert_eq!(
+            valid_consent(&view, "acme", Purpose::Marketing, None, now())
+                .map(|c| c.consent_id.as_str()),
+            Some("c-fresh")
         );
     }
 
