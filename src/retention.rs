@@ -321,9 +321,7 @@ fn purge_decisions(
     now: Timestamp,
     dry_run: bool,
 ) -> anyhow::Result<u64> {
-    // The floor holds whatever the configuration says.
-    let days = days.max(config.log.retention_days);
-    let before = now - jiff::SignedDuration::from_hours(i64::from(days) * 24);
+    let before = decisions_cutoff(config, days, now);
     let db = decision_log::database_path(&config.server.data_dir);
     if !db.exists() {
         return Ok(0);
@@ -353,6 +351,23 @@ fn purge_decisions(
         )?;
     }
     Ok(summary.removed)
+}
+
+/// Decisions made before this instant may go: `days` ago, but never inside
+/// `log.retention_days` (the legal floor), the longest attempt-cap window
+/// in force (the caps are counted from the log at start-up: a purged ALLOW
+/// would be a call not counted) or the idempotency window (a repeated
+/// request id must find its decision after a restart).
+pub fn decisions_cutoff(config: &Config, days: u32, now: Timestamp) -> Timestamp {
+    let days = days.max(config.log.retention_days);
+    let mut keep = jiff::SignedDuration::from_hours(i64::from(days) * 24);
+    if let Some(window) = crate::policy::Policies::compile(config).longest_cap_window() {
+        keep = keep.max(window);
+    }
+    keep = keep.max(jiff::SignedDuration::from_secs(
+        i64::try_from(config.log.idempotency_window_seconds).unwrap_or(i64::MAX),
+    ));
+    now.checked_sub(keep).unwrap_or(Timestamp::UNIX_EPOCH)
 }
 
 /// The scheduled purge of a running server: at start, then every
@@ -680,6 +695,44 @@ mod tests {
         let (key, _, _) = parse("[controller.usco]\nconsents_days = 30").unwrap_err();
         assert_eq!(key, "retention.controller.usco.consents_days");
         assert!(parse("consents_days = 30\n[controller.usco]\nconsents_days = 1826").is_ok());
+    }
+
+    /// A decision ceiling shorter than an attempt cap's window would purge
+    /// ALLOWs the caps count at start-up (a wrong ALLOW after a restart).
+    #[test]
+    fn test_decisions_inside_a_cap_window_are_never_purged() {
+        let text = r#"
+[log]
+retention_days = 0
+[retention]
+decisions_days = 1
+[[campaign]]
+id = "fr"
+controller = "acme"
+purpose = "marketing"
+default_region = "FR"
+destinations = ["FR"]
+[campaign.attempt_limit]
+max_attempts = 3
+window_days = 60
+"#;
+        let config = Config::parse(text, "test", Path::new(".")).unwrap();
+        let now: Timestamp = "2026-11-25T10:00:00Z".parse().unwrap();
+        assert_eq!(
+            decisions_cutoff(&config, 1, now),
+            now - jiff::SignedDuration::from_hours(24 * 60)
+        );
+        let without_caps = Config::parse(
+            "[log]\nretention_days = 0\n[retention]\ndecisions_days = 1\n",
+            "test",
+            Path::new("."),
+        )
+        .unwrap();
+        assert_eq!(
+            decisions_cutoff(&without_caps, 1, now),
+            now - jiff::SignedDuration::from_hours(24),
+            "the idempotency window (1 hour) is shorter"
+        );
     }
 
     #[test]
