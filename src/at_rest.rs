@@ -143,12 +143,21 @@ fn check_with(data_dir: &Path, mountinfo: &str, sys: &Path) -> AtRest {
     // Readable by others after tightening: the filesystem ignores modes.
     let mut exposed = Vec::new();
     let mut paths = vec![dir.clone()];
-    if let Ok(entries) = std::fs::read_dir(&dir) {
-        paths.extend(entries.flatten().map(|e| e.path()));
+    let mut pending = vec![(dir.clone(), 0)];
+    while let Some((parent, depth)) = pending.pop() {
+        for entry in std::fs::read_dir(&parent).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if depth < 2 && entry.file_type().is_ok_and(|t| t.is_dir()) {
+                pending.push((path.clone(), depth + 1));
+            }
+            paths.push(path);
+        }
     }
     for path in &paths {
         if let Ok(meta) = std::fs::symlink_metadata(path)
             && !meta.file_type().is_symlink()
+            // Empty files (locks) hold nothing to read.
+            && !(meta.is_file() && meta.len() == 0)
             && meta.permissions().mode() & 0o077 != 0
         {
             exposed.push(format!(
@@ -289,6 +298,19 @@ mod tests {
         );
         assert!(
             report.warnings.iter().any(|w| w.contains("unknown")),
+            "{report:?}"
+        );
+        let nested = path.join("registries");
+        std::fs::create_dir(&nested).unwrap();
+        std::fs::write(nested.join("x.snap"), b"x").unwrap();
+        std::fs::set_permissions(
+            nested.join("x.snap"),
+            std::fs::Permissions::from_mode(0o644),
+        )
+        .unwrap();
+        let report = check_with(&path, mountinfo, sys.path());
+        assert!(
+            report.warnings.iter().any(|w| w.contains("x.snap (644)")),
             "{report:?}"
         );
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
