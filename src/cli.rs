@@ -52,11 +52,39 @@ pub enum Command {
     /// Check the configuration without starting anything
     #[command(subcommand)]
     Config(ConfigCommand),
-    /// Copy the stores (decision log, contact records, checkpoints, registry snapshots) to a directory, consistently, while the server runs
+    /// Copy the stores (decision log, contact records, checkpoints, registry snapshots) to a directory, consistently, while the server runs; or expire old backups
     Backup {
         /// Target directory (created; must not hold a previous backup)
+        #[arg(long, required_unless_present = "expire", conflicts_with = "expire")]
+        to: Option<PathBuf>,
+        /// Delete the backups in retention.backup_dir made more than retention.backups_days ago
         #[arg(long)]
-        to: PathBuf,
+        expire: bool,
+        /// With --expire: list them, delete nothing
+        #[arg(long, requires = "expire")]
+        dry_run: bool,
+    },
+    /// Put a backup's contact records back (the server must be stopped) and re-apply every erasure, opt-out and withdrawal the erasure ledger recorded since it was made
+    Restore {
+        /// A backup directory made by `dialgate backup`
+        #[arg(long)]
+        from: PathBuf,
+        /// Restore although the erasure ledger is missing (erasures made after the backup then come back)
+        #[arg(long)]
+        without_ledger: bool,
+    },
+    /// Storage limitation: purge what is past its retention ceiling
+    #[command(subcommand)]
+    Retention(RetentionCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RetentionCommand {
+    /// Run the retention purge once (a running server purges on its own schedule; stop it to purge now)
+    Purge {
+        /// Count what would be deleted; delete nothing (also while the server runs)
+        #[arg(long)]
+        dry_run: bool,
     },
 }
 
@@ -297,7 +325,19 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             contact_import(&config, &file, dry_run, false)
         }
         Command::Trail(TrailCommand::Export) => trail_export(&config),
-        Command::Backup { to } => backup(&config, &to),
+        Command::Backup {
+            to: Some(to),
+            expire: false,
+            ..
+        } => backup(&config, &to),
+        Command::Backup { dry_run, .. } => backup_expire(&config, dry_run),
+        Command::Restore {
+            from,
+            without_ledger,
+        } => restore(&config, &from, without_ledger),
+        Command::Retention(RetentionCommand::Purge { dry_run }) => {
+            retention_purge(&config, dry_run)
+        }
         Command::Policy(PolicyCommand::Show {
             campaign,
             destination,
@@ -334,10 +374,22 @@ fn policy_show(
         .transpose()?;
     let policies = Policies::compile(config);
     let report = crate::policy::report(&policies, config, campaign, destination, at)?;
+    let retention = crate::retention::report(config, &report.controller, at);
     if json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        #[derive(serde::Serialize)]
+        struct WithRetention<'a> {
+            #[serde(flatten)]
+            report: &'a crate::policy::PolicyReport,
+            retention: &'a crate::retention::RetentionReport,
+        }
+        let both = WithRetention {
+            report: &report,
+            retention: &retention,
+        };
+        println!("{}", serde_json::to_string_pretty(&both)?);
     } else {
         print!("{report}");
+        print!("{retention}");
     }
     Ok(())
 }
@@ -417,7 +469,8 @@ fn contact_import(
     let summary = if consents {
         crate::contacts::import::import_consents(&store, file, &cli_actor(), now, dry_run)?
     } else {
-        let records = records_of(config, store);
+        let ledger = crate::contacts::ledger::Ledger::open(&config.retention.erasure_ledger)?;
+        let records = records_of(config, store).with_ledger(std::sync::Arc::new(ledger));
         crate::contacts::import::import_suppressions(&records, file, &cli_actor(), now, dry_run)?
     };
     println!(
@@ -470,7 +523,14 @@ fn consent_rectify(config: &Config, file: &std::path::Path, dry_run: bool) -> an
 /// checkpoints are copied as files (snapshots are replaced atomically, so a
 /// copy is always a whole edition).
 fn backup(config: &Config, to: &std::path::Path) -> anyhow::Result<()> {
+    let started_at = Timestamp::now();
     let data_dir = &config.server.data_dir;
+    if to.join(crate::retention::MANIFEST).exists() {
+        bail!(
+            "{} already holds a backup: back up into a new directory",
+            to.display()
+        );
+    }
     crate::private::create_dir_all(to)
         .with_context(|| format!("cannot create {}", to.display()))?;
     for name in ["decisions.db", "contacts.db"] {
@@ -516,6 +576,79 @@ fn backup(config: &Config, to: &std::path::Path) -> anyhow::Result<()> {
                 crate::private::tighten(&copy)?;
             }
         }
+    }
+    // Last: a backup without its manifest is incomplete (restore refuses it).
+    let mut files: Vec<String> = std::fs::read_dir(to)?
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    files.sort();
+    let manifest = crate::retention::Manifest {
+        started_at,
+        finished_at: Timestamp::now(),
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        files,
+    };
+    let path = to.join(crate::retention::MANIFEST);
+    let mut file = crate::private::create_file(&path)?;
+    file.write_all(serde_json::to_string_pretty(&manifest)?.as_bytes())?;
+    file.sync_all()?;
+    println!(
+        "backup made {started_at}; not copied: the erasure ledger ({}), which restore re-applies",
+        config.retention.erasure_ledger.display()
+    );
+    Ok(())
+}
+
+fn backup_expire(config: &Config, dry_run: bool) -> anyhow::Result<()> {
+    let retention = &config.retention;
+    let (Some(dir), Some(days)) = (&retention.backup_dir, retention.backups_days) else {
+        bail!(
+            "--expire needs retention.backup_dir and retention.backups_days in the configuration"
+        );
+    };
+    let expired = crate::retention::expire_backups(dir, days, Timestamp::now(), dry_run)
+        .with_context(|| format!("cannot expire backups in {}", dir.display()))?;
+    for path in &expired {
+        println!(
+            "{} {}",
+            if dry_run { "would delete" } else { "deleted" },
+            path.display()
+        );
+    }
+    println!(
+        "{} backups older than {days} days in {}",
+        expired.len(),
+        dir.display()
+    );
+    Ok(())
+}
+
+fn restore(config: &Config, from: &std::path::Path, without_ledger: bool) -> anyhow::Result<()> {
+    let restored =
+        crate::restore::restore(config, from, without_ledger, &cli_actor(), Timestamp::now())?;
+    for line in &restored.lines {
+        println!("{line}");
+    }
+    Ok(())
+}
+
+fn retention_purge(config: &Config, dry_run: bool) -> anyhow::Result<()> {
+    let _lock = if dry_run {
+        None
+    } else {
+        Some(
+            crate::restore::ServeLock::acquire(&config.server.data_dir).context(
+                "the running server purges at start and every retention.purge_interval_minutes",
+            )?,
+        )
+    };
+    let store = ContactStore::open_unindexed(&config.server.data_dir)?;
+    let report =
+        crate::retention::run_once(config, &store, Timestamp::now(), dry_run, &cli_actor());
+    println!("{}", serde_json::to_string(&report)?);
+    if let Some(err) = report.error {
+        bail!("retention purge incomplete: {err}");
     }
     Ok(())
 }

@@ -248,6 +248,8 @@ impl HasKind for RecordsError {
             RecordsError::NotFound { .. } => ErrorKind::NotFound,
             RecordsError::Store(err) => err.kind(),
             RecordsError::Audit(err) => err.kind(),
+            // The entry must be durable before the change: a disk to fix.
+            RecordsError::Ledger(_) => ErrorKind::Unavailable,
         }
     }
 

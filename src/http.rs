@@ -110,6 +110,10 @@ struct StatusBody {
     log: LogStatus,
     /// The last hour per minute, oldest first, for the page's charts.
     history: HistoryView,
+    /// The scheduled retention purge: ceilings' schedule, last run, next run.
+    retention: serde_json::Value,
+    /// The data directory at rest: filesystem, encryption, warnings.
+    at_rest: crate::at_rest::AtRest,
 }
 
 fn status_body(shared: &Shared) -> StatusBody {
@@ -143,6 +147,8 @@ fn status_body(shared: &Shared) -> StatusBody {
             last_error: counters.last_error.lock().expect("log error lock").clone(),
         },
         history: HistoryView::of(&shared.stats.history, &counters.commit_history, now_seconds),
+        retention: shared.retention.snapshot(),
+        at_rest: shared.at_rest.clone(),
     }
 }
 

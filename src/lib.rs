@@ -23,6 +23,7 @@
 //! or appear in what those use). A map of every file is in
 //! `docs/architecture.md`.
 
+pub mod at_rest;
 pub(crate) mod attempts;
 pub mod auth;
 pub mod calling;
@@ -47,6 +48,8 @@ pub mod policy;
 pub(crate) mod private;
 pub mod proto;
 pub mod registry;
+pub mod restore;
+pub mod retention;
 pub mod rules;
 pub(crate) mod server;
 pub(crate) mod shared;

@@ -83,6 +83,12 @@ struct Stores {
     /// Logged decisions still inside the idempotency window (handed to the
     /// gateway's idempotency cache, then empty).
     recent: Vec<decision_log::DecisionRecord>,
+    /// Held while serving: `restore` and `retention purge` refuse meanwhile.
+    _lock: crate::restore::ServeLock,
+    /// Erasures, opt-outs and withdrawals, written before they are made.
+    ledger: Arc<crate::contacts::ledger::Ledger>,
+    retention: Arc<crate::retention::Schedule>,
+    at_rest: crate::at_rest::AtRest,
 }
 
 /// Creates the data directory, seeds the demo registries, compiles the
@@ -92,7 +98,16 @@ fn open_stores(config: Config) -> anyhow::Result<Stores> {
     let data_dir = config.server.data_dir.clone();
     crate::private::create_dir_all(&data_dir)
         .with_context(|| format!("cannot create data_dir {}", data_dir.display()))?;
+    let lock = crate::restore::ServeLock::acquire(&data_dir)?;
     crate::private::tighten_data_dir(&data_dir);
+    let at_rest = crate::at_rest::check(&data_dir);
+    for warning in &at_rest.warnings {
+        tracing::warn!(encryption = %at_rest.encryption, "files at rest: {warning}");
+    }
+    let ledger = Arc::new(
+        crate::contacts::ledger::Ledger::open(&config.retention.erasure_ledger)
+            .context("cannot open the erasure ledger (retention.erasure_ledger)")?,
+    );
     if let Some(key_file) = &config.log.checkpoint_key_file
         && let Some(warning) = crate::private::exposed_secret(key_file)
     {
@@ -140,6 +155,10 @@ fn open_stores(config: Config) -> anyhow::Result<Stores> {
         stats,
         attempts,
         recent: startup.recent,
+        _lock: lock,
+        ledger,
+        retention: Arc::new(crate::retention::Schedule::default()),
+        at_rest,
     })
 }
 
@@ -178,6 +197,8 @@ async fn build_services(stores: &mut Stores) -> anyhow::Result<Services> {
         contacts: Arc::clone(&stores.contacts),
         started: Instant::now(),
         ready: AtomicBool::new(false),
+        retention: Arc::clone(&stores.retention),
+        at_rest: stores.at_rest.clone(),
     });
     let records = Records::new(
         Arc::clone(&stores.contacts),
@@ -190,7 +211,8 @@ async fn build_services(stores: &mut Stores) -> anyhow::Result<Services> {
             .map(|c| (c.id.clone(), c.controller.clone())),
     )
     .with_suppliers(&config.suppliers)
-    .with_subject_requests(config.subject_requests, config.log.retention_days);
+    .with_subject_requests(config.subject_requests, config.log.retention_days)
+    .with_ledger(Arc::clone(&stores.ledger));
 
     let (health, health_service) = tonic_health::server::health_reporter();
     set_health(&health, ServingStatus::NotServing).await;
@@ -304,6 +326,11 @@ fn spawn_background(
         Duration::from_millis(stores.config.server.registry_reload_interval_ms),
         stop.clone(),
     ))];
+    background.push(tokio::spawn(crate::retention::scheduled(
+        Arc::clone(&stores.config),
+        Arc::clone(&stores.contacts),
+        Arc::clone(&stores.retention),
+    )));
     if let Some(window) = stores.policies.longest_cap_window() {
         let attempts = Arc::clone(&stores.attempts);
         background.push(tokio::spawn(async move {

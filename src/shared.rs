@@ -25,6 +25,10 @@ pub struct Shared {
     pub started: Instant,
     /// Set once serving, cleared when draining.
     pub(crate) ready: AtomicBool,
+    /// The scheduled retention purge (its last run, for `/status`).
+    pub retention: Arc<crate::retention::Schedule>,
+    /// What start-up found about the data directory at rest.
+    pub at_rest: crate::at_rest::AtRest,
 }
 
 impl Shared {

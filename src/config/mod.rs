@@ -71,6 +71,8 @@ pub struct Config {
     pub suppliers: Vec<SupplierContract>,
     /// `[subject_requests]`: how data-subject requests are verified.
     pub subject_requests: SubjectRequestsConfig,
+    /// `[retention]`: storage ceilings, the scheduled purge, the erasure ledger.
+    pub retention: crate::retention::Retention,
 }
 
 /// `[subject_requests]`: what ExportSubject and EraseSubject require.

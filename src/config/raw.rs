@@ -28,6 +28,8 @@ pub(super) struct RawConfig {
     pub(super) suppliers: Vec<RawSupplier>,
     #[serde(default)]
     pub(super) subject_requests: super::SubjectRequestsConfig,
+    #[serde(default)]
+    pub(super) retention: crate::retention::RawRetention,
 }
 
 /// `[[supplier]]`: a list supplier a controller has a contract with.

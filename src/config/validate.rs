@@ -344,6 +344,21 @@ impl Validator<'_> {
                 .collect();
         }
 
+        let controllers: Vec<(&str, bool)> = campaigns
+            .iter()
+            .map(|c| {
+                let us = c.destinations.iter().any(|d| d.as_str() == "US");
+                (c.controller.as_str(), us)
+            })
+            .collect();
+        let retention = crate::retention::validate(
+            raw.retention,
+            &log,
+            &controllers,
+            base_dir,
+            &server.data_dir,
+        )
+        .map_err(|(key, value, problem)| self.invalid(key, value, &problem))?;
         Ok(Config {
             origin: self.origin.to_string(),
             server,
@@ -354,6 +369,7 @@ impl Validator<'_> {
             api_keys,
             suppliers,
             subject_requests,
+            retention,
         })
     }
 

@@ -292,6 +292,7 @@ fn run<T: Send>(
     import: Import<'_>,
     validate: impl FnMut(&Row<'_>) -> Result<(NumberKey, T), RecordsError> + Send,
     mut add: impl FnMut(&mut BulkImport<'_>, NumberKey, T) -> Result<(), StoreError>,
+    before_move: impl FnOnce(&mut BulkImport<'_>) -> Result<(), StoreError>,
 ) -> Result<ContactImportSummary, ContactImportError> {
     let Import {
         action,
@@ -345,7 +346,10 @@ fn run<T: Send>(
             });
             stored?;
             match read {
-                Ok((lines, details)) => Ok(Some((lines, details))),
+                Ok((lines, details)) => {
+                    before_move(bulk)?;
+                    Ok(Some((lines, details)))
+                }
                 Err(ContactImportError::Store(RecordsError::Store(err))) => Err(err),
                 Err(err) => {
                     failure = Some(err);
@@ -479,6 +483,7 @@ pub fn import_consents(
         },
         validate,
         |bulk, key, consent| bulk.consent(key, consent),
+        |_| Ok(()),
     )
 }
 
@@ -506,6 +511,7 @@ pub fn import_suppressions(
     dry_run: bool,
 ) -> Result<ContactImportSummary, ContactImportError> {
     let table = Table::open(path, &SUPPRESSION_COLUMNS, &["number"])?;
+    let import_id = uuid::Uuid::now_v7().to_string();
     let validate = |row: &Row<'_>| {
         let get = |c: &str| row.get(c);
         let number = records::parse_number(get("number"), get("default_region"))?;
@@ -549,7 +555,31 @@ pub fn import_suppressions(
             dry_run,
         },
         validate,
-        |bulk, key, suppression| bulk.suppression(key, suppression),
+        |bulk, key, suppression| {
+            if let Some(ledger) = records.ledger() {
+                let mut entry = records.opt_out_entry(&suppression, now);
+                entry.import.clone_from(&import_id);
+                ledger.append_unsynced(&entry).map_err(ledger_failed)?;
+            }
+            bulk.suppression(key, suppression)
+        },
+        |bulk| {
+            // The opt-outs count in the ledger once this line is durable,
+            // before they are moved into the store (and only if they will be).
+            if let Some(ledger) = records.ledger() {
+                bulk.refuse_reused_ids(records.store())?;
+                let mut commit = crate::contacts::ledger::Entry::about(
+                    crate::contacts::ledger::EntryKind::ImportCommitted,
+                    &[0; 32],
+                    "",
+                    now,
+                );
+                commit.subject.clear();
+                commit.import.clone_from(&import_id);
+                ledger.append(&[commit]).map_err(ledger_failed)?;
+            }
+            Ok(())
+        },
     )
 }
 
@@ -674,4 +704,8 @@ pub fn rectify_consents(
         already_present: 0,
         dry_run,
     })
+}
+
+fn ledger_failed(err: crate::contacts::ledger::LedgerError) -> StoreError {
+    StoreError::Unreadable(format!("{err}: nothing imported"))
 }

@@ -11,6 +11,7 @@
 
 mod compact;
 pub mod import;
+pub mod ledger;
 mod presence;
 pub mod service;
 mod store;
@@ -28,8 +29,8 @@ use compact::{Change, CompactIndex, Instants, OPEN, Slot, SlotError, Table};
 use presence::Presence;
 pub(crate) use store::by_number;
 pub use store::{
-    BULK_BATCH, BulkCounts, BulkImport, ChangeEvent, ContactStore, Rectification, StoreError,
-    Stored, SubjectRecords, database_path,
+    BULK_BATCH, BulkCounts, BulkImport, Ceiling, ChangeEvent, ContactStore, PurgeCounts,
+    RecordCeilings, Rectification, StoreError, Stored, SubjectRecords, database_path,
 };
 
 /// Something an erasure keeps: what, on which legal ground, until when.
@@ -53,7 +54,7 @@ impl Kept {
 /// What an erasure keeps, each with its legal ground and how long; every
 /// other record of the subject (consents, relationships, registry
 /// observations, the evidence in the change trail) is deleted.
-pub const KEPT_AFTER_ERASURE: [Kept; 3] = [
+pub const KEPT_AFTER_ERASURE: [Kept; 4] = [
     Kept {
         decision_log: false,
         what: "opt-out: a suppression under a salted hash of the number (no raw number), used only to avoid calling it again",
@@ -71,6 +72,12 @@ pub const KEPT_AFTER_ERASURE: [Kept; 3] = [
         what: "change trail: the time, actor and kind of each change to the subject's records, with their contents (evidence, sources, dates) removed",
         ground: "GDPR art. 5(2) accountability",
         until: "kept as long as the trail",
+    },
+    Kept {
+        decision_log: false,
+        what: "erasure ledger: the time of the erasure, its controller and the salted hash of the number (no raw number), outside the backups, so that restoring a backup made before the erasure cannot bring the records back",
+        ground: "GDPR art. 17(1) and 5(1)(e) (the erasure must reach the copies)",
+        until: "kept while a backup made before it may be restored (dialgate does not prune the ledger)",
     },
 ];
 

@@ -11,6 +11,7 @@ use jiff::Timestamp;
 use serde::Serialize;
 
 use crate::config::{SubjectRequestsConfig, SupplierContract};
+use crate::contacts::ledger::{Entry, EntryKind, Ledger, LedgerError};
 use crate::contacts::{
     ChangeEvent, Consent, ContactStore, Relationship, RelationshipKind, StoreError, Suppression,
 };
@@ -42,6 +43,9 @@ pub enum RecordsError {
         field: &'static str,
         problem: String,
     },
+    /// The erasure ledger could not be written: the change was not made.
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
 }
 
 fn invalid(field: &'static str, problem: impl Into<String>) -> RecordsError {
@@ -188,6 +192,9 @@ pub struct Records {
     subject_requests: SubjectRequestsConfig,
     /// How long decision rows are kept (`log.retention_days`), for exports.
     log_retention_days: u32,
+    /// Where erasures, opt-outs and withdrawals are written before they are
+    /// made (`None`: library use only).
+    ledger: Option<Arc<Ledger>>,
 }
 
 /// The longest number text accepted, in bytes.
@@ -256,6 +263,7 @@ impl Records {
             suppliers: Arc::new([]),
             subject_requests: SubjectRequestsConfig::default(),
             log_retention_days: crate::decision_log::LogConfig::default().retention_days,
+            ledger: None,
         }
     }
 
@@ -275,6 +283,36 @@ impl Records {
     pub fn with_suppliers(mut self, suppliers: &[SupplierContract]) -> Records {
         self.suppliers = suppliers.into();
         self
+    }
+
+    /// Writes every erasure, opt-out and withdrawal to `ledger` (fsync'd)
+    /// before making it; a request whose entry cannot be written fails.
+    pub fn with_ledger(mut self, ledger: Arc<Ledger>) -> Records {
+        self.ledger = Some(ledger);
+        self
+    }
+
+    /// The ledger entry of a change about `e164`.
+    fn ledger_entry(&self, kind: EntryKind, e164: &str, now: Timestamp) -> Entry {
+        Entry::about(
+            kind,
+            &self.store.index().subject_hash(e164),
+            &self.store.salt_fingerprint(),
+            now,
+        )
+    }
+
+    /// Writes `entry` to the ledger (if any), fsync'd.
+    fn to_ledger(&self, entry: Entry) -> Result<(), RecordsError> {
+        if let Some(ledger) = &self.ledger {
+            ledger.append(&[entry])?;
+        }
+        Ok(())
+    }
+
+    /// The ledger, for bulk imports.
+    pub fn ledger(&self) -> Option<&Arc<Ledger>> {
+        self.ledger.as_ref()
     }
 
     /// The store the records go to.
@@ -351,6 +389,11 @@ impl Records {
         let revoked_at = request.revoked_at.unwrap_or(now);
         check_not_before_1970("revoked_at", revoked_at)?;
         not_in_future("revoked_at", revoked_at, now)?;
+        let mut entry = self.ledger_entry(EntryKind::Revocation, &number.e164, now);
+        entry.controller.clone_from(&controller);
+        entry.purpose = request.purpose;
+        entry.revoked_at = Some(revoked_at);
+        self.to_ledger(entry)?;
         let revoked = self.store.revoke_consents(
             number.key,
             &number.e164,
@@ -389,11 +432,22 @@ impl Records {
         now: Timestamp,
     ) -> Result<(String, bool), RecordsError> {
         let (key, suppression) = self.validate_suppression(request, actor, now)?;
+        self.to_ledger(self.opt_out_entry(&suppression, now))?;
         let id = suppression.suppression_id.clone();
         let masked = number::mask(&suppression.number);
         let inserted = self.store.add_suppression(key, suppression)?;
         tracing::info!(suppression = %id, number = %masked, "opt-out recorded");
         Ok((id, inserted))
+    }
+
+    /// The ledger entry of an opt-out.
+    pub fn opt_out_entry(&self, suppression: &Suppression, now: Timestamp) -> Entry {
+        let mut entry = self.ledger_entry(EntryKind::OptOut, &suppression.number, now);
+        entry.controller.clone_from(&suppression.controller);
+        entry.campaign_id.clone_from(&suppression.campaign_id);
+        entry.expires_at = suppression.expires_at;
+        entry.suppression_id.clone_from(&suppression.suppression_id);
+        entry
     }
 
     /// The opt-out `request` asks for, checked against the configured
@@ -504,6 +558,9 @@ impl Records {
         self.known_controller(request.controller.trim())?;
         let number = parse_number(&request.number, &request.default_region)?;
         let verification = self.verification(request.verification, now)?;
+        let mut entry = self.ledger_entry(EntryKind::Erasure, &number.e164, now);
+        request.controller.trim().clone_into(&mut entry.controller);
+        self.to_ledger(entry)?;
         let erased = self.store.erase(
             number.key,
             &number.e164,

@@ -21,6 +21,9 @@ use super::{
 use crate::model::Purpose;
 use crate::number::NumberKey;
 
+mod purge;
+pub use purge::{Ceiling, PurgeCounts, RecordCeilings};
+
 /// A storage failure (the change was not made).
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -73,6 +76,8 @@ pub struct ContactStore {
     /// Whether any registry answer is held: read on every check, so an
     /// atomic rather than the map's length (which locks every shard).
     any_opposed: std::sync::atomic::AtomicBool,
+    /// Withdrawals known by hash only (re-applied by a restore).
+    withdrawals: purge::HashedWithdrawals,
 }
 
 /// What a bulk import stored.
@@ -691,6 +696,7 @@ impl ContactStore {
             failing_since: Mutex::new(None),
             any_opposed: std::sync::atomic::AtomicBool::new(false),
             observations_version: Mutex::new(-1),
+            withdrawals: purge::HashedWithdrawals::default(),
         })
     }
 
@@ -711,6 +717,7 @@ impl ContactStore {
         *self.watermarks.get_mut().expect("watermark lock") = watermarks;
         self.index.records.compact_with(added)?;
         self.refresh_observations(&self.conn.lock().expect("contact db lock"))?;
+        self.load_withdrawals()?;
         self.indexed
             .store(true, std::sync::atomic::Ordering::Release);
         Ok(())
@@ -946,6 +953,7 @@ impl ContactStore {
         }
         view.suppressions
             .extend(self.index.erased_suppressions(e164));
+        self.withdrawals.extend_view(&self.index, e164, &mut view);
         view
     }
 

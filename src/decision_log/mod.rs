@@ -20,7 +20,7 @@ use rusqlite::Connection;
 use serde::{Deserialize, Serialize};
 
 use crate::model::{Reason, Verdict};
-pub use settings::{LogConfig, Synchronous};
+pub use settings::{LogConfig, Synchronous, US_TSR_RECORD_DAYS};
 pub use writer::{DecisionLog, LogCounters, LogError, OpenError};
 
 /// What the server reads back from the log at start-up.

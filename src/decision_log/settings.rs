@@ -53,9 +53,12 @@ pub struct LogConfig {
     pub retention_days: u32,
 }
 
+/// US TSR record keeping (16 CFR 310.5): 5 years, in days.
+pub const US_TSR_RECORD_DAYS: u32 = 1826;
+
 /// US TSR record keeping: 5 years.
 fn default_retention_days() -> u32 {
-    1826
+    US_TSR_RECORD_DAYS
 }
 
 fn default_checkpoint_interval() -> u64 {

@@ -15,6 +15,7 @@ mod python_client;
 mod records;
 mod rectification;
 mod registry;
+mod retention;
 mod sip;
 mod statutes;
 mod subjects;

@@ -98,6 +98,18 @@ caller_ids = ["+390212345678"]
 
 [destination.DE.calling_hours]
 sun = []
+
+# Open all day: the check below must not depend on the hour it runs at.
+[destination.IT.calling_hours]
+mon = ["00:00-24:00"]
+tue = ["00:00-24:00"]
+wed = ["00:00-24:00"]
+thu = ["00:00-24:00"]
+fri = ["00:00-24:00"]
+sat = ["00:00-24:00"]
+sun = ["00:00-24:00"]
+holidays = ["00:00-24:00"]
+pre_holidays = ["00:00-24:00"]
 "#;
 
 /// A destination whose law requires a registry that is not

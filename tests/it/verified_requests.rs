@@ -115,7 +115,7 @@ async fn test_subject_requests_need_a_verification_when_required() {
     assert_eq!(exported["held"]["consents"], 1);
     assert_eq!(exported["held"]["decisions"], 2, "both checks");
     let kept = exported["kept_after_erasure"].as_array().unwrap();
-    assert_eq!(kept.len(), 3);
+    assert_eq!(kept.len(), 4);
     assert!(
         kept.iter()
             .any(|k| k["what"].as_str().unwrap().starts_with("decision log")

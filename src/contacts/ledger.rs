@@ -1,0 +1,282 @@
+//! The erasure ledger: an append-only file, outside the backups, of every
+//! erasure, opt-out and consent withdrawal, so that restoring a backup made
+//! before them cannot bring back what they ended (`dialgate restore`
+//! re-applies them).
+//!
+//! One JSON object per line. Numbers are never written: each entry names
+//! its subject by the store's salted hash of the number (the hash the
+//! change trail uses), with a fingerprint of the salt, so a restore can
+//! tell entries it cannot match from entries that match nothing. An entry
+//! is written and fsync'd before the change it records is made: a request
+//! whose entry cannot be written fails and changes nothing. An entry of a
+//! change that then failed is harmless when re-applied (it only ends or
+//! suppresses).
+//!
+//! Opt-outs of a bulk import are written as the file is read, tagged with
+//! the import's id, and count only once a `import_committed` line (written
+//! and fsync'd before the records are moved into the store) names that id.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::SubjectHash;
+use crate::model::Purpose;
+
+/// The default ledger file name, in `data_dir` (never copied by `backup`).
+pub const DEFAULT_FILE: &str = "erasure-ledger.jsonl";
+
+/// Why the ledger could not be written or read.
+#[derive(Debug, thiserror::Error)]
+pub enum LedgerError {
+    #[error("erasure ledger {path}: {cause}")]
+    Io { path: String, cause: std::io::Error },
+    #[error("erasure ledger {path}, line {line}: {problem}")]
+    Corrupt {
+        path: String,
+        line: usize,
+        problem: String,
+    },
+}
+
+/// What an entry records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EntryKind {
+    /// EraseSubject: the subject's records of `controller` (empty = all) deleted, kept suppressed.
+    Erasure,
+    /// An opt-out (AddSuppression or a bulk import).
+    OptOut,
+    /// RevokeConsent: the controller's consents (of `purpose`, or all) ended at `revoked_at`.
+    Revocation,
+    /// The opt-outs tagged with `import` are stored (written before they are).
+    ImportCommitted,
+}
+
+/// One line of the ledger.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    pub at: Timestamp,
+    pub kind: EntryKind,
+    /// Hex salted hash of the number (empty for `import_committed`).
+    #[serde(default)]
+    pub subject: String,
+    /// First 16 hex digits of SHA-256 of the store's subject salt.
+    #[serde(default)]
+    pub salt: String,
+    #[serde(default)]
+    pub controller: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub campaign_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub purpose: Option<Purpose>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revoked_at: Option<Timestamp>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<Timestamp>,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub suppression_id: String,
+    /// The bulk import the entry belongs to.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub import: String,
+}
+
+impl Entry {
+    /// An entry about a subject.
+    pub fn about(kind: EntryKind, subject: &SubjectHash, salt: &str, at: Timestamp) -> Entry {
+        Entry {
+            at,
+            kind,
+            subject: hex::encode(subject),
+            salt: salt.to_string(),
+            controller: String::new(),
+            campaign_id: String::new(),
+            purpose: None,
+            revoked_at: None,
+            expires_at: None,
+            suppression_id: String::new(),
+            import: String::new(),
+        }
+    }
+
+    /// The subject's hash, if well-formed.
+    pub fn subject_hash(&self) -> Option<SubjectHash> {
+        hex::decode(&self.subject).ok()?.try_into().ok()
+    }
+}
+
+/// The fingerprint of a subject salt written with every entry.
+pub fn salt_fingerprint(salt: &[u8]) -> String {
+    hex::encode(&Sha256::digest(salt)[..8])
+}
+
+/// The ledger file, appended to under a lock.
+#[derive(Debug)]
+pub struct Ledger {
+    path: PathBuf,
+    file: Mutex<File>,
+}
+
+impl Ledger {
+    /// Opens (creating, owner-only) the ledger at `path`.
+    ///
+    /// # Errors
+    /// [`LedgerError::Io`] when it cannot be opened.
+    pub fn open(path: &Path) -> Result<Ledger, LedgerError> {
+        if let Some(parent) = path.parent()
+            && !parent.as_os_str().is_empty()
+        {
+            let _ = crate::private::create_dir_all(parent);
+        }
+        let file = crate::private::append_file(path).map_err(|cause| io(path, cause))?;
+        // Owner-only; a device or a pipe named here is left as it is.
+        if std::fs::symlink_metadata(path).is_ok_and(|m| m.is_file()) {
+            let _ = crate::private::tighten(path);
+        }
+        Ok(Ledger {
+            path: path.to_path_buf(),
+            file: Mutex::new(file),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Appends entries and fsyncs them (one write per line: other
+    /// processes appending at the same time never split a line).
+    ///
+    /// # Errors
+    /// [`LedgerError::Io`]: the change must then not be made.
+    pub fn append(&self, entries: &[Entry]) -> Result<(), LedgerError> {
+        let mut file = self.file.lock().expect("ledger lock");
+        for entry in entries {
+            write_line(&mut file, entry).map_err(|cause| io(&self.path, cause))?;
+        }
+        file.sync_data().map_err(|cause| io(&self.path, cause))
+    }
+
+    /// Appends an entry without fsync (a bulk import's; the commit line
+    /// that makes them count is fsync'd, and syncs them with it).
+    ///
+    /// # Errors
+    /// [`LedgerError::Io`].
+    pub fn append_unsynced(&self, entry: &Entry) -> Result<(), LedgerError> {
+        let mut file = self.file.lock().expect("ledger lock");
+        write_line(&mut file, entry).map_err(|cause| io(&self.path, cause))
+    }
+}
+
+fn write_line(file: &mut File, entry: &Entry) -> std::io::Result<()> {
+    let mut line = serde_json::to_vec(entry).map_err(std::io::Error::other)?;
+    line.push(b'\n');
+    file.write_all(&line)
+}
+
+fn io(path: &Path, cause: std::io::Error) -> LedgerError {
+    LedgerError::Io {
+        path: path.display().to_string(),
+        cause,
+    }
+}
+
+/// Every entry that counts, in file order: a bulk import's opt-outs only
+/// when its commit line is present. A missing file holds none. A torn
+/// last line (a crash while appending) is skipped: its change was not made
+/// (the entry is written before it); any other bad line is an error.
+///
+/// # Errors
+/// [`LedgerError`] when the file cannot be read or a line is not an entry.
+pub fn read(path: &Path) -> Result<Vec<Entry>, LedgerError> {
+    let file = match File::open(path) {
+        Ok(file) => file,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(cause) => return Err(io(path, cause)),
+    };
+    let lines: Vec<String> = BufReader::new(file)
+        .lines()
+        .collect::<Result<_, _>>()
+        .map_err(|cause| io(path, cause))?;
+    let mut entries = Vec::with_capacity(lines.len());
+    for (i, line) in lines.iter().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        match serde_json::from_str::<Entry>(line) {
+            Ok(entry) => entries.push(entry),
+            Err(_) if i + 1 == lines.len() => {
+                tracing::warn!(path = %path.display(), line = i + 1, "erasure ledger: torn last line skipped");
+            }
+            Err(err) => {
+                return Err(LedgerError::Corrupt {
+                    path: path.display().to_string(),
+                    line: i + 1,
+                    problem: err.to_string(),
+                });
+            }
+        }
+    }
+    let committed: std::collections::HashSet<String> = entries
+        .iter()
+        .filter(|e| e.kind == EntryKind::ImportCommitted)
+        .map(|e| e.import.clone())
+        .collect();
+    entries.retain(|e| {
+        e.kind != EntryKind::ImportCommitted
+            && (e.import.is_empty() || committed.contains(&e.import))
+    });
+    Ok(entries)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_entries_round_trip_and_uncommitted_imports_do_not_count() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ledger.jsonl");
+        let ledger = Ledger::open(&path).unwrap();
+        let at: Timestamp = "2026-11-25T10:00:00Z".parse().unwrap();
+        let mut erasure = Entry::about(EntryKind::Erasure, &[7; 32], "ab", at);
+        erasure.controller = "acme".into();
+        ledger.append(std::slice::from_ref(&erasure)).unwrap();
+        let mut committed = Entry::about(EntryKind::OptOut, &[8; 32], "ab", at);
+        committed.import = "i-1".into();
+        let mut abandoned = committed.clone();
+        abandoned.import = "i-2".into();
+        ledger.append_unsynced(&committed).unwrap();
+        ledger.append_unsynced(&abandoned).unwrap();
+        let mut commit = Entry::about(EntryKind::ImportCommitted, &[0; 32], "ab", at);
+        commit.import = "i-1".into();
+        ledger.append(&[commit]).unwrap();
+        let read = read(&path).unwrap();
+        assert_eq!(read, vec![erasure, committed]);
+        assert_eq!(read[0].subject_hash(), Some([7; 32]));
+        let mode = std::os::unix::fs::PermissionsExt::mode(
+            &std::fs::metadata(&path).unwrap().permissions(),
+        );
+        assert_eq!(mode & 0o777, 0o600);
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(!text.contains("+39"), "no numbers");
+    }
+
+    #[test]
+    fn test_a_torn_last_line_is_skipped_but_a_bad_line_inside_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ledger.jsonl");
+        let at: Timestamp = "2026-11-25T10:00:00Z".parse().unwrap();
+        let good =
+            serde_json::to_string(&Entry::about(EntryKind::OptOut, &[1; 32], "ab", at)).unwrap();
+        std::fs::write(&path, format!("{good}\n{{\"at\":")).unwrap();
+        assert_eq!(read(&path).unwrap().len(), 1);
+        std::fs::write(&path, format!("{{\"at\":\n{good}\n")).unwrap();
+        let err = read(&path).unwrap_err().to_string();
+        assert!(err.contains("line 1"), "{err}");
+    }
+}

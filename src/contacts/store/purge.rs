@@ -1,0 +1,1001 @@
+//! Retention purges (storage limitation, GDPR art. 5(1)(e)) and the store
+//! side of `dialgate restore` (re-applying the erasure ledger).
+//!
+//! A purge deletes only records that can decide nothing any more, counted
+//! from when they ended: consents revoked or expired, relationships ended,
+//! opt-outs expired, each longer ago than its ceiling. Opt-outs in force and
+//! ongoing records are never touched. One exception keeps the withdrawal
+//! guard whole: the rules treat a consent's withdrawal as ending every
+//! consent of that controller and purpose given before it (a CRM re-sync of
+//! an old consent must not count again), so the latest withdrawn consent of
+//! each controller, number and purpose stays, as a row stripped of its
+//! evidence. Deleted rows leave the index at once (under the store's lock,
+//! after the commit), and their contents leave the change trail, like an
+//! erasure's; the trail gets one `retention.purged` event per run, with
+//! counts only.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use jiff::Timestamp;
+use rusqlite::{OptionalExtension, Transaction, params};
+use serde::Serialize;
+
+use super::super::compact::{Change, Table};
+use super::super::{Consent, ContactIndex, ContactView, SubjectHash, Suppression};
+use super::{ContactStore, SUPPRESSION_COLUMNS, StoreError, hashed_suppressions, us};
+use crate::model::Purpose;
+use crate::number::NumberKey;
+
+/// The ceiling of one record type: days after a record ends until it is
+/// deleted, by default and per controller (`None`: kept).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Ceiling {
+    pub default_days: Option<u32>,
+    pub controllers: BTreeMap<String, u32>,
+}
+
+impl Ceiling {
+    /// The days that apply to `controller`'s records.
+    pub fn days(&self, controller: &str) -> Option<u32> {
+        self.controllers
+            .get(controller)
+            .copied()
+            .or(self.default_days)
+    }
+
+    /// Records of `controller` that ended before this instant are deleted.
+    pub fn cutoff(&self, controller: &str, now: Timestamp) -> Option<Timestamp> {
+        let days = self.days(controller)?;
+        now.checked_sub(jiff::SignedDuration::from_hours(i64::from(days) * 24))
+            .ok()
+    }
+}
+
+/// The ceilings of the contact records.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct RecordCeilings {
+    pub consents: Ceiling,
+    pub relationships: Ceiling,
+    /// Expired opt-outs only: an opt-out in force is never deleted.
+    pub opt_outs: Ceiling,
+}
+
+/// What a purge deleted (or, dry, would delete).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct PurgeCounts {
+    pub consents_deleted: u64,
+    /// Withdrawn consents past their ceiling kept (evidence deleted) because
+    /// they are the latest withdrawal of their controller, number and purpose.
+    pub withdrawals_kept: u64,
+    pub relationships_deleted: u64,
+    pub opt_outs_deleted: u64,
+}
+
+/// What a purge changed, for the index.
+#[derive(Default)]
+struct Purged {
+    counts: PurgeCounts,
+    forget: Vec<(NumberKey, Table, u32)>,
+    /// Erased subjects whose hashed opt-outs changed, with what remains.
+    hashed: Vec<(SubjectHash, Vec<Suppression>)>,
+    highest: [i64; 3],
+}
+
+/// A consent past its ceiling, as read.
+struct ConsentCandidate {
+    rowid: i64,
+    key: NumberKey,
+    controller: String,
+    purpose: String,
+    revoked: bool,
+    id: String,
+    number: String,
+    cutoff_us: i64,
+}
+
+/// A relationship or an opt-out past its ceiling, as read.
+struct RowCandidate {
+    rowid: i64,
+    key: Option<NumberKey>,
+    hash: Option<SubjectHash>,
+    id: String,
+    number: String,
+    cutoff_us: i64,
+}
+
+#[derive(Default)]
+struct Candidates {
+    consents: Vec<ConsentCandidate>,
+    relationships: Vec<(RowCandidate, NumberKey)>,
+    opt_outs: Vec<RowCandidate>,
+}
+
+/// Reads the records that ended before their cutoff.
+fn scan_candidates(
+    conn: &rusqlite::Connection,
+    ceilings: &RecordCeilings,
+    now: Timestamp,
+) -> Result<Candidates, StoreError> {
+    let mut found = Candidates::default();
+    let mut statement = conn.prepare(
+        "SELECT rowid, number_key, controller, purpose, revoked_at_us, expires_at_us, consent_id, number
+         FROM consents WHERE revoked_at_us IS NOT NULL OR expires_at_us IS NOT NULL",
+    )?;
+    let mut rows = statement.query([])?;
+    while let Some(row) = rows.next()? {
+        let controller: String = row.get(2)?;
+        let Some(cutoff) = ceilings.consents.cutoff(&controller, now) else {
+            continue;
+        };
+        let revoked: Option<i64> = row.get(4)?;
+        let expires: Option<i64> = row.get(5)?;
+        let ended = match (revoked, expires) {
+            (Some(r), Some(e)) => r.min(e),
+            (Some(t), None) | (None, Some(t)) => t,
+            (None, None) => continue,
+        };
+        if ended >= us(cutoff) {
+            continue;
+        }
+        found.consents.push(ConsentCandidate {
+            rowid: row.get(0)?,
+            key: NumberKey(row.get::<_, i64>(1)? as u64),
+            controller,
+            purpose: row.get(3)?,
+            revoked: revoked.is_some(),
+            id: row.get(6)?,
+            number: row.get(7)?,
+            cutoff_us: us(cutoff),
+        });
+    }
+    let mut statement = conn.prepare(
+        "SELECT rowid, number_key, controller, ended_at_us, relationship_id, number
+         FROM relationships WHERE ended_at_us IS NOT NULL",
+    )?;
+    let mut rows = statement.query([])?;
+    while let Some(row) = rows.next()? {
+        let controller: String = row.get(2)?;
+        let Some(cutoff) = ceilings.relationships.cutoff(&controller, now) else {
+            continue;
+        };
+        if row.get::<_, i64>(3)? >= us(cutoff) {
+            continue;
+        }
+        let key = NumberKey(row.get::<_, i64>(1)? as u64);
+        found.relationships.push((
+            RowCandidate {
+                rowid: row.get(0)?,
+                key: Some(key),
+                hash: None,
+                id: row.get(4)?,
+                number: row.get(5)?,
+                cutoff_us: us(cutoff),
+            },
+            key,
+        ));
+    }
+    let mut statement = conn.prepare(
+        "SELECT rowid, number_key, number_hash, controller, expires_at_us, suppression_id, number
+         FROM suppressions WHERE expires_at_us IS NOT NULL",
+    )?;
+    let mut rows = statement.query([])?;
+    while let Some(row) = rows.next()? {
+        let controller: String = row.get(3)?;
+        let Some(cutoff) = ceilings.opt_outs.cutoff(&controller, now) else {
+            continue;
+        };
+        if row.get::<_, i64>(4)? >= us(cutoff) {
+            continue;
+        }
+        found.opt_outs.push(RowCandidate {
+            rowid: row.get(0)?,
+            key: row.get::<_, Option<i64>>(1)?.map(|k| NumberKey(k as u64)),
+            hash: row
+                .get::<_, Option<Vec<u8>>>(2)?
+                .and_then(|h| SubjectHash::try_from(h.as_slice()).ok()),
+            id: row.get(5)?,
+            number: row.get(6)?,
+            cutoff_us: us(cutoff),
+        });
+    }
+    Ok(found)
+}
+
+const EVIDENCE_GONE: &str = "retention: evidence deleted, withdrawal kept";
+
+impl ContactStore {
+    /// Deletes the records past their ceiling at `now` (see the module
+    /// documentation); with `dry_run`, only counts them. Writes one trail
+    /// event (`retention.purged`, counts and `details`) unless dry.
+    ///
+    /// # Errors
+    /// [`StoreError`]; nothing is deleted then.
+    pub fn purge_retention(
+        &self,
+        ceilings: &RecordCeilings,
+        now: Timestamp,
+        dry_run: bool,
+        actor: &str,
+        details: serde_json::Value,
+    ) -> Result<PurgeCounts, StoreError> {
+        let candidates = self.candidates(ceilings, now)?;
+        self.purge_candidates(&candidates, now, dry_run, actor, details)
+    }
+
+    /// Purges `candidates` (read earlier, without the lock).
+    fn purge_candidates(
+        &self,
+        candidates: &Candidates,
+        now: Timestamp,
+        dry_run: bool,
+        actor: &str,
+        details: serde_json::Value,
+    ) -> Result<PurgeCounts, StoreError> {
+        if dry_run {
+            let mut conn = self.conn.lock().expect("contact db lock");
+            let tx = conn.transaction()?;
+            let purged = self.purge_in(&tx, candidates, now)?;
+            // Dropped: rolled back.
+            return Ok(purged.counts);
+        }
+        let purged = self.write(
+            |tx| {
+                let purged = self.purge_in(tx, candidates, now)?;
+                let mut after = serde_json::to_value(purged.counts).unwrap_or_default();
+                if let (Some(object), serde_json::Value::Object(extra)) =
+                    (after.as_object_mut(), details)
+                {
+                    object.extend(extra);
+                }
+                tx.execute(
+                    "INSERT INTO events (at_us, actor, action, subject, before, after) VALUES (?1, ?2, 'retention.purged', '', 'null', ?3)",
+                    params![us(now), actor, after.to_string()],
+                )?;
+                Ok(purged)
+            },
+            |purged| {
+                {
+                    let mut watermarks = self.watermarks.lock().expect("watermark lock");
+                    for (mark, highest) in watermarks.iter_mut().zip(purged.highest) {
+                        *mark = (*mark).min(highest);
+                    }
+                }
+                for (key, table, row) in &purged.forget {
+                    self.index.records.change(
+                        *key,
+                        Change::Remove {
+                            table: *table,
+                            row: i64::from(*row),
+                        },
+                    );
+                }
+                for (subject, kept) in &purged.hashed {
+                    self.index.set_erased(*subject, kept.clone());
+                }
+                // Deleted rows' numbers may be reused by SQLite.
+                self.ids_epoch
+                    .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+                self.ids.clear();
+            },
+        )?;
+        Ok(purged.counts)
+    }
+
+    /// The records past their ceiling, read through a read-only connection
+    /// (without the store's lock: the server's writes go on meanwhile).
+    fn candidates(
+        &self,
+        ceilings: &RecordCeilings,
+        now: Timestamp,
+    ) -> Result<Candidates, StoreError> {
+        let reader = self.reader()?;
+        let found = scan_candidates(&reader, ceilings, now);
+        self.readers.lock().expect("reader pool lock").push(reader);
+        found
+    }
+
+    /// Deletes the candidates that are still what they were when read (same
+    /// row, same id, still ended before their cutoff), keeping the latest
+    /// withdrawal of each number, controller and purpose without evidence.
+    fn purge_in(
+        &self,
+        tx: &Transaction<'_>,
+        candidates: &Candidates,
+        now: Timestamp,
+    ) -> Result<Purged, StoreError> {
+        let mut purged = Purged::default();
+        let redacted =
+            serde_json::json!({"redacted": format!("retention purge {now}")}).to_string();
+        let redact = |action: &str, subject: &str, field: &str, id: &str| {
+            tx.execute(
+                &format!(
+                    "UPDATE events SET before = CASE WHEN before = 'null' THEN before ELSE ?1 END, after = ?1
+                     WHERE subject = ?2 AND action = ?3 AND json_extract(after, '$.{field}') = ?4"
+                ),
+                params![redacted, subject, action, id],
+            )
+        };
+
+        for c in &candidates.consents {
+            let subject = hex::encode(self.index.subject_hash(&c.number));
+            let latest_withdrawal = c.revoked
+                && {
+                    let latest: Option<i64> = tx
+                    .query_row(
+                        "SELECT rowid FROM consents
+                         WHERE number_key = ?1 AND controller = ?2 AND purpose = ?3 AND revoked_at_us IS NOT NULL
+                         ORDER BY revoked_at_us DESC, rowid DESC LIMIT 1",
+                        params![c.key.0 as i64, c.controller, c.purpose],
+                        |r| r.get(0),
+                    )
+                    .optional()?;
+                    latest == Some(c.rowid)
+                };
+            if latest_withdrawal {
+                let stripped = tx.execute(
+                    "UPDATE consents SET source = ?3, method = '', notice_version = '', evidence_ref = ''
+                     WHERE rowid = ?1 AND consent_id = ?2 AND source != ?3",
+                    params![c.rowid, c.id, EVIDENCE_GONE],
+                )?;
+                if stripped > 0 {
+                    purged.counts.withdrawals_kept += 1;
+                    redact("consent.recorded", &subject, "consent_id", &c.id)?;
+                }
+                continue;
+            }
+            let deleted = tx.execute(
+                "DELETE FROM consents WHERE rowid = ?1 AND consent_id = ?2
+                   AND min(coalesce(revoked_at_us, expires_at_us), coalesce(expires_at_us, revoked_at_us)) < ?3",
+                params![c.rowid, c.id, c.cutoff_us],
+            )?;
+            if deleted == 0 {
+                continue;
+            }
+            redact("consent.recorded", &subject, "consent_id", &c.id)?;
+            purged.counts.consents_deleted += 1;
+            purged.forget.push((c.key, Table::Consent, row32(c.rowid)));
+        }
+
+        for (r, key) in &candidates.relationships {
+            let deleted = tx.execute(
+                "DELETE FROM relationships WHERE rowid = ?1 AND relationship_id = ?2 AND ended_at_us < ?3",
+                params![r.rowid, r.id, r.cutoff_us],
+            )?;
+            if deleted == 0 {
+                continue;
+            }
+            let subject = hex::encode(self.index.subject_hash(&r.number));
+            redact("relationship.recorded", &subject, "relationship_id", &r.id)?;
+            purged.counts.relationships_deleted += 1;
+            purged
+                .forget
+                .push((*key, Table::Relationship, row32(r.rowid)));
+        }
+
+        let mut hashed: HashSet<SubjectHash> = HashSet::new();
+        for o in &candidates.opt_outs {
+            let deleted = tx.execute(
+                "DELETE FROM suppressions WHERE rowid = ?1 AND suppression_id = ?2 AND expires_at_us < ?3",
+                params![o.rowid, o.id, o.cutoff_us],
+            )?;
+            if deleted == 0 {
+                continue;
+            }
+            let subject = match o.hash {
+                Some(hash) => {
+                    hashed.insert(hash);
+                    hash
+                }
+                None => self.index.subject_hash(&o.number),
+            };
+            redact(
+                "suppression.added",
+                &hex::encode(subject),
+                "suppression_id",
+                &o.id,
+            )?;
+            purged.counts.opt_outs_deleted += 1;
+            if let Some(key) = o.key {
+                purged
+                    .forget
+                    .push((key, Table::Suppression, row32(o.rowid)));
+            }
+        }
+        for subject in hashed {
+            purged
+                .hashed
+                .push((subject, hashed_suppressions(tx, &subject)?));
+        }
+        let highest = |table: &str| -> rusqlite::Result<i64> {
+            tx.query_row(
+                &format!("SELECT COALESCE(MAX(rowid), 0) FROM {table}"),
+                [],
+                |r| r.get(0),
+            )
+        };
+        purged.highest = [
+            highest("consents")?,
+            highest("relationships")?,
+            highest("suppressions")?,
+        ];
+        Ok(purged)
+    }
+
+    /// The fingerprint of this store's subject salt (the erasure ledger's `salt`).
+    pub fn salt_fingerprint(&self) -> String {
+        super::super::ledger::salt_fingerprint(&self.index.salt)
+    }
+
+    /// The numbers the store holds (consents, relationships, opt-outs by
+    /// number) whose salted hash is `wanted`, by hash: how a restore finds
+    /// the numbers of the erasure ledger's entries (every stored number is
+    /// hashed; only the matches are kept).
+    ///
+    /// # Errors
+    /// [`StoreError`] when the store cannot be read.
+    pub fn numbers_by_hash(
+        &self,
+        wanted: &HashSet<SubjectHash>,
+    ) -> Result<HashMap<SubjectHash, String>, StoreError> {
+        let conn = self.conn.lock().expect("contact db lock");
+        let mut statement = conn.prepare(
+            "SELECT number FROM consents UNION SELECT number FROM relationships
+             UNION SELECT number FROM suppressions WHERE number != ''",
+        )?;
+        let mut rows = statement.query([])?;
+        let mut numbers = HashMap::new();
+        while let Some(row) = rows.next()? {
+            let number = super::text(row, 0)?;
+            let hash = self.index.subject_hash(number);
+            if wanted.contains(&hash) {
+                numbers.insert(hash, number.to_string());
+            }
+        }
+        Ok(numbers)
+    }
+
+    /// Stores an opt-out under a subject's hash only (no number): it binds
+    /// every check of a number with that hash. Kept as it is when one with
+    /// its id is stored. Returns whether it was new.
+    ///
+    /// # Errors
+    /// [`StoreError`]; nothing is changed then.
+    pub fn suppress_by_hash(
+        &self,
+        subject: &SubjectHash,
+        suppression: &Suppression,
+        actor: &str,
+    ) -> Result<bool, StoreError> {
+        let added = self.write(
+            |tx| {
+                let inserted = insert_suppression_hashed(
+                    &mut tx.prepare(&format!(
+                        "INSERT OR IGNORE INTO suppressions ({SUPPRESSION_COLUMNS}) VALUES (?1, ?2, ?3, '', NULL, ?4, ?5, ?6, ?7, ?8, ?9)"
+                    ))?,
+                    subject,
+                    suppression,
+                )? == 1;
+                if inserted {
+                    let mut after = serde_json::to_value(suppression).unwrap_or_default();
+                    after.as_object_mut().map(|o| o.remove("number"));
+                    Self::event(tx, suppression.created_at, actor, "suppression.added", subject, serde_json::Value::Null, after)?;
+                }
+                Ok((inserted, hashed_suppressions(tx, subject)?))
+            },
+            |(_, kept)| self.index.set_erased(*subject, kept.clone()),
+        )?;
+        Ok(added.0)
+    }
+
+    /// Writes one trail event without a subject (`backup.restored`).
+    ///
+    /// # Errors
+    /// [`StoreError`] when it cannot be stored.
+    pub fn note(
+        &self,
+        action: &str,
+        actor: &str,
+        now: Timestamp,
+        details: serde_json::Value,
+    ) -> Result<(), StoreError> {
+        self.write(
+            |tx| {
+                tx.execute(
+                    "INSERT INTO events (at_us, actor, action, subject, before, after) VALUES (?1, ?2, ?3, '', 'null', ?4)",
+                    params![us(now), actor, action, details.to_string()],
+                )?;
+                Ok(())
+            },
+            |()| {},
+        )
+    }
+}
+
+/// Withdrawals of consents known by the number's hash only: a restore
+/// re-applies a withdrawal whose consent the backup does not hold (it was
+/// recorded after the backup), so no number can be found for it. Each
+/// becomes, in every view of a number with that hash, a consent withdrawn at
+/// that instant: the rules then end every consent of that controller and
+/// purpose given before it, as they do for a stored withdrawal.
+#[derive(Debug, Default)]
+pub(crate) struct HashedWithdrawals {
+    by_subject: dashmap::DashMap<SubjectHash, Vec<(String, Option<Purpose>, Timestamp)>>,
+    /// Whether any is held: only then does a view pay for the hash.
+    any: std::sync::atomic::AtomicBool,
+}
+
+const PURPOSES: [Purpose; 4] = [
+    Purpose::Marketing,
+    Purpose::MarketResearch,
+    Purpose::Statistical,
+    Purpose::Profiling,
+];
+
+const WITHDRAWALS_SCHEMA: &str = "CREATE TABLE IF NOT EXISTS withdrawals_by_hash (
+    subject BLOB NOT NULL,
+    controller TEXT NOT NULL,
+    purpose TEXT,
+    revoked_at_us INTEGER NOT NULL
+) STRICT;";
+
+impl HashedWithdrawals {
+    fn insert(
+        &self,
+        subject: SubjectHash,
+        controller: String,
+        purpose: Option<Purpose>,
+        at: Timestamp,
+    ) {
+        self.by_subject
+            .entry(subject)
+            .or_default()
+            .push((controller, purpose, at));
+        self.any.store(true, std::sync::atomic::Ordering::Release);
+    }
+
+    /// Adds the withdrawals of `e164`'s hash to its view.
+    pub(crate) fn extend_view(&self, index: &ContactIndex, e164: &str, view: &mut ContactView) {
+        if !self.any.load(std::sync::atomic::Ordering::Acquire) {
+            return;
+        }
+        let Some(withdrawals) = self.by_subject.get(&index.subject_hash(e164)) else {
+            return;
+        };
+        for (controller, purpose, at) in withdrawals.iter() {
+            for purpose in PURPOSES
+                .into_iter()
+                .filter(|p| purpose.is_none_or(|q| q == *p))
+            {
+                view.consents.push(Consent {
+                    consent_id: "withdrawal re-applied from the erasure ledger".into(),
+                    controller: controller.clone(),
+                    number: e164.to_string(),
+                    purpose,
+                    granted_at: *at,
+                    revoked_at: Some(*at),
+                    expires_at: None,
+                    source: String::new(),
+                    supplier: String::new(),
+                    method: String::new(),
+                    notice_version: String::new(),
+                    evidence_ref: String::new(),
+                    recorded_at: *at,
+                });
+            }
+        }
+    }
+}
+
+impl ContactStore {
+    /// Loads the withdrawals kept by hash (at open).
+    pub(super) fn load_withdrawals(&self) -> Result<(), StoreError> {
+        let conn = self.conn.lock().expect("contact db lock");
+        conn.execute_batch(WITHDRAWALS_SCHEMA)?;
+        let mut statement = conn.prepare(
+            "SELECT subject, controller, purpose, revoked_at_us FROM withdrawals_by_hash",
+        )?;
+        let mut rows = statement.query([])?;
+        while let Some(row) = rows.next()? {
+            let subject: Vec<u8> = row.get(0)?;
+            let subject = SubjectHash::try_from(subject.as_slice()).map_err(|_| {
+                StoreError::Unreadable("withdrawals_by_hash: a subject is not a hash".into())
+            })?;
+            let purpose = row
+                .get::<_, Option<String>>(2)?
+                .map(|p| super::purpose(&p))
+                .transpose()?;
+            let at = super::ts_column(row, 3, "revoked_at_us")?;
+            self.withdrawals.insert(subject, row.get(1)?, purpose, at);
+        }
+        Ok(())
+    }
+
+    /// Stores a withdrawal known by the number's hash only (see
+    /// [`HashedWithdrawals`]).
+    ///
+    /// # Errors
+    /// [`StoreError`]; nothing is stored then.
+    pub fn withdraw_by_hash(
+        &self,
+        subject: &SubjectHash,
+        controller: &str,
+        purpose: Option<Purpose>,
+        at: Timestamp,
+        actor: &str,
+    ) -> Result<(), StoreError> {
+        self.write(
+            |tx| {
+                tx.execute_batch(WITHDRAWALS_SCHEMA)?;
+                tx.execute(
+                    "INSERT INTO withdrawals_by_hash (subject, controller, purpose, revoked_at_us) VALUES (?1, ?2, ?3, ?4)",
+                    params![subject.to_vec(), controller, purpose.map(Purpose::as_str), us(at)],
+                )?;
+                Self::event(
+                    tx,
+                    Timestamp::now(),
+                    actor,
+                    "consent.revoked",
+                    subject,
+                    serde_json::Value::Null,
+                    serde_json::json!({"controller": controller, "purpose": purpose.map(Purpose::as_str), "revoked_at": at, "consents_ended": 0, "kept_by_hash": true}),
+                )?;
+                Ok(())
+            },
+            |()| {
+                self.withdrawals
+                    .insert(*subject, controller.to_string(), purpose, at);
+            },
+        )
+    }
+}
+
+impl super::BulkImport<'_> {
+    /// Refuses, before the records are moved in, opt-out ids the import
+    /// reuses for another opt-out (the check the move makes anyway): an
+    /// import about to be refused must not be committed to the erasure
+    /// ledger.
+    ///
+    /// # Errors
+    /// [`StoreError::ReusedIds`] naming them, or a storage failure.
+    pub fn refuse_reused_ids(&mut self, store: &ContactStore) -> Result<(), StoreError> {
+        self.flush()?;
+        store.refuse_reused_suppression_ids(self.tx)
+    }
+}
+
+/// Binds an opt-out kept by hash (9 columns: id, controller, campaign,
+/// hash, reason, source, added_by, created, expires) and runs `statement`.
+fn insert_suppression_hashed(
+    statement: &mut rusqlite::Statement<'_>,
+    subject: &SubjectHash,
+    suppression: &Suppression,
+) -> rusqlite::Result<usize> {
+    statement.execute(params![
+        suppression.suppression_id,
+        suppression.controller,
+        suppression.campaign_id,
+        subject.to_vec(),
+        suppression.reason,
+        suppression.source,
+        suppression.added_by,
+        us(suppression.created_at),
+        suppression.expires_at.map(us),
+    ])
+}
+
+fn row32(rowid: i64) -> u32 {
+    u32::try_from(rowid).unwrap_or(u32::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::contacts::{Consent, Relationship, RelationshipKind};
+    use crate::model::Purpose;
+    use crate::rules::valid_consent;
+
+    const MARKETING: crate::rules::Asking<'static> = crate::rules::Asking {
+        controller: "acme",
+        purpose: Purpose::Marketing,
+        consent_max_age: None,
+        suppliers: &[],
+    };
+
+    const NUMBER: &str = "+390212345678";
+
+    fn key() -> NumberKey {
+        NumberKey::from_e164(NUMBER).unwrap()
+    }
+
+    fn now() -> Timestamp {
+        "2026-11-25T10:00:00Z".parse().unwrap()
+    }
+
+    fn days_ago(days: i64) -> Timestamp {
+        now() - jiff::SignedDuration::from_hours(24 * days)
+    }
+
+    fn consent(id: &str, granted_days_ago: i64) -> Consent {
+        Consent {
+            consent_id: id.into(),
+            controller: "acme".into(),
+            number: NUMBER.into(),
+            purpose: Purpose::Marketing,
+            granted_at: days_ago(granted_days_ago),
+            revoked_at: None,
+            expires_at: None,
+            source: "web form".into(),
+            supplier: String::new(),
+            method: "checkbox".into(),
+            notice_version: "v1".into(),
+            evidence_ref: format!("recording-{id}"),
+            recorded_at: days_ago(granted_days_ago),
+        }
+    }
+
+    fn ceilings(days: u32) -> RecordCeilings {
+        let ceiling = Ceiling {
+            default_days: Some(days),
+            controllers: BTreeMap::new(),
+        };
+        RecordCeilings {
+            consents: ceiling.clone(),
+            relationships: ceiling.clone(),
+            opt_outs: ceiling,
+        }
+    }
+
+    /// The trap: the rules treat a withdrawal as ending every consent given
+    /// before it, also one a CRM records again later. A purge that deleted
+    /// every old withdrawn consent let such a re-synced consent ALLOW.
+    #[test]
+    fn test_a_purge_keeps_the_latest_withdrawal_so_a_resynced_consent_stays_ended() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ContactStore::open(dir.path()).unwrap();
+        store
+            .record_consent(key(), consent("c-old", 500), "t")
+            .unwrap();
+        store
+            .revoke_consents(key(), NUMBER, "acme", None, days_ago(300), "t")
+            .unwrap();
+        store
+            .record_consent(key(), consent("c-1", 400), "t")
+            .unwrap();
+        store
+            .revoke_consents(
+                key(),
+                NUMBER,
+                "acme",
+                Some(Purpose::Marketing),
+                days_ago(100),
+                "t",
+            )
+            .unwrap();
+        let counts = store
+            .purge_retention(&ceilings(30), now(), false, "t", serde_json::json!({}))
+            .unwrap();
+        assert_eq!(counts.consents_deleted, 1, "{counts:?}");
+        // Marketing's latest withdrawal, and the markers of the other three
+        // purposes the first (all-purpose) withdrawal left.
+        assert_eq!(counts.withdrawals_kept, 4, "{counts:?}");
+        // The CRM re-syncs the consent withdrawn 100 days ago.
+        store
+            .record_consent(key(), consent("c-1-again", 400), "t")
+            .unwrap();
+        let view = store.view(key(), NUMBER);
+        assert_eq!(
+            valid_consent(&view, &MARKETING, now()).map(|c| &c.consent_id),
+            None,
+            "{view:?}"
+        );
+        // The same after a restart (the index rebuilt from the store).
+        drop(store);
+        let store = ContactStore::open(dir.path()).unwrap();
+        let view = store.view(key(), NUMBER);
+        assert!(valid_consent(&view, &MARKETING, now()).is_none());
+        // The kept withdrawal has no evidence, in the store or the trail.
+        let records = store.subject_records(key(), NUMBER, "").unwrap();
+        let kept = records
+            .consents
+            .iter()
+            .find(|c| c.consent_id == "c-1")
+            .unwrap();
+        assert_eq!((kept.evidence_ref.as_str(), kept.method.as_str()), ("", ""));
+        let trail = serde_json::to_string(&store.trail().unwrap()).unwrap();
+        assert!(!trail.contains("recording-c-1\""), "{trail}");
+        assert!(!trail.contains("recording-c-old"), "{trail}");
+        assert!(trail.contains("recording-c-1-again"), "{trail}");
+        assert!(trail.contains("retention.purged"));
+        // A consent given after the withdrawal counts.
+        store
+            .record_consent(key(), consent("c-new", 10), "t")
+            .unwrap();
+        let view = store.view(key(), NUMBER);
+        assert_eq!(
+            valid_consent(&view, &MARKETING, now()).map(|c| c.consent_id.as_str()),
+            Some("c-new")
+        );
+    }
+
+    /// The candidates are read without the lock: a row deleted meanwhile
+    /// (an erasure) whose number SQLite gives to a new record must not take
+    /// the new record with it.
+    #[test]
+    fn test_a_row_reused_since_it_was_read_is_not_purged() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ContactStore::open(dir.path()).unwrap();
+        let mut old = consent("c-old", 900);
+        old.expires_at = Some(days_ago(400));
+        store.record_consent(key(), old, "t").unwrap();
+        let candidates = store.candidates(&ceilings(30), now()).unwrap();
+        assert_eq!(candidates.consents.len(), 1);
+        store
+            .erase(key(), NUMBER, "", "t", now(), &serde_json::Value::Null)
+            .unwrap();
+        let other = "+390212345679";
+        let other_key = NumberKey::from_e164(other).unwrap();
+        let mut fresh = consent("c-fresh", 10);
+        fresh.number = other.into();
+        store.record_consent(other_key, fresh, "t").unwrap();
+        let counts = store
+            .purge_candidates(&candidates, now(), false, "t", serde_json::json!({}))
+            .unwrap();
+        assert_eq!(counts, PurgeCounts::default());
+        let view = store.view(other_key, other);
+        assert_eq!(
+            valid_consent(&view, &MARKETING, now()).map(|c| c.consent_id.as_str()),
+            Some("c-fresh")
+        );
+    }
+
+    /// A withdrawal that ended a stored consent needs no marker (also when
+    /// its instant has nanoseconds the store does not keep); one that ended
+    /// none gets a withdrawn row per purpose in its scope, once.
+    #[test]
+    fn test_a_withdrawal_is_guarded_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ContactStore::open(dir.path()).unwrap();
+        store
+            .record_consent(key(), consent("c-1", 400), "t")
+            .unwrap();
+        let at = days_ago(100) + jiff::SignedDuration::from_nanos(123);
+        let rows = |store: &ContactStore| store.view(key(), NUMBER).consents.len();
+        store
+            .revoke_consents(key(), NUMBER, "acme", Some(Purpose::Marketing), at, "t")
+            .unwrap();
+        assert_eq!(rows(&store), 1, "the stored consent carries it");
+        store
+            .revoke_consents(key(), NUMBER, "acme", None, at, "t")
+            .unwrap();
+        assert_eq!(
+            rows(&store),
+            4,
+            "a marker for each of the other three purposes"
+        );
+        store
+            .revoke_consents(key(), NUMBER, "acme", None, at, "t")
+            .unwrap();
+        assert_eq!(rows(&store), 4, "already guarded");
+        let view = store.view(key(), NUMBER);
+        for purpose in PURPOSES {
+            let asking = crate::rules::Asking {
+                controller: "acme",
+                purpose,
+                consent_max_age: None,
+                suppliers: &[],
+            };
+            assert!(valid_consent(&view, &asking, now()).is_none());
+        }
+    }
+
+    /// Nothing in force is deleted; records ended inside the ceiling stay;
+    /// a dry run changes nothing; deleted rows leave the index at once, and a
+    /// row number SQLite reuses does not merge with a deleted record.
+    #[test]
+    fn test_only_records_ended_past_the_ceiling_go_and_the_index_follows() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ContactStore::open(dir.path()).unwrap();
+        store
+            .record_consent(key(), consent("in-force", 900), "t")
+            .unwrap();
+        let mut expired = consent("expired", 900);
+        expired.controller = "beta".into();
+        expired.expires_at = Some(days_ago(60));
+        store.record_consent(key(), expired, "t").unwrap();
+        for (id, ended) in [
+            ("r-old", Some(60)),
+            ("r-recent", Some(10)),
+            ("r-ongoing", None),
+        ] {
+            store
+                .record_relationship(
+                    key(),
+                    Relationship {
+                        relationship_id: id.into(),
+                        controller: "acme".into(),
+                        number: NUMBER.into(),
+                        kind: RelationshipKind::Customer,
+                        started_at: days_ago(900),
+                        ended_at: ended.map(days_ago),
+                        recorded_at: days_ago(900),
+                    },
+                    "t",
+                )
+                .unwrap();
+        }
+        let opt_out = |id: &str, expires: Option<i64>| Suppression {
+            suppression_id: id.into(),
+            controller: "beta".into(),
+            campaign_id: String::new(),
+            number: NUMBER.into(),
+            reason: "asked".into(),
+            source: "phone".into(),
+            added_by: "t".into(),
+            created_at: days_ago(900),
+            expires_at: expires.map(days_ago),
+        };
+        store
+            .add_suppression(key(), opt_out("s-expired", Some(60)))
+            .unwrap();
+        store
+            .add_suppression(key(), opt_out("s-forever", None))
+            .unwrap();
+        let dry = store
+            .purge_retention(&ceilings(30), now(), true, "t", serde_json::json!({}))
+            .unwrap();
+        let expect = PurgeCounts {
+            consents_deleted: 1,
+            withdrawals_kept: 0,
+            relationships_deleted: 1,
+            opt_outs_deleted: 1,
+        };
+        assert_eq!(dry, expect);
+        assert_eq!(
+            store.view(key(), NUMBER).relationships.len(),
+            3,
+            "dry: nothing changed"
+        );
+        let done = store
+            .purge_retention(&ceilings(30), now(), false, "t", serde_json::json!({}))
+            .unwrap();
+        assert_eq!(done, expect);
+        let ids = |view: &crate::contacts::ContactView| {
+            let mut ids: Vec<String> = view
+                .consents
+                .iter()
+                .map(|c| c.consent_id.clone())
+                .chain(view.relationships.iter().map(|r| r.relationship_id.clone()))
+                .chain(view.suppressions.iter().map(|s| s.suppression_id.clone()))
+                .collect();
+            ids.sort();
+            ids
+        };
+        let kept = ["in-force", "r-ongoing", "r-recent", "s-forever"];
+        assert_eq!(ids(&store.view(key(), NUMBER)), kept);
+        assert_eq!(
+            store
+                .purge_retention(&ceilings(30), now(), false, "t", serde_json::json!({}))
+                .unwrap(),
+            PurgeCounts::default(),
+            "a second run finds nothing"
+        );
+        // The deleted opt-out was the highest row: a new opt-out of
+        // another controller takes its number and must keep its own scope.
+        let mut everyone = opt_out("s-everyone", None);
+        everyone.controller = String::new();
+        store.add_suppression(key(), everyone).unwrap();
+        let view = store.view(key(), NUMBER);
+        let s = view
+            .suppressions
+            .iter()
+            .find(|s| s.suppression_id == "s-everyone")
+            .unwrap();
+        assert!(s.applies_to("acme", "any", now()), "{s:?}");
+        drop(store);
+        let store = ContactStore::open(dir.path()).unwrap();
+        let mut after_restart = kept.to_vec();
+        after_restart.push("s-everyone");
+        after_restart.sort_unstable();
+        assert_eq!(ids(&store.view(key(), NUMBER)), after_restart);
+    }
+}

@@ -1,0 +1,664 @@
+//! Issue 19, items 2, 6 and 7: retention ceilings and the scheduled purge,
+//! the erasure ledger re-applied on restore, backups that expire, and the
+//! data directory at rest. Real servers, real gRPC, HTTP and CLI.
+
+use std::time::{Duration, Instant};
+
+use dialgate::proto::{
+    AddSuppressionRequest, EraseSubjectRequest, Purpose, ReasonCode as R, RecordConsentRequest,
+    RecordRelationshipRequest, RelationshipKind, RevokeConsentRequest, Verdict,
+};
+
+use crate::support::*;
+
+const DE_CLI: &str = "+4930123456";
+
+fn ts(t: jiff::Timestamp) -> Option<prost_types::Timestamp> {
+    Some(dialgate::proto::timestamp_to_proto(t))
+}
+
+fn days_before_now(days: i64) -> jiff::Timestamp {
+    jiff::Timestamp::now() - jiff::SignedDuration::from_hours(24 * days)
+}
+
+fn consent(number: &str, granted_days_ago: i64, evidence: &str) -> RecordConsentRequest {
+    RecordConsentRequest {
+        controller: "acme".into(),
+        number: number.into(),
+        purpose: Purpose::Marketing as i32,
+        granted_at: ts(days_before_now(granted_days_ago)),
+        source: "web form".into(),
+        evidence_ref: evidence.into(),
+        ..Default::default()
+    }
+}
+
+/// `/status` once the scheduled purge has run.
+fn status_after_purge(server: &TestServer) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (code, body) = server.get("/status");
+        assert_eq!(code, 200);
+        let status: serde_json::Value = serde_json::from_str(&body).unwrap();
+        if !status["retention"]["last_run"].is_null() {
+            return status;
+        }
+        assert!(Instant::now() < deadline, "no purge reported: {body}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+async fn check(server: &TestServer, number: &str) -> dialgate::proto::CheckCallResponse {
+    server
+        .gateway()
+        .await
+        .check_call(call(number, DE_CLI, "de-optin"))
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+/// The scheduled purge deletes what ended longer ago than its ceiling,
+/// reports it on /status and in the trail, and keeps the latest withdrawal:
+/// a consent withdrawn 100 days ago and re-synced by a CRM after the purge
+/// must not ALLOW (deleting the withdrawn row would revive it).
+#[tokio::test(flavor = "multi_thread")]
+async fn test_the_scheduled_purge_keeps_withdrawals_in_force_and_reports_itself() {
+    // acme's US campaign goes to another controller: consents of a
+    // controller calling the US are kept 5 years at least (TSR).
+    let config = standard_config(
+        "[retention]\nconsents_days = 30\nrelationships_days = 30\npurge_interval_minutes = 60\n\
+         [retention.controller.acme-us]\nconsents_days = 1826\n",
+    )
+    .replace(
+        "id = \"us-sales\"\ncontroller = \"acme\"",
+        "id = \"us-sales\"\ncontroller = \"acme-us\"",
+    );
+    assert!(config.contains("acme-us"));
+    let ws = Workspace::new(&config);
+    let number = "+49 151 23456789";
+    {
+        let server = ws.start();
+        let mut records = server.records().await;
+        records
+            .record_consent(consent(number, 400, "recording-withdrawn"))
+            .await
+            .unwrap();
+        let revoked = records
+            .revoke_consent(RevokeConsentRequest {
+                controller: "acme".into(),
+                number: number.into(),
+                purpose: Purpose::Marketing as i32,
+                revoked_at: ts(days_before_now(100)),
+                default_region: String::new(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .revoked;
+        assert_eq!(revoked, 1);
+        records
+            .record_relationship(RecordRelationshipRequest {
+                controller: "acme".into(),
+                number: number.into(),
+                kind: RelationshipKind::Customer as i32,
+                started_at: ts(days_before_now(900)),
+                ended_at: ts(days_before_now(60)),
+                default_region: String::new(),
+            })
+            .await
+            .unwrap();
+        let status = status_after_purge(&server);
+        assert_eq!(
+            status["retention"]["last_run"]["withdrawals_kept"], 0,
+            "the first purge ran at start, before the records: {status}"
+        );
+        // While serving, only the dry run may be run from the CLI.
+        let refused = ws.cli(&["retention", "purge"]);
+        assert!(!refused.status.success());
+        let message = String::from_utf8_lossy(&refused.stderr);
+        assert!(message.contains("running `dialgate serve`"), "{message}");
+        let dry: serde_json::Value =
+            serde_json::from_str(ws.cli_ok(&["retention", "purge", "--dry-run"]).trim()).unwrap();
+        assert_eq!(dry["withdrawals_kept"], 1, "{dry}");
+        assert_eq!(dry["relationships_deleted"], 1, "{dry}");
+        assert_eq!(dry["dry_run"], true);
+        let shown = ws.cli_ok(&["policy", "show", "--campaign", "de-optin"]);
+        assert!(
+            shown.contains("retention (controller acme)")
+                && shown.contains("30 days after they are withdrawn or expire")
+                && shown.contains("a purge now would delete: 0 consents (1 withdrawals kept"),
+            "{shown}"
+        );
+        server.terminate();
+    }
+    // A restart purges at start.
+    let server = ws.start();
+    let status = status_after_purge(&server);
+    let run = &status["retention"]["last_run"];
+    assert_eq!(run["withdrawals_kept"], 1, "{status}");
+    assert_eq!(run["relationships_deleted"], 1, "{status}");
+    assert_eq!(run["consents_deleted"], 0, "{status}");
+    assert!(run["error"].is_null(), "{status}");
+    assert_eq!(status["retention"]["interval_minutes"], 60);
+    assert!(status["retention"]["next_run"].is_string(), "{status}");
+
+    // The CRM re-syncs the consent withdrawn 100 days ago: still withdrawn.
+    let mut records = server.records().await;
+    records
+        .record_consent(consent(number, 400, "recording-resync"))
+        .await
+        .unwrap();
+    let denied = check(&server, number).await;
+    assert_eq!(codes(&denied), vec![R::NoConsent], "{:?}", denied.reasons);
+    // A consent given after the withdrawal counts.
+    records
+        .record_consent(consent(number, 1, "recording-new"))
+        .await
+        .unwrap();
+    let allowed = check(&server, number).await;
+    assert_eq!(verdict(&allowed), Verdict::Allow, "{:?}", allowed.reasons);
+
+    // The trail: one event per run, counts only; the withdrawn consent's
+    // evidence is gone from it.
+    let trail = ws.cli_ok(&["trail", "export"]);
+    let purges: Vec<serde_json::Value> = trail
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|e| e["action"] == "retention.purged")
+        .collect();
+    assert!(purges.len() >= 2, "{trail}");
+    assert!(purges.iter().any(|e| e["after"]["withdrawals_kept"] == 1));
+    assert!(!trail.contains("recording-withdrawn"), "{trail}");
+    assert!(!trail.contains("+49"), "no raw numbers in the trail");
+    server.terminate();
+    // Stopped: the CLI runs the purge itself.
+    let ran: serde_json::Value =
+        serde_json::from_str(ws.cli_ok(&["retention", "purge"]).trim()).unwrap();
+    assert_eq!(ran["dry_run"], false);
+    assert!(ran["error"].is_null(), "{ran}");
+}
+
+/// Bad ceilings are refused at load naming the key; the decision log's
+/// ceiling may not go below its legal floor (log.retention_days).
+#[test]
+fn test_bad_retention_settings_are_refused_naming_the_key() {
+    for (section, key) in [
+        (
+            "[retention]\ndecisions_days = 365\n",
+            "retention.decisions_days",
+        ),
+        (
+            "[retention]\nconsents_days = 0\n",
+            "retention.consents_days",
+        ),
+        // acme calls the US: 5 years at least (TSR 16 CFR 310.5(a)(5)).
+        (
+            "[retention]\nconsents_days = 30\n",
+            "retention.consents_days",
+        ),
+        (
+            "[retention.controller.ACME]\nconsents_days = 30\n",
+            "retention.controller.ACME",
+        ),
+        ("[retention]\nbackups_days = 30\n", "retention.backups_days"),
+        ("[retention]\nconsent_days = 30\n", "consent_days"),
+    ] {
+        let ws = Workspace::new(&standard_config(section));
+        let out = ws.cli(&["config", "check"]);
+        assert!(!out.status.success(), "{section}");
+        let message = String::from_utf8_lossy(&out.stderr);
+        assert!(message.contains(key), "{section}: {message}");
+    }
+    let ws = Workspace::new(&standard_config("[retention]\ndecisions_days = 365\n"));
+    let message = String::from_utf8_lossy(&ws.cli(&["config", "check"]).stderr).to_string();
+    assert!(message.contains("log.retention_days = 1826"), "{message}");
+}
+
+/// A backup made before an erasure, an opt-out and a withdrawal must not
+/// bring them back: restore re-applies the erasure ledger, so after a
+/// restart on the restored directory the erased number is not callable on
+/// the consent it had, the opt-out denies and the withdrawn consent does
+/// not ALLOW; the decision log is kept and still verifies.
+#[tokio::test(flavor = "multi_thread")]
+async fn test_restore_reapplies_erasures_opt_outs_and_withdrawals_made_after_the_backup() {
+    let ws = Workspace::new(&standard_config(""));
+    let erased = "+49 151 11111111";
+    let opted_out = "+49 151 22222222";
+    let withdrawn = "+49 151 33333333";
+    let untouched = "+49 151 44444444";
+    let imported = "+49 151 55555555";
+    // Its consent is recorded after the backup, then withdrawn.
+    let late = "+49 151 66666666";
+    let backup_dir = ws.dir.path().join("backup-1");
+    {
+        let server = ws.start();
+        let mut records = server.records().await;
+        for number in [erased, opted_out, withdrawn, untouched, imported] {
+            records
+                .record_consent(consent(number, 10, "recording"))
+                .await
+                .unwrap();
+            let allowed = check(&server, number).await;
+            assert_eq!(verdict(&allowed), Verdict::Allow, "{:?}", allowed.reasons);
+        }
+        let out = ws.cli_ok(&["backup", "--to", path_str(&backup_dir)]);
+        assert!(out.contains("not copied: the erasure ledger"), "{out}");
+        let manifest: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(backup_dir.join("manifest.json")).unwrap(),
+        )
+        .unwrap();
+        assert!(manifest["started_at"].is_string(), "{manifest}");
+        assert!(!backup_dir.join("erasure-ledger.jsonl").exists());
+        // After the backup: erasure, opt-out, withdrawals.
+        records
+            .record_consent(consent(late, 20, "recording-late"))
+            .await
+            .unwrap();
+        records
+            .revoke_consent(RevokeConsentRequest {
+                controller: "acme".into(),
+                number: late.into(),
+                purpose: Purpose::Marketing as i32,
+                revoked_at: None,
+                default_region: String::new(),
+            })
+            .await
+            .unwrap();
+        let erasure = records
+            .erase_subject(EraseSubjectRequest {
+                verification: None,
+                controller: String::new(),
+                number: erased.into(),
+                default_region: String::new(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(erasure.erased_records, 1);
+        records
+            .add_suppression(AddSuppressionRequest {
+                controller: "acme".into(),
+                number: opted_out.into(),
+                reason: "asked on the phone".into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        records
+            .revoke_consent(RevokeConsentRequest {
+                controller: "acme".into(),
+                number: withdrawn.into(),
+                purpose: Purpose::Unspecified as i32,
+                revoked_at: None,
+                default_region: String::new(),
+            })
+            .await
+            .unwrap();
+        // And a bulk opt-out import.
+        let file = ws.file("opt-outs.csv", "number,controller\n+4915155555555,acme\n");
+        ws.cli_ok(&["suppression", "import", "--file", path_str(&file)]);
+        // The running server loads the import within its reload interval.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while verdict(&check(&server, imported).await) != Verdict::Deny {
+            assert!(
+                Instant::now() < deadline,
+                "the imported opt-out was not loaded"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        for number in [erased, opted_out, withdrawn, imported] {
+            let denied = check(&server, number).await;
+            assert_eq!(verdict(&denied), Verdict::Deny);
+        }
+        // The ledger holds hashes, never numbers, and is private.
+        let ledger = ws.data_dir().join("erasure-ledger.jsonl");
+        let text = std::fs::read_to_string(&ledger).unwrap();
+        assert_eq!(
+            text.lines().count(),
+            6,
+            "4 changes, the import's opt-out and its commit: {text}"
+        );
+        assert!(!text.contains('+'), "no numbers: {text}");
+        let mode = std::os::unix::fs::PermissionsExt::mode(
+            &std::fs::metadata(&ledger).unwrap().permissions(),
+        );
+        assert_eq!(mode & 0o077, 0);
+        // A running server's data is never overwritten.
+        let refused = ws.cli(&["restore", "--from", path_str(&backup_dir)]);
+        assert!(!refused.status.success());
+        let message = String::from_utf8_lossy(&refused.stderr);
+        assert!(message.contains("stop the server first"), "{message}");
+        server.terminate();
+    }
+    let out = ws.cli_ok(&["restore", "--from", path_str(&backup_dir)]);
+    assert!(
+        out.contains("1 erasures (1 records erased")
+            && out.contains("2 opt-outs added")
+            && out.contains("2 withdrawals (1 consents ended, 1 kept by hash")
+            && out.contains("decision log kept")
+            && out.contains("audit verify: ok"),
+        "{out}"
+    );
+    assert!(ws.cli_ok(&["audit", "verify"]).starts_with("ok"));
+
+    let server = ws.start();
+    let after = check(&server, erased).await;
+    assert_eq!(
+        codes(&after),
+        vec![R::Suppressed, R::NoConsent],
+        "kept suppressed, and its consent erased: {:?}",
+        after.reasons
+    );
+    let after = check(&server, opted_out).await;
+    assert_eq!(codes(&after), vec![R::Suppressed], "{:?}", after.reasons);
+    let after = check(&server, withdrawn).await;
+    assert_eq!(codes(&after), vec![R::NoConsent], "{:?}", after.reasons);
+    let after = check(&server, imported).await;
+    assert_eq!(codes(&after), vec![R::Suppressed], "{:?}", after.reasons);
+    // The CRM re-syncs the consent withdrawn after the backup: still withdrawn.
+    let mut records = server.records().await;
+    records
+        .record_consent(consent(late, 20, "recording-late"))
+        .await
+        .unwrap();
+    let after = check(&server, late).await;
+    assert_eq!(codes(&after), vec![R::NoConsent], "{:?}", after.reasons);
+    records
+        .record_consent(consent(late, 0, "recording-later"))
+        .await
+        .unwrap();
+    let after = check(&server, late).await;
+    assert_eq!(
+        verdict(&after),
+        Verdict::Allow,
+        "a consent after the withdrawal counts"
+    );
+    let after = check(&server, untouched).await;
+    assert_eq!(
+        verdict(&after),
+        Verdict::Allow,
+        "the backup's records are back"
+    );
+    // The erased subject's consent is not back in its export.
+    let export = server
+        .records()
+        .await
+        .export_subject(dialgate::proto::ExportSubjectRequest {
+            verification: None,
+            controller: String::new(),
+            number: erased.into(),
+            default_region: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .json;
+    let export: serde_json::Value = serde_json::from_str(&export).unwrap();
+    assert_eq!(export["consents"].as_array().unwrap().len(), 0, "{export}");
+    server.terminate();
+}
+
+/// A backup whose time is past `retention.backups_days` is deleted by
+/// `backup --expire` (and by the scheduled purge); others stay.
+#[test]
+fn test_backups_expire_under_the_retention_settings() {
+    let ws = Workspace::new(&standard_config(
+        "[retention]\nbackups_days = 30\nbackup_dir = \"backups\"\n",
+    ));
+    let backups = ws.dir.path().join("backups");
+    ws.cli_ok(&["backup", "--to", path_str(&backups.join("old"))]);
+    ws.cli_ok(&["backup", "--to", path_str(&backups.join("new"))]);
+    let manifest = backups.join("old/manifest.json");
+    let mut old: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&manifest).unwrap()).unwrap();
+    old["started_at"] = serde_json::json!(days_before_now(31).to_string());
+    std::fs::write(&manifest, old.to_string()).unwrap();
+    let dry = ws.cli_ok(&["backup", "--expire", "--dry-run"]);
+    assert!(dry.contains("would delete") && dry.contains("old"), "{dry}");
+    assert!(backups.join("old").exists());
+    let done = ws.cli_ok(&["backup", "--expire"]);
+    assert!(done.contains("1 backups older than 30 days"), "{done}");
+    assert!(!backups.join("old").exists());
+    assert!(backups.join("new").exists());
+    let again = ws.cli(&["backup", "--to", path_str(&backups.join("new"))]);
+    assert!(!again.status.success(), "a backup is never overwritten");
+}
+
+/// Start-up reports the data directory at rest on /status and in the log:
+/// its filesystem, whether it is encrypted (or that it could not tell),
+/// and warnings.
+#[tokio::test(flavor = "multi_thread")]
+async fn test_start_up_reports_the_data_directory_at_rest() {
+    let ws = Workspace::new(&standard_config(""));
+    let server = ws.start();
+    let (_, body) = server.get("/status");
+    let status: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let at_rest = &status["at_rest"];
+    let encryption = at_rest["encryption"].as_str().unwrap().to_string();
+    assert!(
+        ["dm-crypt", "fscrypt", "ecryptfs", "memory", "none found"].contains(&encryption.as_str())
+            || encryption.starts_with("could not tell"),
+        "{at_rest}"
+    );
+    let warnings = at_rest["warnings"].as_array().unwrap().clone();
+    let encrypted = ["dm-crypt", "fscrypt", "ecryptfs"].contains(&encryption.as_str());
+    assert_eq!(warnings.is_empty(), encrypted, "{at_rest}");
+    let (_, log) = server.terminate();
+    if !encrypted {
+        assert!(
+            log.iter().any(|l| l.contains("files at rest")),
+            "{}",
+            log.join("\n")
+        );
+    }
+}
+
+/// An erasure, opt-out or withdrawal whose ledger entry cannot be written
+/// (here: a full disk) fails and changes nothing: a restore would
+/// otherwise undo it. The same for a bulk opt-out import.
+#[tokio::test(flavor = "multi_thread")]
+async fn test_a_change_the_ledger_cannot_record_fails_and_changes_nothing() {
+    let ws = Workspace::new(&standard_config(
+        "[retention]\nerasure_ledger = \"/dev/full\"\n",
+    ));
+    let number = "+49 151 23456789";
+    let server = ws.start();
+    let mut records = server.records().await;
+    records
+        .record_consent(consent(number, 10, "recording"))
+        .await
+        .unwrap();
+    let erase = records
+        .erase_subject(EraseSubjectRequest {
+            verification: None,
+            controller: String::new(),
+            number: number.into(),
+            default_region: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(erase.code(), tonic::Code::Unavailable, "{erase:?}");
+    assert!(erase.message().contains("erasure ledger"), "{erase:?}");
+    let opt_out = records
+        .add_suppression(AddSuppressionRequest {
+            controller: "acme".into(),
+            number: number.into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(opt_out.code(), tonic::Code::Unavailable);
+    let revoke = records
+        .revoke_consent(RevokeConsentRequest {
+            controller: "acme".into(),
+            number: number.into(),
+            purpose: Purpose::Unspecified as i32,
+            revoked_at: None,
+            default_region: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(revoke.code(), tonic::Code::Unavailable);
+    // Nothing changed: the consent still decides (the failure is visible
+    // to the CRM, which retries once the disk is fixed).
+    let still = check(&server, number).await;
+    assert_eq!(codes(&still), vec![R::Consent], "{:?}", still.reasons);
+    let file = ws.file("opt-outs.csv", "number,controller\n+4915199999999,acme\n");
+    let import = ws.cli(&["suppression", "import", "--file", path_str(&file)]);
+    assert!(!import.status.success());
+    let message = String::from_utf8_lossy(&import.stderr);
+    assert!(message.contains("erasure ledger"), "{message}");
+    server.terminate();
+}
+
+/// A withdrawal that reaches dialgate before the consent it ends (the CRM
+/// syncs the consent later, with its old `granted_at`) found no consent to
+/// end and left no trace: the consent then ALLOWed. It is kept now.
+#[tokio::test(flavor = "multi_thread")]
+async fn test_a_withdrawal_received_before_its_consent_still_ends_it() {
+    let ws = Workspace::new(&standard_config(""));
+    let server = ws.start();
+    let mut records = server.records().await;
+    let number = "+49 151 77777777";
+    let revoked = records
+        .revoke_consent(RevokeConsentRequest {
+            controller: "acme".into(),
+            number: number.into(),
+            purpose: Purpose::Unspecified as i32,
+            revoked_at: ts(days_before_now(1)),
+            default_region: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .revoked;
+    assert_eq!(revoked, 0, "no consent was stored");
+    records
+        .record_consent(consent(number, 10, "recording-synced-late"))
+        .await
+        .unwrap();
+    let denied = check(&server, number).await;
+    assert_eq!(codes(&denied), vec![R::NoConsent], "{:?}", denied.reasons);
+    // After a restart too.
+    server.terminate();
+    let server = ws.start();
+    let denied = check(&server, number).await;
+    assert_eq!(codes(&denied), vec![R::NoConsent], "{:?}", denied.reasons);
+    server
+        .records()
+        .await
+        .record_consent(consent(number, 0, "recording-new"))
+        .await
+        .unwrap();
+    let allowed = check(&server, number).await;
+    assert_eq!(verdict(&allowed), Verdict::Allow, "{:?}", allowed.reasons);
+}
+
+/// Disaster recovery: `data_dir` is lost, the ledger was kept on other
+/// storage. Restore copies the backup's decision log in (it verifies), and
+/// re-applies the erasure made after the backup.
+#[tokio::test(flavor = "multi_thread")]
+async fn test_restore_into_an_empty_data_dir_takes_the_backups_verified_log() {
+    let shared = tempfile::tempdir().unwrap();
+    let ledger = shared.path().join("ledger.jsonl");
+    let section = format!("[retention]\nerasure_ledger = \"{}\"\n", path_str(&ledger));
+    let ws = Workspace::new(&standard_config(&section));
+    let number = "+49 151 88888888";
+    let backup_dir = shared.path().join("backup");
+    {
+        let server = ws.start();
+        server
+            .records()
+            .await
+            .record_consent(consent(number, 10, "recording"))
+            .await
+            .unwrap();
+        assert_eq!(verdict(&check(&server, number).await), Verdict::Allow);
+        ws.cli_ok(&["backup", "--to", path_str(&backup_dir)]);
+        server
+            .records()
+            .await
+            .erase_subject(EraseSubjectRequest {
+                verification: None,
+                controller: "acme".into(),
+                number: number.into(),
+                default_region: String::new(),
+            })
+            .await
+            .unwrap();
+        server.terminate();
+    }
+    // Another machine without the ledger: refused, unless told.
+    let lost = Workspace::new(&standard_config(""));
+    let refused = lost.cli(&["restore", "--from", path_str(&backup_dir)]);
+    assert!(!refused.status.success());
+    let message = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        message.contains("erasure ledger") && message.contains("--without-ledger"),
+        "{message}"
+    );
+    assert!(
+        !lost.data_dir().join("contacts.db").exists(),
+        "nothing restored"
+    );
+    let forced = lost.cli_ok(&[
+        "restore",
+        "--from",
+        path_str(&backup_dir),
+        "--without-ledger",
+    ]);
+    assert!(forced.contains("0 entries"), "{forced}");
+    // Another machine: a fresh data_dir, the same ledger.
+    let fresh = Workspace::new(&standard_config(&section));
+    let out = fresh.cli_ok(&["restore", "--from", path_str(&backup_dir)]);
+    assert!(
+        out.contains("decision log restored from the backup")
+            && out.contains("1 erasures (1 records erased")
+            && out.contains("audit verify: ok (1 decisions)"),
+        "{out}"
+    );
+    assert!(fresh.cli_ok(&["audit", "verify"]).starts_with("ok"));
+    let server = fresh.start();
+    let after = check(&server, number).await;
+    assert_eq!(verdict(&after), Verdict::Deny, "{:?}", after.reasons);
+    assert!(
+        codes(&after).contains(&R::Suppressed),
+        "{:?}",
+        after.reasons
+    );
+    let decisions = export_jsonl(&fresh, &[]);
+    assert_eq!(decisions.len(), 2, "the backup's decision and the new one");
+    server.terminate();
+    // A second restore over a running-free directory keeps the now-newer log.
+    let again = fresh.cli_ok(&["restore", "--from", path_str(&backup_dir)]);
+    assert!(again.contains("decision log kept"), "{again}");
+    assert!(again.contains("before-restore-"), "{again}");
+}
+
+/// A bulk opt-out import that is refused (an id reused for another
+/// number) imports nothing, and commits nothing to the erasure ledger: a
+/// restore must not add opt-outs that were never made.
+#[test]
+fn test_a_refused_opt_out_import_commits_nothing_to_the_ledger() {
+    let ws = Workspace::new(&standard_config(""));
+    let first = ws.file(
+        "a.csv",
+        "number,controller,suppression_id\n+4915112345678,acme,crm-1\n",
+    );
+    ws.cli_ok(&["suppression", "import", "--file", path_str(&first)]);
+    let second = ws.file(
+        "b.csv",
+        "number,controller,suppression_id\n+4915187654321,acme,crm-1\n",
+    );
+    let refused = ws.cli(&["suppression", "import", "--file", path_str(&second)]);
+    assert!(!refused.status.success());
+    let message = String::from_utf8_lossy(&refused.stderr);
+    assert!(message.contains("crm-1"), "{message}");
+    let ledger = std::fs::read_to_string(ws.data_dir().join("erasure-ledger.jsonl")).unwrap();
+    let commits = ledger
+        .lines()
+        .filter(|l| l.contains("import_committed"))
+        .count();
+    assert_eq!(commits, 1, "only the first import: {ledger}");
+}
