@@ -282,7 +282,7 @@ pub enum AuditCommand {
     Checkpoint,
     /// Remove decisions older than the retention period, keeping the chain verifiable
     Purge {
-        /// Remove decisions made before this instant or date [default: now - log.retention_days]; never inside the retention period
+        /// Remove decisions made before this instant or date [default: the oldest allowed]; never inside log.retention_days, the longest attempt-cap window or the idempotency window
         #[arg(long)]
         before: Option<String>,
     },
@@ -980,15 +980,18 @@ fn checkpoint_key(config: &Config) -> anyhow::Result<Option<ed25519_dalek::Signi
 
 fn audit_purge(config: &Config, before: Option<String>) -> anyhow::Result<()> {
     let now = Timestamp::now();
-    let retention = jiff::SignedDuration::from_hours(i64::from(config.log.retention_days) * 24);
-    let oldest_allowed = now - retention;
+    // Never inside log.retention_days, nor inside the longest attempt-cap
+    // window or the idempotency window: both are rebuilt from the log at
+    // start, so a purged ALLOW would be an attempt a restart no longer
+    // counts (one call over the cap).
+    let oldest_allowed = crate::retention::decisions_cutoff(config, config.log.retention_days, now);
     let before = match before {
         Some(text) => parse_instant("--before", &text)?,
         None => oldest_allowed,
     };
     if before > oldest_allowed {
         bail!(
-            "--before {before}: inside the retention period (log.retention_days = {}): decisions younger than {oldest_allowed} are kept",
+            "--before {before}: inside the period decisions are kept (log.retention_days = {}, the longest attempt-cap window, log.idempotency_window_seconds): decisions younger than {oldest_allowed} are kept",
             config.log.retention_days
         );
     }

@@ -278,7 +278,9 @@ async fn test_purge_keeps_the_chain_verifiable_and_respects_retention() {
     ws.import("it-rpo", &["+39 333 123 4567"], &["--controller", "acme"]);
     let refused = ws.cli(&["audit", "purge", "--before", "2026-01-01"]);
     assert!(!refused.status.success());
-    assert!(String::from_utf8_lossy(&refused.stderr).contains("inside the retention period"));
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("inside the period decisions are kept")
+    );
 
     let server = ws.start();
     let mut gateway = server.gateway().await;
@@ -304,10 +306,33 @@ async fn test_purge_keeps_the_chain_verifiable_and_respects_retention() {
     let (status, _) = server.terminate();
     assert!(status.success());
 
-    let short = Workspace::new(&standard_config("").replace(
+    // With caps (us-sales: US statutes cap attempts), a purge may not cut
+    // inside the longest cap window: a restart rebuilds the attempts from
+    // the log, and a purged ALLOW would be a call over the cap (was allowed).
+    let capped = Workspace::new(&standard_config("").replace(
         "shutdown_grace_ms = 5000",
         "shutdown_grace_ms = 5000\n\n[log]\nretention_days = 0",
     ));
+    let refused = capped.cli(&["audit", "purge", "--before", &cut]);
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("attempt-cap window"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    // Without caps and with a 1 s idempotency window, it may.
+    let uncapped = standard_config("")
+        .replace(
+            "shutdown_grace_ms = 5000",
+            "shutdown_grace_ms = 5000\n\n[log]\nretention_days = 0\nidempotency_window_seconds = 1",
+        )
+        .replace(
+            "[[campaign]]\nid = \"us-sales\"\ncontroller = \"acme\"\npurpose = \"marketing\"\ndefault_region = \"US\"\ndestinations = [\"US\"]\ncaller_ids = [\"+12125550100\"]\n",
+            "",
+        );
+    assert!(!uncapped.contains("us-sales"));
+    let short = Workspace::new(&uncapped);
+    std::thread::sleep(std::time::Duration::from_millis(1100));
     let short_config = short.config_path();
     let config_text = std::fs::read_to_string(&short_config).unwrap().replace(
         "data_dir = \"data\"",
