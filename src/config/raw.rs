@@ -30,6 +30,18 @@ pub(super) struct RawConfig {
     pub(super) subject_requests: super::SubjectRequestsConfig,
     #[serde(default)]
     pub(super) retention: crate::retention::RawRetention,
+    /// `[store]` (CONTRACT section 8): only the embedded SQLite store is built.
+    pub(super) store: Option<RawStore>,
+}
+
+/// `[store]`: where the records, the log and the snapshots are kept.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawStore {
+    pub(super) backend: Option<String>,
+    pub(super) url: Option<String>,
+    pub(super) replica_id: Option<String>,
+    pub(super) max_staleness_ms: Option<u64>,
 }
 
 /// `[[supplier]]`: a list supplier a controller has a contract with.

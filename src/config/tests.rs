@@ -258,3 +258,29 @@ fn test_profiling_is_a_consent_purpose_and_profiled_segment_a_campaign_setting()
     assert!(config.campaigns[0].profiled_segment);
     assert!(!parse(&campaign("marketing", "")).unwrap().campaigns[0].profiled_segment);
 }
+
+/// CONTRACT section 8's `[store]`: the SQLite default is accepted; the
+/// PostgreSQL backend is not built, and a configuration that asks for it
+/// is refused with that said (a replica would otherwise run on a private
+/// SQLite store, blind to the opt-outs and caps of the others).
+#[test]
+fn test_store_backend_postgres_is_refused_as_not_built() {
+    assert!(parse("[store]\nbackend = \"sqlite\"\n").is_ok());
+    let err = parse(
+        "[store]\nbackend = \"postgres\"\nurl = \"postgres://db/dialgate\"\nreplica_id = \"gw-1\"\n",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("store.backend") && err.contains("not built yet"),
+        "{err}"
+    );
+    let err = parse("[store]\nbackend = \"mysql\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("store.backend"), "{err}");
+    let err = parse("[store]\nreplica_id = \"gw-1\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("postgres"), "{err}");
+}

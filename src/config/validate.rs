@@ -327,6 +327,35 @@ impl Validator<'_> {
                 suppliers: Vec::new(),
             });
         }
+        if let Some(store) = &raw.store {
+            match store.backend.as_deref().unwrap_or("sqlite") {
+                "sqlite"
+                    if store.url.is_none()
+                        && store.replica_id.is_none()
+                        && store.max_staleness_ms.is_none() => {}
+                "sqlite" => {
+                    return Err(self.invalid(
+                        "store",
+                        "url/replica_id/max_staleness_ms",
+                        "apply only to backend = \"postgres\"",
+                    ));
+                }
+                "postgres" => {
+                    return Err(self.invalid(
+                        "store.backend",
+                        "postgres",
+                        "not built yet: this version runs one gateway on its embedded SQLite store (remove [store] or set backend = \"sqlite\"); several replicas on PostgreSQL are planned, see README",
+                    ));
+                }
+                other => {
+                    return Err(self.invalid(
+                        "store.backend",
+                        other,
+                        "expected sqlite (postgres is not built yet)",
+                    ));
+                }
+            }
+        }
         let suppliers = self.suppliers(&raw.suppliers, &campaigns)?;
         let subject_requests = raw.subject_requests;
         if !(1..=365).contains(&subject_requests.verification_max_age_days) {
