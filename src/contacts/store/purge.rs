@@ -87,7 +87,6 @@ struct ConsentCandidate {
     key: NumberKey,
     controller: String,
     purpose: String,
-    revoked: bool,
     id: String,
     number: String,
     cutoff_us: i64,
@@ -142,7 +141,6 @@ fn scan_candidates(
             key: NumberKey(row.get::<_, i64>(1)? as u64),
             controller,
             purpose: row.get(3)?,
-            revoked: revoked.is_some(),
             id: row.get(6)?,
             number: row.get(7)?,
             cutoff_us: us(cutoff),
@@ -318,9 +316,11 @@ impl ContactStore {
 
         for c in &candidates.consents {
             let subject = hex::encode(self.index.subject_hash(&c.number));
-            let latest_withdrawal = c.revoked
-                && {
-                    let latest: Option<i64> = tx
+            // Decided from the rows as they are now, not as scanned: a
+            // consent scanned as merely expired may have been withdrawn
+            // since (and be the only withdrawal).
+            let latest_withdrawal = {
+                let latest: Option<i64> = tx
                     .query_row(
                         "SELECT rowid FROM consents
                          WHERE number_key = ?1 AND controller = ?2 AND purpose = ?3 AND revoked_at_us IS NOT NULL
@@ -329,8 +329,8 @@ impl ContactStore {
                         |r| r.get(0),
                     )
                     .optional()?;
-                    latest == Some(c.rowid)
-                };
+                latest == Some(c.rowid)
+            };
             if latest_withdrawal {
                 let stripped = tx.execute(
                     "UPDATE consents SET source = ?3, method = '', notice_version = '', evidence_ref = ''
@@ -845,6 +845,43 @@ mod tests {
         assert_eq!(
             valid_consent(&view, &MARKETING, now()).map(|c| c.consent_id.as_str()),
             Some("c-fresh")
+        );
+    }
+
+    /// The candidates are read without the lock: a consent scanned as
+    /// merely expired and withdrawn before the purge's transaction is then
+    /// the only withdrawal and must stay (a re-synced older consent would
+    /// ALLOW otherwise).
+    #[test]
+    fn test_a_consent_withdrawn_since_the_scan_keeps_its_withdrawal() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ContactStore::open(dir.path()).unwrap();
+        let mut old = consent("c-1", 900);
+        old.expires_at = Some(days_ago(400));
+        store.record_consent(key(), old, "t").unwrap();
+        let candidates = store.candidates(&ceilings(30), now()).unwrap();
+        assert_eq!(candidates.consents.len(), 1);
+        store
+            .revoke_consents(
+                key(),
+                NUMBER,
+                "acme",
+                Some(Purpose::Marketing),
+                days_ago(1),
+                "t",
+            )
+            .unwrap();
+        let counts = store
+            .purge_candidates(&candidates, now(), false, "t", serde_json::json!({}))
+            .unwrap();
+        assert_eq!(counts.consents_deleted, 0, "{counts:?}");
+        store
+            .record_consent(key(), consent("c-resynced", 300), "t")
+            .unwrap();
+        let view = store.view(key(), NUMBER);
+        assert!(
+            valid_consent(&view, &MARKETING, now()).is_none(),
+            "{view:?}"
         );
     }
 
