@@ -464,6 +464,7 @@ fn contact_import(
     dry_run: bool,
     consents: bool,
 ) -> anyhow::Result<()> {
+    let _restore = crate::restore::RestoreLock::shared(&config.server.data_dir)?;
     let store = std::sync::Arc::new(ContactStore::open_unindexed(&config.server.data_dir)?);
     let now = Timestamp::now();
     let summary = if consents {
@@ -501,6 +502,7 @@ fn records_of(config: &Config, store: std::sync::Arc<ContactStore>) -> Records {
 }
 
 fn consent_rectify(config: &Config, file: &std::path::Path, dry_run: bool) -> anyhow::Result<()> {
+    let _restore = crate::restore::RestoreLock::shared(&config.server.data_dir)?;
     let store = std::sync::Arc::new(ContactStore::open_unindexed(&config.server.data_dir)?);
     let records = records_of(config, store);
     let summary = crate::contacts::import::rectify_consents(
@@ -525,6 +527,7 @@ fn consent_rectify(config: &Config, file: &std::path::Path, dry_run: bool) -> an
 fn backup(config: &Config, to: &std::path::Path) -> anyhow::Result<()> {
     let started_at = Timestamp::now();
     let data_dir = &config.server.data_dir;
+    crate::restore::refuse_if_restoring(data_dir)?;
     if to.join(crate::retention::MANIFEST).exists() {
         bail!(
             "{} already holds a backup: back up into a new directory",
@@ -643,6 +646,7 @@ fn retention_purge(config: &Config, dry_run: bool) -> anyhow::Result<()> {
             )?,
         )
     };
+    crate::restore::refuse_if_restoring(&config.server.data_dir)?;
     let store = ContactStore::open_unindexed(&config.server.data_dir)?;
     let report =
         crate::retention::run_once(config, &store, Timestamp::now(), dry_run, &cli_actor());
@@ -778,6 +782,7 @@ fn registry_import(config: &Config, args: Box<ImportArgs>) -> anyhow::Result<()>
         let summary = import::run(registry, &snapshots, &request, now)?;
         println!("{summary}");
         if !request.dry_run {
+            let _restore = crate::restore::RestoreLock::shared(&config.server.data_dir)?;
             let at = request
                 .checked_at
                 .to_zoned(jiff::tz::TimeZone::UTC)

@@ -64,10 +64,134 @@ impl ServeLock {
     }
 }
 
-/// How long before a backup started a ledger entry may lie and its change
-/// still be missing from the backup (the entry is written just before the
-/// change is committed): such entries are re-applied too (harmlessly, if
-/// the backup has them).
+/// The lock file that keeps the CLI's writers of the contact store (the
+/// consent and opt-out imports, rectification, registry imports of opposed
+/// numbers) and a restore apart: they take it shared, restore exclusive.
+pub const RESTORE_LOCK_FILE: &str = "restore.lock";
+
+/// Written (and fsync'd) before a restore changes anything in data_dir and
+/// removed as its last step: while it exists, `serve` and the commands that
+/// write the contact store refuse to start (the store may be half restored).
+pub const IN_PROGRESS: &str = "restore-in-progress";
+
+/// The restored contact store while it is built (renamed over
+/// `contacts.db` once whole).
+pub const STAGING: &str = "contacts.db.restoring";
+
+/// A lock on `restore.lock`: shared by the CLI's writers of the contact
+/// store, exclusive by restore.
+#[derive(Debug)]
+pub struct RestoreLock {
+    _file: File,
+}
+
+impl RestoreLock {
+    fn open(data_dir: &Path) -> anyhow::Result<(File, PathBuf)> {
+        crate::private::create_dir_all(data_dir)
+            .with_context(|| format!("cannot create data_dir {}", data_dir.display()))?;
+        let path = data_dir.join(RESTORE_LOCK_FILE);
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .with_context(|| format!("cannot open {}", path.display()))?;
+        let _ = crate::private::tighten(&path);
+        Ok((file, path))
+    }
+
+    /// Taken by a command that writes the contact store (many at once may
+    /// hold it): fails while a restore runs, or when one did not finish.
+    ///
+    /// # Errors
+    /// When a restore runs or was interrupted.
+    pub fn shared(data_dir: &Path) -> anyhow::Result<RestoreLock> {
+        let (file, path) = RestoreLock::open(data_dir)?;
+        match file.try_lock_shared() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => bail!(
+                "a `dialgate restore` is running on data_dir {} (it holds {}): run this once it has finished",
+                data_dir.display(),
+                path.display()
+            ),
+            Err(std::fs::TryLockError::Error(err)) => {
+                return Err(err).with_context(|| format!("cannot lock {}", path.display()));
+            }
+        }
+        refuse_if_restoring(data_dir)?;
+        Ok(RestoreLock { _file: file })
+    }
+
+    fn exclusive(data_dir: &Path) -> anyhow::Result<RestoreLock> {
+        let (file, path) = RestoreLock::open(data_dir)?;
+        match file.try_lock() {
+            Ok(()) => Ok(RestoreLock { _file: file }),
+            Err(std::fs::TryLockError::WouldBlock) => bail!(
+                "a dialgate command is writing the contact store of data_dir {} (an import or a rectification holds {}): let it finish, then restore",
+                data_dir.display(),
+                path.display()
+            ),
+            Err(std::fs::TryLockError::Error(err)) => {
+                Err(err).with_context(|| format!("cannot lock {}", path.display()))
+            }
+        }
+    }
+}
+
+/// Fails when a restore of `data_dir` began and did not finish (its
+/// contact store may be empty or half restored).
+///
+/// # Errors
+/// When `data_dir/restore-in-progress` exists.
+pub fn refuse_if_restoring(data_dir: &Path) -> anyhow::Result<()> {
+    let marker = data_dir.join(IN_PROGRESS);
+    if marker.exists() {
+        bail!(
+            "{} exists: a `dialgate restore` of this data_dir did not finish, and its contact store may be empty or half restored. Run the same `dialgate restore --from DIR` again (nothing else starts until it has finished)",
+            marker.display()
+        );
+    }
+    Ok(())
+}
+
+/// Fsyncs a directory (a rename or a new file in it made durable).
+fn sync_dir(dir: &Path) -> anyhow::Result<()> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .with_context(|| format!("cannot fsync {}", dir.display()))
+}
+
+/// Copies `from` to `to` through `to.restoring` (fsync'd, renamed over it),
+/// so an interrupted copy never leaves a partial `to`.
+fn copy_atomic(from: &Path, to: &Path) -> anyhow::Result<()> {
+    let temporary = PathBuf::from(format!("{}.restoring", to.display()));
+    copy_private(from, &temporary)?;
+    std::fs::rename(&temporary, to)
+        .with_context(|| format!("cannot rename {} to {}", temporary.display(), to.display()))?;
+    if let Some(parent) = to.parent() {
+        sync_dir(parent)?;
+    }
+    Ok(())
+}
+
+/// Removes a SQLite database file and its `-wal` and `-shm` files.
+fn remove_database(path: &Path) -> anyhow::Result<()> {
+    for suffix in ["", "-wal", "-shm", "-journal"] {
+        let file = PathBuf::from(format!("{}{suffix}", path.display()));
+        match std::fs::remove_file(&file) {
+            Ok(()) => {}
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+            Err(err) => {
+                return Err(err).with_context(|| format!("cannot remove {}", file.display()));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// How long before a backup started a ledger entry written for another
+/// contact store (another subject salt) is taken to be of a store the
+/// backup does not descend from (and skipped) rather than refused.
 const MARGIN: jiff::SignedDuration = jiff::SignedDuration::from_secs(60);
 
 /// What a restore did.
@@ -81,6 +205,8 @@ pub struct Restored {
     pub revocations: usize,
     pub consents_ended: u32,
     pub revocations_unmatched: usize,
+    /// Registry answers merged from the store that was in data_dir.
+    pub observations_kept: usize,
     pub lines: Vec<String>,
 }
 
@@ -125,6 +251,7 @@ pub fn restore(
 ) -> anyhow::Result<Restored> {
     let data_dir = &config.server.data_dir;
     let _lock = ServeLock::acquire(data_dir)?;
+    let _writers = RestoreLock::exclusive(data_dir)?;
     let manifest = retention::read_manifest(from)?;
     let backup_contacts = crate::contacts::database_path(from);
     if !backup_contacts.exists() {
@@ -141,18 +268,25 @@ pub fn restore(
             ledger_path.display()
         );
     }
+    // The whole ledger is re-applied, not only what it recorded after the
+    // backup started: an entry's time is when it was written, and its
+    // change may be committed long after (a bulk import's opt-outs, a
+    // request waiting for the store's lock), after the backup copied the
+    // store. Re-applying what the backup holds changes nothing.
     let since = manifest.started_at - MARGIN;
-    let entries: Vec<ledger::Entry> = ledger::read(&config.retention.erasure_ledger)?
-        .into_iter()
-        .filter(|e| e.at >= since)
-        .collect();
-    let foreign = entries.iter().filter(|e| e.salt != salt).count();
+    let all: Vec<ledger::Entry> = ledger::read(&config.retention.erasure_ledger)?;
+    let foreign = all
+        .iter()
+        .filter(|e| e.salt != salt && e.at >= since)
+        .count();
     if foreign > 0 {
         bail!(
             "{foreign} entries of the erasure ledger {} since the backup were written for another contact store (its subject salt differs from the backup's): they cannot be matched to numbers, so the erasures and opt-outs they record would come back; nothing restored",
             config.retention.erasure_ledger.display()
         );
     }
+    // Entries of a store the backup does not descend from, written before it.
+    let entries: Vec<ledger::Entry> = all.into_iter().filter(|e| e.salt == salt).collect();
     let mut restored = Restored {
         entries: entries.len(),
         ..Restored::default()
@@ -184,69 +318,33 @@ pub fn restore(
         }
     }
 
-    // The contact store: the current one moved aside, the backup's copied in.
-    let aside = data_dir.join(format!("before-restore-{}", now.strftime("%Y%m%dT%H%M%SZ")));
-    let current = crate::contacts::database_path(data_dir);
-    let mut moved = Vec::new();
-    for suffix in ["", "-wal", "-shm"] {
-        let path = PathBuf::from(format!("{}{suffix}", current.display()));
-        if path.exists() {
-            crate::private::create_dir_all(&aside)?;
-            let target = aside.join(path.file_name().unwrap_or_default());
-            std::fs::rename(&path, &target)
-                .with_context(|| format!("cannot move {} aside", path.display()))?;
-            moved.push(target);
-        }
+    // From here on data_dir is changed: until the marker is removed (the
+    // last step), `serve` and the store's writers refuse to start.
+    let marker = data_dir.join(IN_PROGRESS);
+    {
+        use std::io::Write as _;
+        let mut file = crate::private::create_file(&marker)
+            .with_context(|| format!("cannot create {}", marker.display()))?;
+        writeln!(
+            file,
+            "restore from {} began {now}: run it again to finish",
+            from.display()
+        )?;
+        file.sync_all()?;
     }
-    if !moved.is_empty() {
-        restored.lines.push(format!(
-            "the contact store that was in data_dir is in {} (delete it once the restore is checked: it holds personal data)",
-            aside.display()
-        ));
-    }
-    copy_private(&backup_contacts, &current)?;
-    restored.lines.push(format!(
-        "contact records restored from {} (backup started {})",
-        from.display(),
-        manifest.started_at
-    ));
-    if take_log {
-        copy_private(&backup_log, &current_log)?;
-        let checkpoints = checkpoint::checkpoints_path(from);
-        if checkpoints.exists() {
-            copy_private(&checkpoints, &checkpoint::checkpoints_path(data_dir))?;
-        }
-        restored
-            .lines
-            .push("decision log restored from the backup (data_dir had none)".into());
-    } else if current_log.exists() {
-        restored.lines.push(
-            "decision log kept as it was in data_dir (newer than the backup; never rolled back)"
-                .into(),
-        );
-    }
-    let snapshots = crate::registry::snapshots_dir(from);
-    if snapshots.exists() {
-        let target = crate::registry::snapshots_dir(data_dir);
-        crate::private::create_dir_all(&target)?;
-        for entry in std::fs::read_dir(&snapshots)? {
-            let path = entry?.path();
-            let Some(name) = path.file_name() else {
-                continue;
-            };
-            if path.extension().is_some_and(|e| e == "snap") && !target.join(name).exists() {
-                copy_private(&path, &target.join(name))?;
-                restored.lines.push(format!(
-                    "registry snapshot {} restored (none in data_dir)",
-                    name.to_string_lossy()
-                ));
-            }
-        }
-    }
+    sync_dir(data_dir)?;
 
-    // The ledger, entry by entry.
-    let store =
-        ContactStore::open_unindexed(data_dir).context("cannot open the restored contact store")?;
+    // The restored contact store is built beside the current one and only
+    // renamed over it once whole.
+    let current = crate::contacts::database_path(data_dir);
+    let staging = data_dir.join(STAGING);
+    remove_database(&staging)?;
+    copy_private(&backup_contacts, &staging)?;
+    if current.exists() {
+        restored.observations_kept = merge_observations(&staging, &current)?;
+    }
+    let store = ContactStore::open_unindexed_file(&staging)
+        .context("cannot open the restored contact store")?;
     if store.salt_fingerprint() != salt {
         bail!("the restored contact store's subject salt is not the backup's");
     }
@@ -332,7 +430,7 @@ pub fn restore(
                 match number.and_then(|n| Some((n, NumberKey::from_e164(n)?))) {
                     Some((number, key)) => {
                         restored.consents_ended += store
-                            .revoke_consents(
+                            .reapply_withdrawal(
                                 key,
                                 number,
                                 &entry.controller,
@@ -376,8 +474,95 @@ pub fn restore(
             "consents_ended": restored.consents_ended,
         }),
     )?;
+    drop(store);
+    finish_database(&staging)?;
+
+    // The swap: the current store moved aside, the restored one renamed in.
+    let aside = data_dir.join(format!("before-restore-{}", now.strftime("%Y%m%dT%H%M%SZ")));
+    let mut moved = false;
+    for suffix in ["", "-wal", "-shm"] {
+        let path = PathBuf::from(format!("{}{suffix}", current.display()));
+        if path.exists() {
+            crate::private::create_dir_all(&aside)?;
+            let target = aside.join(path.file_name().unwrap_or_default());
+            std::fs::rename(&path, &target)
+                .with_context(|| format!("cannot move {} aside", path.display()))?;
+            moved = true;
+        }
+    }
+    if moved {
+        restored.lines.push(format!(
+            "the contact store that was in data_dir is in {} (delete it once the restore is checked: it holds personal data)",
+            aside.display()
+        ));
+    }
+    std::fs::rename(&staging, &current).with_context(|| {
+        format!(
+            "cannot rename {} to {}",
+            staging.display(),
+            current.display()
+        )
+    })?;
+    sync_dir(data_dir)?;
     restored.lines.push(format!(
-        "erasure ledger: {} entries since {since}: {} erasures ({} records erased, {} kept suppressed by hash only), {} opt-outs added, {} withdrawals ({} consents ended, {} kept by hash: their consents are not in the backup)",
+        "contact records restored from {} (backup started {})",
+        from.display(),
+        manifest.started_at
+    ));
+    if restored.observations_kept > 0 {
+        restored.lines.push(format!(
+            "{} registry answers (numbers found opposed) kept from the contact store that was in data_dir",
+            restored.observations_kept
+        ));
+    }
+    if take_log {
+        copy_atomic(&backup_log, &current_log)?;
+        let checkpoints = checkpoint::checkpoints_path(from);
+        let target = checkpoint::checkpoints_path(data_dir);
+        if checkpoints.exists() {
+            if target.exists() {
+                crate::private::create_dir_all(&aside)?;
+                let kept = aside.join(target.file_name().unwrap_or_default());
+                std::fs::rename(&target, &kept)
+                    .with_context(|| format!("cannot move {} aside", target.display()))?;
+                restored.lines.push(format!(
+                    "the checkpoints that were in data_dir are in {}",
+                    kept.display()
+                ));
+            }
+            copy_atomic(&checkpoints, &target)?;
+        }
+        restored
+            .lines
+            .push("decision log restored from the backup (data_dir had none)".into());
+    } else if current_log.exists() {
+        restored.lines.push(
+            "decision log kept as it was in data_dir (newer than the backup; never rolled back)"
+                .into(),
+        );
+    }
+    let snapshots = crate::registry::snapshots_dir(from);
+    if snapshots.exists() {
+        let target = crate::registry::snapshots_dir(data_dir);
+        crate::private::create_dir_all(&target)?;
+        for entry in std::fs::read_dir(&snapshots)? {
+            let path = entry?.path();
+            let Some(name) = path.file_name() else {
+                continue;
+            };
+            if path.extension().is_some_and(|e| e == "snap") && !target.join(name).exists() {
+                copy_atomic(&path, &target.join(name))?;
+                restored.lines.push(format!(
+                    "registry snapshot {} restored (none in data_dir)",
+                    name.to_string_lossy()
+                ));
+            }
+        }
+    }
+    std::fs::remove_file(&marker).with_context(|| format!("cannot remove {}", marker.display()))?;
+    sync_dir(data_dir)?;
+    restored.lines.push(format!(
+        "erasure ledger: all {} entries re-applied: {} erasures ({} records erased, {} kept suppressed by hash only), {} opt-outs added, {} withdrawals ({} consents ended, {} kept by hash: their consents are not in the backup)",
         restored.entries,
         restored.erasures,
         restored.records_erased,
@@ -404,4 +589,61 @@ pub fn restore(
         );
     }
     Ok(restored)
+}
+
+/// Keeps the registry's "opposed" answers of the store in data_dir (which
+/// the ledger does not record) in the restored one, the later day per row:
+/// rolling them back would lift a DENY. Merged before the ledger is
+/// re-applied, so erasures remove them again. Returns the rows merged.
+fn merge_observations(staging: &Path, current: &Path) -> anyhow::Result<usize> {
+    let conn = rusqlite::Connection::open(staging)
+        .with_context(|| format!("cannot open {}", staging.display()))?;
+    conn.execute(
+        "ATTACH DATABASE ?1 AS current",
+        [current.to_string_lossy().as_ref()],
+    )
+    .with_context(|| format!("cannot open {}", current.display()))?;
+    let has_table: bool = conn.query_row(
+        "SELECT COUNT(*) > 0 FROM current.sqlite_master WHERE type = 'table' AND name = 'observations'",
+        [],
+        |r| r.get(0),
+    )?;
+    if !has_table {
+        return Ok(0);
+    }
+    let merged = conn
+        .execute(
+            "INSERT INTO main.observations (registry_id, controller, number_key, first_not_cleared_us)
+             SELECT registry_id, controller, number_key, first_not_cleared_us FROM current.observations WHERE true
+             ON CONFLICT (registry_id, controller, number_key)
+             DO UPDATE SET first_not_cleared_us = max(first_not_cleared_us, excluded.first_not_cleared_us)
+             WHERE excluded.first_not_cleared_us > first_not_cleared_us",
+            [],
+        )
+        .with_context(|| format!("cannot merge the registry answers of {}", current.display()))?;
+    if merged > 0 {
+        conn.execute(
+            "INSERT INTO main.counters (key, value) VALUES ('observations_version', 1)
+             ON CONFLICT (key) DO UPDATE SET value = value + 1",
+            [],
+        )?;
+    }
+    Ok(merged)
+}
+
+/// Folds a closed SQLite database's WAL into its file (one file to rename)
+/// and fsyncs it.
+fn finish_database(path: &Path) -> anyhow::Result<()> {
+    let conn = rusqlite::Connection::open(path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    let mode: String = conn
+        .query_row("PRAGMA journal_mode = DELETE", [], |r| r.get(0))
+        .with_context(|| format!("cannot checkpoint {}", path.display()))?;
+    if !mode.eq_ignore_ascii_case("delete") {
+        bail!("{}: its WAL could not be folded in (busy)", path.display());
+    }
+    drop(conn);
+    File::open(path)
+        .and_then(|f| f.sync_all())
+        .with_context(|| format!("cannot fsync {}", path.display()))
 }

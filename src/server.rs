@@ -99,6 +99,7 @@ fn open_stores(config: Config) -> anyhow::Result<Stores> {
     crate::private::create_dir_all(&data_dir)
         .with_context(|| format!("cannot create data_dir {}", data_dir.display()))?;
     let lock = crate::restore::ServeLock::acquire(&data_dir)?;
+    crate::restore::refuse_if_restoring(&data_dir)?;
     crate::private::tighten_data_dir(&data_dir);
     let at_rest = crate::at_rest::check(&data_dir);
     for warning in &at_rest.warnings {

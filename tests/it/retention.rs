@@ -662,3 +662,149 @@ fn test_a_refused_opt_out_import_commits_nothing_to_the_ledger() {
         .count();
     assert_eq!(commits, 1, "only the first import: {ledger}");
 }
+
+/// Imports a marketing consent for `number` through the CLI (no server).
+fn import_consent(ws: &Workspace, number: &str) {
+    let granted = days_before_now(10).strftime("%Y-%m-%d").to_string();
+    let csv = ws.file(
+        "consents.csv",
+        &format!(
+            "controller,number,purpose,granted_at,source\nacme,{number},marketing,{granted},web form\n"
+        ),
+    );
+    ws.cli_ok(&["consent", "import", "--file", path_str(&csv)]);
+}
+
+fn backup_started_at(backup_dir: &std::path::Path) -> jiff::Timestamp {
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(backup_dir.join("manifest.json")).unwrap())
+            .unwrap();
+    manifest["started_at"].as_str().unwrap().parse().unwrap()
+}
+
+/// `dialgate serve` must exit at once (refusing); its stderr.
+fn serve_refused(ws: &Workspace) -> String {
+    let mut child = std::process::Command::new(BIN)
+        .arg("--config")
+        .arg(ws.config_path())
+        .arg("serve")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            assert!(!status.success());
+            let mut err = String::new();
+            std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+            return err;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("serve started");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A bulk import's ledger entries are stamped when it starts, its rows
+/// committed when it ends: a backup taken in between holds none of them,
+/// and a restore must still re-apply them (the whole ledger is).
+#[tokio::test(flavor = "multi_thread")]
+async fn test_restore_keeps_the_opt_outs_of_an_import_that_straddled_the_backup() {
+    let ws = Workspace::new(&standard_config(""));
+    let number = "+4915177777777";
+    import_consent(&ws, number);
+    let backup_dir = ws.dir.path().join("backup-1");
+    ws.cli_ok(&["backup", "--to", path_str(&backup_dir)]);
+    let started = backup_started_at(&backup_dir);
+    let file = ws.file(
+        "opt-outs.csv",
+        &format!("number,controller\n{number},acme\n"),
+    );
+    ws.cli_ok(&["suppression", "import", "--file", path_str(&file)]);
+    // The import began five minutes before the backup (its entries say so)
+    // and committed after it.
+    let ledger = ws.data_dir().join("erasure-ledger.jsonl");
+    let stamped = (started - jiff::SignedDuration::from_mins(5)).to_string();
+    let text: Vec<String> = std::fs::read_to_string(&ledger)
+        .unwrap()
+        .lines()
+        .map(|line| {
+            let mut entry: serde_json::Value = serde_json::from_str(line).unwrap();
+            entry["at"] = stamped.clone().into();
+            entry.to_string()
+        })
+        .collect();
+    assert_eq!(text.len(), 2, "{text:?}");
+    std::fs::write(&ledger, text.join("\n") + "\n").unwrap();
+    let out = ws.cli_ok(&["restore", "--from", path_str(&backup_dir)]);
+    assert!(out.contains("1 opt-outs added"), "{out}");
+    let server = ws.start();
+    let after = check(&server, number).await;
+    assert_eq!(codes(&after), vec![R::Suppressed], "{:?}", after.reasons);
+    server.terminate();
+}
+
+/// A restore that fails while re-applying the ledger leaves data_dir's
+/// store as it was and a marker: nothing that would serve or write a half
+/// restored store starts until the restore is run again and finishes.
+#[tokio::test(flavor = "multi_thread")]
+async fn test_an_unfinished_restore_keeps_serve_and_imports_from_starting() {
+    let ws = Workspace::new(&standard_config(""));
+    let number = "+4915177777777";
+    import_consent(&ws, number);
+    let backup_dir = ws.dir.path().join("backup-1");
+    ws.cli_ok(&["backup", "--to", path_str(&backup_dir)]);
+    let opted_out = "+4915188888888";
+    let file = ws.file(
+        "opt-outs.csv",
+        &format!("number,controller\n{opted_out},acme\n"),
+    );
+    ws.cli_ok(&["suppression", "import", "--file", path_str(&file)]);
+    let ledger = ws.data_dir().join("erasure-ledger.jsonl");
+    let good = std::fs::read_to_string(&ledger).unwrap();
+    let first: serde_json::Value = serde_json::from_str(good.lines().next().unwrap()).unwrap();
+    let bad = serde_json::json!({
+        "at": jiff::Timestamp::now().to_string(),
+        "kind": "opt_out",
+        "subject": "not-a-hash",
+        "salt": first["salt"],
+        "controller": "acme",
+    });
+    std::fs::write(&ledger, format!("{good}{bad}\n")).unwrap();
+    let out = ws.cli(&["restore", "--from", path_str(&backup_dir)]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(err.contains("ledger entry 2 of 2"), "{err}");
+    let marker = ws.data_dir().join("restore-in-progress");
+    assert!(marker.exists());
+    let err = serve_refused(&ws);
+    assert!(
+        err.contains("restore-in-progress") && err.contains("dialgate restore"),
+        "{err}"
+    );
+    let refused = ws.cli(&["suppression", "import", "--file", path_str(&file)]);
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("restore-in-progress"),
+        "{refused:?}"
+    );
+    // Fixed, and run again: done, and the server starts on the whole store.
+    std::fs::write(&ledger, &good).unwrap();
+    ws.cli_ok(&["restore", "--from", path_str(&backup_dir)]);
+    assert!(!marker.exists());
+    assert!(!ws.data_dir().join("contacts.db.restoring").exists());
+    let server = ws.start();
+    let after = check(&server, opted_out).await;
+    assert!(
+        codes(&after).contains(&R::Suppressed),
+        "{:?}",
+        after.reasons
+    );
+    let after = check(&server, number).await;
+    assert_eq!(verdict(&after), Verdict::Allow, "{:?}", after.reasons);
+    server.terminate();
+}
