@@ -137,6 +137,7 @@ impl Ledger {
         // Owner-only; a device or a pipe named here is left as it is.
         if std::fs::symlink_metadata(path).is_ok_and(|m| m.is_file()) {
             let _ = crate::private::tighten(path);
+            cut_torn_tail(path).map_err(|cause| io(path, cause))?;
         }
         Ok(Ledger {
             path: path.to_path_buf(),
@@ -170,6 +171,42 @@ impl Ledger {
         let mut file = self.file.lock().expect("ledger lock");
         write_line(&mut file, entry).map_err(|cause| io(&self.path, cause))
     }
+}
+
+/// A last line without its newline is a torn append (a crash while
+/// writing; its change was not made): cut off, and the cut fsync'd, before
+/// anything is appended after it (which would make it a bad line inside).
+fn cut_torn_tail(path: &Path) -> std::io::Result<()> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)?;
+    let len = file.metadata()?.len();
+    if len == 0 {
+        return Ok(());
+    }
+    // Back from the end, a block at a time, to the last newline.
+    let mut end = len;
+    let mut keep = 0;
+    let mut block = vec![0u8; 4096];
+    while end > 0 {
+        let start = end.saturating_sub(block.len() as u64);
+        let part = &mut block[..(end - start) as usize];
+        file.seek(SeekFrom::Start(start))?;
+        file.read_exact(part)?;
+        if end == len && part.last() == Some(&b'\n') {
+            return Ok(());
+        }
+        if let Some(at) = part.iter().rposition(|&b| b == b'\n') {
+            keep = start + at as u64 + 1;
+            break;
+        }
+        end = start;
+    }
+    tracing::warn!(path = %path.display(), bytes = len - keep, "erasure ledger: torn last line cut off");
+    file.set_len(keep)?;
+    file.sync_all()
 }
 
 fn write_line(file: &mut File, entry: &Entry) -> std::io::Result<()> {
@@ -278,5 +315,28 @@ mod tests {
         std::fs::write(&path, format!("{{\"at\":\n{good}\n")).unwrap();
         let err = read(&path).unwrap_err().to_string();
         assert!(err.contains("line 1"), "{err}");
+    }
+
+    /// A torn last line is cut off when the ledger is opened: appending
+    /// after it would turn it into a bad line inside (every later read, and
+    /// so every restore, would fail).
+    #[test]
+    fn test_a_torn_last_line_is_cut_before_appending() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ledger.jsonl");
+        let at: Timestamp = "2026-11-25T10:00:00Z".parse().unwrap();
+        let first = Entry::about(EntryKind::OptOut, &[1; 32], "ab", at);
+        let good = serde_json::to_string(&first).unwrap();
+        std::fs::write(&path, format!("{good}\n{{\"at\":\"2026")).unwrap();
+        let ledger = Ledger::open(&path).unwrap();
+        let second = Entry::about(EntryKind::Erasure, &[2; 32], "ab", at);
+        ledger.append(std::slice::from_ref(&second)).unwrap();
+        assert_eq!(read(&path).unwrap(), vec![first.clone(), second.clone()]);
+        // A whole file is left as it is; a file of one torn line emptied.
+        drop(Ledger::open(&path).unwrap());
+        assert_eq!(read(&path).unwrap().len(), 2);
+        std::fs::write(&path, "{\"at\"").unwrap();
+        drop(Ledger::open(&path).unwrap());
+        assert_eq!(std::fs::read(&path).unwrap().len(), 0);
     }
 }
