@@ -201,6 +201,44 @@ fn scan_candidates(
 
 const EVIDENCE_GONE: &str = "retention: evidence deleted, withdrawal kept";
 
+/// What a purge of `candidates` would do, read through a read-only
+/// connection: a dry run (`retention purge --dry-run`, `policy show`) never
+/// takes the store's write lock, which the server's writes wait for.
+fn dry_counts(
+    conn: &rusqlite::Connection,
+    candidates: &Candidates,
+) -> Result<PurgeCounts, StoreError> {
+    let mut counts = PurgeCounts::default();
+    for c in &candidates.consents {
+        let latest: Option<i64> = conn
+            .query_row(
+                "SELECT rowid FROM consents
+                 WHERE number_key = ?1 AND controller = ?2 AND purpose = ?3 AND revoked_at_us IS NOT NULL
+                 ORDER BY revoked_at_us DESC, rowid DESC LIMIT 1",
+                params![c.key.0 as i64, c.controller, c.purpose],
+                |r| r.get(0),
+            )
+            .optional()?;
+        if latest == Some(c.rowid) {
+            let stripped: Option<String> = conn
+                .query_row(
+                    "SELECT source FROM consents WHERE rowid = ?1 AND consent_id = ?2",
+                    params![c.rowid, c.id],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            if stripped.is_some_and(|source| source != EVIDENCE_GONE) {
+                counts.withdrawals_kept += 1;
+            }
+        } else {
+            counts.consents_deleted += 1;
+        }
+    }
+    counts.relationships_deleted = candidates.relationships.len() as u64;
+    counts.opt_outs_deleted = candidates.opt_outs.len() as u64;
+    Ok(counts)
+}
+
 impl ContactStore {
     /// Deletes the records past their ceiling at `now` (see the module
     /// documentation); with `dry_run`, only counts them. Writes one trail
@@ -230,11 +268,10 @@ impl ContactStore {
         details: serde_json::Value,
     ) -> Result<PurgeCounts, StoreError> {
         if dry_run {
-            let mut conn = self.conn.lock().expect("contact db lock");
-            let tx = conn.transaction()?;
-            let purged = self.purge_in(&tx, candidates, now)?;
-            // Dropped: rolled back.
-            return Ok(purged.counts);
+            let reader = self.reader()?;
+            let counts = dry_counts(&reader, candidates);
+            self.readers.lock().expect("reader pool lock").push(reader);
+            return counts;
         }
         let purged = self.write(
             |tx| {
@@ -923,6 +960,60 @@ mod tests {
             };
             assert!(valid_consent(&view, &asking, now()).is_none());
         }
+    }
+
+    /// A dry run counts through a read-only connection: it never waits for
+    /// the store's write lock (which the server's opt-outs need), and works
+    /// while another process holds it.
+    #[test]
+    fn test_a_dry_run_takes_no_write_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ContactStore::open(dir.path()).unwrap();
+        store
+            .record_consent(key(), consent("c-1", 400), "t")
+            .unwrap();
+        store
+            .revoke_consents(
+                key(),
+                NUMBER,
+                "acme",
+                Some(Purpose::Marketing),
+                days_ago(200),
+                "t",
+            )
+            .unwrap();
+        let mut expired = consent("c-2", 900);
+        expired.controller = "beta".into();
+        expired.expires_at = Some(days_ago(60));
+        store.record_consent(key(), expired, "t").unwrap();
+        let writer =
+            rusqlite::Connection::open(crate::contacts::database_path(dir.path())).unwrap();
+        writer.execute_batch("BEGIN IMMEDIATE").unwrap();
+        let started = std::time::Instant::now();
+        let dry = store
+            .purge_retention(&ceilings(30), now(), true, "t", serde_json::json!({}))
+            .unwrap();
+        assert!(started.elapsed() < std::time::Duration::from_secs(2));
+        writer.execute_batch("ROLLBACK").unwrap();
+        let expect = PurgeCounts {
+            consents_deleted: 1,
+            withdrawals_kept: 1,
+            relationships_deleted: 0,
+            opt_outs_deleted: 0,
+        };
+        assert_eq!(dry, expect);
+        let done = store
+            .purge_retention(&ceilings(30), now(), false, "t", serde_json::json!({}))
+            .unwrap();
+        assert_eq!(done, expect);
+        let again = store
+            .purge_retention(&ceilings(30), now(), true, "t", serde_json::json!({}))
+            .unwrap();
+        assert_eq!(
+            again,
+            PurgeCounts::default(),
+            "the kept withdrawal is not counted again"
+        );
     }
 
     /// Nothing in force is deleted; records ended inside the ceiling stay;
