@@ -359,7 +359,16 @@ fn purge_decisions(
 /// would be a call not counted) or the idempotency window (a repeated
 /// request id must find its decision after a restart).
 pub fn decisions_cutoff(config: &Config, days: u32, now: Timestamp) -> Timestamp {
-    let days = days.max(config.log.retention_days);
+    let mut days = days.max(config.log.retention_days);
+    // Dial records of calls to the US are kept 5 years (US TSR 16 CFR
+    // 310.5), whatever log.retention_days says.
+    if config
+        .campaigns
+        .iter()
+        .any(|c| c.destinations.iter().any(|d| d.as_str() == "US"))
+    {
+        days = days.max(crate::decision_log::US_TSR_RECORD_DAYS);
+    }
     let mut keep = jiff::SignedDuration::from_hours(i64::from(days) * 24);
     if let Some(window) = crate::policy::Policies::compile(config).longest_cap_window() {
         keep = keep.max(window);
@@ -732,6 +741,17 @@ window_days = 60
             decisions_cutoff(&without_caps, 1, now),
             now - jiff::SignedDuration::from_hours(24),
             "the idempotency window (1 hour) is shorter"
+        );
+        // A campaign calling the US keeps every decision row 5 years.
+        let us = Config::parse(
+            &text.replace("destinations = [\"FR\"]", "destinations = [\"FR\", \"US\"]"),
+            "test",
+            Path::new("."),
+        )
+        .unwrap();
+        assert_eq!(
+            decisions_cutoff(&us, 1, now),
+            now - jiff::SignedDuration::from_hours(24 * 1826)
         );
     }
 

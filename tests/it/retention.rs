@@ -808,3 +808,39 @@ async fn test_an_unfinished_restore_keeps_serve_and_imports_from_starting() {
     assert_eq!(verdict(&after), Verdict::Allow, "{:?}", after.reasons);
     server.terminate();
 }
+
+/// A purge that removes every decision leaves no row to continue the hash
+/// chain from: after a restart the writer continues from the purge's
+/// anchor (never seq 1 again), and `audit verify` passes.
+#[tokio::test(flavor = "multi_thread")]
+async fn test_a_log_purged_of_every_row_continues_its_chain_after_a_restart() {
+    let ws = Workspace::new(&standard_config("").replace(
+        "shutdown_grace_ms = 5000",
+        "shutdown_grace_ms = 5000\n\n[log]\nretention_days = 0",
+    ));
+    let number = "+49 151 23456789";
+    {
+        let server = ws.start();
+        check(&server, number).await;
+        check(&server, number).await;
+        let (status, _) = server.terminate();
+        assert!(status.success());
+    }
+    std::thread::sleep(Duration::from_millis(20));
+    let cut = jiff::Timestamp::now().to_string();
+    let out = ws.cli_ok(&["audit", "purge", "--before", &cut]);
+    assert!(out.starts_with("purged 2 decisions"), "{out}");
+    {
+        let server = ws.start();
+        check(&server, number).await;
+        let (status, _) = server.terminate();
+        assert!(status.success());
+    }
+    let verified = ws.cli_ok(&["audit", "verify"]);
+    assert!(verified.starts_with("ok: 1 decisions"), "{verified}");
+    let conn = rusqlite::Connection::open(ws.data_dir().join("decisions.db")).unwrap();
+    let seq: i64 = conn
+        .query_row("SELECT MIN(seq) FROM decisions", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(seq, 3, "the chain goes on after the purged rows");
+}
