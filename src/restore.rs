@@ -647,3 +647,66 @@ fn finish_database(path: &Path) -> anyhow::Result<()> {
         .and_then(|f| f.sync_all())
         .with_context(|| format!("cannot fsync {}", path.display()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The registry's "opposed" answers are not in the ledger: a restore
+    /// keeps the later day of each from the store it moves aside (rolling
+    /// one back would let a consent given in between lift the DENY).
+    #[test]
+    fn test_opposed_answers_of_the_store_moved_aside_are_kept() {
+        let backup = tempfile::tempdir().unwrap();
+        let current = tempfile::tempdir().unwrap();
+        let key = NumberKey::from_e164("+393331234567").unwrap();
+        let other = NumberKey::from_e164("+393331234568").unwrap();
+        let day = |d: &str| -> Timestamp { d.parse().unwrap() };
+        ContactStore::open_unindexed(backup.path())
+            .unwrap()
+            .record_opposed("it-rpo", "acme", &[key], day("2026-01-01T00:00:00Z"))
+            .unwrap();
+        let later = ContactStore::open_unindexed(current.path()).unwrap();
+        later
+            .record_opposed("it-rpo", "acme", &[key, other], day("2026-06-01T00:00:00Z"))
+            .unwrap();
+        drop(later);
+        let merged = merge_observations(
+            &crate::contacts::database_path(backup.path()),
+            &crate::contacts::database_path(current.path()),
+        )
+        .unwrap();
+        assert_eq!(merged, 2);
+        let conn =
+            rusqlite::Connection::open(crate::contacts::database_path(backup.path())).unwrap();
+        let days: Vec<i64> = conn
+            .prepare("SELECT first_not_cleared_us FROM observations ORDER BY number_key")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        let june = day("2026-06-01T00:00:00Z").as_microsecond();
+        assert_eq!(days, vec![june, june]);
+    }
+
+    /// The CLI's writers of the contact store and a restore exclude each
+    /// other (serve.lock alone did not keep an import out of a restore);
+    /// writers do not exclude each other.
+    #[test]
+    fn test_writers_and_a_restore_exclude_each_other() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = RestoreLock::shared(dir.path()).unwrap();
+        let second = RestoreLock::shared(dir.path()).unwrap();
+        let err = RestoreLock::exclusive(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("import"), "{err}");
+        drop((first, second));
+        let restoring = RestoreLock::exclusive(dir.path()).unwrap();
+        let err = RestoreLock::shared(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("restore"), "{err}");
+        drop(restoring);
+        std::fs::write(dir.path().join(IN_PROGRESS), "x").unwrap();
+        let err = RestoreLock::shared(dir.path()).unwrap_err().to_string();
+        assert!(err.contains(IN_PROGRESS), "{err}");
+    }
+}
