@@ -154,6 +154,45 @@ pub fn refuse_if_restoring(data_dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Opens the erasure ledger for a process that writes `store`, and checks
+/// that it is the ledger the store's erasures, opt-outs and withdrawals
+/// were recorded in: a ledger lost and created again (empty) must be
+/// noticed, or a later restore would bring them all back. A store not
+/// bound yet is bound to it, unless it already holds records and the
+/// ledger was only just created.
+///
+/// # Errors
+/// When the ledger cannot be opened or is not the store's.
+pub fn open_ledger(config: &Config, store: &ContactStore) -> anyhow::Result<ledger::Ledger> {
+    let path = &config.retention.erasure_ledger;
+    let existed = std::fs::metadata(path).is_ok_and(|m| m.len() > 0);
+    let opened = ledger::Ledger::open(path)
+        .context("cannot open the erasure ledger (retention.erasure_ledger)")?;
+    let Some(id) = opened.id() else {
+        // A ledger of an earlier version (no id line), or not a file.
+        return Ok(opened);
+    };
+    let lost = |what: &str| {
+        anyhow::anyhow!(
+            "the erasure ledger {} {what}: the erasures, opt-outs and withdrawals recorded in the original would come back with a restore. Put the original back (retention.erasure_ledger); if it is truly lost, `dialgate restore --from DIR --without-ledger` from the newest backup starts a new one (re-apply them by hand: `trail export` lists them). Nothing started",
+            path.display()
+        )
+    };
+    match store.bound_ledger()? {
+        Some(bound) if bound == id => Ok(opened),
+        Some(bound) => Err(lost(&format!(
+            "(id {id}) is not the one this contact store's changes were recorded in (id {bound})"
+        ))),
+        None if !existed && store.holds_records()? => Err(lost(
+            "did not exist, but the contact store holds records (was it lost?)",
+        )),
+        None => {
+            store.bind_ledger(id)?;
+            Ok(opened)
+        }
+    }
+}
+
 /// Fsyncs a directory (a rename or a new file in it made durable).
 fn sync_dir(dir: &Path) -> anyhow::Result<()> {
     File::open(dir)
@@ -273,6 +312,21 @@ pub fn restore(
     // change may be committed long after (a bulk import's opt-outs, a
     // request waiting for the store's lock), after the backup copied the
     // store. Re-applying what the backup holds changes nothing.
+    if let (Some(id), false) = (&manifest.ledger_id, without_ledger) {
+        let wanted = manifest.ledger_entries.unwrap_or(0);
+        match ledger::identity(ledger_path)? {
+            Some((found, entries)) if found == *id && entries >= wanted => {}
+            Some((found, entries)) if found == *id => bail!(
+                "the erasure ledger {} holds {entries} entries, fewer than the {wanted} it held when the backup was made: it was cut or replaced by an older copy, and the erasures, opt-outs and withdrawals it lost would come back. Restore the whole ledger; only if that is impossible, pass --without-ledger. Nothing restored",
+                ledger_path.display()
+            ),
+            found => bail!(
+                "the erasure ledger {} is not the one the backup was made with (ledger id {}, the backup's manifest says {id}): it was lost and created again, so the erasures, opt-outs and withdrawals it held would come back. Point retention.erasure_ledger at the original; only if it is truly lost, pass --without-ledger. Nothing restored",
+                ledger_path.display(),
+                found.map_or_else(|| "none".to_string(), |(found, _)| found)
+            ),
+        }
+    }
     let since = manifest.started_at - MARGIN;
     let all: Vec<ledger::Entry> = ledger::read(&config.retention.erasure_ledger)?;
     let foreign = all
@@ -347,6 +401,11 @@ pub fn restore(
         .context("cannot open the restored contact store")?;
     if store.salt_fingerprint() != salt {
         bail!("the restored contact store's subject salt is not the backup's");
+    }
+    // Bound to the ledger in place (a new one, with --without-ledger).
+    match ledger::Ledger::open(ledger_path)?.id() {
+        Some(id) => store.bind_ledger(id)?,
+        None => store.unbind_ledger()?,
     }
     let wanted: std::collections::HashSet<_> = entries
         .iter()

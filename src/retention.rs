@@ -586,6 +586,12 @@ pub struct Manifest {
     pub finished_at: Timestamp,
     pub version: String,
     pub files: Vec<String>,
+    /// The erasure ledger's id when the backup was made (restore requires
+    /// the same ledger, holding at least `ledger_entries` lines).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ledger_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ledger_entries: Option<u64>,
 }
 
 pub const MANIFEST: &str = "manifest.json";

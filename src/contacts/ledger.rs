@@ -115,11 +115,51 @@ pub fn salt_fingerprint(salt: &[u8]) -> String {
     hex::encode(&Sha256::digest(salt)[..8])
 }
 
+/// The first line of a ledger: its id, given at creation, which a backup's
+/// manifest and the contact store record, so a ledger lost and created
+/// again (empty) is noticed instead of trusted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Header {
+    pub ledger_id: String,
+    pub created_at: Timestamp,
+}
+
+/// The ledger's id and its count of whole entry lines (every line but the
+/// header, ended by a newline; the count only grows), or `None` when the
+/// file does not exist or has no header.
+///
+/// # Errors
+/// [`LedgerError::Io`] when it cannot be read.
+pub fn identity(path: &Path) -> Result<Option<(String, u64)>, LedgerError> {
+    // A device or a pipe named as the ledger has no id (and may never end).
+    if !std::fs::metadata(path).is_ok_and(|m| m.is_file()) {
+        return Ok(None);
+    }
+    let text = match std::fs::read(path) {
+        Ok(text) => text,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(cause) => return Err(io(path, cause)),
+    };
+    let Some(first_end) = text.iter().position(|&b| b == b'\n') else {
+        return Ok(None);
+    };
+    let Ok(header) = serde_json::from_slice::<Header>(&text[..first_end]) else {
+        return Ok(None);
+    };
+    let lines = text[first_end + 1..]
+        .split_inclusive(|&b| b == b'\n')
+        .filter(|l| l.ends_with(b"\n") && l.iter().any(|b| !b.is_ascii_whitespace()))
+        .count() as u64;
+    Ok(Some((header.ledger_id, lines)))
+}
+
 /// The ledger file, appended to under a lock.
 #[derive(Debug)]
 pub struct Ledger {
     path: PathBuf,
     file: Mutex<File>,
+    id: Option<String>,
 }
 
 impl Ledger {
@@ -138,15 +178,35 @@ impl Ledger {
         if std::fs::symlink_metadata(path).is_ok_and(|m| m.is_file()) {
             let _ = crate::private::tighten(path);
             cut_torn_tail(path).map_err(|cause| io(path, cause))?;
+            if file.metadata().map_err(|cause| io(path, cause))?.len() == 0 {
+                let header = Header {
+                    ledger_id: uuid::Uuid::now_v7().to_string(),
+                    created_at: Timestamp::now(),
+                };
+                let mut line = serde_json::to_vec(&header).map_err(|e| io(path, e.into()))?;
+                line.push(b'\n');
+                (&file).write_all(&line).map_err(|cause| io(path, cause))?;
+                file.sync_all().map_err(|cause| io(path, cause))?;
+                if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+                    let _ = File::open(parent).and_then(|d| d.sync_all());
+                }
+            }
         }
+        let id = identity(path)?.map(|(id, _)| id);
         Ok(Ledger {
             path: path.to_path_buf(),
             file: Mutex::new(file),
+            id,
         })
     }
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The ledger's id (`None`: a ledger of an earlier version, or not a file).
+    pub fn id(&self) -> Option<&str> {
+        self.id.as_deref()
     }
 
     /// Appends entries and fsyncs them (one write per line: other
@@ -241,7 +301,7 @@ pub fn read(path: &Path) -> Result<Vec<Entry>, LedgerError> {
         .map_err(|cause| io(path, cause))?;
     let mut entries = Vec::with_capacity(lines.len());
     for (i, line) in lines.iter().enumerate() {
-        if line.trim().is_empty() {
+        if line.trim().is_empty() || (i == 0 && serde_json::from_str::<Header>(line).is_ok()) {
             continue;
         }
         match serde_json::from_str::<Entry>(line) {

@@ -316,8 +316,8 @@ async fn test_restore_reapplies_erasures_opt_outs_and_withdrawals_made_after_the
         let text = std::fs::read_to_string(&ledger).unwrap();
         assert_eq!(
             text.lines().count(),
-            6,
-            "4 changes, the import's opt-out and its commit: {text}"
+            7,
+            "its id, 4 changes, the import's opt-out and its commit: {text}"
         );
         assert!(!text.contains('+'), "no numbers: {text}");
         let mode = std::os::unix::fs::PermissionsExt::mode(
@@ -734,11 +734,13 @@ async fn test_restore_keeps_the_opt_outs_of_an_import_that_straddled_the_backup(
         .lines()
         .map(|line| {
             let mut entry: serde_json::Value = serde_json::from_str(line).unwrap();
-            entry["at"] = stamped.clone().into();
+            if entry.get("ledger_id").is_none() {
+                entry["at"] = stamped.clone().into();
+            }
             entry.to_string()
         })
         .collect();
-    assert_eq!(text.len(), 2, "{text:?}");
+    assert_eq!(text.len(), 3, "{text:?}");
     std::fs::write(&ledger, text.join("\n") + "\n").unwrap();
     let out = ws.cli_ok(&["restore", "--from", path_str(&backup_dir)]);
     assert!(out.contains("1 opt-outs added"), "{out}");
@@ -766,7 +768,7 @@ async fn test_an_unfinished_restore_keeps_serve_and_imports_from_starting() {
     ws.cli_ok(&["suppression", "import", "--file", path_str(&file)]);
     let ledger = ws.data_dir().join("erasure-ledger.jsonl");
     let good = std::fs::read_to_string(&ledger).unwrap();
-    let first: serde_json::Value = serde_json::from_str(good.lines().next().unwrap()).unwrap();
+    let first: serde_json::Value = serde_json::from_str(good.lines().nth(1).unwrap()).unwrap();
     let bad = serde_json::json!({
         "at": jiff::Timestamp::now().to_string(),
         "kind": "opt_out",
@@ -843,4 +845,65 @@ async fn test_a_log_purged_of_every_row_continues_its_chain_after_a_restart() {
         .query_row("SELECT MIN(seq) FROM decisions", [], |r| r.get(0))
         .unwrap();
     assert_eq!(seq, 3, "the chain goes on after the purged rows");
+}
+
+/// A lost erasure ledger is noticed, not silently created again empty:
+/// the contact store knows its ledger's id (serve and the importers
+/// refuse another), and a backup's manifest records the id and entry
+/// count that restore then requires (--without-ledger is the override).
+#[tokio::test(flavor = "multi_thread")]
+async fn test_a_lost_erasure_ledger_is_refused_not_recreated() {
+    let ws = Workspace::new(&standard_config(""));
+    let number = "+4915177777777";
+    import_consent(&ws, number);
+    let opted_out = "+4915188888888";
+    let file = ws.file(
+        "opt-outs.csv",
+        &format!("number,controller\n{opted_out},acme\n"),
+    );
+    ws.cli_ok(&["suppression", "import", "--file", path_str(&file)]);
+    let backup_dir = ws.dir.path().join("backup-1");
+    ws.cli_ok(&["backup", "--to", path_str(&backup_dir)]);
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(backup_dir.join("manifest.json")).unwrap())
+            .unwrap();
+    assert_eq!(manifest["ledger_entries"], 2, "{manifest}");
+    let ledger = ws.data_dir().join("erasure-ledger.jsonl");
+    let whole = std::fs::read_to_string(&ledger).unwrap();
+    // Cut: fewer entries than the backup saw.
+    std::fs::write(&ledger, whole.lines().next().unwrap().to_string() + "\n").unwrap();
+    let out = ws.cli(&["restore", "--from", path_str(&backup_dir)]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("fewer than the 2"), "{err}");
+    // Lost: serve, the importers and restore refuse the new one.
+    std::fs::remove_file(&ledger).unwrap();
+    let err = serve_refused(&ws);
+    assert!(err.contains("is not the one this contact store"), "{err}");
+    let out = ws.cli(&["suppression", "import", "--file", path_str(&file)]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("is not the one this contact store"), "{err}");
+    let out = ws.cli(&["restore", "--from", path_str(&backup_dir)]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("not the one the backup was made with"),
+        "{err}"
+    );
+    // The explicit override, then the server starts with the new ledger.
+    ws.cli_ok(&[
+        "restore",
+        "--from",
+        path_str(&backup_dir),
+        "--without-ledger",
+    ]);
+    let server = ws.start();
+    let after = check(&server, opted_out).await;
+    assert!(
+        codes(&after).contains(&R::Suppressed),
+        "{:?}",
+        after.reasons
+    );
+    server.terminate();
 }

@@ -458,6 +458,57 @@ impl ContactStore {
         Ok(purged)
     }
 
+    /// The id of the erasure ledger this store's changes are recorded in
+    /// (`None`: not bound yet).
+    ///
+    /// # Errors
+    /// [`StoreError`] when the store cannot be read.
+    pub fn bound_ledger(&self) -> Result<Option<String>, StoreError> {
+        let conn = self.conn.lock().expect("contact db lock");
+        let id: Option<Vec<u8>> = conn
+            .query_row("SELECT value FROM meta WHERE key = 'ledger_id'", [], |r| {
+                r.get(0)
+            })
+            .optional()?;
+        Ok(id.map(|id| String::from_utf8_lossy(&id).into_owned()))
+    }
+
+    /// Binds the store to the erasure ledger `id` (replacing any earlier).
+    ///
+    /// # Errors
+    /// [`StoreError`] when it cannot be stored.
+    pub fn bind_ledger(&self, id: &str) -> Result<(), StoreError> {
+        let conn = self.conn.lock().expect("contact db lock");
+        conn.execute(
+            "INSERT OR REPLACE INTO meta (key, value) VALUES ('ledger_id', ?1)",
+            [id.as_bytes()],
+        )?;
+        Ok(())
+    }
+
+    /// Forgets the ledger binding (bound again at the next start).
+    ///
+    /// # Errors
+    /// [`StoreError`] when it cannot be stored.
+    pub fn unbind_ledger(&self) -> Result<(), StoreError> {
+        let conn = self.conn.lock().expect("contact db lock");
+        conn.execute("DELETE FROM meta WHERE key = 'ledger_id'", [])?;
+        Ok(())
+    }
+
+    /// Whether the store holds any consent, relationship or opt-out.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the store cannot be read.
+    pub fn holds_records(&self) -> Result<bool, StoreError> {
+        let conn = self.conn.lock().expect("contact db lock");
+        Ok(conn.query_row(
+            "SELECT EXISTS (SELECT 1 FROM consents) OR EXISTS (SELECT 1 FROM relationships) OR EXISTS (SELECT 1 FROM suppressions)",
+            [],
+            |r| r.get(0),
+        )?)
+    }
+
     /// The fingerprint of this store's subject salt (the erasure ledger's `salt`).
     pub fn salt_fingerprint(&self) -> String {
         super::super::ledger::salt_fingerprint(&self.index.salt)
