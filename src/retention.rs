@@ -629,6 +629,7 @@ pub fn expire_backups(
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(expired),
         Err(err) => return Err(err),
     };
+    let mut backups = Vec::new();
     for entry in entries {
         let path = entry?.path();
         if !path.is_dir() {
@@ -637,7 +638,14 @@ pub fn expire_backups(
         let Ok(manifest) = read_manifest(&path) else {
             continue;
         };
-        if manifest.started_at < cutoff {
+        backups.push((manifest.started_at, path));
+    }
+    // The newest backup is always kept, however old (backups stopped):
+    // expiry never leaves none.
+    backups.sort();
+    backups.pop();
+    for (started_at, path) in backups {
+        if started_at < cutoff {
             if !dry_run {
                 std::fs::remove_dir_all(&path)?;
             }
@@ -774,6 +782,8 @@ window_days = 60
                 finished_at: at,
                 version: "x".into(),
                 files: vec![],
+                ledger_id: None,
+                ledger_entries: None,
             };
             std::fs::write(
                 path.join(MANIFEST),
@@ -791,5 +801,10 @@ window_days = 60
         assert!(!dir.path().join("old").exists());
         assert!(dir.path().join("new").exists());
         assert!(dir.path().join("not-a-backup").exists());
+        // Backups stopped: the newest is kept, however old.
+        backup("older", 90);
+        let expired = expire_backups(dir.path(), 5, now, false).unwrap();
+        assert_eq!(expired, vec![dir.path().join("older")]);
+        assert!(dir.path().join("new").exists());
     }
 }

@@ -392,11 +392,14 @@ mod tests {
         let second = Entry::about(EntryKind::Erasure, &[2; 32], "ab", at);
         ledger.append(std::slice::from_ref(&second)).unwrap();
         assert_eq!(read(&path).unwrap(), vec![first.clone(), second.clone()]);
-        // A whole file is left as it is; a file of one torn line emptied.
+        // A whole file is left as it is; a file of one torn line emptied
+        // (and given its id line).
         drop(Ledger::open(&path).unwrap());
         assert_eq!(read(&path).unwrap().len(), 2);
         std::fs::write(&path, "{\"at\"").unwrap();
-        drop(Ledger::open(&path).unwrap());
-        assert_eq!(std::fs::read(&path).unwrap().len(), 0);
+        let ledger = Ledger::open(&path).unwrap();
+        assert!(ledger.id().is_some());
+        assert_eq!(read(&path).unwrap().len(), 0);
+        assert_eq!(std::fs::read_to_string(&path).unwrap().lines().count(), 1);
     }
 }
