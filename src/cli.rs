@@ -504,8 +504,8 @@ fn records_of(config: &Config, store: std::sync::Arc<ContactStore>) -> Records {
 fn consent_rectify(config: &Config, file: &std::path::Path, dry_run: bool) -> anyhow::Result<()> {
     let _restore = crate::restore::RestoreLock::shared(&config.server.data_dir)?;
     let store = std::sync::Arc::new(ContactStore::open_unindexed(&config.server.data_dir)?);
-    crate::restore::open_ledger(config, &store)?;
-    let records = records_of(config, store);
+    let ledger = crate::restore::open_ledger(config, &store)?;
+    let records = records_of(config, store).with_ledger(std::sync::Arc::new(ledger));
     let summary = crate::contacts::import::rectify_consents(
         &records,
         file,

@@ -246,6 +246,9 @@ pub struct Restored {
     pub revocations_unmatched: usize,
     /// Registry answers merged from the store that was in data_dir.
     pub observations_kept: usize,
+    /// Records the backup still had under a number (or purpose) a
+    /// rectification moved them away from: deleted.
+    pub rectifications_undone: usize,
     pub lines: Vec<String>,
 }
 
@@ -516,6 +519,19 @@ pub fn restore(
                     }
                 }
             }
+            EntryKind::Rectification => {
+                let removed = store
+                    .remove_moved_record(
+                        &entry.record_kind,
+                        &entry.record_id,
+                        &subject,
+                        entry.purpose,
+                        actor,
+                        now,
+                    )
+                    .with_context(|| failed("rectification"))?;
+                restored.rectifications_undone += usize::from(removed);
+            }
             EntryKind::ImportCommitted => {}
         }
     }
@@ -568,6 +584,12 @@ pub fn restore(
         from.display(),
         manifest.started_at
     ));
+    if restored.rectifications_undone > 0 {
+        restored.lines.push(format!(
+            "{} records deleted: the backup had them under a number or purpose they were rectified away from after it (record them again under the right number if needed)",
+            restored.rectifications_undone
+        ));
+    }
     if restored.observations_kept > 0 {
         restored.lines.push(format!(
             "{} registry answers (numbers found opposed) kept from the contact store that was in data_dir",

@@ -56,6 +56,10 @@ pub enum EntryKind {
     Revocation,
     /// The opt-outs tagged with `import` are stored (written before they are).
     ImportCommitted,
+    /// A consent or relationship (`record_kind`, `record_id`) was moved
+    /// away from the number `subject` (or, with `purpose`, from that
+    /// purpose): a restore deletes it where the backup still has it there.
+    Rectification,
 }
 
 /// One line of the ledger.
@@ -84,6 +88,12 @@ pub struct Entry {
     /// The bulk import the entry belongs to.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub import: String,
+    /// A rectification's record: "consent" or "relationship".
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub record_kind: String,
+    /// A rectification's record id.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub record_id: String,
 }
 
 impl Entry {
@@ -101,6 +111,8 @@ impl Entry {
             expires_at: None,
             suppression_id: String::new(),
             import: String::new(),
+            record_kind: String::new(),
+            record_id: String::new(),
         }
     }
 

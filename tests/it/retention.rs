@@ -907,3 +907,40 @@ async fn test_a_lost_erasure_ledger_is_refused_not_recreated() {
     );
     server.terminate();
 }
+
+/// A consent rectified away from a mistyped number after a backup must not
+/// be back under that number after a restore (the wrong person would be
+/// callable): the rectification is in the ledger, and restore deletes the
+/// record where the backup still has it there.
+#[tokio::test(flavor = "multi_thread")]
+async fn test_restore_does_not_put_a_rectified_consent_back_under_the_wrong_number() {
+    let ws = Workspace::new(&standard_config(""));
+    let wrong = "+4915177777777";
+    let right = "+4915177777778";
+    let granted = days_before_now(10).strftime("%Y-%m-%d").to_string();
+    let csv = ws.file(
+        "consents.csv",
+        &format!(
+            "controller,number,purpose,granted_at,source,consent_id\nacme,{wrong},marketing,{granted},web form,c-typo\n"
+        ),
+    );
+    ws.cli_ok(&["consent", "import", "--file", path_str(&csv)]);
+    let backup_dir = ws.dir.path().join("backup-1");
+    ws.cli_ok(&["backup", "--to", path_str(&backup_dir)]);
+    let fix = ws.file(
+        "fix.csv",
+        &format!("consent_id,controller,reason,number\nc-typo,acme,typed wrong,{right}\n"),
+    );
+    ws.cli_ok(&["consent", "rectify", "--file", path_str(&fix)]);
+    let ledger = std::fs::read_to_string(ws.data_dir().join("erasure-ledger.jsonl")).unwrap();
+    assert!(
+        ledger.contains("\"rectification\"") && !ledger.contains("+49"),
+        "{ledger}"
+    );
+    let out = ws.cli_ok(&["restore", "--from", path_str(&backup_dir)]);
+    assert!(out.contains("1 records deleted"), "{out}");
+    let server = ws.start();
+    let after = check(&server, wrong).await;
+    assert_ne!(verdict(&after), Verdict::Allow, "{:?}", after.reasons);
+    server.terminate();
+}

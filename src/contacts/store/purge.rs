@@ -486,6 +486,66 @@ impl ContactStore {
         Ok(())
     }
 
+    /// A restore re-applying a rectification: deletes the consent or
+    /// relationship `id` if it is still under the number whose hash is
+    /// `subject` (and, with `purpose`, still of that purpose), which it was
+    /// moved away from after the backup. Returns whether it did.
+    ///
+    /// # Errors
+    /// [`StoreError`]; nothing is changed then.
+    pub fn remove_moved_record(
+        &self,
+        kind: &str,
+        id: &str,
+        subject: &SubjectHash,
+        purpose: Option<crate::model::Purpose>,
+        actor: &str,
+        now: Timestamp,
+    ) -> Result<bool, StoreError> {
+        let (table, id_column) = match kind {
+            "consent" => ("consents", "consent_id"),
+            "relationship" => ("relationships", "relationship_id"),
+            _ => return Ok(false),
+        };
+        let found: Option<(String, String)> = {
+            let conn = self.conn.lock().expect("contact db lock");
+            let purpose_column = if table == "consents" { "purpose" } else { "''" };
+            conn.query_row(
+                &format!("SELECT number, {purpose_column} FROM {table} WHERE {id_column} = ?1"),
+                [id],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?
+        };
+        let Some((number, stored_purpose)) = found else {
+            return Ok(false);
+        };
+        if self.index.subject_hash(&number) != *subject
+            || purpose.is_some_and(|p| p.as_str() != stored_purpose)
+        {
+            return Ok(false);
+        }
+        self.write(
+            |tx| {
+                let deleted = tx.execute(
+                    &format!("DELETE FROM {table} WHERE {id_column} = ?1 AND number = ?2"),
+                    params![id, number],
+                )?;
+                Self::event(
+                    tx,
+                    now,
+                    actor,
+                    "record.removed",
+                    subject,
+                    serde_json::Value::Null,
+                    serde_json::json!({"table": table, "id": id, "reason": "restore: rectified after the backup, away from this number or purpose"}),
+                )?;
+                Ok(deleted > 0)
+            },
+            |_| {},
+        )
+    }
+
     /// Forgets the ledger binding (bound again at the next start).
     ///
     /// # Errors
