@@ -1,8 +1,16 @@
 //! `dialgate restore --from DIR`: puts a backup's contact records back and
-//! re-applies every erasure, opt-out and withdrawal the erasure ledger
-//! recorded since the backup was made, so a backup cannot bring back what
-//! they ended. Also the lock a running server holds on its data directory
-//! (`serve.lock`), which restore and `retention purge` respect.
+//! re-applies every erasure, opt-out, withdrawal and rectification the
+//! erasure ledger holds (the whole ledger: an entry's time is when it was
+//! written, not when its change was committed), so a backup cannot bring
+//! back what they ended. Also the lock a running server holds on its data
+//! directory (`serve.lock`), which restore and `retention purge` respect,
+//! and `restore.lock`, which keeps the CLI's store writers out of a restore.
+//!
+//! The restored store is built as `contacts.db.restoring` and renamed over
+//! `contacts.db` last; from the first change to the end a
+//! `restore-in-progress` marker keeps `serve` and the store's writers from
+//! starting (run the restore again to finish). The registry's "opposed"
+//! answers of the store moved aside are kept (the later day of each).
 //!
 //! The decision log is not rolled back: a log in `data_dir` is newer than
 //! any backup and stays as it is (its hash chain intact); only when
@@ -600,17 +608,19 @@ pub fn restore(
         copy_atomic(&backup_log, &current_log)?;
         let checkpoints = checkpoint::checkpoints_path(from);
         let target = checkpoint::checkpoints_path(data_dir);
+        // Checkpoints of the log that is gone: kept aside, never
+        // overwritten (nor left to fail `audit verify` of the backup's log).
+        if target.exists() {
+            crate::private::create_dir_all(&aside)?;
+            let kept = aside.join(target.file_name().unwrap_or_default());
+            std::fs::rename(&target, &kept)
+                .with_context(|| format!("cannot move {} aside", target.display()))?;
+            restored.lines.push(format!(
+                "the checkpoints that were in data_dir (of a decision log that is gone) are in {}",
+                kept.display()
+            ));
+        }
         if checkpoints.exists() {
-            if target.exists() {
-                crate::private::create_dir_all(&aside)?;
-                let kept = aside.join(target.file_name().unwrap_or_default());
-                std::fs::rename(&target, &kept)
-                    .with_context(|| format!("cannot move {} aside", target.display()))?;
-                restored.lines.push(format!(
-                    "the checkpoints that were in data_dir are in {}",
-                    kept.display()
-                ));
-            }
             copy_atomic(&checkpoints, &target)?;
         }
         restored

@@ -15,6 +15,11 @@
 //! Opt-outs of a bulk import are written as the file is read, tagged with
 //! the import's id, and count only once a `import_committed` line (written
 //! and fsync'd before the records are moved into the store) names that id.
+//!
+//! The first line is the ledger's id (given at creation): the contact
+//! store and every backup's manifest record it, so a ledger lost and
+//! created again empty is refused rather than trusted. Rectifications that
+//! move a record away from a number or a purpose are recorded too.
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, Write};

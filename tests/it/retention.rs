@@ -611,7 +611,26 @@ async fn test_restore_into_an_empty_data_dir_takes_the_backups_verified_log() {
     assert!(forced.contains("0 entries"), "{forced}");
     // Another machine: a fresh data_dir, the same ledger.
     let fresh = Workspace::new(&standard_config(&section));
+    // Checkpoints of a log that is gone are moved aside, not overwritten.
+    std::fs::create_dir_all(fresh.data_dir()).unwrap();
+    std::fs::write(fresh.data_dir().join("checkpoints.jsonl"), "old\n").unwrap();
     let out = fresh.cli_ok(&["restore", "--from", path_str(&backup_dir)]);
+    assert!(
+        out.contains("the checkpoints that were in data_dir"),
+        "{out}"
+    );
+    let kept = std::fs::read_dir(fresh.data_dir())
+        .unwrap()
+        .flatten()
+        .find(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with("before-restore-")
+        })
+        .unwrap()
+        .path()
+        .join("checkpoints.jsonl");
+    assert_eq!(std::fs::read_to_string(kept).unwrap(), "old\n");
     assert!(
         out.contains("decision log restored from the backup")
             && out.contains("1 erasures (1 records erased")

@@ -1073,6 +1073,51 @@ mod tests {
         }
     }
 
+    /// A restore re-applies the whole ledger: a withdrawal ends only the
+    /// consents granted at or before it, never a newer one in the backup.
+    #[test]
+    fn test_a_reapplied_withdrawal_leaves_later_consents_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ContactStore::open(dir.path()).unwrap();
+        store
+            .record_consent(key(), consent("c-old", 400), "t")
+            .unwrap();
+        store
+            .record_consent(key(), consent("c-new", 10), "t")
+            .unwrap();
+        for _ in 0..2 {
+            store
+                .reapply_withdrawal(
+                    key(),
+                    NUMBER,
+                    "acme",
+                    Some(Purpose::Marketing),
+                    days_ago(100),
+                    "t",
+                )
+                .unwrap();
+        }
+        drop(store);
+        let store = ContactStore::open(dir.path()).unwrap();
+        let records = store.subject_records(key(), NUMBER, "").unwrap();
+        let revoked = |id: &str| {
+            records
+                .consents
+                .iter()
+                .find(|c| c.consent_id == id)
+                .unwrap()
+                .revoked_at
+        };
+        assert_eq!(revoked("c-old"), Some(days_ago(100)));
+        assert_eq!(revoked("c-new"), None);
+        assert_eq!(records.consents.len(), 2, "no marker: c-old carries it");
+        let view = store.view(key(), NUMBER);
+        assert_eq!(
+            valid_consent(&view, &MARKETING, now()).map(|c| c.consent_id.as_str()),
+            Some("c-new")
+        );
+    }
+
     /// A dry run counts through a read-only connection: it never waits for
     /// the store's write lock (which the server's opt-outs need), and works
     /// while another process holds it.
