@@ -464,12 +464,13 @@ fn contact_import(
     dry_run: bool,
     consents: bool,
 ) -> anyhow::Result<()> {
+    let _restore = crate::restore::RestoreLock::shared(&config.server.data_dir)?;
     let store = std::sync::Arc::new(ContactStore::open_unindexed(&config.server.data_dir)?);
     let now = Timestamp::now();
+    let ledger = crate::restore::open_ledger(config, &store)?;
     let summary = if consents {
         crate::contacts::import::import_consents(&store, file, &cli_actor(), now, dry_run)?
     } else {
-        let ledger = crate::contacts::ledger::Ledger::open(&config.retention.erasure_ledger)?;
         let records = records_of(config, store).with_ledger(std::sync::Arc::new(ledger));
         crate::contacts::import::import_suppressions(&records, file, &cli_actor(), now, dry_run)?
     };
@@ -501,8 +502,10 @@ fn records_of(config: &Config, store: std::sync::Arc<ContactStore>) -> Records {
 }
 
 fn consent_rectify(config: &Config, file: &std::path::Path, dry_run: bool) -> anyhow::Result<()> {
+    let _restore = crate::restore::RestoreLock::shared(&config.server.data_dir)?;
     let store = std::sync::Arc::new(ContactStore::open_unindexed(&config.server.data_dir)?);
-    let records = records_of(config, store);
+    let ledger = crate::restore::open_ledger(config, &store)?;
+    let records = records_of(config, store).with_ledger(std::sync::Arc::new(ledger));
     let summary = crate::contacts::import::rectify_consents(
         &records,
         file,
@@ -525,6 +528,10 @@ fn consent_rectify(config: &Config, file: &std::path::Path, dry_run: bool) -> an
 fn backup(config: &Config, to: &std::path::Path) -> anyhow::Result<()> {
     let started_at = Timestamp::now();
     let data_dir = &config.server.data_dir;
+    crate::restore::refuse_if_restoring(data_dir)?;
+    // The ledger as it is before the copy: restore requires this ledger,
+    // holding at least these entries.
+    let ledger = crate::contacts::ledger::identity(&config.retention.erasure_ledger)?;
     if to.join(crate::retention::MANIFEST).exists() {
         bail!(
             "{} already holds a backup: back up into a new directory",
@@ -588,6 +595,8 @@ fn backup(config: &Config, to: &std::path::Path) -> anyhow::Result<()> {
         finished_at: Timestamp::now(),
         version: env!("CARGO_PKG_VERSION").to_string(),
         files,
+        ledger_id: ledger.as_ref().map(|(id, _)| id.clone()),
+        ledger_entries: ledger.as_ref().map(|(_, n)| *n),
     };
     let path = to.join(crate::retention::MANIFEST);
     let mut file = crate::private::create_file(&path)?;
@@ -643,6 +652,7 @@ fn retention_purge(config: &Config, dry_run: bool) -> anyhow::Result<()> {
             )?,
         )
     };
+    crate::restore::refuse_if_restoring(&config.server.data_dir)?;
     let store = ContactStore::open_unindexed(&config.server.data_dir)?;
     let report =
         crate::retention::run_once(config, &store, Timestamp::now(), dry_run, &cli_actor());
@@ -778,6 +788,7 @@ fn registry_import(config: &Config, args: Box<ImportArgs>) -> anyhow::Result<()>
         let summary = import::run(registry, &snapshots, &request, now)?;
         println!("{summary}");
         if !request.dry_run {
+            let _restore = crate::restore::RestoreLock::shared(&config.server.data_dir)?;
             let at = request
                 .checked_at
                 .to_zoned(jiff::tz::TimeZone::UTC)

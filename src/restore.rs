@@ -1,8 +1,16 @@
 //! `dialgate restore --from DIR`: puts a backup's contact records back and
-//! re-applies every erasure, opt-out and withdrawal the erasure ledger
-//! recorded since the backup was made, so a backup cannot bring back what
-//! they ended. Also the lock a running server holds on its data directory
-//! (`serve.lock`), which restore and `retention purge` respect.
+//! re-applies every erasure, opt-out, withdrawal and rectification the
+//! erasure ledger holds (the whole ledger: an entry's time is when it was
+//! written, not when its change was committed), so a backup cannot bring
+//! back what they ended. Also the lock a running server holds on its data
+//! directory (`serve.lock`), which restore and `retention purge` respect,
+//! and `restore.lock`, which keeps the CLI's store writers out of a restore.
+//!
+//! The restored store is built as `contacts.db.restoring` and renamed over
+//! `contacts.db` last; from the first change to the end a
+//! `restore-in-progress` marker keeps `serve` and the store's writers from
+//! starting (run the restore again to finish). The registry's "opposed"
+//! answers of the store moved aside are kept (the later day of each).
 //!
 //! The decision log is not rolled back: a log in `data_dir` is newer than
 //! any backup and stays as it is (its hash chain intact); only when
@@ -64,10 +72,173 @@ impl ServeLock {
     }
 }
 
-/// How long before a backup started a ledger entry may lie and its change
-/// still be missing from the backup (the entry is written just before the
-/// change is committed): such entries are re-applied too (harmlessly, if
-/// the backup has them).
+/// The lock file that keeps the CLI's writers of the contact store (the
+/// consent and opt-out imports, rectification, registry imports of opposed
+/// numbers) and a restore apart: they take it shared, restore exclusive.
+pub const RESTORE_LOCK_FILE: &str = "restore.lock";
+
+/// Written (and fsync'd) before a restore changes anything in data_dir and
+/// removed as its last step: while it exists, `serve` and the commands that
+/// write the contact store refuse to start (the store may be half restored).
+pub const IN_PROGRESS: &str = "restore-in-progress";
+
+/// The restored contact store while it is built (renamed over
+/// `contacts.db` once whole).
+pub const STAGING: &str = "contacts.db.restoring";
+
+/// A lock on `restore.lock`: shared by the CLI's writers of the contact
+/// store, exclusive by restore.
+#[derive(Debug)]
+pub struct RestoreLock {
+    _file: File,
+}
+
+impl RestoreLock {
+    fn open(data_dir: &Path) -> anyhow::Result<(File, PathBuf)> {
+        crate::private::create_dir_all(data_dir)
+            .with_context(|| format!("cannot create data_dir {}", data_dir.display()))?;
+        let path = data_dir.join(RESTORE_LOCK_FILE);
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .with_context(|| format!("cannot open {}", path.display()))?;
+        let _ = crate::private::tighten(&path);
+        Ok((file, path))
+    }
+
+    /// Taken by a command that writes the contact store (many at once may
+    /// hold it): fails while a restore runs, or when one did not finish.
+    ///
+    /// # Errors
+    /// When a restore runs or was interrupted.
+    pub fn shared(data_dir: &Path) -> anyhow::Result<RestoreLock> {
+        let (file, path) = RestoreLock::open(data_dir)?;
+        match file.try_lock_shared() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => bail!(
+                "a `dialgate restore` is running on data_dir {} (it holds {}): run this once it has finished",
+                data_dir.display(),
+                path.display()
+            ),
+            Err(std::fs::TryLockError::Error(err)) => {
+                return Err(err).with_context(|| format!("cannot lock {}", path.display()));
+            }
+        }
+        refuse_if_restoring(data_dir)?;
+        Ok(RestoreLock { _file: file })
+    }
+
+    fn exclusive(data_dir: &Path) -> anyhow::Result<RestoreLock> {
+        let (file, path) = RestoreLock::open(data_dir)?;
+        match file.try_lock() {
+            Ok(()) => Ok(RestoreLock { _file: file }),
+            Err(std::fs::TryLockError::WouldBlock) => bail!(
+                "a dialgate command is writing the contact store of data_dir {} (an import or a rectification holds {}): let it finish, then restore",
+                data_dir.display(),
+                path.display()
+            ),
+            Err(std::fs::TryLockError::Error(err)) => {
+                Err(err).with_context(|| format!("cannot lock {}", path.display()))
+            }
+        }
+    }
+}
+
+/// Fails when a restore of `data_dir` began and did not finish (its
+/// contact store may be empty or half restored).
+///
+/// # Errors
+/// When `data_dir/restore-in-progress` exists.
+pub fn refuse_if_restoring(data_dir: &Path) -> anyhow::Result<()> {
+    let marker = data_dir.join(IN_PROGRESS);
+    if marker.exists() {
+        bail!(
+            "{} exists: a `dialgate restore` of this data_dir did not finish, and its contact store may be empty or half restored. Run the same `dialgate restore --from DIR` again (nothing else starts until it has finished)",
+            marker.display()
+        );
+    }
+    Ok(())
+}
+
+/// Opens the erasure ledger for a process that writes `store`, and checks
+/// that it is the ledger the store's erasures, opt-outs and withdrawals
+/// were recorded in: a ledger lost and created again (empty) must be
+/// noticed, or a later restore would bring them all back. A store not
+/// bound yet is bound to it, unless it already holds records and the
+/// ledger was only just created.
+///
+/// # Errors
+/// When the ledger cannot be opened or is not the store's.
+pub fn open_ledger(config: &Config, store: &ContactStore) -> anyhow::Result<ledger::Ledger> {
+    let path = &config.retention.erasure_ledger;
+    let existed = std::fs::metadata(path).is_ok_and(|m| m.len() > 0);
+    let opened = ledger::Ledger::open(path)
+        .context("cannot open the erasure ledger (retention.erasure_ledger)")?;
+    let Some(id) = opened.id() else {
+        // A ledger of an earlier version (no id line), or not a file.
+        return Ok(opened);
+    };
+    let lost = |what: &str| {
+        anyhow::anyhow!(
+            "the erasure ledger {} {what}: the erasures, opt-outs and withdrawals recorded in the original would come back with a restore. Put the original back (retention.erasure_ledger); if it is truly lost, `dialgate restore --from DIR --without-ledger` from the newest backup starts a new one (re-apply them by hand: `trail export` lists them). Nothing started",
+            path.display()
+        )
+    };
+    match store.bound_ledger()? {
+        Some(bound) if bound == id => Ok(opened),
+        Some(bound) => Err(lost(&format!(
+            "(id {id}) is not the one this contact store's changes were recorded in (id {bound})"
+        ))),
+        None if !existed && store.holds_records()? => Err(lost(
+            "did not exist, but the contact store holds records (was it lost?)",
+        )),
+        None => {
+            store.bind_ledger(id)?;
+            Ok(opened)
+        }
+    }
+}
+
+/// Fsyncs a directory (a rename or a new file in it made durable).
+fn sync_dir(dir: &Path) -> anyhow::Result<()> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .with_context(|| format!("cannot fsync {}", dir.display()))
+}
+
+/// Copies `from` to `to` through `to.restoring` (fsync'd, renamed over it),
+/// so an interrupted copy never leaves a partial `to`.
+fn copy_atomic(from: &Path, to: &Path) -> anyhow::Result<()> {
+    let temporary = PathBuf::from(format!("{}.restoring", to.display()));
+    copy_private(from, &temporary)?;
+    std::fs::rename(&temporary, to)
+        .with_context(|| format!("cannot rename {} to {}", temporary.display(), to.display()))?;
+    if let Some(parent) = to.parent() {
+        sync_dir(parent)?;
+    }
+    Ok(())
+}
+
+/// Removes a SQLite database file and its `-wal` and `-shm` files.
+fn remove_database(path: &Path) -> anyhow::Result<()> {
+    for suffix in ["", "-wal", "-shm", "-journal"] {
+        let file = PathBuf::from(format!("{}{suffix}", path.display()));
+        match std::fs::remove_file(&file) {
+            Ok(()) => {}
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+            Err(err) => {
+                return Err(err).with_context(|| format!("cannot remove {}", file.display()));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// How long before a backup started a ledger entry written for another
+/// contact store (another subject salt) is taken to be of a store the
+/// backup does not descend from (and skipped) rather than refused.
 const MARGIN: jiff::SignedDuration = jiff::SignedDuration::from_secs(60);
 
 /// What a restore did.
@@ -81,6 +252,11 @@ pub struct Restored {
     pub revocations: usize,
     pub consents_ended: u32,
     pub revocations_unmatched: usize,
+    /// Registry answers merged from the store that was in data_dir.
+    pub observations_kept: usize,
+    /// Records the backup still had under a number (or purpose) a
+    /// rectification moved them away from: deleted.
+    pub rectifications_undone: usize,
     pub lines: Vec<String>,
 }
 
@@ -125,6 +301,7 @@ pub fn restore(
 ) -> anyhow::Result<Restored> {
     let data_dir = &config.server.data_dir;
     let _lock = ServeLock::acquire(data_dir)?;
+    let _writers = RestoreLock::exclusive(data_dir)?;
     let manifest = retention::read_manifest(from)?;
     let backup_contacts = crate::contacts::database_path(from);
     if !backup_contacts.exists() {
@@ -141,18 +318,40 @@ pub fn restore(
             ledger_path.display()
         );
     }
+    // The whole ledger is re-applied, not only what it recorded after the
+    // backup started: an entry's time is when it was written, and its
+    // change may be committed long after (a bulk import's opt-outs, a
+    // request waiting for the store's lock), after the backup copied the
+    // store. Re-applying what the backup holds changes nothing.
+    if let (Some(id), false) = (&manifest.ledger_id, without_ledger) {
+        let wanted = manifest.ledger_entries.unwrap_or(0);
+        match ledger::identity(ledger_path)? {
+            Some((found, entries)) if found == *id && entries >= wanted => {}
+            Some((found, entries)) if found == *id => bail!(
+                "the erasure ledger {} holds {entries} entries, fewer than the {wanted} it held when the backup was made: it was cut or replaced by an older copy, and the erasures, opt-outs and withdrawals it lost would come back. Restore the whole ledger; only if that is impossible, pass --without-ledger. Nothing restored",
+                ledger_path.display()
+            ),
+            found => bail!(
+                "the erasure ledger {} is not the one the backup was made with (ledger id {}, the backup's manifest says {id}): it was lost and created again, so the erasures, opt-outs and withdrawals it held would come back. Point retention.erasure_ledger at the original; only if it is truly lost, pass --without-ledger. Nothing restored",
+                ledger_path.display(),
+                found.map_or_else(|| "none".to_string(), |(found, _)| found)
+            ),
+        }
+    }
     let since = manifest.started_at - MARGIN;
-    let entries: Vec<ledger::Entry> = ledger::read(&config.retention.erasure_ledger)?
-        .into_iter()
-        .filter(|e| e.at >= since)
-        .collect();
-    let foreign = entries.iter().filter(|e| e.salt != salt).count();
+    let all: Vec<ledger::Entry> = ledger::read(&config.retention.erasure_ledger)?;
+    let foreign = all
+        .iter()
+        .filter(|e| e.salt != salt && e.at >= since)
+        .count();
     if foreign > 0 {
         bail!(
             "{foreign} entries of the erasure ledger {} since the backup were written for another contact store (its subject salt differs from the backup's): they cannot be matched to numbers, so the erasures and opt-outs they record would come back; nothing restored",
             config.retention.erasure_ledger.display()
         );
     }
+    // Entries of a store the backup does not descend from, written before it.
+    let entries: Vec<ledger::Entry> = all.into_iter().filter(|e| e.salt == salt).collect();
     let mut restored = Restored {
         entries: entries.len(),
         ..Restored::default()
@@ -184,71 +383,40 @@ pub fn restore(
         }
     }
 
-    // The contact store: the current one moved aside, the backup's copied in.
-    let aside = data_dir.join(format!("before-restore-{}", now.strftime("%Y%m%dT%H%M%SZ")));
-    let current = crate::contacts::database_path(data_dir);
-    let mut moved = Vec::new();
-    for suffix in ["", "-wal", "-shm"] {
-        let path = PathBuf::from(format!("{}{suffix}", current.display()));
-        if path.exists() {
-            crate::private::create_dir_all(&aside)?;
-            let target = aside.join(path.file_name().unwrap_or_default());
-            std::fs::rename(&path, &target)
-                .with_context(|| format!("cannot move {} aside", path.display()))?;
-            moved.push(target);
-        }
+    // From here on data_dir is changed: until the marker is removed (the
+    // last step), `serve` and the store's writers refuse to start.
+    let marker = data_dir.join(IN_PROGRESS);
+    {
+        use std::io::Write as _;
+        let mut file = crate::private::create_file(&marker)
+            .with_context(|| format!("cannot create {}", marker.display()))?;
+        writeln!(
+            file,
+            "restore from {} began {now}: run it again to finish",
+            from.display()
+        )?;
+        file.sync_all()?;
     }
-    if !moved.is_empty() {
-        restored.lines.push(format!(
-            "the contact store that was in data_dir is in {} (delete it once the restore is checked: it holds personal data)",
-            aside.display()
-        ));
-    }
-    copy_private(&backup_contacts, &current)?;
-    restored.lines.push(format!(
-        "contact records restored from {} (backup started {})",
-        from.display(),
-        manifest.started_at
-    ));
-    if take_log {
-        copy_private(&backup_log, &current_log)?;
-        let checkpoints = checkpoint::checkpoints_path(from);
-        if checkpoints.exists() {
-            copy_private(&checkpoints, &checkpoint::checkpoints_path(data_dir))?;
-        }
-        restored
-            .lines
-            .push("decision log restored from the backup (data_dir had none)".into());
-    } else if current_log.exists() {
-        restored.lines.push(
-            "decision log kept as it was in data_dir (newer than the backup; never rolled back)"
-                .into(),
-        );
-    }
-    let snapshots = crate::registry::snapshots_dir(from);
-    if snapshots.exists() {
-        let target = crate::registry::snapshots_dir(data_dir);
-        crate::private::create_dir_all(&target)?;
-        for entry in std::fs::read_dir(&snapshots)? {
-            let path = entry?.path();
-            let Some(name) = path.file_name() else {
-                continue;
-            };
-            if path.extension().is_some_and(|e| e == "snap") && !target.join(name).exists() {
-                copy_private(&path, &target.join(name))?;
-                restored.lines.push(format!(
-                    "registry snapshot {} restored (none in data_dir)",
-                    name.to_string_lossy()
-                ));
-            }
-        }
-    }
+    sync_dir(data_dir)?;
 
-    // The ledger, entry by entry.
-    let store =
-        ContactStore::open_unindexed(data_dir).context("cannot open the restored contact store")?;
+    // The restored contact store is built beside the current one and only
+    // renamed over it once whole.
+    let current = crate::contacts::database_path(data_dir);
+    let staging = data_dir.join(STAGING);
+    remove_database(&staging)?;
+    copy_private(&backup_contacts, &staging)?;
+    if current.exists() {
+        restored.observations_kept = merge_observations(&staging, &current)?;
+    }
+    let store = ContactStore::open_unindexed_file(&staging)
+        .context("cannot open the restored contact store")?;
     if store.salt_fingerprint() != salt {
         bail!("the restored contact store's subject salt is not the backup's");
+    }
+    // Bound to the ledger in place (a new one, with --without-ledger).
+    match ledger::Ledger::open(ledger_path)?.id() {
+        Some(id) => store.bind_ledger(id)?,
+        None => store.unbind_ledger()?,
     }
     let wanted: std::collections::HashSet<_> = entries
         .iter()
@@ -332,7 +500,7 @@ pub fn restore(
                 match number.and_then(|n| Some((n, NumberKey::from_e164(n)?))) {
                     Some((number, key)) => {
                         restored.consents_ended += store
-                            .revoke_consents(
+                            .reapply_withdrawal(
                                 key,
                                 number,
                                 &entry.controller,
@@ -359,6 +527,19 @@ pub fn restore(
                     }
                 }
             }
+            EntryKind::Rectification => {
+                let removed = store
+                    .remove_moved_record(
+                        &entry.record_kind,
+                        &entry.record_id,
+                        &subject,
+                        entry.purpose,
+                        actor,
+                        now,
+                    )
+                    .with_context(|| failed("rectification"))?;
+                restored.rectifications_undone += usize::from(removed);
+            }
             EntryKind::ImportCommitted => {}
         }
     }
@@ -376,8 +557,103 @@ pub fn restore(
             "consents_ended": restored.consents_ended,
         }),
     )?;
+    drop(store);
+    finish_database(&staging)?;
+
+    // The swap: the current store moved aside, the restored one renamed in.
+    let aside = data_dir.join(format!("before-restore-{}", now.strftime("%Y%m%dT%H%M%SZ")));
+    let mut moved = false;
+    for suffix in ["", "-wal", "-shm"] {
+        let path = PathBuf::from(format!("{}{suffix}", current.display()));
+        if path.exists() {
+            crate::private::create_dir_all(&aside)?;
+            let target = aside.join(path.file_name().unwrap_or_default());
+            std::fs::rename(&path, &target)
+                .with_context(|| format!("cannot move {} aside", path.display()))?;
+            moved = true;
+        }
+    }
+    if moved {
+        restored.lines.push(format!(
+            "the contact store that was in data_dir is in {} (delete it once the restore is checked: it holds personal data)",
+            aside.display()
+        ));
+    }
+    std::fs::rename(&staging, &current).with_context(|| {
+        format!(
+            "cannot rename {} to {}",
+            staging.display(),
+            current.display()
+        )
+    })?;
+    sync_dir(data_dir)?;
     restored.lines.push(format!(
-        "erasure ledger: {} entries since {since}: {} erasures ({} records erased, {} kept suppressed by hash only), {} opt-outs added, {} withdrawals ({} consents ended, {} kept by hash: their consents are not in the backup)",
+        "contact records restored from {} (backup started {})",
+        from.display(),
+        manifest.started_at
+    ));
+    if restored.rectifications_undone > 0 {
+        restored.lines.push(format!(
+            "{} records deleted: the backup had them under a number or purpose they were rectified away from after it (record them again under the right number if needed)",
+            restored.rectifications_undone
+        ));
+    }
+    if restored.observations_kept > 0 {
+        restored.lines.push(format!(
+            "{} registry answers (numbers found opposed) kept from the contact store that was in data_dir",
+            restored.observations_kept
+        ));
+    }
+    if take_log {
+        copy_atomic(&backup_log, &current_log)?;
+        let checkpoints = checkpoint::checkpoints_path(from);
+        let target = checkpoint::checkpoints_path(data_dir);
+        // Checkpoints of the log that is gone: kept aside, never
+        // overwritten (nor left to fail `audit verify` of the backup's log).
+        if target.exists() {
+            crate::private::create_dir_all(&aside)?;
+            let kept = aside.join(target.file_name().unwrap_or_default());
+            std::fs::rename(&target, &kept)
+                .with_context(|| format!("cannot move {} aside", target.display()))?;
+            restored.lines.push(format!(
+                "the checkpoints that were in data_dir (of a decision log that is gone) are in {}",
+                kept.display()
+            ));
+        }
+        if checkpoints.exists() {
+            copy_atomic(&checkpoints, &target)?;
+        }
+        restored
+            .lines
+            .push("decision log restored from the backup (data_dir had none)".into());
+    } else if current_log.exists() {
+        restored.lines.push(
+            "decision log kept as it was in data_dir (newer than the backup; never rolled back)"
+                .into(),
+        );
+    }
+    let snapshots = crate::registry::snapshots_dir(from);
+    if snapshots.exists() {
+        let target = crate::registry::snapshots_dir(data_dir);
+        crate::private::create_dir_all(&target)?;
+        for entry in std::fs::read_dir(&snapshots)? {
+            let path = entry?.path();
+            let Some(name) = path.file_name() else {
+                continue;
+            };
+            if path.extension().is_some_and(|e| e == "snap") && !target.join(name).exists() {
+                copy_atomic(&path, &target.join(name))?;
+                restored.lines.push(format!(
+                    "registry snapshot {} restored (none in data_dir)",
+                    name.to_string_lossy()
+                ));
+            }
+        }
+    }
+    std::fs::remove_file(&marker).with_context(|| format!("cannot remove {}", marker.display()))?;
+    sync_dir(data_dir)?;
+    restored.lines.push(format!(
+        "erasure ledger: all {} entries re-applied: {} erasures ({} records erased, {} kept suppressed by hash only), {} opt-outs added, {} withdrawals ({} consents ended, {} kept by hash: their consents are not in the backup)",
         restored.entries,
         restored.erasures,
         restored.records_erased,
@@ -404,4 +680,124 @@ pub fn restore(
         );
     }
     Ok(restored)
+}
+
+/// Keeps the registry's "opposed" answers of the store in data_dir (which
+/// the ledger does not record) in the restored one, the later day per row:
+/// rolling them back would lift a DENY. Merged before the ledger is
+/// re-applied, so erasures remove them again. Returns the rows merged.
+fn merge_observations(staging: &Path, current: &Path) -> anyhow::Result<usize> {
+    let conn = rusqlite::Connection::open(staging)
+        .with_context(|| format!("cannot open {}", staging.display()))?;
+    conn.execute(
+        "ATTACH DATABASE ?1 AS current",
+        [current.to_string_lossy().as_ref()],
+    )
+    .with_context(|| format!("cannot open {}", current.display()))?;
+    let has_table: bool = conn.query_row(
+        "SELECT COUNT(*) > 0 FROM current.sqlite_master WHERE type = 'table' AND name = 'observations'",
+        [],
+        |r| r.get(0),
+    )?;
+    if !has_table {
+        return Ok(0);
+    }
+    let merged = conn
+        .execute(
+            "INSERT INTO main.observations (registry_id, controller, number_key, first_not_cleared_us)
+             SELECT registry_id, controller, number_key, first_not_cleared_us FROM current.observations WHERE true
+             ON CONFLICT (registry_id, controller, number_key)
+             DO UPDATE SET first_not_cleared_us = max(first_not_cleared_us, excluded.first_not_cleared_us)
+             WHERE excluded.first_not_cleared_us > first_not_cleared_us",
+            [],
+        )
+        .with_context(|| format!("cannot merge the registry answers of {}", current.display()))?;
+    if merged > 0 {
+        conn.execute(
+            "INSERT INTO main.counters (key, value) VALUES ('observations_version', 1)
+             ON CONFLICT (key) DO UPDATE SET value = value + 1",
+            [],
+        )?;
+    }
+    Ok(merged)
+}
+
+/// Folds a closed SQLite database's WAL into its file (one file to rename)
+/// and fsyncs it.
+fn finish_database(path: &Path) -> anyhow::Result<()> {
+    let conn = rusqlite::Connection::open(path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    let mode: String = conn
+        .query_row("PRAGMA journal_mode = DELETE", [], |r| r.get(0))
+        .with_context(|| format!("cannot checkpoint {}", path.display()))?;
+    if !mode.eq_ignore_ascii_case("delete") {
+        bail!("{}: its WAL could not be folded in (busy)", path.display());
+    }
+    drop(conn);
+    File::open(path)
+        .and_then(|f| f.sync_all())
+        .with_context(|| format!("cannot fsync {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The registry's "opposed" answers are not in the ledger: a restore
+    /// keeps the later day of each from the store it moves aside (rolling
+    /// one back would let a consent given in between lift the DENY).
+    #[test]
+    fn test_opposed_answers_of_the_store_moved_aside_are_kept() {
+        let backup = tempfile::tempdir().unwrap();
+        let current = tempfile::tempdir().unwrap();
+        let key = NumberKey::from_e164("+393331234567").unwrap();
+        let other = NumberKey::from_e164("+393331234568").unwrap();
+        let day = |d: &str| -> Timestamp { d.parse().unwrap() };
+        ContactStore::open_unindexed(backup.path())
+            .unwrap()
+            .record_opposed("it-rpo", "acme", &[key], day("2026-01-01T00:00:00Z"))
+            .unwrap();
+        let later = ContactStore::open_unindexed(current.path()).unwrap();
+        later
+            .record_opposed("it-rpo", "acme", &[key, other], day("2026-06-01T00:00:00Z"))
+            .unwrap();
+        drop(later);
+        let merged = merge_observations(
+            &crate::contacts::database_path(backup.path()),
+            &crate::contacts::database_path(current.path()),
+        )
+        .unwrap();
+        assert_eq!(merged, 2);
+        let conn =
+            rusqlite::Connection::open(crate::contacts::database_path(backup.path())).unwrap();
+        let days: Vec<i64> = conn
+            .prepare("SELECT first_not_cleared_us FROM observations ORDER BY number_key")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        let june = day("2026-06-01T00:00:00Z").as_microsecond();
+        assert_eq!(days, vec![june, june]);
+    }
+
+    /// The CLI's writers of the contact store and a restore exclude each
+    /// other (serve.lock alone did not keep an import out of a restore);
+    /// writers do not exclude each other.
+    #[test]
+    fn test_writers_and_a_restore_exclude_each_other() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = RestoreLock::shared(dir.path()).unwrap();
+        let second = RestoreLock::shared(dir.path()).unwrap();
+        let err = RestoreLock::exclusive(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("import"), "{err}");
+        drop((first, second));
+        let restoring = RestoreLock::exclusive(dir.path()).unwrap();
+        let err = RestoreLock::shared(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("restore"), "{err}");
+        drop(restoring);
+        std::fs::write(dir.path().join(IN_PROGRESS), "x").unwrap();
+        let err = RestoreLock::shared(dir.path()).unwrap_err().to_string();
+        assert!(err.contains(IN_PROGRESS), "{err}");
+    }
 }

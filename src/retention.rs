@@ -359,7 +359,16 @@ fn purge_decisions(
 /// would be a call not counted) or the idempotency window (a repeated
 /// request id must find its decision after a restart).
 pub fn decisions_cutoff(config: &Config, days: u32, now: Timestamp) -> Timestamp {
-    let days = days.max(config.log.retention_days);
+    let mut days = days.max(config.log.retention_days);
+    // Dial records of calls to the US are kept 5 years (US TSR 16 CFR
+    // 310.5), whatever log.retention_days says.
+    if config
+        .campaigns
+        .iter()
+        .any(|c| c.destinations.iter().any(|d| d.as_str() == "US"))
+    {
+        days = days.max(crate::decision_log::US_TSR_RECORD_DAYS);
+    }
     let mut keep = jiff::SignedDuration::from_hours(i64::from(days) * 24);
     if let Some(window) = crate::policy::Policies::compile(config).longest_cap_window() {
         keep = keep.max(window);
@@ -577,6 +586,12 @@ pub struct Manifest {
     pub finished_at: Timestamp,
     pub version: String,
     pub files: Vec<String>,
+    /// The erasure ledger's id when the backup was made (restore requires
+    /// the same ledger, holding at least `ledger_entries` lines).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ledger_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ledger_entries: Option<u64>,
 }
 
 pub const MANIFEST: &str = "manifest.json";
@@ -614,6 +629,7 @@ pub fn expire_backups(
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(expired),
         Err(err) => return Err(err),
     };
+    let mut backups = Vec::new();
     for entry in entries {
         let path = entry?.path();
         if !path.is_dir() {
@@ -622,7 +638,14 @@ pub fn expire_backups(
         let Ok(manifest) = read_manifest(&path) else {
             continue;
         };
-        if manifest.started_at < cutoff {
+        backups.push((manifest.started_at, path));
+    }
+    // The newest backup is always kept, however old (backups stopped):
+    // expiry never leaves none.
+    backups.sort();
+    backups.pop();
+    for (started_at, path) in backups {
+        if started_at < cutoff {
             if !dry_run {
                 std::fs::remove_dir_all(&path)?;
             }
@@ -733,6 +756,17 @@ window_days = 60
             now - jiff::SignedDuration::from_hours(24),
             "the idempotency window (1 hour) is shorter"
         );
+        // A campaign calling the US keeps every decision row 5 years.
+        let us = Config::parse(
+            &text.replace("destinations = [\"FR\"]", "destinations = [\"FR\", \"US\"]"),
+            "test",
+            Path::new("."),
+        )
+        .unwrap();
+        assert_eq!(
+            decisions_cutoff(&us, 1, now),
+            now - jiff::SignedDuration::from_hours(24 * 1826)
+        );
     }
 
     #[test]
@@ -748,6 +782,8 @@ window_days = 60
                 finished_at: at,
                 version: "x".into(),
                 files: vec![],
+                ledger_id: None,
+                ledger_entries: None,
             };
             std::fs::write(
                 path.join(MANIFEST),
@@ -765,5 +801,10 @@ window_days = 60
         assert!(!dir.path().join("old").exists());
         assert!(dir.path().join("new").exists());
         assert!(dir.path().join("not-a-backup").exists());
+        // Backups stopped: the newest is kept, however old.
+        backup("older", 90);
+        let expired = expire_backups(dir.path(), 5, now, false).unwrap();
+        assert_eq!(expired, vec![dir.path().join("older")]);
+        assert!(dir.path().join("new").exists());
     }
 }

@@ -99,15 +99,12 @@ fn open_stores(config: Config) -> anyhow::Result<Stores> {
     crate::private::create_dir_all(&data_dir)
         .with_context(|| format!("cannot create data_dir {}", data_dir.display()))?;
     let lock = crate::restore::ServeLock::acquire(&data_dir)?;
+    crate::restore::refuse_if_restoring(&data_dir)?;
     crate::private::tighten_data_dir(&data_dir);
     let at_rest = crate::at_rest::check(&data_dir);
     for warning in &at_rest.warnings {
         tracing::warn!(encryption = %at_rest.encryption, "files at rest: {warning}");
     }
-    let ledger = Arc::new(
-        crate::contacts::ledger::Ledger::open(&config.retention.erasure_ledger)
-            .context("cannot open the erasure ledger (retention.erasure_ledger)")?,
-    );
     if let Some(key_file) = &config.log.checkpoint_key_file
         && let Some(warning) = crate::private::exposed_secret(key_file)
     {
@@ -123,6 +120,7 @@ fn open_stores(config: Config) -> anyhow::Result<Stores> {
     report_policies(&policies);
     let registries = Arc::new(RegistrySet::open(&config.registries, &snapshots));
     let contacts = Arc::new(ContactStore::open(&data_dir).context("cannot open contact store")?);
+    let ledger = Arc::new(crate::restore::open_ledger(&config, &contacts)?);
     let window = jiff::SignedDuration::from_secs(config.log.idempotency_window_seconds as i64);
     let now = Timestamp::now();
     let scan = decision_log::StartupScan {

@@ -696,7 +696,7 @@ pub fn rectify_consents(
         },
     )?;
     if !dry_run {
-        records.store().rectify(&corrections, actor, now)?;
+        records.rectify(&corrections, actor, now)?;
     }
     Ok(ContactImportSummary {
         lines,

@@ -15,6 +15,11 @@
 //! Opt-outs of a bulk import are written as the file is read, tagged with
 //! the import's id, and count only once a `import_committed` line (written
 //! and fsync'd before the records are moved into the store) names that id.
+//!
+//! The first line is the ledger's id (given at creation): the contact
+//! store and every backup's manifest record it, so a ledger lost and
+//! created again empty is refused rather than trusted. Rectifications that
+//! move a record away from a number or a purpose are recorded too.
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, Write};
@@ -56,6 +61,10 @@ pub enum EntryKind {
     Revocation,
     /// The opt-outs tagged with `import` are stored (written before they are).
     ImportCommitted,
+    /// A consent or relationship (`record_kind`, `record_id`) was moved
+    /// away from the number `subject` (or, with `purpose`, from that
+    /// purpose): a restore deletes it where the backup still has it there.
+    Rectification,
 }
 
 /// One line of the ledger.
@@ -84,6 +93,12 @@ pub struct Entry {
     /// The bulk import the entry belongs to.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub import: String,
+    /// A rectification's record: "consent" or "relationship".
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub record_kind: String,
+    /// A rectification's record id.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub record_id: String,
 }
 
 impl Entry {
@@ -101,6 +116,8 @@ impl Entry {
             expires_at: None,
             suppression_id: String::new(),
             import: String::new(),
+            record_kind: String::new(),
+            record_id: String::new(),
         }
     }
 
@@ -115,11 +132,51 @@ pub fn salt_fingerprint(salt: &[u8]) -> String {
     hex::encode(&Sha256::digest(salt)[..8])
 }
 
+/// The first line of a ledger: its id, given at creation, which a backup's
+/// manifest and the contact store record, so a ledger lost and created
+/// again (empty) is noticed instead of trusted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Header {
+    pub ledger_id: String,
+    pub created_at: Timestamp,
+}
+
+/// The ledger's id and its count of whole entry lines (every line but the
+/// header, ended by a newline; the count only grows), or `None` when the
+/// file does not exist or has no header.
+///
+/// # Errors
+/// [`LedgerError::Io`] when it cannot be read.
+pub fn identity(path: &Path) -> Result<Option<(String, u64)>, LedgerError> {
+    // A device or a pipe named as the ledger has no id (and may never end).
+    if !std::fs::metadata(path).is_ok_and(|m| m.is_file()) {
+        return Ok(None);
+    }
+    let text = match std::fs::read(path) {
+        Ok(text) => text,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(cause) => return Err(io(path, cause)),
+    };
+    let Some(first_end) = text.iter().position(|&b| b == b'\n') else {
+        return Ok(None);
+    };
+    let Ok(header) = serde_json::from_slice::<Header>(&text[..first_end]) else {
+        return Ok(None);
+    };
+    let lines = text[first_end + 1..]
+        .split_inclusive(|&b| b == b'\n')
+        .filter(|l| l.ends_with(b"\n") && l.iter().any(|b| !b.is_ascii_whitespace()))
+        .count() as u64;
+    Ok(Some((header.ledger_id, lines)))
+}
+
 /// The ledger file, appended to under a lock.
 #[derive(Debug)]
 pub struct Ledger {
     path: PathBuf,
     file: Mutex<File>,
+    id: Option<String>,
 }
 
 impl Ledger {
@@ -137,15 +194,36 @@ impl Ledger {
         // Owner-only; a device or a pipe named here is left as it is.
         if std::fs::symlink_metadata(path).is_ok_and(|m| m.is_file()) {
             let _ = crate::private::tighten(path);
+            cut_torn_tail(path).map_err(|cause| io(path, cause))?;
+            if file.metadata().map_err(|cause| io(path, cause))?.len() == 0 {
+                let header = Header {
+                    ledger_id: uuid::Uuid::now_v7().to_string(),
+                    created_at: Timestamp::now(),
+                };
+                let mut line = serde_json::to_vec(&header).map_err(|e| io(path, e.into()))?;
+                line.push(b'\n');
+                (&file).write_all(&line).map_err(|cause| io(path, cause))?;
+                file.sync_all().map_err(|cause| io(path, cause))?;
+                if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+                    let _ = File::open(parent).and_then(|d| d.sync_all());
+                }
+            }
         }
+        let id = identity(path)?.map(|(id, _)| id);
         Ok(Ledger {
             path: path.to_path_buf(),
             file: Mutex::new(file),
+            id,
         })
     }
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The ledger's id (`None`: a ledger of an earlier version, or not a file).
+    pub fn id(&self) -> Option<&str> {
+        self.id.as_deref()
     }
 
     /// Appends entries and fsyncs them (one write per line: other
@@ -170,6 +248,42 @@ impl Ledger {
         let mut file = self.file.lock().expect("ledger lock");
         write_line(&mut file, entry).map_err(|cause| io(&self.path, cause))
     }
+}
+
+/// A last line without its newline is a torn append (a crash while
+/// writing; its change was not made): cut off, and the cut fsync'd, before
+/// anything is appended after it (which would make it a bad line inside).
+fn cut_torn_tail(path: &Path) -> std::io::Result<()> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)?;
+    let len = file.metadata()?.len();
+    if len == 0 {
+        return Ok(());
+    }
+    // Back from the end, a block at a time, to the last newline.
+    let mut end = len;
+    let mut keep = 0;
+    let mut block = vec![0u8; 4096];
+    while end > 0 {
+        let start = end.saturating_sub(block.len() as u64);
+        let part = &mut block[..(end - start) as usize];
+        file.seek(SeekFrom::Start(start))?;
+        file.read_exact(part)?;
+        if end == len && part.last() == Some(&b'\n') {
+            return Ok(());
+        }
+        if let Some(at) = part.iter().rposition(|&b| b == b'\n') {
+            keep = start + at as u64 + 1;
+            break;
+        }
+        end = start;
+    }
+    tracing::warn!(path = %path.display(), bytes = len - keep, "erasure ledger: torn last line cut off");
+    file.set_len(keep)?;
+    file.sync_all()
 }
 
 fn write_line(file: &mut File, entry: &Entry) -> std::io::Result<()> {
@@ -204,7 +318,7 @@ pub fn read(path: &Path) -> Result<Vec<Entry>, LedgerError> {
         .map_err(|cause| io(path, cause))?;
     let mut entries = Vec::with_capacity(lines.len());
     for (i, line) in lines.iter().enumerate() {
-        if line.trim().is_empty() {
+        if line.trim().is_empty() || (i == 0 && serde_json::from_str::<Header>(line).is_ok()) {
             continue;
         }
         match serde_json::from_str::<Entry>(line) {
@@ -278,5 +392,31 @@ mod tests {
         std::fs::write(&path, format!("{{\"at\":\n{good}\n")).unwrap();
         let err = read(&path).unwrap_err().to_string();
         assert!(err.contains("line 1"), "{err}");
+    }
+
+    /// A torn last line is cut off when the ledger is opened: appending
+    /// after it would turn it into a bad line inside (every later read, and
+    /// so every restore, would fail).
+    #[test]
+    fn test_a_torn_last_line_is_cut_before_appending() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ledger.jsonl");
+        let at: Timestamp = "2026-11-25T10:00:00Z".parse().unwrap();
+        let first = Entry::about(EntryKind::OptOut, &[1; 32], "ab", at);
+        let good = serde_json::to_string(&first).unwrap();
+        std::fs::write(&path, format!("{good}\n{{\"at\":\"2026")).unwrap();
+        let ledger = Ledger::open(&path).unwrap();
+        let second = Entry::about(EntryKind::Erasure, &[2; 32], "ab", at);
+        ledger.append(std::slice::from_ref(&second)).unwrap();
+        assert_eq!(read(&path).unwrap(), vec![first.clone(), second.clone()]);
+        // A whole file is left as it is; a file of one torn line emptied
+        // (and given its id line).
+        drop(Ledger::open(&path).unwrap());
+        assert_eq!(read(&path).unwrap().len(), 2);
+        std::fs::write(&path, "{\"at\"").unwrap();
+        let ledger = Ledger::open(&path).unwrap();
+        assert!(ledger.id().is_some());
+        assert_eq!(read(&path).unwrap().len(), 0);
+        assert_eq!(std::fs::read_to_string(&path).unwrap().lines().count(), 1);
     }
 }

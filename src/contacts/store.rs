@@ -635,7 +635,16 @@ impl ContactStore {
     /// [`StoreError`] when the database cannot be opened.
     pub fn open_unindexed(data_dir: &Path) -> Result<ContactStore, StoreError> {
         let _ = crate::private::create_dir_all(data_dir);
-        let path = database_path(data_dir);
+        ContactStore::open_unindexed_file(&database_path(data_dir))
+    }
+
+    /// [`ContactStore::open_unindexed`] on the database file `path` (a
+    /// restore builds the restored store under another name).
+    ///
+    /// # Errors
+    /// [`StoreError`] when the database cannot be opened.
+    pub fn open_unindexed_file(path: &Path) -> Result<ContactStore, StoreError> {
+        let path = path.to_path_buf();
         // Owner-only; SQLite gives the -wal and -shm files the same mode.
         let _ = crate::private::touch(&path);
         let conn = Connection::open(&path)?;
@@ -1099,14 +1108,48 @@ impl ContactStore {
         at: Timestamp,
         actor: &str,
     ) -> Result<u32, StoreError> {
+        self.revoke(key, e164, controller, purpose, at, actor, false)
+    }
+
+    /// [`ContactStore::revoke_consents`] as a restore re-applies a ledgered
+    /// withdrawal: only consents granted at or before `at` are ended (a
+    /// consent given after it, in the backup, is a new consent). Applying
+    /// it twice changes nothing more.
+    ///
+    /// # Errors
+    /// [`StoreError`]; nothing is changed then.
+    pub fn reapply_withdrawal(
+        &self,
+        key: NumberKey,
+        e164: &str,
+        controller: &str,
+        purpose: Option<Purpose>,
+        at: Timestamp,
+        actor: &str,
+    ) -> Result<u32, StoreError> {
+        self.revoke(key, e164, controller, purpose, at, actor, true)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn revoke(
+        &self,
+        key: NumberKey,
+        e164: &str,
+        controller: &str,
+        purpose: Option<Purpose>,
+        at: Timestamp,
+        actor: &str,
+        granted_before_only: bool,
+    ) -> Result<u32, StoreError> {
         let subject = self.index.subject_hash(e164);
         let now = Timestamp::now();
         let (changed, _) = self.write(|tx| {
             let changed: usize = tx.execute(
                 "UPDATE consents SET revoked_at_us = ?1
                  WHERE number_key = ?2 AND controller = ?3 AND (?4 IS NULL OR purpose = ?4)
-                   AND (revoked_at_us IS NULL OR revoked_at_us > ?1)",
-                params![us(at), key.0 as i64, controller, purpose.map(Purpose::as_str)],
+                   AND (revoked_at_us IS NULL OR revoked_at_us > ?1)
+                   AND (?5 = 0 OR granted_at_us <= ?1)",
+                params![us(at), key.0 as i64, controller, purpose.map(Purpose::as_str), granted_before_only],
             )?;
             // A withdrawal also binds consents given before it that are
             // recorded later (a CRM catching up, a correction moving one

@@ -267,7 +267,7 @@ pub fn csv_field(value: &str) -> String {
 }
 
 /// Where a purge cut the log: the seq and hash of the last row removed.
-fn purge_anchor(conn: &Connection) -> Result<Option<(i64, String)>, AuditError> {
+pub(crate) fn purge_anchor(conn: &Connection) -> Result<Option<(i64, String)>, AuditError> {
     let has_meta: bool = conn
         .query_row(
             "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'log_meta'",
@@ -341,13 +341,18 @@ pub fn purge(db: &Path, before: Timestamp) -> Result<PurgeSummary, AuditError> {
             break;
         };
         let upto = (first + 10_000 - 1).min(through_seq);
+        // Each batch moves the anchor with it: a purge interrupted between
+        // batches leaves a log that still verifies.
+        let (anchor_seq, anchor_hash): (i64, String) = tx.query_row(
+            "SELECT seq, hash FROM decisions WHERE seq <= ?1 ORDER BY seq DESC LIMIT 1",
+            [upto],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
         removed += tx.execute("DELETE FROM decisions WHERE seq <= ?1", [upto])? as u64;
-        if upto == through_seq {
-            tx.execute(
-                "INSERT OR REPLACE INTO log_meta (key, value) VALUES ('purged_through', ?1)",
-                [format!("{through_seq}:{through_hash}")],
-            )?;
-        }
+        tx.execute(
+            "INSERT OR REPLACE INTO log_meta (key, value) VALUES ('purged_through', ?1)",
+            [format!("{anchor_seq}:{anchor_hash}")],
+        )?;
         tx.commit()?;
     }
     Ok(PurgeSummary {

@@ -47,6 +47,8 @@ pub enum OpenError {
         thread: &'static str,
         cause: std::io::Error,
     },
+    #[error("decision log: cannot read where a purge cut it: {0}")]
+    Anchor(String),
 }
 
 enum Job {
@@ -194,11 +196,21 @@ impl DecisionLog {
                     })
                 },
             )
-            .optional()?
-            .unwrap_or(ChainHead {
-                seq: 0,
-                hash: chain::GENESIS.to_string(),
-            });
+            .optional()?;
+        // A purge that removed every row left its anchor: the chain goes on
+        // from it (starting again at seq 1 would break `audit verify`).
+        let head = match head {
+            Some(head) => head,
+            None => match super::audit::purge_anchor(&conn)
+                .map_err(|err| OpenError::Anchor(err.to_string()))?
+            {
+                Some((seq, hash)) => ChainHead { seq, hash },
+                None => ChainHead {
+                    seq: 0,
+                    hash: chain::GENESIS.to_string(),
+                },
+            },
+        };
         let recent = read_startup_state(&conn, scan)?;
         // An optimisation only: without it the writer still checkpoints.
         let backfill = match config.wal_backfill_ms {

@@ -316,8 +316,8 @@ async fn test_restore_reapplies_erasures_opt_outs_and_withdrawals_made_after_the
         let text = std::fs::read_to_string(&ledger).unwrap();
         assert_eq!(
             text.lines().count(),
-            6,
-            "4 changes, the import's opt-out and its commit: {text}"
+            7,
+            "its id, 4 changes, the import's opt-out and its commit: {text}"
         );
         assert!(!text.contains('+'), "no numbers: {text}");
         let mode = std::os::unix::fs::PermissionsExt::mode(
@@ -611,7 +611,26 @@ async fn test_restore_into_an_empty_data_dir_takes_the_backups_verified_log() {
     assert!(forced.contains("0 entries"), "{forced}");
     // Another machine: a fresh data_dir, the same ledger.
     let fresh = Workspace::new(&standard_config(&section));
+    // Checkpoints of a log that is gone are moved aside, not overwritten.
+    std::fs::create_dir_all(fresh.data_dir()).unwrap();
+    std::fs::write(fresh.data_dir().join("checkpoints.jsonl"), "old\n").unwrap();
     let out = fresh.cli_ok(&["restore", "--from", path_str(&backup_dir)]);
+    assert!(
+        out.contains("the checkpoints that were in data_dir"),
+        "{out}"
+    );
+    let kept = std::fs::read_dir(fresh.data_dir())
+        .unwrap()
+        .flatten()
+        .find(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with("before-restore-")
+        })
+        .unwrap()
+        .path()
+        .join("checkpoints.jsonl");
+    assert_eq!(std::fs::read_to_string(kept).unwrap(), "old\n");
     assert!(
         out.contains("decision log restored from the backup")
             && out.contains("1 erasures (1 records erased")
@@ -661,4 +680,286 @@ fn test_a_refused_opt_out_import_commits_nothing_to_the_ledger() {
         .filter(|l| l.contains("import_committed"))
         .count();
     assert_eq!(commits, 1, "only the first import: {ledger}");
+}
+
+/// Imports a marketing consent for `number` through the CLI (no server).
+fn import_consent(ws: &Workspace, number: &str) {
+    let granted = days_before_now(10).strftime("%Y-%m-%d").to_string();
+    let csv = ws.file(
+        "consents.csv",
+        &format!(
+            "controller,number,purpose,granted_at,source\nacme,{number},marketing,{granted},web form\n"
+        ),
+    );
+    ws.cli_ok(&["consent", "import", "--file", path_str(&csv)]);
+}
+
+fn backup_started_at(backup_dir: &std::path::Path) -> jiff::Timestamp {
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(backup_dir.join("manifest.json")).unwrap())
+            .unwrap();
+    manifest["started_at"].as_str().unwrap().parse().unwrap()
+}
+
+/// `dialgate serve` must exit at once (refusing); its stderr.
+fn serve_refused(ws: &Workspace) -> String {
+    let mut child = std::process::Command::new(BIN)
+        .arg("--config")
+        .arg(ws.config_path())
+        .arg("serve")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            assert!(!status.success());
+            let mut err = String::new();
+            std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+            return err;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("serve started");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A bulk import's ledger entries are stamped when it starts, its rows
+/// committed when it ends: a backup taken in between holds none of them,
+/// and a restore must still re-apply them (the whole ledger is).
+#[tokio::test(flavor = "multi_thread")]
+async fn test_restore_keeps_the_opt_outs_of_an_import_that_straddled_the_backup() {
+    let ws = Workspace::new(&standard_config(""));
+    let number = "+4915177777777";
+    import_consent(&ws, number);
+    let backup_dir = ws.dir.path().join("backup-1");
+    ws.cli_ok(&["backup", "--to", path_str(&backup_dir)]);
+    let started = backup_started_at(&backup_dir);
+    let file = ws.file(
+        "opt-outs.csv",
+        &format!("number,controller\n{number},acme\n"),
+    );
+    ws.cli_ok(&["suppression", "import", "--file", path_str(&file)]);
+    // The import began five minutes before the backup (its entries say so)
+    // and committed after it.
+    let ledger = ws.data_dir().join("erasure-ledger.jsonl");
+    let stamped = (started - jiff::SignedDuration::from_mins(5)).to_string();
+    let text: Vec<String> = std::fs::read_to_string(&ledger)
+        .unwrap()
+        .lines()
+        .map(|line| {
+            let mut entry: serde_json::Value = serde_json::from_str(line).unwrap();
+            if entry.get("ledger_id").is_none() {
+                entry["at"] = stamped.clone().into();
+            }
+            entry.to_string()
+        })
+        .collect();
+    assert_eq!(text.len(), 3, "{text:?}");
+    std::fs::write(&ledger, text.join("\n") + "\n").unwrap();
+    let out = ws.cli_ok(&["restore", "--from", path_str(&backup_dir)]);
+    assert!(out.contains("1 opt-outs added"), "{out}");
+    let server = ws.start();
+    let after = check(&server, number).await;
+    assert_eq!(codes(&after), vec![R::Suppressed], "{:?}", after.reasons);
+    server.terminate();
+}
+
+/// A restore that fails while re-applying the ledger leaves data_dir's
+/// store as it was and a marker: nothing that would serve or write a half
+/// restored store starts until the restore is run again and finishes.
+#[tokio::test(flavor = "multi_thread")]
+async fn test_an_unfinished_restore_keeps_serve_and_imports_from_starting() {
+    let ws = Workspace::new(&standard_config(""));
+    let number = "+4915177777777";
+    import_consent(&ws, number);
+    let backup_dir = ws.dir.path().join("backup-1");
+    ws.cli_ok(&["backup", "--to", path_str(&backup_dir)]);
+    let opted_out = "+4915188888888";
+    let file = ws.file(
+        "opt-outs.csv",
+        &format!("number,controller\n{opted_out},acme\n"),
+    );
+    ws.cli_ok(&["suppression", "import", "--file", path_str(&file)]);
+    let ledger = ws.data_dir().join("erasure-ledger.jsonl");
+    let good = std::fs::read_to_string(&ledger).unwrap();
+    let first: serde_json::Value = serde_json::from_str(good.lines().nth(1).unwrap()).unwrap();
+    let bad = serde_json::json!({
+        "at": jiff::Timestamp::now().to_string(),
+        "kind": "opt_out",
+        "subject": "not-a-hash",
+        "salt": first["salt"],
+        "controller": "acme",
+    });
+    std::fs::write(&ledger, format!("{good}{bad}\n")).unwrap();
+    let out = ws.cli(&["restore", "--from", path_str(&backup_dir)]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(err.contains("ledger entry 2 of 2"), "{err}");
+    let marker = ws.data_dir().join("restore-in-progress");
+    assert!(marker.exists());
+    let err = serve_refused(&ws);
+    assert!(
+        err.contains("restore-in-progress") && err.contains("dialgate restore"),
+        "{err}"
+    );
+    let refused = ws.cli(&["suppression", "import", "--file", path_str(&file)]);
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("restore-in-progress"),
+        "{refused:?}"
+    );
+    // Fixed, and run again: done, and the server starts on the whole store.
+    std::fs::write(&ledger, &good).unwrap();
+    ws.cli_ok(&["restore", "--from", path_str(&backup_dir)]);
+    assert!(!marker.exists());
+    assert!(!ws.data_dir().join("contacts.db.restoring").exists());
+    let server = ws.start();
+    let after = check(&server, opted_out).await;
+    assert!(
+        codes(&after).contains(&R::Suppressed),
+        "{:?}",
+        after.reasons
+    );
+    let after = check(&server, number).await;
+    assert_eq!(verdict(&after), Verdict::Allow, "{:?}", after.reasons);
+    server.terminate();
+}
+
+/// A purge that removes every decision leaves no row to continue the hash
+/// chain from: after a restart the writer continues from the purge's
+/// anchor (never seq 1 again), and `audit verify` passes.
+#[tokio::test(flavor = "multi_thread")]
+async fn test_a_log_purged_of_every_row_continues_its_chain_after_a_restart() {
+    let ws = Workspace::new(&standard_config("").replace(
+        "shutdown_grace_ms = 5000",
+        "shutdown_grace_ms = 5000\n\n[log]\nretention_days = 0",
+    ));
+    let number = "+49 151 23456789";
+    {
+        let server = ws.start();
+        check(&server, number).await;
+        check(&server, number).await;
+        let (status, _) = server.terminate();
+        assert!(status.success());
+    }
+    std::thread::sleep(Duration::from_millis(20));
+    let cut = jiff::Timestamp::now().to_string();
+    let out = ws.cli_ok(&["audit", "purge", "--before", &cut]);
+    assert!(out.starts_with("purged 2 decisions"), "{out}");
+    {
+        let server = ws.start();
+        check(&server, number).await;
+        let (status, _) = server.terminate();
+        assert!(status.success());
+    }
+    let verified = ws.cli_ok(&["audit", "verify"]);
+    assert!(verified.starts_with("ok: 1 decisions"), "{verified}");
+    let conn = rusqlite::Connection::open(ws.data_dir().join("decisions.db")).unwrap();
+    let seq: i64 = conn
+        .query_row("SELECT MIN(seq) FROM decisions", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(seq, 3, "the chain goes on after the purged rows");
+}
+
+/// A lost erasure ledger is noticed, not silently created again empty:
+/// the contact store knows its ledger's id (serve and the importers
+/// refuse another), and a backup's manifest records the id and entry
+/// count that restore then requires (--without-ledger is the override).
+#[tokio::test(flavor = "multi_thread")]
+async fn test_a_lost_erasure_ledger_is_refused_not_recreated() {
+    let ws = Workspace::new(&standard_config(""));
+    let number = "+4915177777777";
+    import_consent(&ws, number);
+    let opted_out = "+4915188888888";
+    let file = ws.file(
+        "opt-outs.csv",
+        &format!("number,controller\n{opted_out},acme\n"),
+    );
+    ws.cli_ok(&["suppression", "import", "--file", path_str(&file)]);
+    let backup_dir = ws.dir.path().join("backup-1");
+    ws.cli_ok(&["backup", "--to", path_str(&backup_dir)]);
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(backup_dir.join("manifest.json")).unwrap())
+            .unwrap();
+    assert_eq!(manifest["ledger_entries"], 2, "{manifest}");
+    let ledger = ws.data_dir().join("erasure-ledger.jsonl");
+    let whole = std::fs::read_to_string(&ledger).unwrap();
+    // Cut: fewer entries than the backup saw.
+    std::fs::write(&ledger, whole.lines().next().unwrap().to_string() + "\n").unwrap();
+    let out = ws.cli(&["restore", "--from", path_str(&backup_dir)]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("fewer than the 2"), "{err}");
+    // Lost: serve, the importers and restore refuse the new one.
+    std::fs::remove_file(&ledger).unwrap();
+    let err = serve_refused(&ws);
+    assert!(err.contains("is not the one this contact store"), "{err}");
+    let out = ws.cli(&["suppression", "import", "--file", path_str(&file)]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("is not the one this contact store"), "{err}");
+    let out = ws.cli(&["restore", "--from", path_str(&backup_dir)]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("not the one the backup was made with"),
+        "{err}"
+    );
+    // The explicit override, then the server starts with the new ledger.
+    ws.cli_ok(&[
+        "restore",
+        "--from",
+        path_str(&backup_dir),
+        "--without-ledger",
+    ]);
+    let server = ws.start();
+    let after = check(&server, opted_out).await;
+    assert!(
+        codes(&after).contains(&R::Suppressed),
+        "{:?}",
+        after.reasons
+    );
+    server.terminate();
+}
+
+/// A consent rectified away from a mistyped number after a backup must not
+/// be back under that number after a restore (the wrong person would be
+/// callable): the rectification is in the ledger, and restore deletes the
+/// record where the backup still has it there.
+#[tokio::test(flavor = "multi_thread")]
+async fn test_restore_does_not_put_a_rectified_consent_back_under_the_wrong_number() {
+    let ws = Workspace::new(&standard_config(""));
+    let wrong = "+4915177777777";
+    let right = "+4915177777778";
+    let granted = days_before_now(10).strftime("%Y-%m-%d").to_string();
+    let csv = ws.file(
+        "consents.csv",
+        &format!(
+            "controller,number,purpose,granted_at,source,consent_id\nacme,{wrong},marketing,{granted},web form,c-typo\n"
+        ),
+    );
+    ws.cli_ok(&["consent", "import", "--file", path_str(&csv)]);
+    let backup_dir = ws.dir.path().join("backup-1");
+    ws.cli_ok(&["backup", "--to", path_str(&backup_dir)]);
+    let fix = ws.file(
+        "fix.csv",
+        &format!("consent_id,controller,reason,number\nc-typo,acme,typed wrong,{right}\n"),
+    );
+    ws.cli_ok(&["consent", "rectify", "--file", path_str(&fix)]);
+    let ledger = std::fs::read_to_string(ws.data_dir().join("erasure-ledger.jsonl")).unwrap();
+    assert!(
+        ledger.contains("\"rectification\"") && !ledger.contains("+49"),
+        "{ledger}"
+    );
+    let out = ws.cli_ok(&["restore", "--from", path_str(&backup_dir)]);
+    assert!(out.contains("1 records deleted"), "{out}");
+    let server = ws.start();
+    let after = check(&server, wrong).await;
+    assert_ne!(verdict(&after), Verdict::Allow, "{:?}", after.reasons);
+    server.terminate();
 }

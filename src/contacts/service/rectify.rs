@@ -185,6 +185,68 @@ impl Records {
         self.apply(correction, actor, now)
     }
 
+    /// Stores `corrections` (all or none), after writing to the erasure
+    /// ledger each that moves a record away from a number or a purpose: a
+    /// restore of a backup made before must not put it back there (the
+    /// wrong person, or the wrong purpose, would be callable again).
+    ///
+    /// # Errors
+    /// [`RecordsError`]; nothing is changed then.
+    pub fn rectify(
+        &self,
+        corrections: &[Rectification],
+        actor: &str,
+        now: Timestamp,
+    ) -> Result<(), RecordsError> {
+        if let Some(ledger) = self.ledger() {
+            let entries: Vec<_> = corrections
+                .iter()
+                .filter_map(|correction| {
+                    let (kind, id, number, controller, moved, purpose) = match correction {
+                        Rectification::Consent { before, after, .. } => (
+                            "consent",
+                            &before.record.consent_id,
+                            &before.record.number,
+                            &before.record.controller,
+                            before.key != after.0,
+                            (before.record.purpose != after.1.purpose)
+                                .then_some(before.record.purpose),
+                        ),
+                        Rectification::Relationship { before, after, .. } => (
+                            "relationship",
+                            &before.record.relationship_id,
+                            &before.record.number,
+                            &before.record.controller,
+                            before.key != after.0,
+                            None,
+                        ),
+                    };
+                    if !moved && purpose.is_none() {
+                        return None;
+                    }
+                    let mut entry = crate::contacts::ledger::Entry::about(
+                        crate::contacts::ledger::EntryKind::Rectification,
+                        &self.store.index().subject_hash(number),
+                        &self.store.salt_fingerprint(),
+                        now,
+                    );
+                    entry.controller = controller.clone();
+                    entry.record_kind = kind.into();
+                    entry.record_id = id.clone();
+                    // Moved to another number: gone from the old one,
+                    // whatever its purpose; else only from the old purpose.
+                    entry.purpose = if moved { None } else { purpose };
+                    Some(entry)
+                })
+                .collect();
+            if !entries.is_empty() {
+                ledger.append(&entries)?;
+            }
+        }
+        self.store.rectify(corrections, actor, now)?;
+        Ok(())
+    }
+
     /// Stores one correction; returns the record before and after.
     fn apply(
         &self,
@@ -192,8 +254,7 @@ impl Records {
         actor: &str,
         now: Timestamp,
     ) -> Result<Corrected, RecordsError> {
-        self.store
-            .rectify(std::slice::from_ref(&correction), actor, now)?;
+        self.rectify(std::slice::from_ref(&correction), actor, now)?;
         let corrected = match &correction {
             Rectification::Consent { before, after, .. } => {
                 tracing::info!(consent = %before.record.consent_id, number = %crate::number::mask(&after.1.number), "consent rectified");

@@ -87,7 +87,6 @@ struct ConsentCandidate {
     key: NumberKey,
     controller: String,
     purpose: String,
-    revoked: bool,
     id: String,
     number: String,
     cutoff_us: i64,
@@ -142,7 +141,6 @@ fn scan_candidates(
             key: NumberKey(row.get::<_, i64>(1)? as u64),
             controller,
             purpose: row.get(3)?,
-            revoked: revoked.is_some(),
             id: row.get(6)?,
             number: row.get(7)?,
             cutoff_us: us(cutoff),
@@ -203,6 +201,44 @@ fn scan_candidates(
 
 const EVIDENCE_GONE: &str = "retention: evidence deleted, withdrawal kept";
 
+/// What a purge of `candidates` would do, read through a read-only
+/// connection: a dry run (`retention purge --dry-run`, `policy show`) never
+/// takes the store's write lock, which the server's writes wait for.
+fn dry_counts(
+    conn: &rusqlite::Connection,
+    candidates: &Candidates,
+) -> Result<PurgeCounts, StoreError> {
+    let mut counts = PurgeCounts::default();
+    for c in &candidates.consents {
+        let latest: Option<i64> = conn
+            .query_row(
+                "SELECT rowid FROM consents
+                 WHERE number_key = ?1 AND controller = ?2 AND purpose = ?3 AND revoked_at_us IS NOT NULL
+                 ORDER BY revoked_at_us DESC, rowid DESC LIMIT 1",
+                params![c.key.0 as i64, c.controller, c.purpose],
+                |r| r.get(0),
+            )
+            .optional()?;
+        if latest == Some(c.rowid) {
+            let stripped: Option<String> = conn
+                .query_row(
+                    "SELECT source FROM consents WHERE rowid = ?1 AND consent_id = ?2",
+                    params![c.rowid, c.id],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            if stripped.is_some_and(|source| source != EVIDENCE_GONE) {
+                counts.withdrawals_kept += 1;
+            }
+        } else {
+            counts.consents_deleted += 1;
+        }
+    }
+    counts.relationships_deleted = candidates.relationships.len() as u64;
+    counts.opt_outs_deleted = candidates.opt_outs.len() as u64;
+    Ok(counts)
+}
+
 impl ContactStore {
     /// Deletes the records past their ceiling at `now` (see the module
     /// documentation); with `dry_run`, only counts them. Writes one trail
@@ -232,11 +268,10 @@ impl ContactStore {
         details: serde_json::Value,
     ) -> Result<PurgeCounts, StoreError> {
         if dry_run {
-            let mut conn = self.conn.lock().expect("contact db lock");
-            let tx = conn.transaction()?;
-            let purged = self.purge_in(&tx, candidates, now)?;
-            // Dropped: rolled back.
-            return Ok(purged.counts);
+            let reader = self.reader()?;
+            let counts = dry_counts(&reader, candidates);
+            self.readers.lock().expect("reader pool lock").push(reader);
+            return counts;
         }
         let purged = self.write(
             |tx| {
@@ -318,9 +353,11 @@ impl ContactStore {
 
         for c in &candidates.consents {
             let subject = hex::encode(self.index.subject_hash(&c.number));
-            let latest_withdrawal = c.revoked
-                && {
-                    let latest: Option<i64> = tx
+            // Decided from the rows as they are now, not as scanned: a
+            // consent scanned as merely expired may have been withdrawn
+            // since (and be the only withdrawal).
+            let latest_withdrawal = {
+                let latest: Option<i64> = tx
                     .query_row(
                         "SELECT rowid FROM consents
                          WHERE number_key = ?1 AND controller = ?2 AND purpose = ?3 AND revoked_at_us IS NOT NULL
@@ -329,8 +366,8 @@ impl ContactStore {
                         |r| r.get(0),
                     )
                     .optional()?;
-                    latest == Some(c.rowid)
-                };
+                latest == Some(c.rowid)
+            };
             if latest_withdrawal {
                 let stripped = tx.execute(
                     "UPDATE consents SET source = ?3, method = '', notice_version = '', evidence_ref = ''
@@ -419,6 +456,117 @@ impl ContactStore {
             highest("suppressions")?,
         ];
         Ok(purged)
+    }
+
+    /// The id of the erasure ledger this store's changes are recorded in
+    /// (`None`: not bound yet).
+    ///
+    /// # Errors
+    /// [`StoreError`] when the store cannot be read.
+    pub fn bound_ledger(&self) -> Result<Option<String>, StoreError> {
+        let conn = self.conn.lock().expect("contact db lock");
+        let id: Option<Vec<u8>> = conn
+            .query_row("SELECT value FROM meta WHERE key = 'ledger_id'", [], |r| {
+                r.get(0)
+            })
+            .optional()?;
+        Ok(id.map(|id| String::from_utf8_lossy(&id).into_owned()))
+    }
+
+    /// Binds the store to the erasure ledger `id` (replacing any earlier).
+    ///
+    /// # Errors
+    /// [`StoreError`] when it cannot be stored.
+    pub fn bind_ledger(&self, id: &str) -> Result<(), StoreError> {
+        let conn = self.conn.lock().expect("contact db lock");
+        conn.execute(
+            "INSERT OR REPLACE INTO meta (key, value) VALUES ('ledger_id', ?1)",
+            [id.as_bytes()],
+        )?;
+        Ok(())
+    }
+
+    /// A restore re-applying a rectification: deletes the consent or
+    /// relationship `id` if it is still under the number whose hash is
+    /// `subject` (and, with `purpose`, still of that purpose), which it was
+    /// moved away from after the backup. Returns whether it did.
+    ///
+    /// # Errors
+    /// [`StoreError`]; nothing is changed then.
+    pub fn remove_moved_record(
+        &self,
+        kind: &str,
+        id: &str,
+        subject: &SubjectHash,
+        purpose: Option<crate::model::Purpose>,
+        actor: &str,
+        now: Timestamp,
+    ) -> Result<bool, StoreError> {
+        let (table, id_column) = match kind {
+            "consent" => ("consents", "consent_id"),
+            "relationship" => ("relationships", "relationship_id"),
+            _ => return Ok(false),
+        };
+        let found: Option<(String, String)> = {
+            let conn = self.conn.lock().expect("contact db lock");
+            let purpose_column = if table == "consents" { "purpose" } else { "''" };
+            conn.query_row(
+                &format!("SELECT number, {purpose_column} FROM {table} WHERE {id_column} = ?1"),
+                [id],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?
+        };
+        let Some((number, stored_purpose)) = found else {
+            return Ok(false);
+        };
+        if self.index.subject_hash(&number) != *subject
+            || purpose.is_some_and(|p| p.as_str() != stored_purpose)
+        {
+            return Ok(false);
+        }
+        self.write(
+            |tx| {
+                let deleted = tx.execute(
+                    &format!("DELETE FROM {table} WHERE {id_column} = ?1 AND number = ?2"),
+                    params![id, number],
+                )?;
+                Self::event(
+                    tx,
+                    now,
+                    actor,
+                    "record.removed",
+                    subject,
+                    serde_json::Value::Null,
+                    serde_json::json!({"table": table, "id": id, "reason": "restore: rectified after the backup, away from this number or purpose"}),
+                )?;
+                Ok(deleted > 0)
+            },
+            |_| {},
+        )
+    }
+
+    /// Forgets the ledger binding (bound again at the next start).
+    ///
+    /// # Errors
+    /// [`StoreError`] when it cannot be stored.
+    pub fn unbind_ledger(&self) -> Result<(), StoreError> {
+        let conn = self.conn.lock().expect("contact db lock");
+        conn.execute("DELETE FROM meta WHERE key = 'ledger_id'", [])?;
+        Ok(())
+    }
+
+    /// Whether the store holds any consent, relationship or opt-out.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the store cannot be read.
+    pub fn holds_records(&self) -> Result<bool, StoreError> {
+        let conn = self.conn.lock().expect("contact db lock");
+        Ok(conn.query_row(
+            "SELECT EXISTS (SELECT 1 FROM consents) OR EXISTS (SELECT 1 FROM relationships) OR EXISTS (SELECT 1 FROM suppressions)",
+            [],
+            |r| r.get(0),
+        )?)
     }
 
     /// The fingerprint of this store's subject salt (the erasure ledger's `salt`).
@@ -848,6 +996,43 @@ mod tests {
         );
     }
 
+    /// The candidates are read without the lock: a consent scanned as
+    /// merely expired and withdrawn before the purge's transaction is then
+    /// the only withdrawal and must stay (a re-synced older consent would
+    /// ALLOW otherwise).
+    #[test]
+    fn test_a_consent_withdrawn_since_the_scan_keeps_its_withdrawal() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ContactStore::open(dir.path()).unwrap();
+        let mut old = consent("c-1", 900);
+        old.expires_at = Some(days_ago(400));
+        store.record_consent(key(), old, "t").unwrap();
+        let candidates = store.candidates(&ceilings(30), now()).unwrap();
+        assert_eq!(candidates.consents.len(), 1);
+        store
+            .revoke_consents(
+                key(),
+                NUMBER,
+                "acme",
+                Some(Purpose::Marketing),
+                days_ago(1),
+                "t",
+            )
+            .unwrap();
+        let counts = store
+            .purge_candidates(&candidates, now(), false, "t", serde_json::json!({}))
+            .unwrap();
+        assert_eq!(counts.consents_deleted, 0, "{counts:?}");
+        store
+            .record_consent(key(), consent("c-resynced", 300), "t")
+            .unwrap();
+        let view = store.view(key(), NUMBER);
+        assert!(
+            valid_consent(&view, &MARKETING, now()).is_none(),
+            "{view:?}"
+        );
+    }
+
     /// A withdrawal that ended a stored consent needs no marker (also when
     /// its instant has nanoseconds the store does not keep); one that ended
     /// none gets a withdrawn row per purpose in its scope, once.
@@ -886,6 +1071,105 @@ mod tests {
             };
             assert!(valid_consent(&view, &asking, now()).is_none());
         }
+    }
+
+    /// A restore re-applies the whole ledger: a withdrawal ends only the
+    /// consents granted at or before it, never a newer one in the backup.
+    #[test]
+    fn test_a_reapplied_withdrawal_leaves_later_consents_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ContactStore::open(dir.path()).unwrap();
+        store
+            .record_consent(key(), consent("c-old", 400), "t")
+            .unwrap();
+        store
+            .record_consent(key(), consent("c-new", 10), "t")
+            .unwrap();
+        for _ in 0..2 {
+            store
+                .reapply_withdrawal(
+                    key(),
+                    NUMBER,
+                    "acme",
+                    Some(Purpose::Marketing),
+                    days_ago(100),
+                    "t",
+                )
+                .unwrap();
+        }
+        drop(store);
+        let store = ContactStore::open(dir.path()).unwrap();
+        let records = store.subject_records(key(), NUMBER, "").unwrap();
+        let revoked = |id: &str| {
+            records
+                .consents
+                .iter()
+                .find(|c| c.consent_id == id)
+                .unwrap()
+                .revoked_at
+        };
+        assert_eq!(revoked("c-old"), Some(days_ago(100)));
+        assert_eq!(revoked("c-new"), None);
+        assert_eq!(records.consents.len(), 2, "no marker: c-old carries it");
+        let view = store.view(key(), NUMBER);
+        assert_eq!(
+            valid_consent(&view, &MARKETING, now()).map(|c| c.consent_id.as_str()),
+            Some("c-new")
+        );
+    }
+
+    /// A dry run counts through a read-only connection: it never waits for
+    /// the store's write lock (which the server's opt-outs need), and works
+    /// while another process holds it.
+    #[test]
+    fn test_a_dry_run_takes_no_write_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ContactStore::open(dir.path()).unwrap();
+        store
+            .record_consent(key(), consent("c-1", 400), "t")
+            .unwrap();
+        store
+            .revoke_consents(
+                key(),
+                NUMBER,
+                "acme",
+                Some(Purpose::Marketing),
+                days_ago(200),
+                "t",
+            )
+            .unwrap();
+        let mut expired = consent("c-2", 900);
+        expired.controller = "beta".into();
+        expired.expires_at = Some(days_ago(60));
+        store.record_consent(key(), expired, "t").unwrap();
+        let writer =
+            rusqlite::Connection::open(crate::contacts::database_path(dir.path())).unwrap();
+        writer.execute_batch("BEGIN IMMEDIATE").unwrap();
+        let started = std::time::Instant::now();
+        let dry = store
+            .purge_retention(&ceilings(30), now(), true, "t", serde_json::json!({}))
+            .unwrap();
+        assert!(started.elapsed() < std::time::Duration::from_secs(2));
+        writer.execute_batch("ROLLBACK").unwrap();
+        let expect = PurgeCounts {
+            consents_deleted: 1,
+            withdrawals_kept: 1,
+            relationships_deleted: 0,
+            opt_outs_deleted: 0,
+        };
+        assert_eq!(dry, expect);
+        let done = store
+            .purge_retention(&ceilings(30), now(), false, "t", serde_json::json!({}))
+            .unwrap();
+        assert_eq!(done, expect);
+        let again = store
+            .purge_retention(&ceilings(30), now(), true, "t", serde_json::json!({}))
+            .unwrap();
+        assert_eq!(
+            again,
+            PurgeCounts::default(),
+            "the kept withdrawal is not counted again"
+        );
     }
 
     /// Nothing in force is deleted; records ended inside the ceiling stay;
