@@ -321,17 +321,7 @@ async fn test_purge_keeps_the_chain_verifiable_and_respects_retention() {
         String::from_utf8_lossy(&refused.stderr)
     );
     // Without caps and with a 1 s idempotency window, it may.
-    let uncapped = standard_config("")
-        .replace(
-            "shutdown_grace_ms = 5000",
-            "shutdown_grace_ms = 5000\n\n[log]\nretention_days = 0\nidempotency_window_seconds = 1",
-        )
-        .replace(
-            "[[campaign]]\nid = \"us-sales\"\ncontroller = \"acme\"\npurpose = \"marketing\"\ndefault_region = \"US\"\ndestinations = [\"US\"]\ncaller_ids = [\"+12125550100\"]\n",
-            "",
-        );
-    assert!(!uncapped.contains("us-sales"));
-    let short = Workspace::new(&uncapped);
+    let short = Workspace::new(&purgeable_config());
     std::thread::sleep(std::time::Duration::from_millis(1100));
     let short_config = short.config_path();
     let config_text = std::fs::read_to_string(&short_config).unwrap().replace(

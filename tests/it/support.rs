@@ -94,6 +94,24 @@ caller_ids = ["+4930123456"]
     )
 }
 
+/// The standard configuration with nothing that keeps decisions: no
+/// retention floor, a 1 s idempotency window and no campaign under an
+/// attempt cap or the US 5-year floor (us-sales removed), so that `audit
+/// purge` may cut decisions a second old.
+pub fn purgeable_config() -> String {
+    let config = standard_config("")
+        .replace(
+            "shutdown_grace_ms = 5000",
+            "shutdown_grace_ms = 5000\n\n[log]\nretention_days = 0\nidempotency_window_seconds = 1",
+        )
+        .replace(
+            "[[campaign]]\nid = \"us-sales\"\ncontroller = \"acme\"\npurpose = \"marketing\"\ndefault_region = \"US\"\ndestinations = [\"US\"]\ncaller_ids = [\"+12125550100\"]\n",
+            "",
+        );
+    assert!(!config.contains("us-sales"));
+    config
+}
+
 /// Calling windows open around the clock, so that tests of other rules do
 /// not depend on when they run (the statutory windows are tested on their own).
 pub const ALWAYS_OPEN: &str = r#"
