@@ -191,10 +191,17 @@ pub fn open_ledger(config: &Config, store: &ContactStore) -> anyhow::Result<ledg
         Some(bound) => Err(lost(&format!(
             "(id {id}) is not the one this contact store's changes were recorded in (id {bound})"
         ))),
-        None if !existed && store.holds_records()? => Err(lost(
-            "did not exist, but the contact store holds records (was it lost?)",
-        )),
         None => {
+            // A store no ledger was ever bound to: new, or written by a
+            // version without the ledger (an upgrade must not stop the
+            // gateway). A ledger lost later is caught above (the store is
+            // bound by then) and by restore (the backup's manifest).
+            if !existed && store.holds_records()? {
+                tracing::warn!(
+                    ledger = %path.display(),
+                    "the contact store holds records but no erasure ledger was bound to it (written by an earlier version): a new ledger starts now; backups made before this point are restored without the erasures, opt-outs and withdrawals recorded before it"
+                );
+            }
             store.bind_ledger(id)?;
             Ok(opened)
         }

@@ -962,3 +962,32 @@ async fn test_restore_does_not_put_a_rectified_consent_back_under_the_wrong_numb
     assert_ne!(verdict(&after), Verdict::Allow, "{:?}", after.reasons);
     server.terminate();
 }
+
+/// A contact store written by a version without the erasure ledger (records,
+/// no ledger bound, no ledger file) is an upgrade, not a lost ledger: the
+/// server starts and binds a new ledger (it refused to start before).
+#[tokio::test(flavor = "multi_thread")]
+async fn test_a_store_from_before_the_ledger_starts_with_a_new_one() {
+    let ws = Workspace::new(&standard_config(""));
+    let number = "+4915166666666";
+    import_consent(&ws, number);
+    // As an earlier version left it: no binding, no ledger.
+    let db = rusqlite::Connection::open(ws.data_dir().join("contacts.db")).unwrap();
+    db.execute("DELETE FROM meta WHERE key = 'ledger_id'", [])
+        .unwrap();
+    drop(db);
+    std::fs::remove_file(ws.data_dir().join("erasure-ledger.jsonl")).unwrap();
+    let server = ws.start();
+    let allowed = check(&server, number).await;
+    assert_eq!(verdict(&allowed), Verdict::Allow, "{:?}", allowed.reasons);
+    server.terminate();
+    let db = rusqlite::Connection::open(ws.data_dir().join("contacts.db")).unwrap();
+    let bound: i64 = db
+        .query_row(
+            "SELECT COUNT(*) FROM meta WHERE key = 'ledger_id'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(bound, 1, "bound to the new ledger");
+}
