@@ -471,7 +471,7 @@ fn contact_import(
     let summary = if consents {
         crate::contacts::import::import_consents(&store, file, &cli_actor(), now, dry_run)?
     } else {
-        let records = records_of(config, store).with_ledger(std::sync::Arc::new(ledger));
+        let records = Records::configured(config, store).with_ledger(std::sync::Arc::new(ledger));
         crate::contacts::import::import_suppressions(&records, file, &cli_actor(), now, dry_run)?
     };
     println!(
@@ -488,24 +488,11 @@ fn contact_import(
     Ok(())
 }
 
-/// The records service of a command: the configured campaigns and suppliers.
-fn records_of(config: &Config, store: std::sync::Arc<ContactStore>) -> Records {
-    Records::new(store, decision_log::database_path(&config.server.data_dir))
-        .with_campaigns(
-            config
-                .campaigns
-                .iter()
-                .map(|c| (c.id.clone(), c.controller.clone())),
-        )
-        .with_suppliers(&config.suppliers)
-        .with_subject_requests(config.subject_requests, config.log.retention_days)
-}
-
 fn consent_rectify(config: &Config, file: &std::path::Path, dry_run: bool) -> anyhow::Result<()> {
     let _restore = crate::restore::RestoreLock::shared(&config.server.data_dir)?;
     let store = std::sync::Arc::new(ContactStore::open_unindexed(&config.server.data_dir)?);
     let ledger = crate::restore::open_ledger(config, &store)?;
-    let records = records_of(config, store).with_ledger(std::sync::Arc::new(ledger));
+    let records = Records::configured(config, store).with_ledger(std::sync::Arc::new(ledger));
     let summary = crate::contacts::import::rectify_consents(
         &records,
         file,

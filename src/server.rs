@@ -198,19 +198,8 @@ async fn build_services(stores: &mut Stores) -> anyhow::Result<Services> {
         retention: Arc::clone(&stores.retention),
         at_rest: stores.at_rest.clone(),
     });
-    let records = Records::new(
-        Arc::clone(&stores.contacts),
-        decision_log::database_path(&config.server.data_dir),
-    )
-    .with_campaigns(
-        config
-            .campaigns
-            .iter()
-            .map(|c| (c.id.clone(), c.controller.clone())),
-    )
-    .with_suppliers(&config.suppliers)
-    .with_subject_requests(config.subject_requests, config.log.retention_days)
-    .with_ledger(Arc::clone(&stores.ledger));
+    let records = Records::configured(config, Arc::clone(&stores.contacts))
+        .with_ledger(Arc::clone(&stores.ledger));
 
     let (health, health_service) = tonic_health::server::health_reporter();
     set_health(&health, ServingStatus::NotServing).await;

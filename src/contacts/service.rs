@@ -267,6 +267,23 @@ impl Records {
         }
     }
 
+    /// The service as `config` sets it up: its campaigns, suppliers and
+    /// data-subject request rules (the erasure ledger is the caller's).
+    pub fn configured(config: &crate::config::Config, store: Arc<ContactStore>) -> Records {
+        Records::new(
+            store,
+            crate::decision_log::database_path(&config.server.data_dir),
+        )
+        .with_campaigns(
+            config
+                .campaigns
+                .iter()
+                .map(|c| (c.id.clone(), c.controller.clone())),
+        )
+        .with_suppliers(&config.suppliers)
+        .with_subject_requests(config.subject_requests, config.log.retention_days)
+    }
+
     /// What data-subject requests must carry, and how long decisions are
     /// kept (`log.retention_days`, stated in exports).
     pub fn with_subject_requests(
