@@ -513,6 +513,7 @@ pub fn restore(
                                 &entry.controller,
                                 entry.purpose,
                                 revoked_at,
+                                entry.at,
                                 actor,
                             )
                             .with_context(|| failed("withdrawal"))?;

@@ -1108,13 +1108,15 @@ impl ContactStore {
         at: Timestamp,
         actor: &str,
     ) -> Result<u32, StoreError> {
-        self.revoke(key, e164, controller, purpose, at, actor, false)
+        self.revoke(key, e164, controller, purpose, at, actor, None)
     }
 
     /// [`ContactStore::revoke_consents`] as a restore re-applies a ledgered
-    /// withdrawal: only consents granted at or before `at` are ended (a
-    /// consent given after it, in the backup, is a new consent). Applying
-    /// it twice changes nothing more.
+    /// withdrawal written at `written_at`: it ends the consents granted at
+    /// or before `at`, and every consent recorded before the withdrawal
+    /// was written (live, a withdrawal dated in the past ended those too,
+    /// whatever their grant); a consent recorded after it, in the backup,
+    /// is a new consent. Applying it twice changes nothing more.
     ///
     /// # Errors
     /// [`StoreError`]; nothing is changed then.
@@ -1125,9 +1127,12 @@ impl ContactStore {
         controller: &str,
         purpose: Option<Purpose>,
         at: Timestamp,
+        written_at: Timestamp,
         actor: &str,
     ) -> Result<u32, StoreError> {
-        self.revoke(key, e164, controller, purpose, at, actor, true)
+        // The ledger entry is written just before the change commits.
+        let recorded_by = written_at + jiff::SignedDuration::from_secs(60);
+        self.revoke(key, e164, controller, purpose, at, actor, Some(recorded_by))
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -1139,7 +1144,7 @@ impl ContactStore {
         purpose: Option<Purpose>,
         at: Timestamp,
         actor: &str,
-        granted_before_only: bool,
+        recorded_by: Option<Timestamp>,
     ) -> Result<u32, StoreError> {
         let subject = self.index.subject_hash(e164);
         let now = Timestamp::now();
@@ -1148,8 +1153,8 @@ impl ContactStore {
                 "UPDATE consents SET revoked_at_us = ?1
                  WHERE number_key = ?2 AND controller = ?3 AND (?4 IS NULL OR purpose = ?4)
                    AND (revoked_at_us IS NULL OR revoked_at_us > ?1)
-                   AND (?5 = 0 OR granted_at_us <= ?1)",
-                params![us(at), key.0 as i64, controller, purpose.map(Purpose::as_str), granted_before_only],
+                   AND (?5 IS NULL OR granted_at_us <= ?1 OR recorded_at_us <= ?5)",
+                params![us(at), key.0 as i64, controller, purpose.map(Purpose::as_str), recorded_by.map(us)],
             )?;
             // A withdrawal also binds consents given before it that are
             // recorded later (a CRM catching up, a correction moving one

@@ -1073,6 +1073,33 @@ mod tests {
         }
     }
 
+    /// A withdrawal dated in the past ended, live, every consent recorded
+    /// before it was made, whatever its grant: re-applied by a restore, it
+    /// ends them too (it ended only those granted before it: the backup's
+    /// consent came back).
+    #[test]
+    fn test_a_reapplied_backdated_withdrawal_ends_what_it_ended_live() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ContactStore::open(dir.path()).unwrap();
+        store.record_consent(key(), consent("c-5", 5), "t").unwrap();
+        store
+            .reapply_withdrawal(
+                key(),
+                NUMBER,
+                "acme",
+                Some(Purpose::Marketing),
+                days_ago(8),
+                days_ago(1),
+                "t",
+            )
+            .unwrap();
+        let view = store.view(key(), NUMBER);
+        assert!(
+            valid_consent(&view, &MARKETING, now()).is_none(),
+            "{view:?}"
+        );
+    }
+
     /// A restore re-applies the whole ledger: a withdrawal ends only the
     /// consents granted at or before it, never a newer one in the backup.
     #[test]
@@ -1092,6 +1119,7 @@ mod tests {
                     NUMBER,
                     "acme",
                     Some(Purpose::Marketing),
+                    days_ago(100),
                     days_ago(100),
                     "t",
                 )
