@@ -194,20 +194,13 @@ impl Ledger {
         // Owner-only; a device or a pipe named here is left as it is.
         if std::fs::symlink_metadata(path).is_ok_and(|m| m.is_file()) {
             let _ = crate::private::tighten(path);
-            cut_torn_tail(path).map_err(|cause| io(path, cause))?;
-            if file.metadata().map_err(|cause| io(path, cause))?.len() == 0 {
-                let header = Header {
-                    ledger_id: uuid::Uuid::now_v7().to_string(),
-                    created_at: Timestamp::now(),
-                };
-                let mut line = serde_json::to_vec(&header).map_err(|e| io(path, e.into()))?;
-                line.push(b'\n');
-                (&file).write_all(&line).map_err(|cause| io(path, cause))?;
-                file.sync_all().map_err(|cause| io(path, cause))?;
-                if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-                    let _ = File::open(parent).and_then(|d| d.sync_all());
-                }
-            }
+            // Exclusive while the tail is read and cut and the id written:
+            // a line another process is appending is not taken for a torn
+            // one, and two first openers do not both write an id.
+            file.lock().map_err(|cause| io(path, cause))?;
+            let prepared = prepare(path, &file);
+            let _ = file.unlock();
+            prepared?;
         }
         let id = identity(path)?.map(|(id, _)| id);
         Ok(Ledger {
@@ -233,10 +226,13 @@ impl Ledger {
     /// [`LedgerError::Io`]: the change must then not be made.
     pub fn append(&self, entries: &[Entry]) -> Result<(), LedgerError> {
         let mut file = self.file.lock().expect("ledger lock");
-        for entry in entries {
-            write_line(&mut file, entry).map_err(|cause| io(&self.path, cause))?;
-        }
-        file.sync_data().map_err(|cause| io(&self.path, cause))
+        file.lock().map_err(|cause| io(&self.path, cause))?;
+        let written = entries
+            .iter()
+            .try_for_each(|entry| write_line(&mut file, entry))
+            .and_then(|()| file.sync_data());
+        let _ = file.unlock();
+        written.map_err(|cause| io(&self.path, cause))
     }
 
     /// Appends an entry without fsync (a bulk import's; the commit line
@@ -246,8 +242,31 @@ impl Ledger {
     /// [`LedgerError::Io`].
     pub fn append_unsynced(&self, entry: &Entry) -> Result<(), LedgerError> {
         let mut file = self.file.lock().expect("ledger lock");
-        write_line(&mut file, entry).map_err(|cause| io(&self.path, cause))
+        file.lock().map_err(|cause| io(&self.path, cause))?;
+        let written = write_line(&mut file, entry);
+        let _ = file.unlock();
+        written.map_err(|cause| io(&self.path, cause))
     }
+}
+
+/// Under the file's exclusive lock: cuts a torn last line, and writes the
+/// id line of a new (empty) ledger.
+fn prepare(path: &Path, file: &File) -> Result<(), LedgerError> {
+    cut_torn_tail(path).map_err(|cause| io(path, cause))?;
+    if file.metadata().map_err(|cause| io(path, cause))?.len() == 0 {
+        let header = Header {
+            ledger_id: uuid::Uuid::now_v7().to_string(),
+            created_at: Timestamp::now(),
+        };
+        let mut line = serde_json::to_vec(&header).map_err(|e| io(path, e.into()))?;
+        line.push(b'\n');
+        (&*file).write_all(&line).map_err(|cause| io(path, cause))?;
+        file.sync_all().map_err(|cause| io(path, cause))?;
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            let _ = File::open(parent).and_then(|d| d.sync_all());
+        }
+    }
+    Ok(())
 }
 
 /// A last line without its newline is a torn append (a crash while
@@ -350,6 +369,29 @@ pub fn read(path: &Path) -> Result<Vec<Entry>, LedgerError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Two processes opening a new ledger at once (serve and an import on
+    /// the first start) write one id between them, under the file's lock
+    /// (a second id line made every later read of the ledger fail).
+    #[test]
+    fn test_first_openers_at_once_write_one_id() {
+        for _ in 0..20 {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("ledger.jsonl");
+            let ids: Vec<Option<String>> = std::thread::scope(|scope| {
+                let openers: Vec<_> = (0..4)
+                    .map(|_| scope.spawn(|| Ledger::open(&path).unwrap().id().map(String::from)))
+                    .collect();
+                openers.into_iter().map(|o| o.join().unwrap()).collect()
+            });
+            let text = std::fs::read_to_string(&path).unwrap();
+            assert_eq!(text.lines().count(), 1, "{text}");
+            assert!(
+                ids.iter().all(|id| id.is_some() && *id == ids[0]),
+                "{ids:?}"
+            );
+        }
+    }
 
     #[test]
     fn test_entries_round_trip_and_uncommitted_imports_do_not_count() {
