@@ -1120,6 +1120,7 @@ impl ContactStore {
     ///
     /// # Errors
     /// [`StoreError`]; nothing is changed then.
+    #[allow(clippy::too_many_arguments)]
     pub fn reapply_withdrawal(
         &self,
         key: NumberKey,
