@@ -69,8 +69,11 @@ pub struct ContactStore {
     /// Highest `corrections.seq` applied: rows rewritten in place (by a
     /// rectification, here or in another process) since the load.
     corrected: Mutex<i64>,
-    /// Since when every refresh has failed (`None`: the last one worked).
-    failing_since: Mutex<Option<std::time::Instant>>,
+    /// When the store was opened: the clock of `failing_since_ms`.
+    opened: std::time::Instant,
+    /// Since when every refresh has failed, in ms after `opened` plus one
+    /// (0: the last one worked). An atomic: every check reads it.
+    failing_since_ms: std::sync::atomic::AtomicU64,
     /// `meta.observations_version` of the registry answers loaded.
     observations_version: Mutex<i64>,
     /// Whether any registry answer is held: read on every check, so an
@@ -702,7 +705,8 @@ impl ContactStore {
             observations: dashmap::DashMap::new(),
             watermarks: Mutex::new([0; 3]),
             corrected: Mutex::new(0),
-            failing_since: Mutex::new(None),
+            opened: std::time::Instant::now(),
+            failing_since_ms: std::sync::atomic::AtomicU64::new(0),
             any_opposed: std::sync::atomic::AtomicBool::new(false),
             observations_version: Mutex::new(-1),
             withdrawals: purge::HashedWithdrawals::default(),
@@ -1492,12 +1496,16 @@ impl ContactStore {
     /// # Errors
     /// [`StoreError`] when the store cannot be read.
     pub fn refresh(&self) -> Result<usize, StoreError> {
+        use std::sync::atomic::Ordering;
         let result = self.refresh_once();
-        let mut failing = self.failing_since.lock().expect("refresh state lock");
-        match (&result, *failing) {
-            (Ok(_), _) => *failing = None,
-            (Err(_), None) => *failing = Some(std::time::Instant::now()),
-            (Err(_), Some(_)) => {}
+        if result.is_ok() {
+            self.failing_since_ms.store(0, Ordering::Release);
+        } else {
+            // The first failure of a run of them is when it began.
+            let now = self.opened.elapsed().as_millis() as u64 + 1;
+            let _ =
+                self.failing_since_ms
+                    .compare_exchange(0, now, Ordering::AcqRel, Ordering::Acquire);
         }
         result
     }
@@ -1505,10 +1513,17 @@ impl ContactStore {
     /// How long every refresh has failed: records other processes stored
     /// meanwhile (opt-outs among them) are missing from the index.
     pub fn failing_for(&self) -> Option<std::time::Duration> {
-        self.failing_since
-            .lock()
-            .expect("refresh state lock")
-            .map(|since| since.elapsed())
+        match self
+            .failing_since_ms
+            .load(std::sync::atomic::Ordering::Acquire)
+        {
+            0 => None,
+            since => Some(
+                self.opened
+                    .elapsed()
+                    .saturating_sub(std::time::Duration::from_millis(since - 1)),
+            ),
+        }
     }
 
     fn refresh_once(&self) -> Result<usize, StoreError> {
