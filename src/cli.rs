@@ -301,6 +301,7 @@ pub enum FormatArg {
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     let config = Config::load(cli.config.as_deref())?;
     init_tracing(config.server.log_format);
+    refuse_unbuilt_on_postgres(&config, &cli.command)?;
     match cli.command {
         Command::Serve => serve(config),
         Command::Registry(RegistryCommand::Import(args)) => registry_import(&config, args),
@@ -351,6 +352,22 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             json,
         ),
         Command::Config(ConfigCommand::Check) => config_check(&config),
+    }
+}
+
+/// The commands that do not yet work on the shared PostgreSQL store refuse
+/// to run on a configuration that asks for it: run on the local SQLite
+/// files, they would decide or write where no other replica looks.
+fn refuse_unbuilt_on_postgres(config: &Config, command: &Command) -> anyhow::Result<()> {
+    if !matches!(config.store, crate::store::StoreBackend::Postgres(_)) {
+        return Ok(());
+    }
+    match command {
+        Command::Policy(_) | Command::Config(_) => Ok(()),
+        _ => anyhow::bail!(
+            "{}: store.backend = \"postgres\" is not built yet for this command (see README, \"Several replicas\"); use backend = \"sqlite\"",
+            config.origin
+        ),
     }
 }
 

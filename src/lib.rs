@@ -55,4 +55,5 @@ pub(crate) mod server;
 pub(crate) mod shared;
 pub mod stats;
 pub mod statutes;
+pub mod store;
 pub mod tls;

@@ -73,6 +73,8 @@ pub struct Config {
     pub subject_requests: SubjectRequestsConfig,
     /// `[retention]`: storage ceilings, the scheduled purge, the erasure ledger.
     pub retention: crate::retention::Retention,
+    /// `[store]`: SQLite (one gateway) or PostgreSQL (several replicas).
+    pub store: crate::store::StoreBackend,
 }
 
 /// `[subject_requests]`: what ExportSubject and EraseSubject require.

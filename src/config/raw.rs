@@ -30,7 +30,7 @@ pub(super) struct RawConfig {
     pub(super) subject_requests: super::SubjectRequestsConfig,
     #[serde(default)]
     pub(super) retention: crate::retention::RawRetention,
-    /// `[store]` (CONTRACT section 8): only the embedded SQLite store is built.
+    /// `[store]` (CONTRACT section 8).
     pub(super) store: Option<RawStore>,
 }
 
@@ -42,6 +42,8 @@ pub(super) struct RawStore {
     pub(super) url: Option<String>,
     pub(super) replica_id: Option<String>,
     pub(super) max_staleness_ms: Option<u64>,
+    /// How long the database may not answer before no decision is made.
+    pub(super) unavailable_after_ms: Option<u64>,
 }
 
 /// `[[supplier]]`: a list supplier a controller has a contract with.

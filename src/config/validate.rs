@@ -13,6 +13,7 @@ use crate::calling::{self, AttemptLimit, DaySpans, Span, WeeklyHours};
 use crate::model::Purpose;
 use crate::number::{self, Region};
 use crate::statutes::{self, ConsentRegime, Period};
+use crate::store::{PostgresSettings, StoreBackend};
 
 pub(super) struct Validator<'a> {
     pub(super) origin: &'a str,
@@ -327,35 +328,7 @@ impl Validator<'_> {
                 suppliers: Vec::new(),
             });
         }
-        if let Some(store) = &raw.store {
-            match store.backend.as_deref().unwrap_or("sqlite") {
-                "sqlite"
-                    if store.url.is_none()
-                        && store.replica_id.is_none()
-                        && store.max_staleness_ms.is_none() => {}
-                "sqlite" => {
-                    return Err(self.invalid(
-                        "store",
-                        "url/replica_id/max_staleness_ms",
-                        "apply only to backend = \"postgres\"",
-                    ));
-                }
-                "postgres" => {
-                    return Err(self.invalid(
-                        "store.backend",
-                        "postgres",
-                        "not built yet: this version runs one gateway on its embedded SQLite store (remove [store] or set backend = \"sqlite\"); several replicas on PostgreSQL are planned, see README",
-                    ));
-                }
-                other => {
-                    return Err(self.invalid(
-                        "store.backend",
-                        other,
-                        "expected sqlite (postgres is not built yet)",
-                    ));
-                }
-            }
-        }
+        let store = self.store(raw.store.as_ref())?;
         let suppliers = self.suppliers(&raw.suppliers, &campaigns)?;
         let subject_requests = raw.subject_requests;
         if !(1..=365).contains(&subject_requests.verification_max_age_days) {
@@ -399,7 +372,94 @@ impl Validator<'_> {
             suppliers,
             subject_requests,
             retention,
+            store,
         })
+    }
+
+    /// `[store]`: sqlite (default) takes no other key; postgres needs a
+    /// connection string (`url` or `DIALGATE_DATABASE_URL`) that parses and
+    /// a `replica_id`.
+    fn store(&self, raw: Option<&RawStore>) -> Result<StoreBackend, ConfigError> {
+        let Some(store) = raw else {
+            return Ok(StoreBackend::Sqlite);
+        };
+        match store.backend.as_deref().unwrap_or("sqlite") {
+            "sqlite"
+                if store.url.is_none()
+                    && store.replica_id.is_none()
+                    && store.max_staleness_ms.is_none()
+                    && store.unavailable_after_ms.is_none() =>
+            {
+                Ok(StoreBackend::Sqlite)
+            }
+            "sqlite" => Err(self.invalid(
+                "store",
+                "url/replica_id/max_staleness_ms/unavailable_after_ms",
+                "apply only to backend = \"postgres\"",
+            )),
+            "postgres" => {
+                let url = match (&store.url, std::env::var("DIALGATE_DATABASE_URL")) {
+                    (Some(url), _) => url.clone(),
+                    (None, Ok(url)) if !url.trim().is_empty() => url,
+                    _ => {
+                        return Err(self.invalid(
+                            "store.url",
+                            "(missing)",
+                            "backend = \"postgres\" needs url or DIALGATE_DATABASE_URL",
+                        ));
+                    }
+                };
+                if let Err(e) = <tokio_postgres::Config as std::str::FromStr>::from_str(&url) {
+                    return Err(self.invalid(
+                        "store.url",
+                        crate::store::mask_password(&url),
+                        &format!("not a PostgreSQL connection string: {e}"),
+                    ));
+                }
+                let Some(replica_id) = store.replica_id.clone() else {
+                    return Err(self.invalid(
+                        "store.replica_id",
+                        "(missing)",
+                        "every replica needs its own name (letters, digits, . _ -)",
+                    ));
+                };
+                if replica_id.is_empty()
+                    || replica_id.len() > 64
+                    || !replica_id
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+                {
+                    return Err(self.invalid(
+                        "store.replica_id",
+                        &replica_id,
+                        "1 to 64 letters, digits, '.', '_' or '-'",
+                    ));
+                }
+                let max_staleness_ms = store.max_staleness_ms.unwrap_or(1000);
+                if !(50..=60_000).contains(&max_staleness_ms) {
+                    return Err(self.invalid(
+                        "store.max_staleness_ms",
+                        max_staleness_ms,
+                        "between 50 and 60000 (ms)",
+                    ));
+                }
+                let unavailable_after_ms = store.unavailable_after_ms.unwrap_or(2000);
+                if !(100..=30_000).contains(&unavailable_after_ms) {
+                    return Err(self.invalid(
+                        "store.unavailable_after_ms",
+                        unavailable_after_ms,
+                        "between 100 and 30000 (ms)",
+                    ));
+                }
+                Ok(StoreBackend::Postgres(PostgresSettings {
+                    url,
+                    replica_id,
+                    max_staleness: std::time::Duration::from_millis(max_staleness_ms),
+                    unavailable_after: std::time::Duration::from_millis(unavailable_after_ms),
+                }))
+            }
+            other => Err(self.invalid("store.backend", other, "expected sqlite or postgres")),
+        }
     }
 
     /// `[[supplier]]`: each names a controller some campaign calls for (a

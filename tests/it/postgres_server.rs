@@ -1,0 +1,296 @@
+//! A real PostgreSQL server for the tests: Debian's `postgresql` package,
+//! `initdb` into a temporary directory, listening on a free port of
+//! 127.0.0.1 (and a Unix socket in that directory), stopped on drop.
+//! Run as root (CI), the server runs as the `postgres` user.
+
+// Not every test uses every helper.
+#![allow(dead_code)]
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+/// A running PostgreSQL cluster of its own.
+pub struct PgServer {
+    bin: PathBuf,
+    dir: tempfile::TempDir,
+    port: u16,
+    as_postgres_user: bool,
+}
+
+/// The newest `bin` directory of Debian's PostgreSQL packages.
+fn binaries() -> Option<PathBuf> {
+    let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .ok()?
+        .flatten()
+        .filter_map(|e| {
+            let v = e.file_name().to_str()?.parse::<u32>().ok()?;
+            let bin = e.path().join("bin");
+            bin.join("initdb").exists().then_some((v, bin))
+        })
+        .collect();
+    versions.sort();
+    versions.pop().map(|(_, bin)| bin)
+}
+
+fn running_as_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
+}
+
+impl PgServer {
+    /// Starts a cluster, or `None` (the caller skips) when PostgreSQL is not
+    /// installed and `DIALGATE_REQUIRE_POSTGRES` is not set (CI sets it).
+    pub fn start() -> Option<PgServer> {
+        let Some(bin) = binaries() else {
+            assert!(
+                std::env::var_os("DIALGATE_REQUIRE_POSTGRES").is_none(),
+                "PostgreSQL is required (DIALGATE_REQUIRE_POSTGRES) but /usr/lib/postgresql/*/bin/initdb is missing"
+            );
+            eprintln!("skipped: PostgreSQL is not installed (apt-get install postgresql)");
+            return None;
+        };
+        let as_postgres_user = running_as_root();
+        let dir = tempfile::Builder::new()
+            .prefix("dialgate-pg")
+            .tempdir()
+            .expect("temp dir");
+        if as_postgres_user {
+            // The server's own user must own its directory.
+            let status = Command::new("chown")
+                .args(["-R", "postgres:postgres"])
+                .arg(dir.path())
+                .status()
+                .expect("chown");
+            assert!(status.success());
+        }
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let server = PgServer {
+            bin,
+            dir,
+            port,
+            as_postgres_user,
+        };
+        server.run(
+            "initdb",
+            &[
+                "-D",
+                &server.data().display().to_string(),
+                "-U",
+                "dialgate",
+                "--auth=trust",
+                "--no-sync",
+                "-E",
+                "UTF8",
+            ],
+        );
+        std::fs::write(
+            server.data().join("postgresql.auto.conf"),
+            format!(
+                "listen_addresses = '127.0.0.1'\nport = {port}\nunix_socket_directories = '{}'\nfsync = on\nsynchronous_commit = on\nmax_connections = 200\nshared_buffers = 64MB\n",
+                server.dir.path().display()
+            ),
+        )
+        .unwrap();
+        server.start_again();
+        server.run(
+            "createdb",
+            &[
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &port.to_string(),
+                "-U",
+                "dialgate",
+                "dialgate",
+            ],
+        );
+        Some(server)
+    }
+
+    fn data(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    fn run(&self, tool: &str, args: &[&str]) {
+        let mut command = if self.as_postgres_user {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(self.bin.join(tool));
+            c
+        } else {
+            Command::new(self.bin.join(tool))
+        };
+        let output = command
+            .args(args)
+            .current_dir(self.dir.path())
+            .stdin(Stdio::null())
+            .output()
+            .unwrap_or_else(|e| panic!("{tool}: {e}"));
+        assert!(
+            output.status.success(),
+            "{tool} {args:?}: {}\n{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+
+    /// The connection URL (no password: the test cluster trusts local users).
+    pub fn url(&self) -> String {
+        format!("postgres://dialgate@127.0.0.1:{}/dialgate", self.port)
+    }
+
+    /// The port it listens on.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Stops the server now (fast shutdown: sessions are cut).
+    pub fn stop(&self) {
+        self.run(
+            "pg_ctl",
+            &[
+                "-D",
+                &self.data().display().to_string(),
+                "-m",
+                "fast",
+                "-w",
+                "stop",
+            ],
+        );
+    }
+
+    /// Starts it again on the same port and data.
+    pub fn start_again(&self) {
+        let log = self.dir.path().join("server.log");
+        self.run(
+            "pg_ctl",
+            &[
+                "-D",
+                &self.data().display().to_string(),
+                "-l",
+                &log.display().to_string(),
+                "-w",
+                "-t",
+                "30",
+                "start",
+            ],
+        );
+    }
+
+    /// Runs one SQL statement through `psql` and returns its output
+    /// (unaligned, tuples only).
+    pub fn psql(&self, sql: &str) -> String {
+        let output = Command::new(self.bin.join("psql"))
+            .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d"])
+            .arg(self.url())
+            .args(["-c", sql])
+            .output()
+            .expect("psql");
+        assert!(
+            output.status.success(),
+            "psql {sql}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).trim().to_string()
+    }
+
+    /// The directory the cluster lives in.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for PgServer {
+    fn drop(&mut self) {
+        let mut command = if self.as_postgres_user {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--"])
+                .arg(self.bin.join("pg_ctl"));
+            c
+        } else {
+            Command::new(self.bin.join("pg_ctl"))
+        };
+        let _ = command
+            .args([
+                "-D",
+                &self.data().display().to_string(),
+                "-m",
+                "immediate",
+                "-w",
+                "stop",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+/// The harness itself: a cluster starts, answers, stops and starts again.
+#[test]
+fn test_postgres_server_starts_answers_and_restarts() {
+    let Some(pg) = PgServer::start() else { return };
+    assert_eq!(pg.psql("SELECT 1"), "1");
+    pg.stop();
+    pg.start_again();
+    assert_eq!(pg.psql("SELECT 2"), "2");
+}
+
+/// Two replicas connecting at once to a fresh database: the schema is
+/// applied once, both are registered, a third connect changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_replicas_migrate_the_shared_schema_once() {
+    let Some(pg) = PgServer::start() else { return };
+    let settings = |id: &str| dialgate::store::PostgresSettings {
+        url: pg.url(),
+        replica_id: id.to_string(),
+        max_staleness: std::time::Duration::from_millis(1000),
+        unavailable_after: std::time::Duration::from_millis(2000),
+    };
+    let (one, two) = (settings("gw-1"), settings("gw-2"));
+    let (a, b) = tokio::join!(
+        dialgate::store::postgres::Pg::connect(&one),
+        dialgate::store::postgres::Pg::connect(&two)
+    );
+    a.unwrap();
+    b.unwrap();
+    dialgate::store::postgres::Pg::connect(&settings("gw-1"))
+        .await
+        .unwrap();
+    assert_eq!(
+        pg.psql("SELECT string_agg(replica_id, ',' ORDER BY replica_id) FROM replicas"),
+        "gw-1,gw-2"
+    );
+    assert_eq!(
+        pg.psql("SELECT count(*) FROM dialgate_schema WHERE id = '0001_replicas'"),
+        "1"
+    );
+}
+
+/// The database down: connecting fails within `unavailable_after`, not
+/// after the operating system's TCP timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_connect_to_a_stopped_database_fails_in_bounded_time() {
+    let Some(pg) = PgServer::start() else { return };
+    pg.stop();
+    let settings = dialgate::store::PostgresSettings {
+        url: pg.url(),
+        replica_id: "gw-1".to_string(),
+        max_staleness: std::time::Duration::from_millis(1000),
+        unavailable_after: std::time::Duration::from_millis(500),
+    };
+    let started = std::time::Instant::now();
+    let err = dialgate::store::postgres::Pg::connect(&settings)
+        .await
+        .unwrap_err();
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(5),
+        "{err}"
+    );
+}
