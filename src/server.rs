@@ -65,7 +65,17 @@ pub async fn serve(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let mut stores = open_stores(config)?;
+    let pg = match &config.store {
+        crate::store::StoreBackend::Postgres(settings) => Some(
+            crate::store::postgres::Pg::connect(settings)
+                .await
+                .with_context(|| {
+                    format!("cannot open the shared database {}", settings.shown_url())
+                })?,
+        ),
+        crate::store::StoreBackend::Sqlite => None,
+    };
+    let mut stores = open_stores(config, pg)?;
     let services = build_services(&mut stores).await?;
     let running = listen(&stores, services, shutdown).await?;
     drain(&stores, running).await
@@ -89,12 +99,15 @@ struct Stores {
     ledger: Arc<crate::contacts::ledger::Ledger>,
     retention: Arc<crate::retention::Schedule>,
     at_rest: crate::at_rest::AtRest,
+    /// The shared database (`[store] backend = "postgres"`), or none.
+    #[allow(dead_code)] // read by the shared parts as they are built
+    pg: Option<crate::store::postgres::Pg>,
 }
 
 /// Creates the data directory, seeds the demo registries, compiles the
 /// policy and opens the registries, the contact store and the decision log;
 /// the attempt ledger is rebuilt from the log.
-fn open_stores(config: Config) -> anyhow::Result<Stores> {
+fn open_stores(config: Config, pg: Option<crate::store::postgres::Pg>) -> anyhow::Result<Stores> {
     let data_dir = config.server.data_dir.clone();
     crate::private::create_dir_all(&data_dir)
         .with_context(|| format!("cannot create data_dir {}", data_dir.display()))?;
@@ -157,6 +170,7 @@ fn open_stores(config: Config) -> anyhow::Result<Stores> {
         ledger,
         retention: Arc::new(crate::retention::Schedule::default()),
         at_rest,
+        pg,
     })
 }
 
