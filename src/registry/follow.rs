@@ -31,7 +31,8 @@ const MAX_RETRY: Duration = Duration::from_secs(60);
 /// A published version that failed its checks, and when to try again.
 #[derive(Debug)]
 struct Failure {
-    sha256: String,
+    /// The version and SHA-256 that failed.
+    published: (u64, String),
     failures: u32,
     retry_at: Instant,
     error: String,
@@ -42,8 +43,9 @@ struct Failure {
 pub struct Follower {
     pg: Pg,
     registries: Arc<RegistrySet>,
-    /// SHA-256 of the snapshot file in the snapshots directory, per registry.
-    installed: HashMap<String, String>,
+    /// Version and SHA-256 of the snapshot file in the snapshots
+    /// directory, per registry.
+    installed: HashMap<String, (u64, String)>,
     failed: HashMap<String, Failure>,
     unreachable: bool,
     /// The published versions the last successful check read.
@@ -58,12 +60,12 @@ impl Follower {
     /// [`PgError`] when the database does not answer.
     pub async fn catch_up(pg: Pg, registries: Arc<RegistrySet>) -> Result<Follower, PgError> {
         let dir = registries.dir().to_path_buf();
-        let ids: Vec<String> = registries
+        let loaded: Vec<(String, u64)> = registries
             .entries()
             .iter()
-            .map(|e| e.config.id.clone())
+            .filter_map(|e| Some((e.config.id.clone(), e.snapshot_guard().as_ref()?.version)))
             .collect();
-        let installed = tokio::task::spawn_blocking(move || installed_hashes(&dir, &ids))
+        let installed = tokio::task::spawn_blocking(move || installed_hashes(&dir, &loaded))
             .await
             .map_err(|e| PgError::Setup(format!("hashing task: {e}")))?;
         let mut follower = Follower {
@@ -101,11 +103,11 @@ impl Follower {
             let Some(wanted) = current.iter().find(|p| &p.registry_id == id) else {
                 continue;
             };
-            if self.installed.get(id) == Some(&wanted.sha256) {
+            if self.installed.get(id) == Some(&(wanted.version, wanted.sha256.clone())) {
                 continue;
             }
             if let Some(failure) = self.failed.get(id)
-                && failure.sha256 == wanted.sha256
+                && failure.published == (wanted.version, wanted.sha256.clone())
                 && Instant::now() < failure.retry_at
             {
                 continue;
@@ -113,7 +115,8 @@ impl Follower {
             match self.install(entry, wanted).await {
                 Ok(published) => {
                     tracing::info!(registry = %id, version = published.version, sha256 = %&published.sha256[..16], "published registry snapshot downloaded and checked");
-                    self.installed.insert(id.clone(), published.sha256);
+                    self.installed
+                        .insert(id.clone(), (published.version, published.sha256));
                     self.failed.remove(id);
                     installed_any = true;
                 }
@@ -138,17 +141,18 @@ impl Follower {
     }
 
     fn record_failure(&mut self, id: &str, wanted: &Published, error: String) {
+        let published = (wanted.version, wanted.sha256.clone());
         let failures = self
             .failed
             .get(id)
-            .filter(|f| f.sha256 == wanted.sha256)
+            .filter(|f| f.published == published)
             .map_or(1, |f| f.failures + 1);
         let wait = Duration::from_secs(1u64 << failures.min(6)).min(MAX_RETRY);
         tracing::error!(registry = %id, version = wanted.version, error = %error, retry_in_s = wait.as_secs(), "published registry snapshot refused; keeping the snapshot in service");
         self.failed.insert(
             id.to_string(),
             Failure {
-                sha256: wanted.sha256.clone(),
+                published,
                 failures,
                 retry_at: Instant::now() + wait,
                 error,
@@ -200,13 +204,17 @@ impl Follower {
             let id = &entry.config.id;
             let wanted = current.iter().find(|p| &p.registry_id == id);
             let serving = wanted.is_some_and(|p| {
-                self.installed.get(id) == Some(&p.sha256)
+                self.installed.get(id) == Some(&(p.version, p.sha256.clone()))
                     && entry.snapshot_guard().as_ref().map(|s| s.version) == Some(p.version)
             });
             let error = unreachable.map(str::to_string).or_else(|| {
                 self.failed
                     .get(id)
-                    .filter(|f| wanted.is_some_and(|p| p.sha256 == f.sha256))
+                    .filter(|f| {
+                        wanted.is_some_and(|p| {
+                            p.version == f.published.0 && p.sha256 == f.published.1
+                        })
+                    })
                     .map(|f| f.error.clone())
             });
             entry.set_published(PublishedState {
@@ -251,14 +259,16 @@ impl Follower {
     }
 }
 
-/// SHA-256 of each registry's snapshot file that exists and can be read.
-fn installed_hashes(dir: &Path, ids: &[String]) -> HashMap<String, String> {
-    ids.iter()
-        .filter_map(|id| {
+/// Version and SHA-256 of each registry's snapshot file that was loaded
+/// (`loaded`: registry id and the version it serves).
+fn installed_hashes(dir: &Path, loaded: &[(String, u64)]) -> HashMap<String, (u64, String)> {
+    loaded
+        .iter()
+        .filter_map(|(id, version)| {
             let path = file::snapshot_path(dir, id);
             published::hash_file(&path)
                 .ok()
-                .map(|(sha256, _)| (id.clone(), sha256))
+                .map(|(sha256, _)| (id.clone(), (*version, sha256)))
         })
         .collect()
 }
