@@ -471,3 +471,42 @@ fn test_old_versions_are_pruned() {
         "5"
     );
 }
+
+/// The database stopped: the replica keeps its snapshot (freshness rules
+/// unchanged), shows the outage in `/status`, and follows again once the
+/// database is back. (What CheckCall answers meanwhile is the other shared
+/// parts' business: not asserted here.)
+#[tokio::test(flavor = "multi_thread")]
+async fn test_a_replica_cut_off_keeps_its_snapshot_and_recovers() {
+    let Some(pg) = PgServer::start() else { return };
+    let importer = Workspace::new(&replica_config(&pg, "ops"));
+    importer.import("us-dnc", &["212 555 0199"], &[]);
+    let ws = Workspace::new(&replica_config(&pg, "gw-a"));
+    let server = ws.start();
+    let snapshot = ws.data_dir().join("registries/us-dnc.snap");
+    let before = std::fs::read(&snapshot).unwrap();
+
+    pg.stop();
+    let entry = wait_for_status(&server, "us-dnc", "outage shown", |e| {
+        e["published"]["error"]
+            .as_str()
+            .is_some_and(|m| m.contains("shared database"))
+    });
+    assert_eq!(entry["loaded"], true, "{entry}");
+    assert_eq!(entry["version"], 1, "{entry}");
+    assert_eq!(std::fs::read(&snapshot).unwrap(), before);
+
+    pg.start_again();
+    wait_for_status(&server, "us-dnc", "outage over", |e| {
+        e["published"]["error"].is_null() && e["published"]["serving"] == true
+    });
+    importer.import("us-dnc", &["212 555 0142"], &["--mode", "add"]);
+    let mut gateway = server.gateway().await;
+    wait_for(
+        &mut gateway,
+        "212 555 0142",
+        (Verdict::Deny, vec![R::RegistryListed]),
+        "following after the outage",
+    )
+    .await;
+}
