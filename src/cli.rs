@@ -76,6 +76,24 @@ pub enum Command {
     /// Storage limitation: purge what is past its retention ceiling
     #[command(subcommand)]
     Retention(RetentionCommand),
+    /// The storage backend
+    #[command(subcommand)]
+    Store(StoreCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum StoreCommand {
+    /// Copy this gateway's data (the files under server.data_dir) into the shared database of [store] (the server must be stopped; safe to run again)
+    Migrate {
+        /// The backend to copy to (only postgres)
+        #[arg(long, value_enum)]
+        to: StoreTarget,
+    },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum StoreTarget {
+    Postgres,
 }
 
 #[derive(Debug, Subcommand)]
@@ -352,7 +370,40 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             json,
         ),
         Command::Config(ConfigCommand::Check) => config_check(&config),
+        Command::Store(StoreCommand::Migrate {
+            to: StoreTarget::Postgres,
+        }) => store_migrate(&config),
     }
+}
+
+/// A runtime for a command that talks to the shared database.
+fn database_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the tokio runtime")
+}
+
+/// The shared database of a `backend = "postgres"` configuration, or none.
+fn postgres_settings(config: &Config) -> Option<&crate::store::PostgresSettings> {
+    match &config.store {
+        crate::store::StoreBackend::Postgres(settings) => Some(settings),
+        crate::store::StoreBackend::Sqlite => None,
+    }
+}
+
+async fn connect_shared(
+    settings: &crate::store::PostgresSettings,
+) -> anyhow::Result<crate::store::postgres::Pg> {
+    crate::store::postgres::Pg::connect(settings)
+        .await
+        .with_context(|| format!("cannot open the shared database {}", settings.shown_url()))
+}
+
+fn store_migrate(config: &Config) -> anyhow::Result<()> {
+    database_runtime()?.block_on(crate::store::migrate::to_postgres(config, |line| {
+        println!("{line}");
+    }))
 }
 
 /// The commands that do not yet work on the shared PostgreSQL store refuse
@@ -363,7 +414,11 @@ fn refuse_unbuilt_on_postgres(config: &Config, command: &Command) -> anyhow::Res
         return Ok(());
     }
     match command {
-        Command::Policy(_) | Command::Config(_) => Ok(()),
+        Command::Policy(_)
+        | Command::Config(_)
+        | Command::Serve
+        | Command::Registry(_)
+        | Command::Store(_) => Ok(()),
         _ => anyhow::bail!(
             "{}: store.backend = \"postgres\" is not built yet for this command (see README, \"Several replicas\"); use backend = \"sqlite\"",
             config.origin
@@ -785,6 +840,39 @@ fn registry_import(config: &Config, args: Box<ImportArgs>) -> anyhow::Result<()>
         allow_shrink: args.allow_shrink,
         max_shrink_percent: args.max_shrink_percent,
     };
+    if let Some(settings) = postgres_settings(config) {
+        if opposed.is_some() {
+            bail!(
+                "--opposed: not built yet for store.backend = \"postgres\" (the opposed answers go to the contact records)"
+            );
+        }
+        let by = format!("{} on replica {}", cli_actor(), settings.replica_id);
+        let (summary, published) = database_runtime()?.block_on(async {
+            let pg = connect_shared(settings).await?;
+            registry::shared_import::import_and_publish(
+                &pg,
+                registry,
+                &config.server.data_dir,
+                &request,
+                now,
+                &by,
+            )
+            .await
+            .map_err(anyhow::Error::from)
+        })?;
+        println!("{summary}");
+        if let Some(published) = published {
+            println!(
+                "published registry {} version {} (sha256 {}, {} bytes) to {}: every replica serves it within registry_reload_interval_ms",
+                published.registry_id,
+                published.version,
+                &published.sha256[..16],
+                published.size_bytes,
+                settings.shown_url()
+            );
+        }
+        return Ok(());
+    }
     let snapshots = registry::snapshots_dir(&config.server.data_dir);
     if let Some(opposed) = &opposed {
         // Validated before the import, so a bad file leaves everything unchanged.
@@ -916,7 +1004,27 @@ fn registry_list(config: &Config, json: bool) -> anyhow::Result<()> {
         &config.registries,
         &registry::snapshots_dir(&config.server.data_dir),
     );
-    let status = set.status(Timestamp::now());
+    let mut status = set.status(Timestamp::now());
+    if let Some(settings) = postgres_settings(config) {
+        let ids: Vec<String> = config.registries.iter().map(|r| r.id.clone()).collect();
+        let current = database_runtime()?.block_on(async {
+            let pg = connect_shared(settings).await?;
+            registry::published::current(&pg, &ids)
+                .await
+                .map_err(anyhow::Error::from)
+        })?;
+        for r in &mut status {
+            let published = current.iter().find(|p| p.registry_id == r.id);
+            r.published = Some(registry::PublishedState {
+                version: published.map(|p| p.version),
+                sha256: published.map(|p| p.sha256.clone()),
+                published_at: published.map(|p| p.published_at),
+                published_by: published.map(|p| p.published_by.clone()),
+                serving: false,
+                error: None,
+            });
+        }
+    }
     let mut out = std::io::stdout().lock();
     if json {
         serde_json::to_writer_pretty(&mut out, &status)?;
@@ -928,7 +1036,7 @@ fn registry_list(config: &Config, json: bool) -> anyhow::Result<()> {
         "{:<16} {:<9} {:<3} {:>7} {:>12} {:<10} {:<20} {:>5} STATE",
         "ID", "KIND", "CC", "VERSION", "NUMBERS", "CHECKED", "VALID UNTIL", "DAYS"
     )?;
-    for r in status {
+    for r in &status {
         let state = match (&r.error, r.loaded, r.stale, r.expiring) {
             (Some(err), _, _, _) => format!("ERROR: {err}"),
             (None, false, _, _) => "UNAVAILABLE (no snapshot)".into(),
@@ -949,6 +1057,25 @@ fn registry_list(config: &Config, json: bool) -> anyhow::Result<()> {
                 .map_or("-".into(), |t| t.strftime("%Y-%m-%dT%H:%MZ").to_string()),
             r.days_left.map_or("-".into(), |d| d.to_string()),
         )?;
+    }
+    for r in &status {
+        let Some(published) = &r.published else {
+            continue;
+        };
+        match (published.version, &published.sha256) {
+            (Some(version), Some(sha256)) => writeln!(
+                out,
+                "{}: published version {version} (sha256 {}) by {} at {}; this machine's data_dir holds {}",
+                r.id,
+                &sha256[..sha256.len().min(16)],
+                published.published_by.as_deref().unwrap_or("-"),
+                published
+                    .published_at
+                    .map_or("-".into(), |t| t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()),
+                r.version.map_or("none".into(), |v| format!("version {v}")),
+            )?,
+            _ => writeln!(out, "{}: nothing published", r.id)?,
+        }
     }
     Ok(())
 }

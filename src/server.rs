@@ -76,8 +76,23 @@ pub async fn serve(
         crate::store::StoreBackend::Sqlite => None,
     };
     let mut stores = open_stores(config, pg)?;
+    // Shared database: the published registry snapshots, before serving.
+    let registry_follower = match stores.pg.clone() {
+        Some(pg) => Some(
+            registry::follow::Follower::catch_up(pg, Arc::clone(&stores.registries))
+                .await
+                .context("cannot read the published registry snapshots")?,
+        ),
+        None => None,
+    };
     let services = build_services(&mut stores).await?;
-    let running = listen(&stores, services, shutdown).await?;
+    let mut running = listen(&stores, services, shutdown).await?;
+    if let Some(follower) = registry_follower {
+        running.background.push(tokio::spawn(follower.run(
+            Duration::from_millis(stores.config.server.registry_reload_interval_ms),
+            running.stop.clone(),
+        )));
+    }
     drain(&stores, running).await
 }
 
@@ -100,7 +115,6 @@ struct Stores {
     retention: Arc<crate::retention::Schedule>,
     at_rest: crate::at_rest::AtRest,
     /// The shared database (`[store] backend = "postgres"`), or none.
-    #[allow(dead_code)] // read by the shared parts as they are built
     pg: Option<crate::store::postgres::Pg>,
 }
 

@@ -8,8 +8,11 @@
 //!   atomically, and a check keeps the `Arc` of the edition it started with.
 
 pub mod file;
+pub mod follow;
 pub mod formats;
 pub mod import;
+pub mod published;
+pub mod shared_import;
 pub mod snapshot;
 pub mod texts;
 
@@ -47,6 +50,25 @@ pub struct RegistryEntry {
     pub config: RegistryConfig,
     current: ArcSwapOption<Snapshot>,
     file_state: Mutex<FileState>,
+    /// On the shared database: the published version this replica follows.
+    published: Mutex<Option<PublishedState>>,
+}
+
+/// The published version of a registry (`[store] backend = "postgres"`),
+/// as a replica follows it, for `/status` and `registry list`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PublishedState {
+    /// The current published version (`None`: nothing is published).
+    pub version: Option<u64>,
+    /// Its SHA-256 (hex).
+    pub sha256: Option<String>,
+    pub published_at: Option<Timestamp>,
+    pub published_by: Option<String>,
+    /// True when this replica serves exactly the published version.
+    pub serving: bool,
+    /// Why the published version is not served (download or check failed,
+    /// database unreachable).
+    pub error: Option<String>,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -67,6 +89,11 @@ impl RegistryEntry {
     /// at once would contend on through the snapshot's reference count.
     pub fn snapshot_guard(&self) -> arc_swap::Guard<Option<Arc<Snapshot>>> {
         self.current.load()
+    }
+
+    /// Records what the follower knows of the published version.
+    pub fn set_published(&self, state: PublishedState) {
+        *self.published.lock().expect("registry published lock") = Some(state);
     }
 }
 
@@ -105,6 +132,10 @@ pub struct RegistryStatus {
     /// How long the import that made the snapshot took.
     pub import_seconds: Option<f64>,
     pub error: Option<String>,
+    /// On the shared database: the published version and whether this
+    /// replica serves it (absent on the SQLite backend).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub published: Option<PublishedState>,
 }
 
 impl RegistrySet {
@@ -119,11 +150,17 @@ impl RegistrySet {
                     config: config.clone(),
                     current: ArcSwapOption::empty(),
                     file_state: Mutex::new(FileState::default()),
+                    published: Mutex::new(None),
                 })
                 .collect(),
         };
         set.reload_changed();
         set
+    }
+
+    /// The snapshots directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
     }
 
     /// Every registry.
@@ -252,5 +289,10 @@ fn entry_status(entry: &RegistryEntry, now: Timestamp) -> RegistryStatus {
         created_at: snapshot.as_ref().map(|s| s.created_at),
         import_seconds: snapshot.as_ref().map(|s| s.source.import_seconds),
         error: state.error,
+        published: entry
+            .published
+            .lock()
+            .expect("registry published lock")
+            .clone(),
     }
 }

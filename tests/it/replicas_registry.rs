@@ -1,0 +1,512 @@
+//! Registry snapshots shared through PostgreSQL: real `dialgate serve`
+//! replicas, each with its own data_dir, on one real PostgreSQL server.
+
+use std::time::{Duration, Instant};
+
+use dialgate::proto::compliance_gateway_client::ComplianceGatewayClient;
+use dialgate::proto::{ReasonCode as R, Verdict};
+use tonic::transport::Channel;
+
+use crate::postgres_server::PgServer;
+use crate::support::*;
+
+const US_CLI: &str = "+12125550100";
+
+/// The standard configuration on the shared database as replica `id`.
+fn replica_config(pg: &PgServer, id: &str) -> String {
+    standard_config(&store_section(pg, id))
+}
+
+fn store_section(pg: &PgServer, id: &str) -> String {
+    format!(
+        "\n[store]\nbackend = \"postgres\"\nurl = \"{}\"\nreplica_id = \"{id}\"\n",
+        pg.url()
+    )
+}
+
+async fn check(gateway: &mut ComplianceGatewayClient<Channel>, number: &str) -> (Verdict, Vec<R>) {
+    let response = gateway
+        .check_call(call(number, US_CLI, "us-sales"))
+        .await
+        .unwrap()
+        .into_inner();
+    (verdict(&response), codes(&response))
+}
+
+/// Checks `number` until it gets `expected`, for at most 20 s.
+async fn wait_for(
+    gateway: &mut ComplianceGatewayClient<Channel>,
+    number: &str,
+    expected: (Verdict, Vec<R>),
+    what: &str,
+) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let got = check(gateway, number).await;
+        if got == expected {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what}: still {got:?} after 20 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The `/status` registry entry of `id`.
+fn status_of(server: &TestServer, id: &str) -> serde_json::Value {
+    let (code, body) = server.get("/status");
+    assert_eq!(code, 200, "{body}");
+    let status: serde_json::Value = serde_json::from_str(&body).unwrap();
+    status["registries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["id"] == id)
+        .unwrap()
+        .clone()
+}
+
+/// Polls `/status` until `ok` holds for registry `id`, for at most 20 s.
+fn wait_for_status(
+    server: &TestServer,
+    id: &str,
+    what: &str,
+    ok: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let entry = status_of(server, id);
+        if ok(&entry) {
+            return entry;
+        }
+        assert!(Instant::now() < deadline, "{what}: {entry}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn leftovers(ws: &Workspace) -> Vec<String> {
+    std::fs::read_dir(ws.data_dir().join("registries"))
+        .map(|entries| {
+            entries
+                .map(|e| e.unwrap().file_name().into_string().unwrap())
+                .filter(|n| n.contains(".tmp") || n.ends_with(".download"))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn test_import_on_any_machine_reaches_every_replica() {
+    let Some(pg) = PgServer::start() else { return };
+    let importer = Workspace::new(&replica_config(&pg, "ops-laptop"));
+    let out = importer.import("us-dnc", &["212 555 0199"], &[]);
+    assert!(out.contains("version 1"), "{out}");
+    assert!(out.contains("published registry us-dnc version 1"), "{out}");
+    assert!(
+        !importer.data_dir().join("registries/us-dnc.snap").exists(),
+        "the importing machine's own data_dir is not where replicas serve from"
+    );
+
+    let ws_a = Workspace::new(&replica_config(&pg, "gw-a"));
+    let ws_b = Workspace::new(&replica_config(&pg, "gw-b"));
+    let (a, b) = (ws_a.start(), ws_b.start());
+    let (mut gw_a, mut gw_b) = (a.gateway().await, b.gateway().await);
+    for gateway in [&mut gw_a, &mut gw_b] {
+        assert_eq!(
+            check(gateway, "212 555 0199").await,
+            (Verdict::Deny, vec![R::RegistryListed]),
+            "downloaded before serving"
+        );
+        assert_eq!(
+            check(gateway, "212 555 0142").await,
+            (Verdict::Allow, vec![R::RegistryClear])
+        );
+    }
+
+    let out = importer.import("us-dnc", &["212 555 0142"], &["--mode", "add"]);
+    assert!(out.contains("version 2"), "{out}");
+    for (name, gateway) in [("replica a", &mut gw_a), ("replica b", &mut gw_b)] {
+        wait_for(
+            gateway,
+            "212 555 0142",
+            (Verdict::Deny, vec![R::RegistryListed]),
+            name,
+        )
+        .await;
+    }
+    for server in [&a, &b] {
+        let entry = wait_for_status(server, "us-dnc", "serving v2", |e| {
+            e["published"]["serving"] == true
+        });
+        assert_eq!(entry["version"], 2, "{entry}");
+        assert_eq!(entry["published"]["version"], 2, "{entry}");
+        assert!(
+            entry["published"]["published_by"]
+                .as_str()
+                .unwrap()
+                .contains("ops-laptop"),
+            "{entry}"
+        );
+    }
+
+    // A replica started later downloads the current version before serving.
+    let ws_c = Workspace::new(&replica_config(&pg, "gw-c"));
+    let c = ws_c.start();
+    let mut gw_c = c.gateway().await;
+    assert_eq!(
+        check(&mut gw_c, "212 555 0142").await,
+        (Verdict::Deny, vec![R::RegistryListed])
+    );
+    assert_eq!(status_of(&c, "us-dnc")["version"], 2);
+
+    // `registry list` on the shared database names the published version.
+    let list = importer.cli_ok(&["registry", "list", "--json"]);
+    let list: Vec<serde_json::Value> = serde_json::from_str(&list).unwrap();
+    let dnc = list.iter().find(|r| r["id"] == "us-dnc").unwrap();
+    assert_eq!(dnc["published"]["version"], 2, "{dnc}");
+    let tps = list.iter().find(|r| r["id"] == "uk-tps").unwrap();
+    assert!(tps["published"]["version"].is_null(), "{tps}");
+
+    assert_eq!(
+        pg.psql("SELECT count(*) FROM registry_versions WHERE registry_id = 'us-dnc'"),
+        "2"
+    );
+    for ws in [&ws_a, &ws_b, &ws_c] {
+        assert!(leftovers(ws).is_empty(), "{:?}", leftovers(ws));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn test_tampered_publication_is_refused_and_the_previous_snapshot_kept() {
+    let Some(pg) = PgServer::start() else { return };
+    let importer = Workspace::new(&replica_config(&pg, "ops"));
+    importer.import("us-dnc", &["212 555 0199"], &[]);
+    let ws = Workspace::new(&replica_config(&pg, "gw-a"));
+    let server = ws.start();
+    let mut gateway = server.gateway().await;
+    assert_eq!(
+        check(&mut gateway, "212 555 0199").await,
+        (Verdict::Deny, vec![R::RegistryListed])
+    );
+    let snapshot = ws.data_dir().join("registries/us-dnc.snap");
+    let before = std::fs::read(&snapshot).unwrap();
+
+    // Version 2: version 1's bytes with one byte changed, under version 1's
+    // SHA-256 (the checksum catches it); version 3: the same bytes with a
+    // matching SHA-256 (the snapshot's own checks catch it).
+    let tamper = |version: u32, sha: &str| {
+        pg.psql(&format!(
+            "INSERT INTO registry_versions (registry_id, version, sha256, size_bytes, chunk_count, numbers, published_by)
+               SELECT registry_id, {version}, {sha}, size_bytes, chunk_count, numbers, 'tamper'
+               FROM registry_versions WHERE registry_id = 'us-dnc' AND version = 1;
+             INSERT INTO registry_chunks (registry_id, version, seq, data)
+               SELECT registry_id, {version}, seq,
+                      CASE WHEN seq = 0 THEN overlay(data PLACING '\\x5a'::bytea FROM 40 FOR 1) ELSE data END
+               FROM registry_chunks WHERE registry_id = 'us-dnc' AND version = 1;
+             UPDATE registry_current SET version = {version} WHERE registry_id = 'us-dnc';"
+        ))
+    };
+    tamper(2, "sha256");
+    let entry = wait_for_status(&server, "us-dnc", "v2 refused", |e| {
+        e["published"]["version"] == 2 && e["published"]["error"].is_string()
+    });
+    let error = entry["published"]["error"].as_str().unwrap();
+    assert!(error.contains("SHA-256"), "{entry}");
+    assert_eq!(entry["version"], 1, "{entry}");
+    assert_eq!(entry["published"]["serving"], false, "{entry}");
+
+    tamper(
+        3,
+        "sha256(overlay((SELECT data FROM registry_chunks WHERE registry_id = 'us-dnc' AND version = 1 AND seq = 0) PLACING '\\x5a'::bytea FROM 40 FOR 1))",
+    );
+    let entry = wait_for_status(&server, "us-dnc", "v3 refused", |e| {
+        e["published"]["version"] == 3 && e["published"]["error"].is_string()
+    });
+    let error = entry["published"]["error"].as_str().unwrap();
+    assert!(!error.contains("SHA-256"), "the checksum matched: {entry}");
+    assert!(error.contains("damaged"), "{entry}");
+    assert_eq!(entry["version"], 1, "{entry}");
+
+    assert_eq!(
+        check(&mut gateway, "212 555 0199").await,
+        (Verdict::Deny, vec![R::RegistryListed]),
+        "the previous snapshot still serves"
+    );
+    assert_eq!(std::fs::read(&snapshot).unwrap(), before);
+    assert!(leftovers(&ws).is_empty(), "{:?}", leftovers(&ws));
+
+    // An import never builds on a damaged published snapshot.
+    let path = importer.file("more.txt", "212 555 0142\n");
+    let out = importer.cli(&[
+        "registry",
+        "import",
+        "--registry",
+        "us-dnc",
+        "--file",
+        path.to_str().unwrap(),
+        "--mode",
+        "add",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("refusing to build on it"), "{stderr}");
+
+    // A replica starting now keeps nothing it cannot check either.
+    let ws_late = Workspace::new(&replica_config(&pg, "gw-late"));
+    let late = ws_late.start();
+    assert_eq!(
+        check(&mut late.gateway().await, "212 555 0199").await,
+        (Verdict::Deny, vec![R::RegistryUnavailable])
+    );
+
+    // Back to the good version: served again, without error.
+    pg.psql("UPDATE registry_current SET version = 1 WHERE registry_id = 'us-dnc'");
+    let entry = wait_for_status(&server, "us-dnc", "v1 current again", |e| {
+        e["published"]["version"] == 1 && e["published"]["serving"] == true
+    });
+    assert!(entry["published"]["error"].is_null(), "{entry}");
+    wait_for(
+        &mut late.gateway().await,
+        "212 555 0199",
+        (Verdict::Deny, vec![R::RegistryListed]),
+        "late replica after repair",
+    )
+    .await;
+}
+
+#[test]
+fn test_shrink_guard_compares_with_the_published_version() {
+    let Some(pg) = PgServer::start() else { return };
+    let first = Workspace::new(&replica_config(&pg, "ops-1"));
+    let numbers: Vec<String> = (0..20).map(|i| format!("212 555 01{i:02}")).collect();
+    let numbers: Vec<&str> = numbers.iter().map(String::as_str).collect();
+    first.import("us-dnc", &numbers, &[]);
+
+    // Another machine, which never imported anything itself.
+    let second = Workspace::new(&replica_config(&pg, "ops-2"));
+    let path = second.file("short.txt", "212 555 0100\n");
+    let out = second.cli(&[
+        "registry",
+        "import",
+        "--registry",
+        "us-dnc",
+        "--file",
+        path.to_str().unwrap(),
+        "--covers",
+        "+1",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("refusing to shrink registry us-dnc from 20 -> 1 numbers"),
+        "{stderr}"
+    );
+    assert_eq!(
+        pg.psql("SELECT version FROM registry_current WHERE registry_id = 'us-dnc'"),
+        "1"
+    );
+    let out = second.import("us-dnc", &["212 555 0100"], &["--allow-shrink"]);
+    assert!(out.contains("20 -> 1 numbers, version 2"), "{out}");
+    assert_eq!(
+        pg.psql("SELECT version FROM registry_current WHERE registry_id = 'us-dnc'"),
+        "2"
+    );
+    let leftovers: Vec<_> = std::fs::read_dir(second.data_dir())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.contains(".tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn test_store_migrate_publishes_an_existing_deployment() {
+    let Some(pg) = PgServer::start() else { return };
+    let ws = Workspace::new(&standard_config(""));
+    ws.import("us-dnc", &["212 555 0199"], &[]);
+    ws.import("it-rpo", &["+39 333 123 4567"], &["--controller", "acme"]);
+    ws.import(
+        "it-rpo",
+        &["+39 333 123 4568"],
+        &["--controller", "acme", "--mode", "add"],
+    );
+
+    let out = ws.cli(&["store", "migrate", "--to", "postgres"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("needs [store] backend = \"postgres\""),
+        "{stderr}"
+    );
+
+    std::fs::write(ws.config_path(), replica_config(&pg, "gw-1")).unwrap();
+    {
+        // Refused while a server holds the data_dir.
+        let server = ws.start();
+        let out = ws.cli(&["store", "migrate", "--to", "postgres"]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success());
+        assert!(
+            stderr.contains("is in use by another dialgate process"),
+            "{stderr}"
+        );
+        let (status, _) = server.terminate();
+        assert!(status.success());
+    }
+    let out = ws.cli_ok(&["store", "migrate", "--to", "postgres"]);
+    assert_eq!(
+        out.trim(),
+        "registry snapshots: 2 published (it-rpo v2, us-dnc v1), 0 already published, 0 left as published (another version is), 1 without a local snapshot (uk-tps)",
+        "{out}"
+    );
+    let again = ws.cli_ok(&["store", "migrate", "--to", "postgres"]);
+    assert!(
+        again.contains("0 published, 2 already published (it-rpo, us-dnc)"),
+        "{again}"
+    );
+    assert_eq!(
+        pg.psql("SELECT string_agg(registry_id || ':' || version, ',' ORDER BY registry_id) FROM registry_current"),
+        "it-rpo:2,us-dnc:1"
+    );
+
+    // A new replica serves the migrated snapshots.
+    let fresh = Workspace::new(&replica_config(&pg, "gw-2"));
+    let server = fresh.start();
+    let mut gateway = server.gateway().await;
+    assert_eq!(
+        check(&mut gateway, "212 555 0199").await,
+        (Verdict::Deny, vec![R::RegistryListed])
+    );
+    let it = gateway
+        .check_call(call("+39 333 123 4568", "+390212345678", "it-sales"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(verdict(&it), Verdict::Allow, "{it:?}");
+
+    // An import after the migration, then migrate again: left alone.
+    ws.import("us-dnc", &["212 555 0142"], &["--mode", "add"]);
+    let third = ws.cli_ok(&["store", "migrate", "--to", "postgres"]);
+    assert!(
+        third.contains("1 left as published (another version is) (us-dnc v2)"),
+        "{third}"
+    );
+}
+
+/// Two imports built on the same published version: the second to publish
+/// is refused (it would silently drop the first one's changes).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_a_publication_built_on_an_outdated_version_is_refused() {
+    use dialgate::registry::published::{self, Publication, PublishedError};
+    let Some(pg) = PgServer::start() else { return };
+    let ws = Workspace::new(&standard_config(""));
+    ws.import("us-dnc", &["212 555 0199"], &[]);
+    let file = ws.data_dir().join("registries/us-dnc.snap");
+    let settings = dialgate::store::PostgresSettings {
+        url: pg.url(),
+        replica_id: "ops".to_string(),
+        max_staleness: Duration::from_millis(1000),
+        unavailable_after: Duration::from_millis(2000),
+    };
+    let shared = dialgate::store::postgres::Pg::connect(&settings)
+        .await
+        .unwrap();
+    let publication = Publication {
+        registry_id: "us-dnc",
+        version: 1,
+        numbers: 1,
+        based_on: None,
+        file: &file,
+        published_by: "test",
+    };
+    let first = published::publish(&shared, &publication).await.unwrap();
+    assert_eq!(first.version, 1);
+    assert_eq!(first.size_bytes, std::fs::metadata(&file).unwrap().len());
+    let err = published::publish(&shared, &publication).await.unwrap_err();
+    assert!(
+        matches!(err, PublishedError::Conflict { found: 1, .. }),
+        "{err}"
+    );
+    assert!(err.to_string().contains("run the import again"), "{err}");
+    let not_newer = Publication {
+        based_on: Some(1),
+        ..publication
+    };
+    assert!(matches!(
+        published::publish(&shared, &not_newer).await.unwrap_err(),
+        PublishedError::Conflict { .. }
+    ));
+    assert_eq!(
+        pg.psql("SELECT count(*) FROM registry_versions"),
+        "1",
+        "nothing of a refused publication is kept"
+    );
+}
+
+/// Old versions are deleted (with their chunks) beyond the kept number.
+#[test]
+fn test_old_versions_are_pruned() {
+    let Some(pg) = PgServer::start() else { return };
+    let ws = Workspace::new(&replica_config(&pg, "ops"));
+    ws.import("us-dnc", &["212 555 0100"], &[]);
+    for i in 1..5 {
+        ws.import(
+            "us-dnc",
+            &[&format!("212 555 01{i:02}")],
+            &["--mode", "add"],
+        );
+    }
+    assert_eq!(
+        pg.psql("SELECT string_agg(version::text, ',' ORDER BY version) FROM registry_versions"),
+        "3,4,5"
+    );
+    assert_eq!(
+        pg.psql("SELECT string_agg(DISTINCT version::text, ',') FROM registry_chunks"),
+        "3,4,5"
+    );
+    assert_eq!(
+        pg.psql("SELECT version FROM registry_current WHERE registry_id = 'us-dnc'"),
+        "5"
+    );
+}
+
+/// The database stopped: the replica keeps its snapshot (freshness rules
+/// unchanged), shows the outage in `/status`, and follows again once the
+/// database is back. (What CheckCall answers meanwhile is the other shared
+/// parts' business: not asserted here.)
+#[tokio::test(flavor = "multi_thread")]
+async fn test_a_replica_cut_off_keeps_its_snapshot_and_recovers() {
+    let Some(pg) = PgServer::start() else { return };
+    let importer = Workspace::new(&replica_config(&pg, "ops"));
+    importer.import("us-dnc", &["212 555 0199"], &[]);
+    let ws = Workspace::new(&replica_config(&pg, "gw-a"));
+    let server = ws.start();
+    let snapshot = ws.data_dir().join("registries/us-dnc.snap");
+    let before = std::fs::read(&snapshot).unwrap();
+
+    pg.stop();
+    let entry = wait_for_status(&server, "us-dnc", "outage shown", |e| {
+        e["published"]["error"]
+            .as_str()
+            .is_some_and(|m| m.contains("shared database"))
+    });
+    assert_eq!(entry["loaded"], true, "{entry}");
+    assert_eq!(entry["version"], 1, "{entry}");
+    assert_eq!(std::fs::read(&snapshot).unwrap(), before);
+
+    pg.start_again();
+    wait_for_status(&server, "us-dnc", "outage over", |e| {
+        e["published"]["error"].is_null() && e["published"]["serving"] == true
+    });
+    importer.import("us-dnc", &["212 555 0142"], &["--mode", "add"]);
+    let mut gateway = server.gateway().await;
+    wait_for(
+        &mut gateway,
+        "212 555 0142",
+        (Verdict::Deny, vec![R::RegistryListed]),
+        "following after the outage",
+    )
+    .await;
+}
