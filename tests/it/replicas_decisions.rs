@@ -1,0 +1,441 @@
+//! Several `dialgate serve` replicas deciding on one real PostgreSQL: the
+//! shared decision log, attempt caps and idempotency across replicas, and
+//! failing closed when a replica is killed or the database stops.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use dialgate::proto::{ReasonCode as R, Verdict};
+
+use crate::postgres_server::PgServer;
+use crate::support::*;
+
+/// Attempts allowed per number and controller in 24 h.
+const CAP: usize = 3;
+
+/// A replica's configuration: a US campaign under a cap, decided on the
+/// seeded US block list (every other number is callable), always open.
+fn replica_config(url: &str, replica_id: &str) -> String {
+    format!(
+        r#"
+[server]
+grpc_addr = "127.0.0.1:0"
+http_addr = "127.0.0.1:0"
+data_dir = "data"
+registry_reload_interval_ms = 100
+shutdown_grace_ms = 5000
+
+[[registry]]
+id = "us-dnc"
+kind = "blocklist"
+country = "US"
+seed_file = "us-dnc.txt"
+
+[[campaign]]
+id = "us-capped"
+controller = "acme"
+purpose = "marketing"
+default_region = "US"
+destinations = ["US"]
+caller_ids = ["+12125550100"]
+[campaign.attempt_limit]
+max_attempts = {CAP}
+window_hours = 24
+
+[[campaign]]
+id = "us-free"
+controller = "beta"
+purpose = "marketing"
+default_region = "US"
+destinations = ["US"]
+caller_ids = ["+12125550100"]
+
+{ALWAYS_OPEN}
+
+[store]
+backend = "postgres"
+url = "{url}"
+replica_id = "{replica_id}"
+"#
+    )
+}
+
+fn replica(pg: &PgServer, replica_id: &str) -> Workspace {
+    let ws = Workspace::new(&replica_config(&pg.url(), replica_id));
+    ws.file("us-dnc.txt", "+12125550199\n");
+    ws
+}
+
+/// A number no earlier call of the test used.
+fn number(i: usize) -> String {
+    format!("+1212{:07}", 2_000_000 + i)
+}
+
+fn request(number: &str, campaign: &str, request_id: &str) -> dialgate::proto::CheckCallRequest {
+    let mut request = call(number, "+12125550100", campaign);
+    request.request_id = request_id.to_string();
+    request
+}
+
+/// Every decision both replicas logged, as `audit export` shows them.
+fn exported(ws: &Workspace) -> Vec<serde_json::Value> {
+    export_jsonl(ws, &[])
+}
+
+fn verify_ok(ws: &Workspace) -> String {
+    let out = ws.cli(&["audit", "verify"]);
+    assert!(
+        out.status.success(),
+        "audit verify: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn test_two_replicas_racing_for_the_last_attempt_allow_exactly_the_cap() {
+    let Some(pg) = PgServer::start() else { return };
+    let (ws_a, ws_b) = (replica(&pg, "gw-a"), replica(&pg, "gw-b"));
+    let (a, b) = (ws_a.start(), ws_b.start());
+    for round in 0..4 {
+        let called = number(round);
+        // The cap's attempts but the last, alternating replicas.
+        for i in 0..CAP - 1 {
+            let server = if i % 2 == 0 { &a } else { &b };
+            let answer = server
+                .gateway()
+                .await
+                .check_call(request(&called, "us-capped", ""))
+                .await
+                .unwrap()
+                .into_inner();
+            assert_eq!(verdict(&answer), Verdict::Allow, "attempt {i} of {called}");
+        }
+        // 2 replicas × 8 clients race for the last one.
+        let mut racers = Vec::new();
+        for server in [&a, &b] {
+            for _ in 0..8 {
+                let mut client = server.gateway().await;
+                let called = called.clone();
+                racers.push(tokio::spawn(async move {
+                    client
+                        .check_call(request(&called, "us-capped", ""))
+                        .await
+                        .map(|r| r.into_inner())
+                }));
+            }
+        }
+        let mut allowed = 0;
+        for racer in racers {
+            let answer = racer.await.unwrap().expect("every racer is answered");
+            match verdict(&answer) {
+                Verdict::Allow => allowed += 1,
+                _ => assert_eq!(codes(&answer), vec![R::AttemptLimit]),
+            }
+        }
+        assert_eq!(allowed, 1, "round {round}: exactly the last attempt is allowed");
+    }
+    let logged = exported(&ws_a);
+    let allows = logged.iter().filter(|d| d["verdict"] == "ALLOW").count();
+    assert_eq!(allows, 4 * CAP, "the log holds exactly the cap's ALLOWs");
+    let replicas: HashSet<&str> = logged
+        .iter()
+        .map(|d| d["replica_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(replicas, HashSet::from(["gw-a", "gw-b"]), "export covers both replicas");
+    let report = verify_ok(&ws_b);
+    assert!(report.contains("2 replica(s)"), "{report}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn test_a_retry_on_the_other_replica_gets_the_original_decision() {
+    let Some(pg) = PgServer::start() else { return };
+    let (ws_a, ws_b) = (replica(&pg, "gw-a"), replica(&pg, "gw-b"));
+    let (a, b) = (ws_a.start(), ws_b.start());
+    let (mut ga, mut gb) = (a.gateway().await, b.gateway().await);
+    let called = number(100);
+    let first = ga
+        .check_call(request(&called, "us-capped", "dialer-1:call-1"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(verdict(&first), Verdict::Allow);
+    let retried = gb
+        .check_call(request(&called, "us-capped", "dialer-1:call-1"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(retried, first, "the other replica answers the original decision");
+    let reused = gb
+        .check_call(request(&number(101), "us-capped", "dialer-1:call-1"))
+        .await
+        .expect_err("another call under the same request id");
+    assert_eq!(reused.code(), tonic::Code::AlreadyExists, "{reused:?}");
+
+    // Concurrent first attempts of one request id on both replicas.
+    for i in 0..5 {
+        let request_id = format!("dialer-2:call-{i}");
+        let called = number(200 + i);
+        let (ra, rb) = tokio::join!(
+            ga.check_call(request(&called, "us-capped", &request_id)),
+            gb.check_call(request(&called, "us-capped", &request_id)),
+        );
+        let (ra, rb) = (ra.unwrap().into_inner(), rb.unwrap().into_inner());
+        assert_eq!(ra.decision_id, rb.decision_id, "both answer the one decision");
+        let logged = exported(&ws_a)
+            .into_iter()
+            .filter(|d| d["request_id"] == request_id.as_str())
+            .count();
+        assert_eq!(logged, 1, "{request_id} is logged once");
+    }
+    // A caught-up repeat counts once against the cap: CAP - 1 more are allowed.
+    for _ in 0..CAP - 1 {
+        let answer = gb
+            .check_call(request(&called, "us-capped", ""))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(verdict(&answer), Verdict::Allow);
+    }
+    let over = ga
+        .check_call(request(&called, "us-capped", ""))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(codes(&over), vec![R::AttemptLimit]);
+    assert!(over.next_allowed_at.is_some());
+    verify_ok(&ws_a);
+}
+
+/// Calls `server` from `clients` tasks with fresh numbers until `stop`;
+/// returns every answer: `Ok(decision_id, verdict)` or the gRPC code, with
+/// how long it took.
+type Answers = Arc<Mutex<Vec<(Result<(String, Verdict), tonic::Code>, Duration)>>>;
+
+async fn load(
+    server: &TestServer,
+    clients: usize,
+    first_number: usize,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    answers: Answers,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let mut tasks = Vec::new();
+    for c in 0..clients {
+        let mut client = server.gateway().await;
+        let stop = Arc::clone(&stop);
+        let answers = Arc::clone(&answers);
+        tasks.push(tokio::spawn(async move {
+            let mut i = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let called = number(first_number + c * 100_000 + i);
+                i += 1;
+                let started = Instant::now();
+                let answer = tokio::time::timeout(
+                    Duration::from_secs(20),
+                    client.check_call(request(&called, "us-free", "")),
+                )
+                .await
+                .expect("an answer, whatever it is, within 20 s");
+                let took = started.elapsed();
+                let answer = answer
+                    .map(|r| {
+                        let r = r.into_inner();
+                        (r.decision_id.clone(), verdict(&r))
+                    })
+                    .map_err(|status| status.code());
+                let failed = answer.is_err();
+                answers.lock().unwrap().push((answer, took));
+                if failed {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+        }));
+    }
+    tasks
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn test_kill_9_of_a_replica_under_load_loses_no_answered_decision() {
+    let Some(pg) = PgServer::start() else { return };
+    let (ws_a, ws_b) = (replica(&pg, "gw-a"), replica(&pg, "gw-b"));
+    let (a, b) = (ws_a.start(), ws_b.start());
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let answers: Answers = Arc::default();
+    let mut tasks = load(&a, 8, 1_000_000, Arc::clone(&stop), Arc::clone(&answers)).await;
+    tasks.extend(load(&b, 8, 2_000_000, Arc::clone(&stop), Arc::clone(&answers)).await);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    a.kill9();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let answers = answers.lock().unwrap().clone();
+    let received: Vec<&String> = answers
+        .iter()
+        .filter_map(|(a, _)| a.as_ref().ok().map(|(id, _)| id))
+        .collect();
+    assert!(received.len() > 50, "the load ran: {} answers", received.len());
+    let logged: HashSet<String> = exported(&ws_b)
+        .iter()
+        .map(|d| d["decision_id"].as_str().unwrap().to_string())
+        .collect();
+    for id in &received {
+        assert!(logged.contains(*id), "decision {id} was answered but is not in the log");
+    }
+    verify_ok(&ws_b);
+    // The killed replica comes back with its own chain and continues it.
+    let a = ws_a.start();
+    let answer = a
+        .gateway()
+        .await
+        .check_call(request(&number(9), "us-free", ""))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(verdict(&answer), Verdict::Allow);
+    verify_ok(&ws_a);
+    // A second process with the same replica id does not write its chain.
+    let twin = replica(&pg, "gw-a").cli(&["serve"]);
+    assert!(!twin.status.success());
+    assert!(
+        String::from_utf8_lossy(&twin.stderr).contains("already writing"),
+        "{}",
+        String::from_utf8_lossy(&twin.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn test_postgres_stopped_during_load_answers_only_unavailable_then_recovers() {
+    let Some(pg) = PgServer::start() else { return };
+    let (ws_a, ws_b) = (replica(&pg, "gw-a"), replica(&pg, "gw-b"));
+    let (a, b) = (ws_a.start(), ws_b.start());
+    assert_eq!(a.get("/readyz").0, 200);
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let answers: Answers = Arc::default();
+    let mut tasks = load(&a, 4, 3_000_000, Arc::clone(&stop), Arc::clone(&answers)).await;
+    tasks.extend(load(&b, 4, 4_000_000, Arc::clone(&stop), Arc::clone(&answers)).await);
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let before_stop = answers.lock().unwrap().len();
+    pg.stop();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let during: Vec<_> = answers.lock().unwrap()[before_stop..].to_vec();
+    assert_eq!(a.get("/readyz").0, 503, "not ready while the log cannot commit");
+    assert_eq!(b.get("/readyz").0, 503);
+    pg.start_again();
+    // Recovery by itself: a call succeeds again on both replicas.
+    for server in [&a, &b] {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut client = server.gateway().await;
+        loop {
+            match client.check_call(request(&number(7), "us-free", "")).await {
+                Ok(answer) => {
+                    assert_eq!(verdict(&answer.into_inner()), Verdict::Allow);
+                    break;
+                }
+                Err(status) => {
+                    assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+                    assert!(Instant::now() < deadline, "no recovery in 30 s");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while server.get("/readyz").0 != 200 {
+            assert!(Instant::now() < deadline, "/readyz not back to 200");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let answers = answers.lock().unwrap().clone();
+    let unavailable = during
+        .iter()
+        .filter(|(a, _)| *a == Err(tonic::Code::Unavailable))
+        .count();
+    assert!(unavailable > 0, "the outage was seen");
+    for (answer, took) in &answers {
+        match answer {
+            Ok(_) => {}
+            Err(code) => {
+                assert_eq!(*code, tonic::Code::Unavailable, "only UNAVAILABLE while down");
+                assert!(
+                    *took < Duration::from_secs(6),
+                    "UNAVAILABLE within a bound (unavailable_after = 2 s), took {took:?}"
+                );
+            }
+        }
+    }
+    let logged: HashSet<String> = exported(&ws_a)
+        .iter()
+        .map(|d| d["decision_id"].as_str().unwrap().to_string())
+        .collect();
+    for (answer, _) in &answers {
+        if let Ok((id, _)) = answer {
+            assert!(logged.contains(id), "decision {id} was answered but is not in the log");
+        }
+    }
+    verify_ok(&ws_a);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_copy_from_sqlite_keeps_the_chain_and_refuses_a_replica_with_rows() {
+    let Some(pg) = PgServer::start() else { return };
+    // A gateway on SQLite decides a few calls.
+    let sqlite_config = replica_config(&pg.url(), "gw-old");
+    let sqlite_config = &sqlite_config[..sqlite_config.find("[store]").unwrap()];
+    let old = Workspace::new(sqlite_config);
+    old.file("us-dnc.txt", "+12125550199\n");
+    let server = old.start();
+    let mut gateway = server.gateway().await;
+    for i in 0..5 {
+        gateway
+            .check_call(request(&number(500 + i), "us-free", &format!("old-{i}")))
+            .await
+            .unwrap();
+    }
+    let (status, _) = server.terminate();
+    assert!(status.success());
+    let settings = dialgate::store::PostgresSettings {
+        url: pg.url(),
+        replica_id: "gw-old".into(),
+        max_staleness: Duration::from_secs(1),
+        unavailable_after: Duration::from_secs(2),
+    };
+    let shared = dialgate::store::postgres::Pg::connect(&settings).await.unwrap();
+    let copied = dialgate::decision_log::copy_from_sqlite(&shared, &old.data_dir(), "gw-old")
+        .await
+        .unwrap();
+    assert_eq!(copied.decisions, 5);
+    let again = dialgate::decision_log::copy_from_sqlite(&shared, &old.data_dir(), "gw-old").await;
+    assert!(
+        matches!(again, Err(dialgate::decision_log::shared_copy::CopyError::NotEmpty(_))),
+        "{again:?}"
+    );
+    // The replica continues its copied chain.
+    let ws = replica(&pg, "gw-old");
+    let server = ws.start();
+    server
+        .gateway()
+        .await
+        .check_call(request(&number(600), "us-free", ""))
+        .await
+        .unwrap();
+    let report = verify_ok(&ws);
+    assert!(report.contains("6 decisions"), "{report}");
+    // A retry of a copied request id is answered from the copied log.
+    let logged = exported(&ws);
+    let original = logged.iter().find(|d| d["request_id"] == "old-2").unwrap();
+    let retry = server
+        .gateway()
+        .await
+        .check_call(request(&number(502), "us-free", "old-2"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(retry.decision_id, original["decision_id"].as_str().unwrap());
+}
