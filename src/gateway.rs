@@ -389,6 +389,7 @@ impl Gateway {
             DecisionLog::Shared(log) => log
                 .decide(crate::decision_log::shared::Pending {
                     record,
+                    counted: !limits.is_empty() || self.counts_attempts,
                     caps: limits,
                 })
                 .await

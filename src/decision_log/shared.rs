@@ -56,6 +56,10 @@ pub struct Pending {
     pub record: DecisionRecord,
     /// The attempt caps of the call (empty: an ALLOW is logged as decided).
     pub caps: SmallVec<[AttemptLimit; 2]>,
+    /// An ALLOW counts against caps (some cap exists anywhere): even
+    /// without caps of its own it takes the number's lock, so that no
+    /// capped decision of another replica counts past it.
+    pub counted: bool,
 }
 
 /// What the database made of a pending decision.
@@ -214,8 +218,14 @@ async fn open_session(pg: &Pg) -> Result<Session, PgError> {
     });
     let conn = Connection { client, task };
     let replica = pg.replica_id();
+    // Durable before the answer; and the server notices a vanished writer
+    // (a partition) within seconds, releasing its lock for the reconnection.
     conn.client
-        .batch_execute("SET synchronous_commit = on")
+        .batch_execute(
+            "SET synchronous_commit = on; SET tcp_keepalives_idle = 5;
+             SET tcp_keepalives_interval = 2; SET tcp_keepalives_count = 3;
+             SET tcp_user_timeout = 10000",
+        )
         .await?;
     let locked: bool = conn
         .client
@@ -566,8 +576,10 @@ impl BatchPlan {
                 locks.push(request_lock(&record.request_id));
                 plan.request_ids.push(record.request_id.clone());
             }
-            if needs_slot(pending) {
+            if counted_allow(pending) {
                 locks.push(attempts_lock(&record.controller, &record.normalized_number));
+            }
+            if needs_slot(pending) {
                 plan.controllers.push(record.controller.clone());
                 plan.numbers.push(record.normalized_number.clone());
                 for cap in &pending.caps {
@@ -581,10 +593,16 @@ impl BatchPlan {
     }
 }
 
-fn needs_slot(pending: &Pending) -> bool {
+/// An ALLOW that counts against the caps of its controller and number.
+fn counted_allow(pending: &Pending) -> bool {
     pending.record.verdict == Verdict::Allow
-        && !pending.caps.is_empty()
+        && (pending.counted || !pending.caps.is_empty())
         && !pending.record.normalized_number.is_empty()
+}
+
+/// An ALLOW that must fit under caps of its own.
+fn needs_slot(pending: &Pending) -> bool {
+    counted_allow(pending) && !pending.caps.is_empty()
 }
 
 /// Decides, in batch order and under the batch's locks, what becomes of
@@ -599,7 +617,9 @@ fn settle(
     let mut outcomes = Vec::with_capacity(pendings.len());
     for pending in pendings {
         let slot = needs_slot(&pending);
-        let Pending { mut record, caps } = pending;
+        let Pending {
+            mut record, caps, ..
+        } = pending;
         if !record.request_id.is_empty()
             && let Some(first) = earlier.get(&record.request_id)
         {
@@ -762,6 +782,7 @@ mod tests {
                 latency_us: 1,
                 api_key: String::new(),
             },
+            counted: true,
             caps: if capped {
                 SmallVec::from_slice(&[AttemptLimit {
                     max_attempts: 2,
@@ -859,6 +880,13 @@ mod tests {
             "two request ids, one (controller, number)"
         );
         assert!(plan.locks.windows(2).all(|w| w[0] < w[1]));
+        let uncapped = BatchPlan::of(&[pending("", Verdict::Allow, t0, false)]);
+        assert_eq!(
+            uncapped.locks.len(),
+            1,
+            "an uncapped ALLOW that counts locks its number"
+        );
+        assert!(uncapped.controllers.is_empty(), "and reads no attempts");
         assert_eq!(plan.controllers.len(), 2);
         assert_eq!(
             plan.attempts_since,

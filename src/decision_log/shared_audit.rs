@@ -91,11 +91,16 @@ impl HeadsCheckpoint {
 pub async fn heads(client: &tokio_postgres::Client) -> Result<Vec<ReplicaHead>, PgError> {
     let rows = client
         .query(
-            "SELECT DISTINCT ON (replica_id) replica_id, seq, hash FROM (
-                 SELECT replica_id, seq, hash FROM decisions
-                 UNION ALL
-                 SELECT replica_id, through_seq, through_hash FROM decision_purges
-             ) h ORDER BY replica_id, seq DESC",
+            // One index probe per replica, not a scan of the log.
+            "SELECT r.replica_id, coalesce(d.seq, p.through_seq), coalesce(d.hash, p.through_hash)
+             FROM replicas r
+             LEFT JOIN LATERAL (
+                 SELECT seq, hash FROM decisions
+                 WHERE replica_id = r.replica_id ORDER BY seq DESC LIMIT 1
+             ) d ON true
+             LEFT JOIN decision_purges p ON p.replica_id = r.replica_id
+             WHERE d.seq IS NOT NULL OR p.through_seq IS NOT NULL
+             ORDER BY r.replica_id",
             &[],
         )
         .await?;

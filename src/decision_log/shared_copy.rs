@@ -79,6 +79,14 @@ pub async fn copy_from_sqlite(
     if taken {
         return Err(CopyError::NotEmpty(replica_id.to_string()));
     }
+    // Checkpoints cover the replicas listed here.
+    tx.execute(
+        "INSERT INTO replicas (replica_id, first_seen, last_seen) VALUES ($1, now(), now())
+         ON CONFLICT (replica_id) DO NOTHING",
+        &[&replica_id],
+    )
+    .await
+    .map_err(PgError::from)?;
     let insert = tx
         .prepare(super::shared::INSERT_ROWS)
         .await

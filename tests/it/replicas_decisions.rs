@@ -135,7 +135,10 @@ async fn test_two_replicas_racing_for_the_last_attempt_allow_exactly_the_cap() {
                 _ => assert_eq!(codes(&answer), vec![R::AttemptLimit]),
             }
         }
-        assert_eq!(allowed, 1, "round {round}: exactly the last attempt is allowed");
+        assert_eq!(
+            allowed, 1,
+            "round {round}: exactly the last attempt is allowed"
+        );
     }
     let logged = exported(&ws_a);
     let allows = logged.iter().filter(|d| d["verdict"] == "ALLOW").count();
@@ -144,7 +147,11 @@ async fn test_two_replicas_racing_for_the_last_attempt_allow_exactly_the_cap() {
         .iter()
         .map(|d| d["replica_id"].as_str().unwrap())
         .collect();
-    assert_eq!(replicas, HashSet::from(["gw-a", "gw-b"]), "export covers both replicas");
+    assert_eq!(
+        replicas,
+        HashSet::from(["gw-a", "gw-b"]),
+        "export covers both replicas"
+    );
     let report = verify_ok(&ws_b);
     assert!(report.contains("2 replica(s)"), "{report}");
 }
@@ -167,7 +174,10 @@ async fn test_a_retry_on_the_other_replica_gets_the_original_decision() {
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(retried, first, "the other replica answers the original decision");
+    assert_eq!(
+        retried, first,
+        "the other replica answers the original decision"
+    );
     let reused = gb
         .check_call(request(&number(101), "us-capped", "dialer-1:call-1"))
         .await
@@ -183,7 +193,10 @@ async fn test_a_retry_on_the_other_replica_gets_the_original_decision() {
             gb.check_call(request(&called, "us-capped", &request_id)),
         );
         let (ra, rb) = (ra.unwrap().into_inner(), rb.unwrap().into_inner());
-        assert_eq!(ra.decision_id, rb.decision_id, "both answer the one decision");
+        assert_eq!(
+            ra.decision_id, rb.decision_id,
+            "both answer the one decision"
+        );
         let logged = exported(&ws_a)
             .into_iter()
             .filter(|d| d["request_id"] == request_id.as_str())
@@ -277,13 +290,20 @@ async fn test_kill_9_of_a_replica_under_load_loses_no_answered_decision() {
         .iter()
         .filter_map(|(a, _)| a.as_ref().ok().map(|(id, _)| id))
         .collect();
-    assert!(received.len() > 50, "the load ran: {} answers", received.len());
+    assert!(
+        received.len() > 50,
+        "the load ran: {} answers",
+        received.len()
+    );
     let logged: HashSet<String> = exported(&ws_b)
         .iter()
         .map(|d| d["decision_id"].as_str().unwrap().to_string())
         .collect();
     for id in &received {
-        assert!(logged.contains(*id), "decision {id} was answered but is not in the log");
+        assert!(
+            logged.contains(*id),
+            "decision {id} was answered but is not in the log"
+        );
     }
     verify_ok(&ws_b);
     // The killed replica comes back with its own chain and continues it.
@@ -322,7 +342,11 @@ async fn test_postgres_stopped_during_load_answers_only_unavailable_then_recover
     pg.stop();
     tokio::time::sleep(Duration::from_secs(3)).await;
     let during: Vec<_> = answers.lock().unwrap()[before_stop..].to_vec();
-    assert_eq!(a.get("/readyz").0, 503, "not ready while the log cannot commit");
+    assert_eq!(
+        a.get("/readyz").0,
+        503,
+        "not ready while the log cannot commit"
+    );
     assert_eq!(b.get("/readyz").0, 503);
     pg.start_again();
     // Recovery by itself: a call succeeds again on both replicas.
@@ -362,7 +386,11 @@ async fn test_postgres_stopped_during_load_answers_only_unavailable_then_recover
         match answer {
             Ok(_) => {}
             Err(code) => {
-                assert_eq!(*code, tonic::Code::Unavailable, "only UNAVAILABLE while down");
+                assert_eq!(
+                    *code,
+                    tonic::Code::Unavailable,
+                    "only UNAVAILABLE while down"
+                );
                 assert!(
                     *took < Duration::from_secs(6),
                     "UNAVAILABLE within a bound (unavailable_after = 2 s), took {took:?}"
@@ -376,7 +404,10 @@ async fn test_postgres_stopped_during_load_answers_only_unavailable_then_recover
         .collect();
     for (answer, _) in &answers {
         if let Ok((id, _)) = answer {
-            assert!(logged.contains(id), "decision {id} was answered but is not in the log");
+            assert!(
+                logged.contains(id),
+                "decision {id} was answered but is not in the log"
+            );
         }
     }
     verify_ok(&ws_a);
@@ -406,14 +437,19 @@ async fn test_copy_from_sqlite_keeps_the_chain_and_refuses_a_replica_with_rows()
         max_staleness: Duration::from_secs(1),
         unavailable_after: Duration::from_secs(2),
     };
-    let shared = dialgate::store::postgres::Pg::connect(&settings).await.unwrap();
+    let shared = dialgate::store::postgres::Pg::connect(&settings)
+        .await
+        .unwrap();
     let copied = dialgate::decision_log::copy_from_sqlite(&shared, &old.data_dir(), "gw-old")
         .await
         .unwrap();
     assert_eq!(copied.decisions, 5);
     let again = dialgate::decision_log::copy_from_sqlite(&shared, &old.data_dir(), "gw-old").await;
     assert!(
-        matches!(again, Err(dialgate::decision_log::shared_copy::CopyError::NotEmpty(_))),
+        matches!(
+            again,
+            Err(dialgate::decision_log::shared_copy::CopyError::NotEmpty(_))
+        ),
         "{again:?}"
     );
     // The replica continues its copied chain.
