@@ -493,7 +493,15 @@ async fn commit(
     idempotency_since: Timestamp,
 ) -> Result<Vec<Committed>, PgError> {
     let statements = &session.statements;
-    let tx = session.conn.client.transaction().await?;
+    // Read committed whatever the database's default: each lookup after the
+    // locks must see what the batch that held them committed.
+    let tx = session
+        .conn
+        .client
+        .build_transaction()
+        .isolation_level(tokio_postgres::IsolationLevel::ReadCommitted)
+        .start()
+        .await?;
     let plan = BatchPlan::of(&pendings);
     if !plan.locks.is_empty() {
         tx.execute(&statements.lock, &[&plan.locks]).await?;

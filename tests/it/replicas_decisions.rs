@@ -97,6 +97,9 @@ fn verify_ok(ws: &Workspace) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn test_two_replicas_racing_for_the_last_attempt_allow_exactly_the_cap() {
     let Some(pg) = PgServer::start() else { return };
+    // The batches' lookups must see what the lock holder committed even
+    // where the database defaults to one snapshot per transaction.
+    pg.psql("ALTER DATABASE dialgate SET default_transaction_isolation = 'repeatable read'");
     let (ws_a, ws_b) = (replica(&pg, "gw-a"), replica(&pg, "gw-b"));
     let (a, b) = (ws_a.start(), ws_b.start());
     for round in 0..4 {
@@ -474,4 +477,123 @@ async fn test_copy_from_sqlite_keeps_the_chain_and_refuses_a_replica_with_rows()
         .unwrap()
         .into_inner();
     assert_eq!(retry.decision_id, original["decision_id"].as_str().unwrap());
+}
+
+/// Two replicas deciding Italian calls (no attempt cap, no US record floor,
+/// a 1 s idempotency window): their decisions may be purged a second later.
+fn purgeable_replica(pg: &PgServer, replica_id: &str) -> Workspace {
+    let config = format!(
+        r#"
+[server]
+grpc_addr = "127.0.0.1:0"
+http_addr = "127.0.0.1:0"
+data_dir = "data"
+
+[log]
+retention_days = 0
+idempotency_window_seconds = 1
+checkpoint_interval_seconds = 1
+checkpoint_key_file = "checkpoint.key"
+
+[[registry]]
+id = "it-rpo"
+kind = "allowlist"
+country = "IT"
+seed_file = "it-rpo.txt"
+seed_controller = "acme"
+
+[[campaign]]
+id = "it-sales"
+controller = "acme"
+purpose = "marketing"
+default_region = "IT"
+destinations = ["IT"]
+caller_ids = ["+390212345678"]
+
+{ALWAYS_OPEN}
+
+[store]
+backend = "postgres"
+url = "{}"
+replica_id = "{replica_id}"
+"#,
+        pg.url()
+    );
+    let ws = Workspace::new(&config);
+    let numbers: String = (0..20).map(|i| format!("+39333{:07}\n", i)).collect();
+    ws.file("it-rpo.txt", &numbers);
+    ws.file("checkpoint.key", &"42".repeat(32));
+    ws
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_audit_checkpoints_purge_and_tampering_cover_every_replica() {
+    let Some(pg) = PgServer::start() else { return };
+    let (ws_a, ws_b) = (
+        purgeable_replica(&pg, "gw-a"),
+        purgeable_replica(&pg, "gw-b"),
+    );
+    let (a, b) = (ws_a.start(), ws_b.start());
+    for (i, server) in [&a, &b, &a, &b].into_iter().enumerate() {
+        let answer = server
+            .gateway()
+            .await
+            .check_call(call(
+                &format!("+39333{:07}", i),
+                "+390212345678",
+                "it-sales",
+            ))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(verdict(&answer), Verdict::Allow);
+    }
+    // A signed checkpoint of both heads, saved elsewhere.
+    let anchor = ws_a.cli_ok(&["audit", "checkpoint"]);
+    let checkpoint: serde_json::Value = serde_json::from_str(anchor.trim()).unwrap();
+    assert_eq!(checkpoint["heads"].as_array().unwrap().len(), 2, "{anchor}");
+    assert!(checkpoint["signature"].is_string());
+    let anchor_path = ws_a.file("anchor.json", &anchor);
+    ws_a.cli_ok(&["audit", "verify", "--anchor", path_str(&anchor_path)]);
+
+    // Purge everything older than now (the decisions are past every window).
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let purged = ws_b.cli_ok(&["audit", "purge"]);
+    assert!(
+        purged.contains("gw-a: purged 2") && purged.contains("gw-b: purged 2"),
+        "{purged}"
+    );
+    assert!(exported(&ws_a).is_empty());
+    let report = verify_ok(&ws_a);
+    assert!(report.contains("0 decisions of 2 replica(s)"), "{report}");
+    // The chains continue after their purge anchors.
+    b.gateway()
+        .await
+        .check_call(call("+393330000009", "+390212345678", "it-sales"))
+        .await
+        .unwrap();
+    verify_ok(&ws_a);
+
+    // An altered row is found, naming its replica.
+    pg.psql("UPDATE decisions SET verdict = 'DENY' WHERE replica_id = 'gw-b'");
+    let out = ws_a.cli(&["audit", "verify"]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("\"gw-b\"") && stderr.contains("content altered"),
+        "{stderr}"
+    );
+    // A truncated chain is found too: its last checkpoint names a row gone.
+    pg.psql("UPDATE decisions SET verdict = 'ALLOW' WHERE replica_id = 'gw-b'");
+    tokio::time::sleep(Duration::from_millis(1500)).await; // a checkpoint after the last row
+    b.terminate();
+    pg.psql("DELETE FROM decisions WHERE replica_id = 'gw-b'");
+    let out = ws_a.cli(&["audit", "verify"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("truncated"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    drop(a);
 }
