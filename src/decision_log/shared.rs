@@ -219,12 +219,15 @@ async fn open_session(pg: &Pg) -> Result<Session, PgError> {
     let conn = Connection { client, task };
     let replica = pg.replica_id();
     // Durable before the answer; and the server notices a vanished writer
-    // (a partition) within seconds, releasing its lock for the reconnection.
+    // (a partition) within seconds, releasing its lock for the reconnection
+    // and, if it vanished inside a batch, the batch's locks (no batch is
+    // idle in its transaction for long: it is abandoned after
+    // `unavailable_after`).
     conn.client
         .batch_execute(
             "SET synchronous_commit = on; SET tcp_keepalives_idle = 5;
              SET tcp_keepalives_interval = 2; SET tcp_keepalives_count = 3;
-             SET tcp_user_timeout = 10000",
+             SET tcp_user_timeout = 10000; SET idle_in_transaction_session_timeout = 5000",
         )
         .await?;
     let locked: bool = conn

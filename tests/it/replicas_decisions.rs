@@ -597,3 +597,81 @@ async fn test_audit_checkpoints_purge_and_tampering_cover_every_replica() {
     );
     drop(a);
 }
+
+/// Sends `signal` to the test cluster's postmaster and every backend of it.
+fn signal_cluster(pg: &PgServer, signal: &str) {
+    let pid_file = std::fs::read_to_string(pg.dir().join("data").join("postmaster.pid"))
+        .expect("postmaster.pid");
+    let postmaster = pid_file.lines().next().unwrap().trim().to_string();
+    let children = std::process::Command::new("ps")
+        .args(["-o", "pid=", "--ppid", &postmaster])
+        .output()
+        .unwrap();
+    let mut pids = vec![postmaster];
+    pids.extend(
+        String::from_utf8_lossy(&children.stdout)
+            .split_whitespace()
+            .map(String::from),
+    );
+    let status = std::process::Command::new("kill")
+        .arg(format!("-{signal}"))
+        .args(&pids)
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_a_database_that_stops_answering_gives_unavailable_within_the_bound() {
+    let Some(pg) = PgServer::start() else { return };
+    let ws = replica(&pg, "gw-a");
+    let server = ws.start();
+    let mut gateway = server.gateway().await;
+    let answer = gateway
+        .check_call(request(&number(1), "us-free", ""))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(verdict(&answer), Verdict::Allow);
+    // Frozen, not down: no reset, no refusal, just silence (a partition).
+    signal_cluster(&pg, "STOP");
+    let result = std::panic::AssertUnwindSafe(async {
+        for i in 0..3 {
+            let started = Instant::now();
+            let status = gateway
+                .check_call(request(&number(10 + i), "us-free", ""))
+                .await
+                .expect_err("no decision while the database is silent");
+            assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+            assert!(
+                started.elapsed() < Duration::from_secs(5),
+                "answered within the bound (unavailable_after = 2 s): {:?}",
+                started.elapsed()
+            );
+        }
+        assert_eq!(server.get("/readyz").0, 503);
+    });
+    let outcome = futures_util::FutureExt::catch_unwind(result).await;
+    signal_cluster(&pg, "CONT");
+    if let Err(panic) = outcome {
+        std::panic::resume_unwind(panic);
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match gateway
+            .check_call(request(&number(20), "us-free", ""))
+            .await
+        {
+            Ok(answer) => {
+                assert_eq!(verdict(&answer.into_inner()), Verdict::Allow);
+                break;
+            }
+            Err(status) => {
+                assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+                assert!(Instant::now() < deadline, "no recovery in 30 s");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
+    verify_ok(&ws);
+}
