@@ -9,7 +9,10 @@
 //! `BENCH_SCREEN=0` skips ScreenNumbers; `BENCH_HTTP=0` skips the HTTP
 //! decision API (`GET /v1/check`, HTTP/1.1 keep-alive, one connection per
 //! caller); `BENCH_DURABLE_ECHO_LANES`, default
-//! 1, 0 skips the durable echo). The servers run as separate processes, as in production.
+//! 1, 0 skips the durable echo; `BENCH_POSTGRES=0` skips the PostgreSQL
+//! backend, which otherwise runs one and two replicas on a PostgreSQL of
+//! its own, started like the tests' (skipped with a message when Debian's
+//! `postgresql` is not installed)). The servers run as separate processes, as in production.
 //!
 //! The durable echo (`echo+fsync`, see `common/durable_echo.rs`) is the echo
 //! plus a group-committed `pwrite` + `fdatasync` of each request before its
@@ -33,6 +36,8 @@ mod loopback;
 
 #[path = "common/load.rs"]
 mod load;
+#[path = "../tests/it/postgres_server.rs"]
+mod postgres_server;
 
 use load::*;
 
@@ -114,6 +119,7 @@ fn main() {
     let screen = env_or("BENCH_SCREEN", 1) != 0;
     let http = env_or("BENCH_HTTP", 1) != 0;
     let durable_lanes = env_or("BENCH_DURABLE_ECHO_LANES", 1) as usize;
+    let postgres = env_or("BENCH_POSTGRES", 1) != 0;
 
     let dir = tempfile::tempdir().unwrap();
     let config = format!(
@@ -130,7 +136,8 @@ wal_backfill_ms = {backfill}
 {BENCH_RULES}"#
     );
     let config_path = dir.path().join("dialgate.toml");
-    std::fs::write(&config_path, config).unwrap();
+    std::fs::write(&config_path, &config).unwrap();
+    let config_text = config;
     let numbers: String = (0..NUMBERS).map(|i| number(i) + "\n").collect();
     let numbers_path = dir.path().join("cleared.txt");
     std::fs::write(&numbers_path, numbers).unwrap();
@@ -175,6 +182,27 @@ wal_backfill_ms = {backfill}
         .arg("serve")
         .env("DIALGATE_LOG", "warn");
     let gateway = spawn(gateway_command);
+    // Started after the SQLite gateway's import: each replica imports the
+    // same numbers into its own data directory.
+    let pg_server = if postgres {
+        postgres_server::PgServer::start()
+    } else {
+        None
+    };
+    if postgres && pg_server.is_none() {
+        println!(
+            "PostgreSQL backend skipped: PostgreSQL is not installed (apt-get install postgresql)"
+        );
+    }
+    let replicas: Vec<ServerProcess> = pg_server
+        .as_ref()
+        .map(|pg| {
+            ["bench-1", "bench-2"]
+                .iter()
+                .map(|id| start_replica(dir.path(), &config_text, &numbers_path, &pg.url(), id))
+                .collect()
+        })
+        .unwrap_or_default();
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(client_threads)
@@ -185,7 +213,7 @@ wal_backfill_ms = {backfill}
         "CheckCall over loopback gRPC, {seconds} s per point, server {server_threads} worker(s), client {client_threads}; durable log on (WAL, synchronous={synchronous}, group commit)"
     );
     println!(
-        "{:<12} {:>5} {:>12} {:>8} {:>8} {:>8} {:>7} {:>7} {:>10}",
+        "{:<13} {:>5} {:>12} {:>8} {:>8} {:>8} {:>7} {:>7} {:>10}",
         "server", "conc", "req/s", "p50 µs", "p99 µs", "p999 µs", "errors", "ratio", "cpu µs/req"
     );
     runtime.block_on(async {
@@ -203,15 +231,24 @@ wal_backfill_ms = {backfill}
                 ),
                 false => None,
             };
+            let (pg_one, pg_two) = match replicas.as_slice() {
+                [one, two] => (
+                    Some(unary(one, concurrency, seconds, &format!("pg1-{concurrency}")).await),
+                    Some(two_replicas(one, two, concurrency, seconds).await),
+                ),
+                _ => (None, None),
+            };
             let rows = [
                 ("echo", Some(&echo_point)),
                 ("echo+fsync", durable_point.as_ref()),
                 ("dialgate", Some(&gateway_point)),
                 ("dialgate/http", http_point.as_ref()),
+                ("pg 1 replica", pg_one.as_ref()),
+                ("pg 2 replicas", pg_two.as_ref()),
             ];
             for (name, point) in rows.into_iter().filter_map(|(n, p)| Some((n, p?))) {
                 println!(
-                    "{:<12} {:>5} {:>12.0} {:>8} {:>8} {:>8} {:>7} {:>7.2} {:>10.1}",
+                    "{:<13} {:>5} {:>12.0} {:>8} {:>8} {:>8} {:>7} {:>7.2} {:>10.1}",
                     name,
                     concurrency,
                     point.rate(),
@@ -266,7 +303,112 @@ wal_backfill_ms = {backfill}
             );
         }
     }
+    for replica in &replicas {
+        print_log_status(replica, "PostgreSQL replica");
+    }
+    drop(replicas);
+    drop(pg_server);
     drop(gateway);
     drop(durable_echo);
     drop(echo);
+}
+
+/// A `dialgate serve` on the PostgreSQL backend with a data directory of
+/// its own (registry snapshots are per replica here), its numbers imported.
+fn start_replica(
+    bench_dir: &Path,
+    config: &str,
+    numbers: &Path,
+    url: &str,
+    replica_id: &str,
+) -> ServerProcess {
+    let dir = bench_dir.join(replica_id);
+    std::fs::create_dir_all(&dir).unwrap();
+    let config_path = dir.join("dialgate.toml");
+    std::fs::write(&config_path, config).unwrap();
+    let bin = env!("CARGO_BIN_EXE_dialgate");
+    let status = Command::new(bin)
+        .arg("--config")
+        .arg(&config_path)
+        .args([
+            "registry",
+            "import",
+            "--registry",
+            "it-rpo",
+            "--controller",
+            "acme",
+            "--file",
+        ])
+        .arg(numbers)
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    std::fs::write(
+        &config_path,
+        format!("{config}\n[store]\nbackend = \"postgres\"\nurl = \"{url}\"\nreplica_id = \"{replica_id}\"\n"),
+    )
+    .unwrap();
+    let mut command = Command::new(bin);
+    command
+        .arg("--config")
+        .arg(&config_path)
+        .arg("serve")
+        .env("DIALGATE_LOG", "warn");
+    spawn(command)
+}
+
+/// Both replicas under load at once, `concurrency` callers split between
+/// them: the sum of their rates, the worse of their percentiles.
+async fn two_replicas(
+    one: &ServerProcess,
+    two: &ServerProcess,
+    concurrency: usize,
+    seconds: u64,
+) -> load::Point {
+    let half = concurrency.div_ceil(2);
+    let (tag_a, tag_b) = (format!("pg2a-{concurrency}"), format!("pg2b-{concurrency}"));
+    let (a, b) = tokio::join!(
+        unary(one, half, seconds, &tag_a),
+        unary(two, (concurrency - half).max(1), seconds, &tag_b),
+    );
+    let requests = a.requests + b.requests;
+    load::Point {
+        requests,
+        seconds: a.seconds.max(b.seconds),
+        p50: a.p50.max(b.p50),
+        p99: a.p99.max(b.p99),
+        p999: a.p999.max(b.p999),
+        errors: a.errors + b.errors,
+        cpu_us_per_request: (a.cpu_us_per_request * a.requests as f64
+            + b.cpu_us_per_request * b.requests as f64)
+            / requests.max(1) as f64,
+    }
+}
+
+/// The decision log's batching as `/status` reports it.
+fn print_log_status(server: &ServerProcess, name: &str) {
+    use std::io::{Read, Write};
+    let Some(http) = &server.http else { return };
+    let Ok(mut stream) = std::net::TcpStream::connect(http) else {
+        return;
+    };
+    let _ = write!(
+        stream,
+        "GET /status HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    );
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response);
+    if let Some((_, body)) = response.split_once("\r\n\r\n")
+        && let Ok(status) = serde_json::from_str::<serde_json::Value>(body)
+    {
+        let written = status["log"]["written"].as_f64().unwrap_or(0.0);
+        let batches = status["log"]["batches"].as_f64().unwrap_or(1.0);
+        println!(
+            "{name}: {written} decisions in {batches} commits ({:.1} per commit); commit p50/p99 {}/{} µs",
+            written / batches.max(1.0),
+            status["log"]["commit"]["p50_us"],
+            status["log"]["commit"]["p99_us"],
+        );
+    }
 }

@@ -5,7 +5,55 @@
 use jiff::{SignedDuration, Timestamp};
 
 use crate::calling::AttemptLimit;
+use crate::model::{Reason, ReasonCode};
 use crate::number::{ByNumber, NumberKey};
+
+/// Why the caps refuse one more ALLOW at `now`, given the earlier ALLOWs
+/// of the controller and number: the reason, and when a slot frees (`None`:
+/// never, a cap of zero). Attempts stamped after `now` count too (another
+/// replica decided a moment later but committed first), so the shared
+/// database never lets more than the cap through.
+pub fn refused_by_caps(
+    limits: &[AttemptLimit],
+    attempts: &[Timestamp],
+    now: Timestamp,
+) -> Option<(Reason, Option<Timestamp>)> {
+    let mut refusal: Option<(Reason, Option<Timestamp>)> = None;
+    for limit in limits {
+        let since = now - limit.window;
+        let mut counted: Vec<Timestamp> = attempts.iter().copied().filter(|t| *t > since).collect();
+        if counted.len() < limit.max_attempts as usize {
+            continue;
+        }
+        counted.sort();
+        // The cap lifts when enough of the oldest attempts have left the window.
+        let excess = counted.len() - limit.max_attempts as usize;
+        let lifts_at = counted.get(excess).map(|t| *t + limit.window);
+        let later = match (&refusal, lifts_at) {
+            (None, _) => true,
+            (Some((_, None)), _) => false,
+            (Some(_), None) => true,
+            (Some((_, Some(known))), Some(at)) => at > *known,
+        };
+        if later {
+            let detail = match lifts_at {
+                Some(at) => format!(
+                    "{} attempts in the last {} hours (cap {}, counted over every replica); next attempt from {at}",
+                    counted.len(),
+                    limit.window.as_hours(),
+                    limit.max_attempts
+                ),
+                None => format!(
+                    "cap {} in {} hours",
+                    limit.max_attempts,
+                    limit.window.as_hours()
+                ),
+            };
+            refusal = Some((Reason::new(ReasonCode::AttemptLimit, detail), lifts_at));
+        }
+    }
+    refusal
+}
 
 /// Recent attempts by number, each with its controller.
 #[derive(Debug, Default)]
@@ -120,6 +168,38 @@ mod tests {
             t0 + SignedDuration::from_hours(48),
         );
         assert!(ledger.is_empty());
+    }
+
+    #[test]
+    fn test_refused_by_caps_counts_later_stamps_and_names_the_latest_lift() {
+        let t0: Timestamp = "2026-11-23T10:00:00Z".parse().unwrap();
+        let day = SignedDuration::from_hours(24);
+        let limits = [
+            AttemptLimit {
+                max_attempts: 2,
+                window: day,
+            },
+            AttemptLimit {
+                max_attempts: 3,
+                window: day * 30,
+            },
+        ];
+        assert!(refused_by_caps(&limits, &[t0], t0).is_none());
+        // Another replica's attempt stamped a millisecond after `now` counts.
+        let later = t0 + SignedDuration::from_millis(1);
+        let (reason, lifts) = refused_by_caps(&limits, &[t0, later], t0).unwrap();
+        assert_eq!(reason.code, ReasonCode::AttemptLimit);
+        assert_eq!(lifts, Some(t0 + day));
+        // Both caps reached: the later lift is the one that matters.
+        let old = t0 - SignedDuration::from_hours(48);
+        let (_, lifts) = refused_by_caps(&limits, &[old, t0, later], t0).unwrap();
+        assert_eq!(lifts, Some(old + day * 30));
+        let zero = [AttemptLimit {
+            max_attempts: 0,
+            window: day,
+        }];
+        assert_eq!(refused_by_caps(&zero, &[], t0).unwrap().1, None);
+        assert!(refused_by_caps(&[], &[t0, t0, t0], t0).is_none());
     }
 
     /// A campaign cap adds to the statute's, it does not replace it:

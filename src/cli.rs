@@ -417,6 +417,7 @@ fn refuse_unbuilt_on_postgres(config: &Config, command: &Command) -> anyhow::Res
         Command::Policy(_)
         | Command::Config(_)
         | Command::Serve
+        | Command::Audit(_)
         | Command::Registry(_)
         | Command::Store(_) => Ok(()),
         _ => anyhow::bail!(
@@ -1105,6 +1106,9 @@ fn audit_export(
         FormatArg::Jsonl => audit::ExportFormat::Jsonl,
         FormatArg::Csv => audit::ExportFormat::Csv,
     };
+    if let crate::store::StoreBackend::Postgres(settings) = &config.store {
+        return decision_log::shared_cli::export(settings, &filter, format);
+    }
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     audit::export(&db, &filter, format, &mut out)?;
     Ok(())
@@ -1137,6 +1141,9 @@ fn audit_purge(config: &Config, before: Option<String>) -> anyhow::Result<()> {
             config.log.retention_days
         );
     }
+    if let crate::store::StoreBackend::Postgres(settings) = &config.store {
+        return decision_log::shared_cli::purge(settings, before, checkpoint_key(config)?.as_ref());
+    }
     let db = decision_log::database_path(&config.server.data_dir);
     let summary = audit::purge(&db, before)?;
     if let Some((seq, hash)) = &summary.through {
@@ -1162,6 +1169,9 @@ fn audit_purge(config: &Config, before: Option<String>) -> anyhow::Result<()> {
 }
 
 fn audit_checkpoint(config: &Config) -> anyhow::Result<()> {
+    if let crate::store::StoreBackend::Postgres(settings) = &config.store {
+        return decision_log::shared_cli::checkpoint(settings, checkpoint_key(config)?.as_ref());
+    }
     let db = decision_log::database_path(&config.server.data_dir);
     let (seq, hash) = audit::head(&db)?;
     let key = checkpoint_key(config)?;
@@ -1172,6 +1182,10 @@ fn audit_checkpoint(config: &Config) -> anyhow::Result<()> {
 }
 
 fn audit_verify(config: &Config, anchor: Option<PathBuf>) -> anyhow::Result<()> {
+    if let crate::store::StoreBackend::Postgres(settings) = &config.store {
+        let key = checkpoint_key(config)?.map(|k| k.verifying_key());
+        return decision_log::shared_cli::verify(settings, anchor.as_deref(), key.as_ref());
+    }
     let db = decision_log::database_path(&config.server.data_dir);
     let checkpoints = decision_log::checkpoint::read_all(
         &decision_log::checkpoint::checkpoints_path(&config.server.data_dir),

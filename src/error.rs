@@ -172,7 +172,9 @@ impl HasKind for LogError {
             LogError::Backlog => ErrorKind::ResourceExhausted,
             // Whatever the cause, a decision that is not durable is not
             // answered: the dialer retries later or not at all.
-            LogError::Write(_) | LogError::Timeout | LogError::Closed => ErrorKind::Unavailable,
+            LogError::Write(_) | LogError::Timeout | LogError::Closed | LogError::Shared(_) => {
+                ErrorKind::Unavailable
+            }
         }
     }
 

@@ -14,6 +14,7 @@ use crate::calling::{AttemptLimit, WindowMemo};
 use crate::config::{CampaignConfig, Config};
 use crate::contacts::ContactStore;
 use crate::decision::{DecisionSources, decide, normalize_called};
+use crate::decision_log::shared::Committed;
 use crate::decision_log::{DecisionLog, DecisionRecord, LogError};
 use crate::idempotency::AnswerCache;
 use crate::model::{Reason, Verdict};
@@ -137,6 +138,26 @@ struct Answered {
     decided_at: Timestamp,
 }
 
+/// The remembered answer of a logged decision.
+fn answered_from(record: DecisionRecord) -> Answered {
+    Answered {
+        fingerprint: RequestFingerprint::of(
+            &record.called_number,
+            &record.caller_id,
+            &record.campaign_id,
+            &record.api_key,
+        ),
+        outcome: CheckOutcome {
+            decision_id: record.decision_id,
+            verdict: record.verdict,
+            reasons: record.reasons,
+            normalized_number: record.normalized_number,
+            next_allowed_at: record.next_allowed_at,
+        },
+        decided_at: record.decided_at,
+    }
+}
+
 /// The answer to a logged decision.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CheckOutcome {
@@ -200,27 +221,7 @@ impl Gateway {
             config.log.idempotency_max_entries,
         );
         for record in recent {
-            let fingerprint = RequestFingerprint::of(
-                &record.called_number,
-                &record.caller_id,
-                &record.campaign_id,
-                &record.api_key,
-            );
-            let outcome = CheckOutcome {
-                decision_id: record.decision_id,
-                verdict: record.verdict,
-                reasons: record.reasons,
-                normalized_number: record.normalized_number,
-                next_allowed_at: record.next_allowed_at,
-            };
-            answered.insert(
-                record.request_id,
-                Answered {
-                    fingerprint,
-                    outcome,
-                    decided_at: record.decided_at,
-                },
-            );
+            answered.insert(record.request_id.clone(), answered_from(record));
         }
         Gateway {
             campaigns: config
@@ -260,7 +261,7 @@ impl Gateway {
         bounded("request_id", &request.request_id, MAX_REQUEST_ID)?;
         self.contacts_in_sync()?;
         if request.request_id.is_empty() {
-            return Ok(self.decide_and_log(&request, started).await?);
+            return Ok(self.decide_and_log(&request, started).await?.0);
         }
         let fingerprint = RequestFingerprint::of(
             &request.called_number,
@@ -271,12 +272,13 @@ impl Gateway {
         let cell = self.answered.cell(&request.request_id);
         let answered = cell
             .get_or_try_init(|| async {
-                let outcome = self.decide_and_log(&request, started).await?;
-                Ok::<_, LogError>(Answered {
+                let (outcome, earlier) = self.decide_and_log(&request, started).await?;
+                // Another replica decided this request id first: its answer.
+                Ok::<_, LogError>(earlier.unwrap_or_else(|| Answered {
                     fingerprint: fingerprint.clone(),
                     outcome,
                     decided_at: Timestamp::now(),
-                })
+                }))
             })
             .await?;
         if answered.fingerprint == fingerprint {
@@ -310,11 +312,13 @@ impl Gateway {
         })
     }
 
+    /// Decides and logs a call; with the shared log, also the earlier
+    /// decision of its request id when another replica made one first.
     async fn decide_and_log(
         &self,
         request: &CallCheck,
         started: Instant,
-    ) -> Result<CheckOutcome, LogError> {
+    ) -> Result<(CheckOutcome, Option<Answered>), LogError> {
         let now = Timestamp::now();
         let campaign = self.campaigns.get(&request.campaign_id);
         let called = normalize_called(&request.called_number, campaign);
@@ -380,13 +384,48 @@ impl Gateway {
             latency_us,
             api_key: request.api_key.clone(),
         };
-        if let Err(err) = self.log.append(record).await {
-            if let Some((controller, key)) = reserved {
-                self.attempts.forget(controller, key, now);
+        let logged = match self.log.as_ref() {
+            DecisionLog::Local(log) => log.append(record).await.map(|_| None),
+            DecisionLog::Shared(log) => log
+                .decide(crate::decision_log::shared::Pending {
+                    record,
+                    counted: !limits.is_empty() || self.counts_attempts,
+                    caps: limits,
+                })
+                .await
+                .map(Some),
+        };
+        let committed = match logged {
+            Ok(committed) => committed,
+            Err(err) => {
+                if let Some((controller, key)) = reserved {
+                    self.attempts.forget(controller, key, now);
+                }
+                self.stats.record_unavailable();
+                tracing::error!(error = %err, campaign = %request.campaign_id, "decision not logged: answering unavailable");
+                return Err(err);
             }
-            self.stats.record_unavailable();
-            tracing::error!(error = %err, campaign = %request.campaign_id, "decision not logged: answering unavailable");
-            return Err(err);
+        };
+        match committed {
+            None => {}
+            Some(Committed::Logged(logged)) if logged.verdict != evaluation.verdict => {
+                // The shared database refused the slot (another replica
+                // took it): the DENY it logged is the answer.
+                if let Some((controller, key)) = reserved {
+                    self.attempts.forget(controller, key, now);
+                }
+                evaluation.verdict = logged.verdict;
+                evaluation.reasons = logged.reasons;
+                evaluation.next_allowed_at = logged.next_allowed_at;
+            }
+            Some(Committed::Logged(_)) => {}
+            Some(Committed::Earlier(first)) => {
+                if let Some((controller, key)) = reserved {
+                    self.attempts.forget(controller, key, now);
+                }
+                let answered = answered_from(first);
+                return Ok((answered.outcome.clone(), Some(answered)));
+            }
         }
         let total_us = started.elapsed().as_micros() as u64;
         // Metric labels and the status page name configured campaigns only.
@@ -408,13 +447,16 @@ impl Gateway {
             verdict = evaluation.verdict.as_str(),
             "decided"
         );
-        Ok(CheckOutcome {
-            decision_id,
-            verdict: evaluation.verdict,
-            reasons: evaluation.reasons,
-            normalized_number,
-            next_allowed_at: evaluation.next_allowed_at,
-        })
+        Ok((
+            CheckOutcome {
+                decision_id,
+                verdict: evaluation.verdict,
+                reasons: evaluation.reasons,
+                normalized_number,
+                next_allowed_at: evaluation.next_allowed_at,
+            },
+            None,
+        ))
     }
 
     /// A tally of screened numbers for the status counters; see [`ScreenedTally`].

@@ -75,7 +75,7 @@ pub async fn serve(
         ),
         crate::store::StoreBackend::Sqlite => None,
     };
-    let mut stores = open_stores(config, pg)?;
+    let mut stores = open_stores(config, pg).await?;
     // Shared database: the published registry snapshots, before serving.
     let registry_follower = match stores.pg.clone() {
         Some(pg) => Some(
@@ -121,7 +121,10 @@ struct Stores {
 /// Creates the data directory, seeds the demo registries, compiles the
 /// policy and opens the registries, the contact store and the decision log;
 /// the attempt ledger is rebuilt from the log.
-fn open_stores(config: Config, pg: Option<crate::store::postgres::Pg>) -> anyhow::Result<Stores> {
+async fn open_stores(
+    config: Config,
+    pg: Option<crate::store::postgres::Pg>,
+) -> anyhow::Result<Stores> {
     let data_dir = config.server.data_dir.clone();
     crate::private::create_dir_all(&data_dir)
         .with_context(|| format!("cannot create data_dir {}", data_dir.display()))?;
@@ -156,9 +159,14 @@ fn open_stores(config: Config, pg: Option<crate::store::postgres::Pg>) -> anyhow
             .longest_cap_window()
             .and_then(|window| now.checked_sub(window).ok()),
     };
-    let (log, startup) =
-        DecisionLog::open(&decision_log::database_path(&data_dir), &config.log, scan)
-            .context("cannot open decision log")?;
+    let (log, startup) = match &pg {
+        None => DecisionLog::open(&decision_log::database_path(&data_dir), &config.log, scan)
+            .context("cannot open decision log")?,
+        Some(pg) => decision_log::shared::SharedLog::open(pg, &config.log, scan)
+            .await
+            .map(|(log, startup)| (DecisionLog::Shared(log), startup))
+            .context("cannot open the shared decision log")?,
+    };
     let stats = Arc::new(Stats::default());
     stats
         .metrics

@@ -71,7 +71,7 @@ const CSV_HEADER: &str = "seq,decision_id,decided_at,request_id,campaign_id,cont
 /// Opens the log read-only. In a directory this process cannot write (a
 /// mounted backup), SQLite cannot create the WAL index beside the database:
 /// the database is then opened as immutable (nothing writes it meanwhile).
-fn open_read_only(path: &Path) -> Result<Connection, AuditError> {
+pub(crate) fn open_read_only(path: &Path) -> Result<Connection, AuditError> {
     let open_error = |cause| AuditError::Open {
         path: path.display().to_string(),
         cause,

@@ -5,11 +5,20 @@
 //! - [`chain`]: the hash chain that makes tampering evident.
 //! - [`audit`]: export and verification (`dialgate audit ...`).
 //! - [`wal_backfill`]: copies the WAL into the database off the writer thread.
+//! - [`shared`]: with `[store] backend = "postgres"`, the log every replica
+//!   shares (attempt caps and idempotency checked in the same transaction);
+//!   [`shared_audit`] verifies, exports, purges and checkpoints it, and
+//!   [`shared_copy`] copies a SQLite log into it.
 
 pub mod audit;
 pub mod chain;
 pub mod checkpoint;
 mod settings;
+pub mod shared;
+pub mod shared_audit;
+pub mod shared_cli;
+pub mod shared_copy;
+mod shared_rows;
 pub mod wal_backfill;
 pub mod writer;
 
@@ -21,7 +30,46 @@ use serde::{Deserialize, Serialize};
 
 use crate::model::{Reason, Verdict};
 pub use settings::{LogConfig, Synchronous, US_TSR_RECORD_DAYS};
-pub use writer::{DecisionLog, LogCounters, LogError, OpenError};
+pub use shared_copy::copy_from_sqlite;
+pub use writer::{LocalLog, LogCounters, LogError, OpenError};
+
+/// The decision log a server writes: the local SQLite file (one gateway)
+/// or the database every replica shares.
+#[derive(Debug)]
+pub enum DecisionLog {
+    Local(LocalLog),
+    Shared(shared::SharedLog),
+}
+
+impl DecisionLog {
+    /// Opens the local SQLite log; see [`LocalLog::open`].
+    ///
+    /// # Errors
+    /// [`OpenError`].
+    pub fn open(
+        path: &Path,
+        config: &LogConfig,
+        scan: StartupScan,
+    ) -> Result<(DecisionLog, StartupState), OpenError> {
+        LocalLog::open(path, config, scan).map(|(log, state)| (DecisionLog::Local(log), state))
+    }
+
+    /// The writer's counters (`/status`, `/metrics`, readiness).
+    pub fn counters(&self) -> &LogCounters {
+        match self {
+            DecisionLog::Local(log) => log.counters(),
+            DecisionLog::Shared(log) => log.counters(),
+        }
+    }
+
+    /// Commits what is queued and stops the writer (blocking).
+    pub fn close(&self) {
+        match self {
+            DecisionLog::Local(log) => log.close(),
+            DecisionLog::Shared(log) => log.close(),
+        }
+    }
+}
 
 /// What the server reads back from the log at start-up.
 #[derive(Debug, Clone, Copy)]

@@ -33,6 +33,10 @@ pub enum LogError {
     Timeout,
     #[error("decision log is closed")]
     Closed,
+    /// The shared database did not commit the batch (`backend = "postgres"`);
+    /// the cause is in the server log and `/status`, not in the answer.
+    #[error("the shared database did not commit the decision")]
+    Shared(Arc<crate::store::postgres::PgError>),
 }
 
 /// Why the decision log could not be opened.
@@ -158,7 +162,7 @@ impl Default for LogCounters {
 
 /// Handle to the durable decision log.
 #[derive(Debug)]
-pub struct DecisionLog {
+pub struct LocalLog {
     sender: SyncSender<Job>,
     counters: Arc<LogCounters>,
     write_timeout: Duration,
@@ -171,7 +175,7 @@ struct ChainHead {
     hash: String,
 }
 
-impl DecisionLog {
+impl LocalLog {
     /// Opens the log at `path` and starts its writer thread. Also returns the
     /// decisions made since `recent_since` that carry a request id, so the
     /// gateway can answer repeats after a restart.
@@ -183,7 +187,7 @@ impl DecisionLog {
         path: &Path,
         config: &LogConfig,
         scan: StartupScan,
-    ) -> Result<(DecisionLog, StartupState), OpenError> {
+    ) -> Result<(LocalLog, StartupState), OpenError> {
         let conn = open_connection(path, config.synchronous)?;
         let head = conn
             .query_row(
@@ -273,7 +277,7 @@ impl DecisionLog {
                 cause,
             })?;
         Ok((
-            DecisionLog {
+            LocalLog {
                 sender,
                 counters,
                 write_timeout: Duration::from_millis(config.write_timeout_ms),
@@ -529,7 +533,7 @@ fn insert_rows(
     })
 }
 
-fn stored_row(seq: i64, record: DecisionRecord, prev_hash: String) -> StoredRow {
+pub(crate) fn stored_row(seq: i64, record: DecisionRecord, prev_hash: String) -> StoredRow {
     StoredRow {
         seq,
         decided_at_us: micros(record.decided_at),

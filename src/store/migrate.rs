@@ -58,7 +58,10 @@ fn parts<'a>(pg: &'a Pg, config: &'a Config, data_dir: &'a Path, by: &'a str) ->
             "registry snapshots",
             crate::registry::shared_import::copy_from_sqlite(pg, &config.registries, data_dir, by),
         ),
-        // part("decision log", crate::decision_log::...::copy_from_sqlite(pg, data_dir, pg.replica_id())),
+        part(
+            "decision log",
+            crate::decision_log::shared_copy::copy_from_sqlite(pg, data_dir, pg.replica_id()),
+        ),
         // part("contact records", crate::contacts::...::copy_from_sqlite(pg, data_dir)),
     ]
 }

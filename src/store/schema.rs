@@ -17,6 +17,10 @@ const MIGRATIONS: &[Migration] = &[
         sql: include_str!("schema/0001_replicas.sql"),
     },
     Migration {
+        id: "0002_decisions",
+        sql: include_str!("schema/0002_decisions.sql"),
+    },
+    Migration {
         id: "0004_registry",
         sql: include_str!("schema/0004_registry.sql"),
     },
