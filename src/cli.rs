@@ -363,7 +363,11 @@ fn refuse_unbuilt_on_postgres(config: &Config, command: &Command) -> anyhow::Res
         return Ok(());
     }
     match command {
-        Command::Policy(_) | Command::Config(_) => Ok(()),
+        Command::Policy(_)
+        | Command::Config(_)
+        | Command::Serve
+        | Command::Consent(ConsentCommand::Import { .. })
+        | Command::Suppression(SuppressionCommand::Import { .. }) => Ok(()),
         _ => anyhow::bail!(
             "{}: store.backend = \"postgres\" is not built yet for this command (see README, \"Several replicas\"); use backend = \"sqlite\"",
             config.origin
@@ -481,6 +485,9 @@ fn contact_import(
     dry_run: bool,
     consents: bool,
 ) -> anyhow::Result<()> {
+    if let crate::store::StoreBackend::Postgres(settings) = &config.store {
+        return contact_import_shared(config, settings, file, dry_run, consents);
+    }
     let _restore = crate::restore::RestoreLock::shared(&config.server.data_dir)?;
     let store = std::sync::Arc::new(ContactStore::open_unindexed(&config.server.data_dir)?);
     let now = Timestamp::now();
@@ -502,6 +509,45 @@ fn contact_import(
         summary.stored,
         summary.already_present
     );
+    Ok(())
+}
+
+/// `consent import` / `suppression import` on the postgres backend: the
+/// file, checked as on SQLite, goes into the shared journal as one entry
+/// (all or nothing); every running replica applies it.
+fn contact_import_shared(
+    config: &Config,
+    settings: &crate::store::PostgresSettings,
+    file: &std::path::Path,
+    dry_run: bool,
+    consents: bool,
+) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the tokio runtime")?;
+    let pg = runtime
+        .block_on(crate::store::postgres::Pg::connect(settings))
+        .with_context(|| format!("cannot open the shared database {}", settings.shown_url()))?;
+    let (summary, seq) = crate::contacts::journal::import_file(
+        &runtime,
+        config,
+        &pg,
+        file,
+        consents,
+        dry_run,
+        &cli_actor(),
+    )?;
+    match seq {
+        None => println!(
+            "dry run, nothing stored: {} lines valid; {} records",
+            summary.lines, summary.stored
+        ),
+        Some(seq) => println!(
+            "{} lines valid; {} records committed to the shared database (contact journal entry {seq}, {} duplicates in the file); every replica applies them",
+            summary.lines, summary.stored, summary.already_present
+        ),
+    }
     Ok(())
 }
 

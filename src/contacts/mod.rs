@@ -11,6 +11,7 @@
 
 mod compact;
 pub mod import;
+pub mod journal;
 pub mod ledger;
 mod presence;
 pub mod service;

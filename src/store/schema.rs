@@ -11,10 +11,16 @@ struct Migration {
 }
 
 /// Every step, oldest first. Append only: a released step never changes.
-const MIGRATIONS: &[Migration] = &[Migration {
-    id: "0001_replicas",
-    sql: include_str!("schema/0001_replicas.sql"),
-}];
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        id: "0001_replicas",
+        sql: include_str!("schema/0001_replicas.sql"),
+    },
+    Migration {
+        id: "0003_contacts",
+        sql: include_str!("schema/0003_contacts.sql"),
+    },
+];
 
 /// The advisory lock key the migrations hold ("dialgate" in ASCII).
 const MIGRATION_LOCK: i64 = 0x6469_616c_6761_7465;

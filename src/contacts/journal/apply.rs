@@ -1,0 +1,303 @@
+//! Applying one journal entry to the local store, with the store's own
+//! methods and the values the origin chose: the same change on every
+//! replica. The entry's seq is stored as applied in the transaction of the
+//! change (a bulk import, which applying again stores nothing twice, stores
+//! it after).
+
+use jiff::Timestamp;
+
+use super::entry::{self, EraseBody, ImportBody, RecordRow};
+use super::{Hint, Journal, JournalError, Outcome, RECORD_PAGE};
+use crate::contacts::store::with_journal_position;
+use crate::contacts::{StoreError, SubjectHash, Suppression};
+use crate::number::NumberKey;
+
+fn corrupt(seq: i64, problem: impl Into<String>) -> JournalError {
+    JournalError::Corrupt {
+        seq,
+        problem: problem.into(),
+    }
+}
+
+fn parse<T: serde::de::DeserializeOwned>(seq: i64, body: &str) -> Result<T, JournalError> {
+    serde_json::from_str(body).map_err(|e| corrupt(seq, format!("body does not parse: {e}")))
+}
+
+fn key_of(seq: i64, e164: &str) -> Result<NumberKey, JournalError> {
+    NumberKey::from_e164(e164).ok_or_else(|| corrupt(seq, "a record's number is not E.164"))
+}
+
+fn subject_of(seq: i64, hex_subject: &str) -> Result<SubjectHash, JournalError> {
+    hex::decode(hex_subject)
+        .ok()
+        .and_then(|bytes| SubjectHash::try_from(bytes.as_slice()).ok())
+        .ok_or_else(|| corrupt(seq, format!("subject {hex_subject:?} is not a 32-byte hex hash")))
+}
+
+/// The opt-out an erasure keeps by hash (as [`crate::contacts::ContactStore::erase`] makes it).
+fn kept_opt_out(erase: &EraseBody, now: Timestamp) -> Suppression {
+    Suppression {
+        suppression_id: erase.keep_id.clone(),
+        controller: erase.controller.clone(),
+        campaign_id: String::new(),
+        number: String::new(),
+        reason: "erasure request (GDPR art. 17): keep suppressed".into(),
+        source: "EraseSubject".into(),
+        added_by: erase.actor.clone(),
+        created_at: now,
+        expires_at: None,
+    }
+}
+
+impl Journal {
+    /// Reads `limit` records of `batch` from position `from`.
+    fn records(&self, batch: i64, from: i32, limit: i64) -> Result<Vec<RecordRow>, JournalError> {
+        self.block_on(async {
+            let client = self.pg.client().await?;
+            let rows = client
+                .query(
+                    "SELECT kind, record_id, subject, controller, body::text, pos
+                     FROM contact_journal_records WHERE batch = $1 AND pos >= $2
+                     ORDER BY pos LIMIT $3",
+                    &[&batch, &from, &limit],
+                )
+                .await?;
+            Ok(rows
+                .iter()
+                .map(|r| {
+                    let kind: String = r.get(0);
+                    (
+                        r.get::<_, i32>(5),
+                        kind,
+                        RecordRow {
+                            kind: "",
+                            record_id: r.get(1),
+                            subject: r.get(2),
+                            controller: r.get(3),
+                            body: r.get(4),
+                        },
+                    )
+                })
+                .map(|(_, kind, mut row)| {
+                    row.kind = match kind.as_str() {
+                        entry::CONSENT => entry::CONSENT,
+                        entry::SUPPRESSION => entry::SUPPRESSION,
+                        entry::SUPPRESSION_HASHED => entry::SUPPRESSION_HASHED,
+                        entry::RELATIONSHIP => entry::RELATIONSHIP,
+                        entry::REVOKE => entry::REVOKE,
+                        _ => "unknown",
+                    };
+                    row
+                })
+                .collect())
+        })
+    }
+
+    /// Applies entry `seq`.
+    pub(super) fn apply_entry(
+        &self,
+        seq: i64,
+        batch: i64,
+        kind: &str,
+        body: &str,
+        hint: Option<&Hint>,
+    ) -> Result<Outcome, JournalError> {
+        match kind {
+            entry::RECORDS => {
+                let rows = self.records(batch, 0, RECORD_PAGE)?;
+                let mut outcome = Outcome::Done;
+                let mut wrote = false;
+                for row in rows {
+                    let (done, write) = self.apply_record(seq, row)?;
+                    outcome = done;
+                    wrote |= write;
+                }
+                if !wrote {
+                    self.store.set_journal_applied(seq)?;
+                }
+                Ok(outcome)
+            }
+            entry::ERASE => self.apply_erase(seq, &parse::<EraseBody>(seq, body)?, hint),
+            entry::IMPORT => self.apply_import(seq, batch, &parse::<ImportBody>(seq, body)?),
+            other => Err(corrupt(seq, format!("kind {other:?} is not known"))),
+        }
+    }
+
+    /// Applies one record of a `records` entry; says whether it wrote (and
+    /// so stored the position).
+    fn apply_record(&self, seq: i64, row: RecordRow) -> Result<(Outcome, bool), JournalError> {
+        let store = &self.store;
+        match row.kind {
+            entry::CONSENT => {
+                let (consent, actor) = parse::<entry::ConsentBody>(seq, &row.body)?
+                    .consent()
+                    .map_err(|e| corrupt(seq, e))?;
+                let key = key_of(seq, &consent.number)?;
+                let inserted =
+                    with_journal_position(seq, || store.record_consent(key, consent, &actor))?;
+                Ok((Outcome::Inserted(inserted), true))
+            }
+            entry::SUPPRESSION => {
+                let suppression = parse::<entry::SuppressionBody>(seq, &row.body)?
+                    .suppression()
+                    .map_err(|e| corrupt(seq, e))?;
+                let key = key_of(seq, &suppression.number)?;
+                let inserted = with_journal_position(seq, || store.add_suppression(key, suppression))?;
+                Ok((Outcome::Inserted(inserted), true))
+            }
+            entry::SUPPRESSION_HASHED => {
+                let suppression = parse::<entry::SuppressionBody>(seq, &row.body)?
+                    .suppression()
+                    .map_err(|e| corrupt(seq, e))?;
+                let subject = subject_of(seq, &row.subject)?;
+                let actor = suppression.added_by.clone();
+                let inserted = with_journal_position(seq, || {
+                    store.suppress_by_hash(&subject, &suppression, &actor)
+                })?;
+                Ok((Outcome::Inserted(inserted), true))
+            }
+            entry::RELATIONSHIP => {
+                let (relationship, actor) = parse::<entry::RelationshipBody>(seq, &row.body)?
+                    .relationship()
+                    .map_err(|e| corrupt(seq, e))?;
+                // Two replicas may journal one id at once: the first wins
+                // everywhere, the second is skipped everywhere.
+                if store.relationship_by_id(&relationship.relationship_id)?.is_some() {
+                    return Ok((Outcome::Inserted(false), false));
+                }
+                let key = key_of(seq, &relationship.number)?;
+                with_journal_position(seq, || {
+                    store.record_relationship(key, relationship, &actor)
+                })?;
+                Ok((Outcome::Inserted(true), true))
+            }
+            entry::REVOKE => {
+                let revoke = parse::<entry::RevokeBody>(seq, &row.body)?
+                    .revoke()
+                    .map_err(|e| corrupt(seq, e))?;
+                let key = key_of(seq, &revoke.number)?;
+                let ended = with_journal_position(seq, || {
+                    store.revoke_consents_as(
+                        key,
+                        &revoke.number,
+                        &revoke.controller,
+                        revoke.purpose,
+                        revoke.at,
+                        &revoke.actor,
+                        revoke.now,
+                        &revoke.marker_seed,
+                    )
+                })?;
+                Ok((Outcome::Count(ended), true))
+            }
+            other => Err(corrupt(seq, format!("record kind {other:?} is not known"))),
+        }
+    }
+
+    /// Applies an erasure: by the number when this replica holds it (or
+    /// the origin said it), else only the opt-out kept by hash.
+    fn apply_erase(
+        &self,
+        seq: i64,
+        erase: &EraseBody,
+        hint: Option<&Hint>,
+    ) -> Result<Outcome, JournalError> {
+        let subject = subject_of(seq, &erase.subject)?;
+        let now = entry::ts("now_us", erase.now_us).map_err(|e| corrupt(seq, e))?;
+        let known = match hint {
+            Some(hint) if hint.seq_of == Some(seq) => Some(hint.e164.clone()),
+            _ => self
+                .store
+                .numbers_by_hash(&std::iter::once(subject).collect())?
+                .remove(&subject),
+        };
+        match known {
+            Some(e164) => {
+                let key = key_of(seq, &e164)?;
+                let erased = with_journal_position(seq, || {
+                    self.store.erase_as(
+                        key,
+                        &e164,
+                        &erase.controller,
+                        &erase.actor,
+                        now,
+                        &erase.verification,
+                        erase.keep_id.clone(),
+                    )
+                })?;
+                Ok(Outcome::Count(erased))
+            }
+            None => {
+                let keep = kept_opt_out(erase, now);
+                with_journal_position(seq, || {
+                    self.store.suppress_by_hash(&subject, &keep, &erase.actor)
+                })?;
+                Ok(Outcome::Count(0))
+            }
+        }
+    }
+
+    /// Applies a bulk import: its consents and opt-outs as one local bulk
+    /// import, its relationships and opt-outs kept by hash one by one.
+    fn apply_import(
+        &self,
+        seq: i64,
+        batch: i64,
+        import: &ImportBody,
+    ) -> Result<Outcome, JournalError> {
+        let now = entry::ts("now_us", import.now_us).map_err(|e| corrupt(seq, e))?;
+        let mut later = Vec::new();
+        let mut failure = None;
+        let outcome = self.store.bulk_import(&import.actor, &import.action, now, |bulk| {
+            let mut from = 0;
+            loop {
+                let rows = match self.records(batch, from, RECORD_PAGE) {
+                    Ok(rows) => rows,
+                    Err(err) => {
+                        let message = err.to_string();
+                        failure = Some(err);
+                        return Err(StoreError::Unreadable(message));
+                    }
+                };
+                if rows.is_empty() {
+                    break;
+                }
+                from += rows.len() as i32;
+                for row in rows {
+                    let staged = match row.kind {
+                        entry::CONSENT => parse::<entry::ConsentBody>(seq, &row.body)
+                            .and_then(|b| b.consent().map_err(|e| corrupt(seq, e)))
+                            .and_then(|(consent, _)| {
+                                Ok(bulk.consent(key_of(seq, &consent.number)?, consent)?)
+                            }),
+                        entry::SUPPRESSION => parse::<entry::SuppressionBody>(seq, &row.body)
+                            .and_then(|b| b.suppression().map_err(|e| corrupt(seq, e)))
+                            .and_then(|s| Ok(bulk.suppression(key_of(seq, &s.number)?, s)?)),
+                        _ => {
+                            later.push(row);
+                            Ok(())
+                        }
+                    };
+                    if let Err(err) = staged {
+                        let message = err.to_string();
+                        failure = Some(err);
+                        return Err(StoreError::Unreadable(message));
+                    }
+                }
+            }
+            Ok(Some((
+                (),
+                serde_json::json!({"shared_journal_entry": seq, "records": import.records}),
+            )))
+        });
+        if let Some(err) = failure {
+            return Err(err);
+        }
+        let counts = outcome?.map(|(_, counts)| counts).unwrap_or_default();
+        for row in later {
+            self.apply_record(seq, row)?;
+        }
+        self.store.set_journal_applied(seq)?;
+        Ok(Outcome::Count(counts.stored as u32))
+    }
+}

@@ -1,0 +1,176 @@
+//! Whole stores into the journal: `dialgate store migrate --to postgres`
+//! ([`copy_from_sqlite`]) and bulk imports on the postgres backend
+//! ([`import_file`]): the file is read and checked exactly as on SQLite,
+//! into a scratch store, whose records then go into the journal as one
+//! entry in one transaction (all or nothing). Every replica applies it as
+//! one local bulk import.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use jiff::Timestamp;
+
+use super::entry::{self, ConsentBody, ImportBody, RecordRow, RelationshipBody, SuppressionBody};
+use super::{Extra, JournalError, append, shared_salt};
+use crate::contacts::import::ContactImportSummary;
+use crate::contacts::store::AllRecords;
+use crate::contacts::{ContactIndex, ContactStore};
+use crate::store::postgres::Pg;
+
+/// What a migration copied into the journal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CopySummary {
+    pub consents: usize,
+    pub relationships: usize,
+    pub suppressions: usize,
+    /// The journal entry holding them.
+    pub seq: i64,
+}
+
+/// The journal rows of every record of `all`.
+fn rows(index: &ContactIndex, all: &AllRecords, actor: &str) -> Vec<RecordRow> {
+    let subject = |e164: &str| hex::encode(index.subject_hash(e164));
+    let mut rows = Vec::with_capacity(
+        all.consents.len() + all.relationships.len() + all.suppressions.len(),
+    );
+    for consent in &all.consents {
+        rows.push(RecordRow {
+            kind: entry::CONSENT,
+            record_id: consent.consent_id.clone(),
+            subject: subject(&consent.number),
+            controller: consent.controller.clone(),
+            body: json(&ConsentBody::new(consent, actor)),
+        });
+    }
+    for relationship in &all.relationships {
+        rows.push(RecordRow {
+            kind: entry::RELATIONSHIP,
+            record_id: relationship.relationship_id.clone(),
+            subject: subject(&relationship.number),
+            controller: relationship.controller.clone(),
+            body: json(&RelationshipBody::new(relationship, actor)),
+        });
+    }
+    for (hash, suppression) in &all.suppressions {
+        rows.push(RecordRow {
+            kind: if hash.is_some() {
+                entry::SUPPRESSION_HASHED
+            } else {
+                entry::SUPPRESSION
+            },
+            record_id: suppression.suppression_id.clone(),
+            subject: match hash {
+                Some(hash) => hex::encode(hash),
+                None => subject(&suppression.number),
+            },
+            controller: suppression.controller.clone(),
+            body: json(&SuppressionBody::new(suppression)),
+        });
+    }
+    rows
+}
+
+fn json(body: &impl serde::Serialize) -> String {
+    serde_json::to_string(body).unwrap_or_default()
+}
+
+/// Copies the contact records (consents, relationships, opt-outs, those
+/// kept by hash included) of the SQLite deployment in `data_dir` into the
+/// journal as its first entry, with that store's subject salt; `data_dir`
+/// then serves as a replica that applied it. Refused unless the journal is
+/// empty. The change trail, registry observations and withdrawals known by
+/// hash only are not copied (they stay in the local store of `data_dir`).
+///
+/// # Errors
+/// [`JournalError::Refused`] when the journal is not empty; a failure of
+/// either store (nothing is copied then).
+pub async fn copy_from_sqlite(pg: &Pg, data_dir: &Path) -> Result<CopySummary, JournalError> {
+    let store = ContactStore::open_unindexed(data_dir)?;
+    let all = store.all_records()?;
+    let rows = rows(store.index(), &all, "store migrate");
+    let body = serde_json::to_value(ImportBody {
+        actor: "store migrate".into(),
+        action: "records.migrated".into(),
+        now_us: Timestamp::now().as_microsecond(),
+        records: rows.len() as u64,
+    })
+    .unwrap_or_default();
+    let extra = Extra {
+        first_with_salt: Some(store.subject_salt()),
+        ..Extra::default()
+    };
+    // No deadline: a large copy may take longer than `unavailable_after`.
+    let seq = append(pg, entry::IMPORT, &body, &rows, &extra).await?;
+    store.set_journal_applied(seq)?;
+    Ok(CopySummary {
+        consents: all.consents.len(),
+        relationships: all.relationships.len(),
+        suppressions: all.suppressions.len(),
+        seq,
+    })
+}
+
+/// A scratch directory removed when dropped (it holds the file's records).
+struct Scratch(PathBuf);
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A bulk import on the postgres backend: `consents` (else opt-outs) from
+/// `file`, checked as on SQLite, then committed to the journal as one
+/// entry in one transaction. Returns the summary and the entry's seq (none
+/// for a dry run). Runs the database work on `runtime`.
+///
+/// # Errors
+/// The file's first problem (nothing stored), a reused opt-out id, or a
+/// database failure (nothing stored).
+pub fn import_file(
+    runtime: &tokio::runtime::Runtime,
+    config: &crate::config::Config,
+    pg: &Pg,
+    file: &Path,
+    consents: bool,
+    dry_run: bool,
+    actor: &str,
+) -> anyhow::Result<(ContactImportSummary, Option<i64>)> {
+    let salt = runtime.block_on(shared_salt(pg))?;
+    let data_dir = &config.server.data_dir;
+    crate::private::create_dir_all(data_dir)?;
+    let scratch = Scratch(data_dir.join(format!("contacts-import-shared-{}", std::process::id())));
+    let _ = std::fs::remove_dir_all(&scratch.0);
+    ContactStore::seed_salt(&scratch.0, &salt)?;
+    let store = Arc::new(ContactStore::open_unindexed(&scratch.0)?);
+    let now = Timestamp::now();
+    let summary = if consents {
+        crate::contacts::import::import_consents(&store, file, actor, now, dry_run)?
+    } else {
+        let records = crate::contacts::service::Records::configured(config, Arc::clone(&store));
+        crate::contacts::import::import_suppressions(&records, file, actor, now, dry_run)?
+    };
+    if dry_run {
+        return Ok((summary, None));
+    }
+    let all = store.all_records()?;
+    let rows = rows(store.index(), &all, actor);
+    let body = serde_json::to_value(ImportBody {
+        actor: actor.to_string(),
+        action: if consents {
+            "consents.imported"
+        } else {
+            "suppressions.imported"
+        }
+        .into(),
+        now_us: now.as_microsecond(),
+        records: rows.len() as u64,
+    })
+    .unwrap_or_default();
+    let extra = Extra {
+        refuse_reused: !consents,
+        ..Extra::default()
+    };
+    let seq = runtime.block_on(append(pg, entry::IMPORT, &body, &rows, &extra))?;
+    Ok((summary, Some(seq)))
+}

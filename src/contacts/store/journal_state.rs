@@ -1,0 +1,195 @@
+//! What a store following the shared journal (postgres backend) keeps about
+//! it: the entry applied last, stored in the same transaction as the change
+//! it made, and when it last confirmed it had applied every entry.
+
+use std::cell::Cell;
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use rusqlite::{Connection, OptionalExtension, Transaction};
+
+use super::{ContactStore, StoreError, database_path};
+
+/// Stores `seq` as the journal entry applied last (inside the change's
+/// transaction: a crash never applies an entry twice or skips one).
+pub(super) fn store_journal_position(tx: &Transaction<'_>, seq: i64) -> rusqlite::Result<()> {
+    tx.execute(
+        "INSERT INTO counters (key, value) VALUES ('journal_applied', ?1)
+         ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        [seq],
+    )?;
+    Ok(())
+}
+
+thread_local! {
+    /// The shared journal's entry this thread is applying: every store
+    /// write it makes stores it as `counters.journal_applied` in its
+    /// transaction (a thread-local: writes of other threads meanwhile,
+    /// an export's trail event, do not claim the entry).
+    static APPLYING: Cell<Option<i64>> = const { Cell::new(None) };
+}
+
+/// The entry this thread is applying, if any.
+pub(super) fn applying() -> Option<i64> {
+    APPLYING.with(Cell::get)
+}
+
+/// Runs `apply` with every store write it makes (on this thread) recording
+/// `seq` as the journal entry applied.
+pub(crate) fn with_journal_position<T>(seq: i64, apply: impl FnOnce() -> T) -> T {
+    APPLYING.with(|a| a.set(Some(seq)));
+    let result = apply();
+    APPLYING.with(|a| a.set(None));
+    result
+}
+
+impl ContactStore {
+    /// The journal entry applied last (`None`: this store never followed one).
+    ///
+    /// # Errors
+    /// [`StoreError`] when the store cannot be read.
+    pub fn journal_applied(&self) -> Result<Option<i64>, StoreError> {
+        let conn = self.conn.lock().expect("contact db lock");
+        Ok(conn
+            .query_row(
+                "SELECT value FROM counters WHERE key = 'journal_applied'",
+                [],
+                |r| r.get(0),
+            )
+            .optional()?)
+    }
+
+    /// Records `seq` as applied on its own (an entry that changed nothing
+    /// here, or after a bulk import, which applying again stores nothing twice).
+    ///
+    /// # Errors
+    /// [`StoreError`] when it cannot be stored.
+    pub(crate) fn set_journal_applied(&self, seq: i64) -> Result<(), StoreError> {
+        let mut conn = self.conn.lock().expect("contact db lock");
+        let tx = conn.transaction()?;
+        store_journal_position(&tx, seq)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// From now on, `failing_for` counts from the last confirmation that
+    /// the whole journal is applied, and the gateway allows `max_staleness`.
+    pub fn follow_journal(&self, max_staleness: Duration) {
+        let _ = self.behind_limit.set(max_staleness);
+        self.journal_followed.store(true, Ordering::Release);
+    }
+
+    /// Every journal entry committed by `as_of` is applied here.
+    pub(crate) fn confirm_journal(&self, as_of: Instant) {
+        let ms = as_of.saturating_duration_since(self.opened).as_millis() as u64 + 1;
+        self.journal_confirmed_ms.fetch_max(ms, Ordering::AcqRel);
+    }
+
+    /// How old the last confirmation is (since the store opened if there
+    /// was none); `None` when no journal is followed.
+    pub(super) fn journal_behind(&self) -> Option<Duration> {
+        if !self.journal_followed.load(Ordering::Acquire) {
+            return None;
+        }
+        let confirmed = match self.journal_confirmed_ms.load(Ordering::Acquire) {
+            0 => Duration::ZERO,
+            ms => Duration::from_millis(ms - 1),
+        };
+        Some(self.opened.elapsed().saturating_sub(confirmed))
+    }
+
+    /// How far behind the records may be before decisions stop: the
+    /// journal's `max_staleness` when one is followed, else `default`.
+    pub fn behind_limit(&self, default: Duration) -> Duration {
+        self.behind_limit.get().copied().unwrap_or(default)
+    }
+
+    /// This store's subject salt.
+    pub(crate) fn subject_salt(&self) -> [u8; 32] {
+        self.index.salt
+    }
+
+    /// Creates the contact database in `data_dir` with `salt` as its
+    /// subject salt, unless it exists (then its own salt stays).
+    ///
+    /// # Errors
+    /// [`StoreError`] when it cannot be created.
+    pub fn seed_salt(data_dir: &Path, salt: &[u8; 32]) -> Result<(), StoreError> {
+        let path = database_path(data_dir);
+        if path.exists() {
+            return Ok(());
+        }
+        let _ = crate::private::create_dir_all(data_dir);
+        let _ = crate::private::touch(&path);
+        let conn = Connection::open(&path)?;
+        conn.execute_batch(
+            "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value BLOB NOT NULL) STRICT",
+        )?;
+        conn.execute(
+            "INSERT OR IGNORE INTO meta (key, value) VALUES ('subject_salt', ?1)",
+            [salt.to_vec()],
+        )?;
+        Ok(())
+    }
+}
+
+/// Every record a store holds (a migration into the shared journal, or a
+/// bulk import staged in a scratch store).
+#[derive(Debug, Default)]
+pub struct AllRecords {
+    pub consents: Vec<super::Consent>,
+    pub relationships: Vec<super::Relationship>,
+    /// With the subject's hash when kept by hash only (erased).
+    pub suppressions: Vec<(Option<super::SubjectHash>, super::Suppression)>,
+}
+
+impl ContactStore {
+    /// Reads every consent, relationship and opt-out, in storage order.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the store cannot be read or a row does not parse.
+    pub(crate) fn all_records(&self) -> Result<AllRecords, StoreError> {
+        let conn = self.conn.lock().expect("contact db lock");
+        let mut all = AllRecords::default();
+        let mut statement = conn.prepare(&format!(
+            "SELECT {} FROM consents ORDER BY rowid",
+            super::CONSENT_COLUMNS
+        ))?;
+        let mut rows = statement.query([])?;
+        while let Some(row) = rows.next()? {
+            all.consents.push(super::read_consent(row)?.1);
+        }
+        let mut statement = conn.prepare(&format!(
+            "SELECT {} FROM relationships ORDER BY rowid",
+            super::RELATIONSHIP_COLUMNS
+        ))?;
+        let mut rows = statement.query([])?;
+        while let Some(row) = rows.next()? {
+            all.relationships.push(super::read_relationship(row)?.1);
+        }
+        let mut statement = conn.prepare(&format!(
+            "SELECT {} FROM suppressions ORDER BY rowid",
+            super::SUPPRESSION_COLUMNS
+        ))?;
+        let mut rows = statement.query([])?;
+        while let Some(row) = rows.next()? {
+            let (key, hash, suppression) = super::read_suppression(row)?;
+            let hash = match (key, hash) {
+                (Some(_), _) => None,
+                (None, Some(hash)) => Some(super::SubjectHash::try_from(hash.as_slice()).map_err(
+                    |_| super::unknown("number_hash", hex::encode(&hash), "not a 32-byte hash"),
+                )?),
+                (None, None) => {
+                    return Err(super::unknown(
+                        "number_hash",
+                        &suppression.suppression_id,
+                        "an opt-out with neither number nor hash",
+                    ));
+                }
+            };
+            all.suppressions.push((hash, suppression));
+        }
+        Ok(all)
+    }
+}

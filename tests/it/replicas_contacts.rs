@@ -1,0 +1,273 @@
+//! Shared contact records (issue 16 item 1): several real `dialgate serve`
+//! replicas, each with its own data_dir, on one real PostgreSQL server.
+
+use std::time::{Duration, Instant};
+
+use dialgate::proto::{
+    AddSuppressionRequest, EraseSubjectRequest, Purpose, ReasonCode as R, RecordConsentRequest,
+};
+use tonic::Code;
+
+use crate::postgres_server::PgServer;
+use crate::support::*;
+
+const DE_CLI: &str = "+4930123456";
+const MAX_STALENESS_MS: u64 = 1000;
+
+/// A replica's configuration: the standard one on the shared database.
+fn replica_config(pg: &PgServer, replica_id: &str) -> String {
+    standard_config(&format!(
+        "[store]\nbackend = \"postgres\"\nurl = \"{}\"\nreplica_id = \"{replica_id}\"\nmax_staleness_ms = {MAX_STALENESS_MS}\n",
+        pg.url()
+    ))
+}
+
+fn consent(number: &str) -> RecordConsentRequest {
+    RecordConsentRequest {
+        controller: "acme".into(),
+        number: number.into(),
+        purpose: Purpose::Marketing as i32,
+        granted_at: Some(dialgate::proto::timestamp_to_proto(jiff::Timestamp::now())),
+        source: "web form v3".into(),
+        evidence_ref: "doi:replicated-evidence".into(),
+        default_region: "DE".into(),
+        ..Default::default()
+    }
+}
+
+/// The reason codes `server` answers for a de-optin call to `number`
+/// (`None`: UNAVAILABLE).
+async fn reasons(server: &TestServer, number: &str) -> Option<Vec<R>> {
+    let mut gateway = server.gateway().await;
+    match gateway.check_call(call(number, DE_CLI, "de-optin")).await {
+        Ok(response) => Some(codes(&response.into_inner())),
+        Err(status) => {
+            assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+            None
+        }
+    }
+}
+
+/// Polls `server` until it answers `want` for `number`; returns how long
+/// that took, or panics after `limit`.
+async fn until(server: &TestServer, number: &str, want: Option<Vec<R>>, limit: Duration) -> Duration {
+    let started = Instant::now();
+    loop {
+        let got = reasons(server, number).await;
+        if got == want {
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < limit,
+            "{number}: still {got:?} after {limit:?}, want {want:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The generous bound for a change to reach another replica: the
+/// staleness allowed plus scheduling slack on a loaded machine.
+fn reach_bound() -> Duration {
+    Duration::from_millis(MAX_STALENESS_MS) + Duration::from_secs(4)
+}
+
+/// An opt-out recorded on replica A is honoured by replica B within
+/// max_staleness; a consent on A lets B allow an opt-in destination; an
+/// erasure on A removes the number from B's store and from the journal in
+/// PostgreSQL, and B keeps the number suppressed.
+#[tokio::test(flavor = "multi_thread")]
+async fn test_changes_on_one_replica_reach_the_other() {
+    let Some(pg) = PgServer::start() else { return };
+    let a_ws = Workspace::new(&replica_config(&pg, "gw-a"));
+    let b_ws = Workspace::new(&replica_config(&pg, "gw-b"));
+    let a = a_ws.start();
+    let b = b_ws.start();
+    let number = "+49 151 23456789";
+    assert_eq!(reasons(&b, number).await, Some(vec![R::NoConsent]));
+
+    let mut records = a.records().await;
+    records.record_consent(consent("0151 23456789")).await.unwrap();
+    assert_eq!(
+        reasons(&a, number).await,
+        Some(vec![R::Consent]),
+        "effective on the origin at once"
+    );
+    let took = until(&b, number, Some(vec![R::Consent]), reach_bound()).await;
+    eprintln!("consent reached replica B in {took:?}");
+
+    records
+        .add_suppression(AddSuppressionRequest {
+            controller: "acme".into(),
+            number: number.into(),
+            reason: "objected".into(),
+            source: "call".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(reasons(&a, number).await, Some(vec![R::Suppressed]));
+    let took = until(&b, number, Some(vec![R::Suppressed]), reach_bound()).await;
+    eprintln!("opt-out reached replica B in {took:?}");
+
+    let e164 = "4915123456789";
+    let in_journal = |pg: &PgServer| {
+        pg.psql(&format!(
+            "SELECT count(*) FROM contact_journal_records WHERE body::text LIKE '%{e164}%'"
+        ))
+        .trim()
+        .to_string()
+    };
+    assert_eq!(in_journal(&pg), "2", "the consent and the opt-out hold the number");
+    let erased = records
+        .erase_subject(EraseSubjectRequest {
+            verification: None,
+            controller: String::new(),
+            number: number.into(),
+            default_region: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .erased_records;
+    assert_eq!(erased, 1, "the consent");
+    assert_eq!(in_journal(&pg), "0", "no row of the journal holds the number");
+    assert_eq!(
+        pg.psql("SELECT count(*) FROM contact_journal_records WHERE body::text LIKE '%doi:replicated-evidence%'")
+            .trim(),
+        "0",
+        "nor the consent's evidence"
+    );
+    // B applies the erasure: its store no longer holds the number, which
+    // stays suppressed (kept by hash).
+    let started = Instant::now();
+    loop {
+        let held: i64 = rusqlite::Connection::open(b_ws.data_dir().join("contacts.db"))
+            .unwrap()
+            .query_row(
+                "SELECT (SELECT count(*) FROM consents WHERE number LIKE ?1)
+                      + (SELECT count(*) FROM suppressions WHERE number LIKE ?1)",
+                [format!("%{e164}%")],
+                |r| r.get(0),
+            )
+            .unwrap();
+        if held == 0 {
+            break;
+        }
+        assert!(started.elapsed() < reach_bound(), "B still holds the number");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The consent is gone, the opt-out stays.
+    let erased_view = Some(vec![R::Suppressed, R::NoConsent]);
+    assert_eq!(reasons(&b, number).await, erased_view);
+    assert_eq!(reasons(&a, number).await, erased_view);
+
+    // A replica started later on an empty data_dir catches up, the
+    // erasure included (the number suppressed, by hash only).
+    let c_ws = Workspace::new(&replica_config(&pg, "gw-c"));
+    let c = c_ws.start();
+    assert_eq!(reasons(&c, number).await, erased_view);
+    let other = "+49 151 99999999";
+    records.record_consent(consent("0151 99999999")).await.unwrap();
+    until(&c, other, Some(vec![R::Consent]), reach_bound()).await;
+    drop((a, b, c));
+}
+
+/// PostgreSQL stopped: both replicas answer UNAVAILABLE (never a decision
+/// on stale records) once max_staleness has passed, /readyz is 503, and
+/// they recover by themselves when it is back; a change made on the
+/// origin meanwhile is refused, not made locally.
+#[tokio::test(flavor = "multi_thread")]
+async fn test_database_stopped_means_unavailable_then_recovery() {
+    let Some(pg) = PgServer::start() else { return };
+    let a_ws = Workspace::new(&replica_config(&pg, "gw-a"));
+    let b_ws = Workspace::new(&replica_config(&pg, "gw-b"));
+    let a = a_ws.start();
+    let b = b_ws.start();
+    let number = "+49 151 23456789";
+    assert_eq!(reasons(&a, number).await, Some(vec![R::NoConsent]));
+    assert_eq!(a.get("/readyz").0, 200);
+
+    pg.stop();
+    let bound = Duration::from_millis(MAX_STALENESS_MS) + Duration::from_secs(6);
+    for server in [&a, &b] {
+        until(server, number, None, bound).await;
+        assert_eq!(server.get("/readyz").0, 503);
+    }
+    let refused = a
+        .records()
+        .await
+        .add_suppression(AddSuppressionRequest {
+            controller: "acme".into(),
+            number: number.into(),
+            reason: "objected".into(),
+            source: "call".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::Unavailable, "{refused:?}");
+
+    pg.start_again();
+    let recovery = Duration::from_secs(20);
+    for server in [&a, &b] {
+        until(server, number, Some(vec![R::NoConsent]), recovery).await;
+        assert_eq!(server.get("/readyz").0, 200);
+    }
+}
+
+/// `consent import` and `suppression import` from the CLI of a machine
+/// configured with postgres reach both running replicas, all or nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn test_a_cli_bulk_import_reaches_both_replicas() {
+    let Some(pg) = PgServer::start() else { return };
+    let a_ws = Workspace::new(&replica_config(&pg, "gw-a"));
+    let b_ws = Workspace::new(&replica_config(&pg, "gw-b"));
+    let a = a_ws.start();
+    let b = b_ws.start();
+    let cli = Workspace::new(&replica_config(&pg, "gw-cli"));
+    let granted = days_ago(1);
+    let csv = cli.file(
+        "consents.csv",
+        &format!(
+            "controller,number,purpose,granted_at,source\n\
+             acme,+49 151 11111111,marketing,{granted},web\n\
+             acme,+49 151 22222222,marketing,{granted},web\n"
+        ),
+    );
+    let out = cli.cli_ok(&["consent", "import", "--file", path_str(&csv)]);
+    assert!(out.contains("2 lines valid"), "{out}");
+    for server in [&a, &b] {
+        until(server, "+49 151 11111111", Some(vec![R::Consent]), reach_bound()).await;
+        until(server, "+49 151 22222222", Some(vec![R::Consent]), reach_bound()).await;
+    }
+    let optouts = cli.file(
+        "optouts.csv",
+        "controller,number,reason\nacme,+49 151 22222222,objected\n",
+    );
+    cli.cli_ok(&["suppression", "import", "--file", path_str(&optouts)]);
+    for server in [&a, &b] {
+        until(server, "+49 151 22222222", Some(vec![R::Suppressed]), reach_bound()).await;
+    }
+    // A bad line: nothing of the file is stored anywhere.
+    let bad = cli.file(
+        "bad.csv",
+        "controller,number,purpose,granted_at,source\n\
+         acme,+49 151 33333333,marketing,{granted},web\n\
+         acme,not a number,marketing,2026-01-01,web\n",
+    );
+    let out = cli.cli(&["consent", "import", "--file", path_str(&bad)]);
+    assert!(!out.status.success());
+    let before = pg.psql("SELECT count(*) FROM contact_journal");
+    tokio::time::sleep(Duration::from_millis(2 * MAX_STALENESS_MS)).await;
+    assert_eq!(pg.psql("SELECT count(*) FROM contact_journal"), before);
+    assert_eq!(
+        reasons(&a, "+49 151 33333333").await,
+        Some(vec![R::NoConsent])
+    );
+    assert!(
+        std::fs::read_dir(cli.data_dir())
+            .map(|d| d.flatten().all(|e| !e.file_name().to_string_lossy().starts_with("contacts-import")))
+            .unwrap_or(true),
+        "the scratch store is removed"
+    );
+}
