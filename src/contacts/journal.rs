@@ -89,6 +89,8 @@ pub struct Journal {
     /// its append until its entry is applied, so the answer it gives is its
     /// own entry's outcome).
     applying: Mutex<()>,
+    /// The entry applied last (what the store holds, without its lock).
+    applied: std::sync::atomic::AtomicI64,
 }
 
 impl std::fmt::Debug for Journal {
@@ -194,6 +196,7 @@ impl Journal {
             store,
             handle: tokio::runtime::Handle::current(),
             applying: Mutex::new(()),
+            applied: std::sync::atomic::AtomicI64::new(applied.unwrap_or(0)),
         });
         let first = Arc::clone(&journal);
         tokio::task::spawn_blocking(move || first.catch_up())
@@ -215,39 +218,76 @@ impl Journal {
     }
 
     /// Follows the journal until `stop`: applies new entries as they
-    /// commit and confirms freshness after each complete read.
+    /// commit (woken by a NOTIFY, or by the poll) and confirms freshness
+    /// after each complete read. While a long entry is being applied,
+    /// freshness is still confirmed when every entry not yet applied can
+    /// only grant (a large consent import does not stall checks).
     pub async fn follow(self: Arc<Self>, mut stop: tokio::sync::watch::Receiver<bool>) {
         let mut ticker = tokio::time::interval(self.poll_interval());
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let woken = Arc::new(tokio::sync::Notify::new());
+        tokio::spawn(listen(self.pg.clone(), Arc::clone(&woken), stop.clone()));
         let mut failing = false;
+        let mut running: Option<tokio::task::JoinHandle<Result<usize, JournalError>>> = None;
         loop {
             tokio::select! {
                 _ = ticker.tick() => {}
+                _ = woken.notified() => {}
                 _ = stop.changed() => {}
             }
             if *stop.borrow() {
                 return;
             }
-            let journal = Arc::clone(&self);
-            match tokio::task::spawn_blocking(move || journal.catch_up()).await {
-                Ok(Ok(applied)) => {
-                    if failing {
-                        tracing::info!("shared contact journal reachable again");
-                    }
-                    failing = false;
-                    if applied > 0 {
-                        tracing::debug!(applied, "shared contact journal entries applied");
+            if running.as_ref().is_some_and(|task| !task.is_finished()) {
+                let started = Instant::now();
+                match self.pg.within(self.only_granting_pending()).await {
+                    Ok(true) => self.store.confirm_journal(started),
+                    Ok(false) => {}
+                    Err(err) => {
+                        tracing::debug!(error = %err, "shared contact journal: probe failed");
                     }
                 }
-                Ok(Err(err)) => {
-                    if !failing {
-                        tracing::error!(error = %err, "shared contact journal: cannot follow (decisions stop after store.max_staleness_ms)");
-                    }
-                    failing = true;
-                }
-                Err(err) => tracing::error!(error = %err, "shared contact journal: follower task failed"),
+                continue;
             }
+            if let Some(task) = running.take() {
+                match task.await {
+                    Ok(Ok(applied)) => {
+                        if failing {
+                            tracing::info!("shared contact journal followed again");
+                        }
+                        failing = false;
+                        if applied > 0 {
+                            tracing::debug!(applied, "shared contact journal entries applied");
+                        }
+                    }
+                    Ok(Err(err)) => {
+                        if !failing {
+                            tracing::error!(error = %err, "shared contact journal: cannot follow (decisions stop after store.max_staleness_ms)");
+                        }
+                        failing = true;
+                    }
+                    Err(err) => {
+                        tracing::error!(error = %err, "shared contact journal: follower task failed");
+                    }
+                }
+            }
+            let journal = Arc::clone(&self);
+            running = Some(tokio::task::spawn_blocking(move || journal.catch_up()));
         }
+    }
+
+    /// Whether every entry after the one applied last can only grant.
+    async fn only_granting_pending(&self) -> Result<bool, PgError> {
+        let applied = self.applied.load(std::sync::atomic::Ordering::Acquire);
+        let client = self.pg.client().await?;
+        let restrictive: bool = client
+            .query_one(
+                "SELECT COALESCE(bool_or(restrictive), false) FROM contact_journal WHERE seq > $1",
+                &[&applied],
+            )
+            .await?
+            .get(0);
+        Ok(!restrictive)
     }
 
     /// Runs `work` on the runtime from this blocking thread, within the
@@ -315,6 +355,8 @@ impl Journal {
                     });
                 }
                 let done = self.apply_entry(seq, batch, &kind, &body, hint)?;
+                self.applied
+                    .store(seq, std::sync::atomic::Ordering::Release);
                 if seq == last {
                     outcome = Some(done);
                 }
@@ -351,6 +393,54 @@ impl Journal {
                 seq,
                 problem: "committed but not found again".into(),
             }),
+        }
+    }
+}
+
+/// Wakes the follower on every NOTIFY of a new entry (only a wake-up: the
+/// poll keeps the bound, since notifications are lost while disconnected);
+/// reconnects after a failure.
+async fn listen(
+    pg: Pg,
+    woken: Arc<tokio::sync::Notify>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    loop {
+        if let Ok((client, mut connection)) = pg.dedicated().await {
+            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+            let driver = tokio::spawn(async move {
+                let mut messages =
+                    futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
+                while let Some(Ok(message)) = futures_util::StreamExt::next(&mut messages).await {
+                    if let tokio_postgres::AsyncMessage::Notification(_) = message
+                        && tx.send(()).is_err()
+                    {
+                        return;
+                    }
+                }
+            });
+            if client.batch_execute("LISTEN dialgate_contacts").await.is_ok() {
+                loop {
+                    tokio::select! {
+                        got = rx.recv() => match got {
+                            Some(()) => woken.notify_one(),
+                            None => break,
+                        },
+                        _ = stop.changed() => {
+                            driver.abort();
+                            return;
+                        }
+                    }
+                }
+            }
+            driver.abort();
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = stop.changed() => return,
+        }
+        if *stop.borrow() {
+            return;
         }
     }
 }
@@ -394,6 +484,7 @@ async fn append(
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&JOURNAL_LOCK])
         .await?;
     let seq = head(&tx).await? + 1;
+    let restrictive = kind == entry::ERASE || records.iter().any(|r| r.restrictive);
     if let Some(salt) = extra.first_with_salt {
         if seq != 1 {
             return Err(JournalError::Refused(format!(
@@ -409,8 +500,9 @@ async fn append(
         .await?;
     }
     tx.execute(
-        "INSERT INTO contact_journal (seq, batch, replica_id, kind, body) VALUES ($1, $2, $3, $4, $5::text::jsonb)",
-        &[&seq, &batch, &pg.replica_id(), &kind, &body.to_string()],
+        "INSERT INTO contact_journal (seq, batch, replica_id, kind, body, restrictive)
+         VALUES ($1, $2, $3, $4, $5::text::jsonb, $6)",
+        &[&seq, &batch, &pg.replica_id(), &kind, &body.to_string(), &restrictive],
     )
     .await?;
     tx.execute("SELECT pg_notify('dialgate_contacts', $1)", &[&seq.to_string()])

@@ -271,3 +271,46 @@ async fn test_a_cli_bulk_import_reaches_both_replicas() {
         "the scratch store is removed"
     );
 }
+
+/// Not a benchmark (no assertion on time): prints how long a 100k-consent
+/// CLI import takes to commit and to reach a running replica. Run by hand:
+/// `cargo test --test it replicas_contacts::measure -- --ignored --nocapture`.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore]
+async fn measure_a_100k_consent_import() {
+    let Some(pg) = PgServer::start() else { return };
+    let a_ws = Workspace::new(&replica_config(&pg, "gw-a"));
+    let a = a_ws.start();
+    let cli = Workspace::new(&replica_config(&pg, "gw-cli"));
+    let granted = days_ago(1);
+    let mut csv = String::from("controller,number,purpose,granted_at,source\n");
+    for i in 0..100_000 {
+        csv.push_str(&format!("acme,+49 151 2{i:07},marketing,{granted},web\n"));
+    }
+    let csv = cli.file("consents.csv", &csv);
+    let started = Instant::now();
+    let out = std::process::Command::new(BIN)
+        .arg("--config")
+        .arg(cli.config_path())
+        .args(["consent", "import", "--file", path_str(&csv)])
+        .env("DIALGATE_LOG", "info")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    eprintln!("{}", String::from_utf8_lossy(&out.stderr));
+    let committed = started.elapsed();
+    let mut unavailable = 0;
+    loop {
+        match reasons(&a, "+49 151 20099999").await {
+            Some(r) if r == vec![R::Consent] => break,
+            None => unavailable += 1,
+            _ => {}
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let applied = started.elapsed();
+    eprintln!(
+        "100k consents: committed to PostgreSQL in {committed:?} ({:.0} records/s), applied by a running replica after {applied:?}; {unavailable} checks UNAVAILABLE meanwhile",
+        100_000.0 / committed.as_secs_f64()
+    );
+}

@@ -75,7 +75,8 @@ impl Journal {
                             subject: r.get(2),
                             controller: r.get(3),
                             body: r.get(4),
-                        },
+            restrictive: true,
+        },
                     )
                 })
                 .map(|(_, kind, mut row)| {

@@ -40,6 +40,7 @@ fn rows(index: &ContactIndex, all: &AllRecords, actor: &str) -> Vec<RecordRow> {
             subject: subject(&consent.number),
             controller: consent.controller.clone(),
             body: json(&ConsentBody::new(consent, actor)),
+            restrictive: consent.revoked_at.is_some(),
         });
     }
     for relationship in &all.relationships {
@@ -49,6 +50,7 @@ fn rows(index: &ContactIndex, all: &AllRecords, actor: &str) -> Vec<RecordRow> {
             subject: subject(&relationship.number),
             controller: relationship.controller.clone(),
             body: json(&RelationshipBody::new(relationship, actor)),
+            restrictive: true,
         });
     }
     for (hash, suppression) in &all.suppressions {
@@ -65,6 +67,7 @@ fn rows(index: &ContactIndex, all: &AllRecords, actor: &str) -> Vec<RecordRow> {
             },
             controller: suppression.controller.clone(),
             body: json(&SuppressionBody::new(suppression)),
+            restrictive: true,
         });
     }
     rows
@@ -144,6 +147,7 @@ pub fn import_file(
     ContactStore::seed_salt(&scratch.0, &salt)?;
     let store = Arc::new(ContactStore::open_unindexed(&scratch.0)?);
     let now = Timestamp::now();
+    let started = std::time::Instant::now();
     let summary = if consents {
         crate::contacts::import::import_consents(&store, file, actor, now, dry_run)?
     } else {
@@ -153,8 +157,10 @@ pub fn import_file(
     if dry_run {
         return Ok((summary, None));
     }
+    let checked = started.elapsed();
     let all = store.all_records()?;
     let rows = rows(store.index(), &all, actor);
+    let read = started.elapsed();
     let body = serde_json::to_value(ImportBody {
         actor: actor.to_string(),
         action: if consents {
@@ -172,5 +178,13 @@ pub fn import_file(
         ..Extra::default()
     };
     let seq = runtime.block_on(append(pg, entry::IMPORT, &body, &rows, &extra))?;
+    tracing::info!(
+        records = rows.len(),
+        seq,
+        checked_ms = checked.as_millis() as u64,
+        read_ms = (read - checked).as_millis() as u64,
+        committed_ms = (started.elapsed() - read).as_millis() as u64,
+        "bulk import committed to the shared contact journal"
+    );
     Ok((summary, Some(seq)))
 }

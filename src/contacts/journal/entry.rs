@@ -33,6 +33,9 @@ pub(super) struct RecordRow {
     pub subject: String,
     pub controller: String,
     pub body: String,
+    /// Whether missing it could let a call through (all but a consent that
+    /// is not withdrawn: a missing consent only denies).
+    pub restrictive: bool,
 }
 
 fn micros(t: Timestamp) -> i64 {

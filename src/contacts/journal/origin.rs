@@ -35,6 +35,7 @@ impl Journal {
             subject: self.subject(&consent.number),
             controller: consent.controller.clone(),
             body: json(&ConsentBody::new(consent, actor)),
+            restrictive: consent.revoked_at.is_some(),
         };
         Ok(matches!(self.one(row)?, Outcome::Inserted(true)))
     }
@@ -50,6 +51,7 @@ impl Journal {
             subject: self.subject(&suppression.number),
             controller: suppression.controller.clone(),
             body: json(&SuppressionBody::new(suppression)),
+            restrictive: true,
         };
         Ok(matches!(self.one(row)?, Outcome::Inserted(true)))
     }
@@ -69,6 +71,7 @@ impl Journal {
             subject: self.subject(&relationship.number),
             controller: relationship.controller.clone(),
             body: json(&RelationshipBody::new(relationship, actor)),
+            restrictive: true,
         };
         Ok(matches!(self.one(row)?, Outcome::Inserted(true)))
     }
@@ -100,6 +103,7 @@ impl Journal {
             subject: self.subject(e164),
             controller: controller.to_string(),
             body: json(&body),
+            restrictive: true,
         };
         match self.one(row)? {
             Outcome::Count(ended) => Ok(ended),

@@ -14,7 +14,11 @@ CREATE TABLE contact_journal (
     -- records | import | erase
     kind text NOT NULL,
     -- What applying needs besides the records (never a number).
-    body jsonb NOT NULL
+    body jsonb NOT NULL,
+    -- false: the entry can only grant (consents not withdrawn): a replica
+    -- still applying it decides no call wrongly allowed, so it stays fresh
+    -- (a large consent import does not stall checks).
+    restrictive boolean NOT NULL
 );
 
 CREATE SEQUENCE contact_journal_batches;
