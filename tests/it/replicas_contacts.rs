@@ -314,3 +314,143 @@ async fn measure_a_100k_consent_import() {
         100_000.0 / committed.as_secs_f64()
     );
 }
+
+/// Runs `dialgate serve` on `ws`, which must refuse to start: returns its stderr.
+fn serve_refused(ws: &Workspace) -> String {
+    let mut child = std::process::Command::new(BIN)
+        .arg("--config")
+        .arg(ws.config_path())
+        .arg("serve")
+        .env("DIALGATE_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            assert!(!status.success());
+            let mut stderr = String::new();
+            std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+            return stderr;
+        }
+        if started.elapsed() > Duration::from_secs(30) {
+            child.kill().unwrap();
+            panic!("serve did not refuse");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// An existing SQLite deployment: pointed at the shared database as it is,
+/// it refuses to start (its records would be seen by no other replica);
+/// `copy_from_sqlite` copies its records, opt-outs kept by hash included,
+/// into the empty journal, and refuses a second time; then that data_dir
+/// and a new one both serve them.
+#[tokio::test(flavor = "multi_thread")]
+async fn test_copy_from_sqlite_then_replicas_serve_the_records() {
+    let Some(pg) = PgServer::start() else { return };
+    let ws = Workspace::new(&standard_config(""));
+    let granted = days_ago(1);
+    let csv = ws.file(
+        "consents.csv",
+        &format!(
+            "controller,number,purpose,granted_at,source\n\
+             acme,+49 151 11111111,marketing,{granted},web\n\
+             acme,+49 151 22222222,marketing,{granted},web\n"
+        ),
+    );
+    ws.cli_ok(&["consent", "import", "--file", path_str(&csv)]);
+    {
+        let server = ws.start();
+        let mut records = server.records().await;
+        records
+            .add_suppression(AddSuppressionRequest {
+                controller: "acme".into(),
+                number: "+49 151 22222222".into(),
+                reason: "objected".into(),
+                source: "call".into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        records
+            .erase_subject(EraseSubjectRequest {
+                verification: None,
+                controller: String::new(),
+                number: "+49 151 22222222".into(),
+                default_region: String::new(),
+            })
+            .await
+            .unwrap();
+        let (status, _) = server.terminate();
+        assert!(status.success());
+    }
+    std::fs::write(ws.config_path(), replica_config(&pg, "gw-old")).unwrap();
+    let refused = serve_refused(&ws);
+    assert!(
+        refused.contains("store migrate --to postgres"),
+        "{refused}"
+    );
+
+    let settings = dialgate::store::PostgresSettings {
+        url: pg.url(),
+        replica_id: "migrate".into(),
+        max_staleness: Duration::from_secs(1),
+        unavailable_after: Duration::from_secs(2),
+    };
+    let shared = dialgate::store::postgres::Pg::connect(&settings).await.unwrap();
+    let copied = dialgate::contacts::journal::copy_from_sqlite(&shared, &ws.data_dir())
+        .await
+        .unwrap();
+    assert_eq!((copied.consents, copied.suppressions, copied.seq), (1, 2, 1));
+    let again = dialgate::contacts::journal::copy_from_sqlite(&shared, &ws.data_dir()).await;
+    assert!(
+        matches!(&again, Err(e) if e.to_string().contains("empty")),
+        "{again:?}"
+    );
+    assert_eq!(
+        pg.psql("SELECT count(*) FROM contact_journal_records WHERE body::text LIKE '%4915122222222%'")
+            .trim(),
+        "0",
+        "the erased number is not copied"
+    );
+
+    let old = ws.start();
+    let new_ws = Workspace::new(&replica_config(&pg, "gw-new"));
+    let new = new_ws.start();
+    for server in [&old, &new] {
+        assert_eq!(
+            reasons(server, "+49 151 11111111").await,
+            Some(vec![R::Consent])
+        );
+        assert_eq!(
+            reasons(server, "+49 151 22222222").await,
+            Some(vec![R::Suppressed, R::NoConsent]),
+            "kept suppressed by hash"
+        );
+    }
+}
+
+/// A journal entry that does not parse (written by a newer version, or
+/// damaged) is never applied as permission: the replicas stop deciding
+/// (UNAVAILABLE) once max_staleness has passed.
+#[tokio::test(flavor = "multi_thread")]
+async fn test_an_unreadable_entry_stops_decisions() {
+    let Some(pg) = PgServer::start() else { return };
+    let a_ws = Workspace::new(&replica_config(&pg, "gw-a"));
+    let a = a_ws.start();
+    let number = "+49 151 23456789";
+    assert_eq!(reasons(&a, number).await, Some(vec![R::NoConsent]));
+    pg.psql(
+        "BEGIN;
+         INSERT INTO contact_journal_records (batch, pos, kind, record_id, subject, controller, body)
+             VALUES (nextval('contact_journal_batches'), 0, 'consent', 'x', 'y', 'acme', '{\"purpose\": \"telepathy\"}');
+         INSERT INTO contact_journal (seq, batch, replica_id, kind, body, restrictive)
+             VALUES (1, currval('contact_journal_batches'), 'hand', 'records', '{}', true);
+         COMMIT;",
+    );
+    let bound = Duration::from_millis(MAX_STALENESS_MS) + Duration::from_secs(5);
+    until(&a, number, None, bound).await;
+    assert_eq!(a.get("/readyz").0, 503);
+}
