@@ -107,15 +107,15 @@ fn random_salt() -> [u8; 32] {
     salt
 }
 
-/// The shared subject salt, made by the first replica (or copied from the
-/// migrated SQLite store).
-async fn shared_salt(pg: &Pg) -> Result<[u8; 32], JournalError> {
+/// The shared subject salt: `proposed` when there was none yet (the first
+/// replica's, or the migrated SQLite store's).
+async fn shared_salt(pg: &Pg, proposed: [u8; 32]) -> Result<[u8; 32], JournalError> {
     pg.within(async {
         let client = pg.client().await?;
         client
             .execute(
                 "INSERT INTO contact_salt (id, salt) VALUES (1, $1) ON CONFLICT (id) DO NOTHING",
-                &[&random_salt().to_vec()],
+                &[&proposed.to_vec()],
             )
             .await?;
         let salt: Vec<u8> = client
@@ -131,12 +131,16 @@ async fn shared_salt(pg: &Pg) -> Result<[u8; 32], JournalError> {
 }
 
 /// Before the contact store is opened: a new data_dir's store is created
-/// with the shared subject salt.
+/// with the shared subject salt (an existing store is checked by
+/// [`Journal::attach`]).
 ///
 /// # Errors
 /// [`JournalError`] when the database or the data_dir cannot be used.
 pub async fn prepare_data_dir(pg: &Pg, data_dir: &Path) -> Result<(), JournalError> {
-    let salt = shared_salt(pg).await?;
+    if super::database_path(data_dir).exists() {
+        return Ok(());
+    }
+    let salt = shared_salt(pg, random_salt()).await?;
     ContactStore::seed_salt(data_dir, &salt)?;
     Ok(())
 }
@@ -161,17 +165,17 @@ impl Journal {
         store: Arc<ContactStore>,
         data_dir: &Path,
     ) -> Result<Arc<Journal>, JournalError> {
-        let salt = shared_salt(&pg).await?;
         let shown = data_dir.display();
-        if store.subject_salt() != salt {
-            return Err(JournalError::Refused(format!(
-                "{shown} holds a contact store made for another deployment (its subject salt is not the shared database's): start this replica on an empty data_dir, or copy that store with `dialgate store migrate --to postgres` into an empty database"
-            )));
-        }
         let applied = store.journal_applied()?;
         if applied.is_none() && store.holds_records()? {
             return Err(JournalError::Refused(format!(
                 "{shown} holds contact records that are not in the shared database: copy them with `dialgate store migrate --to postgres`, or start this replica on an empty data_dir"
+            )));
+        }
+        let salt = shared_salt(&pg, store.subject_salt()).await?;
+        if store.subject_salt() != salt {
+            return Err(JournalError::Refused(format!(
+                "{shown} holds a contact store made for another deployment (its subject salt is not the shared database's): start this replica on an empty data_dir, or copy that store with `dialgate store migrate --to postgres` into an empty database"
             )));
         }
         let last: i64 = pg
@@ -492,9 +496,20 @@ async fn append(
                 seq - 1
             )));
         }
+        // A replica started before the copy made the shared salt and keeps
+        // it: replacing it would leave that replica hashing numbers its own
+        // way (opt-outs kept by hash would not match there).
+        let existing: Option<Vec<u8>> = tx
+            .query_opt("SELECT salt FROM contact_salt WHERE id = 1", &[])
+            .await?
+            .map(|row| row.get(0));
+        if existing.is_some_and(|existing| existing != salt) {
+            return Err(JournalError::Refused(
+                "replicas have already started on this database with another subject salt: stop them, empty their data_dirs, run `DELETE FROM contact_salt` on the database, then copy again".into(),
+            ));
+        }
         tx.execute(
-            "INSERT INTO contact_salt (id, salt) VALUES (1, $1)
-             ON CONFLICT (id) DO UPDATE SET salt = excluded.salt",
+            "INSERT INTO contact_salt (id, salt) VALUES (1, $1) ON CONFLICT (id) DO NOTHING",
             &[&salt.to_vec()],
         )
         .await?;

@@ -22,7 +22,6 @@ use crate::model::Purpose;
 use crate::number::NumberKey;
 
 mod journal_state;
-use journal_state::store_journal_position;
 pub(crate) use journal_state::{AllRecords, with_journal_position};
 mod purge;
 pub use purge::{Ceiling, PurgeCounts, RecordCeilings};
@@ -482,6 +481,13 @@ CREATE TABLE IF NOT EXISTS corrections (
     row INTEGER NOT NULL,
     old_key INTEGER NOT NULL
 ) STRICT;
+-- Postgres backend: the number of each salted hash the shared journal
+-- named, so that applying an erasure (which names only the hash) finds
+-- the number without hashing every stored number. Removed by the erasure.
+CREATE TABLE IF NOT EXISTS journal_subjects (
+    subject BLOB PRIMARY KEY,
+    number TEXT NOT NULL
+) STRICT, WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS observations (
     registry_id TEXT NOT NULL,
     controller TEXT NOT NULL,
@@ -1053,9 +1059,7 @@ impl ContactStore {
         let mut conn = self.conn.lock().expect("contact db lock");
         let tx = conn.transaction()?;
         let result = change(&tx)?;
-        if let Some(seq) = journal_state::applying() {
-            store_journal_position(&tx, seq)?;
-        }
+        journal_state::record_application(&tx)?;
         tx.commit()?;
         apply(&result);
         Ok(result)
@@ -1431,6 +1435,10 @@ impl ContactStore {
             tx.execute(
                 "UPDATE corrections SET old_key = 0 WHERE old_key = ?1",
                 [key.0 as i64],
+            )?;
+            tx.execute(
+                "DELETE FROM journal_subjects WHERE subject = ?1",
+                [subject.to_vec()],
             )?;
             let converted = tx.execute(
                 "UPDATE suppressions SET number = '', number_key = NULL, number_hash = ?3

@@ -49,6 +49,15 @@ fn kept_opt_out(erase: &EraseBody, now: Timestamp) -> Suppression {
     }
 }
 
+/// The subject and number a record names, to note.
+fn noted(
+    seq: i64,
+    hex_subject: &str,
+    number: &str,
+) -> Result<Option<(SubjectHash, String)>, JournalError> {
+    Ok(Some((subject_of(seq, hex_subject)?, number.to_string())))
+}
+
 impl Journal {
     /// Reads `limit` records of `batch` from position `from`.
     fn records(&self, batch: i64, from: i32, limit: i64) -> Result<Vec<RecordRow>, JournalError> {
@@ -134,8 +143,10 @@ impl Journal {
                     .consent()
                     .map_err(|e| corrupt(seq, e))?;
                 let key = key_of(seq, &consent.number)?;
-                let inserted =
-                    with_journal_position(seq, || store.record_consent(key, consent, &actor))?;
+                let noted = noted(seq, &row.subject, &consent.number)?;
+                let inserted = with_journal_position(seq, noted, || {
+                    store.record_consent(key, consent, &actor)
+                })?;
                 Ok((Outcome::Inserted(inserted), true))
             }
             entry::SUPPRESSION => {
@@ -143,7 +154,10 @@ impl Journal {
                     .suppression()
                     .map_err(|e| corrupt(seq, e))?;
                 let key = key_of(seq, &suppression.number)?;
-                let inserted = with_journal_position(seq, || store.add_suppression(key, suppression))?;
+                let noted = noted(seq, &row.subject, &suppression.number)?;
+                let inserted = with_journal_position(seq, noted, || {
+                    store.add_suppression(key, suppression)
+                })?;
                 Ok((Outcome::Inserted(inserted), true))
             }
             entry::SUPPRESSION_HASHED => {
@@ -152,7 +166,7 @@ impl Journal {
                     .map_err(|e| corrupt(seq, e))?;
                 let subject = subject_of(seq, &row.subject)?;
                 let actor = suppression.added_by.clone();
-                let inserted = with_journal_position(seq, || {
+                let inserted = with_journal_position(seq, None, || {
                     store.suppress_by_hash(&subject, &suppression, &actor)
                 })?;
                 Ok((Outcome::Inserted(inserted), true))
@@ -167,7 +181,8 @@ impl Journal {
                     return Ok((Outcome::Inserted(false), false));
                 }
                 let key = key_of(seq, &relationship.number)?;
-                with_journal_position(seq, || {
+                let noted = noted(seq, &row.subject, &relationship.number)?;
+                with_journal_position(seq, noted, || {
                     store.record_relationship(key, relationship, &actor)
                 })?;
                 Ok((Outcome::Inserted(true), true))
@@ -177,7 +192,8 @@ impl Journal {
                     .revoke()
                     .map_err(|e| corrupt(seq, e))?;
                 let key = key_of(seq, &revoke.number)?;
-                let ended = with_journal_position(seq, || {
+                let noted = noted(seq, &row.subject, &revoke.number)?;
+                let ended = with_journal_position(seq, noted, || {
                     store.revoke_consents_as(
                         key,
                         &revoke.number,
@@ -207,15 +223,20 @@ impl Journal {
         let now = entry::ts("now_us", erase.now_us).map_err(|e| corrupt(seq, e))?;
         let known = match hint {
             Some(hint) if hint.seq_of == Some(seq) => Some(hint.e164.clone()),
-            _ => self
-                .store
-                .numbers_by_hash(&std::iter::once(subject).collect())?
-                .remove(&subject),
+            _ => match self.store.noted_number(&subject)? {
+                Some(number) => Some(number),
+                // Records this store holds from before it noted numbers
+                // (a migrated data_dir): every stored number is hashed.
+                None => self
+                    .store
+                    .numbers_by_hash(&std::iter::once(subject).collect())?
+                    .remove(&subject),
+            },
         };
         match known {
             Some(e164) => {
                 let key = key_of(seq, &e164)?;
-                let erased = with_journal_position(seq, || {
+                let erased = with_journal_position(seq, None, || {
                     self.store.erase_as(
                         key,
                         &e164,
@@ -230,7 +251,7 @@ impl Journal {
             }
             None => {
                 let keep = kept_opt_out(erase, now);
-                with_journal_position(seq, || {
+                with_journal_position(seq, None, || {
                     self.store.suppress_by_hash(&subject, &keep, &erase.actor)
                 })?;
                 Ok(Outcome::Count(0))
@@ -249,6 +270,7 @@ impl Journal {
         let now = entry::ts("now_us", import.now_us).map_err(|e| corrupt(seq, e))?;
         let mut later = Vec::new();
         let mut failure = None;
+        let mut subjects = Vec::new();
         let outcome = self.store.bulk_import(&import.actor, &import.action, now, |bulk| {
             let mut from = 0;
             loop {
@@ -265,15 +287,22 @@ impl Journal {
                 }
                 from += rows.len() as i32;
                 for row in rows {
+                    let mut note = |number: &str| {
+                        noted(seq, &row.subject, number).map(|n| subjects.extend(n))
+                    };
                     let staged = match row.kind {
                         entry::CONSENT => parse::<entry::ConsentBody>(seq, &row.body)
                             .and_then(|b| b.consent().map_err(|e| corrupt(seq, e)))
                             .and_then(|(consent, _)| {
+                                note(&consent.number)?;
                                 Ok(bulk.consent(key_of(seq, &consent.number)?, consent)?)
                             }),
                         entry::SUPPRESSION => parse::<entry::SuppressionBody>(seq, &row.body)
                             .and_then(|b| b.suppression().map_err(|e| corrupt(seq, e)))
-                            .and_then(|s| Ok(bulk.suppression(key_of(seq, &s.number)?, s)?)),
+                            .and_then(|s| {
+                                note(&s.number)?;
+                                Ok(bulk.suppression(key_of(seq, &s.number)?, s)?)
+                            }),
                         _ => {
                             later.push(row);
                             Ok(())
@@ -294,7 +323,20 @@ impl Journal {
         if let Some(err) = failure {
             return Err(err);
         }
-        let counts = outcome?.map(|(_, counts)| counts).unwrap_or_default();
+        let counts = match outcome {
+            Ok(outcome) => outcome.map(|(_, counts)| counts).unwrap_or_default(),
+            // Refused the same way on every replica (they hold the same
+            // records): the import is skipped everywhere, not retried forever.
+            Err(StoreError::ReusedIds(ids)) => {
+                tracing::error!(seq, %ids, "shared contact journal: a bulk import reuses opt-out ids of other numbers: not applied");
+                self.store.set_journal_applied(seq)?;
+                return Ok(Outcome::Count(0));
+            }
+            Err(err) => return Err(err.into()),
+        };
+        for chunk in subjects.chunks(50_000) {
+            self.store.note_subjects(chunk)?;
+        }
         for row in later {
             self.apply_record(seq, row)?;
         }

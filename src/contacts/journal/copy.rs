@@ -105,6 +105,17 @@ pub async fn copy_from_sqlite(pg: &Pg, data_dir: &Path) -> Result<CopySummary, J
     // No deadline: a large copy may take longer than `unavailable_after`.
     let seq = append(pg, entry::IMPORT, &body, &rows, &extra).await?;
     store.set_journal_applied(seq)?;
+    let index = store.index();
+    let numbers = all
+        .consents
+        .iter()
+        .map(|c| &c.number)
+        .chain(all.relationships.iter().map(|r| &r.number))
+        .chain(all.suppressions.iter().filter(|(h, _)| h.is_none()).map(|(_, s)| &s.number));
+    let noted: Vec<_> = numbers
+        .map(|number| (index.subject_hash(number), number.clone()))
+        .collect();
+    store.note_subjects(&noted)?;
     Ok(CopySummary {
         consents: all.consents.len(),
         relationships: all.relationships.len(),
@@ -139,7 +150,7 @@ pub fn import_file(
     dry_run: bool,
     actor: &str,
 ) -> anyhow::Result<(ContactImportSummary, Option<i64>)> {
-    let salt = runtime.block_on(shared_salt(pg))?;
+    let salt = runtime.block_on(shared_salt(pg, super::random_salt()))?;
     let data_dir = &config.server.data_dir;
     crate::private::create_dir_all(data_dir)?;
     let scratch = Scratch(data_dir.join(format!("contacts-import-shared-{}", std::process::id())));

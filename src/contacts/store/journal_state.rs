@@ -2,14 +2,14 @@
 //! it: the entry applied last, stored in the same transaction as the change
 //! it made, and when it last confirmed it had applied every entry.
 
-use std::cell::Cell;
+use std::cell::RefCell;
 use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, OptionalExtension, Transaction};
 
-use super::{ContactStore, StoreError, database_path};
+use super::{ContactStore, StoreError, SubjectHash, database_path};
 
 /// Stores `seq` as the journal entry applied last (inside the change's
 /// transaction: a crash never applies an entry twice or skips one).
@@ -22,25 +22,50 @@ pub(super) fn store_journal_position(tx: &Transaction<'_>, seq: i64) -> rusqlite
     Ok(())
 }
 
+/// The journal entry a thread is applying, and the number of the subject
+/// it names (when it names one by number).
+struct Applying {
+    seq: i64,
+    subject: Option<(SubjectHash, String)>,
+}
+
 thread_local! {
     /// The shared journal's entry this thread is applying: every store
     /// write it makes stores it as `counters.journal_applied` in its
     /// transaction (a thread-local: writes of other threads meanwhile,
     /// an export's trail event, do not claim the entry).
-    static APPLYING: Cell<Option<i64>> = const { Cell::new(None) };
+    static APPLYING: RefCell<Option<Applying>> = const { RefCell::new(None) };
 }
 
-/// The entry this thread is applying, if any.
-pub(super) fn applying() -> Option<i64> {
-    APPLYING.with(Cell::get)
+/// In a write's transaction: the entry this thread is applying, if any,
+/// becomes the applied one, and its subject's number is noted.
+pub(super) fn record_application(tx: &Transaction<'_>) -> rusqlite::Result<()> {
+    APPLYING.with(|applying| {
+        let applying = applying.borrow();
+        let Some(applying) = applying.as_ref() else {
+            return Ok(());
+        };
+        store_journal_position(tx, applying.seq)?;
+        if let Some((subject, number)) = &applying.subject {
+            tx.execute(
+                "INSERT OR IGNORE INTO journal_subjects (subject, number) VALUES (?1, ?2)",
+                rusqlite::params![subject.to_vec(), number],
+            )?;
+        }
+        Ok(())
+    })
 }
 
 /// Runs `apply` with every store write it makes (on this thread) recording
-/// `seq` as the journal entry applied.
-pub(crate) fn with_journal_position<T>(seq: i64, apply: impl FnOnce() -> T) -> T {
-    APPLYING.with(|a| a.set(Some(seq)));
+/// `seq` as the journal entry applied, and `subject`'s number.
+pub(crate) fn with_journal_position<T>(
+    seq: i64,
+    subject: Option<(SubjectHash, String)>,
+    apply: impl FnOnce() -> T,
+) -> T {
+    APPLYING.with(|a| *a.borrow_mut() = Some(Applying { seq, subject }));
     let result = apply();
-    APPLYING.with(|a| a.set(None));
+    APPLYING.with(|a| *a.borrow_mut() = None);
     result
 }
 
@@ -103,6 +128,40 @@ impl ContactStore {
     /// journal's `max_staleness` when one is followed, else `default`.
     pub fn behind_limit(&self, default: Duration) -> Duration {
         self.behind_limit.get().copied().unwrap_or(default)
+    }
+
+    /// Notes the numbers of subjects the journal named (a bulk import's).
+    ///
+    /// # Errors
+    /// [`StoreError`] when they cannot be stored.
+    pub(crate) fn note_subjects(&self, subjects: &[(SubjectHash, String)]) -> Result<(), StoreError> {
+        let mut conn = self.conn.lock().expect("contact db lock");
+        let tx = conn.transaction()?;
+        {
+            let mut statement = tx.prepare_cached(
+                "INSERT OR IGNORE INTO journal_subjects (subject, number) VALUES (?1, ?2)",
+            )?;
+            for (subject, number) in subjects {
+                statement.execute(rusqlite::params![subject.to_vec(), number])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// The number noted for `subject`, if any.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the store cannot be read.
+    pub(crate) fn noted_number(&self, subject: &SubjectHash) -> Result<Option<String>, StoreError> {
+        let conn = self.conn.lock().expect("contact db lock");
+        Ok(conn
+            .query_row(
+                "SELECT number FROM journal_subjects WHERE subject = ?1",
+                [subject.to_vec()],
+                |r| r.get(0),
+            )
+            .optional()?)
     }
 
     /// This store's subject salt.
