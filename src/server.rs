@@ -361,7 +361,9 @@ fn spawn_background(
             Arc::clone(&stores.retention),
         )));
     } else if stores.config.retention.purges_anything() {
-        tracing::warn!("retention purge is not shared between replicas yet: not scheduled on store.backend = \"postgres\"");
+        tracing::warn!(
+            "retention purge is not shared between replicas yet: not scheduled on store.backend = \"postgres\""
+        );
     }
     if let Some(window) = stores.policies.longest_cap_window() {
         let attempts = Arc::clone(&stores.attempts);

@@ -345,7 +345,14 @@ impl Journal {
                     .await?;
                 Ok(rows
                     .iter()
-                    .map(|r| (r.get::<_, i64>(0), r.get::<_, i64>(1), r.get::<_, String>(2), r.get::<_, String>(3)))
+                    .map(|r| {
+                        (
+                            r.get::<_, i64>(0),
+                            r.get::<_, i64>(1),
+                            r.get::<_, String>(2),
+                            r.get::<_, String>(3),
+                        )
+                    })
                     .collect::<Vec<_>>())
             })?;
             if entries.is_empty() {
@@ -423,7 +430,11 @@ async fn listen(
                     }
                 }
             });
-            if client.batch_execute("LISTEN dialgate_contacts").await.is_ok() {
+            if client
+                .batch_execute("LISTEN dialgate_contacts")
+                .await
+                .is_ok()
+            {
                 loop {
                     tokio::select! {
                         got = rx.recv() => match got {
@@ -517,11 +528,21 @@ async fn append(
     tx.execute(
         "INSERT INTO contact_journal (seq, batch, replica_id, kind, body, restrictive)
          VALUES ($1, $2, $3, $4, $5::text::jsonb, $6)",
-        &[&seq, &batch, &pg.replica_id(), &kind, &body.to_string(), &restrictive],
+        &[
+            &seq,
+            &batch,
+            &pg.replica_id(),
+            &kind,
+            &body.to_string(),
+            &restrictive,
+        ],
     )
     .await?;
-    tx.execute("SELECT pg_notify('dialgate_contacts', $1)", &[&seq.to_string()])
-        .await?;
+    tx.execute(
+        "SELECT pg_notify('dialgate_contacts', $1)",
+        &[&seq.to_string()],
+    )
+    .await?;
     tx.commit().await?;
     Ok(seq)
 }
@@ -578,7 +599,9 @@ async fn refuse_reused_ids(
     if reused.is_empty() {
         Ok(())
     } else {
-        Err(JournalError::Store(StoreError::ReusedIds(reused.join(", "))))
+        Err(JournalError::Store(StoreError::ReusedIds(
+            reused.join(", "),
+        )))
     }
 }
 

@@ -50,7 +50,12 @@ async fn reasons(server: &TestServer, number: &str) -> Option<Vec<R>> {
 
 /// Polls `server` until it answers `want` for `number`; returns how long
 /// that took, or panics after `limit`.
-async fn until(server: &TestServer, number: &str, want: Option<Vec<R>>, limit: Duration) -> Duration {
+async fn until(
+    server: &TestServer,
+    number: &str,
+    want: Option<Vec<R>>,
+    limit: Duration,
+) -> Duration {
     let started = Instant::now();
     loop {
         let got = reasons(server, number).await;
@@ -86,7 +91,10 @@ async fn test_changes_on_one_replica_reach_the_other() {
     assert_eq!(reasons(&b, number).await, Some(vec![R::NoConsent]));
 
     let mut records = a.records().await;
-    records.record_consent(consent("0151 23456789")).await.unwrap();
+    records
+        .record_consent(consent("0151 23456789"))
+        .await
+        .unwrap();
     assert_eq!(
         reasons(&a, number).await,
         Some(vec![R::Consent]),
@@ -117,7 +125,11 @@ async fn test_changes_on_one_replica_reach_the_other() {
         .trim()
         .to_string()
     };
-    assert_eq!(in_journal(&pg), "2", "the consent and the opt-out hold the number");
+    assert_eq!(
+        in_journal(&pg),
+        "2",
+        "the consent and the opt-out hold the number"
+    );
     let erased = records
         .erase_subject(EraseSubjectRequest {
             verification: None,
@@ -130,7 +142,11 @@ async fn test_changes_on_one_replica_reach_the_other() {
         .into_inner()
         .erased_records;
     assert_eq!(erased, 1, "the consent");
-    assert_eq!(in_journal(&pg), "0", "no row of the journal holds the number");
+    assert_eq!(
+        in_journal(&pg),
+        "0",
+        "no row of the journal holds the number"
+    );
     assert_eq!(
         pg.psql("SELECT count(*) FROM contact_journal_records WHERE body::text LIKE '%doi:replicated-evidence%'")
             .trim(),
@@ -153,7 +169,10 @@ async fn test_changes_on_one_replica_reach_the_other() {
         if held == 0 {
             break;
         }
-        assert!(started.elapsed() < reach_bound(), "B still holds the number");
+        assert!(
+            started.elapsed() < reach_bound(),
+            "B still holds the number"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     // The consent is gone, the opt-out stays.
@@ -161,13 +180,37 @@ async fn test_changes_on_one_replica_reach_the_other() {
     assert_eq!(reasons(&b, number).await, erased_view);
     assert_eq!(reasons(&a, number).await, erased_view);
 
+    // B stopped and started again resumes after the last entry it applied:
+    // what A recorded meanwhile arrives, nothing is applied twice.
+    let (status, _) = b.terminate();
+    assert!(status.success());
+    let later = "+49 151 77777777";
+    records
+        .record_consent(consent("0151 77777777"))
+        .await
+        .unwrap();
+    let b = b_ws.start();
+    until(&b, later, Some(vec![R::Consent]), reach_bound()).await;
+    let recorded: i64 = rusqlite::Connection::open(b_ws.data_dir().join("contacts.db"))
+        .unwrap()
+        .query_row(
+            "SELECT count(*) FROM events WHERE action = 'consent.recorded'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(recorded, 2, "each consent applied once on B");
+
     // A replica started later on an empty data_dir catches up, the
     // erasure included (the number suppressed, by hash only).
     let c_ws = Workspace::new(&replica_config(&pg, "gw-c"));
     let c = c_ws.start();
     assert_eq!(reasons(&c, number).await, erased_view);
     let other = "+49 151 99999999";
-    records.record_consent(consent("0151 99999999")).await.unwrap();
+    records
+        .record_consent(consent("0151 99999999"))
+        .await
+        .unwrap();
     until(&c, other, Some(vec![R::Consent]), reach_bound()).await;
     drop((a, b, c));
 }
@@ -237,8 +280,20 @@ async fn test_a_cli_bulk_import_reaches_both_replicas() {
     let out = cli.cli_ok(&["consent", "import", "--file", path_str(&csv)]);
     assert!(out.contains("2 lines valid"), "{out}");
     for server in [&a, &b] {
-        until(server, "+49 151 11111111", Some(vec![R::Consent]), reach_bound()).await;
-        until(server, "+49 151 22222222", Some(vec![R::Consent]), reach_bound()).await;
+        until(
+            server,
+            "+49 151 11111111",
+            Some(vec![R::Consent]),
+            reach_bound(),
+        )
+        .await;
+        until(
+            server,
+            "+49 151 22222222",
+            Some(vec![R::Consent]),
+            reach_bound(),
+        )
+        .await;
     }
     let optouts = cli.file(
         "optouts.csv",
@@ -246,13 +301,44 @@ async fn test_a_cli_bulk_import_reaches_both_replicas() {
     );
     cli.cli_ok(&["suppression", "import", "--file", path_str(&optouts)]);
     for server in [&a, &b] {
-        until(server, "+49 151 22222222", Some(vec![R::Suppressed]), reach_bound()).await;
+        until(
+            server,
+            "+49 151 22222222",
+            Some(vec![R::Suppressed]),
+            reach_bound(),
+        )
+        .await;
     }
+    // Erasing an imported number removes it from the import's rows too.
+    a.records()
+        .await
+        .erase_subject(EraseSubjectRequest {
+            verification: None,
+            controller: String::new(),
+            number: "+49 151 11111111".into(),
+            default_region: String::new(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        pg.psql(
+            "SELECT count(*) FROM contact_journal_records WHERE body::text LIKE '%4915111111111%'"
+        )
+        .trim(),
+        "0"
+    );
+    until(
+        &b,
+        "+49 151 11111111",
+        Some(vec![R::Suppressed, R::NoConsent]),
+        reach_bound(),
+    )
+    .await;
     // A bad line: nothing of the file is stored anywhere.
     let bad = cli.file(
         "bad.csv",
         "controller,number,purpose,granted_at,source\n\
-         acme,+49 151 33333333,marketing,{granted},web\n\
+         acme,+49 151 33333333,marketing,2026-01-01,web\n\
          acme,not a number,marketing,2026-01-01,web\n",
     );
     let out = cli.cli(&["consent", "import", "--file", path_str(&bad)]);
@@ -266,7 +352,10 @@ async fn test_a_cli_bulk_import_reaches_both_replicas() {
     );
     assert!(
         std::fs::read_dir(cli.data_dir())
-            .map(|d| d.flatten().all(|e| !e.file_name().to_string_lossy().starts_with("contacts-import")))
+            .map(|d| d.flatten().all(|e| !e
+                .file_name()
+                .to_string_lossy()
+                .starts_with("contacts-import")))
             .unwrap_or(true),
         "the scratch store is removed"
     );
@@ -388,10 +477,7 @@ async fn test_copy_from_sqlite_then_replicas_serve_the_records() {
     }
     std::fs::write(ws.config_path(), replica_config(&pg, "gw-old")).unwrap();
     let refused = serve_refused(&ws);
-    assert!(
-        refused.contains("store migrate --to postgres"),
-        "{refused}"
-    );
+    assert!(refused.contains("store migrate --to postgres"), "{refused}");
 
     let settings = dialgate::store::PostgresSettings {
         url: pg.url(),
@@ -399,19 +485,26 @@ async fn test_copy_from_sqlite_then_replicas_serve_the_records() {
         max_staleness: Duration::from_secs(1),
         unavailable_after: Duration::from_secs(2),
     };
-    let shared = dialgate::store::postgres::Pg::connect(&settings).await.unwrap();
+    let shared = dialgate::store::postgres::Pg::connect(&settings)
+        .await
+        .unwrap();
     let copied = dialgate::contacts::journal::copy_from_sqlite(&shared, &ws.data_dir())
         .await
         .unwrap();
-    assert_eq!((copied.consents, copied.suppressions, copied.seq), (1, 2, 1));
+    assert_eq!(
+        (copied.consents, copied.suppressions, copied.seq),
+        (1, 2, 1)
+    );
     let again = dialgate::contacts::journal::copy_from_sqlite(&shared, &ws.data_dir()).await;
     assert!(
         matches!(&again, Err(e) if e.to_string().contains("empty")),
         "{again:?}"
     );
     assert_eq!(
-        pg.psql("SELECT count(*) FROM contact_journal_records WHERE body::text LIKE '%4915122222222%'")
-            .trim(),
+        pg.psql(
+            "SELECT count(*) FROM contact_journal_records WHERE body::text LIKE '%4915122222222%'"
+        )
+        .trim(),
         "0",
         "the erased number is not copied"
     );

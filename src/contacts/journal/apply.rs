@@ -31,7 +31,12 @@ fn subject_of(seq: i64, hex_subject: &str) -> Result<SubjectHash, JournalError> 
     hex::decode(hex_subject)
         .ok()
         .and_then(|bytes| SubjectHash::try_from(bytes.as_slice()).ok())
-        .ok_or_else(|| corrupt(seq, format!("subject {hex_subject:?} is not a 32-byte hex hash")))
+        .ok_or_else(|| {
+            corrupt(
+                seq,
+                format!("subject {hex_subject:?} is not a 32-byte hex hash"),
+            )
+        })
 }
 
 /// The opt-out an erasure keeps by hash (as [`crate::contacts::ContactStore::erase`] makes it).
@@ -84,8 +89,8 @@ impl Journal {
                             subject: r.get(2),
                             controller: r.get(3),
                             body: r.get(4),
-            restrictive: true,
-        },
+                            restrictive: true,
+                        },
                     )
                 })
                 .map(|(_, kind, mut row)| {
@@ -155,9 +160,8 @@ impl Journal {
                     .map_err(|e| corrupt(seq, e))?;
                 let key = key_of(seq, &suppression.number)?;
                 let noted = noted(seq, &row.subject, &suppression.number)?;
-                let inserted = with_journal_position(seq, noted, || {
-                    store.add_suppression(key, suppression)
-                })?;
+                let inserted =
+                    with_journal_position(seq, noted, || store.add_suppression(key, suppression))?;
                 Ok((Outcome::Inserted(inserted), true))
             }
             entry::SUPPRESSION_HASHED => {
@@ -177,7 +181,10 @@ impl Journal {
                     .map_err(|e| corrupt(seq, e))?;
                 // Two replicas may journal one id at once: the first wins
                 // everywhere, the second is skipped everywhere.
-                if store.relationship_by_id(&relationship.relationship_id)?.is_some() {
+                if store
+                    .relationship_by_id(&relationship.relationship_id)?
+                    .is_some()
+                {
                     return Ok((Outcome::Inserted(false), false));
                 }
                 let key = key_of(seq, &relationship.number)?;
@@ -271,55 +278,57 @@ impl Journal {
         let mut later = Vec::new();
         let mut failure = None;
         let mut subjects = Vec::new();
-        let outcome = self.store.bulk_import(&import.actor, &import.action, now, |bulk| {
-            let mut from = 0;
-            loop {
-                let rows = match self.records(batch, from, RECORD_PAGE) {
-                    Ok(rows) => rows,
-                    Err(err) => {
-                        let message = err.to_string();
-                        failure = Some(err);
-                        return Err(StoreError::Unreadable(message));
-                    }
-                };
-                if rows.is_empty() {
-                    break;
-                }
-                from += rows.len() as i32;
-                for row in rows {
-                    let mut note = |number: &str| {
-                        noted(seq, &row.subject, number).map(|n| subjects.extend(n))
-                    };
-                    let staged = match row.kind {
-                        entry::CONSENT => parse::<entry::ConsentBody>(seq, &row.body)
-                            .and_then(|b| b.consent().map_err(|e| corrupt(seq, e)))
-                            .and_then(|(consent, _)| {
-                                note(&consent.number)?;
-                                Ok(bulk.consent(key_of(seq, &consent.number)?, consent)?)
-                            }),
-                        entry::SUPPRESSION => parse::<entry::SuppressionBody>(seq, &row.body)
-                            .and_then(|b| b.suppression().map_err(|e| corrupt(seq, e)))
-                            .and_then(|s| {
-                                note(&s.number)?;
-                                Ok(bulk.suppression(key_of(seq, &s.number)?, s)?)
-                            }),
-                        _ => {
-                            later.push(row);
-                            Ok(())
+        let outcome = self
+            .store
+            .bulk_import(&import.actor, &import.action, now, |bulk| {
+                let mut from = 0;
+                loop {
+                    let rows = match self.records(batch, from, RECORD_PAGE) {
+                        Ok(rows) => rows,
+                        Err(err) => {
+                            let message = err.to_string();
+                            failure = Some(err);
+                            return Err(StoreError::Unreadable(message));
                         }
                     };
-                    if let Err(err) = staged {
-                        let message = err.to_string();
-                        failure = Some(err);
-                        return Err(StoreError::Unreadable(message));
+                    if rows.is_empty() {
+                        break;
+                    }
+                    from += rows.len() as i32;
+                    for row in rows {
+                        let mut note = |number: &str| {
+                            noted(seq, &row.subject, number).map(|n| subjects.extend(n))
+                        };
+                        let staged = match row.kind {
+                            entry::CONSENT => parse::<entry::ConsentBody>(seq, &row.body)
+                                .and_then(|b| b.consent().map_err(|e| corrupt(seq, e)))
+                                .and_then(|(consent, _)| {
+                                    note(&consent.number)?;
+                                    Ok(bulk.consent(key_of(seq, &consent.number)?, consent)?)
+                                }),
+                            entry::SUPPRESSION => parse::<entry::SuppressionBody>(seq, &row.body)
+                                .and_then(|b| b.suppression().map_err(|e| corrupt(seq, e)))
+                                .and_then(|s| {
+                                    note(&s.number)?;
+                                    Ok(bulk.suppression(key_of(seq, &s.number)?, s)?)
+                                }),
+                            _ => {
+                                later.push(row);
+                                Ok(())
+                            }
+                        };
+                        if let Err(err) = staged {
+                            let message = err.to_string();
+                            failure = Some(err);
+                            return Err(StoreError::Unreadable(message));
+                        }
                     }
                 }
-            }
-            Ok(Some((
-                (),
-                serde_json::json!({"shared_journal_entry": seq, "records": import.records}),
-            )))
-        });
+                Ok(Some((
+                    (),
+                    serde_json::json!({"shared_journal_entry": seq, "records": import.records}),
+                )))
+            });
         if let Some(err) = failure {
             return Err(err);
         }

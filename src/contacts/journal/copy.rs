@@ -30,9 +30,8 @@ pub struct CopySummary {
 /// The journal rows of every record of `all`.
 fn rows(index: &ContactIndex, all: &AllRecords, actor: &str) -> Vec<RecordRow> {
     let subject = |e164: &str| hex::encode(index.subject_hash(e164));
-    let mut rows = Vec::with_capacity(
-        all.consents.len() + all.relationships.len() + all.suppressions.len(),
-    );
+    let mut rows =
+        Vec::with_capacity(all.consents.len() + all.relationships.len() + all.suppressions.len());
     for consent in &all.consents {
         rows.push(RecordRow {
             kind: entry::CONSENT,
@@ -111,7 +110,12 @@ pub async fn copy_from_sqlite(pg: &Pg, data_dir: &Path) -> Result<CopySummary, J
         .iter()
         .map(|c| &c.number)
         .chain(all.relationships.iter().map(|r| &r.number))
-        .chain(all.suppressions.iter().filter(|(h, _)| h.is_none()).map(|(_, s)| &s.number));
+        .chain(
+            all.suppressions
+                .iter()
+                .filter(|(h, _)| h.is_none())
+                .map(|(_, s)| &s.number),
+        );
     let noted: Vec<_> = numbers
         .map(|number| (index.subject_hash(number), number.clone()))
         .collect();

@@ -269,3 +269,75 @@ pub(super) struct ImportBody {
 pub(super) fn ts(field: &str, us: i64) -> Result<Timestamp, String> {
     instant(field, us)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn consent_body() -> ConsentBody {
+        ConsentBody {
+            consent_id: "c-1".into(),
+            controller: "acme".into(),
+            number: "+390212345678".into(),
+            purpose: "marketing".into(),
+            granted_at_us: 1_700_000_000_000_000,
+            revoked_at_us: None,
+            expires_at_us: None,
+            source: "web".into(),
+            supplier: String::new(),
+            method: "m".into(),
+            notice_version: "v".into(),
+            evidence_ref: "e".into(),
+            recorded_at_us: 1_700_000_000_000_000,
+            actor: "t".into(),
+        }
+    }
+
+    /// A journal row read back with a value this version does not know is
+    /// an error naming it, never a default that could grant.
+    #[test]
+    fn test_unknown_values_are_errors() {
+        let (consent, actor) = consent_body().consent().unwrap();
+        assert_eq!((consent.purpose, actor.as_str()), (Purpose::Marketing, "t"));
+        let mut body = consent_body();
+        body.purpose = "telepathy".into();
+        assert!(body.consent().unwrap_err().contains("telepathy"));
+        let mut body = consent_body();
+        body.granted_at_us = i64::MAX;
+        assert!(body.consent().unwrap_err().contains("granted_at_us"));
+        let relationship = RelationshipBody {
+            relationship_id: "r".into(),
+            controller: "acme".into(),
+            number: "+390212345678".into(),
+            kind: "cousin".into(),
+            started_at_us: 0,
+            ended_at_us: None,
+            recorded_at_us: 0,
+            actor: "t".into(),
+        };
+        assert!(relationship.relationship().unwrap_err().contains("cousin"));
+        let revoke = RevokeBody {
+            number: "+390212345678".into(),
+            controller: "acme".into(),
+            purpose: Some("all of them".into()),
+            revoked_at_us: 0,
+            now_us: 0,
+            actor: "t".into(),
+            marker_seed: "s".into(),
+        };
+        assert!(revoke.revoke().is_err());
+        assert!(serde_json::from_str::<SuppressionBody>("{\"suppression_id\": 1}").is_err());
+    }
+
+    /// A consent body round-trips every value the origin chose.
+    #[test]
+    fn test_a_consent_round_trips() {
+        let (consent, _) = consent_body().consent().unwrap();
+        let text = serde_json::to_string(&ConsentBody::new(&consent, "t")).unwrap();
+        let (again, _) = serde_json::from_str::<ConsentBody>(&text)
+            .unwrap()
+            .consent()
+            .unwrap();
+        assert_eq!(again, consent);
+    }
+}

@@ -134,7 +134,10 @@ impl ContactStore {
     ///
     /// # Errors
     /// [`StoreError`] when they cannot be stored.
-    pub(crate) fn note_subjects(&self, subjects: &[(SubjectHash, String)]) -> Result<(), StoreError> {
+    pub(crate) fn note_subjects(
+        &self,
+        subjects: &[(SubjectHash, String)],
+    ) -> Result<(), StoreError> {
         let mut conn = self.conn.lock().expect("contact db lock");
         let tx = conn.transaction()?;
         {
@@ -236,9 +239,11 @@ impl ContactStore {
             let (key, hash, suppression) = super::read_suppression(row)?;
             let hash = match (key, hash) {
                 (Some(_), _) => None,
-                (None, Some(hash)) => Some(super::SubjectHash::try_from(hash.as_slice()).map_err(
-                    |_| super::unknown("number_hash", hex::encode(&hash), "not a 32-byte hash"),
-                )?),
+                (None, Some(hash)) => {
+                    Some(super::SubjectHash::try_from(hash.as_slice()).map_err(|_| {
+                        super::unknown("number_hash", hex::encode(&hash), "not a 32-byte hash")
+                    })?)
+                }
                 (None, None) => {
                     return Err(super::unknown(
                         "number_hash",
@@ -250,5 +255,114 @@ impl ContactStore {
             all.suppressions.push((hash, suppression));
         }
         Ok(all)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use jiff::Timestamp;
+
+    use super::*;
+    use crate::contacts::{Consent, Relationship, RelationshipKind};
+    use crate::model::Purpose;
+    use crate::number::NumberKey;
+
+    fn consent(id: &str, number: &str) -> Consent {
+        let at: Timestamp = "2026-01-05T10:00:00Z".parse().unwrap();
+        Consent {
+            consent_id: id.into(),
+            controller: "acme".into(),
+            number: number.into(),
+            purpose: Purpose::Marketing,
+            granted_at: at,
+            revoked_at: None,
+            expires_at: None,
+            source: "web".into(),
+            supplier: String::new(),
+            method: "checkbox".into(),
+            notice_version: "v1".into(),
+            evidence_ref: "e-1".into(),
+            recorded_at: at,
+        }
+    }
+
+    /// The applied position is stored by the change's own transaction: a
+    /// change that fails stores neither (applied again after a restart,
+    /// never skipped), one that commits stores both (never applied twice);
+    /// writes of another thread meanwhile do not claim the entry.
+    #[test]
+    fn test_the_applied_entry_commits_with_its_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ContactStore::open(dir.path()).unwrap();
+        assert_eq!(store.journal_applied().unwrap(), None);
+        let number = "+390212345678";
+        let key = NumberKey::from_e164(number).unwrap();
+        let subject = store.index().subject_hash(number);
+        with_journal_position(7, Some((subject, number.to_string())), || {
+            store.record_consent(key, consent("c-1", number), "t")
+        })
+        .unwrap();
+        assert_eq!(store.journal_applied().unwrap(), Some(7));
+        assert_eq!(
+            store.noted_number(&subject).unwrap().as_deref(),
+            Some(number)
+        );
+
+        let relationship = Relationship {
+            relationship_id: "r-1".into(),
+            controller: "acme".into(),
+            number: number.into(),
+            kind: RelationshipKind::Customer,
+            started_at: Timestamp::UNIX_EPOCH,
+            ended_at: None,
+            recorded_at: Timestamp::UNIX_EPOCH,
+        };
+        store
+            .record_relationship(key, relationship.clone(), "t")
+            .unwrap();
+        assert_eq!(
+            store.journal_applied().unwrap(),
+            Some(7),
+            "a write outside an application claims no entry"
+        );
+        // The same id again fails: entry 8 is not recorded as applied.
+        let failed = with_journal_position(8, None, || {
+            store.record_relationship(key, relationship, "t")
+        });
+        assert!(failed.is_err());
+        assert_eq!(store.journal_applied().unwrap(), Some(7));
+
+        // An erasure forgets the noted number with the records.
+        with_journal_position(9, None, || {
+            store.erase_as(
+                key,
+                number,
+                "",
+                "t",
+                Timestamp::now(),
+                &serde_json::Value::Null,
+                "keep-1".into(),
+            )
+        })
+        .unwrap();
+        assert_eq!(store.journal_applied().unwrap(), Some(9));
+        assert_eq!(store.noted_number(&subject).unwrap(), None);
+    }
+
+    /// A new replica's store takes the shared salt; an existing store
+    /// keeps its own (the journal then refuses it if they differ).
+    #[test]
+    fn test_a_seeded_store_uses_the_shared_salt() {
+        let dir = tempfile::tempdir().unwrap();
+        ContactStore::seed_salt(dir.path(), &[7; 32]).unwrap();
+        assert_eq!(
+            ContactStore::open(dir.path()).unwrap().subject_salt(),
+            [7; 32]
+        );
+        ContactStore::seed_salt(dir.path(), &[8; 32]).unwrap();
+        assert_eq!(
+            ContactStore::open(dir.path()).unwrap().subject_salt(),
+            [7; 32]
+        );
     }
 }
