@@ -539,10 +539,7 @@ fn contact_import_shared(
         &cli_actor(),
     )?;
     match seq {
-        None => println!(
-            "dry run, nothing stored: {} lines valid; {} records",
-            summary.lines, summary.stored
-        ),
+        None => println!("dry run, nothing stored: {} lines valid", summary.lines),
         Some(seq) => println!(
             "{} lines valid; {} records committed to the shared database (contact journal entry {seq}, {} duplicates in the file); every replica applies them",
             summary.lines, summary.stored, summary.already_present

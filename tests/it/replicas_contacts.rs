@@ -361,27 +361,40 @@ async fn test_a_cli_bulk_import_reaches_both_replicas() {
     );
 }
 
-/// Not a benchmark (no assertion on time): prints how long a 100k-consent
-/// CLI import takes to commit and to reach a running replica. Run by hand:
+/// Not a benchmark (no assertion on time): prints how long a 100k-record
+/// CLI import takes to commit and to reach a running replica, and how many
+/// checks were UNAVAILABLE meanwhile. Run by hand:
 /// `cargo test --test it replicas_contacts::measure -- --ignored --nocapture`.
-#[tokio::test(flavor = "multi_thread")]
-#[ignore]
-async fn measure_a_100k_consent_import() {
+async fn measure_a_100k_import(consents: bool) {
     let Some(pg) = PgServer::start() else { return };
     let a_ws = Workspace::new(&replica_config(&pg, "gw-a"));
     let a = a_ws.start();
     let cli = Workspace::new(&replica_config(&pg, "gw-cli"));
     let granted = days_ago(1);
-    let mut csv = String::from("controller,number,purpose,granted_at,source\n");
+    let (header, line, want) = if consents {
+        (
+            "controller,number,purpose,granted_at,source\n",
+            format!("marketing,{granted},web"),
+            vec![R::Consent],
+        )
+    } else {
+        (
+            "controller,number,reason\n",
+            "objected".to_string(),
+            vec![R::Suppressed, R::NoConsent],
+        )
+    };
+    let mut csv = String::from(header);
     for i in 0..100_000 {
-        csv.push_str(&format!("acme,+49 151 2{i:07},marketing,{granted},web\n"));
+        csv.push_str(&format!("acme,+49 151 2{i:07},{line}\n"));
     }
-    let csv = cli.file("consents.csv", &csv);
+    let csv = cli.file("records.csv", &csv);
+    let command = if consents { "consent" } else { "suppression" };
     let started = Instant::now();
     let out = std::process::Command::new(BIN)
         .arg("--config")
         .arg(cli.config_path())
-        .args(["consent", "import", "--file", path_str(&csv)])
+        .args([command, "import", "--file", path_str(&csv)])
         .env("DIALGATE_LOG", "info")
         .output()
         .unwrap();
@@ -391,7 +404,7 @@ async fn measure_a_100k_consent_import() {
     let mut unavailable = 0;
     loop {
         match reasons(&a, "+49 151 20099999").await {
-            Some(r) if r == vec![R::Consent] => break,
+            Some(r) if r == want => break,
             None => unavailable += 1,
             _ => {}
         }
@@ -399,9 +412,21 @@ async fn measure_a_100k_consent_import() {
     }
     let applied = started.elapsed();
     eprintln!(
-        "100k consents: committed to PostgreSQL in {committed:?} ({:.0} records/s), applied by a running replica after {applied:?}; {unavailable} checks UNAVAILABLE meanwhile",
+        "100k {command} records: committed to PostgreSQL in {committed:?} ({:.0} records/s), applied by a running replica after {applied:?}; {unavailable} checks UNAVAILABLE meanwhile",
         100_000.0 / committed.as_secs_f64()
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore]
+async fn measure_a_100k_consent_import() {
+    measure_a_100k_import(true).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore]
+async fn measure_a_100k_opt_out_import() {
+    measure_a_100k_import(false).await;
 }
 
 /// Runs `dialgate serve` on `ws`, which must refuse to start: returns its stderr.
