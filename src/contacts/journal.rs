@@ -91,6 +91,9 @@ pub struct Journal {
     applying: Mutex<()>,
     /// The entry applied last (what the store holds, without its lock).
     applied: std::sync::atomic::AtomicI64,
+    /// A bulk import being applied whose opt-outs checks already honour
+    /// (held in memory), else 0.
+    preapplied: std::sync::atomic::AtomicI64,
 }
 
 impl std::fmt::Debug for Journal {
@@ -201,6 +204,7 @@ impl Journal {
             handle: tokio::runtime::Handle::current(),
             applying: Mutex::new(()),
             applied: std::sync::atomic::AtomicI64::new(applied.unwrap_or(0)),
+            preapplied: std::sync::atomic::AtomicI64::new(0),
         });
         let first = Arc::clone(&journal);
         tokio::task::spawn_blocking(move || first.catch_up())
@@ -280,9 +284,14 @@ impl Journal {
         }
     }
 
-    /// Whether every entry after the one applied last can only grant.
+    /// Whether every entry after the one applied last (or whose opt-outs
+    /// are held) can only grant.
     async fn only_granting_pending(&self) -> Result<bool, PgError> {
-        let applied = self.applied.load(std::sync::atomic::Ordering::Acquire);
+        use std::sync::atomic::Ordering;
+        let applied = self
+            .applied
+            .load(Ordering::Acquire)
+            .max(self.preapplied.load(Ordering::Acquire));
         let client = self.pg.client().await?;
         let restrictive: bool = client
             .query_one(

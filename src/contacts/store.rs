@@ -91,6 +91,8 @@ pub struct ContactStore {
     journal_followed: std::sync::atomic::AtomicBool,
     /// The staleness allowed when following a journal (`max_staleness`).
     behind_limit: std::sync::OnceLock<std::time::Duration>,
+    /// Opt-outs of a shared bulk import being applied (postgres backend).
+    pending_opt_outs: journal_state::PendingOptOuts,
 }
 
 /// What a bulk import stored.
@@ -730,6 +732,7 @@ impl ContactStore {
             journal_confirmed_ms: std::sync::atomic::AtomicU64::new(0),
             journal_followed: std::sync::atomic::AtomicBool::new(false),
             behind_limit: std::sync::OnceLock::new(),
+            pending_opt_outs: journal_state::PendingOptOuts::default(),
         })
     }
 
@@ -987,6 +990,7 @@ impl ContactStore {
         view.suppressions
             .extend(self.index.erased_suppressions(e164));
         self.withdrawals.extend_view(&self.index, e164, &mut view);
+        self.pending_opt_outs.extend_view(key, &mut view);
         view
     }
 

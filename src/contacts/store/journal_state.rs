@@ -9,7 +9,10 @@ use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, OptionalExtension, Transaction};
 
-use super::{ContactStore, StoreError, SubjectHash, database_path};
+use std::collections::HashMap;
+
+use super::{ContactStore, ContactView, StoreError, SubjectHash, Suppression, database_path};
+use crate::number::NumberKey;
 
 /// Stores `seq` as the journal entry applied last (inside the change's
 /// transaction: a crash never applies an entry twice or skips one).
@@ -69,7 +72,54 @@ pub(crate) fn with_journal_position<T>(
     result
 }
 
+/// The opt-outs of a bulk import being applied, held in memory while the
+/// import is stored: checks honour them from the moment they are read, so a
+/// replica applying a large opt-out import keeps deciding.
+#[derive(Debug, Default)]
+pub(super) struct PendingOptOuts {
+    /// Whether any is held: only then does a view look (one atomic load).
+    any: std::sync::atomic::AtomicBool,
+    by_key: std::sync::RwLock<HashMap<NumberKey, Vec<Suppression>>>,
+}
+
+impl PendingOptOuts {
+    /// Adds the opt-outs held for `key` to its view.
+    pub(super) fn extend_view(&self, key: NumberKey, view: &mut ContactView) {
+        if !self.any.load(Ordering::Acquire) {
+            return;
+        }
+        if let Some(held) = self.by_key.read().expect("pending opt-outs lock").get(&key) {
+            view.suppressions.extend(held.iter().cloned());
+        }
+    }
+}
+
 impl ContactStore {
+    /// Holds `opt_outs` in memory (every view of their numbers shows them)
+    /// until [`ContactStore::release_pending_opt_outs`].
+    pub(crate) fn hold_pending_opt_outs(&self, opt_outs: &[(NumberKey, Suppression)]) {
+        let mut held = self
+            .pending_opt_outs
+            .by_key
+            .write()
+            .expect("pending opt-outs lock");
+        for (key, suppression) in opt_outs {
+            held.entry(*key).or_default().push(suppression.clone());
+        }
+        self.pending_opt_outs.any.store(true, Ordering::Release);
+    }
+
+    /// Forgets the opt-outs held (they are in the index now, or the import
+    /// failed and will be applied again).
+    pub(crate) fn release_pending_opt_outs(&self) {
+        self.pending_opt_outs.any.store(false, Ordering::Release);
+        *self
+            .pending_opt_outs
+            .by_key
+            .write()
+            .expect("pending opt-outs lock") = HashMap::new();
+    }
+
     /// The journal entry applied last (`None`: this store never followed one).
     ///
     /// # Errors
