@@ -22,7 +22,7 @@ mod copy;
 mod entry;
 mod origin;
 
-pub use copy::{CopySummary, copy_from_sqlite, import_file};
+pub use copy::{CopySummary, copy_from_sqlite, import_file, record_opposed};
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -624,7 +624,7 @@ async fn redact_subject(
 ) -> Result<(), JournalError> {
     tx.execute(
         "DELETE FROM contact_journal_records
-         WHERE subject = $1 AND kind IN ('consent', 'relationship', 'revoke')
+         WHERE subject = $1 AND kind IN ('consent', 'relationship', 'revoke', 'opposed')
            AND ($2 = '' OR controller = $2)",
         &[&subject, &controller],
     )

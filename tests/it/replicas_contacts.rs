@@ -572,3 +572,71 @@ async fn test_an_unreadable_entry_stops_decisions() {
     until(&a, number, None, bound).await;
     assert_eq!(a.get("/readyz").0, 503);
 }
+
+/// Registry answers "opposed" recorded through the journal reach every
+/// replica (one local change each), and an erasure removes them from the
+/// journal and the replicas.
+#[tokio::test(flavor = "multi_thread")]
+async fn test_opposed_answers_are_shared_and_erased() {
+    let Some(pg) = PgServer::start() else { return };
+    let a_ws = Workspace::new(&replica_config(&pg, "gw-a"));
+    let b_ws = Workspace::new(&replica_config(&pg, "gw-b"));
+    let a = a_ws.start();
+    let _b = b_ws.start();
+    let settings = dialgate::store::PostgresSettings {
+        url: pg.url(),
+        replica_id: "registry-cli".into(),
+        max_staleness: Duration::from_secs(1),
+        unavailable_after: Duration::from_secs(2),
+    };
+    let shared = dialgate::store::postgres::Pg::connect(&settings)
+        .await
+        .unwrap();
+    let keys: Vec<_> = ["+390212345678", "+390298765432"]
+        .iter()
+        .map(|n| dialgate::number::NumberKey::from_e164(n).unwrap())
+        .collect();
+    dialgate::contacts::journal::record_opposed(
+        &shared,
+        "it-rpo",
+        "acme",
+        &keys,
+        "2026-01-01T00:00:00Z".parse().unwrap(),
+    )
+    .await
+    .unwrap();
+    let observations = |ws: &Workspace| -> i64 {
+        rusqlite::Connection::open(ws.data_dir().join("contacts.db"))
+            .unwrap()
+            .query_row("SELECT count(*) FROM observations", [], |r| r.get(0))
+            .unwrap()
+    };
+    let started = Instant::now();
+    while observations(&a_ws) != 2 || observations(&b_ws) != 2 {
+        assert!(started.elapsed() < reach_bound(), "not applied everywhere");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    a.records()
+        .await
+        .erase_subject(EraseSubjectRequest {
+            verification: None,
+            controller: String::new(),
+            number: "+39 02 1234 5678".into(),
+            default_region: String::new(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        pg.psql("SELECT count(*) FROM contact_journal_records WHERE kind = 'opposed'")
+            .trim(),
+        "1"
+    );
+    let started = Instant::now();
+    while observations(&b_ws) != 1 {
+        assert!(
+            started.elapsed() < reach_bound(),
+            "B kept the erased answer"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -100,6 +100,7 @@ impl Journal {
                         entry::SUPPRESSION_HASHED => entry::SUPPRESSION_HASHED,
                         entry::RELATIONSHIP => entry::RELATIONSHIP,
                         entry::REVOKE => entry::REVOKE,
+                        entry::OPPOSED => entry::OPPOSED,
                         _ => "unknown",
                     };
                     row
@@ -134,6 +135,9 @@ impl Journal {
             }
             entry::ERASE => self.apply_erase(seq, &parse::<EraseBody>(seq, body)?, hint),
             entry::IMPORT => self.apply_import(seq, batch, &parse::<ImportBody>(seq, body)?),
+            entry::OPPOSED => {
+                self.apply_opposed(seq, batch, &parse::<entry::OpposedBody>(seq, body)?)
+            }
             other => Err(corrupt(seq, format!("kind {other:?} is not known"))),
         }
     }
@@ -216,6 +220,50 @@ impl Journal {
             }
             other => Err(corrupt(seq, format!("record kind {other:?} is not known"))),
         }
+    }
+
+    /// Applies registry answers "opposed": one local change for them all.
+    fn apply_opposed(
+        &self,
+        seq: i64,
+        batch: i64,
+        opposed: &entry::OpposedBody,
+    ) -> Result<Outcome, JournalError> {
+        #[derive(serde::Deserialize)]
+        struct Number {
+            number: String,
+        }
+        let at = entry::ts("at_us", opposed.at_us).map_err(|e| corrupt(seq, e))?;
+        let mut keys = Vec::new();
+        let mut subjects = Vec::new();
+        let mut from = 0;
+        loop {
+            let rows = self.records(batch, from, RECORD_PAGE)?;
+            if rows.is_empty() {
+                break;
+            }
+            from += rows.len() as i32;
+            for row in rows {
+                if row.kind != entry::OPPOSED {
+                    return Err(corrupt(
+                        seq,
+                        format!("record kind {:?} in an opposed entry", row.kind),
+                    ));
+                }
+                let number = parse::<Number>(seq, &row.body)?.number;
+                keys.push(key_of(seq, &number)?);
+                subjects.extend(noted(seq, &row.subject, &number)?);
+            }
+        }
+        with_journal_position(seq, None, || {
+            self.store
+                .record_opposed(&opposed.registry_id, &opposed.controller, &keys, at)
+        })?;
+        // An erasure (which names the hash only) finds these numbers.
+        for chunk in subjects.chunks(50_000) {
+            self.store.note_subjects(chunk)?;
+        }
+        Ok(Outcome::Count(keys.len() as u32))
     }
 
     /// Applies an erasure: by the number when this replica holds it (or

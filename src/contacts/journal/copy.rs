@@ -203,3 +203,40 @@ pub fn import_file(
     );
     Ok((summary, Some(seq)))
 }
+
+/// Records a registry's answers that `keys` are opposed for `controller`
+/// on `at` (`registry import --opposed` on the postgres backend): one
+/// journal entry, which every replica applies as one local change.
+///
+/// # Errors
+/// [`JournalError`]: nothing was recorded.
+pub async fn record_opposed(
+    pg: &Pg,
+    registry_id: &str,
+    controller: &str,
+    keys: &[crate::number::NumberKey],
+    at: Timestamp,
+) -> Result<i64, JournalError> {
+    let salt = shared_salt(pg, super::random_salt()).await?;
+    let rows: Vec<RecordRow> = keys
+        .iter()
+        .map(|key| {
+            let e164 = key.to_e164();
+            RecordRow {
+                kind: entry::OPPOSED,
+                record_id: String::new(),
+                subject: hex::encode(crate::contacts::salted_hash(&salt, &e164)),
+                controller: controller.to_string(),
+                body: serde_json::json!({ "number": e164 }).to_string(),
+                restrictive: true,
+            }
+        })
+        .collect();
+    let body = serde_json::to_value(entry::OpposedBody {
+        registry_id: registry_id.to_string(),
+        controller: controller.to_string(),
+        at_us: at.as_microsecond(),
+    })
+    .unwrap_or_default();
+    append(pg, entry::OPPOSED, &body, &rows, &Extra::default()).await
+}

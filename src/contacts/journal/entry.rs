@@ -15,6 +15,9 @@ pub(super) const RECORDS: &str = "records";
 pub(super) const IMPORT: &str = "import";
 /// `contact_journal.kind`: an erasure (by the number's salted hash only).
 pub(super) const ERASE: &str = "erase";
+/// `contact_journal.kind` and `contact_journal_records.kind`: a registry's
+/// answers that numbers are opposed (one row per number).
+pub(super) const OPPOSED: &str = "opposed";
 
 /// `contact_journal_records.kind` values.
 pub(super) const CONSENT: &str = "consent";
@@ -255,6 +258,14 @@ pub(super) struct EraseBody {
     pub now_us: i64,
     pub actor: String,
     pub verification: serde_json::Value,
+}
+
+/// Registry answers "opposed" (the entry's body).
+#[derive(Debug, Serialize, Deserialize)]
+pub(super) struct OpposedBody {
+    pub registry_id: String,
+    pub controller: String,
+    pub at_us: i64,
 }
 
 /// A bulk import's trail event.

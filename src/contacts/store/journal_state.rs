@@ -399,6 +399,32 @@ mod tests {
         assert_eq!(store.noted_number(&subject).unwrap(), None);
     }
 
+    /// Opt-outs held while an import is stored are in every view of their
+    /// number, and gone once released.
+    #[test]
+    fn test_held_opt_outs_are_in_the_view_until_released() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ContactStore::open(dir.path()).unwrap();
+        let number = "+390212345678";
+        let key = NumberKey::from_e164(number).unwrap();
+        let opt_out = Suppression {
+            suppression_id: "s-1".into(),
+            controller: String::new(),
+            campaign_id: String::new(),
+            number: number.into(),
+            reason: "objected".into(),
+            source: "file".into(),
+            added_by: "t".into(),
+            created_at: Timestamp::UNIX_EPOCH,
+            expires_at: None,
+        };
+        assert!(store.view(key, number).suppressions.is_empty());
+        store.hold_pending_opt_outs(&[(key, opt_out.clone())]);
+        assert_eq!(store.view(key, number).suppressions, vec![opt_out]);
+        store.release_pending_opt_outs();
+        assert!(store.view(key, number).suppressions.is_empty());
+    }
+
     /// A new replica's store takes the shared salt; an existing store
     /// keeps its own (the journal then refuses it if they differ).
     #[test]
