@@ -128,6 +128,32 @@ pub async fn copy_from_sqlite(pg: &Pg, data_dir: &Path) -> Result<CopySummary, J
     })
 }
 
+/// The scratch directories of shared imports: `<prefix><pid>`.
+const SCRATCH_PREFIX: &str = "contacts-import-shared-";
+
+/// Removes the scratch directories of imports whose process is gone
+/// (killed mid-import: they hold the file's records, numbers included).
+fn remove_abandoned_scratch(data_dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(data_dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(SCRATCH_PREFIX))
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if !Path::new(&format!("/proc/{pid}")).exists()
+            && std::fs::remove_dir_all(entry.path()).is_ok()
+        {
+            tracing::warn!(path = %entry.path().display(), "removed the scratch store of an interrupted import");
+        }
+    }
+}
+
 /// A scratch directory removed when dropped (it holds the file's records).
 struct Scratch(PathBuf);
 
@@ -157,7 +183,8 @@ pub fn import_file(
     let salt = runtime.block_on(shared_salt(pg, super::random_salt()))?;
     let data_dir = &config.server.data_dir;
     crate::private::create_dir_all(data_dir)?;
-    let scratch = Scratch(data_dir.join(format!("contacts-import-shared-{}", std::process::id())));
+    remove_abandoned_scratch(data_dir);
+    let scratch = Scratch(data_dir.join(format!("{SCRATCH_PREFIX}{}", std::process::id())));
     let _ = std::fs::remove_dir_all(&scratch.0);
     ContactStore::seed_salt(&scratch.0, &salt)?;
     let store = Arc::new(ContactStore::open_unindexed(&scratch.0)?);
