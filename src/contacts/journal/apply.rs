@@ -123,10 +123,13 @@ impl Journal {
                 let rows = self.records(batch, 0, RECORD_PAGE)?;
                 let mut outcome = Outcome::Done;
                 let mut wrote = false;
-                for row in rows {
-                    let (done, write) = self.apply_record(seq, row)?;
+                let last = rows.len().saturating_sub(1);
+                for (i, row) in rows.into_iter().enumerate() {
+                    // Only the last record's change marks the entry applied.
+                    let position = if i == last { seq } else { seq - 1 };
+                    let (done, write) = self.apply_record(seq, position, row)?;
                     outcome = done;
-                    wrote |= write;
+                    wrote = write && i == last;
                 }
                 if !wrote {
                     self.store.set_journal_applied(seq)?;
@@ -142,9 +145,14 @@ impl Journal {
         }
     }
 
-    /// Applies one record of a `records` entry; says whether it wrote (and
-    /// so stored the position).
-    fn apply_record(&self, seq: i64, row: RecordRow) -> Result<(Outcome, bool), JournalError> {
+    /// Applies one record of entry `seq`, its change storing `position` as
+    /// the entry applied; says whether it wrote (and so stored it).
+    fn apply_record(
+        &self,
+        seq: i64,
+        position: i64,
+        row: RecordRow,
+    ) -> Result<(Outcome, bool), JournalError> {
         let store = &self.store;
         match row.kind {
             entry::CONSENT => {
@@ -153,7 +161,7 @@ impl Journal {
                     .map_err(|e| corrupt(seq, e))?;
                 let key = key_of(seq, &consent.number)?;
                 let noted = noted(seq, &row.subject, &consent.number)?;
-                let inserted = with_journal_position(seq, noted, || {
+                let inserted = with_journal_position(position, noted, || {
                     store.record_consent(key, consent, &actor)
                 })?;
                 Ok((Outcome::Inserted(inserted), true))
@@ -164,8 +172,9 @@ impl Journal {
                     .map_err(|e| corrupt(seq, e))?;
                 let key = key_of(seq, &suppression.number)?;
                 let noted = noted(seq, &row.subject, &suppression.number)?;
-                let inserted =
-                    with_journal_position(seq, noted, || store.add_suppression(key, suppression))?;
+                let inserted = with_journal_position(position, noted, || {
+                    store.add_suppression(key, suppression)
+                })?;
                 Ok((Outcome::Inserted(inserted), true))
             }
             entry::SUPPRESSION_HASHED => {
@@ -174,7 +183,7 @@ impl Journal {
                     .map_err(|e| corrupt(seq, e))?;
                 let subject = subject_of(seq, &row.subject)?;
                 let actor = suppression.added_by.clone();
-                let inserted = with_journal_position(seq, None, || {
+                let inserted = with_journal_position(position, None, || {
                     store.suppress_by_hash(&subject, &suppression, &actor)
                 })?;
                 Ok((Outcome::Inserted(inserted), true))
@@ -193,7 +202,7 @@ impl Journal {
                 }
                 let key = key_of(seq, &relationship.number)?;
                 let noted = noted(seq, &row.subject, &relationship.number)?;
-                with_journal_position(seq, noted, || {
+                with_journal_position(position, noted, || {
                     store.record_relationship(key, relationship, &actor)
                 })?;
                 Ok((Outcome::Inserted(true), true))
@@ -204,7 +213,7 @@ impl Journal {
                     .map_err(|e| corrupt(seq, e))?;
                 let key = key_of(seq, &revoke.number)?;
                 let noted = noted(seq, &row.subject, &revoke.number)?;
-                let ended = with_journal_position(seq, noted, || {
+                let ended = with_journal_position(position, noted, || {
                     store.revoke_consents_as(
                         key,
                         &revoke.number,
@@ -399,7 +408,7 @@ impl Journal {
             self.store.note_subjects(chunk)?;
         }
         for row in later {
-            self.apply_record(seq, row)?;
+            self.apply_record(seq, seq - 1, row)?;
         }
         self.store.set_journal_applied(seq)?;
         Ok(Outcome::Count(counts.stored as u32))
