@@ -640,3 +640,46 @@ async fn test_opposed_answers_are_shared_and_erased() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// A replica killed with `kill -9` while it applies a stream of changes
+/// resumes after the last entry it stored: every change arrives, none twice
+/// (the applied entry is stored in the transaction of its change).
+#[tokio::test(flavor = "multi_thread")]
+async fn test_a_replica_killed_while_applying_resumes_exactly() {
+    let Some(pg) = PgServer::start() else { return };
+    let a_ws = Workspace::new(&replica_config(&pg, "gw-a"));
+    let b_ws = Workspace::new(&replica_config(&pg, "gw-b"));
+    let a = a_ws.start();
+    let b = b_ws.start();
+    let mut records = a.records().await;
+    let mut b = Some(b);
+    for i in 0..60 {
+        records
+            .record_consent(consent(&format!("0151 3{i:07}")))
+            .await
+            .unwrap();
+        if i == 30 {
+            b.take().unwrap().kill9();
+        }
+    }
+    let b = b_ws.start();
+    until(
+        &b,
+        "+49 151 30000059",
+        Some(vec![R::Consent]),
+        reach_bound(),
+    )
+    .await;
+    let conn = rusqlite::Connection::open(b_ws.data_dir().join("contacts.db")).unwrap();
+    let count = |sql: &str| -> i64 { conn.query_row(sql, [], |r| r.get(0)).unwrap() };
+    assert_eq!(count("SELECT count(*) FROM consents"), 60);
+    assert_eq!(
+        count("SELECT count(*) FROM events WHERE action = 'consent.recorded'"),
+        60,
+        "no change applied twice"
+    );
+    assert_eq!(
+        count("SELECT value FROM counters WHERE key = 'journal_applied'"),
+        60
+    );
+}
