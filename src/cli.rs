@@ -419,7 +419,9 @@ fn refuse_unbuilt_on_postgres(config: &Config, command: &Command) -> anyhow::Res
         | Command::Serve
         | Command::Audit(_)
         | Command::Registry(_)
-        | Command::Store(_) => Ok(()),
+        | Command::Store(_)
+        | Command::Consent(ConsentCommand::Import { .. })
+        | Command::Suppression(SuppressionCommand::Import { .. }) => Ok(()),
         _ => anyhow::bail!(
             "{}: store.backend = \"postgres\" is not built yet for this command (see README, \"Several replicas\"); use backend = \"sqlite\"",
             config.origin
@@ -537,6 +539,9 @@ fn contact_import(
     dry_run: bool,
     consents: bool,
 ) -> anyhow::Result<()> {
+    if let crate::store::StoreBackend::Postgres(settings) = &config.store {
+        return contact_import_shared(config, settings, file, dry_run, consents);
+    }
     let _restore = crate::restore::RestoreLock::shared(&config.server.data_dir)?;
     let store = std::sync::Arc::new(ContactStore::open_unindexed(&config.server.data_dir)?);
     let now = Timestamp::now();
@@ -558,6 +563,42 @@ fn contact_import(
         summary.stored,
         summary.already_present
     );
+    Ok(())
+}
+
+/// `consent import` / `suppression import` on the postgres backend: the
+/// file, checked as on SQLite, goes into the shared journal as one entry
+/// (all or nothing); every running replica applies it.
+fn contact_import_shared(
+    config: &Config,
+    settings: &crate::store::PostgresSettings,
+    file: &std::path::Path,
+    dry_run: bool,
+    consents: bool,
+) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the tokio runtime")?;
+    let pg = runtime
+        .block_on(crate::store::postgres::Pg::connect(settings))
+        .with_context(|| format!("cannot open the shared database {}", settings.shown_url()))?;
+    let (summary, seq) = crate::contacts::journal::import_file(
+        &runtime,
+        config,
+        &pg,
+        file,
+        consents,
+        dry_run,
+        &cli_actor(),
+    )?;
+    match seq {
+        None => println!("dry run, nothing stored: {} lines valid", summary.lines),
+        Some(seq) => println!(
+            "{} lines valid; {} records committed to the shared database (contact journal entry {seq}, {} duplicates in the file); every replica applies them",
+            summary.lines, summary.stored, summary.already_present
+        ),
+    }
     Ok(())
 }
 

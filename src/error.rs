@@ -243,6 +243,23 @@ impl HasKind for AuditError {
     }
 }
 
+impl HasKind for crate::contacts::journal::JournalError {
+    fn kind(&self) -> ErrorKind {
+        use crate::contacts::journal::JournalError;
+        match self {
+            // The shared database unreachable or a replica that cannot
+            // apply: the change was not acknowledged; retry later.
+            JournalError::Pg(_) | JournalError::Corrupt { .. } => ErrorKind::Unavailable,
+            JournalError::Store(err) => err.kind(),
+            JournalError::Refused(_) => ErrorKind::FailedPrecondition,
+        }
+    }
+
+    fn logged_here(&self) -> bool {
+        true
+    }
+}
+
 impl HasKind for RecordsError {
     fn kind(&self) -> ErrorKind {
         match self {
@@ -252,6 +269,7 @@ impl HasKind for RecordsError {
             RecordsError::Audit(err) => err.kind(),
             // The entry must be durable before the change: a disk to fix.
             RecordsError::Ledger(_) => ErrorKind::Unavailable,
+            RecordsError::Journal(err) => err.kind(),
         }
     }
 

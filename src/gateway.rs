@@ -496,7 +496,7 @@ impl Gateway {
     /// for longer than [`contacts_behind_limit`].
     fn contacts_in_sync(&self) -> Result<(), CheckError> {
         match self.contacts.failing_for() {
-            Some(behind) if behind > self.contacts_behind_limit => {
+            Some(behind) if behind > self.contacts.behind_limit(self.contacts_behind_limit) => {
                 Err(CheckError::ContactsBehind {
                     seconds: behind.as_secs(),
                 })

@@ -75,7 +75,23 @@ pub async fn serve(
         ),
         crate::store::StoreBackend::Sqlite => None,
     };
+    if let Some(pg) = &pg {
+        crate::contacts::journal::prepare_data_dir(pg, &config.server.data_dir)
+            .await
+            .context("cannot prepare the shared contact records")?;
+    }
     let mut stores = open_stores(config, pg).await?;
+    if let Some(pg) = &stores.pg {
+        stores.contacts_journal = Some(
+            crate::contacts::journal::Journal::attach(
+                pg.clone(),
+                Arc::clone(&stores.contacts),
+                &stores.config.server.data_dir,
+            )
+            .await
+            .context("cannot follow the shared contact records")?,
+        );
+    }
     // Shared database: the published registry snapshots, before serving.
     let registry_follower = match stores.pg.clone() {
         Some(pg) => Some(
@@ -116,6 +132,8 @@ struct Stores {
     at_rest: crate::at_rest::AtRest,
     /// The shared database (`[store] backend = "postgres"`), or none.
     pg: Option<crate::store::postgres::Pg>,
+    /// The shared contact journal this replica follows (postgres backend).
+    contacts_journal: Option<Arc<crate::contacts::journal::Journal>>,
 }
 
 /// Creates the data directory, seeds the demo registries, compiles the
@@ -193,6 +211,7 @@ async fn open_stores(
         retention: Arc::new(crate::retention::Schedule::default()),
         at_rest,
         pg,
+        contacts_journal: None,
     })
 }
 
@@ -236,6 +255,10 @@ async fn build_services(stores: &mut Stores) -> anyhow::Result<Services> {
     });
     let records = Records::configured(config, Arc::clone(&stores.contacts))
         .with_ledger(Arc::clone(&stores.ledger));
+    let records = match &stores.contacts_journal {
+        Some(journal) => records.with_journal(Arc::clone(journal)),
+        None => records,
+    };
 
     let (health, health_service) = tonic_health::server::health_reporter();
     set_health(&health, ServingStatus::NotServing).await;
@@ -349,11 +372,22 @@ fn spawn_background(
         Duration::from_millis(stores.config.server.registry_reload_interval_ms),
         stop.clone(),
     ))];
-    background.push(tokio::spawn(crate::retention::scheduled(
-        Arc::clone(&stores.config),
-        Arc::clone(&stores.contacts),
-        Arc::clone(&stores.retention),
-    )));
+    if let Some(journal) = &stores.contacts_journal {
+        background.push(tokio::spawn(Arc::clone(journal).follow(stop.clone())));
+    }
+    // A purge made on one replica only would make the replicas differ:
+    // not run on the postgres backend (not shared yet).
+    if stores.pg.is_none() {
+        background.push(tokio::spawn(crate::retention::scheduled(
+            Arc::clone(&stores.config),
+            Arc::clone(&stores.contacts),
+            Arc::clone(&stores.retention),
+        )));
+    } else if stores.config.retention.purges_anything() {
+        tracing::warn!(
+            "retention purge is not shared between replicas yet: not scheduled on store.backend = \"postgres\""
+        );
+    }
     if let Some(window) = stores.policies.longest_cap_window() {
         let attempts = Arc::clone(&stores.attempts);
         background.push(tokio::spawn(async move {

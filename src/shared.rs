@@ -42,6 +42,6 @@ impl Shared {
             && self
                 .contacts
                 .failing_for()
-                .is_none_or(|behind| behind <= limit)
+                .is_none_or(|behind| behind <= self.contacts.behind_limit(limit))
     }
 }

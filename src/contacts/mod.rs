@@ -11,6 +11,7 @@
 
 mod compact;
 pub mod import;
+pub mod journal;
 pub mod ledger;
 mod presence;
 pub mod service;
@@ -189,6 +190,14 @@ pub struct ContactView {
 /// A salted hash of an E.164 number, for records that must not keep it.
 pub type SubjectHash = [u8; 32];
 
+/// The hash of an E.164 number under `salt` (a store's subject hash).
+pub(crate) fn salted_hash(salt: &[u8; 32], e164: &str) -> SubjectHash {
+    let mut hasher = Sha256::new();
+    hasher.update(salt);
+    hasher.update(e164.as_bytes());
+    hasher.finalize().into()
+}
+
 /// In-memory index of the contact records, by number: the compact index of
 /// what the rules read (see [`compact`]), behind a presence filter.
 #[derive(Debug)]
@@ -217,10 +226,7 @@ impl ContactIndex {
 
     /// The salted hash of an E.164 number.
     pub fn subject_hash(&self, e164: &str) -> SubjectHash {
-        let mut hasher = Sha256::new();
-        hasher.update(self.salt);
-        hasher.update(e164.as_bytes());
-        hasher.finalize().into()
+        salted_hash(&self.salt, e164)
     }
 
     /// The records of a number as slots (usually none: no allocation then).

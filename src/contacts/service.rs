@@ -46,6 +46,9 @@ pub enum RecordsError {
     /// The erasure ledger could not be written: the change was not made.
     #[error(transparent)]
     Ledger(#[from] LedgerError),
+    /// The shared journal (postgres backend) failed or refused: not changed.
+    #[error(transparent)]
+    Journal(#[from] crate::contacts::journal::JournalError),
 }
 
 fn invalid(field: &'static str, problem: impl Into<String>) -> RecordsError {
@@ -195,6 +198,9 @@ pub struct Records {
     /// Where erasures, opt-outs and withdrawals are written before they are
     /// made (`None`: library use only).
     ledger: Option<Arc<Ledger>>,
+    /// The shared journal (postgres backend): every change goes there
+    /// first and reaches the store as every replica applies it.
+    journal: Option<Arc<crate::contacts::journal::Journal>>,
 }
 
 /// The longest number text accepted, in bytes.
@@ -264,6 +270,25 @@ impl Records {
             subject_requests: SubjectRequestsConfig::default(),
             log_retention_days: crate::decision_log::LogConfig::default().retention_days,
             ledger: None,
+            journal: None,
+        }
+    }
+
+    /// Makes every change through the shared `journal` (postgres backend).
+    pub fn with_journal(mut self, journal: Arc<crate::contacts::journal::Journal>) -> Records {
+        self.journal = Some(journal);
+        self
+    }
+
+    /// Refuses what the shared journal cannot carry yet: made on this
+    /// replica only, the others would never see it.
+    pub(crate) fn refuse_unshared(&self, what: &str) -> Result<(), RecordsError> {
+        match &self.journal {
+            Some(_) => Err(crate::contacts::journal::JournalError::Refused(format!(
+                "{what} is not shared between replicas yet: refused on store.backend = \"postgres\""
+            ))
+            .into()),
+            None => Ok(()),
         }
     }
 
@@ -385,7 +410,14 @@ impl Records {
             .ok_or_else(|| invalid("number", "not E.164"))?;
         let id = consent.consent_id.clone();
         let masked = number::mask(&consent.number);
-        self.store.record_consent(key, consent, actor)?;
+        match &self.journal {
+            Some(journal) => {
+                journal.record_consent(&consent, actor)?;
+            }
+            None => {
+                self.store.record_consent(key, consent, actor)?;
+            }
+        }
         tracing::info!(consent = %id, number = %masked, "consent recorded");
         Ok(id)
     }
@@ -411,14 +443,23 @@ impl Records {
         entry.purpose = request.purpose;
         entry.revoked_at = Some(revoked_at);
         self.to_ledger(entry)?;
-        let revoked = self.store.revoke_consents(
-            number.key,
-            &number.e164,
-            &controller,
-            request.purpose,
-            revoked_at,
-            actor,
-        )?;
+        let revoked = match &self.journal {
+            Some(journal) => journal.revoke_consents(
+                &number.e164,
+                &controller,
+                request.purpose,
+                revoked_at,
+                actor,
+            )?,
+            None => self.store.revoke_consents(
+                number.key,
+                &number.e164,
+                &controller,
+                request.purpose,
+                revoked_at,
+                actor,
+            )?,
+        };
         tracing::info!(revoked, number = %number::mask(&number.e164), "consents revoked");
         Ok(revoked)
     }
@@ -452,7 +493,10 @@ impl Records {
         self.to_ledger(self.opt_out_entry(&suppression, now))?;
         let id = suppression.suppression_id.clone();
         let masked = number::mask(&suppression.number);
-        let inserted = self.store.add_suppression(key, suppression)?;
+        let inserted = match &self.journal {
+            Some(journal) => journal.add_suppression(&suppression)?,
+            None => self.store.add_suppression(key, suppression)?,
+        };
         tracing::info!(suppression = %id, number = %masked, "opt-out recorded");
         Ok((id, inserted))
     }
@@ -556,7 +600,17 @@ impl Records {
         let (key, relationship) = validate_relationship(request, now)?;
         let id = relationship.relationship_id.clone();
         let masked = number::mask(&relationship.number);
-        self.store.record_relationship(key, relationship, actor)?;
+        match &self.journal {
+            Some(journal) => {
+                if !journal.record_relationship(&relationship, actor)? {
+                    return Err(invalid(
+                        "relationship_id",
+                        format!("{id:?} is already stored"),
+                    ));
+                }
+            }
+            None => self.store.record_relationship(key, relationship, actor)?,
+        }
         tracing::info!(relationship = %id, number = %masked, "relationship recorded");
         Ok(id)
     }
@@ -578,14 +632,23 @@ impl Records {
         let mut entry = self.ledger_entry(EntryKind::Erasure, &number.e164, now);
         request.controller.trim().clone_into(&mut entry.controller);
         self.to_ledger(entry)?;
-        let erased = self.store.erase(
-            number.key,
-            &number.e164,
-            request.controller.trim(),
-            actor,
-            now,
-            &verification,
-        )?;
+        let erased = match &self.journal {
+            Some(journal) => journal.erase(
+                &number.e164,
+                request.controller.trim(),
+                actor,
+                now,
+                &verification,
+            )?,
+            None => self.store.erase(
+                number.key,
+                &number.e164,
+                request.controller.trim(),
+                actor,
+                now,
+                &verification,
+            )?,
+        };
         tracing::info!(erased, number = %number::mask(&number.e164), "subject erased, kept suppressed");
         Ok(erased)
     }

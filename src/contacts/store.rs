@@ -21,6 +21,8 @@ use super::{
 use crate::model::Purpose;
 use crate::number::NumberKey;
 
+mod journal_state;
+pub(crate) use journal_state::{AllRecords, with_journal_position};
 mod purge;
 pub use purge::{Ceiling, PurgeCounts, RecordCeilings};
 
@@ -81,6 +83,16 @@ pub struct ContactStore {
     any_opposed: std::sync::atomic::AtomicBool,
     /// Withdrawals known by hash only (re-applied by a restore).
     withdrawals: purge::HashedWithdrawals,
+    /// Postgres backend: when this store last confirmed it had applied the
+    /// whole shared journal, in ms after `opened` plus one (0: never).
+    journal_confirmed_ms: std::sync::atomic::AtomicU64,
+    /// Whether the store follows a shared journal (then `failing_for`
+    /// counts from the last confirmation).
+    journal_followed: std::sync::atomic::AtomicBool,
+    /// The staleness allowed when following a journal (`max_staleness`).
+    behind_limit: std::sync::OnceLock<std::time::Duration>,
+    /// Opt-outs of a shared bulk import being applied (postgres backend).
+    pending_opt_outs: journal_state::PendingOptOuts,
 }
 
 /// What a bulk import stored.
@@ -471,6 +483,13 @@ CREATE TABLE IF NOT EXISTS corrections (
     row INTEGER NOT NULL,
     old_key INTEGER NOT NULL
 ) STRICT;
+-- Postgres backend: the number of each salted hash the shared journal
+-- named, so that applying an erasure (which names only the hash) finds
+-- the number without hashing every stored number. Removed by the erasure.
+CREATE TABLE IF NOT EXISTS journal_subjects (
+    subject BLOB PRIMARY KEY,
+    number TEXT NOT NULL
+) STRICT, WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS observations (
     registry_id TEXT NOT NULL,
     controller TEXT NOT NULL,
@@ -710,6 +729,10 @@ impl ContactStore {
             any_opposed: std::sync::atomic::AtomicBool::new(false),
             observations_version: Mutex::new(-1),
             withdrawals: purge::HashedWithdrawals::default(),
+            journal_confirmed_ms: std::sync::atomic::AtomicU64::new(0),
+            journal_followed: std::sync::atomic::AtomicBool::new(false),
+            behind_limit: std::sync::OnceLock::new(),
+            pending_opt_outs: journal_state::PendingOptOuts::default(),
         })
     }
 
@@ -967,6 +990,7 @@ impl ContactStore {
         view.suppressions
             .extend(self.index.erased_suppressions(e164));
         self.withdrawals.extend_view(&self.index, e164, &mut view);
+        self.pending_opt_outs.extend_view(key, &mut view);
         view
     }
 
@@ -1039,6 +1063,7 @@ impl ContactStore {
         let mut conn = self.conn.lock().expect("contact db lock");
         let tx = conn.transaction()?;
         let result = change(&tx)?;
+        journal_state::record_application(&tx)?;
         tx.commit()?;
         apply(&result);
         Ok(result)
@@ -1112,7 +1137,37 @@ impl ContactStore {
         at: Timestamp,
         actor: &str,
     ) -> Result<u32, StoreError> {
-        self.revoke(key, e164, controller, purpose, at, actor, None)
+        self.revoke(key, e164, controller, purpose, at, actor, None, None)
+    }
+
+    /// [`ContactStore::revoke_consents`] at the instant `now` the origin
+    /// chose, with withdrawal markers named after `marker_seed`: every
+    /// replica applying the same journal entry makes the same change.
+    ///
+    /// # Errors
+    /// [`StoreError`]; nothing is changed then.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn revoke_consents_as(
+        &self,
+        key: NumberKey,
+        e164: &str,
+        controller: &str,
+        purpose: Option<Purpose>,
+        at: Timestamp,
+        actor: &str,
+        now: Timestamp,
+        marker_seed: &str,
+    ) -> Result<u32, StoreError> {
+        self.revoke(
+            key,
+            e164,
+            controller,
+            purpose,
+            at,
+            actor,
+            None,
+            Some((now, marker_seed)),
+        )
     }
 
     /// [`ContactStore::revoke_consents`] as a restore re-applies a ledgered
@@ -1137,7 +1192,16 @@ impl ContactStore {
     ) -> Result<u32, StoreError> {
         // The ledger entry is written just before the change commits.
         let recorded_by = written_at + jiff::SignedDuration::from_secs(60);
-        self.revoke(key, e164, controller, purpose, at, actor, Some(recorded_by))
+        self.revoke(
+            key,
+            e164,
+            controller,
+            purpose,
+            at,
+            actor,
+            Some(recorded_by),
+            None,
+        )
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -1150,9 +1214,10 @@ impl ContactStore {
         at: Timestamp,
         actor: &str,
         recorded_by: Option<Timestamp>,
+        stamp: Option<(Timestamp, &str)>,
     ) -> Result<u32, StoreError> {
         let subject = self.index.subject_hash(e164);
-        let now = Timestamp::now();
+        let now = stamp.map_or_else(Timestamp::now, |(now, _)| now);
         let (changed, _) = self.write(|tx| {
             let changed: usize = tx.execute(
                 "UPDATE consents SET revoked_at_us = ?1
@@ -1177,7 +1242,10 @@ impl ContactStore {
                 if latest.is_some_and(|latest| latest >= us(at)) {
                     continue;
                 }
-                let marker = withdrawal_marker(controller, e164, purpose, at, now);
+                let mut marker = withdrawal_marker(controller, e164, purpose, at, now);
+                if let Some((_, seed)) = stamp {
+                    marker.consent_id = format!("withdrawal-{seed}-{}", purpose.as_str());
+                }
                 insert_consent(
                     &mut tx.prepare(&format!(
                         "INSERT INTO consents ({CONSENT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)"
@@ -1297,9 +1365,29 @@ impl ContactStore {
         now: Timestamp,
         verification: &serde_json::Value,
     ) -> Result<u32, StoreError> {
+        let keep_id = uuid::Uuid::now_v7().to_string();
+        self.erase_as(key, e164, controller, actor, now, verification, keep_id)
+    }
+
+    /// [`ContactStore::erase`] keeping the opt-out under `keep_id` (the id
+    /// the origin of a shared journal entry chose).
+    ///
+    /// # Errors
+    /// [`StoreError`]; nothing is changed then.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn erase_as(
+        &self,
+        key: NumberKey,
+        e164: &str,
+        controller: &str,
+        actor: &str,
+        now: Timestamp,
+        verification: &serde_json::Value,
+        keep_id: String,
+    ) -> Result<u32, StoreError> {
         let subject = self.index.subject_hash(e164);
         let keep = Suppression {
-            suppression_id: uuid::Uuid::now_v7().to_string(),
+            suppression_id: keep_id,
             controller: controller.to_string(),
             campaign_id: String::new(),
             number: String::new(),
@@ -1351,6 +1439,10 @@ impl ContactStore {
             tx.execute(
                 "UPDATE corrections SET old_key = 0 WHERE old_key = ?1",
                 [key.0 as i64],
+            )?;
+            tx.execute(
+                "DELETE FROM journal_subjects WHERE subject = ?1",
+                [subject.to_vec()],
             )?;
             let converted = tx.execute(
                 "UPDATE suppressions SET number = '', number_key = NULL, number_hash = ?3
@@ -1513,6 +1605,14 @@ impl ContactStore {
     /// How long every refresh has failed: records other processes stored
     /// meanwhile (opt-outs among them) are missing from the index.
     pub fn failing_for(&self) -> Option<std::time::Duration> {
+        let local = self.local_failing_for();
+        match self.journal_behind() {
+            Some(journal) => Some(local.map_or(journal, |local| local.max(journal))),
+            None => local,
+        }
+    }
+
+    fn local_failing_for(&self) -> Option<std::time::Duration> {
         match self
             .failing_since_ms
             .load(std::sync::atomic::Ordering::Acquire)

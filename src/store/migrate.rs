@@ -62,8 +62,27 @@ fn parts<'a>(pg: &'a Pg, config: &'a Config, data_dir: &'a Path, by: &'a str) ->
             "decision log",
             crate::decision_log::shared_copy::copy_from_sqlite(pg, data_dir, pg.replica_id()),
         ),
-        // part("contact records", crate::contacts::...::copy_from_sqlite(pg, data_dir)),
+        part("contact records", copy_contact_records(pg, data_dir)),
     ]
+}
+
+/// The contact records part: a store that already follows the journal
+/// (copied before, or a replica's) is left as it is.
+async fn copy_contact_records(pg: &Pg, data_dir: &Path) -> anyhow::Result<String> {
+    if !crate::contacts::database_path(data_dir).exists() {
+        return Ok("nothing to copy (no contact store)".to_string());
+    }
+    let applied = crate::contacts::ContactStore::open_unindexed(data_dir)?.journal_applied()?;
+    if let Some(seq) = applied {
+        return Ok(format!(
+            "already copied (this data_dir follows the shared journal, at entry {seq}); nothing written"
+        ));
+    }
+    let copied = crate::contacts::journal::copy_from_sqlite(pg, data_dir).await?;
+    Ok(format!(
+        "{} consents, {} relationships, {} opt-outs copied (journal entry {})",
+        copied.consents, copied.relationships, copied.suppressions, copied.seq
+    ))
 }
 
 /// Runs the migration; `report` gets one line per part as it finishes.

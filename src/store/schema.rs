@@ -21,6 +21,10 @@ const MIGRATIONS: &[Migration] = &[
         sql: include_str!("schema/0002_decisions.sql"),
     },
     Migration {
+        id: "0003_contacts",
+        sql: include_str!("schema/0003_contacts.sql"),
+    },
+    Migration {
         id: "0004_registry",
         sql: include_str!("schema/0004_registry.sql"),
     },

@@ -16,6 +16,7 @@ mod python_client;
 mod records;
 mod rectification;
 mod registry;
+mod replicas_contacts;
 mod replicas_decisions;
 mod replicas_registry;
 mod retention;

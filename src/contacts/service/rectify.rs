@@ -198,6 +198,7 @@ impl Records {
         actor: &str,
         now: Timestamp,
     ) -> Result<(), RecordsError> {
+        self.refuse_unshared("a rectification")?;
         if let Some(ledger) = self.ledger() {
             let entries: Vec<_> = corrections
                 .iter()

@@ -1,0 +1,640 @@
+//! Shared contact records on PostgreSQL (`[store] backend = "postgres"`).
+//!
+//! PostgreSQL holds the authoritative, ordered journal of contact changes
+//! (`contact_journal`, schema step `0003_contacts`); each replica keeps its
+//! SQLite store and in-memory index as a materialised copy and applies the
+//! journal in `seq` order with the store's own methods. Every value the
+//! origin chose (ids, instants) is in the entry, so every replica makes the
+//! same change. A change is committed to the journal (synchronously) before
+//! it is acknowledged, then applied locally; the entry applied last is
+//! stored in the local store in the same transaction as the change.
+//!
+//! `seq` is assigned as `MAX(seq) + 1` under a transaction-scoped advisory
+//! lock held until commit: seq order is commit order, so a follower reading
+//! `seq > applied` never skips an entry that commits late. Followers poll
+//! (a NOTIFY is sent too, but polling alone keeps the bound: notifications
+//! are lost while disconnected). A replica that has not confirmed it applied
+//! the whole journal within `max_staleness` stops deciding
+//! ([`ContactStore::failing_for`]).
+
+mod apply;
+mod copy;
+mod entry;
+mod origin;
+
+pub use copy::{CopySummary, copy_from_sqlite, import_file, record_opposed};
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use super::{ContactStore, StoreError};
+use crate::store::postgres::{Pg, PgError};
+use entry::RecordRow;
+
+/// A failure of the shared contact journal: the change was not acknowledged.
+#[derive(Debug, thiserror::Error)]
+pub enum JournalError {
+    #[error(transparent)]
+    Pg(#[from] PgError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// What the shared records cannot do (yet), or a data_dir that does
+    /// not belong to the shared database.
+    #[error("shared contact records: {0}")]
+    Refused(String),
+    /// An entry read back that does not parse: never applied as permission.
+    #[error("shared contact journal entry {seq}: {problem}")]
+    Corrupt { seq: i64, problem: String },
+}
+
+impl From<tokio_postgres::Error> for JournalError {
+    fn from(err: tokio_postgres::Error) -> Self {
+        JournalError::Pg(PgError::Sql(err))
+    }
+}
+
+/// The advisory lock under which seq is assigned ("contacts" in ASCII).
+const JOURNAL_LOCK: i64 = 0x636f_6e74_6163_7473;
+/// Entries read per round trip by a follower.
+const FETCH: i64 = 256;
+/// Records read per round trip when applying an import.
+const RECORD_PAGE: i64 = 20_000;
+/// Records inserted per statement.
+const INSERT_PAGE: usize = 10_000;
+
+/// What applying one entry did (the answer its origin gives).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// A record stored (false: one with its id was already).
+    Inserted(bool),
+    /// Consents ended, or records erased.
+    Count(u32),
+    /// Nothing to report.
+    Done,
+}
+
+/// The number an erasure's origin knows (the journal holds only its hash).
+pub(crate) struct Hint {
+    seq_of: Option<i64>,
+    e164: String,
+}
+
+/// This replica's view of the shared contact journal.
+pub struct Journal {
+    pg: Pg,
+    store: Arc<ContactStore>,
+    handle: tokio::runtime::Handle,
+    /// Held while entries are applied locally (and by an origin from before
+    /// its append until its entry is applied, so the answer it gives is its
+    /// own entry's outcome).
+    applying: Mutex<()>,
+    /// The entry applied last (what the store holds, without its lock).
+    applied: std::sync::atomic::AtomicI64,
+    /// A bulk import being applied whose opt-outs checks already honour
+    /// (held in memory), else 0.
+    preapplied: std::sync::atomic::AtomicI64,
+}
+
+impl std::fmt::Debug for Journal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Journal").field("pg", &self.pg).finish()
+    }
+}
+
+/// 32 random bytes for a new deployment's subject salt.
+fn random_salt() -> [u8; 32] {
+    let mut salt = [0; 32];
+    salt[..16].copy_from_slice(uuid::Uuid::new_v4().as_bytes());
+    salt[16..].copy_from_slice(uuid::Uuid::new_v4().as_bytes());
+    salt
+}
+
+/// The shared subject salt: `proposed` when there was none yet (the first
+/// replica's, or the migrated SQLite store's).
+async fn shared_salt(pg: &Pg, proposed: [u8; 32]) -> Result<[u8; 32], JournalError> {
+    pg.within(async {
+        let client = pg.client().await?;
+        client
+            .execute(
+                "INSERT INTO contact_salt (id, salt) VALUES (1, $1) ON CONFLICT (id) DO NOTHING",
+                &[&proposed.to_vec()],
+            )
+            .await?;
+        let salt: Vec<u8> = client
+            .query_one("SELECT salt FROM contact_salt WHERE id = 1", &[])
+            .await?
+            .get(0);
+        Ok(salt)
+    })
+    .await?
+    .as_slice()
+    .try_into()
+    .map_err(|_| JournalError::Pg(PgError::Corrupt("contact_salt.salt is not 32 bytes".into())))
+}
+
+/// Before the contact store is opened: a new data_dir's store is created
+/// with the shared subject salt (an existing store is checked by
+/// [`Journal::attach`]).
+///
+/// # Errors
+/// [`JournalError`] when the database or the data_dir cannot be used.
+pub async fn prepare_data_dir(pg: &Pg, data_dir: &Path) -> Result<(), JournalError> {
+    if super::database_path(data_dir).exists() {
+        return Ok(());
+    }
+    let salt = shared_salt(pg, random_salt()).await?;
+    ContactStore::seed_salt(data_dir, &salt)?;
+    Ok(())
+}
+
+/// The journal's last seq (0: empty).
+async fn head(client: &tokio_postgres::Transaction<'_>) -> Result<i64, JournalError> {
+    Ok(client
+        .query_one("SELECT COALESCE(MAX(seq), 0) FROM contact_journal", &[])
+        .await?
+        .get(0))
+}
+
+impl Journal {
+    /// Attaches the opened `store` to the shared journal: checks it
+    /// belongs to this database, applies what it lacks, then follows.
+    ///
+    /// # Errors
+    /// [`JournalError::Refused`] for a data_dir made for another deployment
+    /// or holding records the journal does not; a database failure.
+    pub async fn attach(
+        pg: Pg,
+        store: Arc<ContactStore>,
+        data_dir: &Path,
+    ) -> Result<Arc<Journal>, JournalError> {
+        let shown = data_dir.display();
+        let applied = store.journal_applied()?;
+        if applied.is_none() && store.holds_records()? {
+            return Err(JournalError::Refused(format!(
+                "{shown} holds contact records that are not in the shared database: copy them with `dialgate store migrate --to postgres`, or start this replica on an empty data_dir"
+            )));
+        }
+        let salt = shared_salt(&pg, store.subject_salt()).await?;
+        if store.subject_salt() != salt {
+            return Err(JournalError::Refused(format!(
+                "{shown} holds a contact store made for another deployment (its subject salt is not the shared database's): start this replica on an empty data_dir, or copy that store with `dialgate store migrate --to postgres` into an empty database"
+            )));
+        }
+        let last: i64 = pg
+            .within(async {
+                let client = pg.client().await?;
+                Ok(client
+                    .query_one("SELECT COALESCE(MAX(seq), 0) FROM contact_journal", &[])
+                    .await?
+                    .get(0))
+            })
+            .await?;
+        if let Some(applied) = applied
+            && applied > last
+        {
+            return Err(JournalError::Refused(format!(
+                "{shown} has applied shared journal entry {applied}, but the database's journal ends at {last}: the data_dir belongs to another database (start on an empty data_dir)"
+            )));
+        }
+        store.follow_journal(pg.settings().max_staleness);
+        let journal = Arc::new(Journal {
+            pg,
+            store,
+            handle: tokio::runtime::Handle::current(),
+            applying: Mutex::new(()),
+            applied: std::sync::atomic::AtomicI64::new(applied.unwrap_or(0)),
+            preapplied: std::sync::atomic::AtomicI64::new(0),
+        });
+        let first = Arc::clone(&journal);
+        tokio::task::spawn_blocking(move || first.catch_up())
+            .await
+            .map_err(|e| JournalError::Refused(format!("catching up failed: {e}")))??;
+        Ok(journal)
+    }
+
+    /// The store the journal is applied to.
+    pub fn store(&self) -> &ContactStore {
+        &self.store
+    }
+
+    /// How often a follower asks for new entries: a quarter of
+    /// `max_staleness`, between 50 ms and 1 s.
+    pub fn poll_interval(&self) -> Duration {
+        (self.pg.settings().max_staleness / 4)
+            .clamp(Duration::from_millis(50), Duration::from_secs(1))
+    }
+
+    /// Follows the journal until `stop`: applies new entries as they
+    /// commit (woken by a NOTIFY, or by the poll) and confirms freshness
+    /// after each complete read. While a long entry is being applied,
+    /// freshness is still confirmed when every entry not yet applied can
+    /// only grant (a large consent import does not stall checks).
+    pub async fn follow(self: Arc<Self>, mut stop: tokio::sync::watch::Receiver<bool>) {
+        let mut ticker = tokio::time::interval(self.poll_interval());
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let woken = Arc::new(tokio::sync::Notify::new());
+        tokio::spawn(listen(self.pg.clone(), Arc::clone(&woken), stop.clone()));
+        let mut failing = false;
+        let mut running: Option<tokio::task::JoinHandle<Result<usize, JournalError>>> = None;
+        loop {
+            tokio::select! {
+                _ = ticker.tick() => {}
+                _ = woken.notified() => {}
+                _ = stop.changed() => {}
+            }
+            if *stop.borrow() {
+                return;
+            }
+            if running.as_ref().is_some_and(|task| !task.is_finished()) {
+                let started = Instant::now();
+                match self.pg.within(self.only_granting_pending()).await {
+                    Ok(true) => self.store.confirm_journal(started),
+                    Ok(false) => {}
+                    Err(err) => {
+                        tracing::debug!(error = %err, "shared contact journal: probe failed");
+                    }
+                }
+                continue;
+            }
+            if let Some(task) = running.take() {
+                match task.await {
+                    Ok(Ok(applied)) => {
+                        if failing {
+                            tracing::info!("shared contact journal followed again");
+                        }
+                        failing = false;
+                        if applied > 0 {
+                            tracing::debug!(applied, "shared contact journal entries applied");
+                        }
+                    }
+                    Ok(Err(err)) => {
+                        if !failing {
+                            tracing::error!(error = %err, "shared contact journal: cannot follow (decisions stop after store.max_staleness_ms)");
+                        }
+                        failing = true;
+                    }
+                    Err(err) => {
+                        tracing::error!(error = %err, "shared contact journal: follower task failed");
+                    }
+                }
+            }
+            let journal = Arc::clone(&self);
+            running = Some(tokio::task::spawn_blocking(move || journal.catch_up()));
+        }
+    }
+
+    /// Whether every entry after the one applied last (or whose opt-outs
+    /// are held) can only grant.
+    async fn only_granting_pending(&self) -> Result<bool, PgError> {
+        use std::sync::atomic::Ordering;
+        let applied = self
+            .applied
+            .load(Ordering::Acquire)
+            .max(self.preapplied.load(Ordering::Acquire));
+        let client = self.pg.client().await?;
+        let restrictive: bool = client
+            .query_one(
+                "SELECT COALESCE(bool_or(restrictive), false) FROM contact_journal WHERE seq > $1",
+                &[&applied],
+            )
+            .await?
+            .get(0);
+        Ok(!restrictive)
+    }
+
+    /// Runs `work` on the runtime from this blocking thread, within the
+    /// database deadline.
+    fn block_on<T>(
+        &self,
+        work: impl std::future::Future<Output = Result<T, JournalError>>,
+    ) -> Result<T, JournalError> {
+        let limit = self.pg.settings().unavailable_after;
+        self.handle.block_on(async {
+            tokio::time::timeout(limit, work)
+                .await
+                .map_err(|_| JournalError::Pg(PgError::Timeout(limit)))?
+        })
+    }
+
+    /// Applies every entry committed so far; then every entry committed
+    /// before the call is applied (confirmed: the staleness clock restarts).
+    /// Returns how many were applied.
+    ///
+    /// # Errors
+    /// [`JournalError`]: entries applied before it stay applied.
+    pub fn catch_up(&self) -> Result<usize, JournalError> {
+        let _applying = self.applying.lock().expect("journal apply lock");
+        let started = Instant::now();
+        let applied = self.apply_through(i64::MAX, None)?.1;
+        self.store.confirm_journal(started);
+        Ok(applied)
+    }
+
+    /// Applies the entries after the local position up to `last`; returns
+    /// the outcome of entry `last` if it was applied now, and how many were.
+    /// The caller holds `applying`.
+    fn apply_through(
+        &self,
+        last: i64,
+        hint: Option<&Hint>,
+    ) -> Result<(Option<Outcome>, usize), JournalError> {
+        let mut position = self.store.journal_applied()?.unwrap_or(0);
+        let mut outcome = None;
+        let mut count = 0;
+        while position < last {
+            let entries = self.block_on(async {
+                let client = self.pg.client().await?;
+                let rows = client
+                    .query(
+                        "SELECT seq, batch, kind, body::text FROM contact_journal
+                         WHERE seq > $1 AND seq <= $2 ORDER BY seq LIMIT $3",
+                        &[&position, &last, &FETCH],
+                    )
+                    .await?;
+                Ok(rows
+                    .iter()
+                    .map(|r| {
+                        (
+                            r.get::<_, i64>(0),
+                            r.get::<_, i64>(1),
+                            r.get::<_, String>(2),
+                            r.get::<_, String>(3),
+                        )
+                    })
+                    .collect::<Vec<_>>())
+            })?;
+            if entries.is_empty() {
+                break;
+            }
+            for (seq, batch, kind, body) in entries {
+                if seq != position + 1 {
+                    return Err(JournalError::Corrupt {
+                        seq,
+                        problem: format!("follows entry {position}: an entry is missing"),
+                    });
+                }
+                let done = self.apply_entry(seq, batch, &kind, &body, hint)?;
+                self.applied
+                    .store(seq, std::sync::atomic::Ordering::Release);
+                if seq == last {
+                    outcome = Some(done);
+                }
+                position = seq;
+                count += 1;
+            }
+        }
+        Ok((outcome, count))
+    }
+
+    /// Commits one entry to the journal, then applies everything up to it
+    /// here; returns what applying it did. Called from a blocking thread.
+    fn commit(
+        &self,
+        kind: &'static str,
+        body: serde_json::Value,
+        records: Vec<RecordRow>,
+        redact: Option<(String, String)>,
+        e164: Option<String>,
+    ) -> Result<Outcome, JournalError> {
+        let _applying = self.applying.lock().expect("journal apply lock");
+        let extra = Extra {
+            redact,
+            ..Extra::default()
+        };
+        let seq = self.block_on(append(&self.pg, kind, &body, &records, &extra))?;
+        let hint = e164.map(|e164| Hint {
+            seq_of: Some(seq),
+            e164,
+        });
+        match self.apply_through(seq, hint.as_ref())?.0 {
+            Some(outcome) => Ok(outcome),
+            None => Err(JournalError::Corrupt {
+                seq,
+                problem: "committed but not found again".into(),
+            }),
+        }
+    }
+}
+
+/// Wakes the follower on every NOTIFY of a new entry (only a wake-up: the
+/// poll keeps the bound, since notifications are lost while disconnected);
+/// reconnects after a failure.
+async fn listen(
+    pg: Pg,
+    woken: Arc<tokio::sync::Notify>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    loop {
+        if let Ok((client, mut connection)) = pg.dedicated().await {
+            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+            let driver = tokio::spawn(async move {
+                let mut messages =
+                    futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
+                while let Some(Ok(message)) = futures_util::StreamExt::next(&mut messages).await {
+                    if let tokio_postgres::AsyncMessage::Notification(_) = message
+                        && tx.send(()).is_err()
+                    {
+                        return;
+                    }
+                }
+            });
+            if client
+                .batch_execute("LISTEN dialgate_contacts")
+                .await
+                .is_ok()
+            {
+                loop {
+                    tokio::select! {
+                        got = rx.recv() => match got {
+                            Some(()) => woken.notify_one(),
+                            None => break,
+                        },
+                        _ = stop.changed() => {
+                            driver.abort();
+                            return;
+                        }
+                    }
+                }
+            }
+            driver.abort();
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = stop.changed() => return,
+        }
+        if *stop.borrow() {
+            return;
+        }
+    }
+}
+
+/// What an append does besides adding its entry, in its transaction.
+#[derive(Debug, Default)]
+struct Extra {
+    /// (subject, controller): the subject's personal data already in the
+    /// journal goes (an erasure).
+    redact: Option<(String, String)>,
+    /// Refuse opt-out ids the journal holds for another number (a bulk
+    /// import: INSERT OR IGNORE would keep one and the other number would
+    /// be called).
+    refuse_reused: bool,
+    /// Only into an empty journal, with this subject salt (a migration).
+    first_with_salt: Option<[u8; 32]>,
+}
+
+/// Appends one entry in one transaction: its records first (no lock held),
+/// then, under the journal lock, the entry with the next seq.
+async fn append(
+    pg: &Pg,
+    kind: &str,
+    body: &serde_json::Value,
+    records: &[RecordRow],
+    extra: &Extra,
+) -> Result<i64, JournalError> {
+    let mut client = pg.client().await?;
+    let tx = client.transaction().await?;
+    let batch: i64 = tx
+        .query_one("SELECT nextval('contact_journal_batches')", &[])
+        .await?
+        .get(0);
+    insert_records(&tx, batch, records).await?;
+    if let Some((subject, controller)) = &extra.redact {
+        redact_subject(&tx, subject, controller).await?;
+    }
+    if extra.refuse_reused {
+        refuse_reused_ids(&tx, batch).await?;
+    }
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&JOURNAL_LOCK])
+        .await?;
+    let seq = head(&tx).await? + 1;
+    let restrictive = kind == entry::ERASE || records.iter().any(|r| r.restrictive);
+    if let Some(salt) = extra.first_with_salt {
+        if seq != 1 {
+            return Err(JournalError::Refused(format!(
+                "the shared database already holds {} contact journal entries: a copy goes only into an empty one",
+                seq - 1
+            )));
+        }
+        // A replica started before the copy made the shared salt and keeps
+        // it: replacing it would leave that replica hashing numbers its own
+        // way (opt-outs kept by hash would not match there).
+        let existing: Option<Vec<u8>> = tx
+            .query_opt("SELECT salt FROM contact_salt WHERE id = 1", &[])
+            .await?
+            .map(|row| row.get(0));
+        if existing.is_some_and(|existing| existing != salt) {
+            return Err(JournalError::Refused(
+                "replicas have already started on this database with another subject salt: stop them, empty their data_dirs, run `DELETE FROM contact_salt` on the database, then copy again".into(),
+            ));
+        }
+        tx.execute(
+            "INSERT INTO contact_salt (id, salt) VALUES (1, $1) ON CONFLICT (id) DO NOTHING",
+            &[&salt.to_vec()],
+        )
+        .await?;
+    }
+    tx.execute(
+        "INSERT INTO contact_journal (seq, batch, replica_id, kind, body, restrictive)
+         VALUES ($1, $2, $3, $4, $5::text::jsonb, $6)",
+        &[
+            &seq,
+            &batch,
+            &pg.replica_id(),
+            &kind,
+            &body.to_string(),
+            &restrictive,
+        ],
+    )
+    .await?;
+    tx.execute(
+        "SELECT pg_notify('dialgate_contacts', $1)",
+        &[&seq.to_string()],
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(seq)
+}
+
+/// Inserts `records` as batch `batch`, many rows per statement.
+async fn insert_records(
+    tx: &tokio_postgres::Transaction<'_>,
+    batch: i64,
+    records: &[RecordRow],
+) -> Result<(), JournalError> {
+    let statement = tx
+        .prepare(
+            "INSERT INTO contact_journal_records (batch, pos, kind, record_id, subject, controller, body)
+             SELECT $1, p, k, r, s, c, b::jsonb
+             FROM unnest($2::int4[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[]) AS t(p, k, r, s, c, b)",
+        )
+        .await?;
+    for (page, chunk) in records.chunks(INSERT_PAGE).enumerate() {
+        let first = page * INSERT_PAGE;
+        let pos: Vec<i32> = (0..chunk.len()).map(|i| (first + i) as i32).collect();
+        let kinds: Vec<&str> = chunk.iter().map(|r| r.kind).collect();
+        let ids: Vec<&str> = chunk.iter().map(|r| r.record_id.as_str()).collect();
+        let subjects: Vec<&str> = chunk.iter().map(|r| r.subject.as_str()).collect();
+        let controllers: Vec<&str> = chunk.iter().map(|r| r.controller.as_str()).collect();
+        let bodies: Vec<&str> = chunk.iter().map(|r| r.body.as_str()).collect();
+        tx.execute(
+            &statement,
+            &[&batch, &pos, &kinds, &ids, &subjects, &controllers, &bodies],
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// Refuses opt-outs of `batch` whose id another number's opt-out has.
+async fn refuse_reused_ids(
+    tx: &tokio_postgres::Transaction<'_>,
+    batch: i64,
+) -> Result<(), JournalError> {
+    let reused: Vec<String> = tx
+        .query(
+            "SELECT DISTINCT n.record_id FROM contact_journal_records n
+             JOIN contact_journal_records o
+               ON o.kind IN ('suppression', 'suppression_hashed') AND o.record_id = n.record_id
+              AND o.subject <> n.subject
+             WHERE n.batch = $1 AND n.kind = 'suppression'
+             ORDER BY 1 LIMIT 5",
+            &[&batch],
+        )
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    if reused.is_empty() {
+        Ok(())
+    } else {
+        Err(JournalError::Store(StoreError::ReusedIds(
+            reused.join(", "),
+        )))
+    }
+}
+
+/// Removes an erased subject's personal data from the journal: its
+/// consents, relationships and withdrawals (of `controller`, empty = all)
+/// go; its opt-outs stay, without the number (kept by hash).
+async fn redact_subject(
+    tx: &tokio_postgres::Transaction<'_>,
+    subject: &str,
+    controller: &str,
+) -> Result<(), JournalError> {
+    tx.execute(
+        "DELETE FROM contact_journal_records
+         WHERE subject = $1 AND kind IN ('consent', 'relationship', 'revoke', 'opposed')
+           AND ($2 = '' OR controller = $2)",
+        &[&subject, &controller],
+    )
+    .await?;
+    tx.execute(
+        "UPDATE contact_journal_records
+         SET kind = 'suppression_hashed', body = body || '{\"number\": \"\"}'::jsonb
+         WHERE subject = $1 AND kind = 'suppression' AND ($2 = '' OR controller = $2)",
+        &[&subject, &controller],
+    )
+    .await?;
+    Ok(())
+}

@@ -1,0 +1,444 @@
+//! What a store following the shared journal (postgres backend) keeps about
+//! it: the entry applied last, stored in the same transaction as the change
+//! it made, and when it last confirmed it had applied every entry.
+
+use std::cell::RefCell;
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use rusqlite::{Connection, OptionalExtension, Transaction};
+
+use std::collections::HashMap;
+
+use super::{ContactStore, ContactView, StoreError, SubjectHash, Suppression, database_path};
+use crate::number::NumberKey;
+
+/// Stores `seq` as the journal entry applied last (inside the change's
+/// transaction: a crash never applies an entry twice or skips one).
+pub(super) fn store_journal_position(tx: &Transaction<'_>, seq: i64) -> rusqlite::Result<()> {
+    tx.execute(
+        "INSERT INTO counters (key, value) VALUES ('journal_applied', ?1)
+         ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        [seq],
+    )?;
+    Ok(())
+}
+
+/// The journal entry a thread is applying, and the number of the subject
+/// it names (when it names one by number).
+struct Applying {
+    seq: i64,
+    subject: Option<(SubjectHash, String)>,
+}
+
+thread_local! {
+    /// The shared journal's entry this thread is applying: every store
+    /// write it makes stores it as `counters.journal_applied` in its
+    /// transaction (a thread-local: writes of other threads meanwhile,
+    /// an export's trail event, do not claim the entry).
+    static APPLYING: RefCell<Option<Applying>> = const { RefCell::new(None) };
+}
+
+/// In a write's transaction: the entry this thread is applying, if any,
+/// becomes the applied one, and its subject's number is noted.
+pub(super) fn record_application(tx: &Transaction<'_>) -> rusqlite::Result<()> {
+    APPLYING.with(|applying| {
+        let applying = applying.borrow();
+        let Some(applying) = applying.as_ref() else {
+            return Ok(());
+        };
+        store_journal_position(tx, applying.seq)?;
+        if let Some((subject, number)) = &applying.subject {
+            tx.execute(
+                "INSERT OR IGNORE INTO journal_subjects (subject, number) VALUES (?1, ?2)",
+                rusqlite::params![subject.to_vec(), number],
+            )?;
+        }
+        Ok(())
+    })
+}
+
+/// Runs `apply` with every store write it makes (on this thread) recording
+/// `seq` as the journal entry applied, and `subject`'s number.
+pub(crate) fn with_journal_position<T>(
+    seq: i64,
+    subject: Option<(SubjectHash, String)>,
+    apply: impl FnOnce() -> T,
+) -> T {
+    APPLYING.with(|a| *a.borrow_mut() = Some(Applying { seq, subject }));
+    let result = apply();
+    APPLYING.with(|a| *a.borrow_mut() = None);
+    result
+}
+
+/// The opt-outs of a bulk import being applied, held in memory while the
+/// import is stored: checks honour them from the moment they are read, so a
+/// replica applying a large opt-out import keeps deciding.
+#[derive(Debug, Default)]
+pub(super) struct PendingOptOuts {
+    /// Whether any is held: only then does a view look (one atomic load).
+    any: std::sync::atomic::AtomicBool,
+    by_key: std::sync::RwLock<HashMap<NumberKey, Vec<Suppression>>>,
+}
+
+impl PendingOptOuts {
+    /// Adds the opt-outs held for `key` to its view.
+    pub(super) fn extend_view(&self, key: NumberKey, view: &mut ContactView) {
+        if !self.any.load(Ordering::Acquire) {
+            return;
+        }
+        if let Some(held) = self.by_key.read().expect("pending opt-outs lock").get(&key) {
+            view.suppressions.extend(held.iter().cloned());
+        }
+    }
+}
+
+impl ContactStore {
+    /// Holds `opt_outs` in memory (every view of their numbers shows them)
+    /// until [`ContactStore::release_pending_opt_outs`].
+    pub(crate) fn hold_pending_opt_outs(&self, opt_outs: &[(NumberKey, Suppression)]) {
+        let mut held = self
+            .pending_opt_outs
+            .by_key
+            .write()
+            .expect("pending opt-outs lock");
+        for (key, suppression) in opt_outs {
+            held.entry(*key).or_default().push(suppression.clone());
+        }
+        self.pending_opt_outs.any.store(true, Ordering::Release);
+    }
+
+    /// Forgets the opt-outs held (they are in the index now, or the import
+    /// failed and will be applied again).
+    pub(crate) fn release_pending_opt_outs(&self) {
+        self.pending_opt_outs.any.store(false, Ordering::Release);
+        *self
+            .pending_opt_outs
+            .by_key
+            .write()
+            .expect("pending opt-outs lock") = HashMap::new();
+    }
+
+    /// The journal entry applied last (`None`: this store never followed one).
+    ///
+    /// # Errors
+    /// [`StoreError`] when the store cannot be read.
+    pub fn journal_applied(&self) -> Result<Option<i64>, StoreError> {
+        let conn = self.conn.lock().expect("contact db lock");
+        Ok(conn
+            .query_row(
+                "SELECT value FROM counters WHERE key = 'journal_applied'",
+                [],
+                |r| r.get(0),
+            )
+            .optional()?)
+    }
+
+    /// Records `seq` as applied on its own (an entry that changed nothing
+    /// here, or after a bulk import, which applying again stores nothing twice).
+    ///
+    /// # Errors
+    /// [`StoreError`] when it cannot be stored.
+    pub(crate) fn set_journal_applied(&self, seq: i64) -> Result<(), StoreError> {
+        let mut conn = self.conn.lock().expect("contact db lock");
+        let tx = conn.transaction()?;
+        store_journal_position(&tx, seq)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// From now on, `failing_for` counts from the last confirmation that
+    /// the whole journal is applied, and the gateway allows `max_staleness`.
+    pub fn follow_journal(&self, max_staleness: Duration) {
+        let _ = self.behind_limit.set(max_staleness);
+        self.journal_followed.store(true, Ordering::Release);
+    }
+
+    /// Every journal entry committed by `as_of` is applied here.
+    pub(crate) fn confirm_journal(&self, as_of: Instant) {
+        let ms = as_of.saturating_duration_since(self.opened).as_millis() as u64 + 1;
+        self.journal_confirmed_ms.fetch_max(ms, Ordering::AcqRel);
+    }
+
+    /// How old the last confirmation is (since the store opened if there
+    /// was none); `None` when no journal is followed.
+    pub(super) fn journal_behind(&self) -> Option<Duration> {
+        if !self.journal_followed.load(Ordering::Acquire) {
+            return None;
+        }
+        let confirmed = match self.journal_confirmed_ms.load(Ordering::Acquire) {
+            0 => Duration::ZERO,
+            ms => Duration::from_millis(ms - 1),
+        };
+        Some(self.opened.elapsed().saturating_sub(confirmed))
+    }
+
+    /// How far behind the records may be before decisions stop: the
+    /// journal's `max_staleness` when one is followed, else `default`.
+    pub fn behind_limit(&self, default: Duration) -> Duration {
+        self.behind_limit.get().copied().unwrap_or(default)
+    }
+
+    /// Notes the numbers of subjects the journal named (a bulk import's).
+    ///
+    /// # Errors
+    /// [`StoreError`] when they cannot be stored.
+    pub(crate) fn note_subjects(
+        &self,
+        subjects: &[(SubjectHash, String)],
+    ) -> Result<(), StoreError> {
+        let mut conn = self.conn.lock().expect("contact db lock");
+        let tx = conn.transaction()?;
+        {
+            let mut statement = tx.prepare_cached(
+                "INSERT OR IGNORE INTO journal_subjects (subject, number) VALUES (?1, ?2)",
+            )?;
+            for (subject, number) in subjects {
+                statement.execute(rusqlite::params![subject.to_vec(), number])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// The number noted for `subject`, if any.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the store cannot be read.
+    pub(crate) fn noted_number(&self, subject: &SubjectHash) -> Result<Option<String>, StoreError> {
+        let conn = self.conn.lock().expect("contact db lock");
+        Ok(conn
+            .query_row(
+                "SELECT number FROM journal_subjects WHERE subject = ?1",
+                [subject.to_vec()],
+                |r| r.get(0),
+            )
+            .optional()?)
+    }
+
+    /// This store's subject salt.
+    pub(crate) fn subject_salt(&self) -> [u8; 32] {
+        self.index.salt
+    }
+
+    /// Creates the contact database in `data_dir` with `salt` as its
+    /// subject salt, unless it exists (then its own salt stays).
+    ///
+    /// # Errors
+    /// [`StoreError`] when it cannot be created.
+    pub fn seed_salt(data_dir: &Path, salt: &[u8; 32]) -> Result<(), StoreError> {
+        let path = database_path(data_dir);
+        if path.exists() {
+            return Ok(());
+        }
+        let _ = crate::private::create_dir_all(data_dir);
+        let _ = crate::private::touch(&path);
+        let conn = Connection::open(&path)?;
+        conn.execute_batch(
+            "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value BLOB NOT NULL) STRICT",
+        )?;
+        conn.execute(
+            "INSERT OR IGNORE INTO meta (key, value) VALUES ('subject_salt', ?1)",
+            [salt.to_vec()],
+        )?;
+        Ok(())
+    }
+}
+
+/// Every record a store holds (a migration into the shared journal, or a
+/// bulk import staged in a scratch store).
+#[derive(Debug, Default)]
+pub struct AllRecords {
+    pub consents: Vec<super::Consent>,
+    pub relationships: Vec<super::Relationship>,
+    /// With the subject's hash when kept by hash only (erased).
+    pub suppressions: Vec<(Option<super::SubjectHash>, super::Suppression)>,
+}
+
+impl ContactStore {
+    /// Reads every consent, relationship and opt-out, in storage order.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the store cannot be read or a row does not parse.
+    pub(crate) fn all_records(&self) -> Result<AllRecords, StoreError> {
+        let conn = self.conn.lock().expect("contact db lock");
+        let mut all = AllRecords::default();
+        let mut statement = conn.prepare(&format!(
+            "SELECT {} FROM consents ORDER BY rowid",
+            super::CONSENT_COLUMNS
+        ))?;
+        let mut rows = statement.query([])?;
+        while let Some(row) = rows.next()? {
+            all.consents.push(super::read_consent(row)?.1);
+        }
+        let mut statement = conn.prepare(&format!(
+            "SELECT {} FROM relationships ORDER BY rowid",
+            super::RELATIONSHIP_COLUMNS
+        ))?;
+        let mut rows = statement.query([])?;
+        while let Some(row) = rows.next()? {
+            all.relationships.push(super::read_relationship(row)?.1);
+        }
+        let mut statement = conn.prepare(&format!(
+            "SELECT {} FROM suppressions ORDER BY rowid",
+            super::SUPPRESSION_COLUMNS
+        ))?;
+        let mut rows = statement.query([])?;
+        while let Some(row) = rows.next()? {
+            let (key, hash, suppression) = super::read_suppression(row)?;
+            let hash = match (key, hash) {
+                (Some(_), _) => None,
+                (None, Some(hash)) => {
+                    Some(super::SubjectHash::try_from(hash.as_slice()).map_err(|_| {
+                        super::unknown("number_hash", hex::encode(&hash), "not a 32-byte hash")
+                    })?)
+                }
+                (None, None) => {
+                    return Err(super::unknown(
+                        "number_hash",
+                        &suppression.suppression_id,
+                        "an opt-out with neither number nor hash",
+                    ));
+                }
+            };
+            all.suppressions.push((hash, suppression));
+        }
+        Ok(all)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use jiff::Timestamp;
+
+    use super::*;
+    use crate::contacts::{Consent, Relationship, RelationshipKind};
+    use crate::model::Purpose;
+    use crate::number::NumberKey;
+
+    fn consent(id: &str, number: &str) -> Consent {
+        let at: Timestamp = "2026-01-05T10:00:00Z".parse().unwrap();
+        Consent {
+            consent_id: id.into(),
+            controller: "acme".into(),
+            number: number.into(),
+            purpose: Purpose::Marketing,
+            granted_at: at,
+            revoked_at: None,
+            expires_at: None,
+            source: "web".into(),
+            supplier: String::new(),
+            method: "checkbox".into(),
+            notice_version: "v1".into(),
+            evidence_ref: "e-1".into(),
+            recorded_at: at,
+        }
+    }
+
+    /// The applied position is stored by the change's own transaction: a
+    /// change that fails stores neither (applied again after a restart,
+    /// never skipped), one that commits stores both (never applied twice);
+    /// writes of another thread meanwhile do not claim the entry.
+    #[test]
+    fn test_the_applied_entry_commits_with_its_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ContactStore::open(dir.path()).unwrap();
+        assert_eq!(store.journal_applied().unwrap(), None);
+        let number = "+390212345678";
+        let key = NumberKey::from_e164(number).unwrap();
+        let subject = store.index().subject_hash(number);
+        with_journal_position(7, Some((subject, number.to_string())), || {
+            store.record_consent(key, consent("c-1", number), "t")
+        })
+        .unwrap();
+        assert_eq!(store.journal_applied().unwrap(), Some(7));
+        assert_eq!(
+            store.noted_number(&subject).unwrap().as_deref(),
+            Some(number)
+        );
+
+        let relationship = Relationship {
+            relationship_id: "r-1".into(),
+            controller: "acme".into(),
+            number: number.into(),
+            kind: RelationshipKind::Customer,
+            started_at: Timestamp::UNIX_EPOCH,
+            ended_at: None,
+            recorded_at: Timestamp::UNIX_EPOCH,
+        };
+        store
+            .record_relationship(key, relationship.clone(), "t")
+            .unwrap();
+        assert_eq!(
+            store.journal_applied().unwrap(),
+            Some(7),
+            "a write outside an application claims no entry"
+        );
+        // The same id again fails: entry 8 is not recorded as applied.
+        let failed = with_journal_position(8, None, || {
+            store.record_relationship(key, relationship, "t")
+        });
+        assert!(failed.is_err());
+        assert_eq!(store.journal_applied().unwrap(), Some(7));
+
+        // An erasure forgets the noted number with the records.
+        with_journal_position(9, None, || {
+            store.erase_as(
+                key,
+                number,
+                "",
+                "t",
+                Timestamp::now(),
+                &serde_json::Value::Null,
+                "keep-1".into(),
+            )
+        })
+        .unwrap();
+        assert_eq!(store.journal_applied().unwrap(), Some(9));
+        assert_eq!(store.noted_number(&subject).unwrap(), None);
+    }
+
+    /// Opt-outs held while an import is stored are in every view of their
+    /// number, and gone once released.
+    #[test]
+    fn test_held_opt_outs_are_in_the_view_until_released() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ContactStore::open(dir.path()).unwrap();
+        let number = "+390212345678";
+        let key = NumberKey::from_e164(number).unwrap();
+        let opt_out = Suppression {
+            suppression_id: "s-1".into(),
+            controller: String::new(),
+            campaign_id: String::new(),
+            number: number.into(),
+            reason: "objected".into(),
+            source: "file".into(),
+            added_by: "t".into(),
+            created_at: Timestamp::UNIX_EPOCH,
+            expires_at: None,
+        };
+        assert!(store.view(key, number).suppressions.is_empty());
+        store.hold_pending_opt_outs(&[(key, opt_out.clone())]);
+        assert_eq!(store.view(key, number).suppressions, vec![opt_out]);
+        store.release_pending_opt_outs();
+        assert!(store.view(key, number).suppressions.is_empty());
+    }
+
+    /// A new replica's store takes the shared salt; an existing store
+    /// keeps its own (the journal then refuses it if they differ).
+    #[test]
+    fn test_a_seeded_store_uses_the_shared_salt() {
+        let dir = tempfile::tempdir().unwrap();
+        ContactStore::seed_salt(dir.path(), &[7; 32]).unwrap();
+        assert_eq!(
+            ContactStore::open(dir.path()).unwrap().subject_salt(),
+            [7; 32]
+        );
+        ContactStore::seed_salt(dir.path(), &[8; 32]).unwrap();
+        assert_eq!(
+            ContactStore::open(dir.path()).unwrap().subject_salt(),
+            [7; 32]
+        );
+    }
+}

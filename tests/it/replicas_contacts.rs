@@ -1,0 +1,685 @@
+//! Shared contact records (issue 16 item 1): several real `dialgate serve`
+//! replicas, each with its own data_dir, on one real PostgreSQL server.
+
+use std::time::{Duration, Instant};
+
+use dialgate::proto::{
+    AddSuppressionRequest, EraseSubjectRequest, Purpose, ReasonCode as R, RecordConsentRequest,
+};
+use tonic::Code;
+
+use crate::postgres_server::PgServer;
+use crate::support::*;
+
+const DE_CLI: &str = "+4930123456";
+const MAX_STALENESS_MS: u64 = 1000;
+
+/// A replica's configuration: the standard one on the shared database.
+fn replica_config(pg: &PgServer, replica_id: &str) -> String {
+    standard_config(&format!(
+        "[store]\nbackend = \"postgres\"\nurl = \"{}\"\nreplica_id = \"{replica_id}\"\nmax_staleness_ms = {MAX_STALENESS_MS}\n",
+        pg.url()
+    ))
+}
+
+fn consent(number: &str) -> RecordConsentRequest {
+    RecordConsentRequest {
+        controller: "acme".into(),
+        number: number.into(),
+        purpose: Purpose::Marketing as i32,
+        granted_at: Some(dialgate::proto::timestamp_to_proto(jiff::Timestamp::now())),
+        source: "web form v3".into(),
+        evidence_ref: "doi:replicated-evidence".into(),
+        default_region: "DE".into(),
+        ..Default::default()
+    }
+}
+
+/// The reason codes `server` answers for a de-optin call to `number`
+/// (`None`: UNAVAILABLE).
+async fn reasons(server: &TestServer, number: &str) -> Option<Vec<R>> {
+    let mut gateway = server.gateway().await;
+    match gateway.check_call(call(number, DE_CLI, "de-optin")).await {
+        Ok(response) => Some(codes(&response.into_inner())),
+        Err(status) => {
+            assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+            None
+        }
+    }
+}
+
+/// Polls `server` until it answers `want` for `number`; returns how long
+/// that took, or panics after `limit`.
+async fn until(
+    server: &TestServer,
+    number: &str,
+    want: Option<Vec<R>>,
+    limit: Duration,
+) -> Duration {
+    let started = Instant::now();
+    loop {
+        let got = reasons(server, number).await;
+        if got == want {
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < limit,
+            "{number}: still {got:?} after {limit:?}, want {want:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The generous bound for a change to reach another replica: the
+/// staleness allowed plus scheduling slack on a loaded machine.
+fn reach_bound() -> Duration {
+    Duration::from_millis(MAX_STALENESS_MS) + Duration::from_secs(4)
+}
+
+/// An opt-out recorded on replica A is honoured by replica B within
+/// max_staleness; a consent on A lets B allow an opt-in destination; an
+/// erasure on A removes the number from B's store and from the journal in
+/// PostgreSQL, and B keeps the number suppressed.
+#[tokio::test(flavor = "multi_thread")]
+async fn test_changes_on_one_replica_reach_the_other() {
+    let Some(pg) = PgServer::start() else { return };
+    let a_ws = Workspace::new(&replica_config(&pg, "gw-a"));
+    let b_ws = Workspace::new(&replica_config(&pg, "gw-b"));
+    let a = a_ws.start();
+    let b = b_ws.start();
+    let number = "+49 151 23456789";
+    assert_eq!(reasons(&b, number).await, Some(vec![R::NoConsent]));
+
+    let mut records = a.records().await;
+    records
+        .record_consent(consent("0151 23456789"))
+        .await
+        .unwrap();
+    assert_eq!(
+        reasons(&a, number).await,
+        Some(vec![R::Consent]),
+        "effective on the origin at once"
+    );
+    let took = until(&b, number, Some(vec![R::Consent]), reach_bound()).await;
+    eprintln!("consent reached replica B in {took:?}");
+
+    records
+        .add_suppression(AddSuppressionRequest {
+            controller: "acme".into(),
+            number: number.into(),
+            reason: "objected".into(),
+            source: "call".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(reasons(&a, number).await, Some(vec![R::Suppressed]));
+    let took = until(&b, number, Some(vec![R::Suppressed]), reach_bound()).await;
+    eprintln!("opt-out reached replica B in {took:?}");
+
+    let e164 = "4915123456789";
+    let in_journal = |pg: &PgServer| {
+        pg.psql(&format!(
+            "SELECT count(*) FROM contact_journal_records WHERE body::text LIKE '%{e164}%'"
+        ))
+        .trim()
+        .to_string()
+    };
+    assert_eq!(
+        in_journal(&pg),
+        "2",
+        "the consent and the opt-out hold the number"
+    );
+    let erased = records
+        .erase_subject(EraseSubjectRequest {
+            verification: None,
+            controller: String::new(),
+            number: number.into(),
+            default_region: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .erased_records;
+    assert_eq!(erased, 1, "the consent");
+    assert_eq!(
+        in_journal(&pg),
+        "0",
+        "no row of the journal holds the number"
+    );
+    assert_eq!(
+        pg.psql("SELECT count(*) FROM contact_journal_records WHERE body::text LIKE '%doi:replicated-evidence%'")
+            .trim(),
+        "0",
+        "nor the consent's evidence"
+    );
+    // B applies the erasure: its store no longer holds the number, which
+    // stays suppressed (kept by hash).
+    let started = Instant::now();
+    loop {
+        let held: i64 = rusqlite::Connection::open(b_ws.data_dir().join("contacts.db"))
+            .unwrap()
+            .query_row(
+                "SELECT (SELECT count(*) FROM consents WHERE number LIKE ?1)
+                      + (SELECT count(*) FROM suppressions WHERE number LIKE ?1)",
+                [format!("%{e164}%")],
+                |r| r.get(0),
+            )
+            .unwrap();
+        if held == 0 {
+            break;
+        }
+        assert!(
+            started.elapsed() < reach_bound(),
+            "B still holds the number"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The consent is gone, the opt-out stays.
+    let erased_view = Some(vec![R::Suppressed, R::NoConsent]);
+    assert_eq!(reasons(&b, number).await, erased_view);
+    assert_eq!(reasons(&a, number).await, erased_view);
+
+    // B stopped and started again resumes after the last entry it applied:
+    // what A recorded meanwhile arrives, nothing is applied twice.
+    let (status, _) = b.terminate();
+    assert!(status.success());
+    let later = "+49 151 77777777";
+    records
+        .record_consent(consent("0151 77777777"))
+        .await
+        .unwrap();
+    let b = b_ws.start();
+    until(&b, later, Some(vec![R::Consent]), reach_bound()).await;
+    let recorded: i64 = rusqlite::Connection::open(b_ws.data_dir().join("contacts.db"))
+        .unwrap()
+        .query_row(
+            "SELECT count(*) FROM events WHERE action = 'consent.recorded'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(recorded, 2, "each consent applied once on B");
+
+    // A replica started later on an empty data_dir catches up, the
+    // erasure included (the number suppressed, by hash only).
+    let c_ws = Workspace::new(&replica_config(&pg, "gw-c"));
+    let c = c_ws.start();
+    assert_eq!(reasons(&c, number).await, erased_view);
+    let other = "+49 151 99999999";
+    records
+        .record_consent(consent("0151 99999999"))
+        .await
+        .unwrap();
+    until(&c, other, Some(vec![R::Consent]), reach_bound()).await;
+    drop((a, b, c));
+}
+
+/// PostgreSQL stopped: both replicas answer UNAVAILABLE (never a decision
+/// on stale records) once max_staleness has passed, /readyz is 503, and
+/// they recover by themselves when it is back; a change made on the
+/// origin meanwhile is refused, not made locally.
+#[tokio::test(flavor = "multi_thread")]
+async fn test_database_stopped_means_unavailable_then_recovery() {
+    let Some(pg) = PgServer::start() else { return };
+    let a_ws = Workspace::new(&replica_config(&pg, "gw-a"));
+    let b_ws = Workspace::new(&replica_config(&pg, "gw-b"));
+    let a = a_ws.start();
+    let b = b_ws.start();
+    let number = "+49 151 23456789";
+    assert_eq!(reasons(&a, number).await, Some(vec![R::NoConsent]));
+    assert_eq!(a.get("/readyz").0, 200);
+
+    pg.stop();
+    let bound = Duration::from_millis(MAX_STALENESS_MS) + Duration::from_secs(6);
+    for server in [&a, &b] {
+        until(server, number, None, bound).await;
+        assert_eq!(server.get("/readyz").0, 503);
+    }
+    let refused = a
+        .records()
+        .await
+        .add_suppression(AddSuppressionRequest {
+            controller: "acme".into(),
+            number: number.into(),
+            reason: "objected".into(),
+            source: "call".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::Unavailable, "{refused:?}");
+
+    pg.start_again();
+    let recovery = Duration::from_secs(20);
+    for server in [&a, &b] {
+        until(server, number, Some(vec![R::NoConsent]), recovery).await;
+        assert_eq!(server.get("/readyz").0, 200);
+    }
+}
+
+/// `consent import` and `suppression import` from the CLI of a machine
+/// configured with postgres reach both running replicas, all or nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn test_a_cli_bulk_import_reaches_both_replicas() {
+    let Some(pg) = PgServer::start() else { return };
+    let a_ws = Workspace::new(&replica_config(&pg, "gw-a"));
+    let b_ws = Workspace::new(&replica_config(&pg, "gw-b"));
+    let a = a_ws.start();
+    let b = b_ws.start();
+    let cli = Workspace::new(&replica_config(&pg, "gw-cli"));
+    let granted = days_ago(1);
+    let csv = cli.file(
+        "consents.csv",
+        &format!(
+            "controller,number,purpose,granted_at,source\n\
+             acme,+49 151 11111111,marketing,{granted},web\n\
+             acme,+49 151 22222222,marketing,{granted},web\n"
+        ),
+    );
+    let out = cli.cli_ok(&["consent", "import", "--file", path_str(&csv)]);
+    assert!(out.contains("2 lines valid"), "{out}");
+    for server in [&a, &b] {
+        until(
+            server,
+            "+49 151 11111111",
+            Some(vec![R::Consent]),
+            reach_bound(),
+        )
+        .await;
+        until(
+            server,
+            "+49 151 22222222",
+            Some(vec![R::Consent]),
+            reach_bound(),
+        )
+        .await;
+    }
+    let optouts = cli.file(
+        "optouts.csv",
+        "controller,number,reason\nacme,+49 151 22222222,objected\n",
+    );
+    cli.cli_ok(&["suppression", "import", "--file", path_str(&optouts)]);
+    for server in [&a, &b] {
+        until(
+            server,
+            "+49 151 22222222",
+            Some(vec![R::Suppressed]),
+            reach_bound(),
+        )
+        .await;
+    }
+    // Erasing an imported number removes it from the import's rows too.
+    a.records()
+        .await
+        .erase_subject(EraseSubjectRequest {
+            verification: None,
+            controller: String::new(),
+            number: "+49 151 11111111".into(),
+            default_region: String::new(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        pg.psql(
+            "SELECT count(*) FROM contact_journal_records WHERE body::text LIKE '%4915111111111%'"
+        )
+        .trim(),
+        "0"
+    );
+    until(
+        &b,
+        "+49 151 11111111",
+        Some(vec![R::Suppressed, R::NoConsent]),
+        reach_bound(),
+    )
+    .await;
+    // A bad line: nothing of the file is stored anywhere.
+    let bad = cli.file(
+        "bad.csv",
+        "controller,number,purpose,granted_at,source\n\
+         acme,+49 151 33333333,marketing,2026-01-01,web\n\
+         acme,not a number,marketing,2026-01-01,web\n",
+    );
+    let out = cli.cli(&["consent", "import", "--file", path_str(&bad)]);
+    assert!(!out.status.success());
+    let before = pg.psql("SELECT count(*) FROM contact_journal");
+    tokio::time::sleep(Duration::from_millis(2 * MAX_STALENESS_MS)).await;
+    assert_eq!(pg.psql("SELECT count(*) FROM contact_journal"), before);
+    assert_eq!(
+        reasons(&a, "+49 151 33333333").await,
+        Some(vec![R::NoConsent])
+    );
+    assert!(
+        std::fs::read_dir(cli.data_dir())
+            .map(|d| d.flatten().all(|e| !e
+                .file_name()
+                .to_string_lossy()
+                .starts_with("contacts-import")))
+            .unwrap_or(true),
+        "the scratch store is removed"
+    );
+}
+
+/// Not a benchmark (no assertion on time): prints how long a 100k-record
+/// CLI import takes to commit and to reach a running replica, and how many
+/// checks were UNAVAILABLE meanwhile. Run by hand:
+/// `cargo test --test it replicas_contacts::measure -- --ignored --nocapture`.
+async fn measure_a_100k_import(consents: bool) {
+    let Some(pg) = PgServer::start() else { return };
+    let a_ws = Workspace::new(&replica_config(&pg, "gw-a"));
+    let a = a_ws.start();
+    let cli = Workspace::new(&replica_config(&pg, "gw-cli"));
+    let granted = days_ago(1);
+    let (header, line, want) = if consents {
+        (
+            "controller,number,purpose,granted_at,source\n",
+            format!("marketing,{granted},web"),
+            vec![R::Consent],
+        )
+    } else {
+        (
+            "controller,number,reason\n",
+            "objected".to_string(),
+            vec![R::Suppressed, R::NoConsent],
+        )
+    };
+    let mut csv = String::from(header);
+    for i in 0..100_000 {
+        csv.push_str(&format!("acme,+49 151 2{i:07},{line}\n"));
+    }
+    let csv = cli.file("records.csv", &csv);
+    let command = if consents { "consent" } else { "suppression" };
+    let started = Instant::now();
+    let out = std::process::Command::new(BIN)
+        .arg("--config")
+        .arg(cli.config_path())
+        .args([command, "import", "--file", path_str(&csv)])
+        .env("DIALGATE_LOG", "info")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    eprintln!("{}", String::from_utf8_lossy(&out.stderr));
+    let committed = started.elapsed();
+    let mut unavailable = 0;
+    loop {
+        match reasons(&a, "+49 151 20099999").await {
+            Some(r) if r == want => break,
+            None => unavailable += 1,
+            _ => {}
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let applied = started.elapsed();
+    eprintln!(
+        "100k {command} records: committed to PostgreSQL in {committed:?} ({:.0} records/s), applied by a running replica after {applied:?}; {unavailable} checks UNAVAILABLE meanwhile",
+        100_000.0 / committed.as_secs_f64()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore]
+async fn measure_a_100k_consent_import() {
+    measure_a_100k_import(true).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore]
+async fn measure_a_100k_opt_out_import() {
+    measure_a_100k_import(false).await;
+}
+
+/// Runs `dialgate serve` on `ws`, which must refuse to start: returns its stderr.
+fn serve_refused(ws: &Workspace) -> String {
+    let mut child = std::process::Command::new(BIN)
+        .arg("--config")
+        .arg(ws.config_path())
+        .arg("serve")
+        .env("DIALGATE_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            assert!(!status.success());
+            let mut stderr = String::new();
+            std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+            return stderr;
+        }
+        if started.elapsed() > Duration::from_secs(30) {
+            child.kill().unwrap();
+            panic!("serve did not refuse");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// An existing SQLite deployment: pointed at the shared database as it is,
+/// it refuses to start (its records would be seen by no other replica);
+/// `copy_from_sqlite` copies its records, opt-outs kept by hash included,
+/// into the empty journal, and refuses a second time; then that data_dir
+/// and a new one both serve them.
+#[tokio::test(flavor = "multi_thread")]
+async fn test_copy_from_sqlite_then_replicas_serve_the_records() {
+    let Some(pg) = PgServer::start() else { return };
+    let ws = Workspace::new(&standard_config(""));
+    let granted = days_ago(1);
+    let csv = ws.file(
+        "consents.csv",
+        &format!(
+            "controller,number,purpose,granted_at,source\n\
+             acme,+49 151 11111111,marketing,{granted},web\n\
+             acme,+49 151 22222222,marketing,{granted},web\n"
+        ),
+    );
+    ws.cli_ok(&["consent", "import", "--file", path_str(&csv)]);
+    {
+        let server = ws.start();
+        let mut records = server.records().await;
+        records
+            .add_suppression(AddSuppressionRequest {
+                controller: "acme".into(),
+                number: "+49 151 22222222".into(),
+                reason: "objected".into(),
+                source: "call".into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        records
+            .erase_subject(EraseSubjectRequest {
+                verification: None,
+                controller: String::new(),
+                number: "+49 151 22222222".into(),
+                default_region: String::new(),
+            })
+            .await
+            .unwrap();
+        let (status, _) = server.terminate();
+        assert!(status.success());
+    }
+    std::fs::write(ws.config_path(), replica_config(&pg, "gw-old")).unwrap();
+    let refused = serve_refused(&ws);
+    assert!(refused.contains("store migrate --to postgres"), "{refused}");
+
+    let settings = dialgate::store::PostgresSettings {
+        url: pg.url(),
+        replica_id: "migrate".into(),
+        max_staleness: Duration::from_secs(1),
+        unavailable_after: Duration::from_secs(2),
+    };
+    let shared = dialgate::store::postgres::Pg::connect(&settings)
+        .await
+        .unwrap();
+    let copied = dialgate::contacts::journal::copy_from_sqlite(&shared, &ws.data_dir())
+        .await
+        .unwrap();
+    assert_eq!(
+        (copied.consents, copied.suppressions, copied.seq),
+        (1, 2, 1)
+    );
+    let again = dialgate::contacts::journal::copy_from_sqlite(&shared, &ws.data_dir()).await;
+    assert!(
+        matches!(&again, Err(e) if e.to_string().contains("empty")),
+        "{again:?}"
+    );
+    assert_eq!(
+        pg.psql(
+            "SELECT count(*) FROM contact_journal_records WHERE body::text LIKE '%4915122222222%'"
+        )
+        .trim(),
+        "0",
+        "the erased number is not copied"
+    );
+
+    let old = ws.start();
+    let new_ws = Workspace::new(&replica_config(&pg, "gw-new"));
+    let new = new_ws.start();
+    for server in [&old, &new] {
+        assert_eq!(
+            reasons(server, "+49 151 11111111").await,
+            Some(vec![R::Consent])
+        );
+        assert_eq!(
+            reasons(server, "+49 151 22222222").await,
+            Some(vec![R::Suppressed, R::NoConsent]),
+            "kept suppressed by hash"
+        );
+    }
+}
+
+/// A journal entry that does not parse (written by a newer version, or
+/// damaged) is never applied as permission: the replicas stop deciding
+/// (UNAVAILABLE) once max_staleness has passed.
+#[tokio::test(flavor = "multi_thread")]
+async fn test_an_unreadable_entry_stops_decisions() {
+    let Some(pg) = PgServer::start() else { return };
+    let a_ws = Workspace::new(&replica_config(&pg, "gw-a"));
+    let a = a_ws.start();
+    let number = "+49 151 23456789";
+    assert_eq!(reasons(&a, number).await, Some(vec![R::NoConsent]));
+    pg.psql(
+        "BEGIN;
+         INSERT INTO contact_journal_records (batch, pos, kind, record_id, subject, controller, body)
+             VALUES (nextval('contact_journal_batches'), 0, 'consent', 'x', 'y', 'acme', '{\"purpose\": \"telepathy\"}');
+         INSERT INTO contact_journal (seq, batch, replica_id, kind, body, restrictive)
+             VALUES (1, currval('contact_journal_batches'), 'hand', 'records', '{}', true);
+         COMMIT;",
+    );
+    let bound = Duration::from_millis(MAX_STALENESS_MS) + Duration::from_secs(5);
+    until(&a, number, None, bound).await;
+    assert_eq!(a.get("/readyz").0, 503);
+}
+
+/// Registry answers "opposed" recorded through the journal reach every
+/// replica (one local change each), and an erasure removes them from the
+/// journal and the replicas.
+#[tokio::test(flavor = "multi_thread")]
+async fn test_opposed_answers_are_shared_and_erased() {
+    let Some(pg) = PgServer::start() else { return };
+    let a_ws = Workspace::new(&replica_config(&pg, "gw-a"));
+    let b_ws = Workspace::new(&replica_config(&pg, "gw-b"));
+    let a = a_ws.start();
+    let _b = b_ws.start();
+    let settings = dialgate::store::PostgresSettings {
+        url: pg.url(),
+        replica_id: "registry-cli".into(),
+        max_staleness: Duration::from_secs(1),
+        unavailable_after: Duration::from_secs(2),
+    };
+    let shared = dialgate::store::postgres::Pg::connect(&settings)
+        .await
+        .unwrap();
+    let keys: Vec<_> = ["+390212345678", "+390298765432"]
+        .iter()
+        .map(|n| dialgate::number::NumberKey::from_e164(n).unwrap())
+        .collect();
+    dialgate::contacts::journal::record_opposed(
+        &shared,
+        "it-rpo",
+        "acme",
+        &keys,
+        "2026-01-01T00:00:00Z".parse().unwrap(),
+    )
+    .await
+    .unwrap();
+    let observations = |ws: &Workspace| -> i64 {
+        rusqlite::Connection::open(ws.data_dir().join("contacts.db"))
+            .unwrap()
+            .query_row("SELECT count(*) FROM observations", [], |r| r.get(0))
+            .unwrap()
+    };
+    let started = Instant::now();
+    while observations(&a_ws) != 2 || observations(&b_ws) != 2 {
+        assert!(started.elapsed() < reach_bound(), "not applied everywhere");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    a.records()
+        .await
+        .erase_subject(EraseSubjectRequest {
+            verification: None,
+            controller: String::new(),
+            number: "+39 02 1234 5678".into(),
+            default_region: String::new(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        pg.psql("SELECT count(*) FROM contact_journal_records WHERE kind = 'opposed'")
+            .trim(),
+        "1"
+    );
+    let started = Instant::now();
+    while observations(&b_ws) != 1 {
+        assert!(
+            started.elapsed() < reach_bound(),
+            "B kept the erased answer"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A replica killed with `kill -9` while it applies a stream of changes
+/// resumes after the last entry it stored: every change arrives, none twice
+/// (the applied entry is stored in the transaction of its change).
+#[tokio::test(flavor = "multi_thread")]
+async fn test_a_replica_killed_while_applying_resumes_exactly() {
+    let Some(pg) = PgServer::start() else { return };
+    let a_ws = Workspace::new(&replica_config(&pg, "gw-a"));
+    let b_ws = Workspace::new(&replica_config(&pg, "gw-b"));
+    let a = a_ws.start();
+    let b = b_ws.start();
+    let mut records = a.records().await;
+    let mut b = Some(b);
+    for i in 0..60 {
+        records
+            .record_consent(consent(&format!("0151 3{i:07}")))
+            .await
+            .unwrap();
+        if i == 30 {
+            b.take().unwrap().kill9();
+        }
+    }
+    let b = b_ws.start();
+    until(
+        &b,
+        "+49 151 30000059",
+        Some(vec![R::Consent]),
+        reach_bound(),
+    )
+    .await;
+    let conn = rusqlite::Connection::open(b_ws.data_dir().join("contacts.db")).unwrap();
+    let count = |sql: &str| -> i64 { conn.query_row(sql, [], |r| r.get(0)).unwrap() };
+    assert_eq!(count("SELECT count(*) FROM consents"), 60);
+    assert_eq!(
+        count("SELECT count(*) FROM events WHERE action = 'consent.recorded'"),
+        60,
+        "no change applied twice"
+    );
+    assert_eq!(
+        count("SELECT value FROM counters WHERE key = 'journal_applied'"),
+        60
+    );
+}
