@@ -44,6 +44,8 @@ const MAX_RETRY: Duration = Duration::from_secs(60);
 struct Failure {
     /// The version and SHA-256 that failed.
     published: (u64, String),
+    /// Whether it was marked as a rollback then (marking it retries at once).
+    rollback: bool,
     failures: u32,
     retry_at: Instant,
     error: String,
@@ -165,6 +167,7 @@ impl Follower {
             }
             if let Some(failure) = self.failed.get(id)
                 && failure.published == (wanted.version, wanted.sha256.clone())
+                && failure.rollback == wanted.rollback
                 && Instant::now() < failure.retry_at
             {
                 continue;
@@ -262,6 +265,7 @@ impl Follower {
             id.to_string(),
             Failure {
                 published,
+                rollback: wanted.rollback,
                 failures,
                 retry_at: Instant::now() + wait,
                 error,

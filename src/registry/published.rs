@@ -98,6 +98,15 @@ pub enum PublishedError {
         version: u64,
         highest: u64,
     },
+    #[error(
+        "registry {registry}: cannot roll back to version {version}: the current version is {}; nothing was changed",
+        .current.map_or("none".to_string(), |v| v.to_string())
+    )]
+    NotOlder {
+        registry: String,
+        version: u64,
+        current: Option<u64>,
+    },
     #[error("registry {registry}: version {version} is no longer published")]
     Gone { registry: String, version: u64 },
     #[error("{path}: {cause}")]
@@ -631,6 +640,67 @@ pub async fn publish(pg: &Pg, publication: &Publication<'_>) -> Result<Published
              (SELECT version FROM registry_versions WHERE registry_id = $1
               ORDER BY version DESC LIMIT $2)",
         &[&registry_id, &KEPT_VERSIONS],
+    ))
+    .await?;
+    step(tx.execute("SELECT pg_notify($1, $2)", &[&NOTIFY_CHANNEL, &registry_id])).await?;
+    step(tx.commit()).await?;
+    Ok(published)
+}
+
+/// Makes the stored `version` of `registry_id` current again as a
+/// **deliberate rollback** (`registry_current.rollback = true`): replicas
+/// then install it although it is older than what they serve (they keep
+/// the edition it replaces as `ID.snap.replaced-<seconds>`). The next
+/// publication clears the mark and is numbered above every stored version.
+///
+/// # Errors
+/// [`PublishedError::Gone`] when that version is not stored (pruned, or
+/// never published), [`PublishedError::NotOlder`] when it is not older than
+/// the current one, or a database error.
+pub async fn rollback(
+    pg: &Pg,
+    registry_id: &str,
+    version: u64,
+) -> Result<Published, PublishedError> {
+    let gone = || PublishedError::Gone {
+        registry: registry_id.to_string(),
+        version,
+    };
+    let version_sql = i64::try_from(version).map_err(|_| gone())?;
+    let mut client = pg.client().await?;
+    let tx = step(client.transaction()).await?;
+    step(tx.execute(
+        "SELECT pg_advisory_xact_lock(hashtextextended('dialgate.registry.' || $1, 0))",
+        &[&registry_id],
+    ))
+    .await?;
+    let row = step(tx.query_opt(
+        &format!(
+            "SELECT {PUBLISHED_COLUMNS}, true FROM registry_versions v WHERE registry_id = $1 AND version = $2"
+        ),
+        &[&registry_id, &version_sql],
+    ))
+    .await?
+    .ok_or_else(gone)?;
+    let published = published_from_row(&row)?;
+    let current: Option<i64> = step(tx.query_opt(
+        "SELECT version FROM registry_current WHERE registry_id = $1",
+        &[&registry_id],
+    ))
+    .await?
+    .map(|row| row.try_get(0))
+    .transpose()
+    .map_err(PgError::from)?;
+    if current.is_none_or(|c| c <= version_sql) {
+        return Err(PublishedError::NotOlder {
+            registry: registry_id.to_string(),
+            version,
+            current: current.and_then(|c| u64::try_from(c).ok()),
+        });
+    }
+    step(tx.execute(
+        "UPDATE registry_current SET version = $2, rollback = true WHERE registry_id = $1",
+        &[&registry_id, &version_sql],
     ))
     .await?;
     step(tx.execute("SELECT pg_notify($1, $2)", &[&NOTIFY_CHANNEL, &registry_id])).await?;

@@ -766,3 +766,49 @@ async fn test_an_unreadable_publication_fails_only_its_registry() {
     );
     assert_eq!(entry["loaded"], false, "{entry}");
 }
+
+/// `published::rollback`: a deliberate rollback to a stored, older version,
+/// which replicas install; anything else is refused and changes nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn test_a_deliberate_rollback_is_installed_by_replicas() {
+    use dialgate::registry::published::{self, PublishedError};
+    let Some(pg) = PgServer::start() else { return };
+    let importer = Workspace::new(&replica_config(&pg, "ops"));
+    importer.import("us-dnc", &["212 555 0199"], &[]);
+    importer.import("us-dnc", &["212 555 0142"], &["--mode", "add"]);
+    let ws = Workspace::new(&replica_config(&pg, "gw-a"));
+    let server = ws.start();
+    let mut gateway = server.gateway().await;
+    let settings = dialgate::store::PostgresSettings {
+        url: pg.url(),
+        replica_id: "ops".to_string(),
+        max_staleness: Duration::from_millis(1000),
+        unavailable_after: Duration::from_millis(2000),
+    };
+    let shared = dialgate::store::postgres::Pg::connect(&settings)
+        .await
+        .unwrap();
+    assert!(matches!(
+        published::rollback(&shared, "us-dnc", 2).await.unwrap_err(),
+        PublishedError::NotOlder { .. }
+    ));
+    assert!(matches!(
+        published::rollback(&shared, "us-dnc", 7).await.unwrap_err(),
+        PublishedError::Gone { .. }
+    ));
+    let back = published::rollback(&shared, "us-dnc", 1).await.unwrap();
+    assert_eq!(back.version, 1);
+    wait_for(
+        &mut gateway,
+        "212 555 0142",
+        (Verdict::Allow, vec![R::RegistryClear]),
+        "rolled back to version 1",
+    )
+    .await;
+    assert_eq!(
+        pg.psql(
+            "SELECT version || ':' || rollback FROM registry_current WHERE registry_id = 'us-dnc'"
+        ),
+        "1:true"
+    );
+}
