@@ -767,8 +767,9 @@ async fn test_an_unreadable_publication_fails_only_its_registry() {
     assert_eq!(entry["loaded"], false, "{entry}");
 }
 
-/// `published::rollback`: a deliberate rollback to a stored, older version,
-/// which replicas install; anything else is refused and changes nothing.
+/// `registry rollback` (`published::rollback`): a deliberate rollback to a
+/// stored, older version, which replicas install; anything else is refused
+/// and changes nothing.
 #[tokio::test(flavor = "multi_thread")]
 async fn test_a_deliberate_rollback_is_installed_by_replicas() {
     use dialgate::registry::published::{self, PublishedError};
@@ -796,8 +797,15 @@ async fn test_a_deliberate_rollback_is_installed_by_replicas() {
         published::rollback(&shared, "us-dnc", 7).await.unwrap_err(),
         PublishedError::Gone { .. }
     ));
-    let back = published::rollback(&shared, "us-dnc", 1).await.unwrap();
-    assert_eq!(back.version, 1);
+    let out = importer.cli(&["registry", "rollback", "--registry", "us-dnc", "--to", "2"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("cannot roll back to version 2"), "{stderr}");
+    let out = importer.cli_ok(&["registry", "rollback", "--registry", "us-dnc", "--to", "1"]);
+    assert!(
+        out.contains("registry us-dnc rolled back to version 1"),
+        "{out}"
+    );
     wait_for(
         &mut gateway,
         "212 555 0142",
