@@ -179,6 +179,15 @@ pub enum RegistryCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Shared database only: make an older stored version current again, marked as a deliberate rollback (replicas install it)
+    Rollback {
+        /// Registry id from the configuration
+        #[arg(long)]
+        registry: String,
+        /// The stored version to go back to
+        #[arg(long)]
+        to: u64,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -324,6 +333,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve => serve(config),
         Command::Registry(RegistryCommand::Import(args)) => registry_import(&config, args),
         Command::Registry(RegistryCommand::List { json }) => registry_list(&config, json),
+        Command::Registry(RegistryCommand::Rollback { registry, to }) => {
+            registry_rollback(&config, &registry, to)
+        }
         Command::Audit(AuditCommand::Export {
             number,
             since,
@@ -1039,6 +1051,28 @@ fn import_format(args: &ImportArgs) -> anyhow::Result<Option<import::Format>> {
             bail!("--format {other:?}: supported formats: auto, lines, ftc, tps, delimited, fixed")
         }
     })
+}
+
+fn registry_rollback(config: &Config, registry: &str, to: u64) -> anyhow::Result<()> {
+    let Some(settings) = postgres_settings(config) else {
+        bail!(
+            "registry rollback: only on the shared database ([store] backend = \"postgres\"); on one gateway, import the older list again"
+        );
+    };
+    if !config.registries.iter().any(|r| r.id == registry) {
+        bail!("--registry {registry:?}: no such registry in the configuration");
+    }
+    let back = database_runtime()?.block_on(async {
+        let pg = connect_shared(settings).await?;
+        registry::published::rollback(&pg, registry, to)
+            .await
+            .map_err(anyhow::Error::from)
+    })?;
+    println!(
+        "registry {registry} rolled back to version {} (published {} by {}): every replica serves it within registry_reload_interval_ms; the next import is numbered above every stored version",
+        back.version, back.published_at, back.published_by
+    );
+    Ok(())
 }
 
 fn registry_list(config: &Config, json: bool) -> anyhow::Result<()> {

@@ -8,7 +8,18 @@
 //! configured registry at the published version) and renamed in; the
 //! registry set's hot swap then serves it. A download that fails a check is
 //! removed, logged and retried later (backing off); the snapshot in service
-//! stays. The database unreachable changes nothing served: registry data
+//! stays.
+//!
+//! A publication is refused (logged, shown in `/status` as
+//! `published.error`, the snapshot in service kept) when it is older than
+//! the version served, unless `registry_current.rollback` marks a
+//! deliberate rollback, and when it shrinks the snapshot served by more than
+//! its `max_shrink_percent`, unless it was published with `--allow-shrink`
+//! or the snapshot served is itself a stored publication (the imports
+//! between them were guarded). A snapshot replaced by an older or equal
+//! version is kept as `ID.snap.replaced-<unix seconds>`. The snapshot file
+//! is checked (size and modification time) on every check: one written by
+//! anything else is replaced by the published version. The database unreachable changes nothing served: registry data
 //! stays subject to its own freshness rules (`valid_days` from the check
 //! dates the snapshot carries), so a cut-off replica decides on what it has
 //! until that goes stale and is then denied `REGISTRY_UNAVAILABLE`, as on
@@ -17,7 +28,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::watch;
 
@@ -33,9 +44,33 @@ const MAX_RETRY: Duration = Duration::from_secs(60);
 struct Failure {
     /// The version and SHA-256 that failed.
     published: (u64, String),
+    /// Whether it was marked as a rollback then (marking it retries at once).
+    rollback: bool,
     failures: u32,
     retry_at: Instant,
     error: String,
+}
+
+/// The snapshot file a replica installed (or found at start).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Installed {
+    version: u64,
+    sha256: String,
+    /// Size and modification time of the file when it was installed.
+    seen: Option<(u64, SystemTime)>,
+}
+
+impl Installed {
+    fn is(&self, published: &Published) -> bool {
+        self.version == published.version && self.sha256 == published.sha256
+    }
+}
+
+/// Size and modification time of a file.
+fn file_seen(path: &Path) -> Option<(u64, SystemTime)> {
+    std::fs::metadata(path)
+        .ok()
+        .map(|m| (m.len(), m.modified().unwrap_or(SystemTime::UNIX_EPOCH)))
 }
 
 /// What one replica installed of the published snapshots.
@@ -43,10 +78,11 @@ struct Failure {
 pub struct Follower {
     pg: Pg,
     registries: Arc<RegistrySet>,
-    /// Version and SHA-256 of the snapshot file in the snapshots
-    /// directory, per registry.
-    installed: HashMap<String, (u64, String)>,
+    /// The snapshot file in the snapshots directory, per registry.
+    installed: HashMap<String, Installed>,
     failed: HashMap<String, Failure>,
+    /// Registries whose published row does not read back, and why.
+    unreadable: HashMap<String, String>,
     unreachable: bool,
     /// The published versions the last successful check read.
     last_current: Vec<Published>,
@@ -60,6 +96,11 @@ impl Follower {
     /// [`PgError`] when the database does not answer.
     pub async fn catch_up(pg: Pg, registries: Arc<RegistrySet>) -> Result<Follower, PgError> {
         let dir = registries.dir().to_path_buf();
+        if let Some(data_dir) = dir.parent() {
+            for path in super::shared_import::remove_abandoned_work_dirs(data_dir) {
+                tracing::warn!(path = %path.display(), "removed the work directory of an import that did not finish");
+            }
+        }
         let loaded: Vec<(String, u64)> = registries
             .entries()
             .iter()
@@ -73,6 +114,7 @@ impl Follower {
             registries,
             installed,
             failed: HashMap::new(),
+            unreadable: HashMap::new(),
             unreachable: false,
             last_current: Vec::new(),
         };
@@ -95,7 +137,17 @@ impl Follower {
             .iter()
             .map(|e| e.config.id.clone())
             .collect();
-        let current = published::current(&self.pg, &ids).await?;
+        let mut current = Vec::new();
+        self.unreadable.clear();
+        for (id, published) in published::current_each(&self.pg, &ids).await? {
+            match published {
+                Ok(published) => current.push(published),
+                Err(err) => {
+                    tracing::error!(registry = %id, error = %err, "published registry version unreadable; keeping the snapshot in service");
+                    self.unreadable.insert(id, err.to_string());
+                }
+            }
+        }
         let mut installed_any = false;
         let registries = Arc::clone(&self.registries);
         for entry in registries.entries() {
@@ -103,20 +155,38 @@ impl Follower {
             let Some(wanted) = current.iter().find(|p| &p.registry_id == id) else {
                 continue;
             };
-            if self.installed.get(id) == Some(&(wanted.version, wanted.sha256.clone())) {
+            // A file written by anything else is not what was installed.
+            let path = file::snapshot_path(registries.dir(), id);
+            let seen = file_seen(&path);
+            if self.installed.get(id).is_some_and(|i| i.seen != seen) {
+                tracing::warn!(registry = %id, "registry snapshot file changed under the replica; installing the published version again");
+                self.installed.remove(id);
+            }
+            if self.installed.get(id).is_some_and(|i| i.is(wanted)) {
                 continue;
             }
             if let Some(failure) = self.failed.get(id)
                 && failure.published == (wanted.version, wanted.sha256.clone())
+                && failure.rollback == wanted.rollback
                 && Instant::now() < failure.retry_at
             {
+                continue;
+            }
+            if let Some(refusal) = self.refusal(entry, wanted).await? {
+                self.record_failure(id, wanted, refusal);
                 continue;
             }
             match self.install(entry, wanted).await {
                 Ok(published) => {
                     tracing::info!(registry = %id, version = published.version, sha256 = %&published.sha256[..16], "published registry snapshot downloaded and checked");
-                    self.installed
-                        .insert(id.clone(), (published.version, published.sha256));
+                    self.installed.insert(
+                        id.clone(),
+                        Installed {
+                            version: published.version,
+                            sha256: published.sha256,
+                            seen: file_seen(&path),
+                        },
+                    );
                     self.failed.remove(id);
                     installed_any = true;
                 }
@@ -140,6 +210,48 @@ impl Follower {
         Ok(swapped)
     }
 
+    /// Why `wanted` must not replace the snapshot `entry` serves, if it
+    /// must not: older than it (not a deliberate rollback), or shrinking
+    /// it beyond the publication's threshold (not forced, and the snapshot
+    /// served is not itself a stored publication).
+    ///
+    /// # Errors
+    /// [`PgError`] when the database does not answer.
+    async fn refusal(
+        &self,
+        entry: &RegistryEntry,
+        wanted: &Published,
+    ) -> Result<Option<String>, PgError> {
+        let Some((served, numbers)) = entry
+            .snapshot_guard()
+            .as_ref()
+            .map(|s| (s.version, s.len()))
+        else {
+            return Ok(None);
+        };
+        if wanted.version < served && !wanted.rollback {
+            return Ok(Some(format!(
+                "published version {} is older than version {served} served here; refused (a restored database or a repair?): publish a new version, or mark a deliberate rollback with registry_current.rollback = true",
+                wanted.version
+            )));
+        }
+        if wanted.allow_shrink
+            || !super::import::shrinks_too_much(numbers, wanted.numbers, wanted.max_shrink_percent)
+        {
+            return Ok(None);
+        }
+        if let Some(installed) = self.installed.get(&entry.config.id)
+            && installed.version == served
+            && published::is_stored(&self.pg, &entry.config.id, served, &installed.sha256).await?
+        {
+            return Ok(None);
+        }
+        Ok(Some(format!(
+            "published version {} holds {} numbers, the snapshot served here (version {served}) {numbers}: it shrinks by more than {} %; refused: publish it with --allow-shrink if this is intended (or run store migrate on the machine holding the full list)",
+            wanted.version, wanted.numbers, wanted.max_shrink_percent
+        )))
+    }
+
     fn record_failure(&mut self, id: &str, wanted: &Published, error: String) {
         let published = (wanted.version, wanted.sha256.clone());
         let failures = self
@@ -153,6 +265,7 @@ impl Follower {
             id.to_string(),
             Failure {
                 published,
+                rollback: wanted.rollback,
                 failures,
                 retry_at: Instant::now() + wait,
                 error,
@@ -181,9 +294,21 @@ impl Follower {
             published::download(&self.pg, &entry.config.id, wanted.version, &tmp).await?;
         let config = entry.config.clone();
         let checked = published.clone();
+        // An edition replaced by an older or equal version is kept.
+        let keep_replaced = entry
+            .snapshot_guard()
+            .as_ref()
+            .is_some_and(|s| s.version >= published.version);
         tokio::task::spawn_blocking(move || {
             let result = published::verify_file(&tmp, &config, &checked).and_then(|_| {
                 let path = file::snapshot_path(&dir, &config.id);
+                if keep_replaced && path.exists() {
+                    let seconds = jiff::Timestamp::now().as_second();
+                    let kept = dir.join(format!("{}.snap.replaced-{seconds}", config.id));
+                    std::fs::hard_link(&path, &kept)
+                        .map_err(|cause| PublishedError::Io { path: kept.clone(), cause })?;
+                    tracing::warn!(registry = %config.id, kept = %kept.display(), "the replaced snapshot is kept");
+                }
                 std::fs::rename(&tmp, &path)
                     .and_then(|()| std::fs::File::open(&dir)?.sync_all())
                     .map_err(|cause| PublishedError::Io { path, cause })
@@ -204,19 +329,22 @@ impl Follower {
             let id = &entry.config.id;
             let wanted = current.iter().find(|p| &p.registry_id == id);
             let serving = wanted.is_some_and(|p| {
-                self.installed.get(id) == Some(&(p.version, p.sha256.clone()))
+                self.installed.get(id).is_some_and(|i| i.is(p))
                     && entry.snapshot_guard().as_ref().map(|s| s.version) == Some(p.version)
             });
-            let error = unreachable.map(str::to_string).or_else(|| {
-                self.failed
-                    .get(id)
-                    .filter(|f| {
-                        wanted.is_some_and(|p| {
-                            p.version == f.published.0 && p.sha256 == f.published.1
+            let error = unreachable
+                .map(str::to_string)
+                .or_else(|| self.unreadable.get(id).cloned())
+                .or_else(|| {
+                    self.failed
+                        .get(id)
+                        .filter(|f| {
+                            wanted.is_some_and(|p| {
+                                p.version == f.published.0 && p.sha256 == f.published.1
+                            })
                         })
-                    })
-                    .map(|f| f.error.clone())
-            });
+                        .map(|f| f.error.clone())
+                });
             entry.set_published(PublishedState {
                 version: wanted.map(|p| p.version),
                 sha256: wanted.map(|p| p.sha256.clone()),
@@ -261,14 +389,22 @@ impl Follower {
 
 /// Version and SHA-256 of each registry's snapshot file that was loaded
 /// (`loaded`: registry id and the version it serves).
-fn installed_hashes(dir: &Path, loaded: &[(String, u64)]) -> HashMap<String, (u64, String)> {
+fn installed_hashes(dir: &Path, loaded: &[(String, u64)]) -> HashMap<String, Installed> {
     loaded
         .iter()
         .filter_map(|(id, version)| {
             let path = file::snapshot_path(dir, id);
-            published::hash_file(&path)
-                .ok()
-                .map(|(sha256, _)| (id.clone(), (*version, sha256)))
+            let seen = file_seen(&path);
+            published::hash_file(&path).ok().map(|(sha256, _)| {
+                (
+                    id.clone(),
+                    Installed {
+                        version: *version,
+                        sha256,
+                        seen,
+                    },
+                )
+            })
         })
         .collect()
 }

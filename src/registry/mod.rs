@@ -102,6 +102,10 @@ impl RegistryEntry {
 pub struct RegistrySet {
     dir: PathBuf,
     entries: Vec<RegistryEntry>,
+    /// Held by [`RegistrySet::reload_changed`]: the reload loop and the
+    /// registry follower never decode snapshots at the same time (memory),
+    /// and a slower read never stores its edition after a later one.
+    reloading: Mutex<()>,
 }
 
 /// Status of one registry, for `/status` and `registry list`.
@@ -153,6 +157,7 @@ impl RegistrySet {
                     published: Mutex::new(None),
                 })
                 .collect(),
+            reloading: Mutex::new(()),
         };
         set.reload_changed();
         set
@@ -178,7 +183,14 @@ impl RegistrySet {
     /// Reloads every snapshot whose file changed; returns the ids swapped in.
     /// A file that cannot be loaded keeps the previous snapshot serving (its
     /// data stays subject to the freshness rules) and records the error.
+    ///
+    /// One call at a time (the others wait); a file rewritten while it was
+    /// read is not swapped in (the next call reads the new one).
     pub fn reload_changed(&self) -> Vec<String> {
+        let _reloading = self
+            .reloading
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut swapped = Vec::new();
         for entry in &self.entries {
             let path = file::snapshot_path(&self.dir, &entry.config.id);
@@ -192,6 +204,13 @@ impl RegistrySet {
                 }
             }
             let result = file::read(&self.dir, &entry.config.id);
+            let seen_after = std::fs::metadata(&path)
+                .ok()
+                .map(|m| (m.len(), m.modified().unwrap_or(SystemTime::UNIX_EPOCH)));
+            if seen_after != seen {
+                tracing::info!(registry = %entry.config.id, "registry snapshot file rewritten while it was read; reading it again next time");
+                continue;
+            }
             let mut state = entry.file_state.lock().expect("registry state lock");
             state.seen = seen;
             match result {
@@ -294,5 +313,35 @@ fn entry_status(entry: &RegistryEntry, now: Timestamp) -> RegistryStatus {
             .lock()
             .expect("registry published lock")
             .clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The follower and the reload loop never reload at the same time.
+    #[test]
+    fn test_reloads_are_one_at_a_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let set = Arc::new(RegistrySet::open(&[], dir.path()));
+        let held = set.reloading.lock().unwrap();
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        let other = Arc::clone(&set);
+        let thread = std::thread::spawn(move || {
+            other.reload_changed();
+            done_tx.send(()).unwrap();
+        });
+        assert!(
+            done_rx
+                .recv_timeout(std::time::Duration::from_millis(300))
+                .is_err(),
+            "a reload ran while another held the reload lock"
+        );
+        drop(held);
+        done_rx
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .expect("the reload runs once the other one is done");
+        thread.join().unwrap();
     }
 }

@@ -58,6 +58,14 @@ pub struct Published {
     pub numbers: u64,
     pub published_by: String,
     pub published_at: Timestamp,
+    /// Published by an import run with `--allow-shrink`: replicas install it
+    /// even when it shrinks what they serve beyond `max_shrink_percent`.
+    pub allow_shrink: bool,
+    /// The import's shrink threshold, in percent.
+    pub max_shrink_percent: u8,
+    /// Made current by a deliberate rollback (`registry_current.rollback`):
+    /// replicas then install it even though it is older than what they serve.
+    pub rollback: bool,
 }
 
 /// Why a publication or a download failed; nothing was changed.
@@ -81,6 +89,23 @@ pub enum PublishedError {
         registry: String,
         expected: Option<u64>,
         found: u64,
+    },
+    #[error(
+        "registry {registry}: version {version} would not be above version {highest}, already stored (a rollback?); nothing was published: run the import again"
+    )]
+    VersionTaken {
+        registry: String,
+        version: u64,
+        highest: u64,
+    },
+    #[error(
+        "registry {registry}: cannot roll back to version {version}: the current version is {}; nothing was changed",
+        .current.map_or("none".to_string(), |v| v.to_string())
+    )]
+    NotOlder {
+        registry: String,
+        version: u64,
+        current: Option<u64>,
     },
     #[error("registry {registry}: version {version} is no longer published")]
     Gone { registry: String, version: u64 },
@@ -108,7 +133,10 @@ where
         .map_err(PgError::from)
 }
 
-const PUBLISHED_COLUMNS: &str = "v.registry_id, v.version, v.sha256, v.size_bytes, v.chunk_count, v.numbers, v.published_by, (extract(epoch from v.published_at) * 1000000)::int8";
+/// The columns of a published version, in the order [`published_from_row`]
+/// reads them; a timestamp out of range reads as NULL (then an error for
+/// that row only, never a failed query for every registry).
+const PUBLISHED_COLUMNS: &str = "v.registry_id, v.version, v.sha256, v.size_bytes, v.chunk_count, v.numbers, v.published_by, CASE WHEN isfinite(v.published_at) AND v.published_at BETWEEN '1970-01-01' AND '9999-12-31' THEN (extract(epoch from v.published_at) * 1000000)::int8 END, v.allow_shrink, v.max_shrink_percent";
 
 /// A `registry_versions` row (selected with [`PUBLISHED_COLUMNS`]) read
 /// back; a value out of range is an error, never a guess.
@@ -121,7 +149,13 @@ fn published_from_row(row: &tokio_postgres::Row) -> Result<Published, PgError> {
     let chunk_count: i32 = row.try_get(4)?;
     let numbers: i64 = row.try_get(5)?;
     let published_by: String = row.try_get(6)?;
-    let micros: i64 = row.try_get(7)?;
+    let micros: Option<i64> = row.try_get(7)?;
+    let allow_shrink: bool = row.try_get(8)?;
+    let max_shrink_percent: i16 = row.try_get(9)?;
+    let rollback: bool = match row.len() > 10 {
+        true => row.try_get(10)?,
+        false => false,
+    };
     if sha256.len() != 32 {
         return Err(corrupt("sha256 is not 32 bytes"));
     }
@@ -142,30 +176,117 @@ fn published_from_row(row: &tokio_postgres::Row) -> Result<Published, PgError> {
         numbers: u64::try_from(numbers)
             .map_err(|_| corrupt(&format!("{registry_id}: numbers {numbers}")))?,
         published_by,
-        published_at: Timestamp::from_microsecond(micros)
-            .map_err(|_| corrupt(&format!("{registry_id}: published_at {micros}")))?,
+        published_at: micros
+            .and_then(|m| Timestamp::from_microsecond(m).ok())
+            .ok_or_else(|| corrupt(&format!("{registry_id}: published_at out of range")))?,
+        allow_shrink,
+        max_shrink_percent: u8::try_from(max_shrink_percent)
+            .ok()
+            .filter(|p| *p <= 100)
+            .ok_or_else(|| {
+                corrupt(&format!(
+                    "{registry_id}: max_shrink_percent {max_shrink_percent}"
+                ))
+            })?,
+        rollback,
         registry_id,
     })
 }
 
-/// The current published version of each of `ids` that has one.
+/// The current published version of each of `ids` that has one, each read
+/// on its own: a row that does not read back is an error for its registry
+/// only (`Err` inside), the others are read as usual.
 ///
 /// # Errors
-/// [`PgError`], also when no answer came within `unavailable_after`.
-pub async fn current(pg: &Pg, ids: &[String]) -> Result<Vec<Published>, PgError> {
+/// [`PgError`] when the database does not answer (also within
+/// `unavailable_after`).
+pub async fn current_each(
+    pg: &Pg,
+    ids: &[String],
+) -> Result<Vec<(String, Result<Published, PgError>)>, PgError> {
     pg.within(async {
         let client = pg.client().await?;
         let rows = client
             .query(
                 &format!(
-                    "SELECT {PUBLISHED_COLUMNS} FROM registry_current c
+                    "SELECT {PUBLISHED_COLUMNS}, c.rollback FROM registry_current c
                      JOIN registry_versions v USING (registry_id, version)
                      WHERE c.registry_id = ANY($1) ORDER BY c.registry_id"
                 ),
                 &[&ids],
             )
             .await?;
-        rows.iter().map(published_from_row).collect()
+        rows.iter()
+            .map(|row| {
+                let id: String = row.try_get(0)?;
+                Ok((id, published_from_row(row)))
+            })
+            .collect()
+    })
+    .await
+}
+
+/// The current published version of each of `ids` that has one.
+///
+/// # Errors
+/// [`PgError`], also when no answer came within `unavailable_after`, or
+/// when any of their rows does not read back.
+pub async fn current(pg: &Pg, ids: &[String]) -> Result<Vec<Published>, PgError> {
+    current_each(pg, ids)
+        .await?
+        .into_iter()
+        .map(|(_, published)| published)
+        .collect()
+}
+
+/// Whether `version` of `registry_id` with this SHA-256 is still stored
+/// (the snapshot descends from what was published).
+///
+/// # Errors
+/// [`PgError`] when the database does not answer.
+pub async fn is_stored(
+    pg: &Pg,
+    registry_id: &str,
+    version: u64,
+    sha256: &str,
+) -> Result<bool, PgError> {
+    let (Ok(version), Ok(sha)) = (i64::try_from(version), hex::decode(sha256)) else {
+        return Ok(false);
+    };
+    pg.within(async {
+        let client = pg.client().await?;
+        Ok(client
+            .query_opt(
+                "SELECT 1 FROM registry_versions WHERE registry_id = $1 AND version = $2 AND sha256 = $3",
+                &[&registry_id, &version, &sha],
+            )
+            .await?
+            .is_some())
+    })
+    .await
+}
+
+/// The highest version of `registry_id` stored (current or not).
+///
+/// # Errors
+/// [`PgError`] when the database does not answer or the value is out of range.
+pub async fn highest_version(pg: &Pg, registry_id: &str) -> Result<Option<u64>, PgError> {
+    pg.within(async {
+        let client = pg.client().await?;
+        let highest: Option<i64> = client
+            .query_one(
+                "SELECT max(version) FROM registry_versions WHERE registry_id = $1",
+                &[&registry_id],
+            )
+            .await?
+            .try_get(0)?;
+        highest
+            .map(|v| {
+                u64::try_from(v).map_err(|_| {
+                    PgError::Corrupt(format!("registry_versions: {registry_id} version {v}"))
+                })
+            })
+            .transpose()
     })
     .await
 }
@@ -333,6 +454,13 @@ pub fn verify_file(
             snapshot.version, published.version
         )));
     }
+    if snapshot.len() != published.numbers {
+        return Err(damaged(format!(
+            "holds {} numbers, published as {}",
+            snapshot.len(),
+            published.numbers
+        )));
+    }
     Ok(snapshot)
 }
 
@@ -368,6 +496,10 @@ pub struct Publication<'a> {
     pub based_on: Option<u64>,
     pub file: &'a Path,
     pub published_by: &'a str,
+    /// Made with `--allow-shrink`: replicas install it even when it shrinks
+    /// what they serve by more than `max_shrink_percent`.
+    pub allow_shrink: bool,
+    pub max_shrink_percent: u8,
 }
 
 /// Publishes a snapshot file and makes it the current version, in one
@@ -424,11 +556,27 @@ pub async fn publish(pg: &Pg, publication: &Publication<'_>) -> Result<Published
     if current.is_some_and(|c| publication.version <= c) {
         return Err(conflict(current.unwrap_or(0)));
     }
+    // After a rollback, versions above the current one are still kept.
+    let highest: Option<i64> = step(tx.query_one(
+        "SELECT max(version) FROM registry_versions WHERE registry_id = $1",
+        &[&registry_id],
+    ))
+    .await?
+    .try_get(0)
+    .map_err(PgError::from)?;
+    if let Some(highest) = highest.filter(|h| *h >= version) {
+        return Err(PublishedError::VersionTaken {
+            registry: registry_id.to_string(),
+            version: publication.version,
+            highest: u64::try_from(highest).unwrap_or(0),
+        });
+    }
+    let max_shrink_percent = i16::from(publication.max_shrink_percent.min(100));
     let row = step(tx.query_one(
         &format!(
             "INSERT INTO registry_versions AS v
-                 (registry_id, version, sha256, size_bytes, chunk_count, numbers, published_by, published_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, now())
+                 (registry_id, version, sha256, size_bytes, chunk_count, numbers, published_by, published_at, allow_shrink, max_shrink_percent)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, now(), $8, $9)
              RETURNING {PUBLISHED_COLUMNS}"
         ),
         &[
@@ -439,6 +587,8 @@ pub async fn publish(pg: &Pg, publication: &Publication<'_>) -> Result<Published
             &chunk_count,
             &numbers,
             &publication.published_by,
+            &publication.allow_shrink,
+            &max_shrink_percent,
         ],
     ))
     .await?;
@@ -480,8 +630,8 @@ pub async fn publish(pg: &Pg, publication: &Publication<'_>) -> Result<Published
         });
     }
     step(tx.execute(
-        "INSERT INTO registry_current (registry_id, version) VALUES ($1, $2)
-         ON CONFLICT (registry_id) DO UPDATE SET version = EXCLUDED.version",
+        "INSERT INTO registry_current (registry_id, version, rollback) VALUES ($1, $2, false)
+         ON CONFLICT (registry_id) DO UPDATE SET version = EXCLUDED.version, rollback = false",
         &[&registry_id, &version],
     ))
     .await?;
@@ -490,6 +640,67 @@ pub async fn publish(pg: &Pg, publication: &Publication<'_>) -> Result<Published
              (SELECT version FROM registry_versions WHERE registry_id = $1
               ORDER BY version DESC LIMIT $2)",
         &[&registry_id, &KEPT_VERSIONS],
+    ))
+    .await?;
+    step(tx.execute("SELECT pg_notify($1, $2)", &[&NOTIFY_CHANNEL, &registry_id])).await?;
+    step(tx.commit()).await?;
+    Ok(published)
+}
+
+/// Makes the stored `version` of `registry_id` current again as a
+/// **deliberate rollback** (`registry_current.rollback = true`): replicas
+/// then install it although it is older than what they serve (they keep
+/// the edition it replaces as `ID.snap.replaced-<seconds>`). The next
+/// publication clears the mark and is numbered above every stored version.
+///
+/// # Errors
+/// [`PublishedError::Gone`] when that version is not stored (pruned, or
+/// never published), [`PublishedError::NotOlder`] when it is not older than
+/// the current one, or a database error.
+pub async fn rollback(
+    pg: &Pg,
+    registry_id: &str,
+    version: u64,
+) -> Result<Published, PublishedError> {
+    let gone = || PublishedError::Gone {
+        registry: registry_id.to_string(),
+        version,
+    };
+    let version_sql = i64::try_from(version).map_err(|_| gone())?;
+    let mut client = pg.client().await?;
+    let tx = step(client.transaction()).await?;
+    step(tx.execute(
+        "SELECT pg_advisory_xact_lock(hashtextextended('dialgate.registry.' || $1, 0))",
+        &[&registry_id],
+    ))
+    .await?;
+    let row = step(tx.query_opt(
+        &format!(
+            "SELECT {PUBLISHED_COLUMNS}, true FROM registry_versions v WHERE registry_id = $1 AND version = $2"
+        ),
+        &[&registry_id, &version_sql],
+    ))
+    .await?
+    .ok_or_else(gone)?;
+    let published = published_from_row(&row)?;
+    let current: Option<i64> = step(tx.query_opt(
+        "SELECT version FROM registry_current WHERE registry_id = $1",
+        &[&registry_id],
+    ))
+    .await?
+    .map(|row| row.try_get(0))
+    .transpose()
+    .map_err(PgError::from)?;
+    if current.is_none_or(|c| c <= version_sql) {
+        return Err(PublishedError::NotOlder {
+            registry: registry_id.to_string(),
+            version,
+            current: current.and_then(|c| u64::try_from(c).ok()),
+        });
+    }
+    step(tx.execute(
+        "UPDATE registry_current SET version = $2, rollback = true WHERE registry_id = $1",
+        &[&registry_id, &version_sql],
     ))
     .await?;
     step(tx.execute("SELECT pg_notify($1, $2)", &[&NOTIFY_CHANNEL, &registry_id])).await?;

@@ -25,6 +25,18 @@ pub enum SharedImportError {
     Published(#[from] PublishedError),
     #[error("current published snapshot unusable, refusing to build on it: {0}")]
     Base(PublishedError),
+    #[error(
+        "registry {registry}: nothing is published yet, but this machine holds a snapshot ({path}); run `dialgate store migrate --to postgres` first to publish it and import on top of it, or pass --allow-shrink to publish without it"
+    )]
+    LocalUnpublished { registry: String, path: PathBuf },
+    #[error(
+        "registry {registry}: the local snapshot (version {local}) is newer than or differs from the published version {published}; it was not published and nothing was changed: keep it, and import on top of the published version (or publish it by hand after a deliberate rollback)"
+    )]
+    LocalDiffers {
+        registry: String,
+        local: u64,
+        published: u64,
+    },
     #[error("cannot make a work directory {path}: {cause}")]
     WorkDir {
         path: PathBuf,
@@ -45,16 +57,59 @@ pub struct WorkDir {
     path: PathBuf,
 }
 
+/// The name prefix of work directories (`registry-work.tmp-PID-N`).
+const WORK_DIR_PREFIX: &str = "registry-work.tmp-";
+
+/// Whether process `pid` is running (Linux: `/proc/PID`; elsewhere it is
+/// assumed to be, so nothing is removed).
+fn process_alive(pid: u32) -> bool {
+    let proc = Path::new("/proc");
+    !proc.is_dir() || proc.join(pid.to_string()).exists()
+}
+
+/// Removes the work directories under `data_dir` left by imports that were
+/// killed (their process no longer runs); returns what it removed. For
+/// import and server start.
+pub fn remove_abandoned_work_dirs(data_dir: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(data_dir) else {
+        return Vec::new();
+    };
+    let mut removed = Vec::new();
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(WORK_DIR_PREFIX))
+            .and_then(|rest| rest.split_once('-'))
+            .and_then(|(pid, _)| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if pid == std::process::id() || process_alive(pid) {
+            continue;
+        }
+        let path = entry.path();
+        if std::fs::remove_dir_all(&path).is_ok() {
+            removed.push(path);
+        }
+    }
+    removed
+}
+
 impl WorkDir {
-    /// Creates `data_dir/registry-work.tmp-PID-N`.
+    /// Creates `data_dir/registry-work.tmp-PID-N`, after removing those
+    /// of killed imports.
     ///
     /// # Errors
     /// When it cannot be created.
     pub fn new(data_dir: &Path) -> Result<WorkDir, SharedImportError> {
+        for path in remove_abandoned_work_dirs(data_dir) {
+            tracing::warn!(path = %path.display(), "removed the work directory of an import that did not finish");
+        }
         use std::sync::atomic::{AtomicU64, Ordering};
         static NEXT: AtomicU64 = AtomicU64::new(0);
         let path = data_dir.join(format!(
-            "registry-work.tmp-{}-{}",
+            "{WORK_DIR_PREFIX}{}-{}",
             std::process::id(),
             NEXT.fetch_add(1, Ordering::Relaxed)
         ));
@@ -126,6 +181,32 @@ pub async fn import_and_publish(
             PublishedError::Pg(err) => SharedImportError::from(err),
             other => SharedImportError::Base(other),
         })?;
+    if base.is_none() && !request.allow_shrink {
+        // The first publication: replicas may serve snapshots of their own.
+        let local = file::snapshot_path(&super::snapshots_dir(data_dir), &registry.id);
+        if local.exists() {
+            return Err(SharedImportError::LocalUnpublished {
+                registry: registry.id.clone(),
+                path: local,
+            });
+        }
+    }
+    // After a rollback, newer versions are still stored: build above them.
+    let highest = published::highest_version(pg, &registry.id).await?;
+    if let (Some(base), Some(highest)) = (&base, highest)
+        && highest > base.version
+    {
+        let (dir, id) = (work.path().to_path_buf(), registry.id.clone());
+        tokio::task::spawn_blocking(move || -> Result<(), ImportError> {
+            if let Some(mut snapshot) = file::read(&dir, &id)? {
+                snapshot.version = highest;
+                file::write(&dir, &snapshot).map_err(ImportError::Write)?;
+            }
+            Ok(())
+        })
+        .await
+        .map_err(|e| PgError::Setup(format!("renumbering task: {e}")))??;
+    }
     let summary = {
         let (registry, dir, request) =
             (registry.clone(), work.path().to_path_buf(), request.clone());
@@ -133,6 +214,25 @@ pub async fn import_and_publish(
             .await
             .map_err(|e| PgError::Setup(format!("import task: {e}")))??
     };
+    // Every replica refuses a publication that shrinks what it serves
+    // beyond the threshold (unless --allow-shrink): so does the import, in
+    // any mode, on the list as a whole.
+    if !request.allow_shrink
+        && import::shrinks_too_much(
+            summary.numbers_before,
+            summary.numbers_after,
+            request.max_shrink_percent,
+        )
+    {
+        return Err(ImportError::Shrink {
+            registry: registry.id.clone(),
+            controller: String::new(),
+            before: summary.numbers_before,
+            after: summary.numbers_after,
+            max_percent: request.max_shrink_percent,
+        }
+        .into());
+    }
     if request.dry_run {
         return Ok((summary, None));
     }
@@ -146,6 +246,8 @@ pub async fn import_and_publish(
             based_on: base.map(|b| b.version),
             file: &path,
             published_by,
+            allow_shrink: request.allow_shrink,
+            max_shrink_percent: request.max_shrink_percent,
         },
     )
     .await?;
@@ -159,7 +261,7 @@ pub struct SnapshotsCopied {
     pub published: Vec<String>,
     /// Registries whose local snapshot was already the published one.
     pub already: Vec<String>,
-    /// Registries with another version published: left as they are.
+    /// Registries with a newer version published: left as they are.
     pub differing: Vec<String>,
     /// Configured registries without a local snapshot.
     pub missing: Vec<String>,
@@ -176,7 +278,7 @@ impl fmt::Display for SnapshotsCopied {
         };
         write!(
             f,
-            "{} published{}, {} already published{}, {} left as published (another version is){}, {} without a local snapshot{}",
+            "{} published{}, {} already published{}, {} left as published (a newer version is){}, {} without a local snapshot{}",
             self.published.len(),
             list(&self.published),
             self.already.len(),
@@ -191,12 +293,14 @@ impl fmt::Display for SnapshotsCopied {
 
 /// `store migrate --to postgres`, registry part: publishes every configured
 /// registry's snapshot from `data_dir` that the database lacks. Safe to run
-/// again: a snapshot already published is skipped, and a registry with
-/// another version published is left alone and named.
+/// again: a snapshot already published is skipped, and a registry with a
+/// newer version published is left alone and named.
 ///
 /// # Errors
-/// A local snapshot that fails its checks (nothing of it is published), or
-/// a database error.
+/// A local snapshot that fails its checks (nothing of it is published), a
+/// local snapshot newer than or differing from the published version at
+/// the same version ([`SharedImportError::LocalDiffers`]: never dropped
+/// silently), or a database error.
 pub async fn copy_from_sqlite(
     pg: &Pg,
     registries: &[RegistryConfig],
@@ -247,6 +351,13 @@ pub async fn copy_from_sqlite(
             Some(current) if current.sha256 == local_sha => {
                 copied.already.push(registry.id.clone())
             }
+            Some(current) if snapshot.version >= current.version => {
+                return Err(SharedImportError::LocalDiffers {
+                    registry: registry.id.clone(),
+                    local: snapshot.version,
+                    published: current.version,
+                });
+            }
             Some(current) => copied
                 .differing
                 .push(format!("{} v{}", registry.id, current.version)),
@@ -260,6 +371,8 @@ pub async fn copy_from_sqlite(
                         based_on: None,
                         file: &path,
                         published_by,
+                        allow_shrink: false,
+                        max_shrink_percent: import::DEFAULT_MAX_SHRINK_PERCENT,
                     },
                 )
                 .await?;

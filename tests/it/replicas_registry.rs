@@ -358,7 +358,7 @@ async fn test_store_migrate_publishes_an_existing_deployment() {
     let out = ws.cli_ok(&["store", "migrate", "--to", "postgres"]);
     assert_eq!(
         out.lines().next().unwrap_or_default(),
-        "registry snapshots: 2 published (it-rpo v2, us-dnc v1), 0 already published, 0 left as published (another version is), 1 without a local snapshot (uk-tps)",
+        "registry snapshots: 2 published (it-rpo v2, us-dnc v1), 0 already published, 0 left as published (a newer version is), 1 without a local snapshot (uk-tps)",
         "{out}"
     );
     let again = ws.cli_ok(&["store", "migrate", "--to", "postgres"]);
@@ -390,8 +390,28 @@ async fn test_store_migrate_publishes_an_existing_deployment() {
     ws.import("us-dnc", &["212 555 0142"], &["--mode", "add"]);
     let third = ws.cli_ok(&["store", "migrate", "--to", "postgres"]);
     assert!(
-        third.contains("1 left as published (another version is) (us-dnc v2)"),
+        third.contains("1 left as published (a newer version is) (us-dnc v2)"),
         "{third}"
+    );
+
+    // A local edition newer than the published one is never dropped
+    // silently: the migration fails and names it.
+    std::fs::write(ws.config_path(), standard_config("")).unwrap();
+    ws.import("us-dnc", &["212 555 0143"], &["--mode", "add"]);
+    ws.import("us-dnc", &["212 555 0144"], &["--mode", "add"]);
+    std::fs::write(ws.config_path(), replica_config(&pg, "gw-1")).unwrap();
+    let out = ws.cli(&["store", "migrate", "--to", "postgres"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(
+            "the local snapshot (version 3) is newer than or differs from the published version 2"
+        ),
+        "{stderr}"
+    );
+    assert_eq!(
+        pg.psql("SELECT version FROM registry_current WHERE registry_id = 'us-dnc'"),
+        "2"
     );
 }
 
@@ -420,6 +440,8 @@ async fn test_a_publication_built_on_an_outdated_version_is_refused() {
         based_on: None,
         file: &file,
         published_by: "test",
+        allow_shrink: false,
+        max_shrink_percent: 10,
     };
     let first = published::publish(&shared, &publication).await.unwrap();
     assert_eq!(first.version, 1);
@@ -509,4 +531,292 @@ async fn test_a_replica_cut_off_keeps_its_snapshot_and_recovers() {
         "following after the outage",
     )
     .await;
+}
+
+/// Nothing published yet while a replica serves a snapshot of its own: a
+/// short first publication from another machine does not replace it (it
+/// keeps serving and shows why); one forced with --allow-shrink does. The
+/// machine holding the local snapshot is told to run store migrate.
+#[tokio::test(flavor = "multi_thread")]
+async fn test_a_first_publication_never_shrinks_a_local_snapshot() {
+    let Some(pg) = PgServer::start() else { return };
+    let ws = Workspace::new(&standard_config(""));
+    let numbers: Vec<String> = (0..20).map(|i| format!("212 555 01{i:02}")).collect();
+    let numbers: Vec<&str> = numbers.iter().map(String::as_str).collect();
+    ws.import("us-dnc", &numbers, &[]);
+    std::fs::write(ws.config_path(), replica_config(&pg, "gw-a")).unwrap();
+
+    // On the machine holding it: refused, pointing at store migrate.
+    let path = ws.file("one.txt", "212 555 0100\n");
+    let out = ws.cli(&[
+        "registry",
+        "import",
+        "--registry",
+        "us-dnc",
+        "--file",
+        path.to_str().unwrap(),
+        "--covers",
+        "+1",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("store migrate --to postgres"), "{stderr}");
+    assert_eq!(pg.psql("SELECT count(*) FROM registry_versions"), "0");
+
+    let server = ws.start();
+    let mut gateway = server.gateway().await;
+    assert_eq!(
+        check(&mut gateway, "212 555 0119").await,
+        (Verdict::Deny, vec![R::RegistryListed])
+    );
+    let ops = Workspace::new(&replica_config(&pg, "ops"));
+    let out = ops.import("us-dnc", &["212 555 0100"], &[]);
+    assert!(out.contains("published registry us-dnc version 1"), "{out}");
+    let entry = wait_for_status(&server, "us-dnc", "v1 refused", |e| {
+        e["published"]["version"] == 1 && e["published"]["error"].is_string()
+    });
+    assert!(
+        entry["published"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("shrinks by more than 10 %"),
+        "{entry}"
+    );
+    assert_eq!(entry["numbers"], 20, "{entry}");
+    assert_eq!(entry["published"]["serving"], false, "{entry}");
+    assert_eq!(
+        check(&mut gateway, "212 555 0119").await,
+        (Verdict::Deny, vec![R::RegistryListed]),
+        "the local snapshot still serves"
+    );
+
+    // Forced: installed.
+    ops.import("us-dnc", &["212 555 0100"], &["--allow-shrink"]);
+    let entry = wait_for_status(&server, "us-dnc", "forced v2 served", |e| {
+        e["published"]["version"] == 2 && e["published"]["serving"] == true
+    });
+    assert_eq!(entry["numbers"], 1, "{entry}");
+}
+
+/// A rolled-back `registry_current` (a restored database, a repair) never
+/// rolls a replica back: it keeps the newer version and says why. A
+/// deliberate rollback (marked) is installed, the replaced snapshot kept,
+/// and the next import publishes above every version still stored.
+#[tokio::test(flavor = "multi_thread")]
+async fn test_an_older_publication_is_installed_only_as_a_deliberate_rollback() {
+    let Some(pg) = PgServer::start() else { return };
+    let importer = Workspace::new(&replica_config(&pg, "ops"));
+    importer.import("us-dnc", &["212 555 0199"], &[]);
+    importer.import("us-dnc", &["212 555 0142"], &["--mode", "add"]);
+    let ws = Workspace::new(&replica_config(&pg, "gw-a"));
+    let server = ws.start();
+    let mut gateway = server.gateway().await;
+    assert_eq!(status_of(&server, "us-dnc")["version"], 2);
+
+    pg.psql("UPDATE registry_current SET version = 1 WHERE registry_id = 'us-dnc'");
+    let entry = wait_for_status(&server, "us-dnc", "v1 refused", |e| {
+        e["published"]["version"] == 1 && e["published"]["error"].is_string()
+    });
+    assert!(
+        entry["published"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("older than version 2 served here"),
+        "{entry}"
+    );
+    assert_eq!(entry["version"], 2, "{entry}");
+    assert_eq!(
+        check(&mut gateway, "212 555 0142").await,
+        (Verdict::Deny, vec![R::RegistryListed]),
+        "the number added in version 2 stays listed"
+    );
+
+    pg.psql(
+        "UPDATE registry_current SET version = 1, rollback = true WHERE registry_id = 'us-dnc'",
+    );
+    wait_for_status(&server, "us-dnc", "rolled back", |e| {
+        e["version"] == 1 && e["published"]["serving"] == true
+    });
+    let kept: Vec<_> = std::fs::read_dir(ws.data_dir().join("registries"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.to_str().unwrap().contains("us-dnc.snap.replaced-"))
+        .collect();
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&kept[0]).unwrap().permissions().mode();
+        assert_eq!(mode & 0o077, 0, "{mode:o}");
+    }
+
+    let out = importer.import("us-dnc", &["212 555 0143"], &["--mode", "add"]);
+    assert!(out.contains("published registry us-dnc version 3"), "{out}");
+    wait_for(
+        &mut gateway,
+        "212 555 0143",
+        (Verdict::Deny, vec![R::RegistryListed]),
+        "version 3 after the rollback",
+    )
+    .await;
+    assert_eq!(
+        pg.psql("SELECT rollback FROM registry_current WHERE registry_id = 'us-dnc'"),
+        "f"
+    );
+}
+
+/// A snapshot file written by anything but the follower is replaced by the
+/// published version, not served as if it were it.
+#[tokio::test(flavor = "multi_thread")]
+async fn test_a_snapshot_file_written_behind_the_follower_is_replaced() {
+    let Some(pg) = PgServer::start() else { return };
+    let importer = Workspace::new(&replica_config(&pg, "ops"));
+    importer.import("us-dnc", &["212 555 0199"], &[]);
+    let ws = Workspace::new(&replica_config(&pg, "gw-a"));
+    let server = ws.start();
+    let mut gateway = server.gateway().await;
+    assert_eq!(
+        check(&mut gateway, "212 555 0199").await,
+        (Verdict::Deny, vec![R::RegistryListed])
+    );
+
+    let other = Workspace::new(&standard_config(""));
+    other.import("us-dnc", &["212 555 0188"], &[]);
+    let snapshots = ws.data_dir().join("registries");
+    let published_bytes = std::fs::read(snapshots.join("us-dnc.snap")).unwrap();
+    let tmp = snapshots.join("foreign.tmp");
+    std::fs::copy(other.data_dir().join("registries/us-dnc.snap"), &tmp).unwrap();
+    std::fs::rename(&tmp, snapshots.join("us-dnc.snap")).unwrap();
+
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::fs::read(snapshots.join("us-dnc.snap")).unwrap() != published_bytes {
+        assert!(
+            Instant::now() < deadline,
+            "the foreign snapshot file is still there after 20 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // Whatever the reload loop picked up meanwhile, the published version
+    // ends up served again.
+    wait_for(
+        &mut gateway,
+        "212 555 0188",
+        (Verdict::Allow, vec![R::RegistryClear]),
+        "foreign snapshot replaced",
+    )
+    .await;
+    wait_for(
+        &mut gateway,
+        "212 555 0199",
+        (Verdict::Deny, vec![R::RegistryListed]),
+        "published snapshot served",
+    )
+    .await;
+    let entry = wait_for_status(&server, "us-dnc", "serving", |e| {
+        e["published"]["serving"] == true
+    });
+    assert_eq!(entry["version"], 1, "{entry}");
+}
+
+/// A work directory left by a killed import is removed by the next import.
+#[test]
+fn test_the_work_directory_of_a_killed_import_is_removed() {
+    let Some(pg) = PgServer::start() else { return };
+    let ws = Workspace::new(&replica_config(&pg, "ops"));
+    std::fs::create_dir_all(ws.data_dir()).unwrap();
+    // A PID above any pid_max: no such process.
+    let dead = ws.data_dir().join("registry-work.tmp-4999999-0");
+    std::fs::create_dir_all(&dead).unwrap();
+    std::fs::write(dead.join("us-dnc.snap"), b"a national list").unwrap();
+    let alive = ws
+        .data_dir()
+        .join(format!("registry-work.tmp-{}-0", std::process::id()));
+    std::fs::create_dir_all(&alive).unwrap();
+    ws.import("us-dnc", &["212 555 0199"], &[]);
+    assert!(!dead.exists(), "left over");
+    assert!(alive.exists(), "the directory of a running process is kept");
+}
+
+/// One registry's published row that does not read back fails that
+/// registry only: the replica starts and serves the others.
+#[tokio::test(flavor = "multi_thread")]
+async fn test_an_unreadable_publication_fails_only_its_registry() {
+    let Some(pg) = PgServer::start() else { return };
+    let importer = Workspace::new(&replica_config(&pg, "ops"));
+    importer.import("us-dnc", &["212 555 0199"], &[]);
+    importer.import("uk-tps", &["+44 20 7946 0999"], &[]);
+    pg.psql("UPDATE registry_versions SET published_at = 'infinity' WHERE registry_id = 'uk-tps'");
+
+    let ws = Workspace::new(&replica_config(&pg, "gw-a"));
+    let server = ws.start();
+    let mut gateway = server.gateway().await;
+    assert_eq!(
+        check(&mut gateway, "212 555 0199").await,
+        (Verdict::Deny, vec![R::RegistryListed])
+    );
+    let entry = wait_for_status(&server, "uk-tps", "error shown", |e| {
+        e["published"]["error"].is_string()
+    });
+    assert!(
+        entry["published"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("published_at out of range"),
+        "{entry}"
+    );
+    assert_eq!(entry["loaded"], false, "{entry}");
+}
+
+/// `registry rollback` (`published::rollback`): a deliberate rollback to a
+/// stored, older version, which replicas install; anything else is refused
+/// and changes nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn test_a_deliberate_rollback_is_installed_by_replicas() {
+    use dialgate::registry::published::{self, PublishedError};
+    let Some(pg) = PgServer::start() else { return };
+    let importer = Workspace::new(&replica_config(&pg, "ops"));
+    importer.import("us-dnc", &["212 555 0199"], &[]);
+    importer.import("us-dnc", &["212 555 0142"], &["--mode", "add"]);
+    let ws = Workspace::new(&replica_config(&pg, "gw-a"));
+    let server = ws.start();
+    let mut gateway = server.gateway().await;
+    let settings = dialgate::store::PostgresSettings {
+        url: pg.url(),
+        replica_id: "ops".to_string(),
+        max_staleness: Duration::from_millis(1000),
+        unavailable_after: Duration::from_millis(2000),
+    };
+    let shared = dialgate::store::postgres::Pg::connect(&settings)
+        .await
+        .unwrap();
+    assert!(matches!(
+        published::rollback(&shared, "us-dnc", 2).await.unwrap_err(),
+        PublishedError::NotOlder { .. }
+    ));
+    assert!(matches!(
+        published::rollback(&shared, "us-dnc", 7).await.unwrap_err(),
+        PublishedError::Gone { .. }
+    ));
+    let out = importer.cli(&["registry", "rollback", "--registry", "us-dnc", "--to", "2"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("cannot roll back to version 2"), "{stderr}");
+    let out = importer.cli_ok(&["registry", "rollback", "--registry", "us-dnc", "--to", "1"]);
+    assert!(
+        out.contains("registry us-dnc rolled back to version 1"),
+        "{out}"
+    );
+    wait_for(
+        &mut gateway,
+        "212 555 0142",
+        (Verdict::Allow, vec![R::RegistryClear]),
+        "rolled back to version 1",
+    )
+    .await;
+    assert_eq!(
+        pg.psql(
+            "SELECT version || ':' || rollback FROM registry_current WHERE registry_id = 'us-dnc'"
+        ),
+        "1:true"
+    );
 }

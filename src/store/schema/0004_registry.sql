@@ -16,6 +16,12 @@ CREATE TABLE registry_versions (
     numbers bigint NOT NULL CHECK (numbers >= 0),
     published_by text NOT NULL,
     published_at timestamptz NOT NULL DEFAULT now(),
+    -- Set only by an import run with --allow-shrink: replicas then install
+    -- it even when it shrinks the snapshot they serve by more than
+    -- max_shrink_percent (the import's threshold).
+    allow_shrink boolean NOT NULL DEFAULT false,
+    max_shrink_percent smallint NOT NULL DEFAULT 10
+        CHECK (max_shrink_percent BETWEEN 0 AND 100),
     PRIMARY KEY (registry_id, version)
 );
 
@@ -35,5 +41,9 @@ ALTER TABLE registry_chunks ALTER COLUMN data SET STORAGE EXTERNAL;
 CREATE TABLE registry_current (
     registry_id text PRIMARY KEY,
     version bigint NOT NULL,
+    -- True only for a deliberate rollback (set by hand, see
+    -- docs/replicas-registry.md): replicas never install a version older
+    -- than the one they serve unless it is set. Every publication clears it.
+    rollback boolean NOT NULL DEFAULT false,
     FOREIGN KEY (registry_id, version) REFERENCES registry_versions (registry_id, version)
 );
