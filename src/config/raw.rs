@@ -44,6 +44,8 @@ pub(super) struct RawStore {
     pub(super) max_staleness_ms: Option<u64>,
     /// How long the database may not answer before no decision is made.
     pub(super) unavailable_after_ms: Option<u64>,
+    /// Certificate authorities (PEM) for the database's TLS certificate.
+    pub(super) ca_file: Option<std::path::PathBuf>,
 }
 
 /// `[[supplier]]`: a list supplier a controller has a contract with.

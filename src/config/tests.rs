@@ -285,6 +285,7 @@ fn test_store_backend_is_validated() {
     for (toml, key) in [
         ("backend = \"mysql\"\n", "store.backend"),
         ("replica_id = \"gw-1\"\n", "postgres"),
+        ("ca_file = \"db-ca.pem\"\n", "postgres"),
         (
             "backend = \"postgres\"\nurl = \"postgres://db/d\"\n",
             "store.replica_id",

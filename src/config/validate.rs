@@ -328,7 +328,7 @@ impl Validator<'_> {
                 suppliers: Vec::new(),
             });
         }
-        let store = self.store(raw.store.as_ref())?;
+        let store = self.store(raw.store.as_ref(), base_dir)?;
         let suppliers = self.suppliers(&raw.suppliers, &campaigns)?;
         let subject_requests = raw.subject_requests;
         if !(1..=365).contains(&subject_requests.verification_max_age_days) {
@@ -379,7 +379,7 @@ impl Validator<'_> {
     /// `[store]`: sqlite (default) takes no other key; postgres needs a
     /// connection string (`url` or `DIALGATE_DATABASE_URL`) that parses and
     /// a `replica_id`.
-    fn store(&self, raw: Option<&RawStore>) -> Result<StoreBackend, ConfigError> {
+    fn store(&self, raw: Option<&RawStore>, base_dir: &Path) -> Result<StoreBackend, ConfigError> {
         let Some(store) = raw else {
             return Ok(StoreBackend::Sqlite);
         };
@@ -388,13 +388,14 @@ impl Validator<'_> {
                 if store.url.is_none()
                     && store.replica_id.is_none()
                     && store.max_staleness_ms.is_none()
-                    && store.unavailable_after_ms.is_none() =>
+                    && store.unavailable_after_ms.is_none()
+                    && store.ca_file.is_none() =>
             {
                 Ok(StoreBackend::Sqlite)
             }
             "sqlite" => Err(self.invalid(
                 "store",
-                "url/replica_id/max_staleness_ms/unavailable_after_ms",
+                "url/replica_id/max_staleness_ms/unavailable_after_ms/ca_file",
                 "apply only to backend = \"postgres\"",
             )),
             "postgres" => {
@@ -456,6 +457,7 @@ impl Validator<'_> {
                     replica_id,
                     max_staleness: std::time::Duration::from_millis(max_staleness_ms),
                     unavailable_after: std::time::Duration::from_millis(unavailable_after_ms),
+                    ca_file: store.ca_file.as_ref().map(|f| base_dir.join(f)),
                 }))
             }
             other => Err(self.invalid("store.backend", other, "expected sqlite or postgres")),

@@ -29,6 +29,9 @@ pub struct PostgresSettings {
     pub max_staleness: Duration,
     /// The database unreachable for this long: no decision (UNAVAILABLE).
     pub unavailable_after: Duration,
+    /// Certificate authorities (PEM) the server's certificate must chain
+    /// to; absent: the system's bundle.
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 impl std::fmt::Debug for PostgresSettings {
@@ -38,6 +41,7 @@ impl std::fmt::Debug for PostgresSettings {
             .field("replica_id", &self.replica_id)
             .field("max_staleness", &self.max_staleness)
             .field("unavailable_after", &self.unavailable_after)
+            .field("ca_file", &self.ca_file)
             .finish()
     }
 }

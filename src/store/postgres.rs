@@ -5,7 +5,9 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
-use tokio_postgres::NoTls;
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
+use tokio_postgres_rustls::MakeRustlsConnect;
 
 use super::PostgresSettings;
 
@@ -34,6 +36,59 @@ const POOL_SIZE: usize = 16;
 pub struct Pg {
     pool: Pool,
     settings: PostgresSettings,
+    tls: MakeRustlsConnect,
+}
+
+/// A connection of its own (see [`Pg::dedicated`]): poll it, or spawn it.
+pub type DedicatedConnection = tokio_postgres::Connection<
+    tokio_postgres::Socket,
+    <MakeRustlsConnect as tokio_postgres::tls::MakeTlsConnect<tokio_postgres::Socket>>::Stream,
+>;
+
+/// Where the certificate authorities are read from without `store.ca_file`.
+const SYSTEM_CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
+
+/// The TLS side of every connection: used when the connection string asks
+/// for it (`sslmode=require`; `prefer`, libpq's default, falls back to
+/// plain text when the server has no TLS), the server's certificate checked
+/// against `store.ca_file` or the system's authorities, and its name.
+fn tls_connector(settings: &PostgresSettings) -> Result<MakeRustlsConnect, PgError> {
+    let mut roots = rustls::RootCertStore::empty();
+    let path = settings
+        .ca_file
+        .clone()
+        .unwrap_or_else(|| std::path::PathBuf::from(SYSTEM_CA_BUNDLE));
+    if settings.ca_file.is_some() || path.exists() {
+        let certs = CertificateDer::pem_file_iter(&path)
+            .map_err(|e| PgError::Setup(format!("store.ca_file {}: {e}", path.display())))?;
+        for cert in certs {
+            let cert =
+                cert.map_err(|e| PgError::Setup(format!("store.ca_file {}: {e}", path.display())))?;
+            // A system bundle may hold certificates rustls cannot use: skip those.
+            if let Err(e) = roots.add(cert)
+                && settings.ca_file.is_some()
+            {
+                return Err(PgError::Setup(format!(
+                    "store.ca_file {}: {e}",
+                    path.display()
+                )));
+            }
+        }
+        if settings.ca_file.is_some() && roots.is_empty() {
+            return Err(PgError::Setup(format!(
+                "store.ca_file {}: no certificate in it",
+                path.display()
+            )));
+        }
+    }
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| PgError::Setup(format!("TLS: {e}")))?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    Ok(MakeRustlsConnect::new(config))
 }
 
 impl std::fmt::Debug for Pg {
@@ -63,9 +118,10 @@ impl Pg {
         }
         config.keepalives(true);
         config.keepalives_idle(Duration::from_secs(5));
+        let tls = tls_connector(settings)?;
         let manager = Manager::from_config(
             config,
-            NoTls,
+            tls.clone(),
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
             },
@@ -81,6 +137,7 @@ impl Pg {
         Ok(Pg {
             pool,
             settings: settings.clone(),
+            tls,
         })
     }
 
@@ -142,17 +199,11 @@ impl Pg {
     /// [`PgError`] when it cannot be opened.
     pub async fn dedicated(
         &self,
-    ) -> Result<
-        (
-            tokio_postgres::Client,
-            tokio_postgres::Connection<tokio_postgres::Socket, tokio_postgres::tls::NoTlsStream>,
-        ),
-        PgError,
-    > {
+    ) -> Result<(tokio_postgres::Client, DedicatedConnection), PgError> {
         let config = tokio_postgres::Config::from_str(&self.settings.url)
             .map_err(|e| PgError::Setup(e.to_string()))?;
         let limit = self.settings.unavailable_after;
-        tokio::time::timeout(limit, config.connect(NoTls))
+        tokio::time::timeout(limit, config.connect(self.tls.clone()))
             .await
             .map_err(|_| PgError::Timeout(limit))?
             .map_err(PgError::from)

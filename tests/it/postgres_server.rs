@@ -184,6 +184,33 @@ impl PgServer {
         );
     }
 
+    /// Turns TLS on with this certificate and key (PEM), then restarts.
+    pub fn enable_tls(&self, cert_pem: &str, key_pem: &str) {
+        let data = self.data();
+        std::fs::write(data.join("server.crt"), cert_pem).unwrap();
+        std::fs::write(data.join("server.key"), key_pem).unwrap();
+        let mut conf = std::fs::read_to_string(data.join("postgresql.auto.conf")).unwrap();
+        conf.push_str("ssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n");
+        std::fs::write(data.join("postgresql.auto.conf"), conf).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(
+            data.join("server.key"),
+            std::fs::Permissions::from_mode(0o600),
+        )
+        .unwrap();
+        if self.as_postgres_user {
+            let status = Command::new("chown")
+                .args(["postgres:postgres"])
+                .arg(data.join("server.crt"))
+                .arg(data.join("server.key"))
+                .status()
+                .expect("chown");
+            assert!(status.success());
+        }
+        self.stop();
+        self.start_again();
+    }
+
     /// Runs one SQL statement through `psql` and returns its output
     /// (unaligned, tuples only).
     pub fn psql(&self, sql: &str) -> String {
@@ -252,6 +279,7 @@ async fn test_replicas_migrate_the_shared_schema_once() {
         replica_id: id.to_string(),
         max_staleness: std::time::Duration::from_millis(1000),
         unavailable_after: std::time::Duration::from_millis(2000),
+        ca_file: None,
     };
     let (one, two) = (settings("gw-1"), settings("gw-2"));
     let (a, b) = tokio::join!(
@@ -284,6 +312,7 @@ async fn test_connect_to_a_stopped_database_fails_in_bounded_time() {
         replica_id: "gw-1".to_string(),
         max_staleness: std::time::Duration::from_millis(1000),
         unavailable_after: std::time::Duration::from_millis(500),
+        ca_file: None,
     };
     let started = std::time::Instant::now();
     let err = dialgate::store::postgres::Pg::connect(&settings)
@@ -293,4 +322,57 @@ async fn test_connect_to_a_stopped_database_fails_in_bounded_time() {
         started.elapsed() < std::time::Duration::from_secs(5),
         "{err}"
     );
+}
+
+/// TLS to the database: with `sslmode=require` the connection is encrypted
+/// and the server's certificate must chain to `store.ca_file` and name the
+/// host; a server whose certificate does not is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_tls_to_the_database_checks_the_server_certificate() {
+    let Some(pg) = PgServer::start() else { return };
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["localhost".to_string()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    pg.enable_tls(&cert.pem(), &key.serialize_pem());
+    let dir = tempfile::tempdir().unwrap();
+    let right_ca = dir.path().join("right.pem");
+    std::fs::write(&right_ca, cert.pem()).unwrap();
+    let other_key = rcgen::KeyPair::generate().unwrap();
+    let other = rcgen::CertificateParams::new(vec!["localhost".to_string()])
+        .unwrap()
+        .self_signed(&other_key)
+        .unwrap();
+    let wrong_ca = dir.path().join("wrong.pem");
+    std::fs::write(&wrong_ca, other.pem()).unwrap();
+    let settings = |ca: &std::path::Path| dialgate::store::PostgresSettings {
+        url: format!(
+            "postgres://dialgate@localhost:{}/dialgate?sslmode=require",
+            pg.port()
+        ),
+        replica_id: "gw-tls".to_string(),
+        max_staleness: std::time::Duration::from_millis(1000),
+        unavailable_after: std::time::Duration::from_millis(2000),
+        ca_file: Some(ca.to_path_buf()),
+    };
+    let shared = dialgate::store::postgres::Pg::connect(&settings(&right_ca))
+        .await
+        .unwrap();
+    let encrypted: bool = shared
+        .client()
+        .await
+        .unwrap()
+        .query_one(
+            "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(encrypted);
+    let err = dialgate::store::postgres::Pg::connect(&settings(&wrong_ca))
+        .await
+        .unwrap_err();
+    assert!(!err.to_string().contains("password"), "{err}");
 }

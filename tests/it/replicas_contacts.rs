@@ -509,6 +509,7 @@ async fn test_copy_from_sqlite_then_replicas_serve_the_records() {
         replica_id: "migrate".into(),
         max_staleness: Duration::from_secs(1),
         unavailable_after: Duration::from_secs(2),
+        ca_file: None,
     };
     let shared = dialgate::store::postgres::Pg::connect(&settings)
         .await
@@ -588,6 +589,7 @@ async fn test_opposed_answers_are_shared_and_erased() {
         replica_id: "registry-cli".into(),
         max_staleness: Duration::from_secs(1),
         unavailable_after: Duration::from_secs(2),
+        ca_file: None,
     };
     let shared = dialgate::store::postgres::Pg::connect(&settings)
         .await

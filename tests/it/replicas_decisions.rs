@@ -439,6 +439,7 @@ async fn test_copy_from_sqlite_keeps_the_chain_and_refuses_a_replica_with_rows()
         replica_id: "gw-old".into(),
         max_staleness: Duration::from_secs(1),
         unavailable_after: Duration::from_secs(2),
+        ca_file: None,
     };
     let shared = dialgate::store::postgres::Pg::connect(&settings)
         .await

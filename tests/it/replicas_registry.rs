@@ -429,6 +429,7 @@ async fn test_a_publication_built_on_an_outdated_version_is_refused() {
         replica_id: "ops".to_string(),
         max_staleness: Duration::from_millis(1000),
         unavailable_after: Duration::from_millis(2000),
+        ca_file: None,
     };
     let shared = dialgate::store::postgres::Pg::connect(&settings)
         .await
@@ -785,6 +786,7 @@ async fn test_a_deliberate_rollback_is_installed_by_replicas() {
         replica_id: "ops".to_string(),
         max_staleness: Duration::from_millis(1000),
         unavailable_after: Duration::from_millis(2000),
+        ca_file: None,
     };
     let shared = dialgate::store::postgres::Pg::connect(&settings)
         .await
