@@ -30,6 +30,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::chain::{self, GENESIS};
 use super::shared_audit;
+use super::shared_clock::{self, DB_NOW_US, MAX_CLOCK_SKEW};
 use super::shared_rows::{
     PG_COLUMNS, attempts_lock, lock_order, read_pg_row, request_lock, strict_record,
 };
@@ -230,6 +231,14 @@ async fn open_session(pg: &Pg) -> Result<Session, PgError> {
              SET tcp_user_timeout = 10000; SET idle_in_transaction_session_timeout = 5000",
         )
         .await?;
+    // Named like the pool's connections: an operator (and the tests) can
+    // find the writer in pg_stat_activity.
+    conn.client
+        .execute(
+            "SELECT set_config('application_name', $1, false)",
+            &[&format!("dialgate {replica} decision log")],
+        )
+        .await?;
     let locked: bool = conn
         .client
         .query_one(
@@ -281,7 +290,14 @@ pub(crate) async fn read_head(
 impl Statements {
     async fn prepare(client: &tokio_postgres::Client) -> Result<Statements, PgError> {
         Ok(Statements {
-            lock: client.prepare("SELECT dialgate_lock_keys($1)").await?,
+            // The database's clock before and after the locks: the first
+            // reading is compared with this host's clock, the lock wait
+            // between them does not hide a skew.
+            lock: client
+                .prepare(&format!(
+                    "SELECT {DB_NOW_US}, dialgate_lock_keys($1), {DB_NOW_US}"
+                ))
+                .await?,
             earlier: client
                 .prepare(&format!(
                     "SELECT {PG_COLUMNS} FROM decisions
@@ -368,13 +384,20 @@ impl Writer {
         let healthy = match &self.session {
             Some(session) => self
                 .pg
-                .within(async {
-                    session.conn.client.simple_query("SELECT 1").await?;
-                    Ok(())
-                })
+                .within(shared_clock::probe(&session.conn.client))
                 .await
-                .is_ok(),
-            None => self.session().await.is_ok(),
+                .map_err(Arc::new),
+            None => self.session().await.map(|_| ()),
+        };
+        let healthy = match healthy {
+            Ok(()) => true,
+            Err(err) => {
+                if !self.counters.failing.load(Ordering::Relaxed) {
+                    tracing::error!(error = %err, "shared decision log unavailable");
+                }
+                *self.counters.last_error.lock().expect("log error lock") = Some(err.to_string());
+                false
+            }
         };
         if healthy {
             self.counters.failing.store(false, Ordering::Relaxed);
@@ -505,10 +528,16 @@ async fn commit(
         .isolation_level(tokio_postgres::IsolationLevel::ReadCommitted)
         .start()
         .await?;
-    let plan = BatchPlan::of(&pendings);
-    if !plan.locks.is_empty() {
-        tx.execute(&statements.lock, &[&plan.locks]).await?;
-    }
+    let plan = BatchPlan::of(&pendings, MAX_CLOCK_SKEW);
+    let sent = Timestamp::now();
+    let clocks = tx.query_one(&statements.lock, &[&plan.locks]).await?;
+    let received = Timestamp::now();
+    let db_first = shared_clock::db_timestamp(clocks.try_get(0)?)?;
+    let db_locked = shared_clock::db_timestamp(clocks.try_get(2)?)?;
+    shared_clock::check_skew(
+        shared_clock::clock_skew(sent, received, db_first, db_locked.duration_since(db_first)),
+        MAX_CLOCK_SKEW,
+    )?;
     let since_us = micros(idempotency_since);
     let attempts_since_us = plan.attempts_since.map(micros).unwrap_or(i64::MAX);
     let (earlier_rows, attempt_rows) = tokio::try_join!(
@@ -546,7 +575,7 @@ async fn commit(
             .or_default()
             .push(super::from_micros(at));
     }
-    let outcomes = settle(pendings, &mut earlier, &mut attempts);
+    let outcomes = settle(pendings, &mut earlier, &mut attempts, MAX_CLOCK_SKEW);
     let mut columns = Columns::default();
     let (mut seq, mut prev_hash) = session.head.clone();
     for outcome in &outcomes {
@@ -578,7 +607,8 @@ struct BatchPlan {
 }
 
 impl BatchPlan {
-    fn of(pendings: &[Pending]) -> BatchPlan {
+    /// The plan of `pendings`, their caps' windows longer by `slack`.
+    fn of(pendings: &[Pending], slack: jiff::SignedDuration) -> BatchPlan {
         let mut plan = BatchPlan::default();
         let mut locks = Vec::new();
         for pending in pendings {
@@ -594,7 +624,7 @@ impl BatchPlan {
                 plan.controllers.push(record.controller.clone());
                 plan.numbers.push(record.normalized_number.clone());
                 for cap in &pending.caps {
-                    let since = record.decided_at - cap.window;
+                    let since = record.decided_at - cap.window - slack;
                     plan.attempts_since = Some(plan.attempts_since.map_or(since, |s| s.min(since)));
                 }
             }
@@ -624,6 +654,7 @@ fn settle(
     pendings: Vec<Pending>,
     earlier: &mut HashMap<String, DecisionRecord>,
     attempts: &mut HashMap<(String, String), Vec<Timestamp>>,
+    slack: jiff::SignedDuration,
 ) -> Vec<Committed> {
     let mut outcomes = Vec::with_capacity(pendings.len());
     for pending in pendings {
@@ -640,7 +671,7 @@ fn settle(
         if slot {
             let key = (record.controller.clone(), record.normalized_number.clone());
             let taken = attempts.entry(key).or_default();
-            match crate::attempts::refused_by_caps(&caps, taken, record.decided_at) {
+            match crate::attempts::refused_by_caps(&caps, taken, record.decided_at, slack) {
                 Some((reason, lifts_at)) => {
                     record.verdict = Verdict::Deny;
                     record.reasons = vec![reason];
@@ -833,6 +864,7 @@ mod tests {
             ],
             &mut HashMap::new(),
             &mut attempts,
+            SignedDuration::ZERO,
         );
         assert_eq!(
             verdicts(&outcomes),
@@ -868,6 +900,7 @@ mod tests {
             ],
             &mut earlier,
             &mut HashMap::new(),
+            SignedDuration::ZERO,
         );
         assert_eq!(outcomes[0], Committed::Earlier(first));
         assert!(matches!(&outcomes[1], Committed::Logged(r) if r.verdict == Verdict::Allow));
@@ -880,18 +913,24 @@ mod tests {
     #[test]
     fn test_batch_plan_locks_sorted_and_once() {
         let t0: Timestamp = "2026-11-23T10:00:00Z".parse().unwrap();
-        let plan = BatchPlan::of(&[
-            pending("b", Verdict::Allow, t0, true),
-            pending("a", Verdict::Allow, t0, true),
-            pending("", Verdict::Deny, t0, true),
-        ]);
+        let plan = BatchPlan::of(
+            &[
+                pending("b", Verdict::Allow, t0, true),
+                pending("a", Verdict::Allow, t0, true),
+                pending("", Verdict::Deny, t0, true),
+            ],
+            SignedDuration::ZERO,
+        );
         assert_eq!(
             plan.locks.len(),
             3,
             "two request ids, one (controller, number)"
         );
         assert!(plan.locks.windows(2).all(|w| w[0] < w[1]));
-        let uncapped = BatchPlan::of(&[pending("", Verdict::Allow, t0, false)]);
+        let uncapped = BatchPlan::of(
+            &[pending("", Verdict::Allow, t0, false)],
+            SignedDuration::ZERO,
+        );
         assert_eq!(
             uncapped.locks.len(),
             1,
@@ -903,5 +942,40 @@ mod tests {
             plan.attempts_since,
             Some(t0 - SignedDuration::from_hours(24))
         );
+    }
+
+    /// A replica whose clock runs ahead by less than the tolerance still
+    /// counts an ALLOW another replica stamped just inside the window.
+    #[test]
+    fn test_settle_counts_allows_within_the_clock_tolerance_of_the_window() {
+        let t0: Timestamp = "2026-11-23T10:00:00Z".parse().unwrap();
+        let day = SignedDuration::from_hours(24);
+        let edge = t0 - day - SignedDuration::from_millis(300);
+        let attempts = || {
+            HashMap::from([(
+                ("acme".to_string(), "+33612345678".to_string()),
+                vec![edge, t0 - SignedDuration::from_hours(1)],
+            )])
+        };
+        let strict = settle(
+            vec![pending("", Verdict::Allow, t0, true)],
+            &mut HashMap::new(),
+            &mut attempts(),
+            MAX_CLOCK_SKEW,
+        );
+        assert_eq!(verdicts(&strict), vec![("logged", Verdict::Deny)]);
+        let Committed::Logged(refused) = &strict[0] else {
+            unreachable!()
+        };
+        assert_eq!(refused.next_allowed_at, Some(edge + day + MAX_CLOCK_SKEW));
+        let loose = settle(
+            vec![pending("", Verdict::Allow, t0, true)],
+            &mut HashMap::new(),
+            &mut attempts(),
+            SignedDuration::ZERO,
+        );
+        assert_eq!(verdicts(&loose), vec![("logged", Verdict::Allow)]);
+        let plan = BatchPlan::of(&[pending("", Verdict::Allow, t0, true)], MAX_CLOCK_SKEW);
+        assert_eq!(plan.attempts_since, Some(t0 - day - MAX_CLOCK_SKEW));
     }
 }

@@ -684,3 +684,106 @@ async fn test_a_database_that_stops_answering_gives_unavailable_within_the_bound
     }
     verify_ok(&ws);
 }
+
+/// Ends every database session of the replicas (pool and log writer).
+fn terminate_dialgate_sessions(pg: &PgServer) {
+    pg.psql(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name LIKE 'dialgate%'",
+    );
+}
+
+/// Calls until an answer comes (UNAVAILABLE meanwhile), at most 30 s.
+async fn until_answered(server: &TestServer, called: &str) -> dialgate::proto::CheckCallResponse {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut client = server.gateway().await;
+    loop {
+        match client.check_call(request(called, "us-free", "")).await {
+            Ok(answer) => return answer.into_inner(),
+            Err(status) => {
+                assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+                assert!(Instant::now() < deadline, "no answer in 30 s");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+/// Calls until UNAVAILABLE (a reconnection may still answer one), at most 10 s.
+async fn until_unavailable(server: &TestServer, called: &str) -> tonic::Status {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut client = server.gateway().await;
+    loop {
+        match client.check_call(request(called, "us-free", "")).await {
+            Ok(_) => {
+                assert!(Instant::now() < deadline, "still answering after 10 s");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(status) => return status,
+        }
+    }
+}
+
+async fn until_ready(server: &TestServer, code: u16) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while server.get("/readyz").0 != code {
+        assert!(Instant::now() < deadline, "/readyz never {code}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The database's clock 2 s ahead of the replica's (a function shadowing
+/// pg_catalog's for new sessions): the replica logs nothing, answers
+/// UNAVAILABLE, /readyz 503 and names the skew; back in step, it recovers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_a_replica_whose_clock_is_off_the_databases_logs_nothing() {
+    let Some(pg) = PgServer::start() else { return };
+    let ws = replica(&pg, "gw-a");
+    let server = ws.start();
+    assert_eq!(
+        verdict(&until_answered(&server, &number(1)).await),
+        Verdict::Allow
+    );
+    pg.psql(
+        "CREATE FUNCTION public.clock_timestamp() RETURNS timestamptz LANGUAGE sql
+           AS $$ SELECT pg_catalog.clock_timestamp() + interval '2 seconds' $$;
+         ALTER DATABASE dialgate SET search_path = public, pg_catalog;",
+    );
+    terminate_dialgate_sessions(&pg);
+    let status = until_unavailable(&server, &number(2)).await;
+    assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+    // For 3 s (the writer reconnected meanwhile): no decision.
+    for i in 0..10 {
+        let status = server
+            .gateway()
+            .await
+            .check_call(request(&number(3 + i), "us-free", ""))
+            .await
+            .expect_err("no decision while the clocks disagree");
+        assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    until_ready(&server, 503).await;
+    pg.psql("DROP FUNCTION public.clock_timestamp(); ALTER DATABASE dialgate RESET search_path;");
+    terminate_dialgate_sessions(&pg);
+    assert_eq!(
+        verdict(&until_answered(&server, &number(99)).await),
+        Verdict::Allow
+    );
+    until_ready(&server, 200).await;
+    let (_, log) = server.terminate();
+    assert!(
+        log.iter()
+            .any(|l| l.contains("clock skew") && l.contains("ahead of")),
+        "the log names the skew: {}",
+        log.join("\n")
+    );
+    let during: Vec<String> = exported(&ws)
+        .iter()
+        .map(|d| d["called_number"].as_str().unwrap().to_string())
+        .filter(|n| (3..13).any(|i| *n == number(i)))
+        .collect();
+    assert!(
+        during.is_empty(),
+        "nothing decided while the clocks disagreed was logged: {during:?}"
+    );
+}
