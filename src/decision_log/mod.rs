@@ -19,6 +19,7 @@ pub mod shared_audit;
 pub mod shared_cli;
 mod shared_clock;
 pub mod shared_copy;
+mod shared_head;
 mod shared_rows;
 pub mod wal_backfill;
 pub mod writer;

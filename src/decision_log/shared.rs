@@ -31,6 +31,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::chain::{self, GENESIS};
 use super::shared_audit;
 use super::shared_clock::{self, DB_NOW_US, MAX_CLOCK_SKEW};
+use super::shared_head::{self, Head};
 use super::shared_rows::{
     PG_COLUMNS, attempts_lock, lock_order, read_pg_row, request_lock, strict_record,
 };
@@ -89,6 +90,9 @@ pub struct SharedLog {
 struct Writer {
     pg: Pg,
     session: Option<Session>,
+    /// The head this writer last committed (or found at start): kept
+    /// across sessions, a reconnection must find the chain continuing it.
+    last_committed: Head,
     retry_at: Instant,
     last_error: Option<Arc<PgError>>,
     counters: Arc<LogCounters>,
@@ -143,12 +147,30 @@ impl SharedLog {
             .map(super::checkpoint::load_key)
             .transpose()
             .map_err(|e| PgError::Setup(e.to_string()))?;
-        let session = pg.within(open_session(pg)).await?;
+        let session = pg
+            .within(async {
+                let session = open_session(pg, None).await?;
+                // Never behind what a checkpoint vouched for.
+                if let Some(checkpointed) =
+                    shared_head::latest_checkpointed(&session.conn.client, pg.replica_id()).await?
+                {
+                    shared_head::require_continues(
+                        &session.conn.client,
+                        pg.replica_id(),
+                        &checkpointed,
+                        &session.head,
+                    )
+                    .await?;
+                }
+                Ok(session)
+            })
+            .await?;
         let startup = read_startup_state(pg, scan).await?;
         let counters = Arc::new(LogCounters::default());
         let (sender, receiver) = mpsc::channel(config.queue_capacity.max(1));
         let writer = Writer {
             pg: pg.clone(),
+            last_committed: session.head.clone(),
             session: Some(session),
             retry_at: Instant::now(),
             last_error: None,
@@ -209,8 +231,9 @@ impl SharedLog {
 }
 
 /// Opens the writer's connection: the replica's lock, the prepared
-/// statements and the head of its chain.
-async fn open_session(pg: &Pg) -> Result<Session, PgError> {
+/// statements and the head of its chain, which must continue `last` (what
+/// this writer committed before).
+async fn open_session(pg: &Pg, last: Option<&Head>) -> Result<Session, PgError> {
     let (client, connection) = pg.dedicated().await?;
     let task = tokio::spawn(async move {
         if let Err(err) = connection.await {
@@ -254,6 +277,9 @@ async fn open_session(pg: &Pg) -> Result<Session, PgError> {
     }
     let statements = Statements::prepare(&conn.client).await?;
     let head = read_head(&conn.client, replica).await?;
+    if let Some(last) = last {
+        shared_head::require_continues(&conn.client, replica, last, &head).await?;
+    }
     Ok(Session {
         conn,
         head,
@@ -421,7 +447,8 @@ impl Writer {
             {
                 return Err(Arc::clone(err));
             }
-            match self.pg.within(open_session(&self.pg)).await {
+            let last = self.last_committed.clone();
+            match self.pg.within(open_session(&self.pg, Some(&last))).await {
                 Ok(session) => {
                     tracing::info!(
                         head = session.head.0,
@@ -474,6 +501,9 @@ impl Writer {
         self.counters.backlog.sub(acks.len() as i64);
         match result {
             Ok(committed) => {
+                if let Some(session) = &self.session {
+                    self.last_committed = session.head.clone();
+                }
                 let written = committed
                     .iter()
                     .filter(|c| matches!(c, Committed::Logged(_)))

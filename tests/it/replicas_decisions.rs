@@ -787,3 +787,50 @@ async fn test_a_replica_whose_clock_is_off_the_databases_logs_nothing() {
         "nothing decided while the clocks disagreed was logged: {during:?}"
     );
 }
+
+/// The database lost the tail of a replica's chain (a failover to an
+/// asynchronous standby, a restore): the writer, reconnecting, finds its
+/// chain behind what it committed and logs nothing: UNAVAILABLE, /readyz
+/// 503, the log says why; a restart is refused while a checkpoint vouches
+/// for the lost rows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_a_chain_that_went_backwards_is_not_written_on() {
+    let Some(pg) = PgServer::start() else { return };
+    let ws = replica(&pg, "gw-a");
+    let server = ws.start();
+    for i in 0..3 {
+        assert_eq!(
+            verdict(&until_answered(&server, &number(i)).await),
+            Verdict::Allow
+        );
+    }
+    ws.cli_ok(&["audit", "checkpoint"]);
+    pg.psql("DELETE FROM decisions WHERE replica_id = 'gw-a' AND seq > 1");
+    terminate_dialgate_sessions(&pg);
+    let status = until_unavailable(&server, &number(10)).await;
+    assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+    for i in 0..8 {
+        let status = server
+            .gateway()
+            .await
+            .check_call(request(&number(11 + i), "us-free", ""))
+            .await
+            .expect_err("nothing written on a chain that went backwards");
+        assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    until_ready(&server, 503).await;
+    let seqs = pg.psql(
+        "SELECT string_agg(seq::text, ',' ORDER BY seq) FROM decisions WHERE replica_id = 'gw-a'",
+    );
+    assert_eq!(seqs.trim(), "1", "no seq reused");
+    let (_, log) = server.terminate();
+    assert!(
+        log.iter().any(|l| l.contains("went backwards")),
+        "the log says why"
+    );
+    let out = ws.cli(&["serve"]);
+    assert!(!out.status.success(), "a restart is refused");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("went backwards"), "{stderr}");
+}
