@@ -33,7 +33,7 @@ use super::shared_audit;
 use super::shared_clock::{self, DB_NOW_US, MAX_CLOCK_SKEW};
 use super::shared_head::{self, Head};
 use super::shared_rows::{
-    PG_COLUMNS, attempts_lock, lock_order, read_pg_row, request_lock, strict_record,
+    PG_COLUMNS, attempts_lock, lock_order, read_pg_row, request_lock, stored_instant, strict_record,
 };
 use super::writer::stored_row;
 use super::{DecisionRecord, LogConfig, LogCounters, LogError, StartupScan, StartupState, micros};
@@ -603,7 +603,7 @@ async fn commit(
         attempts
             .entry((controller, number))
             .or_default()
-            .push(super::from_micros(at));
+            .push(stored_instant(at, "an ALLOW's decided_at_us")?);
     }
     let outcomes = settle(pendings, &mut earlier, &mut attempts, MAX_CLOCK_SKEW);
     let mut columns = Columns::default();
@@ -641,6 +641,9 @@ impl BatchPlan {
     fn of(pendings: &[Pending], slack: jiff::SignedDuration) -> BatchPlan {
         let mut plan = BatchPlan::default();
         let mut locks = Vec::new();
+        // Each (controller, number) read once: the attempts query joins on
+        // these pairs, a pair twice would count its ALLOWs twice.
+        let mut pairs = std::collections::HashSet::new();
         for pending in pendings {
             let record = &pending.record;
             if !record.request_id.is_empty() {
@@ -651,8 +654,10 @@ impl BatchPlan {
                 locks.push(attempts_lock(&record.controller, &record.normalized_number));
             }
             if needs_slot(pending) {
-                plan.controllers.push(record.controller.clone());
-                plan.numbers.push(record.normalized_number.clone());
+                if pairs.insert((&record.controller, &record.normalized_number)) {
+                    plan.controllers.push(record.controller.clone());
+                    plan.numbers.push(record.normalized_number.clone());
+                }
                 for cap in &pending.caps {
                     let since = record.decided_at - cap.window - slack;
                     plan.attempts_since = Some(plan.attempts_since.map_or(since, |s| s.min(since)));
@@ -823,7 +828,7 @@ async fn read_startup_state(pg: &Pg, scan: StartupScan) -> Result<StartupState, 
         state.allowed.push((
             row.try_get(0)?,
             row.try_get(1)?,
-            super::from_micros(row.try_get(2)?),
+            stored_instant(row.try_get(2)?, "an ALLOW's decided_at_us")?,
         ));
     }
     Ok(state)
@@ -967,7 +972,11 @@ mod tests {
             "an uncapped ALLOW that counts locks its number"
         );
         assert!(uncapped.controllers.is_empty(), "and reads no attempts");
-        assert_eq!(plan.controllers.len(), 2);
+        assert_eq!(
+            (plan.controllers.len(), plan.numbers.len()),
+            (1, 1),
+            "two calls to one number read its attempts once (else counted twice)"
+        );
         assert_eq!(
             plan.attempts_since,
             Some(t0 - SignedDuration::from_hours(24))
@@ -1007,5 +1016,37 @@ mod tests {
         assert_eq!(verdicts(&loose), vec![("logged", Verdict::Allow)]);
         let plan = BatchPlan::of(&[pending("", Verdict::Allow, t0, true)], MAX_CLOCK_SKEW);
         assert_eq!(plan.attempts_since, Some(t0 - day - MAX_CLOCK_SKEW));
+    }
+
+    /// Cap 4, 2 ALLOWs already logged, two calls to the number in one
+    /// batch: both ALLOW (the attempts query, a join on the plan's pairs,
+    /// returns each logged ALLOW once per pair: once).
+    #[test]
+    fn test_two_calls_to_one_number_in_a_batch_count_the_logged_allows_once() {
+        let t0: Timestamp = "2026-11-23T10:00:00Z".parse().unwrap();
+        let capped = |id: &str| {
+            let mut p = pending(id, Verdict::Allow, t0, true);
+            p.caps[0].max_attempts = 4;
+            p
+        };
+        let batch = vec![capped("r1"), capped("r2")];
+        let plan = BatchPlan::of(&batch, MAX_CLOCK_SKEW);
+        let logged = [
+            t0 - SignedDuration::from_hours(2),
+            t0 - SignedDuration::from_hours(1),
+        ];
+        // What the attempts query returns: the logged ALLOWs of each pair.
+        let mut attempts: HashMap<(String, String), Vec<Timestamp>> = HashMap::new();
+        for (controller, number) in plan.controllers.iter().zip(&plan.numbers) {
+            attempts
+                .entry((controller.clone(), number.clone()))
+                .or_default()
+                .extend(logged);
+        }
+        let outcomes = settle(batch, &mut HashMap::new(), &mut attempts, MAX_CLOCK_SKEW);
+        assert_eq!(
+            verdicts(&outcomes),
+            vec![("logged", Verdict::Allow), ("logged", Verdict::Allow)]
+        );
     }
 }
