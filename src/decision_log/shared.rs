@@ -254,6 +254,23 @@ async fn open_session(pg: &Pg, last: Option<&Head>) -> Result<Session, PgError> 
              SET tcp_user_timeout = 10000; SET idle_in_transaction_session_timeout = 5000",
         )
         .await?;
+    // A batch its caller gave up on (after `unavailable_after`) stops
+    // waiting and holding its locks by itself, and a backend whose client
+    // vanished notices while it waits.
+    let bound = pg.settings().unavailable_after.as_millis().max(1);
+    conn.client
+        .batch_execute(&format!(
+            "SET lock_timeout = {bound}; SET statement_timeout = {bound}"
+        ))
+        .await?;
+    if let Err(err) = conn
+        .client
+        .batch_execute("SET client_connection_check_interval = 1000")
+        .await
+    {
+        // PostgreSQL before 14: the timeouts above still bound the wait.
+        tracing::debug!(error = %err, "client_connection_check_interval not set");
+    }
     // Named like the pool's connections: an operator (and the tests) can
     // find the writer in pg_stat_activity.
     conn.client

@@ -834,3 +834,52 @@ async fn test_a_chain_that_went_backwards_is_not_written_on() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("went backwards"), "{stderr}");
 }
+
+/// A batch blocked in the database (a table lock held elsewhere) past
+/// `unavailable_after`: the caller gets UNAVAILABLE and the abandoned
+/// backend stops waiting (and holding the batch's locks) by itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_an_abandoned_batch_stops_waiting_in_the_database() {
+    let Some(pg) = PgServer::start() else { return };
+    let ws = replica(&pg, "gw-a");
+    let server = ws.start();
+    assert_eq!(
+        verdict(&until_answered(&server, &number(1)).await),
+        Verdict::Allow
+    );
+    let (mut holder, connection) = tokio_postgres::connect(&pg.url(), tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    // Inserts wait, reads (reconnection, probes) do not.
+    let tx = holder.transaction().await.unwrap();
+    tx.batch_execute("LOCK TABLE decisions IN SHARE MODE")
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let status = server
+        .gateway()
+        .await
+        .check_call(request(&number(2), "us-free", ""))
+        .await
+        .expect_err("no decision while the insert waits");
+    let took = started.elapsed();
+    assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    // Reconnection attempts wait too (preparing the insert locks the
+    // table), each for at most unavailable_after (2 s).
+    let waiting = pg.psql(
+        "SELECT count(*) FROM pg_stat_activity
+         WHERE application_name LIKE 'dialgate%decision log' AND wait_event_type = 'Lock'
+           AND query_start < now() - interval '3 seconds'",
+    );
+    tx.rollback().await.unwrap();
+    assert_eq!(
+        waiting, "0",
+        "an abandoned batch still waits in the database (UNAVAILABLE after {took:?})"
+    );
+    assert_eq!(
+        verdict(&until_answered(&server, &number(3)).await),
+        Verdict::Allow
+    );
+}
