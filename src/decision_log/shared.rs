@@ -165,6 +165,7 @@ impl SharedLog {
                 Ok(session)
             })
             .await?;
+        record_keep(pg, scan.keep).await?;
         let startup = read_startup_state(pg, scan).await?;
         let counters = Arc::new(LogCounters::default());
         let (sender, receiver) = mpsc::channel(config.queue_capacity.max(1));
@@ -819,6 +820,22 @@ impl Columns {
         self.prev_hash.push(row.prev_hash);
         self.hash.push(hash);
     }
+}
+
+/// Records how far back this replica needs the log, for `audit purge`.
+async fn record_keep(pg: &Pg, keep: jiff::SignedDuration) -> Result<(), PgError> {
+    let client = pg.client().await?;
+    let keep_us = i64::try_from(keep.as_micros()).unwrap_or(i64::MAX);
+    pg.within(async {
+        client
+            .execute(
+                "UPDATE replicas SET keep_decisions_us = $2 WHERE replica_id = $1",
+                &[&pg.replica_id(), &keep_us],
+            )
+            .await?;
+        Ok(())
+    })
+    .await
 }
 
 /// The decisions of every replica the server needs at start: the ALLOWs

@@ -565,6 +565,16 @@ pub async fn purge(
     key: Option<&SigningKey>,
 ) -> Result<SharedPurge, PgError> {
     let mut client = pg.client().await?;
+    let needs: Vec<(String, i64)> = client
+        .query(
+            "SELECT replica_id, keep_decisions_us FROM replicas WHERE keep_decisions_us IS NOT NULL",
+            &[],
+        )
+        .await?
+        .iter()
+        .map(|r| Ok::<_, PgError>((r.try_get(0)?, r.try_get(1)?)))
+        .collect::<Result<_, _>>()?;
+    purge_allowed(before, Timestamp::now(), &needs)?;
     let replicas: Vec<String> = client
         .query("SELECT DISTINCT replica_id FROM decisions ORDER BY 1", &[])
         .await?
@@ -647,9 +657,52 @@ pub async fn purge(
     Ok(summary)
 }
 
+/// Refuses a cut at `before` inside what a replica recorded it needs
+/// (`needs`: replica, microseconds back from `now`).
+///
+/// # Errors
+/// [`PgError::Setup`] naming the replica and the oldest instant allowed.
+fn purge_allowed(
+    before: Timestamp,
+    now: Timestamp,
+    needs: &[(String, i64)],
+) -> Result<(), PgError> {
+    let Some((replica, keep_us)) = needs.iter().max_by_key(|(_, keep)| *keep) else {
+        return Ok(());
+    };
+    let floor = now
+        .checked_sub(jiff::SignedDuration::from_micros(*keep_us))
+        .unwrap_or(Timestamp::UNIX_EPOCH);
+    if before > floor {
+        return Err(PgError::Setup(format!(
+            "--before {before}: replica {replica:?} still needs the decisions made since {floor} (its longest attempt-cap window, idempotency window or record-keeping period, recorded at its last start): nothing purged"
+        )));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn test_purge_keeps_what_any_replica_needs() {
+        let now: Timestamp = "2026-11-23T10:00:00Z".parse().unwrap();
+        let day_us = 86_400_000_000i64;
+        let needs = vec![
+            ("gw-a".to_string(), day_us),
+            ("gw-cap".to_string(), 30 * day_us),
+        ];
+        let eight_days_ago = now - jiff::SignedDuration::from_hours(8 * 24);
+        let err = purge_allowed(eight_days_ago, now, &needs)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("\"gw-cap\""), "{err}");
+        assert!(
+            purge_allowed(now - jiff::SignedDuration::from_hours(31 * 24), now, &needs).is_ok()
+        );
+        assert!(purge_allowed(now, now, &[]).is_ok());
+    }
 
     #[test]
     fn test_heads_checkpoint_signature_covers_every_head() {

@@ -883,3 +883,46 @@ async fn test_an_abandoned_batch_stops_waiting_in_the_database() {
         Verdict::Allow
     );
 }
+
+/// A replica under a 30-day cap records that it needs 30 days of the log:
+/// `audit purge --before` 8 days ago, run with a configuration without
+/// that cap, is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_audit_purge_keeps_what_a_replica_cap_window_needs() {
+    let Some(pg) = PgServer::start() else { return };
+    let capped = purgeable_replica(&pg, "gw-cap");
+    let config = std::fs::read_to_string(capped.config_path()).unwrap();
+    std::fs::write(
+        capped.config_path(),
+        config.replace(
+            "caller_ids = [\"+390212345678\"]\n",
+            "caller_ids = [\"+390212345678\"]\n[campaign.attempt_limit]\nmax_attempts = 3\nwindow_hours = 720\n",
+        ),
+    )
+    .unwrap();
+    let server = capped.start();
+    let answer = server
+        .gateway()
+        .await
+        .check_call(call("+393330000001", "+390212345678", "it-sales"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(verdict(&answer), Verdict::Allow);
+    let admin = purgeable_replica(&pg, "admin");
+    let out = admin.cli(&["audit", "purge", "--before", &days_ago(8)]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "purge inside gw-cap's window: {stderr}"
+    );
+    assert!(stderr.contains("\"gw-cap\" still needs"), "{stderr}");
+    assert_eq!(exported(&admin).len(), 1);
+    let out = admin.cli(&["audit", "purge", "--before", &days_ago(31)]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(exported(&admin).len(), 1);
+}

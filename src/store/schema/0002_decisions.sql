@@ -52,3 +52,8 @@ BEGIN
     END LOOP;
 END
 $$;
+
+-- How far back each replica needs the log at its last start (the longest
+-- attempt-cap window, the idempotency window, the record-keeping floor),
+-- in microseconds: `audit purge` keeps what any replica still needs.
+ALTER TABLE replicas ADD COLUMN keep_decisions_us bigint;
