@@ -259,7 +259,25 @@ pub async fn verify(
     key: Option<&VerifyingKey>,
 ) -> Result<SharedVerification, PgError> {
     let client = pg.client().await?;
-    let stored = checkpoints(&client).await?;
+    // One snapshot for every statement: a purge or an append meanwhile is
+    // either wholly seen or not at all (no false alarm halfway).
+    client
+        .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        .await?;
+    let outcome = verify_in(&client, anchors, key).await;
+    let ended = client.batch_execute("ROLLBACK").await;
+    let outcome = outcome?;
+    ended?;
+    Ok(outcome)
+}
+
+/// [`verify`] inside the caller's transaction.
+async fn verify_in(
+    client: &tokio_postgres::Client,
+    anchors: &[HeadsCheckpoint],
+    key: Option<&VerifyingKey>,
+) -> Result<SharedVerification, PgError> {
+    let stored = checkpoints(client).await?;
     let mut unsigned_before_key = 0;
     if let Some(key) = key {
         let mut seen_signed = false;
