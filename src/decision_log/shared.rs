@@ -165,7 +165,7 @@ impl SharedLog {
                 Ok(session)
             })
             .await?;
-        record_keep(pg, scan.keep).await?;
+        record_needs(pg, &scan).await?;
         let startup = read_startup_state(pg, scan).await?;
         let counters = Arc::new(LogCounters::default());
         let (sender, receiver) = mpsc::channel(config.queue_capacity.max(1));
@@ -822,15 +822,20 @@ impl Columns {
     }
 }
 
-/// Records how far back this replica needs the log, for `audit purge`.
-async fn record_keep(pg: &Pg, keep: jiff::SignedDuration) -> Result<(), PgError> {
+/// Records how far back this replica needs the log (for `audit purge`)
+/// and its longest cap window (for copying a SQLite log in).
+async fn record_needs(pg: &Pg, scan: &StartupScan) -> Result<(), PgError> {
     let client = pg.client().await?;
-    let keep_us = i64::try_from(keep.as_micros()).unwrap_or(i64::MAX);
+    let us = |d: jiff::SignedDuration| i64::try_from(d.as_micros()).unwrap_or(i64::MAX);
+    let keep_us = us(scan.keep);
+    let cap_window_us = scan
+        .attempts_since
+        .map(|since| us(Timestamp::now().duration_since(since)));
     pg.within(async {
         client
             .execute(
-                "UPDATE replicas SET keep_decisions_us = $2 WHERE replica_id = $1",
-                &[&pg.replica_id(), &keep_us],
+                "UPDATE replicas SET keep_decisions_us = $2, cap_window_us = $3 WHERE replica_id = $1",
+                &[&pg.replica_id(), &keep_us, &cap_window_us],
             )
             .await?;
         Ok(())

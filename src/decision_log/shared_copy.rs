@@ -28,6 +28,10 @@ pub enum CopyError {
         "replica {0:?} is writing the decision log right now: stop it before copying its SQLite log"
     )]
     Busy(String),
+    #[error(
+        "replica {0:?} has ALLOW decisions inside the attempt-cap window: replicas serving meanwhile did not count the SQLite log's ALLOWs; copy the SQLite log before any replica serves (see docs/replicas-decisions.md)"
+    )]
+    ReplicasServing(String),
 }
 
 /// What was copied.
@@ -119,6 +123,23 @@ pub async fn copy_from_sqlite(
             return Ok(Copied::already(seq, hash));
         }
         return Err(CopyError::NotEmpty(replica_id.to_string()));
+    }
+    // Replicas that decided inside a cap window did not count the ALLOWs
+    // copied now: the copy comes before any replica serves.
+    let serving = tx
+        .query_opt(
+            "SELECT d.replica_id FROM decisions d, (SELECT max(cap_window_us) AS w FROM replicas) m
+             WHERE m.w IS NOT NULL AND d.replica_id <> $1 AND d.verdict = 'ALLOW'
+               AND d.decided_at_us > (extract(epoch FROM clock_timestamp()) * 1000000)::bigint - m.w
+             LIMIT 1",
+            &[&replica_id],
+        )
+        .await
+        .map_err(PgError::from)?;
+    if let Some(row) = serving {
+        return Err(CopyError::ReplicasServing(
+            row.try_get(0).map_err(PgError::from)?,
+        ));
     }
     // Checkpoints cover the replicas listed here.
     tx.execute(

@@ -926,3 +926,49 @@ async fn test_audit_purge_keeps_what_a_replica_cap_window_needs() {
     );
     assert_eq!(exported(&admin).len(), 1);
 }
+
+/// Copying a SQLite log in while a capped replica already serves (and
+/// counted ALLOWs without the copied ones) is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_copy_from_sqlite_is_refused_while_capped_replicas_serve() {
+    let Some(pg) = PgServer::start() else { return };
+    let sqlite_config = replica_config(&pg.url(), "gw-old");
+    let old = Workspace::new(&sqlite_config[..sqlite_config.find("[store]").unwrap()]);
+    old.file("us-dnc.txt", "+12125550199\n");
+    let server = old.start();
+    server
+        .gateway()
+        .await
+        .check_call(request(&number(1), "us-capped", ""))
+        .await
+        .unwrap();
+    let (status, _) = server.terminate();
+    assert!(status.success());
+    let ws = replica(&pg, "gw-a");
+    let serving = ws.start();
+    assert_eq!(
+        verdict(&until_answered(&serving, &number(1)).await),
+        Verdict::Allow
+    );
+    let settings = dialgate::store::PostgresSettings {
+        url: pg.url(),
+        replica_id: "gw-old".into(),
+        max_staleness: Duration::from_secs(1),
+        unavailable_after: Duration::from_secs(2),
+    };
+    let shared = dialgate::store::postgres::Pg::connect(&settings)
+        .await
+        .unwrap();
+    let copied = dialgate::decision_log::copy_from_sqlite(&shared, &old.data_dir(), "gw-old").await;
+    assert!(
+        matches!(
+            &copied,
+            Err(dialgate::decision_log::shared_copy::CopyError::ReplicasServing(r)) if r == "gw-a"
+        ),
+        "{copied:?}"
+    );
+    assert_eq!(
+        pg.psql("SELECT count(*) FROM decisions WHERE replica_id = 'gw-old'"),
+        "0"
+    );
+}
