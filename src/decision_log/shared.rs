@@ -411,10 +411,8 @@ impl Writer {
                 self.counters.backlog.dec();
             }
         }
-        if let Some(session) = &self.session {
-            self.checkpoints
-                .write_now(&session.conn.client, self.pg.replica_id())
-                .await;
+        if self.session.is_some() {
+            self.checkpoints.write_now(&self.pg).await;
         }
         self.session = None;
         if let Some(done) = stopped {
@@ -445,10 +443,8 @@ impl Writer {
         };
         if healthy {
             self.counters.failing.store(false, Ordering::Relaxed);
-            if let Some(session) = &self.session {
-                self.checkpoints
-                    .write_if_due(&session.conn.client, self.pg.replica_id())
-                    .await;
+            if self.session.is_some() {
+                self.checkpoints.write_if_due(&self.pg).await;
             }
         } else {
             self.session = None;
@@ -535,10 +531,8 @@ impl Writer {
                 for (ack, outcome) in acks.into_iter().zip(committed) {
                     let _ = ack.send(Ok(outcome));
                 }
-                if let Some(session) = &self.session {
-                    self.checkpoints
-                        .write_if_due(&session.conn.client, &replica)
-                        .await;
+                if self.session.is_some() {
+                    self.checkpoints.write_if_due(&self.pg).await;
                 }
             }
             Err(err) => {

@@ -163,6 +163,19 @@ pub async fn copy_from_sqlite(
         )
         .await
         .map_err(PgError::from)?;
+        // Attested with the copy, as a purge attests its cut (unsigned: the
+        // SQLite log's own checkpoints vouched for it).
+        super::shared_audit::append_checkpoint(
+            &tx,
+            "store migrate",
+            vec![super::shared_audit::ReplicaHead {
+                replica_id: replica_id.to_string(),
+                seq: *seq,
+                hash: hash.clone(),
+            }],
+            None,
+        )
+        .await?;
     }
     let mut statement = conn
         .prepare(&format!("SELECT {ROW_COLUMNS} FROM decisions ORDER BY seq"))

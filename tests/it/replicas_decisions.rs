@@ -972,3 +972,64 @@ async fn test_copy_from_sqlite_is_refused_while_capped_replicas_serve() {
         "0"
     );
 }
+
+/// A prefix deleted behind dialgate's back with a forged purge anchor (the
+/// true hash of the last deleted row) is found: no checkpoint vouches for
+/// the anchor. A checkpoint removed from the middle is found too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_audit_verify_finds_a_forged_anchor_and_a_removed_checkpoint() {
+    let Some(pg) = PgServer::start() else { return };
+    let ws = purgeable_replica(&pg, "gw-a");
+    let server = ws.start();
+    for i in 0..3 {
+        server
+            .gateway()
+            .await
+            .check_call(call(
+                &format!("+39333{:07}", i),
+                "+390212345678",
+                "it-sales",
+            ))
+            .await
+            .unwrap();
+    }
+    ws.cli_ok(&["audit", "checkpoint"]);
+    ws.cli_ok(&["audit", "checkpoint"]);
+    let (status, _) = server.terminate();
+    assert!(status.success());
+    // Intact before the tampering (a real purge attests its cut: see
+    // test_audit_checkpoints_purge_and_tampering_cover_every_replica).
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    verify_ok(&ws);
+    pg.psql(
+        "INSERT INTO decision_purges (replica_id, through_seq, through_hash)
+           SELECT replica_id, seq, hash FROM decisions WHERE replica_id = 'gw-a' AND seq = 2;
+         DELETE FROM decisions WHERE replica_id = 'gw-a' AND seq <= 2;",
+    );
+    let out = ws.cli(&["audit", "verify"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "a forged anchor passes verify");
+    assert!(stderr.contains("no checkpoint vouches"), "{stderr}");
+    // Put it back; then remove a checkpoint from the middle.
+    pg.psql("DELETE FROM decision_purges");
+    let fresh = purgeable_replica(&pg, "gw-b");
+    let server = fresh.start();
+    server
+        .gateway()
+        .await
+        .check_call(call("+393330000009", "+390212345678", "it-sales"))
+        .await
+        .unwrap();
+    drop(server);
+    fresh.cli_ok(&["audit", "checkpoint"]);
+    fresh.cli_ok(&["audit", "checkpoint"]);
+    pg.psql(
+        "DELETE FROM decisions WHERE replica_id = 'gw-a';
+         DELETE FROM decision_checkpoints
+           WHERE id = (SELECT id FROM decision_checkpoints ORDER BY id DESC OFFSET 1 LIMIT 1)",
+    );
+    let out = fresh.cli(&["audit", "verify"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "a removed checkpoint passes verify");
+    assert!(stderr.contains("checkpoint chain is broken"), "{stderr}");
+}
