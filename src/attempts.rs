@@ -12,14 +12,23 @@ use crate::number::{ByNumber, NumberKey};
 /// of the controller and number: the reason, and when a slot frees (`None`:
 /// never, a cap of zero). Attempts stamped after `now` count too (another
 /// replica decided a moment later but committed first), so the shared
-/// database never lets more than the cap through.
+/// database never lets more than the cap through. Every window is longer
+/// by `slack` (the clock skew tolerated between replicas): an ALLOW stamped
+/// by a clock up to `slack` off still counts, and the cap lifts `slack`
+/// later.
 pub fn refused_by_caps(
     limits: &[AttemptLimit],
     attempts: &[Timestamp],
     now: Timestamp,
+    slack: SignedDuration,
 ) -> Option<(Reason, Option<Timestamp>)> {
+    let slack = slack.max(SignedDuration::ZERO);
     let mut refusal: Option<(Reason, Option<Timestamp>)> = None;
     for limit in limits {
+        let limit = &AttemptLimit {
+            max_attempts: limit.max_attempts,
+            window: limit.window + slack,
+        };
         let since = now - limit.window;
         let mut counted: Vec<Timestamp> = attempts.iter().copied().filter(|t| *t > since).collect();
         if counted.len() < limit.max_attempts as usize {
@@ -184,22 +193,29 @@ mod tests {
                 window: day * 30,
             },
         ];
-        assert!(refused_by_caps(&limits, &[t0], t0).is_none());
+        assert!(refused_by_caps(&limits, &[t0], t0, SignedDuration::ZERO).is_none());
         // Another replica's attempt stamped a millisecond after `now` counts.
         let later = t0 + SignedDuration::from_millis(1);
-        let (reason, lifts) = refused_by_caps(&limits, &[t0, later], t0).unwrap();
+        let (reason, lifts) =
+            refused_by_caps(&limits, &[t0, later], t0, SignedDuration::ZERO).unwrap();
         assert_eq!(reason.code, ReasonCode::AttemptLimit);
         assert_eq!(lifts, Some(t0 + day));
         // Both caps reached: the later lift is the one that matters.
         let old = t0 - SignedDuration::from_hours(48);
-        let (_, lifts) = refused_by_caps(&limits, &[old, t0, later], t0).unwrap();
+        let (_, lifts) =
+            refused_by_caps(&limits, &[old, t0, later], t0, SignedDuration::ZERO).unwrap();
         assert_eq!(lifts, Some(old + day * 30));
         let zero = [AttemptLimit {
             max_attempts: 0,
             window: day,
         }];
-        assert_eq!(refused_by_caps(&zero, &[], t0).unwrap().1, None);
-        assert!(refused_by_caps(&[], &[t0, t0, t0], t0).is_none());
+        assert_eq!(
+            refused_by_caps(&zero, &[], t0, SignedDuration::ZERO)
+                .unwrap()
+                .1,
+            None
+        );
+        assert!(refused_by_caps(&[], &[t0, t0, t0], t0, SignedDuration::ZERO).is_none());
     }
 
     /// A campaign cap adds to the statute's, it does not replace it:

@@ -176,6 +176,11 @@ async fn open_stores(
         attempts_since: policies
             .longest_cap_window()
             .and_then(|window| now.checked_sub(window).ok()),
+        keep: now.duration_since(crate::retention::decisions_cutoff(
+            &config,
+            config.log.retention_days,
+            now,
+        )),
     };
     let (log, startup) = match &pg {
         None => DecisionLog::open(&decision_log::database_path(&data_dir), &config.log, scan)

@@ -17,7 +17,9 @@ mod settings;
 pub mod shared;
 pub mod shared_audit;
 pub mod shared_cli;
+mod shared_clock;
 pub mod shared_copy;
+mod shared_head;
 mod shared_rows;
 pub mod wal_backfill;
 pub mod writer;
@@ -78,6 +80,9 @@ pub struct StartupScan {
     pub idempotency_since: Timestamp,
     /// ALLOW decisions from here on count against attempt caps.
     pub attempts_since: Option<Timestamp>,
+    /// How far back this server needs the log (caps, idempotency, records
+    /// kept by law): with the shared log, recorded for `audit purge`.
+    pub keep: jiff::SignedDuration,
 }
 
 /// The decisions read back at start-up.

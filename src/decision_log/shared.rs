@@ -30,8 +30,10 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::chain::{self, GENESIS};
 use super::shared_audit;
+use super::shared_clock::{self, DB_NOW_US, MAX_CLOCK_SKEW};
+use super::shared_head::{self, Head};
 use super::shared_rows::{
-    PG_COLUMNS, attempts_lock, lock_order, read_pg_row, request_lock, strict_record,
+    PG_COLUMNS, attempts_lock, lock_order, read_pg_row, request_lock, stored_instant, strict_record,
 };
 use super::writer::stored_row;
 use super::{DecisionRecord, LogConfig, LogCounters, LogError, StartupScan, StartupState, micros};
@@ -88,6 +90,9 @@ pub struct SharedLog {
 struct Writer {
     pg: Pg,
     session: Option<Session>,
+    /// The head this writer last committed (or found at start): kept
+    /// across sessions, a reconnection must find the chain continuing it.
+    last_committed: Head,
     retry_at: Instant,
     last_error: Option<Arc<PgError>>,
     counters: Arc<LogCounters>,
@@ -142,12 +147,31 @@ impl SharedLog {
             .map(super::checkpoint::load_key)
             .transpose()
             .map_err(|e| PgError::Setup(e.to_string()))?;
-        let session = pg.within(open_session(pg)).await?;
+        let session = pg
+            .within(async {
+                let session = open_session(pg, None).await?;
+                // Never behind what a checkpoint vouched for.
+                if let Some(checkpointed) =
+                    shared_head::latest_checkpointed(&session.conn.client, pg.replica_id()).await?
+                {
+                    shared_head::require_continues(
+                        &session.conn.client,
+                        pg.replica_id(),
+                        &checkpointed,
+                        &session.head,
+                    )
+                    .await?;
+                }
+                Ok(session)
+            })
+            .await?;
+        record_needs(pg, &scan).await?;
         let startup = read_startup_state(pg, scan).await?;
         let counters = Arc::new(LogCounters::default());
         let (sender, receiver) = mpsc::channel(config.queue_capacity.max(1));
         let writer = Writer {
             pg: pg.clone(),
+            last_committed: session.head.clone(),
             session: Some(session),
             retry_at: Instant::now(),
             last_error: None,
@@ -208,8 +232,9 @@ impl SharedLog {
 }
 
 /// Opens the writer's connection: the replica's lock, the prepared
-/// statements and the head of its chain.
-async fn open_session(pg: &Pg) -> Result<Session, PgError> {
+/// statements and the head of its chain, which must continue `last` (what
+/// this writer committed before).
+async fn open_session(pg: &Pg, last: Option<&Head>) -> Result<Session, PgError> {
     let (client, connection) = pg.dedicated().await?;
     let task = tokio::spawn(async move {
         if let Err(err) = connection.await {
@@ -230,6 +255,31 @@ async fn open_session(pg: &Pg) -> Result<Session, PgError> {
              SET tcp_user_timeout = 10000; SET idle_in_transaction_session_timeout = 5000",
         )
         .await?;
+    // A batch its caller gave up on (after `unavailable_after`) stops
+    // waiting and holding its locks by itself, and a backend whose client
+    // vanished notices while it waits.
+    let bound = pg.settings().unavailable_after.as_millis().max(1);
+    conn.client
+        .batch_execute(&format!(
+            "SET lock_timeout = {bound}; SET statement_timeout = {bound}"
+        ))
+        .await?;
+    if let Err(err) = conn
+        .client
+        .batch_execute("SET client_connection_check_interval = 1000")
+        .await
+    {
+        // PostgreSQL before 14: the timeouts above still bound the wait.
+        tracing::debug!(error = %err, "client_connection_check_interval not set");
+    }
+    // Named like the pool's connections: an operator (and the tests) can
+    // find the writer in pg_stat_activity.
+    conn.client
+        .execute(
+            "SELECT set_config('application_name', $1, false)",
+            &[&format!("dialgate {replica} decision log")],
+        )
+        .await?;
     let locked: bool = conn
         .client
         .query_one(
@@ -245,6 +295,9 @@ async fn open_session(pg: &Pg) -> Result<Session, PgError> {
     }
     let statements = Statements::prepare(&conn.client).await?;
     let head = read_head(&conn.client, replica).await?;
+    if let Some(last) = last {
+        shared_head::require_continues(&conn.client, replica, last, &head).await?;
+    }
     Ok(Session {
         conn,
         head,
@@ -281,7 +334,14 @@ pub(crate) async fn read_head(
 impl Statements {
     async fn prepare(client: &tokio_postgres::Client) -> Result<Statements, PgError> {
         Ok(Statements {
-            lock: client.prepare("SELECT dialgate_lock_keys($1)").await?,
+            // The database's clock before and after the locks: the first
+            // reading is compared with this host's clock, the lock wait
+            // between them does not hide a skew.
+            lock: client
+                .prepare(&format!(
+                    "SELECT {DB_NOW_US}, dialgate_lock_keys($1), {DB_NOW_US}"
+                ))
+                .await?,
             earlier: client
                 .prepare(&format!(
                     "SELECT {PG_COLUMNS} FROM decisions
@@ -351,10 +411,8 @@ impl Writer {
                 self.counters.backlog.dec();
             }
         }
-        if let Some(session) = &self.session {
-            self.checkpoints
-                .write_now(&session.conn.client, self.pg.replica_id())
-                .await;
+        if self.session.is_some() {
+            self.checkpoints.write_now(&self.pg).await;
         }
         self.session = None;
         if let Some(done) = stopped {
@@ -368,20 +426,25 @@ impl Writer {
         let healthy = match &self.session {
             Some(session) => self
                 .pg
-                .within(async {
-                    session.conn.client.simple_query("SELECT 1").await?;
-                    Ok(())
-                })
+                .within(shared_clock::probe(&session.conn.client))
                 .await
-                .is_ok(),
-            None => self.session().await.is_ok(),
+                .map_err(Arc::new),
+            None => self.session().await.map(|_| ()),
+        };
+        let healthy = match healthy {
+            Ok(()) => true,
+            Err(err) => {
+                if !self.counters.failing.load(Ordering::Relaxed) {
+                    tracing::error!(error = %err, "shared decision log unavailable");
+                }
+                *self.counters.last_error.lock().expect("log error lock") = Some(err.to_string());
+                false
+            }
         };
         if healthy {
             self.counters.failing.store(false, Ordering::Relaxed);
-            if let Some(session) = &self.session {
-                self.checkpoints
-                    .write_if_due(&session.conn.client, self.pg.replica_id())
-                    .await;
+            if self.session.is_some() {
+                self.checkpoints.write_if_due(&self.pg).await;
             }
         } else {
             self.session = None;
@@ -398,7 +461,8 @@ impl Writer {
             {
                 return Err(Arc::clone(err));
             }
-            match self.pg.within(open_session(&self.pg)).await {
+            let last = self.last_committed.clone();
+            match self.pg.within(open_session(&self.pg, Some(&last))).await {
                 Ok(session) => {
                     tracing::info!(
                         head = session.head.0,
@@ -451,6 +515,9 @@ impl Writer {
         self.counters.backlog.sub(acks.len() as i64);
         match result {
             Ok(committed) => {
+                if let Some(session) = &self.session {
+                    self.last_committed = session.head.clone();
+                }
                 let written = committed
                     .iter()
                     .filter(|c| matches!(c, Committed::Logged(_)))
@@ -464,10 +531,8 @@ impl Writer {
                 for (ack, outcome) in acks.into_iter().zip(committed) {
                     let _ = ack.send(Ok(outcome));
                 }
-                if let Some(session) = &self.session {
-                    self.checkpoints
-                        .write_if_due(&session.conn.client, &replica)
-                        .await;
+                if self.session.is_some() {
+                    self.checkpoints.write_if_due(&self.pg).await;
                 }
             }
             Err(err) => {
@@ -505,10 +570,16 @@ async fn commit(
         .isolation_level(tokio_postgres::IsolationLevel::ReadCommitted)
         .start()
         .await?;
-    let plan = BatchPlan::of(&pendings);
-    if !plan.locks.is_empty() {
-        tx.execute(&statements.lock, &[&plan.locks]).await?;
-    }
+    let plan = BatchPlan::of(&pendings, MAX_CLOCK_SKEW);
+    let sent = Timestamp::now();
+    let clocks = tx.query_one(&statements.lock, &[&plan.locks]).await?;
+    let received = Timestamp::now();
+    let db_first = shared_clock::db_timestamp(clocks.try_get(0)?)?;
+    let db_locked = shared_clock::db_timestamp(clocks.try_get(2)?)?;
+    shared_clock::check_skew(
+        shared_clock::clock_skew(sent, received, db_first, db_locked.duration_since(db_first)),
+        MAX_CLOCK_SKEW,
+    )?;
     let since_us = micros(idempotency_since);
     let attempts_since_us = plan.attempts_since.map(micros).unwrap_or(i64::MAX);
     let (earlier_rows, attempt_rows) = tokio::try_join!(
@@ -544,9 +615,9 @@ async fn commit(
         attempts
             .entry((controller, number))
             .or_default()
-            .push(super::from_micros(at));
+            .push(stored_instant(at, "an ALLOW's decided_at_us")?);
     }
-    let outcomes = settle(pendings, &mut earlier, &mut attempts);
+    let outcomes = settle(pendings, &mut earlier, &mut attempts, MAX_CLOCK_SKEW);
     let mut columns = Columns::default();
     let (mut seq, mut prev_hash) = session.head.clone();
     for outcome in &outcomes {
@@ -578,9 +649,13 @@ struct BatchPlan {
 }
 
 impl BatchPlan {
-    fn of(pendings: &[Pending]) -> BatchPlan {
+    /// The plan of `pendings`, their caps' windows longer by `slack`.
+    fn of(pendings: &[Pending], slack: jiff::SignedDuration) -> BatchPlan {
         let mut plan = BatchPlan::default();
         let mut locks = Vec::new();
+        // Each (controller, number) read once: the attempts query joins on
+        // these pairs, a pair twice would count its ALLOWs twice.
+        let mut pairs = std::collections::HashSet::new();
         for pending in pendings {
             let record = &pending.record;
             if !record.request_id.is_empty() {
@@ -591,10 +666,12 @@ impl BatchPlan {
                 locks.push(attempts_lock(&record.controller, &record.normalized_number));
             }
             if needs_slot(pending) {
-                plan.controllers.push(record.controller.clone());
-                plan.numbers.push(record.normalized_number.clone());
+                if pairs.insert((&record.controller, &record.normalized_number)) {
+                    plan.controllers.push(record.controller.clone());
+                    plan.numbers.push(record.normalized_number.clone());
+                }
                 for cap in &pending.caps {
-                    let since = record.decided_at - cap.window;
+                    let since = record.decided_at - cap.window - slack;
                     plan.attempts_since = Some(plan.attempts_since.map_or(since, |s| s.min(since)));
                 }
             }
@@ -624,6 +701,7 @@ fn settle(
     pendings: Vec<Pending>,
     earlier: &mut HashMap<String, DecisionRecord>,
     attempts: &mut HashMap<(String, String), Vec<Timestamp>>,
+    slack: jiff::SignedDuration,
 ) -> Vec<Committed> {
     let mut outcomes = Vec::with_capacity(pendings.len());
     for pending in pendings {
@@ -640,7 +718,7 @@ fn settle(
         if slot {
             let key = (record.controller.clone(), record.normalized_number.clone());
             let taken = attempts.entry(key).or_default();
-            match crate::attempts::refused_by_caps(&caps, taken, record.decided_at) {
+            match crate::attempts::refused_by_caps(&caps, taken, record.decided_at, slack) {
                 Some((reason, lifts_at)) => {
                     record.verdict = Verdict::Deny;
                     record.reasons = vec![reason];
@@ -738,6 +816,27 @@ impl Columns {
     }
 }
 
+/// Records how far back this replica needs the log (for `audit purge`)
+/// and its longest cap window (for copying a SQLite log in).
+async fn record_needs(pg: &Pg, scan: &StartupScan) -> Result<(), PgError> {
+    let client = pg.client().await?;
+    let us = |d: jiff::SignedDuration| i64::try_from(d.as_micros()).unwrap_or(i64::MAX);
+    let keep_us = us(scan.keep);
+    let cap_window_us = scan
+        .attempts_since
+        .map(|since| us(Timestamp::now().duration_since(since)));
+    pg.within(async {
+        client
+            .execute(
+                "UPDATE replicas SET keep_decisions_us = $2, cap_window_us = $3 WHERE replica_id = $1",
+                &[&pg.replica_id(), &keep_us, &cap_window_us],
+            )
+            .await?;
+        Ok(())
+    })
+    .await
+}
+
 /// The decisions of every replica the server needs at start: the ALLOWs
 /// inside the attempt window (the idempotency cache starts empty: the
 /// database answers repeats).
@@ -762,7 +861,7 @@ async fn read_startup_state(pg: &Pg, scan: StartupScan) -> Result<StartupState, 
         state.allowed.push((
             row.try_get(0)?,
             row.try_get(1)?,
-            super::from_micros(row.try_get(2)?),
+            stored_instant(row.try_get(2)?, "an ALLOW's decided_at_us")?,
         ));
     }
     Ok(state)
@@ -833,6 +932,7 @@ mod tests {
             ],
             &mut HashMap::new(),
             &mut attempts,
+            SignedDuration::ZERO,
         );
         assert_eq!(
             verdicts(&outcomes),
@@ -868,6 +968,7 @@ mod tests {
             ],
             &mut earlier,
             &mut HashMap::new(),
+            SignedDuration::ZERO,
         );
         assert_eq!(outcomes[0], Committed::Earlier(first));
         assert!(matches!(&outcomes[1], Committed::Logged(r) if r.verdict == Verdict::Allow));
@@ -880,28 +981,105 @@ mod tests {
     #[test]
     fn test_batch_plan_locks_sorted_and_once() {
         let t0: Timestamp = "2026-11-23T10:00:00Z".parse().unwrap();
-        let plan = BatchPlan::of(&[
-            pending("b", Verdict::Allow, t0, true),
-            pending("a", Verdict::Allow, t0, true),
-            pending("", Verdict::Deny, t0, true),
-        ]);
+        let plan = BatchPlan::of(
+            &[
+                pending("b", Verdict::Allow, t0, true),
+                pending("a", Verdict::Allow, t0, true),
+                pending("", Verdict::Deny, t0, true),
+            ],
+            SignedDuration::ZERO,
+        );
         assert_eq!(
             plan.locks.len(),
             3,
             "two request ids, one (controller, number)"
         );
         assert!(plan.locks.windows(2).all(|w| w[0] < w[1]));
-        let uncapped = BatchPlan::of(&[pending("", Verdict::Allow, t0, false)]);
+        let uncapped = BatchPlan::of(
+            &[pending("", Verdict::Allow, t0, false)],
+            SignedDuration::ZERO,
+        );
         assert_eq!(
             uncapped.locks.len(),
             1,
             "an uncapped ALLOW that counts locks its number"
         );
         assert!(uncapped.controllers.is_empty(), "and reads no attempts");
-        assert_eq!(plan.controllers.len(), 2);
+        assert_eq!(
+            (plan.controllers.len(), plan.numbers.len()),
+            (1, 1),
+            "two calls to one number read its attempts once (else counted twice)"
+        );
         assert_eq!(
             plan.attempts_since,
             Some(t0 - SignedDuration::from_hours(24))
+        );
+    }
+
+    /// A replica whose clock runs ahead by less than the tolerance still
+    /// counts an ALLOW another replica stamped just inside the window.
+    #[test]
+    fn test_settle_counts_allows_within_the_clock_tolerance_of_the_window() {
+        let t0: Timestamp = "2026-11-23T10:00:00Z".parse().unwrap();
+        let day = SignedDuration::from_hours(24);
+        let edge = t0 - day - SignedDuration::from_millis(300);
+        let attempts = || {
+            HashMap::from([(
+                ("acme".to_string(), "+33612345678".to_string()),
+                vec![edge, t0 - SignedDuration::from_hours(1)],
+            )])
+        };
+        let strict = settle(
+            vec![pending("", Verdict::Allow, t0, true)],
+            &mut HashMap::new(),
+            &mut attempts(),
+            MAX_CLOCK_SKEW,
+        );
+        assert_eq!(verdicts(&strict), vec![("logged", Verdict::Deny)]);
+        let Committed::Logged(refused) = &strict[0] else {
+            unreachable!()
+        };
+        assert_eq!(refused.next_allowed_at, Some(edge + day + MAX_CLOCK_SKEW));
+        let loose = settle(
+            vec![pending("", Verdict::Allow, t0, true)],
+            &mut HashMap::new(),
+            &mut attempts(),
+            SignedDuration::ZERO,
+        );
+        assert_eq!(verdicts(&loose), vec![("logged", Verdict::Allow)]);
+        let plan = BatchPlan::of(&[pending("", Verdict::Allow, t0, true)], MAX_CLOCK_SKEW);
+        assert_eq!(plan.attempts_since, Some(t0 - day - MAX_CLOCK_SKEW));
+    }
+
+    /// Cap 4, 2 ALLOWs already logged, two calls to the number in one
+    /// batch: both ALLOW (the attempts query, a join on the plan's pairs,
+    /// returns each logged ALLOW once per pair: once).
+    #[test]
+    fn test_two_calls_to_one_number_in_a_batch_count_the_logged_allows_once() {
+        let t0: Timestamp = "2026-11-23T10:00:00Z".parse().unwrap();
+        let capped = |id: &str| {
+            let mut p = pending(id, Verdict::Allow, t0, true);
+            p.caps[0].max_attempts = 4;
+            p
+        };
+        let batch = vec![capped("r1"), capped("r2")];
+        let plan = BatchPlan::of(&batch, MAX_CLOCK_SKEW);
+        let logged = [
+            t0 - SignedDuration::from_hours(2),
+            t0 - SignedDuration::from_hours(1),
+        ];
+        // What the attempts query returns: the logged ALLOWs of each pair.
+        let mut attempts: HashMap<(String, String), Vec<Timestamp>> = HashMap::new();
+        for (controller, number) in plan.controllers.iter().zip(&plan.numbers) {
+            attempts
+                .entry((controller.clone(), number.clone()))
+                .or_default()
+                .extend(logged);
+        }
+        let outcomes = settle(batch, &mut HashMap::new(), &mut attempts, MAX_CLOCK_SKEW);
+        assert_eq!(
+            verdicts(&outcomes),
+            vec![("logged", Verdict::Allow), ("logged", Verdict::Allow)]
         );
     }
 }

@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use tokio_postgres::GenericClient;
 use tokio_stream::StreamExt;
 
 use super::audit::{ExportFilter, ExportFormat, csv_field};
@@ -34,6 +36,11 @@ pub struct HeadsCheckpoint {
     pub at: Timestamp,
     /// Sorted by replica id.
     pub heads: Vec<ReplicaHead>,
+    /// SHA-256 (hex) of the checkpoint stored before this one, as stored:
+    /// the checkpoints form a chain (none is removed unnoticed). `None`
+    /// only for the first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prev: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signature: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -48,19 +55,29 @@ impl HeadsCheckpoint {
             .iter()
             .map(|h| format!("{}={}:{}", hex::encode(&h.replica_id), h.seq, h.hash))
             .collect();
-        format!("dialgate-checkpoint:v2:{}:{}", self.at, heads.join(","))
+        match &self.prev {
+            None => format!("dialgate-checkpoint:v2:{}:{}", self.at, heads.join(",")),
+            Some(prev) => format!(
+                "dialgate-checkpoint:v3:{}:{}:{prev}",
+                self.at,
+                heads.join(",")
+            ),
+        }
     }
 
-    /// A checkpoint of `heads` at `at`, signed when a key is given.
+    /// A checkpoint of `heads` at `at` following `prev` (the hash of the
+    /// checkpoint stored before it), signed when a key is given.
     pub fn new(
         mut heads: Vec<ReplicaHead>,
         at: Timestamp,
+        prev: Option<String>,
         key: Option<&SigningKey>,
     ) -> HeadsCheckpoint {
         heads.sort_by(|a, b| a.replica_id.cmp(&b.replica_id));
         let mut checkpoint = HeadsCheckpoint {
             at,
             heads,
+            prev,
             signature: None,
             public_key: None,
         };
@@ -88,7 +105,7 @@ impl HeadsCheckpoint {
 ///
 /// # Errors
 /// [`PgError`] when the database cannot be read.
-pub async fn heads(client: &tokio_postgres::Client) -> Result<Vec<ReplicaHead>, PgError> {
+pub async fn heads(client: &impl GenericClient) -> Result<Vec<ReplicaHead>, PgError> {
     let rows = client
         .query(
             // One index probe per replica, not a scan of the log.
@@ -120,28 +137,58 @@ pub async fn heads(client: &tokio_postgres::Client) -> Result<Vec<ReplicaHead>, 
 /// # Errors
 /// [`PgError`] when the database cannot be read or written.
 pub async fn write_checkpoint(
-    client: &tokio_postgres::Client,
+    pg: &Pg,
     written_by: &str,
     key: Option<&SigningKey>,
 ) -> Result<HeadsCheckpoint, PgError> {
-    let checkpoint = HeadsCheckpoint::new(heads(client).await?, Timestamp::now(), key);
-    store_checkpoint(client, written_by, &checkpoint).await?;
+    let mut client = pg.client().await?;
+    let tx = client.transaction().await?;
+    let heads = heads(&*tx).await?;
+    let checkpoint = append_checkpoint(&tx, written_by, heads, key).await?;
+    tx.commit().await?;
     Ok(checkpoint)
 }
 
-async fn store_checkpoint(
-    client: &tokio_postgres::Client,
+/// The class of the advisory lock that orders checkpoint writes ("dglc").
+const CHECKPOINT_LOCK_CLASS: i32 = 0x6467_6c63;
+
+/// The hash a checkpoint's successor names as `prev`.
+fn stored_hash(text: &str) -> String {
+    hex::encode(Sha256::digest(text.as_bytes()))
+}
+
+/// Appends a checkpoint of `heads`, chained to the last one stored, inside
+/// the caller's transaction (its commit orders it after the last one).
+///
+/// # Errors
+/// [`PgError`] when the database cannot be read or written.
+pub(crate) async fn append_checkpoint(
+    tx: &tokio_postgres::Transaction<'_>,
     written_by: &str,
-    checkpoint: &HeadsCheckpoint,
-) -> Result<(), PgError> {
-    let json = serde_json::to_string(checkpoint).map_err(|e| PgError::Setup(e.to_string()))?;
-    client
-        .execute(
-            "INSERT INTO decision_checkpoints (written_by, checkpoint) VALUES ($1, $2)",
-            &[&written_by, &json],
+    heads: Vec<ReplicaHead>,
+    key: Option<&SigningKey>,
+) -> Result<HeadsCheckpoint, PgError> {
+    tx.execute(
+        "SELECT pg_advisory_xact_lock($1, 0)",
+        &[&CHECKPOINT_LOCK_CLASS],
+    )
+    .await?;
+    let prev = tx
+        .query_opt(
+            "SELECT checkpoint FROM decision_checkpoints ORDER BY id DESC LIMIT 1",
+            &[],
         )
-        .await?;
-    Ok(())
+        .await?
+        .map(|row| row.try_get::<_, String>(0).map(|text| stored_hash(&text)))
+        .transpose()?;
+    let checkpoint = HeadsCheckpoint::new(heads, Timestamp::now(), prev, key);
+    let json = serde_json::to_string(&checkpoint).map_err(|e| PgError::Setup(e.to_string()))?;
+    tx.execute(
+        "INSERT INTO decision_checkpoints (written_by, checkpoint) VALUES ($1, $2)",
+        &[&written_by, &json],
+    )
+    .await?;
+    Ok(checkpoint)
 }
 
 /// When the writer checkpoints: at an interval, when the heads moved.
@@ -162,24 +209,27 @@ impl CheckpointSchedule {
         }
     }
 
-    pub(crate) async fn write_if_due(&mut self, client: &tokio_postgres::Client, replica: &str) {
+    pub(crate) async fn write_if_due(&mut self, pg: &Pg) {
         if self
             .last_written
             .is_some_and(|at| at.elapsed() < self.interval)
         {
             return;
         }
-        self.write_now(client, replica).await;
+        self.write_now(pg).await;
     }
 
-    pub(crate) async fn write_now(&mut self, client: &tokio_postgres::Client, replica: &str) {
+    pub(crate) async fn write_now(&mut self, pg: &Pg) {
         let written = tokio::time::timeout(Duration::from_secs(2), async {
-            let heads = heads(client).await?;
+            let mut client = pg.client().await?;
+            let tx = client.transaction().await?;
+            let heads = heads(&*tx).await?;
             if heads.is_empty() || heads == self.last_heads {
                 return Ok(None);
             }
-            let checkpoint = HeadsCheckpoint::new(heads, Timestamp::now(), self.key.as_ref());
-            store_checkpoint(client, replica, &checkpoint).await?;
+            let checkpoint =
+                append_checkpoint(&tx, pg.replica_id(), heads, self.key.as_ref()).await?;
+            tx.commit().await?;
             Ok::<_, PgError>(Some(checkpoint))
         })
         .await;
@@ -198,6 +248,17 @@ impl CheckpointSchedule {
 /// # Errors
 /// [`PgError::Corrupt`] for a stored checkpoint that does not parse.
 pub async fn checkpoints(client: &tokio_postgres::Client) -> Result<Vec<HeadsCheckpoint>, PgError> {
+    Ok(stored_checkpoints(client)
+        .await?
+        .into_iter()
+        .map(|(_, checkpoint)| checkpoint)
+        .collect())
+}
+
+/// Every checkpoint stored, oldest first, with its hash as stored.
+async fn stored_checkpoints(
+    client: &tokio_postgres::Client,
+) -> Result<Vec<(String, HeadsCheckpoint)>, PgError> {
     let rows = client
         .query(
             "SELECT id, checkpoint FROM decision_checkpoints ORDER BY id",
@@ -209,6 +270,7 @@ pub async fn checkpoints(client: &tokio_postgres::Client) -> Result<Vec<HeadsChe
             let id: i64 = row.try_get(0)?;
             let text: String = row.try_get(1)?;
             serde_json::from_str(&text)
+                .map(|checkpoint| (stored_hash(&text), checkpoint))
                 .map_err(|e| PgError::Corrupt(format!("decision checkpoint {id}: {e}")))
         })
         .collect()
@@ -259,7 +321,29 @@ pub async fn verify(
     key: Option<&VerifyingKey>,
 ) -> Result<SharedVerification, PgError> {
     let client = pg.client().await?;
-    let stored = checkpoints(&client).await?;
+    // One snapshot for every statement: a purge or an append meanwhile is
+    // either wholly seen or not at all (no false alarm halfway).
+    client
+        .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        .await?;
+    let outcome = verify_in(&client, anchors, key).await;
+    let ended = client.batch_execute("ROLLBACK").await;
+    let outcome = outcome?;
+    ended?;
+    Ok(outcome)
+}
+
+/// [`verify`] inside the caller's transaction.
+async fn verify_in(
+    client: &tokio_postgres::Client,
+    anchors: &[HeadsCheckpoint],
+    key: Option<&VerifyingKey>,
+) -> Result<SharedVerification, PgError> {
+    let chained = stored_checkpoints(client).await?;
+    if let Some(problem) = checkpoint_chain_problem(&chained) {
+        return Ok(broken("", 0, "", problem));
+    }
+    let stored: Vec<HeadsCheckpoint> = chained.into_iter().map(|(_, c)| c).collect();
     let mut unsigned_before_key = 0;
     if let Some(key) = key {
         let mut seen_signed = false;
@@ -345,15 +429,27 @@ pub async fn verify(
             Some(row) => (row.try_get(0)?, row.try_get(1)?),
             None => (0, GENESIS.to_string()),
         };
-        if let Some(cut) = expected.get(&(replica.clone(), anchor_seq))
-            && *cut != anchor_hash
-        {
-            return Ok(broken(
-                replica,
-                anchor_seq,
-                "",
-                "purge anchor does not match its checkpoint",
-            ));
+        match expected.get(&(replica.clone(), anchor_seq)) {
+            Some(cut) if *cut != anchor_hash => {
+                return Ok(broken(
+                    replica,
+                    anchor_seq,
+                    "",
+                    "purge anchor does not match its checkpoint",
+                ));
+            }
+            // Every purge (and copy) attests its cut in the transaction
+            // that makes it: an anchor nothing vouches for was not made by
+            // dialgate (a prefix deleted and an anchor forged).
+            None if anchor_seq > 0 => {
+                return Ok(broken(
+                    replica,
+                    anchor_seq,
+                    "",
+                    "purge anchor no checkpoint vouches for (rows deleted and an anchor forged?)",
+                ));
+            }
+            _ => {}
         }
         let statement = client
             .prepare(&format!(
@@ -565,6 +661,16 @@ pub async fn purge(
     key: Option<&SigningKey>,
 ) -> Result<SharedPurge, PgError> {
     let mut client = pg.client().await?;
+    let needs: Vec<(String, i64)> = client
+        .query(
+            "SELECT replica_id, keep_decisions_us FROM replicas WHERE keep_decisions_us IS NOT NULL",
+            &[],
+        )
+        .await?
+        .iter()
+        .map(|r| Ok::<_, PgError>((r.try_get(0)?, r.try_get(1)?)))
+        .collect::<Result<_, _>>()?;
+    purge_allowed(before, Timestamp::now(), &needs)?;
     let replicas: Vec<String> = client
         .query("SELECT DISTINCT replica_id FROM decisions ORDER BY 1", &[])
         .await?
@@ -627,29 +733,87 @@ pub async fn purge(
                 &[&replica, &seq, &hash],
             )
             .await?;
-            tx.commit().await?;
-            anchor = Some(ReplicaHead {
+            let cut = ReplicaHead {
                 replica_id: replica.clone(),
                 seq,
                 hash,
-            });
+            };
+            // Attested with the cut itself: verify tells it from a truncation.
+            append_checkpoint(&tx, "audit purge", vec![cut.clone()], key).await?;
+            tx.commit().await?;
+            anchor = Some(cut);
         }
         if let Some(anchor) = anchor {
             summary.push((replica, removed, anchor));
         }
     }
-    if !summary.is_empty() {
-        // Attest the cuts, so that verify tells a purge from a truncation.
-        let cuts = summary.iter().map(|(_, _, head)| head.clone()).collect();
-        let checkpoint = HeadsCheckpoint::new(cuts, Timestamp::now(), key);
-        store_checkpoint(&client, "audit purge", &checkpoint).await?;
-    }
     Ok(summary)
+}
+
+/// Refuses a cut at `before` inside what a replica recorded it needs
+/// (`needs`: replica, microseconds back from `now`).
+///
+/// # Errors
+/// [`PgError::Setup`] naming the replica and the oldest instant allowed.
+fn purge_allowed(
+    before: Timestamp,
+    now: Timestamp,
+    needs: &[(String, i64)],
+) -> Result<(), PgError> {
+    let Some((replica, keep_us)) = needs.iter().max_by_key(|(_, keep)| *keep) else {
+        return Ok(());
+    };
+    let floor = now
+        .checked_sub(jiff::SignedDuration::from_micros(*keep_us))
+        .unwrap_or(Timestamp::UNIX_EPOCH);
+    if before > floor {
+        return Err(PgError::Setup(format!(
+            "--before {before}: replica {replica:?} still needs the decisions made since {floor} (its longest attempt-cap window, idempotency window or record-keeping period, recorded at its last start): nothing purged"
+        )));
+    }
+    Ok(())
+}
+
+/// What is wrong with the chain of stored checkpoints (with their hashes,
+/// oldest first): the first names no predecessor, each other one names the
+/// one stored before it.
+fn checkpoint_chain_problem(chained: &[(String, HeadsCheckpoint)]) -> Option<String> {
+    let mut previous: Option<&str> = None;
+    for (i, (hash, checkpoint)) in chained.iter().enumerate() {
+        if checkpoint.prev.as_deref() != previous {
+            return Some(format!(
+                "checkpoint of {} (the {}th stored): the checkpoint chain is broken (a checkpoint removed, inserted or altered)",
+                checkpoint.at,
+                i + 1
+            ));
+        }
+        previous = Some(hash);
+    }
+    None
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn test_purge_keeps_what_any_replica_needs() {
+        let now: Timestamp = "2026-11-23T10:00:00Z".parse().unwrap();
+        let day_us = 86_400_000_000i64;
+        let needs = vec![
+            ("gw-a".to_string(), day_us),
+            ("gw-cap".to_string(), 30 * day_us),
+        ];
+        let eight_days_ago = now - jiff::SignedDuration::from_hours(8 * 24);
+        let err = purge_allowed(eight_days_ago, now, &needs)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("\"gw-cap\""), "{err}");
+        assert!(
+            purge_allowed(now - jiff::SignedDuration::from_hours(31 * 24), now, &needs).is_ok()
+        );
+        assert!(purge_allowed(now, now, &[]).is_ok());
+    }
 
     #[test]
     fn test_heads_checkpoint_signature_covers_every_head() {
@@ -661,7 +825,7 @@ mod tests {
             hash: "ab".repeat(32),
         };
         let checkpoint =
-            HeadsCheckpoint::new(vec![head("gw-2", 5), head("gw-1", 9)], at, Some(&key));
+            HeadsCheckpoint::new(vec![head("gw-2", 5), head("gw-1", 9)], at, None, Some(&key));
         assert_eq!(checkpoint.heads[0].replica_id, "gw-1", "sorted");
         assert!(checkpoint.signed_by(&key.verifying_key()));
         let mut moved = checkpoint.clone();
@@ -676,6 +840,31 @@ mod tests {
         assert_eq!(
             serde_json::from_str::<HeadsCheckpoint>(&json).unwrap(),
             checkpoint
+        );
+    }
+
+    #[test]
+    fn test_checkpoints_are_chained() {
+        let at: Timestamp = "2026-11-23T10:00:00Z".parse().unwrap();
+        let key = SigningKey::from_bytes(&[7u8; 32]);
+        let mut chained: Vec<(String, HeadsCheckpoint)> = Vec::new();
+        for _ in 0..3 {
+            let prev = chained.last().map(|(hash, _)| hash.clone());
+            let checkpoint = HeadsCheckpoint::new(Vec::new(), at, prev, Some(&key));
+            let text = serde_json::to_string(&checkpoint).unwrap();
+            chained.push((stored_hash(&text), checkpoint));
+        }
+        assert!(checkpoint_chain_problem(&chained).is_none());
+        assert!(chained[2].1.signed_by(&key.verifying_key()));
+        let mut moved = chained[2].1.clone();
+        moved.prev = Some("00".repeat(32));
+        assert!(!moved.signed_by(&key.verifying_key()), "prev is signed");
+        let mut middle_gone = chained.clone();
+        middle_gone.remove(1);
+        assert!(checkpoint_chain_problem(&middle_gone).is_some());
+        assert!(
+            checkpoint_chain_problem(&chained[1..]).is_some(),
+            "the first removed"
         );
     }
 }

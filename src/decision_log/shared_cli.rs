@@ -54,8 +54,7 @@ pub fn checkpoint(
     key: Option<&ed25519_dalek::SigningKey>,
 ) -> anyhow::Result<()> {
     with_database(settings, async |pg| {
-        let client = pg.client().await?;
-        let checkpoint = shared_audit::write_checkpoint(&client, "audit checkpoint", key).await?;
+        let checkpoint = shared_audit::write_checkpoint(&pg, "audit checkpoint", key).await?;
         println!("{}", serde_json::to_string(&checkpoint)?);
         Ok(())
     })

@@ -28,6 +28,10 @@ pub enum CopyError {
         "replica {0:?} is writing the decision log right now: stop it before copying its SQLite log"
     )]
     Busy(String),
+    #[error(
+        "replica {0:?} has ALLOW decisions inside the attempt-cap window: replicas serving meanwhile did not count the SQLite log's ALLOWs; copy the SQLite log before any replica serves (see docs/replicas-decisions.md)"
+    )]
+    ReplicasServing(String),
 }
 
 /// What was copied.
@@ -120,6 +124,23 @@ pub async fn copy_from_sqlite(
         }
         return Err(CopyError::NotEmpty(replica_id.to_string()));
     }
+    // Replicas that decided inside a cap window did not count the ALLOWs
+    // copied now: the copy comes before any replica serves.
+    let serving = tx
+        .query_opt(
+            "SELECT d.replica_id FROM decisions d, (SELECT max(cap_window_us) AS w FROM replicas) m
+             WHERE m.w IS NOT NULL AND d.replica_id <> $1 AND d.verdict = 'ALLOW'
+               AND d.decided_at_us > (extract(epoch FROM clock_timestamp()) * 1000000)::bigint - m.w
+             LIMIT 1",
+            &[&replica_id],
+        )
+        .await
+        .map_err(PgError::from)?;
+    if let Some(row) = serving {
+        return Err(CopyError::ReplicasServing(
+            row.try_get(0).map_err(PgError::from)?,
+        ));
+    }
     // Checkpoints cover the replicas listed here.
     tx.execute(
         "INSERT INTO replicas (replica_id, first_seen, last_seen) VALUES ($1, now(), now())
@@ -142,6 +163,19 @@ pub async fn copy_from_sqlite(
         )
         .await
         .map_err(PgError::from)?;
+        // Attested with the copy, as a purge attests its cut (unsigned: the
+        // SQLite log's own checkpoints vouched for it).
+        super::shared_audit::append_checkpoint(
+            &tx,
+            "store migrate",
+            vec![super::shared_audit::ReplicaHead {
+                replica_id: replica_id.to_string(),
+                seq: *seq,
+                hash: hash.clone(),
+            }],
+            None,
+        )
+        .await?;
     }
     let mut statement = conn
         .prepare(&format!("SELECT {ROW_COLUMNS} FROM decisions ORDER BY seq"))

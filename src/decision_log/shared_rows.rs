@@ -4,10 +4,17 @@
 
 use sha2::{Digest, Sha256};
 
+use super::DecisionRecord;
 use super::chain::StoredRow;
-use super::{DecisionRecord, from_micros};
 use crate::model::{Reason, Verdict};
 use crate::store::postgres::PgError;
+
+/// An instant stored in microseconds; out of range is [`PgError::Corrupt`]
+/// (never read as 1970: an ALLOW would drop out of the cap count).
+pub(crate) fn stored_instant(us: i64, what: &str) -> Result<jiff::Timestamp, PgError> {
+    jiff::Timestamp::from_microsecond(us)
+        .map_err(|_| PgError::Corrupt(format!("{what}: {us} µs is out of range")))
+}
 
 /// The columns of a shared row after `replica_id`, in table order.
 pub(crate) const PG_COLUMNS: &str = "replica_id, seq, decision_id, decided_at_us, request_id, campaign_id, controller, \
@@ -66,9 +73,15 @@ pub(crate) fn strict_record(row: &StoredRow) -> Result<DecisionRecord, PgError> 
         serde_json::from_str(&row.reasons).map_err(|_| corrupt("reasons"))?;
     let data_versions: Vec<String> =
         serde_json::from_str(&row.data_versions).map_err(|_| corrupt("data_versions"))?;
+    let instant = |us: i64, field: &str| {
+        stored_instant(
+            us,
+            &format!("decision {} (seq {}) {field}", row.decision_id, row.seq),
+        )
+    };
     Ok(DecisionRecord {
         decision_id: row.decision_id.clone(),
-        decided_at: from_micros(row.decided_at_us),
+        decided_at: instant(row.decided_at_us, "decided_at_us")?,
         request_id: row.request_id.clone(),
         campaign_id: row.campaign_id.clone(),
         controller: row.controller.clone(),
@@ -77,7 +90,10 @@ pub(crate) fn strict_record(row: &StoredRow) -> Result<DecisionRecord, PgError> 
         caller_id: row.caller_id.clone(),
         verdict,
         reasons,
-        next_allowed_at: row.next_allowed_at_us.map(from_micros),
+        next_allowed_at: row
+            .next_allowed_at_us
+            .map(|us| instant(us, "next_allowed_at_us"))
+            .transpose()?,
         data_versions,
         latency_us: row.latency_us.max(0) as u64,
         api_key: row.api_key.clone(),
@@ -157,9 +173,26 @@ mod tests {
                 data_versions: "[1]".into(),
                 ..stored()
             },
+            StoredRow {
+                decided_at_us: i64::MAX,
+                ..stored()
+            },
+            StoredRow {
+                next_allowed_at_us: Some(i64::MIN),
+                ..stored()
+            },
         ] {
             assert!(matches!(strict_record(&broken), Err(PgError::Corrupt(_))));
         }
+    }
+
+    #[test]
+    fn test_an_out_of_range_instant_is_corrupt_not_1970() {
+        assert!(matches!(
+            stored_instant(i64::MAX, "decided_at_us"),
+            Err(PgError::Corrupt(_))
+        ));
+        assert_eq!(stored_instant(5, "x").unwrap().as_microsecond(), 5);
     }
 
     #[test]

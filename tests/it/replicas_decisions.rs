@@ -685,3 +685,352 @@ async fn test_a_database_that_stops_answering_gives_unavailable_within_the_bound
     }
     verify_ok(&ws);
 }
+
+/// Ends every database session of the replicas (pool and log writer).
+fn terminate_dialgate_sessions(pg: &PgServer) {
+    pg.psql(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name LIKE 'dialgate%'",
+    );
+}
+
+/// Calls until an answer comes (UNAVAILABLE meanwhile), at most 30 s.
+async fn until_answered(server: &TestServer, called: &str) -> dialgate::proto::CheckCallResponse {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut client = server.gateway().await;
+    loop {
+        match client.check_call(request(called, "us-free", "")).await {
+            Ok(answer) => return answer.into_inner(),
+            Err(status) => {
+                assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+                assert!(Instant::now() < deadline, "no answer in 30 s");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+/// Calls until UNAVAILABLE (a reconnection may still answer one), at most 10 s.
+async fn until_unavailable(server: &TestServer, called: &str) -> tonic::Status {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut client = server.gateway().await;
+    loop {
+        match client.check_call(request(called, "us-free", "")).await {
+            Ok(_) => {
+                assert!(Instant::now() < deadline, "still answering after 10 s");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(status) => return status,
+        }
+    }
+}
+
+async fn until_ready(server: &TestServer, code: u16) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while server.get("/readyz").0 != code {
+        assert!(Instant::now() < deadline, "/readyz never {code}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The database's clock 2 s ahead of the replica's (a function shadowing
+/// pg_catalog's for new sessions): the replica logs nothing, answers
+/// UNAVAILABLE, /readyz 503 and names the skew; back in step, it recovers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_a_replica_whose_clock_is_off_the_databases_logs_nothing() {
+    let Some(pg) = PgServer::start() else { return };
+    let ws = replica(&pg, "gw-a");
+    let server = ws.start();
+    assert_eq!(
+        verdict(&until_answered(&server, &number(1)).await),
+        Verdict::Allow
+    );
+    pg.psql(
+        "CREATE FUNCTION public.clock_timestamp() RETURNS timestamptz LANGUAGE sql
+           AS $$ SELECT pg_catalog.clock_timestamp() + interval '2 seconds' $$;
+         ALTER DATABASE dialgate SET search_path = public, pg_catalog;",
+    );
+    terminate_dialgate_sessions(&pg);
+    let status = until_unavailable(&server, &number(2)).await;
+    assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+    // For 3 s (the writer reconnected meanwhile): no decision.
+    for i in 0..10 {
+        let status = server
+            .gateway()
+            .await
+            .check_call(request(&number(3 + i), "us-free", ""))
+            .await
+            .expect_err("no decision while the clocks disagree");
+        assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    until_ready(&server, 503).await;
+    pg.psql("DROP FUNCTION public.clock_timestamp(); ALTER DATABASE dialgate RESET search_path;");
+    terminate_dialgate_sessions(&pg);
+    assert_eq!(
+        verdict(&until_answered(&server, &number(99)).await),
+        Verdict::Allow
+    );
+    until_ready(&server, 200).await;
+    let (_, log) = server.terminate();
+    assert!(
+        log.iter()
+            .any(|l| l.contains("clock skew") && l.contains("ahead of")),
+        "the log names the skew: {}",
+        log.join("\n")
+    );
+    let during: Vec<String> = exported(&ws)
+        .iter()
+        .map(|d| d["called_number"].as_str().unwrap().to_string())
+        .filter(|n| (3..13).any(|i| *n == number(i)))
+        .collect();
+    assert!(
+        during.is_empty(),
+        "nothing decided while the clocks disagreed was logged: {during:?}"
+    );
+}
+
+/// The database lost the tail of a replica's chain (a failover to an
+/// asynchronous standby, a restore): the writer, reconnecting, finds its
+/// chain behind what it committed and logs nothing: UNAVAILABLE, /readyz
+/// 503, the log says why; a restart is refused while a checkpoint vouches
+/// for the lost rows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_a_chain_that_went_backwards_is_not_written_on() {
+    let Some(pg) = PgServer::start() else { return };
+    let ws = replica(&pg, "gw-a");
+    let server = ws.start();
+    for i in 0..3 {
+        assert_eq!(
+            verdict(&until_answered(&server, &number(i)).await),
+            Verdict::Allow
+        );
+    }
+    ws.cli_ok(&["audit", "checkpoint"]);
+    pg.psql("DELETE FROM decisions WHERE replica_id = 'gw-a' AND seq > 1");
+    terminate_dialgate_sessions(&pg);
+    let status = until_unavailable(&server, &number(10)).await;
+    assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+    for i in 0..8 {
+        let status = server
+            .gateway()
+            .await
+            .check_call(request(&number(11 + i), "us-free", ""))
+            .await
+            .expect_err("nothing written on a chain that went backwards");
+        assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    until_ready(&server, 503).await;
+    let seqs = pg.psql(
+        "SELECT string_agg(seq::text, ',' ORDER BY seq) FROM decisions WHERE replica_id = 'gw-a'",
+    );
+    assert_eq!(seqs.trim(), "1", "no seq reused");
+    let (_, log) = server.terminate();
+    assert!(
+        log.iter().any(|l| l.contains("went backwards")),
+        "the log says why"
+    );
+    let out = ws.cli(&["serve"]);
+    assert!(!out.status.success(), "a restart is refused");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("went backwards"), "{stderr}");
+}
+
+/// A batch blocked in the database (a table lock held elsewhere) past
+/// `unavailable_after`: the caller gets UNAVAILABLE and the abandoned
+/// backend stops waiting (and holding the batch's locks) by itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_an_abandoned_batch_stops_waiting_in_the_database() {
+    let Some(pg) = PgServer::start() else { return };
+    let ws = replica(&pg, "gw-a");
+    let server = ws.start();
+    assert_eq!(
+        verdict(&until_answered(&server, &number(1)).await),
+        Verdict::Allow
+    );
+    let (mut holder, connection) = tokio_postgres::connect(&pg.url(), tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    // Inserts wait, reads (reconnection, probes) do not.
+    let tx = holder.transaction().await.unwrap();
+    tx.batch_execute("LOCK TABLE decisions IN SHARE MODE")
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let status = server
+        .gateway()
+        .await
+        .check_call(request(&number(2), "us-free", ""))
+        .await
+        .expect_err("no decision while the insert waits");
+    let took = started.elapsed();
+    assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    // Reconnection attempts wait too (preparing the insert locks the
+    // table), each for at most unavailable_after (2 s).
+    let waiting = pg.psql(
+        "SELECT count(*) FROM pg_stat_activity
+         WHERE application_name LIKE 'dialgate%decision log' AND wait_event_type = 'Lock'
+           AND query_start < now() - interval '3 seconds'",
+    );
+    tx.rollback().await.unwrap();
+    assert_eq!(
+        waiting, "0",
+        "an abandoned batch still waits in the database (UNAVAILABLE after {took:?})"
+    );
+    assert_eq!(
+        verdict(&until_answered(&server, &number(3)).await),
+        Verdict::Allow
+    );
+}
+
+/// A replica under a 30-day cap records that it needs 30 days of the log:
+/// `audit purge --before` 8 days ago, run with a configuration without
+/// that cap, is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_audit_purge_keeps_what_a_replica_cap_window_needs() {
+    let Some(pg) = PgServer::start() else { return };
+    let capped = purgeable_replica(&pg, "gw-cap");
+    let config = std::fs::read_to_string(capped.config_path()).unwrap();
+    std::fs::write(
+        capped.config_path(),
+        config.replace(
+            "caller_ids = [\"+390212345678\"]\n",
+            "caller_ids = [\"+390212345678\"]\n[campaign.attempt_limit]\nmax_attempts = 3\nwindow_hours = 720\n",
+        ),
+    )
+    .unwrap();
+    let server = capped.start();
+    let answer = server
+        .gateway()
+        .await
+        .check_call(call("+393330000001", "+390212345678", "it-sales"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(verdict(&answer), Verdict::Allow);
+    let admin = purgeable_replica(&pg, "admin");
+    let out = admin.cli(&["audit", "purge", "--before", &days_ago(8)]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "purge inside gw-cap's window: {stderr}"
+    );
+    assert!(stderr.contains("\"gw-cap\" still needs"), "{stderr}");
+    assert_eq!(exported(&admin).len(), 1);
+    let out = admin.cli(&["audit", "purge", "--before", &days_ago(31)]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(exported(&admin).len(), 1);
+}
+
+/// Copying a SQLite log in while a capped replica already serves (and
+/// counted ALLOWs without the copied ones) is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_copy_from_sqlite_is_refused_while_capped_replicas_serve() {
+    let Some(pg) = PgServer::start() else { return };
+    let sqlite_config = replica_config(&pg.url(), "gw-old");
+    let old = Workspace::new(&sqlite_config[..sqlite_config.find("[store]").unwrap()]);
+    old.file("us-dnc.txt", "+12125550199\n");
+    let server = old.start();
+    server
+        .gateway()
+        .await
+        .check_call(request(&number(1), "us-capped", ""))
+        .await
+        .unwrap();
+    let (status, _) = server.terminate();
+    assert!(status.success());
+    let ws = replica(&pg, "gw-a");
+    let serving = ws.start();
+    assert_eq!(
+        verdict(&until_answered(&serving, &number(1)).await),
+        Verdict::Allow
+    );
+    let settings = dialgate::store::PostgresSettings {
+        url: pg.url(),
+        replica_id: "gw-old".into(),
+        max_staleness: Duration::from_secs(1),
+        unavailable_after: Duration::from_secs(2),
+    };
+    let shared = dialgate::store::postgres::Pg::connect(&settings)
+        .await
+        .unwrap();
+    let copied = dialgate::decision_log::copy_from_sqlite(&shared, &old.data_dir(), "gw-old").await;
+    assert!(
+        matches!(
+            &copied,
+            Err(dialgate::decision_log::shared_copy::CopyError::ReplicasServing(r)) if r == "gw-a"
+        ),
+        "{copied:?}"
+    );
+    assert_eq!(
+        pg.psql("SELECT count(*) FROM decisions WHERE replica_id = 'gw-old'"),
+        "0"
+    );
+}
+
+/// A prefix deleted behind dialgate's back with a forged purge anchor (the
+/// true hash of the last deleted row) is found: no checkpoint vouches for
+/// the anchor. A checkpoint removed from the middle is found too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_audit_verify_finds_a_forged_anchor_and_a_removed_checkpoint() {
+    let Some(pg) = PgServer::start() else { return };
+    let ws = purgeable_replica(&pg, "gw-a");
+    let server = ws.start();
+    for i in 0..3 {
+        server
+            .gateway()
+            .await
+            .check_call(call(
+                &format!("+39333{:07}", i),
+                "+390212345678",
+                "it-sales",
+            ))
+            .await
+            .unwrap();
+    }
+    ws.cli_ok(&["audit", "checkpoint"]);
+    ws.cli_ok(&["audit", "checkpoint"]);
+    let (status, _) = server.terminate();
+    assert!(status.success());
+    // Intact before the tampering (a real purge attests its cut: see
+    // test_audit_checkpoints_purge_and_tampering_cover_every_replica).
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    verify_ok(&ws);
+    pg.psql(
+        "INSERT INTO decision_purges (replica_id, through_seq, through_hash)
+           SELECT replica_id, seq, hash FROM decisions WHERE replica_id = 'gw-a' AND seq = 2;
+         DELETE FROM decisions WHERE replica_id = 'gw-a' AND seq <= 2;",
+    );
+    let out = ws.cli(&["audit", "verify"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "a forged anchor passes verify");
+    assert!(stderr.contains("no checkpoint vouches"), "{stderr}");
+    // Put it back; then remove a checkpoint from the middle.
+    pg.psql("DELETE FROM decision_purges");
+    let fresh = purgeable_replica(&pg, "gw-b");
+    let server = fresh.start();
+    server
+        .gateway()
+        .await
+        .check_call(call("+393330000009", "+390212345678", "it-sales"))
+        .await
+        .unwrap();
+    drop(server);
+    fresh.cli_ok(&["audit", "checkpoint"]);
+    fresh.cli_ok(&["audit", "checkpoint"]);
+    pg.psql(
+        "DELETE FROM decisions WHERE replica_id = 'gw-a';
+         DELETE FROM decision_checkpoints
+           WHERE id = (SELECT id FROM decision_checkpoints ORDER BY id DESC OFFSET 1 LIMIT 1)",
+    );
+    let out = fresh.cli(&["audit", "verify"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "a removed checkpoint passes verify");
+    assert!(stderr.contains("checkpoint chain is broken"), "{stderr}");
+}

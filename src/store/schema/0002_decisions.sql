@@ -52,3 +52,10 @@ BEGIN
     END LOOP;
 END
 $$;
+
+-- How far back each replica needs the log at its last start (the longest
+-- attempt-cap window, the idempotency window, the record-keeping floor),
+-- in microseconds: `audit purge` keeps what any replica still needs; and
+-- its longest attempt-cap window (copying a SQLite log in is refused while
+-- replicas have ALLOWs inside it).
+ALTER TABLE replicas ADD COLUMN keep_decisions_us bigint, ADD COLUMN cap_window_us bigint;
