@@ -956,6 +956,7 @@ async fn test_copy_from_sqlite_is_refused_while_capped_replicas_serve() {
         replica_id: "gw-old".into(),
         max_staleness: Duration::from_secs(1),
         unavailable_after: Duration::from_secs(2),
+        ca_file: None,
     };
     let shared = dialgate::store::postgres::Pg::connect(&settings)
         .await
