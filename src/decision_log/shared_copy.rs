@@ -55,6 +55,7 @@ pub async fn copy_from_sqlite(
     pg: &Pg,
     data_dir: &Path,
     replica_id: &str,
+    key: Option<&ed25519_dalek::SigningKey>,
 ) -> Result<Copied, CopyError> {
     let db = super::database_path(data_dir);
     if !db.exists() {
@@ -163,8 +164,8 @@ pub async fn copy_from_sqlite(
         )
         .await
         .map_err(PgError::from)?;
-        // Attested with the copy, as a purge attests its cut (unsigned: the
-        // SQLite log's own checkpoints vouched for it).
+        // Attested with the copy, as a purge attests its cut, signed with
+        // the checkpoint key when one is configured.
         super::shared_audit::append_checkpoint(
             &tx,
             "store migrate",
@@ -173,7 +174,7 @@ pub async fn copy_from_sqlite(
                 seq: *seq,
                 hash: hash.clone(),
             }],
-            None,
+            key,
         )
         .await?;
     }

@@ -58,12 +58,26 @@ fn parts<'a>(pg: &'a Pg, config: &'a Config, data_dir: &'a Path, by: &'a str) ->
             "registry snapshots",
             crate::registry::shared_import::copy_from_sqlite(pg, &config.registries, data_dir, by),
         ),
-        part(
-            "decision log",
-            crate::decision_log::shared_copy::copy_from_sqlite(pg, data_dir, pg.replica_id()),
-        ),
+        part("decision log", copy_decision_log(pg, config, data_dir)),
         part("contact records", copy_contact_records(pg, data_dir)),
     ]
+}
+
+/// The decision log part, its copied anchor signed with the checkpoint key
+/// when one is configured (as the replicas sign theirs).
+async fn copy_decision_log(pg: &Pg, config: &Config, data_dir: &Path) -> anyhow::Result<String> {
+    let key = match &config.log.checkpoint_key_file {
+        Some(path) => Some(crate::decision_log::checkpoint::load_key(path)?),
+        None => None,
+    };
+    let copied = crate::decision_log::shared_copy::copy_from_sqlite(
+        pg,
+        data_dir,
+        pg.replica_id(),
+        key.as_ref(),
+    )
+    .await?;
+    Ok(copied.to_string())
 }
 
 /// The contact records part: a store that already follows the journal

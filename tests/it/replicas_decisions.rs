@@ -444,19 +444,20 @@ async fn test_copy_from_sqlite_keeps_the_chain_and_refuses_a_replica_with_rows()
     let shared = dialgate::store::postgres::Pg::connect(&settings)
         .await
         .unwrap();
-    let copied = dialgate::decision_log::copy_from_sqlite(&shared, &old.data_dir(), "gw-old")
+    let copied = dialgate::decision_log::copy_from_sqlite(&shared, &old.data_dir(), "gw-old", None)
         .await
         .unwrap();
     assert_eq!(copied.decisions, 5);
     // A re-run (store migrate run again) finds the SQLite head in the
     // chain and writes nothing.
-    let again = dialgate::decision_log::copy_from_sqlite(&shared, &old.data_dir(), "gw-old")
+    let again = dialgate::decision_log::copy_from_sqlite(&shared, &old.data_dir(), "gw-old", None)
         .await
         .unwrap();
     assert!(again.already_present && again.decisions == 0, "{again:?}");
     // A replica whose chain is another log is refused.
     pg.psql("UPDATE decisions SET hash = hash || '0' WHERE replica_id = 'gw-old' AND seq = 5");
-    let other = dialgate::decision_log::copy_from_sqlite(&shared, &old.data_dir(), "gw-old").await;
+    let other =
+        dialgate::decision_log::copy_from_sqlite(&shared, &old.data_dir(), "gw-old", None).await;
     assert!(
         matches!(
             other,
@@ -961,7 +962,8 @@ async fn test_copy_from_sqlite_is_refused_while_capped_replicas_serve() {
     let shared = dialgate::store::postgres::Pg::connect(&settings)
         .await
         .unwrap();
-    let copied = dialgate::decision_log::copy_from_sqlite(&shared, &old.data_dir(), "gw-old").await;
+    let copied =
+        dialgate::decision_log::copy_from_sqlite(&shared, &old.data_dir(), "gw-old", None).await;
     assert!(
         matches!(
             &copied,
