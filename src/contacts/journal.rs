@@ -326,9 +326,20 @@ impl Journal {
     pub fn catch_up(&self) -> Result<usize, JournalError> {
         let _applying = self.applying.lock().expect("journal apply lock");
         let started = Instant::now();
-        let applied = self.apply_through(i64::MAX, None)?.1;
-        self.store.confirm_journal(started);
-        Ok(applied)
+        match self.apply_through(i64::MAX, None) {
+            Ok((_, applied)) => {
+                self.store.confirm_journal(started);
+                Ok(applied)
+            }
+            // The database unreachable: decisions stop after max_staleness.
+            Err(err @ JournalError::Pg(_)) => Err(err),
+            // An entry that cannot be applied, or a journal that is not the
+            // one applied here: decisions stop now (never skipped).
+            Err(err) => {
+                self.store.stop_deciding_on_journal();
+                Err(err)
+            }
+        }
     }
 
     /// Applies the entries after the local position up to `last`; returns
@@ -499,14 +510,16 @@ async fn append(
         .await?
         .get(0);
     insert_records(&tx, batch, records).await?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&JOURNAL_LOCK])
+        .await?;
+    // Under the lock: every entry committed before is visible (READ
+    // COMMITTED reads each statement's snapshot), and none commits meanwhile.
     if let Some((subject, controller)) = &extra.redact {
         redact_subject(&tx, subject, controller).await?;
     }
     if extra.refuse_reused {
         refuse_reused_ids(&tx, batch).await?;
     }
-    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&JOURNAL_LOCK])
-        .await?;
     let seq = head(&tx).await? + 1;
     let restrictive = kind == entry::ERASE || records.iter().any(|r| r.restrictive);
     if let Some(salt) = extra.first_with_salt {
@@ -586,7 +599,11 @@ async fn insert_records(
     Ok(())
 }
 
-/// Refuses opt-outs of `batch` whose id another number's opt-out has.
+/// Refuses opt-outs of `batch` whose id another opt-out already has for
+/// another number, controller or campaign: exactly what every replica's
+/// local bulk import refuses (`refuse_reused_suppression_ids`), so an
+/// entry committed here is never refused when applied. Runs under the
+/// journal lock (two imports sharing an id cannot both pass).
 async fn refuse_reused_ids(
     tx: &tokio_postgres::Transaction<'_>,
     batch: i64,
@@ -596,8 +613,10 @@ async fn refuse_reused_ids(
             "SELECT DISTINCT n.record_id FROM contact_journal_records n
              JOIN contact_journal_records o
                ON o.kind IN ('suppression', 'suppression_hashed') AND o.record_id = n.record_id
-              AND o.subject <> n.subject
-             WHERE n.batch = $1 AND n.kind = 'suppression'
+              AND (o.batch <> n.batch OR o.pos <> n.pos)
+              AND (o.subject <> n.subject OR o.controller <> n.controller
+                   OR COALESCE(o.body->>'campaign_id', '') <> COALESCE(n.body->>'campaign_id', ''))
+             WHERE n.batch = $1 AND n.kind IN ('suppression', 'suppression_hashed')
              ORDER BY 1 LIMIT 5",
             &[&batch],
         )

@@ -8,8 +8,11 @@ use jiff::Timestamp;
 
 use super::entry::{self, EraseBody, ImportBody, RecordRow};
 use super::{Hint, Journal, JournalError, Outcome, RECORD_PAGE};
+
+/// How long an applied import's opt-outs may take to reach the index.
+const INDEXED_WITHIN: std::time::Duration = std::time::Duration::from_secs(60);
 use crate::contacts::store::with_journal_position;
-use crate::contacts::{StoreError, SubjectHash, Suppression};
+use crate::contacts::{SubjectHash, Suppression};
 use crate::number::NumberKey;
 
 fn corrupt(seq: i64, problem: impl Into<String>) -> JournalError {
@@ -369,6 +372,10 @@ impl Journal {
         // Opt-outs kept by hash (and relationships) are applied after:
         // with any of them, the entry counts as applied only at the end.
         let held = !suppressions.is_empty() && later.is_empty();
+        let opt_outs: Vec<(NumberKey, String, String)> = suppressions
+            .iter()
+            .map(|(key, s)| (*key, s.number.clone(), s.suppression_id.clone()))
+            .collect();
         if held {
             self.store.hold_pending_opt_outs(&suppressions);
             self.preapplied
@@ -387,23 +394,31 @@ impl Journal {
                     (),
                     serde_json::json!({"shared_journal_entry": seq, "records": import.records}),
                 )))
+            })
+            // The opt-outs count only once they are verifiably in the
+            // index (a refresh of another thread may be compacting them).
+            .and_then(|outcome| {
+                self.store
+                    .wait_indexed(&opt_outs, INDEXED_WITHIN)
+                    .map(|()| outcome)
             });
-        if held {
-            self.preapplied
-                .store(0, std::sync::atomic::Ordering::Release);
-            self.store.release_pending_opt_outs();
-        }
+        // Whatever happened, this entry is not applied yet: the follower
+        // confirms freshness again only once it is. The opt-outs held stay
+        // held when it failed (applying it again holds them again).
+        self.preapplied
+            .store(0, std::sync::atomic::Ordering::Release);
         let counts = match outcome {
             Ok(outcome) => outcome.map(|(_, counts)| counts).unwrap_or_default(),
-            // Refused the same way on every replica (they hold the same
-            // records): the import is skipped everywhere, not retried forever.
-            Err(StoreError::ReusedIds(ids)) => {
-                tracing::error!(seq, %ids, "shared contact journal: a bulk import reuses opt-out ids of other numbers: not applied");
-                self.store.set_journal_applied(seq)?;
-                return Ok(Outcome::Count(0));
+            // Never skipped (the origin committed it, opt-outs the operator
+            // was told are recorded): decisions stop until it is applied.
+            Err(err) => {
+                tracing::error!(seq, error = %err, "shared contact journal: a committed bulk import cannot be applied here: decisions stop until it is (fix the cause, e.g. the data_dir's disk, and the replica retries)");
+                return Err(err.into());
             }
-            Err(err) => return Err(err.into()),
         };
+        if held {
+            self.store.release_pending_opt_outs();
+        }
         for chunk in subjects.chunks(50_000) {
             self.store.note_subjects(chunk)?;
         }

@@ -104,7 +104,14 @@ impl ContactStore {
             .write()
             .expect("pending opt-outs lock");
         for (key, suppression) in opt_outs {
-            held.entry(*key).or_default().push(suppression.clone());
+            let for_key = held.entry(*key).or_default();
+            // Held again when an import is applied again after a failure.
+            if !for_key
+                .iter()
+                .any(|s| s.suppression_id == suppression.suppression_id)
+            {
+                for_key.push(suppression.clone());
+            }
         }
         self.pending_opt_outs.any.store(true, Ordering::Release);
     }
@@ -148,6 +155,54 @@ impl ContactStore {
         Ok(())
     }
 
+    /// Decisions stop at once (not after `max_staleness`) until the whole
+    /// journal is confirmed applied again: an entry could not be applied
+    /// (retrying later is what waiting would do), or the journal is not
+    /// the one this store applied.
+    pub(crate) fn stop_deciding_on_journal(&self) {
+        self.journal_broken.store(true, Ordering::Release);
+    }
+
+    /// Waits until every opt-out of `opt_outs` (number, id) is in the index
+    /// (a refresh of another thread may have taken the imported rows into a
+    /// compaction not finished yet), for at most `limit`.
+    ///
+    /// # Errors
+    /// [`StoreError::Unreadable`] naming how many are still missing.
+    pub(crate) fn wait_indexed(
+        &self,
+        opt_outs: &[(NumberKey, String, String)],
+        limit: Duration,
+    ) -> Result<(), StoreError> {
+        let deadline = Instant::now() + limit;
+        loop {
+            // A compaction that took the rows holds this until they are in.
+            self.index.records.wait_for_compaction();
+            let missing = opt_outs
+                .iter()
+                .filter(|(key, e164, id)| {
+                    !self
+                        .view_indexed(*key, e164)
+                        .suppressions
+                        .iter()
+                        .any(|s| &s.suppression_id == id)
+                })
+                .count();
+            if missing == 0 {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(StoreError::Unreadable(format!(
+                    "{missing} imported opt-outs are not in the index after {limit:?}"
+                )));
+            }
+            if let Err(err) = self.refresh() {
+                tracing::warn!(error = %err, "imported opt-outs not loaded yet");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// From now on, `failing_for` counts from the last confirmation that
     /// the whole journal is applied, and the gateway allows `max_staleness`.
     pub fn follow_journal(&self, max_staleness: Duration) {
@@ -157,6 +212,7 @@ impl ContactStore {
 
     /// Every journal entry committed by `as_of` is applied here.
     pub(crate) fn confirm_journal(&self, as_of: Instant) {
+        self.journal_broken.store(false, Ordering::Release);
         let ms = as_of.saturating_duration_since(self.opened).as_millis() as u64 + 1;
         self.journal_confirmed_ms.fetch_max(ms, Ordering::AcqRel);
     }
@@ -171,7 +227,13 @@ impl ContactStore {
             0 => Duration::ZERO,
             ms => Duration::from_millis(ms - 1),
         };
-        Some(self.opened.elapsed().saturating_sub(confirmed))
+        let behind = self.opened.elapsed().saturating_sub(confirmed);
+        if self.journal_broken.load(Ordering::Acquire) {
+            // Past any limit: decisions stop now.
+            let limit = self.behind_limit.get().copied().unwrap_or_default();
+            return Some(behind.max(limit + Duration::from_secs(1)));
+        }
+        Some(behind)
     }
 
     /// How far behind the records may be before decisions stop: the
