@@ -23,7 +23,19 @@ fn corrupt(seq: i64, problem: impl Into<String>) -> JournalError {
 }
 
 fn parse<T: serde::de::DeserializeOwned>(seq: i64, body: &str) -> Result<T, JournalError> {
-    serde_json::from_str(body).map_err(|e| corrupt(seq, format!("body does not parse: {e}")))
+    // Never the error's text: serde_json quotes the value it met (a
+    // number, personal data, must not reach logs or gRPC errors).
+    serde_json::from_str(body).map_err(|e| {
+        corrupt(
+            seq,
+            format!(
+                "body does not parse ({:?} error at line {} column {})",
+                e.classify(),
+                e.line(),
+                e.column()
+            ),
+        )
+    })
 }
 
 fn key_of(seq: i64, e164: &str) -> Result<NumberKey, JournalError> {
@@ -34,12 +46,7 @@ fn subject_of(seq: i64, hex_subject: &str) -> Result<SubjectHash, JournalError> 
     hex::decode(hex_subject)
         .ok()
         .and_then(|bytes| SubjectHash::try_from(bytes.as_slice()).ok())
-        .ok_or_else(|| {
-            corrupt(
-                seq,
-                format!("subject {hex_subject:?} is not a 32-byte hex hash"),
-            )
-        })
+        .ok_or_else(|| corrupt(seq, "a record's subject is not a 32-byte hex hash"))
 }
 
 /// The opt-out an erasure keeps by hash (as [`crate::contacts::ContactStore::erase`] makes it).
@@ -67,8 +74,14 @@ fn noted(
 }
 
 impl Journal {
-    /// Reads `limit` records of `batch` from position `from`.
-    fn records(&self, batch: i64, from: i32, limit: i64) -> Result<Vec<RecordRow>, JournalError> {
+    /// Reads `limit` records of `batch` from position `from`; the position
+    /// to read from next (the last one read plus one) comes with them.
+    fn records(
+        &self,
+        batch: i64,
+        from: i32,
+        limit: i64,
+    ) -> Result<(Vec<RecordRow>, i32), JournalError> {
         self.block_on(async {
             let client = self.pg.client().await?;
             let rows = client
@@ -79,7 +92,10 @@ impl Journal {
                     &[&batch, &from, &limit],
                 )
                 .await?;
-            Ok(rows
+            let next = rows
+                .last()
+                .map_or(from, |r| r.get::<_, i32>(5).saturating_add(1));
+            let records = rows
                 .iter()
                 .map(|r| {
                     let kind: String = r.get(0);
@@ -108,7 +124,8 @@ impl Journal {
                     };
                     row
                 })
-                .collect())
+                .collect();
+            Ok((records, next))
         })
     }
 
@@ -123,7 +140,7 @@ impl Journal {
     ) -> Result<Outcome, JournalError> {
         match kind {
             entry::RECORDS => {
-                let rows = self.records(batch, 0, RECORD_PAGE)?;
+                let (rows, _) = self.records(batch, 0, RECORD_PAGE)?;
                 let mut outcome = Outcome::Done;
                 let mut wrote = false;
                 let last = rows.len().saturating_sub(1);
@@ -250,11 +267,11 @@ impl Journal {
         let mut subjects = Vec::new();
         let mut from = 0;
         loop {
-            let rows = self.records(batch, from, RECORD_PAGE)?;
+            let (rows, next) = self.records(batch, from, RECORD_PAGE)?;
             if rows.is_empty() {
                 break;
             }
-            from += rows.len() as i32;
+            from = next;
             for row in rows {
                 if row.kind != entry::OPPOSED {
                     return Err(corrupt(
@@ -344,11 +361,11 @@ impl Journal {
         let mut subjects = Vec::new();
         let mut from = 0;
         loop {
-            let rows = self.records(batch, from, RECORD_PAGE)?;
+            let (rows, next) = self.records(batch, from, RECORD_PAGE)?;
             if rows.is_empty() {
                 break;
             }
-            from += rows.len() as i32;
+            from = next;
             for row in rows {
                 match row.kind {
                     entry::CONSENT => {

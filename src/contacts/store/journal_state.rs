@@ -66,10 +66,17 @@ pub(crate) fn with_journal_position<T>(
     subject: Option<(SubjectHash, String)>,
     apply: impl FnOnce() -> T,
 ) -> T {
+    /// Clears the entry when dropped, also when `apply` panics (a pooled
+    /// thread would otherwise claim it for its next, unrelated write).
+    struct Cleared;
+    impl Drop for Cleared {
+        fn drop(&mut self) {
+            APPLYING.with(|a| *a.borrow_mut() = None);
+        }
+    }
     APPLYING.with(|a| *a.borrow_mut() = Some(Applying { seq, subject }));
-    let result = apply();
-    APPLYING.with(|a| *a.borrow_mut() = None);
-    result
+    let _cleared = Cleared;
+    apply()
 }
 
 /// The opt-outs of a bulk import being applied, held in memory while the
@@ -140,6 +147,62 @@ impl ContactStore {
                 |r| r.get(0),
             )
             .optional()?)
+    }
+
+    /// The journal entry (seq, token) this store last checked it applied.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the store cannot be read.
+    pub(crate) fn journal_checked(&self) -> Result<Option<(i64, i64)>, StoreError> {
+        let conn = self.conn.lock().expect("contact db lock");
+        let value = |key: &str| -> Result<Option<i64>, StoreError> {
+            Ok(conn
+                .query_row("SELECT value FROM counters WHERE key = ?1", [key], |r| {
+                    r.get(0)
+                })
+                .optional()?)
+        };
+        Ok(value("journal_checked_seq")?.zip(value("journal_checked_token")?))
+    }
+
+    /// Stores (seq, token) of a journal entry applied here.
+    ///
+    /// # Errors
+    /// [`StoreError`] when it cannot be stored.
+    pub(crate) fn set_journal_checked(&self, seq: i64, token: i64) -> Result<(), StoreError> {
+        let mut conn = self.conn.lock().expect("contact db lock");
+        let tx = conn.transaction()?;
+        for (key, value) in [("journal_checked_seq", seq), ("journal_checked_token", token)] {
+            tx.execute(
+                "INSERT INTO counters (key, value) VALUES (?1, ?2)
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                rusqlite::params![key, value],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// How many registry answers "opposed" and withdrawals known by hash
+    /// only the store holds (what a copy into the shared journal cannot
+    /// carry yet).
+    ///
+    /// # Errors
+    /// [`StoreError`] when the store cannot be read.
+    pub(crate) fn uncopyable_records(&self) -> Result<(i64, i64), StoreError> {
+        let conn = self.conn.lock().expect("contact db lock");
+        let count = |table: &str| -> Result<i64, StoreError> {
+            let exists: i64 = conn.query_row(
+                "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = ?1",
+                [table],
+                |r| r.get(0),
+            )?;
+            if exists == 0 {
+                return Ok(0);
+            }
+            Ok(conn.query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))?)
+        };
+        Ok((count("observations")?, count("withdrawals_by_hash")?))
     }
 
     /// Records `seq` as applied on its own (an entry that changed nothing
