@@ -172,7 +172,10 @@ impl ContactStore {
     pub(crate) fn set_journal_checked(&self, seq: i64, token: i64) -> Result<(), StoreError> {
         let mut conn = self.conn.lock().expect("contact db lock");
         let tx = conn.transaction()?;
-        for (key, value) in [("journal_checked_seq", seq), ("journal_checked_token", token)] {
+        for (key, value) in [
+            ("journal_checked_seq", seq),
+            ("journal_checked_token", token),
+        ] {
             tx.execute(
                 "INSERT INTO counters (key, value) VALUES (?1, ?2)
                  ON CONFLICT (key) DO UPDATE SET value = excluded.value",
