@@ -553,6 +553,88 @@ mod tests {
         assert!(store.view(key, number).suppressions.is_empty());
     }
 
+    /// Held opt-outs are released only once verifiably in the index: the
+    /// wait covers a compaction that took the rows (another thread's
+    /// refresh), and an opt-out that never reaches the index is an error,
+    /// the held copy still honoured.
+    #[test]
+    fn test_held_opt_outs_wait_for_the_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = std::sync::Arc::new(ContactStore::open(dir.path()).unwrap());
+        let number = "+390212345678";
+        let key = NumberKey::from_e164(number).unwrap();
+        let opt_out = |id: &str| Suppression {
+            suppression_id: id.into(),
+            controller: String::new(),
+            campaign_id: String::new(),
+            number: number.into(),
+            reason: "objected".into(),
+            source: "file".into(),
+            added_by: "t".into(),
+            created_at: Timestamp::UNIX_EPOCH,
+            expires_at: None,
+        };
+        store.hold_pending_opt_outs(&[(key, opt_out("s-1")), (key, opt_out("s-2"))]);
+        let wanted = vec![(key, number.to_string(), "s-1".to_string())];
+        let compacting = std::sync::Arc::new(std::sync::Barrier::new(2));
+        let other = {
+            let store = std::sync::Arc::clone(&store);
+            let compacting = std::sync::Arc::clone(&compacting);
+            let opt_out = opt_out("s-1");
+            std::thread::spawn(move || {
+                let compaction = store.index.records.begin_compaction();
+                compacting.wait();
+                std::thread::sleep(Duration::from_millis(200));
+                store.add_suppression(key, opt_out).unwrap();
+                drop(compaction);
+            })
+        };
+        compacting.wait();
+        store
+            .wait_indexed(&wanted, Duration::from_secs(30))
+            .unwrap();
+        assert!(
+            store
+                .view_indexed(key, number)
+                .suppressions
+                .iter()
+                .any(|s| s.suppression_id == "s-1")
+        );
+        other.join().unwrap();
+        let never = vec![(key, number.to_string(), "s-2".to_string())];
+        assert!(
+            store
+                .wait_indexed(&never, Duration::from_millis(100))
+                .is_err()
+        );
+        assert!(
+            store
+                .view(key, number)
+                .suppressions
+                .iter()
+                .any(|s| s.suppression_id == "s-2"),
+            "still held"
+        );
+    }
+
+    /// A panic while applying an entry does not leave the thread claiming
+    /// it for its next, unrelated write.
+    #[test]
+    fn test_the_applied_entry_is_cleared_after_a_panic() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ContactStore::open(dir.path()).unwrap();
+        let number = "+390212345678";
+        let key = NumberKey::from_e164(number).unwrap();
+        let panicked = std::panic::catch_unwind(|| {
+            with_journal_position(5, None, || -> () { panic!("applying failed") })
+        });
+        assert!(panicked.is_err());
+        store
+            .record_consent(key, consent("c-1", number), "t")
+            .unwrap();
+        assert_eq!(store.journal_applied().unwrap(), None);
+    }
+
     /// A new replica's store takes the shared salt; an existing store
     /// keeps its own (the journal then refuses it if they differ).
     #[test]
