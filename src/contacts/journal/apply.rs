@@ -446,3 +446,21 @@ impl Journal {
         Ok(Outcome::Count(counts.stored as u32))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A body that does not parse is reported without the value met
+    /// (it could be a number: personal data).
+    #[test]
+    fn test_a_parse_error_does_not_quote_the_value() {
+        let err = parse::<entry::SuppressionBody>(3, r#"{"number": 4915111111111}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("entry 3"), "{err}");
+        assert!(!err.contains("4915111111111"), "{err}");
+        let err = subject_of(3, "4915111111111").unwrap_err().to_string();
+        assert!(!err.contains("4915111111111"), "{err}");
+    }
+}

@@ -115,6 +115,14 @@ pub async fn copy_from_sqlite(pg: &Pg, data_dir: &Path) -> Result<CopySummary, J
     // No deadline: a large copy may take longer than `unavailable_after`.
     let seq = append(pg, entry::IMPORT, &body, &rows, &extra).await?;
     store.set_journal_applied(seq)?;
+    // What the follower checks on every poll (a rewound journal).
+    let token: i64 = pg
+        .client()
+        .await?
+        .query_one("SELECT token FROM contact_journal WHERE seq = $1", &[&seq])
+        .await?
+        .get(0);
+    store.set_journal_checked(seq, token)?;
     let index = store.index();
     let numbers = all
         .consents
