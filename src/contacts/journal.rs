@@ -328,6 +328,7 @@ impl Journal {
         let started = Instant::now();
         match self.apply_through(i64::MAX, None) {
             Ok((_, applied)) => {
+                self.store.journal_repaired();
                 self.store.confirm_journal(started);
                 Ok(applied)
             }

@@ -758,8 +758,7 @@ async fn test_a_committed_import_that_cannot_be_applied_stops_decisions() {
          COMMIT;",
     );
     until(&a, "+49 151 11111111", None, reach_bound()).await;
-    tokio::time::sleep(Duration::from_millis(2 * MAX_STALENESS_MS)).await;
-    assert_eq!(reasons(&a, "+49 151 11111111").await, None, "not skipped");
+    stays_unavailable(&a, "+49 151 11111111").await;
     assert_eq!(a.get("/readyz").0, 503);
 }
 
@@ -794,7 +793,18 @@ async fn test_a_rewound_journal_stops_decisions() {
          SELECT seq, batch, 'restored', kind, body, restrictive FROM lost",
     );
     until(&a, "+49 151 11111111", None, reach_bound()).await;
+    stays_unavailable(&a, "+49 151 11111111").await;
     assert_eq!(a.get("/readyz").0, 503);
+}
+
+/// Every check of `number` for 3 × max_staleness is UNAVAILABLE (no
+/// flapping back to deciding while the cause stays).
+async fn stays_unavailable(server: &TestServer, number: &str) {
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_millis(3 * MAX_STALENESS_MS) {
+        assert_eq!(reasons(server, number).await, None, "decided again");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// A SQLite store holding registry answers "opposed" (they outweigh

@@ -221,12 +221,19 @@ impl ContactStore {
         Ok(())
     }
 
-    /// Decisions stop at once (not after `max_staleness`) until the whole
-    /// journal is confirmed applied again: an entry could not be applied
+    /// Decisions stop at once (not after `max_staleness`) until
+    /// [`ContactStore::journal_repaired`]: an entry could not be applied
     /// (retrying later is what waiting would do), or the journal is not
     /// the one this store applied.
     pub(crate) fn stop_deciding_on_journal(&self) {
         self.journal_broken.store(true, Ordering::Release);
+    }
+
+    /// The whole journal was applied again: the stop of
+    /// [`ContactStore::stop_deciding_on_journal`] ends (a probe's
+    /// confirmation while an entry is being applied does not end it).
+    pub(crate) fn journal_repaired(&self) {
+        self.journal_broken.store(false, Ordering::Release);
     }
 
     /// Waits until every opt-out of `opt_outs` (number, id) is in the index
@@ -278,7 +285,6 @@ impl ContactStore {
 
     /// Every journal entry committed by `as_of` is applied here.
     pub(crate) fn confirm_journal(&self, as_of: Instant) {
-        self.journal_broken.store(false, Ordering::Release);
         let ms = as_of.saturating_duration_since(self.opened).as_millis() as u64 + 1;
         self.journal_confirmed_ms.fetch_max(ms, Ordering::AcqRel);
     }
