@@ -434,6 +434,11 @@ impl CompactIndex {
         )
     }
 
+    /// Returns once no compaction started before the call is running.
+    pub(crate) fn wait_for_compaction(&self) {
+        drop(self.compacting.lock().expect("compaction lock"));
+    }
+
     /// Starts a compaction (one at a time): see [`Compaction`].
     pub(crate) fn begin_compaction(&self) -> Compaction<'_> {
         Compaction {

@@ -326,9 +326,21 @@ impl Journal {
     pub fn catch_up(&self) -> Result<usize, JournalError> {
         let _applying = self.applying.lock().expect("journal apply lock");
         let started = Instant::now();
-        let applied = self.apply_through(i64::MAX, None)?.1;
-        self.store.confirm_journal(started);
-        Ok(applied)
+        match self.apply_through(i64::MAX, None) {
+            Ok((_, applied)) => {
+                self.store.journal_repaired();
+                self.store.confirm_journal(started);
+                Ok(applied)
+            }
+            // The database unreachable: decisions stop after max_staleness.
+            Err(err @ JournalError::Pg(_)) => Err(err),
+            // An entry that cannot be applied, or a journal that is not the
+            // one applied here: decisions stop now (never skipped).
+            Err(err) => {
+                self.store.stop_deciding_on_journal();
+                Err(err)
+            }
+        }
     }
 
     /// Applies the entries after the local position up to `last`; returns
@@ -339,6 +351,7 @@ impl Journal {
         last: i64,
         hint: Option<&Hint>,
     ) -> Result<(Option<Outcome>, usize), JournalError> {
+        self.verify_same_journal()?;
         let mut position = self.store.journal_applied()?.unwrap_or(0);
         let mut outcome = None;
         let mut count = 0;
@@ -347,7 +360,7 @@ impl Journal {
                 let client = self.pg.client().await?;
                 let rows = client
                     .query(
-                        "SELECT seq, batch, kind, body::text FROM contact_journal
+                        "SELECT seq, batch, kind, body::text, token FROM contact_journal
                          WHERE seq > $1 AND seq <= $2 ORDER BY seq LIMIT $3",
                         &[&position, &last, &FETCH],
                     )
@@ -360,6 +373,7 @@ impl Journal {
                             r.get::<_, i64>(1),
                             r.get::<_, String>(2),
                             r.get::<_, String>(3),
+                            r.get::<_, i64>(4),
                         )
                     })
                     .collect::<Vec<_>>())
@@ -367,7 +381,8 @@ impl Journal {
             if entries.is_empty() {
                 break;
             }
-            for (seq, batch, kind, body) in entries {
+            let mut checked = None;
+            for (seq, batch, kind, body, token) in entries {
                 if seq != position + 1 {
                     return Err(JournalError::Corrupt {
                         seq,
@@ -382,9 +397,56 @@ impl Journal {
                 }
                 position = seq;
                 count += 1;
+                checked = Some((seq, token));
+            }
+            if let Some((seq, token)) = checked {
+                self.store.set_journal_checked(seq, token)?;
             }
         }
         Ok((outcome, count))
+    }
+
+    /// Checks that the entry this store last noted as applied is still the
+    /// journal's entry at its seq (a restored or failed-over database that
+    /// lost entries numbers new ones the same way: they would be skipped).
+    fn verify_same_journal(&self) -> Result<(), JournalError> {
+        let Some((seq, token)) = self.store.journal_checked()? else {
+            return Ok(());
+        };
+        let found: Option<i64> = self.block_on(async {
+            let client = self.pg.client().await?;
+            Ok(client
+                .query_opt("SELECT token FROM contact_journal WHERE seq = $1", &[&seq])
+                .await?
+                .map(|row| row.get(0)))
+        })?;
+        if found == Some(token) {
+            return Ok(());
+        }
+        Err(JournalError::Refused(format!(
+            "the shared journal's entry {seq} is not the entry this replica applied (the database was restored or failed over and lost entries): decisions stop; stop this replica, empty its data_dir and start it again to apply the journal as it is now"
+        )))
+    }
+
+    /// The apply lock, waited for at most `unavailable_after` (a large
+    /// import being applied holds it): the change is then not made and the
+    /// caller answers UNAVAILABLE.
+    fn apply_lock_within(&self) -> Result<std::sync::MutexGuard<'_, ()>, JournalError> {
+        let limit = self.pg.settings().unavailable_after;
+        let started = Instant::now();
+        loop {
+            match self.applying.try_lock() {
+                Ok(guard) => return Ok(guard),
+                Err(std::sync::TryLockError::Poisoned(poisoned)) => {
+                    return Ok(poisoned.into_inner());
+                }
+                Err(std::sync::TryLockError::WouldBlock) => {}
+            }
+            if started.elapsed() >= limit {
+                return Err(JournalError::Pg(PgError::Timeout(limit)));
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
     }
 
     /// Commits one entry to the journal, then applies everything up to it
@@ -397,7 +459,7 @@ impl Journal {
         redact: Option<(String, String)>,
         e164: Option<String>,
     ) -> Result<Outcome, JournalError> {
-        let _applying = self.applying.lock().expect("journal apply lock");
+        let _applying = self.apply_lock_within()?;
         let extra = Extra {
             redact,
             ..Extra::default()
@@ -499,14 +561,16 @@ async fn append(
         .await?
         .get(0);
     insert_records(&tx, batch, records).await?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&JOURNAL_LOCK])
+        .await?;
+    // Under the lock: every entry committed before is visible (READ
+    // COMMITTED reads each statement's snapshot), and none commits meanwhile.
     if let Some((subject, controller)) = &extra.redact {
         redact_subject(&tx, subject, controller).await?;
     }
     if extra.refuse_reused {
         refuse_reused_ids(&tx, batch).await?;
     }
-    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&JOURNAL_LOCK])
-        .await?;
     let seq = head(&tx).await? + 1;
     let restrictive = kind == entry::ERASE || records.iter().any(|r| r.restrictive);
     if let Some(salt) = extra.first_with_salt {
@@ -519,20 +583,23 @@ async fn append(
         // A replica started before the copy made the shared salt and keeps
         // it: replacing it would leave that replica hashing numbers its own
         // way (opt-outs kept by hash would not match there).
-        let existing: Option<Vec<u8>> = tx
-            .query_opt("SELECT salt FROM contact_salt WHERE id = 1", &[])
-            .await?
-            .map(|row| row.get(0));
-        if existing.is_some_and(|existing| existing != salt) {
-            return Err(JournalError::Refused(
-                "replicas have already started on this database with another subject salt: stop them, empty their data_dirs, run `DELETE FROM contact_salt` on the database, then copy again".into(),
-            ));
-        }
+        // Inserted first, then read back in this transaction: a replica
+        // starting meanwhile either waits for this insert or made its own
+        // salt first, which is then read here and refused.
         tx.execute(
             "INSERT INTO contact_salt (id, salt) VALUES (1, $1) ON CONFLICT (id) DO NOTHING",
             &[&salt.to_vec()],
         )
         .await?;
+        let shared: Vec<u8> = tx
+            .query_one("SELECT salt FROM contact_salt WHERE id = 1", &[])
+            .await?
+            .get(0);
+        if shared != salt {
+            return Err(JournalError::Refused(
+                "replicas have already started on this database with another subject salt: stop them, empty their data_dirs, run `DELETE FROM contact_salt` on the database, then copy again".into(),
+            ));
+        }
     }
     tx.execute(
         "INSERT INTO contact_journal (seq, batch, replica_id, kind, body, restrictive)
@@ -586,7 +653,11 @@ async fn insert_records(
     Ok(())
 }
 
-/// Refuses opt-outs of `batch` whose id another number's opt-out has.
+/// Refuses opt-outs of `batch` whose id another opt-out already has for
+/// another number, controller or campaign: exactly what every replica's
+/// local bulk import refuses (`refuse_reused_suppression_ids`), so an
+/// entry committed here is never refused when applied. Runs under the
+/// journal lock (two imports sharing an id cannot both pass).
 async fn refuse_reused_ids(
     tx: &tokio_postgres::Transaction<'_>,
     batch: i64,
@@ -596,8 +667,10 @@ async fn refuse_reused_ids(
             "SELECT DISTINCT n.record_id FROM contact_journal_records n
              JOIN contact_journal_records o
                ON o.kind IN ('suppression', 'suppression_hashed') AND o.record_id = n.record_id
-              AND o.subject <> n.subject
-             WHERE n.batch = $1 AND n.kind = 'suppression'
+              AND (o.batch <> n.batch OR o.pos <> n.pos)
+              AND (o.subject <> n.subject OR o.controller <> n.controller
+                   OR COALESCE(o.body->>'campaign_id', '') <> COALESCE(n.body->>'campaign_id', ''))
+             WHERE n.batch = $1 AND n.kind IN ('suppression', 'suppression_hashed')
              ORDER BY 1 LIMIT 5",
             &[&batch],
         )

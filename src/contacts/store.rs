@@ -89,6 +89,10 @@ pub struct ContactStore {
     /// Whether the store follows a shared journal (then `failing_for`
     /// counts from the last confirmation).
     journal_followed: std::sync::atomic::AtomicBool,
+    /// Whether applying the shared journal failed in a way waiting does
+    /// not cure (an entry refused, a rewound journal): decisions stop at
+    /// once, until the whole journal is confirmed applied.
+    journal_broken: std::sync::atomic::AtomicBool,
     /// The staleness allowed when following a journal (`max_staleness`).
     behind_limit: std::sync::OnceLock<std::time::Duration>,
     /// Opt-outs of a shared bulk import being applied (postgres backend).
@@ -731,6 +735,7 @@ impl ContactStore {
             withdrawals: purge::HashedWithdrawals::default(),
             journal_confirmed_ms: std::sync::atomic::AtomicU64::new(0),
             journal_followed: std::sync::atomic::AtomicBool::new(false),
+            journal_broken: std::sync::atomic::AtomicBool::new(false),
             behind_limit: std::sync::OnceLock::new(),
             pending_opt_outs: journal_state::PendingOptOuts::default(),
         })
@@ -963,6 +968,14 @@ impl ContactStore {
     /// holds what decides; the records' ids come from the store (an id that
     /// cannot be read is cited by its row, the verdict is the same).
     pub fn view(&self, key: NumberKey, e164: &str) -> ContactView {
+        let mut view = self.view_indexed(key, e164);
+        self.pending_opt_outs.extend_view(key, &mut view);
+        view
+    }
+
+    /// [`ContactStore::view`] without the opt-outs held in memory: what the
+    /// index and the store hold.
+    pub(super) fn view_indexed(&self, key: NumberKey, e164: &str) -> ContactView {
         let slots = self.index.slots(key);
         let mut view = ContactView::default();
         if !slots.is_empty() {
@@ -990,7 +1003,6 @@ impl ContactStore {
         view.suppressions
             .extend(self.index.erased_suppressions(e164));
         self.withdrawals.extend_view(&self.index, e164, &mut view);
-        self.pending_opt_outs.extend_view(key, &mut view);
         view
     }
 

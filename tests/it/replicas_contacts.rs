@@ -685,3 +685,213 @@ async fn test_a_replica_killed_while_applying_resumes_exactly() {
         60
     );
 }
+
+/// An opt-out id the journal already holds for another controller (or
+/// campaign) is refused at the CLI, nothing committed: every replica's
+/// local import refuses it too, so it could only be skipped there (opt-outs
+/// reported committed but never applied). The same file again is accepted.
+#[tokio::test(flavor = "multi_thread")]
+async fn test_an_opt_out_id_reused_for_another_controller_is_refused_at_the_cli() {
+    let Some(pg) = PgServer::start() else { return };
+    let a_ws = Workspace::new(&replica_config(&pg, "gw-a"));
+    let a = a_ws.start();
+    let cli = Workspace::new(&replica_config(&pg, "gw-cli"));
+    let number = "+49 151 22222222";
+    let first = cli.file(
+        "first.csv",
+        "controller,number,reason,suppression_id\nacme,+49 151 22222222,objected,S-1\n",
+    );
+    cli.cli_ok(&["suppression", "import", "--file", path_str(&first)]);
+    let suppressed = Some(vec![R::Suppressed, R::NoConsent]);
+    until(&a, number, suppressed.clone(), reach_bound()).await;
+    let before = pg.psql("SELECT count(*) FROM contact_journal");
+    for (name, content) in [
+        (
+            "controller.csv",
+            "controller,number,reason,suppression_id\nbeta,+49 151 22222222,objected,S-1\n",
+        ),
+        (
+            "campaign.csv",
+            "controller,campaign_id,number,reason,suppression_id\nacme,de-optin,+49 151 22222222,objected,S-1\n",
+        ),
+    ] {
+        let file = cli.file(name, content);
+        let out = cli.cli(&["suppression", "import", "--file", path_str(&file)]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{name}: {stderr}");
+        assert!(stderr.contains("S-1"), "{name}: {stderr}");
+    }
+    assert_eq!(pg.psql("SELECT count(*) FROM contact_journal"), before);
+    cli.cli_ok(&["suppression", "import", "--file", path_str(&first)]);
+    tokio::time::sleep(Duration::from_millis(2 * MAX_STALENESS_MS)).await;
+    assert_eq!(reasons(&a, number).await, suppressed, "still deciding");
+}
+
+/// A committed opt-out import a replica cannot apply (here written by hand
+/// past the CLI's check: its id is another number's) is never skipped: the
+/// replica stops deciding at once and keeps retrying.
+#[tokio::test(flavor = "multi_thread")]
+async fn test_a_committed_import_that_cannot_be_applied_stops_decisions() {
+    let Some(pg) = PgServer::start() else { return };
+    let a_ws = Workspace::new(&replica_config(&pg, "gw-a"));
+    let a = a_ws.start();
+    let cli = Workspace::new(&replica_config(&pg, "gw-cli"));
+    let first = cli.file(
+        "first.csv",
+        "controller,number,reason,suppression_id\nacme,+49 151 22222222,objected,S-1\n",
+    );
+    cli.cli_ok(&["suppression", "import", "--file", path_str(&first)]);
+    until(
+        &a,
+        "+49 151 22222222",
+        Some(vec![R::Suppressed, R::NoConsent]),
+        reach_bound(),
+    )
+    .await;
+    pg.psql(
+        "BEGIN;
+         INSERT INTO contact_journal_records (batch, pos, kind, record_id, subject, controller, body)
+             VALUES (nextval('contact_journal_batches'), 0, 'suppression', 'S-1', repeat('ab', 32), 'acme',
+                     '{\"suppression_id\": \"S-1\", \"controller\": \"acme\", \"campaign_id\": \"\", \"number\": \"+4915133333333\", \"reason\": \"x\", \"source\": \"hand\", \"added_by\": \"hand\", \"created_at_us\": 1700000000000000, \"expires_at_us\": null}');
+         INSERT INTO contact_journal (seq, batch, replica_id, kind, body, restrictive)
+             SELECT MAX(seq) + 1, currval('contact_journal_batches'), 'hand', 'import',
+                    '{\"actor\": \"hand\", \"action\": \"suppressions.imported\", \"now_us\": 1700000000000000, \"records\": 1}', true
+             FROM contact_journal;
+         COMMIT;",
+    );
+    until(&a, "+49 151 11111111", None, reach_bound()).await;
+    stays_unavailable(&a, "+49 151 11111111").await;
+    assert_eq!(a.get("/readyz").0, 503);
+}
+
+/// A database restored or failed over to a copy that lost entries numbers
+/// new entries as the lost ones were: a replica that applied the lost ones
+/// notices (the entry at its position is another one) and stops deciding.
+#[tokio::test(flavor = "multi_thread")]
+async fn test_a_rewound_journal_stops_decisions() {
+    let Some(pg) = PgServer::start() else { return };
+    let a_ws = Workspace::new(&replica_config(&pg, "gw-a"));
+    let a = a_ws.start();
+    let mut records = a.records().await;
+    for number in ["+49 151 22222222", "+49 151 33333333"] {
+        records
+            .add_suppression(AddSuppressionRequest {
+                controller: "acme".into(),
+                number: number.into(),
+                reason: "objected".into(),
+                source: "call".into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+    }
+    let suppressed = Some(vec![R::Suppressed, R::NoConsent]);
+    until(&a, "+49 151 33333333", suppressed, reach_bound()).await;
+    // The last entry lost, another one committed under its seq.
+    pg.psql(
+        "WITH lost AS (DELETE FROM contact_journal
+                       WHERE seq = (SELECT MAX(seq) FROM contact_journal) RETURNING *)
+         INSERT INTO contact_journal (seq, batch, replica_id, kind, body, restrictive)
+         SELECT seq, batch, 'restored', kind, body, restrictive FROM lost",
+    );
+    until(&a, "+49 151 11111111", None, reach_bound()).await;
+    stays_unavailable(&a, "+49 151 11111111").await;
+    assert_eq!(a.get("/readyz").0, 503);
+}
+
+/// Every check of `number` for 3 × max_staleness is UNAVAILABLE (no
+/// flapping back to deciding while the cause stays).
+async fn stays_unavailable(server: &TestServer, number: &str) {
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_millis(3 * MAX_STALENESS_MS) {
+        assert_eq!(reasons(server, number).await, None, "decided again");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A SQLite store holding registry answers "opposed" (they outweigh
+/// registry clearance) is not copied: the copy could not carry them.
+#[tokio::test(flavor = "multi_thread")]
+async fn test_copy_refuses_opposed_answers_and_hashed_withdrawals() {
+    let Some(pg) = PgServer::start() else { return };
+    let ws = Workspace::new(&standard_config(""));
+    let granted = days_ago(1);
+    let csv = ws.file(
+        "consents.csv",
+        &format!(
+            "controller,number,purpose,granted_at,source\nacme,+49 151 11111111,marketing,{granted},web\n"
+        ),
+    );
+    ws.cli_ok(&["consent", "import", "--file", path_str(&csv)]);
+    {
+        let store = dialgate::contacts::ContactStore::open_unindexed(&ws.data_dir()).unwrap();
+        let key = dialgate::number::NumberKey::from_e164("+4915111111111").unwrap();
+        store
+            .record_opposed("it-rpo", "acme", &[key], jiff::Timestamp::now())
+            .unwrap();
+    }
+    let settings = dialgate::store::PostgresSettings {
+        url: pg.url(),
+        replica_id: "migrate".into(),
+        max_staleness: Duration::from_secs(1),
+        unavailable_after: Duration::from_secs(2),
+    };
+    let shared = dialgate::store::postgres::Pg::connect(&settings)
+        .await
+        .unwrap();
+    let copied = dialgate::contacts::journal::copy_from_sqlite(&shared, &ws.data_dir()).await;
+    assert!(
+        matches!(&copied, Err(e) if e.to_string().contains("1 registry answers \"opposed\"")),
+        "{copied:?}"
+    );
+    assert_eq!(pg.psql("SELECT count(*) FROM contact_journal").trim(), "0");
+}
+
+/// A 50 000-number opt-out import over numbers with consent, applied by a
+/// replica whose store reloads every 50 ms (background refreshes race the
+/// import's own): once max_staleness has passed after the commit, no
+/// sampled check of a listed number is allowed, during the apply and after.
+#[tokio::test(flavor = "multi_thread")]
+async fn test_no_listed_number_allowed_while_a_large_opt_out_import_is_applied() {
+    let Some(pg) = PgServer::start() else { return };
+    let config = replica_config(&pg, "gw-a").replace(
+        "registry_reload_interval_ms = 100",
+        "registry_reload_interval_ms = 50",
+    );
+    let a_ws = Workspace::new(&config);
+    let a = a_ws.start();
+    let cli = Workspace::new(&replica_config(&pg, "gw-cli"));
+    const N: u32 = 50_000;
+    let number = |i: u32| format!("+49151{:08}", 10_000_000 + i);
+    let granted = days_ago(1);
+    let mut consents = String::from("controller,number,purpose,granted_at,source\n");
+    let mut optouts = String::from("controller,number,reason\n");
+    for i in 0..N {
+        consents.push_str(&format!("acme,{},marketing,{granted},web\n", number(i)));
+        optouts.push_str(&format!("acme,{},objected\n", number(i)));
+    }
+    let consents = cli.file("consents.csv", &consents);
+    cli.cli_ok(&["consent", "import", "--file", path_str(&consents)]);
+    let long = Duration::from_secs(120);
+    until(&a, &number(N - 1), Some(vec![R::Consent]), long).await;
+    let optouts = cli.file("optouts.csv", &optouts);
+    cli.cli_ok(&["suppression", "import", "--file", path_str(&optouts)]);
+    tokio::time::sleep(Duration::from_millis(MAX_STALENESS_MS + 300)).await;
+    let started = Instant::now();
+    let mut i = 0u32;
+    let mut applied = false;
+    while started.elapsed() < long {
+        i = (i + 7919) % N;
+        let got = reasons(&a, &number(i)).await;
+        assert_ne!(got, Some(vec![R::Consent]), "{} allowed", number(i));
+        if got == Some(vec![R::Suppressed]) && reasons(&a, &number(N - 1)).await == got {
+            applied = true;
+            break;
+        }
+    }
+    assert!(applied, "the import was not applied within {long:?}");
+    for _ in 0..300 {
+        i = (i + 7919) % N;
+        assert_eq!(reasons(&a, &number(i)).await, Some(vec![R::Suppressed]));
+    }
+}

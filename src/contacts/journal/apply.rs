@@ -8,8 +8,11 @@ use jiff::Timestamp;
 
 use super::entry::{self, EraseBody, ImportBody, RecordRow};
 use super::{Hint, Journal, JournalError, Outcome, RECORD_PAGE};
+
+/// How long an applied import's opt-outs may take to reach the index.
+const INDEXED_WITHIN: std::time::Duration = std::time::Duration::from_secs(60);
 use crate::contacts::store::with_journal_position;
-use crate::contacts::{StoreError, SubjectHash, Suppression};
+use crate::contacts::{SubjectHash, Suppression};
 use crate::number::NumberKey;
 
 fn corrupt(seq: i64, problem: impl Into<String>) -> JournalError {
@@ -20,7 +23,19 @@ fn corrupt(seq: i64, problem: impl Into<String>) -> JournalError {
 }
 
 fn parse<T: serde::de::DeserializeOwned>(seq: i64, body: &str) -> Result<T, JournalError> {
-    serde_json::from_str(body).map_err(|e| corrupt(seq, format!("body does not parse: {e}")))
+    // Never the error's text: serde_json quotes the value it met (a
+    // number, personal data, must not reach logs or gRPC errors).
+    serde_json::from_str(body).map_err(|e| {
+        corrupt(
+            seq,
+            format!(
+                "body does not parse ({:?} error at line {} column {})",
+                e.classify(),
+                e.line(),
+                e.column()
+            ),
+        )
+    })
 }
 
 fn key_of(seq: i64, e164: &str) -> Result<NumberKey, JournalError> {
@@ -31,12 +46,7 @@ fn subject_of(seq: i64, hex_subject: &str) -> Result<SubjectHash, JournalError> 
     hex::decode(hex_subject)
         .ok()
         .and_then(|bytes| SubjectHash::try_from(bytes.as_slice()).ok())
-        .ok_or_else(|| {
-            corrupt(
-                seq,
-                format!("subject {hex_subject:?} is not a 32-byte hex hash"),
-            )
-        })
+        .ok_or_else(|| corrupt(seq, "a record's subject is not a 32-byte hex hash"))
 }
 
 /// The opt-out an erasure keeps by hash (as [`crate::contacts::ContactStore::erase`] makes it).
@@ -64,8 +74,14 @@ fn noted(
 }
 
 impl Journal {
-    /// Reads `limit` records of `batch` from position `from`.
-    fn records(&self, batch: i64, from: i32, limit: i64) -> Result<Vec<RecordRow>, JournalError> {
+    /// Reads `limit` records of `batch` from position `from`; the position
+    /// to read from next (the last one read plus one) comes with them.
+    fn records(
+        &self,
+        batch: i64,
+        from: i32,
+        limit: i64,
+    ) -> Result<(Vec<RecordRow>, i32), JournalError> {
         self.block_on(async {
             let client = self.pg.client().await?;
             let rows = client
@@ -76,7 +92,10 @@ impl Journal {
                     &[&batch, &from, &limit],
                 )
                 .await?;
-            Ok(rows
+            let next = rows
+                .last()
+                .map_or(from, |r| r.get::<_, i32>(5).saturating_add(1));
+            let records = rows
                 .iter()
                 .map(|r| {
                     let kind: String = r.get(0);
@@ -105,7 +124,8 @@ impl Journal {
                     };
                     row
                 })
-                .collect())
+                .collect();
+            Ok((records, next))
         })
     }
 
@@ -120,7 +140,7 @@ impl Journal {
     ) -> Result<Outcome, JournalError> {
         match kind {
             entry::RECORDS => {
-                let rows = self.records(batch, 0, RECORD_PAGE)?;
+                let (rows, _) = self.records(batch, 0, RECORD_PAGE)?;
                 let mut outcome = Outcome::Done;
                 let mut wrote = false;
                 let last = rows.len().saturating_sub(1);
@@ -247,11 +267,11 @@ impl Journal {
         let mut subjects = Vec::new();
         let mut from = 0;
         loop {
-            let rows = self.records(batch, from, RECORD_PAGE)?;
+            let (rows, next) = self.records(batch, from, RECORD_PAGE)?;
             if rows.is_empty() {
                 break;
             }
-            from += rows.len() as i32;
+            from = next;
             for row in rows {
                 if row.kind != entry::OPPOSED {
                     return Err(corrupt(
@@ -341,11 +361,11 @@ impl Journal {
         let mut subjects = Vec::new();
         let mut from = 0;
         loop {
-            let rows = self.records(batch, from, RECORD_PAGE)?;
+            let (rows, next) = self.records(batch, from, RECORD_PAGE)?;
             if rows.is_empty() {
                 break;
             }
-            from += rows.len() as i32;
+            from = next;
             for row in rows {
                 match row.kind {
                     entry::CONSENT => {
@@ -369,6 +389,10 @@ impl Journal {
         // Opt-outs kept by hash (and relationships) are applied after:
         // with any of them, the entry counts as applied only at the end.
         let held = !suppressions.is_empty() && later.is_empty();
+        let opt_outs: Vec<(NumberKey, String, String)> = suppressions
+            .iter()
+            .map(|(key, s)| (*key, s.number.clone(), s.suppression_id.clone()))
+            .collect();
         if held {
             self.store.hold_pending_opt_outs(&suppressions);
             self.preapplied
@@ -387,23 +411,31 @@ impl Journal {
                     (),
                     serde_json::json!({"shared_journal_entry": seq, "records": import.records}),
                 )))
+            })
+            // The opt-outs count only once they are verifiably in the
+            // index (a refresh of another thread may be compacting them).
+            .and_then(|outcome| {
+                self.store
+                    .wait_indexed(&opt_outs, INDEXED_WITHIN)
+                    .map(|()| outcome)
             });
-        if held {
-            self.preapplied
-                .store(0, std::sync::atomic::Ordering::Release);
-            self.store.release_pending_opt_outs();
-        }
+        // Whatever happened, this entry is not applied yet: the follower
+        // confirms freshness again only once it is. The opt-outs held stay
+        // held when it failed (applying it again holds them again).
+        self.preapplied
+            .store(0, std::sync::atomic::Ordering::Release);
         let counts = match outcome {
             Ok(outcome) => outcome.map(|(_, counts)| counts).unwrap_or_default(),
-            // Refused the same way on every replica (they hold the same
-            // records): the import is skipped everywhere, not retried forever.
-            Err(StoreError::ReusedIds(ids)) => {
-                tracing::error!(seq, %ids, "shared contact journal: a bulk import reuses opt-out ids of other numbers: not applied");
-                self.store.set_journal_applied(seq)?;
-                return Ok(Outcome::Count(0));
+            // Never skipped (the origin committed it, opt-outs the operator
+            // was told are recorded): decisions stop until it is applied.
+            Err(err) => {
+                tracing::error!(seq, error = %err, "shared contact journal: a committed bulk import cannot be applied here: decisions stop until it is (fix the cause, e.g. the data_dir's disk, and the replica retries)");
+                return Err(err.into());
             }
-            Err(err) => return Err(err.into()),
         };
+        if held {
+            self.store.release_pending_opt_outs();
+        }
         for chunk in subjects.chunks(50_000) {
             self.store.note_subjects(chunk)?;
         }
@@ -412,5 +444,23 @@ impl Journal {
         }
         self.store.set_journal_applied(seq)?;
         Ok(Outcome::Count(counts.stored as u32))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A body that does not parse is reported without the value met
+    /// (it could be a number: personal data).
+    #[test]
+    fn test_a_parse_error_does_not_quote_the_value() {
+        let err = parse::<entry::SuppressionBody>(3, r#"{"number": 4915111111111}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("entry 3"), "{err}");
+        assert!(!err.contains("4915111111111"), "{err}");
+        let err = subject_of(3, "4915111111111").unwrap_err().to_string();
+        assert!(!err.contains("4915111111111"), "{err}");
     }
 }

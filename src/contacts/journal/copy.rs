@@ -80,14 +80,25 @@ fn json(body: &impl serde::Serialize) -> String {
 /// kept by hash included) of the SQLite deployment in `data_dir` into the
 /// journal as its first entry, with that store's subject salt; `data_dir`
 /// then serves as a replica that applied it. Refused unless the journal is
-/// empty. The change trail, registry observations and withdrawals known by
-/// hash only are not copied (they stay in the local store of `data_dir`).
+/// empty, and while the store holds registry answers "opposed" or
+/// withdrawals known by hash only (the copy cannot carry them yet). The
+/// change trail is not copied (it stays in the local store of `data_dir`).
 ///
 /// # Errors
 /// [`JournalError::Refused`] when the journal is not empty; a failure of
 /// either store (nothing is copied then).
 pub async fn copy_from_sqlite(pg: &Pg, data_dir: &Path) -> Result<CopySummary, JournalError> {
     let store = ContactStore::open_unindexed(data_dir)?;
+    // Both outweigh what the copy carries (an answer "opposed" outweighs
+    // registry clearance, a withdrawal a consent): left out, replicas
+    // would allow calls the SQLite deployment denies.
+    let (opposed, withdrawals) = store.uncopyable_records()?;
+    if opposed > 0 || withdrawals > 0 {
+        return Err(JournalError::Refused(format!(
+            "{} holds {opposed} registry answers \"opposed\" and {withdrawals} consent withdrawals known by hash only, which the copy cannot carry yet (replicas would allow calls this deployment denies): nothing copied; keep this deployment on SQLite for now",
+            data_dir.display()
+        )));
+    }
     let all = store.all_records()?;
     let rows = rows(store.index(), &all, "store migrate");
     let body = serde_json::to_value(ImportBody {
@@ -104,6 +115,14 @@ pub async fn copy_from_sqlite(pg: &Pg, data_dir: &Path) -> Result<CopySummary, J
     // No deadline: a large copy may take longer than `unavailable_after`.
     let seq = append(pg, entry::IMPORT, &body, &rows, &extra).await?;
     store.set_journal_applied(seq)?;
+    // What the follower checks on every poll (a rewound journal).
+    let token: i64 = pg
+        .client()
+        .await?
+        .query_one("SELECT token FROM contact_journal WHERE seq = $1", &[&seq])
+        .await?
+        .get(0);
+    store.set_journal_checked(seq, token)?;
     let index = store.index();
     let numbers = all
         .consents

@@ -66,10 +66,17 @@ pub(crate) fn with_journal_position<T>(
     subject: Option<(SubjectHash, String)>,
     apply: impl FnOnce() -> T,
 ) -> T {
+    /// Clears the entry when dropped, also when `apply` panics (a pooled
+    /// thread would otherwise claim it for its next, unrelated write).
+    struct Cleared;
+    impl Drop for Cleared {
+        fn drop(&mut self) {
+            APPLYING.with(|a| *a.borrow_mut() = None);
+        }
+    }
     APPLYING.with(|a| *a.borrow_mut() = Some(Applying { seq, subject }));
-    let result = apply();
-    APPLYING.with(|a| *a.borrow_mut() = None);
-    result
+    let _cleared = Cleared;
+    apply()
 }
 
 /// The opt-outs of a bulk import being applied, held in memory while the
@@ -104,7 +111,14 @@ impl ContactStore {
             .write()
             .expect("pending opt-outs lock");
         for (key, suppression) in opt_outs {
-            held.entry(*key).or_default().push(suppression.clone());
+            let for_key = held.entry(*key).or_default();
+            // Held again when an import is applied again after a failure.
+            if !for_key
+                .iter()
+                .any(|s| s.suppression_id == suppression.suppression_id)
+            {
+                for_key.push(suppression.clone());
+            }
         }
         self.pending_opt_outs.any.store(true, Ordering::Release);
     }
@@ -135,6 +149,65 @@ impl ContactStore {
             .optional()?)
     }
 
+    /// The journal entry (seq, token) this store last checked it applied.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the store cannot be read.
+    pub(crate) fn journal_checked(&self) -> Result<Option<(i64, i64)>, StoreError> {
+        let conn = self.conn.lock().expect("contact db lock");
+        let value = |key: &str| -> Result<Option<i64>, StoreError> {
+            Ok(conn
+                .query_row("SELECT value FROM counters WHERE key = ?1", [key], |r| {
+                    r.get(0)
+                })
+                .optional()?)
+        };
+        Ok(value("journal_checked_seq")?.zip(value("journal_checked_token")?))
+    }
+
+    /// Stores (seq, token) of a journal entry applied here.
+    ///
+    /// # Errors
+    /// [`StoreError`] when it cannot be stored.
+    pub(crate) fn set_journal_checked(&self, seq: i64, token: i64) -> Result<(), StoreError> {
+        let mut conn = self.conn.lock().expect("contact db lock");
+        let tx = conn.transaction()?;
+        for (key, value) in [
+            ("journal_checked_seq", seq),
+            ("journal_checked_token", token),
+        ] {
+            tx.execute(
+                "INSERT INTO counters (key, value) VALUES (?1, ?2)
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                rusqlite::params![key, value],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// How many registry answers "opposed" and withdrawals known by hash
+    /// only the store holds (what a copy into the shared journal cannot
+    /// carry yet).
+    ///
+    /// # Errors
+    /// [`StoreError`] when the store cannot be read.
+    pub(crate) fn uncopyable_records(&self) -> Result<(i64, i64), StoreError> {
+        let conn = self.conn.lock().expect("contact db lock");
+        let count = |table: &str| -> Result<i64, StoreError> {
+            let exists: i64 = conn.query_row(
+                "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = ?1",
+                [table],
+                |r| r.get(0),
+            )?;
+            if exists == 0 {
+                return Ok(0);
+            }
+            Ok(conn.query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))?)
+        };
+        Ok((count("observations")?, count("withdrawals_by_hash")?))
+    }
+
     /// Records `seq` as applied on its own (an entry that changed nothing
     /// here, or after a bulk import, which applying again stores nothing twice).
     ///
@@ -146,6 +219,61 @@ impl ContactStore {
         store_journal_position(&tx, seq)?;
         tx.commit()?;
         Ok(())
+    }
+
+    /// Decisions stop at once (not after `max_staleness`) until
+    /// [`ContactStore::journal_repaired`]: an entry could not be applied
+    /// (retrying later is what waiting would do), or the journal is not
+    /// the one this store applied.
+    pub(crate) fn stop_deciding_on_journal(&self) {
+        self.journal_broken.store(true, Ordering::Release);
+    }
+
+    /// The whole journal was applied again: the stop of
+    /// [`ContactStore::stop_deciding_on_journal`] ends (a probe's
+    /// confirmation while an entry is being applied does not end it).
+    pub(crate) fn journal_repaired(&self) {
+        self.journal_broken.store(false, Ordering::Release);
+    }
+
+    /// Waits until every opt-out of `opt_outs` (number, id) is in the index
+    /// (a refresh of another thread may have taken the imported rows into a
+    /// compaction not finished yet), for at most `limit`.
+    ///
+    /// # Errors
+    /// [`StoreError::Unreadable`] naming how many are still missing.
+    pub(crate) fn wait_indexed(
+        &self,
+        opt_outs: &[(NumberKey, String, String)],
+        limit: Duration,
+    ) -> Result<(), StoreError> {
+        let deadline = Instant::now() + limit;
+        loop {
+            // A compaction that took the rows holds this until they are in.
+            self.index.records.wait_for_compaction();
+            let missing = opt_outs
+                .iter()
+                .filter(|(key, e164, id)| {
+                    !self
+                        .view_indexed(*key, e164)
+                        .suppressions
+                        .iter()
+                        .any(|s| &s.suppression_id == id)
+                })
+                .count();
+            if missing == 0 {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(StoreError::Unreadable(format!(
+                    "{missing} imported opt-outs are not in the index after {limit:?}"
+                )));
+            }
+            if let Err(err) = self.refresh() {
+                tracing::warn!(error = %err, "imported opt-outs not loaded yet");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// From now on, `failing_for` counts from the last confirmation that
@@ -171,7 +299,13 @@ impl ContactStore {
             0 => Duration::ZERO,
             ms => Duration::from_millis(ms - 1),
         };
-        Some(self.opened.elapsed().saturating_sub(confirmed))
+        let behind = self.opened.elapsed().saturating_sub(confirmed);
+        if self.journal_broken.load(Ordering::Acquire) {
+            // Past any limit: decisions stop now.
+            let limit = self.behind_limit.get().copied().unwrap_or_default();
+            return Some(behind.max(limit + Duration::from_secs(1)));
+        }
+        Some(behind)
     }
 
     /// How far behind the records may be before decisions stop: the
@@ -423,6 +557,88 @@ mod tests {
         assert_eq!(store.view(key, number).suppressions, vec![opt_out]);
         store.release_pending_opt_outs();
         assert!(store.view(key, number).suppressions.is_empty());
+    }
+
+    /// Held opt-outs are released only once verifiably in the index: the
+    /// wait covers a compaction that took the rows (another thread's
+    /// refresh), and an opt-out that never reaches the index is an error,
+    /// the held copy still honoured.
+    #[test]
+    fn test_held_opt_outs_wait_for_the_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = std::sync::Arc::new(ContactStore::open(dir.path()).unwrap());
+        let number = "+390212345678";
+        let key = NumberKey::from_e164(number).unwrap();
+        let opt_out = |id: &str| Suppression {
+            suppression_id: id.into(),
+            controller: String::new(),
+            campaign_id: String::new(),
+            number: number.into(),
+            reason: "objected".into(),
+            source: "file".into(),
+            added_by: "t".into(),
+            created_at: Timestamp::UNIX_EPOCH,
+            expires_at: None,
+        };
+        store.hold_pending_opt_outs(&[(key, opt_out("s-1")), (key, opt_out("s-2"))]);
+        let wanted = vec![(key, number.to_string(), "s-1".to_string())];
+        let compacting = std::sync::Arc::new(std::sync::Barrier::new(2));
+        let other = {
+            let store = std::sync::Arc::clone(&store);
+            let compacting = std::sync::Arc::clone(&compacting);
+            let opt_out = opt_out("s-1");
+            std::thread::spawn(move || {
+                let compaction = store.index.records.begin_compaction();
+                compacting.wait();
+                std::thread::sleep(Duration::from_millis(200));
+                store.add_suppression(key, opt_out).unwrap();
+                drop(compaction);
+            })
+        };
+        compacting.wait();
+        store
+            .wait_indexed(&wanted, Duration::from_secs(30))
+            .unwrap();
+        assert!(
+            store
+                .view_indexed(key, number)
+                .suppressions
+                .iter()
+                .any(|s| s.suppression_id == "s-1")
+        );
+        other.join().unwrap();
+        let never = vec![(key, number.to_string(), "s-2".to_string())];
+        assert!(
+            store
+                .wait_indexed(&never, Duration::from_millis(100))
+                .is_err()
+        );
+        assert!(
+            store
+                .view(key, number)
+                .suppressions
+                .iter()
+                .any(|s| s.suppression_id == "s-2"),
+            "still held"
+        );
+    }
+
+    /// A panic while applying an entry does not leave the thread claiming
+    /// it for its next, unrelated write.
+    #[test]
+    fn test_the_applied_entry_is_cleared_after_a_panic() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ContactStore::open(dir.path()).unwrap();
+        let number = "+390212345678";
+        let key = NumberKey::from_e164(number).unwrap();
+        let panicked = std::panic::catch_unwind(|| {
+            with_journal_position(5, None, || -> () { panic!("applying failed") })
+        });
+        assert!(panicked.is_err());
+        store
+            .record_consent(key, consent("c-1", number), "t")
+            .unwrap();
+        assert_eq!(store.journal_applied().unwrap(), None);
     }
 
     /// A new replica's store takes the shared salt; an existing store

@@ -18,7 +18,12 @@ CREATE TABLE contact_journal (
     -- false: the entry can only grant (consents not withdrawn): a replica
     -- still applying it decides no call wrongly allowed, so it stays fresh
     -- (a large consent import does not stall checks).
-    restrictive boolean NOT NULL
+    restrictive boolean NOT NULL,
+    -- A random value per entry: a replica keeps the one of the entry it
+    -- applied last and checks on every poll that the entry at that seq is
+    -- still the same (a restore or failover that lost entries and numbered
+    -- new ones the same way is noticed, never silently skipped).
+    token bigint NOT NULL DEFAULT ((random() * 9e18)::bigint)
 );
 
 CREATE SEQUENCE contact_journal_batches;
