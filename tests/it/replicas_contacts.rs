@@ -835,6 +835,7 @@ async fn test_copy_refuses_opposed_answers_and_hashed_withdrawals() {
         replica_id: "migrate".into(),
         max_staleness: Duration::from_secs(1),
         unavailable_after: Duration::from_secs(2),
+        ca_file: None,
     };
     let shared = dialgate::store::postgres::Pg::connect(&settings)
         .await
