@@ -342,10 +342,14 @@ impl Statements {
                     "SELECT {DB_NOW_US}, dialgate_lock_keys($1), {DB_NOW_US}"
                 ))
                 .await?,
+            // One index probe per request id (`decisions_by_request`): with
+            // `request_id = ANY($1)` the generic plan walked the whole
+            // idempotency window by time (60 ms at 60k rows, measured).
             earlier: client
                 .prepare(&format!(
-                    "SELECT {PG_COLUMNS} FROM decisions
-                     WHERE request_id = ANY($1) AND decided_at_us >= $2
+                    "SELECT {PG_COLUMNS} FROM unnest($1::text[]) AS k(wanted)
+                     JOIN decisions ON request_id = k.wanted
+                     WHERE request_id <> '' AND decided_at_us >= $2
                      ORDER BY decided_at_us, replica_id, seq"
                 ))
                 .await?,
