@@ -131,22 +131,33 @@ impl Checkpoint {
             public_key: None,
         };
         if let Some(key) = key {
-            checkpoint.signature = Some(hex::encode(
-                key.sign(checkpoint.message().as_bytes()).to_bytes(),
-            ));
-            checkpoint.public_key = Some(hex::encode(key.verifying_key().to_bytes()));
+            let (signature, public_key) = sign(key, &checkpoint.message());
+            checkpoint.signature = Some(signature);
+            checkpoint.public_key = Some(public_key);
         }
         checkpoint
     }
 
     /// Whether the signature is valid for `key`.
     pub fn signed_by(&self, key: &VerifyingKey) -> bool {
-        self.signature
-            .as_deref()
-            .and_then(|s| hex::decode(s).ok())
-            .and_then(|bytes| Signature::from_slice(&bytes).ok())
-            .is_some_and(|signature| key.verify(self.message().as_bytes(), &signature).is_ok())
+        signature_valid(self.signature.as_deref(), key, &self.message())
     }
+}
+
+/// The hex signature of `message` and the hex public key that made it.
+pub(crate) fn sign(key: &SigningKey, message: &str) -> (String, String) {
+    (
+        hex::encode(key.sign(message.as_bytes()).to_bytes()),
+        hex::encode(key.verifying_key().to_bytes()),
+    )
+}
+
+/// Whether `signature` (hex) signs `message` under `key`.
+pub(crate) fn signature_valid(signature: Option<&str>, key: &VerifyingKey, message: &str) -> bool {
+    signature
+        .and_then(|s| hex::decode(s).ok())
+        .and_then(|bytes| Signature::from_slice(&bytes).ok())
+        .is_some_and(|signature| key.verify(message.as_bytes(), &signature).is_ok())
 }
 
 /// Loads an Ed25519 signing key: a file holding the 32-byte seed as 64 hex digits.

@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 use std::time::{Duration, Instant};
 
-use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
+use ed25519_dalek::{SigningKey, VerifyingKey};
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -82,21 +82,16 @@ impl HeadsCheckpoint {
             public_key: None,
         };
         if let Some(key) = key {
-            checkpoint.signature = Some(hex::encode(
-                key.sign(checkpoint.message().as_bytes()).to_bytes(),
-            ));
-            checkpoint.public_key = Some(hex::encode(key.verifying_key().to_bytes()));
+            let (signature, public_key) = super::checkpoint::sign(key, &checkpoint.message());
+            checkpoint.signature = Some(signature);
+            checkpoint.public_key = Some(public_key);
         }
         checkpoint
     }
 
     /// Whether the signature is valid for `key`.
     pub fn signed_by(&self, key: &VerifyingKey) -> bool {
-        self.signature
-            .as_deref()
-            .and_then(|s| hex::decode(s).ok())
-            .and_then(|bytes| Signature::from_slice(&bytes).ok())
-            .is_some_and(|signature| key.verify(self.message().as_bytes(), &signature).is_ok())
+        super::checkpoint::signature_valid(self.signature.as_deref(), key, &self.message())
     }
 }
 
