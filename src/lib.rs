@@ -12,6 +12,7 @@
 //! - [`registry`]: registry snapshots, files, imports, hot swap.
 //! - [`contacts`]: consents and opt-outs (SQLite + in-memory index).
 //! - [`decision_log`]: the durable, hash-chained decision log; export and verify.
+//! - [`store`]: the backend (SQLite, or PostgreSQL shared by several replicas).
 //! - `gateway`, [`records`]: the domain services the adapters call.
 //! - `grpc`, `http`, `http_decision`: thin adapters; [`proto`]: generated
 //!   wire types; [`error`]: the kinds of failure and their gRPC codes and
