@@ -40,7 +40,7 @@ pub fn decide(sources: &DecisionSources<'_>, call: &CallInput<'_>, now: Timestam
         Ok(n) => sources
             .registries
             .for_region(n.region)
-            .map(|entry| (&entry.config, entry.snapshot_guard()))
+            .map(|entry| (&entry.config, entry.snapshot_guard(), entry.diverged()))
             .collect(),
         Err(_) => SmallVec::new(),
     };
@@ -51,9 +51,10 @@ pub fn decide(sources: &DecisionSources<'_>, call: &CallInput<'_>, now: Timestam
     let controller = call.campaign.map_or("", |c| c.controller.as_str());
     let registries: SmallVec<[RegistryData<'_>; 2]> = snapshots
         .iter()
-        .map(|(config, snapshot)| RegistryData {
+        .map(|(config, snapshot, diverged)| RegistryData {
             config,
-            snapshot: snapshot.as_deref(),
+            // A replica refusing the published edition decides on none.
+            snapshot: if *diverged { None } else { snapshot.as_deref() },
             valid_days: era
                 .and_then(|era| era.registry(&config.id))
                 .map_or(config.valid_days, |r| r.valid_days),

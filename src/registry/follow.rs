@@ -345,6 +345,12 @@ impl Follower {
                         })
                         .map(|f| f.error.clone())
                 });
+            // Refused or unreadable (not merely the database out of reach,
+            // nor a new version not downloaded yet): this replica would
+            // decide on another edition than the others.
+            if unreachable.is_none() {
+                entry.set_diverged(wanted.is_some() && !serving && error.is_some());
+            }
             entry.set_published(PublishedState {
                 version: wanted.map(|p| p.version),
                 sha256: wanted.map(|p| p.sha256.clone()),

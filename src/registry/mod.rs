@@ -52,6 +52,10 @@ pub struct RegistryEntry {
     file_state: Mutex<FileState>,
     /// On the shared database: the published version this replica follows.
     published: Mutex<Option<PublishedState>>,
+    /// On the shared database: the published version was refused or is
+    /// unreadable here, so the snapshot served is not the one every other
+    /// replica serves; decisions then treat the registry as unavailable.
+    diverged: std::sync::atomic::AtomicBool,
 }
 
 /// The published version of a registry (`[store] backend = "postgres"`),
@@ -94,6 +98,19 @@ impl RegistryEntry {
     /// Records what the follower knows of the published version.
     pub fn set_published(&self, state: PublishedState) {
         *self.published.lock().expect("registry published lock") = Some(state);
+    }
+
+    /// Marks whether this replica's snapshot differs from the published
+    /// one for a reason other than a download still under way.
+    pub fn set_diverged(&self, diverged: bool) {
+        self.diverged
+            .store(diverged, std::sync::atomic::Ordering::Release);
+    }
+
+    /// Whether the snapshot served is known not to be the published one
+    /// (see [`RegistryEntry::set_diverged`]): no decision rests on it.
+    pub fn diverged(&self) -> bool {
+        self.diverged.load(std::sync::atomic::Ordering::Acquire)
     }
 }
 
@@ -155,6 +172,7 @@ impl RegistrySet {
                     current: ArcSwapOption::empty(),
                     file_state: Mutex::new(FileState::default()),
                     published: Mutex::new(None),
+                    diverged: std::sync::atomic::AtomicBool::new(false),
                 })
                 .collect(),
             reloading: Mutex::new(()),

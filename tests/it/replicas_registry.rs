@@ -229,10 +229,19 @@ async fn test_tampered_publication_is_refused_and_the_previous_snapshot_kept() {
     assert!(error.contains("damaged"), "{entry}");
     assert_eq!(entry["version"], 1, "{entry}");
 
+    // The replica keeps the previous snapshot on disk but decides on none:
+    // every other replica would follow the published version (fail closed,
+    // a number the old edition clears is not allowed on it).
     assert_eq!(
         check(&mut gateway, "212 555 0199").await,
-        (Verdict::Deny, vec![R::RegistryListed]),
-        "the previous snapshot still serves"
+        (Verdict::Deny, vec![R::RegistryUnavailable]),
+        "a refused publication: no decision on the edition kept"
+    );
+    let (verdict_clear, codes_clear) = check(&mut gateway, "212 555 0100").await;
+    assert_eq!(verdict_clear, Verdict::Deny, "{codes_clear:?}");
+    assert!(
+        codes_clear.contains(&R::RegistryUnavailable),
+        "{codes_clear:?}"
     );
     assert_eq!(std::fs::read(&snapshot).unwrap(), before);
     assert!(leftovers(&ws).is_empty(), "{:?}", leftovers(&ws));
@@ -587,8 +596,8 @@ async fn test_a_first_publication_never_shrinks_a_local_snapshot() {
     assert_eq!(entry["published"]["serving"], false, "{entry}");
     assert_eq!(
         check(&mut gateway, "212 555 0119").await,
-        (Verdict::Deny, vec![R::RegistryListed]),
-        "the local snapshot still serves"
+        (Verdict::Deny, vec![R::RegistryUnavailable]),
+        "the local snapshot is kept but no decision rests on it"
     );
 
     // Forced: installed.
@@ -628,8 +637,8 @@ async fn test_an_older_publication_is_installed_only_as_a_deliberate_rollback() 
     assert_eq!(entry["version"], 2, "{entry}");
     assert_eq!(
         check(&mut gateway, "212 555 0142").await,
-        (Verdict::Deny, vec![R::RegistryListed]),
-        "the number added in version 2 stays listed"
+        (Verdict::Deny, vec![R::RegistryUnavailable]),
+        "version 2 is kept, but no decision rests on an edition the others do not serve"
     );
 
     pg.psql(
