@@ -852,6 +852,9 @@ async fn test_copy_refuses_opposed_answers_and_hashed_withdrawals() {
 /// replica whose store reloads every 50 ms (background refreshes race the
 /// import's own): once max_staleness has passed after the commit, no
 /// sampled check of a listed number is allowed, during the apply and after.
+/// It did not reproduce the race the wait for the index closes (it also
+/// passed with that wait turned off): `test_held_opt_outs_wait_for_the_index`
+/// (lib) covers that; this one guards the end-to-end behaviour.
 #[tokio::test(flavor = "multi_thread")]
 async fn test_no_listed_number_allowed_while_a_large_opt_out_import_is_applied() {
     let Some(pg) = PgServer::start() else { return };
