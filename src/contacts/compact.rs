@@ -198,6 +198,9 @@ impl Interner {
     }
 }
 
+/// Slots from which the index is built on two threads.
+const PARALLEL_BUILD: usize = 1 << 20;
+
 /// Every slot, grouped by bucket (top bits of a hash of the number).
 #[derive(Debug, Default)]
 struct Base {
@@ -221,8 +224,15 @@ impl Base {
     }
 
     /// Groups `slots` by bucket with a counting sort (linear time), then by
-    /// number within each bucket.
+    /// number within each bucket; many slots in two halves of the buckets
+    /// on two threads (each reads every slot and keeps its own buckets).
     fn build(slots: Vec<Slot>) -> Result<Base, SlotError> {
+        let split = slots.len() >= PARALLEL_BUILD;
+        Base::build_split(slots, split)
+    }
+
+    /// [`Base::build`], on two threads when `split`.
+    fn build_split(slots: Vec<Slot>, split: bool) -> Result<Base, SlotError> {
         let count = u32::try_from(slots.len()).map_err(|_| SlotError::TooManyRecords)?;
         // About four slots per bucket.
         let bits = (u64::from(count / 4).max(16).ilog2()).clamp(4, 30);
@@ -232,46 +242,111 @@ impl Base {
             bits,
         };
         let buckets = 1usize << bits;
+        let half = if split { buckets / 2 } else { buckets };
         let mut directory = vec![0u32; buckets + 1];
-        for slot in &slots {
-            directory[base.bucket(slot.key) + 1] += 1;
-        }
-        for b in 0..buckets {
-            directory[b + 1] += directory[b];
-        }
-        let mut next: Vec<u32> = directory[..buckets].to_vec();
-        let mut sorted: Vec<Slot> = Vec::with_capacity(slots.len());
-        // Every position is written exactly once below.
-        let spare = sorted.spare_capacity_mut();
-        for slot in slots {
-            let b = base.bucket(slot.key);
-            spare[next[b] as usize].write(slot);
-            next[b] += 1;
-        }
-        // SAFETY: the counting sort wrote each of the `count` positions once.
-        unsafe { sorted.set_len(count as usize) };
-        // Within each bucket: by number, copies of one record merged (see
-        // [`merge`]), the survivors moved down over the merged ones.
-        let mut kept = 0usize;
-        for b in 0..buckets {
-            let range = directory[b] as usize..directory[b + 1] as usize;
-            directory[b] = kept as u32;
-            sorted[range.clone()].sort_unstable_by_key(|s| (s.key, s.table(), s.row));
-            for i in range {
-                let slot = sorted[i];
-                if kept > directory[b] as usize && sorted[kept - 1].same_record(&slot) {
-                    sorted[kept - 1] = merge(sorted[kept - 1], slot);
-                } else {
-                    sorted[kept] = slot;
-                    kept += 1;
+        {
+            let (low, high) = directory[..buckets].split_at_mut(half);
+            let (base, slots) = (&base, &slots);
+            std::thread::scope(|scope| {
+                if !high.is_empty() {
+                    scope.spawn(move || base.count(slots, half, high));
                 }
-            }
+                base.count(slots, 0, low);
+            });
         }
+        let low_count: u32 = directory[..half].iter().sum();
+        let mut sorted: Vec<Slot> = Vec::with_capacity(slots.len());
+        let (low_kept, high_kept) = {
+            let spare = &mut sorted.spare_capacity_mut()[..slots.len()];
+            let (low_region, high_region) = spare.split_at_mut(low_count as usize);
+            let (low, high) = directory[..buckets].split_at_mut(half);
+            let (base, slots) = (&base, &slots);
+            std::thread::scope(|scope| {
+                let high_kept = (!high.is_empty())
+                    .then(|| scope.spawn(move || base.place(slots, half, high, high_region)));
+                let low_kept = base.place(slots, 0, low, low_region);
+                let high_kept = high_kept.map_or(0, |h| h.join().expect("index build thread"));
+                (low_kept, high_kept)
+            })
+        };
+        // SAFETY: `place` wrote every position of both regions, which
+        // together are the first `slots.len()` positions.
+        unsafe { sorted.set_len(slots.len()) };
+        drop(slots);
+        // Copies merged in the low half leave a gap before the high one.
+        if low_kept < low_count as usize {
+            let high_start = low_count as usize;
+            sorted.copy_within(high_start..high_start + high_kept, low_kept);
+        }
+        for entry in &mut directory[half..buckets] {
+            *entry += low_kept as u32;
+        }
+        let kept = low_kept + high_kept;
         directory[buckets] = kept as u32;
         sorted.truncate(kept);
         base.slots = sorted.into_boxed_slice();
         base.directory = directory.into_boxed_slice();
         Ok(base)
+    }
+
+    /// Counts the slots of buckets `first..first + counts.len()`.
+    fn count(&self, slots: &[Slot], first: usize, counts: &mut [u32]) {
+        for slot in slots {
+            if let Some(count) = counts.get_mut(self.bucket(slot.key).wrapping_sub(first)) {
+                *count += 1;
+            }
+        }
+    }
+
+    /// Writes the slots of buckets `first..first + directory.len()` into
+    /// `region` (sized by [`Base::count`], whose counts `directory` holds),
+    /// grouped by bucket, by number within each, copies of one record
+    /// merged (see [`merge`]) and the survivors moved down over the merged
+    /// ones. Leaves in `directory` where each bucket starts in `region`,
+    /// and returns how many slots were kept.
+    fn place(
+        &self,
+        slots: &[Slot],
+        first: usize,
+        directory: &mut [u32],
+        region: &mut [std::mem::MaybeUninit<Slot>],
+    ) -> usize {
+        let mut start = 0u32;
+        for entry in directory.iter_mut() {
+            let count = *entry;
+            *entry = start;
+            start += count;
+        }
+        let mut next = directory.to_vec();
+        for slot in slots {
+            if let Some(next) = next.get_mut(self.bucket(slot.key).wrapping_sub(first)) {
+                region[*next as usize].write(*slot);
+                *next += 1;
+            }
+        }
+        // SAFETY: the counts sized `region` for exactly these slots, so the
+        // loop above wrote each of its positions once; `MaybeUninit<Slot>`
+        // has the layout of `Slot`.
+        let region: &mut [Slot] = unsafe {
+            &mut *(std::ptr::from_mut::<[std::mem::MaybeUninit<Slot>]>(region) as *mut [Slot])
+        };
+        let mut kept = 0usize;
+        for b in 0..directory.len() {
+            let end = directory.get(b + 1).map_or(region.len(), |e| *e as usize);
+            let range = directory[b] as usize..end;
+            directory[b] = kept as u32;
+            region[range.clone()].sort_unstable_by_key(|s| (s.key, s.table(), s.row));
+            for i in range {
+                let slot = region[i];
+                if kept > directory[b] as usize && region[kept - 1].same_record(&slot) {
+                    region[kept - 1] = merge(region[kept - 1], slot);
+                } else {
+                    region[kept] = slot;
+                    kept += 1;
+                }
+            }
+        }
+        kept
     }
 
     fn get(&self, key: NumberKey) -> &[Slot] {
@@ -557,6 +632,40 @@ mod tests {
             },
         )
         .unwrap()
+    }
+
+    #[test]
+    fn test_two_threads_build_the_index_one_builds() {
+        // Copies of one record (merged), several records per number, and
+        // enough buckets for both halves to hold some.
+        let slots: Vec<Slot> = (0..40_000u64)
+            .flat_map(|i| {
+                let copy = Slot {
+                    t1: 50 + i as i64,
+                    ..consent(i % 9_000, (i % 9_000) as i64, 1)
+                };
+                [
+                    consent(i % 9_000, (i % 9_000) as i64, 1),
+                    copy,
+                    consent(i, 100_000 + i as i64, 2),
+                ]
+            })
+            .collect();
+        let one = Base::build_split(slots.clone(), false).unwrap();
+        let two = Base::build_split(slots, true).unwrap();
+        assert_eq!(one.bits, two.bits);
+        assert_eq!(one.directory, two.directory);
+        assert_eq!(one.slots.len(), 9_000 + 40_000);
+        assert!(one.slots.iter().zip(two.slots.iter()).all(|(a, b)| a == b));
+        // The copies were merged: the earliest end kept.
+        assert_eq!(
+            two.get(key(0))
+                .iter()
+                .filter(|s| s.row == 0)
+                .map(|s| s.t1)
+                .collect::<Vec<_>>(),
+            vec![50]
+        );
     }
 
     #[test]

@@ -281,6 +281,9 @@ fn by_number<T>(records: Vec<(NumberKey, T)>) -> Vec<(NumberKey, T)> {
     order.into_iter().filter_map(|i| taken[i].take()).collect()
 }
 
+/// Opt-outs whose ledger entries an import writes at once.
+const LEDGER_BATCH: usize = 4096;
+
 /// Validated records handed from the reading thread to the storing one at
 /// once, sorted by number there: the storing thread then walks them in
 /// memory order (it is the slower of the two).
@@ -512,6 +515,8 @@ pub fn import_suppressions(
 ) -> Result<ContactImportSummary, ContactImportError> {
     let table = Table::open(path, &SUPPRESSION_COLUMNS, &["number"])?;
     let import_id = uuid::Uuid::now_v7().to_string();
+    // Ledger entries not written yet (a write per batch, not per line).
+    let unwritten = std::cell::RefCell::new(Vec::with_capacity(LEDGER_BATCH));
     let validate = |row: &Row<'_>| {
         let get = |c: &str| row.get(c);
         let number = records::parse_number(get("number"), get("default_region"))?;
@@ -559,7 +564,12 @@ pub fn import_suppressions(
             if let Some(ledger) = records.ledger() {
                 let mut entry = records.opt_out_entry(&suppression, now);
                 entry.import.clone_from(&import_id);
-                ledger.append_unsynced(&entry).map_err(ledger_failed)?;
+                let mut unwritten = unwritten.borrow_mut();
+                unwritten.push(entry);
+                if unwritten.len() >= LEDGER_BATCH {
+                    ledger.append_unsynced(&unwritten).map_err(ledger_failed)?;
+                    unwritten.clear();
+                }
             }
             bulk.suppression(key, suppression)
         },
@@ -567,6 +577,9 @@ pub fn import_suppressions(
             // The opt-outs count in the ledger once this line is durable,
             // before they are moved into the store (and only if they will be).
             if let Some(ledger) = records.ledger() {
+                ledger
+                    .append_unsynced(&unwritten.borrow())
+                    .map_err(ledger_failed)?;
                 bulk.refuse_reused_ids(records.store())?;
                 let mut commit = crate::contacts::ledger::Entry::about(
                     crate::contacts::ledger::EntryKind::ImportCommitted,

@@ -142,6 +142,38 @@ pub struct Header {
     pub created_at: Timestamp,
 }
 
+/// The ledger's id, from its first line alone (the same as
+/// [`identity`]'s without reading the whole file: at start-up, a ledger of
+/// millions of opt-outs is gigabytes), or `None` when the file does not
+/// exist or has no header.
+///
+/// # Errors
+/// [`LedgerError::Io`] when it cannot be read.
+pub fn read_id(path: &Path) -> Result<Option<String>, LedgerError> {
+    use std::io::Read;
+    if !std::fs::metadata(path).is_ok_and(|m| m.is_file()) {
+        return Ok(None);
+    }
+    let file = match File::open(path) {
+        Ok(file) => file,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(cause) => return Err(io(path, cause)),
+    };
+    let mut first = Vec::new();
+    BufReader::new(file.take(MAX_HEADER))
+        .read_until(b'\n', &mut first)
+        .map_err(|cause| io(path, cause))?;
+    if first.last() != Some(&b'\n') {
+        return Ok(None);
+    }
+    Ok(serde_json::from_slice::<Header>(&first[..first.len() - 1])
+        .ok()
+        .map(|header| header.ledger_id))
+}
+
+/// Bytes of a header line at most (it is about 90).
+const MAX_HEADER: u64 = 64 * 1024;
+
 /// The ledger's id and its count of whole entry lines (every line but the
 /// header, ended by a newline; the count only grows), or `None` when the
 /// file does not exist or has no header.
@@ -202,7 +234,7 @@ impl Ledger {
             let _ = file.unlock();
             prepared?;
         }
-        let id = identity(path)?.map(|(id, _)| id);
+        let id = read_id(path)?;
         Ok(Ledger {
             path: path.to_path_buf(),
             file: Mutex::new(file),
@@ -235,15 +267,21 @@ impl Ledger {
         written.map_err(|cause| io(&self.path, cause))
     }
 
-    /// Appends an entry without fsync (a bulk import's; the commit line
-    /// that makes them count is fsync'd, and syncs them with it).
+    /// Appends entries without fsync (a bulk import's; the commit line
+    /// that makes them count is fsync'd, and syncs them with it), in one
+    /// write under one lock of the file.
     ///
     /// # Errors
     /// [`LedgerError::Io`].
-    pub fn append_unsynced(&self, entry: &Entry) -> Result<(), LedgerError> {
+    pub fn append_unsynced(&self, entries: &[Entry]) -> Result<(), LedgerError> {
+        let mut lines = Vec::with_capacity(entries.len() * 256);
+        for entry in entries {
+            serde_json::to_writer(&mut lines, entry).map_err(|e| io(&self.path, e.into()))?;
+            lines.push(b'\n');
+        }
         let mut file = self.file.lock().expect("ledger lock");
         file.lock().map_err(|cause| io(&self.path, cause))?;
-        let written = write_line(&mut file, entry);
+        let written = file.write_all(&lines);
         let _ = file.unlock();
         written.map_err(|cause| io(&self.path, cause))
     }
@@ -406,8 +444,9 @@ mod tests {
         committed.import = "i-1".into();
         let mut abandoned = committed.clone();
         abandoned.import = "i-2".into();
-        ledger.append_unsynced(&committed).unwrap();
-        ledger.append_unsynced(&abandoned).unwrap();
+        ledger
+            .append_unsynced(&[committed.clone(), abandoned])
+            .unwrap();
         let mut commit = Entry::about(EntryKind::ImportCommitted, &[0; 32], "ab", at);
         commit.import = "i-1".into();
         ledger.append(&[commit]).unwrap();
@@ -420,6 +459,11 @@ mod tests {
         assert_eq!(mode & 0o777, 0o600);
         let text = std::fs::read_to_string(&path).unwrap();
         assert!(!text.contains("+39"), "no numbers");
+        // The id read from the first line alone is the whole file's.
+        let (id, entries) = identity(&path).unwrap().unwrap();
+        assert_eq!(entries, 4);
+        assert_eq!(read_id(&path).unwrap().as_deref(), Some(id.as_str()));
+        assert_eq!(Ledger::open(&path).unwrap().id(), Some(id.as_str()));
     }
 
     #[test]

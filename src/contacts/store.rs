@@ -343,21 +343,36 @@ fn text<'r>(row: &'r rusqlite::Row<'_>, index: usize) -> rusqlite::Result<&'r st
     })
 }
 
-/// The last name interned while scanning: rows of one import share it.
+/// The names interned while scanning, most recent first: a scan meets a
+/// few controllers, campaigns and suppliers over and over, and a row has
+/// two of them, so one remembered name would miss on every other lookup.
 #[derive(Default)]
 struct NameCache {
-    last: Option<(String, u32)>,
+    recent: Vec<(Box<str>, u32)>,
 }
+
+/// Names a [`NameCache`] remembers; past that the interner answers.
+const NAME_CACHE_SIZE: usize = 16;
 
 impl NameCache {
     fn id(&mut self, index: &ContactIndex, name: &str) -> Result<u32, SlotError> {
-        if let Some((last, id)) = &self.last
-            && last == name
-        {
-            return Ok(*id);
+        if name.is_empty() {
+            // Interned first of all, as 0 (no supplier, no campaign).
+            return Ok(0);
+        }
+        if let Some(at) = self.recent.iter().position(|(known, _)| **known == *name) {
+            let id = self.recent[at].1;
+            if at > 0 {
+                // Move to the front: the next row most likely repeats it.
+                self.recent[..=at].rotate_right(1);
+            }
+            return Ok(id);
         }
         let id = index.records.names.intern(name)?;
-        self.last = Some((name.to_string(), id));
+        if self.recent.len() == NAME_CACHE_SIZE {
+            self.recent.pop();
+        }
+        self.recent.insert(0, (name.into(), id));
         Ok(id)
     }
 }
@@ -401,7 +416,7 @@ pub fn remove_abandoned_staging(data_dir: &Path) -> Vec<PathBuf> {
 }
 
 /// Consent rows above which a scan reads two halves on two threads.
-const PARALLEL_SCAN: i64 = 1_000_000;
+const PARALLEL_SCAN: i64 = if cfg!(test) { 64 } else { 1_000_000 };
 
 /// Record ids kept in memory at most (the numbers checked again and again).
 const ID_CACHE: usize = 65_536;
@@ -744,6 +759,7 @@ impl ContactStore {
     /// Loads every record into the index, and the registry answers.
     fn load(&mut self) -> Result<(), StoreError> {
         let mut watermarks = [0; 3];
+        let started = std::time::Instant::now();
         let added = {
             let conn = self.conn.lock().expect("contact db lock");
             // Read before the rows: a correction made meanwhile is applied
@@ -751,12 +767,20 @@ impl ContactStore {
             *self.corrected.get_mut().expect("corrections lock") = last_correction(&conn)?;
             self.scan(&conn, &mut watermarks)?
         };
+        let scanned = started.elapsed();
         // Not shared yet: the filter can be sized for what was loaded
         // (twice, for imports to come).
         self.index
             .size_presence(added.len().saturating_mul(2), &added);
         *self.watermarks.get_mut().expect("watermark lock") = watermarks;
+        let records = added.len();
         self.index.records.compact_with(added)?;
+        tracing::debug!(
+            records,
+            scan_ms = scanned.as_millis() as u64,
+            index_ms = (started.elapsed() - scanned).as_millis() as u64,
+            "contact records loaded"
+        );
         self.refresh_observations(&self.conn.lock().expect("contact db lock"))?;
         self.load_withdrawals()?;
         self.indexed
@@ -769,34 +793,59 @@ impl ContactStore {
     /// to the index.
     fn scan(&self, conn: &Connection, watermarks: &mut [i64; 3]) -> Result<Vec<Slot>, StoreError> {
         let mut names = NameCache::default();
-        // Consents, the bulk of the records, in two halves on two threads
-        // when there are many; rows added meanwhile wait for the next scan.
-        let last: i64 =
+        // The last rows now: rows added meanwhile wait for the next scan.
+        let last_consent: i64 =
             conn.query_row("SELECT COALESCE(MAX(rowid), 0) FROM consents", [], |r| {
                 r.get(0)
             })?;
+        let last_suppression: i64 = conn.query_row(
+            "SELECT COALESCE(MAX(rowid), 0) FROM suppressions",
+            [],
+            |r| r.get(0),
+        )?;
         let first = watermarks[0];
-        let mut slots = if last - first > PARALLEL_SCAN {
-            let middle = first + (last - first) / 2;
+        let consents = (last_consent - first).max(0);
+        let suppressions = (last_suppression - watermarks[2]).max(0);
+        // Many rows: the opt-outs and the last consents on a second thread
+        // (its own connection, which sees every row up to the marks read
+        // above), about half the rows each.
+        let (mut slots, suppressed) = if consents + suppressions > PARALLEL_SCAN {
+            let middle =
+                last_consent - ((consents + suppressions) / 2 - suppressions).clamp(0, consents);
+            let after = watermarks[2];
             std::thread::scope(|scope| {
-                let upper = scope.spawn(|| {
+                let other = scope.spawn(|| {
                     let reader = self.reader()?;
-                    let slots =
-                        self.scan_consents(&reader, &mut NameCache::default(), middle, last);
+                    let mut names = NameCache::default();
+                    let scanned = self
+                        .scan_suppressions(&reader, &mut names, after, last_suppression)
+                        .and_then(|suppressed| {
+                            let upper =
+                                self.scan_consents(&reader, &mut names, middle, last_consent)?;
+                            Ok((upper, suppressed))
+                        });
                     self.readers.lock().expect("reader pool lock").push(reader);
-                    slots
+                    scanned
                 });
                 let mut slots = self.scan_consents(conn, &mut names, first, middle)?;
-                let upper = upper.join().unwrap_or_else(|_| {
+                let (upper, suppressed) = other.join().unwrap_or_else(|_| {
                     Err(StoreError::Unreadable("the scanning thread failed".into()))
                 })?;
                 slots.extend(upper);
-                Ok::<_, StoreError>(slots)
+                Ok::<_, StoreError>((slots, suppressed))
             })?
         } else {
-            self.scan_consents(conn, &mut names, first, last)?
+            let suppressed =
+                self.scan_suppressions(conn, &mut names, watermarks[2], last_suppression)?;
+            (
+                self.scan_consents(conn, &mut names, first, last_consent)?,
+                suppressed,
+            )
         };
-        watermarks[0] = last;
+        watermarks[0] = watermarks[0].max(last_consent);
+        watermarks[2] = watermarks[2].max(last_suppression);
+        let (suppression_slots, mut erased) = suppressed;
+        slots.extend(suppression_slots);
         let last: i64 = conn.query_row(
             "SELECT COALESCE(MAX(rowid), 0) FROM relationships",
             [],
@@ -804,15 +853,35 @@ impl ContactStore {
         )?;
         slots.extend(self.scan_relationships(conn, &mut names, watermarks[1], last)?);
         watermarks[1] = watermarks[1].max(last);
+        erased.sort_unstable();
+        erased.dedup();
+        for hash in erased {
+            if let Ok(subject) = SubjectHash::try_from(hash.as_slice()) {
+                self.index
+                    .set_erased(subject, hashed_suppressions(conn, &subject)?);
+            }
+        }
+        Ok(slots)
+    }
+
+    /// The slots of the opt-outs with `after < rowid <= upto`, and the
+    /// subject hashes of those kept by hash only (erased subjects).
+    fn scan_suppressions(
+        &self,
+        conn: &Connection,
+        names: &mut NameCache,
+        after: i64,
+        upto: i64,
+    ) -> Result<(Vec<Slot>, Vec<Vec<u8>>), StoreError> {
+        let mut slots = Vec::with_capacity(usize::try_from(upto - after).unwrap_or(0));
         let mut erased: Vec<Vec<u8>> = Vec::new();
         let mut statement = conn.prepare(
             "SELECT rowid, number_key, number_hash, controller, campaign_id, created_at_us, expires_at_us
-             FROM suppressions WHERE rowid > ?1 ORDER BY rowid",
+             FROM suppressions WHERE rowid > ?1 AND rowid <= ?2 ORDER BY rowid",
         )?;
-        let mut rows = statement.query([watermarks[2]])?;
+        let mut rows = statement.query([after, upto])?;
         while let Some(row) = rows.next()? {
             let rowid: i64 = row.get(0)?;
-            watermarks[2] = rowid;
             let Some(key) = row.get::<_, Option<i64>>(1)? else {
                 if let Some(hash) = row.get::<_, Option<Vec<u8>>>(2)? {
                     erased.push(hash);
@@ -833,15 +902,7 @@ impl ContactStore {
                 },
             )?);
         }
-        erased.sort_unstable();
-        erased.dedup();
-        for hash in erased {
-            if let Ok(subject) = SubjectHash::try_from(hash.as_slice()) {
-                self.index
-                    .set_erased(subject, hashed_suppressions(conn, &subject)?);
-            }
-        }
-        Ok(slots)
+        Ok((slots, erased))
     }
 
     /// The slots of the consents with `after < rowid <= upto`.
@@ -1841,6 +1902,7 @@ impl ContactStore {
         conn.execute_batch(STAGING_SCHEMA)?;
         // A large page cache: the indexes take many inserts.
         conn.pragma_update(None, "cache_size", -262_144)?;
+        let staging_started = std::time::Instant::now();
         let (result, mut details) = {
             let tx = conn.transaction()?;
             let mut import = BulkImport {
@@ -1857,6 +1919,10 @@ impl ContactStore {
                 }
             }
         };
+        tracing::debug!(
+            took_ms = staging_started.elapsed().as_millis() as u64,
+            "import staged"
+        );
         self.refuse_reused_suppression_ids(conn)?;
         let seq = {
             let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
@@ -1872,7 +1938,12 @@ impl ContactStore {
         // index pages), with the write-ahead log still bounded (a disk of
         // 44 GB filled with none at 50 M records).
         conn.pragma_update(None, "wal_autocheckpoint", WAL_PAGES_WHILE_MOVING)?;
+        let moving_started = std::time::Instant::now();
         let moved = Self::move_staged(conn, seq);
+        tracing::debug!(
+            took_ms = moving_started.elapsed().as_millis() as u64,
+            "import moved in"
+        );
         conn.pragma_update(None, "wal_autocheckpoint", 1000)?;
         let counts = moved?;
         if let Some(object) = details.as_object_mut() {
@@ -2222,6 +2293,88 @@ mod tests {
         assert_eq!(view.consents.len(), 1, "the consent in the reused row");
         assert_eq!(view.consents[0].consent_id, "c-2");
         assert_eq!(view.suppressions.len(), 1);
+    }
+
+    /// Many rows are loaded on two threads (the opt-outs and the last
+    /// consents on the second): every record is indexed once, under its
+    /// own names, and an erased subject's opt-out kept by hash too.
+    #[test]
+    fn test_a_load_on_two_threads_indexes_every_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let at: Timestamp = "2026-01-05T10:00:00Z".parse().unwrap();
+        let number = |i: usize| format!("+39333{i:07}");
+        let key = |i: usize| NumberKey::from_e164(&number(i)).unwrap();
+        let (consents, opt_outs) = (192, 128);
+        assert!(consents + opt_outs > PARALLEL_SCAN as usize);
+        let importer = ContactStore::open_unindexed(dir.path()).unwrap();
+        importer
+            .bulk_import("cli:test", "consents.imported", at, |bulk| {
+                for i in 0..consents {
+                    let mut c = consent(&number(i));
+                    c.consent_id = format!("c-{i}");
+                    c.controller = ["acme", "bravo", "charlie"][i % 3].into();
+                    c.supplier = ["", "", "leads-ltd"][i % 3].into();
+                    bulk.consent(key(i), c)?;
+                }
+                for i in 0..opt_outs {
+                    bulk.suppression(
+                        key(i * 2),
+                        Suppression {
+                            suppression_id: format!("s-{i}"),
+                            controller: ["", "acme"][i % 2].into(),
+                            campaign_id: ["", "", "", "spring"][i % 4].into(),
+                            number: number(i * 2),
+                            reason: "asked".into(),
+                            source: "crm".into(),
+                            added_by: "cli:test".into(),
+                            created_at: at,
+                            expires_at: None,
+                        },
+                    )?;
+                }
+                Ok(Some(((), serde_json::json!({}))))
+            })
+            .unwrap();
+        importer
+            .erase(key(0), &number(0), "", "test", at, &serde_json::Value::Null)
+            .unwrap();
+        let loaded = ContactStore::open(dir.path()).unwrap();
+        for i in 1..consents {
+            let view = loaded.view(key(i), &number(i));
+            assert_eq!(view.consents.len(), 1, "{i}");
+            assert_eq!(view.consents[0].consent_id, format!("c-{i}"));
+            assert_eq!(
+                view.consents[0].controller,
+                ["acme", "bravo", "charlie"][i % 3]
+            );
+            assert_eq!(view.consents[0].supplier, ["", "", "leads-ltd"][i % 3]);
+            let opted_out = i % 2 == 0 && i / 2 < opt_outs;
+            assert_eq!(view.suppressions.len(), usize::from(opted_out), "{i}");
+            if opted_out {
+                let s = &view.suppressions[0];
+                assert_eq!(s.suppression_id, format!("s-{}", i / 2));
+                assert_eq!(s.controller, ["", "acme"][(i / 2) % 2]);
+                assert_eq!(s.campaign_id, ["", "", "", "spring"][(i / 2) % 4]);
+            }
+        }
+        let erased = loaded.view(key(0), &number(0));
+        assert!(erased.consents.is_empty());
+        // The imported opt-out kept by hash, and the erasure's own.
+        let mut ids: Vec<&str> = erased
+            .suppressions
+            .iter()
+            .map(|s| s.suppression_id.as_str())
+            .collect();
+        ids.sort_unstable();
+        assert_eq!(ids.len(), 2);
+        assert_eq!(ids[1], "s-0");
+        assert!(
+            erased
+                .suppressions
+                .iter()
+                .any(|s| s.reason.contains("erasure"))
+        );
+        assert_eq!(loaded.refresh().unwrap(), 0, "nothing loaded twice");
     }
 
     /// A refresh that failed after reading new rows moved its scan mark
