@@ -281,8 +281,8 @@ fn by_number<T>(records: Vec<(NumberKey, T)>) -> Vec<(NumberKey, T)> {
     order.into_iter().filter_map(|i| taken[i].take()).collect()
 }
 
-/// Opt-outs whose ledger entries an import writes at once.
-const LEDGER_BATCH: usize = 4096;
+/// Bytes of ledger lines an import writes at once (about 4,000 opt-outs).
+const LEDGER_BATCH_BYTES: usize = 1 << 20;
 
 /// Validated records handed from the reading thread to the storing one at
 /// once, sorted by number there: the storing thread then walks them in
@@ -515,8 +515,8 @@ pub fn import_suppressions(
 ) -> Result<ContactImportSummary, ContactImportError> {
     let table = Table::open(path, &SUPPRESSION_COLUMNS, &["number"])?;
     let import_id = uuid::Uuid::now_v7().to_string();
-    // Ledger entries not written yet (a write per batch, not per line).
-    let unwritten = std::cell::RefCell::new(Vec::with_capacity(LEDGER_BATCH));
+    // Ledger lines not written yet (a write per batch, not per line).
+    let unwritten = std::cell::RefCell::new(Vec::with_capacity(LEDGER_BATCH_BYTES + 4096));
     let validate = |row: &Row<'_>| {
         let get = |c: &str| row.get(c);
         let number = records::parse_number(get("number"), get("default_region"))?;
@@ -535,7 +535,7 @@ pub fn import_suppressions(
             ),
             id => id.to_string(),
         };
-        records.validate_suppression(
+        let (key, suppression) = records.validate_suppression(
             NewSuppression {
                 controller: get("controller").to_string(),
                 campaign_id: get("campaign_id").to_string(),
@@ -548,7 +548,21 @@ pub fn import_suppressions(
             },
             actor,
             now,
-        )
+        )?;
+        // Built here, on the reading thread: the storing one is the slower.
+        let line = match records.ledger() {
+            Some(_) => {
+                let mut entry = records.opt_out_entry(&suppression, now);
+                entry.import.clone_from(&import_id);
+                Some(crate::contacts::ledger::line(&entry).map_err(|err| {
+                    RecordsError::Store(StoreError::Unreadable(format!(
+                        "the erasure ledger entry: {err}"
+                    )))
+                })?)
+            }
+            None => None,
+        };
+        Ok((key, (suppression, line)))
     };
     run(
         records.store(),
@@ -560,14 +574,20 @@ pub fn import_suppressions(
             dry_run,
         },
         validate,
-        |bulk, key, suppression| {
+        |bulk, key, (suppression, line)| {
             if let Some(ledger) = records.ledger() {
-                let mut entry = records.opt_out_entry(&suppression, now);
-                entry.import.clone_from(&import_id);
+                // Never an opt-out the ledger does not hold.
+                let line = line.ok_or_else(|| {
+                    StoreError::Unreadable(
+                        "an opt-out without its ledger entry: nothing imported".into(),
+                    )
+                })?;
                 let mut unwritten = unwritten.borrow_mut();
-                unwritten.push(entry);
-                if unwritten.len() >= LEDGER_BATCH {
-                    ledger.append_unsynced(&unwritten).map_err(ledger_failed)?;
+                unwritten.extend_from_slice(&line);
+                if unwritten.len() >= LEDGER_BATCH_BYTES {
+                    ledger
+                        .append_lines_unsynced(&unwritten)
+                        .map_err(ledger_failed)?;
                     unwritten.clear();
                 }
             }
@@ -578,7 +598,7 @@ pub fn import_suppressions(
             // before they are moved into the store (and only if they will be).
             if let Some(ledger) = records.ledger() {
                 ledger
-                    .append_unsynced(&unwritten.borrow())
+                    .append_lines_unsynced(&unwritten.borrow())
                     .map_err(ledger_failed)?;
                 bulk.refuse_reused_ids(records.store())?;
                 let mut commit = crate::contacts::ledger::Entry::about(

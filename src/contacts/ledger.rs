@@ -276,8 +276,25 @@ impl Ledger {
     pub fn append_unsynced(&self, entries: &[Entry]) -> Result<(), LedgerError> {
         let mut lines = Vec::with_capacity(entries.len() * 256);
         for entry in entries {
-            serde_json::to_writer(&mut lines, entry).map_err(|e| io(&self.path, e.into()))?;
-            lines.push(b'\n');
+            lines.extend(line(entry).map_err(|cause| io(&self.path, cause))?);
+        }
+        self.append_lines_unsynced(&lines)
+    }
+
+    /// [`Ledger::append_unsynced`] of entries already made [`line`]s (a
+    /// bulk import serialises them on its reading thread).
+    ///
+    /// # Errors
+    /// [`LedgerError::Io`], also when `lines` does not end a line.
+    pub fn append_lines_unsynced(&self, lines: &[u8]) -> Result<(), LedgerError> {
+        if lines.is_empty() {
+            return Ok(());
+        }
+        if lines.last() != Some(&b'\n') {
+            return Err(io(
+                &self.path,
+                std::io::Error::other("a ledger append must end a line"),
+            ));
         }
         let mut file = self.file.lock().expect("ledger lock");
         file.lock().map_err(|cause| io(&self.path, cause))?;
@@ -344,9 +361,17 @@ fn cut_torn_tail(path: &Path) -> std::io::Result<()> {
 }
 
 fn write_line(file: &mut File, entry: &Entry) -> std::io::Result<()> {
+    file.write_all(&line(entry)?)
+}
+
+/// An entry as the ledger holds it: one JSON line, newline included.
+///
+/// # Errors
+/// When it cannot be serialised.
+pub fn line(entry: &Entry) -> std::io::Result<Vec<u8>> {
     let mut line = serde_json::to_vec(entry).map_err(std::io::Error::other)?;
     line.push(b'\n');
-    file.write_all(&line)
+    Ok(line)
 }
 
 fn io(path: &Path, cause: std::io::Error) -> LedgerError {

@@ -144,8 +144,13 @@ const MOVE_CHUNK_MAX: i64 = 16 * MOVE_CHUNK;
 const WAL_PAGES_WHILE_MOVING: i64 = 262_144;
 
 /// How long one move may hold the store's write lock, about: the server's
-/// own writes (opt-outs, erasures) wait that long at most.
-const MOVE_TARGET: std::time::Duration = std::time::Duration::from_millis(1000);
+/// own writes (opt-outs, erasures; never a decision) wait that long at
+/// most, well within their 5 s busy timeout. Each move rewrites the index
+/// pages its rows land on, which at 10 M records is most of the number
+/// index whatever the move's size: 2 s moved 10 M consents in 33 s where
+/// 1 s took 45-50 s (the write-ahead log checkpoints run after the commit,
+/// outside the lock).
+const MOVE_TARGET: std::time::Duration = std::time::Duration::from_millis(2000);
 
 impl BulkImport<'_> {
     /// Adds a consent (kept as it is when one with its id is stored).
@@ -2031,8 +2036,14 @@ impl ContactStore {
                 )?;
                 tx.commit()?;
                 // Larger chunks rewrite fewer index pages; each holds the
-                // store's write lock for about a second at most.
+                // store's write lock for about MOVE_TARGET at most.
                 let took = started.elapsed();
+                tracing::trace!(
+                    table,
+                    rows = upto - after,
+                    took_ms = took.as_millis() as u64,
+                    "moved"
+                );
                 if took < MOVE_TARGET / 2 {
                     chunk = (chunk * 2).min(MOVE_CHUNK_MAX);
                 } else if took > MOVE_TARGET {
