@@ -298,7 +298,7 @@ impl Ledger {
         }
         let mut file = self.file.lock().expect("ledger lock");
         file.lock().map_err(|cause| io(&self.path, cause))?;
-        let written = file.write_all(&lines);
+        let written = file.write_all(lines);
         let _ = file.unlock();
         written.map_err(|cause| io(&self.path, cause))
     }
