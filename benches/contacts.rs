@@ -119,8 +119,10 @@ fn rss_anon(pid: u32) -> u64 {
         * 1024
 }
 
+/// The contact store, its write-ahead log and the erasure ledger (which
+/// holds a line per imported opt-out).
 fn disk_bytes(data: &Path) -> u64 {
-    ["contacts.db", "contacts.db-wal"]
+    ["contacts.db", "contacts.db-wal", "erasure-ledger.jsonl"]
         .iter()
         .filter_map(|f| std::fs::metadata(data.join(f)).ok())
         .map(|m| m.len())

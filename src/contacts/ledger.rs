@@ -259,9 +259,13 @@ impl Ledger {
     pub fn append(&self, entries: &[Entry]) -> Result<(), LedgerError> {
         let mut file = self.file.lock().expect("ledger lock");
         file.lock().map_err(|cause| io(&self.path, cause))?;
-        let written = entries
-            .iter()
-            .try_for_each(|entry| write_line(&mut file, entry))
+        let written = self
+            .start_on_a_line()
+            .and_then(|()| {
+                entries
+                    .iter()
+                    .try_for_each(|entry| write_line(&mut file, entry))
+            })
             .and_then(|()| file.sync_data());
         let _ = file.unlock();
         written.map_err(|cause| io(&self.path, cause))
@@ -298,9 +302,21 @@ impl Ledger {
         }
         let mut file = self.file.lock().expect("ledger lock");
         file.lock().map_err(|cause| io(&self.path, cause))?;
-        let written = file.write_all(lines);
+        let written = self.start_on_a_line().and_then(|()| file.write_all(lines));
         let _ = file.unlock();
         written.map_err(|cause| io(&self.path, cause))
+    }
+
+    /// Under the file's lock, before an append: a last line without its
+    /// newline is the torn append of a process that died (a bulk import's
+    /// megabyte of lines killed mid-write, a full disk; its change was not
+    /// made), cut off so that the new line is not glued onto it, which
+    /// would make both one corrupt line.
+    fn start_on_a_line(&self) -> std::io::Result<()> {
+        if std::fs::symlink_metadata(&self.path).is_ok_and(|m| m.is_file()) {
+            cut_torn_tail(&self.path)?;
+        }
+        Ok(())
     }
 }
 
@@ -508,6 +524,31 @@ mod tests {
     /// A torn last line is cut off when the ledger is opened: appending
     /// after it would turn it into a bad line inside (every later read, and
     /// so every restore, would fail).
+    /// A ledger opened before another process died mid-append (its last
+    /// line torn): the next append used to be glued onto the torn line,
+    /// and the entry it carried was lost in one corrupt line.
+    #[test]
+    fn test_an_append_after_another_process_tore_a_line_starts_a_new_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ledger.jsonl");
+        let ledger = Ledger::open(&path).unwrap();
+        let at: Timestamp = "2026-11-25T10:00:00Z".parse().unwrap();
+        let mut torn = line(&Entry::about(EntryKind::OptOut, &[8; 32], "ab", at)).unwrap();
+        torn.truncate(torn.len() / 2);
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap()
+            .write_all(&torn)
+            .unwrap();
+        let erasure = Entry::about(EntryKind::Erasure, &[7; 32], "ab", at);
+        ledger.append(std::slice::from_ref(&erasure)).unwrap();
+        ledger
+            .append_lines_unsynced(&line(&erasure).unwrap())
+            .unwrap();
+        assert_eq!(read(&path).unwrap(), vec![erasure.clone(), erasure]);
+    }
+
     #[test]
     fn test_a_torn_last_line_is_cut_before_appending() {
         let dir = tempfile::tempdir().unwrap();

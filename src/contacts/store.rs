@@ -144,13 +144,17 @@ const MOVE_CHUNK_MAX: i64 = 16 * MOVE_CHUNK;
 const WAL_PAGES_WHILE_MOVING: i64 = 262_144;
 
 /// How long one move may hold the store's write lock, about: the server's
-/// own writes (opt-outs, erasures; never a decision) wait that long at
-/// most, well within their 5 s busy timeout. Each move rewrites the index
+/// own writes (opt-outs, erasures; never a decision) wait about that long
+/// (a pause after each move lets them in), within their 5 s busy timeout. Each move rewrites the index
 /// pages its rows land on, which at 10 M records is most of the number
 /// index whatever the move's size: 2 s moved 10 M consents in 33 s where
 /// 1 s took 45-50 s (the write-ahead log checkpoints run after the commit,
 /// outside the lock).
 const MOVE_TARGET: std::time::Duration = std::time::Duration::from_millis(2000);
+/// The pause after each move (a 16th of it, within these bounds): longer
+/// than the busy handler's longest sleep once moves take over a second.
+const MOVE_PAUSE_MIN: std::time::Duration = std::time::Duration::from_millis(5);
+const MOVE_PAUSE_MAX: std::time::Duration = std::time::Duration::from_millis(120);
 
 impl BulkImport<'_> {
     /// Adds a consent (kept as it is when one with its id is stored).
@@ -346,6 +350,13 @@ fn text<'r>(row: &'r rusqlite::Row<'_>, index: usize) -> rusqlite::Result<&'r st
     row.get_ref(index)?.as_str().map_err(|e| {
         rusqlite::Error::FromSqlConversionFailure(index, rusqlite::types::Type::Text, Box::new(e))
     })
+}
+
+/// Rows a scan of `after < rowid <= upto` reserves room for: the range,
+/// but not beyond 2^24 (rowids left by deletions, or out of range, would
+/// reserve memory for rows that are not there).
+fn expected_rows(after: i64, upto: i64) -> usize {
+    usize::try_from(upto.saturating_sub(after)).map_or(0, |rows| rows.min(1 << 24))
 }
 
 /// The names interned while scanning, most recent first: a scan meets a
@@ -847,8 +858,10 @@ impl ContactStore {
                 suppressed,
             )
         };
-        watermarks[0] = watermarks[0].max(last_consent);
-        watermarks[2] = watermarks[2].max(last_suppression);
+        // Exactly the last rows now (lower than before if rows were
+        // deleted): a row that later reuses a rowid is still read.
+        watermarks[0] = last_consent;
+        watermarks[2] = last_suppression;
         let (suppression_slots, mut erased) = suppressed;
         slots.extend(suppression_slots);
         let last: i64 = conn.query_row(
@@ -878,7 +891,7 @@ impl ContactStore {
         after: i64,
         upto: i64,
     ) -> Result<(Vec<Slot>, Vec<Vec<u8>>), StoreError> {
-        let mut slots = Vec::with_capacity(usize::try_from(upto - after).unwrap_or(0));
+        let mut slots = Vec::with_capacity(expected_rows(after, upto));
         let mut erased: Vec<Vec<u8>> = Vec::new();
         let mut statement = conn.prepare(
             "SELECT rowid, number_key, number_hash, controller, campaign_id, created_at_us, expires_at_us
@@ -918,7 +931,7 @@ impl ContactStore {
         after: i64,
         upto: i64,
     ) -> Result<Vec<Slot>, StoreError> {
-        let mut slots = Vec::with_capacity(usize::try_from(upto - after).unwrap_or(0));
+        let mut slots = Vec::with_capacity(expected_rows(after, upto));
         let mut statement = conn.prepare(
             "SELECT rowid, number_key, controller, purpose, granted_at_us, revoked_at_us, expires_at_us, supplier
              FROM consents WHERE rowid > ?1 AND rowid <= ?2 ORDER BY rowid",
@@ -2038,6 +2051,11 @@ impl ContactStore {
                 // Larger chunks rewrite fewer index pages; each holds the
                 // store's write lock for about MOVE_TARGET at most.
                 let took = started.elapsed();
+                // The lock is free for a moment after each move: a writer
+                // waiting for it polls (SQLite's busy handler, every 100 ms
+                // at most), and without the pause the next move would take
+                // the lock first, move after move, until its 5 s timeout.
+                std::thread::sleep((took / 16).clamp(MOVE_PAUSE_MIN, MOVE_PAUSE_MAX));
                 tracing::trace!(
                     table,
                     rows = upto - after,
