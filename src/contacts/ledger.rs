@@ -223,8 +223,9 @@ impl Ledger {
             let _ = crate::private::create_dir_all(parent);
         }
         let file = crate::private::append_file(path).map_err(|cause| io(path, cause))?;
-        // Owner-only; a device or a pipe named here is left as it is.
-        if std::fs::symlink_metadata(path).is_ok_and(|m| m.is_file()) {
+        // Owner-only; a device or a pipe named here is left as it is (a
+        // link to a file is that file).
+        if file.metadata().is_ok_and(|m| m.is_file()) {
             let _ = crate::private::tighten(path);
             // Exclusive while the tail is read and cut and the id written:
             // a line another process is appending is not taken for a torn
@@ -260,7 +261,7 @@ impl Ledger {
         let mut file = self.file.lock().expect("ledger lock");
         file.lock().map_err(|cause| io(&self.path, cause))?;
         let written = self
-            .start_on_a_line()
+            .start_on_a_line(&file)
             .and_then(|()| {
                 entries
                     .iter()
@@ -302,7 +303,9 @@ impl Ledger {
         }
         let mut file = self.file.lock().expect("ledger lock");
         file.lock().map_err(|cause| io(&self.path, cause))?;
-        let written = self.start_on_a_line().and_then(|()| file.write_all(lines));
+        let written = self
+            .start_on_a_line(&file)
+            .and_then(|()| file.write_all(lines));
         let _ = file.unlock();
         written.map_err(|cause| io(&self.path, cause))
     }
@@ -312,11 +315,27 @@ impl Ledger {
     /// megabyte of lines killed mid-write, a full disk; its change was not
     /// made), cut off so that the new line is not glued onto it, which
     /// would make both one corrupt line.
-    fn start_on_a_line(&self) -> std::io::Result<()> {
-        if std::fs::symlink_metadata(&self.path).is_ok_and(|m| m.is_file()) {
-            cut_torn_tail(&self.path)?;
+    ///
+    /// `file` is the handle whose lock is held. The cut goes through the
+    /// path (followed when it is a link), so the path must still name that
+    /// file: a ledger replaced or removed while open refuses the append
+    /// (the change is then not made) rather than cut a file this process
+    /// has not locked.
+    fn start_on_a_line(&self, file: &File) -> std::io::Result<()> {
+        use std::os::unix::fs::MetadataExt;
+        let held = file.metadata()?;
+        if !held.is_file() {
+            // A device or a pipe: nothing to cut.
+            return Ok(());
         }
-        Ok(())
+        match std::fs::metadata(&self.path) {
+            Ok(named) if named.dev() == held.dev() && named.ino() == held.ino() => {
+                cut_torn_tail(&self.path)
+            }
+            _ => Err(std::io::Error::other(
+                "the ledger file was replaced or removed while open: restart to open the one now at this path",
+            )),
+        }
     }
 }
 
@@ -547,6 +566,33 @@ mod tests {
             .append_lines_unsynced(&line(&erasure).unwrap())
             .unwrap();
         assert_eq!(read(&path).unwrap(), vec![erasure.clone(), erasure]);
+    }
+
+    /// A ledger reached through a symbolic link (kept on another disk):
+    /// its torn line was neither cut at open nor before an append.
+    #[test]
+    fn test_a_linked_ledger_is_cut_too_and_a_replaced_one_refuses() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("elsewhere.jsonl");
+        let path = dir.path().join("ledger.jsonl");
+        std::os::unix::fs::symlink(&target, &path).unwrap();
+        let ledger = Ledger::open(&path).unwrap();
+        let at: Timestamp = "2026-11-25T10:00:00Z".parse().unwrap();
+        let mut torn = line(&Entry::about(EntryKind::OptOut, &[8; 32], "ab", at)).unwrap();
+        torn.truncate(torn.len() / 2);
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap()
+            .write_all(&torn)
+            .unwrap();
+        let erasure = Entry::about(EntryKind::Erasure, &[7; 32], "ab", at);
+        ledger.append(std::slice::from_ref(&erasure)).unwrap();
+        assert_eq!(read(&path).unwrap(), vec![erasure.clone()]);
+        // Replaced while open: the append is refused, neither file cut.
+        std::fs::rename(&target, dir.path().join("moved.jsonl")).unwrap();
+        std::fs::write(&target, b"").unwrap();
+        assert!(ledger.append(std::slice::from_ref(&erasure)).is_err());
     }
 
     #[test]

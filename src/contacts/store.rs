@@ -151,10 +151,17 @@ const WAL_PAGES_WHILE_MOVING: i64 = 262_144;
 /// 1 s took 45-50 s (the write-ahead log checkpoints run after the commit,
 /// outside the lock).
 const MOVE_TARGET: std::time::Duration = std::time::Duration::from_millis(2000);
-/// The pause after each move (a 16th of it, within these bounds): longer
-/// than the busy handler's longest sleep once moves take over a second.
-const MOVE_PAUSE_MIN: std::time::Duration = std::time::Duration::from_millis(5);
-const MOVE_PAUSE_MAX: std::time::Duration = std::time::Duration::from_millis(120);
+/// The pause after a move that took `took`: past half a second, longer
+/// than the busy handler's longest sleep (100 ms), so that a waiting writer
+/// polls inside it; shorter moves pause a 16th of their time (at least 5
+/// ms), and a writer waits for a few of them at most.
+fn move_pause(took: std::time::Duration) -> std::time::Duration {
+    if took >= std::time::Duration::from_millis(500) {
+        std::time::Duration::from_millis(110)
+    } else {
+        (took / 16).max(std::time::Duration::from_millis(5))
+    }
+}
 
 impl BulkImport<'_> {
     /// Adds a consent (kept as it is when one with its id is stored).
@@ -1152,7 +1159,11 @@ impl ContactStore {
         apply: impl FnOnce(&T),
     ) -> Result<T, StoreError> {
         let mut conn = self.conn.lock().expect("contact db lock");
-        let tx = conn.transaction()?;
+        // Immediate: the write lock is waited for (busy handler) at the
+        // start. A deferred transaction that read first and then wrote got
+        // SQLITE_BUSY at once while an import was moving rows (an erasure
+        // reads first), without waiting at all.
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let result = change(&tx)?;
         journal_state::record_application(&tx)?;
         tx.commit()?;
@@ -2055,7 +2066,7 @@ impl ContactStore {
                 // waiting for it polls (SQLite's busy handler, every 100 ms
                 // at most), and without the pause the next move would take
                 // the lock first, move after move, until its 5 s timeout.
-                std::thread::sleep((took / 16).clamp(MOVE_PAUSE_MIN, MOVE_PAUSE_MAX));
+                std::thread::sleep(move_pause(took));
                 tracing::trace!(
                     table,
                     rows = upto - after,
@@ -2322,6 +2333,32 @@ mod tests {
         assert_eq!(view.consents.len(), 1, "the consent in the reused row");
         assert_eq!(view.consents[0].consent_id, "c-2");
         assert_eq!(view.suppressions.len(), 1);
+    }
+
+    /// A change that reads before it writes (an erasure) while another
+    /// process holds the write lock (an import's move): it used to fail
+    /// at once when the other committed (its read was then stale, and a
+    /// deferred transaction cannot wait); it now waits for the lock first.
+    #[test]
+    fn test_an_erasure_waits_for_another_writer_instead_of_failing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ContactStore::open(dir.path()).unwrap();
+        let number = "+390212345678";
+        let key = NumberKey::from_e164(number).unwrap();
+        let now: Timestamp = "2026-11-25T10:00:00Z".parse().unwrap();
+        store.record_consent(key, consent(number), "test").unwrap();
+        let other = Connection::open(database_path(dir.path())).unwrap();
+        other
+            .execute_batch("BEGIN IMMEDIATE; INSERT INTO counters VALUES ('other', 1);")
+            .unwrap();
+        let holder = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            other.execute_batch("COMMIT").unwrap();
+        });
+        let erased = store.erase(key, number, "", "test", now, &serde_json::Value::Null);
+        holder.join().unwrap();
+        erased.unwrap();
+        assert!(store.view(key, number).consents.is_empty());
     }
 
     /// Many rows are loaded on two threads (the opt-outs and the last
