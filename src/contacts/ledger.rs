@@ -540,9 +540,18 @@ mod tests {
         assert!(err.contains("line 1"), "{err}");
     }
 
-    /// A torn last line is cut off when the ledger is opened: appending
-    /// after it would turn it into a bad line inside (every later read, and
-    /// so every restore, would fail).
+    /// Appends half an entry, as a process killed mid-append leaves it.
+    fn tear_a_line(path: &Path, at: Timestamp) {
+        let mut torn = line(&Entry::about(EntryKind::OptOut, &[8; 32], "ab", at)).unwrap();
+        torn.truncate(torn.len() / 2);
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(path)
+            .unwrap()
+            .write_all(&torn)
+            .unwrap();
+    }
+
     /// A ledger opened before another process died mid-append (its last
     /// line torn): the next append used to be glued onto the torn line,
     /// and the entry it carried was lost in one corrupt line.
@@ -552,14 +561,7 @@ mod tests {
         let path = dir.path().join("ledger.jsonl");
         let ledger = Ledger::open(&path).unwrap();
         let at: Timestamp = "2026-11-25T10:00:00Z".parse().unwrap();
-        let mut torn = line(&Entry::about(EntryKind::OptOut, &[8; 32], "ab", at)).unwrap();
-        torn.truncate(torn.len() / 2);
-        std::fs::OpenOptions::new()
-            .append(true)
-            .open(&path)
-            .unwrap()
-            .write_all(&torn)
-            .unwrap();
+        tear_a_line(&path, at);
         let erasure = Entry::about(EntryKind::Erasure, &[7; 32], "ab", at);
         ledger.append(std::slice::from_ref(&erasure)).unwrap();
         ledger
@@ -578,14 +580,7 @@ mod tests {
         std::os::unix::fs::symlink(&target, &path).unwrap();
         let ledger = Ledger::open(&path).unwrap();
         let at: Timestamp = "2026-11-25T10:00:00Z".parse().unwrap();
-        let mut torn = line(&Entry::about(EntryKind::OptOut, &[8; 32], "ab", at)).unwrap();
-        torn.truncate(torn.len() / 2);
-        std::fs::OpenOptions::new()
-            .append(true)
-            .open(&path)
-            .unwrap()
-            .write_all(&torn)
-            .unwrap();
+        tear_a_line(&path, at);
         let erasure = Entry::about(EntryKind::Erasure, &[7; 32], "ab", at);
         ledger.append(std::slice::from_ref(&erasure)).unwrap();
         assert_eq!(read(&path).unwrap(), vec![erasure.clone()]);
@@ -595,6 +590,9 @@ mod tests {
         assert!(ledger.append(std::slice::from_ref(&erasure)).is_err());
     }
 
+    /// A torn last line is cut off when the ledger is opened: appending
+    /// after it would turn it into a bad line inside (every later read, and
+    /// so every restore, would fail).
     #[test]
     fn test_a_torn_last_line_is_cut_before_appending() {
         let dir = tempfile::tempdir().unwrap();
