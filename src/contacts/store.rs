@@ -145,11 +145,11 @@ const WAL_PAGES_WHILE_MOVING: i64 = 262_144;
 
 /// How long one move may hold the store's write lock, about: the server's
 /// own writes (opt-outs, erasures; never a decision) wait about that long
-/// (a pause after each move lets them in), within their 5 s busy timeout. Each move rewrites the index
-/// pages its rows land on, which at 10 M records is most of the number
-/// index whatever the move's size: 2 s moved 10 M consents in 33 s where
-/// 1 s took 45-50 s (the write-ahead log checkpoints run after the commit,
-/// outside the lock).
+/// (a pause after each move lets them in), within their 5 s busy timeout.
+/// Each move rewrites the index pages its rows land on, which at 10 M
+/// records is most of the number index whatever the move's size: 2 s
+/// moved 10 M consents in 33 s where 1 s took 45-50 s (the write-ahead
+/// log checkpoints run after the commit, outside the lock).
 const MOVE_TARGET: std::time::Duration = std::time::Duration::from_millis(2000);
 /// The pause after a move that took `took`: past half a second, longer
 /// than the busy handler's longest sleep (100 ms), so that a waiting writer
