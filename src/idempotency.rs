@@ -4,20 +4,30 @@
 //! or holds `max_entries`. A repeat within `window` of the original (and
 //! within `max_entries` newer requests) is always recognised.
 
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
+use dashmap::mapref::entry::Entry;
 use tokio::sync::OnceCell;
 
-type Generation<V> = Arc<DashMap<String, Arc<OnceCell<V>>>>;
+/// Request ids are chosen by authenticated dialers; a seeded fast hash is
+/// enough here, and SipHash cost more per CheckCall than the lookup itself.
+type Generation<V> = Arc<DashMap<String, Arc<OnceCell<V>>, foldhash::quality::RandomState>>;
 
 /// Bounded cache of answers by request id.
 #[derive(Debug)]
 pub struct AnswerCache<V> {
     /// `[current, previous]`.
     generations: RwLock<[Generation<V>; 2]>,
-    current_since: Mutex<Instant>,
+    /// Entries in the current generation (changed under its read lock,
+    /// reset under the write lock): counting them with `DashMap::len` locked
+    /// every shard on every call.
+    current_entries: AtomicUsize,
+    /// When the current generation started, in nanoseconds after `epoch`.
+    current_since_ns: AtomicU64,
+    epoch: Instant,
     window: Duration,
     max_entries: usize,
 }
@@ -26,7 +36,9 @@ impl<V: Send + Sync + 'static> AnswerCache<V> {
     pub fn new(window: Duration, max_entries: usize) -> AnswerCache<V> {
         AnswerCache {
             generations: RwLock::new([Generation::default(), Generation::default()]),
-            current_since: Mutex::new(Instant::now()),
+            current_entries: AtomicUsize::new(0),
+            current_since_ns: AtomicU64::new(0),
+            epoch: Instant::now(),
             window,
             max_entries: max_entries.max(1),
         }
@@ -34,8 +46,12 @@ impl<V: Send + Sync + 'static> AnswerCache<V> {
 
     /// Seeds an answer (decisions logged before a restart).
     pub fn insert(&self, request_id: String, outcome: V) {
+        self.rotate_if_due();
         let generations = self.generations.read().expect("answer cache lock");
-        generations[0].insert(request_id, Arc::new(OnceCell::new_with(Some(outcome))));
+        let cell = Arc::new(OnceCell::new_with(Some(outcome)));
+        if generations[0].insert(request_id, cell).is_none() {
+            self.current_entries.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     /// The cell holding (or about to hold) the answer to `request_id`.
@@ -45,7 +61,13 @@ impl<V: Send + Sync + 'static> AnswerCache<V> {
         if let Some(cell) = generations[1].get(request_id) {
             return Arc::clone(&cell);
         }
-        Arc::clone(&generations[0].entry(request_id.to_string()).or_default())
+        match generations[0].entry(request_id.to_string()) {
+            Entry::Occupied(cell) => Arc::clone(cell.get()),
+            Entry::Vacant(vacant) => {
+                self.current_entries.fetch_add(1, Ordering::Relaxed);
+                Arc::clone(&vacant.insert(Arc::default()))
+            }
+        }
     }
 
     /// Entries held, over both generations.
@@ -55,25 +77,30 @@ impl<V: Send + Sync + 'static> AnswerCache<V> {
         generations[0].len() + generations[1].len()
     }
 
+    fn elapsed_ns(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    fn due(&self) -> bool {
+        let since = self.current_since_ns.load(Ordering::Relaxed);
+        self.elapsed_ns().saturating_sub(since) >= self.window.as_nanos() as u64
+            || self.current_entries.load(Ordering::Relaxed) >= self.max_entries
+    }
+
     fn rotate_if_due(&self) {
-        let due = {
-            let since = self.current_since.lock().expect("answer cache clock");
-            since.elapsed() >= self.window
-                || self.generations.read().expect("answer cache lock")[0].len() >= self.max_entries
-        };
-        if !due {
+        if !self.due() {
             return;
         }
-        let mut since = self.current_since.lock().expect("answer cache clock");
         let mut generations = self.generations.write().expect("answer cache lock");
-        if since.elapsed() < self.window && generations[0].len() < self.max_entries {
+        if !self.due() {
             return; // another caller rotated first
         }
         let current = std::mem::take(&mut generations[0]);
         let expired = std::mem::replace(&mut generations[1], current);
-        *since = Instant::now();
+        self.current_entries.store(0, Ordering::Relaxed);
+        self.current_since_ns
+            .store(self.elapsed_ns(), Ordering::Relaxed);
         drop(generations);
-        drop(since);
         // Freeing up to `max_entries` answers takes long (hundreds of
         // milliseconds for a million): on a thread of its own, not while every caller
         // waits for the lock, nor on the async worker that happened to rotate.
@@ -108,6 +135,20 @@ mod tests {
             "dropped after two rotations"
         );
         assert!(cache.len() <= 4);
+    }
+
+    #[test]
+    fn test_a_generation_older_than_the_window_rotates_out() {
+        let cache = AnswerCache::new(Duration::from_millis(40), 1_000);
+        cache.insert("a".into(), outcome("1"));
+        std::thread::sleep(Duration::from_millis(50));
+        // The first call after the window rotates: "a" is kept one more.
+        cache.cell("b");
+        assert_eq!(cache.cell("a").get().unwrap(), "1");
+        std::thread::sleep(Duration::from_millis(50));
+        cache.cell("c");
+        assert!(cache.cell("a").get().is_none(), "dropped after two windows");
+        assert!(cache.cell("c").get().is_none());
     }
 
     #[test]

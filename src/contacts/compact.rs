@@ -198,6 +198,9 @@ impl Interner {
     }
 }
 
+/// Neighbouring buckets grouped in the first pass of [`Base::scatter`].
+const GROUP_BUCKETS: usize = 4096;
+
 /// Slots from which the index is built on two threads.
 const PARALLEL_BUILD: usize = 1 << 20;
 
@@ -223,17 +226,20 @@ impl Base {
         (mix(key) >> (64 - self.bits)) as usize
     }
 
-    /// Groups `slots` by bucket with a counting sort (linear time), then by
-    /// number within each bucket; many slots in two halves of the buckets
-    /// on two threads (each reads every slot and keeps its own buckets).
-    fn build(slots: Vec<Slot>) -> Result<Base, SlotError> {
-        let split = slots.len() >= PARALLEL_BUILD;
-        Base::build_split(slots, split)
+    /// Groups the slots of `parts` by bucket with a counting sort (linear
+    /// time), then by number within each bucket; many slots in two halves
+    /// of the buckets on two threads (each reads every slot and keeps its
+    /// own buckets). The parts are read where they are: joining them first
+    /// would copy every slot into memory the kernel must clear first.
+    fn build(parts: Vec<Vec<Slot>>) -> Result<Base, SlotError> {
+        let split = parts.iter().map(Vec::len).sum::<usize>() >= PARALLEL_BUILD;
+        Base::build_split(parts, split)
     }
 
     /// [`Base::build`], on two threads when `split`.
-    fn build_split(slots: Vec<Slot>, split: bool) -> Result<Base, SlotError> {
-        let count = u32::try_from(slots.len()).map_err(|_| SlotError::TooManyRecords)?;
+    fn build_split(parts: Vec<Vec<Slot>>, split: bool) -> Result<Base, SlotError> {
+        let total: usize = parts.iter().map(Vec::len).sum();
+        let count = u32::try_from(total).map_err(|_| SlotError::TooManyRecords)?;
         // About four slots per bucket.
         let bits = (u64::from(count / 4).max(16).ilog2()).clamp(4, 30);
         let mut base = Base {
@@ -246,33 +252,33 @@ impl Base {
         let mut directory = vec![0u32; buckets + 1];
         {
             let (low, high) = directory[..buckets].split_at_mut(half);
-            let (base, slots) = (&base, &slots);
+            let (base, parts) = (&base, &parts);
             std::thread::scope(|scope| {
                 if !high.is_empty() {
-                    scope.spawn(move || base.count(slots, half, high));
+                    scope.spawn(move || base.count(parts, half, high));
                 }
-                base.count(slots, 0, low);
+                base.count(parts, 0, low);
             });
         }
         let low_count: u32 = directory[..half].iter().sum();
-        let mut sorted: Vec<Slot> = Vec::with_capacity(slots.len());
+        let mut sorted: Vec<Slot> = Vec::with_capacity(total);
         let (low_kept, high_kept) = {
-            let spare = &mut sorted.spare_capacity_mut()[..slots.len()];
+            let spare = &mut sorted.spare_capacity_mut()[..total];
             let (low_region, high_region) = spare.split_at_mut(low_count as usize);
             let (low, high) = directory[..buckets].split_at_mut(half);
-            let (base, slots) = (&base, &slots);
+            let (base, parts) = (&base, &parts);
             std::thread::scope(|scope| {
                 let high_kept = (!high.is_empty())
-                    .then(|| scope.spawn(move || base.place(slots, half, high, high_region)));
-                let low_kept = base.place(slots, 0, low, low_region);
+                    .then(|| scope.spawn(move || base.place(parts, half, high, high_region)));
+                let low_kept = base.place(parts, 0, low, low_region);
                 let high_kept = high_kept.map_or(0, |h| h.join().expect("index build thread"));
                 (low_kept, high_kept)
             })
         };
         // SAFETY: `place` wrote every position of both regions, which
-        // together are the first `slots.len()` positions.
-        unsafe { sorted.set_len(slots.len()) };
-        drop(slots);
+        // together are the first `total` positions.
+        unsafe { sorted.set_len(total) };
+        drop(parts);
         // Copies merged in the low half leave a gap before the high one.
         if low_kept < low_count as usize {
             let high_start = low_count as usize;
@@ -290,8 +296,8 @@ impl Base {
     }
 
     /// Counts the slots of buckets `first..first + counts.len()`.
-    fn count(&self, slots: &[Slot], first: usize, counts: &mut [u32]) {
-        for slot in slots {
+    fn count(&self, parts: &[Vec<Slot>], first: usize, counts: &mut [u32]) {
+        for slot in parts.iter().flatten() {
             if let Some(count) = counts.get_mut(self.bucket(slot.key).wrapping_sub(first)) {
                 *count += 1;
             }
@@ -306,7 +312,7 @@ impl Base {
     /// and returns how many slots were kept.
     fn place(
         &self,
-        slots: &[Slot],
+        parts: &[Vec<Slot>],
         first: usize,
         directory: &mut [u32],
         region: &mut [std::mem::MaybeUninit<Slot>],
@@ -317,15 +323,9 @@ impl Base {
             *entry = start;
             start += count;
         }
-        let mut next = directory.to_vec();
-        for slot in slots {
-            if let Some(next) = next.get_mut(self.bucket(slot.key).wrapping_sub(first)) {
-                region[*next as usize].write(*slot);
-                *next += 1;
-            }
-        }
-        // SAFETY: the counts sized `region` for exactly these slots, so the
-        // loop above wrote each of its positions once; `MaybeUninit<Slot>`
+        self.scatter(parts, first, directory, region);
+        // SAFETY: the counts sized `region` for exactly these slots, so
+        // `scatter` wrote each of its positions once; `MaybeUninit<Slot>`
         // has the layout of `Slot`.
         let region: &mut [Slot] = unsafe {
             &mut *(std::ptr::from_mut::<[std::mem::MaybeUninit<Slot>]>(region) as *mut [Slot])
@@ -347,6 +347,61 @@ impl Base {
             }
         }
         kept
+    }
+
+    /// Writes the slots of buckets `first..first + directory.len()` into
+    /// `region`, each bucket from where `directory` says it starts, in
+    /// their order in `parts` (a stable counting sort). In two passes: first
+    /// into groups of [`GROUP_BUCKETS`] neighbouring buckets (few places
+    /// written at a time, so the writes stay in the cache), then each group
+    /// into its buckets through a small buffer. One pass wrote every slot to
+    /// a random place of the whole array: at 50 M records its writes missed
+    /// the cache one by one.
+    fn scatter(
+        &self,
+        parts: &[Vec<Slot>],
+        first: usize,
+        directory: &[u32],
+        region: &mut [std::mem::MaybeUninit<Slot>],
+    ) {
+        let buckets = directory.len();
+        let groups = buckets.div_ceil(GROUP_BUCKETS);
+        let total = region.len();
+        let group_start = |g: usize| directory[g * GROUP_BUCKETS] as usize;
+        let group_end = |g: usize| {
+            directory
+                .get((g + 1) * GROUP_BUCKETS)
+                .map_or(total, |e| *e as usize)
+        };
+        let mut next: Vec<usize> = (0..groups).map(group_start).collect();
+        for slot in parts.iter().flatten() {
+            let b = self.bucket(slot.key).wrapping_sub(first);
+            if b < buckets {
+                region[next[b / GROUP_BUCKETS]].write(*slot);
+                next[b / GROUP_BUCKETS] += 1;
+            }
+        }
+        let mut buffer: Vec<std::mem::MaybeUninit<Slot>> = Vec::new();
+        let mut within = vec![0usize; GROUP_BUCKETS];
+        for g in 0..groups {
+            let (start, end) = (group_start(g), group_end(g));
+            let first_bucket = g * GROUP_BUCKETS;
+            let last_bucket = buckets.min(first_bucket + GROUP_BUCKETS);
+            for (at, b) in within.iter_mut().zip(first_bucket..last_bucket) {
+                *at = directory[b] as usize - start;
+            }
+            buffer.clear();
+            buffer.resize(end - start, std::mem::MaybeUninit::uninit());
+            for placed in &region[start..end] {
+                // SAFETY: the first pass wrote every position of the group:
+                // its counts sized the group for exactly its slots.
+                let slot = unsafe { placed.assume_init() };
+                let b = self.bucket(slot.key).wrapping_sub(first) - first_bucket;
+                buffer[within[b]].write(slot);
+                within[b] += 1;
+            }
+            region[start..end].copy_from_slice(&buffer);
+        }
     }
 
     fn get(&self, key: NumberKey) -> &[Slot] {
@@ -469,7 +524,7 @@ impl CompactIndex {
     pub(crate) fn with_slots(slots: Vec<Slot>) -> Result<CompactIndex, SlotError> {
         let index = CompactIndex::default();
         index.layers.store(Arc::new(Layers {
-            base: Arc::new(Base::build(slots)?),
+            base: Arc::new(Base::build(vec![slots])?),
             ..Layers::default()
         }));
         Ok(index)
@@ -528,9 +583,9 @@ impl CompactIndex {
         self.compact_with(Vec::new())
     }
 
-    /// Merges the pending changes, then `added`, into a new base: for an
-    /// index nobody else changes meanwhile (at load).
-    pub(crate) fn compact_with(&self, added: Vec<Slot>) -> Result<(), SlotError> {
+    /// Merges the pending changes, then the slots of `added`, into a new
+    /// base: for an index nobody else changes meanwhile (at load).
+    pub(crate) fn compact_with(&self, added: Vec<Vec<Slot>>) -> Result<(), SlotError> {
         let mut compaction = self.begin_compaction();
         compaction.freeze();
         compaction.finish(added)
@@ -570,15 +625,16 @@ impl Compaction<'_> {
         self.frozen = Some(frozen);
     }
 
-    /// Builds the base of the old one, the frozen changes and `added`.
-    pub(crate) fn finish(self, added: Vec<Slot>) -> Result<(), SlotError> {
+    /// Builds the base of the old one, the frozen changes and the slots of
+    /// `added`.
+    pub(crate) fn finish(self, added: Vec<Vec<Slot>>) -> Result<(), SlotError> {
         let frozen = self.frozen.clone().unwrap_or_default();
         let base = Arc::clone(&self.index.layers.load().base);
         if base.slots.is_empty() && frozen.is_empty() {
             // The first load: no copy of `added`.
             return self.swap_in(Base::build(added)?);
         }
-        let mut slots: Vec<Slot> = Vec::with_capacity(base.slots.len() + added.len());
+        let mut slots: Vec<Slot> = Vec::with_capacity(base.slots.len());
         slots.extend(
             base.slots
                 .iter()
@@ -592,9 +648,10 @@ impl Compaction<'_> {
             }
             slots.extend(merged);
         }
-        slots.extend(added);
         drop(base);
-        self.swap_in(Base::build(slots)?)
+        let mut parts = added;
+        parts.push(slots);
+        self.swap_in(Base::build(parts)?)
     }
 
     fn swap_in(self, base: Base) -> Result<(), SlotError> {
@@ -651,8 +708,14 @@ mod tests {
                 ]
             })
             .collect();
-        let one = Base::build_split(slots.clone(), false).unwrap();
-        let two = Base::build_split(slots, true).unwrap();
+        let one = Base::build_split(vec![slots.clone()], false).unwrap();
+        // The same slots in three parts.
+        let parts = vec![
+            slots[..1_000].to_vec(),
+            slots[1_000..50_000].to_vec(),
+            slots[50_000..].to_vec(),
+        ];
+        let two = Base::build_split(parts, true).unwrap();
         assert_eq!(one.bits, two.bits);
         assert_eq!(one.directory, two.directory);
         assert_eq!(one.slots.len(), 9_000 + 40_000);
@@ -666,6 +729,47 @@ mod tests {
                 .collect::<Vec<_>>(),
             vec![50]
         );
+    }
+
+    #[test]
+    fn test_the_build_puts_every_record_once_in_its_bucket_in_order() {
+        // 200,000 slots: 2^15 buckets, eight groups of the first pass on
+        // each of the two threads; every tenth record comes twice.
+        let slots: Vec<Slot> = (0..200_000u64)
+            .flat_map(|i| {
+                let slot = consent(i * 7 % 150_000, i as i64, 1);
+                if i % 10 == 0 {
+                    vec![slot, slot]
+                } else {
+                    vec![slot]
+                }
+            })
+            .collect();
+        let mut expected: Vec<(u64, Table, u32)> =
+            slots.iter().map(|s| (s.key, s.table(), s.row)).collect();
+        expected.sort_unstable();
+        expected.dedup();
+        let parts = vec![slots[..70_000].to_vec(), slots[70_000..].to_vec()];
+        let base = Base::build_split(parts, true).unwrap();
+        assert!(base.directory.len() > 8 * GROUP_BUCKETS);
+        let bucket_of = |s: &Slot| base.bucket(s.key);
+        for b in 0..base.directory.len() - 1 {
+            let bucket = &base.slots[base.directory[b] as usize..base.directory[b + 1] as usize];
+            assert!(bucket.iter().all(|s| bucket_of(s) == b), "bucket {b}");
+            assert!(
+                bucket.windows(2).all(
+                    |w| (w[0].key, w[0].table(), w[0].row) < (w[1].key, w[1].table(), w[1].row)
+                ),
+                "bucket {b} in order, copies merged"
+            );
+        }
+        let mut found: Vec<(u64, Table, u32)> = base
+            .slots
+            .iter()
+            .map(|s| (s.key, s.table(), s.row))
+            .collect();
+        found.sort_unstable();
+        assert_eq!(found, expected);
     }
 
     #[test]
@@ -708,7 +812,7 @@ mod tests {
         check(&index);
         let mut compaction = index.begin_compaction();
         compaction.freeze();
-        compaction.finish(vec![consent(4, 4, 1)]).unwrap();
+        compaction.finish(vec![vec![consent(4, 4, 1)]]).unwrap();
         check(&index);
         assert_eq!(index.slots(key(4)).len(), 1);
         assert_eq!(index.sizes(), (3, 0));
@@ -725,7 +829,7 @@ mod tests {
         assert_eq!({ index.slots(key(1))[0].t1 }, 120);
         let mut compaction = index.begin_compaction();
         compaction.freeze();
-        compaction.finish(vec![consent(1, 1, 1)]).unwrap();
+        compaction.finish(vec![vec![consent(1, 1, 1)]]).unwrap();
         let slots = index.slots(key(1));
         assert_eq!((slots.len(), { slots[0].t1 }), (1, 120));
     }

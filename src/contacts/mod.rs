@@ -213,6 +213,9 @@ pub struct ContactIndex {
     any_erased: AtomicBool,
 }
 
+/// Slots from which [`ContactIndex::size_presence`] marks on two threads.
+const PARALLEL_PRESENCE: usize = if cfg!(test) { 64 } else { 1 << 20 };
+
 impl ContactIndex {
     fn new(salt: [u8; 32], records: CompactIndex) -> ContactIndex {
         ContactIndex {
@@ -251,9 +254,27 @@ impl ContactIndex {
 
     /// Sizes the presence filter for `numbers` numbers, with every number of
     /// `slots` present: only before the index is shared (at load).
-    fn size_presence(&mut self, numbers: usize, slots: &[Slot]) {
+    fn size_presence(&mut self, numbers: usize, parts: &[Vec<Slot>]) {
         self.present = Presence::for_numbers(numbers);
-        self.mark_present(slots);
+        // Each number is a write at a random place of a filter of up to
+        // hundreds of megabytes (a cache miss each): many on two threads,
+        // each taking half of every part.
+        let index = &*self;
+        let halves = |upper: bool| {
+            parts.iter().for_each(|part| {
+                let (low, high) = part.split_at(part.len() / 2);
+                index.mark_present(if upper { high } else { low });
+            });
+        };
+        if parts.iter().map(Vec::len).sum::<usize>() < PARALLEL_PRESENCE {
+            halves(false);
+            halves(true);
+            return;
+        }
+        std::thread::scope(|scope| {
+            scope.spawn(|| halves(true));
+            halves(false);
+        });
     }
 
     /// Marks every number of `slots` present (before they become visible).

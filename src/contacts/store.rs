@@ -359,11 +359,18 @@ fn text<'r>(row: &'r rusqlite::Row<'_>, index: usize) -> rusqlite::Result<&'r st
     })
 }
 
-/// Rows a scan of `after < rowid <= upto` reserves room for: the range,
-/// but not beyond 2^24 (rowids left by deletions, or out of range, would
-/// reserve memory for rows that are not there).
-fn expected_rows(after: i64, upto: i64) -> usize {
-    usize::try_from(upto.saturating_sub(after)).map_or(0, |rows| rows.min(1 << 24))
+/// Room for the slots of a scan of `after < rowid <= upto`: the range, so
+/// that a large scan never copies what it read into a larger vector, but
+/// not beyond 2^26 rows (rowids left by deletions, or out of range, would
+/// reserve memory for rows that are not there), and less, or none, when
+/// the system refuses that much (the vector then grows as it fills).
+fn slots_for_rows(after: i64, upto: i64) -> Vec<Slot> {
+    let rows = usize::try_from(upto.saturating_sub(after)).map_or(0, |rows| rows.min(1 << 26));
+    let mut slots = Vec::new();
+    if slots.try_reserve_exact(rows).is_err() {
+        let _ = slots.try_reserve_exact(rows.min(1 << 20));
+    }
+    slots
 }
 
 /// The names interned while scanning, most recent first: a scan meets a
@@ -371,14 +378,29 @@ fn expected_rows(after: i64, upto: i64) -> usize {
 /// two of them, so one remembered name would miss on every other lookup.
 #[derive(Default)]
 struct NameCache {
-    recent: Vec<(Box<str>, u32)>,
+    recent: Vec<(Box<[u8]>, u32)>,
 }
 
 /// Names a [`NameCache`] remembers; past that the interner answers.
 const NAME_CACHE_SIZE: usize = 16;
 
 impl NameCache {
-    fn id(&mut self, index: &ContactIndex, name: &str) -> Result<u32, SlotError> {
+    /// The interned id of the text in column `index` of `row`. A name
+    /// remembered is matched on its bytes; only a new one is checked to
+    /// be UTF-8 (every remembered one was).
+    fn id(
+        &mut self,
+        index: &ContactIndex,
+        row: &rusqlite::Row<'_>,
+        column: usize,
+    ) -> Result<u32, StoreError> {
+        let rusqlite::types::ValueRef::Text(name) = row.get_ref(column)? else {
+            // Not text: the usual conversion error names the column.
+            text(row, column)?;
+            return Err(StoreError::Unreadable(format!(
+                "column {column} is not text"
+            )));
+        };
         if name.is_empty() {
             // Interned first of all, as 0 (no supplier, no campaign).
             return Ok(0);
@@ -391,7 +413,14 @@ impl NameCache {
             }
             return Ok(id);
         }
-        let id = index.records.names.intern(name)?;
+        let text = std::str::from_utf8(name).map_err(|e| {
+            rusqlite::Error::FromSqlConversionFailure(
+                column,
+                rusqlite::types::Type::Text,
+                Box::new(e),
+            )
+        })?;
+        let id = index.records.names.intern(text)?;
         if self.recent.len() == NAME_CACHE_SIZE {
             self.recent.pop();
         }
@@ -783,7 +812,7 @@ impl ContactStore {
     fn load(&mut self) -> Result<(), StoreError> {
         let mut watermarks = [0; 3];
         let started = std::time::Instant::now();
-        let added = {
+        let parts = {
             let conn = self.conn.lock().expect("contact db lock");
             // Read before the rows: a correction made meanwhile is applied
             // again by the next refresh (which converges on the row).
@@ -793,11 +822,10 @@ impl ContactStore {
         let scanned = started.elapsed();
         // Not shared yet: the filter can be sized for what was loaded
         // (twice, for imports to come).
-        self.index
-            .size_presence(added.len().saturating_mul(2), &added);
+        let records: usize = parts.iter().map(Vec::len).sum();
+        self.index.size_presence(records.saturating_mul(2), &parts);
         *self.watermarks.get_mut().expect("watermark lock") = watermarks;
-        let records = added.len();
-        self.index.records.compact_with(added)?;
+        self.index.records.compact_with(parts)?;
         tracing::debug!(
             records,
             scan_ms = scanned.as_millis() as u64,
@@ -814,7 +842,11 @@ impl ContactStore {
     /// The slots of the rows added since `watermarks` (which it advances),
     /// checking every value read back; opt-outs kept by hash go straight
     /// to the index.
-    fn scan(&self, conn: &Connection, watermarks: &mut [i64; 3]) -> Result<Vec<Slot>, StoreError> {
+    fn scan(
+        &self,
+        conn: &Connection,
+        watermarks: &mut [i64; 3],
+    ) -> Result<Vec<Vec<Slot>>, StoreError> {
         let mut names = NameCache::default();
         // The last rows now: rows added meanwhile wait for the next scan.
         let last_consent: i64 =
@@ -832,7 +864,7 @@ impl ContactStore {
         // Many rows: the opt-outs and the last consents on a second thread
         // (its own connection, which sees every row up to the marks read
         // above), about half the rows each.
-        let (mut slots, suppressed) = if consents + suppressions > PARALLEL_SCAN {
+        let (mut parts, suppressed) = if consents + suppressions > PARALLEL_SCAN {
             let middle =
                 last_consent - ((consents + suppressions) / 2 - suppressions).clamp(0, consents);
             let after = watermarks[2];
@@ -850,18 +882,17 @@ impl ContactStore {
                     self.readers.lock().expect("reader pool lock").push(reader);
                     scanned
                 });
-                let mut slots = self.scan_consents(conn, &mut names, first, middle)?;
+                let lower = self.scan_consents(conn, &mut names, first, middle)?;
                 let (upper, suppressed) = other.join().unwrap_or_else(|_| {
                     Err(StoreError::Unreadable("the scanning thread failed".into()))
                 })?;
-                slots.extend(upper);
-                Ok::<_, StoreError>((slots, suppressed))
+                Ok::<_, StoreError>((vec![lower, upper], suppressed))
             })?
         } else {
             let suppressed =
                 self.scan_suppressions(conn, &mut names, watermarks[2], last_suppression)?;
             (
-                self.scan_consents(conn, &mut names, first, last_consent)?,
+                vec![self.scan_consents(conn, &mut names, first, last_consent)?],
                 suppressed,
             )
         };
@@ -870,13 +901,13 @@ impl ContactStore {
         watermarks[0] = last_consent;
         watermarks[2] = last_suppression;
         let (suppression_slots, mut erased) = suppressed;
-        slots.extend(suppression_slots);
+        parts.push(suppression_slots);
         let last: i64 = conn.query_row(
             "SELECT COALESCE(MAX(rowid), 0) FROM relationships",
             [],
             |r| r.get(0),
         )?;
-        slots.extend(self.scan_relationships(conn, &mut names, watermarks[1], last)?);
+        parts.push(self.scan_relationships(conn, &mut names, watermarks[1], last)?);
         watermarks[1] = watermarks[1].max(last);
         erased.sort_unstable();
         erased.dedup();
@@ -886,7 +917,7 @@ impl ContactStore {
                     .set_erased(subject, hashed_suppressions(conn, &subject)?);
             }
         }
-        Ok(slots)
+        Ok(parts)
     }
 
     /// The slots of the opt-outs with `after < rowid <= upto`, and the
@@ -898,7 +929,7 @@ impl ContactStore {
         after: i64,
         upto: i64,
     ) -> Result<(Vec<Slot>, Vec<Vec<u8>>), StoreError> {
-        let mut slots = Vec::with_capacity(expected_rows(after, upto));
+        let mut slots = slots_for_rows(after, upto);
         let mut erased: Vec<Vec<u8>> = Vec::new();
         let mut statement = conn.prepare(
             "SELECT rowid, number_key, number_hash, controller, campaign_id, created_at_us, expires_at_us
@@ -918,8 +949,8 @@ impl ContactStore {
                 Table::Suppression,
                 rowid,
                 0,
-                names.id(&self.index, text(row, 3)?)?,
-                names.id(&self.index, text(row, 4)?)?,
+                names.id(&self.index, row, 3)?,
+                names.id(&self.index, row, 4)?,
                 super::Instants {
                     t0: ts_column(row, 5, "created_at_us")?.as_microsecond(),
                     t1: optional_us(row, 6, "expires_at_us")?,
@@ -938,7 +969,7 @@ impl ContactStore {
         after: i64,
         upto: i64,
     ) -> Result<Vec<Slot>, StoreError> {
-        let mut slots = Vec::with_capacity(expected_rows(after, upto));
+        let mut slots = slots_for_rows(after, upto);
         let mut statement = conn.prepare(
             "SELECT rowid, number_key, controller, purpose, granted_at_us, revoked_at_us, expires_at_us, supplier
              FROM consents WHERE rowid > ?1 AND rowid <= ?2 ORDER BY rowid",
@@ -950,8 +981,8 @@ impl ContactStore {
                 Table::Consent,
                 row.get(0)?,
                 super::purpose_code(purpose(text(row, 3)?)?),
-                names.id(&self.index, text(row, 2)?)?,
-                names.id(&self.index, text(row, 7)?)?,
+                names.id(&self.index, row, 2)?,
+                names.id(&self.index, row, 7)?,
                 super::Instants {
                     t0: ts_column(row, 4, "granted_at_us")?.as_microsecond(),
                     t1: optional_us(row, 5, "revoked_at_us")?,
@@ -986,7 +1017,7 @@ impl ContactStore {
                 Table::Relationship,
                 row.get(0)?,
                 kind,
-                names.id(&self.index, text(row, 2)?)?,
+                names.id(&self.index, row, 2)?,
                 0,
                 super::Instants {
                     t0: ts_column(row, 4, "started_at_us")?.as_microsecond(),
@@ -1734,7 +1765,7 @@ impl ContactStore {
         // The marks move only once the rows are in the index: a failed
         // scan is read again by the next refresh.
         let mut next = *watermarks;
-        let added = self.scan(&conn, &mut next)?;
+        let added = self.scan(&conn, &mut next)?.concat();
         let loaded = added.len();
         let compaction = if loaded > MERGE_AT_ONCE {
             self.index.mark_present(&added);
@@ -1755,7 +1786,7 @@ impl ContactStore {
         drop(conn);
         match compaction {
             Some((compaction, added)) => {
-                if let Err(err) = compaction.finish(added.clone()) {
+                if let Err(err) = compaction.finish(vec![added.clone()]) {
                     // The frozen changes stay in force (the next freeze
                     // keeps them); the rows become pending changes.
                     for slot in added {
