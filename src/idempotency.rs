@@ -83,7 +83,8 @@ impl<V: Send + Sync + 'static> AnswerCache<V> {
 
     fn due(&self) -> bool {
         let since = self.current_since_ns.load(Ordering::Relaxed);
-        self.elapsed_ns().saturating_sub(since) >= self.window.as_nanos() as u64
+        let window = u64::try_from(self.window.as_nanos()).unwrap_or(u64::MAX);
+        self.elapsed_ns().saturating_sub(since) >= window
             || self.current_entries.load(Ordering::Relaxed) >= self.max_entries
     }
 
@@ -139,13 +140,15 @@ mod tests {
 
     #[test]
     fn test_a_generation_older_than_the_window_rotates_out() {
-        let cache = AnswerCache::new(Duration::from_millis(40), 1_000);
+        // A window long enough that the calls between two sleeps never
+        // span it, even on a loaded machine.
+        let cache = AnswerCache::new(Duration::from_millis(500), 1_000);
         cache.insert("a".into(), outcome("1"));
-        std::thread::sleep(Duration::from_millis(50));
+        std::thread::sleep(Duration::from_millis(600));
         // The first call after the window rotates: "a" is kept one more.
         cache.cell("b");
         assert_eq!(cache.cell("a").get().unwrap(), "1");
-        std::thread::sleep(Duration::from_millis(50));
+        std::thread::sleep(Duration::from_millis(600));
         cache.cell("c");
         assert!(cache.cell("a").get().is_none(), "dropped after two windows");
         assert!(cache.cell("c").get().is_none());
