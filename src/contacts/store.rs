@@ -394,12 +394,15 @@ impl NameCache {
         row: &rusqlite::Row<'_>,
         column: usize,
     ) -> Result<u32, StoreError> {
-        let rusqlite::types::ValueRef::Text(name) = row.get_ref(column)? else {
-            // Not text: the usual conversion error names the column.
-            text(row, column)?;
-            return Err(StoreError::Unreadable(format!(
-                "column {column} is not text"
-            )));
+        let value = row.get_ref(column)?;
+        let rusqlite::types::ValueRef::Text(name) = value else {
+            // The error `text` gives a value that is not text.
+            return Err(rusqlite::Error::FromSqlConversionFailure(
+                column,
+                value.data_type(),
+                Box::new(rusqlite::types::FromSqlError::InvalidType),
+            )
+            .into());
         };
         if name.is_empty() {
             // Interned first of all, as 0 (no supplier, no campaign).
