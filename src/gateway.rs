@@ -13,7 +13,7 @@ use crate::attempts::AttemptLedger;
 use crate::calling::{AttemptLimit, WindowMemo};
 use crate::config::{CampaignConfig, Config};
 use crate::contacts::ContactStore;
-use crate::decision::{DecisionSources, decide, normalize_called};
+use crate::decision::{DecisionSources, Setting, decide, decide_reusing, normalize_called};
 use crate::decision_log::shared::Committed;
 use crate::decision_log::{DecisionLog, DecisionRecord, LogError};
 use crate::idempotency::AnswerCache;
@@ -467,28 +467,17 @@ impl Gateway {
         }
     }
 
-    /// Screens a number for list planning, as of `at` (default: now, from
-    /// the coarse clock: see [`crate::clock`]). The caller counts it with a
-    /// [`ScreenedTally`].
+    /// A screener for one run of numbers of a list (see [`Screener`]).
     ///
     /// # Errors
     /// [`CheckError::ContactsBehind`]: nothing is screened.
-    pub fn screen(
-        &self,
-        called_number: &str,
-        campaign_id: &str,
-        at: Option<Timestamp>,
-    ) -> Result<ScreenOutcome, CheckError> {
+    pub fn screener(&self) -> Result<Screener<'_>, CheckError> {
         self.contacts_in_sync()?;
-        let now = at.unwrap_or_else(crate::clock::coarse_now);
-        let campaign = self.campaigns.get(campaign_id);
-        let called = normalize_called(called_number, campaign);
-        let (evaluation, _) = self.evaluate(campaign_id, campaign, &called, None, now);
-        Ok(ScreenOutcome {
-            verdict: evaluation.verdict,
-            reasons: evaluation.reasons,
-            normalized_number: called.map(|n| n.e164).unwrap_or_default(),
-            next_allowed_at: evaluation.next_allowed_at,
+        Ok(Screener {
+            gateway: self,
+            now: crate::clock::coarse_now(),
+            campaign: None,
+            setting: None,
         })
     }
 
@@ -535,6 +524,61 @@ impl Gateway {
             now,
         );
         (decided.evaluation, decided.caps)
+    }
+}
+
+/// Screens a run of a list's numbers for list planning (ScreenNumbers
+/// answers a stream a run at a time: what has arrived). The numbers'
+/// campaign, the rules in force and the registry editions are looked up
+/// once for the numbers that share them. It holds the registry editions
+/// of its run: made for one run, dropped after it, never kept across an
+/// `await`.
+pub struct Screener<'g> {
+    gateway: &'g Gateway,
+    /// "Now" for the run's numbers that give no `at` (the coarse clock: see
+    /// [`crate::clock`]).
+    now: Timestamp,
+    /// The last campaign looked up, by id.
+    campaign: Option<(&'g str, &'g CampaignConfig)>,
+    setting: Option<Setting<'g>>,
+}
+
+impl<'g> Screener<'g> {
+    /// Screens a number as of `at` (default: the run's "now"). The caller
+    /// counts it with a [`ScreenedTally`].
+    pub fn screen(
+        &mut self,
+        called_number: &str,
+        campaign_id: &str,
+        at: Option<Timestamp>,
+    ) -> ScreenOutcome {
+        let now = at.unwrap_or(self.now);
+        let campaign = match self.campaign {
+            Some((id, campaign)) if id == campaign_id => Some(campaign),
+            _ => {
+                let found = self.gateway.campaigns.get_key_value(campaign_id);
+                self.campaign = found.map(|(id, campaign)| (id.as_str(), campaign));
+                found.map(|(_, campaign)| campaign)
+            }
+        };
+        let called = normalize_called(called_number, campaign);
+        let decided = decide_reusing(
+            &self.gateway.sources(),
+            &mut self.setting,
+            &CallInput {
+                campaign_id,
+                campaign,
+                called: &called,
+                caller_id: None,
+            },
+            now,
+        );
+        ScreenOutcome {
+            verdict: decided.evaluation.verdict,
+            reasons: decided.evaluation.reasons,
+            normalized_number: called.map(|n| n.e164).unwrap_or_default(),
+            next_allowed_at: decided.evaluation.next_allowed_at,
+        }
     }
 }
 

@@ -283,8 +283,10 @@ fn screen_line(
     {
         return fail("at: must be between 2000 and 2199".into());
     }
-    let outcome = match gateway.screen(&request.called_number, &request.campaign_id, request.at) {
-        Ok(outcome) => outcome,
+    let outcome = match gateway.screener() {
+        Ok(mut screener) => {
+            screener.screen(&request.called_number, &request.campaign_id, request.at)
+        }
         Err(err) => return fail(err.to_string()),
     };
     tally.add();

@@ -1,16 +1,18 @@
 //! The gather step: everything one decision reads, borrowed for the call.
 
+use std::sync::Arc;
+
 use jiff::Timestamp;
 use smallvec::SmallVec;
 
 use crate::attempts::AttemptLedger;
 use crate::calling::zones::{self, Whereabouts};
 use crate::calling::{AttemptLimit, WindowMemo};
-use crate::config::CampaignConfig;
+use crate::config::{CampaignConfig, RegistryConfig};
 use crate::contacts::ContactStore;
-use crate::number::{self, Normalized, NumberError};
-use crate::policy::Policies;
-use crate::registry::RegistrySet;
+use crate::number::{self, Normalized, NumberError, Region};
+use crate::policy::{Era, Policies};
+use crate::registry::{RegistrySet, Snapshot};
 use crate::rules::{self, CallInput, DecisionData, Evaluation, RegistryData};
 
 /// What a decision reads from.
@@ -31,37 +33,132 @@ pub struct Decided {
     pub caps: SmallVec<[AttemptLimit; 2]>,
 }
 
+/// What every decision of one campaign in one region at one instant reads
+/// alike: the rules in force and the registry editions in service. A call
+/// gathers its own; a screened list gathers one per run of numbers that
+/// share them (see [`Setting::fits`]), which spares each number the lookups.
+pub struct Setting<'s> {
+    /// The address of the campaign entry the era was looked up for (0:
+    /// none): compared, never dereferenced.
+    campaign: usize,
+    region: Option<Region>,
+    now: Timestamp,
+    era: Option<&'s Era>,
+    /// The registries of the region: their edition in service (borrowed
+    /// for the setting's life, not counted), whether this replica refuses
+    /// the published edition, and how long one result may be relied on.
+    registries: SmallVec<[RegistryInService<'s>; 2]>,
+}
+
+struct RegistryInService<'s> {
+    config: &'s RegistryConfig,
+    snapshot: arc_swap::Guard<Option<Arc<Snapshot>>>,
+    diverged: bool,
+    valid_days: u32,
+}
+
+impl<'s> Setting<'s> {
+    /// The setting of `campaign` calling a number of `region` (`None`: the
+    /// number is not valid) at `now`.
+    pub fn gather(
+        sources: &DecisionSources<'s>,
+        campaign: Option<&CampaignConfig>,
+        region: Option<Region>,
+        now: Timestamp,
+    ) -> Setting<'s> {
+        let era = match (campaign, region) {
+            (Some(c), Some(region)) => sources.policies.era(&c.id, region, now),
+            _ => None,
+        };
+        // Two registries cover a region at most in practice: no allocation.
+        let registries = region
+            .into_iter()
+            .flat_map(|region| sources.registries.for_region(region))
+            .map(|entry| RegistryInService {
+                config: &entry.config,
+                snapshot: entry.snapshot_guard(),
+                diverged: entry.diverged(),
+                valid_days: era
+                    .and_then(|era| era.registry(&entry.config.id))
+                    .map_or(entry.config.valid_days, |r| r.valid_days),
+            })
+            .collect();
+        Setting {
+            campaign: address(campaign),
+            region,
+            now,
+            era,
+            registries,
+        }
+    }
+
+    /// Whether this is the setting of `campaign`, `region` and `now` (the
+    /// same campaign entry, not merely an equal one).
+    pub fn fits(
+        &self,
+        campaign: Option<&CampaignConfig>,
+        region: Option<Region>,
+        now: Timestamp,
+    ) -> bool {
+        self.campaign == address(campaign) && self.region == region && self.now == now
+    }
+}
+
+fn address(campaign: Option<&CampaignConfig>) -> usize {
+    campaign.map_or(0, |c| std::ptr::from_ref(c) as usize)
+}
+
 /// Gathers the data of `call` at `now` and runs the rules.
 pub fn decide(sources: &DecisionSources<'_>, call: &CallInput<'_>, now: Timestamp) -> Decided {
+    decide_reusing(sources, &mut None, call, now)
+}
+
+/// [`decide`], in `setting` when it is the call's (see [`Setting::fits`]);
+/// otherwise the call's setting is gathered and left in `setting` for the
+/// next call.
+pub fn decide_reusing<'s>(
+    sources: &DecisionSources<'s>,
+    setting: &mut Option<Setting<'s>>,
+    call: &CallInput<'_>,
+    now: Timestamp,
+) -> Decided {
+    let region = call.called.as_ref().ok().map(|n| n.region);
+    let setting = match setting {
+        Some(kept) if kept.fits(call.campaign, region, now) => kept,
+        _ => setting.insert(Setting::gather(sources, call.campaign, region, now)),
+    };
+    decide_in(sources, setting, call)
+}
+
+/// Gathers the data of `call` in `setting`, which fits it, and runs the
+/// rules at the setting's instant.
+fn decide_in(
+    sources: &DecisionSources<'_>,
+    setting: &Setting<'_>,
+    call: &CallInput<'_>,
+) -> Decided {
     let called = call.called;
-    // Two registries cover a region at most in practice: no allocation
-    // per check; the snapshots are borrowed for the check, not counted.
-    let snapshots: SmallVec<[_; 2]> = match called {
-        Ok(n) => sources
-            .registries
-            .for_region(n.region)
-            .map(|entry| (&entry.config, entry.snapshot_guard(), entry.diverged()))
-            .collect(),
-        Err(_) => SmallVec::new(),
-    };
-    let era = match (call.campaign, called) {
-        (Some(c), Ok(n)) => sources.policies.era(&c.id, n.region, now),
-        _ => None,
-    };
+    let now = setting.now;
+    let era = setting.era;
     let controller = call.campaign.map_or("", |c| c.controller.as_str());
-    let registries: SmallVec<[RegistryData<'_>; 2]> = snapshots
+    let registries: SmallVec<[RegistryData<'_>; 2]> = setting
+        .registries
         .iter()
-        .map(|(config, snapshot, diverged)| RegistryData {
-            config,
+        .map(|registry| RegistryData {
+            config: registry.config,
             // A replica refusing the published edition decides on none.
-            snapshot: if *diverged { None } else { snapshot.as_deref() },
-            valid_days: era
-                .and_then(|era| era.registry(&config.id))
-                .map_or(config.valid_days, |r| r.valid_days),
+            snapshot: if registry.diverged {
+                None
+            } else {
+                registry.snapshot.as_deref()
+            },
+            valid_days: registry.valid_days,
             // `opposed_at` answers at once when no answer is held at all.
-            opposed_at: match (called, config.kind) {
+            opposed_at: match (called, registry.config.kind) {
                 (Ok(n), crate::model::RegistryKind::Allowlist) => {
-                    sources.contacts.opposed_at(&config.id, controller, n.key)
+                    sources
+                        .contacts
+                        .opposed_at(&registry.config.id, controller, n.key)
                 }
                 _ => None,
             },

@@ -6,6 +6,7 @@
 use std::marker::PhantomData;
 
 use prost::Message;
+use prost::bytes::Buf;
 use tonic::Status;
 use tonic::codec::{BufferSettings, Codec, DecodeBuf, Decoder};
 use tonic_prost::{ProstCodec, ProstDecoder, ProstEncoder};
@@ -50,6 +51,18 @@ impl<U: Message + Default> Decoder for ClientFaultDecoder<U> {
     type Error = Status;
 
     fn decode(&mut self, buf: &mut DecodeBuf<'_>) -> Result<Option<U>, Status> {
+        // The message lies in one contiguous buffer (tonic reads a whole
+        // message before decoding it): decoded from a plain slice, prost
+        // skips the layers of `Buf` it otherwise goes through for every
+        // field and byte. (Decoding took about a sixth of the server's time
+        // per screened number in a profile.)
+        let len = buf.remaining();
+        if let Some(message) = buf.chunk().get(..len) {
+            let item = U::decode(message)
+                .map_err(|err| decode_status(Status::internal(err.to_string())))?;
+            buf.advance(len);
+            return Ok(Some(item));
+        }
         self.0.decode(buf).map_err(decode_status)
     }
 

@@ -7,7 +7,7 @@ use futures_util::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::error::grpc_status;
-use crate::gateway::{CallCheck, Gateway};
+use crate::gateway::{CallCheck, Gateway, Screener};
 use crate::proto::compliance_gateway_server::ComplianceGateway;
 use crate::proto::{
     self, CheckCallRequest, CheckCallResponse, ScreenNumbersRequest, ScreenNumbersResponse,
@@ -73,50 +73,84 @@ impl ComplianceGateway for ComplianceGatewayService {
         let gateway = Arc::clone(&self.gateway);
         // Counted as answered; the rest of the batch when the stream ends.
         let mut tally = gateway.screened_tally();
-        let answers = request.into_inner().map(move |item| {
-            let item = item?;
-            let at = proto::timestamp_from_proto(item.at.as_ref());
-            // Screening plans calls: years 2000-2199 are plenty, and keep the calendars in range.
-            let plausible =
-                at.is_some_and(|t| (946_684_800..7_258_118_400).contains(&t.as_second()));
-            if item.at.is_some() && !plausible {
-                return Err(super::FieldError::new(
-                    format!("ref {:?}", item.r#ref),
-                    "at must be between 2000 and 2199",
-                )
-                .into());
-            }
-            for (field, value, max) in [
-                (
-                    "called_number",
-                    &item.called_number,
-                    crate::gateway::MAX_NUMBER_FIELD,
-                ),
-                (
-                    "campaign_id",
-                    &item.campaign_id,
-                    crate::gateway::MAX_CAMPAIGN_ID,
-                ),
-                ("ref", &item.r#ref, crate::gateway::MAX_REQUEST_ID),
-            ] {
-                crate::gateway::bounded(field, value, max).map_err(|err| grpc_status(&err))?;
-            }
-            let outcome = gateway
-                .screen(&item.called_number, &item.campaign_id, at)
-                .map_err(|err| grpc_status(&err))?;
-            tally.add();
-            Ok(ScreenNumbersResponse {
-                r#ref: item.r#ref,
-                verdict: proto::Verdict::from(outcome.verdict) as i32,
-                reasons: outcome
-                    .reasons
-                    .into_iter()
-                    .map(proto::Reason::from)
-                    .collect(),
-                normalized_number: outcome.normalized_number,
-                next_allowed_at: outcome.next_allowed_at.map(proto::timestamp_to_proto),
+        // The numbers are screened a run at a time (what has arrived, up to
+        // SCREEN_RUN), so that what they share is looked up once per run
+        // (see `Screener`); the answers go out in order, and the stream
+        // ends at the first item that fails, as it would one at a time.
+        let answers = request
+            .into_inner()
+            .ready_chunks(SCREEN_RUN)
+            .map(move |run| {
+                let mut answers = Vec::with_capacity(run.len());
+                let mut screener = None;
+                for item in run {
+                    let answer = screen_item(&gateway, &mut screener, item);
+                    let failed = answer.is_err();
+                    if !failed {
+                        tally.add();
+                    }
+                    answers.push(answer);
+                    if failed {
+                        break;
+                    }
+                }
+                futures_util::stream::iter(answers)
             })
-        });
+            .flatten();
         Ok(Response::new(Box::pin(answers)))
     }
+}
+
+/// The most numbers of a ScreenNumbers stream screened as one run.
+const SCREEN_RUN: usize = 256;
+
+/// Screens one item of a ScreenNumbers stream with the run's screener
+/// (made at the run's first item).
+fn screen_item<'g>(
+    gateway: &'g Gateway,
+    screener: &mut Option<Screener<'g>>,
+    item: Result<ScreenNumbersRequest, Status>,
+) -> Result<ScreenNumbersResponse, Status> {
+    let item = item?;
+    let at = proto::timestamp_from_proto(item.at.as_ref());
+    // Screening plans calls: years 2000-2199 are plenty, and keep the calendars in range.
+    let plausible = at.is_some_and(|t| (946_684_800..7_258_118_400).contains(&t.as_second()));
+    if item.at.is_some() && !plausible {
+        return Err(super::FieldError::new(
+            format!("ref {:?}", item.r#ref),
+            "at must be between 2000 and 2199",
+        )
+        .into());
+    }
+    for (field, value, max) in [
+        (
+            "called_number",
+            &item.called_number,
+            crate::gateway::MAX_NUMBER_FIELD,
+        ),
+        (
+            "campaign_id",
+            &item.campaign_id,
+            crate::gateway::MAX_CAMPAIGN_ID,
+        ),
+        ("ref", &item.r#ref, crate::gateway::MAX_REQUEST_ID),
+    ] {
+        crate::gateway::bounded(field, value, max).map_err(|err| grpc_status(&err))?;
+    }
+    let screener = match screener {
+        Some(screener) => screener,
+        None => screener.insert(gateway.screener().map_err(|err| grpc_status(&err))?),
+    };
+    let outcome = screener.screen(&item.called_number, &item.campaign_id, at);
+    Ok(ScreenNumbersResponse {
+        r#ref: item.r#ref,
+        verdict: proto::Verdict::from(outcome.verdict) as i32,
+        reasons: outcome
+            .reasons
+            .into_iter()
+            .map(proto::Reason::from)
+            .collect(),
+        normalized_number: outcome.normalized_number,
+        next_allowed_at: outcome.next_allowed_at.map(proto::timestamp_to_proto),
+    })
 }

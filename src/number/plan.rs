@@ -17,7 +17,7 @@ use std::sync::OnceLock;
 
 use phonenumber::Type;
 use phonenumber::metadata::{DATABASE, Metadata};
-use regex_automata::dfa::{Automaton, OverlappingState, StartKind, dense};
+use regex_automata::dfa::{Automaton, StartKind, dense};
 use regex_automata::util::syntax;
 use regex_automata::{Anchored, Input, MatchKind};
 
@@ -87,23 +87,34 @@ impl TypeMatcher {
     }
 
     /// Bit `i` set when pattern `i` matches the whole input.
+    ///
+    /// Every pattern ends with `$`, so only the state after the end of the
+    /// input can hold matches: one transition per digit, then the end-of-input
+    /// transition, whose match state lists every pattern that matches. (The
+    /// overlapping search this replaces stopped at each match and resumed,
+    /// which cost more than the walk itself.)
     fn matching(&self, input: &str) -> u32 {
-        let search = Input::new(input).anchored(Anchored::Yes);
-        let mut state = OverlappingState::start();
-        let mut matched = 0u32;
-        loop {
-            if self
-                .0
-                .try_search_overlapping_fwd(&search, &mut state)
-                .is_err()
+        let dfa = &self.0;
+        let Ok(mut state) = dfa.start_state_forward(&Input::new(input).anchored(Anchored::Yes))
+        else {
+            return 0;
+        };
+        for &byte in input.as_bytes() {
+            state = dfa.next_state(state, byte);
+            if dfa.is_special_state(state) && (dfa.is_dead_state(state) || dfa.is_quit_state(state))
             {
+                // Dead: no pattern can match any more. Quit: this
+                // configuration has no quit bytes; counted as no match.
                 return 0;
             }
-            match state.get_match() {
-                Some(found) => matched |= 1 << found.pattern().as_usize(),
-                None => return matched,
-            }
         }
+        state = dfa.next_eoi_state(state);
+        if !dfa.is_match_state(state) {
+            return 0;
+        }
+        (0..dfa.match_len(state))
+            .map(|i| 1u32 << dfa.match_pattern(state, i).as_usize())
+            .fold(0, |bits, bit| bits | bit)
     }
 }
 

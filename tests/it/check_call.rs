@@ -398,6 +398,93 @@ async fn test_screen_numbers_streams_answers_with_refs() {
     );
 }
 
+/// One ScreenNumbers stream mixing campaigns, regions and instants is
+/// answered number by number as if each came alone (the server screens what
+/// has arrived as one run, sharing the lookups of numbers with the same
+/// campaign, region and instant), and a bad item ends the stream with its
+/// error after the answers before it, none after.
+#[tokio::test(flavor = "multi_thread")]
+async fn test_a_screened_run_mixing_campaigns_and_regions_answers_each_alone() {
+    let ws = workspace_with_registries();
+    let server = ws.start();
+    let mut gateway = server.gateway().await;
+    let in_20_days = jiff::Timestamp::now()
+        .checked_add(jiff::SignedDuration::from_hours(24 * 20))
+        .unwrap();
+    let item =
+        |number: &str, campaign: &str, at: Option<jiff::Timestamp>, r: &str| ScreenNumbersRequest {
+            called_number: number.into(),
+            campaign_id: campaign.into(),
+            at: at.map(dialgate::proto::timestamp_to_proto),
+            r#ref: r.into(),
+        };
+    let requests = vec![
+        item("+39 333 123 4567", "it-sales", None, "it"),
+        // The same Italian number under the US campaign: not its destination.
+        item("+39 333 123 4567", "us-sales", None, "it-by-us"),
+        // A US number under the Italian campaign, then under its own.
+        item("+1 212 555 0199", "it-sales", None, "us-by-it"),
+        item("+1 212 555 0199", "us-sales", None, "us-listed"),
+        item("+39 333 123 4567", "it-sales", Some(in_20_days), "it-stale"),
+        item("+39 333 123 4567", "it-sales", None, "it-again"),
+        item("+39 333 123 4567", "no-such-campaign", None, "unknown"),
+        item(
+            "+39 333 123 4567",
+            "it-sales",
+            Some("1990-01-01T00:00:00Z".parse().unwrap()),
+            "bad-at",
+        ),
+        item("+39 333 123 4567", "it-sales", None, "after"),
+    ];
+    let mut answers = gateway
+        .screen_numbers(tokio_stream::iter(requests))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut got = Vec::new();
+    let mut error = None;
+    while let Some(answer) = answers.next().await {
+        match answer {
+            Ok(answer) => got.push((
+                answer.r#ref,
+                Verdict::try_from(answer.verdict).unwrap(),
+                answer
+                    .reasons
+                    .iter()
+                    .map(|r| R::try_from(r.code).unwrap())
+                    .collect::<Vec<_>>(),
+            )),
+            Err(status) => {
+                error = Some(status);
+                break;
+            }
+        }
+    }
+    assert_eq!(
+        got,
+        vec![
+            ("it".into(), Verdict::Allow, vec![R::RegistryClear]),
+            (
+                "it-by-us".into(),
+                Verdict::Deny,
+                vec![R::DestinationNotAllowed]
+            ),
+            (
+                "us-by-it".into(),
+                Verdict::Deny,
+                vec![R::DestinationNotAllowed]
+            ),
+            ("us-listed".into(), Verdict::Deny, vec![R::RegistryListed]),
+            ("it-stale".into(), Verdict::Deny, vec![R::RegistryStale]),
+            ("it-again".into(), Verdict::Allow, vec![R::RegistryClear]),
+            ("unknown".into(), Verdict::Deny, vec![R::UnknownCampaign]),
+        ]
+    );
+    let error = error.expect("the bad item ends the stream with an error");
+    assert_eq!(error.code(), tonic::Code::InvalidArgument, "{error:?}");
+    assert!(error.message().contains("bad-at"), "{error:?}");
+}
+
 /// Issue 19: a campaign calling a profiled segment needs a profiling
 /// consent, recorded over gRPC like any other; a marketing consent alone
 /// is denied with NO_CONSENT saying why.

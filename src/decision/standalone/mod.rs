@@ -6,7 +6,7 @@ use std::path::Path;
 
 use jiff::Timestamp;
 
-use super::{DecisionSources, decide, normalize_called};
+use super::{DecisionSources, decide, decide_reusing, normalize_called};
 use crate::attempts::AttemptLedger;
 use crate::calling::WindowMemo;
 use crate::config::Config;
@@ -54,13 +54,7 @@ impl StandaloneDecider {
     ) -> Evaluation {
         let campaign = self.config.campaign(campaign_id);
         let called = normalize_called(called_number, campaign);
-        let sources = DecisionSources {
-            policies: &self.policies,
-            registries: &self.registries,
-            contacts: &self.contacts,
-            attempts: &self.attempts,
-            window_memo: memoise.then_some(&self.window_memo),
-        };
+        let sources = self.sources(memoise);
         decide(
             &sources,
             &CallInput {
@@ -73,4 +67,45 @@ impl StandaloneDecider {
         )
         .evaluation
     }
+
+    /// Decides `(campaign_id, called_number, now)` in order without a
+    /// caller ID, as ScreenNumbers screens a run of a list: each call's
+    /// setting (era, registry editions) is kept for the next while it fits.
+    /// The answers must be [`Self::decide`]'s, one call at a time.
+    pub fn decide_run(&self, calls: &[(&str, &str, Timestamp)]) -> Vec<Evaluation> {
+        let sources = self.sources(true);
+        let mut setting = None;
+        calls
+            .iter()
+            .map(|&(campaign_id, called_number, now)| {
+                let campaign = self.config.campaign(campaign_id);
+                let called = normalize_called(called_number, campaign);
+                decide_reusing(
+                    &sources,
+                    &mut setting,
+                    &CallInput {
+                        campaign_id,
+                        campaign,
+                        called: &called,
+                        caller_id: None,
+                    },
+                    now,
+                )
+                .evaluation
+            })
+            .collect()
+    }
+
+    fn sources(&self, memoise: bool) -> DecisionSources<'_> {
+        DecisionSources {
+            policies: &self.policies,
+            registries: &self.registries,
+            contacts: &self.contacts,
+            attempts: &self.attempts,
+            window_memo: memoise.then_some(&self.window_memo),
+        }
+    }
 }
+
+#[cfg(test)]
+mod tests;
