@@ -520,6 +520,7 @@ impl Gateway {
                 campaign,
                 called,
                 caller_id,
+                logged: true,
             },
             now,
         );
@@ -570,6 +571,7 @@ impl<'g> Screener<'g> {
                 campaign,
                 called: &called,
                 caller_id: None,
+                logged: false,
             },
             now,
         );

@@ -86,6 +86,7 @@ fn decide(
             campaign: Some(campaign),
             called: &called,
             caller_id: Some(caller_id),
+            logged: true,
         },
         &DecisionData {
             contacts,

@@ -39,6 +39,9 @@ pub struct CallInput<'a> {
     pub called: &'a Result<Normalized, NumberError>,
     /// The presented caller ID; `None` when screening a list (no call is placed).
     pub caller_id: Option<&'a str>,
+    /// The decision is logged: only then are the versions of the data it
+    /// rests on gathered ([`Evaluation::data_versions`], empty otherwise).
+    pub logged: bool,
 }
 
 /// A registry that applies to the called number, with the edition in service.
@@ -78,7 +81,8 @@ pub struct Evaluation {
     pub reasons: Vec<Reason>,
     pub next_allowed_at: Option<Timestamp>,
     /// `policy@version` of the rules applied, and `registry@version` of every
-    /// registry consulted (`@none` when it had no data).
+    /// registry consulted (`@none` when it had no data); empty for a
+    /// decision that is not logged ([`CallInput::logged`]).
     pub data_versions: Vec<String>,
 }
 
@@ -124,7 +128,9 @@ pub fn evaluate(input: &CallInput<'_>, data: &DecisionData<'_>, now: Timestamp) 
                 format!("{} is not among the campaign's destinations", called.region),
             )),
             Some(era) => {
-                data_versions.push(era.label.clone());
+                if input.logged {
+                    data_versions.push(era.label.clone());
+                }
                 decide_under(
                     era,
                     campaign,
@@ -134,7 +140,7 @@ pub fn evaluate(input: &CallInput<'_>, data: &DecisionData<'_>, now: Timestamp) 
                     &mut Outcome {
                         denies: &mut denies,
                         bases: &mut bases,
-                        data_versions: &mut data_versions,
+                        data_versions: input.logged.then_some(&mut data_versions),
                         timed: &mut timed,
                     },
                 );
@@ -176,7 +182,8 @@ pub fn evaluate(input: &CallInput<'_>, data: &DecisionData<'_>, now: Timestamp) 
 struct Outcome<'o> {
     denies: &'o mut Vec<Reason>,
     bases: &'o mut Vec<Reason>,
-    data_versions: &'o mut Vec<String>,
+    /// `None`: the decision is not logged.
+    data_versions: Option<&'o mut Vec<String>>,
     timed: &'o mut Vec<TimedDeny>,
 }
 
@@ -294,7 +301,9 @@ fn decide_under(
             continue;
         }
         let outcome = check_registry(registry, called, &campaign.controller, now);
-        out.data_versions.push(outcome.version);
+        if let Some(versions) = &mut out.data_versions {
+            versions.push(outcome.version.into_owned());
+        }
         let reasons = match outcome.result {
             Ok(clear) => {
                 out.bases.push(clear);

@@ -3,6 +3,8 @@
 //! (allow-lists). No data, no coverage or old data is a DENY: a registry
 //! never gives a false "clear".
 
+use std::borrow::Cow;
+
 use jiff::Timestamp;
 
 use super::RegistryData;
@@ -14,33 +16,37 @@ use crate::registry::texts::never_cleared_text;
 
 /// What one registry says about a number.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RegistryOutcome {
+pub struct RegistryOutcome<'a> {
     /// `Ok(REGISTRY_CLEAR)` or every deny reason that applies.
     pub result: Result<Reason, Vec<Reason>>,
-    /// `registry@version`, or `registry@none` without data.
-    pub version: String,
+    /// `registry@version`, or `registry@none` without data (borrowed from
+    /// the edition's texts: copied only for a decision that is logged).
+    pub version: Cow<'a, str>,
 }
 
 /// Checks a number against one registry at `now`, for `controller`.
-pub fn check_registry(
-    registry: &RegistryData<'_>,
+pub fn check_registry<'a>(
+    registry: &RegistryData<'a>,
     called: &Normalized,
     controller: &str,
     now: Timestamp,
-) -> RegistryOutcome {
+) -> RegistryOutcome<'a> {
     let id = &registry.config.id;
-    let Some(snapshot) = &registry.snapshot else {
+    let Some(snapshot) = registry.snapshot else {
         return RegistryOutcome {
             result: Err(vec![Reason::new(
                 ReasonCode::RegistryUnavailable,
                 format!("registry {id} has no snapshot loaded"),
             )]),
-            version: format!("{id}@none"),
+            version: Cow::Owned(format!("{id}@none")),
         };
     };
     let valid_days = registry.valid_days;
     let texts = snapshot.texts(id, valid_days);
-    let version = texts.version_label.clone();
+    let version = match &texts {
+        Cow::Borrowed(texts) => Cow::Borrowed(texts.version_label.as_str()),
+        Cow::Owned(texts) => Cow::Owned(texts.version_label.clone()),
+    };
     let result = match registry.config.kind {
         RegistryKind::Blocklist => match snapshot.block_lookup(&called.e164[1..], called.key) {
             BlockLookup::NotCovered => Err(vec![Reason::new(

@@ -173,23 +173,39 @@ fn run_at(case: &Case<'_>, at: Timestamp, attempts: &[Timestamp]) -> Evaluation 
         (Some(c), Ok(n)) => policies.era(&c.id, n.region, at),
         _ => None,
     };
-    evaluate(
-        &CallInput {
-            campaign_id: "x",
-            campaign: case.campaign.as_ref(),
-            called: &called,
-            caller_id: case.caller_id,
+    let data = DecisionData {
+        contacts: &case.contacts,
+        registries: &registries,
+        era,
+        whereabouts: &whereabouts,
+        attempts,
+        window_memo: None,
+    };
+    let decide = |logged| {
+        evaluate(
+            &CallInput {
+                campaign_id: "x",
+                campaign: case.campaign.as_ref(),
+                called: &called,
+                caller_id: case.caller_id,
+                logged,
+            },
+            &data,
+            at,
+        )
+    };
+    let logged = decide(true);
+    // Unlogged (screening), the same answer without the data versions.
+    let unlogged = decide(false);
+    assert!(unlogged.data_versions.is_empty(), "{unlogged:?}");
+    assert_eq!(
+        Evaluation {
+            data_versions: logged.data_versions.clone(),
+            ..unlogged
         },
-        &DecisionData {
-            contacts: &case.contacts,
-            registries: &registries,
-            era,
-            whereabouts: &whereabouts,
-            attempts,
-            window_memo: None,
-        },
-        at,
-    )
+        logged
+    );
+    logged
 }
 
 fn rpo(checked_at: &str, numbers: &[&str]) -> Option<(RegistryConfig, Option<Arc<Snapshot>>)> {
@@ -954,6 +970,7 @@ fn test_consent_exemptions_by_country_and_italian_policy() {
                 campaign: Some(&campaign_it),
                 called: &called,
                 caller_id: Some("+390212345678"),
+                logged: true,
             },
             &DecisionData {
                 contacts: &contacts,
@@ -1090,6 +1107,7 @@ fn test_a_later_opposed_answer_outweighs_an_older_clearance() {
                 campaign: Some(&campaign_it),
                 called: &called,
                 caller_id: Some("+390212345678"),
+                logged: true,
             },
             &DecisionData {
                 contacts: &ContactView::default(),

@@ -62,6 +62,7 @@ impl StandaloneDecider {
                 campaign,
                 called: &called,
                 caller_id,
+                logged: true,
             },
             now,
         )
@@ -88,6 +89,7 @@ impl StandaloneDecider {
                         campaign,
                         called: &called,
                         caller_id: None,
+                        logged: true,
                     },
                     now,
                 )
