@@ -91,8 +91,20 @@ struct ZoneData {
     states: HashMap<u16, &'static str, foldhash::fast::FixedState>,
 }
 
+/// The most digits a prefix key is made of (an E.164 number has 15; 16
+/// digits still leave the length its own bits).
+const MAX_DIGITS: usize = 16;
+
 fn prefix_key(digits: &str) -> Option<u64> {
-    Some(((digits.len() as u64) << 56) | digits.parse::<u64>().ok()?)
+    if digits.len() > MAX_DIGITS {
+        return None;
+    }
+    Some(key_of(digits.len(), digits.parse::<u64>().ok()?))
+}
+
+/// The key of a prefix of `len` digits worth `value`.
+fn key_of(len: usize, value: u64) -> u64 {
+    ((len as u64) << 56) | value
 }
 
 static DATA: LazyLock<ZoneData> = LazyLock::new(|| {
@@ -149,19 +161,27 @@ static DATA: LazyLock<ZoneData> = LazyLock::new(|| {
 /// The candidate zones of a number of `region` with E.164 `digits` (no `+`).
 pub fn locate(region: &str, digits: &str) -> Whereabouts {
     let data = &*DATA;
-    let mut zones_id = 0;
-    let longest = (1..=digits.len().min(3))
-        .rev()
-        .find_map(|head| {
-            prefix_key(&digits[..head]).and_then(|k| data.longest_under.get(&k).copied())
-        })
-        .unwrap_or(0);
-    for len in (1..=digits.len().min(longest)).rev() {
-        if let Some(id) = prefix_key(&digits[..len]).and_then(|k| data.by_prefix.get(&k)) {
-            zones_id = *id;
+    // The keys of the number's leading digits, worked out once (a prefix
+    // running into a character that is not a digit has no key).
+    let mut keys = [0u64; MAX_DIGITS];
+    let mut known = 0;
+    let mut value = 0u64;
+    for (len, byte) in (1..).zip(digits.bytes().take(MAX_DIGITS)) {
+        if !byte.is_ascii_digit() {
             break;
         }
+        value = value * 10 + u64::from(byte - b'0');
+        keys[len - 1] = key_of(len, value);
+        known = len;
     }
+    let longest = (1..=known.min(3))
+        .rev()
+        .find_map(|head| data.longest_under.get(&keys[head - 1]).copied())
+        .unwrap_or(0);
+    let zones_id = (1..=known.min(longest))
+        .rev()
+        .find_map(|len| data.by_prefix.get(&keys[len - 1]).copied())
+        .unwrap_or(0);
     let state = match region {
         "US" => digits
             .get(1..4)
@@ -189,6 +209,50 @@ pub fn us_state_codes() -> impl Iterator<Item = &'static str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The lookups as they were, one parse per prefix: the reference for
+    /// the keys now worked out in one pass.
+    fn reference_zones_id(digits: &str) -> u32 {
+        let data = &*DATA;
+        let longest = (1..=digits.len().min(3))
+            .rev()
+            .find_map(|head| {
+                prefix_key(&digits[..head]).and_then(|k| data.longest_under.get(&k).copied())
+            })
+            .unwrap_or(0);
+        (1..=digits.len().min(longest))
+            .rev()
+            .find_map(|len| prefix_key(&digits[..len]).and_then(|k| data.by_prefix.get(&k)))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    #[test]
+    fn test_locate_finds_the_zones_the_prefix_by_prefix_lookup_finds() {
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let mut placed = 0;
+        for prefix in [
+            "1", "1212", "1907", "39", "33", "44", "49", "7", "61", "55", "52", "86", "",
+        ] {
+            for _ in 0..2000 {
+                let len = 4 + (next() % 12) as usize;
+                let mut digits = prefix.to_string();
+                while digits.len() < len {
+                    digits.push(char::from(b'0' + (next() % 10) as u8));
+                }
+                let expected = reference_zones_id(&digits);
+                assert_eq!(locate("", &digits).zones_id, expected, "{digits}");
+                placed += usize::from(expected != 0);
+            }
+        }
+        assert!(placed > 10_000, "{placed}");
+    }
 
     #[test]
     fn test_locate() {
