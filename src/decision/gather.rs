@@ -38,9 +38,9 @@ pub struct Decided {
 /// gathers its own; a screened list gathers one per run of numbers that
 /// share them (see [`Setting::fits`]), which spares each number the lookups.
 pub struct Setting<'s> {
-    /// The address of the campaign entry the era was looked up for (0:
-    /// none): compared, never dereferenced.
-    campaign: usize,
+    /// The id of the campaign the era was looked up for (the era depends
+    /// on nothing else of the campaign).
+    campaign: Option<String>,
     region: Option<Region>,
     now: Timestamp,
     era: Option<&'s Era>,
@@ -84,7 +84,7 @@ impl<'s> Setting<'s> {
             })
             .collect();
         Setting {
-            campaign: address(campaign),
+            campaign: campaign.map(|c| c.id.clone()),
             region,
             now,
             era,
@@ -92,20 +92,17 @@ impl<'s> Setting<'s> {
         }
     }
 
-    /// Whether this is the setting of `campaign`, `region` and `now` (the
-    /// same campaign entry, not merely an equal one).
+    /// Whether this is the setting of `campaign`, `region` and `now`.
     pub fn fits(
         &self,
         campaign: Option<&CampaignConfig>,
         region: Option<Region>,
         now: Timestamp,
     ) -> bool {
-        self.campaign == address(campaign) && self.region == region && self.now == now
+        self.campaign.as_deref() == campaign.map(|c| c.id.as_str())
+            && self.region == region
+            && self.now == now
     }
-}
-
-fn address(campaign: Option<&CampaignConfig>) -> usize {
-    campaign.map_or(0, |c| std::ptr::from_ref(c) as usize)
 }
 
 /// Gathers the data of `call` at `now` and runs the rules.

@@ -79,6 +79,13 @@ impl ComplianceGateway for ComplianceGatewayService {
         // ends at the first item that fails, as it would one at a time.
         let answers = request
             .into_inner()
+            // Nothing is read after an item that fails (a message that does
+            // not decode would otherwise be decoded again, and fail again,
+            // for the rest of the run).
+            .scan(false, |failed, item| {
+                let done = std::mem::replace(failed, item.is_err());
+                futures_util::future::ready((!done).then_some(item))
+            })
             .ready_chunks(SCREEN_RUN)
             .map(move |run| {
                 let mut answers = Vec::with_capacity(run.len());

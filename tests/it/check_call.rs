@@ -427,6 +427,8 @@ async fn test_a_screened_run_mixing_campaigns_and_regions_answers_each_alone() {
         item("+1 212 555 0199", "us-sales", None, "us-listed"),
         item("+39 333 123 4567", "it-sales", Some(in_20_days), "it-stale"),
         item("+39 333 123 4567", "it-sales", None, "it-again"),
+        // Same campaign and instant, another region.
+        item("+1 212 555 0199", "it-sales", None, "us-by-it-again"),
         item("+39 333 123 4567", "no-such-campaign", None, "unknown"),
         item(
             "+39 333 123 4567",
@@ -477,6 +479,11 @@ async fn test_a_screened_run_mixing_campaigns_and_regions_answers_each_alone() {
             ("us-listed".into(), Verdict::Deny, vec![R::RegistryListed]),
             ("it-stale".into(), Verdict::Deny, vec![R::RegistryStale]),
             ("it-again".into(), Verdict::Allow, vec![R::RegistryClear]),
+            (
+                "us-by-it-again".into(),
+                Verdict::Deny,
+                vec![R::DestinationNotAllowed]
+            ),
             ("unknown".into(), Verdict::Deny, vec![R::UnknownCampaign]),
         ]
     );

@@ -544,6 +544,53 @@ async fn test_undecodable_grpc_messages_are_invalid_argument() {
     }
 }
 
+/// A ScreenNumbers stream with an undecodable message between two good
+/// ones: the first is answered, then the stream ends with
+/// INVALID_ARGUMENT, and nothing after the bad message is answered.
+#[tokio::test(flavor = "multi_thread")]
+async fn test_an_undecodable_screened_item_ends_the_stream_after_the_answers_before_it() {
+    use prost::Message;
+    let ws = Workspace::new(&standard_config(""));
+    ws.import("it-rpo", &["+39 333 123 4567"], &["--controller", "acme"]);
+    let server = ws.start();
+    let channel = server.channel().await;
+    let good = |r: &str| {
+        dialgate::proto::ScreenNumbersRequest {
+            called_number: "+39 333 123 4567".into(),
+            campaign_id: "it-sales".into(),
+            at: None,
+            r#ref: r.into(),
+        }
+        .encode_to_vec()
+    };
+    let bodies = vec![good("first"), vec![0x0a, 0x02, 0xff, 0xfe], good("after")];
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready().await.unwrap();
+    let mut answers = grpc
+        .streaming::<_, Vec<u8>, Vec<u8>, _>(
+            tonic::Request::new(tokio_stream::iter(bodies)),
+            http::uri::PathAndQuery::from_static("/dialgate.v1.ComplianceGateway/ScreenNumbers"),
+            RawCodec,
+        )
+        .await
+        .unwrap()
+        .into_inner();
+    let mut refs = Vec::new();
+    let status = loop {
+        match answers.message().await {
+            Ok(Some(bytes)) => refs.push(
+                dialgate::proto::ScreenNumbersResponse::decode(bytes.as_slice())
+                    .unwrap()
+                    .r#ref,
+            ),
+            Ok(None) => panic!("the stream ended without an error after {refs:?}"),
+            Err(status) => break status,
+        }
+    };
+    assert_eq!(refs, vec!["first".to_string()]);
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+}
+
 /// Sends and receives raw bytes, to put malformed messages on the wire.
 #[derive(Debug, Clone, Copy, Default)]
 struct RawCodec;
