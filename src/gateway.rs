@@ -88,6 +88,26 @@ pub fn contacts_behind_limit(reload_interval_ms: u64) -> std::time::Duration {
     std::time::Duration::from_millis(reload_interval_ms.saturating_mul(10).max(2_000))
 }
 
+/// The instants a screened item's `at` may name (seconds since the epoch):
+/// screening plans calls, years 2000-2199 are plenty, and keep the
+/// calendars in range.
+pub const SCREEN_AT_SECONDS: std::ops::Range<i64> = 946_684_800..7_258_118_400;
+
+/// Checks the lengths of a screened item's fields (ScreenNumbers and
+/// `/v1/screen`).
+///
+/// # Errors
+/// [`CheckError::InvalidArgument`] naming the first field over its length.
+pub fn bounded_screen_item(
+    called_number: &str,
+    campaign_id: &str,
+    reference: &str,
+) -> Result<(), CheckError> {
+    bounded("called_number", called_number, MAX_NUMBER_FIELD)?;
+    bounded("campaign_id", campaign_id, MAX_CAMPAIGN_ID)?;
+    bounded("ref", reference, MAX_REQUEST_ID)
+}
+
 /// Checks a field's length, naming it when too long.
 pub fn bounded(field: &'static str, value: &str, max: usize) -> Result<(), CheckError> {
     // No more bytes than the limit: no more characters either (the usual

@@ -261,25 +261,15 @@ fn screen_line(
         Ok(request) => request,
         Err(err) => return fail(format!("invalid JSON: {err}")),
     };
-    for (field, value, max) in [
-        (
-            "called_number",
-            &request.called_number,
-            crate::gateway::MAX_NUMBER_FIELD,
-        ),
-        (
-            "campaign_id",
-            &request.campaign_id,
-            crate::gateway::MAX_CAMPAIGN_ID,
-        ),
-        ("ref", &request.reference, crate::gateway::MAX_REQUEST_ID),
-    ] {
-        if let Err(err) = crate::gateway::bounded(field, value, max) {
-            return fail(err.to_string());
-        }
+    if let Err(err) = crate::gateway::bounded_screen_item(
+        &request.called_number,
+        &request.campaign_id,
+        &request.reference,
+    ) {
+        return fail(err.to_string());
     }
     if let Some(at) = request.at
-        && !(946_684_800..7_258_118_400).contains(&at.as_second())
+        && !crate::gateway::SCREEN_AT_SECONDS.contains(&at.as_second())
     {
         return fail("at: must be between 2000 and 2199".into());
     }

@@ -120,8 +120,7 @@ fn screen_item<'g>(
 ) -> Result<ScreenNumbersResponse, Status> {
     let item = item?;
     let at = proto::timestamp_from_proto(item.at.as_ref());
-    // Screening plans calls: years 2000-2199 are plenty, and keep the calendars in range.
-    let plausible = at.is_some_and(|t| (946_684_800..7_258_118_400).contains(&t.as_second()));
+    let plausible = at.is_some_and(|t| crate::gateway::SCREEN_AT_SECONDS.contains(&t.as_second()));
     if item.at.is_some() && !plausible {
         return Err(super::FieldError::new(
             format!("ref {:?}", item.r#ref),
@@ -129,21 +128,8 @@ fn screen_item<'g>(
         )
         .into());
     }
-    for (field, value, max) in [
-        (
-            "called_number",
-            &item.called_number,
-            crate::gateway::MAX_NUMBER_FIELD,
-        ),
-        (
-            "campaign_id",
-            &item.campaign_id,
-            crate::gateway::MAX_CAMPAIGN_ID,
-        ),
-        ("ref", &item.r#ref, crate::gateway::MAX_REQUEST_ID),
-    ] {
-        crate::gateway::bounded(field, value, max).map_err(|err| grpc_status(&err))?;
-    }
+    crate::gateway::bounded_screen_item(&item.called_number, &item.campaign_id, &item.r#ref)
+        .map_err(|err| grpc_status(&err))?;
     let screener = match screener {
         Some(screener) => screener,
         None => screener.insert(gateway.screener().map_err(|err| grpc_status(&err))?),
