@@ -206,11 +206,16 @@ async fn test_screen_over_http_streams_ndjson() {
     ];
     let mut body = lines.join("\n");
     body.push('\n');
+    body.push_str(&format!(
+        r#"{{"called_number":"+39 333 123 4567","campaign_id":"it-sales","ref":"{}"}}"#,
+        "r".repeat(300)
+    ));
+    body.push('\n');
     body.push_str(&"x".repeat(5000));
     let (status, answer) = request(&server.http, "POST", "/v1/screen", &[], &body);
     assert_eq!(status, 200, "{answer}");
     let answers: Vec<serde_json::Value> = answer.lines().map(json).collect();
-    assert_eq!(answers.len(), 5, "{answer}");
+    assert_eq!(answers.len(), 6, "{answer}");
     assert_eq!(
         (answers[0]["ref"].as_str(), answers[0]["verdict"].as_str()),
         (Some("a"), Some("ALLOW"))
@@ -219,12 +224,17 @@ async fn test_screen_over_http_streams_ndjson() {
     assert_eq!(answers[2]["line"], 4);
     assert!(answers[3]["error"].as_str().unwrap().contains("at"));
     assert!(
-        answers[4]["error"]
+        answers[4]["error"].as_str().unwrap().starts_with("ref"),
+        "a field over its length is named: {}",
+        answers[4]
+    );
+    assert!(
+        answers[5]["error"]
             .as_str()
             .unwrap()
             .contains("longer than"),
         "{}",
-        answers[4]
+        answers[5]
     );
     drop(server);
     assert!(export_jsonl(&ws, &[]).is_empty(), "screening is not logged");
