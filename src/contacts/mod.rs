@@ -13,6 +13,7 @@ mod compact;
 pub mod import;
 pub mod journal;
 pub mod ledger;
+mod observations;
 mod presence;
 pub mod service;
 mod store;

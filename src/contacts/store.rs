@@ -64,7 +64,7 @@ pub struct ContactStore {
     /// Whether the index was loaded (not for [`ContactStore::open_unindexed`]).
     indexed: std::sync::atomic::AtomicBool,
     /// First time a number was seen not cleared, by (registry, controller, number).
-    observations: dashmap::DashMap<(String, String, NumberKey), Timestamp>,
+    observations: super::observations::Observations,
     /// Highest rowid loaded per table, to pick up rows other processes
     /// (bulk imports) added.
     watermarks: Mutex<[i64; 3]>,
@@ -795,7 +795,7 @@ impl ContactStore {
             ids_epoch: std::sync::atomic::AtomicU64::new(0),
             index: ContactIndex::new(salt, CompactIndex::default()),
             indexed: std::sync::atomic::AtomicBool::new(false),
-            observations: dashmap::DashMap::new(),
+            observations: super::observations::Observations::default(),
             watermarks: Mutex::new([0; 3]),
             corrected: Mutex::new(0),
             opened: std::time::Instant::now(),
@@ -1619,8 +1619,7 @@ impl ContactStore {
             self.ids_epoch
                 .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
             self.ids.clear();
-            self.observations
-                .retain(|(_, c, k), _| *k != key || !(controller.is_empty() || c == controller));
+            self.observations.forget(key, controller);
         })?;
         Ok(erased.0)
     }
@@ -1824,9 +1823,7 @@ impl ContactStore {
         if !self.has_opposed() {
             return None;
         }
-        self.observations
-            .get(&(registry_id.to_string(), controller.to_string(), key))
-            .map(|at| *at)
+        self.observations.latest(registry_id, controller, key)
     }
 
     /// Records the registry's answer that `keys` are opposed for
@@ -1863,11 +1860,7 @@ impl ContactStore {
                 .store(true, std::sync::atomic::Ordering::Release);
         }
         for key in keys {
-            let mut entry = self
-                .observations
-                .entry((registry_id.to_string(), controller.to_string(), *key))
-                .or_insert(at);
-            *entry = (*entry).max(at);
+            self.observations.record(registry_id, controller, *key, at);
         }
         Ok(())
     }
@@ -1891,14 +1884,13 @@ impl ContactStore {
         )?;
         let mut rows = statement.query([])?;
         while let Some(row) = rows.next()? {
-            let key = (
-                row.get::<_, String>(0)?,
-                row.get::<_, String>(1)?,
-                NumberKey(row.get::<_, i64>(2)? as u64),
-            );
             let at = ts_column(row, 3, "first_not_cleared_us")?;
-            let mut entry = self.observations.entry(key).or_insert(at);
-            *entry = (*entry).max(at);
+            self.observations.record(
+                &row.get::<_, String>(0)?,
+                &row.get::<_, String>(1)?,
+                NumberKey(row.get::<_, i64>(2)? as u64),
+                at,
+            );
             self.any_opposed
                 .store(true, std::sync::atomic::Ordering::Release);
         }
