@@ -13,7 +13,7 @@ use crate::attempts::AttemptLedger;
 use crate::calling::{AttemptLimit, WindowMemo};
 use crate::config::{CampaignConfig, Config};
 use crate::contacts::ContactStore;
-use crate::decision::{DecisionSources, Setting, decide, decide_reusing, normalize_called};
+use crate::decision::{DecisionSources, RunSetting, decide, decide_reusing, normalize_called};
 use crate::decision_log::shared::Committed;
 use crate::decision_log::{DecisionLog, DecisionRecord, LogError};
 use crate::idempotency::AnswerCache;
@@ -561,7 +561,7 @@ pub struct Screener<'g> {
     now: Timestamp,
     /// The last campaign looked up, by id.
     campaign: Option<(&'g str, &'g CampaignConfig)>,
-    setting: Option<Setting<'g>>,
+    setting: Option<RunSetting<'g>>,
 }
 
 impl<'g> Screener<'g> {

@@ -35,14 +35,9 @@ pub struct Decided {
 
 /// What every decision of one campaign in one region at one instant reads
 /// alike: the rules in force and the registry editions in service. A call
-/// gathers its own; a screened list gathers one per run of numbers that
-/// share them (see [`Setting::fits`]), which spares each number the lookups.
-pub struct Setting<'s> {
-    /// The id of the campaign the era was looked up for (the era depends
-    /// on nothing else of the campaign).
-    campaign: Option<String>,
-    region: Option<Region>,
-    now: Timestamp,
+/// gathers its own; a screened list keeps one for the numbers of a run that
+/// share them (see [`RunSetting`]), which spares each number the lookups.
+struct Setting<'s> {
     era: Option<&'s Era>,
     /// The registries of the region: their edition in service (borrowed
     /// for the setting's life, not counted), whether this replica refuses
@@ -60,7 +55,7 @@ struct RegistryInService<'s> {
 impl<'s> Setting<'s> {
     /// The setting of `campaign` calling a number of `region` (`None`: the
     /// number is not valid) at `now`.
-    pub fn gather(
+    fn gather(
         sources: &DecisionSources<'s>,
         campaign: Option<&CampaignConfig>,
         region: Option<Region>,
@@ -83,17 +78,23 @@ impl<'s> Setting<'s> {
                     .map_or(entry.config.valid_days, |r| r.valid_days),
             })
             .collect();
-        Setting {
-            campaign: campaign.map(|c| c.id.clone()),
-            region,
-            now,
-            era,
-            registries,
-        }
+        Setting { era, registries }
     }
+}
 
-    /// Whether this is the setting of `campaign`, `region` and `now`.
-    pub fn fits(
+/// A setting kept from one call for the next calls of a run, with the
+/// campaign, region and instant it was gathered for: it serves only calls
+/// of those three (see [`decide_reusing`]).
+pub struct RunSetting<'s> {
+    /// The campaign's id (its era depends on nothing else of it).
+    campaign: Option<String>,
+    region: Option<Region>,
+    now: Timestamp,
+    setting: Setting<'s>,
+}
+
+impl RunSetting<'_> {
+    fn fits(
         &self,
         campaign: Option<&CampaignConfig>,
         region: Option<Region>,
@@ -107,35 +108,42 @@ impl<'s> Setting<'s> {
 
 /// Gathers the data of `call` at `now` and runs the rules.
 pub fn decide(sources: &DecisionSources<'_>, call: &CallInput<'_>, now: Timestamp) -> Decided {
-    decide_reusing(sources, &mut None, call, now)
+    let region = call.called.as_ref().ok().map(|n| n.region);
+    let setting = Setting::gather(sources, call.campaign, region, now);
+    decide_in(sources, &setting, call, now)
 }
 
-/// [`decide`], in `setting` when it is the call's (see [`Setting::fits`]);
-/// otherwise the call's setting is gathered and left in `setting` for the
-/// next call.
+/// [`decide`], in the setting `kept` from an earlier call when it was
+/// gathered for this call's campaign, region and instant; otherwise the
+/// call's setting is gathered and kept for the next call.
 pub fn decide_reusing<'s>(
     sources: &DecisionSources<'s>,
-    setting: &mut Option<Setting<'s>>,
+    kept: &mut Option<RunSetting<'s>>,
     call: &CallInput<'_>,
     now: Timestamp,
 ) -> Decided {
     let region = call.called.as_ref().ok().map(|n| n.region);
-    let setting = match setting {
+    let kept = match kept {
         Some(kept) if kept.fits(call.campaign, region, now) => kept,
-        _ => setting.insert(Setting::gather(sources, call.campaign, region, now)),
+        _ => kept.insert(RunSetting {
+            campaign: call.campaign.map(|c| c.id.clone()),
+            region,
+            now,
+            setting: Setting::gather(sources, call.campaign, region, now),
+        }),
     };
-    decide_in(sources, setting, call)
+    decide_in(sources, &kept.setting, call, now)
 }
 
-/// Gathers the data of `call` in `setting`, which fits it, and runs the
-/// rules at the setting's instant.
+/// Gathers the data of `call` in `setting`, gathered for the call's
+/// campaign, region and `now`, and runs the rules at `now`.
 fn decide_in(
     sources: &DecisionSources<'_>,
     setting: &Setting<'_>,
     call: &CallInput<'_>,
+    now: Timestamp,
 ) -> Decided {
     let called = call.called;
-    let now = setting.now;
     let era = setting.era;
     let controller = call.campaign.map_or("", |c| c.controller.as_str());
     let registries: SmallVec<[RegistryData<'_>; 2]> = setting

@@ -7,5 +7,5 @@
 mod gather;
 mod standalone;
 
-pub use gather::{Decided, DecisionSources, Setting, decide, decide_reusing, normalize_called};
+pub use gather::{Decided, DecisionSources, RunSetting, decide, decide_reusing, normalize_called};
 pub use standalone::StandaloneDecider;

@@ -1,5 +1,5 @@
 //! A run of a screened list decides as one call at a time: the setting kept
-//! from one number for the next (see [`crate::decision::Setting`]) must never
+//! from one number for the next (see [`crate::decision::RunSetting`]) must never
 //! carry one campaign's rules, one region's registries or one instant's law
 //! over to a number it does not fit.
 
