@@ -64,6 +64,16 @@ impl Drop for Running {
     }
 }
 
+/// Waits until a process has bound the UDP port (the carrier SIPp answers
+/// nothing before its first INVITE, so this is its readiness).
+fn wait_until_bound(port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+        assert!(Instant::now() < deadline, "nothing bound UDP port {port}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// Waits until the proxy answers an OPTIONS (it is listening).
 fn wait_for_proxy(port: u16) {
     let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -96,6 +106,7 @@ fn wait_for_proxy(port: u16) {
 /// it received (status lines and Reason headers).
 fn dial(ws: &Workspace, proxy: u16, name: &str, number: &str, campaign: &str) -> Vec<String> {
     let trace = ws.data_dir().join(format!("uac-{name}.msg"));
+    let errors = ws.data_dir().join(format!("uac-{name}.err"));
     let status = Command::new("sipp")
         .arg("-sf")
         .arg(repo("tests/sip/uac.xml"))
@@ -117,20 +128,45 @@ fn dial(ws: &Workspace, proxy: u16, name: &str, number: &str, campaign: &str) ->
             "15",
             "-nostdin",
             "-trace_msg",
-            "-message_file",
+            "-trace_err",
+            "-error_file",
         ])
+        .arg(&errors)
+        .arg("-message_file")
         .arg(&trace)
         .arg(format!("127.0.0.1:{proxy}"))
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status()
         .unwrap();
-    assert!(status.success(), "sipp dialer {name} failed: {status}");
     let text = std::fs::read_to_string(&trace).unwrap_or_default();
+    assert!(
+        status.success(),
+        "sipp dialer {name} failed: {status}\n{}",
+        sip_diagnostics(ws, &[&trace, &errors])
+    );
     text.lines()
         .filter(|l| l.starts_with("SIP/2.0 ") || l.starts_with("Reason:"))
         .map(str::to_string)
         .collect()
+}
+
+/// What the SIP parts wrote: the given files, the carrier's trace and
+/// Kamailio's log, for a failure message.
+fn sip_diagnostics(ws: &Workspace, files: &[&Path]) -> String {
+    let data = ws.data_dir();
+    let mut all: Vec<PathBuf> = files.iter().map(|f| f.to_path_buf()).collect();
+    all.push(data.join("carrier.msg"));
+    all.push(data.join("carrier.err"));
+    all.push(data.join("kamailio.log"));
+    all.iter()
+        .map(|path| {
+            let text =
+                std::fs::read_to_string(path).unwrap_or_else(|e| format!("(not readable: {e})"));
+            format!("== {}\n{text}", path.display())
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// Allowed calls reach the carrier and complete; denied calls get
@@ -153,13 +189,16 @@ async fn test_kamailio_relays_only_logged_allows() {
             .arg("-sf")
             .arg(repo("tests/sip/uas.xml"))
             .args(["-i", "127.0.0.1", "-p", &carrier_port.to_string()])
-            .args(["-nostdin", "-trace_msg", "-message_file"])
+            .args(["-nostdin", "-trace_msg", "-trace_err", "-error_file"])
+            .arg(ws.data_dir().join("carrier.err"))
+            .arg("-message_file")
             .arg(&carrier_trace)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .unwrap(),
     );
+    wait_until_bound(carrier_port);
     let runtime = ws.data_dir().join("kamailio");
     std::fs::create_dir_all(&runtime).unwrap();
     let _proxy = Running(
@@ -177,7 +216,7 @@ async fn test_kamailio_relays_only_logged_allows() {
             .arg("-A")
             .arg(format!("LISTEN=udp:127.0.0.1:{proxy_port}"))
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(std::fs::File::create(ws.data_dir().join("kamailio.log")).unwrap())
             .spawn()
             .unwrap(),
     );
