@@ -140,6 +140,11 @@ pub enum ConsentCommand {
         /// Validate only; store nothing
         #[arg(long)]
         dry_run: bool,
+        /// No server runs on this data directory (a first load): move the
+        /// records in faster, building the number index once at the end;
+        /// `serve` refuses to start until the import ends (SQLite store)
+        #[arg(long)]
+        offline: bool,
     },
     /// Correct stored consents from a CSV file (GDPR art. 16; see README for the columns)
     Rectify {
@@ -160,6 +165,11 @@ pub enum SuppressionCommand {
         /// Validate only; store nothing
         #[arg(long)]
         dry_run: bool,
+        /// No server runs on this data directory (a first load): move the
+        /// records in faster, building the number index once at the end;
+        /// `serve` refuses to start until the import ends (SQLite store)
+        #[arg(long)]
+        offline: bool,
     },
 }
 
@@ -346,15 +356,19 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Audit(AuditCommand::Verify { anchor }) => audit_verify(&config, anchor),
         Command::Audit(AuditCommand::Checkpoint) => audit_checkpoint(&config),
         Command::Audit(AuditCommand::Purge { before }) => audit_purge(&config, before),
-        Command::Consent(ConsentCommand::Import { file, dry_run }) => {
-            contact_import(&config, &file, dry_run, true)
-        }
+        Command::Consent(ConsentCommand::Import {
+            file,
+            dry_run,
+            offline,
+        }) => contact_import(&config, &file, dry_run, offline, true),
         Command::Consent(ConsentCommand::Rectify { file, dry_run }) => {
             consent_rectify(&config, &file, dry_run)
         }
-        Command::Suppression(SuppressionCommand::Import { file, dry_run }) => {
-            contact_import(&config, &file, dry_run, false)
-        }
+        Command::Suppression(SuppressionCommand::Import {
+            file,
+            dry_run,
+            offline,
+        }) => contact_import(&config, &file, dry_run, offline, false),
         Command::Trail(TrailCommand::Export) => trail_export(&config),
         Command::Backup {
             to: Some(to),
@@ -549,13 +563,20 @@ fn contact_import(
     config: &Config,
     file: &std::path::Path,
     dry_run: bool,
+    offline: bool,
     consents: bool,
 ) -> anyhow::Result<()> {
     if let crate::store::StoreBackend::Postgres(settings) = &config.store {
+        if offline {
+            bail!("--offline applies to the SQLite store only: drop it");
+        }
         return contact_import_shared(config, settings, file, dry_run, consents);
     }
     let _restore = crate::restore::RestoreLock::shared(&config.server.data_dir)?;
     let store = std::sync::Arc::new(ContactStore::open_unindexed(&config.server.data_dir)?);
+    if offline {
+        store.move_offline();
+    }
     let now = Timestamp::now();
     let ledger = crate::restore::open_ledger(config, &store)?;
     let summary = if consents {
@@ -931,16 +952,25 @@ fn registry_import(config: &Config, args: Box<ImportArgs>) -> anyhow::Result<()>
     if let Some(opposed) = &opposed {
         // Validated before the import, so a bad file leaves everything unchanged.
         let numbers = read_opposed(registry, request.controller.as_deref(), opposed)?;
-        let summary = import::run(registry, &snapshots, &request, now)?;
-        println!("{summary}");
-        if !request.dry_run {
-            let _restore = crate::restore::RestoreLock::shared(&config.server.data_dir)?;
+        // The store is opened before the snapshot is published: a store that
+        // cannot be opened (a restore, a lock held too long) then leaves the
+        // registry as it was, rather than serving the new clearances without
+        // the opposed answers that outweigh earlier ones.
+        let recording = if request.dry_run {
+            None
+        } else {
+            let restore = crate::restore::RestoreLock::shared(&config.server.data_dir)?;
             let at = request
                 .checked_at
                 .to_zoned(jiff::tz::TimeZone::UTC)
                 .map(|z| z.timestamp())
                 .context("--checked-at out of range")?;
             let store = ContactStore::open_unindexed(&config.server.data_dir)?;
+            Some((restore, at, store))
+        };
+        let summary = import::run(registry, &snapshots, &request, now)?;
+        println!("{summary}");
+        if let Some((_restore, at, store)) = recording {
             let controller = request.controller.as_deref().unwrap_or_default();
             store
                 .record_opposed(&registry.id, controller, &numbers, at)

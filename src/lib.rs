@@ -52,6 +52,7 @@ pub mod registry;
 pub mod restore;
 pub mod retention;
 pub mod rules;
+pub mod serve_lock;
 pub(crate) mod server;
 pub(crate) mod shared;
 pub mod stats;

@@ -32,45 +32,7 @@ use crate::decision_log::{self, audit, checkpoint};
 use crate::number::NumberKey;
 use crate::retention;
 
-/// The lock file a running server holds in its data directory.
-pub const LOCK_FILE: &str = "serve.lock";
-
-/// An exclusive lock on a data directory: held by `serve` for its whole
-/// life, and by `restore` and `retention purge` while they run.
-#[derive(Debug)]
-pub struct ServeLock {
-    _file: File,
-}
-
-impl ServeLock {
-    /// Takes the lock, or fails naming who holds it.
-    ///
-    /// # Errors
-    /// When another process (a running server) holds it, or the file cannot be made.
-    pub fn acquire(data_dir: &Path) -> anyhow::Result<ServeLock> {
-        crate::private::create_dir_all(data_dir)
-            .with_context(|| format!("cannot create data_dir {}", data_dir.display()))?;
-        let path = data_dir.join(LOCK_FILE);
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .with_context(|| format!("cannot open {}", path.display()))?;
-        let _ = crate::private::tighten(&path);
-        match file.try_lock() {
-            Ok(()) => Ok(ServeLock { _file: file }),
-            Err(std::fs::TryLockError::WouldBlock) => bail!(
-                "data_dir {} is in use by another dialgate process holding {} (a running `dialgate serve`, or a restore or retention purge): stop the server first (e.g. systemctl stop dialgate)",
-                data_dir.display(),
-                path.display()
-            ),
-            Err(std::fs::TryLockError::Error(err)) => {
-                Err(err).with_context(|| format!("cannot lock {}", path.display()))
-            }
-        }
-    }
-}
+pub use crate::serve_lock::{LOCK_FILE, ServeLock};
 
 /// The lock file that keeps the CLI's writers of the contact store (the
 /// consent and opt-out imports, rectification, registry imports of opposed

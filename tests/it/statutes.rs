@@ -356,3 +356,36 @@ caller_ids = ["+390212345678"]
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
 }
+
+/// `registry import --opposed` published the snapshot, then opened the
+/// contact store to record the opposed answers: when the store could not
+/// be opened (here a restore that did not finish), the new clearances were
+/// served without the answers that outweigh earlier ones. The store is now
+/// opened first, and the registry stays as it was.
+#[test]
+fn test_opposed_answers_that_cannot_be_recorded_leave_the_registry_as_it_was() {
+    let ws = Workspace::new(&standard_config(""));
+    ws.import("it-rpo", &["+39 333 123 4567"], &["--controller", "acme"]);
+    let listed = ws.cli_ok(&["registry", "list", "--json"]);
+    let marker = ws.data_dir().join("restore-in-progress");
+    std::fs::write(&marker, b"").unwrap();
+    let numbers = ws.file("cleared-again.txt", "+39 333 123 4568\n");
+    let opposed = ws.file("opposed.txt", "+39 333 123 4567\n");
+    let out = ws.cli(&[
+        "registry",
+        "import",
+        "--registry",
+        "it-rpo",
+        "--file",
+        path_str(&numbers),
+        "--controller",
+        "acme",
+        "--mode",
+        "add",
+        "--opposed",
+        path_str(&opposed),
+    ]);
+    assert!(!out.status.success(), "{out:?}");
+    std::fs::remove_file(&marker).unwrap();
+    assert_eq!(ws.cli_ok(&["registry", "list", "--json"]), listed);
+}

@@ -438,6 +438,79 @@ async fn test_bulk_csv_imports_are_validated_idempotent_and_served() {
     assert!(trail.contains("\"actor\":\"cli:"), "{trail}");
 }
 
+/// `--offline` imports (the first load, no server running) are served
+/// once the server starts; with a server running, `--offline` warns and
+/// imports as usual, and the server picks the records up.
+#[tokio::test(flavor = "multi_thread")]
+async fn test_offline_imports_are_served_and_fall_back_beside_a_server() {
+    let ws = Workspace::new(&standard_config(""));
+    let consents = ws.file(
+        "consents.csv",
+        "controller,number,purpose,granted_at,source\nacme,+49 151 23456789,marketing,2026-01-01,web\nacme,+49 151 23456788,marketing,2026-01-01,web\n",
+    );
+    let first = ws.cli_ok(&[
+        "consent",
+        "import",
+        "--file",
+        path_str(&consents),
+        "--offline",
+    ]);
+    assert!(first.contains("2 stored"), "{first}");
+    let opt_outs = ws.file(
+        "optouts.csv",
+        "number,controller,reason\n+49 151 23456788,acme,complained\n",
+    );
+    let stored = ws.cli_ok(&[
+        "suppression",
+        "import",
+        "--file",
+        path_str(&opt_outs),
+        "--offline",
+    ]);
+    assert!(stored.contains("1 stored"), "{stored}");
+    let server = ws.start();
+    let mut gateway = server.gateway().await;
+    let decide = |number: &'static str| call(number, "+4930123456", "de-optin");
+    let a = gateway
+        .check_call(decide("+49 151 23456789"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(codes(&a), vec![R::Consent], "{:?}", a.reasons);
+    let b = gateway
+        .check_call(decide("+49 151 23456788"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(codes(&b), vec![R::Suppressed], "{:?}", b.reasons);
+
+    let later = ws.file(
+        "later.csv",
+        "controller,number,purpose,granted_at,source\nacme,+49 151 23456787,marketing,2026-01-01,web\n",
+    );
+    let out = ws.cli(&["consent", "import", "--file", path_str(&later), "--offline"]);
+    assert!(out.status.success(), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("a running server?"), "{stderr}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let c = gateway
+            .check_call(decide("+49 151 23456787"))
+            .await
+            .unwrap()
+            .into_inner();
+        if codes(&c) == vec![R::Consent] {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not served: {:?}",
+            c.reasons
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
 /// Issue 15: `suppression import` logged one line per opt-out (500,000
 /// lines for 500,000 records); an import now says one summary line, and
 /// the trail holds one event for the whole file.

@@ -1,0 +1,88 @@
+//! The lock a running server holds on its data directory (`serve.lock`):
+//! held by `serve` for its whole life, by `restore` and `retention purge`
+//! while they run, and by a bulk contact import while it moves its records
+//! in with the number indexes set aside (see `contacts::store`).
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+
+/// The lock file a running server holds in its data directory.
+pub const LOCK_FILE: &str = "serve.lock";
+
+/// An exclusive lock on a data directory (released when dropped).
+#[derive(Debug)]
+pub struct ServeLock {
+    _file: File,
+}
+
+impl ServeLock {
+    /// Takes the lock, or fails naming who holds it.
+    ///
+    /// # Errors
+    /// When another process (a running server) holds it, or the file cannot be made.
+    pub fn acquire(data_dir: &Path) -> anyhow::Result<ServeLock> {
+        crate::private::create_dir_all(data_dir)
+            .with_context(|| format!("cannot create data_dir {}", data_dir.display()))?;
+        let (file, path) = open(data_dir)
+            .with_context(|| format!("cannot open {}", lock_path(data_dir).display()))?;
+        match file.try_lock() {
+            Ok(()) => Ok(ServeLock { _file: file }),
+            Err(std::fs::TryLockError::WouldBlock) => bail!(
+                "data_dir {} is in use by another dialgate process holding {} (a running `dialgate serve`, a restore, a retention purge, or a bulk import moving its records in): stop the server first (e.g. systemctl stop dialgate), or wait for the command to finish",
+                data_dir.display(),
+                path.display()
+            ),
+            Err(std::fs::TryLockError::Error(err)) => {
+                Err(err).with_context(|| format!("cannot lock {}", path.display()))
+            }
+        }
+    }
+
+    /// Takes the lock if no one holds it: `None` while a server (or
+    /// anything else) holds it, this process included (a second open of
+    /// the file is refused the lock its first open holds).
+    ///
+    /// # Errors
+    /// When the lock file cannot be opened or locked.
+    pub fn try_acquire(data_dir: &Path) -> std::io::Result<Option<ServeLock>> {
+        let (file, _) = open(data_dir)?;
+        match file.try_lock() {
+            Ok(()) => Ok(Some(ServeLock { _file: file })),
+            Err(std::fs::TryLockError::WouldBlock) => Ok(None),
+            Err(std::fs::TryLockError::Error(err)) => Err(err),
+        }
+    }
+}
+
+fn lock_path(data_dir: &Path) -> PathBuf {
+    data_dir.join(LOCK_FILE)
+}
+
+fn open(data_dir: &Path) -> std::io::Result<(File, PathBuf)> {
+    let path = lock_path(data_dir);
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)?;
+    let _ = crate::private::tighten(&path);
+    Ok((file, path))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_held_lock_is_not_taken_again_even_by_its_own_process() {
+        let dir = tempfile::tempdir().unwrap();
+        let held = ServeLock::try_acquire(dir.path()).unwrap();
+        assert!(held.is_some());
+        assert!(ServeLock::try_acquire(dir.path()).unwrap().is_none());
+        assert!(ServeLock::acquire(dir.path()).is_err());
+        drop(held);
+        assert!(ServeLock::try_acquire(dir.path()).unwrap().is_some());
+    }
+}
