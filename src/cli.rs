@@ -952,37 +952,46 @@ fn registry_import(config: &Config, args: Box<ImportArgs>) -> anyhow::Result<()>
     if let Some(opposed) = &opposed {
         // Validated before the import, so a bad file leaves everything unchanged.
         let numbers = read_opposed(registry, request.controller.as_deref(), opposed)?;
-        // The store is opened before the snapshot is published: a store that
-        // cannot be opened (a restore, a lock held too long) then leaves the
-        // registry as it was, rather than serving the new clearances without
-        // the opposed answers that outweigh earlier ones.
-        let recording = if request.dry_run {
-            None
-        } else {
-            let restore = crate::restore::RestoreLock::shared(&config.server.data_dir)?;
-            let at = request
-                .checked_at
-                .to_zoned(jiff::tz::TimeZone::UTC)
-                .map(|z| z.timestamp())
-                .context("--checked-at out of range")?;
-            let store = ContactStore::open_unindexed(&config.server.data_dir)?;
-            Some((restore, at, store))
-        };
-        let summary = import::run(registry, &snapshots, &request, now)?;
-        println!("{summary}");
-        if let Some((_restore, at, store)) = recording {
-            let controller = request.controller.as_deref().unwrap_or_default();
-            store
-                .record_opposed(&registry.id, controller, &numbers, at)
-                .context(
-                    "the snapshot was imported but the opposed answers were not recorded: run the same import again",
-                )?;
-            println!(
-                "{} numbers recorded as opposed for {controller} on {} (a running server applies them within registry_reload_interval_ms)",
-                numbers.len(),
-                request.checked_at
-            );
+        if request.dry_run {
+            let summary = import::run(registry, &snapshots, &request, now)?;
+            println!("{summary}");
+            return Ok(());
         }
+        // The cleared numbers' file is checked first (a dry run), the
+        // opposed answers recorded next, the snapshot published last: new
+        // clearances are never served without the opposed answers that
+        // outweigh earlier ones (an answer recorded for a snapshot that then
+        // fails to publish only adds denials; a re-run records it again,
+        // keeping the later date).
+        let check = import::ImportRequest {
+            dry_run: true,
+            ..request.clone()
+        };
+        import::run(registry, &snapshots, &check, now)?;
+        let _restore = crate::restore::RestoreLock::shared(&config.server.data_dir)?;
+        let at = request
+            .checked_at
+            .to_zoned(jiff::tz::TimeZone::UTC)
+            .map(|z| z.timestamp())
+            .context("--checked-at out of range")?;
+        let controller = request.controller.as_deref().unwrap_or_default();
+        ContactStore::open_unindexed(&config.server.data_dir)
+            .map_err(anyhow::Error::from)
+            .and_then(|store| {
+                store
+                    .record_opposed(&registry.id, controller, &numbers, at)
+                    .map_err(anyhow::Error::from)
+            })
+            .context("nothing imported: the opposed answers could not be recorded")?;
+        let summary = import::run(registry, &snapshots, &request, now).context(
+            "the opposed answers were recorded but the snapshot was not imported: run the same import again",
+        )?;
+        println!("{summary}");
+        println!(
+            "{} numbers recorded as opposed for {controller} on {} (a running server applies them within registry_reload_interval_ms)",
+            numbers.len(),
+            request.checked_at
+        );
         return Ok(());
     }
     let summary = import::run(registry, &snapshots, &request, now)?;

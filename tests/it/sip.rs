@@ -238,6 +238,12 @@ async fn test_kamailio_relays_only_logged_allows() {
             .any(|l| l == "Reason: SIP;cause=603;text=\"REGISTRY_NOT_COVERED\""),
         "{denied:?}"
     );
+    // The dialer's scenario takes a late final answer on the INVITE as a
+    // retransmission: a 200 next to the 603 must fail here.
+    assert!(
+        !denied.iter().any(|l| l.starts_with("SIP/2.0 200")),
+        "{denied:?}"
+    );
     let unknown = dial(
         &ws,
         proxy_port,
@@ -246,7 +252,9 @@ async fn test_kamailio_relays_only_logged_allows() {
         "no-such-campaign",
     );
     assert!(
-        unknown.iter().any(|l| l.contains("UNKNOWN_CAMPAIGN")),
+        unknown.iter().any(|l| l.starts_with("SIP/2.0 603"))
+            && unknown.iter().any(|l| l.contains("UNKNOWN_CAMPAIGN"))
+            && !unknown.iter().any(|l| l.starts_with("SIP/2.0 200")),
         "a missing campaign is a DENY: {unknown:?}"
     );
 

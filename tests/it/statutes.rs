@@ -357,11 +357,12 @@ caller_ids = ["+390212345678"]
     }
 }
 
-/// `registry import --opposed` published the snapshot, then opened the
-/// contact store to record the opposed answers: when the store could not
-/// be opened (here a restore that did not finish), the new clearances were
-/// served without the answers that outweigh earlier ones. The store is now
-/// opened first, and the registry stays as it was.
+/// `registry import --opposed` published the snapshot, then recorded the
+/// opposed answers in the contact store: when the store could not be
+/// opened (here a restore that did not finish) or the answers not written
+/// (here a trigger refusing them), the new clearances were served without
+/// the answers that outweigh earlier ones. The answers are now recorded
+/// first, and the registry stays as it was when they cannot be.
 #[test]
 fn test_opposed_answers_that_cannot_be_recorded_leave_the_registry_as_it_was() {
     let ws = Workspace::new(&standard_config(""));
@@ -371,7 +372,7 @@ fn test_opposed_answers_that_cannot_be_recorded_leave_the_registry_as_it_was() {
     std::fs::write(&marker, b"").unwrap();
     let numbers = ws.file("cleared-again.txt", "+39 333 123 4568\n");
     let opposed = ws.file("opposed.txt", "+39 333 123 4567\n");
-    let out = ws.cli(&[
+    let args = [
         "registry",
         "import",
         "--registry",
@@ -384,8 +385,26 @@ fn test_opposed_answers_that_cannot_be_recorded_leave_the_registry_as_it_was() {
         "add",
         "--opposed",
         path_str(&opposed),
-    ]);
+    ];
+    let out = ws.cli(&args);
     assert!(!out.status.success(), "{out:?}");
     std::fs::remove_file(&marker).unwrap();
+    assert_eq!(ws.cli_ok(&["registry", "list", "--json"]), listed);
+
+    // The contact store made (its schema), then its answers refused.
+    ws.cli_ok(&["trail", "export"]);
+    rusqlite::Connection::open(ws.data_dir().join("contacts.db"))
+        .unwrap()
+        .execute_batch(
+            "CREATE TRIGGER refuse BEFORE INSERT ON observations
+             BEGIN SELECT RAISE(ABORT, 'refused by the test'); END;",
+        )
+        .unwrap();
+    let out = ws.cli(&args);
+    assert!(!out.status.success(), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("nothing imported"),
+        "{out:?}"
+    );
     assert_eq!(ws.cli_ok(&["registry", "list", "--json"]), listed);
 }
