@@ -1,7 +1,8 @@
 //! The lock a running server holds on its data directory (`serve.lock`):
-//! held by `serve` for its whole life, by `restore` and `retention purge`
-//! while they run, and by a bulk contact import while it moves its records
-//! in with the number indexes set aside (see `contacts::store`).
+//! held by `serve` for its whole life, by `restore`, `retention purge` and
+//! `store migrate` while they run, and by an `--offline` bulk contact
+//! import while it moves its records in with the number indexes set aside
+//! (see `contacts::store`).
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -41,8 +42,10 @@ impl ServeLock {
     }
 
     /// Takes the lock if no one holds it: `None` while a server (or
-    /// anything else) holds it, this process included (a second open of
-    /// the file is refused the lock its first open holds).
+    /// anything else) holds it. Only the CLI's `--offline` imports call
+    /// it, in their own process (with Linux's `flock`, a second open in
+    /// the process holding the lock is refused too; the test below holds
+    /// that, but nothing relies on it).
     ///
     /// # Errors
     /// When the lock file cannot be opened or locked.

@@ -2112,12 +2112,11 @@ impl ContactStore {
     ///
     /// `alone`: the import was asked to move offline
     /// ([`ContactStore::move_offline`]) and holds the data directory's
-    /// serve lock, so no server reads the store meanwhile. A table that the import at least
-    /// doubles then has its number index dropped before its moves and built
-    /// again after them, in one sorted pass (`SCHEMA`'s `CREATE INDEX IF
-    /// NOT EXISTS`), rather than updated at a random page for every row
-    /// (10 M consents into an empty store: 39 s of moves became 23 s, the
-    /// rebuild included). The index is rebuilt whether the moves succeed
+    /// serve lock, so no server reads the store meanwhile. A table that the
+    /// import at least doubles then has its number index dropped before its
+    /// moves and built again after them, in one sorted pass (`SCHEMA`'s
+    /// `CREATE INDEX IF NOT EXISTS`), rather than updated at a random page
+    /// for every row. The index is rebuilt whether the moves succeed
     /// or fail; after a crash between the two, the next open of the store
     /// rebuilds it (every open runs `SCHEMA`), as does any other command
     /// that opens the store meanwhile (the moves then wait for it).
