@@ -316,6 +316,11 @@ fn run<T: Send>(
     // other reads and validates, handing over batches.
     let mut failure = None;
     let outcome = store.bulk_import(actor, action, now, |bulk| {
+        // Sorted by number only when the store's number index takes them
+        // (a first load sets it aside): the records then stay in the
+        // order their text was allocated, which the storing thread reads.
+        let sort = bulk.in_number_order();
+        let order = move |batch: Vec<(NumberKey, T)>| if sort { by_number(batch) } else { batch };
         std::thread::scope(|scope| {
             let (batches, received) = std::sync::mpsc::sync_channel::<Vec<(NumberKey, T)>>(2);
             let reader = scope.spawn(move || {
@@ -325,13 +330,13 @@ fn run<T: Send>(
                     if batch.len() >= HANDOVER {
                         let full = std::mem::replace(&mut batch, Vec::with_capacity(HANDOVER));
                         batches
-                            .send(by_number(full))
+                            .send(order(full))
                             .map_err(|_| StoreError::Unreadable("the import stopped".into()))?;
                     }
                     Ok(())
                 })?;
                 batches
-                    .send(by_number(batch))
+                    .send(order(batch))
                     .map_err(|_| StoreError::Unreadable("the import stopped".into()))?;
                 Ok::<_, ContactImportError>((lines, table.describe(lines)))
             });

@@ -119,6 +119,16 @@ pub struct BulkImport<'t> {
     tx: &'t Transaction<'t>,
     consents: Vec<(NumberKey, Consent)>,
     suppressions: Vec<(NumberKey, Suppression)>,
+    /// A first load (see `ContactStore::first_load`): the consents go
+    /// straight into the store, in the import's one transaction, under
+    /// this trail event; `None`: staged, moved in afterwards.
+    first_load: Option<FirstLoad>,
+}
+
+/// The consents a first load inserted so far, under its trail event.
+struct FirstLoad {
+    seq: i64,
+    counts: BulkCounts,
 }
 
 /// Records a bulk import holds before inserting them.
@@ -132,12 +142,18 @@ const STAGED_SUPPRESSION_COLUMNS: &str = "suppression_id, controller, campaign_i
 
 const STAGING_SCHEMA: &str = "
 CREATE TABLE staging.consents (consent_id, controller, number, number_key, purpose, granted_at_us,
-    revoked_at_us, expires_at_us, source, method, notice_version, evidence_ref, recorded_at_us, supplier);
+    revoked_at_us, expires_at_us, source, method, notice_version, evidence_ref, recorded_at_us, supplier,
+    import_seq);
 CREATE TABLE staging.suppressions (suppression_id, controller, campaign_id, number, number_key, reason,
     source, added_by, created_at_us, expires_at_us);
 ";
 
-const INSERT_CONSENT: &str = "INSERT INTO staging.consents VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)";
+const INSERT_CONSENT: &str = "INSERT INTO staging.consents VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)";
+
+/// A first load's consents, straight into the store (the same 15 values).
+const LOAD_CONSENT: &str = "INSERT OR IGNORE INTO main.consents (consent_id, controller, number, number_key, \
+    purpose, granted_at_us, revoked_at_us, expires_at_us, source, method, notice_version, evidence_ref, \
+    recorded_at_us, supplier, import_seq) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)";
 
 const INSERT_SUPPRESSION: &str =
     "INSERT INTO staging.suppressions VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)";
@@ -205,14 +221,40 @@ impl BulkImport<'_> {
         Ok(())
     }
 
+    /// Whether the records are best added in number order (the store's
+    /// number index takes them as they come); not for a first load, which
+    /// sets that index aside.
+    pub fn in_number_order(&self) -> bool {
+        self.first_load.is_none()
+    }
+
     /// Inserts the records held (a stable sort: of two records with one
     /// id and number, the first in the file is kept).
     fn flush(&mut self) -> Result<(), StoreError> {
         let mut consents = std::mem::take(&mut self.consents);
-        let mut statement = self.tx.prepare_cached(INSERT_CONSENT)?;
-        for i in by_number(&consents) {
+        let (sql, seq) = match &mut self.first_load {
+            Some(load) => {
+                if !consents.is_empty() && load.counts.indexes_rebuilt == 0 {
+                    // Built again in one sorted pass before the commit.
+                    self.tx
+                        .execute_batch("DROP INDEX IF EXISTS main.consents_by_number")?;
+                    load.counts.indexes_rebuilt = 1;
+                }
+                (LOAD_CONSENT, Some(load.seq))
+            }
+            None => (INSERT_CONSENT, None),
+        };
+        let mut statement = self.tx.prepare_cached(sql)?;
+        let order = match seq {
+            Some(_) => (0..consents.len()).collect(),
+            None => by_number(&consents),
+        };
+        for i in order {
             let (key, consent) = &consents[i];
-            insert_consent(&mut statement, *key, consent)?;
+            let inserted = insert_consent(&mut statement, *key, consent, seq)?;
+            if let Some(load) = &mut self.first_load {
+                load.counts.moved(1, inserted);
+            }
         }
         consents.clear();
         self.consents = consents;
@@ -228,12 +270,14 @@ impl BulkImport<'_> {
     }
 }
 
-/// Binds a consent's 14 columns (in [`CONSENT_COLUMNS`] order) and runs
-/// `statement`; returns the rows inserted.
+/// Binds a consent's 14 columns (in [`CONSENT_COLUMNS`] order) and the
+/// import's trail event (NULL when staged) and runs `statement`; returns
+/// the rows inserted.
 fn insert_consent(
     statement: &mut rusqlite::Statement<'_>,
     key: NumberKey,
     consent: &Consent,
+    import_seq: Option<i64>,
 ) -> rusqlite::Result<usize> {
     statement.execute(params![
         consent.consent_id,
@@ -250,6 +294,7 @@ fn insert_consent(
         consent.evidence_ref,
         us(consent.recorded_at),
         consent.supplier,
+        import_seq,
     ])
 }
 
@@ -586,6 +631,29 @@ CREATE TABLE IF NOT EXISTS observations (
     PRIMARY KEY (registry_id, controller, number_key)
 ) STRICT;
 ";
+
+/// Builds the indexes an import set aside (`SCHEMA` creates what is
+/// missing), each in one sorted pass: the sort runs on a second thread,
+/// in small runs (8 MiB) that stay in the processor's caches; sorting the
+/// rows of a large import in runs as large as the import's page cache was
+/// slower (docs/performance.md). The page cache is the import's again
+/// afterwards.
+fn rebuild_indexes(conn: &Connection) -> Result<(), StoreError> {
+    let tuned = conn
+        .pragma_update(None, "threads", 2)
+        .and_then(|()| conn.pragma_update(None, "cache_size", -8_192));
+    let rebuilt = conn.execute_batch(SCHEMA);
+    let restored = conn
+        .pragma_update(None, "threads", 0)
+        .and_then(|()| conn.pragma_update(None, "cache_size", IMPORT_CACHE_KIB));
+    rebuilt?;
+    tuned?;
+    Ok(restored?)
+}
+
+/// The page cache of an import's connection (KiB, as SQLite's negative
+/// `cache_size`): the indexes take many inserts.
+const IMPORT_CACHE_KIB: i64 = -262_144;
 
 /// The record of a withdrawal that found no stored consent of its purpose
 /// to end: a consent granted and withdrawn at the same instant, so that
@@ -1250,10 +1318,11 @@ impl ContactStore {
             |tx| {
                 let inserted = insert_consent(
                     &mut tx.prepare(&format!(
-                        "INSERT OR IGNORE INTO consents ({CONSENT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)"
+                        "INSERT OR IGNORE INTO consents ({CONSENT_COLUMNS}, import_seq) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)"
                     ))?,
                     key,
                     &consent,
+                    None,
                 )? == 1;
                 if !inserted {
                     return Ok(None);
@@ -1398,10 +1467,11 @@ impl ContactStore {
                 }
                 insert_consent(
                     &mut tx.prepare(&format!(
-                        "INSERT INTO consents ({CONSENT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)"
+                        "INSERT INTO consents ({CONSENT_COLUMNS}, import_seq) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)"
                     ))?,
                     key,
                     &marker,
+                    None,
                 )?;
                 markers.push(self.index.consent_slot(key, tx.last_insert_rowid(), &marker)?);
             }
@@ -1912,18 +1982,20 @@ impl ContactStore {
         Ok(())
     }
 
-    /// Lets this store's bulk imports move their records in offline (the
-    /// operator's `--offline`): while the import holds the data
-    /// directory's serve lock, the number indexes of the tables it at
-    /// least doubles are set aside during the moves (see `move_staged`).
-    /// Never for a server's own store: its imports keep the indexes.
+    /// Lets this store's bulk imports run offline (the operator's
+    /// `--offline`): the import takes the data directory's serve lock for
+    /// its whole run. Into a store without consents it is then a first
+    /// load, one transaction (see `load_first`); otherwise the number
+    /// indexes of the tables it at least doubles are set aside during the
+    /// moves (see `move_staged`). Never for a server's own store: its
+    /// imports keep the indexes and never hold the write lock for long.
     pub fn move_offline(&self) {
         self.offline_moves
             .store(true, std::sync::atomic::Ordering::Release);
     }
 
-    /// The serve lock for an offline move: `None` when not asked for, or
-    /// when another process (a running server) holds it.
+    /// The serve lock for an offline import: `None` when not asked for,
+    /// or when another process (a running server) holds it.
     fn offline_lock(&self) -> Option<crate::serve_lock::ServeLock> {
         if !self
             .offline_moves
@@ -1958,7 +2030,8 @@ impl ContactStore {
     /// records moved so far, all valid (a re-run adds the rest). The rows
     /// carry the event's sequence number: the trail of a subject's imported
     /// record is that event. An indexed store loads the records at once; a
-    /// running server at its next refresh.
+    /// running server at its next refresh. An offline import into a store
+    /// without consents is instead one transaction (`load_first`).
     ///
     /// # Errors
     /// [`StoreError`]; if it comes while moving, the records moved so far stay.
@@ -1977,7 +2050,15 @@ impl ContactStore {
             let _ = std::fs::remove_file(&staging);
             let _ = crate::private::touch(&staging);
             conn.execute("ATTACH DATABASE ?1 AS staging", [staging.to_string_lossy()])?;
-            let outcome = self.stage_and_move(&mut conn, actor, action, now, fill);
+            let alone = self.offline_lock();
+            let outcome = match alone {
+                Some(lock) if Self::holds_no_consents(&conn)? => {
+                    let outcome = self.load_first(&mut conn, actor, action, now, fill);
+                    drop(lock);
+                    outcome
+                }
+                alone => self.stage_and_move(&mut conn, alone, actor, action, now, fill),
+            };
             let detached = conn.execute_batch("DETACH DATABASE staging");
             let _ = std::fs::remove_file(&staging);
             let outcome = outcome?;
@@ -1994,7 +2075,28 @@ impl ContactStore {
         Ok(outcome)
     }
 
-    fn stage_and_move<R>(
+    fn holds_no_consents(conn: &Connection) -> Result<bool, StoreError> {
+        let stored: i64 = conn.query_row(
+            "SELECT COALESCE(MAX(rowid), 0) FROM main.consents",
+            [],
+            |r| r.get(0),
+        )?;
+        Ok(stored == 0)
+    }
+
+    /// A first load: an offline import (the serve lock held, see
+    /// [`ContactStore::move_offline`]) into a store that holds no consents
+    /// yet. The whole import is one transaction on the store: its trail
+    /// event first, then the consents inserted as they are read, with the
+    /// number index set aside from the first one on, then the staged
+    /// opt-outs moved in at once (their number index set aside too when
+    /// the import at least doubles them), the indexes built again in one
+    /// sorted pass each, the event's counts, and one commit. When `fill`
+    /// returns `None` or anything fails, nothing is stored, the indexes
+    /// included (a crash likewise: the transaction never committed). The
+    /// store's write lock is held throughout: any other writer waits for
+    /// the end of the import or fails after its busy timeout.
+    fn load_first<R>(
         &self,
         conn: &mut Connection,
         actor: &str,
@@ -2004,8 +2106,105 @@ impl ContactStore {
     ) -> Result<Option<(R, BulkCounts)>, StoreError> {
         conn.execute_batch("PRAGMA staging.journal_mode = OFF; PRAGMA staging.synchronous = OFF;")?;
         conn.execute_batch(STAGING_SCHEMA)?;
-        // A large page cache: the indexes take many inserts.
-        conn.pragma_update(None, "cache_size", -262_144)?;
+        conn.pragma_update(None, "cache_size", IMPORT_CACHE_KIB)?;
+        let started = std::time::Instant::now();
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        tx.execute(
+            "INSERT INTO events (at_us, actor, action, subject, before, after) VALUES (?1, ?2, ?3, '', 'null', 'null')",
+            params![us(now), actor, action],
+        )?;
+        let seq = tx.last_insert_rowid();
+        let mut import = BulkImport {
+            tx: &tx,
+            consents: Vec::new(),
+            suppressions: Vec::new(),
+            first_load: Some(FirstLoad {
+                seq,
+                counts: BulkCounts::default(),
+            }),
+        };
+        let Some((result, mut details)) = fill(&mut import)? else {
+            return Ok(None);
+        };
+        import.flush()?;
+        let mut counts = import
+            .first_load
+            .take()
+            .map(|load| load.counts)
+            .unwrap_or_default();
+        let inserted_ms = started.elapsed().as_millis() as u64;
+        self.refuse_reused_suppression_ids(&tx)?;
+        let staged: i64 = tx.query_row(
+            "SELECT COALESCE(MAX(rowid), 0) FROM staging.suppressions",
+            [],
+            |r| r.get(0),
+        )?;
+        if staged > 0 {
+            let stored: i64 = tx.query_row(
+                "SELECT COALESCE(MAX(rowid), 0) FROM main.suppressions",
+                [],
+                |r| r.get(0),
+            )?;
+            if staged >= stored {
+                tx.execute_batch("DROP INDEX IF EXISTS main.suppressions_by_number")?;
+                counts.indexes_rebuilt += 1;
+            }
+            let inserted = tx.execute(
+                &format!(
+                    "INSERT OR IGNORE INTO main.suppressions ({STAGED_SUPPRESSION_COLUMNS}, import_seq)
+                     SELECT {STAGED_SUPPRESSION_COLUMNS}, ?1 FROM staging.suppressions ORDER BY rowid"
+                ),
+                [seq],
+            )?;
+            counts.moved(staged, inserted);
+        }
+        let before_rebuild = started.elapsed().as_millis() as u64;
+        // Every index set aside above is built again here.
+        rebuild_indexes(&tx)?;
+        let rebuilt_ms = started.elapsed().as_millis() as u64 - before_rebuild;
+        if let Some(object) = details.as_object_mut() {
+            object.insert("stored".into(), counts.stored.into());
+            object.insert("already_present".into(), counts.already_present.into());
+        }
+        tx.execute(
+            "UPDATE events SET after = ?2 WHERE seq = ?1",
+            params![seq, details.to_string()],
+        )?;
+        tx.commit()?;
+        let committed_ms = started.elapsed().as_millis() as u64;
+        // The write-ahead log holds the whole import: copied into the
+        // store and emptied now rather than left on disk at its size.
+        let checkpoint = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+            r.get::<_, i64>(0)
+        });
+        if !matches!(checkpoint, Ok(0)) {
+            tracing::warn!(
+                ?checkpoint,
+                "the write-ahead log was not emptied after the import"
+            );
+        }
+        tracing::debug!(
+            inserted_ms,
+            rebuilt_ms,
+            committed_ms,
+            took_ms = started.elapsed().as_millis() as u64,
+            "first load stored in one transaction"
+        );
+        Ok(Some((result, counts)))
+    }
+
+    fn stage_and_move<R>(
+        &self,
+        conn: &mut Connection,
+        alone: Option<crate::serve_lock::ServeLock>,
+        actor: &str,
+        action: &str,
+        now: Timestamp,
+        fill: impl FnOnce(&mut BulkImport<'_>) -> Result<Option<(R, serde_json::Value)>, StoreError>,
+    ) -> Result<Option<(R, BulkCounts)>, StoreError> {
+        conn.execute_batch("PRAGMA staging.journal_mode = OFF; PRAGMA staging.synchronous = OFF;")?;
+        conn.execute_batch(STAGING_SCHEMA)?;
+        conn.pragma_update(None, "cache_size", IMPORT_CACHE_KIB)?;
         let staging_started = std::time::Instant::now();
         let (result, mut details) = {
             let tx = conn.transaction()?;
@@ -2013,6 +2212,7 @@ impl ContactStore {
                 tx: &tx,
                 consents: Vec::new(),
                 suppressions: Vec::new(),
+                first_load: None,
             };
             match fill(&mut import)? {
                 None => return Ok(None),
@@ -2042,7 +2242,6 @@ impl ContactStore {
         // index pages), with the write-ahead log still bounded (a disk of
         // 44 GB filled with none at 50 M records).
         conn.pragma_update(None, "wal_autocheckpoint", WAL_PAGES_WHILE_MOVING)?;
-        let alone = self.offline_lock();
         let moving_started = std::time::Instant::now();
         let moved = Self::move_staged(conn, seq, alone.is_some());
         drop(alone);
@@ -2153,7 +2352,7 @@ impl ContactStore {
                 .and_then(|()| Self::move_table(conn, table, columns, staged, seq, &mut counts));
             let moved_ms = started.elapsed().as_millis() as u64;
             // Built again whether the moves succeeded or not.
-            let rebuilt = conn.execute_batch(SCHEMA);
+            let rebuilt = rebuild_indexes(conn);
             let restored = conn.busy_timeout(BUSY_TIMEOUT);
             tracing::debug!(
                 table,
@@ -2697,8 +2896,19 @@ mod tests {
     /// stayed callable. Refused now, in the file and against the store.
     #[test]
     fn test_a_suppression_id_reused_for_another_number_is_refused() {
+        // Staged and moved, then as a first load (offline, no consent
+        // stored: one transaction).
+        for offline in [false, true] {
+            refuses_a_reused_suppression_id(offline);
+        }
+    }
+
+    fn refuses_a_reused_suppression_id(offline: bool) {
         let dir = tempfile::tempdir().unwrap();
         let store = ContactStore::open(dir.path()).unwrap();
+        if offline {
+            store.move_offline();
+        }
         let now: Timestamp = "2026-11-25T10:00:00Z".parse().unwrap();
         let opt_out = |number: &str| Suppression {
             suppression_id: "crm-1".into(),
@@ -2992,7 +3202,11 @@ mod tests {
         for table in ["consents", "suppressions"] {
             let dir = tempfile::tempdir().unwrap();
             let store = ContactStore::open_unindexed(dir.path()).unwrap();
+            // A consent stored first: not a first load, the records are
+            // staged and the moves set the indexes aside.
+            import_numbers(&store, &["+390612345678"]).unwrap();
             store.move_offline();
+            watch_number_indexes(dir.path());
             Connection::open(database_path(dir.path()))
                 .unwrap()
                 .execute_batch(&format!(
@@ -3005,6 +3219,18 @@ mod tests {
                 err.to_string().contains("refused by the test"),
                 "{table}: {err}"
             );
+            if table == "suppressions" {
+                // The consents were moved (and kept) with their index set
+                // aside; the failed move's own inserts were undone.
+                let during = seen(dir.path());
+                assert!(
+                    !during.is_empty()
+                        && during
+                            .iter()
+                            .all(|(t, indexed)| t == "consents" && !indexed),
+                    "{during:?}"
+                );
+            }
             assert_eq!(number_indexes(dir.path()), NUMBER_INDEXES, "{table}");
             assert!(
                 crate::serve_lock::ServeLock::try_acquire(dir.path())
@@ -3022,5 +3248,110 @@ mod tests {
         assert_eq!(number_indexes(dir.path()), ["relationships_by_number"]);
         ContactStore::open_unindexed(dir.path()).unwrap();
         assert_eq!(number_indexes(dir.path()), NUMBER_INDEXES);
+    }
+
+    /// A first load (offline, no consent stored yet) is one transaction:
+    /// refused at any record, even after whole batches went in, it leaves
+    /// nothing behind (no record, no trail event, the indexes in place,
+    /// the lock released); accepted, its records carry its trail event,
+    /// which holds the counts, and an id twice in the file is stored once.
+    #[test]
+    fn test_a_first_load_stores_everything_or_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ContactStore::open_unindexed(dir.path()).unwrap();
+        store.move_offline();
+        watch_number_indexes(dir.path());
+        Connection::open(database_path(dir.path()))
+            .unwrap()
+            .execute_batch(
+                "CREATE TRIGGER refuse BEFORE INSERT ON consents WHEN NEW.number = '+393331234567'
+                 BEGIN SELECT RAISE(ABORT, 'refused by the test'); END;",
+            )
+            .unwrap();
+        let now: Timestamp = "2026-11-25T10:00:00Z".parse().unwrap();
+        let import = |last: &str| {
+            store.bulk_import("cli:test", "consents.imported", now, |bulk| {
+                for i in 0..BULK_BATCH + 10 {
+                    let number = format!("+3902{:08}", i % 1000);
+                    let mut c = consent(&number);
+                    // Every 1000th id twice.
+                    c.consent_id = format!("c-{}", i - usize::from(i % 1000 == 999));
+                    bulk.consent(NumberKey::from_e164(&number).unwrap(), c)?;
+                }
+                let mut c = consent(last);
+                c.consent_id = "c-last".into();
+                bulk.consent(NumberKey::from_e164(last).unwrap(), c)?;
+                bulk.suppression(NumberKey::from_e164(last).unwrap(), opt_out("s-last", last))?;
+                Ok(Some(((), serde_json::json!({"file": "test"}))))
+            })
+        };
+        // Refused after a whole batch went in.
+        let err = import("+393331234567").unwrap_err();
+        assert!(err.to_string().contains("refused by the test"), "{err}");
+        let conn = Connection::open(database_path(dir.path())).unwrap();
+        let count = |sql: &str| conn.query_row(sql, [], |r| r.get::<_, i64>(0)).unwrap();
+        assert_eq!(count("SELECT COUNT(*) FROM consents"), 0);
+        assert_eq!(count("SELECT COUNT(*) FROM suppressions"), 0);
+        assert!(store.trail().unwrap().is_empty(), "no trail event");
+        assert_eq!(number_indexes(dir.path()), NUMBER_INDEXES);
+        assert!(
+            crate::serve_lock::ServeLock::try_acquire(dir.path())
+                .unwrap()
+                .is_some()
+        );
+
+        let (_, counts) = import("+393331234568").unwrap().unwrap();
+        let duplicates = (BULK_BATCH as u64 + 10) / 1000;
+        assert_eq!(
+            (
+                counts.stored,
+                counts.already_present,
+                counts.indexes_rebuilt
+            ),
+            (BULK_BATCH as u64 + 10 - duplicates + 2, duplicates, 2)
+        );
+        assert_eq!(number_indexes(dir.path()), NUMBER_INDEXES);
+        let during = seen(dir.path());
+        assert_eq!(during.len() as u64, counts.stored);
+        assert!(during.iter().all(|(_, indexed)| !indexed));
+        let trail = store.trail().unwrap();
+        assert_eq!(trail.len(), 1);
+        assert_eq!(
+            trail[0].after["stored"],
+            serde_json::json!(counts.stored),
+            "{:?}",
+            trail[0].after
+        );
+        assert_eq!(trail[0].after["file"], "test");
+        assert_eq!(
+            count(&format!(
+                "SELECT COUNT(*) FROM consents WHERE import_seq = {}",
+                trail[0].seq
+            )),
+            counts.stored as i64 - 1
+        );
+        assert_eq!(
+            count("SELECT COUNT(*) FROM suppressions WHERE import_seq IS NOT NULL"),
+            1
+        );
+        let kept: String = conn
+            .query_row(
+                "SELECT number FROM consents WHERE consent_id = 'c-998'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(
+            kept, "+390200000998",
+            "the first of two records with one id"
+        );
+        let held = store
+            .subject_records(
+                NumberKey::from_e164("+393331234568").unwrap(),
+                "+393331234568",
+                "",
+            )
+            .unwrap();
+        assert_eq!((held.consents.len(), held.suppressions.len()), (1, 1));
     }
 }
