@@ -140,8 +140,9 @@ pub enum ConsentCommand {
         /// Validate only; store nothing
         #[arg(long)]
         dry_run: bool,
-        /// No server runs on this data directory (a first load): move the
-        /// records in faster, building the number index once at the end;
+        /// No server runs on this data directory (a first load): store the
+        /// records faster, building the number index once at the end (into
+        /// a store without consents: one transaction, other commands wait);
         /// `serve` refuses to start until the import ends (SQLite store)
         #[arg(long)]
         offline: bool,
@@ -165,8 +166,9 @@ pub enum SuppressionCommand {
         /// Validate only; store nothing
         #[arg(long)]
         dry_run: bool,
-        /// No server runs on this data directory (a first load): move the
-        /// records in faster, building the number index once at the end;
+        /// No server runs on this data directory (a first load): store the
+        /// records faster, building the number index once at the end (into
+        /// a store without consents: one transaction, other commands wait);
         /// `serve` refuses to start until the import ends (SQLite store)
         #[arg(long)]
         offline: bool,

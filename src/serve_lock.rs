@@ -1,8 +1,8 @@
 //! The lock a running server holds on its data directory (`serve.lock`):
 //! held by `serve` for its whole life, by `restore`, `retention purge` and
 //! `store migrate` while they run, and by an `--offline` bulk contact
-//! import while it moves its records in with the number indexes set aside
-//! (see `contacts::store`).
+//! import for its whole run (a first load in one transaction, or moves with
+//! the number indexes set aside; see `contacts::store`).
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -31,7 +31,7 @@ impl ServeLock {
         match file.try_lock() {
             Ok(()) => Ok(ServeLock { _file: file }),
             Err(std::fs::TryLockError::WouldBlock) => bail!(
-                "data_dir {} is in use by another dialgate process holding {} (a running `dialgate serve`, a restore, a retention purge, or a bulk import moving its records in): stop the server first (e.g. systemctl stop dialgate), or wait for the command to finish",
+                "data_dir {} is in use by another dialgate process holding {} (a running `dialgate serve`, a restore, a retention purge, or an --offline bulk import): stop the server first (e.g. systemctl stop dialgate), or wait for the command to finish",
                 data_dir.display(),
                 path.display()
             ),

@@ -285,8 +285,9 @@ fn by_number<T>(records: Vec<(NumberKey, T)>) -> Vec<(NumberKey, T)> {
 const LEDGER_BATCH_BYTES: usize = 1 << 20;
 
 /// Validated records handed from the reading thread to the storing one at
-/// once, sorted by number there: the storing thread then walks them in
-/// memory order (it is the slower of the two).
+/// once, sorted by number there unless the import is a first load: the
+/// storing thread then walks them in memory order (it is the slower of
+/// the two).
 const HANDOVER: usize = crate::contacts::BULK_BATCH;
 
 fn run<T: Send>(

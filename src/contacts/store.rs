@@ -114,12 +114,13 @@ pub struct BulkCounts {
 }
 
 /// The records of one bulk import, staged in batches sorted by number (the
-/// number index then takes them in order when they are moved in).
+/// number index then takes them in order when they are moved in), or, for
+/// a first load, its consents inserted into the store as they come.
 pub struct BulkImport<'t> {
     tx: &'t Transaction<'t>,
     consents: Vec<(NumberKey, Consent)>,
     suppressions: Vec<(NumberKey, Suppression)>,
-    /// A first load (see `ContactStore::first_load`): the consents go
+    /// A first load (see `ContactStore::load_first`): the consents go
     /// straight into the store, in the import's one transaction, under
     /// this trail event; `None`: staged, moved in afterwards.
     first_load: Option<FirstLoad>,
@@ -828,6 +829,9 @@ impl ContactStore {
         conn.busy_timeout(BUSY_TIMEOUT)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
+        // A write-ahead log that grew large (a first load's whole import,
+        // or one a kill left behind) is cut back after the next checkpoint.
+        conn.pragma_update(None, "journal_size_limit", 64 << 20)?;
         conn.execute_batch(SCHEMA)?;
         // Columns added since the first release; a consent stored before
         // provenance was recorded was the controller's own (its CRM's).
@@ -2094,8 +2098,11 @@ impl ContactStore {
     /// sorted pass each, the event's counts, and one commit. When `fill`
     /// returns `None` or anything fails, nothing is stored, the indexes
     /// included (a crash likewise: the transaction never committed). The
-    /// store's write lock is held throughout: any other writer waits for
-    /// the end of the import or fails after its busy timeout.
+    /// store's write lock is held throughout: any other process that opens
+    /// the store (every open writes) or writes to it waits for the end of
+    /// the import or fails after its busy timeout. Of two consents with one
+    /// id, the first in the file is kept (the staged path keeps the first
+    /// in number order within a batch of [`BULK_BATCH`]).
     fn load_first<R>(
         &self,
         conn: &mut Connection,
@@ -2943,6 +2950,7 @@ mod tests {
                 .contains("already stored for another opt-out"),
             "{err}"
         );
+        assert_eq!(store.trail().unwrap().len(), 1, "nothing more imported");
         let (_, counts) = import(&["+390212345678"]).unwrap().unwrap();
         assert_eq!(
             (counts.stored, counts.already_present),
@@ -3269,15 +3277,29 @@ mod tests {
             )
             .unwrap();
         let now: Timestamp = "2026-11-25T10:00:00Z".parse().unwrap();
-        let import = |last: &str| {
+        let import = |last: Option<&str>| {
             store.bulk_import("cli:test", "consents.imported", now, |bulk| {
                 for i in 0..BULK_BATCH + 10 {
-                    let number = format!("+3902{:08}", i % 1000);
+                    // Every 1000th id twice, the second time for a lower
+                    // number.
+                    let (id, number) = match i % 1000 {
+                        999 => (i - 1, format!("+3901{:08}", i % 1000)),
+                        _ => (i, format!("+3902{:08}", i % 1000)),
+                    };
                     let mut c = consent(&number);
-                    // Every 1000th id twice.
-                    c.consent_id = format!("c-{}", i - usize::from(i % 1000 == 999));
+                    c.consent_id = format!("c-{id}");
                     bulk.consent(NumberKey::from_e164(&number).unwrap(), c)?;
                 }
+                assert!(!bulk.in_number_order());
+                // The import holds the store's write lock while it reads.
+                let other = Connection::open(database_path(dir.path())).unwrap();
+                other.busy_timeout(std::time::Duration::ZERO).unwrap();
+                let err = other.execute_batch("BEGIN IMMEDIATE").unwrap_err();
+                assert!(err.to_string().contains("locked"), "{err}");
+                // A file found bad at its end (`None`) stores nothing.
+                let Some(last) = last else {
+                    return Ok(None);
+                };
                 let mut c = consent(last);
                 c.consent_id = "c-last".into();
                 bulk.consent(NumberKey::from_e164(last).unwrap(), c)?;
@@ -3285,8 +3307,9 @@ mod tests {
                 Ok(Some(((), serde_json::json!({"file": "test"}))))
             })
         };
+        assert!(import(None).unwrap().is_none());
         // Refused after a whole batch went in.
-        let err = import("+393331234567").unwrap_err();
+        let err = import(Some("+393331234567")).unwrap_err();
         assert!(err.to_string().contains("refused by the test"), "{err}");
         let conn = Connection::open(database_path(dir.path())).unwrap();
         let count = |sql: &str| conn.query_row(sql, [], |r| r.get::<_, i64>(0)).unwrap();
@@ -3300,7 +3323,7 @@ mod tests {
                 .is_some()
         );
 
-        let (_, counts) = import("+393331234568").unwrap().unwrap();
+        let (_, counts) = import(Some("+393331234568")).unwrap().unwrap();
         let duplicates = (BULK_BATCH as u64 + 10) / 1000;
         assert_eq!(
             (
@@ -3343,7 +3366,7 @@ mod tests {
             .unwrap();
         assert_eq!(
             kept, "+390200000998",
-            "the first of two records with one id"
+            "the first in the file of two with one id"
         );
         let held = store
             .subject_records(

@@ -444,18 +444,8 @@ async fn test_bulk_csv_imports_are_validated_idempotent_and_served() {
 #[tokio::test(flavor = "multi_thread")]
 async fn test_offline_imports_are_served_and_fall_back_beside_a_server() {
     let ws = Workspace::new(&standard_config(""));
-    let consents = ws.file(
-        "consents.csv",
-        "controller,number,purpose,granted_at,source\nacme,+49 151 23456789,marketing,2026-01-01,web\nacme,+49 151 23456788,marketing,2026-01-01,web\n",
-    );
-    let first = ws.cli_ok(&[
-        "consent",
-        "import",
-        "--file",
-        path_str(&consents),
-        "--offline",
-    ]);
-    assert!(first.contains("2 stored"), "{first}");
+    // Opt-outs first, then consents: both first loads (no consent stored
+    // yet), each one transaction.
     let opt_outs = ws.file(
         "optouts.csv",
         "number,controller,reason\n+49 151 23456788,acme,complained\n",
@@ -468,6 +458,30 @@ async fn test_offline_imports_are_served_and_fall_back_beside_a_server() {
         "--offline",
     ]);
     assert!(stored.contains("1 stored"), "{stored}");
+    // The erasure ledger holds the opt-out and the import's commit.
+    let ledger = std::fs::read_to_string(ws.data_dir().join("erasure-ledger.jsonl")).unwrap();
+    assert_eq!(ledger.lines().count(), 3, "{ledger}");
+    let consents = ws.file(
+        "consents.csv",
+        "controller,number,purpose,granted_at,source\nacme,+49 151 23456789,marketing,2026-01-01,web\nacme,+49 151 23456788,marketing,2026-01-01,web\n",
+    );
+    let first = ws.cli_ok(&[
+        "consent",
+        "import",
+        "--file",
+        path_str(&consents),
+        "--offline",
+    ]);
+    assert!(first.contains("2 stored"), "{first}");
+    // A re-run (no longer a first load) stores nothing twice.
+    let again = ws.cli_ok(&[
+        "suppression",
+        "import",
+        "--file",
+        path_str(&opt_outs),
+        "--offline",
+    ]);
+    assert!(again.contains("0 stored, 1 already present"), "{again}");
     let server = ws.start();
     let mut gateway = server.gateway().await;
     let decide = |number: &'static str| call(number, "+4930123456", "de-optin");
@@ -509,6 +523,80 @@ async fn test_offline_imports_are_served_and_fall_back_beside_a_server() {
         );
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
+}
+
+/// Issue 15: an `--offline` import into a store without consents is one
+/// transaction. Killed (SIGKILL) while it runs, it leaves all of its
+/// records or none, never a part; the store then opens with its number
+/// index, and the import can be run again.
+#[test]
+fn test_a_killed_first_load_leaves_all_or_nothing() {
+    let ws = Workspace::new(&standard_config(""));
+    let lines = 200_000;
+    let mut csv = String::from("controller,number,purpose,granted_at,source\n");
+    for i in 0..lines {
+        csv.push_str(&format!("acme,+39 347 {i:07},marketing,2026-01-01,web\n"));
+    }
+    let file = ws.file("consents.csv", &csv);
+    let import = |offline: bool| {
+        let mut command = std::process::Command::new(BIN);
+        command.arg("--config").arg(ws.config_path()).args([
+            "consent",
+            "import",
+            "--file",
+            path_str(&file),
+        ]);
+        if offline {
+            command.arg("--offline");
+        }
+        command
+    };
+    let mut child = import(true)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Killed once it has begun (its staging file is there), well before
+    // it can have read the whole file.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let staging = || {
+        std::fs::read_dir(ws.data_dir()).is_ok_and(|entries| {
+            entries.flatten().any(|e| {
+                e.file_name()
+                    .to_string_lossy()
+                    .starts_with("contacts-import-")
+            })
+        })
+    };
+    while !staging() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the import never began"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    child.kill().unwrap();
+    let status = child.wait().unwrap();
+    let out = import(false).output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let summary = String::from_utf8_lossy(&out.stdout);
+    let killed_before_its_commit = format!("{lines} stored, 0 already present");
+    let killed_after_it = format!("0 stored, {lines} already present");
+    assert!(
+        summary.contains(&killed_before_its_commit) || summary.contains(&killed_after_it),
+        "{status:?}: {summary}"
+    );
+    eprintln!("killed: {status:?}; the re-run said: {}", summary.trim());
+    let conn = rusqlite::Connection::open(ws.data_dir().join("contacts.db")).unwrap();
+    let indexes: i64 = conn
+        .query_row(
+            "SELECT COUNT(*) FROM sqlite_master WHERE name = 'consents_by_number'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(indexes, 1);
 }
 
 /// Issue 15: `suppression import` logged one line per opt-out (500,000
