@@ -642,7 +642,7 @@ CREATE TABLE IF NOT EXISTS observations (
 fn rebuild_indexes(conn: &Connection) -> Result<(), StoreError> {
     let tuned = conn
         .pragma_update(None, "threads", 2)
-        .and_then(|()| conn.pragma_update(None, "cache_size", -8_192));
+        .and_then(|()| conn.pragma_update(None, "cache_size", -4_096));
     let rebuilt = conn.execute_batch(SCHEMA);
     let restored = conn
         .pragma_update(None, "threads", 0)
@@ -2100,7 +2100,8 @@ impl ContactStore {
     /// included (a crash likewise: the transaction never committed). The
     /// store's write lock is held throughout: any other process that opens
     /// the store (every open writes) or writes to it waits for the end of
-    /// the import or fails after its busy timeout. Of two consents with one
+    /// the import or fails after its busy timeout. The transaction runs in a
+    /// rollback journal when SQLite can switch to one (below). Of two consents with one
     /// id, the first in the file is kept (the staged path keeps the first
     /// in number order within a batch of [`BULK_BATCH`]).
     fn load_first<R>(
@@ -2114,6 +2115,52 @@ impl ContactStore {
         conn.execute_batch("PRAGMA staging.journal_mode = OFF; PRAGMA staging.synchronous = OFF;")?;
         conn.execute_batch(STAGING_SCHEMA)?;
         conn.pragma_update(None, "cache_size", IMPORT_CACHE_KIB)?;
+        // A rollback journal for the load, so that every page is written
+        // once: the pages a first load adds lie past the store's end and
+        // are not journaled (a rollback cuts them off), where the
+        // write-ahead log would hold them all and then copy them into the
+        // store. SQLite leaves the write-ahead log only when no other
+        // connection has the store open; else the load runs in it.
+        let write_ahead = match conn.query_row("PRAGMA main.journal_mode = DELETE", [], |r| {
+            r.get::<_, String>(0)
+        }) {
+            Ok(journal) => !journal.eq_ignore_ascii_case("delete"),
+            // Busy: another connection has the store open.
+            Err(err) => {
+                tracing::debug!(error = %err, "the first load stays in the write-ahead log");
+                true
+            }
+        };
+        let loaded = self.load_first_at_once(conn, write_ahead, actor, action, now, fill);
+        if !write_ahead {
+            // As every open of the store does; a store left in the rollback
+            // journal (a kill, or another process opening it meanwhile) goes
+            // back at its next open, which also rolls back a load killed
+            // before its commit.
+            let back = conn.query_row("PRAGMA main.journal_mode = WAL", [], |r| {
+                r.get::<_, String>(0)
+            });
+            if !matches!(&back, Ok(mode) if mode.eq_ignore_ascii_case("wal")) {
+                tracing::warn!(
+                    ?back,
+                    "the store stays in a rollback journal until its next open"
+                );
+            }
+        }
+        loaded
+    }
+
+    /// [`ContactStore::load_first`]'s transaction, in the store's
+    /// write-ahead log (`write_ahead`) or a rollback journal.
+    fn load_first_at_once<R>(
+        &self,
+        conn: &mut Connection,
+        write_ahead: bool,
+        actor: &str,
+        action: &str,
+        now: Timestamp,
+        fill: impl FnOnce(&mut BulkImport<'_>) -> Result<Option<(R, serde_json::Value)>, StoreError>,
+    ) -> Result<Option<(R, BulkCounts)>, StoreError> {
         let started = std::time::Instant::now();
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         tx.execute(
@@ -2179,18 +2226,21 @@ impl ContactStore {
         )?;
         tx.commit()?;
         let committed_ms = started.elapsed().as_millis() as u64;
-        // The write-ahead log holds the whole import: copied into the
-        // store and emptied now rather than left on disk at its size.
-        let checkpoint = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
-            r.get::<_, i64>(0)
-        });
-        if !matches!(checkpoint, Ok(0)) {
-            tracing::warn!(
-                ?checkpoint,
-                "the write-ahead log was not emptied after the import"
-            );
+        if write_ahead {
+            // The write-ahead log holds the whole import: copied into the
+            // store and emptied now rather than left on disk at its size.
+            let checkpoint = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+                r.get::<_, i64>(0)
+            });
+            if !matches!(checkpoint, Ok(0)) {
+                tracing::warn!(
+                    ?checkpoint,
+                    "the write-ahead log was not emptied after the import"
+                );
+            }
         }
         tracing::debug!(
+            write_ahead,
             inserted_ms,
             rebuilt_ms,
             committed_ms,
@@ -3258,6 +3308,11 @@ mod tests {
         assert_eq!(number_indexes(dir.path()), NUMBER_INDEXES);
     }
 
+    fn journal_mode(conn: &Connection) -> String {
+        conn.query_row("PRAGMA journal_mode", [], |r| r.get(0))
+            .unwrap()
+    }
+
     /// A first load (offline, no consent stored yet) is one transaction:
     /// refused at any record, even after whole batches went in, it leaves
     /// nothing behind (no record, no trail event, the indexes in place,
@@ -3277,7 +3332,7 @@ mod tests {
             )
             .unwrap();
         let now: Timestamp = "2026-11-25T10:00:00Z".parse().unwrap();
-        let import = |last: Option<&str>| {
+        let import = |last: Option<&str>, journal: &str| {
             store.bulk_import("cli:test", "consents.imported", now, |bulk| {
                 for i in 0..BULK_BATCH + 10 {
                     // Every 1000th id twice, the second time for a lower
@@ -3296,6 +3351,8 @@ mod tests {
                 other.busy_timeout(std::time::Duration::ZERO).unwrap();
                 let err = other.execute_batch("BEGIN IMMEDIATE").unwrap_err();
                 assert!(err.to_string().contains("locked"), "{err}");
+                assert_eq!(journal_mode(&other), journal);
+                drop(other);
                 // A file found bad at its end (`None`) stores nothing.
                 let Some(last) = last else {
                     return Ok(None);
@@ -3307,10 +3364,14 @@ mod tests {
                 Ok(Some(((), serde_json::json!({"file": "test"}))))
             })
         };
-        assert!(import(None).unwrap().is_none());
+        let wal = || journal_mode(&Connection::open(database_path(dir.path())).unwrap());
+        // Every page written once: a rollback journal while it runs.
+        assert!(import(None, "delete").unwrap().is_none());
+        assert_eq!(wal(), "wal");
         // Refused after a whole batch went in.
-        let err = import(Some("+393331234567")).unwrap_err();
+        let err = import(Some("+393331234567"), "delete").unwrap_err();
         assert!(err.to_string().contains("refused by the test"), "{err}");
+        assert_eq!(wal(), "wal");
         let conn = Connection::open(database_path(dir.path())).unwrap();
         let count = |sql: &str| conn.query_row(sql, [], |r| r.get::<_, i64>(0)).unwrap();
         assert_eq!(count("SELECT COUNT(*) FROM consents"), 0);
@@ -3323,7 +3384,10 @@ mod tests {
                 .is_some()
         );
 
-        let (_, counts) = import(Some("+393331234568")).unwrap().unwrap();
+        // Another connection open (here the test's): the store stays in
+        // its write-ahead log, and the load is one transaction there.
+        let (_, counts) = import(Some("+393331234568"), "wal").unwrap().unwrap();
+        assert_eq!(wal(), "wal");
         let duplicates = (BULK_BATCH as u64 + 10) / 1000;
         assert_eq!(
             (

@@ -589,6 +589,11 @@ fn test_a_killed_first_load_leaves_all_or_nothing() {
     );
     eprintln!("killed: {status:?}; the re-run said: {}", summary.trim());
     let conn = rusqlite::Connection::open(ws.data_dir().join("contacts.db")).unwrap();
+    let journal: String = conn
+        .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(journal, "wal");
+    assert!(!ws.data_dir().join("contacts.db-journal").exists());
     let indexes: i64 = conn
         .query_row(
             "SELECT COUNT(*) FROM sqlite_master WHERE name = 'consents_by_number'",
