@@ -533,7 +533,7 @@ pub fn restore(
     // The swap: the current store moved aside, the restored one renamed in.
     let aside = data_dir.join(format!("before-restore-{}", now.strftime("%Y%m%dT%H%M%SZ")));
     let mut moved = false;
-    for suffix in ["", "-wal", "-shm"] {
+    for suffix in ["", "-wal", "-shm", "-journal"] {
         let path = PathBuf::from(format!("{}{suffix}", current.display()));
         if path.exists() {
             crate::private::create_dir_all(&aside)?;

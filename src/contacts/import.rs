@@ -281,13 +281,22 @@ fn by_number<T>(records: Vec<(NumberKey, T)>) -> Vec<(NumberKey, T)> {
     order.into_iter().filter_map(|i| taken[i].take()).collect()
 }
 
+/// The records in the order of their ids (file order among equals), for
+/// a first load: the store's id index then takes each batch in order.
+fn by_id<T>(records: Vec<(NumberKey, T)>, id: impl Fn(&T) -> &str) -> Vec<(NumberKey, T)> {
+    let mut order: Vec<usize> = (0..records.len()).collect();
+    order.sort_unstable_by(|&a, &b| id(&records[a].1).cmp(id(&records[b].1)).then(a.cmp(&b)));
+    let mut taken: Vec<Option<(NumberKey, T)>> = records.into_iter().map(Some).collect();
+    order.into_iter().filter_map(|i| taken[i].take()).collect()
+}
+
 /// Bytes of ledger lines an import writes at once (about 4,000 opt-outs).
 const LEDGER_BATCH_BYTES: usize = 1 << 20;
 
 /// Validated records handed from the reading thread to the storing one at
-/// once, sorted by number there unless the import is a first load: the
-/// storing thread then walks them in memory order (it is the slower of
-/// the two).
+/// once, sorted there by number (by id for a first load, which sets the
+/// number index aside): the storing thread, the slower of the two, then
+/// walks them in the order the store's index takes them.
 const HANDOVER: usize = crate::contacts::BULK_BATCH;
 
 fn run<T: Send>(
@@ -295,6 +304,7 @@ fn run<T: Send>(
     mut table: Table,
     import: Import<'_>,
     validate: impl FnMut(&Row<'_>) -> Result<(NumberKey, T), RecordsError> + Send,
+    id: impl Fn(&T) -> &str + Send + Copy,
     mut add: impl FnMut(&mut BulkImport<'_>, NumberKey, T) -> Result<(), StoreError>,
     before_move: impl FnOnce(&mut BulkImport<'_>) -> Result<(), StoreError>,
 ) -> Result<ContactImportSummary, ContactImportError> {
@@ -317,11 +327,14 @@ fn run<T: Send>(
     // other reads and validates, handing over batches.
     let mut failure = None;
     let outcome = store.bulk_import(actor, action, now, |bulk| {
-        // Sorted by number only when the store's number index takes them
-        // (a first load sets it aside): the records then stay in the
-        // order their text was allocated, which the storing thread reads.
-        let sort = bulk.in_number_order();
-        let order = move |batch: Vec<(NumberKey, T)>| if sort { by_number(batch) } else { batch };
+        let by_number_index = bulk.in_number_order();
+        let order = move |batch: Vec<(NumberKey, T)>| {
+            if by_number_index {
+                by_number(batch)
+            } else {
+                by_id(batch, id)
+            }
+        };
         std::thread::scope(|scope| {
             let (batches, received) = std::sync::mpsc::sync_channel::<Vec<(NumberKey, T)>>(2);
             let reader = scope.spawn(move || {
@@ -491,6 +504,7 @@ pub fn import_consents(
             dry_run,
         },
         validate,
+        |consent| consent.consent_id.as_str(),
         |bulk, key, consent| bulk.consent(key, consent),
         |_| Ok(()),
     )
@@ -580,6 +594,7 @@ pub fn import_suppressions(
             dry_run,
         },
         validate,
+        |(suppression, _)| suppression.suppression_id.as_str(),
         |bulk, key, (suppression, line)| {
             if let Some(ledger) = records.ledger() {
                 // Never an opt-out the ledger does not hold.

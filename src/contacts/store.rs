@@ -654,7 +654,9 @@ fn rebuild_indexes(conn: &Connection) -> Result<(), StoreError> {
 
 /// The page cache of an import's connection (KiB, as SQLite's negative
 /// `cache_size`): the indexes take many inserts.
-const IMPORT_CACHE_KIB: i64 = -262_144;
+/// (Unit tests: 256 KiB, so that their imports spill pages into the
+/// store before they commit.)
+const IMPORT_CACHE_KIB: i64 = if cfg!(test) { -256 } else { -262_144 };
 
 /// The record of a withdrawal that found no stored consent of its purpose
 /// to end: a consent granted and withdrawn at the same instant, so that
@@ -2115,47 +2117,61 @@ impl ContactStore {
         conn.execute_batch("PRAGMA staging.journal_mode = OFF; PRAGMA staging.synchronous = OFF;")?;
         conn.execute_batch(STAGING_SCHEMA)?;
         conn.pragma_update(None, "cache_size", IMPORT_CACHE_KIB)?;
+        // The commit may wait for a reader (an operator's shell) rather
+        // than fail and roll the whole load back.
+        conn.busy_timeout(BUSY_WHILE_ALONE)?;
         // A rollback journal for the load, so that every page is written
         // once: the pages a first load adds lie past the store's end and
         // are not journaled (a rollback cuts them off), where the
         // write-ahead log would hold them all and then copy them into the
         // store. SQLite leaves the write-ahead log only when no other
-        // connection has the store open; else the load runs in it.
-        let write_ahead = match conn.query_row("PRAGMA main.journal_mode = DELETE", [], |r| {
+        // connection has the store open; else the load runs in it. The
+        // commit, the journal's deletion, is made durable by a sync of the
+        // directory (`EXTRA`): else a power cut could bring the journal
+        // back, and with it the store as it was before an import that said
+        // it was stored.
+        match conn.query_row("PRAGMA main.journal_mode = DELETE", [], |r| {
             r.get::<_, String>(0)
         }) {
-            Ok(journal) => !journal.eq_ignore_ascii_case("delete"),
+            Ok(journal) if journal.eq_ignore_ascii_case("delete") => {
+                conn.execute_batch("PRAGMA main.synchronous = EXTRA")?;
+            }
+            Ok(journal) => tracing::info!(journal, "the first load runs in the write-ahead log"),
             // Busy: another connection has the store open.
-            Err(err) => {
-                tracing::debug!(error = %err, "the first load stays in the write-ahead log");
-                true
-            }
-        };
-        let loaded = self.load_first_at_once(conn, write_ahead, actor, action, now, fill);
-        if !write_ahead {
-            // As every open of the store does; a store left in the rollback
-            // journal (a kill, or another process opening it meanwhile) goes
-            // back at its next open, which also rolls back a load killed
-            // before its commit.
-            let back = conn.query_row("PRAGMA main.journal_mode = WAL", [], |r| {
+            Err(err) => tracing::info!(
+                error = %err,
+                "the first load runs in the write-ahead log (another process has the store open)"
+            ),
+        }
+        let loaded = self.load_first_at_once(conn, actor, action, now, fill);
+        // As every open of the store does (a no-op if the load ran in the
+        // write-ahead log). A store left in the rollback journal (a kill,
+        // or another process opening it meanwhile) goes back at its next
+        // read-write open, which also rolls back a load killed before its
+        // commit.
+        let back = conn
+            .query_row("PRAGMA main.journal_mode = WAL", [], |r| {
                 r.get::<_, String>(0)
+            })
+            .and_then(|mode| {
+                conn.execute_batch("PRAGMA main.synchronous = FULL")?;
+                conn.busy_timeout(BUSY_TIMEOUT)?;
+                Ok(mode)
             });
-            if !matches!(&back, Ok(mode) if mode.eq_ignore_ascii_case("wal")) {
-                tracing::warn!(
-                    ?back,
-                    "the store stays in a rollback journal until its next open"
-                );
-            }
+        if !matches!(&back, Ok(mode) if mode.eq_ignore_ascii_case("wal")) {
+            tracing::warn!(
+                ?back,
+                "the store stays in a rollback journal until its next open"
+            );
         }
         loaded
     }
 
     /// [`ContactStore::load_first`]'s transaction, in the store's
-    /// write-ahead log (`write_ahead`) or a rollback journal.
+    /// write-ahead log or a rollback journal.
     fn load_first_at_once<R>(
         &self,
         conn: &mut Connection,
-        write_ahead: bool,
         actor: &str,
         action: &str,
         now: Timestamp,
@@ -2163,6 +2179,11 @@ impl ContactStore {
     ) -> Result<Option<(R, BulkCounts)>, StoreError> {
         let started = std::time::Instant::now();
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        // As it is now the store's write lock is held (another process's
+        // open may have put it back in the write-ahead log meanwhile).
+        let write_ahead = tx
+            .query_row("PRAGMA main.journal_mode", [], |r| r.get::<_, String>(0))?
+            .eq_ignore_ascii_case("wal");
         tx.execute(
             "INSERT INTO events (at_us, actor, action, subject, before, after) VALUES (?1, ?2, ?3, '', 'null', 'null')",
             params![us(now), actor, action],
@@ -3332,7 +3353,14 @@ mod tests {
             )
             .unwrap();
         let now: Timestamp = "2026-11-25T10:00:00Z".parse().unwrap();
-        let import = |last: Option<&str>, journal: &str| {
+        // The schema in the store's file, not only in its write-ahead log.
+        Connection::open(database_path(dir.path()))
+            .unwrap()
+            .execute_batch("PRAGMA wal_checkpoint(TRUNCATE)")
+            .unwrap();
+        let size = || std::fs::metadata(database_path(dir.path())).unwrap().len();
+        let empty = size();
+        let import = |last: Option<&str>| {
             store.bulk_import("cli:test", "consents.imported", now, |bulk| {
                 for i in 0..BULK_BATCH + 10 {
                     // Every 1000th id twice, the second time for a lower
@@ -3346,13 +3374,19 @@ mod tests {
                     bulk.consent(NumberKey::from_e164(&number).unwrap(), c)?;
                 }
                 assert!(!bulk.in_number_order());
-                // The import holds the store's write lock while it reads.
+                // The import holds the store's write lock while it reads,
+                // in a rollback journal, with pages already written into
+                // the store's file (its lock then keeps readers out too).
                 let other = Connection::open(database_path(dir.path())).unwrap();
                 other.busy_timeout(std::time::Duration::ZERO).unwrap();
                 let err = other.execute_batch("BEGIN IMMEDIATE").unwrap_err();
                 assert!(err.to_string().contains("locked"), "{err}");
-                assert_eq!(journal_mode(&other), journal);
+                let err = other
+                    .query_row("SELECT COUNT(*) FROM consents", [], |r| r.get::<_, i64>(0))
+                    .unwrap_err();
+                assert!(err.to_string().contains("locked"), "{err}");
                 drop(other);
+                assert!(size() > empty, "pages written before the commit");
                 // A file found bad at its end (`None`) stores nothing.
                 let Some(last) = last else {
                     return Ok(None);
@@ -3365,17 +3399,23 @@ mod tests {
             })
         };
         let wal = || journal_mode(&Connection::open(database_path(dir.path())).unwrap());
-        // Every page written once: a rollback journal while it runs.
-        assert!(import(None, "delete").unwrap().is_none());
+        assert!(import(None).unwrap().is_none());
         assert_eq!(wal(), "wal");
         // Refused after a whole batch went in.
-        let err = import(Some("+393331234567"), "delete").unwrap_err();
+        let err = import(Some("+393331234567")).unwrap_err();
         assert!(err.to_string().contains("refused by the test"), "{err}");
         assert_eq!(wal(), "wal");
-        let conn = Connection::open(database_path(dir.path())).unwrap();
-        let count = |sql: &str| conn.query_row(sql, [], |r| r.get::<_, i64>(0)).unwrap();
-        assert_eq!(count("SELECT COUNT(*) FROM consents"), 0);
-        assert_eq!(count("SELECT COUNT(*) FROM suppressions"), 0);
+        assert_eq!(size(), empty, "the pages written were cut off again");
+        {
+            let conn = Connection::open(database_path(dir.path())).unwrap();
+            let count = |sql: &str| conn.query_row(sql, [], |r| r.get::<_, i64>(0)).unwrap();
+            assert_eq!(count("SELECT COUNT(*) FROM consents"), 0);
+            assert_eq!(count("SELECT COUNT(*) FROM suppressions"), 0);
+            let check: String = conn
+                .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+                .unwrap();
+            assert_eq!(check, "ok");
+        }
         assert!(store.trail().unwrap().is_empty(), "no trail event");
         assert_eq!(number_indexes(dir.path()), NUMBER_INDEXES);
         assert!(
@@ -3384,10 +3424,10 @@ mod tests {
                 .is_some()
         );
 
-        // Another connection open (here the test's): the store stays in
-        // its write-ahead log, and the load is one transaction there.
-        let (_, counts) = import(Some("+393331234568"), "wal").unwrap().unwrap();
+        let (_, counts) = import(Some("+393331234568")).unwrap().unwrap();
         assert_eq!(wal(), "wal");
+        let conn = Connection::open(database_path(dir.path())).unwrap();
+        let count = |sql: &str| conn.query_row(sql, [], |r| r.get::<_, i64>(0)).unwrap();
         let duplicates = (BULK_BATCH as u64 + 10) / 1000;
         assert_eq!(
             (
@@ -3440,5 +3480,46 @@ mod tests {
             )
             .unwrap();
         assert_eq!((held.consents.len(), held.suppressions.len()), (1, 1));
+    }
+
+    /// With another connection open on the store, SQLite keeps it in its
+    /// write-ahead log: the first load then runs there, still one
+    /// transaction, and readers see the store as it was until the commit.
+    #[test]
+    fn test_a_first_load_beside_another_connection_stays_in_the_write_ahead_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ContactStore::open_unindexed(dir.path()).unwrap();
+        store.move_offline();
+        let held = Connection::open(database_path(dir.path())).unwrap();
+        // Open in the write-ahead log once it has read.
+        let none: i64 = held
+            .query_row("SELECT COUNT(*) FROM consents", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(none, 0);
+        let now: Timestamp = "2026-11-25T10:00:00Z".parse().unwrap();
+        let (_, counts) = store
+            .bulk_import("cli:test", "consents.imported", now, |bulk| {
+                for i in 0..BULK_BATCH + 10 {
+                    let number = format!("+3902{:08}", i % 1000);
+                    let mut c = consent(&number);
+                    c.consent_id = format!("c-{i}");
+                    bulk.consent(NumberKey::from_e164(&number).unwrap(), c)?;
+                }
+                assert_eq!(journal_mode(&held), "wal");
+                let before: i64 = held
+                    .query_row("SELECT COUNT(*) FROM consents", [], |r| r.get(0))
+                    .unwrap();
+                assert_eq!(before, 0);
+                Ok(Some(((), serde_json::json!({}))))
+            })
+            .unwrap()
+            .unwrap();
+        assert_eq!(counts.stored, BULK_BATCH as u64 + 10);
+        let after: i64 = held
+            .query_row("SELECT COUNT(*) FROM consents", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(after, BULK_BATCH as i64 + 10);
+        assert_eq!(journal_mode(&held), "wal");
+        assert_eq!(number_indexes(dir.path()), NUMBER_INDEXES);
     }
 }
