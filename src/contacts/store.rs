@@ -635,7 +635,7 @@ CREATE TABLE IF NOT EXISTS observations (
 
 /// Builds the indexes an import set aside (`SCHEMA` creates what is
 /// missing), each in one sorted pass: the sort runs on a second thread,
-/// in small runs (8 MiB) that stay in the processor's caches; sorting the
+/// in small runs (4 MiB) that stay in the processor's caches; sorting the
 /// rows of a large import in runs as large as the import's page cache was
 /// slower (docs/performance.md). The page cache is the import's again
 /// afterwards.
