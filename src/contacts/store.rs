@@ -652,6 +652,34 @@ fn rebuild_indexes(conn: &Connection) -> Result<(), StoreError> {
     Ok(restored?)
 }
 
+/// Writes an import's counts into its trail event `seq`, beside the
+/// import's own `details`.
+fn record_counts(
+    conn: &Connection,
+    seq: i64,
+    details: &mut serde_json::Value,
+    counts: BulkCounts,
+) -> Result<(), StoreError> {
+    if let Some(object) = details.as_object_mut() {
+        object.insert("stored".into(), counts.stored.into());
+        object.insert("already_present".into(), counts.already_present.into());
+    }
+    conn.execute(
+        "UPDATE events SET after = ?2 WHERE seq = ?1",
+        params![seq, details.to_string()],
+    )?;
+    Ok(())
+}
+
+/// The staging tables of an import (a throwaway file: no journal, no
+/// syncs), and the import's page cache.
+fn prepare_staging(conn: &Connection) -> Result<(), StoreError> {
+    conn.execute_batch("PRAGMA staging.journal_mode = OFF; PRAGMA staging.synchronous = OFF;")?;
+    conn.execute_batch(STAGING_SCHEMA)?;
+    conn.pragma_update(None, "cache_size", IMPORT_CACHE_KIB)?;
+    Ok(())
+}
+
 /// The page cache of an import's connection (KiB, as SQLite's negative
 /// `cache_size`): the indexes take many inserts.
 /// (Unit tests: 256 KiB, so that their imports spill pages into the
@@ -2102,10 +2130,11 @@ impl ContactStore {
     /// included (a crash likewise: the transaction never committed). The
     /// store's write lock is held throughout: any other process that opens
     /// the store (every open writes) or writes to it waits for the end of
-    /// the import or fails after its busy timeout. The transaction runs in a
-    /// rollback journal when SQLite can switch to one (below). Of two consents with one
-    /// id, the first in the file is kept (the staged path keeps the first
-    /// in number order within a batch of [`BULK_BATCH`]).
+    /// the import or fails after its busy timeout. The transaction runs in
+    /// a rollback journal when SQLite can switch to one (below). Of two
+    /// consents with one id, the first in the file is kept (the staged
+    /// path keeps the first in number order within a batch of
+    /// [`BULK_BATCH`]).
     fn load_first<R>(
         &self,
         conn: &mut Connection,
@@ -2114,9 +2143,7 @@ impl ContactStore {
         now: Timestamp,
         fill: impl FnOnce(&mut BulkImport<'_>) -> Result<Option<(R, serde_json::Value)>, StoreError>,
     ) -> Result<Option<(R, BulkCounts)>, StoreError> {
-        conn.execute_batch("PRAGMA staging.journal_mode = OFF; PRAGMA staging.synchronous = OFF;")?;
-        conn.execute_batch(STAGING_SCHEMA)?;
-        conn.pragma_update(None, "cache_size", IMPORT_CACHE_KIB)?;
+        prepare_staging(conn)?;
         // The commit may wait for a reader (an operator's shell) rather
         // than fail and roll the whole load back.
         conn.busy_timeout(BUSY_WHILE_ALONE)?;
@@ -2237,14 +2264,7 @@ impl ContactStore {
         // Every index set aside above is built again here.
         rebuild_indexes(&tx)?;
         let rebuilt_ms = started.elapsed().as_millis() as u64 - before_rebuild;
-        if let Some(object) = details.as_object_mut() {
-            object.insert("stored".into(), counts.stored.into());
-            object.insert("already_present".into(), counts.already_present.into());
-        }
-        tx.execute(
-            "UPDATE events SET after = ?2 WHERE seq = ?1",
-            params![seq, details.to_string()],
-        )?;
+        record_counts(&tx, seq, &mut details, counts)?;
         tx.commit()?;
         let committed_ms = started.elapsed().as_millis() as u64;
         if write_ahead {
@@ -2280,9 +2300,7 @@ impl ContactStore {
         now: Timestamp,
         fill: impl FnOnce(&mut BulkImport<'_>) -> Result<Option<(R, serde_json::Value)>, StoreError>,
     ) -> Result<Option<(R, BulkCounts)>, StoreError> {
-        conn.execute_batch("PRAGMA staging.journal_mode = OFF; PRAGMA staging.synchronous = OFF;")?;
-        conn.execute_batch(STAGING_SCHEMA)?;
-        conn.pragma_update(None, "cache_size", IMPORT_CACHE_KIB)?;
+        prepare_staging(conn)?;
         let staging_started = std::time::Instant::now();
         let (result, mut details) = {
             let tx = conn.transaction()?;
@@ -2329,14 +2347,7 @@ impl ContactStore {
         );
         conn.pragma_update(None, "wal_autocheckpoint", 1000)?;
         let counts = moved?;
-        if let Some(object) = details.as_object_mut() {
-            object.insert("stored".into(), counts.stored.into());
-            object.insert("already_present".into(), counts.already_present.into());
-        }
-        conn.execute(
-            "UPDATE events SET after = ?2 WHERE seq = ?1",
-            params![seq, details.to_string()],
-        )?;
+        record_counts(conn, seq, &mut details, counts)?;
         Ok(Some((result, counts)))
     }
 
