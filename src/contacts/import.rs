@@ -294,9 +294,9 @@ fn by_id<T>(records: Vec<(NumberKey, T)>, id: impl Fn(&T) -> &str) -> Vec<(Numbe
 const LEDGER_BATCH_BYTES: usize = 1 << 20;
 
 /// Validated records handed from the reading thread to the storing one at
-/// once, sorted there by number (by id for a first load, which sets the
-/// number index aside): the storing thread, the slower of the two, then
-/// walks them in the order the store's index takes them.
+/// once, sorted there by number (the consents of a first load, which sets
+/// the number index aside, by id): the storing thread, the slower of the
+/// two, then walks them in the order the store's index takes them.
 const HANDOVER: usize = crate::contacts::BULK_BATCH;
 
 fn run<T: Send>(
@@ -304,7 +304,7 @@ fn run<T: Send>(
     mut table: Table,
     import: Import<'_>,
     validate: impl FnMut(&Row<'_>) -> Result<(NumberKey, T), RecordsError> + Send,
-    id: impl Fn(&T) -> &str + Send + Copy,
+    id: Option<fn(&T) -> &str>,
     mut add: impl FnMut(&mut BulkImport<'_>, NumberKey, T) -> Result<(), StoreError>,
     before_move: impl FnOnce(&mut BulkImport<'_>) -> Result<(), StoreError>,
 ) -> Result<ContactImportSummary, ContactImportError> {
@@ -328,12 +328,9 @@ fn run<T: Send>(
     let mut failure = None;
     let outcome = store.bulk_import(actor, action, now, |bulk| {
         let by_number_index = bulk.in_number_order();
-        let order = move |batch: Vec<(NumberKey, T)>| {
-            if by_number_index {
-                by_number(batch)
-            } else {
-                by_id(batch, id)
-            }
+        let order = move |batch: Vec<(NumberKey, T)>| match id {
+            Some(id) if !by_number_index => by_id(batch, id),
+            _ => by_number(batch),
         };
         std::thread::scope(|scope| {
             let (batches, received) = std::sync::mpsc::sync_channel::<Vec<(NumberKey, T)>>(2);
@@ -504,7 +501,7 @@ pub fn import_consents(
             dry_run,
         },
         validate,
-        |consent| consent.consent_id.as_str(),
+        Some(|consent| consent.consent_id.as_str()),
         |bulk, key, consent| bulk.consent(key, consent),
         |_| Ok(()),
     )
@@ -594,7 +591,8 @@ pub fn import_suppressions(
             dry_run,
         },
         validate,
-        |(suppression, _)| suppression.suppression_id.as_str(),
+        // Staged, in number order, whatever the import.
+        None,
         |bulk, key, (suppression, line)| {
             if let Some(ledger) = records.ledger() {
                 // Never an opt-out the ledger does not hold.

@@ -2081,17 +2081,17 @@ impl ContactStore {
             .with_file_name(format!("contacts-import-{}.db", std::process::id()));
         let outcome = {
             let mut conn = self.conn.lock().expect("contact db lock");
+            let alone = self.offline_lock();
+            let first_load = alone.is_some() && Self::holds_no_consents(&conn)?;
             let _ = std::fs::remove_file(&staging);
             let _ = crate::private::touch(&staging);
             conn.execute("ATTACH DATABASE ?1 AS staging", [staging.to_string_lossy()])?;
-            let alone = self.offline_lock();
-            let outcome = match alone {
-                Some(lock) if Self::holds_no_consents(&conn)? => {
-                    let outcome = self.load_first(&mut conn, actor, action, now, fill);
-                    drop(lock);
-                    outcome
-                }
-                alone => self.stage_and_move(&mut conn, alone, actor, action, now, fill),
+            let outcome = if first_load {
+                let outcome = self.load_first(&mut conn, actor, action, now, fill);
+                drop(alone);
+                outcome
+            } else {
+                self.stage_and_move(&mut conn, alone, actor, action, now, fill)
             };
             let detached = conn.execute_batch("DETACH DATABASE staging");
             let _ = std::fs::remove_file(&staging);
@@ -2157,37 +2157,44 @@ impl ContactStore {
         // directory (`EXTRA`): else a power cut could bring the journal
         // back, and with it the store as it was before an import that said
         // it was stored.
-        match conn.query_row("PRAGMA main.journal_mode = DELETE", [], |r| {
+        let durable = match conn.query_row("PRAGMA main.journal_mode = DELETE", [], |r| {
             r.get::<_, String>(0)
         }) {
             Ok(journal) if journal.eq_ignore_ascii_case("delete") => {
-                conn.execute_batch("PRAGMA main.synchronous = EXTRA")?;
+                conn.execute_batch("PRAGMA main.synchronous = EXTRA")
             }
-            Ok(journal) => tracing::info!(journal, "the first load runs in the write-ahead log"),
+            Ok(journal) => {
+                tracing::info!(journal, "the first load runs in the write-ahead log");
+                Ok(())
+            }
             // Busy: another connection has the store open.
-            Err(err) => tracing::info!(
-                error = %err,
-                "the first load runs in the write-ahead log (another process has the store open)"
-            ),
-        }
-        let loaded = self.load_first_at_once(conn, actor, action, now, fill);
+            Err(err) => {
+                tracing::info!(
+                    error = %err,
+                    "the first load runs in the write-ahead log (another process has the store open)"
+                );
+                Ok(())
+            }
+        };
+        let loaded = match durable {
+            Ok(()) => self.load_first_at_once(conn, actor, action, now, fill),
+            Err(err) => Err(err.into()),
+        };
         // As every open of the store does (a no-op if the load ran in the
         // write-ahead log). A store left in the rollback journal (a kill,
         // or another process opening it meanwhile) goes back at its next
         // read-write open, which also rolls back a load killed before its
-        // commit.
-        let back = conn
-            .query_row("PRAGMA main.journal_mode = WAL", [], |r| {
-                r.get::<_, String>(0)
-            })
-            .and_then(|mode| {
-                conn.execute_batch("PRAGMA main.synchronous = FULL")?;
-                conn.busy_timeout(BUSY_TIMEOUT)?;
-                Ok(mode)
-            });
-        if !matches!(&back, Ok(mode) if mode.eq_ignore_ascii_case("wal")) {
+        // commit. The connection's settings are restored whatever happened.
+        let back = conn.query_row("PRAGMA main.journal_mode = WAL", [], |r| {
+            r.get::<_, String>(0)
+        });
+        let restored = conn
+            .execute_batch("PRAGMA main.synchronous = FULL")
+            .and_then(|()| conn.busy_timeout(BUSY_TIMEOUT));
+        if !matches!(&back, Ok(mode) if mode.eq_ignore_ascii_case("wal")) || restored.is_err() {
             tracing::warn!(
                 ?back,
+                ?restored,
                 "the store stays in a rollback journal until its next open"
             );
         }
@@ -2269,7 +2276,9 @@ impl ContactStore {
         let committed_ms = started.elapsed().as_millis() as u64;
         if write_ahead {
             // The write-ahead log holds the whole import: copied into the
-            // store and emptied now rather than left on disk at its size.
+            // store and emptied now rather than left on disk at its size
+            // (a reader in the way: left to a later checkpoint).
+            conn.busy_timeout(BUSY_TIMEOUT)?;
             let checkpoint = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
                 r.get::<_, i64>(0)
             });
@@ -3531,6 +3540,8 @@ mod tests {
             .unwrap();
         assert_eq!(after, BULK_BATCH as i64 + 10);
         assert_eq!(journal_mode(&held), "wal");
+        let log = std::fs::metadata(dir.path().join("contacts.db-wal")).unwrap();
+        assert_eq!(log.len(), 0, "the write-ahead log emptied after the load");
         assert_eq!(number_indexes(dir.path()), NUMBER_INDEXES);
     }
 }
