@@ -79,7 +79,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_held_lock_is_not_taken_again_even_by_its_own_process() {
+    fn test_a_held_lock_is_not_taken_again_even_by_its_own_process() {
         let dir = tempfile::tempdir().unwrap();
         let held = ServeLock::try_acquire(dir.path()).unwrap();
         assert!(held.is_some());

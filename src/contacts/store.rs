@@ -652,6 +652,23 @@ fn rebuild_indexes(conn: &Connection) -> Result<(), StoreError> {
     Ok(restored?)
 }
 
+/// The highest rowid of `table` (0 when empty): the rows a table holds,
+/// or the last one a scan must read.
+fn last_rowid(conn: &Connection, table: &str) -> Result<i64, StoreError> {
+    Ok(conn.query_row(
+        &format!("SELECT COALESCE(MAX(rowid), 0) FROM {table}"),
+        [],
+        |r| r.get(0),
+    )?)
+}
+
+/// Whether an import of `staged` rows into a table of `stored` sets the
+/// table's number index aside: when it at least doubles the table, one
+/// sorted rebuild costs less than an update at a random place per row.
+fn sets_index_aside(staged: i64, stored: i64) -> bool {
+    staged > 0 && staged >= stored
+}
+
 /// Writes an import's counts into its trail event `seq`, beside the
 /// import's own `details`.
 fn record_counts(
@@ -968,15 +985,8 @@ impl ContactStore {
     ) -> Result<Vec<Vec<Slot>>, StoreError> {
         let mut names = NameCache::default();
         // The last rows now: rows added meanwhile wait for the next scan.
-        let last_consent: i64 =
-            conn.query_row("SELECT COALESCE(MAX(rowid), 0) FROM consents", [], |r| {
-                r.get(0)
-            })?;
-        let last_suppression: i64 = conn.query_row(
-            "SELECT COALESCE(MAX(rowid), 0) FROM suppressions",
-            [],
-            |r| r.get(0),
-        )?;
+        let last_consent = last_rowid(conn, "consents")?;
+        let last_suppression = last_rowid(conn, "suppressions")?;
         let first = watermarks[0];
         let consents = (last_consent - first).max(0);
         let suppressions = (last_suppression - watermarks[2]).max(0);
@@ -1021,11 +1031,7 @@ impl ContactStore {
         watermarks[2] = last_suppression;
         let (suppression_slots, mut erased) = suppressed;
         parts.push(suppression_slots);
-        let last: i64 = conn.query_row(
-            "SELECT COALESCE(MAX(rowid), 0) FROM relationships",
-            [],
-            |r| r.get(0),
-        )?;
+        let last = last_rowid(conn, "relationships")?;
         parts.push(self.scan_relationships(conn, &mut names, watermarks[1], last)?);
         watermarks[1] = watermarks[1].max(last);
         erased.sort_unstable();
@@ -2110,12 +2116,7 @@ impl ContactStore {
     }
 
     fn holds_no_consents(conn: &Connection) -> Result<bool, StoreError> {
-        let stored: i64 = conn.query_row(
-            "SELECT COALESCE(MAX(rowid), 0) FROM main.consents",
-            [],
-            |r| r.get(0),
-        )?;
-        Ok(stored == 0)
+        Ok(last_rowid(conn, "main.consents")? == 0)
     }
 
     /// A first load: an offline import (the serve lock held, see
@@ -2243,18 +2244,9 @@ impl ContactStore {
             .unwrap_or_default();
         let inserted_ms = started.elapsed().as_millis() as u64;
         self.refuse_reused_suppression_ids(&tx)?;
-        let staged: i64 = tx.query_row(
-            "SELECT COALESCE(MAX(rowid), 0) FROM staging.suppressions",
-            [],
-            |r| r.get(0),
-        )?;
+        let staged = last_rowid(&tx, "staging.suppressions")?;
         if staged > 0 {
-            let stored: i64 = tx.query_row(
-                "SELECT COALESCE(MAX(rowid), 0) FROM main.suppressions",
-                [],
-                |r| r.get(0),
-            )?;
-            if staged >= stored {
+            if sets_index_aside(staged, last_rowid(&tx, "main.suppressions")?) {
                 tx.execute_batch("DROP INDEX IF EXISTS main.suppressions_by_number")?;
                 counts.indexes_rebuilt += 1;
             }
@@ -2423,17 +2415,9 @@ impl ContactStore {
             ("consents", STAGED_CONSENT_COLUMNS),
             ("suppressions", STAGED_SUPPRESSION_COLUMNS),
         ] {
-            let staged: i64 = conn.query_row(
-                &format!("SELECT COALESCE(MAX(rowid), 0) FROM staging.{table}"),
-                [],
-                |r| r.get(0),
-            )?;
-            let stored: i64 = conn.query_row(
-                &format!("SELECT COALESCE(MAX(rowid), 0) FROM main.{table}"),
-                [],
-                |r| r.get(0),
-            )?;
-            let set_aside = alone && staged > 0 && staged >= stored;
+            let staged = last_rowid(conn, &format!("staging.{table}"))?;
+            let set_aside =
+                alone && sets_index_aside(staged, last_rowid(conn, &format!("main.{table}"))?);
             if !set_aside {
                 Self::move_table(conn, table, columns, staged, seq, &mut counts)?;
                 continue;
@@ -3229,16 +3213,19 @@ mod tests {
         rows
     }
 
-    /// An import asked to move offline, with no server beside it (it takes
-    /// the data directory's serve lock), sets the number indexes aside
-    /// while it moves and builds them again; the records are found by
-    /// number as before, and the lock is released.
+    /// An import asked to move offline into a store that already holds
+    /// consents (not a first load), with no server beside it (it takes the
+    /// data directory's serve lock), sets the number indexes of the tables
+    /// it at least doubles aside while it moves and builds them again; the
+    /// records are found by number as before, and the lock is released.
     #[test]
     fn test_an_offline_import_sets_the_number_indexes_aside_while_it_moves() {
         let dir = tempfile::tempdir().unwrap();
         let store = ContactStore::open_unindexed(dir.path()).unwrap();
-        store.move_offline();
         watch_number_indexes(dir.path());
+        import_numbers(&store, &["+390612345670"]).unwrap();
+        assert!(seen(dir.path()).iter().all(|(_, indexed)| *indexed));
+        store.move_offline();
         let numbers = ["+390212345678", "+390212345679", "+393331234567"];
         let counts = import_numbers(&store, &numbers).unwrap();
         assert_eq!(counts.stored, 6);
