@@ -16,7 +16,7 @@ use sha2::{Digest, Sha256};
 use crate::contacts::service::{
     self as records, NewConsent, NewSuppression, Records, RecordsError,
 };
-use crate::contacts::{BulkImport, ContactStore, StoreError};
+use crate::contacts::{BatchOrder, BulkImport, ContactStore, StoreError};
 use crate::model::Purpose;
 use crate::number::NumberKey;
 
@@ -282,7 +282,8 @@ fn by_number<T>(records: Vec<(NumberKey, T)>) -> Vec<(NumberKey, T)> {
 }
 
 /// The records in the order of their ids (file order among equals), for
-/// a first load: the store's id index then takes each batch in order.
+/// a first load into a store keyed by id: its id index, which stays, then
+/// takes each batch in order.
 fn by_id<T>(records: Vec<(NumberKey, T)>, id: impl Fn(&T) -> &str) -> Vec<(NumberKey, T)> {
     let mut order: Vec<usize> = (0..records.len()).collect();
     order.sort_unstable_by(|&a, &b| id(&records[a].1).cmp(id(&records[b].1)).then(a.cmp(&b)));
@@ -294,9 +295,8 @@ fn by_id<T>(records: Vec<(NumberKey, T)>, id: impl Fn(&T) -> &str) -> Vec<(Numbe
 const LEDGER_BATCH_BYTES: usize = 1 << 20;
 
 /// Validated records handed from the reading thread to the storing one at
-/// once, sorted there by number (the consents of a first load, which sets
-/// the number index aside, by id): the storing thread, the slower of the
-/// two, then walks them in the order the store's index takes them.
+/// once, in the order the store takes them best ([`BatchOrder`]; sorted
+/// here, on the faster of the two threads).
 const HANDOVER: usize = crate::contacts::BULK_BATCH;
 
 fn run<T: Send>(
@@ -327,9 +327,10 @@ fn run<T: Send>(
     // other reads and validates, handing over batches.
     let mut failure = None;
     let outcome = store.bulk_import(actor, action, now, |bulk| {
-        let by_number_index = bulk.in_number_order();
-        let order = move |batch: Vec<(NumberKey, T)>| match id {
-            Some(id) if !by_number_index => by_id(batch, id),
+        let order = bulk.order();
+        let order = move |batch: Vec<(NumberKey, T)>| match (order, id) {
+            (BatchOrder::AsRead, Some(_)) => batch,
+            (BatchOrder::ById, Some(id)) => by_id(batch, id),
             _ => by_number(batch),
         };
         std::thread::scope(|scope| {

@@ -15,6 +15,7 @@ pub mod journal;
 pub mod ledger;
 mod observations;
 mod presence;
+mod repeated_ids;
 pub mod service;
 mod store;
 
@@ -31,8 +32,8 @@ use compact::{Change, CompactIndex, Instants, OPEN, Slot, SlotError, Table};
 use presence::Presence;
 pub(crate) use store::by_number;
 pub use store::{
-    BULK_BATCH, BulkCounts, BulkImport, Ceiling, ChangeEvent, ContactStore, PurgeCounts,
-    RecordCeilings, Rectification, StoreError, Stored, SubjectRecords, database_path,
+    BULK_BATCH, BatchOrder, BulkCounts, BulkImport, Ceiling, ChangeEvent, ContactStore,
+    PurgeCounts, RecordCeilings, Rectification, StoreError, Stored, SubjectRecords, database_path,
 };
 
 /// Something an erasure keeps: what, on which legal ground, until when.

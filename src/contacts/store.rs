@@ -14,6 +14,7 @@ mod rectify;
 pub use rectify::{Rectification, Stored};
 
 use super::compact::{CompactIndex, Slot, SlotError, Table};
+use super::repeated_ids::RepeatedIds;
 use super::{
     Consent, ContactIndex, ContactView, Record, Relationship, RelationshipKind, SubjectHash,
     Suppression,
@@ -130,6 +131,24 @@ pub struct BulkImport<'t> {
 struct FirstLoad {
     seq: i64,
     counts: BulkCounts,
+    /// The consents' ids are unique through an index of their own, which
+    /// the load sets aside with the number index (see `index_ids`).
+    ids_apart: bool,
+    /// The ids inserted, to keep the first of each (with `ids_apart`).
+    repeated: RepeatedIds,
+}
+
+/// The order in which a bulk import's batches are best handed to the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BatchOrder {
+    /// By number: the store's number index takes them in order (staged
+    /// imports).
+    ByNumber,
+    /// By id: a first load into a store whose ids are its table's primary
+    /// key, the one index it cannot set aside.
+    ById,
+    /// As read: a first load that sets every index aside.
+    AsRead,
 }
 
 /// Records a bulk import holds before inserting them.
@@ -222,11 +241,13 @@ impl BulkImport<'_> {
         Ok(())
     }
 
-    /// Whether the records are best added in number order (the store's
-    /// number index takes them as they come); not for a first load, which
-    /// sets that index aside.
-    pub fn in_number_order(&self) -> bool {
-        self.first_load.is_none()
+    /// The order in which the records are best added.
+    pub fn order(&self) -> BatchOrder {
+        match &self.first_load {
+            None => BatchOrder::ByNumber,
+            Some(load) if load.ids_apart => BatchOrder::AsRead,
+            Some(_) => BatchOrder::ById,
+        }
     }
 
     /// Inserts the records held (a stable sort: of two records with one
@@ -236,9 +257,14 @@ impl BulkImport<'_> {
         let (sql, seq) = match &mut self.first_load {
             Some(load) => {
                 if !consents.is_empty() && load.counts.indexes_rebuilt == 0 {
-                    // Built again in one sorted pass before the commit.
+                    // Built again in one sorted pass each before the commit
+                    // (the ids checked unique then).
                     self.tx
                         .execute_batch("DROP INDEX IF EXISTS main.consents_by_number")?;
+                    if load.ids_apart {
+                        self.tx
+                            .execute_batch("DROP INDEX IF EXISTS main.consents_by_id")?;
+                    }
                     load.counts.indexes_rebuilt = 1;
                 }
                 (LOAD_CONSENT, Some(load.seq))
@@ -255,6 +281,10 @@ impl BulkImport<'_> {
             let inserted = insert_consent(&mut statement, *key, consent, seq)?;
             if let Some(load) = &mut self.first_load {
                 load.counts.moved(1, inserted);
+                if load.ids_apart && inserted > 0 {
+                    load.repeated
+                        .inserted(&consent.consent_id, self.tx.last_insert_rowid());
+                }
             }
         }
         consents.clear();
@@ -550,8 +580,10 @@ fn us(t: Timestamp) -> i64 {
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value BLOB NOT NULL) STRICT;
 CREATE TABLE IF NOT EXISTS counters (key TEXT PRIMARY KEY, value INTEGER NOT NULL) STRICT;
+-- Consent ids are unique through `consents_by_id` (see `index_ids`); a
+-- store created before it keeps `consent_id TEXT PRIMARY KEY` instead.
 CREATE TABLE IF NOT EXISTS consents (
-    consent_id TEXT PRIMARY KEY,
+    consent_id TEXT NOT NULL,
     controller TEXT NOT NULL,
     number TEXT NOT NULL,
     number_key INTEGER NOT NULL,
@@ -643,13 +675,84 @@ fn rebuild_indexes(conn: &Connection) -> Result<(), StoreError> {
     let tuned = conn
         .pragma_update(None, "threads", 2)
         .and_then(|()| conn.pragma_update(None, "cache_size", -4_096));
-    let rebuilt = conn.execute_batch(SCHEMA);
+    let rebuilt = conn.execute_batch(SCHEMA).and_then(|()| index_ids(conn));
     let restored = conn
         .pragma_update(None, "threads", 0)
         .and_then(|()| conn.pragma_update(None, "cache_size", IMPORT_CACHE_KIB));
     rebuilt?;
     tuned?;
     Ok(restored?)
+}
+
+/// Builds the indexes a first load set aside, its consent ids' unique one
+/// among them. Of two consents with one id, the first inserted, the first
+/// in the file, is kept and the others deleted, and counted as already
+/// present. The copies are those `repeated` finds; when it cannot tell,
+/// and the unique index then cannot be built, SQLite finds them (one more
+/// sort of the consents): returns whether it had to.
+fn index_unique_ids(
+    conn: &Connection,
+    counts: &mut BulkCounts,
+    repeated: RepeatedIds,
+) -> Result<bool, StoreError> {
+    if let Some(later) = repeated.later_copies(conn)? {
+        let mut statement = conn.prepare("DELETE FROM main.consents WHERE rowid = ?1")?;
+        for rowid in &later {
+            statement.execute([rowid])?;
+        }
+        let copies = later.len() as u64;
+        counts.stored = counts.stored.saturating_sub(copies);
+        counts.already_present += copies;
+    }
+    match rebuild_indexes(conn) {
+        Err(StoreError::Sqlite(rusqlite::Error::SqliteFailure(failure, _)))
+            if failure.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE => {}
+        built => return built.map(|()| false),
+    }
+    let tuned = conn
+        .pragma_update(None, "threads", 2)
+        .and_then(|()| conn.pragma_update(None, "cache_size", -4_096));
+    let repeated = conn.execute(
+        "DELETE FROM main.consents WHERE rowid IN (
+             SELECT rowid FROM (
+                 SELECT rowid, consent_id = lag(consent_id) OVER (ORDER BY consent_id, rowid) AS again
+                 FROM main.consents)
+             WHERE again)",
+        [],
+    );
+    let restored = conn
+        .pragma_update(None, "threads", 0)
+        .and_then(|()| conn.pragma_update(None, "cache_size", IMPORT_CACHE_KIB));
+    let repeated = repeated? as u64;
+    tuned?;
+    restored?;
+    counts.stored = counts.stored.saturating_sub(repeated);
+    counts.already_present += repeated;
+    tracing::debug!(repeated, "consents repeating an id left out");
+    rebuild_indexes(conn).map(|()| true)
+}
+
+/// Makes consent ids unique with `consents_by_id` (created if missing),
+/// unless the store keeps them unique as its table's primary key (a store
+/// created before the index: SQLite cannot set that one aside).
+fn index_ids(conn: &Connection) -> rusqlite::Result<()> {
+    if !ids_indexed_apart(conn)? {
+        return Ok(());
+    }
+    conn.execute_batch(
+        "CREATE UNIQUE INDEX IF NOT EXISTS main.consents_by_id ON consents (consent_id)",
+    )
+}
+
+/// Whether the consents' ids are unique through an index of their own
+/// (which a first load can set aside), not the table's primary key.
+fn ids_indexed_apart(conn: &Connection) -> rusqlite::Result<bool> {
+    let keyed: i64 = conn.query_row(
+        "SELECT COUNT(*) FROM pragma_index_list('consents', 'main') WHERE origin = 'pk'",
+        [],
+        |r| r.get(0),
+    )?;
+    Ok(keyed == 0)
 }
 
 /// The highest rowid of `table` (0 when empty): the rows a table holds,
@@ -880,6 +983,7 @@ impl ContactStore {
         // or one a kill left behind) is cut back after the next checkpoint.
         conn.pragma_update(None, "journal_size_limit", 64 << 20)?;
         conn.execute_batch(SCHEMA)?;
+        index_ids(&conn)?;
         // Columns added since the first release; a consent stored before
         // provenance was recorded was the controller's own (its CRM's).
         for (table, column, definition) in [
@@ -2231,17 +2335,22 @@ impl ContactStore {
             first_load: Some(FirstLoad {
                 seq,
                 counts: BulkCounts::default(),
+                ids_apart: ids_indexed_apart(&tx)?,
+                repeated: RepeatedIds::default(),
             }),
         };
         let Some((result, mut details)) = fill(&mut import)? else {
             return Ok(None);
         };
         import.flush()?;
-        let mut counts = import
-            .first_load
-            .take()
-            .map(|load| load.counts)
-            .unwrap_or_default();
+        let (mut counts, ids_set_aside) =
+            import
+                .first_load
+                .take()
+                .map_or((BulkCounts::default(), None), |load| {
+                    let aside = load.ids_apart && load.counts.indexes_rebuilt > 0;
+                    (load.counts, aside.then_some(load.repeated))
+                });
         let inserted_ms = started.elapsed().as_millis() as u64;
         self.refuse_reused_suppression_ids(&tx)?;
         let staged = last_rowid(&tx, "staging.suppressions")?;
@@ -2261,7 +2370,13 @@ impl ContactStore {
         }
         let before_rebuild = started.elapsed().as_millis() as u64;
         // Every index set aside above is built again here.
-        rebuild_indexes(&tx)?;
+        let ids_sorted = match ids_set_aside {
+            Some(repeated) => index_unique_ids(&tx, &mut counts, repeated)?,
+            None => {
+                rebuild_indexes(&tx)?;
+                false
+            }
+        };
         let rebuilt_ms = started.elapsed().as_millis() as u64 - before_rebuild;
         record_counts(&tx, seq, &mut details, counts)?;
         tx.commit()?;
@@ -2283,6 +2398,7 @@ impl ContactStore {
         }
         tracing::debug!(
             write_ahead,
+            ids_sorted,
             inserted_ms,
             rebuilt_ms,
             committed_ms,
@@ -3336,6 +3452,130 @@ mod tests {
         assert_eq!(number_indexes(dir.path()), NUMBER_INDEXES);
     }
 
+    /// A first load inserts every consent with the id index set aside;
+    /// before the index is built again, of two consents with one id the
+    /// first inserted is kept, whether the copies are told by the ids the
+    /// load remembered or, when it could not remember them, by SQLite.
+    #[test]
+    fn test_a_first_load_keeps_the_first_consent_of_each_id_either_way() {
+        for remembered in [true, false] {
+            let conn = Connection::open_in_memory().unwrap();
+            conn.execute_batch(SCHEMA).unwrap();
+            index_ids(&conn).unwrap();
+            conn.execute_batch("DROP INDEX consents_by_id").unwrap();
+            let mut repeated = RepeatedIds::default();
+            let mut counts = BulkCounts::default();
+            let mut statement = conn.prepare(LOAD_CONSENT).unwrap();
+            for (i, id) in ["a", "b", "a", "c", "b", "a"].iter().enumerate() {
+                let number = format!("+3902{i:08}");
+                let mut c = consent(&number);
+                c.consent_id = (*id).into();
+                let inserted = insert_consent(
+                    &mut statement,
+                    NumberKey::from_e164(&number).unwrap(),
+                    &c,
+                    None,
+                )
+                .unwrap();
+                counts.moved(1, inserted);
+                if remembered {
+                    repeated.inserted(id, conn.last_insert_rowid());
+                } else if i == 0 {
+                    // Rowids that skip: nothing can be told.
+                    repeated.inserted(id, 7);
+                }
+            }
+            drop(statement);
+            let sorted = index_unique_ids(&conn, &mut counts, repeated).unwrap();
+            assert_eq!(sorted, !remembered, "SQLite sorts only what was not told");
+            assert_eq!((counts.stored, counts.already_present), (3, 3));
+            let mut statement = conn
+                .prepare("SELECT consent_id, number FROM consents ORDER BY rowid")
+                .unwrap();
+            let kept: Vec<(String, String)> = statement
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap();
+            assert_eq!(
+                kept,
+                [
+                    ("a".to_string(), "+390200000000".to_string()),
+                    ("b".to_string(), "+390200000001".to_string()),
+                    ("c".to_string(), "+390200000003".to_string()),
+                ],
+                "remembered: {remembered}"
+            );
+            let err = conn
+                .execute_batch("INSERT INTO consents SELECT * FROM consents WHERE consent_id = 'c'")
+                .unwrap_err();
+            assert!(err.to_string().contains("UNIQUE"), "{err}");
+        }
+    }
+
+    /// A store created while consent ids were the table's primary key
+    /// keeps that key (SQLite cannot set it aside) and gets no second
+    /// unique index; its first load keeps the first consent of each id.
+    #[test]
+    fn test_a_store_keyed_by_consent_id_keeps_its_key() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path()).unwrap();
+        let old = SCHEMA.replacen("consent_id TEXT NOT NULL", "consent_id TEXT PRIMARY KEY", 1);
+        Connection::open(database_path(dir.path()))
+            .unwrap()
+            .execute_batch(&old)
+            .unwrap();
+        let store = ContactStore::open_unindexed(dir.path()).unwrap();
+        store.move_offline();
+        let now: Timestamp = "2026-11-25T10:00:00Z".parse().unwrap();
+        let (_, counts) = store
+            .bulk_import("cli:test", "consents.imported", now, |bulk| {
+                assert_eq!(bulk.order(), BatchOrder::ById);
+                for (i, id) in ["a", "b", "a"].iter().enumerate() {
+                    let number = format!("+3902{i:08}");
+                    let mut c = consent(&number);
+                    c.consent_id = (*id).into();
+                    bulk.consent(NumberKey::from_e164(&number).unwrap(), c)?;
+                }
+                Ok(Some(((), serde_json::json!({}))))
+            })
+            .unwrap()
+            .unwrap();
+        assert_eq!((counts.stored, counts.already_present), (2, 1));
+        let conn = Connection::open(database_path(dir.path())).unwrap();
+        let indexes: Vec<String> = conn
+            .prepare("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'consents' ORDER BY name")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(
+            indexes,
+            ["consents_by_number", "sqlite_autoindex_consents_1"]
+        );
+        let kept: String = conn
+            .query_row(
+                "SELECT number FROM consents WHERE consent_id = 'a'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(kept, "+390200000000");
+        // A new store gets the unique index instead.
+        let new = tempfile::tempdir().unwrap();
+        ContactStore::open_unindexed(new.path()).unwrap();
+        let conn = Connection::open(database_path(new.path())).unwrap();
+        let unique: i64 = conn
+            .query_row(
+                "SELECT COUNT(*) FROM pragma_index_list('consents') WHERE name = 'consents_by_id' AND \"unique\"",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(unique, 1);
+    }
+
     fn journal_mode(conn: &Connection) -> String {
         conn.query_row("PRAGMA journal_mode", [], |r| r.get(0))
             .unwrap()
@@ -3355,7 +3595,11 @@ mod tests {
         Connection::open(database_path(dir.path()))
             .unwrap()
             .execute_batch(
-                "CREATE TRIGGER refuse BEFORE INSERT ON consents WHEN NEW.number = '+393331234567'
+                "CREATE TABLE seen_ids (indexed INTEGER);
+                 CREATE TRIGGER seen_ids AFTER INSERT ON consents BEGIN
+                   INSERT INTO seen_ids SELECT COUNT(*) FROM sqlite_master WHERE name = 'consents_by_id';
+                 END;
+                 CREATE TRIGGER refuse BEFORE INSERT ON consents WHEN NEW.number = '+393331234567'
                  BEGIN SELECT RAISE(ABORT, 'refused by the test'); END;",
             )
             .unwrap();
@@ -3380,7 +3624,7 @@ mod tests {
                     c.consent_id = format!("c-{id}");
                     bulk.consent(NumberKey::from_e164(&number).unwrap(), c)?;
                 }
-                assert!(!bulk.in_number_order());
+                assert_eq!(bulk.order(), BatchOrder::AsRead);
                 // The import holds the store's write lock while it reads,
                 // in a rollback journal, with pages already written into
                 // the store's file (its lock then keeps readers out too).
@@ -3400,6 +3644,10 @@ mod tests {
                 };
                 let mut c = consent(last);
                 c.consent_id = "c-last".into();
+                bulk.consent(NumberKey::from_e164(last).unwrap(), c)?;
+                // The first batch's first id again, in the second batch.
+                let mut c = consent(last);
+                c.consent_id = "c-0".into();
                 bulk.consent(NumberKey::from_e164(last).unwrap(), c)?;
                 bulk.suppression(NumberKey::from_e164(last).unwrap(), opt_out("s-last", last))?;
                 Ok(Some(((), serde_json::json!({"file": "test"}))))
@@ -3425,6 +3673,17 @@ mod tests {
         }
         assert!(store.trail().unwrap().is_empty(), "no trail event");
         assert_eq!(number_indexes(dir.path()), NUMBER_INDEXES);
+        let id_index = || {
+            Connection::open(database_path(dir.path()))
+                .unwrap()
+                .query_row(
+                    "SELECT COUNT(*) FROM sqlite_master WHERE name = 'consents_by_id'",
+                    [],
+                    |r| r.get::<_, i64>(0),
+                )
+                .unwrap()
+        };
+        assert_eq!(id_index(), 1, "the id index back too");
         assert!(
             crate::serve_lock::ServeLock::try_acquire(dir.path())
                 .unwrap()
@@ -3435,19 +3694,31 @@ mod tests {
         assert_eq!(wal(), "wal");
         let conn = Connection::open(database_path(dir.path())).unwrap();
         let count = |sql: &str| conn.query_row(sql, [], |r| r.get::<_, i64>(0)).unwrap();
-        let duplicates = (BULK_BATCH as u64 + 10) / 1000;
+        let duplicates = (BULK_BATCH as u64 + 10) / 1000 + 1;
         assert_eq!(
             (
                 counts.stored,
                 counts.already_present,
                 counts.indexes_rebuilt
             ),
-            (BULK_BATCH as u64 + 10 - duplicates + 2, duplicates, 2)
+            // The loop's consents, c-last, c-0 again and one opt-out.
+            (BULK_BATCH as u64 + 13 - duplicates, duplicates, 2)
         );
         assert_eq!(number_indexes(dir.path()), NUMBER_INDEXES);
+        // Every consent was inserted with both indexes set aside, a copy
+        // of an id too (deleted before the unique index came back).
         let during = seen(dir.path());
-        assert_eq!(during.len() as u64, counts.stored);
+        assert_eq!(during.len() as u64, counts.stored + counts.already_present);
         assert!(during.iter().all(|(_, indexed)| !indexed));
+        assert_eq!(count("SELECT COUNT(*) FROM seen_ids WHERE indexed > 0"), 0);
+        assert_eq!(
+            count("SELECT COUNT(*) FROM seen_ids"),
+            during.len() as i64 - 1
+        );
+        let err = conn
+            .execute_batch("INSERT INTO consents SELECT * FROM consents WHERE consent_id = 'c-7'")
+            .unwrap_err();
+        assert!(err.to_string().contains("UNIQUE"), "{err}");
         let trail = store.trail().unwrap();
         assert_eq!(trail.len(), 1);
         assert_eq!(
@@ -3479,6 +3750,14 @@ mod tests {
             kept, "+390200000998",
             "the first in the file of two with one id"
         );
+        let kept: String = conn
+            .query_row(
+                "SELECT number FROM consents WHERE consent_id = 'c-0'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(kept, "+390200000000", "the first of two in two batches");
         let held = store
             .subject_records(
                 NumberKey::from_e164("+393331234568").unwrap(),

@@ -1,0 +1,142 @@
+//! The consent ids a first load inserted more than once, found without
+//! sorting the store's rows: a first load inserts its consents with their
+//! id index set aside, in file order, one rowid after the other, and must
+//! keep the first of each id before the unique index is built again.
+//!
+//! Each insert is remembered as one 64-bit word: 40 bits of a hash of the
+//! id above the insert's position. Sorted, the words of one id lie side by
+//! side; only those sharing a hash are read back from the store and
+//! compared (a shared hash of two ids is only a wasted read). Past
+//! [`TRACKED`] inserts nothing is remembered and the caller falls back on
+//! SQLite (see `store.rs` `index_unique_ids`).
+
+use std::hash::BuildHasher;
+
+use rusqlite::Connection;
+
+/// Inserts remembered at most (8 bytes each: 128 MiB).
+pub(crate) const TRACKED: usize = 1 << 24;
+
+/// Bits of a word that hold the insert's position.
+const POSITION_BITS: u32 = 24;
+
+#[derive(Debug, Default)]
+pub(crate) struct RepeatedIds {
+    words: Vec<u64>,
+    /// The rowid of the first insert.
+    first_rowid: i64,
+    /// More inserts than [`TRACKED`]: nothing can be told.
+    overflowed: bool,
+}
+
+impl RepeatedIds {
+    /// Remembers an insert of `id` at `rowid`; inserts must come one rowid
+    /// after the other, else nothing can be told.
+    pub(crate) fn inserted(&mut self, id: &str, rowid: i64) {
+        if self.overflowed {
+            return;
+        }
+        let position = self.words.len();
+        if position == 0 {
+            self.first_rowid = rowid;
+        }
+        if position >= TRACKED || rowid != self.first_rowid + position as i64 {
+            self.overflowed = true;
+            self.words = Vec::new();
+            return;
+        }
+        let hash = foldhash::quality::FixedState::default().hash_one(id);
+        self.words
+            .push((hash >> POSITION_BITS << POSITION_BITS) | position as u64);
+    }
+
+    /// The rowids of every insert but the first of each id (in no order),
+    /// read back from `conn`; `None` when they cannot be told (too many
+    /// inserts, or not one rowid after the other).
+    pub(crate) fn later_copies(mut self, conn: &Connection) -> rusqlite::Result<Option<Vec<i64>>> {
+        if self.overflowed {
+            return Ok(None);
+        }
+        self.words.sort_unstable();
+        let hash = |word: u64| word >> POSITION_BITS;
+        let rowid = |word: u64| self.first_rowid + (word & ((1 << POSITION_BITS) - 1)) as i64;
+        let mut statement =
+            conn.prepare("SELECT consent_id FROM main.consents WHERE rowid = ?1")?;
+        let mut later = Vec::new();
+        for run in self.words.chunk_by(|a, b| hash(*a) == hash(*b)) {
+            if run.len() < 2 {
+                continue;
+            }
+            // The run is in insert order (position in the low bits): the
+            // first row of each id read here is its first insert.
+            let mut seen: Vec<String> = Vec::new();
+            for &word in run {
+                let id: String = statement.query_row([rowid(word)], |r| r.get(0))?;
+                if seen.contains(&id) {
+                    later.push(rowid(word));
+                } else {
+                    seen.push(id);
+                }
+            }
+        }
+        Ok(Some(later))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store(ids: &[&str]) -> Connection {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch("CREATE TABLE consents (consent_id TEXT NOT NULL)")
+            .unwrap();
+        for id in ids {
+            conn.execute("INSERT INTO consents (consent_id) VALUES (?1)", [id])
+                .unwrap();
+        }
+        conn
+    }
+
+    #[test]
+    fn test_every_copy_after_the_first_of_an_id_is_found() {
+        let ids = ["a", "b", "a", "c", "b", "a", "d"];
+        let conn = store(&ids);
+        let mut repeated = RepeatedIds::default();
+        for (i, id) in ids.iter().enumerate() {
+            repeated.inserted(id, i as i64 + 1);
+        }
+        let mut later = repeated.later_copies(&conn).unwrap().unwrap();
+        later.sort_unstable();
+        assert_eq!(later, vec![3, 5, 6]);
+    }
+
+    #[test]
+    fn test_ids_sharing_a_hash_are_told_apart_by_their_text() {
+        // Every word made to share one hash: only the text tells the ids apart.
+        let ids = ["x", "y", "x", "z"];
+        let conn = store(&ids);
+        let repeated = RepeatedIds {
+            words: (0..4).collect(),
+            first_rowid: 1,
+            overflowed: false,
+        };
+        assert_eq!(repeated.later_copies(&conn).unwrap(), Some(vec![3]));
+    }
+
+    #[test]
+    fn test_nothing_is_told_when_rowids_skip_or_inserts_overflow() {
+        let conn = store(&["a", "a"]);
+        let mut skipped = RepeatedIds::default();
+        skipped.inserted("a", 1);
+        skipped.inserted("a", 3);
+        assert_eq!(skipped.later_copies(&conn).unwrap(), None);
+        let mut full = RepeatedIds {
+            words: vec![0; TRACKED],
+            first_rowid: 1,
+            overflowed: false,
+        };
+        full.inserted("a", 1 + TRACKED as i64);
+        assert_eq!(full.later_copies(&conn).unwrap(), None);
+    }
+}
