@@ -14,14 +14,18 @@ use std::hash::BuildHasher;
 
 use rusqlite::Connection;
 
-/// Inserts remembered at most (8 bytes each: 128 MiB).
-pub(crate) const TRACKED: usize = 1 << 24;
+/// Inserts remembered at most (8 bytes each: 128 MiB; unit tests: 4,096,
+/// so that their larger loads take the fallback).
+pub(crate) const TRACKED: usize = if cfg!(test) { 1 << 12 } else { 1 << 24 };
 
 /// Bits of a word that hold the insert's position.
 const POSITION_BITS: u32 = 24;
 
 #[derive(Debug, Default)]
 pub(crate) struct RepeatedIds {
+    /// Seeded anew for each load: a file cannot be made of ids that share
+    /// hashes (each such run is read back and compared one by one).
+    hasher: foldhash::quality::RandomState,
     words: Vec<u64>,
     /// The rowid of the first insert.
     first_rowid: i64,
@@ -45,7 +49,7 @@ impl RepeatedIds {
             self.words = Vec::new();
             return;
         }
-        let hash = foldhash::quality::FixedState::default().hash_one(id);
+        let hash = self.hasher.hash_one(id);
         self.words
             .push((hash >> POSITION_BITS << POSITION_BITS) | position as u64);
     }
@@ -119,7 +123,7 @@ mod tests {
         let repeated = RepeatedIds {
             words: (0..4).collect(),
             first_rowid: 1,
-            overflowed: false,
+            ..RepeatedIds::default()
         };
         assert_eq!(repeated.later_copies(&conn).unwrap(), Some(vec![3]));
     }
@@ -134,7 +138,7 @@ mod tests {
         let mut full = RepeatedIds {
             words: vec![0; TRACKED],
             first_rowid: 1,
-            overflowed: false,
+            ..RepeatedIds::default()
         };
         full.inserted("a", 1 + TRACKED as i64);
         assert_eq!(full.later_copies(&conn).unwrap(), None);

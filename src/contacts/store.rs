@@ -110,8 +110,12 @@ pub struct BulkCounts {
     /// Records with the same id already stored (re-runs store nothing twice).
     pub already_present: u64,
     /// Tables whose number index was set aside during the moves and built
-    /// again after them (see `ContactStore::move_staged`).
+    /// again after them (see `ContactStore::move_staged`; a first load sets
+    /// the consents' id index aside with their number index).
     pub indexes_rebuilt: u8,
+    /// A first load's copies of a consent id were found by SQLite sorting
+    /// the consents (too many to remember, see `RepeatedIds`).
+    pub ids_sorted: bool,
 }
 
 /// The records of one bulk import, staged in batches sorted by number (the
@@ -251,7 +255,8 @@ impl BulkImport<'_> {
     }
 
     /// Inserts the records held (a stable sort: of two records with one
-    /// id and number, the first in the file is kept).
+    /// id and number, the first in the file is kept; a first load that set
+    /// the id index aside keeps it later, see `index_unique_ids`).
     fn flush(&mut self) -> Result<(), StoreError> {
         let mut consents = std::mem::take(&mut self.consents);
         let (sql, seq) = match &mut self.first_load {
@@ -695,7 +700,8 @@ fn index_unique_ids(
     counts: &mut BulkCounts,
     repeated: RepeatedIds,
 ) -> Result<bool, StoreError> {
-    if let Some(later) = repeated.later_copies(conn)? {
+    if let Some(mut later) = repeated.later_copies(conn)? {
+        later.sort_unstable();
         let mut statement = conn.prepare("DELETE FROM main.consents WHERE rowid = ?1")?;
         for rowid in &later {
             statement.execute([rowid])?;
@@ -982,8 +988,25 @@ impl ContactStore {
         // A write-ahead log that grew large (a first load's whole import,
         // or one a kill left behind) is cut back after the next checkpoint.
         conn.pragma_update(None, "journal_size_limit", 64 << 20)?;
-        conn.execute_batch(SCHEMA)?;
-        index_ids(&conn)?;
+        // The tables and the id index in one transaction: a store is never
+        // left without its unique ids (an older binary would not add the
+        // index, and would store an id twice).
+        {
+            let tx = conn.unchecked_transaction()?;
+            tx.execute_batch(SCHEMA)?;
+            index_ids(&tx).map_err(|err| match err {
+                rusqlite::Error::SqliteFailure(failure, _)
+                    if failure.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE =>
+                {
+                    StoreError::Unreadable(format!(
+                        "the store holds a consent id twice and its index of unique ids is missing \
+                         (the store was changed outside dialgate?): {err}"
+                    ))
+                }
+                other => other.into(),
+            })?;
+            tx.commit()?;
+        }
         // Columns added since the first release; a consent stored before
         // provenance was recorded was the controller's own (its CRM's).
         for (table, column, definition) in [
@@ -2227,10 +2250,12 @@ impl ContactStore {
     /// [`ContactStore::move_offline`]) into a store that holds no consents
     /// yet. The whole import is one transaction on the store: its trail
     /// event first, then the consents inserted as they are read, with the
-    /// number index set aside from the first one on, then the staged
-    /// opt-outs moved in at once (their number index set aside too when
-    /// the import at least doubles them), the indexes built again in one
-    /// sorted pass each, the event's counts, and one commit. When `fill`
+    /// number index and the id index (see `index_ids`) set aside from the
+    /// first one on, then the staged opt-outs moved in at once (their
+    /// number index set aside too when the import at least doubles them),
+    /// the later copies of a consent id deleted and the indexes built again
+    /// in one sorted pass each (see `index_unique_ids`), the event's
+    /// counts, and one commit. When `fill`
     /// returns `None` or anything fails, nothing is stored, the indexes
     /// included (a crash likewise: the transaction never committed). The
     /// store's write lock is held throughout: any other process that opens
@@ -2370,13 +2395,13 @@ impl ContactStore {
         }
         let before_rebuild = started.elapsed().as_millis() as u64;
         // Every index set aside above is built again here.
-        let ids_sorted = match ids_set_aside {
-            Some(repeated) => index_unique_ids(&tx, &mut counts, repeated)?,
-            None => {
-                rebuild_indexes(&tx)?;
-                false
+        match ids_set_aside {
+            Some(repeated) => {
+                let sorted = index_unique_ids(&tx, &mut counts, repeated)?;
+                counts.ids_sorted = sorted;
             }
-        };
+            None => rebuild_indexes(&tx)?,
+        }
         let rebuilt_ms = started.elapsed().as_millis() as u64 - before_rebuild;
         record_counts(&tx, seq, &mut details, counts)?;
         tx.commit()?;
@@ -2398,7 +2423,7 @@ impl ContactStore {
         }
         tracing::debug!(
             write_ahead,
-            ids_sorted,
+            ids_sorted = counts.ids_sorted,
             inserted_ms,
             rebuilt_ms,
             committed_ms,
@@ -3444,12 +3469,23 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         ContactStore::open_unindexed(dir.path()).unwrap();
         let conn = Connection::open(database_path(dir.path())).unwrap();
-        conn.execute_batch("DROP INDEX consents_by_number; DROP INDEX suppressions_by_number")
-            .unwrap();
+        conn.execute_batch(
+            "DROP INDEX consents_by_number; DROP INDEX suppressions_by_number; DROP INDEX consents_by_id",
+        )
+        .unwrap();
         drop(conn);
         assert_eq!(number_indexes(dir.path()), ["relationships_by_number"]);
         ContactStore::open_unindexed(dir.path()).unwrap();
         assert_eq!(number_indexes(dir.path()), NUMBER_INDEXES);
+        let conn = Connection::open(database_path(dir.path())).unwrap();
+        let ids: i64 = conn
+            .query_row(
+                "SELECT COUNT(*) FROM sqlite_master WHERE name = 'consents_by_id'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(ids, 1, "the id index back at open");
     }
 
     /// A first load inserts every consent with the id index set aside;
@@ -3480,9 +3516,9 @@ mod tests {
                 counts.moved(1, inserted);
                 if remembered {
                     repeated.inserted(id, conn.last_insert_rowid());
-                } else if i == 0 {
+                } else {
                     // Rowids that skip: nothing can be told.
-                    repeated.inserted(id, 7);
+                    repeated.inserted(id, 2 * conn.last_insert_rowid());
                 }
             }
             drop(statement);
@@ -3511,6 +3547,30 @@ mod tests {
                 .unwrap_err();
             assert!(err.to_string().contains("UNIQUE"), "{err}");
         }
+    }
+
+    /// A store whose id index is missing (dropped outside dialgate) and
+    /// which holds an id twice does not open, and says why.
+    #[test]
+    fn test_a_store_holding_an_id_twice_without_its_index_does_not_open() {
+        let dir = tempfile::tempdir().unwrap();
+        import_numbers(
+            &ContactStore::open_unindexed(dir.path()).unwrap(),
+            &["+390612345678"],
+        )
+        .unwrap();
+        Connection::open(database_path(dir.path()))
+            .unwrap()
+            .execute_batch(
+                "DROP INDEX consents_by_id;
+                 INSERT INTO consents SELECT * FROM consents;",
+            )
+            .unwrap();
+        let err = ContactStore::open_unindexed(dir.path()).unwrap_err();
+        assert!(
+            err.to_string().contains("holds a consent id twice"),
+            "{err}"
+        );
     }
 
     /// A store created while consent ids were the table's primary key
@@ -3562,10 +3622,37 @@ mod tests {
             )
             .unwrap();
         assert_eq!(kept, "+390200000000");
-        // A new store gets the unique index instead.
+        // A new store gets the unique index instead, set aside by its first
+        // load, whose copies of an id are found from the ids it remembered.
         let new = tempfile::tempdir().unwrap();
-        ContactStore::open_unindexed(new.path()).unwrap();
+        let store = ContactStore::open_unindexed(new.path()).unwrap();
+        store.move_offline();
+        let (_, counts) = store
+            .bulk_import("cli:test", "consents.imported", now, |bulk| {
+                assert_eq!(bulk.order(), BatchOrder::AsRead);
+                for (i, id) in ["a", "b", "a", "c", "b"].iter().enumerate() {
+                    let number = format!("+3902{i:08}");
+                    let mut c = consent(&number);
+                    c.consent_id = (*id).into();
+                    bulk.consent(NumberKey::from_e164(&number).unwrap(), c)?;
+                }
+                Ok(Some(((), serde_json::json!({}))))
+            })
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (counts.stored, counts.already_present, counts.ids_sorted),
+            (3, 2, false)
+        );
         let conn = Connection::open(database_path(new.path())).unwrap();
+        let kept: Vec<String> = conn
+            .prepare("SELECT number FROM consents ORDER BY consent_id")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(kept, ["+390200000000", "+390200000001", "+390200000003"]);
         let unique: i64 = conn
             .query_row(
                 "SELECT COUNT(*) FROM pragma_index_list('consents') WHERE name = 'consents_by_id' AND \"unique\"",
@@ -3704,6 +3791,10 @@ mod tests {
             // The loop's consents, c-last, c-0 again and one opt-out.
             (BULK_BATCH as u64 + 13 - duplicates, duplicates, 2)
         );
+        assert!(
+            counts.ids_sorted,
+            "more than the load remembers: SQLite sorted"
+        );
         assert_eq!(number_indexes(dir.path()), NUMBER_INDEXES);
         // Every consent was inserted with both indexes set aside, a copy
         // of an id too (deleted before the unique index came back).
@@ -3788,7 +3879,9 @@ mod tests {
                 for i in 0..BULK_BATCH + 10 {
                     let number = format!("+3902{:08}", i % 1000);
                     let mut c = consent(&number);
-                    c.consent_id = format!("c-{i}");
+                    // Every 100th id twice: more than the load remembers,
+                    // SQLite finds the copies, in the write-ahead log.
+                    c.consent_id = format!("c-{}", i - usize::from(i % 100 == 99));
                     bulk.consent(NumberKey::from_e164(&number).unwrap(), c)?;
                 }
                 assert_eq!(journal_mode(&held), "wal");
@@ -3800,11 +3893,23 @@ mod tests {
             })
             .unwrap()
             .unwrap();
-        assert_eq!(counts.stored, BULK_BATCH as u64 + 10);
+        let copies = (BULK_BATCH as u64 + 10) / 100;
+        assert_eq!(
+            (counts.stored, counts.already_present, counts.ids_sorted),
+            (BULK_BATCH as u64 + 10 - copies, copies, true)
+        );
         let after: i64 = held
             .query_row("SELECT COUNT(*) FROM consents", [], |r| r.get(0))
             .unwrap();
-        assert_eq!(after, BULK_BATCH as i64 + 10);
+        assert_eq!(after as u64, counts.stored);
+        let kept: String = held
+            .query_row(
+                "SELECT number FROM consents WHERE consent_id = 'c-98'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(kept, "+390200000098");
         assert_eq!(journal_mode(&held), "wal");
         let log = std::fs::metadata(dir.path().join("contacts.db-wal")).unwrap();
         assert_eq!(log.len(), 0, "the write-ahead log emptied after the load");
