@@ -41,6 +41,7 @@ pub mod histogram;
 pub mod history;
 pub(crate) mod http;
 pub(crate) mod http_decision;
+pub(crate) mod huge_pages;
 pub(crate) mod idempotency;
 pub(crate) mod listen;
 pub mod model;

@@ -14,7 +14,9 @@ fn main() -> std::process::ExitCode {
     // every request id), the thread that touches it waits while the kernel
     // zeroes a whole huge page, and every call in flight waits with it
     // (the tail latency this costs is in docs/performance.md). Off for this
-    // process only; a failure just keeps the system's setting.
+    // process only, but for the contact records' load at start-up
+    // (`huge_pages::allowed_while`); a failure just keeps the system's
+    // setting.
     #[cfg(target_os = "linux")]
     let _ = rustix::thread::disable_transparent_huge_pages(true);
     let cli = dialgate::cli::Cli::parse();

@@ -167,7 +167,11 @@ async fn open_stores(
     let policies = Arc::new(Policies::compile(&config));
     report_policies(&policies);
     let registries = Arc::new(RegistrySet::open(&config.registries, &snapshots));
-    let contacts = Arc::new(ContactStore::open(&data_dir).context("cannot open contact store")?);
+    // Before anything is served: the load may use huge pages.
+    let contacts = Arc::new(
+        crate::huge_pages::allowed_while(|| ContactStore::open(&data_dir))
+            .context("cannot open contact store")?,
+    );
     let ledger = Arc::new(crate::restore::open_ledger(&config, &contacts)?);
     let window = jiff::SignedDuration::from_secs(config.log.idempotency_window_seconds as i64);
     let now = Timestamp::now();
