@@ -3573,6 +3573,25 @@ mod tests {
         );
     }
 
+    /// A first load (offline, into `store` without consents) of one consent
+    /// per id of `ids`, the i-th for +3902 followed by i in 8 digits;
+    /// checks the order the store asks the batches in.
+    fn first_load_of_ids(store: &ContactStore, ids: &[&str], order: BatchOrder) -> BulkCounts {
+        store.move_offline();
+        let now: Timestamp = "2026-11-25T10:00:00Z".parse().unwrap();
+        let loaded = store.bulk_import("cli:test", "consents.imported", now, |bulk| {
+            assert_eq!(bulk.order(), order);
+            for (i, id) in ids.iter().enumerate() {
+                let number = format!("+3902{i:08}");
+                let mut c = consent(&number);
+                c.consent_id = (*id).into();
+                bulk.consent(NumberKey::from_e164(&number).unwrap(), c)?;
+            }
+            Ok(Some(((), serde_json::json!({}))))
+        });
+        loaded.unwrap().unwrap().1
+    }
+
     /// A store created while consent ids were the table's primary key
     /// keeps that key (SQLite cannot set it aside) and gets no second
     /// unique index; its first load keeps the first consent of each id.
@@ -3586,21 +3605,7 @@ mod tests {
             .execute_batch(&old)
             .unwrap();
         let store = ContactStore::open_unindexed(dir.path()).unwrap();
-        store.move_offline();
-        let now: Timestamp = "2026-11-25T10:00:00Z".parse().unwrap();
-        let (_, counts) = store
-            .bulk_import("cli:test", "consents.imported", now, |bulk| {
-                assert_eq!(bulk.order(), BatchOrder::ById);
-                for (i, id) in ["a", "b", "a"].iter().enumerate() {
-                    let number = format!("+3902{i:08}");
-                    let mut c = consent(&number);
-                    c.consent_id = (*id).into();
-                    bulk.consent(NumberKey::from_e164(&number).unwrap(), c)?;
-                }
-                Ok(Some(((), serde_json::json!({}))))
-            })
-            .unwrap()
-            .unwrap();
+        let counts = first_load_of_ids(&store, &["a", "b", "a"], BatchOrder::ById);
         assert_eq!((counts.stored, counts.already_present), (2, 1));
         let conn = Connection::open(database_path(dir.path())).unwrap();
         let indexes: Vec<String> = conn
@@ -3626,20 +3631,7 @@ mod tests {
         // load, whose copies of an id are found from the ids it remembered.
         let new = tempfile::tempdir().unwrap();
         let store = ContactStore::open_unindexed(new.path()).unwrap();
-        store.move_offline();
-        let (_, counts) = store
-            .bulk_import("cli:test", "consents.imported", now, |bulk| {
-                assert_eq!(bulk.order(), BatchOrder::AsRead);
-                for (i, id) in ["a", "b", "a", "c", "b"].iter().enumerate() {
-                    let number = format!("+3902{i:08}");
-                    let mut c = consent(&number);
-                    c.consent_id = (*id).into();
-                    bulk.consent(NumberKey::from_e164(&number).unwrap(), c)?;
-                }
-                Ok(Some(((), serde_json::json!({}))))
-            })
-            .unwrap()
-            .unwrap();
+        let counts = first_load_of_ids(&store, &["a", "b", "a", "c", "b"], BatchOrder::AsRead);
         assert_eq!(
             (counts.stored, counts.already_present, counts.ids_sorted),
             (3, 2, false)
