@@ -8,6 +8,8 @@
 /// contact index of tens of millions of records is gigabytes of fresh
 /// memory: in 2 MiB pages it takes a fault per 2 MiB instead of one per
 /// 4 KiB (docs/performance.md). A failure to switch keeps the setting.
+/// (Kernels before 5.0 apply the switch only to memory mapped after it:
+/// there, what the load mapped stays eligible for huge pages.)
 pub fn allowed_while<T>(load: impl FnOnce() -> T) -> T {
     let _restore = Allowed::begin();
     load()

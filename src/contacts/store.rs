@@ -114,7 +114,8 @@ pub struct BulkCounts {
     /// the consents' id index aside with their number index).
     pub indexes_rebuilt: u8,
     /// A first load's copies of a consent id were found by SQLite sorting
-    /// the consents (too many to remember, see `RepeatedIds`).
+    /// the consents (the ids it remembered could not tell, see
+    /// `RepeatedIds`).
     pub ids_sorted: bool,
 }
 
@@ -748,6 +749,21 @@ fn index_ids(conn: &Connection) -> rusqlite::Result<()> {
     conn.execute_batch(
         "CREATE UNIQUE INDEX IF NOT EXISTS main.consents_by_id ON consents (consent_id)",
     )
+}
+
+/// Gives a store keyed by consent id (created before `consents_by_id`)
+/// the current layout, if its consents table is empty (checked here, in
+/// the caller's transaction): a first load can then set its id index
+/// aside. A table that holds a row keeps its layout.
+fn rekey_empty_consents(conn: &Connection) -> Result<(), StoreError> {
+    if ids_indexed_apart(conn)? || last_rowid(conn, "main.consents")? != 0 {
+        return Ok(());
+    }
+    conn.execute_batch("DROP TABLE main.consents")?;
+    conn.execute_batch(SCHEMA)?;
+    index_ids(conn)?;
+    tracing::info!("the empty consents table now has the current layout (ids unique by index)");
+    Ok(())
 }
 
 /// Whether the consents' ids are unique through an index of their own
@@ -2353,6 +2369,7 @@ impl ContactStore {
             params![us(now), actor, action],
         )?;
         let seq = tx.last_insert_rowid();
+        rekey_empty_consents(&tx)?;
         let mut import = BulkImport {
             tx: &tx,
             consents: Vec::new(),
@@ -3594,19 +3611,53 @@ mod tests {
 
     /// A store created while consent ids were the table's primary key
     /// keeps that key (SQLite cannot set it aside) and gets no second
-    /// unique index; its first load keeps the first consent of each id.
+    /// unique index while its consents table holds a row; a first load
+    /// into its empty table gives the table the current layout first.
     #[test]
-    fn test_a_store_keyed_by_consent_id_keeps_its_key() {
+    fn test_a_store_keyed_by_consent_id_keeps_its_key_until_emptied() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(dir.path()).unwrap();
         let old = SCHEMA.replacen("consent_id TEXT NOT NULL", "consent_id TEXT PRIMARY KEY", 1);
+        let consents_indexes = |dir: &Path| -> Vec<String> {
+            Connection::open(database_path(dir))
+                .unwrap()
+                .prepare("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'consents' ORDER BY name")
+                .unwrap()
+                .query_map([], |r| r.get(0))
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap()
+        };
+        // Holding a consent: the key stays, re-runs still store nothing twice.
+        let held = tempfile::tempdir().unwrap();
+        Connection::open(database_path(held.path()))
+            .unwrap()
+            .execute_batch(&old)
+            .unwrap();
+        let store = ContactStore::open_unindexed(held.path()).unwrap();
+        import_numbers(&store, &["+390612345678"]).unwrap();
+        store.move_offline();
+        let again = import_numbers(&store, &["+390612345678"]).unwrap();
+        assert_eq!((again.stored, again.already_present), (0, 2));
+        assert_eq!(
+            consents_indexes(held.path()),
+            ["consents_by_number", "sqlite_autoindex_consents_1"]
+        );
+        // Empty: its first load gives it the current layout.
         Connection::open(database_path(dir.path()))
             .unwrap()
             .execute_batch(&old)
             .unwrap();
         let store = ContactStore::open_unindexed(dir.path()).unwrap();
-        let counts = first_load_of_ids(&store, &["a", "b", "a"], BatchOrder::ById);
-        assert_eq!((counts.stored, counts.already_present), (2, 1));
+        assert_eq!(
+            consents_indexes(dir.path()),
+            ["consents_by_number", "sqlite_autoindex_consents_1"]
+        );
+        let counts = first_load_of_ids(&store, &["a", "b", "a"], BatchOrder::AsRead);
+        assert_eq!(
+            (counts.stored, counts.already_present, counts.ids_sorted),
+            (2, 1, false)
+        );
         let conn = Connection::open(database_path(dir.path())).unwrap();
         let indexes: Vec<String> = conn
             .prepare("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'consents' ORDER BY name")
@@ -3615,10 +3666,7 @@ mod tests {
             .unwrap()
             .collect::<Result<_, _>>()
             .unwrap();
-        assert_eq!(
-            indexes,
-            ["consents_by_number", "sqlite_autoindex_consents_1"]
-        );
+        assert_eq!(indexes, ["consents_by_id", "consents_by_number"]);
         let kept: String = conn
             .query_row(
                 "SELECT number FROM consents WHERE consent_id = 'a'",
