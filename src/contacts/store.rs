@@ -373,6 +373,13 @@ impl BulkCounts {
         self.stored += inserted as u64;
         self.already_present += (rows as u64).saturating_sub(inserted as u64);
     }
+
+    /// Records counted as stored that were deleted again as copies of an
+    /// id stored before them.
+    fn left_out(&mut self, copies: u64) {
+        self.stored = self.stored.saturating_sub(copies);
+        self.already_present += copies;
+    }
 }
 
 /// One entry of the change trail.
@@ -672,22 +679,33 @@ CREATE TABLE IF NOT EXISTS observations (
 ";
 
 /// Builds the indexes an import set aside (`SCHEMA` creates what is
-/// missing), each in one sorted pass: the sort runs on a second thread,
-/// in small runs (4 MiB) that stay in the processor's caches; sorting the
-/// rows of a large import in runs as large as the import's page cache was
-/// slower (docs/performance.md). The page cache is the import's again
-/// afterwards.
+/// missing), each in one sorted pass (see [`sorting`]).
 fn rebuild_indexes(conn: &Connection) -> Result<(), StoreError> {
+    sorting(conn, || {
+        conn.execute_batch(SCHEMA).and_then(|()| index_ids(conn))
+    })
+}
+
+/// Runs `sort` (statements that sort the store's rows) with the sort on a
+/// second thread, in small runs (4 MiB) that stay in the processor's
+/// caches; sorting the rows of a large import in runs as large as the
+/// import's page cache was slower (docs/performance.md). The page cache
+/// is the import's again afterwards.
+fn sorting<T>(
+    conn: &Connection,
+    sort: impl FnOnce() -> rusqlite::Result<T>,
+) -> Result<T, StoreError> {
     let tuned = conn
         .pragma_update(None, "threads", 2)
         .and_then(|()| conn.pragma_update(None, "cache_size", -4_096));
-    let rebuilt = conn.execute_batch(SCHEMA).and_then(|()| index_ids(conn));
+    let sorted = sort();
     let restored = conn
         .pragma_update(None, "threads", 0)
         .and_then(|()| conn.pragma_update(None, "cache_size", IMPORT_CACHE_KIB));
-    rebuilt?;
+    let sorted = sorted?;
     tuned?;
-    Ok(restored?)
+    restored?;
+    Ok(sorted)
 }
 
 /// Builds the indexes a first load set aside, its consent ids' unique one
@@ -707,34 +725,24 @@ fn index_unique_ids(
         for rowid in &later {
             statement.execute([rowid])?;
         }
-        let copies = later.len() as u64;
-        counts.stored = counts.stored.saturating_sub(copies);
-        counts.already_present += copies;
+        counts.left_out(later.len() as u64);
     }
     match rebuild_indexes(conn) {
         Err(StoreError::Sqlite(rusqlite::Error::SqliteFailure(failure, _)))
             if failure.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE => {}
         built => return built.map(|()| false),
     }
-    let tuned = conn
-        .pragma_update(None, "threads", 2)
-        .and_then(|()| conn.pragma_update(None, "cache_size", -4_096));
-    let repeated = conn.execute(
-        "DELETE FROM main.consents WHERE rowid IN (
-             SELECT rowid FROM (
-                 SELECT rowid, consent_id = lag(consent_id) OVER (ORDER BY consent_id, rowid) AS again
-                 FROM main.consents)
-             WHERE again)",
-        [],
-    );
-    let restored = conn
-        .pragma_update(None, "threads", 0)
-        .and_then(|()| conn.pragma_update(None, "cache_size", IMPORT_CACHE_KIB));
-    let repeated = repeated? as u64;
-    tuned?;
-    restored?;
-    counts.stored = counts.stored.saturating_sub(repeated);
-    counts.already_present += repeated;
+    let repeated = sorting(conn, || {
+        conn.execute(
+            "DELETE FROM main.consents WHERE rowid IN (
+                 SELECT rowid FROM (
+                     SELECT rowid, consent_id = lag(consent_id) OVER (ORDER BY consent_id, rowid) AS again
+                     FROM main.consents)
+                 WHERE again)",
+            [],
+        )
+    })? as u64;
+    counts.left_out(repeated);
     tracing::debug!(repeated, "consents repeating an id left out");
     rebuild_indexes(conn).map(|()| true)
 }
@@ -3658,15 +3666,11 @@ mod tests {
             (counts.stored, counts.already_present, counts.ids_sorted),
             (2, 1, false)
         );
+        assert_eq!(
+            consents_indexes(dir.path()),
+            ["consents_by_id", "consents_by_number"]
+        );
         let conn = Connection::open(database_path(dir.path())).unwrap();
-        let indexes: Vec<String> = conn
-            .prepare("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'consents' ORDER BY name")
-            .unwrap()
-            .query_map([], |r| r.get(0))
-            .unwrap()
-            .collect::<Result<_, _>>()
-            .unwrap();
-        assert_eq!(indexes, ["consents_by_id", "consents_by_number"]);
         let kept: String = conn
             .query_row(
                 "SELECT number FROM consents WHERE consent_id = 'a'",
