@@ -231,6 +231,15 @@ impl Base {
     /// of the buckets on two threads (each reads every slot and keeps its
     /// own buckets). The parts are read where they are: joining them first
     /// would copy every slot into memory the kernel must clear first.
+    ///
+    /// The sort goes by groups of [`GROUP_BUCKETS`] neighbouring buckets:
+    /// first every slot to its group (few places written at a time, so the
+    /// writes stay in the cache; one pass to a random place of the whole
+    /// array missed the cache at every write at 50 M records), then each
+    /// group, small enough for the cache, by bucket. Only the groups are
+    /// counted beforehand; each group's buckets are counted when it is
+    /// sorted (a pass counting every bucket first was a cache miss per
+    /// slot).
     fn build(parts: Vec<Vec<Slot>>) -> Result<Base, SlotError> {
         let split = parts.iter().map(Vec::len).sum::<usize>() >= PARALLEL_BUILD;
         Base::build_split(parts, split)
@@ -239,38 +248,21 @@ impl Base {
     /// [`Base::build`], on two threads when `split`.
     fn build_split(parts: Vec<Vec<Slot>>, split: bool) -> Result<Base, SlotError> {
         let total: usize = parts.iter().map(Vec::len).sum();
-        let count = u32::try_from(total).map_err(|_| SlotError::TooManyRecords)?;
-        // About four slots per bucket.
-        let bits = (u64::from(count / 4).max(16).ilog2()).clamp(4, 30);
-        let mut base = Base {
-            slots: Box::default(),
-            directory: Box::default(),
-            bits,
-        };
-        let buckets = 1usize << bits;
-        let half = if split { buckets / 2 } else { buckets };
-        let mut directory = vec![0u32; buckets + 1];
-        {
-            let (low, high) = directory[..buckets].split_at_mut(half);
-            let (base, parts) = (&base, &parts);
-            std::thread::scope(|scope| {
-                if !high.is_empty() {
-                    scope.spawn(move || base.count(parts, half, high));
-                }
-                base.count(parts, 0, low);
-            });
-        }
-        let low_count: u32 = directory[..half].iter().sum();
+        let views: Vec<&[Slot]> = parts.iter().map(Vec::as_slice).collect();
+        let (base, groups, half) = Base::counted(&views, total, split)?;
+        let low_count = groups[..half].iter().sum::<usize>();
+        let mut directory = vec![0u32; base.buckets() + 1];
         let mut sorted: Vec<Slot> = Vec::with_capacity(total);
-        let (low_kept, high_kept) = {
+        let kept = {
             let spare = &mut sorted.spare_capacity_mut()[..total];
-            let (low_region, high_region) = spare.split_at_mut(low_count as usize);
-            let (low, high) = directory[..buckets].split_at_mut(half);
-            let (base, parts) = (&base, &parts);
+            let (low_region, high_region) = spare.split_at_mut(low_count);
+            let (low, high) = base.halves(&mut directory, &groups, half);
+            let (base, views) = (&base, &views);
             std::thread::scope(|scope| {
-                let high_kept = (!high.is_empty())
-                    .then(|| scope.spawn(move || base.place(parts, half, high, high_region)));
-                let low_kept = base.place(parts, 0, low, low_region);
+                let high_kept = (!high.0.is_empty()).then(|| {
+                    scope.spawn(move || base.place(views, half, high.0, high.1, high_region))
+                });
+                let low_kept = base.place(views, 0, low.0, low.1, low_region);
                 let high_kept = high_kept.map_or(0, |h| h.join().expect("index build thread"));
                 (low_kept, high_kept)
             })
@@ -278,129 +270,294 @@ impl Base {
         // SAFETY: `place` wrote every position of both regions, which
         // together are the first `total` positions.
         unsafe { sorted.set_len(total) };
+        drop(views);
         drop(parts);
-        // Copies merged in the low half leave a gap before the high one.
-        if low_kept < low_count as usize {
-            let high_start = low_count as usize;
-            sorted.copy_within(high_start..high_start + high_kept, low_kept);
+        Ok(base.joined(sorted, directory, half * GROUP_BUCKETS, low_count, kept))
+    }
+
+    /// [`Base::build`] of the slots of one vector, in its own memory: for
+    /// the first load, whose slots are every row of the store once (a
+    /// second array of them, written once, would be as much fresh memory
+    /// again, and the kernel clearing it was most of the build's time at
+    /// 60 M records). The slots' order within a number follows (key, table,
+    /// row), as in [`Base::build`]; copies of one record are merged the
+    /// same way, in no particular order.
+    fn build_in_place(slots: Vec<Slot>) -> Result<Base, SlotError> {
+        let split = slots.len() >= PARALLEL_BUILD;
+        Base::build_in_place_split(slots, split)
+    }
+
+    /// [`Base::build_in_place`], on two threads when `split`.
+    fn build_in_place_split(mut slots: Vec<Slot>, split: bool) -> Result<Base, SlotError> {
+        let total = slots.len();
+        let (base, groups, half) = Base::counted(&[&slots], total, split)?;
+        let low_count = groups[..half].iter().sum::<usize>();
+        if half < groups.len() {
+            base.partition(&mut slots, half, low_count);
         }
-        for entry in &mut directory[half..buckets] {
+        let mut directory = vec![0u32; base.buckets() + 1];
+        let kept = {
+            let (low_region, high_region) = slots.split_at_mut(low_count);
+            let (low, high) = base.halves(&mut directory, &groups, half);
+            let base = &base;
+            std::thread::scope(|scope| {
+                let high_kept = (!high.0.is_empty()).then(|| {
+                    scope.spawn(move || base.place_in_place(half, high.0, high.1, high_region))
+                });
+                let low_kept = base.place_in_place(0, low.0, low.1, low_region);
+                let high_kept = high_kept.map_or(0, |h| h.join().expect("index build thread"));
+                (low_kept, high_kept)
+            })
+        };
+        Ok(base.joined(slots, directory, half * GROUP_BUCKETS, low_count, kept))
+    }
+
+    fn buckets(&self) -> usize {
+        1 << self.bits
+    }
+
+    /// The groups of [`GROUP_BUCKETS`] buckets (fewer buckets: one group).
+    fn groups(&self) -> usize {
+        self.buckets().div_ceil(GROUP_BUCKETS)
+    }
+
+    /// An empty base sized for `total` slots, how many slots each of its
+    /// groups holds, and the first group of the upper half (the second
+    /// thread's; every group when not `split`). Counted on two threads,
+    /// each reading half of every part.
+    fn counted(
+        parts: &[&[Slot]],
+        total: usize,
+        split: bool,
+    ) -> Result<(Base, Vec<usize>, usize), SlotError> {
+        let count = u32::try_from(total).map_err(|_| SlotError::TooManyRecords)?;
+        // About four slots per bucket.
+        let bits = (u64::from(count / 4).max(16).ilog2()).clamp(4, 30);
+        let base = Base {
+            slots: Box::default(),
+            directory: Box::default(),
+            bits,
+        };
+        let groups = base.groups();
+        let split = split && groups >= 2;
+        let count_half = |upper: bool| {
+            let mut counts = vec![0usize; groups];
+            for part in parts {
+                let (low, high) = part.split_at(part.len() / 2);
+                for slot in if upper { high } else { low } {
+                    counts[base.group(slot)] += 1;
+                }
+            }
+            counts
+        };
+        let (mut counts, upper) = if split {
+            std::thread::scope(|scope| {
+                let upper = scope.spawn(|| count_half(true));
+                let lower = count_half(false);
+                (lower, upper.join().expect("index count thread"))
+            })
+        } else {
+            (count_half(false), count_half(true))
+        };
+        for (count, more) in counts.iter_mut().zip(upper) {
+            *count += more;
+        }
+        let half = if split { groups / 2 } else { groups };
+        Ok((base, counts, half))
+    }
+
+    /// The two halves' shares of the directory (their buckets) and of the
+    /// group counts: groups `..half` and `half..`.
+    #[allow(clippy::type_complexity)]
+    fn halves<'d, 'g>(
+        &self,
+        directory: &'d mut [u32],
+        groups: &'g [usize],
+        half: usize,
+    ) -> ((&'g [usize], &'d mut [u32]), (&'g [usize], &'d mut [u32])) {
+        let buckets = self.buckets();
+        let (low_dir, high_dir) =
+            directory[..buckets].split_at_mut((half * GROUP_BUCKETS).min(buckets));
+        let (low_groups, high_groups) = groups.split_at(half);
+        ((low_groups, low_dir), (high_groups, high_dir))
+    }
+
+    /// The base of `sorted`, whose first `low_count` positions hold the
+    /// lower half's buckets (`kept.0` of them kept, from the start) and
+    /// the rest the upper half's (`kept.1` kept, from `low_count`), with
+    /// `directory` as [`Base::place`] left it in each half, the upper
+    /// half's from bucket `half`.
+    fn joined(
+        mut self,
+        mut sorted: Vec<Slot>,
+        mut directory: Vec<u32>,
+        half: usize,
+        low_count: usize,
+        (low_kept, high_kept): (usize, usize),
+    ) -> Base {
+        let buckets = directory.len() - 1;
+        // Copies merged in the low half leave a gap before the high one.
+        if low_kept < low_count {
+            sorted.copy_within(low_count..low_count + high_kept, low_kept);
+        }
+        for entry in &mut directory[half.min(buckets)..buckets] {
             *entry += low_kept as u32;
         }
         let kept = low_kept + high_kept;
         directory[buckets] = kept as u32;
         sorted.truncate(kept);
-        base.slots = sorted.into_boxed_slice();
-        base.directory = directory.into_boxed_slice();
-        Ok(base)
+        self.slots = sorted.into_boxed_slice();
+        self.directory = directory.into_boxed_slice();
+        self
     }
 
-    /// Counts the slots of buckets `first..first + counts.len()`.
-    fn count(&self, parts: &[Vec<Slot>], first: usize, counts: &mut [u32]) {
-        for slot in parts.iter().flatten() {
-            if let Some(count) = counts.get_mut(self.bucket(slot.key).wrapping_sub(first)) {
-                *count += 1;
+    /// The group of [`GROUP_BUCKETS`] neighbouring buckets of a slot.
+    fn group(&self, slot: &Slot) -> usize {
+        self.bucket(slot.key) / GROUP_BUCKETS
+    }
+
+    /// Moves the slots of groups below `half` to the first `low_count`
+    /// positions (how many there are), the others after them.
+    fn partition(&self, slots: &mut [Slot], half: usize, low_count: usize) {
+        let (mut low, mut high) = (0, low_count);
+        loop {
+            while low < low_count && self.group(&slots[low]) < half {
+                low += 1;
             }
+            while high < slots.len() && self.group(&slots[high]) >= half {
+                high += 1;
+            }
+            // As many upper slots below `low_count` as lower ones above it.
+            if low >= low_count || high >= slots.len() {
+                break;
+            }
+            slots.swap(low, high);
+            low += 1;
+            high += 1;
         }
     }
 
-    /// Writes the slots of buckets `first..first + directory.len()` into
-    /// `region` (sized by [`Base::count`], whose counts `directory` holds),
-    /// grouped by bucket, by number within each, copies of one record
-    /// merged (see [`merge`]) and the survivors moved down over the merged
-    /// ones. Leaves in `directory` where each bucket starts in `region`,
-    /// and returns how many slots were kept.
+    /// Writes the slots of groups `first..first + groups.len()` (each
+    /// holding as many as `groups` says) into `region`, grouped by bucket,
+    /// by number within each, copies of one record merged (see [`merge`])
+    /// and the survivors moved down over the merged ones. Leaves in
+    /// `directory` (the groups' buckets) where each bucket starts in
+    /// `region`, and returns how many slots were kept.
     fn place(
         &self,
-        parts: &[Vec<Slot>],
+        parts: &[&[Slot]],
         first: usize,
+        groups: &[usize],
         directory: &mut [u32],
         region: &mut [std::mem::MaybeUninit<Slot>],
     ) -> usize {
-        let mut start = 0u32;
-        for entry in directory.iter_mut() {
-            let count = *entry;
-            *entry = start;
-            start += count;
-        }
-        self.scatter(parts, first, directory, region);
+        let starts = group_starts(groups);
+        self.scatter(parts, first, &starts, region);
         // SAFETY: the counts sized `region` for exactly these slots, so
         // `scatter` wrote each of its positions once; `MaybeUninit<Slot>`
         // has the layout of `Slot`.
         let region: &mut [Slot] = unsafe {
             &mut *(std::ptr::from_mut::<[std::mem::MaybeUninit<Slot>]>(region) as *mut [Slot])
         };
-        let mut kept = 0usize;
-        for b in 0..directory.len() {
-            let end = directory.get(b + 1).map_or(region.len(), |e| *e as usize);
-            let range = directory[b] as usize..end;
-            directory[b] = kept as u32;
-            region[range.clone()].sort_unstable_by_key(|s| (s.key, s.table(), s.row));
-            for i in range {
-                let slot = region[i];
-                if kept > directory[b] as usize && region[kept - 1].same_record(&slot) {
-                    region[kept - 1] = merge(region[kept - 1], slot);
-                } else {
-                    region[kept] = slot;
-                    kept += 1;
-                }
-            }
-        }
-        kept
+        self.spread(first, &starts, directory, region);
+        sort_buckets(region, directory)
     }
 
-    /// Writes the slots of buckets `first..first + directory.len()` into
-    /// `region`, each bucket from where `directory` says it starts, in
-    /// their order in `parts` (a stable counting sort). In two passes: first
-    /// into groups of [`GROUP_BUCKETS`] neighbouring buckets (few places
-    /// written at a time, so the writes stay in the cache), then each group
-    /// into its buckets through a small buffer. One pass wrote every slot to
-    /// a random place of the whole array: at 50 M records its writes missed
-    /// the cache one by one.
+    /// [`Base::place`] for slots already in `region` (exactly those of
+    /// groups `first..first + groups.len()`, in any order).
+    fn place_in_place(
+        &self,
+        first: usize,
+        groups: &[usize],
+        directory: &mut [u32],
+        region: &mut [Slot],
+    ) -> usize {
+        let starts = group_starts(groups);
+        self.permute(first, &starts, region);
+        self.spread(first, &starts, directory, region);
+        sort_buckets(region, directory)
+    }
+
+    /// The first pass of the grouping (stable): writes the slots of
+    /// groups `first..` into `region`, each group from its start in
+    /// `starts`, in their order in `parts`.
     fn scatter(
         &self,
-        parts: &[Vec<Slot>],
+        parts: &[&[Slot]],
         first: usize,
-        directory: &[u32],
+        starts: &[usize],
         region: &mut [std::mem::MaybeUninit<Slot>],
     ) {
-        let buckets = directory.len();
-        let groups = buckets.div_ceil(GROUP_BUCKETS);
-        let total = region.len();
-        let group_start = |g: usize| directory[g * GROUP_BUCKETS] as usize;
-        let group_end = |g: usize| {
-            directory
-                .get((g + 1) * GROUP_BUCKETS)
-                .map_or(total, |e| *e as usize)
-        };
-        let mut next: Vec<usize> = (0..groups).map(group_start).collect();
-        for slot in parts.iter().flatten() {
-            let b = self.bucket(slot.key).wrapping_sub(first);
-            if b < buckets {
-                region[next[b / GROUP_BUCKETS]].write(*slot);
-                next[b / GROUP_BUCKETS] += 1;
+        let groups = starts.len() - 1;
+        let mut next = starts[..groups].to_vec();
+        for slot in parts.iter().copied().flatten() {
+            let g = self.group(slot).wrapping_sub(first);
+            if g < groups {
+                region[next[g]].write(*slot);
+                next[g] += 1;
             }
         }
+    }
+
+    /// [`Base::scatter`] in place (an American flag sort of the groups):
+    /// each slot out of its group's place is carried to the next free
+    /// place of its own group, and what stood there is carried on, until a
+    /// slot of the group the walk started from comes back. Every slot
+    /// moves once; the writes go to as few places at a time as the
+    /// scatter's. Not stable.
+    fn permute(&self, first: usize, starts: &[usize], region: &mut [Slot]) {
+        let groups = starts.len() - 1;
+        let mut next = starts[..groups].to_vec();
+        for g in 0..groups {
+            while next[g] < starts[g + 1] {
+                let mut carried = region[next[g]];
+                let mut home = self.group(&carried).wrapping_sub(first);
+                // The counts say a slot of group `home` still waits for
+                // each place from `next[home]` to its end: the walk ends.
+                while home != g {
+                    std::mem::swap(&mut carried, &mut region[next[home]]);
+                    next[home] += 1;
+                    home = self.group(&carried).wrapping_sub(first);
+                }
+                region[next[g]] = carried;
+                next[g] += 1;
+            }
+        }
+    }
+
+    /// The second pass of the grouping: counts each group's buckets (in
+    /// `directory`, then where each starts in `region`) and orders the
+    /// group by bucket through a buffer of one group, keeping the order
+    /// within a bucket.
+    fn spread(&self, first: usize, starts: &[usize], directory: &mut [u32], region: &mut [Slot]) {
+        let first_bucket = first * GROUP_BUCKETS;
         let mut buffer: Vec<std::mem::MaybeUninit<Slot>> = Vec::new();
         let mut within = vec![0usize; GROUP_BUCKETS];
-        for g in 0..groups {
-            let (start, end) = (group_start(g), group_end(g));
-            let first_bucket = g * GROUP_BUCKETS;
-            let last_bucket = buckets.min(first_bucket + GROUP_BUCKETS);
-            for (at, b) in within.iter_mut().zip(first_bucket..last_bucket) {
-                *at = directory[b] as usize - start;
+        for (g, counts) in directory.chunks_mut(GROUP_BUCKETS).enumerate() {
+            let (start, end) = (starts[g], starts[g + 1]);
+            let group_bucket = first_bucket + g * GROUP_BUCKETS;
+            counts.fill(0);
+            for slot in &region[start..end] {
+                counts[self.bucket(slot.key) - group_bucket] += 1;
+            }
+            let mut at = 0usize;
+            for (count, place) in counts.iter_mut().zip(within.iter_mut()) {
+                *place = at;
+                at += *count as usize;
+                *count = (start + *place) as u32;
             }
             buffer.clear();
             buffer.resize(end - start, std::mem::MaybeUninit::uninit());
-            for placed in &region[start..end] {
-                // SAFETY: the first pass wrote every position of the group:
-                // its counts sized the group for exactly its slots.
-                let slot = unsafe { placed.assume_init() };
-                let b = self.bucket(slot.key).wrapping_sub(first) - first_bucket;
-                buffer[within[b]].write(slot);
+            for slot in &region[start..end] {
+                let b = self.bucket(slot.key) - group_bucket;
+                buffer[within[b]].write(*slot);
                 within[b] += 1;
             }
-            region[start..end].copy_from_slice(&buffer);
+            for (placed, buffered) in region[start..end].iter_mut().zip(&buffer) {
+                // SAFETY: the group's counts sized the buffer for exactly
+                // its slots: every position was written above.
+                *placed = unsafe { buffered.assume_init() };
+            }
         }
     }
 
@@ -414,6 +571,43 @@ impl Base {
         let end = start + bucket[start..].partition_point(|s| s.key == key.0);
         &bucket[start..end]
     }
+}
+
+/// Where each group starts, given how many slots each holds (one entry
+/// more, for the end).
+fn group_starts(groups: &[usize]) -> Vec<usize> {
+    let mut starts = Vec::with_capacity(groups.len() + 1);
+    let mut at = 0;
+    starts.push(at);
+    for count in groups {
+        at += count;
+        starts.push(at);
+    }
+    starts
+}
+
+/// Sorts each bucket of `region` (starting where `directory` says) by
+/// number, merges copies of one record (see [`merge`]) and moves the
+/// survivors down over the merged ones. Leaves in `directory` where each
+/// bucket now starts and returns how many slots were kept.
+fn sort_buckets(region: &mut [Slot], directory: &mut [u32]) -> usize {
+    let mut kept = 0usize;
+    for b in 0..directory.len() {
+        let end = directory.get(b + 1).map_or(region.len(), |e| *e as usize);
+        let range = directory[b] as usize..end;
+        directory[b] = kept as u32;
+        region[range.clone()].sort_unstable_by_key(|s| (s.key, s.table(), s.row));
+        for i in range {
+            let slot = region[i];
+            if kept > directory[b] as usize && region[kept - 1].same_record(&slot) {
+                region[kept - 1] = merge(region[kept - 1], slot);
+            } else {
+                region[kept] = slot;
+                kept += 1;
+            }
+        }
+    }
+    kept
 }
 
 /// A change to the records of one number.
@@ -585,7 +779,7 @@ impl CompactIndex {
 
     /// Merges the pending changes, then the slots of `added`, into a new
     /// base: for an index nobody else changes meanwhile (at load).
-    pub(crate) fn compact_with(&self, added: Vec<Vec<Slot>>) -> Result<(), SlotError> {
+    pub(crate) fn compact_with(&self, added: Vec<Slot>) -> Result<(), SlotError> {
         let mut compaction = self.begin_compaction();
         compaction.freeze();
         compaction.finish(added)
@@ -627,12 +821,12 @@ impl Compaction<'_> {
 
     /// Builds the base of the old one, the frozen changes and the slots of
     /// `added`.
-    pub(crate) fn finish(self, added: Vec<Vec<Slot>>) -> Result<(), SlotError> {
+    pub(crate) fn finish(self, added: Vec<Slot>) -> Result<(), SlotError> {
         let frozen = self.frozen.clone().unwrap_or_default();
         let base = Arc::clone(&self.index.layers.load().base);
         if base.slots.is_empty() && frozen.is_empty() {
-            // The first load: no copy of `added`.
-            return self.swap_in(Base::build(added)?);
+            // The first load: built in the memory of `added`.
+            return self.swap_in(Base::build_in_place(added)?);
         }
         let mut slots: Vec<Slot> = Vec::with_capacity(base.slots.len());
         slots.extend(
@@ -652,10 +846,7 @@ impl Compaction<'_> {
         // The kept slots first, `added` after them: where a record comes
         // twice, `merge` keeps the first copy's fields, as a pending
         // `Change::Add` of the same record would.
-        let mut parts = Vec::with_capacity(added.len() + 1);
-        parts.push(slots);
-        parts.extend(added);
-        self.swap_in(Base::build(parts)?)
+        self.swap_in(Base::build(vec![slots, added])?)
     }
 
     fn swap_in(self, base: Base) -> Result<(), SlotError> {
@@ -720,10 +911,22 @@ mod tests {
             slots[50_000..].to_vec(),
         ];
         let two = Base::build_split(parts, true).unwrap();
-        assert_eq!(one.bits, two.bits);
-        assert_eq!(one.directory, two.directory);
+        // And in the memory of the slots themselves (the first load's
+        // build), on one thread and on two, from the slots reversed.
+        let reversed: Vec<Slot> = slots.iter().rev().copied().collect();
+        let in_place = Base::build_in_place_split(slots.clone(), false).unwrap();
+        let in_place_two = Base::build_in_place_split(reversed, true).unwrap();
         assert_eq!(one.slots.len(), 9_000 + 40_000);
-        assert!(one.slots.iter().zip(two.slots.iter()).all(|(a, b)| a == b));
+        for other in [&two, &in_place, &in_place_two] {
+            assert_eq!(one.bits, other.bits);
+            assert_eq!(one.directory, other.directory);
+            assert!(
+                one.slots
+                    .iter()
+                    .zip(other.slots.iter())
+                    .all(|(a, b)| a == b)
+            );
+        }
         // The copies were merged: the earliest end kept.
         assert_eq!(
             two.get(key(0))
@@ -754,7 +957,15 @@ mod tests {
         expected.sort_unstable();
         expected.dedup();
         let parts = vec![slots[..70_000].to_vec(), slots[70_000..].to_vec()];
-        let base = Base::build_split(parts, true).unwrap();
+        for base in [
+            Base::build_split(parts, true).unwrap(),
+            Base::build_in_place_split(slots, true).unwrap(),
+        ] {
+            every_record_once_in_its_bucket_in_order(&base, &expected);
+        }
+    }
+
+    fn every_record_once_in_its_bucket_in_order(base: &Base, expected: &[(u64, Table, u32)]) {
         assert!(base.directory.len() > 8 * GROUP_BUCKETS);
         let bucket_of = |s: &Slot| base.bucket(s.key);
         for b in 0..base.directory.len() - 1 {
@@ -816,7 +1027,7 @@ mod tests {
         check(&index);
         let mut compaction = index.begin_compaction();
         compaction.freeze();
-        compaction.finish(vec![vec![consent(4, 4, 1)]]).unwrap();
+        compaction.finish(vec![consent(4, 4, 1)]).unwrap();
         check(&index);
         assert_eq!(index.slots(key(4)).len(), 1);
         assert_eq!(index.sizes(), (3, 0));
@@ -833,7 +1044,7 @@ mod tests {
         assert_eq!({ index.slots(key(1))[0].t1 }, 120);
         let mut compaction = index.begin_compaction();
         compaction.freeze();
-        compaction.finish(vec![vec![consent(1, 1, 1)]]).unwrap();
+        compaction.finish(vec![consent(1, 1, 1)]).unwrap();
         let slots = index.slots(key(1));
         assert_eq!((slots.len(), { slots[0].t1 }), (1, 120));
     }

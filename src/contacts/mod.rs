@@ -256,26 +256,20 @@ impl ContactIndex {
 
     /// Sizes the presence filter for `numbers` numbers, with every number of
     /// `slots` present: only before the index is shared (at load).
-    fn size_presence(&mut self, numbers: usize, parts: &[Vec<Slot>]) {
+    fn size_presence(&mut self, numbers: usize, slots: &[Slot]) {
         self.present = Presence::for_numbers(numbers);
         // Each number is a write at a random place of a filter of up to
         // hundreds of megabytes (a cache miss each): many on two threads,
-        // each taking half of every part.
-        let index = &*self;
-        let halves = |upper: bool| {
-            parts.iter().for_each(|part| {
-                let (low, high) = part.split_at(part.len() / 2);
-                index.mark_present(if upper { high } else { low });
-            });
-        };
-        if parts.iter().map(Vec::len).sum::<usize>() < PARALLEL_PRESENCE {
-            halves(false);
-            halves(true);
+        // each taking half.
+        let (low, high) = slots.split_at(slots.len() / 2);
+        if slots.len() < PARALLEL_PRESENCE {
+            self.mark_present(slots);
             return;
         }
+        let index = &*self;
         std::thread::scope(|scope| {
-            scope.spawn(|| halves(true));
-            halves(false);
+            scope.spawn(|| index.mark_present(high));
+            index.mark_present(low);
         });
     }
 

@@ -25,7 +25,10 @@ use crate::number::NumberKey;
 mod journal_state;
 pub(crate) use journal_state::{AllRecords, with_journal_position};
 mod purge;
+mod scan;
+
 pub use purge::{Ceiling, PurgeCounts, RecordCeilings};
+use scan::NameCache;
 
 /// A storage failure (the change was not made).
 #[derive(Debug, thiserror::Error)]
@@ -459,79 +462,6 @@ fn text<'r>(row: &'r rusqlite::Row<'_>, index: usize) -> rusqlite::Result<&'r st
     row.get_ref(index)?.as_str().map_err(|e| {
         rusqlite::Error::FromSqlConversionFailure(index, rusqlite::types::Type::Text, Box::new(e))
     })
-}
-
-/// Room for the slots of a scan of `after < rowid <= upto`: the range, so
-/// that a large scan never copies what it read into a larger vector, but
-/// not beyond 2^26 rows (rowids left by deletions, or out of range, would
-/// reserve memory for rows that are not there), and less, or none, when
-/// the system refuses that much (the vector then grows as it fills).
-fn slots_for_rows(after: i64, upto: i64) -> Vec<Slot> {
-    let rows = usize::try_from(upto.saturating_sub(after)).map_or(0, |rows| rows.min(1 << 26));
-    let mut slots = Vec::new();
-    if slots.try_reserve_exact(rows).is_err() {
-        let _ = slots.try_reserve_exact(rows.min(1 << 20));
-    }
-    slots
-}
-
-/// The names interned while scanning, most recent first: a scan meets a
-/// few controllers, campaigns and suppliers over and over, and a row has
-/// two of them, so one remembered name would miss on every other lookup.
-#[derive(Default)]
-struct NameCache {
-    recent: Vec<(Box<[u8]>, u32)>,
-}
-
-/// Names a [`NameCache`] remembers; past that the interner answers.
-const NAME_CACHE_SIZE: usize = 16;
-
-impl NameCache {
-    /// The interned id of the text in column `index` of `row`. A name
-    /// remembered is matched on its bytes; only a new one is checked to
-    /// be UTF-8 (every remembered one was).
-    fn id(
-        &mut self,
-        index: &ContactIndex,
-        row: &rusqlite::Row<'_>,
-        column: usize,
-    ) -> Result<u32, StoreError> {
-        let value = row.get_ref(column)?;
-        let rusqlite::types::ValueRef::Text(name) = value else {
-            // The error `text` gives a value that is not text.
-            return Err(rusqlite::Error::FromSqlConversionFailure(
-                column,
-                value.data_type(),
-                Box::new(rusqlite::types::FromSqlError::InvalidType),
-            )
-            .into());
-        };
-        if name.is_empty() {
-            // Interned first of all, as 0 (no supplier, no campaign).
-            return Ok(0);
-        }
-        if let Some(at) = self.recent.iter().position(|(known, _)| **known == *name) {
-            let id = self.recent[at].1;
-            if at > 0 {
-                // Move to the front: the next row most likely repeats it.
-                self.recent[..=at].rotate_right(1);
-            }
-            return Ok(id);
-        }
-        let text = std::str::from_utf8(name).map_err(|e| {
-            rusqlite::Error::FromSqlConversionFailure(
-                column,
-                rusqlite::types::Type::Text,
-                Box::new(e),
-            )
-        })?;
-        let id = index.records.names.intern(text)?;
-        if self.recent.len() == NAME_CACHE_SIZE {
-            self.recent.pop();
-        }
-        self.recent.insert(0, (name.into(), id));
-        Ok(id)
-    }
 }
 
 /// The opt-outs kept by hash for an erased subject.
@@ -1099,7 +1029,7 @@ impl ContactStore {
     fn load(&mut self) -> Result<(), StoreError> {
         let mut watermarks = [0; 3];
         let started = std::time::Instant::now();
-        let parts = {
+        let slots = {
             let conn = self.conn.lock().expect("contact db lock");
             // Read before the rows: a correction made meanwhile is applied
             // again by the next refresh (which converges on the row).
@@ -1109,10 +1039,10 @@ impl ContactStore {
         let scanned = started.elapsed();
         // Not shared yet: the filter can be sized for what was loaded
         // (twice, for imports to come).
-        let records: usize = parts.iter().map(Vec::len).sum();
-        self.index.size_presence(records.saturating_mul(2), &parts);
+        let records = slots.len();
+        self.index.size_presence(records.saturating_mul(2), &slots);
         *self.watermarks.get_mut().expect("watermark lock") = watermarks;
-        self.index.records.compact_with(parts)?;
+        self.index.records.compact_with(slots)?;
         tracing::debug!(
             records,
             scan_ms = scanned.as_millis() as u64,
@@ -1124,185 +1054,6 @@ impl ContactStore {
         self.indexed
             .store(true, std::sync::atomic::Ordering::Release);
         Ok(())
-    }
-
-    /// The slots of the rows added since `watermarks` (which it advances),
-    /// checking every value read back; opt-outs kept by hash go straight
-    /// to the index.
-    fn scan(
-        &self,
-        conn: &Connection,
-        watermarks: &mut [i64; 3],
-    ) -> Result<Vec<Vec<Slot>>, StoreError> {
-        let mut names = NameCache::default();
-        // The last rows now: rows added meanwhile wait for the next scan.
-        let last_consent = last_rowid(conn, "consents")?;
-        let last_suppression = last_rowid(conn, "suppressions")?;
-        let first = watermarks[0];
-        let consents = (last_consent - first).max(0);
-        let suppressions = (last_suppression - watermarks[2]).max(0);
-        // Many rows: the opt-outs and the last consents on a second thread
-        // (its own connection, which sees every row up to the marks read
-        // above), about half the rows each.
-        let (mut parts, suppressed) = if consents + suppressions > PARALLEL_SCAN {
-            let middle =
-                last_consent - ((consents + suppressions) / 2 - suppressions).clamp(0, consents);
-            let after = watermarks[2];
-            std::thread::scope(|scope| {
-                let other = scope.spawn(|| {
-                    let reader = self.reader()?;
-                    let mut names = NameCache::default();
-                    let scanned = self
-                        .scan_suppressions(&reader, &mut names, after, last_suppression)
-                        .and_then(|suppressed| {
-                            let upper =
-                                self.scan_consents(&reader, &mut names, middle, last_consent)?;
-                            Ok((upper, suppressed))
-                        });
-                    self.readers.lock().expect("reader pool lock").push(reader);
-                    scanned
-                });
-                let lower = self.scan_consents(conn, &mut names, first, middle)?;
-                let (upper, suppressed) = other.join().unwrap_or_else(|_| {
-                    Err(StoreError::Unreadable("the scanning thread failed".into()))
-                })?;
-                Ok::<_, StoreError>((vec![lower, upper], suppressed))
-            })?
-        } else {
-            let suppressed =
-                self.scan_suppressions(conn, &mut names, watermarks[2], last_suppression)?;
-            (
-                vec![self.scan_consents(conn, &mut names, first, last_consent)?],
-                suppressed,
-            )
-        };
-        // Exactly the last rows now (lower than before if rows were
-        // deleted): a row that later reuses a rowid is still read.
-        watermarks[0] = last_consent;
-        watermarks[2] = last_suppression;
-        let (suppression_slots, mut erased) = suppressed;
-        parts.push(suppression_slots);
-        let last = last_rowid(conn, "relationships")?;
-        parts.push(self.scan_relationships(conn, &mut names, watermarks[1], last)?);
-        watermarks[1] = watermarks[1].max(last);
-        erased.sort_unstable();
-        erased.dedup();
-        for hash in erased {
-            if let Ok(subject) = SubjectHash::try_from(hash.as_slice()) {
-                self.index
-                    .set_erased(subject, hashed_suppressions(conn, &subject)?);
-            }
-        }
-        Ok(parts)
-    }
-
-    /// The slots of the opt-outs with `after < rowid <= upto`, and the
-    /// subject hashes of those kept by hash only (erased subjects).
-    fn scan_suppressions(
-        &self,
-        conn: &Connection,
-        names: &mut NameCache,
-        after: i64,
-        upto: i64,
-    ) -> Result<(Vec<Slot>, Vec<Vec<u8>>), StoreError> {
-        let mut slots = slots_for_rows(after, upto);
-        let mut erased: Vec<Vec<u8>> = Vec::new();
-        let mut statement = conn.prepare(
-            "SELECT rowid, number_key, number_hash, controller, campaign_id, created_at_us, expires_at_us
-             FROM suppressions WHERE rowid > ?1 AND rowid <= ?2 ORDER BY rowid",
-        )?;
-        let mut rows = statement.query([after, upto])?;
-        while let Some(row) = rows.next()? {
-            let rowid: i64 = row.get(0)?;
-            let Some(key) = row.get::<_, Option<i64>>(1)? else {
-                if let Some(hash) = row.get::<_, Option<Vec<u8>>>(2)? {
-                    erased.push(hash);
-                }
-                continue;
-            };
-            slots.push(Slot::new(
-                NumberKey(key as u64),
-                Table::Suppression,
-                rowid,
-                0,
-                names.id(&self.index, row, 3)?,
-                names.id(&self.index, row, 4)?,
-                super::Instants {
-                    t0: ts_column(row, 5, "created_at_us")?.as_microsecond(),
-                    t1: optional_us(row, 6, "expires_at_us")?,
-                    t2: super::OPEN,
-                },
-            )?);
-        }
-        Ok((slots, erased))
-    }
-
-    /// The slots of the consents with `after < rowid <= upto`.
-    fn scan_consents(
-        &self,
-        conn: &Connection,
-        names: &mut NameCache,
-        after: i64,
-        upto: i64,
-    ) -> Result<Vec<Slot>, StoreError> {
-        let mut slots = slots_for_rows(after, upto);
-        let mut statement = conn.prepare(
-            "SELECT rowid, number_key, controller, purpose, granted_at_us, revoked_at_us, expires_at_us, supplier
-             FROM consents WHERE rowid > ?1 AND rowid <= ?2 ORDER BY rowid",
-        )?;
-        let mut rows = statement.query([after, upto])?;
-        while let Some(row) = rows.next()? {
-            slots.push(Slot::new(
-                NumberKey(row.get::<_, i64>(1)? as u64),
-                Table::Consent,
-                row.get(0)?,
-                super::purpose_code(purpose(text(row, 3)?)?),
-                names.id(&self.index, row, 2)?,
-                names.id(&self.index, row, 7)?,
-                super::Instants {
-                    t0: ts_column(row, 4, "granted_at_us")?.as_microsecond(),
-                    t1: optional_us(row, 5, "revoked_at_us")?,
-                    t2: optional_us(row, 6, "expires_at_us")?,
-                },
-            )?);
-        }
-        Ok(slots)
-    }
-
-    /// The slots of the relationships in rows `after + 1..=upto`.
-    fn scan_relationships(
-        &self,
-        conn: &Connection,
-        names: &mut NameCache,
-        after: i64,
-        upto: i64,
-    ) -> Result<Vec<Slot>, StoreError> {
-        let mut slots = Vec::new();
-        let mut statement = conn.prepare(
-            "SELECT rowid, number_key, controller, kind, started_at_us, ended_at_us
-             FROM relationships WHERE rowid > ?1 AND rowid <= ?2 ORDER BY rowid",
-        )?;
-        let mut rows = statement.query([after, upto])?;
-        while let Some(row) = rows.next()? {
-            let kind = match relationship_kind(text(row, 3)?)? {
-                RelationshipKind::Customer => 0,
-                RelationshipKind::Inquiry => 1,
-            };
-            slots.push(Slot::new(
-                NumberKey(row.get::<_, i64>(1)? as u64),
-                Table::Relationship,
-                row.get(0)?,
-                kind,
-                names.id(&self.index, row, 2)?,
-                0,
-                super::Instants {
-                    t0: ts_column(row, 4, "started_at_us")?.as_microsecond(),
-                    t1: optional_us(row, 5, "ended_at_us")?,
-                    t2: super::OPEN,
-                },
-            )?);
-        }
-        Ok(slots)
     }
 
     /// Applies the rows rewritten in place since the last call (in this
@@ -1317,15 +1068,16 @@ impl ContactStore {
         let mut names = NameCache::default();
         while let Some(row) = rows.next()? {
             let (seq, rowid, old_key): (i64, i64, i64) = (row.get(0)?, row.get(2)?, row.get(3)?);
-            let (table, now) = match text(row, 1)? {
-                "consents" => (
-                    Table::Consent,
-                    self.scan_consents(conn, &mut names, rowid - 1, rowid)?,
-                ),
-                "relationships" => (
-                    Table::Relationship,
-                    self.scan_relationships(conn, &mut names, rowid - 1, rowid)?,
-                ),
+            let mut now = Vec::new();
+            let table = match text(row, 1)? {
+                "consents" => {
+                    self.scan_consents(conn, &mut names, rowid - 1, rowid, &mut now)?;
+                    Table::Consent
+                }
+                "relationships" => {
+                    self.scan_relationships(conn, &mut names, rowid - 1, rowid, &mut now)?;
+                    Table::Relationship
+                }
                 other => {
                     return Err(unknown("corrections.tbl", other, "not a corrected table"));
                 }
@@ -2042,7 +1794,7 @@ impl ContactStore {
         // The marks move only once the rows are in the index: a failed
         // scan is read again by the next refresh.
         let mut next = *watermarks;
-        let added = self.scan(&conn, &mut next)?.concat();
+        let added = self.scan(&conn, &mut next)?;
         let loaded = added.len();
         let compaction = if loaded > MERGE_AT_ONCE {
             self.index.mark_present(&added);
@@ -2063,7 +1815,7 @@ impl ContactStore {
         drop(conn);
         match compaction {
             Some((compaction, added)) => {
-                if let Err(err) = compaction.finish(vec![added.clone()]) {
+                if let Err(err) = compaction.finish(added.clone()) {
                     // The frozen changes stay in force (the next freeze
                     // keeps them); the rows become pending changes.
                     for slot in added {
@@ -2942,8 +2694,10 @@ mod tests {
     }
 
     /// Many rows are loaded on two threads (the opt-outs and the last
-    /// consents on the second): every record is indexed once, under its
-    /// own names, and an erased subject's opt-out kept by hash too.
+    /// consents on the second) straight into one vector, in three regions
+    /// (the relationships' last): every record is indexed once, under its
+    /// own names, and an erased subject's opt-out kept by hash too. The
+    /// erasures leave rows missing in each region (their slots move down).
     #[test]
     fn test_a_load_on_two_threads_indexes_every_record() {
         let dir = tempfile::tempdir().unwrap();
@@ -2981,13 +2735,44 @@ mod tests {
                 Ok(Some(((), serde_json::json!({}))))
             })
             .unwrap();
-        importer
-            .erase(key(0), &number(0), "", "test", at, &serde_json::Value::Null)
-            .unwrap();
+        let relationships = 24;
+        for i in 0..relationships {
+            let relationship = Relationship {
+                relationship_id: format!("r-{i}"),
+                controller: "acme".into(),
+                number: number(i * 3),
+                kind: [RelationshipKind::Customer, RelationshipKind::Inquiry][i % 2],
+                started_at: at,
+                ended_at: None,
+                recorded_at: at,
+            };
+            importer
+                .record_relationship(key(i * 3), relationship, "test")
+                .unwrap();
+        }
+        // A consent, an opt-out and a relationship missing from each
+        // region: lower consents (up to row 160 here), opt-outs and upper
+        // consents, relationships (the numbers 0, 3 and 171).
+        let erased_numbers = [0, 3, 171];
+        for i in erased_numbers {
+            importer
+                .erase(key(i), &number(i), "", "test", at, &serde_json::Value::Null)
+                .unwrap();
+        }
         let loaded = ContactStore::open(dir.path()).unwrap();
-        for i in 1..consents {
+        for i in (1..consents).filter(|i| !erased_numbers.contains(i)) {
             let view = loaded.view(key(i), &number(i));
             assert_eq!(view.consents.len(), 1, "{i}");
+            let related = i % 3 == 0 && i / 3 < relationships;
+            assert_eq!(view.relationships.len(), usize::from(related), "{i}");
+            if related {
+                let r = &view.relationships[0];
+                assert_eq!(r.relationship_id, format!("r-{}", i / 3));
+                assert_eq!(
+                    r.kind,
+                    [RelationshipKind::Customer, RelationshipKind::Inquiry][(i / 3) % 2]
+                );
+            }
             assert_eq!(view.consents[0].consent_id, format!("c-{i}"));
             assert_eq!(
                 view.consents[0].controller,
