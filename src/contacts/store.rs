@@ -2693,6 +2693,54 @@ mod tests {
         assert!(store.view(key, number).consents.is_empty());
     }
 
+    /// A rowid at the end of SQLite's range (a row inserted outside
+    /// dialgate) made the scan's count of rows overflow: the load must
+    /// refuse the store with an error, not panic (nor reserve nothing and
+    /// write past it).
+    #[test]
+    fn test_a_rowid_at_the_end_of_the_range_stops_the_load_with_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let at: Timestamp = "2026-01-05T10:00:00Z".parse().unwrap();
+        let number = |i: usize| format!("+39333{i:07}");
+        let key = |i: usize| NumberKey::from_e164(&number(i)).unwrap();
+        {
+            let store = ContactStore::open(dir.path()).unwrap();
+            for i in 0..PARALLEL_SCAN as usize {
+                store
+                    .record_consent(key(i), consent(&number(i)), "test")
+                    .unwrap();
+            }
+            let relationship = Relationship {
+                relationship_id: "r-1".into(),
+                controller: "acme".into(),
+                number: number(1),
+                kind: RelationshipKind::Customer,
+                started_at: at,
+                ended_at: None,
+                recorded_at: at,
+            };
+            store
+                .record_relationship(key(1), relationship, "test")
+                .unwrap();
+        }
+        let conn = Connection::open(database_path(dir.path())).unwrap();
+        conn.execute(
+            "INSERT INTO consents (rowid, consent_id, controller, number, number_key, purpose, granted_at_us,
+                 source, method, notice_version, evidence_ref, recorded_at_us)
+             SELECT 9223372036854775807, 'last', controller, number, number_key, purpose, granted_at_us,
+                 source, method, notice_version, evidence_ref, recorded_at_us FROM consents LIMIT 1",
+            [],
+        )
+        .unwrap();
+        drop(conn);
+        let opened = std::panic::catch_unwind(|| ContactStore::open(dir.path()));
+        let err = opened
+            .expect("no panic")
+            .err()
+            .expect("the store is refused");
+        assert!(err.to_string().contains("rowid"), "{err}");
+    }
+
     /// Many rows are loaded on two threads (the opt-outs and the last
     /// consents on the second) straight into one vector, in three regions
     /// (the relationships' last): every record is indexed once, under its

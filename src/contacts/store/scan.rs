@@ -153,10 +153,16 @@ impl ContactStore {
         let consents = (last_consent - first).max(0);
         let suppressions = (last_suppression - watermarks[2]).max(0);
         let relationships = (last_relationship - watermarks[1]).max(0);
-        let rows = consents + suppressions + relationships;
+        // Saturating: a rowid at the end of SQLite's range (a row stored
+        // outside dialgate) must not wrap the count. Beyond the room
+        // reserved, one thread reads, and such a row stops the load
+        // (`SlotError::RowOutOfRange`).
+        let rows = consents
+            .saturating_add(suppressions)
+            .saturating_add(relationships);
         let mut slots = room_for(rows);
         let room = slots.capacity() as i64 >= rows;
-        let erased = if consents + suppressions > PARALLEL_SCAN && room {
+        let erased = if consents.saturating_add(suppressions) > PARALLEL_SCAN && room {
             let middle =
                 last_consent - ((consents + suppressions) / 2 - suppressions).clamp(0, consents);
             let after = watermarks[2];
