@@ -2734,10 +2734,9 @@ mod tests {
         .unwrap();
         drop(conn);
         let opened = std::panic::catch_unwind(|| ContactStore::open(dir.path()));
-        let err = opened
-            .expect("no panic")
-            .err()
-            .expect("the store is refused");
+        let Err(err) = opened.expect("no panic") else {
+            panic!("the store is refused");
+        };
         assert!(err.to_string().contains("rowid"), "{err}");
     }
 
