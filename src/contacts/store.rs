@@ -25,6 +25,7 @@ use crate::number::NumberKey;
 mod journal_state;
 pub(crate) use journal_state::{AllRecords, with_journal_position};
 mod purge;
+mod raw_rows;
 mod scan;
 
 pub use purge::{Ceiling, PurgeCounts, RecordCeilings};
@@ -446,15 +447,6 @@ fn optional_ts_column(
             .map(Some)
             .map_err(|_| unknown(column, us, "not an instant")),
     }
-}
-
-/// An optional instant read back, as slots hold it ([`super::OPEN`] for none).
-fn optional_us(
-    row: &rusqlite::Row<'_>,
-    index: usize,
-    column: &'static str,
-) -> Result<i64, StoreError> {
-    Ok(optional_ts_column(row, index, column)?.map_or(super::OPEN, |t| t.as_microsecond()))
 }
 
 /// A text column read back without copying it.

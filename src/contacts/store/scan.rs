@@ -6,9 +6,12 @@ use std::mem::MaybeUninit;
 
 use rusqlite::Connection;
 
+use jiff::Timestamp;
+
+use super::raw_rows::RawRows;
 use super::{
-    ContactStore, PARALLEL_SCAN, StoreError, hashed_suppressions, last_rowid, optional_us, purpose,
-    relationship_kind, text, ts_column,
+    ContactStore, PARALLEL_SCAN, StoreError, hashed_suppressions, last_rowid, purpose,
+    relationship_kind, unknown,
 };
 use crate::contacts::compact::{Slot, Table};
 use crate::contacts::{ContactIndex, RelationshipKind, SubjectHash};
@@ -80,25 +83,10 @@ pub(super) struct NameCache {
 const NAME_CACHE_SIZE: usize = 16;
 
 impl NameCache {
-    /// The interned id of the text in column `index` of `row`. A name
+    /// The interned id of `name`, the text of column `column`. A name
     /// remembered is matched on its bytes; only a new one is checked to
     /// be UTF-8 (every remembered one was).
-    fn id(
-        &mut self,
-        index: &ContactIndex,
-        row: &rusqlite::Row<'_>,
-        column: usize,
-    ) -> Result<u32, StoreError> {
-        let value = row.get_ref(column)?;
-        let rusqlite::types::ValueRef::Text(name) = value else {
-            // The error `text` gives a value that is not text.
-            return Err(rusqlite::Error::FromSqlConversionFailure(
-                column,
-                value.data_type(),
-                Box::new(rusqlite::types::FromSqlError::InvalidType),
-            )
-            .into());
-        };
+    fn id(&mut self, index: &ContactIndex, name: &[u8], column: usize) -> Result<u32, StoreError> {
         if name.is_empty() {
             // Interned first of all, as 0 (no supplier, no campaign).
             return Ok(0);
@@ -111,13 +99,7 @@ impl NameCache {
             }
             return Ok(id);
         }
-        let text = std::str::from_utf8(name).map_err(|e| {
-            rusqlite::Error::FromSqlConversionFailure(
-                column,
-                rusqlite::types::Type::Text,
-                Box::new(e),
-            )
-        })?;
+        let text = utf8(name, column)?;
         let id = index.records.names.intern(text)?;
         if self.recent.len() == NAME_CACHE_SIZE {
             self.recent.pop();
@@ -264,29 +246,30 @@ impl ContactStore {
         out: &mut impl SlotSink,
     ) -> Result<Vec<Vec<u8>>, StoreError> {
         let mut erased: Vec<Vec<u8>> = Vec::new();
-        let mut statement = conn.prepare(
+        let mut rows = RawRows::prepare(
+            conn,
             "SELECT rowid, number_key, number_hash, controller, campaign_id, created_at_us, expires_at_us
              FROM suppressions WHERE rowid > ?1 AND rowid <= ?2 ORDER BY rowid",
+            after,
+            upto,
         )?;
-        let mut rows = statement.query([after, upto])?;
         while let Some(row) = rows.next()? {
-            let rowid: i64 = row.get(0)?;
-            let Some(key) = row.get::<_, Option<i64>>(1)? else {
-                if let Some(hash) = row.get::<_, Option<Vec<u8>>>(2)? {
-                    erased.push(hash);
+            let Some(key) = row.optional_int(1)? else {
+                if let Some(hash) = row.optional_blob(2)? {
+                    erased.push(hash.to_vec());
                 }
                 continue;
             };
             out.put(Slot::new(
                 NumberKey(key as u64),
                 Table::Suppression,
-                rowid,
+                row.int(0)?,
                 0,
-                names.id(&self.index, row, 3)?,
-                names.id(&self.index, row, 4)?,
+                names.id(&self.index, row.text(3)?, 3)?,
+                names.id(&self.index, row.text(4)?, 4)?,
                 crate::contacts::Instants {
-                    t0: ts_column(row, 5, "created_at_us")?.as_microsecond(),
-                    t1: optional_us(row, 6, "expires_at_us")?,
+                    t0: instant(row.int(5)?, "created_at_us")?,
+                    t1: optional_instant(row.optional_int(6)?, "expires_at_us")?,
                     t2: crate::contacts::OPEN,
                 },
             )?)?;
@@ -303,23 +286,25 @@ impl ContactStore {
         upto: i64,
         out: &mut impl SlotSink,
     ) -> Result<(), StoreError> {
-        let mut statement = conn.prepare(
+        let mut rows = RawRows::prepare(
+            conn,
             "SELECT rowid, number_key, controller, purpose, granted_at_us, revoked_at_us, expires_at_us, supplier
              FROM consents WHERE rowid > ?1 AND rowid <= ?2 ORDER BY rowid",
+            after,
+            upto,
         )?;
-        let mut rows = statement.query([after, upto])?;
         while let Some(row) = rows.next()? {
             out.put(Slot::new(
-                NumberKey(row.get::<_, i64>(1)? as u64),
+                NumberKey(row.int(1)? as u64),
                 Table::Consent,
-                row.get(0)?,
-                crate::contacts::purpose_code(purpose(text(row, 3)?)?),
-                names.id(&self.index, row, 2)?,
-                names.id(&self.index, row, 7)?,
+                row.int(0)?,
+                crate::contacts::purpose_code(purpose(utf8(row.text(3)?, 3)?)?),
+                names.id(&self.index, row.text(2)?, 2)?,
+                names.id(&self.index, row.text(7)?, 7)?,
                 crate::contacts::Instants {
-                    t0: ts_column(row, 4, "granted_at_us")?.as_microsecond(),
-                    t1: optional_us(row, 5, "revoked_at_us")?,
-                    t2: optional_us(row, 6, "expires_at_us")?,
+                    t0: instant(row.int(4)?, "granted_at_us")?,
+                    t1: optional_instant(row.optional_int(5)?, "revoked_at_us")?,
+                    t2: optional_instant(row.optional_int(6)?, "expires_at_us")?,
                 },
             )?)?;
         }
@@ -336,30 +321,54 @@ impl ContactStore {
         upto: i64,
         out: &mut impl SlotSink,
     ) -> Result<(), StoreError> {
-        let mut statement = conn.prepare(
+        let mut rows = RawRows::prepare(
+            conn,
             "SELECT rowid, number_key, controller, kind, started_at_us, ended_at_us
              FROM relationships WHERE rowid > ?1 AND rowid <= ?2 ORDER BY rowid",
+            after,
+            upto,
         )?;
-        let mut rows = statement.query([after, upto])?;
         while let Some(row) = rows.next()? {
-            let kind = match relationship_kind(text(row, 3)?)? {
+            let kind = match relationship_kind(utf8(row.text(3)?, 3)?)? {
                 RelationshipKind::Customer => 0,
                 RelationshipKind::Inquiry => 1,
             };
             out.put(Slot::new(
-                NumberKey(row.get::<_, i64>(1)? as u64),
+                NumberKey(row.int(1)? as u64),
                 Table::Relationship,
-                row.get(0)?,
+                row.int(0)?,
                 kind,
-                names.id(&self.index, row, 2)?,
+                names.id(&self.index, row.text(2)?, 2)?,
                 0,
                 crate::contacts::Instants {
-                    t0: ts_column(row, 4, "started_at_us")?.as_microsecond(),
-                    t1: optional_us(row, 5, "ended_at_us")?,
+                    t0: instant(row.int(4)?, "started_at_us")?,
+                    t1: optional_instant(row.optional_int(5)?, "ended_at_us")?,
                     t2: crate::contacts::OPEN,
                 },
             )?)?;
         }
         Ok(())
     }
+}
+
+/// Text read back as UTF-8 (as rusqlite's getters check it).
+fn utf8(bytes: &[u8], column: usize) -> Result<&str, StoreError> {
+    std::str::from_utf8(bytes).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(column, rusqlite::types::Type::Text, Box::new(e))
+            .into()
+    })
+}
+
+/// An instant read back, in microseconds: out of range is an error, not
+/// the epoch (as [`super::ts_column`]).
+fn instant(us: i64, column: &'static str) -> Result<i64, StoreError> {
+    Timestamp::from_microsecond(us)
+        .map(|t| t.as_microsecond())
+        .map_err(|_| unknown(column, us, "not an instant"))
+}
+
+/// An optional instant read back, as slots hold it
+/// ([`crate::contacts::OPEN`] for none).
+fn optional_instant(us: Option<i64>, column: &'static str) -> Result<i64, StoreError> {
+    us.map_or(Ok(crate::contacts::OPEN), |us| instant(us, column))
 }
