@@ -2147,6 +2147,7 @@ impl ContactStore {
                 });
         let inserted_ms = started.elapsed().as_millis() as u64;
         self.refuse_reused_suppression_ids(&tx)?;
+        let checked_ms = started.elapsed().as_millis() as u64 - inserted_ms;
         let staged = last_rowid(&tx, "staging.suppressions")?;
         if staged > 0 {
             if sets_index_aside(staged, last_rowid(&tx, "main.suppressions")?) {
@@ -2163,6 +2164,7 @@ impl ContactStore {
             counts.moved(staged, inserted);
         }
         let before_rebuild = started.elapsed().as_millis() as u64;
+        let moved_ms = before_rebuild - inserted_ms - checked_ms;
         // Every index set aside above is built again here.
         match ids_set_aside {
             Some(repeated) => {
@@ -2194,6 +2196,8 @@ impl ContactStore {
             write_ahead,
             ids_sorted = counts.ids_sorted,
             inserted_ms,
+            checked_ms,
+            moved_ms,
             rebuilt_ms,
             committed_ms,
             took_ms = started.elapsed().as_millis() as u64,
@@ -2267,14 +2271,21 @@ impl ContactStore {
     /// and the other number would be called.
     fn refuse_reused_suppression_ids(&self, conn: &Connection) -> Result<(), StoreError> {
         let mut reused: Vec<String> = Vec::new();
-        let mut statement = conn.prepare(
-            "SELECT suppression_id FROM staging.suppressions GROUP BY suppression_id
-             HAVING COUNT(DISTINCT number_key) > 1 OR COUNT(DISTINCT controller) > 1
-                 OR COUNT(DISTINCT campaign_id) > 1 LIMIT 5",
-        )?;
-        let mut rows = statement.query([])?;
-        while let Some(row) = rows.next()? {
-            reused.push(format!("{} (twice in the file)", text(row, 0)?));
+        // More than one value of a column among an id's rows: its lowest
+        // and highest differ (both skip NULLs, as COUNT(DISTINCT) does,
+        // which built a temporary index per group and column: 12.9 s of
+        // a first load of 10 M opt-outs). One sort, as for index builds.
+        let twice: Vec<String> = sorting(conn, || {
+            let mut statement = conn.prepare(
+                "SELECT suppression_id FROM staging.suppressions GROUP BY suppression_id
+                 HAVING MIN(number_key) != MAX(number_key) OR MIN(controller) != MAX(controller)
+                     OR MIN(campaign_id) != MAX(campaign_id) LIMIT 5",
+            )?;
+            let rows = statement.query_map([], |row| row.get::<_, String>(0))?;
+            rows.collect()
+        })?;
+        for id in twice {
+            reused.push(format!("{id} (twice in the file)"));
         }
         let mut statement = conn.prepare(
             "SELECT s.suppression_id, s.number, s.number_key, s.controller, s.campaign_id,
@@ -3006,6 +3017,32 @@ mod tests {
             err.to_string().contains("crm-1 (twice in the file)"),
             "{err}"
         );
+        // The same number twice under one id, for another controller or
+        // another campaign: refused too.
+        let number = "+390212345678";
+        let key = NumberKey::from_e164(number).unwrap();
+        for other in [
+            Suppression {
+                controller: "acme".into(),
+                ..opt_out(number)
+            },
+            Suppression {
+                campaign_id: "spring".into(),
+                ..opt_out(number)
+            },
+        ] {
+            let err = store
+                .bulk_import("cli:test", "suppressions.imported", now, |bulk| {
+                    bulk.suppression(key, opt_out(number))?;
+                    bulk.suppression(key, other.clone())?;
+                    Ok(Some(((), serde_json::json!({}))))
+                })
+                .unwrap_err();
+            assert!(
+                err.to_string().contains("crm-1 (twice in the file)"),
+                "{err}"
+            );
+        }
         assert!(store.trail().unwrap().is_empty(), "nothing imported");
         let (_, counts) = import(&["+390212345678"]).unwrap().unwrap();
         assert_eq!(counts.stored, 1);
