@@ -17,6 +17,12 @@ use rusqlite::{Connection, ffi};
 pub(super) struct RawRows<'c> {
     stmt: NonNull<ffi::sqlite3_stmt>,
     db: *mut ffi::sqlite3,
+    /// The statement's columns: an index beyond them is an error (SQLite
+    /// would answer NULL, which an optional getter reads as "none").
+    columns: c_int,
+    /// Stepped to its end or failed: never stepped again (SQLite would
+    /// start it over).
+    finished: bool,
     _conn: PhantomData<&'c Connection>,
 }
 
@@ -24,6 +30,7 @@ pub(super) struct RawRows<'c> {
 /// next step.
 pub(super) struct RawRow<'s> {
     stmt: *mut ffi::sqlite3_stmt,
+    columns: c_int,
     _rows: PhantomData<&'s mut ()>,
 }
 
@@ -56,9 +63,13 @@ impl<'c> RawRows<'c> {
             return Err(failure(db, rc));
         }
         let stmt = NonNull::new(stmt).ok_or(rusqlite::Error::InvalidQuery)?;
+        // SAFETY: a live statement.
+        let columns = unsafe { ffi::sqlite3_column_count(stmt.as_ptr()) };
         let rows = RawRows {
             stmt,
             db,
+            columns,
+            finished: false,
             _conn: PhantomData,
         };
         for (index, value) in [(1, after), (2, upto)] {
@@ -75,13 +86,23 @@ impl<'c> RawRows<'c> {
     pub(super) fn next(&mut self) -> rusqlite::Result<Option<RawRow<'_>>> {
         // SAFETY: a live statement, stepped on the thread that borrows
         // its connection.
+        if self.finished {
+            return Ok(None);
+        }
         match unsafe { ffi::sqlite3_step(self.stmt.as_ptr()) } {
             ffi::SQLITE_ROW => Ok(Some(RawRow {
                 stmt: self.stmt.as_ptr(),
+                columns: self.columns,
                 _rows: PhantomData,
             })),
-            ffi::SQLITE_DONE => Ok(None),
-            rc => Err(failure(self.db, rc)),
+            ffi::SQLITE_DONE => {
+                self.finished = true;
+                Ok(None)
+            }
+            rc => {
+                self.finished = true;
+                Err(failure(self.db, rc))
+            }
         }
     }
 }
@@ -94,15 +115,17 @@ impl Drop for RawRows<'_> {
 }
 
 impl RawRow<'_> {
-    fn kind(&self, index: c_int) -> c_int {
-        // SAFETY: a statement positioned on a row; an index out of range
-        // gives SQLITE_NULL, refused by the callers' type checks.
-        unsafe { ffi::sqlite3_column_type(self.stmt, index) }
+    fn kind(&self, index: c_int) -> rusqlite::Result<c_int> {
+        if !(0..self.columns).contains(&index) {
+            return Err(rusqlite::Error::InvalidColumnIndex(index as usize));
+        }
+        // SAFETY: a statement positioned on a row, a column it has.
+        Ok(unsafe { ffi::sqlite3_column_type(self.stmt, index) })
     }
 
     /// An integer column (NULL or any other type is an error).
     pub(super) fn int(&self, index: c_int) -> rusqlite::Result<i64> {
-        match self.kind(index) {
+        match self.kind(index)? {
             // SAFETY: as in `kind`; the value is an integer.
             ffi::SQLITE_INTEGER => Ok(unsafe { ffi::sqlite3_column_int64(self.stmt, index) }),
             other => Err(wrong_type(index, other)),
@@ -111,7 +134,7 @@ impl RawRow<'_> {
 
     /// An integer column that may be NULL.
     pub(super) fn optional_int(&self, index: c_int) -> rusqlite::Result<Option<i64>> {
-        match self.kind(index) {
+        match self.kind(index)? {
             ffi::SQLITE_NULL => Ok(None),
             _ => self.int(index).map(Some),
         }
@@ -119,7 +142,7 @@ impl RawRow<'_> {
 
     /// A text column's bytes (UTF-8 is for the caller to check).
     pub(super) fn text(&self, index: c_int) -> rusqlite::Result<&[u8]> {
-        match self.kind(index) {
+        match self.kind(index)? {
             ffi::SQLITE_TEXT => self.bytes(index, |stmt, index| {
                 // SAFETY: as in `kind`.
                 unsafe { ffi::sqlite3_column_text(stmt, index) }
@@ -130,7 +153,7 @@ impl RawRow<'_> {
 
     /// A blob column that may be NULL.
     pub(super) fn optional_blob(&self, index: c_int) -> rusqlite::Result<Option<&[u8]>> {
-        match self.kind(index) {
+        match self.kind(index)? {
             ffi::SQLITE_NULL => Ok(None),
             ffi::SQLITE_BLOB => self
                 .bytes(index, |stmt, index| {
@@ -248,6 +271,13 @@ mod tests {
         assert!(row.int(0).is_err(), "a real is not an integer");
         assert!(row.text(1).is_err(), "a blob is not text");
         assert!(row.optional_blob(2).is_err());
+        // A column the statement does not have is an error, even for a
+        // getter that reads NULL as "none".
+        assert!(row.optional_int(3).is_err());
+        assert!(row.optional_blob(3).is_err());
+        assert!(row.optional_int(-1).is_err());
+        assert!(rows.next().unwrap().is_none());
+        assert!(rows.next().unwrap().is_none(), "not started over");
         assert!(RawRows::prepare(&conn, "SELECT nothing FROM nowhere", 0, 1).is_err());
     }
 }
