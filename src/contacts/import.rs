@@ -299,12 +299,15 @@ const LEDGER_BATCH_BYTES: usize = 1 << 20;
 /// here, on the faster of the two threads).
 const HANDOVER: usize = crate::contacts::BULK_BATCH;
 
+/// The order in which a bulk import takes one kind of record best.
+type OrderOf = fn(&BulkImport<'_>) -> BatchOrder;
+
 fn run<T: Send>(
     store: &ContactStore,
     mut table: Table,
     import: Import<'_>,
     validate: impl FnMut(&Row<'_>) -> Result<(NumberKey, T), RecordsError> + Send,
-    id: Option<fn(&T) -> &str>,
+    (order_of, id): (OrderOf, fn(&T) -> &str),
     mut add: impl FnMut(&mut BulkImport<'_>, NumberKey, T) -> Result<(), StoreError>,
     before_move: impl FnOnce(&mut BulkImport<'_>) -> Result<(), StoreError>,
 ) -> Result<ContactImportSummary, ContactImportError> {
@@ -327,11 +330,11 @@ fn run<T: Send>(
     // other reads and validates, handing over batches.
     let mut failure = None;
     let outcome = store.bulk_import(actor, action, now, |bulk| {
-        let order = bulk.order();
-        let order = move |batch: Vec<(NumberKey, T)>| match (order, id) {
-            (BatchOrder::AsRead, Some(_)) => batch,
-            (BatchOrder::ById, Some(id)) => by_id(batch, id),
-            _ => by_number(batch),
+        let order = order_of(bulk);
+        let order = move |batch: Vec<(NumberKey, T)>| match order {
+            BatchOrder::AsRead => batch,
+            BatchOrder::ById => by_id(batch, id),
+            BatchOrder::ByNumber => by_number(batch),
         };
         std::thread::scope(|scope| {
             let (batches, received) = std::sync::mpsc::sync_channel::<Vec<(NumberKey, T)>>(2);
@@ -407,7 +410,7 @@ fn instant(field: &'static str, text: &str) -> Result<Option<Timestamp>, Records
 
 fn content_id(prefix: &str, parts: &[&str]) -> String {
     let digest = Sha256::digest(parts.join("\u{1f}").as_bytes());
-    format!("{prefix}-{}", &hex::encode(digest)[..32])
+    format!("{prefix}-{}", crate::contacts::to_hex(&digest[..16]))
 }
 
 /// Columns of a consents file.
@@ -502,7 +505,10 @@ pub fn import_consents(
             dry_run,
         },
         validate,
-        Some(|consent| consent.consent_id.as_str()),
+        (
+            |bulk| bulk.consent_order(),
+            |consent| consent.consent_id.as_str(),
+        ),
         |bulk, key, consent| bulk.consent(key, consent),
         |_| Ok(()),
     )
@@ -592,8 +598,10 @@ pub fn import_suppressions(
             dry_run,
         },
         validate,
-        // Staged, in number order, whatever the import.
-        None,
+        (
+            |bulk| bulk.suppression_order(),
+            |(suppression, _)| suppression.suppression_id.as_str(),
+        ),
         |bulk, key, (suppression, line)| {
             if let Some(ledger) = records.ledger() {
                 // Never an opt-out the ledger does not hold.

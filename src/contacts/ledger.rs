@@ -107,7 +107,7 @@ impl Entry {
         Entry {
             at,
             kind,
-            subject: hex::encode(subject),
+            subject: super::to_hex(subject),
             salt: salt.to_string(),
             controller: String::new(),
             campaign_id: String::new(),

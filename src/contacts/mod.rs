@@ -16,6 +16,7 @@ pub mod ledger;
 mod observations;
 mod presence;
 mod repeated_ids;
+mod seen_ids;
 pub mod service;
 mod store;
 
@@ -191,6 +192,15 @@ pub struct ContactView {
 
 /// A salted hash of an E.164 number, for records that must not keep it.
 pub type SubjectHash = [u8; 32];
+
+/// `bytes` in lower-case hex, written at once (`hex::encode` goes a
+/// character at a time: a fifth of a bulk import's reading thread).
+pub(crate) fn to_hex(bytes: &[u8]) -> String {
+    let mut text = vec![0; bytes.len() * 2];
+    // Neither can fail: the buffer is twice the input, the digits ASCII.
+    let _ = hex::encode_to_slice(bytes, &mut text);
+    String::from_utf8(text).unwrap_or_default()
+}
 
 /// The hash of an E.164 number under `salt` (a store's subject hash).
 pub(crate) fn salted_hash(salt: &[u8; 32], e164: &str) -> SubjectHash {

@@ -15,6 +15,7 @@ pub use rectify::{Rectification, Stored};
 
 use super::compact::{CompactIndex, Slot, SlotError, Table};
 use super::repeated_ids::RepeatedIds;
+use super::seen_ids::SeenIds;
 use super::{
     Consent, ContactIndex, ContactView, Record, Relationship, RelationshipKind, SubjectHash,
     Suppression,
@@ -130,22 +131,43 @@ pub struct BulkImport<'t> {
     tx: &'t Transaction<'t>,
     consents: Vec<(NumberKey, Consent)>,
     suppressions: Vec<(NumberKey, Suppression)>,
-    /// A first load (see `ContactStore::load_first`): the consents go
+    /// A first load (see `ContactStore::load_first`): the records go
     /// straight into the store, in the import's one transaction, under
     /// this trail event; `None`: staged, moved in afterwards.
-    first_load: Option<FirstLoad>,
+    first_load: Option<FirstLoad<'t>>,
 }
 
-/// The consents a first load inserted so far, under its trail event.
-struct FirstLoad {
+/// The records a first load inserted so far, under its trail event.
+struct FirstLoad<'t> {
     seq: i64,
     counts: BulkCounts,
     /// The consents' ids are unique through an index of their own, which
     /// the load sets aside with the number index (see `index_ids`).
     ids_apart: bool,
+    /// The consents' indexes were set aside (at the first consent).
+    consents_aside: bool,
     /// The ids inserted, to keep the first of each (with `ids_apart`).
     repeated: RepeatedIds,
+    /// The opt-outs' indexes (number and id) are set aside at the first
+    /// opt-out: the store held none, and its opt-out ids are unique
+    /// through an index of their own.
+    suppressions_aside: bool,
+    /// They were (at the first opt-out).
+    suppressions_dropped: bool,
+    /// The opt-out ids inserted since, to tell their copies.
+    seen: SeenIds,
+    /// The copies of an opt-out id were kept out, or found to be other
+    /// opt-outs (see `BulkImport::settle_suppression_copies`).
+    copies_settled: bool,
+    /// Opt-out ids the load found already stored for another opt-out (in
+    /// the store, or earlier in the file), the first few.
+    reused: Vec<String>,
+    /// Hashes the numbers of erased opt-outs' ids met again.
+    index: &'t ContactIndex,
 }
+
+/// Reused opt-out ids an import names at most.
+const REUSED_LISTED: usize = 5;
 
 /// The order in which a bulk import's batches are best handed to the store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -186,6 +208,12 @@ const LOAD_CONSENT: &str = "INSERT OR IGNORE INTO main.consents (consent_id, con
 
 const INSERT_SUPPRESSION: &str =
     "INSERT INTO staging.suppressions VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)";
+
+/// A first load's opt-outs, straight into the store (the same 10 values
+/// and the import's trail event).
+const LOAD_SUPPRESSION: &str = "INSERT OR IGNORE INTO main.suppressions (suppression_id, controller, campaign_id, number, \
+    number_key, reason, source, added_by, created_at_us, expires_at_us, import_seq) \
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)";
 
 /// Staged rows moved into the store per transaction at first and at least;
 /// the chunk grows while a move takes under half of [`MOVE_TARGET`].
@@ -250,11 +278,21 @@ impl BulkImport<'_> {
         Ok(())
     }
 
-    /// The order in which the records are best added.
-    pub fn order(&self) -> BatchOrder {
+    /// The order in which consents are best added.
+    pub fn consent_order(&self) -> BatchOrder {
         match &self.first_load {
             None => BatchOrder::ByNumber,
             Some(load) if load.ids_apart => BatchOrder::AsRead,
+            Some(_) => BatchOrder::ById,
+        }
+    }
+
+    /// The order in which opt-outs are best added: a first load's go
+    /// into a table keyed by their id.
+    pub fn suppression_order(&self) -> BatchOrder {
+        match &self.first_load {
+            None => BatchOrder::ByNumber,
+            Some(load) if load.suppressions_aside => BatchOrder::AsRead,
             Some(_) => BatchOrder::ById,
         }
     }
@@ -266,7 +304,7 @@ impl BulkImport<'_> {
         let mut consents = std::mem::take(&mut self.consents);
         let (sql, seq) = match &mut self.first_load {
             Some(load) => {
-                if !consents.is_empty() && load.counts.indexes_rebuilt == 0 {
+                if !consents.is_empty() && !load.consents_aside {
                     // Built again in one sorted pass each before the commit
                     // (the ids checked unique then).
                     self.tx
@@ -275,7 +313,8 @@ impl BulkImport<'_> {
                         self.tx
                             .execute_batch("DROP INDEX IF EXISTS main.consents_by_id")?;
                     }
-                    load.counts.indexes_rebuilt = 1;
+                    load.consents_aside = true;
+                    load.counts.indexes_rebuilt += 1;
                 }
                 (LOAD_CONSENT, Some(load.seq))
             }
@@ -300,15 +339,289 @@ impl BulkImport<'_> {
         consents.clear();
         self.consents = consents;
         let mut suppressions = std::mem::take(&mut self.suppressions);
-        let mut statement = self.tx.prepare_cached(INSERT_SUPPRESSION)?;
-        for i in by_number(&suppressions) {
-            let (key, suppression) = &suppressions[i];
-            insert_suppression(&mut statement, *key, suppression)?;
+        match &mut self.first_load {
+            Some(load) => load_suppressions(self.tx, load, &suppressions)?,
+            None => {
+                let mut statement = self.tx.prepare_cached(INSERT_SUPPRESSION)?;
+                for i in by_number(&suppressions) {
+                    let (key, suppression) = &suppressions[i];
+                    insert_suppression(&mut statement, *key, suppression, None)?;
+                }
+            }
         }
         suppressions.clear();
         self.suppressions = suppressions;
         Ok(())
     }
+
+    /// Settles a first load's copies of an opt-out id, once, after its
+    /// last opt-out (the indexes it set aside let every copy in): every
+    /// copy after the first of its id is deleted (counted as already
+    /// present) if it is the same opt-out, and the load refused (see
+    /// `refuse_reused_in_load`) if any is another one; then the id index
+    /// is built again, in one sorted pass.
+    fn settle_suppression_copies(&mut self) -> Result<(), StoreError> {
+        let Some(load) = &mut self.first_load else {
+            return Ok(());
+        };
+        if !load.suppressions_dropped || load.copies_settled {
+            return Ok(());
+        }
+        load.copies_settled = true;
+        let started = std::time::Instant::now();
+        // Complete: every copy was told as it came, and kept out (or
+        // refused). Else copies may have gone in unseen.
+        if !std::mem::take(&mut load.seen).complete() && !index_suppression_ids(self.tx)? {
+            let copies = suppression_copies(self.tx)?;
+            let mut read = self.tx.prepare(READ_SUPPRESSION_AT)?;
+            let mut delete = self
+                .tx
+                .prepare("DELETE FROM main.suppressions WHERE rowid = ?1")?;
+            for copy in &copies {
+                let first = read.query_row([copy.first], read_kept)?;
+                let again = read.query_row([copy.copy], read_kept)?;
+                if !first.same_as(&again) && load.reused.len() < REUSED_LISTED {
+                    load.reused
+                        .push(format!("{} (twice in the file)", again.id));
+                }
+            }
+            if load.reused.is_empty() {
+                let mut later: Vec<i64> = copies.iter().map(|c| c.copy).collect();
+                later.sort_unstable();
+                for rowid in later {
+                    delete.execute([rowid])?;
+                }
+                load.counts.left_out(copies.len() as u64);
+            }
+            tracing::debug!(copies = copies.len(), "opt-out copies found by SQLite");
+        }
+        if !load.reused.is_empty() {
+            return Ok(());
+        }
+        if !index_suppression_ids(self.tx)? {
+            return Err(StoreError::Unreadable(
+                "an opt-out id went in twice unseen: nothing imported".into(),
+            ));
+        }
+        tracing::debug!(
+            took_ms = started.elapsed().as_millis() as u64,
+            "opt-out id index built"
+        );
+        Ok(())
+    }
+
+    /// Refuses a first load that met opt-out ids already stored for
+    /// another opt-out (in the store or earlier in the file).
+    fn refuse_reused_in_load(&mut self) -> Result<(), StoreError> {
+        self.flush()?;
+        self.settle_suppression_copies()?;
+        match &self.first_load {
+            Some(load) if !load.reused.is_empty() => {
+                Err(StoreError::ReusedIds(load.reused.join(", ")))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// A first load's opt-outs, straight into the store in the order held
+/// (by id: the id index, the table's primary key, takes each batch in
+/// order), their number index set aside when the store held none (built
+/// again before the commit). An opt-out whose id is stored already is
+/// kept out if it is the same opt-out (a re-run), and refused if it is
+/// another one (another number, controller or campaign: `INSERT OR
+/// IGNORE` alone would leave that number callable).
+fn load_suppressions(
+    tx: &Transaction<'_>,
+    load: &mut FirstLoad<'_>,
+    suppressions: &[(NumberKey, Suppression)],
+) -> Result<(), StoreError> {
+    if suppressions.is_empty() {
+        return Ok(());
+    }
+    if load.copies_settled {
+        return Err(StoreError::Unreadable(
+            "opt-outs added after their ids were checked: nothing imported".into(),
+        ));
+    }
+    if load.suppressions_aside && !load.suppressions_dropped {
+        // Built again in one sorted pass each before the commit, the ids
+        // checked unique then (`BulkImport::settle_suppression_copies`).
+        tx.execute_batch(
+            "DROP INDEX IF EXISTS main.suppressions_by_number;
+             DROP INDEX IF EXISTS main.suppressions_by_id;",
+        )?;
+        load.suppressions_dropped = true;
+        load.counts.indexes_rebuilt += 1;
+    }
+    let mut statement = tx.prepare_cached(LOAD_SUPPRESSION)?;
+    for (key, suppression) in suppressions {
+        let id = &suppression.suppression_id;
+        if load.suppressions_dropped
+            && let Some(rowid) = load.seen.candidate(id)
+        {
+            // No index tells a copy now: the ids remembered do.
+            let mut read = tx.prepare_cached(READ_SUPPRESSION_AT)?;
+            let first = read.query_row([rowid], read_kept)?;
+            if first.id == *id {
+                load.counts.moved(1, 0);
+                if !first.is(*key, suppression) && load.reused.len() < REUSED_LISTED {
+                    load.reused.push(format!("{id} (twice in the file)"));
+                }
+                continue;
+            }
+            load.seen.shared();
+        }
+        let inserted = insert_suppression(&mut statement, *key, suppression, Some(load.seq))?;
+        load.counts.moved(1, inserted);
+        if inserted > 0 {
+            if load.suppressions_dropped {
+                load.seen.inserted(id, tx.last_insert_rowid());
+            }
+            continue;
+        }
+        if load.suppressions_dropped {
+            // No index to conflict with: a row refused for another reason.
+            return Err(StoreError::Unreadable(format!(
+                "opt-out {id} was not inserted: nothing imported"
+            )));
+        }
+        if load.reused.len() < REUSED_LISTED
+            && let Some(reused) = reused_suppression_id(tx, load, *key, suppression)?
+        {
+            load.reused.push(reused);
+        }
+    }
+    Ok(())
+}
+
+/// Reads an opt-out by rowid: what tells whether another is the same.
+const READ_SUPPRESSION_AT: &str = "SELECT suppression_id, number_key, controller, campaign_id
+     FROM main.suppressions WHERE rowid = ?1";
+
+/// What tells whether two opt-outs of one id are the same opt-out.
+struct KeptSuppression {
+    id: String,
+    key: Option<i64>,
+    controller: String,
+    campaign_id: String,
+}
+
+impl KeptSuppression {
+    /// Whether `other` is the same opt-out: the same number, controller
+    /// and campaign (an erased one, kept by hash only, is not compared).
+    fn is(&self, key: NumberKey, other: &Suppression) -> bool {
+        self.key == Some(key.0 as i64)
+            && self.controller == other.controller
+            && self.campaign_id == other.campaign_id
+    }
+
+    fn same_as(&self, other: &KeptSuppression) -> bool {
+        self.id == other.id
+            && self.key.is_some()
+            && self.key == other.key
+            && self.controller == other.controller
+            && self.campaign_id == other.campaign_id
+    }
+}
+
+fn read_kept(row: &rusqlite::Row<'_>) -> rusqlite::Result<KeptSuppression> {
+    Ok(KeptSuppression {
+        id: row.get(0)?,
+        key: row.get(1)?,
+        controller: row.get(2)?,
+        campaign_id: row.get(3)?,
+    })
+}
+
+/// An opt-out inserted after another of its id: the rowids of both.
+#[derive(Debug, Clone, Copy)]
+struct IdCopy {
+    first: i64,
+    copy: i64,
+}
+
+/// The copies of an opt-out id among the rows of a first load that set
+/// the opt-outs' indexes aside (every row of the table is the load's):
+/// each after the first of its id, found by SQLite in one sort of the
+/// table (when the load could not remember its ids, see `SeenIds`).
+fn suppression_copies(tx: &Transaction<'_>) -> Result<Vec<IdCopy>, StoreError> {
+    sorting(tx, || {
+        let mut statement = tx.prepare(
+            "SELECT first, rowid
+             FROM (SELECT rowid, first_value(rowid) OVER w AS first
+                   FROM main.suppressions
+                   WINDOW w AS (PARTITION BY suppression_id ORDER BY rowid))
+             WHERE rowid != first",
+        )?;
+        let rows = statement.query_map([], |r| {
+            Ok(IdCopy {
+                first: r.get(0)?,
+                copy: r.get(1)?,
+            })
+        })?;
+        rows.collect()
+    })
+}
+
+/// Builds a first load's opt-out id index, `suppressions_by_id`, in one
+/// sorted pass: `Ok(false)` when an id is there twice.
+fn index_suppression_ids(tx: &Transaction<'_>) -> Result<bool, StoreError> {
+    let built = sorting(tx, || {
+        tx.execute_batch(
+            "CREATE UNIQUE INDEX IF NOT EXISTS main.suppressions_by_id ON suppressions (suppression_id)",
+        )
+    });
+    match built {
+        Ok(()) => Ok(true),
+        Err(StoreError::Sqlite(rusqlite::Error::SqliteFailure(failure, _)))
+            if failure.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE =>
+        {
+            Ok(false)
+        }
+        Err(err) => Err(err),
+    }
+}
+
+/// Whether the stored opt-out with `suppression`'s id is another one:
+/// its id, and where it was met, if so.
+fn reused_suppression_id(
+    tx: &Transaction<'_>,
+    load: &FirstLoad<'_>,
+    key: NumberKey,
+    suppression: &Suppression,
+) -> Result<Option<String>, StoreError> {
+    let mut statement = tx.prepare_cached(
+        "SELECT number_key, number_hash, controller, campaign_id, import_seq
+         FROM main.suppressions WHERE suppression_id = ?1",
+    )?;
+    let mut rows = statement.query([&suppression.suppression_id])?;
+    let Some(row) = rows.next()? else {
+        return Err(StoreError::Unreadable(format!(
+            "opt-out {} was neither inserted nor found stored",
+            suppression.suppression_id
+        )));
+    };
+    let same_number = match row.get::<_, Option<i64>>(0)? {
+        Some(stored) => stored == key.0 as i64,
+        // Erased: kept by hash only.
+        None => {
+            row.get::<_, Option<Vec<u8>>>(1)?.as_deref()
+                == Some(load.index.subject_hash(&suppression.number).as_slice())
+        }
+    };
+    if same_number
+        && text(row, 2)? == suppression.controller
+        && text(row, 3)? == suppression.campaign_id
+    {
+        return Ok(None);
+    }
+    let met = if row.get::<_, Option<i64>>(4)? == Some(load.seq) {
+        "twice in the file"
+    } else {
+        "already stored for another opt-out"
+    };
+    Ok(Some(format!("{} ({met})", suppression.suppression_id)))
 }
 
 /// Binds a consent's 14 columns (in [`CONSENT_COLUMNS`] order) and the
@@ -345,8 +658,9 @@ fn insert_suppression(
     statement: &mut rusqlite::Statement<'_>,
     key: NumberKey,
     suppression: &Suppression,
+    import_seq: Option<i64>,
 ) -> rusqlite::Result<usize> {
-    statement.execute(params![
+    let values = params![
         suppression.suppression_id,
         suppression.controller,
         suppression.campaign_id,
@@ -357,7 +671,15 @@ fn insert_suppression(
         suppression.added_by,
         us(suppression.created_at),
         suppression.expires_at.map(us),
-    ])
+    ];
+    match import_seq {
+        None => statement.execute(values),
+        Some(seq) => {
+            let mut with_seq = values.to_vec();
+            with_seq.push(&seq);
+            statement.execute(with_seq.as_slice())
+        }
+    }
 }
 
 /// The positions of `records` in number order, file order among equals
@@ -551,7 +873,9 @@ CREATE TABLE IF NOT EXISTS relationships (
 ) STRICT;
 CREATE INDEX IF NOT EXISTS relationships_by_number ON relationships (number_key);
 CREATE TABLE IF NOT EXISTS suppressions (
-    suppression_id TEXT PRIMARY KEY,
+    -- Unique through suppressions_by_id (`index_ids`); a store created
+    -- before that index keeps it as its primary key.
+    suppression_id TEXT NOT NULL,
     controller TEXT NOT NULL,
     campaign_id TEXT NOT NULL,
     number TEXT NOT NULL,
@@ -669,39 +993,53 @@ fn index_unique_ids(
     rebuild_indexes(conn).map(|()| true)
 }
 
-/// Makes consent ids unique with `consents_by_id` (created if missing),
-/// unless the store keeps them unique as its table's primary key (a store
-/// created before the index: SQLite cannot set that one aside).
-fn index_ids(conn: &Connection) -> rusqlite::Result<()> {
-    if !ids_indexed_apart(conn)? {
-        return Ok(());
-    }
-    conn.execute_batch(
-        "CREATE UNIQUE INDEX IF NOT EXISTS main.consents_by_id ON consents (consent_id)",
-    )
-}
+/// The tables whose ids are unique, each with the index that keeps them
+/// unique when its primary key does not.
+const ID_INDEXES: [(&str, &str, &str); 2] = [
+    ("consents", "consent_id", "consents_by_id"),
+    ("suppressions", "suppression_id", "suppressions_by_id"),
+];
 
-/// Gives a store keyed by consent id (created before `consents_by_id`)
-/// the current layout, if its consents table is empty (checked here, in
-/// the caller's transaction): a first load can then set its id index
-/// aside. A table that holds a row keeps its layout.
-fn rekey_empty_consents(conn: &Connection) -> Result<(), StoreError> {
-    if ids_indexed_apart(conn)? || last_rowid(conn, "main.consents")? != 0 {
-        return Ok(());
+/// Makes consent and opt-out ids unique with `consents_by_id` and
+/// `suppressions_by_id` (created if missing), unless the store keeps them
+/// unique as its table's primary key (a store created before the index:
+/// SQLite cannot set that one aside).
+fn index_ids(conn: &Connection) -> rusqlite::Result<()> {
+    for (table, column, index) in ID_INDEXES {
+        if ids_indexed_apart(conn, table)? {
+            conn.execute_batch(&format!(
+                "CREATE UNIQUE INDEX IF NOT EXISTS main.{index} ON {table} ({column})"
+            ))?;
+        }
     }
-    conn.execute_batch("DROP TABLE main.consents")?;
-    conn.execute_batch(SCHEMA)?;
-    index_ids(conn)?;
-    tracing::info!("the empty consents table now has the current layout (ids unique by index)");
     Ok(())
 }
 
-/// Whether the consents' ids are unique through an index of their own
-/// (which a first load can set aside), not the table's primary key.
-fn ids_indexed_apart(conn: &Connection) -> rusqlite::Result<bool> {
+/// Gives a store keyed by consent or opt-out id (created before
+/// `consents_by_id` or `suppressions_by_id`) the current layout of
+/// `table`, if it is empty (checked here, in the caller's transaction): a
+/// first load can then set its id index aside. A table that holds a row
+/// keeps its layout.
+fn rekey_empty(conn: &Connection, table: &str) -> Result<(), StoreError> {
+    if ids_indexed_apart(conn, table)? || last_rowid(conn, &format!("main.{table}"))? != 0 {
+        return Ok(());
+    }
+    conn.execute_batch(&format!("DROP TABLE main.{table}"))?;
+    conn.execute_batch(SCHEMA)?;
+    index_ids(conn)?;
+    tracing::info!(
+        table,
+        "the empty table now has the current layout (ids unique by index)"
+    );
+    Ok(())
+}
+
+/// Whether `table`'s ids are unique through an index of their own (which
+/// a first load can set aside), not the table's primary key.
+fn ids_indexed_apart(conn: &Connection, table: &str) -> rusqlite::Result<bool> {
     let keyed: i64 = conn.query_row(
-        "SELECT COUNT(*) FROM pragma_index_list('consents', 'main') WHERE origin = 'pk'",
-        [],
+        "SELECT COUNT(*) FROM pragma_index_list(?1, 'main') WHERE origin = 'pk'",
+        [table],
         |r| r.get(0),
     )?;
     Ok(keyed == 0)
@@ -945,7 +1283,7 @@ impl ContactStore {
                     if failure.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE =>
                 {
                     StoreError::Unreadable(format!(
-                        "the store holds a consent id twice and its index of unique ids is missing \
+                        "the store holds a consent or opt-out id twice and its index of unique ids is missing \
                          (the store was changed outside dialgate?): {err}"
                     ))
                 }
@@ -1447,6 +1785,7 @@ impl ContactStore {
                     ))?,
                     key,
                     &suppression,
+                    None,
                 )? == 1;
                 if !inserted {
                     return Ok(None);
@@ -2121,7 +2460,8 @@ impl ContactStore {
             params![us(now), actor, action],
         )?;
         let seq = tx.last_insert_rowid();
-        rekey_empty_consents(&tx)?;
+        rekey_empty(&tx, "consents")?;
+        rekey_empty(&tx, "suppressions")?;
         let mut import = BulkImport {
             tx: &tx,
             consents: Vec::new(),
@@ -2129,42 +2469,31 @@ impl ContactStore {
             first_load: Some(FirstLoad {
                 seq,
                 counts: BulkCounts::default(),
-                ids_apart: ids_indexed_apart(&tx)?,
+                ids_apart: ids_indexed_apart(&tx, "consents")?,
+                consents_aside: false,
                 repeated: RepeatedIds::default(),
+                suppressions_aside: ids_indexed_apart(&tx, "suppressions")?
+                    && last_rowid(&tx, "main.suppressions")? == 0,
+                suppressions_dropped: false,
+                seen: SeenIds::default(),
+                copies_settled: false,
+                reused: Vec::new(),
+                index: &self.index,
             }),
         };
         let Some((result, mut details)) = fill(&mut import)? else {
             return Ok(None);
         };
-        import.flush()?;
+        import.refuse_reused_in_load()?;
         let (mut counts, ids_set_aside) =
             import
                 .first_load
                 .take()
                 .map_or((BulkCounts::default(), None), |load| {
-                    let aside = load.ids_apart && load.counts.indexes_rebuilt > 0;
+                    let aside = load.ids_apart && load.consents_aside;
                     (load.counts, aside.then_some(load.repeated))
                 });
-        let inserted_ms = started.elapsed().as_millis() as u64;
-        self.refuse_reused_suppression_ids(&tx)?;
-        let checked_ms = started.elapsed().as_millis() as u64 - inserted_ms;
-        let staged = last_rowid(&tx, "staging.suppressions")?;
-        if staged > 0 {
-            if sets_index_aside(staged, last_rowid(&tx, "main.suppressions")?) {
-                tx.execute_batch("DROP INDEX IF EXISTS main.suppressions_by_number")?;
-                counts.indexes_rebuilt += 1;
-            }
-            let inserted = tx.execute(
-                &format!(
-                    "INSERT OR IGNORE INTO main.suppressions ({STAGED_SUPPRESSION_COLUMNS}, import_seq)
-                     SELECT {STAGED_SUPPRESSION_COLUMNS}, ?1 FROM staging.suppressions ORDER BY rowid"
-                ),
-                [seq],
-            )?;
-            counts.moved(staged, inserted);
-        }
         let before_rebuild = started.elapsed().as_millis() as u64;
-        let moved_ms = before_rebuild - inserted_ms - checked_ms;
         // Every index set aside above is built again here.
         match ids_set_aside {
             Some(repeated) => {
@@ -2195,9 +2524,7 @@ impl ContactStore {
         tracing::debug!(
             write_ahead,
             ids_sorted = counts.ids_sorted,
-            inserted_ms,
-            checked_ms,
-            moved_ms,
+            inserted_ms = before_rebuild,
             rebuilt_ms,
             committed_ms,
             took_ms = started.elapsed().as_millis() as u64,
@@ -3075,6 +3402,187 @@ mod tests {
         assert!(import(&["+390212345679"]).is_err());
     }
 
+    /// A first load sets the opt-outs' id index aside and tells the copies
+    /// of an id itself: those it remembers as they come (up to
+    /// `seen_ids::TRACKED`, 4 in unit tests), the others by SQLite before
+    /// the index is built again. Either way the first copy of an opt-out
+    /// is kept and the others counted as already present, a copy that is
+    /// another opt-out refuses the whole load, and the index is back.
+    #[test]
+    fn test_a_first_load_keeps_one_copy_of_an_opt_out_and_refuses_another_either_way() {
+        let now: Timestamp = "2026-11-25T10:00:00Z".parse().unwrap();
+        let opt_out = |id: &str, number: &str, reason: &str| Suppression {
+            suppression_id: id.into(),
+            controller: String::new(),
+            campaign_id: String::new(),
+            number: number.into(),
+            reason: reason.into(),
+            source: "crm".into(),
+            added_by: "cli:test".into(),
+            created_at: now,
+            expires_at: None,
+        };
+        // Three opt-outs (remembered), then ten (past TRACKED: SQLite).
+        for distinct in [3, 10] {
+            let mut file: Vec<Suppression> = (0..distinct)
+                .map(|i| opt_out(&format!("s-{i}"), &format!("+3902{i:08}"), "first"))
+                .collect();
+            file.push(opt_out("s-1", "+390200000001", "again"));
+            file.push(opt_out("s-2", "+390200000002", "again"));
+            let load = |file: &[Suppression]| {
+                let dir = tempfile::tempdir().unwrap();
+                let store = ContactStore::open(dir.path()).unwrap();
+                store.move_offline();
+                let outcome = store.bulk_import("cli:test", "suppressions.imported", now, |bulk| {
+                    assert_eq!(bulk.suppression_order(), BatchOrder::AsRead);
+                    for s in file {
+                        bulk.suppression(NumberKey::from_e164(&s.number).unwrap(), s.clone())?;
+                    }
+                    Ok(Some(((), serde_json::json!({}))))
+                });
+                (dir, store, outcome)
+            };
+            let (dir, store, outcome) = load(&file);
+            let (_, counts) = outcome.unwrap().unwrap();
+            assert_eq!(
+                (counts.stored, counts.already_present),
+                (distinct as u64, 2),
+                "{distinct}"
+            );
+            let conn = Connection::open(database_path(dir.path())).unwrap();
+            let kept: Vec<(String, String)> = conn
+                .prepare("SELECT suppression_id, reason FROM suppressions ORDER BY rowid")
+                .unwrap()
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap();
+            assert_eq!(kept.len(), distinct);
+            assert!(kept.iter().all(|(_, reason)| reason == "first"), "{kept:?}");
+            let err = conn
+                .execute_batch("INSERT INTO suppressions SELECT * FROM suppressions WHERE suppression_id = 's-0'")
+                .unwrap_err();
+            assert!(
+                err.to_string().contains("UNIQUE"),
+                "the id index is back: {err}"
+            );
+            assert_eq!(number_indexes(dir.path()), NUMBER_INDEXES);
+            let held = store
+                .subject_records(
+                    NumberKey::from_e164("+390200000002").unwrap(),
+                    "+390200000002",
+                    "",
+                )
+                .unwrap();
+            assert_eq!(held.suppressions.len(), 1);
+            // A copy for another number, another controller or campaign.
+            for other in [
+                opt_out("s-1", "+390299999999", "again"),
+                Suppression {
+                    controller: "acme".into(),
+                    ..opt_out("s-1", "+390200000001", "again")
+                },
+                Suppression {
+                    campaign_id: "spring".into(),
+                    ..opt_out("s-1", "+390200000001", "again")
+                },
+            ] {
+                let mut file = file.clone();
+                file.push(other);
+                let (dir, store, outcome) = load(&file);
+                let err = outcome.unwrap_err();
+                assert!(
+                    err.to_string().contains("s-1 (twice in the file)"),
+                    "{distinct}: {err}"
+                );
+                assert!(store.trail().unwrap().is_empty(), "nothing imported");
+                let conn = Connection::open(database_path(dir.path())).unwrap();
+                let rows: i64 = conn
+                    .query_row("SELECT COUNT(*) FROM suppressions", [], |r| r.get(0))
+                    .unwrap();
+                assert_eq!(rows, 0);
+                assert_eq!(number_indexes(dir.path()), NUMBER_INDEXES);
+            }
+        }
+    }
+
+    /// An opt-out table keyed by its id (a store created before
+    /// `suppressions_by_id`) gets the current layout at a first load when
+    /// it is empty, and keeps its own when it holds a row: the load then
+    /// inserts with the key in place, and still refuses a reused id.
+    #[test]
+    fn test_a_first_load_rekeys_an_empty_opt_out_table_and_keeps_a_full_one() {
+        let now: Timestamp = "2026-11-25T10:00:00Z".parse().unwrap();
+        const OLD_LAYOUT: &str = "DROP TABLE suppressions;
+            CREATE TABLE suppressions (
+                suppression_id TEXT PRIMARY KEY, controller TEXT NOT NULL,
+                campaign_id TEXT NOT NULL, number TEXT NOT NULL, number_key INTEGER,
+                number_hash BLOB, reason TEXT NOT NULL, source TEXT NOT NULL,
+                added_by TEXT NOT NULL, created_at_us INTEGER NOT NULL,
+                expires_at_us INTEGER, import_seq INTEGER) STRICT;
+            CREATE INDEX suppressions_by_number ON suppressions (number_key);";
+        let keyed = |dir: &Path| -> bool {
+            let conn = Connection::open(database_path(dir)).unwrap();
+            !ids_indexed_apart(&conn, "suppressions").unwrap()
+        };
+        for full in [false, true] {
+            let dir = tempfile::tempdir().unwrap();
+            drop(ContactStore::open(dir.path()).unwrap());
+            let conn = Connection::open(database_path(dir.path())).unwrap();
+            conn.execute_batch(OLD_LAYOUT).unwrap();
+            if full {
+                conn.execute_batch(
+                    "INSERT INTO suppressions (suppression_id, controller, campaign_id, number,
+                         number_key, reason, source, added_by, created_at_us)
+                     VALUES ('old', '', '', '+390211111111', 1, '', 'crm', 'cli:test', 0)",
+                )
+                .unwrap();
+            }
+            drop(conn);
+            let store = ContactStore::open(dir.path()).unwrap();
+            assert!(keyed(dir.path()));
+            store.move_offline();
+            // Into an empty table as read, else by id (the key in place).
+            let import = |id: &str, number: &str, order: BatchOrder| {
+                store.bulk_import("cli:test", "suppressions.imported", now, |bulk| {
+                    assert_eq!(bulk.suppression_order(), order);
+                    let s = Suppression {
+                        suppression_id: id.into(),
+                        controller: String::new(),
+                        campaign_id: String::new(),
+                        number: number.into(),
+                        reason: "asked".into(),
+                        source: "crm".into(),
+                        added_by: "cli:test".into(),
+                        created_at: now,
+                        expires_at: None,
+                    };
+                    bulk.suppression(NumberKey::from_e164(number).unwrap(), s.clone())?;
+                    bulk.suppression(NumberKey::from_e164(number).unwrap(), s)?;
+                    Ok(Some(((), serde_json::json!({}))))
+                })
+            };
+            let first = if full {
+                BatchOrder::ById
+            } else {
+                BatchOrder::AsRead
+            };
+            let (_, counts) = import("new", "+390222222222", first).unwrap().unwrap();
+            assert_eq!((counts.stored, counts.already_present), (1, 1));
+            assert_eq!(keyed(dir.path()), full, "full: {full}");
+            let err = import("new", "+390233333333", BatchOrder::ById).unwrap_err();
+            assert!(
+                err.to_string()
+                    .contains("new (already stored for another opt-out)"),
+                "{err}"
+            );
+            if full {
+                let err = import("old", "+390233333333", BatchOrder::ById).unwrap_err();
+                assert!(err.to_string().contains("old (already stored"), "{err}");
+            }
+        }
+    }
+
     /// The subject salt was replaced when unreadable and written with
     /// `INSERT OR REPLACE` by whoever opened a new store: two processes could
     /// each keep their own, and a wrong-length salt was silently replaced
@@ -3436,27 +3944,36 @@ mod tests {
     }
 
     /// A store whose id index is missing (dropped outside dialgate) and
-    /// which holds an id twice does not open, and says why.
+    /// which holds an id twice does not open, and says why: consents and
+    /// opt-outs alike.
     #[test]
     fn test_a_store_holding_an_id_twice_without_its_index_does_not_open() {
-        let dir = tempfile::tempdir().unwrap();
-        import_numbers(
-            &ContactStore::open_unindexed(dir.path()).unwrap(),
-            &["+390612345678"],
-        )
-        .unwrap();
-        Connection::open(database_path(dir.path()))
-            .unwrap()
-            .execute_batch(
-                "DROP INDEX consents_by_id;
-                 INSERT INTO consents SELECT * FROM consents;",
+        for table in ["consents", "suppressions"] {
+            let dir = tempfile::tempdir().unwrap();
+            import_numbers(
+                &ContactStore::open_unindexed(dir.path()).unwrap(),
+                &["+390612345678"],
             )
             .unwrap();
-        let err = ContactStore::open_unindexed(dir.path()).unwrap_err();
-        assert!(
-            err.to_string().contains("holds a consent id twice"),
-            "{err}"
-        );
+            let conn = Connection::open(database_path(dir.path())).unwrap();
+            conn.execute_batch(
+                "INSERT INTO suppressions (suppression_id, controller, campaign_id, number, number_key,
+                     reason, source, added_by, created_at_us)
+                 VALUES ('s-1', '', '', '+390612345678', 1, '', 'test', 'cli:test', 0)",
+            )
+            .unwrap();
+            conn.execute_batch(&format!(
+                "DROP INDEX {table}_by_id; INSERT INTO {table} SELECT * FROM {table};"
+            ))
+            .unwrap();
+            drop(conn);
+            let err = ContactStore::open_unindexed(dir.path()).unwrap_err();
+            assert!(
+                err.to_string()
+                    .contains("holds a consent or opt-out id twice"),
+                "{table}: {err}"
+            );
+        }
     }
 
     /// A first load (offline, into `store` without consents) of one consent
@@ -3466,7 +3983,7 @@ mod tests {
         store.move_offline();
         let now: Timestamp = "2026-11-25T10:00:00Z".parse().unwrap();
         let loaded = store.bulk_import("cli:test", "consents.imported", now, |bulk| {
-            assert_eq!(bulk.order(), order);
+            assert_eq!(bulk.consent_order(), order);
             for (i, id) in ids.iter().enumerate() {
                 let number = format!("+3902{i:08}");
                 let mut c = consent(&number);
@@ -3616,7 +4133,7 @@ mod tests {
                     c.consent_id = format!("c-{id}");
                     bulk.consent(NumberKey::from_e164(&number).unwrap(), c)?;
                 }
-                assert_eq!(bulk.order(), BatchOrder::AsRead);
+                assert_eq!(bulk.consent_order(), BatchOrder::AsRead);
                 // The import holds the store's write lock while it reads,
                 // in a rollback journal, with pages already written into
                 // the store's file (its lock then keeps readers out too).

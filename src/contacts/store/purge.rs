@@ -806,6 +806,10 @@ impl super::BulkImport<'_> {
     /// # Errors
     /// [`StoreError::ReusedIds`] naming them, or a storage failure.
     pub fn refuse_reused_ids(&mut self, store: &ContactStore) -> Result<(), StoreError> {
+        if self.first_load.is_some() {
+            // Checked as each opt-out went in, or now for all at once.
+            return self.refuse_reused_in_load();
+        }
         self.flush()?;
         store.refuse_reused_suppression_ids(self.tx)
     }
