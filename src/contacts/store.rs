@@ -455,22 +455,23 @@ fn load_suppressions(
         load.counts.indexes_rebuilt += 1;
     }
     let mut statement = tx.prepare_cached(LOAD_SUPPRESSION)?;
+    let mut read = tx.prepare_cached(READ_SUPPRESSION_AT)?;
     for (key, suppression) in suppressions {
         let id = &suppression.suppression_id;
-        if load.suppressions_dropped
-            && let Some(rowid) = load.seen.candidate(id)
-        {
+        if load.suppressions_dropped {
             // No index tells a copy now: the ids remembered do.
-            let mut read = tx.prepare_cached(READ_SUPPRESSION_AT)?;
-            let first = read.query_row([rowid], read_kept)?;
-            if first.id == *id {
+            let first = load.seen.find(
+                id,
+                |rowid| read.query_row([rowid], read_kept),
+                |kept| kept.id.as_str(),
+            )?;
+            if let Some(first) = first {
                 load.counts.moved(1, 0);
                 if !first.is(*key, suppression) && load.reused.len() < REUSED_LISTED {
                     load.reused.push(format!("{id} (twice in the file)"));
                 }
                 continue;
             }
-            load.seen.shared();
         }
         let inserted = insert_suppression(&mut statement, *key, suppression, Some(load.seq))?;
         load.counts.moved(1, inserted);
@@ -671,15 +672,11 @@ fn insert_suppression(
         suppression.added_by,
         us(suppression.created_at),
         suppression.expires_at.map(us),
+        import_seq,
     ];
-    match import_seq {
-        None => statement.execute(values),
-        Some(seq) => {
-            let mut with_seq = values.to_vec();
-            with_seq.push(&seq);
-            statement.execute(with_seq.as_slice())
-        }
-    }
+    // The staging table has no trail event column.
+    let bound = if import_seq.is_some() { 11 } else { 10 };
+    statement.execute(&values[..bound])
 }
 
 /// The positions of `records` in number order, file order among equals
