@@ -126,7 +126,7 @@ pub struct BulkCounts {
 
 /// The records of one bulk import, staged in batches sorted by number (the
 /// number index then takes them in order when they are moved in), or, for
-/// a first load, its consents inserted into the store as they come.
+/// a first load, inserted into the store as they come.
 pub struct BulkImport<'t> {
     tx: &'t Transaction<'t>,
     consents: Vec<(NumberKey, Consent)>,
@@ -175,8 +175,9 @@ pub enum BatchOrder {
     /// By number: the store's number index takes them in order (staged
     /// imports).
     ByNumber,
-    /// By id: a first load into a store whose ids are its table's primary
-    /// key, the one index it cannot set aside.
+    /// By id: a first load into a table whose id index stays in place (its
+    /// primary key, in a store created before the id index, or a table
+    /// that holds rows already).
     ById,
     /// As read: a first load that sets every index aside.
     AsRead,
@@ -424,13 +425,15 @@ impl BulkImport<'_> {
     }
 }
 
-/// A first load's opt-outs, straight into the store in the order held
-/// (by id: the id index, the table's primary key, takes each batch in
-/// order), their number index set aside when the store held none (built
-/// again before the commit). An opt-out whose id is stored already is
-/// kept out if it is the same opt-out (a re-run), and refused if it is
-/// another one (another number, controller or campaign: `INSERT OR
-/// IGNORE` alone would leave that number callable).
+/// A first load's opt-outs, straight into the store in the order held:
+/// as read into an empty table whose indexes are set aside (its id index
+/// its own; copies told by the ids remembered, `SeenIds`), else by id (the
+/// id index, or the primary key of a table created before it, takes each
+/// batch in order). Both indexes are built again before the commit. An
+/// opt-out whose id is stored already is kept out if it is the same
+/// opt-out (a re-run), and refused if it is another one (another number,
+/// controller or campaign: `INSERT OR IGNORE` alone would leave that
+/// number callable).
 fn load_suppressions(
     tx: &Transaction<'_>,
     load: &mut FirstLoad<'_>,
@@ -2353,13 +2356,14 @@ impl ContactStore {
     /// A first load: an offline import (the serve lock held, see
     /// [`ContactStore::move_offline`]) into a store that holds no consents
     /// yet. The whole import is one transaction on the store: its trail
-    /// event first, then the consents inserted as they are read, with the
-    /// number index and the id index (see `index_ids`) set aside from the
-    /// first one on, then the staged opt-outs moved in at once (their
-    /// number index set aside too when the import at least doubles them),
-    /// the later copies of a consent id deleted and the indexes built again
-    /// in one sorted pass each (see `index_unique_ids`), the event's
-    /// counts, and one commit. When `fill`
+    /// event first, then the consents and opt-outs inserted as they are
+    /// read, with the number index and the id index (see `index_ids`) of
+    /// each table set aside from its first record on (the opt-outs' only
+    /// when the store held none, see `load_suppressions`), the later
+    /// copies of a consent id deleted and the indexes built again in one
+    /// sorted pass each (see `index_unique_ids`,
+    /// `BulkImport::settle_suppression_copies`), the event's counts, and
+    /// one commit. When `fill`
     /// returns `None` or anything fails, nothing is stored, the indexes
     /// included (a crash likewise: the transaction never committed). The
     /// store's write lock is held throughout: any other process that opens
@@ -3439,6 +3443,24 @@ mod tests {
                 });
                 (dir, store, outcome)
             };
+            // Without the copies: nothing to tell (past TRACKED, the id
+            // index built at once).
+            let (dir, _, outcome) = load(&file[..distinct]);
+            let (_, counts) = outcome.unwrap().unwrap();
+            assert_eq!(
+                (counts.stored, counts.already_present),
+                (distinct as u64, 0)
+            );
+            assert_eq!(number_indexes(dir.path()), NUMBER_INDEXES);
+            let by_id: i64 = Connection::open(database_path(dir.path()))
+                .unwrap()
+                .query_row(
+                    "SELECT COUNT(*) FROM sqlite_master WHERE name = 'suppressions_by_id'",
+                    [],
+                    |r| r.get(0),
+                )
+                .unwrap();
+            assert_eq!(by_id, 1);
             let (dir, store, outcome) = load(&file);
             let (_, counts) = outcome.unwrap().unwrap();
             assert_eq!(

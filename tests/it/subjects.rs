@@ -534,21 +534,35 @@ async fn test_offline_imports_are_served_and_fall_back_beside_a_server() {
 
 /// Issue 15: an `--offline` import into a store without consents is one
 /// transaction. Killed (SIGKILL) inside it, it leaves none of its records;
-/// the store then opens with its number index, in its write-ahead log,
-/// and the import can be run again.
+/// the store then opens with its number and id indexes, in its
+/// write-ahead log, and the import can be run again: consents and opt-outs.
 #[test]
 fn test_a_killed_first_load_leaves_all_or_nothing() {
+    killed_first_load_leaves_all_or_nothing("consent");
+    killed_first_load_leaves_all_or_nothing("suppression");
+}
+
+fn killed_first_load_leaves_all_or_nothing(kind: &str) {
     let ws = Workspace::new(&standard_config(""));
     let lines = 200_000;
-    let mut csv = String::from("controller,number,purpose,granted_at,source\n");
+    let (mut csv, table) = match kind {
+        "consent" => (
+            String::from("controller,number,purpose,granted_at,source\n"),
+            "consents",
+        ),
+        _ => (String::from("number,controller,reason\n"), "suppressions"),
+    };
     for i in 0..lines {
-        csv.push_str(&format!("acme,+39 347 {i:07},marketing,2026-01-01,web\n"));
+        csv.push_str(&match kind {
+            "consent" => format!("acme,+39 347 {i:07},marketing,2026-01-01,web\n"),
+            _ => format!("+39 347 {i:07},acme,asked\n"),
+        });
     }
-    let file = ws.file("consents.csv", &csv);
+    let file = ws.file("records.csv", &csv);
     let import = |offline: bool| {
         let mut command = std::process::Command::new(BIN);
         command.arg("--config").arg(ws.config_path()).args([
-            "consent",
+            kind,
             "import",
             "--file",
             path_str(&file),
@@ -607,12 +621,12 @@ fn test_a_killed_first_load_leaves_all_or_nothing() {
     assert!(!journal.exists());
     let indexes: i64 = conn
         .query_row(
-            "SELECT COUNT(*) FROM sqlite_master WHERE name IN ('consents_by_number', 'consents_by_id')",
-            [],
+            "SELECT COUNT(*) FROM sqlite_master WHERE name IN (?1, ?2)",
+            [format!("{table}_by_number"), format!("{table}_by_id")],
             |r| r.get(0),
         )
         .unwrap();
-    assert_eq!(indexes, 2, "the number and id indexes");
+    assert_eq!(indexes, 2, "{kind}: the number and id indexes");
 }
 
 /// Issue 15: `suppression import` logged one line per opt-out (500,000
