@@ -3413,15 +3413,8 @@ mod tests {
     fn test_a_first_load_keeps_one_copy_of_an_opt_out_and_refuses_another_either_way() {
         let now: Timestamp = "2026-11-25T10:00:00Z".parse().unwrap();
         let opt_out = |id: &str, number: &str, reason: &str| Suppression {
-            suppression_id: id.into(),
-            controller: String::new(),
-            campaign_id: String::new(),
-            number: number.into(),
             reason: reason.into(),
-            source: "crm".into(),
-            added_by: "cli:test".into(),
-            created_at: now,
-            expires_at: None,
+            ..opt_out(id, number)
         };
         // Three opt-outs (remembered), then ten (past TRACKED: SQLite).
         for distinct in [3, 10] {
@@ -3565,17 +3558,7 @@ mod tests {
             let import = |id: &str, number: &str, order: BatchOrder| {
                 store.bulk_import("cli:test", "suppressions.imported", now, |bulk| {
                     assert_eq!(bulk.suppression_order(), order);
-                    let s = Suppression {
-                        suppression_id: id.into(),
-                        controller: String::new(),
-                        campaign_id: String::new(),
-                        number: number.into(),
-                        reason: "asked".into(),
-                        source: "crm".into(),
-                        added_by: "cli:test".into(),
-                        created_at: now,
-                        expires_at: None,
-                    };
+                    let s = opt_out(id, number);
                     bulk.suppression(NumberKey::from_e164(number).unwrap(), s.clone())?;
                     bulk.suppression(NumberKey::from_e164(number).unwrap(), s)?;
                     Ok(Some(((), serde_json::json!({}))))
