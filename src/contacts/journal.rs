@@ -654,10 +654,12 @@ async fn insert_records(
 }
 
 /// Refuses opt-outs of `batch` whose id another opt-out already has for
-/// another number, controller or campaign: exactly what every replica's
-/// local bulk import refuses (`refuse_reused_suppression_ids`), so an
-/// entry committed here is never refused when applied. Runs under the
-/// journal lock (two imports sharing an id cannot both pass).
+/// another number, controller or campaign, or, in the same batch, with
+/// another expiry, or, in an earlier batch, with an earlier expiry (the
+/// stored one would lapse first): exactly what every replica's local bulk
+/// import refuses (`refuse_reused_suppression_ids`), so an entry committed
+/// here is never refused when applied. Runs under the journal lock (two
+/// imports sharing an id cannot both pass).
 async fn refuse_reused_ids(
     tx: &tokio_postgres::Transaction<'_>,
     batch: i64,
@@ -669,7 +671,12 @@ async fn refuse_reused_ids(
                ON o.kind IN ('suppression', 'suppression_hashed') AND o.record_id = n.record_id
               AND (o.batch <> n.batch OR o.pos <> n.pos)
               AND (o.subject <> n.subject OR o.controller <> n.controller
-                   OR COALESCE(o.body->>'campaign_id', '') <> COALESCE(n.body->>'campaign_id', ''))
+                   OR COALESCE(o.body->>'campaign_id', '') <> COALESCE(n.body->>'campaign_id', '')
+                   OR (o.batch = n.batch
+                       AND (o.body->>'expires_at_us') IS DISTINCT FROM (n.body->>'expires_at_us'))
+                   OR (o.batch <> n.batch AND o.body->>'expires_at_us' IS NOT NULL
+                       AND (n.body->>'expires_at_us' IS NULL
+                            OR (n.body->>'expires_at_us')::bigint > (o.body->>'expires_at_us')::bigint)))
              WHERE n.batch = $1 AND n.kind IN ('suppression', 'suppression_hashed')
              ORDER BY 1 LIMIT 5",
             &[&batch],

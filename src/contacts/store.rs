@@ -500,7 +500,8 @@ fn load_suppressions(
 }
 
 /// Reads an opt-out by rowid: what tells whether another is the same.
-const READ_SUPPRESSION_AT: &str = "SELECT suppression_id, number_key, controller, campaign_id
+const READ_SUPPRESSION_AT: &str =
+    "SELECT suppression_id, number_key, controller, campaign_id, expires_at_us
      FROM main.suppressions WHERE rowid = ?1";
 
 /// What tells whether two opt-outs of one id are the same opt-out.
@@ -509,15 +510,18 @@ struct KeptSuppression {
     key: Option<i64>,
     controller: String,
     campaign_id: String,
+    expires_at_us: Option<i64>,
 }
 
 impl KeptSuppression {
-    /// Whether `other` is the same opt-out: the same number, controller
-    /// and campaign (an erased one, kept by hash only, is not compared).
+    /// Whether `other`, met again in the same file, is the same opt-out:
+    /// the same number, controller, campaign and expiry (an erased one,
+    /// kept by hash only, is not compared).
     fn is(&self, key: NumberKey, other: &Suppression) -> bool {
         self.key == Some(key.0 as i64)
             && self.controller == other.controller
             && self.campaign_id == other.campaign_id
+            && self.expires_at_us == other.expires_at.map(us)
     }
 
     fn same_as(&self, other: &KeptSuppression) -> bool {
@@ -526,6 +530,7 @@ impl KeptSuppression {
             && self.key == other.key
             && self.controller == other.controller
             && self.campaign_id == other.campaign_id
+            && self.expires_at_us == other.expires_at_us
     }
 }
 
@@ -535,6 +540,7 @@ fn read_kept(row: &rusqlite::Row<'_>) -> rusqlite::Result<KeptSuppression> {
         key: row.get(1)?,
         controller: row.get(2)?,
         campaign_id: row.get(3)?,
+        expires_at_us: row.get(4)?,
     })
 }
 
@@ -596,7 +602,7 @@ fn reused_suppression_id(
     suppression: &Suppression,
 ) -> Result<Option<String>, StoreError> {
     let mut statement = tx.prepare_cached(
-        "SELECT number_key, number_hash, controller, campaign_id, import_seq
+        "SELECT number_key, number_hash, controller, campaign_id, import_seq, expires_at_us
          FROM main.suppressions WHERE suppression_id = ?1",
     )?;
     let mut rows = statement.query([&suppression.suppression_id])?;
@@ -614,18 +620,42 @@ fn reused_suppression_id(
                 == Some(load.index.subject_hash(&suppression.number).as_slice())
         }
     };
+    let in_the_file = row.get::<_, Option<i64>>(4)? == Some(load.seq);
+    let stored_expiry = row.get::<_, Option<i64>>(5)?;
+    let expiry = suppression.expires_at.map(us);
+    let same_expiry = if in_the_file {
+        expiry == stored_expiry
+    } else {
+        !outlasts(expiry, stored_expiry)
+    };
     if same_number
+        && same_expiry
         && text(row, 2)? == suppression.controller
         && text(row, 3)? == suppression.campaign_id
     {
         return Ok(None);
     }
-    let met = if row.get::<_, Option<i64>>(4)? == Some(load.seq) {
+    let met = if in_the_file {
         "twice in the file"
     } else {
-        "already stored for another opt-out"
+        ALREADY_STORED
     };
     Ok(Some(format!("{} ({met})", suppression.suppression_id)))
+}
+
+/// How an opt-out id already stored for another opt-out is named.
+const ALREADY_STORED: &str = "already stored for another opt-out: another number, controller or campaign, or an earlier expiry";
+
+/// Whether an opt-out expiring at `expiry` (microseconds; `None`: never)
+/// outlasts one expiring at `stored`: a copy of a stored opt-out that
+/// outlasts it is not the same one (kept out, the stored one would lapse
+/// first, and the number be called while the newer file says not to).
+fn outlasts(expiry: Option<i64>, stored: Option<i64>) -> bool {
+    match (expiry, stored) {
+        (_, None) => false,
+        (None, Some(_)) => true,
+        (Some(expiry), Some(stored)) => expiry > stored,
+    }
 }
 
 /// Binds a consent's 14 columns (in [`CONSENT_COLUMNS`] order) and the
@@ -2596,18 +2626,24 @@ impl ContactStore {
 
     /// Refuses staged opt-outs whose id is already another opt-out's (in
     /// the file or in the store): `INSERT OR IGNORE` would keep only one,
-    /// and the other number would be called.
+    /// and the other number would be called. Two in one file must agree
+    /// on the expiry too; one stored already must not expire before the
+    /// file's (see `outlasts`).
     fn refuse_reused_suppression_ids(&self, conn: &Connection) -> Result<(), StoreError> {
         let mut reused: Vec<String> = Vec::new();
         // More than one value of a column among an id's rows: its lowest
         // and highest differ (both skip NULLs, as COUNT(DISTINCT) does,
         // which built a temporary index per group and column: 12.9 s of
-        // a first load of 10 M opt-outs). One sort, as for index builds.
+        // a first load of 10 M opt-outs), or, for the expiry, which may
+        // be NULL, some rows have one and others not. One sort, as for
+        // index builds.
         let twice: Vec<String> = sorting(conn, || {
             let mut statement = conn.prepare(
                 "SELECT suppression_id FROM staging.suppressions GROUP BY suppression_id
                  HAVING MIN(number_key) != MAX(number_key) OR MIN(controller) != MAX(controller)
-                     OR MIN(campaign_id) != MAX(campaign_id) LIMIT 5",
+                     OR MIN(campaign_id) != MAX(campaign_id)
+                     OR MIN(expires_at_us) != MAX(expires_at_us)
+                     OR COUNT(expires_at_us) NOT IN (0, COUNT(*)) LIMIT 5",
             )?;
             let rows = statement.query_map([], |row| row.get::<_, String>(0))?;
             rows.collect()
@@ -2617,7 +2653,8 @@ impl ContactStore {
         }
         let mut statement = conn.prepare(
             "SELECT s.suppression_id, s.number, s.number_key, s.controller, s.campaign_id,
-                    m.number_key, m.number_hash, m.controller, m.campaign_id
+                    m.number_key, m.number_hash, m.controller, m.campaign_id,
+                    s.expires_at_us, m.expires_at_us
              FROM staging.suppressions s JOIN main.suppressions m ON m.suppression_id = s.suppression_id",
         )?;
         let mut rows = statement.query([])?;
@@ -2633,11 +2670,12 @@ impl ContactStore {
                         == Some(self.index.subject_hash(text(row, 1)?).as_slice())
                 }
             };
-            if !same_number || text(row, 3)? != text(row, 7)? || text(row, 4)? != text(row, 8)? {
-                reused.push(format!(
-                    "{} (already stored for another opt-out)",
-                    text(row, 0)?
-                ));
+            if !same_number
+                || text(row, 3)? != text(row, 7)?
+                || text(row, 4)? != text(row, 8)?
+                || outlasts(row.get(9)?, row.get(10)?)
+            {
+                reused.push(format!("{} ({ALREADY_STORED})", text(row, 0)?));
             }
         }
         if reused.is_empty() {
@@ -3358,6 +3396,10 @@ mod tests {
                 campaign_id: "spring".into(),
                 ..opt_out(number)
             },
+            Suppression {
+                expires_at: Some(now + jiff::SignedDuration::from_hours(24)),
+                ..opt_out(number)
+            },
         ] {
             let err = store
                 .bulk_import("cli:test", "suppressions.imported", now, |bulk| {
@@ -3401,6 +3443,34 @@ mod tests {
             .unwrap();
         assert!(import(&["+390212345678"]).unwrap().is_some());
         assert!(import(&["+390212345679"]).is_err());
+        // An opt-out that expires: the same again expiring no later is
+        // already present; one that outlasts it (later, or never) is not
+        // the same (the stored one would lapse first), and is refused.
+        let expiring = |days: Option<i64>| Suppression {
+            suppression_id: "crm-2".into(),
+            expires_at: days.map(|d| now + jiff::SignedDuration::from_hours(24 * d)),
+            ..opt_out("+390212345670")
+        };
+        let import_one = |s: Suppression| {
+            store.bulk_import("cli:test", "suppressions.imported", now, |bulk| {
+                bulk.suppression(NumberKey::from_e164(&s.number).unwrap(), s.clone())?;
+                Ok(Some(((), serde_json::json!({}))))
+            })
+        };
+        let (_, counts) = import_one(expiring(Some(30))).unwrap().unwrap();
+        assert_eq!(counts.stored, 1);
+        for days in [Some(30), Some(10)] {
+            let (_, counts) = import_one(expiring(days)).unwrap().unwrap();
+            assert_eq!((counts.stored, counts.already_present), (0, 1), "{days:?}");
+        }
+        for days in [Some(60), None] {
+            let err = import_one(expiring(days)).unwrap_err();
+            assert!(
+                err.to_string()
+                    .contains("crm-2 (already stored for another opt-out"),
+                "{days:?}: {err}"
+            );
+        }
     }
 
     /// A first load sets the opt-outs' id index aside and tells the copies
@@ -3498,6 +3568,10 @@ mod tests {
                     campaign_id: "spring".into(),
                     ..opt_out("s-1", "+390200000001", "again")
                 },
+                Suppression {
+                    expires_at: Some(now + jiff::SignedDuration::from_hours(24)),
+                    ..opt_out("s-1", "+390200000001", "again")
+                },
             ] {
                 let mut file = file.clone();
                 file.push(other);
@@ -3575,7 +3649,7 @@ mod tests {
             let err = import("new", "+390233333333", BatchOrder::ById).unwrap_err();
             assert!(
                 err.to_string()
-                    .contains("new (already stored for another opt-out)"),
+                    .contains("new (already stored for another opt-out:"),
                 "{err}"
             );
             if full {

@@ -687,7 +687,8 @@ async fn test_a_replica_killed_while_applying_resumes_exactly() {
 }
 
 /// An opt-out id the journal already holds for another controller (or
-/// campaign) is refused at the CLI, nothing committed: every replica's
+/// campaign, or with an earlier expiry), or given twice in one file with
+/// two expiries, is refused at the CLI, nothing committed: every replica's
 /// local import refuses it too, so it could only be skipped there (opt-outs
 /// reported committed but never applied). The same file again is accepted.
 #[tokio::test(flavor = "multi_thread")]
@@ -702,24 +703,54 @@ async fn test_an_opt_out_id_reused_for_another_controller_is_refused_at_the_cli(
         "controller,number,reason,suppression_id\nacme,+49 151 22222222,objected,S-1\n",
     );
     cli.cli_ok(&["suppression", "import", "--file", path_str(&first)]);
+    // An opt-out that expires; the same one again expiring earlier is
+    // accepted (the stored one outlasts it).
+    let expiring = "controller,number,reason,suppression_id,expires_at\n\
+                    acme,+49 151 22222223,objected,S-2,2027-06-01\n";
+    let earlier = "controller,number,reason,suppression_id,expires_at\n\
+                   acme,+49 151 22222223,objected,S-2,2027-03-01\n";
+    for (name, content) in [("expiring.csv", expiring), ("earlier.csv", earlier)] {
+        cli.cli_ok(&[
+            "suppression",
+            "import",
+            "--file",
+            path_str(&cli.file(name, content)),
+        ]);
+    }
     let suppressed = Some(vec![R::Suppressed, R::NoConsent]);
     until(&a, number, suppressed.clone(), reach_bound()).await;
     let before = pg.psql("SELECT count(*) FROM contact_journal");
-    for (name, content) in [
+    for (name, content, id) in [
         (
             "controller.csv",
             "controller,number,reason,suppression_id\nbeta,+49 151 22222222,objected,S-1\n",
+            "S-1",
         ),
         (
             "campaign.csv",
             "controller,campaign_id,number,reason,suppression_id\nacme,de-optin,+49 151 22222222,objected,S-1\n",
+            "S-1",
+        ),
+        // The stored one would lapse first: its number called while the
+        // newer file says never.
+        (
+            "later.csv",
+            "controller,number,reason,suppression_id\nacme,+49 151 22222223,objected,S-2\n",
+            "S-2",
+        ),
+        (
+            "twice.csv",
+            "controller,number,reason,suppression_id,expires_at\n\
+             acme,+49 151 22222224,objected,S-3,2027-06-01\n\
+             acme,+49 151 22222224,objected,S-3,\n",
+            "S-3",
         ),
     ] {
         let file = cli.file(name, content);
         let out = cli.cli(&["suppression", "import", "--file", path_str(&file)]);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "{name}: {stderr}");
-        assert!(stderr.contains("S-1"), "{name}: {stderr}");
+        assert!(stderr.contains(id), "{name}: {stderr}");
     }
     assert_eq!(pg.psql("SELECT count(*) FROM contact_journal"), before);
     cli.cli_ok(&["suppression", "import", "--file", path_str(&first)]);
