@@ -655,11 +655,14 @@ async fn insert_records(
 
 /// Refuses opt-outs of `batch` whose id another opt-out already has for
 /// another number, controller or campaign, or, in the same batch, with
-/// another expiry, or, in an earlier batch, with an earlier expiry (the
-/// stored one would lapse first): exactly what every replica's local bulk
-/// import refuses (`refuse_reused_suppression_ids`), so an entry committed
-/// here is never refused when applied. Runs under the journal lock (two
-/// imports sharing an id cannot both pass).
+/// another expiry, or, in any earlier batch, with an earlier expiry (the
+/// stored one would lapse first): at least what every replica's local
+/// bulk import refuses (`refuse_reused_suppression_ids`, which compares
+/// with the one copy it kept), so an entry committed here is never
+/// refused when applied (replicas do not check the expiry of a committed
+/// import at all, `BulkImport::applying_committed`: imports committed
+/// before this check existed may hold such copies). Runs under the
+/// journal lock (two imports sharing an id cannot both pass).
 async fn refuse_reused_ids(
     tx: &tokio_postgres::Transaction<'_>,
     batch: i64,

@@ -135,6 +135,11 @@ pub struct BulkImport<'t> {
     /// straight into the store, in the import's one transaction, under
     /// this trail event; `None`: staged, moved in afterwards.
     first_load: Option<FirstLoad<'t>>,
+    /// Opt-out ids met again are checked for their expiry too (see
+    /// `ContactStore::refuse_reused_suppression_ids`); not for an import
+    /// the shared journal committed already (see
+    /// [`BulkImport::applying_committed`]).
+    expiries_checked: bool,
 }
 
 /// The records a first load inserted so far, under its trail event.
@@ -279,6 +284,15 @@ impl BulkImport<'_> {
         Ok(())
     }
 
+    /// Marks an import the shared journal committed already, which this
+    /// replica must apply, never refuse: its opt-out ids met again are not
+    /// checked for their expiry. The journal checked them at the commit
+    /// (since this check exists); one committed before would stop this
+    /// replica's decisions for good.
+    pub fn applying_committed(&mut self) {
+        self.expiries_checked = false;
+    }
+
     /// The order in which consents are best added.
     pub fn consent_order(&self) -> BatchOrder {
         match &self.first_load {
@@ -341,7 +355,7 @@ impl BulkImport<'_> {
         self.consents = consents;
         let mut suppressions = std::mem::take(&mut self.suppressions);
         match &mut self.first_load {
-            Some(load) => load_suppressions(self.tx, load, &suppressions)?,
+            Some(load) => load_suppressions(self.tx, load, &suppressions, self.expiries_checked)?,
             None => {
                 let mut statement = self.tx.prepare_cached(INSERT_SUPPRESSION)?;
                 for i in by_number(&suppressions) {
@@ -438,6 +452,7 @@ fn load_suppressions(
     tx: &Transaction<'_>,
     load: &mut FirstLoad<'_>,
     suppressions: &[(NumberKey, Suppression)],
+    expiries_checked: bool,
 ) -> Result<(), StoreError> {
     if suppressions.is_empty() {
         return Ok(());
@@ -491,7 +506,8 @@ fn load_suppressions(
             )));
         }
         if load.reused.len() < REUSED_LISTED
-            && let Some(reused) = reused_suppression_id(tx, load, *key, suppression)?
+            && let Some(reused) =
+                reused_suppression_id(tx, load, *key, suppression, expiries_checked)?
         {
             load.reused.push(reused);
         }
@@ -600,6 +616,7 @@ fn reused_suppression_id(
     load: &FirstLoad<'_>,
     key: NumberKey,
     suppression: &Suppression,
+    expiries_checked: bool,
 ) -> Result<Option<String>, StoreError> {
     let mut statement = tx.prepare_cached(
         "SELECT number_key, number_hash, controller, campaign_id, import_seq, expires_at_us
@@ -626,7 +643,7 @@ fn reused_suppression_id(
     let same_expiry = if in_the_file {
         expiry == stored_expiry
     } else {
-        !outlasts(expiry, stored_expiry)
+        !expiries_checked || !outlasts(expiry, stored_expiry)
     };
     if same_number
         && same_expiry
@@ -2497,6 +2514,7 @@ impl ContactStore {
             tx: &tx,
             consents: Vec::new(),
             suppressions: Vec::new(),
+            expiries_checked: true,
             first_load: Some(FirstLoad {
                 seq,
                 counts: BulkCounts::default(),
@@ -2575,28 +2593,32 @@ impl ContactStore {
     ) -> Result<Option<(R, BulkCounts)>, StoreError> {
         prepare_staging(conn)?;
         let staging_started = std::time::Instant::now();
-        let (result, mut details) = {
+        let (filled, expiries_checked) = {
             let tx = conn.transaction()?;
             let mut import = BulkImport {
                 tx: &tx,
                 consents: Vec::new(),
                 suppressions: Vec::new(),
                 first_load: None,
+                expiries_checked: true,
             };
             match fill(&mut import)? {
                 None => return Ok(None),
                 Some(filled) => {
                     import.flush()?;
+                    let expiries_checked = import.expiries_checked;
+                    drop(import);
                     tx.commit()?;
-                    filled
+                    (filled, expiries_checked)
                 }
             }
         };
+        let (result, mut details) = filled;
         tracing::debug!(
             took_ms = staging_started.elapsed().as_millis() as u64,
             "import staged"
         );
-        self.refuse_reused_suppression_ids(conn)?;
+        self.refuse_reused_suppression_ids(conn, expiries_checked)?;
         let seq = {
             let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             tx.execute(
@@ -2629,7 +2651,11 @@ impl ContactStore {
     /// and the other number would be called. Two in one file must agree
     /// on the expiry too; one stored already must not expire before the
     /// file's (see `outlasts`).
-    fn refuse_reused_suppression_ids(&self, conn: &Connection) -> Result<(), StoreError> {
+    fn refuse_reused_suppression_ids(
+        &self,
+        conn: &Connection,
+        expiries_checked: bool,
+    ) -> Result<(), StoreError> {
         let mut reused: Vec<String> = Vec::new();
         // More than one value of a column among an id's rows: its lowest
         // and highest differ (both skip NULLs, as COUNT(DISTINCT) does,
@@ -2642,10 +2668,10 @@ impl ContactStore {
                 "SELECT suppression_id FROM staging.suppressions GROUP BY suppression_id
                  HAVING MIN(number_key) != MAX(number_key) OR MIN(controller) != MAX(controller)
                      OR MIN(campaign_id) != MAX(campaign_id)
-                     OR MIN(expires_at_us) != MAX(expires_at_us)
-                     OR COUNT(expires_at_us) NOT IN (0, COUNT(*)) LIMIT 5",
+                     OR (?1 AND (MIN(expires_at_us) != MAX(expires_at_us)
+                                 OR COUNT(expires_at_us) NOT IN (0, COUNT(*)))) LIMIT 5",
             )?;
-            let rows = statement.query_map([], |row| row.get::<_, String>(0))?;
+            let rows = statement.query_map([expiries_checked], |row| row.get::<_, String>(0))?;
             rows.collect()
         })?;
         for id in twice {
@@ -2673,7 +2699,7 @@ impl ContactStore {
             if !same_number
                 || text(row, 3)? != text(row, 7)?
                 || text(row, 4)? != text(row, 8)?
-                || outlasts(row.get(9)?, row.get(10)?)
+                || (expiries_checked && outlasts(row.get(9)?, row.get(10)?))
             {
                 reused.push(format!("{} ({ALREADY_STORED})", text(row, 0)?));
             }
@@ -3471,6 +3497,19 @@ mod tests {
                 "{days:?}: {err}"
             );
         }
+        // An import the shared journal committed already (before the
+        // journal checked expiries) is applied, never refused: the replica
+        // would stop deciding for good. The stored opt-out stays as it is.
+        let (_, counts) = store
+            .bulk_import("cli:test", "suppressions.imported", now, |bulk| {
+                bulk.applying_committed();
+                let s = expiring(None);
+                bulk.suppression(NumberKey::from_e164(&s.number).unwrap(), s)?;
+                Ok(Some(((), serde_json::json!({}))))
+            })
+            .unwrap()
+            .unwrap();
+        assert_eq!((counts.stored, counts.already_present), (0, 1));
     }
 
     /// A first load sets the opt-outs' id index aside and tells the copies

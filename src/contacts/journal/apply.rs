@@ -401,6 +401,7 @@ impl Journal {
         let outcome = self
             .store
             .bulk_import(&import.actor, &import.action, now, |bulk| {
+                bulk.applying_committed();
                 for (key, consent) in consents.drain(..) {
                     bulk.consent(key, consent)?;
                 }
