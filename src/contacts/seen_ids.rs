@@ -6,7 +6,7 @@
 //!
 //! Each id is remembered as one 64-bit word: the top 40 bits of a hash of
 //! the id (seeded anew for each load) above the offset of its row from the
-//! load's first (a table of 9 bytes per id, 151 MiB at 10 M ids). A word
+//! load's first (a table of 9 bytes per slot, 151 MiB at 10 M ids). A word
 //! met again is only a candidate: the caller reads the row back and the
 //! ids are compared. An id whose 40 bits an earlier id has (a few in 10 M)
 //! is remembered by its text. Past [`TRACKED`] ids, or rows that do not
