@@ -218,7 +218,9 @@ impl HasKind for StoreError {
             StoreError::Sqlite(cause) => sqlite_kind(cause),
             StoreError::Unreadable(_) => ErrorKind::Unavailable,
             StoreError::Index(_) | StoreError::Corrupt(_) => ErrorKind::Internal,
-            StoreError::ReusedIds(_) => ErrorKind::InvalidArgument,
+            StoreError::ReusedIds(_) | StoreError::ReusedConsentIds(_) => {
+                ErrorKind::InvalidArgument
+            }
             StoreError::Changed(_) => ErrorKind::FailedPrecondition,
         }
     }

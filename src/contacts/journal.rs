@@ -537,9 +537,10 @@ struct Extra {
     /// (subject, controller): the subject's personal data already in the
     /// journal goes (an erasure).
     redact: Option<(String, String)>,
-    /// Refuse opt-out ids the journal holds for another number (a bulk
-    /// import: INSERT OR IGNORE would keep one and the other number would
-    /// be called).
+    /// Refuse opt-out and consent ids the journal holds for another record
+    /// (a bulk import: INSERT OR IGNORE would keep one, and the other
+    /// number be called, or the kept consent grant what the file no
+    /// longer says; see `refuse_reused_ids`).
     refuse_reused: bool,
     /// Only into an empty journal, with this subject salt (a migration).
     first_with_salt: Option<[u8; 32]>,
@@ -661,14 +662,21 @@ async fn insert_records(
 /// with the one copy it kept), so an entry committed here is never
 /// refused when applied (replicas do not check the expiry of a committed
 /// import at all, `BulkImport::applying_committed`: imports committed
-/// before this check existed may hold such copies). Runs under the
-/// journal lock (two imports sharing an id cannot both pass).
+/// before this check existed may hold such copies). Refuses consents of
+/// `batch` likewise (see `refuse_reused_consent_ids`): another number,
+/// controller, purpose, grant or supplier, or, in the same batch, other
+/// ends (expiry, revocation), or, in an earlier batch, later ends (the
+/// stored one would grant past the file's); replicas apply a committed
+/// import's consents without checking them. Runs under the journal lock
+/// (two imports sharing an id cannot both pass).
 async fn refuse_reused_ids(
     tx: &tokio_postgres::Transaction<'_>,
     batch: i64,
 ) -> Result<(), JournalError> {
-    let reused: Vec<String> = tx
-        .query(
+    let reused =
+        |rows: Vec<tokio_postgres::Row>| -> Vec<String> { rows.iter().map(|r| r.get(0)).collect() };
+    let opt_outs = reused(
+        tx.query(
             "SELECT DISTINCT n.record_id FROM contact_journal_records n
              JOIN contact_journal_records o
                ON o.kind IN ('suppression', 'suppression_hashed') AND o.record_id = n.record_id
@@ -684,15 +692,44 @@ async fn refuse_reused_ids(
              ORDER BY 1 LIMIT 5",
             &[&batch],
         )
-        .await?
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
-    if reused.is_empty() {
+        .await?,
+    );
+    if !opt_outs.is_empty() {
+        return Err(JournalError::Store(StoreError::ReusedIds(
+            opt_outs.join(", "),
+        )));
+    }
+    let consents = reused(
+        tx.query(
+            "SELECT DISTINCT n.record_id FROM contact_journal_records n
+             JOIN contact_journal_records o
+               ON o.kind = 'consent' AND o.record_id = n.record_id
+              AND (o.batch <> n.batch OR o.pos <> n.pos)
+              AND (o.subject <> n.subject OR o.controller <> n.controller
+                   OR (o.body->>'purpose') IS DISTINCT FROM (n.body->>'purpose')
+                   OR (o.body->>'granted_at_us') IS DISTINCT FROM (n.body->>'granted_at_us')
+                   OR COALESCE(o.body->>'supplier', '') <> COALESCE(n.body->>'supplier', '')
+                   OR (o.batch = n.batch
+                       AND ((o.body->>'expires_at_us') IS DISTINCT FROM (n.body->>'expires_at_us')
+                            OR (o.body->>'revoked_at_us') IS DISTINCT FROM (n.body->>'revoked_at_us')))
+                   OR (o.batch <> n.batch
+                       AND ((n.body->>'expires_at_us' IS NOT NULL
+                             AND (o.body->>'expires_at_us' IS NULL
+                                  OR (o.body->>'expires_at_us')::bigint > (n.body->>'expires_at_us')::bigint))
+                            OR (n.body->>'revoked_at_us' IS NOT NULL
+                                AND (o.body->>'revoked_at_us' IS NULL
+                                     OR (o.body->>'revoked_at_us')::bigint > (n.body->>'revoked_at_us')::bigint)))))
+             WHERE n.batch = $1 AND n.kind = 'consent'
+             ORDER BY 1 LIMIT 5",
+            &[&batch],
+        )
+        .await?,
+    );
+    if consents.is_empty() {
         Ok(())
     } else {
-        Err(JournalError::Store(StoreError::ReusedIds(
-            reused.join(", "),
+        Err(JournalError::Store(StoreError::ReusedConsentIds(
+            consents.join(", "),
         )))
     }
 }

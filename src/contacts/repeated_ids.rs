@@ -21,6 +21,13 @@ pub(crate) const TRACKED: usize = if cfg!(test) { 1 << 12 } else { 1 << 24 };
 /// Bits of a word that hold the insert's position.
 const POSITION_BITS: u32 = 24;
 
+/// A record inserted after another of its id: the rowids of both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct IdCopy {
+    pub first: i64,
+    pub copy: i64,
+}
+
 #[derive(Debug, Default)]
 pub(crate) struct RepeatedIds {
     /// Seeded anew for each load: a file cannot be made of ids that share
@@ -54,10 +61,13 @@ impl RepeatedIds {
             .push((hash >> POSITION_BITS << POSITION_BITS) | position as u64);
     }
 
-    /// The rowids of every insert but the first of each id (in no order),
-    /// read back from `conn`; `None` when they cannot be told (too many
-    /// inserts, or not one rowid after the other).
-    pub(crate) fn later_copies(mut self, conn: &Connection) -> rusqlite::Result<Option<Vec<i64>>> {
+    /// Every insert but the first of each id (in no order), each with the
+    /// first of its id, read back from `conn`; `None` when they cannot be
+    /// told (too many inserts, or not one rowid after the other).
+    pub(crate) fn later_copies(
+        mut self,
+        conn: &Connection,
+    ) -> rusqlite::Result<Option<Vec<IdCopy>>> {
         if self.overflowed {
             return Ok(None);
         }
@@ -73,13 +83,15 @@ impl RepeatedIds {
             }
             // The run is in insert order (position in the low bits): the
             // first row of each id read here is its first insert.
-            let mut seen: Vec<String> = Vec::new();
+            let mut seen: Vec<(String, i64)> = Vec::new();
             for &word in run {
                 let id: String = statement.query_row([rowid(word)], |r| r.get(0))?;
-                if seen.contains(&id) {
-                    later.push(rowid(word));
-                } else {
-                    seen.push(id);
+                match seen.iter().find(|(first, _)| *first == id) {
+                    Some(&(_, first)) => later.push(IdCopy {
+                        first,
+                        copy: rowid(word),
+                    }),
+                    None => seen.push((id, rowid(word))),
                 }
             }
         }
@@ -111,8 +123,9 @@ mod tests {
             repeated.inserted(id, i as i64 + 1);
         }
         let mut later = repeated.later_copies(&conn).unwrap().unwrap();
-        later.sort_unstable();
-        assert_eq!(later, vec![3, 5, 6]);
+        later.sort_unstable_by_key(|c| c.copy);
+        let copy = |first, copy| IdCopy { first, copy };
+        assert_eq!(later, vec![copy(1, 3), copy(2, 5), copy(1, 6)]);
     }
 
     #[test]
@@ -125,7 +138,10 @@ mod tests {
             first_rowid: 1,
             ..RepeatedIds::default()
         };
-        assert_eq!(repeated.later_copies(&conn).unwrap(), Some(vec![3]));
+        assert_eq!(
+            repeated.later_copies(&conn).unwrap(),
+            Some(vec![IdCopy { first: 1, copy: 3 }])
+        );
     }
 
     #[test]

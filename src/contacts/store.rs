@@ -14,7 +14,7 @@ mod rectify;
 pub use rectify::{Rectification, Stored};
 
 use super::compact::{CompactIndex, Slot, SlotError, Table};
-use super::repeated_ids::RepeatedIds;
+use super::repeated_ids::{IdCopy, RepeatedIds};
 use super::seen_ids::SeenIds;
 use super::{
     Consent, ContactIndex, ContactView, Record, Relationship, RelationshipKind, SubjectHash,
@@ -23,6 +23,7 @@ use super::{
 use crate::model::Purpose;
 use crate::number::NumberKey;
 
+mod import_lock;
 mod journal_state;
 pub(crate) use journal_state::{AllRecords, with_journal_position};
 mod purge;
@@ -44,6 +45,13 @@ pub enum StoreError {
     /// Opt-out ids a bulk import reuses for another opt-out.
     #[error("suppression_id reused for another opt-out, nothing imported: {0}")]
     ReusedIds(String),
+    /// Consent ids a bulk import reuses for another consent (a line
+    /// without a `consent_id` has one derived from its controller, number,
+    /// purpose, granted_at, source and supplier).
+    #[error(
+        "consent_id reused for another consent, nothing imported: {0} (a line without a consent_id has an id derived from its controller, number, purpose, granted_at, source and supplier; to end a stored consent earlier, rectify or withdraw it)"
+    )]
+    ReusedConsentIds(String),
     /// A value read back that the code does not know.
     #[error("contact store: {0}")]
     Corrupt(#[from] UnknownValue),
@@ -135,23 +143,23 @@ pub struct BulkImport<'t> {
     /// straight into the store, in the import's one transaction, under
     /// this trail event; `None`: staged, moved in afterwards.
     first_load: Option<FirstLoad<'t>>,
-    /// Opt-out ids met again are checked for their expiry too (see
-    /// `ContactStore::refuse_reused_suppression_ids`); not for an import
-    /// the shared journal committed already (see
-    /// [`BulkImport::applying_committed`]).
-    expiries_checked: bool,
+    /// Ids met again are checked for what the shared journal did not
+    /// check from its first version: an opt-out's expiry (see
+    /// `ContactStore::refuse_reused_suppression_ids`), a consent's
+    /// content (see `KeptConsent::is_copy`); not for an import the journal
+    /// committed already (see [`BulkImport::applying_committed`]).
+    copies_checked: bool,
 }
 
 /// The records a first load inserted so far, under its trail event.
 struct FirstLoad<'t> {
     seq: i64,
     counts: BulkCounts,
-    /// The consents' ids are unique through an index of their own, which
-    /// the load sets aside with the number index (see `index_ids`).
-    ids_apart: bool,
-    /// The consents' indexes were set aside (at the first consent).
+    /// The consents' indexes, number and id, were set aside (at the first
+    /// consent; the ids are unique through an index of their own, see
+    /// `index_ids`).
     consents_aside: bool,
-    /// The ids inserted, to keep the first of each (with `ids_apart`).
+    /// The ids inserted, to keep the first of each.
     repeated: RepeatedIds,
     /// The opt-outs' indexes (number and id) are set aside at the first
     /// opt-out: the store held none, and its opt-out ids are unique
@@ -286,19 +294,19 @@ impl BulkImport<'_> {
 
     /// Marks an import the shared journal committed already, which this
     /// replica must apply, never refuse: its opt-out ids met again are not
-    /// checked for their expiry. The journal checked them at the commit
-    /// (since this check exists); one committed before would stop this
-    /// replica's decisions for good.
+    /// checked for their expiry, nor its consents met again at all (a
+    /// copy is kept out as it was before these checks). The journal
+    /// checked them at the commit (since these checks exist); one
+    /// committed before would stop this replica's decisions for good.
     pub fn applying_committed(&mut self) {
-        self.expiries_checked = false;
+        self.copies_checked = false;
     }
 
     /// The order in which consents are best added.
     pub fn consent_order(&self) -> BatchOrder {
         match &self.first_load {
             None => BatchOrder::ByNumber,
-            Some(load) if load.ids_apart => BatchOrder::AsRead,
-            Some(_) => BatchOrder::ById,
+            Some(_) => BatchOrder::AsRead,
         }
     }
 
@@ -312,9 +320,9 @@ impl BulkImport<'_> {
         }
     }
 
-    /// Inserts the records held (a stable sort: of two records with one
-    /// id and number, the first in the file is kept; a first load that set
-    /// the id index aside keeps it later, see `index_unique_ids`).
+    /// Inserts the records held: staged (sorted by number), or, in a first
+    /// load, into the store as read, with the indexes set aside (the first
+    /// consent of each id is kept later, see `index_unique_ids`).
     fn flush(&mut self) -> Result<(), StoreError> {
         let mut consents = std::mem::take(&mut self.consents);
         let (sql, seq) = match &mut self.first_load {
@@ -322,12 +330,10 @@ impl BulkImport<'_> {
                 if !consents.is_empty() && !load.consents_aside {
                     // Built again in one sorted pass each before the commit
                     // (the ids checked unique then).
-                    self.tx
-                        .execute_batch("DROP INDEX IF EXISTS main.consents_by_number")?;
-                    if load.ids_apart {
-                        self.tx
-                            .execute_batch("DROP INDEX IF EXISTS main.consents_by_id")?;
-                    }
+                    self.tx.execute_batch(
+                        "DROP INDEX IF EXISTS main.consents_by_number;
+                         DROP INDEX IF EXISTS main.consents_by_id;",
+                    )?;
                     load.consents_aside = true;
                     load.counts.indexes_rebuilt += 1;
                 }
@@ -344,18 +350,23 @@ impl BulkImport<'_> {
             let (key, consent) = &consents[i];
             let inserted = insert_consent(&mut statement, *key, consent, seq)?;
             if let Some(load) = &mut self.first_load {
-                load.counts.moved(1, inserted);
-                if load.ids_apart && inserted > 0 {
-                    load.repeated
-                        .inserted(&consent.consent_id, self.tx.last_insert_rowid());
+                if inserted == 0 {
+                    // No index to conflict with: refused for another reason.
+                    return Err(StoreError::Unreadable(format!(
+                        "consent {} was not inserted: nothing imported",
+                        consent.consent_id
+                    )));
                 }
+                load.counts.moved(1, inserted);
+                load.repeated
+                    .inserted(&consent.consent_id, self.tx.last_insert_rowid());
             }
         }
         consents.clear();
         self.consents = consents;
         let mut suppressions = std::mem::take(&mut self.suppressions);
         match &mut self.first_load {
-            Some(load) => load_suppressions(self.tx, load, &suppressions, self.expiries_checked)?,
+            Some(load) => load_suppressions(self.tx, load, &suppressions, self.copies_checked)?,
             None => {
                 let mut statement = self.tx.prepare_cached(INSERT_SUPPRESSION)?;
                 for i in by_number(&suppressions) {
@@ -387,7 +398,7 @@ impl BulkImport<'_> {
         // Complete: every copy was told as it came, and kept out (or
         // refused). Else copies may have gone in unseen.
         if !std::mem::take(&mut load.seen).complete() && !index_suppression_ids(self.tx)? {
-            let copies = suppression_copies(self.tx)?;
+            let copies = id_copies(self.tx, "suppressions", "suppression_id")?;
             let mut read = self.tx.prepare(READ_SUPPRESSION_AT)?;
             let mut delete = self
                 .tx
@@ -452,7 +463,7 @@ fn load_suppressions(
     tx: &Transaction<'_>,
     load: &mut FirstLoad<'_>,
     suppressions: &[(NumberKey, Suppression)],
-    expiries_checked: bool,
+    copies_checked: bool,
 ) -> Result<(), StoreError> {
     if suppressions.is_empty() {
         return Ok(());
@@ -507,7 +518,7 @@ fn load_suppressions(
         }
         if load.reused.len() < REUSED_LISTED
             && let Some(reused) =
-                reused_suppression_id(tx, load, *key, suppression, expiries_checked)?
+                reused_suppression_id(tx, load, *key, suppression, copies_checked)?
         {
             load.reused.push(reused);
         }
@@ -560,26 +571,19 @@ fn read_kept(row: &rusqlite::Row<'_>) -> rusqlite::Result<KeptSuppression> {
     })
 }
 
-/// An opt-out inserted after another of its id: the rowids of both.
-#[derive(Debug, Clone, Copy)]
-struct IdCopy {
-    first: i64,
-    copy: i64,
-}
-
-/// The copies of an opt-out id among the rows of a first load that set
-/// the opt-outs' indexes aside (every row of the table is the load's):
-/// each after the first of its id, found by SQLite in one sort of the
-/// table (when the load could not remember its ids, see `SeenIds`).
-fn suppression_copies(tx: &Transaction<'_>) -> Result<Vec<IdCopy>, StoreError> {
+/// The copies of an id among the rows of a first load that set `table`'s
+/// indexes aside (every row of the table is the load's): each after the
+/// first of its id, found by SQLite in one sort of the table (when the
+/// load could not remember its ids, see `SeenIds` and `RepeatedIds`).
+fn id_copies(tx: &Connection, table: &str, column: &str) -> Result<Vec<IdCopy>, StoreError> {
     sorting(tx, || {
-        let mut statement = tx.prepare(
+        let mut statement = tx.prepare(&format!(
             "SELECT first, rowid
              FROM (SELECT rowid, first_value(rowid) OVER w AS first
-                   FROM main.suppressions
-                   WINDOW w AS (PARTITION BY suppression_id ORDER BY rowid))
-             WHERE rowid != first",
-        )?;
+                   FROM main.{table}
+                   WINDOW w AS (PARTITION BY {column} ORDER BY rowid))
+             WHERE rowid != first"
+        ))?;
         let rows = statement.query_map([], |r| {
             Ok(IdCopy {
                 first: r.get(0)?,
@@ -616,7 +620,7 @@ fn reused_suppression_id(
     load: &FirstLoad<'_>,
     key: NumberKey,
     suppression: &Suppression,
-    expiries_checked: bool,
+    copies_checked: bool,
 ) -> Result<Option<String>, StoreError> {
     let mut statement = tx.prepare_cached(
         "SELECT number_key, number_hash, controller, campaign_id, import_seq, expires_at_us
@@ -643,7 +647,7 @@ fn reused_suppression_id(
     let same_expiry = if in_the_file {
         expiry == stored_expiry
     } else {
-        !expiries_checked || !outlasts(expiry, stored_expiry)
+        !copies_checked || !outlasts(expiry, stored_expiry)
     };
     if same_number
         && same_expiry
@@ -663,10 +667,12 @@ fn reused_suppression_id(
 /// How an opt-out id already stored for another opt-out is named.
 const ALREADY_STORED: &str = "already stored for another opt-out: another number, controller or campaign, or an earlier expiry";
 
-/// Whether an opt-out expiring at `expiry` (microseconds; `None`: never)
-/// outlasts one expiring at `stored`: a copy of a stored opt-out that
+/// Whether a record ending at `expiry` (microseconds; `None`: never)
+/// outlasts one ending at `stored`. A copy of a stored opt-out that
 /// outlasts it is not the same one (kept out, the stored one would lapse
-/// first, and the number be called while the newer file says not to).
+/// first, and the number be called while the newer file says not to); nor
+/// is a copy of a stored consent that the stored one outlasts (it would
+/// grant calls past the end the newer file gives).
 fn outlasts(expiry: Option<i64>, stored: Option<i64>) -> bool {
     match (expiry, stored) {
         (_, None) => false,
@@ -674,6 +680,63 @@ fn outlasts(expiry: Option<i64>, stored: Option<i64>) -> bool {
         (Some(expiry), Some(stored)) => expiry > stored,
     }
 }
+
+/// Refuses staged consents whose id is another consent's, in the file or
+/// in the store: `INSERT OR IGNORE` would keep the first, which may grant
+/// what the file says no longer (another number, controller, purpose,
+/// grant or supplier; two copies in the file must agree on their ends
+/// too, and a stored one must not end later than the file's copy). The
+/// same rule as `KeptConsent::is_copy`, in SQL: one sort of the staged
+/// consents, and a lookup in the store of each (which the moves make
+/// anyway).
+fn refuse_reused_consent_ids(conn: &Connection) -> Result<(), StoreError> {
+    // More than one value of a column among an id's rows: its lowest and
+    // highest differ, or, for the ends, which may be NULL, some rows have
+    // one and others not.
+    let twice: Vec<String> = sorting(conn, || {
+        let mut statement = conn.prepare(
+            "SELECT consent_id FROM staging.consents GROUP BY consent_id
+             HAVING MIN(number_key) != MAX(number_key) OR MIN(controller) != MAX(controller)
+                 OR MIN(purpose) != MAX(purpose) OR MIN(granted_at_us) != MAX(granted_at_us)
+                 OR MIN(supplier) != MAX(supplier)
+                 OR MIN(expires_at_us) != MAX(expires_at_us)
+                 OR COUNT(expires_at_us) NOT IN (0, COUNT(*))
+                 OR MIN(revoked_at_us) != MAX(revoked_at_us)
+                 OR COUNT(revoked_at_us) NOT IN (0, COUNT(*))
+             LIMIT 5",
+        )?;
+        let rows = statement.query_map([], |row| row.get::<_, String>(0))?;
+        rows.collect()
+    })?;
+    let mut reused: Vec<String> = twice
+        .into_iter()
+        .map(|id| format!("{id} (twice in the file)"))
+        .collect();
+    let left = REUSED_LISTED.saturating_sub(reused.len()) as i64;
+    let mut statement = conn.prepare(
+        "SELECT DISTINCT s.consent_id
+         FROM staging.consents s JOIN main.consents m ON m.consent_id = s.consent_id
+         WHERE m.number_key != s.number_key OR m.controller != s.controller
+            OR m.purpose != s.purpose OR m.granted_at_us != s.granted_at_us
+            OR m.supplier != s.supplier
+            OR (s.expires_at_us IS NOT NULL
+                AND (m.expires_at_us IS NULL OR m.expires_at_us > s.expires_at_us))
+            OR (s.revoked_at_us IS NOT NULL
+                AND (m.revoked_at_us IS NULL OR m.revoked_at_us > s.revoked_at_us))
+         LIMIT ?1",
+    )?;
+    let stored = statement.query_map([left], |row| row.get::<_, String>(0))?;
+    for id in stored {
+        reused.push(format!("{} ({ALREADY_STORED_CONSENT})", id?));
+    }
+    if reused.is_empty() {
+        return Ok(());
+    }
+    Err(StoreError::ReusedConsentIds(reused.join(", ")))
+}
+
+/// How a consent id already stored for another consent is named.
+const ALREADY_STORED_CONSENT: &str = "already stored for another consent: another number, controller, purpose, grant time or supplier, or one that ends later than the file says";
 
 /// Binds a consent's 14 columns (in [`CONSENT_COLUMNS`] order) and the
 /// import's trail event (NULL when staged) and runs `statement`; returns
@@ -1003,41 +1066,131 @@ fn sorting<T>(
 
 /// Builds the indexes a first load set aside, its consent ids' unique one
 /// among them. Of two consents with one id, the first inserted, the first
-/// in the file, is kept and the others deleted, and counted as already
-/// present. The copies are those `repeated` finds; when it cannot tell,
-/// and the unique index then cannot be built, SQLite finds them (one more
-/// sort of the consents): returns whether it had to.
+/// in the file, is kept and the others deleted and counted as already
+/// present, if they are the same consent; a copy that is another consent
+/// refuses the load (see `leave_out_consent_copies`). The copies are
+/// those `repeated` finds; when it cannot tell, and the unique index then
+/// cannot be built, SQLite finds them (one more sort of the consents):
+/// returns whether it had to.
 fn index_unique_ids(
     conn: &Connection,
     counts: &mut BulkCounts,
     repeated: RepeatedIds,
+    copies_checked: bool,
 ) -> Result<bool, StoreError> {
-    if let Some(mut later) = repeated.later_copies(conn)? {
-        later.sort_unstable();
-        let mut statement = conn.prepare("DELETE FROM main.consents WHERE rowid = ?1")?;
-        for rowid in &later {
-            statement.execute([rowid])?;
-        }
-        counts.left_out(later.len() as u64);
+    if let Some(copies) = repeated.later_copies(conn)? {
+        leave_out_consent_copies(conn, counts, copies, copies_checked)?;
     }
     match rebuild_indexes(conn) {
         Err(StoreError::Sqlite(rusqlite::Error::SqliteFailure(failure, _)))
             if failure.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE => {}
         built => return built.map(|()| false),
     }
-    let repeated = sorting(conn, || {
-        conn.execute(
-            "DELETE FROM main.consents WHERE rowid IN (
-                 SELECT rowid FROM (
-                     SELECT rowid, consent_id = lag(consent_id) OVER (ORDER BY consent_id, rowid) AS again
-                     FROM main.consents)
-                 WHERE again)",
-            [],
-        )
-    })? as u64;
-    counts.left_out(repeated);
-    tracing::debug!(repeated, "consents repeating an id left out");
+    let copies = id_copies(conn, "consents", "consent_id")?;
+    tracing::debug!(
+        copies = copies.len(),
+        "consents repeating an id found by SQLite"
+    );
+    leave_out_consent_copies(conn, counts, copies, copies_checked)?;
     rebuild_indexes(conn).map(|()| true)
+}
+
+/// Deletes a first load's later `copies` of a consent id (inserted with
+/// the id index set aside), counted as already present, once each is
+/// found to be the same consent as the first of its id. A copy that is
+/// another consent (another number, controller, purpose, grant, supplier
+/// or end) refuses the load: kept out, the first would grant what the
+/// file says of it no longer. Not checked (`copies_checked` false) for an
+/// import the shared journal committed already.
+fn leave_out_consent_copies(
+    conn: &Connection,
+    counts: &mut BulkCounts,
+    mut copies: Vec<IdCopy>,
+    copies_checked: bool,
+) -> Result<(), StoreError> {
+    let mut read = conn.prepare(READ_CONSENT_AT)?;
+    let mut reused: Vec<String> = Vec::new();
+    for copy in copies.iter().filter(|_| copies_checked) {
+        let first = read.query_row([copy.first], KeptConsent::read)?;
+        let again = read.query_row([copy.copy], KeptConsent::read)?;
+        if !first.is_copy(&again, true) && reused.len() < REUSED_LISTED {
+            let named = format!("{} (twice in the file)", again.id);
+            if !reused.contains(&named) {
+                reused.push(named);
+            }
+        }
+    }
+    if !reused.is_empty() {
+        return Err(StoreError::ReusedConsentIds(reused.join(", ")));
+    }
+    copies.sort_unstable_by_key(|c| c.copy);
+    let mut delete = conn.prepare("DELETE FROM main.consents WHERE rowid = ?1")?;
+    for copy in &copies {
+        delete.execute([copy.copy])?;
+    }
+    counts.left_out(copies.len() as u64);
+    Ok(())
+}
+
+/// Reads a consent by rowid: what tells whether another is the same.
+const READ_CONSENT_AT: &str = "SELECT consent_id, number_key, controller, purpose, granted_at_us, \
+    supplier, revoked_at_us, expires_at_us FROM main.consents WHERE rowid = ?1";
+
+/// What the rules read of a consent: what tells whether two consents of
+/// one id are the same consent.
+#[derive(Debug, PartialEq, Eq)]
+struct KeptConsent {
+    id: String,
+    key: i64,
+    controller: String,
+    purpose: String,
+    granted_at_us: i64,
+    supplier: String,
+    revoked_at_us: Option<i64>,
+    expires_at_us: Option<i64>,
+}
+
+impl KeptConsent {
+    /// From the columns of [`READ_CONSENT_AT`], in its order.
+    fn read(row: &rusqlite::Row<'_>) -> rusqlite::Result<KeptConsent> {
+        Ok(KeptConsent {
+            id: row.get(0)?,
+            key: row.get(1)?,
+            controller: row.get(2)?,
+            purpose: row.get(3)?,
+            granted_at_us: row.get(4)?,
+            supplier: row.get(5)?,
+            revoked_at_us: row.get(6)?,
+            expires_at_us: row.get(7)?,
+        })
+    }
+
+    /// Whether `copy`, met after `self` under its id, is the same consent:
+    /// the same number, controller, purpose, grant and supplier, and
+    /// - met again in the same file (`in_the_file`): the same ends, its
+    ///   expiry and revocation;
+    /// - met in a later import: ends no later than `self`'s (else `self`,
+    ///   the one kept, would grant calls past the end the newer file gives
+    ///   it: see `outlasts`). One that ends later is counted as already
+    ///   present: `self` then grants less than the file says, never more.
+    ///
+    /// `refuse_reused_consent_ids` says the same in SQL, and the shared
+    /// journal's `refuse_reused_ids`.
+    fn is_copy(&self, copy: &KeptConsent, in_the_file: bool) -> bool {
+        let same_ends = if in_the_file {
+            self.expires_at_us == copy.expires_at_us && self.revoked_at_us == copy.revoked_at_us
+        } else {
+            !outlasts(self.expires_at_us, copy.expires_at_us)
+                && !outlasts(self.revoked_at_us, copy.revoked_at_us)
+        };
+        self.id == copy.id
+            && self.key == copy.key
+            && self.controller == copy.controller
+            && self.purpose == copy.purpose
+            && self.granted_at_us == copy.granted_at_us
+            && self.supplier == copy.supplier
+            && same_ends
+    }
 }
 
 /// The tables whose ids are unique, each with the index that keeps them
@@ -2366,6 +2519,12 @@ impl ContactStore {
         let staging = self
             .path
             .with_file_name(format!("contacts-import-{}.db", std::process::id()));
+        // From the id checks to the last move: imports run one at a time.
+        let _one_at_a_time = import_lock::ImportLock::acquire(&self.path).map_err(|err| {
+            StoreError::Unreadable(format!(
+                "cannot take the import lock: {err}: nothing imported"
+            ))
+        })?;
         let outcome = {
             let mut conn = self.conn.lock().expect("contact db lock");
             let alone = self.offline_lock();
@@ -2510,15 +2669,20 @@ impl ContactStore {
         let seq = tx.last_insert_rowid();
         rekey_empty(&tx, "consents")?;
         rekey_empty(&tx, "suppressions")?;
+        if !ids_indexed_apart(&tx, "consents")? {
+            // Only a table that holds rows keeps the layout keyed by id.
+            return Err(StoreError::Unreadable(
+                "a first load into a store that holds consents: nothing imported".into(),
+            ));
+        }
         let mut import = BulkImport {
             tx: &tx,
             consents: Vec::new(),
             suppressions: Vec::new(),
-            expiries_checked: true,
+            copies_checked: true,
             first_load: Some(FirstLoad {
                 seq,
                 counts: BulkCounts::default(),
-                ids_apart: ids_indexed_apart(&tx, "consents")?,
                 consents_aside: false,
                 repeated: RepeatedIds::default(),
                 suppressions_aside: ids_indexed_apart(&tx, "suppressions")?
@@ -2534,19 +2698,20 @@ impl ContactStore {
             return Ok(None);
         };
         import.refuse_reused_in_load()?;
+        let copies_checked = import.copies_checked;
         let (mut counts, ids_set_aside) =
             import
                 .first_load
                 .take()
                 .map_or((BulkCounts::default(), None), |load| {
-                    let aside = load.ids_apart && load.consents_aside;
+                    let aside = load.consents_aside;
                     (load.counts, aside.then_some(load.repeated))
                 });
         let before_rebuild = started.elapsed().as_millis() as u64;
         // Every index set aside above is built again here.
         match ids_set_aside {
             Some(repeated) => {
-                let sorted = index_unique_ids(&tx, &mut counts, repeated)?;
+                let sorted = index_unique_ids(&tx, &mut counts, repeated, copies_checked)?;
                 counts.ids_sorted = sorted;
             }
             None => rebuild_indexes(&tx)?,
@@ -2593,23 +2758,23 @@ impl ContactStore {
     ) -> Result<Option<(R, BulkCounts)>, StoreError> {
         prepare_staging(conn)?;
         let staging_started = std::time::Instant::now();
-        let (filled, expiries_checked) = {
+        let (filled, copies_checked) = {
             let tx = conn.transaction()?;
             let mut import = BulkImport {
                 tx: &tx,
                 consents: Vec::new(),
                 suppressions: Vec::new(),
                 first_load: None,
-                expiries_checked: true,
+                copies_checked: true,
             };
             match fill(&mut import)? {
                 None => return Ok(None),
                 Some(filled) => {
                     import.flush()?;
-                    let expiries_checked = import.expiries_checked;
+                    let copies_checked = import.copies_checked;
                     drop(import);
                     tx.commit()?;
-                    (filled, expiries_checked)
+                    (filled, copies_checked)
                 }
             }
         };
@@ -2618,7 +2783,10 @@ impl ContactStore {
             took_ms = staging_started.elapsed().as_millis() as u64,
             "import staged"
         );
-        self.refuse_reused_suppression_ids(conn, expiries_checked)?;
+        self.refuse_reused_suppression_ids(conn, copies_checked)?;
+        if copies_checked {
+            refuse_reused_consent_ids(conn)?;
+        }
         let seq = {
             let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             tx.execute(
@@ -2654,7 +2822,7 @@ impl ContactStore {
     fn refuse_reused_suppression_ids(
         &self,
         conn: &Connection,
-        expiries_checked: bool,
+        copies_checked: bool,
     ) -> Result<(), StoreError> {
         let mut reused: Vec<String> = Vec::new();
         // More than one value of a column among an id's rows: its lowest
@@ -2671,7 +2839,7 @@ impl ContactStore {
                      OR (?1 AND (MIN(expires_at_us) != MAX(expires_at_us)
                                  OR COUNT(expires_at_us) NOT IN (0, COUNT(*)))) LIMIT 5",
             )?;
-            let rows = statement.query_map([expiries_checked], |row| row.get::<_, String>(0))?;
+            let rows = statement.query_map([copies_checked], |row| row.get::<_, String>(0))?;
             rows.collect()
         })?;
         for id in twice {
@@ -2699,7 +2867,7 @@ impl ContactStore {
             if !same_number
                 || text(row, 3)? != text(row, 7)?
                 || text(row, 4)? != text(row, 8)?
-                || (expiries_checked && outlasts(row.get(9)?, row.get(10)?))
+                || (copies_checked && outlasts(row.get(9)?, row.get(10)?))
             {
                 reused.push(format!("{} ({ALREADY_STORED})", text(row, 0)?));
             }
@@ -3512,6 +3680,138 @@ mod tests {
         assert_eq!((counts.stored, counts.already_present), (0, 1));
     }
 
+    /// A consent file that gave one consent_id to two consents stored the
+    /// first and counted the other "already present", whatever it said: a
+    /// CRM that brought a consent's expiry forward (or a line derived to
+    /// the same id with another expiry) left the longer one stored, and
+    /// the number was called past the end the newer file gave. Refused
+    /// now, in the file and against the store.
+    #[test]
+    fn test_a_consent_id_reused_for_another_consent_is_refused() {
+        // Staged and moved, then as a first load (offline, no consent
+        // stored: one transaction).
+        for offline in [false, true] {
+            refuses_a_reused_consent_id(offline);
+        }
+    }
+
+    fn refuses_a_reused_consent_id(offline: bool) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ContactStore::open(dir.path()).unwrap();
+        if offline {
+            store.move_offline();
+        }
+        let now: Timestamp = "2026-11-25T10:00:00Z".parse().unwrap();
+        let days = |d: i64| now + jiff::SignedDuration::from_hours(24 * d);
+        let base = Consent {
+            consent_id: "crm-1".into(),
+            expires_at: Some(days(30)),
+            ..consent("+390212345678")
+        };
+        let import = |consents: &[Consent]| {
+            store.bulk_import("cli:test", "consents.imported", now, |bulk| {
+                for c in consents {
+                    bulk.consent(NumberKey::from_e164(&c.number).unwrap(), c.clone())?;
+                }
+                Ok(Some(((), serde_json::json!({}))))
+            })
+        };
+        let others = [
+            Consent {
+                number: "+390212345679".into(),
+                ..base.clone()
+            },
+            Consent {
+                controller: "other".into(),
+                ..base.clone()
+            },
+            Consent {
+                purpose: Purpose::Marketing,
+                ..base.clone()
+            },
+            Consent {
+                granted_at: base.granted_at + jiff::SignedDuration::from_hours(1),
+                ..base.clone()
+            },
+            Consent {
+                supplier: "lists-r-us".into(),
+                ..base.clone()
+            },
+            Consent {
+                expires_at: Some(days(60)),
+                ..base.clone()
+            },
+            Consent {
+                expires_at: None,
+                ..base.clone()
+            },
+        ];
+        for other in &others {
+            let err = import(&[base.clone(), other.clone()]).unwrap_err();
+            assert!(
+                matches!(err, StoreError::ReusedConsentIds(_))
+                    && err.to_string().contains("crm-1 (twice in the file)"),
+                "offline {offline}, {other:?}: {err}"
+            );
+        }
+        assert!(store.trail().unwrap().is_empty(), "nothing imported");
+        // The same consent twice, its evidence aside: one stored.
+        let again = Consent {
+            evidence_ref: "e-2".into(),
+            ..base.clone()
+        };
+        let (_, counts) = import(&[base.clone(), again]).unwrap().unwrap();
+        assert_eq!((counts.stored, counts.already_present), (1, 1));
+        // Against the store: a copy ending no earlier is already present
+        // (the stored one grants less than it, never more); one ending
+        // earlier, or that is another consent, is refused.
+        for ends in [Some(days(30)), Some(days(60)), None] {
+            let copy = Consent {
+                expires_at: ends,
+                ..base.clone()
+            };
+            let (_, counts) = import(&[copy]).unwrap().unwrap();
+            assert_eq!((counts.stored, counts.already_present), (0, 1), "{ends:?}");
+        }
+        let earlier = Consent {
+            expires_at: Some(days(10)),
+            ..base.clone()
+        };
+        for other in others[..5].iter().chain([&earlier]) {
+            let err = import(std::slice::from_ref(other)).unwrap_err();
+            assert!(
+                err.to_string()
+                    .contains("crm-1 (already stored for another consent"),
+                "offline {offline}, {other:?}: {err}"
+            );
+        }
+        assert_eq!(store.trail().unwrap().len(), 4, "nothing more imported");
+        let stored: Vec<(String, Option<i64>)> = Connection::open(database_path(dir.path()))
+            .unwrap()
+            .prepare("SELECT number, expires_at_us FROM consents")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(stored, [(base.number.clone(), Some(us(days(30))))]);
+        // An import the shared journal committed already (before the
+        // journal checked consents) is applied, never refused: the replica
+        // would stop deciding for good. The stored consent stays as it is.
+        let (_, counts) = store
+            .bulk_import("cli:test", "consents.imported", now, |bulk| {
+                bulk.applying_committed();
+                bulk.consent(
+                    NumberKey::from_e164(&earlier.number).unwrap(),
+                    earlier.clone(),
+                )?;
+                Ok(Some(((), serde_json::json!({}))))
+            })
+            .unwrap()
+            .unwrap();
+        assert_eq!((counts.stored, counts.already_present), (0, 1));
+    }
+
     /// A first load sets the opt-outs' id index aside and tells the copies
     /// of an id itself: those it remembers as they come (up to
     /// `seen_ids::TRACKED`, 4 in unit tests), the others by SQLite before
@@ -3813,6 +4113,60 @@ mod tests {
         }
     }
 
+    /// Two imports on one store from two processes (two `ContactStore`s
+    /// here) run one after the other. Checked side by side, both passed
+    /// with one opt-out id for two numbers, and the second to move in was
+    /// left out without a word (its number called); now the second waits
+    /// for the first, then is refused.
+    #[test]
+    fn test_two_imports_on_one_store_run_one_after_the_other() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = ContactStore::open(dir.path()).unwrap();
+        let second = ContactStore::open(dir.path()).unwrap();
+        let now: Timestamp = "2026-11-25T10:00:00Z".parse().unwrap();
+        let import = |store: &ContactStore, number: &str| {
+            store.bulk_import("cli:test", "suppressions.imported", now, |bulk| {
+                bulk.suppression(
+                    NumberKey::from_e164(number).unwrap(),
+                    opt_out("crm-1", number),
+                )?;
+                Ok(Some(((), serde_json::json!({}))))
+            })
+        };
+        let done = std::sync::atomic::AtomicBool::new(false);
+        std::thread::scope(|scope| {
+            let mut other = None;
+            let (_, counts) = first
+                .bulk_import("cli:test", "suppressions.imported", now, |bulk| {
+                    other = Some(scope.spawn(|| {
+                        let imported = import(&second, "+390212345679");
+                        done.store(true, std::sync::atomic::Ordering::SeqCst);
+                        imported
+                    }));
+                    std::thread::sleep(std::time::Duration::from_millis(500));
+                    assert!(
+                        !done.load(std::sync::atomic::Ordering::SeqCst),
+                        "the second import waits for the first"
+                    );
+                    let number = "+390212345678";
+                    bulk.suppression(
+                        NumberKey::from_e164(number).unwrap(),
+                        opt_out("crm-1", number),
+                    )?;
+                    Ok(Some(((), serde_json::json!({}))))
+                })
+                .unwrap()
+                .unwrap();
+            assert_eq!(counts.stored, 1);
+            let err = other.unwrap().join().unwrap().unwrap_err();
+            assert!(
+                err.to_string()
+                    .contains("crm-1 (already stored for another opt-out"),
+                "{err}"
+            );
+        });
+    }
+
     /// Imports consents `c-<i>` and opt-outs `s-<i>` for the given numbers.
     fn import_numbers(store: &ContactStore, numbers: &[&str]) -> Result<BulkCounts, StoreError> {
         let now: Timestamp = "2026-11-25T10:00:00Z".parse().unwrap();
@@ -4000,10 +4354,14 @@ mod tests {
     /// A first load inserts every consent with the id index set aside;
     /// before the index is built again, of two consents with one id the
     /// first inserted is kept, whether the copies are told by the ids the
-    /// load remembered or, when it could not remember them, by SQLite.
+    /// load remembered or, when it could not remember them, by SQLite. A
+    /// copy that is another consent refuses the load either way: kept
+    /// out, the first would grant what the file no longer says (before,
+    /// it was kept out whatever it said, as it still is for an import the
+    /// shared journal committed already).
     #[test]
     fn test_a_first_load_keeps_the_first_consent_of_each_id_either_way() {
-        for remembered in [true, false] {
+        let load = |remembered: bool, file: &[Consent], checked: bool| {
             let conn = Connection::open_in_memory().unwrap();
             conn.execute_batch(SCHEMA).unwrap();
             index_ids(&conn).unwrap();
@@ -4011,43 +4369,56 @@ mod tests {
             let mut repeated = RepeatedIds::default();
             let mut counts = BulkCounts::default();
             let mut statement = conn.prepare(LOAD_CONSENT).unwrap();
-            for (i, id) in ["a", "b", "a", "c", "b", "a"].iter().enumerate() {
-                let number = format!("+3902{i:08}");
-                let mut c = consent(&number);
-                c.consent_id = (*id).into();
-                let inserted = insert_consent(
-                    &mut statement,
-                    NumberKey::from_e164(&number).unwrap(),
-                    &c,
-                    None,
-                )
-                .unwrap();
+            for c in file {
+                let key = NumberKey::from_e164(&c.number).unwrap();
+                let inserted = insert_consent(&mut statement, key, c, None).unwrap();
                 counts.moved(1, inserted);
                 if remembered {
-                    repeated.inserted(id, conn.last_insert_rowid());
+                    repeated.inserted(&c.consent_id, conn.last_insert_rowid());
                 } else {
                     // Rowids that skip: nothing can be told.
-                    repeated.inserted(id, 2 * conn.last_insert_rowid());
+                    repeated.inserted(&c.consent_id, 2 * conn.last_insert_rowid());
                 }
             }
             drop(statement);
-            let sorted = index_unique_ids(&conn, &mut counts, repeated).unwrap();
+            let loaded = index_unique_ids(&conn, &mut counts, repeated, checked);
+            (conn, loaded.map(|sorted| (sorted, counts)))
+        };
+        // One number per id; the evidence differs from line to line (the
+        // rules do not read it).
+        let line = |i: usize, id: &str| {
+            let mut c = consent(&format!("+3902000000{:02}", id.as_bytes()[0] - b'a'));
+            c.consent_id = id.into();
+            c.evidence_ref = format!("e-{i}");
+            c
+        };
+        for remembered in [true, false] {
+            let file: Vec<Consent> = ["a", "b", "a", "c", "b", "a"]
+                .iter()
+                .enumerate()
+                .map(|(i, id)| line(i, id))
+                .collect();
+            let (conn, loaded) = load(remembered, &file, true);
+            let (sorted, counts) = loaded.unwrap();
             assert_eq!(sorted, !remembered, "SQLite sorts only what was not told");
             assert_eq!((counts.stored, counts.already_present), (3, 3));
             let mut statement = conn
-                .prepare("SELECT consent_id, number FROM consents ORDER BY rowid")
+                .prepare("SELECT consent_id, number, evidence_ref FROM consents ORDER BY rowid")
                 .unwrap();
-            let kept: Vec<(String, String)> = statement
-                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            let kept: Vec<(String, String, String)> = statement
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
                 .unwrap()
                 .collect::<Result<_, _>>()
                 .unwrap();
+            let row = |id: &str, number: &str, evidence: &str| {
+                (id.to_string(), number.to_string(), evidence.to_string())
+            };
             assert_eq!(
                 kept,
                 [
-                    ("a".to_string(), "+390200000000".to_string()),
-                    ("b".to_string(), "+390200000001".to_string()),
-                    ("c".to_string(), "+390200000003".to_string()),
+                    row("a", "+390200000000", "e-0"),
+                    row("b", "+390200000001", "e-1"),
+                    row("c", "+390200000002", "e-3"),
                 ],
                 "remembered: {remembered}"
             );
@@ -4055,6 +4426,54 @@ mod tests {
                 .execute_batch("INSERT INTO consents SELECT * FROM consents WHERE consent_id = 'c'")
                 .unwrap_err();
             assert!(err.to_string().contains("UNIQUE"), "{err}");
+            // A copy of "a" that is another consent.
+            let at = |days: i64| {
+                Some(line(0, "a").granted_at + jiff::SignedDuration::from_hours(24 * days))
+            };
+            let others = [
+                Consent {
+                    number: "+390200000009".into(),
+                    ..line(2, "a")
+                },
+                Consent {
+                    controller: "other".into(),
+                    ..line(2, "a")
+                },
+                Consent {
+                    purpose: Purpose::Marketing,
+                    ..line(2, "a")
+                },
+                Consent {
+                    granted_at: at(1).unwrap(),
+                    ..line(2, "a")
+                },
+                Consent {
+                    supplier: "lists-r-us".into(),
+                    ..line(2, "a")
+                },
+                Consent {
+                    expires_at: at(30),
+                    ..line(2, "a")
+                },
+                Consent {
+                    revoked_at: at(2),
+                    ..line(2, "a")
+                },
+            ];
+            for other in others {
+                let file = [line(0, "a"), line(1, "b"), other.clone()];
+                let (_, loaded) = load(remembered, &file, true);
+                let err = loaded.unwrap_err();
+                assert!(
+                    matches!(err, StoreError::ReusedConsentIds(_))
+                        && err.to_string().contains("a (twice in the file)"),
+                    "{other:?}: {err}"
+                );
+                // Committed by the shared journal already: kept out.
+                let (_, loaded) = load(remembered, &file, false);
+                let (_, counts) = loaded.unwrap();
+                assert_eq!((counts.stored, counts.already_present), (2, 1));
+            }
         }
     }
 
@@ -4092,17 +4511,21 @@ mod tests {
     }
 
     /// A first load (offline, into `store` without consents) of one consent
-    /// per id of `ids`, the i-th for +3902 followed by i in 8 digits;
-    /// checks the order the store asks the batches in.
+    /// per id of `ids`, the i-th with the evidence `e-i`, for +3902
+    /// followed in 8 digits by the index of its id's first line (a copy of
+    /// an id is the same consent, its evidence aside); checks the order the
+    /// store asks the batches in.
     fn first_load_of_ids(store: &ContactStore, ids: &[&str], order: BatchOrder) -> BulkCounts {
         store.move_offline();
         let now: Timestamp = "2026-11-25T10:00:00Z".parse().unwrap();
         let loaded = store.bulk_import("cli:test", "consents.imported", now, |bulk| {
             assert_eq!(bulk.consent_order(), order);
             for (i, id) in ids.iter().enumerate() {
-                let number = format!("+3902{i:08}");
+                let first = ids.iter().position(|other| other == id).unwrap_or(i);
+                let number = format!("+3902{first:08}");
                 let mut c = consent(&number);
                 c.consent_id = (*id).into();
+                c.evidence_ref = format!("e-{i}");
                 bulk.consent(NumberKey::from_e164(&number).unwrap(), c)?;
             }
             Ok(Some(((), serde_json::json!({}))))
@@ -4166,12 +4589,12 @@ mod tests {
         let conn = Connection::open(database_path(dir.path())).unwrap();
         let kept: String = conn
             .query_row(
-                "SELECT number FROM consents WHERE consent_id = 'a'",
+                "SELECT evidence_ref FROM consents WHERE consent_id = 'a'",
                 [],
                 |r| r.get(0),
             )
             .unwrap();
-        assert_eq!(kept, "+390200000000");
+        assert_eq!(kept, "e-0");
         // A new store gets the unique index instead, set aside by its first
         // load, whose copies of an id are found from the ids it remembered.
         let new = tempfile::tempdir().unwrap();
@@ -4183,13 +4606,13 @@ mod tests {
         );
         let conn = Connection::open(database_path(new.path())).unwrap();
         let kept: Vec<String> = conn
-            .prepare("SELECT number FROM consents ORDER BY consent_id")
+            .prepare("SELECT evidence_ref FROM consents ORDER BY consent_id")
             .unwrap()
             .query_map([], |r| r.get(0))
             .unwrap()
             .collect::<Result<_, _>>()
             .unwrap();
-        assert_eq!(kept, ["+390200000000", "+390200000001", "+390200000003"]);
+        assert_eq!(kept, ["e-0", "e-1", "e-3"]);
         let unique: i64 = conn
             .query_row(
                 "SELECT COUNT(*) FROM pragma_index_list('consents') WHERE name = 'consents_by_id' AND \"unique\"",
@@ -4238,14 +4661,13 @@ mod tests {
         let import = |last: Option<&str>| {
             store.bulk_import("cli:test", "consents.imported", now, |bulk| {
                 for i in 0..BULK_BATCH + 10 {
-                    // Every 1000th id twice, the second time for a lower
-                    // number.
-                    let (id, number) = match i % 1000 {
-                        999 => (i - 1, format!("+3901{:08}", i % 1000)),
-                        _ => (i, format!("+3902{:08}", i % 1000)),
-                    };
+                    // Every 1000th id twice, the second time with other
+                    // evidence (the same consent otherwise).
+                    let id = i - usize::from(i % 1000 == 999);
+                    let number = format!("+3902{:08}", id % 1000);
                     let mut c = consent(&number);
                     c.consent_id = format!("c-{id}");
+                    c.evidence_ref = format!("e-{i}");
                     bulk.consent(NumberKey::from_e164(&number).unwrap(), c)?;
                 }
                 assert_eq!(bulk.consent_order(), BatchOrder::AsRead);
@@ -4270,9 +4692,10 @@ mod tests {
                 c.consent_id = "c-last".into();
                 bulk.consent(NumberKey::from_e164(last).unwrap(), c)?;
                 // The first batch's first id again, in the second batch.
-                let mut c = consent(last);
+                let mut c = consent("+390200000000");
                 c.consent_id = "c-0".into();
-                bulk.consent(NumberKey::from_e164(last).unwrap(), c)?;
+                c.evidence_ref = "e-again".into();
+                bulk.consent(NumberKey::from_e164(&c.number).unwrap(), c)?;
                 bulk.suppression(NumberKey::from_e164(last).unwrap(), opt_out("s-last", last))?;
                 Ok(Some(((), serde_json::json!({"file": "test"}))))
             })
@@ -4369,23 +4792,20 @@ mod tests {
         );
         let kept: String = conn
             .query_row(
-                "SELECT number FROM consents WHERE consent_id = 'c-998'",
+                "SELECT evidence_ref FROM consents WHERE consent_id = 'c-998'",
                 [],
                 |r| r.get(0),
             )
             .unwrap();
-        assert_eq!(
-            kept, "+390200000998",
-            "the first in the file of two with one id"
-        );
+        assert_eq!(kept, "e-998", "the first in the file of two with one id");
         let kept: String = conn
             .query_row(
-                "SELECT number FROM consents WHERE consent_id = 'c-0'",
+                "SELECT evidence_ref FROM consents WHERE consent_id = 'c-0'",
                 [],
                 |r| r.get(0),
             )
             .unwrap();
-        assert_eq!(kept, "+390200000000", "the first of two in two batches");
+        assert_eq!(kept, "e-0", "the first of two in two batches");
         let held = store
             .subject_records(
                 NumberKey::from_e164("+393331234568").unwrap(),
@@ -4414,11 +4834,14 @@ mod tests {
         let (_, counts) = store
             .bulk_import("cli:test", "consents.imported", now, |bulk| {
                 for i in 0..BULK_BATCH + 10 {
-                    let number = format!("+3902{:08}", i % 1000);
+                    // Every 100th id twice (the same consent, its evidence
+                    // aside): more than the load remembers, SQLite finds
+                    // the copies, in the write-ahead log.
+                    let id = i - usize::from(i % 100 == 99);
+                    let number = format!("+3902{:08}", id % 1000);
                     let mut c = consent(&number);
-                    // Every 100th id twice: more than the load remembers,
-                    // SQLite finds the copies, in the write-ahead log.
-                    c.consent_id = format!("c-{}", i - usize::from(i % 100 == 99));
+                    c.consent_id = format!("c-{id}");
+                    c.evidence_ref = format!("e-{i}");
                     bulk.consent(NumberKey::from_e164(&number).unwrap(), c)?;
                 }
                 assert_eq!(journal_mode(&held), "wal");
@@ -4441,12 +4864,12 @@ mod tests {
         assert_eq!(after as u64, counts.stored);
         let kept: String = held
             .query_row(
-                "SELECT number FROM consents WHERE consent_id = 'c-98'",
+                "SELECT evidence_ref FROM consents WHERE consent_id = 'c-98'",
                 [],
                 |r| r.get(0),
             )
             .unwrap();
-        assert_eq!(kept, "+390200000098");
+        assert_eq!(kept, "e-98");
         assert_eq!(journal_mode(&held), "wal");
         let log = std::fs::metadata(dir.path().join("contacts.db-wal")).unwrap();
         assert_eq!(log.len(), 0, "the write-ahead log emptied after the load");

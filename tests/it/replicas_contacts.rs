@@ -758,6 +758,90 @@ async fn test_an_opt_out_id_reused_for_another_controller_is_refused_at_the_cli(
     assert_eq!(reasons(&a, number).await, suppressed, "still deciding");
 }
 
+/// A consent id the journal already holds for another consent (another
+/// number, or an expiry the newer file brings forward), or given twice in
+/// one file with two expiries (with the consent_id, or derived from lines
+/// that differ only there), is refused at the CLI, nothing committed:
+/// applied as before, the stored consent would keep granting calls past
+/// the end the newer file gives. A copy ending later is accepted (the
+/// stored one grants less).
+#[tokio::test(flavor = "multi_thread")]
+async fn test_a_consent_id_reused_for_another_consent_is_refused_at_the_cli() {
+    let Some(pg) = PgServer::start() else { return };
+    let a_ws = Workspace::new(&replica_config(&pg, "gw-a"));
+    let a = a_ws.start();
+    let cli = Workspace::new(&replica_config(&pg, "gw-cli"));
+    let number = "+49 151 44444444";
+    let header = "controller,number,purpose,granted_at,source,consent_id,expires_at\n";
+    let line = |number: &str, id: &str, expires: &str| {
+        format!("acme,{number},marketing,2026-01-01,web,{id},{expires}\n")
+    };
+    let first = cli.file(
+        "first.csv",
+        &format!("{header}{}", line(number, "C-1", "2099-06-01")),
+    );
+    let later = cli.file(
+        "later.csv",
+        &format!("{header}{}", line(number, "C-1", "2099-09-01")),
+    );
+    for file in [&first, &first, &later] {
+        cli.cli_ok(&["consent", "import", "--file", path_str(file)]);
+    }
+    until(&a, number, Some(vec![R::Consent]), reach_bound()).await;
+    let before = pg.psql("SELECT count(*) FROM contact_journal");
+    for (name, content, id) in [
+        // The stored one would grant calls past the end this file gives.
+        (
+            "earlier.csv",
+            format!("{header}{}", line(number, "C-1", "2099-03-01")),
+            "C-1",
+        ),
+        (
+            "number.csv",
+            format!("{header}{}", line("+49 151 44444445", "C-1", "2099-06-01")),
+            "C-1",
+        ),
+        (
+            "twice.csv",
+            format!(
+                "{header}{}{}",
+                line("+49 151 44444446", "C-2", "2099-06-01"),
+                line("+49 151 44444446", "C-2", "")
+            ),
+            "C-2",
+        ),
+        (
+            "derived.csv",
+            format!(
+                "{header}{}{}",
+                line("+49 151 44444447", "", "2099-06-01"),
+                line("+49 151 44444447", "", "2099-01-01")
+            ),
+            "csv-",
+        ),
+    ] {
+        let file = cli.file(name, &content);
+        let out = cli.cli(&["consent", "import", "--file", path_str(&file)]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{name}: {stderr}");
+        assert!(
+            stderr.contains("consent_id reused for another consent") && stderr.contains(id),
+            "{name}: {stderr}"
+        );
+    }
+    assert_eq!(pg.psql("SELECT count(*) FROM contact_journal"), before);
+    // The latest file again: the journal compares it with every earlier
+    // copy (`first.csv` again would now be refused: `later.csv`'s copy
+    // ends after it), stricter than a replica, which keeps the first.
+    cli.cli_ok(&["consent", "import", "--file", path_str(&later)]);
+    tokio::time::sleep(Duration::from_millis(2 * MAX_STALENESS_MS)).await;
+    assert_eq!(
+        reasons(&a, number).await,
+        Some(vec![R::Consent]),
+        "still deciding"
+    );
+}
+
 /// A committed opt-out import a replica cannot apply (here written by hand
 /// past the CLI's check: its id is another number's) is never skipped: the
 /// replica stops deciding at once and keeps retrying.

@@ -461,10 +461,31 @@ async fn test_offline_imports_are_served_and_fall_back_beside_a_server() {
     // The erasure ledger holds the opt-out and the import's commit.
     let ledger = std::fs::read_to_string(ws.data_dir().join("erasure-ledger.jsonl")).unwrap();
     assert_eq!(ledger.lines().count(), 3, "{ledger}");
-    // One id twice: the first line is kept, not the lower number.
+    // One id for two numbers: refused, nothing stored (one kept, the
+    // other's consent would be lost, or the first would grant what the
+    // file no longer says of it).
+    let reused = ws.file(
+        "reused.csv",
+        "consent_id,controller,number,purpose,granted_at,source\nc-1,acme,+49 151 23456789,marketing,2026-01-01,web\nc-2,acme,+49 151 23456788,marketing,2026-01-01,web\nc-1,acme,+49 151 23456700,marketing,2026-01-01,web\n",
+    );
+    let out = ws.cli(&[
+        "consent",
+        "import",
+        "--file",
+        path_str(&reused),
+        "--offline",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success()
+            && stderr.contains("consent_id reused for another consent")
+            && stderr.contains("c-1 (twice in the file)"),
+        "{stderr}"
+    );
+    // One consent twice (its source aside): the first line is kept.
     let consents = ws.file(
         "consents.csv",
-        "consent_id,controller,number,purpose,granted_at,source\nc-1,acme,+49 151 23456789,marketing,2026-01-01,web\nc-2,acme,+49 151 23456788,marketing,2026-01-01,web\nc-1,acme,+49 151 23456700,marketing,2026-01-01,web\n",
+        "consent_id,controller,number,purpose,granted_at,source\nc-1,acme,+49 151 23456789,marketing,2026-01-01,web\nc-2,acme,+49 151 23456788,marketing,2026-01-01,web\nc-1,acme,+49 151 23456789,marketing,2026-01-01,phone\n",
     );
     let first = ws.cli_ok(&[
         "consent",
@@ -486,7 +507,7 @@ async fn test_offline_imports_are_served_and_fall_back_beside_a_server() {
     let server = ws.start();
     let mut gateway = server.gateway().await;
     let decide = |number: &'static str| call(number, "+4930123456", "de-optin");
-    // The second line with id c-1 was not stored: its number has no consent.
+    // The refused file stored nothing: +49 151 23456700 has no consent.
     for (number, reason) in [
         ("+49 151 23456789", R::Consent),
         ("+49 151 23456788", R::Suppressed),

@@ -235,7 +235,7 @@ pub fn import_file(
     })
     .unwrap_or_default();
     let extra = Extra {
-        refuse_reused: !consents,
+        refuse_reused: true,
         ..Extra::default()
     };
     let seq = runtime.block_on(append(pg, entry::IMPORT, &body, &rows, &extra))?;

@@ -811,7 +811,7 @@ impl super::BulkImport<'_> {
             return self.refuse_reused_in_load();
         }
         self.flush()?;
-        store.refuse_reused_suppression_ids(self.tx, self.expiries_checked)
+        store.refuse_reused_suppression_ids(self.tx, self.copies_checked)
     }
 }
 
