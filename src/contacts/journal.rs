@@ -665,8 +665,9 @@ async fn insert_records(
 /// before this check existed may hold such copies). Refuses consents of
 /// `batch` likewise (see `refuse_reused_consent_ids`): another number,
 /// controller, purpose, grant or supplier, or, in the same batch, other
-/// ends (expiry, revocation), or, in an earlier batch, later ends (the
-/// stored one would grant past the file's); replicas apply a committed
+/// ends (expiry, revocation), or, in an earlier batch, a later expiry
+/// (the stored one would grant past the file's) or another revocation;
+/// replicas apply a committed
 /// import's consents without checking them. Runs under the journal lock
 /// (two imports sharing an id cannot both pass).
 async fn refuse_reused_ids(
@@ -717,8 +718,7 @@ async fn refuse_reused_ids(
                              AND (o.body->>'expires_at_us' IS NULL
                                   OR (o.body->>'expires_at_us')::bigint > (n.body->>'expires_at_us')::bigint))
                             OR (n.body->>'revoked_at_us' IS NOT NULL
-                                AND (o.body->>'revoked_at_us' IS NULL
-                                     OR (o.body->>'revoked_at_us')::bigint > (n.body->>'revoked_at_us')::bigint)))))
+                                AND (o.body->>'revoked_at_us') IS DISTINCT FROM (n.body->>'revoked_at_us')))))
              WHERE n.batch = $1 AND n.kind = 'consent'
              ORDER BY 1 LIMIT 5",
             &[&batch],

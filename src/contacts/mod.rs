@@ -18,6 +18,7 @@ mod presence;
 mod repeated_ids;
 mod seen_ids;
 pub mod service;
+mod staged_ids;
 mod store;
 
 use std::sync::atomic::{AtomicBool, Ordering};

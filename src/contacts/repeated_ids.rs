@@ -12,8 +12,6 @@
 
 use std::hash::BuildHasher;
 
-use rusqlite::Connection;
-
 /// Inserts remembered at most (8 bytes each: 128 MiB; unit tests: 4,096,
 /// so that their larger loads take the fallback).
 pub(crate) const TRACKED: usize = if cfg!(test) { 1 << 12 } else { 1 << 24 };
@@ -62,11 +60,17 @@ impl RepeatedIds {
     }
 
     /// Every insert but the first of each id (in no order), each with the
-    /// first of its id, read back from `conn`; `None` when they cannot be
-    /// told (too many inserts, or not one rowid after the other).
-    pub(crate) fn later_copies(
+    /// first of its id; `None` when they cannot be told (too many inserts,
+    /// or not one rowid after the other). Rows are read back with `read`
+    /// (only those whose hash another shares), `id` names a row's id, and
+    /// `met` is called with the first row of each copy's id and the copy's
+    /// (rows read anyway: a caller compares them there, without a second
+    /// read).
+    pub(crate) fn later_copies<R>(
         mut self,
-        conn: &Connection,
+        mut read: impl FnMut(i64) -> rusqlite::Result<R>,
+        id: impl Fn(&R) -> &str,
+        mut met: impl FnMut(&R, &R),
     ) -> rusqlite::Result<Option<Vec<IdCopy>>> {
         if self.overflowed {
             return Ok(None);
@@ -74,8 +78,6 @@ impl RepeatedIds {
         self.words.sort_unstable();
         let hash = |word: u64| word >> POSITION_BITS;
         let rowid = |word: u64| self.first_rowid + (word & ((1 << POSITION_BITS) - 1)) as i64;
-        let mut statement =
-            conn.prepare("SELECT consent_id FROM main.consents WHERE rowid = ?1")?;
         let mut later = Vec::new();
         for run in self.words.chunk_by(|a, b| hash(*a) == hash(*b)) {
             if run.len() < 2 {
@@ -83,15 +85,18 @@ impl RepeatedIds {
             }
             // The run is in insert order (position in the low bits): the
             // first row of each id read here is its first insert.
-            let mut seen: Vec<(String, i64)> = Vec::new();
+            let mut seen: Vec<(R, i64)> = Vec::new();
             for &word in run {
-                let id: String = statement.query_row([rowid(word)], |r| r.get(0))?;
-                match seen.iter().find(|(first, _)| *first == id) {
-                    Some(&(_, first)) => later.push(IdCopy {
-                        first,
-                        copy: rowid(word),
-                    }),
-                    None => seen.push((id, rowid(word))),
+                let row = read(rowid(word))?;
+                match seen.iter().find(|(first, _)| id(first) == id(&row)) {
+                    Some((first_row, first)) => {
+                        met(first_row, &row);
+                        later.push(IdCopy {
+                            first: *first,
+                            copy: rowid(word),
+                        });
+                    }
+                    None => seen.push((row, rowid(word))),
                 }
             }
         }
@@ -102,6 +107,28 @@ impl RepeatedIds {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rusqlite::Connection;
+
+    /// The copies `repeated` tells in `conn`'s consents, and the ids of
+    /// the rows `met` was called with (first, copy).
+    #[allow(clippy::type_complexity)]
+    fn told(
+        repeated: RepeatedIds,
+        conn: &Connection,
+    ) -> (Option<Vec<IdCopy>>, Vec<(String, String)>) {
+        let mut statement = conn
+            .prepare("SELECT consent_id FROM consents WHERE rowid = ?1")
+            .unwrap();
+        let mut met = Vec::new();
+        let copies = repeated
+            .later_copies(
+                |rowid| statement.query_row([rowid], |r| r.get::<_, String>(0)),
+                |id| id.as_str(),
+                |first, again| met.push((first.clone(), again.clone())),
+            )
+            .unwrap();
+        (copies, met)
+    }
 
     fn store(ids: &[&str]) -> Connection {
         let conn = Connection::open_in_memory().unwrap();
@@ -122,10 +149,13 @@ mod tests {
         for (i, id) in ids.iter().enumerate() {
             repeated.inserted(id, i as i64 + 1);
         }
-        let mut later = repeated.later_copies(&conn).unwrap().unwrap();
+        let (later, met) = told(repeated, &conn);
+        let mut later = later.unwrap();
         later.sort_unstable_by_key(|c| c.copy);
         let copy = |first, copy| IdCopy { first, copy };
         assert_eq!(later, vec![copy(1, 3), copy(2, 5), copy(1, 6)]);
+        assert_eq!(met.len(), 3);
+        assert!(met.iter().all(|(first, again)| first == again), "{met:?}");
     }
 
     #[test]
@@ -138,10 +168,9 @@ mod tests {
             first_rowid: 1,
             ..RepeatedIds::default()
         };
-        assert_eq!(
-            repeated.later_copies(&conn).unwrap(),
-            Some(vec![IdCopy { first: 1, copy: 3 }])
-        );
+        let (later, met) = told(repeated, &conn);
+        assert_eq!(later, Some(vec![IdCopy { first: 1, copy: 3 }]));
+        assert_eq!(met, [("x".to_string(), "x".to_string())]);
     }
 
     #[test]
@@ -150,13 +179,13 @@ mod tests {
         let mut skipped = RepeatedIds::default();
         skipped.inserted("a", 1);
         skipped.inserted("a", 3);
-        assert_eq!(skipped.later_copies(&conn).unwrap(), None);
+        assert_eq!(told(skipped, &conn).0, None);
         let mut full = RepeatedIds {
             words: vec![0; TRACKED],
             first_rowid: 1,
             ..RepeatedIds::default()
         };
         full.inserted("a", 1 + TRACKED as i64);
-        assert_eq!(full.later_copies(&conn).unwrap(), None);
+        assert_eq!(told(full, &conn).0, None);
     }
 }

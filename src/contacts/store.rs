@@ -16,6 +16,7 @@ pub use rectify::{Rectification, Stored};
 use super::compact::{CompactIndex, Slot, SlotError, Table};
 use super::repeated_ids::{IdCopy, RepeatedIds};
 use super::seen_ids::SeenIds;
+use super::staged_ids::StagedIds;
 use super::{
     Consent, ContactIndex, ContactView, Record, Relationship, RelationshipKind, SubjectHash,
     Suppression,
@@ -49,7 +50,7 @@ pub enum StoreError {
     /// without a `consent_id` has one derived from its controller, number,
     /// purpose, granted_at, source and supplier).
     #[error(
-        "consent_id reused for another consent, nothing imported: {0} (a line without a consent_id has an id derived from its controller, number, purpose, granted_at, source and supplier; to end a stored consent earlier, rectify or withdraw it)"
+        "consent_id reused for another consent, nothing imported: {0} (a line without a consent_id has an id derived from its controller, number, purpose, granted_at, source and supplier; to end a stored consent earlier, rectify its expires_at, or withdraw it and leave its line out)"
     )]
     ReusedConsentIds(String),
     /// A value read back that the code does not know.
@@ -149,6 +150,15 @@ pub struct BulkImport<'t> {
     /// content (see `KeptConsent::is_copy`); not for an import the journal
     /// committed already (see [`BulkImport::applying_committed`]).
     copies_checked: bool,
+    /// The ids staged (not in a first load), to tell those met twice.
+    staged_ids: StagedTables,
+}
+
+/// The ids a staged import met, per table.
+#[derive(Default)]
+struct StagedTables {
+    consents: StagedIds,
+    suppressions: StagedIds,
 }
 
 /// The records a first load inserted so far, under its trail event.
@@ -349,18 +359,20 @@ impl BulkImport<'_> {
         for i in order {
             let (key, consent) = &consents[i];
             let inserted = insert_consent(&mut statement, *key, consent, seq)?;
-            if let Some(load) = &mut self.first_load {
-                if inserted == 0 {
-                    // No index to conflict with: refused for another reason.
-                    return Err(StoreError::Unreadable(format!(
-                        "consent {} was not inserted: nothing imported",
-                        consent.consent_id
-                    )));
-                }
-                load.counts.moved(1, inserted);
-                load.repeated
-                    .inserted(&consent.consent_id, self.tx.last_insert_rowid());
+            let Some(load) = &mut self.first_load else {
+                self.staged_ids.consents.staged(&consent.consent_id);
+                continue;
+            };
+            if inserted == 0 {
+                // No index to conflict with: refused for another reason.
+                return Err(StoreError::Unreadable(format!(
+                    "consent {} was not inserted: nothing imported",
+                    consent.consent_id
+                )));
             }
+            load.counts.moved(1, inserted);
+            load.repeated
+                .inserted(&consent.consent_id, self.tx.last_insert_rowid());
         }
         consents.clear();
         self.consents = consents;
@@ -372,6 +384,9 @@ impl BulkImport<'_> {
                 for i in by_number(&suppressions) {
                     let (key, suppression) = &suppressions[i];
                     insert_suppression(&mut statement, *key, suppression, None)?;
+                    self.staged_ids
+                        .suppressions
+                        .staged(&suppression.suppression_id);
                 }
             }
         }
@@ -685,29 +700,33 @@ fn outlasts(expiry: Option<i64>, stored: Option<i64>) -> bool {
 /// in the store: `INSERT OR IGNORE` would keep the first, which may grant
 /// what the file says no longer (another number, controller, purpose,
 /// grant or supplier; two copies in the file must agree on their ends
-/// too, and a stored one must not end later than the file's copy). The
-/// same rule as `KeptConsent::is_copy`, in SQL: one sort of the staged
-/// consents, and a lookup in the store of each (which the moves make
-/// anyway).
-fn refuse_reused_consent_ids(conn: &Connection) -> Result<(), StoreError> {
+/// too, and a stored one must not expire later than the file's copy, nor
+/// be revoked at another instant than a revoked copy). The same rule as
+/// `KeptConsent::is_copy`, in SQL: the staged rows of ids met more than
+/// once grouped (see `disagreeing_staged_ids`), and a lookup in the store
+/// of each staged id (which the moves make anyway).
+fn refuse_reused_consent_ids(
+    conn: &Connection,
+    repeated: Option<&[String]>,
+) -> Result<(), StoreError> {
+    let started = std::time::Instant::now();
     // More than one value of a column among an id's rows: its lowest and
     // highest differ, or, for the ends, which may be NULL, some rows have
     // one and others not.
-    let twice: Vec<String> = sorting(conn, || {
-        let mut statement = conn.prepare(
-            "SELECT consent_id FROM staging.consents GROUP BY consent_id
-             HAVING MIN(number_key) != MAX(number_key) OR MIN(controller) != MAX(controller)
-                 OR MIN(purpose) != MAX(purpose) OR MIN(granted_at_us) != MAX(granted_at_us)
-                 OR MIN(supplier) != MAX(supplier)
-                 OR MIN(expires_at_us) != MAX(expires_at_us)
-                 OR COUNT(expires_at_us) NOT IN (0, COUNT(*))
-                 OR MIN(revoked_at_us) != MAX(revoked_at_us)
-                 OR COUNT(revoked_at_us) NOT IN (0, COUNT(*))
-             LIMIT 5",
-        )?;
-        let rows = statement.query_map([], |row| row.get::<_, String>(0))?;
-        rows.collect()
-    })?;
+    let twice = disagreeing_staged_ids(
+        conn,
+        "consents",
+        "consent_id",
+        "MIN(number_key) != MAX(number_key) OR MIN(controller) != MAX(controller)
+         OR MIN(purpose) != MAX(purpose) OR MIN(granted_at_us) != MAX(granted_at_us)
+         OR MIN(supplier) != MAX(supplier)
+         OR MIN(expires_at_us) != MAX(expires_at_us)
+         OR COUNT(expires_at_us) NOT IN (0, COUNT(*))
+         OR MIN(revoked_at_us) != MAX(revoked_at_us)
+         OR COUNT(revoked_at_us) NOT IN (0, COUNT(*))",
+        repeated,
+    )?;
+    let grouped_ms = started.elapsed().as_millis() as u64;
     let mut reused: Vec<String> = twice
         .into_iter()
         .map(|id| format!("{id} (twice in the file)"))
@@ -721,18 +740,62 @@ fn refuse_reused_consent_ids(conn: &Connection) -> Result<(), StoreError> {
             OR m.supplier != s.supplier
             OR (s.expires_at_us IS NOT NULL
                 AND (m.expires_at_us IS NULL OR m.expires_at_us > s.expires_at_us))
-            OR (s.revoked_at_us IS NOT NULL
-                AND (m.revoked_at_us IS NULL OR m.revoked_at_us > s.revoked_at_us))
+            OR (s.revoked_at_us IS NOT NULL AND m.revoked_at_us IS NOT s.revoked_at_us)
          LIMIT ?1",
     )?;
     let stored = statement.query_map([left], |row| row.get::<_, String>(0))?;
     for id in stored {
         reused.push(format!("{} ({ALREADY_STORED_CONSENT})", id?));
     }
+    tracing::debug!(
+        grouped_ms,
+        joined_ms = started.elapsed().as_millis() as u64 - grouped_ms,
+        "staged consent ids checked"
+    );
     if reused.is_empty() {
         return Ok(());
     }
     Err(StoreError::ReusedConsentIds(reused.join(", ")))
+}
+
+/// The staged ids of `table` (its id `column`) whose rows disagree by
+/// `having` (a `GROUP BY` condition), the first five: among the ids
+/// `repeated` names only (those met more than once, see `StagedIds`), or
+/// among all when it could not tell them (one sort of every staged row,
+/// as for an index build).
+fn disagreeing_staged_ids(
+    conn: &Connection,
+    table: &str,
+    column: &str,
+    having: &str,
+    repeated: Option<&[String]>,
+) -> Result<Vec<String>, StoreError> {
+    let rows = match repeated {
+        Some([]) => return Ok(Vec::new()),
+        Some(ids) => {
+            conn.execute_batch(
+                "CREATE TEMP TABLE IF NOT EXISTS repeated_ids (id TEXT PRIMARY KEY) WITHOUT ROWID;
+                 DELETE FROM temp.repeated_ids;",
+            )?;
+            let mut insert = conn.prepare("INSERT OR IGNORE INTO temp.repeated_ids VALUES (?1)")?;
+            for id in ids {
+                insert.execute([id])?;
+            }
+            format!("WHERE {column} IN (SELECT id FROM temp.repeated_ids)")
+        }
+        None => String::new(),
+    };
+    let found = sorting(conn, || {
+        let mut statement = conn.prepare(&format!(
+            "SELECT {column} FROM staging.{table} {rows} GROUP BY {column} HAVING {having} LIMIT 5"
+        ))?;
+        let ids = statement.query_map([], |row| row.get::<_, String>(0))?;
+        ids.collect()
+    });
+    let dropped = conn.execute_batch("DROP TABLE IF EXISTS temp.repeated_ids");
+    let found = found?;
+    dropped?;
+    Ok(found)
 }
 
 /// How a consent id already stored for another consent is named.
@@ -1078,8 +1141,15 @@ fn index_unique_ids(
     repeated: RepeatedIds,
     copies_checked: bool,
 ) -> Result<bool, StoreError> {
-    if let Some(copies) = repeated.later_copies(conn)? {
-        leave_out_consent_copies(conn, counts, copies, copies_checked)?;
+    let mut read = conn.prepare(READ_CONSENT_AT)?;
+    let mut reused: Vec<String> = Vec::new();
+    let told = repeated.later_copies(
+        |rowid| read.query_row([rowid], KeptConsent::read),
+        |consent| consent.id.as_str(),
+        |first, again| note_another_consent(&mut reused, first, again, copies_checked),
+    )?;
+    if let Some(copies) = told {
+        leave_out_consent_copies(conn, counts, copies, reused)?;
     }
     match rebuild_indexes(conn) {
         Err(StoreError::Sqlite(rusqlite::Error::SqliteFailure(failure, _)))
@@ -1091,35 +1161,44 @@ fn index_unique_ids(
         copies = copies.len(),
         "consents repeating an id found by SQLite"
     );
-    leave_out_consent_copies(conn, counts, copies, copies_checked)?;
+    let mut reused: Vec<String> = Vec::new();
+    for copy in &copies {
+        let first = read.query_row([copy.first], KeptConsent::read)?;
+        let again = read.query_row([copy.copy], KeptConsent::read)?;
+        note_another_consent(&mut reused, &first, &again, copies_checked);
+    }
+    leave_out_consent_copies(conn, counts, copies, reused)?;
     rebuild_indexes(conn).map(|()| true)
 }
 
+/// Notes `again`, met after `first` under its id in one first load, among
+/// the `reused` ids the load names if it is another consent (and copies
+/// are checked: not for an import the shared journal committed already).
+fn note_another_consent(
+    reused: &mut Vec<String>,
+    first: &KeptConsent,
+    again: &KeptConsent,
+    copies_checked: bool,
+) {
+    if copies_checked && !first.is_copy(again, true) && reused.len() < REUSED_LISTED {
+        let named = format!("{} (twice in the file)", again.id);
+        if !reused.contains(&named) {
+            reused.push(named);
+        }
+    }
+}
+
 /// Deletes a first load's later `copies` of a consent id (inserted with
-/// the id index set aside), counted as already present, once each is
-/// found to be the same consent as the first of its id. A copy that is
-/// another consent (another number, controller, purpose, grant, supplier
-/// or end) refuses the load: kept out, the first would grant what the
-/// file says of it no longer. Not checked (`copies_checked` false) for an
-/// import the shared journal committed already.
+/// the id index set aside), counted as already present, unless one was
+/// found to be another consent (`reused`: another number, controller,
+/// purpose, grant, supplier or end), which refuses the load: kept out,
+/// the first would grant what the file says of it no longer.
 fn leave_out_consent_copies(
     conn: &Connection,
     counts: &mut BulkCounts,
     mut copies: Vec<IdCopy>,
-    copies_checked: bool,
+    reused: Vec<String>,
 ) -> Result<(), StoreError> {
-    let mut read = conn.prepare(READ_CONSENT_AT)?;
-    let mut reused: Vec<String> = Vec::new();
-    for copy in copies.iter().filter(|_| copies_checked) {
-        let first = read.query_row([copy.first], KeptConsent::read)?;
-        let again = read.query_row([copy.copy], KeptConsent::read)?;
-        if !first.is_copy(&again, true) && reused.len() < REUSED_LISTED {
-            let named = format!("{} (twice in the file)", again.id);
-            if !reused.contains(&named) {
-                reused.push(named);
-            }
-        }
-    }
     if !reused.is_empty() {
         return Err(StoreError::ReusedConsentIds(reused.join(", ")));
     }
@@ -1169,10 +1248,14 @@ impl KeptConsent {
     /// the same number, controller, purpose, grant and supplier, and
     /// - met again in the same file (`in_the_file`): the same ends, its
     ///   expiry and revocation;
-    /// - met in a later import: ends no later than `self`'s (else `self`,
-    ///   the one kept, would grant calls past the end the newer file gives
-    ///   it: see `outlasts`). One that ends later is counted as already
-    ///   present: `self` then grants less than the file says, never more.
+    /// - met in a later import: expires no later than `self` (else
+    ///   `self`, the one kept, would grant calls past the end the newer
+    ///   file gives it: see `outlasts`; one that expires later is counted
+    ///   as already present: `self` then grants less than the file says,
+    ///   never more), and is not revoked, or revoked when `self` was (a
+    ///   revocation also withdraws the controller's other consents for the
+    ///   purpose granted before it: one at another instant is another
+    ///   withdrawal, not a narrower copy).
     ///
     /// `refuse_reused_consent_ids` says the same in SQL, and the shared
     /// journal's `refuse_reused_ids`.
@@ -1181,7 +1264,7 @@ impl KeptConsent {
             self.expires_at_us == copy.expires_at_us && self.revoked_at_us == copy.revoked_at_us
         } else {
             !outlasts(self.expires_at_us, copy.expires_at_us)
-                && !outlasts(self.revoked_at_us, copy.revoked_at_us)
+                && (copy.revoked_at_us.is_none() || copy.revoked_at_us == self.revoked_at_us)
         };
         self.id == copy.id
             && self.key == copy.key
@@ -2680,6 +2763,7 @@ impl ContactStore {
             consents: Vec::new(),
             suppressions: Vec::new(),
             copies_checked: true,
+            staged_ids: StagedTables::default(),
             first_load: Some(FirstLoad {
                 seq,
                 counts: BulkCounts::default(),
@@ -2758,7 +2842,7 @@ impl ContactStore {
     ) -> Result<Option<(R, BulkCounts)>, StoreError> {
         prepare_staging(conn)?;
         let staging_started = std::time::Instant::now();
-        let (filled, copies_checked) = {
+        let (filled, (copies_checked, staged_ids)) = {
             let tx = conn.transaction()?;
             let mut import = BulkImport {
                 tx: &tx,
@@ -2766,15 +2850,19 @@ impl ContactStore {
                 suppressions: Vec::new(),
                 first_load: None,
                 copies_checked: true,
+                staged_ids: StagedTables::default(),
             };
             match fill(&mut import)? {
                 None => return Ok(None),
                 Some(filled) => {
                     import.flush()?;
-                    let copies_checked = import.copies_checked;
+                    let checks = (
+                        import.copies_checked,
+                        std::mem::take(&mut import.staged_ids),
+                    );
                     drop(import);
                     tx.commit()?;
-                    (filled, copies_checked)
+                    (filled, checks)
                 }
             }
         };
@@ -2783,9 +2871,13 @@ impl ContactStore {
             took_ms = staging_started.elapsed().as_millis() as u64,
             "import staged"
         );
-        self.refuse_reused_suppression_ids(conn, copies_checked)?;
+        self.refuse_reused_suppression_ids(
+            conn,
+            copies_checked,
+            staged_ids.suppressions.repeated(),
+        )?;
         if copies_checked {
-            refuse_reused_consent_ids(conn)?;
+            refuse_reused_consent_ids(conn, staged_ids.consents.repeated())?;
         }
         let seq = {
             let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
@@ -2823,25 +2915,27 @@ impl ContactStore {
         &self,
         conn: &Connection,
         copies_checked: bool,
+        repeated: Option<&[String]>,
     ) -> Result<(), StoreError> {
         let mut reused: Vec<String> = Vec::new();
         // More than one value of a column among an id's rows: its lowest
         // and highest differ (both skip NULLs, as COUNT(DISTINCT) does,
         // which built a temporary index per group and column: 12.9 s of
         // a first load of 10 M opt-outs), or, for the expiry, which may
-        // be NULL, some rows have one and others not. One sort, as for
-        // index builds.
-        let twice: Vec<String> = sorting(conn, || {
-            let mut statement = conn.prepare(
-                "SELECT suppression_id FROM staging.suppressions GROUP BY suppression_id
-                 HAVING MIN(number_key) != MAX(number_key) OR MIN(controller) != MAX(controller)
-                     OR MIN(campaign_id) != MAX(campaign_id)
-                     OR (?1 AND (MIN(expires_at_us) != MAX(expires_at_us)
-                                 OR COUNT(expires_at_us) NOT IN (0, COUNT(*)))) LIMIT 5",
-            )?;
-            let rows = statement.query_map([copies_checked], |row| row.get::<_, String>(0))?;
-            rows.collect()
-        })?;
+        // be NULL, some rows have one and others not.
+        let twice = disagreeing_staged_ids(
+            conn,
+            "suppressions",
+            "suppression_id",
+            &format!(
+                "MIN(number_key) != MAX(number_key) OR MIN(controller) != MAX(controller)
+                 OR MIN(campaign_id) != MAX(campaign_id)
+                 OR ({} AND (MIN(expires_at_us) != MAX(expires_at_us)
+                             OR COUNT(expires_at_us) NOT IN (0, COUNT(*))))",
+                i32::from(copies_checked)
+            ),
+            repeated,
+        )?;
         for id in twice {
             reused.push(format!("{id} (twice in the file)"));
         }
@@ -3577,6 +3671,29 @@ mod tests {
             err.to_string().contains("crm-1 (twice in the file)"),
             "{err}"
         );
+        // With other opt-outs between: past the ids a staged import
+        // remembers (4 in unit tests), every staged row is grouped.
+        let err = store
+            .bulk_import("cli:test", "suppressions.imported", now, |bulk| {
+                let mut all = vec![opt_out("+390212345678")];
+                for i in 0..5 {
+                    let number = format!("+39021234560{i}");
+                    all.push(Suppression {
+                        suppression_id: format!("filler-{i}"),
+                        ..opt_out(&number)
+                    });
+                }
+                all.push(opt_out("+390212345679"));
+                for s in all {
+                    bulk.suppression(NumberKey::from_e164(&s.number).unwrap(), s)?;
+                }
+                Ok(Some(((), serde_json::json!({}))))
+            })
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("crm-1 (twice in the file)"),
+            "{err}"
+        );
         // The same number twice under one id, for another controller or
         // another campaign: refused too.
         let number = "+390212345678";
@@ -3746,13 +3863,27 @@ mod tests {
                 ..base.clone()
             },
         ];
-        for other in &others {
-            let err = import(&[base.clone(), other.clone()]).unwrap_err();
-            assert!(
-                matches!(err, StoreError::ReusedConsentIds(_))
-                    && err.to_string().contains("crm-1 (twice in the file)"),
-                "offline {offline}, {other:?}: {err}"
-            );
+        // Other consents between the two copies: past the ids a staged
+        // import remembers (4 in unit tests), every staged row is grouped.
+        let fillers: Vec<Consent> = (0..5)
+            .map(|i| Consent {
+                consent_id: format!("filler-{i}"),
+                ..consent(&format!("+39021234560{i}"))
+            })
+            .collect();
+        for between in [&[][..], &fillers[..]] {
+            for other in &others {
+                let mut file = vec![base.clone()];
+                file.extend_from_slice(between);
+                file.push(other.clone());
+                let err = import(&file).unwrap_err();
+                assert!(
+                    matches!(err, StoreError::ReusedConsentIds(_))
+                        && err.to_string().contains("crm-1 (twice in the file)"),
+                    "offline {offline}, {} between, {other:?}: {err}",
+                    between.len()
+                );
+            }
         }
         assert!(store.trail().unwrap().is_empty(), "nothing imported");
         // The same consent twice, its evidence aside: one stored.
@@ -3795,6 +3926,46 @@ mod tests {
             .collect::<Result<_, _>>()
             .unwrap();
         assert_eq!(stored, [(base.number.clone(), Some(us(days(30))))]);
+        // Withdrawn: a copy not revoked, or revoked at the same instant, is
+        // already present; one revoked at another instant is another
+        // withdrawal (it ends the consents granted before it), refused.
+        let key = NumberKey::from_e164(&base.number).unwrap();
+        let withdrawn = now - jiff::SignedDuration::from_hours(1);
+        let ended = store
+            .revoke_consents(
+                key,
+                &base.number,
+                "acme",
+                Some(base.purpose),
+                withdrawn,
+                "test",
+            )
+            .unwrap();
+        assert_eq!(ended, 1);
+        for revoked in [None, Some(withdrawn)] {
+            let copy = Consent {
+                revoked_at: revoked,
+                ..base.clone()
+            };
+            let (_, counts) = import(&[copy]).unwrap().unwrap();
+            assert_eq!(
+                (counts.stored, counts.already_present),
+                (0, 1),
+                "{revoked:?}"
+            );
+        }
+        for revoked in [withdrawn - jiff::SignedDuration::from_hours(1), now] {
+            let copy = Consent {
+                revoked_at: Some(revoked),
+                ..base.clone()
+            };
+            let err = import(&[copy]).unwrap_err();
+            assert!(
+                err.to_string()
+                    .contains("crm-1 (already stored for another consent"),
+                "offline {offline}, revoked {revoked}: {err}"
+            );
+        }
         // An import the shared journal committed already (before the
         // journal checked consents) is applied, never refused: the replica
         // would stop deciding for good. The stored consent stays as it is.

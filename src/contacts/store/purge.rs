@@ -811,7 +811,11 @@ impl super::BulkImport<'_> {
             return self.refuse_reused_in_load();
         }
         self.flush()?;
-        store.refuse_reused_suppression_ids(self.tx, self.copies_checked)
+        store.refuse_reused_suppression_ids(
+            self.tx,
+            self.copies_checked,
+            self.staged_ids.suppressions.repeated(),
+        )
     }
 }
 
