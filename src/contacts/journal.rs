@@ -663,13 +663,13 @@ async fn insert_records(
 /// refused when applied (replicas do not check the expiry of a committed
 /// import at all, `BulkImport::applying_committed`: imports committed
 /// before this check existed may hold such copies). Refuses consents of
-/// `batch` likewise (see `refuse_reused_consent_ids`): another number,
-/// controller, purpose, grant or supplier, or, in the same batch, other
-/// ends (expiry, revocation), or, in an earlier batch, a later expiry
-/// (the stored one would grant past the file's) or another revocation;
-/// replicas apply a committed
-/// import's consents without checking them. Runs under the journal lock
-/// (two imports sharing an id cannot both pass).
+/// `batch` likewise (see `refuse_reused_consent_ids`), compared with the
+/// copy replicas keep, the first in journal order: another number,
+/// controller, purpose, grant or supplier, a later expiry (the kept one
+/// would grant past the file's), or another revocation (copies within
+/// `batch` were compared by the import's own store); replicas apply a
+/// committed import's consents without checking them. Runs under the
+/// journal lock (two imports sharing an id cannot both pass).
 async fn refuse_reused_ids(
     tx: &tokio_postgres::Transaction<'_>,
     batch: i64,
@@ -700,26 +700,28 @@ async fn refuse_reused_ids(
             opt_outs.join(", "),
         )));
     }
+    // Compared with the copy replicas keep, the first in journal order
+    // (they apply with INSERT OR IGNORE): an id the journal held twice
+    // with two contents before this check existed would otherwise refuse
+    // every later import of it, whatever the file said.
     let consents = reused(
         tx.query(
             "SELECT DISTINCT n.record_id FROM contact_journal_records n
-             JOIN contact_journal_records o
-               ON o.kind = 'consent' AND o.record_id = n.record_id
-              AND (o.batch <> n.batch OR o.pos <> n.pos)
-              AND (o.subject <> n.subject OR o.controller <> n.controller
-                   OR (o.body->>'purpose') IS DISTINCT FROM (n.body->>'purpose')
-                   OR (o.body->>'granted_at_us') IS DISTINCT FROM (n.body->>'granted_at_us')
-                   OR COALESCE(o.body->>'supplier', '') <> COALESCE(n.body->>'supplier', '')
-                   OR (o.batch = n.batch
-                       AND ((o.body->>'expires_at_us') IS DISTINCT FROM (n.body->>'expires_at_us')
-                            OR (o.body->>'revoked_at_us') IS DISTINCT FROM (n.body->>'revoked_at_us')))
-                   OR (o.batch <> n.batch
-                       AND ((n.body->>'expires_at_us' IS NOT NULL
-                             AND (o.body->>'expires_at_us' IS NULL
-                                  OR (o.body->>'expires_at_us')::bigint > (n.body->>'expires_at_us')::bigint))
-                            OR (n.body->>'revoked_at_us' IS NOT NULL
-                                AND (o.body->>'revoked_at_us') IS DISTINCT FROM (n.body->>'revoked_at_us')))))
+             CROSS JOIN LATERAL (
+                 SELECT o.subject, o.controller, o.body FROM contact_journal_records o
+                 JOIN contact_journal j ON j.batch = o.batch
+                 WHERE o.kind = 'consent' AND o.record_id = n.record_id AND o.batch <> n.batch
+                 ORDER BY j.seq, o.pos LIMIT 1) o
              WHERE n.batch = $1 AND n.kind = 'consent'
+               AND (o.subject <> n.subject OR o.controller <> n.controller
+                    OR (o.body->>'purpose') IS DISTINCT FROM (n.body->>'purpose')
+                    OR (o.body->>'granted_at_us') IS DISTINCT FROM (n.body->>'granted_at_us')
+                    OR COALESCE(o.body->>'supplier', '') <> COALESCE(n.body->>'supplier', '')
+                    OR (n.body->>'expires_at_us' IS NOT NULL
+                        AND (o.body->>'expires_at_us' IS NULL
+                             OR (o.body->>'expires_at_us')::bigint > (n.body->>'expires_at_us')::bigint))
+                    OR (n.body->>'revoked_at_us' IS NOT NULL
+                        AND (o.body->>'revoked_at_us') IS DISTINCT FROM (n.body->>'revoked_at_us')))
              ORDER BY 1 LIMIT 5",
             &[&batch],
         )

@@ -830,10 +830,23 @@ async fn test_a_consent_id_reused_for_another_consent_is_refused_at_the_cli() {
         );
     }
     assert_eq!(pg.psql("SELECT count(*) FROM contact_journal"), before);
-    // The latest file again: the journal compares it with every earlier
-    // copy (`first.csv` again would now be refused: `later.csv`'s copy
-    // ends after it), stricter than a replica, which keeps the first.
-    cli.cli_ok(&["consent", "import", "--file", path_str(&later)]);
+    // The journal compares with the copy replicas keep, the first: the
+    // first file again is accepted, although `later.csv`'s copy ends after
+    // it; so is it beside a conflicting copy committed before this check
+    // existed (written here by hand: another number under C-1), which
+    // would otherwise refuse every later import of C-1.
+    pg.psql(
+        "BEGIN;
+         INSERT INTO contact_journal_records (batch, pos, kind, record_id, subject, controller, body)
+             VALUES (nextval('contact_journal_batches'), 0, 'consent', 'C-1', repeat('ab', 32), 'acme',
+                     '{\"consent_id\": \"C-1\", \"controller\": \"acme\", \"number\": \"+4915144444449\", \"purpose\": \"marketing\", \"granted_at_us\": 1767225600000000, \"revoked_at_us\": null, \"expires_at_us\": null, \"source\": \"hand\", \"supplier\": \"\", \"method\": \"\", \"notice_version\": \"\", \"evidence_ref\": \"\", \"recorded_at_us\": 1767225600000000, \"actor\": \"hand\"}');
+         INSERT INTO contact_journal (seq, batch, replica_id, kind, body, restrictive)
+             SELECT MAX(seq) + 1, currval('contact_journal_batches'), 'hand', 'import',
+                    '{\"actor\": \"hand\", \"action\": \"consents.imported\", \"now_us\": 1767225600000000, \"records\": 1}', false
+             FROM contact_journal;
+         COMMIT;",
+    );
+    cli.cli_ok(&["consent", "import", "--file", path_str(&first)]);
     tokio::time::sleep(Duration::from_millis(2 * MAX_STALENESS_MS)).await;
     assert_eq!(
         reasons(&a, number).await,
