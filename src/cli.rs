@@ -587,17 +587,17 @@ fn contact_import(
         let records = Records::configured(config, store).with_ledger(std::sync::Arc::new(ledger));
         crate::contacts::import::import_suppressions(&records, file, &cli_actor(), now, dry_run)?
     };
-    println!(
-        "{}{} lines valid; {} stored, {} already present",
-        if summary.dry_run {
-            "dry run, nothing stored: "
-        } else {
-            ""
-        },
-        summary.lines,
-        summary.stored,
-        summary.already_present
-    );
+    if summary.dry_run {
+        println!(
+            "dry run, nothing stored: {} lines valid; {} would be stored, {} already present",
+            summary.lines, summary.stored, summary.already_present
+        );
+    } else {
+        println!(
+            "{} lines valid; {} stored, {} already present",
+            summary.lines, summary.stored, summary.already_present
+        );
+    }
     Ok(())
 }
 

@@ -317,19 +317,11 @@ fn run<T: Send>(
         now,
         dry_run,
     } = import;
-    if dry_run {
-        let lines = table.each(validate, |_| Ok(()))?;
-        return Ok(ContactImportSummary {
-            lines,
-            stored: 0,
-            already_present: 0,
-            dry_run,
-        });
-    }
     // Two threads: this one stores (the transaction cannot move), the
-    // other reads and validates, handing over batches.
+    // other reads and validates, handing over batches. A dry run stages
+    // and checks the records as the import would, and stores nothing.
     let mut failure = None;
-    let outcome = store.bulk_import(actor, action, now, |bulk| {
+    let fill = |bulk: &mut BulkImport<'_>| {
         let order = order_of(bulk);
         let order = move |batch: Vec<(NumberKey, T)>| match order {
             BatchOrder::AsRead => batch,
@@ -370,7 +362,9 @@ fn run<T: Send>(
             stored?;
             match read {
                 Ok((lines, details)) => {
-                    before_move(bulk)?;
+                    if !dry_run {
+                        before_move(bulk)?;
+                    }
                     Ok(Some((lines, details)))
                 }
                 Err(ContactImportError::Store(RecordsError::Store(err))) => Err(err),
@@ -380,7 +374,12 @@ fn run<T: Send>(
                 }
             }
         })
-    })?;
+    };
+    let outcome = if dry_run {
+        store.bulk_check(fill)?
+    } else {
+        store.bulk_import(actor, action, now, fill)?
+    };
     match (outcome, failure) {
         (Some((lines, counts)), _) => Ok(ContactImportSummary {
             lines,
@@ -575,7 +574,7 @@ pub fn import_suppressions(
         )?;
         // Built here, on the reading thread: the storing one is the slower.
         let line = match records.ledger() {
-            Some(_) => {
+            Some(_) if !dry_run => {
                 let mut entry = records.opt_out_entry(&suppression, now);
                 entry.import.clone_from(&import_id);
                 Some(crate::contacts::ledger::line(&entry).map_err(|err| {
@@ -584,7 +583,7 @@ pub fn import_suppressions(
                     )))
                 })?)
             }
-            None => None,
+            _ => None,
         };
         Ok((key, (suppression, line)))
     };
@@ -603,7 +602,8 @@ pub fn import_suppressions(
             |(suppression, _)| suppression.suppression_id.as_str(),
         ),
         |bulk, key, (suppression, line)| {
-            if let Some(ledger) = records.ledger() {
+            // A dry run stores nothing, in the ledger neither.
+            if let Some(ledger) = records.ledger().filter(|_| !dry_run) {
                 // Never an opt-out the ledger does not hold.
                 let line = line.ok_or_else(|| {
                     StoreError::Unreadable(

@@ -770,8 +770,28 @@ fn disagreeing_staged_ids(
     having: &str,
     repeated: Option<&[String]>,
 ) -> Result<Vec<String>, StoreError> {
+    over_repeated_ids(conn, column, repeated, Vec::new(), |rows| {
+        let mut statement = conn.prepare(&format!(
+            "SELECT {column} FROM staging.{table} {rows} GROUP BY {column} HAVING {having} LIMIT 5"
+        ))?;
+        let ids = statement.query_map([], |row| row.get::<_, String>(0))?;
+        ids.collect()
+    })
+}
+
+/// Runs `query` (with SQLite's sorter tuned, see `sorting`) over the
+/// staged rows of the ids met more than once, given the `WHERE` clause
+/// that picks them (`repeated` names those ids, see `StagedIds`; every
+/// row when it could not tell them); `none` when no id was met twice.
+fn over_repeated_ids<T>(
+    conn: &Connection,
+    column: &str,
+    repeated: Option<&[String]>,
+    none: T,
+    query: impl FnOnce(&str) -> rusqlite::Result<T>,
+) -> Result<T, StoreError> {
     let rows = match repeated {
-        Some([]) => return Ok(Vec::new()),
+        Some([]) => return Ok(none),
         Some(ids) => {
             conn.execute_batch(
                 "CREATE TEMP TABLE IF NOT EXISTS repeated_ids (id TEXT PRIMARY KEY) WITHOUT ROWID;
@@ -785,17 +805,46 @@ fn disagreeing_staged_ids(
         }
         None => String::new(),
     };
-    let found = sorting(conn, || {
-        let mut statement = conn.prepare(&format!(
-            "SELECT {column} FROM staging.{table} {rows} GROUP BY {column} HAVING {having} LIMIT 5"
-        ))?;
-        let ids = statement.query_map([], |row| row.get::<_, String>(0))?;
-        ids.collect()
-    });
+    let found = sorting(conn, || query(&rows));
     let dropped = conn.execute_batch("DROP TABLE IF EXISTS temp.repeated_ids");
     let found = found?;
     dropped?;
     Ok(found)
+}
+
+/// What an import of the checked staged records would count: each staged
+/// row is stored, unless its id came earlier in the file or is stored
+/// already (already present).
+fn staged_counts(conn: &Connection, ids: &StagedTables) -> Result<BulkCounts, StoreError> {
+    let mut counts = BulkCounts::default();
+    for (table, column, repeated) in [
+        ("consents", "consent_id", ids.consents.repeated()),
+        (
+            "suppressions",
+            "suppression_id",
+            ids.suppressions.repeated(),
+        ),
+    ] {
+        let rows = last_rowid(conn, &format!("staging.{table}"))?;
+        let copies: i64 = over_repeated_ids(conn, column, repeated, 0, |rows| {
+            conn.query_row(
+                &format!("SELECT COUNT(*) - COUNT(DISTINCT {column}) FROM staging.{table} {rows}"),
+                [],
+                |r| r.get(0),
+            )
+        })?;
+        let stored: i64 = conn.query_row(
+            &format!(
+                "SELECT COUNT(DISTINCT s.{column}) FROM staging.{table} s
+                 WHERE EXISTS (SELECT 1 FROM main.{table} m WHERE m.{column} = s.{column})"
+            ),
+            [],
+            |r| r.get(0),
+        )?;
+        let new = usize::try_from(rows - copies - stored).unwrap_or(0);
+        counts.moved(rows, new);
+    }
+    Ok(counts)
 }
 
 /// How a consent id already stored for another consent is named.
@@ -2831,15 +2880,16 @@ impl ContactStore {
         Ok(Some((result, counts)))
     }
 
-    fn stage_and_move<R>(
+    /// Stages `fill`'s records (one transaction on the staging file), then
+    /// refuses ids they reuse for another record, in the file or in the
+    /// store: what an import checks before it stores anything. Returns
+    /// what `fill` returned and the ids staged; `None` when `fill` gave up.
+    #[allow(clippy::type_complexity)]
+    fn stage_checked<R>(
         &self,
         conn: &mut Connection,
-        alone: Option<crate::serve_lock::ServeLock>,
-        actor: &str,
-        action: &str,
-        now: Timestamp,
         fill: impl FnOnce(&mut BulkImport<'_>) -> Result<Option<(R, serde_json::Value)>, StoreError>,
-    ) -> Result<Option<(R, BulkCounts)>, StoreError> {
+    ) -> Result<Option<(R, serde_json::Value, StagedTables)>, StoreError> {
         prepare_staging(conn)?;
         let staging_started = std::time::Instant::now();
         let (filled, (copies_checked, staged_ids)) = {
@@ -2866,7 +2916,7 @@ impl ContactStore {
                 }
             }
         };
-        let (result, mut details) = filled;
+        let (result, details) = filled;
         tracing::debug!(
             took_ms = staging_started.elapsed().as_millis() as u64,
             "import staged"
@@ -2879,6 +2929,59 @@ impl ContactStore {
         if copies_checked {
             refuse_reused_consent_ids(conn, staged_ids.consents.repeated())?;
         }
+        Ok(Some((result, details, staged_ids)))
+    }
+
+    /// A dry run of [`ContactStore::bulk_import`]: the records staged and
+    /// checked as the import would check them (an id reused for another
+    /// record refuses it, as it would the import), what the import would
+    /// count as stored and already present worked out, nothing stored.
+    /// Waits for an import running on the store, as an import does.
+    ///
+    /// # Errors
+    /// [`StoreError`], [`StoreError::ReusedIds`] and
+    /// [`StoreError::ReusedConsentIds`] as the import would fail.
+    pub fn bulk_check<R>(
+        &self,
+        fill: impl FnOnce(&mut BulkImport<'_>) -> Result<Option<(R, serde_json::Value)>, StoreError>,
+    ) -> Result<Option<(R, BulkCounts)>, StoreError> {
+        let staging = self
+            .path
+            .with_file_name(format!("contacts-import-{}.db", std::process::id()));
+        let _one_at_a_time = import_lock::ImportLock::acquire(&self.path).map_err(|err| {
+            StoreError::Unreadable(format!(
+                "cannot take the import lock: {err}: nothing checked"
+            ))
+        })?;
+        let mut conn = self.conn.lock().expect("contact db lock");
+        let _ = std::fs::remove_file(&staging);
+        let _ = crate::private::touch(&staging);
+        conn.execute("ATTACH DATABASE ?1 AS staging", [staging.to_string_lossy()])?;
+        let outcome = self
+            .stage_checked(&mut conn, fill)
+            .and_then(|staged| match staged {
+                None => Ok(None),
+                Some((result, _, ids)) => staged_counts(&conn, &ids).map(|c| Some((result, c))),
+            });
+        let detached = conn.execute_batch("DETACH DATABASE staging");
+        let _ = std::fs::remove_file(&staging);
+        let outcome = outcome?;
+        detached?;
+        Ok(outcome)
+    }
+
+    fn stage_and_move<R>(
+        &self,
+        conn: &mut Connection,
+        alone: Option<crate::serve_lock::ServeLock>,
+        actor: &str,
+        action: &str,
+        now: Timestamp,
+        fill: impl FnOnce(&mut BulkImport<'_>) -> Result<Option<(R, serde_json::Value)>, StoreError>,
+    ) -> Result<Option<(R, BulkCounts)>, StoreError> {
+        let Some((result, mut details, _)) = self.stage_checked(conn, fill)? else {
+            return Ok(None);
+        };
         let seq = {
             let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             tx.execute(

@@ -682,3 +682,96 @@ fn test_bulk_imports_say_one_summary_line() {
     assert_eq!(trail.lines().count(), 1, "{trail}");
     assert!(trail.contains("suppressions.imported") && trail.contains("\"stored\":3000"));
 }
+
+/// `--dry-run` checks a file as its import would: an id reused for another
+/// record refuses it (a dry run said "valid" before, and the import then
+/// failed), a valid file's counts are worked out, and nothing is stored,
+/// in the store nor in the erasure ledger.
+#[tokio::test(flavor = "multi_thread")]
+async fn test_a_dry_run_refuses_what_the_import_would_and_stores_nothing() {
+    let ws = Workspace::new(&standard_config(""));
+    let consent_header = "consent_id,controller,number,purpose,granted_at,source,expires_at\n";
+    let consents = ws.file(
+        "consents.csv",
+        &format!("{consent_header}C-1,acme,+49 151 23456789,marketing,2026-01-01,web,2099-06-01\n"),
+    );
+    ws.cli_ok(&["consent", "import", "--file", path_str(&consents)]);
+    let opt_out_header = "suppression_id,number,controller,reason\n";
+    let opt_outs = ws.file(
+        "optouts.csv",
+        &format!("{opt_out_header}S-1,+49 151 23456788,acme,complained\n"),
+    );
+    ws.cli_ok(&["suppression", "import", "--file", path_str(&opt_outs)]);
+    let stored = || {
+        let conn = rusqlite::Connection::open(ws.data_dir().join("contacts.db")).unwrap();
+        let count = |sql: &str| -> i64 { conn.query_row(sql, [], |r| r.get(0)).unwrap() };
+        (
+            count("SELECT count(*) FROM consents"),
+            count("SELECT count(*) FROM suppressions"),
+            count("SELECT count(*) FROM events"),
+            std::fs::read_to_string(ws.data_dir().join("erasure-ledger.jsonl")).unwrap(),
+        )
+    };
+    let before = stored();
+    for (kind, name, content, named) in [
+        (
+            "consent",
+            "earlier.csv",
+            format!(
+                "{consent_header}C-1,acme,+49 151 23456789,marketing,2026-01-01,web,2099-03-01\n"
+            ),
+            "C-1 (already stored for another consent",
+        ),
+        (
+            "consent",
+            "twice.csv",
+            format!(
+                "{consent_header}C-2,acme,+49 151 23456787,marketing,2026-01-01,web,\n\
+                 C-2,acme,+49 151 23456786,marketing,2026-01-01,web,\n"
+            ),
+            "C-2 (twice in the file)",
+        ),
+        (
+            "suppression",
+            "number.csv",
+            format!("{opt_out_header}S-1,+49 151 23456787,acme,complained\n"),
+            "S-1 (already stored for another opt-out",
+        ),
+    ] {
+        let file = ws.file(name, &content);
+        let out = ws.cli(&[kind, "import", "--file", path_str(&file), "--dry-run"]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && stderr.contains(named),
+            "{name}: {stderr}"
+        );
+    }
+    for (kind, name, content) in [
+        (
+            "consent",
+            "valid.csv",
+            format!(
+                "{consent_header}C-1,acme,+49 151 23456789,marketing,2026-01-01,web,2099-06-01\n\
+                 C-3,acme,+49 151 23456785,marketing,2026-01-01,web,\n"
+            ),
+        ),
+        (
+            "suppression",
+            "valid.csv",
+            format!(
+                "{opt_out_header}S-1,+49 151 23456788,acme,complained\n\
+                 S-2,+49 151 23456784,acme,complained\n"
+            ),
+        ),
+    ] {
+        let file = ws.file(&format!("{kind}-{name}"), &content);
+        let out = ws.cli_ok(&[kind, "import", "--file", path_str(&file), "--dry-run"]);
+        assert!(
+            out.contains(
+                "dry run, nothing stored: 2 lines valid; 1 would be stored, 1 already present"
+            ),
+            "{kind}: {out}"
+        );
+    }
+    assert_eq!(stored(), before, "nothing stored by the dry runs");
+}
