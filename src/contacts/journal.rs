@@ -112,6 +112,25 @@ fn random_salt() -> [u8; 32] {
 
 /// The shared subject salt: `proposed` when there was none yet (the first
 /// replica's, or the migrated SQLite store's).
+/// The shared subject salt if the database holds one yet (read only).
+async fn existing_salt(pg: &Pg) -> Result<Option<[u8; 32]>, JournalError> {
+    let salt: Option<Vec<u8>> = pg
+        .within(async {
+            let client = pg.client().await?;
+            Ok(client
+                .query_opt("SELECT salt FROM contact_salt WHERE id = 1", &[])
+                .await?
+                .map(|row| row.get(0)))
+        })
+        .await?;
+    salt.map(|salt| {
+        salt.as_slice().try_into().map_err(|_| {
+            JournalError::Pg(PgError::Corrupt("contact_salt.salt is not 32 bytes".into()))
+        })
+    })
+    .transpose()
+}
+
 async fn shared_salt(pg: &Pg, proposed: [u8; 32]) -> Result<[u8; 32], JournalError> {
     pg.within(async {
         let client = pg.client().await?;
@@ -703,7 +722,12 @@ async fn refuse_reused_ids(
     // Compared with the copy replicas keep, the first in journal order
     // (they apply with INSERT OR IGNORE): an id the journal held twice
     // with two contents before this check existed would otherwise refuse
-    // every later import of it, whatever the file said.
+    // every later import of it, whatever the file said. This holds while
+    // a replica deletes a consent only as the journal does (an erasure,
+    // which `redact_subject` mirrors here); retention purges,
+    // rectifications and restores are refused on this backend. Were one
+    // shared without removing the copy here, a later copy could pass
+    // against the first one here while a replica keeps another.
     let consents = reused(
         tx.query(
             "SELECT DISTINCT n.record_id FROM contact_journal_records n

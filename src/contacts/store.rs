@@ -707,7 +707,7 @@ fn outlasts(expiry: Option<i64>, stored: Option<i64>) -> bool {
 /// of each staged id (which the moves make anyway).
 fn refuse_reused_consent_ids(
     conn: &Connection,
-    repeated: Option<&[String]>,
+    repeated: Option<&std::collections::HashSet<String>>,
 ) -> Result<(), StoreError> {
     let started = std::time::Instant::now();
     // More than one value of a column among an id's rows: its lowest and
@@ -768,7 +768,7 @@ fn disagreeing_staged_ids(
     table: &str,
     column: &str,
     having: &str,
-    repeated: Option<&[String]>,
+    repeated: Option<&std::collections::HashSet<String>>,
 ) -> Result<Vec<String>, StoreError> {
     over_repeated_ids(conn, column, repeated, Vec::new(), |rows| {
         let mut statement = conn.prepare(&format!(
@@ -786,12 +786,12 @@ fn disagreeing_staged_ids(
 fn over_repeated_ids<T>(
     conn: &Connection,
     column: &str,
-    repeated: Option<&[String]>,
+    repeated: Option<&std::collections::HashSet<String>>,
     none: T,
     query: impl FnOnce(&str) -> rusqlite::Result<T>,
 ) -> Result<T, StoreError> {
     let rows = match repeated {
-        Some([]) => return Ok(none),
+        Some(ids) if ids.is_empty() => return Ok(none),
         Some(ids) => {
             conn.execute_batch(
                 "CREATE TEMP TABLE IF NOT EXISTS repeated_ids (id TEXT PRIMARY KEY) WITHOUT ROWID;
@@ -848,7 +848,7 @@ fn staged_counts(conn: &Connection, ids: &StagedTables) -> Result<BulkCounts, St
 }
 
 /// How a consent id already stored for another consent is named.
-const ALREADY_STORED_CONSENT: &str = "already stored for another consent: another number, controller, purpose, grant time or supplier, or one that ends later than the file says";
+const ALREADY_STORED_CONSENT: &str = "already stored for another consent: another number, controller, purpose, grant time or supplier, one that expires later than the file says, or revoked at another instant";
 
 /// Binds a consent's 14 columns (in [`CONSENT_COLUMNS`] order) and the
 /// import's trail event (NULL when staged) and runs `statement`; returns
@@ -3018,7 +3018,7 @@ impl ContactStore {
         &self,
         conn: &Connection,
         copies_checked: bool,
-        repeated: Option<&[String]>,
+        repeated: Option<&std::collections::HashSet<String>>,
     ) -> Result<(), StoreError> {
         let mut reused: Vec<String> = Vec::new();
         // More than one value of a column among an id's rows: its lowest

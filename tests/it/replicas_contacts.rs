@@ -1027,3 +1027,39 @@ async fn test_no_listed_number_allowed_while_a_large_opt_out_import_is_applied()
         assert_eq!(reasons(&a, &number(i)).await, Some(vec![R::Suppressed]));
     }
 }
+
+/// A dry run of an import on the PostgreSQL backend checks the file (an
+/// id given to two consents refuses it) and writes nothing to the shared
+/// database, not even its first subject salt: a dry run before `store
+/// migrate --to postgres` used to leave one, and the migration was then
+/// refused.
+#[tokio::test(flavor = "multi_thread")]
+async fn test_a_dry_run_writes_nothing_to_the_shared_database() {
+    let Some(pg) = PgServer::start() else { return };
+    let cli = Workspace::new(&replica_config(&pg, "gw-cli"));
+    let header = "controller,number,purpose,granted_at,source,consent_id\n";
+    let valid = cli.file(
+        "valid.csv",
+        &format!("{header}acme,+49 151 55555555,marketing,2026-01-01,web,C-9\n"),
+    );
+    let out = cli.cli_ok(&["consent", "import", "--file", path_str(&valid), "--dry-run"]);
+    assert!(
+        out.contains("dry run, nothing stored: 1 lines valid"),
+        "{out}"
+    );
+    let twice = cli.file(
+        "twice.csv",
+        &format!(
+            "{header}acme,+49 151 55555555,marketing,2026-01-01,web,C-9\n\
+             acme,+49 151 55555556,marketing,2026-01-01,web,C-9\n"
+        ),
+    );
+    let out = cli.cli(&["consent", "import", "--file", path_str(&twice), "--dry-run"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("C-9 (twice in the file)"),
+        "{stderr}"
+    );
+    assert_eq!(pg.psql("SELECT count(*) FROM contact_salt").trim(), "0");
+    assert_eq!(pg.psql("SELECT count(*) FROM contact_journal").trim(), "0");
+}

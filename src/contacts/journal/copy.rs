@@ -11,7 +11,7 @@ use std::sync::Arc;
 use jiff::Timestamp;
 
 use super::entry::{self, ConsentBody, ImportBody, RecordRow, RelationshipBody, SuppressionBody};
-use super::{Extra, JournalError, append, shared_salt};
+use super::{Extra, JournalError, append, existing_salt, shared_salt};
 use crate::contacts::import::ContactImportSummary;
 use crate::contacts::store::AllRecords;
 use crate::contacts::{ContactIndex, ContactStore};
@@ -199,7 +199,15 @@ pub fn import_file(
     dry_run: bool,
     actor: &str,
 ) -> anyhow::Result<(ContactImportSummary, Option<i64>)> {
-    let salt = runtime.block_on(shared_salt(pg, super::random_salt()))?;
+    // A dry run writes nothing to the shared database, not even its first
+    // salt (a later `store migrate` would then be refused).
+    let salt = if dry_run {
+        runtime
+            .block_on(existing_salt(pg))?
+            .unwrap_or_else(super::random_salt)
+    } else {
+        runtime.block_on(shared_salt(pg, super::random_salt()))?
+    };
     let data_dir = &config.server.data_dir;
     crate::private::create_dir_all(data_dir)?;
     remove_abandoned_scratch(data_dir);
