@@ -590,6 +590,8 @@ async fn append(
     }
     if extra.refuse_reused {
         refuse_reused_ids(&tx, batch).await?;
+        let left_out = leave_out_present(&tx, batch).await?;
+        tracing::debug!(left_out, "records the journal held already left out");
     }
     let seq = head(&tx).await? + 1;
     let restrictive = kind == entry::ERASE || records.iter().any(|r| r.restrictive);
@@ -758,6 +760,33 @@ async fn refuse_reused_ids(
             consents.join(", "),
         )))
     }
+}
+
+/// Leaves out of a bulk import's `batch` (checked by `refuse_reused_ids`
+/// first) the consents and opt-outs whose id the journal holds already:
+/// every replica holds that id too and would count the copy as already
+/// present (it applies with INSERT OR IGNORE), so the copy changes
+/// nothing there; left in, a CRM's nightly full export grew the journal
+/// by its size every night, each replica applied it again, and each
+/// later check read every copy. An id whose records an erasure removed
+/// from the journal is not held: its copy stays, as it always did.
+async fn leave_out_present(
+    tx: &tokio_postgres::Transaction<'_>,
+    batch: i64,
+) -> Result<u64, JournalError> {
+    let left_out = tx
+        .execute(
+            "DELETE FROM contact_journal_records n
+             WHERE n.batch = $1 AND n.kind IN ('consent', 'suppression', 'suppression_hashed')
+               AND EXISTS (
+                   SELECT 1 FROM contact_journal_records o
+                   WHERE o.batch <> n.batch AND o.record_id = n.record_id
+                     AND o.kind IN (CASE WHEN n.kind = 'consent' THEN 'consent' ELSE 'suppression' END,
+                                    CASE WHEN n.kind = 'consent' THEN 'consent' ELSE 'suppression_hashed' END))",
+            &[&batch],
+        )
+        .await?;
+    Ok(left_out)
 }
 
 /// Removes an erased subject's personal data from the journal: its
