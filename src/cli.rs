@@ -630,7 +630,7 @@ fn contact_import_shared(
     match seq {
         None => println!("dry run, nothing stored: {} lines valid", summary.lines),
         Some(seq) => println!(
-            "{} lines valid; {} records committed to the shared database (contact journal entry {seq}, {} duplicates in the file); every replica applies them",
+            "{} lines valid; {} records committed to the shared database (contact journal entry {seq}; {} already present: held by the journal, or repeated in the file); every replica applies them",
             summary.lines, summary.stored, summary.already_present
         ),
     }

@@ -790,8 +790,16 @@ async fn test_a_consent_id_reused_for_another_consent_is_refused_at_the_cli() {
         "later.csv",
         &format!("{header}{}", line(number, "C-1", "2099-09-01")),
     );
+    let mut said = Vec::new();
     for file in [&first, &first, &later] {
-        cli.cli_ok(&["consent", "import", "--file", path_str(file)]);
+        said.push(cli.cli_ok(&["consent", "import", "--file", path_str(file)]));
+    }
+    assert!(said[0].contains("1 records committed"), "{}", said[0]);
+    for again in &said[1..] {
+        assert!(
+            again.contains("0 records committed") && again.contains("1 already present"),
+            "{again}"
+        );
     }
     until(&a, number, Some(vec![R::Consent]), reach_bound()).await;
     // The copies already held were left out of the journal (a nightly

@@ -247,8 +247,26 @@ pub fn import_file(
         ..Extra::default()
     };
     let seq = runtime.block_on(append(pg, entry::IMPORT, &body, &rows, &extra))?;
+    // Those whose ids the journal held already were left out (see
+    // `leave_out_present`): already present on every replica.
+    let kept: i64 = runtime.block_on(async {
+        let client = pg.client().await?;
+        let row = client
+            .query_one(
+                "SELECT count(*) FROM contact_journal_records r
+                 JOIN contact_journal j ON j.batch = r.batch WHERE j.seq = $1",
+                &[&seq],
+            )
+            .await?;
+        Ok::<i64, JournalError>(row.get(0))
+    })?;
+    let kept = usize::try_from(kept).unwrap_or(0).min(summary.stored);
+    let mut summary = summary;
+    summary.already_present += summary.stored - kept;
+    summary.stored = kept;
     tracing::info!(
         records = rows.len(),
+        kept,
         seq,
         checked_ms = checked.as_millis() as u64,
         read_ms = (read - checked).as_millis() as u64,
