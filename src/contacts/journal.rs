@@ -587,7 +587,7 @@ async fn append(
         // export imported again: 6 s for 500k consents), so that the lock
         // is held only to check those new since (other appends, a
         // replica's opt-outs among them, wait for it).
-        check_and_leave_out_present(&tx, batch, "before the journal lock").await?;
+        check_and_leave_out_present(&tx, batch).await?;
     }
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&JOURNAL_LOCK])
         .await?;
@@ -597,9 +597,17 @@ async fn append(
         redact_subject(&tx, subject, controller).await?;
     }
     if extra.refuse_reused {
-        // Again under the lock: an import committed meanwhile may share
-        // an id with this one (two cannot both pass).
-        check_and_leave_out_present(&tx, batch, "under the journal lock").await?;
+        // Again under the lock, the check alone: an import committed
+        // meanwhile may share an id with this one (two cannot both pass).
+        // Its copies of ids committed meanwhile stay (replicas count them
+        // already present): leaving them out is only a saving, not worth
+        // holding the lock for.
+        let started = std::time::Instant::now();
+        refuse_reused_ids(&tx, batch).await?;
+        tracing::debug!(
+            checked_ms = started.elapsed().as_millis() as u64,
+            "import's ids checked under the journal lock"
+        );
     }
     let seq = head(&tx).await? + 1;
     let restrictive = kind == entry::ERASE || records.iter().any(|r| r.restrictive);
@@ -691,14 +699,15 @@ async fn insert_records(
 /// with the one copy it kept), so an entry committed here is never
 /// refused when applied (replicas do not check the expiry of a committed
 /// import at all, `BulkImport::applying_committed`: imports committed
-/// before this check existed may hold such copies). Refuses consents of
+/// before this check existed may hold such copies). Runs before the
+/// journal lock, against what is committed, and again under it (two
+/// imports sharing an id cannot both pass). Refuses consents of
 /// `batch` likewise (see `refuse_reused_consent_ids`), compared with the
 /// copy replicas keep, the first in journal order: another number,
 /// controller, purpose, grant or supplier, a later expiry (the kept one
 /// would grant past the file's), or another revocation (copies within
 /// `batch` were compared by the import's own store); replicas apply a
-/// committed import's consents without checking them. Runs under the
-/// journal lock (two imports sharing an id cannot both pass).
+/// committed import's consents without checking them.
 async fn refuse_reused_ids(
     tx: &tokio_postgres::Transaction<'_>,
     batch: i64,
@@ -770,23 +779,21 @@ async fn refuse_reused_ids(
     }
 }
 
-/// Refuses `batch`'s ids reused for another record (`refuse_reused_ids`),
-/// then leaves out its records whose ids the journal holds already
-/// (`leave_out_present`). Leaving a record out before the journal lock
-/// is safe: the copy it was checked against stays held (an erasure
+/// Before the journal lock: refuses `batch`'s ids reused for another
+/// record (`refuse_reused_ids`, run again under the lock), then leaves
+/// out its records whose ids the journal holds already
+/// (`leave_out_present`). Leaving a record out before the lock is safe: the copy it was checked against stays held (an erasure
 /// removes consents, whose copy is then lost rather than wrongly kept;
 /// it keeps opt-outs by hash), and replicas keep the first copy anyway.
 async fn check_and_leave_out_present(
     tx: &tokio_postgres::Transaction<'_>,
     batch: i64,
-    when: &'static str,
 ) -> Result<(), JournalError> {
     let started = std::time::Instant::now();
     refuse_reused_ids(tx, batch).await?;
     let checked_ms = started.elapsed().as_millis() as u64;
     let left_out = leave_out_present(tx, batch).await?;
     tracing::debug!(
-        when,
         left_out,
         checked_ms,
         left_out_ms = started.elapsed().as_millis() as u64 - checked_ms,

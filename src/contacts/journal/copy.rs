@@ -248,8 +248,10 @@ pub fn import_file(
     };
     let seq = runtime.block_on(append(pg, entry::IMPORT, &body, &rows, &extra))?;
     // Those whose ids the journal held already were left out (see
-    // `leave_out_present`): already present on every replica.
-    let kept: i64 = runtime.block_on(async {
+    // `leave_out_present`): already present on every replica. Counted
+    // after the commit: a failure to count only leaves the file's counts
+    // (the entry is committed whatever).
+    let kept = runtime.block_on(async {
         let client = pg.client().await?;
         let row = client
             .query_one(
@@ -259,11 +261,21 @@ pub fn import_file(
             )
             .await?;
         Ok::<i64, JournalError>(row.get(0))
-    })?;
-    let kept = usize::try_from(kept).unwrap_or(0).min(summary.stored);
+    });
     let mut summary = summary;
-    summary.already_present += summary.stored - kept;
-    summary.stored = kept;
+    match kept {
+        Ok(kept) => {
+            let kept = usize::try_from(kept).unwrap_or(0).min(summary.stored);
+            summary.already_present += summary.stored - kept;
+            summary.stored = kept;
+        }
+        Err(err) => tracing::warn!(
+            error = %err,
+            seq,
+            "the import is committed; the records it left out could not be counted"
+        ),
+    }
+    let kept = summary.stored;
     tracing::info!(
         records = rows.len(),
         kept,
