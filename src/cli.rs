@@ -628,7 +628,10 @@ fn contact_import_shared(
         &cli_actor(),
     )?;
     match seq {
-        None => println!("dry run, nothing stored: {} lines valid", summary.lines),
+        None => println!(
+            "dry run, nothing stored: {} lines valid; {} would be committed, {} already present (held by the journal, or repeated in the file)",
+            summary.lines, summary.stored, summary.already_present
+        ),
         Some(seq) => println!(
             "{} lines valid; {} records committed to the shared database (contact journal entry {seq}; {} already present: held by the journal, or repeated in the file); every replica applies them",
             summary.lines, summary.stored, summary.already_present

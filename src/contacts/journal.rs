@@ -779,6 +779,24 @@ async fn refuse_reused_ids(
     }
 }
 
+/// A dry run of an import's journal entry: `records` checked as `append`
+/// checks them (`refuse_reused_ids`), in a transaction rolled back;
+/// returns how many the journal holds already (an import would leave them
+/// out). Nothing is committed.
+async fn check_import(pg: &Pg, records: &[RecordRow]) -> Result<u64, JournalError> {
+    let mut client = pg.client().await?;
+    let tx = client.transaction().await?;
+    let batch: i64 = tx
+        .query_one("SELECT nextval('contact_journal_batches')", &[])
+        .await?
+        .get(0);
+    insert_records(&tx, batch, records).await?;
+    refuse_reused_ids(&tx, batch).await?;
+    let held = leave_out_present(&tx, batch).await?;
+    tx.rollback().await?;
+    Ok(held)
+}
+
 /// Before the journal lock: refuses `batch`'s ids reused for another
 /// record (`refuse_reused_ids`, run again under the lock), then leaves
 /// out its records whose ids the journal holds already

@@ -1050,10 +1050,11 @@ async fn test_no_listed_number_allowed_while_a_large_opt_out_import_is_applied()
 }
 
 /// A dry run of an import on the PostgreSQL backend checks the file (an
-/// id given to two consents refuses it) and writes nothing to the shared
-/// database, not even its first subject salt: a dry run before `store
-/// migrate --to postgres` used to leave one, and the migration was then
-/// refused.
+/// id given to two consents refuses it) and against the journal (an id it
+/// holds for another consent refuses it; those it holds are counted), and
+/// writes nothing to the shared database, not even its first subject
+/// salt: a dry run before `store migrate --to postgres` used to leave
+/// one, and the migration was then refused.
 #[tokio::test(flavor = "multi_thread")]
 async fn test_a_dry_run_writes_nothing_to_the_shared_database() {
     let Some(pg) = PgServer::start() else { return };
@@ -1065,7 +1066,9 @@ async fn test_a_dry_run_writes_nothing_to_the_shared_database() {
     );
     let out = cli.cli_ok(&["consent", "import", "--file", path_str(&valid), "--dry-run"]);
     assert!(
-        out.contains("dry run, nothing stored: 1 lines valid"),
+        out.contains(
+            "dry run, nothing stored: 1 lines valid; 1 would be committed, 0 already present"
+        ),
         "{out}"
     );
     let twice = cli.file(
@@ -1083,4 +1086,30 @@ async fn test_a_dry_run_writes_nothing_to_the_shared_database() {
     );
     assert_eq!(pg.psql("SELECT count(*) FROM contact_salt").trim(), "0");
     assert_eq!(pg.psql("SELECT count(*) FROM contact_journal").trim(), "0");
+    // Against the journal too: once C-9 is committed, a dry run of it for
+    // another number is refused, and of the same file counts it held.
+    cli.cli_ok(&["consent", "import", "--file", path_str(&valid)]);
+    let other = cli.file(
+        "other.csv",
+        &format!("{header}acme,+49 151 55555557,marketing,2026-01-01,web,C-9\n"),
+    );
+    let out = cli.cli(&["consent", "import", "--file", path_str(&other), "--dry-run"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success()
+            && stderr.contains("consent_id reused for another consent")
+            && stderr.contains("C-9"),
+        "{stderr}"
+    );
+    let out = cli.cli_ok(&["consent", "import", "--file", path_str(&valid), "--dry-run"]);
+    assert!(
+        out.contains("0 would be committed, 1 already present"),
+        "{out}"
+    );
+    assert_eq!(pg.psql("SELECT count(*) FROM contact_journal").trim(), "1");
+    assert_eq!(
+        pg.psql("SELECT count(*) FROM contact_journal_records")
+            .trim(),
+        "1"
+    );
 }

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use jiff::Timestamp;
 
 use super::entry::{self, ConsentBody, ImportBody, RecordRow, RelationshipBody, SuppressionBody};
-use super::{Extra, JournalError, append, existing_salt, shared_salt};
+use super::{Extra, JournalError, append, check_import, existing_salt, shared_salt};
 use crate::contacts::import::ContactImportSummary;
 use crate::contacts::store::AllRecords;
 use crate::contacts::{ContactIndex, ContactStore};
@@ -217,19 +217,27 @@ pub fn import_file(
     let store = Arc::new(ContactStore::open_unindexed(&scratch.0)?);
     let now = Timestamp::now();
     let started = std::time::Instant::now();
-    let summary = if consents {
-        crate::contacts::import::import_consents(&store, file, actor, now, dry_run)?
+    // Into the scratch store for real on a dry run too (it is removed
+    // afterwards, and has no erasure ledger): its records are then checked
+    // against the journal in a transaction rolled back.
+    let mut summary = if consents {
+        crate::contacts::import::import_consents(&store, file, actor, now, false)?
     } else {
         let records = crate::contacts::service::Records::configured(config, Arc::clone(&store));
-        crate::contacts::import::import_suppressions(&records, file, actor, now, dry_run)?
+        crate::contacts::import::import_suppressions(&records, file, actor, now, false)?
     };
-    if dry_run {
-        return Ok((summary, None));
-    }
     let checked = started.elapsed();
     let all = store.all_records()?;
     let rows = rows(store.index(), &all, actor);
     let read = started.elapsed();
+    if dry_run {
+        let held = runtime.block_on(check_import(pg, &rows))?;
+        let held = usize::try_from(held).unwrap_or(0).min(summary.stored);
+        summary.already_present += held;
+        summary.stored -= held;
+        summary.dry_run = true;
+        return Ok((summary, None));
+    }
     let body = serde_json::to_value(ImportBody {
         actor: actor.to_string(),
         action: if consents {
@@ -262,7 +270,6 @@ pub fn import_file(
             .await?;
         Ok::<i64, JournalError>(row.get(0))
     });
-    let mut summary = summary;
     match kept {
         Ok(kept) => {
             let kept = usize::try_from(kept).unwrap_or(0).min(summary.stored);
