@@ -576,11 +576,7 @@ async fn append(
 ) -> Result<i64, JournalError> {
     let mut client = pg.client().await?;
     let tx = client.transaction().await?;
-    let batch: i64 = tx
-        .query_one("SELECT nextval('contact_journal_batches')", &[])
-        .await?
-        .get(0);
-    insert_records(&tx, batch, records).await?;
+    let batch = new_batch(&tx, records).await?;
     if extra.refuse_reused {
         // Before the lock, against every entry committed so far: the ids
         // the journal holds already are checked and left out here (a full
@@ -659,6 +655,19 @@ async fn append(
     .await?;
     tx.commit().await?;
     Ok(seq)
+}
+
+/// Takes the next batch number and inserts `records` under it, in `tx`.
+async fn new_batch(
+    tx: &tokio_postgres::Transaction<'_>,
+    records: &[RecordRow],
+) -> Result<i64, JournalError> {
+    let batch: i64 = tx
+        .query_one("SELECT nextval('contact_journal_batches')", &[])
+        .await?
+        .get(0);
+    insert_records(tx, batch, records).await?;
+    Ok(batch)
 }
 
 /// Inserts `records` as batch `batch`, many rows per statement.
@@ -786,11 +795,7 @@ async fn refuse_reused_ids(
 async fn check_import(pg: &Pg, records: &[RecordRow]) -> Result<u64, JournalError> {
     let mut client = pg.client().await?;
     let tx = client.transaction().await?;
-    let batch: i64 = tx
-        .query_one("SELECT nextval('contact_journal_batches')", &[])
-        .await?
-        .get(0);
-    insert_records(&tx, batch, records).await?;
+    let batch = new_batch(&tx, records).await?;
     refuse_reused_ids(&tx, batch).await?;
     let held = leave_out_present(&tx, batch).await?;
     tx.rollback().await?;

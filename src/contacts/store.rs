@@ -2648,35 +2648,16 @@ impl ContactStore {
         now: Timestamp,
         fill: impl FnOnce(&mut BulkImport<'_>) -> Result<Option<(R, serde_json::Value)>, StoreError>,
     ) -> Result<Option<(R, BulkCounts)>, StoreError> {
-        let staging = self
-            .path
-            .with_file_name(format!("contacts-import-{}.db", std::process::id()));
-        // From the id checks to the last move: imports run one at a time.
-        let _one_at_a_time = import_lock::ImportLock::acquire(&self.path).map_err(|err| {
-            StoreError::Unreadable(format!(
-                "cannot take the import lock: {err}: nothing imported"
-            ))
-        })?;
-        let outcome = {
-            let mut conn = self.conn.lock().expect("contact db lock");
+        let outcome = self.with_staging("nothing imported", |conn| {
             let alone = self.offline_lock();
-            let first_load = alone.is_some() && Self::holds_no_consents(&conn)?;
-            let _ = std::fs::remove_file(&staging);
-            let _ = crate::private::touch(&staging);
-            conn.execute("ATTACH DATABASE ?1 AS staging", [staging.to_string_lossy()])?;
-            let outcome = if first_load {
-                let outcome = self.load_first(&mut conn, actor, action, now, fill);
+            if alone.is_some() && Self::holds_no_consents(conn)? {
+                let outcome = self.load_first(conn, actor, action, now, fill);
                 drop(alone);
                 outcome
             } else {
-                self.stage_and_move(&mut conn, alone, actor, action, now, fill)
-            };
-            let detached = conn.execute_batch("DETACH DATABASE staging");
-            let _ = std::fs::remove_file(&staging);
-            let outcome = outcome?;
-            detached?;
-            outcome
-        };
+                self.stage_and_move(conn, alone, actor, action, now, fill)
+            }
+        })?;
         if outcome.is_some()
             && self.indexed.load(std::sync::atomic::Ordering::Acquire)
             && let Err(err) = self.refresh()
@@ -2945,24 +2926,35 @@ impl ContactStore {
         &self,
         fill: impl FnOnce(&mut BulkImport<'_>) -> Result<Option<(R, serde_json::Value)>, StoreError>,
     ) -> Result<Option<(R, BulkCounts)>, StoreError> {
+        self.with_staging("nothing checked", |conn| {
+            match self.stage_checked(conn, fill)? {
+                None => Ok(None),
+                Some((result, _, ids)) => Ok(Some((result, staged_counts(conn, &ids)?))),
+            }
+        })
+    }
+
+    /// Runs `run` on the store's connection with a fresh staging file
+    /// attached as `staging` (removed afterwards, whatever happened),
+    /// holding the store's import lock from the id checks to the last
+    /// move: imports run one at a time (`nothing`: what a failure to take
+    /// the lock means, for its error).
+    fn with_staging<T>(
+        &self,
+        nothing: &str,
+        run: impl FnOnce(&mut Connection) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let _one_at_a_time = import_lock::ImportLock::acquire(&self.path).map_err(|err| {
+            StoreError::Unreadable(format!("cannot take the import lock: {err}: {nothing}"))
+        })?;
         let staging = self
             .path
             .with_file_name(format!("contacts-import-{}.db", std::process::id()));
-        let _one_at_a_time = import_lock::ImportLock::acquire(&self.path).map_err(|err| {
-            StoreError::Unreadable(format!(
-                "cannot take the import lock: {err}: nothing checked"
-            ))
-        })?;
         let mut conn = self.conn.lock().expect("contact db lock");
         let _ = std::fs::remove_file(&staging);
         let _ = crate::private::touch(&staging);
         conn.execute("ATTACH DATABASE ?1 AS staging", [staging.to_string_lossy()])?;
-        let outcome = self
-            .stage_checked(&mut conn, fill)
-            .and_then(|staged| match staged {
-                None => Ok(None),
-                Some((result, _, ids)) => staged_counts(&conn, &ids).map(|c| Some((result, c))),
-            });
+        let outcome = run(&mut conn);
         let detached = conn.execute_batch("DETACH DATABASE staging");
         let _ = std::fs::remove_file(&staging);
         let outcome = outcome?;
