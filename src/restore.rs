@@ -511,6 +511,9 @@ pub fn restore(
                 restored.rectifications_undone += usize::from(removed);
             }
             EntryKind::ImportCommitted => {}
+            // `ledger::read` gives an `opt_outs` line's opt-outs one entry
+            // each: never skipped if it did not.
+            EntryKind::OptOuts => bail!("{}: opt-outs not read one by one", failed("unreadable")),
         }
     }
     store.note(

@@ -291,7 +291,8 @@ fn by_id<T>(records: Vec<(NumberKey, T)>, id: impl Fn(&T) -> &str) -> Vec<(Numbe
     order.into_iter().filter_map(|i| taken[i].take()).collect()
 }
 
-/// Bytes of ledger lines an import writes at once (about 4,000 opt-outs).
+/// Bytes of a ledger line of opt-outs an import writes at once (about
+/// 15,000 opt-outs).
 const LEDGER_BATCH_BYTES: usize = 1 << 20;
 
 /// Validated records handed from the reading thread to the storing one at
@@ -538,8 +539,15 @@ pub fn import_suppressions(
 ) -> Result<ContactImportSummary, ContactImportError> {
     let table = Table::open(path, &SUPPRESSION_COLUMNS, &["number"])?;
     let import_id = uuid::Uuid::now_v7().to_string();
-    // Ledger lines not written yet (a write per batch, not per line).
-    let unwritten = std::cell::RefCell::new(Vec::with_capacity(LEDGER_BATCH_BYTES + 4096));
+    // The ledger's line not written yet (a write per batch of opt-outs).
+    let unwritten = std::cell::RefCell::new(
+        crate::contacts::ledger::OptOutLines::new(
+            now,
+            &records.store().salt_fingerprint(),
+            &import_id,
+        )
+        .map_err(|err| ledger_entry_failed(&err))?,
+    );
     let validate = |row: &Row<'_>| {
         let get = |c: &str| row.get(c);
         let number = records::parse_number(get("number"), get("default_region"))?;
@@ -574,15 +582,12 @@ pub fn import_suppressions(
         )?;
         // Built here, on the reading thread: the storing one is the slower.
         let line = match records.ledger() {
-            Some(_) if !dry_run => {
-                let mut entry = records.opt_out_entry(&suppression, now);
-                entry.import.clone_from(&import_id);
-                Some(crate::contacts::ledger::line(&entry).map_err(|err| {
-                    RecordsError::Store(StoreError::Unreadable(format!(
-                        "the erasure ledger entry: {err}"
-                    )))
-                })?)
-            }
+            Some(_) if !dry_run => Some(
+                records
+                    .imported_opt_out(&suppression)
+                    .row()
+                    .map_err(|err| RecordsError::Store(ledger_entry_failed(&err)))?,
+            ),
             _ => None,
         };
         Ok((key, (suppression, line)))
@@ -611,12 +616,11 @@ pub fn import_suppressions(
                     )
                 })?;
                 let mut unwritten = unwritten.borrow_mut();
-                unwritten.extend_from_slice(&line);
+                unwritten.push(&line);
                 if unwritten.len() >= LEDGER_BATCH_BYTES {
                     ledger
-                        .append_lines_unsynced(&unwritten)
+                        .append_lines_unsynced(&unwritten.take())
                         .map_err(ledger_failed)?;
-                    unwritten.clear();
                 }
             }
             bulk.suppression(key, suppression)
@@ -626,7 +630,7 @@ pub fn import_suppressions(
             // before they are moved into the store (and only if they will be).
             if let Some(ledger) = records.ledger() {
                 ledger
-                    .append_lines_unsynced(&unwritten.borrow())
+                    .append_lines_unsynced(&unwritten.borrow_mut().take())
                     .map_err(ledger_failed)?;
                 bulk.refuse_reused_ids(records.store())?;
                 let mut commit = crate::contacts::ledger::Entry::about(
@@ -769,4 +773,8 @@ pub fn rectify_consents(
 
 fn ledger_failed(err: crate::contacts::ledger::LedgerError) -> StoreError {
     StoreError::Unreadable(format!("{err}: nothing imported"))
+}
+
+fn ledger_entry_failed(err: &std::io::Error) -> StoreError {
+    StoreError::Unreadable(format!("the erasure ledger entry: {err}"))
 }

@@ -11,7 +11,7 @@ use jiff::Timestamp;
 use serde::Serialize;
 
 use crate::config::{SubjectRequestsConfig, SupplierContract};
-use crate::contacts::ledger::{Entry, EntryKind, Ledger, LedgerError};
+use crate::contacts::ledger::{Entry, EntryKind, ImportedOptOut, Ledger, LedgerError};
 use crate::contacts::{
     ChangeEvent, Consent, ContactStore, Relationship, RelationshipKind, StoreError, Suppression,
 };
@@ -510,8 +510,19 @@ impl Records {
         Ok((id, inserted))
     }
 
+    /// `suppression` as a bulk import's `opt_outs` ledger line holds it.
+    pub fn imported_opt_out(&self, suppression: &Suppression) -> ImportedOptOut {
+        ImportedOptOut {
+            subject: self.store.index().subject_hash(&suppression.number),
+            suppression_id: suppression.suppression_id.clone(),
+            controller: suppression.controller.clone(),
+            campaign_id: suppression.campaign_id.clone(),
+            expires_at: suppression.expires_at,
+        }
+    }
+
     /// The ledger entry of an opt-out.
-    pub fn opt_out_entry(&self, suppression: &Suppression, now: Timestamp) -> Entry {
+    fn opt_out_entry(&self, suppression: &Suppression, now: Timestamp) -> Entry {
         let mut entry = self.ledger_entry(EntryKind::OptOut, &suppression.number, now);
         entry.controller.clone_from(&suppression.controller);
         entry.campaign_id.clone_from(&suppression.campaign_id);
