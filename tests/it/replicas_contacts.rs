@@ -1113,3 +1113,154 @@ async fn test_a_dry_run_writes_nothing_to_the_shared_database() {
         "1"
     );
 }
+
+/// Two imports that give one opt-out id (or one consent id) to two
+/// numbers, on two machines at once: each checks its ids against the
+/// journal before taking the journal lock, while neither has committed,
+/// and both pass. The one that takes the lock second checks again, under
+/// it, the ids the entries committed meanwhile hold, and is refused: both
+/// passing would leave one of the two opt-outs out on every replica (they
+/// keep the first copy), or one consent granting what its file did not
+/// say. The lock is held here until both wait for it.
+#[tokio::test(flavor = "multi_thread")]
+async fn test_two_imports_sharing_an_id_cannot_both_pass_the_journal() {
+    let Some(pg) = PgServer::start() else { return };
+    let machines: Vec<Workspace> = ["gw-one", "gw-two"]
+        .iter()
+        .map(|id| Workspace::new(&replica_config(&pg, id)))
+        .collect();
+    let opt_out = |number: &str, id: &str| format!("acme,{number},objected,{id}\n");
+    let consent = |number: &str, id: &str| format!("acme,{number},marketing,2026-01-01,web,{id}\n");
+    type Line = dyn Fn(&str, &str) -> String;
+    let kinds: [(&str, &str, &Line); 2] = [
+        (
+            "suppression",
+            "controller,number,reason,suppression_id\n",
+            &opt_out,
+        ),
+        (
+            "consent",
+            "controller,number,purpose,granted_at,source,consent_id\n",
+            &consent,
+        ),
+    ];
+    for (kind, header, line) in kinds {
+        for (i, ws) in machines.iter().enumerate() {
+            // Each attached to the journal, with entries of its own before.
+            let file = ws.file(
+                "before.csv",
+                &format!(
+                    "{header}{}",
+                    line(&format!("+49 151 3333330{i}"), &format!("{kind}-{i}"))
+                ),
+            );
+            ws.cli_ok(&[kind, "import", "--file", path_str(&file)]);
+        }
+        let racing: Vec<String> = (0..2)
+            .map(|i| {
+                // Many ids each, one shared: the check under the lock looks
+                // at the ids committed meanwhile, not only at the first ones.
+                let mut content = header.to_string();
+                for n in 0..200 {
+                    content.push_str(&line(
+                        &format!("+49 152 {i}{n:07}"),
+                        &format!("{kind}-{i}-{n}"),
+                    ));
+                }
+                content.push_str(&line(
+                    &format!("+49 151 5555555{i}"),
+                    &format!("{kind}-shared"),
+                ));
+                content
+            })
+            .collect();
+        let outputs = race_for_the_journal_lock(&pg, &machines, kind, &racing).await;
+        let passed = outputs.iter().filter(|o| o.status.success()).count();
+        assert_eq!(passed, 1, "{kind}: {outputs:?}");
+        let refused = outputs.iter().find(|o| !o.status.success()).unwrap();
+        let stderr = String::from_utf8_lossy(&refused.stderr);
+        assert!(
+            stderr.contains(&format!("{kind}-shared")),
+            "{kind}: {stderr}"
+        );
+        for (pattern, count) in [
+            (format!("{kind}-shared"), "1"),
+            (format!("{kind}-_-%"), "200"),
+        ] {
+            assert_eq!(
+                pg.psql(&format!(
+                    "SELECT count(*) FROM contact_journal_records WHERE record_id LIKE '{pattern}'"
+                ))
+                .trim(),
+                count,
+                "{kind}: {pattern}"
+            );
+        }
+    }
+}
+
+/// Runs `kind import` of `files[i]` on `machines[i]`, all at once, while
+/// this test holds the journal lock until each waits for it (its check
+/// before the lock done); their outputs.
+async fn race_for_the_journal_lock(
+    pg: &PgServer,
+    machines: &[Workspace],
+    kind: &str,
+    files: &[String],
+) -> Vec<std::process::Output> {
+    let (holder, connection) = tokio_postgres::connect(&pg.url(), tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    const JOURNAL_LOCK: i64 = 0x636f_6e74_6163_7473;
+    holder
+        .execute("SELECT pg_advisory_lock($1)", &[&JOURNAL_LOCK])
+        .await
+        .unwrap();
+    let mut imports: Vec<std::process::Child> = machines
+        .iter()
+        .zip(files)
+        .map(|(ws, content)| {
+            let file = ws.file("racing.csv", content);
+            std::process::Command::new(BIN)
+                .arg("--config")
+                .arg(ws.config_path())
+                .args([kind, "import", "--file", path_str(&file)])
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let waiting = format!("{}", imports.len());
+    while pg
+        .psql("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted")
+        .trim()
+        != waiting
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the imports never waited for the journal lock"
+        );
+        if imports
+            .iter_mut()
+            .any(|child| child.try_wait().unwrap().is_some())
+        {
+            let outputs: Vec<_> = imports
+                .into_iter()
+                .map(|c| c.wait_with_output().unwrap())
+                .collect();
+            panic!("an import ended before the lock was released: {outputs:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    holder
+        .execute("SELECT pg_advisory_unlock($1)", &[&JOURNAL_LOCK])
+        .await
+        .unwrap();
+    imports
+        .into_iter()
+        .map(|child| child.wait_with_output().unwrap())
+        .collect()
+}
