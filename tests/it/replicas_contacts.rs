@@ -809,6 +809,41 @@ async fn test_a_consent_id_reused_for_another_consent_is_refused_at_the_cli() {
             .trim(),
         "1"
     );
+    // The replica's trail says what each entry held (it said the file's
+    // count, 1, for the entries that held nothing). Read from its store
+    // (`trail export` is for the SQLite backend).
+    let applied = || -> Vec<(u64, u64)> {
+        let db = rusqlite::Connection::open_with_flags(
+            a_ws.data_dir().join("contacts.db"),
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+        )
+        .unwrap();
+        let mut statement = db
+            .prepare("SELECT after FROM events WHERE action = 'consents.imported' ORDER BY seq")
+            .unwrap();
+        let events: Vec<String> = statement
+            .query_map([], |row| row.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        events
+            .iter()
+            .filter_map(|after| {
+                let details: serde_json::Value = serde_json::from_str(after).ok()?;
+                details.get("shared_journal_entry")?;
+                Some((
+                    details["records"].as_u64()?,
+                    details["records_in_import"].as_u64()?,
+                ))
+            })
+            .collect()
+    };
+    let deadline = Instant::now() + reach_bound();
+    while applied().len() < 3 {
+        assert!(Instant::now() < deadline, "{:?}", applied());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(applied(), vec![(1, 1), (0, 1), (0, 1)]);
     let before = pg.psql("SELECT count(*) FROM contact_journal");
     for (name, content, id) in [
         // The stored one would grant calls past the end this file gives.

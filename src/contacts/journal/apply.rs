@@ -398,6 +398,9 @@ impl Journal {
             self.preapplied
                 .store(seq, std::sync::atomic::Ordering::Release);
         }
+        // What the entry holds: the import's records less those the
+        // journal held already (left out when it was committed).
+        let held_records = consents.len() + suppressions.len() + later.len();
         let outcome = self
             .store
             .bulk_import(&import.actor, &import.action, now, |bulk| {
@@ -410,7 +413,11 @@ impl Journal {
                 }
                 Ok(Some((
                     (),
-                    serde_json::json!({"shared_journal_entry": seq, "records": import.records}),
+                    serde_json::json!({
+                        "shared_journal_entry": seq,
+                        "records": held_records,
+                        "records_in_import": import.records,
+                    }),
                 )))
             })
             // The opt-outs count only once they are verifiably in the
