@@ -21,6 +21,8 @@ mod apply;
 mod copy;
 mod entry;
 mod origin;
+#[cfg(test)]
+mod tests;
 
 pub use copy::{CopySummary, copy_from_sqlite, import_file, record_opposed};
 
@@ -586,7 +588,7 @@ async fn append(
         // The head is read first: every entry up to it committed before
         // the check's statements began, so they saw it (READ COMMITTED).
         let checked_through = head(&tx).await?;
-        check_and_leave_out_present(&tx, batch).await?;
+        check_and_leave_out_present(&tx, batch, checked_through).await?;
         Some(checked_through)
     } else {
         None
@@ -851,26 +853,30 @@ async fn check_import(pg: &Pg, records: &[RecordRow]) -> Result<u64, JournalErro
     let mut client = pg.client().await?;
     let tx = client.transaction().await?;
     let batch = new_batch(&tx, records).await?;
+    let checked_through = head(&tx).await?;
     refuse_reused_ids(&tx, batch, None).await?;
-    let held = leave_out_present(&tx, batch).await?;
+    let held = leave_out_present(&tx, batch, checked_through).await?;
     tx.rollback().await?;
     Ok(held)
 }
 
 /// Before the journal lock: refuses `batch`'s ids reused for another
-/// record (`refuse_reused_ids`, run again under the lock), then leaves
-/// out its records whose ids the journal holds already
-/// (`leave_out_present`). Leaving a record out before the lock is safe: the copy it was checked against stays held (an erasure
-/// removes consents, whose copy is then lost rather than wrongly kept;
-/// it keeps opt-outs by hash), and replicas keep the first copy anyway.
+/// record (`refuse_reused_ids`, run again under the lock for what
+/// committed since), then leaves out its records whose ids the entries up
+/// to `checked_through` (the head read before the check began) hold
+/// (`leave_out_present`). Leaving a record out before the lock is safe:
+/// the copy it was checked against stays held (an erasure removes
+/// consents, whose copy is then lost rather than wrongly kept; it keeps
+/// opt-outs by hash), and replicas keep the first copy anyway.
 async fn check_and_leave_out_present(
     tx: &tokio_postgres::Transaction<'_>,
     batch: i64,
+    checked_through: i64,
 ) -> Result<(), JournalError> {
     let started = std::time::Instant::now();
     refuse_reused_ids(tx, batch, None).await?;
     let checked_ms = started.elapsed().as_millis() as u64;
-    let left_out = leave_out_present(tx, batch).await?;
+    let left_out = leave_out_present(tx, batch, checked_through).await?;
     tracing::debug!(
         left_out,
         checked_ms,
@@ -880,17 +886,27 @@ async fn check_and_leave_out_present(
     Ok(())
 }
 
-/// Leaves out of a bulk import's `batch` (checked by `refuse_reused_ids`
-/// first) the consents and opt-outs whose id the journal holds already:
-/// every replica holds that id too and would count the copy as already
-/// present (it applies with INSERT OR IGNORE), so the copy changes
-/// nothing there; left in, a CRM's nightly full export grew the journal
-/// by its size every night, each replica applied it again, and each
-/// later check read every copy. An id whose records an erasure removed
-/// from the journal is not held: its copy stays, as it always did.
+/// Leaves out of a bulk import's `batch` the consents and opt-outs whose
+/// id an entry up to `checked_through` holds already: every replica holds
+/// that id too and would count the copy as already present (it applies
+/// with INSERT OR IGNORE), so the copy changes nothing there; left in, a
+/// CRM's nightly full export grew the journal by its size every night,
+/// each replica applied it again, and each later check read every copy.
+///
+/// Only entries up to `checked_through`: `refuse_reused_ids` compared the
+/// batch with those (it saw every entry committed before it began, and
+/// the head was read before it). An entry committed while it ran, unseen
+/// by it, may hold one of the batch's ids for another number: its copy
+/// stays in the batch, for the check under the lock to refuse. (Left out
+/// here, as every held copy was before, the check under the lock found
+/// nothing left to compare: an opt-out for another number was dropped as
+/// "already present", and that number stayed callable.) An id whose
+/// records an erasure removed from the journal is not held: its copy
+/// stays, as it always did.
 async fn leave_out_present(
     tx: &tokio_postgres::Transaction<'_>,
     batch: i64,
+    checked_through: i64,
 ) -> Result<u64, JournalError> {
     let left_out = tx
         .execute(
@@ -898,10 +914,11 @@ async fn leave_out_present(
              WHERE n.batch = $1 AND n.kind IN ('consent', 'suppression', 'suppression_hashed')
                AND EXISTS (
                    SELECT 1 FROM contact_journal_records o
+                   JOIN contact_journal j ON j.batch = o.batch AND j.seq <= $2
                    WHERE o.batch <> n.batch AND o.record_id = n.record_id
                      AND o.kind IN (CASE WHEN n.kind = 'consent' THEN 'consent' ELSE 'suppression' END,
                                     CASE WHEN n.kind = 'consent' THEN 'consent' ELSE 'suppression_hashed' END))",
-            &[&batch],
+            &[&batch, &checked_through],
         )
         .await?;
     Ok(left_out)

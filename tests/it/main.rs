@@ -10,6 +10,7 @@ mod hardening;
 mod http_api;
 mod lifecycle;
 mod limits;
+mod postgres_harness;
 mod postgres_server;
 mod provenance;
 mod python_client;
