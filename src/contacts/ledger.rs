@@ -231,7 +231,8 @@ impl OptOutLines {
         let mut head = serde_json::to_vec(&head).map_err(std::io::Error::other)?;
         // `{...}` becomes `{...,"opt_outs":[`.
         head.pop();
-        head.extend_from_slice(br#","opt_outs":["#);
+        head.push(b',');
+        head.extend_from_slice(OPT_OUTS_KEY);
         Ok(OptOutLines {
             line: Vec::new(),
             head,
@@ -342,11 +343,16 @@ pub fn read_id(path: &Path) -> Result<Option<String>, LedgerError> {
         .map(|header| header.ledger_id))
 }
 
+/// The key of an `opt_outs` line's opt-outs, as written.
+const OPT_OUTS_KEY: &[u8] = br#""opt_outs":["#;
+
 /// Bytes of a header line at most (it is about 90).
 const MAX_HEADER: u64 = 64 * 1024;
 
-/// The ledger's id and its count of whole entry lines (every line but the
-/// header, ended by a newline; the count only grows), or `None` when the
+/// The ledger's id and its count of entries (every whole line but the
+/// header, ended by a newline, counts one, an `opt_outs` line one per
+/// opt-out: a ledger replaced by an older copy is then as far behind in
+/// this count as in opt-outs; the count only grows), or `None` when the
 /// file does not exist or has no header.
 ///
 /// # Errors
@@ -367,11 +373,24 @@ pub fn identity(path: &Path) -> Result<Option<(String, u64)>, LedgerError> {
     let Ok(header) = serde_json::from_slice::<Header>(&text[..first_end]) else {
         return Ok(None);
     };
-    let lines = text[first_end + 1..]
+    let entries = text[first_end + 1..]
         .split_inclusive(|&b| b == b'\n')
         .filter(|l| l.ends_with(b"\n") && l.iter().any(|b| !b.is_ascii_whitespace()))
-        .count() as u64;
-    Ok(Some((header.ledger_id, lines)))
+        .map(|line| {
+            // Not parsed unless it may be an `opt_outs` line (gigabytes
+            // of single entries are counted as lines); one that does not
+            // parse counts one, as any line.
+            let opt_outs = line
+                .windows(OPT_OUTS_KEY.len())
+                .any(|w| w == OPT_OUTS_KEY)
+                .then(|| serde_json::from_slice::<Entry>(line).ok())
+                .flatten()
+                .filter(|entry| entry.kind == EntryKind::OptOuts)
+                .map_or(0, |entry| entry.opt_outs.len() as u64);
+            opt_outs.max(1)
+        })
+        .sum();
+    Ok(Some((header.ledger_id, entries)))
 }
 
 /// The ledger file, appended to under a lock.
@@ -758,6 +777,9 @@ mod tests {
         assert_eq!(read(&path).unwrap(), expected);
         let text = std::fs::read_to_string(&path).unwrap();
         assert_eq!(text.lines().count(), 7, "{text}");
+        // Counted as entries (the count restore compares with a backup's):
+        // the opt-outs of both imports, the old line, the commit line.
+        assert_eq!(identity(&path).unwrap().unwrap().1, 5 + 5 + 1 + 1);
         assert!(
             text.contains(r#"["AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE","crm-1"]"#),
             "{text}"
