@@ -178,10 +178,26 @@ pub fn locate(region: &str, digits: &str) -> Whereabouts {
         .rev()
         .find_map(|head| data.longest_under.get(&keys[head - 1]).copied())
         .unwrap_or(0);
-    let zones_id = (1..=known.min(longest))
+    let mut zones_id = (1..=known.min(longest))
         .rev()
         .find_map(|len| data.by_prefix.get(&keys[len - 1]).copied())
         .unwrap_or(0);
+    // A number that is not a fixed line (a mobile, a personal or VoIP
+    // number) may be anywhere in its country: it gets every zone the
+    // country's own entry names, where the data places its prefix in
+    // fewer (Spain's mobiles in Madrid alone, though the Canary Islands
+    // run an hour behind: 09:30 in Madrid is 08:30 there, before the 09:00
+    // the law allows). North American numbers are not typed apart (fixed
+    // line or mobile): their area code places them.
+    if region != "US"
+        && !digits.starts_with('1')
+        && let Some(country_id) = (1..=known.min(3))
+            .find_map(|len| data.by_prefix.get(&keys[len - 1]).copied())
+        && data.zone_sets[country_id as usize].len() > data.zone_sets[zones_id as usize].len()
+        && !crate::number::is_fixed_line(digits)
+    {
+        zones_id = country_id;
+    }
     let state = match region {
         "US" => digits
             .get(1..4)
@@ -220,11 +236,27 @@ mod tests {
                 prefix_key(&digits[..head]).and_then(|k| data.longest_under.get(&k).copied())
             })
             .unwrap_or(0);
-        (1..=digits.len().min(longest))
+        let by_prefix = (1..=digits.len().min(longest))
             .rev()
             .find_map(|len| prefix_key(&digits[..len]).and_then(|k| data.by_prefix.get(&k)))
             .copied()
-            .unwrap_or(0)
+            .unwrap_or(0);
+        // Not a fixed line, outside North America: the country's zones
+        // when they are more.
+        let country = (1..=digits.len().min(3))
+            .find_map(|len| prefix_key(&digits[..len]).and_then(|k| data.by_prefix.get(&k)))
+            .copied();
+        match country {
+            Some(country)
+                if !digits.starts_with('1')
+                    && data.zone_sets[country as usize].len()
+                        > data.zone_sets[by_prefix as usize].len()
+                    && !crate::number::is_fixed_line(digits) =>
+            {
+                country
+            }
+            _ => by_prefix,
+        }
     }
 
     #[test]
@@ -282,6 +314,20 @@ mod tests {
                 jiff::tz::TimeZone::get(zone).unwrap_or_else(|e| panic!("{zone}: {e}"));
             }
         }
+    }
+
+    /// A Spanish mobile may be held in the Canary Islands, an hour behind
+    /// Madrid: the data places 6xx and 7xx in Madrid only. Mobiles get both
+    /// zones; fixed lines keep the zone of their area.
+    #[test]
+    fn test_a_mobile_gets_every_zone_of_its_country() {
+        let both = ["Atlantic/Canary", "Europe/Madrid"];
+        assert_eq!(locate("ES", "34612345678").zones, both);
+        assert_eq!(locate("ES", "34712345678").zones, both);
+        assert_eq!(locate("ES", "34915550123").zones, ["Europe/Madrid"]);
+        assert_eq!(locate("ES", "34928123456").zones, ["Atlantic/Canary"]);
+        // North America is unchanged.
+        assert_eq!(locate("US", "17753220123").zones, ["America/Los_Angeles"]);
     }
 
     /// Area code 775 includes West Wendover, Nevada, on Mountain time: a

@@ -224,6 +224,14 @@ pub fn classify_e164(e164: &str) -> Option<(Region, Type)> {
     plan::classify(code, national)
 }
 
+/// Whether E.164 `digits` (no `+`) are a valid fixed-line number: not a
+/// mobile, nor a number that may be either (nor invalid).
+pub fn is_fixed_line(digits: &str) -> bool {
+    plan::split_country_code(digits)
+        .and_then(|(code, national)| plan::classify(code, national))
+        .is_some_and(|(_, kind)| kind == Type::FixedLine)
+}
+
 /// The numbering-plan type of an E.164 number (`+` and digits), if valid.
 pub fn number_type(e164: &str) -> Option<Type> {
     classify_e164(e164).map(|(_, kind)| kind)
