@@ -191,8 +191,8 @@ pub fn locate(region: &str, digits: &str) -> Whereabouts {
     // line or mobile): their area code places them.
     if region != "US"
         && !digits.starts_with('1')
-        && let Some(country_id) = (1..=known.min(3))
-            .find_map(|len| data.by_prefix.get(&keys[len - 1]).copied())
+        && let Some(country_id) =
+            (1..=known.min(3)).find_map(|len| data.by_prefix.get(&keys[len - 1]).copied())
         && data.zone_sets[country_id as usize].len() > data.zone_sets[zones_id as usize].len()
         && !crate::number::is_fixed_line(digits)
     {
