@@ -96,6 +96,9 @@ pub struct Journal {
     /// A bulk import being applied whose opt-outs checks already honour
     /// (held in memory), else 0.
     preapplied: std::sync::atomic::AtomicI64,
+    /// The tokens (by seq) of the entries being applied and of the one
+    /// applied before them (see `only_granting_pending`).
+    tokens: Mutex<std::collections::BTreeMap<i64, i64>>,
 }
 
 impl std::fmt::Debug for Journal {
@@ -226,6 +229,7 @@ impl Journal {
             applying: Mutex::new(()),
             applied: std::sync::atomic::AtomicI64::new(applied.unwrap_or(0)),
             preapplied: std::sync::atomic::AtomicI64::new(0),
+            tokens: Mutex::new(std::collections::BTreeMap::new()),
         });
         let first = Arc::clone(&journal);
         tokio::task::spawn_blocking(move || first.catch_up())
@@ -306,22 +310,38 @@ impl Journal {
     }
 
     /// Whether every entry after the one applied last (or whose opt-outs
-    /// are held) can only grant.
+    /// are held) can only grant, and that one is still the journal's
+    /// entry at its seq (a database restored or failed over meanwhile may
+    /// have numbered a restrictive entry the same way: it would not count
+    /// as after it). An entry whose token is not known here is not
+    /// confirmed.
     async fn only_granting_pending(&self) -> Result<bool, PgError> {
         use std::sync::atomic::Ordering;
         let applied = self
             .applied
             .load(Ordering::Acquire)
             .max(self.preapplied.load(Ordering::Acquire));
+        let token = self
+            .tokens
+            .lock()
+            .expect("journal tokens lock")
+            .get(&applied)
+            .copied();
+        if applied > 0 && token.is_none() {
+            return Ok(false);
+        }
         let client = self.pg.client().await?;
-        let restrictive: bool = client
+        let row = client
             .query_one(
-                "SELECT COALESCE(bool_or(restrictive), false) FROM contact_journal WHERE seq > $1",
+                "SELECT COALESCE(bool_or(restrictive), false),
+                        (SELECT token FROM contact_journal WHERE seq = $1)
+                 FROM contact_journal WHERE seq > $1",
                 &[&applied],
             )
-            .await?
-            .get(0);
-        Ok(!restrictive)
+            .await?;
+        let restrictive: bool = row.get(0);
+        let found: Option<i64> = row.get(1);
+        Ok(!restrictive && (applied == 0 || found == token))
     }
 
     /// Runs `work` on the runtime from this blocking thread, within the
@@ -402,8 +422,12 @@ impl Journal {
             if entries.is_empty() {
                 break;
             }
-            let mut checked = None;
-            for (seq, batch, kind, body, token) in entries {
+            // Noted before any is applied: whatever entry this fetch
+            // stops at, its token is the one checked next time.
+            let tokens: Vec<(i64, i64)> = entries.iter().map(|e| (e.0, e.4)).collect();
+            self.store.note_journal_tokens(&tokens)?;
+            self.note_tokens(&tokens);
+            for (seq, batch, kind, body, _) in entries {
                 if seq != position + 1 {
                     return Err(JournalError::Corrupt {
                         seq,
@@ -418,22 +442,30 @@ impl Journal {
                 }
                 position = seq;
                 count += 1;
-                checked = Some((seq, token));
-            }
-            if let Some((seq, token)) = checked {
-                self.store.set_journal_checked(seq, token)?;
             }
         }
         Ok((outcome, count))
     }
 
-    /// Checks that the entry this store last noted as applied is still the
+    /// Keeps in memory the tokens of the entries fetched (and of the one
+    /// before them, applied last), for the probe that confirms freshness
+    /// while they are applied (`only_granting_pending`).
+    fn note_tokens(&self, tokens: &[(i64, i64)]) {
+        let mut known = self.tokens.lock().expect("journal tokens lock");
+        if let Some(first) = tokens.iter().map(|(seq, _)| *seq).min() {
+            known.retain(|seq, _| *seq >= first - 1);
+        }
+        known.extend(tokens.iter().copied());
+    }
+
+    /// Checks that the entry this store applied last is still the
     /// journal's entry at its seq (a restored or failed-over database that
     /// lost entries numbers new ones the same way: they would be skipped).
     fn verify_same_journal(&self) -> Result<(), JournalError> {
         let Some((seq, token)) = self.store.journal_checked()? else {
             return Ok(());
         };
+        self.note_tokens(&[(seq, token)]);
         let found: Option<i64> = self.block_on(async {
             let client = self.pg.client().await?;
             Ok(client

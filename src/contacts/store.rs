@@ -1136,6 +1136,14 @@ CREATE TABLE IF NOT EXISTS journal_subjects (
     subject BLOB PRIMARY KEY,
     number TEXT NOT NULL
 ) STRICT, WITHOUT ROWID;
+-- Postgres backend: the token of each journal entry fetched to be applied
+-- (written before it is applied), so that the entry at the applied
+-- position can be told from another one numbered the same way after a
+-- restore or failover. Only the last entries are kept.
+CREATE TABLE IF NOT EXISTS journal_tokens (
+    seq INTEGER PRIMARY KEY,
+    token INTEGER NOT NULL
+) STRICT;
 CREATE TABLE IF NOT EXISTS observations (
     registry_id TEXT NOT NULL,
     controller TEXT NOT NULL,

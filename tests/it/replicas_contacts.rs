@@ -1299,3 +1299,101 @@ async fn race_for_the_journal_lock(
         .map(|child| child.wait_with_output().unwrap())
         .collect()
 }
+
+/// A replica that stopped partway through a fetch of entries (here its
+/// start: entry 2 applied, entry 3 cannot be), then a database restored
+/// or failed over to a copy that lost entries 2 and 3 and numbered a new
+/// opt-out 2. The replica checked the journal against the last entry of
+/// its last whole fetch (1, the same in the copy), resumed after its
+/// position (2) and never applied the new opt-out: its number was
+/// called. It now checks the entry at its position, whose token it noted
+/// before applying, and refuses to follow.
+#[tokio::test(flavor = "multi_thread")]
+async fn test_a_journal_rewound_past_a_fetch_that_stopped_midway_is_noticed() {
+    let Some(pg) = PgServer::start() else { return };
+    let a_ws = Workspace::new(&replica_config(&pg, "gw-a"));
+    let a = a_ws.start();
+    let mut records = a.records().await;
+    records
+        .add_suppression(AddSuppressionRequest {
+            controller: "acme".into(),
+            number: "+49 151 22222221".into(),
+            reason: "objected".into(),
+            source: "call".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let suppressed = Some(vec![R::Suppressed, R::NoConsent]);
+    until(&a, "+49 151 22222221", suppressed, reach_bound()).await;
+    a.terminate();
+    // Entry 2, good; entry 3, which cannot be applied (its id is entry
+    // 2's, for another number).
+    let cli = Workspace::new(&replica_config(&pg, "gw-cli"));
+    let file = cli.file(
+        "second.csv",
+        "controller,number,reason,suppression_id\nacme,+49 151 22222222,objected,S-2\n",
+    );
+    cli.cli_ok(&["suppression", "import", "--file", path_str(&file)]);
+    pg.psql(
+        "BEGIN;
+         INSERT INTO contact_journal_records (batch, pos, kind, record_id, subject, controller, body)
+             VALUES (nextval('contact_journal_batches'), 0, 'suppression', 'S-2', repeat('ab', 32), 'acme',
+                     '{\"suppression_id\": \"S-2\", \"controller\": \"acme\", \"campaign_id\": \"\", \"number\": \"+4915133333333\", \"reason\": \"x\", \"source\": \"hand\", \"added_by\": \"hand\", \"created_at_us\": 1700000000000000, \"expires_at_us\": null}');
+         INSERT INTO contact_journal (seq, batch, replica_id, kind, body, restrictive)
+             SELECT MAX(seq) + 1, currval('contact_journal_batches'), 'hand', 'import',
+                    '{\"actor\": \"hand\", \"action\": \"suppressions.imported\", \"now_us\": 1700000000000000, \"records\": 1}', true
+             FROM contact_journal;
+         COMMIT;",
+    );
+    // Applies 2, stops at 3: it does not start.
+    let refused = serve_exits(&a_ws);
+    assert!(refused.contains("S-2"), "{refused}");
+    // Restored: 2 and 3 lost, a new opt-out numbered 2.
+    pg.psql(
+        "BEGIN;
+         DELETE FROM contact_journal_records
+             WHERE batch IN (SELECT batch FROM contact_journal WHERE seq >= 2);
+         DELETE FROM contact_journal WHERE seq >= 2;
+         COMMIT;",
+    );
+    let other = Workspace::new(&replica_config(&pg, "gw-other"));
+    let file = other.file(
+        "third.csv",
+        "controller,number,reason,suppression_id\nacme,+49 151 22222223,objected,S-3\n",
+    );
+    let out = other.cli_ok(&["suppression", "import", "--file", path_str(&file)]);
+    assert!(out.contains("contact journal entry 2"), "{out}");
+    let refused = serve_exits(&a_ws);
+    assert!(
+        refused.contains("is not the entry this replica applied"),
+        "{refused}"
+    );
+}
+
+/// `dialgate serve` must exit at once (refusing); its stderr.
+fn serve_exits(ws: &Workspace) -> String {
+    let mut child = std::process::Command::new(BIN)
+        .arg("--config")
+        .arg(ws.config_path())
+        .arg("serve")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            assert!(!status.success());
+            let mut err = String::new();
+            std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+            return err;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("serve started");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

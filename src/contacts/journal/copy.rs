@@ -114,7 +114,6 @@ pub async fn copy_from_sqlite(pg: &Pg, data_dir: &Path) -> Result<CopySummary, J
     };
     // No deadline: a large copy may take longer than `unavailable_after`.
     let seq = append(pg, entry::IMPORT, &body, &rows, &extra).await?;
-    store.set_journal_applied(seq)?;
     // What the follower checks on every poll (a rewound journal).
     let token: i64 = pg
         .client()
@@ -122,7 +121,8 @@ pub async fn copy_from_sqlite(pg: &Pg, data_dir: &Path) -> Result<CopySummary, J
         .query_one("SELECT token FROM contact_journal WHERE seq = $1", &[&seq])
         .await?
         .get(0);
-    store.set_journal_checked(seq, token)?;
+    store.note_journal_tokens(&[(seq, token)])?;
+    store.set_journal_applied(seq)?;
     let index = store.index();
     let numbers = all
         .consents

@@ -149,7 +149,11 @@ impl ContactStore {
             .optional()?)
     }
 
-    /// The journal entry (seq, token) this store last checked it applied.
+    /// The journal entry (seq, token) to check the journal against: the
+    /// one applied last, with its token ([`ContactStore::note_journal_tokens`]).
+    /// A store of an earlier version, whose applied entry's token was not
+    /// noted, gives the entry it last noted after a whole fetch instead
+    /// (older than the applied one when a fetch stopped midway).
     ///
     /// # Errors
     /// [`StoreError`] when the store cannot be read.
@@ -162,26 +166,42 @@ impl ContactStore {
                 })
                 .optional()?)
         };
+        if let Some(applied) = value("journal_applied")? {
+            let token: Option<i64> = conn
+                .query_row(
+                    "SELECT token FROM journal_tokens WHERE seq = ?1",
+                    [applied],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            if let Some(token) = token {
+                return Ok(Some((applied, token)));
+            }
+        }
         Ok(value("journal_checked_seq")?.zip(value("journal_checked_token")?))
     }
 
-    /// Stores (seq, token) of a journal entry applied here.
+    /// Notes the tokens of journal entries (seq, token) about to be
+    /// applied, before any is: the entry at the applied position is then
+    /// always the one checked against the journal, also after a fetch
+    /// that stopped midway. Tokens of entries before the first one given,
+    /// but the one just before it (applied last), are dropped.
     ///
     /// # Errors
-    /// [`StoreError`] when it cannot be stored.
-    pub(crate) fn set_journal_checked(&self, seq: i64, token: i64) -> Result<(), StoreError> {
+    /// [`StoreError`] when they cannot be stored.
+    pub(crate) fn note_journal_tokens(&self, tokens: &[(i64, i64)]) -> Result<(), StoreError> {
+        let Some(first) = tokens.iter().map(|(seq, _)| *seq).min() else {
+            return Ok(());
+        };
         let mut conn = self.conn.lock().expect("contact db lock");
         let tx = conn.transaction()?;
-        for (key, value) in [
-            ("journal_checked_seq", seq),
-            ("journal_checked_token", token),
-        ] {
+        for (seq, token) in tokens {
             tx.execute(
-                "INSERT INTO counters (key, value) VALUES (?1, ?2)
-                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                rusqlite::params![key, value],
+                "INSERT OR REPLACE INTO journal_tokens (seq, token) VALUES (?1, ?2)",
+                [seq, token],
             )?;
         }
+        tx.execute("DELETE FROM journal_tokens WHERE seq < ?1", [first - 1])?;
         tx.commit()?;
         Ok(())
     }
