@@ -190,9 +190,9 @@ impl HasKind for CheckError {
     fn kind(&self) -> ErrorKind {
         match self {
             CheckError::InvalidArgument { .. } => ErrorKind::InvalidArgument,
-            CheckError::RequestIdReused { .. } | CheckError::AllowExpired { .. } => {
-                ErrorKind::AlreadyExists
-            }
+            CheckError::RequestIdReused { .. }
+            | CheckError::AllowExpired { .. }
+            | CheckError::AllowWithdrawn { .. } => ErrorKind::AlreadyExists,
             CheckError::Log(err) => err.kind(),
             CheckError::ContactsBehind { .. } => ErrorKind::Unavailable,
         }

@@ -70,6 +70,17 @@ pub enum CheckError {
         decided_at: Timestamp,
         seconds: u64,
     },
+    /// A repeat of an ALLOW that the rules deny now (the calling window
+    /// closed since, an opt-out or a withdrawal arrived): dialing on it
+    /// would place a call the law or the person no longer allows.
+    #[error(
+        "request_id {request_id:?} was answered ALLOW at {decided_at}, but the call is denied now ({reasons}): do not dial on it; use a new request_id for a new decision"
+    )]
+    AllowWithdrawn {
+        request_id: String,
+        decided_at: Timestamp,
+        reasons: String,
+    },
     /// The decision could not be made durable: the dialer must not dial.
     #[error(transparent)]
     Log(#[from] LogError),
@@ -290,9 +301,12 @@ impl Gateway {
             &request.api_key,
         );
         let cell = self.answered.cell(&request.request_id);
+        // Whether this request made the answer (else it repeats one).
+        let decided_here = std::sync::atomic::AtomicBool::new(false);
         let answered = cell
             .get_or_try_init(|| async {
                 let (outcome, earlier) = self.decide_and_log(&request, started).await?;
+                decided_here.store(earlier.is_none(), std::sync::atomic::Ordering::Relaxed);
                 // Another replica decided this request id first: its answer.
                 Ok::<_, LogError>(earlier.unwrap_or_else(|| Answered {
                     fingerprint: fingerprint.clone(),
@@ -302,15 +316,29 @@ impl Gateway {
             })
             .await?;
         if answered.fingerprint == fingerprint {
-            let age = Timestamp::now().duration_since(answered.decided_at);
-            if answered.outcome.verdict == Verdict::Allow
-                && age > jiff::SignedDuration::from_secs(self.allow_replay_seconds as i64)
-            {
-                return Err(CheckError::AllowExpired {
-                    request_id: request.request_id.clone(),
-                    decided_at: answered.decided_at,
-                    seconds: self.allow_replay_seconds,
-                });
+            let repeated = !decided_here.load(std::sync::atomic::Ordering::Relaxed);
+            if answered.outcome.verdict == Verdict::Allow && repeated {
+                let age = Timestamp::now().duration_since(answered.decided_at);
+                if age > jiff::SignedDuration::from_secs(self.allow_replay_seconds as i64) {
+                    return Err(CheckError::AllowExpired {
+                        request_id: request.request_id.clone(),
+                        decided_at: answered.decided_at,
+                        seconds: self.allow_replay_seconds,
+                    });
+                }
+                if let Some(reasons) = self.denied_since(&request) {
+                    tracing::warn!(
+                        request_id = %request.request_id,
+                        number = %number::mask(&request.called_number),
+                        reasons = %reasons,
+                        "an ALLOW repeated for its request_id is denied now: not repeated"
+                    );
+                    return Err(CheckError::AllowWithdrawn {
+                        request_id: request.request_id.clone(),
+                        decided_at: answered.decided_at,
+                        reasons,
+                    });
+                }
             }
             return Ok(answered.outcome.clone());
         }
@@ -330,6 +358,33 @@ impl Gateway {
             request_id: request.request_id.clone(),
             problem,
         })
+    }
+
+    /// Whether a call answered ALLOW before is denied now for a reason
+    /// other than its own attempt (the calling window closed, an opt-out
+    /// or a withdrawal arrived, a registry lists it): those reasons. The
+    /// rules are run again, nothing is logged; the attempt cap is left
+    /// out (the ALLOW repeated took its slot).
+    fn denied_since(&self, request: &CallCheck) -> Option<String> {
+        let campaign = self.campaigns.get(&request.campaign_id);
+        let called = normalize_called(&request.called_number, campaign);
+        let (evaluation, _) = self.evaluate(
+            &request.campaign_id,
+            campaign,
+            &called,
+            Some(&request.caller_id),
+            Timestamp::now(),
+        );
+        if evaluation.verdict == Verdict::Allow {
+            return None;
+        }
+        let reasons: Vec<&str> = evaluation
+            .reasons
+            .iter()
+            .filter(|r| r.code.is_deny() && r.code != crate::model::ReasonCode::AttemptLimit)
+            .map(|r| r.code.as_str())
+            .collect();
+        (!reasons.is_empty()).then(|| reasons.join(", "))
     }
 
     /// Decides and logs a call; with the shared log, also the earlier

@@ -308,3 +308,48 @@ async fn test_an_old_allow_is_not_replayed() {
         late.message()
     );
 }
+
+/// A repeat of an ALLOW, within `log.allow_replay_seconds`, of a call the
+/// rules deny now (here an opt-out recorded in between; the calling window
+/// closing in between is the same) is refused, not answered ALLOW again:
+/// the dialer retrying its check would place a call the person refused.
+#[tokio::test(flavor = "multi_thread")]
+async fn test_an_allow_denied_since_is_not_replayed() {
+    let ws = Workspace::new(&standard_config(""));
+    ws.import("it-rpo", &["+39 333 123 4567"], &["--controller", "acme"]);
+    let server = ws.start();
+    let mut gateway = server.gateway().await;
+    let mut request = call("+39 333 123 4567", "+390212345678", "it-sales");
+    request.request_id = "retry-me".into();
+    let first = gateway
+        .check_call(request.clone())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(verdict(&first), Verdict::Allow);
+    let again = gateway
+        .check_call(request.clone())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(again, first, "a prompt retry gets the original");
+    server
+        .records()
+        .await
+        .add_suppression(AddSuppressionRequest {
+            controller: "acme".into(),
+            number: "+39 333 123 4567".into(),
+            reason: "asked not to be called".into(),
+            source: "call".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let refused = gateway.check_call(request).await.unwrap_err();
+    assert_eq!(refused.code(), Code::AlreadyExists);
+    assert!(
+        refused.message().contains("denied now (SUPPRESSED)"),
+        "{}",
+        refused.message()
+    );
+}
