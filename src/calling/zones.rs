@@ -137,6 +137,7 @@ static DATA: LazyLock<ZoneData> = LazyLock::new(|| {
             }
         }
     }
+    widen_split_area_codes(&mut data);
     for line in NANP_AREAS.lines() {
         let Some((prefix, place)) = line.split_once('|') else {
             continue;
@@ -157,6 +158,49 @@ static DATA: LazyLock<ZoneData> = LazyLock::new(|| {
     }
     data
 });
+
+/// A North American area code whose exchanges the data places in other
+/// zones than the area code's own entry gets them all in that entry, which
+/// the exchanges the data does not list fall back to: the data gives 270
+/// (western Kentucky) New York time while 123 of its 124 listed exchanges
+/// are on Chicago time, so an unlisted one was called at 08:30 Eastern,
+/// 07:30 where it rings. (775 already lists both of its zones.)
+fn widen_split_area_codes(data: &mut ZoneData) {
+    let mut seen: HashMap<String, Vec<&'static str>> = HashMap::new();
+    for line in TIMEZONES.lines() {
+        let Some((prefix, zones)) = line.split_once('|') else {
+            continue;
+        };
+        if prefix.len() > 4 && prefix.starts_with('1') {
+            seen.entry(prefix[..4].to_string())
+                .or_default()
+                .extend(zones.split('&').filter(|z| !z.is_empty()));
+        }
+    }
+    for (area, zones) in seen {
+        let Some(key) = prefix_key(&area) else {
+            continue;
+        };
+        let Some(&own) = data.by_prefix.get(&key) else {
+            continue;
+        };
+        let mut all: Vec<&'static str> = data.zone_sets[own as usize].clone();
+        all.extend(zones);
+        all.sort_unstable();
+        all.dedup();
+        if all.len() == data.zone_sets[own as usize].len() {
+            continue;
+        }
+        let id = match data.zone_sets.iter().position(|z| *z == all) {
+            Some(id) => id,
+            None => {
+                data.zone_sets.push(all);
+                data.zone_sets.len() - 1
+            }
+        };
+        data.by_prefix.insert(key, id as u32);
+    }
+}
 
 /// The candidate zones of a number of `region` with E.164 `digits` (no `+`).
 pub fn locate(region: &str, digits: &str) -> Whereabouts {
@@ -328,6 +372,19 @@ mod tests {
         assert_eq!(locate("ES", "34928123456").zones, ["Atlantic/Canary"]);
         // North America is unchanged.
         assert_eq!(locate("US", "17753220123").zones, ["America/Los_Angeles"]);
+    }
+
+    /// Area code 270 (western Kentucky) is mostly on Central time, but the
+    /// data gives the area code New York time: an exchange it does not
+    /// list gets both zones; a listed one keeps its own.
+    #[test]
+    fn test_an_unlisted_exchange_of_a_split_area_code_gets_every_zone() {
+        assert_eq!(
+            locate("US", "12709990123").zones,
+            ["America/Chicago", "America/New_York"]
+        );
+        assert_eq!(locate("US", "12702020123").zones, ["America/Chicago"]);
+        assert_eq!(locate("US", "12125550123").zones, ["America/New_York"]);
     }
 
     /// Area code 775 includes West Wendover, Nevada, on Mountain time: a
