@@ -89,6 +89,11 @@ struct ZoneData {
     zone_sets: Vec<Vec<&'static str>>,
     /// NANP area code to state code.
     states: HashMap<u16, &'static str, foldhash::fast::FixedState>,
+    /// (country's zones, a prefix's zones) where the country's run a clock
+    /// none of the prefix's runs (Spain's Canary Islands against Madrid;
+    /// not Rome's Vatican against Rome), to both sets together: a number of
+    /// that prefix that is not a fixed line gets them (see [`locate`]).
+    other_clocks: HashMap<(u32, u32), u32, foldhash::fast::FixedState>,
 }
 
 /// The most digits a prefix key is made of (an E.164 number has 15; 16
@@ -113,6 +118,7 @@ static DATA: LazyLock<ZoneData> = LazyLock::new(|| {
         longest_under: HashMap::default(),
         zone_sets: vec![Vec::new()],
         states: HashMap::default(),
+        other_clocks: HashMap::default(),
     };
     for line in TIMEZONES.lines() {
         let Some((prefix, zones)) = line.split_once('|') else {
@@ -138,6 +144,7 @@ static DATA: LazyLock<ZoneData> = LazyLock::new(|| {
         }
     }
     widen_split_area_codes(&mut data);
+    note_other_clocks(&mut data);
     for line in NANP_AREAS.lines() {
         let Some((prefix, place)) = line.split_once('|') else {
             continue;
@@ -159,12 +166,13 @@ static DATA: LazyLock<ZoneData> = LazyLock::new(|| {
     data
 });
 
-/// A North American area code whose exchanges the data places in other
-/// zones than the area code's own entry gets them all in that entry, which
-/// the exchanges the data does not list fall back to: the data gives 270
-/// (western Kentucky) New York time while 123 of its 124 listed exchanges
-/// are on Chicago time, so an unlisted one was called at 08:30 Eastern,
-/// 07:30 where it rings. (775 already lists both of its zones.)
+/// A North American prefix (an area code, or a block of exchanges) whose
+/// longer prefixes the data places in other zones than its own entry gets
+/// them all in that entry, which the numbers the data does not list fall
+/// back to: the data gives 270 (western Kentucky) New York time while 123
+/// of its 124 listed exchanges are on Chicago time, so an unlisted one was
+/// called at 08:30 Eastern, 07:30 where it rings; likewise `160535`
+/// (Chicago) holds `1605355` (Denver). (775 already lists both zones.)
 fn widen_split_area_codes(data: &mut ZoneData) {
     let mut seen: HashMap<String, Vec<&'static str>> = HashMap::new();
     for line in TIMEZONES.lines() {
@@ -172,9 +180,11 @@ fn widen_split_area_codes(data: &mut ZoneData) {
             continue;
         };
         if prefix.len() > 4 && prefix.starts_with('1') {
-            seen.entry(prefix[..4].to_string())
-                .or_default()
-                .extend(zones.split('&').filter(|z| !z.is_empty()));
+            for len in 4..prefix.len() {
+                seen.entry(prefix[..len].to_string())
+                    .or_default()
+                    .extend(zones.split('&').filter(|z| !z.is_empty()));
+            }
         }
     }
     for (area, zones) in seen {
@@ -200,6 +210,74 @@ fn widen_split_area_codes(data: &mut ZoneData) {
         };
         data.by_prefix.insert(key, id as u32);
     }
+}
+
+/// Notes, for each prefix outside North America, whether its country's
+/// zones run a clock that none of the prefix's zones runs.
+fn note_other_clocks(data: &mut ZoneData) {
+    let mut same: HashMap<(&'static str, &'static str), bool> = HashMap::new();
+    let entries: Vec<(u64, u32)> = data.by_prefix.iter().map(|(k, v)| (*k, *v)).collect();
+    for (key, id) in entries {
+        let len = (key >> 56) as usize;
+        let digits = format!("{:0len$}", key & ((1u64 << 56) - 1));
+        if id == 0 || digits.starts_with('1') {
+            continue;
+        }
+        let Some(country) = (1..=len.min(3))
+            .find_map(|head| prefix_key(&digits[..head]).and_then(|k| data.by_prefix.get(&k)))
+            .copied()
+        else {
+            continue;
+        };
+        if country == id {
+            continue;
+        }
+        let prefix_zones = data.zone_sets[id as usize].clone();
+        let other = data.zone_sets[country as usize].iter().any(|zone| {
+            !prefix_zones.iter().any(|known| {
+                *same
+                    .entry((zone, known))
+                    .or_insert_with(|| same_clock(zone, known))
+            })
+        });
+        if other {
+            let mut both = data.zone_sets[country as usize].clone();
+            both.extend(prefix_zones.iter().copied());
+            both.sort_unstable();
+            both.dedup();
+            let union = match data.zone_sets.iter().position(|z| *z == both) {
+                Some(union) => union,
+                None => {
+                    data.zone_sets.push(both);
+                    data.zone_sets.len() - 1
+                }
+            };
+            data.other_clocks.insert((country, id), union as u32);
+        }
+    }
+}
+
+/// Whether two zones tell the same time from 2000 to 2040 (their offsets
+/// agree at the start and at every transition of either).
+fn same_clock(a: &str, b: &str) -> bool {
+    if a == b {
+        return true;
+    }
+    let (Ok(a), Ok(b)) = (jiff::tz::TimeZone::get(a), jiff::tz::TimeZone::get(b)) else {
+        return false;
+    };
+    let start = jiff::Timestamp::from_second(946_684_800).expect("2000-01-01");
+    let end = jiff::Timestamp::from_second(2_208_988_800).expect("2040-01-01");
+    let breaks = |zone: &jiff::tz::TimeZone| -> Vec<jiff::Timestamp> {
+        zone.following(start)
+            .map(|t| t.timestamp())
+            .take_while(|t| *t < end)
+            .collect()
+    };
+    std::iter::once(start)
+        .chain(breaks(&a))
+        .chain(breaks(&b))
+        .all(|t| a.to_offset(t) == b.to_offset(t))
 }
 
 /// The candidate zones of a number of `region` with E.164 `digits` (no `+`).
@@ -233,14 +311,14 @@ pub fn locate(region: &str, digits: &str) -> Whereabouts {
     // run an hour behind: 09:30 in Madrid is 08:30 there, before the 09:00
     // the law allows). North American numbers are not typed apart (fixed
     // line or mobile): their area code places them.
-    if region != "US"
+    if zones_id != 0
         && !digits.starts_with('1')
         && let Some(country_id) =
             (1..=known.min(3)).find_map(|len| data.by_prefix.get(&keys[len - 1]).copied())
-        && data.zone_sets[country_id as usize].len() > data.zone_sets[zones_id as usize].len()
+        && let Some(&both) = data.other_clocks.get(&(country_id, zones_id))
         && !crate::number::is_fixed_line(digits)
     {
-        zones_id = country_id;
+        zones_id = both;
     }
     let state = match region {
         "US" => digits
@@ -270,6 +348,17 @@ pub fn us_state_codes() -> impl Iterator<Item = &'static str> {
 mod tests {
     use super::*;
 
+    /// [`same_clock`], each pair worked out once.
+    fn same_clock_remembered(a: &'static str, b: &'static str) -> bool {
+        static SEEN: LazyLock<std::sync::Mutex<HashMap<(&str, &str), bool>>> =
+            LazyLock::new(Default::default);
+        *SEEN
+            .lock()
+            .unwrap()
+            .entry((a, b))
+            .or_insert_with(|| same_clock(a, b))
+    }
+
     /// The lookups as they were, one parse per prefix: the reference for
     /// the keys now worked out in one pass.
     fn reference_zones_id(digits: &str) -> u32 {
@@ -292,9 +381,13 @@ mod tests {
             .copied();
         match country {
             Some(country)
-                if !digits.starts_with('1')
-                    && data.zone_sets[country as usize].len()
-                        > data.zone_sets[by_prefix as usize].len()
+                if by_prefix != 0
+                    && !digits.starts_with('1')
+                    && data.zone_sets[country as usize].iter().any(|zone| {
+                        !data.zone_sets[by_prefix as usize]
+                            .iter()
+                            .any(|known| same_clock_remembered(zone, known))
+                    })
                     && !crate::number::is_fixed_line(digits) =>
             {
                 country
@@ -370,8 +463,13 @@ mod tests {
         assert_eq!(locate("ES", "34712345678").zones, both);
         assert_eq!(locate("ES", "34915550123").zones, ["Europe/Madrid"]);
         assert_eq!(locate("ES", "34928123456").zones, ["Atlantic/Canary"]);
-        // North America is unchanged.
+        // North America is unchanged; so is a country whose other zones
+        // tell the same time (Italy's Vatican), and a prefix the data does
+        // not place (no zone, no window: denied).
         assert_eq!(locate("US", "17753220123").zones, ["America/Los_Angeles"]);
+        assert_eq!(locate("IT", "390212345678").zones, ["Europe/Rome"]);
+        assert!(same_clock("Europe/Rome", "Europe/Vatican"));
+        assert!(!same_clock("Europe/Madrid", "Atlantic/Canary"));
     }
 
     /// Area code 270 (western Kentucky) is mostly on Central time, but the
@@ -384,6 +482,12 @@ mod tests {
             ["America/Chicago", "America/New_York"]
         );
         assert_eq!(locate("US", "12702020123").zones, ["America/Chicago"]);
+        // A block of exchanges too: 160535 is Chicago, 1605355 Denver.
+        assert_eq!(
+            locate("US", "16053500123").zones,
+            ["America/Chicago", "America/Denver"]
+        );
+        assert_eq!(locate("US", "16053550123").zones, ["America/Denver"]);
         assert_eq!(locate("US", "12125550123").zones, ["America/New_York"]);
     }
 

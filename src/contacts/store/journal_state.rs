@@ -177,6 +177,21 @@ impl ContactStore {
             if let Some(token) = token {
                 return Ok(Some((applied, token)));
             }
+            // An earlier version's store: the entry it noted after its last
+            // whole fetch, which is the applied one unless that version
+            // stopped midway through a fetch: the entries after the noted
+            // one could then not be checked, and a restored journal holding
+            // others in their place would be followed past them.
+            let noted = value("journal_checked_seq")?.zip(value("journal_checked_token")?);
+            if let Some((seq, _)) = noted
+                && seq != applied
+            {
+                return Err(StoreError::Unreadable(format!(
+                    "this store applied shared journal entry {applied}, but an earlier version noted only entry {seq} as checked (it stopped midway through applying): entries {} to {applied} cannot be checked against the journal; stop this replica, empty its data_dir and start it again",
+                    seq + 1
+                )));
+            }
+            return Ok(noted);
         }
         Ok(value("journal_checked_seq")?.zip(value("journal_checked_token")?))
     }
@@ -488,6 +503,43 @@ mod tests {
             evidence_ref: "e-1".into(),
             recorded_at: at,
         }
+    }
+
+    /// The journal is checked at the applied position, by the token noted
+    /// before it was applied; a store of an earlier version that noted an
+    /// older entry than the applied one (it stopped midway through a
+    /// fetch) cannot be checked and is refused.
+    #[test]
+    fn test_the_entry_checked_is_the_applied_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ContactStore::open(dir.path()).unwrap();
+        assert_eq!(store.journal_checked().unwrap(), None);
+        store
+            .note_journal_tokens(&[(1, 10), (2, 20), (3, 30)])
+            .unwrap();
+        store.set_journal_applied(2).unwrap();
+        assert_eq!(store.journal_checked().unwrap(), Some((2, 20)));
+        // The next fetch keeps the applied entry's token, drops older ones.
+        store.note_journal_tokens(&[(3, 31), (4, 40)]).unwrap();
+        assert_eq!(store.journal_checked().unwrap(), Some((2, 20)));
+        store.set_journal_applied(4).unwrap();
+        assert_eq!(store.journal_checked().unwrap(), Some((4, 40)));
+        // An earlier version's store: applied 7, noted 6 as checked.
+        let conn = rusqlite::Connection::open(dir.path().join("contacts.db")).unwrap();
+        conn.execute_batch(
+            "DELETE FROM journal_tokens;
+             INSERT OR REPLACE INTO counters (key, value) VALUES ('journal_applied', 7),
+                 ('journal_checked_seq', 6), ('journal_checked_token', 60);",
+        )
+        .unwrap();
+        let err = store.journal_checked().unwrap_err().to_string();
+        assert!(err.contains("entries 7 to 7 cannot be checked"), "{err}");
+        conn.execute(
+            "UPDATE counters SET value = 7 WHERE key = 'journal_checked_seq'",
+            [],
+        )
+        .unwrap();
+        assert_eq!(store.journal_checked().unwrap(), Some((7, 60)));
     }
 
     /// The applied position is stored by the change's own transaction: a
