@@ -429,33 +429,6 @@ async fn measure_a_100k_opt_out_import() {
     measure_a_100k_import(false).await;
 }
 
-/// Runs `dialgate serve` on `ws`, which must refuse to start: returns its stderr.
-fn serve_refused(ws: &Workspace) -> String {
-    let mut child = std::process::Command::new(BIN)
-        .arg("--config")
-        .arg(ws.config_path())
-        .arg("serve")
-        .env("DIALGATE_LOG", "warn")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let started = Instant::now();
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            assert!(!status.success());
-            let mut stderr = String::new();
-            std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
-            return stderr;
-        }
-        if started.elapsed() > Duration::from_secs(30) {
-            child.kill().unwrap();
-            panic!("serve did not refuse");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 /// An existing SQLite deployment: pointed at the shared database as it is,
 /// it refuses to start (its records would be seen by no other replica);
 /// `copy_from_sqlite` copies its records, opt-outs kept by hash included,
@@ -1347,7 +1320,7 @@ async fn test_a_journal_rewound_past_a_fetch_that_stopped_midway_is_noticed() {
          COMMIT;",
     );
     // Applies 2, stops at 3: it does not start.
-    let refused = serve_exits(&a_ws);
+    let refused = serve_refused(&a_ws);
     assert!(refused.contains("S-2"), "{refused}");
     // Restored: 2 and 3 lost, a new opt-out numbered 2.
     pg.psql(
@@ -1364,36 +1337,9 @@ async fn test_a_journal_rewound_past_a_fetch_that_stopped_midway_is_noticed() {
     );
     let out = other.cli_ok(&["suppression", "import", "--file", path_str(&file)]);
     assert!(out.contains("contact journal entry 2"), "{out}");
-    let refused = serve_exits(&a_ws);
+    let refused = serve_refused(&a_ws);
     assert!(
         refused.contains("is not the entry this replica applied"),
         "{refused}"
     );
-}
-
-/// `dialgate serve` must exit at once (refusing); its stderr.
-fn serve_exits(ws: &Workspace) -> String {
-    let mut child = std::process::Command::new(BIN)
-        .arg("--config")
-        .arg(ws.config_path())
-        .arg("serve")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            assert!(!status.success());
-            let mut err = String::new();
-            std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
-            return err;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("serve started");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }

@@ -701,33 +701,6 @@ fn backup_started_at(backup_dir: &std::path::Path) -> jiff::Timestamp {
     manifest["started_at"].as_str().unwrap().parse().unwrap()
 }
 
-/// `dialgate serve` must exit at once (refusing); its stderr.
-fn serve_refused(ws: &Workspace) -> String {
-    let mut child = std::process::Command::new(BIN)
-        .arg("--config")
-        .arg(ws.config_path())
-        .arg("serve")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            assert!(!status.success());
-            let mut err = String::new();
-            std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
-            return err;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("serve started");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 /// A bulk import's ledger entries are stamped when it starts, its rows
 /// committed when it ends: a backup taken in between holds none of them,
 /// and a restore must still re-apply them (the whole ledger is).

@@ -485,3 +485,37 @@ pub fn export_jsonl(workspace: &Workspace, extra: &[&str]) -> Vec<serde_json::Va
 pub fn path_str(path: &Path) -> &str {
     path.to_str().expect("utf-8 path")
 }
+
+/// Runs `dialgate serve` on `ws`, which must refuse to start (exit with a
+/// failure within 30 s): returns its stderr.
+pub fn serve_refused(ws: &Workspace) -> String {
+    let mut child = Command::new(BIN)
+        .arg("--config")
+        .arg(ws.config_path())
+        .arg("serve")
+        .env("DIALGATE_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            assert!(!status.success());
+            let mut stderr = String::new();
+            child
+                .stderr
+                .take()
+                .unwrap()
+                .read_to_string(&mut stderr)
+                .unwrap();
+            return stderr;
+        }
+        if started.elapsed() > Duration::from_secs(30) {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("serve did not refuse");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
