@@ -96,6 +96,20 @@ struct ZoneData {
     other_clocks: HashMap<(u32, u32), u32, foldhash::fast::FixedState>,
 }
 
+impl ZoneData {
+    /// The index of `zones` in `zone_sets`, added if new.
+    fn intern(&mut self, zones: Vec<&'static str>) -> u32 {
+        let id = match self.zone_sets.iter().position(|z| *z == zones) {
+            Some(id) => id,
+            None => {
+                self.zone_sets.push(zones);
+                self.zone_sets.len() - 1
+            }
+        };
+        id as u32
+    }
+}
+
 /// The most digits a prefix key is made of (an E.164 number has 15; 16
 /// digits still leave the length its own bits).
 const MAX_DIGITS: usize = 16;
@@ -128,14 +142,8 @@ static DATA: LazyLock<ZoneData> = LazyLock::new(|| {
             continue;
         };
         let zones: Vec<&'static str> = zones.split('&').filter(|z| !z.is_empty()).collect();
-        let id = match data.zone_sets.iter().position(|z| *z == zones) {
-            Some(id) => id,
-            None => {
-                data.zone_sets.push(zones);
-                data.zone_sets.len() - 1
-            }
-        };
-        data.by_prefix.insert(key, id as u32);
+        let id = data.intern(zones);
+        data.by_prefix.insert(key, id);
         for head in 1..=prefix.len().min(3) {
             if let Some(head) = prefix_key(&prefix[..head]) {
                 let longest = data.longest_under.entry(head).or_insert(0);
@@ -201,14 +209,8 @@ fn widen_split_area_codes(data: &mut ZoneData) {
         if all.len() == data.zone_sets[own as usize].len() {
             continue;
         }
-        let id = match data.zone_sets.iter().position(|z| *z == all) {
-            Some(id) => id,
-            None => {
-                data.zone_sets.push(all);
-                data.zone_sets.len() - 1
-            }
-        };
-        data.by_prefix.insert(key, id as u32);
+        let id = data.intern(all);
+        data.by_prefix.insert(key, id);
     }
 }
 
@@ -245,14 +247,8 @@ fn note_other_clocks(data: &mut ZoneData) {
             both.extend(prefix_zones.iter().copied());
             both.sort_unstable();
             both.dedup();
-            let union = match data.zone_sets.iter().position(|z| *z == both) {
-                Some(union) => union,
-                None => {
-                    data.zone_sets.push(both);
-                    data.zone_sets.len() - 1
-                }
-            };
-            data.other_clocks.insert((country, id), union as u32);
+            let union = data.intern(both);
+            data.other_clocks.insert((country, id), union);
         }
     }
 }
@@ -374,8 +370,8 @@ mod tests {
             .find_map(|len| prefix_key(&digits[..len]).and_then(|k| data.by_prefix.get(&k)))
             .copied()
             .unwrap_or(0);
-        // Not a fixed line, outside North America: the country's zones
-        // when they are more.
+        // Not a fixed line, outside North America: its zones and the
+        // country's together, when the country's run another clock.
         let country = (1..=digits.len().min(3))
             .find_map(|len| prefix_key(&digits[..len]).and_then(|k| data.by_prefix.get(&k)))
             .copied();
@@ -390,7 +386,14 @@ mod tests {
                     })
                     && !crate::number::is_fixed_line(digits) =>
             {
-                country
+                let mut both = data.zone_sets[country as usize].clone();
+                both.extend(data.zone_sets[by_prefix as usize].iter().copied());
+                both.sort_unstable();
+                both.dedup();
+                data.zone_sets
+                    .iter()
+                    .position(|z| *z == both)
+                    .expect("the union is a known zone set") as u32
             }
             _ => by_prefix,
         }
@@ -464,8 +467,7 @@ mod tests {
         assert_eq!(locate("ES", "34915550123").zones, ["Europe/Madrid"]);
         assert_eq!(locate("ES", "34928123456").zones, ["Atlantic/Canary"]);
         // North America is unchanged; so is a country whose other zones
-        // tell the same time (Italy's Vatican), and a prefix the data does
-        // not place (no zone, no window: denied).
+        // tell the same time (Italy's Vatican).
         assert_eq!(locate("US", "17753220123").zones, ["America/Los_Angeles"]);
         assert_eq!(locate("IT", "390212345678").zones, ["Europe/Rome"]);
         assert!(same_clock("Europe/Rome", "Europe/Vatican"));
