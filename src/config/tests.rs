@@ -312,3 +312,31 @@ fn test_store_backend_is_validated() {
         assert!(!err.contains("secret"), "{err}");
     }
 }
+
+/// One controller spelled two ways split its opt-outs and attempt caps in
+/// two: an opt-out recorded for "acme" bound no call of a campaign of
+/// "Acme", and each spelling had its own caps (found by review).
+#[test]
+fn test_a_controller_is_spelled_one_way() {
+    let campaign = |id: &str, controller: &str| {
+        format!(
+            "[[campaign]]\nid = \"{id}\"\ncontroller = \"{controller}\"\npurpose = \"marketing\"\ndefault_region = \"IT\"\ndestinations = [\"IT\"]\ncaller_ids = [\"+390212345678\"]\n"
+        )
+    };
+    for (other, named) in [("Acme", "\"Acme\""), ("ACME  ", "\"ACME  \""), ("acme ", "\"acme \"")] {
+        let text = format!("{}{}", campaign("a", "acme"), campaign("b", other));
+        let message = parse(&text).unwrap_err().to_string();
+        assert!(message.contains("campaign[1].controller"), "{message}");
+        assert!(message.contains(named), "{message}");
+    }
+    let message = parse(&format!(
+        "{}{}",
+        campaign("a", "acme energy"),
+        campaign("b", "Acme  Energy")
+    ))
+    .unwrap_err()
+    .to_string();
+    assert!(message.contains("spells this controller \"acme energy\""), "{message}");
+    let same = format!("{}{}", campaign("a", "acme"), campaign("b", "acme"));
+    assert_eq!(parse(&same).unwrap().campaigns.len(), 2);
+}

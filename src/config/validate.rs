@@ -245,6 +245,10 @@ impl Validator<'_> {
 
         let mut campaigns = Vec::new();
         let mut campaign_ids = HashSet::new();
+        // Each controller's spelling, folded, and the first campaign that
+        // spelled it.
+        let mut controllers: std::collections::HashMap<String, (String, String)> =
+            std::collections::HashMap::new();
         for (i, c) in raw.campaigns.into_iter().enumerate() {
             let key = |field: &str| format!("campaign[{i}].{field}");
             if !valid_campaign_id(&c.id) {
@@ -268,6 +272,38 @@ impl Validator<'_> {
                     &c.controller,
                     &format!("must be 1-{MAX_ID_LENGTH} characters, no control characters"),
                 ));
+            }
+            // Opt-outs and attempt caps bind a controller by its exact
+            // spelling: "Acme" beside "acme", or "acme " (whose opt-outs,
+            // trimmed, would bind nothing), would split one controller's
+            // opt-outs and caps in two.
+            if c.controller.trim() != c.controller {
+                return Err(self.invalid(
+                    key("controller"),
+                    &c.controller,
+                    "no spaces before or after: opt-outs name the controller trimmed, and would bind none of this campaign's calls",
+                ));
+            }
+            let folded = c
+                .controller
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" ")
+                .to_lowercase();
+            match controllers.get(&folded) {
+                Some((spelling, campaign)) if *spelling != c.controller => {
+                    return Err(self.invalid(
+                        key("controller"),
+                        &c.controller,
+                        &format!(
+                            "campaign {campaign:?} spells this controller {spelling:?}: opt-outs and attempt caps bind a controller by its exact spelling, so one spelling must be used"
+                        ),
+                    ));
+                }
+                Some(_) => {}
+                None => {
+                    controllers.insert(folded, (c.controller.clone(), c.id.clone()));
+                }
             }
             let calling_hours = c
                 .calling_hours

@@ -411,11 +411,17 @@ fn era_on(
 
     let statute_consent = statute.and_then(|s| statute_rule(&s.consent, day));
     let consent = match overriding.and_then(|o| o.consent) {
+        // The override sets the regime only: the statute's renewal age of
+        // a consent stays (Spain's 24 months; an override cannot set one,
+        // so dropping it would let older consents stand), and its
+        // exemption for customers is dropped (stricter).
         Some(regime) => Sourced {
             value: ConsentRule {
                 regime,
                 customer_exemption: None,
-                consent_max_age: None,
+                consent_max_age: statute_consent
+                    .as_ref()
+                    .and_then(|rule| rule.value.consent_max_age),
             },
             origin: override_origin("consent"),
         },

@@ -566,6 +566,112 @@ caller_ids = ["+34900123456"]
     );
 }
 
+/// An override of Spain's consent regime sets the regime only: the
+/// statute's renewal age stays. It was dropped, and a consent of 2024 was
+/// answered ALLOW in 2027 (found by review).
+#[test]
+fn test_a_consent_override_keeps_the_statutes_renewal_age() {
+    let config = config(
+        r#"
+[destination.ES]
+consent = "opt_in"
+source = "counsel's reading"
+
+[[campaign]]
+id = "es"
+controller = "acme"
+purpose = "marketing"
+default_region = "ES"
+destinations = ["ES"]
+caller_ids = ["+34900123456"]
+"#,
+    );
+    let policies = Policies::compile(&config);
+    let era = policies
+        .era("es", region("ES"), "2027-06-01T10:00:00Z".parse().unwrap())
+        .unwrap();
+    assert!(matches!(era.consent.origin, Origin::Override { .. }));
+    assert_eq!(
+        era.consent.value.consent_max_age,
+        Some(crate::statutes::Period::Months(24))
+    );
+    let mut old = consent("+34612345678");
+    old.granted_at = "2024-01-01T00:00:00Z".parse().unwrap();
+    let contacts = ContactView {
+        consents: vec![old],
+        ..Default::default()
+    };
+    // Tuesday 1 Jun 2027, 12:00 in Madrid.
+    let evaluation = decide(
+        &config,
+        "es",
+        "612 34 56 78",
+        "+34900123456",
+        &contacts,
+        &[],
+        "2027-06-01T10:00:00Z",
+    );
+    assert_eq!(
+        codes(&evaluation),
+        vec![ReasonCode::NoConsent],
+        "{:?}",
+        evaluation.reasons
+    );
+}
+
+/// A call with no lawful basis is denied NO_CONSENT also when another
+/// reason, one that waiting lifts, denies it: a repeated ALLOW is replayed
+/// when only its own attempt denies it now, and `next_allowed_at` named a
+/// time at which the call would still be refused (found by review). The
+/// configuration refuses an opt-out destination without a registry, the
+/// one way to no basis without a deny of its own: built here in code.
+#[test]
+fn test_no_basis_is_named_beside_denies_that_waiting_lifts() {
+    let mut config = config(
+        r#"
+[[campaign]]
+id = "nl"
+controller = "acme"
+purpose = "marketing"
+default_region = "NL"
+destinations = ["NL"]
+caller_ids = ["+31201234567"]
+[campaign.attempt_limit]
+max_attempts = 1
+window_hours = 24
+"#,
+    );
+    config.destination_overrides.push(crate::config::DestinationOverride {
+        region: region("NL"),
+        from: None,
+        source: String::new(),
+        consent: Some(ConsentRegime::OptOut),
+        registry: Some(None),
+        registry_valid_days: None,
+        calling_hours: None,
+        extra_holidays: Vec::new(),
+        attempt_limit: None,
+        states: Default::default(),
+    });
+    let earlier: Timestamp = "2026-11-24T09:00:00Z".parse().unwrap();
+    let evaluation = decide(
+        &config,
+        "nl",
+        "020 123 4567",
+        "+31201234567",
+        &ContactView::default(),
+        &[earlier],
+        "2026-11-24T10:00:00Z",
+    );
+    assert_eq!(
+        codes(&evaluation),
+        vec![ReasonCode::AttemptLimit, ReasonCode::NoConsent],
+        "{:?}",
+        evaluation.reasons
+    );
+    assert_eq!(evaluation.next_allowed_at, None);
+}
+
 #[test]
 fn test_policy_version_changes_with_the_configuration() {
     let a = Policies::compile(&config(FR_CAMPAIGN));

@@ -156,8 +156,10 @@ pub fn evaluate(input: &CallInput<'_>, data: &DecisionData<'_>, now: Timestamp) 
             data_versions,
         };
     }
-    if denies.is_empty() {
-        // No rule denied and none gave a basis: no lawful basis is a DENY.
+    if denies.is_empty() || (bases.is_empty() && timed.len() == denies.len()) {
+        // No rule gave a basis: no lawful basis is a DENY, also beside
+        // denies that waiting lifts (waiting gives no basis; a repeated
+        // ALLOW is replayed when only its own attempt denies it now).
         denies.push(Reason::new(
             ReasonCode::NoConsent,
             "no lawful basis for this call: no consent, relationship or registry clearance applies",
