@@ -39,6 +39,7 @@ pub(crate) mod gateway;
 pub(crate) mod grpc;
 pub mod histogram;
 pub mod history;
+pub mod line_file;
 pub(crate) mod http;
 pub(crate) mod http_decision;
 pub(crate) mod huge_pages;

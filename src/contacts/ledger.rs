@@ -508,7 +508,7 @@ impl Ledger {
         }
         match std::fs::metadata(&self.path) {
             Ok(named) if named.dev() == held.dev() && named.ino() == held.ino() => {
-                cut_torn_tail(&self.path)
+                crate::line_file::cut_torn_tail(&self.path, "erasure ledger")
             }
             _ => Err(std::io::Error::other(
                 "the ledger file was replaced or removed while open: restart to open the one now at this path",
@@ -520,7 +520,7 @@ impl Ledger {
 /// Under the file's exclusive lock: cuts a torn last line, and writes the
 /// id line of a new (empty) ledger.
 fn prepare(path: &Path, file: &File) -> Result<(), LedgerError> {
-    cut_torn_tail(path).map_err(|cause| io(path, cause))?;
+    crate::line_file::cut_torn_tail(path, "erasure ledger").map_err(|cause| io(path, cause))?;
     if file.metadata().map_err(|cause| io(path, cause))?.len() == 0 {
         let header = Header {
             ledger_id: uuid::Uuid::now_v7().to_string(),
@@ -535,42 +535,6 @@ fn prepare(path: &Path, file: &File) -> Result<(), LedgerError> {
         }
     }
     Ok(())
-}
-
-/// A last line without its newline is a torn append (a crash while
-/// writing; its change was not made): cut off, and the cut fsync'd, before
-/// anything is appended after it (which would make it a bad line inside).
-fn cut_torn_tail(path: &Path) -> std::io::Result<()> {
-    use std::io::{Read, Seek, SeekFrom};
-    let mut file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(path)?;
-    let len = file.metadata()?.len();
-    if len == 0 {
-        return Ok(());
-    }
-    // Back from the end, a block at a time, to the last newline.
-    let mut end = len;
-    let mut keep = 0;
-    let mut block = vec![0u8; 4096];
-    while end > 0 {
-        let start = end.saturating_sub(block.len() as u64);
-        let part = &mut block[..(end - start) as usize];
-        file.seek(SeekFrom::Start(start))?;
-        file.read_exact(part)?;
-        if end == len && part.last() == Some(&b'\n') {
-            return Ok(());
-        }
-        if let Some(at) = part.iter().rposition(|&b| b == b'\n') {
-            keep = start + at as u64 + 1;
-            break;
-        }
-        end = start;
-    }
-    tracing::warn!(path = %path.display(), bytes = len - keep, "erasure ledger: torn last line cut off");
-    file.set_len(keep)?;
-    file.sync_all()
 }
 
 fn write_line(file: &mut File, entry: &Entry) -> std::io::Result<()> {

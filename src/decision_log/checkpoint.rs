@@ -181,10 +181,19 @@ pub fn load_key(path: &Path) -> Result<SigningKey, CheckpointError> {
 /// # Errors
 /// When the file cannot be written.
 pub fn append(path: &Path, checkpoint: &Checkpoint) -> std::io::Result<()> {
+    let mut line = serde_json::to_vec(checkpoint).map_err(std::io::Error::other)?;
+    line.push(b'\n');
     let mut file = crate::private::append_file(path)?;
-    let line = serde_json::to_string(checkpoint).map_err(std::io::Error::other)?;
-    writeln!(file, "{line}")?;
-    file.sync_all()
+    // Under the file's lock (the server and `audit purge` both append): a
+    // line torn by a crash or a full disk is cut off first, and the line
+    // goes in one write, newline included. Glued to a torn line, it made
+    // a bad line inside the file, and `audit verify` failed for good.
+    file.lock()?;
+    let appended = crate::line_file::cut_torn_tail(path, "checkpoints")
+        .and_then(|()| file.write_all(&line))
+        .and_then(|()| file.sync_all());
+    let _ = file.unlock();
+    appended
 }
 
 /// Every checkpoint written so far (none when the file does not exist).
@@ -241,5 +250,24 @@ mod tests {
         };
         assert!(!forged.signed_by(&key.verifying_key()));
         assert!(!Checkpoint::new(42, "ab", at, None).signed_by(&key.verifying_key()));
+    }
+
+    /// A line torn by a crash is cut before the next append, so that the
+    /// file reads back whole; it was glued to the next line, a bad line
+    /// once another followed (found by review).
+    #[test]
+    fn test_checkpoints_after_a_torn_line_read_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("checkpoints.jsonl");
+        let at: Timestamp = "2026-11-23T10:00:00Z".parse().unwrap();
+        append(&path, &Checkpoint::new(1, "a1", at, None)).unwrap();
+        let whole = std::fs::read(&path).unwrap();
+        let torn = serde_json::to_vec(&Checkpoint::new(2, "b2", at, None)).unwrap();
+        std::fs::write(&path, [&whole[..], &torn[..torn.len() / 2]].concat()).unwrap();
+        for seq in [3, 4] {
+            append(&path, &Checkpoint::new(seq, "c3", at, None)).unwrap();
+        }
+        let seqs: Vec<i64> = read_all(&path).unwrap().iter().map(|c| c.seq).collect();
+        assert_eq!(seqs, [1, 3, 4]);
     }
 }
