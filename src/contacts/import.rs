@@ -16,6 +16,8 @@ use sha2::{Digest, Sha256};
 use crate::contacts::service::{
     self as records, NewConsent, NewSuppression, Records, RecordsError,
 };
+use crate::contacts::packed_rows::{Packed, PackedRows};
+use crate::contacts::store::StagedTable;
 use crate::contacts::{BatchOrder, BulkImport, ContactStore, StoreError};
 use crate::model::Purpose;
 use crate::number::NumberKey;
@@ -273,14 +275,6 @@ struct Import<'a> {
     dry_run: bool,
 }
 
-/// The records in number order, file order among equals; each record is
-/// moved twice, not once per step of a sort (they are a few hundred bytes).
-fn by_number<T>(records: Vec<(NumberKey, T)>) -> Vec<(NumberKey, T)> {
-    let order = crate::contacts::by_number(&records);
-    let mut taken: Vec<Option<(NumberKey, T)>> = records.into_iter().map(Some).collect();
-    order.into_iter().filter_map(|i| taken[i].take()).collect()
-}
-
 /// The records in the order of their ids (file order among equals), for
 /// a first load into a store keyed by id: its id index, which stays, then
 /// takes each batch in order.
@@ -300,16 +294,50 @@ const LEDGER_BATCH_BYTES: usize = 1 << 20;
 /// here, on the faster of the two threads).
 const HANDOVER: usize = crate::contacts::BULK_BATCH;
 
-/// The order in which a bulk import takes one kind of record best.
-type OrderOf = fn(&BulkImport<'_>) -> BatchOrder;
+/// Text bytes a staged row takes, about, packed (a guess for the buffer's
+/// first size; it grows as needed).
+const PACKED_ROW_BYTES: usize = 256;
+
+/// A batch handed from the reading thread to the storing one.
+enum Handover<T> {
+    /// Records, for a first load (which takes them one by one).
+    Records(Vec<(NumberKey, T)>),
+    /// A staged import's rows, packed in number order (see `PackedRows`).
+    Packed(PackedRows),
+}
+
+/// How a bulk import hands one kind of record to the store.
+struct Kind<T> {
+    /// The order in which the store takes them best.
+    order: fn(&BulkImport<'_>) -> BatchOrder,
+    /// A record's id.
+    id: fn(&T) -> &str,
+    /// Their staging table, and how a record is packed for it: the staged
+    /// values first, then any the storing thread reads itself.
+    table: StagedTable,
+    pack: fn(&mut PackedRows, NumberKey, &T),
+    width: usize,
+}
+
+/// What the storing thread does with each kind of batch.
+struct Storing<A, S> {
+    /// Adds one record of a first load.
+    add: A,
+    /// Does what a batch of packed rows needs before it is staged (an
+    /// opt-out's ledger line).
+    before_staging: S,
+}
 
 fn run<T: Send>(
     store: &ContactStore,
     mut table: Table,
     import: Import<'_>,
     validate: impl FnMut(&Row<'_>) -> Result<(NumberKey, T), RecordsError> + Send,
-    (order_of, id): (OrderOf, fn(&T) -> &str),
-    mut add: impl FnMut(&mut BulkImport<'_>, NumberKey, T) -> Result<(), StoreError>,
+    kind: Kind<T>,
+    storing: Storing<
+        impl FnMut(&mut BulkImport<'_>, NumberKey, T) -> Result<(), StoreError>,
+        impl FnMut(&mut BulkImport<'_>, &PackedRows) -> Result<(), StoreError>,
+    >,
     before_move: impl FnOnce(&mut BulkImport<'_>) -> Result<(), StoreError>,
 ) -> Result<ContactImportSummary, ContactImportError> {
     let Import {
@@ -318,19 +346,38 @@ fn run<T: Send>(
         now,
         dry_run,
     } = import;
+    let Storing {
+        mut add,
+        mut before_staging,
+    } = storing;
     // Two threads: this one stores (the transaction cannot move), the
     // other reads and validates, handing over batches. A dry run stages
     // and checks the records as the import would, and stores nothing.
     let mut failure = None;
     let fill = |bulk: &mut BulkImport<'_>| {
-        let order = order_of(bulk);
-        let order = move |batch: Vec<(NumberKey, T)>| match order {
-            BatchOrder::AsRead => batch,
-            BatchOrder::ById => by_id(batch, id),
-            BatchOrder::ByNumber => by_number(batch),
+        let order = (kind.order)(bulk);
+        let Kind {
+            id,
+            table: staged_table,
+            pack,
+            width,
+            ..
+        } = kind;
+        let hand_over = move |batch: Vec<(NumberKey, T)>| match order {
+            BatchOrder::AsRead => Handover::Records(batch),
+            BatchOrder::ById => Handover::Records(by_id(batch, id)),
+            BatchOrder::ByNumber => {
+                let mut rows =
+                    PackedRows::with_capacity(width, batch.len(), batch.len() * PACKED_ROW_BYTES);
+                for i in crate::contacts::by_number(&batch) {
+                    let (key, record) = &batch[i];
+                    pack(&mut rows, *key, record);
+                }
+                Handover::Packed(rows)
+            }
         };
         std::thread::scope(|scope| {
-            let (batches, received) = std::sync::mpsc::sync_channel::<Vec<(NumberKey, T)>>(2);
+            let (batches, received) = std::sync::mpsc::sync_channel::<Handover<T>>(2);
             let reader = scope.spawn(move || {
                 let mut batch = Vec::with_capacity(HANDOVER);
                 let lines = table.each(validate, |value| {
@@ -338,20 +385,23 @@ fn run<T: Send>(
                     if batch.len() >= HANDOVER {
                         let full = std::mem::replace(&mut batch, Vec::with_capacity(HANDOVER));
                         batches
-                            .send(order(full))
+                            .send(hand_over(full))
                             .map_err(|_| StoreError::Unreadable("the import stopped".into()))?;
                     }
                     Ok(())
                 })?;
                 batches
-                    .send(order(batch))
+                    .send(hand_over(batch))
                     .map_err(|_| StoreError::Unreadable("the import stopped".into()))?;
                 Ok::<_, ContactImportError>((lines, table.describe(lines)))
             });
-            let stored = received.iter().try_for_each(|batch| {
-                batch
+            let stored = received.iter().try_for_each(|batch| match batch {
+                Handover::Records(records) => records
                     .into_iter()
-                    .try_for_each(|(key, value)| add(bulk, key, value))
+                    .try_for_each(|(key, value)| add(bulk, key, value)),
+                Handover::Packed(rows) if rows.is_empty() => Ok(()),
+                Handover::Packed(rows) => before_staging(bulk, &rows)
+                    .and_then(|()| bulk.stage_packed(staged_table, &rows)),
             });
             drop(received);
             let read = reader.join().unwrap_or_else(|_| {
@@ -505,11 +555,17 @@ pub fn import_consents(
             dry_run,
         },
         validate,
-        (
-            |bulk| bulk.consent_order(),
-            |consent| consent.consent_id.as_str(),
-        ),
-        |bulk, key, consent| bulk.consent(key, consent),
+        Kind {
+            order: |bulk| bulk.consent_order(),
+            id: |consent| consent.consent_id.as_str(),
+            table: StagedTable::Consents,
+            pack: crate::contacts::store::pack_consent,
+            width: crate::contacts::store::STAGED_CONSENT_VALUES,
+        },
+        Storing {
+            add: |bulk: &mut BulkImport<'_>, key, consent| bulk.consent(key, consent),
+            before_staging: |_: &mut BulkImport<'_>, _: &PackedRows| Ok(()),
+        },
         |_| Ok(()),
     )
 }
@@ -592,6 +648,25 @@ pub fn import_suppressions(
         };
         Ok((key, (suppression, line)))
     };
+    // Each opt-out's ledger line, into the ledger's next line of many (a
+    // dry run stores nothing, in the ledger neither).
+    let ledger_line = |line: Option<&[u8]>| {
+        let Some(ledger) = records.ledger().filter(|_| !dry_run) else {
+            return Ok(());
+        };
+        // Never an opt-out the ledger does not hold.
+        let line = line.ok_or_else(|| {
+            StoreError::Unreadable("an opt-out without its ledger entry: nothing imported".into())
+        })?;
+        let mut unwritten = unwritten.borrow_mut();
+        unwritten.push(line);
+        if unwritten.len() >= LEDGER_BATCH_BYTES {
+            ledger
+                .append_lines_unsynced(&unwritten.take())
+                .map_err(ledger_failed)?;
+        }
+        Ok::<_, StoreError>(())
+    };
     run(
         records.store(),
         table,
@@ -602,28 +677,32 @@ pub fn import_suppressions(
             dry_run,
         },
         validate,
-        (
-            |bulk| bulk.suppression_order(),
-            |(suppression, _)| suppression.suppression_id.as_str(),
-        ),
-        |bulk, key, (suppression, line)| {
-            // A dry run stores nothing, in the ledger neither.
-            if let Some(ledger) = records.ledger().filter(|_| !dry_run) {
-                // Never an opt-out the ledger does not hold.
-                let line = line.ok_or_else(|| {
-                    StoreError::Unreadable(
-                        "an opt-out without its ledger entry: nothing imported".into(),
-                    )
-                })?;
-                let mut unwritten = unwritten.borrow_mut();
-                unwritten.push(&line);
-                if unwritten.len() >= LEDGER_BATCH_BYTES {
-                    ledger
-                        .append_lines_unsynced(&unwritten.take())
-                        .map_err(ledger_failed)?;
+        Kind {
+            order: |bulk| bulk.suppression_order(),
+            id: |(suppression, _)| suppression.suppression_id.as_str(),
+            table: StagedTable::Suppressions,
+            // The staged values, then the ledger line (NULL without one).
+            pack: |rows, key, (suppression, line)| {
+                crate::contacts::store::pack_suppression(rows, key, suppression);
+                match line {
+                    Some(line) => rows.raw(line),
+                    None => rows.null(),
                 }
-            }
-            bulk.suppression(key, suppression)
+            },
+            width: crate::contacts::store::STAGED_SUPPRESSION_VALUES + 1,
+        },
+        Storing {
+            add: |bulk: &mut BulkImport<'_>, key, (suppression, line): (crate::contacts::Suppression, Option<Vec<u8>>)| {
+                ledger_line(line.as_deref())?;
+                bulk.suppression(key, suppression)
+            },
+            before_staging: |_: &mut BulkImport<'_>, rows: &PackedRows| {
+                let line = crate::contacts::store::STAGED_SUPPRESSION_VALUES;
+                rows.rows().try_for_each(|row| match row[line] {
+                    Packed::Text(..) => ledger_line(Some(rows.bytes(row[line]))),
+                    _ => ledger_line(None),
+                })
+            },
         },
         |bulk| {
             // The opt-outs count in the ledger once this line is durable,

@@ -14,6 +14,7 @@ pub mod import;
 pub mod journal;
 pub mod ledger;
 mod observations;
+mod packed_rows;
 mod presence;
 mod repeated_ids;
 mod seen_ids;

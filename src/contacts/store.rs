@@ -16,6 +16,7 @@ pub use rectify::{Rectification, Stored};
 use super::compact::{CompactIndex, Slot, SlotError, Table};
 use super::repeated_ids::{IdCopy, RepeatedIds};
 use super::seen_ids::SeenIds;
+use super::packed_rows::{Packed, PackedRows};
 use super::staged_ids::StagedIds;
 use super::{
     Consent, ContactIndex, ContactView, Record, Relationship, RelationshipKind, SubjectHash,
@@ -334,35 +335,23 @@ impl BulkImport<'_> {
     /// load, into the store as read, with the indexes set aside (the first
     /// consent of each id is kept later, see `index_unique_ids`).
     fn flush(&mut self) -> Result<(), StoreError> {
+        let Some(load) = &mut self.first_load else {
+            return self.stage_held();
+        };
         let mut consents = std::mem::take(&mut self.consents);
-        let (sql, seq) = match &mut self.first_load {
-            Some(load) => {
-                if !consents.is_empty() && !load.consents_aside {
-                    // Built again in one sorted pass each before the commit
-                    // (the ids checked unique then).
-                    self.tx.execute_batch(
-                        "DROP INDEX IF EXISTS main.consents_by_number;
-                         DROP INDEX IF EXISTS main.consents_by_id;",
-                    )?;
-                    load.consents_aside = true;
-                    load.counts.indexes_rebuilt += 1;
-                }
-                (LOAD_CONSENT, Some(load.seq))
-            }
-            None => (INSERT_CONSENT, None),
-        };
-        let mut statement = self.tx.prepare_cached(sql)?;
-        let order = match seq {
-            Some(_) => (0..consents.len()).collect(),
-            None => by_number(&consents),
-        };
-        for i in order {
-            let (key, consent) = &consents[i];
-            let inserted = insert_consent(&mut statement, *key, consent, seq)?;
-            let Some(load) = &mut self.first_load else {
-                self.staged_ids.consents.staged(&consent.consent_id);
-                continue;
-            };
+        if !consents.is_empty() && !load.consents_aside {
+            // Built again in one sorted pass each before the commit (the
+            // ids checked unique then).
+            self.tx.execute_batch(
+                "DROP INDEX IF EXISTS main.consents_by_number;
+                 DROP INDEX IF EXISTS main.consents_by_id;",
+            )?;
+            load.consents_aside = true;
+            load.counts.indexes_rebuilt += 1;
+        }
+        let mut statement = self.tx.prepare_cached(LOAD_CONSENT)?;
+        for (key, consent) in &consents {
+            let inserted = insert_consent(&mut statement, *key, consent, Some(load.seq))?;
             if inserted == 0 {
                 // No index to conflict with: refused for another reason.
                 return Err(StoreError::Unreadable(format!(
@@ -377,21 +366,98 @@ impl BulkImport<'_> {
         consents.clear();
         self.consents = consents;
         let mut suppressions = std::mem::take(&mut self.suppressions);
-        match &mut self.first_load {
-            Some(load) => load_suppressions(self.tx, load, &suppressions, self.copies_checked)?,
-            None => {
-                let mut statement = self.tx.prepare_cached(INSERT_SUPPRESSION)?;
-                for i in by_number(&suppressions) {
-                    let (key, suppression) = &suppressions[i];
-                    insert_suppression(&mut statement, *key, suppression, None)?;
-                    self.staged_ids
-                        .suppressions
-                        .staged(&suppression.suppression_id);
-                }
+        load_suppressions(self.tx, load, &suppressions, self.copies_checked)?;
+        suppressions.clear();
+        self.suppressions = suppressions;
+        Ok(())
+    }
+
+    /// Stages the records held, each table's sorted by number.
+    fn stage_held(&mut self) -> Result<(), StoreError> {
+        let mut consents = std::mem::take(&mut self.consents);
+        if !consents.is_empty() {
+            let mut rows = PackedRows::with_capacity(STAGED_CONSENT_VALUES, consents.len(), 0);
+            for i in by_number(&consents) {
+                let (key, consent) = &consents[i];
+                pack_consent(&mut rows, *key, consent);
             }
+            self.stage_packed(StagedTable::Consents, &rows)?;
+        }
+        consents.clear();
+        self.consents = consents;
+        let mut suppressions = std::mem::take(&mut self.suppressions);
+        if !suppressions.is_empty() {
+            let mut rows =
+                PackedRows::with_capacity(STAGED_SUPPRESSION_VALUES, suppressions.len(), 0);
+            for i in by_number(&suppressions) {
+                let (key, suppression) = &suppressions[i];
+                pack_suppression(&mut rows, *key, suppression);
+            }
+            self.stage_packed(StagedTable::Suppressions, &rows)?;
         }
         suppressions.clear();
         self.suppressions = suppressions;
+        Ok(())
+    }
+
+    /// Stages packed rows of `table` ([`pack_consent`], [`pack_suppression`];
+    /// a row may hold more values after those, which are not stored), in
+    /// the order packed; a staged import's reading thread packs them
+    /// sorted by number (see `PackedRows`).
+    ///
+    /// # Errors
+    /// [`StoreError`]; the import then stores nothing. A first load takes
+    /// records, not rows.
+    pub(crate) fn stage_packed(
+        &mut self,
+        table: StagedTable,
+        rows: &PackedRows,
+    ) -> Result<(), StoreError> {
+        if self.first_load.is_some() {
+            return Err(StoreError::Unreadable(
+                "staged rows handed to a first load: nothing imported".into(),
+            ));
+        }
+        // Records held before these rows are staged first, in order.
+        if !self.consents.is_empty() || !self.suppressions.is_empty() {
+            self.stage_held()?;
+        }
+        let (sql, values, ids) = match table {
+            StagedTable::Consents => (
+                INSERT_CONSENT,
+                STAGED_CONSENT_VALUES,
+                &mut self.staged_ids.consents,
+            ),
+            StagedTable::Suppressions => (
+                INSERT_SUPPRESSION,
+                STAGED_SUPPRESSION_VALUES,
+                &mut self.staged_ids.suppressions,
+            ),
+        };
+        if rows.width() < values {
+            return Err(StoreError::Unreadable(format!(
+                "staged rows of {} values where {values} are stored: nothing imported",
+                rows.width()
+            )));
+        }
+        let mut statement = self.tx.prepare_cached(sql)?;
+        let text = |value: Packed| {
+            rows.str(value).ok_or_else(|| {
+                StoreError::Unreadable("a staged value is not text: nothing imported".into())
+            })
+        };
+        for row in rows.rows() {
+            for (i, value) in row[..values].iter().enumerate() {
+                match *value {
+                    Packed::Null => statement.raw_bind_parameter(i + 1, rusqlite::types::Null)?,
+                    Packed::Int(int) => statement.raw_bind_parameter(i + 1, int)?,
+                    Packed::Text(..) => statement.raw_bind_parameter(i + 1, text(*value)?)?,
+                }
+            }
+            statement.raw_execute()?;
+            // The id is each row's first value.
+            ids.staged(text(row[0])?);
+        }
         Ok(())
     }
 
@@ -876,6 +942,52 @@ fn insert_consent(
         consent.supplier,
         import_seq,
     ])
+}
+
+/// A staging table, for rows packed by [`pack_consent`] or
+/// [`pack_suppression`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum StagedTable {
+    Consents,
+    Suppressions,
+}
+
+/// Values of a staged consent: [`INSERT_CONSENT`]'s but the trail event
+/// (NULL while staged).
+pub(crate) const STAGED_CONSENT_VALUES: usize = 14;
+/// Values of a staged opt-out: [`INSERT_SUPPRESSION`]'s.
+pub(crate) const STAGED_SUPPRESSION_VALUES: usize = 10;
+
+/// Packs a consent's staged values, as [`insert_consent`] binds them.
+pub(crate) fn pack_consent(rows: &mut PackedRows, key: NumberKey, consent: &Consent) {
+    rows.text(&consent.consent_id);
+    rows.text(&consent.controller);
+    rows.text(&consent.number);
+    rows.int(key.0 as i64);
+    rows.text(consent.purpose.as_str());
+    rows.int(us(consent.granted_at));
+    rows.optional(consent.revoked_at.map(us));
+    rows.optional(consent.expires_at.map(us));
+    rows.text(&consent.source);
+    rows.text(&consent.method);
+    rows.text(&consent.notice_version);
+    rows.text(&consent.evidence_ref);
+    rows.int(us(consent.recorded_at));
+    rows.text(&consent.supplier);
+}
+
+/// Packs an opt-out's staged values, as [`insert_suppression`] binds them.
+pub(crate) fn pack_suppression(rows: &mut PackedRows, key: NumberKey, suppression: &Suppression) {
+    rows.text(&suppression.suppression_id);
+    rows.text(&suppression.controller);
+    rows.text(&suppression.campaign_id);
+    rows.text(&suppression.number);
+    rows.int(key.0 as i64);
+    rows.text(&suppression.reason);
+    rows.text(&suppression.source);
+    rows.text(&suppression.added_by);
+    rows.int(us(suppression.created_at));
+    rows.optional(suppression.expires_at.map(us));
 }
 
 /// Binds an opt-out's 10 columns (those of [`SUPPRESSION_COLUMNS`] but the
