@@ -151,6 +151,42 @@ fn dial(ws: &Workspace, proxy: u16, name: &str, number: &str, campaign: &str) ->
         .collect()
 }
 
+/// Sends one INVITE, as written, to the proxy from a socket of its own:
+/// Request-URI user +393331234567 at `target`'s port, From user `from`,
+/// a To-tag when `to_tag`, and `extra` header lines. Returns the first
+/// final answer, whole (provisional ones skipped), or "" after 10 s.
+fn send_invite(proxy: u16, target: u16, from: &str, to_tag: bool, extra: &str) -> String {
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let local = socket.local_addr().unwrap().port();
+    let tag = if to_tag { ";tag=made-up" } else { "" };
+    let invite = format!(
+        "INVITE sip:+393331234567@127.0.0.1:{target} SIP/2.0\r\n\
+         Via: SIP/2.0/UDP 127.0.0.1:{local};branch=z9hG4bKraw{local}\r\n\
+         From: <sip:{from}@127.0.0.1>;tag=raw{local}\r\n\
+         To: <sip:+393331234567@127.0.0.1>{tag}\r\n\
+         Call-ID: raw-{local}@127.0.0.1\r\nCSeq: 1 INVITE\r\n\
+         Contact: <sip:dialer@127.0.0.1:{local}>\r\nMax-Forwards: 70\r\n\
+         {extra}Content-Length: 0\r\n\r\n"
+    );
+    socket
+        .send_to(invite.as_bytes(), ("127.0.0.1", proxy))
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut buffer = [0u8; 4096];
+    while Instant::now() < deadline {
+        if let Ok(n) = socket.recv(&mut buffer) {
+            let answer = String::from_utf8_lossy(&buffer[..n]).to_string();
+            if !answer.starts_with("SIP/2.0 1") {
+                return answer;
+            }
+        }
+    }
+    String::new()
+}
+
 /// What the SIP parts wrote: the given files, the carrier's trace and
 /// Kamailio's log, for a failure message.
 fn sip_diagnostics(ws: &Workspace, files: &[&Path]) -> String {
@@ -257,6 +293,40 @@ async fn test_kamailio_relays_only_logged_allows() {
             && !unknown.iter().any(|l| l.starts_with("SIP/2.0 200")),
         "a missing campaign is a DENY: {unknown:?}"
     );
+
+    // Declined by the proxy itself (found by review): a caller ID the
+    // callee would not be shown, or another number than the one checked
+    // in From (some carriers present it); and an INVITE claiming to be
+    // inside a dialog the proxy never relayed (a made-up To-tag and a
+    // Route), which loose routing took to the carrier unchecked.
+    let checked = "P-Asserted-Identity: <sip:+390212345678@127.0.0.1>\r\nX-Dialgate-Campaign: it-sales\r\n";
+    for (from, extra, reason) in [
+        ("dialer", "Privacy: id\r\n", "CALLER_ID_MISSING"),
+        ("dialer", "Privacy: user;critical\r\n", "CALLER_ID_MISSING"),
+        ("Anonymous", "", "CALLER_ID_MISSING"),
+        ("+393339999999", "", "CALLER_ID_NOT_ALLOWED"),
+    ] {
+        let answer = send_invite(
+            proxy_port,
+            proxy_port,
+            from,
+            false,
+            &format!("{checked}{extra}"),
+        );
+        assert!(
+            answer.starts_with("SIP/2.0 603")
+                && answer.contains(&format!("text=\"{reason}\"")),
+            "From {from}, {extra:?}: {answer}"
+        );
+    }
+    let forged = send_invite(
+        proxy_port,
+        carrier_port,
+        "dialer",
+        true,
+        &format!("Route: <sip:127.0.0.1:{proxy_port};lr>\r\n{checked}"),
+    );
+    assert!(forged.starts_with("SIP/2.0 403"), "{forged}");
 
     let (status, _) = server.terminate();
     assert!(status.success());
