@@ -194,7 +194,9 @@ impl HasKind for CheckError {
             | CheckError::AllowExpired { .. }
             | CheckError::AllowWithdrawn { .. } => ErrorKind::AlreadyExists,
             CheckError::Log(err) => err.kind(),
-            CheckError::ContactsBehind { .. } => ErrorKind::Unavailable,
+            CheckError::ContactsBehind { .. } | CheckError::ClockBehind { .. } => {
+                ErrorKind::Unavailable
+            }
         }
     }
 

@@ -9,6 +9,7 @@ use std::time::Instant;
 use jiff::Timestamp;
 use smallvec::SmallVec;
 
+use crate::clock_guard::ClockGuard;
 use crate::attempts::AttemptLedger;
 use crate::calling::{AttemptLimit, WindowMemo};
 use crate::config::{CampaignConfig, Config};
@@ -90,6 +91,13 @@ pub enum CheckError {
         "contact records could not be reloaded for {seconds} s (opt-outs imported since may be missing): no decision; see the server log"
     )]
     ContactsBehind { seconds: u64 },
+    /// The clock reads earlier than the latest decision made by more than
+    /// `log.clock_step_tolerance_seconds`: it was set back, and every rule
+    /// reads it.
+    #[error(
+        "the clock reads {now}, before the latest decision ({latest}): it was set back; no decision until it catches up (log.clock_step_tolerance_seconds)"
+    )]
+    ClockBehind { now: Timestamp, latest: Timestamp },
 }
 
 /// How long the contact records may fail to reload before decisions stop:
@@ -241,12 +249,23 @@ pub struct Gateway {
     counts_attempts: bool,
     /// Calling windows already worked out (keyed by `policies`' era ids).
     window_memo: WindowMemo,
+    /// No decision while the clock reads before the latest one made.
+    clock: ClockGuard,
+}
+
+/// What the decision log held at start-up.
+pub struct Startup {
+    /// Decisions still inside the idempotency window (their repeats get
+    /// the original answer).
+    pub recent: Vec<DecisionRecord>,
+    /// The latest instant a logged decision was made at.
+    pub latest: Option<Timestamp>,
 }
 
 impl Gateway {
-    /// Builds the service; `recent` are logged decisions still inside the
-    /// idempotency window (their repeats get the original answer).
-    pub fn new(config: Arc<Config>, parts: GatewayParts, recent: Vec<DecisionRecord>) -> Gateway {
+    /// Builds the service over what the log held at start-up.
+    pub fn new(config: Arc<Config>, parts: GatewayParts, startup: Startup) -> Gateway {
+        let Startup { recent, latest } = startup;
         let answered = AnswerCache::new(
             std::time::Duration::from_secs(config.log.idempotency_window_seconds),
             config.log.idempotency_max_entries,
@@ -271,7 +290,26 @@ impl Gateway {
             allow_replay_seconds: config.log.allow_replay_seconds,
             contacts_behind_limit: contacts_behind_limit(config.server.registry_reload_interval_ms),
             window_memo: WindowMemo::default(),
+            clock: ClockGuard::new(
+                latest,
+                jiff::SignedDuration::from_secs(
+                    i64::try_from(config.log.clock_step_tolerance_seconds).unwrap_or(i64::MAX),
+                ),
+            ),
         }
+    }
+
+    /// Refuses to decide at `now` if the clock went back (see
+    /// [`ClockGuard`]).
+    fn clock_checked(&self, now: Timestamp) -> Result<Timestamp, CheckError> {
+        self.clock.check(now).map_err(|behind| {
+            tracing::error!(now = %behind.now, latest = %behind.latest, "the clock reads before the latest decision: no decision until it catches up");
+            CheckError::ClockBehind {
+                now: behind.now,
+                latest: behind.latest,
+            }
+        })?;
+        Ok(now)
     }
 
     /// Decides a call now, logs it durably, then returns it. A repeated
@@ -291,6 +329,7 @@ impl Gateway {
         bounded("campaign_id", &request.campaign_id, MAX_CAMPAIGN_ID)?;
         bounded("request_id", &request.request_id, MAX_REQUEST_ID)?;
         self.contacts_in_sync()?;
+        self.clock_checked(Timestamp::now())?;
         if request.request_id.is_empty() {
             return Ok(self.decide_and_log(&request, started).await?.0);
         }
@@ -550,7 +589,7 @@ impl Gateway {
         self.contacts_in_sync()?;
         Ok(Screener {
             gateway: self,
-            now: crate::clock::coarse_now(),
+            now: self.clock_checked(crate::clock::coarse_now())?,
             campaign: None,
             setting: None,
         })

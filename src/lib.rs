@@ -29,6 +29,7 @@ pub(crate) mod attempts;
 pub mod auth;
 pub mod calling;
 pub mod cli;
+pub mod clock_guard;
 pub(crate) mod clock;
 pub mod config;
 pub mod contacts;

@@ -20,7 +20,7 @@ use crate::config::Config;
 use crate::contacts::ContactStore;
 use crate::contacts::service::Records;
 use crate::decision_log::{self, DecisionLog};
-use crate::gateway::{Gateway, GatewayParts};
+use crate::gateway::{Gateway, GatewayParts, Startup};
 use crate::grpc::{ComplianceGatewayService, ContactRecordsService};
 use crate::number::NumberKey;
 use crate::policy::Policies;
@@ -124,6 +124,8 @@ struct Stores {
     /// Logged decisions still inside the idempotency window (handed to the
     /// gateway's idempotency cache, then empty).
     recent: Vec<decision_log::DecisionRecord>,
+    /// The latest instant a logged decision was made at.
+    latest_decision: Option<jiff::Timestamp>,
     /// Held while serving: `restore` and `retention purge` refuse meanwhile.
     _lock: crate::restore::ServeLock,
     /// Erasures, opt-outs and withdrawals, written before they are made.
@@ -215,6 +217,7 @@ async fn open_stores(
         stats,
         attempts,
         recent: startup.recent,
+        latest_decision: startup.latest,
         _lock: lock,
         ledger,
         retention: Arc::new(crate::retention::Schedule::default()),
@@ -248,7 +251,10 @@ async fn build_services(stores: &mut Stores) -> anyhow::Result<Services> {
             stats: Arc::clone(&stores.stats),
             attempts: Arc::clone(&stores.attempts),
         },
-        std::mem::take(&mut stores.recent),
+        Startup {
+            recent: std::mem::take(&mut stores.recent),
+            latest: stores.latest_decision,
+        },
     ));
     let shared = Arc::new(Shared {
         config: Arc::clone(config),

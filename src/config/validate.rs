@@ -672,6 +672,12 @@ impl Validator<'_> {
             3600,
         )?;
         self.bounded(
+            "log.clock_step_tolerance_seconds",
+            log.clock_step_tolerance_seconds,
+            1,
+            86_400,
+        )?;
+        self.bounded(
             "log.checkpoint_interval_seconds",
             log.checkpoint_interval_seconds,
             1,

@@ -92,6 +92,10 @@ pub struct StartupState {
     pub recent: Vec<DecisionRecord>,
     /// `(controller, E.164 number, decided_at)` of ALLOW decisions inside the attempt window.
     pub allowed: Vec<(String, String, Timestamp)>,
+    /// The latest instant a logged decision was made at (the clock must
+    /// not read earlier, see `clock_guard`); `None` from the shared log,
+    /// which checks each replica's clock against the database's.
+    pub latest: Option<Timestamp>,
 }
 
 /// The decision log database under `data_dir`.

@@ -51,6 +51,10 @@ pub struct LogConfig {
     /// Decisions are kept at least this long; `audit purge` refuses younger ones.
     #[serde(default = "default_retention_days")]
     pub retention_days: u32,
+    /// How far the clock may read behind the latest decision before
+    /// decisions stop (see `clock_guard`).
+    #[serde(default = "default_clock_step_tolerance")]
+    pub clock_step_tolerance_seconds: u64,
 }
 
 /// US TSR record keeping (16 CFR 310.5): 5 years, in days.
@@ -98,8 +102,13 @@ impl Default for LogConfig {
             checkpoint_interval_seconds: default_checkpoint_interval(),
             checkpoint_key_file: None,
             retention_days: default_retention_days(),
+            clock_step_tolerance_seconds: default_clock_step_tolerance(),
         }
     }
+}
+
+fn default_clock_step_tolerance() -> u64 {
+    10
 }
 
 fn default_allow_replay_seconds() -> u64 {

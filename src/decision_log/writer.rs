@@ -622,8 +622,12 @@ fn read_startup_state(conn: &Connection, scan: StartupScan) -> rusqlite::Result<
     ))?;
     let mut rows = statement.query([])?;
     let mut state = StartupState::default();
+    let mut latest_us = None;
     while let Some(row) = rows.next()? {
         let (row, _) = read_row(row)?;
+        // Every row read, the first older one included (a clock set back
+        // wrote rows earlier than those before them).
+        latest_us = latest_us.max(Some(row.decided_at_us));
         if row.decided_at_us < oldest_us {
             break;
         }
@@ -639,5 +643,6 @@ fn read_startup_state(conn: &Connection, scan: StartupScan) -> rusqlite::Result<
         }
     }
     state.recent.reverse();
+    state.latest = latest_us.map(from_micros);
     Ok(state)
 }

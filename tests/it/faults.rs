@@ -167,3 +167,47 @@ async fn test_full_disk_fails_closed_and_recovers() {
         "the chain is intact after the fault"
     );
 }
+
+/// A clock set back past the latest logged decision (a virtual machine
+/// restored from a snapshot, an operator's typo) would make stale registry
+/// data fresh and a closed calling window open again: no decision is made
+/// until it catches up, after a restart too (the latest instant is read
+/// back from the log). Shown here by dating the logged decision an hour
+/// ahead, as a clock an hour ahead would have.
+#[tokio::test(flavor = "multi_thread")]
+async fn test_a_clock_set_back_stops_decisions() {
+    let ws = Workspace::new(&standard_config(""));
+    ws.import("it-rpo", &["+39 333 123 4567"], &["--controller", "acme"]);
+    let server = ws.start();
+    let mut gateway = ComplianceGatewayClient::new(server.channel().await);
+    let check = || call("+39 333 123 4567", "+390212345678", "it-sales");
+    gateway.check_call(check()).await.expect("decided");
+    let (status, _) = server.terminate();
+    assert!(status.success());
+
+    let log = rusqlite::Connection::open(ws.data_dir().join("decisions.db")).unwrap();
+    let hour_ahead = jiff::Timestamp::now().as_microsecond() + 3_600_000_000;
+    log.execute(
+        "UPDATE decisions SET decided_at_us = ?1 WHERE seq = (SELECT MAX(seq) FROM decisions)",
+        [hour_ahead],
+    )
+    .unwrap();
+    drop(log);
+
+    let server = ws.start();
+    let mut gateway = ComplianceGatewayClient::new(server.channel().await);
+    let status = gateway.check_call(check()).await.unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert!(
+        status.message().contains("set back"),
+        "{}",
+        status.message()
+    );
+    let (http, body) = http_get(
+        &server.http,
+        "/v1/check?called_number=%2B393331234567&caller_id=%2B390212345678&campaign_id=it-sales&request_id=after-the-step",
+    );
+    assert_eq!(http, 503, "{body}");
+    let (status, _) = server.terminate();
+    assert!(status.success());
+}
