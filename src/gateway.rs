@@ -9,9 +9,9 @@ use std::time::Instant;
 use jiff::Timestamp;
 use smallvec::SmallVec;
 
-use crate::clock_guard::ClockGuard;
 use crate::attempts::AttemptLedger;
 use crate::calling::{AttemptLimit, WindowMemo};
+use crate::clock_guard::ClockGuard;
 use crate::config::{CampaignConfig, Config};
 use crate::contacts::ContactStore;
 use crate::decision::{DecisionSources, RunSetting, decide, decide_reusing, normalize_called};

@@ -41,4 +41,3 @@ pub fn cut_torn_tail(path: &Path, what: &str) -> std::io::Result<()> {
     file.set_len(keep)?;
     file.sync_all()
 }
-

@@ -323,7 +323,11 @@ fn test_a_controller_is_spelled_one_way() {
             "[[campaign]]\nid = \"{id}\"\ncontroller = \"{controller}\"\npurpose = \"marketing\"\ndefault_region = \"IT\"\ndestinations = [\"IT\"]\ncaller_ids = [\"+390212345678\"]\n"
         )
     };
-    for (other, named) in [("Acme", "\"Acme\""), ("ACME  ", "\"ACME  \""), ("acme ", "\"acme \"")] {
+    for (other, named) in [
+        ("Acme", "\"Acme\""),
+        ("ACME  ", "\"ACME  \""),
+        ("acme ", "\"acme \""),
+    ] {
         let text = format!("{}{}", campaign("a", "acme"), campaign("b", other));
         let message = parse(&text).unwrap_err().to_string();
         assert!(message.contains("campaign[1].controller"), "{message}");
@@ -336,7 +340,10 @@ fn test_a_controller_is_spelled_one_way() {
     ))
     .unwrap_err()
     .to_string();
-    assert!(message.contains("spells this controller \"acme energy\""), "{message}");
+    assert!(
+        message.contains("spells this controller \"acme energy\""),
+        "{message}"
+    );
     let same = format!("{}{}", campaign("a", "acme"), campaign("b", "acme"));
     assert_eq!(parse(&same).unwrap().campaigns.len(), 2);
 }

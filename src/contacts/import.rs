@@ -13,10 +13,10 @@ use std::path::{Path, PathBuf};
 use jiff::Timestamp;
 use sha2::{Digest, Sha256};
 
+use crate::contacts::packed_rows::{Packed, PackedRows};
 use crate::contacts::service::{
     self as records, NewConsent, NewSuppression, Records, RecordsError,
 };
-use crate::contacts::packed_rows::{Packed, PackedRows};
 use crate::contacts::store::StagedTable;
 use crate::contacts::{BatchOrder, BulkImport, ContactStore, StoreError};
 use crate::model::Purpose;

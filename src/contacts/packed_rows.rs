@@ -95,7 +95,6 @@ impl PackedRows {
     pub(crate) fn str(&self, value: Packed) -> Option<&str> {
         std::str::from_utf8(self.bytes(value)).ok()
     }
-
 }
 
 #[cfg(test)]

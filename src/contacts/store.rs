@@ -14,9 +14,9 @@ mod rectify;
 pub use rectify::{Rectification, Stored};
 
 use super::compact::{CompactIndex, Slot, SlotError, Table};
+use super::packed_rows::{Packed, PackedRows};
 use super::repeated_ids::{IdCopy, RepeatedIds};
 use super::seen_ids::SeenIds;
-use super::packed_rows::{Packed, PackedRows};
 use super::staged_ids::StagedIds;
 use super::{
     Consent, ContactIndex, ContactView, Record, Relationship, RelationshipKind, SubjectHash,

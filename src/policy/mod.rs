@@ -422,6 +422,7 @@ fn era_on(
                 consent_max_age: statute_consent
                     .as_ref()
                     .and_then(|rule| rule.value.consent_max_age),
+                stand_in_needs_list: None,
             },
             origin: override_origin("consent"),
         },

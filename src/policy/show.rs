@@ -120,6 +120,17 @@ fn lines(era: &Era, campaign: &crate::config::CampaignConfig) -> Vec<RuleLine> {
             origin: era.consent.origin.clone(),
         });
     }
+    if let Some(list) = consent.stand_in_needs_list
+        && consent.customer_exemption.is_some()
+    {
+        out.push(RuleLine {
+            rule: "consent".into(),
+            value: format!(
+                "a customer relationship stands in only for a number checked against {list} (a block-list of the destination)"
+            ),
+            origin: era.consent.origin.clone(),
+        });
+    }
     if era.campaign_requires_consent {
         out.push(RuleLine {
             rule: "consent".into(),

@@ -566,6 +566,104 @@ caller_ids = ["+34900123456"]
     );
 }
 
+/// Spain: a customer relationship stands in for consent only for a number
+/// checked against Lista Robinson (ES-CONSENT, ES-ROBINSON); without a
+/// block-list of ES such a call was allowed unchecked (found by review).
+/// A consent needs no list.
+#[test]
+fn test_a_spanish_relationship_needs_lista_robinson() {
+    const ES: &str = r#"
+[[campaign]]
+id = "es"
+controller = "acme"
+purpose = "marketing"
+default_region = "ES"
+destinations = ["ES"]
+caller_ids = ["+34900123456"]
+"#;
+    let customer = ContactView {
+        relationships: vec![Relationship {
+            relationship_id: "r1".into(),
+            controller: "acme".into(),
+            number: "+34612345678".into(),
+            kind: RelationshipKind::Customer,
+            started_at: "2025-01-01T00:00:00Z".parse().unwrap(),
+            ended_at: None,
+            recorded_at: "2025-01-01T00:00:00Z".parse().unwrap(),
+        }],
+        ..Default::default()
+    };
+    // Wednesday 25 Nov 2026, 11:00 in Madrid.
+    let at = "2026-11-25T10:00:00Z";
+    let without = decide(
+        &config(ES),
+        "es",
+        "612 34 56 78",
+        "+34900123456",
+        &customer,
+        &[],
+        at,
+    );
+    assert_eq!(without.verdict, Verdict::Deny);
+    assert!(
+        without
+            .reasons
+            .iter()
+            .any(|r| r.code == ReasonCode::RegistryUnavailable
+                && r.detail.contains("Lista Robinson")),
+        "{:?}",
+        without.reasons
+    );
+    let consented = ContactView {
+        consents: vec![consent("+34612345678")],
+        ..Default::default()
+    };
+    let with_consent = decide(
+        &config(ES),
+        "es",
+        "612 34 56 78",
+        "+34900123456",
+        &consented,
+        &[],
+        at,
+    );
+    assert_eq!(
+        with_consent.verdict,
+        Verdict::Allow,
+        "{:?}",
+        with_consent.reasons
+    );
+    // With the list configured, the list decides (here: no data loaded).
+    let robinson = format!(
+        "{ES}\n[[registry]]\nid = \"es-robinson\"\nkind = \"blocklist\"\ncountry = \"ES\"\nvalid_days = 30\n"
+    );
+    let listed = decide(
+        &config(&robinson),
+        "es",
+        "612 34 56 78",
+        "+34900123456",
+        &customer,
+        &[],
+        at,
+    );
+    assert!(
+        !listed
+            .reasons
+            .iter()
+            .any(|r| r.detail.contains("Lista Robinson")),
+        "{:?}",
+        listed.reasons
+    );
+    assert!(
+        listed
+            .reasons
+            .iter()
+            .any(|r| r.detail.contains("es-robinson")),
+        "{:?}",
+        listed.reasons
+    );
+}
+
 /// An override of Spain's consent regime sets the regime only: the
 /// statute's renewal age stays. It was dropped, and a consent of 2024 was
 /// answered ALLOW in 2027 (found by review).
@@ -641,18 +739,20 @@ max_attempts = 1
 window_hours = 24
 "#,
     );
-    config.destination_overrides.push(crate::config::DestinationOverride {
-        region: region("NL"),
-        from: None,
-        source: String::new(),
-        consent: Some(ConsentRegime::OptOut),
-        registry: Some(None),
-        registry_valid_days: None,
-        calling_hours: None,
-        extra_holidays: Vec::new(),
-        attempt_limit: None,
-        states: Default::default(),
-    });
+    config
+        .destination_overrides
+        .push(crate::config::DestinationOverride {
+            region: region("NL"),
+            from: None,
+            source: String::new(),
+            consent: Some(ConsentRegime::OptOut),
+            registry: Some(None),
+            registry_valid_days: None,
+            calling_hours: None,
+            extra_holidays: Vec::new(),
+            attempt_limit: None,
+            states: Default::default(),
+        });
     let earlier: Timestamp = "2026-11-24T09:00:00Z".parse().unwrap();
     let evaluation = decide(
         &config,

@@ -347,9 +347,14 @@ impl Follower {
                 });
             // Refused or unreadable (not merely the database out of reach,
             // nor a new version not downloaded yet): this replica would
-            // decide on another edition than the others.
+            // decide on another edition than the others. An unreadable
+            // publication leaves no `wanted` to compare with, but it may be
+            // newer than the snapshot held, so that is not decided on either.
             if unreachable.is_none() {
-                entry.set_diverged(wanted.is_some() && !serving && error.is_some());
+                entry.set_diverged(
+                    (wanted.is_some() && !serving && error.is_some())
+                        || self.unreadable.contains_key(id),
+                );
             }
             entry.set_published(PublishedState {
                 version: wanted.map(|p| p.version),

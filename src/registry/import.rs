@@ -32,8 +32,9 @@ pub const MAX_LINE_BYTES: usize = 4096;
 /// The longest problem text kept for one rejected line.
 const MAX_PROBLEM_CHARS: usize = 200;
 
-/// A `replace` may shrink a registry (an allow-list: one controller's list)
-/// by at most this share unless the operator allows it (`--allow-shrink`).
+/// An import, in any mode, may shrink a registry (an allow-list: one
+/// controller's list) by at most this share unless the operator allows it
+/// (`--allow-shrink`).
 pub const DEFAULT_MAX_SHRINK_PERCENT: u8 = 10;
 
 /// One import, as asked for on the command line.
@@ -106,6 +107,14 @@ pub enum ImportError {
         before: u64,
         after: u64,
         max_percent: u8,
+    },
+    #[error(
+        "{file} is a change list ({adds} numbers added, {removals} deleted): --mode remove would remove its added numbers too; import it with --mode add"
+    )]
+    ChangeListRemoved {
+        file: String,
+        adds: u64,
+        removals: u64,
     },
 }
 
@@ -362,8 +371,8 @@ pub fn parse_coverage(
         .collect()
 }
 
-/// Opens the input, decompressing gzip or the first file of a zip, and
-/// hands a reader to `consume`.
+/// Opens the input, decompressing gzip or the one file of a zip, and hands
+/// a reader to `consume`.
 fn with_input<T>(
     path: &Path,
     progress: Option<&indicatif::ProgressBar>,
@@ -388,8 +397,9 @@ fn with_input<T>(
     } else if n == 4 && magic == *b"PK\x03\x04" {
         let mut archive =
             zip::ZipArchive::new(file).map_err(|e| read_error(format!("zip: {e}")))?;
+        let index = single_file_entry(&archive).map_err(read_error)?;
         let mut entry = archive
-            .by_index(0)
+            .by_index(index)
             .map_err(|e| read_error(format!("zip: {e}")))?;
         consume(&mut entry)
     } else {
@@ -401,9 +411,34 @@ fn with_input<T>(
     result.map_err(|e| read_error(e.to_string()))
 }
 
-/// Refuses, unless `allow_shrink`, a file without any numbers (in any mode)
-/// and a `replace` that shrinks the list (an allow-list: the controller's
-/// list) by more than the threshold or empties it.
+/// The index of the one file entry of a zip (directory entries hold no
+/// data and are skipped). A zip of several files is refused rather than
+/// read in part: the files left out would be missing from the list
+/// without a word, and a missing block-list number reads as clear.
+fn single_file_entry<R: Read + Seek>(archive: &zip::ZipArchive<R>) -> Result<usize, String> {
+    let files: Vec<(usize, String)> = archive
+        .file_names_raw()
+        .enumerate()
+        // Directory names end with a slash (a backslash from some Windows tools).
+        .filter(|(_, name)| !matches!(name.last(), Some(b'/' | b'\\')))
+        .map(|(index, name)| (index, String::from_utf8_lossy(name).into_owned()))
+        .collect();
+    match files.as_slice() {
+        [(index, _)] => Ok(*index),
+        [] => Err("zip: holds no file entry; a registry zip must hold exactly one file".into()),
+        [first, second, ..] => Err(format!(
+            "zip: holds {} file entries ({}, {}{}); a registry zip must hold exactly one file: unzip it and import the list as one file",
+            files.len(),
+            super::formats::quoted(&first.1),
+            super::formats::quoted(&second.1),
+            if files.len() > 2 { ", ..." } else { "" }
+        )),
+    }
+}
+
+/// Refuses, unless `allow_shrink`, a file without any numbers and an import
+/// that shrinks the list (an allow-list: the controller's list) by more than
+/// the threshold or empties it, in any mode.
 fn check_shrink(
     registry: &RegistryConfig,
     request: &ImportRequest,
@@ -423,11 +458,12 @@ fn check_shrink(
     };
     let before = previous.map_or(0, count);
     let after = count(next);
-    // `add` and `remove` change only the numbers the file names; `replace`
-    // drops every number the file lacks, so a short or wrong file shrinks it.
-    if request.mode == ImportMode::Replace
-        && shrinks_too_much(before, after, request.max_shrink_percent)
-    {
+    // Every mode is guarded: a `replace` drops every number a short or
+    // wrong file lacks, a `remove` given the full list instead of the
+    // deletions removes all of it, and an `add` removes its change list's
+    // delete lines. An emptied block-list would read every number as clear.
+    // The shared database's import guards every mode the same way.
+    if shrinks_too_much(before, after, request.max_shrink_percent) {
         return Err(ImportError::Shrink {
             registry: registry.id.clone(),
             controller,
@@ -487,6 +523,18 @@ pub fn run(
     })?;
     if let Some(pb) = &progress {
         pb.finish_and_clear();
+    }
+    // A change list read with --mode remove: its add lines would be
+    // removed with its delete lines, un-listing newly registered numbers.
+    if request.mode == ImportMode::Remove
+        && !parsed.removals.is_empty()
+        && !parsed.numbers.is_empty()
+    {
+        return Err(ImportError::ChangeListRemoved {
+            file: request.file.display().to_string(),
+            adds: parsed.numbers.len(),
+            removals: parsed.removals.len(),
+        });
     }
     if parsed.reject_count > request.max_rejects {
         let mut rejects = parsed.rejects;

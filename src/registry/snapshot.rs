@@ -83,7 +83,8 @@ pub struct ImportSet {
     pub controller: String,
     pub checked_at: Date,
     pub numbers: RoaringTreemap,
-    /// Numbers a change list deletes (applied after `numbers`).
+    /// Numbers a change list deletes. A number the same list also adds
+    /// stays listed on a block-list and ends not cleared on an allow-list.
     pub removals: RoaringTreemap,
     pub coverage: Option<Vec<String>>,
     /// Block-list change lists: the check date of the list they continue
@@ -220,6 +221,15 @@ impl Snapshot {
         {
             return Err(ApplyError::NothingToChange(registry_id.to_string()));
         }
+        // A change list may delete a number and add it again (deregistered
+        // and registered again in one period); the file does not say which
+        // came last, so the safer reading wins: a block-list keeps it
+        // listed, an allow-list does not keep it cleared (deletes are
+        // applied after the adds).
+        let removals = match kind {
+            RegistryKind::Blocklist => &import.removals - &import.numbers,
+            RegistryKind::Allowlist => import.removals,
+        };
         let mut batches = previous.map(|p| p.batches.clone()).unwrap_or_default();
         let coverage = match (&import.coverage, previous) {
             (Some(c), _) => Some(c.clone()),
@@ -265,9 +275,9 @@ impl Snapshot {
                 }
             }
         }
-        if !import.removals.is_empty() {
+        if !removals.is_empty() {
             for batch in controller_batches.iter_mut() {
-                batch.numbers -= &import.removals;
+                batch.numbers -= &removals;
             }
         }
         controller_batches.retain(|b| kind == RegistryKind::Blocklist || !b.numbers.is_empty());
@@ -547,6 +557,46 @@ mod tests {
             BlockLookup::NotCovered
         );
         assert_eq!(s4.block_lookup("12125550123", key(a)), BlockLookup::Listed);
+    }
+
+    /// A change list that deletes a number and adds it again (deregistered
+    /// and registered again in one period) does not say which came last:
+    /// a block-list keeps it listed, an allow-list does not keep it cleared.
+    #[test]
+    fn test_a_number_deleted_and_added_again_in_one_change_list_stays_listed() {
+        let (a, b, c) = ("+12125550123", "+12125550124", "+12125550125");
+        let s1 = apply(
+            None,
+            RegistryKind::Blocklist,
+            import(ImportMode::Replace, "", "2026-11-01", &[a, b]),
+        );
+        let mut changes = import(ImportMode::Add, "", "2026-11-05", &[a, c]);
+        changes.removals = [key(a).0, key(b).0, key(c).0].into_iter().collect();
+        let s2 = apply(Some(&s1), RegistryKind::Blocklist, changes);
+        assert_eq!(s2.block_lookup("12125550123", key(a)), BlockLookup::Listed);
+        assert_eq!(
+            s2.block_lookup("12125550124", key(b)),
+            BlockLookup::NotListed,
+            "a plain deletion still deletes"
+        );
+        assert_eq!(s2.block_lookup("12125550125", key(c)), BlockLookup::Listed);
+        // The same in a full list with delete lines.
+        let mut full = import(ImportMode::Replace, "", "2026-11-06", &[a]);
+        full.removals = [key(a).0].into_iter().collect();
+        let s3 = apply(Some(&s2), RegistryKind::Blocklist, full);
+        assert_eq!(s3.block_lookup("12125550123", key(a)), BlockLookup::Listed);
+
+        let (x, y) = ("+393331234567", "+393331234568");
+        let s1 = apply(
+            None,
+            RegistryKind::Allowlist,
+            import(ImportMode::Add, "acme", "2026-11-01", &[x]),
+        );
+        let mut changes = import(ImportMode::Add, "acme", "2026-11-05", &[x, y]);
+        changes.removals = [key(x).0, key(y).0].into_iter().collect();
+        let s2 = apply(Some(&s1), RegistryKind::Allowlist, changes);
+        assert_eq!(clearance(&s2, "acme", key(x)), None, "not cleared");
+        assert_eq!(clearance(&s2, "acme", key(y)), None, "not cleared");
     }
 
     #[test]

@@ -16,7 +16,7 @@ use crate::calling::WindowMemo;
 use crate::calling::zones::Whereabouts;
 use crate::config::{CampaignConfig, RegistryConfig};
 use crate::contacts::ContactView;
-use crate::model::{Purpose, Reason, ReasonCode, Verdict};
+use crate::model::{Purpose, Reason, ReasonCode, RegistryKind, Verdict};
 use crate::number::{Normalized, NumberError};
 use crate::policy::Era;
 use crate::registry::Snapshot;
@@ -252,6 +252,22 @@ fn decide_under(
                             era.consent.origin.describe()
                         ),
                     ));
+                    // A call without consent, where the law has an
+                    // exclusion list consulted first: a block-list of the
+                    // destination must be (its DENY then stands below).
+                    if let Some(list) = era.consent.value.stand_in_needs_list
+                        && !data.registries.iter().any(|r| {
+                            r.config.kind == RegistryKind::Blocklist && era.consults(&r.config.id)
+                        })
+                    {
+                        out.denies.push(Reason::new(
+                            ReasonCode::RegistryUnavailable,
+                            format!(
+                                "{} stands in for consent in {} only once {list} is consulted: configure it as a block-list of {}",
+                                relationship.relationship_id, called.region, called.region
+                            ),
+                        ));
+                    }
                 }
                 _ => out.denies.push(Reason::new(
                     ReasonCode::NoConsent,

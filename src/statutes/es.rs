@@ -19,6 +19,9 @@ pub(super) fn statute() -> Statute {
         regime: ConsentRegime::OptIn,
         customer_exemption: Some(Period::Months(12)),
         consent_max_age: None,
+        // ES-CONSENT (not for numbers on Lista Robinson) and ES-ROBINSON
+        // (consulted before calling people who did not consent).
+        stand_in_needs_list: Some("Lista Robinson (ES-ROBINSON: LOPDGDD art. 23.4)"),
     };
     s.consent = vec![
         Rule {

@@ -50,6 +50,7 @@ pub(super) fn statute() -> Statute {
                 regime: ConsentRegime::OptIn,
                 customer_exemption: Some(contract),
                 consent_max_age: None,
+                stand_in_needs_list: None,
             },
             "FR-OPTIN: loi n° 2025-594 of 30 Jun 2025 art. 13 III, C. consom. L.223-1 amended: \
              no telephone prospecting without prior consent, except within an ongoing contract",

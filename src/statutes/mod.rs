@@ -219,6 +219,11 @@ pub struct ConsentRule {
     pub customer_exemption: Option<Period>,
     /// A consent older than this no longer counts (it must be renewed).
     pub consent_max_age: Option<Period>,
+    /// The exclusion list the law has consulted before a call without
+    /// consent (one a customer relationship stands in for): such a call
+    /// needs a block-list of the destination consulted (Spain: Lista
+    /// Robinson, LOPDGDD art. 23.4).
+    pub stand_in_needs_list: Option<&'static str>,
 }
 
 impl ConsentRule {
@@ -226,11 +231,13 @@ impl ConsentRule {
         regime: ConsentRegime::OptOut,
         customer_exemption: None,
         consent_max_age: None,
+        stand_in_needs_list: None,
     };
     pub const OPT_IN: ConsentRule = ConsentRule {
         regime: ConsentRegime::OptIn,
         customer_exemption: None,
         consent_max_age: None,
+        stand_in_needs_list: None,
     };
 }
 

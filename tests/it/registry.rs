@@ -295,10 +295,11 @@ async fn test_hot_swap_under_load_without_a_failed_check() {
             &["--controller", "acme", "--mode", "add"],
         );
         wait_for_verdict(&mut gateway, Verdict::Allow, &format!("edition {edition}")).await;
+        // Half of acme's list (two numbers to one): past the shrink guard.
         ws.import(
             "it-rpo",
             &["+39 333 222 3333"],
-            &["--controller", "acme", "--mode", "remove"],
+            &["--controller", "acme", "--mode", "remove", "--allow-shrink"],
         );
         wait_for_verdict(&mut gateway, Verdict::Deny, &format!("removal {edition}")).await;
     }
@@ -522,4 +523,182 @@ fn test_killed_import_leaves_the_previous_snapshot_serving() {
         );
         assert_eq!(dnc["numbers"], 1);
     }
+}
+
+/// The shrink guard holds in every mode on one gateway: a `remove` given the
+/// full list, or an `add` whose change list deletes most of the list, would
+/// empty a block-list, and every number would then read as clear.
+#[test]
+fn test_a_remove_that_empties_a_block_list_is_refused() {
+    let ws = Workspace::new(&standard_config(""));
+    let numbers: Vec<String> = (0..10).map(|i| format!("212,55501{i:02}")).collect();
+    let refs: Vec<&str> = numbers.iter().map(String::as_str).collect();
+    ws.import("us-dnc", &refs, &[]);
+    let full = ws.file("full.txt", &(numbers.join("\n") + "\n"));
+    let import = |path: &std::path::Path, extra: &[&str]| {
+        let mut args = vec![
+            "registry",
+            "import",
+            "--registry",
+            "us-dnc",
+            "--file",
+            path_str(path),
+        ];
+        args.extend_from_slice(extra);
+        ws.cli(&args)
+    };
+
+    let out = import(&full, &["--mode", "remove"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "a remove that empties the list");
+    assert!(
+        stderr.contains("10 -> 0 numbers") && stderr.contains("--allow-shrink"),
+        "{stderr}"
+    );
+    assert_eq!(registry(&list_json(&ws), "us-dnc")["numbers"], 10);
+
+    // A change list: one addition, nine deletions.
+    let mut text = String::from("npa,number,action\n415,5550100,A\n");
+    for number in &numbers[..9] {
+        let (npa, rest) = number.split_once(',').unwrap();
+        text.push_str(&format!("{npa},{rest},D\n"));
+    }
+    let changes = ws.file("changes.csv", &text);
+    let change_list = [
+        "--mode",
+        "add",
+        "--format",
+        "delimited",
+        "--skip-lines",
+        "1",
+        "--area-column",
+        "1",
+        "--number-column",
+        "2",
+        "--action-column",
+        "3",
+    ];
+    let out = import(&changes, &change_list);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "an add whose deletions empty most of the list"
+    );
+    assert!(stderr.contains("10 -> 2 numbers"), "{stderr}");
+    let list = list_json(&ws);
+    assert_eq!(registry(&list, "us-dnc")["numbers"], 10);
+    assert_eq!(registry(&list, "us-dnc")["version"], 1, "nothing written");
+    // The change list with --mode remove would remove its added number
+    // too: refused whatever the shrink, naming the mode to use.
+    let mut as_remove = change_list.to_vec();
+    as_remove[1] = "remove";
+    let out = import(&changes, &[&as_remove[..], &["--allow-shrink"]].concat());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "a change list removed");
+    assert!(
+        stderr.contains("change list (1 numbers added, 9 deleted)")
+            && stderr.contains("--mode add"),
+        "{stderr}"
+    );
+    assert_eq!(registry(&list_json(&ws), "us-dnc")["version"], 1);
+
+    // Within the threshold, or on purpose, it goes through.
+    let one = ws.file("one.txt", &format!("{}\n", numbers[0]));
+    let out = import(&one, &["--mode", "remove"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = import(&changes, &[&change_list[..], &["--allow-shrink"]].concat());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(registry(&list_json(&ws), "us-dnc")["numbers"], 2);
+    let out = import(&full, &["--mode", "remove", "--allow-shrink"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(registry(&list_json(&ws), "us-dnc")["numbers"], 1);
+}
+
+/// A zip of several files is refused, naming the file and the entries:
+/// reading only the first would leave the others' numbers out of the list
+/// without a word. Directory entries do not count.
+#[test]
+fn test_a_zip_of_several_files_is_refused() {
+    use std::io::Write;
+    let ws = Workspace::new(&standard_config(""));
+    let write_zip = |name: &str, entries: &[(&str, &str)]| {
+        let path = ws.dir.path().join(name);
+        let mut zip = zip::ZipWriter::new(std::fs::File::create(&path).unwrap());
+        for (entry, text) in entries {
+            if let Some(dir) = entry.strip_suffix('/') {
+                zip.add_directory(dir, zip::write::SimpleFileOptions::default())
+                    .unwrap();
+            } else {
+                zip.start_file(*entry, zip::write::SimpleFileOptions::default())
+                    .unwrap();
+                zip.write_all(text.as_bytes()).unwrap();
+            }
+        }
+        zip.finish().unwrap();
+        path
+    };
+    let import = |path: &std::path::Path| {
+        ws.cli(&[
+            "registry",
+            "import",
+            "--registry",
+            "us-dnc",
+            "--covers",
+            "+1",
+            "--file",
+            path_str(path),
+        ])
+    };
+
+    let parts = write_zip(
+        "parts.zip",
+        &[
+            ("part1.txt", "212,5550199\n"),
+            ("part2.txt", "212,5550198\n"),
+            ("part3.txt", "212,5550197\n"),
+        ],
+    );
+    let out = import(&parts);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "a zip of three files");
+    assert!(
+        stderr.contains(path_str(&parts))
+            && stderr.contains("3 file entries")
+            && stderr.contains("part1.txt"),
+        "{stderr}"
+    );
+    assert_eq!(registry(&list_json(&ws), "us-dnc")["loaded"], false);
+    let empty = write_zip("empty.zip", &[("lists/", "")]);
+    let out = import(&empty);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("no file entry"), "{stderr}");
+
+    // One file, under a directory entry listed first: read.
+    let one = write_zip(
+        "one.zip",
+        &[
+            ("lists/", ""),
+            ("lists/dnc.txt", "212,5550199\n212,5550198\n"),
+        ],
+    );
+    let out = import(&one);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(registry(&list_json(&ws), "us-dnc")["numbers"], 2);
 }

@@ -748,7 +748,9 @@ fn test_the_work_directory_of_a_killed_import_is_removed() {
 }
 
 /// One registry's published row that does not read back fails that
-/// registry only: the replica starts and serves the others.
+/// registry only: the replica starts and serves the others. A replica
+/// serving an older version of that registry does not decide on it either:
+/// the unreadable version may list numbers the older one does not.
 #[tokio::test(flavor = "multi_thread")]
 async fn test_an_unreadable_publication_fails_only_its_registry() {
     let Some(pg) = PgServer::start() else { return };
@@ -775,6 +777,61 @@ async fn test_an_unreadable_publication_fails_only_its_registry() {
         "{entry}"
     );
     assert_eq!(entry["loaded"], false, "{entry}");
+
+    // The replica serves us-dnc version 1. It is held stopped while version
+    // 2 (one more number) is published and made unreadable, so that it
+    // never reads version 2 and still holds version 1 when it resumes.
+    let pid = server.pid().to_string();
+    let signal = |name: &str| {
+        let status = std::process::Command::new("kill")
+            .args([name, &pid])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    };
+    signal("-STOP");
+    importer.import("us-dnc", &["212 555 0142"], &["--mode", "add"]);
+    pg.psql(
+        "UPDATE registry_versions SET published_at = 'infinity' WHERE registry_id = 'us-dnc' AND version = 2",
+    );
+    signal("-CONT");
+    for number in ["212 555 0142", "212 555 0199"] {
+        // Right after resuming, a check may be refused until the replica has
+        // caught up with the shared contact data: retried.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let got = gateway
+                .check_call(call(number, US_CLI, "us-sales"))
+                .await
+                .map(|r| (verdict(r.get_ref()), codes(r.get_ref())));
+            if got
+                .as_ref()
+                .is_ok_and(|(v, c)| *v == Verdict::Deny && c.contains(&R::RegistryUnavailable))
+            {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{number}: an unreadable newer publication, still {got:?} after 20 s"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    let entry = status_of(&server, "us-dnc");
+    assert_eq!(entry["version"], 1, "{entry}");
+    assert!(entry["published"]["error"].is_string(), "{entry}");
+
+    // Readable again: version 2 is installed and decided on.
+    pg.psql(
+        "UPDATE registry_versions SET published_at = now() WHERE registry_id = 'us-dnc' AND version = 2",
+    );
+    wait_for(
+        &mut gateway,
+        "212 555 0142",
+        (Verdict::Deny, vec![R::RegistryListed]),
+        "version 2 readable again",
+    )
+    .await;
 }
 
 /// `registry rollback` (`published::rollback`): a deliberate rollback to a

@@ -299,7 +299,8 @@ async fn test_kamailio_relays_only_logged_allows() {
     // in From (some carriers present it); and an INVITE claiming to be
     // inside a dialog the proxy never relayed (a made-up To-tag and a
     // Route), which loose routing took to the carrier unchecked.
-    let checked = "P-Asserted-Identity: <sip:+390212345678@127.0.0.1>\r\nX-Dialgate-Campaign: it-sales\r\n";
+    let checked =
+        "P-Asserted-Identity: <sip:+390212345678@127.0.0.1>\r\nX-Dialgate-Campaign: it-sales\r\n";
     for (from, extra, reason) in [
         ("dialer", "Privacy: id\r\n", "CALLER_ID_MISSING"),
         ("dialer", "Privacy: user;critical\r\n", "CALLER_ID_MISSING"),
@@ -314,8 +315,7 @@ async fn test_kamailio_relays_only_logged_allows() {
             &format!("{checked}{extra}"),
         );
         assert!(
-            answer.starts_with("SIP/2.0 603")
-                && answer.contains(&format!("text=\"{reason}\"")),
+            answer.starts_with("SIP/2.0 603") && answer.contains(&format!("text=\"{reason}\"")),
             "From {from}, {extra:?}: {answer}"
         );
     }
