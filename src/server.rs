@@ -164,7 +164,7 @@ async fn open_stores(
     for path in registry::file::remove_all_temporaries(&snapshots) {
         tracing::warn!(path = %path.display(), "removed a leftover temporary snapshot file");
     }
-    seed_registries(&config, &snapshots)?;
+    seed_registries(&config, &data_dir, &snapshots)?;
 
     let policies = Arc::new(Policies::compile(&config));
     report_policies(&policies);
@@ -590,16 +590,48 @@ async fn reload_data(
     }
 }
 
-/// Demo only: imports a registry's `seed_file` (checked today) when the
-/// registry has no snapshot yet, so the built-in configuration serves out of
-/// the box. Production configurations leave `seed_file` unset.
-fn seed_registries(config: &Config, snapshots: &std::path::Path) -> anyhow::Result<()> {
+/// Marks a data directory whose registries were seeded once (see
+/// [`seed_registries`]).
+pub const SEEDED_MARK: &str = "seeded";
+
+/// Demo only: imports a registry's `seed_file` (checked today, covering the
+/// whole country) when the registry has no snapshot yet, so the built-in
+/// configuration serves out of the box, and only at a data directory's
+/// first seeding (`data_dir/seeded` marks it). Production configurations
+/// leave `seed_file` unset; one copied from the demo's with it kept must
+/// not seed again a registry whose snapshot an operator removed (a corrupt
+/// one, say): a few demo numbers would stand for the national list, and
+/// every other number would read as clear. Such a registry stays without
+/// data (every check denied) until it is imported.
+fn seed_registries(
+    config: &Config,
+    data_dir: &std::path::Path,
+    snapshots: &std::path::Path,
+) -> anyhow::Result<()> {
+    let mark = data_dir.join(SEEDED_MARK);
+    let seeded_before = mark.exists();
+    let mut seeded = false;
     for registry in &config.registries {
         let Some(seed) = &registry.seed_file else {
             continue;
         };
         if registry::file::snapshot_path(snapshots, &registry.id).exists() {
             continue;
+        }
+        if seeded_before {
+            tracing::error!(
+                registry = %registry.id,
+                mark = %mark.display(),
+                "registry without a snapshot is not seeded again from its demo seed_file (this data directory was seeded before): every check against it is denied until it is imported; to seed the demo again, remove the mark too"
+            );
+            continue;
+        }
+        if !seeded {
+            // Before the first seed: a crash midway leaves the mark.
+            crate::private::create_file(&mark)
+                .and_then(|file| file.sync_all())
+                .with_context(|| format!("cannot write {}", mark.display()))?;
+            seeded = true;
         }
         let now = Timestamp::now();
         let summary = import::run(

@@ -702,3 +702,53 @@ fn test_a_zip_of_several_files_is_refused() {
     );
     assert_eq!(registry(&list_json(&ws), "us-dnc")["numbers"], 2);
 }
+
+/// A demo `seed_file` seeds a data directory once: a configuration copied
+/// from the demo's, seed lines kept, seeded again a registry whose
+/// snapshot an operator removed (a few demo numbers standing for the
+/// national list, every other number clear). Now the registry stays
+/// without data, every check denied, until it is imported, or the mark is
+/// removed on purpose (found by review).
+#[tokio::test(flavor = "multi_thread")]
+async fn test_a_demo_seed_is_not_used_again_on_a_seeded_data_directory() {
+    use dialgate::proto::compliance_gateway_client::ComplianceGatewayClient;
+    let config = standard_config("").replace(
+        "id = \"us-dnc\"\nkind = \"blocklist\"\ncountry = \"US\"\n",
+        "id = \"us-dnc\"\nkind = \"blocklist\"\ncountry = \"US\"\nseed_file = \"us-dnc.txt\"\n",
+    );
+    assert!(config.contains("seed_file"), "the registry is seeded");
+    let ws = Workspace::new(&config);
+    ws.file("us-dnc.txt", "+12125550199\n");
+    let codes = |response: dialgate::proto::CheckCallResponse| -> Vec<i32> {
+        response.reasons.iter().map(|r| r.code).collect()
+    };
+    let listed = dialgate::proto::ReasonCode::RegistryListed as i32;
+    let unavailable = dialgate::proto::ReasonCode::RegistryUnavailable as i32;
+    let check = || call("+1 212 555 0199", "+12125550100", "us-sales");
+
+    let server = ws.start();
+    let mut gateway = ComplianceGatewayClient::new(server.channel().await);
+    let first = codes(gateway.check_call(check()).await.unwrap().into_inner());
+    assert!(first.contains(&listed), "seeded: {first:?}");
+    assert!(server.terminate().0.success());
+
+    std::fs::remove_dir_all(ws.data_dir().join("registries")).unwrap();
+    let server = ws.start();
+    let mut gateway = ComplianceGatewayClient::new(server.channel().await);
+    let again = codes(gateway.check_call(check()).await.unwrap().into_inner());
+    assert!(
+        again.contains(&unavailable) && !again.contains(&listed),
+        "not seeded again: {again:?}"
+    );
+    assert!(server.terminate().0.success());
+
+    std::fs::remove_file(ws.data_dir().join("seeded")).unwrap();
+    let server = ws.start();
+    let mut gateway = ComplianceGatewayClient::new(server.channel().await);
+    let reseeded = codes(gateway.check_call(check()).await.unwrap().into_inner());
+    assert!(
+        reseeded.contains(&listed),
+        "seeded on purpose: {reseeded:?}"
+    );
+    assert!(server.terminate().0.success());
+}
