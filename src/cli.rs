@@ -862,6 +862,30 @@ async fn shutdown_signal() {
     }
 }
 
+/// How old a registry file may be, by its modification time, to be taken
+/// as checked today (no `--checked-at`).
+const CHECKED_TODAY_AT_MOST: jiff::SignedDuration = jiff::SignedDuration::from_hours(24);
+
+/// Refuses to date a file last modified more than a day ago as checked
+/// today: a download that failed and left last month's file in place,
+/// imported again by a scheduled job, would make its stale data look fresh
+/// (found by review). `--checked-at` states the day it was checked.
+fn refuse_old_file_as_checked_today(file: &std::path::Path, now: Timestamp) -> anyhow::Result<()> {
+    let modified = std::fs::metadata(file)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|at| Timestamp::try_from(at).ok());
+    if let Some(modified) = modified
+        && now.duration_since(modified) > CHECKED_TODAY_AT_MOST
+    {
+        bail!(
+            "{} was last modified at {modified}, more than a day ago: without --checked-at it would be dated as checked today, and stale data would look fresh; pass --checked-at YYYY-MM-DD, the day the registry was checked (or the day of a fresh download)",
+            file.display()
+        );
+    }
+    Ok(())
+}
+
 fn registry_import(config: &Config, args: Box<ImportArgs>) -> anyhow::Result<()> {
     let registry = config.registry(&args.registry).with_context(|| {
         format!(
@@ -893,6 +917,9 @@ fn registry_import(config: &Config, args: Box<ImportArgs>) -> anyhow::Result<()>
         );
     }
     let now = Timestamp::now();
+    if args.checked_at.is_none() {
+        refuse_old_file_as_checked_today(&args.file, now)?;
+    }
     let rejects_file = (args.max_rejects > 0).then(|| {
         args.rejects_file
             .clone()

@@ -752,3 +752,52 @@ async fn test_a_demo_seed_is_not_used_again_on_a_seeded_data_directory() {
     );
     assert!(server.terminate().0.success());
 }
+
+/// A file last modified more than a day ago is not dated as checked today
+/// by default: a scheduled import of last month's file, left in place by a
+/// failed download, made stale data look fresh (found by review). Stated
+/// with --checked-at, it goes in as of that day.
+#[test]
+fn test_an_old_file_is_not_taken_as_checked_today() {
+    let ws = Workspace::new(&standard_config(""));
+    let file = ws.file("dnc.txt", "212,5550199\n");
+    let month_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(30 * 86_400);
+    std::fs::File::options()
+        .write(true)
+        .open(&file)
+        .unwrap()
+        .set_modified(month_ago)
+        .unwrap();
+    let import = |extra: &[&str]| {
+        let mut args = vec![
+            "registry",
+            "import",
+            "--registry",
+            "us-dnc",
+            "--file",
+            path_str(&file),
+            "--covers",
+            "+1",
+        ];
+        args.extend_from_slice(extra);
+        ws.cli(&args)
+    };
+    let out = import(&[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "an old file dated today");
+    assert!(
+        stderr.contains("more than a day ago") && stderr.contains("--checked-at"),
+        "{stderr}"
+    );
+    let checked = days_ago(30);
+    let out = import(&["--checked-at", &checked]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        registry(&list_json(&ws), "us-dnc")["checked_at"],
+        serde_json::json!(checked)
+    );
+}
