@@ -319,6 +319,36 @@ pub fn lock(dir: &Path, registry_id: &str) -> io::Result<RegistryLock> {
     Ok(RegistryLock { _file: file })
 }
 
+/// What tells one snapshot file from another at a path: size, modification
+/// time and inode. Each import writes a new file and renames it over the
+/// old, so the inode changes even when size and time (coarse on some file
+/// systems) do not, and a server never keeps an older edition unnoticed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stamp {
+    len: u64,
+    modified: std::time::SystemTime,
+    device: u64,
+    inode: u64,
+}
+
+impl Stamp {
+    /// The stamp of the file at `path`, if it exists.
+    pub fn of(path: &Path) -> Option<Stamp> {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(path).ok().map(|m| Stamp {
+            len: m.len(),
+            modified: m.modified().unwrap_or(std::time::SystemTime::UNIX_EPOCH),
+            device: m.dev(),
+            inode: m.ino(),
+        })
+    }
+
+    /// The file's size in bytes.
+    pub fn bytes(&self) -> u64 {
+        self.len
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

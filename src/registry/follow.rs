@@ -28,7 +28,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
@@ -57,7 +57,7 @@ struct Installed {
     version: u64,
     sha256: String,
     /// Size and modification time of the file when it was installed.
-    seen: Option<(u64, SystemTime)>,
+    seen: Option<file::Stamp>,
 }
 
 impl Installed {
@@ -66,11 +66,9 @@ impl Installed {
     }
 }
 
-/// Size and modification time of a file.
-fn file_seen(path: &Path) -> Option<(u64, SystemTime)> {
-    std::fs::metadata(path)
-        .ok()
-        .map(|m| (m.len(), m.modified().unwrap_or(SystemTime::UNIX_EPOCH)))
+/// What tells one snapshot file from another (see `file::Stamp`).
+fn file_seen(path: &Path) -> Option<file::Stamp> {
+    file::Stamp::of(path)
 }
 
 /// What one replica installed of the published snapshots.

@@ -18,7 +18,6 @@ pub mod texts;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::SystemTime;
 
 use arc_swap::ArcSwapOption;
 use jiff::civil::Date;
@@ -77,7 +76,7 @@ pub struct PublishedState {
 
 #[derive(Debug, Default, Clone)]
 struct FileState {
-    seen: Option<(u64, SystemTime)>,
+    seen: Option<file::Stamp>,
     error: Option<String>,
     file_size: u64,
 }
@@ -212,9 +211,7 @@ impl RegistrySet {
         let mut swapped = Vec::new();
         for entry in &self.entries {
             let path = file::snapshot_path(&self.dir, &entry.config.id);
-            let seen = std::fs::metadata(&path)
-                .ok()
-                .map(|m| (m.len(), m.modified().unwrap_or(SystemTime::UNIX_EPOCH)));
+            let seen = file::Stamp::of(&path);
             {
                 let state = entry.file_state.lock().expect("registry state lock");
                 if state.seen == seen && (seen.is_some() || entry.current.load().is_none()) {
@@ -222,9 +219,7 @@ impl RegistrySet {
                 }
             }
             let result = file::read(&self.dir, &entry.config.id);
-            let seen_after = std::fs::metadata(&path)
-                .ok()
-                .map(|m| (m.len(), m.modified().unwrap_or(SystemTime::UNIX_EPOCH)));
+            let seen_after = file::Stamp::of(&path);
             if seen_after != seen {
                 tracing::info!(registry = %entry.config.id, "registry snapshot file rewritten while it was read; reading it again next time");
                 continue;
@@ -254,7 +249,7 @@ impl RegistrySet {
                         "registry snapshot loaded"
                     );
                     state.error = None;
-                    state.file_size = seen.map_or(0, |s| s.0);
+                    state.file_size = seen.map_or(0, |s| s.bytes());
                     entry.current.store(Some(Arc::new(snapshot)));
                     swapped.push(entry.config.id.clone());
                 }
@@ -361,5 +356,75 @@ mod tests {
             .recv_timeout(std::time::Duration::from_secs(10))
             .expect("the reload runs once the other one is done");
         thread.join().unwrap();
+    }
+
+    /// A new snapshot of the same size and modification time as the one
+    /// served (a file system with coarse times, two imports in one tick)
+    /// is swapped in: the inode tells them apart. Size and time alone
+    /// kept the older edition served (found by review).
+    #[test]
+    fn test_a_snapshot_of_the_same_size_and_time_is_swapped_in() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = crate::config::Config::parse(
+            "[[registry]]\nid = \"us-dnc\"\nkind = \"blocklist\"\ncountry = \"US\"\n",
+            "test.toml",
+            dir.path(),
+        )
+        .unwrap();
+        let registry = &config.registries[0];
+        let import = |number: &str| {
+            let file = dir.path().join("dnc.txt");
+            std::fs::write(&file, format!("{number}\n")).unwrap();
+            let now = Timestamp::now();
+            import::run(
+                registry,
+                dir.path(),
+                &import::ImportRequest {
+                    changes_since: None,
+                    file,
+                    format: Some(import::Format::Lines),
+                    mode: snapshot::ImportMode::Replace,
+                    checked_at: now.to_zoned(jiff::tz::TimeZone::UTC).date(),
+                    controller: None,
+                    covers: Some(vec!["+1".into()]),
+                    dry_run: false,
+                    max_rejects: 0,
+                    rejects_file: None,
+                    progress: false,
+                    allow_shrink: true,
+                    max_shrink_percent: import::DEFAULT_MAX_SHRINK_PERCENT,
+                },
+                now,
+            )
+            .unwrap();
+        };
+        import("+12125550100");
+        let set = RegistrySet::open(std::slice::from_ref(registry), dir.path());
+        let path = file::snapshot_path(dir.path(), &registry.id);
+        let first = std::fs::metadata(&path).unwrap();
+        // The header's creation time varies in length: imports until one
+        // is of the same size.
+        let mut version = 1;
+        for number in [
+            "+12125550101",
+            "+12125550102",
+            "+12125550103",
+            "+12125550104",
+        ] {
+            import(number);
+            version += 1;
+            if std::fs::metadata(&path).unwrap().len() == first.len() {
+                break;
+            }
+        }
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), first.len());
+        std::fs::File::options()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_modified(first.modified().unwrap())
+            .unwrap();
+        assert_eq!(set.reload_changed(), vec!["us-dnc".to_string()]);
+        assert_eq!(set.entries()[0].snapshot().unwrap().version, version);
     }
 }
