@@ -110,6 +110,10 @@ pub enum ApplyError {
     #[error("registry {0} has no snapshot yet: the first import must use --mode replace")]
     NothingToChange(String),
     #[error(
+        "the snapshot of block-list {0} holds no list to change (damaged): import the full list with --mode replace"
+    )]
+    NoListToChange(String),
+    #[error(
         "a block-list replace must state what the data covers: --covers +1 for a full national list, or the prefixes subscribed (e.g. --covers +1212,+1646)"
     )]
     CoverageRequired,
@@ -246,11 +250,10 @@ impl Snapshot {
             }
             (RegistryKind::Blocklist, mode) => {
                 if controller_batches.is_empty() {
-                    // Only a damaged previous edition lacks its batch: start from empty.
-                    controller_batches.push(Batch {
-                        checked_at: import.checked_at,
-                        numbers: RoaringTreemap::new(),
-                    });
+                    // Only a damaged previous edition lacks its batch. A
+                    // change list on an empty list would keep the old
+                    // coverage and read every other number as clear.
+                    return Err(ApplyError::NoListToChange(registry_id.to_string()));
                 }
                 let batch = &mut controller_batches[0];
                 if mode == ImportMode::Add {
@@ -393,6 +396,29 @@ mod tests {
             set.coverage = Some(vec!["1".into(), "39".into()]);
         }
         Snapshot::apply(previous, "r", kind, "IT", set, Timestamp::UNIX_EPOCH).unwrap()
+    }
+
+    /// A change list on a block-list snapshot that holds no list (damaged:
+    /// its batch lost) is refused; it started an empty list that kept the
+    /// old coverage, and every other number read as clear (found by review).
+    #[test]
+    fn test_a_change_list_on_a_damaged_block_list_is_refused() {
+        let mut damaged = apply(
+            None,
+            RegistryKind::Blocklist,
+            import(ImportMode::Replace, "", "2026-11-01", &["+12125550123"]),
+        );
+        damaged.batches.clear();
+        let error = Snapshot::apply(
+            Some(&damaged),
+            "r",
+            RegistryKind::Blocklist,
+            "IT",
+            import(ImportMode::Add, "", "2026-11-05", &["+12125550124"]),
+            Timestamp::UNIX_EPOCH,
+        )
+        .unwrap_err();
+        assert!(matches!(error, ApplyError::NoListToChange(_)), "{error}");
     }
 
     /// A block-list replace must state its coverage: assuming the whole
