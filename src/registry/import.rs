@@ -20,6 +20,7 @@ pub use super::formats::{DelimitedTemplate, FixedTemplate, Format};
 use super::formats::{LineItem, LineParser};
 use super::snapshot::{ApplyError, ImportMode, ImportSet, Snapshot, SnapshotSource};
 use crate::config::RegistryConfig;
+use crate::model::RegistryKind;
 use crate::number::Region;
 
 /// How many bad lines an error message lists.
@@ -438,7 +439,8 @@ fn single_file_entry<R: Read + Seek>(archive: &zip::ZipArchive<R>) -> Result<usi
 
 /// Refuses, unless `allow_shrink`, a file without any numbers and an import
 /// that shrinks the list (an allow-list: the controller's list) by more than
-/// the threshold or empties it, in any mode.
+/// the threshold or empties it: in any mode for a block-list, in a
+/// `replace` for an allow-list.
 fn check_shrink(
     registry: &RegistryConfig,
     request: &ImportRequest,
@@ -458,12 +460,15 @@ fn check_shrink(
     };
     let before = previous.map_or(0, count);
     let after = count(next);
-    // Every mode is guarded: a `replace` drops every number a short or
-    // wrong file lacks, a `remove` given the full list instead of the
-    // deletions removes all of it, and an `add` removes its change list's
-    // delete lines. An emptied block-list would read every number as clear.
-    // The shared database's import guards every mode the same way.
-    if shrinks_too_much(before, after, request.max_shrink_percent) {
+    // A block-list is guarded in every mode: a `replace` drops every number
+    // a short or wrong file lacks, a `remove` given the full list instead
+    // of the deletions removes all of it, and an `add` removes its change
+    // list's delete lines; an emptied block-list would read every number as
+    // clear. An allow-list only in a `replace` (a wrong file): removing
+    // clearances is the safe direction, and a withdrawal of clearance must
+    // never wait for `--allow-shrink`.
+    let guarded = registry.kind == RegistryKind::Blocklist || request.mode == ImportMode::Replace;
+    if guarded && shrinks_too_much(before, after, request.max_shrink_percent) {
         return Err(ImportError::Shrink {
             registry: registry.id.clone(),
             controller,

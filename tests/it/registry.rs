@@ -295,11 +295,13 @@ async fn test_hot_swap_under_load_without_a_failed_check() {
             &["--controller", "acme", "--mode", "add"],
         );
         wait_for_verdict(&mut gateway, Verdict::Allow, &format!("edition {edition}")).await;
-        // Half of acme's list (two numbers to one): past the shrink guard.
+        // Half of acme's list (two numbers to one).
         ws.import(
             "it-rpo",
             &["+39 333 222 3333"],
-            &["--controller", "acme", "--mode", "remove", "--allow-shrink"],
+            // Half of acme's clearances withdrawn: no --allow-shrink for
+            // an allow-list's remove (the safe direction).
+            &["--controller", "acme", "--mode", "remove"],
         );
         wait_for_verdict(&mut gateway, Verdict::Deny, &format!("removal {edition}")).await;
     }
