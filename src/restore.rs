@@ -157,7 +157,26 @@ pub fn open_ledger(config: &Config, store: &ContactStore) -> anyhow::Result<ledg
             // A store no ledger was ever bound to: new, or written by a
             // version without the ledger (an upgrade must not stop the
             // gateway). A ledger lost later is caught above (the store is
-            // bound by then) and by restore (the backup's manifest).
+            // bound by then) and by restore (the backup's manifest). A new
+            // store beside a ledger of another store's changes: the store
+            // was lost (deleted, a new disk) and created again empty, its
+            // opt-outs gone; bound silently, every opted-out number was
+            // callable, and a restore later refused the new store's own
+            // entries (found by review).
+            if existed {
+                let mine = store.salt_fingerprint();
+                let others = ledger::read(path)
+                    .context("cannot read the erasure ledger (retention.erasure_ledger)")?
+                    .iter()
+                    .filter(|entry| !entry.salt.is_empty() && entry.salt != mine)
+                    .count();
+                if others > 0 {
+                    anyhow::bail!(
+                        "the contact store is not bound to an erasure ledger (new, or created again), but the erasure ledger {} holds {others} erasures, opt-outs and withdrawals of another contact store: contacts.db was lost or replaced, and serving it would call every number opted out since. Restore it: `dialgate restore --from DIR` (the newest backup; the ledger's changes are re-applied). To start a new store on purpose, move the ledger aside first. Nothing started",
+                        path.display()
+                    );
+                }
+            }
             if !existed && store.holds_records()? {
                 tracing::warn!(
                     ledger = %path.display(),

@@ -964,3 +964,39 @@ async fn test_a_store_from_before_the_ledger_starts_with_a_new_one() {
         .unwrap();
     assert_eq!(bound, 1, "bound to the new ledger");
 }
+
+/// A contact store lost (deleted, a new disk) and created again empty
+/// beside the ledger of the old one's changes is refused: bound to that
+/// ledger silently, it served without the opt-outs, and every opted-out
+/// number was callable (found by review). A restore brings them back.
+#[tokio::test(flavor = "multi_thread")]
+async fn test_a_lost_contact_store_is_not_replaced_by_an_empty_one() {
+    let ws = Workspace::new(&standard_config(""));
+    let opted_out = "+4915188888888";
+    let file = ws.file(
+        "opt-outs.csv",
+        &format!("number,controller\n{opted_out},acme\n"),
+    );
+    ws.cli_ok(&["suppression", "import", "--file", path_str(&file)]);
+    let backup_dir = ws.dir.path().join("backup-1");
+    ws.cli_ok(&["backup", "--to", path_str(&backup_dir)]);
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(ws.data_dir().join(format!("contacts.db{suffix}")));
+    }
+    let err = serve_refused(&ws);
+    assert!(
+        err.contains("contacts.db was lost or replaced") && err.contains("dialgate restore"),
+        "{err}"
+    );
+    let out = ws.cli(&["suppression", "import", "--file", path_str(&file)]);
+    assert!(!out.status.success(), "an importer refuses it too");
+    ws.cli_ok(&["restore", "--from", path_str(&backup_dir)]);
+    let server = ws.start();
+    let after = check(&server, opted_out).await;
+    assert!(
+        codes(&after).contains(&R::Suppressed),
+        "{:?}",
+        after.reasons
+    );
+    server.terminate();
+}
