@@ -609,6 +609,21 @@ fn seed_registries(
     snapshots: &std::path::Path,
 ) -> anyhow::Result<()> {
     let mark = data_dir.join(SEEDED_MARK);
+    let write_mark = || {
+        crate::private::create_file(&mark)
+            .and_then(|file| file.sync_all())
+            .with_context(|| format!("cannot write {}", mark.display()))
+    };
+    // A registry with a seed file that holds a snapshot was seeded (or
+    // imported) before: a data directory of an earlier version, without
+    // the mark, gets it now.
+    let holds_seeded = config.registries.iter().any(|registry| {
+        registry.seed_file.is_some()
+            && registry::file::snapshot_path(snapshots, &registry.id).exists()
+    });
+    if holds_seeded && !mark.exists() {
+        write_mark()?;
+    }
     let seeded_before = mark.exists();
     let mut seeded = false;
     for registry in &config.registries {
@@ -628,9 +643,7 @@ fn seed_registries(
         }
         if !seeded {
             // Before the first seed: a crash midway leaves the mark.
-            crate::private::create_file(&mark)
-                .and_then(|file| file.sync_all())
-                .with_context(|| format!("cannot write {}", mark.display()))?;
+            write_mark()?;
             seeded = true;
         }
         let now = Timestamp::now();

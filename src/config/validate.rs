@@ -675,7 +675,9 @@ impl Validator<'_> {
             "log.clock_step_tolerance_seconds",
             log.clock_step_tolerance_seconds,
             1,
-            86_400,
+            // Ten years: a clock that was wrong far ahead must be
+            // accepted on purpose, not wait that long.
+            315_360_000,
         )?;
         self.bounded(
             "log.checkpoint_interval_seconds",

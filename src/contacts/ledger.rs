@@ -26,7 +26,7 @@
 //! move a record away from a number or a purpose are recorded too.
 
 use std::fs::File;
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -572,10 +572,15 @@ pub fn read(path: &Path) -> Result<Vec<Entry>, LedgerError> {
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(cause) => return Err(io(path, cause)),
     };
-    let lines: Vec<String> = BufReader::new(file)
-        .lines()
-        .collect::<Result<_, _>>()
+    let mut text = String::new();
+    BufReader::new(file)
+        .read_to_string(&mut text)
         .map_err(|cause| io(path, cause))?;
+    // Only a last line without its newline is torn (a crash while writing
+    // it); a whole line that does not read is corrupt, and skipping it
+    // would drop its changes from a restore without a word.
+    let torn_tail = !text.is_empty() && !text.ends_with('\n');
+    let lines: Vec<&str> = text.lines().collect();
     let mut entries = Vec::with_capacity(lines.len());
     for (i, line) in lines.iter().enumerate() {
         if line.trim().is_empty() || (i == 0 && serde_json::from_str::<Header>(line).is_ok()) {
@@ -584,7 +589,7 @@ pub fn read(path: &Path) -> Result<Vec<Entry>, LedgerError> {
         match serde_json::from_str::<Entry>(line) {
             Ok(entry) if entry.kind == EntryKind::OptOuts => entries.extend(opt_outs(entry)),
             Ok(entry) => entries.push(entry),
-            Err(_) if i + 1 == lines.len() => {
+            Err(_) if torn_tail && i + 1 == lines.len() => {
                 tracing::warn!(path = %path.display(), line = i + 1, "erasure ledger: torn last line skipped");
             }
             Err(err) => {
@@ -819,6 +824,12 @@ mod tests {
         std::fs::write(&path, format!("{{\"at\":\n{good}\n")).unwrap();
         let err = read(&path).unwrap_err().to_string();
         assert!(err.contains("line 1"), "{err}");
+        // A whole last line (its newline written) that does not read is
+        // corrupt, not torn: skipped, its changes left a restore without a
+        // word (found by review).
+        std::fs::write(&path, format!("{good}\n{{\"at\":\n")).unwrap();
+        let err = read(&path).unwrap_err().to_string();
+        assert!(err.contains("line 2"), "{err}");
     }
 
     /// Appends half an entry, as a process killed mid-append leaves it.

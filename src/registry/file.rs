@@ -320,7 +320,7 @@ pub fn lock(dir: &Path, registry_id: &str) -> io::Result<RegistryLock> {
 }
 
 /// What tells one snapshot file from another at a path: size, modification
-/// time and inode. Each import writes a new file and renames it over the
+/// time, inode and change time. Each import writes a new file and renames it over the
 /// old, so the inode changes even when size and time (coarse on some file
 /// systems) do not, and a server never keeps an older edition unnoticed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -329,6 +329,9 @@ pub struct Stamp {
     modified: std::time::SystemTime,
     device: u64,
     inode: u64,
+    /// The inode's change time, in nanoseconds: a freed inode number
+    /// reused by the next import still changes it.
+    changed_ns: i128,
 }
 
 impl Stamp {
@@ -340,6 +343,7 @@ impl Stamp {
             modified: m.modified().unwrap_or(std::time::SystemTime::UNIX_EPOCH),
             device: m.dev(),
             inode: m.ino(),
+            changed_ns: i128::from(m.ctime()) * 1_000_000_000 + i128::from(m.ctime_nsec()),
         })
     }
 

@@ -420,8 +420,11 @@ fn single_file_entry<R: Read + Seek>(archive: &zip::ZipArchive<R>) -> Result<usi
     let files: Vec<(usize, String)> = archive
         .file_names_raw()
         .enumerate()
-        // Directory names end with a slash (a backslash from some Windows tools).
-        .filter(|(_, name)| !matches!(name.last(), Some(b'/' | b'\\')))
+        // Directory names end with a slash (a backslash from some Windows
+        // tools); macOS adds its files' metadata under `__MACOSX/`.
+        .filter(|(_, name)| {
+            !matches!(name.last(), Some(b'/' | b'\\')) && !name.starts_with(b"__MACOSX/")
+        })
         .map(|(index, name)| (index, String::from_utf8_lossy(name).into_owned()))
         .collect();
     match files.as_slice() {

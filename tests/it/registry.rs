@@ -688,12 +688,14 @@ fn test_a_zip_of_several_files_is_refused() {
     assert!(!out.status.success());
     assert!(stderr.contains("no file entry"), "{stderr}");
 
-    // One file, under a directory entry listed first: read.
+    // One file, under a directory entry listed first, and the metadata
+    // macOS adds to a zip: read.
     let one = write_zip(
         "one.zip",
         &[
             ("lists/", ""),
             ("lists/dnc.txt", "212,5550199\n212,5550198\n"),
+            ("__MACOSX/lists/._dnc.txt", "\0\u{5}\u{16}\u{7}"),
         ],
     );
     let out = import(&one);
@@ -752,6 +754,19 @@ async fn test_a_demo_seed_is_not_used_again_on_a_seeded_data_directory() {
         reseeded.contains(&listed),
         "seeded on purpose: {reseeded:?}"
     );
+    assert!(server.terminate().0.success());
+
+    // A data directory of an earlier version (a seeded snapshot, no mark)
+    // is marked at start, and not seeded again after.
+    std::fs::remove_file(ws.data_dir().join("seeded")).unwrap();
+    let server = ws.start();
+    assert!(server.terminate().0.success());
+    assert!(ws.data_dir().join("seeded").exists(), "marked at start");
+    std::fs::remove_dir_all(ws.data_dir().join("registries")).unwrap();
+    let server = ws.start();
+    let mut gateway = ComplianceGatewayClient::new(server.channel().await);
+    let unseeded = codes(gateway.check_call(check()).await.unwrap().into_inner());
+    assert!(unseeded.contains(&unavailable), "{unseeded:?}");
     assert!(server.terminate().0.success());
 }
 
