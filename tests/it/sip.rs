@@ -304,8 +304,20 @@ async fn test_kamailio_relays_only_logged_allows() {
     for (from, extra, reason) in [
         ("dialer", "Privacy: id\r\n", "CALLER_ID_MISSING"),
         ("dialer", "Privacy: user;critical\r\n", "CALLER_ID_MISSING"),
+        // The second of two Privacy headers, and a tab before the value.
+        ("dialer", "Privacy: none\r\nPrivacy: id\r\n", "CALLER_ID_MISSING"),
+        ("dialer", "Privacy: none;\tid\r\n", "CALLER_ID_MISSING"),
         ("Anonymous", "", "CALLER_ID_MISSING"),
         ("+393339999999", "", "CALLER_ID_NOT_ALLOWED"),
+        // Separators and an escaped plus do not hide another number.
+        ("+39-333-999-9999", "", "CALLER_ID_NOT_ALLOWED"),
+        ("%2B393339999999", "", "CALLER_ID_NOT_ALLOWED"),
+        // A second asserted identity would not be checked.
+        (
+            "dialer",
+            "P-Asserted-Identity: <tel:+393339999999>\r\n",
+            "CALLER_ID_NOT_ALLOWED",
+        ),
     ] {
         let answer = send_invite(
             proxy_port,
