@@ -431,4 +431,48 @@ async fn test_a_correction_does_not_undo_a_withdrawal() {
         .unwrap()
         .into_inner();
     assert_eq!(codes(&still), vec![R::NoConsent]);
+
+    // Nor in two steps: another purpose and a later grant, where no
+    // withdrawal stands, then back (found by review).
+    let resynced = "+4915123458003";
+    records.revoke_consent(revoke(resynced, 2)).await.unwrap();
+    let id = records
+        .record_consent(record(resynced, 3))
+        .await
+        .unwrap()
+        .into_inner()
+        .consent_id;
+    records
+        .rectify_consent(RectifyConsentRequest {
+            consent_id: id.clone(),
+            controller: "acme".into(),
+            reason: "step one".into(),
+            purpose: Purpose::MarketResearch as i32,
+            granted_at: ts(days_before_now(1)),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let err = records
+        .rectify_consent(RectifyConsentRequest {
+            consent_id: id,
+            controller: "acme".into(),
+            reason: "step two".into(),
+            purpose: Purpose::Marketing as i32,
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(
+        err.message().starts_with("purpose:") && err.message().contains("withdrawal"),
+        "{}",
+        err.message()
+    );
+    let dead = gateway
+        .check_call(call(resynced, DE_CLI, "de-optin"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(codes(&dead), vec![R::NoConsent]);
 }

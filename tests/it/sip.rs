@@ -305,7 +305,11 @@ async fn test_kamailio_relays_only_logged_allows() {
         ("dialer", "Privacy: id\r\n", "CALLER_ID_MISSING"),
         ("dialer", "Privacy: user;critical\r\n", "CALLER_ID_MISSING"),
         // The second of two Privacy headers, and a tab before the value.
-        ("dialer", "Privacy: none\r\nPrivacy: id\r\n", "CALLER_ID_MISSING"),
+        (
+            "dialer",
+            "Privacy: none\r\nPrivacy: id\r\n",
+            "CALLER_ID_MISSING",
+        ),
         ("dialer", "Privacy: none;\tid\r\n", "CALLER_ID_MISSING"),
         ("Anonymous", "", "CALLER_ID_MISSING"),
         ("+393339999999", "", "CALLER_ID_NOT_ALLOWED"),

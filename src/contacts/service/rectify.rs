@@ -161,6 +161,35 @@ impl Records {
                 ),
             ));
         }
+        // Moved to another number or purpose, before a withdrawal there:
+        // it would count there past that withdrawal. Also in two steps (a
+        // purpose and a later grant first, where no withdrawal stands,
+        // then back), which the check of a moved grant alone let through
+        // (found by review).
+        if (after.number != old.number || after.purpose != old.purpose)
+            && let Some(withdrawal) = self
+                .store
+                .withdrawals(key, &after.controller, after.purpose)?
+                .into_iter()
+                .filter(|w| *w < after.granted_at)
+                .max()
+        {
+            let field = if after.number != old.number {
+                "number"
+            } else {
+                "purpose"
+            };
+            return Err(invalid(
+                field,
+                format!(
+                    "moving consent {} to {} for {} would count it past the withdrawal of {withdrawal} there (granted {}): a consent given after a withdrawal is a new consent, record it with its own evidence",
+                    old.consent_id,
+                    crate::number::mask(&after.number),
+                    after.purpose.as_str(),
+                    after.granted_at
+                ),
+            ));
+        }
         if after == *old {
             return Err(invalid("consent_id", "the correction changes nothing"));
         }
