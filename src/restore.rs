@@ -245,6 +245,9 @@ pub struct Restored {
     /// Records the backup still had under a number (or purpose) a
     /// rectification moved them away from: deleted.
     pub rectifications_undone: usize,
+    /// Records the backup had from before a rectification that kept them
+    /// in place: its corrected values put back.
+    pub corrections_replayed: usize,
     pub lines: Vec<String>,
 }
 
@@ -516,19 +519,36 @@ pub fn restore(
                     }
                 }
             }
-            EntryKind::Rectification => {
-                let removed = store
-                    .remove_moved_record(
-                        &entry.record_kind,
-                        &entry.record_id,
-                        &subject,
-                        entry.purpose,
-                        actor,
-                        now,
-                    )
-                    .with_context(|| failed("rectification"))?;
-                restored.rectifications_undone += usize::from(removed);
-            }
+            EntryKind::Rectification => match &entry.corrected {
+                // Kept in place: the corrected values put back on the
+                // backup's copy (an earlier end must not come undone).
+                Some(values) => {
+                    let replayed = store
+                        .replay_correction(
+                            &entry.record_kind,
+                            &entry.record_id,
+                            &subject,
+                            values,
+                            actor,
+                            now,
+                        )
+                        .with_context(|| failed("rectification"))?;
+                    restored.corrections_replayed += usize::from(replayed);
+                }
+                None => {
+                    let removed = store
+                        .remove_moved_record(
+                            &entry.record_kind,
+                            &entry.record_id,
+                            &subject,
+                            entry.purpose,
+                            actor,
+                            now,
+                        )
+                        .with_context(|| failed("rectification"))?;
+                    restored.rectifications_undone += usize::from(removed);
+                }
+            },
             EntryKind::ImportCommitted => {}
             // `ledger::read` gives an `opt_outs` line's opt-outs one entry
             // each: never skipped if it did not.
@@ -588,6 +608,12 @@ pub fn restore(
         restored.lines.push(format!(
             "{} records deleted: the backup had them under a number or purpose they were rectified away from after it (record them again under the right number if needed)",
             restored.rectifications_undone
+        ));
+    }
+    if restored.corrections_replayed > 0 {
+        restored.lines.push(format!(
+            "{} records corrected again: rectified after the backup (their grant, expiry, supplier, kind, start or end)",
+            restored.corrections_replayed
         ));
     }
     if restored.observations_kept > 0 {

@@ -109,6 +109,29 @@ pub struct Entry {
     /// The opt-outs of an `opt_outs` line.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub opt_outs: Vec<ImportedOptOut>,
+    /// A rectification that kept its record's number and purpose: the
+    /// corrected values the rules read, replayed by `restore` onto the
+    /// backup's copy (an end moved earlier must not come undone).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub corrected: Option<CorrectedValues>,
+}
+
+/// What a rectification set that the rules read (no number): a consent's
+/// grant, expiry and supplier, or a relationship's kind, start and end.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CorrectedValues {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub granted_at: Option<Timestamp>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<Timestamp>,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub supplier: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub kind: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<Timestamp>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ended_at: Option<Timestamp>,
 }
 
 /// One opt-out of an `opt_outs` line: the subject's salted hash (base64,
@@ -288,6 +311,7 @@ impl Entry {
             record_kind: String::new(),
             record_id: String::new(),
             opt_outs: Vec::new(),
+            corrected: None,
         }
     }
 

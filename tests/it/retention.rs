@@ -1000,3 +1000,42 @@ async fn test_a_lost_contact_store_is_not_replaced_by_an_empty_one() {
     );
     server.terminate();
 }
+
+/// A correction that narrowed a record in place after a backup (here: an
+/// expiry set, the consent ended) is put back by a restore: only the
+/// corrections that moved a record were in the ledger, and the restore
+/// brought back the wider copy, a consent in force again (found by review).
+#[tokio::test(flavor = "multi_thread")]
+async fn test_restore_keeps_a_correction_that_narrowed_a_record() {
+    let ws = Workspace::new(&standard_config(""));
+    let number = "+4915177777779";
+    let granted = days_before_now(10).strftime("%Y-%m-%d").to_string();
+    let csv = ws.file(
+        "consents.csv",
+        &format!(
+            "controller,number,purpose,granted_at,source,consent_id\nacme,{number},marketing,{granted},web form,c-ended\n"
+        ),
+    );
+    ws.cli_ok(&["consent", "import", "--file", path_str(&csv)]);
+    let backup_dir = ws.dir.path().join("backup-1");
+    ws.cli_ok(&["backup", "--to", path_str(&backup_dir)]);
+    let ended = days_before_now(1)
+        .strftime("%Y-%m-%dT%H:%M:%SZ")
+        .to_string();
+    let fix = ws.file(
+        "fix.csv",
+        &format!("consent_id,controller,reason,expires_at\nc-ended,acme,it ended,{ended}\n"),
+    );
+    ws.cli_ok(&["consent", "rectify", "--file", path_str(&fix)]);
+    let ledger = std::fs::read_to_string(ws.data_dir().join("erasure-ledger.jsonl")).unwrap();
+    assert!(
+        ledger.contains("\"corrected\"") && !ledger.contains("+49"),
+        "{ledger}"
+    );
+    let out = ws.cli_ok(&["restore", "--from", path_str(&backup_dir)]);
+    assert!(out.contains("1 records corrected again"), "{out}");
+    let server = ws.start();
+    let after = check(&server, number).await;
+    assert!(codes(&after).contains(&R::NoConsent), "{:?}", after.reasons);
+    server.terminate();
+}

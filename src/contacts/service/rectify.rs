@@ -214,10 +214,11 @@ impl Records {
         self.apply(correction, actor, now)
     }
 
-    /// Stores `corrections` (all or none), after writing to the erasure
-    /// ledger each that moves a record away from a number or a purpose: a
-    /// restore of a backup made before must not put it back there (the
-    /// wrong person, or the wrong purpose, would be callable again).
+    /// Stores `corrections` (all or none), after writing each to the erasure
+    /// ledger: one that moves a record away from a number or a purpose, so
+    /// that a restore of a backup made before does not put it back there
+    /// (the wrong person, or the wrong purpose, would be callable again);
+    /// any other with its corrected values, which a restore puts back.
     ///
     /// # Errors
     /// [`RecordsError`]; nothing is changed then.
@@ -231,8 +232,8 @@ impl Records {
         if let Some(ledger) = self.ledger() {
             let entries: Vec<_> = corrections
                 .iter()
-                .filter_map(|correction| {
-                    let (kind, id, number, controller, moved, purpose) = match correction {
+                .map(|correction| {
+                    let (kind, id, number, controller, moved, purpose, values) = match correction {
                         Rectification::Consent { before, after, .. } => (
                             "consent",
                             &before.record.consent_id,
@@ -241,6 +242,12 @@ impl Records {
                             before.key != after.0,
                             (before.record.purpose != after.1.purpose)
                                 .then_some(before.record.purpose),
+                            crate::contacts::ledger::CorrectedValues {
+                                granted_at: Some(after.1.granted_at),
+                                expires_at: after.1.expires_at,
+                                supplier: after.1.supplier.clone(),
+                                ..Default::default()
+                            },
                         ),
                         Rectification::Relationship { before, after, .. } => (
                             "relationship",
@@ -249,11 +256,14 @@ impl Records {
                             &before.record.controller,
                             before.key != after.0,
                             None,
+                            crate::contacts::ledger::CorrectedValues {
+                                kind: after.1.kind.as_str().to_string(),
+                                started_at: Some(after.1.started_at),
+                                ended_at: after.1.ended_at,
+                                ..Default::default()
+                            },
                         ),
                     };
-                    if !moved && purpose.is_none() {
-                        return None;
-                    }
                     let mut entry = crate::contacts::ledger::Entry::about(
                         crate::contacts::ledger::EntryKind::Rectification,
                         &self.store.index().subject_hash(number),
@@ -266,7 +276,13 @@ impl Records {
                     // Moved to another number: gone from the old one,
                     // whatever its purpose; else only from the old purpose.
                     entry.purpose = if moved { None } else { purpose };
-                    Some(entry)
+                    // Kept in place: its corrected values, which a restore
+                    // puts on the backup's copy (an earlier end, expiry or
+                    // grant must not come undone: found by review).
+                    if !moved && purpose.is_none() {
+                        entry.corrected = Some(values);
+                    }
+                    entry
                 })
                 .collect();
             if !entries.is_empty() {

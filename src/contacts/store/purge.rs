@@ -546,6 +546,84 @@ impl ContactStore {
         )
     }
 
+    /// Puts a rectification's corrected values on record `id` of `kind`
+    /// ("consent" or "relationship") if it is still at `subject` (a restore:
+    /// the backup's copy predates the correction); returns whether it did.
+    ///
+    /// # Errors
+    /// [`StoreError`] when it cannot be read or stored, or a value is not
+    /// one the store knows.
+    pub fn replay_correction(
+        &self,
+        kind: &str,
+        id: &str,
+        subject: &SubjectHash,
+        values: &crate::contacts::ledger::CorrectedValues,
+        actor: &str,
+        now: Timestamp,
+    ) -> Result<bool, StoreError> {
+        let (table, id_column) = match kind {
+            "consent" => ("consents", "consent_id"),
+            "relationship" => ("relationships", "relationship_id"),
+            _ => return Ok(false),
+        };
+        let number: Option<String> = {
+            let conn = self.conn.lock().expect("contact db lock");
+            conn.query_row(
+                &format!("SELECT number FROM {table} WHERE {id_column} = ?1"),
+                [id],
+                |r| r.get(0),
+            )
+            .optional()?
+        };
+        if number.is_none_or(|n| self.index.subject_hash(&n) != *subject) {
+            return Ok(false);
+        }
+        let micros = |at: Option<Timestamp>| at.map(|at| at.as_microsecond());
+        self.write(
+            |tx| {
+                let changed = match table {
+                    "consents" => {
+                        let granted = values.granted_at.ok_or_else(|| {
+                            StoreError::Unreadable(format!(
+                                "a corrected consent {id} without its grant in the ledger"
+                            ))
+                        })?;
+                        tx.execute(
+                            "UPDATE consents SET granted_at_us = ?2, expires_at_us = ?3, supplier = ?4
+                             WHERE consent_id = ?1",
+                            params![id, granted.as_microsecond(), micros(values.expires_at), values.supplier],
+                        )?
+                    }
+                    _ => {
+                        super::relationship_kind(&values.kind)?;
+                        let started = values.started_at.ok_or_else(|| {
+                            StoreError::Unreadable(format!(
+                                "a corrected relationship {id} without its start in the ledger"
+                            ))
+                        })?;
+                        tx.execute(
+                            "UPDATE relationships SET kind = ?2, started_at_us = ?3, ended_at_us = ?4
+                             WHERE relationship_id = ?1",
+                            params![id, values.kind, started.as_microsecond(), micros(values.ended_at)],
+                        )?
+                    }
+                };
+                Self::event(
+                    tx,
+                    now,
+                    actor,
+                    "record.corrected",
+                    subject,
+                    serde_json::Value::Null,
+                    serde_json::json!({"table": table, "id": id, "reason": "restore: rectified after the backup", "values": values}),
+                )?;
+                Ok(changed > 0)
+            },
+            |_| {},
+        )
+    }
+
     /// Forgets the ledger binding (bound again at the next start).
     ///
     /// # Errors
