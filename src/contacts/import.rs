@@ -667,7 +667,7 @@ pub fn import_suppressions(
         }
         Ok::<_, StoreError>(())
     };
-    run(
+    let summary = run(
         records.store(),
         table,
         Import {
@@ -724,7 +724,13 @@ pub fn import_suppressions(
             }
             Ok(())
         },
-    )
+    )?;
+    // After the import, whose transaction holds the store: the ledger's
+    // length noted (an older copy put back is then noticed).
+    if let Some(ledger) = records.ledger().filter(|_| !dry_run) {
+        records.note_ledger_bytes(ledger);
+    }
+    Ok(summary)
 }
 
 /// Columns of a consent corrections file (`dialgate consent rectify`):

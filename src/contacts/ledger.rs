@@ -461,6 +461,16 @@ impl Ledger {
         &self.path
     }
 
+    /// The bytes the ledger file holds now.
+    ///
+    /// # Errors
+    /// [`LedgerError::Io`] when it cannot be read.
+    pub fn bytes(&self) -> Result<u64, LedgerError> {
+        std::fs::metadata(&self.path)
+            .map(|m| m.len())
+            .map_err(|cause| io(&self.path, cause))
+    }
+
     /// The ledger's id (`None`: a ledger of an earlier version, or not a file).
     pub fn id(&self) -> Option<&str> {
         self.id.as_deref()

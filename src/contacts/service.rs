@@ -357,8 +357,26 @@ impl Records {
     fn to_ledger(&self, entry: Entry) -> Result<(), RecordsError> {
         if let Some(ledger) = &self.ledger {
             ledger.append(&[entry])?;
+            self.note_ledger_bytes(ledger);
         }
         Ok(())
+    }
+
+    /// Notes in the store how long the ledger is after an append (an older
+    /// copy put back is then noticed, see `restore::open_ledger`). Best
+    /// effort: the change itself does not depend on it.
+    pub(crate) fn note_ledger_bytes(&self, ledger: &Ledger) {
+        if let Err(err) = ledger
+            .bytes()
+            .map_err(|err| err.to_string())
+            .and_then(|bytes| {
+                self.store
+                    .note_ledger_bytes(bytes)
+                    .map_err(|err| err.to_string())
+            })
+        {
+            tracing::warn!(error = %err, "the erasure ledger's length not noted in the contact store");
+        }
     }
 
     /// The ledger, for bulk imports.

@@ -287,6 +287,7 @@ impl Records {
                 .collect();
             if !entries.is_empty() {
                 ledger.append(&entries)?;
+                self.note_ledger_bytes(ledger);
             }
         }
         self.store.rectify(corrections, actor, now)?;
