@@ -667,6 +667,8 @@ pub fn import_suppressions(
         }
         Ok::<_, StoreError>(())
     };
+    // The ledger's length after the commit line.
+    let ledger_bytes = std::cell::Cell::new(None);
     let summary = run(
         records.store(),
         table,
@@ -720,15 +722,15 @@ pub fn import_suppressions(
                 );
                 commit.subject.clear();
                 commit.import.clone_from(&import_id);
-                ledger.append(&[commit]).map_err(ledger_failed)?;
+                ledger_bytes.set(Some(ledger.append(&[commit]).map_err(ledger_failed)?));
             }
             Ok(())
         },
     )?;
     // After the import, whose transaction holds the store: the ledger's
     // length noted (an older copy put back is then noticed).
-    if let Some(ledger) = records.ledger().filter(|_| !dry_run) {
-        records.note_ledger_bytes(ledger);
+    if let Some(bytes) = ledger_bytes.get() {
+        records.note_ledger_bytes(bytes);
     }
     Ok(summary)
 }

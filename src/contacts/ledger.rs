@@ -461,27 +461,19 @@ impl Ledger {
         &self.path
     }
 
-    /// The bytes the ledger file holds now.
-    ///
-    /// # Errors
-    /// [`LedgerError::Io`] when it cannot be read.
-    pub fn bytes(&self) -> Result<u64, LedgerError> {
-        std::fs::metadata(&self.path)
-            .map(|m| m.len())
-            .map_err(|cause| io(&self.path, cause))
-    }
-
     /// The ledger's id (`None`: a ledger of an earlier version, or not a file).
     pub fn id(&self) -> Option<&str> {
         self.id.as_deref()
     }
 
     /// Appends entries and fsyncs them (one write per line: other
-    /// processes appending at the same time never split a line).
+    /// processes appending at the same time never split a line). Returns
+    /// the ledger's length right after, taken under the file's lock (so
+    /// no other process's append is half counted in it).
     ///
     /// # Errors
     /// [`LedgerError::Io`]: the change must then not be made.
-    pub fn append(&self, entries: &[Entry]) -> Result<(), LedgerError> {
+    pub fn append(&self, entries: &[Entry]) -> Result<u64, LedgerError> {
         let mut file = self.file.lock().expect("ledger lock");
         file.lock().map_err(|cause| io(&self.path, cause))?;
         let written = self
@@ -491,7 +483,8 @@ impl Ledger {
                     .iter()
                     .try_for_each(|entry| write_line(&mut file, entry))
             })
-            .and_then(|()| file.sync_data());
+            .and_then(|()| file.sync_data())
+            .and_then(|()| file.metadata().map(|m| m.len()));
         let _ = file.unlock();
         written.map_err(|cause| io(&self.path, cause))
     }

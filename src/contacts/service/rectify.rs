@@ -286,8 +286,8 @@ impl Records {
                 })
                 .collect();
             if !entries.is_empty() {
-                ledger.append(&entries)?;
-                self.note_ledger_bytes(ledger);
+                let bytes = ledger.append(&entries)?;
+                self.note_ledger_bytes(bytes);
             }
         }
         self.store.rectify(corrections, actor, now)?;

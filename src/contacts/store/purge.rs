@@ -547,10 +547,8 @@ impl ContactStore {
         actor: &str,
         now: Timestamp,
     ) -> Result<bool, StoreError> {
-        let (table, id_column) = match kind {
-            "consent" => ("consents", "consent_id"),
-            "relationship" => ("relationships", "relationship_id"),
-            _ => return Ok(false),
+        let Some((table, id_column)) = record_table(kind) else {
+            return Ok(false);
         };
         let found: Option<(String, String)> = {
             let conn = self.conn.lock().expect("contact db lock");
@@ -607,10 +605,8 @@ impl ContactStore {
         actor: &str,
         now: Timestamp,
     ) -> Result<bool, StoreError> {
-        let (table, id_column) = match kind {
-            "consent" => ("consents", "consent_id"),
-            "relationship" => ("relationships", "relationship_id"),
-            _ => return Ok(false),
+        let Some((table, id_column)) = record_table(kind) else {
+            return Ok(false);
         };
         let number: Option<String> = {
             let conn = self.conn.lock().expect("contact db lock");
@@ -967,6 +963,16 @@ fn insert_suppression_hashed(
 
 fn row32(rowid: i64) -> u32 {
     u32::try_from(rowid).unwrap_or(u32::MAX)
+}
+
+/// The table and id column of a ledger entry's record kind ("consent" or
+/// "relationship").
+fn record_table(kind: &str) -> Option<(&'static str, &'static str)> {
+    match kind {
+        "consent" => Some(("consents", "consent_id")),
+        "relationship" => Some(("relationships", "relationship_id")),
+        _ => None,
+    }
 }
 
 #[cfg(test)]
