@@ -149,10 +149,7 @@ pub fn open_ledger(config: &Config, store: &ContactStore) -> anyhow::Result<ledg
         )
     };
     match store.bound_ledger()? {
-        Some(bound) if bound == id => {
-            shorter_than_seen(path, store)?;
-            Ok(opened)
-        }
+        Some(bound) if bound == id => Ok(opened),
         Some(bound) => Err(lost(&format!(
             "(id {id}) is not the one this contact store's changes were recorded in (id {bound})"
         ))),
@@ -190,26 +187,6 @@ pub fn open_ledger(config: &Config, store: &ContactStore) -> anyhow::Result<ledg
             Ok(opened)
         }
     }
-}
-
-/// Refuses a ledger shorter than `store` noted it after an append: an
-/// older copy put back (a volume snapshot, a file restored by hand) lost
-/// the entries since, and a restore would bring back the erasures, opt-outs
-/// and withdrawals they recorded (found by review).
-fn shorter_than_seen(path: &Path, store: &ContactStore) -> anyhow::Result<()> {
-    let Some(seen) = store.ledger_bytes_seen()? else {
-        return Ok(());
-    };
-    let now = std::fs::metadata(path)
-        .map(|m| m.len())
-        .with_context(|| format!("cannot read {}", path.display()))?;
-    if now < seen {
-        anyhow::bail!(
-            "the erasure ledger {} holds {now} bytes, fewer than the {seen} this contact store saw it hold after recording a change: an older copy was put back, and the erasures, opt-outs and withdrawals recorded since would come back with a restore. Put the newest copy back (retention.erasure_ledger). Nothing started",
-            path.display()
-        );
-    }
-    Ok(())
 }
 
 /// Fsyncs a directory (a rename or a new file in it made durable).
@@ -352,19 +329,6 @@ pub fn restore(
             ),
         }
     }
-    // The store being replaced saw the ledger at least this long: a
-    // shorter one is an older copy put back (its entries since lost).
-    let current = crate::contacts::database_path(data_dir);
-    if !without_ledger
-        && let Some(seen) = ledger_bytes_seen_by(&current)?
-        && let Ok(held) = std::fs::metadata(ledger_path).map(|m| m.len())
-        && held < seen
-    {
-        bail!(
-            "the erasure ledger {} holds {held} bytes, fewer than the {seen} the contact store in data_dir saw it hold: an older copy was put back, and the erasures, opt-outs and withdrawals it lost would come back. Restore the newest copy of the ledger; only if that is impossible, pass --without-ledger. Nothing restored",
-            ledger_path.display()
-        );
-    }
     let since = manifest.started_at - MARGIN;
     let all: Vec<ledger::Entry> = ledger::read(&config.retention.erasure_ledger)?;
     let foreign = all
@@ -428,6 +392,7 @@ pub fn restore(
 
     // The restored contact store is built beside the current one and only
     // renamed over it once whole.
+    let current = crate::contacts::database_path(data_dir);
     let staging = data_dir.join(STAGING);
     remove_database(&staging)?;
     copy_private(&backup_contacts, &staging)?;
@@ -739,37 +704,6 @@ pub fn restore(
 /// the ledger does not record) in the restored one, the later day per row:
 /// rolling them back would lift a DENY. Merged before the ledger is
 /// re-applied, so erasures remove them again. Returns the rows merged.
-/// How long the store at `path` (if any) saw the erasure ledger (see
-/// `ContactStore::note_ledger_bytes`), read without changing it.
-fn ledger_bytes_seen_by(path: &Path) -> anyhow::Result<Option<u64>> {
-    if !path.exists() {
-        return Ok(None);
-    }
-    let conn = rusqlite::Connection::open_with_flags(
-        path,
-        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )
-    .with_context(|| format!("cannot open {}", path.display()))?;
-    let seen: Option<i64> = conn
-        .query_row(
-            "SELECT value FROM counters WHERE key = 'ledger_bytes_seen'",
-            [],
-            |r| r.get(0),
-        )
-        .or_else(|err| match err {
-            rusqlite::Error::QueryReturnedNoRows => Ok(None),
-            // A store of an earlier version, without the table.
-            rusqlite::Error::SqliteFailure(_, Some(ref message))
-                if message.contains("no such table") =>
-            {
-                Ok(None)
-            }
-            err => Err(err),
-        })
-        .with_context(|| format!("cannot read {}", path.display()))?;
-    Ok(seen.map(|bytes| u64::try_from(bytes).unwrap_or(0)))
-}
-
 fn merge_observations(staging: &Path, current: &Path) -> anyhow::Result<usize> {
     let conn = rusqlite::Connection::open(staging)
         .with_context(|| format!("cannot open {}", staging.display()))?;

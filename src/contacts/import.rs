@@ -667,9 +667,7 @@ pub fn import_suppressions(
         }
         Ok::<_, StoreError>(())
     };
-    // The ledger's length after the commit line.
-    let ledger_bytes = std::cell::Cell::new(None);
-    let summary = run(
+    run(
         records.store(),
         table,
         Import {
@@ -722,17 +720,11 @@ pub fn import_suppressions(
                 );
                 commit.subject.clear();
                 commit.import.clone_from(&import_id);
-                ledger_bytes.set(Some(ledger.append(&[commit]).map_err(ledger_failed)?));
+                ledger.append(&[commit]).map_err(ledger_failed)?;
             }
             Ok(())
         },
-    )?;
-    // After the import, whose transaction holds the store: the ledger's
-    // length noted (an older copy put back is then noticed).
-    if let Some(bytes) = ledger_bytes.get() {
-        records.note_ledger_bytes(bytes);
-    }
-    Ok(summary)
+    )
 }
 
 /// Columns of a consent corrections file (`dialgate consent rectify`):

@@ -467,13 +467,11 @@ impl Ledger {
     }
 
     /// Appends entries and fsyncs them (one write per line: other
-    /// processes appending at the same time never split a line). Returns
-    /// the ledger's length right after, taken under the file's lock (so
-    /// no other process's append is half counted in it).
+    /// processes appending at the same time never split a line).
     ///
     /// # Errors
     /// [`LedgerError::Io`]: the change must then not be made.
-    pub fn append(&self, entries: &[Entry]) -> Result<u64, LedgerError> {
+    pub fn append(&self, entries: &[Entry]) -> Result<(), LedgerError> {
         let mut file = self.file.lock().expect("ledger lock");
         file.lock().map_err(|cause| io(&self.path, cause))?;
         let written = self
@@ -483,8 +481,7 @@ impl Ledger {
                     .iter()
                     .try_for_each(|entry| write_line(&mut file, entry))
             })
-            .and_then(|()| file.sync_data())
-            .and_then(|()| file.metadata().map(|m| m.len()));
+            .and_then(|()| file.sync_data());
         let _ = file.unlock();
         written.map_err(|cause| io(&self.path, cause))
     }

@@ -356,19 +356,9 @@ impl Records {
     /// Writes `entry` to the ledger (if any), fsync'd.
     fn to_ledger(&self, entry: Entry) -> Result<(), RecordsError> {
         if let Some(ledger) = &self.ledger {
-            let bytes = ledger.append(&[entry])?;
-            self.note_ledger_bytes(bytes);
+            ledger.append(&[entry])?;
         }
         Ok(())
-    }
-
-    /// Notes in the store how long the ledger was after an append (an
-    /// older copy put back is then noticed, see `restore::open_ledger`).
-    /// Best effort: the change itself does not depend on it.
-    pub(crate) fn note_ledger_bytes(&self, bytes: u64) {
-        if let Err(err) = self.store.note_ledger_bytes(bytes) {
-            tracing::warn!(error = %err, "the erasure ledger's length not noted in the contact store");
-        }
     }
 
     /// The ledger, for bulk imports.

@@ -286,8 +286,7 @@ impl Records {
                 })
                 .collect();
             if !entries.is_empty() {
-                let bytes = ledger.append(&entries)?;
-                self.note_ledger_bytes(bytes);
+                ledger.append(&entries)?;
             }
         }
         self.store.rectify(corrections, actor, now)?;

@@ -473,61 +473,16 @@ impl ContactStore {
         Ok(id.map(|id| String::from_utf8_lossy(&id).into_owned()))
     }
 
-    /// Notes that the erasure ledger held at least `bytes` after an append
-    /// this store's change was recorded with (the highest noted stays): a
-    /// ledger shorter than that is an older copy put back (see
-    /// `restore::open_ledger`).
-    ///
-    /// # Errors
-    /// [`StoreError`] when it cannot be stored.
-    pub fn note_ledger_bytes(&self, bytes: u64) -> Result<(), StoreError> {
-        let conn = self.conn.lock().expect("contact db lock");
-        conn.execute(
-            "INSERT INTO counters (key, value) VALUES ('ledger_bytes_seen', ?1)
-             ON CONFLICT (key) DO UPDATE SET value = max(value, excluded.value)",
-            [i64::try_from(bytes).unwrap_or(i64::MAX)],
-        )?;
-        Ok(())
-    }
-
-    /// The most bytes the erasure ledger was noted to hold (see
-    /// [`ContactStore::note_ledger_bytes`]); `None` when never noted.
-    ///
-    /// # Errors
-    /// [`StoreError`] when the store cannot be read.
-    pub fn ledger_bytes_seen(&self) -> Result<Option<u64>, StoreError> {
-        let conn = self.conn.lock().expect("contact db lock");
-        let seen: Option<i64> = conn
-            .query_row(
-                "SELECT value FROM counters WHERE key = 'ledger_bytes_seen'",
-                [],
-                |r| r.get(0),
-            )
-            .optional()?;
-        Ok(seen.map(|bytes| u64::try_from(bytes).unwrap_or(0)))
-    }
-
     /// Binds the store to the erasure ledger `id` (replacing any earlier).
     ///
     /// # Errors
     /// [`StoreError`] when it cannot be stored.
     pub fn bind_ledger(&self, id: &str) -> Result<(), StoreError> {
-        let mut conn = self.conn.lock().expect("contact db lock");
-        let tx = conn.transaction()?;
-        let bound: Option<Vec<u8>> = tx
-            .query_row("SELECT value FROM meta WHERE key = 'ledger_id'", [], |r| {
-                r.get(0)
-            })
-            .optional()?;
-        if bound.as_deref() != Some(id.as_bytes()) {
-            // The length seen was another ledger's.
-            tx.execute("DELETE FROM counters WHERE key = 'ledger_bytes_seen'", [])?;
-        }
-        tx.execute(
+        let conn = self.conn.lock().expect("contact db lock");
+        conn.execute(
             "INSERT OR REPLACE INTO meta (key, value) VALUES ('ledger_id', ?1)",
             [id.as_bytes()],
         )?;
-        tx.commit()?;
         Ok(())
     }
 
@@ -671,10 +626,7 @@ impl ContactStore {
     /// [`StoreError`] when it cannot be stored.
     pub fn unbind_ledger(&self) -> Result<(), StoreError> {
         let conn = self.conn.lock().expect("contact db lock");
-        conn.execute_batch(
-            "DELETE FROM meta WHERE key = 'ledger_id';
-             DELETE FROM counters WHERE key = 'ledger_bytes_seen';",
-        )?;
+        conn.execute("DELETE FROM meta WHERE key = 'ledger_id'", [])?;
         Ok(())
     }
 
