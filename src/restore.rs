@@ -528,7 +528,7 @@ pub fn restore(
                             &entry.record_kind,
                             &entry.record_id,
                             &subject,
-                            values,
+                            (entry.corrected_from.as_ref(), values),
                             actor,
                             now,
                         )

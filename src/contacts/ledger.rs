@@ -114,6 +114,9 @@ pub struct Entry {
     /// backup's copy (an end moved earlier must not come undone).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub corrected: Option<CorrectedValues>,
+    /// The values it corrected: a restore applies it only onto those.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub corrected_from: Option<CorrectedValues>,
 }
 
 /// What a rectification set that the rules read (no number): a consent's
@@ -312,6 +315,7 @@ impl Entry {
             record_id: String::new(),
             opt_outs: Vec::new(),
             corrected: None,
+            corrected_from: None,
         }
     }
 

@@ -1027,11 +1027,24 @@ async fn test_restore_keeps_a_correction_that_narrowed_a_record() {
         &format!("consent_id,controller,reason,expires_at\nc-ended,acme,it ended,{ended}\n"),
     );
     ws.cli_ok(&["consent", "rectify", "--file", path_str(&fix)]);
-    let ledger = std::fs::read_to_string(ws.data_dir().join("erasure-ledger.jsonl")).unwrap();
+    let ledger_path = ws.data_dir().join("erasure-ledger.jsonl");
+    let ledger = std::fs::read_to_string(&ledger_path).unwrap();
     assert!(
         ledger.contains("\"corrected\"") && !ledger.contains("+49"),
         "{ledger}"
     );
+    // A correction computed from the values before, written to the ledger
+    // after it and then failed (the record had changed): replayed, it would
+    // undo the narrowing. A restore applies a correction only onto the
+    // values it corrected.
+    let narrowing: serde_json::Value = ledger
+        .lines()
+        .map(|line| serde_json::from_str::<serde_json::Value>(line).unwrap())
+        .find(|entry| entry.get("corrected").is_some())
+        .unwrap();
+    let mut stale = narrowing.clone();
+    stale["corrected"] = narrowing["corrected_from"].clone();
+    std::fs::write(&ledger_path, format!("{ledger}{stale}\n")).unwrap();
     let out = ws.cli_ok(&["restore", "--from", path_str(&backup_dir)]);
     assert!(out.contains("1 records corrected again"), "{out}");
     let server = ws.start();

@@ -233,6 +233,19 @@ impl Records {
             let entries: Vec<_> = corrections
                 .iter()
                 .map(|correction| {
+                    use crate::contacts::ledger::CorrectedValues;
+                    let consent = |c: &crate::contacts::Consent| CorrectedValues {
+                        granted_at: Some(c.granted_at),
+                        expires_at: c.expires_at,
+                        supplier: c.supplier.clone(),
+                        ..Default::default()
+                    };
+                    let relationship = |r: &crate::contacts::Relationship| CorrectedValues {
+                        kind: r.kind.as_str().to_string(),
+                        started_at: Some(r.started_at),
+                        ended_at: r.ended_at,
+                        ..Default::default()
+                    };
                     let (kind, id, number, controller, moved, purpose, values) = match correction {
                         Rectification::Consent { before, after, .. } => (
                             "consent",
@@ -242,12 +255,7 @@ impl Records {
                             before.key != after.0,
                             (before.record.purpose != after.1.purpose)
                                 .then_some(before.record.purpose),
-                            crate::contacts::ledger::CorrectedValues {
-                                granted_at: Some(after.1.granted_at),
-                                expires_at: after.1.expires_at,
-                                supplier: after.1.supplier.clone(),
-                                ..Default::default()
-                            },
+                            (consent(&before.record), consent(&after.1)),
                         ),
                         Rectification::Relationship { before, after, .. } => (
                             "relationship",
@@ -256,12 +264,7 @@ impl Records {
                             &before.record.controller,
                             before.key != after.0,
                             None,
-                            crate::contacts::ledger::CorrectedValues {
-                                kind: after.1.kind.as_str().to_string(),
-                                started_at: Some(after.1.started_at),
-                                ended_at: after.1.ended_at,
-                                ..Default::default()
-                            },
+                            (relationship(&before.record), relationship(&after.1)),
                         ),
                     };
                     let mut entry = crate::contacts::ledger::Entry::about(
@@ -280,7 +283,9 @@ impl Records {
                     // puts on the backup's copy (an earlier end, expiry or
                     // grant must not come undone: found by review).
                     if !moved && purpose.is_none() {
-                        entry.corrected = Some(values);
+                        let (from, to) = values;
+                        entry.corrected_from = Some(from);
+                        entry.corrected = Some(to);
                     }
                     entry
                 })

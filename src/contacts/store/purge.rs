@@ -545,8 +545,9 @@ impl ContactStore {
     }
 
     /// Puts a rectification's corrected values on record `id` of `kind`
-    /// ("consent" or "relationship") if it is still at `subject` (a restore:
-    /// the backup's copy predates the correction); returns whether it did.
+    /// ("consent" or "relationship") if it is still at `subject` and holds
+    /// the values it was corrected `from` (a restore: the backup's copy
+    /// predates the correction); returns whether it did.
     ///
     /// # Errors
     /// [`StoreError`] when it cannot be read or stored, or a value is not
@@ -556,7 +557,10 @@ impl ContactStore {
         kind: &str,
         id: &str,
         subject: &SubjectHash,
-        values: &crate::contacts::ledger::CorrectedValues,
+        (from, values): (
+            Option<&crate::contacts::ledger::CorrectedValues>,
+            &crate::contacts::ledger::CorrectedValues,
+        ),
         actor: &str,
         now: Timestamp,
     ) -> Result<bool, StoreError> {
@@ -576,44 +580,64 @@ impl ContactStore {
             return Ok(false);
         }
         let micros = |at: Option<Timestamp>| at.map(|at| at.as_microsecond());
+        let required = |at: Option<Timestamp>, what: &str| {
+            at.map(Timestamp::as_microsecond).ok_or_else(|| {
+                StoreError::Unreadable(format!(
+                    "a corrected {kind} {id} without its {what} in the ledger"
+                ))
+            })
+        };
         self.write(
             |tx| {
-                let changed = match table {
-                    "consents" => {
-                        let granted = values.granted_at.ok_or_else(|| {
-                            StoreError::Unreadable(format!(
-                                "a corrected consent {id} without its grant in the ledger"
-                            ))
-                        })?;
-                        tx.execute(
-                            "UPDATE consents SET granted_at_us = ?2, expires_at_us = ?3, supplier = ?4
-                             WHERE consent_id = ?1",
-                            params![id, granted.as_microsecond(), micros(values.expires_at), values.supplier],
-                        )?
-                    }
-                    _ => {
+                // Only onto the values it was corrected from (a correction
+                // computed from values changed since, which then failed,
+                // is in the ledger too, and must not undo a later one).
+                let changed = match (table, from) {
+                    ("consents", from) => tx.execute(
+                        "UPDATE consents SET granted_at_us = ?2, expires_at_us = ?3, supplier = ?4
+                         WHERE consent_id = ?1 AND (?5 = 0 OR (granted_at_us = ?6
+                             AND expires_at_us IS ?7 AND supplier = ?8))",
+                        params![
+                            id,
+                            required(values.granted_at, "grant")?,
+                            micros(values.expires_at),
+                            values.supplier,
+                            from.is_some(),
+                            from.and_then(|f| micros(f.granted_at)),
+                            from.and_then(|f| micros(f.expires_at)),
+                            from.map(|f| f.supplier.as_str()),
+                        ],
+                    )?,
+                    (_, from) => {
                         super::relationship_kind(&values.kind)?;
-                        let started = values.started_at.ok_or_else(|| {
-                            StoreError::Unreadable(format!(
-                                "a corrected relationship {id} without its start in the ledger"
-                            ))
-                        })?;
                         tx.execute(
                             "UPDATE relationships SET kind = ?2, started_at_us = ?3, ended_at_us = ?4
-                             WHERE relationship_id = ?1",
-                            params![id, values.kind, started.as_microsecond(), micros(values.ended_at)],
+                             WHERE relationship_id = ?1 AND (?5 = 0 OR (kind = ?6
+                                 AND started_at_us = ?7 AND ended_at_us IS ?8))",
+                            params![
+                                id,
+                                values.kind,
+                                required(values.started_at, "start")?,
+                                micros(values.ended_at),
+                                from.is_some(),
+                                from.map(|f| f.kind.as_str()),
+                                from.and_then(|f| micros(f.started_at)),
+                                from.and_then(|f| micros(f.ended_at)),
+                            ],
                         )?
                     }
                 };
-                Self::event(
-                    tx,
-                    now,
-                    actor,
-                    "record.corrected",
-                    subject,
-                    serde_json::Value::Null,
-                    serde_json::json!({"table": table, "id": id, "reason": "restore: rectified after the backup", "values": values}),
-                )?;
+                if changed > 0 {
+                    Self::event(
+                        tx,
+                        now,
+                        actor,
+                        "record.corrected",
+                        subject,
+                        serde_json::Value::Null,
+                        serde_json::json!({"table": table, "id": id, "reason": "restore: rectified after the backup", "values": values}),
+                    )?;
+                }
                 Ok(changed > 0)
             },
             |_| {},
