@@ -1052,3 +1052,58 @@ async fn test_restore_keeps_a_correction_that_narrowed_a_record() {
     assert!(codes(&after).contains(&R::NoConsent), "{:?}", after.reasons);
     server.terminate();
 }
+
+/// A withdrawal a restore kept by hash (its number not in the backup)
+/// binds a consent recorded again, and a rectification cannot carry that
+/// consent's grant past it: the rectification checks read only the
+/// consents' own withdrawals, and let it through (found by review).
+#[tokio::test(flavor = "multi_thread")]
+async fn test_a_withdrawal_kept_by_hash_binds_a_rectification() {
+    let ws = Workspace::new(&standard_config(""));
+    import_consent(&ws, "+4915100000001");
+    let backup_dir = ws.dir.path().join("backup-1");
+    ws.cli_ok(&["backup", "--to", path_str(&backup_dir)]);
+    let number = "+4915100000002";
+    let server = ws.start();
+    server
+        .records()
+        .await
+        .revoke_consent(RevokeConsentRequest {
+            controller: "acme".into(),
+            number: number.into(),
+            purpose: Purpose::Marketing as i32,
+            revoked_at: ts(days_before_now(2)),
+            default_region: String::new(),
+        })
+        .await
+        .unwrap();
+    assert!(server.terminate().0.success());
+    ws.cli_ok(&["restore", "--from", path_str(&backup_dir)]);
+
+    let server = ws.start();
+    let mut records = server.records().await;
+    let id = records
+        .record_consent(consent(number, 3, "form-3"))
+        .await
+        .unwrap()
+        .into_inner()
+        .consent_id;
+    let err = records
+        .rectify_consent(dialgate::proto::RectifyConsentRequest {
+            consent_id: id,
+            controller: "acme".into(),
+            reason: "date typo".into(),
+            granted_at: ts(days_before_now(1)),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert!(
+        err.message().starts_with("granted_at:") && err.message().contains("withdrawal"),
+        "{}",
+        err.message()
+    );
+    let after = check(&server, number).await;
+    assert!(codes(&after).contains(&R::NoConsent), "{:?}", after.reasons);
+    server.terminate();
+}

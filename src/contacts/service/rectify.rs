@@ -149,7 +149,7 @@ impl Records {
         if after.granted_at > old.granted_at
             && let Some(withdrawal) = self
                 .store
-                .withdrawals(key, &after.controller, after.purpose)?
+                .withdrawals((key, &after.number), &after.controller, after.purpose)?
                 .into_iter()
                 .find(|w| old.granted_at <= *w && *w < after.granted_at)
         {
@@ -169,7 +169,7 @@ impl Records {
         if (after.number != old.number || after.purpose != old.purpose)
             && let Some(withdrawal) = self
                 .store
-                .withdrawals(key, &after.controller, after.purpose)?
+                .withdrawals((key, &after.number), &after.controller, after.purpose)?
                 .into_iter()
                 .filter(|w| *w < after.granted_at)
                 .max()

@@ -123,10 +123,19 @@ impl ContactStore {
     /// [`StoreError`] when the store cannot be read.
     pub fn withdrawals(
         &self,
-        key: NumberKey,
+        (key, e164): (NumberKey, &str),
         controller: &str,
         purpose: crate::model::Purpose,
     ) -> Result<Vec<jiff::Timestamp>, StoreError> {
+        // Those a restore kept by hash (for numbers the backup did not
+        // hold) bind too (found by review).
+        let mut hashed = super::ContactView::default();
+        self.withdrawals.extend_view(&self.index, e164, &mut hashed);
+        let kept = hashed
+            .consents
+            .into_iter()
+            .filter(|c| c.controller == controller && c.purpose == purpose)
+            .filter_map(|c| c.revoked_at);
         let conn = self.conn.lock().expect("contact db lock");
         let mut statement = conn.prepare(
             "SELECT DISTINCT revoked_at_us FROM consents
@@ -137,13 +146,15 @@ impl ContactStore {
                 r.get::<_, i64>(0)
             })?
             .collect::<rusqlite::Result<Vec<i64>>>()?;
-        instants
+        let mut all = instants
             .into_iter()
             .map(|us| {
                 jiff::Timestamp::from_microsecond(us)
                     .map_err(|_| super::unknown("revoked_at_us", us, "not an instant"))
             })
-            .collect()
+            .collect::<Result<Vec<_>, _>>()?;
+        all.extend(kept);
+        Ok(all)
     }
 
     /// Applies `corrections` in one transaction, then to the index: all or
