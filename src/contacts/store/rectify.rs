@@ -117,7 +117,8 @@ impl ContactStore {
     }
 
     /// The instants at which the controller's consents of `purpose` for
-    /// the number were withdrawn.
+    /// the number were withdrawn: stored with its consents, or kept by
+    /// hash by a restore.
     ///
     /// # Errors
     /// [`StoreError`] when the store cannot be read.
