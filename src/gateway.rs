@@ -329,9 +329,10 @@ impl Gateway {
         bounded("campaign_id", &request.campaign_id, MAX_CAMPAIGN_ID)?;
         bounded("request_id", &request.request_id, MAX_REQUEST_ID)?;
         self.contacts_in_sync()?;
-        self.clock_checked(Timestamp::now())?;
+        // The instant decided on, checked once.
+        let now = self.clock_checked(Timestamp::now())?;
         if request.request_id.is_empty() {
-            return Ok(self.decide_and_log(&request, started).await?.0);
+            return Ok(self.decide_and_log(&request, started, now).await?.0);
         }
         let fingerprint = RequestFingerprint::of(
             &request.called_number,
@@ -344,7 +345,7 @@ impl Gateway {
         let decided_here = std::sync::atomic::AtomicBool::new(false);
         let answered = cell
             .get_or_try_init(|| async {
-                let (outcome, earlier) = self.decide_and_log(&request, started).await?;
+                let (outcome, earlier) = self.decide_and_log(&request, started, now).await?;
                 decided_here.store(earlier.is_none(), std::sync::atomic::Ordering::Relaxed);
                 // Another replica decided this request id first: its answer.
                 Ok::<_, LogError>(earlier.unwrap_or_else(|| Answered {
@@ -432,8 +433,8 @@ impl Gateway {
         &self,
         request: &CallCheck,
         started: Instant,
+        now: Timestamp,
     ) -> Result<(CheckOutcome, Option<Answered>), LogError> {
-        let now = Timestamp::now();
         let campaign = self.campaigns.get(&request.campaign_id);
         let called = normalize_called(&request.called_number, campaign);
         let (mut evaluation, limits) = self.evaluate(

@@ -592,7 +592,7 @@ async fn reload_data(
 
 /// Marks a data directory whose registries were seeded once (see
 /// [`seed_registries`]).
-pub const SEEDED_MARK: &str = "seeded";
+const SEEDED_MARK: &str = "seeded";
 
 /// Demo only: imports a registry's `seed_file` (checked today, covering the
 /// whole country) when the registry has no snapshot yet, so the built-in

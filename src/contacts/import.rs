@@ -366,15 +366,12 @@ fn run<T: Send>(
         let hand_over = move |batch: Vec<(NumberKey, T)>| match order {
             BatchOrder::AsRead => Handover::Records(batch),
             BatchOrder::ById => Handover::Records(by_id(batch, id)),
-            BatchOrder::ByNumber => {
-                let mut rows =
-                    PackedRows::with_capacity(width, batch.len(), batch.len() * PACKED_ROW_BYTES);
-                for i in crate::contacts::by_number(&batch) {
-                    let (key, record) = &batch[i];
-                    pack(&mut rows, *key, record);
-                }
-                Handover::Packed(rows)
-            }
+            BatchOrder::ByNumber => Handover::Packed(crate::contacts::store::packed_by_number(
+                &batch,
+                width,
+                batch.len() * PACKED_ROW_BYTES,
+                pack,
+            )),
         };
         std::thread::scope(|scope| {
             let (batches, received) = std::sync::mpsc::sync_channel::<Handover<T>>(2);

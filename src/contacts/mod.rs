@@ -33,7 +33,6 @@ use crate::model::Purpose;
 use crate::number::NumberKey;
 use compact::{Change, CompactIndex, Instants, OPEN, Slot, SlotError, Table};
 use presence::Presence;
-pub(crate) use store::by_number;
 pub use store::{
     BULK_BATCH, BatchOrder, BulkCounts, BulkImport, Ceiling, ChangeEvent, ContactStore,
     PurgeCounts, RecordCeilings, Rectification, StoreError, Stored, SubjectRecords, database_path,

@@ -376,23 +376,19 @@ impl BulkImport<'_> {
     fn stage_held(&mut self) -> Result<(), StoreError> {
         let mut consents = std::mem::take(&mut self.consents);
         if !consents.is_empty() {
-            let mut rows = PackedRows::with_capacity(STAGED_CONSENT_VALUES, consents.len(), 0);
-            for i in by_number(&consents) {
-                let (key, consent) = &consents[i];
-                pack_consent(&mut rows, *key, consent);
-            }
+            let rows = packed_by_number(&consents, STAGED_CONSENT_VALUES, 0, pack_consent);
             self.stage_packed(StagedTable::Consents, &rows)?;
         }
         consents.clear();
         self.consents = consents;
         let mut suppressions = std::mem::take(&mut self.suppressions);
         if !suppressions.is_empty() {
-            let mut rows =
-                PackedRows::with_capacity(STAGED_SUPPRESSION_VALUES, suppressions.len(), 0);
-            for i in by_number(&suppressions) {
-                let (key, suppression) = &suppressions[i];
-                pack_suppression(&mut rows, *key, suppression);
-            }
+            let rows = packed_by_number(
+                &suppressions,
+                STAGED_SUPPRESSION_VALUES,
+                0,
+                pack_suppression,
+            );
             self.stage_packed(StagedTable::Suppressions, &rows)?;
         }
         suppressions.clear();
@@ -957,6 +953,22 @@ pub(crate) enum StagedTable {
 pub(crate) const STAGED_CONSENT_VALUES: usize = 14;
 /// Values of a staged opt-out: [`INSERT_SUPPRESSION`]'s.
 pub(crate) const STAGED_SUPPRESSION_VALUES: usize = 10;
+
+/// `records` packed by `pack` in number order, file order among equals
+/// (`bytes`: room for their texts at first).
+pub(crate) fn packed_by_number<T>(
+    records: &[(NumberKey, T)],
+    width: usize,
+    bytes: usize,
+    pack: impl Fn(&mut PackedRows, NumberKey, &T),
+) -> PackedRows {
+    let mut rows = PackedRows::with_capacity(width, records.len(), bytes);
+    for i in by_number(records) {
+        let (key, record) = &records[i];
+        pack(&mut rows, *key, record);
+    }
+    rows
+}
 
 /// Packs a consent's staged values, as [`insert_consent`] binds them.
 pub(crate) fn pack_consent(rows: &mut PackedRows, key: NumberKey, consent: &Consent) {
