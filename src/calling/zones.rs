@@ -2,7 +2,9 @@
 //! libphonenumber's prefix-to-zone data (`data/libphonenumber/timezones.txt`,
 //! the upstream `resources/timezones/map_data.txt`), and for NANP numbers
 //! the state, from libphonenumber's area-code geocoding
-//! (`data/libphonenumber/geocoding-en-1-npa.txt`). A number that may be in
+//! (`data/libphonenumber/geocoding-en-1-npa.txt`), with each overlay area
+//! code given the zones of the codes serving its area before it (NANPA's
+//! overlay complexes, `data/nanp/overlays.txt`). A number that may be in
 //! several zones gets all of them, and the calling window is their
 //! intersection (the strictest). Numbers the data does not place have no
 //! known local time: a calling window for them fails closed.
@@ -12,6 +14,7 @@ use std::sync::LazyLock;
 
 const TIMEZONES: &str = include_str!("../../data/libphonenumber/timezones.txt");
 const NANP_AREAS: &str = include_str!("../../data/libphonenumber/geocoding-en-1-npa.txt");
+const NANP_OVERLAYS: &str = include_str!("../../data/nanp/overlays.txt");
 
 /// US states (and DC) by the names the geocoding data uses.
 const STATE_NAMES: &[(&str, &str)] = &[
@@ -152,6 +155,7 @@ static DATA: LazyLock<ZoneData> = LazyLock::new(|| {
         }
     }
     widen_split_area_codes(&mut data);
+    give_overlays_their_areas_zones(&mut data);
     note_other_clocks(&mut data);
     for line in NANP_AREAS.lines() {
         let Some((prefix, place)) = line.split_once('|') else {
@@ -171,8 +175,125 @@ static DATA: LazyLock<ZoneData> = LazyLock::new(|| {
             data.states.insert(npa, state);
         }
     }
+    for (overlay, earlier) in overlays() {
+        let states: Vec<&'static str> = earlier
+            .iter()
+            .filter_map(|npa| data.states.get(npa).copied())
+            .collect();
+        if let Some(&state) = states.first()
+            && states.len() == earlier.len()
+            && states.iter().all(|s| *s == state)
+        {
+            data.states.entry(overlay).or_insert(state);
+        }
+    }
     data
 });
+
+/// Each overlay area code with the codes that served its area before it
+/// (`data/nanp/overlays.txt`; a malformed line is a test failure,
+/// `test_every_overlay_line_is_read`).
+fn overlays() -> Vec<(u16, Vec<u16>)> {
+    overlay_lines().filter_map(overlay_line).flatten().collect()
+}
+
+/// The lines of `data/nanp/overlays.txt` that are not comments.
+fn overlay_lines() -> impl Iterator<Item = &'static str> {
+    NANP_OVERLAYS
+        .lines()
+        .map(|line| line.split('#').next().unwrap_or_default().trim())
+        .filter(|line| !line.is_empty())
+}
+
+/// `A&B&C` (one area, oldest first: each takes the codes before it) or
+/// `X&Y|A&B` (X and Y each take A and B); `None` if malformed.
+fn overlay_line(line: &str) -> Option<Vec<(u16, Vec<u16>)>> {
+    let codes = |part: &str| -> Option<Vec<u16>> {
+        part.split('&')
+            .map(|npa| {
+                (npa.len() == 3 && npa.bytes().all(|b| b.is_ascii_digit()))
+                    .then(|| npa.parse().ok())
+                    .flatten()
+            })
+            .collect()
+    };
+    match line.split_once('|') {
+        Some((over, under)) => {
+            let under = codes(under)?;
+            Some(
+                codes(over)?
+                    .into_iter()
+                    .map(|npa| (npa, under.clone()))
+                    .collect(),
+            )
+        }
+        None => {
+            let group = codes(line)?;
+            (group.len() > 1).then(|| {
+                (1..group.len())
+                    .map(|at| (group[at], group[..at].to_vec()))
+                    .collect()
+            })
+        }
+    }
+}
+
+/// An overlay area code serves the area of the codes it overlays, but the
+/// data places it by its own, single entry: 364 (over 270, western
+/// Kentucky) on New York time alone, so an 08:30 call from New York rang
+/// at 07:30 in Paducah; likewise 448 (over 850), 930 (over 812), 458 (over
+/// 541), and 689 (Orlando) on Chicago time. Each overlay gets the zones
+/// the data gives any number of the codes before it (their own entries and
+/// their exchanges'), beside its own; the older codes keep theirs (689's
+/// wrong entry does not spread to 407). An overlay the data does not list
+/// at all (729 over 423) gets those zones instead of every North American
+/// one.
+fn give_overlays_their_areas_zones(data: &mut ZoneData) {
+    let mut area_zones: HashMap<u16, Vec<&'static str>> = HashMap::new();
+    for line in TIMEZONES.lines() {
+        let Some((prefix, zones)) = line.split_once('|') else {
+            continue;
+        };
+        if let Some(npa) = prefix
+            .strip_prefix('1')
+            .and_then(|rest| rest.get(..3))
+            .and_then(|npa| npa.parse::<u16>().ok())
+        {
+            area_zones
+                .entry(npa)
+                .or_default()
+                .extend(zones.split('&').filter(|z| !z.is_empty()));
+        }
+    }
+    for (overlay, earlier) in overlays() {
+        let Some(key) = prefix_key(&format!("1{overlay}")) else {
+            continue;
+        };
+        let mut all: Vec<&'static str> = earlier
+            .iter()
+            .filter_map(|npa| area_zones.get(npa))
+            .flatten()
+            .copied()
+            .collect();
+        if all.is_empty() {
+            continue;
+        }
+        if let Some(&own) = data.by_prefix.get(&key) {
+            all.extend(data.zone_sets[own as usize].iter().copied());
+        }
+        all.sort_unstable();
+        all.dedup();
+        let id = data.intern(all);
+        data.by_prefix.insert(key, id);
+        for head in 1..=3 {
+            let Some(head) = prefix_key(&format!("1{overlay}")[..head]) else {
+                continue;
+            };
+            let longest = data.longest_under.entry(head).or_insert(0);
+            *longest = (*longest).max(4);
+        }
+    }
+}
 
 /// A North American prefix (an area code, or a block of exchanges) whose
 /// longer prefixes the data places in other zones than its own entry gets
@@ -508,6 +629,69 @@ mod tests {
                 && unplaced.zones.contains(&"America/Los_Angeles"),
             "an exchange not placed gets both zones: {:?}",
             unplaced.zones
+        );
+    }
+
+    #[test]
+    fn test_every_overlay_line_is_read() {
+        let mut read = 0;
+        for line in overlay_lines() {
+            let pairs = overlay_line(line).unwrap_or_else(|| panic!("malformed: {line:?}"));
+            assert!(!pairs.is_empty(), "{line:?}");
+            read += 1;
+        }
+        assert!(read > 140, "{read} lines");
+        assert!(overlay_line("364&27").is_none());
+        assert!(overlay_line("270").is_none());
+        assert!(overlay_line("x64|270").is_none());
+        assert_eq!(overlay_line("270&364"), Some(vec![(364, vec![270])]));
+        assert_eq!(
+            overlay_line("564|206&360"),
+            Some(vec![(564, vec![206, 360])])
+        );
+    }
+
+    /// An overlay serves the area of the codes it overlays: 364 over
+    /// western Kentucky (270) rings on Central time too, so an 08:30 call
+    /// from New York is refused there. Only overlays take zones: 689's
+    /// wrong entry (Chicago, for Orlando) does not reach 407, nor 474's
+    /// (Winnipeg) Saskatchewan's 306, nor Alberta's zones Vancouver's 604.
+    #[test]
+    fn test_an_overlay_gets_the_zones_of_the_codes_it_overlays() {
+        let central_and_eastern = ["America/Chicago", "America/New_York"];
+        for overlay in ["13645550123", "14485550123", "19305550123", "16895550123"] {
+            assert_eq!(
+                locate("US", overlay).zones,
+                central_and_eastern,
+                "{overlay}"
+            );
+        }
+        assert_eq!(
+            locate("US", "14585550123").zones,
+            ["America/Denver", "America/Los_Angeles"]
+        );
+        assert_eq!(locate("US", "13645550123").state, Some("KY"));
+        assert_eq!(locate("US", "14075550123").zones, ["America/New_York"]);
+        assert_eq!(locate("CA", "13065550123").zones, ["America/Regina"]);
+        assert_eq!(
+            locate("CA", "14745550123").zones,
+            ["America/Regina", "America/Winnipeg"]
+        );
+        assert_eq!(locate("CA", "16045550123").zones, ["America/Vancouver"]);
+        assert!(
+            locate("CA", "17785550123")
+                .zones
+                .contains(&"America/Edmonton")
+        );
+        // 729 (over 423, eastern Tennessee) is not in the zone data: the
+        // codes before it place it, rather than every NANP zone.
+        let chattanooga = locate("US", "17295550123");
+        assert_eq!(chattanooga.zones, central_and_eastern);
+        assert_eq!(chattanooga.state, Some("TN"));
+        assert_eq!(
+            locate("US", "14235550123").zones,
+            central_and_eastern,
+            "423 is unchanged"
         );
     }
 }

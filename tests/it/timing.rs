@@ -82,6 +82,7 @@ fn timing_workspace() -> Workspace {
          acme,+393331234567,marketing,2026-01-01,test\n\
          acme,+12125550123,marketing,2026-01-01,test\n\
          acme,+12135550123,marketing,2026-01-01,test\n\
+         acme,+13645550123,marketing,2026-01-01,test\n\
          acme,+4915123456789,marketing,2026-01-01,test\n\
          acme,+4915199999999,marketing,2026-01-01,test\n\
          acme,+4915155555555,marketing,2026-01-01,test\n",
@@ -177,6 +178,20 @@ async fn test_statutory_windows_in_the_called_persons_local_time() {
             "2026-11-23T10:30:00-05:00",
             Verdict::Deny,
             Some("2026-11-23T08:00:00-08:00"),
+        ),
+        // 364 overlays western Kentucky (270), on Central time: 08:30 in
+        // New York is 07:30 there (the zone data alone says Eastern).
+        (
+            "+1 364 555 0123",
+            "2026-11-23T08:30:00-05:00",
+            Verdict::Deny,
+            Some("2026-11-23T08:00:00-06:00"),
+        ),
+        (
+            "+1 364 555 0123",
+            "2026-11-23T20:30:00-05:00",
+            Verdict::Allow,
+            None,
         ),
     ];
     for (number, at, verdict, next) in cases {
