@@ -347,3 +347,31 @@ fn test_a_controller_is_spelled_one_way() {
     let same = format!("{}{}", campaign("a", "acme"), campaign("b", "acme"));
     assert_eq!(parse(&same).unwrap().campaigns.len(), 2);
 }
+
+/// Holiday hours for a destination without known holidays would never
+/// apply: refused until its holidays are listed.
+#[test]
+fn test_holiday_hours_need_known_holidays() {
+    let campaign = "[[campaign]]\nid = \"nl\"\ncontroller = \"a\"\npurpose = \"marketing\"\ndefault_region = \"NL\"\ndestinations = [\"IT\", \"NL\"]\n\
+         [campaign.calling_hours]\nholidays = []\n";
+    let message = parse(campaign).unwrap_err().to_string();
+    assert!(
+        message.contains("campaign[0].calling_hours")
+            && message.contains("no holidays of NL")
+            && message.contains("extra_holidays"),
+        "{message}"
+    );
+    parse(&format!(
+        "{campaign}[destination.NL]\nextra_holidays = [\"2026-04-27\"]\n"
+    ))
+    .unwrap();
+    let message = parse("[destination.NL.calling_hours]\npre_holidays = [\"10:00-12:00\"]\n")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        message.contains("destination.NL.calling_hours") && message.contains("no holidays of NL"),
+        "{message}"
+    );
+    // A destination with a statute's calendar takes them as they are.
+    parse(&campaign.replace("\"IT\", \"NL\"", "\"IT\", \"US\"")).unwrap();
+}

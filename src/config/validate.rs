@@ -364,6 +364,7 @@ impl Validator<'_> {
                 suppliers: Vec::new(),
             });
         }
+        self.refuse_holiday_hours_without_holidays(&campaigns, &destination_overrides)?;
         let store = self.store(raw.store.as_ref(), base_dir)?;
         let suppliers = self.suppliers(&raw.suppliers, &campaigns)?;
         let subject_requests = raw.subject_requests;
@@ -601,6 +602,57 @@ impl Validator<'_> {
             hours.pre_holidays = Some(self.spans(&format!("{key}.pre_holidays"), values)?);
         }
         Ok(hours)
+    }
+
+    /// Hours for public holidays (or the days before them) where no holiday
+    /// is known would never apply: a campaign closed on holidays would call
+    /// the Netherlands on every one of them. Such a setting is refused
+    /// until the destination's holidays are listed (`extra_holidays`).
+    fn refuse_holiday_hours_without_holidays(
+        &self,
+        campaigns: &[CampaignConfig],
+        overrides: &[DestinationOverride],
+    ) -> Result<(), ConfigError> {
+        let knows_holidays = |region: Region| {
+            statutes::statute(region.as_str()).is_some_and(|s| !s.holidays.is_empty())
+                || overrides
+                    .iter()
+                    .any(|o| o.region == region && !o.extra_holidays.is_empty())
+        };
+        let sets_holiday_hours =
+            |hours: &WeeklyHours| hours.holidays.is_some() || hours.pre_holidays.is_some();
+        let problem = |region: Region| {
+            format!(
+                "sets hours for public holidays, but dialgate knows no holidays of {region}: list them in [destination.{region}] extra_holidays"
+            )
+        };
+        for (i, campaign) in campaigns.iter().enumerate() {
+            if !campaign
+                .calling_hours
+                .as_ref()
+                .is_some_and(sets_holiday_hours)
+            {
+                continue;
+            }
+            if let Some(region) = campaign.destinations.iter().find(|r| !knows_holidays(**r)) {
+                return Err(self.invalid(
+                    format!("campaign[{i}].calling_hours"),
+                    &campaign.id,
+                    &problem(*region),
+                ));
+            }
+        }
+        for o in overrides {
+            if o.calling_hours.as_ref().is_some_and(sets_holiday_hours) && !knows_holidays(o.region)
+            {
+                return Err(self.invalid(
+                    format!("destination.{}.calling_hours", o.region),
+                    o.region,
+                    &problem(o.region),
+                ));
+            }
+        }
+        Ok(())
     }
 
     fn attempt_limit(&self, key: &str, raw: &RawAttemptLimit) -> Result<AttemptLimit, ConfigError> {

@@ -154,20 +154,39 @@ fn plus(d: Date, days: i64) -> Option<Date> {
     d.checked_add(days.days()).ok()
 }
 
-/// The holidays of `holidays` in `year`, weekend shifts applied.
+/// The days of `holidays` that fall in `year`: each holiday's own date and,
+/// where it falls on a weekend, the weekday it is observed on. A holiday
+/// observed on another day is still a holiday on its date (Independence
+/// Day on Saturday 4 July 2026, observed Friday the 3rd: both), and a
+/// holiday of the next year can be observed in this one (New Year's Day
+/// 2028, a Saturday, observed on Friday 31 December 2027).
 pub fn dates(holidays: &[Holiday], year: i16) -> Vec<Date> {
+    let mut out: Vec<Date> = (year.saturating_sub(1)..=year.saturating_add(1))
+        .flat_map(|y| dates_of_year(holidays, y))
+        .filter(|d| d.year() == year)
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// The holidays of `holidays` that belong to `year`: their dates and, for
+/// those falling on a weekend, the weekdays they are observed on (which may
+/// lie in the year before).
+fn dates_of_year(holidays: &[Holiday], year: i16) -> Vec<Date> {
     let mut out = Vec::new();
     let mut substitutes = Vec::new();
     for holiday in holidays.iter().filter(|h| h.exists_in(year)) {
         let Some(day) = holiday.in_year(year) else {
             continue;
         };
+        out.push(day);
         match holiday.shift {
-            WeekendShift::Stays => out.push(day),
+            WeekendShift::Stays => {}
             WeekendShift::NearestWeekday => out.extend(match day.weekday() {
                 Weekday::Saturday => plus(day, -1),
                 Weekday::Sunday => plus(day, 1),
-                _ => Some(day),
+                _ => None,
             }),
             WeekendShift::NextFreeWeekday => substitutes.push(day),
         }
@@ -185,8 +204,6 @@ pub fn dates(holidays: &[Holiday], year: i16) -> Vec<Date> {
         placed.push(d);
     }
     out.extend(placed);
-    out.sort();
-    out.dedup();
     out
 }
 
@@ -310,6 +327,33 @@ mod tests {
                 true,
                 "Independence Day observed (4th is a Saturday)",
             ),
+            (
+                "US",
+                date(2026, 7, 4),
+                true,
+                "Independence Day itself, a Saturday",
+            ),
+            (
+                "US",
+                date(2027, 12, 31),
+                true,
+                "New Year's Day 2028 (a Saturday) observed the Friday before",
+            ),
+            ("US", date(2028, 1, 1), true, "New Year's Day itself"),
+            ("US", date(2026, 7, 6), false, "the Monday after"),
+            (
+                "GB",
+                date(2027, 12, 25),
+                true,
+                "Christmas Day itself, a Saturday",
+            ),
+            (
+                "GB",
+                date(2027, 12, 26),
+                true,
+                "Boxing Day itself, a Sunday",
+            ),
+            ("GB", date(2027, 12, 29), false, "after both substitutes"),
             ("US", date(2026, 1, 19), true, "MLK day"),
             ("US", date(2026, 5, 25), true, "Memorial Day"),
             ("DE", date(2026, 10, 3), true, "Tag der Deutschen Einheit"),
