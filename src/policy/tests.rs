@@ -518,7 +518,9 @@ caller_ids = ["+12125550100"]
 }
 
 /// Ley 10/2025: a Spanish consent must be renewed every 2 years; from the
-/// end of the adaptation period (28 Dec 2026) an older one no longer counts.
+/// law's entry into force (28 Dec 2025) an older one no longer counts. The
+/// end of its adaptation period (28 Dec 2026) was the start before: a
+/// consent of June 2024 was allowed in November 2026 (found by review).
 #[test]
 fn test_spanish_consent_renewal() {
     let config = config(
@@ -538,7 +540,7 @@ caller_ids = ["+34900123456"]
         consents: vec![old],
         ..Default::default()
     };
-    // Wednesday 23 Dec 2026 and Monday 28 Dec 2026, 11:00 in Madrid.
+    // Tuesday 23 Dec 2025 and Wednesday 25 Nov 2026, 11:00 in Madrid.
     let before = decide(
         &config,
         "es",
@@ -546,7 +548,7 @@ caller_ids = ["+34900123456"]
         "+34900123456",
         &contacts,
         &[],
-        "2026-12-23T10:00:00Z",
+        "2025-12-23T10:00:00Z",
     );
     assert_eq!(before.verdict, Verdict::Allow, "{:?}", before.reasons);
     let after = decide(
@@ -556,7 +558,7 @@ caller_ids = ["+34900123456"]
         "+34900123456",
         &contacts,
         &[],
-        "2026-12-28T10:00:00Z",
+        "2026-11-25T10:00:00Z",
     );
     assert_eq!(
         codes(&after),

@@ -5,8 +5,11 @@ use jiff::civil::date;
 use super::{CallerIdRules, CliType, ConsentRegime, ConsentRule, Holiday, Period, Rule, Statute};
 use crate::calling::{Span, WeeklyHours};
 
-/// Ley 10/2025: in force 28 Dec 2025 with 12 months to adapt.
-const RENEWAL_FROM: jiff::civil::Date = date(2026, 12, 28);
+/// Ley 10/2025: in force 28 Dec 2025 with 12 months to adapt. Whether the
+/// consent renewal waits for the adaptation's end (28 Dec 2026) is not
+/// clear; dialgate applies it from the law's entry into force (the stricter
+/// reading, and the rule as the reference states it).
+const RENEWAL_FROM: jiff::civil::Date = date(2025, 12, 28);
 
 pub(super) fn statute() -> Statute {
     let mut s = Statute::new("ES", "Europe/Madrid");
@@ -40,7 +43,8 @@ pub(super) fn statute() -> Statute {
             },
             "ES-CONSENT and ES-SAC: Ley 11/2022 art. 66.1.b; Ley 10/2025 (BOE 27 Dec 2025, in \
              force the next day, 12 months to adapt): a consent to commercial calls must be \
-             renewed every 2 years (secondary sources; the adaptation end is dialgate's reading)",
+             renewed every 2 years (secondary sources; applied from the law's entry into force, not from the end of the \
+             adaptation period: the stricter reading)",
         ),
     ];
     s.hours = vec![Rule::always(
