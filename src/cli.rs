@@ -340,6 +340,7 @@ pub enum FormatArg {
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     let config = Config::load(cli.config.as_deref())?;
     init_tracing(config.server.log_format);
+    refuse_the_demo_config_away_from_its_data(&config, &cli.command)?;
     refuse_unbuilt_on_postgres(&config, &cli.command)?;
     match cli.command {
         Command::Serve => serve(config),
@@ -437,6 +438,31 @@ fn store_migrate(config: &Config) -> anyhow::Result<()> {
 /// The commands that do not yet work on the shared PostgreSQL store refuse
 /// to run on a configuration that asks for it: run on the local SQLite
 /// files, they would decide or write where no other replica looks.
+/// Without a configuration file the built-in demo configuration applies,
+/// with its data in `./data`. An operator who forgot `--config` in another
+/// directory would import opt-outs into a new store there, which no server
+/// reads (and be told they were stored): with the built-in configuration,
+/// only `serve` (which makes the demo's data directory), `policy` and
+/// `config` run where that directory does not exist.
+fn refuse_the_demo_config_away_from_its_data(
+    config: &Config,
+    command: &Command,
+) -> anyhow::Result<()> {
+    if config.origin != crate::config::BUILT_IN_ORIGIN
+        || matches!(
+            command,
+            Command::Serve | Command::Policy(_) | Command::Config(_)
+        )
+        || config.server.data_dir.is_dir()
+    {
+        return Ok(());
+    }
+    anyhow::bail!(
+        "no configuration file (--config, DIALGATE_CONFIG or ./dialgate.toml) and no demo data directory {} here: give the configuration of the store to use (the built-in demo configuration runs only beside the data directory `dialgate serve` made)",
+        config.server.data_dir.display()
+    )
+}
+
 fn refuse_unbuilt_on_postgres(config: &Config, command: &Command) -> anyhow::Result<()> {
     if !matches!(config.store, crate::store::StoreBackend::Postgres(_)) {
         return Ok(());

@@ -202,6 +202,20 @@ async fn open_stores(
         .registry
         .register(Box::new(log.counters().commit_seconds.clone()))
         .context("cannot register the log's metrics")?;
+    let stored_names = contacts.index().names();
+    if let Some((stored, configured)) = config.controller_spelled_otherwise(
+        stored_names.iter().map(String::as_str).chain(
+            startup
+                .allowed
+                .iter()
+                .map(|(controller, _, _)| controller.as_str()),
+        ),
+    ) {
+        anyhow::bail!(
+            "{}: the stored opt-outs, consents or logged calls name the controller {stored:?}, which the configuration spells {configured:?}: opt-outs and attempt caps bind a controller by its exact spelling, so with this change they would bind nothing; spell it {stored:?} again (a supplier named so is declared with [[supplier]])",
+            config.origin
+        );
+    }
     let attempts = Arc::new(AttemptLedger::default());
     for (controller, number, at) in &startup.allowed {
         if let Some(key) = NumberKey::from_e164(number) {

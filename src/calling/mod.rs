@@ -128,6 +128,9 @@ pub struct DestinationRules {
     pub extra_holidays: Vec<Date>,
     /// Overlays by state (US), narrowing `hours`.
     pub states: BTreeMap<String, WeeklyHours>,
+    /// A call is allowed only while the window stays open at least this
+    /// long (`[calling] window_margin_seconds`).
+    pub close_margin: jiff::SignedDuration,
 }
 
 /// Where and under which rules a call would ring.

@@ -22,6 +22,7 @@ fn statutory(region: &str) -> DestinationRules {
                     .collect()
             })
             .unwrap_or_default(),
+        close_margin: jiff::SignedDuration::ZERO,
     }
 }
 

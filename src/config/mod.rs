@@ -7,7 +7,7 @@
 //! consistent (ids unique, regions real, caller IDs parseable, no registry
 //! trusted longer than its statute allows).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use std::path::{Path, PathBuf};
 
@@ -27,6 +27,8 @@ use crate::statutes::{self, ConsentRegime, Period};
 
 /// The configuration built into the binary: serves the demo data in `data/`.
 pub const BUILT_IN: &str = include_str!("../../data/dialgate.toml");
+/// The origin of the built-in configuration ([`Config::origin`]).
+pub const BUILT_IN_ORIGIN: &str = "built-in";
 
 /// Name of the configuration file looked for in the working directory.
 pub const DEFAULT_FILE: &str = "dialgate.toml";
@@ -71,10 +73,36 @@ pub struct Config {
     pub suppliers: Vec<SupplierContract>,
     /// `[subject_requests]`: how data-subject requests are verified.
     pub subject_requests: SubjectRequestsConfig,
+    /// `[calling]`: how the calling window is applied.
+    pub calling: CallingConfig,
     /// `[retention]`: storage ceilings, the scheduled purge, the erasure ledger.
     pub retention: crate::retention::Retention,
     /// `[store]`: SQLite (one gateway) or PostgreSQL (several replicas).
     pub store: crate::store::StoreBackend,
+}
+
+/// `[calling]`: how the calling window is applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CallingConfig {
+    /// A call is allowed only while the window stays open at least this
+    /// long: the time from the answer to the phone ringing (the log's
+    /// write, the dialer, the carrier). An ALLOW at 20:59:59 would ring
+    /// after 21:00. 0-3600.
+    #[serde(default = "default_window_margin_seconds")]
+    pub window_margin_seconds: u32,
+}
+
+fn default_window_margin_seconds() -> u32 {
+    30
+}
+
+impl Default for CallingConfig {
+    fn default() -> Self {
+        CallingConfig {
+            window_margin_seconds: default_window_margin_seconds(),
+        }
+    }
 }
 
 /// `[subject_requests]`: what ExportSubject and EraseSubject require.
@@ -320,6 +348,15 @@ impl SupplierContract {
     }
 }
 
+/// A controller's name with case and spacing folded: two names that fold
+/// alike are one controller spelled two ways.
+pub fn fold_controller(name: &str) -> String {
+    name.split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+        .to_lowercase()
+}
+
 /// The longest validity, in days, that the statute of `country` gives a
 /// registry of `kind` at any time; `None` when the statute requires none.
 pub fn statutory_valid_days(country: Region, kind: RegistryKind) -> Option<u32> {
@@ -339,7 +376,7 @@ impl Config {
         match path {
             Some(path) => Self::from_file(path),
             None if Path::new(DEFAULT_FILE).exists() => Self::from_file(Path::new(DEFAULT_FILE)),
-            None => Self::parse(BUILT_IN, "built-in", Path::new(".")),
+            None => Self::parse(BUILT_IN, BUILT_IN_ORIGIN, Path::new(".")),
         }
     }
 
@@ -375,6 +412,30 @@ impl Config {
         config.campaigns = campaigns;
         config.registries = registries;
         config
+    }
+
+    /// A controller that stored records or logged calls name (`stored`)
+    /// and that this configuration spells another way ("Acme" for "acme"):
+    /// opt-outs and attempt caps bind the exact spelling, so after such a
+    /// change every opt-out of the controller stopped binding. Returns the
+    /// stored spelling and the configured one. Names that are campaign ids
+    /// or supplier names of this configuration are not controllers.
+    pub fn controller_spelled_otherwise<'n>(
+        &self,
+        stored: impl IntoIterator<Item = &'n str>,
+    ) -> Option<(String, String)> {
+        let configured: HashMap<String, &str> = self
+            .campaigns
+            .iter()
+            .map(|c| (fold_controller(&c.controller), c.controller.as_str()))
+            .collect();
+        stored.into_iter().find_map(|name| {
+            let spelled = configured.get(&fold_controller(name))?;
+            let known = *spelled == name
+                || self.campaigns.iter().any(|c| c.id == name)
+                || self.suppliers.iter().any(|s| s.name == name);
+            (!known).then(|| (name.to_string(), spelled.to_string()))
+        })
     }
 
     /// The campaign with this id.

@@ -29,6 +29,8 @@ pub(super) struct RawConfig {
     #[serde(default)]
     pub(super) subject_requests: super::SubjectRequestsConfig,
     #[serde(default)]
+    pub(super) calling: super::CallingConfig,
+    #[serde(default)]
     pub(super) retention: crate::retention::RawRetention,
     /// `[store]` (CONTRACT section 8).
     pub(super) store: Option<RawStore>,

@@ -107,6 +107,19 @@ fn test_api_keys() {
     ))
     .unwrap();
     assert_eq!(config.api_keys[0].roles, vec![Role::Dialer, Role::Crm]);
+    // One key in two entries (spelled in other case): the last one's roles
+    // won, a dialer's key pasted into an admin entry (found by review).
+    let message = parse(&format!(
+        "[[api_key]]\nname = \"floor-1\"\nsha256 = \"{digest}\"\nroles = [\"dialer\"]\n\
+         [[api_key]]\nname = \"ops\"\nsha256 = \"{}\"\nroles = [\"admin\"]\n",
+        digest.to_uppercase()
+    ))
+    .unwrap_err()
+    .to_string();
+    assert!(
+        message.contains("api_key[1].sha256") && message.contains("floor-1"),
+        "{message}"
+    );
 }
 
 #[test]
@@ -374,4 +387,29 @@ fn test_holiday_hours_need_known_holidays() {
     );
     // A destination with a statute's calendar takes them as they are.
     parse(&campaign.replace("\"IT\", \"NL\"", "\"IT\", \"US\"")).unwrap();
+}
+
+/// Spain's block-list is its Lista Robinson, which a relationship does not
+/// lift: with `customer_months` on it, a relationship lifted the list and
+/// then stood in for consent, allowed unchecked (found by review).
+#[test]
+fn test_lista_robinson_is_not_lifted_by_a_relationship() {
+    let robinson = "[[registry]]\nid = \"es-robinson\"\nkind = \"blocklist\"\ncountry = \"ES\"\nvalid_days = 30\n[registry.exemptions]\n";
+    for (setting, field) in [
+        ("customer_months = 12", "customer"),
+        ("customer_days = 30", "customer"),
+        ("inquiry_months = 3", "inquiry"),
+    ] {
+        let message = parse(&format!("{robinson}{setting}\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            message.contains(&format!("registry[0].exemptions.{field}"))
+                && message.contains("Lista Robinson"),
+            "{message}"
+        );
+    }
+    parse(&format!("{robinson}consent = true\n")).unwrap();
+    // Elsewhere a block-list's exemptions are the operator's to narrow.
+    parse("[[registry]]\nid = \"us-dnc\"\nkind = \"blocklist\"\ncountry = \"US\"\n[registry.exemptions]\ncustomer_months = 12\n").unwrap();
 }

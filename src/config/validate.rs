@@ -87,6 +87,18 @@ impl Validator<'_> {
             if roles.is_empty() {
                 return Err(self.invalid(key("roles"), "[]", "a key needs at least one role"));
             }
+            // One key under two entries would hold the roles of the last:
+            // a dialer's key pasted into an admin entry becomes an admin.
+            if let Some(other) = api_keys.iter().find(|a| a.sha256 == sha256) {
+                return Err(self.invalid(
+                    key("sha256"),
+                    &k.sha256,
+                    &format!(
+                        "the same key as api_key {:?}: each key is configured once, with all its roles",
+                        other.name
+                    ),
+                ));
+            }
             api_keys.push(ApiKey {
                 name: k.name.clone(),
                 sha256,
@@ -284,12 +296,7 @@ impl Validator<'_> {
                     "no spaces before or after: opt-outs name the controller trimmed, and would bind none of this campaign's calls",
                 ));
             }
-            let folded = c
-                .controller
-                .split_whitespace()
-                .collect::<Vec<_>>()
-                .join(" ")
-                .to_lowercase();
+            let folded = fold_controller(&c.controller);
             match controllers.get(&folded) {
                 Some((spelling, campaign)) if *spelling != c.controller => {
                     return Err(self.invalid(
@@ -368,6 +375,14 @@ impl Validator<'_> {
         let store = self.store(raw.store.as_ref(), base_dir)?;
         let suppliers = self.suppliers(&raw.suppliers, &campaigns)?;
         let subject_requests = raw.subject_requests;
+        let calling = raw.calling;
+        if calling.window_margin_seconds > 3600 {
+            return Err(self.invalid(
+                "calling.window_margin_seconds",
+                calling.window_margin_seconds,
+                "must be 0-3600 seconds",
+            ));
+        }
         if !(1..=365).contains(&subject_requests.verification_max_age_days) {
             return Err(self.invalid(
                 "subject_requests.verification_max_age_days",
@@ -408,6 +423,7 @@ impl Validator<'_> {
             api_keys,
             suppliers,
             subject_requests,
+            calling,
             retention,
             store,
         })
@@ -798,6 +814,29 @@ impl Validator<'_> {
             consent: raw.consent,
             consent_after_registration: raw.consent_after_registration.unwrap_or(false),
         };
+        // Where a customer relationship stands in for consent only for a
+        // number checked against a list (Spain's Lista Robinson, LOPDGDD
+        // art. 23.4), that list is the check: a relationship lifting it
+        // would let the stand-in pass its own check (found by review).
+        if let Some(list) = statutes::statute(country.as_str())
+            .and_then(|s| s.consent.iter().find_map(|r| r.value.stand_in_needs_list))
+            && kind == RegistryKind::Blocklist
+        {
+            for (field, set) in [
+                ("customer", settings.customer.flatten().is_some()),
+                ("inquiry", settings.inquiry.flatten().is_some()),
+            ] {
+                if set {
+                    return Err(self.invalid(
+                        format!("{key}.{field}"),
+                        "set",
+                        &format!(
+                            "a block-list of {country} is its {list}, which a customer relationship or inquiry does not lift (only a consent does)"
+                        ),
+                    ));
+                }
+            }
+        }
         // Italy's policy (compliance rules IT-RPO-SURVIVE (a)): the RPO
         // revokes earlier consents, later ones survive. Nowhere else.
         if settings.consent_after_registration

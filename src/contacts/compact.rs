@@ -188,6 +188,11 @@ impl Interner {
             .copied()
     }
 
+    /// Every name interned (controllers, suppliers and campaign ids).
+    pub(crate) fn all(&self) -> Vec<Arc<str>> {
+        self.inner.read().expect("interner lock").1.clone()
+    }
+
     pub(crate) fn name(&self, id: u32) -> Arc<str> {
         let inner = self.inner.read().expect("interner lock");
         inner

@@ -301,6 +301,27 @@ impl ContactIndex {
         self.any_erased.store(true, Ordering::Release);
     }
 
+    /// The names the records carry: their controllers, suppliers and
+    /// (opt-outs') campaign ids, the erased subjects' opt-outs' included.
+    pub fn names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .records
+            .names
+            .all()
+            .iter()
+            .map(|name| name.to_string())
+            .collect();
+        for erased in &self.erased {
+            for suppression in erased.value() {
+                names.push(suppression.controller.clone());
+                names.push(suppression.campaign_id.clone());
+            }
+        }
+        names.sort_unstable();
+        names.dedup();
+        names
+    }
+
     pub(crate) fn revoke(
         &self,
         key: NumberKey,

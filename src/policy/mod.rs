@@ -623,6 +623,9 @@ fn era_on(
                 .map(|o| o.extra_holidays.clone())
                 .unwrap_or_default(),
             states,
+            close_margin: jiff::SignedDuration::from_secs(i64::from(
+                config.calling.window_margin_seconds,
+            )),
         },
         window_origin,
         state_origins,

@@ -119,9 +119,9 @@ fn reserved_prefix(
     national_is_local: bool,
 ) -> Option<&'static ReservedPrefix> {
     if prefixes.is_empty()
-        || !cli
-            .chars()
-            .all(|c| c.is_ascii_digit() || matches!(c, '+' | ' ' | '-' | '.' | '(' | ')' | '/'))
+        || !cli.chars().all(|c| {
+            c.is_ascii_digit() || matches!(c, '+' | ' ' | '\u{a0}' | '-' | '.' | '(' | ')' | '/')
+        })
     {
         return None;
     }
@@ -203,6 +203,7 @@ mod tests {
             ("0039 02 12345678", Marketing, None),
             ("+390287654321", Marketing, Some(CallerIdNotAllowed)),
             ("0844 123456", Marketing, None),
+            ("0844\u{a0}123456", Marketing, None),
             ("+39 0844 123456", MarketResearch, None),
             ("0844123456", Statistical, Some(CallerIdNotAllowed)),
             ("0843 123456", Statistical, None),

@@ -13,17 +13,39 @@ pub struct TimedDeny {
     pub lifts_at: Option<Timestamp>,
 }
 
-/// `OUTSIDE_CALLING_HOURS` when `now` is outside the window; `memo`, when
-/// given, answers repeated questions (with the same answer).
+/// `OUTSIDE_CALLING_HOURS` when `now` is outside the window, or inside it
+/// but closer to its close than the destination's `close_margin` (a call
+/// answered at 20:59:59 rings after 21:00); `memo`, when given, answers
+/// repeated questions (with the same answer).
 pub fn check_calling_window(
     input: &WindowInput<'_>,
     now: Timestamp,
     memo: Option<&WindowMemo>,
 ) -> Option<TimedDeny> {
-    let check = match memo {
-        Some(memo) => memo.check(input, now),
-        None => calling::check(input, now),
+    let check_at = |at: Timestamp| match memo {
+        Some(memo) => memo.check(input, at),
+        None => calling::check(input, at),
     };
+    let mut check = check_at(now);
+    let margin = input.destination.close_margin;
+    // A window that closes within the margin is closed now, unless another
+    // span begins where it ends (a day's hours running into the next day's).
+    let mut follows = 0;
+    while let WindowCheck::Inside { closes_at } = check
+        && closes_at.duration_since(now) < margin
+    {
+        follows += 1;
+        check = match check_at(closes_at) {
+            WindowCheck::Inside { closes_at: later } if later > closes_at && follows < 8 => {
+                WindowCheck::Inside { closes_at: later }
+            }
+            WindowCheck::Inside { .. } => WindowCheck::Outside { next_open: None },
+            WindowCheck::Outside { next_open } => {
+                return Some(closing(input, closes_at, margin, next_open));
+            }
+            other => other,
+        };
+    }
     match check {
         WindowCheck::Unrestricted | WindowCheck::Inside { .. } => None,
         WindowCheck::Outside { next_open } => Some(TimedDeny {
@@ -50,6 +72,31 @@ pub fn check_calling_window(
             ),
             lifts_at: None,
         }),
+    }
+}
+
+/// The denial of a call the window would close on before it rings.
+fn closing(
+    input: &WindowInput<'_>,
+    closes_at: Timestamp,
+    margin: jiff::SignedDuration,
+    next_open: Option<Timestamp>,
+) -> TimedDeny {
+    let next = match next_open {
+        Some(at) => format!("next opens {at}"),
+        None => "no calling window in the next weeks".to_string(),
+    };
+    TimedDeny {
+        reason: Reason::new(
+            ReasonCode::OutsideCallingHours,
+            format!(
+                "the calling window of {} ({}) closes at {closes_at}, within the {} s a call is given to ring (calling.window_margin_seconds); {next}",
+                input.region,
+                input.zones.join(", "),
+                margin.as_secs()
+            ),
+        ),
+        lifts_at: next_open,
     }
 }
 
@@ -92,6 +139,7 @@ mod tests {
     use jiff::SignedDuration;
 
     use super::*;
+    use crate::calling::{DestinationRules, Span, WeeklyHours};
 
     #[test]
     fn test_attempt_limit_edges() {
@@ -114,5 +162,75 @@ mod tests {
         );
         assert!(check_attempt_limit(limit, &attempts, day(30)).is_none());
         assert!(check_attempt_limit(None, &attempts, day(4)).is_none());
+    }
+
+    fn paris(destination: &DestinationRules) -> WindowInput<'_> {
+        WindowInput {
+            region: "FR",
+            zones: &["Europe/Paris"],
+            zones_id: 1,
+            state: None,
+            destination,
+            campaign: None,
+            memo_key: 0,
+        }
+    }
+
+    fn rules(hours: WeeklyHours, margin_seconds: i64) -> DestinationRules {
+        DestinationRules {
+            hours: Some(hours),
+            close_margin: SignedDuration::from_secs(margin_seconds),
+            ..DestinationRules::default()
+        }
+    }
+
+    fn at(text: &str) -> Timestamp {
+        text.parse().unwrap()
+    }
+
+    /// A call answered ALLOW at 19:59:50 rang after 20:00 (found by
+    /// review): a window that closes within the margin is closed.
+    #[test]
+    fn test_a_window_closing_within_the_margin_is_closed() {
+        let weekdays = WeeklyHours::weekdays(&[Span::hours(9, 20)]);
+        let thirty = rules(weekdays.clone(), 30);
+        let late = check_calling_window(&paris(&thirty), at("2026-11-23T19:59:40+01:00"), None)
+            .expect("closes in 20 s: denied");
+        assert_eq!(late.reason.code, ReasonCode::OutsideCallingHours);
+        assert_eq!(late.lifts_at, Some(at("2026-11-24T09:00:00+01:00")));
+        assert!(
+            late.reason.detail.contains("window_margin_seconds"),
+            "{}",
+            late.reason.detail
+        );
+        for memo in [None, Some(&WindowMemo::default())] {
+            assert!(
+                check_calling_window(&paris(&thirty), at("2026-11-23T19:59:20+01:00"), memo)
+                    .is_none(),
+                "40 s left"
+            );
+            assert!(
+                check_calling_window(&paris(&thirty), at("2026-11-23T19:59:31+01:00"), memo)
+                    .is_some(),
+                "29 s left"
+            );
+        }
+        let none = rules(weekdays, 0);
+        assert!(
+            check_calling_window(&paris(&none), at("2026-11-23T19:59:59+01:00"), None).is_none()
+        );
+        // Hours running into the next day's do not close at midnight.
+        let mut overnight = WeeklyHours::weekdays(&[Span::hours(9, 24)]);
+        overnight.days[1] = Some(vec![Span::hours(0, 2), Span::hours(9, 24)]);
+        let overnight = rules(overnight, 30);
+        assert!(
+            check_calling_window(&paris(&overnight), at("2026-11-23T23:59:50+01:00"), None)
+                .is_none(),
+            "Monday's hours run on into Tuesday's"
+        );
+        let closing =
+            check_calling_window(&paris(&overnight), at("2026-11-24T01:59:45+01:00"), None)
+                .expect("Tuesday 02:00 closes");
+        assert_eq!(closing.lifts_at, Some(at("2026-11-24T09:00:00+01:00")));
     }
 }

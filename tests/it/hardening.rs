@@ -319,6 +319,40 @@ fn test_existing_world_readable_stores_are_tightened_at_start() {
     server.terminate();
 }
 
+/// Without `--config`, an import run away from the demo's data directory
+/// was stored in a new `./data` there, which no server reads, and reported
+/// as stored (found by review). It is refused, nothing created; beside the
+/// directory `serve` made it runs on the demo's data.
+#[test]
+fn test_an_import_without_a_configuration_away_from_the_demo_data_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("optouts.csv"),
+        "number,controller,default_region\n+39 333 123 4567,acme,IT\n",
+    )
+    .unwrap();
+    let import = || {
+        std::process::Command::new(BIN)
+            .args(["suppression", "import", "--file", "optouts.csv"])
+            .current_dir(dir.path())
+            .env_remove("DIALGATE_CONFIG")
+            .env("DIALGATE_LOG", "warn")
+            .output()
+            .unwrap()
+    };
+    let out = import();
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("no configuration file") && stderr(&out).contains("--config"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!dir.path().join("data").exists(), "nothing created");
+    std::fs::create_dir(dir.path().join("data")).unwrap();
+    let out = import();
+    assert!(out.status.success(), "{}", stderr(&out));
+}
+
 #[test]
 fn test_duplicate_csv_headers_are_refused_naming_them() {
     let ws = Workspace::new(&standard_config(""));
@@ -921,4 +955,51 @@ async fn test_restrictions_for_unknown_controllers_are_refused() {
         })
         .await
         .unwrap();
+}
+
+/// A configuration that spells a controller another way than its stored
+/// opt-outs ("Acme" for "acme") made every one of them bind nothing, with
+/// no warning (found by review): serve refuses it, naming both spellings.
+#[test]
+fn test_a_controller_respelled_in_the_configuration_is_refused_at_start() {
+    let ws = Workspace::new(&standard_config(""));
+    let optouts = ws.file(
+        "optouts.csv",
+        "number,controller,default_region\n+39 333 123 4567,acme,IT\n",
+    );
+    ws.cli_ok(&["suppression", "import", "--file", path_str(&optouts)]);
+    let respelled = standard_config("").replace("controller = \"acme\"", "controller = \"Acme\"");
+    assert!(respelled.contains("\"Acme\"") && !respelled.contains("\"acme\""));
+    std::fs::write(ws.config_path(), &respelled).unwrap();
+    let mut serve = std::process::Command::new(BIN)
+        .arg("--config")
+        .arg(ws.config_path())
+        .arg("serve")
+        .env("DIALGATE_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = serve.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            serve.kill().unwrap();
+            panic!("serve started with the controller spelled another way");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert!(!status.success());
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut serve.stderr.take().unwrap(), &mut err).unwrap();
+    assert!(
+        err.contains("\"acme\"") && err.contains("\"Acme\"") && err.contains("exact spelling"),
+        "{err}"
+    );
+    // The spelling the records carry starts.
+    std::fs::write(ws.config_path(), standard_config("")).unwrap();
+    let server = ws.start();
+    assert!(server.terminate().0.success());
 }

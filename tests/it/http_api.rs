@@ -124,6 +124,20 @@ async fn test_check_over_http_is_the_grpc_decision() {
             "",
             "more than once",
         ),
+        // A literal `+` reads as a space: +47 98 12 34 56 (Norway) was
+        // decided as the US national 479 812 3456 (found by review).
+        (
+            "GET",
+            "/v1/check?called_number=+4798123456&caller_id=%2B12125550100&campaign_id=us-sales",
+            "",
+            "\"called_number\" holds a literal '+'",
+        ),
+        (
+            "GET",
+            "/v1/check?called_number=%2B4798123456&caller_id=+12125550100&campaign_id=us-sales",
+            "",
+            "send '+' as %2B",
+        ),
     ] {
         let (status, answer) = request(&server.http, method, path, &[], body);
         assert_eq!(status, 400, "{body}: {answer}");
