@@ -152,6 +152,9 @@ pub(super) struct RawServer {
     #[serde(default = "default_header_timeout_ms")]
     pub(super) header_timeout_ms: u64,
     pub(super) tls: Option<RawTls>,
+    /// A demonstration: registries may be seeded (`seed_file`).
+    #[serde(default)]
+    pub(super) demo: bool,
 }
 
 impl Default for RawServer {
@@ -168,6 +171,7 @@ impl Default for RawServer {
             idle_timeout_ms: default_idle_timeout_ms(),
             header_timeout_ms: default_header_timeout_ms(),
             tls: None,
+            demo: false,
         }
     }
 }

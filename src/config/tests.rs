@@ -413,3 +413,18 @@ fn test_lista_robinson_is_not_lifted_by_a_relationship() {
     // Elsewhere a block-list's exemptions are the operator's to narrow.
     parse("[[registry]]\nid = \"us-dnc\"\nkind = \"blocklist\"\ncountry = \"US\"\n[registry.exemptions]\ncustomer_months = 12\n").unwrap();
 }
+
+/// A configuration copied from the demo's with its seed lines seeded a
+/// fresh data directory with a few demo numbers as the national list:
+/// `seed_file` is the built-in configuration's, or a declared demo's.
+#[test]
+fn test_a_seed_file_needs_the_demo() {
+    let seeded = "[[registry]]\nid = \"us-dnc\"\nkind = \"blocklist\"\ncountry = \"US\"\nseed_file = \"data/seed/us-dnc.txt\"\n";
+    let message = parse(seeded).unwrap_err().to_string();
+    assert!(
+        message.contains("registry[0].seed_file") && message.contains("registry import"),
+        "{message}"
+    );
+    parse(&format!("[server]\ndemo = true\n{seeded}")).unwrap();
+    Config::parse(BUILT_IN, BUILT_IN_ORIGIN, Path::new(".")).unwrap();
+}

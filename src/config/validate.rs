@@ -230,6 +230,16 @@ impl Validator<'_> {
                     "only allow-list registries have a controller",
                 ));
             }
+            // A configuration copied from the demo's, seed lines kept,
+            // seeded a fresh data directory with a few demo numbers as the
+            // national list, every other number clear for a month.
+            if r.seed_file.is_some() && self.origin != BUILT_IN_ORIGIN && !raw.server.demo {
+                return Err(self.invalid(
+                    key("seed_file"),
+                    r.seed_file.as_ref().map_or_else(String::new, |p| p.display().to_string()),
+                    "seed_file belongs to the built-in demo configuration: import the registry with `dialgate registry import` (a demonstration sets [server] demo = true)",
+                ));
+            }
             if r.seed_file.is_some()
                 && r.kind == RegistryKind::Allowlist
                 && r.seed_controller.is_none()

@@ -716,11 +716,14 @@ fn test_a_zip_of_several_files_is_refused() {
 #[tokio::test(flavor = "multi_thread")]
 async fn test_a_demo_seed_is_not_used_again_on_a_seeded_data_directory() {
     use dialgate::proto::compliance_gateway_client::ComplianceGatewayClient;
-    let config = standard_config("").replace(
-        "id = \"us-dnc\"\nkind = \"blocklist\"\ncountry = \"US\"\n",
-        "id = \"us-dnc\"\nkind = \"blocklist\"\ncountry = \"US\"\nseed_file = \"us-dnc.txt\"\n",
-    );
+    let config = standard_config("")
+        .replace(
+            "id = \"us-dnc\"\nkind = \"blocklist\"\ncountry = \"US\"\n",
+            "id = \"us-dnc\"\nkind = \"blocklist\"\ncountry = \"US\"\nseed_file = \"us-dnc.txt\"\n",
+        )
+        .replace("[server]\n", "[server]\ndemo = true\n");
     assert!(config.contains("seed_file"), "the registry is seeded");
+    assert!(config.contains("demo = true"), "a demonstration");
     let ws = Workspace::new(&config);
     ws.file("us-dnc.txt", "+12125550199\n");
     let codes = |response: dialgate::proto::CheckCallResponse| -> Vec<i32> {

@@ -20,6 +20,7 @@ fn replica_config(url: &str, replica_id: &str) -> String {
     format!(
         r#"
 [server]
+demo = true
 grpc_addr = "127.0.0.1:0"
 http_addr = "127.0.0.1:0"
 data_dir = "data"
@@ -496,6 +497,7 @@ fn purgeable_replica(pg: &PgServer, replica_id: &str) -> Workspace {
     let config = format!(
         r#"
 [server]
+demo = true
 grpc_addr = "127.0.0.1:0"
 http_addr = "127.0.0.1:0"
 data_dir = "data"
