@@ -435,9 +435,6 @@ fn store_migrate(config: &Config) -> anyhow::Result<()> {
     }))
 }
 
-/// The commands that do not yet work on the shared PostgreSQL store refuse
-/// to run on a configuration that asks for it: run on the local SQLite
-/// files, they would decide or write where no other replica looks.
 /// Without a configuration file the built-in demo configuration applies,
 /// with its data in `./data`. An operator who forgot `--config` in another
 /// directory would import opt-outs into a new store there, which no server
@@ -463,6 +460,9 @@ fn refuse_the_demo_config_away_from_its_data(
     )
 }
 
+/// The commands that do not yet work on the shared PostgreSQL store refuse
+/// to run on a configuration that asks for it: run on the local SQLite
+/// files, they would decide or write where no other replica looks.
 fn refuse_unbuilt_on_postgres(config: &Config, command: &Command) -> anyhow::Result<()> {
     if !matches!(config.store, crate::store::StoreBackend::Postgres(_)) {
         return Ok(());
