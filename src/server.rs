@@ -203,13 +203,16 @@ async fn open_stores(
         .register(Box::new(log.counters().commit_seconds.clone()))
         .context("cannot register the log's metrics")?;
     let stored_names = contacts.index().names();
+    let logged_controllers: std::collections::HashSet<&str> = startup
+        .allowed
+        .iter()
+        .map(|(controller, _, _)| controller.as_str())
+        .collect();
     if let Some((stored, configured)) = config.controller_spelled_otherwise(
-        stored_names.iter().map(String::as_str).chain(
-            startup
-                .allowed
-                .iter()
-                .map(|(controller, _, _)| controller.as_str()),
-        ),
+        stored_names
+            .iter()
+            .map(String::as_str)
+            .chain(logged_controllers.iter().copied()),
     ) {
         anyhow::bail!(
             "{}: the stored opt-outs, consents or logged calls name the controller {stored:?}, which the configuration spells {configured:?}: opt-outs and attempt caps bind a controller by its exact spelling, so with this change they would bind nothing; spell it {stored:?} again (a supplier named so is declared with [[supplier]])",
