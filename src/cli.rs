@@ -439,8 +439,9 @@ fn store_migrate(config: &Config) -> anyhow::Result<()> {
 /// with its data in `./data`. An operator who forgot `--config` in another
 /// directory would import opt-outs into a new store there, which no server
 /// reads (and be told they were stored): with the built-in configuration,
-/// only `serve` (which makes the demo's data directory), `policy` and
-/// `config` run where that directory does not exist.
+/// only `serve` (which makes and seeds the demo's data directory), `policy`
+/// and `config` run where that directory was not seeded (a `./data` of
+/// something else is not the demo's).
 fn refuse_the_demo_config_away_from_its_data(
     config: &Config,
     command: &Command,
@@ -450,12 +451,16 @@ fn refuse_the_demo_config_away_from_its_data(
             command,
             Command::Serve | Command::Policy(_) | Command::Config(_)
         )
-        || config.server.data_dir.is_dir()
+        || config
+            .server
+            .data_dir
+            .join(crate::server::SEEDED_MARK)
+            .exists()
     {
         return Ok(());
     }
     anyhow::bail!(
-        "no configuration file (--config, DIALGATE_CONFIG or ./dialgate.toml) and no demo data directory {} here: give the configuration of the store to use (the built-in demo configuration runs only beside the data directory `dialgate serve` made)",
+        "no configuration file (--config, DIALGATE_CONFIG or ./dialgate.toml) and no demo data directory {} here: give the configuration of the store to use (the built-in demo configuration runs only beside the data directory `dialgate serve` made and seeded)",
         config.server.data_dir.display()
     )
 }

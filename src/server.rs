@@ -92,6 +92,8 @@ pub async fn serve(
             .context("cannot follow the shared contact records")?,
         );
     }
+    // After the shared opt-outs are applied (postgres backend).
+    refuse_names_spelled_otherwise(&stores)?;
     // Shared database: the published registry snapshots, before serving.
     let registry_follower = match stores.pg.clone() {
         Some(pg) => Some(
@@ -126,6 +128,8 @@ struct Stores {
     recent: Vec<decision_log::DecisionRecord>,
     /// The latest instant a logged decision was made at.
     latest_decision: Option<jiff::Timestamp>,
+    /// The controllers of the logged ALLOWs inside the attempt caps' windows.
+    logged_controllers: Vec<String>,
     /// Held while serving: `restore` and `retention purge` refuse meanwhile.
     _lock: crate::restore::ServeLock,
     /// Erasures, opt-outs and withdrawals, written before they are made.
@@ -136,6 +140,29 @@ struct Stores {
     pg: Option<crate::store::postgres::Pg>,
     /// The shared contact journal this replica follows (postgres backend).
     contacts_journal: Option<Arc<crate::contacts::journal::Journal>>,
+}
+
+/// Refuses a configuration that spells a controller or a campaign id
+/// otherwise than the stored opt-outs or the logged ALLOWs ("Acme" for
+/// "acme"): opt-outs and attempt caps bind the exact spelling, so every
+/// one of them would bind nothing (found by review).
+fn refuse_names_spelled_otherwise(stores: &Stores) -> anyhow::Result<()> {
+    let (controllers, campaigns) = stores.contacts.index().opt_out_names();
+    let controllers = controllers.iter().chain(&stores.logged_controllers);
+    if let Some(respelled) = stores.config.spelled_otherwise(
+        controllers.map(String::as_str),
+        campaigns.iter().map(String::as_str),
+    ) {
+        anyhow::bail!(
+            "{}: the stored opt-outs or logged calls name the {} {:?}, which the configuration spells {:?}: opt-outs and attempt caps bind it by its exact spelling, so with this change they would bind nothing; spell it {:?} again",
+            stores.config.origin,
+            respelled.what,
+            respelled.stored,
+            respelled.configured,
+            respelled.stored,
+        );
+    }
+    Ok(())
 }
 
 /// Creates the data directory, seeds the demo registries, compiles the
@@ -202,23 +229,13 @@ async fn open_stores(
         .registry
         .register(Box::new(log.counters().commit_seconds.clone()))
         .context("cannot register the log's metrics")?;
-    let stored_names = contacts.index().names();
-    let logged_controllers: std::collections::HashSet<&str> = startup
+    let mut logged_controllers: Vec<String> = startup
         .allowed
         .iter()
-        .map(|(controller, _, _)| controller.as_str())
+        .map(|(controller, _, _)| controller.clone())
         .collect();
-    if let Some((stored, configured)) = config.controller_spelled_otherwise(
-        stored_names
-            .iter()
-            .map(String::as_str)
-            .chain(logged_controllers.iter().copied()),
-    ) {
-        anyhow::bail!(
-            "{}: the stored opt-outs, consents or logged calls name the controller {stored:?}, which the configuration spells {configured:?}: opt-outs and attempt caps bind a controller by its exact spelling, so with this change they would bind nothing; spell it {stored:?} again (a supplier named so is declared with [[supplier]])",
-            config.origin
-        );
-    }
+    logged_controllers.sort_unstable();
+    logged_controllers.dedup();
     let attempts = Arc::new(AttemptLedger::default());
     for (controller, number, at) in &startup.allowed {
         if let Some(key) = NumberKey::from_e164(number) {
@@ -235,6 +252,7 @@ async fn open_stores(
         attempts,
         recent: startup.recent,
         latest_decision: startup.latest,
+        logged_controllers,
         _lock: lock,
         ledger,
         retention: Arc::new(crate::retention::Schedule::default()),
@@ -609,7 +627,7 @@ async fn reload_data(
 
 /// Marks a data directory whose registries were seeded once (see
 /// [`seed_registries`]).
-const SEEDED_MARK: &str = "seeded";
+pub(crate) const SEEDED_MARK: &str = "seeded";
 
 /// Demo only: imports a registry's `seed_file` (checked today, covering the
 /// whole country) when the registry has no snapshot yet, so the built-in

@@ -348,6 +348,36 @@ impl SupplierContract {
     }
 }
 
+/// A name stored under another spelling than the configuration's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Respelled {
+    /// "controller" or "campaign".
+    pub what: &'static str,
+    pub stored: String,
+    pub configured: String,
+}
+
+/// The first of `stored` that folds to one of `configured` (see
+/// [`fold_controller`]) without being one of them.
+fn respelled<'n>(
+    what: &'static str,
+    configured: &[&str],
+    stored: impl IntoIterator<Item = &'n str>,
+) -> Option<Respelled> {
+    let folded: HashMap<String, &str> = configured
+        .iter()
+        .map(|name| (fold_controller(name), *name))
+        .collect();
+    stored.into_iter().find_map(|name| {
+        let spelled = *folded.get(&fold_controller(name))?;
+        (!configured.contains(&name)).then(|| Respelled {
+            what,
+            stored: name.to_string(),
+            configured: spelled.to_string(),
+        })
+    })
+}
+
 /// A controller's name with case and spacing folded: two names that fold
 /// alike are one controller spelled two ways.
 pub fn fold_controller(name: &str) -> String {
@@ -414,28 +444,24 @@ impl Config {
         config
     }
 
-    /// A controller that stored records or logged calls name (`stored`)
-    /// and that this configuration spells another way ("Acme" for "acme"):
-    /// opt-outs and attempt caps bind the exact spelling, so after such a
-    /// change every opt-out of the controller stopped binding. Returns the
-    /// stored spelling and the configured one. Names that are campaign ids
-    /// or supplier names of this configuration are not controllers.
-    pub fn controller_spelled_otherwise<'n>(
+    /// A controller or campaign id that stored opt-outs or logged calls
+    /// name and that this configuration spells another way ("Acme" for
+    /// "acme"): opt-outs and attempt caps bind the exact spelling, so after
+    /// such a change every opt-out of it stopped binding.
+    pub fn spelled_otherwise<'n>(
         &self,
-        stored: impl IntoIterator<Item = &'n str>,
-    ) -> Option<(String, String)> {
-        let configured: HashMap<String, &str> = self
+        controllers: impl IntoIterator<Item = &'n str>,
+        campaigns: impl IntoIterator<Item = &'n str>,
+    ) -> Option<Respelled> {
+        let configured_controllers: Vec<&str> = self
             .campaigns
             .iter()
-            .map(|c| (fold_controller(&c.controller), c.controller.as_str()))
+            .map(|c| c.controller.as_str())
             .collect();
-        stored.into_iter().find_map(|name| {
-            let spelled = configured.get(&fold_controller(name))?;
-            let known = *spelled == name
-                || self.campaigns.iter().any(|c| c.id == name)
-                || self.suppliers.iter().any(|s| s.name == name);
-            (!known).then(|| (name.to_string(), spelled.to_string()))
-        })
+        let configured_campaigns: Vec<&str> =
+            self.campaigns.iter().map(|c| c.id.as_str()).collect();
+        respelled("controller", &configured_controllers, controllers)
+            .or_else(|| respelled("campaign", &configured_campaigns, campaigns))
     }
 
     /// The campaign with this id.

@@ -428,3 +428,30 @@ fn test_a_seed_file_needs_the_demo() {
     parse(&format!("[server]\ndemo = true\n{seeded}")).unwrap();
     Config::parse(BUILT_IN, BUILT_IN_ORIGIN, Path::new(".")).unwrap();
 }
+
+/// Stored opt-outs' controllers and campaign ids spelled otherwise than
+/// the configuration's are found, whatever else the name is.
+#[test]
+fn test_names_spelled_otherwise() {
+    let config = parse(
+        "[[campaign]]\nid = \"acme\"\ncontroller = \"Acme\"\npurpose = \"marketing\"\ndefault_region = \"IT\"\ndestinations = [\"IT\"]\n\
+         [[campaign]]\nid = \"Summer-IT\"\ncontroller = \"Acme\"\npurpose = \"marketing\"\ndefault_region = \"IT\"\ndestinations = [\"IT\"]\n",
+    )
+    .unwrap();
+    let found = config.spelled_otherwise(["acme"], []).unwrap();
+    assert_eq!(
+        (found.what, found.stored.as_str(), found.configured.as_str()),
+        ("controller", "acme", "Acme"),
+        "a campaign id named like the old spelling does not hide it"
+    );
+    assert_eq!(config.spelled_otherwise(["Acme", "other"], []), None);
+    let found = config.spelled_otherwise(["Acme"], ["summer-it "]).unwrap();
+    assert_eq!(
+        (found.what, found.configured.as_str()),
+        ("campaign", "Summer-IT")
+    );
+    assert_eq!(
+        config.spelled_otherwise(["Acme"], ["Summer-IT", "gone"]),
+        None
+    );
+}

@@ -188,11 +188,6 @@ impl Interner {
             .copied()
     }
 
-    /// Every name interned (controllers, suppliers and campaign ids).
-    pub(crate) fn all(&self) -> Vec<Arc<str>> {
-        self.inner.read().expect("interner lock").1.clone()
-    }
-
     pub(crate) fn name(&self, id: u32) -> Arc<str> {
         let inner = self.inner.read().expect("interner lock");
         inner
@@ -654,7 +649,9 @@ impl Change {
                         && s.controller() == controller
                         && purpose.is_none_or(|p| p == s.detail())
                 }) {
-                    if slot.t1 > at {
+                    // Only a consent not withdrawn yet: an earlier
+                    // withdrawal arriving late must not replace a later one.
+                    if slot.t1 == crate::contacts::OPEN {
                         slot.t1 = at;
                     }
                 }

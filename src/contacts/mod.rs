@@ -224,6 +224,40 @@ pub struct ContactIndex {
     /// Whether `erased` holds anything: then (only) each check pays for the
     /// salted hash of its number.
     any_erased: AtomicBool,
+    /// The interned controllers and campaign ids of the opt-outs held (see
+    /// [`ContactIndex::opt_out_names`]).
+    opt_out_names: std::sync::Mutex<OptOutNames>,
+}
+
+/// Interned names opt-outs carry, as controllers and as campaign ids.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct OptOutNames {
+    controllers: Vec<u32>,
+    campaigns: Vec<u32>,
+}
+
+impl OptOutNames {
+    /// Notes an opt-out's controller and campaign (few distinct: a scan
+    /// checks each row's against the few it has met).
+    pub(crate) fn note(&mut self, controller: u32, campaign: u32) {
+        if !self.controllers.contains(&controller) {
+            self.controllers.push(controller);
+        }
+        if campaign != 0 && !self.campaigns.contains(&campaign) {
+            self.campaigns.push(campaign);
+        }
+    }
+
+    fn merge(&mut self, other: &OptOutNames) {
+        for &controller in &other.controllers {
+            self.note(controller, 0);
+        }
+        for &campaign in &other.campaigns {
+            if !self.campaigns.contains(&campaign) {
+                self.campaigns.push(campaign);
+            }
+        }
+    }
 }
 
 /// Slots from which [`ContactIndex::size_presence`] marks on two threads.
@@ -237,6 +271,7 @@ impl ContactIndex {
             present: Presence::default(),
             erased: DashMap::new(),
             any_erased: AtomicBool::new(false),
+            opt_out_names: std::sync::Mutex::default(),
         }
     }
 
@@ -301,25 +336,44 @@ impl ContactIndex {
         self.any_erased.store(true, Ordering::Release);
     }
 
-    /// The names the records carry: their controllers, suppliers and
-    /// (opt-outs') campaign ids, the erased subjects' opt-outs' included.
-    pub fn names(&self) -> Vec<String> {
-        let mut names: Vec<String> = self
-            .records
-            .names
-            .all()
-            .iter()
-            .map(|name| name.to_string())
-            .collect();
+    /// Whether a record held names `name` (as a controller, a supplier or
+    /// a campaign).
+    pub fn names_stored(&self, name: &str) -> bool {
+        self.records.names.get(name).is_some()
+    }
+
+    /// Notes the names of opt-outs added to the index.
+    pub(crate) fn note_opt_out_names(&self, names: &OptOutNames) {
+        self.opt_out_names
+            .lock()
+            .expect("opt-out names lock")
+            .merge(names);
+    }
+
+    /// The controllers and the campaign ids the opt-outs held name (those
+    /// of erased subjects included), each once: what a configuration
+    /// spelling them otherwise would leave binding nothing.
+    pub fn opt_out_names(&self) -> (Vec<String>, Vec<String>) {
+        let noted = self
+            .opt_out_names
+            .lock()
+            .expect("opt-out names lock")
+            .clone();
+        let name = |id: &u32| self.records.names.name(*id).to_string();
+        let mut controllers: Vec<String> = noted.controllers.iter().map(name).collect();
+        let mut campaigns: Vec<String> = noted.campaigns.iter().map(name).collect();
         for erased in &self.erased {
             for suppression in erased.value() {
-                names.push(suppression.controller.clone());
-                names.push(suppression.campaign_id.clone());
+                controllers.push(suppression.controller.clone());
+                campaigns.push(suppression.campaign_id.clone());
             }
         }
-        names.sort_unstable();
-        names.dedup();
-        names
+        campaigns.retain(|c| !c.is_empty());
+        for names in [&mut controllers, &mut campaigns] {
+            names.sort_unstable();
+            names.dedup();
+        }
+        (controllers, campaigns)
     }
 
     pub(crate) fn revoke(
@@ -416,13 +470,18 @@ impl ContactIndex {
         row: i64,
         suppression: &Suppression,
     ) -> Result<Slot, SlotError> {
+        let controller = self.records.names.intern(&suppression.controller)?;
+        let campaign = self.records.names.intern(&suppression.campaign_id)?;
+        let mut names = OptOutNames::default();
+        names.note(controller, campaign);
+        self.note_opt_out_names(&names);
         Slot::new(
             key,
             Table::Suppression,
             row,
             0,
-            self.records.names.intern(&suppression.controller)?,
-            self.records.names.intern(&suppression.campaign_id)?,
+            controller,
+            campaign,
             Instants {
                 t0: suppression.created_at.as_microsecond(),
                 t1: suppression.expires_at.map_or(OPEN, |t| t.as_microsecond()),

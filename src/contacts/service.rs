@@ -386,8 +386,14 @@ impl Records {
     /// Refuses a non-empty controller that no configured campaign calls for.
     fn known_controller(&self, controller: &str) -> Result<(), RecordsError> {
         match &self.campaigns {
+            // A controller the stored records name takes restrictions even
+            // when no campaign calls for it now: a consent kept for it
+            // counts again once a campaign does, its withdrawal refused
+            // meanwhile (found by review).
             Some(campaigns)
-                if !controller.is_empty() && !campaigns.values().any(|c| c == controller) =>
+                if !controller.is_empty()
+                    && !campaigns.values().any(|c| c == controller)
+                    && !self.store.index().names_stored(controller) =>
             {
                 let mut known: Vec<&str> = campaigns.values().map(String::as_str).collect();
                 known.sort_unstable();
@@ -447,6 +453,10 @@ impl Records {
         let revoked_at = request.revoked_at.unwrap_or(now);
         check_not_before_1970("revoked_at", revoked_at)?;
         not_in_future("revoked_at", revoked_at, now)?;
+        // A withdrawal dated a little ahead (a CRM's clock running fast,
+        // within the skew allowed) takes effect now, not when that clock
+        // says: the consent counted until then (found by review).
+        let revoked_at = revoked_at.min(now);
         let mut entry = self.ledger_entry(EntryKind::Revocation, &number.e164, now);
         entry.controller.clone_from(&controller);
         entry.purpose = request.purpose;
@@ -971,7 +981,10 @@ pub fn parse_number(input: &str, default_region: &str) -> Result<Normalized, Rec
         if !input.trim_start().starts_with('+') && !input.trim_start().starts_with("00") {
             return Err(invalid(
                 "number",
-                format!("{input:?} has no country code and no default_region was given"),
+                format!(
+                    "{:?} has no country code and no default_region was given",
+                    number::mask(input)
+                ),
             ));
         }
         number::normalize_international(input)
@@ -984,5 +997,5 @@ pub fn parse_number(input: &str, default_region: &str) -> Result<Normalized, Rec
         })?;
         number::normalize_any(input, region)
     };
-    result.map_err(|err| invalid("number", format!("{input:?}: {err}")))
+    result.map_err(|err| invalid("number", format!("{:?}: {err}", number::mask(input))))
 }

@@ -2178,10 +2178,14 @@ impl ContactStore {
             let changed: usize = tx.execute(
                 "UPDATE consents SET revoked_at_us = ?1
                  WHERE number_key = ?2 AND controller = ?3 AND (?4 IS NULL OR purpose = ?4)
-                   AND (revoked_at_us IS NULL OR revoked_at_us > ?1)
+                   AND revoked_at_us IS NULL
                    AND (?5 IS NULL OR granted_at_us <= ?1 OR recorded_at_us <= ?5)",
                 params![us(at), key.0 as i64, controller, purpose.map(Purpose::as_str), recorded_by.map(us)],
             )?;
+            // A consent already withdrawn keeps its withdrawal: lowered to
+            // an earlier one arriving late, the later withdrawal was lost
+            // (the latest then read as the earlier one, and a consent
+            // granted between the two counted; found by review).
             // A withdrawal also binds consents given before it that are
             // recorded later (a CRM catching up, a correction moving one
             // here): where no stored consent of a purpose carries it, a

@@ -247,17 +247,28 @@ fn non_callable_type(kind: Type) -> Option<&'static str> {
     }
 }
 
-/// Masks a number for service output (`+39333****567`): personal data stays in
-/// the store and the audit log, never in tracing.
+/// Masks a number for service output (`+39*********67`): personal data
+/// stays in the store and the audit log, never in tracing or on pages. Of
+/// an international number the `+` and its first two digits are shown, of
+/// any other input (national forms, bad input) nothing but the last two
+/// digits; input of six characters or fewer is all stars. Separators are
+/// left out.
 pub fn mask(number: &str) -> String {
-    let chars: Vec<char> = number.chars().collect();
-    if chars.len() <= 6 {
-        return "*".repeat(chars.len());
+    let shown: Vec<char> = number.chars().filter(|c| c.is_alphanumeric()).collect();
+    if shown.len() <= 6 {
+        return "*".repeat(shown.len().max(1));
     }
-    let keep_head = (chars.len() - 3).min(6).min(chars.len() / 2);
-    let head: String = chars[..keep_head].iter().collect();
-    let tail: String = chars[chars.len() - 3..].iter().collect();
-    format!("{head}{}{tail}", "*".repeat(chars.len() - keep_head - 3))
+    let international = number.trim_start().starts_with('+');
+    let head = if international { 2 } else { 0 };
+    let tail = shown.len() - 2;
+    let mut out = String::with_capacity(shown.len() + 1);
+    if international {
+        out.push('+');
+    }
+    out.extend(&shown[..head]);
+    out.extend(std::iter::repeat_n('*', tail - head));
+    out.extend(&shown[tail..]);
+    out
 }
 
 #[cfg(test)]
@@ -346,9 +357,24 @@ mod tests {
 
     #[test]
     fn test_mask_hides_the_middle() {
-        assert_eq!(mask("+393331234567"), "+39333****567");
-        assert_eq!(mask("+12125550123"), "+12125***123");
+        assert_eq!(mask("+393331234567"), "+39*********67");
+        assert_eq!(mask("+12125550123"), "+12*******23");
         assert_eq!(mask("12345"), "*****");
+        // National and spaced forms show two digits (eight of ten were
+        // shown before: found by review).
+        assert_eq!(mask("333 123 4567"), "********67");
+        assert_eq!(mask("3331234567"), "********67");
+        assert_eq!(mask("1234567"), "*****67");
+        assert_eq!(mask(""), "*");
+        for input in [
+            "+39 333 123 4567",
+            "0039 333 1234567",
+            "(333) 123-4567",
+            "abc123456789x",
+        ] {
+            let digits_shown = mask(input).chars().filter(char::is_ascii_digit).count();
+            assert!(digits_shown <= 4, "{input}: {}", mask(input));
+        }
     }
 
     #[test]

@@ -88,7 +88,9 @@ impl Format {
 pub const EXCERPT_CHARS: usize = 48;
 
 /// A line (or part of one) quoted in an error: debug-escaped, at most
-/// [`EXCERPT_CHARS`] characters, with the full length when cut.
+/// [`EXCERPT_CHARS`] characters, with the full length when cut, and its
+/// digits but the last two masked (the numbers are personal data; the line
+/// number finds it in the file): `"+** *** *** **67"`.
 pub struct Quoted<'a>(&'a str);
 
 /// Quotes `text` for an error message (see [`Quoted`]).
@@ -98,9 +100,26 @@ pub fn quoted(text: &str) -> Quoted<'_> {
 
 impl std::fmt::Display for Quoted<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self.0.char_indices().nth(EXCERPT_CHARS) {
-            None => write!(f, "{:?}", self.0),
-            Some((cut, _)) => write!(f, "{:?}... ({} bytes)", &self.0[..cut], self.0.len()),
+        let (excerpt, cut) = match self.0.char_indices().nth(EXCERPT_CHARS) {
+            None => (self.0, false),
+            Some((cut, _)) => (&self.0[..cut], true),
+        };
+        let digits = excerpt.chars().filter(char::is_ascii_digit).count();
+        let mut seen = 0;
+        let masked: String = excerpt
+            .chars()
+            .map(|c| {
+                if !c.is_ascii_digit() {
+                    return c;
+                }
+                seen += 1;
+                if seen + 2 > digits { c } else { '*' }
+            })
+            .collect();
+        if cut {
+            write!(f, "{masked:?}... ({} bytes)", self.0.len())
+        } else {
+            write!(f, "{masked:?}")
         }
     }
 }

@@ -172,7 +172,7 @@ mod tests {
             state: None,
             destination,
             campaign: None,
-            memo_key: 0,
+            memo_key: 1,
         }
     }
 
@@ -203,7 +203,10 @@ mod tests {
             "{}",
             late.reason.detail
         );
-        for memo in [None, Some(&WindowMemo::default())] {
+        // Through the memo too: its answer at 19:59:20 (closing at 20:00)
+        // is the one reused at 19:59:31.
+        let memo = WindowMemo::default();
+        for memo in [None, Some(&memo)] {
             assert!(
                 check_calling_window(&paris(&thirty), at("2026-11-23T19:59:20+01:00"), memo)
                     .is_none(),
@@ -215,6 +218,15 @@ mod tests {
                 "29 s left"
             );
         }
+        assert!(
+            check_calling_window(
+                &paris(&thirty),
+                at("2026-11-23T19:59:20+01:00"),
+                Some(&memo)
+            )
+            .is_none(),
+            "the memo's answer at the close does not stick"
+        );
         let none = rules(weekdays, 0);
         assert!(
             check_calling_window(&paris(&none), at("2026-11-23T19:59:59+01:00"), None).is_none()

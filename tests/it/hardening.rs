@@ -348,7 +348,11 @@ fn test_an_import_without_a_configuration_away_from_the_demo_data_is_refused() {
         stderr(&out)
     );
     assert!(!dir.path().join("data").exists(), "nothing created");
+    // A `./data` of something else is not the demo's.
     std::fs::create_dir(dir.path().join("data")).unwrap();
+    assert!(!import().status.success(), "an unseeded ./data");
+    // The demo's, seeded by serve.
+    std::fs::write(dir.path().join("data").join("seeded"), "").unwrap();
     let out = import();
     assert!(out.status.success(), "{}", stderr(&out));
 }
@@ -955,6 +959,32 @@ async fn test_restrictions_for_unknown_controllers_are_refused() {
         })
         .await
         .unwrap();
+    // A controller the records name takes withdrawals even when no campaign
+    // calls for it now: its consent would count again once one does
+    // (found by review).
+    records
+        .record_consent(dialgate::proto::RecordConsentRequest {
+            controller: "beta".into(),
+            number: "+39 333 123 4567".into(),
+            purpose: dialgate::proto::Purpose::Marketing as i32,
+            granted_at: Some(dialgate::proto::timestamp_to_proto(
+                jiff::Timestamp::now() - jiff::SignedDuration::from_hours(72),
+            )),
+            source: "web".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let revoked = records
+        .revoke_consent(RevokeConsentRequest {
+            controller: "beta".into(),
+            number: "+39 333 123 4567".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(revoked.revoked, 1);
 }
 
 /// A configuration that spells a controller another way than its stored
@@ -968,38 +998,40 @@ fn test_a_controller_respelled_in_the_configuration_is_refused_at_start() {
         "number,controller,default_region\n+39 333 123 4567,acme,IT\n",
     );
     ws.cli_ok(&["suppression", "import", "--file", path_str(&optouts)]);
+    // A consent's spelling binds no opt-out: it does not stop a start.
+    let consents = ws.file(
+        "consents.csv",
+        "controller,number,purpose,granted_at,source\nACME,+39 333 765 4321,marketing,2026-01-01,web\n",
+    );
+    ws.cli_ok(&["consent", "import", "--file", path_str(&consents)]);
+    let server = ws.start();
+    assert!(server.terminate().0.success());
     let respelled = standard_config("").replace("controller = \"acme\"", "controller = \"Acme\"");
     assert!(respelled.contains("\"Acme\"") && !respelled.contains("\"acme\""));
     std::fs::write(ws.config_path(), &respelled).unwrap();
-    let mut serve = std::process::Command::new(BIN)
-        .arg("--config")
-        .arg(ws.config_path())
-        .arg("serve")
-        .env("DIALGATE_LOG", "warn")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    let status = loop {
-        if let Some(status) = serve.try_wait().unwrap() {
-            break status;
-        }
-        if std::time::Instant::now() > deadline {
-            serve.kill().unwrap();
-            panic!("serve started with the controller spelled another way");
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    };
-    assert!(!status.success());
-    let mut err = String::new();
-    std::io::Read::read_to_string(&mut serve.stderr.take().unwrap(), &mut err).unwrap();
+    let err = ws.serve_refused();
     assert!(
-        err.contains("\"acme\"") && err.contains("\"Acme\"") && err.contains("exact spelling"),
+        err.contains("controller \"acme\"")
+            && err.contains("\"Acme\"")
+            && err.contains("exact spelling"),
         "{err}"
     );
     // The spelling the records carry starts.
     std::fs::write(ws.config_path(), standard_config("")).unwrap();
     let server = ws.start();
     assert!(server.terminate().0.success());
+    // A campaign id respelled leaves its campaign's opt-outs binding nothing.
+    let scoped = ws.file(
+        "scoped.csv",
+        "number,controller,campaign_id,default_region\n+39 333 111 2222,acme,it-sales,IT\n",
+    );
+    ws.cli_ok(&["suppression", "import", "--file", path_str(&scoped)]);
+    let renamed = standard_config("").replace("id = \"it-sales\"", "id = \"IT-Sales\"");
+    assert!(renamed.contains("\"IT-Sales\""));
+    std::fs::write(ws.config_path(), &renamed).unwrap();
+    let err = ws.serve_refused();
+    assert!(
+        err.contains("campaign \"it-sales\"") && err.contains("\"IT-Sales\""),
+        "{err}"
+    );
 }

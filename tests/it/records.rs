@@ -371,3 +371,36 @@ async fn test_contact_records_that_cannot_be_reloaded_stop_decisions() {
     }
     assert_eq!(server.get("/readyz").0, 200);
 }
+
+/// A withdrawal dated a few seconds ahead (a CRM's clock running fast,
+/// within the skew allowed) counted only from that instant: the consent
+/// went on granting calls until then (found by review). It counts now.
+#[tokio::test(flavor = "multi_thread")]
+async fn test_a_withdrawal_dated_ahead_takes_effect_at_once() {
+    let ws = Workspace::new(&standard_config(""));
+    let server = ws.start();
+    let mut records = server.records().await;
+    let mut gateway = server.gateway().await;
+    let number = "+49 151 23456789";
+    records
+        .record_consent(consent("0151 23456789"))
+        .await
+        .unwrap();
+    let ahead = jiff::Timestamp::now() + jiff::SignedDuration::from_secs(40);
+    records
+        .revoke_consent(RevokeConsentRequest {
+            controller: "acme".into(),
+            number: number.into(),
+            purpose: Purpose::Unspecified as i32,
+            revoked_at: Some(dialgate::proto::timestamp_to_proto(ahead)),
+            default_region: String::new(),
+        })
+        .await
+        .unwrap();
+    let denied = gateway
+        .check_call(call(number, DE_CLI, "de-optin"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(codes(&denied), vec![R::NoConsent]);
+}

@@ -1343,3 +1343,28 @@ async fn test_a_journal_rewound_past_a_fetch_that_stopped_midway_is_noticed() {
         "{refused}"
     );
 }
+
+/// A replica checked the controllers' spelling before it applied the
+/// shared journal: one started on an empty data directory with "Acme" for
+/// the journal's "acme" passed the check, then applied opt-outs that bound
+/// nothing (found by review). The check runs after the journal is applied.
+#[tokio::test(flavor = "multi_thread")]
+async fn test_a_new_replica_with_a_respelled_controller_is_refused() {
+    let Some(pg) = PgServer::start() else { return };
+    let cli = Workspace::new(&replica_config(&pg, "gw-cli"));
+    let optouts = cli.file(
+        "optouts.csv",
+        "controller,number,reason\nacme,+49 151 33333333,objected\n",
+    );
+    cli.cli_ok(&["suppression", "import", "--file", path_str(&optouts)]);
+    let respelled =
+        replica_config(&pg, "gw-new").replace("controller = \"acme\"", "controller = \"Acme\"");
+    assert!(!respelled.contains("\"acme\""));
+    let err = Workspace::new(&respelled).serve_refused();
+    assert!(
+        err.contains("controller \"acme\"") && err.contains("\"Acme\""),
+        "{err}"
+    );
+    let server = Workspace::new(&replica_config(&pg, "gw-ok")).start();
+    assert!(server.terminate().0.success());
+}

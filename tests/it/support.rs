@@ -193,6 +193,36 @@ impl Workspace {
             .expect("run dialgate")
     }
 
+    /// Runs `serve`, which must refuse to start (within a minute); returns
+    /// its stderr.
+    pub fn serve_refused(&self) -> String {
+        let mut serve = Command::new(BIN)
+            .arg("--config")
+            .arg(self.config_path())
+            .arg("serve")
+            .env("DIALGATE_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("run dialgate serve");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        let status = loop {
+            if let Some(status) = serve.try_wait().expect("wait for serve") {
+                break status;
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = serve.kill();
+                panic!("serve started");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        };
+        assert!(!status.success(), "serve exited successfully");
+        let mut err = String::new();
+        std::io::Read::read_to_string(&mut serve.stderr.take().expect("stderr"), &mut err)
+            .expect("read stderr");
+        err
+    }
+
     /// Runs a CLI command that must succeed; returns its stdout.
     pub fn cli_ok(&self, args: &[&str]) -> String {
         let out = self.cli(args);

@@ -1216,6 +1216,51 @@ mod tests {
         );
     }
 
+    /// A withdrawal arriving after a later one (a CRM's backfill) lowered
+    /// the later one's date to its own: the latest withdrawal then read as
+    /// the earlier, and a consent granted between the two counted (found by
+    /// review). Each withdrawal keeps its date, in the store and the index.
+    #[test]
+    fn test_an_earlier_withdrawal_arriving_late_keeps_the_later_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ContactStore::open(dir.path()).unwrap();
+        store
+            .revoke_consents(
+                key(),
+                NUMBER,
+                "acme",
+                Some(Purpose::Marketing),
+                days_ago(10),
+                "t",
+            )
+            .unwrap();
+        store
+            .revoke_consents(
+                key(),
+                NUMBER,
+                "acme",
+                Some(Purpose::Marketing),
+                days_ago(30),
+                "t",
+            )
+            .unwrap();
+        store
+            .record_consent(key(), consent("between", 20), "t")
+            .unwrap();
+        let view = store.view(key(), NUMBER);
+        assert!(
+            valid_consent(&view, &MARKETING, now()).is_none(),
+            "withdrawn 10 days ago: {view:?}"
+        );
+        drop(store);
+        let store = ContactStore::open(dir.path()).unwrap();
+        let view = store.view(key(), NUMBER);
+        assert!(
+            valid_consent(&view, &MARKETING, now()).is_none(),
+            "{view:?}"
+        );
+    }
+
     /// A restore re-applies the whole ledger: a withdrawal ends only the
     /// consents granted at or before it, never a newer one in the backup.
     #[test]

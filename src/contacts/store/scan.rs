@@ -246,6 +246,7 @@ impl ContactStore {
         out: &mut impl SlotSink,
     ) -> Result<Vec<Vec<u8>>, StoreError> {
         let mut erased: Vec<Vec<u8>> = Vec::new();
+        let mut opt_out_names = crate::contacts::OptOutNames::default();
         let mut rows = RawRows::prepare(
             conn,
             "SELECT rowid, number_key, number_hash, controller, campaign_id, created_at_us, expires_at_us
@@ -260,13 +261,16 @@ impl ContactStore {
                 }
                 continue;
             };
+            let controller = names.id(&self.index, row.text(3)?, 3)?;
+            let campaign = names.id(&self.index, row.text(4)?, 4)?;
+            opt_out_names.note(controller, campaign);
             out.put(Slot::new(
                 NumberKey(key as u64),
                 Table::Suppression,
                 row.int(0)?,
                 0,
-                names.id(&self.index, row.text(3)?, 3)?,
-                names.id(&self.index, row.text(4)?, 4)?,
+                controller,
+                campaign,
                 crate::contacts::Instants {
                     t0: instant(row.int(5)?, "created_at_us")?,
                     t1: optional_instant(row.optional_int(6)?, "expires_at_us")?,
@@ -274,6 +278,7 @@ impl ContactStore {
                 },
             )?)?;
         }
+        self.index.note_opt_out_names(&opt_out_names);
         Ok(erased)
     }
 
