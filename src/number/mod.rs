@@ -247,7 +247,7 @@ fn non_callable_type(kind: Type) -> Option<&'static str> {
     }
 }
 
-/// Masks a number for service output (`+39*********67`): personal data
+/// Masks a number for service output (`+39********67`): personal data
 /// stays in the store and the audit log, never in tracing or on pages. Of
 /// an international number the `+` and its first two digits are shown, of
 /// any other input (national forms, bad input) nothing but the last two
@@ -357,7 +357,7 @@ mod tests {
 
     #[test]
     fn test_mask_hides_the_middle() {
-        assert_eq!(mask("+393331234567"), "+39*********67");
+        assert_eq!(mask("+393331234567"), "+39********67");
         assert_eq!(mask("+12125550123"), "+12*******23");
         assert_eq!(mask("12345"), "*****");
         // National and spaced forms show two digits (eight of ten were

@@ -925,3 +925,104 @@ caller_ids = ["+390212345678"]
         "{text}"
     );
 }
+
+/// GDPR-WITHDRAW: after a withdrawal of consent, and no consent since, no
+/// other basis makes the call lawful: France's ongoing contract stood in
+/// for the withdrawn consent (found by review). A consent given after the
+/// withdrawal counts again.
+#[test]
+fn test_a_withdrawal_is_not_replaced_by_another_basis() {
+    let config = config(FR_CAMPAIGN);
+    let relationship = Relationship {
+        relationship_id: "r1".into(),
+        controller: "acme".into(),
+        number: "+33612345678".into(),
+        kind: RelationshipKind::Customer,
+        started_at: "2025-01-01T00:00:00Z".parse().unwrap(),
+        ended_at: None,
+        recorded_at: "2025-01-01T00:00:00Z".parse().unwrap(),
+    };
+    let mut withdrawn = consent("+33612345678");
+    withdrawn.revoked_at = Some("2026-09-01T00:00:00Z".parse().unwrap());
+    let contacts = ContactView {
+        consents: vec![withdrawn.clone()],
+        relationships: vec![relationship.clone()],
+        ..Default::default()
+    };
+    let at = "2026-11-23T10:00:00Z";
+    let denied = decide(
+        &config,
+        "fr",
+        "06 12 34 56 78",
+        "+33162000000",
+        &contacts,
+        &[],
+        at,
+    );
+    assert_eq!(denied.verdict, Verdict::Deny, "{:?}", denied.reasons);
+    assert!(
+        denied
+            .reasons
+            .iter()
+            .any(|r| r.code == ReasonCode::NoConsent && r.detail.contains("withdrawn")),
+        "{:?}",
+        denied.reasons
+    );
+    let mut again = consent("+33612345678");
+    again.consent_id = "c2".into();
+    again.granted_at = "2026-10-01T00:00:00Z".parse().unwrap();
+    let regranted = ContactView {
+        consents: vec![withdrawn, again],
+        relationships: vec![relationship],
+        ..Default::default()
+    };
+    let allowed = decide(
+        &config,
+        "fr",
+        "06 12 34 56 78",
+        "+33162000000",
+        &regranted,
+        &[],
+        at,
+    );
+    assert_eq!(allowed.verdict, Verdict::Allow, "{:?}", allowed.reasons);
+}
+
+/// The contract's RecordRelationship records a contract's end as a second
+/// record with the same start: the first, ongoing, went on exempting for
+/// ever (found by review). The end ends both.
+#[test]
+fn test_a_relationship_recorded_again_with_its_end_ends() {
+    let config = config(FR_CAMPAIGN);
+    let record = |id: &str, ended: Option<&str>| Relationship {
+        relationship_id: id.into(),
+        controller: "acme".into(),
+        number: "+33612345678".into(),
+        kind: RelationshipKind::Customer,
+        started_at: "2025-01-01T00:00:00Z".parse().unwrap(),
+        ended_at: ended.map(|e| e.parse().unwrap()),
+        recorded_at: "2025-01-01T00:00:00Z".parse().unwrap(),
+    };
+    let contacts = ContactView {
+        relationships: vec![
+            record("r1", None),
+            record("r2", Some("2026-09-01T00:00:00Z")),
+        ],
+        ..Default::default()
+    };
+    let decided = decide(
+        &config,
+        "fr",
+        "06 12 34 56 78",
+        "+33162000000",
+        &contacts,
+        &[],
+        "2026-11-23T10:00:00Z",
+    );
+    assert_eq!(decided.verdict, Verdict::Deny, "{:?}", decided.reasons);
+    assert!(
+        codes(&decided).contains(&ReasonCode::NoConsent),
+        "{:?}",
+        decided.reasons
+    );
+}

@@ -34,6 +34,36 @@ pub fn suppression(
         })
 }
 
+/// GDPR-WITHDRAW: the latest withdrawal of consent of this controller and
+/// purpose in force at `now`, when no consent was given since: the person
+/// said no, and no other basis (a customer relationship, a clear registry)
+/// is used after it. `NO_CONSENT` naming it.
+pub fn withdrawn(view: &ContactView, asking: &Asking<'_>, now: Timestamp) -> Option<Reason> {
+    let same = |c: &&Consent| c.controller == asking.controller && c.purpose == asking.purpose;
+    let withdrawn = view
+        .consents
+        .iter()
+        .filter(same)
+        .filter_map(|c| c.revoked_at)
+        .filter(|revoked| *revoked <= now)
+        .max()?;
+    let given_since = view
+        .consents
+        .iter()
+        .filter(same)
+        .any(|c| c.granted_at > withdrawn && c.granted_at <= now);
+    (!given_since).then(|| {
+        Reason::new(
+            ReasonCode::NoConsent,
+            format!(
+                "consent of controller {} for {} withdrawn at {withdrawn}, none given since: no other basis is used after a withdrawal (GDPR art. 7(3))",
+                asking.controller,
+                asking.purpose.as_str()
+            ),
+        )
+    })
+}
+
 /// The consent in force at `now` for this controller and purpose, if any;
 /// with `max_age`, only one granted at most that long ago (the law's renewal).
 ///
@@ -139,12 +169,25 @@ pub fn exempting_relationship<'a>(
     controller: &str,
     now: Timestamp,
 ) -> Option<(&'a Relationship, Option<Timestamp>)> {
+    // The contract API records a relationship's end as another record
+    // (same controller, kind and start, with its end): the earliest end
+    // any record of it gives ends it, ongoing copies included (found by
+    // review: the ongoing one went on exempting for ever).
+    let ended = |r: &Relationship| {
+        view.relationships
+            .iter()
+            .filter(|o| {
+                o.controller == r.controller && o.kind == r.kind && o.started_at == r.started_at
+            })
+            .filter_map(|o| o.ended_at)
+            .min()
+    };
     view.relationships
         .iter()
         .filter(|r| r.controller == controller && r.started_at <= now)
         .find_map(|r| {
             let until = match r.kind {
-                RelationshipKind::Customer => match r.ended_at {
+                RelationshipKind::Customer => match ended(r) {
                     None => return exemptions.customer.map(|_| (r, None)),
                     Some(ended) => exemptions.customer?.after(ended),
                 },

@@ -24,7 +24,7 @@ use crate::statutes::Exemptions;
 pub use caller_id::check_caller_id;
 pub use contact_basis::{
     Asking, exempting_relationship, refused_supplier_consents, registry_exemption,
-    supplier_contract, suppression, valid_consent,
+    supplier_contract, suppression, valid_consent, withdrawn,
 };
 pub use registry_check::check_registry;
 pub use timing::{TimedDeny, check_attempt_limit, check_calling_window};
@@ -293,6 +293,15 @@ fn decide_under(
             ),
         )),
         None => {}
+    }
+    // GDPR-WITHDRAW: after a withdrawal (and no consent since), neither a
+    // relationship nor a clear registry makes the call lawful (found by
+    // review: both did).
+    if consent.is_none()
+        && !out.denies.iter().any(|r| r.code == ReasonCode::NoConsent)
+        && let Some(reason) = withdrawn(data.contacts, &asking, now)
+    {
+        out.denies.push(reason);
     }
     let profiling = Asking {
         purpose: Purpose::Profiling,
