@@ -12,14 +12,22 @@ pub const FILE_MODE: u32 = 0o600;
 /// Mode of directories dialgate creates.
 pub const DIR_MODE: u32 = 0o700;
 
-/// Creates (or truncates) a file, owner-only.
+/// Creates (or truncates) a file, owner-only: an existing file keeps no
+/// wider mode (the mode given at open applies only to a new file, and a
+/// rejects file left world-readable got the rejected numbers; found by
+/// review).
 pub fn create_file(path: &Path) -> io::Result<File> {
-    OpenOptions::new()
+    let file = OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(true)
         .mode(FILE_MODE)
-        .open(path)
+        .open(path)?;
+    let mode = file.metadata()?.permissions().mode() & 0o777;
+    if mode & !FILE_MODE != 0 {
+        file.set_permissions(fs::Permissions::from_mode(FILE_MODE))?;
+    }
+    Ok(file)
 }
 
 /// Opens a file for appending, creating it owner-only.
@@ -145,5 +153,12 @@ mod tests {
         );
         assert!(!tighten(&file).unwrap());
         assert!(exposed_secret(&file).is_none());
+        // An existing world-readable file written again (a rejects file).
+        fs::set_permissions(&file, fs::Permissions::from_mode(0o644)).unwrap();
+        create_file(&file).unwrap();
+        assert_eq!(
+            fs::metadata(&file).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
     }
 }

@@ -352,6 +352,14 @@ async fn test_kamailio_relays_only_logged_allows() {
         "{unavailable:?}"
     );
     assert!(!unavailable.iter().any(|l| l.starts_with("SIP/2.0 200")));
+    // The proxy's log names no number, though its HTTP client logs the URL
+    // of a request that failed: the numbers go in the body (found by
+    // review: they were in the URL).
+    let proxy_log = std::fs::read_to_string(ws.data_dir().join("kamailio.log")).unwrap();
+    assert!(
+        proxy_log.contains("/v1/check") && !proxy_log.contains("3331234567"),
+        "{proxy_log}"
+    );
 
     let carrier = std::fs::read_to_string(&carrier_trace).unwrap();
     let call_ids: Vec<&str> = carrier
