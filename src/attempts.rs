@@ -37,7 +37,11 @@ pub fn refused_by_caps(
         counted.sort();
         // The cap lifts when enough of the oldest attempts have left the window.
         let excess = counted.len() - limit.max_attempts as usize;
-        let lifts_at = counted.get(excess).map(|t| *t + limit.window);
+        // A stored instant near the end of time must not overflow (a
+        // panic here stopped the log writer).
+        let lifts_at = counted
+            .get(excess)
+            .map(|t| t.checked_add(limit.window).unwrap_or(Timestamp::MAX));
         let later = match (&refusal, lifts_at) {
             (None, _) => true,
             (Some((_, None)), _) => false,
@@ -220,6 +224,18 @@ mod tests {
 
     /// A campaign cap adds to the statute's, it does not replace it:
     /// 3 in 24 h and 4 in 30 days both hold.
+    #[test]
+    fn test_a_stored_attempt_at_the_end_of_time_does_not_overflow() {
+        let limit = AttemptLimit {
+            max_attempts: 1,
+            window: SignedDuration::from_hours(24),
+        };
+        let now: Timestamp = "2026-11-27T10:00:00Z".parse().unwrap();
+        let last = Timestamp::MAX - SignedDuration::from_hours(1);
+        let refused = refused_by_caps(&[limit], &[last], now, SignedDuration::from_millis(500));
+        assert_eq!(refused.map(|(_, lifts)| lifts), Some(Some(Timestamp::MAX)));
+    }
+
     #[test]
     fn test_every_cap_holds() {
         let ledger = AttemptLedger::default();

@@ -613,7 +613,14 @@ fn contact_import(
     let now = Timestamp::now();
     let ledger = crate::restore::open_ledger(config, &store)?;
     let summary = if consents {
-        crate::contacts::import::import_consents(&store, file, &cli_actor(), now, dry_run)?
+        crate::contacts::import::import_consents(
+            &store,
+            file,
+            &cli_actor(),
+            now,
+            dry_run,
+            &crate::contacts::service::Spellings::configured(config),
+        )?
     } else {
         let records = Records::configured(config, store).with_ledger(std::sync::Arc::new(ledger));
         crate::contacts::import::import_suppressions(&records, file, &cli_actor(), now, dry_run)?

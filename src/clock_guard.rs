@@ -46,7 +46,9 @@ impl ClockGuard {
     pub fn check(&self, now: Timestamp) -> Result<(), ClockBehind> {
         let now_us = now.as_microsecond();
         let latest_us = self.latest_us.load(Ordering::Relaxed);
-        if now_us < latest_us.saturating_sub(self.tolerance_us) {
+        // A clock before 1970 is wrong whatever was logged (and the
+        // decision ids, time-ordered, cannot be made from it).
+        if now_us < latest_us.saturating_sub(self.tolerance_us) || now_us < 0 {
             return Err(ClockBehind {
                 now,
                 latest: Timestamp::from_microsecond(latest_us).unwrap_or(Timestamp::MAX),
@@ -93,5 +95,10 @@ mod tests {
         let guard = ClockGuard::new(None, SignedDuration::from_secs(1));
         assert!(guard.check(at("1971-01-01T00:00:00Z")).is_ok());
         assert!(guard.check(at("1970-12-31T23:00:00Z")).is_err());
+        // Before 1970 on a first start: refused (the decision id could not
+        // be made; found by review).
+        let first = ClockGuard::new(None, SignedDuration::from_secs(1));
+        assert!(first.check(at("1969-12-31T23:59:59Z")).is_err());
+        assert!(first.check(at("1926-05-01T10:00:00Z")).is_err());
     }
 }

@@ -143,18 +143,18 @@ struct Stores {
 }
 
 /// Refuses a configuration that spells a controller or a campaign id
-/// otherwise than the stored opt-outs or the logged ALLOWs ("Acme" for
+/// otherwise than the stored opt-outs and withdrawals or the logged ALLOWs ("Acme" for
 /// "acme"): opt-outs and attempt caps bind the exact spelling, so every
 /// one of them would bind nothing (found by review).
 fn refuse_names_spelled_otherwise(stores: &Stores) -> anyhow::Result<()> {
-    let (controllers, campaigns) = stores.contacts.index().opt_out_names();
-    let controllers = controllers.iter().chain(&stores.logged_controllers);
+    let names = stores.contacts.index().record_names();
+    let controllers = names.binding.iter().chain(&stores.logged_controllers);
     if let Some(respelled) = stores.config.spelled_otherwise(
         controllers.map(String::as_str),
-        campaigns.iter().map(String::as_str),
+        names.campaigns.iter().map(String::as_str),
     ) {
         anyhow::bail!(
-            "{}: the stored opt-outs or logged calls name the {} {:?}, which the configuration spells {:?}: opt-outs and attempt caps bind it by its exact spelling, so with this change they would bind nothing; spell it {:?} again",
+            "{}: the stored opt-outs, withdrawals or logged calls name the {} {:?}, which the configuration spells {:?}: opt-outs and attempt caps bind it by its exact spelling, so with this change they would bind nothing; spell it {:?} again",
             stores.config.origin,
             respelled.what,
             respelled.stored,

@@ -112,7 +112,7 @@ proptest! {
             text.push_str(&row);
         }
         std::fs::write(&path, text).unwrap();
-        let _ = dialgate::contacts::import::import_consents(store, &path, "property test", jiff::Timestamp::now(), true);
+        let _ = dialgate::contacts::import::import_consents(store, &path, "property test", jiff::Timestamp::now(), true, &dialgate::contacts::service::Spellings::default());
     }
 
     /// The CheckCall decision path on arbitrary numbers, caller IDs and

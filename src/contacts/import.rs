@@ -486,6 +486,7 @@ pub fn import_consents(
     actor: &str,
     now: Timestamp,
     dry_run: bool,
+    spellings: &records::Spellings,
 ) -> Result<ContactImportSummary, ContactImportError> {
     let table = Table::open(
         path,
@@ -520,6 +521,7 @@ pub fn import_consents(
             consent_id: get("consent_id").to_string(),
         };
         let mut consent = records::validate_consent(request, now)?;
+        spellings.check(&consent.controller)?;
         if get("consent_id").is_empty() {
             let mut parts = vec![
                 consent.controller.as_str(),

@@ -224,40 +224,65 @@ pub struct ContactIndex {
     /// Whether `erased` holds anything: then (only) each check pays for the
     /// salted hash of its number.
     any_erased: AtomicBool,
-    /// The interned controllers and campaign ids of the opt-outs held (see
-    /// [`ContactIndex::opt_out_names`]).
-    opt_out_names: std::sync::Mutex<OptOutNames>,
+    /// The interned names the records held carry, by role (see
+    /// [`ContactIndex::record_names`]).
+    record_names: std::sync::Mutex<RecordNames>,
 }
 
-/// Interned names opt-outs carry, as controllers and as campaign ids.
+/// Interned names records carry, by role: every record's controller; the
+/// controllers whose records bind (opt-outs, withdrawals); opt-outs'
+/// campaign ids.
 #[derive(Debug, Default, Clone)]
-pub(crate) struct OptOutNames {
+pub(crate) struct RecordNames {
     controllers: Vec<u32>,
+    binding: Vec<u32>,
     campaigns: Vec<u32>,
 }
 
-impl OptOutNames {
-    /// Notes an opt-out's controller and campaign (few distinct: a scan
-    /// checks each row's against the few it has met).
-    pub(crate) fn note(&mut self, controller: u32, campaign: u32) {
-        if !self.controllers.contains(&controller) {
-            self.controllers.push(controller);
-        }
-        if campaign != 0 && !self.campaigns.contains(&campaign) {
-            self.campaigns.push(campaign);
+impl RecordNames {
+    fn add(names: &mut Vec<u32>, id: u32) {
+        if id != 0 && !names.contains(&id) {
+            names.push(id);
         }
     }
 
-    fn merge(&mut self, other: &OptOutNames) {
-        for &controller in &other.controllers {
-            self.note(controller, 0);
+    /// Notes a record's controller (few distinct: a scan checks each
+    /// row's against the few it has met).
+    pub(crate) fn note(&mut self, controller: u32) {
+        Self::add(&mut self.controllers, controller);
+    }
+
+    /// Notes the controller of an opt-out or a withdrawal, and an
+    /// opt-out's campaign (0: none).
+    pub(crate) fn note_binding(&mut self, controller: u32, campaign: u32) {
+        Self::add(&mut self.controllers, controller);
+        Self::add(&mut self.binding, controller);
+        Self::add(&mut self.campaigns, campaign);
+    }
+
+    fn merge(&mut self, other: &RecordNames) {
+        for &id in &other.controllers {
+            Self::add(&mut self.controllers, id);
         }
-        for &campaign in &other.campaigns {
-            if !self.campaigns.contains(&campaign) {
-                self.campaigns.push(campaign);
-            }
+        for &id in &other.binding {
+            Self::add(&mut self.binding, id);
+        }
+        for &id in &other.campaigns {
+            Self::add(&mut self.campaigns, id);
         }
     }
+}
+
+/// The names records carry, by role, as text.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct StoredNames {
+    /// Every record's controller.
+    pub controllers: Vec<String>,
+    /// The controllers of opt-outs and withdrawals (erased subjects'
+    /// opt-outs included): respelled, they would bind nothing.
+    pub binding: Vec<String>,
+    /// The campaign ids of opt-outs.
+    pub campaigns: Vec<String>,
 }
 
 /// Slots from which [`ContactIndex::size_presence`] marks on two threads.
@@ -271,7 +296,7 @@ impl ContactIndex {
             present: Presence::default(),
             erased: DashMap::new(),
             any_erased: AtomicBool::new(false),
-            opt_out_names: std::sync::Mutex::default(),
+            record_names: std::sync::Mutex::default(),
         }
     }
 
@@ -336,44 +361,45 @@ impl ContactIndex {
         self.any_erased.store(true, Ordering::Release);
     }
 
-    /// Whether a record held names `name` (as a controller, a supplier or
-    /// a campaign).
-    pub fn names_stored(&self, name: &str) -> bool {
-        self.records.names.get(name).is_some()
-    }
-
-    /// Notes the names of opt-outs added to the index.
-    pub(crate) fn note_opt_out_names(&self, names: &OptOutNames) {
-        self.opt_out_names
+    /// Notes the names of records added to the index.
+    pub(crate) fn note_record_names(&self, names: &RecordNames) {
+        self.record_names
             .lock()
-            .expect("opt-out names lock")
+            .expect("record names lock")
             .merge(names);
     }
 
-    /// The controllers and the campaign ids the opt-outs held name (those
-    /// of erased subjects included), each once: what a configuration
-    /// spelling them otherwise would leave binding nothing.
-    pub fn opt_out_names(&self) -> (Vec<String>, Vec<String>) {
-        let noted = self
-            .opt_out_names
-            .lock()
-            .expect("opt-out names lock")
-            .clone();
-        let name = |id: &u32| self.records.names.name(*id).to_string();
-        let mut controllers: Vec<String> = noted.controllers.iter().map(name).collect();
-        let mut campaigns: Vec<String> = noted.campaigns.iter().map(name).collect();
+    /// The names the records held carry, by role, each once (see
+    /// [`StoredNames`]).
+    pub fn record_names(&self) -> StoredNames {
+        let noted = self.record_names.lock().expect("record names lock").clone();
+        let text = |ids: &[u32]| -> Vec<String> {
+            ids.iter()
+                .map(|id| self.records.names.name(*id).to_string())
+                .collect()
+        };
+        let mut names = StoredNames {
+            controllers: text(&noted.controllers),
+            binding: text(&noted.binding),
+            campaigns: text(&noted.campaigns),
+        };
         for erased in &self.erased {
             for suppression in erased.value() {
-                controllers.push(suppression.controller.clone());
-                campaigns.push(suppression.campaign_id.clone());
+                names.binding.push(suppression.controller.clone());
+                names.controllers.push(suppression.controller.clone());
+                names.campaigns.push(suppression.campaign_id.clone());
             }
         }
-        campaigns.retain(|c| !c.is_empty());
-        for names in [&mut controllers, &mut campaigns] {
-            names.sort_unstable();
-            names.dedup();
+        for list in [
+            &mut names.controllers,
+            &mut names.binding,
+            &mut names.campaigns,
+        ] {
+            list.retain(|name| !name.is_empty());
+            list.sort_unstable();
+            list.dedup();
         }
-        (controllers, campaigns)
+        names
     }
 
     pub(crate) fn revoke(
@@ -385,6 +411,9 @@ impl ContactIndex {
     ) {
         // A controller never interned has no records to revoke.
         if let Some(controller) = self.records.names.get(controller) {
+            let mut names = RecordNames::default();
+            names.note_binding(controller, 0);
+            self.note_record_names(&names);
             self.records.change(
                 key,
                 Change::Revoke {
@@ -422,12 +451,20 @@ impl ContactIndex {
         row: i64,
         consent: &Consent,
     ) -> Result<Slot, SlotError> {
+        let controller = self.records.names.intern(&consent.controller)?;
+        let mut names = RecordNames::default();
+        if consent.revoked_at.is_some() {
+            names.note_binding(controller, 0);
+        } else {
+            names.note(controller);
+        }
+        self.note_record_names(&names);
         Slot::new(
             key,
             Table::Consent,
             row,
             purpose_code(consent.purpose),
-            self.records.names.intern(&consent.controller)?,
+            controller,
             // A consent has no campaign: the field holds its supplier.
             self.records.names.intern(&consent.supplier)?,
             Instants {
@@ -445,6 +482,10 @@ impl ContactIndex {
         row: i64,
         relationship: &Relationship,
     ) -> Result<Slot, SlotError> {
+        let controller = self.records.names.intern(&relationship.controller)?;
+        let mut names = RecordNames::default();
+        names.note(controller);
+        self.note_record_names(&names);
         Slot::new(
             key,
             Table::Relationship,
@@ -453,7 +494,7 @@ impl ContactIndex {
                 RelationshipKind::Customer => 0,
                 RelationshipKind::Inquiry => 1,
             },
-            self.records.names.intern(&relationship.controller)?,
+            controller,
             0,
             Instants {
                 t0: relationship.started_at.as_microsecond(),
@@ -472,9 +513,9 @@ impl ContactIndex {
     ) -> Result<Slot, SlotError> {
         let controller = self.records.names.intern(&suppression.controller)?;
         let campaign = self.records.names.intern(&suppression.campaign_id)?;
-        let mut names = OptOutNames::default();
-        names.note(controller, campaign);
-        self.note_opt_out_names(&names);
+        let mut names = RecordNames::default();
+        names.note_binding(controller, campaign);
+        self.note_record_names(&names);
         Slot::new(
             key,
             Table::Suppression,

@@ -385,6 +385,7 @@ impl Records {
 
     /// Refuses a non-empty controller that no configured campaign calls for.
     fn known_controller(&self, controller: &str) -> Result<(), RecordsError> {
+        self.spelled_one_way(controller)?;
         match &self.campaigns {
             // A controller the stored records name takes restrictions even
             // when no campaign calls for it now: a consent kept for it
@@ -393,7 +394,13 @@ impl Records {
             Some(campaigns)
                 if !controller.is_empty()
                     && !campaigns.values().any(|c| c == controller)
-                    && !self.store.index().names_stored(controller) =>
+                    && !self
+                        .store
+                        .index()
+                        .record_names()
+                        .controllers
+                        .iter()
+                        .any(|c| c == controller) =>
             {
                 let mut known: Vec<&str> = campaigns.values().map(String::as_str).collect();
                 known.sort_unstable();
@@ -410,6 +417,29 @@ impl Records {
         }
     }
 
+    /// Refuses a controller spelled otherwise ("ACME", "acme ") than a
+    /// configured one or one the stored records carry: records of one
+    /// controller under two spellings bind each other nothing, and a
+    /// configuration can then match only one of them.
+    fn spelled_one_way(&self, controller: &str) -> Result<(), RecordsError> {
+        self.spellings().check(controller)
+    }
+
+    /// The controllers' spellings, configured and stored, for checking
+    /// many records (a bulk import) against them.
+    pub fn spellings(&self) -> Spellings {
+        let mut known: Vec<String> = self.store.index().record_names().controllers;
+        known.extend(self.campaigns.iter().flat_map(|c| c.values().cloned()));
+        known.sort_unstable();
+        known.dedup();
+        Spellings {
+            known: known
+                .into_iter()
+                .map(|name| (crate::config::fold_controller(&name), name))
+                .collect(),
+        }
+    }
+
     /// Records a consent; returns its id.
     ///
     /// # Errors
@@ -421,6 +451,7 @@ impl Records {
         now: Timestamp,
     ) -> Result<String, RecordsError> {
         let consent = validate_consent(request, now)?;
+        self.spelled_one_way(&consent.controller)?;
         let key = number::NumberKey::from_e164(&consent.number)
             .ok_or_else(|| invalid("number", "not E.164"))?;
         let id = consent.consent_id.clone();
@@ -628,6 +659,7 @@ impl Records {
         now: Timestamp,
     ) -> Result<String, RecordsError> {
         let (key, relationship) = validate_relationship(request, now)?;
+        self.spelled_one_way(&relationship.controller)?;
         let id = relationship.relationship_id.clone();
         let masked = number::mask(&relationship.number);
         match &self.journal {
@@ -817,6 +849,54 @@ impl Records {
             .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
             .filter(|d| controller.is_empty() || d["controller"] == controller)
             .collect())
+    }
+}
+
+/// The controllers' known spellings (see [`Records::spellings`]).
+#[derive(Debug, Clone, Default)]
+pub struct Spellings {
+    /// (folded, exact) of each configured or stored controller.
+    known: Vec<(String, String)>,
+}
+
+impl Spellings {
+    /// The configured controllers' spellings (a bulk import, which does not
+    /// load the stored records, checks against these).
+    pub fn configured(config: &crate::config::Config) -> Spellings {
+        let mut known: Vec<String> = config
+            .campaigns
+            .iter()
+            .map(|c| c.controller.clone())
+            .collect();
+        known.sort_unstable();
+        known.dedup();
+        Spellings {
+            known: known
+                .into_iter()
+                .map(|name| (crate::config::fold_controller(&name), name))
+                .collect(),
+        }
+    }
+
+    /// Refuses `controller` when it is a known controller spelled another
+    /// way.
+    ///
+    /// # Errors
+    /// [`RecordsError::InvalidArgument`] on `controller`.
+    pub fn check(&self, controller: &str) -> Result<(), RecordsError> {
+        if controller.is_empty() || self.known.iter().any(|(_, exact)| exact == controller) {
+            return Ok(());
+        }
+        let folded = crate::config::fold_controller(controller);
+        match self.known.iter().find(|(known, _)| *known == folded) {
+            Some((_, known)) => Err(invalid(
+                "controller",
+                format!(
+                    "{controller:?} is {known:?} spelled another way: records bind a controller by its exact spelling, so spell it {known:?}"
+                ),
+            )),
+            None => Ok(()),
+        }
     }
 }
 

@@ -1571,7 +1571,9 @@ fn withdrawal_marker(
     now: Timestamp,
 ) -> Consent {
     Consent {
-        consent_id: format!("withdrawal-{}", uuid::Uuid::now_v7()),
+        // Random, not time-ordered: made under the store's lock, where a
+        // clock before 1970 must not panic.
+        consent_id: format!("withdrawal-{}", uuid::Uuid::new_v4()),
         controller: controller.to_string(),
         number: e164.to_string(),
         purpose,

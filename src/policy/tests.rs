@@ -968,6 +968,27 @@ fn test_a_withdrawal_is_not_replaced_by_another_basis() {
         "{:?}",
         denied.reasons
     );
+    // A consent from an undeclared supplier grants nothing, nor lifts the
+    // withdrawal (found by review).
+    let mut brokered = consent("+33612345678");
+    brokered.consent_id = "c-leadco".into();
+    brokered.supplier = "leadco".into();
+    brokered.granted_at = "2026-10-01T00:00:00Z".parse().unwrap();
+    let with_brokered = ContactView {
+        consents: vec![withdrawn.clone(), brokered],
+        relationships: vec![relationship.clone()],
+        ..Default::default()
+    };
+    let still = decide(
+        &config,
+        "fr",
+        "06 12 34 56 78",
+        "+33162000000",
+        &with_brokered,
+        &[],
+        at,
+    );
+    assert_eq!(still.verdict, Verdict::Deny, "{:?}", still.reasons);
     let mut again = consent("+33612345678");
     again.consent_id = "c2".into();
     again.granted_at = "2026-10-01T00:00:00Z".parse().unwrap();

@@ -47,11 +47,13 @@ pub fn withdrawn(view: &ContactView, asking: &Asking<'_>, now: Timestamp) -> Opt
         .filter_map(|c| c.revoked_at)
         .filter(|revoked| *revoked <= now)
         .max()?;
-    let given_since = view
-        .consents
-        .iter()
-        .filter(same)
-        .any(|c| c.granted_at > withdrawn && c.granted_at <= now);
+    // Only a consent that grants: one from an undeclared supplier, or
+    // outside its contract, gives nothing (found by review).
+    let given_since = view.consents.iter().filter(same).any(|c| {
+        c.granted_at > withdrawn
+            && c.granted_at <= now
+            && supplier_contract(c, asking.suppliers).is_ok()
+    });
     (!given_since).then(|| {
         Reason::new(
             ReasonCode::NoConsent,
@@ -170,9 +172,11 @@ pub fn exempting_relationship<'a>(
     now: Timestamp,
 ) -> Option<(&'a Relationship, Option<Timestamp>)> {
     // The contract API records a relationship's end as another record
-    // (same controller, kind and start, with its end): the earliest end
-    // any record of it gives ends it, ongoing copies included (found by
-    // review: the ongoing one went on exempting for ever).
+    // (same controller, kind and start, with its end): the latest end
+    // any record of it gives (a customer's last purchase) ends it, ongoing
+    // copies included (found by review: the ongoing one went on exempting
+    // for ever). The retention purge keeps an ended record while an
+    // ongoing copy of it is kept.
     let ended = |r: &Relationship| {
         view.relationships
             .iter()
@@ -180,7 +184,7 @@ pub fn exempting_relationship<'a>(
                 o.controller == r.controller && o.kind == r.kind && o.started_at == r.started_at
             })
             .filter_map(|o| o.ended_at)
-            .min()
+            .max()
     };
     view.relationships
         .iter()

@@ -119,7 +119,9 @@ pub fn check_attempt_limit(
     counted.sort();
     // The cap lifts when enough of the oldest attempts have left the window.
     let excess = counted.len() - limit.max_attempts as usize;
-    let lifts_at = counted[excess] + limit.window;
+    let lifts_at = counted[excess]
+        .checked_add(limit.window)
+        .unwrap_or(Timestamp::MAX);
     Some(TimedDeny {
         reason: Reason::new(
             ReasonCode::AttemptLimit,

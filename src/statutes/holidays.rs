@@ -154,6 +154,10 @@ fn plus(d: Date, days: i64) -> Option<Date> {
     d.checked_add(days.days()).ok()
 }
 
+/// The years whose holidays are computed: the Gregorian calendar's, up to
+/// the last full year a date can hold. Outside them there are none.
+const CALENDAR_YEARS: std::ops::RangeInclusive<i16> = 1583..=9998;
+
 /// The days of `holidays` that fall in `year`: each holiday's own date and,
 /// where it falls on a weekend, the weekday it is observed on. A holiday
 /// observed on another day is still a holiday on its date (Independence
@@ -161,7 +165,11 @@ fn plus(d: Date, days: i64) -> Option<Date> {
 /// holiday of the next year can be observed in this one (New Year's Day
 /// 2028, a Saturday, observed on Friday 31 December 2027).
 pub fn dates(holidays: &[Holiday], year: i16) -> Vec<Date> {
+    // The Gregorian years the rules can be computed for (an instant given
+    // as 9999-06-01 or a year before Christ panicked here).
+    let computable = |y: &i16| (CALENDAR_YEARS).contains(y);
     let mut out: Vec<Date> = (year.saturating_sub(1)..=year.saturating_add(1))
+        .filter(computable)
         .flat_map(|y| dates_of_year(holidays, y))
         .filter(|d| d.year() == year)
         .collect();
@@ -354,6 +362,24 @@ mod tests {
                 "Boxing Day itself, a Sunday",
             ),
             ("GB", date(2027, 12, 29), false, "after both substitutes"),
+            (
+                "US",
+                date(9999, 7, 5),
+                false,
+                "no calendar computed this late",
+            ),
+            (
+                "IT",
+                date(9999, 12, 25),
+                false,
+                "no calendar computed this late",
+            ),
+            (
+                "GB",
+                date(-2, 4, 1),
+                false,
+                "nor before the Gregorian calendar",
+            ),
             ("US", date(2026, 1, 19), true, "MLK day"),
             ("US", date(2026, 5, 25), true, "Memorial Day"),
             ("DE", date(2026, 10, 3), true, "Tag der Deutschen Einheit"),

@@ -998,12 +998,19 @@ fn test_a_controller_respelled_in_the_configuration_is_refused_at_start() {
         "number,controller,default_region\n+39 333 123 4567,acme,IT\n",
     );
     ws.cli_ok(&["suppression", "import", "--file", path_str(&optouts)]);
-    // A consent's spelling binds no opt-out: it does not stop a start.
+    // No record is stored under a second spelling (both would then be
+    // refused at start).
     let consents = ws.file(
         "consents.csv",
         "controller,number,purpose,granted_at,source\nACME,+39 333 765 4321,marketing,2026-01-01,web\n",
     );
-    ws.cli_ok(&["consent", "import", "--file", path_str(&consents)]);
+    let out = ws.cli(&["consent", "import", "--file", path_str(&consents)]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("spelled another way"),
+        "{}",
+        stderr(&out)
+    );
     let server = ws.start();
     assert!(server.terminate().0.success());
     let respelled = standard_config("").replace("controller = \"acme\"", "controller = \"Acme\"");

@@ -221,7 +221,14 @@ pub fn import_file(
     // afterwards, and has no erasure ledger): its records are then checked
     // against the journal in a transaction rolled back.
     let mut summary = if consents {
-        crate::contacts::import::import_consents(&store, file, actor, now, false)?
+        crate::contacts::import::import_consents(
+            &store,
+            file,
+            actor,
+            now,
+            false,
+            &crate::contacts::service::Spellings::configured(config),
+        )?
     } else {
         let records = crate::contacts::service::Records::configured(config, Arc::clone(&store));
         crate::contacts::import::import_suppressions(&records, file, actor, now, false)?

@@ -147,8 +147,16 @@ fn scan_candidates(
         });
     }
     let mut statement = conn.prepare(
+        // An ended record whose relationship also has an ongoing copy
+        // (the same controller, kind and start: the contract API records
+        // an end as another record) is that relationship's end: deleted,
+        // the copy would exempt again for ever.
         "SELECT rowid, number_key, controller, ended_at_us, relationship_id, number
-         FROM relationships WHERE ended_at_us IS NOT NULL",
+         FROM relationships AS r WHERE ended_at_us IS NOT NULL
+           AND NOT EXISTS (SELECT 1 FROM relationships AS o
+                           WHERE o.number_key = r.number_key AND o.controller = r.controller
+                             AND o.kind = r.kind AND o.started_at_us = r.started_at_us
+                             AND o.ended_at_us IS NULL)",
     )?;
     let mut rows = statement.query([])?;
     while let Some(row) = rows.next()? {
@@ -1009,6 +1017,64 @@ mod tests {
         }
     }
 
+    /// A relationship's end recorded as a second record (the contract's
+    /// RecordRelationship): purged once old, it left the ongoing copy
+    /// exempting for ever (found by review). It stays while the copy does.
+    #[test]
+    fn test_a_purge_keeps_a_relationship_end_while_its_ongoing_copy_stays() {
+        use crate::contacts::{Relationship, RelationshipKind};
+        use crate::rules::exempting_relationship;
+        let dir = tempfile::tempdir().unwrap();
+        let store = ContactStore::open(dir.path()).unwrap();
+        let record = |id: &str, ended: Option<Timestamp>| Relationship {
+            relationship_id: id.into(),
+            controller: "acme".into(),
+            number: NUMBER.into(),
+            kind: RelationshipKind::Customer,
+            started_at: days_ago(900),
+            ended_at: ended,
+            recorded_at: days_ago(900),
+        };
+        store
+            .record_relationship(key(), record("r1", None), "t")
+            .unwrap();
+        store
+            .record_relationship(key(), record("r2", Some(days_ago(400))), "t")
+            .unwrap();
+        let counts = store
+            .purge_retention(&ceilings(30), now(), false, "t", serde_json::json!({}))
+            .unwrap();
+        assert_eq!(counts.relationships_deleted, 0, "{counts:?}");
+        let exemptions = crate::statutes::Exemptions {
+            customer: Some(crate::statutes::Period::Months(12)),
+            ..crate::statutes::Exemptions::default()
+        };
+        let view = store.view(key(), NUMBER);
+        assert!(
+            exempting_relationship(&view, &exemptions, "acme", now()).is_none(),
+            "ended 400 days ago: {view:?}"
+        );
+    }
+
+    /// The controllers whose records bind (opt-outs, withdrawals) are told
+    /// from the others, for the spelling check at start (found by review:
+    /// a withdrawal respelled away let the registry's ALLOW through).
+    #[test]
+    fn test_the_names_of_binding_records_are_noted() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ContactStore::open(dir.path()).unwrap();
+        store.record_consent(key(), consent("c-1", 5), "t").unwrap();
+        assert!(store.index().record_names().binding.is_empty());
+        assert_eq!(store.index().record_names().controllers, ["acme"]);
+        store
+            .revoke_consents(key(), NUMBER, "acme", None, days_ago(1), "t")
+            .unwrap();
+        assert_eq!(store.index().record_names().binding, ["acme"]);
+        drop(store);
+        let store = ContactStore::open(dir.path()).unwrap();
+        assert_eq!(store.index().record_names().binding, ["acme"], "read back");
+    }
+
     /// The trap: the rules treat a withdrawal as ending every consent given
     /// before it, also one a CRM records again later. A purge that deleted
     /// every old withdrawn consent let such a re-synced consent ALLOW.
@@ -1388,7 +1454,10 @@ mod tests {
                         controller: "acme".into(),
                         number: NUMBER.into(),
                         kind: RelationshipKind::Customer,
-                        started_at: days_ago(900),
+                        // Another relationship than the ended ones (an
+                        // ongoing copy of one keeps its end, see
+                        // `test_a_purge_keeps_a_relationship_end_while_its_ongoing_copy_stays`).
+                        started_at: days_ago(if ended.is_none() { 800 } else { 900 }),
                         ended_at: ended.map(days_ago),
                         recorded_at: days_ago(900),
                     },

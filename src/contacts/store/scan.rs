@@ -246,7 +246,7 @@ impl ContactStore {
         out: &mut impl SlotSink,
     ) -> Result<Vec<Vec<u8>>, StoreError> {
         let mut erased: Vec<Vec<u8>> = Vec::new();
-        let mut opt_out_names = crate::contacts::OptOutNames::default();
+        let mut record_names = crate::contacts::RecordNames::default();
         let mut rows = RawRows::prepare(
             conn,
             "SELECT rowid, number_key, number_hash, controller, campaign_id, created_at_us, expires_at_us
@@ -263,7 +263,7 @@ impl ContactStore {
             };
             let controller = names.id(&self.index, row.text(3)?, 3)?;
             let campaign = names.id(&self.index, row.text(4)?, 4)?;
-            opt_out_names.note(controller, campaign);
+            record_names.note_binding(controller, campaign);
             out.put(Slot::new(
                 NumberKey(key as u64),
                 Table::Suppression,
@@ -278,7 +278,7 @@ impl ContactStore {
                 },
             )?)?;
         }
-        self.index.note_opt_out_names(&opt_out_names);
+        self.index.note_record_names(&record_names);
         Ok(erased)
     }
 
@@ -298,21 +298,30 @@ impl ContactStore {
             after,
             upto,
         )?;
+        let mut record_names = crate::contacts::RecordNames::default();
         while let Some(row) = rows.next()? {
+            let controller = names.id(&self.index, row.text(2)?, 2)?;
+            let revoked = optional_instant(row.optional_int(5)?, "revoked_at_us")?;
+            if revoked == crate::contacts::OPEN {
+                record_names.note(controller);
+            } else {
+                record_names.note_binding(controller, 0);
+            }
             out.put(Slot::new(
                 NumberKey(row.int(1)? as u64),
                 Table::Consent,
                 row.int(0)?,
                 crate::contacts::purpose_code(purpose(utf8(row.text(3)?, 3)?)?),
-                names.id(&self.index, row.text(2)?, 2)?,
+                controller,
                 names.id(&self.index, row.text(7)?, 7)?,
                 crate::contacts::Instants {
                     t0: instant(row.int(4)?, "granted_at_us")?,
-                    t1: optional_instant(row.optional_int(5)?, "revoked_at_us")?,
+                    t1: revoked,
                     t2: optional_instant(row.optional_int(6)?, "expires_at_us")?,
                 },
             )?)?;
         }
+        self.index.note_record_names(&record_names);
         Ok(())
     }
 
@@ -333,17 +342,20 @@ impl ContactStore {
             after,
             upto,
         )?;
+        let mut record_names = crate::contacts::RecordNames::default();
         while let Some(row) = rows.next()? {
             let kind = match relationship_kind(utf8(row.text(3)?, 3)?)? {
                 RelationshipKind::Customer => 0,
                 RelationshipKind::Inquiry => 1,
             };
+            let controller = names.id(&self.index, row.text(2)?, 2)?;
+            record_names.note(controller);
             out.put(Slot::new(
                 NumberKey(row.int(1)? as u64),
                 Table::Relationship,
                 row.int(0)?,
                 kind,
-                names.id(&self.index, row.text(2)?, 2)?,
+                controller,
                 0,
                 crate::contacts::Instants {
                     t0: instant(row.int(4)?, "started_at_us")?,
@@ -352,6 +364,7 @@ impl ContactStore {
                 },
             )?)?;
         }
+        self.index.note_record_names(&record_names);
         Ok(())
     }
 }
