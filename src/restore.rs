@@ -329,7 +329,10 @@ pub fn restore(
             ),
         }
     }
-    let since = manifest.started_at - MARGIN;
+    let since = manifest
+        .started_at
+        .checked_sub(MARGIN)
+        .unwrap_or(Timestamp::MIN);
     let all: Vec<ledger::Entry> = ledger::read(&config.retention.erasure_ledger)?;
     let foreign = all
         .iter()

@@ -622,7 +622,9 @@ pub fn expire_backups(
     now: Timestamp,
     dry_run: bool,
 ) -> std::io::Result<Vec<PathBuf>> {
-    let cutoff = now - jiff::SignedDuration::from_hours(i64::from(days) * 24);
+    let cutoff = now
+        .checked_sub(jiff::SignedDuration::from_hours(i64::from(days) * 24))
+        .unwrap_or(Timestamp::MIN);
     let mut expired = Vec::new();
     let entries = match std::fs::read_dir(dir) {
         Ok(entries) => entries,

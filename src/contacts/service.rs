@@ -778,7 +778,9 @@ impl Records {
                 until: match (kept.decision_log, oldest) {
                     (true, Some(oldest)) => format!(
                         "each decision for log.retention_days ({days} days): the oldest held ({oldest}) until {}",
-                        oldest + jiff::SignedDuration::from_hours(24 * i64::from(days))
+                        oldest
+                            .checked_add(jiff::SignedDuration::from_hours(24 * i64::from(days)))
+                            .unwrap_or(Timestamp::MAX)
                     ),
                     (true, None) => format!("each decision for log.retention_days ({days} days); none is held"),
                     _ => kept.until.to_string(),

@@ -2149,7 +2149,9 @@ impl ContactStore {
         actor: &str,
     ) -> Result<u32, StoreError> {
         // The ledger entry is written just before the change commits.
-        let recorded_by = written_at + jiff::SignedDuration::from_secs(60);
+        let recorded_by = written_at
+            .checked_add(jiff::SignedDuration::from_secs(60))
+            .unwrap_or(Timestamp::MAX);
         self.revoke(
             key,
             e164,

@@ -255,7 +255,10 @@ pub fn registry_exemption(
     match opposed_at {
         Some(seen)
             if exemptions.consent_after_registration
-                && consent.granted_at >= seen + jiff::SignedDuration::from_hours(24) =>
+                && consent.granted_at
+                    >= seen
+                        .checked_add(jiff::SignedDuration::from_hours(24))
+                        .unwrap_or(Timestamp::MAX) =>
         {
             Some(Reason::new(
                 ReasonCode::Consent,
