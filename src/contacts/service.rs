@@ -422,6 +422,16 @@ impl Records {
     /// controller under two spellings bind each other nothing, and a
     /// configuration can then match only one of them.
     fn spelled_one_way(&self, controller: &str) -> Result<(), RecordsError> {
+        // A configured spelling is the one to use (and the common case of a
+        // bulk import: no stored names read per line).
+        if controller.is_empty()
+            || self
+                .campaigns
+                .as_ref()
+                .is_some_and(|campaigns| campaigns.values().any(|c| c == controller))
+        {
+            return Ok(());
+        }
         self.spellings().check(controller)
     }
 
