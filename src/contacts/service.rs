@@ -440,14 +440,7 @@ impl Records {
     pub fn spellings(&self) -> Spellings {
         let mut known: Vec<String> = self.store.index().record_names().controllers;
         known.extend(self.campaigns.iter().flat_map(|c| c.values().cloned()));
-        known.sort_unstable();
-        known.dedup();
-        Spellings {
-            known: known
-                .into_iter()
-                .map(|name| (crate::config::fold_controller(&name), name))
-                .collect(),
-        }
+        Spellings::of(known)
     }
 
     /// Records a consent; returns its id.
@@ -875,11 +868,16 @@ impl Spellings {
     /// The configured controllers' spellings (a bulk import, which does not
     /// load the stored records, checks against these).
     pub fn configured(config: &crate::config::Config) -> Spellings {
-        let mut known: Vec<String> = config
-            .campaigns
-            .iter()
-            .map(|c| c.controller.clone())
-            .collect();
+        Spellings::of(
+            config
+                .campaigns
+                .iter()
+                .map(|c| c.controller.clone())
+                .collect(),
+        )
+    }
+
+    fn of(mut known: Vec<String>) -> Spellings {
         known.sort_unstable();
         known.dedup();
         Spellings {

@@ -40,13 +40,7 @@ pub fn suppression(
 /// is used after it. `NO_CONSENT` naming it.
 pub fn withdrawn(view: &ContactView, asking: &Asking<'_>, now: Timestamp) -> Option<Reason> {
     let same = |c: &&Consent| c.controller == asking.controller && c.purpose == asking.purpose;
-    let withdrawn = view
-        .consents
-        .iter()
-        .filter(same)
-        .filter_map(|c| c.revoked_at)
-        .filter(|revoked| *revoked <= now)
-        .max()?;
+    let withdrawn = latest_withdrawal(view, asking, now)?;
     // Only a consent that grants: one from an undeclared supplier, or
     // outside its contract, gives nothing (found by review).
     let given_since = view.consents.iter().filter(same).any(|c| {
@@ -92,13 +86,7 @@ fn in_force<'a, 'v>(
     now: Timestamp,
 ) -> impl Iterator<Item = &'v Consent> + use<'a, 'v> {
     let same = move |c: &&Consent| c.controller == asking.controller && c.purpose == asking.purpose;
-    let withdrawn = view
-        .consents
-        .iter()
-        .filter(same)
-        .filter_map(|c| c.revoked_at)
-        .filter(|revoked| *revoked <= now)
-        .max();
+    let withdrawn = latest_withdrawal(view, asking, now);
     view.consents
         .iter()
         .filter(same)
@@ -109,6 +97,17 @@ fn in_force<'a, 'v>(
                 .consent_max_age
                 .is_none_or(|age| now < age.after(c.granted_at))
         })
+}
+
+/// The latest withdrawal of consent of the controller and purpose made by
+/// `now`.
+fn latest_withdrawal(view: &ContactView, asking: &Asking<'_>, now: Timestamp) -> Option<Timestamp> {
+    view.consents
+        .iter()
+        .filter(|c| c.controller == asking.controller && c.purpose == asking.purpose)
+        .filter_map(|c| c.revoked_at)
+        .filter(|revoked| *revoked <= now)
+        .max()
 }
 
 /// The declared contract a consent's supplier collected it under (`None`
