@@ -361,6 +361,15 @@ impl ContactIndex {
         self.any_erased.store(true, Ordering::Release);
     }
 
+    /// Notes the controller of a withdrawal kept outside the index (by the
+    /// subject's hash) as one whose records bind.
+    pub(crate) fn note_binding_controller(&self, controller: &str) -> Result<(), SlotError> {
+        let mut names = RecordNames::default();
+        names.note_binding(self.records.names.intern(controller)?, 0);
+        self.note_record_names(&names);
+        Ok(())
+    }
+
     /// Notes the names of records added to the index.
     pub(crate) fn note_record_names(&self, names: &RecordNames) {
         self.record_names

@@ -438,9 +438,13 @@ impl Records {
     /// The controllers' spellings, configured and stored, for checking
     /// many records (a bulk import) against them.
     pub fn spellings(&self) -> Spellings {
-        let mut known: Vec<String> = self.store.index().record_names().controllers;
-        known.extend(self.campaigns.iter().flat_map(|c| c.values().cloned()));
-        Spellings::of(known)
+        Spellings::of(
+            self.campaigns
+                .iter()
+                .flat_map(|c| c.values().cloned())
+                .collect(),
+            self.store.index().record_names().controllers,
+        )
     }
 
     /// Records a consent; returns its id.
@@ -860,8 +864,8 @@ impl Records {
 /// The controllers' known spellings (see [`Records::spellings`]).
 #[derive(Debug, Clone, Default)]
 pub struct Spellings {
-    /// (folded, exact) of each configured or stored controller.
-    known: Vec<(String, String)>,
+    /// (folded, exact, configured) of each configured or stored controller.
+    known: Vec<(String, String, bool)>,
 }
 
 impl Spellings {
@@ -874,32 +878,52 @@ impl Spellings {
                 .iter()
                 .map(|c| c.controller.clone())
                 .collect(),
+            Vec::new(),
         )
     }
 
-    fn of(mut known: Vec<String>) -> Spellings {
+    fn of(configured: Vec<String>, stored: Vec<String>) -> Spellings {
+        let mut known: Vec<(String, String, bool)> = configured
+            .into_iter()
+            .map(|name| (name, true))
+            .chain(stored.into_iter().map(|name| (name, false)))
+            .map(|(name, configured)| (crate::config::fold_controller(&name), name, configured))
+            .collect();
         known.sort_unstable();
         known.dedup();
-        Spellings {
-            known: known
-                .into_iter()
-                .map(|name| (crate::config::fold_controller(&name), name))
-                .collect(),
-        }
+        Spellings { known }
     }
 
     /// Refuses `controller` when it is a known controller spelled another
-    /// way.
+    /// way. The configured spelling comes first: a stored record under
+    /// another spelling of a configured controller does not make that
+    /// spelling acceptable (two spellings stored would then refuse every
+    /// configuration at start).
     ///
     /// # Errors
     /// [`RecordsError::InvalidArgument`] on `controller`.
     pub fn check(&self, controller: &str) -> Result<(), RecordsError> {
-        if controller.is_empty() || self.known.iter().any(|(_, exact)| exact == controller) {
+        if controller.is_empty()
+            || self
+                .known
+                .iter()
+                .any(|(_, exact, configured)| *configured && exact == controller)
+        {
             return Ok(());
         }
         let folded = crate::config::fold_controller(controller);
-        match self.known.iter().find(|(known, _)| *known == folded) {
-            Some((_, known)) => Err(invalid(
+        let alike = |configured_only: bool| {
+            self.known.iter().find(|(known, _, configured)| {
+                *known == folded && (*configured || !configured_only)
+            })
+        };
+        let other = match alike(true) {
+            Some(configured) => Some(configured),
+            None if self.known.iter().any(|(_, exact, _)| exact == controller) => None,
+            None => alike(false),
+        };
+        match other {
+            Some((_, known, _)) => Err(invalid(
                 "controller",
                 format!(
                     "{controller:?} is {known:?} spelled another way: records bind a controller by its exact spelling, so spell it {known:?}"
@@ -1088,4 +1112,29 @@ pub fn parse_number(input: &str, default_region: &str) -> Result<Normalized, Rec
         number::normalize_any(input, region)
     };
     result.map_err(|err| invalid("number", format!("{:?}: {err}", number::mask(input))))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One spelling per controller; the configured one comes first, so
+    /// that a stored record under another spelling of it does not open
+    /// the door to a second stored spelling (found by review: both were
+    /// then accepted, and every configuration was refused at start).
+    #[test]
+    fn test_a_controller_is_written_one_way() {
+        let spellings = Spellings::of(vec!["ACME".into()], vec!["acme".into(), "Beta".into()]);
+        assert!(spellings.check("ACME").is_ok());
+        assert!(
+            spellings.check("acme").is_err(),
+            "stored, but not as configured"
+        );
+        assert!(spellings.check("Acme ").is_err());
+        assert!(spellings.check("Beta").is_ok(), "stored, not configured");
+        let err = spellings.check("beta").unwrap_err().to_string();
+        assert!(err.contains("\"Beta\""), "{err}");
+        assert!(spellings.check("zeta").is_ok());
+        assert!(spellings.check("").is_ok());
+    }
 }

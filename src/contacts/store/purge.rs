@@ -146,18 +146,10 @@ fn scan_candidates(
             cutoff_us: us(cutoff),
         });
     }
-    let mut statement = conn.prepare(
-        // An ended record whose relationship also has an ongoing copy
-        // (the same controller, kind and start: the contract API records
-        // an end as another record) is that relationship's end: deleted,
-        // the copy would exempt again for ever.
+    let mut statement = conn.prepare(&format!(
         "SELECT rowid, number_key, controller, ended_at_us, relationship_id, number
-         FROM relationships AS r WHERE ended_at_us IS NOT NULL
-           AND NOT EXISTS (SELECT 1 FROM relationships AS o
-                           WHERE o.number_key = r.number_key AND o.controller = r.controller
-                             AND o.kind = r.kind AND o.started_at_us = r.started_at_us
-                             AND o.ended_at_us IS NULL)",
-    )?;
+             FROM relationships AS r WHERE ended_at_us IS NOT NULL AND {NO_ONGOING_COPY}"
+    ))?;
     let mut rows = statement.query([])?;
     while let Some(row) = rows.next()? {
         let controller: String = row.get(2)?;
@@ -402,8 +394,12 @@ impl ContactStore {
         }
 
         for (r, key) in &candidates.relationships {
+            // Decided again from the rows as they are now: an ongoing copy
+            // recorded since the scan keeps the end.
             let deleted = tx.execute(
-                "DELETE FROM relationships WHERE rowid = ?1 AND relationship_id = ?2 AND ended_at_us < ?3",
+                &format!(
+                    "DELETE FROM relationships AS r WHERE rowid = ?1 AND relationship_id = ?2 AND ended_at_us < ?3 AND {NO_ONGOING_COPY}"
+                ),
                 params![r.rowid, r.id, r.cutoff_us],
             )?;
             if deleted == 0 {
@@ -778,6 +774,15 @@ pub(crate) struct HashedWithdrawals {
     any: std::sync::atomic::AtomicBool,
 }
 
+/// A relationship record `r` has no ongoing copy (the same controller,
+/// kind and start): the contract API records an end as another record,
+/// which is then that relationship's end, and deleted, the copy would
+/// exempt again for ever (found by review).
+const NO_ONGOING_COPY: &str = "NOT EXISTS (SELECT 1 FROM relationships AS o
+    WHERE o.number_key = r.number_key AND o.controller = r.controller
+      AND o.kind = r.kind AND o.started_at_us = r.started_at_us
+      AND o.ended_at_us IS NULL)";
+
 const PURPOSES: [Purpose; 4] = [
     Purpose::Marketing,
     Purpose::MarketResearch,
@@ -859,7 +864,10 @@ impl ContactStore {
                 .map(|p| super::purpose(&p))
                 .transpose()?;
             let at = super::ts_column(row, 3, "revoked_at_us")?;
-            self.withdrawals.insert(subject, row.get(1)?, purpose, at);
+            let controller: String = row.get(1)?;
+            // Binding: respelled in the configuration, it would end nothing.
+            self.index.note_binding_controller(&controller)?;
+            self.withdrawals.insert(subject, controller, purpose, at);
         }
         Ok(())
     }
@@ -896,6 +904,9 @@ impl ContactStore {
                 Ok(())
             },
             |()| {
+                // Binding (see `load_withdrawals`); a name the table cannot
+                // take is found again at the next start.
+                let _ = self.index.note_binding_controller(controller);
                 self.withdrawals
                     .insert(*subject, controller.to_string(), purpose, at);
             },
@@ -1045,6 +1056,25 @@ mod tests {
             .purge_retention(&ceilings(30), now(), false, "t", serde_json::json!({}))
             .unwrap();
         assert_eq!(counts.relationships_deleted, 0, "{counts:?}");
+        // An ongoing copy recorded after the purge picked the end: kept too.
+        store
+            .record_relationship(key(), record("r3", Some(days_ago(500))), "t")
+            .unwrap();
+        let mut started_later = record("r4", Some(days_ago(450)));
+        started_later.started_at = days_ago(800);
+        store
+            .record_relationship(key(), started_later.clone(), "t")
+            .unwrap();
+        let candidates = store.candidates(&ceilings(30), now()).unwrap();
+        started_later.relationship_id = "r5".into();
+        started_later.ended_at = None;
+        store
+            .record_relationship(key(), started_later, "t")
+            .unwrap();
+        let counts = store
+            .purge_candidates(&candidates, now(), false, "t", serde_json::json!({}))
+            .unwrap();
+        assert_eq!(counts.relationships_deleted, 0, "{counts:?}");
         let exemptions = crate::statutes::Exemptions {
             customer: Some(crate::statutes::Period::Months(12)),
             ..crate::statutes::Exemptions::default()
@@ -1070,9 +1100,19 @@ mod tests {
             .revoke_consents(key(), NUMBER, "acme", None, days_ago(1), "t")
             .unwrap();
         assert_eq!(store.index().record_names().binding, ["acme"]);
+        // A withdrawal a restore kept by hash binds too (found by review).
+        let hash = store.index().subject_hash("+393339999999");
+        store
+            .withdraw_by_hash(&hash, "beta", None, days_ago(1), "t")
+            .unwrap();
+        assert_eq!(store.index().record_names().binding, ["acme", "beta"]);
         drop(store);
         let store = ContactStore::open(dir.path()).unwrap();
-        assert_eq!(store.index().record_names().binding, ["acme"], "read back");
+        assert_eq!(
+            store.index().record_names().binding,
+            ["acme", "beta"],
+            "read back"
+        );
     }
 
     /// The trap: the rules treat a withdrawal as ending every consent given
