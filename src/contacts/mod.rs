@@ -16,6 +16,7 @@ pub mod ledger;
 mod observations;
 mod packed_rows;
 mod presence;
+mod record_names;
 mod repeated_ids;
 mod seen_ids;
 pub mod service;
@@ -33,6 +34,8 @@ use crate::model::Purpose;
 use crate::number::NumberKey;
 use compact::{Change, CompactIndex, Instants, OPEN, Slot, SlotError, Table};
 use presence::Presence;
+pub(crate) use record_names::RecordNames;
+pub use record_names::StoredNames;
 pub use store::{
     BULK_BATCH, BatchOrder, BulkCounts, BulkImport, Ceiling, ChangeEvent, ContactStore,
     PurgeCounts, RecordCeilings, Rectification, StoreError, Stored, SubjectRecords, database_path,
@@ -227,62 +230,6 @@ pub struct ContactIndex {
     /// The interned names the records held carry, by role (see
     /// [`ContactIndex::record_names`]).
     record_names: std::sync::Mutex<RecordNames>,
-}
-
-/// Interned names records carry, by role: every record's controller; the
-/// controllers whose records bind (opt-outs, withdrawals); opt-outs'
-/// campaign ids.
-#[derive(Debug, Default, Clone)]
-pub(crate) struct RecordNames {
-    controllers: Vec<u32>,
-    binding: Vec<u32>,
-    campaigns: Vec<u32>,
-}
-
-impl RecordNames {
-    fn add(names: &mut Vec<u32>, id: u32) {
-        if id != 0 && !names.contains(&id) {
-            names.push(id);
-        }
-    }
-
-    /// Notes a record's controller (few distinct: a scan checks each
-    /// row's against the few it has met).
-    pub(crate) fn note(&mut self, controller: u32) {
-        Self::add(&mut self.controllers, controller);
-    }
-
-    /// Notes the controller of an opt-out or a withdrawal, and an
-    /// opt-out's campaign (0: none).
-    pub(crate) fn note_binding(&mut self, controller: u32, campaign: u32) {
-        Self::add(&mut self.controllers, controller);
-        Self::add(&mut self.binding, controller);
-        Self::add(&mut self.campaigns, campaign);
-    }
-
-    fn merge(&mut self, other: &RecordNames) {
-        for &id in &other.controllers {
-            Self::add(&mut self.controllers, id);
-        }
-        for &id in &other.binding {
-            Self::add(&mut self.binding, id);
-        }
-        for &id in &other.campaigns {
-            Self::add(&mut self.campaigns, id);
-        }
-    }
-}
-
-/// The names records carry, by role, as text.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct StoredNames {
-    /// Every record's controller.
-    pub controllers: Vec<String>,
-    /// The controllers of opt-outs and withdrawals (erased subjects'
-    /// opt-outs included): respelled, they would bind nothing.
-    pub binding: Vec<String>,
-    /// The campaign ids of opt-outs.
-    pub campaigns: Vec<String>,
 }
 
 /// Slots from which [`ContactIndex::size_presence`] marks on two threads.
