@@ -303,9 +303,29 @@ impl ContactIndex {
         self.records.change(slot.key(), Change::Add(slot));
     }
 
-    pub(crate) fn set_erased(&self, hash: SubjectHash, suppressions: Vec<Suppression>) {
+    /// Holds an erased subject's opt-outs (kept by hash), and notes their
+    /// names as binding; an error only if a name cannot be interned (the
+    /// opt-outs are held all the same).
+    pub(crate) fn set_erased(
+        &self,
+        hash: SubjectHash,
+        suppressions: Vec<Suppression>,
+    ) -> Result<(), SlotError> {
+        let mut names = RecordNames::default();
+        let mut interned = Ok(());
+        for suppression in &suppressions {
+            match (
+                self.records.names.intern(&suppression.controller),
+                self.records.names.intern(&suppression.campaign_id),
+            ) {
+                (Ok(controller), Ok(campaign)) => names.note_binding(controller, campaign),
+                (Err(err), _) | (_, Err(err)) => interned = Err(err),
+            }
+        }
         self.erased.insert(hash, suppressions);
         self.any_erased.store(true, Ordering::Release);
+        self.note_record_names(&names);
+        interned
     }
 
     /// Notes the controller of a withdrawal kept outside the index (by the
@@ -339,13 +359,6 @@ impl ContactIndex {
             binding: text(&noted.binding),
             campaigns: text(&noted.campaigns),
         };
-        for erased in &self.erased {
-            for suppression in erased.value() {
-                names.binding.push(suppression.controller.clone());
-                names.controllers.push(suppression.controller.clone());
-                names.campaigns.push(suppression.campaign_id.clone());
-            }
-        }
         for list in [
             &mut names.controllers,
             &mut names.binding,

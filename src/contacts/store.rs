@@ -2443,7 +2443,8 @@ impl ContactStore {
                 watermarks[1] = watermarks[1].min(highest[1]);
             }
             // The hashed opt-outs first: the number is never unsuppressed.
-            self.index.set_erased(subject, hashed.clone());
+            // (A name the table cannot take is found again at the next start.)
+            let _ = self.index.set_erased(subject, hashed.clone());
             self.index.erase(key, controller);
             // Erased rows' numbers may be reused by SQLite.
             self.ids_epoch

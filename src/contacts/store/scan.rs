@@ -228,7 +228,7 @@ impl ContactStore {
         for hash in erased {
             if let Ok(subject) = SubjectHash::try_from(hash.as_slice()) {
                 self.index
-                    .set_erased(subject, hashed_suppressions(conn, &subject)?);
+                    .set_erased(subject, hashed_suppressions(conn, &subject)?)?;
             }
         }
         Ok(slots)
