@@ -455,11 +455,6 @@ fn instant(field: &'static str, text: &str) -> Result<Option<Timestamp>, Records
         })
 }
 
-fn content_id(prefix: &str, parts: &[&str]) -> String {
-    let digest = Sha256::digest(parts.join("\u{1f}").as_bytes());
-    format!("{prefix}-{}", crate::contacts::to_hex(&digest[..16]))
-}
-
 /// Columns of a consents file.
 pub const CONSENT_COLUMNS: [&str; 12] = [
     "controller",
@@ -493,6 +488,7 @@ pub fn import_consents(
         &CONSENT_COLUMNS,
         &["controller", "number", "purpose", "granted_at", "source"],
     )?;
+    let derived_ids = store.derived_ids();
     let validate = |row: &Row<'_>| {
         let get = |c: &str| row.get(c);
         let purpose = match get("purpose") {
@@ -535,7 +531,7 @@ pub fn import_consents(
             if !consent.supplier.is_empty() {
                 parts.push(consent.supplier.as_str());
             }
-            consent.consent_id = content_id("csv", &parts);
+            consent.consent_id = derived_ids.id("csv", &parts);
         }
         let key =
             NumberKey::from_e164(&consent.number).ok_or_else(|| RecordsError::InvalidArgument {
@@ -603,12 +599,13 @@ pub fn import_suppressions(
         )
         .map_err(|err| ledger_entry_failed(&err))?,
     );
+    let derived_ids = records.store().derived_ids();
     let validate = |row: &Row<'_>| {
         let get = |c: &str| row.get(c);
         let number = records::parse_number(get("number"), get("default_region"))?;
         let expires_at = instant("expires_at", get("expires_at"))?;
         let id = match get("suppression_id") {
-            "" => content_id(
+            "" => derived_ids.id(
                 "csv",
                 &[
                     &number.e164,

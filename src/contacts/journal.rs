@@ -30,6 +30,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use super::derived_ids::Scheme;
 use super::{ContactStore, StoreError};
 use crate::store::postgres::{Pg, PgError};
 use entry::RecordRow;
@@ -115,51 +116,107 @@ fn random_salt() -> [u8; 32] {
     salt
 }
 
-/// The shared subject salt: `proposed` when there was none yet (the first
-/// replica's, or the migrated SQLite store's).
-/// The shared subject salt if the database holds one yet (read only).
-async fn existing_salt(pg: &Pg) -> Result<Option<[u8; 32]>, JournalError> {
-    let salt: Option<Vec<u8>> = pg
+/// A deployment's subject salt and its way of deriving ids, which every
+/// replica's store must share (`contact_salt`).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) struct SharedSalt {
+    salt: [u8; 32],
+    scheme: Scheme,
+}
+
+impl std::fmt::Debug for SharedSalt {
+    // The salt is a secret of the deployment: never printed.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SharedSalt")
+            .field("scheme", &self.scheme)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SharedSalt {
+    /// What a new deployment proposes.
+    fn new_deployment() -> SharedSalt {
+        SharedSalt {
+            salt: random_salt(),
+            scheme: Scheme::NEW,
+        }
+    }
+
+    /// What `store` uses.
+    fn of(store: &ContactStore) -> SharedSalt {
+        SharedSalt {
+            salt: store.subject_salt(),
+            scheme: store.derived_ids().scheme(),
+        }
+    }
+
+    /// Creates the contact database in `data_dir` with this salt and
+    /// scheme, unless it exists.
+    fn seed(self, data_dir: &Path) -> Result<(), StoreError> {
+        ContactStore::seed_salt(data_dir, &self.salt, self.scheme)
+    }
+
+    /// Reads `contact_salt`'s row.
+    fn from_row(row: &tokio_postgres::Row) -> Result<SharedSalt, JournalError> {
+        let salt: Vec<u8> = row.get(0);
+        let scheme: Option<String> = row.get(1);
+        Ok(SharedSalt {
+            salt: salt.as_slice().try_into().map_err(|_| {
+                JournalError::Pg(PgError::Corrupt("contact_salt.salt is not 32 bytes".into()))
+            })?,
+            scheme: Scheme::from_stored(scheme.as_deref().map(str::as_bytes)).map_err(|value| {
+                JournalError::Pg(PgError::Corrupt(format!(
+                    "contact_salt.derived_ids is {value}, which this version does not know"
+                )))
+            })?,
+        })
+    }
+}
+
+/// The shared subject salt and scheme if the database holds them yet
+/// (read only).
+async fn existing_salt(pg: &Pg) -> Result<Option<SharedSalt>, JournalError> {
+    let row = pg
         .within(async {
             let client = pg.client().await?;
             Ok(client
-                .query_opt("SELECT salt FROM contact_salt WHERE id = 1", &[])
-                .await?
-                .map(|row| row.get(0)))
+                .query_opt(
+                    "SELECT salt, derived_ids FROM contact_salt WHERE id = 1",
+                    &[],
+                )
+                .await?)
         })
         .await?;
-    salt.map(|salt| {
-        salt.as_slice().try_into().map_err(|_| {
-            JournalError::Pg(PgError::Corrupt("contact_salt.salt is not 32 bytes".into()))
-        })
-    })
-    .transpose()
+    row.as_ref().map(SharedSalt::from_row).transpose()
 }
 
-async fn shared_salt(pg: &Pg, proposed: [u8; 32]) -> Result<[u8; 32], JournalError> {
-    pg.within(async {
-        let client = pg.client().await?;
-        client
-            .execute(
-                "INSERT INTO contact_salt (id, salt) VALUES (1, $1) ON CONFLICT (id) DO NOTHING",
-                &[&proposed.to_vec()],
-            )
-            .await?;
-        let salt: Vec<u8> = client
-            .query_one("SELECT salt FROM contact_salt WHERE id = 1", &[])
-            .await?
-            .get(0);
-        Ok(salt)
-    })
-    .await?
-    .as_slice()
-    .try_into()
-    .map_err(|_| JournalError::Pg(PgError::Corrupt("contact_salt.salt is not 32 bytes".into())))
+/// The shared subject salt and scheme: `proposed` when there were none
+/// yet (the first replica's, or the migrated SQLite store's).
+async fn shared_salt(pg: &Pg, proposed: SharedSalt) -> Result<SharedSalt, JournalError> {
+    let row = pg
+        .within(async {
+            let client = pg.client().await?;
+            client
+                .execute(
+                    "INSERT INTO contact_salt (id, salt, derived_ids) VALUES (1, $1, $2)
+                     ON CONFLICT (id) DO NOTHING",
+                    &[&proposed.salt.to_vec(), &proposed.scheme.stored()],
+                )
+                .await?;
+            Ok(client
+                .query_one(
+                    "SELECT salt, derived_ids FROM contact_salt WHERE id = 1",
+                    &[],
+                )
+                .await?)
+        })
+        .await?;
+    SharedSalt::from_row(&row)
 }
 
 /// Before the contact store is opened: a new data_dir's store is created
-/// with the shared subject salt (an existing store is checked by
-/// [`Journal::attach`]).
+/// with the shared subject salt and scheme (an existing store is checked
+/// by [`Journal::attach`]).
 ///
 /// # Errors
 /// [`JournalError`] when the database or the data_dir cannot be used.
@@ -167,8 +224,9 @@ pub async fn prepare_data_dir(pg: &Pg, data_dir: &Path) -> Result<(), JournalErr
     if super::database_path(data_dir).exists() {
         return Ok(());
     }
-    let salt = shared_salt(pg, random_salt()).await?;
-    ContactStore::seed_salt(data_dir, &salt)?;
+    shared_salt(pg, SharedSalt::new_deployment())
+        .await?
+        .seed(data_dir)?;
     Ok(())
 }
 
@@ -199,10 +257,19 @@ impl Journal {
                 "{shown} holds contact records that are not in the shared database: copy them with `dialgate store migrate --to postgres`, or start this replica on an empty data_dir"
             )));
         }
-        let salt = shared_salt(&pg, store.subject_salt()).await?;
-        if store.subject_salt() != salt {
+        let own = SharedSalt::of(&store);
+        let shared = shared_salt(&pg, own).await?;
+        if own.salt != shared.salt {
             return Err(JournalError::Refused(format!(
                 "{shown} holds a contact store made for another deployment (its subject salt is not the shared database's): start this replica on an empty data_dir, or copy that store with `dialgate store migrate --to postgres` into an empty database"
+            )));
+        }
+        if own.scheme != shared.scheme {
+            // Imports here would give records of the same lines other ids
+            // than the other replicas' (stored twice).
+            return Err(JournalError::Refused(format!(
+                "{shown} holds a contact store that derives record ids {:?}, the shared database {:?}: start this replica on an empty data_dir",
+                own.scheme, shared.scheme
             )));
         }
         let last: i64 = pg
@@ -595,8 +662,9 @@ struct Extra {
     /// number be called, or the kept consent grant what the file no
     /// longer says; see `refuse_reused_ids`).
     refuse_reused: bool,
-    /// Only into an empty journal, with this subject salt (a migration).
-    first_with_salt: Option<[u8; 32]>,
+    /// Only into an empty journal, with this subject salt and scheme (a
+    /// migration).
+    first_with_salt: Option<SharedSalt>,
 }
 
 /// Appends one entry in one transaction: its records first (no lock held),
@@ -662,14 +730,18 @@ async fn append(
         // starting meanwhile either waits for this insert or made its own
         // salt first, which is then read here and refused.
         tx.execute(
-            "INSERT INTO contact_salt (id, salt) VALUES (1, $1) ON CONFLICT (id) DO NOTHING",
-            &[&salt.to_vec()],
+            "INSERT INTO contact_salt (id, salt, derived_ids) VALUES (1, $1, $2)
+             ON CONFLICT (id) DO NOTHING",
+            &[&salt.salt.to_vec(), &salt.scheme.stored()],
         )
         .await?;
-        let shared: Vec<u8> = tx
-            .query_one("SELECT salt FROM contact_salt WHERE id = 1", &[])
-            .await?
-            .get(0);
+        let shared = SharedSalt::from_row(
+            &tx.query_one(
+                "SELECT salt, derived_ids FROM contact_salt WHERE id = 1",
+                &[],
+            )
+            .await?,
+        )?;
         if shared != salt {
             return Err(JournalError::Refused(
                 "replicas have already started on this database with another subject salt: stop them, empty their data_dirs, run `DELETE FROM contact_salt` on the database, then copy again".into(),

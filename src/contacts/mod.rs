@@ -10,6 +10,7 @@
 //! [`KEPT_AFTER_ERASURE`], returned with every erasure.
 
 mod compact;
+pub mod derived_ids;
 pub mod import;
 pub mod journal;
 pub mod ledger;

@@ -14,6 +14,7 @@ mod rectify;
 pub use rectify::{Rectification, Stored};
 
 use super::compact::{CompactIndex, Slot, SlotError, Table};
+use super::derived_ids::{DerivedIds, Scheme as DerivedScheme};
 use super::packed_rows::{Packed, PackedRows};
 use super::repeated_ids::{IdCopy, RepeatedIds};
 use super::seen_ids::SeenIds;
@@ -77,6 +78,8 @@ pub struct ContactStore {
     /// an erasure is not kept after it (its row number may come back).
     ids_epoch: std::sync::atomic::AtomicU64,
     index: ContactIndex,
+    /// How an import derives the ids of records without one.
+    derived_ids: DerivedIds,
     /// Whether the index was loaded (not for [`ContactStore::open_unindexed`]).
     indexed: std::sync::atomic::AtomicBool,
     /// Whether a bulk import may set the number indexes aside while it
@@ -1777,6 +1780,14 @@ impl ContactStore {
                 ))?;
             }
         }
+        // A new store (no salt yet) derives ids salted; one made before
+        // keeps the unsalted ids its records hold (`derived_ids`). Written
+        // before the salt: a process that finds the salt finds this too.
+        conn.execute(
+            "INSERT OR IGNORE INTO meta (key, value) SELECT 'derived_ids', ?1
+             WHERE NOT EXISTS (SELECT 1 FROM meta WHERE key = 'subject_salt')",
+            [DerivedScheme::NEW.stored().map(|s| s.as_bytes().to_vec())],
+        )?;
         // The first process to store a salt wins; every process uses the
         // stored one (two processes creating the store at once must not
         // each keep their own, or opt-outs kept by hash are not found).
@@ -1796,6 +1807,20 @@ impl ContactStore {
                 "not a 32-byte salt",
             )
         })?;
+        let scheme: Option<Vec<u8>> = conn
+            .query_row(
+                "SELECT value FROM meta WHERE key = 'derived_ids'",
+                [],
+                |r| r.get(0),
+            )
+            .optional()?;
+        let scheme = DerivedScheme::from_stored(scheme.as_deref()).map_err(|problem| {
+            unknown(
+                "meta.derived_ids",
+                problem,
+                "not a way of deriving ids this version knows",
+            )
+        })?;
         Ok(ContactStore {
             path,
             conn: Mutex::new(conn),
@@ -1803,6 +1828,7 @@ impl ContactStore {
             ids: dashmap::DashMap::default(),
             ids_epoch: std::sync::atomic::AtomicU64::new(0),
             index: ContactIndex::new(salt, CompactIndex::default()),
+            derived_ids: DerivedIds::new(scheme, salt),
             indexed: std::sync::atomic::AtomicBool::new(false),
             offline_moves: std::sync::atomic::AtomicBool::new(false),
             observations: super::observations::Observations::default(),

@@ -28,6 +28,10 @@ const MIGRATIONS: &[Migration] = &[
         id: "0004_registry",
         sql: include_str!("schema/0004_registry.sql"),
     },
+    Migration {
+        id: "0005_derived_ids",
+        sql: include_str!("schema/0005_derived_ids.sql"),
+    },
 ];
 
 /// The advisory lock key the migrations hold ("dialgate" in ASCII).

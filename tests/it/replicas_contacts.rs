@@ -1368,3 +1368,92 @@ async fn test_a_new_replica_with_a_respelled_controller_is_refused() {
     let server = Workspace::new(&replica_config(&pg, "gw-ok")).start();
     assert!(server.terminate().0.success());
 }
+
+/// Ids derived from lines without one are salted with the deployment's
+/// shared salt, so every process derives them alike: the same file
+/// imported from two new data_dirs stores nothing the second time, and the
+/// id says nothing of the number. A deployment whose salt was made before
+/// (`derived_ids` NULL) keeps unsalted ids in every new data_dir, and a
+/// replica whose store derives them the other way is refused.
+#[tokio::test(flavor = "multi_thread")]
+async fn test_ids_derived_from_a_line_are_salted_alike_on_every_replica() {
+    use sha2::{Digest, Sha256};
+    let Some(pg) = PgServer::start() else { return };
+    let a_ws = Workspace::new(&replica_config(&pg, "gw-a"));
+    let a = a_ws.start();
+    assert_eq!(
+        pg.psql("SELECT derived_ids FROM contact_salt").trim(),
+        "salted"
+    );
+    let optouts = "controller,number,reason\nacme,+49 151 55555555,objected\n";
+    let first = Workspace::new(&replica_config(&pg, "gw-cli"));
+    let out = first.cli_ok(&[
+        "suppression",
+        "import",
+        "--file",
+        path_str(&first.file("optouts.csv", optouts)),
+    ]);
+    assert!(out.contains("1 records committed"), "{out}");
+    let second = Workspace::new(&replica_config(&pg, "gw-cli2"));
+    let out = second.cli_ok(&[
+        "suppression",
+        "import",
+        "--file",
+        path_str(&second.file("optouts.csv", optouts)),
+    ]);
+    assert!(
+        out.contains("0 records committed") && out.contains("1 already present"),
+        "{out}"
+    );
+    let ids = || {
+        pg.psql("SELECT record_id FROM contact_journal_records WHERE kind = 'suppression' ORDER BY record_id")
+    };
+    let salted = ids().trim().to_string();
+    let unsalted = format!(
+        "csv-{}",
+        hex::encode(
+            &Sha256::digest(
+                ["+4915155555555", "acme", "", "objected", "", ""]
+                    .join("\u{1f}")
+                    .as_bytes()
+            )[..16]
+        )
+    );
+    assert!(
+        salted.starts_with("csv-") && salted.len() == 20 && salted != unsalted,
+        "{salted}"
+    );
+    until(
+        &a,
+        "+49 151 55555555",
+        Some(vec![R::Suppressed, R::NoConsent]),
+        reach_bound(),
+    )
+    .await;
+    assert!(a.terminate().0.success());
+
+    // A deployment from before: new data_dirs derive unsalted ids, and the
+    // replica whose store derives salted ones is refused.
+    pg.psql("UPDATE contact_salt SET derived_ids = NULL");
+    let err = a_ws.serve_refused();
+    assert!(err.contains("derives record ids"), "{err}");
+    let old = Workspace::new(&replica_config(&pg, "gw-cli3"));
+    let moved = optouts.replace("55555555", "55555556");
+    old.cli_ok(&[
+        "suppression",
+        "import",
+        "--file",
+        path_str(&old.file("optouts.csv", &moved)),
+    ]);
+    let unsalted = format!(
+        "csv-{}",
+        hex::encode(
+            &Sha256::digest(
+                ["+4915155555556", "acme", "", "objected", "", ""]
+                    .join("\u{1f}")
+                    .as_bytes()
+            )[..16]
+        )
+    );
+    assert!(ids().contains(&unsalted), "{}", ids());
+}

@@ -775,3 +775,55 @@ async fn test_a_dry_run_refuses_what_the_import_would_and_stores_nothing() {
     }
     assert_eq!(stored(), before, "nothing stored by the dry runs");
 }
+
+/// Ids derived from a line without one are salted with the store's own
+/// salt: the same line gets another id in another store, none that the
+/// number's hash alone gives, and the same id again in its store (a re-run
+/// stores nothing twice). The erasure ledger holds that id.
+#[test]
+fn test_ids_derived_from_a_line_are_salted_per_store() {
+    use sha2::{Digest, Sha256};
+    let line = "number,controller,reason\n+49 151 23456787,acme,complained\n";
+    let unsalted = format!(
+        "csv-{}",
+        hex::encode(
+            &Sha256::digest(
+                ["+4915123456787", "acme", "", "complained", "", ""]
+                    .join("\u{1f}")
+                    .as_bytes()
+            )[..16]
+        )
+    );
+    let derived = |ws: &Workspace| -> Vec<String> {
+        let ledger = std::fs::read_to_string(ws.data_dir().join("erasure-ledger.jsonl")).unwrap();
+        ledger
+            .match_indices("\"csv-")
+            .map(|(at, _)| {
+                ledger[at + 1..]
+                    .split('"')
+                    .next()
+                    .unwrap_or_default()
+                    .to_string()
+            })
+            .collect()
+    };
+    let mut ids = Vec::new();
+    for offline in [true, false] {
+        let ws = Workspace::new(&standard_config(""));
+        let file = ws.file("optouts.csv", line);
+        let mut args = vec!["suppression", "import", "--file", path_str(&file)];
+        if offline {
+            args.push("--offline");
+        }
+        assert!(ws.cli_ok(&args).contains("1 stored"));
+        let again = ws.cli_ok(&["suppression", "import", "--file", path_str(&file)]);
+        assert!(again.contains("0 stored, 1 already present"), "{again}");
+        let mut found = derived(&ws);
+        found.dedup();
+        assert_eq!(found.len(), 1, "{found:?}");
+        let id = found[0].clone();
+        assert!(id.len() == 20 && id != unsalted, "{id}");
+        ids.push(id);
+    }
+    assert_ne!(ids[0], ids[1], "each store salts its own");
+}

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use jiff::Timestamp;
 
 use super::entry::{self, ConsentBody, ImportBody, RecordRow, RelationshipBody, SuppressionBody};
-use super::{Extra, JournalError, append, check_import, existing_salt, shared_salt};
+use super::{Extra, JournalError, SharedSalt, append, check_import, existing_salt, shared_salt};
 use crate::contacts::import::ContactImportSummary;
 use crate::contacts::store::AllRecords;
 use crate::contacts::{ContactIndex, ContactStore};
@@ -109,7 +109,7 @@ pub async fn copy_from_sqlite(pg: &Pg, data_dir: &Path) -> Result<CopySummary, J
     })
     .unwrap_or_default();
     let extra = Extra {
-        first_with_salt: Some(store.subject_salt()),
+        first_with_salt: Some(SharedSalt::of(&store)),
         ..Extra::default()
     };
     // No deadline: a large copy may take longer than `unavailable_after`.
@@ -204,16 +204,16 @@ pub fn import_file(
     let salt = if dry_run {
         runtime
             .block_on(existing_salt(pg))?
-            .unwrap_or_else(super::random_salt)
+            .unwrap_or_else(SharedSalt::new_deployment)
     } else {
-        runtime.block_on(shared_salt(pg, super::random_salt()))?
+        runtime.block_on(shared_salt(pg, SharedSalt::new_deployment()))?
     };
     let data_dir = &config.server.data_dir;
     crate::private::create_dir_all(data_dir)?;
     remove_abandoned_scratch(data_dir);
     let scratch = Scratch(data_dir.join(format!("{SCRATCH_PREFIX}{}", std::process::id())));
     let _ = std::fs::remove_dir_all(&scratch.0);
-    ContactStore::seed_salt(&scratch.0, &salt)?;
+    salt.seed(&scratch.0)?;
     let store = Arc::new(ContactStore::open_unindexed(&scratch.0)?);
     let now = Timestamp::now();
     let started = std::time::Instant::now();
@@ -315,7 +315,7 @@ pub async fn record_opposed(
     keys: &[crate::number::NumberKey],
     at: Timestamp,
 ) -> Result<i64, JournalError> {
-    let salt = shared_salt(pg, super::random_salt()).await?;
+    let salt = shared_salt(pg, SharedSalt::new_deployment()).await?.salt;
     let rows: Vec<RecordRow> = keys
         .iter()
         .map(|key| {

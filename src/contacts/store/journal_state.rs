@@ -391,12 +391,23 @@ impl ContactStore {
         self.index.salt
     }
 
+    /// How an import derives the ids of records given none.
+    pub fn derived_ids(&self) -> &crate::contacts::derived_ids::DerivedIds {
+        &self.derived_ids
+    }
+
     /// Creates the contact database in `data_dir` with `salt` as its
-    /// subject salt, unless it exists (then its own salt stays).
+    /// subject salt and `scheme` as its way of deriving ids (a shared
+    /// database's, which every replica must use alike), unless it exists
+    /// (then its own stay).
     ///
     /// # Errors
     /// [`StoreError`] when it cannot be created.
-    pub fn seed_salt(data_dir: &Path, salt: &[u8; 32]) -> Result<(), StoreError> {
+    pub fn seed_salt(
+        data_dir: &Path,
+        salt: &[u8; 32],
+        scheme: crate::contacts::derived_ids::Scheme,
+    ) -> Result<(), StoreError> {
         let path = database_path(data_dir);
         if path.exists() {
             return Ok(());
@@ -407,6 +418,14 @@ impl ContactStore {
         conn.execute_batch(
             "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value BLOB NOT NULL) STRICT",
         )?;
+        // Before the salt, as `open` writes it (a store with a salt and no
+        // scheme derives unsalted ids).
+        if let Some(stored) = scheme.stored() {
+            conn.execute(
+                "INSERT OR IGNORE INTO meta (key, value) VALUES ('derived_ids', ?1)",
+                [stored.as_bytes().to_vec()],
+            )?;
+        }
         conn.execute(
             "INSERT OR IGNORE INTO meta (key, value) VALUES ('subject_salt', ?1)",
             [salt.to_vec()],
@@ -713,20 +732,56 @@ mod tests {
         assert_eq!(store.journal_applied().unwrap(), None);
     }
 
-    /// A new replica's store takes the shared salt; an existing store
-    /// keeps its own (the journal then refuses it if they differ).
+    /// A new replica's store takes the shared salt and way of deriving
+    /// ids; an existing store keeps its own (the journal then refuses it
+    /// if they differ).
     #[test]
     fn test_a_seeded_store_uses_the_shared_salt() {
+        use crate::contacts::derived_ids::{DerivedIds, Scheme};
+        for scheme in [Scheme::Unsalted, Scheme::Salted] {
+            let dir = tempfile::tempdir().unwrap();
+            ContactStore::seed_salt(dir.path(), &[7; 32], scheme).unwrap();
+            let store = ContactStore::open(dir.path()).unwrap();
+            assert_eq!(store.subject_salt(), [7; 32]);
+            assert_eq!(store.derived_ids(), &DerivedIds::new(scheme, [7; 32]));
+            drop(store);
+            let other = match scheme {
+                Scheme::Unsalted => Scheme::Salted,
+                Scheme::Salted => Scheme::Unsalted,
+            };
+            ContactStore::seed_salt(dir.path(), &[8; 32], other).unwrap();
+            let store = ContactStore::open(dir.path()).unwrap();
+            assert_eq!(store.derived_ids(), &DerivedIds::new(scheme, [7; 32]));
+        }
+    }
+
+    /// A store made now derives ids salted; one made before (a salt and no
+    /// `derived_ids`) keeps deriving them unsalted, and a scheme this
+    /// version does not know is refused rather than guessed.
+    #[test]
+    fn test_a_new_store_derives_salted_ids_and_an_old_one_keeps_its_own() {
+        use crate::contacts::derived_ids::Scheme;
         let dir = tempfile::tempdir().unwrap();
-        ContactStore::seed_salt(dir.path(), &[7; 32]).unwrap();
-        assert_eq!(
-            ContactStore::open(dir.path()).unwrap().subject_salt(),
-            [7; 32]
-        );
-        ContactStore::seed_salt(dir.path(), &[8; 32]).unwrap();
-        assert_eq!(
-            ContactStore::open(dir.path()).unwrap().subject_salt(),
-            [7; 32]
+        let store = ContactStore::open(dir.path()).unwrap();
+        assert_eq!(store.derived_ids().scheme(), Scheme::Salted);
+        let salt = store.subject_salt();
+        drop(store);
+        let conn = Connection::open(super::database_path(dir.path())).unwrap();
+        conn.execute("DELETE FROM meta WHERE key = 'derived_ids'", [])
+            .unwrap();
+        let store = ContactStore::open(dir.path()).unwrap();
+        assert_eq!(store.derived_ids().scheme(), Scheme::Unsalted);
+        assert_eq!(store.subject_salt(), salt);
+        drop(store);
+        conn.execute(
+            "INSERT INTO meta (key, value) VALUES ('derived_ids', CAST('peppered' AS BLOB))",
+            [],
+        )
+        .unwrap();
+        let err = ContactStore::open(dir.path()).unwrap_err().to_string();
+        assert!(
+            err.contains("derived_ids") && err.contains("peppered"),
+            "{err}"
         );
     }
 }
