@@ -21,9 +21,35 @@ pub fn coarse_now() -> Timestamp {
     Timestamp::now()
 }
 
+/// The context of [`time_ordered_uuid`]: ids made by this process are
+/// ordered as made (as `uuid::Uuid::now_v7` orders its own).
+static UUID_CONTEXT: std::sync::Mutex<std::panic::AssertUnwindSafe<uuid::ContextV7>> =
+    std::sync::Mutex::new(std::panic::AssertUnwindSafe(uuid::ContextV7::new()));
+
+/// A new time-ordered id (UUID v7) for a record, entry or decision. While
+/// the system clock reads before 1970 it is a random one (v4): uuid's own
+/// `now_v7` panics there, and a request must not.
+pub fn time_ordered_uuid() -> uuid::Uuid {
+    match std::time::SystemTime::UNIX_EPOCH.elapsed() {
+        Ok(since) => uuid::Uuid::new_v7(uuid::Timestamp::from_unix(
+            &UUID_CONTEXT,
+            since.as_secs(),
+            since.subsec_nanos(),
+        )),
+        Err(_) => uuid::Uuid::new_v4(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn test_time_ordered_ids_are_v7_and_ordered_as_made() {
+        let ids: Vec<uuid::Uuid> = (0..1_000).map(|_| time_ordered_uuid()).collect();
+        assert!(ids.iter().all(|id| id.get_version_num() == 7));
+        assert!(ids.windows(2).all(|w| w[0] < w[1]));
+    }
 
     #[test]
     fn test_coarse_clock_is_within_a_tick_of_the_precise_one() {

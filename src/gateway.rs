@@ -480,7 +480,7 @@ impl Gateway {
                 }
             }
         }
-        let decision_id = uuid::Uuid::now_v7().to_string();
+        let decision_id = crate::clock::time_ordered_uuid().to_string();
         let normalized_number = called.as_ref().map(|n| n.e164.clone()).unwrap_or_default();
         let latency_us = started.elapsed().as_micros() as u64;
         let record = DecisionRecord {

@@ -589,7 +589,7 @@ pub fn import_suppressions(
     dry_run: bool,
 ) -> Result<ContactImportSummary, ContactImportError> {
     let table = Table::open(path, &SUPPRESSION_COLUMNS, &["number"])?;
-    let import_id = uuid::Uuid::now_v7().to_string();
+    let import_id = crate::clock::time_ordered_uuid().to_string();
     // The ledger's line not written yet (a write per batch of opt-outs).
     let unwritten = std::cell::RefCell::new(
         crate::contacts::ledger::OptOutLines::new(

@@ -551,7 +551,7 @@ fn prepare(path: &Path, file: &File) -> Result<(), LedgerError> {
     crate::line_file::cut_torn_tail(path, "erasure ledger").map_err(|cause| io(path, cause))?;
     if file.metadata().map_err(|cause| io(path, cause))?.len() == 0 {
         let header = Header {
-            ledger_id: uuid::Uuid::now_v7().to_string(),
+            ledger_id: crate::clock::time_ordered_uuid().to_string(),
             created_at: Timestamp::now(),
         };
         let mut line = serde_json::to_vec(&header).map_err(|e| io(path, e.into()))?;
@@ -789,8 +789,12 @@ mod tests {
     #[test]
     fn test_an_imported_opt_out_takes_about_seventy_bytes() {
         let at: Timestamp = "2026-11-25T10:00:00Z".parse().unwrap();
-        let mut lines =
-            OptOutLines::new(at, "0123456789abcdef", &uuid::Uuid::now_v7().to_string()).unwrap();
+        let mut lines = OptOutLines::new(
+            at,
+            "0123456789abcdef",
+            &crate::clock::time_ordered_uuid().to_string(),
+        )
+        .unwrap();
         for i in 0..10_000u32 {
             let mut subject = [0u8; 32];
             subject[..4].copy_from_slice(&i.to_le_bytes());

@@ -639,7 +639,7 @@ impl Records {
         }
         let suppression = Suppression {
             suppression_id: if request.suppression_id.is_empty() {
-                uuid::Uuid::now_v7().to_string()
+                crate::clock::time_ordered_uuid().to_string()
             } else {
                 request.suppression_id
             },
@@ -978,7 +978,7 @@ pub fn validate_consent(request: NewConsent, now: Timestamp) -> Result<Consent, 
     }
     Ok(Consent {
         consent_id: if request.consent_id.trim().is_empty() {
-            uuid::Uuid::now_v7().to_string()
+            crate::clock::time_ordered_uuid().to_string()
         } else {
             request.consent_id.trim().to_string()
         },
@@ -1044,7 +1044,7 @@ fn validate_relationship(
         not_in_future("ended_at", ended_at, now)?;
     }
     let relationship = Relationship {
-        relationship_id: uuid::Uuid::now_v7().to_string(),
+        relationship_id: crate::clock::time_ordered_uuid().to_string(),
         controller,
         number: number.e164,
         kind,

@@ -2357,7 +2357,7 @@ impl ContactStore {
         now: Timestamp,
         verification: &serde_json::Value,
     ) -> Result<u32, StoreError> {
-        let keep_id = uuid::Uuid::now_v7().to_string();
+        let keep_id = crate::clock::time_ordered_uuid().to_string();
         self.erase_as(key, e164, controller, actor, now, verification, keep_id)
     }
 

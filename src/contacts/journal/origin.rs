@@ -95,7 +95,7 @@ impl Journal {
             revoked_at_us: at.as_microsecond(),
             now_us: Timestamp::now().as_microsecond(),
             actor: actor.to_string(),
-            marker_seed: uuid::Uuid::now_v7().to_string(),
+            marker_seed: crate::clock::time_ordered_uuid().to_string(),
         };
         let row = RecordRow {
             kind: entry::REVOKE,
@@ -129,7 +129,7 @@ impl Journal {
         let body = EraseBody {
             subject: subject.clone(),
             controller: controller.to_string(),
-            keep_id: uuid::Uuid::now_v7().to_string(),
+            keep_id: crate::clock::time_ordered_uuid().to_string(),
             now_us: now.as_microsecond(),
             actor: actor.to_string(),
             verification: verification.clone(),
