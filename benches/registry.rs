@@ -136,6 +136,8 @@ fn main() {
                 "us-dnc",
                 "--format",
                 "ftc",
+                "--covers",
+                "+1",
                 "--file",
             ])
             .arg(&path)

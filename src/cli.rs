@@ -283,6 +283,9 @@ pub struct ImportArgs {
     /// The largest shrink accepted without --allow-shrink, in percent
     #[arg(long, default_value_t = import::DEFAULT_MAX_SHRINK_PERCENT, value_parser = clap::value_parser!(u8).range(0..=100))]
     max_shrink_percent: u8,
+    /// Block-lists: accept a file whose numbers do not span --covers (none under a covered prefix, or all under one longer prefix)
+    #[arg(long)]
+    allow_narrow_file: bool,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -984,6 +987,7 @@ fn registry_import(config: &Config, args: Box<ImportArgs>) -> anyhow::Result<()>
         progress: true,
         allow_shrink: args.allow_shrink,
         max_shrink_percent: args.max_shrink_percent,
+        allow_narrow_file: args.allow_narrow_file,
     };
     if let Some(settings) = postgres_settings(config) {
         if opposed.is_some() {

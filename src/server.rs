@@ -701,6 +701,8 @@ fn seed_registries(
                 progress: false,
                 allow_shrink: false,
                 max_shrink_percent: import::DEFAULT_MAX_SHRINK_PERCENT,
+                // A few demo numbers stand for the national list.
+                allow_narrow_file: true,
             },
             now,
         )

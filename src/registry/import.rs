@@ -62,6 +62,9 @@ pub struct ImportRequest {
     pub max_shrink_percent: u8,
     /// Block-list change lists: the check date of the list they continue.
     pub changes_since: Option<Date>,
+    /// Accept a block-list whose numbers do not span what `covers` states
+    /// (see [`super::coverage_check`]).
+    pub allow_narrow_file: bool,
 }
 
 /// A rejected input line.
@@ -82,6 +85,8 @@ pub enum ImportError {
     CheckedAtInFuture(Date),
     #[error("--covers {0:?}: {1}")]
     BadCoverage(String, String),
+    #[error(transparent)]
+    NarrowFile(#[from] super::coverage_check::NarrowFile),
     #[error(transparent)]
     Apply(#[from] ApplyError),
     #[error("current snapshot unusable, refusing to build on it: {0}")]
@@ -543,6 +548,13 @@ pub fn run(
             adds: parsed.numbers.len(),
             removals: parsed.removals.len(),
         });
+    }
+    if let Some(coverage) = &coverage
+        && registry.kind == RegistryKind::Blocklist
+        && request.mode == ImportMode::Replace
+        && !request.allow_narrow_file
+    {
+        super::coverage_check::check(&parsed.numbers, coverage)?;
     }
     if parsed.reject_count > request.max_rejects {
         let mut rejects = parsed.rejects;

@@ -7,6 +7,7 @@
 //! - [`RegistrySet`]: what a running server serves; snapshots are swapped
 //!   atomically, and a check keeps the `Arc` of the edition it started with.
 
+pub mod coverage_check;
 pub mod file;
 pub mod follow;
 pub mod formats;
@@ -393,6 +394,7 @@ mod tests {
                     progress: false,
                     allow_shrink: true,
                     max_shrink_percent: import::DEFAULT_MAX_SHRINK_PERCENT,
+                    allow_narrow_file: true,
                 },
                 now,
             )

@@ -27,12 +27,13 @@ fn import_file(
         path_str(path),
     ];
     args.extend_from_slice(extra);
-    // Block-list replaces state their coverage (the whole country here).
+    // Block-list replaces state their coverage (the whole country here,
+    // which a few numbers stand for).
     let replace = !extra.contains(&"--mode") || extra.contains(&"replace");
     if replace {
         match registry {
-            "us-dnc" => args.extend_from_slice(&["--covers", "+1"]),
-            "uk-tps" => args.extend_from_slice(&["--covers", "+44"]),
+            "us-dnc" => args.extend_from_slice(&["--covers", "+1", "--allow-narrow-file"]),
+            "uk-tps" => args.extend_from_slice(&["--covers", "+44", "--allow-narrow-file"]),
             _ => {}
         }
     }

@@ -659,6 +659,7 @@ fn test_a_zip_of_several_files_is_refused() {
             "us-dnc",
             "--covers",
             "+1",
+            "--allow-narrow-file",
             "--file",
             path_str(path),
         ])
@@ -798,6 +799,7 @@ fn test_an_old_file_is_not_taken_as_checked_today() {
             path_str(&file),
             "--covers",
             "+1",
+            "--allow-narrow-file",
         ];
         args.extend_from_slice(extra);
         ws.cli(&args)
@@ -820,4 +822,50 @@ fn test_an_old_file_is_not_taken_as_checked_today() {
         registry(&list_json(&ws), "us-dnc")["checked_at"],
         serde_json::json!(checked)
     );
+}
+
+/// A block-list reads every number under its `--covers` that it does not
+/// hold as clear: a list of one area code stated as the whole country, or
+/// a prefix under which the file holds no number, is refused (nothing
+/// written), unless `--allow-narrow-file` says it is meant.
+#[test]
+fn test_a_block_list_narrower_than_its_coverage_is_refused() {
+    let ws = Workspace::new(&standard_config(""));
+    let manhattan = ws.file("212.txt", "212 555 0199\n212 999 0100\n");
+    let import = |covers: &str, extra: &[&str]| {
+        let mut args = vec![
+            "registry",
+            "import",
+            "--registry",
+            "us-dnc",
+            "--file",
+            path_str(&manhattan),
+            "--covers",
+            covers,
+        ];
+        args.extend_from_slice(extra);
+        ws.cli(&args)
+    };
+    for (covers, expected) in [
+        ("+1", "all 2 numbers of the file under +1 begin +1212"),
+        ("+1212,+1646", "holds no number under +1646"),
+    ] {
+        for extra in [&[][..], &["--dry-run"][..]] {
+            let out = import(covers, extra);
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert!(!out.status.success(), "{covers} {extra:?}");
+            assert!(stderr.contains(expected), "{covers}: {stderr}");
+            assert!(!stderr.contains("5550199"), "{stderr}");
+        }
+        assert_eq!(registry(&list_json(&ws), "us-dnc")["loaded"], false);
+    }
+    // What the file does cover is accepted; so is a narrow file on purpose.
+    assert!(import("+1212", &[]).status.success());
+    let out = import("+1", &["--allow-narrow-file"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(registry(&list_json(&ws), "us-dnc")["loaded"], true);
 }

@@ -305,6 +305,7 @@ fn test_shrink_guard_compares_with_the_published_version() {
         path.to_str().unwrap(),
         "--covers",
         "+1",
+        "--allow-narrow-file",
     ]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());

@@ -249,7 +249,8 @@ impl Workspace {
         ];
         args.extend_from_slice(extra);
         // Block-list replaces must state their coverage: the whole country
-        // unless the test says otherwise.
+        // unless the test says otherwise (a few numbers standing for the
+        // national list, which the import would otherwise refuse as narrow).
         let replace = !extra.contains(&"--mode") || extra.contains(&"replace");
         if replace && !extra.contains(&"--covers") {
             match registry {
@@ -257,6 +258,9 @@ impl Workspace {
                 "uk-tps" => args.extend_from_slice(&["--covers", "+44"]),
                 _ => {}
             }
+        }
+        if replace && args.contains(&"--covers") && !args.contains(&"--allow-narrow-file") {
+            args.push("--allow-narrow-file");
         }
         self.cli_ok(&args)
     }
