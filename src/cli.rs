@@ -1092,10 +1092,24 @@ fn read_opposed(
         if text.is_empty() || text.starts_with('#') {
             continue;
         }
-        let excerpt: String = text.chars().take(40).collect();
-        let normalized = crate::number::normalize_any(text, registry.country)
-            .with_context(|| format!("{}: line {}: {excerpt:?}", path.display(), i + 1))?;
+        let normalized =
+            crate::number::normalize_any(text, registry.country).with_context(|| {
+                format!(
+                    "{}: line {}: {}",
+                    path.display(),
+                    i + 1,
+                    crate::registry::formats::quoted(text)
+                )
+            })?;
         numbers.push(normalized.key);
+    }
+    // An empty answer file (a failed download) would record nothing, and
+    // clearances the registry has withdrawn would keep allowing calls.
+    if numbers.is_empty() {
+        bail!(
+            "{} holds no numbers: refusing an empty --opposed file (leave --opposed out when the registry answered no number opposed)",
+            path.display()
+        );
     }
     Ok(numbers)
 }
@@ -1109,8 +1123,12 @@ fn import_format(args: &ImportArgs) -> anyhow::Result<Option<import::Format>> {
                 let (start, len) = v
                     .split_once(':')
                     .and_then(|(s, l)| Some((s.parse::<usize>().ok()?, l.parse::<usize>().ok()?)))
-                    .filter(|(s, l)| *s >= 1 && *l >= 1)
-                    .with_context(|| format!("{flag} {v:?}: expected START:LENGTH, 1-based"))?;
+                    // Within the longest line an import reads (4096 bytes);
+                    // a number field is never wider than 64 characters.
+                    .filter(|(s, l)| (1..=4096).contains(s) && (1..=64).contains(l))
+                    .with_context(|| {
+                        format!("{flag} {v:?}: expected START:LENGTH, 1-based (START up to 4096, LENGTH up to 64)")
+                    })?;
                 Ok((start, len))
             })
             .transpose()
@@ -1145,6 +1163,18 @@ fn import_format(args: &ImportArgs) -> anyhow::Result<Option<import::Format>> {
             if template.phone.is_none() && (template.area.is_none() || template.number.is_none()) {
                 bail!(
                     "--format delimited needs --phone-column, or --area-column and --number-column"
+                );
+            }
+            // A value meaning both would read as an addition (listed for a
+            // block-list, but cleared for an allow-list).
+            if let Some(both) = template.add_values.iter().find(|a| {
+                template
+                    .remove_values
+                    .iter()
+                    .any(|r| r.eq_ignore_ascii_case(a))
+            }) {
+                bail!(
+                    "--add-values and --remove-values both hold {both:?}: an action means one or the other"
                 );
             }
             Some(import::Format::Delimited(template))

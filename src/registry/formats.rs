@@ -54,6 +54,11 @@ impl Format {
         }
     }
 
+    /// Whether lines say whether they add or delete (a change list).
+    pub fn is_change_list(&self) -> bool {
+        matches!(self, Format::Delimited(template) if template.action.is_some())
+    }
+
     /// Guesses the format from the first significant line, where unambiguous.
     pub fn detect(first_line: &str, region: Region) -> Format {
         let line = first_line.trim_end_matches(['\r', '\n']);
@@ -104,12 +109,13 @@ impl std::fmt::Display for Quoted<'_> {
             None => (self.0, false),
             Some((cut, _)) => (&self.0[..cut], true),
         };
-        let digits = excerpt.chars().filter(char::is_ascii_digit).count();
+        // Any digit (full-width ones too: refused, but still a number).
+        let digits = excerpt.chars().filter(|c| c.is_numeric()).count();
         let mut seen = 0;
         let masked: String = excerpt
             .chars()
             .map(|c| {
-                if !c.is_ascii_digit() {
+                if !c.is_numeric() {
                     return c;
                 }
                 seen += 1;
@@ -201,9 +207,10 @@ impl LineParser {
                 numbers.national(&national).map(LineItem::Add)
             }
             Format::Delimited(template) => {
-                if line_number <= template.skip_lines as u64 || line.trim().is_empty() {
+                if line.trim().is_empty() {
                     return Ok(LineItem::Skip);
                 }
+                let skipped = line_number <= template.skip_lines as u64;
                 let fields: Vec<&str> = line
                     .split(template.delimiter as char)
                     .map(str::trim)
@@ -214,16 +221,25 @@ impl LineParser {
                     })
                 };
                 let key = match (template.phone, template.area, template.number) {
-                    (Some(phone), _, _) => numbers.any_notation(column(phone)?)?,
-                    (None, Some(area), Some(number)) => {
-                        numbers.national(&format!("{}{}", column(area)?, column(number)?))?
-                    }
-                    _ => {
-                        return Err(
-                            "template needs a phone column or area and number columns".into()
-                        );
-                    }
+                    (Some(phone), _, _) => column(phone).and_then(|c| numbers.any_notation(c)),
+                    (None, Some(area), Some(number)) => column(area)
+                        .and_then(|area| numbers.national(&format!("{area}{}", column(number)?))),
+                    _ => Err("template needs a phone column or area and number columns".into()),
                 };
+                // A header holds no number: a line --skip-lines skips that
+                // holds one is data (a file without the header), which
+                // would otherwise be dropped without a word.
+                if skipped {
+                    return match key {
+                        Ok(_) => Err(format!(
+                            "{}: line {line_number} holds a number but --skip-lines {} skips it (is the header missing?)",
+                            quoted(line),
+                            template.skip_lines
+                        )),
+                        Err(_) => Ok(LineItem::Skip),
+                    };
+                }
+                let key = key?;
                 match template.action {
                     None => Ok(LineItem::Add(key)),
                     Some(action) => {
@@ -254,15 +270,39 @@ impl LineParser {
                 if line.trim().is_empty() {
                     return Ok(LineItem::Skip);
                 }
+                let fields = [template.phone, template.area, template.number];
+                let in_a_field = |at: usize| {
+                    fields
+                        .iter()
+                        .flatten()
+                        .any(|&(start, len)| at >= start && at < start.saturating_add(len))
+                };
                 let slice = |(start, len): (usize, usize)| -> Result<&str, String> {
-                    line.get(start - 1..(start - 1 + len).min(line.len()))
+                    let end = start.saturating_add(len);
+                    // A digit right before or after the field (outside the
+                    // other number field) means the field cut a number: a
+                    // 10-digit number read through 9 columns is another,
+                    // valid number.
+                    for at in [start.wrapping_sub(1), end] {
+                        if at >= 1
+                            && !in_a_field(at)
+                            && line.as_bytes().get(at - 1).is_some_and(u8::is_ascii_digit)
+                        {
+                            return Err(format!(
+                                "{}: a digit in column {at} runs on from the number field at columns {start}..{}: widen the field (a number of its own right beside it must be cut away first)",
+                                quoted(line),
+                                end - 1
+                            ));
+                        }
+                    }
+                    line.get(start - 1..(end - 1).min(line.len()))
                         .filter(|s| !s.is_empty())
                         .map(str::trim)
                         .ok_or_else(|| {
                             format!(
                                 "{}: too short for columns {start}..{}",
                                 quoted(line),
-                                start + len - 1
+                                end - 1
                             )
                         })
                 };
@@ -514,6 +554,71 @@ mod tests {
             let err = parse(format.clone(), region, line).unwrap_err();
             assert!(err.contains(expected), "{format:?} {line:?}: {err}");
         }
+    }
+
+    /// A fixed field too narrow for its numbers cut them into other, valid
+    /// numbers (`333123456` of `3331234567`): a digit right beside a number
+    /// field refuses the line; area and number fields may touch.
+    #[test]
+    fn test_a_fixed_field_cutting_a_number_is_refused() {
+        let phone = |start, len| {
+            Format::Fixed(FixedTemplate {
+                phone: Some((start, len)),
+                ..Default::default()
+            })
+        };
+        let err = parse(phone(1, 9), "IT", "3331234567").unwrap_err();
+        assert!(err.contains("column 10") && err.contains("widen"), "{err}");
+        assert!(!err.contains("3331234"), "masked: {err}");
+        let err = parse(phone(2, 10), "IT", "73331234567 x").unwrap_err();
+        assert!(err.contains("column 1"), "{err}");
+        assert_eq!(
+            parse(phone(1, 10), "IT", "3331234567"),
+            Ok(LineItem::Add(key("+393331234567")))
+        );
+        assert_eq!(
+            parse(phone(2, 11), "IT", "X3331234567 Y"),
+            Ok(LineItem::Add(key("+393331234567")))
+        );
+        let split = Format::Fixed(FixedTemplate {
+            area: Some((1, 3)),
+            number: Some((4, 7)),
+            ..Default::default()
+        });
+        assert_eq!(
+            parse(split.clone(), "US", "2125550199"),
+            Ok(LineItem::Add(key("+12125550199")))
+        );
+        assert!(parse(split, "US", "21255501990").is_err());
+    }
+
+    /// `--skip-lines` skips headers; a skipped line holding a number is a
+    /// file without its header, refused rather than dropped.
+    #[test]
+    fn test_a_skipped_line_holding_a_number_is_refused() {
+        let template = Format::Delimited(DelimitedTemplate {
+            delimiter: b',',
+            phone: Some(1),
+            skip_lines: 1,
+            ..Default::default()
+        });
+        let mut parser = LineParser::new(template, Region::parse("US").unwrap());
+        assert_eq!(parser.parse("phone,name", 1), Ok(LineItem::Skip));
+        let err = parser.parse("2125550199,x", 1).unwrap_err();
+        assert!(err.contains("--skip-lines 1"), "{err}");
+        assert_eq!(
+            parser.parse("2125550199,x", 2),
+            Ok(LineItem::Add(key("+12125550199")))
+        );
+    }
+
+    /// Errors quote lines with all digits but the last two masked, full-
+    /// width ones too.
+    #[test]
+    fn test_quoted_lines_mask_every_kind_of_digit() {
+        let shown = quoted("３３３１２３４５６７").to_string();
+        assert!(shown.contains("********６７"), "{shown}");
+        assert_eq!(quoted("212-555-0199").to_string(), "\"***-***-**99\"");
     }
 
     #[test]

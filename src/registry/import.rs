@@ -122,6 +122,11 @@ pub enum ImportError {
         adds: u64,
         removals: u64,
     },
+    #[error(
+        "{file} is read as a change list (the format has an action column): --mode {mode} would take its additions as {}; import a block-list's change list with --mode add",
+        if *.mode == "replace" { "the whole list and drop its deletions" } else { "deletions" }
+    )]
+    ChangeListNotAdded { file: String, mode: &'static str },
 }
 
 fn for_controller(controller: &str) -> String {
@@ -536,6 +541,21 @@ pub fn run(
     })?;
     if let Some(pb) = &progress {
         pb.finish_and_clear();
+    }
+    // A block-list's change list (a file with an action column) read as a
+    // replace becomes the whole list (its deletions dropped, every other
+    // number clear); read as a remove, its additions are removed too
+    // (newly registered numbers un-listed), even in a file of additions
+    // only. It is read with --mode add alone. (An allow-list's answers with
+    // an action column may replace: the cleared lines are the new set.)
+    if registry.kind == RegistryKind::Blocklist
+        && format.is_change_list()
+        && request.mode != ImportMode::Add
+    {
+        return Err(ImportError::ChangeListNotAdded {
+            file: request.file.display().to_string(),
+            mode: request.mode.as_str(),
+        });
     }
     // A change list read with --mode remove: its add lines would be
     // removed with its delete lines, un-listing newly registered numbers.

@@ -591,18 +591,47 @@ fn test_a_remove_that_empties_a_block_list_is_refused() {
     assert_eq!(registry(&list, "us-dnc")["numbers"], 10);
     assert_eq!(registry(&list, "us-dnc")["version"], 1, "nothing written");
     // The change list with --mode remove would remove its added number
-    // too: refused whatever the shrink, naming the mode to use.
-    let mut as_remove = change_list.to_vec();
-    as_remove[1] = "remove";
-    let out = import(&changes, &[&as_remove[..], &["--allow-shrink"]].concat());
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "a change list removed");
-    assert!(
-        stderr.contains("change list (1 numbers added, 9 deleted)")
-            && stderr.contains("--mode add"),
-        "{stderr}"
-    );
-    assert_eq!(registry(&list_json(&ws), "us-dnc")["version"], 1);
+    // too, even in a file of additions only; with --mode replace its
+    // additions would become the whole list (every other number clear):
+    // refused whatever the shrink and coverage flags, naming the mode.
+    let additions = ws.file("additions.csv", "npa,number,action\n415,5550100,A\n");
+    for (mode, file, expected) in [
+        (
+            "remove",
+            &changes,
+            "--mode remove would take its additions as deletions",
+        ),
+        (
+            "remove",
+            &additions,
+            "--mode remove would take its additions as deletions",
+        ),
+        (
+            "replace",
+            &changes,
+            "--mode replace would take its additions as the whole list",
+        ),
+        (
+            "replace",
+            &additions,
+            "--mode replace would take its additions as the whole list",
+        ),
+    ] {
+        let mut args = change_list.to_vec();
+        args[1] = mode;
+        let mut flags = vec!["--allow-shrink"];
+        if mode == "replace" {
+            flags.extend(["--covers", "+1", "--allow-narrow-file"]);
+        }
+        let out = import(file, &[&args[..], &flags[..]].concat());
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "a change list read as {mode}");
+        assert!(
+            stderr.contains(expected) && stderr.contains("--mode add"),
+            "{stderr}"
+        );
+        assert_eq!(registry(&list_json(&ws), "us-dnc")["version"], 1);
+    }
 
     // Within the threshold, or on purpose, it goes through.
     let one = ws.file("one.txt", &format!("{}\n", numbers[0]));
@@ -868,4 +897,37 @@ fn test_a_block_list_narrower_than_its_coverage_is_refused() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(registry(&list_json(&ws), "us-dnc")["loaded"], true);
+}
+
+/// An action value given as both an addition and a deletion is refused
+/// (it would read as an addition: a clearance on an allow-list).
+#[test]
+fn test_an_action_both_added_and_removed_is_refused() {
+    let ws = Workspace::new(&standard_config(""));
+    let file = ws.file("changes.csv", "212,5550199,A\n");
+    let out = ws.cli(&[
+        "registry",
+        "import",
+        "--registry",
+        "us-dnc",
+        "--mode",
+        "add",
+        "--format",
+        "delimited",
+        "--area-column",
+        "1",
+        "--number-column",
+        "2",
+        "--action-column",
+        "3",
+        "--add-values",
+        "A,C",
+        "--remove-values",
+        "D,c",
+        "--file",
+        path_str(&file),
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("both hold \"C\""), "{stderr}");
 }

@@ -408,3 +408,41 @@ fn test_opposed_answers_that_cannot_be_recorded_leave_the_registry_as_it_was() {
     );
     assert_eq!(ws.cli_ok(&["registry", "list", "--json"]), listed);
 }
+
+/// An `--opposed` file holding no number (a failed download) is refused
+/// before anything is imported: recording nothing would leave withdrawn
+/// clearances allowing calls. A bad line is named with its digits masked.
+#[test]
+fn test_an_empty_or_bad_opposed_file_is_refused() {
+    let ws = Workspace::new(&standard_config(""));
+    let numbers = ws.file("cleared.txt", "+39 333 123 4568\n");
+    let import = |opposed: &std::path::Path| {
+        ws.cli(&[
+            "registry",
+            "import",
+            "--registry",
+            "it-rpo",
+            "--file",
+            path_str(&numbers),
+            "--controller",
+            "acme",
+            "--opposed",
+            path_str(opposed),
+        ])
+    };
+    for (name, content, expected) in [
+        ("empty.txt", "", "holds no numbers"),
+        ("comments.txt", "# none today\n\n", "holds no numbers"),
+        ("bad.txt", "+39 333 1234567x\n", "line 1"),
+    ] {
+        let out = import(&ws.file(name, content));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{name}");
+        assert!(stderr.contains(expected), "{name}: {stderr}");
+        assert!(!stderr.contains("1234567"), "{name}: {stderr}");
+    }
+    let list = ws.cli_ok(&["registry", "list", "--json"]);
+    let list: Vec<serde_json::Value> = serde_json::from_str(&list).unwrap();
+    let rpo = list.iter().find(|r| r["id"] == "it-rpo").unwrap();
+    assert_eq!(rpo["loaded"], false, "nothing imported: {rpo}");
+}
