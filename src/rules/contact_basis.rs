@@ -35,24 +35,21 @@ pub fn suppression(
 }
 
 /// GDPR-WITHDRAW: the latest withdrawal of consent of this controller and
-/// purpose in force at `now`, when no consent was given since: the person
-/// said no, and no other basis (a customer relationship, a clear registry)
-/// is used after it. `NO_CONSENT` naming it.
+/// purpose in force at `now`, when no consent given since grants at `now`:
+/// the person said no, and no other basis (a customer relationship, a
+/// clear registry) is used after it. `NO_CONSENT` naming it.
 pub fn withdrawn(view: &ContactView, asking: &Asking<'_>, now: Timestamp) -> Option<Reason> {
-    let same = |c: &&Consent| c.controller == asking.controller && c.purpose == asking.purpose;
     let withdrawn = latest_withdrawal(view, asking, now)?;
-    // Only a consent that grants: one from an undeclared supplier, or
-    // outside its contract, gives nothing (found by review).
-    let given_since = view.consents.iter().filter(same).any(|c| {
-        c.granted_at > withdrawn
-            && c.granted_at <= now
-            && supplier_contract(c, asking.suppliers).is_ok()
-    });
+    // Only a consent that grants now (given after the withdrawal, neither
+    // expired, withdrawn nor past the law's renewal, and from a declared
+    // supplier within its contract): one that lapsed since does not bring
+    // the other bases back (found by review).
+    let given_since = valid_consent(view, asking, now).is_some();
     (!given_since).then(|| {
         Reason::new(
             ReasonCode::NoConsent,
             format!(
-                "consent of controller {} for {} withdrawn at {withdrawn}, none given since: no other basis is used after a withdrawal (GDPR art. 7(3))",
+                "consent of controller {} for {} withdrawn at {withdrawn}, none in force given since: no other basis is used after a withdrawal (GDPR art. 7(3))",
                 asking.controller,
                 asking.purpose.as_str()
             ),
