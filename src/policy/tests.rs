@@ -568,6 +568,60 @@ caller_ids = ["+34900123456"]
     );
 }
 
+/// Spain (ES-CLI-2025): from 7 Jun 2025 only geographic and 800/900
+/// numbers of Spain's plan may be presented; premium-rate, shared-cost,
+/// personal, UAN, mobile and foreign numbers were accepted but mobile
+/// (found by review).
+#[test]
+fn test_spanish_caller_ids_are_geographic_or_freephone() {
+    let consented = ContactView {
+        consents: vec![consent("+34612345678")],
+        ..Default::default()
+    };
+    // Wednesday 25 Nov 2026, 11:00 in Madrid.
+    let at = "2026-11-25T10:00:00Z";
+    for (caller_id, allowed) in [
+        ("+34912345678", true),
+        ("+34900123456", true),
+        ("+34800123456", true),
+        ("+34612000000", false),
+        ("+34806123456", false),
+        ("+34902123456", false),
+        ("+34701234567", false),
+        ("+34511234567", false),
+        ("+33162000000", false),
+    ] {
+        let config = config(&format!(
+            "[[campaign]]\nid = \"es\"\ncontroller = \"acme\"\npurpose = \"marketing\"\ndefault_region = \"ES\"\ndestinations = [\"ES\"]\ncaller_ids = [\"{caller_id}\"]\n"
+        ));
+        let decided = decide(
+            &config,
+            "es",
+            "612 34 56 78",
+            caller_id,
+            &consented,
+            &[],
+            at,
+        );
+        assert_eq!(
+            decided.verdict == Verdict::Allow,
+            allowed,
+            "{caller_id}: {:?}",
+            decided.reasons
+        );
+        if !allowed {
+            assert!(
+                decided
+                    .reasons
+                    .iter()
+                    .any(|r| r.code == ReasonCode::CallerIdNotAllowed),
+                "{caller_id}: {:?}",
+                decided.reasons
+            );
+        }
+    }
+}
+
 /// Spain: a customer relationship stands in for consent only for a number
 /// checked against Lista Robinson (ES-CONSENT, ES-ROBINSON); without a
 /// block-list of ES such a call was allowed unchecked (found by review).

@@ -70,11 +70,17 @@ pub(super) fn statute() -> Statute {
     s.caller_id = vec![Rule::since(
         date(2025, 6, 7),
         CallerIdRules {
-            forbidden_types: &[CliType::Mobile],
+            // Only what the order names: geographic and 800/900 numbers of
+            // Spain's plan. Premium-rate (803/806/807), shared-cost
+            // (901/902), personal (70x), UAN (51x), mobile and foreign
+            // numbers are refused (the stricter reading; authorised short
+            // numbers are not E.164 caller IDs).
+            permitted_types: Some(&[CliType::FixedLine, CliType::TollFree]),
+            domestic_only: true,
             ..CallerIdRules::default()
         },
         "ES-CLI-2025: Orden TDF/149/2025, from 7 Jun 2025: no mobile numbers as caller ID of \
-         commercial calls (800/900 and geographic numbers may be used)",
+         commercial calls; 800/900 freephone and geographic numbers of Spain's plan only",
     )];
     s
 }
