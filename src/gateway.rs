@@ -127,8 +127,20 @@ pub fn bounded_screen_item(
     bounded("ref", reference, MAX_REQUEST_ID)
 }
 
-/// Checks a field's length, naming it when too long.
+/// Checks a field's length, naming it when too long, and refuses control
+/// characters: a NUL cannot be stored in PostgreSQL's `text` (the whole
+/// group commit of every dialer's decisions failed on one), and no number,
+/// campaign or request id holds a line break or another control.
 pub fn bounded(field: &'static str, value: &str, max: usize) -> Result<(), CheckError> {
+    if let Some(at) = value.bytes().position(|b| b < 0x20 || b == 0x7f) {
+        return Err(CheckError::InvalidArgument {
+            field,
+            problem: format!(
+                "control character 0x{:02x} at byte {at}",
+                value.as_bytes()[at]
+            ),
+        });
+    }
     // No more bytes than the limit: no more characters either (the usual
     // case, without counting them).
     if value.len() <= max {
@@ -319,7 +331,7 @@ impl Gateway {
     /// # Errors
     /// [`CheckError::Log`] when the decision could not be made durable: the
     /// dialer must not dial; [`CheckError::InvalidArgument`] for a field
-    /// over its length; [`CheckError::RequestIdReused`] for a request id
+    /// over its length or holding a control character; [`CheckError::RequestIdReused`] for a request id
     /// that answered another request; [`CheckError::AllowExpired`] for a
     /// repeat of an ALLOW older than `log.allow_replay_seconds`.
     pub async fn check_call(&self, request: CallCheck) -> Result<CheckOutcome, CheckError> {

@@ -1039,3 +1039,44 @@ async fn test_audit_verify_finds_a_forged_anchor_and_a_removed_checkpoint() {
     assert!(!out.status.success(), "a removed checkpoint passes verify");
     assert!(stderr.contains("checkpoint chain is broken"), "{stderr}");
 }
+
+/// A control character in any field is refused with INVALID_ARGUMENT
+/// naming it, before anything is decided: a NUL cannot be stored in
+/// PostgreSQL's `text`, and failed the whole group commit, every other
+/// dialer's decisions in it included (found by review). The call beside it
+/// is decided.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn test_a_control_character_in_a_field_is_refused_and_others_are_decided() {
+    let Some(pg) = PgServer::start() else { return };
+    let ws = replica(&pg, "gw-a");
+    let server = ws.start();
+    let mut gateway = server.gateway().await;
+    let bad: Vec<(&str, dialgate::proto::CheckCallRequest)> = vec![
+        (
+            "request_id",
+            request(&number(300), "us-capped", "dialer-1:\0call"),
+        ),
+        (
+            "called_number",
+            request("+1212\u{0}2000301", "us-capped", ""),
+        ),
+        ("caller_id", {
+            let mut r = request(&number(302), "us-capped", "");
+            r.caller_id = "+12125550100\n".into();
+            r
+        }),
+        ("campaign_id", request(&number(303), "us-capped\u{7f}", "")),
+    ];
+    for (field, bad) in bad {
+        let mut other = gateway.clone();
+        let good = request(&number(310), "us-capped", "");
+        let (refused, decided) = tokio::join!(gateway.check_call(bad), other.check_call(good));
+        let refused = refused.expect_err(field);
+        assert_eq!(refused.code(), tonic::Code::InvalidArgument, "{refused:?}");
+        assert!(
+            refused.message().contains(field) && refused.message().contains("control character"),
+            "{refused:?}"
+        );
+        assert!(decided.is_ok(), "{field}: {decided:?}");
+    }
+}
