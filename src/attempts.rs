@@ -69,9 +69,21 @@ pub fn refused_by_caps(
 }
 
 /// Recent attempts by number, each with its controller.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct AttemptLedger {
     attempts: ByNumber<Vec<(String, Timestamp)>>,
+    /// The latest attempt recorded, in µs (`i64::MIN`: none): what
+    /// [`AttemptLedger::prune`] measures from when the clock reads later.
+    latest_us: std::sync::atomic::AtomicI64,
+}
+
+impl Default for AttemptLedger {
+    fn default() -> AttemptLedger {
+        AttemptLedger {
+            attempts: ByNumber::default(),
+            latest_us: std::sync::atomic::AtomicI64::new(i64::MIN),
+        }
+    }
 }
 
 impl AttemptLedger {
@@ -90,10 +102,16 @@ impl AttemptLedger {
 
     /// Records an attempt (start-up rebuild from the log).
     pub fn record(&self, controller: &str, key: NumberKey, at: Timestamp) {
+        self.note_latest(at);
         self.attempts
             .entry(key)
             .or_default()
             .push((controller.to_string(), at));
+    }
+
+    fn note_latest(&self, at: Timestamp) {
+        self.latest_us
+            .fetch_max(at.as_microsecond(), std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Records an attempt at `now` only if every cap still allows it,
@@ -118,6 +136,7 @@ impl AttemptLedger {
             }
         }
         entry.push((controller.to_string(), now));
+        self.note_latest(now);
         true
     }
 
@@ -130,9 +149,15 @@ impl AttemptLedger {
         }
     }
 
-    /// Drops attempts older than `window` before `now`.
+    /// Drops attempts older than `window` before `now`, or before the
+    /// latest attempt recorded when that is earlier: a clock running ahead
+    /// (set back later) must not drop attempts a decision made once it is
+    /// back still counts. Give `window` with the clock-step tolerance added
+    /// (decisions may read the clock that much before the latest).
     pub fn prune(&self, window: SignedDuration, now: Timestamp) {
-        let since = now - window;
+        let latest = self.latest_us.load(std::sync::atomic::Ordering::Relaxed);
+        let anchor = Timestamp::from_microsecond(latest.min(now.as_microsecond())).unwrap_or(now);
+        let since = anchor.checked_sub(window).unwrap_or(Timestamp::MIN);
         self.attempts.retain(|_, v| {
             v.retain(|(_, t)| *t > since);
             !v.is_empty()
@@ -181,6 +206,33 @@ mod tests {
             t0 + SignedDuration::from_hours(48),
         );
         assert!(ledger.is_empty());
+    }
+
+    /// A prune while the clock runs ahead keeps the attempts a decision
+    /// made once it is set back still counts (found by review): it measures
+    /// from the latest attempt recorded.
+    #[test]
+    fn test_a_prune_while_the_clock_runs_ahead_keeps_what_still_counts() {
+        let ledger = AttemptLedger::default();
+        let key = NumberKey::from_e164("+33612345678").unwrap();
+        let day = SignedDuration::from_hours(24);
+        let limit = [AttemptLimit {
+            max_attempts: 1,
+            window: day,
+        }];
+        let t0: Timestamp = "2026-11-23T10:00:00Z".parse().unwrap();
+        let allowed = t0 - SignedDuration::from_mins(23 * 60 + 30);
+        ledger.record("acme", key, allowed);
+        // The clock two hours ahead at a prune, then back at t0.
+        ledger.prune(day, t0 + SignedDuration::from_hours(2));
+        assert!(!ledger.try_record("acme", key, &limit, t0), "still counted");
+        // Once later attempts are recorded (time passed for real), it ages
+        // out as before.
+        let other = NumberKey::from_e164("+33612345679").unwrap();
+        ledger.record("acme", other, t0 + day);
+        ledger.prune(day, t0 + day);
+        assert!(ledger.recent("acme", key).is_empty());
+        assert_eq!(ledger.recent("acme", other).len(), 1);
     }
 
     #[test]

@@ -302,12 +302,7 @@ impl Gateway {
             allow_replay_seconds: config.log.allow_replay_seconds,
             contacts_behind_limit: contacts_behind_limit(config.server.registry_reload_interval_ms),
             window_memo: WindowMemo::default(),
-            clock: ClockGuard::new(
-                latest,
-                jiff::SignedDuration::from_secs(
-                    i64::try_from(config.log.clock_step_tolerance_seconds).unwrap_or(i64::MAX),
-                ),
-            ),
+            clock: ClockGuard::new(latest, config.log.clock_step_tolerance()),
         }
     }
 

@@ -209,6 +209,8 @@ async fn open_stores(
         attempts_since: policies
             .longest_cap_window()
             .and_then(|window| now.checked_sub(window).ok()),
+        now,
+        clock_step_tolerance: config.log.clock_step_tolerance(),
         keep: now.duration_since(crate::retention::decisions_cutoff(
             &config,
             config.log.retention_days,
@@ -440,11 +442,12 @@ fn spawn_background(
     }
     if let Some(window) = stores.policies.longest_cap_window() {
         let attempts = Arc::clone(&stores.attempts);
+        let tolerance = stores.config.log.clock_step_tolerance();
         background.push(tokio::spawn(async move {
             let mut ticker = tokio::time::interval(Duration::from_secs(600));
             loop {
                 ticker.tick().await;
-                attempts.prune(window, Timestamp::now());
+                attempts.prune(window + tolerance, Timestamp::now());
             }
         }));
     }

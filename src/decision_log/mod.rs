@@ -78,8 +78,17 @@ impl DecisionLog {
 pub struct StartupScan {
     /// Decisions with a request id from here on answer repeats.
     pub idempotency_since: Timestamp,
-    /// ALLOW decisions from here on count against attempt caps.
+    /// ALLOW decisions from here on count against attempt caps (from
+    /// `now`; measured from the latest decision logged instead when that
+    /// is earlier, less `clock_step_tolerance`: a clock running ahead at
+    /// start, set back later, must not leave ALLOWs that still count
+    /// unread).
     pub attempts_since: Option<Timestamp>,
+    /// When the scan starts.
+    pub now: Timestamp,
+    /// How far before the latest decision the clock may read
+    /// (`log.clock_step_tolerance_seconds`).
+    pub clock_step_tolerance: jiff::SignedDuration,
     /// How far back this server needs the log (caps, idempotency, records
     /// kept by law): with the shared log, recorded for `audit purge`.
     pub keep: jiff::SignedDuration,

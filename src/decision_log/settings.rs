@@ -87,6 +87,15 @@ impl Synchronous {
     }
 }
 
+impl LogConfig {
+    /// `clock_step_tolerance_seconds` as a duration.
+    pub fn clock_step_tolerance(&self) -> jiff::SignedDuration {
+        jiff::SignedDuration::from_secs(
+            i64::try_from(self.clock_step_tolerance_seconds).unwrap_or(i64::MAX),
+        )
+    }
+}
+
 impl Default for LogConfig {
     fn default() -> Self {
         LogConfig {

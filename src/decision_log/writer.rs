@@ -614,9 +614,10 @@ fn read_startup_state(conn: &Connection, scan: StartupScan) -> rusqlite::Result<
     let oldest = scan
         .attempts_since
         .map_or(scan.idempotency_since, |a| a.min(scan.idempotency_since));
-    let oldest_us = micros(oldest);
+    let mut oldest_us = micros(oldest);
     let idempotency_us = micros(scan.idempotency_since);
-    let attempts_us = scan.attempts_since.map(micros);
+    let mut attempts_us = scan.attempts_since.map(micros);
+    let mut first = true;
     let mut statement = conn.prepare(&format!(
         "SELECT {ROW_COLUMNS} FROM decisions ORDER BY seq DESC"
     ))?;
@@ -628,6 +629,26 @@ fn read_startup_state(conn: &Connection, scan: StartupScan) -> rusqlite::Result<
         // Every row read, the first older one included (a clock set back
         // wrote rows earlier than those before them).
         latest_us = latest_us.max(Some(row.decided_at_us));
+        if std::mem::take(&mut first)
+            && let Some(since) = attempts_us
+        {
+            // A clock running ahead now (set back later, by less than the
+            // guard lets pass) would look back from too late: the caps'
+            // window also from the last decision logged, less the
+            // tolerance, whichever reaches further.
+            let window = micros(scan.now).saturating_sub(since);
+            let anchored = row
+                .decided_at_us
+                .saturating_sub(
+                    scan.clock_step_tolerance
+                        .as_micros()
+                        .try_into()
+                        .unwrap_or(i64::MAX),
+                )
+                .saturating_sub(window);
+            attempts_us = Some(since.min(anchored));
+            oldest_us = oldest_us.min(anchored);
+        }
         if row.decided_at_us < oldest_us {
             break;
         }
@@ -645,4 +666,79 @@ fn read_startup_state(conn: &Connection, scan: StartupScan) -> rusqlite::Result<
     state.recent.reverse();
     state.latest = latest_us.map(from_micros);
     Ok(state)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Verdict;
+    use jiff::{SignedDuration, Timestamp};
+
+    fn allow(at: Timestamp) -> DecisionRecord {
+        DecisionRecord {
+            decision_id: "d-1".into(),
+            decided_at: at,
+            request_id: String::new(),
+            campaign_id: "fr".into(),
+            controller: "acme".into(),
+            called_number: "+33612345678".into(),
+            normalized_number: "+33612345678".into(),
+            caller_id: "+33162000000".into(),
+            verdict: Verdict::Allow,
+            reasons: Vec::new(),
+            next_allowed_at: None,
+            data_versions: Vec::new(),
+            latency_us: 1,
+            api_key: String::new(),
+        }
+    }
+
+    fn scan(now: Timestamp, window: SignedDuration) -> StartupScan {
+        StartupScan {
+            idempotency_since: now - SignedDuration::from_hours(1),
+            attempts_since: Some(now - window),
+            now,
+            clock_step_tolerance: SignedDuration::from_secs(10),
+            keep: SignedDuration::from_hours(24 * 365),
+        }
+    }
+
+    /// A start with the clock running ahead (before NTP sets it back)
+    /// read the caps' window from too late and left out ALLOWs that still
+    /// count once the clock is back (found by review): the window reaches
+    /// back from the latest decision logged too.
+    #[tokio::test]
+    async fn test_a_start_with_the_clock_ahead_reads_every_allow_that_still_counts() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("decisions.db");
+        let day = SignedDuration::from_hours(24);
+        let t0: Timestamp = "2026-11-27T10:00:00Z".parse().unwrap();
+        let config = LogConfig::default();
+        let allowed = t0 - SignedDuration::from_mins(23 * 60 + 30);
+        let (log, _) = LocalLog::open(&path, &config, scan(allowed, day)).unwrap();
+        log.append(allow(allowed)).await.unwrap();
+        log.close();
+        drop(log);
+        // The clock two hours ahead at start.
+        let (log, startup) = LocalLog::open(
+            &path,
+            &config,
+            scan(t0 + SignedDuration::from_hours(2), day),
+        )
+        .unwrap();
+        assert_eq!(
+            startup.allowed,
+            vec![("acme".to_string(), "+33612345678".to_string(), allowed)]
+        );
+        log.close();
+        drop(log);
+        // Read back as before when the clock is right and the ALLOW has left
+        // the window since the latest decision.
+        let (log, _) = LocalLog::open(&path, &config, scan(allowed + day * 2, day)).unwrap();
+        log.append(allow(allowed + day * 2)).await.unwrap();
+        log.close();
+        drop(log);
+        let (_, startup) = LocalLog::open(&path, &config, scan(allowed + day * 2, day)).unwrap();
+        assert_eq!(startup.allowed.len(), 1, "{:?}", startup.allowed);
+    }
 }
