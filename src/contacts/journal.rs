@@ -744,7 +744,7 @@ async fn append(
         )?;
         if shared != salt {
             return Err(JournalError::Refused(
-                "replicas have already started on this database with another subject salt: stop them, empty their data_dirs, run `DELETE FROM contact_salt` on the database, then copy again".into(),
+                "replicas have already started on this database with another subject salt or way of deriving record ids: stop them, empty their data_dirs, run `DELETE FROM contact_salt` on the database, then copy again".into(),
             ));
         }
     }

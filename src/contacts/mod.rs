@@ -217,7 +217,6 @@ pub(crate) fn salted_hash(salt: &[u8; 32], e164: &str) -> SubjectHash {
 
 /// In-memory index of the contact records, by number: the compact index of
 /// what the rules read (see [`compact`]), behind a presence filter.
-#[derive(Debug)]
 pub struct ContactIndex {
     salt: [u8; 32],
     records: CompactIndex,
@@ -235,6 +234,16 @@ pub struct ContactIndex {
 
 /// Slots from which [`ContactIndex::size_presence`] marks on two threads.
 const PARALLEL_PRESENCE: usize = if cfg!(test) { 64 } else { 1 << 20 };
+
+impl std::fmt::Debug for ContactIndex {
+    // Neither the subject salt (a secret of the store) nor the records
+    // (personal data, millions of them) are printed.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ContactIndex")
+            .field("erased_subjects", &self.erased.len())
+            .finish_non_exhaustive()
+    }
+}
 
 impl ContactIndex {
     fn new(salt: [u8; 32], records: CompactIndex) -> ContactIndex {

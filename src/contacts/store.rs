@@ -1781,20 +1781,23 @@ impl ContactStore {
             }
         }
         // A new store (no salt yet) derives ids salted; one made before
-        // keeps the unsalted ids its records hold (`derived_ids`). Written
-        // before the salt: a process that finds the salt finds this too.
-        conn.execute(
+        // keeps the unsalted ids its records hold (`derived_ids`). Both in
+        // one transaction: a process that finds the salt finds this too,
+        // and a crash leaves neither. The first process to store a salt
+        // wins; every process uses the stored one (two processes creating
+        // the store at once must not each keep their own, or opt-outs kept
+        // by hash are not found).
+        let tx = conn.unchecked_transaction()?;
+        tx.execute(
             "INSERT OR IGNORE INTO meta (key, value) SELECT 'derived_ids', ?1
              WHERE NOT EXISTS (SELECT 1 FROM meta WHERE key = 'subject_salt')",
             [DerivedScheme::NEW.stored().map(|s| s.as_bytes().to_vec())],
         )?;
-        // The first process to store a salt wins; every process uses the
-        // stored one (two processes creating the store at once must not
-        // each keep their own, or opt-outs kept by hash are not found).
-        conn.execute(
+        tx.execute(
             "INSERT OR IGNORE INTO meta (key, value) VALUES ('subject_salt', ?1)",
             [random_salt().to_vec()],
         )?;
+        tx.commit()?;
         let stored: Vec<u8> = conn.query_row(
             "SELECT value FROM meta WHERE key = 'subject_salt'",
             [],

@@ -418,18 +418,20 @@ impl ContactStore {
         conn.execute_batch(
             "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value BLOB NOT NULL) STRICT",
         )?;
-        // Before the salt, as `open` writes it (a store with a salt and no
-        // scheme derives unsalted ids).
+        // With the salt in one transaction, as `open` writes them (a store
+        // with a salt and no scheme derives unsalted ids).
+        let tx = conn.unchecked_transaction()?;
         if let Some(stored) = scheme.stored() {
-            conn.execute(
+            tx.execute(
                 "INSERT OR IGNORE INTO meta (key, value) VALUES ('derived_ids', ?1)",
                 [stored.as_bytes().to_vec()],
             )?;
         }
-        conn.execute(
+        tx.execute(
             "INSERT OR IGNORE INTO meta (key, value) VALUES ('subject_salt', ?1)",
             [salt.to_vec()],
         )?;
+        tx.commit()?;
         Ok(())
     }
 }
