@@ -199,8 +199,13 @@ impl RegistrySet {
     }
 
     /// Reloads every snapshot whose file changed; returns the ids swapped in.
-    /// A file that cannot be loaded keeps the previous snapshot serving (its
-    /// data stays subject to the freshness rules) and records the error.
+    /// A changed file that cannot be loaded (unreadable, corrupt, another
+    /// registry's) takes the previous snapshot out of service and records
+    /// the error: the newer edition may list numbers the older one reads as
+    /// clear, so the registry is unavailable (DENY) until the file loads; it
+    /// is read again at every reload until then. A file that disappeared
+    /// keeps the loaded edition (its data stays subject to the freshness
+    /// rules).
     ///
     /// One call at a time (the others wait); a file rewritten while it was
     /// read is not swapped in (the next call reads the new one).
@@ -215,7 +220,10 @@ impl RegistrySet {
             let seen = file::Stamp::of(&path);
             {
                 let state = entry.file_state.lock().expect("registry state lock");
-                if state.seen == seen && (seen.is_some() || entry.current.load().is_none()) {
+                if state.seen == seen
+                    && state.error.is_none()
+                    && (seen.is_some() || entry.current.load().is_none())
+                {
                     continue;
                 }
             }
@@ -239,8 +247,9 @@ impl RegistrySet {
                             entry.config.kind,
                             entry.config.country
                         );
-                        tracing::error!(registry = %entry.config.id, error = %message, "registry snapshot refused");
+                        tracing::error!(registry = %entry.config.id, error = %message, "registry snapshot refused; the registry is unavailable until it loads");
                         state.error = Some(message);
+                        entry.current.store(None);
                         continue;
                     }
                     tracing::info!(
@@ -261,8 +270,9 @@ impl RegistrySet {
                     }
                 }
                 Err(err) => {
-                    tracing::error!(registry = %entry.config.id, error = %err, "registry snapshot refused");
+                    tracing::error!(registry = %entry.config.id, error = %err, "registry snapshot refused; the registry is unavailable until it loads");
                     state.error = Some(err.to_string());
+                    entry.current.store(None);
                 }
             }
         }

@@ -931,3 +931,46 @@ fn test_an_action_both_added_and_removed_is_refused() {
     assert!(!out.status.success());
     assert!(stderr.contains("both hold \"C\""), "{stderr}");
 }
+
+/// A running server whose registry file is replaced by one it cannot load
+/// takes the registry out of service (REGISTRY_UNAVAILABLE) rather than
+/// answering from the older edition, which may read numbers the newer one
+/// lists as clear (found by review); a good file brings it back.
+#[tokio::test(flavor = "multi_thread")]
+async fn test_a_newer_snapshot_that_cannot_load_takes_the_registry_out_of_service() {
+    let ws = Workspace::new(&standard_config(""));
+    ws.import("us-dnc", &["212 555 0199"], &[]);
+    let server = ws.start();
+    let mut gateway = server.gateway().await;
+    let mut codes_now = async || {
+        codes(
+            &gateway
+                .check_call(call("212 555 0198", "+12125550100", "us-sales"))
+                .await
+                .unwrap()
+                .into_inner(),
+        )
+    };
+    assert!(codes_now().await.contains(&R::RegistryClear));
+    let path = ws.data_dir().join("registries").join("us-dnc.snap");
+    let mut bytes = std::fs::read(&path).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xff;
+    bytes.extend_from_slice(b"newer");
+    std::fs::write(&path, bytes).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while codes_now().await != vec![R::RegistryUnavailable] {
+        assert!(
+            Instant::now() < deadline,
+            "still served from the older edition"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    std::fs::remove_file(&path).unwrap();
+    ws.import("us-dnc", &["212 555 0199", "212 555 0197"], &[]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !codes_now().await.contains(&R::RegistryClear) {
+        assert!(Instant::now() < deadline, "the good file is not loaded");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
