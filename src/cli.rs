@@ -1165,6 +1165,16 @@ fn import_format(args: &ImportArgs) -> anyhow::Result<Option<import::Format>> {
                     "--format delimited needs --phone-column, or --area-column and --number-column"
                 );
             }
+            // An empty value (`--add-values A,`) would take a blank action
+            // column for an addition (a clearance on an allow-list).
+            if template
+                .add_values
+                .iter()
+                .chain(&template.remove_values)
+                .any(|v| v.trim().is_empty())
+            {
+                bail!("--add-values and --remove-values may not hold an empty value");
+            }
             // A value meaning both would read as an addition (listed for a
             // block-list, but cleared for an allow-list).
             if let Some(both) = template.add_values.iter().find(|a| {

@@ -130,9 +130,14 @@ pub fn bounded_screen_item(
 /// Checks a field's length, naming it when too long, and refuses control
 /// characters: a NUL cannot be stored in PostgreSQL's `text` (the whole
 /// group commit of every dialer's decisions failed on one), and no number,
-/// campaign or request id holds a line break or another control.
+/// campaign or request id holds another control. Tabs and line breaks are
+/// left to the fields' own parsing (a number read from a CRLF file is
+/// trimmed, as before).
 pub fn bounded(field: &'static str, value: &str, max: usize) -> Result<(), CheckError> {
-    if let Some(at) = value.bytes().position(|b| b < 0x20 || b == 0x7f) {
+    if let Some(at) = value
+        .bytes()
+        .position(|b| (b < 0x20 && !matches!(b, b'\t' | b'\n' | b'\r')) || b == 0x7f)
+    {
         return Err(CheckError::InvalidArgument {
             field,
             problem: format!(

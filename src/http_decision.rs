@@ -34,7 +34,17 @@ struct DecisionState {
 /// The decision routes; every request needs the `dialer` role once keys are configured.
 pub fn router(gateway: Arc<Gateway>, keys: Arc<ApiKeys>) -> Router {
     Router::new()
-        .route("/v1/check", post(check_post).get(check_get))
+        // The body bounded before it is read whole (axum's default is 2
+        // MiB per request, before the key is checked); HEAD refused: axum
+        // serves it with GET's handler, which decides and logs a call whose
+        // answer HEAD drops.
+        .route(
+            "/v1/check",
+            post(check_post)
+                .get(check_get)
+                .head(head_refused)
+                .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY)),
+        )
         .route("/v1/screen", post(screen))
         .with_state(DecisionState { gateway, keys })
 }
@@ -87,6 +97,10 @@ enum RequestError {
     Json(#[from] serde_json::Error),
     #[error("body of {0} bytes, at most {MAX_BODY}")]
     TooLarge(usize),
+    #[error("body longer than {MAX_BODY} bytes")]
+    TooLargeUnread,
+    #[error("body not read: {0}")]
+    Unread(String),
     #[error("parameter {0:?} given more than once")]
     RepeatedParameter(String),
     #[error("unknown parameter {0:?}")]
@@ -100,7 +114,7 @@ enum RequestError {
 impl HasKind for RequestError {
     fn kind(&self) -> ErrorKind {
         match self {
-            RequestError::TooLarge(_) => ErrorKind::TooLarge,
+            RequestError::TooLarge(_) | RequestError::TooLargeUnread => ErrorKind::TooLarge,
             _ => ErrorKind::InvalidArgument,
         }
     }
@@ -180,11 +194,18 @@ async fn decide(state: &DecisionState, api_key: String, request: CheckRequest) -
 async fn check_post(
     State(state): State<DecisionState>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Response {
     let api_key = match authorize(&state.keys, &headers) {
         Ok(key) => key,
         Err(err) => return failure(&err),
+    };
+    let body = match body {
+        Ok(body) => body,
+        Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            return failure(&RequestError::TooLargeUnread);
+        }
+        Err(rejection) => return failure(&RequestError::Unread(rejection.body_text())),
     };
     if body.len() > MAX_BODY {
         return failure(&RequestError::TooLarge(body.len()));
@@ -195,6 +216,18 @@ async fn check_post(
         Ok(request) => decide(&state, api_key, request).await,
         Err(err) => failure(&RequestError::from(err)),
     }
+}
+
+/// `HEAD /v1/check`: 405 (a decision's answer cannot travel in a HEAD).
+async fn head_refused() -> Response {
+    let mut response = json_line(
+        StatusCode::METHOD_NOT_ALLOWED,
+        &serde_json::json!({ "error": "HEAD is not a check: use GET or POST" }),
+    );
+    response
+        .headers_mut()
+        .insert(header::ALLOW, header::HeaderValue::from_static("GET, POST"));
+    response
 }
 
 async fn check_get(

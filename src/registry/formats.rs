@@ -571,7 +571,7 @@ mod tests {
         assert!(err.contains("column 10") && err.contains("widen"), "{err}");
         assert!(!err.contains("3331234"), "masked: {err}");
         let err = parse(phone(2, 10), "IT", "73331234567 x").unwrap_err();
-        assert!(err.contains("column 1"), "{err}");
+        assert!(err.contains("a digit in column 1 "), "{err}");
         assert_eq!(
             parse(phone(1, 10), "IT", "3331234567"),
             Ok(LineItem::Add(key("+393331234567")))

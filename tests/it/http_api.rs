@@ -253,3 +253,40 @@ async fn test_screen_over_http_streams_ndjson() {
     drop(server);
     assert!(export_jsonl(&ws, &[]).is_empty(), "screening is not logged");
 }
+
+/// `/v1/check` bounds its body before reading it whole (axum read up to 2
+/// MiB per request before the key was checked), answering 413 in JSON;
+/// and `HEAD /v1/check` is refused, not decided and logged with its answer
+/// dropped (found by review).
+#[tokio::test(flavor = "multi_thread")]
+async fn test_an_oversized_body_and_a_head_are_refused_before_any_decision() {
+    let ws = Workspace::new(&standard_config(""));
+    let server = ws.start();
+    let big = format!(
+        r#"{{"called_number":"+393331234567","caller_id":"{}"}}"#,
+        " ".repeat(1 << 20)
+    );
+    let mut stream = TcpStream::connect(&server.http).unwrap();
+    let head = format!(
+        "POST /v1/check HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {}\r\n\r\n",
+        big.len()
+    );
+    stream.write_all(head.as_bytes()).unwrap();
+    // The server may answer and close before the body is all sent.
+    let _ = stream.write_all(big.as_bytes());
+    let mut response = Vec::new();
+    let _ = stream.read_to_end(&mut response);
+    let text = String::from_utf8_lossy(&response).to_string();
+    assert!(text.starts_with("HTTP/1.1 413"), "{text}");
+    assert!(text.contains("\"error\""), "{text}");
+    let (status, _) = request(
+        &server.http,
+        "HEAD",
+        "/v1/check?called_number=%2B393331234567&caller_id=%2B390212345678&campaign_id=it-sales",
+        &[],
+        "",
+    );
+    assert_eq!(status, 405);
+    drop(server);
+    assert!(export_jsonl(&ws, &[]).is_empty(), "nothing decided");
+}

@@ -930,6 +930,29 @@ fn test_an_action_both_added_and_removed_is_refused() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(stderr.contains("both hold \"C\""), "{stderr}");
+    let out = ws.cli(&[
+        "registry",
+        "import",
+        "--registry",
+        "us-dnc",
+        "--mode",
+        "add",
+        "--format",
+        "delimited",
+        "--area-column",
+        "1",
+        "--number-column",
+        "2",
+        "--action-column",
+        "3",
+        "--add-values",
+        "A,",
+        "--file",
+        path_str(&file),
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("empty value"), "{stderr}");
 }
 
 /// A running server whose registry file is replaced by one it cannot load

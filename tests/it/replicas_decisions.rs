@@ -1062,7 +1062,7 @@ async fn test_a_control_character_in_a_field_is_refused_and_others_are_decided()
         ),
         ("caller_id", {
             let mut r = request(&number(302), "us-capped", "");
-            r.caller_id = "+12125550100\n".into();
+            r.caller_id = "+12125550100\u{1b}".into();
             r
         }),
         ("campaign_id", request(&number(303), "us-capped\u{7f}", "")),

@@ -187,6 +187,77 @@ fn send_invite(proxy: u16, target: u16, from: &str, to_tag: bool, extra: &str) -
     String::new()
 }
 
+/// Sends one in-dialog `method` (a made-up To-tag) for +393331234567 at
+/// `target`'s port; returns its first final answer (see [`send_invite`]).
+fn send_request(proxy: u16, target: u16, method: &str, extra: &str) -> String {
+    send_request_to(
+        proxy,
+        &format!("sip:+393331234567@127.0.0.1:{target}"),
+        method,
+        true,
+        extra,
+    )
+}
+
+/// Sends one `method` to `uri` through the proxy, From user `dialer`, a
+/// made-up To-tag when `to_tag`; returns its first final answer, or ""
+/// after 10 s.
+fn send_request_to(proxy: u16, uri: &str, method: &str, to_tag: bool, extra: &str) -> String {
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let local = socket.local_addr().unwrap().port();
+    send_on(
+        &socket,
+        proxy,
+        uri,
+        method,
+        to_tag,
+        &format!("raw-{local}@127.0.0.1"),
+        extra,
+    )
+}
+
+/// Sends one `method` on `socket` with Call-ID `call_id` (the From-tag
+/// names the socket's port); returns its first final answer, or "" after
+/// 10 s.
+fn send_on(
+    socket: &UdpSocket,
+    proxy: u16,
+    uri: &str,
+    method: &str,
+    to_tag: bool,
+    call_id: &str,
+    extra: &str,
+) -> String {
+    socket
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let local = socket.local_addr().unwrap().port();
+    let tag = if to_tag { ";tag=made-up" } else { "" };
+    let request = format!(
+        "{method} {uri} SIP/2.0\r\n\
+         Via: SIP/2.0/UDP 127.0.0.1:{local};branch=z9hG4bKraw{local}\r\n\
+         From: <sip:dialer@127.0.0.1>;tag=raw{local}\r\n\
+         To: <sip:+393331234567@127.0.0.1>{tag}\r\n\
+         Call-ID: {call_id}\r\nCSeq: 1 {method}\r\n\
+         Contact: <sip:dialer@127.0.0.1:{local}>\r\nMax-Forwards: 70\r\n\
+         {extra}Content-Length: 0\r\n\r\n"
+    );
+    socket
+        .send_to(request.as_bytes(), ("127.0.0.1", proxy))
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut buffer = [0u8; 4096];
+    while Instant::now() < deadline {
+        if let Ok(n) = socket.recv(&mut buffer) {
+            let answer = String::from_utf8_lossy(&buffer[..n]).to_string();
+            if !answer.starts_with("SIP/2.0 1") {
+                return answer;
+            }
+        }
+    }
+    String::new()
+}
+
 /// What the SIP parts wrote: the given files, the carrier's trace and
 /// Kamailio's log, for a failure message.
 fn sip_diagnostics(ws: &Workspace, files: &[&Path]) -> String {
@@ -312,7 +383,19 @@ async fn test_kamailio_relays_only_logged_allows() {
         ),
         ("dialer", "Privacy: none;\tid\r\n", "CALLER_ID_MISSING"),
         ("Anonymous", "", "CALLER_ID_MISSING"),
+        ("Restricted", "", "CALLER_ID_MISSING"),
         ("+393339999999", "", "CALLER_ID_NOT_ALLOWED"),
+        // Written so that it is not all digits, another number all the
+        // same (found by review).
+        ("+39/3339999999", "", "CALLER_ID_NOT_ALLOWED"),
+        ("+393339999999;cpc=ordinary", "", "CALLER_ID_NOT_ALLOWED"),
+        ("%C2%A0+393339999999", "", "CALLER_ID_NOT_ALLOWED"),
+        // Two identities in one header value (an addr-spec list).
+        (
+            "dialer",
+            "P-Asserted-Identity: sip:+390212345678@127.0.0.1, tel:+393339999999\r\n",
+            "CALLER_ID_NOT_ALLOWED",
+        ),
         // Separators and an escaped plus do not hide another number.
         ("+39-333-999-9999", "", "CALLER_ID_NOT_ALLOWED"),
         ("%2B393339999999", "", "CALLER_ID_NOT_ALLOWED"),
@@ -332,7 +415,8 @@ async fn test_kamailio_relays_only_logged_allows() {
         );
         assert!(
             answer.starts_with("SIP/2.0 603") && answer.contains(&format!("text=\"{reason}\"")),
-            "From {from}, {extra:?}: {answer}"
+            "From {from}, {extra:?}: {answer}\n{}",
+            sip_diagnostics(&ws, &[])
         );
     }
     let forged = send_invite(
@@ -343,6 +427,60 @@ async fn test_kamailio_relays_only_logged_allows() {
         &format!("Route: <sip:127.0.0.1:{proxy_port};lr>\r\n{checked}"),
     );
     assert!(forged.starts_with("SIP/2.0 403"), "{forged}");
+    // A transfer (REFER) or any other request claiming to be inside a
+    // dialog the proxy never relayed is refused too (found by review: a
+    // REFER reached the carrier, which may call the Refer-To number).
+    for method in ["REFER", "BYE", "INFO"] {
+        let answer = send_request(
+            proxy_port,
+            carrier_port,
+            method,
+            &format!(
+                "Route: <sip:127.0.0.1:{proxy_port};lr>\r\nRefer-To: <sip:+393330000000@127.0.0.1>\r\n"
+            ),
+        );
+        assert!(answer.starts_with("SIP/2.0 403"), "{method}: {answer}");
+    }
+    // Two INVITEs with one Call-ID (new From-tags: new calls for the
+    // carrier) are two decisions, each logged and counted (found by
+    // review: the second was answered the first's ALLOW from the cache and
+    // relayed, two calls on one logged ALLOW).
+    let before = export_jsonl(&ws, &[]).len();
+    for _ in 0..2 {
+        let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+        send_on(
+            &socket,
+            proxy_port,
+            &format!("sip:+393331234567@127.0.0.1:{carrier_port}"),
+            "INVITE",
+            false,
+            "one-call-id@127.0.0.1",
+            checked,
+        );
+    }
+    let same: Vec<serde_json::Value> = export_jsonl(&ws, &[])
+        .into_iter()
+        .skip(before)
+        .filter(|d| {
+            d["request_id"]
+                .as_str()
+                .is_some_and(|id| id.starts_with("one-call-id@127.0.0.1;"))
+        })
+        .collect();
+    assert_eq!(same.len(), 2, "{same:?}");
+    assert_ne!(same[0]["request_id"], same[1]["request_id"]);
+    // A number in a phone-context is not checked as bare digits.
+    let answer = send_request_to(
+        proxy_port,
+        &format!("sip:3331234567;phone-context=+44@127.0.0.1:{carrier_port};user=phone"),
+        "INVITE",
+        false,
+        checked,
+    );
+    assert!(
+        answer.starts_with("SIP/2.0 603") && answer.contains("INVALID_NUMBER"),
+        "{answer}"
+    );
 
     let (status, _) = server.terminate();
     assert!(status.success());
@@ -361,27 +499,45 @@ async fn test_kamailio_relays_only_logged_allows() {
         "{proxy_log}"
     );
 
+    // Every INVITE the carrier saw has a logged ALLOW of its own, whose
+    // request id is its Call-ID, From-tag and CSeq number.
     let carrier = std::fs::read_to_string(&carrier_trace).unwrap();
-    let call_ids: Vec<&str> = carrier
+    let request_ids: Vec<String> = carrier
         .split("INVITE sip:")
         .skip(1)
         .filter_map(|invite| {
-            invite
-                .lines()
-                .find_map(|l| l.strip_prefix("Call-ID: "))
-                .map(str::trim)
+            let header = |name: &str| {
+                invite
+                    .lines()
+                    .take_while(|l| !l.trim().is_empty())
+                    .find_map(|l| l.strip_prefix(name))
+                    .map(str::trim)
+            };
+            let call_id = header("Call-ID: ")?;
+            let tag = header("From: ")?.split(";tag=").nth(1)?.split(';').next()?;
+            let cseq = header("CSeq: ")?.split_whitespace().next()?;
+            Some(format!("{call_id};{tag};{cseq}"))
         })
         .collect();
+    let mut distinct = request_ids.clone();
+    distinct.sort();
+    distinct.dedup();
     assert_eq!(
-        call_ids.len(),
-        1,
-        "only the allowed call reached the carrier: {call_ids:?}"
+        distinct.len(),
+        3,
+        "the allowed call and the two sharing a Call-ID reached the carrier: {request_ids:?}"
     );
     let logged = export_jsonl(&ws, &[]);
-    let allow = logged
-        .iter()
-        .find(|d| d["request_id"] == call_ids[0])
-        .unwrap_or_else(|| panic!("no logged decision for {}: {logged:?}", call_ids[0]));
-    assert_eq!(allow["verdict"], "ALLOW");
-    assert_eq!(logged.len(), 3, "allow, deny, unknown campaign: {logged:?}");
+    for id in &distinct {
+        let allow = logged
+            .iter()
+            .find(|d| d["request_id"] == id.as_str())
+            .unwrap_or_else(|| panic!("no logged decision for {id}: {logged:?}"));
+        assert_eq!(allow["verdict"], "ALLOW");
+    }
+    assert_eq!(
+        logged.len(),
+        5,
+        "allow, deny, unknown campaign, two INVITEs of one Call-ID: {logged:?}"
+    );
 }
