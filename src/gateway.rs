@@ -380,7 +380,7 @@ impl Gateway {
                 }
                 if let Some(reasons) = self.denied_since(&request) {
                     tracing::warn!(
-                        request_id = %request.request_id,
+                        request_id = %number::mask_digits(&request.request_id),
                         number = %number::mask(&request.called_number),
                         reasons = %reasons,
                         "an ALLOW repeated for its request_id is denied now: not repeated"
@@ -400,7 +400,7 @@ impl Gateway {
             "for a different call (number, caller ID or campaign)"
         };
         tracing::warn!(
-            request_id = %request.request_id,
+            request_id = %number::mask_digits(&request.request_id),
             api_key = %request.api_key,
             campaign = %crate::stats::campaign_label(self.campaigns.get(&request.campaign_id)),
             number = %number::mask(&request.called_number),
@@ -529,7 +529,7 @@ impl Gateway {
                     self.attempts.forget(controller, key, now);
                 }
                 self.stats.record_unavailable();
-                tracing::error!(error = %err, campaign = %request.campaign_id, "decision not logged: answering unavailable");
+                tracing::error!(error = %err, campaign = %crate::stats::campaign_label(campaign), "decision not logged: answering unavailable");
                 return Err(err);
             }
         };
@@ -569,7 +569,7 @@ impl Gateway {
         }
         tracing::debug!(
             decision = %decision_id,
-            campaign = %request.campaign_id,
+            campaign = %crate::stats::campaign_label(campaign),
             number = %number::mask(&normalized_number),
             verdict = evaluation.verdict.as_str(),
             "decided"

@@ -271,9 +271,40 @@ pub fn mask(number: &str) -> String {
     out
 }
 
+/// Free text that may hold a number (a request id a CRM built from it),
+/// for a log line: every digit but the last two masked, at most 64
+/// characters shown.
+pub fn mask_digits(text: &str) -> String {
+    let digits = text.chars().filter(char::is_ascii_digit).count();
+    let mut seen = 0;
+    let mut out: String = text
+        .chars()
+        .take(64)
+        .map(|c| {
+            if !c.is_ascii_digit() {
+                return c;
+            }
+            seen += 1;
+            if seen + 2 > digits { c } else { '*' }
+        })
+        .collect();
+    if text.chars().nth(64).is_some() {
+        out.push('…');
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn test_mask_digits_leaves_two_and_bounds_the_text() {
+        assert_eq!(mask_digits("crm-+393331234567-7"), "crm-+***********67-7");
+        assert_eq!(mask_digits("abc"), "abc");
+        let long = "x".repeat(100);
+        assert_eq!(mask_digits(&long).chars().count(), 65);
+    }
 
     fn region(code: &str) -> Region {
         Region::parse(code).unwrap()
