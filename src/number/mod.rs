@@ -300,7 +300,7 @@ mod tests {
 
     #[test]
     fn test_mask_digits_leaves_two_and_bounds_the_text() {
-        assert_eq!(mask_digits("crm-+393331234567-7"), "crm-+***********67-7");
+        assert_eq!(mask_digits("crm-+393331234567-x"), "crm-+**********67-x");
         assert_eq!(mask_digits("abc"), "abc");
         let long = "x".repeat(100);
         assert_eq!(mask_digits(&long).chars().count(), 65);
