@@ -710,8 +710,22 @@ fn backup(config: &Config, to: &std::path::Path) -> anyhow::Result<()> {
     let data_dir = &config.server.data_dir;
     crate::restore::refuse_if_restoring(data_dir)?;
     // The ledger as it is before the copy: restore requires this ledger,
-    // holding at least these entries.
+    // holding at least these entries. A store bound to a ledger that
+    // cannot be identified now (its disk not mounted, not a file, its
+    // first line damaged) is not backed up: the manifest would name no
+    // ledger, and a restore could not tell a lost one (found by review).
     let ledger = crate::contacts::ledger::identity(&config.retention.erasure_ledger)?;
+    let contacts = crate::contacts::database_path(data_dir);
+    if contacts.exists()
+        && let Some(bound) = crate::restore::backup_bound_ledger(&contacts)?
+        && ledger.as_ref().is_none_or(|(id, _)| *id != bound)
+    {
+        bail!(
+            "the erasure ledger {} is not the one the contact store is bound to (ledger id {bound}; found {}): back up once the store's ledger is in place (retention.erasure_ledger). Nothing backed up",
+            config.retention.erasure_ledger.display(),
+            ledger.as_ref().map_or("none", |(id, _)| id.as_str())
+        );
+    }
     if to.join(crate::retention::MANIFEST).exists() {
         bail!(
             "{} already holds a backup: back up into a new directory",

@@ -138,15 +138,23 @@ pub fn open_ledger(config: &Config, store: &ContactStore) -> anyhow::Result<ledg
     let existed = std::fs::metadata(path).is_ok_and(|m| m.len() > 0);
     let opened = ledger::Ledger::open(path)
         .context("cannot open the erasure ledger (retention.erasure_ledger)")?;
-    let Some(id) = opened.id() else {
-        // A ledger of an earlier version (no id line), or not a file.
-        return Ok(opened);
-    };
     let lost = |what: &str| {
         anyhow::anyhow!(
             "the erasure ledger {} {what}: the erasures, opt-outs and withdrawals recorded in the original would come back with a restore. Put the original back (retention.erasure_ledger); if it is truly lost, `dialgate restore --from DIR --without-ledger` from the newest backup starts a new one (re-apply them by hand: `trail export` lists them). Nothing started",
             path.display()
         )
+    };
+    let Some(id) = opened.id() else {
+        // A ledger of an earlier version (no id line), or not a file (a
+        // FIFO, /dev/null): only for a store never bound to one. A bound
+        // store's changes would be recorded where no restore finds them
+        // (found by review).
+        if let Some(bound) = store.bound_ledger()? {
+            return Err(lost(&format!(
+                "has no id (not a ledger file, or its first line is damaged), but this contact store's changes were recorded in ledger {bound}"
+            )));
+        }
+        return Ok(opened);
     };
     match store.bound_ledger()? {
         Some(bound) if bound == id => Ok(opened),
@@ -261,6 +269,27 @@ fn copy_private(from: &Path, to: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The erasure ledger the store at `contacts` is bound to, if any.
+///
+/// # Errors
+/// When the store cannot be read.
+pub fn backup_bound_ledger(contacts: &Path) -> anyhow::Result<Option<String>> {
+    let conn =
+        rusqlite::Connection::open_with_flags(contacts, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .with_context(|| format!("cannot open {}", contacts.display()))?;
+    let id: Option<Vec<u8>> = conn
+        .query_row("SELECT value FROM meta WHERE key = 'ledger_id'", [], |r| {
+            r.get(0)
+        })
+        .map(Some)
+        .or_else(|err| match err {
+            rusqlite::Error::QueryReturnedNoRows => Ok(None),
+            err => Err(err),
+        })
+        .with_context(|| format!("cannot read {}", contacts.display()))?;
+    Ok(id.map(|id| String::from_utf8_lossy(&id).into_owned()))
+}
+
 fn backup_salt(contacts: &Path) -> anyhow::Result<String> {
     let conn =
         rusqlite::Connection::open_with_flags(contacts, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
@@ -302,6 +331,12 @@ pub fn restore(
         );
     }
     let salt = backup_salt(&backup_contacts)?;
+    // The ledger the backup's store was bound to, when its manifest does
+    // not say (a manifest written without it, or edited): the store says.
+    let expected_ledger = match &manifest.ledger_id {
+        Some(id) => Some(id.clone()),
+        None => backup_bound_ledger(&backup_contacts)?,
+    };
     let ledger_path = &config.retention.erasure_ledger;
     if !ledger_path.exists() && !without_ledger {
         bail!(
@@ -314,7 +349,7 @@ pub fn restore(
     // change may be committed long after (a bulk import's opt-outs, a
     // request waiting for the store's lock), after the backup copied the
     // store. Re-applying what the backup holds changes nothing.
-    if let (Some(id), false) = (&manifest.ledger_id, without_ledger) {
+    if let (Some(id), false) = (&expected_ledger, without_ledger) {
         let wanted = manifest.ledger_entries.unwrap_or(0);
         match ledger::identity(ledger_path)? {
             Some((found, entries)) if found == *id && entries >= wanted => {}
