@@ -256,6 +256,8 @@ pub struct Restored {
     /// Records the backup had from before a rectification that kept them
     /// in place: its corrected values put back.
     pub corrections_replayed: usize,
+    /// Relationship ends the backup did not hold, recorded again.
+    pub relationship_ends: usize,
     pub lines: Vec<String>,
 }
 
@@ -587,6 +589,43 @@ pub fn restore(
                     restored.rectifications_undone += usize::from(removed);
                 }
             },
+            EntryKind::RelationshipEnd => {
+                // Only where the backup holds records of the number: a
+                // relationship recorded after it (no ongoing copy here)
+                // exempts nothing.
+                let values = entry.corrected.as_ref();
+                let kind = values
+                    .and_then(|v| crate::contacts::RelationshipKind::parse(&v.kind))
+                    .ok_or_else(|| {
+                        anyhow::anyhow!("{}", failed("relationship end without its kind"))
+                    })?;
+                let (Some(started_at), Some(ended_at)) = (
+                    values.and_then(|v| v.started_at),
+                    values.and_then(|v| v.ended_at),
+                ) else {
+                    bail!("{}", failed("relationship end without its start and end"));
+                };
+                if let Some((number, key)) =
+                    number.and_then(|n| Some((n, NumberKey::from_e164(n)?)))
+                {
+                    let recorded = store
+                        .reapply_relationship_end(
+                            key,
+                            crate::contacts::Relationship {
+                                relationship_id: entry.record_id.clone(),
+                                controller: entry.controller.clone(),
+                                number: number.to_string(),
+                                kind,
+                                started_at,
+                                ended_at: Some(ended_at),
+                                recorded_at: entry.at,
+                            },
+                            actor,
+                        )
+                        .with_context(|| failed("relationship end"))?;
+                    restored.relationship_ends += usize::from(recorded);
+                }
+            }
             EntryKind::ImportCommitted => {}
             // `ledger::read` gives an `opt_outs` line's opt-outs one entry
             // each: never skipped if it did not.
@@ -652,6 +691,12 @@ pub fn restore(
         restored.lines.push(format!(
             "{} records corrected again: rectified after the backup (their grant, expiry, supplier, kind, start or end)",
             restored.corrections_replayed
+        ));
+    }
+    if restored.relationship_ends > 0 {
+        restored.lines.push(format!(
+            "{} relationship ends recorded again: recorded after the backup, which holds the ongoing relationship",
+            restored.relationship_ends
         ));
     }
     if restored.observations_kept > 0 {

@@ -72,6 +72,10 @@ pub enum EntryKind {
     /// Many opt-outs of a bulk import (`opt_outs`), one line: [`read`]
     /// gives them back as [`EntryKind::OptOut`] entries.
     OptOuts,
+    /// A relationship recorded with its end (`record_id`; kind, start and
+    /// end in `corrected`): the end of an ongoing copy the backup may hold
+    /// (the contract API ends a relationship by recording it again).
+    RelationshipEnd,
 }
 
 /// One line of the ledger.

@@ -141,6 +141,15 @@ pub enum RelationshipKind {
 }
 
 impl RelationshipKind {
+    /// The kind [`RelationshipKind::as_str`] names (`None`: not a kind).
+    pub fn parse(text: &str) -> Option<RelationshipKind> {
+        match text {
+            "customer" => Some(RelationshipKind::Customer),
+            "inquiry" => Some(RelationshipKind::Inquiry),
+            _ => None,
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             RelationshipKind::Customer => "customer",

@@ -667,6 +667,22 @@ impl Records {
     ) -> Result<String, RecordsError> {
         let (key, relationship) = validate_relationship(request, now)?;
         self.spelled_one_way(&relationship.controller)?;
+        // An end is written to the erasure ledger first: a restore of a
+        // backup holding the ongoing copy re-applies it (found by review:
+        // the relationship exempted again, without end).
+        if let Some(ended_at) = relationship.ended_at {
+            let mut entry =
+                self.ledger_entry(EntryKind::RelationshipEnd, &relationship.number, now);
+            entry.controller.clone_from(&relationship.controller);
+            entry.record_id.clone_from(&relationship.relationship_id);
+            entry.corrected = Some(super::ledger::CorrectedValues {
+                kind: relationship.kind.as_str().to_string(),
+                started_at: Some(relationship.started_at),
+                ended_at: Some(ended_at),
+                ..Default::default()
+            });
+            self.to_ledger(entry)?;
+        }
         let id = relationship.relationship_id.clone();
         let masked = number::mask(&relationship.number);
         match &self.journal {

@@ -1606,11 +1606,8 @@ fn purpose(text: &str) -> Result<Purpose, StoreError> {
 }
 
 fn relationship_kind(text: &str) -> Result<RelationshipKind, StoreError> {
-    match text {
-        "customer" => Ok(RelationshipKind::Customer),
-        "inquiry" => Ok(RelationshipKind::Inquiry),
-        other => Err(unknown("kind", other, "not a known relationship kind")),
-    }
+    RelationshipKind::parse(text)
+        .ok_or_else(|| unknown("kind", text, "not a known relationship kind"))
 }
 
 fn read_consent(row: &rusqlite::Row<'_>) -> Result<(NumberKey, Consent), StoreError> {
@@ -2342,6 +2339,59 @@ impl ContactStore {
             Ok(slot)
         }, |slot| self.index.add(*slot))?;
         Ok(())
+    }
+
+    /// A restore re-applying a relationship's end from the erasure ledger:
+    /// records `relationship` unless a relationship of its id is stored.
+    /// Returns whether it was recorded.
+    ///
+    /// # Errors
+    /// [`StoreError`]; nothing is changed then.
+    pub fn reapply_relationship_end(
+        &self,
+        key: NumberKey,
+        relationship: Relationship,
+        actor: &str,
+    ) -> Result<bool, StoreError> {
+        let subject = self.index.subject_hash(&relationship.number);
+        let slot = self.write(
+            |tx| {
+                let stored: bool = tx.query_row(
+                    "SELECT EXISTS (SELECT 1 FROM relationships WHERE relationship_id = ?1)",
+                    [&relationship.relationship_id],
+                    |r| r.get(0),
+                )?;
+                if stored {
+                    return Ok(None);
+                }
+                tx.execute(
+                    &format!("INSERT INTO relationships ({RELATIONSHIP_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"),
+                    params![
+                        relationship.relationship_id,
+                        relationship.controller,
+                        relationship.number,
+                        key.0 as i64,
+                        relationship.kind.as_str(),
+                        us(relationship.started_at),
+                        relationship.ended_at.map(us),
+                        us(relationship.recorded_at),
+                    ],
+                )?;
+                let slot = self
+                    .index
+                    .relationship_slot(key, tx.last_insert_rowid(), &relationship)?;
+                let mut after = serde_json::to_value(&relationship).unwrap_or_default();
+                after.as_object_mut().map(|o| o.remove("number"));
+                Self::event(tx, relationship.recorded_at, actor, "relationship.recorded", &subject, serde_json::Value::Null, after)?;
+                Ok(Some(slot))
+            },
+            |slot| {
+                if let Some(slot) = slot {
+                    self.index.add(*slot);
+                }
+            },
+        )?;
+        Ok(slot.is_some())
     }
 
     /// Erases a subject for `controller` (empty = every controller): deletes

@@ -1140,3 +1140,62 @@ async fn test_a_withdrawal_kept_by_hash_binds_a_rectification() {
     assert!(codes(&after).contains(&R::NoConsent), "{:?}", after.reasons);
     server.terminate();
 }
+
+/// A relationship's end recorded after a backup (the contract API ends a
+/// relationship by recording it again with its end) is re-applied by a
+/// restore of that backup, which holds the ongoing copy: it exempted the
+/// number from the registry again, without end (found by review).
+#[tokio::test(flavor = "multi_thread")]
+async fn test_restore_reapplies_a_relationship_end_made_after_the_backup() {
+    let ws = Workspace::new(&standard_config(""));
+    let listed = "212 555 0199";
+    ws.import("us-dnc", &[listed], &[]);
+    let call = || dialgate::proto::CheckCallRequest {
+        called_number: listed.into(),
+        caller_id: "+12125550100".into(),
+        campaign_id: "us-sales".into(),
+        ..Default::default()
+    };
+    let started = ts(days_before_now(1000));
+    let relationship = |ended_at| RecordRelationshipRequest {
+        controller: "acme".into(),
+        number: format!("+1 {listed}"),
+        kind: RelationshipKind::Customer as i32,
+        started_at: started,
+        ended_at,
+        default_region: String::new(),
+    };
+    let backup_dir = ws.dir.path().join("backup-1");
+    {
+        let server = ws.start();
+        let mut records = server.records().await;
+        records
+            .record_relationship(relationship(None))
+            .await
+            .unwrap();
+        let mut gateway = server.gateway().await;
+        let exempt = gateway.check_call(call()).await.unwrap().into_inner();
+        assert_eq!(verdict(&exempt), Verdict::Allow, "{:?}", exempt.reasons);
+        ws.cli_ok(&["backup", "--to", path_str(&backup_dir)]);
+        // Ended two years ago: past the 18 months the DNC exemption lasts.
+        records
+            .record_relationship(relationship(ts(days_before_now(730))))
+            .await
+            .unwrap();
+        let ended = gateway.check_call(call()).await.unwrap().into_inner();
+        assert_eq!(verdict(&ended), Verdict::Deny, "{:?}", ended.reasons);
+        server.terminate();
+    }
+    let out = ws.cli_ok(&["restore", "--from", path_str(&backup_dir)]);
+    assert!(out.contains("1 relationship ends recorded again"), "{out}");
+    let server = ws.start();
+    let mut gateway = server.gateway().await;
+    let after = gateway.check_call(call()).await.unwrap().into_inner();
+    assert_eq!(verdict(&after), Verdict::Deny, "{:?}", after.reasons);
+    assert!(
+        codes(&after).contains(&R::RegistryListed),
+        "{:?}",
+        after.reasons
+    );
+    server.terminate();
+}

@@ -191,11 +191,8 @@ impl RelationshipBody {
     }
 
     pub fn relationship(self) -> Result<(Relationship, String), String> {
-        let kind = match self.kind.as_str() {
-            "customer" => RelationshipKind::Customer,
-            "inquiry" => RelationshipKind::Inquiry,
-            other => return Err(format!("relationship kind {other:?} is not known")),
-        };
+        let kind = RelationshipKind::parse(&self.kind)
+            .ok_or_else(|| format!("relationship kind {:?} is not known", self.kind))?;
         Ok((
             Relationship {
                 kind,
