@@ -1199,3 +1199,52 @@ async fn test_restore_reapplies_a_relationship_end_made_after_the_backup() {
     );
     server.terminate();
 }
+
+/// An erasure made after a backup also reaches the registry answers the
+/// backup holds for the number (its only record there): a restore brought
+/// the erased subject's answers back (found by review).
+#[tokio::test(flavor = "multi_thread")]
+async fn test_restore_reapplies_an_erasure_to_registry_answers() {
+    let ws = Workspace::new(&standard_config(""));
+    let opposed_number = "+393337777777";
+    let cleared = ws.file("cleared.txt", "+39 333 123 4567\n");
+    let opposed = ws.file("opposed.txt", &format!("{opposed_number}\n"));
+    ws.cli_ok(&[
+        "registry",
+        "import",
+        "--registry",
+        "it-rpo",
+        "--controller",
+        "acme",
+        "--file",
+        path_str(&cleared),
+        "--opposed",
+        path_str(&opposed),
+    ]);
+    let answers = || -> i64 {
+        rusqlite::Connection::open(ws.data_dir().join("contacts.db"))
+            .unwrap()
+            .query_row("SELECT count(*) FROM observations", [], |r| r.get(0))
+            .unwrap()
+    };
+    assert_eq!(answers(), 1);
+    let backup_dir = ws.dir.path().join("backup-1");
+    ws.cli_ok(&["backup", "--to", path_str(&backup_dir)]);
+    {
+        let server = ws.start();
+        let mut records = server.records().await;
+        records
+            .erase_subject(EraseSubjectRequest {
+                verification: None,
+                controller: String::new(),
+                number: opposed_number.into(),
+                default_region: String::new(),
+            })
+            .await
+            .unwrap();
+        server.terminate();
+    }
+    assert_eq!(answers(), 0, "the erasure deletes the answers");
+    ws.cli_ok(&["restore", "--from", path_str(&backup_dir)]);
+    assert_eq!(answers(), 0, "and the restore does not bring them back");
+}

@@ -702,6 +702,19 @@ impl ContactStore {
                 numbers.insert(hash, number.to_string());
             }
         }
+        // Registry answers hold a number too (by key): an erasure made
+        // after a backup must find it there, or a restore brings the
+        // erased subject's answers back (found by review).
+        let mut statement = conn.prepare("SELECT DISTINCT number_key FROM observations")?;
+        let mut rows = statement.query([])?;
+        while let Some(row) = rows.next()? {
+            let key: i64 = row.get(0)?;
+            let number = NumberKey(key as u64).to_e164();
+            let hash = self.index.subject_hash(&number);
+            if wanted.contains(&hash) {
+                numbers.entry(hash).or_insert(number);
+            }
+        }
         Ok(numbers)
     }
 
