@@ -619,6 +619,23 @@ pub fn read(path: &Path) -> Result<Vec<Entry>, LedgerError> {
             continue;
         }
         match serde_json::from_str::<Entry>(line) {
+            // Only a bulk import's opt-outs wait for its commit: any other
+            // entry tagged with an import would be left out as if
+            // uncommitted, while still counted (an edited line: found by
+            // review).
+            Ok(entry)
+                if !entry.import.is_empty()
+                    && !matches!(
+                        entry.kind,
+                        EntryKind::OptOut | EntryKind::OptOuts | EntryKind::ImportCommitted
+                    ) =>
+            {
+                return Err(LedgerError::Corrupt {
+                    path: path.display().to_string(),
+                    line: i + 1,
+                    problem: format!("a {:?} entry names an import", entry.kind),
+                });
+            }
             Ok(entry) if entry.kind == EntryKind::OptOuts => entries.extend(opt_outs(entry)),
             Ok(entry) => entries.push(entry),
             Err(_) if torn_tail && i + 1 == lines.len() => {
@@ -719,6 +736,13 @@ mod tests {
         assert_eq!(entries, 4);
         assert_eq!(read_id(&path).unwrap().as_deref(), Some(id.as_str()));
         assert_eq!(Ledger::open(&path).unwrap().id(), Some(id.as_str()));
+        // An erasure tagged with an import (an edited line) is not left
+        // out as uncommitted while counted: the ledger is corrupt.
+        let mut tagged = read[0].clone();
+        tagged.import = "x".into();
+        ledger.append(&[tagged]).unwrap();
+        let err = super::read(&path).unwrap_err().to_string();
+        assert!(err.contains("names an import"), "{err}");
     }
 
     /// A bulk import's opt-outs, many to a line: read back as the entries
