@@ -867,7 +867,7 @@ async fn test_a_consent_id_reused_for_another_consent_is_refused_at_the_cli() {
     pg.psql(
         "BEGIN;
          INSERT INTO contact_journal_records (batch, pos, kind, record_id, subject, controller, body)
-             VALUES (nextval('contact_journal_batches'), 0, 'consent', 'C-1', repeat('ab', 32), 'acme',
+             VALUES (nextval('contact_journal_batches'), 0, 'consent', 'C-1', (SELECT encode(sha256(salt || convert_to('+4915144444449', 'UTF8')), 'hex') FROM contact_salt), 'acme',
                      '{\"consent_id\": \"C-1\", \"controller\": \"acme\", \"number\": \"+4915144444449\", \"purpose\": \"marketing\", \"granted_at_us\": 1767225600000000, \"revoked_at_us\": null, \"expires_at_us\": null, \"source\": \"hand\", \"supplier\": \"\", \"method\": \"\", \"notice_version\": \"\", \"evidence_ref\": \"\", \"recorded_at_us\": 1767225600000000, \"actor\": \"hand\"}');
          INSERT INTO contact_journal (seq, batch, replica_id, kind, body, restrictive)
              SELECT MAX(seq) + 1, currval('contact_journal_batches'), 'hand', 'import',
@@ -908,7 +908,7 @@ async fn test_a_committed_import_that_cannot_be_applied_stops_decisions() {
     pg.psql(
         "BEGIN;
          INSERT INTO contact_journal_records (batch, pos, kind, record_id, subject, controller, body)
-             VALUES (nextval('contact_journal_batches'), 0, 'suppression', 'S-1', repeat('ab', 32), 'acme',
+             VALUES (nextval('contact_journal_batches'), 0, 'suppression', 'S-1', (SELECT encode(sha256(salt || convert_to('+4915133333333', 'UTF8')), 'hex') FROM contact_salt), 'acme',
                      '{\"suppression_id\": \"S-1\", \"controller\": \"acme\", \"campaign_id\": \"\", \"number\": \"+4915133333333\", \"reason\": \"x\", \"source\": \"hand\", \"added_by\": \"hand\", \"created_at_us\": 1700000000000000, \"expires_at_us\": null}');
          INSERT INTO contact_journal (seq, batch, replica_id, kind, body, restrictive)
              SELECT MAX(seq) + 1, currval('contact_journal_batches'), 'hand', 'import',
@@ -1311,7 +1311,7 @@ async fn test_a_journal_rewound_past_a_fetch_that_stopped_midway_is_noticed() {
     pg.psql(
         "BEGIN;
          INSERT INTO contact_journal_records (batch, pos, kind, record_id, subject, controller, body)
-             VALUES (nextval('contact_journal_batches'), 0, 'suppression', 'S-2', repeat('ab', 32), 'acme',
+             VALUES (nextval('contact_journal_batches'), 0, 'suppression', 'S-2', (SELECT encode(sha256(salt || convert_to('+4915133333333', 'UTF8')), 'hex') FROM contact_salt), 'acme',
                      '{\"suppression_id\": \"S-2\", \"controller\": \"acme\", \"campaign_id\": \"\", \"number\": \"+4915133333333\", \"reason\": \"x\", \"source\": \"hand\", \"added_by\": \"hand\", \"created_at_us\": 1700000000000000, \"expires_at_us\": null}');
          INSERT INTO contact_journal (seq, batch, replica_id, kind, body, restrictive)
              SELECT MAX(seq) + 1, currval('contact_journal_batches'), 'hand', 'import',
@@ -1456,4 +1456,24 @@ async fn test_ids_derived_from_a_line_are_salted_alike_on_every_replica() {
         )
     );
     assert!(ids().contains(&unsalted), "{}", ids());
+}
+
+/// A journal record whose subject is not the salted hash of its number
+/// (tampered, or corrupt) is refused where it is applied: noted as the
+/// hash of that number, a later erasure of the hash would erase this
+/// number instead of the person who asked (found by review).
+#[tokio::test(flavor = "multi_thread")]
+async fn test_a_record_whose_subject_is_not_its_numbers_hash_is_refused() {
+    let Some(pg) = PgServer::start() else { return };
+    let a_ws = Workspace::new(&replica_config(&pg, "gw-a"));
+    let a = a_ws.start();
+    let mut records = a.records().await;
+    records
+        .record_consent(consent("0151 23456780"))
+        .await
+        .unwrap();
+    assert!(a.terminate().0.success());
+    pg.psql("UPDATE contact_journal_records SET subject = repeat('cd', 32) WHERE kind = 'consent'");
+    let err = Workspace::new(&replica_config(&pg, "gw-b")).serve_refused();
+    assert!(err.contains("not the salted hash of its number"), "{err}");
 }

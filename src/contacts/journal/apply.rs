@@ -12,7 +12,7 @@ use super::{Hint, Journal, JournalError, Outcome, RECORD_PAGE};
 /// How long an applied import's opt-outs may take to reach the index.
 const INDEXED_WITHIN: std::time::Duration = std::time::Duration::from_secs(60);
 use crate::contacts::store::with_journal_position;
-use crate::contacts::{SubjectHash, Suppression};
+use crate::contacts::{ContactStore, SubjectHash, Suppression};
 use crate::number::NumberKey;
 
 fn corrupt(seq: i64, problem: impl Into<String>) -> JournalError {
@@ -64,13 +64,25 @@ fn kept_opt_out(erase: &EraseBody, now: Timestamp) -> Suppression {
     }
 }
 
-/// The subject and number a record names, to note.
+/// The subject and number a record names, to note: the subject must be
+/// the number's salted hash. A row whose hash names another number would
+/// map that hash to this one, and a later erasure of the hash would erase
+/// this number instead of the person who asked (found by review): the
+/// entry is corrupt, and decisions stop.
 fn noted(
+    store: &ContactStore,
     seq: i64,
     hex_subject: &str,
     number: &str,
 ) -> Result<Option<(SubjectHash, String)>, JournalError> {
-    Ok(Some((subject_of(seq, hex_subject)?, number.to_string())))
+    let subject = subject_of(seq, hex_subject)?;
+    if store.index().subject_hash(number) != subject {
+        return Err(corrupt(
+            seq,
+            "a record's subject is not the salted hash of its number",
+        ));
+    }
+    Ok(Some((subject, number.to_string())))
 }
 
 impl Journal {
@@ -180,7 +192,7 @@ impl Journal {
                     .consent()
                     .map_err(|e| corrupt(seq, e))?;
                 let key = key_of(seq, &consent.number)?;
-                let noted = noted(seq, &row.subject, &consent.number)?;
+                let noted = noted(&self.store, seq, &row.subject, &consent.number)?;
                 let inserted = with_journal_position(position, noted, || {
                     store.record_consent(key, consent, &actor)
                 })?;
@@ -191,7 +203,7 @@ impl Journal {
                     .suppression()
                     .map_err(|e| corrupt(seq, e))?;
                 let key = key_of(seq, &suppression.number)?;
-                let noted = noted(seq, &row.subject, &suppression.number)?;
+                let noted = noted(&self.store, seq, &row.subject, &suppression.number)?;
                 let inserted = with_journal_position(position, noted, || {
                     store.add_suppression(key, suppression)
                 })?;
@@ -221,7 +233,7 @@ impl Journal {
                     return Ok((Outcome::Inserted(false), false));
                 }
                 let key = key_of(seq, &relationship.number)?;
-                let noted = noted(seq, &row.subject, &relationship.number)?;
+                let noted = noted(&self.store, seq, &row.subject, &relationship.number)?;
                 with_journal_position(position, noted, || {
                     store.record_relationship(key, relationship, &actor)
                 })?;
@@ -232,7 +244,7 @@ impl Journal {
                     .revoke()
                     .map_err(|e| corrupt(seq, e))?;
                 let key = key_of(seq, &revoke.number)?;
-                let noted = noted(seq, &row.subject, &revoke.number)?;
+                let noted = noted(&self.store, seq, &row.subject, &revoke.number)?;
                 let ended = with_journal_position(position, noted, || {
                     store.revoke_consents_as(
                         key,
@@ -281,7 +293,7 @@ impl Journal {
                 }
                 let number = parse::<Number>(seq, &row.body)?.number;
                 keys.push(key_of(seq, &number)?);
-                subjects.extend(noted(seq, &row.subject, &number)?);
+                subjects.extend(noted(&self.store, seq, &row.subject, &number)?);
             }
         }
         with_journal_position(seq, None, || {
@@ -372,14 +384,19 @@ impl Journal {
                         let (consent, _) = parse::<entry::ConsentBody>(seq, &row.body)?
                             .consent()
                             .map_err(|e| corrupt(seq, e))?;
-                        subjects.extend(noted(seq, &row.subject, &consent.number)?);
+                        subjects.extend(noted(&self.store, seq, &row.subject, &consent.number)?);
                         consents.push((key_of(seq, &consent.number)?, consent));
                     }
                     entry::SUPPRESSION => {
                         let suppression = parse::<entry::SuppressionBody>(seq, &row.body)?
                             .suppression()
                             .map_err(|e| corrupt(seq, e))?;
-                        subjects.extend(noted(seq, &row.subject, &suppression.number)?);
+                        subjects.extend(noted(
+                            &self.store,
+                            seq,
+                            &row.subject,
+                            &suppression.number,
+                        )?);
                         suppressions.push((key_of(seq, &suppression.number)?, suppression));
                     }
                     _ => later.push(row),
