@@ -453,7 +453,7 @@ pub fn restore(
         .iter()
         .filter_map(ledger::Entry::subject_hash)
         .collect();
-    let numbers = store.numbers_by_hash(&wanted)?;
+    let numbers = store.numbers_by_hash(&wanted, true)?;
     for (i, entry) in entries.iter().enumerate() {
         let failed = |what: &str| format!("ledger entry {} of {} ({what})", i + 1, entries.len());
         let Some(subject) = entry.subject_hash() else {
@@ -590,9 +590,9 @@ pub fn restore(
                 }
             },
             EntryKind::RelationshipEnd => {
-                // Only where the backup holds records of the number: a
-                // relationship recorded after it (no ongoing copy here)
-                // exempts nothing.
+                // Only beside an ongoing copy the backup holds (checked by
+                // the store): the end alone would exempt where the live
+                // store may not (its write failed, or a purge removed it).
                 let values = entry.corrected.as_ref();
                 let kind = values
                     .and_then(|v| crate::contacts::RelationshipKind::parse(&v.kind))

@@ -2315,35 +2315,59 @@ impl ContactStore {
         relationship: Relationship,
         actor: &str,
     ) -> Result<(), StoreError> {
-        let subject = self.index.subject_hash(&relationship.number);
-        self.write(|tx| {
-            tx.execute(
-                &format!("INSERT INTO relationships ({RELATIONSHIP_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"),
-                params![
-                    relationship.relationship_id,
-                    relationship.controller,
-                    relationship.number,
-                    key.0 as i64,
-                    relationship.kind.as_str(),
-                    us(relationship.started_at),
-                    relationship.ended_at.map(us),
-                    us(relationship.recorded_at),
-                ],
-            )?;
-            let slot = self
-                .index
-                .relationship_slot(key, tx.last_insert_rowid(), &relationship)?;
-            let mut after = serde_json::to_value(&relationship).unwrap_or_default();
-            after.as_object_mut().map(|o| o.remove("number"));
-            Self::event(tx, relationship.recorded_at, actor, "relationship.recorded", &subject, serde_json::Value::Null, after)?;
-            Ok(slot)
-        }, |slot| self.index.add(*slot))?;
+        self.write(
+            |tx| self.insert_relationship(tx, key, &relationship, actor),
+            |slot| self.index.add(*slot),
+        )?;
         Ok(())
     }
 
+    /// Inserts `relationship` with its trail event, in `tx`; returns its
+    /// slot for the index (added once `tx` commits).
+    fn insert_relationship(
+        &self,
+        tx: &Transaction<'_>,
+        key: NumberKey,
+        relationship: &Relationship,
+        actor: &str,
+    ) -> Result<Slot, StoreError> {
+        let subject = self.index.subject_hash(&relationship.number);
+        tx.execute(
+            &format!("INSERT INTO relationships ({RELATIONSHIP_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"),
+            params![
+                relationship.relationship_id,
+                relationship.controller,
+                relationship.number,
+                key.0 as i64,
+                relationship.kind.as_str(),
+                us(relationship.started_at),
+                relationship.ended_at.map(us),
+                us(relationship.recorded_at),
+            ],
+        )?;
+        let slot = self
+            .index
+            .relationship_slot(key, tx.last_insert_rowid(), relationship)?;
+        let mut after = serde_json::to_value(relationship).unwrap_or_default();
+        after.as_object_mut().map(|o| o.remove("number"));
+        Self::event(
+            tx,
+            relationship.recorded_at,
+            actor,
+            "relationship.recorded",
+            &subject,
+            serde_json::Value::Null,
+            after,
+        )?;
+        Ok(slot)
+    }
+
     /// A restore re-applying a relationship's end from the erasure ledger:
-    /// records `relationship` unless a relationship of its id is stored.
-    /// Returns whether it was recorded.
+    /// records `relationship` beside an ongoing copy of it the store holds
+    /// (same number, controller, kind and start), unless a relationship of
+    /// its id is stored. Without an ongoing copy nothing is recorded: the
+    /// end alone (its write may have failed, or a purge removed it) would
+    /// exempt where the live store did not. Returns whether it was recorded.
     ///
     /// # Errors
     /// [`StoreError`]; nothing is changed then.
@@ -2353,7 +2377,6 @@ impl ContactStore {
         relationship: Relationship,
         actor: &str,
     ) -> Result<bool, StoreError> {
-        let subject = self.index.subject_hash(&relationship.number);
         let slot = self.write(
             |tx| {
                 let stored: bool = tx.query_row(
@@ -2361,29 +2384,23 @@ impl ContactStore {
                     [&relationship.relationship_id],
                     |r| r.get(0),
                 )?;
-                if stored {
-                    return Ok(None);
-                }
-                tx.execute(
-                    &format!("INSERT INTO relationships ({RELATIONSHIP_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"),
+                let ongoing: bool = tx.query_row(
+                    "SELECT EXISTS (SELECT 1 FROM relationships WHERE number_key = ?1
+                         AND controller = ?2 AND kind = ?3 AND started_at_us = ?4
+                         AND ended_at_us IS NULL)",
                     params![
-                        relationship.relationship_id,
-                        relationship.controller,
-                        relationship.number,
                         key.0 as i64,
+                        relationship.controller,
                         relationship.kind.as_str(),
                         us(relationship.started_at),
-                        relationship.ended_at.map(us),
-                        us(relationship.recorded_at),
                     ],
+                    |r| r.get(0),
                 )?;
-                let slot = self
-                    .index
-                    .relationship_slot(key, tx.last_insert_rowid(), &relationship)?;
-                let mut after = serde_json::to_value(&relationship).unwrap_or_default();
-                after.as_object_mut().map(|o| o.remove("number"));
-                Self::event(tx, relationship.recorded_at, actor, "relationship.recorded", &subject, serde_json::Value::Null, after)?;
-                Ok(Some(slot))
+                if stored || !ongoing {
+                    return Ok(None);
+                }
+                self.insert_relationship(tx, key, &relationship, actor)
+                    .map(Some)
             },
             |slot| {
                 if let Some(slot) = slot {
@@ -3430,6 +3447,56 @@ fn random_salt() -> [u8; 32] {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A relationship's end from the erasure ledger is recorded again only
+    /// beside an ongoing copy of it, once (found by review: alone, it
+    /// exempted where the live store never had it).
+    #[test]
+    fn test_a_relationship_end_is_reapplied_only_beside_its_ongoing_copy() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ContactStore::open(dir.path()).unwrap();
+        let number = "+390212345678";
+        let key = NumberKey::from_e164(number).unwrap();
+        let started: Timestamp = "2025-01-05T10:00:00Z".parse().unwrap();
+        let ongoing = Relationship {
+            relationship_id: "r-1".into(),
+            controller: "acme".into(),
+            number: number.into(),
+            kind: RelationshipKind::Customer,
+            started_at: started,
+            ended_at: None,
+            recorded_at: started,
+        };
+        let ended = Relationship {
+            relationship_id: "r-2".into(),
+            ended_at: Some("2026-01-05T10:00:00Z".parse().unwrap()),
+            ..ongoing.clone()
+        };
+        assert!(
+            !store
+                .reapply_relationship_end(key, ended.clone(), "t")
+                .unwrap()
+        );
+        let other_start = Relationship {
+            relationship_id: "r-0".into(),
+            started_at: "2024-01-05T10:00:00Z".parse().unwrap(),
+            ..ongoing.clone()
+        };
+        store.record_relationship(key, other_start, "t").unwrap();
+        assert!(
+            !store
+                .reapply_relationship_end(key, ended.clone(), "t")
+                .unwrap()
+        );
+        store.record_relationship(key, ongoing, "t").unwrap();
+        assert!(
+            store
+                .reapply_relationship_end(key, ended.clone(), "t")
+                .unwrap()
+        );
+        assert!(!store.reapply_relationship_end(key, ended, "t").unwrap());
+        assert_eq!(store.view(key, number).relationships.len(), 3);
+    }
 
     fn consent(number: &str) -> Consent {
         let at: Timestamp = "2026-01-05T10:00:00Z".parse().unwrap();

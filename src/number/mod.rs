@@ -272,8 +272,9 @@ pub fn mask(number: &str) -> String {
 }
 
 /// Free text that may hold a number (a request id a CRM built from it),
-/// for a log line: every digit but the last two masked, at most 64
-/// characters shown.
+/// for a log line: every digit but the last two masked, control
+/// characters shown as `?` (a line break would forge a log line), at most
+/// 64 characters shown.
 pub fn mask_digits(text: &str) -> String {
     let digits = text.chars().filter(char::is_ascii_digit).count();
     let mut seen = 0;
@@ -281,6 +282,9 @@ pub fn mask_digits(text: &str) -> String {
         .chars()
         .take(64)
         .map(|c| {
+            if c.is_control() {
+                return '?';
+            }
             if !c.is_ascii_digit() {
                 return c;
             }
@@ -302,6 +306,7 @@ mod tests {
     fn test_mask_digits_leaves_two_and_bounds_the_text() {
         assert_eq!(mask_digits("crm-+393331234567-x"), "crm-+**********67-x");
         assert_eq!(mask_digits("abc"), "abc");
+        assert_eq!(mask_digits("a\nb\r"), "a?b?");
         let long = "x".repeat(100);
         assert_eq!(mask_digits(&long).chars().count(), 65);
     }

@@ -325,7 +325,7 @@ impl Journal {
                 // (a migrated data_dir): every stored number is hashed.
                 None => self
                     .store
-                    .numbers_by_hash(&std::iter::once(subject).collect())?
+                    .numbers_by_hash(&std::iter::once(subject).collect(), false)?
                     .remove(&subject),
             },
         };

@@ -687,6 +687,7 @@ impl ContactStore {
     pub fn numbers_by_hash(
         &self,
         wanted: &HashSet<SubjectHash>,
+        in_answers_too: bool,
     ) -> Result<HashMap<SubjectHash, String>, StoreError> {
         let conn = self.conn.lock().expect("contact db lock");
         let mut statement = conn.prepare(
@@ -704,7 +705,11 @@ impl ContactStore {
         }
         // Registry answers hold a number too (by key): an erasure made
         // after a backup must find it there, or a restore brings the
-        // erased subject's answers back (found by review).
+        // erased subject's answers back (found by review). Only for a
+        // restore: every answer's number is hashed.
+        if !in_answers_too {
+            return Ok(numbers);
+        }
         let mut statement = conn.prepare("SELECT DISTINCT number_key FROM observations")?;
         let mut rows = statement.query([])?;
         while let Some(row) = rows.next()? {
