@@ -574,7 +574,11 @@ pub fn run(
         && request.mode == ImportMode::Replace
         && !request.allow_narrow_file
     {
-        super::coverage_check::check(&parsed.numbers, coverage)?;
+        super::coverage_check::check(
+            &parsed.numbers,
+            coverage,
+            &registry.country.calling_code().to_string(),
+        )?;
     }
     if parsed.reject_count > request.max_rejects {
         let mut rejects = parsed.rejects;

@@ -349,6 +349,7 @@ fn test_real_formats_gzip_zip_and_change_lists() {
         "us-dnc",
         "--covers",
         "+1",
+        "--allow-narrow-file",
         "--file",
         path_str(&gz_path),
     ]);
@@ -404,6 +405,7 @@ fn test_real_formats_gzip_zip_and_change_lists() {
         "uk-tps",
         "--covers",
         "+44",
+        "--allow-narrow-file",
         "--format",
         "tps",
         "--file",
@@ -493,6 +495,7 @@ fn test_killed_import_leaves_the_previous_snapshot_serving() {
                 "us-dnc",
                 "--covers",
                 "+1",
+                "--allow-narrow-file",
                 "--format",
                 "ftc",
                 "--file",
@@ -875,6 +878,23 @@ fn test_a_block_list_narrower_than_its_coverage_is_refused() {
         args.extend_from_slice(extra);
         ws.cli(&args)
     };
+    let spread = ws.file("spread.txt", "212 555 0199\n646 555 0100\n310 555 0111\n");
+    let out = ws.cli(&[
+        "registry",
+        "import",
+        "--registry",
+        "us-dnc",
+        "--file",
+        path_str(&spread),
+        "--covers",
+        "+1",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("only 3 different three-digit groups"),
+        "{stderr}"
+    );
     for (covers, expected) in [
         ("+1", "all 2 numbers of the file under +1 begin +1212"),
         ("+1212,+1646", "holds no number under +1646"),
