@@ -167,6 +167,7 @@ fn send_invite(proxy: u16, target: u16, from: &str, to_tag: bool, extra: &str) -
             from,
             to_tag,
             call_id: &format!("raw-{local}@127.0.0.1"),
+            cseq: 1,
             extra,
         },
     )
@@ -199,6 +200,7 @@ fn send_request_to(proxy: u16, uri: &str, method: &str, to_tag: bool, extra: &st
             from: "dialer",
             to_tag,
             call_id: &format!("raw-{local}@127.0.0.1"),
+            cseq: 1,
             extra,
         },
     )
@@ -211,6 +213,7 @@ struct Request<'a> {
     /// A made-up To-tag (a request claiming to be inside a dialog).
     to_tag: bool,
     call_id: &'a str,
+    cseq: u32,
     /// Header lines, each ending in CRLF.
     extra: &'a str,
 }
@@ -229,6 +232,7 @@ fn send_on(
         from,
         to_tag,
         call_id,
+        cseq,
         extra,
     } = request;
     socket
@@ -241,7 +245,7 @@ fn send_on(
          Via: SIP/2.0/UDP 127.0.0.1:{local};branch=z9hG4bKraw{local}\r\n\
          From: <sip:{from}@127.0.0.1>;tag=raw{local}\r\n\
          To: <sip:+393331234567@127.0.0.1>{tag}\r\n\
-         Call-ID: {call_id}\r\nCSeq: 1 {method}\r\n\
+         Call-ID: {call_id}\r\nCSeq: {cseq} {method}\r\n\
          Contact: <sip:dialer@127.0.0.1:{local}>\r\nMax-Forwards: 70\r\n\
          {extra}Content-Length: 0\r\n\r\n"
     );
@@ -392,6 +396,13 @@ async fn test_kamailio_relays_only_logged_allows() {
         // same (found by review).
         ("+39/3339999999", "", "CALLER_ID_NOT_ALLOWED"),
         ("+393339999999;cpc=ordinary", "", "CALLER_ID_NOT_ALLOWED"),
+        // An escaped quote in a display name hid the comma before a
+        // second identity.
+        (
+            "dialer",
+            "P-Asserted-Identity: \"a\\\", b\" <tel:+393339999999>\r\n",
+            "CALLER_ID_NOT_ALLOWED",
+        ),
         ("%C2%A0+393339999999", "", "CALLER_ID_NOT_ALLOWED"),
         // Two identities in one header value (an addr-spec list).
         (
@@ -441,15 +452,32 @@ async fn test_kamailio_relays_only_logged_allows() {
         ),
     );
     assert!(answer.starts_with("SIP/2.0 403"), "REFER: {answer}");
-    // Two INVITEs with one Call-ID (new From-tags: new calls for the
-    // carrier) are two decisions, each logged and counted (found by
-    // review: the second was answered the first's ALLOW from the cache and
-    // relayed, two calls on one logged ALLOW).
+    // Nor is the proxy an open relay for other in-dialog requests: a
+    // method a call's dialog does not need, or a Route to another host.
+    let answer = send_request(
+        proxy_port,
+        carrier_port,
+        "MESSAGE",
+        &format!("Route: <sip:127.0.0.1:{proxy_port};lr>\r\n"),
+    );
+    assert!(answer.starts_with("SIP/2.0 405"), "MESSAGE: {answer}");
+    let answer = send_request(
+        proxy_port,
+        carrier_port,
+        "INFO",
+        &format!("Route: <sip:127.0.0.1:{carrier_port};lr>\r\n"),
+    );
+    assert!(answer.starts_with("SIP/2.0 403"), "INFO: {answer}");
+    // Three INVITEs with one Call-ID (new From-tags, or a new CSeq: new
+    // calls for the carrier) are three decisions, each logged and counted
+    // (found by review: the later ones were answered the first's ALLOW
+    // from the cache and relayed, calls on one logged ALLOW).
     let before = export_jsonl(&ws, &[]).len();
-    for _ in 0..2 {
-        let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let first = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let second = UdpSocket::bind("127.0.0.1:0").unwrap();
+    for (socket, cseq) in [(&first, 1), (&second, 1), (&second, 2)] {
         send_on(
-            &socket,
+            socket,
             proxy_port,
             &format!("sip:+393331234567@127.0.0.1:{carrier_port}"),
             "INVITE",
@@ -457,6 +485,7 @@ async fn test_kamailio_relays_only_logged_allows() {
                 from: "dialer",
                 to_tag: false,
                 call_id: "one-call-id@127.0.0.1",
+                cseq,
                 extra: checked,
             },
         );
@@ -470,8 +499,13 @@ async fn test_kamailio_relays_only_logged_allows() {
                 .is_some_and(|id| id.starts_with("one-call-id@127.0.0.1;"))
         })
         .collect();
-    assert_eq!(same.len(), 2, "{same:?}");
-    assert_ne!(same[0]["request_id"], same[1]["request_id"]);
+    assert_eq!(same.len(), 3, "{same:?}");
+    let mut ids: Vec<&str> = same
+        .iter()
+        .filter_map(|d| d["request_id"].as_str())
+        .collect();
+    ids.dedup();
+    assert_eq!(ids.len(), 3, "{ids:?}");
     // A number in a phone-context is not checked as bare digits.
     let answer = send_request_to(
         proxy_port,
@@ -503,7 +537,7 @@ async fn test_kamailio_relays_only_logged_allows() {
     );
 
     // Every INVITE the carrier saw has a logged ALLOW of its own, whose
-    // request id is its Call-ID and From-tag.
+    // request id is its Call-ID, From-tag and CSeq number.
     let carrier = std::fs::read_to_string(&carrier_trace).unwrap();
     let request_ids: Vec<String> = carrier
         .split("INVITE sip:")
@@ -518,7 +552,8 @@ async fn test_kamailio_relays_only_logged_allows() {
             };
             let call_id = header("Call-ID: ")?;
             let tag = header("From: ")?.split(";tag=").nth(1)?.split(';').next()?;
-            Some(format!("{call_id};{tag}"))
+            let cseq = header("CSeq: ")?.split_whitespace().next()?;
+            Some(format!("{call_id};{tag};{cseq}"))
         })
         .collect();
     let mut distinct = request_ids.clone();
@@ -526,8 +561,8 @@ async fn test_kamailio_relays_only_logged_allows() {
     distinct.dedup();
     assert_eq!(
         distinct.len(),
-        3,
-        "the allowed call and the two sharing a Call-ID reached the carrier: {request_ids:?}"
+        4,
+        "the allowed call and the three sharing a Call-ID reached the carrier: {request_ids:?}"
     );
     let logged = export_jsonl(&ws, &[]);
     for id in &distinct {
@@ -539,7 +574,7 @@ async fn test_kamailio_relays_only_logged_allows() {
     }
     assert_eq!(
         logged.len(),
-        5,
-        "allow, deny, unknown campaign, two INVITEs of one Call-ID: {logged:?}"
+        6,
+        "allow, deny, unknown campaign, three INVITEs of one Call-ID: {logged:?}"
     );
 }
