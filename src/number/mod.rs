@@ -276,16 +276,20 @@ pub fn mask(number: &str) -> String {
 /// characters shown as `?` (a line break would forge a log line), at most
 /// 64 characters shown.
 pub fn mask_digits(text: &str) -> String {
-    let digits = text.chars().filter(char::is_ascii_digit).count();
+    let digits = text.chars().filter(|c| c.is_numeric()).count();
     let mut seen = 0;
     let mut out: String = text
         .chars()
         .take(64)
         .map(|c| {
-            if c.is_control() {
+            // Line and paragraph separators and bidirectional overrides
+            // reorder or break a log line as controls do.
+            if c.is_control()
+                || matches!(c, '\u{2028}' | '\u{2029}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+            {
                 return '?';
             }
-            if !c.is_ascii_digit() {
+            if !c.is_numeric() {
                 return c;
             }
             seen += 1;
@@ -306,7 +310,8 @@ mod tests {
     fn test_mask_digits_leaves_two_and_bounds_the_text() {
         assert_eq!(mask_digits("crm-+393331234567-x"), "crm-+**********67-x");
         assert_eq!(mask_digits("abc"), "abc");
-        assert_eq!(mask_digits("a\nb\r"), "a?b?");
+        assert_eq!(mask_digits("a\nb\r\u{2028}\u{202e}"), "a?b???");
+        assert_eq!(mask_digits("３３３１２"), "***１２");
         let long = "x".repeat(100);
         assert_eq!(mask_digits(&long).chars().count(), 65);
     }

@@ -925,53 +925,33 @@ fn test_a_block_list_narrower_than_its_coverage_is_refused() {
 fn test_an_action_both_added_and_removed_is_refused() {
     let ws = Workspace::new(&standard_config(""));
     let file = ws.file("changes.csv", "212,5550199,A\n");
-    let out = ws.cli(&[
-        "registry",
-        "import",
-        "--registry",
-        "us-dnc",
-        "--mode",
-        "add",
-        "--format",
-        "delimited",
-        "--area-column",
-        "1",
-        "--number-column",
-        "2",
-        "--action-column",
-        "3",
-        "--add-values",
-        "A,C",
-        "--remove-values",
-        "D,c",
-        "--file",
-        path_str(&file),
-    ]);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
+    let import = |values: &[&str]| {
+        let mut args = vec![
+            "registry",
+            "import",
+            "--registry",
+            "us-dnc",
+            "--mode",
+            "add",
+            "--format",
+            "delimited",
+            "--area-column",
+            "1",
+            "--number-column",
+            "2",
+            "--action-column",
+            "3",
+            "--file",
+            path_str(&file),
+        ];
+        args.extend_from_slice(values);
+        let out = ws.cli(&args);
+        assert!(!out.status.success(), "{values:?}");
+        String::from_utf8_lossy(&out.stderr).to_string()
+    };
+    let stderr = import(&["--add-values", "A,C", "--remove-values", "D,c"]);
     assert!(stderr.contains("both hold \"C\""), "{stderr}");
-    let out = ws.cli(&[
-        "registry",
-        "import",
-        "--registry",
-        "us-dnc",
-        "--mode",
-        "add",
-        "--format",
-        "delimited",
-        "--area-column",
-        "1",
-        "--number-column",
-        "2",
-        "--action-column",
-        "3",
-        "--add-values",
-        "A,",
-        "--file",
-        path_str(&file),
-    ]);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
+    let stderr = import(&["--add-values", "A,"]);
     assert!(stderr.contains("empty value"), "{stderr}");
 }
 

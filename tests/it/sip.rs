@@ -392,6 +392,8 @@ async fn test_kamailio_relays_only_logged_allows() {
         ("Anonymous", "", "CALLER_ID_MISSING"),
         ("Restricted", "", "CALLER_ID_MISSING"),
         ("+393339999999", "", "CALLER_ID_NOT_ALLOWED"),
+        // A short code is another number too.
+        ("4242", "", "CALLER_ID_NOT_ALLOWED"),
         // Written so that it is not all digits, another number all the
         // same (found by review).
         ("+39/3339999999", "", "CALLER_ID_NOT_ALLOWED"),
