@@ -1022,49 +1022,35 @@ fn test_a_withdrawal_is_not_replaced_by_another_basis() {
         "{:?}",
         denied.reasons
     );
-    // A consent from an undeclared supplier grants nothing, nor lifts the
-    // withdrawal (found by review).
+    // Neither lifts the withdrawal (both found by review): a consent from
+    // an undeclared supplier (it grants nothing), nor one given since that
+    // has lapsed by now (the relationship stood in again once it ended).
     let mut brokered = consent("+33612345678");
     brokered.consent_id = "c-leadco".into();
     brokered.supplier = "leadco".into();
     brokered.granted_at = "2026-10-01T00:00:00Z".parse().unwrap();
-    let with_brokered = ContactView {
-        consents: vec![withdrawn.clone(), brokered],
-        relationships: vec![relationship.clone()],
-        ..Default::default()
-    };
-    let still = decide(
-        &config,
-        "fr",
-        "06 12 34 56 78",
-        "+33162000000",
-        &with_brokered,
-        &[],
-        at,
-    );
-    assert_eq!(still.verdict, Verdict::Deny, "{:?}", still.reasons);
-    // A consent given since that has lapsed by now (expired) does not
-    // lift the withdrawal either: the relationship stood in again once it
-    // ended (found by review).
     let mut lapsed = consent("+33612345678");
     lapsed.consent_id = "c-lapsed".into();
     lapsed.granted_at = "2026-10-01T00:00:00Z".parse().unwrap();
     lapsed.expires_at = Some("2026-11-01T00:00:00Z".parse().unwrap());
-    let with_lapsed = ContactView {
-        consents: vec![withdrawn.clone(), lapsed],
-        relationships: vec![relationship.clone()],
-        ..Default::default()
-    };
-    let still = decide(
-        &config,
-        "fr",
-        "06 12 34 56 78",
-        "+33162000000",
-        &with_lapsed,
-        &[],
-        at,
-    );
-    assert_eq!(still.verdict, Verdict::Deny, "{:?}", still.reasons);
+    for since in [brokered, lapsed] {
+        let id = since.consent_id.clone();
+        let view = ContactView {
+            consents: vec![withdrawn.clone(), since],
+            relationships: vec![relationship.clone()],
+            ..Default::default()
+        };
+        let still = decide(
+            &config,
+            "fr",
+            "06 12 34 56 78",
+            "+33162000000",
+            &view,
+            &[],
+            at,
+        );
+        assert_eq!(still.verdict, Verdict::Deny, "{id}: {:?}", still.reasons);
+    }
     let mut again = consent("+33612345678");
     again.consent_id = "c2".into();
     again.granted_at = "2026-10-01T00:00:00Z".parse().unwrap();
