@@ -1,12 +1,23 @@
 //! Serves a benchmark's stand-in gateway on 127.0.0.1:0 the way dialgate
-//! serves (a tokio runtime of `threads` workers, TCP_NODELAY), announcing the
+//! serves (a tokio runtime of `threads` workers, 0 for one per core,
+//! TCP_NODELAY), announcing the
 //! address on stdout in dialgate's `listening` line.
 
 use dialgate::proto::compliance_gateway_server::{ComplianceGateway, ComplianceGatewayServer};
 
+/// The workers a server runtime gets for `threads`: 0 is dialgate's
+/// default (`server.worker_threads` unset: one per core, as tokio does).
+pub fn workers(threads: usize) -> usize {
+    if threads > 0 {
+        threads
+    } else {
+        std::thread::available_parallelism().map_or(1, usize::from)
+    }
+}
+
 pub fn serve<S: ComplianceGateway>(threads: usize, service: S) {
     let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(threads)
+        .worker_threads(workers(threads))
         .enable_all()
         .build()
         .unwrap();
