@@ -95,6 +95,17 @@ impl WeeklyHours {
         }
     }
 
+    /// The same window with every day it leaves unset closed: for a
+    /// window that is the whole law of a destination (an override where no
+    /// statute sets hours), not for a layer over another one.
+    pub fn closing_unset_days(&self) -> WeeklyHours {
+        WeeklyHours {
+            days: std::array::from_fn(|i| Some(self.days[i].clone().unwrap_or_default())),
+            holidays: self.holidays.clone(),
+            pre_holidays: self.pre_holidays.clone(),
+        }
+    }
+
     /// The spans this layer permits on `day`; `None` when it does not constrain it.
     fn spans_on(&self, day: Date, is_holiday: bool, is_pre_holiday: bool) -> Option<DaySpans> {
         if is_holiday && let Some(spans) = &self.holidays {

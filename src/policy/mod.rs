@@ -508,7 +508,10 @@ fn era_on(
         Some(configured) => (
             Some(match &statute_hours {
                 Some(statutory) => statutory.value.overridden_by(configured),
-                None => configured.clone(),
+                // No statutory week to keep: a day the override leaves
+                // unset is closed, not open all day (a window of Monday to
+                // Friday must not leave the weekend unrestricted).
+                None => configured.closing_unset_days(),
             }),
             Some(override_origin("calling_hours")),
         ),
@@ -541,7 +544,7 @@ fn era_on(
         for (state, configured) in &o.states {
             let merged = match states.get(state) {
                 Some(statutory) => WeeklyHours::overridden_by(statutory, configured),
-                None => configured.clone(),
+                None => configured.closing_unset_days(),
             };
             states.insert(state.clone(), merged);
             state_origins.insert(

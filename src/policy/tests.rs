@@ -398,6 +398,84 @@ caller_ids = ["+4930123456"]
     assert!(matches!(after.consent.origin, Origin::Override { .. }));
 }
 
+/// An override window for a destination whose statute sets no hours (or
+/// that has no statute) is the whole window: the days it leaves unset are
+/// closed (found by review: a Monday-to-Friday window left the weekend
+/// open all day).
+#[test]
+fn test_an_override_window_without_statutory_hours_closes_the_days_it_leaves_unset() {
+    let config = config(
+        r#"
+[destination.PT]
+source = "a new Portuguese telemarketing law"
+[destination.PT.calling_hours]
+mon = ["09:00-21:00"]
+tue = ["09:00-21:00"]
+wed = ["09:00-21:00"]
+thu = ["09:00-21:00"]
+fri = ["09:00-21:00"]
+
+[destination.DE.calling_hours]
+sat = ["10:00-18:00"]
+
+[[campaign]]
+id = "pt"
+controller = "acme"
+purpose = "marketing"
+default_region = "PT"
+destinations = ["PT"]
+caller_ids = ["+351211234567"]
+
+[[campaign]]
+id = "de"
+controller = "acme"
+purpose = "marketing"
+default_region = "DE"
+destinations = ["DE"]
+caller_ids = ["+4930123456"]
+"#,
+    );
+    let pt = ContactView {
+        consents: vec![consent("+351912345678")],
+        ..ContactView::default()
+    };
+    let call = |at: &str| {
+        decide(
+            &config,
+            "pt",
+            "+351912345678",
+            "+351211234567",
+            &pt,
+            &[],
+            at,
+        )
+    };
+    // Sunday 29 November 2026, 03:00 and 12:00 in Lisbon (UTC+0).
+    for at in ["2026-11-29T03:00:00Z", "2026-11-29T12:00:00Z"] {
+        let sunday = call(at);
+        assert_eq!(sunday.verdict, Verdict::Deny, "{at}: {:?}", sunday.reasons);
+        assert!(codes(&sunday).contains(&ReasonCode::OutsideCallingHours));
+    }
+    // Monday at 10:00: inside the days it sets.
+    assert_eq!(call("2026-11-30T10:00:00Z").verdict, Verdict::Allow);
+
+    // Germany's statute sets no hours: a Saturday window alone leaves
+    // Monday closed too.
+    let de = ContactView {
+        consents: vec![consent("+4915123456789")],
+        ..ContactView::default()
+    };
+    let de_call = |at: &str| decide(&config, "de", "+4915123456789", "+4930123456", &de, &[], at);
+    assert!(codes(&de_call("2026-11-30T10:00:00Z")).contains(&ReasonCode::OutsideCallingHours));
+    assert_eq!(de_call("2026-11-28T10:00:00Z").verdict, Verdict::Allow);
+    let policies = Policies::compile(&config);
+    let era = policies
+        .era("de", region("DE"), "2026-11-28T10:00:00Z".parse().unwrap())
+        .unwrap();
+    let week = era.window.hours.as_ref().expect("the override's window");
+    assert_eq!(week.days[0], Some(Vec::new()), "Monday closed");
+}
+
 #[test]
 fn test_opt_out_override_without_a_registry_is_refused() {
     let error = Config::parse(
