@@ -155,6 +155,9 @@ pub(super) struct RawServer {
     /// A demonstration: registries may be seeded (`seed_file`).
     #[serde(default)]
     pub(super) demo: bool,
+    /// Listen beyond loopback without API keys or mutual TLS, on purpose.
+    #[serde(default)]
+    pub(super) allow_unauthenticated: bool,
 }
 
 impl Default for RawServer {
@@ -172,6 +175,7 @@ impl Default for RawServer {
             header_timeout_ms: default_header_timeout_ms(),
             tls: None,
             demo: false,
+            allow_unauthenticated: false,
         }
     }
 }

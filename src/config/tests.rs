@@ -455,3 +455,45 @@ fn test_names_spelled_otherwise() {
         None
     );
 }
+
+/// A listener beyond loopback without API keys or mutual TLS is refused
+/// unless `allow_unauthenticated` says so (found by review: anyone reaching
+/// the port could record a consent or a relationship, which lift registries).
+#[test]
+fn test_an_exposed_listener_needs_keys_or_mutual_tls() {
+    for (server, exposed) in [
+        ("grpc_addr = \"0.0.0.0:50051\"", Some("server.grpc_addr")),
+        ("http_addr = \"[::]:8080\"", Some("server.http_addr")),
+        ("grpc_addr = \"10.1.2.3:50051\"", Some("server.grpc_addr")),
+        (
+            "grpc_addr = \"gateway.internal:50051\"",
+            Some("server.grpc_addr"),
+        ),
+        ("grpc_addr = \"127.0.0.2:50051\"", None),
+        ("http_addr = \"[::1]:8080\"", None),
+        ("grpc_addr = \"localhost:50051\"", None),
+        (
+            "grpc_addr = \"0.0.0.0:50051\"\nallow_unauthenticated = true",
+            None,
+        ),
+    ] {
+        let parsed = parse(&format!("[server]\n{server}\n"));
+        match exposed {
+            Some(key) => {
+                let message = parsed.unwrap_err().to_string();
+                assert!(
+                    message.contains(key) && message.contains("allow_unauthenticated"),
+                    "{server}: {message}"
+                );
+            }
+            None => assert!(parsed.is_ok(), "{server}: {:?}", parsed.err()),
+        }
+    }
+    let digest = "ab".repeat(32);
+    assert!(
+        parse(&format!(
+            "[server]\ngrpc_addr = \"0.0.0.0:50051\"\n[[api_key]]\nname = \"a\"\nsha256 = \"{digest}\"\nroles = [\"dialer\"]\n"
+        ))
+        .is_ok()
+    );
+}

@@ -105,6 +105,26 @@ impl Validator<'_> {
                 roles,
             });
         }
+        let mutual_tls = tls.as_ref().is_some_and(|t| t.client_ca_file.is_some());
+        if api_keys.is_empty() && !mutual_tls && !raw.server.allow_unauthenticated {
+            for (key, address) in [
+                ("server.grpc_addr", &raw.server.grpc_addr),
+                ("server.http_addr", &raw.server.http_addr),
+            ] {
+                if !loopback_only(address) {
+                    return Err(self.invalid(
+                        key,
+                        address,
+                        "reachable from other hosts while no [[api_key]] and no mutual TLS \
+                         (server.tls.client_ca_file) is configured: whoever reaches it could \
+                         record consents and relationships (which lift registries and caps) \
+                         and make checks; configure one of them, or set \
+                         server.allow_unauthenticated = true where only dialgate's own clients \
+                         can reach this address",
+                    ));
+                }
+            }
+        }
         let server = ServerConfig {
             grpc_addr: raw.server.grpc_addr,
             http_addr: raw.server.http_addr,
@@ -237,7 +257,7 @@ impl Validator<'_> {
                 return Err(self.invalid(
                     key("seed_file"),
                     r.seed_file.as_ref().map_or_else(String::new, |p| p.display().to_string()),
-                    "seed_file belongs to the built-in demo configuration: import the registry with `dialgate registry import` (a demonstration sets [server] demo = true)",
+                    "seed_file belongs to the built-in demo configuration: remove it and import the registry with `dialgate registry import`. Do not set [server] demo = true outside a demonstration: it seeds a registry from a few numbers as if they were the whole national list, every other number clear",
                 ));
             }
             if r.seed_file.is_some()
@@ -1004,4 +1024,16 @@ impl Validator<'_> {
             states,
         })
     }
+}
+
+/// Whether a listening address is reachable from this host only: a
+/// loopback IP (127.0.0.0/8, ::1) or `localhost`. Anything else, a
+/// hostname included, may be reachable from others.
+fn loopback_only(address: &str) -> bool {
+    if let Ok(socket) = address.parse::<std::net::SocketAddr>() {
+        return socket.ip().is_loopback();
+    }
+    address
+        .rsplit_once(':')
+        .is_some_and(|(host, _)| host.eq_ignore_ascii_case("localhost"))
 }
