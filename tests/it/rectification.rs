@@ -353,6 +353,92 @@ async fn test_a_rectified_relationship_ends_its_exemption() {
     assert!(err.message().starts_with("ended_at:"), "{}", err.message());
 }
 
+/// A relationship whose end the contract API recorded as another record
+/// (same controller, kind and start) is corrected as one: moving one record
+/// to another start or number moves the other with it. Parted, the ongoing
+/// record exempted again (found by review: ALLOW before the fix).
+#[tokio::test(flavor = "multi_thread")]
+async fn test_a_relationship_is_corrected_with_the_record_of_its_end() {
+    let ws = Workspace::new(&standard_config(""));
+    ws.import("us-dnc", &["212 555 0199", "212 555 0198"], &[]);
+    let server = ws.start();
+    let mut records = server.records().await;
+    let mut gateway = server.gateway().await;
+    let started = days_before_now(900);
+    let relationship = |ended_at| RecordRelationshipRequest {
+        controller: "acme".into(),
+        number: "+1 212 555 0199".into(),
+        kind: RelationshipKind::Customer as i32,
+        started_at: ts(started),
+        ended_at,
+        default_region: String::new(),
+    };
+    let ongoing = records
+        .record_relationship(relationship(None))
+        .await
+        .unwrap()
+        .into_inner()
+        .relationship_id;
+    // Its end, two years ago: past the US exemption's 18 months.
+    records
+        .record_relationship(relationship(ts(days_before_now(730))))
+        .await
+        .unwrap();
+    let mut check = async |number: &str| {
+        let answer = gateway
+            .check_call(call(number, "+12125550100", "us-sales"))
+            .await
+            .unwrap()
+            .into_inner();
+        codes(&answer)
+    };
+    assert_eq!(check("+1 212 555 0199").await, vec![R::RegistryListed]);
+    let mut correct = async |request: RectifyRelationshipRequest| {
+        records
+            .rectify_relationship(request)
+            .await
+            .unwrap()
+            .into_inner()
+    };
+    correct(RectifyRelationshipRequest {
+        relationship_id: ongoing.clone(),
+        controller: "acme".into(),
+        reason: "start date typo".into(),
+        started_at: ts(days_before_now(901)),
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(check("+1 212 555 0199").await, vec![R::RegistryListed]);
+    correct(RectifyRelationshipRequest {
+        relationship_id: ongoing.clone(),
+        controller: "acme".into(),
+        reason: "wrong customer number".into(),
+        number: "+1 212 555 0198".into(),
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(check("+1 212 555 0198").await, vec![R::RegistryListed]);
+    assert_eq!(check("+1 212 555 0199").await, vec![R::RegistryListed]);
+    // Both records moved: the number the relationship left holds neither.
+    let exported = records
+        .export_subject(ExportSubjectRequest {
+            verification: None,
+            controller: "acme".into(),
+            number: "+1 212 555 0199".into(),
+            default_region: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .json;
+    let exported: serde_json::Value = serde_json::from_str(&exported).unwrap();
+    assert_eq!(
+        exported["relationships"].as_array().unwrap().len(),
+        0,
+        "{exported}"
+    );
+}
+
 /// A correction cannot carry a consent past a withdrawal: not by moving
 /// it onto a number whose holder withdrew (even when no consent was stored
 /// there to end), nor by moving its grant from before a withdrawal to after

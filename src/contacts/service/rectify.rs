@@ -320,7 +320,8 @@ impl Records {
     }
 
     /// The correction `request` asks for, checked against the stored
-    /// relationship; nothing is changed.
+    /// relationship, first, then the same correction of the relationship's
+    /// other records when it moves them (see below); nothing is changed.
     ///
     /// # Errors
     /// [`RecordsError::InvalidArgument`] naming the field, or
@@ -329,7 +330,7 @@ impl Records {
         &self,
         request: RelationshipCorrection,
         now: Timestamp,
-    ) -> Result<Rectification, RecordsError> {
+    ) -> Result<Vec<Rectification>, RecordsError> {
         let id = required("relationship_id", &request.relationship_id)?;
         let controller = required("controller", &request.controller)?;
         let reason = reason(&request.reason)?;
@@ -367,11 +368,57 @@ impl Records {
         if after == *old {
             return Err(invalid("relationship_id", "the correction changes nothing"));
         }
-        Ok(Rectification::Relationship {
-            before: Box::new(before),
-            after: Box::new((key, after)),
-            reason,
-        })
+        // The relationship's other records (its end recorded as another
+        // record: same number, controller, kind and start) move with it
+        // when its number, kind or start is corrected: parted, an ongoing
+        // record would exempt again for ever (found by review).
+        let moved =
+            key != before.key || after.kind != old.kind || after.started_at != old.started_at;
+        let copies = if moved {
+            self.store.relationship_copies(&before)?
+        } else {
+            Vec::new()
+        };
+        let mut group = Vec::with_capacity(1 + copies.len());
+        for copy in copies {
+            let (_, mut moved_copy) = validate_relationship(
+                NewRelationship {
+                    controller: copy.record.controller.clone(),
+                    number: after.number.clone(),
+                    kind: Some(after.kind),
+                    started_at: Some(after.started_at),
+                    ended_at: copy.record.ended_at,
+                    default_region: String::new(),
+                },
+                now,
+            )
+            .map_err(|err| {
+                invalid(
+                    "relationship_id",
+                    format!(
+                        "its record {} (the same relationship, recorded again) cannot move with it: {err}",
+                        copy.record.relationship_id
+                    ),
+                )
+            })?;
+            moved_copy.relationship_id = copy.record.relationship_id.clone();
+            moved_copy.recorded_at = copy.record.recorded_at;
+            not_after_recording("started_at", moved_copy.started_at, copy.record.recorded_at)?;
+            group.push(Rectification::Relationship {
+                before: Box::new(copy),
+                after: Box::new((key, moved_copy)),
+                reason: reason.clone(),
+            });
+        }
+        group.insert(
+            0,
+            Rectification::Relationship {
+                before: Box::new(before),
+                after: Box::new((key, after)),
+                reason,
+            },
+        );
+        Ok(group)
     }
 
     /// Corrects a relationship; returns it before and after, as JSON.
@@ -384,8 +431,19 @@ impl Records {
         actor: &str,
         now: Timestamp,
     ) -> Result<Corrected, RecordsError> {
-        let correction = self.relationship_rectification(request, now)?;
-        self.apply(correction, actor, now)
+        // The relationship first, then its other records: all or none.
+        let group = self.relationship_rectification(request, now)?;
+        let Some(Rectification::Relationship { before, after, .. }) = group.first() else {
+            return Err(invalid("relationship_id", "no relationship to correct"));
+        };
+        let corrected = Corrected::of(&before.record, &after.1);
+        let (id, number) = (
+            before.record.relationship_id.clone(),
+            crate::number::mask(&after.1.number),
+        );
+        self.rectify(&group, actor, now)?;
+        tracing::info!(relationship = %id, number = %number, records = group.len(), "relationship rectified");
+        Ok(corrected)
     }
 }
 

@@ -116,6 +116,43 @@ impl ContactStore {
         .transpose()
     }
 
+    /// The other records of `stored`'s relationship: the same number,
+    /// controller, kind and start (the contract API records a
+    /// relationship's end as another record, and the rules read them as
+    /// one relationship).
+    ///
+    /// # Errors
+    /// [`StoreError`] when the store cannot be read.
+    pub fn relationship_copies(
+        &self,
+        stored: &Stored<Relationship>,
+    ) -> Result<Vec<Stored<Relationship>>, StoreError> {
+        let conn = self.conn.lock().expect("contact db lock");
+        let mut statement = conn.prepare(&format!(
+            "SELECT rowid, {RELATIONSHIP_COLUMNS} FROM relationships
+             WHERE number_key = ?1 AND controller = ?2 AND kind = ?3 AND started_at_us = ?4
+               AND rowid != ?5 ORDER BY rowid"
+        ))?;
+        let record = &stored.record;
+        let rows = statement.query_map(
+            rusqlite::params![
+                stored.key.0 as i64,
+                record.controller,
+                record.kind.as_str(),
+                record.started_at.as_microsecond(),
+                stored.row
+            ],
+            |r| Ok((r.get::<_, i64>(0)?, read_relationship_after_rowid(r))),
+        )?;
+        let mut copies = Vec::new();
+        for row in rows {
+            let (row, read) = row?;
+            let (key, record) = read?;
+            copies.push(Stored { row, key, record });
+        }
+        Ok(copies)
+    }
+
     /// The instants at which the controller's consents of `purpose` for
     /// the number were withdrawn: stored with its consents, or kept by
     /// hash by a restore.
