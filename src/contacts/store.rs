@@ -3448,6 +3448,47 @@ fn random_salt() -> [u8; 32] {
 mod tests {
     use super::*;
 
+    /// A withdrawal kept by hash binds a correction made by a command that
+    /// opens the store without its index (`consent rectify`): it was read
+    /// from the index's memory only, empty there (found by review).
+    #[test]
+    fn test_withdrawals_kept_by_hash_are_read_without_the_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let number = "+390212345678";
+        let key = NumberKey::from_e164(number).unwrap();
+        let at: Timestamp = "2026-02-01T10:00:00Z".parse().unwrap();
+        {
+            let store = ContactStore::open(dir.path()).unwrap();
+            let subject = store.index().subject_hash(number);
+            store
+                .withdraw_by_hash(&subject, "acme", Some(Purpose::Marketing), at, "test")
+                .unwrap();
+            store
+                .withdraw_by_hash(&subject, "other", None, at, "test")
+                .unwrap();
+        }
+        let unindexed = ContactStore::open_unindexed(dir.path()).unwrap();
+        assert_eq!(
+            unindexed
+                .withdrawals((key, number), "acme", Purpose::Marketing)
+                .unwrap(),
+            vec![at]
+        );
+        assert_eq!(
+            unindexed
+                .withdrawals((key, number), "other", Purpose::Statistical)
+                .unwrap(),
+            vec![at],
+            "a withdrawal of every purpose"
+        );
+        assert!(
+            unindexed
+                .withdrawals((key, number), "acme", Purpose::Statistical)
+                .unwrap()
+                .is_empty()
+        );
+    }
+
     /// A relationship's end from the erasure ledger is recorded again only
     /// beside an ongoing copy of it, once (found by review: alone, it
     /// exempted where the live store never had it).

@@ -894,6 +894,32 @@ impl ContactStore {
         Ok(())
     }
 
+    /// The instants of the withdrawals kept by hash for `e164`, the
+    /// controller and `purpose` (or every purpose), as the store holds them.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the store cannot be read.
+    pub(super) fn withdrawals_kept_by_hash(
+        &self,
+        e164: &str,
+        controller: &str,
+        purpose: Purpose,
+    ) -> Result<Vec<Timestamp>, StoreError> {
+        let subject = self.index.subject_hash(e164);
+        let conn = self.conn.lock().expect("contact db lock");
+        conn.execute_batch(WITHDRAWALS_SCHEMA)?;
+        let mut statement = conn.prepare(
+            "SELECT revoked_at_us FROM withdrawals_by_hash
+             WHERE subject = ?1 AND controller = ?2 AND (purpose IS NULL OR purpose = ?3)",
+        )?;
+        let mut rows = statement.query(params![subject.to_vec(), controller, purpose.as_str()])?;
+        let mut instants = Vec::new();
+        while let Some(row) = rows.next()? {
+            instants.push(super::ts_column(row, 0, "revoked_at_us")?);
+        }
+        Ok(instants)
+    }
+
     /// Stores a withdrawal known by the number's hash only (see
     /// [`HashedWithdrawals`]).
     ///

@@ -166,14 +166,10 @@ impl ContactStore {
         purpose: crate::model::Purpose,
     ) -> Result<Vec<jiff::Timestamp>, StoreError> {
         // Those a restore kept by hash (for numbers the backup did not
-        // hold) bind too (found by review).
-        let mut hashed = super::ContactView::default();
-        self.withdrawals.extend_view(&self.index, e164, &mut hashed);
-        let kept = hashed
-            .consents
-            .into_iter()
-            .filter(|c| c.controller == controller && c.purpose == purpose)
-            .filter_map(|c| c.revoked_at);
+        // hold) bind too (found by review), read from the store: a store
+        // opened without its index (`consent rectify`) has none in memory
+        // (found by review: the command moved grants past them).
+        let kept = self.withdrawals_kept_by_hash(e164, controller, purpose)?;
         let conn = self.conn.lock().expect("contact db lock");
         let mut statement = conn.prepare(
             "SELECT DISTINCT revoked_at_us FROM consents
