@@ -751,6 +751,35 @@ impl CompactIndex {
             .push(change);
     }
 
+    /// Forgets the pending additions of `slots` that the base now holds
+    /// as they are (a large refresh's records, pending while it merged
+    /// them): each is its number's first change, so applying it again would
+    /// change nothing. The numbers left without changes leave the layer,
+    /// which then does not grow into another compaction.
+    pub(crate) fn forget_merged_additions(&self, slots: &[Slot]) {
+        let _gate = self.gate.read().expect("index gate");
+        let layers = self.layers.load();
+        for slot in slots {
+            let key = slot.key();
+            let emptied = match layers.active.get_mut(&key) {
+                Some(mut changes) => {
+                    if matches!(changes.first(), Some(Change::Add(first)) if first == slot)
+                        && layers.base.get(key).contains(slot)
+                    {
+                        changes.remove(0);
+                    }
+                    changes.is_empty()
+                }
+                None => false,
+            };
+            if emptied {
+                layers
+                    .active
+                    .remove_if(&key, |_, changes| changes.is_empty());
+            }
+        }
+    }
+
     /// Records in the base, numbers with pending changes.
     pub(crate) fn sizes(&self) -> (usize, usize) {
         let layers = self.layers.load();

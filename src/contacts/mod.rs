@@ -317,6 +317,11 @@ impl ContactIndex {
         }
     }
 
+    /// See [`CompactIndex::forget_merged_additions`].
+    pub(crate) fn forget_merged_additions(&self, slots: &[Slot]) {
+        self.records.forget_merged_additions(slots);
+    }
+
     pub(crate) fn add(&self, slot: Slot) {
         self.present.insert(slot.key());
         self.records.change(slot.key(), Change::Add(slot));

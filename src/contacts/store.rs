@@ -1175,6 +1175,18 @@ const ID_CACHE: usize = 65_536;
 /// at once, rather than held as pending changes.
 const MERGE_AT_ONCE: usize = 10_000;
 
+/// A test's look at the store between a refresh's read and its merge.
+#[cfg(test)]
+type MergeHook = Box<dyn Fn(&ContactStore)>;
+
+#[cfg(test)]
+thread_local! {
+    /// Called by a refresh of this thread after it released the store's
+    /// lock and before it merges what it read (the window a test looks at).
+    static BEFORE_MERGE: std::cell::RefCell<Option<MergeHook>> =
+        const { std::cell::RefCell::new(None) };
+}
+
 fn ts(us: i64) -> Timestamp {
     crate::decision_log::from_micros(us)
 }
@@ -2702,7 +2714,22 @@ impl ContactStore {
             // Under the store's lock: every change before is frozen, every
             // change after stays pending, so `added` sits between them.
             compaction.freeze();
-            Some((compaction, added))
+            // The merge takes seconds at tens of millions of records, and
+            // until it swaps the new base in no lookup sees `added`. The
+            // records that deny or end an exemption are pending changes
+            // meanwhile (found by review: an imported opt-out was not seen
+            // for the merge's duration); the new base holds them as the
+            // same records (see `Change::apply`). Consents may wait: a
+            // missing consent only denies.
+            let pending: Vec<Slot> = added
+                .iter()
+                .filter(|slot| slot.table() != Table::Consent)
+                .copied()
+                .collect();
+            for slot in &pending {
+                self.index.add(*slot);
+            }
+            Some((compaction, added, pending))
         } else {
             for slot in added {
                 self.index.add(slot);
@@ -2714,15 +2741,23 @@ impl ContactStore {
         let observed = self.refresh_observations(&conn);
         drop(conn);
         match compaction {
-            Some((compaction, added)) => {
+            Some((compaction, added, pending)) => {
+                #[cfg(test)]
+                BEFORE_MERGE.with(|hook| {
+                    if let Some(hook) = hook.borrow().as_ref() {
+                        hook(self);
+                    }
+                });
                 if let Err(err) = compaction.finish(added.clone()) {
                     // The frozen changes stay in force (the next freeze
-                    // keeps them); the rows become pending changes.
-                    for slot in added {
+                    // keeps them); the rows become pending changes (the
+                    // ones above are already).
+                    for slot in added.into_iter().filter(|s| s.table() == Table::Consent) {
                         self.index.add(slot);
                     }
                     return Err(err.into());
                 }
+                self.index.forget_merged_additions(&pending);
             }
             None => self.index.compact_if_grown()?,
         }
@@ -3976,6 +4011,70 @@ mod tests {
             .unwrap();
         serving.refresh().unwrap();
         assert_eq!(serving.view(key, number).suppressions.len(), 1);
+    }
+
+    /// A refresh that reads many rows merges them into a new base, which
+    /// takes seconds at tens of millions of records: the opt-outs it read
+    /// were seen by no lookup until the merge ended (found by review).
+    #[test]
+    fn test_opt_outs_of_a_large_refresh_are_seen_while_it_merges() {
+        let dir = tempfile::tempdir().unwrap();
+        let serving = ContactStore::open(dir.path()).unwrap();
+        let importer = ContactStore::open_unindexed(dir.path()).unwrap();
+        let now: Timestamp = "2026-11-25T10:00:00Z".parse().unwrap();
+        let numbers: Vec<String> = (0..=MERGE_AT_ONCE)
+            .map(|i| format!("+3902{:08}", 10_000_000 + i))
+            .collect();
+        importer
+            .bulk_import("cli:test", "suppressions.imported", now, |bulk| {
+                for (i, number) in numbers.iter().enumerate() {
+                    bulk.suppression(
+                        NumberKey::from_e164(number).unwrap(),
+                        Suppression {
+                            suppression_id: format!("s-{i}"),
+                            controller: String::new(),
+                            campaign_id: String::new(),
+                            number: number.clone(),
+                            reason: "asked".into(),
+                            source: "crm".into(),
+                            added_by: "cli:test".into(),
+                            created_at: now,
+                            expires_at: None,
+                        },
+                    )?;
+                }
+                Ok(Some(((), serde_json::json!({}))))
+            })
+            .unwrap();
+        let probe = [numbers[0].clone(), numbers[MERGE_AT_ONCE].clone()];
+        let seen = std::rc::Rc::new(std::cell::Cell::new(0));
+        let counted = std::rc::Rc::clone(&seen);
+        BEFORE_MERGE.with(|hook| {
+            *hook.borrow_mut() = Some(Box::new(move |store: &ContactStore| {
+                for number in &probe {
+                    let key = NumberKey::from_e164(number).unwrap();
+                    assert_eq!(store.view(key, number).suppressions.len(), 1, "{number}");
+                }
+                counted.set(counted.get() + 1);
+            }));
+        });
+        let loaded = serving.refresh();
+        BEFORE_MERGE.with(|hook| hook.borrow_mut().take());
+        assert_eq!(loaded.unwrap(), MERGE_AT_ONCE + 1);
+        assert_eq!(seen.get(), 1, "the merge ran");
+        for number in [&numbers[0], &numbers[5_000]] {
+            let key = NumberKey::from_e164(number).unwrap();
+            assert_eq!(
+                serving.view(key, number).suppressions.len(),
+                1,
+                "once, after the merge"
+            );
+        }
+        assert_eq!(
+            serving.index().records.sizes().1,
+            0,
+            "no pending change left to merge again"
+        );
     }
 
     /// A bulk import held the store's write lock while it read its whole
