@@ -288,7 +288,50 @@ fn allowed_intervals(
     result.unwrap_or_default()
 }
 
+/// The year of `day` (or of the next day, for hours on the day before a
+/// holiday) whose public holidays of the destination are unknown while a
+/// layer sets hours for them: no statute calendar, and no
+/// `extra_holidays` date of that year (found by review: dates listed for
+/// one year let every holiday of the next one be called as a weekday).
+fn unknown_holiday_year(
+    input: &WindowInput<'_>,
+    layers: &[&WeeklyHours],
+    day: Date,
+) -> Option<i16> {
+    let on_holidays = layers.iter().any(|l| l.holidays.is_some());
+    let before_holidays = layers.iter().any(|l| l.pre_holidays.is_some());
+    if !(on_holidays || before_holidays) || holidays::has_calendar(input.region) {
+        return None;
+    }
+    let listed = |year: i16| {
+        input
+            .destination
+            .extra_holidays
+            .iter()
+            .any(|d| d.year() == year)
+    };
+    let next_year = day.tomorrow().map_or(day.year(), |next| next.year());
+    if !listed(day.year()) {
+        return Some(day.year());
+    }
+    (before_holidays && !listed(next_year)).then_some(next_year)
+}
+
+/// The year whose holidays are unknown (see [`unknown_holiday_year`]) on
+/// the local day of `now` in any of the input's zones, for the reason's text.
+pub fn holidays_unknown(input: &WindowInput<'_>, now: Timestamp) -> Option<i16> {
+    let layers = layers(input);
+    input
+        .zones
+        .iter()
+        .filter_map(|z| time_zone(z))
+        .find_map(|tz| unknown_holiday_year(input, &layers, now.to_zoned(tz).date()))
+}
+
 fn day_spans(input: &WindowInput<'_>, layers: &[&WeeklyHours], day: Date) -> DaySpans {
+    if unknown_holiday_year(input, layers, day).is_some() {
+        return Vec::new();
+    }
     let is_holiday = holidays::is_holiday(input.region, day, &input.destination.extra_holidays);
     let is_pre_holiday = day.tomorrow().is_ok_and(|next| {
         holidays::is_holiday(input.region, next, &input.destination.extra_holidays)

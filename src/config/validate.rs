@@ -660,7 +660,7 @@ impl Validator<'_> {
         overrides: &[DestinationOverride],
     ) -> Result<(), ConfigError> {
         let knows_holidays = |region: Region| {
-            statutes::statute(region.as_str()).is_some_and(|s| !s.holidays.is_empty())
+            statutes::holidays::has_calendar(region.as_str())
                 || overrides
                     .iter()
                     .any(|o| o.region == region && !o.extra_holidays.is_empty())

@@ -476,6 +476,68 @@ caller_ids = ["+4930123456"]
     assert_eq!(week.days[0], Some(Vec::new()), "Monday closed");
 }
 
+/// Holiday hours for a destination without a holiday calendar of its own
+/// hold only for the years `extra_holidays` lists: in a year without a
+/// listed date its holidays are unknown, and the window is closed (found
+/// by review: dates listed for 2026 let King's Day 2027 be called as a
+/// Tuesday).
+#[test]
+fn test_holiday_hours_close_a_year_whose_holidays_are_not_listed() {
+    let config = config(
+        r#"
+[destination.NL]
+extra_holidays = ["2026-04-27", "2026-12-25"]
+
+[[campaign]]
+id = "nl"
+controller = "acme"
+purpose = "marketing"
+default_region = "NL"
+destinations = ["NL"]
+caller_ids = ["+31201234567"]
+[campaign.calling_hours]
+mon = ["09:00-20:00"]
+tue = ["09:00-20:00"]
+wed = ["09:00-20:00"]
+thu = ["09:00-20:00"]
+fri = ["09:00-20:00"]
+holidays = []
+"#,
+    );
+    let contacts = ContactView {
+        consents: vec![consent("+31612345678")],
+        ..ContactView::default()
+    };
+    let call = |at: &str| {
+        decide(
+            &config,
+            "nl",
+            "+31612345678",
+            "+31201234567",
+            &contacts,
+            &[],
+            at,
+        )
+    };
+    // 10:00 in Amsterdam (UTC+2 in April).
+    assert_eq!(call("2026-04-28T08:00:00Z").verdict, Verdict::Allow);
+    assert!(codes(&call("2026-04-27T08:00:00Z")).contains(&ReasonCode::OutsideCallingHours));
+    for at in ["2027-04-27T08:00:00Z", "2027-04-28T08:00:00Z"] {
+        let unknown = call(at);
+        assert_eq!(unknown.verdict, Verdict::Deny, "{at}");
+        let detail = &unknown
+            .reasons
+            .iter()
+            .find(|r| r.code == ReasonCode::OutsideCallingHours)
+            .expect("outside the window")
+            .detail;
+        assert!(
+            detail.contains("2027") && detail.contains("extra_holidays"),
+            "{detail}"
+        );
+    }
+}
+
 #[test]
 fn test_opt_out_override_without_a_registry_is_refused() {
     let error = Config::parse(

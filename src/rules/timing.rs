@@ -57,7 +57,15 @@ pub fn check_calling_window(
                         input.region,
                         input.zones.join(", ")
                     ),
-                    None => format!("no calling window for {} in the next weeks", input.region),
+                    None => match calling::holidays_unknown(input, now) {
+                        Some(year) => format!(
+                            "the calling window sets hours for public holidays, and no public holiday of {} in {year} is known: list them in [destination.{}] extra_holidays",
+                            input.region, input.region
+                        ),
+                        None => {
+                            format!("no calling window for {} in the next weeks", input.region)
+                        }
+                    },
                 },
             ),
             lifts_at: next_open,

@@ -215,6 +215,12 @@ fn dates_of_year(holidays: &[Holiday], year: i16) -> Vec<Date> {
     out
 }
 
+/// Whether dialgate knows `region`'s public holidays of every year (its
+/// statute lists them); else only the dates configured are known.
+pub fn has_calendar(region: &str) -> bool {
+    super::statute(region).is_some_and(|s| !s.holidays.is_empty())
+}
+
 /// Whether `day` is a public holiday of `region` (or one of `extra`).
 /// Calendars are computed once per region and year and cached per thread.
 pub fn is_holiday(region: &str, day: Date, extra: &[Date]) -> bool {
