@@ -100,11 +100,20 @@ pub enum CheckError {
     ClockBehind { now: Timestamp, latest: Timestamp },
 }
 
+/// How often a running server reads the contact records other processes
+/// stored (bulk imports' opt-outs among them): every registry reload, and
+/// at least every second whatever `registry_reload_interval_ms` says (a
+/// registry changes monthly, an opt-out must bind at once; found by review:
+/// an interval of an hour left imported opt-outs unread that long).
+pub fn contacts_refresh_interval(reload_interval_ms: u64) -> std::time::Duration {
+    std::time::Duration::from_millis(reload_interval_ms.min(1_000))
+}
+
 /// How long the contact records may fail to reload before decisions stop:
-/// ten reload intervals (a busy store, a large import moving in, fails a
-/// refresh or two), at least 2 s.
+/// ten refresh intervals (a busy store, a large import moving in, fails a
+/// refresh or two), at least 2 s; 10 s at most.
 pub fn contacts_behind_limit(reload_interval_ms: u64) -> std::time::Duration {
-    std::time::Duration::from_millis(reload_interval_ms.saturating_mul(10).max(2_000))
+    (contacts_refresh_interval(reload_interval_ms) * 10).max(std::time::Duration::from_secs(2))
 }
 
 /// The instants a screened item's `at` may name (seconds since the epoch):

@@ -607,17 +607,25 @@ async fn reload_data(
     every: Duration,
     stop: watch::Receiver<bool>,
 ) {
-    let mut ticker = tokio::time::interval(every);
+    let refresh = crate::gateway::contacts_refresh_interval(every.as_millis() as u64);
+    let mut ticker = tokio::time::interval(refresh);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut registries_due = tokio::time::Instant::now();
     loop {
         ticker.tick().await;
         if *stop.borrow() {
             return;
         }
+        let reload_registries = tokio::time::Instant::now() >= registries_due;
+        if reload_registries {
+            registries_due = tokio::time::Instant::now() + every;
+        }
         let registries = Arc::clone(&registries);
         let contacts = Arc::clone(&contacts);
         let _ = tokio::task::spawn_blocking(move || {
-            registries.reload_changed();
+            if reload_registries {
+                registries.reload_changed();
+            }
             match contacts.refresh() {
                 Ok(0) => {}
                 Ok(loaded) => tracing::info!(loaded, "contact records loaded from bulk imports"),

@@ -1043,3 +1043,46 @@ fn test_a_controller_respelled_in_the_configuration_is_refused_at_start() {
         "{err}"
     );
 }
+
+/// `registry_reload_interval_ms` paces the registries' reloads; the
+/// contact records other processes store (a bulk import's opt-outs) are
+/// read at least every second whatever it says (found by review: with an
+/// interval of an hour, an imported opt-out bound nothing for an hour).
+#[tokio::test(flavor = "multi_thread")]
+async fn test_an_imported_opt_out_binds_within_seconds_whatever_the_reload_interval() {
+    use dialgate::proto::ReasonCode as R;
+    let config = standard_config("").replace(
+        "registry_reload_interval_ms = 100",
+        "registry_reload_interval_ms = 3600000",
+    );
+    assert!(config.contains("3600000"));
+    let ws = Workspace::new(&config);
+    ws.import("us-dnc", &["212 555 0100"], &[]);
+    let server = ws.start();
+    let mut gateway = server.gateway().await;
+    let mut check = async || {
+        let answer = gateway
+            .check_call(call("+1 212 555 0199", "+12125550100", "us-sales"))
+            .await
+            .unwrap()
+            .into_inner();
+        codes(&answer)
+    };
+    assert!(!check().await.contains(&R::Suppressed));
+    let optouts = ws.file(
+        "optouts.csv",
+        "number,controller,default_region\n+1 212 555 0199,acme,US\n",
+    );
+    ws.cli_ok(&["suppression", "import", "--file", path_str(&optouts)]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        if check().await.contains(&R::Suppressed) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the imported opt-out was not read within 10 s"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
