@@ -2472,6 +2472,13 @@ impl ContactStore {
             expires_at: None,
         };
         let erased = self.write(|tx| {
+            // Corrections other processes stored (`consent rectify`) and
+            // the index has not applied yet are applied first: below, the
+            // number they moved records away from is forgotten, and a
+            // record another controller's correction moved away would stay
+            // under it in the index (found by review). Nothing else writes
+            // while this transaction holds the store.
+            self.apply_corrections(tx)?;
             // Corrections of the erased records, in the trail of other
             // numbers (where a record was moved from or to), go too.
             let ids = |table: &str, id: &str| -> rusqlite::Result<String> {
@@ -3482,6 +3489,56 @@ fn random_salt() -> [u8; 32] {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A correction another process stored (a record moved off a number)
+    /// and an erasure of that number for another controller, before the
+    /// server read the correction: the erasure forgot the number the record
+    /// was moved from, and the record stayed under it in the index (found
+    /// by review: a consent counted for the number it was moved away from).
+    #[test]
+    fn test_an_erasure_applies_pending_corrections_before_forgetting_their_number() {
+        let dir = tempfile::tempdir().unwrap();
+        let serving = ContactStore::open(dir.path()).unwrap();
+        let (from, to) = ("+390212345678", "+390212345679");
+        let from_key = NumberKey::from_e164(from).unwrap();
+        let to_key = NumberKey::from_e164(to).unwrap();
+        assert!(
+            serving
+                .record_consent(from_key, consent(from), "test")
+                .unwrap()
+        );
+        assert_eq!(serving.view(from_key, from).consents.len(), 1);
+        let cli = ContactStore::open_unindexed(dir.path()).unwrap();
+        let before = cli.consent_by_id("c-1").unwrap().unwrap();
+        let mut after = before.record.clone();
+        after.number = to.into();
+        cli.rectify(
+            &[Rectification::Consent {
+                before: Box::new(before),
+                after: Box::new((to_key, after)),
+                reason: "wrong number".into(),
+            }],
+            "cli:test",
+            Timestamp::now(),
+        )
+        .unwrap();
+        serving
+            .erase(
+                from_key,
+                from,
+                "other",
+                "test",
+                Timestamp::now(),
+                &serde_json::Value::Null,
+            )
+            .unwrap();
+        serving.refresh().unwrap();
+        assert!(
+            serving.view(from_key, from).consents.is_empty(),
+            "the consent moved away"
+        );
+        assert_eq!(serving.view(to_key, to).consents.len(), 1);
+    }
 
     /// A withdrawal kept by hash binds a correction made by a command that
     /// opens the store without its index (`consent rectify`): it was read
