@@ -497,3 +497,21 @@ fn test_an_exposed_listener_needs_keys_or_mutual_tls() {
         .is_ok()
     );
 }
+
+/// An override naming a registry of another kind than the statute's has
+/// no validity to inherit: it was 0 days (every call denied stale while
+/// `config check` said ok). Refused without `registry_valid_days`.
+#[test]
+fn test_an_override_registry_of_another_kind_needs_its_validity() {
+    let message = parse("[destination.IT]\nregistry = \"blocklist\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        message.contains("destination.IT.registry_valid_days"),
+        "{message}"
+    );
+    assert!(
+        parse("[destination.IT]\nregistry = \"blocklist\"\nregistry_valid_days = 30\n").is_ok()
+    );
+    assert!(parse("[destination.IT]\nregistry = \"allowlist\"\n").is_ok());
+}

@@ -963,14 +963,21 @@ impl Validator<'_> {
                 "an opt-out destination needs a registry of its opt-outs: set registry = \"blocklist\" or \"allowlist\"",
             ));
         }
-        if matches!(registry, Some(Some(_)))
+        // A registry of another kind than the statute's inherits no
+        // validity either (it was 0 days: every call denied stale, with
+        // `config check` saying ok; found by review).
+        if let Some(Some(kind)) = registry
             && raw.registry_valid_days.is_none()
-            && !statute_has_registry
+            && !statutes::statute(region.as_str()).is_some_and(|s| {
+                s.registry
+                    .iter()
+                    .any(|rule| rule.value.is_some_and(|r| r.kind == kind))
+            })
         {
             return Err(self.invalid(
                 format!("{key}.registry_valid_days"),
                 "<missing>",
-                "the statute has no registry validity to inherit: set registry_valid_days",
+                "the statute has no registry of this kind whose validity to inherit: set registry_valid_days",
             ));
         }
         let calling_hours = raw
