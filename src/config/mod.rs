@@ -192,6 +192,9 @@ pub struct ExemptionSettings {
     pub customer: Option<Option<Period>>,
     pub inquiry: Option<Option<Period>>,
     pub consent: Option<bool>,
+    /// A consent lifts the registry only as a signed written agreement
+    /// (can only add to the statute's requirement).
+    pub consent_in_writing: bool,
     pub consent_after_registration: bool,
 }
 
@@ -203,6 +206,7 @@ impl ExemptionSettings {
             customer: self.customer.unwrap_or(statutory.customer),
             inquiry: self.inquiry.unwrap_or(statutory.inquiry),
             consent: self.consent.unwrap_or(statutory.consent),
+            consent_in_writing: self.consent_in_writing,
             consent_after_registration: self.consent_after_registration,
         };
         statutory.narrowed_by(configured)
@@ -215,6 +219,7 @@ impl ExemptionSettings {
             customer: self.customer.flatten(),
             inquiry: self.inquiry.flatten(),
             consent: self.consent.unwrap_or(false),
+            consent_in_writing: self.consent_in_writing,
             consent_after_registration: self.consent_after_registration,
         }
     }

@@ -225,6 +225,7 @@ pub(super) struct RawExemptions {
     pub(super) inquiry_months: Option<u32>,
     pub(super) inquiry_days: Option<u32>,
     pub(super) consent: Option<bool>,
+    pub(super) consent_in_writing: Option<bool>,
     pub(super) consent_after_registration: Option<bool>,
 }
 

@@ -842,6 +842,7 @@ impl Validator<'_> {
                 raw.inquiry_days,
             )?,
             consent: raw.consent,
+            consent_in_writing: raw.consent_in_writing.unwrap_or(false),
             consent_after_registration: raw.consent_after_registration.unwrap_or(false),
         };
         // Where a customer relationship stands in for consent only for a

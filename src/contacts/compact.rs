@@ -647,7 +647,7 @@ impl Change {
                 for slot in slots.iter_mut().filter(|s| {
                     s.table() == Table::Consent
                         && s.controller() == controller
-                        && purpose.is_none_or(|p| p == s.detail())
+                        && purpose.is_none_or(|p| p == s.detail() & crate::contacts::PURPOSE_BITS)
                 }) {
                     // Only a consent not withdrawn yet: an earlier
                     // withdrawal arriving late must not replace a later one.

@@ -121,12 +121,30 @@ fn supplier_or_own<S: serde::Serializer>(supplier: &str, to: S) -> Result<S::Ok,
 /// The supplier name of a consent the controller collected itself.
 pub const OWN: &str = "own";
 
+/// A consent's `method` when it is the consumer's signed written agreement
+/// to be called by this seller at this number (on paper or under E-SIGN):
+/// the only consent that lifts the US national DNC (US-DNC-NAT, 47 CFR
+/// 64.1200(c)(2)(ii)). Compared without case and surrounding spaces.
+pub const WRITTEN_AGREEMENT: &str = "written_agreement";
+
+/// Whether `method` names a signed written agreement ([`WRITTEN_AGREEMENT`]).
+pub fn is_written_agreement(method: &[u8]) -> bool {
+    method
+        .trim_ascii()
+        .eq_ignore_ascii_case(WRITTEN_AGREEMENT.as_bytes())
+}
+
 impl Consent {
     /// Whether the consent is in force at `at`.
     pub fn valid_at(&self, at: Timestamp) -> bool {
         self.granted_at <= at
             && self.revoked_at.is_none_or(|r| at < r)
             && self.expires_at.is_none_or(|e| at < e)
+    }
+
+    /// Whether it is the consumer's signed written agreement.
+    pub fn is_written_agreement(&self) -> bool {
+        is_written_agreement(self.method.as_bytes())
     }
 }
 
@@ -456,7 +474,7 @@ impl ContactIndex {
             key,
             Table::Consent,
             row,
-            purpose_code(consent.purpose),
+            consent_detail(consent.purpose, consent.method.as_bytes()),
             controller,
             // A consent has no campaign: the field holds its supplier.
             self.records.names.intern(&consent.supplier)?,
@@ -536,13 +554,18 @@ impl ContactIndex {
                 controller,
                 number: e164.to_string(),
                 // A code no purpose has grants nothing (never written).
-                purpose: *PURPOSES.get(usize::from(slot.detail()))?,
+                purpose: *PURPOSES.get(usize::from(slot.detail() & PURPOSE_BITS))?,
                 granted_at: t0,
                 revoked_at: at(slot.t1),
                 expires_at: at(slot.t2),
                 source: String::new(),
                 supplier: self.records.names.name(slot.campaign()).to_string(),
-                method: String::new(),
+                // The rules read only whether it is a written agreement.
+                method: if slot.detail() & WRITTEN_BIT != 0 {
+                    WRITTEN_AGREEMENT.to_string()
+                } else {
+                    String::new()
+                },
                 notice_version: String::new(),
                 evidence_ref: String::new(),
                 recorded_at: t0,
@@ -606,6 +629,23 @@ fn purpose_code(purpose: Purpose) -> u8 {
         Purpose::Statistical => 2,
         Purpose::Profiling => 3,
     }
+}
+
+/// The bits of a consent slot's detail that hold its purpose's code.
+pub(crate) const PURPOSE_BITS: u8 = 0b1_1111;
+/// The bit of a consent slot's detail set when its method is a signed
+/// written agreement ([`WRITTEN_AGREEMENT`]).
+pub(crate) const WRITTEN_BIT: u8 = 0b10_0000;
+
+/// A consent slot's detail: its purpose's code, and whether its method is
+/// a signed written agreement.
+fn consent_detail(purpose: Purpose, method: &[u8]) -> u8 {
+    purpose_code(purpose)
+        | if is_written_agreement(method) {
+            WRITTEN_BIT
+        } else {
+            0
+        }
 }
 
 #[cfg(test)]

@@ -3540,6 +3540,53 @@ mod tests {
         assert_eq!(serving.view(to_key, to).consents.len(), 1);
     }
 
+    /// Whether a consent is a signed written agreement (its method) is
+    /// kept in the index, from a write and from a scan at start-up, beside
+    /// its purpose: a withdrawal of that purpose still ends it.
+    #[test]
+    fn test_the_index_keeps_whether_a_consent_is_a_written_agreement() {
+        let dir = tempfile::tempdir().unwrap();
+        let (written, other) = ("+390212345678", "+390212345679");
+        let written_key = NumberKey::from_e164(written).unwrap();
+        let other_key = NumberKey::from_e164(other).unwrap();
+        {
+            let store = ContactStore::open(dir.path()).unwrap();
+            let mut agreement = consent(written);
+            agreement.method = " Written_Agreement".into();
+            agreement.purpose = Purpose::Marketing;
+            assert!(store.record_consent(written_key, agreement, "t").unwrap());
+            let mut plain = consent(other);
+            plain.consent_id = "c-2".into();
+            assert!(store.record_consent(other_key, plain, "t").unwrap());
+            let view = store.view(written_key, written);
+            assert!(view.consents[0].is_written_agreement(), "{view:?}");
+            assert_eq!(view.consents[0].purpose, Purpose::Marketing);
+        }
+        let store = ContactStore::open(dir.path()).unwrap();
+        let view = store.view(written_key, written);
+        assert!(view.consents[0].is_written_agreement(), "scanned: {view:?}");
+        assert_eq!(view.consents[0].purpose, Purpose::Marketing);
+        assert!(!store.view(other_key, other).consents[0].is_written_agreement());
+        let at: Timestamp = "2026-03-01T00:00:00Z".parse().unwrap();
+        assert_eq!(
+            store
+                .revoke_consents(
+                    written_key,
+                    written,
+                    "acme",
+                    Some(Purpose::Marketing),
+                    at,
+                    "t"
+                )
+                .unwrap(),
+            1
+        );
+        assert_eq!(
+            store.view(written_key, written).consents[0].revoked_at,
+            Some(at)
+        );
+    }
+
     /// A withdrawal kept by hash binds a correction made by a command that
     /// opens the store without its index (`consent rectify`): it was read
     /// from the index's memory only, empty there (found by review).

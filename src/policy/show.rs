@@ -87,7 +87,12 @@ fn exemptions_text(exemptions: &crate::statutes::Exemptions) -> String {
     if let Some(p) = exemptions.inquiry {
         exempt.push(format!("inquiries (for {p})"));
     }
-    if exemptions.consent {
+    if exemptions.consent && exemptions.consent_in_writing {
+        exempt.push(format!(
+            "a consent to this controller that is the consumer's signed written agreement (method {})",
+            crate::contacts::WRITTEN_AGREEMENT
+        ));
+    } else if exemptions.consent {
         exempt.push("a consent to this controller".into());
     }
     if exempt.is_empty() {

@@ -70,8 +70,18 @@ pub fn valid_consent<'a>(
     asking: &Asking<'_>,
     now: Timestamp,
 ) -> Option<&'a Consent> {
+    valid_consent_where(view, asking, now, |_| true)
+}
+
+/// [`valid_consent`] among the consents `which` accepts.
+pub fn valid_consent_where<'a>(
+    view: &'a ContactView,
+    asking: &Asking<'_>,
+    now: Timestamp,
+    which: impl Fn(&Consent) -> bool,
+) -> Option<&'a Consent> {
     in_force(view, asking, now)
-        .filter(|c| supplier_contract(c, asking.suppliers).is_ok())
+        .filter(|c| which(c) && supplier_contract(c, asking.suppliers).is_ok())
         .max_by_key(|c| c.granted_at)
 }
 
@@ -236,16 +246,30 @@ pub fn registry_exemption(
             ),
         ));
     }
-    let consent = valid_consent(view, asking, now)?;
     if exemptions.consent {
-        return Some(Reason::new(
-            ReasonCode::Consent,
-            format!(
-                "consent {} exempts from registry {registry_id}",
-                consent.consent_id
-            ),
-        ));
+        // The US DNC: only the consumer's signed written agreement lifts it
+        // (any consent in force did; found by review).
+        let lifting = if exemptions.consent_in_writing {
+            valid_consent_where(view, asking, now, Consent::is_written_agreement)
+        } else {
+            valid_consent(view, asking, now)
+        };
+        if let Some(consent) = lifting {
+            let written = if exemptions.consent_in_writing {
+                " (a signed written agreement)"
+            } else {
+                ""
+            };
+            return Some(Reason::new(
+                ReasonCode::Consent,
+                format!(
+                    "consent {}{written} exempts from registry {registry_id}",
+                    consent.consent_id
+                ),
+            ));
+        }
     }
+    let consent = valid_consent(view, asking, now)?;
     // The answer is dated by its day: the registration may have come at
     // any time of it, so only a consent from the next day on is "after".
     match opposed_at {

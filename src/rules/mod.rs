@@ -349,6 +349,22 @@ fn decide_under(
             Some(basis) => out.bases.push(basis),
             None => {
                 out.denies.extend(reasons);
+                // A consent in force that does not lift this registry: not
+                // a signed written agreement (the US DNC). Say so.
+                if era.exemptions(&registry.config.id).consent_in_writing
+                    && let Some(consent) = contact_basis::valid_consent(data.contacts, &asking, now)
+                    && !out.denies.iter().any(|r| r.code == ReasonCode::NoConsent)
+                {
+                    out.denies.push(Reason::new(
+                        ReasonCode::NoConsent,
+                        format!(
+                            "consent {} is not a signed written agreement (method {}), the only consent that lifts registry {}",
+                            consent.consent_id,
+                            crate::contacts::WRITTEN_AGREEMENT,
+                            registry.config.id
+                        ),
+                    ));
+                }
                 // A consent that would have lifted the registry's DENY but
                 // came from an undeclared supplier: say so.
                 if let Some(why) = refused_supplier_consents(data.contacts, &asking, now)

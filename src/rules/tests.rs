@@ -913,32 +913,58 @@ fn test_relationship_is_per_controller_and_opt_out_beats_it() {
 #[test]
 fn test_consent_exemptions_by_country_and_italian_policy() {
     use ReasonCode::*;
-    let consent_us = crate::contacts::Consent {
+    let consent_us = |method: &str| crate::contacts::Consent {
         number: "+12125550199".into(),
+        method: method.into(),
         ..consent(Purpose::Marketing, "2026-01-01T00:00:00Z", None)
     };
-    // US: a consent to this seller lifts the DNC.
-    let us = Case {
+    let us = |method: &str| Case {
         name: "us",
         campaign: Some(campaign("us", "US", false)),
         number: "212 555 0199",
         caller_id: Some("+12125550100"),
         registry: dnc("2026-11-20", &["+12125550199"]),
         contacts: ContactView {
-            consents: vec![consent_us],
+            consents: vec![consent_us(method)],
             ..Default::default()
         },
         expect: Verdict::Allow,
         codes: &[],
     };
-    let evaluation = run(&us);
-    assert_eq!(
-        evaluation.verdict,
-        Verdict::Allow,
-        "{:?}",
-        evaluation.reasons
-    );
-    assert!(evaluation.reasons.iter().any(|r| r.code == Consent));
+    // US: only the consumer's signed written agreement with this seller
+    // lifts the DNC (47 CFR 64.1200(c)(2)(ii)); any consent did (found by
+    // review).
+    for method in ["double_opt_in", "web form", "", "written"] {
+        let evaluation = run(&us(method));
+        assert_eq!(
+            evaluation.verdict,
+            Verdict::Deny,
+            "{method}: {:?}",
+            evaluation.reasons
+        );
+        let codes: Vec<_> = evaluation.reasons.iter().map(|r| r.code).collect();
+        assert_eq!(codes, vec![RegistryListed, NoConsent], "{method}");
+        assert!(
+            evaluation.reasons[1]
+                .detail
+                .contains("signed written agreement")
+        );
+    }
+    for method in ["written_agreement", " Written_Agreement "] {
+        let evaluation = run(&us(method));
+        assert_eq!(
+            evaluation.verdict,
+            Verdict::Allow,
+            "{method}: {:?}",
+            evaluation.reasons
+        );
+        assert!(
+            evaluation
+                .reasons
+                .iter()
+                .any(|r| r.code == Consent && r.detail.contains("signed written agreement"))
+        );
+    }
 
     // Italy: not by default; with the policy, only if given after the number was seen not cleared.
     let consent_it = consent(Purpose::Marketing, "2026-11-10T00:00:00Z", None);
@@ -1238,6 +1264,9 @@ fn test_a_consent_from_an_undeclared_supplier_grants_nothing() {
     let bought = {
         let mut c = consent(Purpose::Marketing, "2026-10-01T00:00:00Z", None);
         c.supplier = "leadco".into();
+        // The US DNC: a signed written agreement, so that only the
+        // supplier decides.
+        c.method = crate::contacts::WRITTEN_AGREEMENT.into();
         ContactView {
             consents: vec![c],
             ..Default::default()

@@ -171,6 +171,9 @@ pub struct Exemptions {
     pub inquiry: Option<Period>,
     /// A consent to this controller for the purpose lifts the registry.
     pub consent: bool,
+    /// ... only a consent that is the consumer's signed written agreement
+    /// (`method` = `written_agreement`): the US national DNC.
+    pub consent_in_writing: bool,
     /// Italy policy (off by default): a consent counts over an RPO DENY only
     /// if given after the number was first seen not cleared for the controller.
     pub consent_after_registration: bool,
@@ -183,6 +186,7 @@ impl Exemptions {
             customer: Period::shorter(self.customer, other.customer),
             inquiry: Period::shorter(self.inquiry, other.inquiry),
             consent: self.consent && other.consent,
+            consent_in_writing: self.consent_in_writing || other.consent_in_writing,
             consent_after_registration: other.consent_after_registration,
         }
     }

@@ -314,12 +314,14 @@ fn test_narrowing_exemptions_never_widens() {
         customer: Some(Period::Days(30)),
         inquiry: None,
         consent: false,
+        consent_in_writing: false,
         consent_after_registration: false,
     };
     let wider = Exemptions {
         customer: Some(Period::Months(24)),
         inquiry: Some(Period::Months(3)),
         consent: true,
+        consent_in_writing: false,
         consent_after_registration: false,
     };
     let narrowed = statutory.narrowed_by(wider);

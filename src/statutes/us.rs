@@ -29,12 +29,15 @@ pub(super) fn statute() -> Statute {
                 customer: Some(Period::Months(18)),
                 inquiry: Some(Period::Months(3)),
                 consent: true,
+                consent_in_writing: true,
                 consent_after_registration: false,
             },
         }),
         "US-DNC-NAT, US-DNC-FRESH, US-EBR: 16 CFR 310.4(b)(1)(iii)(B), 310.4(b)(3)(iv) (list at \
          most 31 days old), 47 CFR 64.1200(c)(2), (f)(5): established business relationship 18 \
-         months after the last transaction, 3 months after an inquiry; signed written agreement",
+         months after the last transaction, 3 months after an inquiry; 64.1200(c)(2)(ii): the \
+         consumer's signed written agreement with this seller, naming the number (a consent \
+         whose method is written_agreement)",
     )];
     s.consent = vec![Rule::always(
         ConsentRule::OPT_OUT,

@@ -293,7 +293,7 @@ impl ContactStore {
     ) -> Result<(), StoreError> {
         let mut rows = RawRows::prepare(
             conn,
-            "SELECT rowid, number_key, controller, purpose, granted_at_us, revoked_at_us, expires_at_us, supplier
+            "SELECT rowid, number_key, controller, purpose, granted_at_us, revoked_at_us, expires_at_us, supplier, method
              FROM consents WHERE rowid > ?1 AND rowid <= ?2 ORDER BY rowid",
             after,
             upto,
@@ -311,7 +311,7 @@ impl ContactStore {
                 NumberKey(row.int(1)? as u64),
                 Table::Consent,
                 row.int(0)?,
-                crate::contacts::purpose_code(purpose(utf8(row.text(3)?, 3)?)?),
+                crate::contacts::consent_detail(purpose(utf8(row.text(3)?, 3)?)?, row.text(8)?),
                 controller,
                 names.id(&self.index, row.text(7)?, 7)?,
                 crate::contacts::Instants {
