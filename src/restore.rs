@@ -689,7 +689,7 @@ pub fn restore(
     }
     if restored.corrections_replayed > 0 {
         restored.lines.push(format!(
-            "{} records corrected again: rectified after the backup (their grant, expiry, supplier, kind, start or end)",
+            "{} records corrected again: rectified after the backup (their grant, expiry, supplier, method, kind, start or end)",
             restored.corrections_replayed
         ));
     }

@@ -139,6 +139,10 @@ pub struct CorrectedValues {
     pub started_at: Option<Timestamp>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ended_at: Option<Timestamp>,
+    /// A consent's method (the rules read whether it is a signed written
+    /// agreement); `None` in entries written before it was kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub method: Option<String>,
 }
 
 /// One opt-out of an `opt_outs` line: the subject's salted hash (base64,

@@ -547,3 +547,80 @@ caller_ids = ["+4930123456"]
         .into_inner();
     assert_eq!(verdict(&allowed), Verdict::Allow, "{allowed:?}");
 }
+
+/// The US national DNC is lifted only by the consumer's signed written
+/// agreement: a consent recorded over gRPC with another method leaves the
+/// listed number denied, naming the consent; one with `method =
+/// "written_agreement"` lifts it (any consent did: found by review), and a
+/// correction of the method is seen by the next check.
+#[tokio::test(flavor = "multi_thread")]
+async fn test_only_a_written_agreement_lifts_the_us_dnc() {
+    use dialgate::proto::RectifyConsentRequest;
+    let ws = Workspace::new(&standard_config(""));
+    ws.import("us-dnc", &["212 555 0199", "212 555 0198"], &[]);
+    let server = ws.start();
+    let mut records = server.records().await;
+    let mut gateway = server.gateway().await;
+    let consent = |number: &str, method: &str| RecordConsentRequest {
+        controller: "acme".into(),
+        number: number.into(),
+        purpose: Purpose::Marketing as i32,
+        granted_at: Some(dialgate::proto::timestamp_to_proto(jiff::Timestamp::now())),
+        source: "web form v3".into(),
+        method: method.into(),
+        evidence_ref: "signed:abc".into(),
+        ..Default::default()
+    };
+    let web = records
+        .record_consent(consent("+1 212 555 0199", "web form"))
+        .await
+        .unwrap()
+        .into_inner()
+        .consent_id;
+    records
+        .record_consent(consent("+1 212 555 0198", "written_agreement"))
+        .await
+        .unwrap();
+    let mut check = async |number: &str| {
+        gateway
+            .check_call(call(number, "+12125550100", "us-sales"))
+            .await
+            .unwrap()
+            .into_inner()
+    };
+    let denied = check("+1 212 555 0199").await;
+    assert_eq!(verdict(&denied), Verdict::Deny);
+    assert_eq!(codes(&denied), vec![R::RegistryListed, R::NoConsent]);
+    assert!(
+        denied.reasons[1].detail.contains(&web),
+        "{:?}",
+        denied.reasons
+    );
+    let allowed = check("+1 212 555 0198").await;
+    assert_eq!(verdict(&allowed), Verdict::Allow, "{:?}", allowed.reasons);
+    assert!(
+        allowed
+            .reasons
+            .iter()
+            .any(|r| r.detail.contains("signed written agreement") && r.detail.contains("us-dnc")),
+        "{:?}",
+        allowed.reasons
+    );
+    records
+        .rectify_consent(RectifyConsentRequest {
+            consent_id: web,
+            controller: "acme".into(),
+            reason: "the signed agreement was found".into(),
+            method: "written_agreement".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let corrected = check("+1 212 555 0199").await;
+    assert_eq!(
+        verdict(&corrected),
+        Verdict::Allow,
+        "{:?}",
+        corrected.reasons
+    );
+}

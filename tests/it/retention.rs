@@ -1086,6 +1086,54 @@ async fn test_restore_keeps_a_correction_that_narrowed_a_record() {
     server.terminate();
 }
 
+/// A correction that took "written agreement" off a consent's method
+/// after a backup is put back by a restore: the ledger kept only its grant,
+/// expiry and supplier, and the restored consent lifted the US DNC again.
+#[tokio::test(flavor = "multi_thread")]
+async fn test_restore_keeps_a_correction_of_a_consents_method() {
+    let ws = Workspace::new(&standard_config(""));
+    ws.import("us-dnc", &["212 555 0199"], &[]);
+    let number = "+12125550199";
+    let granted = days_before_now(10).strftime("%Y-%m-%d").to_string();
+    let csv = ws.file(
+        "consents.csv",
+        &format!(
+            "controller,number,purpose,granted_at,source,method,consent_id\nacme,{number},marketing,{granted},paper form,written_agreement,c-signed\n"
+        ),
+    );
+    ws.cli_ok(&["consent", "import", "--file", path_str(&csv)]);
+    let us_check = async |server: &TestServer| {
+        server
+            .gateway()
+            .await
+            .check_call(call(number, "+12125550100", "us-sales"))
+            .await
+            .unwrap()
+            .into_inner()
+    };
+    let server = ws.start();
+    assert_eq!(verdict(&us_check(&server).await), Verdict::Allow);
+    server.terminate();
+    let backup_dir = ws.dir.path().join("backup-1");
+    ws.cli_ok(&["backup", "--to", path_str(&backup_dir)]);
+    let fix = ws.file(
+        "fix.csv",
+        "consent_id,controller,reason,method\nc-signed,acme,no signature on file,web form\n",
+    );
+    ws.cli_ok(&["consent", "rectify", "--file", path_str(&fix)]);
+    let out = ws.cli_ok(&["restore", "--from", path_str(&backup_dir)]);
+    assert!(out.contains("1 records corrected again"), "{out}");
+    let server = ws.start();
+    let after = us_check(&server).await;
+    assert_eq!(verdict(&after), Verdict::Deny, "{:?}", after.reasons);
+    assert!(
+        codes(&after).contains(&R::RegistryListed),
+        "{:?}",
+        after.reasons
+    );
+    server.terminate();
+}
+
 /// A withdrawal a restore kept by hash (its number not in the backup)
 /// binds a consent recorded again, and a rectification cannot carry that
 /// consent's grant past it: the rectification checks read only the

@@ -238,6 +238,9 @@ impl Records {
                         granted_at: Some(c.granted_at),
                         expires_at: c.expires_at,
                         supplier: c.supplier.clone(),
+                        // A restore must not bring back a written agreement
+                        // a correction took away (the US DNC reads it).
+                        method: Some(c.method.clone()),
                         ..Default::default()
                     };
                     let relationship = |r: &crate::contacts::Relationship| CorrectedValues {

@@ -598,10 +598,14 @@ impl ContactStore {
                 // computed from values changed since, which then failed,
                 // is in the ledger too, and must not undo a later one).
                 let changed = match (table, from) {
+                    // The method too, where the entry holds it (entries
+                    // written before it was kept leave it as it is).
                     ("consents", from) => tx.execute(
-                        "UPDATE consents SET granted_at_us = ?2, expires_at_us = ?3, supplier = ?4
+                        "UPDATE consents SET granted_at_us = ?2, expires_at_us = ?3, supplier = ?4,
+                             method = COALESCE(?9, method)
                          WHERE consent_id = ?1 AND (?5 = 0 OR (granted_at_us = ?6
-                             AND expires_at_us IS ?7 AND supplier = ?8))",
+                             AND expires_at_us IS ?7 AND supplier = ?8
+                             AND (?10 IS NULL OR method = ?10)))",
                         params![
                             id,
                             required(values.granted_at, "grant")?,
@@ -611,6 +615,8 @@ impl ContactStore {
                             from.and_then(|f| micros(f.granted_at)),
                             from.and_then(|f| micros(f.expires_at)),
                             from.map(|f| f.supplier.as_str()),
+                            values.method.as_deref(),
+                            from.and_then(|f| f.method.as_deref()),
                         ],
                     )?,
                     (_, from) => {
