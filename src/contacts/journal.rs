@@ -930,12 +930,15 @@ async fn refuse_reused_ids(
                     OR (o.body->>'purpose') IS DISTINCT FROM (n.body->>'purpose')
                     OR (o.body->>'granted_at_us') IS DISTINCT FROM (n.body->>'granted_at_us')
                     OR COALESCE(o.body->>'supplier', '') <> COALESCE(n.body->>'supplier', '')
+                    OR {written_o} <> {written_n}
                     OR (n.body->>'expires_at_us' IS NOT NULL
                         AND (o.body->>'expires_at_us' IS NULL
                              OR (o.body->>'expires_at_us')::bigint > (n.body->>'expires_at_us')::bigint))
                     OR (n.body->>'revoked_at_us' IS NOT NULL
                         AND (o.body->>'revoked_at_us') IS DISTINCT FROM (n.body->>'revoked_at_us')))
-             ORDER BY 1 LIMIT 5"),
+             ORDER BY 1 LIMIT 5",
+             written_o = written_agreement_sql("o"),
+             written_n = written_agreement_sql("n")),
             params,
         )
         .await?,
@@ -1051,4 +1054,13 @@ async fn redact_subject(
     )
     .await?;
     Ok(())
+}
+
+/// PostgreSQL's test of a journal consent's `method` saying it is a signed
+/// written agreement, as [`crate::contacts::is_written_agreement`] tests it.
+fn written_agreement_sql(record: &str) -> String {
+    format!(
+        "(lower(btrim(COALESCE({record}.body->>'method', ''), E' \\t\\n\\f\\r')) = '{}')",
+        crate::contacts::WRITTEN_AGREEMENT
+    )
 }

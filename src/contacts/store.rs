@@ -782,13 +782,17 @@ fn refuse_reused_consent_ids(
         conn,
         "consents",
         "consent_id",
-        "MIN(number_key) != MAX(number_key) OR MIN(controller) != MAX(controller)
-         OR MIN(purpose) != MAX(purpose) OR MIN(granted_at_us) != MAX(granted_at_us)
-         OR MIN(supplier) != MAX(supplier)
-         OR MIN(expires_at_us) != MAX(expires_at_us)
-         OR COUNT(expires_at_us) NOT IN (0, COUNT(*))
-         OR MIN(revoked_at_us) != MAX(revoked_at_us)
-         OR COUNT(revoked_at_us) NOT IN (0, COUNT(*))",
+        &format!(
+            "MIN(number_key) != MAX(number_key) OR MIN(controller) != MAX(controller)
+             OR MIN(purpose) != MAX(purpose) OR MIN(granted_at_us) != MAX(granted_at_us)
+             OR MIN(supplier) != MAX(supplier)
+             OR MIN(expires_at_us) != MAX(expires_at_us)
+             OR COUNT(expires_at_us) NOT IN (0, COUNT(*))
+             OR MIN(revoked_at_us) != MAX(revoked_at_us)
+             OR COUNT(revoked_at_us) NOT IN (0, COUNT(*))
+             OR MIN({written}) != MAX({written})",
+            written = written_agreement_sql("method")
+        ),
         repeated,
     )?;
     let grouped_ms = started.elapsed().as_millis() as u64;
@@ -797,7 +801,7 @@ fn refuse_reused_consent_ids(
         .map(|id| format!("{id} (twice in the file)"))
         .collect();
     let left = REUSED_LISTED.saturating_sub(reused.len()) as i64;
-    let mut statement = conn.prepare(
+    let mut statement = conn.prepare(&format!(
         "SELECT DISTINCT s.consent_id
          FROM staging.consents s JOIN main.consents m ON m.consent_id = s.consent_id
          WHERE m.number_key != s.number_key OR m.controller != s.controller
@@ -806,8 +810,11 @@ fn refuse_reused_consent_ids(
             OR (s.expires_at_us IS NOT NULL
                 AND (m.expires_at_us IS NULL OR m.expires_at_us > s.expires_at_us))
             OR (s.revoked_at_us IS NOT NULL AND m.revoked_at_us IS NOT s.revoked_at_us)
+            OR {} != {}
          LIMIT ?1",
-    )?;
+        written_agreement_sql("m.method"),
+        written_agreement_sql("s.method")
+    ))?;
     let stored = statement.query_map([left], |row| row.get::<_, String>(0))?;
     for id in stored {
         reused.push(format!("{} ({ALREADY_STORED_CONSENT})", id?));
@@ -821,6 +828,16 @@ fn refuse_reused_consent_ids(
         return Ok(());
     }
     Err(StoreError::ReusedConsentIds(reused.join(", ")))
+}
+
+/// SQLite's test of a consent's `method` column saying it is a signed
+/// written agreement, as [`crate::contacts::is_written_agreement`] tests
+/// it (ASCII case, the same surrounding white space).
+fn written_agreement_sql(column: &str) -> String {
+    format!(
+        "(lower(trim({column}, char(9, 10, 12, 13, 32))) = '{}')",
+        crate::contacts::WRITTEN_AGREEMENT
+    )
 }
 
 /// The staged ids of `table` (its id `column`) whose rows disagree by
@@ -1409,7 +1426,7 @@ fn leave_out_consent_copies(
 
 /// Reads a consent by rowid: what tells whether another is the same.
 const READ_CONSENT_AT: &str = "SELECT consent_id, number_key, controller, purpose, granted_at_us, \
-    supplier, revoked_at_us, expires_at_us FROM main.consents WHERE rowid = ?1";
+    supplier, revoked_at_us, expires_at_us, method FROM main.consents WHERE rowid = ?1";
 
 /// What the rules read of a consent: what tells whether two consents of
 /// one id are the same consent.
@@ -1423,6 +1440,8 @@ struct KeptConsent {
     supplier: String,
     revoked_at_us: Option<i64>,
     expires_at_us: Option<i64>,
+    /// Its method says it is a signed written agreement (the US DNC reads it).
+    written: bool,
 }
 
 impl KeptConsent {
@@ -1437,6 +1456,7 @@ impl KeptConsent {
             supplier: row.get(5)?,
             revoked_at_us: row.get(6)?,
             expires_at_us: row.get(7)?,
+            written: crate::contacts::is_written_agreement(row.get_ref(8)?.as_bytes()?),
         })
     }
 
@@ -1468,6 +1488,7 @@ impl KeptConsent {
             && self.purpose == copy.purpose
             && self.granted_at_us == copy.granted_at_us
             && self.supplier == copy.supplier
+            && self.written == copy.written
             && same_ends
     }
 }
@@ -4480,6 +4501,12 @@ mod tests {
                 supplier: "lists-r-us".into(),
                 ..base.clone()
             },
+            // A signed written agreement where the other is not one: the
+            // US DNC reads it.
+            Consent {
+                method: " Written_Agreement".into(),
+                ..base.clone()
+            },
             Consent {
                 expires_at: Some(days(60)),
                 ..base.clone()
@@ -4512,9 +4539,11 @@ mod tests {
             }
         }
         assert!(store.trail().unwrap().is_empty(), "nothing imported");
-        // The same consent twice, its evidence aside: one stored.
+        // The same consent twice, its evidence and a method that is no
+        // written agreement either aside: one stored.
         let again = Consent {
             evidence_ref: "e-2".into(),
+            method: "double_opt_in".into(),
             ..base.clone()
         };
         let (_, counts) = import(&[base.clone(), again]).unwrap().unwrap();
@@ -4534,7 +4563,7 @@ mod tests {
             expires_at: Some(days(10)),
             ..base.clone()
         };
-        for other in others[..5].iter().chain([&earlier]) {
+        for other in others[..6].iter().chain([&earlier]) {
             let err = import(std::slice::from_ref(other)).unwrap_err();
             assert!(
                 err.to_string()

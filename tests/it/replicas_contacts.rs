@@ -830,6 +830,15 @@ async fn test_a_consent_id_reused_for_another_consent_is_refused_at_the_cli() {
             format!("{header}{}", line("+49 151 44444445", "C-1", "2099-06-01")),
             "C-1",
         ),
+        // A signed written agreement where the journal's copy is none (the
+        // US DNC reads it).
+        (
+            "written.csv",
+            format!(
+                "controller,number,purpose,granted_at,source,consent_id,expires_at,method\nacme,{number},marketing,2026-01-01,web,C-1,2099-06-01,written_agreement\n"
+            ),
+            "C-1",
+        ),
         (
             "twice.csv",
             format!(
