@@ -608,17 +608,20 @@ async fn reload_data(
     stop: watch::Receiver<bool>,
 ) {
     let refresh = crate::gateway::contacts_refresh_interval(every.as_millis() as u64);
+    // Before the ticker: its first tick (at once) reloads the registries.
+    let mut registries_due = tokio::time::Instant::now();
     let mut ticker = tokio::time::interval(refresh);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut registries_due = tokio::time::Instant::now();
     loop {
-        ticker.tick().await;
+        let at = ticker.tick().await;
         if *stop.borrow() {
             return;
         }
-        let reload_registries = tokio::time::Instant::now() >= registries_due;
+        // By the ticks' own schedule: a tick that ran late must not push
+        // the next reload a tick further.
+        let reload_registries = at >= registries_due;
         if reload_registries {
-            registries_due = tokio::time::Instant::now() + every;
+            registries_due = at + every;
         }
         let registries = Arc::clone(&registries);
         let contacts = Arc::clone(&contacts);

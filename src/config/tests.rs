@@ -514,4 +514,19 @@ fn test_an_override_registry_of_another_kind_needs_its_validity() {
         parse("[destination.IT]\nregistry = \"blocklist\"\nregistry_valid_days = 30\n").is_ok()
     );
     assert!(parse("[destination.IT]\nregistry = \"allowlist\"\n").is_ok());
+    // France's Bloctel (an allow-list) ends on 11 August 2026: an
+    // allow-list override has no validity to inherit after it (found by
+    // review: every French call was denied stale from that day).
+    let message = parse("[destination.FR]\nregistry = \"allowlist\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        message.contains("destination.FR.registry_valid_days"),
+        "{message}"
+    );
+    assert!(parse("[destination.FR]\nfrom = \"2026-01-01\"\nregistry = \"allowlist\"\n").is_err());
+    assert!(
+        parse("[destination.FR]\nregistry = \"allowlist\"\nregistry_valid_days = 30\n").is_ok()
+    );
+    assert!(parse("[destination.US]\nfrom = \"2027-01-01\"\nregistry = \"blocklist\"\n").is_ok());
 }

@@ -969,11 +969,8 @@ impl Validator<'_> {
         // `config check` saying ok; found by review).
         if let Some(Some(kind)) = registry
             && raw.registry_valid_days.is_none()
-            && !statutes::statute(region.as_str()).is_some_and(|s| {
-                s.registry
-                    .iter()
-                    .any(|rule| rule.value.is_some_and(|r| r.kind == kind))
-            })
+            && !statutes::statute(region.as_str())
+                .is_some_and(|s| registry_of_kind_throughout(&s.registry, kind, from))
         {
             return Err(self.invalid(
                 format!("{key}.registry_valid_days"),
@@ -1044,4 +1041,40 @@ fn loopback_only(address: &str) -> bool {
     address
         .rsplit_once(':')
         .is_some_and(|(host, _)| host.eq_ignore_ascii_case("localhost"))
+}
+
+/// Whether the statute's registry rules name a registry of `kind` on every
+/// day from `from` (every day: `None`) on, without a gap: an override's
+/// registry of that kind then inherits the statute's validity each day.
+/// (France's Bloctel ends on 11 August 2026: an allow-list override from
+/// before that date has nothing to inherit after it.)
+fn registry_of_kind_throughout(
+    rules: &[statutes::Rule<Option<statutes::RegistryRequirement>>],
+    kind: RegistryKind,
+    from: Option<jiff::civil::Date>,
+) -> bool {
+    let mut relevant: Vec<_> = rules
+        .iter()
+        .filter(|rule| {
+            rule.until
+                .is_none_or(|until| from.is_none_or(|from| until > from))
+        })
+        .collect();
+    relevant.sort_by_key(|rule| rule.from);
+    let Some(first) = relevant.first() else {
+        return false;
+    };
+    let starts_in_time = match (first.from, from) {
+        (None, _) => true,
+        (Some(start), Some(from)) => start <= from,
+        (Some(_), None) => false,
+    };
+    starts_in_time
+        && relevant.last().is_some_and(|rule| rule.until.is_none())
+        && relevant
+            .windows(2)
+            .all(|pair| pair[0].until == pair[1].from)
+        && relevant
+            .iter()
+            .all(|rule| rule.value.is_some_and(|r| r.kind == kind))
 }

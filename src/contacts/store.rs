@@ -3649,6 +3649,59 @@ mod tests {
         );
     }
 
+    /// A correction that moves a relationship's start without its other
+    /// record (its end, recorded after the copies were read) is refused in
+    /// the correction's transaction; with it, both move (found by review).
+    #[test]
+    fn test_a_relationship_is_not_moved_without_its_other_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ContactStore::open(dir.path()).unwrap();
+        let number = "+390212345678";
+        let key = NumberKey::from_e164(number).unwrap();
+        let started: Timestamp = "2025-01-05T10:00:00Z".parse().unwrap();
+        let ongoing = Relationship {
+            relationship_id: "r-1".into(),
+            controller: "acme".into(),
+            number: number.into(),
+            kind: RelationshipKind::Customer,
+            started_at: started,
+            ended_at: None,
+            recorded_at: started,
+        };
+        let ended = Relationship {
+            relationship_id: "r-2".into(),
+            ended_at: Some("2026-01-05T10:00:00Z".parse().unwrap()),
+            ..ongoing.clone()
+        };
+        store.record_relationship(key, ongoing, "t").unwrap();
+        store.record_relationship(key, ended, "t").unwrap();
+        let moved = |id: &str| {
+            let before = store.relationship_by_id(id).unwrap().unwrap();
+            let mut after = before.record.clone();
+            after.started_at = started - jiff::SignedDuration::from_hours(24);
+            Rectification::Relationship {
+                before: Box::new(before),
+                after: Box::new((key, after)),
+                reason: "typo".into(),
+            }
+        };
+        let alone = store.rectify(&[moved("r-1")], "t", Timestamp::now());
+        assert!(
+            matches!(alone, Err(StoreError::Changed(ref id)) if id == "r-1"),
+            "{alone:?}"
+        );
+        store
+            .rectify(&[moved("r-1"), moved("r-2")], "t", Timestamp::now())
+            .unwrap();
+        let view = store.view(key, number);
+        assert!(
+            view.relationships
+                .iter()
+                .all(|r| r.started_at == started - jiff::SignedDuration::from_hours(24)),
+            "{view:?}"
+        );
+    }
+
     /// A relationship's end from the erasure ledger is recorded again only
     /// beside an ongoing copy of it, once (found by review: alone, it
     /// exempted where the live store never had it).

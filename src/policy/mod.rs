@@ -544,7 +544,7 @@ fn era_on(
         for (state, configured) in &o.states {
             let merged = match states.get(state) {
                 Some(statutory) => WeeklyHours::overridden_by(statutory, configured),
-                None => configured.closing_unset_days(),
+                None => configured.clone(),
             };
             states.insert(state.clone(), merged);
             state_origins.insert(

@@ -418,6 +418,23 @@ fri = ["09:00-21:00"]
 [destination.DE.calling_hours]
 sat = ["10:00-18:00"]
 
+# A state's window narrows the national one: its unset days stay open.
+[destination.US.state.AL.calling_hours]
+sun = []
+
+[[registry]]
+id = "us-dnc"
+kind = "blocklist"
+country = "US"
+
+[[campaign]]
+id = "us"
+controller = "acme"
+purpose = "marketing"
+default_region = "US"
+destinations = ["US"]
+caller_ids = ["+12125550100"]
+
 [[campaign]]
 id = "pt"
 controller = "acme"
@@ -474,6 +491,12 @@ caller_ids = ["+4930123456"]
         .unwrap();
     let week = era.window.hours.as_ref().expect("the override's window");
     assert_eq!(week.days[0], Some(Vec::new()), "Monday closed");
+    let us = policies
+        .era("us", region("US"), "2026-11-30T15:00:00Z".parse().unwrap())
+        .unwrap();
+    let alabama = &us.window.states["AL"];
+    assert_eq!(alabama.days[6], Some(Vec::new()), "Sunday closed");
+    assert_eq!(alabama.days[0], None, "Monday left to the national window");
 }
 
 /// Holiday hours for a destination without a holiday calendar of its own

@@ -246,30 +246,31 @@ pub fn registry_exemption(
             ),
         ));
     }
-    if exemptions.consent {
-        // The US DNC: only the consumer's signed written agreement lifts it
-        // (any consent in force did; found by review).
-        let lifting = if exemptions.consent_in_writing {
-            valid_consent_where(view, asking, now, Consent::is_written_agreement)
+    // The US DNC: only the consumer's signed written agreement lifts it
+    // (any consent in force did; found by review), and a registry set to ask
+    // for one asks it on every path (a consent after the registration too).
+    let lifting = if exemptions.consent_in_writing {
+        valid_consent_where(view, asking, now, Consent::is_written_agreement)
+    } else {
+        valid_consent(view, asking, now)
+    };
+    if exemptions.consent
+        && let Some(consent) = lifting
+    {
+        let written = if exemptions.consent_in_writing {
+            " (a signed written agreement)"
         } else {
-            valid_consent(view, asking, now)
+            ""
         };
-        if let Some(consent) = lifting {
-            let written = if exemptions.consent_in_writing {
-                " (a signed written agreement)"
-            } else {
-                ""
-            };
-            return Some(Reason::new(
-                ReasonCode::Consent,
-                format!(
-                    "consent {}{written} exempts from registry {registry_id}",
-                    consent.consent_id
-                ),
-            ));
-        }
+        return Some(Reason::new(
+            ReasonCode::Consent,
+            format!(
+                "consent {}{written} exempts from registry {registry_id}",
+                consent.consent_id
+            ),
+        ));
     }
-    let consent = valid_consent(view, asking, now)?;
+    let consent = lifting?;
     // The answer is dated by its day: the registration may have come at
     // any time of it, so only a consent from the next day on is "after".
     match opposed_at {

@@ -1051,6 +1051,15 @@ fn test_consent_exemptions_by_country_and_italian_policy() {
     );
     let denied = decide(&registry, &[]);
     assert_eq!(denied.verdict, Verdict::Deny, "no evidence, no exemption");
+    // Asked of every path: a consent given after the registration lifts
+    // the registry only as a signed written agreement once the registry
+    // asks for one (found by review: any consent did there).
+    registry.exemption_settings.consent_in_writing = true;
+    assert_eq!(
+        decide(&registry, &seen_before).verdict,
+        Verdict::Deny,
+        "not a written agreement"
+    );
 }
 
 /// Screening `at` an instant before the registry data was checked: the data

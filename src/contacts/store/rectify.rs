@@ -205,6 +205,7 @@ impl ContactStore {
     ) -> Result<(), StoreError> {
         self.write(
             |tx| {
+                refuse_parted_relationships(tx, corrections)?;
                 let mut moves = Vec::with_capacity(corrections.len());
                 for correction in corrections {
                     moves.push(self.rectify_one(tx, correction, actor, now)?);
@@ -376,4 +377,51 @@ fn read_relationship_after_rowid(
     row: &rusqlite::Row<'_>,
 ) -> Result<(NumberKey, Relationship), StoreError> {
     super::read_relationship_at(row, 1)
+}
+
+/// Refuses corrections that move a relationship's number, kind or start
+/// while another record of it (same number, controller, kind and start, see
+/// [`ContactStore::relationship_copies`]) stays behind: one recorded after
+/// the copies were read (found by review), parted from the move, would
+/// exempt on its own. Read in the correction's transaction.
+fn refuse_parted_relationships(
+    tx: &Transaction<'_>,
+    corrections: &[Rectification],
+) -> Result<(), StoreError> {
+    let moved_rows: std::collections::HashSet<i64> = corrections
+        .iter()
+        .filter_map(|c| match c {
+            Rectification::Relationship { before, .. } => Some(before.row),
+            Rectification::Consent { .. } => None,
+        })
+        .collect();
+    for correction in corrections {
+        let Rectification::Relationship { before, after, .. } = correction else {
+            continue;
+        };
+        let old = &before.record;
+        if after.0 == before.key && after.1.kind == old.kind && after.1.started_at == old.started_at
+        {
+            continue;
+        }
+        let mut statement = tx.prepare_cached(
+            "SELECT rowid FROM relationships
+             WHERE number_key = ?1 AND controller = ?2 AND kind = ?3 AND started_at_us = ?4",
+        )?;
+        let rows = statement.query_map(
+            rusqlite::params![
+                before.key.0 as i64,
+                old.controller,
+                old.kind.as_str(),
+                old.started_at.as_microsecond()
+            ],
+            |r| r.get::<_, i64>(0),
+        )?;
+        for row in rows {
+            if !moved_rows.contains(&row?) {
+                return Err(StoreError::Changed(old.relationship_id.clone()));
+            }
+        }
+    }
+    Ok(())
 }
