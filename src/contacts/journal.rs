@@ -1057,10 +1057,13 @@ async fn redact_subject(
 }
 
 /// PostgreSQL's test of a journal consent's `method` saying it is a signed
-/// written agreement, as [`crate::contacts::is_written_agreement`] tests it.
+/// written agreement, as [`crate::contacts::is_written_agreement`] tests it:
+/// `lower` under the "C" collation folds ASCII only, as Rust does (under
+/// the database's own collation `wrİtten_agreement` folded to a written
+/// agreement; found by review).
 fn written_agreement_sql(record: &str) -> String {
     format!(
-        "(lower(btrim(COALESCE({record}.body->>'method', ''), E' \\t\\n\\f\\r')) = '{}')",
+        "(lower(btrim(COALESCE({record}.body->>'method', ''), E' \\t\\n\\f\\r') COLLATE \"C\") = '{}')",
         crate::contacts::WRITTEN_AGREEMENT
     )
 }

@@ -930,7 +930,7 @@ fn staged_counts(conn: &Connection, ids: &StagedTables) -> Result<BulkCounts, St
 }
 
 /// How a consent id already stored for another consent is named.
-const ALREADY_STORED_CONSENT: &str = "already stored for another consent: another number, controller, purpose, grant time or supplier, one that expires later than the file says, or revoked at another instant";
+const ALREADY_STORED_CONSENT: &str = "already stored for another consent: another number, controller, purpose, grant time or supplier, one that expires later than the file says, revoked at another instant, or a written agreement where the file's is none (or the other way round)";
 
 /// Binds a consent's 14 columns (in [`CONSENT_COLUMNS`] order) and the
 /// import's trail event (NULL when staged) and runs `statement`; returns

@@ -891,6 +891,23 @@ async fn test_a_consent_id_reused_for_another_consent_is_refused_at_the_cli() {
         Some(vec![R::Consent]),
         "still deciding"
     );
+    // A written agreement in the journal, then a copy whose method only
+    // looks like one beyond ASCII: another consent, as Rust and SQLite
+    // read it (PostgreSQL's collation folded it to one; found by review).
+    let with_method = |name: &str, method: &str| {
+        cli.file(
+            name,
+            &format!(
+                "controller,number,purpose,granted_at,source,consent_id,method\nacme,+49 151 44444448,marketing,2026-01-01,web,C-9,{method}\n"
+            ),
+        )
+    };
+    let signed = with_method("signed.csv", "WRITTEN_AGREEMENT");
+    cli.cli_ok(&["consent", "import", "--file", path_str(&signed)]);
+    let lookalike = with_method("lookalike.csv", "wr\u{130}tten_agreement");
+    let out = cli.cli(&["consent", "import", "--file", path_str(&lookalike)]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("C-9"), "{stderr}");
 }
 
 /// A committed opt-out import a replica cannot apply (here written by hand
