@@ -3649,15 +3649,9 @@ mod tests {
         );
     }
 
-    /// A correction that moves a relationship's start without its other
-    /// record (its end, recorded after the copies were read) is refused in
-    /// the correction's transaction; with it, both move (found by review).
-    #[test]
-    fn test_a_relationship_is_not_moved_without_its_other_records() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = ContactStore::open(dir.path()).unwrap();
-        let number = "+390212345678";
-        let key = NumberKey::from_e164(number).unwrap();
+    /// A customer relationship of `number` (`r-1`, ongoing since 5 Jan
+    /// 2025) and its end recorded as another record (`r-2`, 5 Jan 2026).
+    fn customer_and_its_end(number: &str) -> (Relationship, Relationship) {
         let started: Timestamp = "2025-01-05T10:00:00Z".parse().unwrap();
         let ongoing = Relationship {
             relationship_id: "r-1".into(),
@@ -3673,6 +3667,20 @@ mod tests {
             ended_at: Some("2026-01-05T10:00:00Z".parse().unwrap()),
             ..ongoing.clone()
         };
+        (ongoing, ended)
+    }
+
+    /// A correction that moves a relationship's start without its other
+    /// record (its end, recorded after the copies were read) is refused in
+    /// the correction's transaction; with it, both move (found by review).
+    #[test]
+    fn test_a_relationship_is_not_moved_without_its_other_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ContactStore::open(dir.path()).unwrap();
+        let number = "+390212345678";
+        let key = NumberKey::from_e164(number).unwrap();
+        let (ongoing, ended) = customer_and_its_end(number);
+        let started = ongoing.started_at;
         store.record_relationship(key, ongoing, "t").unwrap();
         store.record_relationship(key, ended, "t").unwrap();
         let moved = |id: &str| {
@@ -3711,21 +3719,7 @@ mod tests {
         let store = ContactStore::open(dir.path()).unwrap();
         let number = "+390212345678";
         let key = NumberKey::from_e164(number).unwrap();
-        let started: Timestamp = "2025-01-05T10:00:00Z".parse().unwrap();
-        let ongoing = Relationship {
-            relationship_id: "r-1".into(),
-            controller: "acme".into(),
-            number: number.into(),
-            kind: RelationshipKind::Customer,
-            started_at: started,
-            ended_at: None,
-            recorded_at: started,
-        };
-        let ended = Relationship {
-            relationship_id: "r-2".into(),
-            ended_at: Some("2026-01-05T10:00:00Z".parse().unwrap()),
-            ..ongoing.clone()
-        };
+        let (ongoing, ended) = customer_and_its_end(number);
         assert!(
             !store
                 .reapply_relationship_end(key, ended.clone(), "t")
