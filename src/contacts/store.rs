@@ -4202,17 +4202,7 @@ mod tests {
                 for (i, number) in numbers.iter().enumerate() {
                     bulk.suppression(
                         NumberKey::from_e164(number).unwrap(),
-                        Suppression {
-                            suppression_id: format!("s-{i}"),
-                            controller: String::new(),
-                            campaign_id: String::new(),
-                            number: number.clone(),
-                            reason: "asked".into(),
-                            source: "crm".into(),
-                            added_by: "cli:test".into(),
-                            created_at: now,
-                            expires_at: None,
-                        },
+                        opt_out(&format!("s-{i}"), number),
                     )?;
                 }
                 Ok(Some(((), serde_json::json!({}))))
