@@ -374,6 +374,14 @@ mod tests {
             ("+1 800 555 0123", NumberError::NotCallable("toll-free")),
             ("+39 899 123456", NumberError::NotCallable("premium-rate")),
             ("+44 800 123 4567", NumberError::NotCallable("toll-free")),
+            // A zero after the `+` or the international prefix: no country
+            // code begins with one (found by review: `+049 30 ...` was
+            // Germany under a second key, `+0493012345678`).
+            ("+049 30 12345678", NumberError::Unparseable),
+            ("+0049 30 12345678", NumberError::Unparseable),
+            ("00049 30 12345678", NumberError::Unparseable),
+            ("+039 333 123 4567", NumberError::Unparseable),
+            ("+01 212 555 0123", NumberError::Unparseable),
         ];
         for (input, expected) in cases {
             let result = normalize(input, region("IT"));

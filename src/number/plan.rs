@@ -276,6 +276,13 @@ fn regions_of(code: u16) -> &'static [PlannedRegion] {
 /// Splits E.164 digits into country code and national significant number.
 pub fn split_country_code(digits: &str) -> Option<(u16, &str)> {
     let bytes = digits.as_bytes();
+    // No country code begins with 0: `+049 30 ...` read as Germany kept
+    // its zero in the number's key and E.164, a second key for the number
+    // beside `+49 30 ...` (an opt-out under one missed a check under the
+    // other; found by review).
+    if bytes.first() == Some(&b'0') {
+        return None;
+    }
     let mut code = 0u16;
     for len in 1..=3.min(bytes.len()) {
         let digit = bytes[len - 1];

@@ -232,6 +232,13 @@ pub fn parse(
     keep_all_rejects: bool,
 ) -> std::io::Result<(Format, ParsedNumbers)> {
     let mut reader = BufReader::with_capacity(1 << 20, reader);
+    // A UTF-8 byte-order mark (an export saved by a spreadsheet or an
+    // editor) is no part of the first line: kept, it refused the first
+    // number (with `--max-rejects`, imported the list without it) and hid
+    // the file's format (found by review).
+    if reader.fill_buf()?.starts_with(b"\xEF\xBB\xBF") {
+        reader.consume(3);
+    }
     let detected = format.is_none();
     let format = match format {
         Some(format) => format,
@@ -777,5 +784,30 @@ mod tests {
         assert_eq!(format, Format::Ftc);
         assert_eq!(parsed.numbers.len(), 2);
         assert_eq!(parsed.duplicates, 1);
+    }
+
+    /// A UTF-8 byte-order mark before the first line (a file saved by a
+    /// spreadsheet or an editor) is skipped: it refused the first number
+    /// and hid the file's format (found by review).
+    #[test]
+    fn test_a_byte_order_mark_is_not_part_of_the_first_line() {
+        let us = Region::parse("US").unwrap();
+        let ftc = "\u{feff}212,5550199\n646,5550142\n";
+        for format in [None, Some(Format::Ftc)] {
+            let (detected, parsed) = parse(ftc.as_bytes(), format.clone(), us, false).unwrap();
+            assert_eq!(detected, Format::Ftc);
+            assert_eq!(
+                (parsed.numbers.len(), parsed.reject_count),
+                (2, 0),
+                "{format:?}"
+            );
+            assert!(
+                parsed
+                    .numbers
+                    .contains(NumberKey::from_e164("+12125550199").unwrap().0)
+            );
+        }
+        let parsed = parse_lines("\u{feff}+39 333 123 4567\n");
+        assert_eq!((parsed.numbers.len(), parsed.reject_count), (1, 0));
     }
 }

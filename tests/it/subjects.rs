@@ -683,6 +683,19 @@ fn test_bulk_imports_say_one_summary_line() {
     assert!(trail.contains("suppressions.imported") && trail.contains("\"stored\":3000"));
 }
 
+/// A contact file saved with a UTF-8 byte-order mark (a spreadsheet's
+/// "CSV UTF-8") reads its first column by its name.
+#[test]
+fn test_a_byte_order_mark_before_the_header_is_skipped() {
+    let ws = Workspace::new(&standard_config(""));
+    let file = ws.file(
+        "optouts.csv",
+        "\u{feff}number,controller,reason\n+39 347 7654321,acme,asked\n",
+    );
+    let out = ws.cli_ok(&["suppression", "import", "--file", path_str(&file)]);
+    assert!(out.contains("1 lines valid; 1 stored"), "{out}");
+}
+
 /// `--dry-run` checks a file as its import would: an id reused for another
 /// record refuses it (a dry run said "valid" before, and the import then
 /// failed), a valid file's counts are worked out, and nothing is stored,
