@@ -338,9 +338,10 @@ fn decide_under(
             }
             Err(reasons) => reasons,
         };
+        let exemptions = era.exemptions(&registry.config.id);
         match registry_exemption(
             data.contacts,
-            &era.exemptions(&registry.config.id),
+            &exemptions,
             &registry.config.id,
             &asking,
             registry.opposed_at,
@@ -351,7 +352,7 @@ fn decide_under(
                 out.denies.extend(reasons);
                 // A consent in force that does not lift this registry: not
                 // a signed written agreement (the US DNC). Say so.
-                if era.exemptions(&registry.config.id).consent_in_writing
+                if exemptions.consent_in_writing
                     && let Some(consent) = contact_basis::valid_consent(data.contacts, &asking, now)
                     && !out.denies.iter().any(|r| r.code == ReasonCode::NoConsent)
                 {

@@ -130,8 +130,7 @@ impl ContactStore {
         let conn = self.conn.lock().expect("contact db lock");
         let mut statement = conn.prepare(&format!(
             "SELECT rowid, {RELATIONSHIP_COLUMNS} FROM relationships
-             WHERE number_key = ?1 AND controller = ?2 AND kind = ?3 AND started_at_us = ?4
-               AND rowid != ?5 ORDER BY rowid"
+             WHERE {SAME_RELATIONSHIP} AND rowid != ?5 ORDER BY rowid"
         ))?;
         let record = &stored.record;
         let rows = statement.query_map(
@@ -379,6 +378,12 @@ fn read_relationship_after_rowid(
     super::read_relationship_at(row, 1)
 }
 
+/// The records of one relationship (the contract API records its end as
+/// another record): the same number key, controller, kind and start, as
+/// `?1` to `?4`. The rules read them as one (`exempting_relationship`).
+const SAME_RELATIONSHIP: &str =
+    "number_key = ?1 AND controller = ?2 AND kind = ?3 AND started_at_us = ?4";
+
 /// Refuses corrections that move a relationship's number, kind or start
 /// while another record of it (same number, controller, kind and start, see
 /// [`ContactStore::relationship_copies`]) stays behind: one recorded after
@@ -404,10 +409,9 @@ fn refuse_parted_relationships(
         {
             continue;
         }
-        let mut statement = tx.prepare_cached(
-            "SELECT rowid FROM relationships
-             WHERE number_key = ?1 AND controller = ?2 AND kind = ?3 AND started_at_us = ?4",
-        )?;
+        let mut statement = tx.prepare_cached(&format!(
+            "SELECT rowid FROM relationships WHERE {SAME_RELATIONSHIP}"
+        ))?;
         let rows = statement.query_map(
             rusqlite::params![
                 before.key.0 as i64,
