@@ -2498,8 +2498,11 @@ impl ContactStore {
             // number they moved records away from is forgotten, and a
             // record another controller's correction moved away would stay
             // under it in the index (found by review). Nothing else writes
-            // while this transaction holds the store.
-            self.apply_corrections(tx)?;
+            // while this transaction holds the store. A store without its
+            // index (a restore) has none to keep right.
+            if self.indexed.load(std::sync::atomic::Ordering::Acquire) {
+                self.apply_corrections(tx)?;
+            }
             // Corrections of the erased records, in the trail of other
             // numbers (where a record was moved from or to), go too.
             let ids = |table: &str, id: &str| -> rusqlite::Result<String> {
