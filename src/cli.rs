@@ -871,8 +871,7 @@ fn trail_export(config: &Config) -> anyhow::Result<()> {
 /// Service output on stderr: `DIALGATE_LOG` filters (default `info`),
 /// `[server] log_format` (or `DIALGATE_LOG_FORMAT`) picks pretty or JSON.
 fn init_tracing(format: crate::config::LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("DIALGATE_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let filter = log_filter(std::env::var("DIALGATE_LOG").ok().as_deref());
     let json = match std::env::var("DIALGATE_LOG_FORMAT").as_deref() {
         Ok("json") => true,
         Ok("pretty") => false,
@@ -886,6 +885,26 @@ fn init_tracing(format: crate::config::LogFormat) {
     } else {
         builder.try_init()
     };
+}
+
+/// Crates whose debug output carries personal data: the PostgreSQL
+/// client logs every statement's bound values (numbers, caller IDs) at
+/// debug. They stay at `info` whatever `DIALGATE_LOG` says; dialgate's own
+/// lines mask numbers at every level.
+const LOGS_PERSONAL_DATA: [&str; 2] = ["tokio_postgres", "postgres_protocol"];
+
+/// The filter of service output: `DIALGATE_LOG` (default `info`), with
+/// [`LOGS_PERSONAL_DATA`] held at `info`.
+fn log_filter(setting: Option<&str>) -> tracing_subscriber::EnvFilter {
+    let mut filter = setting
+        .and_then(|s| tracing_subscriber::EnvFilter::try_new(s).ok())
+        .unwrap_or_else(|| tracing_subscriber::EnvFilter::new("info"));
+    for target in LOGS_PERSONAL_DATA {
+        if let Ok(directive) = format!("{target}=info").parse() {
+            filter = filter.add_directive(directive);
+        }
+    }
+    filter
 }
 
 fn serve(config: Config) -> anyhow::Result<()> {
@@ -1472,5 +1491,43 @@ fn audit_verify(config: &Config, anchor: Option<PathBuf>) -> anyhow::Result<()> 
             decision_id,
             problem,
         } => bail!("decision log NOT intact at seq {seq} (decision {decision_id}): {problem}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `DIALGATE_LOG=debug` let the PostgreSQL client write every
+    /// statement's bound values, full numbers among them, to stderr
+    /// (found by review: its `log` records reach the service output).
+    #[test]
+    fn test_debug_output_leaves_out_the_postgres_clients_values() {
+        #[derive(Clone, Default)]
+        struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+        impl std::io::Write for Captured {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(buf);
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        for setting in ["debug", "trace", "info,tokio_postgres=trace"] {
+            let captured = Captured::default();
+            let writer = captured.clone();
+            let subscriber = tracing_subscriber::fmt()
+                .with_writer(move || writer.clone())
+                .with_env_filter(log_filter(Some(setting)))
+                .finish();
+            tracing::subscriber::with_default(subscriber, || {
+                tracing::debug!(target: "tokio_postgres::query", "parameters: [\"+393331234567\"]");
+                tracing::debug!(target: "dialgate::gateway", "own line");
+            });
+            let out = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+            assert!(!out.contains("393331234567"), "{setting}: {out}");
+            assert_eq!(out.contains("own line"), setting != "info,tokio_postgres=trace", "{setting}: {out}");
+        }
     }
 }

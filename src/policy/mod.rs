@@ -22,6 +22,7 @@ use sha2::{Digest, Sha256};
 
 use crate::calling::{AttemptLimit, DestinationRules, WeeklyHours};
 use crate::config::{CampaignConfig, Config, DestinationOverride, RegistryConfig};
+use crate::model::Purpose;
 use crate::number::Region;
 use crate::statutes::{
     self, CallerIdRules, CliType, ConsentRegime, ConsentRule, Exemptions, RegistryRequirement,
@@ -672,18 +673,26 @@ fn warnings(config: &Config) -> Vec<String> {
     }
     for campaign in &config.campaigns {
         for &region in &campaign.destinations {
-            let Some(statute) = statutes::statute(region.as_str()) else {
+            let rule = statutes::statute(region.as_str())
+                .and_then(|statute| statutes::in_force(&statute.caller_id, today));
+            let Some(rule) = rule else {
+                if campaign.caller_ids.is_empty() {
+                    out.push(format!(
+                        "campaign {}: it declares no caller ID: every call to {region} is denied CALLER_ID_NOT_ALLOWED, and screening denies its numbers",
+                        campaign.id
+                    ));
+                }
                 continue;
             };
-            let Some(rule) = statutes::in_force(&statute.caller_id, today) else {
-                continue;
-            };
+            let mut permitted = 0;
             for cli in &campaign.caller_ids {
                 let (cli_region, kind) = declared_cli(cli);
-                if !rule
+                if rule
                     .value
                     .permits(kind, cli_region.as_deref(), region.as_str())
                 {
+                    permitted += 1;
+                } else {
                     out.push(format!(
                         "campaign {}: caller ID {} is a {} number, which the law of {region} does not let a call present ({})",
                         campaign.id,
@@ -693,9 +702,36 @@ fn warnings(config: &Config) -> Vec<String> {
                     ));
                 }
             }
+            if permitted == 0 && !reserves_prefix_for(&rule.value, campaign.purpose) {
+                out.push(format!(
+                    "campaign {}: none of its caller IDs may be presented on calls to {region}, and no prefix is reserved there for {}: every call there is denied CALLER_ID_NOT_ALLOWED, and screening denies its numbers ({})",
+                    campaign.id,
+                    campaign.purpose.as_str(),
+                    rule.source
+                ));
+            }
         }
     }
     out
+}
+
+/// Whether `rules` reserve a caller-ID prefix for `purpose` (Italy: 0844
+/// for marketing): a call may present a number in it undeclared.
+fn reserves_prefix_for(rules: &CallerIdRules, purpose: Purpose) -> bool {
+    rules
+        .reserved_prefixes
+        .iter()
+        .any(|prefix| prefix.purposes.contains(&purpose))
+}
+
+impl Era {
+    /// Whether a call of `purpose` could present a caller ID here: a
+    /// declared number the law lets it present, or one in a prefix reserved
+    /// for the purpose.
+    pub fn can_present_caller_id(&self, purpose: Purpose) -> bool {
+        self.caller_ids.iter().any(|declared| declared.permitted)
+            || reserves_prefix_for(&self.caller_id.value, purpose)
+    }
 }
 
 #[cfg(test)]

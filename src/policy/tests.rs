@@ -1272,3 +1272,28 @@ fn test_a_relationship_recorded_again_with_its_end_ends() {
         decided.reasons
     );
 }
+
+/// A campaign that can present no caller ID at a destination is reported:
+/// every dial there is denied, and screening now denies its numbers too.
+/// Italy's reserved 0844 keeps a campaign without a usable number callable.
+#[test]
+fn test_a_destination_without_a_presentable_caller_id_is_reported() {
+    let warned = |campaign: CampaignConfig| {
+        Policies::compile(&Config::with(vec![campaign], Vec::new()))
+            .warnings
+            .into_iter()
+            .filter(|w| w.contains("CALLER_ID_NOT_ALLOWED"))
+            .count()
+    };
+    // Spain refuses a foreign number; nothing else is declared.
+    assert_eq!(warned(campaign("es", "ES", "+390212345678")), 1);
+    assert_eq!(warned(campaign("es", "ES", "+34912345678")), 0);
+    // Italy: 0844 is reserved for marketing.
+    let mut italy = campaign("it", "IT", "+390212345678");
+    italy.caller_ids.clear();
+    assert_eq!(warned(italy), 0);
+    // No statute (Austria): nothing declared, nothing presentable.
+    let mut austria = campaign("at", "AT", "+4312345678");
+    austria.caller_ids.clear();
+    assert_eq!(warned(austria), 1);
+}

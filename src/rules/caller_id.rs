@@ -109,6 +109,27 @@ pub fn check_caller_id(raw: &str, campaign: &CampaignConfig, era: Option<&Era>) 
     }
 }
 
+/// Screening, which has no caller ID: whether the campaign could present
+/// any in the era, a declared number the law lets a call present or one in
+/// a prefix the destination reserves for the campaign's purpose. `Some`
+/// when it could not: every call it screens would be denied at the dial
+/// (a campaign declaring only an Italian number, screening Spanish ones).
+pub fn no_presentable_caller_id(campaign: &CampaignConfig, era: &Era) -> Option<Reason> {
+    (!era.can_present_caller_id(campaign.purpose)).then(|| {
+        Reason::new(
+            ReasonCode::CallerIdNotAllowed,
+            format!(
+                "campaign {} declares no caller ID that the law of {} lets a call present ({} declared), and no prefix is reserved there for {} ({})",
+                campaign.id,
+                era.region,
+                era.caller_ids.len(),
+                campaign.purpose.as_str(),
+                era.caller_id.origin.describe()
+            ),
+        )
+    })
+}
+
 /// The reserved prefix a caller ID is in: `+CC prefix...`, `00CC prefix...`,
 /// or national `prefix...` when the campaign's region is the destination.
 /// 6 to 12 national digits.

@@ -21,7 +21,7 @@ use crate::number::{Normalized, NumberError};
 use crate::policy::Era;
 use crate::registry::Snapshot;
 use crate::statutes::Exemptions;
-pub use caller_id::check_caller_id;
+pub use caller_id::{check_caller_id, no_presentable_caller_id};
 pub use contact_basis::{
     Asking, exempting_relationship, refused_supplier_consents, registry_exemption,
     supplier_contract, suppression, valid_consent, withdrawn,
@@ -117,6 +117,11 @@ pub fn evaluate(input: &CallInput<'_>, data: &DecisionData<'_>, now: Timestamp) 
     }
     if let (Some(campaign), Some(caller_id)) = (input.campaign, input.caller_id)
         && let Some(reason) = check_caller_id(caller_id, campaign, data.era)
+    {
+        denies.push(reason);
+    }
+    if let (Some(campaign), None, Some(era)) = (input.campaign, input.caller_id, data.era)
+        && let Some(reason) = no_presentable_caller_id(campaign, era)
     {
         denies.push(reason);
     }

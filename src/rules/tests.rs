@@ -594,6 +594,72 @@ fn test_screening_without_caller_id_skips_the_cli_rule() {
     assert_eq!(evaluation.verdict, Verdict::Allow);
 }
 
+/// Screening skipped the caller-ID rule altogether: a campaign whose only
+/// declared caller ID the destination's law refuses (Spain: domestic
+/// numbers only) screened its Spanish consents as ALLOW, where every dial
+/// is denied (found by review). Italy keeps its reserved prefixes: a
+/// campaign with no declared number may still present one in 0844.
+#[test]
+fn test_screening_denies_where_no_caller_id_could_be_presented() {
+    use ReasonCode::*;
+    let spain = CampaignConfig {
+        destinations: vec![region("ES")],
+        caller_ids: vec!["+390212345678".into()],
+        ..campaign("es", "ES", true)
+    };
+    let consented = ContactView {
+        consents: vec![consent(Purpose::Marketing, "2026-01-01T00:00:00Z", None)],
+        ..ContactView::default()
+    };
+    let screened = run(&Case {
+        name: "es screened",
+        campaign: Some(spain.clone()),
+        number: "612 345 678",
+        caller_id: None,
+        registry: None,
+        contacts: consented.clone(),
+        expect: Verdict::Deny,
+        codes: &[],
+    });
+    assert_eq!(screened.verdict, Verdict::Deny, "{:?}", screened.reasons);
+    assert_eq!(screened.reasons[0].code, CallerIdNotAllowed);
+    assert!(
+        screened.reasons[0].detail.contains("no caller ID"),
+        "{:?}",
+        screened.reasons
+    );
+    // With a Spanish number declared, the same consent screens as ALLOW.
+    let declared = run(&Case {
+        name: "es declared",
+        campaign: Some(CampaignConfig {
+            caller_ids: vec!["+34912345678".into()],
+            ..spain
+        }),
+        number: "612 345 678",
+        caller_id: None,
+        registry: None,
+        contacts: consented,
+        expect: Verdict::Allow,
+        codes: &[],
+    });
+    assert_eq!(declared.verdict, Verdict::Allow, "{:?}", declared.reasons);
+    // Italy with nothing declared: a 0844 number may still be presented.
+    let italy = run(&Case {
+        name: "it reserved",
+        campaign: Some(CampaignConfig {
+            caller_ids: Vec::new(),
+            ..campaign("it", "IT", false)
+        }),
+        number: "333 123 4567",
+        caller_id: None,
+        registry: rpo("2026-11-20", &["+393331234567"]),
+        contacts: ContactView::default(),
+        expect: Verdict::Allow,
+        codes: &[],
+    });
+    assert_eq!(italy.verdict, Verdict::Allow, "{:?}", italy.reasons);
+}
+
 #[test]
 fn test_time_rules_and_next_allowed_at() {
     use ReasonCode::*;
