@@ -1527,7 +1527,11 @@ mod tests {
             });
             let out = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
             assert!(!out.contains("393331234567"), "{setting}: {out}");
-            assert_eq!(out.contains("own line"), setting != "info,tokio_postgres=trace", "{setting}: {out}");
+            assert_eq!(
+                out.contains("own line"),
+                setting != "info,tokio_postgres=trace",
+                "{setting}: {out}"
+            );
         }
     }
 }

@@ -657,6 +657,7 @@ impl Gateway {
                 called,
                 caller_id,
                 logged: true,
+                recorded_by: None,
             },
             now,
         );
@@ -708,6 +709,9 @@ impl<'g> Screener<'g> {
                 called: &called,
                 caller_id: None,
                 logged: false,
+                // As of another instant: what has been recorded up to
+                // the precise clock counts (see `CallInput::recorded_by`).
+                recorded_by: at.map(|_| Timestamp::now()),
             },
             now,
         );

@@ -87,6 +87,7 @@ fn decide(
             called: &called,
             caller_id: Some(caller_id),
             logged: true,
+            recorded_by: None,
         },
         &DecisionData {
             contacts,

@@ -107,13 +107,13 @@ fn in_force<'a, 'v>(
 }
 
 /// The latest withdrawal of consent of the controller and purpose made by
-/// `now`.
+/// `now`, or by the time the records were read ([`Asking::recorded_by`]).
 fn latest_withdrawal(view: &ContactView, asking: &Asking<'_>, now: Timestamp) -> Option<Timestamp> {
     view.consents
         .iter()
         .filter(|c| c.controller == asking.controller && c.purpose == asking.purpose)
         .filter_map(|c| c.revoked_at)
-        .filter(|revoked| *revoked <= now)
+        .filter(|revoked| *revoked <= now.max(asking.recorded_by))
         .max()
 }
 
@@ -217,6 +217,11 @@ pub struct Asking<'a> {
     /// The suppliers the controller declared: other suppliers' consents
     /// grant nothing.
     pub suppliers: &'a [SupplierContract],
+    /// When the records were read (screening as of an earlier `at`): a
+    /// withdrawal made by then counts whatever the decision's instant, as
+    /// an opt-out does. `Timestamp::MIN` when the decision's instant is
+    /// the reading's.
+    pub recorded_by: Timestamp,
 }
 
 /// The basis that lifts a registry DENY for `registry_id`, if any:

@@ -42,6 +42,12 @@ pub struct CallInput<'a> {
     /// The decision is logged: only then are the versions of the data it
     /// rests on gathered ([`Evaluation::data_versions`], empty otherwise).
     pub logged: bool,
+    /// Screening as of an `at` other than now: when the records were read.
+    /// Withdrawals of consent and attempts recorded by then count even
+    /// when they come after `at` (as opt-outs do): a list screened as of
+    /// an earlier instant is not cleared by what has happened since.
+    /// `None`: the decision's instant is the reading's (CheckCall).
+    pub recorded_by: Option<Timestamp>,
 }
 
 /// A registry that applies to the called number, with the edition in service.
@@ -141,7 +147,7 @@ pub fn evaluate(input: &CallInput<'_>, data: &DecisionData<'_>, now: Timestamp) 
                     campaign,
                     called,
                     data,
-                    now,
+                    (now, input.recorded_by.unwrap_or(Timestamp::MIN)),
                     &mut Outcome {
                         denies: &mut denies,
                         bases: &mut bases,
@@ -172,9 +178,12 @@ pub fn evaluate(input: &CallInput<'_>, data: &DecisionData<'_>, now: Timestamp) 
     }
     // Waiting helps only when every deny reason is about time.
     let next_allowed_at = match (data.era, input.called) {
-        (Some(era), Ok(_)) if !timed.is_empty() && timed.len() == denies.len() => {
-            next_permitted(era, data, &timed)
-        }
+        (Some(era), Ok(_)) if !timed.is_empty() && timed.len() == denies.len() => next_permitted(
+            era,
+            data,
+            &timed,
+            input.recorded_by.unwrap_or(Timestamp::MIN),
+        ),
         _ => None,
     };
     Evaluation {
@@ -200,15 +209,19 @@ fn decide_under(
     campaign: &CampaignConfig,
     called: &Normalized,
     data: &DecisionData<'_>,
-    now: Timestamp,
+    (now, recorded_by): (Timestamp, Timestamp),
     out: &mut Outcome<'_>,
 ) {
     let window = window_input(era, data);
     out.timed
         .extend(check_calling_window(&window, now, data.window_memo));
     for limit in era.caps_in(data.whereabouts.state) {
-        out.timed
-            .extend(check_attempt_limit(Some(limit), data.attempts, now));
+        out.timed.extend(check_attempt_limit(
+            Some(limit),
+            data.attempts,
+            now,
+            recorded_by,
+        ));
     }
     out.denies
         .extend(out.timed.iter().map(|t| t.reason.clone()));
@@ -221,6 +234,7 @@ fn decide_under(
         purpose: campaign.purpose,
         consent_max_age: era.consent.value.consent_max_age,
         suppliers: &campaign.suppliers,
+        recorded_by,
     };
     // Why consents of undeclared suppliers were set aside, for the details.
     let set_aside = |asking: &Asking<'_>| {
@@ -385,7 +399,12 @@ fn decide_under(
 
 /// The first instant at which every time-based denial has lifted: the cap
 /// frees a slot and the window is open.
-fn next_permitted(era: &Era, data: &DecisionData<'_>, timed: &[TimedDeny]) -> Option<Timestamp> {
+fn next_permitted(
+    era: &Era,
+    data: &DecisionData<'_>,
+    timed: &[TimedDeny],
+    recorded_by: Timestamp,
+) -> Option<Timestamp> {
     let mut candidate = timed
         .iter()
         .map(|t| t.lifts_at)
@@ -403,7 +422,8 @@ fn next_permitted(era: &Era, data: &DecisionData<'_>, timed: &[TimedDeny]) -> Op
                 .collect();
         for limit in era.caps_in(data.whereabouts.state) {
             lifts.extend(
-                check_attempt_limit(Some(limit), data.attempts, candidate).map(|t| t.lifts_at),
+                check_attempt_limit(Some(limit), data.attempts, candidate, recorded_by)
+                    .map(|t| t.lifts_at),
             );
         }
         if lifts.is_empty() {

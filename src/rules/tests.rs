@@ -144,6 +144,16 @@ fn run(case: &Case<'_>) -> Evaluation {
 }
 
 fn run_at(case: &Case<'_>, at: Timestamp, attempts: &[Timestamp]) -> Evaluation {
+    run_read_at(case, at, attempts, None)
+}
+
+/// [`run_at`] with the records read at `recorded_by` (screening as of `at`).
+fn run_read_at(
+    case: &Case<'_>,
+    at: Timestamp,
+    attempts: &[Timestamp],
+    recorded_by: Option<Timestamp>,
+) -> Evaluation {
     let called = match &case.campaign {
         Some(c) => number::normalize(case.number, c.default_region),
         None => number::normalize_international(case.number),
@@ -189,6 +199,7 @@ fn run_at(case: &Case<'_>, at: Timestamp, attempts: &[Timestamp]) -> Evaluation 
                 called: &called,
                 caller_id: case.caller_id,
                 logged,
+                recorded_by,
             },
             &data,
             at,
@@ -660,6 +671,96 @@ fn test_screening_denies_where_no_caller_id_could_be_presented() {
     assert_eq!(italy.verdict, Verdict::Allow, "{:?}", italy.reasons);
 }
 
+/// Screening as of an earlier `at` read consents and attempts as of `at`:
+/// a consent withdrawn since, or attempts made since, left the number
+/// screened ALLOW where a dial now is denied, while opt-outs recorded
+/// since already counted (found by review). What was recorded by the time
+/// the records were read now counts whatever `at` says.
+#[test]
+fn test_screening_as_of_an_earlier_instant_counts_what_was_recorded_since() {
+    use ReasonCode::*;
+    let withdrawn_at = "2026-11-23T15:00:00Z";
+    let read_at: Timestamp = "2026-11-23T15:00:30Z".parse().unwrap();
+    let before: Timestamp = "2026-11-23T14:59:00Z".parse().unwrap();
+    // Germany is opt-in: the consent is the only basis.
+    let germany = Case {
+        name: "de withdrawn",
+        campaign: Some(campaign("de", "DE", true)),
+        number: "30 1234567",
+        caller_id: None,
+        registry: None,
+        contacts: ContactView {
+            consents: vec![consent(
+                Purpose::Marketing,
+                "2026-01-01T00:00:00Z",
+                Some(withdrawn_at),
+            )],
+            ..ContactView::default()
+        },
+        expect: Verdict::Deny,
+        codes: &[],
+    };
+    let as_then = run_read_at(&germany, before, &[], None);
+    assert_eq!(as_then.verdict, Verdict::Allow, "{:?}", as_then.reasons);
+    let as_known = run_read_at(&germany, before, &[], Some(read_at));
+    assert_eq!(as_known.verdict, Verdict::Deny, "{:?}", as_known.reasons);
+    assert_eq!(
+        as_known.reasons[0].code, NoConsent,
+        "{:?}",
+        as_known.reasons
+    );
+    // A screen as of a later instant is unchanged by it.
+    let later: Timestamp = "2026-11-23T15:30:00Z".parse().unwrap();
+    assert_eq!(
+        run_read_at(&germany, later, &[], Some(read_at)),
+        run_read_at(&germany, later, &[], None)
+    );
+
+    // France (Bloctel era over, opt-in since 11 Aug 2026): 4 calls in 30
+    // days, the last three made after `at`.
+    let france = Case {
+        name: "fr cap",
+        campaign: Some(CampaignConfig {
+            caller_ids: vec!["+33123456789".into()],
+            ..campaign("fr", "FR", true)
+        }),
+        number: "1 23 45 67 89",
+        caller_id: None,
+        registry: None,
+        contacts: ContactView {
+            consents: vec![consent(Purpose::Marketing, "2026-01-01T00:00:00Z", None)],
+            ..ContactView::default()
+        },
+        expect: Verdict::Deny,
+        codes: &[],
+    };
+    let at: Timestamp = "2026-11-20T10:00:00Z".parse().unwrap();
+    let attempts: Vec<Timestamp> = [
+        "2026-11-19T10:00:00Z",
+        "2026-11-20T11:00:00Z",
+        "2026-11-20T12:00:00Z",
+        "2026-11-20T13:00:00Z",
+    ]
+    .iter()
+    .map(|t| t.parse().unwrap())
+    .collect();
+    let as_then = run_read_at(&france, at, &attempts, None);
+    assert_eq!(as_then.verdict, Verdict::Allow, "{:?}", as_then.reasons);
+    let as_known = run_read_at(&france, at, &attempts, Some(read_at));
+    assert_eq!(as_known.verdict, Verdict::Deny, "{:?}", as_known.reasons);
+    assert_eq!(
+        as_known.reasons[0].code, AttemptLimit,
+        "{:?}",
+        as_known.reasons
+    );
+    // The cap lifts 30 days after the first of the four, Saturday 19
+    // December: the window opens again on Monday at 10:00 in Paris.
+    assert_eq!(
+        as_known.next_allowed_at,
+        Some("2026-12-21T09:00:00Z".parse().unwrap())
+    );
+}
+
 #[test]
 fn test_time_rules_and_next_allowed_at() {
     use ReasonCode::*;
@@ -1063,6 +1164,7 @@ fn test_consent_exemptions_by_country_and_italian_policy() {
                 called: &called,
                 caller_id: Some("+390212345678"),
                 logged: true,
+                recorded_by: None,
             },
             &DecisionData {
                 contacts: &contacts,
@@ -1209,6 +1311,7 @@ fn test_a_later_opposed_answer_outweighs_an_older_clearance() {
                 called: &called,
                 caller_id: Some("+390212345678"),
                 logged: true,
+                recorded_by: None,
             },
             &DecisionData {
                 contacts: &ContactView::default(),
@@ -1319,6 +1422,7 @@ fn marketing_for(controller: &str) -> Asking<'_> {
         purpose: Purpose::Marketing,
         consent_max_age: None,
         suppliers: &[],
+        recorded_by: Timestamp::MIN,
     }
 }
 

@@ -1036,6 +1036,7 @@ mod tests {
         purpose: Purpose::Marketing,
         consent_max_age: None,
         suppliers: &[],
+        recorded_by: Timestamp::MIN,
     };
 
     const NUMBER: &str = "+390212345678";
@@ -1379,6 +1380,7 @@ mod tests {
                 purpose,
                 consent_max_age: None,
                 suppliers: &[],
+                recorded_by: Timestamp::MIN,
             };
             assert!(valid_consent(&view, &asking, now()).is_none());
         }

@@ -63,6 +63,7 @@ impl StandaloneDecider {
                 called: &called,
                 caller_id,
                 logged: true,
+                recorded_by: None,
             },
             now,
         )
@@ -90,6 +91,7 @@ impl StandaloneDecider {
                         called: &called,
                         caller_id: None,
                         logged: true,
+                        recorded_by: None,
                     },
                     now,
                 )
