@@ -5,7 +5,12 @@
 //! moves attempts out of their caps' windows. A decision whose clock reads
 //! earlier than the latest decision made (logged before a restart, or
 //! made since) by more than `log.clock_step_tolerance_seconds` is refused
-//! UNAVAILABLE until the clock catches up.
+//! UNAVAILABLE until the clock catches up. Within the tolerance the
+//! decision is made at the latest instant instead: the rules never see
+//! time go back, so a window that closed does not reopen for a clock
+//! stepped back by less than the tolerance (found by review: with a
+//! margin shorter than the tolerance, a call at 19:59:56 by a clock set
+//! back from 20:00:05 was allowed in Italy).
 
 use std::sync::atomic::{AtomicI64, Ordering};
 
@@ -39,11 +44,13 @@ impl ClockGuard {
     }
 
     /// Refuses `now` earlier than the latest instant decided on by more
-    /// than the tolerance; remembers a later one.
+    /// than the tolerance; remembers a later one. Returns the instant to
+    /// decide at: `now`, or the latest instant when `now` is before it
+    /// (within the tolerance; the latest is kept to within 0.1 s).
     ///
     /// # Errors
     /// [`ClockBehind`]: no decision may be made at `now`.
-    pub fn check(&self, now: Timestamp) -> Result<(), ClockBehind> {
+    pub fn check(&self, now: Timestamp) -> Result<Timestamp, ClockBehind> {
         let now_us = now.as_microsecond();
         let latest_us = self.latest_us.load(Ordering::Relaxed);
         // A clock before 1970 is wrong whatever was logged (and the
@@ -57,7 +64,10 @@ impl ClockGuard {
         if now_us > latest_us.saturating_add(STEP_US) {
             self.latest_us.fetch_max(now_us, Ordering::Relaxed);
         }
-        Ok(())
+        if now_us < latest_us {
+            return Ok(Timestamp::from_microsecond(latest_us).unwrap_or(now));
+        }
+        Ok(now)
     }
 }
 
@@ -75,7 +85,12 @@ mod tests {
             Some(at("2026-11-27T10:00:00Z")),
             SignedDuration::from_secs(10),
         );
-        assert!(guard.check(at("2026-11-27T09:59:51Z")).is_ok(), "within");
+        // Within the tolerance: decided at the latest instant, not earlier.
+        assert_eq!(
+            guard.check(at("2026-11-27T09:59:51Z")),
+            Ok(at("2026-11-27T10:00:00Z")),
+            "within"
+        );
         assert_eq!(
             guard.check(at("2026-11-27T09:59:49Z")),
             Err(ClockBehind {
@@ -87,7 +102,14 @@ mod tests {
         // behind it either.
         assert!(guard.check(at("2026-11-27T11:00:00Z")).is_ok());
         assert!(guard.check(at("2026-11-27T10:30:00Z")).is_err());
-        assert!(guard.check(at("2026-11-27T10:59:55Z")).is_ok());
+        assert_eq!(
+            guard.check(at("2026-11-27T10:59:55Z")),
+            Ok(at("2026-11-27T11:00:00Z"))
+        );
+        assert_eq!(
+            guard.check(at("2026-11-27T11:00:01Z")),
+            Ok(at("2026-11-27T11:00:01Z"))
+        );
     }
 
     #[test]

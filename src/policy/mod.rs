@@ -399,6 +399,12 @@ fn era_on(
     day: Date,
     id: u32,
 ) -> Era {
+    // Listed holidays are dates: they close those days whatever the
+    // override's `from` (found by review: an override from 2027 dropped
+    // this year's regional holidays, and a destination has one override).
+    let listed_holidays = overriding
+        .map(|o| o.extra_holidays.clone())
+        .unwrap_or_default();
     let overriding = overriding.filter(|o| o.from.is_none_or(|from| from <= day));
     let override_origin = |key: &str| -> Origin {
         Origin::Override {
@@ -623,9 +629,7 @@ fn era_on(
         blocked,
         window: DestinationRules {
             hours,
-            extra_holidays: overriding
-                .map(|o| o.extra_holidays.clone())
-                .unwrap_or_default(),
+            extra_holidays: listed_holidays,
             states,
             close_margin: jiff::SignedDuration::from_secs(i64::from(
                 config.calling.window_margin_seconds,

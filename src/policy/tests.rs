@@ -562,6 +562,50 @@ holidays = []
     }
 }
 
+/// An override's `extra_holidays` close their days before its `from` too
+/// (found by review: `[destination.ES]` from 2027 with Holy Thursday 2026
+/// listed let Madrid be called that day; one override per destination, so
+/// a law change ahead and this year's regional holidays must share it).
+#[test]
+fn test_listed_holidays_hold_before_the_overrides_from() {
+    let config = config(
+        r#"
+[destination.ES]
+from = "2027-01-01"
+source = "regional holidays; a change of law ahead"
+extra_holidays = ["2026-04-02"]
+
+[[campaign]]
+id = "es"
+controller = "acme"
+purpose = "marketing"
+default_region = "ES"
+destinations = ["ES"]
+consent_required = true
+caller_ids = ["+34912345678"]
+"#,
+    );
+    let contacts = ContactView {
+        consents: vec![consent("+34612345678")],
+        ..ContactView::default()
+    };
+    let call = |at: &str| {
+        decide(
+            &config,
+            "es",
+            "+34612345678",
+            "+34912345678",
+            &contacts,
+            &[],
+            at,
+        )
+    };
+    // 10:00 in Madrid (UTC+2 in April): the Wednesday before is open.
+    let wednesday = call("2026-04-01T08:00:00Z");
+    assert_eq!(wednesday.verdict, Verdict::Allow, "{:?}", wednesday.reasons);
+    assert!(codes(&call("2026-04-02T08:00:00Z")).contains(&ReasonCode::OutsideCallingHours));
+}
+
 #[test]
 fn test_opt_out_override_without_a_registry_is_refused() {
     let error = Config::parse(
