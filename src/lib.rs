@@ -42,6 +42,7 @@ pub mod histogram;
 pub mod history;
 pub(crate) mod http;
 pub(crate) mod http_decision;
+pub(crate) mod http_origin;
 pub(crate) mod huge_pages;
 pub(crate) mod idempotency;
 pub mod line_file;

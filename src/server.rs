@@ -505,11 +505,20 @@ async fn listen(
         connections: crate::listen::accept_loop("http", http_listener, http_tls, limits),
         local: http_addr,
     };
-    let http = axum::serve(
-        http_listener,
-        crate::listen::TrackedRouter(services.http.clone()),
-    )
-    .with_graceful_shutdown(stopped(stop.clone()));
+    // Without keys, on loopback, only requests addressed to this machine
+    // (see `http_origin`).
+    let origin = crate::http_origin::OriginPolicy {
+        host_must_be_local: !services.api_keys.enabled() && http_addr.ip().is_loopback(),
+    };
+    let router = services
+        .http
+        .clone()
+        .layer(axum::middleware::from_fn_with_state(
+            origin,
+            crate::http_origin::guard,
+        ));
+    let http = axum::serve(http_listener, crate::listen::TrackedRouter(router))
+        .with_graceful_shutdown(stopped(stop.clone()));
     let grpc = tokio::spawn(async move { grpc.await.map_err(anyhow::Error::from) });
     let http = tokio::spawn(async move { http.await.map_err(anyhow::Error::from) });
 

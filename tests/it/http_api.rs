@@ -13,7 +13,13 @@ use crate::support::*;
 /// Sends a raw HTTP/1.1 request; returns the status and the body.
 fn request(addr: &str, method: &str, path: &str, headers: &[&str], body: &str) -> (u16, String) {
     let mut stream = TcpStream::connect(addr).unwrap();
-    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n");
+    // The machine's address unless the test names another host.
+    let host = if headers.iter().any(|h| h.starts_with("Host:")) {
+        ""
+    } else {
+        "Host: 127.0.0.1\r\n"
+    };
+    let mut head = format!("{method} {path} HTTP/1.1\r\n{host}Connection: close\r\n");
     for h in headers {
         head.push_str(h);
         head.push_str("\r\n");
@@ -50,6 +56,73 @@ fn request(addr: &str, method: &str, path: &str, headers: &[&str], body: &str) -
 
 fn json(body: &str) -> serde_json::Value {
     serde_json::from_str(body.trim()).unwrap_or_else(|e| panic!("{e}: {body}"))
+}
+
+/// Another site's page in the supervisor's browser could have the gateway
+/// decide and log checks (an image's GET, a plain-text POST), each ALLOW
+/// taking a slot of the number's cap, and read `/status` through a name of
+/// its own resolving to 127.0.0.1 (found by review). Such requests are
+/// refused 403 before anything is decided; the dialer's and the page's own
+/// requests are not, and nothing answered is kept by a cache.
+#[tokio::test(flavor = "multi_thread")]
+async fn test_requests_made_by_other_sites_pages_are_refused() {
+    let ws = Workspace::new(&standard_config(""));
+    ws.import("it-rpo", &["+39 333 123 4567"], &["--controller", "acme"]);
+    let server = ws.start();
+    let check =
+        "/v1/check?called_number=%2B393331234567&caller_id=%2B390212345678&campaign_id=it-sales";
+    for headers in [
+        &["Origin: https://evil.example", "Sec-Fetch-Site: cross-site"][..],
+        &["Sec-Fetch-Site: same-site"],
+        &["Origin: null"],
+        &["Host: evil.example:8080"],
+    ] {
+        let (status, body) = request(&server.http, "GET", check, headers, "");
+        assert_eq!(status, 403, "{headers:?}: {body}");
+        let (status, _) = request(&server.http, "POST", "/v1/check", headers, "{}");
+        assert_eq!(status, 403, "{headers:?}");
+    }
+    let (status, body) = request(&server.http, "GET", "/status", &["Host: evil.example"], "");
+    assert_eq!(status, 403, "{body}");
+    // Probes answer whatever the headers.
+    let (status, _) = request(&server.http, "GET", "/livez", &["Host: evil.example"], "");
+    assert_eq!(status, 200);
+    assert!(export_jsonl(&ws, &[]).is_empty(), "nothing decided");
+    // The dialer (no browser headers) and the page itself (same origin).
+    let (status, body) = request(&server.http, "GET", check, &[], "");
+    assert_eq!(status, 200, "{body}");
+    let page_origin = format!("Origin: http://{}", server.http);
+    let page_host = format!("Host: {}", server.http);
+    let (status, body) = request(
+        &server.http,
+        "GET",
+        "/status",
+        &[&page_host, &page_origin, "Sec-Fetch-Site: same-origin"],
+        "",
+    );
+    assert_eq!(status, 200, "{body}");
+    drop(server);
+    assert_eq!(export_jsonl(&ws, &[]).len(), 1);
+}
+
+/// Answers are not kept by caches between the gateway and its callers:
+/// `/status` lists masked numbers.
+#[tokio::test(flavor = "multi_thread")]
+async fn test_answers_are_marked_no_store() {
+    let ws = Workspace::new(&standard_config(""));
+    let server = ws.start();
+    let mut stream = TcpStream::connect(&server.http).unwrap();
+    stream
+        .write_all(b"GET /status HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let head = response
+        .split("\r\n\r\n")
+        .next()
+        .unwrap()
+        .to_ascii_lowercase();
+    assert!(head.contains("cache-control: no-store"), "{head}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -268,7 +341,7 @@ async fn test_an_oversized_body_and_a_head_are_refused_before_any_decision() {
     );
     let mut stream = TcpStream::connect(&server.http).unwrap();
     let head = format!(
-        "POST /v1/check HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {}\r\n\r\n",
+        "POST /v1/check HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Length: {}\r\n\r\n",
         big.len()
     );
     stream.write_all(head.as_bytes()).unwrap();

@@ -74,7 +74,7 @@ fn try_get(addr: &str, path: &str) -> Option<u16> {
     stream.set_read_timeout(Some(Duration::from_secs(3))).ok()?;
     write!(
         stream,
-        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
     )
     .ok()?;
     let mut response = String::new();
@@ -139,7 +139,7 @@ fn test_connections_that_send_no_request_are_closed_after_the_header_timeout() {
     // Headers one byte at a time (slowloris), never finished.
     let mut slow_http = TcpStream::connect(&server.http).unwrap();
     slow_http
-        .write_all(b"GET /readyz HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+        .write_all(b"GET /readyz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ")
         .unwrap();
     let mut trickle = slow_http.try_clone().unwrap();
     std::thread::spawn(move || {
@@ -183,7 +183,7 @@ async fn test_idle_connections_are_closed_after_the_idle_timeout() {
     // HTTP/1.1 keep-alive: one request, then silence.
     let mut keep_alive = TcpStream::connect(&server.http).unwrap();
     keep_alive
-        .write_all(b"GET /livez HTTP/1.1\r\nHost: x\r\n\r\n")
+        .write_all(b"GET /livez HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
         .unwrap();
     keep_alive
         .set_read_timeout(Some(Duration::from_secs(10)))
