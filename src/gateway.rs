@@ -611,6 +611,7 @@ impl Gateway {
         Ok(Screener {
             gateway: self,
             now: self.clock_checked(crate::clock::coarse_now())?,
+            read_at: Timestamp::now(),
             campaign: None,
             setting: None,
         })
@@ -675,6 +676,9 @@ pub struct Screener<'g> {
     /// "Now" for the run's numbers that give no `at` (the coarse clock: see
     /// [`crate::clock`]).
     now: Timestamp,
+    /// The precise clock at the run's start: ALLOWs logged by then count
+    /// though the coarse `now` may read a few milliseconds earlier.
+    read_at: Timestamp,
     /// The last campaign looked up, by id.
     campaign: Option<(&'g str, &'g CampaignConfig)>,
     setting: Option<RunSetting<'g>>,
@@ -708,9 +712,10 @@ impl<'g> Screener<'g> {
                 called: &called,
                 caller_id: None,
                 logged: false,
-                // As of another instant: what has been recorded up to
-                // the precise clock counts (see `CallInput::recorded_by`).
-                recorded_by: at.map(|_| Timestamp::now()),
+                // What has been recorded up to the precise clock counts
+                // (see `CallInput::recorded_by`); as of another instant,
+                // read again for each number.
+                recorded_by: Some(at.map_or(self.read_at, |_| Timestamp::now())),
             },
             now,
         );

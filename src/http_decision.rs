@@ -370,7 +370,22 @@ async fn screen(State(state): State<DecisionState>, headers: HeaderMap, body: Bo
                 .to_string()
                 + "\n"
         };
-        while let Some(Ok(chunk)) = input.next().await {
+        while let Some(read) = input.next().await {
+            // A body that breaks off (a malformed chunk, a reset) ends the
+            // answers with an error line, not as if the list had ended
+            // (found by review: a cut list answered as a whole, its cut
+            // last line screened).
+            let chunk = match read {
+                Ok(chunk) => chunk,
+                Err(err) => {
+                    let cut = serde_json::json!({
+                        "line": line_number + 1,
+                        "error": format!("the request body could not be read ({err}): the list was cut short, screen the rest again"),
+                    });
+                    let _ = sender.send(cut.to_string() + "\n").await;
+                    return;
+                }
+            };
             let mut rest: &[u8] = &chunk;
             while let Some(end) = rest.iter().position(|b| *b == b'\n') {
                 let head = &rest[..end];

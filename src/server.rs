@@ -329,9 +329,13 @@ async fn build_services(stores: &mut Stores) -> anyhow::Result<Services> {
     let grpc = tonic::service::Routes::new(health_service)
         .add_service(reflection)
         .add_service(reflection_v1alpha)
-        .add_service(ComplianceGatewayServer::new(ComplianceGatewayService::new(
-            Arc::clone(&gateway),
-        )))
+        .add_service(
+            ComplianceGatewayServer::new(ComplianceGatewayService::new(Arc::clone(&gateway)))
+                // Every field of its messages is at most 256 characters:
+                // a message over 16 KiB is refused as it is read, not held
+                // (a ScreenNumbers run holds up to 256 of them).
+                .max_decoding_message_size(crate::grpc::MAX_GATEWAY_MESSAGE),
+        )
         .add_service(ContactRecordsServer::new(ContactRecordsService::new(
             records,
         )));

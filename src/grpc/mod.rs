@@ -10,6 +10,11 @@ pub use contact_records::ContactRecordsService;
 
 use crate::error::{ErrorKind, HasKind, grpc_status};
 
+/// The largest `ComplianceGateway` message read (CheckCall, a ScreenNumbers
+/// item): every field is at most 256 characters, so nothing valid comes
+/// near it. Larger ones are refused `OUT_OF_RANGE` as they are read.
+pub const MAX_GATEWAY_MESSAGE: usize = 16 * 1024;
+
 /// A request field an adapter refuses before the service sees it (an enum
 /// value this server does not know, an out-of-range timestamp).
 #[derive(Debug, thiserror::Error)]

@@ -279,6 +279,43 @@ async fn test_http_check_answers_503_when_the_log_cannot_commit() {
     blocker.execute_batch("ROLLBACK").unwrap();
 }
 
+/// A screening body that breaks off (here a malformed chunk) ends the
+/// answers with an error line saying the list was cut short; its cut last
+/// line is not screened (found by review: the answers ended as if the list
+/// had, and the partial line was screened).
+#[tokio::test(flavor = "multi_thread")]
+async fn test_a_screened_list_cut_short_says_so() {
+    let ws = Workspace::new(&standard_config(""));
+    ws.import("it-rpo", &["+39 333 123 4567"], &["--controller", "acme"]);
+    let server = ws.start();
+    let first =
+        "{\"called_number\":\"+39 333 123 4567\",\"campaign_id\":\"it-sales\",\"ref\":\"a\"}\n";
+    let partial =
+        "{\"called_number\":\"+39 333 000 0000\",\"campaign_id\":\"it-sales\",\"ref\":\"b\"}";
+    let mut stream = TcpStream::connect(&server.http).unwrap();
+    let head = "POST /v1/screen HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n\r\n";
+    let body = format!(
+        "{:x}\r\n{first}\r\n{:x}\r\n{partial}\r\nzz-not-a-chunk-size\r\n",
+        first.len(),
+        partial.len()
+    );
+    stream.write_all(head.as_bytes()).unwrap();
+    stream.write_all(body.as_bytes()).unwrap();
+    stream.flush().unwrap();
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    let mut response = Vec::new();
+    let _ = stream.read_to_end(&mut response);
+    let text = String::from_utf8_lossy(&response);
+    assert!(text.contains("\"ref\":\"a\""), "{text}");
+    assert!(
+        !text.contains("\"ref\":\"b\""),
+        "the cut line is not screened: {text}"
+    );
+    assert!(text.contains("cut short"), "{text}");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn test_screen_over_http_streams_ndjson() {
     let ws = Workspace::new(&standard_config(""));
