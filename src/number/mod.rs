@@ -249,18 +249,30 @@ fn non_callable_type(kind: Type) -> Option<&'static str> {
 
 /// Masks a number for service output (`+39********67`): personal data
 /// stays in the store and the audit log, never in tracing or on pages. Of
-/// an international number the `+` and its first two digits are shown, of
-/// any other input (national forms, bad input) nothing but the last two
-/// digits; input of six characters or fewer is all stars. Separators are
-/// left out.
+/// an international number the `+` and its country code are shown, of any
+/// other input (national forms, bad input) nothing but the last two digits;
+/// at least six characters are always hidden (the last two are too when
+/// fewer would be: `+683****` for Niue's four digits; found by review:
+/// the first two digits and the last two left 100 candidates there, and
+/// `+12...` showed an area code's first digit). Separators are left out.
 pub fn mask(number: &str) -> String {
+    const HIDDEN: usize = 6;
     let shown: Vec<char> = number.chars().filter(|c| c.is_alphanumeric()).collect();
-    if shown.len() <= 6 {
+    if shown.len() <= HIDDEN {
         return "*".repeat(shown.len().max(1));
     }
     let international = number.trim_start().starts_with('+');
-    let head = if international { 2 } else { 0 };
-    let tail = shown.len() - 2;
+    let digits: String = shown.iter().collect();
+    let head = if international {
+        plan::split_country_code(&digits).map_or(0, |(_, national)| digits.len() - national.len())
+    } else {
+        0
+    };
+    let tail = if shown.len() - head >= HIDDEN + 2 {
+        shown.len() - 2
+    } else {
+        shown.len()
+    };
     let mut out = String::with_capacity(shown.len() + 1);
     if international {
         out.push('+');
@@ -407,13 +419,20 @@ mod tests {
     #[test]
     fn test_mask_hides_the_middle() {
         assert_eq!(mask("+393331234567"), "+39********67");
-        assert_eq!(mask("+12125550123"), "+12*******23");
+        assert_eq!(mask("+12125550123"), "+1********23");
+        // Short national parts: at least six digits hidden.
+        assert_eq!(mask("+6834002"), "+683****");
+        assert_eq!(mask("+50012345"), "+500*****");
+        assert_eq!(mask("+3531234567"), "+353*******");
+        assert_eq!(mask("+35312345"), "+353*****");
+        // No country code known: nothing shown but the last two.
+        assert_eq!(mask("+0001234567"), "+********67");
         assert_eq!(mask("12345"), "*****");
         // National and spaced forms show two digits (eight of ten were
         // shown before: found by review).
         assert_eq!(mask("333 123 4567"), "********67");
         assert_eq!(mask("3331234567"), "********67");
-        assert_eq!(mask("1234567"), "*****67");
+        assert_eq!(mask("1234567"), "*******");
         assert_eq!(mask(""), "*");
         for input in [
             "+39 333 123 4567",
