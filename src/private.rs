@@ -23,6 +23,12 @@ pub fn create_file(path: &Path) -> io::Result<File> {
         .truncate(true)
         .mode(FILE_MODE)
         .open(path)?;
+    narrowed(file)
+}
+
+/// `file`, made owner-only if it was wider (the mode given at open applies
+/// only to a file it creates).
+fn narrowed(file: File) -> io::Result<File> {
     let mode = file.metadata()?.permissions().mode() & 0o777;
     if mode & !FILE_MODE != 0 {
         file.set_permissions(fs::Permissions::from_mode(FILE_MODE))?;
@@ -30,26 +36,34 @@ pub fn create_file(path: &Path) -> io::Result<File> {
     Ok(file)
 }
 
-/// Opens a file for appending, creating it owner-only.
+/// Opens a file for appending, creating it owner-only (an existing one is
+/// made owner-only too).
 pub fn append_file(path: &Path) -> io::Result<File> {
-    OpenOptions::new()
-        .create(true)
-        .append(true)
-        .mode(FILE_MODE)
-        .open(path)
+    narrowed(
+        OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(FILE_MODE)
+            .open(path)?,
+    )
 }
 
-/// Creates a file owner-only if it does not exist yet (leaving its content),
-/// so that SQLite, which gives its `-wal` and `-shm` files the database
-/// file's mode, creates them owner-only too.
+/// Creates a file owner-only if it does not exist yet (leaving its
+/// content; an existing one is made owner-only), so that SQLite, which
+/// gives its `-wal`, `-shm` and `-journal` files the database file's mode,
+/// creates them owner-only too (found by review: a command run on a
+/// database left 0644 before the server's start tightened it made a 0644
+/// write-ahead log).
 pub fn touch(path: &Path) -> io::Result<()> {
-    OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(FILE_MODE)
-        .open(path)
-        .map(drop)
+    narrowed(
+        OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(FILE_MODE)
+            .open(path)?,
+    )
+    .map(drop)
 }
 
 /// Creates a directory and its missing parents, owner-only.
@@ -87,9 +101,11 @@ pub fn tighten_data_dir(data_dir: &Path) {
         "decisions.db",
         "decisions.db-wal",
         "decisions.db-shm",
+        "decisions.db-journal",
         "contacts.db",
         "contacts.db-wal",
         "contacts.db-shm",
+        "contacts.db-journal",
         "checkpoints.jsonl",
         "head.json",
         "registries",
@@ -160,5 +176,28 @@ mod tests {
             fs::metadata(&file).unwrap().permissions().mode() & 0o777,
             0o600
         );
+    }
+
+    /// A file appended to or touched (a database SQLite then opens, whose
+    /// write-ahead log takes its mode) is made owner-only when it exists
+    /// wider (found by review: only a file they created was).
+    #[test]
+    fn test_existing_files_opened_again_are_made_owner_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let mode = |path: &Path| fs::metadata(path).unwrap().permissions().mode() & 0o777;
+        for (name, open) in [
+            (
+                "appended",
+                (|p: &Path| append_file(p).map(drop)) as fn(&Path) -> io::Result<()>,
+            ),
+            ("touched", touch),
+        ] {
+            let path = dir.path().join(name);
+            fs::write(&path, b"kept").unwrap();
+            fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
+            open(&path).unwrap();
+            assert_eq!(mode(&path), 0o600, "{name}");
+            assert_eq!(fs::read(&path).unwrap(), b"kept", "{name}");
+        }
     }
 }

@@ -8,6 +8,7 @@
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
+use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 
 use jiff::Timestamp;
@@ -289,6 +290,7 @@ pub fn remove_all_temporaries(dir: &Path) -> Vec<PathBuf> {
             .create(true)
             .truncate(false)
             .write(true)
+            .mode(crate::private::FILE_MODE)
             .open(dir.join(format!("{id}.lock")))
         else {
             continue;
@@ -314,6 +316,7 @@ pub fn lock(dir: &Path, registry_id: &str) -> io::Result<RegistryLock> {
         .create(true)
         .truncate(false)
         .write(true)
+        .mode(crate::private::FILE_MODE)
         .open(dir.join(format!("{registry_id}.lock")))?;
     file.lock()?;
     Ok(RegistryLock { _file: file })
