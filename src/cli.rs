@@ -1356,8 +1356,38 @@ fn audit_export(
     campaign: Option<String>,
     format: FormatArg,
 ) -> anyhow::Result<()> {
+    // The argument in every E.164 form it can stand for, as the decisions'
+    // numbers were normalised: an exact string match exported nothing for
+    // "+39 333 123 4567" (a subject-access request answered empty).
+    let numbers = match &number {
+        None => Vec::new(),
+        Some(text) => {
+            let campaigns: Vec<_> = config
+                .campaigns
+                .iter()
+                .filter(|c| campaign.as_ref().is_none_or(|id| *id == c.id))
+                .collect();
+            let campaigns = if campaigns.is_empty() {
+                config.campaigns.iter().collect()
+            } else {
+                campaigns
+            };
+            let mut regions: Vec<crate::number::Region> = Vec::new();
+            for c in campaigns {
+                if !regions.contains(&c.default_region) {
+                    regions.push(c.default_region);
+                }
+            }
+            audit::number_forms(text, &regions).map_err(|err| {
+                anyhow::anyhow!(
+                    "--number {text:?}: {err}: no decision can be matched to it; write it in international form (+39 333 123 4567), or national with --campaign of a configured campaign"
+                )
+            })?
+        }
+    };
     let filter = audit::ExportFilter {
         number,
+        numbers,
         campaign,
         since: since.map(|s| parse_instant("--since", &s)).transpose()?,
         until: until.map(|s| parse_instant("--until", &s)).transpose()?,
@@ -1406,19 +1436,10 @@ fn audit_purge(config: &Config, before: Option<String>) -> anyhow::Result<()> {
         return decision_log::shared_cli::purge(settings, before, checkpoint_key(config)?.as_ref());
     }
     let db = decision_log::database_path(&config.server.data_dir);
-    let summary = audit::purge(&db, before)?;
-    if let Some((seq, hash)) = &summary.through {
-        // Attest the cut, so that verify can tell a purge from a truncation.
-        let checkpoint = decision_log::checkpoint::Checkpoint::new(
-            *seq,
-            hash,
-            now,
-            checkpoint_key(config)?.as_ref(),
-        );
-        decision_log::checkpoint::append(
-            &decision_log::checkpoint::checkpoints_path(&config.server.data_dir),
-            &checkpoint,
-        )?;
+    // The purge attests each cut it makes with a checkpoint, so that verify
+    // can tell a purge from a truncation (and from a forged anchor).
+    let summary = audit::purge(&db, before, checkpoint_key(config)?.as_ref())?;
+    if let Some((seq, _)) = &summary.through {
         println!(
             "purged {} decisions made before {before}; the chain now starts after seq {seq}",
             summary.removed

@@ -336,20 +336,14 @@ fn purge_decisions(
         )?;
         return Ok(n as u64);
     }
-    let summary = audit::purge(&db, before)?;
-    if let Some((seq, hash)) = &summary.through {
-        let key = config
-            .log
-            .checkpoint_key_file
-            .as_deref()
-            .map(decision_log::checkpoint::load_key)
-            .transpose()?;
-        let checkpoint = decision_log::checkpoint::Checkpoint::new(*seq, hash, now, key.as_ref());
-        decision_log::checkpoint::append(
-            &decision_log::checkpoint::checkpoints_path(&config.server.data_dir),
-            &checkpoint,
-        )?;
-    }
+    let key = config
+        .log
+        .checkpoint_key_file
+        .as_deref()
+        .map(decision_log::checkpoint::load_key)
+        .transpose()?;
+    // The purge checkpoints the anchor of each batch it commits.
+    let summary = audit::purge(&db, before, key.as_ref())?;
     Ok(summary.removed)
 }
 

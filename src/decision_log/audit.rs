@@ -13,6 +13,7 @@ use super::checkpoint::Checkpoint;
 use super::writer::{ROW_COLUMNS, read_row, record_from_row};
 use super::{DecisionRecord, micros};
 use crate::model::Reason;
+use crate::number::{self, NumberError, Region};
 use ed25519_dalek::VerifyingKey;
 
 /// Why an audit command failed.
@@ -39,8 +40,12 @@ pub enum ExportFormat {
 /// Which decisions to export.
 #[derive(Debug, Clone, Default)]
 pub struct ExportFilter {
-    /// Matches the normalised (E.164) or the as-sent number.
+    /// Matches the normalised (E.164) or the as-sent number exactly.
     pub number: Option<String>,
+    /// The E.164 forms `number` stands for (see [`number_forms`]), matched
+    /// against the normalised number: `--number "+39 333 123 4567"` finds
+    /// the decisions logged as `+393331234567`.
+    pub numbers: Vec<String>,
     pub campaign: Option<String>,
     pub since: Option<Timestamp>,
     pub until: Option<Timestamp>,
@@ -146,17 +151,20 @@ pub fn export(
     let conn = open_read_only(db)?;
     let mut statement = conn.prepare(&format!(
         "SELECT {ROW_COLUMNS} FROM decisions
-         WHERE (?1 IS NULL OR normalized_number = ?1 OR called_number = ?1)
+         WHERE (?1 IS NULL OR normalized_number = ?1 OR called_number = ?1
+                OR normalized_number IN (SELECT value FROM json_each(?5)))
            AND (?2 IS NULL OR decided_at_us >= ?2)
            AND (?3 IS NULL OR decided_at_us < ?3)
            AND (?4 IS NULL OR campaign_id = ?4)
          ORDER BY seq"
     ))?;
+    let numbers = serde_json::to_string(&filter.numbers).map_err(std::io::Error::other)?;
     let mut rows = statement.query(rusqlite::params![
         filter.number,
         filter.since.map(micros),
         filter.until.map(micros),
-        filter.campaign
+        filter.campaign,
+        numbers
     ])?;
     if format == ExportFormat::Csv {
         writeln!(out, "{CSV_HEADER}")?;
@@ -194,6 +202,37 @@ pub fn export(
     }
     out.flush()?;
     Ok(count)
+}
+
+/// The E.164 forms a number written in any notation stands for, as the
+/// decisions' numbers were normalised: an international form (`+39 333 123
+/// 4567`, `0039...`) needs no region; a national one takes each of
+/// `regions` (the campaigns' default regions) that can read it.
+///
+/// # Errors
+/// [`NumberError`] when no form can be read from it (an export that
+/// matched nothing would answer a subject-access request empty).
+pub fn number_forms(argument: &str, regions: &[Region]) -> Result<Vec<String>, NumberError> {
+    let mut forms: Vec<String> = Vec::new();
+    let mut refused = match number::normalize_international(argument) {
+        Ok(normalized) => {
+            forms.push(normalized.e164);
+            None
+        }
+        Err(err) => Some(err),
+    };
+    for region in regions {
+        match number::normalize_any(argument, *region) {
+            Ok(normalized) if !forms.contains(&normalized.e164) => forms.push(normalized.e164),
+            Ok(_) => {}
+            // A region's reason says more than "no country code".
+            Err(err) => refused = Some(err),
+        }
+    }
+    match refused {
+        Some(err) if forms.is_empty() => Err(err),
+        _ => Ok(forms),
+    }
 }
 
 fn write_csv_row(out: &mut impl Write, d: &ExportedDecision<'_>) -> std::io::Result<()> {
@@ -301,11 +340,20 @@ pub struct PurgeSummary {
 
 /// Removes the decisions made before `before`, oldest first, in batches (the
 /// server keeps logging meanwhile), and records the last removed row as the
-/// anchor the chain now starts from.
+/// anchor the chain now starts from. Each batch's anchor is checkpointed
+/// (in `checkpoints.jsonl` beside `db`, signed with `key`) before the batch
+/// commits: `verify` refuses an anchor no checkpoint vouches for (a prefix
+/// deleted and an anchor forged), and an interrupted purge still verifies.
 ///
 /// # Errors
-/// [`AuditError`] when the log cannot be read or written.
-pub fn purge(db: &Path, before: Timestamp) -> Result<PurgeSummary, AuditError> {
+/// [`AuditError`] when the log cannot be read or written, or a checkpoint
+/// not written (its batch is then not committed).
+pub fn purge(
+    db: &Path,
+    before: Timestamp,
+    key: Option<&ed25519_dalek::SigningKey>,
+) -> Result<PurgeSummary, AuditError> {
+    let checkpoints = super::checkpoint::checkpoints_path(db.parent().unwrap_or(Path::new(".")));
     let mut conn = Connection::open(db).map_err(|cause| AuditError::Open {
         path: db.display().to_string(),
         cause,
@@ -353,6 +401,18 @@ pub fn purge(db: &Path, before: Timestamp) -> Result<PurgeSummary, AuditError> {
             "INSERT OR REPLACE INTO log_meta (key, value) VALUES ('purged_through', ?1)",
             [format!("{anchor_seq}:{anchor_hash}")],
         )?;
+        // Before the commit: a checkpoint of a row still there (the commit
+        // failed) proves nothing false, an anchor without one fails verify.
+        let checkpoint = Checkpoint::new(anchor_seq, &anchor_hash, Timestamp::now(), key);
+        super::checkpoint::append(&checkpoints, &checkpoint).map_err(|cause| {
+            std::io::Error::new(
+                cause.kind(),
+                format!(
+                    "checkpoint of the purge anchor (seq {anchor_seq}) not written to {}, nothing of its batch purged: {cause}",
+                    checkpoints.display()
+                ),
+            )
+        })?;
         tx.commit()?;
     }
     Ok(PurgeSummary {
@@ -409,6 +469,9 @@ pub fn verify(
     key: Option<&VerifyingKey>,
 ) -> Result<Verification, AuditError> {
     let mut unsigned_before_key = 0;
+    // With a key, the newest checkpoint must be signed (checked once the
+    // log is known to hold decisions).
+    let mut newest_signed = false;
     if let Some(key) = key {
         // In file order: checkpoints written before the key was configured
         // are unsigned, and come before every signed one.
@@ -436,6 +499,7 @@ pub fn verify(
                 problem: problem.into(),
             });
         }
+        newest_signed = seen_signed;
         // The kept head and external anchors: a signature present must hold.
         if let Some(bad) = anchors
             .iter()
@@ -465,14 +529,25 @@ pub fn verify(
     let conn = open_read_only(db)?;
     // After a purge the chain continues from the last purged row.
     let (anchor_seq, anchor_hash) = purge_anchor(&conn)?.unwrap_or((0, GENESIS.to_string()));
-    if let Some(cut) = checkpoints.iter().find(|c| c.seq == anchor_seq)
-        && cut.hash != anchor_hash
-    {
-        return Ok(Verification::Broken {
-            seq: anchor_seq,
-            decision_id: String::new(),
-            problem: "purge anchor does not match its checkpoint".into(),
-        });
+    match checkpoints.iter().find(|c| c.seq == anchor_seq) {
+        Some(cut) if cut.hash != anchor_hash => {
+            return Ok(Verification::Broken {
+                seq: anchor_seq,
+                decision_id: String::new(),
+                problem: "purge anchor does not match its checkpoint".into(),
+            });
+        }
+        // `audit purge` checkpoints every anchor it sets: one nothing
+        // vouches for was not set by it (a prefix deleted, an anchor forged
+        // from the next row's prev_hash), as the shared log refuses.
+        None if anchor_seq > 0 => {
+            return Ok(Verification::Broken {
+                seq: anchor_seq,
+                decision_id: String::new(),
+                problem: "purge anchor no checkpoint vouches for (rows deleted and an anchor forged?); a purge interrupted before it checkpointed its cut leaves this too: run `dialgate audit purge` again with the same --before to finish it".into(),
+            });
+        }
+        _ => {}
     }
     let mut statement =
         conn.prepare(&format!("SELECT {ROW_COLUMNS} FROM decisions ORDER BY seq"))?;
@@ -522,6 +597,17 @@ pub fn verify(
             problem: format!(
                 "truncated: a checkpoint covers seq {latest} but the log ends at seq {head_seq}"
             ),
+        });
+    }
+    // Unsigned checkpoints "from before the key" would otherwise accept
+    // every checkpoint stripped of its signature (and rewritten with a
+    // rewritten chain): the key would protect nothing. A server with the key
+    // signs a checkpoint at start (of the empty log too) and at shutdown.
+    if key.is_some() && !newest_signed && (count > 0 || anchor_seq > 0) {
+        return Ok(Verification::Broken {
+            seq: head_seq,
+            decision_id: String::new(),
+            problem: "a checkpoint key is configured but no checkpoint in checkpoints.jsonl is signed with it: signatures removed (then checkpoints may have been rewritten with the chain), or the key was configured since the server last started (start it once with the key: it signs a checkpoint of the head it finds)".into(),
         });
     }
     Ok(Verification::Intact {

@@ -192,6 +192,10 @@ pub(crate) struct CheckpointSchedule {
     interval: Duration,
     last_written: Option<Instant>,
     last_heads: Vec<ReplicaHead>,
+    /// The log held nothing at the last look (a new deployment): its first
+    /// decisions are checkpointed at once, not an interval later, so that
+    /// with a key `verify` finds a signed checkpoint from the start.
+    empty: bool,
 }
 
 impl CheckpointSchedule {
@@ -201,13 +205,15 @@ impl CheckpointSchedule {
             interval,
             last_written: None,
             last_heads: Vec::new(),
+            empty: false,
         }
     }
 
     pub(crate) async fn write_if_due(&mut self, pg: &Pg) {
-        if self
-            .last_written
-            .is_some_and(|at| at.elapsed() < self.interval)
+        if !self.empty
+            && self
+                .last_written
+                .is_some_and(|at| at.elapsed() < self.interval)
         {
             return;
         }
@@ -219,6 +225,7 @@ impl CheckpointSchedule {
             let mut client = pg.client().await?;
             let tx = client.transaction().await?;
             let heads = heads(&*tx).await?;
+            self.empty = heads.is_empty();
             if heads.is_empty() || heads == self.last_heads {
                 return Ok(None);
             }
@@ -340,6 +347,9 @@ async fn verify_in(
     }
     let stored: Vec<HeadsCheckpoint> = chained.into_iter().map(|(_, c)| c).collect();
     let mut unsigned_before_key = 0;
+    // With a key, the newest checkpoint must be signed (checked once the
+    // log is known to hold decisions).
+    let mut newest_signed = false;
     if let Some(key) = key {
         let mut seen_signed = false;
         for checkpoint in &stored {
@@ -364,6 +374,7 @@ async fn verify_in(
                 format!("checkpoint of {}: {problem}", checkpoint.at),
             ));
         }
+        newest_signed = seen_signed;
         if let Some(bad) = anchors
             .iter()
             .find(|a| a.signature.is_some() && !a.signed_by(key))
@@ -511,6 +522,19 @@ async fn verify_in(
             },
         ));
     }
+    // Unsigned checkpoints "from before the key" would otherwise accept
+    // every checkpoint stripped of its signature (and rewritten with a
+    // rewritten chain): the key would protect nothing. A writer with the
+    // key checkpoints the heads at start, at its first decisions and at
+    // shutdown.
+    if key.is_some() && !newest_signed && !intact.is_empty() {
+        return Ok(broken(
+            "",
+            0,
+            "",
+            "a checkpoint key is configured but no stored checkpoint is signed with it: signatures removed (then checkpoints may have been rewritten with the chains), or the key was configured since the replicas last started (start one with the key: it signs a checkpoint of the heads it finds)",
+        ));
+    }
     Ok(SharedVerification::Intact {
         replicas: intact,
         checkpoints: stored.len(),
@@ -557,7 +581,8 @@ pub async fn export(
     let statement = client
         .prepare(&format!(
             "SELECT {PG_COLUMNS} FROM decisions
-             WHERE ($1::text IS NULL OR normalized_number = $1 OR called_number = $1)
+             WHERE ($1::text IS NULL OR normalized_number = $1 OR called_number = $1
+                    OR normalized_number = ANY($5::text[]))
                AND ($2::bigint IS NULL OR decided_at_us >= $2)
                AND ($3::bigint IS NULL OR decided_at_us < $3)
                AND ($4::text IS NULL OR campaign_id = $4)
@@ -566,8 +591,13 @@ pub async fn export(
         .await?;
     let since = filter.since.map(micros);
     let until = filter.until.map(micros);
-    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 4] =
-        [&filter.number, &since, &until, &filter.campaign];
+    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 5] = [
+        &filter.number,
+        &since,
+        &until,
+        &filter.campaign,
+        &filter.numbers,
+    ];
     let rows = client.query_raw(&statement, params).await?;
     tokio::pin!(rows);
     let io = |e: std::io::Error| PgError::Setup(format!("cannot write output: {e}"));

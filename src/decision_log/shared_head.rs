@@ -30,27 +30,38 @@ pub(crate) fn check_continues(
     db_head: &Head,
     at_last: &AtLast,
 ) -> Result<(), PgError> {
-    let backwards = |why: &str| {
-        Err(PgError::Corrupt(format!(
+    match went_backwards(last, db_head, at_last) {
+        None => Ok(()),
+        Some(why) => Err(PgError::Corrupt(format!(
             "the decision log chain of replica {replica:?} went backwards: seq {} (hash {}) was committed, but the database's chain ends at seq {} and {why} (failover to an asynchronous standby, restore from a backup, deleted rows?): no decision is logged until an operator acts, see docs/replicas-decisions.md",
             last.0, last.1, db_head.0
-        )))
-    };
+        ))),
+    }
+}
+
+/// How a chain ending at `db_head`, holding `at_last` at `last`'s seq,
+/// fails to continue `last`; `None` when it continues it. Shared by the
+/// shared log and the local one (`writer`), which refuse alike.
+pub(crate) fn went_backwards(
+    last: &Head,
+    db_head: &Head,
+    at_last: &AtLast,
+) -> Option<&'static str> {
     if last.0 == 0 {
-        return Ok(());
+        return None;
     }
     if db_head.0 < last.0 {
-        return backwards("is shorter");
+        return Some("is shorter");
     }
     match at_last {
-        AtLast::Row(hash) if *hash == last.1 => Ok(()),
-        AtLast::Row(_) => backwards("holds another row at that seq"),
+        AtLast::Row(hash) if *hash == last.1 => None,
+        AtLast::Row(_) => Some("holds another row at that seq"),
         AtLast::Purged(Some((through, hash)))
             if *through > last.0 || (*through == last.0 && *hash == last.1) =>
         {
-            Ok(())
+            None
         }
-        AtLast::Purged(_) => backwards("has no row at that seq"),
+        AtLast::Purged(_) => Some("has no row at that seq"),
     }
 }
 

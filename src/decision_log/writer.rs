@@ -53,6 +53,16 @@ pub enum OpenError {
     },
     #[error("decision log: cannot read where a purge cut it: {0}")]
     Anchor(String),
+    /// The database's chain does not reach what a checkpoint vouched for:
+    /// writing on would forget committed ALLOWs from the attempt caps and
+    /// give checkpointed seqs to new rows (see [`require_continues`]); the
+    /// message names both heads and what to do.
+    #[error("the decision log went backwards: {0}")]
+    Behind(String),
+    /// A stored value start-up cannot read as what it is (never taken as a
+    /// default: see [`read_startup_state`]).
+    #[error("decision log database: {0}")]
+    Corrupt(String),
 }
 
 enum Job {
@@ -215,6 +225,21 @@ impl LocalLog {
                 },
             },
         };
+        let dir = path.parent().unwrap_or(Path::new("."));
+        let checkpoints_path = super::checkpoint::checkpoints_path(dir);
+        // Read whole or not at all: a checkpoints file that cannot be read
+        // could hide that the database is behind it.
+        let checkpoints = super::checkpoint::read_all(&checkpoints_path)?;
+        let kept_head_path = super::checkpoint::head_path(dir);
+        let kept_head = super::checkpoint::read_one(&kept_head_path)?;
+        let newest = checkpoints
+            .iter()
+            .map(|c| (c, &checkpoints_path))
+            .chain(kept_head.iter().map(|c| (c, &kept_head_path)))
+            .max_by_key(|(c, _)| c.seq);
+        if let Some((checkpoint, file)) = newest {
+            require_continues(&conn, path, &head, checkpoint, file)?;
+        }
         let recent = read_startup_state(&conn, scan)?;
         // An optimisation only: without it the writer still checkpoints.
         let backfill = match config.wal_backfill_ms {
@@ -233,23 +258,22 @@ impl LocalLog {
             .as_deref()
             .map(super::checkpoint::load_key)
             .transpose()?;
-        let dir = path.parent().unwrap_or(Path::new("."));
-        let checkpoints_path = super::checkpoint::checkpoints_path(dir);
         // The last checkpoint written: a start-up checkpoints the head it
         // inherits unless that is already done (and signed, with a key).
-        let last = super::checkpoint::read_all(&checkpoints_path)
-            .ok()
-            .and_then(|all| all.last().cloned());
-        let inherited_done = last
-            .as_ref()
+        let inherited_done = checkpoints
+            .last()
             .is_some_and(|c| c.seq == head.seq && (key.is_none() || c.signature.is_some()));
+        let keyed = key.is_some();
         let mut checkpointer = Checkpointer {
             path: checkpoints_path,
-            head_path: super::checkpoint::head_path(dir),
+            head_path: kept_head_path,
             key,
             interval: Duration::from_secs(config.checkpoint_interval_seconds.max(1)),
             last_written: Instant::now(),
-            last_seq: if inherited_done || head.seq == 0 {
+            // With a key, even the empty log gets a signed checkpoint: `audit
+            // verify` requires the newest one to be signed, also before the
+            // first interval is over or after a `kill -9` inside it.
+            last_seq: if inherited_done || (head.seq == 0 && !keyed) {
                 head.seq
             } else {
                 -1
@@ -322,6 +346,59 @@ impl LocalLog {
         if let Some(thread) = self.thread.lock().expect("log thread lock").take() {
             let _ = thread.join();
         }
+    }
+}
+
+/// Refuses a database whose chain does not continue `checkpoint` (the
+/// newest of `checkpoints.jsonl` and `head.json`): one that ends before it
+/// (a deleted tail, an older `decisions.db` copied in, the last commits lost
+/// to a power loss with `synchronous = "normal"`) or holds another row at
+/// its seq. Writing on would rebuild the attempt ledger without ALLOWs that
+/// were dialled (a cap exceeded: a wrong ALLOW) and fork the chain at
+/// checkpointed seqs. The shared log refuses alike (`shared_head`).
+///
+/// # Errors
+/// [`OpenError::Behind`] naming both heads; [`OpenError::Database`] or
+/// [`OpenError::Anchor`] when the database cannot be read.
+fn require_continues(
+    conn: &Connection,
+    database: &Path,
+    head: &ChainHead,
+    checkpoint: &super::checkpoint::Checkpoint,
+    file: &Path,
+) -> Result<(), OpenError> {
+    use super::shared_head::{AtLast, went_backwards};
+    if checkpoint.seq <= 0 {
+        return Ok(());
+    }
+    let at_last = match conn
+        .query_row(
+            "SELECT hash FROM decisions WHERE seq = ?1",
+            [checkpoint.seq],
+            |r| r.get::<_, String>(0),
+        )
+        .optional()?
+    {
+        Some(hash) => AtLast::Row(hash),
+        None => AtLast::Purged(
+            super::audit::purge_anchor(conn).map_err(|err| OpenError::Anchor(err.to_string()))?,
+        ),
+    };
+    let checkpointed = (checkpoint.seq, checkpoint.hash.clone());
+    let db_head = (head.seq, head.hash.clone());
+    match went_backwards(&checkpointed, &db_head, &at_last) {
+        None => Ok(()),
+        Some(why) => Err(OpenError::Behind(format!(
+            "{} vouches for seq {} (hash {}), but {} ends at seq {} (hash {}) and {why} (rows deleted, an older decisions.db copied in, a power loss with log.synchronous = \"normal\"?). Not started: the ALLOWs of the missing decisions would no longer count against attempt caps. Put back a log that reaches seq {} (`dialgate restore --from BACKUP` with this decisions.db moved aside); `dialgate audit verify` names the problem. Only to accept the loss: move {} (and head.json) aside",
+            file.display(),
+            checkpointed.0,
+            checkpointed.1,
+            database.display(),
+            db_head.0,
+            db_head.1,
+            checkpointed.0,
+            file.display()
+        ))),
     }
 }
 
@@ -608,7 +685,15 @@ pub(crate) fn read_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<(StoredRow, 
     ))
 }
 
-fn read_startup_state(conn: &Connection, scan: StartupScan) -> rusqlite::Result<StartupState> {
+/// The decisions start-up needs, newest first until the windows' start.
+///
+/// # Errors
+/// [`OpenError::Corrupt`] for a row whose `decided_at_us` is out of range:
+/// read as 1970 (as [`from_micros`] would), it made the latest decision
+/// 1970 and so disabled the clock-step guard, or ended the scan early and
+/// left ALLOWs out of the cap count. The shared log refuses alike
+/// (`stored_instant`).
+fn read_startup_state(conn: &Connection, scan: StartupScan) -> Result<StartupState, OpenError> {
     // Newest first along the primary key, stopping at the oldest instant
     // needed: no index on time is needed and start-up reads only the window.
     let oldest = scan
@@ -626,6 +711,12 @@ fn read_startup_state(conn: &Connection, scan: StartupScan) -> rusqlite::Result<
     let mut latest_us = None;
     while let Some(row) = rows.next()? {
         let (row, _) = read_row(row)?;
+        if jiff::Timestamp::from_microsecond(row.decided_at_us).is_err() {
+            return Err(OpenError::Corrupt(format!(
+                "seq {}: decided_at_us {} µs is out of range (not read as 1970: the clock-step guard and the attempt caps rest on it); `dialgate audit verify` shows whether the row was altered, restore the log from a backup",
+                row.seq, row.decided_at_us
+            )));
+        }
         // Every row read, the first older one included (a clock set back
         // wrote rows earlier than those before them).
         latest_us = latest_us.max(Some(row.decided_at_us));
@@ -740,5 +831,30 @@ mod tests {
         drop(log);
         let (_, startup) = LocalLog::open(&path, &config, scan(allowed + day * 2, day)).unwrap();
         assert_eq!(startup.allowed.len(), 1, "{:?}", startup.allowed);
+    }
+
+    /// A stored `decided_at_us` out of range was read as 1970: the latest
+    /// decision became 1970 (the clock-step guard off) and the scan could
+    /// end before ALLOWs that still count (found by review). Start-up fails.
+    #[tokio::test]
+    async fn test_an_out_of_range_instant_fails_the_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("decisions.db");
+        let now: Timestamp = "2026-11-27T10:00:00Z".parse().unwrap();
+        let day = SignedDuration::from_hours(24);
+        let config = LogConfig::default();
+        let (log, _) = LocalLog::open(&path, &config, scan(now, day)).unwrap();
+        log.append(allow(now)).await.unwrap();
+        log.close();
+        drop(log);
+        Connection::open(&path)
+            .unwrap()
+            .execute("UPDATE decisions SET decided_at_us = ?1", [i64::MAX])
+            .unwrap();
+        let err = LocalLog::open(&path, &config, scan(now, day)).unwrap_err();
+        assert!(
+            matches!(err, OpenError::Corrupt(_)) && err.to_string().contains("out of range"),
+            "{err}"
+        );
     }
 }

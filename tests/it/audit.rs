@@ -205,7 +205,7 @@ async fn test_signed_checkpoints_make_a_truncated_tail_evident() {
     make_decisions(&ws, 5).await;
 
     let ok = ws.cli_ok(&["audit", "verify"]);
-    assert!(ok.contains("1 checkpoint(s) signed and matching"), "{ok}");
+    assert!(ok.contains("2 checkpoint(s) signed and matching"), "{ok}");
     let anchor: serde_json::Value =
         serde_json::from_str(ws.cli_ok(&["audit", "checkpoint"]).trim()).unwrap();
     assert_eq!(anchor["seq"], 5);
@@ -345,4 +345,257 @@ async fn test_purge_keeps_the_chain_verifiable_and_respects_retention() {
     conn.execute("DELETE FROM log_meta", []).unwrap();
     drop(conn);
     assert!(!short.cli(&["audit", "verify"]).status.success());
+}
+
+/// A server started on a log that ends before its own checkpoint (a
+/// deleted tail, an older `decisions.db` copied in, commits lost to a power
+/// loss with `synchronous = "normal"`) wrote on: the attempt ledger rebuilt
+/// at start lacked ALLOWs that were dialled (a cap exceeded) and new rows
+/// took checkpointed seqs (found by review). It refuses to start, as the
+/// shared log does.
+#[tokio::test(flavor = "multi_thread")]
+async fn test_a_server_refuses_a_log_behind_its_checkpoints() {
+    let ws = Workspace::new(&standard_config(""));
+    ws.import("it-rpo", &["+39 333 123 4567"], &["--controller", "acme"]);
+    make_decisions(&ws, 5).await;
+    let db = ws.data_dir().join("decisions.db");
+    let checkpointed: String = {
+        let conn = rusqlite::Connection::open(&db).unwrap();
+        let hash = conn
+            .query_row("SELECT hash FROM decisions WHERE seq = 5", [], |r| r.get(0))
+            .unwrap();
+        conn.execute("DELETE FROM decisions WHERE seq > 3", [])
+            .unwrap();
+        hash
+    };
+    let err = ws.serve_refused();
+    assert!(
+        err.contains("went backwards")
+            && err.contains("ends at seq 3")
+            && err.contains("seq 5")
+            && err.contains(&checkpointed)
+            && err.contains("restore"),
+        "{err}"
+    );
+    let rows: i64 = rusqlite::Connection::open(&db)
+        .unwrap()
+        .query_row("SELECT COUNT(*) FROM decisions", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(rows, 3, "nothing written on the shorter log");
+
+    // Another row at the checkpointed seq (a fork) is refused too.
+    {
+        let conn = rusqlite::Connection::open(&db).unwrap();
+        for seq in [4, 5] {
+            conn.execute(
+                "INSERT INTO decisions SELECT ?1, decision_id, decided_at_us, request_id,
+                     campaign_id, controller, called_number, normalized_number, caller_id,
+                     verdict, reasons, next_allowed_at_us, data_versions, latency_us, api_key,
+                     prev_hash, hash || 'x' FROM decisions WHERE seq = 3",
+                [seq],
+            )
+            .unwrap();
+        }
+    }
+    let err = ws.serve_refused();
+    assert!(
+        err.contains("went backwards") && err.contains("another row at that seq"),
+        "{err}"
+    );
+}
+
+/// Reads row `seq` of the log as the chain hashes it.
+fn stored_row(conn: &rusqlite::Connection, seq: i64) -> dialgate::decision_log::chain::StoredRow {
+    conn.query_row(
+        "SELECT seq, decision_id, decided_at_us, request_id, campaign_id, controller,
+             called_number, normalized_number, caller_id, verdict, reasons, next_allowed_at_us,
+             data_versions, latency_us, api_key, prev_hash FROM decisions WHERE seq = ?1",
+        [seq],
+        |r| {
+            Ok(dialgate::decision_log::chain::StoredRow {
+                seq: r.get(0)?,
+                decision_id: r.get(1)?,
+                decided_at_us: r.get(2)?,
+                request_id: r.get(3)?,
+                campaign_id: r.get(4)?,
+                controller: r.get(5)?,
+                called_number: r.get(6)?,
+                normalized_number: r.get(7)?,
+                caller_id: r.get(8)?,
+                verdict: r.get(9)?,
+                reasons: r.get(10)?,
+                next_allowed_at_us: r.get(11)?,
+                data_versions: r.get(12)?,
+                latency_us: r.get(13)?,
+                api_key: r.get(14)?,
+                prev_hash: r.get(15)?,
+            })
+        },
+    )
+    .unwrap()
+}
+
+/// With a checkpoint key, checkpoints stripped of their signatures passed
+/// as "unsigned (before the key)": a row rewritten with the chain after it
+/// and the checkpoints rewritten to match verified (found by review). The
+/// newest checkpoint must be signed.
+#[tokio::test(flavor = "multi_thread")]
+async fn test_a_key_protects_checkpoints_stripped_of_their_signatures() {
+    let config = standard_config("").replace(
+        "shutdown_grace_ms = 5000",
+        "shutdown_grace_ms = 5000\n\n[log]\ncheckpoint_key_file = \"checkpoint.key\"",
+    );
+    let ws = Workspace::new(&config);
+    ws.file("checkpoint.key", &"11".repeat(32));
+    ws.import("it-rpo", &["+39 333 123 4567"], &["--controller", "acme"]);
+    make_decisions(&ws, 5).await;
+    assert!(
+        ws.cli_ok(&["audit", "verify"])
+            .starts_with("ok: 5 decisions")
+    );
+
+    // Row 2 rewritten, and the chain from it.
+    let mut rehashed = std::collections::HashMap::new();
+    {
+        let conn = rusqlite::Connection::open(ws.data_dir().join("decisions.db")).unwrap();
+        let mut prev: Option<String> = None;
+        for seq in 2..=5 {
+            let mut row = stored_row(&conn, seq);
+            if seq == 2 {
+                row.verdict = if row.verdict == "ALLOW" {
+                    "DENY"
+                } else {
+                    "ALLOW"
+                }
+                .into();
+            }
+            if let Some(prev) = prev {
+                row.prev_hash = prev;
+            }
+            let hash = dialgate::decision_log::chain::row_hash(&row);
+            conn.execute(
+                "UPDATE decisions SET verdict = ?1, prev_hash = ?2, hash = ?3 WHERE seq = ?4",
+                rusqlite::params![row.verdict, row.prev_hash, hash, seq],
+            )
+            .unwrap();
+            rehashed.insert(seq, hash.clone());
+            prev = Some(hash);
+        }
+    }
+    // Every checkpoint and the kept head rewritten to match, unsigned.
+    let unsigned = |line: &str| {
+        let mut checkpoint: serde_json::Value = serde_json::from_str(line).unwrap();
+        let object = checkpoint.as_object_mut().unwrap();
+        object.remove("signature");
+        object.remove("public_key");
+        if let Some(hash) = rehashed.get(&object["seq"].as_i64().unwrap()) {
+            object.insert("hash".into(), hash.clone().into());
+        }
+        checkpoint.to_string()
+    };
+    let path = ws.data_dir().join("checkpoints.jsonl");
+    let lines: Vec<String> = std::fs::read_to_string(&path)
+        .unwrap()
+        .lines()
+        .map(unsigned)
+        .collect();
+    assert!(!lines.is_empty());
+    std::fs::write(&path, lines.join("\n") + "\n").unwrap();
+    let head = ws.data_dir().join("head.json");
+    let kept = unsigned(std::fs::read_to_string(&head).unwrap().trim());
+    std::fs::write(&head, kept + "\n").unwrap();
+
+    let out = ws.cli(&["audit", "verify"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "verify passed: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(
+        stderr.contains("no checkpoint") && stderr.contains("signed"),
+        "{stderr}"
+    );
+}
+
+/// The local verify took `purged_through` on trust: a prefix deleted and an
+/// anchor forged from the next row's `prev_hash` verified (found by
+/// review). Every anchor `audit purge` sets is checkpointed; one no
+/// checkpoint vouches for fails, as on the shared log.
+#[tokio::test(flavor = "multi_thread")]
+async fn test_verify_refuses_a_purge_anchor_no_checkpoint_vouches_for() {
+    let ws = Workspace::new(&standard_config(""));
+    ws.import("it-rpo", &["+39 333 123 4567"], &["--controller", "acme"]);
+    make_decisions(&ws, 5).await;
+    {
+        let conn = rusqlite::Connection::open(ws.data_dir().join("decisions.db")).unwrap();
+        let prev: String = conn
+            .query_row("SELECT prev_hash FROM decisions WHERE seq = 5", [], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        conn.execute("DELETE FROM decisions WHERE seq <= 4", [])
+            .unwrap();
+        conn.execute(
+            "INSERT OR REPLACE INTO log_meta (key, value) VALUES ('purged_through', ?1)",
+            [format!("4:{prev}")],
+        )
+        .unwrap();
+    }
+    let out = ws.cli(&["audit", "verify"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "verify passed: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(
+        stderr.contains("seq 4") && stderr.contains("no checkpoint vouches for"),
+        "{stderr}"
+    );
+}
+
+/// `--number` matched its argument as an exact string: a number written
+/// as the subject gave it ("+39 333 123 4567", "0039 333 1234567") exported
+/// nothing, exit 0, for rows logged as +393331234567 (a subject-access
+/// request answered empty; found by review). It is normalised as the
+/// decisions' numbers were; one that cannot be read fails.
+#[tokio::test(flavor = "multi_thread")]
+async fn test_export_by_number_in_any_notation() {
+    let ws = Workspace::new(&standard_config(""));
+    ws.import("it-rpo", &["+39 333 123 4567"], &["--controller", "acme"]);
+    make_decisions(&ws, 4).await;
+    for notation in [
+        "+393331234567",
+        "+39 333 123 4567",
+        "0039 333 1234567",
+        "(+39) 333-123-4567",
+    ] {
+        let found = export_jsonl(&ws, &["--number", notation]);
+        assert_eq!(found.len(), 2, "{notation}");
+        assert!(
+            found
+                .iter()
+                .all(|d| d["normalized_number"] == "+393331234567"),
+            "{notation}: {found:?}"
+        );
+    }
+    // National, read with the campaign's default region (IT).
+    let national = export_jsonl(&ws, &["--number", "333 000 0000", "--campaign", "it-sales"]);
+    assert_eq!(national.len(), 2);
+    assert!(
+        national
+            .iter()
+            .all(|d| d["normalized_number"] == "+393330000000")
+    );
+    // As sent, exactly, still.
+    assert_eq!(
+        export_jsonl(&ws, &["--number", "+39 333 000 0000"]).len(),
+        2
+    );
+
+    let bad = ws.cli(&["audit", "export", "--number", "call me maybe"]);
+    assert!(!bad.status.success());
+    let stderr = String::from_utf8_lossy(&bad.stderr);
+    assert!(stderr.contains("--number \"call me maybe\""), "{stderr}");
 }
