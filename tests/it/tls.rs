@@ -187,7 +187,8 @@ async fn test_tls_refuses_plaintext_and_reloads_on_sighup() {
     stream
         .set_read_timeout(Some(std::time::Duration::from_secs(5)))
         .unwrap();
-    let _ = stream.write_all(b"GET /livez HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
+    let _ =
+        stream.write_all(b"GET /livez HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
     let mut answer = String::new();
     let _ = stream.read_to_string(&mut answer);
     assert!(
