@@ -160,11 +160,15 @@ fn campaign_windows(shared: &Shared, now: Timestamp) -> Vec<CampaignWindow> {
             let Some(era) = shared.policies.era(&campaign.id, *region, now) else {
                 continue;
             };
-            // The destination's main zone (the statute's), else every zone
-            // of its calling code.
-            let zones: &'static [&'static str] = match crate::statutes::statute(region.as_str()) {
-                Some(statute) => std::slice::from_ref(&statute.zone),
-                None => zones::region_zones(region.calling_code()).zones,
+            // The destination's main zone (a territory's own, the
+            // statute's), else every zone of its calling code.
+            let zones: &'static [&'static str] = match (
+                crate::statutes::territories::territory(region.as_str()),
+                crate::statutes::statute(region.as_str()),
+            ) {
+                (Some(territory), _) => std::slice::from_ref(&territory.zone),
+                (None, Some(statute)) => std::slice::from_ref(&statute.zone),
+                (None, None) => zones::region_zones(region.calling_code()).zones,
             };
             let check = calling::check(
                 &calling::WindowInput {

@@ -350,7 +350,7 @@ fn compile_destination(
     days.extend(overriding.and_then(|o| o.from));
     days.sort();
     days.dedup();
-    let zone = statute.map_or("UTC", |s| s.zone);
+    let zone = statutes::main_zone(region.as_str()).unwrap_or("UTC");
     let mut bounds: Vec<Option<Date>> = vec![None];
     bounds.extend(days.iter().copied().map(Some));
     bounds.push(None);

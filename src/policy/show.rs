@@ -377,13 +377,11 @@ pub fn report(
                     campaign: campaign_id.to_string(),
                     region,
                 })?;
-        let zone = statutes::statute(region.as_str()).map_or("UTC", |s| s.zone);
+        let zone = statutes::main_zone(region.as_str()).unwrap_or("UTC");
         let year = at
             .to_zoned(jiff::tz::TimeZone::get(zone).unwrap_or(jiff::tz::TimeZone::UTC))
             .year();
-        let mut holidays = statutes::statute(region.as_str())
-            .map(|s| statutes::holidays::dates(&s.holidays, year))
-            .unwrap_or_default();
+        let mut holidays = statutes::holidays::calendar(region.as_str(), year);
         holidays.extend(
             era.window
                 .extra_holidays

@@ -1342,3 +1342,65 @@ fn test_a_destination_without_a_presentable_caller_id_is_reported() {
     austria.caller_ids.clear();
     assert_eq!(warned(austria), 1);
 }
+
+/// The French overseas departments have a region code of their own and had
+/// no statute: opt-in but no window and no cap, so a Réunion number with a
+/// consent was allowed at 07:00 on a Sunday (found by review). France's
+/// law governs them, in their own time zone, with their own abolition day.
+#[test]
+fn test_french_overseas_departments_follow_the_french_statute() {
+    let config = config(
+        r#"
+[[campaign]]
+id = "re"
+controller = "acme"
+purpose = "marketing"
+default_region = "RE"
+destinations = ["RE"]
+consent_required = true
+caller_ids = ["+262262123456"]
+"#,
+    );
+    let number = "+262692123456";
+    let contacts = ContactView {
+        consents: vec![consent(number)],
+        ..ContactView::default()
+    };
+    let call = |at: &str, attempts: &[Timestamp]| {
+        decide(
+            &config,
+            "re",
+            number,
+            "+262262123456",
+            &contacts,
+            attempts,
+            at,
+        )
+    };
+    // Réunion is UTC+4. Sunday 22 November 2026, 07:00 there.
+    assert!(codes(&call("2026-11-22T03:00:00Z", &[])).contains(&ReasonCode::OutsideCallingHours));
+    // Monday 23 November, 11:00 there: open (France: 10-13, 14-20).
+    let monday = call("2026-11-23T07:00:00Z", &[]);
+    assert_eq!(monday.verdict, Verdict::Allow, "{:?}", monday.reasons);
+    // 09:30 there, before France's 10:00 (but 06:30 in Paris: the zone is
+    // Réunion's).
+    assert!(codes(&call("2026-11-23T05:30:00Z", &[])).contains(&ReasonCode::OutsideCallingHours));
+    // Abolition of slavery, Monday 20 December 2027: a holiday there only.
+    assert!(codes(&call("2027-12-20T07:00:00Z", &[])).contains(&ReasonCode::OutsideCallingHours));
+    // France's cap: 4 calls in 30 days.
+    let four: Vec<Timestamp> = (1..=4)
+        .map(|d| format!("2026-11-{:02}T07:00:00Z", 10 + d).parse().unwrap())
+        .collect();
+    assert!(codes(&call("2026-11-23T07:00:00Z", &four)).contains(&ReasonCode::AttemptLimit));
+    // Mayotte (UTC+3) likewise, with its own day, 27 April.
+    assert!(crate::statutes::holidays::is_holiday(
+        "YT",
+        jiff::civil::date(2027, 4, 27),
+        &[]
+    ));
+    assert!(!crate::statutes::holidays::is_holiday(
+        "FR",
+        jiff::civil::date(2027, 4, 27),
+        &[]
+    ));
+}

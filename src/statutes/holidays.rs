@@ -221,6 +221,23 @@ pub fn has_calendar(region: &str) -> bool {
     super::statute(region).is_some_and(|s| !s.holidays.is_empty())
 }
 
+/// The public holidays of `region` in `year` (none without a statute).
+pub fn calendar(region: &str, year: i16) -> Vec<Date> {
+    super::statute(region).map_or_else(Vec::new, |statute| calendar_of(statute, region, year))
+}
+
+/// The statute's holidays of `year`, and a territory's own on top of its
+/// country's (Réunion's 20 December).
+fn calendar_of(statute: &super::Statute, region: &str, year: i16) -> Vec<Date> {
+    let mut days = dates(&statute.holidays, year);
+    if let Some(territory) = super::territories::territory(region) {
+        days.extend(dates(territory.holidays, year));
+        days.sort();
+        days.dedup();
+    }
+    days
+}
+
 /// Whether `day` is a public holiday of `region` (or one of `extra`).
 /// Calendars are computed once per region and year and cached per thread.
 pub fn is_holiday(region: &str, day: Date, extra: &[Date]) -> bool {
@@ -243,7 +260,7 @@ pub fn is_holiday(region: &str, day: Date, extra: &[Date]) -> bool {
         {
             return days.contains(&day);
         }
-        let days = dates(&statute.holidays, day.year());
+        let days = calendar_of(statute, region, day.year());
         let holiday = days.contains(&day);
         calendars.push(((region.to_string(), day.year()), days));
         holiday

@@ -4,14 +4,16 @@
 //! overrides and each campaign's settings into the effective rules the
 //! decision path reads.
 //!
-//! One file per country. A destination without a statute here is opt-in
-//! (consent required) and has no calling window, caps or registry.
+//! One file per country; territories a country's law governs are mapped
+//! to its statute (`territories.rs`). A destination without a statute here
+//! is opt-in (consent required) and has no calling window, caps or registry.
 //!
 //! Dates are days of the destination's civil calendar (`from` inclusive,
 //! `until` exclusive); [`crate::policy`] turns them into instants at
 //! midnight in the destination's main time zone.
 
 pub mod holidays;
+pub mod territories;
 
 mod de;
 mod es;
@@ -414,9 +416,21 @@ static STATUTES: LazyLock<Vec<Statute>> = LazyLock::new(|| {
     ]
 });
 
-/// The statute of a destination, if the product carries one.
+/// The statute of a destination, if the product carries one: its own, or
+/// that of the country whose law governs it (a French overseas department,
+/// see [`territories`]).
 pub fn statute(region: &str) -> Option<&'static Statute> {
-    STATUTES.iter().find(|s| s.region == region)
+    let governing = territories::territory(region).map_or(region, |t| t.governed_by);
+    STATUTES.iter().find(|s| s.region == governing)
+}
+
+/// The main time zone of a destination with a statute: the statute's, or
+/// the territory's own (Réunion's, not Paris's).
+pub fn main_zone(region: &str) -> Option<&'static str> {
+    match territories::territory(region) {
+        Some(territory) => Some(territory.zone),
+        None => statute(region).map(|s| s.zone),
+    }
 }
 
 /// Every statute the product carries.
