@@ -299,7 +299,8 @@ enum ModeArg {
 pub enum AuditCommand {
     /// Write logged decisions to stdout, oldest first
     Export {
-        /// Only decisions about this number (E.164, or as sent)
+        /// Only decisions about this number (any notation, or as sent); `-`
+        /// reads it from the first line of stdin, out of the process list
         #[arg(long)]
         number: Option<String>,
         /// From this instant (RFC 3339) or date (YYYY-MM-DD, UTC), inclusive
@@ -1348,6 +1349,15 @@ fn parse_instant(flag: &str, text: &str) -> anyhow::Result<Timestamp> {
     })
 }
 
+/// The first line of stdin, trimmed; an error when there is none.
+fn first_line_of_stdin(what: &str) -> anyhow::Result<String> {
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line)?;
+    let line = line.trim();
+    anyhow::ensure!(!line.is_empty(), "{what}: stdin holds no number");
+    Ok(line.to_string())
+}
+
 fn audit_export(
     config: &Config,
     number: Option<String>,
@@ -1356,6 +1366,12 @@ fn audit_export(
     campaign: Option<String>,
     format: FormatArg,
 ) -> anyhow::Result<()> {
+    // `-`: from stdin, so that the full number is not in the process list
+    // that every local user can read (`/proc/*/cmdline`).
+    let number = match number.as_deref() {
+        Some("-") => Some(first_line_of_stdin("--number -")?),
+        _ => number,
+    };
     // The argument in every E.164 form it can stand for, as the decisions'
     // numbers were normalised: an exact string match exported nothing for
     // "+39 333 123 4567" (a subject-access request answered empty).

@@ -102,10 +102,33 @@ pub(crate) fn open_read_only(path: &Path) -> Result<Connection, AuditError> {
             if dir_writable(dir) {
                 return Err(open_error(err));
             }
+            // Opened immutable, SQLite reads the database file alone: the
+            // decisions still in a write-ahead log beside it (a server
+            // killed, or still running) would be left out of the export or
+            // the verify without a word (found by review). Refused then.
+            if let Some(wal) = unread_wal(path) {
+                return Err(open_error(rusqlite::Error::SqliteFailure(
+                    rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CANTOPEN),
+                    Some(format!(
+                        "{} holds decisions not yet in the database, and this directory cannot be written to read them: run this where the directory is writable, or after the server has stopped cleanly",
+                        wal.display()
+                    )),
+                )));
+            }
             let uri = format!("file:{}?immutable=1", uri_path(path));
             Connection::open_with_flags(uri, flags | OpenFlags::SQLITE_OPEN_URI).map_err(open_error)
         }
     }
+}
+
+/// The write-ahead log beside the database at `path`, if it holds
+/// anything (decisions an immutable open would not read).
+fn unread_wal(path: &Path) -> Option<std::path::PathBuf> {
+    let name = path.file_name()?.to_string_lossy();
+    let wal = path.with_file_name(format!("{name}-wal"));
+    std::fs::metadata(&wal)
+        .is_ok_and(|m| m.len() > 0)
+        .then_some(wal)
 }
 
 /// Whether this process may create files in `dir`.
@@ -646,5 +669,31 @@ mod csv_tests {
             assert_eq!(csv_field(good), good, "{good:?}");
         }
         assert_eq!(csv_field("=a,b"), "\"'=a,b\"");
+    }
+}
+
+#[cfg(test)]
+mod read_only_tests {
+    use super::*;
+
+    /// An immutable open (a directory this process cannot write) reads the
+    /// database file alone: decisions still in the write-ahead log were
+    /// left out of export and verify (found by review). Such a log is
+    /// found, and the open refused; a log checkpointed away is not.
+    #[test]
+    fn test_a_write_ahead_log_with_decisions_is_found() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("decisions.db");
+        let writer = Connection::open(&path).unwrap();
+        writer
+            .execute_batch(
+                "PRAGMA journal_mode = WAL; PRAGMA wal_autocheckpoint = 0;
+                 CREATE TABLE t (x INTEGER); INSERT INTO t VALUES (1);",
+            )
+            .unwrap();
+        assert_eq!(unread_wal(&path), Some(dir.path().join("decisions.db-wal")));
+        drop(writer);
+        // A clean close checkpoints and removes it.
+        assert_eq!(unread_wal(&path), None);
     }
 }

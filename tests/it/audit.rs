@@ -594,6 +594,17 @@ async fn test_export_by_number_in_any_notation() {
         2
     );
 
+    // `-`: from stdin, out of the process list.
+    let piped = ws.cli_with_stdin(&["audit", "export", "--number", "-"], "+39 333 123 4567\n");
+    assert!(
+        piped.status.success(),
+        "{}",
+        String::from_utf8_lossy(&piped.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&piped.stdout).lines().count(), 2);
+    let empty = ws.cli_with_stdin(&["audit", "export", "--number", "-"], "");
+    assert!(!empty.status.success());
+
     let bad = ws.cli(&["audit", "export", "--number", "call me maybe"]);
     assert!(!bad.status.success());
     let stderr = String::from_utf8_lossy(&bad.stderr);

@@ -193,6 +193,28 @@ impl Workspace {
             .expect("run dialgate")
     }
 
+    /// Runs `dialgate --config <this config> args...` with `input` on stdin.
+    pub fn cli_with_stdin(&self, args: &[&str], input: &str) -> Output {
+        use std::io::Write as _;
+        let mut child = Command::new(BIN)
+            .arg("--config")
+            .arg(self.config_path())
+            .args(args)
+            .env("DIALGATE_LOG", "warn")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("run dialgate");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(input.as_bytes())
+            .expect("write stdin");
+        child.wait_with_output().expect("dialgate output")
+    }
+
     /// Runs `serve`, which must refuse to start (within a minute); returns
     /// its stderr.
     pub fn serve_refused(&self) -> String {
