@@ -238,7 +238,7 @@ impl HasKind for AuditError {
         match self {
             AuditError::Open { cause, .. } => sqlite_kind(cause),
             AuditError::Read(cause) => sqlite_kind(cause),
-            AuditError::Write(_) => ErrorKind::Internal,
+            AuditError::Write(_) | AuditError::Corrupt(_) => ErrorKind::Internal,
         }
     }
 

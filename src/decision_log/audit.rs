@@ -28,6 +28,12 @@ pub enum AuditError {
     Read(#[from] rusqlite::Error),
     #[error("cannot write output: {0}")]
     Write(#[from] std::io::Error),
+    /// A stored row that does not parse: exported as it reads, never as a
+    /// default (`audit verify` says whether it was altered).
+    #[error(
+        "cannot export decision log: {0}; `dialgate audit verify` shows whether the row was altered"
+    )]
+    Corrupt(String),
 }
 
 /// Output format of `audit export`.
@@ -195,7 +201,7 @@ pub fn export(
     let mut count = 0;
     while let Some(row) = rows.next()? {
         let (stored, hash) = read_row(row)?;
-        let record: DecisionRecord = record_from_row(&stored);
+        let record: DecisionRecord = record_from_row(&stored).map_err(AuditError::Corrupt)?;
         let exported = ExportedDecision {
             seq: stored.seq,
             decision_id: &record.decision_id,

@@ -6,7 +6,6 @@ use sha2::{Digest, Sha256};
 
 use super::DecisionRecord;
 use super::chain::StoredRow;
-use crate::model::{Reason, Verdict};
 use crate::store::postgres::PgError;
 
 /// An instant stored in microseconds; out of range is [`PgError::Corrupt`]
@@ -55,49 +54,12 @@ pub(crate) fn read_pg_row(row: &tokio_postgres::Row) -> Result<SharedRow, PgErro
     })
 }
 
-/// The decision a stored row holds; a verdict, reasons or versions that do
-/// not parse are [`PgError::Corrupt`] (never read as an ALLOW).
+/// The decision a stored row holds; a verdict, reasons, versions or an
+/// instant that do not parse are [`PgError::Corrupt`] (never read as an
+/// ALLOW, nor as 1970). The local log reads its rows alike
+/// (`writer::record_from_row`).
 pub(crate) fn strict_record(row: &StoredRow) -> Result<DecisionRecord, PgError> {
-    let corrupt = |what: &str| {
-        PgError::Corrupt(format!(
-            "decision {} (seq {}): {what} does not parse",
-            row.decision_id, row.seq
-        ))
-    };
-    let verdict = match row.verdict.as_str() {
-        "ALLOW" => Verdict::Allow,
-        "DENY" => Verdict::Deny,
-        _ => return Err(corrupt("verdict")),
-    };
-    let reasons: Vec<Reason> =
-        serde_json::from_str(&row.reasons).map_err(|_| corrupt("reasons"))?;
-    let data_versions: Vec<String> =
-        serde_json::from_str(&row.data_versions).map_err(|_| corrupt("data_versions"))?;
-    let instant = |us: i64, field: &str| {
-        stored_instant(
-            us,
-            &format!("decision {} (seq {}) {field}", row.decision_id, row.seq),
-        )
-    };
-    Ok(DecisionRecord {
-        decision_id: row.decision_id.clone(),
-        decided_at: instant(row.decided_at_us, "decided_at_us")?,
-        request_id: row.request_id.clone(),
-        campaign_id: row.campaign_id.clone(),
-        controller: row.controller.clone(),
-        called_number: row.called_number.clone(),
-        normalized_number: row.normalized_number.clone(),
-        caller_id: row.caller_id.clone(),
-        verdict,
-        reasons,
-        next_allowed_at: row
-            .next_allowed_at_us
-            .map(|us| instant(us, "next_allowed_at_us"))
-            .transpose()?,
-        data_versions,
-        latency_us: row.latency_us.max(0) as u64,
-        api_key: row.api_key.clone(),
-    })
+    super::writer::record_from_row(row).map_err(PgError::Corrupt)
 }
 
 /// The advisory lock key of a request id (two batches deciding it wait for
@@ -135,6 +97,7 @@ pub(crate) fn lock_order(mut keys: Vec<i64>) -> Vec<i64> {
 mod tests {
     use super::*;
     use crate::decision_log::chain::GENESIS;
+    use crate::model::Verdict;
 
     fn stored() -> StoredRow {
         StoredRow {

@@ -632,27 +632,49 @@ pub(crate) fn stored_row(seq: i64, record: DecisionRecord, prev_hash: String) ->
 }
 
 /// Rebuilds a record from its stored row.
-pub(crate) fn record_from_row(row: &StoredRow) -> DecisionRecord {
-    DecisionRecord {
+pub(crate) fn record_from_row(row: &StoredRow) -> Result<DecisionRecord, String> {
+    let corrupt = |what: &str| {
+        format!(
+            "decision {} (seq {}): {what} does not parse",
+            row.decision_id, row.seq
+        )
+    };
+    let verdict = match row.verdict.as_str() {
+        "ALLOW" => Verdict::Allow,
+        "DENY" => Verdict::Deny,
+        _ => return Err(corrupt("verdict")),
+    };
+    let reasons: Vec<Reason> =
+        serde_json::from_str(&row.reasons).map_err(|_| corrupt("reasons"))?;
+    let data_versions: Vec<String> =
+        serde_json::from_str(&row.data_versions).map_err(|_| corrupt("data_versions"))?;
+    let instant = |us: i64, field: &str| {
+        jiff::Timestamp::from_microsecond(us).map_err(|_| {
+            format!(
+                "decision {} (seq {}) {field}: {us} µs is out of range",
+                row.decision_id, row.seq
+            )
+        })
+    };
+    Ok(DecisionRecord {
         decision_id: row.decision_id.clone(),
-        decided_at: from_micros(row.decided_at_us),
+        decided_at: instant(row.decided_at_us, "decided_at_us")?,
         request_id: row.request_id.clone(),
         campaign_id: row.campaign_id.clone(),
         controller: row.controller.clone(),
         called_number: row.called_number.clone(),
         normalized_number: row.normalized_number.clone(),
         caller_id: row.caller_id.clone(),
-        verdict: if row.verdict == "ALLOW" {
-            Verdict::Allow
-        } else {
-            Verdict::Deny
-        },
-        reasons: serde_json::from_str::<Vec<Reason>>(&row.reasons).unwrap_or_default(),
-        next_allowed_at: row.next_allowed_at_us.map(from_micros),
-        data_versions: serde_json::from_str(&row.data_versions).unwrap_or_default(),
+        verdict,
+        reasons,
+        next_allowed_at: row
+            .next_allowed_at_us
+            .map(|us| instant(us, "next_allowed_at_us"))
+            .transpose()?,
+        data_versions,
         latency_us: row.latency_us.max(0) as u64,
         api_key: row.api_key.clone(),
-    }
+    })
 }
 
 /// The columns of a stored row, in table order, for `SELECT`.
@@ -744,7 +766,9 @@ fn read_startup_state(conn: &Connection, scan: StartupScan) -> Result<StartupSta
             break;
         }
         if row.decided_at_us >= idempotency_us && !row.request_id.is_empty() {
-            state.recent.push(record_from_row(&row));
+            state
+                .recent
+                .push(record_from_row(&row).map_err(OpenError::Corrupt)?);
         }
         if attempts_us.is_some_and(|since| row.decided_at_us >= since) && row.verdict == "ALLOW" {
             state.allowed.push((

@@ -610,3 +610,50 @@ async fn test_export_by_number_in_any_notation() {
     let stderr = String::from_utf8_lossy(&bad.stderr);
     assert!(stderr.contains("--number \"call me maybe\""), "{stderr}");
 }
+
+/// A stored row that does not parse is not exported as a default: an
+/// unknown verdict was exported as DENY, reasons as none, an instant out
+/// of range as 1970 (found by review). The export fails naming the row.
+#[tokio::test(flavor = "multi_thread")]
+async fn test_export_refuses_a_row_that_does_not_parse() {
+    let ws = Workspace::new(&standard_config(""));
+    ws.import("it-rpo", &["+39 333 123 4567"], &["--controller", "acme"]);
+    make_decisions(&ws, 2).await;
+    let db = rusqlite::Connection::open(ws.data_dir().join("decisions.db")).unwrap();
+    for (column, value) in [
+        ("verdict", "'MAYBE'"),
+        ("reasons", "'not json'"),
+        ("decided_at_us", "9223372036854775807"),
+    ] {
+        let before: String = db
+            .query_row(
+                &format!("SELECT CAST({column} AS TEXT) FROM decisions WHERE seq = 1"),
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        db.execute(
+            &format!("UPDATE decisions SET {column} = {value} WHERE seq = 1"),
+            [],
+        )
+        .unwrap();
+        let out = ws.cli(&["audit", "export"]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{column}");
+        assert!(
+            stderr.contains("seq 1") && stderr.contains(column),
+            "{column}: {stderr}"
+        );
+        let restore = if column == "decided_at_us" {
+            before
+        } else {
+            format!("'{before}'")
+        };
+        db.execute(
+            &format!("UPDATE decisions SET {column} = {restore} WHERE seq = 1"),
+            [],
+        )
+        .unwrap();
+    }
+    assert!(ws.cli(&["audit", "export"]).status.success());
+}
