@@ -284,7 +284,7 @@ wal_backfill_ms = {backfill}
         let mut stream = std::net::TcpStream::connect(http).unwrap();
         write!(
             stream,
-            "GET /status HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+            "GET /status HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
         )
         .unwrap();
         let mut response = String::new();
@@ -399,7 +399,7 @@ fn print_log_status(server: &ServerProcess, name: &str) {
     };
     let _ = write!(
         stream,
-        "GET /status HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        "GET /status HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
     );
     let mut response = String::new();
     let _ = stream.read_to_string(&mut response);

@@ -769,7 +769,7 @@ fn http_status(address: &str) -> Option<serde_json::Value> {
     let mut stream = std::net::TcpStream::connect(address).ok()?;
     write!(
         stream,
-        "GET /status HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        "GET /status HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
     )
     .ok()?;
     let mut response = String::new();

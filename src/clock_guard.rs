@@ -5,12 +5,14 @@
 //! moves attempts out of their caps' windows. A decision whose clock reads
 //! earlier than the latest decision made (logged before a restart, or
 //! made since) by more than `log.clock_step_tolerance_seconds` is refused
-//! UNAVAILABLE until the clock catches up. Within the tolerance the
-//! decision is made at the latest instant instead: the rules never see
-//! time go back, so a window that closed does not reopen for a clock
-//! stepped back by less than the tolerance (found by review: with a
-//! margin shorter than the tolerance, a call at 19:59:56 by a clock set
-//! back from 20:00:05 was allowed in Italy).
+//! UNAVAILABLE until the clock catches up. Within the tolerance a call is
+//! decided at the clock's reading and again at the latest instant, and
+//! allowed only if both allow ([`ClockGuard::ahead_of`]): a window that
+//! closed does not reopen for a clock stepped back by less than the
+//! tolerance (found by review: with a margin shorter than the tolerance, a
+//! call at 19:59:56 by a clock set back from 20:00:05 was allowed in
+//! Italy), and one not yet open is not opened by the latest instant of a
+//! clock that ran ahead (deciding at the latest instant alone did that).
 
 use std::sync::atomic::{AtomicI64, Ordering};
 
@@ -44,13 +46,11 @@ impl ClockGuard {
     }
 
     /// Refuses `now` earlier than the latest instant decided on by more
-    /// than the tolerance; remembers a later one. Returns the instant to
-    /// decide at: `now`, or the latest instant when `now` is before it
-    /// (within the tolerance; the latest is kept to within 0.1 s).
+    /// than the tolerance; remembers a later one.
     ///
     /// # Errors
     /// [`ClockBehind`]: no decision may be made at `now`.
-    pub fn check(&self, now: Timestamp) -> Result<Timestamp, ClockBehind> {
+    pub fn check(&self, now: Timestamp) -> Result<(), ClockBehind> {
         let now_us = now.as_microsecond();
         let latest_us = self.latest_us.load(Ordering::Relaxed);
         // A clock before 1970 is wrong whatever was logged (and the
@@ -64,10 +64,18 @@ impl ClockGuard {
         if now_us > latest_us.saturating_add(STEP_US) {
             self.latest_us.fetch_max(now_us, Ordering::Relaxed);
         }
-        if now_us < latest_us {
-            return Ok(Timestamp::from_microsecond(latest_us).unwrap_or(now));
-        }
-        Ok(now)
+        Ok(())
+    }
+
+    /// The latest instant decided on, when the clock reads earlier than it
+    /// (set back within the tolerance): a call must be allowed at that
+    /// instant too. Kept to within 0.1 s of the latest decision, so a clock
+    /// moving forward normally never reads behind it.
+    pub fn ahead_of(&self, now: Timestamp) -> Option<Timestamp> {
+        let latest_us = self.latest_us.load(Ordering::Relaxed);
+        (latest_us > now.as_microsecond())
+            .then(|| Timestamp::from_microsecond(latest_us).ok())
+            .flatten()
     }
 }
 
@@ -85,11 +93,12 @@ mod tests {
             Some(at("2026-11-27T10:00:00Z")),
             SignedDuration::from_secs(10),
         );
-        // Within the tolerance: decided at the latest instant, not earlier.
+        // Within the tolerance: allowed, and the latest instant named for
+        // the second decision.
+        assert!(guard.check(at("2026-11-27T09:59:51Z")).is_ok(), "within");
         assert_eq!(
-            guard.check(at("2026-11-27T09:59:51Z")),
-            Ok(at("2026-11-27T10:00:00Z")),
-            "within"
+            guard.ahead_of(at("2026-11-27T09:59:51Z")),
+            Some(at("2026-11-27T10:00:00Z"))
         );
         assert_eq!(
             guard.check(at("2026-11-27T09:59:49Z")),
@@ -102,14 +111,13 @@ mod tests {
         // behind it either.
         assert!(guard.check(at("2026-11-27T11:00:00Z")).is_ok());
         assert!(guard.check(at("2026-11-27T10:30:00Z")).is_err());
+        assert!(guard.check(at("2026-11-27T10:59:55Z")).is_ok());
         assert_eq!(
-            guard.check(at("2026-11-27T10:59:55Z")),
-            Ok(at("2026-11-27T11:00:00Z"))
+            guard.ahead_of(at("2026-11-27T10:59:55Z")),
+            Some(at("2026-11-27T11:00:00Z"))
         );
-        assert_eq!(
-            guard.check(at("2026-11-27T11:00:01Z")),
-            Ok(at("2026-11-27T11:00:01Z"))
-        );
+        assert!(guard.check(at("2026-11-27T11:00:01Z")).is_ok());
+        assert_eq!(guard.ahead_of(at("2026-11-27T11:00:01Z")), None);
     }
 
     #[test]

@@ -321,7 +321,7 @@ impl Gateway {
     }
 
     /// Refuses to decide at `now` if the clock went back (see
-    /// [`ClockGuard`]); the instant to decide at.
+    /// [`ClockGuard`]).
     fn clock_checked(&self, now: Timestamp) -> Result<Timestamp, CheckError> {
         self.clock.check(now).map_err(|behind| {
             tracing::error!(now = %behind.now, latest = %behind.latest, "the clock reads before the latest decision: no decision until it catches up");
@@ -329,7 +329,8 @@ impl Gateway {
                 now: behind.now,
                 latest: behind.latest,
             }
-        })
+        })?;
+        Ok(now)
     }
 
     /// Decides a call now, logs it durably, then returns it. A repeated
@@ -649,18 +650,26 @@ impl Gateway {
         caller_id: Option<&str>,
         now: Timestamp,
     ) -> (Evaluation, SmallVec<[AttemptLimit; 2]>) {
-        let decided = decide(
-            &self.sources(),
-            &CallInput {
-                campaign_id,
-                campaign,
-                called,
-                caller_id,
-                logged: true,
-                recorded_by: None,
-            },
-            now,
-        );
+        let input = CallInput {
+            campaign_id,
+            campaign,
+            called,
+            caller_id,
+            logged: true,
+            recorded_by: None,
+        };
+        let sources = self.sources();
+        let decided = decide(&sources, &input, now);
+        // A clock set back within the tolerance: allowed only if allowed at
+        // the latest instant decided on too (see `ClockGuard`).
+        if decided.evaluation.verdict == Verdict::Allow
+            && let Some(latest) = self.clock.ahead_of(now)
+        {
+            let then = decide(&sources, &input, latest);
+            if then.evaluation.verdict == Verdict::Deny {
+                return (then.evaluation, then.caps);
+            }
+        }
         (decided.evaluation, decided.caps)
     }
 }

@@ -270,7 +270,7 @@ pub async fn http_check(
             while Instant::now() < deadline {
                 let number = &numbers()[i % NUMBERS][1..];
                 let request = format!(
-                    "GET /v1/check?called_number=%2B{number}&caller_id=%2B390212345678&campaign_id=bench-it&request_id={tag}-{task}-{i} HTTP/1.1\r\nHost: bench\r\n\r\n"
+                    "GET /v1/check?called_number=%2B{number}&caller_id=%2B390212345678&campaign_id=bench-it&request_id={tag}-{task}-{i} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
                 );
                 let sent = Instant::now();
                 stream.get_mut().write_all(request.as_bytes()).await.unwrap();

@@ -233,34 +233,45 @@ pub fn export(
     Ok(count)
 }
 
-/// The E.164 forms a number written in any notation stands for, as the
+/// The E.164 form a number written in any notation stands for, as the
 /// decisions' numbers were normalised: an international form (`+39 333 123
-/// 4567`, `0039...`) needs no region; a national one takes each of
-/// `regions` (the campaigns' default regions) that can read it.
+/// 4567`, `0039...`) needs no region; a national one is read with each of
+/// `regions` (the campaigns' default regions) and must read as one number.
 ///
 /// # Errors
-/// [`NumberError`] when no form can be read from it (an export that
-/// matched nothing would answer a subject-access request empty).
-pub fn number_forms(argument: &str, regions: &[Region]) -> Result<Vec<String>, NumberError> {
-    let mut forms: Vec<String> = Vec::new();
-    let mut refused = match number::normalize_international(argument) {
-        Ok(normalized) => {
-            forms.push(normalized.e164);
-            None
-        }
-        Err(err) => Some(err),
-    };
+/// When no form can be read from it (an export that matched nothing would
+/// answer a subject-access request empty), or when a national form reads
+/// as different numbers in different regions (`06 12 34 56 78`: a French
+/// mobile and a Rome line; the export would hand one person's decisions to
+/// another; found by review).
+pub fn number_forms(argument: &str, regions: &[Region]) -> Result<Vec<String>, String> {
+    if let Ok(normalized) = number::normalize_international(argument) {
+        return Ok(vec![normalized.e164]);
+    }
+    let mut forms: Vec<(Region, String)> = Vec::new();
+    let mut refused: Option<NumberError> = None;
     for region in regions {
         match number::normalize_any(argument, *region) {
-            Ok(normalized) if !forms.contains(&normalized.e164) => forms.push(normalized.e164),
+            Ok(normalized) if !forms.iter().any(|(_, f)| *f == normalized.e164) => {
+                forms.push((*region, normalized.e164));
+            }
             Ok(_) => {}
-            // A region's reason says more than "no country code".
             Err(err) => refused = Some(err),
         }
     }
-    match refused {
-        Some(err) if forms.is_empty() => Err(err),
-        _ => Ok(forms),
+    match (forms.len(), refused) {
+        (0, Some(err)) => Err(err.to_string()),
+        (0, None) => Err("no campaign's region can read a national number".into()),
+        (1, _) => Ok(forms.into_iter().map(|(_, f)| f).collect()),
+        _ => Err(format!(
+            "a national number that reads as {} numbers in the campaigns' regions ({}): write it in international form or name the campaign",
+            forms.len(),
+            forms
+                .iter()
+                .map(|(region, _)| region.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )),
     }
 }
 
@@ -701,5 +712,31 @@ mod read_only_tests {
         drop(writer);
         // A clean close checkpoints and removes it.
         assert_eq!(unread_wal(&path), None);
+    }
+}
+
+#[cfg(test)]
+mod number_form_tests {
+    use super::*;
+
+    /// A national number that reads as different people's numbers in the
+    /// campaigns' regions is refused: the export matched both, handing one
+    /// person's decisions to another (found by review).
+    #[test]
+    fn test_a_national_number_must_read_as_one_number() {
+        let it = Region::parse("IT").unwrap();
+        let fr = Region::parse("FR").unwrap();
+        let both = number_forms("06 12 34 56 78", &[it, fr]).unwrap_err();
+        assert!(both.contains("FR") && both.contains("IT"), "{both}");
+        assert_eq!(
+            number_forms("06 12 34 56 78", &[fr]).unwrap(),
+            vec!["+33612345678".to_string()]
+        );
+        // International: one number whatever the regions.
+        assert_eq!(
+            number_forms("+39 06 1234 5678", &[it, fr]).unwrap(),
+            vec!["+390612345678".to_string()]
+        );
+        assert!(number_forms("call me maybe", &[it]).is_err());
     }
 }

@@ -174,6 +174,77 @@ async fn test_full_disk_fails_closed_and_recovers() {
 /// until it catches up, after a restart too (the latest instant is read
 /// back from the log). Shown here by dating the logged decision an hour
 /// ahead, as a clock an hour ahead would have.
+/// Within the tolerance a clock set back is decided on, and a call is
+/// allowed only if it is allowed at the latest instant decided on too:
+/// here the registry's answer is fresh now but stale at that instant (a
+/// clock that ran 36 hours ahead decided last), so the call is denied.
+/// Deciding at the clock alone allowed it; deciding at the latest instant
+/// alone opened windows early (found by review).
+#[tokio::test(flavor = "multi_thread")]
+async fn test_a_clock_set_back_within_the_tolerance_allows_only_what_the_latest_instant_allows() {
+    let ws = Workspace::new(&standard_config("").replace(
+        "shutdown_grace_ms = 5000",
+        "shutdown_grace_ms = 5000\n\n[log]\nclock_step_tolerance_seconds = 172800",
+    ));
+    let checked = jiff::Timestamp::now()
+        .to_zoned(jiff::tz::TimeZone::UTC)
+        .date()
+        .checked_sub(jiff::Span::new().days(14))
+        .unwrap()
+        .to_string();
+    ws.import(
+        "it-rpo",
+        &["+39 333 123 4567"],
+        &["--controller", "acme", "--checked-at", &checked],
+    );
+    let server = ws.start();
+    let mut gateway = ComplianceGatewayClient::new(server.channel().await);
+    let check = || call("+39 333 123 4567", "+390212345678", "it-sales");
+    let first = gateway
+        .check_call(check())
+        .await
+        .expect("decided")
+        .into_inner();
+    assert_eq!(
+        first.verdict(),
+        dialgate::proto::Verdict::Allow,
+        "fresh now: {first:?}"
+    );
+    let (status, _) = server.terminate();
+    assert!(status.success());
+
+    let log = rusqlite::Connection::open(ws.data_dir().join("decisions.db")).unwrap();
+    let ahead = jiff::Timestamp::now().as_microsecond() + 36 * 3_600_000_000;
+    log.execute(
+        "UPDATE decisions SET decided_at_us = ?1 WHERE seq = (SELECT MAX(seq) FROM decisions)",
+        [ahead],
+    )
+    .unwrap();
+    drop(log);
+
+    let server = ws.start();
+    let mut gateway = ComplianceGatewayClient::new(server.channel().await);
+    let denied = gateway
+        .check_call(check())
+        .await
+        .expect("decided")
+        .into_inner();
+    assert_eq!(
+        denied.verdict(),
+        dialgate::proto::Verdict::Deny,
+        "{denied:?}"
+    );
+    assert!(
+        denied
+            .reasons
+            .iter()
+            .any(|r| r.code() == dialgate::proto::ReasonCode::RegistryStale),
+        "{denied:?}"
+    );
+    let (status, _) = server.terminate();
+    assert!(status.success());
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn test_a_clock_set_back_stops_decisions() {
     let ws = Workspace::new(&standard_config(""));
