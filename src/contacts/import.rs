@@ -517,7 +517,7 @@ pub fn import_consents(
             consent_id: get("consent_id").to_string(),
         };
         let mut consent = records::validate_consent(request, now)?;
-        spellings.check(&consent.controller)?;
+        spellings.check_known(&consent.controller)?;
         if get("consent_id").is_empty() {
             let mut parts = vec![
                 consent.controller.as_str(),

@@ -458,7 +458,7 @@ impl Records {
         now: Timestamp,
     ) -> Result<String, RecordsError> {
         let consent = validate_consent(request, now)?;
-        self.spelled_one_way(&consent.controller)?;
+        self.known_controller(&consent.controller)?;
         let key = number::NumberKey::from_e164(&consent.number)
             .ok_or_else(|| invalid("number", "not E.164"))?;
         let id = consent.consent_id.clone();
@@ -490,10 +490,10 @@ impl Records {
         let number = parse_number(&request.number, &request.default_region)?;
         let revoked_at = request.revoked_at.unwrap_or(now);
         check_not_before_1970("revoked_at", revoked_at)?;
-        not_in_future("revoked_at", revoked_at, now)?;
-        // A withdrawal dated a little ahead (a CRM's clock running fast,
-        // within the skew allowed) takes effect now, not when that clock
-        // says: the consent counted until then (found by review).
+        // A withdrawal dated ahead (a CRM's clock running fast, local time
+        // sent as UTC) takes effect now, not when that clock says: the
+        // consent counted until then (found by review), and refusing it
+        // (as a date beyond the clock skew was) left the consent in force.
         let revoked_at = revoked_at.min(now);
         let mut entry = self.ledger_entry(EntryKind::Revocation, &number.e164, now);
         entry.controller.clone_from(&controller);
@@ -666,7 +666,7 @@ impl Records {
         now: Timestamp,
     ) -> Result<String, RecordsError> {
         let (key, relationship) = validate_relationship(request, now)?;
-        self.spelled_one_way(&relationship.controller)?;
+        self.known_controller(&relationship.controller)?;
         // An end is written to the erasure ledger first: a restore of a
         // backup holding the ongoing copy re-applies it (found by review:
         // the relationship exempted again, without end).
@@ -950,6 +950,39 @@ impl Spellings {
     }
 }
 
+impl Spellings {
+    /// Refuses a controller no configured campaign calls for and no stored
+    /// record names: a consent or relationship under it grants nothing,
+    /// and once stored its name would take opt-outs and withdrawals that
+    /// bind nothing (found by review: a CRM's "Acme Ltd" beside the
+    /// configured "acme" stored consents, then took the opt-out of a number
+    /// "acme" went on calling). A spelling of a known one is refused first
+    /// ([`Spellings::check`]).
+    ///
+    /// # Errors
+    /// [`RecordsError::InvalidArgument`] on `controller`.
+    pub fn check_known(&self, controller: &str) -> Result<(), RecordsError> {
+        self.check(controller)?;
+        if self.known.iter().any(|(_, exact, _)| exact == controller) {
+            return Ok(());
+        }
+        let mut configured: Vec<&str> = self
+            .known
+            .iter()
+            .filter(|(_, _, configured)| *configured)
+            .map(|(_, exact, _)| exact.as_str())
+            .collect();
+        configured.dedup();
+        Err(invalid(
+            "controller",
+            format!(
+                "{controller:?} is not the controller of any configured campaign (configured: {}); a record under it would grant nothing",
+                configured.join(", ")
+            ),
+        ))
+    }
+}
+
 /// Validates a consent request into the record to store.
 ///
 /// # Errors
@@ -1057,7 +1090,9 @@ fn validate_relationship(
                 format!("{ended_at} is before started_at {started_at}"),
             ));
         }
-        not_in_future("ended_at", ended_at, now)?;
+        // A contract ending at the end of the month is recorded with that
+        // end: refused, it stayed ongoing (found by review).
+        check_expiry("ended_at", ended_at, now)?;
     }
     let relationship = Relationship {
         relationship_id: crate::clock::time_ordered_uuid().to_string(),
@@ -1152,5 +1187,39 @@ mod tests {
         assert!(err.contains("\"Beta\""), "{err}");
         assert!(spellings.check("zeta").is_ok());
         assert!(spellings.check("").is_ok());
+    }
+
+    /// A consent or relationship is stored only under a configured or
+    /// stored controller: "Acme Ltd" (or "acme" with a zero-width space)
+    /// beside the configured "acme" was stored, and then took opt-outs and
+    /// withdrawals that bound nothing (found by review).
+    #[test]
+    fn test_records_are_kept_only_under_known_controllers() {
+        let spellings = Spellings::of(vec!["acme".into()], vec!["beta".into()]);
+        assert!(spellings.check_known("acme").is_ok());
+        assert!(spellings.check_known("beta").is_ok(), "stored");
+        for unknown in ["Acme Ltd", "acme\u{200b}", "zeta"] {
+            let err = spellings.check_known(unknown).unwrap_err().to_string();
+            assert!(err.contains("configured: acme"), "{unknown:?}: {err}");
+        }
+        assert!(spellings.check_known("ACME").is_err(), "another spelling");
+    }
+
+    /// A contract that ends at the end of the month is recorded with that
+    /// end; refused, the relationship stayed ongoing (found by review).
+    #[test]
+    fn test_a_relationship_may_end_ahead() {
+        let now: Timestamp = "2026-11-27T10:00:00Z".parse().unwrap();
+        let request = |ended_at: &str| NewRelationship {
+            controller: "acme".into(),
+            number: "+393331234567".into(),
+            kind: Some(RelationshipKind::Customer),
+            started_at: Some("2024-03-01T00:00:00Z".parse().unwrap()),
+            ended_at: Some(ended_at.parse().unwrap()),
+            default_region: String::new(),
+        };
+        let (_, ending) = validate_relationship(request("2026-11-30T23:00:00Z"), now).unwrap();
+        assert_eq!(ending.ended_at, Some("2026-11-30T23:00:00Z".parse().unwrap()));
+        assert!(validate_relationship(request("2200-01-01T00:00:00Z"), now).is_err());
     }
 }

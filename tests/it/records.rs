@@ -96,6 +96,22 @@ async fn test_bad_requests_name_the_field_and_store_nothing() {
             },
             "source",
         ),
+        // No configured campaign calls for it: stored, it would have taken
+        // opt-outs that bind nothing (found by review).
+        (
+            RecordConsentRequest {
+                controller: "Acme Ltd".into(),
+                ..consent("0151 23456789")
+            },
+            "controller",
+        ),
+        (
+            RecordConsentRequest {
+                controller: "acme\u{200b}".into(),
+                ..consent("0151 23456789")
+            },
+            "controller",
+        ),
     ];
     for (request, field) in cases {
         let status = records.record_consent(request).await.unwrap_err();
@@ -375,32 +391,33 @@ async fn test_contact_records_that_cannot_be_reloaded_stop_decisions() {
 /// A withdrawal dated a few seconds ahead (a CRM's clock running fast,
 /// within the skew allowed) counted only from that instant: the consent
 /// went on granting calls until then (found by review). It counts now.
+/// One dated an hour ahead (local time sent as UTC) was refused, leaving
+/// the consent in force (found by review): it counts now too.
 #[tokio::test(flavor = "multi_thread")]
 async fn test_a_withdrawal_dated_ahead_takes_effect_at_once() {
     let ws = Workspace::new(&standard_config(""));
     let server = ws.start();
     let mut records = server.records().await;
     let mut gateway = server.gateway().await;
-    let number = "+49 151 23456789";
-    records
-        .record_consent(consent("0151 23456789"))
-        .await
-        .unwrap();
-    let ahead = jiff::Timestamp::now() + jiff::SignedDuration::from_secs(40);
-    records
-        .revoke_consent(RevokeConsentRequest {
-            controller: "acme".into(),
-            number: number.into(),
-            purpose: Purpose::Unspecified as i32,
-            revoked_at: Some(dialgate::proto::timestamp_to_proto(ahead)),
-            default_region: String::new(),
-        })
-        .await
-        .unwrap();
-    let denied = gateway
-        .check_call(call(number, DE_CLI, "de-optin"))
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(codes(&denied), vec![R::NoConsent]);
+    for (national, seconds) in [("0151 23456789", 40), ("0151 23456780", 3600)] {
+        let number = format!("+49{}", national[1..].replace(' ', ""));
+        records.record_consent(consent(national)).await.unwrap();
+        let ahead = jiff::Timestamp::now() + jiff::SignedDuration::from_secs(seconds);
+        records
+            .revoke_consent(RevokeConsentRequest {
+                controller: "acme".into(),
+                number: number.clone(),
+                purpose: Purpose::Unspecified as i32,
+                revoked_at: Some(dialgate::proto::timestamp_to_proto(ahead)),
+                default_region: String::new(),
+            })
+            .await
+            .unwrap();
+        let denied = gateway
+            .check_call(call(&number, DE_CLI, "de-optin"))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(codes(&denied), vec![R::NoConsent], "{seconds} s ahead");
+    }
 }
