@@ -67,6 +67,13 @@ impl ClockGuard {
         Ok(())
     }
 
+    /// Whether `now` is refused (without remembering anything): readiness.
+    pub fn behind(&self, now: Timestamp) -> bool {
+        let latest_us = self.latest_us.load(Ordering::Relaxed);
+        now.as_microsecond() < latest_us.saturating_sub(self.tolerance_us)
+            || now.as_microsecond() < 0
+    }
+
     /// The latest instant decided on, when the clock reads earlier than it
     /// (set back within the tolerance): a call must be allowed at that
     /// instant too. Kept to within 0.1 s of the latest decision, so a clock

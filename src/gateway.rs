@@ -276,7 +276,7 @@ pub struct Gateway {
     /// Calling windows already worked out (keyed by `policies`' era ids).
     window_memo: WindowMemo,
     /// No decision while the clock reads before the latest one made.
-    clock: ClockGuard,
+    clock: Arc<ClockGuard>,
 }
 
 /// What the decision log held at start-up.
@@ -316,8 +316,13 @@ impl Gateway {
             allow_replay_seconds: config.log.allow_replay_seconds,
             contacts_behind_limit: contacts_behind_limit(config.server.registry_reload_interval_ms),
             window_memo: WindowMemo::default(),
-            clock: ClockGuard::new(latest, config.log.clock_step_tolerance()),
+            clock: Arc::new(ClockGuard::new(latest, config.log.clock_step_tolerance())),
         }
+    }
+
+    /// The clock guard, for readiness.
+    pub fn clock_guard(&self) -> Arc<ClockGuard> {
+        Arc::clone(&self.clock)
     }
 
     /// Refuses to decide at `now` if the clock went back (see
@@ -349,9 +354,11 @@ impl Gateway {
         bounded("caller_id", &request.caller_id, MAX_NUMBER_FIELD)?;
         bounded("campaign_id", &request.campaign_id, MAX_CAMPAIGN_ID)?;
         bounded("request_id", &request.request_id, MAX_REQUEST_ID)?;
-        self.contacts_in_sync()?;
-        // The instant decided on, checked once.
-        let now = self.clock_checked(Timestamp::now())?;
+        // Not deciding is answered UNAVAILABLE, and counted as such.
+        let now = self
+            .contacts_in_sync()
+            .and_then(|()| self.clock_checked(Timestamp::now()))
+            .inspect_err(|_| self.stats.record_unavailable())?;
         if request.request_id.is_empty() {
             return Ok(self.decide_and_log(&request, started, now).await?.0);
         }

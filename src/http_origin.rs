@@ -11,12 +11,16 @@
 //!   every current browser sends it);
 //! - an `Origin` that is not the `Host` the request was sent to (older
 //!   browsers, `Origin: null` from sandboxed pages and files);
-//! - without API keys, on a loopback listener: a `Host` that is not an IP
-//!   address or `localhost` (the rebinding name).
+//! - without API keys or mutual TLS: a `Host` that is not an IP address or
+//!   `localhost` (the rebinding name), on any listener;
+//! - on `/v1/`: an `Accept` asking for an image or a page (an `<img>` or a
+//!   link of a browser that sends none of the headers above).
 //!
-//! Probes (`/livez`, `/readyz`) answer whatever the headers. Every response
-//! carries `Cache-Control: no-store`: `/status` lists masked numbers that
-//! a proxy in front should not keep.
+//! Probes (`/livez`, `/readyz`) answer whatever the headers, and a
+//! browser's navigation to the supervisor page (`GET /`, which decides
+//! nothing) is let through from a link elsewhere. Every response carries
+//! `Cache-Control: no-store`: `/status` lists masked numbers that a proxy
+//! in front should not keep.
 
 use std::net::IpAddr;
 
@@ -27,8 +31,8 @@ use axum::response::{IntoResponse, Response};
 /// Where the HTTP API listens and how callers prove who they are.
 #[derive(Debug, Clone, Copy)]
 pub struct OriginPolicy {
-    /// No API keys and a loopback listener: the `Host` must name the
-    /// machine itself.
+    /// No API keys and no mutual TLS: the `Host` must name the machine by
+    /// address or as `localhost`.
     pub host_must_be_local: bool,
 }
 
@@ -42,12 +46,31 @@ pub async fn guard(
     request: Request,
     next: axum::middleware::Next,
 ) -> Response {
-    let probe = PROBES.contains(&request.uri().path());
+    let path = request.uri().path();
+    let probe = PROBES.contains(&path);
+    let navigation = request.method() == axum::http::Method::GET
+        && path == "/"
+        && request
+            .headers()
+            .get("sec-fetch-mode")
+            .is_some_and(|mode| mode.as_bytes().eq_ignore_ascii_case(b"navigate"));
+    let decides = path.starts_with("/v1/");
     // HTTP/2 carries the host in the URI (`:authority`), not a header.
     let authority = request.uri().authority().map(|a| a.as_str().to_owned());
-    let mut response = match refusal(request.headers(), authority.as_deref(), policy) {
-        Some(why) if !probe => (StatusCode::FORBIDDEN, format!("{why}\n")).into_response(),
-        _ => next.run(request).await,
+    // A navigation to the page from a link elsewhere decides nothing; it
+    // must still be addressed to this machine.
+    let page_from_a_link =
+        navigation && host_allowed(request.headers(), authority.as_deref(), policy);
+    let refused = refusal(request.headers(), authority.as_deref(), policy)
+        .filter(|_| !probe && !page_from_a_link)
+        .or_else(|| {
+            decides
+                .then(|| asks_for_a_page(request.headers()))
+                .flatten()
+        });
+    let mut response = match refused {
+        Some(why) => (StatusCode::FORBIDDEN, format!("{why}\n")).into_response(),
+        None => next.run(request).await,
     };
     response
         .headers_mut()
@@ -89,6 +112,25 @@ pub fn refusal(
     None
 }
 
+/// Whether the request's host passes `policy` (a navigation to the page
+/// from elsewhere must still be addressed to this machine).
+fn host_allowed(headers: &HeaderMap, authority: Option<&str>, policy: OriginPolicy) -> bool {
+    let host = headers
+        .get("host")
+        .map(|v| v.to_str().unwrap_or("\u{fffd}"))
+        .or(authority);
+    !policy.host_must_be_local || host.is_some_and(names_this_machine)
+}
+
+/// A request to decide whose `Accept` asks for an image or a page: an
+/// `<img>` or a link, in a browser sending no `Sec-Fetch-Site` (dialers and
+/// PBX functions accept JSON or anything).
+fn asks_for_a_page(headers: &HeaderMap) -> Option<&'static str> {
+    let accept = headers.get("accept")?.to_str().ok()?.to_ascii_lowercase();
+    (accept.starts_with("image/") || accept.contains("text/html"))
+        .then_some("refused: a request for an image or a page (a browser's), not a dialer's")
+}
+
 /// Whether a `Host` header names this machine by address or as `localhost`
 /// (with or without a port).
 fn names_this_machine(host: &str) -> bool {
@@ -100,6 +142,7 @@ fn names_this_machine(host: &str) -> bool {
             _ => host,
         },
     };
+    let name = name.strip_suffix('.').unwrap_or(name);
     name.eq_ignore_ascii_case("localhost") || name.parse::<IpAddr>().is_ok()
 }
 

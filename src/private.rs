@@ -36,15 +36,30 @@ fn narrowed(file: File) -> io::Result<File> {
     Ok(file)
 }
 
+/// [`narrowed`], but a file this process may open and not re-mode (owned
+/// by another user, group-writable) is kept as it is, with a warning: the
+/// append or open it serves (a checkpoint, an erasure's ledger line)
+/// matters more than its mode.
+fn narrowed_if_possible(file: File, path: &Path) -> io::Result<File> {
+    let mode = file.metadata()?.permissions().mode() & 0o777;
+    if mode & !FILE_MODE != 0
+        && let Err(err) = file.set_permissions(fs::Permissions::from_mode(FILE_MODE))
+    {
+        tracing::warn!(path = %path.display(), error = %err, mode = format!("{mode:o}"), "cannot make owner-only");
+    }
+    Ok(file)
+}
+
 /// Opens a file for appending, creating it owner-only (an existing one is
-/// made owner-only too).
+/// made owner-only too, where this process may).
 pub fn append_file(path: &Path) -> io::Result<File> {
-    narrowed(
+    narrowed_if_possible(
         OpenOptions::new()
             .create(true)
             .append(true)
             .mode(FILE_MODE)
             .open(path)?,
+        path,
     )
 }
 
@@ -55,13 +70,14 @@ pub fn append_file(path: &Path) -> io::Result<File> {
 /// database left 0644 before the server's start tightened it made a 0644
 /// write-ahead log).
 pub fn touch(path: &Path) -> io::Result<()> {
-    narrowed(
+    narrowed_if_possible(
         OpenOptions::new()
             .write(true)
             .create(true)
             .truncate(false)
             .mode(FILE_MODE)
             .open(path)?,
+        path,
     )
     .map(drop)
 }

@@ -304,6 +304,7 @@ async fn build_services(stores: &mut Stores) -> anyhow::Result<Services> {
         ready: AtomicBool::new(false),
         retention: Arc::clone(&stores.retention),
         at_rest: stores.at_rest.clone(),
+        clock: gateway.clock_guard(),
     });
     let records = Records::configured(config, Arc::clone(&stores.contacts))
         .with_ledger(Arc::clone(&stores.ledger));
@@ -509,10 +510,16 @@ async fn listen(
         connections: crate::listen::accept_loop("http", http_listener, http_tls, limits),
         local: http_addr,
     };
-    // Without keys, on loopback, only requests addressed to this machine
-    // (see `http_origin`).
+    // Without keys or mutual TLS, only requests addressed to this machine
+    // by address (see `http_origin`): a listener beyond loopback
+    // (`allow_unauthenticated`) too, against a rebinding name.
+    let mutual_tls = config
+        .server
+        .tls
+        .as_ref()
+        .is_some_and(|tls| tls.client_ca_file.is_some());
     let origin = crate::http_origin::OriginPolicy {
-        host_must_be_local: !services.api_keys.enabled() && http_addr.ip().is_loopback(),
+        host_must_be_local: !services.api_keys.enabled() && !mutual_tls,
     };
     let router = services
         .http

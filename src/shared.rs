@@ -29,11 +29,13 @@ pub struct Shared {
     pub retention: Arc<crate::retention::Schedule>,
     /// What start-up found about the data directory at rest.
     pub at_rest: crate::at_rest::AtRest,
+    /// The gateway's guard against a clock set back.
+    pub clock: Arc<crate::clock_guard::ClockGuard>,
 }
 
 impl Shared {
-    /// Ready to decide: started, not shutting down, the log is committing
-    /// and the contact records reload.
+    /// Ready to decide: started, not shutting down, the log is committing,
+    /// the contact records reload and the clock is not set back.
     pub fn is_ready(&self) -> bool {
         let limit =
             crate::gateway::contacts_behind_limit(self.config.server.registry_reload_interval_ms);
@@ -43,5 +45,6 @@ impl Shared {
                 .contacts
                 .failing_for()
                 .is_none_or(|behind| behind <= self.contacts.behind_limit(limit))
+            && !self.clock.behind(jiff::Timestamp::now())
     }
 }

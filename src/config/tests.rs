@@ -389,6 +389,24 @@ fn test_holiday_hours_need_known_holidays() {
     parse(&campaign.replace("\"IT\", \"NL\"", "\"IT\", \"US\"")).unwrap();
 }
 
+/// Holidays listed where no window sets hours for holidays would be called
+/// as ordinary days (found by review: a regional holiday listed for GB,
+/// US or DE changed nothing). Refused, naming the fix; fine where the law
+/// (IT), the override or a campaign sets holiday hours.
+#[test]
+fn test_listed_holidays_need_holiday_hours() {
+    let message = parse("[destination.GB]\nextra_holidays = [\"2027-03-17\"]\n")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        message.contains("destination.GB.extra_holidays") && message.contains("holidays = []"),
+        "{message}"
+    );
+    parse("[destination.GB]\nextra_holidays = [\"2027-03-17\"]\n[destination.GB.calling_hours]\nholidays = []\n")
+        .unwrap();
+    parse("[destination.IT]\nextra_holidays = [\"2027-06-29\"]\n").unwrap();
+}
+
 /// Spain's block-list is its Lista Robinson, which a relationship does not
 /// lift: with `customer_months` on it, a relationship lifted the list and
 /// then stood in for consent, allowed unchecked (found by review).

@@ -133,7 +133,10 @@ impl Validator<'_> {
                 "server.registry_reload_interval_ms",
                 raw.server.registry_reload_interval_ms,
                 50,
-                3_600_000,
+                // The contract: an imported registry is served within 5 s
+                // (found by review: an hour let a new block-list edition
+                // go unapplied for that long).
+                5_000,
             )?,
             shutdown_grace_ms: self.bounded(
                 "server.shutdown_grace_ms",
@@ -695,6 +698,36 @@ impl Validator<'_> {
                     format!("destination.{}.calling_hours", o.region),
                     o.region,
                     &problem(o.region),
+                ));
+            }
+            // Listed holidays where no window sets hours for holidays would
+            // be called as ordinary days (found by review: a regional
+            // holiday listed for GB, US or DE changed nothing).
+            let statute_closes_holidays = statutes::statute(o.region.as_str()).is_some_and(|s| {
+                s.hours.iter().any(|rule| sets_holiday_hours(&rule.value))
+                    || s.states.iter().any(|state| {
+                        state
+                            .hours
+                            .iter()
+                            .any(|rule| sets_holiday_hours(&rule.value))
+                    })
+            });
+            let a_campaign_closes_holidays = campaigns.iter().any(|c| {
+                c.destinations.contains(&o.region)
+                    && c.calling_hours.as_ref().is_some_and(sets_holiday_hours)
+            });
+            if !o.extra_holidays.is_empty()
+                && !statute_closes_holidays
+                && !a_campaign_closes_holidays
+                && !o.calling_hours.as_ref().is_some_and(sets_holiday_hours)
+            {
+                return Err(self.invalid(
+                    format!("destination.{}.extra_holidays", o.region),
+                    o.region,
+                    &format!(
+                        "no window of {} sets hours for public holidays (its law does not close them), so the days listed would be called as ordinary days: add holidays = [] to [destination.{}.calling_hours] to close them",
+                        o.region, o.region
+                    ),
                 ));
             }
         }

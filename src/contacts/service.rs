@@ -667,6 +667,9 @@ impl Records {
     ) -> Result<String, RecordsError> {
         let (key, relationship) = validate_relationship(request, now)?;
         self.known_controller(&relationship.controller)?;
+        if relationship.ended_at.is_some() {
+            self.refuse_an_end_of_no_record(key, &relationship)?;
+        }
         // An end is written to the erasure ledger first: a restore of a
         // backup holding the ongoing copy re-applies it (found by review:
         // the relationship exempted again, without end).
@@ -698,6 +701,49 @@ impl Records {
         }
         tracing::info!(relationship = %id, number = %masked, "relationship recorded");
         Ok(id)
+    }
+
+    /// Refuses an end whose start matches none of the number's records of
+    /// that controller and kind while one of them is ongoing: an end
+    /// applies to the records with its start only, so it would be stored
+    /// beside the ongoing one, which would go on exempting (found by
+    /// review: a start sent as a date, or in another time zone, the second
+    /// time).
+    fn refuse_an_end_of_no_record(
+        &self,
+        key: number::NumberKey,
+        ending: &Relationship,
+    ) -> Result<(), RecordsError> {
+        let held = self
+            .store
+            .subject_records(key, &ending.number, &ending.controller)?;
+        let same_kind = || {
+            held.relationships
+                .iter()
+                .filter(|r| r.controller == ending.controller && r.kind == ending.kind)
+        };
+        // To the microsecond, as the store keeps instants.
+        let start = ending.started_at.as_microsecond();
+        if same_kind().any(|r| r.started_at.as_microsecond() == start) {
+            return Ok(());
+        }
+        let ongoing: Vec<String> = same_kind()
+            .filter(|r| r.ended_at.is_none())
+            .map(|r| r.started_at.to_string())
+            .collect();
+        if ongoing.is_empty() {
+            return Ok(());
+        }
+        Err(invalid(
+            "started_at",
+            format!(
+                "{}: no {} relationship of {} with this number started then, and the one ongoing started at {}: send its end with that start (an end applies to the records of its start only)",
+                ending.started_at,
+                ending.kind.as_str(),
+                ending.controller,
+                ongoing.join(", ")
+            ),
+        ))
     }
 
     /// Erases what is held about a number, keeping it suppressed; returns how many records were erased.
@@ -1219,7 +1265,10 @@ mod tests {
             default_region: String::new(),
         };
         let (_, ending) = validate_relationship(request("2026-11-30T23:00:00Z"), now).unwrap();
-        assert_eq!(ending.ended_at, Some("2026-11-30T23:00:00Z".parse().unwrap()));
+        assert_eq!(
+            ending.ended_at,
+            Some("2026-11-30T23:00:00Z".parse().unwrap())
+        );
         assert!(validate_relationship(request("2200-01-01T00:00:00Z"), now).is_err());
     }
 }

@@ -584,7 +584,7 @@ pub fn verify(
             return Ok(Verification::Broken {
                 seq: anchor_seq,
                 decision_id: String::new(),
-                problem: "purge anchor no checkpoint vouches for (rows deleted and an anchor forged?); a purge interrupted before it checkpointed its cut leaves this too: run `dialgate audit purge` again with the same --before to finish it".into(),
+                problem: "purge anchor no checkpoint vouches for (rows deleted and an anchor forged?); a purge by a version before checkpointed anchors, interrupted before its final checkpoint, leaves this too, and so do checkpoint files moved aside: dialgate cannot tell these apart, compare the log with a backup".into(),
             });
         }
         _ => {}

@@ -6,9 +6,11 @@
 //! 30 days apply (found by review: a Réunion number with a consent was
 //! allowed at 07:00 on a Sunday).
 //!
-//! Only the French overseas departments are listed: there the governing
-//! statute is strictly stricter than having none (France is opt-in since
-//! 11 August 2026, so no registry is needed). The US territories (Puerto
+//! Only the French overseas departments are listed. France's statute is
+//! opt-in since 11 August 2026 (no registry needed) with a window and a
+//! cap, where a destination without a statute had neither; it also lets an
+//! ongoing contract stand in for consent (a customer relationship), which
+//! a destination without a statute did not: French law governs there. The US territories (Puerto
 //! Rico, the US Virgin Islands, Guam, ...) are not mapped to the US
 //! statute: it is opt-out through the national registry, which would lift
 //! the consent a destination without a statute requires, on a legal

@@ -279,6 +279,19 @@ async fn test_a_clock_set_back_stops_decisions() {
         "/v1/check?called_number=%2B393331234567&caller_id=%2B390212345678&campaign_id=it-sales&request_id=after-the-step",
     );
     assert_eq!(http, 503, "{body}");
+    // Not ready, and every refusal counted (found by review: /readyz said
+    // 200 and dialgate_unavailable_total stayed 0 while every call failed).
+    assert_eq!(server.get("/readyz").0, 503);
+    let (_, metrics) = server.get("/metrics");
+    assert!(
+        metrics.contains("dialgate_unavailable_total 2"),
+        "{}",
+        metrics
+            .lines()
+            .filter(|l| l.contains("unavailable"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
     let (status, _) = server.terminate();
     assert!(status.success());
 }

@@ -87,6 +87,24 @@ async fn test_requests_made_by_other_sites_pages_are_refused() {
     // Probes answer whatever the headers.
     let (status, _) = request(&server.http, "GET", "/livez", &["Host: evil.example"], "");
     assert_eq!(status, 200);
+    // An <img> of a browser that sends no Sec-Fetch-Site.
+    let (status, _) = request(
+        &server.http,
+        "GET",
+        check,
+        &["Accept: image/avif,image/webp,image/png,*/*;q=0.8"],
+        "",
+    );
+    assert_eq!(status, 403);
+    // A link to the page from another site: the page (nothing decided).
+    let (status, body) = request(
+        &server.http,
+        "GET",
+        "/",
+        &["Sec-Fetch-Site: cross-site", "Sec-Fetch-Mode: navigate"],
+        "",
+    );
+    assert_eq!(status, 200, "{body}");
     assert!(export_jsonl(&ws, &[]).is_empty(), "nothing decided");
     // The dialer (no browser headers) and the page itself (same origin).
     let (status, body) = request(&server.http, "GET", check, &[], "");
@@ -103,6 +121,26 @@ async fn test_requests_made_by_other_sites_pages_are_refused() {
     assert_eq!(status, 200, "{body}");
     drop(server);
     assert_eq!(export_jsonl(&ws, &[]).len(), 1);
+}
+
+/// A listener beyond loopback without keys (`allow_unauthenticated`) also
+/// answers only requests addressed to an address: a rebinding name
+/// reached it (found by review).
+#[tokio::test(flavor = "multi_thread")]
+async fn test_an_exposed_listener_without_keys_refuses_a_rebinding_name() {
+    let config = standard_config("").replace(
+        "http_addr = \"127.0.0.1:0\"",
+        "http_addr = \"0.0.0.0:0\"\nallow_unauthenticated = true",
+    );
+    assert!(config.contains("0.0.0.0"));
+    let ws = Workspace::new(&config);
+    let server = ws.start();
+    let port = server.http.rsplit(':').next().unwrap();
+    let local = format!("127.0.0.1:{port}");
+    let (status, _) = request(&local, "GET", "/status", &["Host: evil.example"], "");
+    assert_eq!(status, 403);
+    let (status, body) = request(&local, "GET", "/status", &[], "");
+    assert_eq!(status, 200, "{body}");
 }
 
 /// Answers are not kept by caches between the gateway and its callers:

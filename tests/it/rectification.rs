@@ -353,6 +353,59 @@ async fn test_a_rectified_relationship_ends_its_exemption() {
     assert!(err.message().starts_with("ended_at:"), "{}", err.message());
 }
 
+/// An end sent with another start than the ongoing record's (a date the
+/// second time, another time zone) was stored beside it, and the ongoing
+/// record went on exempting from the registry (found by review). It is
+/// refused naming the ongoing start; sent with that start, it ends it.
+#[tokio::test(flavor = "multi_thread")]
+async fn test_an_end_with_another_start_than_the_ongoing_record_is_refused() {
+    let ws = Workspace::new(&standard_config(""));
+    ws.import("us-dnc", &["212 555 0199"], &[]);
+    let server = ws.start();
+    let mut records = server.records().await;
+    let mut gateway = server.gateway().await;
+    let started = days_before_now(900);
+    let relationship = |started_at, ended_at| RecordRelationshipRequest {
+        controller: "acme".into(),
+        number: "+1 212 555 0199".into(),
+        kind: RelationshipKind::Customer as i32,
+        started_at,
+        ended_at,
+        default_region: String::new(),
+    };
+    records
+        .record_relationship(relationship(ts(started), None))
+        .await
+        .unwrap();
+    let refused = records
+        .record_relationship(relationship(
+            ts(days_before_now(901)),
+            ts(days_before_now(730)),
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::InvalidArgument, "{refused:?}");
+    assert!(
+        refused.message().starts_with("started_at"),
+        "{}",
+        refused.message()
+    );
+    let mut check = async || {
+        let answer = gateway
+            .check_call(call("+1 212 555 0199", "+12125550100", "us-sales"))
+            .await
+            .unwrap()
+            .into_inner();
+        codes(&answer)
+    };
+    assert_eq!(check().await, vec![R::Relationship], "still ongoing");
+    records
+        .record_relationship(relationship(ts(started), ts(days_before_now(730))))
+        .await
+        .unwrap();
+    assert_eq!(check().await, vec![R::RegistryListed], "ended 2 years ago");
+}
+
 /// A relationship whose end the contract API recorded as another record
 /// (same controller, kind and start) is corrected as one: moving one record
 /// to another start or number moves the other with it. Parted, the ongoing
