@@ -666,15 +666,28 @@ impl Gateway {
             recorded_by: None,
         };
         let sources = self.sources();
-        let decided = decide(&sources, &input, now);
+        let mut decided = decide(&sources, &input, now);
         // A clock set back within the tolerance: allowed only if allowed at
-        // the latest instant decided on too (see `ClockGuard`).
-        if decided.evaluation.verdict == Verdict::Allow
-            && let Some(latest) = self.clock.ahead_of(now)
-        {
+        // the latest instant decided on too (see `ClockGuard`); a DENY also
+        // names what denies at that instant (a repeated ALLOW's check,
+        // `denied_since`, leaves its own attempt out and reads the rest).
+        if let Some(latest) = self.clock.ahead_of(now) {
             let then = decide(&sources, &input, latest);
             if then.evaluation.verdict == Verdict::Deny {
-                return (then.evaluation, then.caps);
+                if decided.evaluation.verdict == Verdict::Allow {
+                    return (then.evaluation, then.caps);
+                }
+                for reason in then.evaluation.reasons {
+                    if !decided
+                        .evaluation
+                        .reasons
+                        .iter()
+                        .any(|r| r.code == reason.code)
+                    {
+                        decided.evaluation.reasons.push(reason);
+                    }
+                }
+                decided.evaluation.next_allowed_at = None;
             }
         }
         (decided.evaluation, decided.caps)

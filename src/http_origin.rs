@@ -11,10 +11,12 @@
 //!   every current browser sends it);
 //! - an `Origin` that is not the `Host` the request was sent to (older
 //!   browsers, `Origin: null` from sandboxed pages and files);
-//! - without API keys or mutual TLS: a `Host` that is not an IP address or
-//!   `localhost` (the rebinding name), on any listener;
-//! - on `/v1/`: an `Accept` asking for an image or a page (an `<img>` or a
-//!   link of a browser that sends none of the headers above).
+//! - plain HTTP without API keys: a `Host` that is not an IP address or
+//!   `localhost` (the rebinding name), on any listener (with TLS a rebound
+//!   name does not match the certificate);
+//! - on `/v1/`: an `Accept` asking first for an image, or for XHTML (an
+//!   `<img>` or a link of a browser that sends none of the headers above;
+//!   Java's default `text/html, image/gif, ...` is a client's).
 //!
 //! Probes (`/livez`, `/readyz`) answer whatever the headers, and a
 //! browser's navigation to the supervisor page (`GET /`, which decides
@@ -31,7 +33,7 @@ use axum::response::{IntoResponse, Response};
 /// Where the HTTP API listens and how callers prove who they are.
 #[derive(Debug, Clone, Copy)]
 pub struct OriginPolicy {
-    /// No API keys and no mutual TLS: the `Host` must name the machine by
+    /// Plain HTTP without API keys: the `Host` must name the machine by
     /// address or as `localhost`.
     pub host_must_be_local: bool,
 }
@@ -122,12 +124,14 @@ fn host_allowed(headers: &HeaderMap, authority: Option<&str>, policy: OriginPoli
     !policy.host_must_be_local || host.is_some_and(names_this_machine)
 }
 
-/// A request to decide whose `Accept` asks for an image or a page: an
-/// `<img>` or a link, in a browser sending no `Sec-Fetch-Site` (dialers and
-/// PBX functions accept JSON or anything).
+/// A request to decide whose `Accept` asks first for an image, or for
+/// XHTML: an `<img>` or a link, in a browser sending no `Sec-Fetch-Site`.
+/// Dialers and PBX functions accept JSON or anything; Java's
+/// `HttpURLConnection` sends `text/html, image/gif, image/jpeg, *; q=.2,
+/// */*; q=.2` by default, which passes.
 fn asks_for_a_page(headers: &HeaderMap) -> Option<&'static str> {
     let accept = headers.get("accept")?.to_str().ok()?.to_ascii_lowercase();
-    (accept.starts_with("image/") || accept.contains("text/html"))
+    (accept.trim_start().starts_with("image/") || accept.contains("application/xhtml+xml"))
         .then_some("refused: a request for an image or a page (a browser's), not a dialer's")
 }
 

@@ -510,16 +510,12 @@ async fn listen(
         connections: crate::listen::accept_loop("http", http_listener, http_tls, limits),
         local: http_addr,
     };
-    // Without keys or mutual TLS, only requests addressed to this machine
-    // by address (see `http_origin`): a listener beyond loopback
-    // (`allow_unauthenticated`) too, against a rebinding name.
-    let mutual_tls = config
-        .server
-        .tls
-        .as_ref()
-        .is_some_and(|tls| tls.client_ca_file.is_some());
+    // Plain HTTP without keys: only requests addressed to this machine by
+    // address (see `http_origin`), a listener beyond loopback
+    // (`allow_unauthenticated`) too, against a rebinding name. TLS needs
+    // no such check: a rebound name does not match the certificate.
     let origin = crate::http_origin::OriginPolicy {
-        host_must_be_local: !services.api_keys.enabled() && !mutual_tls,
+        host_must_be_local: !services.api_keys.enabled() && config.server.tls.is_none(),
     };
     let router = services
         .http

@@ -704,11 +704,11 @@ impl Records {
     }
 
     /// Refuses an end whose start matches none of the number's records of
-    /// that controller and kind while one of them is ongoing: an end
-    /// applies to the records with its start only, so it would be stored
-    /// beside the ongoing one, which would go on exempting (found by
-    /// review: a start sent as a date, or in another time zone, the second
-    /// time).
+    /// that controller and kind while one started within two days of it is
+    /// ongoing: an end applies to the records with its start only, so it
+    /// would be stored beside the ongoing one, which would go on exempting
+    /// (found by review: a start sent as a date, or in another time zone,
+    /// the second time).
     fn refuse_an_end_of_no_record(
         &self,
         key: number::NumberKey,
@@ -727,8 +727,16 @@ impl Records {
         if same_kind().any(|r| r.started_at.as_microsecond() == start) {
             return Ok(());
         }
+        // An ongoing record started within two days of the end's start is
+        // the same contract with its start written otherwise; one started
+        // further away is another contract (a past one synced while a new
+        // one runs), whose end is stored as it is.
+        let near = |r: &&Relationship| {
+            (r.started_at.as_second() - ending.started_at.as_second()).abs() <= 2 * 86_400
+        };
         let ongoing: Vec<String> = same_kind()
             .filter(|r| r.ended_at.is_none())
+            .filter(near)
             .map(|r| r.started_at.to_string())
             .collect();
         if ongoing.is_empty() {
@@ -1136,17 +1144,22 @@ fn validate_relationship(
                 format!("{ended_at} is before started_at {started_at}"),
             ));
         }
-        // A contract ending at the end of the month is recorded with that
-        // end: refused, it stayed ongoing (found by review).
         check_expiry("ended_at", ended_at, now)?;
     }
+    // An end ahead of the clock (a contract ending at the end of the month)
+    // ends it now: refused, the relationship stayed ongoing (found by
+    // review); kept ahead, a cancellation sent later with an earlier end
+    // could not shorten it (the latest end of a relationship's records
+    // counts, a later purchase extending it). Sent again when it comes,
+    // the end moves to then.
+    let ended_at = request.ended_at.map(|ended_at| ended_at.min(now));
     let relationship = Relationship {
         relationship_id: crate::clock::time_ordered_uuid().to_string(),
         controller,
         number: number.e164,
         kind,
         started_at,
-        ended_at: request.ended_at,
+        ended_at,
         recorded_at: now,
     };
     Ok((number.key, relationship))
@@ -1251,10 +1264,11 @@ mod tests {
         assert!(spellings.check_known("ACME").is_err(), "another spelling");
     }
 
-    /// A contract that ends at the end of the month is recorded with that
-    /// end; refused, the relationship stayed ongoing (found by review).
+    /// A contract that ends at the end of the month ends now; refused, the
+    /// relationship stayed ongoing (found by review), and kept ahead, a
+    /// later cancellation could not shorten it.
     #[test]
-    fn test_a_relationship_may_end_ahead() {
+    fn test_a_relationship_ending_ahead_ends_now() {
         let now: Timestamp = "2026-11-27T10:00:00Z".parse().unwrap();
         let request = |ended_at: &str| NewRelationship {
             controller: "acme".into(),
@@ -1265,10 +1279,7 @@ mod tests {
             default_region: String::new(),
         };
         let (_, ending) = validate_relationship(request("2026-11-30T23:00:00Z"), now).unwrap();
-        assert_eq!(
-            ending.ended_at,
-            Some("2026-11-30T23:00:00Z".parse().unwrap())
-        );
+        assert_eq!(ending.ended_at, Some(now));
         assert!(validate_relationship(request("2200-01-01T00:00:00Z"), now).is_err());
     }
 }

@@ -109,6 +109,15 @@ async fn test_requests_made_by_other_sites_pages_are_refused() {
     // The dialer (no browser headers) and the page itself (same origin).
     let (status, body) = request(&server.http, "GET", check, &[], "");
     assert_eq!(status, 200, "{body}");
+    // Java's HttpURLConnection default is a client's.
+    let (status, body) = request(
+        &server.http,
+        "GET",
+        check,
+        &["Accept: text/html, image/gif, image/jpeg, *; q=.2, */*; q=.2"],
+        "",
+    );
+    assert_eq!(status, 200, "{body}");
     let page_origin = format!("Origin: http://{}", server.http);
     let page_host = format!("Host: {}", server.http);
     let (status, body) = request(
@@ -120,7 +129,7 @@ async fn test_requests_made_by_other_sites_pages_are_refused() {
     );
     assert_eq!(status, 200, "{body}");
     drop(server);
-    assert_eq!(export_jsonl(&ws, &[]).len(), 1);
+    assert_eq!(export_jsonl(&ws, &[]).len(), 2);
 }
 
 /// A listener beyond loopback without keys (`allow_unauthenticated`) also

@@ -399,6 +399,15 @@ async fn test_an_end_with_another_start_than_the_ongoing_record_is_refused() {
         codes(&answer)
     };
     assert_eq!(check().await, vec![R::Relationship], "still ongoing");
+    // A past contract (years before this one) is another relationship.
+    records
+        .record_relationship(relationship(
+            ts(days_before_now(2000)),
+            ts(days_before_now(1800)),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(check().await, vec![R::Relationship], "still ongoing");
     records
         .record_relationship(relationship(ts(started), ts(days_before_now(730))))
         .await
