@@ -732,22 +732,31 @@ impl<'g> Screener<'g> {
             }
         };
         let called = normalize_called(called_number, campaign);
-        let decided = decide_reusing(
-            &self.gateway.sources(),
-            &mut self.setting,
-            &CallInput {
-                campaign_id,
-                campaign,
-                called: &called,
-                caller_id: None,
-                logged: false,
-                // What has been recorded up to the precise clock counts
-                // (see `CallInput::recorded_by`); as of another instant,
-                // read again for each number.
-                recorded_by: Some(at.map_or(self.read_at, |_| Timestamp::now())),
-            },
-            now,
-        );
+        let input = CallInput {
+            campaign_id,
+            campaign,
+            called: &called,
+            caller_id: None,
+            logged: false,
+            // What has been recorded up to the precise clock counts (see
+            // `CallInput::recorded_by`); as of another instant, read again
+            // for each number.
+            recorded_by: Some(at.map_or(self.read_at, |_| Timestamp::now())),
+        };
+        let sources = self.gateway.sources();
+        let mut decided = decide_reusing(&sources, &mut self.setting, &input, now);
+        // A clock set back within the tolerance: allowed only if allowed at
+        // the latest instant decided on too, as CheckCall (the precise
+        // reading at the run's start is compared: the coarse `now` lags it).
+        if at.is_none()
+            && decided.evaluation.verdict == Verdict::Allow
+            && let Some(latest) = self.gateway.clock.ahead_of(self.read_at)
+        {
+            let then = decide_reusing(&sources, &mut self.setting, &input, latest);
+            if then.evaluation.verdict == Verdict::Deny {
+                decided = then;
+            }
+        }
         ScreenOutcome {
             verdict: decided.evaluation.verdict,
             reasons: decided.evaluation.reasons,
