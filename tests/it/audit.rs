@@ -505,13 +505,7 @@ async fn test_a_key_protects_checkpoints_stripped_of_their_signatures() {
     let kept = unsigned(std::fs::read_to_string(&head).unwrap().trim());
     std::fs::write(&head, kept + "\n").unwrap();
 
-    let out = ws.cli(&["audit", "verify"]);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        !out.status.success(),
-        "verify passed: {}",
-        String::from_utf8_lossy(&out.stdout)
-    );
+    let stderr = verify_fails(&ws);
     assert!(
         stderr.contains("no checkpoint") && stderr.contains("signed"),
         "{stderr}"
@@ -542,13 +536,7 @@ async fn test_verify_refuses_a_purge_anchor_no_checkpoint_vouches_for() {
         )
         .unwrap();
     }
-    let out = ws.cli(&["audit", "verify"]);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        !out.status.success(),
-        "verify passed: {}",
-        String::from_utf8_lossy(&out.stdout)
-    );
+    let stderr = verify_fails(&ws);
     assert!(
         stderr.contains("seq 4") && stderr.contains("no checkpoint vouches for"),
         "{stderr}"
@@ -656,4 +644,15 @@ async fn test_export_refuses_a_row_that_does_not_parse() {
         .unwrap();
     }
     assert!(ws.cli(&["audit", "export"]).status.success());
+}
+
+/// Runs `audit verify`, which must fail; its stderr.
+fn verify_fails(ws: &Workspace) -> String {
+    let out = ws.cli(&["audit", "verify"]);
+    assert!(
+        !out.status.success(),
+        "verify passed: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    String::from_utf8_lossy(&out.stderr).into_owned()
 }
