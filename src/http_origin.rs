@@ -93,7 +93,7 @@ pub fn refusal(
     {
         return Some("refused: a request made by another site's page (Sec-Fetch-Site)");
     }
-    let host = text("host").or(authority);
+    let host = request_host(headers, authority);
     if let Some(origin) = text("origin") {
         let origin_host = origin
             .split_once("://")
@@ -106,7 +106,7 @@ pub fn refusal(
             return Some("refused: the request's Origin is not the host it was sent to");
         }
     }
-    if policy.host_must_be_local && !host.is_some_and(names_this_machine) {
+    if !host_passes(host, policy) {
         return Some(
             "refused: without API keys the HTTP API answers only requests addressed to an IP address or localhost (Host header)",
         );
@@ -114,14 +114,24 @@ pub fn refusal(
     None
 }
 
+/// The host a request was sent to: its `Host` header, or (HTTP/2) the
+/// URI's authority.
+fn request_host<'a>(headers: &'a HeaderMap, authority: Option<&'a str>) -> Option<&'a str> {
+    headers
+        .get("host")
+        .map(|v| v.to_str().unwrap_or("\u{fffd}"))
+        .or(authority)
+}
+
+/// Whether `host` passes `policy`.
+fn host_passes(host: Option<&str>, policy: OriginPolicy) -> bool {
+    !policy.host_must_be_local || host.is_some_and(names_this_machine)
+}
+
 /// Whether the request's host passes `policy` (a navigation to the page
 /// from elsewhere must still be addressed to this machine).
 fn host_allowed(headers: &HeaderMap, authority: Option<&str>, policy: OriginPolicy) -> bool {
-    let host = headers
-        .get("host")
-        .map(|v| v.to_str().unwrap_or("\u{fffd}"))
-        .or(authority);
-    !policy.host_must_be_local || host.is_some_and(names_this_machine)
+    host_passes(request_host(headers, authority), policy)
 }
 
 /// A request to decide whose `Accept` asks first for an image, or for
