@@ -803,12 +803,25 @@ impl Records {
         now: Timestamp,
     ) -> Result<String, RecordsError> {
         check_id("controller", request.controller.trim())?;
+        // "ACME" beside a configured "acme" exported nothing, where the
+        // erasure refuses it (found by review).
+        self.spelled_one_way(request.controller.trim())?;
         let number = parse_number(&request.number, &request.default_region)?;
         let controller = request.controller.trim();
         let verification = self.verification(request.verification, now)?;
-        let records = self
+        let mut records = self
             .store
             .subject_records(number.key, &number.e164, controller)?;
+        // The trail of this controller's records (and of those for every
+        // controller): a controller's export carried other controllers'
+        // consent evidence and verifications (found by review). Import
+        // events (no subject) are read for this controller's records only.
+        if !controller.is_empty() {
+            records.trail.retain(|event| {
+                event.subject.is_empty()
+                    || event_controller(event).is_some_and(|c| c.is_empty() || c == controller)
+            });
+        }
         let decisions = self.decisions_of(&number.e164, controller)?;
         let held = Held {
             consents: records.consents.len(),
@@ -1035,6 +1048,13 @@ impl Spellings {
             ),
         ))
     }
+}
+
+/// The controller a trail event is about (its record's, after or before).
+fn event_controller(event: &ChangeEvent) -> Option<&str> {
+    [&event.after, &event.before]
+        .into_iter()
+        .find_map(|side| side.get("controller").and_then(serde_json::Value::as_str))
 }
 
 /// Validates a consent request into the record to store.

@@ -204,6 +204,53 @@ async fn test_campaign_scoped_and_expiring_opt_outs() {
     );
 }
 
+/// A controller's access export carried other controllers' trail events
+/// (their consent evidence, their requests' verifications), and a
+/// controller spelled otherwise exported nothing (found by review).
+#[tokio::test(flavor = "multi_thread")]
+async fn test_a_controllers_export_holds_its_own_trail_only() {
+    let ws = Workspace::new(&standard_config(""));
+    let server = ws.start();
+    let mut records = server.records().await;
+    for (controller, evidence) in [("acme", "acme-ev-1"), ("beta", "beta-ev-7")] {
+        records
+            .record_consent(RecordConsentRequest {
+                controller: controller.into(),
+                number: "+39 333 123 4567".into(),
+                purpose: Purpose::Marketing as i32,
+                granted_at: ts(days_before_now(3)),
+                source: "landing page".into(),
+                evidence_ref: evidence.into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+    }
+    let export = |controller: &str| ExportSubjectRequest {
+        verification: None,
+        controller: controller.into(),
+        number: "+39 333 123 4567".into(),
+        default_region: String::new(),
+    };
+    let json = records
+        .export_subject(export("acme"))
+        .await
+        .unwrap()
+        .into_inner()
+        .json;
+    assert!(json.contains("acme-ev-1"), "{json}");
+    assert!(!json.contains("beta-ev-7"), "{json}");
+    let all = records
+        .export_subject(export(""))
+        .await
+        .unwrap()
+        .into_inner()
+        .json;
+    assert!(all.contains("acme-ev-1") && all.contains("beta-ev-7"));
+    let refused = records.export_subject(export("ACME")).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument, "{refused:?}");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn test_export_then_erase_keeps_the_number_suppressed() {
     let ws = Workspace::new(&standard_config(""));

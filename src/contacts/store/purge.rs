@@ -743,15 +743,26 @@ impl ContactStore {
     ) -> Result<bool, StoreError> {
         let added = self.write(
             |tx| {
-                let inserted = insert_suppression_hashed(
-                    &mut tx.prepare(&format!(
-                        "INSERT OR IGNORE INTO suppressions ({SUPPRESSION_COLUMNS}) VALUES (?1, ?2, ?3, '', NULL, ?4, ?5, ?6, ?7, ?8, ?9)"
-                    ))?,
-                    subject,
-                    suppression,
-                )? == 1;
+                let mut insert = tx.prepare(&format!(
+                    "INSERT OR IGNORE INTO suppressions ({SUPPRESSION_COLUMNS}) VALUES (?1, ?2, ?3, '', NULL, ?4, ?5, ?6, ?7, ?8, ?9)"
+                ))?;
+                let mut inserted = insert_suppression_hashed(&mut insert, subject, suppression)? == 1;
+                // Its id held by another opt-out (one the purge deleted, its
+                // id reused since, and a restore brought back): kept under
+                // an id of its own, not dropped (found by review: the
+                // number was called after the restore).
+                let mut suppression = suppression.clone();
+                if !inserted && !self.holds_opt_out(tx, subject, &suppression)? {
+                    suppression.suppression_id = format!(
+                        "{}~restored-{}",
+                        suppression.suppression_id,
+                        us(suppression.created_at)
+                    );
+                    inserted = insert_suppression_hashed(&mut insert, subject, &suppression)? == 1;
+                }
+                drop(insert);
                 if inserted {
-                    let mut after = serde_json::to_value(suppression).unwrap_or_default();
+                    let mut after = serde_json::to_value(&suppression).unwrap_or_default();
                     after.as_object_mut().map(|o| o.remove("number"));
                     Self::event(tx, suppression.created_at, actor, "suppression.added", subject, serde_json::Value::Null, after)?;
                 }
@@ -763,6 +774,47 @@ impl ContactStore {
             },
         )?;
         Ok(added.0)
+    }
+
+    /// Whether the opt-out stored under `suppression`'s id is this one: the
+    /// same subject, controller and campaign, in force at least as long.
+    fn holds_opt_out(
+        &self,
+        tx: &rusqlite::Transaction<'_>,
+        subject: &SubjectHash,
+        suppression: &Suppression,
+    ) -> rusqlite::Result<bool> {
+        let stored = tx
+            .query_row(
+                "SELECT number, number_hash, controller, campaign_id, expires_at_us FROM suppressions WHERE suppression_id = ?1",
+                [&suppression.suppression_id],
+                |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, Option<Vec<u8>>>(1)?,
+                        r.get::<_, String>(2)?,
+                        r.get::<_, String>(3)?,
+                        r.get::<_, Option<i64>>(4)?,
+                    ))
+                },
+            )
+            .optional()?;
+        let Some((number, hash, controller, campaign_id, expires_at_us)) = stored else {
+            return Ok(false);
+        };
+        let same_subject = match hash {
+            Some(hash) => hash.as_slice() == subject.as_slice(),
+            None => !number.is_empty() && self.index.subject_hash(&number) == *subject,
+        };
+        let lasts = match (expires_at_us, suppression.expires_at) {
+            (None, _) => true,
+            (Some(_), None) => false,
+            (Some(stored), Some(wanted)) => stored >= us(wanted),
+        };
+        Ok(same_subject
+            && controller == suppression.controller
+            && campaign_id == suppression.campaign_id
+            && lasts)
     }
 
     /// Writes one trail event without a subject (`backup.restored`).
@@ -1081,6 +1133,69 @@ mod tests {
             relationships: ceiling.clone(),
             opt_outs: ceiling,
         }
+    }
+
+    /// A ledgered opt-out put back by a restore under an id another opt-out
+    /// holds (an expired one the purge deleted, its id reused since, in the
+    /// backup) was dropped by `INSERT OR IGNORE`, and the number called
+    /// (found by review). It is kept under an id of its own; the same
+    /// opt-out already held is not added twice.
+    #[test]
+    fn test_a_restored_opt_out_is_kept_when_its_id_is_taken() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ContactStore::open(dir.path()).unwrap();
+        let other = "+390212345679";
+        let opt_out = |number: &str, expires_at: Option<Timestamp>| Suppression {
+            suppression_id: "crm-9".into(),
+            controller: "acme".into(),
+            campaign_id: String::new(),
+            number: number.into(),
+            reason: "asked".into(),
+            source: "call".into(),
+            added_by: "t".into(),
+            created_at: days_ago(10),
+            expires_at,
+        };
+        // The backup's row: crm-9, another number.
+        assert!(
+            store
+                .add_suppression(NumberKey::from_e164(other).unwrap(), opt_out(other, None))
+                .unwrap()
+        );
+        let subject = store.index.subject_hash(NUMBER);
+        let restored = Suppression {
+            number: String::new(),
+            ..opt_out(NUMBER, None)
+        };
+        assert!(
+            store
+                .suppress_by_hash(&subject, &restored, "restore")
+                .unwrap()
+        );
+        assert!(
+            crate::rules::suppression(&store.view(key(), NUMBER), "acme", "c", now()).is_some(),
+            "the number stays suppressed"
+        );
+        // Put back again: already held under its own id.
+        assert!(
+            !store
+                .suppress_by_hash(&subject, &restored, "restore")
+                .unwrap()
+        );
+        // Held under its id for this number (the same opt-out): not added.
+        let same = store.index.subject_hash(other);
+        assert!(
+            !store
+                .suppress_by_hash(
+                    &same,
+                    &Suppression {
+                        number: String::new(),
+                        ..opt_out(other, None)
+                    },
+                    "restore"
+                )
+                .unwrap()
+        );
     }
 
     /// A relationship's end recorded as a second record (the contract's
