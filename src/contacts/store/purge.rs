@@ -381,10 +381,15 @@ impl ContactStore {
                 }
                 continue;
             }
+            // Still where it was scanned: a consent moved since (a
+            // rectification, in place) and withdrawn under its new number
+            // would be judged by its old one and deleted, the new number's
+            // only withdrawal (found by review).
             let deleted = tx.execute(
                 "DELETE FROM consents WHERE rowid = ?1 AND consent_id = ?2
-                   AND min(coalesce(revoked_at_us, expires_at_us), coalesce(expires_at_us, revoked_at_us)) < ?3",
-                params![c.rowid, c.id, c.cutoff_us],
+                   AND min(coalesce(revoked_at_us, expires_at_us), coalesce(expires_at_us, revoked_at_us)) < ?3
+                   AND number_key = ?4 AND controller = ?5 AND purpose = ?6",
+                params![c.rowid, c.id, c.cutoff_us, c.key.0 as i64, c.controller, c.purpose],
             )?;
             if deleted == 0 {
                 continue;
@@ -1133,6 +1138,52 @@ mod tests {
             relationships: ceiling.clone(),
             opt_outs: ceiling,
         }
+    }
+
+    /// A consent scanned as expired, moved to another number and withdrawn
+    /// there before the purge's transaction, was deleted as judged under
+    /// its old number: the new number's only withdrawal (found by review).
+    #[test]
+    fn test_a_purge_leaves_a_consent_moved_since_its_scan() {
+        use crate::contacts::store::rectify::Rectification;
+        let dir = tempfile::tempdir().unwrap();
+        let store = ContactStore::open(dir.path()).unwrap();
+        let mut expired = consent("c-1", 500);
+        expired.expires_at = Some(days_ago(400));
+        store.record_consent(key(), expired, "t").unwrap();
+        let candidates = store.candidates(&ceilings(30), now()).unwrap();
+        assert_eq!(candidates.consents.len(), 1);
+        let other = "+390212345679";
+        let other_key = NumberKey::from_e164(other).unwrap();
+        let before = store.consent_by_id("c-1").unwrap().unwrap();
+        let mut after = before.record.clone();
+        after.number = other.into();
+        store
+            .rectify(
+                &[Rectification::Consent {
+                    before: Box::new(before),
+                    after: Box::new((other_key, after)),
+                    reason: "wrong number".into(),
+                }],
+                "t",
+                now(),
+            )
+            .unwrap();
+        store
+            .revoke_consents(other_key, other, "acme", None, days_ago(1), "t")
+            .unwrap();
+        let counts = store
+            .purge_candidates(&candidates, now(), false, "t", serde_json::json!({}))
+            .unwrap();
+        assert_eq!(counts.consents_deleted, 0, "{counts:?}");
+        assert!(
+            store
+                .view(other_key, other)
+                .consents
+                .iter()
+                .any(|c| c.revoked_at.is_some()),
+            "the new number keeps its withdrawal"
+        );
     }
 
     /// A ledgered opt-out put back by a restore under an id another opt-out
