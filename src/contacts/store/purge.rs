@@ -1357,7 +1357,11 @@ mod tests {
             .purge_candidates(&candidates, now(), false, "t", serde_json::json!({}))
             .unwrap();
         assert_eq!(counts.relationships_deleted, 1, "r3, alone: {counts:?}");
-        assert_eq!(store.view(key(), NUMBER).relationships.len(), 2, "r4 and r5");
+        assert_eq!(
+            store.view(key(), NUMBER).relationships.len(),
+            2,
+            "r4 and r5"
+        );
         let exemptions = crate::statutes::Exemptions {
             customer: Some(crate::statutes::Period::Months(12)),
             ..crate::statutes::Exemptions::default()
