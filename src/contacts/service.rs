@@ -142,6 +142,8 @@ struct SubjectExport<'a> {
     consents: &'a [Consent],
     relationships: &'a [Relationship],
     suppressions: &'a [Suppression],
+    /// The registries' answers that the number is opposed.
+    registry_answers: &'a [crate::contacts::store::RegistryAnswer],
     /// Where each record came from.
     provenance: Vec<Provenance>,
     decisions: Vec<serde_json::Value>,
@@ -154,6 +156,7 @@ struct Held {
     consents: usize,
     relationships: usize,
     opt_outs: usize,
+    registry_answers: usize,
     decisions: usize,
     trail_events: usize,
 }
@@ -827,6 +830,7 @@ impl Records {
             consents: records.consents.len(),
             relationships: records.relationships.len(),
             opt_outs: records.suppressions.len(),
+            registry_answers: records.registry_answers.len(),
             decisions: decisions.len(),
             trail_events: records.trail.len(),
         };
@@ -841,6 +845,7 @@ impl Records {
             consents: &records.consents,
             relationships: &records.relationships,
             suppressions: &records.suppressions,
+            registry_answers: &records.registry_answers,
             provenance: self.provenance(&records),
             decisions,
             trail: &records.trail,

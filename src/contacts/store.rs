@@ -1727,7 +1727,19 @@ pub struct SubjectRecords {
     pub consents: Vec<Consent>,
     pub relationships: Vec<Relationship>,
     pub suppressions: Vec<Suppression>,
+    /// The registries' answers that the number is opposed (`registry
+    /// import --opposed`), which an erasure deletes with it.
+    pub registry_answers: Vec<RegistryAnswer>,
     pub trail: Vec<ChangeEvent>,
+}
+
+/// A registry's answer that a number is opposed for a controller.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RegistryAnswer {
+    pub registry_id: String,
+    pub controller: String,
+    /// The latest day the registry answered so.
+    pub opposed_on: Timestamp,
 }
 
 impl ContactStore {
@@ -2636,6 +2648,22 @@ impl ContactStore {
             let (_, _, suppression) = read_suppression(row)?;
             if in_scope(&suppression.controller) || suppression.controller.is_empty() {
                 records.suppressions.push(suppression);
+            }
+        }
+        // The registries' opposed answers, which an erasure deletes as the
+        // subject's data (found by review: not in the export).
+        let mut statement = conn.prepare(
+            "SELECT registry_id, controller, first_not_cleared_us FROM observations WHERE number_key = ?1",
+        )?;
+        let mut rows = statement.query([key.0 as i64])?;
+        while let Some(row) = rows.next()? {
+            let controller: String = row.get(1)?;
+            if in_scope(&controller) {
+                records.registry_answers.push(RegistryAnswer {
+                    registry_id: row.get(0)?,
+                    controller,
+                    opposed_on: ts(row.get(2)?),
+                });
             }
         }
         records.trail = read_events(&conn, Some(&hex::encode(subject)))?;

@@ -1276,6 +1276,30 @@ async fn test_restore_reapplies_an_erasure_to_registry_answers() {
             .unwrap()
     };
     assert_eq!(answers(), 1);
+    // The access export lists them (found by review: they were erased as
+    // the subject's data but not exported).
+    {
+        let server = ws.start();
+        let mut records = server.records().await;
+        let json = records
+            .export_subject(dialgate::proto::ExportSubjectRequest {
+                verification: None,
+                controller: "acme".into(),
+                number: opposed_number.into(),
+                default_region: String::new(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .json;
+        let export: serde_json::Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(export["held"]["registry_answers"], 1, "{json}");
+        assert_eq!(
+            export["registry_answers"][0]["registry_id"], "it-rpo",
+            "{json}"
+        );
+        server.terminate();
+    }
     let backup_dir = ws.dir.path().join("backup-1");
     ws.cli_ok(&["backup", "--to", path_str(&backup_dir)]);
     {
