@@ -616,10 +616,13 @@ impl Gateway {
     /// [`CheckError::ContactsBehind`]: nothing is screened.
     pub fn screener(&self) -> Result<Screener<'_>, CheckError> {
         self.contacts_in_sync()?;
+        let now = self.clock_checked(crate::clock::coarse_now())?;
+        let read_at = Timestamp::now();
         Ok(Screener {
             gateway: self,
-            now: self.clock_checked(crate::clock::coarse_now())?,
-            read_at: Timestamp::now(),
+            now,
+            read_at,
+            latest_ahead: self.clock.ahead_of(read_at),
             campaign: None,
             setting: None,
         })
@@ -708,6 +711,11 @@ pub struct Screener<'g> {
     /// The precise clock at the run's start: ALLOWs logged by then count
     /// though the coarse `now` may read a few milliseconds earlier.
     read_at: Timestamp,
+    /// The latest instant decided on when the clock read earlier than it
+    /// at the run's start (set back within the tolerance): answers must
+    /// allow at it too. Read once per run: other calls move it forward
+    /// meanwhile, which would decide every later number twice.
+    latest_ahead: Option<Timestamp>,
     /// The last campaign looked up, by id.
     campaign: Option<(&'g str, &'g CampaignConfig)>,
     setting: Option<RunSetting<'g>>,
@@ -750,7 +758,7 @@ impl<'g> Screener<'g> {
         // reading at the run's start is compared: the coarse `now` lags it).
         if at.is_none()
             && decided.evaluation.verdict == Verdict::Allow
-            && let Some(latest) = self.gateway.clock.ahead_of(self.read_at)
+            && let Some(latest) = self.latest_ahead
         {
             let then = decide_reusing(&sources, &mut self.setting, &input, latest);
             if then.evaluation.verdict == Verdict::Deny {

@@ -822,7 +822,13 @@ impl Records {
         if !controller.is_empty() {
             records.trail.retain(|event| {
                 event.subject.is_empty()
-                    || event_controller(event).is_some_and(|c| c.is_empty() || c == controller)
+                    || event_controller(event).is_some_and(|c| {
+                        c == controller
+                            // An opt-out for every controller binds this one
+                            // too; another request for all of them (its
+                            // verification, its counts) is not its record.
+                            || (c.is_empty() && event.action.starts_with("suppression."))
+                    })
             });
         }
         let decisions = self.decisions_of(&number.e164, controller)?;

@@ -105,9 +105,7 @@ struct RowCandidate {
 #[derive(Default)]
 struct Candidates {
     consents: Vec<ConsentCandidate>,
-    /// Ongoing copies of ended relationships first (see `GROUP_END`), then
-    /// ended records; `true` marks an ongoing copy.
-    relationships: Vec<(RowCandidate, NumberKey, bool)>,
+    relationships: Vec<(RowCandidate, NumberKey)>,
     opt_outs: Vec<RowCandidate>,
 }
 
@@ -148,13 +146,9 @@ fn scan_candidates(
             cutoff_us: us(cutoff),
         });
     }
-    // A relationship ended through the contract's API is two records, the
-    // ongoing copy and its end: the copy goes once the end is past the
-    // cutoff (it was kept for ever, and the end beside it; found by
-    // review), the end with it (in this run when scanned after it).
     let mut statement = conn.prepare(&format!(
-        "SELECT rowid, number_key, controller, {GROUP_END} AS group_end, relationship_id, number
-             FROM relationships AS r WHERE ended_at_us IS NULL AND group_end IS NOT NULL"
+        "SELECT rowid, number_key, controller, ended_at_us, relationship_id, number
+             FROM relationships AS r WHERE ended_at_us IS NOT NULL AND {NO_ONGOING_COPY}"
     ))?;
     let mut rows = statement.query([])?;
     while let Some(row) = rows.next()? {
@@ -176,41 +170,6 @@ fn scan_candidates(
                 cutoff_us: us(cutoff),
             },
             key,
-            true,
-        ));
-    }
-    let mut statement = conn.prepare(&format!(
-        "SELECT rowid, number_key, controller, ended_at_us, relationship_id, number,
-                {NO_ONGOING_COPY}, {GROUP_END}
-             FROM relationships AS r WHERE ended_at_us IS NOT NULL"
-    ))?;
-    let mut rows = statement.query([])?;
-    while let Some(row) = rows.next()? {
-        let controller: String = row.get(2)?;
-        let Some(cutoff) = ceilings.relationships.cutoff(&controller, now) else {
-            continue;
-        };
-        if row.get::<_, i64>(3)? >= us(cutoff) {
-            continue;
-        }
-        // Alone, or beside ongoing copies that go too (their latest end
-        // is past the cutoff).
-        let alone: bool = row.get(6)?;
-        if !alone && row.get::<_, i64>(7)? >= us(cutoff) {
-            continue;
-        }
-        let key = NumberKey(row.get::<_, i64>(1)? as u64);
-        found.relationships.push((
-            RowCandidate {
-                rowid: row.get(0)?,
-                key: Some(key),
-                hash: None,
-                id: row.get(4)?,
-                number: row.get(5)?,
-                cutoff_us: us(cutoff),
-            },
-            key,
-            false,
         ));
     }
     let mut statement = conn.prepare(
@@ -440,26 +399,17 @@ impl ContactStore {
             purged.forget.push((c.key, Table::Consent, row32(c.rowid)));
         }
 
-        for (r, key, ongoing) in &candidates.relationships {
+        for (r, key) in &candidates.relationships {
             // Decided again from the rows as they are now: an ongoing copy
-            // goes only while its relationship's latest end is past the
-            // cutoff; an end only once no ongoing copy is left (one recorded
-            // since the scan keeps it; the copies go first).
-            let deleted = if *ongoing {
-                tx.execute(
-                    &format!(
-                        "DELETE FROM relationships AS r WHERE rowid = ?1 AND relationship_id = ?2 AND ended_at_us IS NULL AND {GROUP_END} < ?3"
-                    ),
-                    params![r.rowid, r.id, r.cutoff_us],
-                )?
-            } else {
-                tx.execute(
-                    &format!(
-                        "DELETE FROM relationships AS r WHERE rowid = ?1 AND relationship_id = ?2 AND ended_at_us < ?3 AND {NO_ONGOING_COPY}"
-                    ),
-                    params![r.rowid, r.id, r.cutoff_us],
-                )?
-            };
+            // recorded since the scan keeps the end; one moved since (a
+            // rectification) waits for the next purge, which finds it
+            // where it is (the index forgets it under its scanned number).
+            let deleted = tx.execute(
+                &format!(
+                    "DELETE FROM relationships AS r WHERE rowid = ?1 AND relationship_id = ?2 AND ended_at_us < ?3 AND number_key = ?4 AND {NO_ONGOING_COPY}"
+                ),
+                params![r.rowid, r.id, r.cutoff_us, key.0 as i64],
+            )?;
             if deleted == 0 {
                 continue;
             }
@@ -915,12 +865,6 @@ pub(crate) struct HashedWithdrawals {
 /// kind and start): the contract API records an end as another record,
 /// which is then that relationship's end, and deleted, the copy would
 /// exempt again for ever (found by review).
-/// The latest end among the records of `r`'s relationship (same number,
-/// controller, kind and start); NULL while none has ended.
-const GROUP_END: &str = "(SELECT MAX(e.ended_at_us) FROM relationships AS e
-    WHERE e.number_key = r.number_key AND e.controller = r.controller
-      AND e.kind = r.kind AND e.started_at_us = r.started_at_us)";
-
 const NO_ONGOING_COPY: &str = "NOT EXISTS (SELECT 1 FROM relationships AS o
     WHERE o.number_key = r.number_key AND o.controller = r.controller
       AND o.kind = r.kind AND o.started_at_us = r.started_at_us
@@ -1309,9 +1253,7 @@ mod tests {
 
     /// A relationship's end recorded as a second record (the contract's
     /// RecordRelationship): purged once old, it left the ongoing copy
-    /// exempting for ever (found by review). The two go together once the
-    /// end is past the cutoff (kept for ever before: found by review), and
-    /// an end stays beside an ongoing copy recorded after the scan.
+    /// exempting for ever (found by review). It stays while the copy does.
     #[test]
     fn test_a_purge_keeps_a_relationship_end_while_its_ongoing_copy_stays() {
         use crate::contacts::{Relationship, RelationshipKind};
@@ -1336,8 +1278,20 @@ mod tests {
         let counts = store
             .purge_retention(&ceilings(30), now(), false, "t", serde_json::json!({}))
             .unwrap();
-        assert_eq!(counts.relationships_deleted, 2, "{counts:?}");
-        assert!(store.view(key(), NUMBER).relationships.is_empty());
+        assert_eq!(counts.relationships_deleted, 0, "{counts:?}");
+        // The CRM re-sends its ongoing record (a re-sync): the kept end
+        // still ends it. Purging the pair (tried, found by review) let the
+        // re-sent record exempt for ever.
+        store
+            .record_relationship(key(), record("r1b", None), "t")
+            .unwrap();
+        let customer = crate::statutes::Exemptions {
+            customer: Some(crate::statutes::Period::Months(12)),
+            ..crate::statutes::Exemptions::default()
+        };
+        assert!(
+            exempting_relationship(&store.view(key(), NUMBER), &customer, "acme", now()).is_none()
+        );
         // An ongoing copy recorded after the purge picked the end: kept too.
         store
             .record_relationship(key(), record("r3", Some(days_ago(500))), "t")
@@ -1356,12 +1310,7 @@ mod tests {
         let counts = store
             .purge_candidates(&candidates, now(), false, "t", serde_json::json!({}))
             .unwrap();
-        assert_eq!(counts.relationships_deleted, 1, "r3, alone: {counts:?}");
-        assert_eq!(
-            store.view(key(), NUMBER).relationships.len(),
-            2,
-            "r4 and r5"
-        );
+        assert_eq!(counts.relationships_deleted, 0, "{counts:?}");
         let exemptions = crate::statutes::Exemptions {
             customer: Some(crate::statutes::Period::Months(12)),
             ..crate::statutes::Exemptions::default()
