@@ -53,9 +53,7 @@ impl ClockGuard {
     pub fn check(&self, now: Timestamp) -> Result<(), ClockBehind> {
         let now_us = now.as_microsecond();
         let latest_us = self.latest_us.load(Ordering::Relaxed);
-        // A clock before 1970 is wrong whatever was logged (and the
-        // decision ids, time-ordered, cannot be made from it).
-        if now_us < latest_us.saturating_sub(self.tolerance_us) || now_us < 0 {
+        if self.refuses(now_us, latest_us) {
             return Err(ClockBehind {
                 now,
                 latest: Timestamp::from_microsecond(latest_us).unwrap_or(Timestamp::MAX),
@@ -69,9 +67,14 @@ impl ClockGuard {
 
     /// Whether `now` is refused (without remembering anything): readiness.
     pub fn behind(&self, now: Timestamp) -> bool {
-        let latest_us = self.latest_us.load(Ordering::Relaxed);
-        now.as_microsecond() < latest_us.saturating_sub(self.tolerance_us)
-            || now.as_microsecond() < 0
+        self.refuses(now.as_microsecond(), self.latest_us.load(Ordering::Relaxed))
+    }
+
+    /// A clock reading `now_us` behind `latest_us` by more than the
+    /// tolerance, or before 1970: wrong whatever was logged (and the
+    /// decision ids, time-ordered, cannot be made from it).
+    fn refuses(&self, now_us: i64, latest_us: i64) -> bool {
+        now_us < latest_us.saturating_sub(self.tolerance_us) || now_us < 0
     }
 
     /// The latest instant decided on, when the clock reads earlier than it

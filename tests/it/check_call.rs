@@ -643,22 +643,16 @@ async fn test_an_oversized_gateway_message_is_refused_as_it_is_read() {
         .await
         .unwrap_err();
     assert_eq!(long.code(), tonic::Code::InvalidArgument, "{long:?}");
-    let screened = gateway
-        .screen_numbers(tokio_stream::iter(vec![ScreenNumbersRequest {
+    let status = screen_one(
+        &mut gateway,
+        ScreenNumbersRequest {
             called_number: "9".repeat(32 * 1024),
             campaign_id: "it-sales".into(),
             at: None,
             r#ref: "a".into(),
-        }]))
-        .await;
-    let status = match screened {
-        Err(status) => status,
-        Ok(answers) => answers
-            .into_inner()
-            .next()
-            .await
-            .expect("an answer or an error")
-            .unwrap_err(),
-    };
+        },
+    )
+    .await
+    .unwrap_err();
     assert_eq!(status.code(), tonic::Code::OutOfRange, "{status:?}");
 }

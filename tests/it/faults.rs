@@ -5,7 +5,6 @@
 use std::time::{Duration, Instant};
 
 use dialgate::proto::compliance_gateway_client::ComplianceGatewayClient;
-use tokio_stream::StreamExt as _;
 use tonic::Code;
 
 use crate::support::*;
@@ -243,19 +242,17 @@ async fn test_a_clock_set_back_within_the_tolerance_allows_only_what_the_latest_
         "{denied:?}"
     );
     // Screening alike (it decided at the clock alone; found by review).
-    let mut screened = gateway
-        .screen_numbers(tokio_stream::iter(vec![
-            dialgate::proto::ScreenNumbersRequest {
-                called_number: "+39 333 123 4567".into(),
-                campaign_id: "it-sales".into(),
-                at: None,
-                r#ref: "a".into(),
-            },
-        ]))
-        .await
-        .unwrap()
-        .into_inner();
-    let answer = screened.next().await.unwrap().unwrap();
+    let answer = screen_one(
+        &mut gateway,
+        dialgate::proto::ScreenNumbersRequest {
+            called_number: "+39 333 123 4567".into(),
+            campaign_id: "it-sales".into(),
+            at: None,
+            r#ref: "a".into(),
+        },
+    )
+    .await
+    .unwrap();
     assert_eq!(
         answer.verdict(),
         dialgate::proto::Verdict::Deny,

@@ -310,7 +310,6 @@ async fn test_a_withdrawal_binds_consents_recorded_after_it() {
 /// without the records other processes stored (bulk opt-outs among them).
 #[tokio::test(flavor = "multi_thread")]
 async fn test_contact_records_that_cannot_be_reloaded_stop_decisions() {
-    use tokio_stream::StreamExt;
     let ws = Workspace::new(&standard_config(""));
     let server = ws.start();
     let mut gateway = server.gateway().await;
@@ -349,25 +348,17 @@ async fn test_contact_records_that_cannot_be_reloaded_stop_decisions() {
         refused.message()
     );
     assert_eq!(server.get("/readyz").0, 503);
-    let screened = gateway
-        .screen_numbers(tokio_stream::iter(vec![
-            dialgate::proto::ScreenNumbersRequest {
-                called_number: number.into(),
-                campaign_id: "de-optin".into(),
-                at: None,
-                r#ref: "1".into(),
-            },
-        ]))
-        .await;
-    let status = match screened {
-        Err(status) => status,
-        Ok(answers) => answers
-            .into_inner()
-            .next()
-            .await
-            .expect("an answer or an error")
-            .expect_err("no screening while the records are behind"),
-    };
+    let status = screen_one(
+        &mut gateway,
+        dialgate::proto::ScreenNumbersRequest {
+            called_number: number.into(),
+            campaign_id: "de-optin".into(),
+            at: None,
+            r#ref: "1".into(),
+        },
+    )
+    .await
+    .expect_err("no screening while the records are behind");
     assert_eq!(status.code(), Code::Unavailable);
 
     // Repaired: decisions resume by themselves.

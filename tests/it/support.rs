@@ -575,3 +575,18 @@ pub fn serve_refused(ws: &Workspace) -> String {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// Screens one item over ScreenNumbers: its answer, or the status the call
+/// or the stream ended with.
+pub async fn screen_one(
+    gateway: &mut ComplianceGatewayClient<Channel>,
+    request: dialgate::proto::ScreenNumbersRequest,
+) -> Result<dialgate::proto::ScreenNumbersResponse, tonic::Status> {
+    gateway
+        .screen_numbers(tokio_stream::iter(vec![request]))
+        .await?
+        .into_inner()
+        .message()
+        .await?
+        .ok_or_else(|| tonic::Status::unknown("the stream ended without an answer"))
+}
