@@ -954,24 +954,32 @@ async fn shutdown_signal() {
 /// as checked today (no `--checked-at`).
 const CHECKED_TODAY_AT_MOST: jiff::SignedDuration = jiff::SignedDuration::from_hours(24);
 
-/// Refuses to date a file last modified more than a day ago as checked
-/// today: a download that failed and left last month's file in place,
-/// imported again by a scheduled job, would make its stale data look fresh
-/// (found by review). `--checked-at` states the day it was checked.
-fn refuse_old_file_as_checked_today(file: &std::path::Path, now: Timestamp) -> anyhow::Result<()> {
+/// The day a registry file is dated as checked without `--checked-at`:
+/// the UTC day it was last modified, today at the latest. Dated by the
+/// import's day, a list downloaded late one day and imported after
+/// midnight counted as a day fresher than it is, and was used up to a day
+/// past the registry's `valid_days` (found by review).
+///
+/// Refuses a file last modified more than a day ago: a download that
+/// failed and left last month's file in place, imported again by a
+/// scheduled job, would make its stale data look fresh (found by review).
+/// `--checked-at` states the day it was checked.
+fn default_checked_at(file: &std::path::Path, now: Timestamp) -> anyhow::Result<jiff::civil::Date> {
+    let today = now.to_zoned(jiff::tz::TimeZone::UTC).date();
     let modified = std::fs::metadata(file)
         .and_then(|m| m.modified())
         .ok()
         .and_then(|at| Timestamp::try_from(at).ok());
-    if let Some(modified) = modified
-        && now.duration_since(modified) > CHECKED_TODAY_AT_MOST
-    {
+    let Some(modified) = modified else {
+        return Ok(today);
+    };
+    if now.duration_since(modified) > CHECKED_TODAY_AT_MOST {
         bail!(
             "{} was last modified at {modified}, more than a day ago: without --checked-at it would be dated as checked today, and stale data would look fresh; pass --checked-at YYYY-MM-DD, the day the registry was checked (or the day of a fresh download)",
             file.display()
         );
     }
-    Ok(())
+    Ok(today.min(modified.to_zoned(jiff::tz::TimeZone::UTC).date()))
 }
 
 fn registry_import(config: &Config, args: Box<ImportArgs>) -> anyhow::Result<()> {
@@ -1005,9 +1013,10 @@ fn registry_import(config: &Config, args: Box<ImportArgs>) -> anyhow::Result<()>
         );
     }
     let now = Timestamp::now();
-    if args.checked_at.is_none() {
-        refuse_old_file_as_checked_today(&args.file, now)?;
-    }
+    let checked_at = match args.checked_at {
+        Some(day) => day,
+        None => default_checked_at(&args.file, now)?,
+    };
     let rejects_file = (args.max_rejects > 0).then(|| {
         args.rejects_file
             .clone()
@@ -1023,9 +1032,7 @@ fn registry_import(config: &Config, args: Box<ImportArgs>) -> anyhow::Result<()>
             ModeArg::Add => ImportMode::Add,
             ModeArg::Remove => ImportMode::Remove,
         },
-        checked_at: args
-            .checked_at
-            .unwrap_or_else(|| now.to_zoned(jiff::tz::TimeZone::UTC).date()),
+        checked_at,
         controller,
         covers: args.covers,
         dry_run: args.dry_run,

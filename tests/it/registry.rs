@@ -856,6 +856,39 @@ fn test_an_old_file_is_not_taken_as_checked_today() {
     );
 }
 
+/// Without --checked-at a file is dated by the UTC day it was last
+/// modified: dated by the import's day, a list downloaded late one day and
+/// imported after midnight counted as a day fresher than it was, and was
+/// used up to a day past `valid_days` (found by review).
+#[test]
+fn test_a_file_is_dated_by_the_day_it_was_written() {
+    let ws = Workspace::new(&standard_config(""));
+    let file = ws.file("dnc.txt", "212,5550199\n");
+    let written = jiff::Timestamp::now() - jiff::SignedDuration::from_hours(23);
+    std::fs::File::options()
+        .write(true)
+        .open(&file)
+        .unwrap()
+        .set_modified(std::time::SystemTime::from(written))
+        .unwrap();
+    ws.cli_ok(&[
+        "registry",
+        "import",
+        "--registry",
+        "us-dnc",
+        "--file",
+        path_str(&file),
+        "--covers",
+        "+1",
+        "--allow-narrow-file",
+    ]);
+    let day = written.to_zoned(jiff::tz::TimeZone::UTC).date().to_string();
+    assert_eq!(
+        registry(&list_json(&ws), "us-dnc")["checked_at"],
+        serde_json::json!(day)
+    );
+}
+
 /// A block-list reads every number under its `--covers` that it does not
 /// hold as clear: a list of one area code stated as the whole country, or
 /// a prefix under which the file holds no number, is refused (nothing
