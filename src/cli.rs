@@ -286,6 +286,9 @@ pub struct ImportArgs {
     /// Block-lists: accept a file whose numbers do not span --covers (none under a covered prefix, or all under one longer prefix)
     #[arg(long)]
     allow_narrow_file: bool,
+    /// Allow-lists: accept an answer checked before the controller's last --mode replace (going back to an older answer on purpose)
+    #[arg(long)]
+    older_than_replace: bool,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -1042,6 +1045,7 @@ fn registry_import(config: &Config, args: Box<ImportArgs>) -> anyhow::Result<()>
         allow_shrink: args.allow_shrink,
         max_shrink_percent: args.max_shrink_percent,
         allow_narrow_file: args.allow_narrow_file,
+        older_than_replace: args.older_than_replace,
     };
     if let Some(settings) = postgres_settings(config) {
         if opposed.is_some() {

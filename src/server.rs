@@ -733,6 +733,7 @@ fn seed_registries(
                 max_shrink_percent: import::DEFAULT_MAX_SHRINK_PERCENT,
                 // A few demo numbers stand for the national list.
                 allow_narrow_file: true,
+                older_than_replace: false,
             },
             now,
         )

@@ -40,6 +40,10 @@ struct Header {
     source: SnapshotSource,
     coverage: Option<Vec<String>>,
     batches: Vec<BatchHeader>,
+    /// Allow-lists: each controller's last `replace` date (absent in
+    /// snapshots written before it was kept).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    replaced: BTreeMap<String, Date>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -64,6 +68,7 @@ pub fn encode(snapshot: &Snapshot) -> Vec<u8> {
         created_at: snapshot.created_at,
         source: snapshot.source.clone(),
         coverage: snapshot.coverage.clone(),
+        replaced: snapshot.replaced.clone(),
         batches: snapshot
             .batches
             .iter()
@@ -192,6 +197,7 @@ pub fn read_from(reader: impl Read, path: &Path) -> Result<Snapshot, SnapshotFil
         source: header.source,
         coverage: header.coverage,
         batches,
+        replaced: header.replaced,
         texts: Default::default(),
     })
 }
@@ -386,6 +392,7 @@ mod tests {
             },
             coverage: None,
             batches,
+            replaced: Default::default(),
             texts: Default::default(),
         }
     }

@@ -65,6 +65,9 @@ pub struct ImportRequest {
     /// Accept a block-list whose numbers do not span what `covers` states
     /// (see [`super::coverage_check`]).
     pub allow_narrow_file: bool,
+    /// Allow-lists: accept an answer checked before the controller's last
+    /// replace (see [`super::snapshot::ApplyError::OlderThanReplace`]).
+    pub older_than_replace: bool,
 }
 
 /// A rejected input line.
@@ -625,6 +628,7 @@ pub fn run(
             removals: parsed.removals,
             coverage,
             continues: request.changes_since,
+            older_than_replace: request.older_than_replace,
             source: SnapshotSource {
                 file: request.file.display().to_string(),
                 format: format.name().to_string(),

@@ -405,6 +405,7 @@ mod tests {
                     allow_shrink: true,
                     max_shrink_percent: import::DEFAULT_MAX_SHRINK_PERCENT,
                     allow_narrow_file: true,
+                    older_than_replace: false,
                 },
                 now,
             )

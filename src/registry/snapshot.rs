@@ -49,6 +49,11 @@ pub struct Snapshot {
     pub coverage: Option<Vec<String>>,
     /// Batches by controller (`""` for block-lists), newest check date first.
     pub batches: BTreeMap<String, Vec<Batch>>,
+    /// Allow-lists: the check date of each controller's last `replace`,
+    /// its whole list as of that day. An answer older than it is refused
+    /// (unless [`ImportSet::older_than_replace`]): added later, it cleared
+    /// again the numbers the newer answer withheld.
+    pub replaced: BTreeMap<String, Date>,
     /// What checks against this snapshot report, formatted on first use.
     pub texts: TextsMemo,
 }
@@ -91,6 +96,9 @@ pub struct ImportSet {
     /// (`--changes-since`). Only a change list that continues the data held
     /// moves its check date forward.
     pub continues: Option<Date>,
+    /// Allow-lists: accept an answer checked before the controller's last
+    /// `replace` (`--older-than-replace`: a rollback to an older answer).
+    pub older_than_replace: bool,
     pub source: SnapshotSource,
 }
 
@@ -117,6 +125,14 @@ pub enum ApplyError {
         "a block-list replace must state what the data covers: --covers +1 for a full national list, or the prefixes subscribed (e.g. --covers +1212,+1646)"
     )]
     CoverageRequired,
+    #[error(
+        "--checked-at {checked_at} is before {replaced_at}, the check date of controller {controller}'s last --mode replace (its whole list as of that day): an older answer would clear again numbers the newer one withheld (registered since). Import the newer answer, or pass --older-than-replace to go back to this one on purpose"
+    )]
+    OlderThanReplace {
+        controller: String,
+        checked_at: Date,
+        replaced_at: Date,
+    },
 }
 
 /// Result of a block-list lookup.
@@ -234,6 +250,22 @@ impl Snapshot {
             RegistryKind::Blocklist => &import.removals - &import.numbers,
             RegistryKind::Allowlist => import.removals,
         };
+        let mut replaced = previous.map(|p| p.replaced.clone()).unwrap_or_default();
+        if kind == RegistryKind::Allowlist
+            && import.mode != ImportMode::Remove
+            && !import.older_than_replace
+            && let Some(&replaced_at) = replaced.get(&import.controller)
+            && import.checked_at < replaced_at
+        {
+            return Err(ApplyError::OlderThanReplace {
+                controller: import.controller,
+                checked_at: import.checked_at,
+                replaced_at,
+            });
+        }
+        if kind == RegistryKind::Allowlist && import.mode == ImportMode::Replace {
+            replaced.insert(import.controller.clone(), import.checked_at);
+        }
         let mut batches = previous.map(|p| p.batches.clone()).unwrap_or_default();
         let coverage = match (&import.coverage, previous) {
             (Some(c), _) => Some(c.clone()),
@@ -294,6 +326,7 @@ impl Snapshot {
             source: import.source,
             coverage,
             batches,
+            replaced,
             texts: TextsMemo::default(),
         })
     }
@@ -379,6 +412,7 @@ mod tests {
             removals: RoaringTreemap::new(),
             coverage: None,
             continues: None,
+            older_than_replace: false,
             source: SnapshotSource {
                 file: "test".into(),
                 format: "lines".into(),
@@ -396,6 +430,79 @@ mod tests {
             set.coverage = Some(vec!["1".into(), "39".into()]);
         }
         Snapshot::apply(previous, "r", kind, "IT", set, Timestamp::UNIX_EPOCH).unwrap()
+    }
+
+    /// An allow-list answer checked before the controller's last replace
+    /// is refused: added after it (two answers arriving out of order, a
+    /// retry re-running an earlier import), it cleared again a number the
+    /// newer answer withheld, registered in the meantime (found by review).
+    /// `older_than_replace` goes back to it on purpose; another
+    /// controller's answers and newer ones are not held back.
+    #[test]
+    fn test_an_answer_older_than_the_last_replace_is_refused() {
+        let a = "+393331000000";
+        let b = "+393331000001";
+        let older = apply(
+            None,
+            RegistryKind::Allowlist,
+            import(ImportMode::Replace, "acme", "2026-11-20", &[a, b]),
+        );
+        let newer = apply(
+            Some(&older),
+            RegistryKind::Allowlist,
+            import(ImportMode::Replace, "acme", "2026-11-25", &[b]),
+        );
+        assert_eq!(clearance(&newer, "acme", key(a)), None);
+        for mode in [ImportMode::Add, ImportMode::Replace] {
+            let error = Snapshot::apply(
+                Some(&newer),
+                "r",
+                RegistryKind::Allowlist,
+                "IT",
+                import(mode, "acme", "2026-11-20", &[a, b]),
+                Timestamp::UNIX_EPOCH,
+            )
+            .unwrap_err();
+            assert!(
+                matches!(error, ApplyError::OlderThanReplace { .. }),
+                "{mode:?}: {error:?}"
+            );
+            assert!(error.to_string().contains("2026-11-25"), "{error}");
+        }
+        let removed = apply(
+            Some(&newer),
+            RegistryKind::Allowlist,
+            import(ImportMode::Remove, "acme", "2026-11-20", &[b]),
+        );
+        assert_eq!(clearance(&removed, "acme", key(b)), None);
+        let same_day = apply(
+            Some(&newer),
+            RegistryKind::Allowlist,
+            import(ImportMode::Add, "acme", "2026-11-25", &[a]),
+        );
+        assert!(clearance(&same_day, "acme", key(a)).is_some());
+        let other = apply(
+            Some(&newer),
+            RegistryKind::Allowlist,
+            import(ImportMode::Add, "beta", "2026-11-20", &[a]),
+        );
+        assert!(clearance(&other, "beta", key(a)).is_some());
+        let mut rollback = import(ImportMode::Replace, "acme", "2026-11-20", &[a, b]);
+        rollback.older_than_replace = true;
+        let rolled_back = apply(Some(&newer), RegistryKind::Allowlist, rollback);
+        assert_eq!(
+            clearance(&rolled_back, "acme", key(a)),
+            Some("2026-11-20".parse().unwrap())
+        );
+        assert_eq!(
+            rolled_back.replaced.get("acme"),
+            Some(&"2026-11-20".parse().unwrap())
+        );
+        // Kept in the file.
+        let path = std::path::Path::new("test.snap");
+        let read =
+            crate::registry::file::decode(&crate::registry::file::encode(&newer), path).unwrap();
+        assert_eq!(read.replaced, newer.replaced);
     }
 
     /// A change list on a block-list snapshot that holds no list (damaged:
@@ -644,6 +751,7 @@ mod tests {
             removals: RoaringTreemap::new(),
             coverage: Some(vec!["3".into()]),
             continues: None,
+            older_than_replace: false,
             source: SnapshotSource {
                 file: "t".into(),
                 format: "lines".into(),

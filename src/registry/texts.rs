@@ -195,6 +195,7 @@ mod tests {
             },
             coverage: None,
             batches,
+            replaced: Default::default(),
             texts: TextsMemo::default(),
         }
     }

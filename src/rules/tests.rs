@@ -92,6 +92,7 @@ fn snapshot(
         coverage: (kind == RegistryKind::Blocklist)
             .then(|| vec!["1".into(), "39".into(), "44".into()]),
         batches,
+        replaced: Default::default(),
         texts: Default::default(),
     })
 }

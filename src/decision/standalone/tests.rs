@@ -98,6 +98,7 @@ fn decider(dir: &Path, today: jiff::civil::Date) -> StandaloneDecider {
             changes_since: None,
             // A one-number list standing for the whole of France.
             allow_narrow_file: true,
+            older_than_replace: false,
         };
         let registry = config.registry(id).unwrap();
         import::run(registry, &snapshots, &request, Timestamp::now()).unwrap();
