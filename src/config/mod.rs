@@ -479,11 +479,25 @@ impl Config {
         self.registries.iter().find(|r| r.id == id)
     }
 
-    /// The override of a destination's statute, if configured.
+    /// The override of a destination's statute, if configured: its own,
+    /// or for a territory governed by another country's law (Réunion by
+    /// France's), that country's. Looked up under the territory's own code
+    /// alone, a `[destination.FR]` law change did not reach Réunion, which
+    /// went on under the built-in French statute (found by review).
+    /// [`Config::load`] refuses a territory's override beside its
+    /// governing country's, so one of them at most applies.
     pub fn destination_override(&self, region: Region) -> Option<&DestinationOverride> {
+        let governing =
+            crate::statutes::territories::territory(region.as_str()).map(|t| t.governed_by);
         self.destination_overrides
             .iter()
             .find(|o| o.region == region)
+            .or_else(|| {
+                let governing = governing?;
+                self.destination_overrides
+                    .iter()
+                    .find(|o| o.region.as_str() == governing)
+            })
     }
 }
 

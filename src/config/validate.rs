@@ -186,6 +186,27 @@ impl Validator<'_> {
             destination_overrides.push(self.destination_override(&key, region, raw)?);
         }
         destination_overrides.sort_by(|a, b| a.region.as_str().cmp(b.region.as_str()));
+        // A territory follows its governing country's override (Réunion
+        // France's): one of its own beside it would drop that law change
+        // there, or the territory's own change.
+        for o in &destination_overrides {
+            if let Some(territory) = statutes::territories::territory(o.region.as_str())
+                && destination_overrides
+                    .iter()
+                    .any(|g| g.region.as_str() == territory.governed_by)
+            {
+                return Err(self.invalid(
+                    format!("destination.{}", o.region),
+                    o.region,
+                    &format!(
+                        "{} follows the law of {governing}, and [destination.{governing}] applies to it too; a destination has one override: put what {} needs into [destination.{governing}] (it applies to both), or remove one of them",
+                        o.region,
+                        o.region,
+                        governing = territory.governed_by
+                    ),
+                ));
+            }
+        }
 
         let mut registries = Vec::new();
         let mut ids = HashSet::new();

@@ -1404,3 +1404,92 @@ caller_ids = ["+262262123456"]
         &[]
     ));
 }
+
+/// A `[destination.FR]` override (a law change the product does not know
+/// yet) applies in the overseas departments too, in their own time zone:
+/// looked up under their own codes alone, Réunion went on under the
+/// built-in French statute (found by review). An override of Réunion's
+/// own beside France's is refused.
+#[test]
+fn test_a_french_override_applies_in_the_overseas_departments() {
+    let campaign = r#"
+[[campaign]]
+id = "re"
+controller = "acme"
+purpose = "marketing"
+default_region = "RE"
+destinations = ["RE"]
+consent_required = true
+caller_ids = ["+262262123456"]
+"#;
+    let config = config(&format!(
+        r#"
+[destination.FR]
+from = "2027-01-01"
+source = "a decree ahead: closed on Fridays, 2 calls in 30 days"
+attempt_limit = {{ max_attempts = 2, window_days = 30 }}
+[destination.FR.calling_hours]
+fri = []
+{campaign}"#
+    ));
+    let number = "+262692123456";
+    let contacts = ContactView {
+        consents: vec![consent(number)],
+        ..ContactView::default()
+    };
+    let call = |at: &str, attempts: &[Timestamp]| {
+        decide(
+            &config,
+            "re",
+            number,
+            "+262262123456",
+            &contacts,
+            attempts,
+            at,
+        )
+    };
+    // Friday 8 January 2027, 11:00 in Réunion (UTC+4): closed by the
+    // override.
+    let friday = call("2027-01-08T07:00:00Z", &[]);
+    assert!(
+        codes(&friday).contains(&ReasonCode::OutsideCallingHours),
+        "{:?}",
+        friday.reasons
+    );
+    // A Friday before the override's day: open under the statute.
+    let old_friday = call("2026-11-27T07:00:00Z", &[]);
+    assert_eq!(
+        old_friday.verdict,
+        Verdict::Allow,
+        "{:?}",
+        old_friday.reasons
+    );
+    // Two calls in 30 days are the override's cap.
+    let two: Vec<Timestamp> = ["2027-01-04T07:00:00Z", "2027-01-05T07:00:00Z"]
+        .iter()
+        .map(|t| t.parse().unwrap())
+        .collect();
+    assert!(codes(&call("2027-01-11T07:00:00Z", &two)).contains(&ReasonCode::AttemptLimit));
+    // An override of Réunion's own beside it is refused.
+    let both = Config::parse(
+        &format!(
+            r#"
+[destination.FR]
+source = "a decree"
+[destination.FR.calling_hours]
+fri = []
+[destination.RE]
+source = "regional holidays"
+extra_holidays = ["2027-03-01"]
+{campaign}"#
+        ),
+        "test.toml",
+        std::path::Path::new("/tmp"),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        both.contains("destination.RE") && both.contains("destination.FR"),
+        "{both}"
+    );
+}
