@@ -456,6 +456,18 @@ pub fn region_zones(calling_code: u16) -> Whereabouts {
     locate("", &calling_code.to_string())
 }
 
+/// The one clock of every number under a calling code: its zone, when all
+/// the zones the data names there tell the same time (`None` when they do
+/// not, as under +1 or +7, or when the data names none).
+pub fn one_clock(calling_code: u16) -> Option<&'static str> {
+    let zones = region_zones(calling_code).zones;
+    let first = *zones.first()?;
+    zones
+        .iter()
+        .all(|zone| same_clock(first, zone))
+        .then_some(first)
+}
+
 /// The US state codes the geocoding data can name.
 pub fn us_state_codes() -> impl Iterator<Item = &'static str> {
     STATE_NAMES.iter().map(|(_, code)| *code)

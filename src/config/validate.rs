@@ -950,6 +950,17 @@ impl Validator<'_> {
                     .map_err(|_| self.invalid(format!("{key}.from"), day, "expected YYYY-MM-DD"))
             })
             .transpose()?;
+        // The day begins at local midnight; a destination whose numbers
+        // run on several clocks has no one midnight.
+        if let (Some(day), None) = (from, statutes::dated_zone(region)) {
+            return Err(self.invalid(
+                format!("{key}.from"),
+                day,
+                &format!(
+                    "the numbers of {region} run on several clocks and dialgate carries no statute for it that names one: a dated override cannot say at which midnight it begins; leave out `from` and set the override without it (before its day where it only tightens the rules, once it is in force everywhere where it relaxes them)"
+                ),
+            ));
+        }
         let consent = raw
             .consent
             .as_deref()

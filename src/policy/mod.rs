@@ -350,7 +350,9 @@ fn compile_destination(
     days.extend(overriding.and_then(|o| o.from));
     days.sort();
     days.dedup();
-    let zone = statutes::main_zone(region.as_str()).unwrap_or("UTC");
+    // A dated override of a destination whose numbers run on several
+    // clocks is refused at load (`config::validate`).
+    let zone = statutes::dated_zone(region).unwrap_or("UTC");
     let mut bounds: Vec<Option<Date>> = vec![None];
     bounds.extend(days.iter().copied().map(Some));
     bounds.push(None);

@@ -377,7 +377,7 @@ pub fn report(
                     campaign: campaign_id.to_string(),
                     region,
                 })?;
-        let zone = statutes::main_zone(region.as_str()).unwrap_or("UTC");
+        let zone = statutes::dated_zone(region).unwrap_or("UTC");
         let year = at
             .to_zoned(jiff::tz::TimeZone::get(zone).unwrap_or(jiff::tz::TimeZone::UTC))
             .year();

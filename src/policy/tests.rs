@@ -1493,3 +1493,66 @@ extra_holidays = ["2027-03-01"]
         "{both}"
     );
 }
+
+/// An override's `from` for a destination without a statute begins at
+/// midnight there, in the one clock of its numbers: it began at midnight
+/// UTC, an hour late in Amsterdam, nine in Tokyo (found by review). Where
+/// the numbers run on several clocks (+7), a dated override is refused.
+#[test]
+fn test_an_override_of_a_destination_without_a_statute_begins_at_its_midnight() {
+    let config = config(
+        r#"
+[destination.NL]
+from = "2027-01-01"
+source = "a law ahead: weekdays 09-20"
+[destination.NL.calling_hours]
+mon = ["09:00-20:00"]
+tue = ["09:00-20:00"]
+wed = ["09:00-20:00"]
+thu = ["09:00-20:00"]
+fri = ["09:00-20:00"]
+
+[[campaign]]
+id = "nl"
+controller = "acme"
+purpose = "marketing"
+default_region = "NL"
+destinations = ["NL"]
+consent_required = true
+caller_ids = ["+31201234567"]
+"#,
+    );
+    let number = "+31612345678";
+    let contacts = ContactView {
+        consents: vec![consent(number)],
+        ..ContactView::default()
+    };
+    let call = |at: &str| decide(&config, "nl", number, "+31201234567", &contacts, &[], at);
+    // 23:30 UTC on 31 December 2026 is 00:30 on 1 January in Amsterdam.
+    let first_night = call("2026-12-31T23:30:00Z");
+    assert!(
+        codes(&first_night).contains(&ReasonCode::OutsideCallingHours),
+        "{:?}",
+        first_night.reasons
+    );
+    // 22:30 UTC is still 31 December there: no window yet.
+    let before = call("2026-12-31T22:30:00Z");
+    assert_eq!(before.verdict, Verdict::Allow, "{:?}", before.reasons);
+    let several = Config::parse(
+        r#"
+[destination.RU]
+from = "2027-01-01"
+source = "a law ahead"
+[destination.RU.calling_hours]
+mon = ["09:00-20:00"]
+"#,
+        "test.toml",
+        std::path::Path::new("/tmp"),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        several.contains("destination.RU.from") && several.contains("several clocks"),
+        "{several}"
+    );
+}

@@ -433,6 +433,16 @@ pub fn main_zone(region: &str) -> Option<&'static str> {
     }
 }
 
+/// The zone whose midnight begins a dated rule of a destination (a
+/// statute's change, an override's `from`): [`main_zone`], or for a
+/// destination without a statute the one clock of its calling code. `None`
+/// where its numbers run on several clocks: no one midnight is the day's
+/// start there. (Taken as UTC, a `[destination.NL] from` began an hour
+/// late, Japan's nine hours late; found by review.)
+pub fn dated_zone(region: crate::number::Region) -> Option<&'static str> {
+    main_zone(region.as_str()).or_else(|| crate::calling::zones::one_clock(region.calling_code()))
+}
+
 /// Every statute the product carries.
 pub fn all() -> &'static [Statute] {
     &STATUTES
