@@ -206,6 +206,8 @@ async fn open_stores(
     let now = Timestamp::now();
     let scan = decision_log::StartupScan {
         idempotency_since: now.checked_sub(window).unwrap_or(Timestamp::UNIX_EPOCH),
+        // The answer cache holds two generations at most.
+        recent_at_most: config.log.idempotency_max_entries.saturating_mul(2),
         attempts_since: policies
             .longest_cap_window()
             .and_then(|window| now.checked_sub(window).ok()),

@@ -78,6 +78,12 @@ impl DecisionLog {
 pub struct StartupScan {
     /// Decisions with a request id from here on answer repeats.
     pub idempotency_since: Timestamp,
+    /// The most of them read back, newest first: what the answer cache
+    /// keeps (two generations of `log.idempotency_max_entries`). Read
+    /// whole, an hour of a busy gateway's decisions took gigabytes at
+    /// start-up, and a gateway killed under load could not start again
+    /// (found by review).
+    pub recent_at_most: usize,
     /// ALLOW decisions from here on count against attempt caps (from
     /// `now`; measured from the latest decision logged instead when that
     /// is earlier, less `clock_step_tolerance`: a clock running ahead at

@@ -765,7 +765,10 @@ fn read_startup_state(conn: &Connection, scan: StartupScan) -> Result<StartupSta
         if row.decided_at_us < oldest_us {
             break;
         }
-        if row.decided_at_us >= idempotency_us && !row.request_id.is_empty() {
+        if row.decided_at_us >= idempotency_us
+            && !row.request_id.is_empty()
+            && state.recent.len() < scan.recent_at_most
+        {
             state
                 .recent
                 .push(record_from_row(&row).map_err(OpenError::Corrupt)?);
@@ -811,6 +814,7 @@ mod tests {
     fn scan(now: Timestamp, window: SignedDuration) -> StartupScan {
         StartupScan {
             idempotency_since: now - SignedDuration::from_hours(1),
+            recent_at_most: 1000,
             attempts_since: Some(now - window),
             now,
             clock_step_tolerance: SignedDuration::from_secs(10),
@@ -855,6 +859,41 @@ mod tests {
         drop(log);
         let (_, startup) = LocalLog::open(&path, &config, scan(allowed + day * 2, day)).unwrap();
         assert_eq!(startup.allowed.len(), 1, "{:?}", startup.allowed);
+    }
+
+    /// Start-up read back every decision of the idempotency window, whatever
+    /// the answer cache keeps: an hour of a busy gateway's decisions took
+    /// gigabytes, and a gateway killed under load could not start again
+    /// (found by review). It reads the newest the cache keeps, and every
+    /// ALLOW the caps need.
+    #[tokio::test]
+    async fn test_start_up_reads_back_what_the_answer_cache_keeps() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("decisions.db");
+        let now: Timestamp = "2026-11-27T10:00:00Z".parse().unwrap();
+        let day = SignedDuration::from_hours(24);
+        let config = LogConfig::default();
+        let (log, _) = LocalLog::open(&path, &config, scan(now, day)).unwrap();
+        for i in 0..25 {
+            let mut record = allow(now + SignedDuration::from_secs(i));
+            record.request_id = format!("r-{i}");
+            log.append(record).await.unwrap();
+        }
+        log.close();
+        drop(log);
+        let later = now + SignedDuration::from_mins(1);
+        let scan = StartupScan {
+            recent_at_most: 10,
+            ..scan(later, day)
+        };
+        let (_, startup) = LocalLog::open(&path, &config, scan).unwrap();
+        let ids: Vec<&str> = startup
+            .recent
+            .iter()
+            .map(|r| r.request_id.as_str())
+            .collect();
+        assert_eq!(ids, (15..25).map(|i| format!("r-{i}")).collect::<Vec<_>>());
+        assert_eq!(startup.allowed.len(), 25);
     }
 
     /// A stored `decided_at_us` out of range was read as 1970: the latest
