@@ -212,10 +212,23 @@ async fn check_post(
     }
     // Parsed as JSON whatever the Content-Type says: PBX dialplan functions
     // often send application/x-www-form-urlencoded.
-    match serde_json::from_slice::<CheckRequest>(&body) {
+    match json_object::<CheckRequest>(&body) {
         Ok(request) => decide(&state, api_key, request).await,
         Err(err) => failure(&RequestError::from(err)),
     }
+}
+
+/// A request body read as a JSON object with named fields. serde reads a
+/// struct from an array too, by position: `["+39…","+39…","it-sales"]`
+/// was decided with whatever fields stood where (a caller ID sent first
+/// became the called number), instead of refused (found by review).
+fn json_object<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, serde_json::Error> {
+    if bytes.trim_ascii_start().first() != Some(&b'{') {
+        return Err(<serde_json::Error as serde::de::Error>::custom(
+            "expected a JSON object with named fields",
+        ));
+    }
+    serde_json::from_slice(bytes)
 }
 
 /// `HEAD /v1/check`: 405 (a decision's answer cannot travel in a HEAD).
@@ -317,7 +330,7 @@ fn screen_line(
     let fail = |message: String| {
         serde_json::json!({ "line": number, "error": message }).to_string() + "\n"
     };
-    let request: ScreenRequest = match serde_json::from_slice(line) {
+    let request: ScreenRequest = match json_object(line) {
         Ok(request) => request,
         Err(err) => return fail(format!("invalid JSON: {err}")),
     };

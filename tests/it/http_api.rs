@@ -237,6 +237,14 @@ async fn test_check_over_http_is_the_grpc_decision() {
             r#"{"called_number":39}"#,
             "invalid type",
         ),
+        // Read by position, an array was decided with whatever stood
+        // where (found by review).
+        (
+            "POST",
+            "/v1/check",
+            r#"["+390212345678","+393331234567","it-sales","arr-1"]"#,
+            "JSON object",
+        ),
         ("GET", "/v1/check?number=1", "", "\"number\""),
         (
             "GET",
