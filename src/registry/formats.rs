@@ -87,6 +87,21 @@ impl Format {
         }
         Format::Lines
     }
+
+    /// A TPS number field (12 characters of digits and spaces, starting
+    /// with 0) followed by more on the line: in a file detected as TPS,
+    /// read whole by the general parser, the digits after the field were
+    /// joined to the number (`0169772345  1` became +441697723451, another
+    /// number, and the registered one went unlisted; found by review).
+    pub fn tps_field_with_more(line: &str) -> bool {
+        let line = line.trim_end_matches(['\r', '\n']);
+        line.len() > 12
+            && line.starts_with('0')
+            && line.as_bytes()[..12]
+                .iter()
+                .all(|b| b.is_ascii_digit() || *b == b' ')
+            && line.get(12..).is_some_and(|rest| !rest.trim().is_empty())
+    }
 }
 
 /// The longest excerpt of an input line quoted in an error.

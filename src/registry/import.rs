@@ -286,6 +286,12 @@ pub fn parse(
                 super::formats::quoted(&String::from_utf8_lossy(&buf))
             )),
             Ok(text) => match general.as_mut() {
+                Some(_) if format == Format::Tps && Format::tps_field_with_more(text) => {
+                    Err(format!(
+                        "{}: more after the 12-character number field; pass --format tps to read the field alone, or --format lines to read the whole line",
+                        super::formats::quoted(text)
+                    ))
+                }
                 Some(general) if Format::detect(text, region) != format => {
                     general.parse(text, parsed.lines)
                 }
@@ -788,6 +794,38 @@ mod tests {
         assert_eq!(format, Format::Ftc);
         assert_eq!(parsed.numbers.len(), 2);
         assert_eq!(parsed.duplicates, 1);
+    }
+
+    /// In a file detected as TPS, a line with more after its 12-character
+    /// number field was read whole by the general parser, its digits joined:
+    /// `0169772345  1` became +441697723451, another number, and the
+    /// registered one went unlisted (found by review). It is refused now;
+    /// `--format tps` reads the field alone.
+    #[test]
+    fn test_a_detected_tps_file_refuses_a_line_with_more_after_the_field() {
+        let gb = Region::parse("GB").unwrap();
+        let text = "02079460000 \n0169772345  1\n";
+        let (format, parsed) = parse(text.as_bytes(), None, gb, false).unwrap();
+        assert_eq!(format, Format::Tps);
+        assert_eq!(parsed.reject_count, 1, "{:?}", parsed.rejects);
+        assert_eq!(parsed.rejects[0].line, 2);
+        assert!(
+            parsed.rejects[0].problem.contains("--format tps"),
+            "{:?}",
+            parsed.rejects[0]
+        );
+        assert!(
+            !parsed
+                .numbers
+                .contains(NumberKey::from_e164("+441697723451").unwrap().0)
+        );
+        let (_, explicit) = parse(text.as_bytes(), Some(Format::Tps), gb, false).unwrap();
+        assert_eq!(explicit.reject_count, 0);
+        assert!(
+            explicit
+                .numbers
+                .contains(NumberKey::from_e164("+44169772345").unwrap().0)
+        );
     }
 
     /// A UTF-8 byte-order mark before the first line (a file saved by a
