@@ -92,7 +92,9 @@ impl Format {
     /// with 0) followed by more on the line: in a file detected as TPS,
     /// read whole by the general parser, the digits after the field were
     /// joined to the number (`0169772345  1` became +441697723451, another
-    /// number, and the registered one went unlisted; found by review).
+    /// number, and the registered one went unlisted; found by review). Such
+    /// a line that reads as two different numbers is refused; one that
+    /// reads as one (`020 7946 0019`) is taken.
     pub fn tps_field_with_more(line: &str) -> bool {
         let line = line.trim_end_matches(['\r', '\n']);
         line.len() > 12

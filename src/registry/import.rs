@@ -286,11 +286,15 @@ pub fn parse(
                 super::formats::quoted(&String::from_utf8_lossy(&buf))
             )),
             Ok(text) => match general.as_mut() {
-                Some(_) if format == Format::Tps && Format::tps_field_with_more(text) => {
-                    Err(format!(
-                        "{}: more after the 12-character number field; pass --format tps to read the field alone, or --format lines to read the whole line",
-                        super::formats::quoted(text)
-                    ))
+                Some(general) if format == Format::Tps && Format::tps_field_with_more(text) => {
+                    let whole = general.parse(text, parsed.lines);
+                    match (&whole, parser.parse(text, parsed.lines)) {
+                        (Ok(a), Ok(b)) if *a != b => Err(format!(
+                            "{}: reads as two numbers, the 12-character number field or the whole line; pass --format tps to read the field alone, or --format lines to read the whole line",
+                            super::formats::quoted(text)
+                        )),
+                        _ => whole,
+                    }
                 }
                 Some(general) if Format::detect(text, region) != format => {
                     general.parse(text, parsed.lines)

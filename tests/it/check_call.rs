@@ -11,22 +11,16 @@ const IT_CLI: &str = "+390212345678";
 
 fn workspace_with_registries() -> Workspace {
     let ws = Workspace::new(&standard_config(""));
-    ws.import(
-        "it-rpo",
-        &["+39 333 123 4567", "02 8765 4321"],
-        &["--controller", "acme"],
-    );
+    // The older answer first: one older than the last replace is refused.
     ws.import(
         "it-rpo",
         &["+39 333 765 4321"],
-        &[
-            "--controller",
-            "acme",
-            "--mode",
-            "add",
-            "--checked-at",
-            &days_ago(15),
-        ],
+        &["--controller", "acme", "--checked-at", &days_ago(15)],
+    );
+    ws.import(
+        "it-rpo",
+        &["+39 333 123 4567", "02 8765 4321"],
+        &["--controller", "acme", "--mode", "add"],
     );
     ws.import("us-dnc", &["(212) 555-0199"], &["--covers", "+1212,+1646"]);
     ws

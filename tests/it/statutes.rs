@@ -205,7 +205,11 @@ caller_ids = ["+390212345678"]
 {ALWAYS_OPEN}
 "#
     ));
-    ws.import("it-rpo", &["+39 333 000 0001"], &["--controller", "acme"]);
+    ws.import(
+        "it-rpo",
+        &["+39 333 000 0001"],
+        &["--controller", "acme", "--checked-at", &days_ago(2)],
+    );
     let server = ws.start();
     let mut gateway = server.gateway().await;
     let number = "+39 333 123 4567";
