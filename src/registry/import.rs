@@ -261,6 +261,12 @@ pub fn parse(
     // never refuses a file `lines` accepts.
     let mut general =
         (detected && format != Format::Lines).then(|| LineParser::new(Format::Lines, region));
+    // A GB file read without a stated format may be a TPS file whatever its
+    // first line looks like (a header, a flag after the number field): its
+    // lines with more after a number field are read as TPS would read them
+    // too, and refused where the two readings differ.
+    let mut tps_reading =
+        (detected && region.as_str() == "GB").then(|| LineParser::new(Format::Tps, region));
     let mut parsed = ParsedNumbers::default();
     let mut adds: Vec<u64> = Vec::new();
     let mut removes: Vec<u64> = Vec::new();
@@ -285,27 +291,31 @@ pub fn parse(
                 "not valid UTF-8: {}",
                 super::formats::quoted(&String::from_utf8_lossy(&buf))
             )),
-            Ok(text) => match general.as_mut() {
-                Some(general) if format == Format::Tps && Format::tps_field_with_more(text) => {
-                    let whole = general.parse(text, parsed.lines);
-                    match (&whole, parser.parse(text, parsed.lines)) {
-                        (Ok(a), Ok(b)) if *a != b => Err(format!(
-                            "{}: reads as two numbers, the 12-character number field or the whole line; pass --format tps to read the field alone, or --format lines to read the whole line",
-                            super::formats::quoted(text)
-                        )),
-                        _ => whole,
+            Ok(text) => {
+                let result = match general.as_mut() {
+                    Some(general) if Format::detect(text, region) != format => {
+                        general.parse(text, parsed.lines)
                     }
+                    // A line of the fast format's shape that it refuses still
+                    // gets the general parser's word.
+                    Some(general) => parser
+                        .parse(text, parsed.lines)
+                        .or_else(|problem| general.parse(text, parsed.lines).map_err(|_| problem)),
+                    None => parser.parse(text, parsed.lines),
+                };
+                match tps_reading.as_mut() {
+                    Some(tps) if Format::tps_field_with_more(text) => {
+                        match (&result, tps.parse(text, parsed.lines)) {
+                            (Ok(a), Ok(b)) if *a != b => Err(format!(
+                                "{}: reads as two numbers, the 12-character number field or the whole line; pass --format tps to read the field alone, or --format lines to read the whole line",
+                                super::formats::quoted(text)
+                            )),
+                            _ => result,
+                        }
+                    }
+                    _ => result,
                 }
-                Some(general) if Format::detect(text, region) != format => {
-                    general.parse(text, parsed.lines)
-                }
-                // A line of the fast format's shape that it refuses still
-                // gets the general parser's word.
-                Some(general) => parser
-                    .parse(text, parsed.lines)
-                    .or_else(|problem| general.parse(text, parsed.lines).map_err(|_| problem)),
-                None => parser.parse(text, parsed.lines),
-            },
+            }
         };
         match result {
             Ok(LineItem::Skip) => {}
@@ -823,6 +833,27 @@ mod tests {
                 .numbers
                 .contains(NumberKey::from_e164("+441697723451").unwrap().0)
         );
+        // The same line first (the file then detected as lines), or after
+        // a header line (found by review).
+        for text in [
+            "0169772345  1\n02079460000 \n",
+            "number,flag\n0169772345  1\n",
+        ] {
+            let (_, parsed) = parse(text.as_bytes(), None, gb, false).unwrap();
+            assert!(
+                parsed
+                    .rejects
+                    .iter()
+                    .any(|r| r.problem.contains("--format tps")),
+                "{text:?}: {:?}",
+                parsed.rejects
+            );
+            assert!(
+                !parsed
+                    .numbers
+                    .contains(NumberKey::from_e164("+441697723451").unwrap().0)
+            );
+        }
         let (_, explicit) = parse(text.as_bytes(), Some(Format::Tps), gb, false).unwrap();
         assert_eq!(explicit.reject_count, 0);
         assert!(

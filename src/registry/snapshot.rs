@@ -49,10 +49,11 @@ pub struct Snapshot {
     pub coverage: Option<Vec<String>>,
     /// Batches by controller (`""` for block-lists), newest check date first.
     pub batches: BTreeMap<String, Vec<Batch>>,
-    /// Allow-lists: the check date of each controller's last `replace`,
-    /// its whole list as of that day. An answer older than it is refused
-    /// (unless [`ImportSet::older_than_replace`]): added later, it cleared
-    /// again the numbers the newer answer withheld.
+    /// Allow-lists: the check date of each controller's last `replace`
+    /// (its whole list as of that day) or, when later, of its latest
+    /// `remove` (numbers withheld that day). An answer older than it is
+    /// refused (unless [`ImportSet::older_than_replace`]): added later, it
+    /// cleared again the numbers the newer answer withheld.
     pub replaced: BTreeMap<String, Date>,
     /// What checks against this snapshot report, formatted on first use.
     pub texts: TextsMemo,
@@ -126,7 +127,7 @@ pub enum ApplyError {
     )]
     CoverageRequired,
     #[error(
-        "--checked-at {checked_at} is before {replaced_at}, the check date of controller {controller}'s last --mode replace (its whole list as of that day): an older answer would clear again numbers the newer one withheld (registered since). Import the newer answer, or pass --older-than-replace to go back to this one on purpose"
+        "--checked-at {checked_at} is before {replaced_at}, the check date of controller {controller}'s last --mode replace (its whole list as of that day) or remove (numbers withheld that day): an older answer would clear again numbers the newer one withheld (registered since). Import the newer answer, or pass --older-than-replace to go back to this one on purpose"
     )]
     OlderThanReplace {
         controller: String,
@@ -263,8 +264,22 @@ impl Snapshot {
                 replaced_at,
             });
         }
-        if kind == RegistryKind::Allowlist && import.mode == ImportMode::Replace {
-            replaced.insert(import.controller.clone(), import.checked_at);
+        if kind == RegistryKind::Allowlist {
+            match import.mode {
+                ImportMode::Replace => {
+                    replaced.insert(import.controller.clone(), import.checked_at);
+                }
+                // A remove withholds numbers as of its day: an older
+                // answer added after it cleared them again (found by
+                // review). It never moves the date back.
+                ImportMode::Remove => {
+                    let date = replaced
+                        .entry(import.controller.clone())
+                        .or_insert(import.checked_at);
+                    *date = (*date).max(import.checked_at);
+                }
+                ImportMode::Add => {}
+            }
         }
         let mut batches = previous.map(|p| p.batches.clone()).unwrap_or_default();
         let coverage = match (&import.coverage, previous) {
@@ -475,6 +490,31 @@ mod tests {
             import(ImportMode::Remove, "acme", "2026-11-20", &[b]),
         );
         assert_eq!(clearance(&removed, "acme", key(b)), None);
+        assert_eq!(
+            removed.replaced.get("acme"),
+            Some(&"2026-11-25".parse().unwrap()),
+            "a remove never moves the date back"
+        );
+        // A remove withholds as of its day: an answer older than it, added
+        // after it, cleared the number again (found by review).
+        let withheld = apply(
+            Some(&newer),
+            RegistryKind::Allowlist,
+            import(ImportMode::Remove, "acme", "2026-11-27", &[b]),
+        );
+        let error = Snapshot::apply(
+            Some(&withheld),
+            "r",
+            RegistryKind::Allowlist,
+            "IT",
+            import(ImportMode::Add, "acme", "2026-11-26", &[b]),
+            Timestamp::UNIX_EPOCH,
+        )
+        .unwrap_err();
+        assert!(
+            matches!(error, ApplyError::OlderThanReplace { .. }),
+            "{error:?}"
+        );
         let same_day = apply(
             Some(&newer),
             RegistryKind::Allowlist,
