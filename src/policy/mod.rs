@@ -408,9 +408,11 @@ fn era_on(
         .map(|o| o.extra_holidays.clone())
         .unwrap_or_default();
     let overriding = overriding.filter(|o| o.from.is_none_or(|from| from <= day));
+    // Named by the section that sets it: `[destination.FR]` for Réunion.
+    let section = overriding.map_or(region, |o| o.region);
     let override_origin = |key: &str| -> Origin {
         Origin::Override {
-            key: format!("destination.{region}.{key}"),
+            key: format!("destination.{section}.{key}"),
             note: overriding.map(|o| o.source.clone()).unwrap_or_default(),
         }
     };

@@ -1464,6 +1464,20 @@ fri = []
         "{:?}",
         old_friday.reasons
     );
+    // Reported under the section that sets it (there is no [destination.RE]).
+    let policies = Policies::compile(&config);
+    let era = policies
+        .era(
+            "re",
+            number::Region::parse("RE").unwrap(),
+            "2027-01-08T07:00:00Z".parse().unwrap(),
+        )
+        .unwrap();
+    let shown = format!("{era:?}");
+    assert!(
+        shown.contains("destination.FR.calling_hours") && !shown.contains("destination.RE"),
+        "{shown}"
+    );
     // Two calls in 30 days are the override's cap.
     let two: Vec<Timestamp> = ["2027-01-04T07:00:00Z", "2027-01-05T07:00:00Z"]
         .iter()

@@ -864,7 +864,14 @@ fn test_an_old_file_is_not_taken_as_checked_today() {
 fn test_a_file_is_dated_by_the_day_it_was_written() {
     let ws = Workspace::new(&standard_config(""));
     let file = ws.file("dnc.txt", "212,5550199\n");
-    let written = jiff::Timestamp::now() - jiff::SignedDuration::from_hours(23);
+    // A second before midnight UTC: the day before, whatever the hour the
+    // test runs (within a day of it, so not refused as old).
+    let written = jiff::Timestamp::now()
+        .to_zoned(jiff::tz::TimeZone::UTC)
+        .start_of_day()
+        .unwrap()
+        .timestamp()
+        - jiff::SignedDuration::from_secs(1);
     std::fs::File::options()
         .write(true)
         .open(&file)
