@@ -2,7 +2,7 @@
 //! `deploy/kamailio/kamailio.cfg` between a SIPp dialer and a SIPp carrier,
 //! asking the real dialgate before relaying each INVITE.
 
-use std::net::UdpSocket;
+use std::net::{SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -265,6 +265,175 @@ fn send_on(
     String::new()
 }
 
+/// Starts Kamailio with the shipped configuration, asking dialgate at
+/// `http` and relaying to a carrier at UDP port `carrier`; `name` names its
+/// runtime directory and its log (`<name>.log`) in the data directory.
+/// Returns it and the port it listens on, once it answers.
+fn start_proxy(ws: &Workspace, http: &str, carrier: u16, name: &str) -> (Running, u16) {
+    let port = free_udp_port();
+    let runtime = ws.data_dir().join(name);
+    std::fs::create_dir_all(&runtime).unwrap();
+    let proxy = Running(
+        Command::new("kamailio")
+            .args(["-DD", "-E", "-f"])
+            .arg(repo("deploy/kamailio/kamailio.cfg"))
+            .arg("-Y")
+            .arg(&runtime)
+            .arg("-P")
+            .arg(runtime.join("kamailio.pid"))
+            .arg("-A")
+            .arg(format!("DIALGATE_URL=\"http://{http}\""))
+            .arg("-A")
+            .arg(format!("CARRIER=\"sip:127.0.0.1:{carrier}\""))
+            .arg("-A")
+            .arg(format!("LISTEN=udp:127.0.0.1:{port}"))
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(ws.data_dir().join(format!("{name}.log"))).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    wait_for_proxy(port);
+    (proxy, port)
+}
+
+/// A request a raw test user agent writes (the dialer or the carrier);
+/// Via and Contact name the socket it is sent from.
+struct Raw<'a> {
+    method: &'a str,
+    uri: &'a str,
+    /// The Via branch (after the magic cookie): a new one for each
+    /// transaction; an ACK to a final answer other than 2xx repeats the
+    /// INVITE's.
+    branch: &'a str,
+    /// The From and To header values, with their tags.
+    from: &'a str,
+    to: &'a str,
+    call_id: &'a str,
+    cseq: u32,
+    /// Header lines, each ending in CRLF.
+    extra: &'a str,
+}
+
+/// Sends `raw` from `socket` to the proxy at `proxy`.
+fn send_raw(socket: &UdpSocket, proxy: u16, raw: Raw<'_>) {
+    let local = socket.local_addr().unwrap().port();
+    let Raw {
+        method,
+        uri,
+        branch,
+        from,
+        to,
+        call_id,
+        cseq,
+        extra,
+    } = raw;
+    let request = format!(
+        "{method} {uri} SIP/2.0\r\n\
+         Via: SIP/2.0/UDP 127.0.0.1:{local};branch=z9hG4bK{branch}\r\n\
+         From: {from}\r\nTo: {to}\r\nCall-ID: {call_id}\r\nCSeq: {cseq} {method}\r\n\
+         Contact: <sip:ua@127.0.0.1:{local}>\r\nMax-Forwards: 70\r\n\
+         {extra}Content-Length: 0\r\n\r\n"
+    );
+    socket
+        .send_to(request.as_bytes(), ("127.0.0.1", proxy))
+        .unwrap();
+}
+
+/// The value of a message's first `name` header, if any.
+fn header<'a>(message: &'a str, name: &str) -> Option<&'a str> {
+    message
+        .lines()
+        .skip(1)
+        .take_while(|l| !l.trim().is_empty())
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+        .map(str::trim)
+}
+
+/// Every message `socket` receives within `wait`, each also kept in `log`.
+fn received(socket: &UdpSocket, wait: Duration, log: &mut Vec<String>) -> Vec<String> {
+    socket
+        .set_read_timeout(Some(Duration::from_millis(50)))
+        .unwrap();
+    let deadline = Instant::now() + wait;
+    let mut buffer = [0u8; 8192];
+    let mut messages = Vec::new();
+    while Instant::now() < deadline {
+        if let Ok(n) = socket.recv(&mut buffer) {
+            let message = String::from_utf8_lossy(&buffer[..n]).to_string();
+            log.push(message.clone());
+            messages.push(message);
+        }
+    }
+    messages
+}
+
+/// Waits up to 5 s for a request `method` on `socket` (every message
+/// received is kept in `log`); returns it and where it came from, or
+/// panics naming what arrived instead.
+fn next_request(socket: &UdpSocket, method: &str, log: &mut Vec<String>) -> (String, SocketAddr) {
+    socket
+        .set_read_timeout(Some(Duration::from_millis(50)))
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut buffer = [0u8; 8192];
+    let start = log.len();
+    while Instant::now() < deadline {
+        if let Ok((n, from)) = socket.recv_from(&mut buffer) {
+            let message = String::from_utf8_lossy(&buffer[..n]).to_string();
+            log.push(message.clone());
+            if message.starts_with(&format!("{method} ")) {
+                return (message, from);
+            }
+        }
+    }
+    panic!("no {method} arrived, only: {:?}", &log[start..]);
+}
+
+/// Waits up to 5 s on `socket` for the final answer (provisional ones
+/// skipped) whose CSeq is `cseq` ("2 INVITE"); returns it whole, or "".
+fn final_answer(socket: &UdpSocket, cseq: &str, log: &mut Vec<String>) -> String {
+    socket
+        .set_read_timeout(Some(Duration::from_millis(50)))
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut buffer = [0u8; 8192];
+    while Instant::now() < deadline {
+        if let Ok(n) = socket.recv(&mut buffer) {
+            let message = String::from_utf8_lossy(&buffer[..n]).to_string();
+            log.push(message.clone());
+            if message.starts_with("SIP/2.0 ")
+                && !message.starts_with("SIP/2.0 1")
+                && header(&message, "CSeq") == Some(cseq)
+            {
+                return message;
+            }
+        }
+    }
+    String::new()
+}
+
+/// Answers `request` (received on `socket` from `to`) with `status`
+/// ("200 OK"), adding `;tag=<to_tag>` to its To when given.
+fn reply(socket: &UdpSocket, to: SocketAddr, request: &str, status: &str, to_tag: Option<&str>) {
+    let local = socket.local_addr().unwrap().port();
+    let mut lines = format!("SIP/2.0 {status}\r\n");
+    for line in request.lines().skip(1).take_while(|l| !l.trim().is_empty()) {
+        let name = line.split(':').next().unwrap_or("");
+        if ["Via", "Record-Route", "From", "Call-ID", "CSeq"].contains(&name) {
+            lines.push_str(&format!("{line}\r\n"));
+        } else if name == "To" {
+            match to_tag {
+                Some(tag) => lines.push_str(&format!("{line};tag={tag}\r\n")),
+                None => lines.push_str(&format!("{line}\r\n")),
+            }
+        }
+    }
+    lines.push_str(&format!(
+        "Contact: <sip:ua@127.0.0.1:{local}>\r\nContent-Length: 0\r\n\r\n"
+    ));
+    socket.send_to(lines.as_bytes(), to).unwrap();
+}
+
 /// What the SIP parts wrote: the given files, the carrier's trace and
 /// Kamailio's log, for a failure message.
 fn sip_diagnostics(ws: &Workspace, files: &[&Path]) -> String {
@@ -273,6 +442,7 @@ fn sip_diagnostics(ws: &Workspace, files: &[&Path]) -> String {
     all.push(data.join("carrier.msg"));
     all.push(data.join("carrier.err"));
     all.push(data.join("kamailio.log"));
+    all.push(data.join("kamailio-raw.log"));
     all.iter()
         .map(|path| {
             let text =
@@ -286,7 +456,8 @@ fn sip_diagnostics(ws: &Workspace, files: &[&Path]) -> String {
 /// Allowed calls reach the carrier and complete; denied calls get
 /// 603 with the reason and never reach it; with dialgate stopped every call
 /// gets 503; every INVITE the carrier saw has a logged ALLOW whose request
-/// id is its Call-ID.
+/// id is its Call-ID; in-dialog requests go only between a call's dialer and
+/// its carrier, and an INVITE with a To-tag only inside an answered call.
 #[tokio::test(flavor = "multi_thread")]
 async fn test_kamailio_relays_only_logged_allows() {
     if !tools_present() {
@@ -296,7 +467,6 @@ async fn test_kamailio_relays_only_logged_allows() {
     ws.import("it-rpo", &["+39 333 123 4567"], &["--controller", "acme"]);
     let server = ws.start();
     let carrier_port = free_udp_port();
-    let proxy_port = free_udp_port();
     let carrier_trace = ws.data_dir().join("carrier.msg");
     let _carrier = Running(
         Command::new("sipp")
@@ -313,28 +483,7 @@ async fn test_kamailio_relays_only_logged_allows() {
             .unwrap(),
     );
     wait_until_bound(carrier_port);
-    let runtime = ws.data_dir().join("kamailio");
-    std::fs::create_dir_all(&runtime).unwrap();
-    let _proxy = Running(
-        Command::new("kamailio")
-            .args(["-DD", "-E", "-f"])
-            .arg(repo("deploy/kamailio/kamailio.cfg"))
-            .arg("-Y")
-            .arg(&runtime)
-            .arg("-P")
-            .arg(runtime.join("kamailio.pid"))
-            .arg("-A")
-            .arg(format!("DIALGATE_URL=\"http://{}\"", server.http))
-            .arg("-A")
-            .arg(format!("CARRIER=\"sip:127.0.0.1:{carrier_port}\""))
-            .arg("-A")
-            .arg(format!("LISTEN=udp:127.0.0.1:{proxy_port}"))
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(ws.data_dir().join("kamailio.log")).unwrap())
-            .spawn()
-            .unwrap(),
-    );
-    wait_for_proxy(proxy_port);
+    let (_proxy, proxy_port) = start_proxy(&ws, &server.http, carrier_port, "kamailio");
 
     let allowed = dial(&ws, proxy_port, "allow", "+393331234567", "it-sales");
     assert!(
@@ -521,6 +670,458 @@ async fn test_kamailio_relays_only_logged_allows() {
         "{answer}"
     );
 
+    // In-dialog requests go only between a call's dialer and its carrier
+    // (found by review): loose routing sent them on to the Request-URI or a
+    // second Route wherever they pointed. A second proxy relays to a
+    // carrier played here, which answers, rejects and sends requests of its
+    // own; `other` is another host that must never hear anything.
+    let carrier = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let raw_carrier_port = carrier.local_addr().unwrap().port();
+    let (_raw_proxy, raw_proxy) = start_proxy(&ws, &server.http, raw_carrier_port, "kamailio-raw");
+    let other = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let other_port = other.local_addr().unwrap().port();
+    let dialer = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let dialer_port = dialer.local_addr().unwrap().port();
+    let (mut at_carrier, mut at_other, mut at_dialer) = (Vec::new(), Vec::new(), Vec::new());
+    let quiet = Duration::from_millis(500);
+    let callee = "<sip:+393331234567@127.0.0.1>";
+    let elsewhere = format!("sip:+447911123456@127.0.0.1:{other_port}");
+    let proxy_route = format!("Route: <sip:127.0.0.1:{raw_proxy};lr>\r\n");
+    let diagnostics =
+        |what: &str, log: &[String]| format!("{what}: {log:?}\n{}", sip_diagnostics(&ws, &[]));
+
+    // (a) An answered call: allowed, relayed, answered 200 and acknowledged.
+    let call_id = "answered@127.0.0.1";
+    let from = "<sip:dialer@127.0.0.1>;tag=dtag1";
+    let to = format!("{callee};tag=carrier1");
+    send_raw(
+        &dialer,
+        raw_proxy,
+        Raw {
+            method: "INVITE",
+            uri: &format!("sip:+393331234567@127.0.0.1:{raw_carrier_port}"),
+            branch: "a1",
+            from,
+            to: callee,
+            call_id,
+            cseq: 1,
+            extra: checked,
+        },
+    );
+    let (invite, proxy_addr) = next_request(&carrier, "INVITE", &mut at_carrier);
+    reply(&carrier, proxy_addr, &invite, "200 OK", Some("carrier1"));
+    let ok = final_answer(&dialer, "1 INVITE", &mut at_dialer);
+    assert!(
+        ok.starts_with("SIP/2.0 200"),
+        "{}",
+        diagnostics("answer", &at_dialer)
+    );
+    let route = format!("Route: {}\r\n", header(&ok, "Record-Route").unwrap());
+    let carrier_contact = format!("sip:ua@127.0.0.1:{raw_carrier_port}");
+    let ack = |branch: &str, cseq: u32| {
+        send_raw(
+            &dialer,
+            raw_proxy,
+            Raw {
+                method: "ACK",
+                uri: &carrier_contact,
+                branch,
+                from,
+                to: &to,
+                call_id,
+                cseq,
+                extra: &route,
+            },
+        )
+    };
+    ack("a2", 1);
+    next_request(&carrier, "ACK", &mut at_carrier);
+    // A re-INVITE in that dialog (its tags exactly), with a Request-URI at
+    // another host and another number: it reaches the carrier as a
+    // re-INVITE of the answered call, at the carrier's Contact, and
+    // nothing reaches the other host.
+    send_raw(
+        &dialer,
+        raw_proxy,
+        Raw {
+            method: "INVITE",
+            uri: &elsewhere,
+            branch: "a3",
+            from,
+            to: &to,
+            call_id,
+            cseq: 2,
+            extra: &proxy_route,
+        },
+    );
+    let relayed = received(&other, quiet, &mut at_other);
+    assert!(
+        relayed.is_empty(),
+        "{}",
+        diagnostics("a re-INVITE reached another host", &relayed)
+    );
+    let (reinvite, proxy_addr) = next_request(&carrier, "INVITE", &mut at_carrier);
+    assert!(
+        reinvite.starts_with(&format!("INVITE {carrier_contact} "))
+            && !reinvite.contains("447911123456")
+            && header(&reinvite, "To") == Some(to.as_str()),
+        "{reinvite}"
+    );
+    reply(&carrier, proxy_addr, &reinvite, "200 OK", None);
+    let ok = final_answer(&dialer, "2 INVITE", &mut at_dialer);
+    assert!(
+        ok.starts_with("SIP/2.0 200")
+            && header(&ok, "Contact") == Some(&format!("<{carrier_contact}>")),
+        "the carrier's answer, not a relay elsewhere: {}",
+        diagnostics("dialer", &at_dialer)
+    );
+    ack("a4", 2);
+    next_request(&carrier, "ACK", &mut at_carrier);
+    // A second Route, in one header or two: refused.
+    for (cseq, routes) in [
+        (
+            3,
+            format!("Route: <sip:127.0.0.1:{raw_proxy};lr>, <sip:127.0.0.1:{other_port};lr>\r\n"),
+        ),
+        (
+            4,
+            format!("{proxy_route}Route: <sip:127.0.0.1:{other_port};lr>\r\n"),
+        ),
+    ] {
+        send_raw(
+            &dialer,
+            raw_proxy,
+            Raw {
+                method: "INVITE",
+                uri: &elsewhere,
+                branch: &format!("a{cseq}r"),
+                from,
+                to: &to,
+                call_id,
+                cseq,
+                extra: &routes,
+            },
+        );
+        let answer = final_answer(&dialer, &format!("{cseq} INVITE"), &mut at_dialer);
+        assert!(
+            answer.starts_with("SIP/2.0 403"),
+            "{routes:?}: {}",
+            diagnostics("dialer", &at_dialer)
+        );
+    }
+    // The carrier's own re-INVITE (a session refresh) reaches the dialer,
+    // and so does the ACK of its answer.
+    let carrier_from = format!("{callee};tag=carrier1");
+    let carrier_to = "<sip:dialer@127.0.0.1>;tag=dtag1";
+    let dialer_contact = format!("sip:ua@127.0.0.1:{dialer_port}");
+    send_raw(
+        &carrier,
+        raw_proxy,
+        Raw {
+            method: "INVITE",
+            uri: &dialer_contact,
+            branch: "c1",
+            from: &carrier_from,
+            to: carrier_to,
+            call_id,
+            cseq: 101,
+            extra: &route,
+        },
+    );
+    let (refresh, proxy_addr) = next_request(&dialer, "INVITE", &mut at_dialer);
+    reply(&dialer, proxy_addr, &refresh, "200 OK", None);
+    let ok = final_answer(&carrier, "101 INVITE", &mut at_carrier);
+    assert!(
+        ok.starts_with("SIP/2.0 200"),
+        "{}",
+        diagnostics("carrier", &at_carrier)
+    );
+    send_raw(
+        &carrier,
+        raw_proxy,
+        Raw {
+            method: "ACK",
+            uri: &dialer_contact,
+            branch: "c2",
+            from: &carrier_from,
+            to: carrier_to,
+            call_id,
+            cseq: 101,
+            extra: &route,
+        },
+    );
+    next_request(&dialer, "ACK", &mut at_dialer);
+    // The dialer writing the carrier's From-tag (a request "from the
+    // carrier") reaches only its own Contact.
+    send_raw(
+        &dialer,
+        raw_proxy,
+        Raw {
+            method: "INFO",
+            uri: &elsewhere,
+            branch: "a5",
+            from: &carrier_from,
+            to: carrier_to,
+            call_id,
+            cseq: 102,
+            extra: &route,
+        },
+    );
+    let (info, proxy_addr) = next_request(&dialer, "INFO", &mut at_dialer);
+    reply(&dialer, proxy_addr, &info, "200 OK", None);
+    final_answer(&dialer, "102 INFO", &mut at_dialer);
+    // The dialer's BYE ends the call at the carrier; a re-INVITE after it
+    // is refused.
+    send_raw(
+        &dialer,
+        raw_proxy,
+        Raw {
+            method: "BYE",
+            uri: &carrier_contact,
+            branch: "a6",
+            from,
+            to: &to,
+            call_id,
+            cseq: 5,
+            extra: &route,
+        },
+    );
+    let (bye, proxy_addr) = next_request(&carrier, "BYE", &mut at_carrier);
+    reply(&carrier, proxy_addr, &bye, "200 OK", None);
+    let ok = final_answer(&dialer, "5 BYE", &mut at_dialer);
+    assert!(
+        ok.starts_with("SIP/2.0 200"),
+        "{}",
+        diagnostics("dialer", &at_dialer)
+    );
+    send_raw(
+        &dialer,
+        raw_proxy,
+        Raw {
+            method: "INVITE",
+            uri: &carrier_contact,
+            branch: "a7",
+            from,
+            to: &to,
+            call_id,
+            cseq: 6,
+            extra: &route,
+        },
+    );
+    let answer_after_bye = final_answer(&dialer, "6 INVITE", &mut at_dialer);
+    assert!(
+        answer_after_bye.starts_with("SIP/2.0 403"),
+        "{answer_after_bye}"
+    );
+
+    // (b) A ringing, then rejected call's dialog takes no INVITE with
+    // another To-tag (the dialog module matched any before the callee's
+    // answer): 403, and nothing more reaches the carrier.
+    let call_id = "rejected@127.0.0.1";
+    let from = "<sip:dialer@127.0.0.1>;tag=dtag2";
+    let invite_uri = format!("sip:+393331234567@127.0.0.1:{raw_carrier_port}");
+    send_raw(
+        &dialer,
+        raw_proxy,
+        Raw {
+            method: "INVITE",
+            uri: &invite_uri,
+            branch: "b1",
+            from,
+            to: callee,
+            call_id,
+            cseq: 1,
+            extra: checked,
+        },
+    );
+    let (invite, proxy_addr) = next_request(&carrier, "INVITE", &mut at_carrier);
+    reply(
+        &carrier,
+        proxy_addr,
+        &invite,
+        "180 Ringing",
+        Some("carrier2"),
+    );
+    received(&dialer, Duration::from_millis(200), &mut at_dialer);
+    let forged = |cseq: u32, tag: &str, at_dialer: &mut Vec<String>| {
+        send_raw(
+            &dialer,
+            raw_proxy,
+            Raw {
+                method: "INVITE",
+                uri: &format!("sip:+447911123456@127.0.0.1:{raw_carrier_port}"),
+                branch: &format!("b{cseq}f"),
+                from,
+                to: &format!("{callee};tag={tag}"),
+                call_id,
+                cseq,
+                extra: &proxy_route,
+            },
+        );
+        final_answer(&dialer, &format!("{cseq} INVITE"), at_dialer)
+    };
+    let ringing = forged(2, "anything1", &mut at_dialer);
+    assert!(
+        ringing.starts_with("SIP/2.0 403"),
+        "while ringing: {}",
+        diagnostics("dialer", &at_dialer)
+    );
+    reply(
+        &carrier,
+        proxy_addr,
+        &invite,
+        "486 Busy Here",
+        Some("carrier2"),
+    );
+    let busy = final_answer(&dialer, "1 INVITE", &mut at_dialer);
+    assert!(
+        busy.starts_with("SIP/2.0 486"),
+        "{}",
+        diagnostics("dialer", &at_dialer)
+    );
+    send_raw(
+        &dialer,
+        raw_proxy,
+        Raw {
+            method: "ACK",
+            uri: &invite_uri,
+            branch: "b1",
+            from,
+            to: &format!("{callee};tag=carrier2"),
+            call_id,
+            cseq: 1,
+            extra: "",
+        },
+    );
+    let soon = forged(3, "anything2", &mut at_dialer);
+    std::thread::sleep(Duration::from_secs(2));
+    let later = forged(4, "anything3", &mut at_dialer);
+    let own_tag = forged(5, "carrier2", &mut at_dialer);
+    for (when, answer) in [
+        ("at once", &soon),
+        ("2 s after", &later),
+        ("its own To-tag", &own_tag),
+    ] {
+        assert!(
+            answer.starts_with("SIP/2.0 403"),
+            "{when}: {}",
+            diagnostics("dialer", &at_dialer)
+        );
+    }
+    received(&carrier, quiet, &mut at_carrier);
+    let late: Vec<&String> = at_carrier
+        .iter()
+        .filter(|m| m.starts_with("INVITE ") && header(m, "Call-ID") == Some(call_id))
+        .filter(|m| header(m, "CSeq") != Some("1 INVITE"))
+        .collect();
+    assert!(
+        late.is_empty(),
+        "a rejected call's dialog took an INVITE: {late:?}"
+    );
+
+    // (c) Other in-dialog requests with a made-up To-tag and a Request-URI
+    // at another host reach the carrier at most, never that host; the
+    // carrier's own request for a dialog the proxy does not know (its BYE
+    // after a restart) still reaches the dialer.
+    for method in ["INFO", "UPDATE", "BYE", "PRACK", "ACK"] {
+        send_raw(
+            &dialer,
+            raw_proxy,
+            Raw {
+                method,
+                uri: &elsewhere,
+                branch: &format!("c{method}"),
+                from: "<sip:dialer@127.0.0.1>;tag=dtag3",
+                to: &format!("{callee};tag=made-up"),
+                call_id: &format!("made-up-{method}@127.0.0.1"),
+                cseq: 1,
+                extra: &proxy_route,
+            },
+        );
+        let relayed = received(&other, quiet, &mut at_other);
+        assert!(
+            relayed.is_empty(),
+            "{}",
+            diagnostics(&format!("{method} reached another host"), &relayed)
+        );
+        if method != "ACK" {
+            let (request, proxy_addr) = next_request(&carrier, method, &mut at_carrier);
+            reply(
+                &carrier,
+                proxy_addr,
+                &request,
+                "481 Call Does Not Exist",
+                None,
+            );
+            final_answer(&dialer, &format!("1 {method}"), &mut at_dialer);
+        }
+    }
+    send_raw(
+        &carrier,
+        raw_proxy,
+        Raw {
+            method: "BYE",
+            uri: &dialer_contact,
+            branch: "c3",
+            from: &format!("{callee};tag=lost1"),
+            to: "<sip:dialer@127.0.0.1>;tag=lost2",
+            call_id: "lost@127.0.0.1",
+            cseq: 7,
+            extra: &proxy_route,
+        },
+    );
+    let (bye, proxy_addr) = next_request(&dialer, "BYE", &mut at_dialer);
+    reply(&dialer, proxy_addr, &bye, "200 OK", None);
+    let ok = final_answer(&carrier, "7 BYE", &mut at_carrier);
+    assert!(
+        ok.starts_with("SIP/2.0 200"),
+        "{}",
+        diagnostics("carrier", &at_carrier)
+    );
+
+    // Nothing ever reached the other host; the carrier saw two new calls,
+    // each after a logged ALLOW (checked below), and re-INVITEs only in
+    // the answered call, with its tags.
+    received(&other, quiet, &mut at_other);
+    assert!(
+        at_other.is_empty(),
+        "{}",
+        diagnostics("reached another host", &at_other)
+    );
+    received(&carrier, quiet, &mut at_carrier);
+    let mut raw_calls: Vec<String> = Vec::new();
+    for invite in at_carrier.iter().filter(|m| m.starts_with("INVITE ")) {
+        let to_header = header(invite, "To").unwrap_or("");
+        if to_header.contains(";tag=") {
+            assert!(
+                header(invite, "Call-ID") == Some("answered@127.0.0.1")
+                    && header(invite, "From") == Some("<sip:dialer@127.0.0.1>;tag=dtag1")
+                    && to_header == format!("{callee};tag=carrier1"),
+                "an in-dialog INVITE outside the answered call: {invite}"
+            );
+            continue;
+        }
+        let call_id = header(invite, "Call-ID").unwrap();
+        let tag = header(invite, "From")
+            .unwrap()
+            .split(";tag=")
+            .nth(1)
+            .unwrap();
+        let cseq = header(invite, "CSeq")
+            .unwrap()
+            .split_whitespace()
+            .next()
+            .unwrap();
+        raw_calls.push(format!("{call_id};{tag};{cseq}"));
+    }
+    raw_calls.sort();
+    raw_calls.dedup();
+    assert_eq!(
+        raw_calls,
+        ["answered@127.0.0.1;dtag1;1", "rejected@127.0.0.1;dtag2;1"],
+        "{at_carrier:?}"
+    );
+
     let (status, _) = server.terminate();
     assert!(status.success());
     let unavailable = dial(&ws, proxy_port, "down", "+393331234567", "it-sales");
@@ -567,7 +1168,7 @@ async fn test_kamailio_relays_only_logged_allows() {
         "the allowed call and the three sharing a Call-ID reached the carrier: {request_ids:?}"
     );
     let logged = export_jsonl(&ws, &[]);
-    for id in &distinct {
+    for id in distinct.iter().chain(&raw_calls) {
         let allow = logged
             .iter()
             .find(|d| d["request_id"] == id.as_str())
@@ -576,7 +1177,7 @@ async fn test_kamailio_relays_only_logged_allows() {
     }
     assert_eq!(
         logged.len(),
-        6,
-        "allow, deny, unknown campaign, three INVITEs of one Call-ID: {logged:?}"
+        8,
+        "allow, deny, unknown campaign, three INVITEs of one Call-ID, the answered and the rejected call: {logged:?}"
     );
 }
