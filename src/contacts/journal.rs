@@ -328,6 +328,10 @@ impl Journal {
         let woken = Arc::new(tokio::sync::Notify::new());
         tokio::spawn(listen(self.pg.clone(), Arc::clone(&woken), stop.clone()));
         let mut failing = false;
+        // The last error logged: a new one is logged too (found by review:
+        // after a database outage, the rewound journal that needs an
+        // operator was never named in the log).
+        let mut logged: Option<String> = None;
         let mut running: Option<tokio::task::JoinHandle<Result<usize, JournalError>>> = None;
         loop {
             tokio::select! {
@@ -356,13 +360,16 @@ impl Journal {
                             tracing::info!("shared contact journal followed again");
                         }
                         failing = false;
+                        logged = None;
                         if applied > 0 {
                             tracing::debug!(applied, "shared contact journal entries applied");
                         }
                     }
                     Ok(Err(err)) => {
-                        if !failing {
+                        let text = err.to_string();
+                        if logged.as_deref() != Some(text.as_str()) {
                             tracing::error!(error = %err, "shared contact journal: cannot follow (decisions stop after store.max_staleness_ms)");
+                            logged = Some(text);
                         }
                         failing = true;
                     }
@@ -667,6 +674,26 @@ struct Extra {
     first_with_salt: Option<SharedSalt>,
 }
 
+/// Refuses a change stamped by a clock that is not the database's (within
+/// [`shared_clock::MAX_CLOCK_SKEW`], as decisions are): a withdrawal taken
+/// on a replica whose clock ran five minutes ahead was dated then, and the
+/// other replicas went on granting the consent until that instant came
+/// (found by review). Such a replica decides nothing either.
+async fn refuse_a_clock_apart(tx: &tokio_postgres::Transaction<'_>) -> Result<(), JournalError> {
+    use crate::decision_log::shared_clock;
+    let sent = jiff::Timestamp::now();
+    let row = tx
+        .query_one(&format!("SELECT {}", shared_clock::DB_NOW_US), &[])
+        .await?;
+    let received = jiff::Timestamp::now();
+    let db = shared_clock::db_timestamp(row.try_get(0)?)?;
+    shared_clock::check_skew(
+        shared_clock::clock_skew(sent, received, db, jiff::SignedDuration::ZERO),
+        shared_clock::MAX_CLOCK_SKEW,
+    )?;
+    Ok(())
+}
+
 /// Appends one entry in one transaction: its records first (no lock held),
 /// then, under the journal lock, the entry with the next seq.
 async fn append(
@@ -678,6 +705,13 @@ async fn append(
 ) -> Result<i64, JournalError> {
     let mut client = pg.client().await?;
     let tx = client.transaction().await?;
+    // Answered only once on disk (and on a synchronous standby): with the
+    // database's default set to off or local, an opt-out answered OK was
+    // lost in a crash or failover (found by review). The decision log sets
+    // it too.
+    tx.batch_execute("SET LOCAL synchronous_commit = on")
+        .await?;
+    refuse_a_clock_apart(&tx).await?;
     let batch = new_batch(&tx, records).await?;
     let checked_through = if extra.refuse_reused {
         // Before the lock, against every entry committed so far: the ids

@@ -17,7 +17,7 @@ mod settings;
 pub mod shared;
 pub mod shared_audit;
 pub mod shared_cli;
-mod shared_clock;
+pub(crate) mod shared_clock;
 pub mod shared_copy;
 mod shared_head;
 mod shared_rows;

@@ -529,6 +529,9 @@ pub async fn publish(pg: &Pg, publication: &Publication<'_>) -> Result<Published
 
     let mut client = pg.client().await?;
     let tx = step(client.transaction()).await?;
+    // Durable before it is reported published, whatever the database's
+    // default (the contact journal and the decision log set it too).
+    step(tx.batch_execute("SET LOCAL synchronous_commit = on")).await?;
     // Publications of one registry queue here; replicas never wait on it.
     step(tx.execute(
         "SELECT pg_advisory_xact_lock(hashtextextended('dialgate.registry.' || $1, 0))",
@@ -669,6 +672,7 @@ pub async fn rollback(
     let version_sql = i64::try_from(version).map_err(|_| gone())?;
     let mut client = pg.client().await?;
     let tx = step(client.transaction()).await?;
+    step(tx.batch_execute("SET LOCAL synchronous_commit = on")).await?;
     step(tx.execute(
         "SELECT pg_advisory_xact_lock(hashtextextended('dialgate.registry.' || $1, 0))",
         &[&registry_id],

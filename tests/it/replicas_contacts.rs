@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 use dialgate::proto::{
     AddSuppressionRequest, EraseSubjectRequest, Purpose, ReasonCode as R, RecordConsentRequest,
+    RevokeConsentRequest,
 };
 use tonic::Code;
 
@@ -1502,4 +1503,120 @@ async fn test_a_record_whose_subject_is_not_its_numbers_hash_is_refused() {
     pg.psql("UPDATE contact_journal_records SET subject = repeat('cd', 32) WHERE kind = 'consent'");
     let err = Workspace::new(&replica_config(&pg, "gw-b")).serve_refused();
     assert!(err.contains("not the salted hash of its number"), "{err}");
+}
+
+/// A contact change is refused on a replica whose clock is not the
+/// database's: a withdrawal taken on one whose clock ran five minutes
+/// ahead was dated then, and the other replicas went on granting the
+/// consent until that instant came (found by review). Here the database's
+/// clock reads five minutes behind this host's.
+#[tokio::test(flavor = "multi_thread")]
+async fn test_a_replica_whose_clock_is_apart_takes_no_contact_change() {
+    let Some(pg) = PgServer::start() else { return };
+    pg.psql(
+        "CREATE SCHEMA skewed;
+         CREATE FUNCTION skewed.clock_timestamp() RETURNS timestamptz
+             LANGUAGE sql AS $$ SELECT pg_catalog.clock_timestamp() - interval '300 seconds' $$;
+         DO $$ BEGIN
+             EXECUTE format('ALTER DATABASE %I SET search_path = public, skewed, pg_catalog', current_database());
+         END $$;",
+    );
+    let ws = Workspace::new(&replica_config(&pg, "gw-a"));
+    let a = ws.start();
+    let mut records = a.records().await;
+    let refused = records
+        .revoke_consent(RevokeConsentRequest {
+            controller: "acme".into(),
+            number: "+49 151 23456789".into(),
+            purpose: Purpose::Unspecified as i32,
+            revoked_at: None,
+            default_region: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::Unavailable, "{refused:?}");
+    assert!(refused.message().contains("clock"), "{refused:?}");
+    assert_eq!(pg.psql("SELECT count(*) FROM contact_journal"), "0");
+}
+
+/// Every journal entry commits with `synchronous_commit = on`, whatever
+/// the database's default: with it off, an opt-out answered OK was lost in
+/// a crash (found by review).
+#[tokio::test(flavor = "multi_thread")]
+async fn test_journal_entries_commit_synchronously_whatever_the_default() {
+    let Some(pg) = PgServer::start() else { return };
+    pg.psql(
+        "DO $$ BEGIN
+             EXECUTE format('ALTER DATABASE %I SET synchronous_commit = off', current_database());
+         END $$;",
+    );
+    let ws = Workspace::new(&replica_config(&pg, "gw-a"));
+    let a = ws.start();
+    pg.psql(
+        "CREATE TABLE commit_modes (mode text);
+         CREATE FUNCTION note_commit_mode() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN
+             INSERT INTO commit_modes VALUES (current_setting('synchronous_commit'));
+             RETURN NEW;
+         END $$;
+         CREATE TRIGGER note_commit_mode AFTER INSERT ON contact_journal
+             FOR EACH ROW EXECUTE FUNCTION note_commit_mode();",
+    );
+    let mut records = a.records().await;
+    records
+        .add_suppression(AddSuppressionRequest {
+            controller: "acme".into(),
+            number: "+49 151 23456789".into(),
+            reason: "objected".into(),
+            source: "call".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        pg.psql("SELECT string_agg(mode, ',') FROM commit_modes"),
+        "on"
+    );
+}
+
+/// After a database outage, a rewound journal (the database restored with
+/// an entry lost) is named in the log: the follower logged its first
+/// failure only, so the refusal that needs an operator never appeared
+/// (found by review).
+#[tokio::test(flavor = "multi_thread")]
+async fn test_a_rewound_journal_after_an_outage_is_logged() {
+    let Some(pg) = PgServer::start() else { return };
+    let ws = Workspace::new(&replica_config(&pg, "gw-a"));
+    let a = ws.start();
+    let mut records = a.records().await;
+    for number in ["+49 151 22222222", "+49 151 33333333"] {
+        records
+            .add_suppression(AddSuppressionRequest {
+                controller: "acme".into(),
+                number: number.into(),
+                reason: "objected".into(),
+                source: "call".into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+    }
+    let suppressed = Some(vec![R::Suppressed, R::NoConsent]);
+    until(&a, "+49 151 33333333", suppressed, reach_bound()).await;
+    pg.stop();
+    tokio::time::sleep(Duration::from_millis(2 * MAX_STALENESS_MS)).await;
+    pg.start_again();
+    pg.psql(
+        "WITH lost AS (DELETE FROM contact_journal
+                       WHERE seq = (SELECT MAX(seq) FROM contact_journal) RETURNING *)
+         INSERT INTO contact_journal (seq, batch, replica_id, kind, body, restrictive)
+         SELECT seq, batch, 'restored', kind, body, restrictive FROM lost",
+    );
+    stays_unavailable(&a, "+49 151 11111111").await;
+    let (_, log) = a.terminate();
+    let log = log.join("\n");
+    assert!(
+        log.contains("is not the entry this replica applied"),
+        "{log}"
+    );
 }
