@@ -956,6 +956,21 @@ async fn test_a_rewound_journal_stops_decisions() {
     let Some(pg) = PgServer::start() else { return };
     let a_ws = Workspace::new(&replica_config(&pg, "gw-a"));
     let a = a_ws.start();
+    suppress_two_and_wait(&a).await;
+    // The last entry lost, another one committed under its seq.
+    pg.psql(
+        "WITH lost AS (DELETE FROM contact_journal
+                       WHERE seq = (SELECT MAX(seq) FROM contact_journal) RETURNING *)
+         INSERT INTO contact_journal (seq, batch, replica_id, kind, body, restrictive)
+         SELECT seq, batch, 'restored', kind, body, restrictive FROM lost",
+    );
+    until(&a, "+49 151 11111111", None, reach_bound()).await;
+    stays_unavailable(&a, "+49 151 11111111").await;
+    assert_eq!(a.get("/readyz").0, 503);
+}
+
+/// Two opt-outs recorded on `a`, waited for until `a` decides with them.
+async fn suppress_two_and_wait(a: &TestServer) {
     let mut records = a.records().await;
     for number in ["+49 151 22222222", "+49 151 33333333"] {
         records
@@ -970,17 +985,7 @@ async fn test_a_rewound_journal_stops_decisions() {
             .unwrap();
     }
     let suppressed = Some(vec![R::Suppressed, R::NoConsent]);
-    until(&a, "+49 151 33333333", suppressed, reach_bound()).await;
-    // The last entry lost, another one committed under its seq.
-    pg.psql(
-        "WITH lost AS (DELETE FROM contact_journal
-                       WHERE seq = (SELECT MAX(seq) FROM contact_journal) RETURNING *)
-         INSERT INTO contact_journal (seq, batch, replica_id, kind, body, restrictive)
-         SELECT seq, batch, 'restored', kind, body, restrictive FROM lost",
-    );
-    until(&a, "+49 151 11111111", None, reach_bound()).await;
-    stays_unavailable(&a, "+49 151 11111111").await;
-    assert_eq!(a.get("/readyz").0, 503);
+    until(a, "+49 151 33333333", suppressed, reach_bound()).await;
 }
 
 /// Every check of `number` for 3 × max_staleness is UNAVAILABLE (no
@@ -1588,21 +1593,7 @@ async fn test_a_rewound_journal_after_an_outage_is_logged() {
     let Some(pg) = PgServer::start() else { return };
     let ws = Workspace::new(&replica_config(&pg, "gw-a"));
     let a = ws.start();
-    let mut records = a.records().await;
-    for number in ["+49 151 22222222", "+49 151 33333333"] {
-        records
-            .add_suppression(AddSuppressionRequest {
-                controller: "acme".into(),
-                number: number.into(),
-                reason: "objected".into(),
-                source: "call".into(),
-                ..Default::default()
-            })
-            .await
-            .unwrap();
-    }
-    let suppressed = Some(vec![R::Suppressed, R::NoConsent]);
-    until(&a, "+49 151 33333333", suppressed, reach_bound()).await;
+    suppress_two_and_wait(&a).await;
     pg.stop();
     tokio::time::sleep(Duration::from_millis(2 * MAX_STALENESS_MS)).await;
     pg.start_again();
@@ -1612,6 +1603,7 @@ async fn test_a_rewound_journal_after_an_outage_is_logged() {
          INSERT INTO contact_journal (seq, batch, replica_id, kind, body, restrictive)
          SELECT seq, batch, 'restored', kind, body, restrictive FROM lost",
     );
+    until(&a, "+49 151 11111111", None, reach_bound()).await;
     stays_unavailable(&a, "+49 151 11111111").await;
     let (_, log) = a.terminate();
     let log = log.join("\n");
