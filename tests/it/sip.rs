@@ -852,26 +852,36 @@ async fn test_kamailio_relays_only_logged_allows() {
     );
     next_request(&dialer, "ACK", &mut at_dialer);
     // The dialer writing the carrier's From-tag (a request "from the
-    // carrier") reaches only its own Contact.
-    send_raw(
-        &dialer,
-        raw_proxy,
-        Raw {
-            method: "INFO",
-            uri: &elsewhere,
-            branch: "a5",
-            from: &carrier_from,
-            to: carrier_to,
-            call_id,
-            cseq: 102,
-            extra: &route,
-        },
-    );
-    let (info, proxy_addr) = next_request(&dialer, "INFO", &mut at_dialer);
-    reply(&dialer, proxy_addr, &info, "200 OK", None);
-    final_answer(&dialer, "102 INFO", &mut at_dialer);
+    // carrier") is refused: it reached the dialer's own Contact (any host
+    // the dialer named), and a forged INVITE rewrote the carrier's Contact
+    // in the dialog, so that the next re-INVITE went to any number at the
+    // carrier (found by review).
+    for (method, branch, cseq) in [("INFO", "a5", 102), ("INVITE", "a5i", 103)] {
+        send_raw(
+            &dialer,
+            raw_proxy,
+            Raw {
+                method,
+                uri: &elsewhere,
+                branch,
+                from: &carrier_from,
+                to: carrier_to,
+                call_id,
+                cseq,
+                extra: &route,
+            },
+        );
+        let forged = final_answer(&dialer, &format!("{cseq} {method}"), &mut at_dialer);
+        assert!(
+            forged.starts_with("SIP/2.0 403"),
+            "{method}: {forged}\n{}",
+            diagnostics("dialer", &at_dialer)
+        );
+    }
     // The dialer's BYE ends the call at the carrier; a re-INVITE after it
-    // is refused.
+    // is refused. The BYE's Route leaves out the dialog id of the proxy's
+    // Record-Route: the dialog, matched on that id, stayed answered and
+    // took re-INVITEs for ever (found by review).
     send_raw(
         &dialer,
         raw_proxy,
@@ -883,7 +893,7 @@ async fn test_kamailio_relays_only_logged_allows() {
             to: &to,
             call_id,
             cseq: 5,
-            extra: &route,
+            extra: &proxy_route,
         },
     );
     let (bye, proxy_addr) = next_request(&carrier, "BYE", &mut at_carrier);
