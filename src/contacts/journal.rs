@@ -687,10 +687,19 @@ async fn refuse_a_clock_apart(tx: &tokio_postgres::Transaction<'_>) -> Result<()
         .await?;
     let received = jiff::Timestamp::now();
     let db = shared_clock::db_timestamp(row.try_get(0)?)?;
-    shared_clock::check_skew(
-        shared_clock::clock_skew(sent, received, db, jiff::SignedDuration::ZERO),
-        shared_clock::MAX_CLOCK_SKEW,
-    )?;
+    let skew = shared_clock::clock_skew(sent, received, db, jiff::SignedDuration::ZERO);
+    if skew.abs() > shared_clock::MAX_CLOCK_SKEW {
+        return Err(JournalError::Pg(PgError::Setup(format!(
+            "clock skew: this host's clock is {} ms {} the database's (at most {} ms tolerated): no contact change is taken until the clocks agree, its instants would bind the other replicas wrongly (check NTP on this host and the database server)",
+            skew.abs().as_millis(),
+            if skew.is_negative() {
+                "ahead of"
+            } else {
+                "behind"
+            },
+            shared_clock::MAX_CLOCK_SKEW.as_millis()
+        ))));
+    }
     Ok(())
 }
 
@@ -993,6 +1002,8 @@ async fn refuse_reused_ids(
 async fn check_import(pg: &Pg, records: &[RecordRow]) -> Result<u64, JournalError> {
     let mut client = pg.client().await?;
     let tx = client.transaction().await?;
+    // A dry run says what the import would: refused on a clock apart.
+    refuse_a_clock_apart(&tx).await?;
     let batch = new_batch(&tx, records).await?;
     let checked_through = head(&tx).await?;
     refuse_reused_ids(&tx, batch, None).await?;

@@ -97,11 +97,13 @@ impl Format {
     /// reads as one (`020 7946 0019`) is taken.
     pub fn tps_field_with_more(line: &str) -> bool {
         let line = line.trim_end_matches(['\r', '\n']);
+        // Padded in front too (`  0169772345 1`): the TPS reading takes it
+        // (found by review).
         line.len() > 12
-            && line.starts_with('0')
             && line.as_bytes()[..12]
                 .iter()
                 .all(|b| b.is_ascii_digit() || *b == b' ')
+            && line.as_bytes()[..12].iter().any(u8::is_ascii_digit)
             && line.get(12..).is_some_and(|rest| !rest.trim().is_empty())
     }
 }

@@ -310,6 +310,9 @@ pub fn parse(
                                 "{}: reads as two numbers, the 12-character number field or the whole line; pass --format tps to read the field alone, or --format lines to read the whole line",
                                 super::formats::quoted(text)
                             )),
+                            (Err(problem), Ok(_)) => Err(format!(
+                                "{problem} (a TPS number field with more after it: pass --format tps to read the field alone)"
+                            )),
                             _ => result,
                         }
                     }
@@ -838,6 +841,8 @@ mod tests {
         for text in [
             "0169772345  1\n02079460000 \n",
             "number,flag\n0169772345  1\n",
+            // Padded in front (found by review).
+            "  0169772345 1\r\n0169772345  \r\n",
         ] {
             let (_, parsed) = parse(text.as_bytes(), None, gb, false).unwrap();
             assert!(

@@ -264,22 +264,20 @@ impl Snapshot {
                 replaced_at,
             });
         }
-        if kind == RegistryKind::Allowlist {
-            match import.mode {
-                ImportMode::Replace => {
-                    replaced.insert(import.controller.clone(), import.checked_at);
-                }
-                // A remove withholds numbers as of its day: an older
-                // answer added after it cleared them again (found by
-                // review). It never moves the date back.
-                ImportMode::Remove => {
-                    let date = replaced
-                        .entry(import.controller.clone())
-                        .or_insert(import.checked_at);
-                    *date = (*date).max(import.checked_at);
-                }
-                ImportMode::Add => {}
-            }
+        // A replace (the whole list as of its day), a remove or a change
+        // list's delete lines (numbers withheld that day) move the date:
+        // an older answer added after a remove or a change list's deletes
+        // cleared them again (found by review). It never moves back: a
+        // replace going back to an older answer on purpose leaves it, so
+        // that the next older answer needs the flag again (found by
+        // review: one step back switched the check off for good).
+        if kind == RegistryKind::Allowlist
+            && (import.mode != ImportMode::Add || !removals.is_empty())
+        {
+            let date = replaced
+                .entry(import.controller.clone())
+                .or_insert(import.checked_at);
+            *date = (*date).max(import.checked_at);
         }
         let mut batches = previous.map(|p| p.batches.clone()).unwrap_or_default();
         let coverage = match (&import.coverage, previous) {
@@ -536,7 +534,16 @@ mod tests {
         );
         assert_eq!(
             rolled_back.replaced.get("acme"),
-            Some(&"2026-11-20".parse().unwrap())
+            Some(&"2026-11-25".parse().unwrap()),
+            "going back on purpose keeps the date: the next older answer needs the flag too"
+        );
+        // A change list's delete lines withhold as of its day too.
+        let mut deletes = import(ImportMode::Add, "acme", "2026-11-27", &[]);
+        deletes.removals = [key(b).0].into_iter().collect();
+        let changed = apply(Some(&newer), RegistryKind::Allowlist, deletes);
+        assert_eq!(
+            changed.replaced.get("acme"),
+            Some(&"2026-11-27".parse().unwrap())
         );
         // Kept in the file.
         let path = std::path::Path::new("test.snap");
