@@ -49,11 +49,12 @@ pub struct Snapshot {
     pub coverage: Option<Vec<String>>,
     /// Batches by controller (`""` for block-lists), newest check date first.
     pub batches: BTreeMap<String, Vec<Batch>>,
-    /// Allow-lists: the check date of each controller's last `replace`
-    /// (its whole list as of that day) or, when later, of its latest
-    /// `remove` (numbers withheld that day). An answer older than it is
-    /// refused (unless [`ImportSet::older_than_replace`]): added later, it
-    /// cleared again the numbers the newer answer withheld.
+    /// Allow-lists: per controller, the latest check date of a `replace`
+    /// (its whole list as of that day), a `remove` or a change list's
+    /// delete lines (numbers withheld that day); it never moves back. An
+    /// answer older than it is refused (unless
+    /// [`ImportSet::older_than_replace`]): added later, it cleared again
+    /// the numbers the newer answer withheld.
     pub replaced: BTreeMap<String, Date>,
     /// What checks against this snapshot report, formatted on first use.
     pub texts: TextsMemo,
