@@ -681,13 +681,7 @@ struct Extra {
 /// (found by review). Such a replica decides nothing either.
 async fn refuse_a_clock_apart(tx: &tokio_postgres::Transaction<'_>) -> Result<(), JournalError> {
     use crate::decision_log::shared_clock;
-    let sent = jiff::Timestamp::now();
-    let row = tx
-        .query_one(&format!("SELECT {}", shared_clock::DB_NOW_US), &[])
-        .await?;
-    let received = jiff::Timestamp::now();
-    let db = shared_clock::db_timestamp(row.try_get(0)?)?;
-    let skew = shared_clock::clock_skew(sent, received, db, jiff::SignedDuration::ZERO);
+    let skew = shared_clock::read_skew(tx).await?;
     if skew.abs() > shared_clock::MAX_CLOCK_SKEW {
         return Err(JournalError::Pg(PgError::Setup(format!(
             "clock skew: this host's clock is {} ms {} the database's (at most {} ms tolerated): no contact change is taken until the clocks agree, its instants would bind the other replicas wrongly (check NTP on this host and the database server)",

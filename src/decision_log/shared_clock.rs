@@ -66,16 +66,24 @@ pub(crate) fn check_skew(skew: SignedDuration, tolerance: SignedDuration) -> Res
 /// # Errors
 /// [`PgError`] when the database does not answer or the skew is too large.
 pub(crate) async fn probe(client: &tokio_postgres::Client) -> Result<(), PgError> {
+    check_skew(read_skew(client).await?, MAX_CLOCK_SKEW)
+}
+
+/// How far the database's clock is off this host's, read on `client` (a
+/// connection or a transaction): see [`clock_skew`].
+///
+/// # Errors
+/// [`PgError`] when the database does not answer or its clock is out of range.
+pub(crate) async fn read_skew(
+    client: &impl tokio_postgres::GenericClient,
+) -> Result<SignedDuration, PgError> {
     let sent = Timestamp::now();
     let row = client
         .query_one(&format!("SELECT {DB_NOW_US}"), &[])
         .await?;
     let received = Timestamp::now();
     let db = db_timestamp(row.try_get(0)?)?;
-    check_skew(
-        clock_skew(sent, received, db, SignedDuration::ZERO),
-        MAX_CLOCK_SKEW,
-    )
+    Ok(clock_skew(sent, received, db, SignedDuration::ZERO))
 }
 
 /// A database clock reading in microseconds.

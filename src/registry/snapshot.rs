@@ -446,6 +446,19 @@ mod tests {
         Snapshot::apply(previous, "r", kind, "IT", set, Timestamp::UNIX_EPOCH).unwrap()
     }
 
+    /// Why an allow-list import onto `previous` is refused.
+    fn refused(previous: &Snapshot, set: ImportSet) -> ApplyError {
+        Snapshot::apply(
+            Some(previous),
+            "r",
+            RegistryKind::Allowlist,
+            "IT",
+            set,
+            Timestamp::UNIX_EPOCH,
+        )
+        .unwrap_err()
+    }
+
     /// An allow-list answer checked before the controller's last replace
     /// is refused: added after it (two answers arriving out of order, a
     /// retry re-running an earlier import), it cleared again a number the
@@ -468,15 +481,7 @@ mod tests {
         );
         assert_eq!(clearance(&newer, "acme", key(a)), None);
         for mode in [ImportMode::Add, ImportMode::Replace] {
-            let error = Snapshot::apply(
-                Some(&newer),
-                "r",
-                RegistryKind::Allowlist,
-                "IT",
-                import(mode, "acme", "2026-11-20", &[a, b]),
-                Timestamp::UNIX_EPOCH,
-            )
-            .unwrap_err();
+            let error = refused(&newer, import(mode, "acme", "2026-11-20", &[a, b]));
             assert!(
                 matches!(error, ApplyError::OlderThanReplace { .. }),
                 "{mode:?}: {error:?}"
@@ -501,15 +506,10 @@ mod tests {
             RegistryKind::Allowlist,
             import(ImportMode::Remove, "acme", "2026-11-27", &[b]),
         );
-        let error = Snapshot::apply(
-            Some(&withheld),
-            "r",
-            RegistryKind::Allowlist,
-            "IT",
+        let error = refused(
+            &withheld,
             import(ImportMode::Add, "acme", "2026-11-26", &[b]),
-            Timestamp::UNIX_EPOCH,
-        )
-        .unwrap_err();
+        );
         assert!(
             matches!(error, ApplyError::OlderThanReplace { .. }),
             "{error:?}"

@@ -806,6 +806,36 @@ async fn test_a_demo_seed_is_not_used_again_on_a_seeded_data_directory() {
     assert!(server.terminate().0.success());
 }
 
+/// A one-number US DNC file last modified at `at`.
+fn dnc_file_written_at(ws: &Workspace, at: jiff::Timestamp) -> std::path::PathBuf {
+    let file = ws.file("dnc.txt", "212,5550199\n");
+    std::fs::File::options()
+        .write(true)
+        .open(&file)
+        .unwrap()
+        .set_modified(std::time::SystemTime::from(at))
+        .unwrap();
+    file
+}
+
+/// `registry import` of `file` as the whole US DNC list (a narrow file on
+/// purpose), with `extra` arguments.
+fn import_dnc(ws: &Workspace, file: &std::path::Path, extra: &[&str]) -> std::process::Output {
+    let mut args = vec![
+        "registry",
+        "import",
+        "--registry",
+        "us-dnc",
+        "--file",
+        path_str(file),
+        "--covers",
+        "+1",
+        "--allow-narrow-file",
+    ];
+    args.extend_from_slice(extra);
+    ws.cli(&args)
+}
+
 /// A file last modified more than a day ago is not dated as checked today
 /// by default: a scheduled import of last month's file, left in place by a
 /// failed download, made stale data look fresh (found by review). Stated
@@ -813,29 +843,9 @@ async fn test_a_demo_seed_is_not_used_again_on_a_seeded_data_directory() {
 #[test]
 fn test_an_old_file_is_not_taken_as_checked_today() {
     let ws = Workspace::new(&standard_config(""));
-    let file = ws.file("dnc.txt", "212,5550199\n");
-    let month_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(30 * 86_400);
-    std::fs::File::options()
-        .write(true)
-        .open(&file)
-        .unwrap()
-        .set_modified(month_ago)
-        .unwrap();
-    let import = |extra: &[&str]| {
-        let mut args = vec![
-            "registry",
-            "import",
-            "--registry",
-            "us-dnc",
-            "--file",
-            path_str(&file),
-            "--covers",
-            "+1",
-            "--allow-narrow-file",
-        ];
-        args.extend_from_slice(extra);
-        ws.cli(&args)
-    };
+    let month_ago = jiff::Timestamp::now() - jiff::SignedDuration::from_hours(30 * 24);
+    let file = dnc_file_written_at(&ws, month_ago);
+    let import = |extra: &[&str]| import_dnc(&ws, &file, extra);
     let out = import(&[]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "an old file dated today");
@@ -863,7 +873,6 @@ fn test_an_old_file_is_not_taken_as_checked_today() {
 #[test]
 fn test_a_file_is_dated_by_the_day_it_was_written() {
     let ws = Workspace::new(&standard_config(""));
-    let file = ws.file("dnc.txt", "212,5550199\n");
     // A second before midnight UTC: the day before, whatever the hour the
     // test runs (within a day of it, so not refused as old).
     let written = jiff::Timestamp::now()
@@ -872,23 +881,13 @@ fn test_a_file_is_dated_by_the_day_it_was_written() {
         .unwrap()
         .timestamp()
         - jiff::SignedDuration::from_secs(1);
-    std::fs::File::options()
-        .write(true)
-        .open(&file)
-        .unwrap()
-        .set_modified(std::time::SystemTime::from(written))
-        .unwrap();
-    ws.cli_ok(&[
-        "registry",
-        "import",
-        "--registry",
-        "us-dnc",
-        "--file",
-        path_str(&file),
-        "--covers",
-        "+1",
-        "--allow-narrow-file",
-    ]);
+    let file = dnc_file_written_at(&ws, written);
+    let out = import_dnc(&ws, &file, &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let day = written.to_zoned(jiff::tz::TimeZone::UTC).date().to_string();
     assert_eq!(
         registry(&list_json(&ws), "us-dnc")["checked_at"],
