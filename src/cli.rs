@@ -934,23 +934,28 @@ fn serve(config: Config) -> anyhow::Result<()> {
         .thread_name("dialgate")
         .build()
         .context("cannot start the tokio runtime")?;
-    runtime.block_on(crate::server::serve(config, shutdown_signal()))
+    runtime.block_on(async {
+        let shutdown = shutdown_signal().context("cannot listen for SIGTERM and SIGINT")?;
+        crate::server::serve(config, shutdown).await
+    })
 }
 
-async fn shutdown_signal() {
+/// Registers the SIGTERM and SIGINT handlers at once and returns the
+/// future that completes on either. Registered on its first poll (by a
+/// task the runtime had not always run when the server announced itself),
+/// a SIGTERM sent right after the announcement killed the server by its
+/// default action, without its stop steps (a CI run failed so). A signal
+/// received during start-up stops the server once it has started.
+fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()> + Send + 'static> {
     use tokio::signal::unix::{SignalKind, signal};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(term) => term,
-        Err(err) => {
-            tracing::error!(error = %err, "cannot listen for SIGTERM");
-            let _ = tokio::signal::ctrl_c().await;
-            return;
+    let mut term = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    Ok(async move {
+        tokio::select! {
+            _ = interrupt.recv() => tracing::info!("SIGINT received"),
+            _ = term.recv() => tracing::info!("SIGTERM received"),
         }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
-        _ = term.recv() => tracing::info!("SIGTERM received"),
-    }
+    })
 }
 
 /// How old a registry file may be, by its modification time, to be taken

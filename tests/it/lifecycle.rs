@@ -197,6 +197,23 @@ async fn test_sigterm_drains_and_exits_cleanly() {
     assert!(ws.cli(&["audit", "verify"]).status.success());
 }
 
+/// SIGTERM sent as soon as the server announces its addresses stops it
+/// cleanly. The handler was registered by a task the runtime had not
+/// always polled yet, so such a signal killed the server by its default
+/// action, without its stop steps (a CI run failed so).
+#[test]
+fn test_sigterm_right_after_the_announcement_stops_cleanly() {
+    let ws = Workspace::new(&standard_config(""));
+    for attempt in 0..30 {
+        let (status, log) = ws.start().terminate();
+        assert!(
+            status.success(),
+            "attempt {attempt}: exit status {status:?}: {}",
+            log.join("\n")
+        );
+    }
+}
+
 #[test]
 fn test_config_errors_are_one_line_and_name_the_key() {
     let ws = Workspace::new(&standard_config(
