@@ -594,6 +594,7 @@ pub fn verify(
     let mut rows = statement.query([])?;
     let mut expected_seq = anchor_seq + 1;
     let mut expected_prev = anchor_hash;
+    let mut hasher = chain::RowHasher::default();
     let mut count = 0u64;
     while let Some(row) = rows.next()? {
         let (stored, hash) = read_row(row)?;
@@ -611,7 +612,7 @@ pub fn verify(
         if stored.prev_hash != expected_prev {
             return Ok(broken("chain broken: prev_hash does not match the previous decision (inserted or removed row)".into()));
         }
-        if chain::row_hash(&stored) != hash {
+        if hasher.hash(&stored) != hash {
             return Ok(broken(
                 "content altered: hash does not match the row".into(),
             ));

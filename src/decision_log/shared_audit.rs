@@ -471,6 +471,7 @@ async fn verify_in(
         tokio::pin!(rows);
         let mut expected_seq = anchor_seq + 1;
         let mut expected_prev = anchor_hash;
+        let mut hasher = chain::RowHasher::default();
         let mut count = 0u64;
         while let Some(row) = rows.next().await {
             let shared = read_pg_row(&row?)?;
@@ -487,7 +488,7 @@ async fn verify_in(
                     "chain broken: prev_hash does not match the previous decision (inserted or removed row)",
                 ));
             }
-            if chain::row_hash(stored) != shared.hash {
+            if hasher.hash(stored) != shared.hash {
                 return Ok(bad("content altered: hash does not match the row"));
             }
             if let Some(checkpointed) = expected.get(&(replica.clone(), stored.seq))
