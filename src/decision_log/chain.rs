@@ -67,45 +67,55 @@ impl RowHasher {
     /// `serde_json::to_vec(row)` gives (the field names in declaration
     /// order; a property test compares the two).
     fn write_canonical(&mut self, row: &StoredRow) {
+        use Field::{Integer, Memo, OptionalInteger, Text};
+        let fields = [
+            ("seq", Integer(row.seq)),
+            ("decision_id", Text(&row.decision_id)),
+            ("decided_at_us", Integer(row.decided_at_us)),
+            ("request_id", Text(&row.request_id)),
+            ("campaign_id", Text(&row.campaign_id)),
+            ("controller", Text(&row.controller)),
+            ("called_number", Text(&row.called_number)),
+            ("normalized_number", Text(&row.normalized_number)),
+            ("caller_id", Text(&row.caller_id)),
+            ("verdict", Text(&row.verdict)),
+            ("reasons", Memo(&mut self.reasons, &row.reasons)),
+            (
+                "next_allowed_at_us",
+                OptionalInteger(row.next_allowed_at_us),
+            ),
+            (
+                "data_versions",
+                Memo(&mut self.data_versions, &row.data_versions),
+            ),
+            ("latency_us", Integer(row.latency_us)),
+            ("api_key", Text(&row.api_key)),
+            ("prev_hash", Text(&row.prev_hash)),
+        ];
         let out = &mut self.canonical;
         out.clear();
-        out.extend_from_slice(b"{\"seq\":");
-        write_integer(out, row.seq);
-        out.extend_from_slice(b",\"decision_id\":");
-        write_string(out, &row.decision_id);
-        out.extend_from_slice(b",\"decided_at_us\":");
-        write_integer(out, row.decided_at_us);
-        out.extend_from_slice(b",\"request_id\":");
-        write_string(out, &row.request_id);
-        out.extend_from_slice(b",\"campaign_id\":");
-        write_string(out, &row.campaign_id);
-        out.extend_from_slice(b",\"controller\":");
-        write_string(out, &row.controller);
-        out.extend_from_slice(b",\"called_number\":");
-        write_string(out, &row.called_number);
-        out.extend_from_slice(b",\"normalized_number\":");
-        write_string(out, &row.normalized_number);
-        out.extend_from_slice(b",\"caller_id\":");
-        write_string(out, &row.caller_id);
-        out.extend_from_slice(b",\"verdict\":");
-        write_string(out, &row.verdict);
-        out.extend_from_slice(b",\"reasons\":");
-        self.reasons.write(out, &row.reasons);
-        out.extend_from_slice(b",\"next_allowed_at_us\":");
-        match row.next_allowed_at_us {
-            Some(us) => write_integer(out, us),
-            None => out.extend_from_slice(b"null"),
+        for (i, (name, value)) in fields.into_iter().enumerate() {
+            out.push(if i == 0 { b'{' } else { b',' });
+            write_string(out, name);
+            out.push(b':');
+            match value {
+                Integer(n) | OptionalInteger(Some(n)) => write_integer(out, n),
+                OptionalInteger(None) => out.extend_from_slice(b"null"),
+                Text(text) => write_string(out, text),
+                Memo(memo, text) => memo.write(out, text),
+            }
         }
-        out.extend_from_slice(b",\"data_versions\":");
-        self.data_versions.write(out, &row.data_versions);
-        out.extend_from_slice(b",\"latency_us\":");
-        write_integer(out, row.latency_us);
-        out.extend_from_slice(b",\"api_key\":");
-        write_string(out, &row.api_key);
-        out.extend_from_slice(b",\"prev_hash\":");
-        write_string(out, &row.prev_hash);
         out.push(b'}');
     }
+}
+
+/// A column's value in the canonical form.
+enum Field<'r> {
+    Integer(i64),
+    OptionalInteger(Option<i64>),
+    Text(&'r str),
+    /// A JSON text, escaped through its memo.
+    Memo(&'r mut EscapedMemo, &'r str),
 }
 
 /// A text and its JSON string form, written again while the text repeats.
