@@ -166,6 +166,12 @@ impl HasKind for AuthError {
     }
 }
 
+impl HasKind for crate::auth::OutOfScope {
+    fn kind(&self) -> ErrorKind {
+        ErrorKind::PermissionDenied
+    }
+}
+
 impl HasKind for LogError {
     fn kind(&self) -> ErrorKind {
         match self {

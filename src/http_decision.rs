@@ -145,7 +145,7 @@ fn authorize(keys: &ApiKeys, headers: &HeaderMap) -> Result<String, AuthError> {
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
     keys.check(header, Some(Role::Dialer))
-        .map(Option::unwrap_or_default)
+        .map(|caller| caller.map(|c| c.name).unwrap_or_default())
 }
 
 /// The first reason's code: what a dialplan branches on.

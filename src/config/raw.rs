@@ -77,6 +77,8 @@ pub(super) struct RawApiKey {
     pub(super) name: String,
     pub(super) sha256: String,
     pub(super) roles: Vec<String>,
+    #[serde(default)]
+    pub(super) controllers: Option<Vec<String>>,
 }
 
 /// `[campaign.calling_hours]` and `[destination.XX.calling_hours]`.

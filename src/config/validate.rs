@@ -20,6 +20,51 @@ pub(super) struct Validator<'a> {
 }
 
 impl Validator<'_> {
+    /// An API key's `controllers`: each one a configured campaign's
+    /// controller, spelled alike; refused empty (a key for no controller),
+    /// and on a key without the crm or admin role (which it would not
+    /// limit: a careless configuration).
+    fn key_controllers(
+        &self,
+        raw: &super::raw::RawConfig,
+        field: &str,
+        listed: &[String],
+        roles: &[Role],
+    ) -> Result<std::sync::Arc<[String]>, ConfigError> {
+        if !roles.iter().any(|r| matches!(r, Role::Crm | Role::Admin)) {
+            return Err(self.invalid(
+                field,
+                format!("{listed:?}"),
+                "limits a key's contact-records calls: it needs the crm or admin role",
+            ));
+        }
+        if listed.is_empty() {
+            return Err(self.invalid(
+                field,
+                "[]",
+                "a key for no controller: list the controllers it may write for, or leave controllers out for every one",
+            ));
+        }
+        for controller in listed {
+            if !raw.campaigns.iter().any(|c| c.controller == *controller) {
+                let configured: std::collections::BTreeSet<&str> = raw
+                    .campaigns
+                    .iter()
+                    .map(|c| c.controller.as_str())
+                    .collect();
+                return Err(self.invalid(
+                    field,
+                    controller,
+                    &format!(
+                        "not the controller of any configured campaign, spelled exactly (configured: {})",
+                        configured.into_iter().collect::<Vec<_>>().join(", ")
+                    ),
+                ));
+            }
+        }
+        Ok(listed.to_vec().into())
+    }
+
     fn invalid(
         &self,
         key: impl Into<String>,
@@ -99,10 +144,17 @@ impl Validator<'_> {
                     ),
                 ));
             }
+            let controllers = match &k.controllers {
+                None => None,
+                Some(listed) => {
+                    Some(self.key_controllers(&raw, &key("controllers"), listed, &roles)?)
+                }
+            };
             api_keys.push(ApiKey {
                 name: k.name.clone(),
                 sha256,
                 roles,
+                controllers,
             });
         }
         let mutual_tls = tls.as_ref().is_some_and(|t| t.client_ca_file.is_some());

@@ -1599,12 +1599,23 @@ const IMPORT_CACHE_KIB: i64 = if cfg!(test) { -256 } else { -262_144 };
 /// The record of a withdrawal that found no stored consent of its purpose
 /// to end: a consent granted and withdrawn at the same instant, so that
 /// every consent of the purpose given before it grants nothing.
+/// The source of a withdrawal marker where no stored consent of the
+/// purpose carried the withdrawal.
+const WITHDRAWN_WITHOUT_CONSENT: &str =
+    "withdrawal recorded while no consent of this purpose was stored";
+
+/// The source of a withdrawal marker dated at the grant of a consent the
+/// withdrawal ended though dated before it.
+const WITHDRAWN_BEFORE_GRANT: &str =
+    "withdrawal dated before the grant of a consent it ended: binds copies of that consent";
+
 fn withdrawal_marker(
     controller: &str,
     e164: &str,
     purpose: Purpose,
     at: Timestamp,
     now: Timestamp,
+    source: &str,
 ) -> Consent {
     Consent {
         // Random, not time-ordered: made under the store's lock, where a
@@ -1616,7 +1627,7 @@ fn withdrawal_marker(
         granted_at: at,
         revoked_at: Some(at),
         expires_at: None,
-        source: "withdrawal recorded while no consent of this purpose was stored".into(),
+        source: source.into(),
         supplier: String::new(),
         method: "withdrawal".into(),
         notice_version: String::new(),
@@ -2249,7 +2260,27 @@ impl ContactStore {
     ) -> Result<u32, StoreError> {
         let subject = self.index.subject_hash(e164);
         let now = stamp.map_or_else(Timestamp::now, |(now, _)| now);
+        let purposes = purpose.map_or(super::PURPOSES.to_vec(), |p| vec![p]);
         let (changed, _) = self.write(|tx| {
+            // The latest grant among the consents this withdrawal ends, by
+            // purpose: a withdrawal dated before it (a date without a time,
+            // local time sent as UTC, a grant stamped a few seconds ahead)
+            // ends that consent too, and must bind a copy of it recorded
+            // later (a CRM re-sync) as well; dated as given, it bound only
+            // copies granted before it, so the copy counted again (found by
+            // review).
+            let mut ended_grants = Vec::with_capacity(purposes.len());
+            for purpose in &purposes {
+                let latest_grant: Option<i64> = tx.query_row(
+                    "SELECT MAX(granted_at_us) FROM consents
+                     WHERE number_key = ?2 AND controller = ?3 AND purpose = ?4
+                       AND revoked_at_us IS NULL
+                       AND (?5 IS NULL OR granted_at_us <= ?1 OR recorded_at_us <= ?5)",
+                    params![us(at), key.0 as i64, controller, purpose.as_str(), recorded_by.map(us)],
+                    |r| r.get(0),
+                )?;
+                ended_grants.push(latest_grant);
+            }
             let changed: usize = tx.execute(
                 "UPDATE consents SET revoked_at_us = ?1
                  WHERE number_key = ?2 AND controller = ?3 AND (?4 IS NULL OR purpose = ?4)
@@ -2266,18 +2297,25 @@ impl ContactStore {
             // here): where no stored consent of a purpose carries it, a
             // marker does (a consent granted and withdrawn at `at`, which
             // grants nothing itself).
+            // The consents it ended keep `at` as their end; a marker dated
+            // at the latest grant among them binds their copies.
             let mut markers = Vec::new();
-            for purpose in purpose.map_or(super::PURPOSES.to_vec(), |p| vec![p]) {
+            for (purpose, ended_grant) in purposes.into_iter().zip(ended_grants) {
+                let (marked_at, source) = match ended_grant {
+                    Some(grant) if grant > us(at) => (ts(grant), WITHDRAWN_BEFORE_GRANT),
+                    _ => (at, WITHDRAWN_WITHOUT_CONSENT),
+                };
                 let latest: Option<i64> = tx.query_row(
                     "SELECT MAX(revoked_at_us) FROM consents
                      WHERE number_key = ?1 AND controller = ?2 AND purpose = ?3",
                     params![key.0 as i64, controller, purpose.as_str()],
                     |r| r.get(0),
                 )?;
-                if latest.is_some_and(|latest| latest >= us(at)) {
+                if latest.is_some_and(|latest| latest >= us(marked_at)) {
                     continue;
                 }
-                let mut marker = withdrawal_marker(controller, e164, purpose, at, now);
+                let mut marker =
+                    withdrawal_marker(controller, e164, purpose, marked_at, now, source);
                 if let Some((_, seed)) = stamp {
                     marker.consent_id = format!("withdrawal-{seed}-{}", purpose.as_str());
                 }

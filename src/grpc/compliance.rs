@@ -37,7 +37,7 @@ impl ComplianceGateway for ComplianceGatewayService {
         let api_key = request
             .extensions()
             .get::<crate::auth::Caller>()
-            .map(|c| c.0.clone())
+            .map(|c| c.name.clone())
             .unwrap_or_default();
         let request = request.into_inner();
         let outcome = self

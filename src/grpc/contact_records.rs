@@ -81,11 +81,27 @@ fn verification_field(
 /// Who is asking, for the change trail.
 fn actor<T>(request: &Request<T>) -> String {
     if let Some(caller) = request.extensions().get::<crate::auth::Caller>() {
-        return format!("api:{}", caller.0);
+        return format!("api:{}", caller.name);
     }
     match request.remote_addr() {
         Some(addr) => format!("grpc:{addr}"),
         None => "grpc".to_string(),
+    }
+}
+
+/// The key a request came with, to check the controller it names
+/// against (`None` without keys configured: every controller).
+fn caller<T>(request: &Request<T>) -> Option<crate::auth::Caller> {
+    request.extensions().get::<crate::auth::Caller>().cloned()
+}
+
+/// Refuses a request for a controller the key may not speak for.
+fn speaks_for(caller: Option<&crate::auth::Caller>, controller: &str) -> Result<(), Status> {
+    match caller {
+        Some(caller) => caller
+            .speaks_for(controller)
+            .map_err(|err| grpc_status(&err)),
+        None => Ok(()),
     }
 }
 
@@ -106,7 +122,9 @@ impl ContactRecords for ContactRecordsService {
         request: Request<RecordConsentRequest>,
     ) -> Result<Response<RecordConsentResponse>, Status> {
         let actor = actor(&request);
+        let caller = caller(&request);
         let r = request.into_inner();
+        speaks_for(caller.as_ref(), &r.controller)?;
         let new = NewConsent {
             controller: r.controller,
             number: r.number,
@@ -132,7 +150,9 @@ impl ContactRecords for ContactRecordsService {
         request: Request<RevokeConsentRequest>,
     ) -> Result<Response<RevokeConsentResponse>, Status> {
         let actor = actor(&request);
+        let caller = caller(&request);
         let r = request.into_inner();
+        speaks_for(caller.as_ref(), &r.controller)?;
         let revocation = Revocation {
             controller: r.controller,
             number: r.number,
@@ -151,7 +171,13 @@ impl ContactRecords for ContactRecordsService {
         request: Request<AddSuppressionRequest>,
     ) -> Result<Response<AddSuppressionResponse>, Status> {
         let actor = actor(&request);
+        let caller = caller(&request);
         let r = request.into_inner();
+        // An opt-out for every controller (no controller named) only
+        // denies: a scoped key may record it too.
+        if !r.controller.is_empty() {
+            speaks_for(caller.as_ref(), &r.controller)?;
+        }
         let new = NewSuppression {
             controller: r.controller,
             campaign_id: r.campaign_id,
@@ -173,7 +199,9 @@ impl ContactRecords for ContactRecordsService {
         request: Request<RecordRelationshipRequest>,
     ) -> Result<Response<RecordRelationshipResponse>, Status> {
         let actor = actor(&request);
+        let caller = caller(&request);
         let r = request.into_inner();
+        speaks_for(caller.as_ref(), &r.controller)?;
         let new = NewRelationship {
             controller: r.controller,
             number: r.number,
@@ -195,7 +223,9 @@ impl ContactRecords for ContactRecordsService {
         request: Request<EraseSubjectRequest>,
     ) -> Result<Response<EraseSubjectResponse>, Status> {
         let actor = actor(&request);
+        let caller = caller(&request);
         let r = request.into_inner();
+        speaks_for(caller.as_ref(), &r.controller)?;
         let subject = SubjectRequest {
             controller: r.controller,
             number: r.number,
@@ -219,7 +249,9 @@ impl ContactRecords for ContactRecordsService {
         request: Request<ExportSubjectRequest>,
     ) -> Result<Response<ExportSubjectResponse>, Status> {
         let actor = actor(&request);
+        let caller = caller(&request);
         let r = request.into_inner();
+        speaks_for(caller.as_ref(), &r.controller)?;
         let subject = SubjectRequest {
             controller: r.controller,
             number: r.number,
@@ -237,7 +269,9 @@ impl ContactRecords for ContactRecordsService {
         request: Request<RectifyConsentRequest>,
     ) -> Result<Response<RectifyResponse>, Status> {
         let actor = actor(&request);
+        let caller = caller(&request);
         let r = request.into_inner();
+        speaks_for(caller.as_ref(), &r.controller)?;
         let correction = ConsentCorrection {
             consent_id: r.consent_id,
             controller: r.controller,
@@ -265,7 +299,9 @@ impl ContactRecords for ContactRecordsService {
         request: Request<RectifyRelationshipRequest>,
     ) -> Result<Response<RectifyResponse>, Status> {
         let actor = actor(&request);
+        let caller = caller(&request);
         let r = request.into_inner();
+        speaks_for(caller.as_ref(), &r.controller)?;
         let correction = RelationshipCorrection {
             relationship_id: r.relationship_id,
             controller: r.controller,

@@ -353,3 +353,113 @@ async fn test_an_allow_denied_since_is_not_replayed() {
         refused.message()
     );
 }
+
+/// A CRM key with `controllers` writes and reads only those controllers'
+/// records. Without it, beta's CRM key recorded a consent in acme's name,
+/// and acme's opt-in campaign dialled on it (found by review). A key
+/// without `controllers` still speaks for every controller; an opt-out for
+/// every controller (which only denies) is taken from a scoped key too.
+#[tokio::test(flavor = "multi_thread")]
+async fn test_a_crm_key_with_controllers_speaks_only_for_them() {
+    use dialgate::proto::{EraseSubjectRequest, Purpose, RecordConsentRequest};
+    let keys = [
+        key_entry("floor-1", "dialer-secret", "\"dialer\""),
+        key_entry("beta-crm", "beta-crm-secret", "\"crm\"") + "controllers = [\"beta\"]\n",
+        key_entry("group-crm", "group-crm-secret", "\"crm\""),
+    ]
+    .join("\n");
+    let ws = Workspace::new(&standard_config(&keys));
+    let server = ws.start();
+    let channel = server.channel().await;
+    let mut records = ContactRecordsClient::new(channel.clone());
+    let mut gateway = ComplianceGatewayClient::new(channel);
+    let number = "+4915123457012";
+    let consent = |controller: &str| RecordConsentRequest {
+        controller: controller.into(),
+        number: number.into(),
+        purpose: Purpose::Marketing as i32,
+        granted_at: Some(dialgate::proto::timestamp_to_proto(
+            jiff::Timestamp::now() - jiff::SignedDuration::from_mins(1),
+        )),
+        source: "web form v3".into(),
+        evidence_ref: "doi:123".into(),
+        default_region: "DE".into(),
+        ..Default::default()
+    };
+    let refused = records
+        .record_consent(with_key(consent("acme"), Some("beta-crm-secret")))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
+    assert!(
+        refused.message().contains("\"acme\"") && refused.message().contains("beta-crm"),
+        "{refused:?}"
+    );
+    let decided = gateway
+        .check_call(with_key(
+            call(number, "+4930123456", "de-optin"),
+            Some("dialer-secret"),
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(verdict(&decided), Verdict::Deny, "{decided:?}");
+    // Its own controller's records, and erasing "every controller" refused.
+    records
+        .record_consent(with_key(consent("beta"), Some("beta-crm-secret")))
+        .await
+        .unwrap();
+    let every = records
+        .erase_subject(with_key(
+            EraseSubjectRequest {
+                controller: String::new(),
+                number: number.into(),
+                default_region: "DE".into(),
+                ..Default::default()
+            },
+            Some("beta-crm-secret"),
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(every.code(), Code::PermissionDenied, "{every:?}");
+    records
+        .add_suppression(with_key(
+            AddSuppressionRequest {
+                number: number.into(),
+                default_region: "DE".into(),
+                ..Default::default()
+            },
+            Some("beta-crm-secret"),
+        ))
+        .await
+        .unwrap();
+    // A key without `controllers` speaks for every one, as before.
+    records
+        .record_consent(with_key(consent("acme"), Some("group-crm-secret")))
+        .await
+        .unwrap();
+}
+
+/// A key's `controllers` must name configured controllers, exactly; an
+/// empty list and a key the list would not limit are refused at start.
+#[test]
+fn test_key_controllers_are_checked_at_start() {
+    let base = key_entry("beta-crm", "beta-crm-secret", "\"crm\"");
+    for (extra, expected) in [
+        (
+            "controllers = [\"Beta\"]\n",
+            "not the controller of any configured campaign",
+        ),
+        ("controllers = []\n", "a key for no controller"),
+    ] {
+        let ws = Workspace::new(&standard_config(&(base.clone() + extra)));
+        let err = ws.serve_refused();
+        assert!(
+            err.contains("api_key[0].controllers") && err.contains(expected),
+            "{err}"
+        );
+    }
+    let dialer = key_entry("floor-1", "dialer-secret", "\"dialer\"") + "controllers = [\"acme\"]\n";
+    let err = Workspace::new(&standard_config(&dialer)).serve_refused();
+    assert!(err.contains("needs the crm or admin role"), "{err}");
+}

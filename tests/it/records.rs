@@ -412,3 +412,79 @@ async fn test_a_withdrawal_dated_ahead_takes_effect_at_once() {
         assert_eq!(codes(&denied), vec![R::NoConsent], "{seconds} s ahead");
     }
 }
+
+fn consent_granted_at(number: &str, granted_at: jiff::Timestamp) -> RecordConsentRequest {
+    RecordConsentRequest {
+        controller: "acme".into(),
+        number: number.into(),
+        purpose: Purpose::Marketing as i32,
+        granted_at: Some(dialgate::proto::timestamp_to_proto(granted_at)),
+        source: "web form v3".into(),
+        evidence_ref: "doi:123".into(),
+        default_region: "DE".into(),
+        ..Default::default()
+    }
+}
+
+/// A withdrawal dated before the grant of the consent it ends (the CRM
+/// sends its local time, five hours west of UTC, as UTC) ends it; the CRM's
+/// next re-sync of that same consent was ALLOWed again (found by review).
+#[tokio::test(flavor = "multi_thread")]
+async fn test_a_withdrawal_dated_before_the_grant_binds_the_crms_resync() {
+    let ws = Workspace::new(&standard_config(""));
+    let server = ws.start();
+    let mut records = server.records().await;
+    let mut gateway = server.gateway().await;
+    let number = "+4915123457011";
+    let now = jiff::Timestamp::now();
+    // Consent given three hours ago.
+    let granted = now - jiff::SignedDuration::from_hours(3);
+    records
+        .record_consent(consent_granted_at(number, granted))
+        .await
+        .unwrap();
+    let allowed = gateway
+        .check_call(call(number, DE_CLI, "de-optin"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(verdict(&allowed), Verdict::Allow);
+    // The subject withdraws now; the CRM sends its local time (UTC-5)
+    // as UTC: 5 hours earlier than the real instant, before the grant.
+    let revoked = records
+        .revoke_consent(RevokeConsentRequest {
+            controller: "acme".into(),
+            number: number.into(),
+            purpose: Purpose::Unspecified as i32,
+            revoked_at: Some(dialgate::proto::timestamp_to_proto(
+                now - jiff::SignedDuration::from_hours(5),
+            )),
+            default_region: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .revoked;
+    assert_eq!(revoked, 1, "the consent is reported ended");
+    let denied = gateway
+        .check_call(call(number, DE_CLI, "de-optin"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(codes(&denied), vec![R::NoConsent]);
+    // The CRM's nightly re-sync sends the same consent again.
+    records
+        .record_consent(consent_granted_at(number, granted))
+        .await
+        .unwrap();
+    let after_resync = gateway
+        .check_call(call(number, DE_CLI, "de-optin"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        verdict(&after_resync),
+        Verdict::Deny,
+        "withdrawn consent revived by a re-sync: {after_resync:?}"
+    );
+}

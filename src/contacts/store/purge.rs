@@ -1594,6 +1594,55 @@ mod tests {
         );
     }
 
+    /// A withdrawal dated before the grant of a consent it ends (a date
+    /// without a time, local time sent as UTC) ended it, but bound only
+    /// copies granted before its date: the CRM's re-sync of the same
+    /// consent counted again (found by review). A marker at the ended
+    /// grant binds the copy, live, after a reopen and when a restore
+    /// re-applies the withdrawal; a consent given later still counts, and
+    /// the ended consent keeps its end for instants before the grant.
+    #[test]
+    fn test_a_withdrawal_dated_before_the_grant_binds_a_resynced_copy() {
+        for reapplied in [false, true] {
+            let dir = tempfile::tempdir().unwrap();
+            let store = ContactStore::open(dir.path()).unwrap();
+            store.record_consent(key(), consent("c-5", 5), "t").unwrap();
+            let ended = if reapplied {
+                store
+                    .reapply_withdrawal(key(), NUMBER, "acme", None, days_ago(6), days_ago(1), "t")
+                    .unwrap()
+            } else {
+                store
+                    .revoke_consents(key(), NUMBER, "acme", None, days_ago(6), "t")
+                    .unwrap()
+            };
+            assert_eq!(ended, 1);
+            store
+                .record_consent(key(), consent("c-5-resync", 5), "t")
+                .unwrap();
+            let view = store.view(key(), NUMBER);
+            assert_eq!(
+                valid_consent(&view, &MARKETING, now()).map(|c| c.consent_id.as_str()),
+                None,
+                "reapplied {reapplied}: {view:#?}"
+            );
+            drop(store);
+            let store = ContactStore::open(dir.path()).unwrap();
+            let view = store.view(key(), NUMBER);
+            assert!(
+                valid_consent(&view, &MARKETING, now()).is_none(),
+                "reopened: {view:#?}"
+            );
+            // A consent given after the withdrawal counts.
+            store.record_consent(key(), consent("c-4", 4), "t").unwrap();
+            let view = store.view(key(), NUMBER);
+            assert_eq!(
+                valid_consent(&view, &MARKETING, now()).map(|c| c.consent_id.as_str()),
+                Some("c-4")
+            );
+        }
+    }
+
     /// A withdrawal arriving after a later one (a CRM's backfill) lowered
     /// the later one's date to its own: the latest withdrawal then read as
     /// the earlier, and a consent granted between the two counted (found by
