@@ -1612,3 +1612,53 @@ async fn test_a_rewound_journal_after_an_outage_is_logged() {
         "{log}"
     );
 }
+
+/// A withdrawal dated before the grant of the consent it ends, taken on
+/// one replica, binds the CRM's re-sync of that consent recorded on the
+/// other (the review's finding on one store, here through the journal):
+/// both replicas deny after it.
+#[tokio::test(flavor = "multi_thread")]
+async fn test_a_withdrawal_dated_before_the_grant_binds_a_resync_on_another_replica() {
+    let Some(pg) = PgServer::start() else { return };
+    let a_ws = Workspace::new(&replica_config(&pg, "gw-a"));
+    let b_ws = Workspace::new(&replica_config(&pg, "gw-b"));
+    let a = a_ws.start();
+    let b = b_ws.start();
+    let number = "+49 151 23456788";
+    let now = jiff::Timestamp::now();
+    let mut granted = consent(number);
+    granted.granted_at = Some(dialgate::proto::timestamp_to_proto(
+        now - jiff::SignedDuration::from_hours(3),
+    ));
+    a.records()
+        .await
+        .record_consent(granted.clone())
+        .await
+        .unwrap();
+    until(&b, number, Some(vec![R::Consent]), reach_bound()).await;
+    // Local time five hours west of UTC, sent as UTC: before the grant.
+    let revoked = a
+        .records()
+        .await
+        .revoke_consent(RevokeConsentRequest {
+            controller: "acme".into(),
+            number: number.into(),
+            purpose: Purpose::Unspecified as i32,
+            revoked_at: Some(dialgate::proto::timestamp_to_proto(
+                now - jiff::SignedDuration::from_hours(5),
+            )),
+            default_region: "DE".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .revoked;
+    assert_eq!(revoked, 1);
+    until(&b, number, Some(vec![R::NoConsent]), reach_bound()).await;
+    // The CRM's re-sync of the same consent, on the other replica.
+    b.records().await.record_consent(granted).await.unwrap();
+    assert_eq!(reasons(&b, number).await, Some(vec![R::NoConsent]));
+    // And on replica A, once the re-sync has reached it.
+    tokio::time::sleep(reach_bound()).await;
+    assert_eq!(reasons(&a, number).await, Some(vec![R::NoConsent]));
+}
