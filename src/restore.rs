@@ -538,6 +538,7 @@ pub fn restore(
                                 entry.purpose,
                                 revoked_at,
                                 entry.at,
+                                entry.binds_grants_until,
                                 actor,
                             )
                             .with_context(|| failed("withdrawal"))?;
@@ -546,12 +547,14 @@ pub fn restore(
                         // The consent it ended is not in the backup (recorded
                         // after it): kept by hash, it still ends a consent a
                         // CRM records again.
+                        // Dated at the latest grant it ended, where later:
+                        // it binds copies of those consents.
                         store
                             .withdraw_by_hash(
                                 &subject,
                                 &entry.controller,
                                 entry.purpose,
-                                revoked_at,
+                                revoked_at.max(entry.binds_grants_until.unwrap_or(revoked_at)),
                                 actor,
                             )
                             .with_context(|| failed("withdrawal"))?;

@@ -97,6 +97,12 @@ pub struct Entry {
     pub purpose: Option<Purpose>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub revoked_at: Option<Timestamp>,
+    /// A withdrawal dated before the grant of a consent it ended: the
+    /// latest such grant, up to which it binds copies of those consents
+    /// recorded later (a restore places its marker there, where the
+    /// backup may not hold the consent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub binds_grants_until: Option<Timestamp>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<Timestamp>,
     #[serde(default, skip_serializing_if = "String::is_empty")]
@@ -316,6 +322,7 @@ impl Entry {
             campaign_id: String::new(),
             purpose: None,
             revoked_at: None,
+            binds_grants_until: None,
             expires_at: None,
             suppression_id: String::new(),
             import: String::new(),

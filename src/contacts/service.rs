@@ -502,6 +502,19 @@ impl Records {
         entry.controller.clone_from(&controller);
         entry.purpose = request.purpose;
         entry.revoked_at = Some(revoked_at);
+        // The latest grant among the consents it will end, where later
+        // than its date: the ledger keeps it for a restore (see
+        // `ContactStore::revoke`).
+        entry.binds_grants_until = self
+            .store
+            .view(number.key, &number.e164)
+            .consents
+            .iter()
+            .filter(|c| c.controller == controller && c.revoked_at.is_none())
+            .filter(|c| request.purpose.is_none_or(|p| c.purpose == p))
+            .map(|c| c.granted_at)
+            .max()
+            .filter(|grant| *grant > revoked_at);
         self.to_ledger(entry)?;
         let revoked = match &self.journal {
             Some(journal) => journal.revoke_consents(

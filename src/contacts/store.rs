@@ -1596,9 +1596,6 @@ fn prepare_staging(conn: &Connection) -> Result<(), StoreError> {
 /// store before they commit.)
 const IMPORT_CACHE_KIB: i64 = if cfg!(test) { -256 } else { -262_144 };
 
-/// The record of a withdrawal that found no stored consent of its purpose
-/// to end: a consent granted and withdrawn at the same instant, so that
-/// every consent of the purpose given before it grants nothing.
 /// The source of a withdrawal marker where no stored consent of the
 /// purpose carried the withdrawal.
 const WITHDRAWN_WITHOUT_CONSENT: &str =
@@ -1609,6 +1606,10 @@ const WITHDRAWN_WITHOUT_CONSENT: &str =
 const WITHDRAWN_BEFORE_GRANT: &str =
     "withdrawal dated before the grant of a consent it ended: binds copies of that consent";
 
+/// The record of a withdrawal that no stored consent of its purpose
+/// carries (none to end, or one granted after its date): a consent granted
+/// and withdrawn at the same instant, so that every consent of the purpose
+/// given before it grants nothing.
 fn withdrawal_marker(
     controller: &str,
     e164: &str,
@@ -2228,6 +2229,7 @@ impl ContactStore {
         purpose: Option<Purpose>,
         at: Timestamp,
         written_at: Timestamp,
+        binds_grants_until: Option<Timestamp>,
         actor: &str,
     ) -> Result<u32, StoreError> {
         // The ledger entry is written just before the change commits.
@@ -2241,7 +2243,7 @@ impl ContactStore {
             purpose,
             at,
             actor,
-            Some(recorded_by),
+            Some((recorded_by, binds_grants_until)),
             None,
         )
     }
@@ -2255,9 +2257,14 @@ impl ContactStore {
         purpose: Option<Purpose>,
         at: Timestamp,
         actor: &str,
-        recorded_by: Option<Timestamp>,
+        reapplied: Option<(Timestamp, Option<Timestamp>)>,
         stamp: Option<(Timestamp, &str)>,
     ) -> Result<u32, StoreError> {
+        // Re-applied by a restore: the consents recorded by then, and the
+        // grant up to which the withdrawal bound copies when it was taken
+        // (the ledger's; the backup may not hold those consents).
+        let recorded_by = reapplied.map(|(by, _)| by);
+        let binds_grants_until = reapplied.and_then(|(_, until)| until).map(us);
         let subject = self.index.subject_hash(e164);
         let now = stamp.map_or_else(Timestamp::now, |(now, _)| now);
         let purposes = purpose.map_or(super::PURPOSES.to_vec(), |p| vec![p]);
@@ -2279,7 +2286,15 @@ impl ContactStore {
                     params![us(at), key.0 as i64, controller, purpose.as_str(), recorded_by.map(us)],
                     |r| r.get(0),
                 )?;
-                ended_grants.push(latest_grant);
+                // Re-applied, the ledger says up to which grant it bound
+                // when taken: the restored store may lack those consents,
+                // and may hold one recorded just after the withdrawal
+                // (ended by `recorded_by`), whose grant is not one it
+                // bound.
+                ended_grants.push(match reapplied {
+                    Some(_) => binds_grants_until,
+                    None => latest_grant,
+                });
             }
             let changed: usize = tx.execute(
                 "UPDATE consents SET revoked_at_us = ?1
@@ -2305,10 +2320,16 @@ impl ContactStore {
                     Some(grant) if grant > us(at) => (ts(grant), WITHDRAWN_BEFORE_GRANT),
                     _ => (at, WITHDRAWN_WITHOUT_CONSENT),
                 };
+                // Only a withdrawal in force by the marker's date (or now)
+                // makes it redundant: a marker still ahead of the clock (a
+                // grant stamped a few seconds ahead) left a later
+                // withdrawal without one, and a consent given between the
+                // two counted until then (found by review).
                 let latest: Option<i64> = tx.query_row(
                     "SELECT MAX(revoked_at_us) FROM consents
-                     WHERE number_key = ?1 AND controller = ?2 AND purpose = ?3",
-                    params![key.0 as i64, controller, purpose.as_str()],
+                     WHERE number_key = ?1 AND controller = ?2 AND purpose = ?3
+                       AND revoked_at_us <= ?4",
+                    params![key.0 as i64, controller, purpose.as_str(), us(marked_at).max(us(now))],
                     |r| r.get(0),
                 )?;
                 if latest.is_some_and(|latest| latest >= us(marked_at)) {

@@ -488,3 +488,55 @@ async fn test_a_withdrawal_dated_before_the_grant_binds_the_crms_resync() {
         "withdrawn consent revived by a re-sync: {after_resync:?}"
     );
 }
+
+/// A marker dated at a grant still ahead of the clock (within the 60 s
+/// skew) made a later withdrawal leave no trace until that grant: a
+/// consent given between the two withdrawals, recorded after the second,
+/// was ALLOWed until then (found by review).
+#[tokio::test(flavor = "multi_thread")]
+async fn test_a_marker_ahead_of_the_clock_does_not_hide_a_later_withdrawal() {
+    let ws = Workspace::new(&standard_config(""));
+    let server = ws.start();
+    let mut records = server.records().await;
+    let mut gateway = server.gateway().await;
+    let number = "+4915123457021";
+    let revoke = || RevokeConsentRequest {
+        controller: "acme".into(),
+        number: number.into(),
+        purpose: Purpose::Marketing as i32,
+        revoked_at: None,
+        default_region: String::new(),
+    };
+    let t0 = jiff::Timestamp::now();
+    // The CRM's clock runs 50 s fast: a consent "granted" 50 s ahead.
+    records
+        .record_consent(consent_granted_at(
+            number,
+            t0 + jiff::SignedDuration::from_secs(50),
+        ))
+        .await
+        .unwrap();
+    // Withdrawn now (W1): the consent ends, a marker at t0 + 50 s.
+    records.revoke_consent(revoke()).await.unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    // The subject consents again, then withdraws again a second later (W2).
+    let between = jiff::Timestamp::now();
+    std::thread::sleep(std::time::Duration::from_millis(1000));
+    records.revoke_consent(revoke()).await.unwrap();
+    // The CRM catches up with the consent given between W1 and W2.
+    records
+        .record_consent(consent_granted_at(number, between))
+        .await
+        .unwrap();
+    let decided = gateway
+        .check_call(call(number, DE_CLI, "de-optin"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        verdict(&decided),
+        Verdict::Deny,
+        "a consent given before the latest withdrawal counted: {:?}",
+        decided.reasons
+    );
+}

@@ -1320,3 +1320,85 @@ async fn test_restore_reapplies_an_erasure_to_registry_answers() {
     ws.cli_ok(&["restore", "--from", path_str(&backup_dir)]);
     assert_eq!(answers(), 0, "and the restore does not bring them back");
 }
+
+/// A withdrawal dated before the grant of the consent it ends binds a
+/// re-synced copy live (a marker at the grant), and after a restore from a
+/// backup made before the consent was recorded too: the ledger keeps the
+/// grant it bound (`binds_grants_until`), whether the backup lacks the
+/// number (kept by hash) or holds an older consent of it (re-applied).
+/// The ledger held the withdrawal's own date only, and the CRM's re-sync
+/// was ALLOWed again after a restore (found by review).
+#[tokio::test(flavor = "multi_thread")]
+async fn test_a_restore_keeps_what_a_withdrawal_dated_before_the_grant_bound() {
+    let ws = Workspace::new(&standard_config(""));
+    // Not in the backup at all: the withdrawal is kept by hash.
+    let absent = "+49 151 77777777";
+    // In the backup with an older consent: the withdrawal is re-applied.
+    let present = "+49 151 88888888";
+    let backup_dir = ws.dir.path().join("backup-before-grant");
+    let now = jiff::Timestamp::now();
+    let granted = now - jiff::SignedDuration::from_hours(3);
+    let resync = |number: &str| RecordConsentRequest {
+        controller: "acme".into(),
+        number: number.into(),
+        purpose: Purpose::Marketing as i32,
+        granted_at: ts(granted),
+        source: "web form".into(),
+        evidence_ref: "doi:1".into(),
+        ..Default::default()
+    };
+    {
+        let server = ws.start();
+        let mut records = server.records().await;
+        records
+            .record_consent(consent(present, 30, "old"))
+            .await
+            .unwrap();
+        ws.cli_ok(&["backup", "--to", path_str(&backup_dir)]);
+        for number in [absent, present] {
+            records.record_consent(resync(number)).await.unwrap();
+            // Withdrawn now; the CRM sends its local time (UTC-5) as UTC.
+            records
+                .revoke_consent(RevokeConsentRequest {
+                    controller: "acme".into(),
+                    number: number.into(),
+                    purpose: Purpose::Marketing as i32,
+                    revoked_at: ts(now - jiff::SignedDuration::from_hours(5)),
+                    default_region: String::new(),
+                })
+                .await
+                .unwrap();
+            // Live, the CRM's re-sync is bound (this session's fix).
+            records.record_consent(resync(number)).await.unwrap();
+            let live = check(&server, number).await;
+            assert_eq!(
+                verdict(&live),
+                Verdict::Deny,
+                "live {number}: {:?}",
+                live.reasons
+            );
+        }
+        server.terminate();
+    }
+    ws.cli_ok(&["restore", "--from", path_str(&backup_dir)]);
+    let server = ws.start();
+    let mut records = server.records().await;
+    let mut failures = Vec::new();
+    for number in [absent, present] {
+        // The CRM re-syncs the same consent (same grant) after the restore.
+        records.record_consent(resync(number)).await.unwrap();
+        let after = check(&server, number).await;
+        if verdict(&after) != Verdict::Deny {
+            failures.push(format!(
+                "{number}: {:?} {:?}",
+                verdict(&after),
+                after.reasons
+            ));
+        }
+    }
+    server.terminate();
+    assert!(
+        failures.is_empty(),
+        "withdrawn consent ALLOWed again after restore: {failures:#?}"
+    );
+}

@@ -1584,6 +1584,7 @@ mod tests {
                 Some(Purpose::Marketing),
                 days_ago(8),
                 days_ago(1),
+                None,
                 "t",
             )
             .unwrap();
@@ -1609,7 +1610,17 @@ mod tests {
             store.record_consent(key(), consent("c-5", 5), "t").unwrap();
             let ended = if reapplied {
                 store
-                    .reapply_withdrawal(key(), NUMBER, "acme", None, days_ago(6), days_ago(1), "t")
+                    // The ledger's record of the grant it bound.
+                    .reapply_withdrawal(
+                        key(),
+                        NUMBER,
+                        "acme",
+                        None,
+                        days_ago(6),
+                        days_ago(1),
+                        Some(days_ago(5)),
+                        "t",
+                    )
                     .unwrap()
             } else {
                 store
@@ -1709,6 +1720,7 @@ mod tests {
                     Some(Purpose::Marketing),
                     days_ago(100),
                     days_ago(100),
+                    None,
                     "t",
                 )
                 .unwrap();
