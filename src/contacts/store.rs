@@ -2276,24 +2276,22 @@ impl ContactStore {
             // later (a CRM re-sync) as well; dated as given, it bound only
             // copies granted before it, so the copy counted again (found by
             // review).
+            //
+            // Re-applied, the ledger says up to which grant it bound when
+            // taken: the restored store may lack those consents, and may
+            // hold one recorded just after the withdrawal (ended by
+            // `recorded_by`), whose grant is not one it bound.
             let mut ended_grants = Vec::with_capacity(purposes.len());
             for purpose in &purposes {
-                let latest_grant: Option<i64> = tx.query_row(
-                    "SELECT MAX(granted_at_us) FROM consents
-                     WHERE number_key = ?2 AND controller = ?3 AND purpose = ?4
-                       AND revoked_at_us IS NULL
-                       AND (?5 IS NULL OR granted_at_us <= ?1 OR recorded_at_us <= ?5)",
-                    params![us(at), key.0 as i64, controller, purpose.as_str(), recorded_by.map(us)],
-                    |r| r.get(0),
-                )?;
-                // Re-applied, the ledger says up to which grant it bound
-                // when taken: the restored store may lack those consents,
-                // and may hold one recorded just after the withdrawal
-                // (ended by `recorded_by`), whose grant is not one it
-                // bound.
                 ended_grants.push(match reapplied {
                     Some(_) => binds_grants_until,
-                    None => latest_grant,
+                    None => tx.query_row(
+                        "SELECT MAX(granted_at_us) FROM consents
+                         WHERE number_key = ?1 AND controller = ?2 AND purpose = ?3
+                           AND revoked_at_us IS NULL",
+                        params![key.0 as i64, controller, purpose.as_str()],
+                        |r| r.get::<_, Option<i64>>(0),
+                    )?,
                 });
             }
             let changed: usize = tx.execute(
