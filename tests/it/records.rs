@@ -10,6 +10,16 @@ use crate::support::*;
 
 const DE_CLI: &str = "+4930123456";
 
+/// The answer to a call of `number` on the opt-in campaign.
+async fn opt_in_call(server: &TestServer, number: &str) -> dialgate::proto::CheckCallResponse {
+    let mut gateway = server.gateway().await;
+    gateway
+        .check_call(call(number, DE_CLI, "de-optin"))
+        .await
+        .unwrap()
+        .into_inner()
+}
+
 fn consent(number: &str) -> RecordConsentRequest {
     RecordConsentRequest {
         controller: "acme".into(),
@@ -415,14 +425,8 @@ async fn test_a_withdrawal_dated_ahead_takes_effect_at_once() {
 
 fn consent_granted_at(number: &str, granted_at: jiff::Timestamp) -> RecordConsentRequest {
     RecordConsentRequest {
-        controller: "acme".into(),
-        number: number.into(),
-        purpose: Purpose::Marketing as i32,
         granted_at: Some(dialgate::proto::timestamp_to_proto(granted_at)),
-        source: "web form v3".into(),
-        evidence_ref: "doi:123".into(),
-        default_region: "DE".into(),
-        ..Default::default()
+        ..consent(number)
     }
 }
 
@@ -434,7 +438,6 @@ async fn test_a_withdrawal_dated_before_the_grant_binds_the_crms_resync() {
     let ws = Workspace::new(&standard_config(""));
     let server = ws.start();
     let mut records = server.records().await;
-    let mut gateway = server.gateway().await;
     let number = "+4915123457011";
     let now = jiff::Timestamp::now();
     // Consent given three hours ago.
@@ -443,11 +446,7 @@ async fn test_a_withdrawal_dated_before_the_grant_binds_the_crms_resync() {
         .record_consent(consent_granted_at(number, granted))
         .await
         .unwrap();
-    let allowed = gateway
-        .check_call(call(number, DE_CLI, "de-optin"))
-        .await
-        .unwrap()
-        .into_inner();
+    let allowed = opt_in_call(&server, number).await;
     assert_eq!(verdict(&allowed), Verdict::Allow);
     // The subject withdraws now; the CRM sends its local time (UTC-5)
     // as UTC: 5 hours earlier than the real instant, before the grant.
@@ -466,22 +465,14 @@ async fn test_a_withdrawal_dated_before_the_grant_binds_the_crms_resync() {
         .into_inner()
         .revoked;
     assert_eq!(revoked, 1, "the consent is reported ended");
-    let denied = gateway
-        .check_call(call(number, DE_CLI, "de-optin"))
-        .await
-        .unwrap()
-        .into_inner();
+    let denied = opt_in_call(&server, number).await;
     assert_eq!(codes(&denied), vec![R::NoConsent]);
     // The CRM's nightly re-sync sends the same consent again.
     records
         .record_consent(consent_granted_at(number, granted))
         .await
         .unwrap();
-    let after_resync = gateway
-        .check_call(call(number, DE_CLI, "de-optin"))
-        .await
-        .unwrap()
-        .into_inner();
+    let after_resync = opt_in_call(&server, number).await;
     assert_eq!(
         verdict(&after_resync),
         Verdict::Deny,
@@ -498,7 +489,6 @@ async fn test_a_marker_ahead_of_the_clock_does_not_hide_a_later_withdrawal() {
     let ws = Workspace::new(&standard_config(""));
     let server = ws.start();
     let mut records = server.records().await;
-    let mut gateway = server.gateway().await;
     let number = "+4915123457021";
     let revoke = || RevokeConsentRequest {
         controller: "acme".into(),
@@ -528,11 +518,7 @@ async fn test_a_marker_ahead_of_the_clock_does_not_hide_a_later_withdrawal() {
         .record_consent(consent_granted_at(number, between))
         .await
         .unwrap();
-    let decided = gateway
-        .check_call(call(number, DE_CLI, "de-optin"))
-        .await
-        .unwrap()
-        .into_inner();
+    let decided = opt_in_call(&server, number).await;
     assert_eq!(
         verdict(&decided),
         Verdict::Deny,
