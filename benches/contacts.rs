@@ -89,7 +89,25 @@ fn config(dir: &Path) -> std::path::PathBuf {
 grpc_addr = "127.0.0.1:0"
 http_addr = "127.0.0.1:0"
 data_dir = "data"
-{BENCH_RULES}"#
+{BENCH_RULES}
+# The other controllers of the generated records: a record under a
+# controller no campaign names is refused at import.
+[[campaign]]
+id = "bench-bravo"
+controller = "bravo"
+purpose = "marketing"
+default_region = "IT"
+destinations = ["IT"]
+caller_ids = ["+390212345678"]
+
+[[campaign]]
+id = "bench-charlie"
+controller = "charlie"
+purpose = "marketing"
+default_region = "IT"
+destinations = ["IT"]
+caller_ids = ["+390212345678"]
+"#
     );
     let path = dir.join("dialgate.toml");
     std::fs::write(&path, config).unwrap();
