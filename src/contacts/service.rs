@@ -507,13 +507,7 @@ impl Records {
         // `ContactStore::revoke`).
         entry.binds_grants_until = self
             .store
-            .view(number.key, &number.e164)
-            .consents
-            .iter()
-            .filter(|c| c.controller == controller && c.revoked_at.is_none())
-            .filter(|c| request.purpose.is_none_or(|p| c.purpose == p))
-            .map(|c| c.granted_at)
-            .max()
+            .latest_open_grant(number.key, &controller, request.purpose)?
             .filter(|grant| *grant > revoked_at);
         self.to_ledger(entry)?;
         let revoked = match &self.journal {

@@ -1212,6 +1212,24 @@ fn us(t: Timestamp) -> i64 {
     t.as_microsecond()
 }
 
+/// The latest grant among the controller's consents of the number not
+/// yet withdrawn (one purpose, or every purpose): those a withdrawal now
+/// ends.
+fn latest_open_grant(
+    conn: &Connection,
+    key: NumberKey,
+    controller: &str,
+    purpose: Option<Purpose>,
+) -> rusqlite::Result<Option<i64>> {
+    conn.query_row(
+        "SELECT MAX(granted_at_us) FROM consents
+         WHERE number_key = ?1 AND controller = ?2 AND (?3 IS NULL OR purpose = ?3)
+           AND revoked_at_us IS NULL",
+        params![key.0 as i64, controller, purpose.map(Purpose::as_str)],
+        |r| r.get(0),
+    )
+}
+
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value BLOB NOT NULL) STRICT;
 CREATE TABLE IF NOT EXISTS counters (key TEXT PRIMARY KEY, value INTEGER NOT NULL) STRICT;
@@ -2164,6 +2182,21 @@ impl ContactStore {
         Ok(added.is_some())
     }
 
+    /// The latest grant among the consents a withdrawal of the controller
+    /// (one purpose, or all when `purpose` is `None`) would end now.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the store cannot be read.
+    pub fn latest_open_grant(
+        &self,
+        key: NumberKey,
+        controller: &str,
+        purpose: Option<Purpose>,
+    ) -> Result<Option<Timestamp>, StoreError> {
+        let conn = self.conn.lock().expect("contact db lock");
+        Ok(latest_open_grant(&conn, key, controller, purpose)?.map(ts))
+    }
+
     /// Ends the controller's consents for the number (one purpose, or all
     /// when `purpose` is `None`) at `at`; returns how many it ended.
     ///
@@ -2285,13 +2318,7 @@ impl ContactStore {
             for purpose in &purposes {
                 ended_grants.push(match reapplied {
                     Some(_) => binds_grants_until,
-                    None => tx.query_row(
-                        "SELECT MAX(granted_at_us) FROM consents
-                         WHERE number_key = ?1 AND controller = ?2 AND purpose = ?3
-                           AND revoked_at_us IS NULL",
-                        params![key.0 as i64, controller, purpose.as_str()],
-                        |r| r.get::<_, Option<i64>>(0),
-                    )?,
+                    None => latest_open_grant(tx, key, controller, Some(*purpose))?,
                 });
             }
             let changed: usize = tx.execute(
