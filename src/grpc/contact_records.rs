@@ -89,15 +89,10 @@ fn actor<T>(request: &Request<T>) -> String {
     }
 }
 
-/// The key a request came with, to check the controller it names
-/// against (`None` without keys configured: every controller).
-fn caller<T>(request: &Request<T>) -> Option<crate::auth::Caller> {
-    request.extensions().get::<crate::auth::Caller>().cloned()
-}
-
-/// Refuses a request for a controller the key may not speak for.
-fn speaks_for(caller: Option<&crate::auth::Caller>, controller: &str) -> Result<(), Status> {
-    match caller {
+/// Refuses a request for a controller its key may not speak for (no key
+/// without keys configured: every controller).
+fn speaks_for<T>(request: &Request<T>, controller: &str) -> Result<(), Status> {
+    match request.extensions().get::<crate::auth::Caller>() {
         Some(caller) => caller
             .speaks_for(controller)
             .map_err(|err| grpc_status(&err)),
@@ -122,9 +117,8 @@ impl ContactRecords for ContactRecordsService {
         request: Request<RecordConsentRequest>,
     ) -> Result<Response<RecordConsentResponse>, Status> {
         let actor = actor(&request);
-        let caller = caller(&request);
+        speaks_for(&request, &request.get_ref().controller)?;
         let r = request.into_inner();
-        speaks_for(caller.as_ref(), &r.controller)?;
         let new = NewConsent {
             controller: r.controller,
             number: r.number,
@@ -150,9 +144,8 @@ impl ContactRecords for ContactRecordsService {
         request: Request<RevokeConsentRequest>,
     ) -> Result<Response<RevokeConsentResponse>, Status> {
         let actor = actor(&request);
-        let caller = caller(&request);
+        speaks_for(&request, &request.get_ref().controller)?;
         let r = request.into_inner();
-        speaks_for(caller.as_ref(), &r.controller)?;
         let revocation = Revocation {
             controller: r.controller,
             number: r.number,
@@ -171,13 +164,12 @@ impl ContactRecords for ContactRecordsService {
         request: Request<AddSuppressionRequest>,
     ) -> Result<Response<AddSuppressionResponse>, Status> {
         let actor = actor(&request);
-        let caller = caller(&request);
-        let r = request.into_inner();
         // An opt-out for every controller (no controller named) only
         // denies: a scoped key may record it too.
-        if !r.controller.is_empty() {
-            speaks_for(caller.as_ref(), &r.controller)?;
+        if !request.get_ref().controller.is_empty() {
+            speaks_for(&request, &request.get_ref().controller)?;
         }
+        let r = request.into_inner();
         let new = NewSuppression {
             controller: r.controller,
             campaign_id: r.campaign_id,
@@ -199,9 +191,8 @@ impl ContactRecords for ContactRecordsService {
         request: Request<RecordRelationshipRequest>,
     ) -> Result<Response<RecordRelationshipResponse>, Status> {
         let actor = actor(&request);
-        let caller = caller(&request);
+        speaks_for(&request, &request.get_ref().controller)?;
         let r = request.into_inner();
-        speaks_for(caller.as_ref(), &r.controller)?;
         let new = NewRelationship {
             controller: r.controller,
             number: r.number,
@@ -223,9 +214,8 @@ impl ContactRecords for ContactRecordsService {
         request: Request<EraseSubjectRequest>,
     ) -> Result<Response<EraseSubjectResponse>, Status> {
         let actor = actor(&request);
-        let caller = caller(&request);
+        speaks_for(&request, &request.get_ref().controller)?;
         let r = request.into_inner();
-        speaks_for(caller.as_ref(), &r.controller)?;
         let subject = SubjectRequest {
             controller: r.controller,
             number: r.number,
@@ -249,9 +239,8 @@ impl ContactRecords for ContactRecordsService {
         request: Request<ExportSubjectRequest>,
     ) -> Result<Response<ExportSubjectResponse>, Status> {
         let actor = actor(&request);
-        let caller = caller(&request);
+        speaks_for(&request, &request.get_ref().controller)?;
         let r = request.into_inner();
-        speaks_for(caller.as_ref(), &r.controller)?;
         let subject = SubjectRequest {
             controller: r.controller,
             number: r.number,
@@ -269,9 +258,8 @@ impl ContactRecords for ContactRecordsService {
         request: Request<RectifyConsentRequest>,
     ) -> Result<Response<RectifyResponse>, Status> {
         let actor = actor(&request);
-        let caller = caller(&request);
+        speaks_for(&request, &request.get_ref().controller)?;
         let r = request.into_inner();
-        speaks_for(caller.as_ref(), &r.controller)?;
         let correction = ConsentCorrection {
             consent_id: r.consent_id,
             controller: r.controller,
@@ -299,9 +287,8 @@ impl ContactRecords for ContactRecordsService {
         request: Request<RectifyRelationshipRequest>,
     ) -> Result<Response<RectifyResponse>, Status> {
         let actor = actor(&request);
-        let caller = caller(&request);
+        speaks_for(&request, &request.get_ref().controller)?;
         let r = request.into_inner();
-        speaks_for(caller.as_ref(), &r.controller)?;
         let correction = RelationshipCorrection {
             relationship_id: r.relationship_id,
             controller: r.controller,
