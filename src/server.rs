@@ -403,6 +403,9 @@ fn tls_and_hangup(
         .transpose()?;
     if let Some(settings) = &config.server.tls {
         tracing::info!(mutual = settings.client_ca_file.is_some(), "TLS on");
+        if let Some(warning) = crate::private::exposed_secret(&settings.key_file) {
+            tracing::warn!(key_file = %settings.key_file.display(), "TLS private key: {warning}");
+        }
     }
     // SIGHUP's default action would kill the server: it is always handled
     // (registered here, before the server announces itself).

@@ -341,3 +341,22 @@ async fn test_slow_or_silent_tls_handshakes_and_silent_tls_connections_are_close
     .unwrap();
     assert_eq!(code, 200);
 }
+
+/// The TLS private key, like the checkpoint key, is named at start when
+/// group or others can read it; an owner-only key is not.
+#[tokio::test(flavor = "multi_thread")]
+async fn test_a_tls_key_readable_by_others_is_named_at_start() {
+    use std::os::unix::fs::PermissionsExt;
+    let pki = Pki::new();
+    let ws = tls_workspace(&pki, false);
+    let key = ws.dir.path().join("server.key");
+    let warned = |mode: u32| {
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(mode)).unwrap();
+        let (status, log) = ws.start().terminate();
+        assert!(status.success(), "{log:?}");
+        log.iter()
+            .any(|line| line.contains("TLS private key") && line.contains("chmod 600"))
+    };
+    assert!(warned(0o644), "a key readable by others must be named");
+    assert!(!warned(0o600), "an owner-only key is not named");
+}
