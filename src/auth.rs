@@ -70,6 +70,8 @@ impl Caller {
     /// # Errors
     /// [`OutOfScope`] naming the controller and the key.
     pub fn speaks_for(&self, controller: &str) -> Result<(), OutOfScope> {
+        // Read as the records service reads it (`ContactService` trims).
+        let controller = controller.trim();
         match &self.controllers {
             Some(allowed) if !allowed.iter().any(|c| c == controller) => Err(OutOfScope {
                 key: self.name.clone(),
@@ -282,6 +284,9 @@ mod tests {
         // "Every controller" (an empty controller) is outside any scope.
         assert!(scoped.speaks_for("").is_err());
         assert!(scoped.speaks_for("Beta").is_err());
+        // Padded as the service would trim it: the same controller.
+        assert!(scoped.speaks_for(" beta\t").is_ok());
+        assert!(scoped.speaks_for("  ").is_err());
         assert!(caller("ops").speaks_for("acme").is_ok());
     }
 
