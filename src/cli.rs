@@ -286,7 +286,7 @@ pub struct ImportArgs {
     /// Block-lists: accept a file whose numbers do not span --covers (none under a covered prefix, or all under one longer prefix)
     #[arg(long)]
     allow_narrow_file: bool,
-    /// Allow-lists: accept an answer checked before the controller's last --mode replace (going back to an older answer on purpose)
+    /// Accept an import dated before newer data already held (going back to an older answer or list on purpose): allow-lists, an answer checked before the controller's last --mode replace; block-lists, a replace, remove or change list's deletions dated before the newest list applied
     #[arg(long)]
     older_than_replace: bool,
 }

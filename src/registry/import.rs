@@ -65,8 +65,9 @@ pub struct ImportRequest {
     /// Accept a block-list whose numbers do not span what `covers` states
     /// (see [`super::coverage_check`]).
     pub allow_narrow_file: bool,
-    /// Allow-lists: accept an answer checked before the controller's last
-    /// replace (see [`super::snapshot::ApplyError::OlderThanReplace`]).
+    /// Accept an import dated before newer data already held (see
+    /// [`super::snapshot::ApplyError::OlderThanReplace`] and
+    /// [`super::snapshot::ApplyError::OlderThanNewestData`]).
     pub older_than_replace: bool,
 }
 

@@ -55,6 +55,13 @@ pub struct Snapshot {
     /// answer older than it is refused (unless
     /// [`ImportSet::older_than_replace`]): added later, it cleared again
     /// the numbers the newer answer withheld.
+    ///
+    /// Block-lists (key `""`): the newest check date of any import applied
+    /// (a replace, an add, a remove). A replace, a remove or a change
+    /// list's delete lines dated before it are refused (unless
+    /// [`ImportSet::older_than_replace`]): applied after newer data, they
+    /// unlisted numbers registered since (found by review: a change list
+    /// re-run or arriving late, an older full list retried).
     pub replaced: BTreeMap<String, Date>,
     /// What checks against this snapshot report, formatted on first use.
     pub texts: TextsMemo,
@@ -134,6 +141,14 @@ pub enum ApplyError {
         controller: String,
         checked_at: Date,
         replaced_at: Date,
+    },
+    #[error(
+        "--checked-at {checked_at} is before {newest}, the newest check date of the data block-list {registry} already holds: a replace, a remove or a change list's delete lines dated before it would unlist numbers registered since (lists arriving out of order, or a re-run of an earlier one). Numbers deregistered in it are dropped by the next full list (--mode replace); pass --older-than-replace to go back to this list on purpose"
+    )]
+    OlderThanNewestData {
+        registry: String,
+        checked_at: Date,
+        newest: Date,
     },
 }
 
@@ -264,6 +279,29 @@ impl Snapshot {
                 checked_at: import.checked_at,
                 replaced_at,
             });
+        }
+        if kind == RegistryKind::Blocklist {
+            // The newest data held; a snapshot written before the date was
+            // kept is at least as new as its list's own check date.
+            let held = previous
+                .and_then(|p| p.batches.get(""))
+                .and_then(|b| b.first())
+                .map(|b| b.checked_at);
+            let newest = replaced.get("").copied().max(held);
+            let unlists = import.mode != ImportMode::Add || !removals.is_empty();
+            if let Some(newest) = newest
+                && unlists
+                && !import.older_than_replace
+                && import.checked_at < newest
+            {
+                return Err(ApplyError::OlderThanNewestData {
+                    registry: registry_id.to_string(),
+                    checked_at: import.checked_at,
+                    newest,
+                });
+            }
+            let date = replaced.entry(String::new()).or_insert(import.checked_at);
+            *date = (*date).max(import.checked_at).max(newest.unwrap_or(*date));
         }
         // A replace (the whole list as of its day), a remove or a change
         // list's delete lines (numbers withheld that day) move the date:

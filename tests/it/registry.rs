@@ -1036,3 +1036,135 @@ async fn test_a_newer_snapshot_that_cannot_load_takes_the_registry_out_of_servic
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// A US DNC change list: `X` added (`A`) or deleted (`D`), dated
+/// `checked_at`, continuing the list of `since`.
+fn dnc_change_list(
+    ws: &Workspace,
+    name: &str,
+    action: &str,
+    checked_at: &str,
+    since: &str,
+) -> std::process::Output {
+    let file = ws.file(name, &format!("npa,number,action\n212,5550105,{action}\n"));
+    ws.cli(&[
+        "registry",
+        "import",
+        "--registry",
+        "us-dnc",
+        "--mode",
+        "add",
+        "--format",
+        "delimited",
+        "--skip-lines",
+        "1",
+        "--area-column",
+        "1",
+        "--number-column",
+        "2",
+        "--action-column",
+        "3",
+        "--checked-at",
+        checked_at,
+        "--changes-since",
+        since,
+        "--file",
+        path_str(&file),
+    ])
+}
+
+/// The number the change lists above add and delete, and what CheckCall answers for it.
+async fn dnc_check_x(ws: &Workspace) -> (Verdict, Vec<R>) {
+    let server = ws.start();
+    let mut gateway = server.gateway().await;
+    let answer = gateway
+        .check_call(call("212 555 0105", "+12125550100", "us-sales"))
+        .await
+        .unwrap()
+        .into_inner();
+    (verdict(&answer), codes(&answer))
+}
+
+/// 30 numbers of area code 212, X among them.
+fn dnc_with_x(ws: &Workspace, checked_at: &str) {
+    let numbers: Vec<String> = (100..130).map(|n| format!("212 555 0{n}")).collect();
+    let numbers: Vec<&str> = numbers.iter().map(String::as_str).collect();
+    ws.import("us-dnc", &numbers, &["--checked-at", checked_at]);
+}
+
+/// Found by review: a block-list took any change list or full list
+/// whatever its date. A change list re-run, or arriving after a newer
+/// one, or an older full list retried after a newer one, deleted a number
+/// the newest data lists, and CheckCall answered REGISTRY_CLEAR. Now such
+/// an import is refused, naming both dates, and the number stays listed.
+#[tokio::test(flavor = "multi_thread")]
+async fn test_a_block_list_refuses_deletions_older_than_its_newest_data() {
+    // A change list applied again after a newer one re-added the number.
+    let ws = Workspace::new(&standard_config(""));
+    dnc_with_x(&ws, &days_ago(10));
+    let out = dnc_change_list(&ws, "d6.csv", "D", &days_ago(6), &days_ago(10));
+    assert!(out.status.success(), "{out:?}");
+    let out = dnc_change_list(&ws, "d3.csv", "A", &days_ago(3), &days_ago(6));
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(dnc_check_x(&ws).await.0, Verdict::Deny);
+    let again = dnc_change_list(&ws, "d6-again.csv", "D", &days_ago(6), &days_ago(10));
+    let refused = String::from_utf8_lossy(&again.stderr).to_string();
+    assert!(!again.status.success(), "a re-run of an older change list");
+    assert!(
+        refused.contains(&days_ago(6)) && refused.contains(&days_ago(3)),
+        "{refused}"
+    );
+    assert_eq!(
+        dnc_check_x(&ws).await,
+        (Verdict::Deny, vec![R::RegistryListed])
+    );
+
+    // The two change lists out of order.
+    let ws = Workspace::new(&standard_config(""));
+    dnc_with_x(&ws, &days_ago(10));
+    let out = dnc_change_list(&ws, "d3.csv", "A", &days_ago(3), &days_ago(6));
+    assert!(out.status.success(), "{out:?}");
+    let late = dnc_change_list(&ws, "d6.csv", "D", &days_ago(6), &days_ago(10));
+    assert!(
+        !late.status.success(),
+        "an older change list after a newer one"
+    );
+    assert_eq!(dnc_check_x(&ws).await.0, Verdict::Deny);
+
+    // An older full list after a newer one; on purpose it is taken.
+    let ws = Workspace::new(&standard_config(""));
+    dnc_with_x(&ws, &days_ago(2));
+    let older: Vec<String> = (100..130)
+        .filter(|n| *n != 105)
+        .map(|n| format!("212 555 0{n}"))
+        .collect();
+    let older: Vec<&str> = older.iter().map(String::as_str).collect();
+    let file = ws.file("older.txt", &older.join("\n"));
+    let refused = ws.cli(&[
+        "registry",
+        "import",
+        "--registry",
+        "us-dnc",
+        "--covers",
+        "+1",
+        "--allow-narrow-file",
+        "--checked-at",
+        &days_ago(9),
+        "--file",
+        path_str(&file),
+    ]);
+    assert!(!refused.status.success(), "an older full list");
+    assert_eq!(dnc_check_x(&ws).await.0, Verdict::Deny);
+    // An older addition only adds: taken.
+    let out = dnc_change_list(&ws, "add9.csv", "A", &days_ago(9), &days_ago(10));
+    assert!(out.status.success(), "{out:?}");
+    ws.import(
+        "us-dnc",
+        &older,
+        &["--checked-at", &days_ago(9), "--older-than-replace"],
+    );
+    assert_eq!(
+        dnc_check_x(&ws).await,
+        (Verdict::Allow, vec![R::RegistryClear])
+    );
+}
