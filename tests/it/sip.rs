@@ -699,7 +699,8 @@ async fn test_kamailio_relays_only_logged_allows() {
         raw_proxy,
         Raw {
             method: "INVITE",
-            uri: &format!("sip:+393331234567@127.0.0.1:{raw_carrier_port}"),
+            // National: the carrier must get the number checked, in E.164.
+            uri: &format!("sip:3331234567@127.0.0.1:{raw_carrier_port}"),
             branch: "a1",
             from,
             to: callee,
@@ -709,6 +710,10 @@ async fn test_kamailio_relays_only_logged_allows() {
         },
     );
     let (invite, proxy_addr) = next_request(&carrier, "INVITE", &mut at_carrier);
+    assert!(
+        invite.starts_with(&format!("INVITE sip:+393331234567@127.0.0.1:{raw_carrier_port} ")),
+        "the carrier must dial the number dialgate checked: {invite}"
+    );
     reply(&carrier, proxy_addr, &invite, "200 OK", Some("carrier1"));
     let ok = final_answer(&dialer, "1 INVITE", &mut at_dialer);
     assert!(
