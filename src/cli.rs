@@ -1467,10 +1467,10 @@ fn audit_purge(config: &Config, before: Option<String>) -> anyhow::Result<()> {
     // start, so a purged ALLOW would be an attempt a restart no longer
     // counts (one call over the cap).
     let oldest_allowed = crate::retention::decisions_cutoff(config, config.log.retention_days, now);
-    let before = match before {
-        Some(text) => parse_instant("--before", &text)?,
-        None => oldest_allowed,
-    };
+    let asked = before
+        .map(|text| parse_instant("--before", &text))
+        .transpose()?;
+    let before = asked.unwrap_or(oldest_allowed);
     if before > oldest_allowed {
         bail!(
             "--before {before}: inside the period decisions are kept (log.retention_days = {}, the longest attempt-cap window, log.idempotency_window_seconds): decisions younger than {oldest_allowed} are kept",
@@ -1482,8 +1482,11 @@ fn audit_purge(config: &Config, before: Option<String>) -> anyhow::Result<()> {
     }
     let db = decision_log::database_path(&config.server.data_dir);
     // The purge attests each cut it makes with a checkpoint, so that verify
-    // can tell a purge from a truncation (and from a forged anchor).
-    let summary = audit::purge(&db, before, checkpoint_key(config)?.as_ref())?;
+    // can tell a purge from a truncation (and from a forged anchor). It
+    // keeps what the server recorded it needs, from the latest decision.
+    let limit = crate::retention::purge_limit(config, config.log.retention_days, asked, now);
+    let summary = audit::purge(&db, &limit, checkpoint_key(config)?.as_ref())?;
+    let before = summary.before.unwrap_or(before);
     if let Some((seq, _)) = &summary.through {
         println!(
             "purged {} decisions made before {before}; the chain now starts after seq {seq}",

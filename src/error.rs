@@ -245,6 +245,7 @@ impl HasKind for AuditError {
             AuditError::Open { cause, .. } => sqlite_kind(cause),
             AuditError::Read(cause) => sqlite_kind(cause),
             AuditError::Write(_) | AuditError::Corrupt(_) => ErrorKind::Internal,
+            AuditError::InsideKept { .. } => ErrorKind::FailedPrecondition,
         }
     }
 

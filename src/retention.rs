@@ -321,20 +321,13 @@ fn purge_decisions(
     now: Timestamp,
     dry_run: bool,
 ) -> anyhow::Result<u64> {
-    let before = decisions_cutoff(config, days, now);
+    let limit = purge_limit(config, days, None, now);
     let db = decision_log::database_path(&config.server.data_dir);
     if !db.exists() {
         return Ok(0);
     }
     if dry_run {
-        let conn =
-            rusqlite::Connection::open_with_flags(&db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
-        let n: i64 = conn.query_row(
-            "SELECT COUNT(*) FROM decisions WHERE decided_at_us < ?1",
-            [before.as_microsecond()],
-            |r| r.get(0),
-        )?;
-        return Ok(n as u64);
+        return Ok(audit::purgeable(&db, &limit)?);
     }
     let key = config
         .log
@@ -343,7 +336,7 @@ fn purge_decisions(
         .map(decision_log::checkpoint::load_key)
         .transpose()?;
     // The purge checkpoints the anchor of each batch it commits.
-    let summary = audit::purge(&db, before, key.as_ref())?;
+    let summary = audit::purge(&db, &limit, key.as_ref())?;
     Ok(summary.removed)
 }
 
@@ -353,6 +346,40 @@ fn purge_decisions(
 /// would be a call not counted) or the idempotency window (a repeated
 /// request id must find its decision after a restart).
 pub fn decisions_cutoff(config: &Config, days: u32, now: Timestamp) -> Timestamp {
+    now.checked_sub(decisions_span(config, days))
+        .unwrap_or(Timestamp::UNIX_EPOCH)
+}
+
+/// How far back a purge keeps the log, for [`audit::PurgeLimit`]: the
+/// whole span of [`decisions_cutoff`] back from the clock, and the
+/// decisions a restart reads back (the longest attempt-cap window and the
+/// idempotency window, and the clock-step tolerance beyond them) back
+/// from the latest decision logged.
+pub fn purge_limit(
+    config: &Config,
+    days: u32,
+    before: Option<Timestamp>,
+    now: Timestamp,
+) -> audit::PurgeLimit {
+    let mut counted = idempotency_window(config);
+    if let Some(window) = crate::policy::Policies::compile(config).longest_cap_window() {
+        counted = counted.max(window);
+    }
+    audit::PurgeLimit {
+        before,
+        keep: decisions_span(config, days),
+        counted: counted.saturating_add(config.log.clock_step_tolerance()),
+        now,
+    }
+}
+
+fn idempotency_window(config: &Config) -> jiff::SignedDuration {
+    jiff::SignedDuration::from_secs(
+        i64::try_from(config.log.idempotency_window_seconds).unwrap_or(i64::MAX),
+    )
+}
+
+fn decisions_span(config: &Config, days: u32) -> jiff::SignedDuration {
     let mut days = days.max(config.log.retention_days);
     // Dial records of calls to the US are kept 5 years (US TSR 16 CFR
     // 310.5), whatever log.retention_days says.
@@ -367,10 +394,7 @@ pub fn decisions_cutoff(config: &Config, days: u32, now: Timestamp) -> Timestamp
     if let Some(window) = crate::policy::Policies::compile(config).longest_cap_window() {
         keep = keep.max(window);
     }
-    keep = keep.max(jiff::SignedDuration::from_secs(
-        i64::try_from(config.log.idempotency_window_seconds).unwrap_or(i64::MAX),
-    ));
-    now.checked_sub(keep).unwrap_or(Timestamp::UNIX_EPOCH)
+    keep.max(idempotency_window(config))
 }
 
 /// The scheduled purge of a running server: at start, then every
@@ -655,6 +679,130 @@ pub fn expire_backups(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A log under a configuration with an FR campaign (4 calls in 30
+    /// days), holding 4 ALLOWs of one number made 20 days before `now`,
+    /// written by a server that started with that configuration.
+    fn log_with_allows_20_days_old(
+        dir: &Path,
+        now: Timestamp,
+    ) -> (Config, impl Fn(Timestamp) -> usize) {
+        use crate::decision_log::{DecisionRecord, LocalLog, StartupScan};
+        use crate::model::Verdict;
+        use jiff::SignedDuration;
+        let text = format!(
+            "[server]\ndata_dir = \"{}\"\n[log]\nretention_days = 0\n[retention]\ndecisions_days = 1\n\
+             [[campaign]]\nid = \"fr\"\ncontroller = \"acme\"\npurpose = \"marketing\"\n\
+             default_region = \"FR\"\ndestinations = [\"FR\"]\n",
+            dir.display()
+        );
+        let config = Config::parse(&text, "test", Path::new(".")).unwrap();
+        let window = crate::policy::Policies::compile(&config)
+            .longest_cap_window()
+            .unwrap();
+        assert_eq!(
+            window,
+            SignedDuration::from_hours(30 * 24),
+            "FR: 4 in 30 days"
+        );
+        let db = decision_log::database_path(dir);
+        let log_config = config.log.clone();
+        let keep = now.duration_since(decisions_cutoff(&config, 1, now));
+        let scan = move |now: Timestamp| StartupScan {
+            idempotency_since: now - SignedDuration::from_hours(1),
+            recent_at_most: 1000,
+            attempts_since: Some(now - window),
+            now,
+            clock_step_tolerance: log_config.clock_step_tolerance(),
+            keep,
+        };
+        let (log, _) = LocalLog::open(&db, &config.log, scan(now)).unwrap();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        for i in 0..4 {
+            let at = now - SignedDuration::from_hours(24 * 20) + SignedDuration::from_mins(i);
+            runtime
+                .block_on(log.append(DecisionRecord {
+                    decision_id: format!("d-{i}"),
+                    decided_at: at,
+                    request_id: String::new(),
+                    campaign_id: "fr".into(),
+                    controller: "acme".into(),
+                    called_number: "+33612345678".into(),
+                    normalized_number: "+33612345678".into(),
+                    caller_id: "+33162000000".into(),
+                    verdict: Verdict::Allow,
+                    reasons: Vec::new(),
+                    next_allowed_at: None,
+                    data_versions: Vec::new(),
+                    latency_us: 1,
+                    api_key: String::new(),
+                }))
+                .unwrap();
+        }
+        log.close();
+        drop(log);
+        let log_config = config.log.clone();
+        let counted = move |now: Timestamp| {
+            let (log, startup) = LocalLog::open(&db, &log_config, scan(now)).unwrap();
+            log.close();
+            startup.allowed.len()
+        };
+        assert_eq!(counted(now), 4);
+        (config, counted)
+    }
+
+    /// Found by review: the purge cut at the wall clock less the cap
+    /// window. Run with the clock 15 days ahead (a VM before NTP), it
+    /// deleted ALLOWs of the last 30 days; a restart once the clock was
+    /// right no longer counted them, and the cap let a fifth call through.
+    #[test]
+    fn test_a_purge_with_the_clock_ahead_keeps_the_allows_the_caps_count() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = Timestamp::now();
+        let (config, counted) = log_with_allows_20_days_old(dir.path(), now);
+        let ahead = now + jiff::SignedDuration::from_hours(24 * 15);
+        assert_eq!(purge_decisions(&config, 1, ahead, true).unwrap(), 0);
+        assert_eq!(purge_decisions(&config, 1, ahead, false).unwrap(), 0);
+        assert_eq!(
+            counted(now),
+            4,
+            "every ALLOW inside the cap window is counted"
+        );
+    }
+
+    /// Found by review: a purge run with another configuration (without
+    /// the capped campaign) deleted ALLOWs the server still counted. The
+    /// server records at start how far back it needs the log.
+    #[test]
+    fn test_a_purge_under_another_configuration_keeps_what_the_server_needs() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = Timestamp::now();
+        let (_, counted) = log_with_allows_20_days_old(dir.path(), now);
+        let without_caps = Config::parse(
+            &format!(
+                "[server]\ndata_dir = \"{}\"\n[log]\nretention_days = 0\n[retention]\ndecisions_days = 1\n",
+                dir.path().display()
+            ),
+            "test",
+            Path::new("."),
+        )
+        .unwrap();
+        assert_eq!(purge_decisions(&without_caps, 1, now, false).unwrap(), 0);
+        assert_eq!(counted(now), 4);
+        let db = decision_log::database_path(dir.path());
+        let explicit = purge_limit(
+            &without_caps,
+            0,
+            Some(now - jiff::SignedDuration::from_hours(24 * 2)),
+            now,
+        );
+        let refused = audit::purge(&db, &explicit, None).unwrap_err().to_string();
+        assert!(refused.contains("nothing purged"), "{refused}");
+        assert_eq!(counted(now), 4);
+    }
 
     fn parse(text: &str) -> Result<Retention, Invalid> {
         let raw: RawRetention = toml::from_str(text).unwrap();

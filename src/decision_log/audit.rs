@@ -34,6 +34,10 @@ pub enum AuditError {
         "cannot export decision log: {0}; `dialgate audit verify` shows whether the row was altered"
     )]
     Corrupt(String),
+    #[error(
+        "--before {before}: decisions made since {floor} are still needed (the longest attempt-cap window, the idempotency window or the record-keeping period of this configuration or of the server's last start, counted back from the latest decision logged or the clock, whichever is earlier): nothing purged"
+    )]
+    InsideKept { before: Timestamp, floor: Timestamp },
 }
 
 /// Output format of `audit export`.
@@ -347,14 +351,7 @@ pub fn csv_field(value: &str) -> String {
 
 /// Where a purge cut the log: the seq and hash of the last row removed.
 pub(crate) fn purge_anchor(conn: &Connection) -> Result<Option<(i64, String)>, AuditError> {
-    let has_meta: bool = conn
-        .query_row(
-            "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'log_meta'",
-            [],
-            |r| r.get::<_, i64>(0),
-        )
-        .map(|n| n > 0)?;
-    if !has_meta {
+    if !has_log_meta(conn)? {
         return Ok(None);
     }
     let value: Option<String> = conn
@@ -370,15 +367,131 @@ pub(crate) fn purge_anchor(conn: &Connection) -> Result<Option<(i64, String)>, A
     }))
 }
 
+/// The `log_meta` key of how far back the server needs the log, recorded
+/// at each start (microseconds, its clock-step tolerance included).
+pub(crate) const KEEP_KEY: &str = "keep_decisions_us";
+
+/// Where a purge may cut.
+#[derive(Debug, Clone, Copy)]
+pub struct PurgeLimit {
+    /// The cut asked for (`audit purge --before`); `None`: as far as allowed.
+    pub before: Option<Timestamp>,
+    /// How long decisions are kept, back from `now` (records kept by law).
+    pub keep: jiff::SignedDuration,
+    /// How far back a restart reads the log (the caps' ALLOWs, request
+    /// ids), back from the latest decision logged.
+    pub counted: jiff::SignedDuration,
+    pub now: Timestamp,
+}
+
+/// The earliest instant a purge must keep: `keep` back from `now`, and
+/// `counted`, or the longer span the server recorded at its last start
+/// ([`KEEP_KEY`]: a purge run with another configuration, without the
+/// capped campaigns, deleted ALLOWs the server still counted; found by
+/// review), back from the latest decision logged or `now`, whichever is
+/// earlier (a clock running ahead at a purge deleted ALLOWs still inside
+/// a cap window, which a restart then no longer counted; found by
+/// review). `None`: nothing logged.
+///
+/// # Errors
+/// [`AuditError`] when the log cannot be read.
+pub(crate) fn kept_since(
+    conn: &Connection,
+    limit: &PurgeLimit,
+) -> Result<Option<Timestamp>, AuditError> {
+    let latest: Option<i64> = conn
+        .query_row(
+            "SELECT decided_at_us FROM decisions ORDER BY seq DESC LIMIT 1",
+            [],
+            |r| r.get(0),
+        )
+        .optional()?;
+    let Some(latest) = latest else {
+        return Ok(None);
+    };
+    let recorded: Option<String> = if has_log_meta(conn)? {
+        conn.query_row(
+            "SELECT value FROM log_meta WHERE key = ?1",
+            [KEEP_KEY],
+            |r| r.get(0),
+        )
+        .optional()?
+    } else {
+        None
+    };
+    let recorded = match recorded {
+        None => jiff::SignedDuration::ZERO,
+        Some(text) => text
+            .parse::<i64>()
+            .map(jiff::SignedDuration::from_micros)
+            .map_err(|_| AuditError::Corrupt(format!("log_meta {KEEP_KEY} = {text:?}")))?,
+    };
+    let back = |from: Timestamp, span: jiff::SignedDuration| {
+        from.checked_sub(span).unwrap_or(Timestamp::UNIX_EPOCH)
+    };
+    let counted_from = limit.now.min(super::from_micros(latest));
+    Ok(Some(
+        back(limit.now, limit.keep).min(back(counted_from, limit.counted.max(recorded))),
+    ))
+}
+
+/// The instant a purge within `limit` cuts at; `None`: nothing to purge.
+///
+/// # Errors
+/// [`AuditError::InsideKept`] for a `before` inside what must be kept.
+pub(crate) fn purge_cut(
+    conn: &Connection,
+    limit: &PurgeLimit,
+) -> Result<Option<Timestamp>, AuditError> {
+    let Some(floor) = kept_since(conn, limit)? else {
+        return Ok(None);
+    };
+    match limit.before {
+        Some(before) if before > floor => Err(AuditError::InsideKept { before, floor }),
+        Some(before) => Ok(Some(before)),
+        None => Ok(Some(floor)),
+    }
+}
+
+/// Counts the decisions a purge within `limit` would remove.
+///
+/// # Errors
+/// As [`purge`].
+pub fn purgeable(db: &Path, limit: &PurgeLimit) -> Result<u64, AuditError> {
+    let conn = open_read_only(db)?;
+    let Some(before) = purge_cut(&conn, limit)? else {
+        return Ok(0);
+    };
+    let n: i64 = conn.query_row(
+        "SELECT COUNT(*) FROM decisions WHERE decided_at_us < ?1",
+        [micros(before)],
+        |r| r.get(0),
+    )?;
+    Ok(u64::try_from(n).unwrap_or(0))
+}
+
+/// Whether the log has its `log_meta` table (a log written by an early
+/// version has not).
+fn has_log_meta(conn: &Connection) -> Result<bool, AuditError> {
+    Ok(conn.query_row(
+        "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'log_meta'",
+        [],
+        |r| r.get::<_, i64>(0),
+    )? > 0)
+}
+
 /// What a purge removed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PurgeSummary {
     pub removed: u64,
     /// The last removed row (the chain's new anchor), if any.
     pub through: Option<(i64, String)>,
+    /// The decisions made before this instant were removed (`None`: the log is empty).
+    pub before: Option<Timestamp>,
 }
 
-/// Removes the decisions made before `before`, oldest first, in batches (the
+/// Removes the decisions made before the cut `limit` allows (see
+/// [`kept_since`]), oldest first, in batches (the
 /// server keeps logging meanwhile), and records the last removed row as the
 /// anchor the chain now starts from. Each batch's anchor is checkpointed
 /// (in `checkpoints.jsonl` beside `db`, signed with `key`) before the batch
@@ -390,7 +503,7 @@ pub struct PurgeSummary {
 /// not written (its batch is then not committed).
 pub fn purge(
     db: &Path,
-    before: Timestamp,
+    limit: &PurgeLimit,
     key: Option<&ed25519_dalek::SigningKey>,
 ) -> Result<PurgeSummary, AuditError> {
     let checkpoints = super::checkpoint::checkpoints_path(db.parent().unwrap_or(Path::new(".")));
@@ -399,6 +512,13 @@ pub fn purge(
         cause,
     })?;
     conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    let Some(before) = purge_cut(&conn, limit)? else {
+        return Ok(PurgeSummary {
+            removed: 0,
+            through: None,
+            before: None,
+        });
+    };
     let cut: Option<(i64, String)> = {
         // Decisions are appended in time order: the cut is a prefix of seq.
         let mut statement =
@@ -417,6 +537,7 @@ pub fn purge(
         return Ok(PurgeSummary {
             removed: 0,
             through: None,
+            before: Some(before),
         });
     };
     let mut removed = 0u64;
@@ -458,6 +579,7 @@ pub fn purge(
     Ok(PurgeSummary {
         removed,
         through: Some((through_seq, through_hash)),
+        before: Some(before),
     })
 }
 

@@ -255,6 +255,19 @@ impl LocalLog {
         if let Some((checkpoint, file)) = newest {
             require_continues(&conn, path, &head, checkpoint, file)?;
         }
+        // How far back this server reads the log at start, for a purge
+        // run with another configuration (`audit::kept_since`).
+        let counted = [Some(scan.idempotency_since), scan.attempts_since]
+            .into_iter()
+            .flatten()
+            .map(|since| scan.now.duration_since(since))
+            .max()
+            .unwrap_or_default();
+        let keep = counted.saturating_add(scan.clock_step_tolerance);
+        conn.execute(
+            "INSERT OR REPLACE INTO log_meta (key, value) VALUES (?1, ?2)",
+            rusqlite::params![super::audit::KEEP_KEY, keep.as_micros().to_string()],
+        )?;
         let recent = read_startup_state(&conn, scan)?;
         // An optimisation only: without it the writer still checkpoints.
         let backfill = match config.wal_backfill_ms {

@@ -294,7 +294,9 @@ async fn test_purge_keeps_the_chain_verifiable_and_respects_retention() {
         .unwrap();
     tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     let cut = jiff::Timestamp::now().to_string();
-    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    // Beyond what a purge keeps back from the latest decision under the
+    // short configuration below (1 s idempotency window, 1 s tolerance).
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
     gateway
         .check_call(call("+39 333 123 4567", IT_CLI, "us-sales"))
         .await
@@ -329,6 +331,16 @@ async fn test_purge_keeps_the_chain_verifiable_and_respects_retention() {
         &format!("data_dir = {:?}", path_str(&ws.data_dir())),
     );
     std::fs::write(&short_config, config_text).unwrap();
+    // The server last started with the capped configuration: it still
+    // counts those ALLOWs (found by review: the purge took them).
+    let refused = short.cli(&["audit", "purge", "--before", &cut]);
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("nothing purged"),
+        "{refused:?}"
+    );
+    // Once the server has started with the short configuration, it may.
+    let (status, _) = short.start().terminate();
+    assert!(status.success());
     let out = short.cli_ok(&["audit", "purge", "--before", &cut]);
     assert!(out.starts_with("purged 2 decisions"), "{out}");
     let verified = short.cli_ok(&["audit", "verify"]);

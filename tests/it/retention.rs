@@ -803,9 +803,10 @@ async fn test_an_unfinished_restore_keeps_serve_and_imports_from_starting() {
     server.terminate();
 }
 
-/// A purge that removes every decision leaves no row to continue the hash
-/// chain from: after a restart the writer continues from the purge's
-/// anchor (never seq 1 again), and `audit verify` passes.
+/// A purge that removed every decision (an earlier version's) leaves no
+/// row to continue the hash chain from: after a restart the writer
+/// continues from the purge's anchor (never seq 1 again), and `audit
+/// verify` passes. `audit purge` itself keeps the latest decisions.
 #[tokio::test(flavor = "multi_thread")]
 async fn test_a_log_purged_of_every_row_continues_its_chain_after_a_restart() {
     let ws = Workspace::new(&purgeable_config());
@@ -819,10 +820,35 @@ async fn test_a_log_purged_of_every_row_continues_its_chain_after_a_restart() {
     }
     std::thread::sleep(Duration::from_millis(20));
     let cut = jiff::Timestamp::now().to_string();
-    // Past the 1 s idempotency window: the purge may cut there.
-    std::thread::sleep(Duration::from_millis(1100));
-    let out = ws.cli_ok(&["audit", "purge", "--before", &cut]);
-    assert!(out.starts_with("purged 2 decisions"), "{out}");
+    std::thread::sleep(Duration::from_millis(2100));
+    // `audit purge` keeps what a restart reads back (here the 1 s
+    // idempotency window and 1 s of clock-step tolerance) from the latest
+    // decision, whatever the clock says: it never removes every row.
+    let refused = ws.cli(&["audit", "purge", "--before", &cut]);
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("nothing purged"),
+        "{refused:?}"
+    );
+    // Every row removed as a purge by an earlier version did: the rows
+    // deleted, the last one's seq and hash kept as the anchor (the server
+    // checkpointed it at its stop).
+    {
+        let conn = rusqlite::Connection::open(ws.data_dir().join("decisions.db")).unwrap();
+        let (seq, hash): (i64, String) = conn
+            .query_row(
+                "SELECT seq, hash FROM decisions ORDER BY seq DESC LIMIT 1",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap();
+        assert_eq!(seq, 2);
+        conn.execute("DELETE FROM decisions", []).unwrap();
+        conn.execute(
+            "INSERT OR REPLACE INTO log_meta (key, value) VALUES ('purged_through', ?1)",
+            [format!("{seq}:{hash}")],
+        )
+        .unwrap();
+    }
     {
         let server = ws.start();
         check(&server, number).await;

@@ -711,7 +711,9 @@ async fn test_kamailio_relays_only_logged_allows() {
     );
     let (invite, proxy_addr) = next_request(&carrier, "INVITE", &mut at_carrier);
     assert!(
-        invite.starts_with(&format!("INVITE sip:+393331234567@127.0.0.1:{raw_carrier_port} ")),
+        invite.starts_with(&format!(
+            "INVITE sip:+393331234567@127.0.0.1:{raw_carrier_port} "
+        )),
         "the carrier must dial the number dialgate checked: {invite}"
     );
     reply(&carrier, proxy_addr, &invite, "200 OK", Some("carrier1"));

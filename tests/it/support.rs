@@ -102,7 +102,7 @@ pub fn purgeable_config() -> String {
     let config = standard_config("")
         .replace(
             "shutdown_grace_ms = 5000",
-            "shutdown_grace_ms = 5000\n\n[log]\nretention_days = 0\nidempotency_window_seconds = 1",
+            "shutdown_grace_ms = 5000\n\n[log]\nretention_days = 0\nidempotency_window_seconds = 1\nclock_step_tolerance_seconds = 1",
         )
         .replace(
             "[[campaign]]\nid = \"us-sales\"\ncontroller = \"acme\"\npurpose = \"marketing\"\ndefault_region = \"US\"\ndestinations = [\"US\"]\ncaller_ids = [\"+12125550100\"]\n",
