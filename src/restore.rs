@@ -401,15 +401,26 @@ pub fn restore(
         .map(|k| k.verifying_key());
     if take_log {
         let checkpoints = checkpoint::read_all(&checkpoint::checkpoints_path(from))?;
-        let anchors: Vec<_> = checkpoint::read_one(&checkpoint::head_path(data_dir))?
+        // The log that was in data_dir is gone; what vouched for it is not:
+        // its kept head (with a key), and the newest of its checkpoints
+        // (without a key there is no kept head: the backup's older log was
+        // taken, and the ALLOWs made after the backup no longer counted
+        // against the caps; found by review).
+        let mut anchors: Vec<_> = checkpoint::read_one(&checkpoint::head_path(data_dir))?
             .into_iter()
             .collect();
+        anchors.extend(
+            checkpoint::read_all(&checkpoint::checkpoints_path(data_dir))?
+                .into_iter()
+                .max_by_key(|c| c.seq),
+        );
         if let audit::Verification::Broken { seq, problem, .. } =
             audit::verify(&backup_log, &checkpoints, &anchors, key.as_ref())?
         {
             bail!(
-                "the backup's decision log does not verify (seq {seq}: {problem}); with it `audit verify` would fail. Nothing restored. If {} is from a later log that is lost, decisions after the backup are gone: move that file aside to accept it, then restore again",
-                checkpoint::head_path(data_dir).display()
+                "the backup's decision log does not verify (seq {seq}: {problem}); with it `audit verify` would fail. Nothing restored. If {} or {} is from a later log that is lost, decisions after the backup are gone (and the ALLOWs among them no longer count against attempt caps): move the file aside to accept it, then restore again",
+                checkpoint::head_path(data_dir).display(),
+                checkpoint::checkpoints_path(data_dir).display()
             );
         }
     }

@@ -576,6 +576,8 @@ async fn test_restore_into_an_empty_data_dir_takes_the_backups_verified_log() {
             .unwrap();
         assert_eq!(verdict(&check(&server, number).await), Verdict::Allow);
         ws.cli_ok(&["backup", "--to", path_str(&backup_dir)]);
+        // An ALLOW after the backup (seq 2), which its checkpoints vouch for.
+        assert_eq!(verdict(&check(&server, number).await), Verdict::Allow);
         server
             .records()
             .await
@@ -609,6 +611,26 @@ async fn test_restore_into_an_empty_data_dir_takes_the_backups_verified_log() {
         "--without-ledger",
     ]);
     assert!(forced.contains("0 entries"), "{forced}");
+    // data_dir lost its log but kept its checkpoints (no checkpoint key,
+    // so no kept head): they vouch for the ALLOW made after the backup,
+    // which the backup's log lacks. Found by review: the restore took the
+    // older log, and that ALLOW no longer counted against the caps.
+    let behind = Workspace::new(&standard_config(&section));
+    std::fs::create_dir_all(behind.data_dir()).unwrap();
+    std::fs::copy(
+        ws.data_dir().join("checkpoints.jsonl"),
+        behind.data_dir().join("checkpoints.jsonl"),
+    )
+    .unwrap();
+    let refused = behind.cli(&["restore", "--from", path_str(&backup_dir)]);
+    let message = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        !refused.status.success()
+            && message.contains("truncated")
+            && message.contains("checkpoints.jsonl"),
+        "{message}"
+    );
+    assert!(!behind.data_dir().join("decisions.db").exists());
     // Another machine: a fresh data_dir, the same ledger.
     let fresh = Workspace::new(&standard_config(&section));
     // Checkpoints of a log that is gone are moved aside, not overwritten.
