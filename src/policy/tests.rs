@@ -1405,6 +1405,57 @@ caller_ids = ["+262262123456"]
     ));
 }
 
+/// The US territories had no statute: opt-in but no window, so a Puerto
+/// Rico number with a consent was allowed at 03:00 there. The federal
+/// window (TSR, TCPA) applies there now, at the territory's clock; they
+/// stay opt-in.
+#[test]
+fn test_us_territories_keep_the_federal_window_and_need_consent() {
+    let config = config(
+        r#"
+[[campaign]]
+id = "pr"
+controller = "acme"
+purpose = "marketing"
+default_region = "PR"
+destinations = ["PR", "GU"]
+caller_ids = ["+17872345678"]
+"#,
+    );
+    let with_consent = |number: &str| ContactView {
+        consents: vec![consent(number)],
+        ..ContactView::default()
+    };
+    let call = |number: &str, contacts: &ContactView, at: &str| {
+        decide(&config, "pr", number, "+17872345678", contacts, &[], at)
+    };
+    let number = "+17872345679";
+    // Puerto Rico is UTC-4: 03:00 there, then 10:00 and 21:30.
+    let night = call(number, &with_consent(number), "2026-11-23T07:00:00Z");
+    assert!(
+        codes(&night).contains(&ReasonCode::OutsideCallingHours),
+        "{:?}",
+        night.reasons
+    );
+    let day = call(number, &with_consent(number), "2026-11-23T14:00:00Z");
+    assert_eq!(day.verdict, Verdict::Allow, "{:?}", day.reasons);
+    assert!(
+        codes(&call(number, &with_consent(number), "2026-11-24T01:30:00Z"))
+            .contains(&ReasonCode::OutsideCallingHours)
+    );
+    // Without a consent: still denied (no registry stands in).
+    assert_eq!(
+        call(number, &ContactView::default(), "2026-11-23T14:00:00Z").verdict,
+        Verdict::Deny
+    );
+    // Guam (UTC+10): 14:00 UTC is 00:00 there.
+    let guam = "+16712345678";
+    assert!(
+        codes(&call(guam, &with_consent(guam), "2026-11-23T14:00:00Z"))
+            .contains(&ReasonCode::OutsideCallingHours)
+    );
+}
+
 /// A `[destination.FR]` override (a law change the product does not know
 /// yet) applies in the overseas departments too, in their own time zone:
 /// looked up under their own codes alone, Réunion went on under the

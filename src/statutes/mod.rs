@@ -404,7 +404,7 @@ impl Statute {
 }
 
 static STATUTES: LazyLock<Vec<Statute>> = LazyLock::new(|| {
-    vec![
+    let mut statutes = vec![
         it::statute(),
         fr::statute(),
         es::statute(),
@@ -413,7 +413,9 @@ static STATUTES: LazyLock<Vec<Statute>> = LazyLock::new(|| {
         us::statute(),
         pl::statute(),
         ro::statute(),
-    ]
+    ];
+    statutes.extend(us::territory_statutes());
+    statutes
 });
 
 /// The statute of a destination, if the product carries one: its own, or

@@ -13,9 +13,8 @@
 //! a destination without a statute did not: French law governs there. The US territories (Puerto
 //! Rico, the US Virgin Islands, Guam, ...) are not mapped to the US
 //! statute: it is opt-out through the national registry, which would lift
-//! the consent a destination without a statute requires, on a legal
-//! reading (the TCPA's reach there and any local law) this product has not
-//! verified. They stay without a statute (README).
+//! the consent they require. They have statutes of their own, the federal
+//! window in their own time zone and opt-in (`us::territory_statutes`).
 
 use super::holidays::Holiday;
 

@@ -138,3 +138,47 @@ pub(super) fn statute() -> Statute {
     ];
     s
 }
+
+/// The US territories with region codes of their own in the numbering plan
+/// (+1 787/939, 340, 671, 684, 670), each in its own time zone.
+const TERRITORIES: [(&str, &str); 5] = [
+    ("PR", "America/Puerto_Rico"),
+    ("VI", "America/St_Thomas"),
+    ("GU", "Pacific/Guam"),
+    ("AS", "Pacific/Pago_Pago"),
+    ("MP", "Pacific/Saipan"),
+];
+
+/// The US territories: the federal calling window applies there (the TSR
+/// reaches commerce in any territory, 15 U.S.C. 44; the TCPA's "United
+/// States" includes them, 47 U.S.C. 153), so they are no longer
+/// destinations without a statute and without a window (a consent
+/// allowed a call to Puerto Rico at 03:00 there). They stay opt-in, which
+/// is stricter than the national registry's opt-out: whether the National
+/// DNC Registry's data covers their numbers is not verified here, and
+/// without a registry a number would read as clear. So a call needs a
+/// consent, inside 08:00-21:00 at the territory's clock.
+pub(super) fn territory_statutes() -> Vec<Statute> {
+    let us = statute();
+    TERRITORIES
+        .iter()
+        .map(|&(region, zone)| {
+            let mut s = Statute::new(region, zone);
+            s.consent = vec![Rule::always(
+                ConsentRule::OPT_IN,
+                "US-TERRITORY: consent required (dialgate's reading, stricter than the \
+                 national registry's opt-out, whose coverage of the territories' numbers is \
+                 not verified here)",
+            )];
+            s.hours = vec![Rule::always(
+                WeeklyHours::every_day(&[Span::hours(8, 21)]),
+                "US-HOURS in a US territory: TSR 16 CFR 310.4(c) (the FTC Act's commerce \
+                 includes commerce in any territory, 15 U.S.C. 44), TCPA 47 CFR 64.1200(c)(1) \
+                 (47 U.S.C. 153: the United States includes the territories): 08:00-21:00 at \
+                 the called person's location",
+            )];
+            s.caller_id.clone_from(&us.caller_id);
+            s
+        })
+        .collect()
+}
