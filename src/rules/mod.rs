@@ -46,7 +46,11 @@ pub struct CallInput<'a> {
     /// Withdrawals of consent and attempts recorded by then count even
     /// when they come after `at` (as opt-outs do): a list screened as of
     /// an earlier instant is not cleared by what has happened since.
-    /// `None`: the decision's instant is the reading's (CheckCall).
+    /// `None` (CheckCall): the records are read as the call is decided,
+    /// and every withdrawal and attempt they hold counts, also one
+    /// stamped ahead of this clock by another replica's (found by review:
+    /// a withdrawal recorded on a replica whose clock ran 400 ms ahead
+    /// left the consent counted here until this clock reached it).
     pub recorded_by: Option<Timestamp>,
 }
 
@@ -147,7 +151,7 @@ pub fn evaluate(input: &CallInput<'_>, data: &DecisionData<'_>, now: Timestamp) 
                     campaign,
                     called,
                     data,
-                    (now, input.recorded_by.unwrap_or(Timestamp::MIN)),
+                    (now, input.recorded_by.unwrap_or(Timestamp::MAX)),
                     &mut Outcome {
                         denies: &mut denies,
                         bases: &mut bases,
@@ -182,7 +186,7 @@ pub fn evaluate(input: &CallInput<'_>, data: &DecisionData<'_>, now: Timestamp) 
             era,
             data,
             &timed,
-            input.recorded_by.unwrap_or(Timestamp::MIN),
+            input.recorded_by.unwrap_or(Timestamp::MAX),
         ),
         _ => None,
     };

@@ -701,8 +701,19 @@ fn test_screening_as_of_an_earlier_instant_counts_what_was_recorded_since() {
         expect: Verdict::Deny,
         codes: &[],
     };
-    let as_then = run_read_at(&germany, before, &[], None);
+    let as_then = run_read_at(&germany, before, &[], Some(before));
     assert_eq!(as_then.verdict, Verdict::Allow, "{:?}", as_then.reasons);
+    // CheckCall (records read as the call is decided) counts every
+    // withdrawal held, also one stamped ahead of this clock by another
+    // replica's (up to the 500 ms the shared log allows): the consent
+    // counted until this clock reached it (found by review).
+    let check_call = run_read_at(&germany, before, &[], None);
+    assert_eq!(
+        check_call.verdict,
+        Verdict::Deny,
+        "{:?}",
+        check_call.reasons
+    );
     let as_known = run_read_at(&germany, before, &[], Some(read_at));
     assert_eq!(as_known.verdict, Verdict::Deny, "{:?}", as_known.reasons);
     assert_eq!(
@@ -714,7 +725,7 @@ fn test_screening_as_of_an_earlier_instant_counts_what_was_recorded_since() {
     let later: Timestamp = "2026-11-23T15:30:00Z".parse().unwrap();
     assert_eq!(
         run_read_at(&germany, later, &[], Some(read_at)),
-        run_read_at(&germany, later, &[], None)
+        run_read_at(&germany, later, &[], Some(later))
     );
 
     // France (Bloctel era over, opt-in since 11 Aug 2026): 4 calls in 30
@@ -745,8 +756,16 @@ fn test_screening_as_of_an_earlier_instant_counts_what_was_recorded_since() {
     .iter()
     .map(|t| t.parse().unwrap())
     .collect();
-    let as_then = run_read_at(&france, at, &attempts, None);
+    let as_then = run_read_at(&france, at, &attempts, Some(at));
     assert_eq!(as_then.verdict, Verdict::Allow, "{:?}", as_then.reasons);
+    // CheckCall counts every attempt held, also one stamped ahead.
+    let check_call = run_read_at(&france, at, &attempts, None);
+    assert_eq!(
+        check_call.verdict,
+        Verdict::Deny,
+        "{:?}",
+        check_call.reasons
+    );
     let as_known = run_read_at(&france, at, &attempts, Some(read_at));
     assert_eq!(as_known.verdict, Verdict::Deny, "{:?}", as_known.reasons);
     assert_eq!(
