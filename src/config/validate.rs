@@ -1072,8 +1072,11 @@ impl Validator<'_> {
                 "an opt-out destination needs a registry of its opt-outs; with none, set consent = \"opt_in\"",
             ));
         }
+        // In force on every day from the override's `from` on: France's
+        // Bloctel ends on 10 August 2026, and an opt-out override of France
+        // without a registry consulted none after it (found by review).
         let statute_has_registry = statutes::statute(region.as_str())
-            .is_some_and(|s| s.registry.iter().any(|rule| rule.value.is_some()));
+            .is_some_and(|s| registry_throughout(&s.registry, from, |_| true));
         if consent == Some(ConsentRegime::OptOut) && registry.is_none() && !statute_has_registry {
             return Err(self.invalid(
                 format!("{key}.registry"),
@@ -1087,7 +1090,7 @@ impl Validator<'_> {
         if let Some(Some(kind)) = registry
             && raw.registry_valid_days.is_none()
             && !statutes::statute(region.as_str())
-                .is_some_and(|s| registry_of_kind_throughout(&s.registry, kind, from))
+                .is_some_and(|s| registry_throughout(&s.registry, from, |r| r.kind == kind))
         {
             return Err(self.invalid(
                 format!("{key}.registry_valid_days"),
@@ -1160,15 +1163,17 @@ fn loopback_only(address: &str) -> bool {
         .is_some_and(|(host, _)| host.eq_ignore_ascii_case("localhost"))
 }
 
-/// Whether the statute's registry rules name a registry of `kind` on every
-/// day from `from` (every day: `None`) on, without a gap: an override's
-/// registry of that kind then inherits the statute's validity each day.
+/// Whether the statute's registry rules name a registry (one `wanted`) on
+/// every day from `from` (every day: `None`) on, without a gap: an
+/// override's registry of that kind then inherits the statute's validity
+/// each day, and an opt-out override without a registry consults the
+/// statute's each day.
 /// (France's Bloctel ends on 11 August 2026: an allow-list override from
 /// before that date has nothing to inherit after it.)
-fn registry_of_kind_throughout(
+fn registry_throughout(
     rules: &[statutes::Rule<Option<statutes::RegistryRequirement>>],
-    kind: RegistryKind,
     from: Option<jiff::civil::Date>,
+    wanted: impl Fn(&statutes::RegistryRequirement) -> bool,
 ) -> bool {
     let mut relevant: Vec<_> = rules
         .iter()
@@ -1193,5 +1198,5 @@ fn registry_of_kind_throughout(
             .all(|pair| pair[0].until == pair[1].from)
         && relevant
             .iter()
-            .all(|rule| rule.value.is_some_and(|r| r.kind == kind))
+            .all(|rule| rule.value.as_ref().is_some_and(&wanted))
 }

@@ -696,14 +696,11 @@ pub async fn purge(
         .iter()
         .map(|r| Ok::<_, PgError>((r.try_get(0)?, r.try_get(1)?)))
         .collect::<Result<_, _>>()?;
-    // Back from the latest decision when the clock reads later: a clock
-    // running ahead must not cut inside what a replica still counts
-    // (found by review on the local log; the same holds here).
-    let latest: Option<i64> = client
-        .query_one("SELECT max(decided_at_us) FROM decisions", &[])
-        .await?
-        .try_get(0)?;
-    purge_allowed(before, counted_from(Timestamp::now(), latest), &needs)?;
+    // A clock running ahead would cut inside what a replica still counts
+    // (found by review on the local log): this host's clock must agree with
+    // the database's, as every replica's must.
+    super::shared_clock::probe(&client).await?;
+    purge_allowed(before, Timestamp::now(), &needs)?;
     let replicas: Vec<String> = client
         .query("SELECT DISTINCT replica_id FROM decisions ORDER BY 1", &[])
         .await?
@@ -783,14 +780,6 @@ pub async fn purge(
     Ok(summary)
 }
 
-/// Where what the replicas need is counted back from: the clock, or the
-/// latest decision logged (microseconds) when that is earlier.
-fn counted_from(now: Timestamp, latest_us: Option<i64>) -> Timestamp {
-    latest_us
-        .and_then(|us| Timestamp::from_microsecond(us).ok())
-        .map_or(now, |latest| now.min(latest))
-}
-
 /// Refuses a cut at `before` inside what a replica recorded it needs
 /// (`needs`: replica, microseconds back from `now`).
 ///
@@ -854,13 +843,6 @@ mod tests {
             purge_allowed(now - jiff::SignedDuration::from_hours(31 * 24), now, &needs).is_ok()
         );
         assert!(purge_allowed(now, now, &[]).is_ok());
-        // A clock 15 days ahead of the latest decision: counted back from
-        // the decision, eight days before it is still needed.
-        let ahead = now + jiff::SignedDuration::from_hours(15 * 24);
-        let latest = Some(now.as_microsecond());
-        assert!(purge_allowed(eight_days_ago, counted_from(ahead, latest), &needs).is_err());
-        assert_eq!(counted_from(ahead, None), ahead);
-        assert_eq!(counted_from(now, Some(ahead.as_microsecond())), now);
     }
 
     #[test]

@@ -616,6 +616,19 @@ fn test_opt_out_override_without_a_registry_is_refused() {
     .unwrap_err()
     .to_string();
     assert!(error.contains("destination.DE.registry"), "{error}");
+    // France's registry (Bloctel) ends on 10 August 2026: an opt-out
+    // override from before then had none to consult after it (found by
+    // review: the calls were allowed on any other French block-list).
+    for from in ["", "from = \"2026-01-01\"\nsource = \"s\"\n"] {
+        let error = Config::parse(
+            &format!("[destination.FR]\n{from}consent = \"opt_out\"\n"),
+            "test.toml",
+            std::path::Path::new("/tmp"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(error.contains("destination.FR.registry"), "{error}");
+    }
     let error = Config::parse(
         "[destination.IT]\nregistry = \"none\"\n",
         "test.toml",
