@@ -1469,6 +1469,86 @@ caller_ids = ["+17872345678"]
     );
 }
 
+/// Saint-Barthélemy, Saint-Martin and Saint-Pierre-et-Miquelon had no
+/// statute: a consent allowed a call at 07:00 on a Sunday and a fifth
+/// call in 30 days (found by review). They take France's window, holidays
+/// and cap at their own clock, and stay opt-in.
+#[test]
+fn test_french_collectivities_keep_the_french_window_and_cap() {
+    for (region, caller, number, sunday_0700) in [
+        (
+            "MF",
+            "+590590431111",
+            "+590590432222",
+            "2026-11-22T11:00:00Z",
+        ),
+        (
+            "BL",
+            "+590590271111",
+            "+590590272222",
+            "2026-11-22T11:00:00Z",
+        ),
+        ("PM", "+508411111", "+508412222", "2026-11-22T10:00:00Z"),
+    ] {
+        assert_eq!(
+            crate::number::normalize_international(number)
+                .unwrap()
+                .region
+                .as_str(),
+            region
+        );
+        let config = config(&format!(
+            r#"
+[[campaign]]
+id = "c"
+controller = "acme"
+purpose = "marketing"
+default_region = "{region}"
+destinations = ["{region}"]
+caller_ids = ["{caller}"]
+"#
+        ));
+        let with_consent = ContactView {
+            consents: vec![consent(number)],
+            ..ContactView::default()
+        };
+        let call = |contacts: &ContactView, at: &str, attempts: &[Timestamp]| {
+            decide(&config, "c", number, caller, contacts, attempts, at)
+        };
+        let sunday = call(&with_consent, sunday_0700, &[]);
+        assert!(
+            codes(&sunday).contains(&ReasonCode::OutsideCallingHours),
+            "{region}: {:?}",
+            sunday.reasons
+        );
+        // Monday 23 November, 11:00 there (UTC-4, PM UTC-3).
+        let monday_1100 = if region == "PM" {
+            "2026-11-23T14:00:00Z"
+        } else {
+            "2026-11-23T15:00:00Z"
+        };
+        let monday = call(&with_consent, monday_1100, &[]);
+        assert_eq!(
+            monday.verdict,
+            Verdict::Allow,
+            "{region}: {:?}",
+            monday.reasons
+        );
+        let four: Vec<Timestamp> = (1..=4)
+            .map(|d| format!("2026-11-{:02}T15:00:00Z", 10 + d).parse().unwrap())
+            .collect();
+        assert!(
+            codes(&call(&with_consent, monday_1100, &four)).contains(&ReasonCode::AttemptLimit),
+            "{region}"
+        );
+        assert_eq!(
+            call(&ContactView::default(), monday_1100, &[]).verdict,
+            Verdict::Deny,
+            "{region}: consent required"
+        );
+    }
+}
+
 /// A `[destination.FR]` override (a law change the product does not know
 /// yet) applies in the overseas departments too, in their own time zone:
 /// looked up under their own codes alone, Réunion went on under the

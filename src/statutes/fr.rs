@@ -97,3 +97,48 @@ pub(super) fn statute() -> Statute {
     )];
     s
 }
+
+/// Saint-Barthélemy, Saint-Martin and Saint-Pierre-et-Miquelon: overseas
+/// collectivities (Constitution art. 74) with region codes of their own.
+/// Without a statute they had no window and no cap (found by review: a
+/// consent allowed a call to Saint-Martin at 07:00 on a Sunday, and a
+/// fifth call in 30 days). Whether France's consumer code applies there
+/// as in the departments is not verified here, so they take France's
+/// window, holidays, caps and caller-ID rules (each only denies) and stay
+/// opt-in without the contract that stands in for consent in France.
+pub(super) fn collectivity_statutes() -> Vec<Statute> {
+    let france = statute();
+    [
+        (
+            "BL",
+            "America/St_Barthelemy",
+            Some(Holiday::fixed(
+                "Abolition of slavery (Saint-Barthélemy)",
+                10,
+                9,
+            )),
+        ),
+        (
+            "MF",
+            "America/Marigot",
+            Some(Holiday::fixed("Abolition of slavery (Saint-Martin)", 5, 28)),
+        ),
+        ("PM", "America/Miquelon", None),
+    ]
+    .into_iter()
+    .map(|(region, zone, own_holiday)| {
+        let mut s = Statute::new(region, zone);
+        s.consent = vec![Rule::always(
+            ConsentRule::OPT_IN,
+            "FR-COLLECTIVITY: consent required (dialgate's reading: France's law in an art. 74 \
+             collectivity is not verified here; no contract stands in)",
+        )];
+        s.hours.clone_from(&france.hours);
+        s.holidays.clone_from(&france.holidays);
+        s.holidays.extend(own_holiday);
+        s.attempt_caps.clone_from(&france.attempt_caps);
+        s.caller_id.clone_from(&france.caller_id);
+        s
+    })
+    .collect()
+}

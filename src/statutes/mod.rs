@@ -415,6 +415,7 @@ static STATUTES: LazyLock<Vec<Statute>> = LazyLock::new(|| {
         ro::statute(),
     ];
     statutes.extend(us::territory_statutes());
+    statutes.extend(fr::collectivity_statutes());
     statutes
 });
 
