@@ -309,6 +309,10 @@ struct ScreenRequest {
 
 #[derive(Debug, Serialize)]
 struct ScreenResponse {
+    /// The request line answered (blank lines get no answer: a client
+    /// pairing answers with lines by position would be shifted by one,
+    /// and read another line's verdict; found by review).
+    line: u64,
     #[serde(rename = "ref")]
     reference: String,
     verdict: &'static str,
@@ -354,6 +358,7 @@ fn screen_line(
     };
     tally.add();
     serde_json::to_string(&ScreenResponse {
+        line: number,
         reference: request.reference,
         verdict: outcome.verdict.as_str(),
         reason: first_code(&outcome.reasons),

@@ -400,6 +400,13 @@ async fn test_screen_over_http_streams_ndjson() {
         (Some("a"), Some("ALLOW"))
     );
     assert_eq!(answers[1]["verdict"], "DENY");
+    // Every answer names its line: the blank line 2 gets none, so the
+    // second answer is line 3's (found by review: without ref, a client
+    // pairing by position read line 3's verdict as line 2's).
+    assert_eq!(
+        (answers[0]["line"].as_u64(), answers[1]["line"].as_u64()),
+        (Some(1), Some(3))
+    );
     assert_eq!(answers[2]["line"], 4);
     assert!(answers[3]["error"].as_str().unwrap().contains("at"));
     assert!(
