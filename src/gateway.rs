@@ -756,9 +756,12 @@ impl<'g> Screener<'g> {
         // A clock set back within the tolerance: allowed only if allowed at
         // the latest instant decided on too, as CheckCall (the precise
         // reading at the run's start is compared: the coarse `now` lags it).
-        if at.is_none()
+        // So is an `at` from the clock on (a dialer's own "now" or later,
+        // found by review); one before it screens the past.
+        if at.is_none_or(|at| at >= self.now)
             && decided.evaluation.verdict == Verdict::Allow
             && let Some(latest) = self.latest_ahead
+            && latest > now
         {
             let then = decide_reusing(&sources, &mut self.setting, &input, latest);
             if then.evaluation.verdict == Verdict::Deny {

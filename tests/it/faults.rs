@@ -258,6 +258,27 @@ async fn test_a_clock_set_back_within_the_tolerance_allows_only_what_the_latest_
         dialgate::proto::Verdict::Deny,
         "{answer:?}"
     );
+    // And with an `at` of the dialer's own clock (it skipped the guard).
+    let at = jiff::Timestamp::now() + jiff::SignedDuration::from_secs(60);
+    let answer = screen_one(
+        &mut gateway,
+        dialgate::proto::ScreenNumbersRequest {
+            called_number: "+39 333 123 4567".into(),
+            campaign_id: "it-sales".into(),
+            at: Some(prost_types::Timestamp {
+                seconds: at.as_second(),
+                nanos: 0,
+            }),
+            r#ref: "b".into(),
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        answer.verdict(),
+        dialgate::proto::Verdict::Deny,
+        "{answer:?}"
+    );
     let (status, _) = server.terminate();
     assert!(status.success());
 }
