@@ -70,23 +70,38 @@ impl Caller {
     /// # Errors
     /// [`OutOfScope`] naming the controller and the key.
     pub fn speaks_for(&self, controller: &str) -> Result<(), OutOfScope> {
-        // Read as the records service reads it (`ContactService` trims).
-        let controller = controller.trim();
-        match &self.controllers {
-            Some(allowed) if !allowed.iter().any(|c| c == controller) => Err(OutOfScope {
-                key: self.name.clone(),
-                controller: controller.to_string(),
-                allowed: allowed.join(", "),
-            }),
-            _ => Ok(()),
-        }
+        in_scope(&self.name, self.controllers.as_deref(), controller)
+    }
+}
+
+/// Whether a key named `key` limited to `controllers` (`None`: every one)
+/// may act for `controller`: write its records, or check its campaigns'
+/// calls (a dialer of one brand got ALLOWs on another brand's campaign,
+/// and so on its consents).
+///
+/// # Errors
+/// [`OutOfScope`] naming the controller and the key.
+pub fn in_scope(
+    key: &str,
+    controllers: Option<&[String]>,
+    controller: &str,
+) -> Result<(), OutOfScope> {
+    // Read as the records service reads it (`ContactService` trims).
+    let controller = controller.trim();
+    match controllers {
+        Some(allowed) if !allowed.iter().any(|c| c == controller) => Err(OutOfScope {
+            key: key.to_string(),
+            controller: controller.to_string(),
+            allowed: allowed.join(", "),
+        }),
+        _ => Ok(()),
     }
 }
 
 /// A request for a controller the key may not speak for: PERMISSION_DENIED.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "controller: API key {key:?} may not write or read the records of controller {controller:?} (its controllers: {allowed})"
+    "controller: API key {key:?} may not act for controller {controller:?} (its controllers: {allowed})"
 )]
 pub struct OutOfScope {
     key: String,

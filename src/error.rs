@@ -203,6 +203,7 @@ impl HasKind for CheckError {
             CheckError::ContactsBehind { .. } | CheckError::ClockBehind { .. } => {
                 ErrorKind::Unavailable
             }
+            CheckError::OutOfScope(err) => err.kind(),
         }
     }
 

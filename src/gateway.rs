@@ -34,6 +34,9 @@ pub struct CallCheck {
     pub request_id: String,
     /// Name of the API key the dialer used (empty without authentication).
     pub api_key: String,
+    /// The key's `controllers`: only their campaigns are checked (`None`:
+    /// every campaign).
+    pub controllers: Option<Arc<[String]>>,
 }
 
 /// Longest accepted `called_number` and `caller_id` (characters).
@@ -98,6 +101,10 @@ pub enum CheckError {
         "the clock reads {now}, before the latest decision ({latest}): it was set back; no decision until it catches up (log.clock_step_tolerance_seconds)"
     )]
     ClockBehind { now: Timestamp, latest: Timestamp },
+    /// The campaign's controller is not one of the API key's: nothing was
+    /// decided or logged.
+    #[error(transparent)]
+    OutOfScope(#[from] crate::auth::OutOfScope),
 }
 
 /// How often a running server reads the contact records other processes
@@ -354,6 +361,11 @@ impl Gateway {
         bounded("caller_id", &request.caller_id, MAX_NUMBER_FIELD)?;
         bounded("campaign_id", &request.campaign_id, MAX_CAMPAIGN_ID)?;
         bounded("request_id", &request.request_id, MAX_REQUEST_ID)?;
+        self.in_scope(
+            &request.api_key,
+            request.controllers.as_deref(),
+            &request.campaign_id,
+        )?;
         // Not deciding is answered UNAVAILABLE, and counted as such.
         let now = self
             .contacts_in_sync()
@@ -607,6 +619,26 @@ impl Gateway {
         ScreenedTally {
             stats: Arc::clone(&self.stats),
             pending: 0,
+        }
+    }
+
+    /// Refuses a check or a screen of a campaign whose controller is not
+    /// one of the API key's `controllers` (an unknown campaign is left to
+    /// the decision: `UNKNOWN_CAMPAIGN`).
+    ///
+    /// # Errors
+    /// [`crate::auth::OutOfScope`] naming the controller and the key.
+    pub fn in_scope(
+        &self,
+        api_key: &str,
+        controllers: Option<&[String]>,
+        campaign_id: &str,
+    ) -> Result<(), crate::auth::OutOfScope> {
+        match (controllers, self.campaigns.get(campaign_id)) {
+            (Some(_), Some(campaign)) => {
+                crate::auth::in_scope(api_key, controllers, &campaign.controller)
+            }
+            _ => Ok(()),
         }
     }
 

@@ -16,7 +16,7 @@ use axum::routing::post;
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 
-use crate::auth::{ApiKeys, AuthError, Role};
+use crate::auth::{ApiKeys, AuthError, Caller, Role};
 use crate::error::{ErrorKind, HasKind};
 use crate::gateway::{CallCheck, CheckOutcome, Gateway};
 
@@ -140,12 +140,12 @@ fn failure(err: &impl HasKind) -> Response {
 }
 
 /// The API key's name (empty without keys configured).
-fn authorize(keys: &ApiKeys, headers: &HeaderMap) -> Result<String, AuthError> {
+/// The dialer's key (`None` without keys configured).
+fn authorize(keys: &ApiKeys, headers: &HeaderMap) -> Result<Option<Caller>, AuthError> {
     let header = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
     keys.check(header, Some(Role::Dialer))
-        .map(|caller| caller.map(|c| c.name).unwrap_or_default())
 }
 
 /// The first reason's code: what a dialplan branches on.
@@ -177,13 +177,14 @@ fn answer(outcome: CheckOutcome) -> Response {
     )
 }
 
-async fn decide(state: &DecisionState, api_key: String, request: CheckRequest) -> Response {
+async fn decide(state: &DecisionState, caller: Option<Caller>, request: CheckRequest) -> Response {
     let check = CallCheck {
         called_number: request.called_number,
         caller_id: request.caller_id,
         campaign_id: request.campaign_id,
         request_id: request.request_id,
-        api_key,
+        api_key: caller.as_ref().map(|c| c.name.clone()).unwrap_or_default(),
+        controllers: caller.and_then(|c| c.controllers),
     };
     match state.gateway.check_call(check).await {
         Ok(outcome) => answer(outcome),
@@ -196,8 +197,8 @@ async fn check_post(
     headers: HeaderMap,
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Response {
-    let api_key = match authorize(&state.keys, &headers) {
-        Ok(key) => key,
+    let caller = match authorize(&state.keys, &headers) {
+        Ok(caller) => caller,
         Err(err) => return failure(&err),
     };
     let body = match body {
@@ -213,7 +214,7 @@ async fn check_post(
     // Parsed as JSON whatever the Content-Type says: PBX dialplan functions
     // often send application/x-www-form-urlencoded.
     match json_object::<CheckRequest>(&body) {
-        Ok(request) => decide(&state, api_key, request).await,
+        Ok(request) => decide(&state, caller, request).await,
         Err(err) => failure(&RequestError::from(err)),
     }
 }
@@ -249,8 +250,8 @@ async fn check_get(
     RawQuery(raw): RawQuery,
     Query(params): Query<Vec<(String, String)>>,
 ) -> Response {
-    let api_key = match authorize(&state.keys, &headers) {
-        Ok(key) => key,
+    let caller = match authorize(&state.keys, &headers) {
+        Ok(caller) => caller,
         Err(err) => return failure(&err),
     };
     // A literal `+` decodes to a space, which the number's parsing trims:
@@ -293,7 +294,7 @@ async fn check_get(
         };
         *slot = value;
     }
-    decide(&state, api_key, request).await
+    decide(&state, caller, request).await
 }
 
 /// One `/v1/screen` line: `{"called_number", "campaign_id", "at"?, "ref"?}`.
@@ -327,6 +328,7 @@ struct ScreenResponse {
 /// stream goes on.
 fn screen_line(
     gateway: &Gateway,
+    caller: Option<&Caller>,
     tally: &mut crate::gateway::ScreenedTally,
     number: u64,
     line: &[u8],
@@ -350,6 +352,15 @@ fn screen_line(
     {
         return fail("at: must be between 2000 and 2199".into());
     }
+    if let Some(caller) = caller
+        && let Err(err) = gateway.in_scope(
+            &caller.name,
+            caller.controllers.as_deref(),
+            &request.campaign_id,
+        )
+    {
+        return fail(err.to_string());
+    }
     let outcome = match gateway.screener() {
         Ok(mut screener) => {
             screener.screen(&request.called_number, &request.campaign_id, request.at)
@@ -371,9 +382,10 @@ fn screen_line(
 }
 
 async fn screen(State(state): State<DecisionState>, headers: HeaderMap, body: Body) -> Response {
-    if let Err(err) = authorize(&state.keys, &headers) {
-        return failure(&err);
-    }
+    let caller = match authorize(&state.keys, &headers) {
+        Ok(caller) => caller,
+        Err(err) => return failure(&err),
+    };
     let gateway = Arc::clone(&state.gateway);
     // A few answers in flight: a slow reader slows the screening, memory stays flat.
     let (sender, receiver) = tokio::sync::mpsc::channel::<String>(16);
@@ -413,8 +425,9 @@ async fn screen(State(state): State<DecisionState>, headers: HeaderMap, body: Bo
                     Some(too_long_line(line_number))
                 } else {
                     pending.extend_from_slice(head);
-                    (!pending.iter().all(u8::is_ascii_whitespace))
-                        .then(|| screen_line(&gateway, &mut tally, line_number, &pending))
+                    (!pending.iter().all(u8::is_ascii_whitespace)).then(|| {
+                        screen_line(&gateway, caller.as_ref(), &mut tally, line_number, &pending)
+                    })
                 };
                 pending.clear();
                 too_long = false;
@@ -434,8 +447,15 @@ async fn screen(State(state): State<DecisionState>, headers: HeaderMap, body: Bo
         let last = if too_long {
             Some(too_long_line(line_number + 1))
         } else {
-            (!pending.iter().all(u8::is_ascii_whitespace))
-                .then(|| screen_line(&gateway, &mut tally, line_number + 1, &pending))
+            (!pending.iter().all(u8::is_ascii_whitespace)).then(|| {
+                screen_line(
+                    &gateway,
+                    caller.as_ref(),
+                    &mut tally,
+                    line_number + 1,
+                    &pending,
+                )
+            })
         };
         if let Some(answer) = last {
             let _ = sender.send(answer).await;

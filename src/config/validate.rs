@@ -22,8 +22,8 @@ pub(super) struct Validator<'a> {
 impl Validator<'_> {
     /// An API key's `controllers`: each one a configured campaign's
     /// controller, spelled alike; refused empty (a key for no controller),
-    /// and on a key without the crm or admin role (which it would not
-    /// limit: a careless configuration).
+    /// and on a key without the dialer, crm or admin role (which it would
+    /// not limit: a careless configuration).
     fn key_controllers(
         &self,
         raw: &super::raw::RawConfig,
@@ -31,11 +31,14 @@ impl Validator<'_> {
         listed: &[String],
         roles: &[Role],
     ) -> Result<std::sync::Arc<[String]>, ConfigError> {
-        if !roles.iter().any(|r| matches!(r, Role::Crm | Role::Admin)) {
+        if !roles
+            .iter()
+            .any(|r| matches!(r, Role::Dialer | Role::Crm | Role::Admin))
+        {
             return Err(self.invalid(
                 field,
                 format!("{listed:?}"),
-                "limits a key's contact-records calls: it needs the crm or admin role",
+                "limits a key's checks and contact-records calls: it needs the dialer, crm or admin role",
             ));
         }
         if listed.is_empty() {

@@ -34,11 +34,7 @@ impl ComplianceGateway for ComplianceGatewayService {
         &self,
         request: Request<CheckCallRequest>,
     ) -> Result<Response<CheckCallResponse>, Status> {
-        let api_key = request
-            .extensions()
-            .get::<crate::auth::Caller>()
-            .map(|c| c.name.clone())
-            .unwrap_or_default();
+        let caller = request.extensions().get::<crate::auth::Caller>().cloned();
         let request = request.into_inner();
         let outcome = self
             .gateway
@@ -47,7 +43,8 @@ impl ComplianceGateway for ComplianceGatewayService {
                 caller_id: request.caller_id,
                 campaign_id: request.campaign_id,
                 request_id: request.request_id,
-                api_key,
+                api_key: caller.as_ref().map(|c| c.name.clone()).unwrap_or_default(),
+                controllers: caller.and_then(|c| c.controllers),
             })
             .await
             .map_err(|err| grpc_status(&err))?;
@@ -71,6 +68,7 @@ impl ComplianceGateway for ComplianceGatewayService {
         request: Request<Streaming<ScreenNumbersRequest>>,
     ) -> Result<Response<Self::ScreenNumbersStream>, Status> {
         let gateway = Arc::clone(&self.gateway);
+        let caller = request.extensions().get::<crate::auth::Caller>().cloned();
         // Counted as answered; the rest of the batch when the stream ends.
         let mut tally = gateway.screened_tally();
         // The numbers are screened a run at a time (what has arrived, up to
@@ -91,7 +89,7 @@ impl ComplianceGateway for ComplianceGatewayService {
                 let mut answers = Vec::with_capacity(run.len());
                 let mut screener = None;
                 for item in run {
-                    let answer = screen_item(&gateway, &mut screener, item);
+                    let answer = screen_item(&gateway, caller.as_ref(), &mut screener, item);
                     let failed = answer.is_err();
                     if !failed {
                         tally.add();
@@ -115,10 +113,20 @@ const SCREEN_RUN: usize = 256;
 /// (made at the run's first item).
 fn screen_item<'g>(
     gateway: &'g Gateway,
+    caller: Option<&crate::auth::Caller>,
     screener: &mut Option<Screener<'g>>,
     item: Result<ScreenNumbersRequest, Status>,
 ) -> Result<ScreenNumbersResponse, Status> {
     let item = item?;
+    if let Some(caller) = caller {
+        gateway
+            .in_scope(
+                &caller.name,
+                caller.controllers.as_deref(),
+                &item.campaign_id,
+            )
+            .map_err(|err| grpc_status(&err))?;
+    }
     let at = proto::timestamp_from_proto(item.at.as_ref());
     let plausible = at.is_some_and(|t| crate::gateway::SCREEN_AT_SECONDS.contains(&t.as_second()));
     if item.at.is_some() && !plausible {

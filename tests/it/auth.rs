@@ -459,7 +459,87 @@ fn test_key_controllers_are_checked_at_start() {
             "{err}"
         );
     }
-    let dialer = key_entry("floor-1", "dialer-secret", "\"dialer\"") + "controllers = [\"acme\"]\n";
-    let err = Workspace::new(&standard_config(&dialer)).serve_refused();
-    assert!(err.contains("needs the crm or admin role"), "{err}");
+    let supervisor =
+        key_entry("wall", "sup-secret", "\"supervisor\"") + "controllers = [\"acme\"]\n";
+    let err = Workspace::new(&standard_config(&supervisor)).serve_refused();
+    assert!(err.contains("needs the dialer, crm or admin role"), "{err}");
+}
+
+/// A dialer key with `controllers` checks and screens only their
+/// campaigns: without it, one brand's dialer got ALLOWs on another brand's
+/// campaign, and so on that brand's consents and registry clearances.
+/// Refused with PERMISSION_DENIED (HTTP 403, a screened line's error),
+/// nothing decided or logged.
+#[tokio::test(flavor = "multi_thread")]
+async fn test_a_dialer_key_with_controllers_checks_only_their_campaigns() {
+    use std::io::{Read, Write};
+    let secret = "beta-dialer-secret";
+    let keys = key_entry("beta-floor", secret, "\"dialer\"") + "controllers = [\"beta\"]\n";
+    let ws = Workspace::new(&standard_config(&keys));
+    ws.import("it-rpo", &["+39 333 123 4567"], &["--controller", "acme"]);
+    let server = ws.start();
+    let mut gateway = ComplianceGatewayClient::new(server.channel().await);
+    let refused = gateway
+        .check_call(with_key(
+            call("+39 333 123 4567", "+390212345678", "it-sales"),
+            Some(secret),
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
+    assert!(
+        refused.message().contains("\"acme\"") && refused.message().contains("beta-floor"),
+        "{refused:?}"
+    );
+    gateway
+        .check_call(with_key(
+            call("+39 333 123 4567", "+390212345678", "it-beta"),
+            Some(secret),
+        ))
+        .await
+        .expect("its own controller's campaign is decided");
+    let screened = gateway
+        .screen_numbers(with_key(
+            tokio_stream::iter(vec![dialgate::proto::ScreenNumbersRequest {
+                called_number: "+39 333 123 4567".into(),
+                campaign_id: "it-sales".into(),
+                at: None,
+                r#ref: "a".into(),
+            }]),
+            Some(secret),
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .message()
+        .await
+        .unwrap_err();
+    assert_eq!(screened.code(), Code::PermissionDenied, "{screened:?}");
+    assert_eq!(
+        http_get_with(
+            &server.http,
+            "/v1/check?called_number=%2B393331234567&caller_id=%2B390212345678&campaign_id=it-sales",
+            Some(secret),
+        ),
+        403
+    );
+    let body = r#"{"called_number":"+393331234567","campaign_id":"it-sales","ref":"b"}"#;
+    let mut stream = std::net::TcpStream::connect(&server.http).unwrap();
+    write!(
+        stream,
+        "POST /v1/screen HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {secret}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    assert!(
+        answer.contains("\"error\"") && answer.contains("beta-floor") && !answer.contains("ALLOW"),
+        "{answer}"
+    );
+    let (status, _) = server.terminate();
+    assert!(status.success());
+    let logged = export_jsonl(&ws, &[]);
+    assert_eq!(logged.len(), 1, "only it-beta's check: {logged:?}");
+    assert_eq!(logged[0]["campaign_id"], "it-beta");
 }
