@@ -634,11 +634,9 @@ impl Gateway {
         controllers: Option<&[String]>,
         campaign_id: &str,
     ) -> Result<(), crate::auth::OutOfScope> {
-        match (controllers, self.campaigns.get(campaign_id)) {
-            (Some(_), Some(campaign)) => {
-                crate::auth::in_scope(api_key, controllers, &campaign.controller)
-            }
-            _ => Ok(()),
+        match controllers.and_then(|_| self.campaigns.get(campaign_id)) {
+            Some(campaign) => crate::auth::in_scope(api_key, controllers, &campaign.controller),
+            None => Ok(()),
         }
     }
 
