@@ -67,6 +67,10 @@ pub struct PurgeCounts {
     /// Withdrawn consents past their ceiling kept (evidence deleted) because
     /// they are the latest withdrawal of their controller, number and purpose.
     pub withdrawals_kept: u64,
+    /// Rectified consents past their ceiling kept (evidence deleted): their
+    /// corrected values bind a CRM's re-sync of the same id. Rectified
+    /// relationships past theirs are kept whole (they hold no evidence).
+    pub corrections_kept: u64,
     pub relationships_deleted: u64,
     pub opt_outs_deleted: u64,
 }
@@ -90,6 +94,8 @@ struct ConsentCandidate {
     id: String,
     number: String,
     cutoff_us: i64,
+    /// Rectified (a row in `corrections`): kept, stripped of its evidence.
+    rectified: bool,
 }
 
 /// A relationship or an opt-out past its ceiling, as read.
@@ -117,8 +123,11 @@ fn scan_candidates(
 ) -> Result<Candidates, StoreError> {
     let mut found = Candidates::default();
     let mut statement = conn.prepare(
-        "SELECT rowid, number_key, controller, purpose, revoked_at_us, expires_at_us, consent_id, number
-         FROM consents WHERE revoked_at_us IS NOT NULL OR expires_at_us IS NOT NULL",
+        &format!(
+            "SELECT rowid, number_key, controller, purpose, revoked_at_us, expires_at_us, consent_id, number,
+               {RECTIFIED_CONSENT}
+             FROM consents AS c WHERE revoked_at_us IS NOT NULL OR expires_at_us IS NOT NULL"
+        ),
     )?;
     let mut rows = statement.query([])?;
     while let Some(row) = rows.next()? {
@@ -144,11 +153,13 @@ fn scan_candidates(
             id: row.get(6)?,
             number: row.get(7)?,
             cutoff_us: us(cutoff),
+            rectified: row.get(8)?,
         });
     }
     let mut statement = conn.prepare(&format!(
         "SELECT rowid, number_key, controller, ended_at_us, relationship_id, number
-             FROM relationships AS r WHERE ended_at_us IS NOT NULL AND {NO_ONGOING_COPY}"
+             FROM relationships AS r WHERE ended_at_us IS NOT NULL AND {NO_ONGOING_COPY}
+               AND NOT {RECTIFIED_RELATIONSHIP}"
     ))?;
     let mut rows = statement.query([])?;
     while let Some(row) = rows.next()? {
@@ -200,6 +211,17 @@ fn scan_candidates(
 }
 
 const EVIDENCE_GONE: &str = "retention: evidence deleted, withdrawal kept";
+const CORRECTED_EVIDENCE_GONE: &str = "retention: evidence deleted, correction kept";
+
+/// A consent (`c`) or a relationship (`r`) corrected in place: its narrowed
+/// values (an earlier expiry or end) must outlive their ceiling. Deleted,
+/// the CRM's next re-sync under the same id brought the wider copy back,
+/// in force (found by review); kept, the re-sync is ignored (a consent) or
+/// refused (a relationship), as before the purge.
+const RECTIFIED_CONSENT: &str =
+    "EXISTS (SELECT 1 FROM corrections WHERE tbl = 'consents' AND row = c.rowid)";
+const RECTIFIED_RELATIONSHIP: &str =
+    "EXISTS (SELECT 1 FROM corrections WHERE tbl = 'relationships' AND row = r.rowid)";
 
 /// What a purge of `candidates` would do, read through a read-only
 /// connection: a dry run (`retention purge --dry-run`, `policy show`) never
@@ -219,7 +241,7 @@ fn dry_counts(
                 |r| r.get(0),
             )
             .optional()?;
-        if latest == Some(c.rowid) {
+        if latest == Some(c.rowid) || c.rectified {
             let stripped: Option<String> = conn
                 .query_row(
                     "SELECT source FROM consents WHERE rowid = ?1 AND consent_id = ?2",
@@ -227,8 +249,14 @@ fn dry_counts(
                     |r| r.get(0),
                 )
                 .optional()?;
-            if stripped.is_some_and(|source| source != EVIDENCE_GONE) {
-                counts.withdrawals_kept += 1;
+            if stripped
+                .is_some_and(|source| source != EVIDENCE_GONE && source != CORRECTED_EVIDENCE_GONE)
+            {
+                if latest == Some(c.rowid) {
+                    counts.withdrawals_kept += 1;
+                } else {
+                    counts.corrections_kept += 1;
+                }
             }
         } else {
             counts.consents_deleted += 1;
@@ -369,14 +397,23 @@ impl ContactStore {
                     .optional()?;
                 latest == Some(c.rowid)
             };
-            if latest_withdrawal {
+            if latest_withdrawal || c.rectified {
+                let marker = if latest_withdrawal {
+                    EVIDENCE_GONE
+                } else {
+                    CORRECTED_EVIDENCE_GONE
+                };
                 let stripped = tx.execute(
                     "UPDATE consents SET source = ?3, method = '', notice_version = '', evidence_ref = ''
-                     WHERE rowid = ?1 AND consent_id = ?2 AND source != ?3",
-                    params![c.rowid, c.id, EVIDENCE_GONE],
+                     WHERE rowid = ?1 AND consent_id = ?2 AND source NOT IN (?4, ?5)",
+                    params![c.rowid, c.id, marker, EVIDENCE_GONE, CORRECTED_EVIDENCE_GONE],
                 )?;
                 if stripped > 0 {
-                    purged.counts.withdrawals_kept += 1;
+                    if latest_withdrawal {
+                        purged.counts.withdrawals_kept += 1;
+                    } else {
+                        purged.counts.corrections_kept += 1;
+                    }
                     redact("consent.recorded", &subject, "consent_id", &c.id)?;
                 }
                 continue;
@@ -386,9 +423,11 @@ impl ContactStore {
             // would be judged by its old one and deleted, the new number's
             // only withdrawal (found by review).
             let deleted = tx.execute(
-                "DELETE FROM consents WHERE rowid = ?1 AND consent_id = ?2
-                   AND min(coalesce(revoked_at_us, expires_at_us), coalesce(expires_at_us, revoked_at_us)) < ?3
-                   AND number_key = ?4 AND controller = ?5 AND purpose = ?6",
+                &format!(
+                    "DELETE FROM consents AS c WHERE rowid = ?1 AND consent_id = ?2
+                       AND min(coalesce(revoked_at_us, expires_at_us), coalesce(expires_at_us, revoked_at_us)) < ?3
+                       AND number_key = ?4 AND controller = ?5 AND purpose = ?6 AND NOT {RECTIFIED_CONSENT}"
+                ),
                 params![c.rowid, c.id, c.cutoff_us, c.key.0 as i64, c.controller, c.purpose],
             )?;
             if deleted == 0 {
@@ -406,7 +445,8 @@ impl ContactStore {
             // where it is (the index forgets it under its scanned number).
             let deleted = tx.execute(
                 &format!(
-                    "DELETE FROM relationships AS r WHERE rowid = ?1 AND relationship_id = ?2 AND ended_at_us < ?3 AND number_key = ?4 AND {NO_ONGOING_COPY}"
+                    "DELETE FROM relationships AS r WHERE rowid = ?1 AND relationship_id = ?2 AND ended_at_us < ?3 AND number_key = ?4 AND {NO_ONGOING_COPY}
+                       AND NOT {RECTIFIED_RELATIONSHIP}"
                 ),
                 params![r.rowid, r.id, r.cutoff_us, key.0 as i64],
             )?;
@@ -1602,6 +1642,99 @@ mod tests {
     /// grant binds the copy, live, after a reopen and when a restore
     /// re-applies the withdrawal; a consent given later still counts, and
     /// the ended consent keeps its end for instants before the grant.
+    /// A correction that narrowed a consent (an earlier expiry) or ended a
+    /// relationship was lost when the purge deleted the record past its
+    /// ceiling: the CRM's stale copy re-sent under the same id (ignored
+    /// before: the id was held) was stored wide again and allowed (found by
+    /// review). Rectified records are kept (a consent stripped of its
+    /// evidence), so the re-sync changes nothing after the purge either.
+    #[test]
+    fn test_a_rectified_record_outlives_its_ceiling() {
+        use crate::contacts::store::rectify::Rectification;
+        use crate::rules::exempting_relationship;
+        let dir = tempfile::tempdir().unwrap();
+        let store = ContactStore::open(dir.path()).unwrap();
+        store
+            .record_consent(key(), consent("c-1", 500), "t")
+            .unwrap();
+        let before = store.consent_by_id("c-1").unwrap().unwrap();
+        let mut after = before.record.clone();
+        after.expires_at = Some(days_ago(100));
+        store
+            .rectify(
+                &[Rectification::Consent {
+                    before: Box::new(before),
+                    after: Box::new((key(), after)),
+                    reason: "consent was for one year only".into(),
+                }],
+                "t",
+                now(),
+            )
+            .unwrap();
+        let rel = Relationship {
+            relationship_id: "r1".into(),
+            controller: "acme".into(),
+            number: NUMBER.into(),
+            kind: RelationshipKind::Customer,
+            started_at: days_ago(900),
+            ended_at: None,
+            recorded_at: days_ago(900),
+        };
+        store.record_relationship(key(), rel.clone(), "t").unwrap();
+        let before = store.relationship_by_id("r1").unwrap().unwrap();
+        let mut ended = before.record.clone();
+        ended.ended_at = Some(days_ago(400));
+        store
+            .rectify(
+                &[Rectification::Relationship {
+                    before: Box::new(before),
+                    after: Box::new((key(), ended)),
+                    reason: "contract ended long ago".into(),
+                }],
+                "t",
+                now(),
+            )
+            .unwrap();
+        let customer = crate::statutes::Exemptions {
+            customer: Some(crate::statutes::Period::Months(12)),
+            ..crate::statutes::Exemptions::default()
+        };
+        let dry = store
+            .purge_retention(&ceilings(30), now(), true, "t", serde_json::json!({}))
+            .unwrap();
+        let counts = store
+            .purge_retention(&ceilings(30), now(), false, "t", serde_json::json!({}))
+            .unwrap();
+        assert_eq!(dry, counts);
+        assert_eq!(
+            (
+                counts.consents_deleted,
+                counts.corrections_kept,
+                counts.relationships_deleted
+            ),
+            (0, 1, 0),
+            "{counts:?}"
+        );
+        let kept = store.consent_by_id("c-1").unwrap().unwrap();
+        assert_eq!(kept.record.source, CORRECTED_EVIDENCE_GONE);
+        assert!(kept.record.evidence_ref.is_empty());
+        // The CRM's nightly re-sync of both, wide as it holds them.
+        assert!(
+            !store
+                .record_consent(key(), consent("c-1", 500), "t")
+                .unwrap()
+        );
+        assert!(store.record_relationship(key(), rel, "t").is_err());
+        let view = store.view(key(), NUMBER);
+        assert!(valid_consent(&view, &MARKETING, now()).is_none());
+        assert!(exempting_relationship(&view, &customer, "acme", now()).is_none());
+        // A second purge finds nothing more to do.
+        let again = store
+            .purge_retention(&ceilings(30), now(), false, "t", serde_json::json!({}))
+            .unwrap();
+        assert_eq!(again, PurgeCounts::default());
+    }
+
     #[test]
     fn test_a_withdrawal_dated_before_the_grant_binds_a_resynced_copy() {
         for reapplied in [false, true] {
@@ -1782,6 +1915,7 @@ mod tests {
         let expect = PurgeCounts {
             consents_deleted: 1,
             withdrawals_kept: 1,
+            corrections_kept: 0,
             relationships_deleted: 0,
             opt_outs_deleted: 0,
         };
@@ -1861,6 +1995,7 @@ mod tests {
         let expect = PurgeCounts {
             consents_deleted: 1,
             withdrawals_kept: 0,
+            corrections_kept: 0,
             relationships_deleted: 1,
             opt_outs_deleted: 1,
         };
