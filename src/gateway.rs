@@ -651,7 +651,6 @@ impl Gateway {
         Ok(Screener {
             gateway: self,
             now,
-            read_at,
             latest_ahead: self.clock.ahead_of(read_at),
             campaign: None,
             setting: None,
@@ -738,9 +737,6 @@ pub struct Screener<'g> {
     /// "Now" for the run's numbers that give no `at` (the coarse clock: see
     /// [`crate::clock`]).
     now: Timestamp,
-    /// The precise clock at the run's start: ALLOWs logged by then count
-    /// though the coarse `now` may read a few milliseconds earlier.
-    read_at: Timestamp,
     /// The latest instant decided on when the clock read earlier than it
     /// at the run's start (set back within the tolerance): answers must
     /// allow at it too. Read once per run: other calls move it forward
@@ -776,10 +772,11 @@ impl<'g> Screener<'g> {
             called: &called,
             caller_id: None,
             logged: false,
-            // What has been recorded up to the precise clock counts (see
-            // `CallInput::recorded_by`); as of another instant, read again
-            // for each number.
-            recorded_by: Some(at.map_or(self.read_at, |_| Timestamp::now())),
+            // As CheckCall, every withdrawal and attempt held counts (also
+            // one stamped ahead by another replica's clock); as of another
+            // instant, what was recorded by the reading (see
+            // `CallInput::recorded_by`).
+            recorded_by: at.map(|_| Timestamp::now()),
         };
         let sources = self.gateway.sources();
         let mut decided = decide_reusing(&sources, &mut self.setting, &input, now);

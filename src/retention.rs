@@ -381,13 +381,13 @@ fn idempotency_window(config: &Config) -> jiff::SignedDuration {
 
 fn decisions_span(config: &Config, days: u32) -> jiff::SignedDuration {
     let mut days = days.max(config.log.retention_days);
-    // Dial records of calls to the US are kept 5 years (US TSR 16 CFR
-    // 310.5), whatever log.retention_days says.
-    if config
-        .campaigns
-        .iter()
-        .any(|c| c.destinations.iter().any(|d| d.as_str() == "US"))
-    {
+    // Dial records of calls to the US and its territories are kept 5
+    // years (US TSR 16 CFR 310.5), whatever log.retention_days says.
+    if config.campaigns.iter().any(|c| {
+        c.destinations
+            .iter()
+            .any(|d| crate::statutes::us::tsr_reaches(d.as_str()))
+    }) {
         days = days.max(crate::decision_log::US_TSR_RECORD_DAYS);
     }
     let mut keep = jiff::SignedDuration::from_hours(i64::from(days) * 24);
@@ -909,6 +909,17 @@ window_days = 60
         .unwrap();
         assert_eq!(
             decisions_cutoff(&us, 1, now),
+            now - jiff::SignedDuration::from_hours(24 * 1826)
+        );
+        // And the US territories, which the TSR reaches too.
+        let pr = Config::parse(
+            &text.replace("destinations = [\"FR\"]", "destinations = [\"FR\", \"PR\"]"),
+            "test",
+            Path::new("."),
+        )
+        .unwrap();
+        assert_eq!(
+            decisions_cutoff(&pr, 1, now),
             now - jiff::SignedDuration::from_hours(24 * 1826)
         );
     }

@@ -510,7 +510,10 @@ impl Validator<'_> {
         let controllers: Vec<(&str, bool)> = campaigns
             .iter()
             .map(|c| {
-                let us = c.destinations.iter().any(|d| d.as_str() == "US");
+                let us = c
+                    .destinations
+                    .iter()
+                    .any(|d| statutes::us::tsr_reaches(d.as_str()));
                 (c.controller.as_str(), us)
             })
             .collect();

@@ -22,7 +22,7 @@ mod gb;
 mod it;
 mod pl;
 mod ro;
-mod us;
+pub mod us;
 
 use std::sync::LazyLock;
 

@@ -149,6 +149,12 @@ const TERRITORIES: [(&str, &str); 5] = [
     ("MP", "Pacific/Saipan"),
 ];
 
+/// Whether the US Telemarketing Sales Rule reaches calls to `region`: the
+/// US and its territories (its 5-year record keeping, 16 CFR 310.5).
+pub fn tsr_reaches(region: &str) -> bool {
+    region == "US" || TERRITORIES.iter().any(|(r, _)| *r == region)
+}
+
 /// The US territories: the federal calling window applies there (the TSR
 /// reaches commerce in any territory, 15 U.S.C. 44; the TCPA's "United
 /// States" includes them, 47 U.S.C. 153), so they are no longer
