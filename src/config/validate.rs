@@ -1104,6 +1104,30 @@ impl Validator<'_> {
                 "the statute has no registry of this kind whose validity to inherit: set registry_valid_days",
             ));
         }
+        // These regions had no statute before this version: an override's
+        // days left out were closed, and now take the statute's hours
+        // (found by review: a PR override of Monday to Friday opened the
+        // weekend). Each day must be listed (an empty list closes it).
+        if let Some(hours) = &raw.calling_hours
+            && statutes::NEWLY_GOVERNED.contains(&region.as_str())
+        {
+            let days = [
+                ("mon", &hours.mon),
+                ("tue", &hours.tue),
+                ("wed", &hours.wed),
+                ("thu", &hours.thu),
+                ("fri", &hours.fri),
+                ("sat", &hours.sat),
+                ("sun", &hours.sun),
+            ];
+            if let Some((day, _)) = days.iter().find(|(_, hours)| hours.is_none()) {
+                return Err(self.invalid(
+                    format!("{key}.calling_hours.{day}"),
+                    "<missing>",
+                    "this destination has a statute since this version: a day left out now takes the statute's hours, where it was closed before; list every day (an empty list closes it)",
+                ));
+            }
+        }
         let calling_hours = raw
             .calling_hours
             .as_ref()

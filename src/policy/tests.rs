@@ -1469,6 +1469,63 @@ caller_ids = ["+17872345678"]
     );
 }
 
+/// An override of a destination that had no statute before (its days
+/// left out were closed) must list every day: they would now take the
+/// statute's hours (found by review: Monday to Friday for Puerto Rico
+/// opened the weekend at 08-21 after the upgrade).
+#[test]
+fn test_an_override_of_a_newly_governed_destination_lists_every_day() {
+    let weekdays = "mon = [\"09:00-20:00\"]\ntue = [\"09:00-20:00\"]\nwed = [\"09:00-20:00\"]\nthu = [\"09:00-20:00\"]\nfri = [\"09:00-20:00\"]\n";
+    for region in ["PR", "MF"] {
+        let error = Config::parse(
+            &format!("[destination.{region}.calling_hours]\n{weekdays}"),
+            "test.toml",
+            std::path::Path::new("/tmp"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            error.contains(&format!("destination.{region}.calling_hours.sat")),
+            "{error}"
+        );
+    }
+    let config = config(&format!(
+        r#"
+[[campaign]]
+id = "pr"
+controller = "acme"
+purpose = "marketing"
+default_region = "PR"
+destinations = ["PR"]
+caller_ids = ["+17872345678"]
+
+[destination.PR.calling_hours]
+{weekdays}sat = []
+sun = []
+"#
+    ));
+    let number = "+17872345679";
+    let contacts = ContactView {
+        consents: vec![consent(number)],
+        ..ContactView::default()
+    };
+    // Saturday 21 November 2026, 10:00 in Puerto Rico: closed as listed.
+    let saturday = decide(
+        &config,
+        "pr",
+        number,
+        "+17872345678",
+        &contacts,
+        &[],
+        "2026-11-21T14:00:00Z",
+    );
+    assert!(
+        codes(&saturday).contains(&ReasonCode::OutsideCallingHours),
+        "{:?}",
+        saturday.reasons
+    );
+}
+
 /// Saint-Barthélemy, Saint-Martin and Saint-Pierre-et-Miquelon had no
 /// statute: a consent allowed a call at 07:00 on a Sunday and a fifth
 /// call in 30 days (found by review). They take France's window, holidays

@@ -451,6 +451,11 @@ pub fn all() -> &'static [Statute] {
     &STATUTES
 }
 
+/// Destinations that had no statute before the US territories and the
+/// French collectivities got theirs (27 Nov 2026): an override of their
+/// calling hours must list every day (see `config::validate`).
+pub const NEWLY_GOVERNED: [&str; 8] = ["PR", "VI", "GU", "AS", "MP", "BL", "MF", "PM"];
+
 /// What applies to a destination without a statute in the product.
 pub const NO_STATUTE: &str =
     "no statute for this destination in dialgate: opt-in (consent required), no window, no cap";
