@@ -688,7 +688,6 @@ mod tests {
         now: Timestamp,
     ) -> (Config, impl Fn(Timestamp) -> usize) {
         use crate::decision_log::{DecisionRecord, LocalLog, StartupScan};
-        use crate::model::Verdict;
         use jiff::SignedDuration;
         let text = format!(
             "[server]\ndata_dir = \"{}\"\n[log]\nretention_days = 0\n[retention]\ndecisions_days = 1\n\
@@ -726,19 +725,7 @@ mod tests {
             runtime
                 .block_on(log.append(DecisionRecord {
                     decision_id: format!("d-{i}"),
-                    decided_at: at,
-                    request_id: String::new(),
-                    campaign_id: "fr".into(),
-                    controller: "acme".into(),
-                    called_number: "+33612345678".into(),
-                    normalized_number: "+33612345678".into(),
-                    caller_id: "+33162000000".into(),
-                    verdict: Verdict::Allow,
-                    reasons: Vec::new(),
-                    next_allowed_at: None,
-                    data_versions: Vec::new(),
-                    latency_us: 1,
-                    api_key: String::new(),
+                    ..crate::decision_log::writer::tests::allow(at)
                 }))
                 .unwrap();
         }

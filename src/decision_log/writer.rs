@@ -879,12 +879,13 @@ fn read_startup_state(conn: &Connection, scan: StartupScan) -> Result<StartupSta
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::model::Verdict;
     use jiff::{SignedDuration, Timestamp};
 
-    fn allow(at: Timestamp) -> DecisionRecord {
+    /// An ALLOW of one French number for acme, made at `at`.
+    pub(crate) fn allow(at: Timestamp) -> DecisionRecord {
         DecisionRecord {
             decision_id: "d-1".into(),
             decided_at: at,
