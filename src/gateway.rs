@@ -695,7 +695,6 @@ impl Gateway {
             called,
             caller_id,
             logged: true,
-            recorded_by: None,
         };
         let sources = self.sources();
         let mut decided = decide(&sources, &input, now);
@@ -772,11 +771,6 @@ impl<'g> Screener<'g> {
             called: &called,
             caller_id: None,
             logged: false,
-            // As CheckCall, every withdrawal and attempt held counts (also
-            // one stamped ahead by another replica's clock); as of another
-            // instant, what was recorded by the reading (see
-            // `CallInput::recorded_by`).
-            recorded_by: at.map(|_| Timestamp::now()),
         };
         let sources = self.gateway.sources();
         let mut decided = decide_reusing(&sources, &mut self.setting, &input, now);

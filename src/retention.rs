@@ -186,7 +186,7 @@ pub fn validate(
                 &key,
                 &days,
                 &format!(
-                    "controller {controller} calls the US, where records of consent (express agreement) must be kept 5 years (US TSR 16 CFR 310.5(a)(5)): at least {floor}"
+                    "controller {controller} calls the US or a US territory, where records of consent (express agreement) must be kept 5 years (US TSR 16 CFR 310.5(a)(5)): at least {floor}"
                 ),
             ));
         }

@@ -87,7 +87,6 @@ fn decide(
             called: &called,
             caller_id: Some(caller_id),
             logged: true,
-            recorded_by: None,
         },
         &DecisionData {
             contacts,

@@ -39,7 +39,7 @@ pub fn suppression(
 /// the person said no, and no other basis (a customer relationship, a
 /// clear registry) is used after it. `NO_CONSENT` naming it.
 pub fn withdrawn(view: &ContactView, asking: &Asking<'_>, now: Timestamp) -> Option<Reason> {
-    let withdrawn = latest_withdrawal(view, asking, now)?;
+    let withdrawn = latest_withdrawal(view, asking)?;
     // Only a consent that grants now (given after the withdrawal, neither
     // expired, withdrawn nor past the law's renewal, and from a declared
     // supplier within its contract): one that lapsed since does not bring
@@ -93,7 +93,7 @@ fn in_force<'a, 'v>(
     now: Timestamp,
 ) -> impl Iterator<Item = &'v Consent> + use<'a, 'v> {
     let same = move |c: &&Consent| c.controller == asking.controller && c.purpose == asking.purpose;
-    let withdrawn = latest_withdrawal(view, asking, now);
+    let withdrawn = latest_withdrawal(view, asking);
     view.consents
         .iter()
         .filter(same)
@@ -106,14 +106,16 @@ fn in_force<'a, 'v>(
         })
 }
 
-/// The latest withdrawal of consent of the controller and purpose made by
-/// `now`, or by the time the records were read ([`Asking::recorded_by`]).
-fn latest_withdrawal(view: &ContactView, asking: &Asking<'_>, now: Timestamp) -> Option<Timestamp> {
+/// The latest withdrawal of consent of the controller and purpose the
+/// records hold. Every one counts, whatever the decision's instant: one
+/// stamped ahead of this clock by another replica's (found by review: the
+/// consent counted until this clock reached it), and, screening as of an
+/// earlier `at`, one made since (as an opt-out does).
+fn latest_withdrawal(view: &ContactView, asking: &Asking<'_>) -> Option<Timestamp> {
     view.consents
         .iter()
         .filter(|c| c.controller == asking.controller && c.purpose == asking.purpose)
         .filter_map(|c| c.revoked_at)
-        .filter(|revoked| *revoked <= now.max(asking.recorded_by))
         .max()
 }
 
@@ -217,11 +219,6 @@ pub struct Asking<'a> {
     /// The suppliers the controller declared: other suppliers' consents
     /// grant nothing.
     pub suppliers: &'a [SupplierContract],
-    /// When the records were read (screening as of an earlier `at`): a
-    /// withdrawal made by then counts whatever the decision's instant, as
-    /// an opt-out does. `Timestamp::MIN` when the decision's instant is
-    /// the reading's.
-    pub recorded_by: Timestamp,
 }
 
 /// The basis that lifts a registry DENY for `registry_id`, if any:

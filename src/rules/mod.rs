@@ -42,16 +42,6 @@ pub struct CallInput<'a> {
     /// The decision is logged: only then are the versions of the data it
     /// rests on gathered ([`Evaluation::data_versions`], empty otherwise).
     pub logged: bool,
-    /// Screening as of an `at` other than now: when the records were read.
-    /// Withdrawals of consent and attempts recorded by then count even
-    /// when they come after `at` (as opt-outs do): a list screened as of
-    /// an earlier instant is not cleared by what has happened since.
-    /// `None` (CheckCall): the records are read as the call is decided,
-    /// and every withdrawal and attempt they hold counts, also one
-    /// stamped ahead of this clock by another replica's (found by review:
-    /// a withdrawal recorded on a replica whose clock ran 400 ms ahead
-    /// left the consent counted here until this clock reached it).
-    pub recorded_by: Option<Timestamp>,
 }
 
 /// A registry that applies to the called number, with the edition in service.
@@ -151,7 +141,7 @@ pub fn evaluate(input: &CallInput<'_>, data: &DecisionData<'_>, now: Timestamp) 
                     campaign,
                     called,
                     data,
-                    (now, input.recorded_by.unwrap_or(Timestamp::MAX)),
+                    now,
                     &mut Outcome {
                         denies: &mut denies,
                         bases: &mut bases,
@@ -182,12 +172,9 @@ pub fn evaluate(input: &CallInput<'_>, data: &DecisionData<'_>, now: Timestamp) 
     }
     // Waiting helps only when every deny reason is about time.
     let next_allowed_at = match (data.era, input.called) {
-        (Some(era), Ok(_)) if !timed.is_empty() && timed.len() == denies.len() => next_permitted(
-            era,
-            data,
-            &timed,
-            input.recorded_by.unwrap_or(Timestamp::MAX),
-        ),
+        (Some(era), Ok(_)) if !timed.is_empty() && timed.len() == denies.len() => {
+            next_permitted(era, data, &timed)
+        }
         _ => None,
     };
     Evaluation {
@@ -213,19 +200,15 @@ fn decide_under(
     campaign: &CampaignConfig,
     called: &Normalized,
     data: &DecisionData<'_>,
-    (now, recorded_by): (Timestamp, Timestamp),
+    now: Timestamp,
     out: &mut Outcome<'_>,
 ) {
     let window = window_input(era, data);
     out.timed
         .extend(check_calling_window(&window, now, data.window_memo));
     for limit in era.caps_in(data.whereabouts.state) {
-        out.timed.extend(check_attempt_limit(
-            Some(limit),
-            data.attempts,
-            now,
-            recorded_by,
-        ));
+        out.timed
+            .extend(check_attempt_limit(Some(limit), data.attempts, now));
     }
     out.denies
         .extend(out.timed.iter().map(|t| t.reason.clone()));
@@ -238,7 +221,6 @@ fn decide_under(
         purpose: campaign.purpose,
         consent_max_age: era.consent.value.consent_max_age,
         suppliers: &campaign.suppliers,
-        recorded_by,
     };
     // Why consents of undeclared suppliers were set aside, for the details.
     let set_aside = |asking: &Asking<'_>| {
@@ -403,12 +385,7 @@ fn decide_under(
 
 /// The first instant at which every time-based denial has lifted: the cap
 /// frees a slot and the window is open.
-fn next_permitted(
-    era: &Era,
-    data: &DecisionData<'_>,
-    timed: &[TimedDeny],
-    recorded_by: Timestamp,
-) -> Option<Timestamp> {
+fn next_permitted(era: &Era, data: &DecisionData<'_>, timed: &[TimedDeny]) -> Option<Timestamp> {
     let mut candidate = timed
         .iter()
         .map(|t| t.lifts_at)
@@ -426,8 +403,7 @@ fn next_permitted(
                 .collect();
         for limit in era.caps_in(data.whereabouts.state) {
             lifts.extend(
-                check_attempt_limit(Some(limit), data.attempts, candidate, recorded_by)
-                    .map(|t| t.lifts_at),
+                check_attempt_limit(Some(limit), data.attempts, candidate).map(|t| t.lifts_at),
             );
         }
         if lifts.is_empty() {

@@ -145,16 +145,6 @@ fn run(case: &Case<'_>) -> Evaluation {
 }
 
 fn run_at(case: &Case<'_>, at: Timestamp, attempts: &[Timestamp]) -> Evaluation {
-    run_read_at(case, at, attempts, None)
-}
-
-/// [`run_at`] with the records read at `recorded_by` (screening as of `at`).
-fn run_read_at(
-    case: &Case<'_>,
-    at: Timestamp,
-    attempts: &[Timestamp],
-    recorded_by: Option<Timestamp>,
-) -> Evaluation {
     let called = match &case.campaign {
         Some(c) => number::normalize(case.number, c.default_region),
         None => number::normalize_international(case.number),
@@ -200,7 +190,6 @@ fn run_read_at(
                 called: &called,
                 caller_id: case.caller_id,
                 logged,
-                recorded_by,
             },
             &data,
             at,
@@ -672,16 +661,21 @@ fn test_screening_denies_where_no_caller_id_could_be_presented() {
     assert_eq!(italy.verdict, Verdict::Allow, "{:?}", italy.reasons);
 }
 
-/// Screening as of an earlier `at` read consents and attempts as of `at`:
-/// a consent withdrawn since, or attempts made since, left the number
-/// screened ALLOW where a dial now is denied, while opt-outs recorded
-/// since already counted (found by review). What was recorded by the time
-/// the records were read now counts whatever `at` says.
+/// Every withdrawal and attempt the records hold counts, whatever the
+/// decision's instant. Screening as of an earlier `at` read consents and
+/// attempts as of `at`: a consent withdrawn since, or attempts made since,
+/// left the number screened ALLOW where a dial now is denied, while
+/// opt-outs recorded since already counted (found by review). And a
+/// withdrawal or an ALLOW stamped ahead of this clock by another replica's
+/// (up to the 500 ms the shared log allows) did not count in a CheckCall
+/// until this clock reached it (found by review).
 #[test]
-fn test_screening_as_of_an_earlier_instant_counts_what_was_recorded_since() {
+fn test_withdrawals_and_attempts_count_whatever_the_decisions_instant() {
     use ReasonCode::*;
     let withdrawn_at = "2026-11-23T15:00:00Z";
-    let read_at: Timestamp = "2026-11-23T15:00:30Z".parse().unwrap();
+    // Just before the withdrawal's stamp (a clock 400 ms behind), and a
+    // minute before it (a screen as of then).
+    let behind: Timestamp = "2026-11-23T14:59:59.600Z".parse().unwrap();
     let before: Timestamp = "2026-11-23T14:59:00Z".parse().unwrap();
     // Germany is opt-in: the consent is the only basis.
     let germany = Case {
@@ -701,35 +695,14 @@ fn test_screening_as_of_an_earlier_instant_counts_what_was_recorded_since() {
         expect: Verdict::Deny,
         codes: &[],
     };
-    let as_then = run_read_at(&germany, before, &[], Some(before));
-    assert_eq!(as_then.verdict, Verdict::Allow, "{:?}", as_then.reasons);
-    // CheckCall (records read as the call is decided) counts every
-    // withdrawal held, also one stamped ahead of this clock by another
-    // replica's (up to the 500 ms the shared log allows): the consent
-    // counted until this clock reached it (found by review).
-    let check_call = run_read_at(&germany, before, &[], None);
-    assert_eq!(
-        check_call.verdict,
-        Verdict::Deny,
-        "{:?}",
-        check_call.reasons
-    );
-    let as_known = run_read_at(&germany, before, &[], Some(read_at));
-    assert_eq!(as_known.verdict, Verdict::Deny, "{:?}", as_known.reasons);
-    assert_eq!(
-        as_known.reasons[0].code, NoConsent,
-        "{:?}",
-        as_known.reasons
-    );
-    // A screen as of a later instant is unchanged by it.
-    let later: Timestamp = "2026-11-23T15:30:00Z".parse().unwrap();
-    assert_eq!(
-        run_read_at(&germany, later, &[], Some(read_at)),
-        run_read_at(&germany, later, &[], Some(later))
-    );
+    for at in [behind, before] {
+        let answer = run_at(&germany, at, &[]);
+        assert_eq!(answer.verdict, Verdict::Deny, "{at}: {:?}", answer.reasons);
+        assert_eq!(answer.reasons[0].code, NoConsent, "{:?}", answer.reasons);
+    }
 
     // France (Bloctel era over, opt-in since 11 Aug 2026): 4 calls in 30
-    // days, the last three made after `at`.
+    // days, the last three stamped after `at`.
     let france = Case {
         name: "fr cap",
         campaign: Some(CampaignConfig {
@@ -756,27 +729,13 @@ fn test_screening_as_of_an_earlier_instant_counts_what_was_recorded_since() {
     .iter()
     .map(|t| t.parse().unwrap())
     .collect();
-    let as_then = run_read_at(&france, at, &attempts, Some(at));
-    assert_eq!(as_then.verdict, Verdict::Allow, "{:?}", as_then.reasons);
-    // CheckCall counts every attempt held, also one stamped ahead.
-    let check_call = run_read_at(&france, at, &attempts, None);
-    assert_eq!(
-        check_call.verdict,
-        Verdict::Deny,
-        "{:?}",
-        check_call.reasons
-    );
-    let as_known = run_read_at(&france, at, &attempts, Some(read_at));
-    assert_eq!(as_known.verdict, Verdict::Deny, "{:?}", as_known.reasons);
-    assert_eq!(
-        as_known.reasons[0].code, AttemptLimit,
-        "{:?}",
-        as_known.reasons
-    );
+    let capped = run_at(&france, at, &attempts);
+    assert_eq!(capped.verdict, Verdict::Deny, "{:?}", capped.reasons);
+    assert_eq!(capped.reasons[0].code, AttemptLimit, "{:?}", capped.reasons);
     // The cap lifts 30 days after the first of the four, Saturday 19
     // December: the window opens again on Monday at 10:00 in Paris.
     assert_eq!(
-        as_known.next_allowed_at,
+        capped.next_allowed_at,
         Some("2026-12-21T09:00:00Z".parse().unwrap())
     );
 }
@@ -1184,7 +1143,6 @@ fn test_consent_exemptions_by_country_and_italian_policy() {
                 called: &called,
                 caller_id: Some("+390212345678"),
                 logged: true,
-                recorded_by: None,
             },
             &DecisionData {
                 contacts: &contacts,
@@ -1331,7 +1289,6 @@ fn test_a_later_opposed_answer_outweighs_an_older_clearance() {
                 called: &called,
                 caller_id: Some("+390212345678"),
                 logged: true,
-                recorded_by: None,
             },
             &DecisionData {
                 contacts: &ContactView::default(),
@@ -1442,7 +1399,6 @@ fn marketing_for(controller: &str) -> Asking<'_> {
         purpose: Purpose::Marketing,
         consent_max_age: None,
         suppliers: &[],
-        recorded_by: Timestamp::MIN,
     }
 }
 

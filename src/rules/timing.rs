@@ -108,24 +108,18 @@ fn closing(
     }
 }
 
-/// `ATTEMPT_LIMIT` when the cap is reached; `attempts` are earlier ALLOWs.
-/// Those made after `now` count too when they were recorded by
-/// `recorded_by` (screening as of an earlier `at`; `Timestamp::MIN` for
-/// none): the cap cannot be reached later than it was.
+/// `ATTEMPT_LIMIT` when the cap is reached; `attempts` are the ALLOWs
+/// held. Those stamped after `now` count too (screening as of an earlier
+/// `at`, or stamped ahead by another replica's clock): the cap cannot be
+/// reached later than it was.
 pub fn check_attempt_limit(
     limit: Option<AttemptLimit>,
     attempts: &[Timestamp],
     now: Timestamp,
-    recorded_by: Timestamp,
 ) -> Option<TimedDeny> {
     let limit = limit?;
     let since = now - limit.window;
-    let until = now.max(recorded_by);
-    let mut counted: Vec<Timestamp> = attempts
-        .iter()
-        .copied()
-        .filter(|t| *t > since && *t <= until)
-        .collect();
+    let mut counted: Vec<Timestamp> = attempts.iter().copied().filter(|t| *t > since).collect();
     if counted.len() < limit.max_attempts as usize {
         return None;
     }
@@ -167,16 +161,16 @@ mod tests {
                 + SignedDuration::from_hours(24 * d)
         };
         let attempts = [day(0), day(1), day(2), day(3)];
-        assert!(check_attempt_limit(limit, &attempts[..3], day(4), Timestamp::MIN).is_none());
-        let denied = check_attempt_limit(limit, &attempts, day(4), Timestamp::MIN).unwrap();
+        assert!(check_attempt_limit(limit, &attempts[..3], day(4)).is_none());
+        let denied = check_attempt_limit(limit, &attempts, day(4)).unwrap();
         assert_eq!(denied.reason.code, ReasonCode::AttemptLimit);
         assert_eq!(
             denied.lifts_at,
             Some(day(30)),
             "when the oldest leaves the window"
         );
-        assert!(check_attempt_limit(limit, &attempts, day(30), Timestamp::MIN).is_none());
-        assert!(check_attempt_limit(None, &attempts, day(4), Timestamp::MIN).is_none());
+        assert!(check_attempt_limit(limit, &attempts, day(30)).is_none());
+        assert!(check_attempt_limit(None, &attempts, day(4)).is_none());
     }
 
     fn paris(destination: &DestinationRules) -> WindowInput<'_> {

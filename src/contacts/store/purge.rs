@@ -686,6 +686,16 @@ impl ContactStore {
                     }
                 };
                 if changed > 0 {
+                    // Rectified, as `rectify` marks it: the purge keeps it
+                    // (found by review: a replayed correction was purged,
+                    // and the CRM's re-sync of the id came back wide).
+                    tx.execute(
+                        &format!(
+                            "INSERT INTO corrections (tbl, row, old_key)
+                             SELECT ?2, rowid, number_key FROM {table} WHERE {id_column} = ?1"
+                        ),
+                        params![id, table],
+                    )?;
                     Self::event(
                         tx,
                         now,
@@ -1135,7 +1145,6 @@ mod tests {
         purpose: Purpose::Marketing,
         consent_max_age: None,
         suppliers: &[],
-        recorded_by: Timestamp::MIN,
     };
 
     const NUMBER: &str = "+390212345678";
@@ -1601,7 +1610,6 @@ mod tests {
                 purpose,
                 consent_max_age: None,
                 suppliers: &[],
-                recorded_by: Timestamp::MIN,
             };
             assert!(valid_consent(&view, &asking, now()).is_none());
         }
@@ -1635,13 +1643,6 @@ mod tests {
         );
     }
 
-    /// A withdrawal dated before the grant of a consent it ends (a date
-    /// without a time, local time sent as UTC) ended it, but bound only
-    /// copies granted before its date: the CRM's re-sync of the same
-    /// consent counted again (found by review). A marker at the ended
-    /// grant binds the copy, live, after a reopen and when a restore
-    /// re-applies the withdrawal; a consent given later still counts, and
-    /// the ended consent keeps its end for instants before the grant.
     /// A correction that narrowed a consent (an earlier expiry) or ended a
     /// relationship was lost when the purge deleted the record past its
     /// ceiling: the CRM's stale copy re-sent under the same id (ignored
@@ -1735,6 +1736,67 @@ mod tests {
         assert_eq!(again, PurgeCounts::default());
     }
 
+    /// A correction a restore replays (made after the backup) marks the
+    /// record rectified too: it was purged past its ceiling, and the CRM's
+    /// re-sync of the id came back wide, in force (found by review).
+    #[test]
+    fn test_a_correction_replayed_by_a_restore_outlives_its_ceiling() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ContactStore::open(dir.path()).unwrap();
+        store
+            .record_consent(key(), consent("c-1", 500), "t")
+            .unwrap();
+        let subject = store.index.subject_hash(NUMBER);
+        let from = crate::contacts::ledger::CorrectedValues {
+            granted_at: Some(days_ago(500)),
+            ..Default::default()
+        };
+        let values = crate::contacts::ledger::CorrectedValues {
+            granted_at: Some(days_ago(500)),
+            expires_at: Some(days_ago(100)),
+            ..Default::default()
+        };
+        assert!(
+            store
+                .replay_correction(
+                    "consent",
+                    "c-1",
+                    &subject,
+                    (Some(&from), &values),
+                    "t",
+                    now()
+                )
+                .unwrap()
+        );
+        drop(store);
+        let store = ContactStore::open(dir.path()).unwrap();
+        let counts = store
+            .purge_retention(&ceilings(30), now(), false, "t", serde_json::json!({}))
+            .unwrap();
+        assert_eq!(
+            (counts.consents_deleted, counts.corrections_kept),
+            (0, 1),
+            "{counts:?}"
+        );
+        assert!(
+            !store
+                .record_consent(key(), consent("c-1", 500), "t")
+                .unwrap()
+        );
+        let view = store.view(key(), NUMBER);
+        assert!(
+            valid_consent(&view, &MARKETING, now()).is_none(),
+            "{view:?}"
+        );
+    }
+
+    /// A withdrawal dated before the grant of a consent it ends (a date
+    /// without a time, local time sent as UTC) ended it, but bound only
+    /// copies granted before its date: the CRM's re-sync of the same
+    /// consent counted again (found by review). A marker at the ended
+    /// grant binds the copy, live, after a reopen and when a restore
+    /// re-applies the withdrawal; a consent given later still counts, and
+    /// the ended consent keeps its end for instants before the grant.
     #[test]
     fn test_a_withdrawal_dated_before_the_grant_binds_a_resynced_copy() {
         for reapplied in [false, true] {

@@ -63,7 +63,6 @@ impl StandaloneDecider {
                 called: &called,
                 caller_id,
                 logged: true,
-                recorded_by: None,
             },
             now,
         )
@@ -91,7 +90,6 @@ impl StandaloneDecider {
                         called: &called,
                         caller_id: None,
                         logged: true,
-                        recorded_by: None,
                     },
                     now,
                 )
