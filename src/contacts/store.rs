@@ -1301,7 +1301,9 @@ CREATE TABLE IF NOT EXISTS corrections (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     tbl TEXT NOT NULL,
     row INTEGER NOT NULL,
-    old_key INTEGER NOT NULL
+    old_key INTEGER NOT NULL,
+    -- The corrected record's id (NULL in rows written before it was kept).
+    record_id TEXT
 ) STRICT;
 -- Postgres backend: the number of each salted hash the shared journal
 -- named, so that applying an erasure (which names only the hash) finds
@@ -1838,6 +1840,7 @@ impl ContactStore {
             ("consents", "import_seq", "INTEGER"),
             ("suppressions", "import_seq", "INTEGER"),
             ("consents", "supplier", "TEXT NOT NULL DEFAULT ''"),
+            ("corrections", "record_id", "TEXT"),
         ] {
             let present: bool = conn.query_row(
                 &format!(

@@ -218,10 +218,15 @@ const CORRECTED_EVIDENCE_GONE: &str = "retention: evidence deleted, correction k
 /// the CRM's next re-sync under the same id brought the wider copy back,
 /// in force (found by review); kept, the re-sync is ignored (a consent) or
 /// refused (a relationship), as before the purge.
-const RECTIFIED_CONSENT: &str =
-    "EXISTS (SELECT 1 FROM corrections WHERE tbl = 'consents' AND row = c.rowid)";
-const RECTIFIED_RELATIONSHIP: &str =
-    "EXISTS (SELECT 1 FROM corrections WHERE tbl = 'relationships' AND row = r.rowid)";
+/// The row is matched by its rowid and the record's id: a rowid an erased
+/// record freed and a new record took must not inherit its correction
+/// (found by review: another person's ended record was kept past its
+/// ceiling). A correction written before the id was kept (`NULL`) matches
+/// by rowid alone, on the safe side.
+const RECTIFIED_CONSENT: &str = "EXISTS (SELECT 1 FROM corrections WHERE tbl = 'consents'
+    AND row = c.rowid AND (record_id IS NULL OR record_id = c.consent_id))";
+const RECTIFIED_RELATIONSHIP: &str = "EXISTS (SELECT 1 FROM corrections WHERE tbl = 'relationships'
+    AND row = r.rowid AND (record_id IS NULL OR record_id = r.relationship_id))";
 
 /// What a purge of `candidates` would do, read through a read-only
 /// connection: a dry run (`retention purge --dry-run`, `policy show`) never
@@ -691,8 +696,8 @@ impl ContactStore {
                     // and the CRM's re-sync of the id came back wide).
                     tx.execute(
                         &format!(
-                            "INSERT INTO corrections (tbl, row, old_key)
-                             SELECT ?2, rowid, number_key FROM {table} WHERE {id_column} = ?1"
+                            "INSERT INTO corrections (tbl, row, old_key, record_id)
+                             SELECT ?2, rowid, number_key, ?1 FROM {table} WHERE {id_column} = ?1"
                         ),
                         params![id, table],
                     )?;
@@ -1734,6 +1739,62 @@ mod tests {
             .purge_retention(&ceilings(30), now(), false, "t", serde_json::json!({}))
             .unwrap();
         assert_eq!(again, PurgeCounts::default());
+    }
+
+    /// A correction is matched by the record's id too: a rowid an erased
+    /// rectified record freed, taken by another person's record, did not
+    /// make that record rectified, kept past its ceiling (found by review).
+    #[test]
+    fn test_a_reused_rowid_does_not_inherit_a_correction() {
+        use crate::contacts::store::rectify::Rectification;
+        let dir = tempfile::tempdir().unwrap();
+        let store = ContactStore::open(dir.path()).unwrap();
+        store
+            .record_consent(key(), consent("c-1", 500), "t")
+            .unwrap();
+        let before = store.consent_by_id("c-1").unwrap().unwrap();
+        let mut after = before.record.clone();
+        after.expires_at = Some(days_ago(100));
+        store
+            .rectify(
+                &[Rectification::Consent {
+                    before: Box::new(before),
+                    after: Box::new((key(), after)),
+                    reason: "consent was for one year only".into(),
+                }],
+                "t",
+                now(),
+            )
+            .unwrap();
+        store
+            .erase(key(), NUMBER, "", "t", now(), &serde_json::Value::Null)
+            .unwrap();
+        let other = "+390212345679";
+        let other_key = NumberKey::from_e164(other).unwrap();
+        let mut ended = consent("c-other", 900);
+        ended.number = other.into();
+        ended.expires_at = Some(days_ago(400));
+        store.record_consent(other_key, ended, "t").unwrap();
+        let reused: bool = store
+            .conn
+            .lock()
+            .unwrap()
+            .query_row(
+                "SELECT EXISTS (SELECT 1 FROM corrections AS k JOIN consents AS c ON c.rowid = k.row
+                  WHERE k.tbl = 'consents' AND c.consent_id = 'c-other')",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert!(reused, "the test needs the rowid taken again");
+        let counts = store
+            .purge_retention(&ceilings(30), now(), false, "t", serde_json::json!({}))
+            .unwrap();
+        assert_eq!(
+            (counts.consents_deleted, counts.corrections_kept),
+            (1, 0),
+            "{counts:?}"
+        );
     }
 
     /// A correction a restore replays (made after the backup) marks the

@@ -324,14 +324,15 @@ impl ContactStore {
                 }
             };
         tx.execute(
-            "INSERT INTO corrections (tbl, row, old_key) VALUES (?1, ?2, ?3)",
+            "INSERT INTO corrections (tbl, row, old_key, record_id) VALUES (?1, ?2, ?3, ?4)",
             params![
                 match table {
                     Table::Consent => "consents",
                     _ => "relationships",
                 },
                 row,
-                old_key.0 as i64
+                old_key.0 as i64,
+                id
             ],
         )?;
         let mut after_json = after_json;
