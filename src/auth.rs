@@ -62,39 +62,26 @@ pub struct Caller {
 }
 
 impl Caller {
-    /// Refuses a contact-records request for a controller outside the
-    /// key's `controllers` (an empty one, "every controller", included).
-    /// Without it, one brand's CRM key recorded consents in another
-    /// brand's name, which its campaigns then dialled on (found by review).
+    /// Refuses a request for a controller outside the key's `controllers`
+    /// (an empty one, "every controller", included): a contact-records
+    /// call, or a check or screen of the controller's campaign. Without
+    /// it, one brand's CRM key recorded consents in another brand's name,
+    /// which its campaigns then dialled on (found by review), and one
+    /// brand's dialer got ALLOWs on another brand's campaign.
     ///
     /// # Errors
     /// [`OutOfScope`] naming the controller and the key.
     pub fn speaks_for(&self, controller: &str) -> Result<(), OutOfScope> {
-        in_scope(&self.name, self.controllers.as_deref(), controller)
-    }
-}
-
-/// Whether a key named `key` limited to `controllers` (`None`: every one)
-/// may act for `controller`: write its records, or check its campaigns'
-/// calls (a dialer of one brand got ALLOWs on another brand's campaign,
-/// and so on its consents).
-///
-/// # Errors
-/// [`OutOfScope`] naming the controller and the key.
-pub fn in_scope(
-    key: &str,
-    controllers: Option<&[String]>,
-    controller: &str,
-) -> Result<(), OutOfScope> {
-    // Read as the records service reads it (`ContactService` trims).
-    let controller = controller.trim();
-    match controllers {
-        Some(allowed) if !allowed.iter().any(|c| c == controller) => Err(OutOfScope {
-            key: key.to_string(),
-            controller: controller.to_string(),
-            allowed: allowed.join(", "),
-        }),
-        _ => Ok(()),
+        // Read as the records service reads it (`ContactService` trims).
+        let controller = controller.trim();
+        match &self.controllers {
+            Some(allowed) if !allowed.iter().any(|c| c == controller) => Err(OutOfScope {
+                key: self.name.clone(),
+                controller: controller.to_string(),
+                allowed: allowed.join(", "),
+            }),
+            _ => Ok(()),
+        }
     }
 }
 

@@ -32,11 +32,17 @@ pub struct CallCheck {
     pub caller_id: String,
     pub campaign_id: String,
     pub request_id: String,
+    /// The API key the dialer used (`None` without authentication): its
+    /// name is logged, and with `controllers` only their campaigns are
+    /// checked.
+    pub caller: Option<crate::auth::Caller>,
+}
+
+impl CallCheck {
     /// Name of the API key the dialer used (empty without authentication).
-    pub api_key: String,
-    /// The key's `controllers`: only their campaigns are checked (`None`:
-    /// every campaign).
-    pub controllers: Option<Arc<[String]>>,
+    fn api_key(&self) -> &str {
+        self.caller.as_ref().map_or("", |c| c.name.as_str())
+    }
 }
 
 /// Longest accepted `called_number` and `caller_id` (characters).
@@ -361,11 +367,7 @@ impl Gateway {
         bounded("caller_id", &request.caller_id, MAX_NUMBER_FIELD)?;
         bounded("campaign_id", &request.campaign_id, MAX_CAMPAIGN_ID)?;
         bounded("request_id", &request.request_id, MAX_REQUEST_ID)?;
-        self.in_scope(
-            &request.api_key,
-            request.controllers.as_deref(),
-            &request.campaign_id,
-        )?;
+        self.in_scope(request.caller.as_ref(), &request.campaign_id)?;
         // Not deciding is answered UNAVAILABLE, and counted as such.
         let now = self
             .contacts_in_sync()
@@ -378,7 +380,7 @@ impl Gateway {
             &request.called_number,
             &request.caller_id,
             &request.campaign_id,
-            &request.api_key,
+            request.api_key(),
         );
         let cell = self.answered.cell(&request.request_id);
         // Whether this request made the answer (else it repeats one).
@@ -429,7 +431,7 @@ impl Gateway {
         };
         tracing::warn!(
             request_id = %number::mask_digits(&request.request_id),
-            api_key = %request.api_key,
+            api_key = %request.api_key(),
             campaign = %crate::stats::campaign_label(self.campaigns.get(&request.campaign_id)),
             number = %number::mask(&request.called_number),
             "request_id reused {problem}: refused"
@@ -537,7 +539,7 @@ impl Gateway {
             next_allowed_at: evaluation.next_allowed_at,
             data_versions: evaluation.data_versions,
             latency_us,
-            api_key: request.api_key.clone(),
+            api_key: request.api_key().to_string(),
         };
         let logged = match self.log.as_ref() {
             DecisionLog::Local(log) => log.append(record).await.map(|_| None),
@@ -630,12 +632,14 @@ impl Gateway {
     /// [`crate::auth::OutOfScope`] naming the controller and the key.
     pub fn in_scope(
         &self,
-        api_key: &str,
-        controllers: Option<&[String]>,
+        caller: Option<&crate::auth::Caller>,
         campaign_id: &str,
     ) -> Result<(), crate::auth::OutOfScope> {
-        match controllers.and_then(|_| self.campaigns.get(campaign_id)) {
-            Some(campaign) => crate::auth::in_scope(api_key, controllers, &campaign.controller),
+        match caller.filter(|c| c.controllers.is_some()) {
+            Some(caller) => self
+                .campaigns
+                .get(campaign_id)
+                .map_or(Ok(()), |campaign| caller.speaks_for(&campaign.controller)),
             None => Ok(()),
         }
     }

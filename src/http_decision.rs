@@ -139,7 +139,6 @@ fn failure(err: &impl HasKind) -> Response {
     response
 }
 
-/// The API key's name (empty without keys configured).
 /// The dialer's key (`None` without keys configured).
 fn authorize(keys: &ApiKeys, headers: &HeaderMap) -> Result<Option<Caller>, AuthError> {
     let header = headers
@@ -183,8 +182,7 @@ async fn decide(state: &DecisionState, caller: Option<Caller>, request: CheckReq
         caller_id: request.caller_id,
         campaign_id: request.campaign_id,
         request_id: request.request_id,
-        api_key: caller.as_ref().map(|c| c.name.clone()).unwrap_or_default(),
-        controllers: caller.and_then(|c| c.controllers),
+        caller,
     };
     match state.gateway.check_call(check).await {
         Ok(outcome) => answer(outcome),
@@ -352,13 +350,7 @@ fn screen_line(
     {
         return fail("at: must be between 2000 and 2199".into());
     }
-    if let Some(caller) = caller
-        && let Err(err) = gateway.in_scope(
-            &caller.name,
-            caller.controllers.as_deref(),
-            &request.campaign_id,
-        )
-    {
+    if let Err(err) = gateway.in_scope(caller, &request.campaign_id) {
         return fail(err.to_string());
     }
     let outcome = match gateway.screener() {

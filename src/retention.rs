@@ -361,28 +361,30 @@ pub fn purge_limit(
     before: Option<Timestamp>,
     now: Timestamp,
 ) -> audit::PurgeLimit {
-    let mut counted = idempotency_window(config);
-    if let Some(window) = crate::policy::Policies::compile(config).longest_cap_window() {
-        counted = counted.max(window);
-    }
+    let counted = counted_span(config);
     audit::PurgeLimit {
         before,
-        keep: decisions_span(config, days),
+        keep: record_span(config, days).max(counted),
         counted: counted.saturating_add(config.log.clock_step_tolerance()),
         now,
     }
 }
 
-fn idempotency_window(config: &Config) -> jiff::SignedDuration {
-    jiff::SignedDuration::from_secs(
+/// The longest attempt-cap window and the idempotency window: what a
+/// restart reads back from the log.
+fn counted_span(config: &Config) -> jiff::SignedDuration {
+    let idempotency = jiff::SignedDuration::from_secs(
         i64::try_from(config.log.idempotency_window_seconds).unwrap_or(i64::MAX),
-    )
+    );
+    crate::policy::Policies::compile(config)
+        .longest_cap_window()
+        .map_or(idempotency, |window| window.max(idempotency))
 }
 
-fn decisions_span(config: &Config, days: u32) -> jiff::SignedDuration {
+/// `days`, never below `log.retention_days` nor, for calls to the US and
+/// its territories, 5 years (US TSR 16 CFR 310.5).
+fn record_span(config: &Config, days: u32) -> jiff::SignedDuration {
     let mut days = days.max(config.log.retention_days);
-    // Dial records of calls to the US and its territories are kept 5
-    // years (US TSR 16 CFR 310.5), whatever log.retention_days says.
     if config.campaigns.iter().any(|c| {
         c.destinations
             .iter()
@@ -390,11 +392,11 @@ fn decisions_span(config: &Config, days: u32) -> jiff::SignedDuration {
     }) {
         days = days.max(crate::decision_log::US_TSR_RECORD_DAYS);
     }
-    let mut keep = jiff::SignedDuration::from_hours(i64::from(days) * 24);
-    if let Some(window) = crate::policy::Policies::compile(config).longest_cap_window() {
-        keep = keep.max(window);
-    }
-    keep.max(idempotency_window(config))
+    jiff::SignedDuration::from_hours(i64::from(days) * 24)
+}
+
+fn decisions_span(config: &Config, days: u32) -> jiff::SignedDuration {
+    record_span(config, days).max(counted_span(config))
 }
 
 /// The scheduled purge of a running server: at start, then every

@@ -43,8 +43,7 @@ impl ComplianceGateway for ComplianceGatewayService {
                 caller_id: request.caller_id,
                 campaign_id: request.campaign_id,
                 request_id: request.request_id,
-                api_key: caller.as_ref().map(|c| c.name.clone()).unwrap_or_default(),
-                controllers: caller.and_then(|c| c.controllers),
+                caller,
             })
             .await
             .map_err(|err| grpc_status(&err))?;
@@ -118,15 +117,9 @@ fn screen_item<'g>(
     item: Result<ScreenNumbersRequest, Status>,
 ) -> Result<ScreenNumbersResponse, Status> {
     let item = item?;
-    if let Some(caller) = caller {
-        gateway
-            .in_scope(
-                &caller.name,
-                caller.controllers.as_deref(),
-                &item.campaign_id,
-            )
-            .map_err(|err| grpc_status(&err))?;
-    }
+    gateway
+        .in_scope(caller, &item.campaign_id)
+        .map_err(|err| grpc_status(&err))?;
     let at = proto::timestamp_from_proto(item.at.as_ref());
     let plausible = at.is_some_and(|t| crate::gateway::SCREEN_AT_SECONDS.contains(&t.as_second()));
     if item.at.is_some() && !plausible {

@@ -1196,12 +1196,35 @@ mod tests {
         }
     }
 
+    /// Rectifies the stored consent `id`: `change` applied to it, under `to`.
+    fn rectify_consent(
+        store: &ContactStore,
+        id: &str,
+        to: NumberKey,
+        change: impl FnOnce(&mut Consent),
+    ) {
+        use crate::contacts::store::rectify::Rectification;
+        let before = store.consent_by_id(id).unwrap().unwrap();
+        let mut after = before.record.clone();
+        change(&mut after);
+        store
+            .rectify(
+                &[Rectification::Consent {
+                    before: Box::new(before),
+                    after: Box::new((to, after)),
+                    reason: "corrected".into(),
+                }],
+                "t",
+                now(),
+            )
+            .unwrap();
+    }
+
     /// A consent scanned as expired, moved to another number and withdrawn
     /// there before the purge's transaction, was deleted as judged under
     /// its old number: the new number's only withdrawal (found by review).
     #[test]
     fn test_a_purge_leaves_a_consent_moved_since_its_scan() {
-        use crate::contacts::store::rectify::Rectification;
         let dir = tempfile::tempdir().unwrap();
         let store = ContactStore::open(dir.path()).unwrap();
         let mut expired = consent("c-1", 500);
@@ -1211,20 +1234,7 @@ mod tests {
         assert_eq!(candidates.consents.len(), 1);
         let other = "+390212345679";
         let other_key = NumberKey::from_e164(other).unwrap();
-        let before = store.consent_by_id("c-1").unwrap().unwrap();
-        let mut after = before.record.clone();
-        after.number = other.into();
-        store
-            .rectify(
-                &[Rectification::Consent {
-                    before: Box::new(before),
-                    after: Box::new((other_key, after)),
-                    reason: "wrong number".into(),
-                }],
-                "t",
-                now(),
-            )
-            .unwrap();
+        rectify_consent(&store, "c-1", other_key, |c| c.number = other.into());
         store
             .revoke_consents(other_key, other, "acme", None, days_ago(1), "t")
             .unwrap();
@@ -1663,20 +1673,7 @@ mod tests {
         store
             .record_consent(key(), consent("c-1", 500), "t")
             .unwrap();
-        let before = store.consent_by_id("c-1").unwrap().unwrap();
-        let mut after = before.record.clone();
-        after.expires_at = Some(days_ago(100));
-        store
-            .rectify(
-                &[Rectification::Consent {
-                    before: Box::new(before),
-                    after: Box::new((key(), after)),
-                    reason: "consent was for one year only".into(),
-                }],
-                "t",
-                now(),
-            )
-            .unwrap();
+        rectify_consent(&store, "c-1", key(), |c| c.expires_at = Some(days_ago(100)));
         let rel = Relationship {
             relationship_id: "r1".into(),
             controller: "acme".into(),
@@ -1746,26 +1743,12 @@ mod tests {
     /// make that record rectified, kept past its ceiling (found by review).
     #[test]
     fn test_a_reused_rowid_does_not_inherit_a_correction() {
-        use crate::contacts::store::rectify::Rectification;
         let dir = tempfile::tempdir().unwrap();
         let store = ContactStore::open(dir.path()).unwrap();
         store
             .record_consent(key(), consent("c-1", 500), "t")
             .unwrap();
-        let before = store.consent_by_id("c-1").unwrap().unwrap();
-        let mut after = before.record.clone();
-        after.expires_at = Some(days_ago(100));
-        store
-            .rectify(
-                &[Rectification::Consent {
-                    before: Box::new(before),
-                    after: Box::new((key(), after)),
-                    reason: "consent was for one year only".into(),
-                }],
-                "t",
-                now(),
-            )
-            .unwrap();
+        rectify_consent(&store, "c-1", key(), |c| c.expires_at = Some(days_ago(100)));
         store
             .erase(key(), NUMBER, "", "t", now(), &serde_json::Value::Null)
             .unwrap();
