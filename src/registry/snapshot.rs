@@ -300,8 +300,10 @@ impl Snapshot {
                     newest,
                 });
             }
-            let date = replaced.entry(String::new()).or_insert(import.checked_at);
-            *date = (*date).max(import.checked_at).max(newest.unwrap_or(*date));
+            replaced.insert(
+                String::new(),
+                newest.map_or(import.checked_at, |newest| newest.max(import.checked_at)),
+            );
         }
         // A replace (the whole list as of its day), a remove or a change
         // list's delete lines (numbers withheld that day) move the date:
