@@ -383,13 +383,46 @@ fn respelled<'n>(
     })
 }
 
-/// A controller's name with case and spacing folded: two names that fold
-/// alike are one controller spelled two ways.
+/// A controller's name with case, spacing, compatibility forms (NFKC:
+/// fullwidth letters) and invisible characters folded: two names that
+/// fold alike are one controller spelled two ways ("acme" and "acme" with
+/// a zero-width space were two controllers, one's opt-outs binding none
+/// of the other's calls; found by review).
 pub fn fold_controller(name: &str) -> String {
-    name.split_whitespace()
+    use unicode_normalization::UnicodeNormalization;
+    let visible: String = name
+        .nfkc()
+        .filter(|c| c.is_whitespace() || !is_invisible(*c))
+        .collect();
+    visible
+        .split_whitespace()
         .collect::<Vec<_>>()
         .join(" ")
         .to_lowercase()
+}
+
+/// Whether `c` shows nothing on its own: control and format characters
+/// (zero-width spaces and joiners, the byte-order mark, soft hyphens,
+/// bidirectional controls), variation selectors, Hangul fillers, and every
+/// white space but the ASCII space. Refused in a controller's name.
+pub fn is_invisible(c: char) -> bool {
+    use unicode_properties::{GeneralCategory, UnicodeGeneralCategory};
+    c.is_control()
+        || (c.is_whitespace() && c != ' ')
+        || c.general_category() == GeneralCategory::Format
+        || matches!(
+            c,
+            '\u{034F}'
+                | '\u{115F}'
+                | '\u{1160}'
+                | '\u{17B4}'
+                | '\u{17B5}'
+                | '\u{180B}'..='\u{180F}'
+                | '\u{3164}'
+                | '\u{FE00}'..='\u{FE0F}'
+                | '\u{FFA0}'
+                | '\u{E0100}'..='\u{E01EF}'
+        )
 }
 
 /// The longest validity, in days, that the statute of `country` gives a

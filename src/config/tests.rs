@@ -474,6 +474,43 @@ fn test_names_spelled_otherwise() {
     );
 }
 
+/// A controller spelled with an invisible character ("acme" and a
+/// zero-width space) is refused, and folds like the visible name: stored
+/// records under "acme" bound none of its calls, and its opt-outs none of
+/// "acme"'s (found by review).
+#[test]
+fn test_a_controller_with_invisible_characters_is_refused() {
+    let campaign = |controller: &str| {
+        format!(
+            "[[campaign]]\nid = \"c\"\ncontroller = \"{controller}\"\npurpose = \"marketing\"\ndefault_region = \"IT\"\ndestinations = [\"IT\"]\n"
+        )
+    };
+    for invisible in [
+        "\u{200B}", "\u{FEFF}", "\u{2060}", "\u{00AD}", "\u{00A0}", "\u{202E}", "\u{FE0F}",
+    ] {
+        let message = parse(&campaign(&format!("ac{invisible}me")))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            message.contains("campaign[0].controller") && message.contains("invisible"),
+            "{invisible:?}: {message}"
+        );
+        assert_eq!(
+            fold_controller(&format!("acme{invisible}")),
+            "acme",
+            "{invisible:?}"
+        );
+    }
+    assert_eq!(fold_controller("ＡＣＭＥ  Ltd"), "acme ltd");
+    let config = parse(&campaign("acme")).unwrap();
+    let found = config.spelled_otherwise(["acme\u{200B}"], []).unwrap();
+    assert_eq!(
+        (found.what, found.configured.as_str()),
+        ("controller", "acme")
+    );
+    parse(&campaign("Société Générale")).unwrap();
+}
+
 /// A listener beyond loopback without API keys or mutual TLS is refused
 /// unless `allow_unauthenticated` says so (found by review: anyone reaching
 /// the port could record a consent or a relationship, which lift registries).

@@ -386,12 +386,14 @@ impl Validator<'_> {
             }
             if c.controller.trim().is_empty()
                 || c.controller.len() > MAX_ID_LENGTH
-                || c.controller.chars().any(char::is_control)
+                || c.controller.chars().any(is_invisible)
             {
                 return Err(self.invalid(
                     key("controller"),
                     &c.controller,
-                    &format!("must be 1-{MAX_ID_LENGTH} characters, no control characters"),
+                    &format!(
+                        "must be 1-{MAX_ID_LENGTH} characters, no control or invisible characters (zero-width spaces, format characters, spaces other than the ASCII space)"
+                    ),
                 ));
             }
             // Opt-outs and attempt caps bind a controller by its exact
@@ -1008,6 +1010,17 @@ impl Validator<'_> {
                     .map_err(|_| self.invalid(format!("{key}.from"), day, "expected YYYY-MM-DD"))
             })
             .transpose()?;
+        // A day an instant cannot hold the midnight of (9999-12-31 east of
+        // UTC) has no start: refused rather than taken as the start of time.
+        if let Some(day) = from
+            && !(1970..=9998).contains(&day.year())
+        {
+            return Err(self.invalid(
+                format!("{key}.from"),
+                day,
+                "must be a day from 1970-01-01 to 9998-12-31",
+            ));
+        }
         // The day begins at local midnight; a destination whose numbers
         // run on several clocks has no one midnight.
         if let (Some(day), None) = (from, statutes::dated_zone(region)) {

@@ -330,12 +330,20 @@ impl Policies {
     }
 }
 
-/// Midnight of `day` in `zone`, as an instant.
+/// Midnight of `day` in `zone`, as an instant. A day whose midnight an
+/// instant cannot hold (9999-12-31 east of UTC) lies past every instant:
+/// `Timestamp::MAX`, never `MIN`, which put an override dated then in
+/// force from the start of time (found by review; `config::validate`
+/// also refuses such a `from`).
 fn midnight(day: Date, zone: &str) -> Timestamp {
     let tz = TimeZone::get(zone).unwrap_or(TimeZone::UTC);
     day.to_zoned(tz)
         .map(|z| z.timestamp())
-        .unwrap_or(Timestamp::MIN)
+        .unwrap_or(if day > Date::constant(1970, 1, 1) {
+            Timestamp::MAX
+        } else {
+            Timestamp::MIN
+        })
 }
 
 fn compile_destination(

@@ -1770,3 +1770,32 @@ mon = ["09:00-20:00"]
         "{several}"
     );
 }
+
+/// A day whose midnight no instant holds (9999-12-31 east of UTC) lies
+/// after every instant: an override dated then was in force from the
+/// start of time, a Sunday call allowed (found by review). Such a `from`
+/// is refused at load, and the compiled era never begins before it.
+#[test]
+fn test_an_override_dated_past_every_instant_is_never_in_force_early() {
+    let last = jiff::civil::date(9999, 12, 31);
+    assert_eq!(super::midnight(last, "Europe/Rome"), Timestamp::MAX);
+    assert_eq!(super::midnight(last, "UTC"), Timestamp::MAX);
+    assert!(super::midnight(jiff::civil::date(2026, 11, 29), "Europe/Rome") < Timestamp::MAX);
+    let refused = Config::parse(
+        r#"
+[destination.IT]
+from = "9999-12-31"
+source = "staged, not yet"
+[destination.IT.calling_hours]
+sun = ["09:00-20:00"]
+"#,
+        "test.toml",
+        std::path::Path::new("/tmp"),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        refused.contains("destination.IT.from") && refused.contains("9998-12-31"),
+        "{refused}"
+    );
+}

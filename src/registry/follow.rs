@@ -23,7 +23,11 @@
 //! stays subject to its own freshness rules (`valid_days` from the check
 //! dates the snapshot carries), so a cut-off replica decides on what it has
 //! until that goes stale and is then denied `REGISTRY_UNAVAILABLE`, as on
-//! one gateway.
+//! one gateway. The database answering the read of `registry_current` but
+//! failing the download of a version it names (a damaged chunk, a denied
+//! permission, a timeout) is not an outage: that version failed, and the
+//! registry is not decided on until it is installed, since the other
+//! replicas may already decide on it.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -127,7 +131,10 @@ impl Follower {
     /// returns the ids of the registries swapped.
     ///
     /// # Errors
-    /// [`PgError`] when the database does not answer (nothing changed).
+    /// [`PgError`] when `registry_current` cannot be read (nothing
+    /// changed). Any database error after that read (downloading or
+    /// checking a version) fails that version: its registry is not decided
+    /// on (`REGISTRY_UNAVAILABLE`) until the current version is installed.
     pub async fn check(&mut self) -> Result<Vec<String>, PgError> {
         let ids: Vec<String> = self
             .registries
@@ -170,9 +177,20 @@ impl Follower {
             {
                 continue;
             }
-            if let Some(refusal) = self.refusal(entry, wanted).await? {
-                self.record_failure(id, wanted, refusal);
-                continue;
+            // Past the read of `registry_current`, the database answered:
+            // an error now (a damaged chunk, a permission, a timeout) is
+            // this version failing, not an outage, and the registry is not
+            // decided on while a version it cannot install is current.
+            match self.refusal(entry, wanted).await {
+                Ok(None) => {}
+                Ok(Some(refusal)) => {
+                    self.record_failure(id, wanted, refusal);
+                    continue;
+                }
+                Err(err) => {
+                    self.record_failure(id, wanted, format!("shared database: {err}"));
+                    continue;
+                }
             }
             match self.install(entry, wanted).await {
                 Ok(published) => {
@@ -188,7 +206,9 @@ impl Follower {
                     self.failed.remove(id);
                     installed_any = true;
                 }
-                Err(PublishedError::Pg(err)) => return Err(err),
+                Err(PublishedError::Pg(err)) => {
+                    self.record_failure(id, wanted, format!("shared database: {err}"));
+                }
                 Err(PublishedError::Gone { .. }) => {
                     // Replaced and pruned meanwhile: the next check sees the new one.
                 }

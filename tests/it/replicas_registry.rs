@@ -889,3 +889,91 @@ async fn test_a_deliberate_rollback_is_installed_by_replicas() {
         "1:true"
     );
 }
+
+/// A database that answers `registry_current` but fails the download of
+/// the version it names (a damaged chunk, a permission, a timeout) is not
+/// an outage: the replica does not go on deciding on the older version,
+/// which the other replicas no longer decide on (found by review: it did,
+/// `REGISTRY_CLEAR` for a number version 2 lists, until version 1 went
+/// stale).
+#[tokio::test(flavor = "multi_thread")]
+async fn test_a_version_that_fails_to_download_is_not_decided_on_meanwhile() {
+    let Some(pg) = PgServer::start() else { return };
+    let importer = Workspace::new(&replica_config(&pg, "ops"));
+    importer.import("us-dnc", &["212 555 0199"], &[]);
+
+    let ws = Workspace::new(&replica_config(&pg, "gw-a"));
+    let server = ws.start();
+    let mut gateway = server.gateway().await;
+    assert_eq!(
+        check(&mut gateway, "212 555 0199").await,
+        (Verdict::Deny, vec![R::RegistryListed])
+    );
+    let before = check(&mut gateway, "212 555 0142").await;
+    assert!(
+        !before.1.contains(&R::RegistryListed),
+        "not listed in version 1: {before:?}"
+    );
+
+    // Held stopped while version 2 (listing 0142) is published and its
+    // chunks made to fail with a database error when read.
+    let pid = server.pid().to_string();
+    let signal = |name: &str| {
+        let status = std::process::Command::new("kill")
+            .args([name, &pid])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    };
+    signal("-STOP");
+    importer.import("us-dnc", &["212 555 0142"], &["--mode", "add"]);
+    pg.psql(
+        "ALTER TABLE registry_chunks RENAME TO registry_chunks_kept;
+         CREATE VIEW registry_chunks AS
+           SELECT registry_id, version, seq,
+                  CASE WHEN version >= 2
+                       THEN ((1 / (version - version))::text)::bytea
+                       ELSE data END AS data
+           FROM registry_chunks_kept;",
+    );
+    signal("-CONT");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let got = gateway
+            .check_call(call("212 555 0142", US_CLI, "us-sales"))
+            .await
+            .map(|r| (verdict(r.get_ref()), codes(r.get_ref())));
+        if got
+            .as_ref()
+            .is_ok_and(|(v, c)| *v == Verdict::Deny && c.contains(&R::RegistryUnavailable))
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "a version failing to download, still {got:?} after 20 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let entry = status_of(&server, "us-dnc");
+    assert_eq!(entry["version"], 1, "{entry}");
+    assert!(
+        entry["published"]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("shared database")),
+        "{entry}"
+    );
+
+    // Readable again: version 2 is installed and decided on.
+    pg.psql(
+        "DROP VIEW registry_chunks;
+         ALTER TABLE registry_chunks_kept RENAME TO registry_chunks;",
+    );
+    wait_for(
+        &mut gateway,
+        "212 555 0142",
+        (Verdict::Deny, vec![R::RegistryListed]),
+        "version 2 readable again",
+    )
+    .await;
+}
