@@ -572,7 +572,7 @@ fn test_listed_holidays_hold_before_the_overrides_from() {
 [destination.ES]
 from = "2027-01-01"
 source = "regional holidays; a change of law ahead"
-extra_holidays = ["2026-04-02"]
+extra_holidays = ["2026-06-24"]
 
 [[campaign]]
 id = "es"
@@ -599,10 +599,11 @@ caller_ids = ["+34912345678"]
             at,
         )
     };
-    // 10:00 in Madrid (UTC+2 in April): the Wednesday before is open.
-    let wednesday = call("2026-04-01T08:00:00Z");
-    assert_eq!(wednesday.verdict, Verdict::Allow, "{:?}", wednesday.reasons);
-    assert!(codes(&call("2026-04-02T08:00:00Z")).contains(&ReasonCode::OutsideCallingHours));
+    // 10:00 in Madrid (UTC+2 in June): the Tuesday before is open; the
+    // listed Wednesday (San Juan, a regional holiday) is not.
+    let tuesday = call("2026-06-23T08:00:00Z");
+    assert_eq!(tuesday.verdict, Verdict::Allow, "{:?}", tuesday.reasons);
+    assert!(codes(&call("2026-06-24T08:00:00Z")).contains(&ReasonCode::OutsideCallingHours));
 }
 
 #[test]
@@ -1797,5 +1798,113 @@ sun = ["09:00-20:00"]
     assert!(
         refused.contains("destination.IT.from") && refused.contains("9998-12-31"),
         "{refused}"
+    );
+}
+
+/// Spain's holidays are largely regional: Holy Thursday is one in every
+/// community but Catalonia (and, some years, Valencia), Easter Monday in
+/// several, and a national holiday falling on a Sunday is moved to the
+/// Monday in many. They were called (found by review: a Madrid number on
+/// Holy Thursday 2026, a Barcelona one on Easter Monday); the statute now
+/// closes them everywhere, the stricter reading.
+#[test]
+fn test_spains_widely_kept_regional_holidays_are_closed() {
+    let config = config(
+        r#"
+[[campaign]]
+id = "es"
+controller = "acme"
+purpose = "marketing"
+default_region = "ES"
+destinations = ["ES"]
+caller_ids = ["+34912345678"]
+"#,
+    );
+    for number in ["+34915550123", "+34935550123"] {
+        let contacts = ContactView {
+            consents: vec![consent(number)],
+            ..ContactView::default()
+        };
+        let call = |at: &str| decide(&config, "es", number, "+34912345678", &contacts, &[], at);
+        // 10:00 in Madrid and Barcelona.
+        for open in [
+            "2026-04-01T08:00:00Z",
+            "2026-04-07T08:00:00Z",
+            "2026-11-03T09:00:00Z",
+        ] {
+            let decision = call(open);
+            assert_eq!(
+                decision.verdict,
+                Verdict::Allow,
+                "{number} {open}: {:?}",
+                decision.reasons
+            );
+        }
+        for closed in [
+            "2026-04-02T08:00:00Z", // Jueves Santo
+            "2026-04-06T08:00:00Z", // Lunes de Pascua
+            "2026-11-02T09:00:00Z", // Todos los Santos fell on Sunday 1 November
+            "2026-12-07T09:00:00Z", // Día de la Constitución fell on Sunday 6 December
+        ] {
+            let decision = call(closed);
+            assert!(
+                codes(&decision).contains(&ReasonCode::OutsideCallingHours),
+                "{number} {closed}: {:?}",
+                decision.reasons
+            );
+        }
+    }
+}
+
+/// Connecticut allows telephonic sales calls 09:00-20:00 only (from 1 Oct
+/// 2023): a Hartford number at 08:30 was called on the federal window
+/// (found by review); New York's at the same instant still is.
+#[test]
+fn test_connecticut_window() {
+    let config = config(
+        r#"
+[[registry]]
+id = "us-dnc"
+kind = "blocklist"
+country = "US"
+
+[[campaign]]
+id = "us"
+controller = "acme"
+purpose = "marketing"
+default_region = "US"
+destinations = ["US"]
+caller_ids = ["+12125550100"]
+"#,
+    );
+    let nobody = ContactView::default();
+    let hours = |number: &str, at: &str| {
+        codes(&decide(
+            &config,
+            "us",
+            number,
+            "+12125550100",
+            &nobody,
+            &[],
+            at,
+        ))
+        .contains(&ReasonCode::OutsideCallingHours)
+    };
+    // Tuesday 24 November 2026, 08:30 and 09:30 Eastern; 20:30 Eastern.
+    assert!(
+        hours("860 555 0123", "2026-11-24T13:30:00Z"),
+        "08:30 in Hartford"
+    );
+    assert!(
+        !hours("860 555 0123", "2026-11-24T14:30:00Z"),
+        "09:30 in Hartford"
+    );
+    assert!(
+        hours("860 555 0123", "2026-11-25T01:30:00Z"),
+        "20:30 in Hartford"
+    );
+    assert!(
+        !hours("212 555 0123", "2026-11-24T13:30:00Z"),
+        "08:30 in New York"
     );
 }

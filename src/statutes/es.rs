@@ -2,6 +2,7 @@
 
 use jiff::civil::date;
 
+use super::holidays::WeekendShift;
 use super::{CallerIdRules, CliType, ConsentRegime, ConsentRule, Holiday, Period, Rule, Statute};
 use crate::calling::{Span, WeeklyHours};
 
@@ -55,17 +56,30 @@ pub(super) fn statute() -> Statute {
         "ES-HOURS: TRLGDCU art. 96.2: no commercial calls before 09:00 or after 21:00, nor on \
          weekends or public holidays",
     )];
+    // The national holidays (Estatuto de los Trabajadores art. 37.2; the
+    // yearly resolution of the Dirección General de Trabajo in the BOE
+    // lists each community's). Most of Spain's holidays are regional, and
+    // three kinds are kept so widely that they are closed everywhere here
+    // (the stricter reading; other regional and local days go in
+    // `[destination.ES] extra_holidays`): Holy Thursday (every community
+    // but Catalonia and, some years, Valencia), Easter Monday (Catalonia,
+    // Valencia, the Balearics, Navarre, the Basque Country, La Rioja, some
+    // years others), and the Monday after a national holiday falling on a
+    // Sunday (moved there by many communities).
+    let national = |h: Holiday| h.shifted(WeekendShift::SundayToMonday);
     s.holidays = vec![
-        Holiday::fixed("Año Nuevo", 1, 1),
-        Holiday::fixed("Epifanía", 1, 6),
+        national(Holiday::fixed("Año Nuevo", 1, 1)),
+        national(Holiday::fixed("Epifanía", 1, 6)),
+        Holiday::easter("Jueves Santo (regional, nearly everywhere)", -3),
         Holiday::easter("Viernes Santo", -2),
-        Holiday::fixed("Fiesta del Trabajo", 5, 1),
-        Holiday::fixed("Asunción", 8, 15),
-        Holiday::fixed("Fiesta Nacional", 10, 12),
-        Holiday::fixed("Todos los Santos", 11, 1),
-        Holiday::fixed("Día de la Constitución", 12, 6),
-        Holiday::fixed("Inmaculada Concepción", 12, 8),
-        Holiday::fixed("Navidad", 12, 25),
+        Holiday::easter("Lunes de Pascua (regional, in several communities)", 1),
+        national(Holiday::fixed("Fiesta del Trabajo", 5, 1)),
+        national(Holiday::fixed("Asunción", 8, 15)),
+        national(Holiday::fixed("Fiesta Nacional", 10, 12)),
+        national(Holiday::fixed("Todos los Santos", 11, 1)),
+        national(Holiday::fixed("Día de la Constitución", 12, 6)),
+        national(Holiday::fixed("Inmaculada Concepción", 12, 8)),
+        national(Holiday::fixed("Navidad", 12, 25)),
     ];
     s.caller_id = vec![Rule::since(
         date(2025, 6, 7),

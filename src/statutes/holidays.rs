@@ -28,6 +28,9 @@ pub enum WeekendShift {
     NearestWeekday,
     /// To the next weekday not already a holiday (UK substitute days).
     NextFreeWeekday,
+    /// Sunday to Monday, Saturday stays (Spain: the communities that move
+    /// a national holiday falling on a Sunday move it to the Monday).
+    SundayToMonday,
 }
 
 /// One public holiday.
@@ -197,6 +200,11 @@ fn dates_of_year(holidays: &[Holiday], year: i16) -> Vec<Date> {
                 _ => None,
             }),
             WeekendShift::NextFreeWeekday => substitutes.push(day),
+            WeekendShift::SundayToMonday => {
+                if day.weekday() == Weekday::Sunday {
+                    out.extend(plus(day, 1));
+                }
+            }
         }
     }
     substitutes.sort();
@@ -328,8 +336,21 @@ mod tests {
             (
                 "ES",
                 date(2026, 4, 6),
+                true,
+                "Easter Monday: regional in Spain, in several communities, closed everywhere",
+            ),
+            (
+                "ES",
+                date(2026, 4, 2),
+                true,
+                "Holy Thursday, nearly every community",
+            ),
+            ("ES", date(2026, 11, 2), true, "1 November fell on a Sunday"),
+            (
+                "ES",
+                date(2026, 3, 19),
                 false,
-                "Easter Monday is regional in Spain",
+                "San José: a few communities only (extra_holidays)",
             ),
             ("GB", date(2026, 5, 25), true, "spring bank holiday"),
             ("GB", date(2026, 8, 31), true, "summer bank holiday"),
