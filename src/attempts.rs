@@ -114,15 +114,18 @@ impl AttemptLedger {
             .fetch_max(at.as_microsecond(), std::sync::atomic::Ordering::Relaxed);
     }
 
-    /// Records an attempt at `now` only if every cap still allows it,
-    /// atomically for this controller and number (two concurrent checks
-    /// cannot both take the last slot).
+    /// Records an attempt at `stamped` only if every cap, counted back
+    /// from `now`, still allows it, atomically for this controller and
+    /// number (two concurrent checks cannot both take the last slot).
+    /// `stamped` is `now`, or the latest instant decided on when the clock
+    /// reads earlier (see `Gateway::decide_and_log`).
     pub fn try_record(
         &self,
         controller: &str,
         key: NumberKey,
         limits: &[AttemptLimit],
         now: Timestamp,
+        stamped: Timestamp,
     ) -> bool {
         let mut entry = self.attempts.entry(key).or_default();
         for limit in limits {
@@ -135,8 +138,8 @@ impl AttemptLedger {
                 return false;
             }
         }
-        entry.push((controller.to_string(), now));
-        self.note_latest(now);
+        entry.push((controller.to_string(), stamped));
+        self.note_latest(stamped);
         true
     }
 
@@ -187,12 +190,33 @@ mod tests {
             window: SignedDuration::from_hours(24),
         }];
         let t0: Timestamp = "2026-11-23T10:00:00Z".parse().unwrap();
-        assert!(ledger.try_record("acme", key, &limit, t0));
-        assert!(ledger.try_record("acme", key, &limit, t0 + SignedDuration::from_hours(1)));
-        assert!(!ledger.try_record("acme", key, &limit, t0 + SignedDuration::from_hours(2)));
-        assert!(ledger.try_record("beta", key, &limit, t0), "per controller");
+        assert!(ledger.try_record("acme", key, &limit, t0, t0));
+        assert!(ledger.try_record(
+            "acme",
+            key,
+            &limit,
+            t0 + SignedDuration::from_hours(1),
+            t0 + SignedDuration::from_hours(1)
+        ));
+        assert!(!ledger.try_record(
+            "acme",
+            key,
+            &limit,
+            t0 + SignedDuration::from_hours(2),
+            t0 + SignedDuration::from_hours(2)
+        ));
         assert!(
-            ledger.try_record("acme", key, &limit, t0 + SignedDuration::from_hours(24)),
+            ledger.try_record("beta", key, &limit, t0, t0),
+            "per controller"
+        );
+        assert!(
+            ledger.try_record(
+                "acme",
+                key,
+                &limit,
+                t0 + SignedDuration::from_hours(24),
+                t0 + SignedDuration::from_hours(24)
+            ),
             "the first left the window"
         );
         ledger.forget("acme", key, t0 + SignedDuration::from_hours(24));
@@ -225,7 +249,10 @@ mod tests {
         ledger.record("acme", key, allowed);
         // The clock two hours ahead at a prune, then back at t0.
         ledger.prune(day, t0 + SignedDuration::from_hours(2));
-        assert!(!ledger.try_record("acme", key, &limit, t0), "still counted");
+        assert!(
+            !ledger.try_record("acme", key, &limit, t0, t0),
+            "still counted"
+        );
         // Once later attempts are recorded (time passed for real), it ages
         // out as before.
         let other = NumberKey::from_e164("+33612345679").unwrap();
@@ -304,12 +331,12 @@ mod tests {
         ];
         let t0: Timestamp = "2026-11-02T10:00:00Z".parse().unwrap();
         let day = |d: i64| t0 + SignedDuration::from_hours(24 * d);
-        assert!(ledger.try_record("acme", key, &limits, day(0)));
-        assert!(ledger.try_record("acme", key, &limits, day(1)));
-        assert!(ledger.try_record("acme", key, &limits, day(2)));
-        assert!(ledger.try_record("acme", key, &limits, day(3)));
+        assert!(ledger.try_record("acme", key, &limits, day(0), day(0)));
+        assert!(ledger.try_record("acme", key, &limits, day(1), day(1)));
+        assert!(ledger.try_record("acme", key, &limits, day(2), day(2)));
+        assert!(ledger.try_record("acme", key, &limits, day(3), day(3)));
         assert!(
-            !ledger.try_record("acme", key, &limits, day(4)),
+            !ledger.try_record("acme", key, &limits, day(4), day(4)),
             "the fifth in 30 days is refused although the daily cap allows it"
         );
     }

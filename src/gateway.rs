@@ -374,7 +374,8 @@ impl Gateway {
             .and_then(|()| self.clock_checked(Timestamp::now()))
             .inspect_err(|_| self.stats.record_unavailable())?;
         if request.request_id.is_empty() {
-            return Ok(self.decide_and_log(&request, started, now).await?.0);
+            let outcome = self.decide_and_log(&request, started, now).await?.0;
+            return self.answer_in_sync(outcome);
         }
         let fingerprint = RequestFingerprint::of(
             &request.called_number,
@@ -422,7 +423,7 @@ impl Gateway {
                     });
                 }
             }
-            return Ok(answered.outcome.clone());
+            return self.answer_in_sync(answered.outcome.clone());
         }
         let problem = if answered.fingerprint.api_key != fingerprint.api_key {
             "by another API key"
@@ -486,6 +487,17 @@ impl Gateway {
             Some(&request.caller_id),
             now,
         );
+        // The instant the decision is logged and its attempt kept at: the
+        // latest instant decided on when the clock reads earlier (set back
+        // within the tolerance), so that the attempt leaves the caps'
+        // windows no earlier than one made at that instant (found by
+        // review: stamped at the earlier reading, it left them up to the
+        // tolerance early). The caps still count back from `now`, the
+        // longer reach.
+        let stamped = self
+            .clock
+            .ahead_of(now)
+            .map_or(now, |latest| latest.max(now));
         // An ALLOW under attempt caps takes its slot atomically; if a
         // concurrent check took the last one, decide again (now a DENY).
         let mut reserved = None;
@@ -498,7 +510,7 @@ impl Gateway {
         {
             if self
                 .attempts
-                .try_record(&campaign.controller, number.key, &limits, now)
+                .try_record(&campaign.controller, number.key, &limits, now, stamped)
             {
                 reserved = Some((campaign.controller.as_str(), number.key));
             } else {
@@ -527,7 +539,7 @@ impl Gateway {
         let latency_us = started.elapsed().as_micros() as u64;
         let record = DecisionRecord {
             decision_id: decision_id.clone(),
-            decided_at: now,
+            decided_at: stamped,
             request_id: request.request_id.clone(),
             campaign_id: request.campaign_id.clone(),
             controller: campaign.map(|c| c.controller.clone()).unwrap_or_default(),
@@ -546,7 +558,13 @@ impl Gateway {
             DecisionLog::Shared(log) => log
                 .decide(crate::decision_log::shared::Pending {
                     record,
-                    counted: !limits.is_empty() || self.counts_attempts,
+                    read_at: now,
+                    // Every ALLOW takes its number's lock on the shared
+                    // database, whatever this replica's caps: another
+                    // replica configured with caps (a rolling change of
+                    // configuration) must see it before counting (found by
+                    // review).
+                    counted: true,
                     caps: limits,
                 })
                 .await
@@ -556,7 +574,7 @@ impl Gateway {
             Ok(committed) => committed,
             Err(err) => {
                 if let Some((controller, key)) = reserved {
-                    self.attempts.forget(controller, key, now);
+                    self.attempts.forget(controller, key, stamped);
                 }
                 self.stats.record_unavailable();
                 tracing::error!(error = %err, campaign = %crate::stats::campaign_label(campaign), "decision not logged: answering unavailable");
@@ -569,7 +587,7 @@ impl Gateway {
                 // The shared database refused the slot (another replica
                 // took it): the DENY it logged is the answer.
                 if let Some((controller, key)) = reserved {
-                    self.attempts.forget(controller, key, now);
+                    self.attempts.forget(controller, key, stamped);
                 }
                 evaluation.verdict = logged.verdict;
                 evaluation.reasons = logged.reasons;
@@ -578,7 +596,7 @@ impl Gateway {
             Some(Committed::Logged(_)) => {}
             Some(Committed::Earlier(first)) => {
                 if let Some((controller, key)) = reserved {
-                    self.attempts.forget(controller, key, now);
+                    self.attempts.forget(controller, key, stamped);
                 }
                 let answered = answered_from(first);
                 return Ok((answered.outcome.clone(), Some(answered)));
@@ -663,6 +681,20 @@ impl Gateway {
 
     /// Refuses to decide while the contact records have failed to reload
     /// for longer than [`contacts_behind_limit`].
+    /// An ALLOW is answered only while the contact records are still in
+    /// sync after its log write, which may have waited (on the shared
+    /// database, up to `unavailable_after`): an opt-out another replica
+    /// took meanwhile is honoured within `max_staleness` or the answer is
+    /// `UNAVAILABLE` (found by review). The ALLOW logged but not answered
+    /// counts one attempt more: the safe side.
+    fn answer_in_sync(&self, outcome: CheckOutcome) -> Result<CheckOutcome, CheckError> {
+        if outcome.verdict == Verdict::Allow {
+            self.contacts_in_sync()
+                .inspect_err(|_| self.stats.record_unavailable())?;
+        }
+        Ok(outcome)
+    }
+
     fn contacts_in_sync(&self) -> Result<(), CheckError> {
         match self.contacts.failing_for() {
             Some(behind) if behind > self.contacts.behind_limit(self.contacts_behind_limit) => {

@@ -55,7 +55,12 @@ const RECONNECT_PAUSE: Duration = Duration::from_millis(200);
 /// A decision waiting to be logged, with the caps its ALLOW must fit.
 #[derive(Debug)]
 pub struct Pending {
+    /// Logged at its `decided_at` (the instant its attempt is kept at).
     pub record: DecisionRecord,
+    /// The clock's reading the decision was made at: its caps count back
+    /// from it (earlier than `decided_at` when the clock was set back
+    /// within the tolerance).
+    pub read_at: Timestamp,
     /// The attempt caps of the call (empty: an ALLOW is logged as decided).
     pub caps: SmallVec<[AttemptLimit; 2]>,
     /// An ALLOW counts against caps (some cap exists anywhere): even
@@ -675,7 +680,7 @@ impl BatchPlan {
                     plan.numbers.push(record.normalized_number.clone());
                 }
                 for cap in &pending.caps {
-                    let since = record.decided_at - cap.window - slack;
+                    let since = pending.read_at.min(record.decided_at) - cap.window - slack;
                     plan.attempts_since = Some(plan.attempts_since.map_or(since, |s| s.min(since)));
                 }
             }
@@ -711,7 +716,10 @@ fn settle(
     for pending in pendings {
         let slot = needs_slot(&pending);
         let Pending {
-            mut record, caps, ..
+            mut record,
+            caps,
+            read_at,
+            ..
         } = pending;
         if !record.request_id.is_empty()
             && let Some(first) = earlier.get(&record.request_id)
@@ -722,7 +730,8 @@ fn settle(
         if slot {
             let key = (record.controller.clone(), record.normalized_number.clone());
             let taken = attempts.entry(key).or_default();
-            match crate::attempts::refused_by_caps(&caps, taken, record.decided_at, slack) {
+            let counted_from = read_at.min(record.decided_at);
+            match crate::attempts::refused_by_caps(&caps, taken, counted_from, slack) {
                 Some((reason, lifts_at)) => {
                     record.verdict = Verdict::Deny;
                     record.reasons = vec![reason];
@@ -880,6 +889,7 @@ mod tests {
 
     fn pending(request_id: &str, verdict: Verdict, at: Timestamp, capped: bool) -> Pending {
         Pending {
+            read_at: at,
             record: DecisionRecord {
                 decision_id: format!("d-{request_id}-{}", at.as_microsecond()),
                 decided_at: at,

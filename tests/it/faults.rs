@@ -283,6 +283,53 @@ async fn test_a_clock_set_back_within_the_tolerance_allows_only_what_the_latest_
     assert!(status.success());
 }
 
+/// A decision made while the clock reads earlier than the latest instant
+/// decided on (set back within the tolerance) is logged, and its attempt
+/// kept, at that latest instant: stamped at the earlier reading, the
+/// attempt left the caps' windows up to the tolerance early, and a restart
+/// counted it so (found by review).
+#[tokio::test(flavor = "multi_thread")]
+async fn test_a_decision_with_the_clock_set_back_is_logged_at_the_latest_instant() {
+    let ws = Workspace::new(&standard_config("").replace(
+        "shutdown_grace_ms = 5000",
+        "shutdown_grace_ms = 5000\n\n[log]\nclock_step_tolerance_seconds = 7200",
+    ));
+    ws.import("it-rpo", &["+39 333 123 4567"], &["--controller", "acme"]);
+    let server = ws.start();
+    let mut gateway = ComplianceGatewayClient::new(server.channel().await);
+    let check = || call("+39 333 123 4567", "+390212345678", "it-sales");
+    gateway.check_call(check()).await.expect("decided");
+    let (status, _) = server.terminate();
+    assert!(status.success());
+
+    let log = rusqlite::Connection::open(ws.data_dir().join("decisions.db")).unwrap();
+    let ahead = jiff::Timestamp::now().as_microsecond() + 3_600_000_000;
+    log.execute(
+        "UPDATE decisions SET decided_at_us = ?1 WHERE seq = (SELECT MAX(seq) FROM decisions)",
+        [ahead],
+    )
+    .unwrap();
+    drop(log);
+
+    let server = ws.start();
+    let mut gateway = ComplianceGatewayClient::new(server.channel().await);
+    gateway.check_call(check()).await.expect("decided");
+    let (status, _) = server.terminate();
+    assert!(status.success());
+    let log = rusqlite::Connection::open(ws.data_dir().join("decisions.db")).unwrap();
+    let logged: i64 = log
+        .query_row(
+            "SELECT decided_at_us FROM decisions WHERE seq = (SELECT MAX(seq) FROM decisions)",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!(
+        logged >= ahead,
+        "logged at {logged}, the latest instant decided on was {ahead}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn test_a_clock_set_back_stops_decisions() {
     let ws = Workspace::new(&standard_config(""));
