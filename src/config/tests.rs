@@ -585,3 +585,16 @@ fn test_an_override_registry_of_another_kind_needs_its_validity() {
     );
     assert!(parse("[destination.US]\nfrom = \"2027-01-01\"\nregistry = \"blocklist\"\n").is_ok());
 }
+
+/// A window margin of 0 let a call allowed at 20:59:59.9 ring after 21:00
+/// (found by review): at least 5 seconds.
+#[test]
+fn test_a_window_margin_below_a_dials_time_is_refused() {
+    for margin in [0, 4] {
+        let message = parse(&format!("[calling]\nwindow_margin_seconds = {margin}\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(message.contains("calling.window_margin_seconds"), "{message}");
+    }
+    parse("[calling]\nwindow_margin_seconds = 5\n").unwrap();
+}

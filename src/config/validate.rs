@@ -15,6 +15,9 @@ use crate::number::{self, Region};
 use crate::statutes::{self, ConsentRegime, Period};
 use crate::store::{PostgresSettings, StoreBackend};
 
+/// The least `calling.window_margin_seconds`: the time a dial takes to ring.
+const MIN_WINDOW_MARGIN_SECONDS: u32 = 5;
+
 pub(super) struct Validator<'a> {
     pub(super) origin: &'a str,
 }
@@ -487,11 +490,15 @@ impl Validator<'_> {
         let suppliers = self.suppliers(&raw.suppliers, &campaigns)?;
         let subject_requests = raw.subject_requests;
         let calling = raw.calling;
-        if calling.window_margin_seconds > 3600 {
+        // At least a few seconds: a call allowed at 20:59:59.9 rings after
+        // 21:00 (0 was accepted; found by review).
+        if !(MIN_WINDOW_MARGIN_SECONDS..=3600).contains(&calling.window_margin_seconds) {
             return Err(self.invalid(
                 "calling.window_margin_seconds",
                 calling.window_margin_seconds,
-                "must be 0-3600 seconds",
+                &format!(
+                    "must be {MIN_WINDOW_MARGIN_SECONDS}-3600 seconds: a call allowed just before a window closes rings after it"
+                ),
             ));
         }
         if !(1..=365).contains(&subject_requests.verification_max_age_days) {
