@@ -358,6 +358,46 @@ async fn build_services(stores: &mut Stores) -> anyhow::Result<Services> {
     })
 }
 
+/// How often gRPC health follows readiness (see [`follow_readiness`]).
+const HEALTH_FOLLOWS_EVERY: Duration = Duration::from_millis(250);
+
+/// Keeps gRPC health where `/readyz` is: NOT_SERVING while the log is
+/// failing, the contact records are behind or the clock is set back, so
+/// that a gRPC-aware balancer sends the dialers elsewhere (it stayed
+/// SERVING while every check was UNAVAILABLE; found by review). Until
+/// `stop`; the drain then reports NOT_SERVING.
+async fn follow_readiness(
+    shared: Arc<Shared>,
+    health: HealthReporter,
+    stop: watch::Receiver<bool>,
+) {
+    let mut ticker = tokio::time::interval(HEALTH_FOLLOWS_EVERY);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut serving = true;
+    loop {
+        ticker.tick().await;
+        if *stop.borrow() {
+            return;
+        }
+        let ready = shared.is_ready();
+        if ready != serving {
+            serving = ready;
+            let status = if ready {
+                ServingStatus::Serving
+            } else {
+                ServingStatus::NotServing
+            };
+            tracing::info!(serving = ready, "gRPC health follows readiness");
+            set_health(&health, status).await;
+            // A drain that began meanwhile reported NOT_SERVING first.
+            if *stop.borrow() {
+                set_health(&health, ServingStatus::NotServing).await;
+                return;
+            }
+        }
+    }
+}
+
 /// Sets the overall health and that of each served API to `status`.
 async fn set_health(health: &HealthReporter, status: ServingStatus) {
     use tonic::server::NamedService;
@@ -534,10 +574,15 @@ async fn listen(
     let grpc = tokio::spawn(async move { grpc.await.map_err(anyhow::Error::from) });
     let http = tokio::spawn(async move { http.await.map_err(anyhow::Error::from) });
 
-    let background = spawn_background(stores, &stop);
+    let mut background = spawn_background(stores, &stop);
 
     set_health(&services.health, ServingStatus::Serving).await;
     services.shared.ready.store(true, Ordering::Relaxed);
+    background.push(tokio::spawn(follow_readiness(
+        Arc::clone(&services.shared),
+        services.health.clone(),
+        stop.clone(),
+    )));
     announce(grpc_addr, http_addr);
     Ok(Running {
         services,

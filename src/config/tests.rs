@@ -594,7 +594,10 @@ fn test_a_window_margin_below_a_dials_time_is_refused() {
         let message = parse(&format!("[calling]\nwindow_margin_seconds = {margin}\n"))
             .unwrap_err()
             .to_string();
-        assert!(message.contains("calling.window_margin_seconds"), "{message}");
+        assert!(
+            message.contains("calling.window_margin_seconds"),
+            "{message}"
+        );
     }
     parse("[calling]\nwindow_margin_seconds = 5\n").unwrap();
 }

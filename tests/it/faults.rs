@@ -367,6 +367,25 @@ async fn test_a_clock_set_back_stops_decisions() {
     // Not ready, and every refusal counted (found by review: /readyz said
     // 200 and dialgate_unavailable_total stayed 0 while every call failed).
     assert_eq!(server.get("/readyz").0, 503);
+    // gRPC health alike, for a balancer that asks it (found by review: it
+    // stayed SERVING).
+    let mut health = tonic_health::pb::health_client::HealthClient::new(server.channel().await);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let status = health
+            .check(tonic_health::pb::HealthCheckRequest {
+                service: "dialgate.v1.ComplianceGateway".into(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .status;
+        if status == tonic_health::pb::health_check_response::ServingStatus::NotServing as i32 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "gRPC health still {status}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let (_, metrics) = server.get("/metrics");
     assert!(
         metrics.contains("dialgate_unavailable_total 2"),
