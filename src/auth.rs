@@ -157,6 +157,8 @@ impl ApiKeys {
 }
 
 /// The role a gRPC method needs; `None` = any valid key; health is open.
+/// Reflection takes any valid key; any other service (one added later)
+/// the admin role until it is listed here.
 pub fn grpc_role(path: &str) -> Option<Option<Role>> {
     if path.starts_with("/grpc.health.v1.Health/") {
         None
@@ -164,8 +166,12 @@ pub fn grpc_role(path: &str) -> Option<Option<Role>> {
         Some(Some(Role::Dialer))
     } else if path.starts_with("/dialgate.v1.ContactRecords/") {
         Some(Some(Role::Crm))
-    } else {
+    } else if path.starts_with("/grpc.reflection.v1.ServerReflection/")
+        || path.starts_with("/grpc.reflection.v1alpha.ServerReflection/")
+    {
         Some(None)
+    } else {
+        Some(Some(Role::Admin))
     }
 }
 
@@ -245,6 +251,23 @@ where
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn test_a_service_not_listed_needs_the_admin_role() {
+        assert_eq!(grpc_role("/grpc.health.v1.Health/Check"), None);
+        assert_eq!(
+            grpc_role("/dialgate.v1.ComplianceGateway/CheckCall"),
+            Some(Some(Role::Dialer))
+        );
+        assert_eq!(
+            grpc_role("/grpc.reflection.v1.ServerReflection/ServerReflectionInfo"),
+            Some(None)
+        );
+        assert_eq!(
+            grpc_role("/dialgate.v1.SomethingNew/Do"),
+            Some(Some(Role::Admin))
+        );
+    }
+
     use super::*;
 
     fn keys() -> ApiKeys {

@@ -40,6 +40,11 @@ use tokio_rustls::server::TlsStream;
 pub const HTTP2_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
 /// ...that must be answered within this, else the connection is closed.
 pub const HTTP2_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Concurrent gRPC calls on one connection at most (HTTP/2 streams): a
+/// dialer multiplexing its calls needs far fewer; without a limit one
+/// connection could open any number, past `max_connections`.
+pub const GRPC_STREAMS_PER_CONNECTION: u32 = 1024;
 /// TCP keepalive on accepted sockets (dead peers behind NAT, unplugged hosts).
 pub const TCP_KEEPALIVE: Duration = Duration::from_secs(60);
 /// Descriptors kept free for the stores, the log, snapshots and probes when

@@ -539,6 +539,7 @@ async fn listen(
 
     let grpc_connections = crate::listen::accept_loop("grpc", grpc_listener, grpc_tls, limits);
     let grpc = tonic::transport::Server::builder()
+        .max_concurrent_streams(Some(crate::listen::GRPC_STREAMS_PER_CONNECTION))
         .http2_keepalive_interval(Some(crate::listen::HTTP2_KEEPALIVE_INTERVAL))
         .http2_keepalive_timeout(Some(crate::listen::HTTP2_KEEPALIVE_TIMEOUT))
         .layer(crate::listen::TrackLayer)

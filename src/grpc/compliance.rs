@@ -110,6 +110,9 @@ const SCREEN_RUN: usize = 256;
 
 /// Screens one item of a ScreenNumbers stream with the run's screener
 /// (made at the run's first item).
+/// The characters of a screened item's `ref` an error quotes.
+const SHOWN_REF_CHARS: usize = 40;
+
 fn screen_item<'g>(
     gateway: &'g Gateway,
     caller: Option<&crate::auth::Caller>,
@@ -120,17 +123,23 @@ fn screen_item<'g>(
     gateway
         .in_scope(caller, &item.campaign_id)
         .map_err(|err| grpc_status(&err))?;
+    // Sizes first: an error quoting an unbounded `ref` outgrew the
+    // status message (the client got an empty one; found by review).
+    crate::gateway::bounded_screen_item(&item.called_number, &item.campaign_id, &item.r#ref)
+        .map_err(|err| grpc_status(&err))?;
     let at = proto::timestamp_from_proto(item.at.as_ref());
     let plausible = at.is_some_and(|t| crate::gateway::SCREEN_AT_SECONDS.contains(&t.as_second()));
     if item.at.is_some() && !plausible {
+        let mut shown: String = item.r#ref.chars().take(SHOWN_REF_CHARS).collect();
+        if shown.len() < item.r#ref.len() {
+            shown.push('…');
+        }
         return Err(super::FieldError::new(
-            format!("ref {:?}", item.r#ref),
+            format!("ref {shown:?}"),
             "at must be between 2000 and 2199",
         )
         .into());
     }
-    crate::gateway::bounded_screen_item(&item.called_number, &item.campaign_id, &item.r#ref)
-        .map_err(|err| grpc_status(&err))?;
     let screener = match screener {
         Some(screener) => screener,
         None => screener.insert(gateway.screener().map_err(|err| grpc_status(&err))?),

@@ -392,6 +392,41 @@ async fn test_screen_numbers_streams_answers_with_refs() {
     );
 }
 
+/// A screened item's error names the field and quotes at most the start
+/// of its `ref`: with an implausible `at`, a ref of 3000 emoji gave an
+/// empty message (the whole ref outgrew the status), a long ASCII one a
+/// 12 kB message (found by review).
+#[tokio::test(flavor = "multi_thread")]
+async fn test_a_screened_items_error_names_its_field_briefly() {
+    let ws = workspace_with_registries();
+    let server = ws.start();
+    let mut gateway = server.gateway().await;
+    let item = |reference: String, seconds: i64| ScreenNumbersRequest {
+        called_number: "+39 333 123 4567".into(),
+        campaign_id: "it-sales".into(),
+        at: Some(prost_types::Timestamp { seconds, nanos: 0 }),
+        r#ref: reference,
+    };
+    let emoji = screen_one(&mut gateway, item("😀".repeat(3000), 5))
+        .await
+        .unwrap_err();
+    assert_eq!(emoji.code(), tonic::Code::InvalidArgument);
+    assert!(
+        emoji.message().contains("ref") && emoji.message().len() < 300,
+        "{:?}",
+        emoji.message()
+    );
+    let long = screen_one(&mut gateway, item("x".repeat(250), 5))
+        .await
+        .unwrap_err();
+    assert_eq!(long.code(), tonic::Code::InvalidArgument);
+    assert!(
+        long.message().contains("at must be") && long.message().len() < 200,
+        "{:?}",
+        long.message()
+    );
+}
+
 /// One ScreenNumbers stream mixing campaigns, regions and instants is
 /// answered number by number as if each came alone (the server screens what
 /// has arrived as one run, sharing the lookups of numbers with the same
