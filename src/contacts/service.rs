@@ -838,6 +838,9 @@ impl Records {
                     })
             });
         }
+        if !controller.is_empty() {
+            withhold_other_writers(&mut records);
+        }
         let decisions = self.decisions_of(&number.e164, controller)?;
         let held = Held {
             consents: records.consents.len(),
@@ -1065,6 +1068,41 @@ impl Spellings {
                 configured.join(", ")
             ),
         ))
+    }
+}
+
+/// What a controller's export shows of an opt-out recorded for every
+/// controller in place of its free text and its writer.
+const WITHHELD: &str = "(withheld: recorded for every controller, perhaps by another)";
+
+/// In one controller's export, an opt-out recorded for every controller
+/// binds it and is shown, but not its reason, source or writer, nor the
+/// actor of its trail events: another controller's key may have written
+/// them (found by review: a beta export carried acme's note "Mario Rossi,
+/// acme customer 4711, complained on 2 May" and acme's key name).
+fn withhold_other_writers(records: &mut crate::contacts::SubjectRecords) {
+    for opt_out in records
+        .suppressions
+        .iter_mut()
+        .filter(|s| s.controller.is_empty())
+    {
+        opt_out.reason = WITHHELD.into();
+        opt_out.source = WITHHELD.into();
+        opt_out.added_by = WITHHELD.into();
+    }
+    for event in records.trail.iter_mut().filter(|e| {
+        e.action.starts_with("suppression.") && event_controller(e).is_some_and(str::is_empty)
+    }) {
+        event.actor = WITHHELD.into();
+        for side in [&mut event.before, &mut event.after] {
+            if let Some(fields) = side.as_object_mut() {
+                for field in ["reason", "source", "added_by"] {
+                    if fields.contains_key(field) {
+                        fields.insert(field.into(), WITHHELD.into());
+                    }
+                }
+            }
+        }
     }
 }
 

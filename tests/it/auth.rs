@@ -440,6 +440,64 @@ async fn test_a_crm_key_with_controllers_speaks_only_for_them() {
         .unwrap();
 }
 
+/// One controller's export shows an opt-out recorded for every controller
+/// (it binds that controller too) but not its free text, source or the key
+/// that wrote it, whoever wrote it: acme's CRM note about the person
+/// reached beta's export (found by review). The export for every
+/// controller shows them.
+#[tokio::test(flavor = "multi_thread")]
+async fn test_a_controllers_export_withholds_what_another_wrote_for_every_controller() {
+    use dialgate::proto::ExportSubjectRequest;
+    let keys = [
+        key_entry("acme-crm", "acme-crm-secret", "\"crm\"") + "controllers = [\"acme\"]\n",
+        key_entry("beta-crm", "beta-crm-secret", "\"crm\"") + "controllers = [\"beta\"]\n",
+        key_entry("group-crm", "group-crm-secret", "\"crm\""),
+    ]
+    .join("\n");
+    let ws = Workspace::new(&standard_config(&keys));
+    let server = ws.start();
+    let mut records = ContactRecordsClient::new(server.channel().await);
+    let number = "+4915123457013";
+    records
+        .add_suppression(with_key(
+            AddSuppressionRequest {
+                number: number.into(),
+                default_region: "DE".into(),
+                reason: "Mario Rossi, acme customer 4711, complained on 2 May".into(),
+                source: "acme call centre".into(),
+                ..Default::default()
+            },
+            Some("acme-crm-secret"),
+        ))
+        .await
+        .unwrap();
+    let export = |controller: &str| ExportSubjectRequest {
+        verification: None,
+        controller: controller.into(),
+        number: number.into(),
+        default_region: "DE".into(),
+    };
+    let json = records
+        .export_subject(with_key(export("beta"), Some("beta-crm-secret")))
+        .await
+        .unwrap()
+        .into_inner()
+        .json;
+    let shown: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(shown["held"]["opt_outs"], 1, "{json}");
+    for secret in ["Mario", "acme"] {
+        assert!(!json.contains(secret), "{secret} in beta's export: {json}");
+    }
+    // The export for every controller (a key for every one) shows it.
+    let json = records
+        .export_subject(with_key(export(""), Some("group-crm-secret")))
+        .await
+        .unwrap()
+        .into_inner()
+        .json;
+    assert!(json.contains("Mario Rossi"), "{json}");
+}
+
 /// A key's `controllers` must name configured controllers, exactly; an
 /// empty list and a key the list would not limit are refused at start.
 #[test]
