@@ -282,6 +282,7 @@ impl HasKind for RecordsError {
             // The entry must be durable before the change: a disk to fix.
             RecordsError::Ledger(_) => ErrorKind::Unavailable,
             RecordsError::Journal(err) => err.kind(),
+            RecordsError::SharedLog(_) => ErrorKind::Unavailable,
         }
     }
 

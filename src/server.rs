@@ -314,6 +314,10 @@ async fn build_services(stores: &mut Stores) -> anyhow::Result<Services> {
         Some(journal) => records.with_journal(Arc::clone(journal)),
         None => records,
     };
+    let records = match &stores.pg {
+        Some(pg) => records.with_shared_log(pg.clone()),
+        None => records,
+    };
 
     let (health, health_service) = tonic_health::server::health_reporter();
     set_health(&health, ServingStatus::NotServing).await;

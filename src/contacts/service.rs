@@ -49,6 +49,9 @@ pub enum RecordsError {
     /// The shared journal (postgres backend) failed or refused: not changed.
     #[error(transparent)]
     Journal(#[from] crate::contacts::journal::JournalError),
+    /// The shared decision log (postgres backend) could not be read.
+    #[error("shared decision log: {0}")]
+    SharedLog(#[from] crate::store::postgres::PgError),
 }
 
 fn invalid(field: &'static str, problem: impl Into<String>) -> RecordsError {
@@ -204,6 +207,14 @@ pub struct Records {
     /// The shared journal (postgres backend): every change goes there
     /// first and reaches the store as every replica applies it.
     journal: Option<Arc<crate::contacts::journal::Journal>>,
+    /// Held while an export reads the decision log (a scan of all of it:
+    /// no index by number), so that exports run one at a time rather than
+    /// several scans at once taking the disk and cores the checks' log
+    /// writes need (found by review).
+    exporting: Arc<std::sync::Mutex<()>>,
+    /// The shared decision log (postgres backend), which exports read
+    /// (`decisions_db` is then not written).
+    shared_log: Option<crate::store::postgres::Pg>,
 }
 
 /// The longest number text accepted, in bytes.
@@ -283,7 +294,17 @@ impl Records {
             log_retention_days: crate::decision_log::LogConfig::default().retention_days,
             ledger: None,
             journal: None,
+            exporting: Arc::default(),
+            shared_log: None,
         }
+    }
+
+    /// Reads the decisions an export shows from the shared database
+    /// (postgres backend): the replicas log there, not in `decisions_db`
+    /// (found by review: a replica's export listed no decision at all).
+    pub fn with_shared_log(mut self, pg: crate::store::postgres::Pg) -> Records {
+        self.shared_log = Some(pg);
+        self
     }
 
     /// Makes every change through the shared `journal` (postgres backend).
@@ -944,19 +965,32 @@ impl Records {
         e164: &str,
         controller: &str,
     ) -> Result<Vec<serde_json::Value>, RecordsError> {
-        if !self.decisions_db.exists() {
-            return Ok(Vec::new());
-        }
+        let filter = ExportFilter {
+            number: Some(e164.to_string()),
+            ..Default::default()
+        };
         let mut out = Vec::new();
-        audit::export(
-            &self.decisions_db,
-            &ExportFilter {
-                number: Some(e164.to_string()),
-                ..Default::default()
-            },
-            ExportFormat::Jsonl,
-            &mut out,
-        )?;
+        let _one_at_a_time = self
+            .exporting
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(pg) = &self.shared_log {
+            // On a blocking thread of the runtime (the gRPC handler's).
+            let runtime = tokio::runtime::Handle::try_current().map_err(|e| {
+                crate::store::postgres::PgError::Setup(format!("no runtime to read it: {e}"))
+            })?;
+            runtime.block_on(crate::decision_log::shared_audit::export(
+                pg,
+                &filter,
+                ExportFormat::Jsonl,
+                &mut out,
+            ))?;
+        } else {
+            if !self.decisions_db.exists() {
+                return Ok(Vec::new());
+            }
+            audit::export(&self.decisions_db, &filter, ExportFormat::Jsonl, &mut out)?;
+        }
         Ok(String::from_utf8_lossy(&out)
             .lines()
             .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())

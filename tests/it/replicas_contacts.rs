@@ -1662,3 +1662,43 @@ async fn test_a_withdrawal_dated_before_the_grant_binds_a_resync_on_another_repl
     tokio::time::sleep(reach_bound()).await;
     assert_eq!(reasons(&a, number).await, Some(vec![R::NoConsent]));
 }
+
+/// ExportSubject on a replica lists the subject's decisions, which the
+/// replicas log in PostgreSQL, every replica's (found by review: it read a
+/// local decision log the replicas do not write, and listed none).
+#[tokio::test(flavor = "multi_thread")]
+async fn test_an_export_lists_every_replicas_decisions() {
+    let Some(pg) = PgServer::start() else { return };
+    let a = Workspace::new(&replica_config(&pg, "gw-a")).start();
+    let b = Workspace::new(&replica_config(&pg, "gw-b")).start();
+    let number = "+4915123457014";
+    for server in [&a, &b] {
+        assert!(reasons(server, number).await.is_some(), "decided");
+    }
+    let json = a
+        .records()
+        .await
+        .export_subject(dialgate::proto::ExportSubjectRequest {
+            verification: None,
+            controller: String::new(),
+            number: number.into(),
+            default_region: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .json;
+    let export: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(export["held"]["decisions"], 2, "{json}");
+    let replicas: Vec<&str> = export["decisions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|d| d["replica_id"].as_str())
+        .collect();
+    assert_eq!(replicas.len(), 2, "{json}");
+    assert!(
+        replicas.contains(&"gw-a") && replicas.contains(&"gw-b"),
+        "{json}"
+    );
+}
