@@ -89,6 +89,8 @@ pub enum StoreCommand {
         #[arg(long, value_enum)]
         to: StoreTarget,
     },
+    /// After a failover or a restore of the shared database, once you have checked what the new primary lacks: let this replica decide on it (its decisions stopped at the change)
+    AcceptDatabase,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -409,6 +411,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Store(StoreCommand::Migrate {
             to: StoreTarget::Postgres,
         }) => store_migrate(&config),
+        Command::Store(StoreCommand::AcceptDatabase) => store_accept_database(&config),
     }
 }
 
@@ -434,6 +437,36 @@ async fn connect_shared(
     crate::store::postgres::Pg::connect(settings)
         .await
         .with_context(|| format!("cannot open the shared database {}", settings.shown_url()))
+}
+
+/// Records the shared database's current history (cluster and timeline)
+/// as the one this replica decides on (see `store::database_epoch`).
+fn store_accept_database(config: &Config) -> anyhow::Result<()> {
+    let crate::store::StoreBackend::Postgres(settings) = &config.store else {
+        anyhow::bail!("store accept-database: [store] backend is not postgres");
+    };
+    let data_dir = &config.server.data_dir;
+    database_runtime()?.block_on(async {
+        let pg = crate::store::postgres::Pg::pool(settings)?;
+        let client = pg.client().await?;
+        let now = crate::store::database_epoch::read(&client).await?;
+        let before = crate::store::database_epoch::recorded(data_dir)
+            .ok()
+            .flatten();
+        crate::private::create_dir_all(data_dir)?;
+        crate::store::database_epoch::record(data_dir, now)?;
+        match before {
+            Some(before) if before != now => println!(
+                "replica {}: now deciding on the shared database's {now} (it decided on {before})",
+                settings.replica_id
+            ),
+            _ => println!(
+                "replica {}: deciding on the shared database's {now}",
+                settings.replica_id
+            ),
+        }
+        Ok::<_, anyhow::Error>(())
+    })
 }
 
 fn store_migrate(config: &Config) -> anyhow::Result<()> {

@@ -222,7 +222,7 @@ async fn open_stores(
     let (log, startup) = match &pg {
         None => DecisionLog::open(&decision_log::database_path(&data_dir), &config.log, scan)
             .context("cannot open decision log")?,
-        Some(pg) => decision_log::shared::SharedLog::open(pg, &config.log, scan)
+        Some(pg) => decision_log::shared::SharedLog::open(pg, &data_dir, &config.log, scan)
             .await
             .map(|(log, startup)| (DecisionLog::Shared(log), startup))
             .context("cannot open the shared decision log")?,

@@ -94,6 +94,9 @@ pub struct SharedLog {
 /// What a writer keeps for its loop.
 struct Writer {
     pg: Pg,
+    /// The replica's data directory: the history of the shared database
+    /// it decides on is recorded there (see `store::database_epoch`).
+    data_dir: std::path::PathBuf,
     session: Option<Session>,
     /// The head this writer last committed (or found at start): kept
     /// across sessions, a reconnection must find the chain continuing it.
@@ -143,6 +146,7 @@ impl SharedLog {
     /// taken, or the checkpoint key cannot be read.
     pub async fn open(
         pg: &Pg,
+        data_dir: &std::path::Path,
         config: &LogConfig,
         scan: StartupScan,
     ) -> Result<(SharedLog, StartupState), PgError> {
@@ -154,7 +158,7 @@ impl SharedLog {
             .map_err(|e| PgError::Setup(e.to_string()))?;
         let session = pg
             .within(async {
-                let session = open_session(pg, None).await?;
+                let session = open_session(pg, data_dir, None).await?;
                 // Never behind what a checkpoint vouched for.
                 if let Some(checkpointed) =
                     shared_head::latest_checkpointed(&session.conn.client, pg.replica_id()).await?
@@ -176,6 +180,7 @@ impl SharedLog {
         let (sender, receiver) = mpsc::channel(config.queue_capacity.max(1));
         let writer = Writer {
             pg: pg.clone(),
+            data_dir: data_dir.to_path_buf(),
             last_committed: session.head.clone(),
             session: Some(session),
             retry_at: Instant::now(),
@@ -238,8 +243,14 @@ impl SharedLog {
 
 /// Opens the writer's connection: the replica's lock, the prepared
 /// statements and the head of its chain, which must continue `last` (what
-/// this writer committed before).
-async fn open_session(pg: &Pg, last: Option<&Head>) -> Result<Session, PgError> {
+/// this writer committed before), on the history of the shared database
+/// the replica decided on (`data_dir`'s record; see
+/// `store::database_epoch`: after a failover or a restore, no decision).
+async fn open_session(
+    pg: &Pg,
+    data_dir: &std::path::Path,
+    last: Option<&Head>,
+) -> Result<Session, PgError> {
     let (client, connection) = pg.dedicated().await?;
     let task = tokio::spawn(async move {
         if let Err(err) = connection.await {
@@ -298,6 +309,7 @@ async fn open_session(pg: &Pg, last: Option<&Head>) -> Result<Session, PgError> 
             "replica_id {replica:?} is already writing the decision log from another process: each replica needs its own replica_id"
         )));
     }
+    crate::store::database_epoch::check(&conn.client, data_dir).await?;
     let statements = Statements::prepare(&conn.client).await?;
     let head = read_head(&conn.client, replica).await?;
     if let Some(last) = last {
@@ -471,7 +483,11 @@ impl Writer {
                 return Err(Arc::clone(err));
             }
             let last = self.last_committed.clone();
-            match self.pg.within(open_session(&self.pg, Some(&last))).await {
+            match self
+                .pg
+                .within(open_session(&self.pg, &self.data_dir, Some(&last)))
+                .await
+            {
                 Ok(session) => {
                     tracing::info!(
                         head = session.head.0,

@@ -1,6 +1,7 @@
 //! The backend choice (`[store]`, CONTRACT section 8): the embedded SQLite
 //! store (default, one gateway) or PostgreSQL shared by several replicas.
 
+pub mod database_epoch;
 pub mod migrate;
 pub mod postgres;
 mod schema;

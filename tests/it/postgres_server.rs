@@ -184,6 +184,31 @@ impl PgServer {
         );
     }
 
+    /// Puts the database on a new timeline, as a promoted standby or a
+    /// point-in-time recovery is: stops it, then starts it in archive
+    /// recovery (no archive: it replays its own WAL), which ends by
+    /// promoting itself onto timeline + 1.
+    pub fn start_a_new_timeline(&self) {
+        self.stop();
+        let data = self.data();
+        std::fs::write(data.join("recovery.signal"), "").unwrap();
+        let mut conf = std::fs::read_to_string(data.join("postgresql.auto.conf")).unwrap();
+        if !conf.contains("restore_command") {
+            conf.push_str("restore_command = '/bin/false'\n");
+            std::fs::write(data.join("postgresql.auto.conf"), conf).unwrap();
+        }
+        if self.as_postgres_user {
+            let status = Command::new("chown")
+                .args(["postgres:postgres"])
+                .arg(data.join("recovery.signal"))
+                .arg(data.join("postgresql.auto.conf"))
+                .status()
+                .expect("chown");
+            assert!(status.success());
+        }
+        self.start_again();
+    }
+
     /// Turns TLS on with this certificate and key (PEM), then restarts.
     pub fn enable_tls(&self, cert_pem: &str, key_pem: &str) {
         let data = self.data();

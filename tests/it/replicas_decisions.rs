@@ -1080,3 +1080,47 @@ async fn test_a_control_character_in_a_field_is_refused_and_others_are_decided()
         assert!(decided.is_ok(), "{field}: {decided:?}");
     }
 }
+
+/// After a failover to a standby or a restore (the database on a new
+/// timeline), the commits the old primary had not shipped may be missing:
+/// another replica's ALLOWs the caps count, opt-outs the CRM was told were
+/// recorded. Only the replica whose own chain went back stopped; the
+/// others went on deciding without them (found by review: a fourth call
+/// under a cap of 3). Every replica now stops until an operator runs
+/// `store accept-database` on it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_a_database_on_another_history_stops_every_replica_until_accepted() {
+    let Some(pg) = PgServer::start() else { return };
+    let ws = replica(&pg, "gw-b");
+    let server = ws.start();
+    assert_eq!(
+        verdict(&until_answered(&server, &number(1)).await),
+        Verdict::Allow
+    );
+    pg.start_a_new_timeline();
+    let status = until_unavailable(&server, &number(2)).await;
+    assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+    // Past the writer's reconnection pauses: still nothing decided.
+    for i in 0..8 {
+        let status = server
+            .gateway()
+            .await
+            .check_call(request(&number(3 + i), "us-free", ""))
+            .await
+            .expect_err("no decision on another history");
+        assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    until_ready(&server, 503).await;
+    let accepted = ws.cli_ok(&["store", "accept-database"]);
+    assert!(accepted.contains("timeline 2"), "{accepted}");
+    assert_eq!(
+        verdict(&until_answered(&server, &number(20)).await),
+        Verdict::Allow
+    );
+    let (_, log) = server.terminate();
+    assert!(
+        log.iter().any(|l| l.contains("another history")),
+        "the log says why"
+    );
+}
