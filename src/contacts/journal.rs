@@ -343,7 +343,7 @@ impl Journal {
                 return;
             }
             if running.as_ref().is_some_and(|task| !task.is_finished()) {
-                let started = Instant::now();
+                let started = crate::clock::BootInstant::now();
                 match self.pg.within(self.only_granting_pending()).await {
                     Ok(true) => self.store.confirm_journal(started),
                     Ok(false) => {}
@@ -440,7 +440,7 @@ impl Journal {
     /// [`JournalError`]: entries applied before it stay applied.
     pub fn catch_up(&self) -> Result<usize, JournalError> {
         let _applying = self.applying.lock().expect("journal apply lock");
-        let started = Instant::now();
+        let started = crate::clock::BootInstant::now();
         match self.apply_through(i64::MAX, None) {
             Ok((_, applied)) => {
                 self.store.journal_repaired();

@@ -93,8 +93,9 @@ pub struct ContactStore {
     /// Highest `corrections.seq` applied: rows rewritten in place (by a
     /// rectification, here or in another process) since the load.
     corrected: Mutex<i64>,
-    /// When the store was opened: the clock of `failing_since_ms`.
-    opened: std::time::Instant,
+    /// When the store was opened: the clock of `failing_since_ms` and of
+    /// the journal's confirmations (counting a suspend of the machine).
+    opened: crate::clock::BootInstant,
     /// Since when every refresh has failed, in ms after `opened` plus one
     /// (0: the last one worked). An atomic: every check reads it.
     failing_since_ms: std::sync::atomic::AtomicU64,
@@ -1912,7 +1913,7 @@ impl ContactStore {
             observations: super::observations::Observations::default(),
             watermarks: Mutex::new([0; 3]),
             corrected: Mutex::new(0),
-            opened: std::time::Instant::now(),
+            opened: crate::clock::BootInstant::now(),
             failing_since_ms: std::sync::atomic::AtomicU64::new(0),
             any_opposed: std::sync::atomic::AtomicBool::new(false),
             observations_version: Mutex::new(-1),

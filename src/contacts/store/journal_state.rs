@@ -319,7 +319,7 @@ impl ContactStore {
     }
 
     /// Every journal entry committed by `as_of` is applied here.
-    pub(crate) fn confirm_journal(&self, as_of: Instant) {
+    pub(crate) fn confirm_journal(&self, as_of: crate::clock::BootInstant) {
         let ms = as_of.saturating_duration_since(self.opened).as_millis() as u64 + 1;
         self.journal_confirmed_ms.fetch_max(ms, Ordering::AcqRel);
     }
