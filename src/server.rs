@@ -242,9 +242,15 @@ async fn open_stores(
     logged_controllers.dedup();
     let attempts = Arc::new(AttemptLedger::default());
     for (controller, number, at) in &startup.allowed {
-        if let Some(key) = NumberKey::from_e164(number) {
-            attempts.record(controller, key, *at);
-        }
+        // An ALLOW whose number reads back wrong would count against no
+        // cap: the start stops (found by review: it was left out).
+        let key = NumberKey::from_e164(number).with_context(|| {
+            format!(
+                "decision log: an ALLOW at {at} for controller {controller:?} names the number {:?}, which is not a number (`dialgate audit verify` shows whether the row was altered; restore the log from a backup)",
+                crate::number::mask(number)
+            )
+        })?;
+        attempts.record(controller, key, *at);
     }
     Ok(Stores {
         config: Arc::new(config),

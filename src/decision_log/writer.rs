@@ -823,8 +823,32 @@ fn read_startup_state(conn: &Connection, scan: StartupScan) -> Result<StartupSta
     let mut rows = statement.query([])?;
     let mut state = StartupState::default();
     let mut latest_us = None;
+    // The row read before (the next newer one): each row read must be the
+    // one it follows in the chain, so that a row deleted from the window
+    // (a number's ALLOWs removed to "reset" its cap) stops the start
+    // rather than leaving its ALLOWs uncounted (found by review).
+    let mut newer: Option<(i64, String)> = None;
     while let Some(row) = rows.next()? {
-        let (row, _) = read_row(row)?;
+        let (row, hash) = read_row(row)?;
+        if let Some((newer_seq, newer_prev)) = &newer
+            && (row.seq != newer_seq - 1 || hash != *newer_prev)
+        {
+            return Err(OpenError::Corrupt(format!(
+                "seq {newer_seq} does not follow seq {} (a row deleted or altered): the attempt caps and repeated requests rest on every row; `dialgate audit verify` shows where the chain breaks, restore the log from a backup",
+                row.seq
+            )));
+        }
+        newer = Some((row.seq, row.prev_hash.clone()));
+        let allowed = match row.verdict.as_str() {
+            "ALLOW" => true,
+            "DENY" => false,
+            other => {
+                return Err(OpenError::Corrupt(format!(
+                    "seq {}: verdict {other:?} is neither ALLOW nor DENY (an ALLOW read otherwise would not count against the caps); `dialgate audit verify` shows whether the row was altered, restore the log from a backup",
+                    row.seq
+                )));
+            }
+        };
         if jiff::Timestamp::from_microsecond(row.decided_at_us).is_err() {
             return Err(OpenError::Corrupt(format!(
                 "seq {}: decided_at_us {} µs is out of range (not read as 1970: the clock-step guard and the attempt caps rest on it); `dialgate audit verify` shows whether the row was altered, restore the log from a backup",
@@ -865,7 +889,7 @@ fn read_startup_state(conn: &Connection, scan: StartupScan) -> Result<StartupSta
                 .recent
                 .push(record_from_row(&row).map_err(OpenError::Corrupt)?);
         }
-        if attempts_us.is_some_and(|since| row.decided_at_us >= since) && row.verdict == "ALLOW" {
+        if attempts_us.is_some_and(|since| row.decided_at_us >= since) && allowed {
             state.allowed.push((
                 row.controller.clone(),
                 row.normalized_number.clone(),
@@ -1058,5 +1082,46 @@ pub(crate) mod tests {
             matches!(err, OpenError::Corrupt(_)) && err.to_string().contains("out of range"),
             "{err}"
         );
+    }
+
+    /// A row deleted from the window the start reads, or a verdict that
+    /// reads back as neither ALLOW nor DENY, left ALLOWs out of the caps
+    /// with nothing said (found by review: 2 of 3 ALLOWs counted after
+    /// `DELETE ... WHERE seq = 2`; none after a verdict altered). The start
+    /// fails instead.
+    #[tokio::test]
+    async fn test_a_row_deleted_or_altered_in_the_window_fails_the_start() {
+        let now: Timestamp = "2026-11-27T10:00:00Z".parse().unwrap();
+        let day = SignedDuration::from_hours(24);
+        let config = LogConfig::default();
+        for (alteration, named) in [
+            ("DELETE FROM decisions WHERE seq = 2", "does not follow"),
+            (
+                "UPDATE decisions SET verdict = 'ALLOV' WHERE seq = 2",
+                "ALLOV",
+            ),
+        ] {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("decisions.db");
+            let (log, _) = LocalLog::open(&path, &config, scan(now, day)).unwrap();
+            for i in 0..3 {
+                log.append(allow(now + SignedDuration::from_secs(i)))
+                    .await
+                    .unwrap();
+            }
+            log.close();
+            drop(log);
+            let (_, startup) = LocalLog::open(&path, &config, scan(now, day)).unwrap();
+            assert_eq!(startup.allowed.len(), 3);
+            Connection::open(&path)
+                .unwrap()
+                .execute(alteration, [])
+                .unwrap();
+            let err = LocalLog::open(&path, &config, scan(now, day)).unwrap_err();
+            assert!(
+                matches!(err, OpenError::Corrupt(_)) && err.to_string().contains(named),
+                "{alteration}: {err}"
+            );
+        }
     }
 }

@@ -101,17 +101,31 @@ pub enum Period {
 }
 
 impl Period {
-    /// The instant `self` after `from`.
+    /// The instant `self` after `from`. Months are counted date to date,
+    /// a day missing at the end being the month's last (29 February plus
+    /// a year: 28 February), on the earliest of the dates `from` falls on
+    /// anywhere (UTC-12 to UTC+14): counted on the UTC date alone, a
+    /// period beginning in the first hour of 29 February in Madrid (still
+    /// the 28th in UTC) ended a day late (found by review).
     pub fn after(self, from: jiff::Timestamp) -> jiff::Timestamp {
-        let add = |span: jiff::Span| {
-            from.to_zoned(jiff::tz::TimeZone::UTC)
+        let add_in = |offset_hours: i8, span: jiff::Span| {
+            let zone = jiff::tz::TimeZone::fixed(jiff::tz::offset(offset_hours));
+            from.to_zoned(zone)
                 .checked_add(span)
                 .map(|z| z.timestamp())
                 .unwrap_or(jiff::Timestamp::MAX)
         };
         match self {
-            Period::Months(m) => add(jiff::Span::new().months(i64::from(m))),
-            Period::Days(d) => add(jiff::Span::new().days(i64::from(d))),
+            Period::Months(m) => {
+                let months = jiff::Span::new().months(i64::from(m));
+                [-12, 0, 14]
+                    .into_iter()
+                    .map(|hours| add_in(hours, months))
+                    .min()
+                    .unwrap_or(jiff::Timestamp::MAX)
+            }
+            // Days are 24 hours wherever the offset is fixed.
+            Period::Days(d) => add_in(0, jiff::Span::new().days(i64::from(d))),
             Period::Earlier { months, days } => Period::Months(months)
                 .after(from)
                 .min(Period::Days(days).after(from)),

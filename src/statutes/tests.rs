@@ -347,3 +347,26 @@ fn test_narrowing_across_units_takes_the_earlier_end() {
     assert!(narrowed.after(customer) <= Period::Months(18).after(customer));
     assert!(narrowed.after(customer) <= Period::Days(550).after(customer));
 }
+
+/// Months count date to date on the earliest date the start falls on
+/// anywhere: a Spanish consent granted at 00:30 on 29 February 2028 in
+/// Madrid (23:30 on the 28th in UTC) lapses 24 months later at 00:30 on
+/// 28 February 2030 in Madrid, not a day later (found by review).
+#[test]
+fn test_months_end_on_the_earliest_local_date() {
+    let granted: jiff::Timestamp = "2028-02-28T23:30:00Z".parse().unwrap();
+    let lapses = Period::Months(24).after(granted);
+    let madrid: jiff::Timestamp = "2030-02-27T23:30:00Z".parse().unwrap();
+    assert!(lapses <= madrid, "{lapses}");
+    // A start in the middle of a day: its date is the same everywhere
+    // within a day, and the period ends that date.
+    let noon: jiff::Timestamp = "2026-03-15T12:00:00Z".parse().unwrap();
+    assert_eq!(
+        Period::Months(12).after(noon),
+        "2027-03-15T12:00:00Z".parse::<jiff::Timestamp>().unwrap()
+    );
+    assert_eq!(
+        Period::Days(30).after(noon),
+        "2026-04-14T12:00:00Z".parse::<jiff::Timestamp>().unwrap()
+    );
+}
