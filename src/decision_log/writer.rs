@@ -214,6 +214,7 @@ impl LocalLog {
         scan: StartupScan,
     ) -> Result<(LocalLog, StartupState), OpenError> {
         let conn = open_connection(path, config.synchronous)?;
+        let files = OpenedFiles::of(path);
         let head = conn
             .query_row(
                 "SELECT seq, hash FROM decisions ORDER BY seq DESC LIMIT 1",
@@ -317,6 +318,7 @@ impl LocalLog {
             .spawn(move || {
                 write_loop(
                     conn,
+                    files,
                     receiver,
                     head,
                     grouping,
@@ -475,8 +477,60 @@ struct Grouping {
     linger: Duration,
 }
 
+/// The log's files as the writer opened them (device and inode): a file
+/// unlinked, renamed or replaced under the running server still takes
+/// SQLite's commits, which then reach no log a restart reads (found by
+/// review: decisions answered after `rm decisions.db` were in no log).
+/// Checked after every group commit (a `stat` of each, about a
+/// microsecond); a change fails the group and every later one.
+struct OpenedFiles(Vec<(std::path::PathBuf, Option<(u64, u64)>)>);
+
+impl OpenedFiles {
+    fn of(database: &Path) -> OpenedFiles {
+        let wal = std::path::PathBuf::from(format!("{}-wal", database.display()));
+        OpenedFiles(
+            [database.to_path_buf(), wal]
+                .into_iter()
+                .map(|path| {
+                    let id = file_id(&path);
+                    (path, id)
+                })
+                .collect(),
+        )
+    }
+
+    /// The first file that is no longer the one opened, and why (the
+    /// write-ahead log taken as it is first seen when it was not there at
+    /// the open).
+    fn changed(&mut self) -> Option<String> {
+        self.0.iter_mut().find_map(|(path, opened)| {
+            let Some(opened) = *opened else {
+                *opened = file_id(path);
+                return None;
+            };
+            match file_id(path) {
+                Some(now) if now == opened => None,
+                Some(_) => Some(format!(
+                    "{} was replaced under the running server: commits go to a file no restart reads; restart it (the start checks the log against its checkpoints)",
+                    path.display()
+                )),
+                None => Some(format!(
+                    "{} was removed or renamed under the running server: commits go to a file no restart reads; put it back and restart",
+                    path.display()
+                )),
+            }
+        })
+    }
+}
+
+fn file_id(path: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
+}
+
 fn write_loop(
     mut conn: Connection,
+    mut files: OpenedFiles,
     receiver: Receiver<Job>,
     mut head: ChainHead,
     grouping: Grouping,
@@ -520,7 +574,16 @@ fn write_loop(
         if !batch.is_empty() {
             let size = batch.len();
             let started = Instant::now();
-            let committed = commit(&mut conn, &head, &mut batch, &mut acks, &mut rows);
+            let committed =
+                commit(&mut conn, &head, &mut batch, &mut acks, &mut rows).and_then(|new_head| {
+                    match files.changed() {
+                        None => Ok(new_head),
+                        Some(why) => Err(rusqlite::Error::SqliteFailure(
+                            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_IOERR),
+                            Some(why),
+                        )),
+                    }
+                });
             let took = started.elapsed();
             counters.commit_seconds.observe(took.as_secs_f64());
             counters.commit_us.record(took.as_micros() as u64);
@@ -1122,6 +1185,38 @@ pub(crate) mod tests {
                 matches!(err, OpenError::Corrupt(_)) && err.to_string().contains(named),
                 "{alteration}: {err}"
             );
+        }
+    }
+
+    /// A log file removed or replaced under the running server took the
+    /// commits, answered as durable, that no restart would read (found by
+    /// review: `append` after `rm decisions.db` returned `Ok`). The writer
+    /// fails every group from then on.
+    #[tokio::test]
+    async fn test_a_log_removed_under_the_writer_fails_its_commits() {
+        let now: Timestamp = "2026-11-27T10:00:00Z".parse().unwrap();
+        let day = SignedDuration::from_hours(24);
+        let config = LogConfig::default();
+        for wal in [false, true] {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("decisions.db");
+            let (log, _) = LocalLog::open(&path, &config, scan(now, day)).unwrap();
+            log.append(allow(now)).await.unwrap();
+            let removed = if wal {
+                std::path::PathBuf::from(format!("{}-wal", path.display()))
+            } else {
+                path.clone()
+            };
+            std::fs::rename(&removed, dir.path().join("moved")).unwrap();
+            let err = log.append(allow(now)).await.unwrap_err();
+            assert!(
+                err.to_string().contains("removed or renamed"),
+                "{}: {err}",
+                removed.display()
+            );
+            // And every later group (the head stays where the log is).
+            assert!(log.append(allow(now)).await.is_err());
+            log.close();
         }
     }
 }
