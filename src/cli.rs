@@ -742,6 +742,27 @@ fn consent_rectify(config: &Config, file: &std::path::Path, dry_run: bool) -> an
 /// into a consistent copy while the server keeps writing; snapshots and
 /// checkpoints are copied as files (snapshots are replaced atomically, so a
 /// copy is always a whole edition).
+/// Copies every page of `from` into `into` in one backup step (one read
+/// transaction of the source), retrying while the source is locked.
+fn copy_whole(
+    from: &rusqlite::Connection,
+    into: &mut rusqlite::Connection,
+) -> rusqlite::Result<()> {
+    use rusqlite::backup::StepResult;
+    let backup = rusqlite::backup::Backup::new(from, into)?;
+    loop {
+        match backup.step(-1)? {
+            StepResult::Done => return Ok(()),
+            StepResult::More => {}
+            StepResult::Busy | StepResult::Locked => {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            // A variant added by a later rusqlite: retried as busy.
+            _ => std::thread::sleep(std::time::Duration::from_millis(5)),
+        }
+    }
+}
+
 fn backup(config: &Config, to: &std::path::Path) -> anyhow::Result<()> {
     let started_at = Timestamp::now();
     let data_dir = &config.server.data_dir;
@@ -771,6 +792,25 @@ fn backup(config: &Config, to: &std::path::Path) -> anyhow::Result<()> {
     }
     crate::private::create_dir_all(to)
         .with_context(|| format!("cannot create {}", to.display()))?;
+    // The checkpoints before the log: the running server appends one every
+    // `checkpoint_interval_seconds`, and copied after the log they could
+    // vouch for rows the copy lacks, so that restoring the backup into a
+    // data_dir that lost its log was refused as a truncated log (found by
+    // review). Complete lines only (the server may be appending one).
+    let checkpoints = decision_log::checkpoint::checkpoints_path(data_dir);
+    if checkpoints.exists() {
+        let text = std::fs::read(&checkpoints)
+            .with_context(|| format!("cannot read {}", checkpoints.display()))?;
+        let complete = text
+            .iter()
+            .rposition(|b| *b == b'\n')
+            .map_or(&text[..0], |end| &text[..=end]);
+        let target = to.join("checkpoints.jsonl");
+        let mut copy = crate::private::create_file(&target)
+            .with_context(|| format!("cannot create {}", target.display()))?;
+        copy.write_all(complete)?;
+        copy.sync_all()?;
+    }
     for name in ["decisions.db", "contacts.db"] {
         let source = data_dir.join(name);
         if !source.exists() {
@@ -792,15 +832,13 @@ fn backup(config: &Config, to: &std::path::Path) -> anyhow::Result<()> {
             .with_context(|| format!("cannot create {}", target.display()))?;
         let mut into = rusqlite::Connection::open(&target)
             .with_context(|| format!("cannot create {}", target.display()))?;
-        rusqlite::backup::Backup::new(&from, &mut into)?
-            .run_to_completion(1024, std::time::Duration::from_millis(5), None)
+        // All pages in one step, under one read transaction (which in WAL
+        // mode does not hold the server's writes back): in steps of 1024
+        // pages the copy started again at every write of the server, and
+        // under load might never finish (found by review).
+        copy_whole(&from, &mut into)
             .with_context(|| format!("backup of {} failed", source.display()))?;
         println!("{} -> {}", source.display(), target.display());
-    }
-    let checkpoints = decision_log::checkpoint::checkpoints_path(data_dir);
-    if checkpoints.exists() {
-        std::fs::copy(&checkpoints, to.join("checkpoints.jsonl"))?;
-        crate::private::tighten(&to.join("checkpoints.jsonl"))?;
     }
     let snapshots = registry::snapshots_dir(data_dir);
     if snapshots.exists() {
