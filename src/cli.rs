@@ -279,6 +279,12 @@ pub struct ImportArgs {
     /// date a registration for the `consent_after_registration` policy.
     #[arg(long)]
     opposed: Option<PathBuf>,
+    /// Allow-lists: a file of the numbers submitted to the registry for
+    /// this answer (one per line); those the answer (--file) leaves out are
+    /// recorded as OPPOSED for --controller on --checked-at. Required, or
+    /// --opposed, with --mode add.
+    #[arg(long)]
+    submitted: Option<PathBuf>,
     /// Accept an import that holds no numbers, or shrinks the list (an allow-list: the controller's list) by more than --max-shrink-percent
     #[arg(long)]
     allow_shrink: bool,
@@ -1101,7 +1107,21 @@ fn registry_import(config: &Config, args: Box<ImportArgs>) -> anyhow::Result<()>
             .clone()
             .unwrap_or_else(|| PathBuf::from(format!("{}.rejects", args.file.display())))
     });
-    let opposed = args.opposed.clone();
+    // An answer added to the clearances held must say which numbers it
+    // withheld: without that, a number the registry left out of a newer
+    // answer (its holder registered since) kept the clearance of an older
+    // one for up to its validity (found by review: REGISTRY_CLEAR where
+    // the latest answer was "opposed").
+    if registry.kind == crate::model::RegistryKind::Allowlist
+        && matches!(args.mode, ModeArg::Add)
+        && args.opposed.is_none()
+        && args.submitted.is_none()
+    {
+        bail!(
+            "--mode add of an allow-list needs --submitted FILE (the numbers submitted for this answer: those it leaves out are recorded as opposed) or --opposed FILE: a number the answer withholds would otherwise keep an older clearance. Nothing imported"
+        );
+    }
+    let format_asked = format.clone();
     let request = import::ImportRequest {
         changes_since: args.changes_since,
         file: args.file,
@@ -1124,9 +1144,9 @@ fn registry_import(config: &Config, args: Box<ImportArgs>) -> anyhow::Result<()>
         older_than_replace: args.older_than_replace,
     };
     if let Some(settings) = postgres_settings(config) {
-        if opposed.is_some() {
+        if args.opposed.is_some() || args.submitted.is_some() {
             bail!(
-                "--opposed: not built yet for store.backend = \"postgres\" (the opposed answers go to the contact records)"
+                "--opposed and --submitted: not built yet for store.backend = \"postgres\" (the opposed answers go to the contact records); import the controller's whole list with --mode replace"
             );
         }
         let by = format!("{} on replica {}", cli_actor(), settings.replica_id);
@@ -1157,9 +1177,30 @@ fn registry_import(config: &Config, args: Box<ImportArgs>) -> anyhow::Result<()>
         return Ok(());
     }
     let snapshots = registry::snapshots_dir(&config.server.data_dir);
-    if let Some(opposed) = &opposed {
+    if args.opposed.is_some() || args.submitted.is_some() {
         // Validated before the import, so a bad file leaves everything unchanged.
-        let numbers = read_opposed(registry, request.controller.as_deref(), opposed)?;
+        let mut numbers = match &args.opposed {
+            Some(opposed) => read_opposed(
+                registry,
+                request.controller.as_deref(),
+                opposed,
+                "--opposed",
+            )?,
+            None => Vec::new(),
+        };
+        if let Some(submitted) = &args.submitted {
+            let asked = read_opposed(
+                registry,
+                request.controller.as_deref(),
+                submitted,
+                "--submitted",
+            )?;
+            let returned =
+                import::listed_numbers(&request.file, format_asked.clone(), registry.country)?;
+            numbers.extend(asked.into_iter().filter(|key| !returned.contains(key.0)));
+            numbers.sort_unstable();
+            numbers.dedup();
+        }
         if request.dry_run {
             let summary = import::run(registry, &snapshots, &request, now)?;
             println!("{summary}");
@@ -1183,14 +1224,16 @@ fn registry_import(config: &Config, args: Box<ImportArgs>) -> anyhow::Result<()>
             .map(|z| z.timestamp())
             .context("--checked-at out of range")?;
         let controller = request.controller.as_deref().unwrap_or_default();
-        ContactStore::open_unindexed(&config.server.data_dir)
-            .map_err(anyhow::Error::from)
-            .and_then(|store| {
-                store
-                    .record_opposed(&registry.id, controller, &numbers, at)
-                    .map_err(anyhow::Error::from)
-            })
-            .context("nothing imported: the opposed answers could not be recorded")?;
+        if !numbers.is_empty() {
+            ContactStore::open_unindexed(&config.server.data_dir)
+                .map_err(anyhow::Error::from)
+                .and_then(|store| {
+                    store
+                        .record_opposed(&registry.id, controller, &numbers, at)
+                        .map_err(anyhow::Error::from)
+                })
+                .context("nothing imported: the opposed answers could not be recorded")?;
+        }
         let summary = import::run(registry, &snapshots, &request, now).context(
             "the opposed answers were recorded but the snapshot was not imported: run the same import again",
         )?;
@@ -1207,15 +1250,17 @@ fn registry_import(config: &Config, args: Box<ImportArgs>) -> anyhow::Result<()>
     Ok(())
 }
 
-/// The numbers of an `--opposed` file, every line checked first.
+/// The numbers of an `--opposed` or `--submitted` file (`flag`), every
+/// line checked first.
 fn read_opposed(
     registry: &crate::config::RegistryConfig,
     controller: Option<&str>,
     path: &std::path::Path,
+    flag: &str,
 ) -> anyhow::Result<Vec<crate::number::NumberKey>> {
     use std::io::BufRead;
     if registry.kind != crate::model::RegistryKind::Allowlist || controller.is_none() {
-        bail!("--opposed applies to allow-list imports with --controller");
+        bail!("{flag} applies to allow-list imports with --controller");
     }
     let file =
         std::fs::File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
@@ -1241,7 +1286,7 @@ fn read_opposed(
     // clearances the registry has withdrawn would keep allowing calls.
     if numbers.is_empty() {
         bail!(
-            "{} holds no numbers: refusing an empty --opposed file (leave --opposed out when the registry answered no number opposed)",
+            "{} holds no numbers: refusing an empty {flag} file (a failed download; leave --opposed out when the registry answered no number opposed)",
             path.display()
         );
     }

@@ -416,6 +416,19 @@ pub fn parse_coverage(
         .collect()
 }
 
+/// The numbers an import file lists (as `run` reads them: plain, gzip or
+/// zip, in `format` or detected), without importing them.
+///
+/// # Errors
+/// [`ImportError`] when the file cannot be read.
+pub fn listed_numbers(
+    path: &Path,
+    format: Option<Format>,
+    region: Region,
+) -> Result<RoaringTreemap, ImportError> {
+    with_input(path, None, |reader| parse(reader, format, region, false)).map(|(_, p)| p.numbers)
+}
+
 /// Opens the input, decompressing gzip or the one file of a zip, and hands
 /// a reader to `consume`.
 fn with_input<T>(

@@ -450,3 +450,71 @@ fn test_an_empty_or_bad_opposed_file_is_refused() {
     let rpo = list.iter().find(|r| r["id"] == "it-rpo").unwrap();
     assert_eq!(rpo["loaded"], false, "nothing imported: {rpo}");
 }
+
+/// An RPO answer added to the clearances held (`--mode add`) must say
+/// which numbers it withheld: the registry answers with the cleaned list
+/// only, and a number left out of a newer answer (its holder registered
+/// since) kept the clearance of an older one (found by review:
+/// `REGISTRY_CLEAR` where the latest answer was "opposed"). Such an import
+/// needs `--submitted` (or `--opposed`); the numbers submitted but not
+/// returned are recorded as opposed.
+#[tokio::test(flavor = "multi_thread")]
+async fn test_a_number_an_added_answer_withholds_is_opposed() {
+    let ws = Workspace::new(&standard_config(""));
+    let days_ago = |days: i64| {
+        jiff::Timestamp::now()
+            .to_zoned(jiff::tz::TimeZone::UTC)
+            .date()
+            .checked_sub(jiff::Span::new().days(days))
+            .unwrap()
+            .to_string()
+    };
+    ws.import(
+        "it-rpo",
+        &["+39 333 123 4567", "+39 333 123 4568"],
+        &["--controller", "acme", "--checked-at", &days_ago(9)],
+    );
+    let answer = ws.file("answer.txt", "+39 333 123 4567\n");
+    let submitted = ws.file("submitted.txt", "+39 333 123 4567\n+39 333 123 4568\n");
+    let checked = days_ago(1);
+    let mut args = vec![
+        "registry",
+        "import",
+        "--registry",
+        "it-rpo",
+        "--file",
+        path_str(&answer),
+        "--controller",
+        "acme",
+        "--mode",
+        "add",
+        "--checked-at",
+        &checked,
+    ];
+    let out = ws.cli(&args);
+    assert!(!out.status.success(), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--submitted"),
+        "{out:?}"
+    );
+    args.extend(["--submitted", path_str(&submitted)]);
+    ws.cli_ok(&args);
+    let server = ws.start();
+    let mut gateway = server.gateway().await;
+    let withheld = gateway
+        .check_call(call("+39 333 123 4568", "+390212345678", "it-sales"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(verdict(&withheld), Verdict::Deny, "{withheld:?}");
+    assert!(
+        codes(&withheld).contains(&R::RegistryListed),
+        "{withheld:?}"
+    );
+    let cleared = gateway
+        .check_call(call("+39 333 123 4567", "+390212345678", "it-sales"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(verdict(&cleared), Verdict::Allow, "{cleared:?}");
+}
