@@ -101,10 +101,17 @@ pub type Invalid = (String, String, String);
 ///
 /// # Errors
 /// The key, value and problem of the first bad setting.
+/// Why a controller's consents are kept 5 years at least (see
+/// [`validate`]): it calls the US or a US territory.
+pub const US_CONSENT_RECORDS: &str = "calls the US or a US territory, where records of consent (express agreement) must be kept 5 years (US TSR 16 CFR 310.5(a)(5))";
+
+/// The same for a controller calling Germany.
+pub const DE_CONSENT_PROOF: &str = "calls Germany, where the proof of a consent must be kept 5 years from its grant and from each use (§7a UWG; kept from the consent's end, after its last use)";
+
 pub fn validate(
     raw: RawRetention,
     log: &LogConfig,
-    controllers: &[(&str, bool)],
+    controllers: &[(&str, Option<&'static str>)],
     base_dir: &Path,
     data_dir: &Path,
 ) -> Result<Retention, Invalid> {
@@ -162,13 +169,16 @@ pub fn validate(
         }
     }
     // The law's floor for consents: the US TSR keeps records of express
-    // agreement 5 years (16 CFR 310.5(a)(5)); a ceiling counted from the end
-    // of at least that keeps them at least 5 years from their making.
+    // agreement 5 years (16 CFR 310.5(a)(5)), §7a UWG the proof of a German
+    // consent 5 years from its grant and each use (found by review: a
+    // controller calling only Germany could set 30 days); a ceiling counted
+    // from the end of at least that keeps them 5 years from their making
+    // and their last use.
     let floor = crate::decision_log::US_TSR_RECORD_DAYS;
-    for (controller, calls_us) in controllers {
-        if !calls_us {
+    for (controller, law) in controllers {
+        let Some(law) = law else {
             continue;
-        }
+        };
         if let Some(days) = retention.records.consents.days(controller)
             && days < floor
         {
@@ -185,9 +195,7 @@ pub fn validate(
             return Err(invalid(
                 &key,
                 &days,
-                &format!(
-                    "controller {controller} calls the US or a US territory, where records of consent (express agreement) must be kept 5 years (US TSR 16 CFR 310.5(a)(5)): at least {floor}"
-                ),
+                &format!("controller {controller} {law}: at least {floor}"),
             ));
         }
     }
@@ -798,7 +806,12 @@ mod tests {
         validate(
             raw,
             &LogConfig::default(),
-            &[("acme", false), ("beta", false), ("usco", true)],
+            &[
+                ("acme", None),
+                ("beta", None),
+                ("usco", Some(US_CONSENT_RECORDS)),
+                ("deco", Some(DE_CONSENT_PROOF)),
+            ],
             Path::new("/etc/dialgate"),
             Path::new("/var/lib/dialgate"),
         )
@@ -807,7 +820,7 @@ mod tests {
     #[test]
     fn test_ceilings_are_bounded_and_named_on_error() {
         let ok = parse(
-            "consents_days = 730\nopt_outs_days = 30\n[controller.acme]\nconsents_days = 365\n[controller.usco]\nconsents_days = 2000\n",
+            "consents_days = 730\nopt_outs_days = 30\n[controller.acme]\nconsents_days = 365\n[controller.usco]\nconsents_days = 2000\n[controller.deco]\nconsents_days = 2000\n",
         )
         .unwrap();
         assert_eq!(ok.records.consents.days("acme"), Some(365));
@@ -850,7 +863,14 @@ mod tests {
         assert!(problem.contains("usco calls the US"), "{problem}");
         let (key, _, _) = parse("[controller.usco]\nconsents_days = 30").unwrap_err();
         assert_eq!(key, "retention.controller.usco.consents_days");
-        assert!(parse("consents_days = 30\n[controller.usco]\nconsents_days = 1826").is_ok());
+        assert!(
+            parse("consents_days = 30\n[controller.usco]\nconsents_days = 1826\n[controller.deco]\nconsents_days = 1826").is_ok()
+        );
+        // And one calling Germany (§7a UWG).
+        let (key, _, problem) =
+            parse("consents_days = 30\n[controller.usco]\nconsents_days = 1826").unwrap_err();
+        assert_eq!(key, "retention.consents_days");
+        assert!(problem.contains("deco calls Germany"), "{problem}");
     }
 
     /// A decision ceiling shorter than an attempt cap's window would purge

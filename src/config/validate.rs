@@ -516,14 +516,19 @@ impl Validator<'_> {
                 .collect();
         }
 
-        let controllers: Vec<(&str, bool)> = campaigns
+        let controllers: Vec<(&str, Option<&'static str>)> = campaigns
             .iter()
             .map(|c| {
-                let us = c
-                    .destinations
-                    .iter()
-                    .any(|d| statutes::us::tsr_reaches(d.as_str()));
-                (c.controller.as_str(), us)
+                let calls =
+                    |reaches: fn(&str) -> bool| c.destinations.iter().any(|d| reaches(d.as_str()));
+                let law = if calls(statutes::us::tsr_reaches) {
+                    Some(crate::retention::US_CONSENT_RECORDS)
+                } else if calls(|d| d == "DE") {
+                    Some(crate::retention::DE_CONSENT_PROOF)
+                } else {
+                    None
+                };
+                (c.controller.as_str(), law)
             })
             .collect();
         let retention = crate::retention::validate(

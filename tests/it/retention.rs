@@ -33,6 +33,18 @@ fn consent(number: &str, granted_days_ago: i64, evidence: &str) -> RecordConsent
     }
 }
 
+/// A check of the opt-in campaign moved to Poland (see
+/// `test_the_scheduled_purge_keeps_withdrawals_in_force_and_reports_itself`).
+async fn check_pl(server: &TestServer, number: &str) -> dialgate::proto::CheckCallResponse {
+    server
+        .gateway()
+        .await
+        .check_call(call(number, "+48221234567", "de-optin"))
+        .await
+        .unwrap()
+        .into_inner()
+}
+
 /// `/status` once the scheduled purge has run.
 fn status_after_purge(server: &TestServer) -> serde_json::Value {
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -64,8 +76,9 @@ async fn check(server: &TestServer, number: &str) -> dialgate::proto::CheckCallR
 /// must not ALLOW (deleting the withdrawn row would revive it).
 #[tokio::test(flavor = "multi_thread")]
 async fn test_the_scheduled_purge_keeps_withdrawals_in_force_and_reports_itself() {
-    // acme's US campaign goes to another controller: consents of a
-    // controller calling the US are kept 5 years at least (TSR).
+    // acme's US campaign goes to another controller, and its opt-in
+    // campaign calls Poland, not Germany: consents of a controller calling
+    // the US (TSR) or Germany (§7a UWG) are kept 5 years at least.
     let config = standard_config(
         "[retention]\nconsents_days = 30\nrelationships_days = 30\npurge_interval_minutes = 60\n\
          [retention.controller.acme-us]\nconsents_days = 1826\n",
@@ -73,10 +86,15 @@ async fn test_the_scheduled_purge_keeps_withdrawals_in_force_and_reports_itself(
     .replace(
         "id = \"us-sales\"\ncontroller = \"acme\"",
         "id = \"us-sales\"\ncontroller = \"acme-us\"",
+    )
+    .replace(
+        "default_region = \"DE\"\ndestinations = [\"DE\"]\nconsent_required = true\ncaller_ids = [\"+4930123456\"]",
+        "default_region = \"PL\"\ndestinations = [\"PL\"]\nconsent_required = true\ncaller_ids = [\"+48221234567\"]",
     );
-    assert!(config.contains("acme-us"));
+    assert!(config.contains("acme-us") && config.contains("+48221234567"));
     let ws = Workspace::new(&config);
-    let number = "+49 151 23456789";
+    let number = "+48 512 345 678";
+
     {
         let server = ws.start();
         let mut records = server.records().await;
@@ -149,14 +167,14 @@ async fn test_the_scheduled_purge_keeps_withdrawals_in_force_and_reports_itself(
         .record_consent(consent(number, 400, "recording-resync"))
         .await
         .unwrap();
-    let denied = check(&server, number).await;
+    let denied = check_pl(&server, number).await;
     assert_eq!(codes(&denied), vec![R::NoConsent], "{:?}", denied.reasons);
     // A consent given after the withdrawal counts.
     records
         .record_consent(consent(number, 1, "recording-new"))
         .await
         .unwrap();
-    let allowed = check(&server, number).await;
+    let allowed = check_pl(&server, number).await;
     assert_eq!(verdict(&allowed), Verdict::Allow, "{:?}", allowed.reasons);
 
     // The trail: one event per run, counts only; the withdrawn consent's
@@ -170,7 +188,7 @@ async fn test_the_scheduled_purge_keeps_withdrawals_in_force_and_reports_itself(
     assert!(purges.len() >= 2, "{trail}");
     assert!(purges.iter().any(|e| e["after"]["withdrawals_kept"] == 1));
     assert!(!trail.contains("recording-withdrawn"), "{trail}");
-    assert!(!trail.contains("+49"), "no raw numbers in the trail");
+    assert!(!trail.contains("+48"), "no raw numbers in the trail");
     server.terminate();
     // Stopped: the CLI runs the purge itself.
     let ran: serde_json::Value =
