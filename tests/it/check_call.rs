@@ -17,10 +17,19 @@ fn workspace_with_registries() -> Workspace {
         &["+39 333 765 4321"],
         &["--controller", "acme", "--checked-at", &days_ago(15)],
     );
+    // An answer added to the clearances held names what was submitted.
+    let submitted = ws.file("submitted.txt", "+39 333 123 4567\n02 8765 4321\n");
     ws.import(
         "it-rpo",
         &["+39 333 123 4567", "02 8765 4321"],
-        &["--controller", "acme", "--mode", "add"],
+        &[
+            "--controller",
+            "acme",
+            "--mode",
+            "add",
+            "--submitted",
+            path_str(&submitted),
+        ],
     );
     ws.import("us-dnc", &["(212) 555-0199"], &["--covers", "+1212,+1646"]);
     ws

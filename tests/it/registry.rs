@@ -289,10 +289,18 @@ async fn test_hot_swap_under_load_without_a_failed_check() {
         .into_inner();
     assert_eq!(codes(&before), vec![R::RegistryNotCovered]);
     for edition in 0..3 {
+        let submitted = ws.file("submitted.txt", "+39 333 222 3333\n");
         ws.import(
             "it-rpo",
             &["+39 333 222 3333"],
-            &["--controller", "acme", "--mode", "add"],
+            &[
+                "--controller",
+                "acme",
+                "--mode",
+                "add",
+                "--submitted",
+                path_str(&submitted),
+            ],
         );
         wait_for_verdict(&mut gateway, Verdict::Allow, &format!("edition {edition}")).await;
         // Half of acme's list (two numbers to one).

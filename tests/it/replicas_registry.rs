@@ -337,10 +337,18 @@ async fn test_store_migrate_publishes_an_existing_deployment() {
     let ws = Workspace::new(&standard_config(""));
     ws.import("us-dnc", &["212 555 0199"], &[]);
     ws.import("it-rpo", &["+39 333 123 4567"], &["--controller", "acme"]);
+    let submitted = ws.file("submitted.txt", "+39 333 123 4568\n");
     ws.import(
         "it-rpo",
         &["+39 333 123 4568"],
-        &["--controller", "acme", "--mode", "add"],
+        &[
+            "--controller",
+            "acme",
+            "--mode",
+            "add",
+            "--submitted",
+            path_str(&submitted),
+        ],
     );
 
     let out = ws.cli(&["store", "migrate", "--to", "postgres"]);
