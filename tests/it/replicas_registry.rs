@@ -54,6 +54,34 @@ async fn wait_for(
     }
 }
 
+/// Checks `number` until it is denied `REGISTRY_UNAVAILABLE`, for at most
+/// 20 s (right after a replica resumes, a check may be refused until it
+/// has caught up with the shared contact data: retried).
+async fn until_registry_unavailable(
+    gateway: &mut ComplianceGatewayClient<Channel>,
+    number: &str,
+    what: &str,
+) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let got = gateway
+            .check_call(call(number, US_CLI, "us-sales"))
+            .await
+            .map(|r| (verdict(r.get_ref()), codes(r.get_ref())));
+        if got
+            .as_ref()
+            .is_ok_and(|(v, c)| *v == Verdict::Deny && c.contains(&R::RegistryUnavailable))
+        {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what}: still {got:?} after 20 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// The `/status` registry entry of `id`.
 fn status_of(server: &TestServer, id: &str) -> serde_json::Value {
     let (code, body) = server.get("/status");
@@ -805,26 +833,12 @@ async fn test_an_unreadable_publication_fails_only_its_registry() {
     );
     signal("-CONT");
     for number in ["212 555 0142", "212 555 0199"] {
-        // Right after resuming, a check may be refused until the replica has
-        // caught up with the shared contact data: retried.
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let got = gateway
-                .check_call(call(number, US_CLI, "us-sales"))
-                .await
-                .map(|r| (verdict(r.get_ref()), codes(r.get_ref())));
-            if got
-                .as_ref()
-                .is_ok_and(|(v, c)| *v == Verdict::Deny && c.contains(&R::RegistryUnavailable))
-            {
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{number}: an unreadable newer publication, still {got:?} after 20 s"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        until_registry_unavailable(
+            &mut gateway,
+            number,
+            &format!("{number}: an unreadable newer publication"),
+        )
+        .await;
     }
     let entry = status_of(&server, "us-dnc");
     assert_eq!(entry["version"], 1, "{entry}");
@@ -945,24 +959,12 @@ async fn test_a_version_that_fails_to_download_is_not_decided_on_meanwhile() {
            FROM registry_chunks_kept;",
     );
     signal("-CONT");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let got = gateway
-            .check_call(call("212 555 0142", US_CLI, "us-sales"))
-            .await
-            .map(|r| (verdict(r.get_ref()), codes(r.get_ref())));
-        if got
-            .as_ref()
-            .is_ok_and(|(v, c)| *v == Verdict::Deny && c.contains(&R::RegistryUnavailable))
-        {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "a version failing to download, still {got:?} after 20 s"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    until_registry_unavailable(
+        &mut gateway,
+        "212 555 0142",
+        "a version failing to download",
+    )
+    .await;
     let entry = status_of(&server, "us-dnc");
     assert_eq!(entry["version"], 1, "{entry}");
     assert!(
