@@ -453,14 +453,11 @@ fn store_accept_database(config: &Config) -> anyhow::Result<()> {
     };
     let data_dir = &config.server.data_dir;
     database_runtime()?.block_on(async {
-        let pg = crate::store::postgres::Pg::pool(settings)?;
+        let pg = crate::store::postgres::Pg::connect(settings).await?;
         let client = pg.client().await?;
-        let now = crate::store::database_epoch::read(&client).await?;
-        let before = crate::store::database_epoch::recorded(data_dir)
-            .ok()
-            .flatten();
         crate::private::create_dir_all(data_dir)?;
-        crate::store::database_epoch::record(data_dir, now)?;
+        let by = format!("{} on replica {}", cli_actor(), settings.replica_id);
+        let (now, before) = crate::store::database_epoch::accept(&client, data_dir, &by).await?;
         match before {
             Some(before) if before != now => println!(
                 "replica {}: now deciding on the shared database's {now} (it decided on {before})",

@@ -309,7 +309,7 @@ async fn open_session(
             "replica_id {replica:?} is already writing the decision log from another process: each replica needs its own replica_id"
         )));
     }
-    crate::store::database_epoch::check(&conn.client, data_dir).await?;
+    crate::store::database_epoch::check(&conn.client, data_dir, replica).await?;
     let statements = Statements::prepare(&conn.client).await?;
     let head = read_head(&conn.client, replica).await?;
     if let Some(last) = last {

@@ -9,11 +9,15 @@
 //!
 //! PostgreSQL starts a new timeline at every promotion and every
 //! point-in-time recovery, and a new cluster has a new system identifier.
-//! Each replica records the pair it first decided on in
-//! `data_dir/shared-database.json` and checks it whenever the decision
-//! log's writer connects: another pair stops its decisions (`UNAVAILABLE`)
+//! The pair the replicas decide on is recorded in the database itself
+//! (`database_history`: written by the first replica, copied to standbys
+//! with everything else, so that a replica new to the database, with an
+//! empty `data_dir`, finds the change too) and by each replica in
+//! `data_dir/shared-database.json`; both are checked whenever the decision
+//! log's writer connects. Another pair stops decisions (`UNAVAILABLE`)
 //! until an operator, having checked what the new primary lacks, runs
-//! `dialgate store accept-database` on each replica.
+//! `dialgate store accept-database` on each replica (the first run also
+//! updates the database's record).
 
 use std::path::{Path, PathBuf};
 
@@ -123,20 +127,91 @@ pub fn record(data_dir: &Path, epoch: DatabaseEpoch) -> Result<(), PgError> {
     written.map_err(|e| PgError::Setup(format!("{}: {e}", file.display())))
 }
 
-/// Checks that the connected server is on the history `data_dir`'s
-/// replica decided on; records it when none is (a new replica).
+/// The history the database records (`database_history`), recording
+/// `now` by `by` when it records none (the first replica on it).
+async fn shared_record(
+    client: &tokio_postgres::Client,
+    now: DatabaseEpoch,
+    by: &str,
+) -> Result<DatabaseEpoch, PgError> {
+    let timeline = i32::try_from(now.timeline)
+        .map_err(|_| PgError::Corrupt(format!("timeline {} out of range", now.timeline)))?;
+    client
+        .execute(
+            "INSERT INTO database_history (id, system_identifier, timeline, recorded_by)
+             VALUES (1, $1, $2, $3) ON CONFLICT (id) DO NOTHING",
+            &[&now.system_identifier, &timeline, &by],
+        )
+        .await?;
+    let row = client
+        .query_one(
+            "SELECT system_identifier, timeline FROM database_history WHERE id = 1",
+            &[],
+        )
+        .await?;
+    let timeline: i32 = row.try_get(1)?;
+    Ok(DatabaseEpoch {
+        system_identifier: row.try_get(0)?,
+        timeline: u32::try_from(timeline)
+            .map_err(|_| PgError::Corrupt(format!("database_history: timeline {timeline}")))?,
+    })
+}
+
+fn another_history(now: DatabaseEpoch, known: DatabaseEpoch, whose: &str) -> PgError {
+    PgError::Setup(format!(
+        "the shared database is on another history ({now}) than the one {whose} ({known}): a failover or a restore, after which decisions and contact changes committed on the old primary may be missing (ALLOWs the attempt caps count, opt-outs the CRM was told were recorded); no decision until an operator has checked what is missing and run `dialgate store accept-database` on each replica"
+    ))
+}
+
+/// Checks that the connected server is on the history the database
+/// records and `data_dir`'s replica decided on; records it where none is
+/// (the first replica on the database; a new replica).
 ///
 /// # Errors
 /// [`PgError::Setup`] naming both histories when they differ.
-pub async fn check(client: &tokio_postgres::Client, data_dir: &Path) -> Result<(), PgError> {
+pub async fn check(
+    client: &tokio_postgres::Client,
+    data_dir: &Path,
+    by: &str,
+) -> Result<(), PgError> {
     let now = read(client).await?;
+    let shared = shared_record(client, now, by).await?;
+    if !same_history(shared, now) {
+        return Err(another_history(now, shared, "the replicas decided on"));
+    }
     match recorded(data_dir)? {
         None => record(data_dir, now),
         Some(known) if same_history(known, now) => Ok(()),
-        Some(known) => Err(PgError::Setup(format!(
-            "the shared database is on another history ({now}) than the one this replica decided on ({known}): a failover or a restore, after which decisions and contact changes committed on the old primary may be missing (ALLOWs the attempt caps count, opt-outs the CRM was told were recorded); no decision until an operator has checked what is missing and run `dialgate store accept-database` on each replica"
-        ))),
+        Some(known) => Err(another_history(now, known, "this replica decided on")),
     }
+}
+
+/// Records the connected server's history as the one decided on, in the
+/// database and in `data_dir` (`dialgate store accept-database`); returns
+/// it and the one `data_dir` recorded before.
+///
+/// # Errors
+/// [`PgError`] when the database or the file cannot be written.
+pub async fn accept(
+    client: &tokio_postgres::Client,
+    data_dir: &Path,
+    by: &str,
+) -> Result<(DatabaseEpoch, Option<DatabaseEpoch>), PgError> {
+    let now = read(client).await?;
+    let before = recorded(data_dir).ok().flatten();
+    let timeline = i32::try_from(now.timeline)
+        .map_err(|_| PgError::Corrupt(format!("timeline {} out of range", now.timeline)))?;
+    client
+        .execute(
+            "INSERT INTO database_history (id, system_identifier, timeline, recorded_by)
+             VALUES (1, $1, $2, $3)
+             ON CONFLICT (id) DO UPDATE SET system_identifier = $1, timeline = $2,
+                 recorded_by = $3, recorded_at = now()",
+            &[&now.system_identifier, &timeline, &by],
+        )
+        .await?;
+    record(data_dir, now)?;
+    Ok((now, before))
 }
 
 /// Whether `now` is the history `known` (a system identifier that one of

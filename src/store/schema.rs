@@ -32,6 +32,10 @@ const MIGRATIONS: &[Migration] = &[
         id: "0005_derived_ids",
         sql: include_str!("schema/0005_derived_ids.sql"),
     },
+    Migration {
+        id: "0006_database_history",
+        sql: include_str!("schema/0006_database_history.sql"),
+    },
 ];
 
 /// The advisory lock key the migrations hold ("dialgate" in ASCII).

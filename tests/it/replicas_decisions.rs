@@ -1112,12 +1112,24 @@ async fn test_a_database_on_another_history_stops_every_replica_until_accepted()
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
     until_ready(&server, 503).await;
+    // A replica new to the database (an empty data_dir) finds the change
+    // too: the database records the history the replicas decided on
+    // (found by the review of this fix: it took the new one silently).
+    let fresh = replica(&pg, "gw-c");
+    let refused = fresh.serve_refused();
+    assert!(refused.contains("another history"), "{refused}");
     let accepted = ws.cli_ok(&["store", "accept-database"]);
     assert!(accepted.contains("timeline 2"), "{accepted}");
     assert_eq!(
         verdict(&until_answered(&server, &number(20)).await),
         Verdict::Allow
     );
+    let fresh = fresh.start();
+    assert_eq!(
+        verdict(&until_answered(&fresh, &number(21)).await),
+        Verdict::Allow
+    );
+    fresh.terminate();
     let (_, log) = server.terminate();
     assert!(
         log.iter().any(|l| l.contains("another history")),
