@@ -741,10 +741,60 @@ fn consent_rectify(config: &Config, file: &std::path::Path, dry_run: bool) -> an
     Ok(())
 }
 
-/// Online backup: SQLite's backup API copies each database page by page
-/// into a consistent copy while the server keeps writing; snapshots and
-/// checkpoints are copied as files (snapshots are replaced atomically, so a
-/// copy is always a whole edition).
+/// Copies the checkpoints that vouch for the copied log (`to`'s
+/// `decisions.db`): those at or before its last row (or its purge anchor).
+/// The running server appends one every `checkpoint_interval_seconds`, and
+/// a purge appends its anchor's before it commits: copied whole after the
+/// log, a checkpoint could vouch for rows the copy lacks; copied before
+/// it, the anchor of a purge committed meanwhile had none. Either way
+/// restoring the backup into a `data_dir` that lost its log was refused
+/// (both found by review). Complete lines only (one may be being written).
+fn copy_checkpoints_of_the_copy(
+    data_dir: &std::path::Path,
+    to: &std::path::Path,
+) -> anyhow::Result<()> {
+    let checkpoints = decision_log::checkpoint::checkpoints_path(data_dir);
+    if !checkpoints.exists() {
+        return Ok(());
+    }
+    let copied_log = to.join("decisions.db");
+    let head = if copied_log.exists() {
+        let conn = rusqlite::Connection::open_with_flags(
+            &copied_log,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+        )?;
+        let last: i64 = conn.query_row("SELECT COALESCE(MAX(seq), 0) FROM decisions", [], |r| {
+            r.get(0)
+        })?;
+        let anchor = crate::decision_log::audit::purge_anchor(&conn)?.map_or(0, |(seq, _)| seq);
+        last.max(anchor)
+    } else {
+        0
+    };
+    let text = std::fs::read_to_string(&checkpoints)
+        .with_context(|| format!("cannot read {}", checkpoints.display()))?;
+    let mut kept = String::new();
+    for line in text.split_inclusive('\n').filter(|l| l.ends_with('\n')) {
+        let seq = serde_json::from_str::<serde_json::Value>(line)
+            .ok()
+            .and_then(|c| c["seq"].as_i64());
+        match seq {
+            Some(seq) if seq <= head => kept.push_str(line),
+            Some(_) => {}
+            None => bail!(
+                "{}: a line that is not a checkpoint; nothing backed up past the stores (repair it, then back up again)",
+                checkpoints.display()
+            ),
+        }
+    }
+    let target = to.join("checkpoints.jsonl");
+    let mut copy = crate::private::create_file(&target)
+        .with_context(|| format!("cannot create {}", target.display()))?;
+    copy.write_all(kept.as_bytes())?;
+    copy.sync_all()?;
+    Ok(())
+}
+
 /// Copies every page of `from` into `into` in one backup step (one read
 /// transaction of the source), retrying while the source is locked.
 fn copy_whole(
@@ -766,6 +816,11 @@ fn copy_whole(
     }
 }
 
+/// Online backup: SQLite's backup API copies each database into a
+/// consistent copy while the server keeps writing (see [`copy_whole`]);
+/// snapshots are copied as files (replaced atomically, so a copy is always
+/// a whole edition), and the checkpoints that vouch for the copied log
+/// (see [`copy_checkpoints_of_the_copy`]).
 fn backup(config: &Config, to: &std::path::Path) -> anyhow::Result<()> {
     let started_at = Timestamp::now();
     let data_dir = &config.server.data_dir;
@@ -795,25 +850,6 @@ fn backup(config: &Config, to: &std::path::Path) -> anyhow::Result<()> {
     }
     crate::private::create_dir_all(to)
         .with_context(|| format!("cannot create {}", to.display()))?;
-    // The checkpoints before the log: the running server appends one every
-    // `checkpoint_interval_seconds`, and copied after the log they could
-    // vouch for rows the copy lacks, so that restoring the backup into a
-    // data_dir that lost its log was refused as a truncated log (found by
-    // review). Complete lines only (the server may be appending one).
-    let checkpoints = decision_log::checkpoint::checkpoints_path(data_dir);
-    if checkpoints.exists() {
-        let text = std::fs::read(&checkpoints)
-            .with_context(|| format!("cannot read {}", checkpoints.display()))?;
-        let complete = text
-            .iter()
-            .rposition(|b| *b == b'\n')
-            .map_or(&text[..0], |end| &text[..=end]);
-        let target = to.join("checkpoints.jsonl");
-        let mut copy = crate::private::create_file(&target)
-            .with_context(|| format!("cannot create {}", target.display()))?;
-        copy.write_all(complete)?;
-        copy.sync_all()?;
-    }
     for name in ["decisions.db", "contacts.db"] {
         let source = data_dir.join(name);
         if !source.exists() {
@@ -843,6 +879,7 @@ fn backup(config: &Config, to: &std::path::Path) -> anyhow::Result<()> {
             .with_context(|| format!("backup of {} failed", source.display()))?;
         println!("{} -> {}", source.display(), target.display());
     }
+    copy_checkpoints_of_the_copy(data_dir, to)?;
     let snapshots = registry::snapshots_dir(data_dir);
     if snapshots.exists() {
         let target = registry::snapshots_dir(to);
@@ -1109,11 +1146,14 @@ fn registry_import(config: &Config, args: Box<ImportArgs>) -> anyhow::Result<()>
     // answer (its holder registered since) kept the clearance of an older
     // one for up to its validity (found by review: REGISTRY_CLEAR where
     // the latest answer was "opposed").
-    if registry.kind == crate::model::RegistryKind::Allowlist
-        && matches!(args.mode, ModeArg::Add)
-        && args.opposed.is_none()
-        && args.submitted.is_none()
-    {
+    let allowlist_add =
+        registry.kind == crate::model::RegistryKind::Allowlist && matches!(args.mode, ModeArg::Add);
+    if allowlist_add && postgres_settings(config).is_some() {
+        bail!(
+            "--mode add of an allow-list is not built yet for store.backend = \"postgres\" (it needs --submitted or --opposed, whose opposed answers go to the contact records): import the controller's whole list with --mode replace. Nothing imported"
+        );
+    }
+    if allowlist_add && args.opposed.is_none() && args.submitted.is_none() {
         bail!(
             "--mode add of an allow-list needs --submitted FILE (the numbers submitted for this answer: those it leaves out are recorded as opposed) or --opposed FILE: a number the answer withholds would otherwise keep an older clearance. Nothing imported"
         );

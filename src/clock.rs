@@ -72,12 +72,20 @@ mod tests {
 pub struct BootInstant(std::time::Duration);
 
 impl BootInstant {
+    #[cfg(target_os = "linux")]
     pub fn now() -> BootInstant {
         let t = rustix::time::clock_gettime(rustix::time::ClockId::Boottime);
         BootInstant(
             std::time::Duration::from_secs(u64::try_from(t.tv_sec).unwrap_or(0))
                 + std::time::Duration::from_nanos(u64::try_from(t.tv_nsec).unwrap_or(0)),
         )
+    }
+
+    /// Elsewhere, the monotonic clock (which may stop while suspended).
+    #[cfg(not(target_os = "linux"))]
+    pub fn now() -> BootInstant {
+        static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+        BootInstant(START.get_or_init(std::time::Instant::now).elapsed())
     }
 
     /// The time from `earlier` to this reading (zero if it is later).

@@ -679,8 +679,6 @@ impl Gateway {
         })
     }
 
-    /// Refuses to decide while the contact records have failed to reload
-    /// for longer than [`contacts_behind_limit`].
     /// An ALLOW is answered only while the contact records are still in
     /// sync after its log write, which may have waited (on the shared
     /// database, up to `unavailable_after`): an opt-out another replica
@@ -695,6 +693,8 @@ impl Gateway {
         Ok(outcome)
     }
 
+    /// Refuses to decide while the contact records have failed to reload
+    /// for longer than [`contacts_behind_limit`].
     fn contacts_in_sync(&self) -> Result<(), CheckError> {
         match self.contacts.failing_for() {
             Some(behind) if behind > self.contacts.behind_limit(self.contacts_behind_limit) => {

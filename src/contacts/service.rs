@@ -217,6 +217,9 @@ pub struct Records {
     shared_log: Option<crate::store::postgres::Pg>,
 }
 
+/// How long an export may read the shared decision log.
+const EXPORT_DEADLINE: std::time::Duration = std::time::Duration::from_secs(600);
+
 /// The longest number text accepted, in bytes.
 pub const MAX_NUMBER_BYTES: usize = 64;
 /// The longest controller or campaign id accepted, in characters.
@@ -979,12 +982,18 @@ impl Records {
             let runtime = tokio::runtime::Handle::try_current().map_err(|e| {
                 crate::store::postgres::PgError::Setup(format!("no runtime to read it: {e}"))
             })?;
-            runtime.block_on(crate::decision_log::shared_audit::export(
+            // Bounded: a stalled database fails this export rather than
+            // holding every later one behind it (a scan of years of
+            // decisions may take minutes).
+            let export = crate::decision_log::shared_audit::export(
                 pg,
                 &filter,
                 ExportFormat::Jsonl,
                 &mut out,
-            ))?;
+            );
+            runtime
+                .block_on(tokio::time::timeout(EXPORT_DEADLINE, export))
+                .map_err(|_| crate::store::postgres::PgError::Timeout(EXPORT_DEADLINE))??;
         } else {
             if !self.decisions_db.exists() {
                 return Ok(Vec::new());

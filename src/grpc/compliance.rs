@@ -108,11 +108,11 @@ impl ComplianceGateway for ComplianceGatewayService {
 /// The most numbers of a ScreenNumbers stream screened as one run.
 const SCREEN_RUN: usize = 256;
 
-/// Screens one item of a ScreenNumbers stream with the run's screener
-/// (made at the run's first item).
 /// The characters of a screened item's `ref` an error quotes.
 const SHOWN_REF_CHARS: usize = 40;
 
+/// Screens one item of a ScreenNumbers stream with the run's screener
+/// (made at the run's first item).
 fn screen_item<'g>(
     gateway: &'g Gateway,
     caller: Option<&crate::auth::Caller>,

@@ -125,7 +125,7 @@ pub(super) fn statute() -> Statute {
             hours: vec![Rule::since(
                 date(2023, 10, 1),
                 WeeklyHours::every_day(&[Span::hours(9, 20)]),
-                "Conn. Gen. Stat. §42-288a as amended in 2023 (Public Act 23-98, from 1 Oct                  2023): telephonic sales calls 09:00-20:00 (secondary sources)",
+                "Conn. Gen. Stat. §42-288a as amended in 2023 (Public Act 23-98, from 1 Oct 2023): telephonic sales calls 09:00-20:00 (secondary sources)",
             )],
             attempt_caps: Vec::new(),
         },

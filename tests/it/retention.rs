@@ -1468,3 +1468,42 @@ async fn test_a_restore_keeps_what_a_withdrawal_dated_before_the_grant_bound() {
         "withdrawn consent ALLOWed again after restore: {failures:#?}"
     );
 }
+
+/// A backup keeps only the checkpoints that vouch for the log it copied:
+/// one the running server appended after the copy (here written by hand,
+/// seq 999) vouched for rows the backup lacks, and restoring the backup
+/// into a data_dir that lost its log was refused as a truncated log
+/// (found by review).
+#[tokio::test(flavor = "multi_thread")]
+async fn test_a_backup_keeps_only_the_checkpoints_of_the_log_it_copied() {
+    let shared = tempfile::tempdir().unwrap();
+    let ws = Workspace::new(&standard_config(""));
+    ws.import("it-rpo", &["+39 333 123 4567"], &["--controller", "acme"]);
+    {
+        let server = ws.start();
+        server
+            .gateway()
+            .await
+            .check_call(call("+39 333 123 4567", "+390212345678", "it-sales"))
+            .await
+            .unwrap();
+        server.terminate();
+    }
+    let live = ws.data_dir().join("checkpoints.jsonl");
+    let mut text = std::fs::read_to_string(&live).unwrap();
+    assert!(!text.is_empty());
+    text.push_str("{\"seq\":999,\"hash\":\"after-the-copy\",\"at\":\"2026-11-28T00:00:00Z\"}\n");
+    std::fs::write(&live, text).unwrap();
+    let backup_dir = shared.path().join("backup");
+    ws.cli_ok(&["backup", "--to", path_str(&backup_dir)]);
+    let copied = std::fs::read_to_string(backup_dir.join("checkpoints.jsonl")).unwrap();
+    assert!(!copied.is_empty(), "the log's own checkpoints are kept");
+    assert!(!copied.contains("after-the-copy"), "{copied}");
+    let lost = Workspace::new(&standard_config(""));
+    lost.cli_ok(&[
+        "restore",
+        "--from",
+        path_str(&backup_dir),
+        "--without-ledger",
+    ]);
+}
