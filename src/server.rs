@@ -153,13 +153,20 @@ fn refuse_names_spelled_otherwise(stores: &Stores) -> anyhow::Result<()> {
         controllers.map(String::as_str),
         names.campaigns.iter().map(String::as_str),
     ) {
+        // A stored spelling with an invisible character cannot be
+        // configured again (refused since 28 Nov 2026): say so rather than
+        // advise it.
+        let advice = if respelled.stored.chars().any(crate::config::is_invisible) {
+            "the stored spelling holds an invisible character, which a configured controller may no longer hold, and dialgate has no command yet to rename a controller's stored records: no configuration can start on these records as they are (keep the previous release running on them)".to_string()
+        } else {
+            format!("spell it {:?} again", respelled.stored)
+        };
         anyhow::bail!(
-            "{}: the stored opt-outs, withdrawals or logged calls name the {} {:?}, which the configuration spells {:?}: opt-outs and attempt caps bind it by its exact spelling, so with this change they would bind nothing; spell it {:?} again",
+            "{}: the stored opt-outs, withdrawals or logged calls name the {} {:?}, which the configuration spells {:?}: opt-outs and attempt caps bind it by its exact spelling, so with this change they would bind nothing; {advice}",
             stores.config.origin,
             respelled.what,
             respelled.stored,
             respelled.configured,
-            respelled.stored,
         );
     }
     Ok(())
