@@ -892,7 +892,7 @@ fn read_startup_state(conn: &Connection, scan: StartupScan) -> Result<StartupSta
     // rather than leaving its ALLOWs uncounted (found by review).
     let mut newer: Option<(i64, String)> = None;
     while let Some(row) = rows.next()? {
-        let (row, hash) = read_row(row)?;
+        let (mut row, hash) = read_row(row)?;
         if let Some((newer_seq, newer_prev)) = &newer
             && (row.seq != newer_seq - 1 || hash != *newer_prev)
         {
@@ -901,7 +901,8 @@ fn read_startup_state(conn: &Connection, scan: StartupScan) -> Result<StartupSta
                 row.seq
             )));
         }
-        newer = Some((row.seq, row.prev_hash.clone()));
+        // Taken, not copied: nothing below reads it.
+        newer = Some((row.seq, std::mem::take(&mut row.prev_hash)));
         let allowed = match row.verdict.as_str() {
             "ALLOW" => true,
             "DENY" => false,

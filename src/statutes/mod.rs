@@ -108,24 +108,20 @@ impl Period {
     /// period beginning in the first hour of 29 February in Madrid (still
     /// the 28th in UTC) ended a day late (found by review).
     pub fn after(self, from: jiff::Timestamp) -> jiff::Timestamp {
-        let add_in = |offset_hours: i8, span: jiff::Span| {
-            let zone = jiff::tz::TimeZone::fixed(jiff::tz::offset(offset_hours));
-            from.to_zoned(zone)
-                .checked_add(span)
-                .map(|z| z.timestamp())
-                .unwrap_or(jiff::Timestamp::MAX)
-        };
         match self {
             Period::Months(m) => {
+                // On days 2 to 27 (UTC) the start's date anywhere is in the
+                // same month and before its 29th: no month end to clamp,
+                // every date gives the same instant (CheckCall's path reads
+                // this for consents and relationships: one addition there).
                 let months = jiff::Span::new().months(i64::from(m));
-                [-12, 0, 14]
-                    .into_iter()
-                    .map(|hours| add_in(hours, months))
-                    .min()
-                    .unwrap_or(jiff::Timestamp::MAX)
+                if (2..=27).contains(&from.to_zoned(jiff::tz::TimeZone::UTC).day()) {
+                    return add_at_offset(from, 0, months);
+                }
+                earliest_months_after(from, months)
             }
             // Days are 24 hours wherever the offset is fixed.
-            Period::Days(d) => add_in(0, jiff::Span::new().days(i64::from(d))),
+            Period::Days(d) => add_at_offset(from, 0, jiff::Span::new().days(i64::from(d))),
             Period::Earlier { months, days } => Period::Months(months)
                 .after(from)
                 .min(Period::Days(days).after(from)),
@@ -163,6 +159,26 @@ impl Period {
             (None, None) => Period::Days(0),
         })
     }
+}
+
+/// `from` plus `span` counted on the civil date and time at a fixed UTC
+/// offset of `offset_hours`.
+fn add_at_offset(from: jiff::Timestamp, offset_hours: i8, span: jiff::Span) -> jiff::Timestamp {
+    let zone = jiff::tz::TimeZone::fixed(jiff::tz::offset(offset_hours));
+    from.to_zoned(zone)
+        .checked_add(span)
+        .map(|z| z.timestamp())
+        .unwrap_or(jiff::Timestamp::MAX)
+}
+
+/// `from` plus `months` on the earliest of the dates it falls on anywhere
+/// (UTC-12, UTC, UTC+14 cover the previous, the same and the next day).
+fn earliest_months_after(from: jiff::Timestamp, months: jiff::Span) -> jiff::Timestamp {
+    [-12, 0, 14]
+        .into_iter()
+        .map(|hours| add_at_offset(from, hours, months))
+        .min()
+        .unwrap_or(jiff::Timestamp::MAX)
 }
 
 impl std::fmt::Display for Period {

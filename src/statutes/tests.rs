@@ -370,3 +370,21 @@ fn test_months_end_on_the_earliest_local_date() {
         "2026-04-14T12:00:00Z".parse::<jiff::Timestamp>().unwrap()
     );
 }
+
+/// The short way of `Period::after` (a start on days 2 to 27, UTC) gives
+/// what counting on every date the start falls on gives.
+#[test]
+fn test_months_counted_the_short_way_agree_with_every_date() {
+    let mut at: jiff::Timestamp = "2027-01-01T00:00:00Z".parse().unwrap();
+    let end: jiff::Timestamp = "2029-01-01T00:00:00Z".parse().unwrap();
+    while at < end {
+        for m in [1, 12, 24] {
+            assert_eq!(
+                Period::Months(m).after(at),
+                super::earliest_months_after(at, jiff::Span::new().months(i64::from(m))),
+                "{at} + {m} months"
+            );
+        }
+        at += jiff::SignedDuration::from_mins(7 * 60 + 13);
+    }
+}

@@ -283,6 +283,32 @@ async fn test_a_clock_set_back_within_the_tolerance_allows_only_what_the_latest_
     assert!(status.success());
 }
 
+/// The latest decision's instant in the log.
+const LATEST_DECIDED_AT: &str =
+    "SELECT decided_at_us FROM decisions WHERE seq = (SELECT MAX(seq) FROM decisions)";
+
+/// One decision of `ws`'s server (started and stopped), then the latest
+/// decision logged an hour ahead of the clock, as a clock running ahead
+/// and set back since would leave it; returns that instant (µs).
+async fn decided_then_logged_an_hour_ahead(ws: &Workspace) -> i64 {
+    let server = ws.start();
+    ComplianceGatewayClient::new(server.channel().await)
+        .check_call(call("+39 333 123 4567", "+390212345678", "it-sales"))
+        .await
+        .expect("decided");
+    let (status, _) = server.terminate();
+    assert!(status.success());
+    let ahead = jiff::Timestamp::now().as_microsecond() + 3_600_000_000;
+    rusqlite::Connection::open(ws.data_dir().join("decisions.db"))
+        .unwrap()
+        .execute(
+            "UPDATE decisions SET decided_at_us = ?1 WHERE seq = (SELECT MAX(seq) FROM decisions)",
+            [ahead],
+        )
+        .unwrap();
+    ahead
+}
+
 /// A decision made while the clock reads earlier than the latest instant
 /// decided on (set back within the tolerance) is logged, and its attempt
 /// kept, at that latest instant: stamped at the earlier reading, the
@@ -295,34 +321,17 @@ async fn test_a_decision_with_the_clock_set_back_is_logged_at_the_latest_instant
         "shutdown_grace_ms = 5000\n\n[log]\nclock_step_tolerance_seconds = 7200",
     ));
     ws.import("it-rpo", &["+39 333 123 4567"], &["--controller", "acme"]);
-    let server = ws.start();
-    let mut gateway = ComplianceGatewayClient::new(server.channel().await);
     let check = || call("+39 333 123 4567", "+390212345678", "it-sales");
-    gateway.check_call(check()).await.expect("decided");
-    let (status, _) = server.terminate();
-    assert!(status.success());
-
-    let log = rusqlite::Connection::open(ws.data_dir().join("decisions.db")).unwrap();
-    let ahead = jiff::Timestamp::now().as_microsecond() + 3_600_000_000;
-    log.execute(
-        "UPDATE decisions SET decided_at_us = ?1 WHERE seq = (SELECT MAX(seq) FROM decisions)",
-        [ahead],
-    )
-    .unwrap();
-    drop(log);
+    let ahead = decided_then_logged_an_hour_ahead(&ws).await;
 
     let server = ws.start();
     let mut gateway = ComplianceGatewayClient::new(server.channel().await);
     gateway.check_call(check()).await.expect("decided");
     let (status, _) = server.terminate();
     assert!(status.success());
-    let log = rusqlite::Connection::open(ws.data_dir().join("decisions.db")).unwrap();
-    let logged: i64 = log
-        .query_row(
-            "SELECT decided_at_us FROM decisions WHERE seq = (SELECT MAX(seq) FROM decisions)",
-            [],
-            |r| r.get(0),
-        )
+    let logged: i64 = rusqlite::Connection::open(ws.data_dir().join("decisions.db"))
+        .unwrap()
+        .query_row(LATEST_DECIDED_AT, [], |r| r.get(0))
         .unwrap();
     assert!(
         logged >= ahead,
@@ -334,21 +343,8 @@ async fn test_a_decision_with_the_clock_set_back_is_logged_at_the_latest_instant
 async fn test_a_clock_set_back_stops_decisions() {
     let ws = Workspace::new(&standard_config(""));
     ws.import("it-rpo", &["+39 333 123 4567"], &["--controller", "acme"]);
-    let server = ws.start();
-    let mut gateway = ComplianceGatewayClient::new(server.channel().await);
     let check = || call("+39 333 123 4567", "+390212345678", "it-sales");
-    gateway.check_call(check()).await.expect("decided");
-    let (status, _) = server.terminate();
-    assert!(status.success());
-
-    let log = rusqlite::Connection::open(ws.data_dir().join("decisions.db")).unwrap();
-    let hour_ahead = jiff::Timestamp::now().as_microsecond() + 3_600_000_000;
-    log.execute(
-        "UPDATE decisions SET decided_at_us = ?1 WHERE seq = (SELECT MAX(seq) FROM decisions)",
-        [hour_ahead],
-    )
-    .unwrap();
-    drop(log);
+    decided_then_logged_an_hour_ahead(&ws).await;
 
     let server = ws.start();
     let mut gateway = ComplianceGatewayClient::new(server.channel().await);
