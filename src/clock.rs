@@ -97,4 +97,16 @@ impl BootInstant {
     pub fn elapsed(self) -> std::time::Duration {
         BootInstant::now().saturating_duration_since(self)
     }
+
+    /// The reading: the time counted since boot (elsewhere than Linux,
+    /// since the first reading).
+    pub fn since_boot(self) -> std::time::Duration {
+        self.0
+    }
+
+    /// The reading `since_boot` after boot (for tests of what reads it).
+    #[cfg(test)]
+    pub const fn after_boot(since_boot: std::time::Duration) -> BootInstant {
+        BootInstant(since_boot)
+    }
 }

@@ -13,23 +13,40 @@
 //! call at 19:59:56 by a clock set back from 20:00:05 was allowed in
 //! Italy), and one not yet open is not opened by the latest instant of a
 //! clock that ran ahead (deciding at the latest instant alone did that).
+//!
+//! A clock stepped forward is refused too, while the server runs: the wall
+//! clock and the clock that counts since boot (suspends included) advance
+//! together, whatever NTP slews; only a step moves one against the other.
+//! A reading more than the tolerance ahead of the wall clock at start-up
+//! plus the time counted since is refused UNAVAILABLE ([`ClockRefused::Ahead`])
+//! until the clock is set back or dialgate restarts (a restart trusts the
+//! clock it finds): a clock stepped ahead opens a calling window early
+//! and ages attempts out of their caps (found by review). Which of the two
+//! readings is right cannot be told here; neither is decided on.
 
 use std::sync::atomic::{AtomicI64, Ordering};
 
 use jiff::{SignedDuration, Timestamp};
 
-/// The latest instant decided on, and how far behind it the clock may read.
+use crate::clock::BootInstant;
+
+/// The latest instant decided on, how far behind it the clock may read,
+/// and the wall clock's offset from the boot clock at start-up.
 #[derive(Debug)]
 pub struct ClockGuard {
     latest_us: AtomicI64,
     tolerance_us: i64,
+    /// Wall-clock microseconds minus boot-clock microseconds at start-up.
+    offset_us: i64,
 }
 
-/// The clock read earlier than the latest decision by more than allowed.
+/// Why no decision may be made at a clock's reading.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ClockBehind {
-    pub now: Timestamp,
-    pub latest: Timestamp,
+pub enum ClockRefused {
+    /// Earlier than the latest decision by more than the tolerance.
+    Behind { now: Timestamp, latest: Timestamp },
+    /// Later than the time kept since start-up by more than the tolerance.
+    Ahead { now: Timestamp, kept: Timestamp },
 }
 
 /// The latest instant is written again only once the clock is this far
@@ -37,28 +54,42 @@ pub struct ClockBehind {
 const STEP_US: i64 = 100_000;
 
 impl ClockGuard {
-    /// A guard from `latest`, the latest decision logged (none: the first).
+    /// A guard from `latest`, the latest decision logged (none: the first),
+    /// taking the clock as it reads now as the right time.
     pub fn new(latest: Option<Timestamp>, tolerance: SignedDuration) -> ClockGuard {
+        ClockGuard::starting(latest, tolerance, Timestamp::now(), BootInstant::now())
+    }
+
+    /// A guard whose start-up read the wall clock at `wall` and the boot
+    /// clock at `boot`.
+    fn starting(
+        latest: Option<Timestamp>,
+        tolerance: SignedDuration,
+        wall: Timestamp,
+        boot: BootInstant,
+    ) -> ClockGuard {
         ClockGuard {
             latest_us: AtomicI64::new(latest.map_or(i64::MIN, |at| at.as_microsecond())),
             tolerance_us: i64::try_from(tolerance.as_micros()).unwrap_or(i64::MAX),
+            offset_us: wall.as_microsecond().saturating_sub(boot_us(boot)),
         }
     }
 
     /// Refuses `now` earlier than the latest instant decided on by more
-    /// than the tolerance; remembers a later one.
+    /// than the tolerance, or stepped ahead of the time kept since start-up
+    /// by more than the tolerance; remembers a later one.
     ///
     /// # Errors
-    /// [`ClockBehind`]: no decision may be made at `now`.
-    pub fn check(&self, now: Timestamp) -> Result<(), ClockBehind> {
+    /// [`ClockRefused`]: no decision may be made at `now`.
+    pub fn check(&self, now: Timestamp) -> Result<(), ClockRefused> {
+        self.check_against(now, BootInstant::now())
+    }
+
+    /// [`ClockGuard::check`] with the boot clock read at `boot`.
+    fn check_against(&self, now: Timestamp, boot: BootInstant) -> Result<(), ClockRefused> {
         let now_us = now.as_microsecond();
         let latest_us = self.latest_us.load(Ordering::Relaxed);
-        if self.refuses(now_us, latest_us) {
-            return Err(ClockBehind {
-                now,
-                latest: Timestamp::from_microsecond(latest_us).unwrap_or(Timestamp::MAX),
-            });
-        }
+        self.refusal(now, boot, latest_us).map_or(Ok(()), Err)?;
         if now_us > latest_us.saturating_add(STEP_US) {
             self.latest_us.fetch_max(now_us, Ordering::Relaxed);
         }
@@ -66,15 +97,36 @@ impl ClockGuard {
     }
 
     /// Whether `now` is refused (without remembering anything): readiness.
-    pub fn behind(&self, now: Timestamp) -> bool {
-        self.refuses(now.as_microsecond(), self.latest_us.load(Ordering::Relaxed))
+    pub fn refuses(&self, now: Timestamp) -> bool {
+        self.refusal(
+            now,
+            BootInstant::now(),
+            self.latest_us.load(Ordering::Relaxed),
+        )
+        .is_some()
     }
 
-    /// A clock reading `now_us` behind `latest_us` by more than the
-    /// tolerance, or before 1970: wrong whatever was logged (and the
-    /// decision ids, time-ordered, cannot be made from it).
-    fn refuses(&self, now_us: i64, latest_us: i64) -> bool {
-        now_us < latest_us.saturating_sub(self.tolerance_us) || now_us < 0
+    /// Why a clock reading `now` (the boot clock reading `boot`) is
+    /// refused: behind `latest_us` by more than the tolerance, or before
+    /// 1970 (wrong whatever was logged, and the decision ids, time-ordered,
+    /// cannot be made from it); or ahead of the time kept since start-up
+    /// by more than the tolerance.
+    fn refusal(&self, now: Timestamp, boot: BootInstant, latest_us: i64) -> Option<ClockRefused> {
+        let now_us = now.as_microsecond();
+        if now_us < latest_us.saturating_sub(self.tolerance_us) || now_us < 0 {
+            return Some(ClockRefused::Behind {
+                now,
+                latest: Timestamp::from_microsecond(latest_us).unwrap_or(Timestamp::MAX),
+            });
+        }
+        let kept_us = self.offset_us.saturating_add(boot_us(boot));
+        if now_us > kept_us.saturating_add(self.tolerance_us) {
+            return Some(ClockRefused::Ahead {
+                now,
+                kept: Timestamp::from_microsecond(kept_us).unwrap_or(Timestamp::MIN),
+            });
+        }
+        None
     }
 
     /// The latest instant decided on, when the clock reads earlier than it
@@ -89,56 +141,141 @@ impl ClockGuard {
     }
 }
 
+/// A boot-clock reading in microseconds.
+fn boot_us(boot: BootInstant) -> i64 {
+    i64::try_from(boot.since_boot().as_micros()).unwrap_or(i64::MAX)
+}
+
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     fn at(text: &str) -> Timestamp {
         text.parse().unwrap()
     }
 
+    /// A guard whose start-up read the wall clock in 1970, and a boot
+    /// clock a century on: only a clock set back is refused.
+    fn behind_only(latest: Option<Timestamp>, tolerance_s: i64) -> ClockGuard {
+        ClockGuard::starting(
+            latest,
+            SignedDuration::from_secs(tolerance_s),
+            Timestamp::UNIX_EPOCH,
+            BootInstant::after_boot(Duration::ZERO),
+        )
+    }
+
+    const CENTURY: BootInstant = BootInstant::after_boot(Duration::from_secs(3_155_760_000));
+
     #[test]
     fn test_a_clock_gone_back_past_the_tolerance_is_refused() {
-        let guard = ClockGuard::new(
-            Some(at("2026-11-27T10:00:00Z")),
-            SignedDuration::from_secs(10),
-        );
+        let guard = behind_only(Some(at("2026-11-27T10:00:00Z")), 10);
+        let check = |now: &str| guard.check_against(at(now), CENTURY);
         // Within the tolerance: allowed, and the latest instant named for
         // the second decision.
-        assert!(guard.check(at("2026-11-27T09:59:51Z")).is_ok(), "within");
+        assert!(check("2026-11-27T09:59:51Z").is_ok(), "within");
         assert_eq!(
             guard.ahead_of(at("2026-11-27T09:59:51Z")),
             Some(at("2026-11-27T10:00:00Z"))
         );
         assert_eq!(
-            guard.check(at("2026-11-27T09:59:49Z")),
-            Err(ClockBehind {
+            check("2026-11-27T09:59:49Z"),
+            Err(ClockRefused::Behind {
                 now: at("2026-11-27T09:59:49Z"),
                 latest: at("2026-11-27T10:00:00Z"),
             })
         );
         // A later decision moves the mark; the clock then may not go back
         // behind it either.
-        assert!(guard.check(at("2026-11-27T11:00:00Z")).is_ok());
-        assert!(guard.check(at("2026-11-27T10:30:00Z")).is_err());
-        assert!(guard.check(at("2026-11-27T10:59:55Z")).is_ok());
+        assert!(check("2026-11-27T11:00:00Z").is_ok());
+        assert!(check("2026-11-27T10:30:00Z").is_err());
+        assert!(check("2026-11-27T10:59:55Z").is_ok());
         assert_eq!(
             guard.ahead_of(at("2026-11-27T10:59:55Z")),
             Some(at("2026-11-27T11:00:00Z"))
         );
-        assert!(guard.check(at("2026-11-27T11:00:01Z")).is_ok());
+        assert!(check("2026-11-27T11:00:01Z").is_ok());
         assert_eq!(guard.ahead_of(at("2026-11-27T11:00:01Z")), None);
     }
 
     #[test]
     fn test_a_first_start_has_nothing_to_compare() {
-        let guard = ClockGuard::new(None, SignedDuration::from_secs(1));
-        assert!(guard.check(at("1971-01-01T00:00:00Z")).is_ok());
-        assert!(guard.check(at("1970-12-31T23:00:00Z")).is_err());
+        let guard = behind_only(None, 1);
+        assert!(
+            guard
+                .check_against(at("1971-01-01T00:00:00Z"), CENTURY)
+                .is_ok()
+        );
+        assert!(
+            guard
+                .check_against(at("1970-12-31T23:00:00Z"), CENTURY)
+                .is_err()
+        );
         // Before 1970 on a first start: refused (the decision id could not
         // be made; found by review).
-        let first = ClockGuard::new(None, SignedDuration::from_secs(1));
-        assert!(first.check(at("1969-12-31T23:59:59Z")).is_err());
-        assert!(first.check(at("1926-05-01T10:00:00Z")).is_err());
+        let first = behind_only(None, 1);
+        assert!(
+            first
+                .check_against(at("1969-12-31T23:59:59Z"), CENTURY)
+                .is_err()
+        );
+        assert!(
+            first
+                .check_against(at("1926-05-01T10:00:00Z"), CENTURY)
+                .is_err()
+        );
+    }
+
+    /// A clock stepped ahead while the server runs (an operator's `date
+    /// -s`, a bad time source) is refused until set right; a slew within
+    /// the tolerance and a suspend (both clocks count it) are not.
+    #[test]
+    fn test_a_clock_stepped_ahead_is_refused_until_set_right() {
+        let started = Duration::from_secs(1_000);
+        let guard = ClockGuard::starting(
+            None,
+            SignedDuration::from_secs(10),
+            at("2026-11-28T08:00:00Z"),
+            BootInstant::after_boot(started),
+        );
+        let after = |secs: u64| BootInstant::after_boot(started + Duration::from_secs(secs));
+        assert!(
+            guard
+                .check_against(at("2026-11-28T09:00:00Z"), after(3_600))
+                .is_ok()
+        );
+        // Stepped three hours ahead: 09:00:30 reads 12:00:30.
+        assert_eq!(
+            guard.check_against(at("2026-11-28T12:00:30Z"), after(3_630)),
+            Err(ClockRefused::Ahead {
+                now: at("2026-11-28T12:00:30Z"),
+                kept: at("2026-11-28T09:00:30Z"),
+            })
+        );
+        assert!(
+            guard
+                .refusal(at("2026-11-28T12:00:31Z"), after(3_631), i64::MIN)
+                .is_some()
+        );
+        // Nine seconds ahead: within the tolerance.
+        assert!(
+            guard
+                .check_against(at("2026-11-28T09:01:09Z"), after(3_660))
+                .is_ok()
+        );
+        // Set right again.
+        assert!(
+            guard
+                .check_against(at("2026-11-28T09:02:00Z"), after(3_720))
+                .is_ok()
+        );
+        // Ten hours suspended: both clocks moved on.
+        assert!(
+            guard
+                .check_against(at("2026-11-28T19:02:00Z"), after(39_720))
+                .is_ok()
+        );
     }
 }

@@ -200,9 +200,9 @@ impl HasKind for CheckError {
             | CheckError::AllowExpired { .. }
             | CheckError::AllowWithdrawn { .. } => ErrorKind::AlreadyExists,
             CheckError::Log(err) => err.kind(),
-            CheckError::ContactsBehind { .. } | CheckError::ClockBehind { .. } => {
-                ErrorKind::Unavailable
-            }
+            CheckError::ContactsBehind { .. }
+            | CheckError::ClockBehind { .. }
+            | CheckError::ClockAhead { .. } => ErrorKind::Unavailable,
             CheckError::OutOfScope(err) => err.kind(),
         }
     }

@@ -11,7 +11,7 @@ use smallvec::SmallVec;
 
 use crate::attempts::AttemptLedger;
 use crate::calling::{AttemptLimit, WindowMemo};
-use crate::clock_guard::ClockGuard;
+use crate::clock_guard::{ClockGuard, ClockRefused};
 use crate::config::{CampaignConfig, Config};
 use crate::contacts::ContactStore;
 use crate::decision::{DecisionSources, RunSetting, decide, decide_reusing, normalize_called};
@@ -107,6 +107,12 @@ pub enum CheckError {
         "the clock reads {now}, before the latest decision ({latest}): it was set back; no decision until it catches up (log.clock_step_tolerance_seconds)"
     )]
     ClockBehind { now: Timestamp, latest: Timestamp },
+    /// The clock was stepped ahead of the time kept since start-up (see
+    /// `clock_guard`): nothing was decided or logged.
+    #[error(
+        "the clock reads {now}, ahead of the time kept since start-up ({kept}): it was set forward; no decision until it is set right, or dialgate restarts once the host's clock is checked (log.clock_step_tolerance_seconds)"
+    )]
+    ClockAhead { now: Timestamp, kept: Timestamp },
     /// The campaign's controller is not one of the API key's: nothing was
     /// decided or logged.
     #[error(transparent)]
@@ -338,14 +344,17 @@ impl Gateway {
         Arc::clone(&self.clock)
     }
 
-    /// Refuses to decide at `now` if the clock went back (see
-    /// [`ClockGuard`]).
+    /// Refuses to decide at `now` if the clock went back, or was stepped
+    /// ahead (see [`ClockGuard`]).
     fn clock_checked(&self, now: Timestamp) -> Result<Timestamp, CheckError> {
-        self.clock.check(now).map_err(|behind| {
-            tracing::error!(now = %behind.now, latest = %behind.latest, "the clock reads before the latest decision: no decision until it catches up");
-            CheckError::ClockBehind {
-                now: behind.now,
-                latest: behind.latest,
+        self.clock.check(now).map_err(|refused| match refused {
+            ClockRefused::Behind { now, latest } => {
+                tracing::error!(%now, %latest, "the clock reads before the latest decision: no decision until it catches up");
+                CheckError::ClockBehind { now, latest }
+            }
+            ClockRefused::Ahead { now, kept } => {
+                tracing::error!(%now, %kept, "the clock was stepped ahead of the time kept since start-up: no decision until it is set right or dialgate restarts");
+                CheckError::ClockAhead { now, kept }
             }
         })?;
         Ok(now)

@@ -35,7 +35,7 @@ pub struct Shared {
 
 impl Shared {
     /// Ready to decide: started, not shutting down, the log is committing,
-    /// the contact records reload and the clock is not set back.
+    /// the contact records reload and the clock is not set back or ahead.
     pub fn is_ready(&self) -> bool {
         let limit =
             crate::gateway::contacts_behind_limit(self.config.server.registry_reload_interval_ms);
@@ -45,6 +45,6 @@ impl Shared {
                 .contacts
                 .failing_for()
                 .is_none_or(|behind| behind <= self.contacts.behind_limit(limit))
-            && !self.clock.behind(jiff::Timestamp::now())
+            && !self.clock.refuses(jiff::Timestamp::now())
     }
 }

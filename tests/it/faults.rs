@@ -395,3 +395,52 @@ async fn test_a_clock_set_back_stops_decisions() {
     let (status, _) = server.terminate();
     assert!(status.success());
 }
+
+/// libfaketime (Debian `libfaketime`), preloaded into the server to step
+/// its wall clock while it runs (it leaves the boot clock alone).
+const FAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1";
+
+/// A wall clock stepped three hours ahead while the server runs (an
+/// operator's `date -s`, a bad time source) opened the calling window
+/// early and aged attempts out of their caps: decisions stop until the
+/// clock is set right (found by review; README listed it as not done).
+#[tokio::test(flavor = "multi_thread")]
+async fn test_a_clock_stepped_ahead_while_serving_stops_decisions() {
+    if !std::path::Path::new(FAKETIME).exists() {
+        assert!(
+            std::env::var_os("DIALGATE_REQUIRE_FAULTS").is_none(),
+            "libfaketime is missing, but fault tests are required"
+        );
+        eprintln!("skipped: libfaketime is not installed");
+        return;
+    }
+    let ws = Workspace::new(&standard_config(""));
+    ws.import("it-rpo", &["+39 333 123 4567"], &["--controller", "acme"]);
+    let offset = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(offset.path(), "+0\n").unwrap();
+    let server = ws.start_with_env(&[
+        ("LD_PRELOAD", FAKETIME.as_ref()),
+        ("FAKETIME_TIMESTAMP_FILE", offset.path().as_os_str()),
+        ("FAKETIME_NO_CACHE", "1".as_ref()),
+        ("FAKETIME_DONT_FAKE_MONOTONIC", "1".as_ref()),
+    ]);
+    let mut gateway = ComplianceGatewayClient::new(server.channel().await);
+    let check = || call("+39 333 123 4567", "+390212345678", "it-sales");
+    gateway.check_call(check()).await.expect("decided");
+    assert_eq!(server.get("/readyz").0, 200);
+
+    std::fs::write(offset.path(), "+3h\n").unwrap();
+    let status = gateway.check_call(check()).await.unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert!(
+        status.message().contains("set forward"),
+        "{}",
+        status.message()
+    );
+    assert_eq!(server.get("/readyz").0, 503);
+
+    std::fs::write(offset.path(), "+0\n").unwrap();
+    gateway.check_call(check()).await.expect("decided again");
+    let (status, _) = server.terminate();
+    assert!(status.success());
+}

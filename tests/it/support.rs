@@ -288,13 +288,18 @@ impl Workspace {
     }
 
     pub fn start(&self) -> TestServer {
-        TestServer::start(self, None)
+        TestServer::start(self, None, &[])
     }
 
     /// Starts the server with at most `open_files` descriptors (`ulimit -n`,
     /// soft and hard, so the server cannot raise it).
     pub fn start_with_open_files(&self, open_files: u32) -> TestServer {
-        TestServer::start(self, Some(open_files))
+        TestServer::start(self, Some(open_files), &[])
+    }
+
+    /// Starts the server with these environment variables added.
+    pub fn start_with_env(&self, env: &[(&str, &std::ffi::OsStr)]) -> TestServer {
+        TestServer::start(self, None, env)
     }
 }
 
@@ -317,7 +322,11 @@ pub struct TestServer {
 }
 
 impl TestServer {
-    fn start(workspace: &Workspace, open_files: Option<u32>) -> TestServer {
+    fn start(
+        workspace: &Workspace,
+        open_files: Option<u32>,
+        env: &[(&str, &std::ffi::OsStr)],
+    ) -> TestServer {
         let mut command = match open_files {
             None => Command::new(BIN),
             Some(n) => {
@@ -331,6 +340,7 @@ impl TestServer {
             .arg(workspace.config_path())
             .arg("serve")
             .env("DIALGATE_LOG", "info,dialgate=debug")
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
