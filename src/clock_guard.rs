@@ -14,14 +14,18 @@
 //! Italy), and one not yet open is not opened by the latest instant of a
 //! clock that ran ahead (deciding at the latest instant alone did that).
 //!
-//! A clock stepped forward is refused too, while the server runs: the wall
-//! clock and the clock that counts since boot (suspends included) advance
-//! together, whatever NTP slews; only a step moves one against the other.
-//! A reading more than the tolerance ahead of the wall clock at start-up
-//! plus the time counted since is refused UNAVAILABLE ([`ClockRefused::Ahead`])
-//! until the clock is set back or dialgate restarts (a restart trusts the
-//! clock it finds): a clock stepped ahead opens a calling window early
-//! and ages attempts out of their caps (found by review). Which of the two
+//! A clock stepped is refused too, either way, while the server runs,
+//! idle or not: the wall clock and the clock that counts since boot
+//! (suspends included) advance together, whatever NTP slews; only a step
+//! moves one against the other. The wall clock's offset from the boot
+//! clock is kept from start-up, and followed at each decision; a reading
+//! whose offset differs from the one kept by more than the tolerance is
+//! refused UNAVAILABLE ([`ClockRefused::Stepped`]) until the clock is set
+//! right or dialgate restarts (a restart trusts the clock it finds). A
+//! clock stepped ahead opens a calling window early and ages attempts out
+//! of their caps; one set back two hours while the gateway was idle
+//! reopened a window closed at 21:00 (found by reviews: the latest decision
+//! was hours older, so the check against it passed). Which of the two
 //! readings is right cannot be told here; neither is decided on.
 
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -31,13 +35,14 @@ use jiff::{SignedDuration, Timestamp};
 use crate::clock::BootInstant;
 
 /// The latest instant decided on, how far behind it the clock may read,
-/// and the wall clock's offset from the boot clock at start-up.
+/// and the wall clock's offset from the boot clock.
 #[derive(Debug)]
 pub struct ClockGuard {
     latest_us: AtomicI64,
     tolerance_us: i64,
-    /// Wall-clock microseconds minus boot-clock microseconds at start-up.
-    offset_us: i64,
+    /// Wall-clock microseconds minus boot-clock microseconds, at start-up
+    /// and then at the latest decision.
+    offset_us: AtomicI64,
 }
 
 /// Why no decision may be made at a clock's reading.
@@ -45,8 +50,9 @@ pub struct ClockGuard {
 pub enum ClockRefused {
     /// Earlier than the latest decision by more than the tolerance.
     Behind { now: Timestamp, latest: Timestamp },
-    /// Later than the time kept since start-up by more than the tolerance.
-    Ahead { now: Timestamp, kept: Timestamp },
+    /// Away from the time kept since start-up (the wall clock then, plus
+    /// the boot clock's count since) by more than the tolerance: stepped.
+    Stepped { now: Timestamp, kept: Timestamp },
 }
 
 /// The latest instant is written again only once the clock is this far
@@ -71,13 +77,13 @@ impl ClockGuard {
         ClockGuard {
             latest_us: AtomicI64::new(latest.map_or(i64::MIN, |at| at.as_microsecond())),
             tolerance_us: i64::try_from(tolerance.as_micros()).unwrap_or(i64::MAX),
-            offset_us: wall.as_microsecond().saturating_sub(boot_us(boot)),
+            offset_us: AtomicI64::new(wall.as_microsecond().saturating_sub(boot_us(boot))),
         }
     }
 
     /// Refuses `now` earlier than the latest instant decided on by more
-    /// than the tolerance, or stepped ahead of the time kept since start-up
-    /// by more than the tolerance; remembers a later one.
+    /// than the tolerance, or stepped away from the time kept by more than
+    /// the tolerance; remembers a later one, and the offset it reads.
     ///
     /// # Errors
     /// [`ClockRefused`]: no decision may be made at `now`.
@@ -93,24 +99,29 @@ impl ClockGuard {
         if now_us > latest_us.saturating_add(STEP_US) {
             self.latest_us.fetch_max(now_us, Ordering::Relaxed);
         }
+        // Followed: slews and steps within the tolerance add up only
+        // through decisions each within it of the one before.
+        self.offset_us
+            .store(now_us.saturating_sub(boot_us(boot)), Ordering::Relaxed);
         Ok(())
     }
 
     /// Whether `now` is refused (without remembering anything): readiness.
     pub fn refuses(&self, now: Timestamp) -> bool {
-        self.refusal(
-            now,
-            BootInstant::now(),
-            self.latest_us.load(Ordering::Relaxed),
-        )
-        .is_some()
+        self.refuses_at(now, BootInstant::now())
+    }
+
+    /// [`ClockGuard::refuses`] with the boot clock read at `boot`.
+    fn refuses_at(&self, now: Timestamp, boot: BootInstant) -> bool {
+        self.refusal(now, boot, self.latest_us.load(Ordering::Relaxed))
+            .is_some()
     }
 
     /// Why a clock reading `now` (the boot clock reading `boot`) is
     /// refused: behind `latest_us` by more than the tolerance, or before
     /// 1970 (wrong whatever was logged, and the decision ids, time-ordered,
-    /// cannot be made from it); or ahead of the time kept since start-up
-    /// by more than the tolerance.
+    /// cannot be made from it); or away from the time kept by more than the
+    /// tolerance.
     fn refusal(&self, now: Timestamp, boot: BootInstant, latest_us: i64) -> Option<ClockRefused> {
         let now_us = now.as_microsecond();
         if now_us < latest_us.saturating_sub(self.tolerance_us) || now_us < 0 {
@@ -119,9 +130,12 @@ impl ClockGuard {
                 latest: Timestamp::from_microsecond(latest_us).unwrap_or(Timestamp::MAX),
             });
         }
-        let kept_us = self.offset_us.saturating_add(boot_us(boot));
-        if now_us > kept_us.saturating_add(self.tolerance_us) {
-            return Some(ClockRefused::Ahead {
+        let kept_us = self
+            .offset_us
+            .load(Ordering::Relaxed)
+            .saturating_add(boot_us(boot));
+        if now_us.abs_diff(kept_us) > self.tolerance_us.unsigned_abs() {
+            return Some(ClockRefused::Stepped {
                 now,
                 kept: Timestamp::from_microsecond(kept_us).unwrap_or(Timestamp::MIN),
             });
@@ -156,8 +170,9 @@ mod tests {
         text.parse().unwrap()
     }
 
-    /// A guard whose start-up read the wall clock in 1970, and a boot
-    /// clock a century on: only a clock set back is refused.
+    /// A guard whose start-up read the wall clock in 1970 at boot; checked
+    /// with [`unstepped`], the boot clock moves with the wall clock, so
+    /// only a clock behind the latest decision is refused.
     fn behind_only(latest: Option<Timestamp>, tolerance_s: i64) -> ClockGuard {
         ClockGuard::starting(
             latest,
@@ -167,12 +182,17 @@ mod tests {
         )
     }
 
-    const CENTURY: BootInstant = BootInstant::after_boot(Duration::from_secs(3_155_760_000));
+    /// The boot clock's reading when the wall clock reads `now`, not
+    /// stepped since 1970.
+    fn unstepped(now: &str) -> BootInstant {
+        let since = at(now).as_microsecond().max(0);
+        BootInstant::after_boot(Duration::from_micros(since.unsigned_abs()))
+    }
 
     #[test]
     fn test_a_clock_gone_back_past_the_tolerance_is_refused() {
         let guard = behind_only(Some(at("2026-11-27T10:00:00Z")), 10);
-        let check = |now: &str| guard.check_against(at(now), CENTURY);
+        let check = |now: &str| guard.check_against(at(now), unstepped(now));
         // Within the tolerance: allowed, and the latest instant named for
         // the second decision.
         assert!(check("2026-11-27T09:59:51Z").is_ok(), "within");
@@ -205,12 +225,18 @@ mod tests {
         let guard = behind_only(None, 1);
         assert!(
             guard
-                .check_against(at("1971-01-01T00:00:00Z"), CENTURY)
+                .check_against(
+                    at("1971-01-01T00:00:00Z"),
+                    unstepped("1971-01-01T00:00:00Z")
+                )
                 .is_ok()
         );
         assert!(
             guard
-                .check_against(at("1970-12-31T23:00:00Z"), CENTURY)
+                .check_against(
+                    at("1970-12-31T23:00:00Z"),
+                    unstepped("1970-12-31T23:00:00Z")
+                )
                 .is_err()
         );
         // Before 1970 on a first start: refused (the decision id could not
@@ -218,12 +244,18 @@ mod tests {
         let first = behind_only(None, 1);
         assert!(
             first
-                .check_against(at("1969-12-31T23:59:59Z"), CENTURY)
+                .check_against(
+                    at("1969-12-31T23:59:59Z"),
+                    unstepped("1969-12-31T23:59:59Z")
+                )
                 .is_err()
         );
         assert!(
             first
-                .check_against(at("1926-05-01T10:00:00Z"), CENTURY)
+                .check_against(
+                    at("1926-05-01T10:00:00Z"),
+                    unstepped("1926-05-01T10:00:00Z")
+                )
                 .is_err()
         );
     }
@@ -249,7 +281,7 @@ mod tests {
         // Stepped three hours ahead: 09:00:30 reads 12:00:30.
         assert_eq!(
             guard.check_against(at("2026-11-28T12:00:30Z"), after(3_630)),
-            Err(ClockRefused::Ahead {
+            Err(ClockRefused::Stepped {
                 now: at("2026-11-28T12:00:30Z"),
                 kept: at("2026-11-28T09:00:30Z"),
             })
@@ -265,7 +297,7 @@ mod tests {
                 .check_against(at("2026-11-28T09:01:09Z"), after(3_660))
                 .is_ok()
         );
-        // Set right again.
+        // Set right again (nine seconds back from the reading followed).
         assert!(
             guard
                 .check_against(at("2026-11-28T09:02:00Z"), after(3_720))
@@ -277,5 +309,46 @@ mod tests {
                 .check_against(at("2026-11-28T19:02:00Z"), after(39_720))
                 .is_ok()
         );
+    }
+
+    /// A clock set back two hours while no decision was made: the latest
+    /// decision, hours older, does not tell; the boot clock does (found by
+    /// review: a window closed at 21:00 reopened until 23:00).
+    #[test]
+    fn test_a_clock_set_back_while_idle_is_refused() {
+        let started = Duration::from_secs(50);
+        let guard = ClockGuard::starting(
+            None,
+            SignedDuration::from_secs(10),
+            at("2026-11-30T11:00:00Z"),
+            BootInstant::after_boot(started),
+        );
+        let after = |secs: u64| BootInstant::after_boot(started + Duration::from_secs(secs));
+        assert!(
+            guard
+                .check_against(at("2026-11-30T12:00:00Z"), after(3_600))
+                .is_ok()
+        );
+        // Idle until 19:30, then set back to 17:30; asked at 19:45.
+        let set_back = at("2026-11-30T17:45:00Z");
+        assert_eq!(
+            guard.check_against(set_back, after(8 * 3_600 + 45 * 60)),
+            Err(ClockRefused::Stepped {
+                now: set_back,
+                kept: at("2026-11-30T19:45:00Z"),
+            })
+        );
+        assert!(guard.refuses_at(set_back, after(8 * 3_600 + 45 * 60)));
+        // Drift within the tolerance, decision after decision, is followed.
+        let mut wall = at("2026-11-30T12:00:00Z");
+        for step in 1..=100u64 {
+            wall = wall
+                .checked_add(SignedDuration::from_secs(60) + SignedDuration::from_millis(500))
+                .unwrap();
+            assert!(
+                guard.check_against(wall, after(3_600 + step * 60)).is_ok(),
+                "{step}"
+            );
+        }
     }
 }

@@ -202,7 +202,7 @@ impl HasKind for CheckError {
             CheckError::Log(err) => err.kind(),
             CheckError::ContactsBehind { .. }
             | CheckError::ClockBehind { .. }
-            | CheckError::ClockAhead { .. } => ErrorKind::Unavailable,
+            | CheckError::ClockStepped { .. } => ErrorKind::Unavailable,
             CheckError::OutOfScope(err) => err.kind(),
         }
     }

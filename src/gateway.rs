@@ -107,12 +107,13 @@ pub enum CheckError {
         "the clock reads {now}, before the latest decision ({latest}): it was set back; no decision until it catches up (log.clock_step_tolerance_seconds)"
     )]
     ClockBehind { now: Timestamp, latest: Timestamp },
-    /// The clock was stepped ahead of the time kept since start-up (see
+    /// The clock was stepped away from the time kept since start-up (see
     /// `clock_guard`): nothing was decided or logged.
     #[error(
-        "the clock reads {now}, ahead of the time kept since start-up ({kept}): it was set forward; no decision until it is set right, or dialgate restarts once the host's clock is checked (log.clock_step_tolerance_seconds)"
+        "the clock reads {now}, where the time kept since start-up is {kept}: it was set {}; no decision until it is set right, or dialgate restarts once the host's clock is checked (log.clock_step_tolerance_seconds)",
+        if now > kept { "forward" } else { "back" }
     )]
-    ClockAhead { now: Timestamp, kept: Timestamp },
+    ClockStepped { now: Timestamp, kept: Timestamp },
     /// The campaign's controller is not one of the API key's: nothing was
     /// decided or logged.
     #[error(transparent)]
@@ -352,9 +353,9 @@ impl Gateway {
                 tracing::error!(%now, %latest, "the clock reads before the latest decision: no decision until it catches up");
                 CheckError::ClockBehind { now, latest }
             }
-            ClockRefused::Ahead { now, kept } => {
-                tracing::error!(%now, %kept, "the clock was stepped ahead of the time kept since start-up: no decision until it is set right or dialgate restarts");
-                CheckError::ClockAhead { now, kept }
+            ClockRefused::Stepped { now, kept } => {
+                tracing::error!(%now, %kept, "the clock was stepped away from the time kept since start-up: no decision until it is set right or dialgate restarts");
+                CheckError::ClockStepped { now, kept }
             }
         })?;
         Ok(now)

@@ -402,8 +402,10 @@ const FAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1";
 
 /// A wall clock stepped three hours ahead while the server runs (an
 /// operator's `date -s`, a bad time source) opened the calling window
-/// early and aged attempts out of their caps: decisions stop until the
-/// clock is set right (found by review; README listed it as not done).
+/// early and aged attempts out of their caps; one set back further than
+/// the latest decision reopened a closed window: decisions stop until the
+/// clock is set right (found by reviews; README listed the first as not
+/// done).
 #[tokio::test(flavor = "multi_thread")]
 async fn test_a_clock_stepped_ahead_while_serving_stops_decisions() {
     if !std::path::Path::new(FAKETIME).exists() {
@@ -418,12 +420,13 @@ async fn test_a_clock_stepped_ahead_while_serving_stops_decisions() {
     ws.import("it-rpo", &["+39 333 123 4567"], &["--controller", "acme"]);
     let offset = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(offset.path(), "+0\n").unwrap();
-    let server = ws.start_with_env(&[
+    let faked = [
         ("LD_PRELOAD", FAKETIME.as_ref()),
         ("FAKETIME_TIMESTAMP_FILE", offset.path().as_os_str()),
         ("FAKETIME_NO_CACHE", "1".as_ref()),
         ("FAKETIME_DONT_FAKE_MONOTONIC", "1".as_ref()),
-    ]);
+    ];
+    let server = ws.start_with_env(&faked);
     let mut gateway = ComplianceGatewayClient::new(server.channel().await);
     let check = || call("+39 333 123 4567", "+390212345678", "it-sales");
     gateway.check_call(check()).await.expect("decided");
@@ -439,6 +442,30 @@ async fn test_a_clock_stepped_ahead_while_serving_stops_decisions() {
     );
     assert_eq!(server.get("/readyz").0, 503);
 
+    std::fs::write(offset.path(), "+0\n").unwrap();
+    gateway.check_call(check()).await.expect("decided again");
+
+    let (status, _) = server.terminate();
+    assert!(status.success());
+
+    // Set back while idle: a first start, no decision made yet to compare
+    // with (as for hours of idling, the latest decision older than the
+    // step).
+    let ws = Workspace::new(&standard_config(""));
+    ws.import("it-rpo", &["+39 333 123 4567"], &["--controller", "acme"]);
+    std::fs::write(offset.path(), "+0\n").unwrap();
+    let server = ws.start_with_env(&faked);
+    let mut gateway = ComplianceGatewayClient::new(server.channel().await);
+    std::fs::write(offset.path(), "-2h\n").unwrap();
+    let status = gateway.check_call(check()).await.unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert!(
+        status.message().contains("time kept since start-up")
+            && status.message().contains("set back"),
+        "{}",
+        status.message()
+    );
+    assert_eq!(server.get("/readyz").0, 503);
     std::fs::write(offset.path(), "+0\n").unwrap();
     gateway.check_call(check()).await.expect("decided again");
     let (status, _) = server.terminate();
