@@ -98,6 +98,8 @@ struct StatusBody {
     campaigns: Vec<CampaignWindow>,
     /// The compiled policy's version (logged with every decision).
     policy_version: String,
+    /// The time-zone data every local time is computed with.
+    time_zones: crate::tz_data::TzReport,
     /// Campaign destinations whose every call is denied (a registry the law
     /// requires is not configured), now.
     blocked: Vec<crate::policy::Blocked>,
@@ -127,6 +129,7 @@ fn status_body(shared: &Shared) -> StatusBody {
         registries: shared.registries.status(Timestamp::now()),
         campaigns: campaign_windows(shared, Timestamp::now()),
         policy_version: shared.policies.version.clone(),
+        time_zones: crate::tz_data::report(),
         blocked: shared
             .policies
             .blocked_at(Timestamp::now())

@@ -63,3 +63,4 @@ pub mod stats;
 pub mod statutes;
 pub mod store;
 pub mod tls;
+pub mod tz_data;

@@ -34,6 +34,7 @@ use crate::stats::Stats;
 /// blocked campaign destinations are errors, overrides of the law warnings.
 fn report_policies(policies: &Policies) {
     tracing::info!(version = %policies.version, "policy compiled");
+    crate::tz_data::log_choice();
     for blocked in policies.blocked_at(Timestamp::now()) {
         tracing::error!(
             campaign = %blocked.campaign,

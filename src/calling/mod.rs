@@ -234,7 +234,7 @@ fn time_zone(name: &str) -> Option<TimeZone> {
     if let Some(tz) = ZONES.get(name) {
         return tz.clone();
     }
-    let tz = TimeZone::get(name).ok();
+    let tz = crate::tz_data::zone(name).ok();
     ZONES.insert(name.to_string(), tz.clone());
     tz
 }

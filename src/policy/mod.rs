@@ -336,7 +336,7 @@ impl Policies {
 /// force from the start of time (found by review; `config::validate`
 /// also refuses such a `from`).
 fn midnight(day: Date, zone: &str) -> Timestamp {
-    let tz = TimeZone::get(zone).unwrap_or(TimeZone::UTC);
+    let tz = crate::tz_data::zone(zone).unwrap_or(TimeZone::UTC);
     day.to_zoned(tz)
         .map(|z| z.timestamp())
         .unwrap_or(if day > Date::constant(1970, 1, 1) {

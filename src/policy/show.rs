@@ -41,6 +41,8 @@ pub struct PolicyReport {
     pub purpose: String,
     pub at: Timestamp,
     pub policy_version: String,
+    /// The time-zone data local times are computed with.
+    pub time_zones: crate::tz_data::TzReport,
     pub destinations: Vec<DestinationReport>,
 }
 
@@ -379,7 +381,7 @@ pub fn report(
                 })?;
         let zone = statutes::dated_zone(region).unwrap_or("UTC");
         let year = at
-            .to_zoned(jiff::tz::TimeZone::get(zone).unwrap_or(jiff::tz::TimeZone::UTC))
+            .to_zoned(crate::tz_data::zone(zone).unwrap_or(jiff::tz::TimeZone::UTC))
             .year();
         let mut holidays = statutes::holidays::calendar(region.as_str(), year);
         holidays.extend(
@@ -405,6 +407,7 @@ pub fn report(
         purpose: campaign.purpose.as_str().into(),
         at,
         policy_version: policies.version.clone(),
+        time_zones: crate::tz_data::report(),
         destinations,
     })
 }
@@ -413,8 +416,13 @@ impl std::fmt::Display for PolicyReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         writeln!(
             f,
-            "campaign {} (controller {}, purpose {}) at {}, policy {}",
-            self.campaign, self.controller, self.purpose, self.at, self.policy_version
+            "campaign {} (controller {}, purpose {}) at {}, policy {}, time zones {}",
+            self.campaign,
+            self.controller,
+            self.purpose,
+            self.at,
+            self.policy_version,
+            self.time_zones
         )?;
         for d in &self.destinations {
             let bound =

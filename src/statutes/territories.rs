@@ -96,7 +96,7 @@ mod tests {
     fn test_territories_are_real_regions_with_statutes_and_zones() {
         for territory in all() {
             assert!(
-                jiff::tz::TimeZone::get(territory.zone).is_ok(),
+                crate::tz_data::zone(territory.zone).is_ok(),
                 "{}",
                 territory.zone
             );

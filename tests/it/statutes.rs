@@ -132,6 +132,17 @@ async fn test_blocked_destination_is_reported_everywhere() {
     assert_eq!(status["blocked"][0]["destination"], "IT");
     assert_eq!(status["overrides"][0]["destination"], "DE");
     assert!(status["policy_version"].as_str().unwrap().len() >= 8);
+    // The time-zone data read: the newer of the system's and the
+    // compiled-in copy, never an older system copy (found by review).
+    let zones = &status["time_zones"];
+    assert!(
+        ["system", "compiled-in"].contains(&zones["source"].as_str().unwrap()),
+        "{zones}"
+    );
+    assert!(
+        zones["version"].as_str().unwrap() >= dialgate::tz_data::compiled_in_version().unwrap(),
+        "{zones}"
+    );
     let mut gateway = server.gateway().await;
     let response = gateway
         .check_call(call("+39 333 123 4567", "+390212345678", "it-sales"))
