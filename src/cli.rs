@@ -539,8 +539,9 @@ fn policy_show(
     json: bool,
 ) -> anyhow::Result<()> {
     let at = match at {
-        Some(text) => crate::model::parse_instant(text)
-            .with_context(|| format!("--at {text:?}: expected RFC 3339 or YYYY-MM-DD"))?,
+        Some(text) => crate::model::parse_instant(text).with_context(|| {
+            format!("--at {text:?}: expected RFC 3339 with an offset or a date alone (YYYY-MM-DD)")
+        })?,
         None => Timestamp::now(),
     };
     let destination = destination
@@ -1527,7 +1528,9 @@ fn registry_list(config: &Config, json: bool) -> anyhow::Result<()> {
 
 fn parse_instant(flag: &str, text: &str) -> anyhow::Result<Timestamp> {
     crate::model::parse_instant(text).with_context(|| {
-        format!("{flag} {text:?}: expected RFC 3339 (2026-11-23T10:00:00Z) or YYYY-MM-DD")
+        format!(
+            "{flag} {text:?}: expected RFC 3339 with an offset (2026-11-23T10:00:00Z) or a date alone (YYYY-MM-DD)"
+        )
     })
 }
 

@@ -179,11 +179,58 @@ impl Purpose {
 }
 
 /// Parses an instant written as RFC 3339 (`2026-11-23T10:00:00Z`) or as a
-/// date (`2026-11-23`, midnight UTC), as the commands and CSV files accept.
+/// date alone (`2026-11-23`, midnight UTC), as the commands and CSV files
+/// accept. A date and time without an offset is refused, not read as its
+/// date (found by review: jiff's date parser takes `2027-06-30 23:59:59`
+/// and drops the time, so an opt-out's expiry written so ended a day
+/// early).
 pub fn parse_instant(text: &str) -> Option<jiff::Timestamp> {
     if let Ok(instant) = text.parse::<jiff::Timestamp>() {
         return Some(instant);
     }
+    let bytes = text.as_bytes();
+    let date_alone = bytes.len() == 10
+        && bytes.iter().enumerate().all(|(i, b)| match i {
+            4 | 7 => *b == b'-',
+            _ => b.is_ascii_digit(),
+        });
+    if !date_alone {
+        return None;
+    }
     let date: jiff::civil::Date = text.parse().ok()?;
     Some(date.to_zoned(jiff::tz::TimeZone::UTC).ok()?.timestamp())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A date and time without an offset (an SQL or CRM export's usual
+    /// form) is refused: read as its date, an opt-out's expiry ended up to
+    /// a day early (found by review).
+    #[test]
+    fn test_an_instant_without_an_offset_is_refused() {
+        for text in [
+            "2027-06-30 23:59:59",
+            "2027-06-30T23:59:59",
+            "2027-06-30T18:00:00[America/New_York]",
+            "2027-06-30 ",
+            "2027-6-30",
+            "20270630",
+        ] {
+            assert_eq!(parse_instant(text), None, "{text}");
+        }
+        assert_eq!(
+            parse_instant("2027-06-30"),
+            Some("2027-06-30T00:00:00Z".parse().unwrap())
+        );
+        assert_eq!(
+            parse_instant("2027-06-30T23:59:59-04:00"),
+            Some("2027-07-01T03:59:59Z".parse().unwrap())
+        );
+        assert_eq!(
+            parse_instant("2027-06-30T18:00:00-04:00[America/New_York]"),
+            Some("2027-06-30T22:00:00Z".parse().unwrap())
+        );
+    }
 }

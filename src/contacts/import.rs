@@ -451,7 +451,9 @@ fn instant(field: &'static str, text: &str) -> Result<Option<Timestamp>, Records
         .map(Some)
         .ok_or_else(|| RecordsError::InvalidArgument {
             field,
-            problem: format!("{text:?} is not RFC 3339 or YYYY-MM-DD"),
+            problem: format!(
+                "{text:?} is not RFC 3339 with an offset (2027-06-30T23:59:59+02:00) or a date alone (YYYY-MM-DD)"
+            ),
         })
 }
 
