@@ -281,8 +281,9 @@ pub struct ImportArgs {
     opposed: Option<PathBuf>,
     /// Allow-lists: a file of the numbers submitted to the registry for
     /// this answer (one per line); those the answer (--file) leaves out are
-    /// recorded as OPPOSED for --controller on --checked-at. Required, or
-    /// --opposed, with --mode add.
+    /// recorded as OPPOSED for --controller on --checked-at, and an answer
+    /// holding a number not submitted is refused. Required, or --opposed,
+    /// with --mode add.
     #[arg(long)]
     submitted: Option<PathBuf>,
     /// Accept an import that holds no numbers, or shrinks the list (an allow-list: the controller's list) by more than --max-shrink-percent
@@ -1235,6 +1236,27 @@ fn registry_import(config: &Config, args: Box<ImportArgs>) -> anyhow::Result<()>
             )?;
             let returned =
                 import::listed_numbers(&request.file, format_asked.clone(), registry.country)?;
+            // The registry answers only for the numbers submitted: one in
+            // the answer but not submitted is another list's (another
+            // controller's or day's answer, a file mixed up or cut short),
+            // and would be cleared unchecked (found by review).
+            let submitted_keys: roaring::RoaringTreemap = asked.iter().map(|key| key.0).collect();
+            let foreign = &returned - &submitted_keys;
+            if !foreign.is_empty() {
+                let shown: Vec<String> = foreign
+                    .iter()
+                    .take(3)
+                    .map(|key| crate::number::mask(&crate::number::NumberKey(key).to_e164()))
+                    .collect();
+                bail!(
+                    "{}: {} number(s) of the answer were not submitted ({}{}; see {}): an answer clears only numbers submitted for it. Nothing imported",
+                    request.file.display(),
+                    foreign.len(),
+                    shown.join(", "),
+                    if foreign.len() > 3 { ", ..." } else { "" },
+                    submitted.display()
+                );
+            }
             numbers.extend(asked.into_iter().filter(|key| !returned.contains(key.0)));
             numbers.sort_unstable();
             numbers.dedup();

@@ -509,6 +509,19 @@ async fn test_a_number_an_added_answer_withholds_is_opposed() {
         "{out:?}"
     );
     args.extend(["--submitted", path_str(&submitted)]);
+    // An answer holding a number never submitted (another answer, a file
+    // mixed up) is refused: it would clear that number unchecked (found
+    // by review).
+    let foreign = ws.file("foreign.txt", "+39 333 123 4567\n+39 333 999 9999\n");
+    let mut foreign_args = args.clone();
+    foreign_args[5] = path_str(&foreign);
+    let out = ws.cli(&foreign_args);
+    assert!(!out.status.success(), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("1 number(s) of the answer were not submitted"),
+        "{out:?}"
+    );
     ws.cli_ok(&args);
     let server = ws.start();
     let mut gateway = server.gateway().await;
