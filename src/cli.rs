@@ -148,6 +148,11 @@ pub enum ConsentCommand {
         /// `serve` refuses to start until the import ends (SQLite store)
         #[arg(long)]
         offline: bool,
+        /// Accept a plain file whose last line has no line end: refused
+        /// otherwise, as a file cut short (an interrupted download or
+        /// copy) whose cut number may be another valid number
+        #[arg(long)]
+        accept_unterminated_last_line: bool,
     },
     /// Correct stored consents from a CSV file (GDPR art. 16; see README for the columns)
     Rectify {
@@ -156,6 +161,11 @@ pub enum ConsentCommand {
         /// Check only; change nothing
         #[arg(long)]
         dry_run: bool,
+        /// Accept a plain file whose last line has no line end: refused
+        /// otherwise, as a file cut short (an interrupted download or
+        /// copy) whose cut number may be another valid number
+        #[arg(long)]
+        accept_unterminated_last_line: bool,
     },
 }
 
@@ -174,6 +184,11 @@ pub enum SuppressionCommand {
         /// `serve` refuses to start until the import ends (SQLite store)
         #[arg(long)]
         offline: bool,
+        /// Accept a plain file whose last line has no line end: refused
+        /// otherwise, as a file cut short (an interrupted download or
+        /// copy) whose cut number may be another valid number
+        #[arg(long)]
+        accept_unterminated_last_line: bool,
     },
 }
 
@@ -298,6 +313,9 @@ pub struct ImportArgs {
     /// Accept an import dated before newer data already held (going back to an older answer or list on purpose): allow-lists, an answer checked before the controller's last --mode replace; block-lists, a replace, remove or change list's deletions dated before the newest list applied
     #[arg(long)]
     older_than_replace: bool,
+    /// Accept a plain file (and --submitted / --opposed files) whose last line has no line end: refused otherwise, as a file cut short (an interrupted download or copy) whose cut number may be another valid number
+    #[arg(long)]
+    accept_unterminated_last_line: bool,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -379,15 +397,22 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             file,
             dry_run,
             offline,
-        }) => contact_import(&config, &file, dry_run, offline, true),
-        Command::Consent(ConsentCommand::Rectify { file, dry_run }) => {
-            consent_rectify(&config, &file, dry_run)
-        }
+            accept_unterminated_last_line,
+        }) => refuse_cut_short(&file, accept_unterminated_last_line)
+            .and_then(|()| contact_import(&config, &file, dry_run, offline, true)),
+        Command::Consent(ConsentCommand::Rectify {
+            file,
+            dry_run,
+            accept_unterminated_last_line,
+        }) => refuse_cut_short(&file, accept_unterminated_last_line)
+            .and_then(|()| consent_rectify(&config, &file, dry_run)),
         Command::Suppression(SuppressionCommand::Import {
             file,
             dry_run,
             offline,
-        }) => contact_import(&config, &file, dry_run, offline, false),
+            accept_unterminated_last_line,
+        }) => refuse_cut_short(&file, accept_unterminated_last_line)
+            .and_then(|()| contact_import(&config, &file, dry_run, offline, false)),
         Command::Trail(TrailCommand::Export) => trail_export(&config),
         Command::Backup {
             to: Some(to),
@@ -635,6 +660,21 @@ fn cli_actor() -> String {
         "cli:{}",
         std::env::var("USER").unwrap_or_else(|_| "unknown".into())
     )
+}
+
+/// Refuses a plain input file whose last line has no line end, unless the
+/// operator says it is whole (see [`crate::line_file::ends_mid_line`]).
+fn refuse_cut_short(file: &std::path::Path, accept: bool) -> anyhow::Result<()> {
+    if !accept
+        && crate::line_file::ends_mid_line(file)
+            .with_context(|| format!("cannot read {}", file.display()))?
+    {
+        bail!(
+            "{} ends in the middle of a line (its last line has no line end): it may be cut short (an interrupted download or copy), and a number cut short may be another valid number. Nothing stored; if the file is whole, pass --accept-unterminated-last-line",
+            file.display()
+        );
+    }
+    Ok(())
 }
 
 fn contact_import(
@@ -1181,6 +1221,7 @@ fn registry_import(config: &Config, args: Box<ImportArgs>) -> anyhow::Result<()>
         max_shrink_percent: args.max_shrink_percent,
         allow_narrow_file: args.allow_narrow_file,
         older_than_replace: args.older_than_replace,
+        accept_unterminated_last_line: args.accept_unterminated_last_line,
     };
     if let Some(settings) = postgres_settings(config) {
         if args.opposed.is_some() || args.submitted.is_some() {
@@ -1224,6 +1265,7 @@ fn registry_import(config: &Config, args: Box<ImportArgs>) -> anyhow::Result<()>
                 request.controller.as_deref(),
                 opposed,
                 "--opposed",
+                args.accept_unterminated_last_line,
             )?,
             None => Vec::new(),
         };
@@ -1233,6 +1275,7 @@ fn registry_import(config: &Config, args: Box<ImportArgs>) -> anyhow::Result<()>
                 request.controller.as_deref(),
                 submitted,
                 "--submitted",
+                args.accept_unterminated_last_line,
             )?;
             let returned =
                 import::listed_numbers(&request.file, format_asked.clone(), registry.country)?;
@@ -1317,10 +1360,20 @@ fn read_opposed(
     controller: Option<&str>,
     path: &std::path::Path,
     flag: &str,
+    accept_unterminated: bool,
 ) -> anyhow::Result<Vec<crate::number::NumberKey>> {
     use std::io::BufRead;
     if registry.kind != crate::model::RegistryKind::Allowlist || controller.is_none() {
         bail!("{flag} applies to allow-list imports with --controller");
+    }
+    if !accept_unterminated
+        && crate::line_file::ends_mid_line(path)
+            .with_context(|| format!("cannot read {}", path.display()))?
+    {
+        bail!(
+            "{flag} {} ends in the middle of a line (its last line has no line end): it may be cut short, and a number cut short may be another valid number. Nothing imported; if the file is whole, pass --accept-unterminated-last-line",
+            path.display()
+        );
     }
     let file =
         std::fs::File::open(path).with_context(|| format!("cannot read {}", path.display()))?;

@@ -803,6 +803,7 @@ fn seed_registries(
                 // A few demo numbers stand for the national list.
                 allow_narrow_file: true,
                 older_than_replace: false,
+                accept_unterminated_last_line: false,
             },
             now,
         )

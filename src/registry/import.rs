@@ -69,6 +69,9 @@ pub struct ImportRequest {
     /// [`super::snapshot::ApplyError::OlderThanReplace`] and
     /// [`super::snapshot::ApplyError::OlderThanNewestData`]).
     pub older_than_replace: bool,
+    /// Accept a plain file whose last line has no line end (see
+    /// [`crate::line_file::ends_mid_line`]).
+    pub accept_unterminated_last_line: bool,
 }
 
 /// A rejected input line.
@@ -85,6 +88,10 @@ pub enum ImportError {
     Read { path: PathBuf, cause: String },
     #[error("{}", RejectList(.0, *.1))]
     BadLines(Vec<Reject>, u64),
+    #[error(
+        "{0} ends in the middle of a line (its last line has no line end): it may be cut short (an interrupted download or copy), and a number cut short may be another valid number. Nothing imported; if the file is whole, pass --accept-unterminated-last-line"
+    )]
+    EndsMidLine(String),
     #[error("--checked-at {0} is in the future")]
     CheckedAtInFuture(Date),
     #[error("--covers {0:?}: {1}")]
@@ -568,6 +575,14 @@ pub fn run(
         .as_ref()
         .map(|c| parse_coverage(c, registry))
         .transpose()?;
+    if !request.accept_unterminated_last_line
+        && crate::line_file::ends_mid_line(&request.file).map_err(|e| ImportError::Read {
+            path: request.file.clone(),
+            cause: e.to_string(),
+        })?
+    {
+        return Err(ImportError::EndsMidLine(request.file.display().to_string()));
+    }
     let progress = (request.progress && std::io::stderr().is_terminal()).then(|| {
         let size = std::fs::metadata(&request.file)
             .map(|m| m.len())

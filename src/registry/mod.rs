@@ -406,6 +406,7 @@ mod tests {
                     max_shrink_percent: import::DEFAULT_MAX_SHRINK_PERCENT,
                     allow_narrow_file: true,
                     older_than_replace: false,
+                    accept_unterminated_last_line: false,
                 },
                 now,
             )

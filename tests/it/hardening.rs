@@ -182,6 +182,13 @@ fn test_overlong_lines_fail_fast_naming_the_line_with_a_short_excerpt() {
     let out = import_file(&ws, "us-dnc", &sparse, &[]);
     let err = stderr(&out);
     assert!(!out.status.success());
+    assert!(
+        err.contains("ends in the middle of a line") && err.len() < 1000,
+        "{err}"
+    );
+    let out = import_file(&ws, "us-dnc", &sparse, &["--accept-unterminated-last-line"]);
+    let err = stderr(&out);
+    assert!(!out.status.success());
     assert!(err.contains("line 1") && err.len() < 1000, "{err}");
 }
 
@@ -1097,4 +1104,65 @@ async fn test_an_imported_opt_out_binds_within_seconds_whatever_the_reload_inter
         );
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
+}
+
+/// A file cut short mid-line (an interrupted download or copy): its cut
+/// number may be another valid number, which was listed, cleared or given
+/// a consent (found by review: `+39333123456` from `+393331234567`, a
+/// 9-digit mobile of its own). Every input file is refused so unless the
+/// operator says it is whole.
+#[test]
+fn test_a_file_cut_short_mid_line_is_refused() {
+    let ws = Workspace::new(&standard_config(""));
+    let refused = |out: &std::process::Output| {
+        let err = stderr(out);
+        assert!(!out.status.success(), "{err}");
+        assert!(err.contains("ends in the middle of a line"), "{err}");
+    };
+    // An allow-list answer: the fragment would be cleared.
+    let answer = ws.file("answer.txt", "+39 333 123 4568\n+39 333 123 456");
+    let args = [
+        "--controller",
+        "acme",
+        "--allow-shrink",
+        "--accept-unterminated-last-line",
+    ];
+    refused(&import_file(&ws, "it-rpo", &answer, &args[..3]));
+    assert!(import_file(&ws, "it-rpo", &answer, &args).status.success());
+    // Its --submitted file, and a whole answer.
+    let whole = ws.file("whole.txt", "+39 333 123 4568\n");
+    let submitted = ws.file("submitted.txt", "+39 333 123 4568\n+39 333 123 45");
+    let with_submitted = [
+        "--controller",
+        "acme",
+        "--mode",
+        "add",
+        "--submitted",
+        path_str(&submitted),
+    ];
+    refused(&import_file(&ws, "it-rpo", &whole, &with_submitted));
+    // Carriage returns end lines too; a compressed file carries a checksum.
+    let crlf = ws.file("crlf.txt", "+1 212 555 0198\r\n+1 212 555 0199\r");
+    assert!(
+        import_file(&ws, "us-dnc", &crlf, &["--covers", "+1"])
+            .status
+            .success()
+    );
+    // Consents, opt-outs and rectifications.
+    let consents = ws.file(
+        "consents.csv",
+        "controller,number,purpose,granted_at,source\nacme,+39 333 123 4567,marketing,2026-01-01,web\nacme,+39333123456",
+    );
+    refused(&ws.cli(&["consent", "import", "--file", path_str(&consents)]));
+    let optouts = ws.file("optouts.csv", "number,controller\n+39 333 123 4567,acme");
+    refused(&ws.cli(&["suppression", "import", "--file", path_str(&optouts)]));
+    ws.cli_ok(&[
+        "suppression",
+        "import",
+        "--file",
+        path_str(&optouts),
+        "--accept-unterminated-last-line",
+    ]);
+    let rectify = ws.file("rectify.csv", "consent_id,number\nc-1,+39 333 123 456");
+    refused(&ws.cli(&["consent", "rectify", "--file", path_str(&rectify)]));
 }

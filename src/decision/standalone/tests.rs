@@ -99,6 +99,7 @@ fn decider(dir: &Path, today: jiff::civil::Date) -> StandaloneDecider {
             // A one-number list standing for the whole of France.
             allow_narrow_file: true,
             older_than_replace: false,
+            accept_unterminated_last_line: false,
         };
         let registry = config.registry(id).unwrap();
         import::run(registry, &snapshots, &request, Timestamp::now()).unwrap();
