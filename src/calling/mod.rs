@@ -198,7 +198,14 @@ pub fn check(input: &WindowInput<'_>, now: Timestamp) -> WindowCheck {
         let span = day_spans(input, &layers, local.date())
             .into_iter()
             .find(|s| s.start <= minute && minute < s.end);
-        match span.and_then(|s| local_instant(tz, local.date(), s.end)) {
+        // The span's edges as instants (in a skipped or repeated hour the
+        // wall clock alone does not tell: see `local_instant`).
+        let edges = span.and_then(|s| {
+            let start = local_instant(tz, local.date(), s.start, Edge::Start)?;
+            let end = local_instant(tz, local.date(), s.end, Edge::End)?;
+            (start <= now && now < end).then_some(end)
+        });
+        match edges {
             Some(end) => closes_at = Some(closes_at.map_or(end, |c| c.min(end))),
             None => {
                 closes_at = None;
@@ -273,8 +280,8 @@ fn allowed_intervals(
             };
             for span in day_spans(input, layers, day) {
                 if let (Some(start), Some(end)) = (
-                    local_instant(tz, day, span.start),
-                    local_instant(tz, day, span.end),
+                    local_instant(tz, day, span.start, Edge::Start),
+                    local_instant(tz, day, span.end, Edge::End),
                 ) {
                     intervals.push((start, end));
                 }
@@ -348,17 +355,32 @@ fn day_spans(input: &WindowInput<'_>, layers: &[&WeeklyHours], day: Date) -> Day
     spans
 }
 
-fn local_instant(tz: &TimeZone, day: Date, minutes: u16) -> Option<Timestamp> {
+/// Which edge of a window a local time is.
+#[derive(Clone, Copy)]
+enum Edge {
+    Start,
+    End,
+}
+
+/// The instant of `minutes` past midnight of `day` in `tz`. A time the
+/// clocks skip (spring forward) or repeat (autumn) is read on the strict
+/// side: an end at its earlier reading (before the gap; the first of the
+/// repeated hour), a start at its later one (found by review: jiff's
+/// default read an end inside the gap past it, and the window stayed open
+/// after the jump).
+fn local_instant(tz: &TimeZone, day: Date, minutes: u16, edge: Edge) -> Option<Timestamp> {
     let (day, minutes) = if minutes >= 1440 {
         (day.tomorrow().ok()?, 0)
     } else {
         (day, minutes)
     };
     let time = jiff::civil::time((minutes / 60) as i8, (minutes % 60) as i8, 0, 0);
-    day.to_datetime(time)
-        .to_zoned(tz.clone())
-        .ok()
-        .map(|z| z.timestamp())
+    let readings = tz.to_ambiguous_timestamp(day.to_datetime(time));
+    match edge {
+        Edge::Start => readings.later(),
+        Edge::End => readings.earlier(),
+    }
+    .ok()
 }
 
 fn intersect_spans(a: &[Span], b: &[Span]) -> DaySpans {

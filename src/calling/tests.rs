@@ -345,3 +345,59 @@ fn test_memo_answers_as_the_rule_does() {
         }
     }
 }
+
+/// A window edge inside the hour skipped by a change to summer time is
+/// taken on the strict side: an end at the instant before the gap, a start
+/// after it (found by review: hours ending 02:30 in Toronto on 8 March
+/// 2026 were open at 03:10, past the jump, until 03:30). In the hour
+/// repeated in autumn, an end is its first occurrence and a start its
+/// second.
+#[test]
+fn test_window_edges_inside_a_skipped_or_repeated_hour_are_strict() {
+    const TORONTO: &[&str] = &["America/Toronto"];
+    let sunday = |span: &str| {
+        let mut hours = WeeklyHours::default();
+        hours.days[6] = Some(vec![Span::parse(span).unwrap()]);
+        hours
+    };
+    let night = sunday("00:00-02:30");
+    assert!(
+        matches!(
+            check_at("CA", TORONTO, None, Some(&night), "2026-03-08T07:10:00Z"),
+            WindowCheck::Outside { .. }
+        ),
+        "03:10 EDT, after the jump"
+    );
+    assert_eq!(
+        check_at("CA", TORONTO, None, Some(&night), "2026-03-08T06:10:00Z"),
+        inside_until("2026-03-08T06:30:00Z"),
+        "01:10 EST: open until the end read on the strict side"
+    );
+    let early = sunday("02:30-05:00");
+    assert_eq!(
+        check_at("CA", TORONTO, None, Some(&early), "2026-03-08T07:10:00Z"),
+        outside_until("2026-03-08T07:30:00Z"),
+        "a start in the gap opens after it"
+    );
+    // 1 November 2026: 01:00-02:00 EDT is followed by 01:00-02:00 EST.
+    let fold_end = sunday("00:00-01:30");
+    assert!(
+        matches!(
+            check_at("CA", TORONTO, None, Some(&fold_end), "2026-11-01T05:40:00Z"),
+            WindowCheck::Outside { .. }
+        ),
+        "01:40 EDT, past the first 01:30"
+    );
+    let fold_start = sunday("01:30-04:00");
+    assert_eq!(
+        check_at(
+            "CA",
+            TORONTO,
+            None,
+            Some(&fold_start),
+            "2026-11-01T05:40:00Z"
+        ),
+        outside_until("2026-11-01T06:30:00Z"),
+        "a start in the repeated hour: its second occurrence"
+    );
+}
