@@ -34,13 +34,25 @@ pub(super) fn statute() -> Statute {
         "UK-HOURS: no statutory window found (UNVERIFIED); dialgate's default 09-21, narrow or \
          replace it with [destination.GB.calling_hours]",
     )];
+    // The bank holidays of the three jurisdictions together (gov.uk/bank-
+    // holidays: England and Wales, Scotland, Northern Ireland): a GB
+    // number's nation is not known for a mobile, so the stricter reading
+    // closes every one of them (found by review: a campaign closing bank
+    // holidays called Edinburgh on 2 January, Belfast on 12 July).
     s.holidays = vec![
         Holiday::fixed("New Year's Day", 1, 1).shifted(WeekendShift::NextFreeWeekday),
+        Holiday::fixed("2nd January (Scotland)", 1, 2).shifted(WeekendShift::NextFreeWeekday),
+        Holiday::fixed("St Patrick's Day (Northern Ireland)", 3, 17)
+            .shifted(WeekendShift::NextFreeWeekday),
         Holiday::easter("Good Friday", -2),
-        Holiday::easter("Easter Monday", 1),
+        Holiday::easter("Easter Monday (not Scotland)", 1),
         Holiday::nth("Early May bank holiday", 5, Weekday::Monday, 1),
         Holiday::nth("Spring bank holiday", 5, Weekday::Monday, 0),
-        Holiday::nth("Summer bank holiday", 8, Weekday::Monday, 0),
+        Holiday::fixed("Battle of the Boyne (Northern Ireland)", 7, 12)
+            .shifted(WeekendShift::NextFreeWeekday),
+        Holiday::nth("Summer bank holiday (Scotland)", 8, Weekday::Monday, 1),
+        Holiday::nth("Summer bank holiday (not Scotland)", 8, Weekday::Monday, 0),
+        Holiday::fixed("St Andrew's Day (Scotland)", 11, 30).shifted(WeekendShift::NextFreeWeekday),
         Holiday::fixed("Christmas Day", 12, 25).shifted(WeekendShift::NextFreeWeekday),
         Holiday::fixed("Boxing Day", 12, 26).shifted(WeekendShift::NextFreeWeekday),
     ];

@@ -388,3 +388,28 @@ fn test_months_counted_the_short_way_agree_with_every_date() {
         at += jiff::SignedDuration::from_mins(7 * 60 + 13);
     }
 }
+
+/// GB closes the bank holidays of Scotland and Northern Ireland too, with
+/// their substitute days (a mobile's nation is unknown; found by review:
+/// Edinburgh was called on 2 January 2026, Belfast on 13 July 2026).
+#[test]
+fn test_gb_closes_every_uk_nations_bank_holidays() {
+    let days = super::holidays::calendar("GB", 2026);
+    for (day, what) in [
+        (date(2026, 1, 1), "New Year's Day"),
+        (date(2026, 1, 2), "2nd January, Scotland"),
+        (date(2026, 3, 17), "St Patrick's Day, Northern Ireland"),
+        (date(2026, 4, 6), "Easter Monday"),
+        (date(2026, 7, 13), "the Boyne, 12 July a Sunday"),
+        (date(2026, 8, 3), "summer, Scotland"),
+        (date(2026, 8, 31), "summer, England and Wales"),
+        (date(2026, 11, 30), "St Andrew's Day"),
+        (date(2026, 12, 28), "Boxing Day's substitute"),
+    ] {
+        assert!(days.contains(&day), "{what}: {day}");
+    }
+    // 2022: 1 January a Saturday, 2 January a Sunday: Monday 3 and
+    // Tuesday 4.
+    let days = super::holidays::calendar("GB", 2022);
+    assert!(days.contains(&date(2022, 1, 3)) && days.contains(&date(2022, 1, 4)));
+}
