@@ -266,6 +266,15 @@ async fn test_check_over_http_is_the_grpc_decision() {
             "",
             "send '+' as %2B",
         ),
+        // Bytes that are not UTF-8 decoded to U+FFFD: `r%FF` and `r%FE`
+        // were one request id, the second answered by the first's ALLOW
+        // unlogged (found by review).
+        (
+            "GET",
+            "/v1/check?called_number=%2B393331234567&caller_id=%2B390212345678&campaign_id=it-sales&request_id=r%FF",
+            "",
+            "parameter 4 is not UTF-8",
+        ),
     ] {
         let (status, answer) = request(&server.http, method, path, &[], body);
         assert_eq!(status, 400, "{body}: {answer}");
