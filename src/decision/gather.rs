@@ -110,7 +110,85 @@ impl RunSetting<'_> {
 pub fn decide(sources: &DecisionSources<'_>, call: &CallInput<'_>, now: Timestamp) -> Decided {
     let region = call.called.as_ref().ok().map(|n| n.region);
     let setting = Setting::gather(sources, call.campaign, region, now);
-    decide_in(sources, &setting, call, now)
+    let decided = decide_in(sources, &setting, call, now);
+    decided_wherever_it_may_be(sources, call, now, decided)
+}
+
+/// A number whose region its numbering plan does not tell apart from
+/// others (`+590 690...`: Guadeloupe, Saint-Barthélemy or Saint-Martin,
+/// whose laws differ) is decided under each of them too, and allowed only
+/// where every one allows (found by review: such mobiles were decided as
+/// Guadeloupe's, where a contract stands in for a consent, which it does
+/// not in Saint-Martin, and on Saint-Martin's holiday). The campaign must
+/// list them all as destinations. Almost every number has none.
+fn decided_wherever_it_may_be(
+    sources: &DecisionSources<'_>,
+    call: &CallInput<'_>,
+    now: Timestamp,
+    mut decided: Decided,
+) -> Decided {
+    let Ok(number) = call.called else {
+        return decided;
+    };
+    for other in number::other_possible_regions(number) {
+        let there: Result<Normalized, NumberError> = Ok(Normalized {
+            region: other,
+            ..number.clone()
+        });
+        let call_there = CallInput {
+            called: &there,
+            ..*call
+        };
+        let setting = Setting::gather(sources, call.campaign, Some(other), now);
+        decided = stricter(decided, decide_in(sources, &setting, &call_there, now));
+    }
+    decided
+}
+
+/// Two decisions of one call, one allowed only if both are: a DENY (both
+/// DENYs' reasons together, waiting helping only if it helps both), else
+/// the first ALLOW with the caps of both.
+fn stricter(mut first: Decided, second: Decided) -> Decided {
+    use crate::model::Verdict;
+    for version in &second.evaluation.data_versions {
+        if !first.evaluation.data_versions.contains(version) {
+            first.evaluation.data_versions.push(version.clone());
+        }
+    }
+    match (first.evaluation.verdict, second.evaluation.verdict) {
+        (Verdict::Allow, Verdict::Deny) => {
+            let data_versions = std::mem::take(&mut first.evaluation.data_versions);
+            let mut second = second;
+            second.evaluation.data_versions = data_versions;
+            second
+        }
+        (Verdict::Deny, Verdict::Deny) => {
+            for reason in second.evaluation.reasons {
+                if !first
+                    .evaluation
+                    .reasons
+                    .iter()
+                    .any(|r| r.code == reason.code)
+                {
+                    first.evaluation.reasons.push(reason);
+                }
+            }
+            first.evaluation.next_allowed_at = first
+                .evaluation
+                .next_allowed_at
+                .zip(second.evaluation.next_allowed_at)
+                .map(|(a, b)| a.max(b));
+            first
+        }
+        _ => {
+            for cap in second.caps {
+                if !first.caps.contains(&cap) {
+                    first.caps.push(cap);
+                }
+            }
+            first
+        }
+    }
 }
 
 /// [`decide`], in the setting `kept` from an earlier call when it was
@@ -132,7 +210,8 @@ pub fn decide_reusing<'s>(
             setting: Setting::gather(sources, call.campaign, region, now),
         }),
     };
-    decide_in(sources, &kept.setting, call, now)
+    let decided = decide_in(sources, &kept.setting, call, now);
+    decided_wherever_it_may_be(sources, call, now, decided)
 }
 
 /// Gathers the data of `call` in `setting`, gathered for the call's

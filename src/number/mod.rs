@@ -217,6 +217,14 @@ fn international_e164(input: &str, default_region: Option<Region>) -> Result<Str
     Ok(format!("+{code}{national}"))
 }
 
+/// The regions other than its own that `number` may belong to (see
+/// [`plan::also_recognised_by`]); none for almost every number.
+pub fn other_possible_regions(number: &Normalized) -> smallvec::SmallVec<[Region; 2]> {
+    plan::split_country_code(&number.e164[1..])
+        .map(|(code, national)| plan::also_recognised_by(code, national, number.region))
+        .unwrap_or_default()
+}
+
 /// The region and numbering-plan type of an E.164 number (`+` and digits), if valid.
 pub fn classify_e164(e164: &str) -> Option<(Region, Type)> {
     let digits = e164.strip_prefix('+')?;
@@ -317,6 +325,37 @@ pub fn mask_digits(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Numbers whose numbering plan does not tell their region apart name
+    /// the others they may belong to; every other number names none.
+    #[test]
+    fn test_numbers_of_overlapping_plans_name_every_region_they_may_be_in() {
+        let others = |n: &str| {
+            let number = normalize_any(n, Region::parse("IT").unwrap()).unwrap();
+            let mut all: Vec<String> = other_possible_regions(&number)
+                .iter()
+                .map(|r| r.as_str().to_string())
+                .collect();
+            all.push(format!("={}", number.region.as_str()));
+            all.sort();
+            all
+        };
+        // A +590 mobile: Guadeloupe, Saint-Barthélemy or Saint-Martin.
+        assert_eq!(others("+590 690 12 34 56"), ["=GP", "BL", "MF"]);
+        for single in [
+            "+39 02 1234 5678",
+            "+39 333 123 4567",
+            "+1 212 555 0142",
+            "+1 787 555 0142",
+            "+44 20 7946 0018",
+            "+44 7624 123456",
+            "+7 701 123 4567",
+            "+262 692 12 34 56",
+            "+49 30 1234567",
+        ] {
+            assert_eq!(others(single).len(), 1, "{single}: {:?}", others(single));
+        }
+    }
 
     #[test]
     fn test_mask_digits_leaves_two_and_bounds_the_text() {

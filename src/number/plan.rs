@@ -326,6 +326,41 @@ pub fn classify(code: u16, national: &str) -> Option<(Region, Type)> {
     })
 }
 
+/// The other regions of a shared calling code whose numbering plans
+/// recognise `national` as well as `found`'s does: their patterns overlap
+/// and no leading digits tell them apart (`+590 690...` is a mobile of
+/// Guadeloupe, Saint-Barthélemy and Saint-Martin alike; `classify` names
+/// the first). A region told by its leading digits has no others.
+pub fn also_recognised_by(
+    code: u16,
+    national: &str,
+    found: Region,
+) -> smallvec::SmallVec<[Region; 2]> {
+    let regions = regions_of(code);
+    let mut others = smallvec::SmallVec::new();
+    if regions.len() < 2 {
+        return others;
+    }
+    for meta in regions {
+        let Some(plan) = region_plan(meta) else {
+            continue;
+        };
+        if plan.region == Some(found) && plan.leading_digits.is_some() {
+            return smallvec::SmallVec::new();
+        }
+        if plan.leading_digits.is_some() {
+            continue;
+        }
+        if let Some(region) = plan.region
+            && region != found
+            && plan.number_type(national) != Type::Unknown
+        {
+            others.push(region);
+        }
+    }
+    others
+}
+
 /// The metadata of a region id.
 pub fn metadata(region: &str) -> Option<&'static Metadata> {
     DATABASE.by_id(region)

@@ -542,3 +542,72 @@ async fn test_a_number_an_added_answer_withholds_is_opposed() {
         .into_inner();
     assert_eq!(verdict(&cleared), Verdict::Allow, "{cleared:?}");
 }
+
+/// A `+590 690` mobile may be Guadeloupe's, Saint-Barthélemy's or
+/// Saint-Martin's (their numbering plans overlap): it is decided under
+/// each, allowed only where all three allow (found by review: decided as
+/// Guadeloupe's, a customer contract stood in for the consent Saint-Martin
+/// requires). Screened for Monday 30 November 2026, 11:00 there.
+#[tokio::test(flavor = "multi_thread")]
+async fn test_a_number_of_overlapping_plans_is_decided_under_each() {
+    let ws = Workspace::new(&format!(
+        r#"{BASE}
+[[campaign]]
+id = "antilles"
+controller = "acme"
+purpose = "marketing"
+default_region = "GP"
+destinations = ["GP", "BL", "MF"]
+caller_ids = ["+590590123456"]
+
+[[campaign]]
+id = "guadeloupe"
+controller = "acme"
+purpose = "marketing"
+default_region = "GP"
+destinations = ["GP"]
+caller_ids = ["+590590123456"]
+"#
+    ));
+    let server = ws.start();
+    let mut records = server.records().await;
+    let mobile = "+590 690 12 34 56";
+    records
+        .record_relationship(dialgate::proto::RecordRelationshipRequest {
+            controller: "acme".into(),
+            number: mobile.into(),
+            kind: dialgate::proto::RelationshipKind::Customer as i32,
+            started_at: Some(prost_types::Timestamp {
+                seconds: 1_700_000_000,
+                nanos: 0,
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let at = "2026-11-30T15:00:00Z";
+    let (verdict, reasons) = screen(&server, "antilles", mobile, at).await;
+    assert_eq!(verdict, Verdict::Deny, "{reasons:?}");
+    assert!(reasons.contains(&R::NoConsent), "{reasons:?}");
+    // A campaign for Guadeloupe alone cannot tell it is Guadeloupe's.
+    let (verdict, reasons) = screen(&server, "guadeloupe", mobile, at).await;
+    assert_eq!(verdict, Verdict::Deny, "{reasons:?}");
+    assert!(reasons.contains(&R::DestinationNotAllowed), "{reasons:?}");
+    // A Guadeloupe fixed line is Guadeloupe's alone: the contract stands in.
+    let fixed = "+590 590 21 34 56";
+    records
+        .record_relationship(dialgate::proto::RecordRelationshipRequest {
+            controller: "acme".into(),
+            number: fixed.into(),
+            kind: dialgate::proto::RelationshipKind::Customer as i32,
+            started_at: Some(prost_types::Timestamp {
+                seconds: 1_700_000_000,
+                nanos: 0,
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let (verdict, reasons) = screen(&server, "guadeloupe", fixed, at).await;
+    assert_eq!(verdict, Verdict::Allow, "{reasons:?}");
+}
