@@ -59,6 +59,10 @@ pub enum ClockRefused {
 /// past it (fewer writes to a line every decision reads).
 const STEP_US: i64 = 100_000;
 
+/// The offset of the wall clock from the boot clock is written again only
+/// once it moved by more than this.
+const OFFSET_STEP_US: u64 = 1_000;
+
 impl ClockGuard {
     /// A guard from `latest`, the latest decision logged (none: the first),
     /// taking the clock as it reads now as the right time.
@@ -100,9 +104,13 @@ impl ClockGuard {
             self.latest_us.fetch_max(now_us, Ordering::Relaxed);
         }
         // Followed: slews and steps within the tolerance add up only
-        // through decisions each within it of the one before.
-        self.offset_us
-            .store(now_us.saturating_sub(boot_us(boot)), Ordering::Relaxed);
+        // through decisions each within it of the one before. Written only
+        // when it moved by more than a millisecond (the two clocks' readings
+        // differ by less between steps): every decision reads this line.
+        let offset_us = now_us.saturating_sub(boot_us(boot));
+        if offset_us.abs_diff(self.offset_us.load(Ordering::Relaxed)) > OFFSET_STEP_US {
+            self.offset_us.store(offset_us, Ordering::Relaxed);
+        }
         Ok(())
     }
 
