@@ -317,7 +317,10 @@ impl Gateway {
             config.log.idempotency_max_entries,
         );
         for record in recent {
-            answered.insert(record.request_id.clone(), answered_from(record));
+            answered.insert(
+                crate::idempotency::idempotency_key(&record.api_key, &record.request_id),
+                answered_from(record),
+            );
         }
         Gateway {
             campaigns: config
@@ -393,7 +396,10 @@ impl Gateway {
             &request.campaign_id,
             request.api_key(),
         );
-        let cell = self.answered.cell(&request.request_id);
+        let cell = self.answered.cell(&crate::idempotency::idempotency_key(
+            request.api_key(),
+            &request.request_id,
+        ));
         // Whether this request made the answer (else it repeats one).
         let decided_here = std::sync::atomic::AtomicBool::new(false);
         let answered = cell
@@ -435,11 +441,7 @@ impl Gateway {
             }
             return self.answer_in_sync(answered.outcome.clone());
         }
-        let problem = if answered.fingerprint.api_key != fingerprint.api_key {
-            "by another API key"
-        } else {
-            "for a different call (number, caller ID or campaign)"
-        };
+        let problem = "for a different call (number, caller ID or campaign)";
         tracing::warn!(
             request_id = %number::mask_digits(&request.request_id),
             api_key = %request.api_key(),

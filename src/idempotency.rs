@@ -16,6 +16,14 @@ use tokio::sync::OnceCell;
 /// enough here, and SipHash cost more per CheckCall than the lookup itself.
 type Generation<V> = Arc<DashMap<String, Arc<OnceCell<V>>, foldhash::quality::RandomState>>;
 
+/// The key a request id is remembered under: the API key's name and the
+/// id. Ids are each key's own: another key's id is another request
+/// (found by review: a key scoped to one brand could spend another
+/// brand's predictable ids, its calls then refused ALREADY_EXISTS).
+pub fn idempotency_key(api_key: &str, request_id: &str) -> String {
+    format!("{}:{api_key}{request_id}", api_key.len())
+}
+
 /// Bounded cache of answers by request id.
 #[derive(Debug)]
 pub struct AnswerCache<V> {

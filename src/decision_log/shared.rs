@@ -630,7 +630,12 @@ async fn commit(
     for row in &earlier_rows {
         let shared = read_pg_row(row)?;
         let record = strict_record(&shared.row)?;
-        earlier.entry(record.request_id.clone()).or_insert(record);
+        earlier
+            .entry(crate::idempotency::idempotency_key(
+                &record.api_key,
+                &record.request_id,
+            ))
+            .or_insert(record);
     }
     let mut attempts: HashMap<(String, String), Vec<Timestamp>> = HashMap::new();
     for row in &attempt_rows {
@@ -737,8 +742,9 @@ fn settle(
             read_at,
             ..
         } = pending;
+        let key = crate::idempotency::idempotency_key(&record.api_key, &record.request_id);
         if !record.request_id.is_empty()
-            && let Some(first) = earlier.get(&record.request_id)
+            && let Some(first) = earlier.get(&key)
         {
             outcomes.push(Committed::Earlier(first.clone()));
             continue;
@@ -757,7 +763,7 @@ fn settle(
             }
         }
         if !record.request_id.is_empty() {
-            earlier.insert(record.request_id.clone(), record.clone());
+            earlier.insert(key, record.clone());
         }
         outcomes.push(Committed::Logged(record));
     }
@@ -989,12 +995,16 @@ mod tests {
         let mut earlier = HashMap::new();
         let mut first = pending("r1", Verdict::Deny, t0, false).record;
         first.reasons = vec![Reason::new(ReasonCode::AttemptLimit, "x")];
-        earlier.insert("r1".to_string(), first.clone());
+        earlier.insert(crate::idempotency::idempotency_key("", "r1"), first.clone());
+        // Another API key's "r1" is another request (ids are each key's own).
+        let mut other_key = pending("r1", Verdict::Allow, t0, false);
+        other_key.record.api_key = "floor-2".into();
         let outcomes = settle(
             vec![
                 pending("r1", Verdict::Allow, t0, true),
                 pending("r2", Verdict::Allow, t0, false),
                 pending("r2", Verdict::Deny, t0, false),
+                other_key,
             ],
             &mut earlier,
             &mut HashMap::new(),
@@ -1005,6 +1015,11 @@ mod tests {
         assert!(
             matches!((&outcomes[1], &outcomes[2]), (Committed::Logged(a), Committed::Earlier(b)) if a == b),
             "a repeat inside one batch answers the first"
+        );
+        assert!(
+            matches!(&outcomes[3], Committed::Logged(r) if r.api_key == "floor-2"),
+            "{:?}",
+            outcomes[3]
         );
     }
 
