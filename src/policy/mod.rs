@@ -745,8 +745,10 @@ impl Era {
     /// declared number the law lets it present, or one in a prefix reserved
     /// for the purpose.
     pub fn can_present_caller_id(&self, purpose: Purpose) -> bool {
-        self.caller_ids.iter().any(|declared| declared.permitted)
-            || reserves_prefix_for(&self.caller_id.value, purpose)
+        let rules = &self.caller_id.value;
+        (!rules.reserved_required.contains(&purpose)
+            && self.caller_ids.iter().any(|declared| declared.permitted))
+            || reserves_prefix_for(rules, purpose)
     }
 }
 

@@ -284,6 +284,17 @@ fn lines(era: &Era, campaign: &crate::config::CampaignConfig) -> Vec<RuleLine> {
                 .join(", ")
         ));
     }
+    if !rules.reserved_required.is_empty() {
+        cli.push(format!(
+            "{} calls only from their reserved prefix",
+            rules
+                .reserved_required
+                .iter()
+                .map(|p| p.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
     if let Some(types) = rules.permitted_types {
         cli.push(format!(
             "only {} numbers",

@@ -976,12 +976,12 @@ caller_ids = ["+34900123456"]
         consents: vec![old],
         ..Default::default()
     };
-    // Tuesday 1 Jun 2027, 12:00 in Madrid.
+    // Tuesday 1 Jun 2027, 12:00 in Madrid, from the commercial range.
     let evaluation = decide(
         &config,
         "es",
         "612 34 56 78",
-        "+34900123456",
+        "+34 400 123 456",
         &contacts,
         &[],
         "2027-06-01T10:00:00Z",

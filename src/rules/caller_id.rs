@@ -65,6 +65,27 @@ pub fn check_caller_id(raw: &str, campaign: &CampaignConfig, era: Option<&Era>) 
             )
         });
     }
+    // A purpose whose calls must present a number of a reserved prefix
+    // (Spain's 400 range for commercial calls, from 28 Dec 2026): no other
+    // caller ID, declared or not, may be presented.
+    if let Some(era) = era
+        && era
+            .caller_id
+            .value
+            .reserved_required
+            .contains(&campaign.purpose)
+    {
+        return Some(Reason::new(
+            ReasonCode::CallerIdNotAllowed,
+            format!(
+                "a {} call to {} must present a number in the prefix reserved for it ({}); {trimmed:?} is not in it ({})",
+                campaign.purpose.as_str(),
+                era.region,
+                reserved_for(era.caller_id.value.reserved_prefixes, campaign.purpose),
+                era.caller_id.origin.describe()
+            ),
+        ));
+    }
     let cli = match number::normalize_any(trimmed, campaign.default_region) {
         Err(err) => {
             return Some(Reason::new(
@@ -130,6 +151,16 @@ pub fn no_presentable_caller_id(campaign: &CampaignConfig, era: &Era) -> Option<
     })
 }
 
+/// The prefixes reserved for `purpose`, for messages (`+34 400`).
+fn reserved_for(prefixes: &[ReservedPrefix], purpose: crate::model::Purpose) -> String {
+    prefixes
+        .iter()
+        .filter(|p| p.purposes.contains(&purpose))
+        .map(|p| p.prefix)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// The reserved prefix a caller ID is in: `+CC prefix...`, `00CC prefix...`,
 /// or national `prefix...` when the campaign's region is the destination.
 /// 6 to 12 national digits.
@@ -156,7 +187,9 @@ fn reserved_prefix(
         rest
     } else if let Some(rest) = compact.strip_prefix(&zeros) {
         rest
-    } else if national_is_local && compact.starts_with('0') && !compact.starts_with("00") {
+    } else if national_is_local && !compact.starts_with('+') && !compact.starts_with("00") {
+        // National notation: Italy's trunk 0 is part of its prefixes
+        // (`0844`); Spain has none (`400`).
         compact.as_str()
     } else {
         return None;
@@ -275,6 +308,51 @@ mod tests {
             None,
             "900 numbers may be used"
         );
+    }
+
+    /// ES-SAC (Ley 10/2025): from 28 December 2026 a marketing call to
+    /// Spain presents a number of the 400 range, and nothing else; other
+    /// purposes keep the 2025 order's numbers and may not use the range.
+    #[test]
+    fn test_spanish_marketing_calls_present_the_commercial_range_from_28_december_2026() {
+        let marketing = campaign(Purpose::Marketing, "ES", &["+34900123456", "+34912345678"]);
+        let before = "2026-12-27T10:00:00Z";
+        let after = "2026-12-28T10:00:00Z";
+        assert_eq!(check("+34900123456", &marketing, before), None);
+        for declared in ["+34900123456", "+34912345678"] {
+            let refused = check(declared, &marketing, after).expect("not the range");
+            assert_eq!(refused.code, ReasonCode::CallerIdNotAllowed);
+            assert!(
+                refused.detail.contains("400") && refused.detail.contains("Ley 10/2025"),
+                "{}",
+                refused.detail
+            );
+        }
+        for in_range in ["+34 400 123 456", "400123456", "0034400123456"] {
+            assert_eq!(check(in_range, &marketing, after), None, "{in_range}");
+        }
+        assert_eq!(
+            check("+34 400 12", &marketing, after).map(|r| r.code),
+            Some(ReasonCode::CallerIdNotAllowed),
+            "too short for the range"
+        );
+        let survey = campaign(Purpose::MarketResearch, "ES", &["+34900123456"]);
+        assert_eq!(check("+34900123456", &survey, after), None);
+        assert_eq!(
+            check("+34400123456", &survey, after).map(|r| r.code),
+            Some(ReasonCode::CallerIdNotAllowed),
+            "the range is for commercial calls"
+        );
+        // Screening: a marketing campaign can present the range (undeclared).
+        let policies = Policies::compile(&Config::with(vec![marketing.clone()], Vec::new()));
+        let era = policies
+            .era(
+                &marketing.id,
+                marketing.default_region,
+                after.parse().unwrap(),
+            )
+            .unwrap();
+        assert!(no_presentable_caller_id(&marketing, era).is_none());
     }
 
     /// Italy accepts only Italian geographic or mobile caller IDs: a foreign

@@ -3,14 +3,21 @@
 use jiff::civil::date;
 
 use super::holidays::WeekendShift;
-use super::{CallerIdRules, CliType, ConsentRegime, ConsentRule, Holiday, Period, Rule, Statute};
+use super::{
+    CallerIdRules, CliType, ConsentRegime, ConsentRule, Holiday, Period, ReservedPrefix, Rule,
+    Statute,
+};
 use crate::calling::{Span, WeeklyHours};
+use crate::model::Purpose;
 
 /// Ley 10/2025: in force 28 Dec 2025 with 12 months to adapt. Whether the
 /// consent renewal waits for the adaptation's end (28 Dec 2026) is not
 /// clear; dialgate applies it from the law's entry into force (the stricter
 /// reading, and the rule as the reference states it).
 const RENEWAL_FROM: jiff::civil::Date = date(2025, 12, 28);
+/// The end of Ley 10/2025's adaptation period: commercial calls present a
+/// number of the range reserved for them (ES-SAC).
+const COMMERCIAL_RANGE_FROM: jiff::civil::Date = date(2026, 12, 28);
 
 pub(super) fn statute() -> Statute {
     let mut s = Statute::new("ES", "Europe/Madrid");
@@ -81,20 +88,46 @@ pub(super) fn statute() -> Statute {
         national(Holiday::fixed("Inmaculada Concepción", 12, 8)),
         national(Holiday::fixed("Navidad", 12, 25)),
     ];
-    s.caller_id = vec![Rule::since(
-        date(2025, 6, 7),
-        CallerIdRules {
-            // Only what the order names: geographic and 800/900 numbers of
-            // Spain's plan. Premium-rate (803/806/807), shared-cost
-            // (901/902), personal (70x), UAN (51x), mobile and foreign
-            // numbers are refused (the stricter reading; authorised short
-            // numbers are not E.164 caller IDs).
-            permitted_types: Some(&[CliType::FixedLine, CliType::TollFree]),
-            domestic_only: true,
-            ..CallerIdRules::default()
+    let cli_2025 = CallerIdRules {
+        // Only what the order names: geographic and 800/900 numbers of
+        // Spain's plan. Premium-rate (803/806/807), shared-cost
+        // (901/902), personal (70x), UAN (51x), mobile and foreign
+        // numbers are refused (the stricter reading; authorised short
+        // numbers are not E.164 caller IDs).
+        permitted_types: Some(&[CliType::FixedLine, CliType::TollFree]),
+        domestic_only: true,
+        ..CallerIdRules::default()
+    };
+    s.caller_id = vec![
+        Rule {
+            value: cli_2025,
+            from: Some(date(2025, 6, 7)),
+            until: Some(COMMERCIAL_RANGE_FROM),
+            source: "ES-CLI-2025: Orden TDF/149/2025, from 7 Jun 2025: no mobile numbers as caller \
+                     ID of commercial calls; 800/900 freephone and geographic numbers of Spain's \
+                     plan only",
         },
-        "ES-CLI-2025: Orden TDF/149/2025, from 7 Jun 2025: no mobile numbers as caller ID of \
-         commercial calls; 800/900 freephone and geographic numbers of Spain's plan only",
-    )];
+        Rule::since(
+            COMMERCIAL_RANGE_FROM,
+            CallerIdRules {
+                reserved_prefixes: &[ReservedPrefix {
+                    prefix: "400",
+                    purposes: &[Purpose::Marketing],
+                }],
+                reserved_required: &[Purpose::Marketing],
+                ..cli_2025
+            },
+            "ES-SAC and ES-CLI-2025: Ley 10/2025 de Servicios de Atención a la Clientela (BOE 27 \
+             Dec 2025, in force 28 Dec 2025, 12 months to adapt): commercial calls must present \
+             a specific numeric code distinct from customer-service numbers, and carriers block \
+             those that do not; the range is 400 with nine digits (400XXXXXX), attributed by a \
+             resolution of the Secretaría de Estado de Telecomunicaciones put to consultation on \
+             4 Feb 2026 (secondary sources: El País, RTVE, 4 Feb 2026; the resolution's final \
+             text and date were not verified): marketing calls present a 400 number, other \
+             purposes the numbers of the 2025 order; applied from the end of the law's \
+             adaptation period, 28 Dec 2026 (UNVERIFIED; a campaign may declare 400 numbers \
+             alone before)",
+        ),
+    ];
     s
 }

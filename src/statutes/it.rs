@@ -76,6 +76,7 @@ pub(super) fn statute() -> Statute {
             ]),
             forbidden_types: &[],
             domestic_only: true,
+            reserved_required: &[],
         },
         "IT-CLI-1..4: L. 5/2018 art. 2 and DPR 26/2022 art. 9 (CLI presented); AGCOM 156/18/CIR \
          (0843 statistical surveys, 0844 marketing and market research); AGCOM 60/25/CIR (only \

@@ -347,6 +347,9 @@ pub struct CallerIdRules {
     /// Prefixes reserved by purpose; a caller ID in one of them is allowed
     /// for those purposes without being declared, refused for the others.
     pub reserved_prefixes: &'static [ReservedPrefix],
+    /// Purposes whose calls must present a number in a prefix reserved
+    /// for them (Spain's commercial range): any other caller ID is refused.
+    pub reserved_required: &'static [Purpose],
     /// The only number types that may be presented; `None`: any type.
     pub permitted_types: Option<&'static [CliType]>,
     /// Number types that may not be presented.
