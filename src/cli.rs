@@ -273,7 +273,7 @@ pub struct ImportArgs {
     #[arg(long, value_enum, default_value_t = ModeArg::Replace)]
     mode: ModeArg,
     /// Date the registry data was checked (YYYY-MM-DD) [default: today, UTC]
-    #[arg(long)]
+    #[arg(long, value_parser = crate::model::parse_date_arg)]
     checked_at: Option<Date>,
     /// Allow-lists: the controller the numbers are cleared for
     #[arg(long)]
@@ -287,7 +287,7 @@ pub struct ImportArgs {
     /// Block-list change lists (--mode add): the check date of the full list
     /// (or last change list) this one continues; only then does the data's
     /// check date move forward to --checked-at
-    #[arg(long)]
+    #[arg(long, value_parser = crate::model::parse_date_arg)]
     changes_since: Option<Date>,
     /// Allow-lists: a file of the numbers the registry answered as OPPOSED
     /// for --controller on --checked-at (one per line). Only such answers
@@ -1222,6 +1222,7 @@ fn registry_import(config: &Config, args: Box<ImportArgs>) -> anyhow::Result<()>
         allow_narrow_file: args.allow_narrow_file,
         older_than_replace: args.older_than_replace,
         accept_unterminated_last_line: args.accept_unterminated_last_line,
+        withheld: Default::default(),
     };
     if let Some(settings) = postgres_settings(config) {
         if args.opposed.is_some() || args.submitted.is_some() {
@@ -1304,6 +1305,10 @@ fn registry_import(config: &Config, args: Box<ImportArgs>) -> anyhow::Result<()>
             numbers.sort_unstable();
             numbers.dedup();
         }
+        let request = import::ImportRequest {
+            withheld: numbers.iter().map(|key| key.0).collect(),
+            ..request
+        };
         if request.dry_run {
             let summary = import::run(registry, &snapshots, &request, now)?;
             println!("{summary}");

@@ -60,8 +60,9 @@ pub enum ClockRefused {
 const STEP_US: i64 = 100_000;
 
 /// The offset of the wall clock from the boot clock is written again only
-/// once it moved by more than this.
-const OFFSET_STEP_US: u64 = 1_000;
+/// once it moved by more than this (more than a kernel tick, less than the
+/// smallest tolerance by far).
+const OFFSET_STEP_US: u64 = 50_000;
 
 impl ClockGuard {
     /// A guard from `latest`, the latest decision logged (none: the first),
@@ -105,8 +106,9 @@ impl ClockGuard {
         }
         // Followed: slews and steps within the tolerance add up only
         // through decisions each within it of the one before. Written only
-        // when it moved by more than a millisecond (the two clocks' readings
-        // differ by less between steps): every decision reads this line.
+        // when it moved by more than 50 ms: screening reads the coarse
+        // clock, up to a kernel tick (4-10 ms) behind the precise one, and
+        // every decision reads this line.
         let offset_us = now_us.saturating_sub(boot_us(boot));
         if offset_us.abs_diff(self.offset_us.load(Ordering::Relaxed)) > OFFSET_STEP_US {
             self.offset_us.store(offset_us, Ordering::Relaxed);

@@ -188,17 +188,30 @@ pub fn parse_instant(text: &str) -> Option<jiff::Timestamp> {
     if let Ok(instant) = text.parse::<jiff::Timestamp>() {
         return Some(instant);
     }
+    let date = parse_date(text)?;
+    Some(date.to_zoned(jiff::tz::TimeZone::UTC).ok()?.timestamp())
+}
+
+/// Parses a date written exactly `YYYY-MM-DD`. jiff's own parser also
+/// takes a date and time (`2026-06-30T12:00:00+02:00`, `2026-06-30
+/// 18:00`, `20260630`) and keeps the date alone: a supplier contract
+/// ending at noon read as ending at that day's end (found by review).
+pub fn parse_date(text: &str) -> Option<jiff::civil::Date> {
     let bytes = text.as_bytes();
     let date_alone = bytes.len() == 10
         && bytes.iter().enumerate().all(|(i, b)| match i {
             4 | 7 => *b == b'-',
             _ => b.is_ascii_digit(),
         });
-    if !date_alone {
-        return None;
-    }
-    let date: jiff::civil::Date = text.parse().ok()?;
-    Some(date.to_zoned(jiff::tz::TimeZone::UTC).ok()?.timestamp())
+    date_alone.then(|| text.parse().ok()).flatten()
+}
+
+/// [`parse_date`] for command-line arguments.
+///
+/// # Errors
+/// Not a date written `YYYY-MM-DD`.
+pub fn parse_date_arg(text: &str) -> Result<jiff::civil::Date, String> {
+    parse_date(text).ok_or_else(|| format!("{text:?}: expected a date written YYYY-MM-DD"))
 }
 
 #[cfg(test)]
@@ -232,5 +245,24 @@ mod tests {
             parse_instant("2027-06-30T18:00:00-04:00[America/New_York]"),
             Some("2027-06-30T22:00:00Z".parse().unwrap())
         );
+    }
+
+    /// A configuration's or a command's date is a date alone: a date and
+    /// time is refused, not cut to its date (found by review).
+    #[test]
+    fn test_a_date_is_written_yyyy_mm_dd() {
+        assert_eq!(
+            parse_date("2026-03-01"),
+            Some(jiff::civil::date(2026, 3, 1))
+        );
+        for text in [
+            "2026-03-01T23:00:00-05:00",
+            "2026-03-01 18:00",
+            "20260301",
+            "2026-3-1",
+            "2026-02-30",
+        ] {
+            assert_eq!(parse_date(text), None, "{text}");
+        }
     }
 }

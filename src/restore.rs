@@ -759,7 +759,7 @@ pub fn restore(
             if path.extension().is_some_and(|e| e == "snap") && !target.join(name).exists() {
                 copy_atomic(&path, &target.join(name))?;
                 restored.lines.push(format!(
-                    "registry snapshot {} restored (none in data_dir)",
+                    "registry snapshot {} restored (none in data_dir): it holds the registry data as of the backup; import every answer and list received since (RPO answers, DNC change lists) before serving, or a number an answer since withheld reads as cleared",
                     name.to_string_lossy()
                 ));
             }

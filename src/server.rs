@@ -804,6 +804,7 @@ fn seed_registries(
                 allow_narrow_file: true,
                 older_than_replace: false,
                 accept_unterminated_last_line: false,
+                withheld: Default::default(),
             },
             now,
         )

@@ -691,8 +691,8 @@ impl Validator<'_> {
                 value
                     .as_ref()
                     .map(|day| {
-                        day.parse::<jiff::civil::Date>()
-                            .map_err(|_| self.invalid(key(field), day, "expected YYYY-MM-DD"))
+                        crate::model::parse_date(day)
+                            .ok_or_else(|| self.invalid(key(field), day, "expected YYYY-MM-DD"))
                     })
                     .transpose()
             };
@@ -1018,8 +1018,8 @@ impl Validator<'_> {
             .from
             .as_ref()
             .map(|day| {
-                day.parse::<jiff::civil::Date>()
-                    .map_err(|_| self.invalid(format!("{key}.from"), day, "expected YYYY-MM-DD"))
+                crate::model::parse_date(day)
+                    .ok_or_else(|| self.invalid(format!("{key}.from"), day, "expected YYYY-MM-DD"))
             })
             .transpose()?;
         // A day an instant cannot hold the midnight of (9999-12-31 east of
@@ -1160,7 +1160,7 @@ impl Validator<'_> {
             .transpose()?;
         let mut extra_holidays = Vec::new();
         for (i, day) in raw.extra_holidays.iter().enumerate() {
-            let date: jiff::civil::Date = day.parse().map_err(|_| {
+            let date: jiff::civil::Date = crate::model::parse_date(day).ok_or_else(|| {
                 self.invalid(
                     format!("{key}.extra_holidays[{i}]"),
                     day,

@@ -72,6 +72,10 @@ pub struct ImportRequest {
     /// Accept a plain file whose last line has no line end (see
     /// [`crate::line_file::ends_mid_line`]).
     pub accept_unterminated_last_line: bool,
+    /// Allow-lists: numbers the answer withholds (opposed: `--submitted`
+    /// left out, `--opposed`), taken out of the controller's older
+    /// clearances as of `checked_at`, as a change list's delete lines are.
+    pub withheld: RoaringTreemap,
 }
 
 /// A rejected input line.
@@ -677,7 +681,15 @@ pub fn run(
             controller: request.controller.clone().unwrap_or_default(),
             checked_at: request.checked_at,
             numbers: parsed.numbers,
-            removals: parsed.removals,
+            // The snapshot alone must not clear what a later answer
+            // withheld: the opposed answers live in the contact records,
+            // and a restore without them (a lost store) served the older
+            // clearance (found by review).
+            removals: if registry.kind == RegistryKind::Allowlist {
+                &parsed.removals | &request.withheld
+            } else {
+                parsed.removals
+            },
             coverage,
             continues: request.changes_since,
             older_than_replace: request.older_than_replace,

@@ -407,6 +407,7 @@ mod tests {
                     allow_narrow_file: true,
                     older_than_replace: false,
                     accept_unterminated_last_line: false,
+                    withheld: Default::default(),
                 },
                 now,
             )

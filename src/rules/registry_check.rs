@@ -86,6 +86,18 @@ pub fn check_registry<'a>(
         RegistryKind::Allowlist => {
             let texts = texts.cleared.get(controller);
             match snapshot.clearance_batch(controller, called.key) {
+                // Not cleared, and answered as opposed: the answer that
+                // withheld it took it out of the clearances too.
+                None if registry.opposed_at.is_some() => Err(vec![Reason::new(
+                    ReasonCode::RegistryListed,
+                    format!(
+                        "registry {id} answered the number as opposed for {controller} on {}",
+                        registry
+                            .opposed_at
+                            .map(|t| t.to_string())
+                            .unwrap_or_default()
+                    ),
+                )]),
                 None => Err(vec![Reason::new(
                     ReasonCode::RegistryNotCovered,
                     texts.map_or_else(

@@ -541,6 +541,27 @@ async fn test_a_number_an_added_answer_withholds_is_opposed() {
         .unwrap()
         .into_inner();
     assert_eq!(verdict(&cleared), Verdict::Allow, "{cleared:?}");
+    // The snapshot alone no longer clears the withheld number: without the
+    // contact records that hold the opposed answer (a lost store, a
+    // restore without them), the older clearance was served (found by
+    // review).
+    let (status, _) = server.terminate();
+    assert!(status.success());
+    for name in ["contacts.db", "contacts.db-wal", "contacts.db-shm"] {
+        let _ = std::fs::remove_file(ws.data_dir().join(name));
+    }
+    let server = ws.start();
+    let mut gateway = server.gateway().await;
+    let withheld = gateway
+        .check_call(call("+39 333 123 4568", "+390212345678", "it-sales"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(verdict(&withheld), Verdict::Deny, "{withheld:?}");
+    assert!(
+        codes(&withheld).contains(&R::RegistryNotCovered),
+        "{withheld:?}"
+    );
 }
 
 /// A `+590 690` mobile may be Guadeloupe's, Saint-Barthélemy's or

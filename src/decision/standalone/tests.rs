@@ -100,6 +100,7 @@ fn decider(dir: &Path, today: jiff::civil::Date) -> StandaloneDecider {
             allow_narrow_file: true,
             older_than_replace: false,
             accept_unterminated_last_line: false,
+            withheld: Default::default(),
         };
         let registry = config.registry(id).unwrap();
         import::run(registry, &snapshots, &request, Timestamp::now()).unwrap();
