@@ -601,3 +601,38 @@ fn test_a_window_margin_below_a_dials_time_is_refused() {
     }
     parse("[calling]\nwindow_margin_seconds = 5\n").unwrap();
 }
+
+/// A configuration's dates are dates alone: jiff's parser cut a date and
+/// time to its date, so a supplier contract ending at noon covered the
+/// whole day and an override dated at 18:00 took effect at midnight (found
+/// by review).
+#[test]
+fn test_a_date_and_time_is_refused_where_a_date_is_expected() {
+    let campaign = "[[campaign]]\nid = \"c\"\ncontroller = \"acme\"\npurpose = \"marketing\"\ndefault_region = \"DE\"\ndestinations = [\"DE\"]\ncaller_ids = [\"+4930123456\"]\n";
+    for (section, key) in [
+        (
+            "[[supplier]]\ncontroller = \"acme\"\nname = \"lists\"\ncontract_ref = \"c-1\"\nuntil = \"2026-06-30T12:00:00+02:00\"\n",
+            "until",
+        ),
+        (
+            "[[supplier]]\ncontroller = \"acme\"\nname = \"lists\"\ncontract_ref = \"c-1\"\nfrom = \"2026-03-01 18:00\"\n",
+            "from",
+        ),
+        (
+            "[destination.DE]\nfrom = \"2026-08-11T18:00\"\nsource = \"test\"\nconsent = \"opt_in\"\n",
+            "from",
+        ),
+        (
+            "[destination.DE]\nextra_holidays = [\"20261224\"]\nsource = \"test\"\nconsent = \"opt_in\"\n",
+            "extra_holidays",
+        ),
+    ] {
+        let err = parse(&format!("{campaign}{section}"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(key) && err.contains("YYYY-MM-DD"),
+            "{section}: {err}"
+        );
+    }
+}
