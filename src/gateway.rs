@@ -163,16 +163,25 @@ pub fn bounded_screen_item(
 /// left to the fields' own parsing (a number read from a CRLF file is
 /// trimmed, as before).
 pub fn bounded(field: &'static str, value: &str, max: usize) -> Result<(), CheckError> {
-    if let Some(at) = value
-        .bytes()
-        .position(|b| (b < 0x20 && !matches!(b, b'\t' | b'\n' | b'\r')) || b == 0x7f)
+    let bytes = value.as_bytes();
+    if let Some(at) = bytes
+        .iter()
+        .position(|&b| (b < 0x20 && !matches!(b, b'\t' | b'\n' | b'\r')) || b == 0x7f)
     {
         return Err(CheckError::InvalidArgument {
             field,
-            problem: format!(
-                "control character 0x{:02x} at byte {at}",
-                value.as_bytes()[at]
-            ),
+            problem: format!("control character 0x{:02x} at byte {at}", bytes[at]),
+        });
+    }
+    // The C1 controls, U+0080 to U+009F (0xC2 0x80-0x9F in UTF-8): a
+    // terminal reads them as escapes in an export (found by review).
+    if let Some(at) = bytes
+        .windows(2)
+        .position(|pair| pair[0] == 0xc2 && (0x80..=0x9f).contains(&pair[1]))
+    {
+        return Err(CheckError::InvalidArgument {
+            field,
+            problem: format!("control character U+{:04X} at byte {at}", bytes[at + 1]),
         });
     }
     // No more bytes than the limit: no more characters either (the usual
@@ -885,6 +894,19 @@ impl Drop for ScreenedTally {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Control characters are refused in every field, C1 (U+0080 to
+    /// U+009F) included (found by review: `r\u{85}x` was logged and
+    /// exported raw); other characters are not.
+    #[test]
+    fn test_fields_refuse_control_characters() {
+        for bad in ["r\u{0}x", "r\u{1b}x", "r\u{7f}x", "r\u{85}x", "r\u{9b}x"] {
+            assert!(bounded("request_id", bad, 256).is_err(), "{bad:?}");
+        }
+        for good in ["r-1", "r\tx", "caf\u{e9}", "\u{a0}+39", "\u{c2}\u{a9}"] {
+            assert!(bounded("request_id", good, 256).is_ok(), "{good:?}");
+        }
+    }
 
     #[test]
     fn test_screened_tally_counts_in_batches_and_the_rest_when_dropped() {

@@ -120,7 +120,11 @@ pub fn decide(sources: &DecisionSources<'_>, call: &CallInput<'_>, now: Timestam
 /// where every one allows (found by review: such mobiles were decided as
 /// Guadeloupe's, where a contract stands in for a consent, which it does
 /// not in Saint-Martin, and on Saint-Martin's holiday). The campaign must
-/// list them all as destinations. Almost every number has none.
+/// list them all as destinations. Only where a law tells them apart: two
+/// regions neither of which has a statute or an override here are decided
+/// alike (Australia's mobiles, which Cocos and Christmas Island share, were
+/// denied to every Australian campaign; found by the review of this fix).
+/// Almost every number has none.
 fn decided_wherever_it_may_be(
     sources: &DecisionSources<'_>,
     call: &CallInput<'_>,
@@ -130,7 +134,11 @@ fn decided_wherever_it_may_be(
     let Ok(number) = call.called else {
         return decided;
     };
+    let own_law = sources.policies.has_own_law(number.region);
     for other in number::other_possible_regions(number) {
+        if !own_law && !sources.policies.has_own_law(other) {
+            continue;
+        }
         let there: Result<Normalized, NumberError> = Ok(Normalized {
             region: other,
             ..number.clone()

@@ -891,8 +891,19 @@ fn read_startup_state(conn: &Connection, scan: StartupScan) -> Result<StartupSta
     // (a number's ALLOWs removed to "reset" its cap) stops the start
     // rather than leaving its ALLOWs uncounted (found by review).
     let mut newer: Option<(i64, String)> = None;
+    // Each row's content against its own hash, as `audit verify` checks:
+    // linked rows whose verdict, number or controller was edited (two
+    // ALLOWs turned DENY to free a cap) still follow one another (found
+    // by review: two calls over a cap of 2 after such an edit).
+    let mut hasher = super::chain::RowHasher::default();
     while let Some(row) = rows.next()? {
         let (mut row, hash) = read_row(row)?;
+        if hasher.hash(&row) != hash {
+            return Err(OpenError::Corrupt(format!(
+                "seq {}: its content does not match its hash (the row was altered): the attempt caps and repeated requests rest on every row; `dialgate audit verify` shows where, restore the log from a backup",
+                row.seq
+            )));
+        }
         if let Some((newer_seq, newer_prev)) = &newer
             && (row.seq != newer_seq - 1 || hash != *newer_prev)
         {
@@ -1142,8 +1153,12 @@ pub(crate) mod tests {
             .execute("UPDATE decisions SET decided_at_us = ?1", [i64::MAX])
             .unwrap();
         let err = LocalLog::open(&path, &config, scan(now, day)).unwrap_err();
+        // Its hash no longer matches (checked first); a row rehashed
+        // along with the edit is refused for the instant itself.
         assert!(
-            matches!(err, OpenError::Corrupt(_)) && err.to_string().contains("out of range"),
+            matches!(err, OpenError::Corrupt(_))
+                && (err.to_string().contains("out of range")
+                    || err.to_string().contains("does not match its hash")),
             "{err}"
         );
     }
@@ -1162,7 +1177,22 @@ pub(crate) mod tests {
             ("DELETE FROM decisions WHERE seq = 2", "does not follow"),
             (
                 "UPDATE decisions SET verdict = 'ALLOV' WHERE seq = 2",
-                "ALLOV",
+                "seq 2: its content does not match its hash",
+            ),
+            // Linked still, but edited: an ALLOW turned DENY frees a cap,
+            // one moved to another number or back in time leaves the
+            // caps' count (found by review).
+            (
+                "UPDATE decisions SET verdict = 'DENY' WHERE seq = 2",
+                "seq 2: its content does not match its hash",
+            ),
+            (
+                "UPDATE decisions SET normalized_number = '+393339999999' WHERE seq = 3",
+                "seq 3: its content does not match its hash",
+            ),
+            (
+                "UPDATE decisions SET decided_at_us = decided_at_us - 172800000000 WHERE seq = 2",
+                "seq 2: its content does not match its hash",
             ),
         ] {
             let dir = tempfile::tempdir().unwrap();

@@ -313,6 +313,17 @@ impl Policies {
             .max()
     }
 
+    /// Whether `region` has a law of its own here: a statute (its own or
+    /// the one governing it) or a `[destination.XX]` override. Regions
+    /// without are alike: opt-in, no registry, no window.
+    pub fn has_own_law(&self, region: Region) -> bool {
+        statutes::statute(region.as_str()).is_some()
+            || self
+                .overrides
+                .iter()
+                .any(|o| o.destination == region.as_str())
+    }
+
     /// Campaign × destination pairs blocked at `at`.
     pub fn blocked_at(&self, at: Timestamp) -> Vec<&Blocked> {
         self.blocked

@@ -588,6 +588,14 @@ purpose = "marketing"
 default_region = "GP"
 destinations = ["GP"]
 caller_ids = ["+590590123456"]
+
+[[campaign]]
+id = "australia"
+controller = "acme"
+purpose = "marketing"
+default_region = "AU"
+destinations = ["AU"]
+caller_ids = ["+61291234567"]
 "#
     ));
     let server = ws.start();
@@ -630,5 +638,25 @@ caller_ids = ["+590590123456"]
         .await
         .unwrap();
     let (verdict, reasons) = screen(&server, "guadeloupe", fixed, at).await;
+    assert_eq!(verdict, Verdict::Allow, "{reasons:?}");
+    // Australia's mobiles are Cocos' and Christmas Island's too in the
+    // numbering plan, but no law here tells the three apart: decided as
+    // Australia's (found by the review of the fix: every one was denied).
+    let mobile = "+61 412 345 678";
+    records
+        .record_consent(RecordConsentRequest {
+            controller: "acme".into(),
+            number: mobile.into(),
+            purpose: Purpose::Marketing as i32,
+            granted_at: Some(prost_types::Timestamp {
+                seconds: 1_700_000_000,
+                nanos: 0,
+            }),
+            source: "web".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let (verdict, reasons) = screen(&server, "australia", mobile, at).await;
     assert_eq!(verdict, Verdict::Allow, "{reasons:?}");
 }
