@@ -1367,34 +1367,52 @@ fn read_opposed(
     flag: &str,
     accept_unterminated: bool,
 ) -> anyhow::Result<Vec<crate::number::NumberKey>> {
-    use std::io::BufRead;
+    use std::io::{BufRead, Read};
     if registry.kind != crate::model::RegistryKind::Allowlist || controller.is_none() {
         bail!("{flag} applies to allow-list imports with --controller");
     }
-    if !accept_unterminated
-        && crate::line_file::ends_mid_line(path)
-            .with_context(|| format!("cannot read {}", path.display()))?
-    {
-        bail!(
-            "{flag} {} ends in the middle of a line (its last line has no line end): it may be cut short, and a number cut short may be another valid number. Nothing imported; if the file is whole, pass --accept-unterminated-last-line",
-            path.display()
-        );
-    }
     let file =
         std::fs::File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let mut reader = std::io::BufReader::new(file);
     let mut numbers = Vec::new();
-    for (i, line) in std::io::BufReader::new(file).lines().enumerate() {
-        let line = line.with_context(|| format!("{}: line {}", path.display(), i + 1))?;
-        let text = line.trim();
+    let mut buf = Vec::with_capacity(64);
+    let mut line = 0usize;
+    loop {
+        buf.clear();
+        // Bounded as a registry file's lines are: one line must not take
+        // the memory of the whole file.
+        let n = (&mut reader)
+            .take(4097)
+            .read_until(b'\n', &mut buf)
+            .with_context(|| format!("{}: line {}", path.display(), line + 1))?;
+        if n == 0 {
+            break;
+        }
+        line += 1;
+        // Told in the reading pass: a file still growing while read ends
+        // where this read ended.
+        if !matches!(buf.last(), Some(b'\n' | b'\r')) {
+            if buf.len() > 4096 {
+                bail!("{}: line {line}: longer than 4096 bytes", path.display());
+            }
+            if !accept_unterminated {
+                bail!(
+                    "{flag} {} ends in the middle of a line (its last line has no line end): it may be cut short, and a number cut short may be another valid number. Nothing imported; if the file is whole, pass --accept-unterminated-last-line",
+                    path.display()
+                );
+            }
+        }
+        let text = std::str::from_utf8(&buf)
+            .with_context(|| format!("{}: line {line}: not valid UTF-8", path.display()))?
+            .trim();
         if text.is_empty() || text.starts_with('#') {
             continue;
         }
         let normalized =
             crate::number::normalize_any(text, registry.country).with_context(|| {
                 format!(
-                    "{}: line {}: {}",
+                    "{}: line {line}: {}",
                     path.display(),
-                    i + 1,
                     crate::registry::formats::quoted(text)
                 )
             })?;

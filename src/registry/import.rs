@@ -227,6 +227,11 @@ impl fmt::Display for ImportSummary {
 #[derive(Debug, Default)]
 pub struct ParsedNumbers {
     pub lines: u64,
+    /// The last line read had no line end (`\n`, or `\r` alone): the data
+    /// may be cut short (see [`crate::line_file::ends_mid_line`]). Told in
+    /// the reading pass, so a file still growing while it is read, or a
+    /// gzip of several members cut between two, is told too.
+    pub unterminated: bool,
     pub numbers: RoaringTreemap,
     pub removals: RoaringTreemap,
     pub duplicates: u64,
@@ -293,6 +298,7 @@ pub fn parse(
             break;
         }
         parsed.lines += 1;
+        parsed.unterminated = !matches!(buf.last(), Some(b'\n' | b'\r'));
         if buf.last() == Some(&b'\n') {
             buf.pop();
         } else if buf.len() > MAX_LINE_BYTES {
@@ -579,14 +585,6 @@ pub fn run(
         .as_ref()
         .map(|c| parse_coverage(c, registry))
         .transpose()?;
-    if !request.accept_unterminated_last_line
-        && crate::line_file::ends_mid_line(&request.file).map_err(|e| ImportError::Read {
-            path: request.file.clone(),
-            cause: e.to_string(),
-        })?
-    {
-        return Err(ImportError::EndsMidLine(request.file.display().to_string()));
-    }
     let progress = (request.progress && std::io::stderr().is_terminal()).then(|| {
         let size = std::fs::metadata(&request.file)
             .map(|m| m.len())
@@ -607,6 +605,9 @@ pub fn run(
     })?;
     if let Some(pb) = &progress {
         pb.finish_and_clear();
+    }
+    if parsed.unterminated && !request.accept_unterminated_last_line {
+        return Err(ImportError::EndsMidLine(request.file.display().to_string()));
     }
     // A block-list's change list (a file with an action column) read as a
     // replace becomes the whole list (its deletions dropped, every other

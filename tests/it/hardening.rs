@@ -182,10 +182,7 @@ fn test_overlong_lines_fail_fast_naming_the_line_with_a_short_excerpt() {
     let out = import_file(&ws, "us-dnc", &sparse, &[]);
     let err = stderr(&out);
     assert!(!out.status.success());
-    assert!(
-        err.contains("ends in the middle of a line") && err.len() < 1000,
-        "{err}"
-    );
+    assert!(err.contains("line 1") && err.len() < 1000, "{err}");
     let out = import_file(&ws, "us-dnc", &sparse, &["--accept-unterminated-last-line"]);
     let err = stderr(&out);
     assert!(!out.status.success());
@@ -1141,7 +1138,18 @@ fn test_a_file_cut_short_mid_line_is_refused() {
         path_str(&submitted),
     ];
     refused(&import_file(&ws, "it-rpo", &whole, &with_submitted));
-    // Carriage returns end lines too; a compressed file carries a checksum.
+    // A gzip of several members cut between two (each member's checksum
+    // holds): told in the reading pass (found by review).
+    let first_member = {
+        use std::io::Write;
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(b"+39 333 123 4568\n+39 333 123 456").unwrap();
+        gz.finish().unwrap()
+    };
+    let gz_path = ws.dir.path().join("answer.txt.gz");
+    std::fs::write(&gz_path, first_member).unwrap();
+    refused(&import_file(&ws, "it-rpo", &gz_path, &args[..3]));
+    // Carriage returns end lines too.
     let crlf = ws.file("crlf.txt", "+1 212 555 0198\r\n+1 212 555 0199\r");
     assert!(
         import_file(&ws, "us-dnc", &crlf, &["--covers", "+1"])
