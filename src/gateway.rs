@@ -765,16 +765,7 @@ impl Gateway {
                 if decided.evaluation.verdict == Verdict::Allow {
                     return (then.evaluation, then.caps);
                 }
-                for reason in then.evaluation.reasons {
-                    if !decided
-                        .evaluation
-                        .reasons
-                        .iter()
-                        .any(|r| r.code == reason.code)
-                    {
-                        decided.evaluation.reasons.push(reason);
-                    }
-                }
+                decided.evaluation.add_reasons(then.evaluation.reasons);
                 decided.evaluation.next_allowed_at = None;
             }
         }

@@ -171,16 +171,7 @@ fn stricter(mut first: Decided, second: Decided) -> Decided {
             second
         }
         (Verdict::Deny, Verdict::Deny) => {
-            for reason in second.evaluation.reasons {
-                if !first
-                    .evaluation
-                    .reasons
-                    .iter()
-                    .any(|r| r.code == reason.code)
-                {
-                    first.evaluation.reasons.push(reason);
-                }
-            }
+            first.evaluation.add_reasons(second.evaluation.reasons);
             first.evaluation.next_allowed_at = first
                 .evaluation
                 .next_allowed_at

@@ -86,6 +86,18 @@ pub struct Evaluation {
     pub data_versions: Vec<String>,
 }
 
+impl Evaluation {
+    /// Adds `reasons` whose codes it does not name yet (a DENY reached
+    /// two ways names each reason once).
+    pub fn add_reasons(&mut self, reasons: Vec<Reason>) {
+        for reason in reasons {
+            if !self.reasons.iter().any(|r| r.code == reason.code) {
+                self.reasons.push(reason);
+            }
+        }
+    }
+}
+
 /// The calling window of a call under an era.
 fn window_input<'a>(era: &'a Era, data: &DecisionData<'a>) -> WindowInput<'a> {
     WindowInput {

@@ -213,14 +213,17 @@ async fn test_a_clock_set_back_within_the_tolerance_allows_only_what_the_latest_
     let (status, _) = server.terminate();
     assert!(status.success());
 
-    let log = rusqlite::Connection::open(ws.data_dir().join("decisions.db")).unwrap();
-    let ahead = jiff::Timestamp::now().as_microsecond() + 36 * 3_600_000_000;
-    log.execute(
-        "UPDATE decisions SET decided_at_us = ?1 WHERE seq = (SELECT MAX(seq) FROM decisions)",
-        [ahead],
-    )
-    .unwrap();
-    drop(log);
+    // A clock 36 hours ahead decides last (its decision stays logged
+    // there; editing the row instead is refused at start as an alteration).
+    let Some(ahead) = start_with_clock_offset(&ws, "+36h") else {
+        return;
+    };
+    ComplianceGatewayClient::new(ahead.channel().await)
+        .check_call(check())
+        .await
+        .expect("decided");
+    let (status, _) = ahead.terminate();
+    assert!(status.success());
 
     let server = ws.start();
     let mut gateway = ComplianceGatewayClient::new(server.channel().await);
@@ -287,26 +290,43 @@ async fn test_a_clock_set_back_within_the_tolerance_allows_only_what_the_latest_
 const LATEST_DECIDED_AT: &str =
     "SELECT decided_at_us FROM decisions WHERE seq = (SELECT MAX(seq) FROM decisions)";
 
-/// One decision of `ws`'s server (started and stopped), then the latest
-/// decision logged an hour ahead of the clock, as a clock running ahead
-/// and set back since would leave it; returns that instant (µs).
-async fn decided_then_logged_an_hour_ahead(ws: &Workspace) -> i64 {
-    let server = ws.start();
+/// `ws`'s server started with its wall clock `offset` ahead (libfaketime,
+/// `+1h`), as a clock running ahead would; `None` (the test skipped) when
+/// libfaketime is missing and fault tests are not required.
+fn start_with_clock_offset(ws: &Workspace, offset: &str) -> Option<TestServer> {
+    if !std::path::Path::new(FAKETIME).exists() {
+        assert!(
+            std::env::var_os("DIALGATE_REQUIRE_FAULTS").is_none(),
+            "libfaketime is missing, but fault tests are required"
+        );
+        eprintln!("skipped: libfaketime is not installed");
+        return None;
+    }
+    let offset = std::ffi::OsString::from(offset);
+    Some(ws.start_with_env(&[
+        ("LD_PRELOAD", FAKETIME.as_ref()),
+        ("FAKETIME", offset.as_os_str()),
+        ("FAKETIME_DONT_FAKE_MONOTONIC", "1".as_ref()),
+    ]))
+}
+
+/// One decision of `ws`'s server made by a clock an hour ahead, as a clock
+/// running ahead and set back since would leave it; returns that instant
+/// (µs), `None` when the test is skipped.
+async fn decided_then_logged_an_hour_ahead(ws: &Workspace) -> Option<i64> {
+    let server = start_with_clock_offset(ws, "+1h")?;
     ComplianceGatewayClient::new(server.channel().await)
         .check_call(call("+39 333 123 4567", "+390212345678", "it-sales"))
         .await
         .expect("decided");
     let (status, _) = server.terminate();
     assert!(status.success());
-    let ahead = jiff::Timestamp::now().as_microsecond() + 3_600_000_000;
-    rusqlite::Connection::open(ws.data_dir().join("decisions.db"))
+    let ahead: i64 = rusqlite::Connection::open(ws.data_dir().join("decisions.db"))
         .unwrap()
-        .execute(
-            "UPDATE decisions SET decided_at_us = ?1 WHERE seq = (SELECT MAX(seq) FROM decisions)",
-            [ahead],
-        )
+        .query_row(LATEST_DECIDED_AT, [], |r| r.get(0))
         .unwrap();
-    ahead
+    assert!(ahead > jiff::Timestamp::now().as_microsecond() + 3_000_000_000);
+    Some(ahead)
 }
 
 /// A decision made while the clock reads earlier than the latest instant
@@ -322,7 +342,9 @@ async fn test_a_decision_with_the_clock_set_back_is_logged_at_the_latest_instant
     ));
     ws.import("it-rpo", &["+39 333 123 4567"], &["--controller", "acme"]);
     let check = || call("+39 333 123 4567", "+390212345678", "it-sales");
-    let ahead = decided_then_logged_an_hour_ahead(&ws).await;
+    let Some(ahead) = decided_then_logged_an_hour_ahead(&ws).await else {
+        return;
+    };
 
     let server = ws.start();
     let mut gateway = ComplianceGatewayClient::new(server.channel().await);
@@ -344,7 +366,9 @@ async fn test_a_clock_set_back_stops_decisions() {
     let ws = Workspace::new(&standard_config(""));
     ws.import("it-rpo", &["+39 333 123 4567"], &["--controller", "acme"]);
     let check = || call("+39 333 123 4567", "+390212345678", "it-sales");
-    decided_then_logged_an_hour_ahead(&ws).await;
+    if decided_then_logged_an_hour_ahead(&ws).await.is_none() {
+        return;
+    }
 
     let server = ws.start();
     let mut gateway = ComplianceGatewayClient::new(server.channel().await);

@@ -564,6 +564,28 @@ async fn test_a_number_an_added_answer_withholds_is_opposed() {
     );
 }
 
+/// Records an ongoing customer relationship of acme's with `number`.
+async fn customer_of_acme(
+    records: &mut dialgate::proto::contact_records_client::ContactRecordsClient<
+        tonic::transport::Channel,
+    >,
+    number: &str,
+) {
+    records
+        .record_relationship(dialgate::proto::RecordRelationshipRequest {
+            controller: "acme".into(),
+            number: number.into(),
+            kind: dialgate::proto::RelationshipKind::Customer as i32,
+            started_at: Some(prost_types::Timestamp {
+                seconds: 1_700_000_000,
+                nanos: 0,
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+}
+
 /// A `+590 690` mobile may be Guadeloupe's, Saint-Barthélemy's or
 /// Saint-Martin's (their numbering plans overlap): it is decided under
 /// each, allowed only where all three allow (found by review: decided as
@@ -601,19 +623,7 @@ caller_ids = ["+61291234567"]
     let server = ws.start();
     let mut records = server.records().await;
     let mobile = "+590 690 12 34 56";
-    records
-        .record_relationship(dialgate::proto::RecordRelationshipRequest {
-            controller: "acme".into(),
-            number: mobile.into(),
-            kind: dialgate::proto::RelationshipKind::Customer as i32,
-            started_at: Some(prost_types::Timestamp {
-                seconds: 1_700_000_000,
-                nanos: 0,
-            }),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    customer_of_acme(&mut records, mobile).await;
     let at = "2026-11-30T15:00:00Z";
     let (verdict, reasons) = screen(&server, "antilles", mobile, at).await;
     assert_eq!(verdict, Verdict::Deny, "{reasons:?}");
@@ -624,19 +634,7 @@ caller_ids = ["+61291234567"]
     assert!(reasons.contains(&R::DestinationNotAllowed), "{reasons:?}");
     // A Guadeloupe fixed line is Guadeloupe's alone: the contract stands in.
     let fixed = "+590 590 21 34 56";
-    records
-        .record_relationship(dialgate::proto::RecordRelationshipRequest {
-            controller: "acme".into(),
-            number: fixed.into(),
-            kind: dialgate::proto::RelationshipKind::Customer as i32,
-            started_at: Some(prost_types::Timestamp {
-                seconds: 1_700_000_000,
-                nanos: 0,
-            }),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    customer_of_acme(&mut records, fixed).await;
     let (verdict, reasons) = screen(&server, "guadeloupe", fixed, at).await;
     assert_eq!(verdict, Verdict::Allow, "{reasons:?}");
     // Australia's mobiles are Cocos' and Christmas Island's too in the
