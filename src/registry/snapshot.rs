@@ -365,8 +365,14 @@ impl Snapshot {
             }
         }
         if !removals.is_empty() {
+            // An allow-list answer withholds as of its own day: a newer
+            // answer's clearance stands (the latest answer counts; found by
+            // review: a late answer's withheld number un-cleared the newer
+            // clearance). A block-list has one list.
             for batch in controller_batches.iter_mut() {
-                batch.numbers -= &removals;
+                if kind == RegistryKind::Blocklist || batch.checked_at <= import.checked_at {
+                    batch.numbers -= &removals;
+                }
             }
         }
         controller_batches.retain(|b| kind == RegistryKind::Blocklist || !b.numbers.is_empty());
@@ -670,6 +676,18 @@ mod tests {
         assert_eq!(s3.version, 3);
         // Clearances are per controller.
         assert_eq!(clearance(&s3, "other", key(a)), None);
+        // A late answer withholding a and b (its delete lines, or what it
+        // left out of the numbers submitted) takes them out of the
+        // clearances as old as it, not out of a newer one (found by
+        // review: a's clearance of 10 Nov was lost to an answer of 5 Nov).
+        let mut late = import(ImportMode::Add, "acme", "2026-11-05", &[]);
+        late.removals = [key(a).0, key(b).0].into_iter().collect();
+        let s4 = apply(Some(&s3), RegistryKind::Allowlist, late);
+        assert_eq!(
+            clearance(&s4, "acme", key(a)),
+            Some("2026-11-10".parse().unwrap())
+        );
+        assert_eq!(clearance(&s4, "acme", key(b)), None);
     }
 
     #[test]

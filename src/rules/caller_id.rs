@@ -163,7 +163,7 @@ fn reserved_for(prefixes: &[ReservedPrefix], purpose: crate::model::Purpose) -> 
 
 /// The reserved prefix a caller ID is in: `+CC prefix...`, `00CC prefix...`,
 /// or national `prefix...` when the campaign's region is the destination.
-/// 6 to 12 national digits.
+/// National digits of the range's own length (`ReservedPrefix::digits`).
 fn reserved_prefix(
     cli: &str,
     prefixes: &'static [ReservedPrefix],
@@ -194,10 +194,14 @@ fn reserved_prefix(
     } else {
         return None;
     };
-    if !(6..=12).contains(&national.len()) || national.contains('+') {
+    if national.contains('+') {
         return None;
     }
-    prefixes.iter().find(|p| national.starts_with(p.prefix))
+    // Each range has its own length: a 400 number of 6 or 12 digits is
+    // no number of Spain's 9-digit range (found by review).
+    prefixes.iter().find(|p| {
+        national.starts_with(p.prefix) && (p.digits.0..=p.digits.1).contains(&national.len())
+    })
 }
 
 #[cfg(test)]
@@ -331,11 +335,21 @@ mod tests {
         for in_range in ["+34 400 123 456", "400123456", "0034400123456"] {
             assert_eq!(check(in_range, &marketing, after), None, "{in_range}");
         }
-        assert_eq!(
-            check("+34 400 12", &marketing, after).map(|r| r.code),
-            Some(ReasonCode::CallerIdNotAllowed),
-            "too short for the range"
-        );
+        for wrong_length in [
+            "+34 400 12",
+            "+34 400 123",
+            "+34 400 1234",
+            "+34 400 123 456 789",
+            "400123",
+            "400123456789",
+            "0034400123",
+        ] {
+            assert_eq!(
+                check(wrong_length, &marketing, after).map(|r| r.code),
+                Some(ReasonCode::CallerIdNotAllowed),
+                "{wrong_length}: not nine digits (found by review)"
+            );
+        }
         let survey = campaign(Purpose::MarketResearch, "ES", &["+34900123456"]);
         assert_eq!(check("+34900123456", &survey, after), None);
         assert_eq!(

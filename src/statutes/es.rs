@@ -113,6 +113,8 @@ pub(super) fn statute() -> Statute {
                 reserved_prefixes: &[ReservedPrefix {
                     prefix: "400",
                     purposes: &[Purpose::Marketing],
+                    // Nine digits, 400XXXXXX.
+                    digits: (9, 9),
                 }],
                 reserved_required: &[Purpose::Marketing],
                 ..cli_2025
@@ -125,8 +127,7 @@ pub(super) fn statute() -> Statute {
              4 Feb 2026 (secondary sources: El País, RTVE, 4 Feb 2026; the resolution's final \
              text and date were not verified): marketing calls present a 400 number, other \
              purposes the numbers of the 2025 order; applied from the end of the law's \
-             adaptation period, 28 Dec 2026 (UNVERIFIED; a campaign may declare 400 numbers \
-             alone before)",
+             adaptation period, 28 Dec 2026 (UNVERIFIED)",
         ),
     ];
     s

@@ -63,10 +63,12 @@ pub(super) fn statute() -> Statute {
                 ReservedPrefix {
                     prefix: "0843",
                     purposes: &[Purpose::Statistical],
+                    digits: (6, 12),
                 },
                 ReservedPrefix {
                     prefix: "0844",
                     purposes: &[Purpose::Marketing, Purpose::MarketResearch],
+                    digits: (6, 12),
                 },
             ],
             permitted_types: Some(&[

@@ -338,6 +338,9 @@ pub struct ReservedPrefix {
     /// National significant digits, trunk `0` included as dialled (`0844`).
     pub prefix: &'static str,
     pub purposes: &'static [Purpose],
+    /// The national digits a number of the range has, prefix included
+    /// (Spain's 400 range: exactly 9; Italy's: 6 to 12, as dialled).
+    pub digits: (usize, usize),
 }
 
 /// Caller-ID rules. A withheld or unparseable caller ID is refused
