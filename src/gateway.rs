@@ -199,15 +199,15 @@ pub fn bounded(field: &'static str, value: &str, max: usize) -> Result<(), Check
     Ok(())
 }
 
-/// What a request id is bound to: the request's fields and the caller.
+/// What a request id is bound to: the request's fields (the caller is in
+/// the key it is remembered under, see [`crate::idempotency::idempotency_key`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct RequestFingerprint {
     digest: [u8; 16],
-    api_key: String,
 }
 
 impl RequestFingerprint {
-    fn of(called_number: &str, caller_id: &str, campaign_id: &str, api_key: &str) -> Self {
+    fn of(called_number: &str, caller_id: &str, campaign_id: &str) -> Self {
         use sha2::{Digest, Sha256};
         let mut hasher = Sha256::new();
         for field in [called_number, caller_id, campaign_id] {
@@ -217,10 +217,7 @@ impl RequestFingerprint {
         let digest = hasher.finalize();
         let mut short = [0u8; 16];
         short.copy_from_slice(&digest[..16]);
-        RequestFingerprint {
-            digest: short,
-            api_key: api_key.to_string(),
-        }
+        RequestFingerprint { digest: short }
     }
 }
 
@@ -239,7 +236,6 @@ fn answered_from(record: DecisionRecord) -> Answered {
             &record.called_number,
             &record.caller_id,
             &record.campaign_id,
-            &record.api_key,
         ),
         outcome: CheckOutcome {
             decision_id: record.decision_id,
@@ -403,7 +399,6 @@ impl Gateway {
             &request.called_number,
             &request.caller_id,
             &request.campaign_id,
-            request.api_key(),
         );
         let cell = self.answered.cell(&crate::idempotency::idempotency_key(
             request.api_key(),

@@ -134,8 +134,14 @@ fn decided_wherever_it_may_be(
     let Ok(number) = call.called else {
         return decided;
     };
+    let others = number::other_possible_regions(number);
+    if others.is_empty() {
+        return decided;
+    }
+    // Looked up only for such numbers: CheckCall's path otherwise pays
+    // the overlap check alone.
     let own_law = sources.policies.has_own_law(number.region);
-    for other in number::other_possible_regions(number) {
+    for other in others {
         if !own_law && !sources.policies.has_own_law(other) {
             continue;
         }

@@ -290,16 +290,25 @@ async fn test_a_clock_set_back_within_the_tolerance_allows_only_what_the_latest_
 const LATEST_DECIDED_AT: &str =
     "SELECT decided_at_us FROM decisions WHERE seq = (SELECT MAX(seq) FROM decisions)";
 
-/// `ws`'s server started with its wall clock `offset` ahead (libfaketime,
-/// `+1h`), as a clock running ahead would; `None` (the test skipped) when
-/// libfaketime is missing and fault tests are not required.
-fn start_with_clock_offset(ws: &Workspace, offset: &str) -> Option<TestServer> {
-    if !std::path::Path::new(FAKETIME).exists() {
+/// Whether libfaketime is installed; the test is skipped without it, unless
+/// fault tests are required.
+fn faketime_installed() -> bool {
+    let installed = std::path::Path::new(FAKETIME).exists();
+    if !installed {
         assert!(
             std::env::var_os("DIALGATE_REQUIRE_FAULTS").is_none(),
             "libfaketime is missing, but fault tests are required"
         );
         eprintln!("skipped: libfaketime is not installed");
+    }
+    installed
+}
+
+/// `ws`'s server started with its wall clock `offset` ahead (libfaketime,
+/// `+1h`), as a clock running ahead would; `None` (the test skipped) when
+/// libfaketime is missing and fault tests are not required.
+fn start_with_clock_offset(ws: &Workspace, offset: &str) -> Option<TestServer> {
+    if !faketime_installed() {
         return None;
     }
     let offset = std::ffi::OsString::from(offset);
@@ -432,12 +441,7 @@ const FAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1";
 /// done).
 #[tokio::test(flavor = "multi_thread")]
 async fn test_a_clock_stepped_ahead_while_serving_stops_decisions() {
-    if !std::path::Path::new(FAKETIME).exists() {
-        assert!(
-            std::env::var_os("DIALGATE_REQUIRE_FAULTS").is_none(),
-            "libfaketime is missing, but fault tests are required"
-        );
-        eprintln!("skipped: libfaketime is not installed");
+    if !faketime_installed() {
         return;
     }
     let ws = Workspace::new(&standard_config(""));
